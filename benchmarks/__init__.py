@@ -1,0 +1,1 @@
+"""Benchmarks: spamkit against the reference tools, side by side in one run."""

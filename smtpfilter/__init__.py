@@ -1,0 +1,1 @@
+"""The SMTP filter front end: not built yet, see issue 5."""

@@ -1,0 +1,3 @@
+from spamkit.cli import main
+
+main()

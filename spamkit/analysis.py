@@ -1,0 +1,30 @@
+"""One message from bytes to what the store and the classifier take: key, tokens, hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spamkit.message import DEFAULT_LIMITS, ParsedMessage, ParseLimits, message_key, parse_message
+from spamkit.tokenizer import EmailTokenizer, Tokenizer, hash_tokens
+
+
+@dataclass
+class Analysis:
+    key: bytes  # identity for the learned-once table
+    message: ParsedMessage
+    tokens: list[str]
+    hashes: list[bytes]  # hashes[i] is the storage key of tokens[i]
+
+
+class Analyzer:
+    """Parse, tokenize and hash. Never raises on any byte string."""
+
+    def __init__(self, tokenizer: Tokenizer | None = None,
+                 limits: ParseLimits = DEFAULT_LIMITS) -> None:
+        self.tokenizer = tokenizer or EmailTokenizer()
+        self.limits = limits
+
+    def analyze(self, raw: bytes) -> Analysis:
+        message = parse_message(raw, self.limits)
+        tokens = list(self.tokenizer.tokenize(message))
+        return Analysis(message_key(raw), message, tokens, hash_tokens(tokens))

@@ -1,0 +1,92 @@
+"""`spamkit db ...`: look after the token database."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from spamkit.cli import db_option, json_option
+from spamkit.store import default_db_path, open_store
+
+DEFAULT_MAX_TOKENS = 1_000_000
+
+
+@click.group()
+def db() -> None:
+    """Inspect, back up, restore, expire or reset the token database."""
+
+
+@db.command()
+@db_option
+def path(db_path: str | None) -> None:
+    """Print where the database is (or would be created)."""
+    click.echo(db_path or str(default_db_path()))
+
+
+@db.command()
+@db_option
+@json_option
+def magic(db_path: str | None, as_json: bool) -> None:
+    """Summary counts, as `sa-learn --dump magic` shows them."""
+    with open_store(db_path, readonly=True) as store:
+        facts = store.magic()
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
+    width = max(len(k) for k in facts)
+    for key, value in facts.items():
+        click.echo(f"{key:<{width}}  {'-' if value is None else value}")
+
+
+@db.command()
+@click.argument("output", type=click.File("w"), default="-")
+@db_option
+def dump(output: click.utils.LazyFile, db_path: str | None) -> None:
+    """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout."""
+    with open_store(db_path, readonly=True) as store:
+        store.dump(output)
+
+
+@db.command()
+@click.argument("source", type=click.File("r"), default="-")
+@db_option
+def restore(source: click.utils.LazyFile, db_path: str | None) -> None:
+    """Replace the database with a dump. A damaged dump changes nothing."""
+    with open_store(db_path) as store:
+        store.restore(source)
+        totals = store.totals()
+    click.echo(f"restored: {totals.ntokens} tokens, {totals.nspam} spam, {totals.nham} ham",
+               err=True)
+
+
+@db.command()
+@click.option("--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS,
+              show_default=True, help="Keep at most this many tokens.")
+@db_option
+@json_option
+def expire(max_tokens: int, db_path: str | None, as_json: bool) -> None:
+    """Drop the oldest, rarest tokens until at most --max-tokens remain."""
+    with open_store(db_path) as store:
+        removed = store.expire(max_tokens)
+        remaining = store.totals().ntokens
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "ntokens": remaining}))
+    else:
+        click.echo(f"expired {removed} tokens; {remaining} remain")
+
+
+@db.command()
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@db_option
+def reset(yes: bool, db_path: str | None) -> None:
+    """Forget everything learned."""
+    where = db_path or str(default_db_path())
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("refusing to reset without --yes when not on a terminal")
+        click.confirm(f"Forget everything learned in {where}?", abort=True)
+    with open_store(db_path) as store:
+        store.reset()
+    click.echo(f"reset {where}", err=True)

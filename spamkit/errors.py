@@ -1,0 +1,36 @@
+"""spamkit's exceptions: one tree, so the command line can map each to an exit code.
+
+SpamkitError
+├── ConfigError          a setting or option is wrong; says which
+├── MessageSourceError   a message file, directory or mbox cannot be read (parsing never raises)
+└── StoreError           the token database cannot be opened or written
+    └── StoreCorrupt     the database is not a spamkit database, or fails its checks
+
+Parsing and tokenizing never raise: damage in a message becomes a fact about it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SpamkitError(Exception):
+    """Base of every error spamkit reports to a user instead of a traceback."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(SpamkitError):
+    exit_code = 2
+
+
+class MessageSourceError(SpamkitError):
+    exit_code = 66  # EX_NOINPUT
+
+
+class StoreError(SpamkitError):
+    exit_code = 74  # EX_IOERR
+
+
+class StoreCorrupt(StoreError):
+    exit_code = 65  # EX_DATAERR

@@ -1,0 +1,133 @@
+"""Learning: each message at most once per label, in all-or-nothing batches.
+
+A message learned again with the same label changes nothing. Learned with the other
+label, its tokens move across in the same transaction (subtracted from the old label,
+added to the new). Forgetting subtracts them and clears its mark. The caller hears of
+each batch only after it is committed (`on_commit`), which is when the trainer may
+delete the files: never before.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from spamkit.analysis import Analyzer
+from spamkit.message import message_key
+from spamkit.sources import SourceItem
+from spamkit.store.base import Label, StoreWriter, TokenStore
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+class Outcome(enum.Enum):
+    LEARNED = "learned"
+    RELEARNED = "relearned"
+    SKIPPED = "skipped"  # already learned with this label (or, forgetting, never learned)
+    FORGOTTEN = "forgotten"
+    FAILED = "failed"
+
+
+@dataclass
+class LearnSummary:
+    learned: int = 0
+    relearned: int = 0
+    skipped: int = 0
+    forgotten: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+    def as_json(self) -> dict[str, object]:
+        return {"learned": self.learned, "relearned": self.relearned, "skipped": self.skipped,
+                "forgotten": self.forgotten, "failed": self.failed,
+                "seconds": round(self.seconds, 3),
+                "failures": [{"message": name, "reason": why} for name, why in self.failures]}
+
+
+@dataclass
+class _Pending:
+    item: SourceItem
+    key: bytes
+    hashes: list[bytes]
+
+
+CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
+
+
+class Learner:
+    def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.store = store
+        self.analyzer = analyzer or Analyzer()
+        self.batch_size = batch_size
+
+    def learn(self, items: Iterable[SourceItem], label: Label | None,
+              on_commit: CommitCallback | None = None,
+              progress: Callable[[int], None] | None = None) -> LearnSummary:
+        """Learn `items` as `label`, or forget them when `label` is None."""
+        started = time.perf_counter()
+        summary = LearnSummary()
+        batch: list[_Pending] = []
+        for item in items:
+            pending = self._prepare(item, label, summary)
+            if pending is not None:
+                batch.append(pending)
+            elif on_commit is not None and item.error is None:
+                on_commit([(item, Outcome.SKIPPED)])
+            if len(batch) >= self.batch_size:
+                self._commit(batch, label, summary, on_commit)
+                batch = []
+            if progress is not None:
+                progress(1)
+        if batch:
+            self._commit(batch, label, summary, on_commit)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _prepare(self, item: SourceItem, label: Label | None,
+                 summary: LearnSummary) -> _Pending | None:
+        if item.data is None:
+            summary.count(Outcome.FAILED)
+            summary.failures.append((item.name, item.error or "unreadable"))
+            return None
+        key = message_key(item.data)
+        known = self.store.learned_as(key)
+        if known is label:  # same label again, or forgetting what was never learned
+            summary.count(Outcome.SKIPPED)
+            return None
+        return _Pending(item, key, self.analyzer.analyze(item.data).hashes)
+
+    def _commit(self, batch: list[_Pending], label: Label | None, summary: LearnSummary,
+                on_commit: CommitCallback | None) -> None:
+        outcomes: list[tuple[SourceItem, Outcome]] = []
+        with self.store.writer() as writer:
+            for pending in batch:
+                outcomes.append((pending.item, _apply(writer, pending, label)))
+            writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
+        for _, outcome in outcomes:  # counted only once committed
+            summary.count(outcome)
+        if on_commit is not None:
+            on_commit(outcomes)
+
+
+def _apply(writer: StoreWriter, pending: _Pending, label: Label | None) -> Outcome:
+    previous = writer.learned_as(pending.key)
+    if previous is label:  # a duplicate within this batch
+        return Outcome.SKIPPED
+    if previous is not None:
+        writer.add_tokens(pending.hashes, previous, -1)
+        writer.add_messages(previous, -1)
+    if label is None:
+        writer.remember(pending.key, None)
+        return Outcome.FORGOTTEN
+    writer.add_tokens(pending.hashes, label, 1)
+    writer.add_messages(label, 1)
+    writer.remember(pending.key, label)
+    return Outcome.LEARNED if previous is None else Outcome.RELEARNED
+

@@ -1,0 +1,280 @@
+"""Any byte string in, a `ParsedMessage` out; `parse_message` never raises.
+
+The parser is our own, not `email`: on the SpamAssassin corpus it is faster than
+`email` with `policy=compat32` (docs/decisions/0001-message-parser.md has the figures),
+it stops at the caps below instead of building a tree first, and it is linear in the
+input. Damage and caps are recorded in `ParsedMessage.facts` for the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
+from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
+from spamkit.message.html import render_html
+
+__all__ = ["Attachment", "ParsedMessage", "ParseLimits", "message_key", "parse_message"]
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Caps on the work one message may cause. Exceeding one is a fact, not an error."""
+
+    max_message_bytes: int = 500_000  # SME's spamassassin MaxMessageSize
+    max_depth: int = 100  # Postfix mime_nesting_limit
+    max_parts: int = 1_000
+    max_boundary_length: int = 2_048  # Postfix mime_boundary_length_limit
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+
+@dataclass
+class Attachment:
+    content_type: str
+    filename: str
+    size: int
+
+
+@dataclass
+class ParsedMessage:
+    """What the tokenizer and the rules need to know about one message."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)  # (lower-case name, value)
+    text: list[str] = field(default_factory=list)  # visible text, one entry a part
+    invisible: list[str] = field(default_factory=list)  # hidden HTML text and comments
+    alt_text: list[str] = field(default_factory=list)  # img alt and title attributes
+    urls: list[str] = field(default_factory=list)
+    html_tags: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    facts: set[str] = field(default_factory=set)
+    size: int = 0
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+
+def normalize_newlines(raw: bytes) -> bytes:
+    """CRLF and bare CR become LF, so every line-ending convention parses the same."""
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return raw
+
+
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def message_key(raw: bytes) -> bytes:
+    """16-byte identity of a message for the learned-once table.
+
+    The digest of its Message-ID and its body, so the same mail delivered twice (or
+    with other Received lines, or other line endings) is the same message.
+    """
+    data = normalize_newlines(raw)
+    head, body = split_header_block(data)
+    match = _MESSAGE_ID.search(head)
+    message_id = b" ".join(match.group(1).split()) if match else b""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(message_id)
+    digest.update(b"\x00")
+    digest.update(body)
+    return digest.digest()
+
+
+def parse_message(raw: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse any bytes as a mail message. Never raises."""
+    message = ParsedMessage(size=len(raw))
+    try:
+        _Walker(message, limits).walk_message(raw)
+    except RecursionError:
+        message.facts.add("cap-mime-depth")
+    except Exception as error:  # the promise is "never raises": record, and keep what we have
+        message.facts.add(f"parser-error:{type(error).__name__}")
+    return message
+
+
+_UU_BLOCK = re.compile(rb"^begin [0-7]{3,4} \S", re.MULTILINE)
+_URL_TAIL = r"[^\s<>\"'()\[\]{}]{2,400}"
+# Case-sensitive with a literal prefix is 3x faster than IGNORECASE; the rare
+# upper-case URL takes the slow pattern.
+_TEXT_URL = re.compile(r"(?:https?://|www\.)" + _URL_TAIL)
+_TEXT_URL_ANY_CASE = re.compile(r"(?:https?://|www\.)" + _URL_TAIL, re.IGNORECASE)
+
+
+def _text_urls(text: str) -> list[str]:
+    if "HTTP" in text or "WWW." in text or "Http" in text or "Www." in text:
+        return _TEXT_URL_ANY_CASE.findall(text)
+    return _TEXT_URL.findall(text)
+
+
+class _Walker:
+    """One pass over a MIME tree, filling in a ParsedMessage as it goes."""
+
+    def __init__(self, message: ParsedMessage, limits: ParseLimits) -> None:
+        self.message = message
+        self.limits = limits
+        self.parts = 0
+
+    def walk_message(self, raw: bytes) -> None:
+        if len(raw) > self.limits.max_message_bytes:
+            self.message.facts.add("cap-message-bytes")
+            raw = raw[: self.limits.max_message_bytes]
+        if b"\x00" in raw:
+            self.message.facts.add("nul-bytes")
+            raw = raw.replace(b"\x00", b"")
+        data = normalize_newlines(raw)
+        self.message.size = len(data)
+        head, body = split_header_block(data)
+        if not head:
+            self.message.facts.add("no-headers")
+        fields = parse_header_block(head, self.message.facts)
+        self.message.headers = [(name, self._header_text(value)) for name, value in fields]
+        self._walk_entity(fields, body, depth=0, default_type="text/plain")
+
+    def _header_text(self, value: bytes) -> str:
+        if value.isascii():
+            text = value.decode("ascii")
+        else:
+            self.message.facts.add("header-8bit")
+            text = decode_text(value, None)
+        return decode_rfc2047(text, self.message.facts)
+
+    def _walk_entity(self, fields: list[tuple[str, bytes]], body: bytes, depth: int,
+                     default_type: str) -> None:
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            self.message.facts.add("cap-mime-parts")
+            return
+        content_type, params, encoding, disposition = _content_headers(fields, default_type)
+        self.message.content_types.append(content_type)
+        if content_type.startswith("multipart/"):
+            self._walk_multipart(params, body, depth)
+        elif content_type == "message/rfc822" and depth < self.limits.max_depth:
+            head, inner = split_header_block(body)
+            inner_fields = parse_header_block(head, self.message.facts)
+            self._walk_entity(inner_fields, inner, depth + 1, "text/plain")
+        else:
+            self._leaf(content_type, params, encoding, disposition, body)
+
+    def _walk_multipart(self, params: dict[str, str], body: bytes, depth: int) -> None:
+        boundary = params.get("boundary", "")
+        if not boundary or len(boundary) > self.limits.max_boundary_length:
+            self.message.facts.add("mime-bad-boundary")
+            self._leaf("text/plain", {}, "", "", body)
+            return
+        if depth + 1 > self.limits.max_depth:
+            self.message.facts.add("cap-mime-depth")
+            return
+        delimiter = b"--" + boundary.encode("latin-1", "replace")
+        pieces = _split_multipart(body, delimiter)
+        if pieces is None:
+            self.message.facts.add("mime-missing-boundary")
+            self._leaf("text/plain", {}, "", "", body)
+            return
+        parts, closed = pieces
+        if not closed:
+            self.message.facts.add("mime-unterminated")
+        for part in parts:
+            if self.parts >= self.limits.max_parts:
+                self.message.facts.add("cap-mime-parts")
+                return
+            head, part_body = split_header_block(part)
+            part_fields = parse_header_block(head, self.message.facts)
+            self._walk_entity(part_fields, part_body, depth + 1, "text/plain")
+
+    def _leaf(self, content_type: str, params: dict[str, str], encoding: str,
+              disposition: str, body: bytes) -> None:
+        message = self.message
+        filename = _filename(params, disposition)
+        is_text = content_type.startswith("text/") or content_type == ""
+        if not is_text or (filename and "attachment" in disposition.lower()):
+            size = len(body) * 3 // 4 if encoding.strip().lower() == "base64" else len(body)
+            message.attachments.append(Attachment(content_type, filename, size))
+            return
+        data = decode_transfer(body, encoding, message.facts)
+        if _UU_BLOCK.search(data):
+            decoded, uu_name = decode_uuencode(data, message.facts)
+            message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
+            data = _UU_BLOCK.split(data, 1)[0]
+        text = decode_text(data, params.get("charset"), message.facts)
+        if content_type == "text/html" or (content_type == "text/plain" and _looks_like_html(text)):
+            rendered = render_html(text)
+            message.text.append(rendered.visible)
+            if rendered.invisible.strip():
+                message.invisible.append(rendered.invisible)
+            message.alt_text.extend(rendered.alt_text)
+            message.urls.extend(rendered.urls)
+            message.html_tags.extend(rendered.tags)
+            message.facts.update(rendered.facts)
+            message.urls.extend(_text_urls(rendered.visible))
+        else:
+            message.text.append(text)
+            message.urls.extend(_text_urls(text))
+
+
+def _content_headers(fields: list[tuple[str, bytes]],
+                     default_type: str) -> tuple[str, dict[str, str], str, str]:
+    content_type, params, encoding, disposition = default_type, {}, "", ""
+    seen_type = False
+    for name, value in fields:
+        if name == "content-type" and not seen_type:
+            seen_type = True
+            main, params = split_parameters(value.decode("latin-1"))
+            if "/" in main:
+                content_type = main
+        elif name == "content-transfer-encoding" and not encoding:
+            encoding = value.decode("latin-1")
+        elif name == "content-disposition" and not disposition:
+            disposition = value.decode("latin-1")
+    return content_type, params, encoding, disposition
+
+
+def _filename(params: dict[str, str], disposition: str) -> str:
+    name = params.get("name", "")
+    if disposition:
+        _, disposition_params = split_parameters(disposition)
+        name = disposition_params.get("filename", name)
+    return name
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text[:2000].lower()
+    return "<html" in head or "<body" in head or ("<a href" in head and "</a>" in head)
+
+
+def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool] | None:
+    """Body parts between delimiter lines; None when the delimiter never appears.
+
+    Returns (parts, closed), closed being False when the closing delimiter is missing
+    (a truncated message), in which case the last part runs to the end.
+    """
+    line_start = b"\n" + delimiter
+    data = b"\n" + body
+    position = data.find(line_start)
+    if position < 0:
+        return None
+    parts: list[bytes] = []
+    while True:
+        line_end = data.find(b"\n", position + 1)
+        rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
+        if rest_of_line.startswith(b"--"):
+            return parts, True
+        if line_end < 0:
+            return parts, False
+        following = data.find(line_start, line_end)
+        if following < 0:
+            parts.append(data[line_end + 1:])
+            return parts, False
+        parts.append(data[line_end + 1: following])
+        position = following

@@ -1,0 +1,137 @@
+"""HTML to what a reader sees, with what they do not see kept apart.
+
+Spam hides words from the reader (display:none, white-on-white, zero-size fonts,
+comments) to poison filters, and breaks words with empty inline tags (V<b></b>iagra).
+A regex scanner is enough for that and is several times faster than html.parser; it
+never raises and its work is linear in the input.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_SCRIPT_STYLE = re.compile(r"<(script|style)\b[^<>]*>.*?(?:</\1\s*>|\Z)", re.DOTALL | re.IGNORECASE)
+# No alternative may cross a "<", so a tag that never closes costs one scan to the next "<"
+# and the whole document stays linear.
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})((?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*)>")
+_ATTR = re.compile(r"""([a-zA-Z-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
+# White text is not taken as hidden: 215 corpus HTML messages, ham among them, set white
+# text on dark cells, and telling those from white-on-white needs layout we do not do.
+_HIDDEN_STYLE = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:\.\d+)?(?![\d.])",
+    re.IGNORECASE)
+_URL_ATTRS = frozenset({"href", "src", "action", "background", "lowsrc", "data"})
+_TEXT_ATTRS = frozenset({"alt", "title"})
+# Inline tags do not separate words: "V<b></b>iagra" reads as one word.
+_INLINE = frozenset({"a", "b", "i", "u", "s", "em", "strong", "font", "span", "small", "big",
+                     "sub", "sup", "tt", "code", "abbr", "del", "ins", "mark", "q", "wbr"})
+_VOID = frozenset({"br", "img", "hr", "meta", "link", "input", "area", "base", "col", "embed",
+                   "param", "source", "track", "wbr", "!doctype"})
+_MAX_HIDDEN_DEPTH = 200
+
+
+@dataclass
+class RenderedHtml:
+    visible: str = ""
+    invisible: str = ""
+    urls: list[str] = field(default_factory=list)
+    alt_text: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    facts: set[str] = field(default_factory=set)
+
+
+def _is_hidden(tag: str, attrs: dict[str, str]) -> bool:
+    style = attrs.get("style")
+    if style and _HIDDEN_STYLE.search(style):
+        return True
+    return tag == "font" and attrs.get("size", "").strip() in ("0", "-10")
+
+
+_HIDING_MARKERS = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:\.\d+)?(?![\d.])"
+    r"|<font[^<>]*\bsize\s*=\s*[\"']?\s*(?:0\b|-10)")
+_INLINE_TAG = re.compile(r"</?(?:" + "|".join(sorted(_INLINE, key=len, reverse=True))
+                         + r")\b(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>", re.IGNORECASE)
+# These three run on the lower-cased document: case-sensitive patterns are 2-3x faster.
+# An attribute follows white space; "\s" as the first item is 3x faster than "\b".
+_URL_ATTR = re.compile(r"""\s(?:href|src|action|background|lowsrc)\s*=\s*(?:"([^"<]*)"|'([^'<]*)'|([^\s<>"']+))""")
+_TEXT_ATTR = re.compile(r"""\s(?:alt|title)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')""")
+_TAG_NAME = re.compile(r"<([a-z][a-z0-9]{0,30})")
+
+
+def render_html(source: str) -> RenderedHtml:
+    """Split an HTML document into visible text, invisible text, URLs and alt text.
+
+    Most HTML mail hides nothing; for it, a few whole-document regex passes do the work
+    in C. Only documents with a hiding marker walk tag by tag with a stack.
+    """
+    lowered = source.lower()
+    if _HIDING_MARKERS.search(lowered) is None:
+        return _render_plain(source, lowered)
+    return _render_with_stack(source)
+
+
+def _render_plain(source: str, lowered: str) -> RenderedHtml:
+    out = RenderedHtml()
+    if "<!--" in source:
+        out.invisible = html.unescape(" ".join(m.group(0)[4:-3] for m in _COMMENT.finditer(source)))
+        source = _COMMENT.sub("", source)
+        out.facts.add("html-comment")
+        lowered = source.lower()
+    if "<script" in lowered or "<style" in lowered:
+        source = _SCRIPT_STYLE.sub(" ", source)
+        lowered = source.lower()
+    out.urls = [html.unescape((a or b or c).strip()) for a, b, c in _URL_ATTR.findall(lowered)]
+    out.alt_text = [html.unescape(a or b) for a, b in _TEXT_ATTR.findall(lowered)]
+    out.tags = list(set(_TAG_NAME.findall(lowered)))
+    text = _TAG.sub(" ", _INLINE_TAG.sub("", source))
+    out.visible = html.unescape(text)
+    return out
+
+
+def _render_with_stack(source: str) -> RenderedHtml:
+    out = RenderedHtml()
+    invisible: list[str] = []
+    if "<!--" in source:
+        invisible.extend(m.group(0)[4:-3] for m in _COMMENT.finditer(source))
+        source = _COMMENT.sub("", source)
+        out.facts.add("html-comment")
+    source = _SCRIPT_STYLE.sub(" ", source)
+    visible: list[str] = []
+    hidden_stack: list[str] = []
+    pos = 0
+    for match in _TAG.finditer(source):
+        text = source[pos:match.start()]
+        if text:
+            (invisible if hidden_stack else visible).append(text)
+        pos = match.end()
+        closing, tag, rest = match.group(1), match.group(2).lower(), match.group(3)
+        if tag not in _INLINE:
+            (invisible if hidden_stack else visible).append(" ")
+        out.tags.append(tag)
+        if closing:
+            if hidden_stack and hidden_stack[-1] == tag:
+                hidden_stack.pop()
+            continue
+        if not rest.strip():
+            continue
+        attrs = {m.group(1).lower(): (m.group(2) or m.group(3) or m.group(4) or "")
+                 for m in _ATTR.finditer(rest)}
+        for name, value in attrs.items():
+            if name in _URL_ATTRS and value:
+                out.urls.append(html.unescape(value.strip()))
+            elif name in _TEXT_ATTRS and value:
+                out.alt_text.append(html.unescape(value))
+        if tag not in _VOID and not rest.rstrip().endswith("/") and _is_hidden(tag, attrs):
+            if len(hidden_stack) < _MAX_HIDDEN_DEPTH:
+                hidden_stack.append(tag)
+            out.facts.add("html-hidden-text")
+    tail = source[pos:]
+    if tail:
+        (invisible if hidden_stack else visible).append(tail)
+    out.visible = html.unescape("".join(visible))
+    out.invisible = html.unescape(" ".join(invisible))
+    return out

@@ -1,0 +1,119 @@
+"""Where messages come from on the command line: files, directories, Maildirs, mboxes, stdin.
+
+Each source yields `SourceItem`s: a name to report, and either the bytes or the reason
+they could not be read. A bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_FILE_BYTES = 32 << 20  # larger files are reported, not read
+
+# An mbox separator: "From " sender and an asctime date, so that a body line starting
+# with "From " (unescaped by a careless writer) does not split a message in two.
+_MBOX_FROM = re.compile(rb"^From \S*\s+(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+\w{3}\s+\d{1,2}\s+\d", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    name: str
+    data: bytes | None
+    error: str | None = None
+    path: Path | None = None  # the file, when the message is a whole file
+
+
+def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:
+    for path in paths:
+        if path == "-":
+            yield from _split_if_mbox("-", sys.stdin.buffer.read(), None)
+        else:
+            yield from _iter_path(Path(path))
+
+
+def _iter_path(path: Path) -> Iterator[SourceItem]:
+    try:
+        info = path.lstat()
+    except OSError as error:
+        yield SourceItem(str(path), None, _reason(error))
+        return
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            info = path.stat()
+        except OSError as error:
+            yield SourceItem(str(path), None, _reason(error))
+            return
+    if stat.S_ISDIR(info.st_mode):
+        yield from _iter_directory(path)
+    elif stat.S_ISREG(info.st_mode):
+        yield from _read_file(path, info.st_size)
+    else:
+        yield SourceItem(str(path), None, "not a regular file")
+
+
+def is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _iter_directory(path: Path) -> Iterator[SourceItem]:
+    """Maildir: cur/ and new/ (never tmp/). Anything else: its files, recursively."""
+    if is_maildir(path):
+        for sub in (path / "cur", path / "new"):
+            for entry in sorted(os.scandir(sub), key=lambda e: e.name):
+                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                    yield from _read_file(Path(entry.path), entry.stat(follow_symlinks=False).st_size)
+        return
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as error:
+        yield SourceItem(str(path), None, _reason(error))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        yield from _iter_path(Path(entry.path))
+
+
+def _read_file(path: Path, size: int) -> Iterator[SourceItem]:
+    if size > MAX_FILE_BYTES:
+        yield SourceItem(str(path), None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                yield SourceItem(str(path), None, "not a regular file", path)
+                return
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        yield SourceItem(str(path), None, _reason(error), path)
+        return
+    yield from _split_if_mbox(str(path), data, path)
+
+
+def _split_if_mbox(name: str, data: bytes, path: Path | None) -> Iterator[SourceItem]:
+    """A file with more than one mbox separator is an mbox; otherwise one message."""
+    starts = [m.start() for m in _MBOX_FROM.finditer(data)] if data.startswith(b"From ") else []
+    if len(starts) <= 1:
+        yield SourceItem(name, data, None, path)
+        return
+    starts.append(len(data))
+    for number, (begin, end) in enumerate(zip(starts, starts[1:]), start=1):
+        yield SourceItem(f"{name}#{number}", _unquote_mbox(data[begin:end]))
+
+
+_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def _unquote_mbox(data: bytes) -> bytes:
+    return _QUOTED_FROM.sub(rb"\1", data)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)

@@ -1,0 +1,97 @@
+"""The TokenStore seam: what the learner and the classifier need from a database.
+
+Tokens are 8-byte hashes. A store keeps, per token, how many learned spam and ham
+messages held it and the day it was last learned; the totals of learned messages; and
+the learned-once table ("seen") mapping a message key to the label it was learned as.
+
+Changes happen only inside `writer()`: everything a writer did is committed together
+when its block ends normally, or none of it when it raises, so counts, totals and seen
+marks always agree, whatever instant a crash comes at.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Label(enum.Enum):
+    HAM = "ham"
+    SPAM = "spam"
+
+    @property
+    def other(self) -> Label:
+        return Label.SPAM if self is Label.HAM else Label.HAM
+
+
+@dataclass(frozen=True)
+class Totals:
+    nspam: int  # messages learned as spam
+    nham: int
+    ntokens: int
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Counts of the tokens a store knows, out of those asked for (unknown ones are left out)."""
+
+    keys: list[bytes]
+    spam: npt.NDArray[np.float64]
+    ham: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    key: bytes
+    spam: int
+    ham: int
+    day: int  # days since the Unix epoch when the token was last learned
+
+
+def today() -> int:
+    return int(time.time() // 86400)
+
+
+class StoreWriter(Protocol):
+    """One all-or-nothing batch of changes."""
+
+    def learned_as(self, message_key: bytes) -> Label | None: ...
+
+    def add_tokens(self, keys: Sequence[bytes], label: Label, delta: int = 1) -> None: ...
+
+    def add_messages(self, label: Label, delta: int) -> None: ...
+
+    def remember(self, message_key: bytes, label: Label | None) -> None: ...
+
+    def set_meta(self, name: str, value: str) -> None: ...
+
+
+class TokenStore(Protocol):
+    def totals(self) -> Totals: ...
+
+    def counts(self, keys: Sequence[bytes]) -> TokenCounts: ...
+
+    def learned_as(self, message_key: bytes) -> Label | None: ...
+
+    def writer(self) -> AbstractContextManager[StoreWriter]: ...
+
+    def magic(self) -> dict[str, object]: ...
+
+    def expire(self, max_tokens: int) -> int: ...
+
+    def records(self) -> Iterator[TokenRecord]: ...
+
+    def dump(self, out: IO[str]) -> None: ...
+
+    def restore(self, source: IO[str]) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...

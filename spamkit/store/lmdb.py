@@ -1,0 +1,385 @@
+"""The embedded default store: one LMDB environment in a directory.
+
+Named databases:
+    tokens  8-byte token hash -> <spam u32><ham u32><last-learned day u32>
+    seen    16-byte message key -> <label u8><day u32>
+    meta    name -> ASCII value (nspam, nham, created, last_expire, tokenizer, schema)
+
+LMDB gives the guarantees the design needs: one writer at a time across processes (a
+second `begin(write=True)` waits), readers that never block, and copy-on-write commits,
+so a `kill -9` leaves the last committed state. This module adds what LMDB leaves to
+its users: growing the map when it fills, adopting a size another process set, clearing
+stale reader slots on open, reopening after fork, and a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import lmdb
+import numpy as np
+
+from spamkit.errors import StoreCorrupt, StoreError
+from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, today
+from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
+
+SCHEMA = b"1"
+INITIAL_MAP_SIZE = 64 << 20
+MAX_MAP_SIZE = 1 << 40
+_VALUE = struct.Struct("<III")
+_SEEN = struct.Struct("<BI")
+_LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
+_CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
+_VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
+
+
+class LmdbWriter:
+    """Collects one batch in memory and writes it in the enclosing write transaction.
+
+    Token deltas are summed per token first, then applied once per distinct token in
+    key order at commit: a batch of 1,000 messages touches each common token once
+    instead of a thousand times.
+    """
+
+    def __init__(self, store: LmdbStore, txn: lmdb.Transaction) -> None:
+        self._store = store
+        self._txn = txn
+        self._spam: Counter[bytes] = Counter()
+        self._ham: Counter[bytes] = Counter()
+        self._messages = {Label.SPAM: 0, Label.HAM: 0}
+        self._seen: dict[bytes, Label | None] = {}
+        self._raw_operations: list[Callable[[lmdb.Transaction], None]] = []
+        self._meta: dict[str, str] = {}
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._meta[name] = value
+
+    def run_in_transaction(self, operation: Callable[[lmdb.Transaction], None]) -> None:
+        """Queue a direct operation on the transaction (restore uses it), run at commit."""
+        self._raw_operations.append(operation)
+
+    def learned_as(self, message_key: bytes) -> Label | None:
+        if message_key in self._seen:
+            return self._seen[message_key]
+        raw = self._txn.get(message_key, db=self._store._seen_db)
+        return _CODE_LABEL.get(raw[0]) if raw else None
+
+    def add_tokens(self, keys: Sequence[bytes], label: Label, delta: int = 1) -> None:
+        counter = self._spam if label is Label.SPAM else self._ham
+        if delta == 1:
+            counter.update(keys)  # C-accelerated counting
+        else:
+            for key in keys:
+                counter[key] += delta
+
+    def add_messages(self, label: Label, delta: int) -> None:
+        self._messages[label] += delta
+
+    def remember(self, message_key: bytes, label: Label | None) -> None:
+        self._seen[message_key] = label
+
+    def _flush(self) -> None:
+        txn, store, day = self._txn, self._store, today()
+        for operation in self._raw_operations:
+            operation(txn)
+        keys = sorted(self._spam.keys() | self._ham.keys())
+        existing = dict(txn.cursor(db=store._tokens_db).getmulti(keys)) if keys else {}
+        new_tokens = 0
+        updates: list[tuple[bytes, bytes]] = []
+        deletes: list[bytes] = []
+        spam_delta, ham_delta = self._spam, self._ham
+        unpack, pack = _VALUE.unpack, _VALUE.pack
+        for key in keys:
+            old = existing.get(key)
+            spam, ham, _ = unpack(old) if old else (0, 0, 0)
+            spam = max(0, spam + spam_delta.get(key, 0))
+            ham = max(0, ham + ham_delta.get(key, 0))
+            if spam or ham:
+                updates.append((key, pack(spam, ham, day)))
+                new_tokens += old is None
+            elif old is not None:
+                deletes.append(key)
+        if updates:
+            txn.cursor(db=store._tokens_db).putmulti(updates)
+        for key in deletes:
+            txn.delete(key, db=store._tokens_db)
+        for message_key, label in self._seen.items():
+            if label is None:
+                txn.delete(message_key, db=store._seen_db)
+            else:
+                txn.put(message_key, _SEEN.pack(_LABEL_CODE[label], day), db=store._seen_db)
+        nspam = store._meta_int(txn, b"nspam") + self._messages[Label.SPAM]
+        nham = store._meta_int(txn, b"nham") + self._messages[Label.HAM]
+        txn.put(b"nspam", str(max(0, nspam)).encode(), db=store._meta_db)
+        txn.put(b"nham", str(max(0, nham)).encode(), db=store._meta_db)
+        for name, value in self._meta.items():
+            txn.put(name.encode(), value.encode(), db=store._meta_db)
+
+
+class LmdbStore:
+    """TokenStore on LMDB. Open one per process; it reopens itself after a fork."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False,
+                 map_size: int = INITIAL_MAP_SIZE, sync: bool = True) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._map_size = map_size
+        self._sync = sync
+        self._open()
+
+    # -- opening --------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self.readonly:
+            if not (self.path / "data.mdb").exists():
+                raise StoreError(f"no spamkit database at {self.path} (learn some mail first)")
+        else:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.path, 0o700)
+        existing = (self.path / "data.mdb").exists()
+        if existing:
+            self._map_size = max(self._map_size, (self.path / "data.mdb").stat().st_size)
+        try:
+            self._env = lmdb.open(str(self.path), map_size=self._map_size, max_dbs=4,
+                                  subdir=True, readonly=self.readonly, sync=self._sync,
+                                  metasync=self._sync, lock=True, max_readers=256, mode=0o600)
+        except lmdb.Error as error:
+            raise StoreError(f"cannot open the database at {self.path}: {error}") from None
+        self._pid = os.getpid()
+        try:
+            self._env.reader_check()  # clears slots left by processes that died mid-read
+            create = not self.readonly
+            self._tokens_db = self._env.open_db(b"tokens", create=create)
+            self._seen_db = self._env.open_db(b"seen", create=create)
+            self._meta_db = self._env.open_db(b"meta", create=create)
+        except lmdb.NotFoundError:
+            self._env.close()
+            raise StoreCorrupt(f"{self.path} is an LMDB database but not a spamkit one") from None
+        except lmdb.Error as error:
+            self._env.close()
+            raise StoreError(f"cannot open the database at {self.path}: {error}") from None
+        if not self.readonly:
+            self._initialise(existing)
+
+    def _initialise(self, existing: bool) -> None:
+        with self._env.begin(write=True) as txn:
+            schema = txn.get(b"schema", db=self._meta_db)
+            if schema is None:
+                if existing and txn.stat(self._tokens_db)["entries"]:
+                    raise StoreCorrupt(f"{self.path}: database has tokens but no schema mark")
+                txn.put(b"schema", SCHEMA, db=self._meta_db)
+                txn.put(b"created", str(today()).encode(), db=self._meta_db)
+            elif schema != SCHEMA:
+                raise StoreCorrupt(f"{self.path}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
+
+    def _check_pid(self) -> None:
+        """LMDB handles must not cross a fork: a child reopens its own environment.
+
+        The inherited handle is closed first (py-lmdb refuses a second open of the same
+        path in one process); LMDB checks the pid, so the parent's reader slots and
+        locks are left alone.
+        """
+        if os.getpid() != self._pid:
+            self._env.close()
+            self._open()
+
+    # -- transactions ----------------------------------------------------------------
+
+    def _begin(self, write: bool = False) -> lmdb.Transaction:
+        self._check_pid()
+        try:
+            return self._env.begin(write=write)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            return self._env.begin(write=write)
+
+    def _grow(self) -> None:
+        current = self._env.info()["map_size"]
+        if current >= MAX_MAP_SIZE:
+            raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
+        free = os.statvfs(self.path)
+        if free.f_bavail * free.f_frsize < current:
+            raise StoreError(f"not enough free disk at {self.path} to grow the database")
+        self._env.set_mapsize(current * 2)
+
+    @contextmanager
+    def writer(self) -> Iterator[LmdbWriter]:
+        """A batch of changes, committed together when the block ends without error.
+
+        The body of the block runs once; its changes are kept in memory and written at
+        the end, so if the map is full the write is retried after growing it.
+        """
+        if self.readonly:
+            raise StoreError("the database was opened read-only")
+        txn = self._begin(write=True)
+        writer = LmdbWriter(self, txn)
+        try:
+            yield writer
+        except BaseException:
+            txn.abort()
+            raise
+        while True:
+            try:
+                writer._flush()
+                txn.commit()
+                return
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                txn = self._begin(write=True)
+                writer._txn = txn
+            except lmdb.Error as error:
+                txn.abort()
+                raise StoreError(f"cannot write to the database at {self.path}: {error}") from None
+            except BaseException:
+                txn.abort()
+                raise
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _meta_int(self, txn: lmdb.Transaction, name: bytes) -> int:
+        raw = txn.get(name, db=self._meta_db)
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            raise StoreCorrupt(f"{self.path}: meta {name.decode()} is not a number") from None
+
+    def totals(self) -> Totals:
+        with self._begin() as txn:
+            return Totals(self._meta_int(txn, b"nspam"), self._meta_int(txn, b"nham"),
+                          txn.stat(self._tokens_db)["entries"])
+
+    def counts(self, keys: Sequence[bytes]) -> TokenCounts:
+        """Counts for the known tokens among `keys`, in one read transaction."""
+        with self._begin() as txn:
+            found = txn.cursor(db=self._tokens_db).getmulti(sorted(keys))
+        if not found:
+            empty = np.zeros(0)
+            return TokenCounts([], empty, empty)
+        values = np.frombuffer(b"".join(value for _, value in found), dtype=_VALUE_DTYPE)
+        return TokenCounts([key for key, _ in found], values["spam"].astype(np.float64),
+                           values["ham"].astype(np.float64))
+
+    def learned_as(self, message_key: bytes) -> Label | None:
+        with self._begin() as txn:
+            raw = txn.get(message_key, db=self._seen_db)
+        return _CODE_LABEL.get(raw[0]) if raw else None
+
+    def records(self) -> Iterator[TokenRecord]:
+        with self._begin() as txn:
+            for key, value in txn.cursor(db=self._tokens_db):
+                spam, ham, day = _VALUE.unpack(value)
+                yield TokenRecord(bytes(key), spam, ham, day)
+
+    def seen_records(self) -> Iterator[SeenRecord]:
+        with self._begin() as txn:
+            for key, value in txn.cursor(db=self._seen_db):
+                code, day = _SEEN.unpack(value)
+                if code in _CODE_LABEL:
+                    yield SeenRecord(bytes(key), _CODE_LABEL[code], day)
+
+    def meta(self) -> dict[str, str]:
+        with self._begin() as txn:
+            return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
+
+    def magic(self) -> dict[str, object]:
+        """What `sa-learn --dump magic` shows, plus the database's size on disk."""
+        meta = self.meta()
+        with self._begin() as txn:
+            ntokens = txn.stat(self._tokens_db)["entries"]
+            nseen = txn.stat(self._seen_db)["entries"]
+            days = np.frombuffer(b"".join(v for _, v in txn.cursor(db=self._tokens_db)),
+                                 dtype=_VALUE_DTYPE)["day"] if ntokens else np.zeros(0)
+        info = self._env.info()
+        page_size = self._env.stat()["psize"]
+        return {
+            "nspam": int(meta.get("nspam", 0)),
+            "nham": int(meta.get("nham", 0)),
+            "ntokens": ntokens,
+            "nseen": nseen,
+            "oldest_token_day": int(days.min()) if ntokens else None,
+            "newest_token_day": int(days.max()) if ntokens else None,
+            "last_expire_day": int(meta["last_expire"]) if "last_expire" in meta else None,
+            "last_expire_removed": int(meta.get("last_expire_removed", 0)),
+            "created_day": int(meta["created"]) if "created" in meta else None,
+            "tokenizer": meta.get("tokenizer"),
+            "bytes_used": (info["last_pgno"] + 1) * page_size,
+            "map_size": info["map_size"],
+            "path": str(self.path),
+            "backend": "lmdb",
+        }
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._begin(write=True) as txn:
+            txn.put(name.encode(), value.encode(), db=self._meta_db)
+
+    def expire(self, max_tokens: int) -> int:
+        """Drop the oldest, rarest tokens until at most `max_tokens` remain.
+
+        Order of removal: last-learned day, oldest first; within a day, fewest
+        messages first. One write transaction, so a crash removes nothing.
+        """
+        with self._begin() as txn:
+            pairs = list(txn.cursor(db=self._tokens_db))
+        excess = len(pairs) - max_tokens
+        removed = 0
+        with self._begin(write=True) as txn:
+            if excess > 0:
+                values = np.frombuffer(b"".join(v for _, v in pairs), dtype=_VALUE_DTYPE)
+                total = values["spam"].astype(np.int64) + values["ham"]
+                order = np.lexsort((total, values["day"]))[:excess]
+                for index in order:
+                    if txn.delete(pairs[index][0], db=self._tokens_db):
+                        removed += 1
+            txn.put(b"last_expire", str(today()).encode(), db=self._meta_db)
+            txn.put(b"last_expire_removed", str(removed).encode(), db=self._meta_db)
+        return removed
+
+    def dump(self, out: IO[str]) -> None:
+        meta = {k: v for k, v in self.meta().items() if " " not in v and v}
+        write_dump(out, meta, self.records(), self.seen_records())
+
+    def restore(self, source: IO[str]) -> None:
+        """Replace the whole database with a dump; a bad dump changes nothing."""
+        dump = DumpReader(source).read()
+
+        def replace_contents(txn: lmdb.Transaction) -> None:
+            txn.drop(self._tokens_db, delete=False)
+            txn.drop(self._seen_db, delete=False)
+            cursor = txn.cursor(db=self._tokens_db)
+            cursor.putmulti([(r.key, _VALUE.pack(r.spam, r.ham, r.day))
+                             for r in sorted(dump.tokens, key=lambda r: r.key)])
+            for mark in dump.seen:
+                txn.put(mark.key, _SEEN.pack(_LABEL_CODE[mark.label], mark.day), db=self._seen_db)
+            for name, value in dump.meta.items():
+                if name != "schema":
+                    txn.put(name.encode(), value.encode(), db=self._meta_db)
+
+        with self.writer() as writer:
+            writer.run_in_transaction(replace_contents)
+
+    def reset(self) -> None:
+        with self._begin(write=True) as txn:
+            txn.drop(self._tokens_db, delete=False)
+            txn.drop(self._seen_db, delete=False)
+            for name in (b"nspam", b"nham", b"last_expire", b"last_expire_removed", b"tokenizer"):
+                txn.delete(name, db=self._meta_db)
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            self._env.close()
+
+    def __enter__(self) -> LmdbStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

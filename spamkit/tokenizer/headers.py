@@ -1,0 +1,105 @@
+"""Header tokens, each prefixed with its header's name ("subject:free", "from:addr:...").
+
+Which headers are read, and how, is decided in docs/decisions/0002-tokenizer.md.
+Headers written by spam filters are never read: learning from another filter's verdict
+would make spamkit repeat it, right or wrong.
+"""
+
+from __future__ import annotations
+
+import re
+
+from spamkit.tokenizer.text import EMAIL, MAX_WORD, MIN_WORD, PLAIN_WORD
+
+# Headers that are unique per message (pure noise) or written by other filters.
+IGNORED_HEADERS = frozenset({
+    "date", "message-id", "content-length", "lines", "status", "x-status", "x-uidl",
+    "x-keywords", "delivered-to-id",
+})
+IGNORED_PREFIXES = ("x-spam", "x-bogosity", "x-dspam", "x-rspamd", "x-spamkit")
+ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender", "return-path",
+                             "errors-to", "delivered-to", "x-original-to"})
+WHOLE_VALUE_HEADERS = frozenset({"x-mailer", "user-agent", "content-type", "mime-version",
+                                 "x-priority", "x-msmail-priority", "content-transfer-encoding",
+                                 "precedence", "list-id"})
+
+_RECEIVED_HOST = re.compile(r"(?:from|by)\s+([A-Za-z0-9.-]{3,100})")
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_MESSAGE_ID_DOMAIN = re.compile(r"@([^>\s]{1,200})")
+_SPACE = re.compile(r"\s+")
+
+
+def header_tokens(headers: list[tuple[str, str]], plain: bool = False,
+                  fold_case: bool = True) -> set[str]:
+    out: set[str] = set()
+    names: dict[str, int] = {}
+    for name, value in headers:
+        if name.startswith(IGNORED_PREFIXES):
+            continue
+        names[name] = names.get(name, 0) + 1
+        if name in IGNORED_HEADERS:
+            if name == "message-id":
+                out.update(_message_id_tokens(value))
+            continue
+        if name == "received":
+            out.update(_received_tokens(value))
+            continue
+        text = value.lower() if fold_case else value
+        prefix = name + ":"
+        pieces = PLAIN_WORD.findall(text) if plain else text.split()
+        out.update([prefix + w for w in pieces if MIN_WORD <= len(w) <= MAX_WORD])
+        if name in ADDRESS_HEADERS:
+            out.update(_address_tokens(prefix, value))
+        elif name in WHOLE_VALUE_HEADERS:
+            out.add(prefix + "=" + _SPACE.sub(" ", value.strip().lower())[:80])
+        if name == "subject":
+            out.update(_subject_shape(value))
+    # which headers a message has, and how many of each, is evidence of its own
+    out.update(f"header:{name}:{min(count, 3)}" for name, count in names.items())
+    if "subject" not in names:
+        out.add("header:no-subject")
+    return out
+
+
+def _address_tokens(prefix: str, value: str) -> set[str]:
+    out = set()
+    for user, domain in EMAIL.findall(value):
+        domain = domain.lower()
+        out.add(f"{prefix}addr:{user.lower()}@{domain}")
+        out.add(f"{prefix}domain:{domain}")
+    if not out:
+        out.add(prefix + "no-address")
+    return out
+
+
+def _received_tokens(value: str) -> set[str]:
+    out = set()
+    for host in _RECEIVED_HOST.findall(value):
+        host = host.lower().strip(".")
+        labels = host.split(".")
+        for i in range(max(0, len(labels) - 4), len(labels) - 1):
+            out.add("received:" + ".".join(labels[i:]))
+    for a, b, c, _d in _IPV4.findall(value):
+        out.add(f"received:ip:{a}.{b}.{c}")
+        out.add(f"received:ip:{a}.{b}")
+    return out
+
+
+def _message_id_tokens(value: str) -> set[str]:
+    match = _MESSAGE_ID_DOMAIN.search(value)
+    if match is None:
+        return {"message-id:no-domain"}
+    domain = match.group(1).lower()
+    return {"message-id:@" + domain, "message-id:@" + ".".join(domain.split(".")[-2:])}
+
+
+def _subject_shape(value: str) -> set[str]:
+    out = set()
+    letters = [c for c in value[:200] if c.isalpha()]
+    if len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7:
+        out.add("subject:shape:upper")
+    if "!" in value:
+        out.add("subject:shape:bang")
+    if re.search(r"\s{3,}", value):
+        out.add("subject:shape:spaced")
+    return out

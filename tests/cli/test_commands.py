@@ -1,0 +1,131 @@
+"""The `spamkit` command as scripts use it: real processes, exit codes and --json fields."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corpora import CorpusMessage
+
+
+def spamkit(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", *args], input=stdin.decode("latin-1")
+                          if stdin is not None else None, capture_output=True, text=True,
+                          env=env, timeout=300, encoding="latin-1")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory,
+            split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> dict[str, Path]:
+    """250 spam as a directory of files, 250 ham as a Maildir, 20 test messages as an mbox."""
+    root = tmp_path_factory.mktemp("cli")
+    train, test = split
+    spam_dir = root / "spam"
+    spam_dir.mkdir()
+    for message in [m for m in train if m.label == "spam"][:250]:
+        (spam_dir / message.path.replace("/", "_")).write_bytes(message.data)
+    maildir = mailbox.Maildir(root / "ham", create=True)
+    for message in [m for m in train if m.label == "ham"][:250]:
+        maildir.add(message.data)
+    box = mailbox.mbox(root / "test.mbox")
+    for message in test[:20]:
+        box.add(message.data)
+    box.flush()
+    return {"spam": spam_dir, "ham": root / "ham", "mbox": root / "test.mbox",
+            "one": spam_dir / sorted(p.name for p in spam_dir.iterdir())[0]}
+
+
+def test_learn_check_and_magic(tmp_path: Path, folders: dict[str, Path]) -> None:
+    db = str(tmp_path / "db")
+    spam = spamkit("learn", "--spam", str(folders["spam"]), "--db", db, "--json")
+    assert spam.returncode == 0, spam.stderr
+    result = json.loads(spam.stdout)
+    assert {"learned", "relearned", "skipped", "failed", "seconds"} <= result.keys()
+    assert result["learned"] == 250
+    ham = json.loads(spamkit("learn", "--ham", str(folders["ham"]), "--db", db, "--json").stdout)
+    assert ham["learned"] == 250
+    again = json.loads(spamkit("learn", "--ham", str(folders["ham"]), "--db", db, "--json").stdout)
+    assert again["skipped"] == 250 and again["learned"] == 0
+
+    magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
+    assert (magic["nspam"], magic["nham"]) == (250, 250) and magic["ntokens"] > 1000
+
+    checked = spamkit("check", "--db", db, "--json", str(folders["mbox"]))
+    assert checked.returncode == 0, checked.stderr
+    lines = [json.loads(line) for line in checked.stdout.splitlines()]
+    assert len(lines) == 20
+    for line in lines:
+        assert line["verdict"] in ("ham", "unsure", "spam")
+        assert 0.0 <= line["bayes"] <= 1.0
+        assert line["path"].startswith(str(folders["mbox"]))
+
+    explained = spamkit("check", "--db", db, "--explain", str(folders["one"]))
+    assert explained.returncode == 0 and "spam" in explained.stdout.splitlines()[0]
+    assert len(explained.stdout.splitlines()) > 5
+
+
+def test_stdin_relearn_and_forget(tmp_path: Path, folders: dict[str, Path]) -> None:
+    db = str(tmp_path / "db")
+    message = folders["one"].read_bytes()
+    first = json.loads(spamkit("learn", "--ham", "-", "--db", db, "--json", stdin=message).stdout)
+    moved = json.loads(spamkit("learn", "--spam", "-", "--db", db, "--json", stdin=message).stdout)
+    gone = json.loads(spamkit("learn", "--forget", "-", "--db", db, "--json", stdin=message).stdout)
+    assert (first["learned"], moved["relearned"], gone["forgotten"]) == (1, 1, 1)
+    magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
+    assert (magic["nspam"], magic["nham"], magic["ntokens"]) == (0, 0, 0)
+
+
+def test_untrained_database_abstains(tmp_path: Path, folders: dict[str, Path]) -> None:
+    db = str(tmp_path / "db")
+    spamkit("learn", "--spam", str(folders["one"]), "--db", db)
+    out = json.loads(spamkit("check", "--db", db, "--json", str(folders["one"])).stdout)
+    assert out["bayes"] is None and out["verdict"] == "unsure"
+    assert "not enough learned" in out["reason"]
+
+
+def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
+    missing_db = spamkit("check", "--db", str(tmp_path / "nothing"), str(tmp_path))
+    assert missing_db.returncode == 74
+    assert missing_db.stderr.startswith("spamkit: error: no spamkit database")
+    assert "Traceback" not in missing_db.stderr
+    assert not (tmp_path / "nothing").exists()
+
+    no_mode = spamkit("learn", str(tmp_path), "--db", str(tmp_path / "db"))
+    assert no_mode.returncode == 2 and "--spam, --ham or --forget" in no_mode.stderr
+
+    unreadable = spamkit("learn", "--spam", str(tmp_path / "no-such-file"), "--db",
+                         str(tmp_path / "db"), "--json")
+    assert unreadable.returncode == 1
+    assert json.loads(unreadable.stdout)["failures"][0]["reason"] == "No such file or directory"
+
+
+def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> None:
+    db, copy = str(tmp_path / "db"), str(tmp_path / "copy")
+    spamkit("learn", "--spam", str(folders["spam"]), "--db", db)
+    dump_file = tmp_path / "dump.txt"
+    assert spamkit("db", "dump", str(dump_file), "--db", db).returncode == 0
+    assert dump_file.read_text().startswith("spamkit-dump 1\n")
+    assert spamkit("db", "restore", str(dump_file), "--db", copy).returncode == 0
+    assert spamkit("db", "dump", "--db", copy).stdout == dump_file.read_text()
+
+    expired = json.loads(spamkit("db", "expire", "--max-tokens", "100", "--db", copy, "--json").stdout)
+    assert expired["ntokens"] == 100 and expired["removed"] > 0
+
+    refused = spamkit("db", "reset", "--db", db)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert spamkit("db", "reset", "--yes", "--db", db).returncode == 0
+    magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
+    assert (magic["nspam"], magic["ntokens"]) == (0, 0)
+
+
+def test_db_path_follows_option_and_environment(tmp_path: Path) -> None:
+    assert spamkit("db", "path", "--db", "/srv/x").stdout.strip() == "/srv/x"
+    import os
+    env = dict(os.environ, SPAMKIT_DB=str(tmp_path / "envdb"))
+    assert spamkit("db", "path", env=env).stdout.strip() == str(tmp_path / "envdb")

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real corpus (read from ../shared at run time) and fresh databases."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from corpora import CorpusMessage, SpamAssassinCorpus
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+
+settings.register_profile("ci", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may touch the user's real database or configuration."""
+    for name in ("SPAMKIT_DB", "SPAMKIT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> SpamAssassinCorpus:
+    return SpamAssassinCorpus()
+
+
+@pytest.fixture(scope="session")
+def all_messages(corpus: SpamAssassinCorpus) -> list[CorpusMessage]:
+    return list(corpus.messages())
+
+
+@pytest.fixture(scope="session")
+def split(corpus: SpamAssassinCorpus) -> tuple[list[CorpusMessage], list[CorpusMessage]]:
+    return corpus.split()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LmdbStore]:
+    with LmdbStore(tmp_path / "db") as opened:
+        yield opened
+
+
+def as_items(messages: list[CorpusMessage]) -> list[SourceItem]:
+    return [SourceItem(m.path, m.data) for m in messages]
+
+
+@pytest.fixture(scope="session")
+def trained_db(tmp_path_factory: pytest.TempPathFactory,
+               split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
+    """A database trained on folds 1-4 of the standard split (read-only for tests)."""
+    path = tmp_path_factory.mktemp("trained") / "db"
+    train, _ = split
+    with LmdbStore(path) as store:
+        learner = Learner(store)
+        for label in (Label.SPAM, Label.HAM):
+            learner.learn(as_items([m for m in train if m.label == label.value]), label)
+    return path

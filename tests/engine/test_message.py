@@ -1,0 +1,145 @@
+"""parse_message takes any bytes: the whole corpus, hand-made oddities and hypothesis."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.message import ParseLimits, message_key, parse_message
+from spamkit.tokenizer import EmailTokenizer
+
+
+def test_every_corpus_message_parses_without_parser_error(all_messages: list[CorpusMessage]) -> None:
+    assert len(all_messages) == 6046
+    for message in all_messages:
+        parsed = parse_message(message.data)
+        errors = [f for f in parsed.facts if f.startswith("parser-error")]
+        assert not errors, (message.path, errors)
+        assert parsed.headers, message.path
+
+
+@given(st.binary(max_size=4096))
+def test_any_bytes_parse(data: bytes) -> None:
+    parsed = parse_message(data)
+    assert not [f for f in parsed.facts if f.startswith("parser-error")]
+    EmailTokenizer().tokenize(parsed)
+
+
+_HEADERS = st.sampled_from([
+    b"Content-Type: multipart/mixed; boundary=XX\n",
+    b"Content-Type: text/html; charset=bogus\n",
+    b"Content-Type: text/plain; charset=\"unknown-8bit\"\n",
+    b"Content-Transfer-Encoding: base64\n",
+    b"Content-Transfer-Encoding: quoted-printable\n",
+    b"Content-Transfer-Encoding: x-uuencode\n",
+    b"Subject: =?utf-8?B?w6k=?= =?bogus?Q?a=FF?= =?utf-8?B?!!!?=\n",
+    b"From: \"\n\n",
+    b"To: a@b.c,,,;;;<>\n",
+    b"Content-Type: message/rfc822\n",
+])
+_BODIES = st.sampled_from([
+    b"--XX\nContent-Type: text/html\n\n<p style='display:none'>hidden</p>visible\n--XX--\n",
+    b"--XX\n\n--XX\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\n",
+    b"begin 644 x.exe\nM9F]O\n`\nend\n", b"=E9t=\n=ZZ", b"w6k=\n!!!\n", b"\x00\xff\xfe",
+    b"<a href='http://1.2.3.4/x'>y</a><img alt='buy now' src=cid:x>",
+])
+
+
+@given(st.lists(_HEADERS, max_size=6), st.lists(st.one_of(_BODIES, st.binary(max_size=200)), max_size=6))
+def test_structured_garbage_parses(headers: list[bytes], bodies: list[bytes]) -> None:
+    raw = b"".join(headers) + b"\n" + b"".join(bodies)
+    parsed = parse_message(raw)
+    assert not [f for f in parsed.facts if f.startswith("parser-error")]
+    EmailTokenizer().tokenize(parsed)
+
+
+def test_bare_lf_and_crlf_parse_the_same(all_messages: list[CorpusMessage]) -> None:
+    tokenizer = EmailTokenizer()
+    for message in all_messages[::50]:
+        lf = message.data.replace(b"\r\n", b"\n")
+        crlf = lf.replace(b"\n", b"\r\n")
+        assert tokenizer.tokenize(parse_message(lf)) == tokenizer.tokenize(parse_message(crlf))
+        assert message_key(lf) == message_key(crlf)
+
+
+def test_rfc2047_and_bogus_charsets_decode() -> None:
+    raw = (b"Subject: =?iso-8859-1?Q?Caf=E9?= =?utf-8?B?w6lsw6g=?=\n"
+           b"From: =?x-no-such-charset?Q?Bob?= <bob@example.com>\n"
+           b"Content-Type: text/plain; charset=bogus\n\ncaf\xe9 ol\xe9\n")
+    parsed = parse_message(raw)
+    assert parsed.header("subject") == "Caf\xe9\xe9l\xe8"
+    assert "Bob" in (parsed.header("from") or "")
+    assert "caf\xe9" in parsed.text[0]
+    assert "charset-unknown" in parsed.facts
+
+
+def test_transfer_encodings_decode_tolerantly() -> None:
+    text = base64.b64encode("hello wörld".encode()).decode()
+    raw = (b"Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+           b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+           + text[:-2].encode() + b"*&^\n"
+           b"--b\nContent-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n"
+           b"soft=\nbreak =C3=A9t=C3=A9\n"
+           b"--b\nContent-Type: application/pdf; name=\"report.pdf\"\nContent-Transfer-Encoding: base64\n\n"
+           + base64.b64encode(b"%PDF" * 300) + b"\n--b--\n")
+    parsed = parse_message(raw)
+    assert parsed.text[0].startswith("hello w")
+    assert "softbreak" in parsed.text[1]
+    assert parsed.attachments[0].content_type == "application/pdf"
+    assert parsed.attachments[0].filename == "report.pdf"
+    assert 1100 < parsed.attachments[0].size < 1300
+
+
+def test_uuencoded_block_becomes_an_attachment() -> None:
+    raw = b"Subject: x\n\nsee attached\nbegin 644 cat.txt\n#8V%T\n`\nend\n"
+    parsed = parse_message(raw)
+    assert parsed.attachments[0].filename == "cat.txt"
+    assert parsed.attachments[0].size == 3
+    assert "see attached" in parsed.text[0]
+
+
+def test_html_keeps_visible_invisible_urls_and_alt_apart() -> None:
+    html = (b"Content-Type: text/html\n\n<html><body>Buy <b>V</b>iagra"
+            b"<div style='display:none'>poison words</div>"
+            b"<a href=\"http://evil.example.com/buy?x=1\">here</a>"
+            b"<img src='http://img.example.net/a.gif' alt='cheap pills'><!-- secret --></body></html>")
+    parsed = parse_message(html)
+    assert "Viagra" in parsed.text[0]
+    assert "poison" not in parsed.text[0]
+    assert "poison words" in parsed.invisible[0]
+    assert "http://evil.example.com/buy?x=1" in parsed.urls
+    assert "cheap pills" in parsed.alt_text
+
+
+def test_caps_are_facts_not_errors() -> None:
+    limits = ParseLimits()
+    nested = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i)
+                      for i in range(1000))
+    many = b"Content-Type: multipart/mixed; boundary=z\n\n" + b"--z\n\nx\n" * 100_000 + b"--z--\n"
+    stuffed = b"To: " + b";" * 200_000 + b"\nSubject: hi\n\nbody\n"
+    cases = {"cap-mime-depth": nested, "cap-mime-parts": many, "cap-header-bytes": stuffed,
+             "cap-message-bytes": b"Subject: big\n\n" + b"x" * (limits.max_message_bytes + 10)}
+    for fact, raw in cases.items():
+        started = time.perf_counter()
+        parsed = parse_message(raw)
+        assert fact in parsed.facts
+        assert time.perf_counter() - started < 5, fact  # generous: a guard against blow-ups
+
+
+def test_five_megabyte_single_line_parses() -> None:
+    raw = b"Subject: long\n\n" + b"A" * 5_000_000
+    tokens = EmailTokenizer().tokenize(parse_message(raw))
+    assert "fact:cap-message-bytes" in tokens
+
+
+def test_message_key_follows_message_id_and_body_only() -> None:
+    one = b"Received: from a\nMessage-ID: <1@x>\nSubject: s\n\nbody\n"
+    relayed = b"Received: from b\nReceived: from a\nMessage-ID: <1@x>\nSubject: s\n\nbody\n"
+    other = b"Message-ID: <2@x>\nSubject: s\n\nbody\n"
+    assert message_key(one) == message_key(relayed)
+    assert message_key(one) != message_key(other)
+    assert len(message_key(one)) == 16

@@ -1,0 +1,180 @@
+"""The LMDB token store and the learner on it: learn once, move, forget, all or nothing."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from corpora import CorpusMessage
+from spamkit.analysis import Analyzer
+from spamkit.errors import StoreError
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from tests.conftest import as_items
+
+
+def snapshot(store: LmdbStore) -> tuple[object, ...]:
+    return (store.totals(), sorted((r.key, r.spam, r.ham) for r in store.records()),
+            sorted((s.key, s.label) for s in store.seen_records()))
+
+
+@pytest.fixture(scope="module")
+def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> list[SourceItem]:
+    train, _ = split
+    return as_items([m for m in train if m.label == "spam"][:40] + [m for m in train if m.label == "ham"][:40])
+
+
+def test_directory_is_private(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "db"):
+        pass
+    assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "db" / "data.mdb").stat().st_mode) == 0o600
+
+
+def test_learning_twice_changes_nothing(store: LmdbStore, sample: list[SourceItem]) -> None:
+    learner = Learner(store, batch_size=7)
+    first = learner.learn(sample, Label.SPAM)
+    before = snapshot(store)
+    again = learner.learn(sample, Label.SPAM)
+    assert first.learned == len(sample) and again.skipped == len(sample)
+    assert snapshot(store) == before
+
+
+def test_relearning_moves_exactly_the_counts(store: LmdbStore, sample: list[SourceItem]) -> None:
+    learner = Learner(store)
+    spam, ham = sample[:40], sample[40:]
+    learner.learn(spam, Label.SPAM)
+    learner.learn(ham[1:], Label.HAM)
+    expected = snapshot(store)
+    learner.learn(ham[:1], Label.SPAM)  # a user's mistake...
+    summary = learner.learn(ham[:1], Label.HAM)  # ...corrected
+    assert summary.relearned == 1
+    learner.learn(ham[:1], Label.HAM)
+    # now equal to having learned the message as ham from the start
+    fresh_dir = store.path.parent / "fresh"
+    with LmdbStore(fresh_dir) as fresh:
+        other = Learner(fresh)
+        other.learn(spam, Label.SPAM)
+        other.learn(ham, Label.HAM)
+        assert snapshot(store)[:2] == snapshot(fresh)[:2]
+    assert snapshot(store) != expected
+
+
+def test_forget_removes_what_was_learned(store: LmdbStore, sample: list[SourceItem]) -> None:
+    learner = Learner(store)
+    learner.learn(sample[:40], Label.SPAM)
+    before = snapshot(store)
+    learner.learn(sample[40:], Label.HAM)
+    summary = learner.learn(sample[40:], None)
+    assert summary.forgotten == 40
+    assert snapshot(store) == before
+    assert learner.learn(sample[40:], None).skipped == 40  # forgetting twice is harmless
+
+
+def test_a_failed_batch_commits_nothing(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:10], Label.SPAM)
+    before = snapshot(store)
+    analyzer = Analyzer()
+    with pytest.raises(RuntimeError):
+        with store.writer() as writer:
+            for item in sample[10:]:
+                assert item.data is not None
+                writer.add_tokens(analyzer.analyze(item.data).hashes, Label.SPAM)
+                writer.add_messages(Label.SPAM, 1)
+            raise RuntimeError("crash before commit")
+    assert snapshot(store) == before
+
+
+def test_the_map_grows_by_itself(tmp_path: Path, sample: list[SourceItem]) -> None:
+    with LmdbStore(tmp_path / "db", map_size=64 * 1024) as store:
+        summary = Learner(store).learn(sample, Label.SPAM)
+        assert summary.learned == len(sample)
+        assert store.magic()["map_size"] > 64 * 1024  # type: ignore[operator]
+
+
+def test_dump_and_restore_round_trip(tmp_path: Path, store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:40], Label.SPAM)
+    Learner(store).learn(sample[40:], Label.HAM)
+    text = io.StringIO()
+    store.dump(text)
+    with LmdbStore(tmp_path / "copy") as copy:
+        copy.restore(io.StringIO(text.getvalue()))
+        assert snapshot(copy) == snapshot(store)
+
+
+def test_a_damaged_dump_changes_nothing(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample, Label.SPAM)
+    text = io.StringIO()
+    store.dump(text)
+    before = snapshot(store)
+    lines = text.getvalue().splitlines(keepends=True)
+    for damaged in ("".join(lines[: len(lines) // 2]),  # truncated: no end line
+                    "".join(lines).replace("token ", "token zz", 1),
+                    "not a dump\n"):
+        with pytest.raises(StoreError) as error:
+            store.restore(io.StringIO(damaged))
+        assert "dump" in str(error.value)
+        assert snapshot(store) == before
+
+
+def test_expire_drops_the_oldest_rarest_tokens(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample, Label.SPAM)
+    total = store.totals().ntokens
+    removed = store.expire(total // 2)
+    assert removed == total - total // 2
+    assert store.totals().ntokens == total // 2
+    remaining = [r.spam + r.ham for r in store.records()]
+    assert min(remaining) >= 1
+    assert store.magic()["last_expire_removed"] == removed
+
+
+def test_readonly_open_never_creates_a_database(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        LmdbStore(tmp_path / "missing", readonly=True)
+    assert not (tmp_path / "missing").exists()
+
+
+def _learn_in_child(path: str, items: list[tuple[str, bytes]], label: str) -> None:
+    with LmdbStore(path) as store:
+        Learner(store, batch_size=5).learn([SourceItem(n, d) for n, d in items], Label(label))
+
+
+def test_two_writers_are_serialised(tmp_path: Path, sample: list[SourceItem]) -> None:
+    """Two processes learning at once: the single-writer lock makes the totals add up."""
+    path = str(tmp_path / "db")
+    LmdbStore(path).close()
+    halves = [[(i.name, i.data) for i in sample[:40]], [(i.name, i.data) for i in sample[40:]]]
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_learn_in_child, args=(path, halves[0], "spam")),
+                context.Process(target=_learn_in_child, args=(path, halves[1], "ham"))]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    with LmdbStore(path) as store:
+        totals = store.totals()
+        assert (totals.nspam, totals.nham) == (40, 40)
+        assert len(list(store.seen_records())) == 80
+
+
+def test_a_forked_child_reopens_the_environment(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:5], Label.SPAM)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: uses the inherited object, which must reopen, not reuse the handle
+        try:
+            ok = store.totals().nspam == 5 and store._pid == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert store.totals().nspam == 5
