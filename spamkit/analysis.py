@@ -1,16 +1,15 @@
-"""One message from bytes to what the store and the classifier take: key, tokens, hashes."""
+"""One message from bytes to what the store and the classifier take: tokens and their hashes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spamkit.message import DEFAULT_LIMITS, ParsedMessage, ParseLimits, message_key, parse_message
+from spamkit.message import DEFAULT_LIMITS, ParsedMessage, ParseLimits, parse_message
 from spamkit.tokenizer import EmailTokenizer, Tokenizer, hash_tokens
 
 
 @dataclass
 class Analysis:
-    key: bytes  # identity for the learned-once table
     message: ParsedMessage
     tokens: list[str]
     hashes: list[bytes]  # hashes[i] is the storage key of tokens[i]
@@ -27,4 +26,4 @@ class Analyzer:
     def analyze(self, raw: bytes) -> Analysis:
         message = parse_message(raw, self.limits)
         tokens = list(self.tokenizer.tokenize(message))
-        return Analysis(message_key(raw), message, tokens, hash_tokens(tokens))
+        return Analysis(message, tokens, hash_tokens(tokens))

@@ -38,6 +38,10 @@ class BayesParams:
     unknown_word_prob: float = 0.5  # x
     minimum_prob_strength: float = 0.1
     max_discriminators: int = 150
+    # Tokens are not independent (a mailing list's dozen headers say one thing), which
+    # pushes chi-square to its extremes; like bogofilter's ESF, each token counts as
+    # this fraction of an independent one.
+    effective_size_factor: float = 1.0
     min_spam_learned: int = 200  # abstain below these (the SME guide's 200/200)
     min_ham_learned: int = 200
     ham_cutoff: float = 0.20  # below: ham
@@ -77,14 +81,16 @@ def chi2_survival(x2: float, dof: int) -> float:
     return min(1.0, math.exp(top) * float(np.exp(log_terms - top).sum()))
 
 
-def chi2_combine(probabilities: npt.NDArray[np.float64]) -> float:
+def chi2_combine(probabilities: npt.NDArray[np.float64], effective_size_factor: float = 1.0) -> float:
     """Fisher/Robinson combining of token probabilities; 0.5 when there are none."""
     k = len(probabilities)
     if k == 0:
         return 0.5
     p = np.clip(probabilities, 1e-12, 1.0 - 1e-12)
-    spamminess = 1.0 - chi2_survival(-2.0 * float(np.log1p(-p).sum()), 2 * k)
-    hamminess = 1.0 - chi2_survival(-2.0 * float(np.log(p).sum()), 2 * k)
+    esf = effective_size_factor
+    dof = 2 * max(1, round(k * esf))
+    spamminess = 1.0 - chi2_survival(-2.0 * esf * float(np.log1p(-p).sum()), dof)
+    hamminess = 1.0 - chi2_survival(-2.0 * esf * float(np.log(p).sum()), dof)
     return (1.0 + spamminess - hamminess) / 2.0
 
 
@@ -137,7 +143,7 @@ class BayesClassifier:
         if len(strong) > params.max_discriminators:
             top = np.argpartition(-strength[strong], params.max_discriminators - 1)
             strong = strong[top[: params.max_discriminators]]
-        probability = chi2_combine(probabilities[strong])
+        probability = chi2_combine(probabilities[strong], params.effective_size_factor)
         result = BayesResult(probability, three_way(probability, params), tokens=len(keys),
                              known=len(counts.keys), used=len(strong))
         if explain and tokens is not None:

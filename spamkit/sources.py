@@ -87,10 +87,13 @@ def _read_file(path: Path, size: int) -> Iterator[SourceItem]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 yield SourceItem(str(path), None, "not a regular file", path)
                 return
-            data = handle.read(MAX_FILE_BYTES + 1)
+            # the size from fstat, plus one byte in case the file grew: read(32 MiB)
+            # would allocate 32 MiB for every message
+            data = handle.read(min(info.st_size, MAX_FILE_BYTES) + 1)
     except OSError as error:
         yield SourceItem(str(path), None, _reason(error), path)
         return
@@ -99,7 +102,10 @@ def _read_file(path: Path, size: int) -> Iterator[SourceItem]:
 
 def _split_if_mbox(name: str, data: bytes, path: Path | None) -> Iterator[SourceItem]:
     """A file with more than one mbox separator is an mbox; otherwise one message."""
-    starts = [m.start() for m in _MBOX_FROM.finditer(data)] if data.startswith(b"From ") else []
+    if not data.startswith(b"From ") or b"\nFrom " not in data:
+        yield SourceItem(name, data, None, path)
+        return
+    starts = [m.start() for m in _MBOX_FROM.finditer(data)]
     if len(starts) <= 1:
         yield SourceItem(name, data, None, path)
         return

@@ -48,7 +48,7 @@ def _print(name: str, result: BayesResult, as_json: bool, explain: bool) -> None
     if as_json:
         record: dict[str, object] = {
             "path": name, "verdict": result.verdict,
-            "bayes": None if result.probability is None else round(result.probability, 6),
+            "bayes": result.probability,
             "tokens": result.tokens, "known_tokens": result.known, "used_tokens": result.used,
         }
         if result.reason:

@@ -139,18 +139,12 @@ class _Walker:
         if not head:
             self.message.facts.add("no-headers")
         fields = parse_header_block(head, self.message.facts)
-        self.message.headers = [(name, self._header_text(value)) for name, value in fields]
+        facts = self.message.facts
+        self.message.headers = [(name, decode_rfc2047(value, facts) if "=?" in value else value)
+                                for name, value in fields]
         self._walk_entity(fields, body, depth=0, default_type="text/plain")
 
-    def _header_text(self, value: bytes) -> str:
-        if value.isascii():
-            text = value.decode("ascii")
-        else:
-            self.message.facts.add("header-8bit")
-            text = decode_text(value, None)
-        return decode_rfc2047(text, self.message.facts)
-
-    def _walk_entity(self, fields: list[tuple[str, bytes]], body: bytes, depth: int,
+    def _walk_entity(self, fields: list[tuple[str, str]], body: bytes, depth: int,
                      default_type: str) -> None:
         self.parts += 1
         if self.parts > self.limits.max_parts:
@@ -203,7 +197,7 @@ class _Walker:
             message.attachments.append(Attachment(content_type, filename, size))
             return
         data = decode_transfer(body, encoding, message.facts)
-        if _UU_BLOCK.search(data):
+        if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
             data = _UU_BLOCK.split(data, 1)[0]
@@ -223,20 +217,20 @@ class _Walker:
             message.urls.extend(_text_urls(text))
 
 
-def _content_headers(fields: list[tuple[str, bytes]],
+def _content_headers(fields: list[tuple[str, str]],
                      default_type: str) -> tuple[str, dict[str, str], str, str]:
     content_type, params, encoding, disposition = default_type, {}, "", ""
     seen_type = False
     for name, value in fields:
         if name == "content-type" and not seen_type:
             seen_type = True
-            main, params = split_parameters(value.decode("latin-1"))
+            main, params = split_parameters(value)
             if "/" in main:
                 content_type = main
         elif name == "content-transfer-encoding" and not encoding:
-            encoding = value.decode("latin-1")
+            encoding = value
         elif name == "content-disposition" and not disposition:
-            disposition = value.decode("latin-1")
+            disposition = value
     return content_type, params, encoding, disposition
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from spamkit.message.decode import decode_text
+
 HEADER_BYTES_CAP = 100_000
 
 _HEADER_END = re.compile(rb"\n\r?\n")
@@ -31,37 +33,33 @@ def split_header_block(data: bytes) -> tuple[bytes, bytes]:
     return data[:match.start() + 1], data[match.end():]
 
 
-def parse_header_block(block: bytes, facts: set[str]) -> list[tuple[str, bytes]]:
-    """Unfolded (lower-case name, raw value) pairs in order; bad lines become facts."""
+_FOLD = re.compile(r"\n[ \t]+")
+_FIELD = re.compile(r"^([\x21-\x39\x3b-\x7e]{1,100})[ \t]*:[ \t]*(.*)$", re.MULTILINE)
+
+
+def parse_header_block(block: bytes, facts: set[str]) -> list[tuple[str, str]]:
+    """Unfolded (lower-case name, decoded value) pairs in order; bad lines become facts.
+
+    One decode, one unfold and one findall over the whole block: a loop per header
+    line cost a quarter of all parsing time. Values keep RFC 2047 words encoded;
+    `decode_rfc2047` undoes them where wanted.
+    """
     if len(block) > HEADER_BYTES_CAP:
         facts.add("cap-header-bytes")
         block = block[:HEADER_BYTES_CAP]
-    fields: list[tuple[str, bytes]] = []
-    name: str | None = None
-    value: list[bytes] = []
-    for line in block.split(b"\n"):
-        if not line:
-            continue
-        if line[0] in (0x20, 0x09):  # continuation of the previous field
-            if name is not None:
-                value.append(line)
-            else:
-                facts.add("header-continuation-orphan")
-            continue
-        if name is not None:
-            fields.append((name, b" ".join(v.strip() for v in value)))
-            name = None
-        match = _FIELD_NAME.match(line)
-        if match is None:
-            if line.startswith(b"From ") and not fields:
-                continue  # mbox separator line
-            facts.add("header-malformed")
-            continue
-        name = match.group(1).decode("ascii").lower()
-        value = [line[match.end():]]
-    if name is not None:
-        fields.append((name, b" ".join(v.strip() for v in value)))
-    return fields
+    if block.isascii():
+        text = block.decode("ascii")
+    else:
+        facts.add("header-8bit")
+        text = decode_text(block, None)
+    if text[:1] in (" ", "\t"):
+        facts.add("header-continuation-orphan")
+    text = _FOLD.sub(" ", text)
+    fields = _FIELD.findall(text)
+    lines = text.count("\n") + (not text.endswith("\n"))
+    if len(fields) != lines and not (len(fields) == lines - 1 and text.startswith("From ")):
+        facts.add("header-malformed")
+    return [(name.lower(), value.rstrip()) for name, value in fields]
 
 
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)')
@@ -92,7 +90,5 @@ def split_parameters(value: str) -> tuple[str, dict[str, str]]:
 
 def _percent_decode(text: str, charset: str) -> str:
     from urllib.parse import unquote_to_bytes
-
-    from spamkit.message.decode import decode_text
 
     return decode_text(unquote_to_bytes(text), charset or "utf-8")

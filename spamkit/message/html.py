@@ -53,12 +53,20 @@ def _is_hidden(tag: str, attrs: dict[str, str]) -> bool:
 _HIDING_MARKERS = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:\.\d+)?(?![\d.])"
     r"|<font[^<>]*\bsize\s*=\s*[\"']?\s*(?:0\b|-10)")
-_INLINE_TAG = re.compile(r"</?(?:" + "|".join(sorted(_INLINE, key=len, reverse=True))
-                         + r")\b(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>", re.IGNORECASE)
-# These three run on the lower-cased document: case-sensitive patterns are 2-3x faster.
+# Case-sensitive alternation over the lower- and upper-case spellings is 2.6x faster than
+# IGNORECASE; a tag in mixed case ("Font") splits a word, which costs little.
+_INLINE_TAG = re.compile(r"</?(?:" + "|".join(sorted(_INLINE | {t.upper() for t in _INLINE},
+                                                     key=len, reverse=True))
+                         + r")\b[^<>]*>")
+# For stripping tags from the visible text: 2.5x faster than _TAG, same result but for a
+# ">" inside a quoted attribute value, which is rare and only moves a few characters.
+_ANY_TAG = re.compile(r"</?[a-zA-Z!][^<>]*>")
+_MARKER_WORDS = ("none", "hidden", "font-size", "size")
+# These run on the lower-cased document: case-sensitive patterns are 2-3x faster.
 # An attribute follows white space; "\s" as the first item is 3x faster than "\b".
-_URL_ATTR = re.compile(r"""\s(?:href|src|action|background|lowsrc)\s*=\s*(?:"([^"<]*)"|'([^'<]*)'|([^\s<>"']+))""")
-_TEXT_ATTR = re.compile(r"""\s(?:alt|title)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')""")
+# One scan finds both kinds of attribute (two scans cost 40% more).
+_USEFUL_ATTR = re.compile(
+    r"""\s(href|src|action|background|lowsrc|alt|title)\s*=\s*(?:"([^"<]*)"|'([^'<]*)'|([^\s<>"']+))""")
 _TAG_NAME = re.compile(r"<([a-z][a-z0-9]{0,30})")
 
 
@@ -69,7 +77,7 @@ def render_html(source: str) -> RenderedHtml:
     in C. Only documents with a hiding marker walk tag by tag with a stack.
     """
     lowered = source.lower()
-    if _HIDING_MARKERS.search(lowered) is None:
+    if not any(word in lowered for word in _MARKER_WORDS) or _HIDING_MARKERS.search(lowered) is None:
         return _render_plain(source, lowered)
     return _render_with_stack(source)
 
@@ -84,11 +92,15 @@ def _render_plain(source: str, lowered: str) -> RenderedHtml:
     if "<script" in lowered or "<style" in lowered:
         source = _SCRIPT_STYLE.sub(" ", source)
         lowered = source.lower()
-    out.urls = [html.unescape((a or b or c).strip()) for a, b, c in _URL_ATTR.findall(lowered)]
-    out.alt_text = [html.unescape(a or b) for a, b in _TEXT_ATTR.findall(lowered)]
+    for name, double, single, bare in _USEFUL_ATTR.findall(lowered):
+        value = html.unescape(double or single or bare)
+        if name in _TEXT_ATTRS:
+            out.alt_text.append(value)
+        elif value:
+            out.urls.append(value.strip())
     out.tags = list(set(_TAG_NAME.findall(lowered)))
-    text = _TAG.sub(" ", _INLINE_TAG.sub("", source))
-    out.visible = html.unescape(text)
+    text = _ANY_TAG.sub(" ", _INLINE_TAG.sub("", source))
+    out.visible = html.unescape(text) if "&" in text else text
     return out
 
 

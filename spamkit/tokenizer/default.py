@@ -19,10 +19,12 @@ class TokenizerOptions:
 
     words: str = "split"  # "split": whitespace words, punctuation kept; "plain": letters/digits
     fold_case: bool = True
-    headers: bool = True  # all headers (but the ignored ones) as name:word tokens
+    headers: bool = True  # headers as name:word tokens
+    header_set: str = "selected"  # SELECTED_HEADERS, or "all" but the ignored ones
+    header_presence: bool = False  # "header:name:count" for every header present
     pairs: bool = False  # adjacent body word pairs
     invisible: bool = True  # hidden HTML text as its own "invisible:" tokens
-    html_tags: bool = True
+    html_tags: bool = False
 
 
 class EmailTokenizer:
@@ -32,8 +34,8 @@ class EmailTokenizer:
         self.options = options or TokenizerOptions()
         self._plain = self.options.words == "plain"
         o = self.options
-        self.version = (f"email-1:{o.words}:{int(o.fold_case)}{int(o.headers)}"
-                        f"{int(o.pairs)}{int(o.invisible)}{int(o.html_tags)}")
+        self.version = (f"email-1:{o.words}:{o.header_set}:{int(o.fold_case)}{int(o.headers)}"
+                        f"{int(o.header_presence)}{int(o.pairs)}{int(o.invisible)}{int(o.html_tags)}")
 
     def tokenize(self, message: ParsedMessage) -> set[str]:
         options = self.options
@@ -49,7 +51,8 @@ class EmailTokenizer:
         if "@" in text:
             tokens.update(email_tokens(body_words | long_words))
         if options.headers:
-            tokens.update(header_tokens(message.headers, self._plain, options.fold_case))
+            tokens.update(header_tokens(message.headers, self._plain, options.fold_case,
+                                        options.header_set == "selected", options.header_presence))
         else:
             subject = (message.header("subject") or "").lower()
             tokens.update("subject:" + w for w in split_words(subject, self._plain)[0])

@@ -18,11 +18,32 @@ PLAIN_WORD = re.compile(r"[\w$][\w'$.-]*[\w$!]")
 EMAIL = re.compile(r"([\w.+-]{1,64})@([\w-]{1,63}(?:\.[\w-]{1,63}){1,8})")
 
 
+# Chinese, Japanese and Korean text has no spaces between words; a run of these
+# characters becomes overlapping character pairs instead (docs/decisions/0002).
+CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,}")
+MAX_CJK_CHARS = 20_000
+
+
 def split_words(text: str, plain: bool = False) -> tuple[set[str], set[str]]:
-    """(distinct words of 3 to 12 characters, distinct longer words)."""
+    """(distinct words of 3 to 12 characters and CJK character pairs, distinct longer words)."""
     unique = set(PLAIN_WORD.findall(text)) if plain else set(text.split())
-    return ({w for w in unique if MIN_WORD <= len(w) <= MAX_WORD},
-            {w for w in unique if len(w) > MAX_WORD})
+    words = {w for w in unique if MIN_WORD <= len(w) <= MAX_WORD}
+    long_words = {w for w in unique - words if len(w) > MAX_WORD}
+    if not text.isascii():
+        words.update(cjk_pairs(text))
+    return words, long_words
+
+
+def cjk_pairs(text: str) -> set[str]:
+    pairs: set[str] = set()
+    budget = MAX_CJK_CHARS
+    for run in CJK_RUN.findall(text):
+        run = run[:budget]
+        pairs.update(run[i:i + 2] for i in range(len(run) - 1))
+        budget -= len(run)
+        if budget <= 0:
+            break
+    return pairs
 
 
 def long_word_tokens(long_words: set[str]) -> set[str]:

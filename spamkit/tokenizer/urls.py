@@ -22,7 +22,7 @@ def registrable_domain(host: str) -> str:
 
 def url_tokens(urls: list[str]) -> set[str]:
     out: set[str] = set()
-    for url in urls[:MAX_URLS]:
+    for url in set(urls[:MAX_URLS]):
         match = _URL.match(url)
         if match is None:
             continue

@@ -1,0 +1,69 @@
+"""Where spamkit's time goes: each stage of learning and checking, timed in-process.
+
+`python -m benchmarks.profile` prints the table; benchmarks.run puts it in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from corpora.spamassassin import SpamAssassinCorpus, fold_of
+from spamkit.bayes import BayesClassifier, chi2_combine, token_probabilities
+from spamkit.learn import Learner
+from spamkit.message import message_key, parse_message
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from spamkit.tokenizer import EmailTokenizer, hash_tokens
+
+
+def profile_stages(corpus: SpamAssassinCorpus | None = None) -> str:
+    corpus = corpus or SpamAssassinCorpus()
+    messages = list(corpus.messages())
+    train = [m for m in messages if fold_of(m.path) != 0]
+    test = [m for m in messages if fold_of(m.path) == 0]
+    tokenizer = EmailTokenizer()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, function, items):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        out = [function(item) for item in items]
+        timings[name] = (time.perf_counter() - started) / len(items) * 1e6
+        return out
+
+    datas = [m.data for m in train]
+    timed("message key (Message-ID + body digest)", message_key, datas)
+    parsed = timed("parse", parse_message, datas)
+    tokens = timed("tokenize", tokenizer.tokenize, parsed)
+    timed("hash tokens", hash_tokens, tokens)
+    with tempfile.TemporaryDirectory() as folder:
+        with LmdbStore(Path(folder) / "db") as store:
+            items = [SourceItem(m.path, m.data) for m in train]
+            started = time.perf_counter()
+            learner = Learner(store)
+            for label in (Label.SPAM, Label.HAM):
+                learner.learn([i for i, m in zip(items, train) if m.label == label.value], label)
+            whole_learn = (time.perf_counter() - started) / len(train) * 1e6
+            test_hashes = [hash_tokens(tokenizer.tokenize(parse_message(m.data))) for m in test]
+            totals = store.totals()
+            counts = timed("store lookup (one read transaction)", store.counts, test_hashes)
+            classifier = BayesClassifier(store)
+            timed("probabilities + chi-square",
+                  lambda c: chi2_combine(token_probabilities(c.spam, c.ham, totals, classifier.params)),
+                  counts)
+    learn_rows = ["message key (Message-ID + body digest)", "parse", "tokenize", "hash tokens"]
+    lines = ["| stage | µs per message |", "|---|---:|"]
+    lines += [f"| {name} | {timings[name]:.0f} |" for name in learn_rows]
+    lines.append(f"| **whole learn, in-process, all stages and commits** | **{whole_learn:.0f}** |")
+    lines += [f"| {name} (check) | {timings[name]:.0f} |"
+              for name in ("store lookup (one read transaction)", "probabilities + chi-square")]
+    tokenizing = timings["parse"] + timings["tokenize"] + timings["hash tokens"]
+    lines.append("")
+    lines.append(f"Parsing and tokenizing are {tokenizing / whole_learn:.0%} of learning; the rest is "
+                 "the learned-once check, batching and the LMDB commit.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(profile_stages())
