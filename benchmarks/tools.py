@@ -100,7 +100,8 @@ class Spamkit(Tool):
         scores, verdicts = [], []
         for path in files:
             record = records[str(path)]
-            scores.append(0.5 if record["bayes"] is None else record["bayes"])
+            # the log-odds order messages where the probability rounds to 0 or 1
+            scores.append(0.0 if record["bayes"] is None else record["bayes_log_odds"])
             verdicts.append(record["verdict"])
         return run, scores, verdicts
 

@@ -52,15 +52,16 @@ def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams]
                 classifier = BayesClassifier(store, params)
                 for index in np.flatnonzero(folds == fold):
                     result = classifier.score(hashed[index])
-                    scores[p][index] = 0.5 if result.probability is None else result.probability
+                    scores[p][index] = result.log_odds
                     verdicts[p][index] = result.verdict
     return [(params, labels, scores[p], verdicts[p]) for p, params in enumerate(param_sets)]
 
 
 def describe(labels: np.ndarray, scores: np.ndarray, verdicts: list[str]) -> str:
     a = accuracy(labels, scores, verdicts)
-    ham_top = np.sort(scores[~labels])[-3:]
-    spam_missed = {c: int((scores[labels] < c).sum()) for c in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)}
+    ham_top = 1 / (1 + np.exp(-np.sort(scores[~labels])[-3:]))
+    cutoffs = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # scores are log-odds: compare with logit(c)
+    spam_missed = {c: int((scores[labels] < np.log(c / (1 - c))).sum()) for c in cutoffs}
     return (f"FP {a.false_positives} FN {a.false_negatives} (unsure {a.unsure_spam}, unsure ham "
             f"{a.unsure_ham}) 1-AUC {a.one_minus_auc_percent:.4f}% caught@0FP "
             f"{a.caught_at_zero_fp_percent:.1f}% top ham {np.round(ham_top, 4).tolist()} "
@@ -71,10 +72,6 @@ GRIDS: dict[str, tuple[list[TokenizerOptions], list[BayesParams]]] = {
     "bayes2": ([TokenizerOptions(header_set="selected", header_presence=False)], [
         BayesParams(unknown_word_strength=s, minimum_prob_strength=m, max_discriminators=d)
         for s in (0.45, 0.25) for m in (0.1, 0.25) for d in (75, 150, 300)]),
-    "esf": ([TokenizerOptions()], [
-        BayesParams(effective_size_factor=f, unknown_word_strength=s, minimum_prob_strength=m,
-                    max_discriminators=d)
-        for f in (1.0, 0.7, 0.5, 0.3) for s, m, d in ((0.45, 0.1, 150), (0.1, 0.375, 1000))]),
     "bayes": ([TokenizerOptions()], [
         BayesParams(),
         BayesParams(unknown_word_strength=0.1, minimum_prob_strength=0.375, max_discriminators=1000),

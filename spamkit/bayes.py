@@ -27,7 +27,8 @@ import numpy.typing as npt
 from spamkit.store.base import TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
-_LOG_FACTORIAL = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, _MAX_DOF_HALF + 1)))))
+_LOG_FACTORIAL = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, 2 * _MAX_DOF_HALF + 1)))))
+_LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,6 @@ class BayesParams:
     unknown_word_prob: float = 0.5  # x
     minimum_prob_strength: float = 0.1
     max_discriminators: int = 150
-    # Tokens are not independent (a mailing list's dozen headers say one thing), which
-    # pushes chi-square to its extremes; like bogofilter's ESF, each token counts as
-    # this fraction of an independent one.
-    effective_size_factor: float = 1.0
     min_spam_learned: int = 200  # abstain below these (the SME guide's 200/200)
     min_ham_learned: int = 200
     ham_cutoff: float = 0.20  # below: ham
@@ -60,6 +57,7 @@ class Clue:
 class BayesResult:
     probability: float | None  # None: Bayes abstains (too little learned)
     verdict: str  # "ham", "unsure" or "spam"
+    log_odds: float = 0.0  # ln(p / (1 - p)), finite where p rounds to 0 or 1: for ranking
     tokens: int = 0  # distinct tokens in the message
     known: int = 0  # of which the database knows
     used: int = 0  # of which strong enough to count
@@ -67,31 +65,63 @@ class BayesResult:
     reason: str = ""
 
 
-def chi2_survival(x2: float, dof: int) -> float:
-    """Q(x2, dof) for even dof: the probability a chi-square variable exceeds x2."""
+def _log_sum_exp(values: npt.NDArray[np.float64]) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
+
+
+def chi2_log_tails(x2: float, dof: int) -> tuple[float, float]:
+    """(ln P(X <= x2), ln P(X > x2)) for X chi-square with even `dof`.
+
+    Both tails come from their own Poisson series in log space, so each stays accurate
+    where the other is within rounding of 1: a message far on the ham side gets a
+    probability like 1e-40 rather than exactly 0, and messages keep their order.
+    """
     if dof <= 0 or dof % 2:
         raise ValueError("dof must be a positive even number")
     m = x2 / 2.0
     if m <= 0.0:
-        return 1.0
+        return -math.inf, 0.0
     half = min(dof // 2, _MAX_DOF_HALF)
+    log_m = math.log(m)
     i = np.arange(half)
-    log_terms = -m + i * math.log(m) - _LOG_FACTORIAL[:half]
-    top = float(log_terms.max())
-    return min(1.0, math.exp(top) * float(np.exp(log_terms - top).sum()))
+    log_upper = min(0.0, _log_sum_exp(-m + i * log_m - _LOG_FACTORIAL[:half]))
+    if log_upper < -_LN2:  # upper tail below 1/2: the lower one is 1 - upper, no cancellation
+        return math.log1p(-math.exp(log_upper)), log_upper
+    # lower tail = e^-m * sum over i >= half of m^i / i!; here m is below about half,
+    # so the terms shrink at least geometrically and a few dozen suffice
+    j = np.arange(half, min(half + 60 + int(10 * math.sqrt(half)), len(_LOG_FACTORIAL)))
+    log_lower = min(0.0, _log_sum_exp(-m + j * log_m - _LOG_FACTORIAL[j]))
+    return log_lower, log_upper
 
 
-def chi2_combine(probabilities: npt.NDArray[np.float64], effective_size_factor: float = 1.0) -> float:
-    """Fisher/Robinson combining of token probabilities; 0.5 when there are none."""
+def chi2_survival(x2: float, dof: int) -> float:
+    """Q(x2, dof) for even dof: the probability a chi-square variable exceeds x2."""
+    return math.exp(chi2_log_tails(x2, dof)[1])
+
+
+def chi2_combine_log(probabilities: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Fisher/Robinson combining: (probability, its log-odds), both precise at the extremes.
+
+    probability = (1 + S - H) / 2 with S = P(chi2 <= -2 sum ln(1-f)) and
+    H = P(chi2 <= -2 sum ln f), that is (Q_H + P_S) / 2, and 1 - probability is
+    (Q_S + P_H) / 2; working with those sums in log space keeps the log-odds finite.
+    """
     k = len(probabilities)
     if k == 0:
-        return 0.5
+        return 0.5, 0.0
     p = np.clip(probabilities, 1e-12, 1.0 - 1e-12)
-    esf = effective_size_factor
-    dof = 2 * max(1, round(k * esf))
-    spamminess = 1.0 - chi2_survival(-2.0 * esf * float(np.log1p(-p).sum()), dof)
-    hamminess = 1.0 - chi2_survival(-2.0 * esf * float(np.log(p).sum()), dof)
-    return (1.0 + spamminess - hamminess) / 2.0
+    spam_lower, spam_upper = chi2_log_tails(-2.0 * float(np.log1p(-p).sum()), 2 * k)
+    ham_lower, ham_upper = chi2_log_tails(-2.0 * float(np.log(p).sum()), 2 * k)
+    log_spam = np.logaddexp(ham_upper, spam_lower) - _LN2
+    log_ham = np.logaddexp(spam_upper, ham_lower) - _LN2
+    probability = math.exp(log_spam) if log_spam < -_LN2 else 1.0 - math.exp(log_ham)
+    return min(1.0, max(0.0, probability)), float(log_spam - log_ham)
+
+
+def chi2_combine(probabilities: npt.NDArray[np.float64]) -> float:
+    """Fisher/Robinson combining of token probabilities; 0.5 when there are none."""
+    return chi2_combine_log(probabilities)[0]
 
 
 def token_probabilities(spam: npt.NDArray[np.float64], ham: npt.NDArray[np.float64],
@@ -131,21 +161,21 @@ class BayesClassifier:
               explain: int = 0) -> BayesResult:
         """Score token hashes; with `tokens` (same order) and `explain`, name the clues."""
         params = self.params
-        totals = self.store.totals()
+        counts = self.store.counts(keys)
+        totals = counts.totals
         if totals.nspam < params.min_spam_learned or totals.nham < params.min_ham_learned:
             return BayesResult(None, "unsure", tokens=len(keys), reason=(
                 f"not enough learned: {totals.nspam} spam and {totals.nham} ham, "
                 f"needs {params.min_spam_learned} and {params.min_ham_learned}"))
-        counts = self.store.counts(keys)
         probabilities = token_probabilities(counts.spam, counts.ham, totals, params)
         strength = np.abs(probabilities - 0.5)
         strong = np.flatnonzero(strength >= params.minimum_prob_strength)
         if len(strong) > params.max_discriminators:
             top = np.argpartition(-strength[strong], params.max_discriminators - 1)
             strong = strong[top[: params.max_discriminators]]
-        probability = chi2_combine(probabilities[strong], params.effective_size_factor)
+        probability, log_odds = chi2_combine_log(probabilities[strong])
         result = BayesResult(probability, three_way(probability, params), tokens=len(keys),
-                             known=len(counts.keys), used=len(strong))
+                             known=len(counts.keys), used=len(strong), log_odds=log_odds)
         if explain and tokens is not None:
             names = dict(zip(keys, tokens))
             ranked = sorted(strong, key=lambda i: -strength[i])[:explain]

@@ -49,6 +49,7 @@ def _print(name: str, result: BayesResult, as_json: bool, explain: bool) -> None
         record: dict[str, object] = {
             "path": name, "verdict": result.verdict,
             "bayes": result.probability,
+            "bayes_log_odds": None if result.probability is None else round(result.log_odds, 4),
             "tokens": result.tokens, "known_tokens": result.known, "used_tokens": result.used,
         }
         if result.reason:

@@ -45,6 +45,7 @@ class TokenCounts:
     keys: list[bytes]
     spam: npt.NDArray[np.float64]
     ham: npt.NDArray[np.float64]
+    totals: Totals  # read in the same transaction as the counts
 
 
 @dataclass(frozen=True)
