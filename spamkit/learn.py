@@ -20,6 +20,8 @@ from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore
 
 DEFAULT_BATCH_SIZE = 1000
+DEFAULT_MAX_TOKENS = 1_000_000
+EXPIRE_TO = 0.75  # an expiry cuts to 75% of the cap (as SpamAssassin does), so it runs rarely
 
 
 class Outcome(enum.Enum):
@@ -37,6 +39,7 @@ class LearnSummary:
     skipped: int = 0
     forgotten: int = 0
     failed: int = 0
+    expired: int = 0  # tokens dropped because the database went over its cap
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -45,7 +48,7 @@ class LearnSummary:
 
     def as_json(self) -> dict[str, object]:
         return {"learned": self.learned, "relearned": self.relearned, "skipped": self.skipped,
-                "forgotten": self.forgotten, "failed": self.failed,
+                "forgotten": self.forgotten, "failed": self.failed, "expired": self.expired,
                 "seconds": round(self.seconds, 3),
                 "failures": [{"message": name, "reason": why} for name, why in self.failures]}
 
@@ -62,10 +65,11 @@ CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
 
 class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_tokens: int | None = None) -> None:
         self.store = store
         self.analyzer = analyzer or Analyzer()
         self.batch_size = batch_size
+        self.max_tokens = max_tokens  # None: never expire automatically
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
@@ -87,6 +91,8 @@ class Learner:
                 progress(1)
         if batch:
             self._commit(batch, label, summary, on_commit)
+        if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
+            summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
         summary.seconds = time.perf_counter() - started
         return summary
 

@@ -38,6 +38,36 @@ _CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
 _VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
 
 
+REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
+                                "ceph", "glusterfs", "afs"})
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system holding `path`, from /proc/self/mountinfo ("" if unknown)."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split(" - ", 1)
+        mount_point = fields[0].split()[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best) and len(fields) == 2:
+            best, kind = mount_point, fields[1].split()[0]
+    return kind
+
+
+def refuse_remote_filesystem(path: Path) -> None:
+    """LMDB's locks and mmap do not work over network file systems (lmdb.h): refuse them."""
+    kind = filesystem_type(path)
+    if kind in REMOTE_FILESYSTEMS and not os.environ.get("SPAMKIT_ALLOW_REMOTE_DB"):
+        raise StoreError(f"{path} is on a {kind} file system, where LMDB's locking does not "
+                         "work; put the database on a local disk (or set SPAMKIT_ALLOW_REMOTE_DB=1 "
+                         "if you are sure only one machine uses it)")
+
+
 class LmdbWriter:
     """Collects one batch in memory and writes it in the enclosing write transaction.
 
@@ -165,6 +195,7 @@ class LmdbStore:
         else:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
+        refuse_remote_filesystem(self.path)
         existing = (self.path / "data.mdb").exists()
         if existing:
             self._map_size = max(self._map_size, (self.path / "data.mdb").stat().st_size)

@@ -129,3 +129,12 @@ def test_db_path_follows_option_and_environment(tmp_path: Path) -> None:
     import os
     env = dict(os.environ, SPAMKIT_DB=str(tmp_path / "envdb"))
     assert spamkit("db", "path", env=env).stdout.strip() == str(tmp_path / "envdb")
+
+
+def test_learn_expires_above_max_tokens(tmp_path: Path, folders: dict[str, Path]) -> None:
+    db = str(tmp_path / "db")
+    out = json.loads(spamkit("learn", "--spam", str(folders["spam"]), "--db", db, "--json",
+                             "--max-tokens", "5000").stdout)
+    assert out["expired"] > 0
+    magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
+    assert magic["ntokens"] == 3750 and magic["last_expire_removed"] == out["expired"]

@@ -178,3 +178,14 @@ def test_a_forked_child_reopens_the_environment(store: LmdbStore, sample: list[S
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
     assert store.totals().nspam == 5
+
+
+def test_remote_file_systems_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spamkit.store import lmdb as lmdb_store
+
+    assert lmdb_store.filesystem_type(tmp_path) not in ("", "nfs")  # a real local type
+    monkeypatch.setattr(lmdb_store, "filesystem_type", lambda path: "nfs4")
+    with pytest.raises(StoreError, match="nfs4"):
+        LmdbStore(tmp_path / "db")
+    monkeypatch.setenv("SPAMKIT_ALLOW_REMOTE_DB", "1")
+    LmdbStore(tmp_path / "db").close()
