@@ -73,31 +73,35 @@ class Learner:
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
-              progress: Callable[[int], None] | None = None) -> LearnSummary:
-        """Learn `items` as `label`, or forget them when `label` is None."""
+              progress: Callable[[int], None] | None = None, by: str = "manual") -> LearnSummary:
+        """Learn `items` as `label`, or forget them when `label` is None.
+
+        `by` says who taught them ("manual", "autolearn", "trainer:alice") for the audit
+        log; autolearn never overrides a message someone taught.
+        """
         started = time.perf_counter()
         summary = LearnSummary()
         batch: list[_Pending] = []
         for item in items:
-            pending = self._prepare(item, label, summary)
+            pending = self._prepare(item, label, summary, by)
             if pending is not None:
                 batch.append(pending)
             elif on_commit is not None and item.error is None:
                 on_commit([(item, Outcome.SKIPPED)])
             if len(batch) >= self.batch_size:
-                self._commit(batch, label, summary, on_commit)
+                self._commit(batch, label, summary, on_commit, by)
                 batch = []
             if progress is not None:
                 progress(1)
         if batch:
-            self._commit(batch, label, summary, on_commit)
+            self._commit(batch, label, summary, on_commit, by)
         if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
             summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _prepare(self, item: SourceItem, label: Label | None,
-                 summary: LearnSummary) -> _Pending | None:
+    def _prepare(self, item: SourceItem, label: Label | None, summary: LearnSummary,
+                 by: str) -> _Pending | None:
         if item.data is None:
             summary.count(Outcome.FAILED)
             summary.failures.append((item.name, item.error or "unreadable"))
@@ -107,14 +111,21 @@ class Learner:
         if known is label:  # same label again, or forgetting what was never learned
             summary.count(Outcome.SKIPPED)
             return None
+        if by == "autolearn" and known is not None:
+            summary.count(Outcome.SKIPPED)  # a taught label always wins over autolearn
+            return None
         return _Pending(item, key, self.analyzer.analyze(item.data).hashes)
 
     def _commit(self, batch: list[_Pending], label: Label | None, summary: LearnSummary,
-                on_commit: CommitCallback | None) -> None:
+                on_commit: CommitCallback | None, by: str) -> None:
         outcomes: list[tuple[SourceItem, Outcome]] = []
+        action = label.value if label is not None else "forget"
         with self.store.writer() as writer:
             for pending in batch:
-                outcomes.append((pending.item, _apply(writer, pending, label)))
+                outcome = _apply(writer, pending, label, by == "autolearn")
+                outcomes.append((pending.item, outcome))
+                if outcome is not Outcome.SKIPPED:
+                    writer.log_event(pending.key, by, action, outcome.value)
             writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
         for _, outcome in outcomes:  # counted only once committed
             summary.count(outcome)
@@ -122,9 +133,10 @@ class Learner:
             on_commit(outcomes)
 
 
-def _apply(writer: StoreWriter, pending: _Pending, label: Label | None) -> Outcome:
+def _apply(writer: StoreWriter, pending: _Pending, label: Label | None,
+           only_if_new: bool = False) -> Outcome:
     previous = writer.learned_as(pending.key)
-    if previous is label:  # a duplicate within this batch
+    if previous is label or (only_if_new and previous is not None):  # e.g. a duplicate in this batch
         return Outcome.SKIPPED
     if previous is not None:
         writer.add_tokens(pending.hashes, previous, -1)

@@ -26,6 +26,13 @@ def db_option(function: F) -> F:
     )(function)
 
 
+def config_option(function: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), envvar="SPAMKIT_CONFIG",
+        help="Configuration file (default: $SPAMKIT_CONFIG, else `spamkit config path`).",
+    )(function)
+
+
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON for scripts instead of text.")(function)
@@ -55,11 +62,15 @@ def main() -> None:
 
 
 def _register() -> None:
-    from spamkit.cli import check, db, learn
+    from spamkit.cli import check, config, db, learn, rules, wbl
 
     main.add_command(learn.learn)
     main.add_command(check.check)
     main.add_command(db.db)
+    main.add_command(config.config)
+    main.add_command(rules.lint)
+    main.add_command(rules.rules)
+    main.add_command(wbl.wbl)
 
 
 _register()

@@ -1,4 +1,4 @@
-"""`spamkit check PATH...`: a verdict for each message."""
+"""`spamkit check PATH...`: the full verdict for each message (rules, Bayes, lists)."""
 
 from __future__ import annotations
 
@@ -6,65 +6,96 @@ import json
 
 import click
 
-from spamkit.analysis import Analyzer
-from spamkit.bayes import BayesClassifier, BayesResult
-from spamkit.cli import db_option, json_option
+from spamkit.cli import config_option, db_option, json_option
+from spamkit.config import load_config
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
+from spamkit.verdict import Scanner, Verdict
 
 
 @click.command()
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @db_option
+@config_option
 @json_option
-@click.option("--explain", is_flag=True, help="List the tokens that decided each verdict.")
-@click.option("--clues", type=click.IntRange(1, 150), default=15, show_default=True,
-              help="How many tokens --explain lists.")
-def check(paths: tuple[str, ...], db_path: str | None, as_json: bool, explain: bool,
-          clues: int) -> None:
-    """Score messages: ham, unsure or spam, with the Bayes probability.
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True),
+              help="Add a rule file or directory (SpamAssassin .cf syntax) for this run.")
+@click.option("--from", "envelope_from", help="Envelope sender, for the lists.")
+@click.option("--rcpt", "recipients", multiple=True, help="Envelope recipient (repeatable).")
+@click.option("--explain", is_flag=True, help="Say why each rule matched and list the "
+              "tokens that decided Bayes.")
+@click.option("--autolearn", "do_autolearn", is_flag=True,
+              help="Learn each message when autolearn says so (opens the database for writing).")
+def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, as_json: bool,
+          rule_files: tuple[str, ...], envelope_from: str | None, recipients: tuple[str, ...],
+          explain: bool, do_autolearn: bool) -> None:
+    """Score messages: ham, spam or reject, with the rules that hit and the Bayes probability.
 
     PATH is as for `spamkit learn`; with none, one message is read from standard input.
-    The database is opened read-only and never created.
+    Without --autolearn the database is opened read-only and never created.
+    Exit status: 0 when every message was read, 1 when some could not be.
     """
-    analyzer = Analyzer()
+    config = load_config(config_path)
+    db = db_path or config["Database"] or None
+    store = open_store(db, readonly=not do_autolearn) if config["UseBayes"] else None
     failed = 0
-    with open_store(db_path, readonly=True) as store:
-        classifier = BayesClassifier(store)
+    try:
+        scanner = Scanner.from_config(config, store, rule_files)
         for item in iter_messages(paths or ("-",)):
             if item.data is None:
                 failed += 1
                 click.echo(f"spamkit: cannot read {item.name}: {item.error}", err=True)
                 continue
-            analysis = analyzer.analyze(item.data)
-            result = classifier.score(analysis.hashes, analysis.tokens,
-                                      explain=clues if explain else 0)
-            _print(item.name, result, as_json, explain)
+            verdict = scanner.scan(item.data, envelope_from, recipients, explain=explain)
+            learned = scanner.autolearn(item.data, verdict, item.name) if do_autolearn else None
+            _print(item.name, verdict, as_json, explain, learned)
+    finally:
+        if store is not None:
+            store.close()
     if failed:
         raise SystemExit(1)
 
 
-def _print(name: str, result: BayesResult, as_json: bool, explain: bool) -> None:
+def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: str | None) -> None:
+    bayes = verdict.bayes
     if as_json:
         record: dict[str, object] = {
-            "path": name, "verdict": result.verdict,
-            "bayes": result.probability,
-            "bayes_log_odds": None if result.probability is None else round(result.log_odds, 4),
-            "tokens": result.tokens, "known_tokens": result.known, "used_tokens": result.used,
+            "path": name, "verdict": verdict.decision, "score": verdict.score,
+            "required": verdict.required,
+            "bayes": None if bayes is None else bayes.probability,
+            "bayes_verdict": None if bayes is None else bayes.verdict,
+            "bayes_log_odds": None if bayes is None or bayes.probability is None else round(bayes.log_odds, 4),
+            "rules": [{"name": h.name, "score": h.score} for h in verdict.hits],
+            "autolearn": verdict.autolearn, "listed": verdict.listed,
         }
-        if result.reason:
-            record["reason"] = result.reason
+        if bayes is not None:
+            record.update(tokens=bayes.tokens, known_tokens=bayes.known, used_tokens=bayes.used)
+            if bayes.reason:
+                record["reason"] = bayes.reason
+        if learned is not None:
+            record["autolearned"] = learned
         if explain:
-            record["clues"] = [{"token": c.token, "probability": round(c.probability, 4),
-                                "spam": c.spam, "ham": c.ham} for c in result.clues]
+            record["autolearn_reason"] = verdict.autolearn_reason
+            record["rules"] = [{"name": h.name, "score": h.score, "description": h.description,
+                                "matched": h.detail} for h in verdict.hits]
+            if bayes is not None:
+                record["clues"] = [{"token": c.token, "probability": round(c.probability, 4),
+                                    "spam": c.spam, "ham": c.ham} for c in bayes.clues]
         click.echo(json.dumps(record, ensure_ascii=False))
         return
-    probability = "n/a" if result.probability is None else f"{result.probability:.4f}"
-    line = f"{name}: {result.verdict} (bayes {probability})"
-    if result.reason:
-        line += f" [{result.reason}]"
-    click.echo(line)
+    probability = "n/a" if bayes is None or bayes.probability is None else f"{bayes.probability:.4f}"
+    tests = ",".join(h.name for h in verdict.hits) or "none"
+    click.echo(f"{name}: {verdict.decision} (score {verdict.score:.1f}, required "
+               f"{verdict.required:.1f}, bayes {probability}) tests={tests} "
+               f"autolearn={verdict.autolearn}")
     if explain:
-        for clue in result.clues:
-            click.echo(f"    {clue.probability:.4f}  spam {clue.spam:>5}  ham {clue.ham:>5}  "
-                       f"{clue.token!r}")
+        for hit in sorted(verdict.hits, key=lambda h: -abs(h.score)):
+            matched = f"  matched {hit.detail!r}" if hit.detail else ""
+            click.echo(f"    {hit.score:6.1f}  {hit.name:<24} {hit.description}{matched}")
+        click.echo(f"    autolearn: {verdict.autolearn} ({verdict.autolearn_reason})")
+        if bayes is not None:
+            if bayes.reason:
+                click.echo(f"    bayes: {bayes.reason}")
+            for clue in bayes.clues:
+                click.echo(f"    bayes {clue.probability:.4f}  spam {clue.spam:>5}  "
+                           f"ham {clue.ham:>5}  {clue.token!r}")

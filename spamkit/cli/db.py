@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -75,6 +76,29 @@ def expire(max_tokens: int, db_path: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"removed": removed, "ntokens": remaining}))
     else:
         click.echo(f"expired {removed} tokens; {remaining} remain")
+
+
+@db.command()
+@click.argument("message", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@db_option
+@json_option
+def history(message: str, db_path: str | None, as_json: bool) -> None:
+    """Who taught MESSAGE (a file, or - for stdin) what, and when: the audit log."""
+    from spamkit.message import message_key
+
+    raw = click.open_file(message, "rb").read()
+    key = message_key(raw)
+    with open_store(db_path, readonly=True) as store:
+        events = store.history(key)
+        label = store.learned_as(key)
+    if as_json:
+        click.echo(json.dumps({"message_key": key.hex(), "learned_as": label.value if label else None,
+                               "events": events}))
+        return
+    click.echo(f"{message}: learned as {label.value if label else 'nothing'} (key {key.hex()})")
+    for event in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(event["time"])))  # type: ignore[arg-type]
+        click.echo(f"  {when}  {event['action']:<6}  by {event['by']}  ({event['outcome']})")
 
 
 @db.command()

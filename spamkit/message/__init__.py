@@ -44,6 +44,9 @@ class ParsedMessage:
     """What the tokenizer and the rules need to know about one message."""
 
     headers: list[tuple[str, str]] = field(default_factory=list)  # (lower-case name, value)
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)  # values before RFC 2047
+    part_headers: list[tuple[str, str]] = field(default_factory=list)  # of MIME parts, in order
+    raw_text: list[str] = field(default_factory=list)  # text parts decoded, HTML not rendered
     text: list[str] = field(default_factory=list)  # visible text, one entry a part
     invisible: list[str] = field(default_factory=list)  # hidden HTML text and comments
     alt_text: list[str] = field(default_factory=list)  # img alt and title attributes
@@ -140,6 +143,7 @@ class _Walker:
             self.message.facts.add("no-headers")
         fields = parse_header_block(head, self.message.facts)
         facts = self.message.facts
+        self.message.raw_headers = fields
         self.message.headers = [(name, decode_rfc2047(value, facts) if "=?" in value else value)
                                 for name, value in fields]
         self._walk_entity(fields, body, depth=0, default_type="text/plain")
@@ -185,6 +189,7 @@ class _Walker:
                 return
             head, part_body = split_header_block(part)
             part_fields = parse_header_block(head, self.message.facts)
+            self.message.part_headers.extend(part_fields)
             self._walk_entity(part_fields, part_body, depth + 1, "text/plain")
 
     def _leaf(self, content_type: str, params: dict[str, str], encoding: str,
@@ -202,6 +207,7 @@ class _Walker:
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
             data = _UU_BLOCK.split(data, 1)[0]
         text = decode_text(data, params.get("charset"), message.facts)
+        message.raw_text.append(text)
         if content_type == "text/html" or (content_type == "text/plain" and _looks_like_html(text)):
             rendered = render_html(text)
             message.text.append(rendered.visible)

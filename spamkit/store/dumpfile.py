@@ -4,7 +4,8 @@
     meta <name> <value>                      (nspam, nham, tokenizer, last_expire, ...)
     token <16 hex digits> <spam> <ham> <day>
     seen <32 hex digits> <spam|ham> <day>
-    end <number of token lines> <number of seen lines>
+    event <48 hex digits: message key and time> <JSON record>
+    end <number of token lines> <number of seen lines> [<number of event lines>]
 
 Lines starting with # are comments. The `end` line lets a restore tell a complete dump
 from a truncated one; a restore that finds any error changes nothing.
@@ -13,6 +14,7 @@ docs/dump-format.md describes it for people.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -32,7 +34,7 @@ class SeenRecord:
 
 
 def write_dump(out: IO[str], meta: dict[str, object], tokens: Iterable[TokenRecord],
-               seen: Iterable[SeenRecord]) -> None:
+               seen: Iterable[SeenRecord], events: Iterable[tuple[bytes, bytes]] = ()) -> None:
     out.write(f"{MAGIC} {FORMAT_VERSION}\n")
     for name, value in meta.items():
         out.write(f"meta {name} {value}\n")
@@ -43,7 +45,11 @@ def write_dump(out: IO[str], meta: dict[str, object], tokens: Iterable[TokenReco
     for mark in seen:
         out.write(f"seen {mark.key.hex()} {mark.label.value} {mark.day}\n")
         nseen += 1
-    out.write(f"end {ntokens} {nseen}\n")
+    nevents = 0
+    for key, record in events:
+        out.write(f"event {key.hex()} {record.decode()}\n")
+        nevents += 1
+    out.write(f"end {ntokens} {nseen} {nevents}\n")
 
 
 class DumpReader:
@@ -54,6 +60,7 @@ class DumpReader:
         self.meta: dict[str, str] = {}
         self.tokens: list[TokenRecord] = []
         self.seen: list[SeenRecord] = []
+        self.events: list[tuple[bytes, bytes]] = []
 
     def read(self) -> DumpReader:
         lines = enumerate(self.source, start=1)
@@ -91,12 +98,20 @@ class DumpReader:
             if len(key) != 16:
                 raise ValueError("bad message key")
             self.seen.append(SeenRecord(key, Label(fields[2]), int(fields[3])))
+        elif kind == "event":
+            key = bytes.fromhex(fields[1])
+            if len(key) != 24:
+                raise ValueError("bad event key")
+            record = " ".join(fields[2:])
+            json.loads(record)
+            self.events.append((key, record.encode()))
         elif kind == "meta":
             self.meta[fields[1]] = " ".join(fields[2:])
         elif kind == "end":
-            if (int(fields[1]), int(fields[2])) != (len(self.tokens), len(self.seen)):
-                raise ValueError(f"end line says {fields[1]} tokens and {fields[2]} seen, "
-                                 f"read {len(self.tokens)} and {len(self.seen)}")
+            counts = [int(field) for field in fields[1:4]]
+            read = [len(self.tokens), len(self.seen), len(self.events)][: len(counts)]
+            if len(counts) < 2 or counts != read:
+                raise ValueError(f"end line says {' '.join(fields[1:])} records, read {read}")
             return True
         else:
             raise ValueError(f"unknown record type {kind!r}")

@@ -4,6 +4,7 @@ Named databases:
     tokens  8-byte token hash -> <spam u32><ham u32><last-learned day u32>
     seen    16-byte message key -> <label u8><day u32>
     meta    name -> ASCII value (nspam, nham, created, last_expire, tokenizer, schema)
+    history 16-byte message key + 8-byte time (ns) -> JSON: who taught what, when
 
 LMDB gives the guarantees the design needs: one writer at a time across processes (a
 second `begin(write=True)` waits), readers that never block, and copy-on-write commits,
@@ -14,8 +15,10 @@ stale reader slots on open, reopening after fork, and a 0700 directory.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +88,14 @@ class LmdbWriter:
         self._seen: dict[bytes, Label | None] = {}
         self._raw_operations: list[Callable[[lmdb.Transaction], None]] = []
         self._meta: dict[str, str] = {}
+        self._events: list[tuple[bytes, bytes]] = []
+
+    def log_event(self, message_key: bytes, by: str, action: str, outcome: str) -> None:
+        """Keep who taught this message what (the audit log), in the same transaction."""
+        when = time.time_ns() + len(self._events)  # distinct keys within one batch
+        record = json.dumps({"by": by, "action": action, "outcome": outcome,
+                             "time": round(when / 1e9, 3)}, separators=(",", ":"))
+        self._events.append((message_key + struct.pack(">Q", when), record.encode()))
 
     def set_meta(self, name: str, value: str) -> None:
         self._meta[name] = value
@@ -173,6 +184,8 @@ class LmdbWriter:
         txn.put(b"nham", str(max(0, nham)).encode(), db=store._meta_db)
         for name, value in self._meta.items():
             txn.put(name.encode(), value.encode(), db=store._meta_db)
+        for key, record in self._events:
+            txn.put(key, record, db=store._history_db)
 
 
 class LmdbStore:
@@ -200,7 +213,7 @@ class LmdbStore:
         if existing:
             self._map_size = max(self._map_size, (self.path / "data.mdb").stat().st_size)
         try:
-            self._env = lmdb.open(str(self.path), map_size=self._map_size, max_dbs=4,
+            self._env = lmdb.open(str(self.path), map_size=self._map_size, max_dbs=8,
                                   subdir=True, readonly=self.readonly, sync=self._sync,
                                   metasync=self._sync, lock=True, max_readers=256, mode=0o600)
         except lmdb.Error as error:
@@ -212,6 +225,11 @@ class LmdbStore:
             self._tokens_db = self._env.open_db(b"tokens", create=create)
             self._seen_db = self._env.open_db(b"seen", create=create)
             self._meta_db = self._env.open_db(b"meta", create=create)
+            # the audit log came after the first databases were made: read those without it
+            try:
+                self._history_db = self._env.open_db(b"history", create=create)
+            except lmdb.NotFoundError:
+                self._history_db = None
         except lmdb.NotFoundError:
             self._env.close()
             raise StoreCorrupt(f"{self.path} is an LMDB database but not a spamkit one") from None
@@ -347,6 +365,27 @@ class LmdbStore:
                 if code in _CODE_LABEL:
                     yield SeenRecord(bytes(key), _CODE_LABEL[code], day)
 
+    def history(self, message_key: bytes) -> list[dict[str, object]]:
+        """Every learn decision recorded for a message, oldest first."""
+        events: list[dict[str, object]] = []
+        if self._history_db is None:
+            return events
+        with self._begin() as txn:
+            cursor = txn.cursor(db=self._history_db)
+            if cursor.set_range(message_key):
+                for key, value in cursor:
+                    if bytes(key[:16]) != message_key:
+                        break
+                    events.append(json.loads(bytes(value)))
+        return events
+
+    def history_records(self) -> Iterator[tuple[bytes, bytes]]:
+        if self._history_db is None:
+            return
+        with self._begin() as txn:
+            for key, value in txn.cursor(db=self._history_db):
+                yield bytes(key), bytes(value)
+
     def meta(self) -> dict[str, str]:
         with self._begin() as txn:
             return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
@@ -408,7 +447,7 @@ class LmdbStore:
 
     def dump(self, out: IO[str]) -> None:
         meta = {k: v for k, v in self.meta().items() if " " not in v and v}
-        write_dump(out, meta, self.records(), self.seen_records())
+        write_dump(out, meta, self.records(), self.seen_records(), self.history_records())
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""
@@ -425,6 +464,9 @@ class LmdbStore:
             for name, value in dump.meta.items():
                 if name != "schema":
                     txn.put(name.encode(), value.encode(), db=self._meta_db)
+            txn.drop(self._history_db, delete=False)
+            for key, record in dump.events:
+                txn.put(key, record, db=self._history_db)
 
         with self.writer() as writer:
             writer.run_in_transaction(replace_contents)
@@ -433,6 +475,7 @@ class LmdbStore:
         with self._begin(write=True) as txn:
             txn.drop(self._tokens_db, delete=False)
             txn.drop(self._seen_db, delete=False)
+            txn.drop(self._history_db, delete=False)
             for name in (b"nspam", b"nham", b"last_expire", b"last_expire_removed", b"tokenizer"):
                 txn.delete(name, db=self._meta_db)
 

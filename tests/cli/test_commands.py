@@ -61,9 +61,11 @@ def test_learn_check_and_magic(tmp_path: Path, folders: dict[str, Path]) -> None
     lines = [json.loads(line) for line in checked.stdout.splitlines()]
     assert len(lines) == 20
     for line in lines:
-        assert line["verdict"] in ("ham", "unsure", "spam")
+        assert line["verdict"] in ("ham", "spam", "reject")
+        assert line["bayes_verdict"] in ("ham", "unsure", "spam")
         assert 0.0 <= line["bayes"] <= 1.0
         assert line["path"].startswith(str(folders["mbox"]))
+        assert {"score", "required", "rules", "autolearn"} <= line.keys()
 
     explained = spamkit("check", "--db", db, "--explain", str(folders["one"]))
     assert explained.returncode == 0 and "spam" in explained.stdout.splitlines()[0]
@@ -85,8 +87,9 @@ def test_untrained_database_abstains(tmp_path: Path, folders: dict[str, Path]) -
     db = str(tmp_path / "db")
     spamkit("learn", "--spam", str(folders["one"]), "--db", db)
     out = json.loads(spamkit("check", "--db", db, "--json", str(folders["one"])).stdout)
-    assert out["bayes"] is None and out["verdict"] == "unsure"
+    assert out["bayes"] is None and out["bayes_verdict"] == "unsure"
     assert "not enough learned" in out["reason"]
+    assert not [r for r in out["rules"] if r["name"].startswith("BAYES_")]
 
 
 def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:

@@ -1,0 +1,245 @@
+"""Loading, validating and rewriting the configuration file (TOML), with env overrides.
+
+Errors name the file, the line and the option, and list the valid choices or the
+option meant (`TagLevle` → did you mean TagLevel?). A loader that raises leaves the
+caller's previous Config in force, so a service keeps its last good configuration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option
+from spamkit.errors import ConfigError
+
+ENV_PREFIX = "SPAMKIT_"
+_TOML_LINE_ERROR = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def default_config_path() -> Path:
+    if os.environ.get("SPAMKIT_CONFIG"):
+        return Path(os.environ["SPAMKIT_CONFIG"])
+    if os.geteuid() == 0:
+        return Path("/etc/spamkit/spamkit.toml")
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(config_home) / "spamkit" / "spamkit.toml"
+
+
+class Config(Mapping[str, Any]):
+    """The settings in force: every declared option, validated. Read-only."""
+
+    def __init__(self, values: dict[str, Any], path: Path | None, origins: dict[str, str]) -> None:
+        self._values = values
+        self.path = path
+        self.origins = origins  # option -> "default", "file:line" or "$ENVVAR"
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[_option(name, None).name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def tag_level(self) -> float:
+        """The score at or above which mail is spam, after the Sensitivity preset."""
+        sensitivity = self._values["Sensitivity"]
+        if sensitivity == "custom":
+            return float(self._values["TagLevel"])
+        return SENSITIVITY_LEVELS[sensitivity]
+
+    @property
+    def reject_level(self) -> float | None:
+        """The score at or above which mail is refused; None when nothing is refused."""
+        if self._values["Sensitivity"] != "custom" or not self._values["RejectLevel"]:
+            return None
+        return float(self._values["RejectLevel"])
+
+    @property
+    def lists_path(self) -> Path:
+        if self._values["ListsFile"]:
+            return Path(self._values["ListsFile"])
+        base = self.path.parent if self.path else default_config_path().parent
+        return base / "lists"
+
+
+def _option(name: str, where: str | None) -> Option:
+    option = OPTIONS_BY_LOWER.get(name.lower())
+    if option is None:
+        guess = difflib.get_close_matches(name, [o.name for o in OPTIONS], n=1)
+        hint = f"; did you mean {guess[0]}?" if guess else ""
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}unknown option {name!r}{hint}")
+    return option
+
+
+def convert(option: Option, value: Any, where: str) -> Any:
+    """Check (and for text from the command line or environment, parse) one value."""
+    if isinstance(value, str) and option.kind is not str:
+        value = _parse_text(option, value, where)
+    if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if option.kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {option.name} must be a list of strings")
+        return list(value)
+    if not isinstance(value, option.kind) or (option.kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {option.name} must be {_kind_name(option)}, not {value!r}")
+    if option.kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: {option.name} must be a finite number")
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{where}: {option.name} must be one of {', '.join(option.choices)}; "
+                          f"not {value!r}")
+    if option.minimum is not None and value < option.minimum:
+        raise ConfigError(f"{where}: {option.name} must be at least {option.minimum:g}")
+    if option.maximum is not None and value > option.maximum:
+        raise ConfigError(f"{where}: {option.name} must be at most {option.maximum:g}")
+    return value
+
+
+def _parse_text(option: Option, text: str, where: str) -> Any:
+    text = text.strip()
+    try:
+        if option.kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on", "enabled"):
+                return True
+            if lowered in ("0", "false", "no", "off", "disabled"):
+                return False
+            raise ValueError(text)
+        if option.kind is int:
+            return int(text)
+        if option.kind is float:
+            return float(text)
+        if option.kind is list:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{where}: {option.name} must be {_kind_name(option)}, not {text!r}") from None
+    return text
+
+
+def _kind_name(option: Option) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            list: "a list"}[option.kind]
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file (if it exists), then SPAMKIT_<OPTION> environment overrides."""
+    config_path = Path(path) if path else default_config_path()
+    text = ""
+    if config_path.exists():
+        try:
+            text = config_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{config_path}: not UTF-8 text") from None
+        except OSError as error:
+            raise ConfigError(f"{config_path}: cannot read: {error.strerror}") from None
+    return config_from_text(text, config_path, os.environ if environ is None else environ)
+
+
+def config_from_text(text: str, config_path: Path, environ: Mapping[str, str]) -> Config:
+    values = {option.name: option.default for option in OPTIONS}
+    origins = {option.name: "default" for option in OPTIONS}
+    for name, (value, where) in _values_from_text(text, config_path).items():
+        values[name] = value
+        origins[name] = where
+    for option in OPTIONS:
+        env_name = ENV_PREFIX + option.name.upper()
+        if env_name in environ:
+            values[option.name] = convert(option, environ[env_name], f"${env_name}")
+            origins[option.name] = f"${env_name}"
+    if (values["Sensitivity"] == "custom" and values["RejectLevel"]
+            and values["RejectLevel"] < values["TagLevel"]):
+        raise ConfigError(f"{origins['RejectLevel']}: RejectLevel ({values['RejectLevel']:g}) is "
+                          f"below TagLevel ({values['TagLevel']:g}): spam would be refused "
+                          "before it could be tagged")
+    return Config(values, config_path, origins)
+
+
+def _values_from_text(text: str, path: Path) -> dict[str, tuple[Any, str]]:
+    """{option: (value, "file:line")} for a file's text; raises ConfigError naming the line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = _TOML_LINE_ERROR.search(str(error))
+        line = f":{match.group(1)}" if match else ""
+        raise ConfigError(f"{path}{line}: {_TOML_LINE_ERROR.sub('', str(error)).strip()}") from None
+    out = {}
+    for key, value in data.items():
+        line = _line_of(text, key)
+        where = f"{path}:{line}" if line else str(path)
+        option = _option(key, where)
+        out[option.name] = (convert(option, value, where), where)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A value as TOML writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def set_option(path: Path, name: str, text: str) -> Any:
+    """Set one option in the file, keeping every other line; atomic (temp file + rename).
+
+    Creates the file if it does not exist. The result is loaded back before it replaces
+    the old file, so a value that makes the file invalid never lands.
+    """
+    option = _option(name, None)
+    value = convert(option, text, f"{option.name}")
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    line = f"{option.name} = {format_value(value)}"
+    lines = old.splitlines()
+    for index, existing in enumerate(lines):
+        if re.match(rf"^\s*\"?{re.escape(option.name)}\"?\s*=", existing, re.IGNORECASE):
+            lines[index] = line
+            break
+    else:
+        if not lines:
+            lines.append("# spamkit configuration: `spamkit config show` lists every option")
+        lines.append(line)
+    new_text = "\n".join(lines) + "\n"
+    config_from_text(new_text, path, {})  # never write a file that would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, new_text)
+    return value
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync, rename over the old file."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,75 @@
+"""Every setting, declared once: name, type, default, choices and one line of help.
+
+Names follow SME Server's `config setprop spamassassin NAME VALUE` where one exists, so
+an administrator's habits carry over; `spamkit config set TagLevel 4` is
+`config setprop spamassassin TagLevel 4`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type  # bool, int, float, str or list (of str)
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    group: str = "general"
+    aliases: tuple[str, ...] = field(default=())
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("Sensitivity", str, "medium", "Spam tagging preset: veryhigh 2, high 3, medium 5, low 7, "
+           "verylow 9 (presets never reject), or custom (TagLevel and RejectLevel).",
+           choices=(*SENSITIVITY_LEVELS, "custom"), group="scoring"),
+    Option("TagLevel", float, 4.0, "Custom spam tagging level: a score at or above it is spam "
+           "(used when Sensitivity is custom).", minimum=-100, maximum=1000, group="scoring"),
+    Option("RejectLevel", float, 12.0, "Custom rejection level: a score at or above it is refused "
+           "(used only when Sensitivity is custom; 0 disables).", minimum=0, maximum=1000,
+           group="scoring"),
+    Option("SortSpam", bool, False, "Deliver tagged spam to the junkmail folder.", group="delivery"),
+    Option("SubjectTag", bool, False, "Rewrite the Subject of tagged spam.", group="delivery"),
+    Option("SubjectTagText", str, "***SPAM***", "Text put before the Subject of tagged spam "
+           "(_SCORE_ is replaced by the score).", group="delivery"),
+    Option("UseBayes", bool, True, "Use the Bayes classifier in the score.", group="bayes"),
+    Option("BayesAutoLearn", bool, True, "Learn from messages whose rule score is clearly spam "
+           "or clearly ham.", group="bayes"),
+    Option("BayesAutoLearnThresholdSpam", float, 6.0, "Autolearn as spam at or above this score "
+           "(without Bayes and list rules; at least 3 points from headers and 3 from the body).",
+           minimum=0, group="bayes"),
+    Option("BayesAutoLearnThresholdNonspam", float, 0.10, "Autolearn as ham at or below this "
+           "score (without Bayes and list rules).", maximum=100, group="bayes"),
+    Option("BayesMinSpam", int, 200, "Bayes abstains until this many spam are learned.",
+           minimum=0, group="bayes"),
+    Option("BayesMinHam", int, 200, "Bayes abstains until this many ham are learned.",
+           minimum=0, group="bayes"),
+    Option("BayesHamCutoff", float, 0.20, "Bayes probability below which its verdict is ham.",
+           minimum=0, maximum=1, group="bayes"),
+    Option("BayesSpamCutoff", float, 0.90, "Bayes probability at or above which its verdict is "
+           "spam (between the two: unsure).", minimum=0, maximum=1, group="bayes"),
+    Option("BayesMaxTokens", int, 1_000_000, "Above this many tokens, learning expires the oldest "
+           "and rarest down to 75% of it.", minimum=1000, group="bayes"),
+    Option("Database", str, "", "Token database directory (empty: $SPAMKIT_DB or the built-in "
+           "location; --db overrides).", group="storage"),
+    Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned; larger mail is "
+           "scanned up to this size.", minimum=1000, group="scanning"),
+    Option("MessageRetentionTime", int, 30, "Days junkmail is kept before `spamkit expire-junk` "
+           "deletes it.", minimum=1, group="delivery"),
+    Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
+    Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
+           "after the built-in rules, in order; later scores override earlier ones.",
+           group="rules"),
+    Option("ListsFile", str, "", "White/blacklist file (empty: `lists` beside the configuration "
+           "file).", group="rules"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+OPTIONS_BY_LOWER = {option.name.lower(): option for option in OPTIONS}

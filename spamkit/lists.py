@@ -1,0 +1,121 @@
+"""White and blacklists: global and per recipient, on the envelope sender and From address.
+
+Patterns are SME Server's `wbl.global` ones (and SpamAssassin's whitelist_from): `*` and
+`?` wildcards over the whole address, case-insensitive: `*@vonage.com`, `*domain2.com`,
+`user@domain3.com`, `*@*.xyz`. A recipient's own entries are looked at before the global
+ones; within one scope a blacklist entry wins over a whitelist entry.
+
+The list file has one entry a line: `white|black PATTERN [RECIPIENT]`; `#` starts a
+comment. `spamkit wbl add|remove` rewrite it atomically.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from spamkit.config import write_atomically
+from spamkit.errors import ConfigError
+
+KINDS = ("white", "black")
+_PATTERN = re.compile(r"^[\x21-\x7e]{1,320}$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "white" or "black"
+    pattern: str  # lower-cased
+    user: str = ""  # recipient it applies to; "" for everyone
+
+    def line(self) -> str:
+        return f"{self.kind} {self.pattern}" + (f" {self.user}" if self.user else "")
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+
+
+def matches(pattern: str, address: str) -> bool:
+    return bool(address) and _compiled(pattern).match(address) is not None
+
+
+def check_entry(kind: str, pattern: str, user: str = "") -> Entry:
+    if kind not in KINDS:
+        raise ConfigError(f"list kind must be white or black, not {kind!r}")
+    if not _PATTERN.match(pattern) or "@" not in pattern and "*" not in pattern:
+        raise ConfigError(f"not an address pattern: {pattern!r} (examples: *@example.com, "
+                          "user@example.com, *@*.xyz)")
+    if user and not _PATTERN.match(user):
+        raise ConfigError(f"not a recipient address: {user!r}")
+    return Entry(kind, pattern.lower(), user.lower())
+
+
+class Lists:
+    def __init__(self, entries: Iterable[Entry] = (), path: Path | None = None,
+                 from_rules: Iterable[Entry] = ()) -> None:
+        self.entries = list(dict.fromkeys(entries))  # the list file's; what add/remove change
+        self.from_rules = list(from_rules)  # whitelist_from & co. of rule files: read-only
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path, extra: dict[str, list[str]] | None = None) -> Lists:
+        """The list file (missing is empty), plus whitelist_from/blacklist_from of rule files."""
+        entries: list[Entry] = []
+        if path.exists():
+            for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                line = raw.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                fields = line.split()
+                if len(fields) not in (2, 3):
+                    raise ConfigError(f"{path}:{number}: expected 'white|black PATTERN [RECIPIENT]'")
+                try:
+                    entries.append(check_entry(*fields))
+                except ConfigError as error:
+                    raise ConfigError(f"{path}:{number}: {error}") from None
+        from_rules = [Entry(kind, p.lower()) for kind, patterns in (extra or {}).items()
+                      for p in patterns]
+        return cls(entries, path, from_rules)
+
+    def classify(self, addresses: Iterable[str], recipients: Iterable[str] = ()) -> str | None:
+        """'white', 'black' or None for a message from `addresses` to `recipients`."""
+        senders = [a.lower() for a in addresses if a]
+        users = {r.lower() for r in recipients if r}
+        for scope in ("user", "global"):
+            found = set()
+            for entry in self.entries + self.from_rules:
+                in_scope = entry.user in users if scope == "user" else not entry.user
+                if in_scope and any(matches(entry.pattern, s) for s in senders):
+                    found.add(entry.kind)
+            if "black" in found:
+                return "black"
+            if "white" in found:
+                return "white"
+        return None
+
+    def add(self, entry: Entry) -> bool:
+        if entry in self.entries:
+            return False
+        self.entries.append(entry)
+        self._save()
+        return True
+
+    def remove(self, entry: Entry) -> bool:
+        if entry not in self.entries:
+            return False
+        self.entries.remove(entry)
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        if self.path is None:
+            raise ConfigError("these lists have no file to be saved in")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "# spamkit white/blacklists: white|black PATTERN [RECIPIENT]\n"
+        text += "".join(entry.line() + "\n" for entry in self.entries)
+        write_atomically(self.path, text)

@@ -1,0 +1,289 @@
+"""Reading rule files in SpamAssassin's .cf syntax.
+
+Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe, score
+(absolute, four score sets, or relative in parentheses), tflags, the ReplaceTags
+directives, settings (required_score, rewrite_header, add_header, use_bayes,
+bayes_auto_learn*, white/blacklists in both spellings) and if/ifplugin blocks.
+Anything else is counted as an unknown directive and reported, never fatal; a
+definition that cannot be used (a bad regex, an eval we do not implement) is skipped
+and reported with its file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spamkit.rules.model import Kind, LoadReport
+
+# What `if` and `ifplugin` lines are evaluated against.
+SPAMASSASSIN_VERSION = 4.000001
+PERL_VERSION = 5.036
+PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it implements)
+    "Mail::SpamAssassin::Plugin::ReplaceTags", "Mail::SpamAssassin::Plugin::MIMEHeader",
+    "Mail::SpamAssassin::Plugin::Bayes", "Mail::SpamAssassin::Plugin::WLBLEval",
+    "Mail::SpamAssassin::Plugin::WelcomeListSubject", "Mail::SpamAssassin::Plugin::HeaderEval",
+    "Mail::SpamAssassin::Plugin::BodyEval", "Mail::SpamAssassin::Plugin::HTMLEval",
+    "Mail::SpamAssassin::Plugin::MIMEEval", "Mail::SpamAssassin::Plugin::Check",
+})
+FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
+    "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",
+    "feature_dns_block_rule", "feature_blocklist_welcomelist", "feature_originating_ip_headers",
+})
+
+_RULE_KINDS = {kind.value: kind for kind in Kind}
+_LIST_DIRECTIVES = {
+    "whitelist_from": ("white", True), "welcomelist_from": ("white", True),
+    "unwhitelist_from": ("white", False), "unwelcomelist_from": ("white", False),
+    "blacklist_from": ("black", True), "blocklist_from": ("black", True),
+    "unblacklist_from": ("black", False), "unblocklist_from": ("black", False),
+}
+# Directives spamkit understands to need nothing from it (network, DNS, plugin tuning).
+_IGNORED_DIRECTIVES = frozenset({
+    "lang", "test", "priority", "reuse", "report", "unsafe_report", "clear_report_template",
+    "report_contact", "report_safe", "require_version", "loadplugin", "tryplugin",
+    "bayes_ignore_header", "util_rb_tld", "util_rb_2tld", "util_rb_3tld", "freemail_domains",
+    "url_shortener", "enlist_uri_host", "enlist_addrlist", "uridnsbl_skip_domain",
+    "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
+    "dns_local_ports_avoid", "adsp_override", "redirector_pattern", "originating_ip_headers",
+    "def_whitelist_auth", "def_welcomelist_auth", "def_whitelist_from_dkim",
+    "def_welcomelist_from_dkim", "def_whitelist_from_spf", "def_welcomelist_from_spf",
+    "whitelist_auth", "welcomelist_auth", "whitelist_from_rcvd", "welcomelist_from_rcvd",
+    "trusted_networks", "internal_networks", "clear_trusted_networks", "skip_rbl_checks",
+    "dns_available", "bayes_path", "bayes_file_mode", "lock_method", "pyzor_timeout",
+    "use_razor2", "use_pyzor", "use_dcc", "ok_locales", "ok_languages", "normalize_charset",
+    "bayes_token_sources", "bayes_stopword", "bayes_stopword_languages",
+    "bayes_expiry_max_db_size", "bayes_auto_expire", "bayes_learn_to_journal",
+    "fold_headers", "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
+    "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
+})
+_SETTING_FLOATS = {"required_score": "required_score", "required_hits": "required_score",
+                   "bayes_auto_learn_threshold_spam": "autolearn_spam",
+                   "bayes_auto_learn_threshold_nonspam": "autolearn_nonspam"}
+_SETTING_BOOLS = {"use_bayes": "use_bayes", "bayes_auto_learn": "bayes_auto_learn"}
+
+
+@dataclass
+class Definition:
+    """A rule as read, before compiling (ReplaceTags may still rewrite its text)."""
+
+    name: str
+    kind: Kind
+    text: str
+    origin: str
+
+
+@dataclass
+class Settings:
+    required_score: float | None = None
+    rewrite_subject: str | None = None
+    add_headers: list[tuple[str, str, str]] = field(default_factory=list)  # (all|spam|ham, name, text)
+    use_bayes: bool | None = None
+    bayes_auto_learn: bool | None = None
+    autolearn_spam: float | None = None
+    autolearn_nonspam: float | None = None
+    lists: dict[str, list[str]] = field(default_factory=lambda: {"white": [], "black": []})
+
+
+@dataclass
+class ParsedRules:
+    """Everything the .cf files said, in the order they said it."""
+
+    definitions: dict[str, Definition] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    tflags: dict[str, frozenset[str]] = field(default_factory=dict)
+    replace_tags: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"tag": {}, "pre": {}, "post": {}, "inter": {}})
+    replace_rules: set[str] = field(default_factory=set)
+    replace_delimiters: list[str] = field(default_factory=lambda: ["<", ">"])
+    settings: Settings = field(default_factory=Settings)
+    report: LoadReport = field(default_factory=LoadReport)
+
+
+class CfReader:
+    """Reads .cf files into one ParsedRules; later files override earlier ones."""
+
+    def __init__(self, parsed: ParsedRules | None = None) -> None:
+        self.parsed = parsed or ParsedRules()
+
+    def read_path(self, path: Path) -> None:
+        if path.is_dir():
+            for child in sorted(path.glob("*.cf")):
+                self.read_path(child)
+            return
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            self.parsed.report.errors.append(f"{path}: cannot read: {error.strerror}")
+            return
+        self.read_text(text, str(path))
+
+    def read_text(self, text: str, name: str) -> None:
+        self.parsed.report.files += 1
+        # a stack of (active, taken) for if/ifplugin ... else ... endif
+        stack: list[bool] = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = _strip_comment(raw).strip()
+            if not line:
+                continue
+            origin = f"{name}:{number}"
+            directive, rest = _first_word(line)
+            directive = directive.lower()
+            if directive in ("if", "ifplugin"):
+                condition = (rest in PLUGINS) if directive == "ifplugin" else _evaluate_if(rest, origin, self.parsed.report)
+                stack.append(condition and all(stack))
+                continue
+            if directive == "else":
+                if stack:
+                    parent = all(stack[:-1])
+                    stack[-1] = parent and not stack[-1]
+                continue
+            if directive == "endif":
+                if stack:
+                    stack.pop()
+                else:
+                    self.parsed.report.warnings.append(f"{origin}: endif without if")
+                continue
+            if not all(stack):
+                continue
+            try:
+                self._directive(directive, rest, origin)
+            except ValueError as error:
+                self.parsed.report.errors.append(f"{origin}: {error}")
+        if stack:
+            self.parsed.report.warnings.append(f"{name}: {len(stack)} if block(s) not closed")
+
+    def _directive(self, directive: str, rest: str, origin: str) -> None:
+        parsed = self.parsed
+        if directive in _RULE_KINDS:
+            name, test = _first_word(rest)
+            if not name or not test.strip():
+                raise ValueError(f"{directive} needs a rule name and a test")
+            _check_name(name)
+            parsed.report.rules += 1
+            parsed.definitions[name] = Definition(name, _RULE_KINDS[directive], test.strip(), origin)
+        elif directive == "describe":
+            name, text = _first_word(rest)
+            parsed.descriptions[name] = text
+        elif directive == "score":
+            self._score(rest, origin)
+        elif directive == "tflags":
+            name, flags = _first_word(rest)
+            parsed.tflags[name] = frozenset(flags.split())
+        elif directive in ("replace_tag", "replace_pre", "replace_post", "replace_inter"):
+            tag, value = _first_word(rest)
+            parsed.replace_tags[directive.split("_", 1)[1]][tag] = value
+        elif directive == "replace_rules":
+            parsed.replace_rules.update(rest.split())
+        elif directive in ("replace_start", "replace_end"):
+            parsed.replace_delimiters[0 if directive == "replace_start" else 1] = rest.strip()
+        elif directive in _LIST_DIRECTIVES:
+            which, add = _LIST_DIRECTIVES[directive]
+            entries = parsed.settings.lists[which]
+            for pattern in rest.split():
+                if add:
+                    entries.append(pattern.lower())
+                elif pattern.lower() in entries:
+                    entries.remove(pattern.lower())
+        elif directive in _SETTING_FLOATS:
+            setattr(parsed.settings, _SETTING_FLOATS[directive], _number(rest))
+        elif directive in _SETTING_BOOLS:
+            setattr(parsed.settings, _SETTING_BOOLS[directive], rest.strip() not in ("0", ""))
+        elif directive == "rewrite_header":
+            header, text = _first_word(rest)
+            if header.lower() == "subject":
+                parsed.settings.rewrite_subject = text
+        elif directive == "add_header":
+            parts = rest.split(None, 2)
+            if len(parts) < 3 or parts[0].lower() not in ("all", "spam", "ham"):
+                raise ValueError("add_header needs all|spam|ham, a name and a text")
+            parsed.settings.add_headers.append((parts[0].lower(), parts[1], parts[2]))
+        elif directive not in _IGNORED_DIRECTIVES:
+            parsed.report.unknown_directives[directive] = parsed.report.unknown_directives.get(directive, 0) + 1
+
+    def _score(self, rest: str, origin: str) -> None:
+        name, text = _first_word(rest)
+        _check_name(name)
+        relative = text.startswith("(")
+        numbers = [_number(v) for v in text.replace("(", " ").replace(")", " ").split()]
+        if len(numbers) == 1:
+            numbers *= 4
+        if len(numbers) != 4:
+            raise ValueError(f"score {name}: give one score or four, not {len(numbers)}")
+        scores = (numbers[0], numbers[1], numbers[2], numbers[3])
+        if relative:
+            earlier = self.parsed.scores.get(name)
+            if earlier is None:
+                raise ValueError(f"relative score for {name}, which has no score to add to")
+            scores = (earlier[0] + scores[0], earlier[1] + scores[1],
+                      earlier[2] + scores[2], earlier[3] + scores[3])
+        self.parsed.scores[name] = scores
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    """('word', 'the rest') split at the first run of spaces or tabs."""
+    parts = text.strip().split(None, 1)
+    if not parts:
+        return "", ""
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+
+def _strip_comment(line: str) -> str:
+    """Cut a '#' comment; '\\#' is a literal '#'."""
+    index = 0
+    while True:
+        index = line.find("#", index)
+        if index < 0:
+            return line
+        if index == 0 or line[index - 1] != "\\":
+            return line[:index]
+        index += 1
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,200}$")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"bad rule name {name!r}")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"not a number: {text.strip()!r}") from None
+
+
+_IF_TOKEN = re.compile(r"\s*(?:(?P<call>can|plugin|has)\s*\(\s*(?P<arg>[\w:]+)\s*\)|(?P<word>version|perl_version)"
+                       r"|(?P<number>\d+(?:\.\d+)?)|(?P<op>&&|\|\||!=|==|>=|<=|[<>()!]))")
+
+
+def _evaluate_if(expression: str, origin: str, report: LoadReport) -> bool:
+    """An `if` condition over version, perl_version, can(...), plugin(...)."""
+    python: list[str] = []
+    position = 0
+    expression = expression.strip()
+    while position < len(expression):
+        match = _IF_TOKEN.match(expression, position)
+        if match is None or match.end() == position:
+            report.warnings.append(f"{origin}: cannot read condition {expression!r}; block skipped")
+            return False
+        position = match.end()
+        if match.group("call"):
+            arg = match.group("arg")
+            known = arg.rsplit("::", 1)[-1] in FEATURES if match.group("call") != "plugin" else arg in PLUGINS
+            python.append("True" if known else "False")
+        elif match.group("word"):
+            python.append(repr(SPAMASSASSIN_VERSION if match.group("word") == "version" else PERL_VERSION))
+        elif match.group("number"):
+            python.append(match.group("number"))
+        else:
+            python.append({"&&": " and ", "||": " or ", "!": " not "}.get(match.group("op"), match.group("op")))
+    try:
+        return bool(eval("".join(python), {"__builtins__": {}}, {}))  # noqa: S307 - tokens checked above
+    except Exception:
+        report.warnings.append(f"{origin}: cannot evaluate condition {expression!r}; block skipped")
+        return False

@@ -1,0 +1,193 @@
+"""From what the .cf files said (ParsedRules) to rules that run (RuleSet).
+
+ReplaceTags templates are expanded, regexes compiled and tried on adversarial input
+within a time budget, header tests and meta expressions parsed, evals looked up.
+Every rule that cannot run is skipped with its file, line and reason.
+"""
+
+from __future__ import annotations
+
+import re
+from graphlib import CycleError, TopologicalSorter
+
+import regex
+
+from spamkit.rules.cf import Definition, ParsedRules
+from spamkit.rules.evals import EVALS
+from spamkit.rules.model import Kind, LoadReport, Rule
+from spamkit.rules.perl_regex import PerlRegexError, compile_perl
+
+# Inputs that make a backtracking regex explode; each rule must answer on each of them
+# within PROBE_BUDGET seconds or it is rejected at load.
+ADVERSARIAL_PROBES = (
+    "a" * 4000 + "!", " " * 4000 + "x", "=" * 4000, "ab" * 2000 + "\n", "0" * 4000 + "z",
+    "<" * 2000 + "x", "a " * 2000 + "!", "x@" * 2000, ("A" * 60 + " ") * 60,
+)
+PROBE_BUDGET = 0.1  # seconds per probe
+MATCH_BUDGET = 0.25  # seconds per rule per message at scan time
+
+_HEADER_TEST = re.compile(r"^(?P<header>[\w.:-]+?)(?::(?P<modifier>raw|addr|name))?\s*"
+                          r"(?P<op>=~|!~)\s*(?P<regex>.+?)(?:\s*\[if-unset:\s*(?P<unset>.*)\])?$")
+_EVAL = re.compile(r"^eval:(?P<name>\w+)\((?P<args>.*)\)\s*$")
+_META_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<number>\d+(?:\.\d+)?)"
+                         r"|(?P<op>&&|\|\||==|!=|>=|<=|[-+*/<>()!?:]))")
+
+
+def build_rules(parsed: ParsedRules, probe: bool = True) -> dict[str, Rule]:
+    """Compile every definition; the report in `parsed` says what was skipped and why."""
+    report = parsed.report
+    rules: dict[str, Rule] = {}
+    for name, definition in parsed.definitions.items():
+        text = definition.text
+        if name in parsed.replace_rules:
+            text = expand_replace_tags(text, parsed)
+        rule = _compile_one(definition, text, report, probe)
+        if rule is None:
+            continue
+        rule.description = parsed.descriptions.get(name, "")
+        rule.tflags = parsed.tflags.get(name, frozenset())
+        rule.scores = parsed.scores.get(name)
+        if "net" in rule.tflags:
+            report.skip("network test")
+            continue
+        rules[name] = rule
+    _order_metas(rules, report)
+    report.loaded = len(rules)
+    return rules
+
+
+def _compile_one(definition: Definition, text: str, report: LoadReport, probe: bool) -> Rule | None:
+    rule = Rule(definition.name, definition.kind, definition.origin, source=text)
+    try:
+        if definition.kind is Kind.META:
+            rule.meta_code, rule.meta_dependencies = compile_meta(text)
+            return rule
+        evaluation = _EVAL.match(text)
+        if evaluation:
+            if evaluation.group("name") not in EVALS:
+                report.skip("eval not implemented")
+                return None
+            rule.eval_name = evaluation.group("name")
+            rule.eval_args = tuple(_eval_args(evaluation.group("args")))
+            return rule
+        if definition.kind in (Kind.HEADER, Kind.MIMEHEADER):
+            if text.startswith("exists:"):
+                rule.header, rule.exists = text[len("exists:"):].strip(), True
+                return rule
+            match = _HEADER_TEST.match(text)
+            if match is None:
+                raise PerlRegexError(f"cannot read header test {text[:60]!r}")
+            rule.header = match.group("header")
+            rule.modifier = match.group("modifier") or ""
+            rule.negate = match.group("op") == "!~"
+            rule.if_unset = match.group("unset")
+            text = match.group("regex")
+        rule.pattern = compile_perl(text)
+    except (PerlRegexError, ValueError, SyntaxError) as error:
+        report.errors.append(f"{definition.origin}: {definition.name}: {error}")
+        report.skip("does not compile")
+        return None
+    if probe and rule.pattern is not None and too_slow(rule.pattern):
+        report.errors.append(f"{definition.origin}: {definition.name}: takes more than "
+                             f"{PROBE_BUDGET}s on adversarial input; rejected")
+        report.skip("too slow")
+        return None
+    return rule
+
+
+def too_slow(pattern: regex.Pattern[str]) -> bool:
+    for probe in ADVERSARIAL_PROBES:
+        try:
+            pattern.search(probe, timeout=PROBE_BUDGET)
+        except TimeoutError:
+            return True
+    return False
+
+
+def _eval_args(text: str) -> list[str]:
+    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+
+
+def compile_meta(expression: str) -> tuple[object, tuple[str, ...]]:
+    """A meta expression as Python code over `h` (rule name -> hit count)."""
+    python: list[str] = []
+    names: list[str] = []
+    position = 0
+    while position < len(expression):
+        if expression[position:].strip() == "":
+            break
+        match = _META_TOKEN.match(expression, position)
+        if match is None or match.end() == position:
+            raise ValueError(f"cannot read meta expression at {expression[position:position + 20]!r}")
+        position = match.end()
+        if match.group("name"):
+            names.append(match.group("name"))
+            python.append(f"h.get({match.group('name')!r}, 0)")
+        elif match.group("number"):
+            python.append(match.group("number"))
+        else:
+            op = match.group("op")
+            python.append({"&&": " and ", "||": " or ", "!": " not "}.get(op, op))
+    code_text = "".join(python).strip()
+    if "?" in code_text or ":" in code_text:
+        raise ValueError("the ?: operator in meta rules is not supported")
+    try:
+        return compile(code_text or "0", "<meta>", "eval"), tuple(dict.fromkeys(names))
+    except SyntaxError as error:
+        raise ValueError(f"bad meta expression: {error.msg}") from None
+
+
+def _order_metas(rules: dict[str, Rule], report: LoadReport) -> None:
+    """Reorder `rules` so that every meta comes after the metas it depends on."""
+    metas = {name: rule for name, rule in rules.items() if rule.kind is Kind.META}
+    graph = {name: [d for d in rule.meta_dependencies if d in metas] for name, rule in metas.items()}
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        cycle = " -> ".join(error.args[1])
+        for name in set(error.args[1]):
+            report.errors.append(f"{metas[name].origin}: {name}: meta rules depend on each other ({cycle})")
+            report.skip("meta cycle")
+            del metas[name]
+        order = [n for n in TopologicalSorter({n: [d for d in g if d in metas]
+                                               for n, g in graph.items() if n in metas}).static_order()]
+    others = {name: rule for name, rule in rules.items() if rule.kind is not Kind.META}
+    rules.clear()
+    rules.update(others)
+    rules.update((name, metas[name]) for name in order if name in metas)
+
+
+_TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+)>")
+
+
+def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
+    """The ReplaceTags plugin: <A> becomes replace_tag A's regex, with the <pre X>,
+    <post X> and <inter X> patterns in force placed before, after and between tags."""
+    tags = parsed.replace_tags
+    start, end = parsed.replace_delimiters
+    if (start, end) != ("<", ">"):
+        text = text.replace(start, "<").replace(end, ">")
+    current = {"pre": "", "post": "", "inter": ""}
+    out: list[str] = []
+    position = 0
+    previous_was_tag = False
+    for match in _TAG_REFERENCE.finditer(text):
+        literal = text[position:match.start()]
+        if literal:
+            out.append(literal)
+            previous_was_tag = False
+        position = match.end()
+        kind, name = match.group("kind"), match.group("name")
+        if kind:
+            current[kind] = tags[kind].get(name, "")
+            continue
+        if name not in tags["tag"]:
+            out.append(match.group(0))
+            previous_was_tag = False
+            continue
+        if previous_was_tag:
+            out.append(current["inter"])
+        out.append(current["pre"] + tags["tag"][name] + current["post"])
+        previous_was_tag = True
+    out.append(text[position:])
+    return "".join(out)

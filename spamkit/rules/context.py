@@ -1,0 +1,109 @@
+"""One message as the rules see it: headers, body paragraphs, raw body, URIs, full text.
+
+Each view is built on first use and kept, so a rule set that has no `full` rules never
+decodes the whole message as text.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+from spamkit.message import ParsedMessage
+
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
+_DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
+MAX_BODY_CHARS = 250_000  # text the body rules look at (SpamAssassin scans 50-ish KB per part)
+
+
+class MessageContext:
+    def __init__(self, raw: bytes, message: ParsedMessage, *, envelope_from: str | None = None,
+                 recipients: tuple[str, ...] = (), bayes_probability: float | None = None,
+                 listed: str | None = None, max_bytes: int = 500_000) -> None:
+        self.raw = raw
+        self.message = message
+        self.envelope_from = envelope_from
+        self.recipients = recipients
+        self.bayes_probability = bayes_probability
+        self.listed = listed  # "white", "black" or None: set by the lists before rules run
+        self.max_bytes = max_bytes
+        self._headers: dict[str, list[str]] = {}
+        for name, value in message.headers:
+            self._headers.setdefault(name, []).append(value)
+        self._raw_headers: dict[str, list[str]] = {}
+        for name, value in message.raw_headers:
+            self._raw_headers.setdefault(name, []).append(value)
+
+    def header_values(self, name: str, raw: bool = False) -> list[str]:
+        return (self._raw_headers if raw else self._headers).get(name.lower(), [])
+
+    def header_text(self, name: str, modifier: str = "") -> str | None:
+        """The text a header rule tests, as SpamAssassin builds it; None when absent."""
+        key = name.lower()
+        raw = modifier == "raw"
+        if key == "all":
+            pairs = self.message.raw_headers if raw else self.message.headers
+            return "".join(f"{n}: {v}\n" for n, v in pairs)
+        if key == "tocc":
+            values = self.header_values("to", raw) + self.header_values("cc", raw)
+        elif key == "envelopefrom":
+            values = [self.envelope_from] if self.envelope_from else self.header_values("return-path", raw)
+        elif key == "messageid":
+            values = (self.header_values("message-id", raw) + self.header_values("resent-message-id", raw)
+                      + self.header_values("x-message-id", raw))
+        else:
+            values = self.header_values(key, raw)
+        if not values:
+            return None
+        if modifier == "addr":
+            return first_address(values[0])
+        if modifier == "name":
+            match = _DISPLAY_NAME.match(values[0])
+            return match.group(1).strip() if match else ""
+        return "\n".join(values) + "\n"
+
+    def part_header_text(self, name: str) -> str | None:
+        values = [v for n, v in self.message.part_headers if n == name.lower()]
+        return "\n".join(values) + "\n" if values else None
+
+    @cached_property
+    def body_paragraphs(self) -> list[str]:
+        """Subject, then the visible text, one entry a paragraph with white space folded."""
+        subject = " ".join(self.header_values("subject"))
+        text = "\n\n".join(self.message.text)[:MAX_BODY_CHARS]
+        paragraphs = [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text)]
+        return [subject] + [p for p in paragraphs if p]
+
+    @cached_property
+    def rawbody_lines(self) -> list[str]:
+        """Text parts after transfer decoding, HTML left in, one entry a line."""
+        return "\n".join(self.message.raw_text)[:MAX_BODY_CHARS].split("\n")
+
+    @cached_property
+    def uris(self) -> list[str]:
+        out = []
+        for url in dict.fromkeys(self.message.urls):
+            out.append("http://" + url if url.lower().startswith("www.") else url)
+        return out
+
+    @cached_property
+    def full_text(self) -> str:
+        return self.raw[: self.max_bytes].decode("latin-1")
+
+    @cached_property
+    def html_only(self) -> bool:
+        types = self.message.content_types
+        return "text/html" in types and "text/plain" not in types
+
+    @cached_property
+    def from_address(self) -> str:
+        values = self.header_values("from")
+        return first_address(values[0]) if values else ""
+
+
+def first_address(value: str) -> str:
+    match = _ADDRESS.search(value)
+    if match is None:
+        return ""
+    return (match.group(1) or match.group(2) or "").strip().lower()

@@ -1,0 +1,96 @@
+"""What a rule is, once loaded: its test, where it was written, and its scores."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import CodeType
+
+import regex
+
+
+class Kind(enum.Enum):
+    HEADER = "header"
+    MIMEHEADER = "mimeheader"
+    BODY = "body"
+    RAWBODY = "rawbody"
+    URI = "uri"
+    FULL = "full"
+    META = "meta"
+
+    @property
+    def counts_as_header(self) -> bool:
+        """For autolearn: header points come from header tests, body points from the rest."""
+        return self in (Kind.HEADER, Kind.MIMEHEADER)
+
+
+# SpamAssassin's four score sets: [no Bayes, no network], [network], [Bayes], [Bayes + network].
+# spamkit makes no network tests, so it uses set 0 without Bayes and set 2 with it.
+SCORE_SET_WITHOUT_BAYES = 0
+SCORE_SET_WITH_BAYES = 2
+
+
+@dataclass
+class Rule:
+    name: str
+    kind: Kind
+    origin: str  # "file:line" of its definition
+    description: str = ""
+    tflags: frozenset[str] = frozenset()
+    pattern: regex.Pattern[str] | None = None
+    source: str = ""  # the test as written, for --explain and lint
+    header: str = ""  # for header rules: the header name, ALL, ToCc, ...
+    modifier: str = ""  # raw, addr or name
+    negate: bool = False  # !~
+    exists: bool = False  # exists:Name
+    if_unset: str | None = None
+    eval_name: str = ""
+    eval_args: tuple[str, ...] = ()
+    meta_code: CodeType | None = None
+    meta_dependencies: tuple[str, ...] = ()
+    scores: tuple[float, float, float, float] | None = None  # from `score`, per score set
+
+    @property
+    def is_subrule(self) -> bool:
+        """`__NAME` rules only feed meta rules: never scored or reported."""
+        return self.name.startswith("__")
+
+    def score(self, score_set: int) -> float:
+        if self.scores is not None:
+            return self.scores[score_set]
+        if self.is_subrule:
+            return 0.0
+        if self.name.startswith("T_"):
+            return 0.01  # SpamAssassin's score for rules under test
+        return 1.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    name: str
+    score: float
+    kind: Kind
+    description: str = ""
+    detail: str = ""  # what matched, for --explain
+
+
+@dataclass
+class LoadReport:
+    """What loading rule files found: for `spamkit lint` and the load log line."""
+
+    files: int = 0
+    rules: int = 0  # definitions read
+    loaded: int = 0  # rules that run
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    unknown_directives: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # "file:line: message"
+    warnings: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def as_json(self) -> dict[str, object]:
+        return {"files": self.files, "rules": self.rules, "loaded": self.loaded,
+                "skipped": sum(self.skipped.values()), "skipped_by_reason": self.skipped,
+                "unknown_directives": self.unknown_directives, "errors": self.errors,
+                "warnings": self.warnings}

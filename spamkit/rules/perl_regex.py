@@ -1,0 +1,82 @@
+"""Perl regular expressions as SpamAssassin rules write them, compiled with `regex`.
+
+`regex` (mrab-regex) rather than `re`: it reads more of Perl's syntax (possessive
+quantifiers, \\z, POSIX classes, \\x{...}) and every match takes a timeout, which is how
+a rule that backtracks for ever is caught at load and bounded at scan time.
+"""
+
+from __future__ import annotations
+
+import regex
+
+_DELIMITED = regex.compile(r"^\s*m?(?P<open>[^\w\s])(?P<body>.*)(?P<close>[^\w\s])(?P<flags>[a-z]*)\s*$",
+                           regex.DOTALL)
+_PAIRS = {"{": "}", "(": ")", "[": "]", "<": ">"}
+_FLAG_BITS = {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE, "x": regex.VERBOSE}
+
+
+class PerlRegexError(ValueError):
+    pass
+
+
+def split_delimited(text: str) -> tuple[str, str]:
+    """'/foo/i' or 'm{foo}i' -> ('foo', 'i')."""
+    match = _DELIMITED.match(text)
+    if match is None:
+        raise PerlRegexError(f"not a /regex/: {text[:60]!r}")
+    opening, closing = match.group("open"), match.group("close")
+    if _PAIRS.get(opening, opening) != closing:
+        raise PerlRegexError(f"delimiters {opening!r} and {closing!r} do not pair")
+    body = match.group("body")
+    if opening == closing and opening != "/":
+        body = body.replace("\\" + opening, opening)
+    return body, match.group("flags")
+
+
+def translate(body: str) -> str:
+    """Perl-only escapes to their `regex` equivalents."""
+    out = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            following = body[i + 1]
+            if following == "z":
+                out.append(r"\Z")
+            elif following == "e":
+                out.append(r"\x1b")
+            elif following == "Z":
+                out.append(r"(?=\n?\Z)")
+            elif following in "QE":
+                pass  # \Q...\E quoting is rare in rules; the text between stays literal-ish
+            elif following == "/":
+                out.append("/")
+            else:
+                out.append(body[i:i + 2])
+            i += 2
+            continue
+        if char == "$" and i + 1 < len(body) and (body[i + 1].isalpha() or body[i + 1] == "{"):
+            raise PerlRegexError("Perl variable interpolation is not supported")
+        if char == "@" and i + 1 < len(body) and (body[i + 1].isalpha() or body[i + 1] == "{") \
+                and (i == 0 or body[i - 1] != "\\"):
+            out.append(r"\@")  # Perl would interpolate an array; rules mean a literal @
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def compile_perl(text: str) -> regex.Pattern[str]:
+    """Compile '/body/flags' (or m{body}flags) as Perl would match it, or raise PerlRegexError."""
+    body, flags = split_delimited(text)
+    bits = 0
+    for flag in flags:
+        if flag in _FLAG_BITS:
+            bits |= _FLAG_BITS[flag]
+        elif flag not in "goe":  # g, o and e change nothing for a match test
+            raise PerlRegexError(f"unsupported regex flag {flag!r}")
+    try:
+        return regex.compile(translate(body), bits | regex.V0)
+    except regex.error as error:
+        raise PerlRegexError(str(error)) from None

@@ -1,0 +1,218 @@
+"""The whole verdict on one message: rules + Bayes bands + lists, the decision, autolearn.
+
+    scanner = Scanner.from_config(config, store)
+    verdict = scanner.scan(raw, envelope_from="a@b.example", recipients=("me@x.example",))
+    verdict.decision            # "ham", "spam" or "reject"
+    verdict.headers()           # X-Spam-Flag, X-Spam-Status, X-Spam-Level, ...
+    verdict.rewrite(raw)        # the message with those headers (and the subject tag)
+
+Scores, levels and autolearn follow SpamAssassin and the SME guide: a message is spam at
+or above the tag level (Sensitivity preset, or TagLevel when custom) and refused at or
+above RejectLevel (custom only). Autolearn looks at the score without Bayes and list
+rules, needs 3 points from headers and 3 from the body to learn spam, and never
+overrides what someone taught.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from spamkit import __version__
+from spamkit.analysis import Analyzer
+from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
+from spamkit.config import Config
+from spamkit.learn import Learner
+from spamkit.lists import Lists
+from spamkit.message import ParseLimits
+from spamkit.rules import (
+    SCORE_SET_WITH_BAYES,
+    SCORE_SET_WITHOUT_BAYES,
+    Hit,
+    MessageContext,
+    RuleSet,
+    load_rules,
+)
+from spamkit.rules.context import first_address
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+
+AUTOLEARN_MIN_HEADER_POINTS = 3.0
+AUTOLEARN_MIN_BODY_POINTS = 3.0
+_NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
+_UNSAFE = re.compile(r"[\r\n\x00]")
+
+
+@dataclass
+class Verdict:
+    score: float
+    required: float
+    reject_level: float | None
+    decision: str  # "ham", "spam" or "reject"
+    hits: list[Hit]
+    bayes: BayesResult | None
+    autolearn: str = "no"  # "spam", "ham" or "no"
+    autolearn_reason: str = ""
+    listed: str | None = None
+    subject_tag: str | None = None  # text put before the Subject when spam
+    add_headers: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def is_spam(self) -> bool:
+        return self.decision in ("spam", "reject")
+
+    def status_line(self) -> str:
+        tests = ",".join(hit.name for hit in sorted(self.hits, key=lambda h: h.name)) or "none"
+        return (f"{'Yes' if self.is_spam else 'No'}, score={self.score:.1f} "
+                f"required={self.required:.1f} tests={tests} autolearn={self.autolearn} "
+                f"version=spamkit-{__version__}")
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers SpamAssassin adds, in its format (status folded at tests=)."""
+        out = [("X-Spam-Checker-Version", f"spamkit {__version__}")]
+        if self.is_spam:
+            out.append(("X-Spam-Flag", "YES"))
+        out.append(("X-Spam-Level", "*" * max(0, min(50, int(self.score)))))
+        out.append(("X-Spam-Status", self.status_line()))
+        for which, name, template in self.add_headers:
+            if which == "all" or (which == "spam") == self.is_spam:
+                out.append((f"X-Spam-{name}", self._expand(template)))
+        return [(name, _UNSAFE.sub(" ", value)) for name, value in out]
+
+    def _expand(self, template: str) -> str:
+        values = {"_SCORE_": f"{self.score:.1f}", "_REQD_": f"{self.required:.1f}",
+                  "_TESTS_": ",".join(h.name for h in self.hits) or "none",
+                  "_AUTOLEARN_": self.autolearn, "_VERSION_": __version__,
+                  "_YESNO_": "Yes" if self.is_spam else "No",
+                  "_YESNOCAPS_": "YES" if self.is_spam else "NO"}
+        return re.sub(r"_[A-Z]+_", lambda m: values.get(m.group(0), m.group(0)), template)
+
+    def rewrite(self, raw: bytes) -> bytes:
+        """The message with our headers first (old X-Spam-* removed) and the subject tagged."""
+        newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
+        end = raw.find(newline + newline)
+        head, body = (raw[:end], raw[end:]) if end >= 0 else (raw, b"")
+        lines = head.split(newline)
+        kept: list[bytes] = []
+        skipping = False
+        for line in lines:
+            if line[:1] in (b" ", b"\t"):
+                if not skipping:
+                    kept.append(line)
+                continue
+            skipping = line.lower().startswith(b"x-spam-")
+            if skipping:
+                continue
+            if self.is_spam and self.subject_tag and line.lower().startswith(b"subject:"):
+                tag = self.subject_tag.replace("_SCORE_", f"{self.score:.1f}")
+                line = b"Subject: " + _UNSAFE.sub(" ", tag).encode("utf-8") + b" " + line[8:].lstrip()
+            kept.append(line)
+        if self.is_spam and self.subject_tag and not any(l.lower().startswith(b"subject:") for l in kept):
+            kept.append(b"Subject: " + _UNSAFE.sub(" ", self.subject_tag).encode("utf-8"))
+        added = [f"{name}: {value}".encode("utf-8") for name, value in self.headers()]
+        return newline.join(added + kept) + body
+
+    def report(self) -> str:
+        lines = [f"Content analysis: score {self.score:.1f}, required {self.required:.1f}, "
+                 f"decision {self.decision}"]
+        lines.append(" pts rule name              description")
+        lines.append("---- ---------------------- --------------------------------------------------")
+        for hit in sorted(self.hits, key=lambda h: -abs(h.score)):
+            lines.append(f"{hit.score:4.1f} {hit.name:<22} {hit.description}")
+        return "\n".join(lines)
+
+
+class Scanner:
+    """Everything needed to judge messages; build once, scan many."""
+
+    def __init__(self, config: Config, rules: RuleSet, lists: Lists,
+                 store: LmdbStore | None = None, analyzer: Analyzer | None = None) -> None:
+        self.config = config
+        self.rules = rules
+        self.lists = lists
+        self.store = store
+        self.analyzer = analyzer or Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
+        settings = rules.settings
+        self.use_bayes = _setting(config, "UseBayes", settings.use_bayes)
+        self.autolearn_enabled = _setting(config, "BayesAutoLearn", settings.bayes_auto_learn)
+        self.autolearn_spam = _setting(config, "BayesAutoLearnThresholdSpam", settings.autolearn_spam)
+        self.autolearn_ham = _setting(config, "BayesAutoLearnThresholdNonspam", settings.autolearn_nonspam)
+        self.required = config.tag_level
+        if settings.required_score is not None and config.origins["Sensitivity"] == "default" \
+                and config.origins["TagLevel"] == "default":
+            self.required = settings.required_score
+        subject_on = config["SubjectTag"] or (settings.rewrite_subject is not None
+                                              and config.origins["SubjectTag"] == "default")
+        text = config["SubjectTagText"] if config.origins["SubjectTagText"] != "default" or \
+            settings.rewrite_subject is None else settings.rewrite_subject
+        self.subject_tag = text if subject_on else None
+        self.bayes = BayesClassifier(store, BayesParams(
+            min_spam_learned=config["BayesMinSpam"], min_ham_learned=config["BayesMinHam"],
+            ham_cutoff=config["BayesHamCutoff"], spam_cutoff=config["BayesSpamCutoff"],
+        )) if store is not None else None
+
+    @classmethod
+    def from_config(cls, config: Config, store: LmdbStore | None,
+                    extra_rules: tuple[str, ...] = ()) -> Scanner:
+        rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
+        lists = Lists.load(config.lists_path, rules.settings.lists)
+        return cls(config, rules, lists, store)
+
+    def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
+             explain: bool = False) -> Verdict:
+        analysis = self.analyzer.analyze(raw)
+        bayes = None
+        if self.use_bayes and self.bayes is not None:
+            bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0)
+        context = MessageContext(raw, analysis.message, envelope_from=envelope_from,
+                                 recipients=recipients,
+                                 bayes_probability=bayes.probability if bayes else None,
+                                 max_bytes=self.config["MaxMessageSize"])
+        senders = [first_address(envelope_from or ""), context.from_address]
+        context.listed = self.lists.classify(senders, recipients)
+        with_bayes = bayes is not None and bayes.probability is not None
+        score_set = SCORE_SET_WITH_BAYES if with_bayes else SCORE_SET_WITHOUT_BAYES
+        hits = self.rules.evaluate(context, score_set, explain=explain)
+        score = round(sum(hit.score for hit in hits), 3)
+        reject = self.config.reject_level
+        decision = ("reject" if reject is not None and score >= reject
+                    else "spam" if score >= self.required else "ham")
+        verdict = Verdict(score, self.required, reject, decision, hits, bayes,
+                          listed=context.listed, subject_tag=self.subject_tag,
+                          add_headers=self.rules.settings.add_headers)
+        verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, context)
+        return verdict
+
+    def _autolearn_choice(self, hits: list[Hit], context: MessageContext) -> tuple[str, str]:
+        if not (self.autolearn_enabled and self.use_bayes and self.store is not None):
+            return "no", "autolearn is off"
+        rules = self.rules.rules
+        learn_hits = [h for h in hits if not (rules[h.name].tflags & _NOT_FOR_AUTOLEARN)]
+        if any("noautolearn" in rules[h.name].tflags for h in hits):
+            return "no", "a list or noautolearn rule hit"
+        points = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits)
+        if points <= self.autolearn_ham:
+            return "ham", f"{points:.1f} points, at or below {self.autolearn_ham:g}"
+        if points >= self.autolearn_spam:
+            head = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits
+                       if h.kind.counts_as_header)
+            body = points - head
+            if head < AUTOLEARN_MIN_HEADER_POINTS or body < AUTOLEARN_MIN_BODY_POINTS:
+                return "no", f"{points:.1f} points but {head:.1f} from headers and {body:.1f} from the body"
+            return "spam", f"{points:.1f} points, at or above {self.autolearn_spam:g}"
+        return "no", f"{points:.1f} points, between the thresholds"
+
+    def autolearn(self, raw: bytes, verdict: Verdict, name: str = "-") -> str:
+        """Learn the message as the verdict's autolearn choice says; returns the outcome."""
+        if verdict.autolearn not in ("spam", "ham") or self.store is None:
+            return "no"
+        summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
+            [SourceItem(name, raw)], Label(verdict.autolearn), by="autolearn")
+        return "learned" if summary.learned else "skipped"
+
+
+def _setting(config: Config, name: str, from_rules: object) -> object:
+    """The configuration's value, unless it is a default and a rule file set one."""
+    if from_rules is not None and config.origins[name] == "default":
+        return from_rules
+    return config[name]
