@@ -44,7 +44,7 @@ class ParsedMessage:
     """What the tokenizer and the rules need to know about one message."""
 
     headers: list[tuple[str, str]] = field(default_factory=list)  # (lower-case name, value)
-    raw_headers: list[tuple[str, str]] = field(default_factory=list)  # values before RFC 2047
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as written: name case kept, RFC 2047 not undone
     part_headers: list[tuple[str, str]] = field(default_factory=list)  # of MIME parts, in order
     raw_text: list[str] = field(default_factory=list)  # text parts decoded, HTML not rendered
     text: list[str] = field(default_factory=list)  # visible text, one entry a part
@@ -141,9 +141,10 @@ class _Walker:
         head, body = split_header_block(data)
         if not head:
             self.message.facts.add("no-headers")
-        fields = parse_header_block(head, self.message.facts)
+        as_written = parse_header_block(head, self.message.facts, keep_case=True)
+        fields = [(name.lower(), value) for name, value in as_written]
         facts = self.message.facts
-        self.message.raw_headers = fields
+        self.message.raw_headers = as_written
         self.message.headers = [(name, decode_rfc2047(value, facts) if "=?" in value else value)
                                 for name, value in fields]
         self._walk_entity(fields, body, depth=0, default_type="text/plain")

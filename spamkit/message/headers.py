@@ -37,8 +37,10 @@ _FOLD = re.compile(r"\n[ \t]+")
 _FIELD = re.compile(r"^([\x21-\x39\x3b-\x7e]{1,100})[ \t]*:[ \t]*(.*)$", re.MULTILINE)
 
 
-def parse_header_block(block: bytes, facts: set[str]) -> list[tuple[str, str]]:
+def parse_header_block(block: bytes, facts: set[str], keep_case: bool = False) -> list[tuple[str, str]]:
     """Unfolded (lower-case name, decoded value) pairs in order; bad lines become facts.
+
+    With `keep_case` the names are as written (for rules that test the whole header).
 
     One decode, one unfold and one findall over the whole block: a loop per header
     line cost a quarter of all parsing time. Values keep RFC 2047 words encoded;
@@ -59,6 +61,8 @@ def parse_header_block(block: bytes, facts: set[str]) -> list[tuple[str, str]]:
     lines = text.count("\n") + (not text.endswith("\n"))
     if len(fields) != lines and not (len(fields) == lines - 1 and text.startswith("From ")):
         facts.add("header-malformed")
+    if keep_case:
+        return [(name, value.rstrip()) for name, value in fields]
     return [(name.lower(), value.rstrip()) for name, value in fields]
 
 

@@ -33,7 +33,7 @@ class MessageContext:
             self._headers.setdefault(name, []).append(value)
         self._raw_headers: dict[str, list[str]] = {}
         for name, value in message.raw_headers:
-            self._raw_headers.setdefault(name, []).append(value)
+            self._raw_headers.setdefault(name.lower(), []).append(value)
 
     def header_values(self, name: str, raw: bool = False) -> list[str]:
         return (self._raw_headers if raw else self._headers).get(name.lower(), [])
@@ -42,9 +42,10 @@ class MessageContext:
         """The text a header rule tests, as SpamAssassin builds it; None when absent."""
         key = name.lower()
         raw = modifier == "raw"
-        if key == "all":
-            pairs = self.message.raw_headers if raw else self.message.headers
-            return "".join(f"{n}: {v}\n" for n, v in pairs)
+        if key == "all":  # every header, names as written
+            names = [name for name, _ in self.message.raw_headers]
+            values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
+            return "".join(f"{n}: {v}\n" for n, v in zip(names, values))
         if key == "tocc":
             values = self.header_values("to", raw) + self.header_values("cc", raw)
         elif key == "envelopefrom":

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
+# SpamAssassin (its rule files are read by the rule-compatibility tests, never copied)
+# and spamkit with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+[ -e /usr/share/spamassassin/50_scores.cf ] || need+=(spamassassin)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+python3 -m pip install -q -e '.[test]'

@@ -1,0 +1,157 @@
+"""The rule engine on hand-made messages: every rule kind, SpamAssassin syntax, load errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from spamkit.message import parse_message
+from spamkit.rules import MessageContext, load_rules
+from spamkit.rules.cf import CfReader
+from spamkit.rules.compile import expand_replace_tags
+
+MESSAGE = (b"From: \"Deals\" <deals@shop.example>\nTo: you@example.org\n"
+           b"Subject: =?utf-8?Q?Cheap_pills?=\nMessage-ID: <1@shop.example>\n"
+           b"Content-Type: multipart/alternative; boundary=b\n\n"
+           b"--b\nContent-Type: text/plain\n\nBuy cheap pills today.\n\nSecond paragraph.\n"
+           b"--b\nContent-Type: text/html\nX-Part: tagged\n\n"
+           b"<p>Buy <b>cheap</b> pills <a href='http://1.2.3.4/buy'>here</a></p>\n--b--\n")
+
+RULES = r"""
+header   H_SUBJECT     Subject =~ /cheap pills/i
+header   H_RAW         Subject:raw =~ /=\?utf-8\?Q\?/
+header   H_ADDR        From:addr =~ /^deals\@shop\.example$/
+header   H_NAME        From:name =~ /^Deals$/
+header   H_NOT         X-Mailer !~ /./
+header   H_UNSET       X-Mailer !~ /./ [if-unset: ]
+header   H_EXISTS      exists:Message-ID
+header   H_ALL         ALL =~ /^To: you\@/m
+mimeheader M_PART      X-Part =~ /tagged/
+body     B_PHRASE      /buy cheap pills today/i
+body     B_SECOND      /^Second paragraph/
+rawbody  R_HTML        /<b>cheap<\/b>/
+uri      U_IP          m{^http://\d+\.\d+\.\d+\.\d+/}
+full     F_BOUNDARY    /boundary=b/
+meta     META_BOTH     H_SUBJECT && U_IP
+meta     META_COUNT    (H_SUBJECT + B_PHRASE + R_HTML) >= 3
+meta     META_NONE     !H_SUBJECT
+header   __SUB         Subject =~ /pills/
+meta     META_SUB      __SUB
+describe META_BOTH     Subject and IP link together
+tflags   META_BOTH     noautolearn
+score    META_BOTH     2.5
+"""
+
+
+def hits_for(rules_text: str, raw: bytes = MESSAGE, tmp: Path | None = None) -> dict[str, float]:
+    assert tmp is not None
+    path = tmp / "test.cf"
+    path.write_text(rules_text)
+    ruleset = load_rules([path], builtin=False)
+    assert not ruleset.report.errors, ruleset.report.errors
+    context = MessageContext(raw, parse_message(raw))
+    return {hit.name: hit.score for hit in ruleset.evaluate(context, score_set=0)}
+
+
+def test_every_rule_kind(tmp_path: Path) -> None:
+    hits = hits_for(RULES, tmp=tmp_path)
+    expected = {"H_SUBJECT", "H_RAW", "H_ADDR", "H_NAME", "H_UNSET", "H_EXISTS", "H_ALL", "M_PART",
+                "B_PHRASE", "B_SECOND", "R_HTML", "U_IP", "F_BOUNDARY", "META_BOTH", "META_COUNT",
+                "META_SUB"}
+    assert set(hits) == expected  # H_NOT: an absent header matches nothing, even with !~
+    assert hits["META_BOTH"] == 2.5 and hits["H_SUBJECT"] == 1.0  # the default score is 1
+
+
+def test_scores_four_sets_relative_and_zero(tmp_path: Path) -> None:
+    text = RULES + "score H_SUBJECT 1 2 3 4\nscore H_SUBJECT (0.5)\nscore H_ADDR 0\n"
+    path = tmp_path / "s.cf"
+    path.write_text(text)
+    ruleset = load_rules([path], builtin=False)
+    assert ruleset.rules["H_SUBJECT"].scores == (1.5, 2.5, 3.5, 4.5)
+    context = MessageContext(MESSAGE, parse_message(MESSAGE))
+    names = {h.name for h in ruleset.evaluate(context, score_set=2)}
+    assert "H_ADDR" not in names  # score 0 turns a rule off
+
+
+@pytest.mark.parametrize("text, message", [
+    ("body BAD /unclosed(/\n", "BAD"),
+    ("score NEVER_SCORED (1)\n", "relative score for NEVER_SCORED, which has no score"),
+    ("score X 1 2\n", "give one score or four"),
+    ("meta LOOP_A LOOP_B\nmeta LOOP_B LOOP_A\n", "depend on each other"),
+])
+def test_load_errors_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.cf"
+    path.write_text("# a comment\n" + text)
+    ruleset = load_rules([path], builtin=False)
+    if message:
+        assert any(e.startswith(f"{path}:2") and message in e for e in ruleset.report.errors), \
+            ruleset.report.errors
+
+
+def test_a_catastrophic_regex_is_rejected_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "slow.cf"
+    path.write_text("body SLOW_RULE /(a+a+)+y/\nbody FAST_RULE /cheap/\n")
+    started = time.perf_counter()
+    ruleset = load_rules([path], builtin=False)
+    assert time.perf_counter() - started < 10
+    assert "SLOW_RULE" not in ruleset.rules and "FAST_RULE" in ruleset.rules
+    assert any("SLOW_RULE" in e and "adversarial" in e for e in ruleset.report.errors)
+
+
+def test_a_rule_that_explodes_on_one_message_is_cut_off(tmp_path: Path) -> None:
+    """Past the load probes, a match still has a time budget: the rule just does not hit."""
+    path = tmp_path / "late.cf"
+    path.write_text("body LATE_BLOWUP /(x+x+)+y/\nbody FAST_RULE /cheap/\n")
+    ruleset = load_rules([path], builtin=False)
+    assert "LATE_BLOWUP" in ruleset.rules
+    raw = b"Subject: cheap\n\n" + b"x" * 5000 + b"\n"
+    started = time.perf_counter()
+    names = {h.name for h in ruleset.evaluate(MessageContext(raw, parse_message(raw)), score_set=0)}
+    assert names == {"FAST_RULE"}
+    assert time.perf_counter() - started < 5
+
+
+def test_unknown_directives_and_evals_are_counted_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "odd.cf"
+    path.write_text("frobnicate yes\nheader NET_RULE eval:check_rbl('x', 'y.example')\n"
+                    "body OK_RULE /cheap/\n")
+    ruleset = load_rules([path], builtin=False)
+    assert ruleset.report.unknown_directives == {"frobnicate": 1}
+    assert ruleset.report.skipped == {"eval not implemented": 1}
+    assert "OK_RULE" in ruleset.rules and not ruleset.report.errors
+
+
+def test_if_and_ifplugin_blocks(tmp_path: Path) -> None:
+    text = ("ifplugin Mail::SpamAssassin::Plugin::NoSuchThing\nbody A_SKIPPED /x/\nendif\n"
+            "if (version >= 3.004000)\nbody B_KEPT /x/\nelse\nbody C_SKIPPED /x/\nendif\n"
+            "if !plugin(Mail::SpamAssassin::Plugin::ReplaceTags)\nbody D_SKIPPED /x/\nendif\n"
+            "if can(Mail::SpamAssassin::Conf::feature_welcomelist_blocklist)\nbody E_KEPT /x/\nendif\n")
+    path = tmp_path / "if.cf"
+    path.write_text(text)
+    assert set(load_rules([path], builtin=False).rules) == {"B_KEPT", "E_KEPT"}
+
+
+def test_replace_tags() -> None:
+    reader = CfReader()
+    reader.read_text("replace_tag V (?:v|\\\\/)\nreplace_tag I [i1!]\nreplace_inter W1 \\W?\n"
+                     "body FUZZY /<inter W1><V><I>/i\nreplace_rules FUZZY\n", "t.cf")
+    expanded = expand_replace_tags(reader.parsed.definitions["FUZZY"].text, reader.parsed)
+    assert expanded == "/(?:v|\\\\/)\\W?[i1!]/i"
+
+
+def test_builtin_rules_load_cleanly() -> None:
+    ruleset = load_rules()
+    assert not ruleset.report.errors and not ruleset.report.skipped
+    assert {"BAYES_00", "BAYES_99", "BAYES_999", "USER_IN_WHITELIST", "USER_IN_BLACKLIST",
+            "HTML_ONLY", "URI_IP_HOST", "MISSING_DATE"} <= set(ruleset.rules)
+
+
+def test_rules_never_raise_on_odd_messages(all_messages: list) -> None:  # type: ignore[type-arg]
+    ruleset = load_rules()
+    for message in all_messages[::7]:
+        context = MessageContext(message.data, parse_message(message.data))
+        ruleset.evaluate(context)
+    for raw in (b"", b"\x00\xff" * 100, b"Subject: x\n\n" + b"a" * 200_000):
+        ruleset.evaluate(MessageContext(raw, parse_message(raw)))

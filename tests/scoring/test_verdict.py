@@ -1,0 +1,72 @@
+"""Verdicts as mail systems see them: SpamAssassin's headers, subject tag, no injection."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+from spamkit.config import config_from_text
+from spamkit.lists import Lists
+from spamkit.rules import load_rules
+from spamkit.verdict import Scanner
+
+RAW = (b"From: Pills <x@pills.example>\r\nTo: you@example.org\r\nSubject: cheap pills\r\n"
+       b"X-Spam-Status: Yes, score=99 (forged by the sender)\r\nX-Spam-Flag: YES\r\n"
+       b"\r\nclick here to order now\r\n")
+
+
+def scanner(tmp_path: Path, config_text: str, rules_text: str) -> Scanner:
+    rules_file = tmp_path / "r.cf"
+    rules_file.write_text(rules_text)
+    config = config_from_text(config_text, tmp_path / "spamkit.toml", {})
+    return Scanner(config, load_rules([rules_file], builtin=False), Lists())
+
+
+def test_headers_in_spamassassin_format(tmp_path: Path) -> None:
+    s = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 4\nSubjectTag = true\n'
+                'SubjectTagText = "[SPAM _SCORE_]"\n',
+                "body PILLS /order now/\nscore PILLS 7.3\n")
+    verdict = s.scan(RAW)
+    assert verdict.decision == "spam" and verdict.score == 7.3
+    rewritten = verdict.rewrite(RAW)
+    parsed = email.message_from_bytes(rewritten, policy=email.policy.compat32)
+    assert parsed.get_all("X-Spam-Flag") == ["YES"]
+    assert parsed.get_all("X-Spam-Status")[0].startswith(
+        "Yes, score=7.3 required=4.0 tests=PILLS autolearn=no")
+    assert parsed["X-Spam-Level"] == "*******"
+    assert parsed["Subject"] == "[SPAM 7.3] cheap pills"
+    assert b"forged by the sender" not in rewritten  # incoming X-Spam-* headers are dropped
+    assert rewritten.endswith(b"\r\n\r\nclick here to order now\r\n")
+    assert "PILLS" in verdict.report()
+
+
+def test_ham_is_marked_no_and_left_alone(tmp_path: Path) -> None:
+    s = scanner(tmp_path, 'SubjectTag = true\n', "body NOTHING /never matches here/\n")
+    verdict = s.scan(RAW)
+    assert verdict.decision == "ham"
+    rewritten = verdict.rewrite(RAW)
+    parsed = email.message_from_bytes(rewritten, policy=email.policy.compat32)
+    assert parsed["X-Spam-Flag"] is None
+    assert parsed["X-Spam-Status"].startswith("No, score=")
+    assert parsed["Subject"] == "cheap pills"
+
+
+def test_added_headers_cannot_be_injected(tmp_path: Path) -> None:
+    s = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 1\nSubjectTag = true\n'
+                'SubjectTagText = "[SPAM]\\r\\nBcc: victim@example.org"\n',
+                "body PILLS /order now/\nscore PILLS 5\nadd_header all Report _TESTS_\r\n")
+    rewritten = s.scan(RAW).rewrite(RAW)
+    parsed = email.message_from_bytes(rewritten, policy=email.policy.compat32)
+    assert parsed["Bcc"] is None
+    header_block = rewritten.split(b"\r\n\r\n", 1)[0]
+    for line in header_block.split(b"\r\n"):
+        assert b"\n" not in line and b"\r" not in line
+
+
+def test_reject_needs_custom_sensitivity(tmp_path: Path) -> None:
+    rules = "body PILLS /order now/\nscore PILLS 30\n"
+    custom = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n', rules)
+    preset = scanner(tmp_path, 'Sensitivity = "veryhigh"\nRejectLevel = 12\n', rules)
+    assert custom.scan(RAW).decision == "reject"
+    assert preset.scan(RAW).decision == "spam"
