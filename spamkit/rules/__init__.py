@@ -92,6 +92,10 @@ class RuleSet:
             if rule.kind in (Kind.HEADER, Kind.MIMEHEADER):
                 return self._run_header(rule, context, explain)
             assert rule.pattern is not None
+            if rule.literals is not None:
+                haystack = context.haystack(rule.kind.value, rule.literals_ignorecase)
+                if not any(literal in haystack for literal in rule.literals):
+                    return 0, ""  # the text lacks what every match needs
             texts = {Kind.BODY: context.body_paragraphs, Kind.RAWBODY: context.rawbody_lines,
                      Kind.URI: context.uris, Kind.FULL: [context.full_text]}[rule.kind]
             multiple = "multiple" in rule.tflags

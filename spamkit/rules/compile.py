@@ -15,7 +15,7 @@ import regex
 from spamkit.rules.cf import Definition, ParsedRules
 from spamkit.rules.evals import EVALS
 from spamkit.rules.model import Kind, LoadReport, Rule
-from spamkit.rules.perl_regex import PerlRegexError, compile_perl
+from spamkit.rules.perl_regex import PerlRegexError, compile_perl, literals_for
 
 # Inputs that make a backtracking regex explode; each rule must answer on each of them
 # within PROBE_BUDGET seconds or it is rejected at load.
@@ -83,6 +83,9 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             rule.if_unset = match.group("unset")
             text = match.group("regex")
         rule.pattern = compile_perl(text)
+        if definition.kind not in (Kind.HEADER, Kind.MIMEHEADER):
+            rule.literals = literals_for(text)
+            rule.literals_ignorecase = bool(rule.pattern.flags & regex.IGNORECASE)
     except (PerlRegexError, ValueError, SyntaxError) as error:
         report.errors.append(f"{definition.origin}: {definition.name}: {error}")
         report.skip("does not compile")
@@ -157,6 +160,46 @@ def _order_metas(rules: dict[str, Rule], report: LoadReport) -> None:
     rules.update((name, metas[name]) for name in order if name in metas)
 
 
+# A branch of a tag that spells a UTF-8 byte sequence: "[\xc3][\x80\x81]", "[\xf0][\x9d](?:...)".
+_BYTE_SEQUENCE_BRANCH = re.compile(r"^\[(?:\\x[89a-fA-F][0-9a-fA-F])+\](?:\[|\(\?:)")
+
+
+def unicode_tag(value: str) -> str:
+    """A ReplaceTags value without its UTF-8 byte-sequence branches.
+
+    SpamAssassin's tags match look-alike letters as raw UTF-8 bytes; spamkit's rules see
+    decoded text, where those branches can never match, and they made the patterns up to
+    200 kB long (3 s to compile). Single characters and entities are kept.
+    """
+    if not (value.startswith("(?:") and value.endswith(")")):
+        return value
+    branches, depth, start, i = [], 0, 3, 3
+    inner_end = len(value) - 1
+    in_class = False
+    while i < inner_end:
+        char = value[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            branches.append(value[start:i])
+            start = i + 1
+        i += 1
+    branches.append(value[start:inner_end])
+    if depth != 0 or in_class:
+        return value  # not the shape we know: leave it alone
+    kept = [b for b in branches if not _BYTE_SEQUENCE_BRANCH.match(b)]
+    return "(?:" + "|".join(kept) + ")" if kept else value
+
+
 _TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+)>")
 
 
@@ -187,7 +230,7 @@ def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
             continue
         if previous_was_tag:
             out.append(current["inter"])
-        out.append(current["pre"] + tags["tag"][name] + current["post"])
+        out.append(current["pre"] + unicode_tag(tags["tag"][name]) + current["post"])
         previous_was_tag = True
     out.append(text[position:])
     return "".join(out)

@@ -31,6 +31,7 @@ class MessageContext:
         self._headers: dict[str, list[str]] = {}
         for name, value in message.headers:
             self._headers.setdefault(name, []).append(value)
+        self._haystacks: dict[tuple[str, bool], str] = {}
         self._raw_headers: dict[str, list[str]] = {}
         for name, value in message.raw_headers:
             self._raw_headers.setdefault(name.lower(), []).append(value)
@@ -75,6 +76,16 @@ class MessageContext:
         text = "\n\n".join(self.message.text)[:MAX_BODY_CHARS]
         paragraphs = [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text)]
         return [subject] + [p for p in paragraphs if p]
+
+    def haystack(self, kind: str, lowered: bool) -> str:
+        """All the text a kind of rule looks at, as one string, for the literal prefilter."""
+        key = (kind, lowered)
+        if key not in self._haystacks:
+            parts = {"body": self.body_paragraphs, "rawbody": self.rawbody_lines,
+                     "uri": self.uris, "full": [self.full_text]}[kind]
+            text = "\n".join(parts)
+            self._haystacks[key] = text.lower() if lowered else text
+        return self._haystacks[key]
 
     @cached_property
     def rawbody_lines(self) -> list[str]:

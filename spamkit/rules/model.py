@@ -38,6 +38,8 @@ class Rule:
     description: str = ""
     tflags: frozenset[str] = frozenset()
     pattern: regex.Pattern[str] | None = None
+    literals: tuple[str, ...] | None = None  # one of these is in any text the pattern matches
+    literals_ignorecase: bool = False
     source: str = ""  # the test as written, for --explain and lint
     header: str = ""  # for header rules: the header name, ALL, ToCc, ...
     modifier: str = ""  # raw, addr or name

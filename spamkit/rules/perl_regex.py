@@ -67,6 +67,17 @@ def translate(body: str) -> str:
     return "".join(out)
 
 
+def literals_for(text: str) -> tuple[str, ...] | None:
+    """Required literals of '/body/flags' for the prefilter (spamkit.rules.prefilter)."""
+    from spamkit.rules.prefilter import required_literals
+
+    try:
+        body, flags = split_delimited(text)
+        return required_literals(translate(body), "i" in flags, "x" in flags)
+    except PerlRegexError:
+        return None
+
+
 def compile_perl(text: str) -> regex.Pattern[str]:
     """Compile '/body/flags' (or m{body}flags) as Perl would match it, or raise PerlRegexError."""
     body, flags = split_delimited(text)
