@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--roc", type=Path, default=HERE / "roc.png")
     parser.add_argument("--no-write", action="store_true", help="print, do not write files")
+    parser.add_argument("--skip-scoring", action="store_true",
+                        help="leave out the rules + Bayes verdicts and the SpamAssassin comparison")
     args = parser.parse_args(argv)
 
     tool_classes = [TOOLS[name] for name in args.tools.split(",")]
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render_table(results, accuracies, n_train, len(test_files))
     ratios = render_ratios(results, n_train, len(test_files))
     stages = profile_stages(corpus)
+    scoring = "" if args.skip_scoring else _scoring_sections()
     command = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     report = f"""# Benchmark results
 
@@ -166,6 +169,7 @@ Speed ratios (spamkit's speed as a multiple of the other tool's; above 1 is fast
 ## Where spamkit's time goes
 
 {stages}
+{scoring}
 
 ![ROC](roc.png)
 """
@@ -174,6 +178,22 @@ Speed ratios (spamkit's speed as a multiple of the other tool's; above 1 is fast
         args.results.write_text(report)
         plot_roc(results, labels, args.roc)
     return 0
+
+
+def _scoring_sections() -> str:
+    from benchmarks.combined import TAG_LEVEL, evaluate
+    from benchmarks.scoring import scoring_report
+
+    rows = ["| verdict (Sensitivity custom, TagLevel 4) | false positives | spam caught |",
+            "|---|---:|---:|"]
+    for name, row in evaluate(TAG_LEVEL).items():
+        caught = row["spam"] - row["fn"]
+        rows.append(f"| {name} | {row['fp']} of {row['ham']} | {caught} of {row['spam']} "
+                    f"({100 * caught / row['spam']:.1f}%) |")
+    return ("\n## The full verdict: rules + Bayes (`python3 -m benchmarks.combined`)\n\n"
+            + "\n".join(rows)
+            + "\n\n## Rules: spamkit against SpamAssassin (`python3 -m benchmarks.scoring`)\n\n"
+            + scoring_report() + "\n")
 
 
 def _cpu_name() -> str:

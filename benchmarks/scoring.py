@@ -27,6 +27,11 @@ _STATUS = re.compile(r"^X-Spam-Status: (Yes|No), score=(-?[\d.]+)", re.MULTILINE
 
 
 def main() -> None:
+    print(scoring_report())
+
+
+def scoring_report() -> str:
+    """The comparison as a markdown table and a sentence."""
     if shutil.which("spamassassin") is None or not DEBIAN_RULES.exists():
         raise SystemExit("install Debian's spamassassin package first (apt-get install spamassassin)")
     work = Path(tempfile.mkdtemp(prefix="spamkit-scoring-"))
@@ -76,21 +81,22 @@ def main() -> None:
         tp = sum(1 for s, y in zip(scores, labels) if s >= 5 and y)
         return f"{tp} spam caught, {fp} false positives at 5 points"
 
-    print(f"| scorer (test fold, {n} messages, no Bayes, no network) | msg/s | peak RSS | result |")
-    print("|---|---:|---:|---|")
-    print(f"| SpamAssassin {_version()} `spamassassin -L --mbox`, Debian rules | {n / sa_run.seconds:,.1f} | "
+    lines = [f"| scorer (test fold, {n} messages, no Bayes, no network) | msg/s | peak RSS | result |",
+             "|---|---:|---:|---|"]
+    lines.append(f"| SpamAssassin {_version()} `spamassassin -L --mbox`, Debian rules | {n / sa_run.seconds:,.1f} | "
           f"{sa_run.max_rss_kib / 1024:.0f} MiB | {caught(sa_scores)} |")
-    print(f"| spamkit, the same rule files | {n / ours.seconds:,.1f} | {ours.max_rss_kib / 1024:.0f} MiB | "
+    lines.append(f"| spamkit, the same rule files | {n / ours.seconds:,.1f} | {ours.max_rss_kib / 1024:.0f} MiB | "
           f"{caught(our_scores)} |")
-    print(f"| spamkit, its built-in rules | {n / builtin.seconds:,.1f} | {builtin.max_rss_kib / 1024:.0f} MiB | "
+    lines.append(f"| spamkit, its built-in rules | {n / builtin.seconds:,.1f} | {builtin.max_rss_kib / 1024:.0f} MiB | "
           f"{caught([json.loads(l)['score'] for l in builtin.stdout.splitlines()])} |")
-    print()
+    lines.append("")
     if unscored:
-        print(f"SpamAssassin left {unscored} message(s) unscanned (over its size limit).")
-    print(f"With the same rules spamkit runs at {sa_run.seconds / ours.seconds:.1f}x SpamAssassin's "
+        lines.append(f"SpamAssassin left {unscored} message(s) unscanned (over its size limit).")
+    lines.append(f"With the same rules spamkit runs at {sa_run.seconds / ours.seconds:.1f}x SpamAssassin's "
           f"speed; the two agree on spam/ham (5 points) for {agree} of {n} messages "
           f"({100 * agree / n:.1f}%).")
     shutil.rmtree(work, ignore_errors=True)
+    return "\n".join(lines)
 
 
 def _version() -> str:

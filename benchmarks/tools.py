@@ -85,24 +85,28 @@ class Tool:
 
 
 class Spamkit(Tool):
+    """spamkit's Bayes classifier alone, as bogofilter and spamprobe are classifiers alone:
+    no rules (UseBuiltinRules off), verdict and score from Bayes."""
+
     name = "spamkit"
+    env = dict(os.environ, SPAMKIT_USEBUILTINRULES="false", SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
 
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "spamkit", *args, "--db", str(self.db / "db")]
 
     def learn(self, spam: list[Path], ham: list[Path], spam_dir: Path, ham_dir: Path) -> list[Run]:
-        return [run_measured(self._command("learn", "--spam", str(spam_dir), "--quiet")),
-                run_measured(self._command("learn", "--ham", str(ham_dir), "--quiet"))]
+        return [run_measured(self._command("learn", "--spam", str(spam_dir), "--quiet"), self.env),
+                run_measured(self._command("learn", "--ham", str(ham_dir), "--quiet"), self.env)]
 
     def check(self, files: list[Path], test_dir: Path) -> tuple[Run, list[float], list[str]]:
-        run = run_measured(self._command("check", "--json", *map(str, files)))
+        run = run_measured(self._command("check", "--json", *map(str, files)), self.env)
         records = {r["path"]: r for r in map(json.loads, run.stdout.splitlines())}
         scores, verdicts = [], []
         for path in files:
             record = records[str(path)]
             # the log-odds order messages where the probability rounds to 0 or 1
             scores.append(0.0 if record["bayes"] is None else record["bayes_log_odds"])
-            verdicts.append(record["verdict"])
+            verdicts.append(record["bayes_verdict"])
         return run, scores, verdicts
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from spamkit import __version__
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
-from spamkit.config import Config
+from spamkit.config import Config, load_config
+from spamkit.errors import SpamkitError
 from spamkit.learn import Learner
 from spamkit.lists import Lists
 from spamkit.message import ParseLimits
@@ -209,6 +210,27 @@ class Scanner:
         summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
             [SourceItem(name, raw)], Label(verdict.autolearn), by="autolearn")
         return "learned" if summary.learned else "skipped"
+
+
+def reload_scanner(current: Scanner | None, config_path: str | None, store: LmdbStore | None,
+                   extra_rules: tuple[str, ...] = ()) -> tuple[Scanner, list[str]]:
+    """A scanner for the configuration as it is now, or the current one if that is broken.
+
+    A service calls this on SIGHUP: a typo, an unknown option, a rule that does not
+    compile or a relative score with nothing to add to is reported (file and line) and
+    the last good configuration stays in force. Without a current scanner, errors raise.
+    """
+    try:
+        config = load_config(config_path)
+        candidate = Scanner.from_config(config, store, extra_rules)
+    except SpamkitError as error:
+        if current is None:
+            raise
+        return current, [str(error)]
+    errors = list(candidate.rules.report.errors)
+    if errors and current is not None:
+        return current, errors
+    return candidate, errors
 
 
 def _setting(config: Config, name: str, from_rules: object) -> object:

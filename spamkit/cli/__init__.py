@@ -38,6 +38,15 @@ def json_option(function: F) -> F:
                         help="Print JSON for scripts instead of text.")(function)
 
 
+def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str | None:
+    """--db (or $SPAMKIT_DB), else the configuration's Database, else None (the default)."""
+    if db_path:
+        return db_path
+    from spamkit.config import load_config
+
+    return load_config(config_path)["Database"] or None
+
+
 class _Group(click.Group):
     """Turns spamkit's errors into one line on stderr and the error's exit code."""
 

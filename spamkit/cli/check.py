@@ -6,7 +6,7 @@ import json
 
 import click
 
-from spamkit.cli import config_option, db_option, json_option
+from spamkit.cli import config_option, db_option, json_option, resolve_db_path
 from spamkit.config import load_config
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
@@ -36,11 +36,13 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     Exit status: 0 when every message was read, 1 when some could not be.
     """
     config = load_config(config_path)
-    db = db_path or config["Database"] or None
-    store = open_store(db, readonly=not do_autolearn) if config["UseBayes"] else None
+    store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)
+             if config["UseBayes"] else None)
     failed = 0
     try:
         scanner = Scanner.from_config(config, store, rule_files)
+        for error in scanner.rules.report.errors:  # the rule is skipped; the run goes on
+            click.echo(f"spamkit: warning: {error}", err=True)
         for item in iter_messages(paths or ("-",)):
             if item.data is None:
                 failed += 1

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from spamkit.cli import db_option, json_option
+from spamkit.cli import db_option, json_option, resolve_db_path
 from spamkit.store import default_db_path, open_store
 
 DEFAULT_MAX_TOKENS = 1_000_000
@@ -23,7 +23,7 @@ def db() -> None:
 @db_option
 def path(db_path: str | None) -> None:
     """Print where the database is (or would be created)."""
-    click.echo(db_path or str(default_db_path()))
+    click.echo(resolve_db_path(db_path) or str(default_db_path()))
 
 
 @db.command()
@@ -31,7 +31,7 @@ def path(db_path: str | None) -> None:
 @json_option
 def magic(db_path: str | None, as_json: bool) -> None:
     """Summary counts, as `sa-learn --dump magic` shows them."""
-    with open_store(db_path, readonly=True) as store:
+    with open_store(resolve_db_path(db_path), readonly=True) as store:
         facts = store.magic()
     if as_json:
         click.echo(json.dumps(facts))
@@ -46,7 +46,7 @@ def magic(db_path: str | None, as_json: bool) -> None:
 @db_option
 def dump(output: click.utils.LazyFile, db_path: str | None) -> None:
     """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout."""
-    with open_store(db_path, readonly=True) as store:
+    with open_store(resolve_db_path(db_path), readonly=True) as store:
         store.dump(output)
 
 
@@ -55,7 +55,7 @@ def dump(output: click.utils.LazyFile, db_path: str | None) -> None:
 @db_option
 def restore(source: click.utils.LazyFile, db_path: str | None) -> None:
     """Replace the database with a dump. A damaged dump changes nothing."""
-    with open_store(db_path) as store:
+    with open_store(resolve_db_path(db_path)) as store:
         store.restore(source)
         totals = store.totals()
     click.echo(f"restored: {totals.ntokens} tokens, {totals.nspam} spam, {totals.nham} ham",
@@ -69,7 +69,7 @@ def restore(source: click.utils.LazyFile, db_path: str | None) -> None:
 @json_option
 def expire(max_tokens: int, db_path: str | None, as_json: bool) -> None:
     """Drop the oldest, rarest tokens until at most --max-tokens remain."""
-    with open_store(db_path) as store:
+    with open_store(resolve_db_path(db_path)) as store:
         removed = store.expire(max_tokens)
         remaining = store.totals().ntokens
     if as_json:
@@ -88,7 +88,7 @@ def history(message: str, db_path: str | None, as_json: bool) -> None:
 
     raw = click.open_file(message, "rb").read()
     key = message_key(raw)
-    with open_store(db_path, readonly=True) as store:
+    with open_store(resolve_db_path(db_path), readonly=True) as store:
         events = store.history(key)
         label = store.learned_as(key)
     if as_json:
@@ -106,11 +106,11 @@ def history(message: str, db_path: str | None, as_json: bool) -> None:
 @db_option
 def reset(yes: bool, db_path: str | None) -> None:
     """Forget everything learned."""
-    where = db_path or str(default_db_path())
+    where = resolve_db_path(db_path) or str(default_db_path())
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to reset without --yes when not on a terminal")
         click.confirm(f"Forget everything learned in {where}?", abort=True)
-    with open_store(db_path) as store:
+    with open_store(resolve_db_path(db_path)) as store:
         store.reset()
     click.echo(f"reset {where}", err=True)

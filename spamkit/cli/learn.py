@@ -7,9 +7,12 @@ import sys
 
 import click
 
-from spamkit.cli import db_option, json_option
+from spamkit.cli import config_option, db_option, json_option, resolve_db_path
 from spamkit.cli.progress import Progress
+from spamkit.analysis import Analyzer
+from spamkit.config import load_config
 from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, Learner
+from spamkit.message import ParseLimits
 from spamkit.sources import iter_messages
 from spamkit.store import Label, open_store
 
@@ -23,13 +26,13 @@ from spamkit.store import Label, open_store
 @json_option
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=DEFAULT_BATCH_SIZE,
               show_default=True, help="Messages per committed transaction.")
-@click.option("--max-tokens", type=click.IntRange(1000), default=DEFAULT_MAX_TOKENS,
-              envvar="SPAMKIT_MAX_TOKENS", show_default=True,
+@config_option
+@click.option("--max-tokens", type=click.IntRange(1000), default=None,
               help=f"Above this many tokens, expire the oldest and rarest down to "
-                   f"{EXPIRE_TO:.0%} of it.")
+                   f"{EXPIRE_TO:.0%} of it (default: BayesMaxTokens, {DEFAULT_MAX_TOKENS:,}).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing unless something failed.")
 def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json: bool,
-          batch_size: int, max_tokens: int, quiet: bool) -> None:
+          batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool) -> None:
     """Learn messages as spam or ham, or forget them.
 
     PATH is a message file, a directory of them, a Maildir (cur/ and new/) or an mbox;
@@ -44,10 +47,13 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
     if not paths:
         raise click.UsageError("give at least one PATH (or - for standard input)")
     label = None if mode == "forget" else Label(mode)
+    config = load_config(config_path)
+    analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
     progress = Progress("learning", enabled=None if not (as_json or quiet) else False)
-    with open_store(db_path) as store:
-        summary = Learner(store, batch_size=batch_size, max_tokens=max_tokens).learn(
-            iter_messages(paths), label, progress=progress)
+    with open_store(resolve_db_path(db_path, config_path)) as store:
+        learner = Learner(store, analyzer, batch_size=batch_size,
+                          max_tokens=max_tokens or config["BayesMaxTokens"])
+        summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()
     if as_json:
         click.echo(json.dumps(summary.as_json()))

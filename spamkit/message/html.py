@@ -1,7 +1,7 @@
 """HTML to what a reader sees, with what they do not see kept apart.
 
-Spam hides words from the reader (display:none, white-on-white, zero-size fonts,
-comments) to poison filters, and breaks words with empty inline tags (V<b></b>iagra).
+Spam hides words from the reader (display:none, zero-size fonts, comments) to poison
+filters, and breaks words with empty inline tags (V<b></b>iagra).
 A regex scanner is enough for that and is several times faster than html.parser; it
 never raises and its work is linear in the input.
 """

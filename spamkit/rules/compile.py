@@ -33,15 +33,20 @@ _META_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<number>\d+(?:\.\d+)?
                          r"|(?P<op>&&|\|\||==|!=|>=|<=|[-+*/<>()!?:]))")
 
 
-def build_rules(parsed: ParsedRules, probe: bool = True) -> dict[str, Rule]:
-    """Compile every definition; the report in `parsed` says what was skipped and why."""
+def build_rules(parsed: ParsedRules, probe: bool = True,
+                vetted_prefixes: tuple[str, ...] = ()) -> dict[str, Rule]:
+    """Compile every definition; the report in `parsed` says what was skipped and why.
+
+    Definitions whose file starts with one of `vetted_prefixes` are not probed.
+    """
     report = parsed.report
     rules: dict[str, Rule] = {}
     for name, definition in parsed.definitions.items():
         text = definition.text
         if name in parsed.replace_rules:
             text = expand_replace_tags(text, parsed)
-        rule = _compile_one(definition, text, report, probe)
+        rule = _compile_one(definition, text, report,
+                            probe and not definition.origin.startswith(vetted_prefixes))
         if rule is None:
             continue
         rule.description = parsed.descriptions.get(name, "")

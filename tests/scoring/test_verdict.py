@@ -70,3 +70,27 @@ def test_reject_needs_custom_sensitivity(tmp_path: Path) -> None:
     preset = scanner(tmp_path, 'Sensitivity = "veryhigh"\nRejectLevel = 12\n', rules)
     assert custom.scan(RAW).decision == "reject"
     assert preset.scan(RAW).decision == "spam"
+
+
+def test_a_broken_reload_keeps_the_last_good_configuration(tmp_path: Path) -> None:
+    from spamkit.verdict import reload_scanner
+
+    config = tmp_path / "spamkit.toml"
+    rules = tmp_path / "local.cf"
+    rules.write_text("body PILLS /order now/\nscore PILLS 3\n")
+    config.write_text(f'RulePaths = ["{rules}"]\nSensitivity = "custom"\nTagLevel = 2\n')
+    good, errors = reload_scanner(None, str(config), None)
+    assert not errors and good.scan(RAW).decision == "spam"
+    for broken_config, broken_rules, where in (
+            ('TagLevle = 3\n', None, f"{config}:"),
+            (None, "body PILLS /order now(/\n", f"{rules}:1"),
+            (None, "score NOT_DEFINED_YET (2)\n", f"{rules}:1")):
+        if broken_config:
+            config.write_text(config.read_text() + broken_config)
+        if broken_rules:
+            rules.write_text(broken_rules)
+        kept, errors = reload_scanner(good, str(config), None)
+        assert kept is good
+        assert errors and errors[0].startswith(where)
+        config.write_text(f'RulePaths = ["{rules}"]\nSensitivity = "custom"\nTagLevel = 2\n')
+        rules.write_text("body PILLS /order now/\nscore PILLS 3\n")
