@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from spamkit.cli import check, config, db, learn, rules, wbl
+    from spamkit.cli import check, config, db, learn, rules, trainer, wbl
 
     main.add_command(learn.learn)
     main.add_command(check.check)
@@ -80,6 +80,8 @@ def _register() -> None:
     main.add_command(rules.lint)
     main.add_command(rules.rules)
     main.add_command(wbl.wbl)
+    main.add_command(trainer.stats)
+    main.add_command(trainer.expire_junk)
 
 
 _register()

@@ -31,19 +31,38 @@ from spamkit.store import Label, open_store
               help=f"Above this many tokens, expire the oldest and rarest down to "
                    f"{EXPIRE_TO:.0%} of it (default: BayesMaxTokens, {DEFAULT_MAX_TOKENS:,}).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing unless something failed.")
+@click.option("--maildirs", "pattern", help="Sweep: users' Maildirs, a path with {user} "
+              "(default: the MaildirPattern setting).")
+@click.option("--user", "only_user", help="Sweep: only this user.")
+@click.option("--dry-run", is_flag=True, help="Sweep: report what would be learned; change nothing.")
+@click.option("--limit", type=click.IntRange(1), help="Sweep: at most this many messages per folder.")
+@click.option("--ham-to-inbox/--no-ham-to-inbox", default=None,
+              help="Sweep: put learned ham back in the Inbox instead of deleting it.")
 def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json: bool,
-          batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool) -> None:
+          batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool,
+          pattern: str | None, only_user: str | None, dry_run: bool, limit: int | None,
+          ham_to_inbox: bool | None) -> None:
     """Learn messages as spam or ham, or forget them.
 
     PATH is a message file, a directory of them, a Maildir (cur/ and new/) or an mbox;
     `-` reads one message from standard input. Each message is learned once: learning
     it again changes nothing, learning it with the other label moves its counts.
 
+    Without --spam, --ham or --forget it is the cron job: it sweeps every user's
+    LearnAsSpam and LearnAsHam folders (see --maildirs), learns each message, and removes
+    it only once what was learned is committed. A second sweep started while one runs
+    says so and exits 0.
+
     Exit status: 0 when every message was read, 1 when some could not be.
     """
     if mode is None:
-        raise click.UsageError("say what the messages are: --spam, --ham or --forget "
-                               "(the folder sweep without them arrives with the trainer)")
+        if paths:
+            raise click.UsageError("say what the messages are: --spam, --ham or --forget")
+        from spamkit.cli.trainer import run_sweep
+
+        run_sweep(db_path, config_path, as_json, quiet, pattern, only_user, dry_run, limit,
+                  ham_to_inbox, batch_size, max_tokens)
+        return
     if not paths:
         raise click.UsageError("give at least one PATH (or - for standard input)")
     label = None if mode == "forget" else Label(mode)

@@ -63,6 +63,17 @@ OPTIONS: tuple[Option, ...] = (
            "scanned up to this size.", minimum=1000, group="scanning"),
     Option("MessageRetentionTime", int, 30, "Days junkmail is kept before `spamkit expire-junk` "
            "deletes it.", minimum=1, group="delivery"),
+    Option("MaildirPattern", str, "/home/e-smith/files/users/{user}/Maildir", "Where users' "
+           "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer"),
+    Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
+           "admin=/home/e-smith/Maildir).", group="trainer"),
+    Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer"),
+    Option("HamFolder", str, "LearnAsHam", "Folder users copy good mail into.", group="trainer"),
+    Option("JunkFolder", str, "junkmail", "Folder tagged spam is sorted into.", group="trainer"),
+    Option("LearnHamToInbox", bool, False, "After learning a message as ham, put it back in the "
+           "Inbox instead of deleting it.", group="trainer"),
+    Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "
+           "in their folder, with a warning.", minimum=1000, group="trainer"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

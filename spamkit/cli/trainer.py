@@ -1,0 +1,135 @@
+"""The trainer's commands: the `spamkit learn` sweep, `spamkit stats`, `spamkit expire-junk`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from spamkit.analysis import Analyzer
+from spamkit.cli import config_option, db_option, json_option, resolve_db_path
+from spamkit.config import Config, load_config
+from spamkit.errors import StoreError
+from spamkit.learn import Learner
+from spamkit.message import ParseLimits
+from spamkit.store import default_db_path, open_store
+from trainer.lock import AlreadyRunning, SweepLock
+from trainer.retention import expire_junk as expire_junk_folders
+from trainer.stats import add_corrections, folder_stats
+from trainer.sweep import SweepOptions, SweepReport, sweep
+from trainer.users import Account, UnsafeUser, accounts
+
+
+def _accounts(config: Config, pattern: str | None, only_user: str | None) -> list[Account]:
+    try:
+        return accounts(pattern or config["MaildirPattern"], only_user, config["ExtraAccounts"])
+    except UnsafeUser as error:
+        raise click.UsageError(str(error)) from None
+
+
+def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet: bool,
+              pattern: str | None, only_user: str | None, dry_run: bool, limit: int | None,
+              ham_to_inbox: bool | None, batch_size: int, max_tokens: int | None) -> None:
+    config = load_config(config_path)
+    users = _accounts(config, pattern, only_user)
+    options = SweepOptions(config["SpamFolder"], config["HamFolder"], config["TrainerMaxFileSize"],
+                           config["LearnHamToInbox"] if ham_to_inbox is None else ham_to_inbox,
+                           limit, dry_run)
+    resolved = resolve_db_path(db_path, config_path)
+    if dry_run:
+        report = _dry_run(users, resolved, options, config)
+        click.echo(json.dumps(report.as_json()) if as_json else report.table())
+        return
+    lock_path = Path(resolved or default_db_path()) / "sweep.lock"
+    try:
+        with open_store(resolved, readonly=False) as store, SweepLock(lock_path):
+            analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
+            learner = Learner(store, analyzer, batch_size=batch_size,
+                              max_tokens=max_tokens or config["BayesMaxTokens"])
+            report = sweep(users, learner, options)
+    except AlreadyRunning:
+        click.echo("spamkit learn: another sweep is running; nothing to do")
+        return
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        for user in report.users:
+            for name, reason in user.failures:
+                click.echo(f"spamkit: {user.user}: left {name}: {reason}", err=True)
+        if not quiet or any(u.failed for u in report.users):
+            click.echo(report.table())
+    if report.totals()["failed"]:
+        sys.exit(1)
+
+
+def _dry_run(users: list[Account], db: str | None, options: SweepOptions, config: Config) -> SweepReport:
+    """Report what a sweep would do, reading the database if there is one, creating none."""
+    try:
+        store = open_store(db, readonly=True)
+    except StoreError:
+        with tempfile.TemporaryDirectory() as empty:  # no database yet: nothing is known
+            with open_store(Path(empty) / "db") as store:
+                return sweep(users, Learner(store), options)
+    with store:
+        return sweep(users, Learner(store), options)
+
+
+@click.command()
+@db_option
+@config_option
+@json_option
+@click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
+@click.option("--user", "only_user", help="Only this user.")
+def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: str | None,
+          only_user: str | None) -> None:
+    """Per user: messages waiting in LearnAsSpam and LearnAsHam, junkmail read and unread,
+    and the corrections they made in the last 30 days; then the database summary.
+
+    Never creates or changes a database.
+    """
+    config = load_config(config_path)
+    users = _accounts(config, pattern, only_user)
+    rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
+    magic = add_corrections(rows, resolve_db_path(db_path, config_path))
+    records = [r.as_json() for r in rows]
+    keys = ("LearnAsSpam", "LearnAsHam", "JunkMail", "NotSeen", "missed_spam_30d", "false_positives_30d")
+    totals = {key: sum(int(r[key]) for r in records) for key in keys}  # type: ignore[call-overload]
+    if as_json:
+        click.echo(json.dumps({"users": records, "totals": totals, "db": magic}))
+        return
+    click.echo(f"{'User':<20} {'LearnAsSpam':>11} {'LearnAsHam':>10} {'JunkMail':>8} {'NotSeen':>7}"
+               f" {'missed spam 30d':>15} {'false pos. 30d':>14}")
+    for r in records + [dict(totals, user="total")]:
+        click.echo(f"{r['user']:<20} {r['LearnAsSpam']:>11} {r['LearnAsHam']:>10} {r['JunkMail']:>8} "
+                   f"{r['NotSeen']:>7} {r['missed_spam_30d']:>15} {r['false_positives_30d']:>14}")
+    if magic is None:
+        click.echo("database: none yet")
+    else:
+        click.echo(f"database: {magic['nspam']} spam, {magic['nham']} ham, {magic['ntokens']} tokens "
+                   f"({magic['path']})")
+
+
+@click.command(name="expire-junk")
+@click.option("--days", type=click.IntRange(1), help="Delete junkmail older than this "
+              "(default: MessageRetentionTime).")
+@config_option
+@json_option
+@click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
+@click.option("--user", "only_user", help="Only this user.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def expire_junk(days: int | None, config_path: str | None, as_json: bool, pattern: str | None,
+                only_user: str | None, dry_run: bool) -> None:
+    """Delete junkmail delivered more than --days days ago."""
+    config = load_config(config_path)
+    users = _accounts(config, pattern, only_user)
+    report = expire_junk_folders(users, config["JunkFolder"], days or config["MessageRetentionTime"],
+                                 dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for user, count in report.users.items():
+        click.echo(f"{user}: {verb} {count}")

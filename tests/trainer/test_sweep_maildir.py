@@ -1,0 +1,209 @@
+"""The `spamkit learn` sweep on local Maildir++ folders, as the cron job runs it."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corpora import CorpusMessage
+from spamkit.message import message_key
+from spamkit.store import LmdbStore
+
+USERS = ("alice", "bob", "carol")
+
+
+def spamkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
+    result = subprocess.run([sys.executable, "-m", "spamkit", *args], capture_output=True,
+                            text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def make_users(root: Path, train: list[CorpusMessage], per_folder: int = 15) -> dict[str, list[bytes]]:
+    """Maildirs for USERS with real corpus spam in LearnAsSpam, ham in LearnAsHam."""
+    spam = [m.data for m in train if m.label == "spam"]
+    ham = [m.data for m in train if m.label == "ham"]
+    placed: dict[str, list[bytes]] = {}
+    for index, user in enumerate(USERS):
+        (root / user).mkdir(parents=True)
+        maildir = mailbox.Maildir(root / user / "Maildir", create=True)
+        chunk = slice(index * per_folder, (index + 1) * per_folder)
+        for folder_name, messages in (("LearnAsSpam", spam[chunk]), ("LearnAsHam", ham[chunk])):
+            folder = maildir.add_folder(folder_name)
+            for data in messages:
+                folder.add(data)
+        maildir.add_folder("junkmail")
+        placed[user] = spam[chunk] + ham[chunk]
+    return placed
+
+
+@pytest.fixture
+def root(tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
+    make_users(tmp_path / "users", split[0])
+    return tmp_path / "users"
+
+
+def folder_files(root: Path, user: str, folder: str) -> list[Path]:
+    base = root / user / "Maildir" / f".{folder}"
+    return [p for sub in ("new", "cur") for p in (base / sub).iterdir()]
+
+
+def test_sweep_learns_everything_once_and_empties_the_folders(root: Path, tmp_path: Path) -> None:
+    pattern, db = f"{root}/{{user}}/Maildir", str(tmp_path / "db")
+    before = json.loads(spamkit("stats", "--maildirs", pattern, "--db", db, "--json").stdout)
+    assert [(u["user"], u["LearnAsSpam"], u["LearnAsHam"]) for u in before["users"]] == \
+        [(u, 15, 15) for u in USERS]
+    assert before["db"] is None and not Path(db).exists()  # stats never creates a database
+
+    result = json.loads(spamkit("learn", "--maildirs", pattern, "--db", db, "--json").stdout)
+    assert result["totals"]["spam_learned"] + result["totals"]["known"] >= 45
+    for user in USERS:
+        assert folder_files(root, user, "LearnAsSpam") == []
+        assert folder_files(root, user, "LearnAsHam") == []
+    magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
+    learned = result["totals"]["spam_learned"], result["totals"]["ham_learned"]
+    assert (magic["nspam"], magic["nham"]) == learned
+
+    after = json.loads(spamkit("stats", "--maildirs", pattern, "--db", db, "--json").stdout)
+    assert after["totals"]["LearnAsSpam"] == after["totals"]["LearnAsHam"] == 0
+    assert after["totals"]["missed_spam_30d"] == learned[0]
+    assert after["db"]["nspam"] == learned[0]
+
+    again = json.loads(spamkit("learn", "--maildirs", pattern, "--db", db, "--json").stdout)
+    assert again["totals"] == {"spam_learned": 0, "ham_learned": 0, "known": 0, "failed": 0,
+                               "removed": 0}
+
+
+def test_dry_run_changes_nothing(root: Path, tmp_path: Path) -> None:
+    pattern, db = f"{root}/{{user}}/Maildir", tmp_path / "db"
+    out = json.loads(spamkit("learn", "--maildirs", pattern, "--db", str(db), "--json",
+                             "--dry-run").stdout)
+    assert out["dry_run"] and out["totals"]["spam_learned"] + out["totals"]["known"] == 45
+    assert not db.exists()
+    assert len(folder_files(root, "alice", "LearnAsSpam")) == 15
+
+
+def test_one_user_limit_and_ham_back_to_inbox(root: Path, tmp_path: Path) -> None:
+    pattern, db = f"{root}/{{user}}/Maildir", str(tmp_path / "db")
+    spamkit("learn", "--maildirs", pattern, "--db", db, "--user", "bob", "--limit", "5",
+            "--ham-to-inbox", "--quiet")
+    assert len(folder_files(root, "bob", "LearnAsSpam")) == 10
+    assert len(folder_files(root, "bob", "LearnAsHam")) == 10
+    assert len(list((root / "bob" / "Maildir" / "cur").iterdir())) == 5  # ham back in the Inbox
+    assert len(folder_files(root, "alice", "LearnAsSpam")) == 15  # other users untouched
+
+
+@pytest.mark.parametrize("name", ["../alice", "a/b", "..", "Alice", "al\u0456ce", "/root", "-x"])
+def test_user_names_that_could_escape_are_refused(root: Path, tmp_path: Path, name: str) -> None:
+    result = spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--db",
+                     str(tmp_path / "db"), "--user", name, check=False)
+    assert result.returncode == 2 and "refusing user name" in result.stderr
+
+
+def test_nul_and_paths_outside_the_base_are_refused(tmp_path: Path) -> None:
+    from trainer.users import UnsafeUser, check_user_name, resolve
+
+    with pytest.raises(UnsafeUser):
+        check_user_name("root\x00")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "mallory").symlink_to("/")
+    with pytest.raises(UnsafeUser, match="outside"):
+        resolve(f"{tmp_path}/base/{{user}}/Maildir", "mallory")
+
+
+def test_odd_entries_are_skipped_and_left_alone(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.eml"
+    outside.write_bytes(b"Subject: not yours\n\nprivate\n")
+    new = root / "alice" / "Maildir" / ".LearnAsSpam" / "new"
+    (new / "1.link").symlink_to(outside)
+    os.mkfifo(new / "2.fifo")
+    (new / "3.big").write_bytes(b"Subject: big\n\n" + b"x" * 200_000)
+    tmp_msg = root / "alice" / "Maildir" / ".LearnAsSpam" / "tmp" / "4.delivering"
+    tmp_msg.write_bytes(b"Subject: half written\n\n")
+    (root / "evil").symlink_to(tmp_path)  # a "user" that is a link out of the base
+    config = tmp_path / "spamkit.toml"
+    config.write_text("TrainerMaxFileSize = 100000\n")
+    env = dict(os.environ, SPAMKIT_CONFIG=str(config))
+    result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--maildirs",
+                             f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"), "--json"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1  # the big file was left behind, and said so
+    report = json.loads(result.stdout)
+    alice = next(u for u in report["users"] if u["user"] == "alice")
+    assert alice["failed"] == 1 and "larger than" in alice["failures"][0]["reason"]
+    assert {u["user"] for u in report["users"]} == set(USERS)
+    assert outside.read_bytes().startswith(b"Subject: not yours")
+    assert (new / "1.link").is_symlink() and (new / "2.fifo").exists() and (new / "3.big").exists()
+    assert tmp_msg.exists()
+
+
+def test_a_second_sweep_waits_for_nobody(root: Path, tmp_path: Path) -> None:
+    from trainer.lock import SweepLock
+
+    db = tmp_path / "db"
+    LmdbStore(db).close()
+    with SweepLock(db / "sweep.lock"):
+        result = spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db))
+    assert result.stdout.strip() == "spamkit learn: another sweep is running; nothing to do"
+    assert len(folder_files(root, "alice", "LearnAsSpam")) == 15
+
+
+def test_expire_junk_by_delivery_time(root: Path, tmp_path: Path) -> None:
+    junk = root / "carol" / "Maildir" / ".junkmail" / "cur"
+    now = int(time.time())
+    for age_days, name in ((40, "old"), (10, "recent"), (31, "older")):
+        (junk / f"{now - age_days * 86400}.M1P1.{name}:2,S").write_bytes(b"Subject: x\n\ny\n")
+    pattern = f"{root}/{{user}}/Maildir"
+    dry = json.loads(spamkit("expire-junk", "--days", "30", "--maildirs", pattern, "--json",
+                             "--dry-run").stdout)
+    assert dry["totals"]["deleted"] == 2 and len(list(junk.iterdir())) == 3
+    done = json.loads(spamkit("expire-junk", "--days", "30", "--maildirs", pattern, "--json").stdout)
+    assert done["totals"]["deleted"] == 2
+    assert [p.name.split(".")[-1] for p in junk.iterdir()] == ["recent:2,S"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_sweep_loses_nothing(tmp_path: Path,
+                                        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Killed at random moments, a sweep never removes a message it had not committed, and
+    reruns learn each remaining message exactly once."""
+    rng = random.Random(4)
+    for attempt in range(6):
+        root = tmp_path / f"run{attempt}"
+        placed = make_users(root, split[0], per_folder=120)
+        db = tmp_path / f"db{attempt}"
+        command = [sys.executable, "-m", "spamkit", "learn", "--maildirs", f"{root}/{{user}}/Maildir",
+                   "--db", str(db), "--batch-size", "20", "--quiet"]
+        env = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.2))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        remaining = {message_key(p.read_bytes()) for user in USERS
+                     for folder in ("LearnAsSpam", "LearnAsHam") for p in folder_files(root, user, folder)}
+        everything = {message_key(data) for data in sum(placed.values(), [])}
+        learned: set[bytes] = set()
+        if (db / "data.mdb").exists():
+            with LmdbStore(db) as store:
+                learned = {mark.key for mark in store.seen_records()}
+        # every message is still in its folder or its tokens are committed
+        assert everything <= remaining | learned, f"attempt {attempt}: a message was lost"
+        subprocess.run(command, env=env, check=True, timeout=300)
+        with LmdbStore(db) as store:
+            marks = {mark.key for mark in store.seen_records()}
+            totals = store.totals()
+        assert marks == everything
+        assert totals.nspam + totals.nham == len(everything)  # each learned exactly once
+        assert not any(folder_files(root, u, f) for u in USERS for f in ("LearnAsSpam", "LearnAsHam"))

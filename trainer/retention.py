@@ -1,0 +1,32 @@
+"""Junkmail retention: delete junkmail delivered more than N days ago (SME's MessageRetentionTime)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from trainer.maildir import delete, folder_path, list_messages
+from trainer.users import Account
+
+
+@dataclass
+class RetentionReport:
+    users: dict[str, int] = field(default_factory=dict)  # user -> messages deleted (or due)
+    dry_run: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {"users": [{"user": u, "deleted": n} for u, n in self.users.items()],
+                "totals": {"deleted": sum(self.users.values())}, "dry_run": self.dry_run}
+
+
+def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool = False,
+                now: float | None = None) -> RetentionReport:
+    cutoff = (now if now is not None else time.time()) - days * 86400
+    report = RetentionReport(dry_run=dry_run)
+    for account in accounts:
+        count = 0
+        for message in list_messages(folder_path(account.maildir, folder)):
+            if message.delivered < cutoff:
+                count += 1 if dry_run else delete(message.path)
+        report.users[account.user] = count
+    return report

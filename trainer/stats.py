@@ -1,0 +1,77 @@
+"""`spamkit stats`: what waits in each user's training folders and junkmail, and how often
+each user had to correct the filter over the last 30 days (from the audit log).
+
+Read-only: it never creates or changes a database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from spamkit.errors import StoreError
+from spamkit.store import open_store
+from trainer.maildir import folder_path, list_messages
+from trainer.users import Account
+
+CORRECTION_DAYS = 30
+
+
+@dataclass
+class UserStats:
+    user: str
+    learn_as_spam: int = 0
+    learn_as_ham: int = 0
+    junk_read: int = 0
+    junk_unread: int = 0
+    missed_spam: int = 0  # spam the user taught in the last 30 days
+    false_positives: int = 0  # ham the user taught in the last 30 days
+
+    def as_json(self) -> dict[str, object]:
+        return {"user": self.user, "LearnAsSpam": self.learn_as_spam, "LearnAsHam": self.learn_as_ham,
+                "JunkMail": self.junk_read, "NotSeen": self.junk_unread,
+                "missed_spam_30d": self.missed_spam, "false_positives_30d": self.false_positives}
+
+
+def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
+                 junk_folder: str) -> list[UserStats]:
+    out = []
+    for account in accounts:
+        stats = UserStats(account.user)
+        stats.learn_as_spam = sum(1 for _ in list_messages(folder_path(account.maildir, spam_folder)))
+        stats.learn_as_ham = sum(1 for _ in list_messages(folder_path(account.maildir, ham_folder)))
+        for message in list_messages(folder_path(account.maildir, junk_folder)):
+            if message.seen:
+                stats.junk_read += 1
+            else:
+                stats.junk_unread += 1
+        out.append(stats)
+    return out
+
+
+def add_corrections(stats: list[UserStats], db_path: str | None,
+                    now: float | None = None) -> dict[str, object] | None:
+    """Fill in each user's corrections from the audit log; returns `db magic`, or None
+    when there is no database (which is then not created)."""
+    try:
+        store = open_store(db_path, readonly=True)
+    except StoreError:
+        return None
+    since = (now if now is not None else time.time()) - CORRECTION_DAYS * 86400
+    by_user = {s.user: s for s in stats}
+    with store:
+        magic = store.magic()
+        for _, record in store.history_records():
+            event = json.loads(record)
+            who = str(event.get("by", ""))
+            if not who.startswith("trainer:") or float(event.get("time", 0)) < since:
+                continue
+            user = by_user.get(who.split(":", 1)[1])
+            if user is None or event.get("outcome") not in ("learned", "relearned"):
+                continue
+            if event.get("action") == "spam":
+                user.missed_spam += 1
+            elif event.get("action") == "ham":
+                user.false_positives += 1
+    return magic

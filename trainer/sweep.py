@@ -1,0 +1,135 @@
+"""The `spamkit learn` cron job on local Maildirs: learn each user's LearnAsSpam and
+LearnAsHam, and only after a batch is committed remove exactly the files it learned.
+
+A message already known (learned before, by anyone) is removed too: its tokens are in
+the database. A message that fails to read stays where it is, with the reason in the
+report. A crash at any moment leaves every message either learned or still in place.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from spamkit.learn import Learner, Outcome
+from spamkit.sources import SourceItem
+from spamkit.store import Label
+from trainer.maildir import delete, folder_path, list_messages, move_to_inbox, read_message
+from trainer.users import Account
+
+
+@dataclass
+class UserReport:
+    user: str
+    spam_learned: int = 0
+    ham_learned: int = 0
+    known: int = 0
+    failed: int = 0
+    removed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {"user": self.user, "spam_learned": self.spam_learned,
+                "ham_learned": self.ham_learned, "known": self.known, "failed": self.failed,
+                "removed": self.removed,
+                "failures": [{"message": m, "reason": r} for m, r in self.failures]}
+
+
+@dataclass
+class SweepReport:
+    users: list[UserReport] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def totals(self) -> dict[str, int]:
+        keys = ("spam_learned", "ham_learned", "known", "failed", "removed")
+        return {key: sum(getattr(u, key) for u in self.users) for key in keys}
+
+    def as_json(self) -> dict[str, object]:
+        return {"users": [u.as_json() for u in self.users], "totals": self.totals(),
+                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
+
+    def table(self) -> str:
+        header = f"{'user':<20} {'spam':>6} {'ham':>6} {'known':>6} {'failed':>6}"
+        lines = [header, "-" * len(header)]
+        for u in self.users:
+            lines.append(f"{u.user:<20} {u.spam_learned:>6} {u.ham_learned:>6} {u.known:>6} {u.failed:>6}")
+        t = self.totals()
+        lines.append(f"{'total':<20} {t['spam_learned']:>6} {t['ham_learned']:>6} {t['known']:>6} "
+                     f"{t['failed']:>6}")
+        verb = "would learn" if self.dry_run else "took"
+        lines.append(f"({verb} {self.seconds:.2f} s)" if not self.dry_run else "(dry run: nothing learned or removed)")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    spam_folder: str = "LearnAsSpam"
+    ham_folder: str = "LearnAsHam"
+    max_file_size: int = 10_000_000
+    ham_to_inbox: bool = False
+    limit: int | None = None  # messages per folder per run
+    dry_run: bool = False
+
+
+def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> SweepReport:
+    started = time.perf_counter()
+    report = SweepReport(dry_run=options.dry_run)
+    for account in accounts:
+        user = UserReport(account.user)
+        report.users.append(user)
+        for folder_name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
+            _sweep_folder(account, folder_name, label, learner, options, user)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Learner,
+                  options: SweepOptions, user: UserReport) -> None:
+    folder = folder_path(account.maildir, folder_name)
+    listed = list(list_messages(folder))
+    if options.limit is not None:
+        listed = listed[: options.limit]
+    items = [read_message(m, options.max_file_size) for m in listed]
+    for item in items:
+        if item.data is None:
+            user.failed += 1
+            user.failures.append((item.name, item.error or "unreadable"))
+    readable = [item for item in items if item.data is not None]
+    if options.dry_run:
+        known = sum(1 for item in readable if learner.store.learned_as(_key(item)) is label)
+        user.known += known
+        if label is Label.SPAM:
+            user.spam_learned += len(readable) - known
+        else:
+            user.ham_learned += len(readable) - known
+        return
+
+    def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
+        """Called only after the batch these outcomes belong to is committed."""
+        for item, outcome in outcomes:
+            if outcome in (Outcome.LEARNED, Outcome.RELEARNED):
+                if label is Label.SPAM:
+                    user.spam_learned += 1
+                else:
+                    user.ham_learned += 1
+            elif outcome is Outcome.SKIPPED:
+                user.known += 1
+            else:
+                continue
+            if item.path is None:
+                continue
+            if label is Label.HAM and options.ham_to_inbox:
+                gone = move_to_inbox(item.path, account.maildir)
+            else:
+                gone = delete(item.path)
+            user.removed += gone
+
+    learner.learn(readable, label, on_commit=committed, by=f"trainer:{account.user}")
+
+
+def _key(item: SourceItem) -> bytes:
+    from spamkit.message import message_key
+
+    assert item.data is not None
+    return message_key(item.data)

@@ -1,0 +1,80 @@
+"""Which users to sweep, and where their Maildirs are, without ever leaving the base.
+
+Users come from a pattern with `{user}` (SME: /home/e-smith/files/users/{user}/Maildir):
+the names are the entries of the directory before `{user}`. A name must match
+USER_NAME (no `..`, `/`, NUL or look-alike characters), and the resolved Maildir must
+lie under that directory after following links; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from spamkit.errors import ConfigError
+
+USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str
+    maildir: Path
+
+
+class UnsafeUser(ValueError):
+    pass
+
+
+def check_user_name(user: str) -> str:
+    if not USER_NAME.match(user) or ".." in user:
+        raise UnsafeUser(f"refusing user name {user!r}: only a-z, 0-9, '.', '_' and '-'")
+    return user
+
+
+def split_pattern(pattern: str) -> tuple[Path, str]:
+    """('/home/e-smith/files/users', '/Maildir') for '/home/e-smith/files/users/{user}/Maildir'."""
+    if pattern.count("{user}") != 1:
+        raise ConfigError(f"the Maildir pattern must contain {{user}} once: {pattern!r}")
+    before, after = pattern.split("{user}")
+    if not before.endswith("/"):
+        raise ConfigError(f"{{user}} must be a whole directory name in {pattern!r}")
+    return Path(before), after
+
+
+def resolve(pattern: str, user: str) -> Path:
+    """The user's Maildir, checked to lie under the pattern's base directory."""
+    base, after = split_pattern(pattern)
+    check_user_name(user)
+    path = Path(str(base) + "/" + user + after)
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(path)
+    if not (real == real_base or real.startswith(real_base.rstrip("/") + "/")):
+        raise UnsafeUser(f"{path} resolves outside {base}")
+    return path
+
+
+def accounts(pattern: str, only: str | None = None, extra: list[str] | None = None) -> list[Account]:
+    """Every user with a Maildir under the pattern (or just `only`), plus extra NAME=PATH ones."""
+    found: dict[str, Account] = {}
+    base, _ = split_pattern(pattern)
+    names = [only] if only else sorted(os.listdir(base)) if base.is_dir() else []
+    for name in names:
+        try:
+            maildir = resolve(pattern, name)
+        except UnsafeUser:
+            if only:
+                raise
+            continue  # a directory whose name is not a user name: not ours to touch
+        if (maildir / "cur").is_dir() or only:
+            found[name] = Account(name, maildir)
+    for entry in extra or []:
+        name, _, path = entry.partition("=")
+        if not path:
+            raise ConfigError(f"ExtraAccounts entries are NAME=MAILDIR, not {entry!r}")
+        check_user_name(name)
+        if only is None or only == name:
+            found[name] = Account(name, Path(path))
+    return list(found.values())
