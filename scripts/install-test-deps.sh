@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
-# SpamAssassin (its rule files are read by the rule-compatibility tests, never copied)
-# and spamkit with its test extras.
+# SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
+# Dovecot (a real IMAP server for the trainer's tests, started by a fixture on
+# loopback) and spamkit with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 [ -e /usr/share/spamassassin/50_scores.cf ] || need+=(spamassassin)
+command -v dovecot >/dev/null || need+=(dovecot-imapd)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

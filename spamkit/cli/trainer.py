@@ -15,10 +15,11 @@ from spamkit.config import Config, load_config
 from spamkit.errors import StoreError
 from spamkit.learn import Learner
 from spamkit.message import ParseLimits
-from spamkit.store import default_db_path, open_store
+from spamkit.store import LmdbStore, default_db_path, open_store
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
-from trainer.stats import add_corrections, folder_stats
+from trainer.imap import ImapAccount, imap_folder_counts, imap_sweep, load_accounts
+from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, sweep
 from trainer.users import Account, UnsafeUser, accounts
 
@@ -32,15 +33,17 @@ def _accounts(config: Config, pattern: str | None, only_user: str | None) -> lis
 
 def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet: bool,
               pattern: str | None, only_user: str | None, dry_run: bool, limit: int | None,
-              ham_to_inbox: bool | None, batch_size: int, max_tokens: int | None) -> None:
+              ham_to_inbox: bool | None, batch_size: int, max_tokens: int | None,
+              imap_accounts: str | None = None) -> None:
     config = load_config(config_path)
-    users = _accounts(config, pattern, only_user)
+    imap = load_accounts(Path(imap_accounts)) if imap_accounts else None
+    users = [] if imap else _accounts(config, pattern, only_user)
     options = SweepOptions(config["SpamFolder"], config["HamFolder"], config["TrainerMaxFileSize"],
                            config["LearnHamToInbox"] if ham_to_inbox is None else ham_to_inbox,
                            limit, dry_run)
     resolved = resolve_db_path(db_path, config_path)
     if dry_run:
-        report = _dry_run(users, resolved, options, config)
+        report = _dry_run(users, resolved, options, imap)
         click.echo(json.dumps(report.as_json()) if as_json else report.table())
         return
     lock_path = Path(resolved or default_db_path()) / "sweep.lock"
@@ -49,7 +52,7 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
             analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
             learner = Learner(store, analyzer, batch_size=batch_size,
                               max_tokens=max_tokens or config["BayesMaxTokens"])
-            report = sweep(users, learner, options)
+            report = imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
     except AlreadyRunning:
         click.echo("spamkit learn: another sweep is running; nothing to do")
         return
@@ -65,16 +68,21 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         sys.exit(1)
 
 
-def _dry_run(users: list[Account], db: str | None, options: SweepOptions, config: Config) -> SweepReport:
+def _dry_run(users: list[Account], db: str | None, options: SweepOptions,
+             imap: list[ImapAccount] | None) -> SweepReport:
     """Report what a sweep would do, reading the database if there is one, creating none."""
+    def run(store: LmdbStore) -> SweepReport:
+        learner = Learner(store)
+        return imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
+
     try:
         store = open_store(db, readonly=True)
     except StoreError:
         with tempfile.TemporaryDirectory() as empty:  # no database yet: nothing is known
             with open_store(Path(empty) / "db") as store:
-                return sweep(users, Learner(store), options)
+                return run(store)
     with store:
-        return sweep(users, Learner(store), options)
+        return run(store)
 
 
 @click.command()
@@ -83,16 +91,21 @@ def _dry_run(users: list[Account], db: str | None, options: SweepOptions, config
 @json_option
 @click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
 @click.option("--user", "only_user", help="Only this user.")
+@click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
+              help="Count over IMAP (STATUS) for these accounts instead of local Maildirs.")
 def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: str | None,
-          only_user: str | None) -> None:
+          only_user: str | None, imap_accounts: str | None) -> None:
     """Per user: messages waiting in LearnAsSpam and LearnAsHam, junkmail read and unread,
     and the corrections they made in the last 30 days; then the database summary.
 
     Never creates or changes a database.
     """
     config = load_config(config_path)
-    users = _accounts(config, pattern, only_user)
-    rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
+    if imap_accounts:
+        rows = imap_stats(load_accounts(Path(imap_accounts)), config)
+    else:
+        users = _accounts(config, pattern, only_user)
+        rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
     magic = add_corrections(rows, resolve_db_path(db_path, config_path))
     records = [r.as_json() for r in rows]
     keys = ("LearnAsSpam", "LearnAsHam", "JunkMail", "NotSeen", "missed_spam_30d", "false_positives_30d")
@@ -110,6 +123,16 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     else:
         click.echo(f"database: {magic['nspam']} spam, {magic['nham']} ham, {magic['ntokens']} tokens "
                    f"({magic['path']})")
+
+
+def imap_stats(accounts_list: list[ImapAccount], config: Config) -> list[UserStats]:
+    rows = []
+    for account in accounts_list:
+        counts = imap_folder_counts(account, {"spam": config["SpamFolder"], "ham": config["HamFolder"],
+                                              "junk": config["JunkFolder"]})
+        rows.append(UserStats(account.label, counts["spam"][0], counts["ham"][0],
+                              counts["junk"][0] - counts["junk"][1], counts["junk"][1]))
+    return rows
 
 
 @click.command(name="expire-junk")

@@ -1,0 +1,144 @@
+"""A real Dovecot 2.3 on loopback with Maildir storage (../shared/recipes/real-servers.md).
+
+Plain IMAP on one port and IMAPS on another, with a self-signed certificate whose CA
+file the TLS tests pass as `ca_file`. Users' folders are on disk as Maildir++, so tests
+put corpus messages in with plain file writes and read the results back the same way.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PLAIN_PORT = 10143
+TLS_PORT = 10993
+USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
+
+
+@dataclass
+class Dovecot:
+    root: Path
+    plain_port: int = PLAIN_PORT
+    tls_port: int = TLS_PORT
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "cert.pem"
+
+    def maildir(self, user: str) -> Path:
+        return self.root / "mail" / user / "Maildir"
+
+    def fill(self, user: str, folder: str, messages: list[bytes]) -> None:
+        """Deliver messages into a user's folder on disk, owned as Dovecot expects."""
+        self.maildir(user).parent.mkdir(parents=True, exist_ok=True)
+        maildir = mailbox.Maildir(self.maildir(user), create=True)
+        target = maildir.add_folder(folder) if folder.upper() != "INBOX" else maildir
+        for data in messages:
+            target.add(data)
+        subprocess.run(["chown", "-R", "dovecot:dovecot", str(self.root / "mail")], check=True)
+
+    def count(self, user: str, folder: str) -> int:
+        base = self.maildir(user) / f".{folder}"
+        return sum(len(os.listdir(base / sub)) for sub in ("new", "cur") if (base / sub).exists())
+
+    def clear(self) -> None:
+        for user in USERS:
+            shutil.rmtree(self.root / "mail" / user, ignore_errors=True)
+        # Dovecot caches folder state in its index files under the Maildir; removing the
+        # Maildir removes them too, so each test starts from fresh mailboxes.
+
+    def accounts_file(self, path: Path, security: str = "none", users: tuple[str, ...] = tuple(USERS),
+                      **extra: object) -> Path:
+        port = self.tls_port if security == "tls" else self.plain_port
+        lines = []
+        for user in users:
+            lines += ["[[account]]", f'user = "{user}"', f'password = "{USERS[user]}"',
+                      'host = "127.0.0.1"', f"port = {port}", f'security = "{security}"']
+            for key, value in extra.items():
+                lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        return path
+
+
+def _wait_for(port: int, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"dovecot did not answer on 127.0.0.1:{port}")
+
+
+def start_dovecot() -> Iterator[Dovecot]:
+    if shutil.which("dovecot") is None:
+        raise RuntimeError("Dovecot is missing: install the Debian package `dovecot-imapd` "
+                           "(scripts/install-test-deps.sh does)")
+    root = Path(tempfile.mkdtemp(prefix="spamkit-dovecot-"))
+    os.chmod(root, 0o755)  # the dovecot user must get in
+    for sub in ("run", "state", "mail"):
+        (root / sub).mkdir()
+    subprocess.run(["chown", "dovecot:dovecot", str(root / "mail")], check=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
+                   check=True, capture_output=True)
+    os.chmod(root / "key.pem", 0o644)
+    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in USERS.items()))
+    (root / "dovecot.conf").write_text(f"""
+first_valid_uid = 1
+mail_privileged_group =
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{root}/mail/%u/Maildir
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {PLAIN_PORT}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {TLS_PORT}
+    ssl = yes
+  }}
+}}
+""")
+    subprocess.run(["dovecot", "-c", str(root / "dovecot.conf")], check=True)
+    try:
+        _wait_for(PLAIN_PORT)
+        _wait_for(TLS_PORT)
+        yield Dovecot(root)
+    finally:
+        subprocess.run(["dovecot", "-c", str(root / "dovecot.conf"), "stop"], check=False)
+        time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,236 @@
+"""The sweep over IMAP, for servers where the trainer has no disk access.
+
+Accounts come from a TOML file (one [[account]] table each: user, password, host, port,
+security = none | starttls | tls, and optionally verify = false or ca_file) that must
+not be readable by others (mode 0600). Certificates are checked by default.
+
+For each folder: UID SEARCH, fetch with BODY.PEEK[] (the \\Seen flag is left alone) in
+chunks, learn, and only after the chunk is committed remove exactly the learned UIDs:
+UID EXPUNGE where the server has UIDPLUS, else MOVE to Trash, else nothing (learn-only).
+A plain EXPUNGE, which would also remove messages someone else marked deleted, is never
+sent. If the folder's UIDVALIDITY changed meanwhile, nothing is removed this time.
+"""
+
+from __future__ import annotations
+
+import ssl
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from spamkit.errors import ConfigError
+from spamkit.learn import Learner, Outcome
+from spamkit.sources import SourceItem
+from spamkit.store import Label
+from trainer.sweep import SweepOptions, SweepReport, UserReport
+from trainer.users import check_user_name
+
+SECURITY = ("none", "starttls", "tls")
+CHUNK = 100
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    user: str
+    password: str
+    host: str
+    port: int
+    security: str = "tls"
+    verify: bool = True
+    ca_file: str | None = None
+    trash: str = "Trash"
+
+    @property
+    def label(self) -> str:
+        """A name for reports and the audit log (the login, made safe)."""
+        name = self.user.split("@", 1)[0].lower()
+        try:
+            return check_user_name(name)
+        except ValueError:
+            return "imap-account"
+
+
+def load_accounts(path: Path) -> list[ImapAccount]:
+    """Read the credentials file, refusing one that others can read."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(f"{path} holds passwords and is readable by others "
+                          f"(mode {stat.S_IMODE(info.st_mode):o}): chmod 600 {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from None
+    accounts = []
+    for number, table in enumerate(data.get("account", []), start=1):
+        where = f"{path}: account {number}"
+        missing = [k for k in ("user", "password", "host") if not table.get(k)]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        security = table.get("security", "tls")
+        if security not in SECURITY:
+            raise ConfigError(f"{where}: security must be none, starttls or tls, not {security!r}")
+        port = int(table.get("port", 993 if security == "tls" else 143))
+        accounts.append(ImapAccount(str(table["user"]), str(table["password"]), str(table["host"]),
+                                    port, security, bool(table.get("verify", True)),
+                                    table.get("ca_file"), str(table.get("trash", "Trash"))))
+    if not accounts:
+        raise ConfigError(f"{path}: no [[account]] tables")
+    return accounts
+
+
+def connect(account: ImapAccount) -> IMAPClient:
+    context = ssl.create_default_context(cafile=account.ca_file)
+    if not account.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if account.security == "tls":
+        client = IMAPClient(account.host, account.port, ssl=True, ssl_context=context, timeout=TIMEOUT)
+    else:
+        client = IMAPClient(account.host, account.port, ssl=False, timeout=TIMEOUT)
+        if account.security == "starttls":
+            client.starttls(context)
+    client.login(account.user, account.password)
+    return client
+
+
+def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOptions) -> SweepReport:
+    import time
+
+    started = time.perf_counter()
+    report = SweepReport(dry_run=options.dry_run)
+    for account in accounts:
+        user = UserReport(account.label)
+        report.users.append(user)
+        try:
+            client = connect(account)
+        except (IMAPClientError, OSError, ssl.SSLError) as error:
+            user.failed += 1
+            user.failures.append((f"{account.user}@{account.host}", f"cannot log in: {error}"))
+            continue
+        try:
+            for folder, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
+                _sweep_folder(client, account, folder, label, learner, options, user)
+        except (IMAPClientError, OSError) as error:  # a dropped connection: the rest waits
+            user.failed += 1
+            user.failures.append((f"{account.user}@{account.host}", f"connection lost: {error}"))
+        finally:
+            try:
+                client.logout()
+            except (IMAPClientError, OSError):
+                pass
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
+                  learner: Learner, options: SweepOptions, user: UserReport) -> None:
+    if not client.folder_exists(folder):
+        return
+    validity = client.select_folder(folder, readonly=options.dry_run)[b"UIDVALIDITY"]
+    uids = sorted(client.search("ALL"))
+    if options.limit is not None:
+        uids = uids[: options.limit]
+    for start in range(0, len(uids), CHUNK):
+        chunk = uids[start:start + CHUNK]
+        items, by_name = _fetch(client, account, folder, chunk, options, user)
+        if options.dry_run:
+            for item in items:
+                known = learner.store.learned_as(_key(item)) is label
+                _count(user, label, Outcome.SKIPPED if known else Outcome.LEARNED)
+            continue
+        learned: list[int] = []
+
+        def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
+            for item, outcome in outcomes:
+                if outcome in (Outcome.LEARNED, Outcome.RELEARNED, Outcome.SKIPPED):
+                    _count(user, label, outcome)
+                    learned.append(by_name[item.name])
+
+        learner.learn(items, label, on_commit=committed, by=f"trainer:{account.label}")
+        if learned:
+            _remove(client, account, folder, validity, learned, user)
+
+
+def _fetch(client: IMAPClient, account: ImapAccount, folder: str, chunk: list[int],
+           options: SweepOptions, user: UserReport) -> tuple[list[SourceItem], dict[str, int]]:
+    sizes = client.fetch(chunk, ["RFC822.SIZE"])
+    wanted = [uid for uid in chunk if sizes.get(uid, {}).get(b"RFC822.SIZE", 0) <= options.max_file_size]
+    for uid in chunk:
+        if uid not in wanted:
+            user.failed += 1
+            user.failures.append((f"{account.user}/{folder}/{uid}",
+                                  f"larger than {options.max_file_size} bytes; left in the folder"))
+    bodies = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+    items, by_name = [], {}
+    for uid in wanted:
+        data = bodies.get(uid, {}).get(b"BODY[]")
+        name = f"{account.user}/{folder}/{uid}"
+        if data is None:
+            user.failed += 1
+            user.failures.append((name, "the server sent no body (expunged meanwhile?)"))
+            continue
+        items.append(SourceItem(name, bytes(data)))
+        by_name[name] = uid
+    return items, by_name
+
+
+def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int,
+            uids: list[int], user: UserReport) -> None:
+    current = client.select_folder(folder)[b"UIDVALIDITY"]
+    if current != validity:
+        user.failures.append((f"{account.user}/{folder}", "UIDVALIDITY changed; nothing removed"))
+        return
+    if client.has_capability("UIDPLUS"):
+        client.delete_messages(uids)
+        client.uid_expunge(uids)
+    elif client.has_capability("MOVE"):
+        if not client.folder_exists(account.trash):
+            client.create_folder(account.trash)
+        client.move(uids, account.trash)
+    else:
+        return  # learn-only: with neither, removing only our messages is not possible
+    user.removed += len(uids)
+
+
+def _count(user: UserReport, label: Label, outcome: Outcome) -> None:
+    if outcome is Outcome.SKIPPED:
+        user.known += 1
+    elif label is Label.SPAM:
+        user.spam_learned += 1
+    else:
+        user.ham_learned += 1
+
+
+def _key(item: SourceItem) -> bytes:
+    from spamkit.message import message_key
+
+    assert item.data is not None
+    return message_key(item.data)
+
+
+def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """{name: (messages, unseen)} by STATUS, for `spamkit stats` over IMAP."""
+    client = connect(account)
+    try:
+        out = {}
+        for name, folder in folders.items():
+            if client.folder_exists(folder):
+                status = client.folder_status(folder, [b"MESSAGES", b"UNSEEN"])
+                out[name] = (int(status[b"MESSAGES"]), int(status[b"UNSEEN"]))
+            else:
+                out[name] = (0, 0)
+        return out
+    finally:
+        try:
+            client.logout()
+        except (IMAPClientError, OSError):
+            pass
+
