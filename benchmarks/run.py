@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roc", type=Path, default=HERE / "roc.png")
     parser.add_argument("--no-write", action="store_true", help="print, do not write files")
     parser.add_argument("--skip-scoring", action="store_true",
-                        help="leave out the rules + Bayes verdicts and the SpamAssassin comparison")
+                        help="leave out the rules + Bayes verdicts, the SpamAssassin comparison "
+                             "and the sweep")
     args = parser.parse_args(argv)
 
     tool_classes = [TOOLS[name] for name in args.tools.split(",")]
@@ -190,10 +191,14 @@ def _scoring_sections() -> str:
         caught = row["spam"] - row["fn"]
         rows.append(f"| {name} | {row['fp']} of {row['ham']} | {caught} of {row['spam']} "
                     f"({100 * caught / row['spam']:.1f}%) |")
+    from benchmarks.sweep import sweep_report
+
     return ("\n## The full verdict: rules + Bayes (`python3 -m benchmarks.combined`)\n\n"
             + "\n".join(rows)
             + "\n\n## Rules: spamkit against SpamAssassin (`python3 -m benchmarks.scoring`)\n\n"
-            + scoring_report() + "\n")
+            + scoring_report()
+            + "\n\n## The trainer's sweep (`python3 -m benchmarks.sweep`)\n\n"
+            + sweep_report() + "\n")
 
 
 def _cpu_name() -> str:

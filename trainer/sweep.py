@@ -62,6 +62,27 @@ class SweepReport:
         return "\n".join(lines)
 
 
+def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
+                timeout: float = 30.0) -> None:
+    """Send the report as a plain-text mail through `server` (host:port); raises OSError."""
+    import smtplib
+    from email.message import EmailMessage
+
+    host, _, port = server.rpartition(":")
+    message = EmailMessage()
+    totals = report.totals()
+    message["Subject"] = (f"spamkit learn: {totals['spam_learned']} spam, {totals['ham_learned']} ham"
+                          + (f", {totals['failed']} failed" if totals["failed"] else ""))
+    message["From"] = sender
+    message["To"] = recipient
+    lines = [report.table()]
+    for user in report.users:
+        lines += [f"{user.user}: left {name}: {reason}" for name, reason in user.failures]
+    message.set_content("\n".join(lines) + "\n")
+    with smtplib.SMTP(host or server, int(port or 25), timeout=timeout) as smtp:
+        smtp.send_message(message)
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     spam_folder: str = "LearnAsSpam"

@@ -37,13 +37,15 @@ from spamkit.store import Label, open_store
 @click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
               help="Sweep these IMAP accounts instead of local Maildirs (TOML, mode 0600).")
 @click.option("--dry-run", is_flag=True, help="Sweep: report what would be learned; change nothing.")
+@click.option("--mail-report", metavar="ADDRESS",
+              help="Sweep: also mail the report to ADDRESS (through ReportSmtpServer).")
 @click.option("--limit", type=click.IntRange(1), help="Sweep: at most this many messages per folder.")
 @click.option("--ham-to-inbox/--no-ham-to-inbox", default=None,
               help="Sweep: put learned ham back in the Inbox instead of deleting it.")
 def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json: bool,
           batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool,
           pattern: str | None, only_user: str | None, imap_accounts: str | None, dry_run: bool,
-          limit: int | None, ham_to_inbox: bool | None) -> None:
+          mail_report: str | None, limit: int | None, ham_to_inbox: bool | None) -> None:
     """Learn messages as spam or ham, or forget them.
 
     PATH is a message file, a directory of them, a Maildir (cur/ and new/) or an mbox;
@@ -63,7 +65,7 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
         from spamkit.cli.trainer import run_sweep
 
         run_sweep(db_path, config_path, as_json, quiet, pattern, only_user, dry_run, limit,
-                  ham_to_inbox, batch_size, max_tokens, imap_accounts)
+                  ham_to_inbox, batch_size, max_tokens, imap_accounts, mail_report)
         return
     if not paths:
         raise click.UsageError("give at least one PATH (or - for standard input)")

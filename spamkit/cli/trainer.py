@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
 from trainer.imap import ImapAccount, imap_folder_counts, imap_sweep, load_accounts
 from trainer.stats import UserStats, add_corrections, folder_stats
-from trainer.sweep import SweepOptions, SweepReport, sweep
+from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnsafeUser, accounts
 
 
@@ -34,7 +35,7 @@ def _accounts(config: Config, pattern: str | None, only_user: str | None) -> lis
 def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet: bool,
               pattern: str | None, only_user: str | None, dry_run: bool, limit: int | None,
               ham_to_inbox: bool | None, batch_size: int, max_tokens: int | None,
-              imap_accounts: str | None = None) -> None:
+              imap_accounts: str | None = None, mail_to: str | None = None) -> None:
     config = load_config(config_path)
     imap = load_accounts(Path(imap_accounts)) if imap_accounts else None
     users = [] if imap else _accounts(config, pattern, only_user)
@@ -64,6 +65,11 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
                 click.echo(f"spamkit: {user.user}: left {name}: {reason}", err=True)
         if not quiet or any(u.failed for u in report.users):
             click.echo(report.table())
+    if mail_to:
+        try:
+            mail_report(report, config["ReportSmtpServer"], config["ReportFrom"], mail_to)
+        except (OSError, smtplib.SMTPException) as error:
+            click.echo(f"spamkit: warning: could not mail the report to {mail_to}: {error}", err=True)
     if report.totals()["failed"]:
         sys.exit(1)
 

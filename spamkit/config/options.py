@@ -74,6 +74,10 @@ OPTIONS: tuple[Option, ...] = (
            "Inbox instead of deleting it.", group="trainer"),
     Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "
            "in their folder, with a warning.", minimum=1000, group="trainer"),
+    Option("ReportSmtpServer", str, "127.0.0.1:25", "host:port that `spamkit learn "
+           "--mail-report` sends the sweep report through.", group="trainer"),
+    Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report.",
+           group="trainer"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

@@ -207,3 +207,37 @@ def test_kill_9_mid_sweep_loses_nothing(tmp_path: Path,
         assert marks == everything
         assert totals.nspam + totals.nham == len(everything)  # each learned exactly once
         assert not any(folder_files(root, u, f) for u in USERS for f in ("LearnAsSpam", "LearnAsHam"))
+
+
+def test_the_report_can_be_mailed(root: Path, tmp_path: Path) -> None:
+    """A real SMTP server on loopback (aiosmtpd) receives the sweep report."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    received: list[bytes] = []
+
+    class Keep(Sink):
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(envelope.content)
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = tmp_path / "spamkit.toml"
+        config.write_text(f'ReportSmtpServer = "127.0.0.1:{port}"\nReportFrom = "spamkit@example.org"\n')
+        env = dict(os.environ, SPAMKIT_CONFIG=str(config))
+        result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--maildirs",
+                                 f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"), "--quiet",
+                                 "--mail-report", "admin@example.org"],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+    finally:
+        controller.stop()
+    assert len(received) == 1
+    assert b"Subject: spamkit learn: " in received[0] and b"alice" in received[0]
