@@ -148,7 +148,8 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
             continue
         learned: list[int] = []
 
-        def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
+        def committed(outcomes: list[tuple[SourceItem, Outcome]], learned: list[int] = learned,
+                      by_name: dict[str, int] = by_name) -> None:
             for item, outcome in outcomes:
                 if outcome in (Outcome.LEARNED, Outcome.RELEARNED, Outcome.SKIPPED):
                     _count(user, label, outcome)

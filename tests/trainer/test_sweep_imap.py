@@ -163,3 +163,13 @@ def test_kill_9_mid_imap_sweep_loses_nothing(
             totals = store.totals()
         assert totals.nspam + totals.nham == len(keys)
         assert all(server.count(u, f) == 0 for u in USERS for f in ("LearnAsSpam", "LearnAsHam"))
+
+
+def test_starttls_with_certificate_checks(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    fill(server, split[0], per_folder=2)
+    accounts = server.accounts_file(tmp_path / "starttls.toml", "starttls", ("alice",),
+                                    ca_file=str(server.ca_file))
+    out = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", str(tmp_path / "db"),
+                             "--json").stdout)
+    assert out["totals"]["removed"] == 4 and out["totals"]["failed"] == 0

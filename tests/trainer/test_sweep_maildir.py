@@ -241,3 +241,38 @@ def test_the_report_can_be_mailed(root: Path, tmp_path: Path) -> None:
         controller.stop()
     assert len(received) == 1
     assert b"Subject: spamkit learn: " in received[0] and b"alice" in received[0]
+
+
+def test_a_message_renamed_mid_sweep_is_found_next_time(root: Path, tmp_path: Path) -> None:
+    """A mail client moving a message from new/ to cur/ between listing and reading: that
+    message is neither learned nor lost this time, and the next sweep learns it once."""
+    from spamkit.learn import Learner
+    from trainer import maildir as maildir_module
+    from trainer.sweep import SweepOptions, sweep
+    from trainer.users import accounts
+
+    real_read = maildir_module.read_message
+    renamed: list[Path] = []
+
+    def read_after_a_rename(message, max_size):  # type: ignore[no-untyped-def]
+        if not renamed and message.path.parent.name == "new":
+            target = message.path.parent.parent / "cur" / (message.path.name + ":2,S")
+            os.rename(message.path, target)  # what the mail client did meanwhile
+            renamed.append(target)
+        return real_read(message, max_size)
+
+    users = accounts(f"{root}/{{user}}/Maildir", "alice")
+    with LmdbStore(tmp_path / "db") as store:
+        import trainer.sweep as sweep_module
+
+        sweep_module.read_message = read_after_a_rename
+        try:
+            first = sweep(users, Learner(store), SweepOptions())
+        finally:
+            sweep_module.read_message = real_read
+        assert first.users[0].failed == 1 and renamed[0].exists()
+        second = sweep(users, Learner(store), SweepOptions())
+        learned = first.users[0].spam_learned + second.users[0].spam_learned + \
+            first.users[0].known + second.users[0].known
+        assert learned == 15 and not renamed[0].exists()
+        assert store.totals().nspam + store.totals().nham == 30
