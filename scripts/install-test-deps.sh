@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
-# Dovecot (a real IMAP server for the trainer's tests, started by a fixture on
-# loopback) and spamkit with its test extras.
+# Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
+# (real SMTP peers for the filter's tests), all started by fixtures on loopback, and
+# spamkit with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 [ -e /usr/share/spamassassin/50_scores.cf ] || need+=(spamassassin)
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
+command -v smtp-sink >/dev/null || need+=(postfix)
+command -v swaks >/dev/null || need+=(swaks)
 if [ ${#need[@]} -gt 0 ]; then
+    # postfix only for its smtp-sink test tool: no mail system is configured
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

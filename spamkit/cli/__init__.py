@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from spamkit.cli import check, config, db, learn, rules, trainer, wbl
+    from spamkit.cli import check, config, db, learn, rules, serve, trainer, wbl
 
     main.add_command(learn.learn)
     main.add_command(check.check)
@@ -82,6 +82,7 @@ def _register() -> None:
     main.add_command(wbl.wbl)
     main.add_command(trainer.stats)
     main.add_command(trainer.expire_junk)
+    main.add_command(serve.serve)
 
 
 _register()

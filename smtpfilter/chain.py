@@ -1,0 +1,17 @@
+"""FilterChain: run the filters of one stage in order until one decides."""
+
+from __future__ import annotations
+
+from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction
+
+
+class FilterChain:
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = filters
+
+    def run(self, stage: str, tx: Transaction, *args: str) -> Decision:
+        for plugin in self.filters:
+            decision: Decision = getattr(plugin, stage)(tx, *args)
+            if decision.action is not Action.CONTINUE:
+                return decision
+        return CONTINUE

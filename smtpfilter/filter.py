@@ -1,0 +1,62 @@
+"""The Filter seam: plugins answer at SMTP stages; the first decisive answer wins."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Action(enum.Enum):
+    CONTINUE = "continue"
+    ACCEPT = "accept"  # skip the remaining filters
+    REJECT = "reject"  # 5xx
+    TEMPFAIL = "tempfail"  # 4xx
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reply: str = ""  # the SMTP reply, e.g. "550 5.7.1 Message rejected as spam"
+    filter: str = ""
+
+
+CONTINUE = Decision(Action.CONTINUE)
+
+
+@dataclass
+class Transaction:
+    """One message on its way through: the envelope, the data, and what filters decided."""
+
+    peer: str
+    helo: str = ""
+    mail_from: str = ""
+    rcpt_tos: list[str] = field(default_factory=list)
+    data: bytes = b""
+    notes: dict[str, object] = field(default_factory=dict)  # for the log line
+
+
+class Filter:
+    """A plugin. Override the stages it cares about; each returns a Decision."""
+
+    name = "filter"
+
+    def connect(self, tx: Transaction) -> Decision:
+        return CONTINUE
+
+    def mail(self, tx: Transaction) -> Decision:
+        return CONTINUE
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        return CONTINUE
+
+    def data(self, tx: Transaction) -> Decision:
+        """May replace tx.data (to add headers); what it leaves there is what is relayed."""
+        return CONTINUE
+
+
+def reject(filter_name: str, reply: str) -> Decision:
+    return Decision(Action.REJECT, reply, filter_name)
+
+
+def tempfail(filter_name: str, reply: str) -> Decision:
+    return Decision(Action.TEMPFAIL, reply, filter_name)

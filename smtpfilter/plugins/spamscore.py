@@ -1,0 +1,34 @@
+"""spamscore: the engine's verdict. TagLevel headers and subject tag, RejectLevel 5xx.
+
+Mail larger than MaxMessageSize passes unscanned with a header saying so, and is never
+counted as ham (nor learned).
+"""
+
+from __future__ import annotations
+
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from spamkit.verdict import Scanner
+
+
+class SpamScore(Filter):
+    name = "spamscore"
+
+    def __init__(self, scanner: Scanner, autolearn: bool = False) -> None:
+        self.scanner = scanner
+        self.autolearn = autolearn
+
+    def data(self, tx: Transaction) -> Decision:
+        limit = self.scanner.config["MaxMessageSize"]
+        if len(tx.data) > limit:
+            tx.data = (f"X-Spam-Status: unscanned, larger than MaxMessageSize ({limit})\r\n".encode()
+                       + tx.data)
+            tx.notes["score"] = "unscanned"
+            return CONTINUE
+        verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos))
+        tx.notes["score"] = f"{verdict.score:.1f}"
+        if self.autolearn:
+            self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}")
+        if verdict.decision == "reject":
+            return reject(self.name, f"550 5.7.1 Message rejected as spam (score {verdict.score:.1f})")
+        tx.data = verdict.rewrite(tx.data)
+        return CONTINUE

@@ -1,0 +1,37 @@
+"""Hand a message to the next hop; the upstream reply is the next hop's reply.
+
+A next hop that is down, slow or broken gives 451: the sender keeps the message and
+tries again. A 4xx or 5xx from the next hop is passed back as it came.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+RELAY_TIMEOUT = 60.0  # below Postfix's 100 s smtpd_proxy_timeout
+
+
+def relay(host: str, port: int, mail_from: str, rcpt_tos: list[str], data: bytes,
+          timeout: float = RELAY_TIMEOUT) -> str:
+    """Returns the SMTP reply line to give upstream."""
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as client:
+            refused = client.sendmail(mail_from, rcpt_tos, data)
+    except smtplib.SMTPRecipientsRefused as error:
+        code, message = next(iter(error.recipients.values()))
+        return f"{code} {_text(message)}"
+    except smtplib.SMTPSenderRefused as error:
+        return f"{error.smtp_code} {_text(error.smtp_error)}"
+    except smtplib.SMTPDataError as error:
+        return f"{error.smtp_code} {_text(error.smtp_error)}"
+    except (smtplib.SMTPException, OSError, socket.timeout):
+        return "451 4.4.1 Next hop unavailable, try again later"
+    if refused:  # some recipients refused: the accepted ones have the message
+        return "250 2.0.0 Accepted for some recipients"
+    return "250 2.0.0 Ok: queued by next hop"
+
+
+def _text(message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    return " ".join(text.split())

@@ -1,0 +1,86 @@
+"""The aiosmtpd handler: envelope through the filter chain, data scored, then relayed.
+
+Every hook catches everything: a bug in a filter or the engine answers 451 4.3.0 (the
+sender keeps the message and retries) and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from smtpfilter.chain import FilterChain
+from smtpfilter.filter import Action, Transaction
+from smtpfilter.relay import relay
+
+log = logging.getLogger("spamkit.smtpfilter")
+TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Bare LF and bare CR become CRLF, so what is scored is exactly what is relayed."""
+    return _BARE_LF.sub(b"\r\n", _BARE_CR.sub(b"\r\n", data))
+
+
+class FilterHandler:
+    def __init__(self, chain: FilterChain, next_hop: tuple[str, int]) -> None:
+        self.chain = chain
+        self.next_hop = next_hop
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
+        try:
+            tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
+            decision = self.chain.run("mail", tx)
+            if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                return decision.reply
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 OK"
+        except Exception:
+            log.exception("MAIL failed")
+            return TEMPFAIL
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        try:
+            tx = Transaction(peer=_peer(session), helo=session.host_name or "",
+                             mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
+            decision = self.chain.run("rcpt", tx, address)
+            if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                return decision.reply
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+        except Exception:
+            log.exception("RCPT failed")
+            return TEMPFAIL
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        tx = Transaction(peer=_peer(session), helo=session.host_name or "",
+                         mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
+        reply, deciding = TEMPFAIL, "error"
+        try:
+            tx.data = normalize_line_endings(envelope.original_content or envelope.content or b"")
+            loop = asyncio.get_running_loop()
+            decision = await loop.run_in_executor(None, self.chain.run, "data", tx)
+            if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                reply, deciding = decision.reply, decision.filter
+            else:
+                reply = await loop.run_in_executor(None, relay, *self.next_hop, tx.mail_from,
+                                                   tx.rcpt_tos, tx.data)
+                deciding = "relay"
+        except Exception:
+            log.exception("DATA failed")
+            reply, deciding = TEMPFAIL, "error"
+        log.info("client=%s helo=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
+                 tx.peer, tx.helo, tx.mail_from, ",".join(tx.rcpt_tos), reply[:3],
+                 tx.notes.get("score", "-"), deciding, time.monotonic() - started)
+        return reply
+
+
+def _peer(session) -> str:  # type: ignore[no-untyped-def]
+    peer = getattr(session, "peer", None)
+    return peer[0] if isinstance(peer, tuple) and peer else str(peer or "")

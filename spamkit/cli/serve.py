@@ -1,0 +1,61 @@
+"""`spamkit serve`: the SMTP filter in front of (or behind) the MTA."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from spamkit.cli import config_option, db_option, resolve_db_path
+from spamkit.config import load_config
+from spamkit.store import open_store
+from spamkit.verdict import Scanner
+
+DATA_SIZE_LIMIT = 50 * 1024 * 1024
+COMMAND_TIMEOUT = 60  # seconds; below Postfix's 100 s proxy timeout
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+@click.command()
+@click.option("--listen", default="127.0.0.1:10025", show_default=True, help="Address to listen on.")
+@click.option("--next-hop", default="127.0.0.1:10026", show_default=True,
+              help="Where accepted mail goes.")
+@click.option("--autolearn/--no-autolearn", default=False, help="Learn what autolearn picks.")
+@db_option
+@config_option
+def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
+          config_path: str | None) -> None:
+    """Run the SMTP filter until SIGTERM or SIGINT."""
+    from aiosmtpd.controller import Controller
+
+    from smtpfilter.chain import FilterChain
+    from smtpfilter.plugins.spamscore import SpamScore
+    from smtpfilter.server import FilterHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(config_path)
+    store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
+    scanner = Scanner.from_config(config, store)
+    handler = FilterHandler(FilterChain([SpamScore(scanner, autolearn)]), _host_port(next_hop))
+    host, port = _host_port(listen)
+    controller = Controller(handler, hostname=host, port=port, data_size_limit=DATA_SIZE_LIMIT,
+                            timeout=COMMAND_TIMEOUT, command_call_limit=100)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    controller.start()
+    click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}", err=True)
+    try:
+        stop.wait()
+    finally:
+        controller.stop()
+        if store is not None:
+            store.close()

@@ -1,0 +1,59 @@
+"""Postfix's smtp-sink on loopback as the next hop, keeping each message in a directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}")
+
+
+@dataclass
+class Sink:
+    port: int
+    directory: Path
+
+    def messages(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(self.directory.iterdir())]
+
+
+def start_sink() -> Iterator[Sink]:
+    if shutil.which("smtp-sink") is None:
+        raise RuntimeError("smtp-sink is missing: install the Debian package `postfix` "
+                           "(scripts/install-test-deps.sh does)")
+    directory = Path(tempfile.mkdtemp(prefix="spamkit-sink-"))
+    os.chmod(directory, 0o777)  # smtp-sink writes as nobody
+    port = free_port()
+    # -d takes a strftime template; a random suffix is appended to it for each file
+    process = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", f"{directory}/msg.",
+                                f"127.0.0.1:{port}", "100"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield Sink(port, directory)
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""`spamkit serve` between swaks and Postfix's smtp-sink: what arrives, what is refused."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corpora import CorpusMessage
+from smtpfilter.chain import FilterChain
+from smtpfilter.filter import Filter, Transaction
+from smtpfilter.server import FilterHandler
+from tests.servers.smtp_sink import Sink, free_port, start_sink, wait_for_port
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    yield from start_sink()
+
+
+def swaks(port: int, message: Path, sender: str = "someone@example.org",
+          recipient: str = "user@example.org") -> str:
+    assert shutil.which("swaks"), "swaks is missing: install the Debian package `swaks`"
+    result = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", sender,
+                             "--to", recipient, "--data", str(message), "--timeout", "30"],
+                            capture_output=True, text=True, timeout=120)
+    replies = re.findall(r"^<[-~*]*\s+(\d{3}[ -].*)$", result.stdout, re.MULTILINE)
+    return replies[-2] if len(replies) >= 2 else result.stdout  # the reply to the final dot
+
+
+@pytest.fixture
+def serve(tmp_path: Path, trained_db: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
+                      'SubjectTag = true\nSubjectTagText = "[SPAM]"\n')
+    (tmp_path / "lists").write_text("black *@*.xyz\n")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(db),
+                                "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield port, tmp_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+        assert process.returncode == 0
+
+
+def write(tmp_path: Path, data: bytes, name: str = "message.eml") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_ham_is_relayed_with_its_headers(serve: tuple[int, Path], sink: Sink,
+                                          split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    port, tmp_path = serve
+    ham = next(m for m in split[1] if m.label == "ham")
+    reply = swaks(port, write(tmp_path, ham.data))
+    assert reply.startswith("250"), reply
+    [delivered] = sink.messages()
+    assert b"X-Spam-Status: No, score=" in delivered
+    # smtp-sink stores lines with LF endings; the body arrived byte for byte otherwise
+    body = ham.data.split(b"\n\n", 1)[1]
+    assert body.rstrip() in delivered.replace(b"\r\n", b"\n")
+
+
+def test_spam_is_tagged_and_relayed(serve: tuple[int, Path], sink: Sink,
+                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    port, tmp_path = serve
+    spam = next(m for m in split[1] if m.label == "spam" and b"\nSubject:" in m.data)
+    reply = swaks(port, write(tmp_path, spam.data))
+    assert reply.startswith("250"), reply
+    [delivered] = sink.messages()
+    assert b"X-Spam-Flag: YES" in delivered and b"Subject: [SPAM]" in delivered
+
+
+def test_spam_over_reject_level_is_refused_and_nothing_relayed(
+        serve: tuple[int, Path], sink: Sink, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    port, tmp_path = serve
+    spam = next(m for m in split[1] if m.label == "spam")
+    reply = swaks(port, write(tmp_path, spam.data), sender="promo@deals.xyz")
+    assert reply.startswith("550 5.7.1"), reply
+    assert sink.messages() == []
+
+
+def test_next_hop_down_gives_451(tmp_path: Path, trained_db: Path,
+                                  split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    port, dead = free_port(), free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--next-hop", f"127.0.0.1:{dead}", "--db", str(trained_db),
+                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        reply = swaks(port, write(tmp_path, split[1][0].data))
+        assert reply.startswith("451"), reply
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
+class Boom(Filter):
+    name = "boom"
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def mail(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        if self.stage == "mail":
+            raise RuntimeError("injected")
+        return super().mail(tx)
+
+    def rcpt(self, tx: Transaction, recipient: str):  # type: ignore[no-untyped-def]
+        if self.stage == "rcpt":
+            raise RuntimeError("injected")
+        return super().rcpt(tx, recipient)
+
+    def data(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        if self.stage == "data":
+            raise RuntimeError("injected")
+        return super().data(tx)
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
+def test_an_exception_at_any_stage_gives_451_and_nothing_relayed(
+        stage: str, sink: Sink, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    handler = FilterHandler(FilterChain([Boom(stage)]), ("127.0.0.1", sink.port))
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        reply = swaks(port, write(tmp_path, b"Subject: hi\r\n\r\nhello\r\n"))
+        assert reply.startswith("451") or "451" in reply, reply
+        assert sink.messages() == []
+        # the server keeps serving
+        handler.chain = FilterChain([])
+        assert swaks(port, write(tmp_path, b"Subject: again\r\n\r\nhello\r\n")).startswith("250")
+    finally:
+        controller.stop()
