@@ -1,8 +1,35 @@
-"""Filter plugins by name: the configuration lists them in the order they run."""
+"""Filter plugins by name, built from the configuration in the order SmtpFilters lists them."""
 
 from __future__ import annotations
 
-from smtpfilter.filter import Filter
-from smtpfilter.plugins.spamscore import SpamScore
+from collections.abc import Callable
 
-FILTERS: dict[str, type[Filter]] = {"spamscore": SpamScore}
+from smtpfilter.filter import Filter
+from smtpfilter.plugins.content import Attachments, Headers
+from smtpfilter.plugins.envelope import BadHelo, BadMailFrom, BadRcptTo, Relay
+from smtpfilter.plugins.spamscore import SpamScore
+from spamkit.config import Config
+from spamkit.errors import ConfigError
+from spamkit.verdict import Scanner
+
+Factory = Callable[[Config, Scanner, bool], Filter]
+
+FILTERS: dict[str, Factory] = {
+    "relay": lambda c, s, a: Relay(c["LocalDomains"], c["RelayClients"], c["MaxRecipients"]),
+    "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"]),
+    "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"]),
+    "badhelo": lambda c, s, a: BadHelo(c["BadHelo"]),
+    "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
+    "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"]),
+    "spamscore": lambda c, s, a: SpamScore(s, a),
+}
+
+
+def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
+    filters = []
+    for name in config["SmtpFilters"]:
+        if name not in FILTERS:
+            known = ", ".join(sorted(FILTERS))
+            raise ConfigError(f"{config.origins['SmtpFilters']}: unknown filter {name!r} (known: {known})")
+        filters.append(FILTERS[name](config, scanner, autolearn))
+    return filters

@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from spamkit.cli import check, config, db, learn, rules, serve, trainer, wbl
+    from spamkit.cli import check, config, db, deliver, learn, rules, serve, trainer, wbl
 
     main.add_command(learn.learn)
     main.add_command(check.check)
@@ -83,6 +83,7 @@ def _register() -> None:
     main.add_command(trainer.stats)
     main.add_command(trainer.expire_junk)
     main.add_command(serve.serve)
+    main.add_command(deliver.deliver)
 
 
 _register()

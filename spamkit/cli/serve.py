@@ -37,14 +37,14 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     from aiosmtpd.controller import Controller
 
     from smtpfilter.chain import FilterChain
-    from smtpfilter.plugins.spamscore import SpamScore
+    from smtpfilter.plugins import build_filters
     from smtpfilter.server import FilterHandler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
     store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
     scanner = Scanner.from_config(config, store)
-    handler = FilterHandler(FilterChain([SpamScore(scanner, autolearn)]), _host_port(next_hop))
+    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop))
     host, port = _host_port(listen)
     controller = Controller(handler, hostname=host, port=port, data_size_limit=DATA_SIZE_LIMIT,
                             timeout=COMMAND_TIMEOUT, command_call_limit=100)

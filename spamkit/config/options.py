@@ -78,6 +78,27 @@ OPTIONS: tuple[Option, ...] = (
            "--mail-report` sends the sweep report through.", group="trainer"),
     Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report.",
            group="trainer"),
+    Option("SmtpFilters", list, ["relay", "badmailfrom", "badrcptto", "badhelo", "headers",
+                                  "attachments", "spamscore"],
+           "Filters of `spamkit serve`, in the order they run.", group="smtp"),
+    Option("LocalDomains", list, [], "Domains this server takes mail for; mail to others is "
+           "relayed only for RelayClients.", group="smtp"),
+    Option("RelayClients", list, ["127.0.0.1", "::1"], "Client addresses allowed to relay "
+           "(the MTA in front of the filter).", group="smtp"),
+    Option("LocalNetworks", list, ["127.0.0.0/8", "::1/128"], "Networks whose clients the "
+           "headers check spares (the guide's separate setting for local networks).", group="smtp"),
+    Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?).",
+           group="smtp"),
+    Option("WhitelistSenders", list, [], "Senders never refused by the envelope checks.",
+           group="smtp"),
+    Option("BadRcptTo", list, [], "Recipients refused at RCPT TO (patterns with * and ?).",
+           group="smtp"),
+    Option("BadHelo", list, [], "HELO names refused (patterns with * and ?).", group="smtp"),
+    Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
+           "outside LocalNetworks.", group="smtp"),
+    Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
+           "Attachment file name extensions refused.", group="smtp"),
+    Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

@@ -1,0 +1,54 @@
+"""Content checks before scoring: required headers and blocked attachment types."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from spamkit.message import parse_message
+
+
+class Headers(Filter):
+    """From: and Date: are required (RFC 5322), except from LocalNetworks (SME's switch)."""
+
+    name = "headers"
+
+    def __init__(self, required: bool, local_networks: list[str]) -> None:
+        self.required = required
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in local_networks]
+
+    def data(self, tx: Transaction) -> Decision:
+        if not self.required or _in_networks(tx.peer, self.networks):
+            return CONTINUE
+        head = tx.data.split(b"\r\n\r\n", 1)[0].lower()
+        missing = [name for name in (b"from", b"date") if not (head.startswith(name + b":")
+                                                               or b"\r\n" + name + b":" in head)]
+        if missing:
+            names = " and ".join(m.decode().capitalize() for m in missing)
+            return reject(self.name, f"550 5.6.0 Message has no {names} header")
+        return CONTINUE
+
+
+class Attachments(Filter):
+    name = "attachments"
+
+    def __init__(self, extensions: list[str]) -> None:
+        self.extensions = {e.lower().lstrip(".") for e in extensions}
+
+    def data(self, tx: Transaction) -> Decision:
+        if not self.extensions:
+            return CONTINUE
+        for attachment in parse_message(tx.data).attachments:
+            name = attachment.filename.lower().strip()
+            if "." in name and name.rsplit(".", 1)[1] in self.extensions:
+                return reject(self.name, f"552 5.7.0 Attachments of type .{name.rsplit('.', 1)[1]} "
+                                         "are not accepted")
+        return CONTINUE
+
+
+def _in_networks(peer: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

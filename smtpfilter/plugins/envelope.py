@@ -1,0 +1,78 @@
+"""Envelope checks that need no DNS: relay control, bad senders, recipients and HELO names.
+
+Patterns use * and ? over the whole address (or name), case-insensitive, like the lists.
+"""
+
+from __future__ import annotations
+
+from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
+from spamkit.lists import matches
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip("<>").lower()
+
+
+class Relay(Filter):
+    """Take mail for LocalDomains only, unless the client may relay: never an open relay."""
+
+    name = "relay"
+
+    def __init__(self, local_domains: list[str], relay_clients: list[str], max_recipients: int) -> None:
+        self.local_domains = {d.lower() for d in local_domains}
+        self.relay_clients = set(relay_clients)
+        self.max_recipients = max_recipients
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if len(tx.rcpt_tos) >= self.max_recipients:
+            return tempfail(self.name, "452 4.5.3 Too many recipients")
+        if tx.peer in self.relay_clients:
+            return CONTINUE
+        if _domain(recipient) not in self.local_domains:
+            return reject(self.name, "554 5.7.1 Relay access denied")
+        return CONTINUE
+
+
+class BadMailFrom(Filter):
+    name = "badmailfrom"
+
+    def __init__(self, patterns: list[str], whitelist: list[str]) -> None:
+        self.patterns = [p.lower() for p in patterns]
+        self.whitelist = [p.lower() for p in whitelist]
+
+    def mail(self, tx: Transaction) -> Decision:
+        sender = tx.mail_from.lower()
+        if any(matches(p, sender) for p in self.whitelist):
+            return Decision(Action.CONTINUE)
+        if any(matches(p, sender) or p == _domain(sender) for p in self.patterns):
+            return reject(self.name, "550 5.7.1 Sender refused by policy")
+        return CONTINUE
+
+
+class BadRcptTo(Filter):
+    name = "badrcptto"
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = [p.lower() for p in patterns]
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if any(matches(p, recipient.lower()) for p in self.patterns):
+            return reject(self.name, "550 5.7.1 Recipient refused by policy")
+        return CONTINUE
+
+
+class BadHelo(Filter):
+    """Lenient: refuses only configured names and a HELO that is empty."""
+
+    name = "badhelo"
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = [p.lower() for p in patterns]
+
+    def mail(self, tx: Transaction) -> Decision:
+        helo = tx.helo.strip().lower()
+        if not helo:
+            return reject(self.name, "503 5.5.1 Say HELO or EHLO first")
+        if any(matches(p, helo) for p in self.patterns):
+            return reject(self.name, f"550 5.7.1 HELO {helo} refused by policy")
+        return CONTINUE

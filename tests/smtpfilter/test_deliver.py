@@ -1,0 +1,54 @@
+"""`spamkit deliver USER`: Maildir delivery with the exit codes MTAs understand."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from corpora import CorpusMessage
+
+
+def deliver(user: str, data: bytes, root: Path, db: Path, config: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "spamkit", "deliver", user, "--maildirs",
+                           f"{root}/{{user}}/Maildir", "--db", str(db), "--config", str(config)],
+                          input=data, capture_output=True, timeout=120,
+                          env=dict(os.environ, SENDER="someone@example.org"))
+
+
+def test_ham_to_inbox_spam_to_junkmail(tmp_path: Path, trained_db: Path,
+                                        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    root = tmp_path / "users"
+    (root / "alice" / "Maildir" / "cur").mkdir(parents=True)
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
+    ham = next(m for m in split[1] if m.label == "ham")
+    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    assert deliver("alice", ham.data, root, db, config).returncode == 0
+    assert deliver("alice", spam.data, root, db, config).returncode == 0
+    [inbox] = list((root / "alice" / "Maildir" / "new").iterdir())
+    [junk] = list((root / "alice" / "Maildir" / ".junkmail" / "new").iterdir())
+    assert b"X-Spam-Status: No," in inbox.read_bytes()
+    assert b"X-Spam-Flag: YES" in junk.read_bytes()
+    assert list((root / "alice" / "Maildir" / "tmp").iterdir()) == []
+
+
+def test_unknown_or_unsafe_user_is_permanent(tmp_path: Path, trained_db: Path) -> None:
+    root = tmp_path / "users"
+    root.mkdir()
+    for user in ("nobody-here", "../etc"):
+        result = deliver(user, b"Subject: x\n\ny\n", root, trained_db, tmp_path / "none.toml")
+        assert result.returncode == 69, result.stderr
+
+
+def test_a_failed_write_is_temporary(tmp_path: Path, trained_db: Path) -> None:
+    root = tmp_path / "users"
+    (root / "bob" / "Maildir" / "cur").mkdir(parents=True)
+    (root / "bob" / "Maildir" / "tmp").write_text("not a directory")
+    result = deliver("bob", b"Subject: x\n\ny\n", root, trained_db, tmp_path / "none.toml")
+    assert result.returncode == 75, result.stderr
+    assert b"try" in result.stderr or b"cannot deliver" in result.stderr

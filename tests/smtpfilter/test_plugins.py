@@ -1,0 +1,155 @@
+"""Each filter of the chain, enabled by its setting, with swaks as the client and
+smtp-sink as the next hop."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpfilter.chain import FilterChain
+from smtpfilter.plugins import build_filters
+from smtpfilter.server import FilterHandler
+from spamkit.config import config_from_text
+from spamkit.errors import ConfigError
+from spamkit.verdict import Scanner
+from tests.servers.smtp_sink import Sink, free_port, start_sink
+
+PLAIN = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    yield from start_sink()
+
+
+Run = Callable[..., str]
+
+
+@pytest.fixture
+def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
+    from aiosmtpd.controller import Controller
+
+    controllers = []
+
+    def start(config_text: str) -> Run:
+        config = config_from_text("UseBayes = false\n" + config_text, tmp_path / "spamkit.toml", {})
+        scanner = Scanner.from_config(config, None)
+        port = free_port()
+        handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port))
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        controllers.append(controller)
+
+        def send(data: bytes = PLAIN, sender: str = "a@example.org", to: str = "b@example.org",
+                 helo: str = "client.example.org") -> str:
+            message = tmp_path / "m.eml"
+            message.write_bytes(data)
+            out = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", sender, "--to", to,
+                                  "--helo", helo, "--data", str(message), "--timeout", "30"],
+                                 capture_output=True, text=True, timeout=120).stdout
+            replies = re.findall(r"^<[-~*]*\s+(\d{3}[ -].*)$", out, re.MULTILINE)
+            return replies[-2]
+
+        send.port = port  # type: ignore[attr-defined]
+        return send
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def test_relay_refuses_other_domains_for_outside_clients(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('LocalDomains = ["example.org"]\nRelayClients = []\n')
+    assert send(to="someone@elsewhere.example").startswith("554 5.7.1 Relay access denied")
+    assert send(to="b@example.org").startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_relay_clients_may_relay(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('LocalDomains = ["example.org"]\n')  # 127.0.0.1 is a relay client
+    assert send(to="someone@elsewhere.example").startswith("250")
+
+
+def test_max_recipients(filter_server) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server("MaxRecipients = 1\n")
+    assert send(to="b@example.org,c@example.org").startswith(("452", "250"))
+
+
+def test_badmailfrom_and_whitelistsenders(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('BadMailFrom = ["*@spam.example", "bulk*@example.net"]\n'
+                         'WhitelistSenders = ["friend@spam.example"]\n')
+    assert send(sender="x@spam.example").startswith("550 5.7.1 Sender refused")
+    assert send(sender="bulk7@example.net").startswith("550")
+    assert send(sender="friend@spam.example").startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_badrcptto(filter_server) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('BadRcptTo = ["noreply@*"]\n')
+    assert send(to="noreply@example.org").startswith("550 5.7.1 Recipient refused")
+
+
+def test_badhelo(filter_server) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('BadHelo = ["*.spammer.example", "localhost"]\n')
+    assert send(helo="mx1.spammer.example").startswith("550 5.7.1 HELO")
+    assert send(helo="mail.example.org").startswith("250")
+
+
+def test_headers_required_outside_local_networks(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    no_date = PLAIN.replace(b"Date: Tue, 25 Nov 2026 08:00:00 +0000\r\n", b"")
+    outside = filter_server("LocalNetworks = []\n")
+    assert outside(no_date).startswith("550 5.6.0 Message has no Date header")
+    local = filter_server("")  # 127.0.0.1 is local: Outlook's test message goes through
+    assert local(no_date).startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_blocked_attachments(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    attached = (b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+                b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee\r\n"
+                b"--b\r\nContent-Type: application/octet-stream; name=\"invoice.exe\"\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n")
+    send = filter_server("")
+    assert send(attached).startswith("552 5.7.0 Attachments of type .exe")
+    assert sink.messages() == []
+
+
+def test_unknown_filter_names_the_setting(tmp_path: Path) -> None:
+    config = config_from_text('UseBayes = false\nSmtpFilters = ["spamscore", "greylist"]\n',
+                              tmp_path / "spamkit.toml", {})
+    with pytest.raises(ConfigError, match=r"spamkit.toml:2: unknown filter 'greylist'"):
+        build_filters(config, Scanner.from_config(config, None), False)
+
+
+@pytest.mark.parametrize("fake_end", [b"\n.\r\n", b"\n.\n", b"\r.\r"])
+def test_smuggled_end_of_data_never_makes_two_messages(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                        fake_end: bytes) -> None:
+    """A fake end of DATA followed by a second transaction, sent raw: one message or none
+    reaches the next hop, and never the smuggled one."""
+    import socket
+
+    send = filter_server("")
+    conversation = (b"EHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\n"
+                    b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+    smuggled = (PLAIN.rstrip(b"\r\n") + fake_end + b"MAIL FROM:<evil@example.net>\r\n"
+                b"RCPT TO:<b@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\nQUIT\r\n")
+    with socket.create_connection(("127.0.0.1", send.port), timeout=30) as client:
+        client.recv(1024)
+        client.sendall(conversation)
+        received = b""
+        while b"354" not in received:
+            received += client.recv(4096)
+        client.sendall(smuggled)
+        client.settimeout(10)
+        try:
+            while client.recv(4096):
+                pass
+        except (TimeoutError, ConnectionResetError):
+            pass
+    delivered = sink.messages()
+    assert len(delivered) <= 1
+    assert all(b"evil@example.net" not in d.split(b"\n\n", 1)[0] for d in delivered)
