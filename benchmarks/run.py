@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roc", type=Path, default=HERE / "roc.png")
     parser.add_argument("--no-write", action="store_true", help="print, do not write files")
     parser.add_argument("--skip-scoring", action="store_true",
-                        help="leave out the rules + Bayes verdicts, the SpamAssassin comparison "
-                             "and the sweep")
+                        help="leave out the rules + Bayes verdicts, the SpamAssassin comparison, "
+                             "the sweep and the SMTP load test")
     args = parser.parse_args(argv)
 
     tool_classes = [TOOLS[name] for name in args.tools.split(",")]
@@ -191,6 +191,7 @@ def _scoring_sections() -> str:
         caught = row["spam"] - row["fn"]
         rows.append(f"| {name} | {row['fp']} of {row['ham']} | {caught} of {row['spam']} "
                     f"({100 * caught / row['spam']:.1f}%) |")
+    from benchmarks.smtp_load import load_report
     from benchmarks.sweep import sweep_report
 
     return ("\n## The full verdict: rules + Bayes (`python3 -m benchmarks.combined`)\n\n"
@@ -198,7 +199,9 @@ def _scoring_sections() -> str:
             + "\n\n## Rules: spamkit against SpamAssassin (`python3 -m benchmarks.scoring`)\n\n"
             + scoring_report()
             + "\n\n## The trainer's sweep (`python3 -m benchmarks.sweep`)\n\n"
-            + sweep_report() + "\n")
+            + sweep_report()
+            + "\n\n## The SMTP filter under load (`python3 -m benchmarks.smtp_load`)\n\n"
+            + load_report() + "\n")
 
 
 def _cpu_name() -> str:

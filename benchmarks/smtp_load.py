@@ -1,0 +1,128 @@
+"""`python -m benchmarks.smtp_load`: the SMTP filter under load, against the direct path.
+
+Postfix's smtp-source sends MESSAGES messages of SIZE bytes over 20 sessions, once straight
+to smtp-sink and once through `spamkit serve` (trained on the corpus's training folds,
+scoring on) to the same smtp-sink, in the same run. Every message must be accounted for:
+smtp-sink keeps each one it receives in a directory. Added latency comes from a single
+client sending messages one after another through each path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from tests.servers.smtp_sink import free_port, wait_for_port
+
+MESSAGES = 2000
+SIZE = 5000  # bytes: about the corpus's median message
+SESSIONS = 20
+LATENCY_SAMPLES = 200
+
+
+def _sink(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    os.chmod(directory, 0o777)
+    process = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", f"{directory}/m.", f"127.0.0.1:{port}",
+                                "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return process, port
+
+
+def _source(port: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(["smtp-source", "-l", str(SIZE), "-m", str(MESSAGES), "-s", str(SESSIONS),
+                    "-f", "sender@example.org", "-t", "rcpt@example.org", f"127.0.0.1:{port}"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    return time.perf_counter() - started
+
+
+def _latencies(port: int, sample: bytes) -> list[float]:
+    out = []
+    for _ in range(LATENCY_SAMPLES // 50):  # 50 a session: the filter limits repeated commands
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            for _ in range(50):
+                started = time.perf_counter()
+                client.sendmail("sender@example.org", ["rcpt@example.org"], sample)
+                out.append(time.perf_counter() - started)
+    return out
+
+
+def _count(directory: Path) -> int:
+    return sum(1 for _ in directory.iterdir())
+
+
+def load_report() -> str:
+    if shutil.which("smtp-source") is None:
+        raise SystemExit("install Debian's postfix package for smtp-source and smtp-sink")
+    work = Path(tempfile.mkdtemp(prefix="spamkit-smtp-"))
+    os.chmod(work, 0o755)  # smtp-sink writes as nobody
+    messages = list(SpamAssassinCorpus().messages())
+    train = [m for m in messages if fold_of(m.path) != TEST_FOLD]
+    sample = next(m.data for m in messages if fold_of(m.path) == TEST_FOLD and m.label == "ham"
+                  and max(map(len, m.data.splitlines())) < 990)  # SMTP's line limit
+    sample = sample.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # SMTP lines end in CRLF
+    db = work / "db"
+    with LmdbStore(db) as store:
+        for label in (Label.SPAM, Label.HAM):
+            Learner(store).learn([SourceItem(m.path, m.data) for m in train if m.label == label.value], label)
+    direct_dir, filtered_dir = work / "direct", work / "filtered"
+    direct_dir.mkdir()
+    filtered_dir.mkdir()
+    sink_a, port_a = _sink(direct_dir)
+    sink_b, port_b = _sink(filtered_dir)
+    filter_port = free_port()
+    config = work / "spamkit.toml"
+    config.write_text('LocalDomains = ["example.org"]\nRequireHeaders = false\n')
+    server = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{filter_port}",
+                               "--next-hop", f"127.0.0.1:{port_b}", "--db", str(db), "--config", str(config)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(filter_port)
+        direct_seconds = _source(port_a)
+        filtered_seconds = _source(filter_port)
+        time.sleep(1)
+        direct_count, filtered_count = _count(direct_dir), _count(filtered_dir)
+        direct_latency = _latencies(port_a, sample)
+        filtered_latency = _latencies(filter_port, sample)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        for sink in (sink_a, sink_b):
+            sink.terminate()
+            sink.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+
+    def quantile(values: list[float], q: float) -> float:
+        return statistics.quantiles(values, n=100)[int(q * 100) - 1] * 1000
+
+    added_p50 = quantile(filtered_latency, 0.5) - quantile(direct_latency, 0.5)
+    added_p99 = quantile(filtered_latency, 0.99) - quantile(direct_latency, 0.99)
+    lines = [f"| path ({MESSAGES} messages of {SIZE} bytes, {SESSIONS} sessions) | seconds | msg/s | "
+             f"arrived at smtp-sink |",
+             "|---|---:|---:|---:|",
+             f"| smtp-source → smtp-sink | {direct_seconds:.2f} | {MESSAGES / direct_seconds:,.0f} | "
+             f"{direct_count} |",
+             f"| smtp-source → spamkit serve → smtp-sink | {filtered_seconds:.2f} | "
+             f"{MESSAGES / filtered_seconds:,.0f} | {filtered_count} |",
+             "",
+             f"Through the filter: {MESSAGES / filtered_seconds / (MESSAGES / direct_seconds):.3f} of the "
+             f"direct path's throughput; added latency per message (one client, a {len(sample):,}-byte "
+             f"corpus ham, {LATENCY_SAMPLES} messages): p50 {added_p50:.1f} ms, p99 {added_p99:.1f} ms."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(load_report())
