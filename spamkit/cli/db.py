@@ -86,7 +86,8 @@ def history(message: str, db_path: str | None, as_json: bool) -> None:
     """Who taught MESSAGE (a file, or - for stdin) what, and when: the audit log."""
     from spamkit.message import message_key
 
-    raw = click.open_file(message, "rb").read()
+    with click.open_file(message, "rb") as handle:
+        raw = handle.read()
     key = message_key(raw)
     with open_store(resolve_db_path(db_path), readonly=True) as store:
         events = store.history(key)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import mailbox
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers.net import wait_for_port
 
 PLAIN_PORT = 10143
 TLS_PORT = 10993
@@ -68,17 +69,6 @@ class Dovecot:
         with os.fdopen(fd, "w") as out:
             out.write("\n".join(lines) + "\n")
         return path
-
-
-def _wait_for(port: int, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"dovecot did not answer on 127.0.0.1:{port}")
 
 
 def start_dovecot() -> Iterator[Dovecot]:
@@ -135,8 +125,8 @@ service imap-login {{
 """)
     subprocess.run(["dovecot", "-c", str(root / "dovecot.conf")], check=True)
     try:
-        _wait_for(PLAIN_PORT)
-        _wait_for(TLS_PORT)
+        wait_for_port(PLAIN_PORT)
+        wait_for_port(TLS_PORT)
         yield Dovecot(root)
     finally:
         subprocess.run(["dovecot", "-c", str(root / "dovecot.conf"), "stop"], check=False)
