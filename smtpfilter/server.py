@@ -13,6 +13,7 @@ import time
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Action, Transaction
+from smtpfilter.metrics import Metrics
 from smtpfilter.relay import relay
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -27,9 +28,12 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 
 class FilterHandler:
-    def __init__(self, chain: FilterChain, next_hop: tuple[str, int]) -> None:
+    def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
+                 metrics: Metrics | None = None) -> None:
         self.chain = chain
         self.next_hop = next_hop
+        self.bcc = bcc  # an archive copy of every relayed message goes here too
+        self.metrics = metrics
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
@@ -69,15 +73,20 @@ class FilterHandler:
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
+                recipients = tx.rcpt_tos + ([self.bcc] if self.bcc else [])
                 reply = await loop.run_in_executor(None, relay, *self.next_hop, tx.mail_from,
-                                                   tx.rcpt_tos, tx.data)
+                                                   recipients, tx.data)
                 deciding = "relay"
         except Exception:
             log.exception("DATA failed")
             reply, deciding = TEMPFAIL, "error"
+        elapsed = time.monotonic() - started
         log.info("client=%s helo=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
                  tx.peer, tx.helo, tx.mail_from, ",".join(tx.rcpt_tos), reply[:3],
-                 tx.notes.get("score", "-"), deciding, time.monotonic() - started)
+                 tx.notes.get("score", "-"), deciding, elapsed)
+        if self.metrics is not None:
+            outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
+            self.metrics.observe(outcome, deciding, elapsed)
         return reply
 
 

@@ -34,9 +34,9 @@ def _host_port(text: str) -> tuple[str, int]:
 def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
           config_path: str | None) -> None:
     """Run the SMTP filter until SIGTERM or SIGINT."""
-    from aiosmtpd.controller import Controller
-
     from smtpfilter.chain import FilterChain
+    from smtpfilter.limits import LimitedController, SessionLimits
+    from smtpfilter.metrics import Metrics
     from smtpfilter.plugins import build_filters
     from smtpfilter.server import FilterHandler
 
@@ -44,10 +44,16 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     config = load_config(config_path)
     store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
     scanner = Scanner.from_config(config, store)
-    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop))
+    metrics = Metrics()
+    if config["MetricsListen"]:
+        metrics.serve(*_host_port(config["MetricsListen"]))
+    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop),
+                            config["BccAddress"], metrics)
     host, port = _host_port(listen)
-    controller = Controller(handler, hostname=host, port=port, data_size_limit=DATA_SIZE_LIMIT,
-                            timeout=COMMAND_TIMEOUT, command_call_limit=100)
+    limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"])
+    controller = LimitedController(handler, limits, hostname=host, port=port,
+                                   data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
+                                   command_call_limit=100)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

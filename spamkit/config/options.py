@@ -99,6 +99,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
            "Attachment file name extensions refused.", group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
+    Option("MaxSessions", int, 100, "SMTP sessions at once; more hear 421.", minimum=1,
+           group="smtp"),
+    Option("MaxSessionsPerClient", int, 10, "SMTP sessions at once from one address "
+           "(hosts_allow's instances); more hear 421.", minimum=1, group="smtp"),
+    Option("MaxLoad", float, 0.0, "Above this load average new sessions hear 421 "
+           "(loadcheck; 0 turns it off).", minimum=0, group="smtp"),
+    Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
+           group="smtp"),
+    Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
+           group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

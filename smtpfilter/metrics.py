@@ -1,0 +1,67 @@
+"""Prometheus metrics over HTTP: messages by decision, refusals by filter, scan time."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.decisions: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.buckets = [0] * len(BUCKETS)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, decision: str, filter_name: str, seconds: float) -> None:
+        with self._lock:
+            self.decisions[decision] += 1
+            if decision in ("rejected", "tempfailed") and filter_name:
+                self.refusals[filter_name] += 1
+            for index, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    self.buckets[index] += 1
+            self.count += 1
+            self.total += seconds
+
+    def exposition(self) -> str:
+        with self._lock:
+            lines = ["# HELP spamkit_messages_total Messages by what happened to them.",
+                     "# TYPE spamkit_messages_total counter"]
+            lines += [f'spamkit_messages_total{{decision="{d}"}} {n}' for d, n in sorted(self.decisions.items())]
+            lines += ["# HELP spamkit_filter_refusals_total Messages refused, by the filter that refused.",
+                      "# TYPE spamkit_filter_refusals_total counter"]
+            lines += [f'spamkit_filter_refusals_total{{filter="{f}"}} {n}' for f, n in sorted(self.refusals.items())]
+            lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",
+                      "# TYPE spamkit_scan_seconds histogram"]
+            lines += [f'spamkit_scan_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]
+            lines += [f'spamkit_scan_seconds_bucket{{le="+Inf"}} {self.count}',
+                      f"spamkit_scan_seconds_sum {self.total:.6f}", f"spamkit_scan_seconds_count {self.count}"]
+        return "\n".join(lines) + "\n"
+
+    def serve(self, host: str, port: int) -> ThreadingHTTPServer:
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                body = metrics.exposition().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+        return server

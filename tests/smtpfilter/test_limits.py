@@ -1,0 +1,102 @@
+"""Session limits, loadcheck, the bcc archive copy and the metrics endpoint, on loopback."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpfilter.chain import FilterChain
+from smtpfilter.limits import LimitedController, SessionLimits
+from smtpfilter.metrics import Metrics
+from smtpfilter.server import FilterHandler
+from tests.servers.smtp_sink import Sink, free_port, start_sink
+
+MESSAGE = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    yield from start_sink()
+
+
+def start(sink: Sink, limits: SessionLimits, bcc: str = "", metrics: Metrics | None = None
+          ) -> tuple[LimitedController, int]:
+    port = free_port()
+    handler = FilterHandler(FilterChain([]), ("127.0.0.1", sink.port), bcc, metrics)
+    controller = LimitedController(handler, limits, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, port
+
+
+def greeting(port: int) -> tuple[socket.socket, bytes]:
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client, client.recv(1024)
+
+
+def send(port: int, recipients: list[str]) -> str:
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.sendmail("a@example.org", recipients, MESSAGE)
+    return "250"
+
+
+def test_sessions_per_client_and_in_total(sink: Sink) -> None:
+    controller, port = start(sink, SessionLimits(max_sessions=5, max_per_client=3))
+    try:
+        open_sessions = [greeting(port) for _ in range(3)]
+        assert all(banner.startswith(b"220") for _, banner in open_sessions)
+        refused, banner = greeting(port)
+        assert banner.startswith(b"421 4.7.0 Too many connections from your address")
+        refused.close()
+        open_sessions[0][0].close()  # one leaves: the next may come in
+        import time
+
+        time.sleep(0.2)
+        again, banner = greeting(port)
+        assert banner.startswith(b"220")
+        # the open sessions still work
+        client = open_sessions[1][0]
+        client.sendall(b"EHLO test\r\n")
+        assert client.recv(1024).startswith(b"250")
+        for c, _ in [*open_sessions[1:], (again, b"")]:
+            c.close()
+    finally:
+        controller.stop()
+    total = SessionLimits(max_sessions=2, max_per_client=10)
+    assert total.admit("192.0.2.1") is None and total.admit("192.0.2.2") is None
+    assert (total.admit("192.0.2.3") or "").startswith("421 4.7.0 Too many connections,")
+
+
+def test_loadcheck_turns_new_sessions_away(sink: Sink) -> None:
+    controller, port = start(sink, SessionLimits(max_load=1e-9))
+    try:
+        import os
+
+        busy = os.getloadavg()[0] > 1e-9  # a machine running the tests always has some load
+        client, banner = greeting(port)
+        client.close()
+        assert banner.startswith(b"421 4.3.2 System busy" if busy else b"220")
+    finally:
+        controller.stop()
+
+
+def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
+    metrics = Metrics()
+    controller, port = start(sink, SessionLimits(), bcc="archive@example.org", metrics=metrics)
+    metrics_port = free_port()
+    server = metrics.serve("127.0.0.1", metrics_port)
+    try:
+        send(port, ["b@example.org"])
+        [delivered] = sink.messages()
+        assert b"archive@example.org" in delivered.split(b"\n\n", 1)[0]  # smtp-sink's X-Rcpt-Args
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'spamkit_messages_total{decision="relayed"} 1' in text
+        assert "spamkit_scan_seconds_count 1" in text
+    finally:
+        server.shutdown()
+        controller.stop()
