@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
