@@ -15,3 +15,7 @@ class FilterChain:
             if decision.action is not Action.CONTINUE:
                 return decision
         return CONTINUE
+
+    def finished(self, tx: Transaction, reply: str) -> None:
+        for plugin in self.filters:
+            plugin.finished(tx, reply)

@@ -53,6 +53,10 @@ class Filter:
         """May replace tx.data (to add headers); what it leaves there is what is relayed."""
         return CONTINUE
 
+    def finished(self, tx: Transaction, reply: str) -> None:
+        """Told the final reply of a transaction: a refusal at MAIL or RCPT, or the reply
+        to DATA (karma learns from it)."""
+
 
 def reject(filter_name: str, reply: str) -> Decision:
     return Decision(Action.REJECT, reply, filter_name)

@@ -40,6 +40,7 @@ class FilterHandler:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
             decision = self.chain.run("mail", tx)
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                self.chain.finished(tx, decision.reply)
                 return decision.reply
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -54,6 +55,7 @@ class FilterHandler:
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
             decision = self.chain.run("rcpt", tx, address)
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                self.chain.finished(tx, decision.reply)
                 return decision.reply
             envelope.rcpt_tos.append(address)
             return "250 OK"
@@ -80,6 +82,10 @@ class FilterHandler:
         except Exception:
             log.exception("DATA failed")
             reply, deciding = TEMPFAIL, "error"
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.chain.finished, tx, reply)
+        except Exception:
+            log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
         log.info("client=%s helo=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
                  tx.peer, tx.helo, tx.mail_from, ",".join(tx.rcpt_tos), reply[:3],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
+from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.envelope import BadHelo, BadMailFrom, BadRcptTo, Relay
 from smtpfilter.plugins.spamscore import SpamScore
 from spamkit.config import Config
@@ -22,7 +24,16 @@ FILTERS: dict[str, Factory] = {
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"]),
     "spamscore": lambda c, s, a: SpamScore(s, a),
+    "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c))),
+                                   c["KarmaNegative"], c["KarmaStrikes"]),
 }
+
+
+def _beside_db(config: Config) -> str:
+    from spamkit.store import default_db_path
+
+    base = Path(config["Database"]) if config["Database"] else default_db_path()
+    return str(base.parent / "karma")
 
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:

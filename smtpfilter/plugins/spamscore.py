@@ -26,6 +26,7 @@ class SpamScore(Filter):
             return CONTINUE
         verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos))
         tx.notes["score"] = f"{verdict.score:.1f}"
+        tx.notes["spam"] = "yes" if verdict.is_spam else "no"
         if self.autolearn:
             self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}")
         if verdict.decision == "reject":

@@ -109,6 +109,12 @@ OPTIONS: tuple[Option, ...] = (
            group="smtp"),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
            group="smtp"),
+    Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
+           "`karma` beside the token database).", group="smtp"),
+    Option("KarmaNegative", int, -3, "karma: good minus bad at or below this is naughty.",
+           group="smtp"),
+    Option("KarmaStrikes", int, 3, "karma: bad messages needed before an address can be "
+           "naughty.", minimum=1, group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

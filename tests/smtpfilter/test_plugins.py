@@ -153,3 +153,21 @@ def test_smuggled_end_of_data_never_makes_two_messages(filter_server, sink: Sink
     delivered = sink.messages()
     assert len(delivered) <= 1
     assert all(b"evil@example.net" not in d.split(b"\n\n", 1)[0] for d in delivered)
+
+
+def test_karma_refuses_a_naughty_address_for_a_day(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from smtpfilter.plugins.karma import KarmaStore
+
+    send = filter_server(f'SmtpFilters = ["karma", "badrcptto"]\nBadRcptTo = ["spamtrap@*"]\n'
+                         f'KarmaDatabase = "{tmp_path / "karma"}"\nKarmaNegative = -2\nKarmaStrikes = 2\n')
+    assert send().startswith("250")  # good: 1
+    for _ in range(3):  # three refusals: good - bad = -2 after the third, with 3 strikes
+        assert send(to="spamtrap@example.org").startswith("550")
+    time.sleep(0.3)
+    assert send().startswith("550 5.7.1 Your address has sent too much unwanted mail")
+    store = KarmaStore(tmp_path / "karma")
+    record = store.get("127.0.0.1")
+    store.close()
+    assert record["bad"] >= 3 and record["until"] > time.time() + 86000  # the refusal counts too
