@@ -12,7 +12,7 @@ import re
 import time
 
 from smtpfilter.chain import FilterChain
-from smtpfilter.filter import Action, Transaction
+from smtpfilter.filter import CONTINUE, Action, Transaction
 from smtpfilter.metrics import Metrics
 from smtpfilter.relay import relay
 
@@ -38,7 +38,7 @@ class FilterHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
-            decision = self.chain.run("mail", tx)
+            decision = self._run(session, "mail", tx)
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 self.chain.finished(tx, decision.reply)
                 return decision.reply
@@ -53,7 +53,7 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "",
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
-            decision = self.chain.run("rcpt", tx, address)
+            decision = self._run(session, "rcpt", tx, address)
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 self.chain.finished(tx, decision.reply)
                 return decision.reply
@@ -71,7 +71,7 @@ class FilterHandler:
         try:
             tx.data = normalize_line_endings(envelope.original_content or envelope.content or b"")
             loop = asyncio.get_running_loop()
-            decision = await loop.run_in_executor(None, self.chain.run, "data", tx)
+            decision = await loop.run_in_executor(None, self._run, session, "data", tx)
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
@@ -94,6 +94,18 @@ class FilterHandler:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
         return reply
+
+
+    def _run(self, session, stage: str, tx: Transaction, *args: str):  # type: ignore[no-untyped-def]
+        """The chain for one stage, unless a filter already accepted this session's mail
+        (whitelisthosts, whitelisthelo): then the rest is skipped."""
+        if getattr(session, "spamkit_accepted", False):
+            return CONTINUE
+        decision = self.chain.run(stage, tx, *args)
+        if decision.action is Action.ACCEPT:
+            session.spamkit_accepted = True
+            tx.notes["accepted_by"] = decision.filter
+        return decision
 
 
 def _peer(session) -> str:  # type: ignore[no-untyped-def]

@@ -8,7 +8,15 @@ from pathlib import Path
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.karma import Karma, KarmaStore
-from smtpfilter.plugins.envelope import BadHelo, BadMailFrom, BadRcptTo, Relay
+from smtpfilter.plugins.envelope import (
+    BadHelo,
+    BadMailFrom,
+    BadMailFromTo,
+    BadRcptTo,
+    Relay,
+    WhitelistHelo,
+    WhitelistHosts,
+)
 from smtpfilter.plugins.spamscore import SpamScore
 from spamkit.config import Config
 from spamkit.errors import ConfigError
@@ -24,6 +32,9 @@ FILTERS: dict[str, Factory] = {
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"]),
     "spamscore": lambda c, s, a: SpamScore(s, a),
+    "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
+    "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),
+    "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"]),
     "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c))),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
 }

@@ -5,6 +5,8 @@ Patterns use * and ? over the whole address (or name), case-insensitive, like th
 
 from __future__ import annotations
 
+import ipaddress
+
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from spamkit.lists import matches
 
@@ -75,4 +77,55 @@ class BadHelo(Filter):
             return reject(self.name, "503 5.5.1 Say HELO or EHLO first")
         if any(matches(p, helo) for p in self.patterns):
             return reject(self.name, f"550 5.7.1 HELO {helo} refused by policy")
+        return CONTINUE
+
+
+class WhitelistHosts(Filter):
+    """Clients (addresses or networks) whose mail skips every other filter."""
+
+    name = "whitelisthosts"
+
+    def __init__(self, networks: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def mail(self, tx: Transaction) -> Decision:
+        try:
+            address = ipaddress.ip_address(tx.peer)
+        except ValueError:
+            return CONTINUE
+        if any(address in network for network in self.networks):
+            return Decision(Action.ACCEPT, "", self.name)
+        return CONTINUE
+
+
+class WhitelistHelo(Filter):
+    """HELO names (patterns) whose mail skips every other filter."""
+
+    name = "whitelisthelo"
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = [p.lower() for p in patterns]
+
+    def mail(self, tx: Transaction) -> Decision:
+        if any(matches(p, tx.helo.strip().lower()) for p in self.patterns):
+            return Decision(Action.ACCEPT, "", self.name)
+        return CONTINUE
+
+
+class BadMailFromTo(Filter):
+    """Sender and recipient pairs refused together ("SENDER RECIPIENT", patterns)."""
+
+    name = "badmailfromto"
+
+    def __init__(self, pairs: list[str]) -> None:
+        self.pairs = []
+        for pair in pairs:
+            parts = pair.lower().split()
+            if len(parts) == 2:
+                self.pairs.append((parts[0], parts[1]))
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        sender = tx.mail_from.lower()
+        if any(matches(s, sender) and matches(r, recipient.lower()) for s, r in self.pairs):
+            return reject(self.name, "550 5.7.1 Mail from this sender to this recipient is refused")
         return CONTINUE

@@ -109,6 +109,12 @@ OPTIONS: tuple[Option, ...] = (
            group="smtp"),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
            group="smtp"),
+    Option("WhitelistHosts", list, [], "Client addresses or networks whose mail skips the "
+           "other filters (whitelisthosts).", group="smtp"),
+    Option("WhitelistHelo", list, [], "HELO names (patterns) whose mail skips the other "
+           "filters (whitelisthelo).", group="smtp"),
+    Option("BadMailFromTo", list, [], "\"SENDER RECIPIENT\" pattern pairs refused together "
+           "(badmailfromto).", group="smtp"),
     Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
            "`karma` beside the token database).", group="smtp"),
     Option("KarmaNegative", int, -3, "karma: good minus bad at or below this is naughty.",

@@ -99,3 +99,49 @@ def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
     finally:
         server.shutdown()
         controller.stop()
+
+
+def test_a_10_mb_line_is_refused_and_the_server_keeps_serving(sink: Sink) -> None:
+    controller, port = start(sink, SessionLimits())
+    try:
+        client, banner = greeting(port)
+        try:
+            client.sendall(b"EHLO " + b"a" * 10_000_000 + b"\r\n")
+            reply = client.recv(1024)
+            assert reply.startswith(b"500")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us: also acceptable, nothing was accepted
+        finally:
+            client.close()
+        assert send(port, ["b@example.org"]) == "250"  # other sessions unaffected
+        assert len(sink.messages()) == 1
+    finally:
+        controller.stop()
+
+
+def test_many_idle_connections_get_421_beyond_the_limit(sink: Sink) -> None:
+    """Slowloris: 400 idle connections against MaxSessions 100; the rest are turned away
+    at once and a well-behaved client still gets through once some leave."""
+    controller, port = start(sink, SessionLimits(max_sessions=100, max_per_client=1000))
+    idle: list[socket.socket] = []
+    try:
+        refused = 0
+        for _ in range(400):
+            client, banner = greeting(port)
+            if banner.startswith(b"421"):
+                refused += 1
+                client.close()
+            else:
+                idle.append(client)
+        assert len(idle) == 100 and refused == 300
+        for client in idle[:10]:
+            client.close()
+        idle = idle[10:]
+        import time
+
+        time.sleep(0.3)
+        assert send(port, ["b@example.org"]) == "250"
+    finally:
+        for client in idle:
+            client.close()
+        controller.stop()

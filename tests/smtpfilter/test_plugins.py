@@ -171,3 +171,25 @@ def test_karma_refuses_a_naughty_address_for_a_day(filter_server, sink: Sink, tm
     record = store.get("127.0.0.1")
     store.close()
     assert record["bad"] >= 3 and record["until"] > time.time() + 86000  # the refusal counts too
+
+
+def test_whitelisthosts_skips_the_other_filters(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    refused = filter_server('SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@spam.example"]\n')
+    assert refused(sender="x@spam.example").startswith("550")
+    trusted = filter_server('SmtpFilters = ["whitelisthosts", "badmailfrom"]\n'
+                            'BadMailFrom = ["*@spam.example"]\nWhitelistHosts = ["127.0.0.0/8"]\n')
+    assert trusted(sender="x@spam.example").startswith("250")
+
+
+def test_whitelisthelo_skips_the_other_filters(filter_server) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('SmtpFilters = ["whitelisthelo", "badrcptto"]\nBadRcptTo = ["*@example.org"]\n'
+                         'WhitelistHelo = ["*.partner.example"]\n')
+    assert send(helo="mx.partner.example").startswith("250")
+    assert send(helo="mx.other.example").startswith("550")
+
+
+def test_badmailfromto(filter_server) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('SmtpFilters = ["badmailfromto"]\n'
+                         'BadMailFromTo = ["*@newsletter.example boss@example.org"]\n')
+    assert send(sender="n@newsletter.example", to="boss@example.org").startswith("550")
+    assert send(sender="n@newsletter.example", to="staff@example.org").startswith("250")
