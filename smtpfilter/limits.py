@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,10 +20,15 @@ class SessionLimits:
     max_sessions: int = 100
     max_per_client: int = 10
     max_load: float = 0.0  # 0: no load check
+    early_talker_delay: float = 0.0  # seconds to wait before the greeting; 0: no check
     active: Counter[str] = field(default_factory=Counter)
+    sessions: set[LimitedSMTP] = field(default_factory=set)
+    closing: bool = False
 
     def admit(self, client: str) -> str | None:
         """None to let the client in, else the 421 reply that turns it away."""
+        if self.closing:
+            return "421 4.3.2 Service shutting down, try again later"
         if self.max_load and os.getloadavg()[0] > self.max_load:
             return "421 4.3.2 System busy, try again later"
         if sum(self.active.values()) >= self.max_sessions:
@@ -54,12 +61,32 @@ class LimitedSMTP(SMTP):
             transport.close()
             return
         self._client = client
+        self._limits.sessions.add(self)
         super().connection_made(transport)
+
+    async def _handle_client(self) -> None:
+        """earlytalker: a client that talks before the greeting is a spam engine in a hurry."""
+        delay = self._limits.early_talker_delay
+        if delay:
+            await asyncio.sleep(delay)
+            if self._reader._buffer:  # type: ignore[attr-defined]
+                await self.push("554 5.7.1 You talked before the greeting")
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        await super()._handle_client()
+
+    def goodbye(self) -> None:
+        """On shutdown: tell an idle client to come back later, and hang up."""
+        if self.transport is not None:
+            self.transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")  # type: ignore[attr-defined]
+            self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._client is None:
             return  # refused at connect: nothing was started
         self._limits.release(self._client)
+        self._limits.sessions.discard(self)
         self._client = None
         super().connection_lost(error)
 
@@ -71,3 +98,15 @@ class LimitedController(Controller):
 
     def factory(self) -> SMTP:
         return LimitedSMTP(self.handler, self.limits, **self.SMTP_kwargs)
+
+    def shutdown(self, busy: Callable[[], bool], wait: float = 30.0) -> None:
+        """Stop taking sessions, let messages being relayed finish (up to `wait` seconds),
+        answer the idle sessions 421, then stop."""
+        self.limits.closing = True
+        deadline = time.monotonic() + wait
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for session in list(self.limits.sessions):
+            self.loop.call_soon_threadsafe(session.goodbye)
+        time.sleep(0.2)
+        self.stop()

@@ -34,6 +34,7 @@ class FilterHandler:
         self.next_hop = next_hop
         self.bcc = bcc  # an archive copy of every relayed message goes here too
         self.metrics = metrics
+        self.in_flight = 0  # messages between the end of DATA and the reply
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
@@ -64,6 +65,13 @@ class FilterHandler:
             return TEMPFAIL
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.in_flight += 1
+        try:
+            return await self._data(session, envelope)
+        finally:
+            self.in_flight -= 1
+
+    async def _data(self, session, envelope) -> str:  # type: ignore[no-untyped-def]
         started = time.monotonic()
         tx = Transaction(peer=_peer(session), helo=session.host_name or "",
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))

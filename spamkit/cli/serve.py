@@ -33,7 +33,11 @@ def _host_port(text: str) -> tuple[str, int]:
 @config_option
 def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
           config_path: str | None) -> None:
-    """Run the SMTP filter until SIGTERM or SIGINT."""
+    """Run the SMTP filter until SIGTERM or SIGINT.
+
+    On SIGTERM it takes no new session, lets messages being relayed finish, answers idle
+    sessions 421 (the client retries later) and exits 0.
+    """
     from smtpfilter.chain import FilterChain
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
@@ -50,7 +54,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop),
                             config["BccAddress"], metrics)
     host, port = _host_port(listen)
-    limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"])
+    limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
+                           config["EarlyTalkerDelay"])
     controller = LimitedController(handler, limits, hostname=host, port=port,
                                    data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
                                    command_call_limit=100)
@@ -61,7 +66,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}", err=True)
     try:
         stop.wait()
+        controller.shutdown(lambda: handler.in_flight > 0)
     finally:
-        controller.stop()
         if store is not None:
             store.close()

@@ -105,6 +105,9 @@ OPTIONS: tuple[Option, ...] = (
            "(hosts_allow's instances); more hear 421.", minimum=1, group="smtp"),
     Option("MaxLoad", float, 0.0, "Above this load average new sessions hear 421 "
            "(loadcheck; 0 turns it off).", minimum=0, group="smtp"),
+    Option("EarlyTalkerDelay", float, 0.0, "Seconds to wait before the greeting; a client "
+           "that talks first is refused (earlytalker; 0 turns it off).", minimum=0, maximum=30,
+           group="smtp"),
     Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
            group="smtp"),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",

@@ -148,3 +148,23 @@ def test_an_exception_at_any_stage_gives_451_and_nothing_relayed(
         assert swaks(port, write(tmp_path, b"Subject: again\r\n\r\nhello\r\n")).startswith("250")
     finally:
         controller.stop()
+
+
+def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(trained_db),
+                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    assert client.recv(1024).startswith(b"220")
+    client.sendall(b"EHLO test\r\n")
+    reply = b""
+    while not re.search(rb"(^|\n)250 ", reply):  # the whole multi-line EHLO reply
+        reply += client.recv(4096)
+    process.send_signal(signal.SIGTERM)
+    assert client.recv(1024).startswith(b"421 4.3.2 Service shutting down")
+    client.close()
+    assert process.wait(30) == 0

@@ -145,3 +145,27 @@ def test_many_idle_connections_get_421_beyond_the_limit(sink: Sink) -> None:
         for client in idle:
             client.close()
         controller.stop()
+
+
+def test_earlytalker_and_unrecognized_commands(sink: Sink) -> None:
+    controller, port = start(sink, SessionLimits(early_talker_delay=0.5))
+    try:
+        early = socket.create_connection(("127.0.0.1", port), timeout=10)
+        early.sendall(b"EHLO hurry\r\nMAIL FROM:<a@b.example>\r\n")
+        assert early.recv(1024).startswith(b"554 5.7.1 You talked before the greeting")
+        early.close()
+        patient, banner = greeting(port)
+        assert banner.startswith(b"220")
+        for _ in range(6):  # aiosmtpd's own limit on unrecognized commands (qpsmtpd's
+            patient.sendall(b"XYZZY\r\n")  # count_unrecognized_commands)
+        replies = b""
+        patient.settimeout(5)
+        try:
+            while chunk := patient.recv(4096):
+                replies += chunk
+        except TimeoutError:
+            pass
+        assert b"502 5.5.1 Too many unrecognized commands" in replies
+        patient.close()
+    finally:
+        controller.stop()
