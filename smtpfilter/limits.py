@@ -1,10 +1,14 @@
 """Session limits checked at connect, before any greeting: total sessions, sessions per
 client address (hosts_allow's instances), and the load average (loadcheck). Clients over
-a limit hear 421 and may retry later; sessions already open are not disturbed."""
+a limit hear 421 and may retry later; sessions already open are not disturbed.
+
+The per-client limit spares LocalNetworks: behind Postfix every session comes from the
+MTA on 127.0.0.1, and limiting it would throttle all mail."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +25,7 @@ class SessionLimits:
     max_per_client: int = 10
     max_load: float = 0.0  # 0: no load check
     early_talker_delay: float = 0.0  # seconds to wait before the greeting; 0: no check
+    exempt: tuple[str, ...] = ()  # networks the per-client limit spares: the MTA in front
     active: Counter[str] = field(default_factory=Counter)
     sessions: set[LimitedSMTP] = field(default_factory=set)
     closing: bool = False
@@ -33,10 +38,17 @@ class SessionLimits:
             return "421 4.3.2 System busy, try again later"
         if sum(self.active.values()) >= self.max_sessions:
             return "421 4.7.0 Too many connections, try again later"
-        if self.active[client] >= self.max_per_client:
+        if self.active[client] >= self.max_per_client and not self._exempt(client):
             return "421 4.7.0 Too many connections from your address, try again later"
         self.active[client] += 1
         return None
+
+    def _exempt(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(n, strict=False) for n in self.exempt)
 
     def release(self, client: str) -> None:
         self.active[client] -= 1

@@ -55,7 +55,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
                             config["BccAddress"], metrics)
     host, port = _host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
-                           config["EarlyTalkerDelay"])
+                           config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     controller = LimitedController(handler, limits, hostname=host, port=port,
                                    data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
                                    command_call_limit=100)

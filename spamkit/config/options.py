@@ -102,7 +102,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaxSessions", int, 100, "SMTP sessions at once; more hear 421.", minimum=1,
            group="smtp"),
     Option("MaxSessionsPerClient", int, 10, "SMTP sessions at once from one address "
-           "(hosts_allow's instances); more hear 421.", minimum=1, group="smtp"),
+           "(hosts_allow's instances); more hear 421. LocalNetworks are not limited.",
+           minimum=1, group="smtp"),
     Option("MaxLoad", float, 0.0, "Above this load average new sessions hear 421 "
            "(loadcheck; 0 turns it off).", minimum=0, group="smtp"),
     Option("EarlyTalkerDelay", float, 0.0, "Seconds to wait before the greeting; a client "
