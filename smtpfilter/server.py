@@ -14,7 +14,7 @@ import time
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import CONTINUE, Action, Transaction
 from smtpfilter.metrics import Metrics
-from smtpfilter.relay import relay
+from smtpfilter.relay import RelayPool
 
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
@@ -32,6 +32,7 @@ class FilterHandler:
                  metrics: Metrics | None = None) -> None:
         self.chain = chain
         self.next_hop = next_hop
+        self.relay = RelayPool(*next_hop)
         self.bcc = bcc  # an archive copy of every relayed message goes here too
         self.metrics = metrics
         self.in_flight = 0  # messages between the end of DATA and the reply
@@ -84,7 +85,7 @@ class FilterHandler:
                 reply, deciding = decision.reply, decision.filter
             else:
                 recipients = tx.rcpt_tos + ([self.bcc] if self.bcc else [])
-                reply = await loop.run_in_executor(None, relay, *self.next_hop, tx.mail_from,
+                reply = await loop.run_in_executor(None, self.relay.send, tx.mail_from,
                                                    recipients, tx.data)
                 deciding = "relay"
         except Exception:

@@ -180,3 +180,17 @@ def test_earlytalker_and_unrecognized_commands(sink: Sink) -> None:
         patient.close()
     finally:
         controller.stop()
+
+
+def test_kept_open_next_hop_connections() -> None:
+    """Reused while the next hop lives; when it goes away, 451, never a lost 250."""
+    from smtpfilter.relay import RelayPool
+
+    generator = start_sink()
+    first = next(generator)
+    pool = RelayPool("127.0.0.1", first.port, timeout=10)
+    assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("250")
+    assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("250")
+    assert len(first.messages()) == 2
+    generator.close()  # the next hop stops
+    assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("451")
