@@ -13,26 +13,6 @@ import threading
 RELAY_TIMEOUT = 60.0  # below Postfix's 100 s smtpd_proxy_timeout
 
 
-def relay(host: str, port: int, mail_from: str, rcpt_tos: list[str], data: bytes,
-          timeout: float = RELAY_TIMEOUT) -> str:
-    """Returns the SMTP reply line to give upstream."""
-    try:
-        with smtplib.SMTP(host, port, timeout=timeout) as client:
-            refused = client.sendmail(mail_from, rcpt_tos, data)
-    except smtplib.SMTPRecipientsRefused as error:
-        code, message = next(iter(error.recipients.values()))
-        return f"{code} {_text(message)}"
-    except smtplib.SMTPSenderRefused as error:
-        return f"{error.smtp_code} {_text(error.smtp_error)}"
-    except smtplib.SMTPDataError as error:
-        return f"{error.smtp_code} {_text(error.smtp_error)}"
-    except (smtplib.SMTPException, OSError, socket.timeout):
-        return "451 4.4.1 Next hop unavailable, try again later"
-    if refused:  # some recipients refused: the accepted ones have the message
-        return "250 2.0.0 Accepted for some recipients"
-    return "250 2.0.0 Ok: queued by next hop"
-
-
 def _text(message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     return " ".join(text.split())
@@ -42,8 +22,9 @@ class RelayPool:
     """Relay over kept-open connections, one a worker thread, checked with RSET before use.
 
     A connection that fails its RSET is replaced before anything is sent, so reuse never
-    risks a message; a failure once the message is under way closes the connection and is
-    answered as `relay` answers it (never retried, so never sent twice).
+    risks a message; a failure once the message is under way closes the connection and
+    gives 451 (never retried, so never sent twice). A 4xx or 5xx from the next hop is
+    passed back as it came; some recipients refused still means the rest have it.
     """
 
     def __init__(self, host: str, port: int, timeout: float = RELAY_TIMEOUT) -> None:
@@ -90,6 +71,6 @@ class RelayPool:
         except (smtplib.SMTPException, OSError, socket.timeout):
             self._drop()
             return "451 4.4.1 Next hop unavailable, try again later"
-        if refused:
+        if refused:  # some recipients refused: the accepted ones have the message
             return "250 2.0.0 Accepted for some recipients"
         return "250 2.0.0 Ok: queued by next hop"
