@@ -23,7 +23,9 @@ class Analyzer:
         self.tokenizer = tokenizer or EmailTokenizer()
         self.limits = limits
 
-    def analyze(self, raw: bytes) -> Analysis:
-        message = parse_message(raw, self.limits)
+    def analyze(self, raw: bytes, message: ParsedMessage | None = None) -> Analysis:
+        """`message`, when given, is `raw` already parsed with these limits (not parsed again)."""
+        if message is None:
+            message = parse_message(raw, self.limits)
         tokens = list(self.tokenizer.tokenize(message))
         return Analysis(message, tokens, hash_tokens(tokens))

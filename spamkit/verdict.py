@@ -25,7 +25,7 @@ from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError
 from spamkit.learn import Learner
 from spamkit.lists import Lists
-from spamkit.message import ParseLimits
+from spamkit.message import ParsedMessage, ParseLimits
 from spamkit.rules import (
     SCORE_SET_WITH_BAYES,
     SCORE_SET_WITHOUT_BAYES,
@@ -160,8 +160,9 @@ class Scanner:
         return cls(config, rules, lists, store)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
-             explain: bool = False) -> Verdict:
-        analysis = self.analyzer.analyze(raw)
+             explain: bool = False, parsed: ParsedMessage | None = None) -> Verdict:
+        """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice."""
+        analysis = self.analyzer.analyze(raw, parsed)
         bayes = None
         if self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0)

@@ -30,7 +30,7 @@ FILTERS: dict[str, Factory] = {
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"]),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"]),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
-    "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"]),
+    "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], s.analyzer.limits),
     "spamscore": lambda c, s, a: SpamScore(s, a),
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),

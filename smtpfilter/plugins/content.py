@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from spamkit.message import parse_message
+from spamkit.message import DEFAULT_LIMITS, ParseLimits, parse_message
 
 
 class Headers(Filter):
@@ -32,13 +32,16 @@ class Headers(Filter):
 class Attachments(Filter):
     name = "attachments"
 
-    def __init__(self, extensions: list[str]) -> None:
+    def __init__(self, extensions: list[str], limits: ParseLimits = DEFAULT_LIMITS) -> None:
         self.extensions = {e.lower().lstrip(".") for e in extensions}
+        self.limits = limits
 
     def data(self, tx: Transaction) -> Decision:
         if not self.extensions:
             return CONTINUE
-        for attachment in parse_message(tx.data).attachments:
+        message = parse_message(tx.data, self.limits)
+        tx.notes["parsed"] = (tx.data, message)  # spamscore scores this parse, not another
+        for attachment in message.attachments:
             name = attachment.filename.lower().strip()
             if "." in name and name.rsplit(".", 1)[1] in self.extensions:
                 return reject(self.name, f"552 5.7.0 Attachments of type .{name.rsplit('.', 1)[1]} "

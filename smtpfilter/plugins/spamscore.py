@@ -24,7 +24,9 @@ class SpamScore(Filter):
                        + tx.data)
             tx.notes["score"] = "unscanned"
             return CONTINUE
-        verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos))
+        earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
+        parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None
+        verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed)
         tx.notes["score"] = f"{verdict.score:.1f}"
         tx.notes["spam"] = "yes" if verdict.is_spam else "no"
         if self.autolearn:
