@@ -13,7 +13,7 @@ from pathlib import Path
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.message import message_key, parse_message
 from spamkit.store import Label, LmdbStore
-from spamkit.tokenizer import EmailTokenizer, hash_tokens
+from spamkit.tokenizer import EmailTokenizer
 
 BATCH = 1000
 
@@ -21,7 +21,7 @@ BATCH = 1000
 def main() -> None:
     messages = [m for m in SpamAssassinCorpus().messages() if fold_of(m.path) != 0]
     tokenizer = EmailTokenizer()
-    hashes = [hash_tokens(tokenizer.tokenize(parse_message(m.data))) for m in messages]
+    hashes = [list(tokenizer.tokenize_keys(parse_message(m.data))) for m in messages]
     keys = [message_key(m.data) for m in messages]
     labels = [Label(m.label) for m in messages]
     best = float("inf")

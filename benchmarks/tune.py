@@ -23,7 +23,7 @@ from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.message import message_key, parse_message
 from spamkit.store import Label, LmdbStore
-from spamkit.tokenizer import EmailTokenizer, TokenizerOptions, hash_tokens
+from spamkit.tokenizer import EmailTokenizer, TokenizerOptions
 
 
 def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams]
@@ -31,7 +31,7 @@ def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams]
     corpus = SpamAssassinCorpus()
     train = [m for m in corpus.messages() if fold_of(m.path) != 0]
     tokenizer = EmailTokenizer(options)
-    hashed = [hash_tokens(tokenizer.tokenize(parse_message(m.data))) for m in train]
+    hashed = [list(tokenizer.tokenize_keys(parse_message(m.data))) for m in train]
     keys = [message_key(m.data) for m in train]
     folds = np.array([fold_of(m.path) for m in train])
     labels = np.array([m.label == "spam" for m in train])

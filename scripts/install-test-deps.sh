@@ -3,7 +3,7 @@
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
 # (real SMTP peers for the filter's tests), all started by fixtures on loopback, and
-# spamkit with its test extras.
+# spamkit with its test extras (and a C compiler for its tokenizer core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -11,6 +11,10 @@ need=()
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
+# a C compiler for the tokenizer's C core (spamkit works without it, slower; a test checks it is built)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+    2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     # postfix only for its smtp-sink test tool: no mail system is configured
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections

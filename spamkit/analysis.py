@@ -11,8 +11,8 @@ from spamkit.tokenizer import EmailTokenizer, Tokenizer, hash_tokens
 @dataclass
 class Analysis:
     message: ParsedMessage
-    tokens: list[str]
-    hashes: list[bytes]  # hashes[i] is the storage key of tokens[i]
+    hashes: list[bytes]
+    tokens: list[str] | None = None  # only when asked for; then hashes[i] is the key of tokens[i]
 
 
 class Analyzer:
@@ -23,9 +23,16 @@ class Analyzer:
         self.tokenizer = tokenizer or EmailTokenizer()
         self.limits = limits
 
-    def analyze(self, raw: bytes, message: ParsedMessage | None = None) -> Analysis:
-        """`message`, when given, is `raw` already parsed with these limits (not parsed again)."""
+    def analyze(self, raw: bytes, message: ParsedMessage | None = None,
+                with_tokens: bool = False) -> Analysis:
+        """`message`, when given, is `raw` already parsed with these limits (not parsed again).
+
+        The token strings are made only `with_tokens` (for --explain): learning and
+        scoring need only the keys, which the tokenizer makes without them.
+        """
         if message is None:
             message = parse_message(raw, self.limits)
-        tokens = list(self.tokenizer.tokenize(message))
-        return Analysis(message, tokens, hash_tokens(tokens))
+        if with_tokens:
+            tokens = list(self.tokenizer.tokenize(message))
+            return Analysis(message, hash_tokens(tokens), tokens)
+        return Analysis(message, list(self.tokenizer.tokenize_keys(message)))

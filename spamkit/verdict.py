@@ -162,7 +162,7 @@ class Scanner:
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None) -> Verdict:
         """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice."""
-        analysis = self.analyzer.analyze(raw, parsed)
+        analysis = self.analyzer.analyze(raw, parsed, with_tokens=explain)
         bayes = None
         if self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0)

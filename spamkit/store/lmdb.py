@@ -121,18 +121,22 @@ class LmdbWriter:
         self._seen[message_key] = label
 
     def _token_deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sorted distinct token keys as big-endian uint64, spam deltas, ham deltas)."""
+        """(sorted distinct token keys as uint64, spam deltas, ham deltas).
+
+        A key's uint64 value is its big-endian reading, so numeric order is LMDB's
+        byte order and the lookups below walk the tree in order.
+        """
         parts = {(Label.SPAM, 1): [], (Label.SPAM, -1): [], (Label.HAM, 1): [], (Label.HAM, -1): []}
         for label, delta, joined in self._deltas:
             parts[(label, 1 if delta > 0 else -1)].append(joined)
-        arrays = {part: np.frombuffer(b"".join(chunks), dtype=">u8")
+        arrays = {part: np.frombuffer(b"".join(chunks), dtype=">u8").astype(np.uint64)
                   for part, chunks in parts.items()}
-        keys = np.unique(np.concatenate(list(arrays.values())))
+        keys, _ = _sorted_distinct(np.concatenate(list(arrays.values())))
         spam = np.zeros(len(keys), dtype=np.int64)
         ham = np.zeros(len(keys), dtype=np.int64)
         for (label, sign), hashes in arrays.items():
             if len(hashes):
-                distinct, counts = np.unique(hashes, return_counts=True)
+                distinct, counts = _sorted_distinct(hashes)
                 target = spam if label is Label.SPAM else ham
                 target[np.searchsorted(keys, distinct)] += sign * counts
         return keys, spam, ham
@@ -150,7 +154,8 @@ class LmdbWriter:
         existed = np.zeros(len(keys), dtype=bool)
         if found:
             found_keys, found_values = zip(*found)
-            positions = np.searchsorted(keys, np.frombuffer(b"".join(found_keys), dtype=">u8"))
+            found_numbers = np.frombuffer(b"".join(found_keys), dtype=">u8").astype(np.uint64)
+            positions = np.searchsorted(keys, found_numbers)
             old = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
             spam[positions] += old["spam"]
             ham[positions] += old["ham"]
@@ -186,6 +191,16 @@ class LmdbWriter:
             txn.put(name.encode(), value.encode(), db=store._meta_db)
         for key, record in self._events:
             txn.put(key, record, db=store._history_db)
+
+
+def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values in order, how often each occurs): np.unique with return_counts
+    by one native sort; np.unique cost twice as much here and loads numpy.ma (16 ms)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
 
 
 class LmdbStore:

@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 from spamkit.message import ParsedMessage
-from spamkit.tokenizer.headers import header_tokens
-from spamkit.tokenizer.text import email_tokens, long_word_tokens, pair_tokens, split_words
+from spamkit.tokenizer.headers import emit_header_tokens
+from spamkit.tokenizer.sink import KeySink, StringSink
+from spamkit.tokenizer.text import email_tokens, long_word_tokens, pair_tokens
 from spamkit.tokenizer.urls import url_tokens
 
 MAX_TEXT_CHARS = 200_000  # per message; text beyond this adds little and costs linearly
@@ -38,35 +39,41 @@ class EmailTokenizer:
                         f"{int(o.header_presence)}{int(o.pairs)}{int(o.invisible)}{int(o.html_tags)}")
 
     def tokenize(self, message: ParsedMessage) -> set[str]:
+        """The message's distinct tokens, as strings (for --explain and tests)."""
+        sink = StringSink(self._plain)
+        self.emit(message, sink)
+        return sink.tokens
+
+    def tokenize_keys(self, message: ParsedMessage) -> set[bytes]:
+        """The 8-byte keys of exactly the tokens `tokenize` gives, without making them all."""
+        sink = KeySink(self._plain)
+        self.emit(message, sink)
+        return sink.finish()
+
+    def emit(self, message: ParsedMessage, sink: StringSink) -> None:
         options = self.options
-        tokens: set[str] = set()
         text = " ".join(message.text)[:MAX_TEXT_CHARS]
         if options.fold_case:
             text = text.lower()
-        body_words, long_words = split_words(text, self._plain)
-        tokens.update(body_words)
-        tokens.update(long_word_tokens(long_words))
+        long_words, at_words = sink.words(text)
+        sink.update(long_word_tokens(set(long_words)))
         if options.pairs:
-            tokens.update(pair_tokens(text.split()[:5000]))
-        if "@" in text:
-            tokens.update(email_tokens(body_words | long_words))
+            sink.update(pair_tokens(text.split()[:5000]))
+        if at_words:
+            sink.update(email_tokens(at_words))
         if options.headers:
-            tokens.update(header_tokens(message.headers, self._plain, options.fold_case,
-                                        options.header_set == "selected", options.header_presence))
+            emit_header_tokens(sink, message.headers, options.fold_case,
+                               options.header_set == "selected", options.header_presence)
         else:
-            subject = (message.header("subject") or "").lower()
-            tokens.update("subject:" + w for w in split_words(subject, self._plain)[0])
-        tokens.update(url_tokens(message.urls))
+            sink.words((message.header("subject") or "").lower(), "subject:")
+        sink.update(url_tokens(message.urls))
         if options.invisible and message.invisible:
-            hidden = " ".join(message.invisible)[:MAX_TEXT_CHARS].lower()
-            tokens.update("invisible:" + w for w in split_words(hidden, self._plain)[0])
+            sink.words(" ".join(message.invisible)[:MAX_TEXT_CHARS].lower(), "invisible:")
         if message.alt_text:
-            alt = " ".join(message.alt_text[:100]).lower()
-            tokens.update("alt:" + w for w in split_words(alt, self._plain)[0])
+            sink.words(" ".join(message.alt_text[:100]).lower(), "alt:")
         if options.html_tags and message.html_tags:
-            tokens.update("tag:" + tag for tag in set(message.html_tags))
-        tokens.update(_structure_tokens(message))
-        return tokens
+            sink.update("tag:" + tag for tag in set(message.html_tags))
+        sink.update(_structure_tokens(message))
 
 
 def _structure_tokens(message: ParsedMessage) -> set[str]:

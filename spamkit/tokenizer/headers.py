@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from spamkit.tokenizer.text import EMAIL, MAX_WORD, MIN_WORD, PLAIN_WORD, cjk_pairs
+from spamkit.tokenizer.sink import StringSink
+from spamkit.tokenizer.text import EMAIL
 
 # Headers that are unique per message (pure noise) or written by other filters.
 IGNORED_HEADERS = frozenset({
@@ -40,10 +41,10 @@ _LETTERS = re.compile(r"[A-Za-z]")
 _UPPER = re.compile(r"[A-Z]")
 
 
-def header_tokens(headers: list[tuple[str, str]], plain: bool = False,
-                  fold_case: bool = True, selected_only: bool = True,
-                  presence: bool = False) -> set[str]:
-    out: set[str] = set()
+def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
+                       fold_case: bool = True, selected_only: bool = True,
+                       presence: bool = False) -> None:
+    """Put a message's header tokens into `sink`."""
     received: list[str] = []
     has_subject = False
     for name, value in headers:
@@ -53,32 +54,27 @@ def header_tokens(headers: list[tuple[str, str]], plain: bool = False,
             continue
         if name in IGNORED_HEADERS:
             if name == "message-id":
-                out.update(_message_id_tokens(value))
+                sink.update(_message_id_tokens(value))
             continue
         if name == "received":
             received.append(value)
             continue
-        text = value.lower() if fold_case else value
         prefix = name + ":"
-        pieces = PLAIN_WORD.findall(text) if plain else text.split()
-        out.update([prefix + w for w in pieces if MIN_WORD <= len(w) <= MAX_WORD])
-        if not text.isascii():
-            out.update([prefix + pair for pair in cjk_pairs(text)])
+        sink.words(value.lower() if fold_case else value, prefix)
         if name in ADDRESS_HEADERS:
-            out.update(_address_tokens(prefix, value))
+            sink.update(_address_tokens(prefix, value))
         elif name in WHOLE_VALUE_HEADERS:
-            out.add(prefix + "=" + _SPACE.sub(" ", value.strip().lower())[:80])
+            sink.add(prefix + "=" + _SPACE.sub(" ", value.strip().lower())[:80])
         if name == "subject":
             has_subject = True
-            out.update(_subject_shape(value))
+            sink.update(_subject_shape(value))
     if received:
-        out.update(_received_tokens(" ".join(received)))
+        sink.update(_received_tokens(" ".join(received)))
     if presence:  # which headers a message has, and how many of each
         counts = Counter(name for name, _ in headers if not name.startswith(IGNORED_PREFIXES))
-        out.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
+        sink.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
     if not has_subject:
-        out.add("header:no-subject")
-    return out
+        sink.add("header:no-subject")
 
 
 def _address_tokens(prefix: str, value: str) -> set[str]:

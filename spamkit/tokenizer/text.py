@@ -10,6 +10,7 @@ are in docs/decisions/0002-tokenizer.md with their figures.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MIN_WORD = 3
 MAX_WORD = 12
@@ -52,14 +53,14 @@ def long_word_tokens(long_words: set[str]) -> set[str]:
             if "@" not in word and "://" not in word}  # those are tokenized on their own
 
 
-def email_tokens(words: set[str]) -> set[str]:
-    """Address parts in a message's distinct words: the name before @ and the domain.
+def email_tokens(words: Iterable[str]) -> set[str]:
+    """Address parts in a message's words that contain "@": the name before @ and the domain.
 
     Only words with an @ are looked at: EMAIL over the whole text cost 13% of all
     tokenizing time, since the regex engine tries every position.
     """
     out: set[str] = set()
-    candidates = " ".join([word for word in words if "@" in word])
+    candidates = " ".join(set(words))
     for name, domain in EMAIL.findall(candidates):
         out.add("email name:" + name.lower())
         out.add("email addr:" + domain.lower())

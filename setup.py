@@ -1,0 +1,11 @@
+"""Only for the optional C extension; everything else is declared in pyproject.toml.
+
+spamkit.tokenizer._fast speeds up word splitting and hashing (docs/decisions/0006). It is
+optional: without a C compiler the install still succeeds and the tokenizer uses its
+Python code, which gives the same tokens and keys, only slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("spamkit.tokenizer._fast", ["spamkit/tokenizer/_fast.c"],
+                             extra_compile_args=["-O2"], optional=True)])

@@ -1,0 +1,469 @@
+/*
+ * spamkit.tokenizer._fast: the tokenizer's two hot loops in C.
+ *
+ * Splitting text into words and hashing the tokens were half of the tokenizer's time in Python
+ * (docs/decisions/0006-compiled-tokenizer-core.md). This module does both without making
+ * a Python string per word: a word goes from the text straight to its 8-byte key.
+ *
+ * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
+ * compares them on the whole corpus and on hypothesis's strings):
+ *   - words are str.split() words (Py_UNICODE_ISSPACE separators), lengths in code points;
+ *   - a token's key is XXH3-64 (seed 0, default secret) of its UTF-8 form, surrogates
+ *     written as three bytes ("surrogatepass"), as 8 big-endian bytes (xxh3_64_digest);
+ *   - CJK runs become overlapping character pairs with the same 20,000-character budget.
+ * XXH3-64 is implemented here for inputs up to 240 bytes (every word and nearly every
+ * token); longer inputs are handed to the xxhash package, the reference.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- XXH3-64 (<= 240 bytes) */
+
+static const uint8_t SECRET[192] = {
+    0xb8, 0xfe, 0x6c, 0x39, 0x23, 0xa4, 0x4b, 0xbe, 0x7c, 0x01, 0x81, 0x2c, 0xf7, 0x21, 0xad, 0x1c,
+    0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90, 0x97, 0xdb, 0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f,
+    0xcb, 0x79, 0xe6, 0x4e, 0xcc, 0xc0, 0xe5, 0x78, 0x82, 0x5a, 0xd0, 0x7d, 0xcc, 0xff, 0x72, 0x21,
+    0xb8, 0x08, 0x46, 0x74, 0xf7, 0x43, 0x24, 0x8e, 0xe0, 0x35, 0x90, 0xe6, 0x81, 0x3a, 0x26, 0x4c,
+    0x3c, 0x28, 0x52, 0xbb, 0x91, 0xc3, 0x00, 0xcb, 0x88, 0xd0, 0x65, 0x8b, 0x1b, 0x53, 0x2e, 0xa3,
+    0x71, 0x64, 0x48, 0x97, 0xa2, 0x0d, 0xf9, 0x4e, 0x38, 0x19, 0xef, 0x46, 0xa9, 0xde, 0xac, 0xd8,
+    0xa8, 0xfa, 0x76, 0x3f, 0xe3, 0x9c, 0x34, 0x3f, 0xf9, 0xdc, 0xbb, 0xc7, 0xc7, 0x0b, 0x4f, 0x1d,
+    0x8a, 0x51, 0xe0, 0x4b, 0xcd, 0xb4, 0x59, 0x31, 0xc8, 0x9f, 0x7e, 0xc9, 0xd9, 0x78, 0x73, 0x64,
+    0xea, 0xc5, 0xac, 0x83, 0x34, 0xd3, 0xeb, 0xc3, 0xc5, 0x81, 0xa0, 0xff, 0xfa, 0x13, 0x63, 0xeb,
+    0x17, 0x0d, 0xdd, 0x51, 0xb7, 0xf0, 0xda, 0x49, 0xd3, 0x16, 0x55, 0x26, 0x29, 0xd4, 0x68, 0x9e,
+    0x2b, 0x16, 0xbe, 0x58, 0x7d, 0x47, 0xa1, 0xfc, 0x8f, 0xf8, 0xb8, 0xd1, 0x7a, 0xd0, 0x31, 0xce,
+    0x45, 0xcb, 0x3a, 0x8f, 0x95, 0x16, 0x04, 0x28, 0xaf, 0xd7, 0xfb, 0xca, 0xbb, 0x4b, 0x40, 0x7e,
+};
+
+#define PRIME32_1 0x9E3779B1U
+#define PRIME64_1 0x9E3779B185EBCA87ULL
+#define PRIME64_2 0xC2B2AE3D27D4EB4FULL
+#define PRIME64_3 0x165667B19E3779F9ULL
+#define PRIME_MX1 0x165667919E3779F9ULL
+#define PRIME_MX2 0x9FB21C651E98DF25ULL
+#define MAX_SHORT_INPUT 240
+
+static inline uint64_t read64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if PY_BIG_ENDIAN
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static inline uint32_t read32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if PY_BIG_ENDIAN
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t mul128_fold64(uint64_t a, uint64_t b) {
+    __uint128_t product = (__uint128_t)a * b;
+    return (uint64_t)product ^ (uint64_t)(product >> 64);
+}
+
+static inline uint64_t xxh64_avalanche(uint64_t h) {
+    h ^= h >> 33;
+    h *= PRIME64_2;
+    h ^= h >> 29;
+    h *= PRIME64_3;
+    return h ^ (h >> 32);
+}
+
+static inline uint64_t xxh3_avalanche(uint64_t h) {
+    h ^= h >> 37;
+    h *= PRIME_MX1;
+    return h ^ (h >> 32);
+}
+
+static inline uint64_t rrmxmx(uint64_t h, uint64_t len) {
+    h ^= rotl64(h, 49) ^ rotl64(h, 24);
+    h *= PRIME_MX2;
+    h ^= (h >> 35) + len;
+    h *= PRIME_MX2;
+    return h ^ (h >> 28);
+}
+
+static inline uint64_t mix16(const uint8_t *in, const uint8_t *secret) {
+    return mul128_fold64(read64(in) ^ read64(secret), read64(in + 8) ^ read64(secret + 8));
+}
+
+/* XXH3-64 with seed 0 and the default secret, for len <= MAX_SHORT_INPUT. */
+static uint64_t xxh3_short(const uint8_t *in, size_t len) {
+    if (len == 0)
+        return xxh64_avalanche(read64(SECRET + 56) ^ read64(SECRET + 64));
+    if (len <= 3) {
+        uint32_t combined = ((uint32_t)in[0] << 16) | ((uint32_t)in[len >> 1] << 24)
+                            | (uint32_t)in[len - 1] | ((uint32_t)len << 8);
+        uint64_t bitflip = (uint64_t)(read32(SECRET) ^ read32(SECRET + 4));
+        return xxh64_avalanche((uint64_t)combined ^ bitflip);
+    }
+    if (len <= 8) {
+        uint64_t bitflip = read64(SECRET + 8) ^ read64(SECRET + 16);
+        uint64_t input64 = (uint64_t)read32(in + len - 4) + ((uint64_t)read32(in) << 32);
+        return rrmxmx(input64 ^ bitflip, len);
+    }
+    if (len <= 16) {
+        uint64_t low = read64(in) ^ (read64(SECRET + 24) ^ read64(SECRET + 32));
+        uint64_t high = read64(in + len - 8) ^ (read64(SECRET + 40) ^ read64(SECRET + 48));
+        uint64_t acc = len + __builtin_bswap64(low) + high + mul128_fold64(low, high);
+        return xxh3_avalanche(acc);
+    }
+    uint64_t acc = len * PRIME64_1;
+    if (len <= 128) {
+        if (len > 32) {
+            if (len > 64) {
+                if (len > 96) {
+                    acc += mix16(in + 48, SECRET + 96);
+                    acc += mix16(in + len - 64, SECRET + 112);
+                }
+                acc += mix16(in + 32, SECRET + 64);
+                acc += mix16(in + len - 48, SECRET + 80);
+            }
+            acc += mix16(in + 16, SECRET + 32);
+            acc += mix16(in + len - 32, SECRET + 48);
+        }
+        acc += mix16(in, SECRET);
+        acc += mix16(in + len - 16, SECRET + 16);
+        return xxh3_avalanche(acc);
+    }
+    size_t rounds = len / 16;
+    for (size_t i = 0; i < 8; i++)
+        acc += mix16(in + 16 * i, SECRET + 16 * i);
+    acc = xxh3_avalanche(acc);
+    for (size_t i = 8; i < rounds; i++)
+        acc += mix16(in + 16 * i, SECRET + 16 * (i - 8) + 3);
+    acc += mix16(in + len - 16, SECRET + 136 - 17);
+    return xxh3_avalanche(acc);
+}
+
+/* ------------------------------------------------------------------------ key buffers */
+
+/* The distinct 64-bit keys of one call: open addressing, linear probing, grown at half
+ * full. (Sorting the keys with qsort to de-duplicate them cost a third of the call.) */
+typedef struct {
+    uint64_t *slots;
+    size_t count, mask;
+    int has_zero; /* 0 marks an empty slot, so the key 0 is kept aside */
+    uint64_t inline_slots[256];
+} KeySet;
+
+static void keys_init(KeySet *set) {
+    memset(set->inline_slots, 0, sizeof(set->inline_slots));
+    set->slots = set->inline_slots;
+    set->count = 0;
+    set->mask = 255;
+    set->has_zero = 0;
+}
+
+static void keys_free(KeySet *set) {
+    if (set->slots != set->inline_slots)
+        PyMem_Free(set->slots);
+}
+
+static inline size_t slot_of(uint64_t key, size_t mask) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 17) & mask;
+}
+
+static int keys_add(KeySet *set, uint64_t key) {
+    if (key == 0) {
+        set->has_zero = 1;
+        return 0;
+    }
+    size_t i = slot_of(key, set->mask);
+    while (set->slots[i] != 0) {
+        if (set->slots[i] == key)
+            return 0;
+        i = (i + 1) & set->mask;
+    }
+    set->slots[i] = key;
+    if (++set->count * 2 <= set->mask)
+        return 0;
+    size_t mask = set->mask * 2 + 1;
+    uint64_t *grown = PyMem_Calloc(mask + 1, sizeof(uint64_t));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t j = 0; j <= set->mask; j++) {
+        uint64_t old = set->slots[j];
+        if (old == 0)
+            continue;
+        size_t k = slot_of(old, mask);
+        while (grown[k] != 0)
+            k = (k + 1) & mask;
+        grown[k] = old;
+    }
+    keys_free(set);
+    set->slots = grown;
+    set->mask = mask;
+    return 0;
+}
+
+static PyObject *reference_hash; /* xxhash.xxh3_64_intdigest, for inputs over 240 bytes */
+
+/* UTF-8 of code points [start, end) of a str, surrogates as three bytes, after prefix. */
+static size_t encode_utf8(int kind, const void *data, Py_ssize_t start, Py_ssize_t end,
+                          uint8_t *out) {
+    size_t n = 0;
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            out[n++] = (uint8_t)c;
+        } else if (c < 0x800) {
+            out[n++] = (uint8_t)(0xC0 | (c >> 6));
+            out[n++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            out[n++] = (uint8_t)(0xE0 | (c >> 12));
+            out[n++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            out[n++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            out[n++] = (uint8_t)(0xF0 | (c >> 18));
+            out[n++] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            out[n++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            out[n++] = (uint8_t)(0x80 | (c & 0x3F));
+        }
+    }
+    return n;
+}
+
+/* Hash a byte string of any length; -1 with an exception set on failure. */
+static int hash_bytes(const uint8_t *bytes, size_t length, uint64_t *key) {
+    if (length <= MAX_SHORT_INPUT) {
+        *key = xxh3_short(bytes, length);
+        return 0;
+    }
+    PyObject *value = PyObject_CallFunction(reference_hash, "y#", (const char *)bytes,
+                                            (Py_ssize_t)length);
+    if (value == NULL)
+        return -1;
+    *key = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    return (*key == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int add_digest(PyObject *out, uint64_t key) {
+    uint64_t big = key;
+#if !PY_BIG_ENDIAN
+    big = __builtin_bswap64(big);
+#endif
+    PyObject *digest = PyBytes_FromStringAndSize((const char *)&big, 8);
+    if (digest == NULL)
+        return -1;
+    int failed = PySet_Add(out, digest);
+    Py_DECREF(digest);
+    return failed;
+}
+
+/* Add the keys to a Python set as 8-byte big-endian bytes (xxh3_64_digest's form). */
+static int keys_into_set(KeySet *set, PyObject *out) {
+    if (set->has_zero && add_digest(out, 0))
+        return -1;
+    for (size_t i = 0; i <= set->mask; i++)
+        if (set->slots[i] != 0 && add_digest(out, set->slots[i]))
+            return -1;
+    return 0;
+}
+
+/* ----------------------------------------------------------------------------- words */
+
+#define MAX_PREFIX_BYTES 64
+#define MAX_CJK_CHARS 20000
+
+static inline int is_cjk(Py_UCS4 c) {
+    return (c >= 0x3040 && c <= 0x30ff) || (c >= 0x3400 && c <= 0x4dbf)
+           || (c >= 0x4e00 && c <= 0x9fff) || (c >= 0xac00 && c <= 0xd7af)
+           || (c >= 0xf900 && c <= 0xfaff);
+}
+
+/* Key of prefix + text[start:end]; the word is at most max_word code points long. */
+static int word_key(const uint8_t *prefix, size_t prefix_length, int kind, const void *data,
+                    Py_ssize_t start, Py_ssize_t end, uint8_t *buffer, uint64_t *key) {
+    memcpy(buffer, prefix, prefix_length);
+    size_t length = prefix_length + encode_utf8(kind, data, start, end, buffer + prefix_length);
+    return hash_bytes(buffer, length, key);
+}
+
+PyDoc_STRVAR(hash_words_doc,
+"hash_words(text, prefix, min_word, max_word, out) -> (long_words, at_words)\n\n"
+"Add to the set `out` the keys of prefix + w for each distinct str.split() word w of\n"
+"min_word to max_word characters, and of prefix + each CJK character pair. Returns the\n"
+"longer words and the words (of at least min_word characters) that contain '@'.");
+
+static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *text, *out;
+    const char *prefix;
+    Py_ssize_t prefix_length, min_word, max_word;
+    if (!PyArg_ParseTuple(args, "Uy#nnO!", &text, &prefix, &prefix_length, &min_word,
+                          &max_word, &PySet_Type, &out))
+        return NULL;
+    if (prefix_length > MAX_PREFIX_BYTES || max_word < 2 || max_word > 64) {
+        PyErr_SetString(PyExc_ValueError, "prefix over 64 bytes or max_word out of 2..64");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    uint8_t buffer[MAX_PREFIX_BYTES + 64 * 4];
+    KeySet keys;
+    keys_init(&keys);
+    PyObject *long_words = PyList_New(0), *at_words = PyList_New(0);
+    if (long_words == NULL || at_words == NULL)
+        goto fail;
+
+    Py_ssize_t i = 0;
+    while (i < n) {
+        while (i < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            i++;
+        if (i >= n)
+            break;
+        Py_ssize_t start = i;
+        int has_at = 0;
+        while (i < n) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (Py_UNICODE_ISSPACE(c))
+                break;
+            has_at |= (c == '@');
+            i++;
+        }
+        Py_ssize_t length = i - start;
+        if (length < min_word)
+            continue;
+        if (length > max_word || has_at) {
+            PyObject *word = PyUnicode_Substring(text, start, i);
+            if (word == NULL)
+                goto fail;
+            int failed = 0;
+            if (length > max_word)
+                failed |= PyList_Append(long_words, word);
+            if (has_at)
+                failed |= PyList_Append(at_words, word);
+            Py_DECREF(word);
+            if (failed)
+                goto fail;
+            if (length > max_word)
+                continue;
+        }
+        uint64_t key;
+        if (word_key((const uint8_t *)prefix, prefix_length, kind, data, start, i, buffer, &key)
+            || keys_add(&keys, key))
+            goto fail;
+    }
+
+    if (kind != PyUnicode_1BYTE_KIND || !PyUnicode_IS_ASCII(text)) {
+        Py_ssize_t budget = MAX_CJK_CHARS;
+        i = 0;
+        while (i < n && budget > 0) {
+            while (i < n && !is_cjk(PyUnicode_READ(kind, data, i)))
+                i++;
+            Py_ssize_t start = i;
+            while (i < n && is_cjk(PyUnicode_READ(kind, data, i)))
+                i++;
+            Py_ssize_t run = i - start;
+            if (run < 2)
+                continue;
+            Py_ssize_t used = run < budget ? run : budget;
+            for (Py_ssize_t j = start; j + 1 < start + used; j++) {
+                uint64_t key;
+                if (word_key((const uint8_t *)prefix, prefix_length, kind, data, j, j + 2,
+                             buffer, &key) || keys_add(&keys, key))
+                    goto fail;
+            }
+            budget -= used;
+        }
+    }
+    if (keys_into_set(&keys, out))
+        goto fail;
+    keys_free(&keys);
+    return Py_BuildValue("(NN)", long_words, at_words);
+
+fail:
+    keys_free(&keys);
+    Py_XDECREF(long_words);
+    Py_XDECREF(at_words);
+    return NULL;
+}
+
+PyDoc_STRVAR(hash_strings_doc,
+"hash_strings(tokens, out)\n\n"
+"Add to the set `out` the 8-byte key of each str in the iterable `tokens`.");
+
+static PyObject *hash_strings(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *tokens, *out;
+    if (!PyArg_ParseTuple(args, "OO!", &tokens, &PySet_Type, &out))
+        return NULL;
+    PyObject *iterator = PyObject_GetIter(tokens);
+    if (iterator == NULL)
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    uint8_t small[MAX_SHORT_INPUT];
+    PyObject *token;
+    while ((token = PyIter_Next(iterator)) != NULL) {
+        if (!PyUnicode_Check(token)) {
+            PyErr_SetString(PyExc_TypeError, "tokens must be str");
+            Py_DECREF(token);
+            goto fail;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(token);
+        int kind = PyUnicode_KIND(token);
+        const void *data = PyUnicode_DATA(token);
+        uint64_t key;
+        int failed;
+        if ((size_t)n * 4 <= sizeof(small)) {
+            failed = hash_bytes(small, encode_utf8(kind, data, 0, n, small), &key);
+        } else {
+            uint8_t *large = PyMem_Malloc((size_t)n * 4);
+            if (large == NULL) {
+                PyErr_NoMemory();
+                Py_DECREF(token);
+                goto fail;
+            }
+            failed = hash_bytes(large, encode_utf8(kind, data, 0, n, large), &key);
+            PyMem_Free(large);
+        }
+        Py_DECREF(token);
+        if (failed || keys_add(&keys, key))
+            goto fail;
+    }
+    if (PyErr_Occurred() || keys_into_set(&keys, out))
+        goto fail;
+    Py_DECREF(iterator);
+    keys_free(&keys);
+    Py_RETURN_NONE;
+
+fail:
+    Py_DECREF(iterator);
+    keys_free(&keys);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
+    {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT, "_fast",
+    "The tokenizer's word splitting and XXH3-64 hashing in C (same results as the Python code).",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fast(void) {
+    PyObject *xxhash = PyImport_ImportModule("xxhash");
+    if (xxhash == NULL)
+        return NULL;
+    reference_hash = PyObject_GetAttrString(xxhash, "xxh3_64_intdigest");
+    Py_DECREF(xxhash);
+    if (reference_hash == NULL)
+        return NULL;
+    return PyModule_Create(&module_definition);
+}

@@ -1,0 +1,105 @@
+"""Where a tokenizer puts its tokens: as strings, or straight as their 8-byte keys.
+
+The tokenizer is written once against StringSink's methods. `StringSink` keeps the token strings
+(`spamkit check --explain` names them); `KeySink` keeps only their keys, and with the C
+core (`spamkit.tokenizer._fast`) a body word goes from the text to its key without ever
+being a Python string. Both give the same keys for the same message: KeySink without
+the C core is StringSink followed by hashing. Tested on the whole corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import xxhash
+
+from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, split_words
+
+try:
+    from spamkit.tokenizer import _fast
+except ImportError:  # built without a C compiler: same keys, slower
+    _fast = None  # type: ignore[assignment]
+
+HAVE_C_CORE = _fast is not None
+_xxh64 = xxhash.xxh3_64_digest
+_MAX_C_PREFIX = 64  # bytes; the C core's prefix buffer
+
+
+def hash_token(token: str) -> bytes:
+    """The 8-byte storage key of a token (XXH3-64 of its UTF-8 form)."""
+    return _xxh64(token.encode("utf-8", "surrogatepass"))
+
+
+def hash_tokens(tokens: set[str] | list[str]) -> list[bytes]:
+    """Hash many tokens; the order follows the input's iteration order.
+
+    One join, one encode and one split replace a Python-level loop of encodes; a token
+    with a newline in it (rare: a decoded file name) sends the call the slow way.
+    """
+    if not tokens:
+        return []
+    pieces = "\n".join(tokens).encode("utf-8", "surrogatepass").split(b"\n")
+    if len(pieces) != len(tokens):
+        return [hash_token(token) for token in tokens]
+    return list(map(_xxh64, pieces))
+
+
+class StringSink:
+    """Collects a message's distinct tokens as strings (the base every sink extends)."""
+
+    def __init__(self, plain_words: bool = False) -> None:
+        self.plain_words = plain_words
+        self.tokens: set[str] = set()
+
+    def add(self, token: str) -> None:
+        self.tokens.add(token)
+
+    def update(self, tokens: Iterable[str]) -> None:
+        self.tokens.update(tokens)
+
+    def words(self, text: str, prefix: str = "") -> tuple[list[str], list[str]]:
+        """Add prefix + each word of 3-12 characters (and CJK pair) of `text`.
+
+        Returns (the longer words, the words with an "@"), for skip and address tokens.
+        """
+        words, long_words = split_words(text, self.plain_words)
+        self.tokens.update([prefix + w for w in words] if prefix else words)
+        at_words = [w for w in words if "@" in w] + [w for w in long_words if "@" in w] \
+            if "@" in text else []
+        return list(long_words), at_words
+
+
+
+class KeySink(StringSink):
+    """Collects only the tokens' 8-byte keys; with the C core, words never become strings."""
+
+    def __init__(self, plain_words: bool = False) -> None:
+        super().__init__(plain_words)
+        self.keys: set[bytes] = set()
+        self._pending: list[str] = []
+        self._c_words = HAVE_C_CORE and not plain_words
+
+    def add(self, token: str) -> None:
+        self._pending.append(token)
+
+    def update(self, tokens: Iterable[str]) -> None:
+        self._pending.extend(tokens)
+
+    def words(self, text: str, prefix: str = "") -> tuple[list[str], list[str]]:
+        encoded = prefix.encode("utf-8", "surrogatepass")
+        if not self._c_words or len(encoded) > _MAX_C_PREFIX:
+            long_words, at_words = StringSink.words(self, text, prefix)
+            self._pending.extend(self.tokens)
+            self.tokens.clear()
+            return long_words, at_words
+        return _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys)
+
+    def finish(self) -> set[bytes]:
+        """The keys of everything added so far."""
+        if self._pending:
+            if HAVE_C_CORE:
+                _fast.hash_strings(self._pending, self.keys)
+            else:
+                self.keys.update(hash_tokens(self._pending))
+            self._pending = []
+        return self.keys

@@ -1,0 +1,80 @@
+"""The C core (spamkit.tokenizer._fast) gives exactly the keys the Python code gives.
+
+A difference would silently split one database's evidence in two (a word learned under
+one key, looked up under another), so the two paths are compared on every corpus
+message, on hypothesis's text, and at every XXH3 input length class.
+"""
+
+from __future__ import annotations
+
+import pytest
+import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.message import parse_message
+from spamkit.tokenizer import EmailTokenizer, TokenizerOptions, hash_token, hash_tokens, sink
+from spamkit.tokenizer.sink import KeySink, StringSink
+
+
+def python_keys(tokenizer: EmailTokenizer, raw: bytes) -> set[bytes]:
+    return set(hash_tokens(tokenizer.tokenize(parse_message(raw))))
+
+
+def test_the_c_core_is_built() -> None:
+    # the install script provides a compiler; without it spamkit works, but slower
+    assert sink.HAVE_C_CORE
+
+
+@pytest.mark.slow
+def test_whole_corpus_same_keys_both_ways(all_messages: list[CorpusMessage]) -> None:
+    tokenizer = EmailTokenizer()
+    for message in all_messages:
+        parsed = parse_message(message.data)
+        expected = set(hash_tokens(tokenizer.tokenize(parsed)))
+        assert tokenizer.tokenize_keys(parsed) == expected, message.path
+
+
+def test_python_fallback_gives_the_same_keys(all_messages: list[CorpusMessage],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tokenizer = EmailTokenizer()
+    sample = all_messages[::40]
+    with_c = [tokenizer.tokenize_keys(parse_message(m.data)) for m in sample]
+    monkeypatch.setattr(sink, "HAVE_C_CORE", False)
+    monkeypatch.setattr(sink, "_fast", None)
+    assert [tokenizer.tokenize_keys(parse_message(m.data)) for m in sample] == with_c
+
+
+_TEXT = st.text(alphabet=st.sampled_from(
+    list("ab@.: \t\n\x0b\x1c\x85\xa0\u2003\u3000é€") + ["日", "本", "語", "한", "カ", "😀", "\ud800"]),
+    max_size=300)
+
+
+@settings(max_examples=300)
+@given(_TEXT, st.sampled_from(["", "subject:", "invisible:", "x" * 64, "ü" * 40]))
+def test_words_same_both_ways(text: str, prefix: str) -> None:
+    slow, fast = StringSink(), KeySink()
+    slow_long, slow_at = slow.words(text, prefix)
+    fast_long, fast_at = fast.words(text, prefix)
+    assert fast.finish() == set(hash_tokens(slow.tokens))
+    assert set(fast_long) == set(slow_long)
+    assert set(fast_at) == set(slow_at)
+
+
+@given(st.binary(max_size=2048))
+def test_any_bytes_same_keys(raw: bytes) -> None:
+    tokenizer = EmailTokenizer(TokenizerOptions(pairs=True, header_presence=True))
+    assert tokenizer.tokenize_keys(parse_message(raw)) == python_keys(tokenizer, raw)
+
+
+def test_xxh3_every_length_class() -> None:
+    # 0, 1-3, 4-8, 9-16, 17-128, 129-240 are computed in C; longer goes to xxhash
+    tokens = ["".join(chr(0x61 + (i * 7 + n) % 26) for i in range(n)) for n in range(300)]
+    tokens += ["é" * 70, "\ud800" * 3, "😀" * 61]
+    out: set[bytes] = set()
+    sink_keys = KeySink()
+    sink_keys.update(tokens)
+    out = sink_keys.finish()
+    assert out == {xxhash.xxh3_64_digest(t.encode("utf-8", "surrogatepass")) for t in tokens}
+    assert out == {hash_token(t) for t in tokens}
