@@ -11,6 +11,9 @@ need=()
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
+# swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
+perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
+command -v openssl >/dev/null || need+=(openssl)
 # a C compiler for the tokenizer's C core (spamkit works without it, slower; a test checks it is built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \

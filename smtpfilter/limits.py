@@ -65,6 +65,11 @@ class LimitedSMTP(SMTP):
         self._client: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None:
+            # the TLS layer after STARTTLS: the same, already admitted connection (aiosmtpd
+            # starts a fresh session and drops what the client pipelined in plaintext)
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         refusal = self._limits.admit(client)

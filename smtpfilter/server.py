@@ -96,14 +96,13 @@ class FilterHandler:
         except Exception:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
-                 tx.peer, tx.helo, tx.mail_from, ",".join(tx.rcpt_tos), reply[:3],
-                 tx.notes.get("score", "-"), deciding, elapsed)
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
+                 tx.peer, tx.helo, "yes" if getattr(session, "ssl", None) else "no", tx.mail_from,
+                 ",".join(tx.rcpt_tos), reply[:3], tx.notes.get("score", "-"), deciding, elapsed)
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
         return reply
-
 
     def _run(self, session, stage: str, tx: Transaction, *args: str):  # type: ignore[no-untyped-def]
         """The chain for one stage, unless a filter already accepted this session's mail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from smtpfilter.plugins.envelope import (
     BadMailFrom,
     BadMailFromTo,
     BadRcptTo,
+    Helo,
     Relay,
     WhitelistHelo,
     WhitelistHosts,
@@ -29,6 +31,8 @@ FILTERS: dict[str, Factory] = {
     "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"]),
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"]),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"]),
+    "helo": lambda c, s, a: Helo([*c["HeloOwnNames"], socket.gethostname(), *c["LocalDomains"]],
+                                 c["LocalNetworks"]),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], s.analyzer.limits),
     "spamscore": lambda c, s, a: SpamScore(s, a),

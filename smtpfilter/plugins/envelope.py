@@ -6,6 +6,7 @@ Patterns use * and ? over the whole address (or name), case-insensitive, like th
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from spamkit.lists import matches
@@ -77,6 +78,60 @@ class BadHelo(Filter):
             return reject(self.name, "503 5.5.1 Say HELO or EHLO first")
         if any(matches(p, helo) for p in self.patterns):
             return reject(self.name, f"550 5.7.1 HELO {helo} refused by policy")
+        return CONTINUE
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+
+
+class Helo(Filter):
+    """qpsmtpd's `helo` at its lenient policy, the SME default, without DNS.
+
+    A client outside LocalNetworks must greet with a host name or an address literal
+    of its own address: not a bare IP, not malformed, not "localhost", not one of our
+    own names (a spam engine's favourite lie). Checked at MAIL, like qpsmtpd, so the
+    client hears why. (The rfc and strict policies add DNS checks: not in spamkit yet.)
+    """
+
+    name = "helo"
+
+    def __init__(self, own_names: list[str], local_networks: list[str]) -> None:
+        self.own_names = {n.strip().lower().rstrip(".") for n in own_names if n.strip()}
+        self.local_networks = [ipaddress.ip_network(n, strict=False) for n in local_networks]
+
+    def mail(self, tx: Transaction) -> Decision:
+        try:
+            client = ipaddress.ip_address(tx.peer)
+        except ValueError:
+            client = None
+        if client is not None and any(client in network for network in self.local_networks):
+            return CONTINUE
+        helo = tx.helo.strip().lower()
+        if not helo:
+            return CONTINUE  # badhelo's case
+        if helo.startswith("[") and helo.endswith("]"):
+            literal = helo[1:-1].removeprefix("ipv6:")
+            try:
+                claimed = ipaddress.ip_address(literal)
+            except ValueError:
+                return reject(self.name, f"550 5.7.1 HELO {helo} is not an address literal")
+            if claimed != client:
+                return reject(self.name, f"550 5.7.1 HELO {helo} is not your address")
+            return CONTINUE
+        try:
+            ipaddress.ip_address(helo)
+        except ValueError:
+            pass
+        else:
+            return reject(self.name, f"550 5.7.1 HELO {helo}: a bare IP address; say [{helo}]")
+        name = helo.rstrip(".")
+        if len(name) > 253 or not _HOST_NAME.fullmatch(name):
+            return reject(self.name, "550 5.7.1 HELO is not a host name")
+        if name == "localhost" or name.endswith(".localhost"):
+            return reject(self.name, "550 5.7.1 You are not localhost")
+        if name in self.own_names:
+            return reject(self.name, f"550 5.7.1 You are not {name}")
         return CONTINUE
 
 

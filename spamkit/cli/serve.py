@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
+from collections.abc import Mapping
 
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
+from spamkit.errors import ConfigError
 from spamkit.store import open_store
 from spamkit.verdict import Scanner
 
@@ -22,6 +25,28 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, not {text!r}")
     return host, int(port)
+
+
+def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
+    """The server side of STARTTLS, or None when neither file is configured.
+
+    Loaded before the port opens, so a wrong path or a key that does not match the
+    certificate stops `serve` with the option's name instead of failing each handshake.
+    """
+    if not certificate and not key:
+        return None
+    if not (certificate and key):
+        given, missing = ("TlsCertificate", "TlsKey") if certificate else ("TlsKey", "TlsCertificate")
+        raise ConfigError(f"{given} is set ({origins.get(given)}) but {missing} is empty: "
+                          "STARTTLS needs both")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"TlsCertificate/TlsKey ({origins.get('TlsCertificate')}): cannot load "
+                          f"{certificate} with key {key}: {error}") from None
+    return context
 
 
 @click.command()
@@ -56,14 +81,16 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     host, port = _host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
+    tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
     controller = LimitedController(handler, limits, hostname=host, port=port,
                                    data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
-                                   command_call_limit=100)
+                                   command_call_limit=100, tls_context=tls, require_starttls=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     controller.start()
-    click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}", err=True)
+    click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
+               f"{', STARTTLS offered' if tls else ''}", err=True)
     try:
         stop.wait()
         controller.shutdown(lambda: handler.in_flight > 0)

@@ -78,8 +78,8 @@ OPTIONS: tuple[Option, ...] = (
            "--mail-report` sends the sweep report through.", group="trainer"),
     Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report.",
            group="trainer"),
-    Option("SmtpFilters", list, ["relay", "badmailfrom", "badrcptto", "badhelo", "headers",
-                                  "attachments", "spamscore"],
+    Option("SmtpFilters", list, ["relay", "badmailfrom", "badrcptto", "badhelo", "helo",
+                                  "headers", "attachments", "spamscore"],
            "Filters of `spamkit serve`, in the order they run.", group="smtp"),
     Option("LocalDomains", list, [], "Domains this server takes mail for; mail to others is "
            "relayed only for RelayClients.", group="smtp"),
@@ -112,6 +112,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
            group="smtp"),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
+           group="smtp"),
+    Option("TlsCertificate", str, "", "PEM certificate (with its chain) for STARTTLS; with "
+           "TlsKey set too, `serve` offers STARTTLS (empty: not offered).", group="smtp"),
+    Option("TlsKey", str, "", "PEM private key of TlsCertificate.", group="smtp"),
+    Option("HeloPolicy", str, "lenient", "The helo filter's checks: lenient (syntax, bare IPs, "
+           "forged address literals, localhost, our own names). rfc and strict add DNS checks, "
+           "which spamkit does not do yet.", choices=("lenient",), group="smtp"),
+    Option("HeloOwnNames", list, [], "Names a client must not claim in HELO because they are "
+           "ours (the helo filter); this host's name and LocalDomains are always included.",
            group="smtp"),
     Option("WhitelistHosts", list, [], "Client addresses or networks whose mail skips the "
            "other filters (whitelisthosts).", group="smtp"),

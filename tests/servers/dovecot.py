@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers.net import wait_for_port
+from tests.servers.net import self_signed_certificate, wait_for_port
 
 PLAIN_PORT = 10143
 TLS_PORT = 10993
@@ -80,10 +80,7 @@ def start_dovecot() -> Iterator[Dovecot]:
     for sub in ("run", "state", "mail"):
         (root / sub).mkdir()
     subprocess.run(["chown", "dovecot:dovecot", str(root / "mail")], check=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
-                   check=True, capture_output=True)
+    self_signed_certificate(root)
     os.chmod(root / "key.pem", 0o644)
     (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in USERS.items()))
     (root / "dovecot.conf").write_text(f"""

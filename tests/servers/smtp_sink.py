@@ -23,6 +23,27 @@ class Sink:
     def messages(self) -> list[bytes]:
         return [p.read_bytes() for p in sorted(self.directory.iterdir())]
 
+    def messages_as_sent(self) -> list[bytes]:
+        """What the client sent, as smtp-sink keeps it (LF line endings, dots unstuffed),
+        without the trace lines smtp-sink puts first (X-Client-Addr ... and its Received)."""
+        return [_without_sink_trace(m) for m in self.messages()]
+
+
+_SINK_TRACE = (b"X-Client-Addr:", b"X-Client-Proto:", b"X-Helo-Args:", b"X-Mail-Args:",
+               b"X-Rcpt-Args:")
+
+
+def _without_sink_trace(stored: bytes) -> bytes:
+    lines = stored.split(b"\n")
+    i = 0
+    while i < len(lines) and lines[i].startswith(_SINK_TRACE):
+        i += 1
+    if i < len(lines) and lines[i].startswith(b"Received: from") and b"by smtp-sink" in b"".join(lines[i:i + 3]):
+        i += 1
+        while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+            i += 1
+    return b"\n".join(lines[i:])
+
 
 def start_sink() -> Iterator[Sink]:
     if shutil.which("smtp-sink") is None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.limits import LimitedController, SessionLimits
@@ -15,11 +13,6 @@ from smtpfilter.server import FilterHandler
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 
 MESSAGE = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    yield from start_sink()
 
 
 def start(sink: Sink, limits: SessionLimits, bcc: str = "", metrics: Metrics | None = None

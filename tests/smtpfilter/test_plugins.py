@@ -3,8 +3,6 @@ smtp-sink as the next hop."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,14 +14,10 @@ from smtpfilter.server import FilterHandler
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
-from tests.servers.smtp_sink import Sink, free_port, start_sink
+from tests.servers.smtp_sink import Sink, free_port
+from tests.servers.swaks import swaks
 
 PLAIN = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    yield from start_sink()
 
 
 Run = Callable[..., str]
@@ -48,11 +42,7 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
                  helo: str = "client.example.org") -> str:
             message = tmp_path / "m.eml"
             message.write_bytes(data)
-            out = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", sender, "--to", to,
-                                  "--helo", helo, "--data", str(message), "--timeout", "30"],
-                                 capture_output=True, text=True, timeout=120).stdout
-            replies = re.findall(r"^<[-~*]*\s+(\d{3}[ -].*)$", out, re.MULTILINE)
-            return replies[-2]
+            return swaks(port, message, sender, to, helo)
 
         send.port = port  # type: ignore[attr-defined]
         return send
@@ -97,6 +87,23 @@ def test_badhelo(filter_server) -> None:  # type: ignore[no-untyped-def]
     send = filter_server('BadHelo = ["*.spammer.example", "localhost"]\n')
     assert send(helo="mx1.spammer.example").startswith("550 5.7.1 HELO")
     assert send(helo="mail.example.org").startswith("250")
+
+
+def test_helo_lenient_policy(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server('LocalNetworks = []\nLocalDomains = ["example.org"]\n'
+                         'HeloOwnNames = ["mx.example.org"]\n')
+    refused = {"1.2.3.4": "a bare IP", "[10.9.8.7]": "is not your address",
+               "[999.1.1.1]": "not an address literal", "bad!name": "not a host name",
+               "localhost": "not localhost", "MX.example.org": "You are not mx.example.org",
+               "example.org": "You are not example.org"}
+    for helo, reason in refused.items():
+        reply = send(helo=helo)
+        assert reply.startswith("550 5.7.1") and reason in reply, (helo, reply)
+    for helo in ("[127.0.0.1]", "client.example.net", "DESKTOP-7QX2", "mail_gw.example.net."):
+        assert send(helo=helo).startswith("250"), helo
+    assert len(sink.messages()) == 4
+    spared = filter_server('LocalDomains = ["example.org"]\n')  # 127.0.0.1 is a local network
+    assert spared(helo="example.org").startswith("250")
 
 
 def test_headers_required_outside_local_networks(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,138 @@
+"""STARTTLS on `spamkit serve`: offered only when configured, mail goes through encrypted,
+and plaintext pipelined after STARTTLS is dropped (CVE-2011-0411's command injection)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers.net import free_port, self_signed_certificate, wait_for_port
+from tests.servers.smtp_sink import Sink
+from tests.servers.swaks import swaks
+
+MESSAGE = (b"From: a@example.org\r\nTo: user@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+           b"Subject: over TLS\r\n\r\nhello over TLS\r\n")
+
+
+def start_serve(tmp_path: Path, sink: Sink, config_text: str) -> tuple[subprocess.Popen[bytes], int]:
+    config = tmp_path / "spamkit.toml"
+    config.write_text('UseBayes = false\nLocalDomains = ["example.org"]\n' + config_text)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--next-hop", f"127.0.0.1:{sink.port}", "--config", str(config),
+                                "--db", str(tmp_path / "db")], stderr=subprocess.PIPE)
+    return process, port
+
+
+@pytest.fixture
+def tls_serve(tmp_path: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
+    certificate, key = self_signed_certificate(tmp_path)
+    process, port = start_serve(tmp_path, sink, f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
+    try:
+        wait_for_port(port)
+        yield port, certificate
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+        assert process.returncode == 0
+
+
+class Client:
+    """A line-at-a-time SMTP client over a raw socket, for what smtplib will not send."""
+
+    def __init__(self, port: int) -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def reply(self) -> bytes:
+        """One whole (possibly multi-line) reply."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError(f"closed after {lines!r}")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"\n".join(lines)
+
+    def command(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+
+def test_starttls_offered_and_mail_goes_through(tls_serve: tuple[int, Path], sink: Sink,
+                                                tmp_path: Path) -> None:
+    port, certificate = tls_serve
+    message = tmp_path / "m.eml"
+    message.write_bytes(MESSAGE)
+    reply = swaks(port, message, "a@example.org", "user@example.org", extra=("--tls",))
+    assert reply.startswith("250"), reply
+    [delivered] = sink.messages()
+    assert b"hello over TLS" in delivered
+    # a client that checks the certificate against the CA it trusts
+    import smtplib
+
+    context = ssl.create_default_context(cafile=str(certificate))
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        assert client.has_extn("starttls")
+        client.starttls(context=context)
+        client.ehlo("client.example.org")
+        assert not client.has_extn("starttls")  # once is enough
+        client.sendmail("a@example.org", ["user@example.org"], MESSAGE)
+    assert len(sink.messages()) == 2
+
+
+def test_plaintext_pipelined_after_starttls_is_dropped(tls_serve: tuple[int, Path], sink: Sink) -> None:
+    port, certificate = tls_serve
+    client = Client(port)
+    assert client.reply().startswith(b"220")
+    assert client.command(b"EHLO client.example.org").startswith(b"250")
+    # a man in the middle appends a command to the client's STARTTLS, in plaintext
+    client.sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@example.net>\r\n")
+    assert client.reply().startswith(b"220")
+    context = ssl.create_default_context(cafile=str(certificate))
+    client.sock = context.wrap_socket(client.sock, server_hostname="localhost")
+    client.buffer = b""
+    assert client.command(b"EHLO client.example.org").startswith(b"250")
+    # had the injected MAIL run inside the TLS session, RCPT would be accepted
+    assert client.command(b"RCPT TO:<user@example.org>").startswith(b"503")
+    assert client.command(b"MAIL FROM:<a@example.org>").startswith(b"250")
+    assert client.command(b"RCPT TO:<user@example.org>").startswith(b"250")
+    assert client.command(b"DATA").startswith(b"354")
+    assert client.command(MESSAGE + b".").startswith(b"250")
+    client.command(b"QUIT")
+    [delivered] = sink.messages()
+    assert b"injected" not in delivered
+
+
+def test_no_starttls_without_a_certificate_and_bad_tls_settings_are_named(
+        tmp_path: Path, sink: Sink) -> None:
+    process, port = start_serve(tmp_path, sink, "")
+    try:
+        wait_for_port(port)
+        client = Client(port)
+        client.reply()
+        assert b"STARTTLS" not in client.command(b"EHLO client.example.org")
+        assert client.command(b"STARTTLS").startswith(b"454")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    certificate, _ = self_signed_certificate(tmp_path)
+    for settings, expected in ((f'TlsCertificate = "{certificate}"\n', "TlsKey is empty"),
+                               (f'TlsCertificate = "{certificate}"\nTlsKey = "{tmp_path}/none.pem"\n',
+                                "cannot load")):
+        process, _ = start_serve(tmp_path, sink, settings)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 2, stderr
+        assert expected in stderr.decode(), stderr
