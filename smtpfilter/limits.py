@@ -15,6 +15,9 @@ from collections.abc import Callable
 from collections import Counter
 from dataclasses import dataclass, field
 
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
+
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
@@ -92,6 +95,23 @@ class LimitedSMTP(SMTP):
                     self.transport.close()
                 return
         await super()._handle_client()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing for MAIL and RCPT, minus the typing.Protocol class it
+        defines on every call (3.5% of the filter's CPU under load). Same results."""
+        if not arg:
+            return "", ""
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     def goodbye(self) -> None:
         """On shutdown: tell an idle client to come back later, and hang up."""

@@ -24,6 +24,9 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 
 def normalize_line_endings(data: bytes) -> bytes:
     """Bare LF and bare CR become CRLF, so what is scored is exactly what is relayed."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+        return data  # the usual case, found by three C counts instead of two regex passes
     return _BARE_LF.sub(b"\r\n", _BARE_CR.sub(b"\r\n", data))
 
 

@@ -7,7 +7,7 @@ import urllib.request
 
 
 from smtpfilter.chain import FilterChain
-from smtpfilter.limits import LimitedController, SessionLimits
+from smtpfilter.limits import LimitedController, LimitedSMTP, SessionLimits
 from smtpfilter.metrics import Metrics
 from smtpfilter.server import FilterHandler
 from tests.servers.smtp_sink import Sink, free_port, start_sink
@@ -187,3 +187,16 @@ def test_kept_open_next_hop_connections() -> None:
     assert len(first.messages()) == 2
     generator.close()  # the next hop stops
     assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("451")
+
+
+def test_address_parsing_matches_aiosmtpd() -> None:
+    """LimitedSMTP parses MAIL/RCPT addresses without aiosmtpd's per-call class; the
+    results must stay aiosmtpd's own (this fails if a new aiosmtpd parses differently)."""
+    from aiosmtpd.smtp import SMTP
+
+    ours = LimitedSMTP(FilterHandler(FilterChain([]), ("127.0.0.1", 1)), SessionLimits(), hostname="x")
+    theirs = SMTP(FilterHandler(FilterChain([]), ("127.0.0.1", 1)), hostname="x")
+    for arg in ("", "<a@example.org>", "<a@example.org> SIZE=100", "a@example.org", "<>", "<<a@b>>",
+                "<\"quoted local\"@example.org>", "<a@[127.0.0.1]>", "bogus<", "<a@b> BODY=8BITMIME",
+                "<" + "x" * 100 + "@example.org>", "<@relay.example:a@example.org>"):
+        assert ours._getaddr(arg) == theirs._getaddr(arg), arg
