@@ -41,6 +41,13 @@ class Filter:
     name = "filter"
 
     def connect(self, tx: Transaction) -> Decision:
+        """Before the greeting (tx.peer only); a refusal is sent instead of it. Run again
+        after STARTTLS, since the TLS session starts afresh."""
+        return CONTINUE
+
+    def helo(self, tx: Transaction) -> Decision:
+        """At HELO/EHLO (tx.helo set). Refusing here is rarely kind: qpsmtpd's default, and
+        ours, is to check the name here but refuse at MAIL, where the client hears why."""
         return CONTINUE
 
     def mail(self, tx: Transaction) -> Decision:

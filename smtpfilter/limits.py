@@ -70,8 +70,13 @@ class LimitedSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is not None:
             # the TLS layer after STARTTLS: the same, already admitted connection (aiosmtpd
-            # starts a fresh session and drops what the client pipelined in plaintext)
+            # starts a fresh session and drops what the client pipelined in plaintext), so
+            # the connect stage runs again for the new session
             super().connection_made(transport)
+            refusal = self._connect_stage()
+            if refusal is not None:
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
             return
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
@@ -85,7 +90,8 @@ class LimitedSMTP(SMTP):
         super().connection_made(transport)
 
     async def _handle_client(self) -> None:
-        """earlytalker: a client that talks before the greeting is a spam engine in a hurry."""
+        """earlytalker (a client that talks before the greeting is a spam engine in a
+        hurry), then the chain's connect stage, then aiosmtpd's session."""
         delay = self._limits.early_talker_delay
         if delay:
             await asyncio.sleep(delay)
@@ -94,7 +100,18 @@ class LimitedSMTP(SMTP):
                 if self.transport is not None:
                     self.transport.close()
                 return
+        refusal = self._connect_stage()
+        if refusal is not None:
+            await self.push(refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
         await super()._handle_client()
+
+    def _connect_stage(self) -> str | None:
+        """The filter chain's connect stage, when the handler has one."""
+        connect = getattr(self.event_handler, "connect", None)
+        return connect(self.session) if connect is not None else None
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing for MAIL and RCPT, minus the typing.Protocol class it

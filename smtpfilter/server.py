@@ -40,6 +40,46 @@ class FilterHandler:
         self.metrics = metrics
         self.in_flight = 0  # messages between the end of DATA and the reply
 
+    def connect(self, session) -> str | None:  # type: ignore[no-untyped-def]
+        """The chain's connect stage: a refusal to send instead of the greeting, or None.
+        (Called by LimitedSMTP; aiosmtpd has no connect hook.)"""
+        try:
+            tx = Transaction(peer=_peer(session))
+            decision = self._run(session, "connect", tx)
+            if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                self.chain.finished(tx, decision.reply)
+                return decision.reply
+            return None
+        except Exception:
+            log.exception("connect failed")
+            return "421 4.3.0 Temporary failure, please try again later"
+
+    async def handle_HELO(self, server, session, envelope, hostname):  # type: ignore[no-untyped-def]
+        refusal = self._helo(session, hostname)
+        if refusal is not None:
+            return refusal
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+        refusal = self._helo(session, hostname)
+        if refusal is not None:
+            return [refusal]
+        session.host_name = hostname
+        return responses
+
+    def _helo(self, session, hostname: str) -> str | None:  # type: ignore[no-untyped-def]
+        try:
+            tx = Transaction(peer=_peer(session), helo=hostname)
+            decision = self._run(session, "helo", tx)
+            if decision.action in (Action.REJECT, Action.TEMPFAIL):
+                self.chain.finished(tx, decision.reply)
+                return decision.reply
+            return None
+        except Exception:
+            log.exception("HELO failed")
+            return TEMPFAIL
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)

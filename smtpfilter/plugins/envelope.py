@@ -143,7 +143,7 @@ class WhitelistHosts(Filter):
     def __init__(self, networks: list[str]) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
 
-    def mail(self, tx: Transaction) -> Decision:
+    def connect(self, tx: Transaction) -> Decision:
         try:
             address = ipaddress.ip_address(tx.peer)
         except ValueError:
@@ -161,7 +161,7 @@ class WhitelistHelo(Filter):
     def __init__(self, patterns: list[str]) -> None:
         self.patterns = [p.lower() for p in patterns]
 
-    def mail(self, tx: Transaction) -> Decision:
+    def helo(self, tx: Transaction) -> Decision:
         if any(matches(p, tx.helo.strip().lower()) for p in self.patterns):
             return Decision(Action.ACCEPT, "", self.name)
         return CONTINUE

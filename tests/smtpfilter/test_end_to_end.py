@@ -108,6 +108,16 @@ class Boom(Filter):
     def __init__(self, stage: str) -> None:
         self.stage = stage
 
+    def connect(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        if self.stage == "connect":
+            raise RuntimeError("injected")
+        return super().connect(tx)
+
+    def helo(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        if self.stage == "helo":
+            raise RuntimeError("injected")
+        return super().helo(tx)
+
     def mail(self, tx: Transaction):  # type: ignore[no-untyped-def]
         if self.stage == "mail":
             raise RuntimeError("injected")
@@ -124,18 +134,19 @@ class Boom(Filter):
         return super().data(tx)
 
 
-@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
-def test_an_exception_at_any_stage_gives_451_and_nothing_relayed(
+@pytest.mark.parametrize("stage", ["connect", "helo", "mail", "rcpt", "data"])
+def test_an_exception_at_any_stage_gives_4xx_and_nothing_relayed(
         stage: str, sink: Sink, tmp_path: Path) -> None:
-    from aiosmtpd.controller import Controller
+    from smtpfilter.limits import LimitedController, SessionLimits
 
     port = free_port()
     handler = FilterHandler(FilterChain([Boom(stage)]), ("127.0.0.1", sink.port))
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
         reply = swaks(port, write(tmp_path, b"Subject: hi\r\n\r\nhello\r\n"))
-        assert reply.startswith("451") or "451" in reply, reply
+        expected = "421 4.3.0" if stage == "connect" else "451 4.3.0"  # 421: instead of a greeting
+        assert expected in reply, reply
         assert sink.messages() == []
         # the server keeps serving
         handler.chain = FilterChain([])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from smtpfilter.chain import FilterChain
+from smtpfilter.limits import LimitedController, SessionLimits
 from smtpfilter.plugins import build_filters
 from smtpfilter.server import FilterHandler
 from spamkit.config import config_from_text
@@ -25,8 +26,6 @@ Run = Callable[..., str]
 
 @pytest.fixture
 def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
-    from aiosmtpd.controller import Controller
-
     controllers = []
 
     def start(config_text: str) -> Run:
@@ -34,7 +33,7 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
         scanner = Scanner.from_config(config, None)
         port = free_port()
         handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port))
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
         controller.start()
         controllers.append(controller)
 
