@@ -16,7 +16,7 @@ from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer,
 from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
 
-__all__ = ["Attachment", "ParsedMessage", "ParseLimits", "message_key", "parse_message"]
+__all__ = ["Attachment", "ParsedMessage", "ParseLimits", "PartInfo", "message_key", "parse_message"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,17 @@ class Attachment:
     size: int
 
 
+@dataclass(frozen=True)
+class PartInfo:
+    """One leaf MIME part, for the rules' MIME tests (not for the tokenizer)."""
+
+    content_type: str
+    encoding: str  # Content-Transfer-Encoding, lower-case, "" when absent
+    attachment: bool
+    ascii_text: bool = False  # a text part whose decoded bytes are all 7-bit
+    long_qp_line: bool = False  # a quoted-printable part with a line over 76 characters
+
+
 @dataclass
 class ParsedMessage:
     """What the tokenizer and the rules need to know about one message."""
@@ -54,6 +65,7 @@ class ParsedMessage:
     html_tags: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
+    parts: list[PartInfo] = field(default_factory=list)  # leaf parts, in order
     facts: set[str] = field(default_factory=set)
     size: int = 0
 
@@ -218,11 +230,16 @@ class _Walker:
         message = self.message
         filename = _filename(params, disposition)
         is_text = content_type.startswith("text/") or content_type == ""
+        cte = encoding.strip().lower()
         if not is_text or (filename and "attachment" in disposition.lower()):
-            size = len(body) * 3 // 4 if encoding.strip().lower() == "base64" else len(body)
+            size = len(body) * 3 // 4 if cte == "base64" else len(body)
             message.attachments.append(Attachment(content_type, filename, size))
+            message.parts.append(PartInfo(content_type, cte, attachment=True))
             return
         data = decode_transfer(body, encoding, message.facts)
+        long_qp = cte == "quoted-printable" and any(len(line) > 76 for line in body.split(b"\n"))
+        message.parts.append(PartInfo(content_type, cte, attachment=False,
+                                      ascii_text=data.isascii(), long_qp_line=long_qp))
         if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))

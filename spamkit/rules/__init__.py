@@ -18,6 +18,7 @@ from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
+from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,
     SCORE_SET_WITHOUT_BAYES,
@@ -42,6 +43,7 @@ class RuleSet:
         for rule in rules.values():
             self._by_kind.setdefault(rule.kind, []).append(rule)
         self._meta_needs = {d for r in self._by_kind.get(Kind.META, ()) for d in r.meta_dependencies}
+        self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
 
     def evaluate(self, context: MessageContext, score_set: int = SCORE_SET_WITH_BAYES,
                  explain: bool = False) -> list[Hit]:
@@ -65,6 +67,7 @@ class RuleSet:
         """
         counts: dict[str, int] = {}
         details: dict[str, str] = {}
+        context.freemail = self.freemail
         for kind in (Kind.HEADER, Kind.MIMEHEADER, Kind.BODY, Kind.RAWBODY, Kind.URI, Kind.FULL):
             for rule in self._by_kind.get(kind, ()):
                 if (score_set is not None and rule.score(score_set) == 0 and not rule.is_subrule

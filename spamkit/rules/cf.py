@@ -26,6 +26,7 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     "Mail::SpamAssassin::Plugin::WelcomeListSubject", "Mail::SpamAssassin::Plugin::HeaderEval",
     "Mail::SpamAssassin::Plugin::BodyEval", "Mail::SpamAssassin::Plugin::HTMLEval",
     "Mail::SpamAssassin::Plugin::MIMEEval", "Mail::SpamAssassin::Plugin::Check",
+    "Mail::SpamAssassin::Plugin::FreeMail",
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",
@@ -43,7 +44,7 @@ _LIST_DIRECTIVES = {
 _IGNORED_DIRECTIVES = frozenset({
     "lang", "test", "priority", "reuse", "report", "unsafe_report", "clear_report_template",
     "report_contact", "report_safe", "require_version", "loadplugin", "tryplugin",
-    "bayes_ignore_header", "util_rb_tld", "util_rb_2tld", "util_rb_3tld", "freemail_domains",
+    "bayes_ignore_header", "util_rb_tld", "util_rb_2tld", "util_rb_3tld",
     "url_shortener", "enlist_uri_host", "enlist_addrlist", "uridnsbl_skip_domain",
     "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
     "dns_local_ports_avoid", "adsp_override", "redirector_pattern", "originating_ip_headers",
@@ -84,6 +85,8 @@ class Settings:
     autolearn_spam: float | None = None
     autolearn_nonspam: float | None = None
     lists: dict[str, list[str]] = field(default_factory=lambda: {"white": [], "black": []})
+    freemail_domains: list[str] = field(default_factory=list)
+    freemail_welcome: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +190,10 @@ class CfReader:
                     entries.append(pattern.lower())
                 elif pattern.lower() in entries:
                     entries.remove(pattern.lower())
+        elif directive == "freemail_domains":
+            parsed.settings.freemail_domains.extend(rest.split())
+        elif directive in ("freemail_whitelist", "freemail_welcomelist"):
+            parsed.settings.freemail_welcome.extend(rest.split())
         elif directive in _SETTING_FLOATS:
             setattr(parsed.settings, _SETTING_FLOATS[directive], _number(rest))
         elif directive in _SETTING_BOOLS:

@@ -13,7 +13,7 @@ from graphlib import CycleError, TopologicalSorter
 import regex
 
 from spamkit.rules.cf import Definition, ParsedRules
-from spamkit.rules.evals import EVALS
+from spamkit.rules.evals import supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import PerlRegexError, compile_perl, literals_for
 
@@ -69,11 +69,12 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             return rule
         evaluation = _EVAL.match(text)
         if evaluation:
-            if evaluation.group("name") not in EVALS:
+            args = tuple(_eval_args(evaluation.group("args")))
+            if not supported(evaluation.group("name"), args):
                 report.skip("eval not implemented")
                 return None
             rule.eval_name = evaluation.group("name")
-            rule.eval_args = tuple(_eval_args(evaluation.group("args")))
+            rule.eval_args = args
             return rule
         if definition.kind in (Kind.HEADER, Kind.MIMEHEADER):
             if text.startswith("exists:"):

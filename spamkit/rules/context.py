@@ -10,6 +10,7 @@ import re
 from functools import cached_property
 
 from spamkit.message import ParsedMessage
+from spamkit.rules.evals.freemail import FreemailDomains
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
@@ -32,6 +33,8 @@ class MessageContext:
         for name, value in message.headers:
             self._headers.setdefault(name, []).append(value)
         self._haystacks: dict[tuple[str, bool], str] = {}
+        self.cache: dict[str, object] = {}  # evals keep what several rules share here
+        self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
         self._raw_headers: dict[str, list[str]] = {}
         for name, value in message.raw_headers:
             self._raw_headers.setdefault(name.lower(), []).append(value)
@@ -40,18 +43,22 @@ class MessageContext:
         return (self._raw_headers if raw else self._headers).get(name.lower(), [])
 
     def header_text(self, name: str, modifier: str = "") -> str | None:
-        """The text a header rule tests, as SpamAssassin builds it; None when absent."""
+        """The text a header rule tests, as SpamAssassin builds it; None when absent.
+
+        The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL, ToCc,
+        EnvelopeFrom, MESSAGEID): `exists:MessageID` asks for a real, malformed header.
+        """
         key = name.lower()
         raw = modifier == "raw"
-        if key == "all":  # every header, names as written
+        if name == "ALL":  # every header, names as written
             names = [name for name, _ in self.message.raw_headers]
             values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
             return "".join(f"{n}: {v}\n" for n, v in zip(names, values))
-        if key == "tocc":
+        if name == "ToCc":
             values = self.header_values("to", raw) + self.header_values("cc", raw)
-        elif key == "envelopefrom":
+        elif name == "EnvelopeFrom":
             values = [self.envelope_from] if self.envelope_from else self.header_values("return-path", raw)
-        elif key == "messageid":
+        elif name == "MESSAGEID":
             values = (self.header_values("message-id", raw) + self.header_values("resent-message-id", raw)
                       + self.header_values("x-message-id", raw))
         else:

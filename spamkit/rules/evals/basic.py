@@ -1,8 +1,4 @@
-"""The `eval:` tests spamkit implements. Rules calling any other eval are skipped at load.
-
-Each takes the message context and the rule's arguments (as strings) and returns
-whether the rule hits.
-"""
+"""Evals on what spamkit itself knows: Bayes bands, the lists, basic header presence."""
 
 from __future__ import annotations
 
@@ -43,10 +39,6 @@ def check_for_no_message_id(context: MessageContext) -> bool:
     return not context.header_values("message-id")
 
 
-def html_only(context: MessageContext) -> bool:
-    return context.html_only
-
-
 def spamkit_fact(context: MessageContext, *facts: str) -> bool:
     """Any of the parser's facts about the message (damage, caps): see spamkit.message."""
     return any(fact in context.message.facts for fact in facts)
@@ -61,6 +53,6 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_for_missing_to_header": check_for_missing_to_header,
     "check_for_no_date": check_for_no_date,
     "check_for_no_message_id": check_for_no_message_id,
-    "spamkit_html_only": html_only,
+    "spamkit_html_only": lambda context: context.html_only,
     "spamkit_fact": spamkit_fact,
 }

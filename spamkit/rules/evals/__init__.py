@@ -1,0 +1,32 @@
+"""The `eval:` tests spamkit implements. Rules calling any other eval are skipped at load.
+
+Each eval takes the message context and the rule's arguments (as strings) and returns
+whether the rule hits. An eval that handles only some of SpamAssassin's arguments says
+which in an `accepts(args)` attribute; a rule with other arguments is skipped at load
+and counted, never run with a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spamkit.rules.evals import basic, freemail, headers, mime
+
+EVALS: dict[str, Callable[..., bool]] = {
+    **basic.EVALS,
+    **headers.EVALS,
+    **mime.EVALS,
+    **freemail.EVALS,
+}
+
+
+def supported(name: str, args: tuple[str, ...]) -> bool:
+    """Whether spamkit runs eval `name` with these arguments."""
+    function = EVALS.get(name)
+    if function is None:
+        return False
+    accepts = getattr(function, "accepts", None)
+    return accepts is None or bool(accepts(args))
+
+
+__all__ = ["EVALS", "supported"]
