@@ -68,8 +68,10 @@ class Karma(Filter):
         return CONTINUE
 
     def finished(self, tx: Transaction, reply: str) -> None:
-        spam = str(tx.notes.get("spam", "")) == "yes"
-        good = 1 if reply.startswith("2") and not spam else 0
+        verdict = str(tx.notes.get("spam", ""))
+        spam = verdict == "yes"
+        # mail passed unscanned (over MaxMessageSize) says nothing good about its sender
+        good = 1 if reply.startswith("2") and not spam and verdict != "unscanned" else 0
         bad = 1 if reply.startswith("5") or spam else 0
         if good or bad:
             self.store.update(tx.peer, good, bad, self.negative, self.strikes)

@@ -23,6 +23,7 @@ class SpamScore(Filter):
             tx.data = (f"X-Spam-Status: unscanned, larger than MaxMessageSize ({limit})\r\n".encode()
                        + tx.data)
             tx.notes["score"] = "unscanned"
+            tx.notes["spam"] = "unscanned"  # karma counts it neither way
             return CONTINUE
         earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
         parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None

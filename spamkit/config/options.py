@@ -59,8 +59,9 @@ OPTIONS: tuple[Option, ...] = (
            "and rarest down to 75% of it.", minimum=1000, group="bayes"),
     Option("Database", str, "", "Token database directory (empty: $SPAMKIT_DB or the built-in "
            "location; --db overrides).", group="storage"),
-    Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned; larger mail is "
-           "scanned up to this size.", minimum=1000, group="scanning"),
+    Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "
+           "`deliver` scan larger mail up to this size; `serve` passes it unscanned, with an "
+           "X-Spam-Status header saying so.", minimum=1000, group="scanning"),
     Option("MessageRetentionTime", int, 30, "Days junkmail is kept before `spamkit expire-junk` "
            "deletes it.", minimum=1, group="delivery"),
     Option("MaildirPattern", str, "/home/e-smith/files/users/{user}/Maildir", "Where users' "

@@ -173,3 +173,56 @@ def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_d
     assert client.recv(1024).startswith(b"421 4.3.2 Service shutting down")
     client.close()
     assert process.wait(30) == 0
+
+
+def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
+                                                    split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """`serve --autolearn`: a clear ham is learned as ham when relayed (the audit log says by
+    whom), and the same message again is not learned twice."""
+    import json
+
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+
+    def magic() -> dict[str, int]:
+        out = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--json", "--db", str(db)],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    before = magic()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--autolearn", "--listen",
+                                f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(db),
+                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        ham = next(m for m in split[1] if m.label == "ham" and b"\nX-Spam-" not in m.data
+                   and _autolearn_choice(m.data, trained_db, tmp_path) == "ham")
+        path = write(tmp_path, ham.data)
+        for _ in range(2):
+            assert swaks(port, path).startswith("250")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    delivered = sink.messages()
+    assert len(delivered) == 2 and all(b"autolearn=ham" in d for d in delivered)
+    after = magic()
+    assert after["nham"] == before["nham"] + 1 and after["nspam"] == before["nspam"]
+    # the audit log has the one autolearn decision
+    from spamkit.store import LmdbStore
+
+    with LmdbStore(db, readonly=True) as store:
+        events = [json.loads(value) for _, value in store.history_records()]
+    learned = [e for e in events if e["by"] == "autolearn" and e["outcome"] == "learned"]
+    assert len(learned) == 1 and learned[0]["action"] == "ham", learned
+
+
+def _autolearn_choice(data: bytes, db: Path, tmp_path: Path) -> str:
+    """What the default configuration's autolearn would do with a message."""
+    from spamkit.config import load_config
+    from spamkit.store import LmdbStore
+    from spamkit.verdict import Scanner
+
+    with LmdbStore(db, readonly=True) as store:
+        return Scanner.from_config(load_config(str(tmp_path / "none.toml")), store).scan(data).autolearn

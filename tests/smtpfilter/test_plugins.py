@@ -179,6 +179,28 @@ def test_karma_refuses_a_naughty_address_for_a_day(filter_server, sink: Sink, tm
     assert record["bad"] >= 3 and record["until"] > time.time() + 86000  # the refusal counts too
 
 
+def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from smtpfilter.plugins.karma import KarmaStore
+
+    send = filter_server(f'SmtpFilters = ["karma", "spamscore"]\nMaxMessageSize = 1000\n'
+                         f'KarmaDatabase = "{tmp_path / "karma"}"\n')
+    big = PLAIN.replace(b"hello\r\n", b"hello there\r\n" * 200)
+    assert send(big).startswith("250")
+    [delivered] = sink.messages()
+    assert b"X-Spam-Status: unscanned, larger than MaxMessageSize (1000)" in delivered
+    assert b"X-Spam-Status: No" not in delivered
+    time.sleep(0.3)
+    store = KarmaStore(tmp_path / "karma")
+    record = store.get("127.0.0.1")
+    store.close()
+    assert record["good"] == 0  # relayed, but unscanned: no credit
+    assert send(PLAIN).startswith("250")  # a small one is scanned as usual
+    assert any(b"X-Spam-Status: No, score=" in m for m in sink.messages())
+
+
 def test_whitelisthosts_skips_the_other_filters(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     refused = filter_server('SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@spam.example"]\n')
     assert refused(sender="x@spam.example").startswith("550")
