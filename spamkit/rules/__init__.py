@@ -99,6 +99,13 @@ class RuleSet:
                 haystack = context.haystack(rule.kind.value, rule.literals_ignorecase)
                 if not any(literal in haystack for literal in rule.literals):
                     return 0, ""  # the text lacks what every match needs
+            if rule.paragraph_local:
+                try:  # one search over all the paragraphs: no match there, none in any
+                    if rule.pattern.search(context.haystack(rule.kind.value, False),
+                                           timeout=MATCH_BUDGET) is None:
+                        return 0, ""
+                except TimeoutError:
+                    pass  # too long at once: paragraph by paragraph, each with its budget
             texts = {Kind.BODY: context.body_paragraphs, Kind.RAWBODY: context.rawbody_lines,
                      Kind.URI: context.uris, Kind.FULL: [context.full_text]}[rule.kind]
             multiple = "multiple" in rule.tflags

@@ -15,7 +15,7 @@ import regex
 from spamkit.rules.cf import Definition, ParsedRules
 from spamkit.rules.evals import supported
 from spamkit.rules.model import Kind, LoadReport, Rule
-from spamkit.rules.perl_regex import PerlRegexError, compile_perl, literals_for
+from spamkit.rules.perl_regex import PerlRegexError, compile_perl, is_paragraph_local, literals_for
 
 # Inputs that make a backtracking regex explode; each rule must answer on each of them
 # within PROBE_BUDGET seconds or it is rejected at load.
@@ -92,6 +92,7 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
         if definition.kind not in (Kind.HEADER, Kind.MIMEHEADER):
             rule.literals = literals_for(text)
             rule.literals_ignorecase = bool(rule.pattern.flags & regex.IGNORECASE)
+            rule.paragraph_local = definition.kind is not Kind.FULL and is_paragraph_local(text)
     except (PerlRegexError, ValueError, SyntaxError) as error:
         report.errors.append(f"{definition.origin}: {definition.name}: {error}")
         report.skip("does not compile")

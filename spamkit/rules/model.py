@@ -40,6 +40,7 @@ class Rule:
     pattern: regex.Pattern[str] | None = None
     literals: tuple[str, ...] | None = None  # one of these is in any text the pattern matches
     literals_ignorecase: bool = False
+    paragraph_local: bool = False  # one search over the joined text can rule out every paragraph
     source: str = ""  # the test as written, for --explain and lint
     header: str = ""  # for header rules: the header name, ALL, ToCc, ...
     modifier: str = ""  # raw, addr or name

@@ -78,6 +78,17 @@ def literals_for(text: str) -> tuple[str, ...] | None:
         return None
 
 
+def is_paragraph_local(text: str) -> bool:
+    """'/body/flags' can be tried on all paragraphs at once (spamkit.rules.prefilter)."""
+    from spamkit.rules.prefilter import paragraph_local
+
+    try:
+        body, flags = split_delimited(text)
+        return paragraph_local(translate(body), "i" in flags, "x" in flags)
+    except PerlRegexError:
+        return False
+
+
 def compile_perl(text: str) -> regex.Pattern[str]:
     """Compile '/body/flags' (or m{body}flags) as Perl would match it, or raise PerlRegexError."""
     body, flags = split_delimited(text)

@@ -106,3 +106,134 @@ def _sequence(items: list[tuple[object, object]]) -> tuple[str, ...] | None:
 def _weight(literals: tuple[str, ...]) -> float:
     """Prefer long literals and few alternatives: the shortest one is what filters."""
     return min(len(s) for s in literals) - 0.1 * (len(literals) - 1)
+
+
+# Zero-width tests whose answer does not change when a paragraph is embedded in the
+# joined text between "\n" separators: word boundaries (a "\n" is a non-word character,
+# as the start and end of a string are).
+_SAFE_ANCHORS = frozenset(
+    getattr(constants, name) for name in ("AT_BOUNDARY", "AT_NON_BOUNDARY", "AT_UNI_BOUNDARY",
+                                          "AT_UNI_NON_BOUNDARY", "AT_LOC_BOUNDARY",
+                                          "AT_LOC_NON_BOUNDARY") if hasattr(constants, name))
+
+
+def paragraph_local(pattern: str, ignorecase: bool, verbose: bool = False) -> bool:
+    r"""True when every match in one paragraph is also a match in all the paragraphs joined
+    by "\n": no anchors but word boundaries (and SpamAssassin's "(?:^|\s)"), lookarounds
+    only where the joined text cannot change their answer, no conditionals.
+
+    For such a pattern one search over the joined text answers "no paragraph matches" in
+    one call instead of one call per paragraph; only a hit needs the per-paragraph look
+    (a match in the joined text may span two paragraphs).
+    """
+    flags = (re.IGNORECASE if ignorecase else 0) | (re.VERBOSE if verbose else 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = parser.parse(pattern, flags)
+    except Exception:  # noqa: BLE001 - a pattern Python cannot read: keep the slow, sure way
+        return False
+    return _local(list(tree))
+
+
+def _local(items: list[tuple[object, object]]) -> bool:
+    for op, arg in items:
+        if op is constants.AT:
+            if arg not in _SAFE_ANCHORS:
+                return False
+        elif op is constants.ASSERT:  # (?=X), (?<=X): X's match is within the paragraph
+            if not _local(list(arg[1])):  # type: ignore[index]
+                return False
+        elif op is constants.ASSERT_NOT:  # (?!X), (?<!X): X must not reach past the paragraph
+            body = list(arg[1])  # type: ignore[index]
+            if not _local(body) or not _newline_free(body):
+                return False
+        elif op is constants.GROUPREF_EXISTS:
+            return False
+        elif op is constants.SUBPATTERN:
+            if not _local(list(arg[-1])):  # type: ignore[index]
+                return False
+        elif op is constants.BRANCH:
+            branches = [list(branch) for branch in arg[1]]  # type: ignore[index]
+            if any(_is_newline_char(b) for b in branches):
+                # SpamAssassin's "(?:^|\s)" and "(?:$|\W)": where the anchor matches at a
+                # paragraph's edge, the "\n" between paragraphs is matched by its sibling
+                branches = [b for b in branches if not _is_edge_anchor(b)]
+            if not all(_local(branch) for branch in branches):
+                return False
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT,
+                    getattr(constants, "POSSESSIVE_REPEAT", None)):
+            if not _local(list(arg[2])):  # type: ignore[index]
+                return False
+        elif op is getattr(constants, "ATOMIC_GROUP", None):
+            if not _local(list(arg)):  # type: ignore[arg-type]
+                return False
+    return True
+
+
+_EDGE_ANCHORS = frozenset({constants.AT_BEGINNING, constants.AT_BEGINNING_STRING,
+                           constants.AT_END, constants.AT_END_STRING})
+_NEWLINE_CATEGORIES = frozenset(
+    getattr(constants, name) for name in ("CATEGORY_SPACE", "CATEGORY_NOT_WORD", "CATEGORY_NOT_DIGIT",
+                                          "CATEGORY_LINEBREAK", "CATEGORY_UNI_SPACE",
+                                          "CATEGORY_UNI_NOT_WORD", "CATEGORY_UNI_NOT_DIGIT",
+                                          "CATEGORY_UNI_LINEBREAK") if hasattr(constants, name))
+
+
+def _is_edge_anchor(branch: list[tuple[object, object]]) -> bool:
+    return len(branch) == 1 and branch[0][0] is constants.AT and branch[0][1] in _EDGE_ANCHORS
+
+
+def _is_newline_char(branch: list[tuple[object, object]]) -> bool:
+    r"""The branch is one character test that "\n" passes."""
+    if len(branch) != 1:
+        return False
+    op, arg = branch[0]
+    if op is constants.LITERAL:
+        return arg == 10
+    if op is constants.NOT_LITERAL:
+        return arg != 10
+    if op is not constants.IN:
+        return False
+    items = list(arg)  # type: ignore[call-overload]
+    negated = bool(items) and items[0][0] is constants.NEGATE
+    hit = False
+    for item_op, item_arg in items[1:] if negated else items:
+        if item_op is constants.LITERAL and item_arg == 10:
+            hit = True
+        elif item_op is constants.RANGE and item_arg[0] <= 10 <= item_arg[1]:  # type: ignore[index]
+            hit = True
+        elif item_op is constants.CATEGORY and item_arg in _NEWLINE_CATEGORIES:
+            hit = True
+        elif item_op is constants.CATEGORY and negated:
+            return False  # [^\s] and the like: do not guess
+    return hit != negated
+
+
+def _newline_free(items: list[tuple[object, object]]) -> bool:
+    r"""No match of these items can contain a "\n" (a DOTALL "." could: then False)."""
+    for op, arg in items:
+        if op is constants.LITERAL:
+            if arg == 10:
+                return False
+        elif op in (constants.NOT_LITERAL, constants.ANY):
+            return False  # [^x] matches "\n"; so may "." under (?s): do not guess
+        elif op is constants.IN:
+            if _is_newline_char([(op, arg)]) or any(o is constants.NEGATE for o, _ in arg):  # type: ignore[attr-defined]
+                return False
+        elif op is constants.SUBPATTERN:
+            if arg[1] or not _newline_free(list(arg[-1])):  # type: ignore[index]
+                return False  # (arg[1]: inline flags added, perhaps (?s))
+        elif op is constants.BRANCH:
+            if not all(_newline_free(list(branch)) for branch in arg[1]):  # type: ignore[index]
+                return False
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT,
+                    getattr(constants, "POSSESSIVE_REPEAT", None)):
+            if not _newline_free(list(arg[2])):  # type: ignore[index]
+                return False
+        elif op is getattr(constants, "ATOMIC_GROUP", None):
+            if not _newline_free(list(arg)):  # type: ignore[arg-type]
+                return False
+        elif op not in (constants.AT, constants.ASSERT, constants.ASSERT_NOT, constants.GROUPREF):
+            return False  # anything else: do not guess
+    return True

@@ -50,3 +50,19 @@ def test_lint_reports_debian_rules(tmp_path: Path) -> None:
     assert {"files", "rules", "loaded", "skipped", "errors"} <= report.keys()
     assert report["loaded"] > 2000
     assert result.returncode == (1 if report["errors"] else 0)
+
+
+def test_joined_paragraph_search_changes_no_result(all_messages: list[CorpusMessage]) -> None:
+    """The one-search-over-all-paragraphs shortcut gives the same hits as searching each
+    paragraph, with Debian's rules on a sample of the corpus."""
+    require_debian_rules()
+    ruleset = load_rules([DEBIAN_RULES], builtin=False)
+    local = [rule for rule in ruleset.rules.values() if rule.paragraph_local]
+    assert len(local) > 500
+    sample = all_messages[5::24]
+    contexts = [(m.data, parse_message(m.data)) for m in sample]
+    fast = [ruleset.match_counts(MessageContext(raw, parsed), 0)[0] for raw, parsed in contexts]
+    for rule in local:
+        rule.paragraph_local = False
+    slow = [ruleset.match_counts(MessageContext(raw, parsed), 0)[0] for raw, parsed in contexts]
+    assert fast == slow
