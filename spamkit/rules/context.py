@@ -34,6 +34,7 @@ class MessageContext:
             self._headers.setdefault(name, []).append(value)
         self._haystacks: dict[tuple[str, bool], str] = {}
         self.cache: dict[str, object] = {}  # evals keep what several rules share here
+        self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
         self._raw_headers: dict[str, list[str]] = {}
         for name, value in message.raw_headers:
@@ -43,6 +44,13 @@ class MessageContext:
         return (self._raw_headers if raw else self._headers).get(name.lower(), [])
 
     def header_text(self, name: str, modifier: str = "") -> str | None:
+        """The text a header rule tests (built once per message and header)."""
+        key = (name, modifier)
+        if key not in self._header_texts:
+            self._header_texts[key] = self._build_header_text(name, modifier)
+        return self._header_texts[key]
+
+    def _build_header_text(self, name: str, modifier: str) -> str | None:
         """The text a header rule tests, as SpamAssassin builds it; None when absent.
 
         The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL, ToCc,
