@@ -44,12 +44,7 @@ class FilterHandler:
         """The chain's connect stage: a refusal to send instead of the greeting, or None.
         (Called by LimitedSMTP; aiosmtpd has no connect hook.)"""
         try:
-            tx = Transaction(peer=_peer(session))
-            decision = self._run(session, "connect", tx)
-            if decision.action in (Action.REJECT, Action.TEMPFAIL):
-                self.chain.finished(tx, decision.reply)
-                return decision.reply
-            return None
+            return self._refusal(session, "connect", Transaction(peer=_peer(session)))
         except Exception:
             log.exception("connect failed")
             return "421 4.3.0 Temporary failure, please try again later"
@@ -70,12 +65,7 @@ class FilterHandler:
 
     def _helo(self, session, hostname: str) -> str | None:  # type: ignore[no-untyped-def]
         try:
-            tx = Transaction(peer=_peer(session), helo=hostname)
-            decision = self._run(session, "helo", tx)
-            if decision.action in (Action.REJECT, Action.TEMPFAIL):
-                self.chain.finished(tx, decision.reply)
-                return decision.reply
-            return None
+            return self._refusal(session, "helo", Transaction(peer=_peer(session), helo=hostname))
         except Exception:
             log.exception("HELO failed")
             return TEMPFAIL
@@ -83,10 +73,9 @@ class FilterHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
-            decision = self._run(session, "mail", tx)
-            if decision.action in (Action.REJECT, Action.TEMPFAIL):
-                self.chain.finished(tx, decision.reply)
-                return decision.reply
+            refusal = self._refusal(session, "mail", tx)
+            if refusal is not None:
+                return refusal
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
             return "250 OK"
@@ -98,15 +87,22 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "",
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
-            decision = self._run(session, "rcpt", tx, address)
-            if decision.action in (Action.REJECT, Action.TEMPFAIL):
-                self.chain.finished(tx, decision.reply)
-                return decision.reply
+            refusal = self._refusal(session, "rcpt", tx, address)
+            if refusal is not None:
+                return refusal
             envelope.rcpt_tos.append(address)
             return "250 OK"
         except Exception:
             log.exception("RCPT failed")
             return TEMPFAIL
+
+    def _refusal(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
+        """Run one envelope stage; a refusal (told to the filters' `finished`) or None."""
+        decision = self._run(session, stage, tx, *args)
+        if decision.action in (Action.REJECT, Action.TEMPFAIL):
+            self.chain.finished(tx, decision.reply)
+            return decision.reply
+        return None
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         self.in_flight += 1
