@@ -15,7 +15,6 @@ import signal
 import smtplib
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
+from tests.servers.serve import start_serve
 from tests.servers.smtp_sink import free_port, wait_for_port
 
 MESSAGES = 2000
@@ -89,14 +89,10 @@ def load_report() -> str:
     filtered_dir.mkdir()
     sink_a, port_a = _sink(direct_dir)
     sink_b, port_b = _sink(filtered_dir)
-    filter_port = free_port()
     config = work / "spamkit.toml"
     config.write_text('LocalDomains = ["example.org"]\nRequireHeaders = false\n')
-    server = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{filter_port}",
-                               "--next-hop", f"127.0.0.1:{port_b}", "--db", str(db), "--config", str(config)],
-                              stderr=subprocess.DEVNULL)
+    server, filter_port = start_serve(port_b, db, config, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(filter_port)
         direct_seconds = _source(port_a)
         cpu_before = _cpu_seconds(server.pid)
         filtered_seconds = _source(filter_port)

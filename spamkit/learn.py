@@ -114,7 +114,8 @@ class Learner:
         if by == "autolearn" and known is not None:
             summary.count(Outcome.SKIPPED)  # a taught label always wins over autolearn
             return None
-        return _Pending(item, key, self.analyzer.analyze(item.data).hashes)
+        hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
+        return _Pending(item, key, hashes)
 
     def _commit(self, batch: list[_Pending], label: Label | None, summary: LearnSummary,
                 on_commit: CommitCallback | None, by: str) -> None:

@@ -27,6 +27,7 @@ class SourceItem:
     data: bytes | None
     error: str | None = None
     path: Path | None = None  # the file, when the message is a whole file
+    token_keys: list[bytes] | None = None  # already tokenized (by the scanner): not analysed again
 
 
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:

@@ -57,6 +57,7 @@ class Verdict:
     listed: str | None = None
     subject_tag: str | None = None  # text put before the Subject when spam
     add_headers: list[tuple[str, str, str]] = field(default_factory=list)
+    token_keys: list[bytes] = field(default_factory=list, repr=False)  # for autolearn: no second tokenizing
 
     @property
     def is_spam(self) -> bool:
@@ -181,7 +182,7 @@ class Scanner:
                     else "spam" if score >= self.required else "ham")
         verdict = Verdict(score, self.required, reject, decision, hits, bayes,
                           listed=context.listed, subject_tag=self.subject_tag,
-                          add_headers=self.rules.settings.add_headers)
+                          add_headers=self.rules.settings.add_headers, token_keys=analysis.hashes)
         verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, context)
         return verdict
 
@@ -209,7 +210,7 @@ class Scanner:
         if verdict.autolearn not in ("spam", "ham") or self.store is None:
             return "no"
         summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
-            [SourceItem(name, raw)], Label(verdict.autolearn), by="autolearn")
+            [SourceItem(name, raw, token_keys=verdict.token_keys)], Label(verdict.autolearn), by="autolearn")
         return "learned" if summary.learned else "skipped"
 
 

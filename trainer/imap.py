@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ssl
 import stat
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,6 @@ def connect(account: ImapAccount) -> IMAPClient:
 
 
 def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOptions) -> SweepReport:
-    import time
-
     started = time.perf_counter()
     report = SweepReport(dry_run=options.dry_run)
     for account in accounts:

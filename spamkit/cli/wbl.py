@@ -27,10 +27,9 @@ def _lists(config_path: str | None) -> Lists:
 @config_option
 def add(kind: str, pattern: str, user: str, config_path: str | None) -> None:
     """Add PATTERN (e.g. *@example.com, user@example.com, *@*.xyz) to a list."""
-    lists = _lists(config_path)
-    added = lists.add(check_entry(kind, pattern, user))
-    click.echo(f"{'added' if added else 'already listed'}: {check_entry(kind, pattern, user).line()}",
-               err=True)
+    entry = check_entry(kind, pattern, user)
+    added = _lists(config_path).add(entry)
+    click.echo(f"{'added' if added else 'already listed'}: {entry.line()}", err=True)
 
 
 @wbl.command()

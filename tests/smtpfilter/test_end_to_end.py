@@ -16,7 +16,8 @@ from corpora import CorpusMessage
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
-from tests.servers.smtp_sink import Sink, free_port, wait_for_port
+from tests.servers.smtp_sink import Sink, free_port
+from tests.servers.serve import start_serve
 from tests.servers.swaks import swaks
 
 
@@ -28,12 +29,8 @@ def serve(tmp_path: Path, trained_db: Path, sink: Sink) -> Iterator[tuple[int, P
     config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
                       'SubjectTag = true\nSubjectTagText = "[SPAM]"\n')
     (tmp_path / "lists").write_text("black *@*.xyz\n")
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
-                                "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(db),
-                                "--config", str(config)], stderr=subprocess.PIPE)
+    process, port = start_serve(sink.port, db, config)
     try:
-        wait_for_port(port)
         yield port, tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
@@ -89,12 +86,8 @@ def test_spam_over_reject_level_is_refused_and_nothing_relayed(
 
 def test_next_hop_down_gives_451(tmp_path: Path, trained_db: Path,
                                   split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
-    port, dead = free_port(), free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
-                                "--next-hop", f"127.0.0.1:{dead}", "--db", str(trained_db),
-                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.DEVNULL)
+    process, port = start_serve(free_port(), trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
         reply = swaks(port, write(tmp_path, split[1][0].data))
         assert reply.startswith("451"), reply
     finally:
@@ -158,11 +151,7 @@ def test_an_exception_at_any_stage_gives_4xx_and_nothing_relayed(
 def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_db: Path, sink: Sink) -> None:
     import socket
 
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
-                                "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(trained_db),
-                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.DEVNULL)
-    wait_for_port(port)
+    process, port = start_serve(sink.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
     client = socket.create_connection(("127.0.0.1", port), timeout=30)
     assert client.recv(1024).startswith(b"220")
     client.sendall(b"EHLO test\r\n")
@@ -190,12 +179,8 @@ def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: 
         return json.loads(out)
 
     before = magic()
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--autolearn", "--listen",
-                                f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{sink.port}", "--db", str(db),
-                                "--config", str(tmp_path / "none.toml")], stderr=subprocess.PIPE)
+    process, port = start_serve(sink.port, db, tmp_path / "none.toml", "--autolearn")
     try:
-        wait_for_port(port)
         ham = next(m for m in split[1] if m.label == "ham" and b"\nX-Spam-" not in m.data
                    and _autolearn_choice(m.data, trained_db, tmp_path) == "ham")
         path = write(tmp_path, ham.data)

@@ -7,13 +7,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers.net import free_port, self_signed_certificate, wait_for_port
+from tests.servers.net import self_signed_certificate
+from tests.servers.serve import start_serve
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
 
@@ -21,22 +21,18 @@ MESSAGE = (b"From: a@example.org\r\nTo: user@example.org\r\nDate: Tue, 25 Nov 20
            b"Subject: over TLS\r\n\r\nhello over TLS\r\n")
 
 
-def start_serve(tmp_path: Path, sink: Sink, config_text: str) -> tuple[subprocess.Popen[bytes], int]:
+def serve_with(tmp_path: Path, sink: Sink, config_text: str, wait: bool = True
+               ) -> tuple[subprocess.Popen[bytes], int]:
     config = tmp_path / "spamkit.toml"
     config.write_text('UseBayes = false\nLocalDomains = ["example.org"]\n' + config_text)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", "--listen", f"127.0.0.1:{port}",
-                                "--next-hop", f"127.0.0.1:{sink.port}", "--config", str(config),
-                                "--db", str(tmp_path / "db")], stderr=subprocess.PIPE)
-    return process, port
+    return start_serve(sink.port, tmp_path / "db", config, wait=wait)
 
 
 @pytest.fixture
 def tls_serve(tmp_path: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
     certificate, key = self_signed_certificate(tmp_path)
-    process, port = start_serve(tmp_path, sink, f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
+    process, port = serve_with(tmp_path, sink, f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
     try:
-        wait_for_port(port)
         yield port, certificate
     finally:
         process.send_signal(signal.SIGTERM)
@@ -118,9 +114,8 @@ def test_plaintext_pipelined_after_starttls_is_dropped(tls_serve: tuple[int, Pat
 
 def test_no_starttls_without_a_certificate_and_bad_tls_settings_are_named(
         tmp_path: Path, sink: Sink) -> None:
-    process, port = start_serve(tmp_path, sink, "")
+    process, port = serve_with(tmp_path, sink, "")
     try:
-        wait_for_port(port)
         client = Client(port)
         client.reply()
         assert b"STARTTLS" not in client.command(b"EHLO client.example.org")
@@ -132,7 +127,7 @@ def test_no_starttls_without_a_certificate_and_bad_tls_settings_are_named(
     for settings, expected in ((f'TlsCertificate = "{certificate}"\n', "TlsKey is empty"),
                                (f'TlsCertificate = "{certificate}"\nTlsKey = "{tmp_path}/none.pem"\n',
                                 "cannot load")):
-        process, _ = start_serve(tmp_path, sink, settings)
+        process, _ = serve_with(tmp_path, sink, settings, wait=False)
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 2, stderr
         assert expected in stderr.decode(), stderr

@@ -1,0 +1,27 @@
+"""`spamkit serve` started as its users start it: a process on a free loopback port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers.net import free_port, wait_for_port
+
+
+def start_serve(next_hop_port: int, db: Path, config: Path, *options: str, wait: bool = True,
+                stderr: int = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], int]:
+    """(process, port) of `spamkit serve [options]`; with `wait`, once the port answers
+    (a server that never answers is killed, not left behind)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", *options,
+                                "--listen", f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{next_hop_port}",
+                                "--db", str(db), "--config", str(config)], stderr=stderr)
+    if wait:
+        try:
+            wait_for_port(port)
+        except RuntimeError:
+            process.kill()
+            process.wait(10)
+            raise
+    return process, port
