@@ -8,6 +8,7 @@ stderr and exit non-zero; no traceback reaches a user.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -63,6 +64,14 @@ class _Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(141)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own usage errors and exits
+        except Exception as error:  # a bug: one line (the traceback with SPAMKIT_DEBUG=1)
+            if os.environ.get("SPAMKIT_DEBUG"):
+                raise
+            click.echo(f"spamkit: internal error: {type(error).__name__}: {error} (what was "
+                       "committed stays committed; set SPAMKIT_DEBUG=1 for the traceback)", err=True)
+            sys.exit(70)  # EX_SOFTWARE
 
 
 # name -> "module:attribute"; a command's module (and what it imports: numpy, the rule

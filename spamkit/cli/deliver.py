@@ -57,6 +57,9 @@ def deliver(user: str, pattern: str | None, db_path: str | None, config_path: st
         write_maildir(folder_path(maildir, folder_name), verdict.rewrite(data))
     except (OSError, SpamkitError) as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error}")
+    except Exception as error:  # a bug must defer the mail (75), never bounce it
+        _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: internal error "
+                           f"{type(error).__name__}: {error}")
 
 
 def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # type: ignore[no-untyped-def]
@@ -81,12 +84,18 @@ def write_maildir(folder: Path, data: bytes) -> Path:
     temporary = folder / "tmp" / name
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    final = folder / "new" / name
-    os.rename(temporary, final)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = folder / "new" / name
+        os.rename(temporary, final)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # nothing half-written is left in tmp/
+        raise
     return final
 
 
