@@ -1,0 +1,173 @@
+/*
+ * The scans of _html.c for one string kind. _html.c includes this file three times,
+ * with SCAN_CHAR set to Py_UCS1, Py_UCS2 and Py_UCS4 and SCAN(name) naming the copy,
+ * so each loop reads its characters straight from the string's own storage.
+ */
+
+/* From `from`, the index just past the first ">" if it comes before any "<"; else -1. */
+static Py_ssize_t SCAN(tag_end)(const SCAN_CHAR *s, Py_ssize_t from, Py_ssize_t n) {
+    for (Py_ssize_t p = from; p < n; p++) {
+        if (s[p] == '>')
+            return p + 1;
+        if (s[p] == '<')
+            return -1;
+    }
+    return -1;
+}
+
+/* </?(?:inline names)\b[^<>]*> at i (s[i] == "<"): the match's end, or -1. */
+static Py_ssize_t SCAN(match_inline_tag)(const SCAN_CHAR *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t j = i + 1;
+    if (j < n && s[j] == '/')
+        j++;
+    Py_ssize_t k = j;
+    while (k < n && k - j <= 6 && is_word(s[k]))
+        k++;
+    if (k - j > 6 || (k < n && is_word(s[k])))
+        return -1;  /* longer than any inline name */
+    /* the name must be the whole run of word characters: "\b" right after it */
+    char name[7];
+    for (Py_ssize_t m = j; m < k; m++) {
+        if (s[m] > 127)
+            return -1;
+        name[m - j] = (char)s[m];
+    }
+    if (!is_inline_name(name, k - j))
+        return -1;
+    return SCAN(tag_end)(s, k, n);
+}
+
+/* </?[a-zA-Z!][^<>]*> at i (s[i] == "<"): the match's end, or -1. */
+static Py_ssize_t SCAN(match_any_tag)(const SCAN_CHAR *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t j = i + 1;
+    if (j < n && s[j] == '/')
+        j++;
+    if (j >= n || !(is_ascii_letter(s[j]) || s[j] == '!'))
+        return -1;
+    return SCAN(tag_end)(s, j + 1, n);
+}
+
+/* re.sub of one of the two tag patterns over s into out (room for n); out's length. */
+static Py_ssize_t SCAN(substitute)(const SCAN_CHAR *s, Py_ssize_t n, SCAN_CHAR *out,
+                                   int inline_tags) {
+    Py_ssize_t length = 0;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (s[i] == '<') {
+            Py_ssize_t end = inline_tags ? SCAN(match_inline_tag)(s, i, n)
+                                         : SCAN(match_any_tag)(s, i, n);
+            if (end > 0) {
+                if (!inline_tags)
+                    out[length++] = ' ';
+                i = end;
+                continue;
+            }
+        }
+        out[length++] = s[i++];
+    }
+    return length;
+}
+
+/* Appends the tag names of s to names; -1 on error. */
+static int SCAN(tag_names)(PyObject *text, const SCAN_CHAR *s, Py_ssize_t n, PyObject *names) {
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '<' || s[i + 1] < 'a' || s[i + 1] > 'z')
+            continue;
+        Py_ssize_t end = i + 2;
+        while (end < n && end - (i + 1) < 31 &&
+               ((s[end] >= 'a' && s[end] <= 'z') || (s[end] >= '0' && s[end] <= '9')))
+            end++;
+        PyObject *name = PyUnicode_Substring(text, i + 1, end);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            return -1;
+        }
+        Py_DECREF(name);
+        i = end - 1;
+    }
+    return 0;
+}
+
+/* Which ATTR_NAMES entry starts at j (its index), or -1. */
+static int SCAN(attr_name_at)(const SCAN_CHAR *s, Py_ssize_t j, Py_ssize_t n) {
+    if (j >= n)
+        return -1;
+    for (int index = 0; ATTR_NAMES[index]; index++) {
+        const char *name = ATTR_NAMES[index];
+        if ((Py_UCS4)s[j] != (Py_UCS4)(unsigned char)name[0])
+            continue;
+        Py_ssize_t size = ATTR_LENGTHS[index];
+        if (j + size > n)
+            continue;
+        Py_ssize_t k = 1;
+        while (k < size && (Py_UCS4)s[j + k] == (Py_UCS4)(unsigned char)name[k])
+            k++;
+        if (k == size)
+            return index;
+    }
+    return -1;
+}
+
+/* Appends (name, value) of each useful attribute of s to found; -1 on error. */
+static int SCAN(useful_attrs)(PyObject *text, const SCAN_CHAR *s, Py_ssize_t n, PyObject *found) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (!Py_UNICODE_ISSPACE(s[i])) {
+            i++;
+            continue;
+        }
+        int index = SCAN(attr_name_at)(s, i + 1, n);
+        if (index < 0) {
+            i++;
+            continue;
+        }
+        Py_ssize_t k = i + 1 + ATTR_LENGTHS[index];
+        while (k < n && Py_UNICODE_ISSPACE(s[k]))
+            k++;
+        if (k >= n || s[k] != '=') {
+            i++;
+            continue;
+        }
+        k++;
+        while (k < n && Py_UNICODE_ISSPACE(s[k]))
+            k++;
+        Py_ssize_t value_start, value_end, end;
+        if (k < n && (s[k] == '"' || s[k] == '\'')) {
+            SCAN_CHAR quote = s[k];
+            Py_ssize_t p = k + 1;
+            while (p < n && s[p] != quote && s[p] != '<')
+                p++;
+            if (p >= n || s[p] != quote) {
+                i++;
+                continue;
+            }
+            value_start = k + 1;
+            value_end = p;
+            end = p + 1;
+        } else {
+            Py_ssize_t p = k;
+            while (p < n && !Py_UNICODE_ISSPACE(s[p]) && s[p] != '<' && s[p] != '>' &&
+                   s[p] != '"' && s[p] != '\'')
+                p++;
+            if (p == k) {
+                i++;
+                continue;
+            }
+            value_start = k;
+            value_end = p;
+            end = p;
+        }
+        PyObject *value = PyUnicode_Substring(text, value_start, value_end);
+        if (value == NULL)
+            return -1;
+        PyObject *pair = PyTuple_Pack(2, ATTR_OBJECTS[index], value);
+        Py_DECREF(value);
+        if (pair == NULL || PyList_Append(found, pair) < 0) {
+            Py_XDECREF(pair);
+            return -1;
+        }
+        Py_DECREF(pair);
+        i = end;
+    }
+    return 0;
+}

@@ -1,0 +1,101 @@
+"""The C scans of the HTML renderer (spamkit.message._html) give exactly what its regexes give.
+
+A difference would change a message's visible text, URLs or alt text depending on
+whether spamkit was built with a compiler, and so its tokens: the two paths are compared
+on every HTML part of the corpus and on hypothesis's HTML-like strings.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.message import html as html_module
+from spamkit.message import parse_message
+from spamkit.message.html import (
+    render_html,
+    strip_tags_py,
+    tag_names_py,
+    useful_attrs_py,
+)
+
+fast = pytest.importorskip("spamkit.message._html")
+
+
+def test_the_c_scans_are_built() -> None:
+    # the install script provides a compiler; without it spamkit works, but slower
+    assert html_module.HAVE_C_HTML
+
+
+def _html_parts(messages: list[CorpusMessage]) -> list[str]:
+    """Every text the parser hands to render_html, collected by wrapping it."""
+    collected: list[str] = []
+
+    def collect(source: str):  # type: ignore[no-untyped-def]
+        collected.append(source)
+        return render_html(source)
+
+    import spamkit.message as message_module
+
+    original = message_module.render_html
+    message_module.render_html = collect
+    try:
+        for message in messages:
+            parse_message(message.data)
+    finally:
+        message_module.render_html = original
+    return collected
+
+
+@pytest.mark.slow
+def test_every_corpus_html_part_scans_the_same(all_messages: list[CorpusMessage]) -> None:
+    parts = _html_parts(all_messages)
+    assert len(parts) > 1000
+    for source in parts:
+        lowered = source.lower()
+        assert fast.strip_tags(source) == strip_tags_py(source)
+        assert fast.tag_names(lowered) == tag_names_py(lowered)
+        assert fast.useful_attrs(lowered) == useful_attrs_py(lowered)
+
+
+# Small alphabets full of the characters the patterns turn on: tag brackets, quotes,
+# "=", every kind of white space (Unicode ones too), word and non-word characters,
+# inline tag names in both cases and mixed, and characters needing 2 and 4 bytes.
+_PIECES = ["<", ">", "/", "!", "\"", "'", "=", " ", "\t", "\n", "\x0b", "\x1c", "\x85", "\xa0",
+           "\u2003", "\u3000", "a", "b", "B", "i", "s", "x", "_", "1", "é", "ß", "€", "日", "😀",
+           "font", "FONT", "Font", "span", "strong", "STRONG", "wbr", "abbr", "q", "sub",
+           "href", "src", "alt", "title", "action", "background", "lowsrc", "hreff", "<a ",
+           "<b>", "</b>", "<br>", "<!--", "-->", "<img src=", " alt='", " href=\""]
+_HTMLISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
+
+
+@settings(max_examples=600)
+@given(_HTMLISH)
+def test_strip_tags_same_both_ways(source: str) -> None:
+    assert fast.strip_tags(source) == strip_tags_py(source)
+
+
+@settings(max_examples=600)
+@given(_HTMLISH)
+def test_attribute_and_tag_scans_same_both_ways(source: str) -> None:
+    lowered = source.lower()
+    assert fast.useful_attrs(lowered) == useful_attrs_py(lowered)
+    assert fast.tag_names(lowered) == tag_names_py(lowered)
+
+
+@given(st.text(max_size=400))
+def test_any_text_same_both_ways(source: str) -> None:
+    assert fast.strip_tags(source) == strip_tags_py(source)
+    assert fast.useful_attrs(source) == useful_attrs_py(source)
+    assert fast.tag_names(source) == tag_names_py(source)
+
+
+def test_known_cases() -> None:
+    assert fast.strip_tags("V<b></b>iagra<br>now") == "Viagra now"
+    # "Font" (mixed case) is not taken as inline; "<x>" appears once "<b>" is gone
+    assert fast.strip_tags("<Font>a</FONT><<b>x>") == " a "
+    assert fast.useful_attrs('<a href="http://x.example/">  <img src=y.png alt = \'hi\'>') == [
+        ("href", "http://x.example/"), ("src", "y.png"), ("alt", "hi")]
+    assert fast.tag_names("<p><table1><" + "a" * 40) == ["p", "table1", "a" * 31]
