@@ -1,0 +1,79 @@
+"""What `spamkit learn` and `check` read from their PATH arguments, and what they refuse.
+
+A bad entry (a link, a FIFO, an oversized or unreadable file) is reported with its
+reason and never stops the others; nothing is followed out of the directory given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from spamkit.sources import MAX_FILE_BYTES, iter_messages
+
+MESSAGE = b"From: a@example.com\nSubject: hi\n\nbody\n"
+
+
+def _by_name(paths: list[str]) -> dict[str, tuple[bytes | None, str | None]]:
+    return {Path(item.name).name: (item.data, item.error) for item in iter_messages(paths)}
+
+
+def test_a_directory_of_files_with_bad_entries(tmp_path: Path) -> None:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.msg").write_bytes(MESSAGE)
+    (folder / "2.empty").write_bytes(b"")
+    (folder / ".hidden").write_bytes(MESSAGE)
+    (folder / "3.link").symlink_to(folder / "1.msg")
+    os.mkfifo(folder / "4.fifo")  # opening it must not block
+    with open(folder / "5.big", "wb") as big:
+        big.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    (folder / "sub").mkdir()
+    (folder / "sub" / "6.msg").write_bytes(MESSAGE * 2)
+
+    found = _by_name([str(folder)])
+
+    assert found["1.msg"] == (MESSAGE, None)
+    assert found["2.empty"] == (b"", None)
+    assert ".hidden" not in found
+    assert found["3.link"][0] is None and found["3.link"][1]  # links are not followed
+    assert found["4.fifo"] == (None, "not a regular file")
+    assert found["5.big"] == (None, f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    assert found["6.msg"] == (MESSAGE * 2, None)
+
+
+def test_a_maildir_reads_cur_and_new_only(tmp_path: Path) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "cur" / "a:2,S").write_bytes(MESSAGE)
+    (tmp_path / "new" / "b").write_bytes(MESSAGE)
+    (tmp_path / "tmp" / "c").write_bytes(MESSAGE)  # still being delivered
+    assert sorted(_by_name([str(tmp_path)])) == ["a:2,S", "b"]
+
+
+def test_missing_and_unreadable_paths_are_reported(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.write_bytes(MESSAGE)
+    locked.chmod(0)
+    found = _by_name([str(tmp_path / "absent"), str(locked)])
+    assert found["absent"][0] is None and "No such file" in str(found["absent"][1])
+    if os.geteuid() != 0:  # root reads it anyway
+        assert found["locked"][0] is None and "Permission denied" in str(found["locked"][1])
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 70_000, 1 << 20])
+def test_whole_file_read_at_any_size(tmp_path: Path, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    (tmp_path / "m").write_bytes(data)
+    assert _by_name([str(tmp_path / "m")])["m"] == (data, None)
+
+
+def test_an_mbox_file_is_split(tmp_path: Path) -> None:
+    mbox = (b"From a@example.com Mon Sep  9 12:21:16 2002\n" + MESSAGE
+            + b"From b@example.com Tue Sep 10 12:21:16 2002\n" + MESSAGE)
+    (tmp_path / "box").write_bytes(mbox)
+    items = list(iter_messages([str(tmp_path / "box")]))
+    assert [item.name.rsplit("#", 1)[1] for item in items] == ["1", "2"]
+    assert all(item.data and item.data.endswith(MESSAGE) for item in items)
