@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from spamkit.store.base import TokenStore, Totals
+from spamkit.store.base import TokenCounts, TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
 _LOG_FACTORIAL = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, 2 * _MAX_DOF_HALF + 1)))))
@@ -160,8 +160,20 @@ class BayesClassifier:
     def score(self, keys: Sequence[bytes], tokens: Sequence[str] | None = None,
               explain: int = 0) -> BayesResult:
         """Score token hashes; with `tokens` (same order) and `explain`, name the clues."""
+        return self._judge(self.store.counts(keys), keys, tokens, explain)
+
+    def score_many(self, key_lists: Sequence[Sequence[bytes]],
+                   token_lists: Sequence[Sequence[str] | None] | None = None,
+                   explain: int = 0) -> list[BayesResult]:
+        """`score` for several messages, their tokens read from the store together."""
+        counts = self.store.counts_many(key_lists)
+        token_lists = token_lists or [None] * len(key_lists)
+        return [self._judge(c, keys, tokens, explain)
+                for c, keys, tokens in zip(counts, key_lists, token_lists)]
+
+    def _judge(self, counts: TokenCounts, keys: Sequence[bytes], tokens: Sequence[str] | None,
+               explain: int) -> BayesResult:
         params = self.params
-        counts = self.store.counts(keys)
         totals = counts.totals
         if totals.nspam < params.min_spam_learned or totals.nham < params.min_ham_learned:
             return BayesResult(None, "unsure", tokens=len(keys), reason=(
@@ -175,11 +187,12 @@ class BayesClassifier:
             strong = strong[top[: params.max_discriminators]]
         probability, log_odds = chi2_combine_log(probabilities[strong])
         result = BayesResult(probability, three_way(probability, params), tokens=len(keys),
-                             known=len(counts.keys), used=len(strong), log_odds=log_odds)
+                             known=len(counts.spam), used=len(strong), log_odds=log_odds)
         if explain and tokens is not None:
             names = dict(zip(keys, tokens))
+            known_keys = counts.keys
             ranked = sorted(strong, key=lambda i: -strength[i])[:explain]
-            result.clues = [Clue(names.get(counts.keys[i], counts.keys[i].hex()),
+            result.clues = [Clue(names.get(known_keys[i], known_keys[i].hex()),
                                  float(probabilities[i]), int(counts.spam[i]), int(counts.ham[i]))
                             for i in ranked]
         return result

@@ -29,16 +29,26 @@ class MessageContext:
         self.bayes_probability = bayes_probability
         self.listed = listed  # "white", "black" or None: set by the lists before rules run
         self.max_bytes = max_bytes
-        self._headers: dict[str, list[str]] = {}
-        for name, value in message.headers:
-            self._headers.setdefault(name, []).append(value)
         self._haystacks: dict[tuple[str, bool], str] = {}
         self.cache: dict[str, object] = {}  # evals keep what several rules share here
         self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
-        self._raw_headers: dict[str, list[str]] = {}
-        for name, value in message.raw_headers:
-            self._raw_headers.setdefault(name.lower(), []).append(value)
+
+    @cached_property
+    def _headers(self) -> dict[str, list[str]]:
+        """Decoded header values by lower-case name (built on first use: a run without
+        header rules, Bayes alone, never needs them)."""
+        values: dict[str, list[str]] = {}
+        for name, value in self.message.headers:
+            values.setdefault(name, []).append(value)
+        return values
+
+    @cached_property
+    def _raw_headers(self) -> dict[str, list[str]]:
+        values: dict[str, list[str]] = {}
+        for name, value in self.message.raw_headers:
+            values.setdefault(name.lower(), []).append(value)
+        return values
 
     def header_values(self, name: str, raw: bool = False) -> list[str]:
         return (self._raw_headers if raw else self._headers).get(name.lower(), [])
@@ -125,8 +135,8 @@ class MessageContext:
 
     @cached_property
     def from_address(self) -> str:
-        values = self.header_values("from")
-        return first_address(values[0]) if values else ""
+        value = self.message.header("from")
+        return first_address(value) if value is not None else ""
 
 
 def first_address(value: str) -> str:

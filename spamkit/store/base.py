@@ -40,12 +40,30 @@ class Totals:
 
 @dataclass(frozen=True)
 class TokenCounts:
-    """Counts of the tokens a store knows, out of those asked for (unknown ones are left out)."""
+    """Counts of the tokens a store knows, out of those asked for (unknown ones are left
+    out), in key order."""
 
-    keys: list[bytes]
+    key_numbers: npt.NDArray[np.uint64]  # the known tokens' keys, read as big-endian numbers
     spam: npt.NDArray[np.float64]
     ham: npt.NDArray[np.float64]
     totals: Totals  # read in the same transaction as the counts
+
+    @property
+    def keys(self) -> list[bytes]:
+        """The known tokens' 8-byte keys (made on demand: only --explain names tokens)."""
+        return keys_of(self.key_numbers)
+
+
+def numbers_of(joined_keys: bytes) -> npt.NDArray[np.uint64]:
+    """8-byte keys, concatenated, as numbers whose order is the keys' byte order."""
+    if len(joined_keys) % 8:
+        raise ValueError("token keys are 8 bytes each")
+    return np.frombuffer(joined_keys, dtype=">u8").astype(np.uint64)
+
+
+def keys_of(numbers: npt.NDArray[np.uint64]) -> list[bytes]:
+    packed = numbers.astype(">u8").tobytes()
+    return [packed[i:i + 8] for i in range(0, len(packed), 8)]
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,8 @@ class TokenStore(Protocol):
     def totals(self) -> Totals: ...
 
     def counts(self, keys: Sequence[bytes]) -> TokenCounts: ...
+
+    def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]: ...
 
     def learned_as(self, message_key: bytes) -> Label | None: ...
 

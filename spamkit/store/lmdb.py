@@ -15,6 +15,7 @@ stale reader slots on open, reopening after fork, and a 0700 directory.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -28,7 +29,7 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import StoreCorrupt, StoreError
-from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, today
+from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
 SCHEMA = b"1"
@@ -346,21 +347,43 @@ class LmdbStore:
                       txn.stat(self._tokens_db)["entries"])
 
     def counts(self, keys: Sequence[bytes]) -> TokenCounts:
-        """Counts for the known tokens among `keys`, and the totals, in one read transaction.
+        """Counts for the known tokens among `keys`, and the totals, in one read transaction."""
+        return self.counts_many([keys])[0]
 
-        (A per-process memory of values between commits was tried and measured: no
-        gain on the benchmark, since the Python work around it cost what it saved.)
+    def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]:
+        """`counts` for several messages, all read in one transaction.
+
+        Each distinct key is looked up once, in key order: the messages of a batch share
+        most of their tokens (on the test fold, batches of 256 ask for 36% as many
+        distinct keys as keys), a lookup costs ~0.5 us, and walking the tree in order
+        keeps its pages in cache. Matching the found counts back to each message is
+        numpy's work. (A per-process memory of values between commits was tried and
+        measured: no gain, the Python work around it cost what it saved.)
         """
+        numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
+        bounds = [0, *itertools.accumulate(len(keys) for keys in key_lists)]
+        for start, end in zip(bounds, bounds[1:]):
+            numbers[start:end].sort()  # each message's known keys come out in key order
+        wanted, _ = _sorted_distinct(numbers)
         with self._begin() as txn:
-            found = txn.cursor(db=self._tokens_db).getmulti(sorted(keys))
+            found = txn.cursor(db=self._tokens_db).getmulti(keys_of(wanted))
             totals = self._totals(txn)
         if not found:
-            empty = np.zeros(0)
-            return TokenCounts([], empty, empty, totals)
+            nothing = TokenCounts(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
+            return [nothing] * len(key_lists)
         found_keys, found_values = zip(*found)
+        known = numbers_of(b"".join(found_keys))
         values = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
-        return TokenCounts(list(found_keys), values["spam"].astype(np.float64),
-                           values["ham"].astype(np.float64), totals)
+        position = np.minimum(np.searchsorted(known, numbers), len(known) - 1)
+        hit = known[position] == numbers
+        spam = values["spam"].astype(np.float64)[position]
+        ham = values["ham"].astype(np.float64)[position]
+        out = []
+        for start, end in zip(bounds, bounds[1:]):
+            mine = hit[start:end]
+            out.append(TokenCounts(numbers[start:end][mine], spam[start:end][mine],
+                                   ham[start:end][mine], totals))
+        return out
 
     def learned_as(self, message_key: bytes) -> Label | None:
         with self._begin() as txn:

@@ -189,3 +189,31 @@ def test_remote_file_systems_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
         LmdbStore(tmp_path / "db")
     monkeypatch.setenv("SPAMKIT_ALLOW_REMOTE_DB", "1")
     LmdbStore(tmp_path / "db").close()
+
+
+def test_counts_read_back_what_was_learned(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:40], Label.SPAM)
+    Learner(store).learn(sample[40:], Label.HAM)
+    stored = {r.key: (r.spam, r.ham) for r in store.records()}
+    analyzer = Analyzer()
+    keys = analyzer.analyze(sample[0].data or b"").hashes + [b"\x00" * 8, b"\xff" * 8]  # + unknown
+    counts = store.counts(keys)
+    assert counts.keys == sorted(k for k in set(keys) if k in stored)
+    assert [(int(s), int(h)) for s, h in zip(counts.spam, counts.ham)] == [stored[k] for k in counts.keys]
+    assert counts.totals.nspam == 40 and counts.totals.nham == 40
+
+
+def test_counts_many_gives_what_counts_gives(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:30], Label.SPAM)
+    Learner(store).learn(sample[40:70], Label.HAM)
+    analyzer = Analyzer()
+    key_lists = [analyzer.analyze(item.data or b"").hashes for item in sample]  # some never learned
+    key_lists += [[], [b"\x01" * 8], key_lists[0][:5] * 2]  # nothing, unknown, repeated keys
+    together = store.counts_many(key_lists)
+    for keys, batched in zip(key_lists, together):
+        alone = store.counts(keys)
+        assert batched.keys == alone.keys
+        assert list(batched.spam) == list(alone.spam) and list(batched.ham) == list(alone.ham)
+        assert batched.totals == alone.totals
+    with pytest.raises(ValueError):
+        store.counts([b"short"])
