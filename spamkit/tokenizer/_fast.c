@@ -445,9 +445,154 @@ fail:
     return NULL;
 }
 
+/* -------------------------------------------------------------------------- Received */
+
+/* "received:" + host[start:end] (ASCII) into the key set. */
+static int add_received_token(KeySet *keys, const char *head, size_t head_length,
+                              const uint8_t *part, size_t part_length) {
+    uint8_t buffer[MAX_SHORT_INPUT];
+    uint64_t key;
+    if (head_length + part_length <= sizeof(buffer)) {
+        memcpy(buffer, head, head_length);
+        memcpy(buffer + head_length, part, part_length);
+        return hash_bytes(buffer, head_length + part_length, &key) || keys_add(keys, key);
+    }
+    uint8_t *large = PyMem_Malloc(head_length + part_length);
+    if (large == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(large, head, head_length);
+    memcpy(large + head_length, part, part_length);
+    int failed = hash_bytes(large, head_length + part_length, &key) || keys_add(keys, key);
+    PyMem_Free(large);
+    return failed;
+}
+
+static inline int is_host_char(Py_UCS4 c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+}
+
+/* (?:from|by)\s+([a-z0-9.-]{3,100}) at s: the host's [start, end), the match's end; 0 if none. */
+static int match_received_host(int kind, const void *data, Py_ssize_t n, Py_ssize_t s,
+                               Py_ssize_t *host_start, Py_ssize_t *host_end) {
+    Py_ssize_t k;
+    if (s + 4 <= n && PyUnicode_READ(kind, data, s) == 'f' && PyUnicode_READ(kind, data, s + 1) == 'r'
+            && PyUnicode_READ(kind, data, s + 2) == 'o' && PyUnicode_READ(kind, data, s + 3) == 'm')
+        k = s + 4;
+    else if (s + 2 <= n && PyUnicode_READ(kind, data, s) == 'b' && PyUnicode_READ(kind, data, s + 1) == 'y')
+        k = s + 2;
+    else
+        return 0;
+    Py_ssize_t spaces = k;
+    while (k < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, k)))
+        k++;
+    if (k == spaces)
+        return 0;
+    Py_ssize_t start = k;
+    while (k < n && k - start < 100 && is_host_char(PyUnicode_READ(kind, data, k)))
+        k++;
+    if (k - start < 3)
+        return 0;
+    *host_start = start;
+    *host_end = k;
+    return 1;
+}
+
+/* A host's tokens: host.strip(".") split at ".", the suffixes from each of the last four
+   labels but the last one alone ("received:mx.example.com", "received:example.com"). */
+static int add_host_tokens(KeySet *keys, int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    while (start < end && PyUnicode_READ(kind, data, start) == '.')
+        start++;
+    while (end > start && PyUnicode_READ(kind, data, end - 1) == '.')
+        end--;
+    uint8_t host[100];
+    size_t length = (size_t)(end - start);
+    for (size_t i = 0; i < length; i++)
+        host[i] = (uint8_t)PyUnicode_READ(kind, data, start + (Py_ssize_t)i);
+    size_t label_starts[101];
+    size_t labels = 0;
+    label_starts[labels++] = 0;
+    for (size_t i = 0; i < length; i++)
+        if (host[i] == '.')
+            label_starts[labels++] = i + 1;
+    size_t first = labels > 4 ? labels - 4 : 0;
+    for (size_t i = first; i + 1 < labels; i++)
+        if (add_received_token(keys, "received:", 9, host + label_starts[i], length - label_starts[i]))
+            return -1;
+    return 0;
+}
+
+/* \d{1,3} ending at `stop` (a char that is not a decimal digit) from k: its end, or -1. */
+static Py_ssize_t ip_octet(int kind, const void *data, Py_ssize_t n, Py_ssize_t k, Py_UCS4 stop) {
+    Py_ssize_t start = k;
+    while (k < n && k - start < 3 && Py_UNICODE_ISDECIMAL(PyUnicode_READ(kind, data, k)))
+        k++;
+    if (k == start || k >= n || PyUnicode_READ(kind, data, k) != stop)
+        return -1;
+    return k;
+}
+
+PyDoc_STRVAR(received_keys_doc,
+"received_keys(lowered, text, out)\n\n"
+"Add to the set `out` the keys of the Received tokens of `text` (all Received values\n"
+"joined; `lowered` is text.lower()): each host after \"from\" or \"by\" and its parent\n"
+"domains, and the /24 and /16 of each [a.b.c.d] address.");
+
+static PyObject *received_keys(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *lowered, *text, *out;
+    if (!PyArg_ParseTuple(args, "UUO!", &lowered, &text, &PySet_Type, &out))
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    int kind = PyUnicode_KIND(lowered);
+    const void *data = PyUnicode_DATA(lowered);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(lowered);
+    for (Py_ssize_t s = 0; s < n;) {
+        Py_ssize_t host_start, host_end;
+        if (match_received_host(kind, data, n, s, &host_start, &host_end)) {
+            if (add_host_tokens(&keys, kind, data, host_start, host_end))
+                goto fail;
+            s = host_end;
+        } else {
+            s++;
+        }
+    }
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    n = PyUnicode_GET_LENGTH(text);
+    for (Py_ssize_t s = 0; s < n; s++) {
+        if (PyUnicode_READ(kind, data, s) != '[')
+            continue;
+        Py_ssize_t a = ip_octet(kind, data, n, s + 1, '.');
+        Py_ssize_t b = a < 0 ? -1 : ip_octet(kind, data, n, a + 1, '.');
+        Py_ssize_t c = b < 0 ? -1 : ip_octet(kind, data, n, b + 1, '.');
+        Py_ssize_t d = c < 0 ? -1 : ip_octet(kind, data, n, c + 1, ']');
+        if (d < 0)
+            continue;
+        /* "received:ip:" + text[s+1:c] (a.b.c) and + text[s+1:b] (a.b) */
+        uint8_t network[3 * 3 * 4 + 2];
+        size_t through_b = encode_utf8(kind, data, s + 1, b, network);
+        size_t through_c = through_b + encode_utf8(kind, data, b, c, network + through_b);
+        if (add_received_token(&keys, "received:ip:", 12, network, through_c)
+                || add_received_token(&keys, "received:ip:", 12, network, through_b))
+            goto fail;
+        s = d;  /* the next match starts after "]" */
+    }
+    if (keys_into_set(&keys, out))
+        goto fail;
+    keys_free(&keys);
+    Py_RETURN_NONE;
+
+fail:
+    keys_free(&keys);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
+    {"received_keys", received_keys, METH_VARARGS, received_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 

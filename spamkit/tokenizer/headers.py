@@ -32,10 +32,6 @@ SELECTED_HEADERS = frozenset({"subject", "from", "to", "cc", "reply-to", "receiv
                               "x-priority", "x-msmail-priority", "mime-version",
                               "content-transfer-encoding"})
 
-_RECEIVED_HOST = re.compile(r"(?:from|by)\s+([a-z0-9.-]{3,100})")
-# MTAs write the connecting address in brackets; a literal "[" makes this 3x faster
-# than looking for an address anywhere.
-_IPV4 = re.compile(r"\[(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}\]")
 _MESSAGE_ID_DOMAIN = re.compile(r"@([^>\s]{1,200})")
 _SPACE = re.compile(r"\s+")
 _LETTERS = re.compile(r"[A-Za-z]")
@@ -70,7 +66,7 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
             has_subject = True
             sink.update(_subject_shape(value))
     if received:
-        sink.update(_received_tokens(" ".join(received)))
+        sink.received(" ".join(received))
     if presence:  # which headers a message has, and how many of each
         counts = Counter(name for name, _ in headers if not name.startswith(IGNORED_PREFIXES))
         sink.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
@@ -78,14 +74,10 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
         sink.add("header:no-subject")
 
 
-# Mail repeats itself: the same senders, recipients and relays come back message after
-# message (a third of the corpus's address header values are distinct, one Received host
-# in fifteen). The two functions below remember their last few thousand answers, which
-# cut the header tokens from 55 to 35 us a message; the memory is bounded by maxsize.
-_CACHE_SIZE = 4096
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+# Mail repeats itself: the same senders and recipients come back message after message
+# (a third of the corpus's address header values are distinct), so an address header's
+# tokens are remembered; the memory is bounded by maxsize.
+@functools.lru_cache(maxsize=4096)
 def _address_tokens(prefix: str, value: str) -> frozenset[str]:
     out = set()
     if "@" in value:
@@ -96,25 +88,6 @@ def _address_tokens(prefix: str, value: str) -> frozenset[str]:
     if not out:
         out.add(prefix + "no-address")
     return frozenset(out)
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _host_tokens(host: str) -> tuple[str, ...]:
-    """A Received host and its parent domains, up to four labels deep."""
-    labels = host.strip(".").split(".")
-    return tuple("received:" + ".".join(labels[i:])
-                 for i in range(max(0, len(labels) - 4), len(labels) - 1))
-
-
-def _received_tokens(value: str) -> set[str]:
-    """Hosts (and their parent domains) and /24 and /16 networks of all Received lines."""
-    out: set[str] = set()
-    for host in set(_RECEIVED_HOST.findall(value.lower())):
-        out.update(_host_tokens(host))
-    for a, b, c in set(_IPV4.findall(value)):
-        out.add(f"received:ip:{a}.{b}.{c}")
-        out.add(f"received:ip:{a}.{b}")
-    return out
 
 
 def _message_id_tokens(value: str) -> set[str]:

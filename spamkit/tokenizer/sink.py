@@ -2,8 +2,8 @@
 
 The tokenizer is written once against StringSink's methods. `StringSink` keeps the token strings
 (`spamkit check --explain` names them); `KeySink` keeps only their keys, and with the C
-core (`spamkit.tokenizer._fast`) a body word goes from the text to its key without ever
-being a Python string. Both give the same keys for the same message: KeySink without
+core (`spamkit.tokenizer._fast`) a body word, or a Received host and its parent domains,
+goes from the text to its key without ever being a Python string. Both give the same keys for the same message: KeySink without
 the C core is StringSink followed by hashing. Tested on the whole corpus.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import xxhash
 
+from spamkit.tokenizer.received import received_tokens
 from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, split_words
 
 try:
@@ -68,6 +69,9 @@ class StringSink:
             if "@" in text else []
         return list(long_words), at_words
 
+    def received(self, value: str) -> None:
+        """Add the tokens of the Received headers (their values joined into `value`)."""
+        self.tokens.update(received_tokens(value))
 
 
 class KeySink(StringSink):
@@ -93,6 +97,12 @@ class KeySink(StringSink):
             self.tokens.clear()
             return long_words, at_words
         return _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys)
+
+    def received(self, value: str) -> None:
+        if HAVE_C_CORE:
+            _fast.received_keys(value.lower(), value, self.keys)
+        else:
+            self._pending.extend(received_tokens(value))
 
     def finish(self) -> set[bytes]:
         """The keys of everything added so far."""

@@ -78,3 +78,22 @@ def test_xxh3_every_length_class() -> None:
     out = sink_keys.finish()
     assert out == {xxhash.xxh3_64_digest(t.encode("utf-8", "surrogatepass")) for t in tokens}
     assert out == {hash_token(t) for t in tokens}
+
+
+# Received values full of what the two patterns turn on: "from"/"by" in any case, white
+# space of every kind, host characters, runs longer than the 100-character cap, dots at
+# the ends, bracketed addresses with too many digits or non-ASCII digits, and characters
+# whose lower case is longer than themselves.
+_RECEIVED = st.lists(st.sampled_from(
+    ["from", "by", "FROM", "By", "fromby", " ", "\t", "\n ", "\u3000", "\x85", "mx", ".", "..",
+     "-", "a", "example", "com", "1", "23", "456", "7890", "[", "]", "[1.2.3.4]", "\u0663", "\u0130",
+     "(", ")", "x" * 40, "é"]), max_size=60).map("".join)
+
+
+@settings(max_examples=500)
+@given(_RECEIVED)
+def test_received_keys_same_both_ways(text: str) -> None:
+    fast, slow = KeySink(), StringSink()
+    fast.received(text)
+    slow.received(text)
+    assert fast.finish() == set(hash_tokens(slow.tokens))
