@@ -28,6 +28,7 @@ from spamkit.store.base import TokenCounts, TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
 _LOG_FACTORIAL = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, 2 * _MAX_DOF_HALF + 1)))))
+_INDEX = np.arange(len(_LOG_FACTORIAL))
 _LN2 = math.log(2.0)
 
 
@@ -84,14 +85,13 @@ def chi2_log_tails(x2: float, dof: int) -> tuple[float, float]:
         return -math.inf, 0.0
     half = min(dof // 2, _MAX_DOF_HALF)
     log_m = math.log(m)
-    i = np.arange(half)
-    log_upper = min(0.0, _log_sum_exp(-m + i * log_m - _LOG_FACTORIAL[:half]))
+    log_upper = min(0.0, _log_sum_exp(-m + _INDEX[:half] * log_m - _LOG_FACTORIAL[:half]))
     if log_upper < -_LN2:  # upper tail below 1/2: the lower one is 1 - upper, no cancellation
         return math.log1p(-math.exp(log_upper)), log_upper
     # lower tail = e^-m * sum over i >= half of m^i / i!; here m is below about half,
     # so the terms shrink at least geometrically and a few dozen suffice
-    j = np.arange(half, min(half + 60 + int(10 * math.sqrt(half)), len(_LOG_FACTORIAL)))
-    log_lower = min(0.0, _log_sum_exp(-m + j * log_m - _LOG_FACTORIAL[j]))
+    j = slice(half, min(half + 60 + int(10 * math.sqrt(half)), len(_LOG_FACTORIAL)))
+    log_lower = min(0.0, _log_sum_exp(-m + _INDEX[j] * log_m - _LOG_FACTORIAL[j]))
     return log_lower, log_upper
 
 
@@ -133,8 +133,8 @@ def token_probabilities(spam: npt.NDArray[np.float64], ham: npt.NDArray[np.float
     spam_ratio = spam / nspam
     ham_ratio = ham / nham
     denominator = spam_ratio + ham_ratio
-    with np.errstate(invalid="ignore", divide="ignore"):
-        raw = np.where(denominator > 0, spam_ratio / denominator, params.unknown_word_prob)
+    raw = np.full_like(denominator, params.unknown_word_prob)
+    np.divide(spam_ratio, denominator, out=raw, where=denominator > 0)  # (no errstate: 4 us)
     n = spam + ham
     s, x = params.unknown_word_strength, params.unknown_word_prob
     return (s * x + n * raw) / (s + n)
