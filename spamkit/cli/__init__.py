@@ -7,6 +7,8 @@ stderr and exit non-zero; no traceback reaches a user.
 
 from __future__ import annotations
 
+import functools
+import gc
 import importlib
 import os
 import sys
@@ -38,6 +40,31 @@ def config_option(function: F) -> F:
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON for scripts instead of text.")(function)
+
+
+def batch_garbage_collection(function: F) -> F:
+    """Run a command that works through many messages with the cyclic collector tuned for it.
+
+    Learning and checking make no reference cycles (a learn of 3,297 messages left 352
+    cyclic objects, all from start-up), so their garbage goes by reference counting and
+    the collector only walked the same live objects again and again: 9% of a learn's
+    time, 5% of a check's (docs/decisions/0009). For the command's run, what start-up
+    made is frozen out of its walks, and it runs after 100,000 new objects instead of
+    700, so cycles that something unforeseen makes are still collected. Restored after
+    (tests run commands in-process). Not for `serve`, whose asyncio makes cycles.
+    """
+    @functools.wraps(function)
+    def tuned(*args: Any, **kwargs: Any) -> Any:
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
+
+    return tuned  # type: ignore[return-value]
 
 
 def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str | None:

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from spamkit.cli import config_option, db_option, json_option, resolve_db_path
+from spamkit.cli import (
+    batch_garbage_collection,
+    config_option,
+    db_option,
+    json_option,
+    resolve_db_path,
+)
 from spamkit.config import load_config
 from spamkit.sources import SourceItem, iter_messages
 from spamkit.store import open_store
@@ -31,6 +37,7 @@ BATCH_BYTES = 8 << 20
               "tokens that decided Bayes.")
 @click.option("--autolearn", "do_autolearn", is_flag=True,
               help="Learn each message when autolearn says so (opens the database for writing).")
+@batch_garbage_collection
 def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, as_json: bool,
           rule_files: tuple[str, ...], envelope_from: str | None, recipients: tuple[str, ...],
           explain: bool, do_autolearn: bool) -> None:

@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from spamkit.cli import config_option, db_option, json_option, resolve_db_path
+from spamkit.cli import (
+    batch_garbage_collection,
+    config_option,
+    db_option,
+    json_option,
+    resolve_db_path,
+)
 from spamkit.cli.progress import Progress
 from spamkit.analysis import Analyzer
 from spamkit.config import load_config
@@ -42,6 +48,7 @@ from spamkit.store import Label, open_store
 @click.option("--limit", type=click.IntRange(1), help="Sweep: at most this many messages per folder.")
 @click.option("--ham-to-inbox/--no-ham-to-inbox", default=None,
               help="Sweep: put learned ham back in the Inbox instead of deleting it.")
+@batch_garbage_collection
 def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json: bool,
           batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool,
           pattern: str | None, only_user: str | None, imap_accounts: str | None, dry_run: bool,

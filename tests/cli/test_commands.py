@@ -141,3 +141,24 @@ def test_learn_expires_above_max_tokens(tmp_path: Path, folders: dict[str, Path]
     assert out["expired"] > 0
     magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
     assert magic["ntokens"] == 3750 and magic["last_expire_removed"] == out["expired"]
+
+
+def test_batch_commands_restore_the_garbage_collector() -> None:
+    import gc
+
+    from spamkit.cli import batch_garbage_collection
+
+    before, seen = gc.get_threshold(), {}
+
+    @batch_garbage_collection
+    def work(fail: bool) -> None:
+        seen["threshold"], seen["frozen"] = gc.get_threshold(), gc.get_freeze_count()
+        if fail:
+            raise RuntimeError("boom")
+
+    work(False)
+    assert seen["threshold"][0] == 100_000 and seen["frozen"] > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError):
+        work(True)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
