@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from email.utils import parsedate_tz, mktime_tz
 from typing import TYPE_CHECKING
 
 from spamkit.tokenizer.urls import registrable_domain
@@ -23,6 +22,8 @@ _LATIN_CHARSETS = re.compile(r"=\?(?:us-ascii|iso-8859-\d+|utf-8|windows-125\d)\
 
 
 def _timestamp(text: str) -> float | None:
+    from email.utils import mktime_tz, parsedate_tz  # 7.7 ms to import: only when a rule asks
+
     parsed = parsedate_tz(text.strip())
     if parsed is None:
         return None
