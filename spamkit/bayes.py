@@ -66,18 +66,68 @@ class BayesResult:
     reason: str = ""
 
 
+def _row_log_sum_exp(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """ln(sum(exp(row))) of each row, without overflow; -inf entries count as zero."""
+    top = values.max(axis=1)
+    return top + np.log(np.exp(values - top[:, None]).sum(axis=1))
+
+
+def chi2_log_tails_many(x2: npt.ArrayLike, dof: npt.ArrayLike
+                        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(ln P(X <= x2), ln P(X > x2)) for each x2, X chi-square with the matching even dof.
+
+    Both tails come from their own Poisson series in log space, so each stays accurate
+    where the other is within rounding of 1: a message far on the ham side gets a
+    probability like 1e-40 rather than exactly 0, and messages keep their order. The
+    series of all the values are summed together, row by row of one array: a batch of
+    messages costs about what one did (docs/decisions/0009).
+    """
+    x2 = np.asarray(x2, dtype=np.float64).reshape(-1)
+    dof = np.asarray(dof, dtype=np.int64).reshape(-1)
+    if (dof <= 0).any() or (dof & 1).any():
+        raise ValueError("dof must be a positive even number")
+    lower = np.full(len(x2), -math.inf)
+    upper = np.zeros(len(x2))
+    half_x2 = x2 / 2.0
+    live = half_x2 > 0.0
+    if not live.any():
+        return lower, upper
+    m = half_x2[live]
+    log_m = np.log(m)
+    half = np.minimum(dof[live] // 2, _MAX_DOF_HALF)
+    # upper tail = e^-m * sum over i < half of m^i / i!
+    index = _INDEX[: int(half.max())]
+    terms = -m[:, None] + index[None, :] * log_m[:, None] - _LOG_FACTORIAL[None, : len(index)]
+    terms[index[None, :] >= half[:, None]] = -math.inf
+    live_upper = np.minimum(0.0, _row_log_sum_exp(terms))
+    live_lower = np.empty_like(live_upper)
+    small = live_upper < -_LN2  # upper tail below 1/2: the lower is 1 - upper, no cancellation
+    live_lower[small] = np.log1p(-np.exp(live_upper[small]))
+    if not small.all():
+        # lower tail = e^-m * sum over i >= half of m^i / i!; here m is below about half,
+        # so the terms shrink at least geometrically and a few dozen suffice
+        rest = ~small
+        start = half[rest]
+        stop = np.minimum(start + 60 + (10 * np.sqrt(start)).astype(np.int64), len(_LOG_FACTORIAL))
+        steps = start[:, None] + np.arange(int((stop - start).max()))[None, :]
+        inside = steps < stop[:, None]
+        steps = np.minimum(steps, len(_LOG_FACTORIAL) - 1)
+        terms = -m[rest][:, None] + _INDEX[steps] * log_m[rest][:, None] - _LOG_FACTORIAL[steps]
+        terms[~inside] = -math.inf
+        live_lower[rest] = np.minimum(0.0, _row_log_sum_exp(terms))
+    lower[live] = live_lower
+    upper[live] = live_upper
+    return lower, upper
+
+
 def _log_sum_exp(values: npt.NDArray[np.float64]) -> float:
     top = float(values.max())
     return top + math.log(float(np.exp(values - top).sum()))
 
 
 def chi2_log_tails(x2: float, dof: int) -> tuple[float, float]:
-    """(ln P(X <= x2), ln P(X > x2)) for X chi-square with even `dof`.
-
-    Both tails come from their own Poisson series in log space, so each stays accurate
-    where the other is within rounding of 1: a message far on the ham side gets a
-    probability like 1e-40 rather than exactly 0, and messages keep their order.
-    """
+    """chi2_log_tails_many for one value, as plain floats: the same series, without the
+    batch's masks, which cost one message three times as much (27 against 86 us)."""
     if dof <= 0 or dof % 2:
         raise ValueError("dof must be a positive even number")
     m = x2 / 2.0
@@ -86,10 +136,8 @@ def chi2_log_tails(x2: float, dof: int) -> tuple[float, float]:
     half = min(dof // 2, _MAX_DOF_HALF)
     log_m = math.log(m)
     log_upper = min(0.0, _log_sum_exp(-m + _INDEX[:half] * log_m - _LOG_FACTORIAL[:half]))
-    if log_upper < -_LN2:  # upper tail below 1/2: the lower one is 1 - upper, no cancellation
+    if log_upper < -_LN2:
         return math.log1p(-math.exp(log_upper)), log_upper
-    # lower tail = e^-m * sum over i >= half of m^i / i!; here m is below about half,
-    # so the terms shrink at least geometrically and a few dozen suffice
     j = slice(half, min(half + 60 + int(10 * math.sqrt(half)), len(_LOG_FACTORIAL)))
     log_lower = min(0.0, _log_sum_exp(-m + _INDEX[j] * log_m - _LOG_FACTORIAL[j]))
     return log_lower, log_upper
@@ -100,23 +148,56 @@ def chi2_survival(x2: float, dof: int) -> float:
     return math.exp(chi2_log_tails(x2, dof)[1])
 
 
-def chi2_combine_log(probabilities: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """Fisher/Robinson combining: (probability, its log-odds), both precise at the extremes.
+def chi2_combine_many(spam_x2: npt.NDArray[np.float64], ham_x2: npt.NDArray[np.float64],
+                      counts: npt.NDArray[np.int64]
+                      ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fisher/Robinson combining for many messages: (probabilities, log-odds).
 
-    probability = (1 + S - H) / 2 with S = P(chi2 <= -2 sum ln(1-f)) and
-    H = P(chi2 <= -2 sum ln f), that is (Q_H + P_S) / 2, and 1 - probability is
-    (Q_S + P_H) / 2; working with those sums in log space keeps the log-odds finite.
+    For each message, spam_x2 = -2 sum ln(1-f) and ham_x2 = -2 sum ln f over its `counts`
+    token probabilities f. probability = (1 + S - H) / 2 with S = P(chi2 <= spam_x2) and
+    H = P(chi2 <= ham_x2), that is (Q_H + P_S) / 2, and 1 - probability is
+    (Q_S + P_H) / 2; working with those in log space keeps the log-odds finite.
+    A message with no tokens gets 0.5 and log-odds 0.
     """
-    k = len(probabilities)
-    if k == 0:
+    if len(counts) == 1:  # one message (the SMTP filter's case): the scalar series
+        probability, log_odds = _chi2_combine_one(float(spam_x2[0]), float(ham_x2[0]), int(counts[0]))
+        return np.array([probability]), np.array([log_odds])
+    probability = np.full(len(counts), 0.5)
+    log_odds = np.zeros(len(counts))
+    some = counts > 0
+    if some.any():
+        dof = 2 * counts[some]
+        # both sums' tails in one call: half the numpy calls, which are what a batch costs
+        lower, upper = chi2_log_tails_many(np.concatenate((spam_x2[some], ham_x2[some])),
+                                           np.concatenate((dof, dof)))
+        spam_lower, ham_lower = np.split(lower, 2)
+        spam_upper, ham_upper = np.split(upper, 2)
+        log_spam = np.logaddexp(ham_upper, spam_lower) - _LN2
+        log_ham = np.logaddexp(spam_upper, ham_lower) - _LN2
+        probability[some] = np.clip(np.where(log_spam < -_LN2, np.exp(log_spam),
+                                             1.0 - np.exp(log_ham)), 0.0, 1.0)
+        log_odds[some] = log_spam - log_ham
+    return probability, log_odds
+
+
+def _chi2_combine_one(spam_x2: float, ham_x2: float, count: int) -> tuple[float, float]:
+    if count == 0:
         return 0.5, 0.0
-    p = np.clip(probabilities, 1e-12, 1.0 - 1e-12)
-    spam_lower, spam_upper = chi2_log_tails(-2.0 * float(np.log1p(-p).sum()), 2 * k)
-    ham_lower, ham_upper = chi2_log_tails(-2.0 * float(np.log(p).sum()), 2 * k)
-    log_spam = np.logaddexp(ham_upper, spam_lower) - _LN2
-    log_ham = np.logaddexp(spam_upper, ham_lower) - _LN2
+    spam_lower, spam_upper = chi2_log_tails(spam_x2, 2 * count)
+    ham_lower, ham_upper = chi2_log_tails(ham_x2, 2 * count)
+    log_spam = float(np.logaddexp(ham_upper, spam_lower)) - _LN2
+    log_ham = float(np.logaddexp(spam_upper, ham_lower)) - _LN2
     probability = math.exp(log_spam) if log_spam < -_LN2 else 1.0 - math.exp(log_ham)
-    return min(1.0, max(0.0, probability)), float(log_spam - log_ham)
+    return min(1.0, max(0.0, probability)), log_spam - log_ham
+
+
+def chi2_combine_log(probabilities: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Fisher/Robinson combining of one message's token probabilities: (probability, log-odds)."""
+    p = np.clip(probabilities, 1e-12, 1.0 - 1e-12)
+    probability, log_odds = chi2_combine_many(np.array([-2.0 * np.log1p(-p).sum()]),
+                                              np.array([-2.0 * np.log(p).sum()]),
+                                              np.array([len(p)]))
+    return float(probability[0]), float(log_odds[0])
 
 
 def chi2_combine(probabilities: npt.NDArray[np.float64]) -> float:
@@ -160,39 +241,67 @@ class BayesClassifier:
     def score(self, keys: Sequence[bytes], tokens: Sequence[str] | None = None,
               explain: int = 0) -> BayesResult:
         """Score token hashes; with `tokens` (same order) and `explain`, name the clues."""
-        return self._judge(self.store.counts(keys), keys, tokens, explain)
+        return self._judge([self.store.counts(keys)], [keys], [tokens], explain)[0]
 
     def score_many(self, key_lists: Sequence[Sequence[bytes]],
                    token_lists: Sequence[Sequence[str] | None] | None = None,
                    explain: int = 0) -> list[BayesResult]:
-        """`score` for several messages, their tokens read from the store together."""
-        counts = self.store.counts_many(key_lists)
-        token_lists = token_lists or [None] * len(key_lists)
-        return [self._judge(c, keys, tokens, explain)
-                for c, keys, tokens in zip(counts, key_lists, token_lists)]
+        """`score` for several messages, their tokens read from the store together and
+        their probabilities worked out together."""
+        if not key_lists:
+            return []
+        return self._judge(self.store.counts_many(key_lists), key_lists,
+                           token_lists or [None] * len(key_lists), explain)
 
-    def _judge(self, counts: TokenCounts, keys: Sequence[bytes], tokens: Sequence[str] | None,
-               explain: int) -> BayesResult:
+    def _judge(self, batch: Sequence[TokenCounts], key_lists: Sequence[Sequence[bytes]],
+               token_lists: Sequence[Sequence[str] | None], explain: int) -> list[BayesResult]:
+        """One result per message; each message's arithmetic as if it were alone, done on
+        the whole batch at once (numpy's cost is per call, not per token)."""
         params = self.params
-        totals = counts.totals
+        totals = batch[0].totals  # read in one transaction: the same for all
         if totals.nspam < params.min_spam_learned or totals.nham < params.min_ham_learned:
-            return BayesResult(None, "unsure", tokens=len(keys), reason=(
-                f"not enough learned: {totals.nspam} spam and {totals.nham} ham, "
-                f"needs {params.min_spam_learned} and {params.min_ham_learned}"))
-        probabilities = token_probabilities(counts.spam, counts.ham, totals, params)
+            reason = (f"not enough learned: {totals.nspam} spam and {totals.nham} ham, "
+                      f"needs {params.min_spam_learned} and {params.min_ham_learned}")
+            return [BayesResult(None, "unsure", tokens=len(keys), reason=reason) for keys in key_lists]
+        sizes = np.array([len(counts.spam) for counts in batch])
+        bounds = np.concatenate(([0], np.cumsum(sizes)))
+        probabilities = token_probabilities(np.concatenate([c.spam for c in batch]),
+                                            np.concatenate([c.ham for c in batch]), totals, params)
         strength = np.abs(probabilities - 0.5)
-        strong = np.flatnonzero(strength >= params.minimum_prob_strength)
-        if len(strong) > params.max_discriminators:
-            top = np.argpartition(-strength[strong], params.max_discriminators - 1)
-            strong = strong[top[: params.max_discriminators]]
-        probability, log_odds = chi2_combine_log(probabilities[strong])
-        result = BayesResult(probability, three_way(probability, params), tokens=len(keys),
-                             known=len(counts.spam), used=len(strong), log_odds=log_odds)
-        if explain and tokens is not None:
-            names = dict(zip(keys, tokens))
-            known_keys = counts.keys
-            ranked = sorted(strong, key=lambda i: -strength[i])[:explain]
-            result.clues = [Clue(names.get(known_keys[i], known_keys[i].hex()),
-                                 float(probabilities[i]), int(counts.spam[i]), int(counts.ham[i]))
-                            for i in ranked]
-        return result
+        chosen = strength >= params.minimum_prob_strength
+        owner = np.repeat(np.arange(len(batch)), sizes)
+        for message in np.flatnonzero(np.bincount(owner[chosen], minlength=len(batch))
+                                      > params.max_discriminators):
+            start, end = bounds[message], bounds[message + 1]  # only the strongest count
+            strong = np.flatnonzero(chosen[start:end])
+            top = np.argpartition(-strength[start:end][strong], params.max_discriminators - 1)
+            chosen[start:end] = False
+            chosen[start + strong[top[: params.max_discriminators]]] = True
+        p = np.clip(probabilities[chosen], 1e-12, 1.0 - 1e-12)
+        used = np.bincount(owner[chosen], minlength=len(batch))
+        spam_x2 = -2.0 * np.bincount(owner[chosen], weights=np.log1p(-p), minlength=len(batch))
+        ham_x2 = -2.0 * np.bincount(owner[chosen], weights=np.log(p), minlength=len(batch))
+        combined, log_odds = chi2_combine_many(spam_x2, ham_x2, used)
+        results = []
+        for message, (counts, keys, tokens) in enumerate(zip(batch, key_lists, token_lists)):
+            probability = float(combined[message])
+            result = BayesResult(probability, three_way(probability, params), tokens=len(keys),
+                                 known=int(sizes[message]), used=int(used[message]),
+                                 log_odds=float(log_odds[message]))
+            if explain and tokens is not None:
+                start, end = bounds[message], bounds[message + 1]
+                result.clues = _clues(counts, keys, tokens, probabilities[start:end],
+                                      strength[start:end], chosen[start:end], explain)
+            results.append(result)
+        return results
+
+
+def _clues(counts: TokenCounts, keys: Sequence[bytes], tokens: Sequence[str],
+           probabilities: npt.NDArray[np.float64], strength: npt.NDArray[np.float64],
+           chosen: npt.NDArray[np.bool_], explain: int) -> list[Clue]:
+    """The `explain` strongest tokens that counted, named."""
+    names = dict(zip(keys, tokens))
+    known_keys = counts.keys
+    ranked = sorted(np.flatnonzero(chosen), key=lambda i: -strength[i])[:explain]
+    return [Clue(names.get(known_keys[i], known_keys[i].hex()), float(probabilities[i]),
+                 int(counts.spam[i]), int(counts.ham[i])) for i in ranked]

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
-from spamkit.bayes import BayesClassifier, BayesParams, chi2_combine, chi2_survival, three_way
+from spamkit.bayes import (
+    BayesClassifier,
+    BayesParams,
+    chi2_combine,
+    chi2_log_tails,
+    chi2_log_tails_many,
+    chi2_survival,
+    three_way,
+)
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -75,3 +83,42 @@ def test_trained_database_separates_the_test_fold(
     spam_total = sum(1 for label, _ in verdicts if label == "spam")
     assert false_positives == 0
     assert caught / spam_total > 0.9  # the benchmark reports the exact figure
+
+
+def test_scoring_together_gives_what_scoring_alone_gives(
+        trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """`spamkit check` scores batches; a message's result must not depend on its company."""
+    _, test = split
+    analyzer = Analyzer()
+    analyses = [analyzer.analyze(m.data, with_tokens=True) for m in test[::3]]
+    with LmdbStore(trained_db, readonly=True) as store:
+        classifier = BayesClassifier(store)
+        alone = [classifier.score(a.hashes, a.tokens, explain=5) for a in analyses]
+        together = classifier.score_many([a.hashes for a in analyses], [a.tokens for a in analyses],
+                                         explain=5)
+        assert classifier.score_many([]) == []
+        empty = classifier.score([])
+    assert any(r.used == BayesParams().max_discriminators for r in alone)  # the capped path ran
+    assert empty.probability == 0.5 and empty.used == 0
+    for one, many in zip(alone, together):
+        assert (one.verdict, one.tokens, one.known, one.used) == (many.verdict, many.tokens, many.known, many.used)
+        assert math.isclose(one.probability or 0, many.probability or 0, rel_tol=1e-9, abs_tol=1e-300)
+        assert math.isclose(one.log_odds, many.log_odds, rel_tol=1e-9, abs_tol=1e-9)
+        assert [c.token for c in one.clues] == [c.token for c in many.clues]
+
+
+@given(st.floats(0.0, 5000.0), st.integers(1, 600))
+def test_the_two_tails_add_up_to_one(x2: float, half: int) -> None:
+    lower, upper = chi2_log_tails(x2, 2 * half)
+    assert lower <= 0.0 and upper <= 0.0
+    assert math.isclose(math.exp(lower) + math.exp(upper), 1.0, rel_tol=1e-9)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 5000.0), st.integers(1, 600)), min_size=2, max_size=20))
+def test_the_batched_series_gives_the_single_ones(pairs: list[tuple[float, int]]) -> None:
+    # a batch (spamkit check) and one message (the SMTP filter) take two forms of one series
+    lower, upper = chi2_log_tails_many([x2 for x2, _ in pairs], [2 * half for _, half in pairs])
+    for (x2, half), many_lower, many_upper in zip(pairs, lower, upper):
+        one_lower, one_upper = chi2_log_tails(x2, 2 * half)
+        assert math.isclose(many_upper, one_upper, rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(many_lower, one_lower, rel_tol=1e-12, abs_tol=1e-12)
