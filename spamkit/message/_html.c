@@ -120,30 +120,34 @@ static PyObject *strip_tags(PyObject *self, PyObject *arg) {
     return result;
 }
 
+/* One scan per string kind that appends what it finds to a list. */
+typedef int (*list_scan)(PyObject *text, const void *data, Py_ssize_t n, PyObject *found);
+
+static PyObject *scan_into_list(PyObject *arg, const char *name, list_scan ucs1, list_scan ucs2,
+                                list_scan ucs4) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a str", name);
+        return NULL;
+    }
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    int kind = PyUnicode_KIND(arg);
+    list_scan scan = kind == PyUnicode_1BYTE_KIND ? ucs1 : kind == PyUnicode_2BYTE_KIND ? ucs2 : ucs4;
+    if (scan(arg, PyUnicode_DATA(arg), PyUnicode_GET_LENGTH(arg), found) < 0) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    return found;
+}
+
 PyDoc_STRVAR(tag_names_doc,
 "tag_names(lowered) -> list[str]\n\n"
 "The names of the tags, in order: <([a-z][a-z0-9]{0,30}) on a lower-cased document.");
 
 static PyObject *tag_names(PyObject *self, PyObject *arg) {
     (void)self;
-    if (!PyUnicode_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "tag_names() takes a str");
-        return NULL;
-    }
-    PyObject *names = PyList_New(0);
-    if (names == NULL)
-        return NULL;
-    int kind = PyUnicode_KIND(arg);
-    const void *data = PyUnicode_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    int status = kind == PyUnicode_1BYTE_KIND ? tag_names_ucs1(arg, data, n, names)
-               : kind == PyUnicode_2BYTE_KIND ? tag_names_ucs2(arg, data, n, names)
-               : tag_names_ucs4(arg, data, n, names);
-    if (status < 0) {
-        Py_DECREF(names);
-        return NULL;
-    }
-    return names;
+    return scan_into_list(arg, "tag_names", tag_names_ucs1, tag_names_ucs2, tag_names_ucs4);
 }
 
 PyDoc_STRVAR(useful_attrs_doc,
@@ -153,24 +157,8 @@ PyDoc_STRVAR(useful_attrs_doc,
 
 static PyObject *useful_attrs(PyObject *self, PyObject *arg) {
     (void)self;
-    if (!PyUnicode_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "useful_attrs() takes a str");
-        return NULL;
-    }
-    PyObject *found = PyList_New(0);
-    if (found == NULL)
-        return NULL;
-    int kind = PyUnicode_KIND(arg);
-    const void *data = PyUnicode_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    int status = kind == PyUnicode_1BYTE_KIND ? useful_attrs_ucs1(arg, data, n, found)
-               : kind == PyUnicode_2BYTE_KIND ? useful_attrs_ucs2(arg, data, n, found)
-               : useful_attrs_ucs4(arg, data, n, found);
-    if (status < 0) {
-        Py_DECREF(found);
-        return NULL;
-    }
-    return found;
+    return scan_into_list(arg, "useful_attrs", useful_attrs_ucs1, useful_attrs_ucs2,
+                          useful_attrs_ucs4);
 }
 
 static PyMethodDef methods[] = {

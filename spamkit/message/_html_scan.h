@@ -68,8 +68,9 @@ static Py_ssize_t SCAN(substitute)(const SCAN_CHAR *s, Py_ssize_t n, SCAN_CHAR *
     return length;
 }
 
-/* Appends the tag names of s to names; -1 on error. */
-static int SCAN(tag_names)(PyObject *text, const SCAN_CHAR *s, Py_ssize_t n, PyObject *names) {
+/* Appends the tag names of the text to names; -1 on error. */
+static int SCAN(tag_names)(PyObject *text, const void *data, Py_ssize_t n, PyObject *names) {
+    const SCAN_CHAR *s = data;
     for (Py_ssize_t i = 0; i + 1 < n; i++) {
         if (s[i] != '<' || s[i + 1] < 'a' || s[i + 1] > 'z')
             continue;
@@ -108,8 +109,9 @@ static int SCAN(attr_name_at)(const SCAN_CHAR *s, Py_ssize_t j, Py_ssize_t n) {
     return -1;
 }
 
-/* Appends (name, value) of each useful attribute of s to found; -1 on error. */
-static int SCAN(useful_attrs)(PyObject *text, const SCAN_CHAR *s, Py_ssize_t n, PyObject *found) {
+/* Appends (name, value) of each useful attribute of the text to found; -1 on error. */
+static int SCAN(useful_attrs)(PyObject *text, const void *data, Py_ssize_t n, PyObject *found) {
+    const SCAN_CHAR *s = data;
     Py_ssize_t i = 0;
     while (i < n) {
         if (!Py_UNICODE_ISSPACE(s[i])) {

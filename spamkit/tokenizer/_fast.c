@@ -1,9 +1,11 @@
 /*
- * spamkit.tokenizer._fast: the tokenizer's two hot loops in C.
+ * spamkit.tokenizer._fast: the tokenizer's hot loops in C.
  *
  * Splitting text into words and hashing the tokens were half of the tokenizer's time in Python
  * (docs/decisions/0006-compiled-tokenizer-core.md). This module does both without making
- * a Python string per word: a word goes from the text straight to its 8-byte key.
+ * a Python string per word: a word goes from the text straight to its 8-byte key. The
+ * Received hosts, their parent domains and networks are made the same way
+ * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
  * compares them on the whole corpus and on hypothesis's strings):
@@ -598,7 +600,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_definition = {
     PyModuleDef_HEAD_INIT, "_fast",
-    "The tokenizer's word splitting and XXH3-64 hashing in C (same results as the Python code).",
+    "The tokenizer's word splitting, Received tokens and XXH3-64 hashing in C (same results "
+    "as the Python code).",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
