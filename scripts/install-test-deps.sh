@@ -3,7 +3,7 @@
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
 # (real SMTP peers for the filter's tests), all started by fixtures on loopback, and
-# spamkit with its test extras (and a C compiler for its tokenizer and HTML cores).
+# spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -14,7 +14,7 @@ command -v swaks >/dev/null || need+=(swaks)
 # swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
 command -v openssl >/dev/null || need+=(openssl)
-# a C compiler for the tokenizer's and HTML renderer's C cores (spamkit works without
+# a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \

@@ -144,13 +144,22 @@ _TEXT_URL_ANY_CASE = re.compile(r"(?:https?://|www\.)" + _URL_TAIL, re.IGNORECAS
 
 
 def _text_urls(text: str) -> list[str]:
-    """What _TEXT_URL.findall(text) gives, 1.7x faster on the corpus.
+    """The URLs written in a text: _TEXT_URL.findall, or its any-case form when the
+    text has an upper-case "HTTP" or "WWW." (rare, so the usual case stays fast)."""
+    urls = _text_urls_exact_case(text)
+    return _TEXT_URL_ANY_CASE.findall(text) if urls is None else urls
+
+
+def text_urls_py(text: str) -> list[str] | None:
+    """What _TEXT_URL.findall(text) gives, 1.7x faster on the corpus; None when the text
+    has "HTTP", "WWW.", "Http" or "Www.", for the any-case pattern.
 
     The regex engine tries the pattern at every position; str.find jumps to the places
-    a URL can start ("http", "www.") and the pattern is tried only there.
+    a URL can start ("http", "www.") and the pattern is tried only there. (The C scan,
+    when built, is 3x faster again: spamkit/message/_scans.c.)
     """
     if "HTTP" in text or "WWW." in text or "Http" in text or "Www." in text:
-        return _TEXT_URL_ANY_CASE.findall(text)
+        return None
     urls: list[str] = []
     find, match = text.find, _TEXT_URL.match
     http, www = find("http"), find("www.")
@@ -167,6 +176,12 @@ def _text_urls(text: str) -> list[str]:
         if www != -1 and www < resume:
             www = find("www.", resume)
     return urls
+
+
+try:
+    from spamkit.message._scans import text_urls as _text_urls_exact_case
+except ImportError:  # built without a compiler
+    _text_urls_exact_case = text_urls_py
 
 
 class _Walker:

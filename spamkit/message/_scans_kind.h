@@ -1,5 +1,5 @@
 /*
- * The scans of _html.c for one string kind. _html.c includes this file three times,
+ * The scans of _scans.c for one string kind. _scans.c includes this file three times,
  * with SCAN_CHAR set to Py_UCS1, Py_UCS2 and Py_UCS4 and SCAN(name) naming the copy,
  * so each loop reads its characters straight from the string's own storage.
  */
@@ -47,17 +47,26 @@ static Py_ssize_t SCAN(match_any_tag)(const SCAN_CHAR *s, Py_ssize_t i, Py_ssize
     return SCAN(tag_end)(s, j + 1, n);
 }
 
-/* re.sub of one of the two tag patterns over s into out (room for n); out's length. */
+/* re.sub of one of the patterns of `enum substitution` over s into out (room for n);
+   out's length. */
 static Py_ssize_t SCAN(substitute)(const SCAN_CHAR *s, Py_ssize_t n, SCAN_CHAR *out,
-                                   int inline_tags) {
+                                   enum substitution pattern) {
     Py_ssize_t length = 0;
     Py_ssize_t i = 0;
     while (i < n) {
-        if (s[i] == '<') {
-            Py_ssize_t end = inline_tags ? SCAN(match_inline_tag)(s, i, n)
-                                         : SCAN(match_any_tag)(s, i, n);
+        if (pattern == FOLD) {  /* \n[ \t]+ -> one space */
+            if (s[i] == '\n' && i + 1 < n && (s[i + 1] == ' ' || s[i + 1] == '\t')) {
+                out[length++] = ' ';
+                i++;
+                while (i < n && (s[i] == ' ' || s[i] == '\t'))
+                    i++;
+                continue;
+            }
+        } else if (s[i] == '<') {
+            Py_ssize_t end = pattern == INLINE_TAGS ? SCAN(match_inline_tag)(s, i, n)
+                                                    : SCAN(match_any_tag)(s, i, n);
             if (end > 0) {
-                if (!inline_tags)
+                if (pattern == ANY_TAGS)
                     out[length++] = ' ';
                 i = end;
                 continue;
@@ -171,5 +180,93 @@ static int SCAN(useful_attrs)(PyObject *text, const void *data, Py_ssize_t n, Py
         Py_DECREF(pair);
         i = end;
     }
+    return 0;
+}
+
+/* Appends the URLs written in the text to found; -1 on error, 1 (found emptied) when
+   the text has "HTTP", "Http", "WWW." or "Www.", which the any-case pattern handles. */
+static int SCAN(text_urls)(PyObject *text, const void *data, Py_ssize_t n, PyObject *found) {
+    const SCAN_CHAR *s = data;
+    for (Py_ssize_t i = 0; i + 3 < n; i++) {
+        if ((s[i] == 'H' && (s[i + 1] == 'T' || s[i + 1] == 't') && s[i + 2] == s[i + 1]
+                && s[i + 3] == (s[i + 1] == 'T' ? 'P' : 'p'))
+                || (s[i] == 'W' && (s[i + 1] == 'W' || s[i + 1] == 'w') && s[i + 2] == s[i + 1]
+                    && s[i + 3] == '.'))
+            return 1;
+    }
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t prefix = 0;
+        if (s[i] == 'h' && i + 7 <= n && s[i + 1] == 't' && s[i + 2] == 't' && s[i + 3] == 'p') {
+            if (i + 8 <= n && s[i + 4] == 's' && s[i + 5] == ':' && s[i + 6] == '/' && s[i + 7] == '/')
+                prefix = 8;
+            else if (s[i + 4] == ':' && s[i + 5] == '/' && s[i + 6] == '/')
+                prefix = 7;
+        } else if (s[i] == 'w' && i + 4 <= n && s[i + 1] == 'w' && s[i + 2] == 'w' && s[i + 3] == '.') {
+            prefix = 4;
+        }
+        if (prefix) {
+            Py_ssize_t start = i + prefix, k = start;
+            while (k < n && k - start < 400 && is_url_char(s[k]))
+                k++;
+            if (k - start >= 2) {
+                PyObject *url = PyUnicode_Substring(text, i, k);
+                if (url == NULL || PyList_Append(found, url) < 0) {
+                    Py_XDECREF(url);
+                    return -1;
+                }
+                Py_DECREF(url);
+                i = k;
+                continue;
+            }
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* The fields of an unfolded header block, appended to fields as (name, value); the
+   block's line count in *lines. -1 on error. */
+static int SCAN(fields)(PyObject *text, const void *data, Py_ssize_t n, int keep_case,
+                        PyObject *fields, Py_ssize_t *lines) {
+    const SCAN_CHAR *s = data;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t line = 0; line < n;) {
+        Py_ssize_t end = line;
+        while (end < n && s[end] != '\n')
+            end++;
+        count += end < n;
+        /* ^([\x21-\x39\x3b-\x7e]{1,100})[ \t]*:[ \t]*(.*)$ */
+        Py_ssize_t k = line;
+        while (k < end && k - line <= 100 && s[k] >= 0x21 && s[k] <= 0x7e && s[k] != ':')
+            k++;
+        Py_ssize_t name_length = k - line, j = k;
+        while (j < end && (s[j] == ' ' || s[j] == '\t'))
+            j++;
+        if (name_length >= 1 && name_length <= 100 && j < end && s[j] == ':') {
+            j++;
+            while (j < end && (s[j] == ' ' || s[j] == '\t'))
+                j++;
+            Py_ssize_t value_end = end;
+            while (value_end > j && Py_UNICODE_ISSPACE(s[value_end - 1]))
+                value_end--;
+            char name[101];
+            for (Py_ssize_t m = 0; m < name_length; m++) {
+                char c = (char)s[line + m];
+                name[m] = (!keep_case && c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+            }
+            PyObject *value = PyUnicode_Substring(text, j, value_end);
+            PyObject *pair = value == NULL ? NULL
+                : Py_BuildValue("(s#N)", name, name_length, value);
+            if (pair == NULL || PyList_Append(fields, pair) < 0) {
+                Py_XDECREF(pair);
+                return -1;
+            }
+            Py_DECREF(pair);
+        }
+        line = end + 1;
+    }
+    /* text.count("\n") + (not text.endswith("\n")) */
+    *lines = count + (n == 0 || s[n - 1] != '\n');
     return 0;
 }

@@ -1,15 +1,19 @@
 /*
- * spamkit.message._html: the HTML renderer's three whole-document scans in C.
+ * spamkit.message._scans: the parser's whole-text scans in C.
  *
- * spamkit/message/html.py renders most HTML mail with a few regex passes; on the corpus
- * those passes were 60% of the time spent on HTML (docs/decisions/0009). Each function
- * here does what one of those regexes does, with the same result to the character
- * (tests/engine/test_fast_html.py compares them on every HTML part of the corpus and
- * on hypothesis's strings), in one forward scan:
+ * spamkit/message/ parses with regex passes over whole texts; on the corpus the passes
+ * below were most of its time (docs/decisions/0009). Each function does what one regex
+ * expression does, with the same result to the character (tests/engine/test_fast_scans.py
+ * compares them on the corpus and on hypothesis's strings), in one forward scan:
  *
- *   strip_tags(s)     _ANY_TAG.sub(" ", _INLINE_TAG.sub("", s))
- *   tag_names(s)      _TAG_NAME.findall(s)
- *   useful_attrs(s)   [(name, double or single or bare) for the tuples of _USEFUL_ATTR.findall(s)]
+ *   strip_tags(s)       _ANY_TAG.sub(" ", _INLINE_TAG.sub("", s))            (html.py)
+ *   tag_names(s)        _TAG_NAME.findall(s)                                 (html.py)
+ *   useful_attrs(s)     [(name, double or single or bare) for _USEFUL_ATTR.findall(s)]
+ *   text_urls(s)        _TEXT_URL.findall(s)                               (__init__.py)
+ *   header_fields(s, keep_case)
+ *                       the fields of a header block: _FIELD.findall(_FOLD.sub(" ", s)),
+ *                       names lower-cased unless keep_case, values right-stripped, and
+ *                       the folded block's line count                      (headers.py)
  *
  * "\s" and "\b" mean what they mean in Python's re for str patterns: Py_UNICODE_ISSPACE,
  * and a word character being Py_UNICODE_ISALNUM or "_".
@@ -66,24 +70,37 @@ static const char *const ATTR_NAMES[] = {
 static const Py_ssize_t ATTR_LENGTHS[] = {4, 3, 6, 10, 6, 3, 5};
 static PyObject *ATTR_OBJECTS[7];  /* the names as str, made once */
 
+/* The patterns `substitute` replaces: _INLINE_TAG by "", _ANY_TAG by " ", _FOLD by " ". */
+enum substitution { INLINE_TAGS, ANY_TAGS, FOLD };
+
+/* [^\s<>"'()\[\]{}]: a character a URL in text goes on with. */
+static inline int is_url_char(Py_UCS4 c) {
+    switch (c) {
+    case '<': case '>': case '"': case '\'': case '(': case ')': case '[': case ']': case '{': case '}':
+        return 0;
+    default:
+        return !Py_UNICODE_ISSPACE(c);
+    }
+}
+
 #define SCAN_CHAR Py_UCS1
 #define SCAN(name) name##_ucs1
-#include "_html_scan.h"
+#include "_scans_kind.h"
 #undef SCAN_CHAR
 #undef SCAN
 #define SCAN_CHAR Py_UCS2
 #define SCAN(name) name##_ucs2
-#include "_html_scan.h"
+#include "_scans_kind.h"
 #undef SCAN_CHAR
 #undef SCAN
 #define SCAN_CHAR Py_UCS4
 #define SCAN(name) name##_ucs4
-#include "_html_scan.h"
+#include "_scans_kind.h"
 #undef SCAN_CHAR
 #undef SCAN
 
 /* One of the two tag substitutions, on a string of any kind. */
-static PyObject *substitute(PyObject *text, int inline_tags) {
+static PyObject *substitute(PyObject *text, enum substitution pattern) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -92,11 +109,11 @@ static PyObject *substitute(PyObject *text, int inline_tags) {
         return PyErr_NoMemory();
     Py_ssize_t length;
     if (kind == PyUnicode_1BYTE_KIND)
-        length = substitute_ucs1(data, n, out, inline_tags);
+        length = substitute_ucs1(data, n, out, pattern);
     else if (kind == PyUnicode_2BYTE_KIND)
-        length = substitute_ucs2(data, n, out, inline_tags);
+        length = substitute_ucs2(data, n, out, pattern);
     else
-        length = substitute_ucs4(data, n, out, inline_tags);
+        length = substitute_ucs4(data, n, out, pattern);
     PyObject *result = PyUnicode_FromKindAndData(kind, out, length);
     PyMem_Free(out);
     return result;
@@ -112,10 +129,10 @@ static PyObject *strip_tags(PyObject *self, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "strip_tags() takes a str");
         return NULL;
     }
-    PyObject *without_inline = substitute(arg, 1);
+    PyObject *without_inline = substitute(arg, INLINE_TAGS);
     if (without_inline == NULL)
         return NULL;
-    PyObject *result = substitute(without_inline, 0);
+    PyObject *result = substitute(without_inline, ANY_TAGS);
     Py_DECREF(without_inline);
     return result;
 }
@@ -134,8 +151,8 @@ static PyObject *scan_into_list(PyObject *arg, const char *name, list_scan ucs1,
         return NULL;
     int kind = PyUnicode_KIND(arg);
     list_scan scan = kind == PyUnicode_1BYTE_KIND ? ucs1 : kind == PyUnicode_2BYTE_KIND ? ucs2 : ucs4;
-    if (scan(arg, PyUnicode_DATA(arg), PyUnicode_GET_LENGTH(arg), found) < 0) {
-        Py_DECREF(found);
+    if (scan(arg, PyUnicode_DATA(arg), PyUnicode_GET_LENGTH(arg), found) != 0) {
+        Py_DECREF(found);  /* an error (set), or the scan's "not for me" (1, none set) */
         return NULL;
     }
     return found;
@@ -161,20 +178,72 @@ static PyObject *useful_attrs(PyObject *self, PyObject *arg) {
                           useful_attrs_ucs4);
 }
 
+PyDoc_STRVAR(text_urls_doc,
+"text_urls(s) -> list[str] | None\n\n"
+"URLs written in text: (?:https?://|www\\.) and 2 to 400 characters that are not white\n"
+"space or <>\"'()[]{}, found left to right; None when the text has \"HTTP\", \"Http\",\n"
+"\"WWW.\" or \"Www.\" (the caller's any-case pattern is for those).");
+
+static PyObject *text_urls(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *found = scan_into_list(arg, "text_urls", text_urls_ucs1, text_urls_ucs2,
+                                     text_urls_ucs4);
+    if (found == NULL && PyErr_Occurred() == NULL)
+        Py_RETURN_NONE;  /* an upper-case spelling */
+    return found;
+}
+
+PyDoc_STRVAR(header_fields_doc,
+"header_fields(block, keep_case) -> (list[tuple[str, str]], int)\n\n"
+"A header block's fields after unfolding (a newline and the blanks after it become one\n"
+"space): (name, value) of each line that starts with a field name and a colon, the\n"
+"name lower-cased unless keep_case, the value right-stripped; and the unfolded block's\n"
+"line count.");
+
+static PyObject *header_fields(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *block;
+    int keep_case;
+    if (!PyArg_ParseTuple(args, "Up", &block, &keep_case))
+        return NULL;
+    PyObject *unfolded = substitute(block, FOLD);
+    if (unfolded == NULL)
+        return NULL;
+    PyObject *fields = PyList_New(0);
+    if (fields == NULL) {
+        Py_DECREF(unfolded);
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(unfolded);
+    const void *data = PyUnicode_DATA(unfolded);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(unfolded), lines = 0;
+    int status = kind == PyUnicode_1BYTE_KIND ? fields_ucs1(unfolded, data, n, keep_case, fields, &lines)
+               : kind == PyUnicode_2BYTE_KIND ? fields_ucs2(unfolded, data, n, keep_case, fields, &lines)
+               : fields_ucs4(unfolded, data, n, keep_case, fields, &lines);
+    Py_DECREF(unfolded);
+    if (status < 0) {
+        Py_DECREF(fields);
+        return NULL;
+    }
+    return Py_BuildValue("(Nn)", fields, lines);
+}
+
 static PyMethodDef methods[] = {
     {"strip_tags", strip_tags, METH_O, strip_tags_doc},
     {"tag_names", tag_names, METH_O, tag_names_doc},
     {"useful_attrs", useful_attrs, METH_O, useful_attrs_doc},
+    {"text_urls", text_urls, METH_O, text_urls_doc},
+    {"header_fields", header_fields, METH_VARARGS, header_fields_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_definition = {
-    PyModuleDef_HEAD_INIT, "_html",
-    "The HTML renderer's tag stripping and attribute scans in C (same results as its regexes).",
+    PyModuleDef_HEAD_INIT, "_scans",
+    "The parser's tag, attribute, URL and header-field scans in C (same results as its regexes).",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__html(void) {
+PyMODINIT_FUNC PyInit__scans(void) {
     for (int index = 0; ATTR_NAMES[index]; index++) {
         ATTR_OBJECTS[index] = PyUnicode_InternFromString(ATTR_NAMES[index]);
         if (ATTR_OBJECTS[index] == NULL)

@@ -1,8 +1,8 @@
-"""The C scans of the HTML renderer (spamkit.message._html) give exactly what its regexes give.
+"""The parser's C scans (spamkit.message._scans) give exactly what its regexes give.
 
-A difference would change a message's visible text, URLs or alt text depending on
-whether spamkit was built with a compiler, and so its tokens: the two paths are compared
-on every HTML part of the corpus and on hypothesis's HTML-like strings.
+A difference would change a message's headers, visible text, URLs or alt text depending
+on whether spamkit was built with a compiler, and so its tokens: the two paths are
+compared on the whole corpus and on hypothesis's strings.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.message import html as html_module
-from spamkit.message import parse_message
+from spamkit.message import parse_message, text_urls_py
+from spamkit.message.decode import decode_text
+from spamkit.message.headers import header_fields_py, split_header_block
 from spamkit.message.html import (
     render_html,
     strip_tags_py,
@@ -21,7 +23,7 @@ from spamkit.message.html import (
     useful_attrs_py,
 )
 
-fast = pytest.importorskip("spamkit.message._html")
+fast = pytest.importorskip("spamkit.message._scans")
 
 
 def test_the_c_scans_are_built() -> None:
@@ -99,3 +101,43 @@ def test_known_cases() -> None:
     assert fast.useful_attrs('<a href="http://x.example/">  <img src=y.png alt = \'hi\'>') == [
         ("href", "http://x.example/"), ("src", "y.png"), ("alt", "hi")]
     assert fast.tag_names("<p><table1><" + "a" * 40) == ["p", "table1", "a" * 31]
+
+
+@pytest.mark.slow
+def test_every_corpus_header_block_and_text_scans_the_same(all_messages: list[CorpusMessage]) -> None:
+    for message in all_messages:
+        head, _ = split_header_block(message.data.replace(b"\r\n", b"\n"))
+        text = head.decode("ascii") if head.isascii() else decode_text(head, None)
+        for keep_case in (False, True):
+            assert fast.header_fields(text, keep_case) == header_fields_py(text, keep_case)
+        for part in parse_message(message.data).text:
+            assert fast.text_urls(part) == text_urls_py(part), message.path
+
+
+_HEADERISH = st.lists(st.sampled_from(
+    ["From", "subject", "X-Long-" + "N" * 95, ":", " ", "\t", "\n", "\n ", "\n\t\t", "\r", "\x85",
+     "\u3000", "a", "=?utf-8?B?w6k=?=", "é", "日", "😀", ";", "\x7f", "\x20:"]), max_size=40).map("".join)
+
+
+@settings(max_examples=600)
+@given(_HEADERISH, st.booleans())
+def test_header_fields_same_both_ways(text: str, keep_case: bool) -> None:
+    assert fast.header_fields(text, keep_case) == header_fields_py(text, keep_case)
+
+
+_URLISH = st.lists(st.sampled_from(
+    ["http://", "https://", "www.", "http:/", "https:", "htt", "ww", "w", "h", "x", "é", "/", ".", " ",
+     "\u3000", "\x85", "<", ">", "\"", "'", "(", ")", "[", "]", "{", "}", "a" * 150, "日", "😀"]),
+    max_size=40).map("".join)
+
+
+@settings(max_examples=600)
+@given(_URLISH)
+def test_text_urls_same_both_ways(text: str) -> None:
+    assert fast.text_urls(text) == text_urls_py(text)
+
+
+@given(st.text(max_size=400), st.booleans())
+def test_any_text_scans_the_same(text: str, keep_case: bool) -> None:
+    assert fast.text_urls(text) == text_urls_py(text)
+    assert fast.header_fields(text, keep_case) == header_fields_py(text, keep_case)
