@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,7 +70,8 @@ class BayesResult:
 def _row_log_sum_exp(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """ln(sum(exp(row))) of each row, without overflow; -inf entries count as zero."""
     top = values.max(axis=1)
-    return top + np.log(np.exp(values - top[:, None]).sum(axis=1))
+    sums: npt.NDArray[np.float64] = top + np.log(np.exp(values - top[:, None]).sum(axis=1))
+    return sums
 
 
 def chi2_log_tails_many(x2: npt.ArrayLike, dof: npt.ArrayLike
@@ -120,7 +122,7 @@ def chi2_log_tails_many(x2: npt.ArrayLike, dof: npt.ArrayLike
     return lower, upper
 
 
-def _log_sum_exp(values: npt.NDArray[np.float64]) -> float:
+def _log_sum_exp(values: npt.NDArray[np.floating[Any]]) -> float:
     top = float(values.max())
     return top + math.log(float(np.exp(values - top).sum()))
 
@@ -148,8 +150,7 @@ def chi2_survival(x2: float, dof: int) -> float:
     return math.exp(chi2_log_tails(x2, dof)[1])
 
 
-def chi2_combine_many(spam_x2: npt.NDArray[np.float64], ham_x2: npt.NDArray[np.float64],
-                      counts: npt.NDArray[np.int64]
+def chi2_combine_many(spam_x2: npt.ArrayLike, ham_x2: npt.ArrayLike, counts: npt.ArrayLike
                       ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Fisher/Robinson combining for many messages: (probabilities, log-odds).
 
@@ -159,9 +160,12 @@ def chi2_combine_many(spam_x2: npt.NDArray[np.float64], ham_x2: npt.NDArray[np.f
     (Q_S + P_H) / 2; working with those in log space keeps the log-odds finite.
     A message with no tokens gets 0.5 and log-odds 0.
     """
+    spam_x2 = np.asarray(spam_x2, dtype=np.float64)
+    ham_x2 = np.asarray(ham_x2, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
     if len(counts) == 1:  # one message (the SMTP filter's case): the scalar series
-        probability, log_odds = _chi2_combine_one(float(spam_x2[0]), float(ham_x2[0]), int(counts[0]))
-        return np.array([probability]), np.array([log_odds])
+        one = _chi2_combine_one(float(spam_x2[0]), float(ham_x2[0]), int(counts[0]))
+        return np.array([one[0]]), np.array([one[1]])
     probability = np.full(len(counts), 0.5)
     log_odds = np.zeros(len(counts))
     some = counts > 0
@@ -270,9 +274,9 @@ class BayesClassifier:
         strength = np.abs(probabilities - 0.5)
         chosen = strength >= params.minimum_prob_strength
         owner = np.repeat(np.arange(len(batch)), sizes)
-        for message in np.flatnonzero(np.bincount(owner[chosen], minlength=len(batch))
+        for crowded in np.flatnonzero(np.bincount(owner[chosen], minlength=len(batch))
                                       > params.max_discriminators):
-            start, end = bounds[message], bounds[message + 1]  # only the strongest count
+            start, end = bounds[crowded], bounds[crowded + 1]  # only the strongest count
             strong = np.flatnonzero(chosen[start:end])
             top = np.argpartition(-strength[start:end][strong], params.max_discriminators - 1)
             chosen[start:end] = False
@@ -289,9 +293,9 @@ class BayesClassifier:
                                  known=int(sizes[message]), used=int(used[message]),
                                  log_odds=float(log_odds[message]))
             if explain and tokens is not None:
-                start, end = bounds[message], bounds[message + 1]
-                result.clues = _clues(counts, keys, tokens, probabilities[start:end],
-                                      strength[start:end], chosen[start:end], explain)
+                mine = slice(bounds[message], bounds[message + 1])
+                result.clues = _clues(counts, keys, tokens, probabilities[mine], strength[mine],
+                                      chosen[mine], explain)
             results.append(result)
         return results
 
