@@ -44,8 +44,9 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     """Score messages: ham, spam or reject, with the rules that hit and the Bayes probability.
 
     PATH is as for `spamkit learn`; with none, one message is read from standard input.
-    Without --autolearn the database is opened read-only and never created.
-    Exit status: 0 when every message was read, 1 when some could not be.
+    Without --autolearn the database is opened read-only and never created, and messages
+    are scored 256 at a time (their database reads shared), so output comes a batch at a
+    time. Exit status: 0 when every message was read, 1 when some could not be.
     """
     config = load_config(config_path)
     store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)
