@@ -1,10 +1,11 @@
 """Where a tokenizer puts its tokens: as strings, or straight as their 8-byte keys.
 
-The tokenizer is written once against StringSink's methods. `StringSink` keeps the token strings
-(`spamkit check --explain` names them); `KeySink` keeps only their keys, and with the C
-core (`spamkit.tokenizer._fast`) a body word, or a Received host and its parent domains,
-goes from the text to its key without ever being a Python string. Both give the same keys for the same message: KeySink without
-the C core is StringSink followed by hashing. Tested on the whole corpus.
+The tokenizer is written once against StringSink's methods. `StringSink` keeps the token
+strings (`spamkit check --explain` names them); `KeySink` keeps only their keys, and with
+the C core (`spamkit.tokenizer._fast`) a body word, or a Received host and its parent
+domains, goes from the text to its key without ever being a Python string. Both give the
+same keys for the same message: KeySink without the C core is StringSink followed by
+hashing. Tested on the whole corpus.
 """
 
 from __future__ import annotations
