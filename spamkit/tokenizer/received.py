@@ -8,7 +8,6 @@ to agree (tests/engine/test_fast_tokenizer.py).
 
 from __future__ import annotations
 
-import functools
 import re
 
 RECEIVED_HOST = re.compile(r"(?:from|by)\s+([a-z0-9.-]{3,100})")
@@ -17,10 +16,9 @@ RECEIVED_HOST = re.compile(r"(?:from|by)\s+([a-z0-9.-]{3,100})")
 IPV4 = re.compile(r"\[(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}\]")
 
 
-@functools.lru_cache(maxsize=4096)
 def _host_tokens(host: str) -> tuple[str, ...]:
     """A host and its parent domains, from up to four labels deep ("received:mx.a.example",
-    "received:a.example"); remembered, since one host in fifteen is new on the corpus."""
+    "received:a.example")."""
     labels = host.strip(".").split(".")
     return tuple("received:" + ".".join(labels[i:])
                  for i in range(max(0, len(labels) - 4), len(labels) - 1))
