@@ -85,10 +85,10 @@ def _iter_directory(path: Path) -> Iterator[SourceItem]:
 
 
 def _read_file(path: Path) -> Iterator[SourceItem]:
-    """One file's bytes: one open, one fstat and (nearly always) one read.
+    """One file's bytes: open, fstat, and os.read to the end of the file.
 
-    os.read on the descriptor costs a third of a buffered file object here (9 against
-    22 us a message, most of them a few kB).
+    No buffered file object: iterating the corpus's training folders this way costs
+    16.4 us a file against 22.5 (docs/decisions/0009).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
@@ -116,7 +116,7 @@ def _read_all(fd: int, limit: int) -> bytes:
     """Up to `limit` bytes, until end of file (a read may return less than asked)."""
     chunks: list[bytes] = []
     while limit > 0:
-        chunk = os.read(fd, min(limit, MAX_FILE_BYTES + 1))
+        chunk = os.read(fd, limit)
         if not chunk:
             break
         chunks.append(chunk)
