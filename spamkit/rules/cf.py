@@ -26,7 +26,7 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     "Mail::SpamAssassin::Plugin::WelcomeListSubject", "Mail::SpamAssassin::Plugin::HeaderEval",
     "Mail::SpamAssassin::Plugin::BodyEval", "Mail::SpamAssassin::Plugin::HTMLEval",
     "Mail::SpamAssassin::Plugin::MIMEEval", "Mail::SpamAssassin::Plugin::Check",
-    "Mail::SpamAssassin::Plugin::FreeMail",
+    "Mail::SpamAssassin::Plugin::FreeMail", "Mail::SpamAssassin::Plugin::RelayEval",
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",

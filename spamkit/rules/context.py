@@ -11,6 +11,7 @@ from functools import cached_property
 
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
+from spamkit.rules.relays import RELAY_PSEUDO_HEADERS, Relays
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
@@ -64,10 +65,13 @@ class MessageContext:
         """The text a header rule tests, as SpamAssassin builds it; None when absent.
 
         The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL, ToCc,
-        EnvelopeFrom, MESSAGEID): `exists:MessageID` asks for a real, malformed header.
+        EnvelopeFrom, MESSAGEID, X-Spam-Relays-*): `exists:MessageID` asks for a real,
+        malformed header.
         """
         key = name.lower()
         raw = modifier == "raw"
+        if name in RELAY_PSEUDO_HEADERS:  # the path, as SpamAssassin writes it (relays.py)
+            return self.relays.pseudo_headers[name]
         if name == "ALL":  # every header, names as written
             names = [name for name, _ in self.message.raw_headers]
             values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
@@ -132,6 +136,11 @@ class MessageContext:
     def html_only(self) -> bool:
         types = self.message.content_types
         return "text/html" in types and "text/plain" not in types
+
+    @cached_property
+    def relays(self) -> Relays:
+        """The relays of the Received headers, split where trust ends."""
+        return Relays(self.header_values("received", raw=True))
 
     @cached_property
     def from_address(self) -> str:

@@ -59,13 +59,14 @@ class Rule:
         return self.name.startswith("__")
 
     def score(self, score_set: int) -> float:
+        """The score line's value; without one, SpamAssassin's default: 1.0, 0.01 for a
+        rule under test (T_), and negative for a rule flagged `nice` (it points to ham)."""
         if self.scores is not None:
             return self.scores[score_set]
         if self.is_subrule:
             return 0.0
-        if self.name.startswith("T_"):
-            return 0.01  # SpamAssassin's score for rules under test
-        return 1.0
+        default = 0.01 if self.name.startswith("T_") else 1.0
+        return -default if "nice" in self.tflags else default
 
 
 @dataclass(frozen=True)

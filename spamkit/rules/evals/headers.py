@@ -124,7 +124,21 @@ def _accepts_header_name(args: tuple[str, ...]) -> bool:
 check_illegal_chars.accepts = _accepts_header_name  # type: ignore[attr-defined]
 check_header_count_range.accepts = _accepts_header_name  # type: ignore[attr-defined]
 
+def check_all_trusted(context: MessageContext) -> bool:
+    """Every relay is trusted (and at least one, none unreadable): mail from inside."""
+    relays = context.relays
+    return bool(relays.trusted) and not relays.untrusted and not relays.unparseable
+
+
+def check_no_relays(context: MessageContext) -> bool:
+    """No relay at all: the message never crossed a network."""
+    relays = context.relays
+    return not relays.trusted and not relays.untrusted and not relays.unparseable
+
+
 EVALS: dict[str, Callable[..., bool]] = {
+    "check_all_trusted": check_all_trusted,
+    "check_no_relays": check_no_relays,
     "check_for_shifted_date": check_for_shifted_date,
     "subject_is_all_caps": subject_is_all_caps,
     "check_header_count_range": check_header_count_range,
