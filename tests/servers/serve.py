@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,10 @@ def start_serve(next_hop_port: int, db: Path, config: Path, *options: str, wait:
             process.wait(10)
             raise
     return process, port
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    """Stop it as an init system does (SIGTERM): (its exit status, what it wrote to stderr)."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    return process.returncode, stderr or b""

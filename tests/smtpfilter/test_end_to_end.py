@@ -17,7 +17,7 @@ from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
 from tests.servers.smtp_sink import Sink, free_port
-from tests.servers.serve import start_serve
+from tests.servers.serve import start_serve, stop_serve
 from tests.servers.swaks import swaks
 
 
@@ -33,9 +33,7 @@ def serve(tmp_path: Path, trained_db: Path, sink: Sink) -> Iterator[tuple[int, P
     try:
         yield port, tmp_path
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
-        assert process.returncode == 0
+        assert stop_serve(process)[0] == 0
 
 
 def write(tmp_path: Path, data: bytes, name: str = "message.eml") -> Path:
@@ -91,8 +89,7 @@ def test_next_hop_down_gives_451(tmp_path: Path, trained_db: Path,
         reply = swaks(port, write(tmp_path, split[1][0].data))
         assert reply.startswith("451"), reply
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+        stop_serve(process)
 
 
 class Boom(Filter):
@@ -187,9 +184,8 @@ def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: 
         for _ in range(2):
             assert swaks(port, path).startswith("250")
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
+        returncode, stderr = stop_serve(process)
+    assert returncode == 0, stderr
     delivered = sink.messages()
     assert len(delivered) == 2 and all(b"autolearn=ham" in d for d in delivered)
     after = magic()

@@ -3,7 +3,6 @@ and plaintext pipelined after STARTTLS is dropped (CVE-2011-0411's command injec
 
 from __future__ import annotations
 
-import signal
 import socket
 import ssl
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.net import self_signed_certificate
-from tests.servers.serve import start_serve
+from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
 
@@ -35,9 +34,7 @@ def tls_serve(tmp_path: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
     try:
         yield port, certificate
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
-        assert process.returncode == 0
+        assert stop_serve(process)[0] == 0
 
 
 class Client:
@@ -121,8 +118,7 @@ def test_no_starttls_without_a_certificate_and_bad_tls_settings_are_named(
         assert b"STARTTLS" not in client.command(b"EHLO client.example.org")
         assert client.command(b"STARTTLS").startswith(b"454")
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+        stop_serve(process)
     certificate, _ = self_signed_certificate(tmp_path)
     for settings, expected in ((f'TlsCertificate = "{certificate}"\n', "TlsKey is empty"),
                                (f'TlsCertificate = "{certificate}"\nTlsKey = "{tmp_path}/none.pem"\n',
