@@ -77,6 +77,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     config = load_config(config_path)
     store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
     scanner = Scanner.from_config(config, store)
+    scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     metrics = Metrics()
     if config["MetricsListen"]:
         metrics.serve(*_host_port(config["MetricsListen"]))

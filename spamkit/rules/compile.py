@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any
 
 import regex
 
@@ -16,6 +18,7 @@ from spamkit.rules.cf import Definition, ParsedRules
 from spamkit.rules.evals import supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import PerlRegexError, compile_perl, is_paragraph_local, literals_for
+from spamkit.rules.rulecache import RuleCache
 
 # Inputs that make a backtracking regex explode; each rule must answer on each of them
 # within PROBE_BUDGET seconds or it is rejected at load.
@@ -34,19 +37,26 @@ _META_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<number>\d+(?:\.\d+)?
 
 
 def build_rules(parsed: ParsedRules, probe: bool = True,
-                vetted_prefixes: tuple[str, ...] = ()) -> dict[str, Rule]:
+                vetted_prefixes: tuple[str, ...] = (), cache_dir: Path | None = None
+                ) -> dict[str, Rule]:
     """Compile every definition; the report in `parsed` says what was skipped and why.
 
-    Definitions whose file starts with one of `vetted_prefixes` are not probed.
+    Definitions whose file starts with one of `vetted_prefixes` are not probed. With a
+    `cache_dir`, regex verdicts are kept there and read back (spamkit.rules.rulecache).
     """
     report = parsed.report
     rules: dict[str, Rule] = {}
+    texts: dict[str, tuple[str, bool]] = {}
     for name, definition in parsed.definitions.items():
         text = definition.text
         if name in parsed.replace_rules:
             text = expand_replace_tags(text, parsed)
-        rule = _compile_one(definition, text, report,
-                            probe and not definition.origin.startswith(vetted_prefixes))
+        texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes))
+    cache = RuleCache(cache_dir, [RuleCache.key(parsed.definitions[name].kind.value, probed, text)
+                                  for name, (text, probed) in texts.items()])
+    for name, definition in parsed.definitions.items():
+        text, probed = texts[name]
+        rule = _compile_one(definition, text, report, probed, cache)
         if rule is None:
             continue
         rule.description = parsed.descriptions.get(name, "")
@@ -56,16 +66,18 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
             report.skip("network test")
             continue
         rules[name] = rule
+    cache.save()
     _order_metas(rules, report)
     report.loaded = len(rules)
     return rules
 
 
-def _compile_one(definition: Definition, text: str, report: LoadReport, probe: bool) -> Rule | None:
+def _compile_one(definition: Definition, text: str, report: LoadReport, probe: bool,
+                 cache: RuleCache) -> Rule | None:
     rule = Rule(definition.name, definition.kind, definition.origin, source=text)
     try:
         if definition.kind is Kind.META:
-            rule.meta_code, rule.meta_dependencies = compile_meta(text)
+            rule.meta_python, rule.meta_dependencies = compile_meta(text)
             return rule
         evaluation = _EVAL.match(text)
         if evaluation:
@@ -88,21 +100,47 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             rule.negate = match.group("op") == "!~"
             rule.if_unset = match.group("unset")
             text = match.group("regex")
-        rule.pattern = compile_perl(text)
-        if definition.kind not in (Kind.HEADER, Kind.MIMEHEADER):
-            rule.literals = literals_for(text)
-            rule.literals_ignorecase = bool(rule.pattern.flags & regex.IGNORECASE)
-            rule.paragraph_local = definition.kind is not Kind.FULL and is_paragraph_local(text)
     except (PerlRegexError, ValueError, SyntaxError) as error:
         report.errors.append(f"{definition.origin}: {definition.name}: {error}")
         report.skip("does not compile")
         return None
-    if probe and rule.pattern is not None and too_slow(rule.pattern):
-        report.errors.append(f"{definition.origin}: {definition.name}: takes more than "
-                             f"{PROBE_BUDGET}s on adversarial input; rejected")
-        report.skip("too slow")
+    key = RuleCache.key(definition.kind.value, probe, text)
+    verdict = cache.get(key)
+    if verdict is None:
+        verdict, rule.compiled = _judge_regex(definition.kind, text, probe)
+        cache.put(key, verdict)
+    if verdict.get("error"):
+        report.errors.append(f"{definition.origin}: {definition.name}: {verdict['error']}")
+        report.skip(verdict.get("reason", "does not compile"))
         return None
+    rule.regex_source = text
+    if definition.kind not in (Kind.HEADER, Kind.MIMEHEADER):
+        literals = verdict.get("literals")
+        rule.literals = tuple(literals) if literals is not None else None
+        rule.literals_ignorecase = bool(verdict.get("ignorecase"))
+        rule.paragraph_local = bool(verdict.get("paragraph_local"))
     return rule
+
+
+def _judge_regex(kind: Kind, text: str, probe: bool) -> tuple[dict[str, Any], regex.Pattern[str] | None]:
+    """Compile a rule's '/regex/flags', try it on adversarial input, find its shortcuts.
+
+    Returns what the rule cache keeps (an error and its reason, or the shortcuts), and
+    the compiled pattern when it compiled.
+    """
+    try:
+        pattern = compile_perl(text)
+    except (PerlRegexError, ValueError, SyntaxError) as error:
+        return {"error": str(error), "reason": "does not compile"}, None
+    if probe and too_slow(pattern):
+        return {"error": f"takes more than {PROBE_BUDGET}s on adversarial input; rejected",
+                "reason": "too slow"}, None
+    if kind in (Kind.HEADER, Kind.MIMEHEADER):
+        return {}, pattern
+    literals = literals_for(text)
+    return {"literals": list(literals) if literals is not None else None,
+            "ignorecase": bool(pattern.flags & regex.IGNORECASE),
+            "paragraph_local": kind is not Kind.FULL and is_paragraph_local(text)}, pattern
 
 
 def too_slow(pattern: regex.Pattern[str]) -> bool:
@@ -118,8 +156,18 @@ def _eval_args(text: str) -> list[str]:
     return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
 
 
-def compile_meta(expression: str) -> tuple[object, tuple[str, ...]]:
-    """A meta expression as Python code over `h` (rule name -> hit count)."""
+def compile_meta(expression: str) -> tuple[str, tuple[str, ...]]:
+    """A meta expression as a Python expression over `h` (rule name -> hit count), checked
+    to compile, and the names it reads."""
+    code_text, names = _meta_to_python(expression)
+    try:
+        compile(code_text, "<meta>", "eval")
+    except SyntaxError as error:
+        raise ValueError(f"bad meta expression: {error.msg}") from None
+    return code_text, names
+
+
+def _meta_to_python(expression: str) -> tuple[str, tuple[str, ...]]:
     python: list[str] = []
     names: list[str] = []
     position = 0
@@ -141,10 +189,7 @@ def compile_meta(expression: str) -> tuple[object, tuple[str, ...]]:
     code_text = "".join(python).strip()
     if "?" in code_text or ":" in code_text:
         raise ValueError("the ?: operator in meta rules is not supported")
-    try:
-        return compile(code_text or "0", "<meta>", "eval"), tuple(dict.fromkeys(names))
-    except SyntaxError as error:
-        raise ValueError(f"bad meta expression: {error.msg}") from None
+    return code_text or "0", tuple(dict.fromkeys(names))
 
 
 def _order_metas(rules: dict[str, Rule], report: LoadReport) -> None:

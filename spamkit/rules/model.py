@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from types import CodeType
 
 import regex
 
@@ -37,10 +36,13 @@ class Rule:
     origin: str  # "file:line" of its definition
     description: str = ""
     tflags: frozenset[str] = frozenset()
-    pattern: regex.Pattern[str] | None = None
+    compiled: regex.Pattern[str] | None = field(default=None, repr=False)
     literals: tuple[str, ...] | None = None  # one of these is in any text the pattern matches
     literals_ignorecase: bool = False
     paragraph_local: bool = False  # one search over the joined text can rule out every paragraph
+    regex_source: str = ""  # the /regex/flags part of the test
+    scan_id: int | None = None  # its id in the RuleSet's multi-pattern prefilter, if it has one
+    scan_group: str = ""  # which of the prefilter's databases: a kind, or "header NAME MODIFIER"
     source: str = ""  # the test as written, for --explain and lint
     header: str = ""  # for header rules: the header name, ALL, ToCc, ...
     modifier: str = ""  # raw, addr or name
@@ -49,9 +51,19 @@ class Rule:
     if_unset: str | None = None
     eval_name: str = ""
     eval_args: tuple[str, ...] = ()
-    meta_code: CodeType | None = None
+    meta_python: str = ""  # the expression as Python over h.get(NAME, 0), for the meta function
     meta_dependencies: tuple[str, ...] = ()
     scores: tuple[float, float, float, float] | None = None  # from `score`, per score set
+
+    @property
+    def pattern(self) -> regex.Pattern[str] | None:
+        """The compiled regex; compiled on first use when the load came from the rule cache
+        (spamkit.rules.rulecache), which already knows that it compiles and is not too slow."""
+        if self.compiled is None and self.regex_source:
+            from spamkit.rules.perl_regex import compile_perl
+
+            self.compiled = compile_perl(self.regex_source)
+        return self.compiled
 
     @property
     def is_subrule(self) -> bool:

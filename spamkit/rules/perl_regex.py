@@ -78,6 +78,18 @@ def literals_for(text: str) -> tuple[str, ...] | None:
         return None
 
 
+def superset_for(text: str, all_forms: bool = True) -> list[bytes]:
+    """Hyperscan prefilter forms of '/body/flags' (spamkit.rules.multiscan), tightest first."""
+    from spamkit.rules.multiscan import superset_patterns
+
+    try:
+        body, flags = split_delimited(text)
+        return superset_patterns(translate(body), "i" in flags, "s" in flags, "x" in flags,
+                                 all_forms)
+    except PerlRegexError:
+        return []
+
+
 def is_paragraph_local(text: str) -> bool:
     """'/body/flags' can be tried on all paragraphs at once (spamkit.rules.prefilter)."""
     from spamkit.rules.prefilter import paragraph_local

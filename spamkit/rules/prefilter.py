@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from functools import lru_cache
 
 try:  # Python 3.11+: the parser is re._parser (sre_parse before)
     from re import _constants as constants  # type: ignore[attr-defined]
@@ -22,16 +23,30 @@ except ImportError:  # pragma: no cover - older Pythons
     import sre_parse as parser  # type: ignore[no-redef]
 
 MIN_LENGTH = 3
+# [[:alpha:]]: POSIX classes, which `regex` reads and Python's parser reads wrongly (as a
+# class of the characters "[:alph" followed by a literal "]"): such patterns get no shortcut
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+
+
+@lru_cache(maxsize=4096)
+def parse_pattern(pattern: str, flags: int) -> object | None:
+    """The pattern as Python's regex parser reads it, or None where that reading could
+    differ from `regex`'s (syntax it does not know, POSIX classes). Shared by the literal
+    prefilter, the paragraph test and the multi-pattern rewrite: each pattern parsed once."""
+    if _POSIX_CLASS.search(pattern):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return parser.parse(pattern, flags)
+    except Exception:  # noqa: BLE001 - Perl syntax Python cannot read
+        return None
 
 
 def required_literals(pattern: str, ignorecase: bool, verbose: bool = False) -> tuple[str, ...] | None:
     """Strings one of which every match contains (lower-cased when `ignorecase`), or None."""
-    flags = (re.IGNORECASE if ignorecase else 0) | (re.VERBOSE if verbose else 0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = parser.parse(pattern, flags)
-    except Exception:  # noqa: BLE001 - Perl syntax Python cannot read: no prefilter
+    tree = parse_pattern(pattern, (re.IGNORECASE if ignorecase else 0) | (re.VERBOSE if verbose else 0))
+    if tree is None:
         return None
     if tree.state.flags & re.IGNORECASE:
         ignorecase = True  # a leading (?i)
@@ -126,13 +141,9 @@ def paragraph_local(pattern: str, ignorecase: bool, verbose: bool = False) -> bo
     one call instead of one call per paragraph; only a hit needs the per-paragraph look
     (a match in the joined text may span two paragraphs).
     """
-    flags = (re.IGNORECASE if ignorecase else 0) | (re.VERBOSE if verbose else 0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = parser.parse(pattern, flags)
-    except Exception:  # noqa: BLE001 - a pattern Python cannot read: keep the slow, sure way
-        return False
+    tree = parse_pattern(pattern, (re.IGNORECASE if ignorecase else 0) | (re.VERBOSE if verbose else 0))
+    if tree is None:
+        return False  # keep the slow, sure way
     return _local(list(tree))
 
 

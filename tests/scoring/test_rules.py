@@ -157,3 +157,29 @@ def test_rules_never_raise_on_odd_messages(all_messages: list) -> None:  # type:
         ruleset.evaluate(context)
     for raw in (b"", b"\x00\xff" * 100, b"Subject: x\n\n" + b"a" * 200_000):
         ruleset.evaluate(MessageContext(raw, parse_message(raw)))
+
+
+def test_a_second_load_from_the_rule_cache_gives_the_same_rules_and_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The regex verdicts kept by the first load (spamkit.rules.rulecache) give the same
+    rules, the same errors with their file and line, and the same hits."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "rules.cf"
+    path.write_text("body SLOW_RULE /(a+a+)+y/\nbody BROKEN /(unclosed/\n"
+                    "body CHEAP /\\bcheap\\s+pills\\b/i\nheader FREE Subject =~ /free/i\n")
+    raw = b"Subject: Free stuff\n\nCheap   pills here\n"
+    loads = [load_rules([path], builtin=False) for _ in range(2)]
+    first, second = loads
+    assert list(first.rules) == list(second.rules) == ["CHEAP", "FREE"]
+    assert first.report.errors == second.report.errors
+    assert any(e.startswith(f"{path}:1") and "adversarial" in e for e in second.report.errors)
+    assert any(e.startswith(f"{path}:2") for e in second.report.errors)
+    assert second.rules["CHEAP"].compiled is None  # not compiled again until it is needed
+    assert second.rules["CHEAP"].literals == first.rules["CHEAP"].literals == ("cheap",)
+    for ruleset in loads:
+        hits = {h.name for h in ruleset.evaluate(MessageContext(raw, parse_message(raw)), 0)}
+        assert hits == {"CHEAP", "FREE"}
+    for cached in (tmp_path / "cache" / "spamkit").glob("rules-*.json"):
+        cached.write_text("{not json")
+    again = load_rules([path], builtin=False)  # a damaged cache is judged again, not trusted
+    assert list(again.rules) == ["CHEAP", "FREE"] and again.report.errors == first.report.errors

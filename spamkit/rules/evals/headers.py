@@ -56,15 +56,24 @@ def check_for_shifted_date(context: MessageContext, low: str, high: str) -> bool
     for 591, against 384 for the topmost Received header and 539 for the nearest relay
     that is not a local fetchmail hop.
     """
+    if "date_shift_hours" not in context.cache:  # a dozen DATE_IN_* rules ask: worked out once
+        context.cache["date_shift_hours"] = _date_shift_hours(context)
+    shift = context.cache["date_shift_hours"]
+    if shift is None:
+        return False
+    assert isinstance(shift, float)
+    low_hours, high_hours = _hours(low), _hours(high)
+    return (low_hours is None or shift >= low_hours) and (high_hours is None or shift < high_hours)
+
+
+def _date_shift_hours(context: MessageContext) -> float | None:
     dates = context.header_values("date")
     date = _timestamp(dates[0]) if dates else None
     candidates = _received_times(context)
     if date is None or not candidates:
-        return False
+        return None
     received = min(candidates, key=lambda stamp: abs(stamp - date))  # the closest one
-    shift = (date - received) / 3600.0
-    low_hours, high_hours = _hours(low), _hours(high)
-    return (low_hours is None or shift >= low_hours) and (high_hours is None or shift < high_hours)
+    return (date - received) / 3600.0
 
 
 def subject_is_all_caps(context: MessageContext) -> bool:

@@ -1,0 +1,518 @@
+"""One pass over a message's text for hundreds of rules at once, to skip the rules that cannot match.
+
+A body rule costs ~26 us a message even when it matches nothing: each regex walks the
+whole text. Hyperscan (the engine rspamd uses, and the idea behind SpamAssassin's
+sa-compile) runs many patterns over a text in one pass. It is used here as a prefilter:
+each rule's regex is rewritten into a looser byte pattern whose matches include every
+match of the original, so "no match in the pass" proves the rule misses and the rule
+is skipped; a possible match runs the rule's own regex exactly as before. Hits never
+change, only the work to find them.
+
+The rewrite (`superset_patterns`) walks the regex as Python's own parser reads it and
+writes each piece for Latin-1 bytes: the text is encoded Latin-1 with every other
+character turned into "?", so each piece that could match a character above U+00FF
+also accepts "?"; case-insensitive pieces list their case variants (the Kelvin sign is
+a "k"); anchors, \\b, \\B and lookarounds are dropped, which only loosens the pattern
+(and makes a match inside one paragraph a match in the paragraphs joined by newlines).
+Where Hyperscan finds a pattern too large, looser forms are tried. A regex the parser
+cannot read, or that Hyperscan refuses in every form, simply has no prefilter.
+
+Body, rawbody and uri rules are scanned by kind; header rules by header, for headers
+that at least MULTISCAN_MIN_HEADER_RULES rules test. Compiling takes ~18 s for
+SpamAssassin's rule set, so the compiled databases are kept in the cache directory
+($XDG_CACHE_HOME/spamkit, else ~/.cache/spamkit) under a digest of the rules and of
+this code, as sa-compile keeps its compiled rules. docs/decisions/0011 has the figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from spamkit.rules.prefilter import constants, parse_pattern, parser
+
+PLACEHOLDER = ord("?")  # what a character above U+00FF becomes in the scanned bytes
+MAX_REPEAT_KEPT = 64  # larger repeat bounds are loosened ({3,500} -> {3,}); Hyperscan
+#                       builds huge automata for long bounded repeats
+ALL_BYTES = frozenset(range(256))
+# When Hyperscan refuses a pattern as too large, alternations nested this deep (and
+# deeper) are loosened, deepest first (_node)
+CUT_DEPTHS = (3, 2, 1)
+
+
+class Unsupported(Exception):
+    """A construct the rewrite does not handle: the rule gets no prefilter."""
+
+
+def superset_patterns(pattern: str, ignorecase: bool = False, dotall: bool = False,
+                      verbose: bool = False, all_forms: bool = True) -> list[bytes]:
+    """Hyperscan patterns (Latin-1 bytes) matching wherever `pattern` can, tightest first.
+
+    The first is the whole pattern rewritten. With `all_forms`, the others are ever
+    shorter runs of its top-level sequence (a match of the whole contains a match of any
+    contiguous run of it), for a pattern Hyperscan finds too large; runs that could match
+    the empty string are left out, since they would let everything through. Empty when
+    the pattern cannot be rewritten.
+    """
+    tree: Any = parse_pattern(pattern, (re.IGNORECASE if ignorecase else 0)
+                              | (re.DOTALL if dotall else 0) | (re.VERBOSE if verbose else 0))
+    if tree is None:
+        return []  # syntax only `regex` reads: no prefilter
+    icase = bool(tree.state.flags & re.IGNORECASE)
+    dotall = bool(tree.state.flags & re.DOTALL)
+    items = _flatten(list(tree))
+    try:
+        whole = _sequence(items, icase, dotall).encode("latin-1")
+        if not whole:
+            return []  # nothing but anchors and lookarounds: it would match anywhere
+        out = [whole]
+        if all_forms:
+            candidates = [_sequence(items, icase, dotall, depth) for depth in CUT_DEPTHS]
+            candidates += [_sequence(run, icase, dotall)
+                           for run in _branch_cut(items, 4) + _branch_cut(items, 2) + _runs(items)]
+            for text in candidates:
+                form = text.encode("latin-1")
+                if form not in out:
+                    out.append(form)
+    except (Unsupported, RecursionError):
+        return []
+    return out
+
+
+def _flatten(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """A sequence with its plain groups opened: (?:ab(?:cd))e is the sequence a b c d e."""
+    out: list[tuple[Any, Any]] = []
+    for op, av in items:
+        if op is constants.SUBPATTERN and not av[1] and not av[2]:
+            out.extend(_flatten(list(av[3])))
+        else:
+            out.append((op, av))
+    return out
+
+
+def _runs(items: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
+    """Contiguous runs of a sequence, halves then quarters..., without optional edges;
+    longest first, none that can match the empty string."""
+    found: list[list[tuple[Any, Any]]] = []
+    pending = [items]
+    while pending:
+        run = pending.pop(0)
+        while run and _can_be_empty(*run[0]):
+            run = run[1:]
+        while run and _can_be_empty(*run[-1]):
+            run = run[:-1]
+        if not run:
+            continue
+        if run != items:
+            found.append(run)
+        if len(run) > 1:
+            middle = len(run) // 2
+            pending += [run[:middle], run[middle:]]
+    return found
+
+
+def _branch_cut(items: list[tuple[Any, Any]], keep: int) -> list[list[tuple[Any, Any]]]:
+    """The sequence up to its first alternation that cannot match empty, cut there.
+
+    Each alternative keeps its first `keep` items (and an alternation among them is cut
+    the same way): a match of the whole contains a match of the cut sequence, since
+    nothing follows the cut. For the obfuscation rules whose alternations of letter
+    look-alikes Hyperscan finds too long as they are. Empty when nothing useful is left.
+    """
+    for position, (op, av) in enumerate(items):
+        if op is not constants.BRANCH:
+            continue
+        cut = _cut_branch(av, keep)
+        if _can_be_empty(*cut):
+            continue  # (?:^|\s) and the like: part of the lead-in, not the cut
+        run = items[:position] + [cut]
+        while run and _can_be_empty(*run[0]):
+            run = run[1:]
+        return [run]
+    return []
+
+
+def _cut_branch(av: Any, keep: int) -> tuple[Any, Any]:
+    alternatives = []
+    for branch in av[1]:
+        kept: list[tuple[Any, Any]] = []
+        for op, item in _flatten(list(branch))[:keep]:
+            if op is constants.BRANCH:
+                kept.append(_cut_branch(item, keep))
+                break  # nothing after a cut alternation
+            kept.append((op, item))
+        alternatives.append(kept)
+    return constants.BRANCH, (None, alternatives)
+
+
+def _can_be_empty(op: Any, av: Any) -> bool:
+    if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT, constants.GROUPREF):
+        return True
+    if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None)):
+        return av[0] == 0 or all(_can_be_empty(*item) for item in av[2])
+    if op is constants.BRANCH:
+        return any(all(_can_be_empty(*item) for item in branch) for branch in av[1])
+    if op is constants.SUBPATTERN:
+        return all(_can_be_empty(*item) for item in av[3])
+    if op is getattr(constants, "ATOMIC_GROUP", None):
+        return all(_can_be_empty(*item) for item in av)
+    return False
+
+
+def _sequence(items: list[tuple[object, object]], icase: bool, dotall: bool, depth: int = -1) -> str:
+    return "".join(_node(op, av, icase, dotall, depth) for op, av in items)
+
+
+def _node(op: object, av: object, icase: bool, dotall: bool, depth: int = -1) -> str:
+    """One parsed node written for Hyperscan. With a `depth` of 0 or more, the
+    alternatives of alternations nested that deep are each written as their first item
+    followed by any bytes of the length the rest can take: a looser pattern, for one
+    Hyperscan refuses as too large (the obfuscation rules spell each letter as a class or
+    one of dozens of HTML entities)."""
+    if op is constants.LITERAL:
+        return _byte_class(_literal_bytes(av, icase))  # type: ignore[arg-type]
+    if op is constants.NOT_LITERAL:
+        return _byte_class(ALL_BYTES - _literal_bytes(av, icase) | {PLACEHOLDER})  # type: ignore[arg-type]
+    if op is constants.ANY:
+        return _byte_class(ALL_BYTES if dotall else ALL_BYTES - {10})
+    if op is constants.IN:
+        return _byte_class(_class_bytes(av, icase))  # type: ignore[arg-type]
+    if op is constants.BRANCH:
+        _, branches = av  # type: ignore[misc]
+        if depth == 0:
+            return "(?:" + "|".join(_cut_alternative(list(b), icase, dotall) for b in branches) + ")"
+        inner = depth - 1 if depth > 0 else -1
+        return "(?:" + "|".join(_sequence(list(b), icase, dotall, inner) for b in branches) + ")"
+    if op is constants.SUBPATTERN:
+        _group, add_flags, del_flags, sub = av  # type: ignore[misc]
+        inner_icase = (icase or bool(add_flags & re.IGNORECASE)) and not del_flags & re.IGNORECASE
+        inner_dotall = (dotall or bool(add_flags & re.DOTALL)) and not del_flags & re.DOTALL
+        return "(?:" + _sequence(list(sub), inner_icase, inner_dotall, depth) + ")"
+    if op is getattr(constants, "ATOMIC_GROUP", None):
+        return "(?:" + _sequence(list(av), icase, dotall, depth) + ")"  # type: ignore[call-overload]
+    if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None)):
+        low, high, sub = av  # type: ignore[misc]
+        body = _sequence(list(sub), icase, dotall, depth)
+        if not _is_atom(body):
+            body = f"(?:{body})"
+        low = min(low, MAX_REPEAT_KEPT)
+        if high is constants.MAXREPEAT or high > MAX_REPEAT_KEPT:
+            return body + {0: "*", 1: "+"}.get(low, f"{{{low},}}")
+        if (low, high) == (0, 1):
+            return body + "?"
+        return body + (f"{{{low}}}" if low == high else f"{{{low},{high}}}")
+    if op is constants.AT:
+        # Every anchor is dropped, which only loosens the pattern. (^ and $ as line anchors
+        # with HS_FLAG_MULTILINE lost matches when combined with HS_FLAG_SINGLEMATCH in
+        # one database: Hyperscan 5.4, see docs/decisions/0011.)
+        return ""
+    if op in (constants.ASSERT, constants.ASSERT_NOT):
+        return ""  # a lookaround only narrows the matches: without it, a superset
+    if op is constants.GROUPREF:
+        return "[\\x00-\\xff]*"  # whatever the group matched
+    raise Unsupported(str(op))
+
+
+def _cut_alternative(items: list[tuple[Any, Any]], icase: bool, dotall: bool) -> str:
+    """An alternative as its first item and then any bytes, as many as the rest can take."""
+    items = _flatten(items)
+    if not items:
+        return ""
+    try:
+        low, high = parser.SubPattern(parser.State(), items[1:]).getwidth()
+    except Exception:  # noqa: BLE001 - a width Python cannot tell (a backreference): any
+        low, high = 0, constants.MAXREPEAT
+    return _node(*items[0], icase, dotall, 0) + _any_bytes(low, high)
+
+
+def _any_bytes(low: int, high: int) -> str:
+    """Any bytes, between low and high of them."""
+    low = min(low, MAX_REPEAT_KEPT)
+    if high >= MAX_REPEAT_KEPT:
+        return f"[\\x00-\\xff]{{{low},}}"
+    return f"[\\x00-\\xff]{{{low},{high}}}" if high else ""
+
+
+def _is_atom(text: str) -> bool:
+    """One byte or one [class] as _byte_class writes them: a quantifier applies to it whole."""
+    if len(text) == 1 or (len(text) == 4 and text.startswith("\\x")):
+        return True
+    return text.startswith("[") and text.endswith("]") and text.count("]") == 1 \
+        and "\\]" not in text
+
+
+def _byte_class(members: Iterable[int]) -> str:
+    members = sorted(set(members))
+    if not members:
+        raise Unsupported("a class that matches nothing")
+    if len(members) == 256:
+        return "[\\x00-\\xff]"
+    runs: list[tuple[int, int]] = []
+    for value in members:
+        if runs and runs[-1][1] == value - 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    if len(runs) == 1 and runs[0][0] == runs[0][1]:
+        return _byte(runs[0][0])  # one byte: no brackets
+    body = "".join(_byte(a) if a == b else f"{_byte(a)}-{_byte(b)}" for a, b in runs)
+    return f"[{body}]"
+
+
+def _byte(value: int) -> str:
+    """A byte as a pattern writes it: letters and digits as themselves (short patterns
+    compile where long ones hit Hyperscan's length limit), anything else escaped."""
+    char = chr(value)
+    return char if char.isascii() and char.isalnum() else f"\\x{value:02x}"
+
+
+def _literal_bytes(code: int, icase: bool) -> set[int]:
+    """The bytes a literal character can match in the Latin-1-with-placeholder text."""
+    variants = _case_variants(code) if icase else {code}
+    out = {c for c in variants if c < 256}
+    if any(c >= 256 for c in variants):
+        out.add(PLACEHOLDER)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _case_variants(code: int) -> frozenset[int]:
+    """Every character that matches `code` case-insensitively (simple case folding)."""
+    char = chr(code)
+    found = {code}
+    for form in (char.lower(), char.upper(), char.casefold()):
+        if len(form) == 1:
+            found.add(ord(form))
+    found |= _FOLDS_INTO().get(code, set())
+    for other in list(found):
+        found |= _FOLDS_INTO().get(other, set())
+    return frozenset(found)
+
+
+@lru_cache(maxsize=1)
+def _FOLDS_INTO() -> dict[int, set[int]]:  # noqa: N802 - a lazily built constant
+    """Characters whose lower, upper or folded form is another single character, by that character."""
+    table: dict[int, set[int]] = {}
+    for code in range(0x20000):
+        char = chr(code)
+        for form in (char.lower(), char.upper(), char.casefold()):
+            if len(form) == 1 and ord(form) != code:
+                table.setdefault(ord(form), set()).add(code)
+    return table
+
+
+def _class_bytes(items: list[tuple[object, object]], icase: bool) -> set[int]:
+    negate = bool(items) and items[0][0] is constants.NEGATE
+    if negate:
+        items = items[1:]
+    wide = False  # can the class match some character above U+00FF?
+    members: set[int] = set()
+    for op, av in items:
+        if op is constants.LITERAL:
+            chars = _case_variants(av) if icase else {av}  # type: ignore[arg-type]
+        elif op is constants.RANGE:
+            low, high = av  # type: ignore[misc]
+            members |= {c for c in range(256) if low <= c <= high or (
+                icase and any(low <= v <= high for v in _case_variants(c)))}
+            wide = wide or high >= 256 or (icase and any(
+                v >= 256 for c in range(low, min(high, 255) + 1) for v in _case_variants(c)))
+            continue
+        elif op is constants.CATEGORY:
+            wide = True
+            chars = {c for c in range(256) if _in_category(av, chr(c), loose=not negate)}
+        else:
+            raise Unsupported(str(op))
+        members |= {c for c in chars if c < 256}
+        wide = wide or any(c >= 256 for c in chars)
+    if negate:
+        return (ALL_BYTES - members) | {PLACEHOLDER}
+    return members | ({PLACEHOLDER} if wide else set())
+
+
+def _in_category(category: object, char: str, loose: bool) -> bool:
+    """Membership in \\d, \\s, \\w and their negations as `re` or `regex` define them.
+
+    The two differ at the edges (\\x1c-\\x1f are spaces to `re` only, superscript digits
+    word characters to `re` only): `loose` answers "in it for either", for a class's
+    members; strict answers "in it for both", for a negated class's members, so the
+    class's complement is again loose.
+    """
+    if category in _NEGATIONS:
+        return True if loose else not _in_category(_NEGATIONS[category], char, True)
+    if category is constants.CATEGORY_DIGIT:
+        return char.isdigit() if loose else char.isdecimal()
+    if category is constants.CATEGORY_SPACE:
+        return (char.isspace() or char in "\x85\xa0") if loose else char in " \t\n\r\f\v\x85\xa0"
+    if category is constants.CATEGORY_WORD:
+        return (char.isalnum() or char == "_") if loose else (
+            char.isalpha() or char.isdecimal() or char == "_")
+    raise Unsupported(str(category))
+
+
+_NEGATIONS = {constants.CATEGORY_NOT_DIGIT: constants.CATEGORY_DIGIT,
+              constants.CATEGORY_NOT_SPACE: constants.CATEGORY_SPACE,
+              constants.CATEGORY_NOT_WORD: constants.CATEGORY_WORD}
+
+
+CHUNK = 48  # patterns per database: 583 body rules compile in 8.8 s in chunks of 48, in
+#             28 s as one database, and scan as fast (docs/decisions/0011)
+
+
+class MultiScan:
+    """Hyperscan databases over groups of rules; `candidates` names the rules that may match.
+
+    `groups` maps a group name (a rule kind) to {id: the rule's test as written};
+    `forms_of(test, all_forms)` rewrites a test into prefilter patterns, tightest first
+    (only the first unless `all_forms`). A pattern Hyperscan refuses is tried in its
+    looser forms; one refused in every form is left out, and `covered` tells the caller
+    which ids the scan answers for. Databases are cached under a digest of the tests, so
+    a warm start neither rewrites nor compiles.
+    """
+
+    def __init__(self, groups: dict[str, dict[int, str]],
+                 forms_of: Callable[[str, bool], list[bytes]], cache_dir: Path | None) -> None:
+        self._databases: dict[str, list[object]] = {}
+        self._local = threading.local()  # a scan needs scratch space of its own per thread
+        self.covered: dict[str, set[int]] = {}
+        for group, tests in groups.items():
+            ids = sorted(tests)
+            databases = []
+            for start in range(0, len(ids), CHUNK):
+                chunk = {i: tests[i] for i in ids[start:start + CHUNK]}
+                database, covered = _chunk_database(chunk, forms_of, cache_dir)
+                if database is not None:
+                    databases.append(database)
+                    self.covered.setdefault(group, set()).update(covered)
+            self._databases[group] = databases
+
+    def candidates(self, group: str, text: str) -> set[int]:
+        """Ids of the group's covered patterns that match somewhere in `text` (or may)."""
+        found: set[int] = set()
+
+        def on_match(pattern_id: int, _start: int, _end: int, _flags: int, _context: object) -> None:
+            found.add(pattern_id)
+
+        hyperscan = _hyperscan()
+        data = text.encode("latin-1", errors="replace")
+        scratches: dict[int, object] = self._local.__dict__.setdefault("scratches", {})
+        for database in self._databases.get(group, ()):
+            scratch = scratches.get(id(database))
+            if scratch is None:
+                scratch = scratches[id(database)] = hyperscan.Scratch(database)
+            database.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[attr-defined]
+        return found
+
+
+@lru_cache(maxsize=1)
+def _hyperscan() -> Any:
+    """The hyperscan module, imported on first use (4 ms), or None where it is not installed."""
+    try:
+        import hyperscan
+    except ImportError:  # not every platform has a wheel: then rules run one by one
+        return None
+    return hyperscan
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """Hyperscan imported and runs on this processor (it needs SSSE3)."""
+    hyperscan = _hyperscan()
+    if hyperscan is None:
+        return False
+    try:
+        hyperscan.Database().compile(expressions=[b"a"], flags=0)
+    except Exception:  # noqa: BLE001 - hyperscan.error on an unsupported processor
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _rewrite_digest() -> str:
+    """The rewrite's own code, part of every cache key: a changed rewrite compiles afresh."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("multiscan.py", "prefilter.py", "perl_regex.py"):
+        try:
+            digest.update((here / name).read_bytes())
+        except OSError:
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+def _flags() -> int:
+    hyperscan = _hyperscan()
+    return hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_SINGLEMATCH
+
+
+def _compile(chunk: dict[int, bytes]) -> object:
+    hyperscan = _hyperscan()
+    database = hyperscan.Database()
+    database.compile(expressions=list(chunk.values()), ids=list(chunk), elements=len(chunk),
+                     flags=_flags())
+    return database
+
+
+def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[bytes]],
+                    cache_dir: Path | None) -> tuple[object | None, list[int]]:
+    """A compiled database for a chunk of tests and the ids it answers for.
+
+    Cached as one file: the covered ids on the first line, then Hyperscan's serialized
+    database.
+    """
+    hyperscan = _hyperscan()
+    digest = hashlib.sha256()
+    digest.update(f"{_rewrite_digest()} hyperscan {getattr(hyperscan, '__version__', '?')} "
+                  f"flags {_flags()}\n".encode())
+    for test_id, test in tests.items():
+        digest.update(f"{test_id} {test}\n".encode("utf-8", "surrogatepass"))
+    path = cache_dir / f"multiscan-{digest.hexdigest()[:40]}.hsdb" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            ids_line, _, data = path.read_bytes().partition(b"\n")
+            if not data:
+                return None, []
+            database = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+            return database, [int(i) for i in ids_line.split(b",") if i]
+        except Exception:  # noqa: BLE001 - a damaged or foreign cache file: compile again
+            pass
+    chunk = {}
+    for test_id, test in tests.items():
+        forms = forms_of(test, False)
+        if forms:
+            chunk[test_id] = forms[0]
+    try:
+        database = _compile(chunk) if chunk else None
+    except hyperscan.error:
+        for test_id in list(chunk):  # find the refused ones, one compile each
+            for form in [chunk[test_id]] + forms_of(tests[test_id], True)[1:]:
+                try:
+                    _compile({test_id: form})
+                    chunk[test_id] = form
+                    break
+                except hyperscan.error:
+                    continue
+            else:
+                del chunk[test_id]
+        database = _compile(chunk) if chunk else None
+    if path is not None:
+        _store(path, ",".join(map(str, chunk)).encode() + b"\n"
+               + (hyperscan.dumpb(database) if database is not None else b""))
+    return database, list(chunk)
+
+
+def _store(path: Path, data: bytes) -> None:
+    """Write a compiled database atomically; a cache that cannot be written is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except OSError:
+        pass

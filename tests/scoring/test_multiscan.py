@@ -1,0 +1,135 @@
+"""The one-pass Hyperscan prefilter (spamkit.rules.multiscan) must never hide a match.
+
+Its rewritten patterns must match wherever the rule's own regex does, on any text; the
+rule hits with and without it must be the same on real mail; a damaged cache must be
+rebuilt, not trusted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.message import parse_message
+from spamkit.rules import MessageContext, load_rules
+from spamkit.rules.multiscan import MultiScan, available, superset_patterns
+from spamkit.rules.perl_regex import compile_perl, superset_for
+from tests.scoring.test_spamassassin_rules import DEBIAN_RULES, require_debian_rules
+
+pytestmark = pytest.mark.skipif(not available(), reason="Hyperscan is not installed here")
+
+# (pattern, ignorecase): the constructs SpamAssassin's rules use, and the edges of the
+# rewrite: case folding beyond Latin-1 (the Kelvin sign is a "k", the long s an "s"),
+# Unicode classes, anchors at line edges, lookarounds, backreferences, big repeats.
+PATTERNS = [
+    (r"cheap\s+v[i1]agra", True), (r"\bkiss\b", True), (r"(?i)stra(?:ss|ß)e", False),
+    (r"^\w{3,}\s*$", False), (r"[^\sa-z]{2}", False), (r"\d{2}[.,]\d", False),
+    (r"(?<=\s)ab(?!c)", False), (r"(x)y\1", False), (r"a.{0,100}b", False), (r"a.b", False),
+    (r"[À-Ý]é", True), (r"\Aab", False), (r"ab\z", False), (r"[^\W\d]{4}", False),
+    ("\u212a", False), ("[\u2000-\u200a]x", False), (r"(?:^|\s)free(?:$|\W)", True),
+    (r"[^k]", True), (r"\S\s\S", False), (r"[\w.]+@\w+", False),
+]
+ALPHABET = list("abckKsSxyé\u00c9\u00df \n\t1_.,@?-") + ["\u212a", "\u017f", "\u2003", "\u0661",
+                                                          "\u00a0", "\u1e9e", "\x1c"]
+
+
+TESTS = {i: f"/{pattern}/{'i' if ignorecase else ''}" for i, (pattern, ignorecase) in enumerate(PATTERNS)}
+
+
+@pytest.fixture(scope="module")
+def scan() -> MultiScan:
+    """All the patterns in one database, as the rule set builds it (a combination once lost
+    matches that each pattern alone found: docs/decisions/0011)."""
+    built = MultiScan({"body": TESTS}, superset_for, cache_dir=None)
+    assert built.covered["body"] == set(TESTS), "every pattern gets a prefilter"
+    return built
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(ALPHABET), max_size=10).map("".join),
+                min_size=1, max_size=4))
+def test_a_match_in_any_paragraph_is_a_match_in_the_scan(scan: MultiScan, paragraphs: list[str]
+                                                         ) -> None:
+    joined = "\n".join(paragraphs)
+    possible = scan.candidates("body", joined)
+    for test_id, test in TESTS.items():
+        if any(compile_perl(test).search(paragraph) for paragraph in paragraphs):
+            assert test_id in possible, (test, paragraphs)
+
+
+def test_the_prefilter_does_rule_out(scan: MultiScan) -> None:
+    """Not vacuous: on a text none of them match, most rewritten patterns say so."""
+    possible = scan.candidates("body", "zzz zzz")
+    assert len(possible) <= 3, [TESTS[i] for i in possible]
+
+
+def test_posix_classes_get_no_rewrite() -> None:
+    """Python's parser would read [[:punct:]] as a class of "[:punct" and a literal "]"."""
+    assert superset_patterns(r"[[:punct:]]abc") == []
+
+
+def test_looser_forms_are_runs_of_the_whole() -> None:
+    """A match of the whole contains a match of any contiguous run of its sequence."""
+    forms = superset_patterns(r"(?:^|\s)alpha\s+(?:beta\s+gamma)\s+delta(?:x)?")
+    assert len(forms) >= 3
+    assert all(form in forms[0] and len(form) < len(forms[0]) for form in forms[1:])
+    assert not any(form.endswith(b"?") for form in forms[1:])  # no optional edges
+    assert superset_patterns(r"(?<=x)\b") == []  # nothing to scan for: no prefilter
+    assert superset_patterns(r"(?(1)a|b)") == []  # a conditional: not rewritten
+
+
+def test_same_hits_with_and_without_on_the_corpus(all_messages: list[CorpusMessage],
+                                                  tmp_path: Path) -> None:
+    require_debian_rules()
+    fast = load_rules([DEBIAN_RULES], builtin=False)
+    scan = fast.prepare_multiscan(tmp_path / "cache")
+    assert scan is not None
+    covered = [r for r in fast.rules.values() if r.scan_id is not None]
+    assert len(covered) > 700  # of ~780 body, rawbody and uri rules
+    plain = load_rules([DEBIAN_RULES], builtin=False, multiscan=False)
+    for message in all_messages[3::20]:
+        parsed = parse_message(message.data)
+        assert fast.match_counts(MessageContext(message.data, parsed), None) == \
+            plain.match_counts(MessageContext(message.data, parsed), None), message.path
+    # a second start loads the compiled databases instead of compiling them
+    again = load_rules([DEBIAN_RULES], builtin=False)
+    again.prepare_multiscan(tmp_path / "cache")
+    assert [r.scan_id for r in again.rules.values()] == [r.scan_id for r in fast.rules.values()]
+
+
+def test_a_damaged_cache_file_is_compiled_again(tmp_path: Path) -> None:
+    tests = {i: f"/word{i}\\s+other/i" for i in range(5)}
+    MultiScan({"body": tests}, superset_for, tmp_path)
+    for path in tmp_path.iterdir():
+        path.write_bytes(b"0,1\ngarbage")
+    scan = MultiScan({"body": tests}, superset_for, tmp_path)
+    assert scan.covered["body"] == set(range(5))
+    assert scan.candidates("body", "x WORD3   Other y") == {3}
+
+
+LOOSENED = [r"(?:^|\s)(?:kiss(?:a|b)c|s(?:é|K)x|ab+)\.c", r"x?(?:ab|c)?s\s*k(?:a|bc)(?:x|y)?",
+            r"(?:a|b)(?:c(?:é|x)k|1ss)", r"(?:k(?:a|1|@)(?:s|5)(?:s|5)(?:_|\.)c|ab(?:c|x)(?:k|s)a)",
+            r"a\s?(?:b|c)\s?(?:1|\.)(?:k|s)?(?:_|@)"]
+PIECES = ["kiss", "a", "b", "c", "s", "sé", "K", "x", "ab", ".c", "k", "_", "1ss", "cxk", "cé",
+          " ", "\n", "@", ".", "1", "\u212a", "\u017f", "\u2003"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=10).map("".join),
+                min_size=1, max_size=3))
+def test_every_looser_form_is_a_superset(paragraphs: list[str]) -> None:
+    """The forms used when Hyperscan refuses a pattern (runs of its sequence, alternations
+    cut short) must let through every text the rule matches, like the whole form."""
+    joined = "\n".join(paragraphs)
+    for pattern in LOOSENED:
+        if not any(compile_perl(f"/{pattern}/").search(p) for p in paragraphs):
+            continue
+        forms = superset_patterns(pattern)
+        assert len(forms) >= 3, pattern
+        for index in range(len(forms)):
+            scan = MultiScan({"body": {0: pattern}}, lambda _t, _a, i=index: [forms[i]], None)
+            assert scan.candidates("body", joined) == {0}, (pattern, forms[index], paragraphs)
