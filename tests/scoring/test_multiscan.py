@@ -130,6 +130,6 @@ def test_every_looser_form_is_a_superset(paragraphs: list[str]) -> None:
             continue
         forms = superset_patterns(pattern)
         assert len(forms) >= 3, pattern
-        for index in range(len(forms)):
-            scan = MultiScan({"body": {0: pattern}}, lambda _t, _a, i=index: [forms[i]], None)
-            assert scan.candidates("body", joined) == {0}, (pattern, forms[index], paragraphs)
+        for form in forms:
+            scan = MultiScan({"body": {0: pattern}}, lambda _t, _a, f=form: [f], None)
+            assert scan.candidates("body", joined) == {0}, (pattern, form, paragraphs)
