@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,18 @@ BUILTIN_RULES = Path(__file__).resolve().parent / "builtin"
 
 
 SCANNED_KINDS = (Kind.BODY, Kind.RAWBODY, Kind.URI)
+RUN_ORDER = (Kind.HEADER, Kind.MIMEHEADER, Kind.BODY, Kind.RAWBODY, Kind.URI, Kind.FULL)
 MULTISCAN_MIN_RULES = 100  # below this many regex rules one by one is as fast (0011)
 MULTISCAN_MIN_HEADER_RULES = 8  # a header with fewer regex rules is not worth a scan of its own
+
+
+@dataclass
+class _Plan:
+    """Which rules a message runs, for one score set (RuleSet._plan)."""
+
+    unfiltered: dict[Kind, list[Rule]] = field(default_factory=dict)  # run on every message
+    filtered: dict[int, Rule] = field(default_factory=dict)  # by scan id: when let through
+    header_groups: dict[str, list[Rule]] = field(default_factory=dict)  # per scanned header
 
 
 class RuleSet:
@@ -60,7 +71,10 @@ class RuleSet:
         self._meta_needs = {d for r in self._by_kind.get(Kind.META, ()) for d in r.meta_dependencies}
         self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
         self.use_multiscan = multiscan
-        self._plans: dict[int | None, dict[Kind, list[Rule]]] = {}
+        self._plans: dict[int | None, _Plan] = {}
+        # the order hits are reported in: by kind as they run, then as the files define them
+        self._position = {rule.name: index for index, rule in enumerate(
+            r for kind in (*RUN_ORDER, Kind.META) for r in self._by_kind.get(kind, ()))}
         self._metas: Callable[[dict[str, int]], None] | None = None
         self._multiscan: MultiScan | None = None
         self._multiscan_lock = threading.Lock()
@@ -97,6 +111,7 @@ class RuleSet:
                 if scan_id in scan.covered.get(rule.scan_group, ()):
                     rule.scan_id = scan_id
             self._multiscan = scan
+            self._plans.clear()  # worked out without the prefilter: again, with it
             return scan
 
     def evaluate(self, context: MessageContext, score_set: int = SCORE_SET_WITH_BAYES,
@@ -104,7 +119,7 @@ class RuleSet:
         """Every scoring rule that hits, in rule order. Never raises on any message."""
         counts, details = self.match_counts(context, score_set, explain)
         hits = []
-        for name in counts:
+        for name in sorted(counts, key=self._position.__getitem__):
             rule = self.rules[name]
             score = rule.score(score_set)
             if rule.is_subrule or score == 0:
@@ -118,41 +133,66 @@ class RuleSet:
 
         With a score set, rules scored 0 in it are not run (SpamAssassin's way to turn a
         rule off) unless a meta rule needs them; with None every rule runs (for stats).
+        Rules the prefilter answers for run only when it lets them through.
         """
         counts: dict[str, int] = {}
         details: dict[str, str] = {}
         context.freemail = self.freemail
         scan = self.prepare_multiscan() if self.use_multiscan else None
-        header_possible: dict[str, set[int]] = {}  # per header: scan ids that may match
-        for kind in (Kind.HEADER, Kind.MIMEHEADER, Kind.BODY, Kind.RAWBODY, Kind.URI, Kind.FULL):
-            possible: set[int] | None = None  # scan ids that may match; others cannot
+        plan = self._plan(score_set)
+
+        def run(rule: Rule) -> None:
+            count, detail = self._run(rule, context, explain)
+            if count:
+                counts[rule.name] = count
+                if detail:
+                    details[rule.name] = detail
+
+        for rule in plan.unfiltered.get(Kind.HEADER, ()):
+            run(rule)
+        if scan is not None:
+            for group, members in plan.header_groups.items():
+                text = context.header_text(members[0].header, members[0].modifier)
+                if text is None:  # absent: each rule's own logic (if-unset) decides
+                    for rule in members:
+                        run(rule)
+                    continue
+                possible = scan.candidates(group, text)
+                for rule in members:
+                    if rule.scan_id in possible:
+                        run(rule)
+                    elif rule.negate:  # the header is there and cannot match
+                        counts[rule.name] = 1
+        for kind in RUN_ORDER[1:]:
+            for rule in plan.unfiltered.get(kind, ()):
+                run(rule)
             if scan is not None and kind in SCANNED_KINDS:
-                possible = scan.candidates(kind.value, context.haystack(kind.value, False))
-            for rule in self._plan(score_set).get(kind, ()):
-                if rule.scan_id is not None and scan is not None:
-                    if kind is Kind.HEADER:
-                        if self._header_ruled_out(rule, context, scan, header_possible):
-                            if rule.negate:  # the header is there and does not match
-                                counts[rule.name] = 1
-                            continue
-                    elif possible is not None and rule.scan_id not in possible:
-                        continue  # the one-pass prefilter proved it cannot match
-                count, detail = self._run(rule, context, explain)
-                if count:
-                    counts[rule.name] = count
-                    if detail:
-                        details[rule.name] = detail
+                for scan_id in sorted(scan.candidates(kind.value, context.haystack(kind.value, False))):
+                    rule = plan.filtered.get(scan_id)
+                    if rule is not None:
+                        run(rule)
         self._meta_function()(counts)
         return counts, details
 
-    def _plan(self, score_set: int | None) -> dict[Kind, list[Rule]]:
-        """The rules to run for a score set, by kind, worked out once per score set: a rule
-        scored 0 there is off (SpamAssassin's way to turn one off) unless a meta needs it."""
+    def _plan(self, score_set: int | None) -> _Plan:
+        """The rules to run for a score set, worked out once per score set: a rule scored 0
+        there is off (SpamAssassin's way to turn one off) unless a meta needs it."""
         plan = self._plans.get(score_set)
         if plan is None:
-            plan = {kind: [r for r in rules if score_set is None or r.score(score_set) != 0
-                           or r.is_subrule or r.name in self._meta_needs]
-                    for kind, rules in self._by_kind.items() if kind is not Kind.META}
+            plan = _Plan()
+            for kind, rules in self._by_kind.items():
+                if kind is Kind.META:
+                    continue
+                for rule in rules:
+                    if not (score_set is None or rule.score(score_set) != 0 or rule.is_subrule
+                            or rule.name in self._meta_needs):
+                        continue
+                    if rule.scan_id is None or self._multiscan is None:
+                        plan.unfiltered.setdefault(kind, []).append(rule)
+                    elif kind is Kind.HEADER:
+                        plan.header_groups.setdefault(rule.scan_group, []).append(rule)
+                    else:
+                        plan.filtered[rule.scan_id] = rule
             self._plans[score_set] = plan
         return plan
 
@@ -175,17 +215,6 @@ class RuleSet:
                  namespace)
             self._metas = namespace["run_metas"]
         return self._metas
-
-    @staticmethod
-    def _header_ruled_out(rule: Rule, context: MessageContext, scan: MultiScan,
-                          possible: dict[str, set[int]]) -> bool:
-        """The header is present and the prefilter, run once on it, proves the regex misses."""
-        text = context.header_text(rule.header, rule.modifier)
-        if text is None:
-            return False  # absent: the rule's own logic (if-unset) decides
-        if rule.scan_group not in possible:
-            possible[rule.scan_group] = scan.candidates(rule.scan_group, text)
-        return rule.scan_id not in possible[rule.scan_group]
 
     def _run(self, rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
         """(hit count, what matched) for one non-meta rule."""

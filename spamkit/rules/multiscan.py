@@ -51,15 +51,22 @@ class Unsupported(Exception):
     """A construct the rewrite does not handle: the rule gets no prefilter."""
 
 
+Form = tuple[bytes, ...]  # one or more Hyperscan patterns; a match of any is a match
+MAX_SPLIT = 1024  # alternatives one form may be split into (scan ids are id * MAX_SPLIT + k)
+
+
 def superset_patterns(pattern: str, ignorecase: bool = False, dotall: bool = False,
-                      verbose: bool = False, all_forms: bool = True) -> list[bytes]:
+                      verbose: bool = False, all_forms: bool = True) -> list[Form]:
     """Hyperscan patterns (Latin-1 bytes) matching wherever `pattern` can, tightest first.
 
-    The first is the whole pattern rewritten. With `all_forms`, the others are ever
-    shorter runs of its top-level sequence (a match of the whole contains a match of any
-    contiguous run of it), for a pattern Hyperscan finds too large; runs that could match
-    the empty string are left out, since they would let everything through. Empty when
-    the pattern cannot be rewritten.
+    Each form is one pattern or several (any of which may match). The first is the whole
+    pattern rewritten. With `all_forms`, the others are for a pattern Hyperscan finds too
+    large: its biggest top-level alternation distributed into one pattern per
+    alternative (as tight as the whole); then looser ones, with deep alternations cut
+    short, or the sequence cut after its first alternation, or ever shorter runs of the
+    sequence (a match of the whole contains a match of any contiguous run of it). Forms
+    that could match the empty string are left out, since they would let everything
+    through. Empty when the pattern cannot be rewritten.
     """
     tree: Any = parse_pattern(pattern, (re.IGNORECASE if ignorecase else 0)
                               | (re.DOTALL if dotall else 0) | (re.VERBOSE if verbose else 0))
@@ -72,18 +79,40 @@ def superset_patterns(pattern: str, ignorecase: bool = False, dotall: bool = Fal
         whole = _sequence(items, icase, dotall).encode("latin-1")
         if not whole:
             return []  # nothing but anchors and lookarounds: it would match anywhere
-        out = [whole]
+        out: list[Form] = [(whole,)]
         if all_forms:
-            candidates = [_sequence(items, icase, dotall, depth) for depth in CUT_DEPTHS]
-            candidates += [_sequence(run, icase, dotall)
+            candidates: list[Form] = []
+            split = _split(items, icase, dotall)
+            if split:
+                candidates.append(tuple(p.encode("latin-1") for p in split))
+            candidates += [(_sequence(items, icase, dotall, depth).encode("latin-1"),)
+                           for depth in CUT_DEPTHS]
+            candidates += [(_sequence(run, icase, dotall).encode("latin-1"),)
                            for run in _branch_cut(items, 4) + _branch_cut(items, 2) + _runs(items)]
-            for text in candidates:
-                form = text.encode("latin-1")
+            for form in candidates:
                 if form not in out:
                     out.append(form)
     except (Unsupported, RecursionError):
         return []
     return out
+
+
+def _split(items: list[tuple[Any, Any]], icase: bool, dotall: bool) -> list[str]:
+    """The sequence with its longest top-level alternation distributed: a(?:b|c)d is
+    abd or acd. Empty when there is none, or an alternative could match empty."""
+    sizes = [(len(_node(op, av, icase, dotall)), index) for index, (op, av) in enumerate(items)
+             if op is constants.BRANCH]
+    if not sizes:
+        return []
+    _, index = max(sizes)
+    before, after = items[:index], items[index + 1:]
+    out = []
+    for branch in items[index][1][1][:MAX_SPLIT]:
+        sequence = before + _flatten(list(branch)) + after
+        if all(_can_be_empty(*item) for item in sequence):
+            return []
+        out.append(_sequence(sequence, icase, dotall))
+    return out if len(items[index][1][1]) <= MAX_SPLIT else []
 
 
 def _flatten(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
@@ -377,7 +406,7 @@ class MultiScan:
     """
 
     def __init__(self, groups: dict[str, dict[int, str]],
-                 forms_of: Callable[[str, bool], list[bytes]], cache_dir: Path | None) -> None:
+                 forms_of: Callable[[str, bool], list[Form]], cache_dir: Path | None) -> None:
         self._databases: dict[str, list[object]] = {}
         self._local = threading.local()  # a scan needs scratch space of its own per thread
         self.covered: dict[str, set[int]] = {}
@@ -397,7 +426,7 @@ class MultiScan:
         found: set[int] = set()
 
         def on_match(pattern_id: int, _start: int, _end: int, _flags: int, _context: object) -> None:
-            found.add(pattern_id)
+            found.add(pattern_id // MAX_SPLIT)
 
         hyperscan = _hyperscan()
         data = text.encode("latin-1", errors="replace")
@@ -451,15 +480,17 @@ def _flags() -> int:
     return hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_SINGLEMATCH
 
 
-def _compile(chunk: dict[int, bytes]) -> object:
+def _compile(chunk: dict[int, Form]) -> object:
+    """One database; the patterns of test i's form get ids i * MAX_SPLIT + k."""
     hyperscan = _hyperscan()
+    expressions = [pattern for form in chunk.values() for pattern in form]
+    ids = [test_id * MAX_SPLIT + k for test_id, form in chunk.items() for k in range(len(form))]
     database = hyperscan.Database()
-    database.compile(expressions=list(chunk.values()), ids=list(chunk), elements=len(chunk),
-                     flags=_flags())
+    database.compile(expressions=expressions, ids=ids, elements=len(ids), flags=_flags())
     return database
 
 
-def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[bytes]],
+def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[Form]],
                     cache_dir: Path | None) -> tuple[object | None, list[int]]:
     """A compiled database for a chunk of tests and the ids it answers for.
 
@@ -482,7 +513,7 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
             return database, [int(i) for i in ids_line.split(b",") if i]
         except Exception:  # noqa: BLE001 - a damaged or foreign cache file: compile again
             pass
-    chunk = {}
+    chunk: dict[int, Form] = {}
     for test_id, test in tests.items():
         forms = forms_of(test, False)
         if forms:

@@ -78,7 +78,7 @@ def literals_for(text: str) -> tuple[str, ...] | None:
         return None
 
 
-def superset_for(text: str, all_forms: bool = True) -> list[bytes]:
+def superset_for(text: str, all_forms: bool = True) -> list[tuple[bytes, ...]]:
     """Hyperscan prefilter forms of '/body/flags' (spamkit.rules.multiscan), tightest first."""
     from spamkit.rules.multiscan import superset_patterns
 
