@@ -26,6 +26,7 @@ from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import superset_for
+from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.rulecache import default_cache_dir
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,
@@ -109,6 +110,7 @@ class RuleSet:
             for scan_id, rule in enumerate(scanned):
                 groups.setdefault(rule.scan_group, {})[scan_id] = rule.regex_source
             scan = MultiScan(groups, superset_for, cache_dir or default_cache_dir())
+            parse_pattern.cache_clear()  # the parse trees of a cold compile: not needed again
             for scan_id, rule in enumerate(scanned):
                 if scan_id in scan.covered.get(rule.scan_group, ()):
                     rule.scan_id = scan_id
@@ -237,12 +239,17 @@ class RuleSet:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
-            texts = {Kind.BODY: context.body_paragraphs, Kind.RAWBODY: context.rawbody_lines,
-                     Kind.URI: context.uris, Kind.FULL: [context.full_text]}[rule.kind]
+            texts = context.texts(rule.kind.value)
+            # a paragraph without one of the literals cannot hold a match: not searched
+            looked_in = context.texts(rule.kind.value, rule.literals_ignorecase) \
+                if rule.literals is not None else texts
             multiple = "multiple" in rule.tflags
             count = 0
             detail = ""
-            for text in texts:
+            for index, text in enumerate(texts):
+                if rule.literals is not None and not any(
+                        literal in looked_in[index] for literal in rule.literals):
+                    continue
                 match = rule.pattern.search(text, timeout=MATCH_BUDGET)
                 if match is not None:
                     count += 1

@@ -18,6 +18,7 @@ from spamkit.rules.cf import Definition, ParsedRules
 from spamkit.rules.evals import supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import PerlRegexError, compile_perl, is_paragraph_local, literals_for
+from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.rulecache import RuleCache
 
 # Inputs that make a backtracking regex explode; each rule must answer on each of them
@@ -67,6 +68,7 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
             continue
         rules[name] = rule
     cache.save()
+    parse_pattern.cache_clear()  # the parse trees were for loading only: free them
     _order_metas(rules, report)
     report.loaded = len(rules)
     return rules

@@ -31,6 +31,7 @@ class MessageContext:
         self.listed = listed  # "white", "black" or None: set by the lists before rules run
         self.max_bytes = max_bytes
         self._haystacks: dict[tuple[str, bool], str] = {}
+        self._texts: dict[tuple[str, bool], list[str]] = {}
         self.cache: dict[str, object] = {}  # evals keep what several rules share here
         self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
@@ -106,13 +107,23 @@ class MessageContext:
         paragraphs = [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text)]
         return [subject] + [p for p in paragraphs if p]
 
+    def texts(self, kind: str, lowered: bool = False) -> list[str]:
+        """The texts a kind of rule is tried on one by one (paragraphs, lines, URIs, the
+        whole message), lower-cased for the literal prefilter when `lowered`."""
+        key = ("texts:" + kind, lowered)
+        if key not in self._texts:
+            if lowered:
+                self._texts[key] = [text.lower() for text in self.texts(kind)]
+            else:
+                self._texts[key] = {"body": self.body_paragraphs, "rawbody": self.rawbody_lines,
+                                    "uri": self.uris, "full": [self.full_text]}[kind]
+        return self._texts[key]
+
     def haystack(self, kind: str, lowered: bool) -> str:
         """All the text a kind of rule looks at, as one string, for the literal prefilter."""
         key = (kind, lowered)
         if key not in self._haystacks:
-            parts = {"body": self.body_paragraphs, "rawbody": self.rawbody_lines,
-                     "uri": self.uris, "full": [self.full_text]}[kind]
-            text = "\n".join(parts)
+            text = "\n".join(self.texts(kind))
             self._haystacks[key] = text.lower() if lowered else text
         return self._haystacks[key]
 

@@ -27,9 +27,7 @@ this code, as sa-compile keeps its compiled rules. docs/decisions/0011 has the f
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from spamkit.rules.prefilter import constants, parse_pattern, parser
+from spamkit.rules.rulecache import read_cached, write_cached
 
 PLACEHOLDER = ord("?")  # what a character above U+00FF becomes in the scanned bytes
 MAX_REPEAT_KEPT = 64  # larger repeat bounds are loosened ({3,500} -> {3,}); Hyperscan
@@ -504,9 +503,10 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
     for test_id, test in tests.items():
         digest.update(f"{test_id} {test}\n".encode("utf-8", "surrogatepass"))
     path = cache_dir / f"multiscan-{digest.hexdigest()[:40]}.hsdb" if cache_dir else None
-    if path is not None and path.exists():
+    cached = read_cached(path) if path is not None else None
+    if cached is not None:
         try:
-            ids_line, _, data = path.read_bytes().partition(b"\n")
+            ids_line, _, data = cached.partition(b"\n")
             if not data:
                 return None, []
             database = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
@@ -533,17 +533,6 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
                 del chunk[test_id]
         database = _compile(chunk) if chunk else None
     if path is not None:
-        _store(path, ",".join(map(str, chunk)).encode() + b"\n"
-               + (hyperscan.dumpb(database) if database is not None else b""))
+        write_cached(path, ",".join(map(str, chunk)).encode() + b"\n"
+                     + (hyperscan.dumpb(database) if database is not None else b""))
     return database, list(chunk)
-
-
-def _store(path: Path, data: bytes) -> None:
-    """Write a compiled database atomically; a cache that cannot be written is not an error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except OSError:
-        pass

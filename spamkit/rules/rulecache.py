@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import regex
 
 CACHE_FORMAT = 1
+STALE_DAYS = 30  # cache files unused this long are removed (rule updates leave old ones)
+_CACHE_FILES = ("rules-*.json", "multiscan-*.hsdb")
 # The modules whose code decides a verdict: a change to any of them starts a new cache.
 _JUDGES = ("compile.py", "perl_regex.py", "prefilter.py", "rulecache.py")
 
@@ -58,12 +61,13 @@ class RuleCache:
         for key in keys:
             digest.update(key.encode("utf-8", "surrogatepass") + b"\0")
         self._path = directory / f"rules-{digest.hexdigest()[:40]}.json"
+        data = read_cached(self._path)
         try:
-            loaded = json.loads(self._path.read_text("utf-8"))
+            loaded = json.loads(data) if data is not None else None
             if isinstance(loaded, dict):
                 self._entries = loaded
-        except (OSError, ValueError):
-            pass  # no cache yet, or a damaged one: judge again
+        except ValueError:
+            pass  # a damaged cache: judge again
 
     @staticmethod
     def key(kind: str, probed: bool, text: str) -> str:
@@ -78,14 +82,42 @@ class RuleCache:
         self._dirty = True
 
     def save(self) -> None:
-        """Write atomically; a cache that cannot be written is not an error."""
-        if self._path is None or not self._dirty:
-            return
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self._path.parent,
-                                             delete=False) as handle:
-                json.dump(self._entries, handle)
-            os.replace(handle.name, self._path)
-        except OSError:
-            pass
+        if self._path is not None and self._dirty:
+            write_cached(self._path, json.dumps(self._entries).encode("utf-8"))
+
+
+def read_cached(path: Path) -> bytes | None:
+    """A cache file's bytes, or None; reading it marks it used (its time), so that
+    pruning keeps it."""
+    try:
+        data = path.read_bytes()
+        os.utime(path)
+    except OSError:
+        return None
+    return data
+
+
+def write_cached(path: Path, data: bytes) -> None:
+    """Write a cache file atomically (directory 0700), then remove stale ones; a cache
+    that cannot be written is not an error, only a slower next start."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except OSError:
+        return
+    _prune(path.parent)
+
+
+def _prune(directory: Path) -> None:
+    """Remove cache files no start has used for STALE_DAYS (those of rule sets replaced
+    by an update): each rule set leaves ~20 MB of compiled databases."""
+    limit = time.time() - STALE_DAYS * 86400
+    for pattern in _CACHE_FILES:
+        for path in directory.glob(pattern):
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+            except OSError:
+                continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from spamkit.message import parse_message
 from spamkit.rules import MessageContext, load_rules
 from spamkit.rules.cf import CfReader
 from spamkit.rules.compile import expand_replace_tags
+from spamkit.rules.rulecache import read_cached, write_cached
 
 MESSAGE = (b"From: \"Deals\" <deals@shop.example>\nTo: you@example.org\n"
            b"Subject: =?utf-8?Q?Cheap_pills?=\nMessage-ID: <1@shop.example>\n"
@@ -183,3 +186,29 @@ def test_a_second_load_from_the_rule_cache_gives_the_same_rules_and_errors(
         cached.write_text("{not json")
     again = load_rules([path], builtin=False)  # a damaged cache is judged again, not trusted
     assert list(again.rules) == ["CHEAP", "FREE"] and again.report.errors == first.report.errors
+
+
+def test_stale_cache_files_are_pruned_and_used_ones_kept(tmp_path: Path) -> None:
+    """Rule updates leave compiled rules behind: files no start used for 30 days go."""
+    stale, used = tmp_path / "rules-old.json", tmp_path / "multiscan-used.hsdb"
+    for path in (stale, used):
+        path.write_bytes(b"{}")
+        os.utime(path, (time.time() - 40 * 86400,) * 2)
+    assert read_cached(used) == b"{}"  # a start reads it: it is fresh again
+    write_cached(tmp_path / "rules-new.json", b"{}")
+    assert not stale.exists() and used.exists() and (tmp_path / "rules-new.json").exists()
+    write_cached(tmp_path / "fresh" / "rules-x.json", b"{}")
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+
+
+def test_paragraphs_without_the_literal_are_skipped_and_hits_still_counted(tmp_path: Path) -> None:
+    """A rule tried paragraph by paragraph skips those lacking its required literal; the
+    ones that have it are searched as before (with `multiple`, each counts)."""
+    path = tmp_path / "rules.cf"
+    path.write_text("body ANCHORED /^cheap\\s+pills$/i\ntflags ANCHORED multiple\n")
+    ruleset = load_rules([path], builtin=False)
+    rule = ruleset.rules["ANCHORED"]
+    assert not rule.paragraph_local and rule.literals == ("cheap",)
+    raw = b"Subject: x\n\nCHEAP pills\n\nnothing here\n\ncheap   pills\n\ncheap pills, now\n"
+    counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)), None)
+    assert counts == {"ANCHORED": 2}
