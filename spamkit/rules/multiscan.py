@@ -63,9 +63,10 @@ def superset_patterns(pattern: str, ignorecase: bool = False, dotall: bool = Fal
     large: its biggest top-level alternation distributed into one pattern per
     alternative (as tight as the whole); then looser ones, with deep alternations cut
     short, or the sequence cut after its first alternation, or ever shorter runs of the
-    sequence (a match of the whole contains a match of any contiguous run of it). Forms
-    that could match the empty string are left out, since they would let everything
-    through. Empty when the pattern cannot be rewritten.
+    sequence (a match of the whole contains a match of any contiguous run of it). Looser
+    forms that could match the empty string are left out, since they would let
+    everything through. Empty when the pattern cannot be rewritten, or when all that is
+    left of it is anchors and lookarounds.
     """
     tree: Any = parse_pattern(pattern, (re.IGNORECASE if ignorecase else 0)
                               | (re.DOTALL if dotall else 0) | (re.VERBOSE if verbose else 0))

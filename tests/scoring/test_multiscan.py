@@ -7,6 +7,9 @@ rebuilt, not trusted.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,14 @@ def test_every_looser_form_is_a_superset(paragraphs: list[str]) -> None:
         for form in forms:
             scan = MultiScan({"body": {0: pattern}}, lambda _t, _a, f=form: [f], None)
             assert scan.candidates("body", joined) == {0}, (pattern, form, paragraphs)
+
+
+def test_rules_compile_command_reports_the_prefilter(tmp_path: Path) -> None:
+    """`spamkit rules compile --json` (sa-compile's counterpart) on the built-in rules."""
+    result = subprocess.run([sys.executable, "-m", "spamkit", "rules", "compile", "--json",
+                             "--config", str(tmp_path / "none.toml")],
+                            capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(result.stdout)
+    assert report["available"] and report["used"]
+    assert 20 <= report["covered"] <= report["rules"]
+    assert {"seconds", "cache"} <= report.keys()
