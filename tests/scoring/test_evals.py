@@ -3,6 +3,7 @@ to miss, and the load-time refusal of arguments it cannot answer."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from spamkit.message import parse_message
@@ -34,6 +35,7 @@ rawbody QP_LONG     eval:check_for_mime('mime_qp_long_line')
 body   ONE_GIF      eval:image_count('gif', '1', '1')
 body   SHORT_BODY   eval:check_body_length('64')
 body   UPPER_75     eval:check_for_uppercase('75', '100')
+header OUTLOOK_ID   eval:check_outlook_message_id()
 """
 
 
@@ -59,6 +61,24 @@ def test_dates_subject_and_headers(tmp_path: Path) -> None:
     # the Received date closest to Date counts: the first hop's own clock error does not
     assert "PAST_06_12" not in hits(tmp_path, b"Date: Tue, 25 Nov 2026 09:59:30 +0000\n\nx\n")
     assert "ILLEGAL" in hits(tmp_path, "Subject: Prix réduit àç\n\nx\n".encode("latin-1"))
+
+
+def _outlook_id(unix_time: float) -> bytes:
+    """A Message-ID as Outlook Express wrote it: the high 32 bits of the FILETIME."""
+    units = int((unix_time + 11_644_473_600) * 10**7) >> 32
+    return f"Message-ID: <0000{units:08x}$0a1b2c3d$4e5f6a7b@pc>\n".encode()
+
+
+def test_outlook_message_id_time(tmp_path: Path) -> None:
+    sent = datetime(2026, 11, 25, 9, 58, tzinfo=timezone.utc).timestamp()
+    date = b"Date: Tue, 25 Nov 2026 09:58:00 +0000\n"
+    assert "OUTLOOK_ID" not in hits(tmp_path, date + _outlook_id(sent) + b"\nx\n")
+    # made up: 3 days off the Date and the first relay's Received time
+    assert "OUTLOOK_ID" in hits(tmp_path, date + _outlook_id(sent - 3 * 86400) + b"\nx\n")
+    # a wrong Date alone is not enough while the Received time agrees
+    assert "OUTLOOK_ID" not in hits(tmp_path, b"Date: Mon, 01 Jan 2001 00:00:00 +0000\n"
+                                    + _outlook_id(sent) + b"\nx\n")
+    assert "OUTLOOK_ID" not in hits(tmp_path, date + b"Message-ID: <abc@pc>\n\nx\n")
 
 
 def test_freemail(tmp_path: Path) -> None:

@@ -76,6 +76,37 @@ def _date_shift_hours(context: MessageContext) -> float | None:
     return (date - received) / 3600.0
 
 
+# Outlook Express wrote Message-IDs as <XXXXTTTTTTTT$XXXXXXXX$XXXXXXXX@host>, TTTTTTTT the
+# high 32 bits of the sending time as a Windows FILETIME (100 ns ticks): one unit is
+# 2**32 / 10**7 = 429.5 s. Spamware copied the shape, not the clock.
+_OUTLOOK_MESSAGE_ID = re.compile(r"^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
+_FILETIME_UNITS_PER_SECOND = 10**7 / 2**32
+_FILETIME_UNIX_EPOCH = 11_644_473_600 * _FILETIME_UNITS_PER_SECOND  # 1970 (FILETIME counts from 1601)
+_OUTLOOK_TOLERANCE = 250  # units: about 30 hours either way, SpamAssassin's "fudge"
+
+
+def check_outlook_message_id(context: MessageContext) -> bool:
+    """An Outlook Express-style Message-ID whose time field is 250 units (~30 hours) or
+    more from both the Date header's time and the first relay's Received time. A date
+    that cannot be read counts as time 0, far from any real Message-ID."""
+    ids = context.header_text("MESSAGEID") or ""
+    match = _OUTLOOK_MESSAGE_ID.match(ids)
+    if match is None:
+        return False
+    stamp = int(match.group(1), 16)
+    dates = context.header_values("date")
+    date = _timestamp(dates[0]) if dates else None
+    if abs(stamp - _filetime_units(date)) < _OUTLOOK_TOLERANCE:
+        return False
+    received = context.header_values("received")
+    first_relay = _line_time(" ".join(received[-1].split())) if received else None
+    return abs(stamp - _filetime_units(first_relay)) >= _OUTLOOK_TOLERANCE
+
+
+def _filetime_units(unix_time: float | None) -> int:
+    return int((unix_time or 0) * _FILETIME_UNITS_PER_SECOND + _FILETIME_UNIX_EPOCH)
+
+
 def subject_is_all_caps(context: MessageContext) -> bool:
     """A subject of several words, at least 10 characters, whose letters are all capitals.
 
@@ -153,4 +184,5 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_header_count_range": check_header_count_range,
     "check_equal_from_domains": check_equal_from_domains,
     "check_illegal_chars": check_illegal_chars,
+    "check_outlook_message_id": check_outlook_message_id,
 }
