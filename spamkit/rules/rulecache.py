@@ -12,6 +12,7 @@ line as on the first load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -100,12 +101,17 @@ def read_cached(path: Path) -> bytes | None:
 def write_cached(path: Path, data: bytes) -> None:
     """Write a cache file atomically (directory 0700), then remove stale ones; a cache
     that cannot be written is not an error, only a slower next start."""
+    temporary: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
+            temporary = handle.name
             handle.write(data)
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
     except OSError:
+        if temporary is not None:  # a full disk: leave no half-written file behind
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         return
     _prune(path.parent)
 
