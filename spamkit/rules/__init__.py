@@ -10,6 +10,7 @@ test) are skipped and counted in `ruleset.report`; nothing in a rule file is fat
 from __future__ import annotations
 
 import builtins
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = ["BUILTIN_RULES", "Hit", "Kind", "LoadReport", "MessageContext", "Rule
            "SCORE_SET_WITHOUT_BAYES", "SCORE_SET_WITH_BAYES", "Settings", "load_rules"]
 
 BUILTIN_RULES = Path(__file__).resolve().parent / "builtin"
+_log = logging.getLogger("spamkit.rules")
 
 
 SCANNED_KINDS = (Kind.BODY, Kind.RAWBODY, Kind.URI)
@@ -109,8 +111,14 @@ class RuleSet:
             groups: dict[str, dict[int, str]] = {}
             for scan_id, rule in enumerate(scanned):
                 groups.setdefault(rule.scan_group, {})[scan_id] = rule.regex_source
-            scan = MultiScan(groups, superset_for, cache_dir or default_cache_dir())
-            parse_pattern.cache_clear()  # the parse trees of a cold compile: not needed again
+            try:
+                scan = MultiScan(groups, superset_for, cache_dir or default_cache_dir())
+            except Exception as error:  # noqa: BLE001 - Hyperscan failing: every rule runs
+                _log.warning("rule prefilter unavailable, rules run one by one: %s", error)
+                self.use_multiscan = False
+                return None
+            finally:
+                parse_pattern.cache_clear()  # the parse trees of a cold compile: not needed again
             for scan_id, rule in enumerate(scanned):
                 if scan_id in scan.covered.get(rule.scan_group, ()):
                     rule.scan_id = scan_id

@@ -431,11 +431,14 @@ class MultiScan:
         hyperscan = _hyperscan()
         data = text.encode("latin-1", errors="replace")
         scratches: dict[int, object] = self._local.__dict__.setdefault("scratches", {})
-        for database in self._databases.get(group, ()):
-            scratch = scratches.get(id(database))
-            if scratch is None:
-                scratch = scratches[id(database)] = hyperscan.Scratch(database)
-            database.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[attr-defined]
+        try:
+            for database in self._databases.get(group, ()):
+                scratch = scratches.get(id(database))
+                if scratch is None:
+                    scratch = scratches[id(database)] = hyperscan.Scratch(database)
+                database.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[attr-defined]
+        except hyperscan.error:  # a scan that fails proves nothing: every rule may match
+            return set(self.covered.get(group, ()))
         return found
 
 

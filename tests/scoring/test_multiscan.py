@@ -17,13 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpora import CorpusMessage
+import spamkit.rules as rules_package
 from spamkit.message import parse_message
 from spamkit.rules import MessageContext, load_rules
 from spamkit.rules.multiscan import MultiScan, available, superset_patterns
 from spamkit.rules.perl_regex import compile_perl, superset_for
 from tests.scoring.test_spamassassin_rules import DEBIAN_RULES, require_debian_rules
 
-pytestmark = pytest.mark.skipif(not available(), reason="Hyperscan is not installed here")
+hyperscan = pytest.importorskip("hyperscan")  # no wheel for this platform: nothing to test
+pytestmark = pytest.mark.skipif(not available(), reason="Hyperscan does not run on this processor")
 
 # (pattern, ignorecase): the constructs SpamAssassin's rules use, and the edges of the
 # rewrite: case folding beyond Latin-1 (the Kelvin sign is a "k", the long s an "s"),
@@ -153,3 +155,32 @@ def test_rules_compile_command_reports_the_prefilter(tmp_path: Path) -> None:
     assert report["available"] and report["used"]
     assert 20 <= report["covered"] <= report["rules"]
     assert {"seconds", "cache"} <= report.keys()
+
+
+def test_a_failing_scan_lets_every_rule_through() -> None:
+    """A scan that fails proves nothing: all its rules run (here the scan is made to fail)."""
+    scan = MultiScan({"body": {0: "/cheap/", 1: "/pills/"}}, superset_for, None)
+    assert scan.candidates("body", "cheap") == {0}
+
+    class FailingDatabase:
+        def scan(self, *_args: object, **_kwargs: object) -> None:
+            raise hyperscan.error("scan failed")
+
+    failing = FailingDatabase()
+    scan._databases["body"] = [failing]
+    scan._local.__dict__.setdefault("scratches", {})[id(failing)] = object()
+    assert scan.candidates("body", "nothing") == {0, 1}
+
+
+def test_a_prefilter_that_cannot_be_built_leaves_the_rules_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise hyperscan.error("no database today")
+
+    monkeypatch.setattr(rules_package, "MultiScan", refuse)
+    ruleset = load_rules([], builtin=True)
+    raw = b"Subject: hello\n\n<html><body>click here</body></html>\n"
+    hits = ruleset.match_counts(MessageContext(raw, parse_message(raw)), None)
+    assert ruleset.prepare_multiscan(tmp_path) is None and not ruleset.use_multiscan
+    assert hits == load_rules([], builtin=True, multiscan=False).match_counts(
+        MessageContext(raw, parse_message(raw)), None)
