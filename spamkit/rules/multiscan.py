@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from spamkit.rules.prefilter import constants, parse_pattern, parser
-from spamkit.rules.rulecache import read_cached, write_cached
+from spamkit.rules.rulecache import code_digest, read_cached, write_cached
 
 PLACEHOLDER = ord("?")  # what a character above U+00FF becomes in the scanned bytes
 MAX_REPEAT_KEPT = 64  # larger repeat bounds are loosened ({3,500} -> {3,}); Hyperscan
@@ -390,6 +390,8 @@ _NEGATIONS = {constants.CATEGORY_NOT_DIGIT: constants.CATEGORY_DIGIT,
               constants.CATEGORY_NOT_WORD: constants.CATEGORY_WORD}
 
 
+# the modules whose code decides the rewritten patterns: part of every cache key
+_REWRITERS = ("multiscan.py", "prefilter.py", "perl_regex.py")
 CHUNK = 48  # patterns per database: 583 body rules compile in 8.8 s in chunks of 48, in
 #             28 s as one database, and scan as fast (docs/decisions/0011)
 
@@ -465,19 +467,6 @@ def available() -> bool:
     return True
 
 
-@lru_cache(maxsize=1)
-def _rewrite_digest() -> str:
-    """The rewrite's own code, part of every cache key: a changed rewrite compiles afresh."""
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in ("multiscan.py", "prefilter.py", "perl_regex.py"):
-        try:
-            digest.update((here / name).read_bytes())
-        except OSError:
-            digest.update(name.encode())
-    return digest.hexdigest()
-
-
 def _flags() -> int:
     hyperscan = _hyperscan()
     return hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_SINGLEMATCH
@@ -502,7 +491,7 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
     """
     hyperscan = _hyperscan()
     digest = hashlib.sha256()
-    digest.update(f"{_rewrite_digest()} hyperscan {getattr(hyperscan, '__version__', '?')} "
+    digest.update(f"{code_digest(_REWRITERS)} hyperscan {getattr(hyperscan, '__version__', '?')} "
                   f"flags {_flags()}\n".encode())
     for test_id, test in tests.items():
         digest.update(f"{test_id} {test}\n".encode("utf-8", "surrogatepass"))

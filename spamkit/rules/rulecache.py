@@ -37,11 +37,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "spamkit"
 
 
-@lru_cache(maxsize=1)
-def _code_digest() -> str:
+@lru_cache(maxsize=None)
+def code_digest(modules: tuple[str, ...]) -> str:
+    """A digest of these modules' source (in spamkit/rules/), part of a cache key: when
+    the code that made a cached result changes, the result is made afresh."""
     digest = hashlib.sha256(f"{CACHE_FORMAT} regex {regex.__version__}".encode())
     here = Path(__file__).resolve().parent
-    for name in _JUDGES:
+    for name in modules:
         try:
             digest.update((here / name).read_bytes())
         except OSError:
@@ -58,7 +60,7 @@ class RuleCache:
         self._dirty = False
         if directory is None:
             return
-        digest = hashlib.sha256(_code_digest().encode())
+        digest = hashlib.sha256(code_digest(_JUDGES).encode())
         for key in keys:
             digest.update(key.encode("utf-8", "surrogatepass") + b"\0")
         self._path = directory / f"rules-{digest.hexdigest()[:40]}.json"
