@@ -46,7 +46,7 @@ def run_tool(tool_class: type[Tool], workdir: Path, split_dir: Path, repeat: int
 
 
 def tool_version(name: str) -> str:
-    if name == "spamkit":
+    if name.startswith("spamkit"):
         from spamkit import __version__
 
         return __version__
@@ -80,7 +80,7 @@ def render_ratios(results: list[ToolResult], n_train: int, n_test: int) -> str:
     ours = by_name["spamkit"]
     rows = []
     for name, other in by_name.items():
-        if name == "spamkit":
+        if name.startswith("spamkit"):
             continue
         rows.append(f"- against {name}: learn {other.learn_seconds / ours.learn_seconds:.2f}x, "
                     f"check {other.check_seconds / ours.check_seconds:.2f}x its speed; "
@@ -117,7 +117,7 @@ def plot_roc(results: list[ToolResult], labels: list[bool], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tools", default="spamkit,bogofilter,spamprobe")
+    parser.add_argument("--tools", default="spamkit,spamkit-learn-all,bogofilter,spamprobe")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the rules + Bayes verdicts, the SpamAssassin comparison, "
                              "the sweep and the SMTP load test")
     args = parser.parse_args(argv)
+    if not args.no_write:
+        try:  # the ROC plot comes last: say so now, not after minutes of work
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("the ROC plot needs matplotlib: pip install '.[bench]' (or use --no-write)")
 
     tool_classes = [TOOLS[name] for name in args.tools.split(",")]
     ensure_installed(tool_classes)

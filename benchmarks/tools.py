@@ -107,8 +107,10 @@ class Spamkit(Tool):
         return [sys.executable, "-m", "spamkit", *args, "--db", str(self.db / "db")]
 
     def learn(self, spam: list[Path], ham: list[Path], spam_dir: Path, ham_dir: Path) -> list[Run]:
-        return [run_measured(self._command("learn", "--spam", str(spam_dir), "--quiet"), self.env),
-                run_measured(self._command("learn", "--ham", str(ham_dir), "--quiet"), self.env)]
+        """`spamkit train`, the way to fill a database from a corpus (decision 0012), as
+        spamprobe runs in its train mode."""
+        return [run_measured(self._command("train", "--spam", str(spam_dir), "--ham", str(ham_dir),
+                                           "--quiet"), self.env)]
 
     def check(self, files: list[Path], test_dir: Path) -> tuple[Run, list[float], list[str]]:
         run = run_measured(self._command("check", "--json", *map(str, files)), self.env)
@@ -120,6 +122,17 @@ class Spamkit(Tool):
             scores.append(0.0 if record["bayes"] is None else record["bayes_log_odds"])
             verdicts.append(record["bayes_verdict"])
         return run, scores, verdicts
+
+
+class SpamkitLearnAll(Spamkit):
+    """spamkit with every training message learned (`spamkit learn --spam`, then `--ham`),
+    as bogofilter is run here: what a database built without `spamkit train` does."""
+
+    name = "spamkit-learn-all"
+
+    def learn(self, spam: list[Path], ham: list[Path], spam_dir: Path, ham_dir: Path) -> list[Run]:
+        return [run_measured(self._command("learn", "--spam", str(spam_dir), "--quiet"), self.env),
+                run_measured(self._command("learn", "--ham", str(ham_dir), "--quiet"), self.env)]
 
 
 class Bogofilter(Tool):
@@ -164,7 +177,8 @@ class Spamprobe(Tool):
         return run, scores, verdicts
 
 
-TOOLS: dict[str, type[Tool]] = {"spamkit": Spamkit, "bogofilter": Bogofilter, "spamprobe": Spamprobe}
+TOOLS: dict[str, type[Tool]] = {"spamkit": Spamkit, "spamkit-learn-all": SpamkitLearnAll,
+                                "bogofilter": Bogofilter, "spamprobe": Spamprobe}
 
 
 def ensure_installed(tools: list[type[Tool]]) -> None:

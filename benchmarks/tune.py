@@ -21,12 +21,27 @@ import numpy as np
 from benchmarks.metrics import accuracy
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.bayes import BayesClassifier, BayesParams
+from spamkit.learn import Learner
 from spamkit.message import message_key, parse_message
+from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from spamkit.tokenizer import EmailTokenizer, TokenizerOptions
 
 
-def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams]
+@dataclasses.dataclass(frozen=True)
+class Regime:
+    """How the training folds fill the store: every message (`spamkit learn`), or only
+    those the store is not yet sure of (`spamkit train`, with its margin and batch)."""
+
+    margin: float | None = None  # None: learn every message
+    batch: int = 64
+
+    def __str__(self) -> str:
+        return "learn all" if self.margin is None else f"train margin {self.margin} batch {self.batch}"
+
+
+def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams],
+                   regime: Regime = Regime()
                    ) -> list[tuple[BayesParams, np.ndarray, np.ndarray, list[str]]]:
     corpus = SpamAssassinCorpus()
     train = [m for m in corpus.messages() if fold_of(m.path) != 0]
@@ -40,14 +55,22 @@ def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams]
     verdicts: dict[int, list[str]] = {i: [""] * len(train) for i in range(len(param_sets))}
     for fold in (1, 2, 3, 4):
         with tempfile.TemporaryDirectory() as folder, LmdbStore(Path(folder) / "db", sync=False) as store:
-            with store.writer() as writer:
+            if regime.margin is None:
+                with store.writer() as writer:
+                    for index in np.flatnonzero(folds != fold):
+                        if writer.learned_as(keys[index]) is not None:
+                            continue
+                        label = Label.SPAM if labels[index] else Label.HAM
+                        writer.add_tokens(hashed[index], label)
+                        writer.add_messages(label, 1)
+                        writer.remember(keys[index], label)
+            else:  # what `spamkit train` runs, on messages already tokenized
+                items = {True: [], False: []}
                 for index in np.flatnonzero(folds != fold):
-                    if writer.learned_as(keys[index]) is not None:
-                        continue
-                    label = Label.SPAM if labels[index] else Label.HAM
-                    writer.add_tokens(hashed[index], label)
-                    writer.add_messages(label, 1)
-                    writer.remember(keys[index], label)
+                    items[bool(labels[index])].append(
+                        SourceItem(train[index].path, train[index].data, token_keys=hashed[index]))
+                Learner(store, batch_size=regime.batch).train(
+                    items[True], items[False], BayesClassifier(store), regime.margin)
             for p, params in enumerate(param_sets):
                 classifier = BayesClassifier(store, params)
                 for index in np.flatnonzero(folds == fold):
@@ -62,13 +85,15 @@ def describe(labels: np.ndarray, scores: np.ndarray, verdicts: list[str]) -> str
     ham_top = 1 / (1 + np.exp(-np.sort(scores[~labels])[-3:]))
     cutoffs = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # scores are log-odds: compare with logit(c)
     spam_missed = {c: int((scores[labels] < np.log(c / (1 - c))).sum()) for c in cutoffs}
+    ham_caught = {c: int((scores[~labels] >= np.log(c / (1 - c))).sum()) for c in cutoffs}
     return (f"FP {a.false_positives} FN {a.false_negatives} (unsure {a.unsure_spam}, unsure ham "
             f"{a.unsure_ham}) 1-AUC {a.one_minus_auc_percent:.4f}% caught@0FP "
             f"{a.caught_at_zero_fp_percent:.1f}% top ham {np.round(ham_top, 4).tolist()} "
-            f"spam below cutoff {spam_missed}")
+            f"spam below cutoff {spam_missed} ham at or above it {ham_caught}")
 
 
 GRIDS: dict[str, tuple[list[TokenizerOptions], list[BayesParams]]] = {
+    "train": ([TokenizerOptions()], [BayesParams()]),  # run for each of TRAIN_REGIMES
     "bayes2": ([TokenizerOptions(header_set="selected", header_presence=False)], [
         BayesParams(unknown_word_strength=s, minimum_prob_strength=m, max_discriminators=d)
         for s in (0.45, 0.25) for m in (0.1, 0.25) for d in (75, 150, 300)]),
@@ -92,18 +117,23 @@ GRIDS: dict[str, tuple[list[TokenizerOptions], list[BayesParams]]] = {
 }
 
 
+TRAIN_REGIMES = [Regime(), Regime(0.9), Regime(0.99), Regime(0.999), Regime(0.9999),
+                 Regime(0.99, 16), Regime(0.99, 256), Regime(0.999, 16), Regime(0.999, 256)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="bayes")
     args = parser.parse_args(argv)
     options_list, params_list = GRIDS[args.grid]
-    for options in options_list:
-        for params, labels, scores, verdicts in cross_validate(options, params_list):
+    regimes = TRAIN_REGIMES if args.grid == "train" else [Regime()]
+    for options, regime in ((o, r) for o in options_list for r in regimes):
+        for params, labels, scores, verdicts in cross_validate(options, params_list, regime):
             changed = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
                        if getattr(params, f.name) != getattr(BayesParams(), f.name)}
             changed_options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
                                if getattr(options, f.name) != getattr(TokenizerOptions(), f.name)}
-            print(f"tokenizer {changed_options or 'default'} bayes {changed or 'default'}: "
+            print(f"{regime}, tokenizer {changed_options or 'default'} bayes {changed or 'default'}: "
                   f"{describe(labels, scores, verdicts)}", flush=True)
     return 0
 

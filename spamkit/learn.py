@@ -5,16 +5,22 @@ label, its tokens move across in the same transaction (subtracted from the old l
 added to the new). Forgetting subtracts them and clears its mark. The caller hears of
 each batch only after it is committed (`on_commit`), which is when the trainer may
 delete the files: never before.
+
+`Learner.train` is the other way to fill a database from a corpus: it learns only the
+messages the database does not already put on their side with confidence (train on or
+near error, docs/decisions/0012), in a content-derived shuffle of both labels.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer
+from spamkit.bayes import BayesClassifier
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore
@@ -30,6 +36,7 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"  # already learned with this label (or, forgetting, never learned)
     FORGOTTEN = "forgotten"
     FAILED = "failed"
+    CONFIDENT = "confident"  # train: already on its side with confidence, not learned
 
 
 @dataclass
@@ -39,6 +46,7 @@ class LearnSummary:
     skipped: int = 0
     forgotten: int = 0
     failed: int = 0
+    confident: int = 0  # train: left out, the database already gets them right with margin
     expired: int = 0  # tokens dropped because the database went over its cap
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -48,7 +56,8 @@ class LearnSummary:
 
     def as_json(self) -> dict[str, object]:
         return {"learned": self.learned, "relearned": self.relearned, "skipped": self.skipped,
-                "forgotten": self.forgotten, "failed": self.failed, "expired": self.expired,
+                "forgotten": self.forgotten, "failed": self.failed, "confident": self.confident,
+                "expired": self.expired,
                 "seconds": round(self.seconds, 3),
                 "failures": [{"message": name, "reason": why} for name, why in self.failures]}
 
@@ -58,6 +67,7 @@ class _Pending:
     item: SourceItem
     key: bytes
     hashes: list[bytes]
+    previous: Label | None = None  # what the message was learned as before, if anything
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -115,7 +125,55 @@ class Learner:
             summary.count(Outcome.SKIPPED)  # a taught label always wins over autolearn
             return None
         hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
-        return _Pending(item, key, hashes)
+        return _Pending(item, key, hashes, known)
+
+    def train(self, spam: Iterable[SourceItem], ham: Iterable[SourceItem],
+              classifier: BayesClassifier, margin: float = 0.999,
+              progress: Callable[[int], None] | None = None, by: str = "manual") -> LearnSummary:
+        """Learn from a labelled corpus only what the database needs (train on or near error).
+
+        Every message is read and tokenized first (its keys are kept, not its bytes), then
+        all of them are visited in the order of their message keys, a shuffle that depends
+        only on content: the method is sensitive to order, and files sorted by name put
+        whole eras or sources of mail together (0012 has the figures). Batch by batch, each
+        message is scored against what is committed so far and learned unless Bayes puts it
+        on its own side with probability `margin` or more. Until Bayes has enough of both
+        labels to judge, everything is learned. A message learned before with the other
+        label is always relearned: the caller says what it is.
+        """
+        if not 0.5 < margin < 1.0:
+            raise ValueError("margin is a probability between 0.5 and 1")
+        started = time.perf_counter()
+        summary = LearnSummary()
+        queue: list[tuple[Label, _Pending]] = []
+        for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
+            for item in items:
+                pending = self._prepare(item, label, summary, by)
+                if pending is not None:  # keep the keys, drop the bytes
+                    pending.item = SourceItem(item.name, None, path=item.path)
+                    queue.append((label, pending))
+                if progress is not None:
+                    progress(1)
+        queue.sort(key=lambda entry: entry[1].key)
+        sure = math.log(margin / (1.0 - margin))
+        for start in range(0, len(queue), self.batch_size):
+            batch = queue[start:start + self.batch_size]
+            results = classifier.score_many([pending.hashes for _, pending in batch])
+            needed: dict[Label, list[_Pending]] = {Label.SPAM: [], Label.HAM: []}
+            for (label, pending), result in zip(batch, results):
+                on_its_side = result.log_odds if label is Label.SPAM else -result.log_odds
+                if pending.previous is None and result.probability is not None \
+                        and on_its_side >= sure:
+                    summary.count(Outcome.CONFIDENT)
+                else:
+                    needed[label].append(pending)
+            for label, pendings in needed.items():
+                if pendings:
+                    self._commit(pendings, label, summary, None, by)
+        if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
+            summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
+        summary.seconds = time.perf_counter() - started
+        return summary
 
     def _commit(self, batch: list[_Pending], label: Label | None, summary: LearnSummary,
                 on_commit: CommitCallback | None, by: str) -> None:
