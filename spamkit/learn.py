@@ -105,10 +105,7 @@ class Learner:
                 progress(1)
         if batch:
             self._commit(batch, label, summary, on_commit, by)
-        if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
-            summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
-        summary.seconds = time.perf_counter() - started
-        return summary
+        return self._finish(summary, started)
 
     def _prepare(self, item: SourceItem, label: Label | None, summary: LearnSummary,
                  by: str) -> _Pending | None:
@@ -170,6 +167,10 @@ class Learner:
             for label, pendings in needed.items():
                 if pendings:
                     self._commit(pendings, label, summary, None, by)
+        return self._finish(summary, started)
+
+    def _finish(self, summary: LearnSummary, started: float) -> LearnSummary:
+        """Expire down from the cap if learning went over it; time the whole run."""
         if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
             summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
         summary.seconds = time.perf_counter() - started

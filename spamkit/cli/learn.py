@@ -17,7 +17,7 @@ from spamkit.cli import (
 from spamkit.cli.progress import Progress
 from spamkit.analysis import Analyzer
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, Learner
+from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, Learner, LearnSummary
 from spamkit.message import ParseLimits
 from spamkit.sources import iter_messages
 from spamkit.store import Label, open_store
@@ -85,17 +85,22 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
                           max_tokens=max_tokens or config["BayesMaxTokens"])
         summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()
+    verb = "forgotten" if label is None else "learned"
+    done = summary.forgotten if label is None else summary.learned
+    report_summary(summary, as_json, quiet, f"{verb}: {done}, relearned: {summary.relearned}, "
+                                            f"already known: {summary.skipped}")
+
+
+def report_summary(summary: LearnSummary, as_json: bool, quiet: bool, counts: str) -> None:
+    """What `learn` and `train` print: the JSON object, or each failure on stderr and one
+    line of `counts`; then exit 1 if any message could not be read."""
     if as_json:
         click.echo(json.dumps(summary.as_json()))
     else:
         for name, reason in summary.failures:
             click.echo(f"spamkit: cannot learn {name}: {reason}", err=True)
         if not quiet:
-            verb = "forgotten" if label is None else "learned"
-            done = summary.forgotten if label is None else summary.learned
             expired = f", expired tokens: {summary.expired}" if summary.expired else ""
-            click.echo(f"{verb}: {done}, relearned: {summary.relearned}, "
-                       f"already known: {summary.skipped}, failed: {summary.failed}{expired} "
-                       f"({summary.seconds:.2f} s)")
+            click.echo(f"{counts}, failed: {summary.failed}{expired} ({summary.seconds:.2f} s)")
     if summary.failed:
         sys.exit(1)

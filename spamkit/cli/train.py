@@ -3,9 +3,6 @@ learning only what it needs (train on or near error, docs/decisions/0012)."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from spamkit.analysis import Analyzer
@@ -17,6 +14,7 @@ from spamkit.cli import (
     json_option,
     resolve_db_path,
 )
+from spamkit.cli.learn import report_summary
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
 from spamkit.learn import Learner
@@ -72,15 +70,6 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
         summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
                                 BayesClassifier(store, params), margin, progress=progress)
     progress.done()
-    if as_json:
-        click.echo(json.dumps(summary.as_json()))
-    else:
-        for name, reason in summary.failures:
-            click.echo(f"spamkit: cannot learn {name}: {reason}", err=True)
-        if not quiet:
-            expired = f", expired tokens: {summary.expired}" if summary.expired else ""
-            click.echo(f"learned: {summary.learned}, relearned: {summary.relearned}, "
-                       f"already sure: {summary.confident}, already known: {summary.skipped}, "
-                       f"failed: {summary.failed}{expired} ({summary.seconds:.2f} s)")
-    if summary.failed:
-        sys.exit(1)
+    report_summary(summary, as_json, quiet, f"learned: {summary.learned}, relearned: "
+                   f"{summary.relearned}, already sure: {summary.confident}, already known: "
+                   f"{summary.skipped}")
