@@ -26,6 +26,10 @@ from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore
 
 DEFAULT_BATCH_SIZE = 1000
+# `train`: learn a message unless Bayes is this sure of its label; score this many
+# against one committed state (both chosen by cross-validation, docs/decisions/0012)
+DEFAULT_TRAIN_MARGIN = 0.999
+DEFAULT_TRAIN_BATCH = 256
 DEFAULT_MAX_TOKENS = 1_000_000
 EXPIRE_TO = 0.75  # an expiry cuts to 75% of the cap (as SpamAssassin does), so it runs rarely
 
@@ -125,7 +129,7 @@ class Learner:
         return _Pending(item, key, hashes, known)
 
     def train(self, spam: Iterable[SourceItem], ham: Iterable[SourceItem],
-              classifier: BayesClassifier, margin: float = 0.999,
+              classifier: BayesClassifier, margin: float = DEFAULT_TRAIN_MARGIN,
               progress: Callable[[int], None] | None = None, by: str = "manual") -> LearnSummary:
         """Learn from a labelled corpus only what the database needs (train on or near error).
 

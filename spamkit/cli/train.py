@@ -17,13 +17,10 @@ from spamkit.cli import (
 from spamkit.cli.learn import report_summary
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import Learner
+from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner
 from spamkit.message import ParseLimits
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
-
-DEFAULT_MARGIN = 0.999
-DEFAULT_TRAIN_BATCH = 256  # messages scored against one committed state (0012)
 
 
 @click.command()
@@ -32,7 +29,7 @@ DEFAULT_TRAIN_BATCH = 256  # messages scored against one committed state (0012)
 @click.option("--ham", "ham_paths", multiple=True, required=True, metavar="PATH",
               help="Ham (good mail), in the same forms (repeatable).")
 @click.option("--margin", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True),
-              default=DEFAULT_MARGIN, show_default=True,
+              default=DEFAULT_TRAIN_MARGIN, show_default=True,
               help="Learn a message unless Bayes already puts it on its side with at least "
                    "this probability.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=DEFAULT_TRAIN_BATCH,
