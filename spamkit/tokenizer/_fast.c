@@ -294,17 +294,44 @@ static int word_key(const uint8_t *prefix, size_t prefix_length, int kind, const
 }
 
 PyDoc_STRVAR(hash_words_doc,
-"hash_words(text, prefix, min_word, max_word, out) -> (long_words, at_words)\n\n"
+"hash_words(text, prefix, min_word, max_word, out, plain=False) -> (long_words, at_words)\n\n"
 "Add to the set `out` the keys of prefix + w for each distinct str.split() word w of\n"
 "min_word to max_word characters, and of prefix + each CJK character pair. Returns the\n"
-"longer words and the words (of at least min_word characters) that contain '@'.");
+"longer words and the words (of at least min_word characters) that contain '@'.\n"
+"With `plain`, a word is a match of the regex [\\w$][\\w'$.-]*[\\w$!] instead (such a\n"
+"word never holds '@').");
+
+/* The plain word regex [\w$][\w'$.-]*[\w$!], as Python's re reads it on str: \w is
+ * Py_UNICODE_ISALNUM or '_'. */
+static inline int is_word_char(Py_UCS4 c) { return c == '_' || Py_UNICODE_ISALNUM(c); }
+static inline int plain_inner(Py_UCS4 c) {
+    return is_word_char(c) || c == '$' || c == '\'' || c == '.' || c == '-';
+}
+
+/* The end of the plain word starting at `start` (whose character is \w or $), or -1 when
+ * none does: the inner run is greedy, then gives back characters until one can end the
+ * word; only '!' can end it after the whole run. Same match as re.findall. */
+static Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t start) {
+    Py_ssize_t j = start + 1;
+    while (j < n && plain_inner(PyUnicode_READ(kind, data, j)))
+        j++;
+    if (j < n && PyUnicode_READ(kind, data, j) == '!')
+        return j + 1;
+    for (Py_ssize_t k = j - 1; k > start; k--) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, k);
+        if (is_word_char(c) || c == '$')
+            return k + 1;
+    }
+    return -1;
+}
 
 static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *text, *out;
     const char *prefix;
     Py_ssize_t prefix_length, min_word, max_word;
-    if (!PyArg_ParseTuple(args, "Uy#nnO!", &text, &prefix, &prefix_length, &min_word,
-                          &max_word, &PySet_Type, &out))
+    int plain = 0;
+    if (!PyArg_ParseTuple(args, "Uy#nnO!|p", &text, &prefix, &prefix_length, &min_word,
+                          &max_word, &PySet_Type, &out, &plain))
         return NULL;
     if (prefix_length > MAX_PREFIX_BYTES || max_word < 2 || max_word > 64) {
         PyErr_SetString(PyExc_ValueError, "prefix over 64 bytes or max_word out of 2..64");
@@ -322,18 +349,34 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
 
     Py_ssize_t i = 0;
     while (i < n) {
-        while (i < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
-            i++;
-        if (i >= n)
-            break;
-        Py_ssize_t start = i;
+        Py_ssize_t start;
         int has_at = 0;
-        while (i < n) {
+        if (plain) {
             Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (Py_UNICODE_ISSPACE(c))
+            if (!(is_word_char(c) || c == '$')) {
+                i++;
+                continue;
+            }
+            Py_ssize_t end = plain_word_end(kind, data, n, i);
+            if (end < 0) {
+                i++;
+                continue;
+            }
+            start = i;
+            i = end;
+        } else {
+            while (i < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+                i++;
+            if (i >= n)
                 break;
-            has_at |= (c == '@');
-            i++;
+            start = i;
+            while (i < n) {
+                Py_UCS4 c = PyUnicode_READ(kind, data, i);
+                if (Py_UNICODE_ISSPACE(c))
+                    break;
+                has_at |= (c == '@');
+                i++;
+            }
         }
         Py_ssize_t length = i - start;
         if (length < min_word)

@@ -82,7 +82,7 @@ class KeySink(StringSink):
         super().__init__(plain_words)
         self.keys: set[bytes] = set()
         self._pending: list[str] = []
-        self._c_words = HAVE_C_CORE and not plain_words
+        self._c_words = HAVE_C_CORE
 
     def add(self, token: str) -> None:
         self._pending.append(token)
@@ -97,7 +97,7 @@ class KeySink(StringSink):
             self._pending.extend(self.tokens)
             self.tokens.clear()
             return long_words, at_words
-        return _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys)
+        return _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
 
     def received(self, value: str) -> None:
         if HAVE_C_CORE:

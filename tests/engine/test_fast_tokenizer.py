@@ -28,8 +28,9 @@ def test_the_c_core_is_built() -> None:
 
 
 @pytest.mark.slow
-def test_whole_corpus_same_keys_both_ways(all_messages: list[CorpusMessage]) -> None:
-    tokenizer = EmailTokenizer()
+@pytest.mark.parametrize("words", ["split", "plain"])
+def test_whole_corpus_same_keys_both_ways(all_messages: list[CorpusMessage], words: str) -> None:
+    tokenizer = EmailTokenizer(TokenizerOptions(words=words))
     for message in all_messages:
         parsed = parse_message(message.data)
         expected = set(hash_tokens(tokenizer.tokenize(parsed)))
@@ -46,15 +47,17 @@ def test_python_fallback_gives_the_same_keys(all_messages: list[CorpusMessage],
     assert [tokenizer.tokenize_keys(parse_message(m.data)) for m in sample] == with_c
 
 
+# (the second line: what the plain word regex treats specially, and characters that are
+# \w by isdigit or isnumeric rather than isalpha)
 _TEXT = st.text(alphabet=st.sampled_from(
-    list("ab@.: \t\n\x0b\x1c\x85\xa0\u2003\u3000é€") + ["日", "本", "語", "한", "カ", "😀", "\ud800"]),
-    max_size=300)
+    list("ab@.: \t\n\x0b\x1c\x85\xa0\u2003\u3000é€") + ["日", "本", "語", "한", "カ", "😀", "\ud800"]
+    + list("$'.-!_5²Ⅻ٣,")), max_size=300)
 
 
 @settings(max_examples=300)
-@given(_TEXT, st.sampled_from(["", "subject:", "invisible:", "x" * 64, "ü" * 40]))
-def test_words_same_both_ways(text: str, prefix: str) -> None:
-    slow, fast = StringSink(), KeySink()
+@given(_TEXT, st.sampled_from(["", "subject:", "invisible:", "x" * 64, "ü" * 40]), st.booleans())
+def test_words_same_both_ways(text: str, prefix: str, plain: bool) -> None:
+    slow, fast = StringSink(plain), KeySink(plain)
     slow_long, slow_at = slow.words(text, prefix)
     fast_long, fast_at = fast.words(text, prefix)
     assert fast.finish() == set(hash_tokens(slow.tokens))
