@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from spamkit.analysis import Analyzer
+from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -81,7 +81,7 @@ class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_tokens: int | None = None) -> None:
         self.store = store
-        self.analyzer = analyzer or Analyzer()
+        self.analyzer = analyzer or analyzer_for(store)  # the database's own tokenizer
         self.batch_size = batch_size
         self.max_tokens = max_tokens  # None: never expire automatically
 

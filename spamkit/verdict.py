@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from spamkit import __version__
-from spamkit.analysis import Analysis, Analyzer
+from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError
@@ -134,7 +134,8 @@ class Scanner:
         self.rules = rules
         self.lists = lists
         self.store = store
-        self.analyzer = analyzer or Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
+        self.analyzer = analyzer or analyzer_for(  # the database's own tokenizer
+            store, ParseLimits(max_message_bytes=config["MaxMessageSize"]))
         settings = rules.settings
         self.use_bayes = _setting(config, "UseBayes", settings.use_bayes)
         self.autolearn_enabled = _setting(config, "BayesAutoLearn", settings.bayes_auto_learn)

@@ -15,7 +15,7 @@ from spamkit.cli import (
     resolve_db_path,
 )
 from spamkit.cli.progress import Progress
-from spamkit.analysis import Analyzer
+from spamkit.analysis import analyzer_for
 from spamkit.config import load_config
 from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, Learner, LearnSummary
 from spamkit.message import ParseLimits
@@ -78,10 +78,10 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
         raise click.UsageError("give at least one PATH (or - for standard input)")
     label = None if mode == "forget" else Label(mode)
     config = load_config(config_path)
-    analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
+    limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("learning", enabled=None if not (as_json or quiet) else False)
     with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = Learner(store, analyzer, batch_size=batch_size,
+        learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
                           max_tokens=max_tokens or config["BayesMaxTokens"])
         summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from spamkit.analysis import Analyzer
+from spamkit.analysis import analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.cli import (
     batch_garbage_collection,
@@ -57,12 +57,12 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     Exit status: 0 when every message was read, 1 when some could not be.
     """
     config = load_config(config_path)
-    analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
+    limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("reading", enabled=None if not (as_json or quiet) else False)
     params = BayesParams(min_spam_learned=config["BayesMinSpam"],
                          min_ham_learned=config["BayesMinHam"])
     with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = Learner(store, analyzer, batch_size=batch_size,
+        learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
                           max_tokens=config["BayesMaxTokens"])
         summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
                                 BayesClassifier(store, params), margin, progress=progress)

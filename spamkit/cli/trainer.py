@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from spamkit.analysis import Analyzer
+from spamkit.analysis import analyzer_for
 from spamkit.cli import config_option, db_option, json_option, resolve_db_path
 from spamkit.config import Config, load_config
 from spamkit.errors import StoreError
@@ -50,8 +50,8 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
     lock_path = Path(resolved or default_db_path()) / "sweep.lock"
     try:
         with open_store(resolved, readonly=False) as store, SweepLock(lock_path):
-            analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
-            learner = Learner(store, analyzer, batch_size=batch_size,
+            limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
+            learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
                               max_tokens=max_tokens or config["BayesMaxTokens"])
             report = imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
     except AlreadyRunning:

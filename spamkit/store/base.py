@@ -107,6 +107,9 @@ class TokenStore(Protocol):
 
     def magic(self) -> dict[str, object]: ...
 
+    def meta(self) -> dict[str, str]:
+        """Named facts about the database ("tokenizer": the version that built it)."""
+
     def expire(self, max_tokens: int) -> int: ...
 
     def records(self) -> Iterator[TokenRecord]: ...

@@ -18,7 +18,7 @@ MAX_TEXT_CHARS = 200_000  # per message; text beyond this adds little and costs 
 class TokenizerOptions:
     """Choices measured in docs/decisions/0002-tokenizer.md; the defaults won there."""
 
-    words: str = "split"  # "split": whitespace words, punctuation kept; "plain": letters/digits
+    words: str = "plain"  # "plain": letters/digits with inner ' . - $; "split": whitespace words
     fold_case: bool = True
     headers: bool = True  # headers as name:word tokens
     header_set: str = "selected"  # SELECTED_HEADERS, or "all" but the ignored ones
@@ -28,6 +28,9 @@ class TokenizerOptions:
     html_tags: bool = False
 
 
+_SWITCHES = ("fold_case", "headers", "header_presence", "pairs", "invisible", "html_tags")
+
+
 class EmailTokenizer:
     """The default tokenizer. Deterministic: same bytes, same options, same tokens."""
 
@@ -35,8 +38,20 @@ class EmailTokenizer:
         self.options = options or TokenizerOptions()
         self._plain = self.options.words == "plain"
         o = self.options
-        self.version = (f"email-1:{o.words}:{o.header_set}:{int(o.fold_case)}{int(o.headers)}"
-                        f"{int(o.header_presence)}{int(o.pairs)}{int(o.invisible)}{int(o.html_tags)}")
+        switches = "".join(str(int(getattr(o, name))) for name in _SWITCHES)
+        self.version = f"email-1:{o.words}:{o.header_set}:{switches}"
+
+    @classmethod
+    def from_version(cls, version: str) -> EmailTokenizer | None:
+        """The tokenizer whose `version` this is (a database records the one it was built
+        with), or None if this spamkit does not know it."""
+        parts = version.split(":")
+        if len(parts) != 4 or parts[0] != "email-1" or parts[1] not in ("split", "plain") \
+                or parts[2] not in ("selected", "all") or len(parts[3]) != len(_SWITCHES) \
+                or set(parts[3]) - {"0", "1"}:
+            return None
+        switches = {name: flag == "1" for name, flag in zip(_SWITCHES, parts[3])}
+        return cls(TokenizerOptions(words=parts[1], header_set=parts[2], **switches))
 
     def tokenize(self, message: ParsedMessage) -> set[str]:
         """The message's distinct tokens, as strings (for --explain and tests)."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import xxhash
 
 from spamkit.tokenizer.received import received_tokens
-from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, split_words
+from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, address_words, split_words
 
 try:
     from spamkit.tokenizer import _fast
@@ -66,6 +66,8 @@ class StringSink:
         """
         words, long_words = split_words(text, self.plain_words)
         self.tokens.update([prefix + w for w in words] if prefix else words)
+        if self.plain_words:
+            return list(long_words), address_words(text)
         at_words = [w for w in words if "@" in w] + [w for w in long_words if "@" in w] \
             if "@" in text else []
         return list(long_words), at_words
@@ -97,7 +99,9 @@ class KeySink(StringSink):
             self._pending.extend(self.tokens)
             self.tokens.clear()
             return long_words, at_words
-        return _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
+        long_words, at_words = _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys,
+                                                self.plain_words)
+        return long_words, address_words(text) if self.plain_words else at_words
 
     def received(self, value: str) -> None:
         if HAVE_C_CORE:

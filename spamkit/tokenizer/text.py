@@ -35,6 +35,12 @@ def split_words(text: str, plain: bool = False) -> tuple[set[str], set[str]]:
     return words, long_words
 
 
+def address_words(text: str) -> list[str]:
+    """The whitespace words of at least MIN_WORD characters that hold an "@": what the
+    address tokens are read from (a plain word never holds one)."""
+    return [w for w in set(text.split()) if "@" in w and len(w) >= MIN_WORD] if "@" in text else []
+
+
 def cjk_pairs(text: str) -> set[str]:
     pairs: set[str] = set()
     budget = MAX_CJK_CHARS
