@@ -169,6 +169,10 @@ caught at 0 FP: spam scored above the highest-scored ham.
 
 {table}
 
+The `spamkit` row fills its database with `spamkit train` (only what the database is not yet
+sure of, docs/decisions/0012), as spamprobe runs in its train mode; `spamkit-learn-all`
+learns every message (`spamkit learn --spam`, then `--ham`), as bogofilter is run here.
+
 Speed ratios (spamkit's speed as a multiple of the other tool's; above 1 is faster):
 {ratios}
 
