@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.metrics import accuracy
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.learn import Learner
+from spamkit.learn import TRAIN_SELECTION_STRENGTH, Learner
 from spamkit.message import message_key, parse_message
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -35,6 +35,8 @@ class Regime:
 
     margin: float | None = None  # None: learn every message
     batch: int = 64  # (the grid below was run with 64 as the default; train's is 256)
+    # what train's scoring-to-select uses (the grid's first rows ran with 0.1, then the default)
+    selection: BayesParams = BayesParams(minimum_prob_strength=TRAIN_SELECTION_STRENGTH)
 
     def __str__(self) -> str:
         return "learn all" if self.margin is None else f"train margin {self.margin} batch {self.batch}"
@@ -70,7 +72,8 @@ def cross_validate(options: TokenizerOptions, param_sets: Iterable[BayesParams],
                     items[bool(labels[index])].append(
                         SourceItem(train[index].path, train[index].data, token_keys=hashed[index]))
                 Learner(store, batch_size=regime.batch).train(
-                    items[True], items[False], BayesClassifier(store), regime.margin)
+                    items[True], items[False], BayesClassifier(store, regime.selection),
+                    regime.margin)
             for p, params in enumerate(param_sets):
                 classifier = BayesClassifier(store, params)
                 for index in np.flatnonzero(folds == fold):

@@ -17,7 +17,12 @@ from spamkit.cli import (
 from spamkit.cli.learn import report_summary
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner
+from spamkit.learn import (
+    DEFAULT_TRAIN_BATCH,
+    DEFAULT_TRAIN_MARGIN,
+    TRAIN_SELECTION_STRENGTH,
+    Learner,
+)
 from spamkit.message import ParseLimits
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
@@ -60,7 +65,8 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("reading", enabled=None if not (as_json or quiet) else False)
     params = BayesParams(min_spam_learned=config["BayesMinSpam"],
-                         min_ham_learned=config["BayesMinHam"])
+                         min_ham_learned=config["BayesMinHam"],
+                         minimum_prob_strength=TRAIN_SELECTION_STRENGTH)
     with open_store(resolve_db_path(db_path, config_path)) as store:
         learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
                           max_tokens=config["BayesMaxTokens"])
