@@ -299,11 +299,17 @@ PyDoc_STRVAR(hash_words_doc,
 "min_word to max_word characters, and of prefix + each CJK character pair. Returns the\n"
 "longer words and the words (of at least min_word characters) that contain '@'.\n"
 "With `plain`, a word is a match of the regex [\\w$][\\w'$.-]*[\\w$!] instead (such a\n"
-"word never holds '@').");
+"word never holds '@'); the '@' words are still the str.split() words that hold one\n"
+"(each once for each place it occurs).");
 
 /* The plain word regex [\w$][\w'$.-]*[\w$!], as Python's re reads it on str: \w is
  * Py_UNICODE_ISALNUM or '_'. */
-static inline int is_word_char(Py_UCS4 c) { return c == '_' || Py_UNICODE_ISALNUM(c); }
+static inline int is_word_char(Py_UCS4 c) {
+    if (c < 128)  /* ASCII without the four Unicode database calls ISALNUM makes */
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')
+               || c == '_';
+    return Py_UNICODE_ISALNUM(c);
+}
 static inline int plain_inner(Py_UCS4 c) {
     return is_word_char(c) || c == '$' || c == '\'' || c == '.' || c == '-';
 }
@@ -399,6 +405,28 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
         uint64_t key;
         if (word_key((const uint8_t *)prefix, prefix_length, kind, data, start, i, buffer, &key)
             || keys_add(&keys, key))
+            goto fail;
+    }
+
+    if (plain) {  /* the str.split() words holding an '@' (a plain word never does) */
+        Py_ssize_t at = 0;
+        while (at < n && (at = PyUnicode_FindChar(text, '@', at, n, 1)) >= 0) {
+            Py_ssize_t start = at, end = at + 1;
+            while (start > 0 && !Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, start - 1)))
+                start--;
+            while (end < n && !Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, end)))
+                end++;
+            if (end - start >= min_word) {
+                PyObject *word = PyUnicode_Substring(text, start, end);
+                if (word == NULL || PyList_Append(at_words, word)) {
+                    Py_XDECREF(word);
+                    goto fail;
+                }
+                Py_DECREF(word);
+            }
+            at = end;
+        }
+        if (at == -2)
             goto fail;
     }
 

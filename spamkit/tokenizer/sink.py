@@ -101,7 +101,7 @@ class KeySink(StringSink):
             return long_words, at_words
         long_words, at_words = _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys,
                                                 self.plain_words)
-        return long_words, address_words(text) if self.plain_words else at_words
+        return long_words, at_words
 
     def received(self, value: str) -> None:
         if HAVE_C_CORE:
