@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +96,20 @@ class SpamAssassinCorpus:
             (test if fold_of(message.path) == TEST_FOLD else train).append(message)
         return train, test
 
-    def write_split(self, destination: Path) -> dict[str, int]:
-        """Lay the split out as files: DEST/{train,test}/{spam,ham}/<folder>.<file>."""
+    def write_split(self, destination: Path, test_fold: int = TEST_FOLD,
+                    leave_out: Collection[int] = ()) -> dict[str, int]:
+        """Lay the split out as files: DEST/{train,test}/{spam,ham}/<folder>.<file>.
+
+        The standard split by default; `test_fold` and `leave_out` lay out a
+        cross-validation round instead (fold 2 tested, folds 1, 3 and 4 trained on, the
+        standard test fold left out), so choices are made without looking at fold 0.
+        """
         counts: dict[str, int] = {}
         for message in self.messages():
-            part = "test" if fold_of(message.path) == TEST_FOLD else "train"
+            fold = fold_of(message.path)
+            if fold in leave_out:
+                continue
+            part = "test" if fold == test_fold else "train"
             folder = destination / part / message.label
             folder.mkdir(parents=True, exist_ok=True)
             (folder / message.path.replace("/", ".")).write_bytes(message.data)
