@@ -76,3 +76,69 @@ def test_kill_9_during_learn_leaves_whole_batches(tmp_path: Path, spam_dir: Path
         subprocess.run(_learn_command(db, spam_dir), check=True)
         assert _state(db)[2] == sorted(set(keys_in_order))
     assert killed_mid_run >= KILLS // 2, "the kills should mostly land while learning"
+
+
+@pytest.fixture(scope="module")
+def ham_dir(tmp_path_factory: pytest.TempPathFactory,
+            split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
+    folder = tmp_path_factory.mktemp("ham")
+    train, _ = split
+    for message in [m for m in train if m.label == "ham"][:1500]:
+        (folder / message.path.replace("/", "_")).write_bytes(message.data)
+    return folder
+
+
+def _train_command(db: Path, spam: Path, ham: Path) -> list[str]:
+    return [sys.executable, "-m", "spamkit", "train", "--spam", str(spam), "--ham", str(ham),
+            "--db", str(db), "--batch-size", str(BATCH), "--quiet"]
+
+
+def _learned_exactly_what_it_marked(db: Path, by_key: dict[bytes, Path], tmp_path: Path) -> int:
+    """The database's counts are those of learning exactly the messages it marks as seen,
+    each with its label: nothing half-learned, nothing counted without its mark."""
+    with LmdbStore(db) as store:
+        marks = list(store.seen_records())
+    reference = tmp_path / "reference"
+    with LmdbStore(reference) as store:
+        for label in (Label.SPAM, Label.HAM):
+            Learner(store).learn([SourceItem(str(by_key[m.key]), by_key[m.key].read_bytes())
+                                  for m in marks if m.label is label], label)
+    assert _state(db) == _state(reference)
+    return len(marks)
+
+
+@pytest.mark.slow
+def test_kill_9_during_train_leaves_a_consistent_database(tmp_path: Path, spam_dir: Path,
+                                                          ham_dir: Path) -> None:
+    """`spamkit train`, the main job, learns only some messages, in an order of its own;
+    killed at any moment, what it committed is whole, and a rerun finishes the work."""
+    files = sorted(spam_dir.iterdir()) + sorted(ham_dir.iterdir())
+    by_key = {message_key(f.read_bytes()): f for f in files}
+    rng = random.Random(20261130)
+    killed_while_committing = 0
+    for attempt in range(KILLS // 2):
+        db = tmp_path / f"db{attempt}"
+        process = subprocess.Popen(_train_command(db, spam_dir, ham_dir),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # train reads and tokenizes everything before its first commit, which takes a
+        # machine-dependent while: wait for that commit, then kill at a random moment
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline and _marks(db) == 0:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            killed_while_committing += 1
+        process.wait()
+        marked = _learned_exactly_what_it_marked(db, by_key, tmp_path / f"check{attempt}")
+        subprocess.run(_train_command(db, spam_dir, ham_dir), check=True)
+        assert _learned_exactly_what_it_marked(db, by_key, tmp_path / f"after{attempt}") >= marked
+    assert killed_while_committing >= 2, "the kills should mostly land while training"
+
+
+def _marks(db: Path) -> int:
+    if not (db / "data.mdb").exists():
+        return 0
+    with LmdbStore(db, readonly=True) as store:
+        totals = store.totals()
+        return totals.nspam + totals.nham
