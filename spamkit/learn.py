@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
-from spamkit.bayes import BayesClassifier
+from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore
@@ -35,6 +35,16 @@ DEFAULT_TRAIN_BATCH = 256
 TRAIN_SELECTION_STRENGTH = 0.2
 DEFAULT_MAX_TOKENS = 1_000_000
 EXPIRE_TO = 0.75  # an expiry cuts to 75% of the cap (as SpamAssassin does), so it runs rarely
+
+
+def train_selector(store: TokenStore, min_spam_learned: int = 200,
+                   min_ham_learned: int = 200) -> BayesClassifier:
+    """The Bayes scoring that decides what `train` learns (what `Learner.train` is given
+    unless a caller measures another): TRAIN_SELECTION_STRENGTH, and the database's
+    own abstention thresholds (the config's BayesMinSpam and BayesMinHam)."""
+    return BayesClassifier(store, BayesParams(min_spam_learned=min_spam_learned,
+                                              min_ham_learned=min_ham_learned,
+                                              minimum_prob_strength=TRAIN_SELECTION_STRENGTH))
 
 
 class Outcome(enum.Enum):
@@ -82,7 +92,9 @@ CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
 
 class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_tokens: int | None = None) -> None:
+                 batch_size: int | None = None, max_tokens: int | None = None) -> None:
+        """`batch_size`: messages a commit holds (learn; DEFAULT_BATCH_SIZE), or scored
+        against one committed state (train; DEFAULT_TRAIN_BATCH, which its figures need)."""
         self.store = store
         self.analyzer = analyzer or analyzer_for(store)  # the database's own tokenizer
         self.batch_size = batch_size
@@ -105,7 +117,7 @@ class Learner:
                 batch.append(pending)
             elif on_commit is not None and item.error is None:
                 on_commit([(item, Outcome.SKIPPED)])
-            if len(batch) >= self.batch_size:
+            if len(batch) >= (self.batch_size or DEFAULT_BATCH_SIZE):
                 self._commit(batch, label, summary, on_commit, by)
                 batch = []
             if progress is not None:
@@ -160,8 +172,9 @@ class Learner:
                     progress(1)
         queue.sort(key=lambda entry: entry[1].key)
         sure = math.log(margin / (1.0 - margin))
-        for start in range(0, len(queue), self.batch_size):
-            batch = queue[start:start + self.batch_size]
+        step = self.batch_size or DEFAULT_TRAIN_BATCH
+        for start in range(0, len(queue), step):
+            batch = queue[start:start + step]
             results = classifier.score_many([pending.hashes for _, pending in batch])
             needed: dict[Label, list[_Pending]] = {Label.SPAM: [], Label.HAM: []}
             for (label, pending), result in zip(batch, results):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import click
 
 from spamkit.analysis import analyzer_for
-from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.cli import (
     batch_garbage_collection,
     config_option,
@@ -17,12 +16,7 @@ from spamkit.cli import (
 from spamkit.cli.learn import report_summary
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import (
-    DEFAULT_TRAIN_BATCH,
-    DEFAULT_TRAIN_MARGIN,
-    TRAIN_SELECTION_STRENGTH,
-    Learner,
-)
+from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
 from spamkit.message import ParseLimits
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
@@ -64,14 +58,12 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     config = load_config(config_path)
     limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("reading", enabled=None if not (as_json or quiet) else False)
-    params = BayesParams(min_spam_learned=config["BayesMinSpam"],
-                         min_ham_learned=config["BayesMinHam"],
-                         minimum_prob_strength=TRAIN_SELECTION_STRENGTH)
     with open_store(resolve_db_path(db_path, config_path)) as store:
         learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
                           max_tokens=config["BayesMaxTokens"])
         summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
-                                BayesClassifier(store, params), margin, progress=progress)
+                                train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
+                                margin, progress=progress)
     progress.done()
     report_summary(summary, as_json, quiet, f"learned: {summary.learned}, relearned: "
                    f"{summary.relearned}, already sure: {summary.confident}, already known: "

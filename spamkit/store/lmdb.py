@@ -251,34 +251,47 @@ class LmdbStore:
         self._pid = os.getpid()
         try:
             self._env.reader_check()  # clears slots left by processes that died mid-read
-            create = not self.readonly
-            self._tokens_db = self._env.open_db(b"tokens", create=create)
-            self._seen_db = self._env.open_db(b"seen", create=create)
-            self._meta_db = self._env.open_db(b"meta", create=create)
-            # the audit log came after the first databases were made: read those without it
-            try:
-                self._history_db = self._env.open_db(b"history", create=create)
-            except lmdb.NotFoundError:
-                self._history_db = None
+            if self.readonly:
+                self._open_databases(None)
+            else:  # made (or checked) in one transaction: a reader sees all of it or none
+                with self._env.begin(write=True) as txn:
+                    self._open_databases(txn)
+                    self._initialise(txn, existing)
         except lmdb.NotFoundError:
+            empty = self._env.stat()["entries"] == 0  # no named databases in it at all
             self._env.close()
+            if empty:  # made by a writer that has not committed its first transaction yet
+                raise StoreError(f"no spamkit database at {self.path} yet (learn some mail "
+                                 "first)") from None
             raise StoreCorrupt(f"{self.path} is an LMDB database but not a spamkit one") from None
         except lmdb.Error as error:
             self._env.close()
             raise StoreError(f"cannot open the database at {self.path}: {error}") from None
-        if not self.readonly:
-            self._initialise(existing)
+        except StoreError:
+            self._env.close()
+            raise
 
-    def _initialise(self, existing: bool) -> None:
-        with self._env.begin(write=True) as txn:
-            schema = txn.get(b"schema", db=self._meta_db)
-            if schema is None:
-                if existing and txn.stat(self._tokens_db)["entries"]:
-                    raise StoreCorrupt(f"{self.path}: database has tokens but no schema mark")
-                txn.put(b"schema", SCHEMA, db=self._meta_db)
-                txn.put(b"created", str(today()).encode(), db=self._meta_db)
-            elif schema != SCHEMA:
-                raise StoreCorrupt(f"{self.path}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
+    def _open_databases(self, txn: lmdb.Transaction | None) -> None:
+        """The named databases; created when `txn` (a write transaction) is given."""
+        create = txn is not None
+        self._tokens_db = self._env.open_db(b"tokens", txn=txn, create=create)
+        self._seen_db = self._env.open_db(b"seen", txn=txn, create=create)
+        self._meta_db = self._env.open_db(b"meta", txn=txn, create=create)
+        # the audit log came after the first databases were made: read those without it
+        try:
+            self._history_db = self._env.open_db(b"history", txn=txn, create=create)
+        except lmdb.NotFoundError:
+            self._history_db = None
+
+    def _initialise(self, txn: lmdb.Transaction, existing: bool) -> None:
+        schema = txn.get(b"schema", db=self._meta_db)
+        if schema is None:
+            if existing and txn.stat(self._tokens_db)["entries"]:
+                raise StoreCorrupt(f"{self.path}: database has tokens but no schema mark")
+            txn.put(b"schema", SCHEMA, db=self._meta_db)
+            txn.put(b"created", str(today()).encode(), db=self._meta_db)
+        elif schema != SCHEMA:
+            raise StoreCorrupt(f"{self.path}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
 
     def _check_pid(self) -> None:
         """LMDB handles must not cross a fork: a child reopens its own environment.

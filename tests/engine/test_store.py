@@ -8,11 +8,12 @@ import os
 import stat
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
-from spamkit.errors import StoreError
+from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -138,6 +139,23 @@ def test_readonly_open_never_creates_a_database(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         LmdbStore(tmp_path / "missing", readonly=True)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_database_still_being_created_is_not_called_corrupt(tmp_path: Path) -> None:
+    """A reader that opens the directory between a writer's creating the LMDB file and its
+    first commit finds no database yet, not a damaged one; another program's LMDB is."""
+    lmdb.open(str(tmp_path / "new"), max_dbs=8).close()  # the file exists, nothing in it
+    with pytest.raises(StoreError) as raised:
+        LmdbStore(tmp_path / "new", readonly=True)
+    assert not isinstance(raised.value, StoreCorrupt)
+    assert "yet" in str(raised.value)
+    with LmdbStore(tmp_path / "new") as store:  # a writer makes it a spamkit database
+        assert store.totals().nspam == 0
+    foreign = lmdb.open(str(tmp_path / "foreign"), max_dbs=8)
+    foreign.open_db(b"something-else")
+    foreign.close()
+    with pytest.raises(StoreCorrupt):
+        LmdbStore(tmp_path / "foreign", readonly=True)
 
 
 def _learn_in_child(path: str, items: list[tuple[str, bytes]], label: str) -> None:
