@@ -23,7 +23,7 @@ from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
-from spamkit.store.base import Label, StoreWriter, TokenStore
+from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, unpack_keys
 
 DEFAULT_BATCH_SIZE = 1000
 # `train`: learn a message unless Bayes is this sure of its label; score this many
@@ -85,6 +85,7 @@ class _Pending:
     key: bytes
     hashes: list[bytes]
     previous: Label | None = None  # what the message was learned as before, if anything
+    packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -165,8 +166,9 @@ class Learner:
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
             for item in items:
                 pending = self._prepare(item, label, summary, by)
-                if pending is not None:  # keep the keys, drop the bytes
+                if pending is not None:  # keep the keys, packed, and drop the bytes
                     pending.item = SourceItem(item.name, None, path=item.path)
+                    pending.packed, pending.hashes = pack_keys(pending.hashes), []
                     queue.append((label, pending))
                 if progress is not None:
                     progress(1)
@@ -175,6 +177,8 @@ class Learner:
         step = self.batch_size or DEFAULT_TRAIN_BATCH
         for start in range(0, len(queue), step):
             batch = queue[start:start + step]
+            for _, pending in batch:
+                pending.hashes, pending.packed = unpack_keys(pending.packed), b""
             results = classifier.score_many([pending.hashes for _, pending in batch])
             needed: dict[Label, list[_Pending]] = {Label.SPAM: [], Label.HAM: []}
             for (label, pending), result in zip(batch, results):
@@ -187,6 +191,8 @@ class Learner:
             for label, pendings in needed.items():
                 if pendings:
                     self._commit(pendings, label, summary, None, by)
+            for _, pending in batch:  # done with: let the keys go
+                pending.hashes = []
         return self._finish(summary, started)
 
     def _finish(self, summary: LearnSummary, started: float) -> LearnSummary:

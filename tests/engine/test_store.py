@@ -17,6 +17,7 @@ from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
+from spamkit.store.base import pack_keys, unpack_keys
 from tests.conftest import as_items
 
 
@@ -235,3 +236,11 @@ def test_counts_many_gives_what_counts_gives(store: LmdbStore, sample: list[Sour
         assert batched.totals == alone.totals
     with pytest.raises(ValueError):  # keys are 8 bytes: anything else is a caller's bug
         store.counts_many([[b"short"], []])
+
+
+def test_packed_keys_come_back_exactly() -> None:
+    """`train` holds every message's keys packed; a key may hold NUL bytes anywhere."""
+    keys = [bytes(8), b"\x00\x00\x00\x00\x00\x00\x00\x01", b"\x01" + bytes(7),
+            b"abcdefgh", bytes(range(248, 256))]
+    assert unpack_keys(pack_keys(keys)) == keys
+    assert unpack_keys(pack_keys([])) == []
