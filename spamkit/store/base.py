@@ -74,8 +74,8 @@ def unpack_keys(packed: bytes) -> list[bytes]:
 
 
 def keys_of(numbers: npt.NDArray[np.uint64]) -> list[bytes]:
-    packed = numbers.astype(">u8").tobytes()
-    return [packed[i:i + 8] for i in range(0, len(packed), 8)]
+    """The 8-byte keys of numbers made by `numbers_of`."""
+    return unpack_keys(numbers.astype(">u8").tobytes())
 
 
 @dataclass(frozen=True)

@@ -398,9 +398,11 @@ class LmdbStore:
         if len(key_lists) == 1:  # one message: the direct way has less numpy to set up
             return [self.counts(key_lists[0])]
         numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
-        bounds = [0, *itertools.accumulate(len(keys) for keys in key_lists)]
+        sizes = [len(keys) for keys in key_lists]
+        bounds = [0, *itertools.accumulate(sizes)]
         for start, end in zip(bounds, bounds[1:]):
             numbers[start:end].sort()  # each message's known keys come out in key order
+        owner = np.repeat(np.arange(len(key_lists)), sizes)
         wanted, _ = _sorted_distinct(numbers)
         with self._begin() as txn:
             found = txn.cursor(db=self._tokens_db).getmulti(keys_of(wanted))
@@ -413,14 +415,16 @@ class LmdbStore:
         values = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
         position = np.minimum(np.searchsorted(known, numbers), len(known) - 1)
         hit = known[position] == numbers
+        # the known keys of all messages, still grouped by message: each message's share
+        # is a slice (a view) of these, not a mask of its own
+        position = position[hit]
+        numbers = numbers[hit]
         spam = values["spam"].astype(np.float64)[position]
         ham = values["ham"].astype(np.float64)[position]
-        out = []
-        for start, end in zip(bounds, bounds[1:]):
-            mine = hit[start:end]
-            out.append(TokenCounts(numbers[start:end][mine], spam[start:end][mine],
-                                   ham[start:end][mine], totals))
-        return out
+        known_bounds = [0, *itertools.accumulate(
+            np.bincount(owner[hit], minlength=len(key_lists)).tolist())]
+        return [TokenCounts(numbers[start:end], spam[start:end], ham[start:end], totals)
+                for start, end in zip(known_bounds, known_bounds[1:])]
 
     def learned_as(self, message_key: bytes) -> Label | None:
         with self._begin() as txn:
