@@ -45,24 +45,22 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
     received: list[str] = []
     has_subject = False
     for name, value in headers:
-        if selected_only and name not in SELECTED_HEADERS:
-            continue  # (no filter's header is selected)
-        if name.startswith(IGNORED_PREFIXES):
+        plan = _plan(name, selected_only)
+        if plan is None:
             continue
-        if name in IGNORED_HEADERS:
-            if name == "message-id":
-                sink.update(_message_id_tokens(value))
-            continue
-        if name == "received":
+        kind, prefix, is_address, is_whole_value = plan
+        if kind is _RECEIVED:
             received.append(value)
             continue
-        prefix = name + ":"
+        if kind is _MESSAGE_ID:
+            sink.update(_message_id_tokens(value))
+            continue
         sink.words(value.lower() if fold_case else value, prefix)
-        if name in ADDRESS_HEADERS:
+        if is_address:
             sink.update(_address_tokens(prefix, value))
-        elif name in WHOLE_VALUE_HEADERS:
+        elif is_whole_value:
             sink.add(prefix + "=" + _SPACE.sub(" ", value.strip().lower())[:80])
-        if name == "subject":
+        if kind is _SUBJECT:
             has_subject = True
             sink.update(_subject_shape(value))
     if received:
@@ -72,6 +70,26 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
         sink.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
     if not has_subject:
         sink.add("header:no-subject")
+
+
+_WORDS, _SUBJECT, _RECEIVED, _MESSAGE_ID = "words", "subject", "received", "message-id"
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(name: str, selected_only: bool) -> tuple[str, str, bool, bool] | None:
+    """What a header of this name gives: None (not read), or (kind, token prefix, is an
+    address header, is read whole). Worked out once a name: a message has ~24 headers,
+    and these checks one by one were a quarter of the header tokens' time."""
+    if selected_only and name not in SELECTED_HEADERS:
+        return None  # (no filter's header is selected)
+    if name.startswith(IGNORED_PREFIXES):
+        return None
+    if name in IGNORED_HEADERS:
+        return (_MESSAGE_ID, "", False, False) if name == "message-id" else None
+    if name == "received":
+        return (_RECEIVED, "", False, False)
+    kind = _SUBJECT if name == "subject" else _WORDS
+    return (kind, name + ":", name in ADDRESS_HEADERS, name in WHOLE_VALUE_HEADERS)
 
 
 # Mail repeats itself: the same senders and recipients come back message after message
