@@ -208,8 +208,8 @@ class _Walker:
         fields = [(name.lower(), value) for name, value in as_written]
         facts = self.message.facts
         self.message.raw_headers = as_written
-        self.message.headers = [(name, decode_rfc2047(value, facts) if "=?" in value else value)
-                                for name, value in fields]
+        self.message.headers = fields if b"=?" not in head else [  # most mail has no encoded word
+            (name, decode_rfc2047(value, facts) if "=?" in value else value) for name, value in fields]
         self._walk_entity(fields, body, depth=0, default_type="text/plain")
 
     def _walk_entity(self, fields: list[tuple[str, str]], body: bytes, depth: int,
