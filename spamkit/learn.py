@@ -37,14 +37,16 @@ DEFAULT_MAX_TOKENS = 1_000_000
 EXPIRE_TO = 0.75  # an expiry cuts to 75% of the cap (as SpamAssassin does), so it runs rarely
 
 
-def train_selector(store: TokenStore, min_spam_learned: int = 200,
-                   min_ham_learned: int = 200) -> BayesClassifier:
+def train_selector(store: TokenStore, min_spam_learned: int | None = None,
+                   min_ham_learned: int | None = None) -> BayesClassifier:
     """The Bayes scoring that decides what `train` learns (what `Learner.train` is given
-    unless a caller measures another): TRAIN_SELECTION_STRENGTH, and the database's
-    own abstention thresholds (the config's BayesMinSpam and BayesMinHam)."""
-    return BayesClassifier(store, BayesParams(min_spam_learned=min_spam_learned,
-                                              min_ham_learned=min_ham_learned,
-                                              minimum_prob_strength=TRAIN_SELECTION_STRENGTH))
+    unless a caller measures another): TRAIN_SELECTION_STRENGTH, and the abstention
+    thresholds of the verdicts (the config's BayesMinSpam and BayesMinHam)."""
+    defaults = BayesParams()
+    return BayesClassifier(store, BayesParams(
+        min_spam_learned=defaults.min_spam_learned if min_spam_learned is None else min_spam_learned,
+        min_ham_learned=defaults.min_ham_learned if min_ham_learned is None else min_ham_learned,
+        minimum_prob_strength=TRAIN_SELECTION_STRENGTH))
 
 
 class Outcome(enum.Enum):
