@@ -48,7 +48,8 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     message scored against what is learned so far; one that Bayes already classifies
     right with at least --margin confidence is left out. The database ends up smaller
     and ranks mail better than one that learned every message (docs/decisions/0012).
-    A message learned before is skipped, or relearned if it had the other label.
+    A message learned before is skipped, or relearned if it had the other label; one
+    given both as spam and as ham in the same run ends up learned as ham.
 
     `spamkit learn --spam/--ham` still learns every message it is given: use it for
     users' corrections, which are errors by definition.

@@ -13,7 +13,7 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier
-from spamkit.learn import Learner
+from spamkit.learn import Learner, train_selector
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -133,3 +133,16 @@ def test_spamkit_train_command(tmp_path: Path, corpus_sample) -> None:
     missing = subprocess.run([sys.executable, "-m", "spamkit", "train", "--spam", str(tmp_path / "spam"),
                               "--db", db], capture_output=True, text=True)
     assert missing.returncode == 2 and "--ham" in missing.stderr
+
+
+def test_a_message_given_as_both_ends_up_ham(tmp_path: Path,
+                                              split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """What `spamkit train --help` says about one message under both --spam and --ham."""
+    train, _ = split
+    both = next(m for m in train if m.label == "spam")
+    with LmdbStore(tmp_path / "db") as store:
+        Learner(store).train([SourceItem("s", both.data)], [SourceItem("h", both.data)],
+                             train_selector(store))
+        assert store.learned_as(message_key(both.data)) is Label.HAM
+        totals = store.totals()
+        assert (totals.nspam, totals.nham) == (0, 1)
