@@ -13,12 +13,17 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from spamkit import __version__
 from spamkit.errors import SpamkitError
+
+if TYPE_CHECKING:
+    from spamkit.config import Config
+    from spamkit.learn import Learner
+    from spamkit.store.base import TokenStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +79,19 @@ def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str 
     from spamkit.config import load_config
 
     return load_config(config_path)["Database"] or None
+
+
+def configured_learner(store: TokenStore, config: Config, batch_size: int | None,
+                       max_tokens: int | None = None) -> Learner:
+    """The Learner `learn`, `train` and the sweep use: the database's own tokenizer, the
+    configuration's MaxMessageSize, and its BayesMaxTokens unless --max-tokens says."""
+    from spamkit.analysis import analyzer_for
+    from spamkit.learn import Learner
+    from spamkit.message import ParseLimits
+
+    limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
+    return Learner(store, analyzer_for(store, limits), batch_size=batch_size,
+                   max_tokens=max_tokens or config["BayesMaxTokens"])
 
 
 class _Group(click.Group):

@@ -10,15 +10,14 @@ import click
 from spamkit.cli import (
     batch_garbage_collection,
     config_option,
+    configured_learner,
     db_option,
     json_option,
     resolve_db_path,
 )
 from spamkit.cli.progress import Progress
-from spamkit.analysis import analyzer_for
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, Learner, LearnSummary
-from spamkit.message import ParseLimits
+from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, LearnSummary
 from spamkit.sources import iter_messages
 from spamkit.store import Label, open_store
 
@@ -78,11 +77,9 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
         raise click.UsageError("give at least one PATH (or - for standard input)")
     label = None if mode == "forget" else Label(mode)
     config = load_config(config_path)
-    limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("learning", enabled=None if not (as_json or quiet) else False)
     with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
-                          max_tokens=max_tokens or config["BayesMaxTokens"])
+        learner = configured_learner(store, config, batch_size, max_tokens)
         summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()
     verb = "forgotten" if label is None else "learned"

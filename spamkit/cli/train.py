@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
-from spamkit.analysis import analyzer_for
 from spamkit.cli import (
     batch_garbage_collection,
     config_option,
+    configured_learner,
     db_option,
     json_option,
     resolve_db_path,
@@ -16,8 +16,7 @@ from spamkit.cli import (
 from spamkit.cli.learn import report_summary
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
-from spamkit.message import ParseLimits
+from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, train_selector
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
 
@@ -57,11 +56,9 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     Exit status: 0 when every message was read, 1 when some could not be.
     """
     config = load_config(config_path)
-    limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     progress = Progress("reading", enabled=None if not (as_json or quiet) else False)
     with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
-                          max_tokens=config["BayesMaxTokens"])
+        learner = configured_learner(store, config, batch_size)
         summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
                                 train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
                                 margin, progress=progress)

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import click
 
-from spamkit.analysis import analyzer_for
-from spamkit.cli import config_option, db_option, json_option, resolve_db_path
+from spamkit.cli import (
+    config_option,
+    configured_learner,
+    db_option,
+    json_option,
+    resolve_db_path,
+)
 from spamkit.config import Config, load_config
 from spamkit.errors import StoreError
 from spamkit.learn import Learner
-from spamkit.message import ParseLimits
 from spamkit.store import LmdbStore, default_db_path, open_store
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
@@ -50,9 +54,7 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
     lock_path = Path(resolved or default_db_path()) / "sweep.lock"
     try:
         with open_store(resolved, readonly=False) as store, SweepLock(lock_path):
-            limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
-            learner = Learner(store, analyzer_for(store, limits), batch_size=batch_size,
-                              max_tokens=max_tokens or config["BayesMaxTokens"])
+            learner = configured_learner(store, config, batch_size, max_tokens)
             report = imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
     except AlreadyRunning:
         click.echo("spamkit learn: another sweep is running; nothing to do")
