@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
+from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, unpack_keys
@@ -93,6 +94,18 @@ class _Pending:
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
 
 
+class LearningStopped(StoreError):
+    """A batch could not be committed (a full disk, say), so learning stopped there.
+
+    `summary` counts what the batches before it committed: a caller reports that, and
+    what it had not heard of through `on_commit` was not learned.
+    """
+
+    def __init__(self, cause: StoreError, summary: LearnSummary) -> None:
+        super().__init__(str(cause))
+        self.summary = summary
+
+
 class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
                  batch_size: int | None = None, max_tokens: int | None = None) -> None:
@@ -102,6 +115,7 @@ class Learner:
         self.analyzer = analyzer or analyzer_for(store)  # the database's own tokenizer
         self.batch_size = batch_size
         self.max_tokens = max_tokens  # None: never expire automatically
+        self._started = time.perf_counter()  # of the current learn or train, for its summary
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
@@ -111,7 +125,7 @@ class Learner:
         `by` says who taught them ("manual", "autolearn", "trainer:alice") for the audit
         log; autolearn never overrides a message someone taught.
         """
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         summary = LearnSummary()
         batch: list[_Pending] = []
         for item in items:
@@ -162,7 +176,7 @@ class Learner:
         """
         if not 0.5 < margin < 1.0:
             raise ValueError("margin is a probability between 0.5 and 1")
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         summary = LearnSummary()
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
@@ -201,7 +215,11 @@ class Learner:
     def _finish(self, summary: LearnSummary, started: float) -> LearnSummary:
         """Expire down from the cap if learning went over it; time the whole run."""
         if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
-            summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
+            try:
+                summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
+            except StoreError as error:  # what was learned is committed; say so
+                summary.seconds = time.perf_counter() - started
+                raise LearningStopped(error, summary) from None
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -210,14 +228,18 @@ class Learner:
         """Learn (or, with label None, forget) each message as labelled, in order, all in
         one write transaction."""
         outcomes: list[tuple[SourceItem, Outcome]] = []
-        with self.store.writer() as writer:
-            for pending, label in labelled:
-                outcome = _apply(writer, pending, label, by == "autolearn")
-                outcomes.append((pending.item, outcome))
-                if outcome is not Outcome.SKIPPED:
-                    writer.log_event(pending.key, by, label.value if label is not None else "forget",
-                                     outcome.value)
-            writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
+        try:
+            with self.store.writer() as writer:
+                for pending, label in labelled:
+                    outcome = _apply(writer, pending, label, by == "autolearn")
+                    outcomes.append((pending.item, outcome))
+                    if outcome is not Outcome.SKIPPED:
+                        writer.log_event(pending.key, by, label.value if label is not None else "forget",
+                                         outcome.value)
+                writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
+        except StoreError as error:
+            summary.seconds = time.perf_counter() - self._started
+            raise LearningStopped(error, summary) from None
         for _, outcome in outcomes:  # counted only once committed
             summary.count(outcome)
         if on_commit is not None:

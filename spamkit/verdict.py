@@ -53,7 +53,7 @@ class Verdict:
     decision: str  # "ham", "spam" or "reject"
     hits: list[Hit]
     bayes: BayesResult | None
-    autolearn: str = "no"  # "spam", "ham" or "no"
+    autolearn: str = "no"  # "spam", "ham", "no", or "failed" (the database could not take it)
     autolearn_reason: str = ""
     listed: str | None = None
     subject_tag: str | None = None  # text put before the Subject when spam

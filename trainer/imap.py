@@ -24,7 +24,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from spamkit.errors import ConfigError
-from spamkit.learn import Learner, Outcome
+from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
 from trainer.sweep import SweepOptions, SweepReport, UserReport
@@ -105,6 +105,16 @@ def connect(account: ImapAccount) -> IMAPClient:
 def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOptions) -> SweepReport:
     started = time.perf_counter()
     report = SweepReport(dry_run=options.dry_run)
+    try:
+        _sweep_accounts(accounts, learner, options, report)
+    except LearningStopped as stopped:  # e.g. a full disk: what is uncommitted stays on the server
+        report.error = str(stopped)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: SweepOptions,
+                    report: SweepReport) -> None:
     for account in accounts:
         user = UserReport(account.label)
         report.users.append(user)
@@ -125,8 +135,6 @@ def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOpti
                 client.logout()
             except (IMAPClientError, OSError):
                 pass
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: Label,

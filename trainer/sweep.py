@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from spamkit.learn import Learner, Outcome
+from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
 from trainer.maildir import delete, folder_path, list_messages, move_to_inbox, read_message
@@ -40,14 +40,19 @@ class SweepReport:
     users: list[UserReport] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
+    error: str | None = None  # why the sweep stopped early (a commit failed), if it did
 
     def totals(self) -> dict[str, int]:
         keys = ("spam_learned", "ham_learned", "known", "failed", "removed")
         return {key: sum(getattr(u, key) for u in self.users) for key in keys}
 
     def as_json(self) -> dict[str, object]:
-        return {"users": [u.as_json() for u in self.users], "totals": self.totals(),
-                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
+        record: dict[str, object] = {"users": [u.as_json() for u in self.users],
+                                     "totals": self.totals(), "seconds": round(self.seconds, 3),
+                                     "dry_run": self.dry_run}
+        if self.error is not None:
+            record["error"] = self.error
+        return record
 
     def table(self) -> str:
         header = f"{'user':<20} {'spam':>6} {'ham':>6} {'known':>6} {'failed':>6}"
@@ -59,6 +64,8 @@ class SweepReport:
                      f"{t['failed']:>6}")
         verb = "would learn" if self.dry_run else "took"
         lines.append(f"({verb} {self.seconds:.2f} s)" if not self.dry_run else "(dry run: nothing learned or removed)")
+        if self.error is not None:
+            lines.append(f"stopped early, the rest left in place: {self.error}")
         return "\n".join(lines)
 
 
@@ -72,7 +79,8 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
     message = EmailMessage()
     totals = report.totals()
     message["Subject"] = (f"spamkit learn: {totals['spam_learned']} spam, {totals['ham_learned']} ham"
-                          + (f", {totals['failed']} failed" if totals["failed"] else ""))
+                          + (f", {totals['failed']} failed" if totals["failed"] else "")
+                          + (", stopped early" if report.error is not None else ""))
     message["From"] = sender
     message["To"] = recipient
     lines = [report.table()]
@@ -96,11 +104,14 @@ class SweepOptions:
 def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> SweepReport:
     started = time.perf_counter()
     report = SweepReport(dry_run=options.dry_run)
-    for account in accounts:
-        user = UserReport(account.user)
-        report.users.append(user)
-        for folder_name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
-            _sweep_folder(account, folder_name, label, learner, options, user)
+    try:
+        for account in accounts:
+            user = UserReport(account.user)
+            report.users.append(user)
+            for folder_name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
+                _sweep_folder(account, folder_name, label, learner, options, user)
+    except LearningStopped as stopped:  # e.g. a full disk: what is uncommitted stays in its folder
+        report.error = str(stopped)
     report.seconds = time.perf_counter() - started
     return report
 

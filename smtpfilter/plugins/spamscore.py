@@ -6,8 +6,13 @@ counted as ham (nor learned).
 
 from __future__ import annotations
 
+import logging
+
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from spamkit.verdict import Scanner
+from spamkit.errors import StoreError
+from spamkit.verdict import Scanner, Verdict
+
+log = logging.getLogger("spamkit.smtpfilter")
 
 
 class SpamScore(Filter):
@@ -31,8 +36,18 @@ class SpamScore(Filter):
         tx.notes["score"] = f"{verdict.score:.1f}"
         tx.notes["spam"] = "yes" if verdict.is_spam else "no"
         if self.autolearn:
-            self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}")
+            self._autolearn(tx, verdict)
         if verdict.decision == "reject":
             return reject(self.name, f"550 5.7.1 Message rejected as spam (score {verdict.score:.1f})")
         tx.data = verdict.rewrite(tx.data)
         return CONTINUE
+
+    def _autolearn(self, tx: Transaction, verdict: Verdict) -> None:
+        """Learn what autolearn picked. Autolearning is a side job: if the database cannot
+        take the write (a full disk), the message still goes on with its verdict, and its
+        header says autolearn=failed, as SpamAssassin's does."""
+        try:
+            self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}")
+        except StoreError as error:
+            log.warning("autolearn failed for a message from %s: %s", tx.peer, error)
+            verdict.autolearn, verdict.autolearn_reason = "failed", str(error)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -17,7 +19,7 @@ from spamkit.cli import (
 )
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, LearnSummary
+from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, LearningStopped, LearnSummary
 from spamkit.sources import iter_messages
 from spamkit.store import Label, open_store
 
@@ -78,26 +80,49 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
     label = None if mode == "forget" else Label(mode)
     config = load_config(config_path)
     progress = Progress("learning", enabled=None if not (as_json or quiet) else False)
-    with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = configured_learner(store, config, batch_size, max_tokens)
-        summary = learner.learn(iter_messages(paths), label, progress=progress)
-    progress.done()
     verb = "forgotten" if label is None else "learned"
-    done = summary.forgotten if label is None else summary.learned
-    report_summary(summary, as_json, quiet, f"{verb}: {done}, relearned: {summary.relearned}, "
-                                            f"already known: {summary.skipped}")
+
+    def counts(summary: LearnSummary) -> str:
+        done = summary.forgotten if label is None else summary.learned
+        return f"{verb}: {done}, relearned: {summary.relearned}, already known: {summary.skipped}"
+
+    with reporting_a_stop(progress, as_json, quiet, counts):
+        with open_store(resolve_db_path(db_path, config_path)) as store:
+            learner = configured_learner(store, config, batch_size, max_tokens)
+            summary = learner.learn(iter_messages(paths), label, progress=progress)
+    progress.done()
+    report_summary(summary, as_json, quiet, counts(summary))
 
 
-def report_summary(summary: LearnSummary, as_json: bool, quiet: bool, counts: str) -> None:
+@contextmanager
+def reporting_a_stop(progress: Progress, as_json: bool, quiet: bool,
+                     counts: Callable[[LearnSummary], str]) -> Iterator[None]:
+    """When a commit fails part way (a full disk), report what the batches before it
+    committed, as a finished run would, then let the error end the command (exit 74)."""
+    try:
+        yield
+    except LearningStopped as stopped:
+        progress.done()
+        report_summary(stopped.summary, as_json, quiet, "committed before the error: "
+                       + counts(stopped.summary), error=str(stopped))
+        raise
+
+
+def report_summary(summary: LearnSummary, as_json: bool, quiet: bool, counts: str,
+                   error: str | None = None) -> None:
     """What `learn` and `train` print: the JSON object, or each failure on stderr and one
-    line of `counts`; then exit 1 if any message could not be read."""
+    line of `counts`; then exit 1 if any message could not be read. With `error` (the run
+    stopped), the JSON carries it and the caller exits."""
     if as_json:
-        click.echo(json.dumps(summary.as_json()))
+        record = summary.as_json()
+        if error is not None:
+            record["error"] = error
+        click.echo(json.dumps(record))
     else:
         for name, reason in summary.failures:
             click.echo(f"spamkit: cannot learn {name}: {reason}", err=True)
-        if not quiet:
+        if not quiet or error is not None:
             expired = f", expired tokens: {summary.expired}" if summary.expired else ""
             click.echo(f"{counts}, failed: {summary.failed}{expired} ({summary.seconds:.2f} s)")
-    if summary.failed:
+    if summary.failed and error is None:
         sys.exit(1)

@@ -13,10 +13,10 @@ from spamkit.cli import (
     json_option,
     resolve_db_path,
 )
-from spamkit.cli.learn import report_summary
+from spamkit.cli.learn import report_summary, reporting_a_stop
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, train_selector
+from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, LearnSummary, train_selector
 from spamkit.sources import iter_messages
 from spamkit.store import open_store
 
@@ -57,12 +57,16 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
     """
     config = load_config(config_path)
     progress = Progress("reading", enabled=None if not (as_json or quiet) else False)
-    with open_store(resolve_db_path(db_path, config_path)) as store:
-        learner = configured_learner(store, config, batch_size)
-        summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
-                                train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
-                                margin, progress=progress)
+
+    def counts(summary: LearnSummary) -> str:
+        return (f"learned: {summary.learned}, relearned: {summary.relearned}, already sure: "
+                f"{summary.confident}, already known: {summary.skipped}")
+
+    with reporting_a_stop(progress, as_json, quiet, counts):
+        with open_store(resolve_db_path(db_path, config_path)) as store:
+            learner = configured_learner(store, config, batch_size)
+            summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
+                                    train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
+                                    margin, progress=progress)
     progress.done()
-    report_summary(summary, as_json, quiet, f"learned: {summary.learned}, relearned: "
-                   f"{summary.relearned}, already sure: {summary.confident}, already known: "
-                   f"{summary.skipped}")
+    report_summary(summary, as_json, quiet, counts(summary))

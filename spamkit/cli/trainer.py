@@ -65,13 +65,15 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         for user in report.users:
             for name, reason in user.failures:
                 click.echo(f"spamkit: {user.user}: left {name}: {reason}", err=True)
-        if not quiet or any(u.failed for u in report.users):
+        if not quiet or any(u.failed for u in report.users) or report.error is not None:
             click.echo(report.table())
     if mail_to:
         try:
             mail_report(report, config["ReportSmtpServer"], config["ReportFrom"], mail_to)
         except (OSError, smtplib.SMTPException) as error:
             click.echo(f"spamkit: warning: could not mail the report to {mail_to}: {error}", err=True)
+    if report.error is not None:
+        raise StoreError(report.error)  # exit 74, after the report of what was done
     if report.totals()["failed"]:
         sys.exit(1)
 

@@ -36,6 +36,11 @@ from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 SCHEMA = b"1"
 INITIAL_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
+# after a failed commit, less free space than this means the disk filled up (a batch of
+# 1,000 messages writes a few MiB)
+DISK_FULL_BELOW = 16 << 20
+# LMDB's lock file for 256 readers is 16.5 KiB; less room than this to make it is refused
+LOCK_FILE_ROOM = 1 << 20
 _VALUE = struct.Struct("<III")
 _SEEN = struct.Struct("<BI")
 _LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
@@ -239,6 +244,7 @@ class LmdbStore:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
         refuse_remote_filesystem(self.path)
+        self._refuse_lock_file_on_full_disk()
         existing = (self.path / "data.mdb").exists()
         if existing:
             self._map_size = max(self._map_size, (self.path / "data.mdb").stat().st_size)
@@ -270,6 +276,21 @@ class LmdbStore:
         except StoreError:
             self._env.close()
             raise
+
+    def _refuse_lock_file_on_full_disk(self) -> None:
+        """LMDB makes its lock file by extending it and writing through a memory map; on a
+        full disk that write is a SIGBUS, a crash with no message. So when the lock file
+        has yet to be made, there must be room for it."""
+        if (self.path / "lock.mdb").exists():
+            return
+        try:
+            stats = os.statvfs(self.path)
+        except OSError:
+            return  # (the open itself will say what is wrong)
+        free = stats.f_bavail * stats.f_frsize
+        if free < LOCK_FILE_ROOM:
+            raise StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
+                             "free), too full for its lock file; free some space and run again")
 
     def _open_databases(self, txn: lmdb.Transaction | None) -> None:
         """The named databases; created when `txn` (a write transaction) is given."""
@@ -323,6 +344,20 @@ class LmdbStore:
             raise StoreError(f"not enough free disk at {self.path} to grow the database")
         self._env.set_mapsize(current * 2)
 
+    def _write_failure(self, error: lmdb.Error) -> StoreError:
+        """What a failed commit tells the user. LMDB reports a full disk as a bare
+        "Input/output error" (a short write), so the free space is looked at to say so."""
+        try:
+            stats = os.statvfs(self.path)
+            free = stats.f_bavail * stats.f_frsize
+        except OSError:
+            free = None
+        if free is not None and free < DISK_FULL_BELOW:
+            return StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
+                              "free): this batch was not written; what was committed before it "
+                              "stays. Free some space and run again")
+        return StoreError(f"cannot write to the database at {self.path}: {error}")
+
     @contextmanager
     def writer(self) -> Iterator[LmdbWriter]:
         """A batch of changes, committed together when the block ends without error.
@@ -351,7 +386,7 @@ class LmdbStore:
                 writer._txn = txn
             except lmdb.Error as error:
                 txn.abort()
-                raise StoreError(f"cannot write to the database at {self.path}: {error}") from None
+                raise self._write_failure(error) from None
             except BaseException:
                 txn.abort()
                 raise

@@ -199,6 +199,51 @@ def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: 
     assert len(learned) == 1 and learned[0]["action"] == "ham", learned
 
 
+def test_serve_autolearn_on_a_full_disk_still_relays_every_message(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Autolearning is a side job: with the database's disk full (a real tmpfs filled to
+    the last byte), `serve --autolearn` still relays each message with its verdict, says
+    autolearn=failed in the header, logs why, and the database is unchanged."""
+    import json
+
+    import lmdb
+
+    from tests.servers.tmpfs import fill, free_bytes, small_disk
+
+    with small_disk(tmp_path / "disk", "48m") as disk:
+        db = disk / "db"
+        db.mkdir(mode=0o700)
+        with lmdb.open(str(trained_db), readonly=True, max_dbs=8) as env:
+            env.copy(str(db), compact=True)  # no free pages: a commit must grow the file
+
+        def magic() -> dict[str, int]:
+            out = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--json", "--db", str(db)],
+                                 capture_output=True, text=True, check=True).stdout
+            return json.loads(out)
+
+        before = magic()  # (which makes LMDB's lock file, as any use of the database has)
+        fill(disk)
+        assert free_bytes(disk) < 64 * 1024
+        hams = [m for m in split[1] if m.label == "ham" and b"\nX-Spam-" not in m.data
+                and _autolearn_choice(m.data, trained_db, tmp_path) == "ham"][:3]
+        assert len(hams) == 3
+        process, port = start_serve(sink.port, db, tmp_path / "none.toml", "--autolearn")
+        try:
+            for index, ham in enumerate(hams):
+                assert swaks(port, write(tmp_path, ham.data, f"{index}.eml")).startswith("250")
+        finally:
+            returncode, stderr = stop_serve(process)
+        assert returncode == 0, stderr
+        delivered = sink.messages()
+        assert len(delivered) == 3 and all(b"autolearn=failed" in d for d in delivered), \
+            [d.split(b"autolearn=")[1][:12] for d in delivered]
+        assert b"autolearn failed" in stderr and b"is full" in stderr
+        after = magic()
+        assert (after["nham"], after["nspam"], after["ntokens"]) == \
+            (before["nham"], before["nspam"], before["ntokens"])
+
+
 def _autolearn_choice(data: bytes, db: Path, tmp_path: Path) -> str:
     """What the default configuration's autolearn would do with a message."""
     from spamkit.config import load_config

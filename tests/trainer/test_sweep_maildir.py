@@ -276,3 +276,44 @@ def test_a_message_renamed_mid_sweep_is_found_next_time(root: Path, tmp_path: Pa
             first.users[0].known + second.users[0].known
         assert learned == 15 and not renamed[0].exists()
         assert store.totals().nspam + store.totals().nham == 30
+
+
+def test_a_full_disk_stops_the_sweep_and_removes_only_what_was_committed(
+        tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """The database on a real 2 MiB tmpfs fills up part way: the sweep reports what it did
+    and why it stopped (exit 74), every message is learned or still in its folder, and
+    once there is room a rerun learns the rest, each message once."""
+    from tests.servers.tmpfs import grow, small_disk
+
+    placed = make_users(tmp_path / "users", split[0], per_folder=150)
+    pattern = f"{tmp_path / 'users'}/{{user}}/Maildir"
+    everything = {message_key(data) for data in sum(placed.values(), [])}
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        db = str(disk / "db")
+        stopped = spamkit("learn", "--maildirs", pattern, "--db", db, "--batch-size", "50", "--json",
+                          check=False)
+        assert stopped.returncode == 74, stopped.stderr
+        assert "is full" in stopped.stderr and "Traceback" not in stopped.stderr
+        report = json.loads(stopped.stdout)
+        assert "is full" in report["error"]
+        with LmdbStore(Path(db)) as store:
+            learned = {mark.key for mark in store.seen_records()}
+        remaining = [p for user in USERS for folder in ("LearnAsSpam", "LearnAsHam")
+                     for p in folder_files(tmp_path / "users", user, folder)]
+        assert 0 < len(learned) < len(everything)
+        assert report["totals"]["removed"] == len(everything) - len(remaining)
+        # nothing lost: each message is committed or still in place, and what was
+        # removed was committed
+        remaining_keys = {message_key(p.read_bytes()) for p in remaining}
+        assert remaining_keys | learned == everything
+        assert len(learned) == report["totals"]["spam_learned"] + report["totals"]["ham_learned"]
+
+        grow(disk, "64m")
+        rerun = json.loads(spamkit("learn", "--maildirs", pattern, "--db", db, "--json").stdout)
+        assert "error" not in rerun
+        with LmdbStore(Path(db)) as store:
+            marks = {mark.key for mark in store.seen_records()}
+            totals = store.totals()
+        assert marks == everything and totals.nspam + totals.nham == len(everything)
+        assert not any(folder_files(tmp_path / "users", u, f) for u in USERS
+                       for f in ("LearnAsSpam", "LearnAsHam"))

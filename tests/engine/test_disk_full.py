@@ -1,0 +1,127 @@
+"""A disk that fills up while learning: the run stops with a clear error (exit 74), says
+what it had committed, and the database holds exactly that; with room again, a rerun
+finishes. The disk is a real 2 MiB tmpfs (tests/servers/tmpfs.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corpora import CorpusMessage
+from spamkit.learn import Learner
+from spamkit.message import message_key
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from tests.servers.tmpfs import grow, small_disk
+
+BATCH = 50
+
+
+@pytest.fixture(scope="module")
+def spam_dir(tmp_path_factory: pytest.TempPathFactory,
+             split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
+    folder = tmp_path_factory.mktemp("spam")
+    for message in [m for m in split[0] if m.label == "spam"]:
+        (folder / message.path.replace("/", "_")).write_bytes(message.data)
+    return folder
+
+
+def _state(path: Path) -> tuple[object, ...]:
+    with LmdbStore(path) as store:
+        return (store.totals(), sorted((r.key, r.spam, r.ham) for r in store.records()),
+                sorted(s.key for s in store.seen_records()))
+
+
+def _learn(db: Path, folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", "learn", "--spam", str(folder), "--db",
+                           str(db), "--batch-size", str(BATCH), "--json"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_learning_onto_a_full_disk_stops_cleanly_and_a_rerun_finishes(tmp_path: Path,
+                                                                       spam_dir: Path) -> None:
+    files = sorted(spam_dir.iterdir())
+    keys_in_order = [message_key(f.read_bytes()) for f in files]
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        db = disk / "db"
+        stopped = _learn(db, spam_dir)
+        assert stopped.returncode == 74, stopped.stderr
+        assert "disk holding the database" in stopped.stderr and "is full" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+        report = json.loads(stopped.stdout)  # what was committed before the error
+        assert "is full" in report["error"]
+        assert 0 < report["learned"] < len(files) and report["learned"] % BATCH == 0
+
+        # the database opens and holds exactly the batches it reported, nothing half-written
+        totals, _, seen = _state(db)
+        assert totals.nspam == report["learned"]  # type: ignore[attr-defined]
+        assert seen == sorted(set(keys_in_order[: report["learned"]]))
+        reference = tmp_path / "reference"
+        with LmdbStore(reference) as store:
+            Learner(store).learn([SourceItem(str(f), f.read_bytes()) for f in files[: report["learned"]]],
+                                 Label.SPAM)
+        assert _state(db) == _state(reference)
+
+        grow(disk, "64m")  # the administrator makes room
+        rerun = _learn(db, spam_dir)
+        assert rerun.returncode == 0, rerun.stderr
+        again = json.loads(rerun.stdout)
+        assert "error" not in again
+        assert again["skipped"] == report["learned"]
+        assert again["learned"] == len(set(keys_in_order)) - report["learned"]
+        assert _state(db)[2] == sorted(set(keys_in_order))  # every message once
+
+
+def test_train_onto_a_full_disk_reports_what_it_committed(tmp_path: Path, spam_dir: Path,
+                                                          split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    ham_dir = tmp_path / "ham"
+    ham_dir.mkdir()
+    for message in [m for m in split[0] if m.label == "ham"][:800]:
+        (ham_dir / message.path.replace("/", "_")).write_bytes(message.data)
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        db = disk / "db"
+        result = subprocess.run([sys.executable, "-m", "spamkit", "train", "--spam", str(spam_dir),
+                                 "--ham", str(ham_dir), "--db", str(db), "--batch-size", str(BATCH)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 74, result.stderr
+        assert "is full" in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout.startswith("committed before the error: learned: ")
+        learned = int(result.stdout.split("learned: ")[1].split(",")[0])
+        with LmdbStore(db) as store:
+            totals = store.totals()
+            marks = list(store.seen_records())
+        assert 0 < learned == totals.nspam + totals.nham == len(marks)
+
+
+def test_a_database_without_its_lock_file_on_a_full_disk_is_an_error_not_a_crash(
+        tmp_path: Path, spam_dir: Path) -> None:
+    """LMDB writes its lock file through a memory map: on a full disk, making it would be
+    a SIGBUS. A database copied (or restored) without one onto a full disk is refused
+    with an error that says why."""
+    import lmdb
+
+    from tests.servers.tmpfs import fill, small_disk
+
+    source = tmp_path / "source"
+    with LmdbStore(source) as store:
+        Learner(store).learn([SourceItem(f.name, f.read_bytes()) for f in sorted(spam_dir.iterdir())[:20]],
+                             Label.SPAM)
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        db = disk / "db"
+        db.mkdir(mode=0o700)
+        with lmdb.open(str(source), readonly=True, max_dbs=8) as env:
+            env.copy(str(db))  # data.mdb only, as a backup holds it
+        fill(disk)
+        for command in (["db", "magic"], ["check", str(sorted(spam_dir.iterdir())[0])]):
+            result = subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(db)],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 74, (command, result.returncode, result.stderr)
+            assert "too full for its lock file" in result.stderr
+        (disk / "filler").unlink()
+        result = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--json", "--db", str(db)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and json.loads(result.stdout)["nspam"] == 20
