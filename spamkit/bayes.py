@@ -254,8 +254,21 @@ class BayesClassifier:
         their probabilities worked out together."""
         if not key_lists:
             return []
+        totals = self.store.totals()
+        if self._abstains(totals):  # (the first batches of `train`): no lookups to make
+            return [self._abstention(totals, keys) for keys in key_lists]
         return self._judge(self.store.counts_many(key_lists), key_lists,
                            token_lists or [None] * len(key_lists), explain)
+
+    def _abstains(self, totals: Totals) -> bool:
+        params = self.params
+        return totals.nspam < params.min_spam_learned or totals.nham < params.min_ham_learned
+
+    def _abstention(self, totals: Totals, keys: Sequence[bytes]) -> BayesResult:
+        params = self.params
+        reason = (f"not enough learned: {totals.nspam} spam and {totals.nham} ham, "
+                  f"needs {params.min_spam_learned} and {params.min_ham_learned}")
+        return BayesResult(None, "unsure", tokens=len(keys), reason=reason)
 
     def _judge(self, batch: Sequence[TokenCounts], key_lists: Sequence[Sequence[bytes]],
                token_lists: Sequence[Sequence[str] | None], explain: int) -> list[BayesResult]:
@@ -263,10 +276,8 @@ class BayesClassifier:
         the whole batch at once (numpy's cost is per call, not per token)."""
         params = self.params
         totals = batch[0].totals  # read in one transaction: the same for all
-        if totals.nspam < params.min_spam_learned or totals.nham < params.min_ham_learned:
-            reason = (f"not enough learned: {totals.nspam} spam and {totals.nham} ham, "
-                      f"needs {params.min_spam_learned} and {params.min_ham_learned}")
-            return [BayesResult(None, "unsure", tokens=len(keys), reason=reason) for keys in key_lists]
+        if self._abstains(totals):
+            return [self._abstention(totals, keys) for keys in key_lists]
         sizes = np.array([len(counts.spam) for counts in batch])
         bounds = np.concatenate(([0], np.cumsum(sizes)))
         probabilities = token_probabilities(np.concatenate([c.spam for c in batch]),

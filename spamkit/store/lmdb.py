@@ -162,10 +162,8 @@ class LmdbWriter:
         ham = ham_delta.copy()
         existed = np.zeros(len(keys), dtype=bool)
         if found:
-            found_keys, found_values = zip(*found)
-            found_numbers = np.frombuffer(b"".join(found_keys), dtype=">u8").astype(np.uint64)
+            found_numbers, old = _found_records(found)
             positions = np.searchsorted(keys, found_numbers)
-            old = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
             spam[positions] += old["spam"]
             ham[positions] += old["ham"]
             existed[positions] = True
@@ -174,12 +172,11 @@ class LmdbWriter:
         keep = (spam > 0) | (ham > 0)
         values = np.zeros(int(keep.sum()), dtype=_VALUE_DTYPE)
         values["spam"], values["ham"], values["day"] = spam[keep], ham[keep], day
-        value_bytes = values.tobytes()
-        size = _VALUE_DTYPE.itemsize
         all_kept = bool(keep.all())  # nothing went to zero: the usual batch of learning
         kept_keys = key_list if all_kept else [key_list[i] for i in np.flatnonzero(keep)]
-        txn.cursor(db=tokens_db).putmulti(
-            zip(kept_keys, [value_bytes[i:i + size] for i in range(0, len(value_bytes), size)]))
+        # each value its own 12 bytes: numpy splits them 4x faster than slicing
+        value_list = values.view(f"V{_VALUE_DTYPE.itemsize}").tolist()
+        txn.cursor(db=tokens_db).putmulti(zip(kept_keys, value_list))
         if not all_kept:
             for index in np.flatnonzero(~keep & existed):
                 txn.delete(key_list[index], db=tokens_db)
@@ -211,6 +208,21 @@ def _event_head(by: str, action: str, outcome: str) -> str:
     head = json.dumps({"by": by, "action": action, "outcome": outcome, "time": 0},
                       separators=(",", ":"))
     return head[: -len("0}")]
+
+
+# a token's key followed by its value, as getmulti's pairs lie end to end once joined
+_RECORD_DTYPE = np.dtype([("key", ">u8"), ("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
+
+
+def _found_records(found: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    """(keys as numbers, values) of getmulti's (key, value) pairs. One join of the pairs
+    flattened: unzipping them into two joins cost 2.6 times as much (7.4 against 2.8 us a
+    message in batches of 256)."""
+    joined = b"".join(itertools.chain.from_iterable(found))
+    if len(joined) != len(found) * _RECORD_DTYPE.itemsize:
+        raise StoreCorrupt("a token record is not 8 + 12 bytes: the database is damaged")
+    records = np.frombuffer(joined, dtype=_RECORD_DTYPE)
+    return records["key"].astype(np.uint64), records
 
 
 def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -415,9 +427,8 @@ class LmdbStore:
             totals = self._totals(txn)
         if not found:
             return TokenCounts(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
-        found_keys, found_values = zip(*found)
-        values = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
-        return TokenCounts(numbers_of(b"".join(found_keys)), values["spam"].astype(np.float64),
+        known, values = _found_records(found)
+        return TokenCounts(known, values["spam"].astype(np.float64),
                            values["ham"].astype(np.float64), totals)
 
     def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]:
@@ -445,9 +456,7 @@ class LmdbStore:
         if not found:
             nothing = TokenCounts(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
             return [nothing] * len(key_lists)
-        found_keys, found_values = zip(*found)
-        known = numbers_of(b"".join(found_keys))
-        values = np.frombuffer(b"".join(found_values), dtype=_VALUE_DTYPE)
+        known, values = _found_records(found)
         position = np.minimum(np.searchsorted(known, numbers), len(known) - 1)
         hit = known[position] == numbers
         # the known keys of all messages, still grouped by message: each message's share
