@@ -173,3 +173,41 @@ def test_starttls_with_certificate_checks(
     out = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", str(tmp_path / "db"),
                              "--json").stdout)
     assert out["totals"]["removed"] == 4 and out["totals"]["failed"] == 0
+
+
+def test_a_full_disk_stops_the_imap_sweep_and_expunges_only_what_was_committed(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """The database on a real 2 MiB tmpfs fills part way: the sweep says so (exit 74, the
+    report carries the error), every message is committed or still on the server, and
+    once there is room a rerun learns the rest, each message once."""
+    from tests.servers.tmpfs import grow, small_disk
+
+    keys = fill(server, split[0], per_folder=150)
+    accounts = server.accounts_file(tmp_path / "accounts.toml")
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        db = str(disk / "db")
+        stopped = spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--batch-size", "50",
+                          "--json", check=False)
+        assert stopped.returncode == 74, stopped.stderr
+        assert "is full" in stopped.stderr and "Traceback" not in stopped.stderr
+        report = json.loads(stopped.stdout)
+        assert "is full" in report["error"]
+        with LmdbStore(Path(db)) as store:
+            learned = {mark.key for mark in store.seen_records()}
+        left = sum(server.count(user, folder) for user in USERS for folder in ("LearnAsSpam", "LearnAsHam"))
+        assert 0 < len(learned) < len(keys)
+        assert left == 2 * 150 * len(USERS) - report["totals"]["removed"]
+        on_server = {message_key(path.read_bytes()) for user in USERS
+                     for folder in (".LearnAsSpam", ".LearnAsHam") for sub in ("cur", "new")
+                     for path in (server.maildir(user) / folder / sub).iterdir()}
+        assert on_server | learned == keys  # nothing removed that was not committed
+
+        grow(disk, "64m")
+        rerun = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--json").stdout)
+        assert "error" not in rerun and rerun["totals"]["failed"] == 0
+        with LmdbStore(Path(db)) as store:
+            marks = {mark.key for mark in store.seen_records()}
+            totals = store.totals()
+        assert marks == keys and totals.nspam + totals.nham == len(keys)
+        for user in USERS:
+            assert server.count(user, "LearnAsSpam") == server.count(user, "LearnAsHam") == 0
