@@ -520,8 +520,8 @@ fail:
 
 /* -------------------------------------------------------------------------- Received */
 
-/* "received:" + host[start:end] (ASCII) into the key set. */
-static int add_received_token(KeySet *keys, const char *head, size_t head_length,
+/* The key of head + part (both UTF-8) into the key set. */
+static int add_joined_token(KeySet *keys, const char *head, size_t head_length,
                               const uint8_t *part, size_t part_length) {
     uint8_t buffer[MAX_SHORT_INPUT];
     uint64_t key;
@@ -591,7 +591,7 @@ static int add_host_tokens(KeySet *keys, int kind, const void *data, Py_ssize_t 
             label_starts[labels++] = i + 1;
     size_t first = labels > 4 ? labels - 4 : 0;
     for (size_t i = first; i + 1 < labels; i++)
-        if (add_received_token(keys, "received:", 9, host + label_starts[i], length - label_starts[i]))
+        if (add_joined_token(keys, "received:", 9, host + label_starts[i], length - label_starts[i]))
             return -1;
     return 0;
 }
@@ -647,8 +647,8 @@ static PyObject *received_keys(PyObject *Py_UNUSED(module), PyObject *args) {
         uint8_t network[3 * 3 * 4 + 2];
         size_t through_b = encode_utf8(kind, data, s + 1, b, network);
         size_t through_c = through_b + encode_utf8(kind, data, b, c, network + through_b);
-        if (add_received_token(&keys, "received:ip:", 12, network, through_c)
-                || add_received_token(&keys, "received:ip:", 12, network, through_b))
+        if (add_joined_token(&keys, "received:ip:", 12, network, through_c)
+                || add_joined_token(&keys, "received:ip:", 12, network, through_b))
             goto fail;
         s = d;  /* the next match starts after "]" */
     }
@@ -662,10 +662,218 @@ fail:
     return NULL;
 }
 
+
+/* ------------------------------------------------------------------------------- URLs */
+
+/* Second-level labels under which registrations happen one level deeper (co.uk, com.au);
+   the same list as urls.py's _SHORT_SLDS. */
+static const char *const SHORT_SLDS[] = {"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"};
+
+static int is_short_sld(const char *label, size_t length) {
+    for (size_t i = 0; i < sizeof(SHORT_SLDS) / sizeof(SHORT_SLDS[0]); i++)
+        if (strlen(SHORT_SLDS[i]) == length && memcmp(SHORT_SLDS[i], label, length) == 0)
+            return 1;
+    return 0;
+}
+
+static inline int is_ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static inline int is_ascii_digit(char c) { return c >= '0' && c <= '9'; }
+static inline int is_ascii_alnum(char c) { return is_ascii_alpha(c) || is_ascii_digit(c); }
+static inline char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
+
+/* ^\d{1,3}(?:\.\d{1,3}){3}$ */
+static int is_ip_host(const char *host, size_t length) {
+    size_t i = 0;
+    for (int octet = 0; octet < 4; octet++) {
+        if (octet > 0) {
+            if (i >= length || host[i] != '.')
+                return 0;
+            i++;
+        }
+        size_t start = i;
+        while (i < length && i - start < 3 && is_ascii_digit(host[i]))
+            i++;
+        if (i == start)
+            return 0;
+    }
+    return i == length;
+}
+
+static int add_text_token(KeySet *keys, const char *head, const char *part, size_t part_length) {
+    return add_joined_token(keys, head, strlen(head), (const uint8_t *)part, part_length);
+}
+
+/* One ASCII URL's tokens, as urls.py's _tokens_of_url makes them, into the key set. */
+static int ascii_url_keys(KeySet *keys, const char *url, size_t n) {
+    size_t i = 0;
+    while (i < n && Py_UNICODE_ISSPACE((Py_UCS4)(unsigned char)url[i]))
+        i++;
+    /* (?:([a-zA-Z][a-zA-Z0-9+.-]{0,15}):)? */
+    char scheme[17];
+    size_t scheme_length = 0;
+    if (i < n && is_ascii_alpha(url[i])) {
+        size_t j = i + 1;
+        while (j < n && j - i < 16 && (is_ascii_alnum(url[j]) || url[j] == '+' || url[j] == '.' || url[j] == '-'))
+            j++;
+        if (j < n && url[j] == ':') {
+            scheme_length = j - i;
+            for (size_t k = 0; k < scheme_length; k++)
+                scheme[k] = ascii_lower(url[i + k]);
+            i = j + 1;
+        }
+    }
+    scheme[scheme_length] = '\0';
+    if (i + 1 < n && url[i] == '/' && url[i + 1] == '/')
+        i += 2;
+    size_t authority = i;  /* [^/?#\s]* */
+    while (i < n && url[i] != '/' && url[i] != '?' && url[i] != '#'
+           && !Py_UNICODE_ISSPACE((Py_UCS4)(unsigned char)url[i]))
+        i++;
+    size_t authority_end = i, rest = i;  /* [^\s]* */
+    while (i < n && !Py_UNICODE_ISSPACE((Py_UCS4)(unsigned char)url[i]))
+        i++;
+    size_t rest_end = i;
+
+    if (strcmp(scheme, "mailto") == 0)
+        return add_text_token(keys, "url:mailto", "", 0);
+    if (strcmp(scheme, "cid") == 0 || strcmp(scheme, "javascript") == 0 || strcmp(scheme, "data") == 0)
+        return add_text_token(keys, "url:scheme:", scheme, scheme_length);
+
+    /* authority.rpartition("@")[2].split(":", 1)[0].lower().strip(".") */
+    size_t host = authority, has_at = 0;
+    for (size_t k = authority; k < authority_end; k++)
+        if (url[k] == '@') {
+            host = k + 1;
+            has_at = 1;
+        }
+    size_t host_end = host;
+    while (host_end < authority_end && url[host_end] != ':')
+        host_end++;
+    while (host < host_end && url[host] == '.')
+        host++;
+    while (host_end > host && url[host_end - 1] == '.')
+        host_end--;
+    if (has_at && add_text_token(keys, "url:userinfo", "", 0))
+        return -1;
+    size_t length = host_end - host;
+    if (length == 0)
+        return 0;
+    if (add_text_token(keys, "url:scheme:", scheme_length ? scheme : "none", scheme_length ? scheme_length : 4))
+        return -1;
+    char *lowered = PyMem_Malloc(length + 1);
+    if (lowered == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t k = 0; k < length; k++)
+        lowered[k] = ascii_lower(url[host + k]);
+    int failed;
+    if (is_ip_host(lowered, length)) {
+        size_t dots = 0, network = 0;  /* ".".join(host.split(".")[:3]) */
+        while (network < length && !(lowered[network] == '.' && ++dots == 3))
+            network++;
+        failed = add_text_token(keys, "url:ip", "", 0)
+                 || add_text_token(keys, "url:ip:", lowered, network);
+    } else {
+        /* registrable_domain: the last two labels, or three under a short second level.
+           starts[2], [1], [0]: where the last, second-last and third-last labels start
+           (0 for a label the host does not have) */
+        size_t starts[3] = {0, 0, 0}, labels = 1;
+        for (size_t k = 0; k < length; k++)
+            if (lowered[k] == '.') {
+                starts[0] = starts[1];
+                starts[1] = starts[2];
+                starts[2] = k + 1;
+                labels++;
+            }
+        size_t domain = starts[1];
+        if (labels >= 3 && length - starts[2] == 2
+                && is_short_sld(lowered + starts[1], starts[2] - 1 - starts[1]))
+            domain = starts[0];
+        failed = add_text_token(keys, "url:host:", lowered, length)
+                 || add_text_token(keys, "url:domain:", lowered + domain, length - domain);
+    }
+    PyMem_Free(lowered);
+    if (failed)
+        return -1;
+    /* [A-Za-z0-9]{3,20} in rest.lower()[:200] */
+    size_t end = rest_end - rest > 200 ? rest + 200 : rest_end;
+    for (size_t k = rest; k < end;) {
+        if (!is_ascii_alnum(url[k])) {
+            k++;
+            continue;
+        }
+        size_t run = k;
+        while (run < end && run - k < 20 && is_ascii_alnum(url[run]))
+            run++;
+        if (run - k >= 3) {
+            char word[20];
+            for (size_t w = 0; w < run - k; w++)
+                word[w] = ascii_lower(url[k + w]);
+            if (add_text_token(keys, "url:path:", word, run - k))
+                return -1;
+        }
+        k = run;
+    }
+    if (memchr(url + rest, '%', rest_end - rest) != NULL && add_text_token(keys, "url:escaped", "", 0))
+        return -1;
+    return 0;
+}
+
+PyDoc_STRVAR(url_keys_doc,
+"url_keys(urls, out) -> list\n\n"
+"Add to the set `out` the keys of the tokens of each ASCII URL in the iterable `urls`\n"
+"(scheme, host, registrable domain, path words, userinfo and escapes, as\n"
+"urls._tokens_of_url makes them). Returns the URLs that are not ASCII, for Python.");
+
+static PyObject *url_keys(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *urls, *out;
+    if (!PyArg_ParseTuple(args, "OO!", &urls, &PySet_Type, &out))
+        return NULL;
+    PyObject *iterator = PyObject_GetIter(urls);
+    if (iterator == NULL)
+        return NULL;
+    PyObject *others = PyList_New(0);
+    if (others == NULL) {
+        Py_DECREF(iterator);
+        return NULL;
+    }
+    KeySet keys;
+    keys_init(&keys);
+    PyObject *url;
+    while ((url = PyIter_Next(iterator)) != NULL) {
+        int failed;
+        if (!PyUnicode_Check(url)) {
+            PyErr_SetString(PyExc_TypeError, "urls must be str");
+            failed = -1;
+        } else if (PyUnicode_IS_ASCII(url)) {
+            failed = ascii_url_keys(&keys, (const char *)PyUnicode_1BYTE_DATA(url),
+                                    (size_t)PyUnicode_GET_LENGTH(url));
+        } else {
+            failed = PyList_Append(others, url);
+        }
+        Py_DECREF(url);
+        if (failed)
+            goto fail;
+    }
+    if (PyErr_Occurred() || keys_into_set(&keys, out))
+        goto fail;
+    Py_DECREF(iterator);
+    keys_free(&keys);
+    return others;
+
+fail:
+    Py_DECREF(iterator);
+    Py_DECREF(others);
+    keys_free(&keys);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"received_keys", received_keys, METH_VARARGS, received_keys_doc},
+    {"url_keys", url_keys, METH_VARARGS, url_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,7 +9,6 @@ from spamkit.message import ParsedMessage
 from spamkit.tokenizer.headers import emit_header_tokens
 from spamkit.tokenizer.sink import KeySink, StringSink
 from spamkit.tokenizer.text import email_tokens, long_word_tokens, pair_tokens
-from spamkit.tokenizer.urls import url_tokens
 
 MAX_TEXT_CHARS = 200_000  # per message; text beyond this adds little and costs linearly
 
@@ -81,7 +80,7 @@ class EmailTokenizer:
                                options.header_set == "selected", options.header_presence)
         else:
             sink.words((message.header("subject") or "").lower(), "subject:")
-        sink.update(url_tokens(message.urls))
+        sink.urls(message.urls)
         if options.invisible and message.invisible:
             sink.words(" ".join(message.invisible)[:MAX_TEXT_CHARS].lower(), "invisible:")
         if message.alt_text:

@@ -16,6 +16,7 @@ import xxhash
 
 from spamkit.tokenizer.received import received_tokens
 from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, address_words, split_words
+from spamkit.tokenizer.urls import MAX_URLS, MANY_URLS_TOKEN, tokens_of_url, url_tokens
 
 try:
     from spamkit.tokenizer import _fast
@@ -76,6 +77,10 @@ class StringSink:
         """Add the tokens of the Received headers (their values joined into `value`)."""
         self.tokens.update(received_tokens(value))
 
+    def urls(self, urls: list[str]) -> None:
+        """Add the tokens of a message's URLs."""
+        self.tokens.update(url_tokens(urls))
+
 
 class KeySink(StringSink):
     """Collects only the tokens' 8-byte keys; with the C core, words never become strings."""
@@ -108,6 +113,15 @@ class KeySink(StringSink):
             _fast.received_keys(value.lower(), value, self.keys)
         else:
             self._pending.extend(received_tokens(value))
+
+    def urls(self, urls: list[str]) -> None:
+        if not HAVE_C_CORE:
+            self._pending.extend(url_tokens(urls))
+            return
+        for url in _fast.url_keys(set(urls[:MAX_URLS]), self.keys):  # (the C core reads ASCII)
+            self._pending.extend(tokens_of_url(url))
+        if len(urls) > MAX_URLS:
+            self._pending.append(MANY_URLS_TOKEN)
 
     def finish(self) -> set[bytes]:
         """The keys of everything added so far."""

@@ -100,3 +100,34 @@ def test_received_keys_same_both_ways(text: str) -> None:
     fast.received(text)
     slow.received(text)
     assert fast.finish() == set(hash_tokens(slow.tokens))
+
+
+# URL pieces that meet each branch of urls.tokens_of_url: schemes (long, odd, special),
+# userinfo, ports, dotted and IP hosts, short second levels, long path runs, escapes,
+# ASCII white space the regex's \s takes (\x1c, \x0b), and non-ASCII (the Python path)
+_URL_PIECES = st.sampled_from(
+    ["http", "HTTPS", "mailto", "cid", "JavaScript", "data", "a+b.c-d", "x" * 16, "y" * 17, ":",
+     "//", "/", "?", "#", "@", "user:pw@", ":8080", ".", "..", "www", "Example", "co", "uk", "com",
+     "au", "1", "127", "255", "1234", "0.0.0.0", "%20", "AbCdEfGhIjKlMnOpQrStUv", "ab", "abc", " ",
+     "\t", "\x0b", "\x1c", "\n", "é", "\x85", "日本"])
+_URL = st.lists(_URL_PIECES, max_size=14).map("".join)
+
+
+@settings(max_examples=1000)
+@given(st.lists(_URL, max_size=6))
+def test_url_keys_same_both_ways(urls: list[str]) -> None:
+    fast, slow = KeySink(), StringSink()
+    fast.urls(urls)
+    slow.urls(urls)
+    assert fast.finish() == set(hash_tokens(slow.tokens))
+
+
+def test_url_keys_long_hosts_and_many_urls() -> None:
+    urls = ["http://" + "a" * 300 + ".example.co.uk/" + "p" * 500 + "%41",
+            "https://user@" + "b." * 200 + "com:99/x",
+            *(f"http://host{i}.example/page{i}" for i in range(250))]
+    fast, slow = KeySink(), StringSink()
+    fast.urls(urls)
+    slow.urls(urls)
+    assert "url:many" in slow.tokens
+    assert fast.finish() == set(hash_tokens(slow.tokens))
