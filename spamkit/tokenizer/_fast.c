@@ -331,28 +331,15 @@ static Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ss
     return -1;
 }
 
-static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *text, *out;
-    const char *prefix;
-    Py_ssize_t prefix_length, min_word, max_word;
-    int plain = 0;
-    if (!PyArg_ParseTuple(args, "Uy#nnO!|p", &text, &prefix, &prefix_length, &min_word,
-                          &max_word, &PySet_Type, &out, &plain))
-        return NULL;
-    if (prefix_length > MAX_PREFIX_BYTES || max_word < 2 || max_word > 64) {
-        PyErr_SetString(PyExc_ValueError, "prefix over 64 bytes or max_word out of 2..64");
-        return NULL;
-    }
+/* The keys of prefix + each word (and CJK pair) of `text` into `keys`; the longer words
+ * and the '@' words into those lists, unless they are NULL. -1 with an exception set. */
+static int words_into(KeySet *keys, PyObject *text, const char *prefix, Py_ssize_t prefix_length,
+                      Py_ssize_t min_word, Py_ssize_t max_word, int plain,
+                      PyObject *long_words, PyObject *at_words) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     uint8_t buffer[MAX_PREFIX_BYTES + 64 * 4];
-    KeySet keys;
-    keys_init(&keys);
-    PyObject *long_words = PyList_New(0), *at_words = PyList_New(0);
-    if (long_words == NULL || at_words == NULL)
-        goto fail;
-
     Py_ssize_t i = 0;
     while (i < n) {
         Py_ssize_t start;
@@ -387,10 +374,10 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
         Py_ssize_t length = i - start;
         if (length < min_word)
             continue;
-        if (length > max_word || has_at) {
+        if (long_words != NULL && (length > max_word || has_at)) {
             PyObject *word = PyUnicode_Substring(text, start, i);
             if (word == NULL)
-                goto fail;
+                return -1;
             int failed = 0;
             if (length > max_word)
                 failed |= PyList_Append(long_words, word);
@@ -398,17 +385,17 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
                 failed |= PyList_Append(at_words, word);
             Py_DECREF(word);
             if (failed)
-                goto fail;
-            if (length > max_word)
-                continue;
+                return -1;
         }
+        if (length > max_word)
+            continue;
         uint64_t key;
         if (word_key((const uint8_t *)prefix, prefix_length, kind, data, start, i, buffer, &key)
-            || keys_add(&keys, key))
-            goto fail;
+            || keys_add(keys, key))
+            return -1;
     }
 
-    if (plain) {  /* the str.split() words holding an '@' (a plain word never does) */
+    if (plain && at_words != NULL) {  /* the str.split() words holding an '@' (a plain word never does) */
         Py_ssize_t at = 0;
         while (at < n && (at = PyUnicode_FindChar(text, '@', at, n, 1)) >= 0) {
             Py_ssize_t start = at, end = at + 1;
@@ -420,14 +407,14 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
                 PyObject *word = PyUnicode_Substring(text, start, end);
                 if (word == NULL || PyList_Append(at_words, word)) {
                     Py_XDECREF(word);
-                    goto fail;
+                    return -1;
                 }
                 Py_DECREF(word);
             }
             at = end;
         }
         if (at == -2)
-            goto fail;
+            return -1;
     }
 
     if (kind != PyUnicode_1BYTE_KIND || !PyUnicode_IS_ASCII(text)) {
@@ -446,22 +433,80 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
             for (Py_ssize_t j = start; j + 1 < start + used; j++) {
                 uint64_t key;
                 if (word_key((const uint8_t *)prefix, prefix_length, kind, data, j, j + 2,
-                             buffer, &key) || keys_add(&keys, key))
-                    goto fail;
+                             buffer, &key) || keys_add(keys, key))
+                    return -1;
             }
             budget -= used;
         }
     }
-    if (keys_into_set(&keys, out))
-        goto fail;
+    return 0;
+}
+
+static int check_word_limits(Py_ssize_t prefix_length, Py_ssize_t max_word) {
+    if (prefix_length > MAX_PREFIX_BYTES || max_word < 2 || max_word > 64) {
+        PyErr_SetString(PyExc_ValueError, "prefix over 64 bytes or max_word out of 2..64");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *text, *out;
+    const char *prefix;
+    Py_ssize_t prefix_length, min_word, max_word;
+    int plain = 0;
+    if (!PyArg_ParseTuple(args, "Uy#nnO!|p", &text, &prefix, &prefix_length, &min_word,
+                          &max_word, &PySet_Type, &out, &plain))
+        return NULL;
+    if (check_word_limits(prefix_length, max_word))
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    PyObject *long_words = PyList_New(0), *at_words = PyList_New(0);
+    if (long_words == NULL || at_words == NULL
+            || words_into(&keys, text, prefix, prefix_length, min_word, max_word, plain,
+                          long_words, at_words)
+            || keys_into_set(&keys, out)) {
+        keys_free(&keys);
+        Py_XDECREF(long_words);
+        Py_XDECREF(at_words);
+        return NULL;
+    }
     keys_free(&keys);
     return Py_BuildValue("(NN)", long_words, at_words);
+}
 
-fail:
+PyDoc_STRVAR(hash_prefixed_words_doc,
+"hash_prefixed_words(pieces, min_word, max_word, out, plain=False)\n\n"
+"hash_words for each (text, prefix) of the list `pieces`, into the set `out`, without\n"
+"the longer and '@' words: what a message's header values need, in one call.");
+
+static PyObject *hash_prefixed_words(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *pieces, *out;
+    Py_ssize_t min_word, max_word;
+    int plain = 0;
+    if (!PyArg_ParseTuple(args, "O!nnO!|p", &PyList_Type, &pieces, &min_word, &max_word,
+                          &PySet_Type, &out, &plain))
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    for (Py_ssize_t p = 0; p < PyList_GET_SIZE(pieces); p++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, p), *text;
+        const char *prefix;
+        Py_ssize_t prefix_length;
+        if (!PyArg_ParseTuple(piece, "Uy#", &text, &prefix, &prefix_length)
+                || check_word_limits(prefix_length, max_word)
+                || words_into(&keys, text, prefix, prefix_length, min_word, max_word, plain, NULL, NULL)) {
+            keys_free(&keys);
+            return NULL;
+        }
+    }
+    if (keys_into_set(&keys, out)) {
+        keys_free(&keys);
+        return NULL;
+    }
     keys_free(&keys);
-    Py_XDECREF(long_words);
-    Py_XDECREF(at_words);
-    return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(hash_strings_doc,
@@ -872,6 +917,7 @@ fail:
 static PyMethodDef methods[] = {
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
+    {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},
     {"received_keys", received_keys, METH_VARARGS, received_keys_doc},
     {"url_keys", url_keys, METH_VARARGS, url_keys_doc},
     {NULL, NULL, 0, NULL},

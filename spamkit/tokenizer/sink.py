@@ -25,7 +25,7 @@ except ImportError:  # built without a C compiler: same keys, slower
 
 HAVE_C_CORE = _fast is not None
 _xxh64 = xxhash.xxh3_64_digest
-_MAX_C_PREFIX = 64  # bytes; the C core's prefix buffer
+MAX_PREFIX_BYTES = 64  # the C core's prefix buffer
 
 
 def hash_token(token: str) -> bytes:
@@ -73,6 +73,11 @@ class StringSink:
             if "@" in text else []
         return list(long_words), at_words
 
+    def prefixed_words(self, pieces: list[tuple[str, bytes]]) -> None:
+        """`words(text, prefix)` for each (text, UTF-8 prefix), the returned words unused."""
+        for text, prefix in pieces:
+            self.words(text, prefix.decode("utf-8", "surrogatepass"))
+
     def received(self, value: str) -> None:
         """Add the tokens of the Received headers (their values joined into `value`)."""
         self.tokens.update(received_tokens(value))
@@ -99,7 +104,7 @@ class KeySink(StringSink):
 
     def words(self, text: str, prefix: str = "") -> tuple[list[str], list[str]]:
         encoded = prefix.encode("utf-8", "surrogatepass")
-        if not self._c_words or len(encoded) > _MAX_C_PREFIX:
+        if not self._c_words or len(encoded) > MAX_PREFIX_BYTES:
             long_words, at_words = StringSink.words(self, text, prefix)
             self._pending.extend(self.tokens)
             self.tokens.clear()
@@ -107,6 +112,12 @@ class KeySink(StringSink):
         long_words, at_words = _fast.hash_words(text, encoded, MIN_WORD, MAX_WORD, self.keys,
                                                 self.plain_words)
         return long_words, at_words
+
+    def prefixed_words(self, pieces: list[tuple[str, bytes]]) -> None:
+        if self._c_words:  # one call for all of them (prefixes of at most MAX_PREFIX_BYTES)
+            _fast.hash_prefixed_words(pieces, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
+        else:
+            StringSink.prefixed_words(self, pieces)
 
     def received(self, value: str) -> None:
         if HAVE_C_CORE:

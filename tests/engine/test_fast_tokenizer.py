@@ -131,3 +131,19 @@ def test_url_keys_long_hosts_and_many_urls() -> None:
     slow.urls(urls)
     assert "url:many" in slow.tokens
     assert fast.finish() == set(hash_tokens(slow.tokens))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["subject", "from", "to", "x-mailer", "content-type",
+                                           "x-" + "n" * 70, "received", "message-id"]), _TEXT),
+                max_size=8), st.booleans())
+def test_header_words_same_both_ways(headers: list[tuple[str, str]], plain: bool) -> None:
+    """All of a message's header words go to the C core in one call (prefixed_words); a
+    header name too long for its prefix buffer goes the Python way."""
+    from spamkit.tokenizer.headers import emit_header_tokens
+
+    fast, slow = KeySink(plain), StringSink(plain)
+    for selected_only in (True, False):
+        emit_header_tokens(fast, headers, True, selected_only)
+        emit_header_tokens(slow, headers, True, selected_only)
+    assert fast.finish() == set(hash_tokens(slow.tokens))
