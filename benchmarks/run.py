@@ -2,7 +2,8 @@
 
 Each tool trains on folds 1-4 of the SpamAssassin corpus (1,502 spam, 3,297 ham) and
 scores fold 0 (394 spam, 853 ham), one process per command, in the same run on the same
-machine. Speed is the best of --repeat runs; accuracy is the same every run. Writes the
+machine. Speed is the best of --repeat runs, taken in rounds that interleave the
+tools; accuracy is the same every run. Writes the
 table to benchmarks/RESULTS.md and the ROC curves to benchmarks/roc.png.
 """
 
@@ -24,25 +25,35 @@ from corpora.spamassassin import SpamAssassinCorpus
 HERE = Path(__file__).resolve().parent
 
 
-def run_tool(tool_class: type[Tool], workdir: Path, split_dir: Path, repeat: int) -> ToolResult:
+def run_tools(tool_classes: list[type[Tool]], workdir: Path, split_dir: Path,
+              repeat: int) -> list[ToolResult]:
+    """Each tool learns and checks `repeat` times; each speed is its best run.
+
+    The rounds interleave the tools (all of them once, then all again) rather than
+    running one tool's repeats back to back: this machine's speed drifts by 10-20% over
+    minutes, and interleaving puts every tool's runs in the same stretches of time, so
+    the ratios compare like with like.
+    """
     spam = sorted((split_dir / "train" / "spam").iterdir())
     ham = sorted((split_dir / "train" / "ham").iterdir())
     test = sorted((split_dir / "test" / "spam").iterdir()) + sorted((split_dir / "test" / "ham").iterdir())
-    result = ToolResult(tool_class.name)
+    results = [ToolResult(tool_class.name) for tool_class in tool_classes]
     for attempt in range(repeat):
-        tool = tool_class(workdir)
-        learn_runs = tool.learn(spam, ham, split_dir / "train" / "spam", split_dir / "train" / "ham")
-        check_run, scores, verdicts = tool.check(test, split_dir / "test")
-        learn_seconds = sum(r.seconds for r in learn_runs)
-        if attempt == 0 or learn_seconds < result.learn_seconds:
-            result.learn_seconds = learn_seconds
-        if attempt == 0 or check_run.seconds < result.check_seconds:
-            result.check_seconds = check_run.seconds
-        result.learn_rss_kib = max(r.max_rss_kib for r in learn_runs)
-        result.check_rss_kib = check_run.max_rss_kib
-        result.db_bytes = directory_bytes(tool.db)
-        result.scores, result.verdicts = scores, verdicts
-    return result
+        for tool_class, result in zip(tool_classes, results):
+            print(f"running {tool_class.name} ({attempt + 1} of {repeat}) ...", file=sys.stderr, flush=True)
+            tool = tool_class(workdir)
+            learn_runs = tool.learn(spam, ham, split_dir / "train" / "spam", split_dir / "train" / "ham")
+            check_run, scores, verdicts = tool.check(test, split_dir / "test")
+            learn_seconds = sum(r.seconds for r in learn_runs)
+            if attempt == 0 or learn_seconds < result.learn_seconds:
+                result.learn_seconds = learn_seconds
+            if attempt == 0 or check_run.seconds < result.check_seconds:
+                result.check_seconds = check_run.seconds
+            result.learn_rss_kib = max(r.max_rss_kib for r in learn_runs)
+            result.check_rss_kib = check_run.max_rss_kib
+            result.db_bytes = directory_bytes(tool.db)
+            result.scores, result.verdicts = scores, verdicts
+    return results
 
 
 def tool_version(name: str) -> str:
@@ -146,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     test_files = sorted((split_dir / "test" / "spam").iterdir()) + sorted((split_dir / "test" / "ham").iterdir())
     labels = [p.parent.name == "spam" for p in test_files]
 
-    results, accuracies = [], {}
-    for tool_class in tool_classes:
-        print(f"running {tool_class.name} ...", file=sys.stderr, flush=True)
-        result = run_tool(tool_class, workdir, split_dir, args.repeat)
-        results.append(result)
-        accuracies[result.name] = accuracy(labels, result.scores, result.verdicts)
+    results = run_tools(tool_classes, workdir, split_dir, args.repeat)
+    accuracies = {r.name: accuracy(labels, r.scores, r.verdicts) for r in results}
 
     table = render_table(results, accuracies, n_train, len(test_files))
     ratios = render_ratios(results, n_train, len(test_files))
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
 Made by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {platform.machine()},
 {_cpu_name()}, Python {platform.python_version()}; every tool in the same run, one process
-per command, speed the best of {args.repeat} runs (startup included).
+per command, speed the best of {args.repeat} runs (startup included), the tools taking
+turns round by round.
 
 Standard split of the SpamAssassin public corpus: train on folds 1-4 ({n_train} messages),
 score fold 0 ({sum(labels)} spam, {len(labels) - sum(labels)} ham). FP: ham called spam

@@ -18,25 +18,12 @@ from spamkit.learn import Learner
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
+from tests.engine.dbstate import database_state
 
 BATCH = 25
 KILLS = 10
 
 
-@pytest.fixture(scope="module")
-def spam_dir(tmp_path_factory: pytest.TempPathFactory,
-             split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
-    folder = tmp_path_factory.mktemp("spam")
-    train, _ = split
-    for message in [m for m in train if m.label == "spam"]:
-        (folder / message.path.replace("/", "_")).write_bytes(message.data)
-    return folder
-
-
-def _state(path: Path) -> tuple[object, ...]:
-    with LmdbStore(path) as store:
-        return (store.totals(), sorted((r.key, r.spam, r.ham) for r in store.records()),
-                sorted(s.key for s in store.seen_records()))
 
 
 def _learn_command(db: Path, folder: Path) -> list[str]:
@@ -61,7 +48,7 @@ def test_kill_9_during_learn_leaves_whole_batches(tmp_path: Path, spam_dir: Path
         process.wait()
         if not (db / "data.mdb").exists():
             continue  # killed before the database was created: nothing to check
-        totals, _, seen = _state(db)
+        totals, _, seen = database_state(db)
         # the seen marks are exactly the messages of some number of whole batches
         batches = next((n for n in range(0, len(files) // BATCH + 2)
                         if sorted(set(keys_in_order[: n * BATCH])) == seen), None)
@@ -72,10 +59,10 @@ def test_kill_9_during_learn_leaves_whole_batches(tmp_path: Path, spam_dir: Path
         with LmdbStore(reference) as store:
             Learner(store).learn([SourceItem(str(f), f.read_bytes()) for f in files[: batches * BATCH]],
                                  Label.SPAM)
-        assert _state(db) == _state(reference)
+        assert database_state(db) == database_state(reference)
         # a rerun learns the rest, each message once
         subprocess.run(_learn_command(db, spam_dir), check=True)
-        assert _state(db)[2] == sorted(set(keys_in_order))
+        assert database_state(db)[2] == sorted(set(keys_in_order))
     assert killed_mid_run >= KILLS // 2, "the kills should mostly land while learning"
 
 
@@ -104,7 +91,7 @@ def _learned_exactly_what_it_marked(db: Path, by_key: dict[bytes, Path], tmp_pat
         for label in (Label.SPAM, Label.HAM):
             Learner(store).learn([SourceItem(str(by_key[m.key]), by_key[m.key].read_bytes())
                                   for m in marks if m.label is label], label)
-    assert _state(db) == _state(reference)
+    assert database_state(db) == database_state(reference)
     return len(marks)
 
 

@@ -9,31 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from corpora import CorpusMessage
 from spamkit.learn import Learner
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
+from tests.engine.dbstate import database_state
 from tests.servers.tmpfs import grow, small_disk
 
 BATCH = 50
 
 
-@pytest.fixture(scope="module")
-def spam_dir(tmp_path_factory: pytest.TempPathFactory,
-             split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
-    folder = tmp_path_factory.mktemp("spam")
-    for message in [m for m in split[0] if m.label == "spam"]:
-        (folder / message.path.replace("/", "_")).write_bytes(message.data)
-    return folder
-
-
-def _state(path: Path) -> tuple[object, ...]:
-    with LmdbStore(path) as store:
-        return (store.totals(), sorted((r.key, r.spam, r.ham) for r in store.records()),
-                sorted(s.key for s in store.seen_records()))
 
 
 def _learn(db: Path, folder: Path) -> subprocess.CompletedProcess[str]:
@@ -57,14 +44,14 @@ def test_learning_onto_a_full_disk_stops_cleanly_and_a_rerun_finishes(tmp_path: 
         assert 0 < report["learned"] < len(files) and report["learned"] % BATCH == 0
 
         # the database opens and holds exactly the batches it reported, nothing half-written
-        totals, _, seen = _state(db)
+        totals, _, seen = database_state(db)
         assert totals.nspam == report["learned"]  # type: ignore[attr-defined]
         assert seen == sorted(set(keys_in_order[: report["learned"]]))
         reference = tmp_path / "reference"
         with LmdbStore(reference) as store:
             Learner(store).learn([SourceItem(str(f), f.read_bytes()) for f in files[: report["learned"]]],
                                  Label.SPAM)
-        assert _state(db) == _state(reference)
+        assert database_state(db) == database_state(reference)
 
         grow(disk, "64m")  # the administrator makes room
         rerun = _learn(db, spam_dir)
@@ -73,7 +60,7 @@ def test_learning_onto_a_full_disk_stops_cleanly_and_a_rerun_finishes(tmp_path: 
         assert "error" not in again
         assert again["skipped"] == report["learned"]
         assert again["learned"] == len(set(keys_in_order)) - report["learned"]
-        assert _state(db)[2] == sorted(set(keys_in_order))  # every message once
+        assert database_state(db)[2] == sorted(set(keys_in_order))  # every message once
 
 
 def test_train_onto_a_full_disk_reports_what_it_committed(tmp_path: Path, spam_dir: Path,
