@@ -129,7 +129,7 @@ def plot_roc(results: list[ToolResult], labels: list[bool], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", default="spamkit,spamkit-learn-all,bogofilter,spamprobe")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--roc", type=Path, default=HERE / "roc.png")
