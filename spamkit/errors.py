@@ -4,6 +4,7 @@ SpamkitError
 ├── ConfigError          a setting or option is wrong; says which
 ├── MessageSourceError   a message file, directory or mbox cannot be read (parsing never raises)
 └── StoreError           the token database cannot be opened or written
+    ├── NoDatabase       there is no database there yet (nothing learned)
     └── StoreCorrupt     the database is not a spamkit database, or fails its checks
 
 Parsing and tokenizing never raise: damage in a message becomes a fact about it.
@@ -30,6 +31,10 @@ class MessageSourceError(SpamkitError):
 
 class StoreError(SpamkitError):
     exit_code = 74  # EX_IOERR
+
+
+class NoDatabase(StoreError):
+    """Nothing has been learned into this database yet: readers treat it as empty."""
 
 
 class StoreCorrupt(StoreError):

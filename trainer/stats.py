@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from spamkit.errors import StoreError
+from spamkit.errors import NoDatabase
 from spamkit.store import open_store
 from trainer.maildir import folder_path, list_messages
 from trainer.users import Account
@@ -53,10 +53,11 @@ def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
 def add_corrections(stats: list[UserStats], db_path: str | None,
                     now: float | None = None) -> dict[str, object] | None:
     """Fill in each user's corrections from the audit log; returns `db magic`, or None
-    when there is no database (which is then not created)."""
+    when there is no database (which is then not created). A database that is there but
+    cannot be read raises its StoreError."""
     try:
         store = open_store(db_path, readonly=True)
-    except StoreError:
+    except NoDatabase:
         return None
     since = (now if now is not None else time.time()) - CORRECTION_DAYS * 86400
     by_user = {s.user: s for s in stats}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from spamkit.cli import db_option, json_option, resolve_db_path
+from spamkit.errors import StoreCorrupt
 from spamkit.store import default_db_path, open_store
+from spamkit.store.lmdb import move_aside
 
 DEFAULT_MAX_TOKENS = 1_000_000
 
@@ -112,6 +115,13 @@ def reset(yes: bool, db_path: str | None) -> None:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to reset without --yes when not on a terminal")
         click.confirm(f"Forget everything learned in {where}?", abort=True)
-    with open_store(resolve_db_path(db_path)) as store:
+    try:
+        store = open_store(resolve_db_path(db_path))
+    except StoreCorrupt as error:  # damaged: nothing in it can be kept anyway
+        kept = move_aside(Path(where))
+        click.echo(f"spamkit: {error}", err=True)
+        click.echo(f"moved the damaged database aside to {kept}", err=True)
+        store = open_store(resolve_db_path(db_path))
+    with store:
         store.reset()
     click.echo(f"reset {where}", err=True)

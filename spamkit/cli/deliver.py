@@ -18,7 +18,7 @@ import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
-from spamkit.errors import ConfigError, SpamkitError, StoreError
+from spamkit.errors import ConfigError, NoDatabase, SpamkitError
 from spamkit.store import open_store
 from spamkit.verdict import Scanner
 from trainer.maildir import folder_path
@@ -67,10 +67,8 @@ def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # ty
         return None
     try:
         return open_store(resolve_db_path(db_path, config_path), readonly=True)
-    except StoreError as error:
-        if "no spamkit database" in str(error):
-            return None  # nothing learned yet: score with the rules alone
-        raise
+    except NoDatabase:
+        return None  # nothing learned yet: score with the rules alone
 
 
 def write_maildir(folder: Path, data: bytes) -> Path:

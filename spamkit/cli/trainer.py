@@ -18,7 +18,7 @@ from spamkit.cli import (
     resolve_db_path,
 )
 from spamkit.config import Config, load_config
-from spamkit.errors import StoreError
+from spamkit.errors import NoDatabase, StoreError
 from spamkit.learn import Learner
 from spamkit.store import LmdbStore, default_db_path, open_store
 from trainer.lock import AlreadyRunning, SweepLock
@@ -87,7 +87,7 @@ def _dry_run(users: list[Account], db: str | None, options: SweepOptions,
 
     try:
         store = open_store(db, readonly=True)
-    except StoreError:
+    except NoDatabase:
         with tempfile.TemporaryDirectory() as empty:  # no database yet: nothing is known
             with open_store(Path(empty) / "db") as store:
                 return run(store)
@@ -116,18 +116,29 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     else:
         users = _accounts(config, pattern, only_user)
         rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
-    magic = add_corrections(rows, resolve_db_path(db_path, config_path))
+    try:
+        magic, db_error = add_corrections(rows, resolve_db_path(db_path, config_path)), None
+    except StoreError as error:  # there, but unreadable: the folders are still worth showing
+        magic, db_error = None, error
     records = [r.as_json() for r in rows]
     keys = ("LearnAsSpam", "LearnAsHam", "JunkMail", "NotSeen", "missed_spam_30d", "false_positives_30d")
     totals = {key: sum(int(r[key]) for r in records) for key in keys}  # type: ignore[call-overload]
     if as_json:
-        click.echo(json.dumps({"users": records, "totals": totals, "db": magic}))
+        record: dict[str, object] = {"users": records, "totals": totals, "db": magic}
+        if db_error is not None:
+            record["db_error"] = str(db_error)
+        click.echo(json.dumps(record))
+        if db_error is not None:
+            raise db_error
         return
     click.echo(f"{'User':<20} {'LearnAsSpam':>11} {'LearnAsHam':>10} {'JunkMail':>8} {'NotSeen':>7}"
                f" {'missed spam 30d':>15} {'false pos. 30d':>14}")
     for r in records + [dict(totals, user="total")]:
         click.echo(f"{r['user']:<20} {r['LearnAsSpam']:>11} {r['LearnAsHam']:>10} {r['JunkMail']:>8} "
                    f"{r['NotSeen']:>7} {r['missed_spam_30d']:>15} {r['false_positives_30d']:>14}")
+    if db_error is not None:
+        click.echo("database: cannot be read (see below)")
+        raise db_error
     if magic is None:
         click.echo("database: none yet")
     else:

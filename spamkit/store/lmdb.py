@@ -29,7 +29,7 @@ from typing import IO
 import lmdb
 import numpy as np
 
-from spamkit.errors import StoreCorrupt, StoreError
+from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
 from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
@@ -41,6 +41,8 @@ MAX_MAP_SIZE = 1 << 40
 DISK_FULL_BELOW = 16 << 20
 # LMDB's lock file for 256 readers is 16.5 KiB; less room than this to make it is refused
 LOCK_FILE_ROOM = 1 << 20
+RECOVERY = ("`spamkit db reset --yes` moves it aside and starts an empty one, into which "
+            "`spamkit db restore` loads a dump")
 _VALUE = struct.Struct("<III")
 _SEEN = struct.Struct("<BI")
 _LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
@@ -50,6 +52,19 @@ _VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
 
 REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
                                 "ceph", "glusterfs", "afs"})
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged database's files to data.mdb.damaged-<time> (and the lock file
+    with them), kept for a look afterwards; returns the new data file name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = path / f"data.mdb.damaged-{stamp}"
+    os.rename(path / "data.mdb", kept)
+    try:
+        os.rename(path / "lock.mdb", path / f"lock.mdb.damaged-{stamp}")
+    except FileNotFoundError:
+        pass
+    return kept
 
 
 def filesystem_type(path: Path) -> str:
@@ -251,7 +266,7 @@ class LmdbStore:
     def _open(self) -> None:
         if self.readonly:
             if not (self.path / "data.mdb").exists():
-                raise StoreError(f"no spamkit database at {self.path} (learn some mail first)")
+                raise NoDatabase(f"no spamkit database at {self.path} (learn some mail first)")
         else:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
@@ -264,10 +279,14 @@ class LmdbStore:
             self._env = lmdb.open(str(self.path), map_size=self._map_size, max_dbs=8,
                                   subdir=True, readonly=self.readonly, sync=self._sync,
                                   metasync=self._sync, lock=True, max_readers=256, mode=0o600)
+        except (lmdb.InvalidError, lmdb.CorruptedError) as error:
+            raise StoreCorrupt(f"the database at {self.path} is damaged ({error}); "
+                               f"{RECOVERY}") from None
         except lmdb.Error as error:
             raise StoreError(f"cannot open the database at {self.path}: {error}") from None
         self._pid = os.getpid()
         try:
+            self._refuse_truncated_file()
             self._env.reader_check()  # clears slots left by processes that died mid-read
             if self.readonly:
                 self._open_databases(None)
@@ -279,7 +298,7 @@ class LmdbStore:
             empty = self._env.stat()["entries"] == 0  # no named databases in it at all
             self._env.close()
             if empty:  # made by a writer that has not committed its first transaction yet
-                raise StoreError(f"no spamkit database at {self.path} yet (learn some mail "
+                raise NoDatabase(f"no spamkit database at {self.path} yet (learn some mail "
                                  "first)") from None
             raise StoreCorrupt(f"{self.path} is an LMDB database but not a spamkit one") from None
         except lmdb.Error as error:
@@ -288,6 +307,20 @@ class LmdbStore:
         except StoreError:
             self._env.close()
             raise
+
+    def _refuse_truncated_file(self) -> None:
+        """A data file shorter than its own last page (a copy cut short, a damaged disk)
+        would be read through the memory map past its end: a SIGBUS, a crash with no
+        message. The meta pages at its start say how long it must be. (Read before the
+        size: a writer writes its pages before the meta page that counts them.)"""
+        needed = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+        try:
+            size = (self.path / "data.mdb").stat().st_size
+        except OSError:
+            return
+        if 0 < size < needed:
+            raise StoreCorrupt(f"{self.path / 'data.mdb'} is cut short: {size:,} bytes where its "
+                               f"own index needs {needed:,}; {RECOVERY}")
 
     def _refuse_lock_file_on_full_disk(self) -> None:
         """LMDB makes its lock file by extending it and writing through a memory map; on a

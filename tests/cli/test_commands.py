@@ -127,6 +127,42 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
     assert (magic["nspam"], magic["ntokens"]) == (0, 0)
 
 
+@pytest.mark.parametrize("damage", ["cut short", "garbage"])
+def test_a_damaged_database_is_an_error_then_reset_and_restored(
+        tmp_path: Path, folders: dict[str, Path], damage: str) -> None:
+    """A data file cut short (a copy that stopped part way) would be read past its end
+    through LMDB's memory map, a SIGBUS; a file of garbage is not LMDB at all. Either is
+    a one-line error with exit 65 from every command, `stats` still counts the folders,
+    and `db reset --yes` moves the damage aside so that a dump can be restored."""
+    good = tmp_path / "good"
+    assert spamkit("learn", "--spam", str(folders["spam"]), "--db", str(good)).returncode == 0
+    dump_file = tmp_path / "dump.txt"
+    assert spamkit("db", "dump", str(dump_file), "--db", str(good)).returncode == 0
+    db = tmp_path / "damaged"
+    db.mkdir(mode=0o700)
+    data = (good / "data.mdb").read_bytes()
+    (db / "data.mdb").write_bytes(data[: len(data) // 3] if damage == "cut short"
+                                  else bytes(range(256)) * 400)
+    expected = "is cut short" if damage == "cut short" else "is damaged"
+    for command in (["db", "magic"], ["check", str(folders["mbox"])], ["learn", "--ham", str(folders["ham"])],
+                    ["db", "dump"], ["learn", "--maildirs", str(tmp_path / "{user}"), "--dry-run"]):
+        result = spamkit(*command, "--db", str(db))
+        assert result.returncode == 65, (command, result.returncode, result.stderr)
+        assert expected in result.stderr and "db reset --yes" in result.stderr
+        assert "Traceback" not in result.stderr
+    (tmp_path / "alice").mkdir()
+    mailbox.Maildir(tmp_path / "alice" / "Maildir", create=True).add_folder("LearnAsSpam")
+    stats = spamkit("stats", "--maildirs", str(tmp_path / "{user}" / "Maildir"), "--db", str(db), "--json")
+    assert stats.returncode == 65 and expected in json.loads(stats.stdout)["db_error"]
+    assert json.loads(stats.stdout)["users"][0]["user"] == "alice"
+
+    reset = spamkit("db", "reset", "--yes", "--db", str(db))
+    assert reset.returncode == 0 and "moved the damaged database aside" in reset.stderr
+    assert len(list(db.glob("data.mdb.damaged-*"))) == 1
+    assert spamkit("db", "restore", str(dump_file), "--db", str(db)).returncode == 0
+    assert spamkit("db", "dump", "--db", str(db)).stdout == dump_file.read_text()
+
+
 def test_db_path_follows_option_and_environment(tmp_path: Path) -> None:
     assert spamkit("db", "path", "--db", "/srv/x").stdout.strip() == "/srv/x"
     import os
