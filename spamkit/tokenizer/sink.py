@@ -126,7 +126,7 @@ class KeySink(StringSink):
             self._pending.extend(received_tokens(value))
 
     def urls(self, urls: list[str]) -> None:
-        if not HAVE_C_CORE:
+        if not self._c_words:
             self._pending.extend(url_tokens(urls))
             return
         for url in _fast.url_keys(set(urls[:MAX_URLS]), self.keys):  # (the C core reads ASCII)
