@@ -14,6 +14,7 @@ from spamkit.cli import (
     resolve_db_path,
 )
 from spamkit.config import load_config
+from spamkit.errors import StoreError
 from spamkit.sources import SourceItem, iter_messages
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, Verdict
@@ -46,12 +47,14 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     PATH is as for `spamkit learn`; with none, one message is read from standard input.
     Without --autolearn the database is opened read-only and never created, and messages
     are scored 256 at a time (their database reads shared), so output comes a batch at a
-    time. Exit status: 0 when every message was read, 1 when some could not be.
+    time. Exit status: 0 when every message was read, 1 when some could not be, 74 when
+    --autolearn could not write to the database (every message is still checked).
     """
     config = load_config(config_path)
     store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)
              if config["UseBayes"] else None)
     failed = 0
+    learn_error: StoreError | None = None
     try:
         scanner = Scanner.from_config(config, store, rule_files)
         for error in scanner.rules.report.errors:  # the rule is skipped; the run goes on
@@ -75,8 +78,14 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
                 click.echo(f"spamkit: cannot read {item.name}: {item.error}", err=True)
             elif do_autolearn:  # one at a time: each message sees what the last one taught
                 verdict = scanner.scan(item.data, envelope_from, recipients, explain=explain)
-                _print(item.name, verdict, as_json, explain,
-                       scanner.autolearn(item.data, verdict, item.name))
+                try:
+                    learned = scanner.autolearn(item.data, verdict, item.name)
+                except StoreError as error:  # (a full disk): checking goes on, as serve's does
+                    learned, verdict.autolearn = "failed", "failed"
+                    if learn_error is None:
+                        learn_error = error
+                        click.echo(f"spamkit: warning: autolearn stopped: {error}", err=True)
+                _print(item.name, verdict, as_json, explain, learned)
             else:
                 batch.append(item)
                 batch_bytes += len(item.data)
@@ -86,6 +95,8 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     finally:
         if store is not None:
             store.close()
+    if learn_error is not None:
+        raise learn_error  # every message was checked; exit 74 says the learning was not
     if failed:
         raise SystemExit(1)
 

@@ -5,6 +5,7 @@ finishes. The disk is a real 2 MiB tmpfs (tests/servers/tmpfs.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,37 @@ def test_a_database_without_its_lock_file_on_a_full_disk_is_an_error_not_a_crash
         result = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--json", "--db", str(db)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and json.loads(result.stdout)["nspam"] == 20
+
+
+def test_check_autolearn_on_a_full_disk_checks_every_message(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """`spamkit check --autolearn` with the database's disk full: every message still gets
+    its verdict, the ones autolearn picked say it failed, one warning, exit 74."""
+    import lmdb
+
+    from tests.servers.tmpfs import fill, small_disk
+
+    messages = tmp_path / "messages"
+    messages.mkdir()
+    for index, message in enumerate([m for m in split[1] if m.label == "ham"][:20]):
+        (messages / f"{index:02d}.eml").write_bytes(message.data)
+    with small_disk(tmp_path / "disk", "48m") as disk:
+        db = disk / "db"
+        db.mkdir(mode=0o700)
+        with lmdb.open(str(trained_db), readonly=True, max_dbs=8) as env:
+            env.copy(str(db), compact=True)  # no free pages: a commit must grow the file
+        with LmdbStore(db) as store:  # (makes the lock file, as any use has)
+            before = store.totals()
+        fill(disk)
+        result = subprocess.run([sys.executable, "-m", "spamkit", "check", "--autolearn", "--json",
+                                 str(messages), "--db", str(db)],
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "SPAMKIT_CONFIG": "/nonexistent/spamkit.toml"})
+        assert result.returncode == 74, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(records) == 20 and all(r["verdict"] for r in records)
+        picked = [r for r in records if r["autolearned"] == "failed"]
+        assert picked and all(r["autolearn"] == "failed" for r in picked)
+        assert result.stderr.count("autolearn stopped") == 1 and "is full" in result.stderr
+        with LmdbStore(db) as store:
+            assert store.totals() == before
