@@ -5,7 +5,9 @@
  * (docs/decisions/0006-compiled-tokenizer-core.md). This module does both without making
  * a Python string per word: a word goes from the text straight to its 8-byte key. The
  * Received hosts, their parent domains and networks are made the same way
- * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py).
+ * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
+ * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
+ * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
  * compares them on the whole corpus and on hypothesis's strings):
