@@ -278,7 +278,7 @@ static int keys_into_set(KeySet *set, PyObject *out) {
 
 /* ----------------------------------------------------------------------------- words */
 
-#define MAX_PREFIX_BYTES 64
+#define SMALL_PREFIX_BYTES 64  /* a prefix this long or shorter is copied on the stack */
 #define MAX_CJK_CHARS 20000
 
 static inline int is_cjk(Py_UCS4 c) {
@@ -333,15 +333,14 @@ static Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ss
     return -1;
 }
 
-/* The keys of prefix + each word (and CJK pair) of `text` into `keys`; the longer words
- * and the '@' words into those lists, unless they are NULL. -1 with an exception set. */
-static int words_into(KeySet *keys, PyObject *text, const char *prefix, Py_ssize_t prefix_length,
-                      Py_ssize_t min_word, Py_ssize_t max_word, int plain,
-                      PyObject *long_words, PyObject *at_words) {
+/* words_into's work, `buffer` holding prefix_length + max_word * 4 bytes. */
+static int words_into_buffer(KeySet *keys, PyObject *text, const char *prefix,
+                             Py_ssize_t prefix_length, Py_ssize_t min_word, Py_ssize_t max_word,
+                             int plain, PyObject *long_words, PyObject *at_words,
+                             uint8_t *buffer) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    uint8_t buffer[MAX_PREFIX_BYTES + 64 * 4];
     Py_ssize_t i = 0;
     while (i < n) {
         Py_ssize_t start;
@@ -444,12 +443,29 @@ static int words_into(KeySet *keys, PyObject *text, const char *prefix, Py_ssize
     return 0;
 }
 
-static int check_word_limits(Py_ssize_t prefix_length, Py_ssize_t max_word) {
-    if (prefix_length > MAX_PREFIX_BYTES || max_word < 2 || max_word > 64) {
-        PyErr_SetString(PyExc_ValueError, "prefix over 64 bytes or max_word out of 2..64");
+/* The keys of prefix + each word (and CJK pair) of `text` into `keys`; the longer words
+ * and the '@' words into those lists, unless they are NULL. -1 with an exception set.
+ * A prefix of any length: the usual short one is copied on the stack. */
+static int words_into(KeySet *keys, PyObject *text, const char *prefix, Py_ssize_t prefix_length,
+                      Py_ssize_t min_word, Py_ssize_t max_word, int plain,
+                      PyObject *long_words, PyObject *at_words) {
+    if (max_word < 2 || max_word > 64) {
+        PyErr_SetString(PyExc_ValueError, "max_word out of 2..64");
         return -1;
     }
-    return 0;
+    uint8_t small[SMALL_PREFIX_BYTES + 64 * 4];
+    if (prefix_length <= SMALL_PREFIX_BYTES)
+        return words_into_buffer(keys, text, prefix, prefix_length, min_word, max_word, plain,
+                                 long_words, at_words, small);
+    uint8_t *large = PyMem_Malloc((size_t)prefix_length + 64 * 4);
+    if (large == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int failed = words_into_buffer(keys, text, prefix, prefix_length, min_word, max_word, plain,
+                                   long_words, at_words, large);
+    PyMem_Free(large);
+    return failed;
 }
 
 static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -459,8 +475,6 @@ static PyObject *hash_words(PyObject *Py_UNUSED(module), PyObject *args) {
     int plain = 0;
     if (!PyArg_ParseTuple(args, "Uy#nnO!|p", &text, &prefix, &prefix_length, &min_word,
                           &max_word, &PySet_Type, &out, &plain))
-        return NULL;
-    if (check_word_limits(prefix_length, max_word))
         return NULL;
     KeySet keys;
     keys_init(&keys);
@@ -497,7 +511,6 @@ static PyObject *hash_prefixed_words(PyObject *Py_UNUSED(module), PyObject *args
         const char *prefix;
         Py_ssize_t prefix_length;
         if (!PyArg_ParseTuple(piece, "Uy#", &text, &prefix, &prefix_length)
-                || check_word_limits(prefix_length, max_word)
                 || words_into(&keys, text, prefix, prefix_length, min_word, max_word, plain, NULL, NULL)) {
             keys_free(&keys);
             return NULL;

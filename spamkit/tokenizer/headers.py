@@ -11,7 +11,7 @@ import functools
 import re
 from collections import Counter
 
-from spamkit.tokenizer.sink import MAX_PREFIX_BYTES, StringSink
+from spamkit.tokenizer.sink import StringSink
 from spamkit.tokenizer.text import EMAIL
 
 # Headers that are unique per message (pure noise) or written by other filters.
@@ -56,10 +56,7 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
         if kind is _MESSAGE_ID:
             sink.update(_message_id_tokens(value))
             continue
-        if encoded_prefix:
-            words.append((value.lower() if fold_case else value, encoded_prefix))
-        else:
-            sink.words(value.lower() if fold_case else value, prefix)
+        words.append((value.lower() if fold_case else value, encoded_prefix))
         if is_address:
             sink.update(_address_tokens(prefix, value))
         elif is_whole_value:
@@ -84,8 +81,8 @@ _WORDS, _SUBJECT, _RECEIVED, _MESSAGE_ID = "words", "subject", "received", "mess
 @functools.lru_cache(maxsize=1024)
 def _plan(name: str, selected_only: bool) -> tuple[str, str, bool, bool, bytes] | None:
     """What a header of this name gives: None (not read), or (kind, token prefix, is an
-    address header, is read whole, the prefix's UTF-8 for `prefixed_words`, or b"" when
-    it is too long for the C core). Worked out once a name: a message has ~24 headers,
+    address header, is read whole, the prefix's UTF-8 for `prefixed_words`). Worked out
+    once a name: a message has ~24 headers,
     and these checks one by one were a quarter of the header tokens' time."""
     if selected_only and name not in SELECTED_HEADERS:
         return None  # (no filter's header is selected)
@@ -97,9 +94,8 @@ def _plan(name: str, selected_only: bool) -> tuple[str, str, bool, bool, bytes] 
         return (_RECEIVED, "", False, False, b"")
     kind = _SUBJECT if name == "subject" else _WORDS
     prefix = name + ":"
-    encoded = prefix.encode("utf-8", "surrogatepass")
     return (kind, prefix, name in ADDRESS_HEADERS, name in WHOLE_VALUE_HEADERS,
-            encoded if len(encoded) <= MAX_PREFIX_BYTES else b"")
+            prefix.encode("utf-8", "surrogatepass"))
 
 
 # Mail repeats itself: the same senders and recipients come back message after message

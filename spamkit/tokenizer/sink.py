@@ -25,7 +25,6 @@ except ImportError:  # built without a C compiler: same keys, slower
 
 HAVE_C_CORE = _fast is not None
 _xxh64 = xxhash.xxh3_64_digest
-MAX_PREFIX_BYTES = 64  # the C core's prefix buffer
 
 
 def hash_token(token: str) -> bytes:
@@ -104,7 +103,7 @@ class KeySink(StringSink):
 
     def words(self, text: str, prefix: str = "") -> tuple[list[str], list[str]]:
         encoded = prefix.encode("utf-8", "surrogatepass")
-        if not self._c_words or len(encoded) > MAX_PREFIX_BYTES:
+        if not self._c_words:
             long_words, at_words = StringSink.words(self, text, prefix)
             self._pending.extend(self.tokens)
             self.tokens.clear()
@@ -114,7 +113,7 @@ class KeySink(StringSink):
         return long_words, at_words
 
     def prefixed_words(self, pieces: list[tuple[str, bytes]]) -> None:
-        if self._c_words:  # one call for all of them (prefixes of at most MAX_PREFIX_BYTES)
+        if self._c_words:  # one call for all of them
             _fast.hash_prefixed_words(pieces, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
         else:
             StringSink.prefixed_words(self, pieces)

@@ -138,8 +138,8 @@ def test_url_keys_long_hosts_and_many_urls() -> None:
                                            "x-" + "n" * 70, "received", "message-id"]), _TEXT),
                 max_size=8), st.booleans())
 def test_header_words_same_both_ways(headers: list[tuple[str, str]], plain: bool) -> None:
-    """All of a message's header words go to the C core in one call (prefixed_words); a
-    header name too long for its prefix buffer goes the Python way."""
+    """All of a message's header words go to the C core in one call (prefixed_words),
+    long header names too (their prefix does not fit the C core's stack buffer)."""
     from spamkit.tokenizer.headers import emit_header_tokens
 
     fast, slow = KeySink(plain), StringSink(plain)
