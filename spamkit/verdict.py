@@ -23,7 +23,7 @@ from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
-from spamkit.errors import SpamkitError
+from spamkit.errors import SpamkitError, StoreError
 from spamkit.learn import Learner
 from spamkit.lists import Lists
 from spamkit.message import ParsedMessage, ParseLimits
@@ -231,11 +231,19 @@ class Scanner:
         return "no", f"{points:.1f} points, between the thresholds"
 
     def autolearn(self, raw: bytes, verdict: Verdict, name: str = "-") -> str:
-        """Learn the message as the verdict's autolearn choice says; returns the outcome."""
+        """Learn the message as the verdict's autolearn choice says; returns the outcome:
+        "learned", "skipped", "no", or "failed" when the database could not take the write
+        (a full disk). Autolearning is a side job: a failure never stops the verdict; the
+        verdict then says autolearn=failed, as SpamAssassin's does, and the reason why."""
         if verdict.autolearn not in ("spam", "ham") or self.store is None:
             return "no"
-        summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
-            [SourceItem(name, raw, token_keys=verdict.token_keys)], Label(verdict.autolearn), by="autolearn")
+        try:
+            summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
+                [SourceItem(name, raw, token_keys=verdict.token_keys)], Label(verdict.autolearn),
+                by="autolearn")
+        except StoreError as error:
+            verdict.autolearn, verdict.autolearn_reason = "failed", str(error)
+            return "failed"
         return "learned" if summary.learned else "skipped"
 
 

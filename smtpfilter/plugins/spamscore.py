@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from spamkit.errors import StoreError
 from spamkit.verdict import Scanner, Verdict
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -43,11 +42,7 @@ class SpamScore(Filter):
         return CONTINUE
 
     def _autolearn(self, tx: Transaction, verdict: Verdict) -> None:
-        """Learn what autolearn picked. Autolearning is a side job: if the database cannot
-        take the write (a full disk), the message still goes on with its verdict, and its
-        header says autolearn=failed, as SpamAssassin's does."""
-        try:
-            self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}")
-        except StoreError as error:
-            log.warning("autolearn failed for a message from %s: %s", tx.peer, error)
-            verdict.autolearn, verdict.autolearn_reason = "failed", str(error)
+        """Learn what autolearn picked; a failed write (a full disk) is logged, and the
+        message goes on with its verdict (Scanner.autolearn marks it autolearn=failed)."""
+        if self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}") == "failed":
+            log.warning("autolearn failed for a message from %s: %s", tx.peer, verdict.autolearn_reason)

@@ -78,13 +78,10 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
                 click.echo(f"spamkit: cannot read {item.name}: {item.error}", err=True)
             elif do_autolearn:  # one at a time: each message sees what the last one taught
                 verdict = scanner.scan(item.data, envelope_from, recipients, explain=explain)
-                try:
-                    learned = scanner.autolearn(item.data, verdict, item.name)
-                except StoreError as error:  # (a full disk): checking goes on, as serve's does
-                    learned, verdict.autolearn = "failed", "failed"
-                    if learn_error is None:
-                        learn_error = error
-                        click.echo(f"spamkit: warning: autolearn stopped: {error}", err=True)
+                learned = scanner.autolearn(item.data, verdict, item.name)
+                if learned == "failed" and learn_error is None:  # (a full disk): checking goes on
+                    learn_error = StoreError(verdict.autolearn_reason)
+                    click.echo(f"spamkit: warning: autolearn stopped: {learn_error}", err=True)
                 _print(item.name, verdict, as_json, explain, learned)
             else:
                 batch.append(item)
