@@ -54,6 +54,16 @@ REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.ss
                                 "ceph", "glusterfs", "afs"})
 
 
+def _free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of `path` (None if
+    it cannot be asked)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def move_aside(path: Path) -> Path:
     """Rename a damaged database's files to data.mdb.damaged-<time> (and the lock file
     with them), kept for a look afterwards; returns the new data file name."""
@@ -328,12 +338,8 @@ class LmdbStore:
         has yet to be made, there must be room for it."""
         if (self.path / "lock.mdb").exists():
             return
-        try:
-            stats = os.statvfs(self.path)
-        except OSError:
-            return  # (the open itself will say what is wrong)
-        free = stats.f_bavail * stats.f_frsize
-        if free < LOCK_FILE_ROOM:
+        free = _free_bytes(self.path)
+        if free is not None and free < LOCK_FILE_ROOM:
             raise StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
                              "free), too full for its lock file; free some space and run again")
 
@@ -384,19 +390,15 @@ class LmdbStore:
         current = self._env.info()["map_size"]
         if current >= MAX_MAP_SIZE:
             raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
-        free = os.statvfs(self.path)
-        if free.f_bavail * free.f_frsize < current:
+        free = _free_bytes(self.path)
+        if free is not None and free < current:
             raise StoreError(f"not enough free disk at {self.path} to grow the database")
         self._env.set_mapsize(current * 2)
 
     def _write_failure(self, error: lmdb.Error) -> StoreError:
         """What a failed commit tells the user. LMDB reports a full disk as a bare
         "Input/output error" (a short write), so the free space is looked at to say so."""
-        try:
-            stats = os.statvfs(self.path)
-            free = stats.f_bavail * stats.f_frsize
-        except OSError:
-            free = None
+        free = _free_bytes(self.path)
         if free is not None and free < DISK_FULL_BELOW:
             return StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
                               "free): this batch was not written; what was committed before it "
