@@ -125,7 +125,7 @@ class Learner:
         `by` says who taught them ("manual", "autolearn", "trainer:alice") for the audit
         log; autolearn never overrides a message someone taught.
         """
-        started = self._started = time.perf_counter()
+        self._started = time.perf_counter()
         summary = LearnSummary()
         batch: list[_Pending] = []
         for item in items:
@@ -141,7 +141,7 @@ class Learner:
                 progress(1)
         if batch:
             self._commit([(pending, label) for pending in batch], summary, on_commit, by)
-        return self._finish(summary, started)
+        return self._finish(summary)
 
     def _prepare(self, item: SourceItem, label: Label | None, summary: LearnSummary,
                  by: str) -> _Pending | None:
@@ -176,7 +176,7 @@ class Learner:
         """
         if not 0.5 < margin < 1.0:
             raise ValueError("margin is a probability between 0.5 and 1")
-        started = self._started = time.perf_counter()
+        self._started = time.perf_counter()
         summary = LearnSummary()
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
@@ -210,18 +210,22 @@ class Learner:
                 self._commit(labelled, summary, None, by)
             for _, pending in batch:  # done with: let the keys go
                 pending.hashes = []
-        return self._finish(summary, started)
+        return self._finish(summary)
 
-    def _finish(self, summary: LearnSummary, started: float) -> LearnSummary:
+    def _finish(self, summary: LearnSummary) -> LearnSummary:
         """Expire down from the cap if learning went over it; time the whole run."""
         if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
             try:
                 summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
             except StoreError as error:  # what was learned is committed; say so
-                summary.seconds = time.perf_counter() - started
-                raise LearningStopped(error, summary) from None
-        summary.seconds = time.perf_counter() - started
+                raise self._stopped(error, summary) from None
+        summary.seconds = time.perf_counter() - self._started
         return summary
+
+    def _stopped(self, error: StoreError, summary: LearnSummary) -> LearningStopped:
+        """The error that ends a run whose commit failed, timed and with what it had done."""
+        summary.seconds = time.perf_counter() - self._started
+        return LearningStopped(error, summary)
 
     def _commit(self, labelled: list[tuple[_Pending, Label | None]], summary: LearnSummary,
                 on_commit: CommitCallback | None, by: str) -> None:
@@ -238,8 +242,7 @@ class Learner:
                                          outcome.value)
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
         except StoreError as error:
-            summary.seconds = time.perf_counter() - self._started
-            raise LearningStopped(error, summary) from None
+            raise self._stopped(error, summary) from None
         for _, outcome in outcomes:  # counted only once committed
             summary.count(outcome)
         if on_commit is not None:
