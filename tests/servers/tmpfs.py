@@ -9,11 +9,13 @@ and says why.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +58,13 @@ def fill(path: Path) -> int:
 def free_bytes(path: Path) -> int:
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
+
+
+def stopped_by_a_full_disk(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """Check that a `--json` run of learning stopped as a full disk should make it stop
+    (exit 74, the reason on stderr, no traceback); the report it printed of what it did."""
+    assert result.returncode == 74, result.stderr
+    assert "is full" in result.stderr and "Traceback" not in result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert "is full" in report["error"]
+    return report
