@@ -24,7 +24,7 @@ from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
-from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, unpack_keys
+from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, today, unpack_keys
 
 DEFAULT_BATCH_SIZE = 1000
 # `train`: learn a message unless Bayes is this sure of its label; score this many
@@ -36,6 +36,7 @@ DEFAULT_TRAIN_BATCH = 256
 TRAIN_SELECTION_STRENGTH = 0.2
 DEFAULT_MAX_TOKENS = 1_000_000
 EXPIRE_TO = 0.75  # an expiry cuts to 75% of the cap (as SpamAssassin does), so it runs rarely
+DEFAULT_SEEN_DAYS = 365  # how long a learned message is remembered as learned (BayesSeenDays)
 
 
 def train_selector(store: TokenStore, min_spam_learned: int | None = None,
@@ -68,6 +69,7 @@ class LearnSummary:
     failed: int = 0
     confident: int = 0  # train: left out, the database already gets them right with margin
     expired: int = 0  # tokens dropped because the database went over its cap
+    seen_expired: int = 0  # seen marks dropped: messages learned more than BayesSeenDays ago
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -77,7 +79,7 @@ class LearnSummary:
     def as_json(self) -> dict[str, object]:
         return {"learned": self.learned, "relearned": self.relearned, "skipped": self.skipped,
                 "forgotten": self.forgotten, "failed": self.failed, "confident": self.confident,
-                "expired": self.expired,
+                "expired": self.expired, "seen_expired": self.seen_expired,
                 "seconds": round(self.seconds, 3),
                 "failures": [{"message": name, "reason": why} for name, why in self.failures]}
 
@@ -108,13 +110,16 @@ class LearningStopped(StoreError):
 
 class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
-                 batch_size: int | None = None, max_tokens: int | None = None) -> None:
+                 batch_size: int | None = None, max_tokens: int | None = None,
+                 seen_days: int | None = None) -> None:
         """`batch_size`: messages a commit holds (learn; DEFAULT_BATCH_SIZE), or scored
-        against one committed state (train; DEFAULT_TRAIN_BATCH, which its figures need)."""
+        against one committed state (train; DEFAULT_TRAIN_BATCH, which its figures need).
+        `max_tokens` and `seen_days`: the caps learning keeps (None or 0: no cap)."""
         self.store = store
         self.analyzer = analyzer or analyzer_for(store)  # the database's own tokenizer
         self.batch_size = batch_size
         self.max_tokens = max_tokens  # None: never expire automatically
+        self.seen_days = seen_days
         self._started = time.perf_counter()  # of the current learn or train, for its summary
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
@@ -213,12 +218,15 @@ class Learner:
         return self._finish(summary)
 
     def _finish(self, summary: LearnSummary) -> LearnSummary:
-        """Expire down from the cap if learning went over it; time the whole run."""
-        if self.max_tokens is not None and self.store.totals().ntokens > self.max_tokens:
-            try:
+        """Expire down from the token cap if learning went over it, and, once a day, the
+        seen marks older than `seen_days`; time the whole run."""
+        try:
+            if self.max_tokens and self.store.totals().ntokens > self.max_tokens:
                 summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
-            except StoreError as error:  # what was learned is committed; say so
-                raise self._stopped(error, summary) from None
+            if self.seen_days and self.store.meta().get("last_seen_expire") != str(today()):
+                summary.seen_expired, _ = self.store.expire_seen(today() - self.seen_days)
+        except StoreError as error:  # what was learned is committed; say so
+            raise self._stopped(error, summary) from None
         summary.seconds = time.perf_counter() - self._started
         return summary
 

@@ -238,7 +238,8 @@ class Scanner:
         if verdict.autolearn not in ("spam", "ham") or self.store is None:
             return "no"
         try:
-            summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"]).learn(
+            summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"],
+                              seen_days=self.config["BayesSeenDays"]).learn(
                 [SourceItem(name, raw, token_keys=verdict.token_keys)], Label(verdict.autolearn),
                 by="autolearn")
         except StoreError as error:

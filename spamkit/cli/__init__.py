@@ -84,14 +84,15 @@ def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str 
 def configured_learner(store: TokenStore, config: Config, batch_size: int | None,
                        max_tokens: int | None = None) -> Learner:
     """The Learner `learn`, `train` and the sweep use: the database's own tokenizer, the
-    configuration's MaxMessageSize, and its BayesMaxTokens unless --max-tokens says."""
+    configuration's MaxMessageSize, its BayesSeenDays, and its BayesMaxTokens unless
+    --max-tokens says."""
     from spamkit.analysis import analyzer_for
     from spamkit.learn import Learner
     from spamkit.message import ParseLimits
 
     limits = ParseLimits(max_message_bytes=config["MaxMessageSize"])
     return Learner(store, analyzer_for(store, limits), batch_size=batch_size,
-                   max_tokens=max_tokens or config["BayesMaxTokens"])
+                   max_tokens=max_tokens or config["BayesMaxTokens"], seen_days=config["BayesSeenDays"])
 
 
 class _Group(click.Group):

@@ -11,10 +11,10 @@ import click
 
 from spamkit.cli import db_option, json_option, resolve_db_path
 from spamkit.errors import StoreCorrupt
+from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, open_store
+from spamkit.store.base import today
 from spamkit.store.lmdb import move_aside
-
-DEFAULT_MAX_TOKENS = 1_000_000
 
 
 @click.group()
@@ -68,17 +68,26 @@ def restore(source: click.utils.LazyFile, db_path: str | None) -> None:
 @db.command()
 @click.option("--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS,
               show_default=True, help="Keep at most this many tokens.")
+@click.option("--seen-days", type=click.IntRange(0), default=DEFAULT_SEEN_DAYS, show_default=True,
+              help="Forget which messages were learned more than this many days ago (their seen "
+                   "marks and audit events); 0 keeps them all.")
 @db_option
 @json_option
-def expire(max_tokens: int, db_path: str | None, as_json: bool) -> None:
-    """Drop the oldest, rarest tokens until at most --max-tokens remain."""
+def expire(max_tokens: int, seen_days: int, db_path: str | None, as_json: bool) -> None:
+    """Drop the oldest, rarest tokens until at most --max-tokens remain, and the
+    memory of messages learned more than --seen-days ago."""
     with open_store(resolve_db_path(db_path)) as store:
         removed = store.expire(max_tokens)
+        marks, events = store.expire_seen(today() - seen_days) if seen_days else (0, 0)
         remaining = store.totals().ntokens
     if as_json:
-        click.echo(json.dumps({"removed": removed, "ntokens": remaining}))
+        click.echo(json.dumps({"removed": removed, "ntokens": remaining,
+                               "seen_removed": marks, "events_removed": events}))
     else:
         click.echo(f"expired {removed} tokens; {remaining} remain")
+        if seen_days:
+            click.echo(f"forgot {marks} messages learned over {seen_days} days ago "
+                       f"({events} audit events)")
 
 
 @db.command()

@@ -57,6 +57,10 @@ OPTIONS: tuple[Option, ...] = (
            "spam (between the two: unsure).", minimum=0, maximum=1, group="bayes"),
     Option("BayesMaxTokens", int, 1_000_000, "Above this many tokens, learning expires the oldest "
            "and rarest down to 75% of it.", minimum=1000, group="bayes"),
+    Option("BayesSeenDays", int, 365, "Days a learned message is remembered as learned (its "
+           "seen mark and audit-log events; about 200 bytes a message). After that, learning it "
+           "again counts it again. `spamkit stats` reads 30 days of the audit log. 0: forever.",
+           minimum=0, group="bayes"),
     Option("Database", str, "", "Token database directory (empty: $SPAMKIT_DB or the built-in "
            "location; --db overrides).", group="storage"),
     Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "

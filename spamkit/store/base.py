@@ -124,6 +124,10 @@ class TokenStore(Protocol):
 
     def expire(self, max_tokens: int) -> int: ...
 
+    def expire_seen(self, before_day: int) -> tuple[int, int]:
+        """Forget that messages learned before `before_day` were learned (their seen marks
+        and older audit events); returns (marks, events) dropped."""
+
     def records(self) -> Iterator[TokenRecord]: ...
 
     def history(self, message_key: bytes) -> list[dict[str, object]]: ...

@@ -3,7 +3,8 @@
 Named databases:
     tokens  8-byte token hash -> <spam u32><ham u32><last-learned day u32>
     seen    16-byte message key -> <label u8><day u32>
-    meta    name -> ASCII value (nspam, nham, created, last_expire, tokenizer, schema)
+    meta    name -> ASCII value (nspam, nham, created, last_expire, last_seen_expire,
+            tokenizer, schema)
     history 16-byte message key + 8-byte time (ns) -> JSON: who taught what, when
 
 LMDB gives the guarantees the design needs: one writer at a time across processes (a
@@ -35,6 +36,7 @@ from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
 SCHEMA = b"1"
 INITIAL_MAP_SIZE = 64 << 20
+EXPIRE_CHUNK = 10_000  # deletions a write transaction when forgetting old seen marks
 MAX_MAP_SIZE = 1 << 40
 # after a failed commit, less free space than this means the disk filled up (a batch of
 # 1,000 messages writes a few MiB)
@@ -224,6 +226,11 @@ class LmdbWriter:
             txn.put(name.encode(), value.encode(), db=store._meta_db)
         for key, record in self._events:
             txn.put(key, record, db=store._history_db)
+
+
+def _delete_all(removals: list[tuple[lmdb._Database, bytes]], txn: lmdb.Transaction) -> None:
+    for db, key in removals:
+        txn.delete(key, db=db)
 
 
 @functools.lru_cache(maxsize=64)
@@ -554,6 +561,7 @@ class LmdbStore:
         with self._begin() as txn:
             ntokens = txn.stat(self._tokens_db)["entries"]
             nseen = txn.stat(self._seen_db)["entries"]
+            nevents = txn.stat(self._history_db)["entries"] if self._history_db is not None else 0
             days = np.frombuffer(b"".join(v for _, v in txn.cursor(db=self._tokens_db)),
                                  dtype=_VALUE_DTYPE)["day"] if ntokens else np.zeros(0)
         info = self._env.info()
@@ -563,10 +571,13 @@ class LmdbStore:
             "nham": int(meta.get("nham", 0)),
             "ntokens": ntokens,
             "nseen": nseen,
+            "nevents": nevents,
             "oldest_token_day": int(days.min()) if ntokens else None,
             "newest_token_day": int(days.max()) if ntokens else None,
             "last_expire_day": int(meta["last_expire"]) if "last_expire" in meta else None,
             "last_expire_removed": int(meta.get("last_expire_removed", 0)),
+            "last_seen_expire_day": int(meta["last_seen_expire"]) if "last_seen_expire" in meta else None,
+            "last_seen_expire_removed": int(meta.get("last_seen_expire_removed", 0)),
             "created_day": int(meta["created"]) if "created" in meta else None,
             "tokenizer": meta.get("tokenizer"),
             "bytes_used": (info["last_pgno"] + 1) * page_size,
@@ -602,6 +613,35 @@ class LmdbStore:
             txn.put(b"last_expire", str(today()).encode(), db=self._meta_db)
             txn.put(b"last_expire_removed", str(removed).encode(), db=self._meta_db)
         return removed
+
+    def expire_seen(self, before_day: int) -> tuple[int, int]:
+        """Forget which messages were learned before `before_day`: drop their seen marks,
+        and the audit events older than that day. Returns (marks, events) dropped.
+
+        Every message learned leaves a seen mark and an audit event, 200-550 bytes on
+        disk together; the token table has its cap, and without this these two would grow
+        by every message ever learned (decision 0015). Deleted EXPIRE_CHUNK keys to a
+        transaction, so a first run over years of marks does not hold the writer lock for
+        long, and a crash keeps each finished chunk (each is whole). The counts a mark
+        stood for stay: only the memory that the message was learned goes.
+        """
+        cutoff_ns = before_day * 86400 * 10**9
+        with self._begin() as txn:
+            old_marks = [bytes(key) for key, value in txn.cursor(db=self._seen_db)
+                         if _SEEN.unpack(value)[1] < before_day]
+            old_events = [] if self._history_db is None else [
+                bytes(key) for key in txn.cursor(db=self._history_db).iternext(values=False)
+                if struct.unpack_from(">Q", key, 16)[0] < cutoff_ns]
+        removals = [(self._seen_db, key) for key in old_marks]
+        removals += [(self._history_db, key) for key in old_events]
+        for start in range(0, len(removals), EXPIRE_CHUNK):
+            with self.writer() as writer:
+                writer.run_in_transaction(functools.partial(
+                    _delete_all, removals[start:start + EXPIRE_CHUNK]))
+        with self.writer() as writer:
+            writer.set_meta("last_seen_expire", str(today()))
+            writer.set_meta("last_seen_expire_removed", str(len(old_marks)))
+        return len(old_marks), len(old_events)
 
     def dump(self, out: IO[str]) -> None:
         meta = {k: v for k, v in self.meta().items() if " " not in v and v}

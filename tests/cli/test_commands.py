@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from corpora import CorpusMessage
+from spamkit.store.base import today
 
 
 def spamkit(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
@@ -119,6 +121,19 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
 
     expired = json.loads(spamkit("db", "expire", "--max-tokens", "100", "--db", copy, "--json").stdout)
     assert expired["ntokens"] == 100 and expired["removed"] > 0
+    assert (expired["seen_removed"], expired["events_removed"]) == (0, 0)  # all learned today
+
+    # learned 400 days ago: the seen marks and audit events go, the counts stay
+    long_ago = today() - 400
+    aged = re.sub(r"(?m)^seen (\S+) (\S+) \d+$", rf"seen \1 \2 {long_ago}", dump_file.read_text())
+    aged = re.sub(r"(?m)^event (\w{32})\w{16} ", lambda m: f"event {m[1]}{long_ago * 86400 * 10**9:016x} ", aged)
+    dump_file.write_text(aged)
+    assert spamkit("db", "restore", str(dump_file), "--db", copy).returncode == 0
+    learned = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
+    forgot = json.loads(spamkit("db", "expire", "--db", copy, "--json").stdout)
+    assert forgot["seen_removed"] == forgot["events_removed"] == learned["nseen"] > 0
+    magic = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
+    assert (magic["nseen"], magic["nevents"], magic["nspam"]) == (0, 0, learned["nspam"])
 
     refused = spamkit("db", "reset", "--db", db)
     assert refused.returncode == 2 and "--yes" in refused.stderr

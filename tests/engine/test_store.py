@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import stat
@@ -17,7 +18,9 @@ from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
-from spamkit.store.base import pack_keys, unpack_keys
+from spamkit.message import message_key
+from spamkit.store import lmdb as lmdb_store
+from spamkit.store.base import pack_keys, today, unpack_keys
 from tests.conftest import as_items
 
 
@@ -134,6 +137,68 @@ def test_expire_drops_the_oldest_rarest_tokens(store: LmdbStore, sample: list[So
     remaining = [r.spam + r.ham for r in store.records()]
     assert min(remaining) >= 1
     assert store.magic()["last_expire_removed"] == removed
+
+
+def _aged(store: LmdbStore, keys: set[bytes], days_ago: int) -> str:
+    """`store`'s dump with the messages of `keys` learned `days_ago` days ago (their seen
+    marks and their audit events)."""
+    text = io.StringIO()
+    store.dump(text)
+    day = today() - days_ago
+    when = day * 86400 * 10**9
+    wanted = {key.hex() for key in keys}
+    lines = []
+    for line in text.getvalue().splitlines(keepends=True):
+        fields = line.split(" ", 2)
+        if fields[0] == "seen" and fields[1] in wanted:
+            line = f"seen {fields[1]} {fields[2].split()[0]} {day}\n"
+        elif fields[0] == "event" and fields[1][:32] in wanted:
+            record = json.loads(fields[2]) | {"time": when / 1e9}
+            line = f"event {fields[1][:32]}{when:016x} {json.dumps(record)}\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("chunk", [10_000, 7])
+def test_expire_seen_forgets_old_messages_only(store: LmdbStore, sample: list[SourceItem],
+                                               monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Seen marks and audit events grew by every message ever learned (~200 bytes each);
+    those older than the cutoff go, in chunks of EXPIRE_CHUNK, and nothing else changes."""
+    monkeypatch.setattr(lmdb_store, "EXPIRE_CHUNK", chunk)
+    Learner(store).learn(sample, Label.SPAM)
+    old = [message_key(item.data) for item in sample[:30]]
+    store.restore(io.StringIO(_aged(store, set(old), 400)))
+    before = store.totals(), list(store.records())
+    young = [message_key(item.data) for item in sample[30:]]
+
+    assert store.expire_seen(today() - 365) == (30, 30)
+    assert [store.learned_as(key) for key in old] == [None] * 30
+    assert all(store.learned_as(key) is Label.SPAM for key in young)
+    assert all(store.history(key) == [] for key in old)
+    assert all(len(store.history(key)) == 1 for key in young)
+    assert (store.totals(), list(store.records())) == before  # the counts stay
+    magic = store.magic()
+    assert (magic["nseen"], magic["nevents"]) == (len(young), len(young))
+    assert (magic["last_seen_expire_day"], magic["last_seen_expire_removed"]) == (today(), 30)
+    assert store.expire_seen(today() - 365) == (0, 0)
+
+
+def test_learning_forgets_old_messages_once_a_day(store: LmdbStore, sample: list[SourceItem]) -> None:
+    Learner(store).learn(sample[:40], Label.SPAM)  # no seen_days: nothing is forgotten
+    aged = _aged(store, {message_key(item.data) for item in sample[:40]}, 400)
+    store.restore(io.StringIO(aged))
+    learner = Learner(store, seen_days=365)
+
+    summary = learner.learn(sample[40:41], Label.HAM)
+    assert (summary.learned, summary.seen_expired) == (1, 40)
+    assert summary.as_json()["seen_expired"] == 40
+    assert store.magic()["nseen"] == 1
+    assert learner.learn(sample[:1], Label.SPAM).learned == 1  # forgotten: it counts again
+
+    header, rest = aged.split("\n", 1)
+    store.restore(io.StringIO(f"{header}\nmeta last_seen_expire {today()}\n{rest}"))
+    assert learner.learn(sample[41:42], Label.HAM).seen_expired == 0  # done today already
+    assert store.magic()["nseen"] == 41
 
 
 def test_readonly_open_never_creates_a_database(tmp_path: Path) -> None:
