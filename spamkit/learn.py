@@ -105,6 +105,7 @@ class LearningStopped(StoreError):
 
     def __init__(self, cause: StoreError, summary: LearnSummary) -> None:
         super().__init__(str(cause))
+        self.cause = cause  # what a command ends with: its exit code (74 a full disk, 65 damage)
         self.summary = summary
 
 

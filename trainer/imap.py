@@ -108,7 +108,7 @@ def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOpti
     try:
         _sweep_accounts(accounts, learner, options, report)
     except LearningStopped as stopped:  # e.g. a full disk: what is uncommitted stays on the server
-        report.error = str(stopped)
+        report.error, report.stopped_by = str(stopped), stopped.cause
     report.seconds = time.perf_counter() - started
     return report
 

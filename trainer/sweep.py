@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from spamkit.errors import StoreError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
@@ -41,6 +42,7 @@ class SweepReport:
     seconds: float = 0.0
     dry_run: bool = False
     error: str | None = None  # why the sweep stopped early (a commit failed), if it did
+    stopped_by: StoreError | None = None  # that error itself, for the command's exit code
 
     def totals(self) -> dict[str, int]:
         keys = ("spam_learned", "ham_learned", "known", "failed", "removed")
@@ -111,7 +113,7 @@ def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> S
             for folder_name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
                 _sweep_folder(account, folder_name, label, learner, options, user)
     except LearningStopped as stopped:  # e.g. a full disk: what is uncommitted stays in its folder
-        report.error = str(stopped)
+        report.error, report.stopped_by = str(stopped), stopped.cause
     report.seconds = time.perf_counter() - started
     return report
 

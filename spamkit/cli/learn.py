@@ -98,14 +98,15 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
 def reporting_a_stop(progress: Progress, as_json: bool, quiet: bool,
                      counts: Callable[[LearnSummary], str]) -> Iterator[None]:
     """When a commit fails part way (a full disk), report what the batches before it
-    committed, as a finished run would, then let the error end the command (exit 74)."""
+    committed, as a finished run would, then let the error end the command with its own
+    exit code (74 for a full disk, 65 for a damaged database)."""
     try:
         yield
     except LearningStopped as stopped:
         progress.done()
         report_summary(stopped.summary, as_json, quiet, "committed before the error: "
                        + counts(stopped.summary), error=str(stopped))
-        raise
+        raise stopped.cause from None
 
 
 def report_summary(summary: LearnSummary, as_json: bool, quiet: bool, counts: str,

@@ -72,8 +72,8 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
             mail_report(report, config["ReportSmtpServer"], config["ReportFrom"], mail_to)
         except (OSError, smtplib.SMTPException) as error:
             click.echo(f"spamkit: warning: could not mail the report to {mail_to}: {error}", err=True)
-    if report.error is not None:
-        raise StoreError(report.error)  # exit 74, after the report of what was done
+    if report.stopped_by is not None:
+        raise report.stopped_by  # its exit code (74, 65), after the report of what was done
     if report.totals()["failed"]:
         sys.exit(1)
 

@@ -252,9 +252,25 @@ def _found_records(found: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, np.nda
     message in batches of 256)."""
     joined = b"".join(itertools.chain.from_iterable(found))
     if len(joined) != len(found) * _RECORD_DTYPE.itemsize:
-        raise StoreCorrupt("a token record is not 8 + 12 bytes: the database is damaged")
+        raise StoreCorrupt(f"a token record is not 8 + 12 bytes: the database is damaged; {RECOVERY}")
     records = np.frombuffer(joined, dtype=_RECORD_DTYPE)
     return records["key"].astype(np.uint64), records
+
+
+def _token_values(values: Sequence[bytes | memoryview]) -> np.ndarray:
+    """Token values, checked: a record of the wrong length would shift every one after it."""
+    joined = b"".join(values)
+    if len(joined) != len(values) * _VALUE_DTYPE.itemsize:
+        raise StoreCorrupt(f"a token record is not 12 bytes: the database is damaged; {RECOVERY}")
+    return np.frombuffer(joined, dtype=_VALUE_DTYPE)
+
+
+def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tuple[int, ...]:
+    try:
+        return layout.unpack(value)
+    except struct.error:
+        raise StoreCorrupt(f"a {table} record is not {layout.size} bytes: the database is damaged; "
+                           f"{RECOVERY}") from None
 
 
 def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -520,13 +536,13 @@ class LmdbStore:
     def records(self) -> Iterator[TokenRecord]:
         with self._begin() as txn:
             for key, value in txn.cursor(db=self._tokens_db):
-                spam, ham, day = _VALUE.unpack(value)
+                spam, ham, day = _unpack(_VALUE, value, "token")
                 yield TokenRecord(bytes(key), spam, ham, day)
 
     def seen_records(self) -> Iterator[SeenRecord]:
         with self._begin() as txn:
             for key, value in txn.cursor(db=self._seen_db):
-                code, day = _SEEN.unpack(value)
+                code, day = _unpack(_SEEN, value, "seen")
                 if code in _CODE_LABEL:
                     yield SeenRecord(bytes(key), _CODE_LABEL[code], day)
 
@@ -562,8 +578,7 @@ class LmdbStore:
             ntokens = txn.stat(self._tokens_db)["entries"]
             nseen = txn.stat(self._seen_db)["entries"]
             nevents = txn.stat(self._history_db)["entries"] if self._history_db is not None else 0
-            days = np.frombuffer(b"".join(v for _, v in txn.cursor(db=self._tokens_db)),
-                                 dtype=_VALUE_DTYPE)["day"] if ntokens else np.zeros(0)
+            days = _token_values([v for _, v in txn.cursor(db=self._tokens_db)])["day"]
         info = self._env.info()
         page_size = self._env.stat()["psize"]
         return {
@@ -604,7 +619,7 @@ class LmdbStore:
         removed = 0
         with self._begin(write=True) as txn:
             if excess > 0:
-                values = np.frombuffer(b"".join(v for _, v in pairs), dtype=_VALUE_DTYPE)
+                values = _token_values([v for _, v in pairs])
                 total = values["spam"].astype(np.int64) + values["ham"]
                 order = np.lexsort((total, values["day"]))[:excess]
                 for index in order:
@@ -628,7 +643,7 @@ class LmdbStore:
         cutoff_ns = before_day * 86400 * 10**9
         with self._begin() as txn:
             old_marks = [bytes(key) for key, value in txn.cursor(db=self._seen_db)
-                         if _SEEN.unpack(value)[1] < before_day]
+                         if _unpack(_SEEN, value, "seen")[1] < before_day]
             old_events = [] if self._history_db is None else [
                 bytes(key) for key in txn.cursor(db=self._history_db).iternext(values=False)
                 if struct.unpack_from(">Q", key, 16)[0] < cutoff_ns]

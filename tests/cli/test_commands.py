@@ -178,6 +178,35 @@ def test_a_damaged_database_is_an_error_then_reset_and_restored(
     assert spamkit("db", "dump", "--db", str(db)).stdout == dump_file.read_text()
 
 
+def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders: dict[str, Path]) -> None:
+    """One token record of the wrong length (damage inside a file that opens): learning
+    stops at the batch that meets it, reports what it committed, and exits 65 (damage,
+    restore a dump) rather than 74 (a disk fault); so do the commands that read it."""
+    import lmdb
+
+    from spamkit.analysis import Analyzer
+
+    db = tmp_path / "db"
+    assert spamkit("learn", "--spam", str(folders["spam"]), "--db", str(db)).returncode == 0
+    assert spamkit("learn", "--ham", str(folders["ham"]), "--db", str(db)).returncode == 0
+    ham = tmp_path / "message"
+    ham.write_bytes(mailbox.mbox(folders["mbox"])[0].as_bytes())
+    key = sorted(Analyzer().analyze(ham.read_bytes()).hashes)[0]
+    env = lmdb.open(str(db), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(key, b"\x01\x02\x03", db=env.open_db(b"tokens", txn=txn))
+    env.close()
+
+    learned = spamkit("learn", "--ham", str(ham), "--db", str(db), "--json")
+    assert learned.returncode == 65, learned.stderr
+    assert "damaged" in json.loads(learned.stdout)["error"] and "Traceback" not in learned.stderr
+    for command in (["check", str(ham)], ["db", "magic"], ["db", "expire", "--max-tokens", "100"],
+                    ["db", "dump"]):
+        result = spamkit(*command, "--db", str(db))
+        assert result.returncode == 65, (command, result.returncode, result.stderr)
+        assert "damaged" in result.stderr and "db reset --yes" in result.stderr
+
+
 def test_db_path_follows_option_and_environment(tmp_path: Path) -> None:
     assert spamkit("db", "path", "--db", "/srv/x").stdout.strip() == "/srv/x"
     import os
