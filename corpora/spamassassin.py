@@ -91,7 +91,8 @@ class SpamAssassinCorpus:
 
     def split(self) -> tuple[list[CorpusMessage], list[CorpusMessage]]:
         """(training set: folds 1-4, test set: fold 0)."""
-        train, test = [], []
+        train: list[CorpusMessage] = []
+        test: list[CorpusMessage] = []
         for message in self.messages():
             (test if fold_of(message.path) == TEST_FOLD else train).append(message)
         return train, test

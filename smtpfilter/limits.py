@@ -15,7 +15,7 @@ from collections.abc import Callable
 from collections import Counter
 from dataclasses import dataclass, field
 
-from email._header_value_parser import get_addr_spec, get_angle_addr
+from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
 from aiosmtpd.controller import Controller
@@ -118,6 +118,7 @@ class LimitedSMTP(SMTP):
         defines on every call (3.5% of the filter's CPU under load). Same results."""
         if not arg:
             return "", ""
+        address: AngleAddr | AddrSpec
         try:
             if arg.lstrip().startswith("<"):
                 address, rest = get_angle_addr(arg)

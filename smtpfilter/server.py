@@ -12,7 +12,7 @@ import re
 import time
 
 from smtpfilter.chain import FilterChain
-from smtpfilter.filter import CONTINUE, Action, Transaction
+from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.metrics import Metrics
 from smtpfilter.relay import RelayPool
 
@@ -143,7 +143,7 @@ class FilterHandler:
             self.metrics.observe(outcome, deciding, elapsed)
         return reply
 
-    def _run(self, session, stage: str, tx: Transaction, *args: str):  # type: ignore[no-untyped-def]
+    def _run(self, session, stage: str, tx: Transaction, *args: str) -> Decision:  # type: ignore[no-untyped-def]
         """The chain for one stage, unless a filter already accepted this session's mail
         (whitelisthosts, whitelisthelo): then the rest is skipped."""
         if getattr(session, "spamkit_accepted", False):

@@ -211,7 +211,8 @@ class Learner:
                 else:
                     needed[label].append(pending)
             # one transaction a batch, both labels (a commit is an fsync: ~5 ms)
-            labelled = [(pending, label) for label, pendings in needed.items() for pending in pendings]
+            labelled: list[tuple[_Pending, Label | None]] = [
+                (pending, label) for label, pendings in needed.items() for pending in pendings]
             if labelled:
                 self._commit(labelled, summary, None, by)
             for _, pending in batch:  # done with: let the keys go

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
@@ -269,7 +270,7 @@ def reload_scanner(current: Scanner | None, config_path: str | None, store: Lmdb
     return candidate, errors
 
 
-def _setting(config: Config, name: str, from_rules: object) -> object:
+def _setting(config: Config, name: str, from_rules: Any) -> Any:
     """The configuration's value, unless it is a default and a rule file set one."""
     if from_rules is not None and config.origins[name] == "default":
         return from_rules

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -47,7 +48,7 @@ def magic(db_path: str | None, as_json: bool) -> None:
 @db.command()
 @click.argument("output", type=click.File("w"), default="-")
 @db_option
-def dump(output: click.utils.LazyFile, db_path: str | None) -> None:
+def dump(output: IO[str], db_path: str | None) -> None:
     """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout."""
     with open_store(resolve_db_path(db_path), readonly=True) as store:
         store.dump(output)
@@ -56,7 +57,7 @@ def dump(output: click.utils.LazyFile, db_path: str | None) -> None:
 @db.command()
 @click.argument("source", type=click.File("r"), default="-")
 @db_option
-def restore(source: click.utils.LazyFile, db_path: str | None) -> None:
+def restore(source: IO[str], db_path: str | None) -> None:
     """Replace the database with a dump. A damaged dump changes nothing."""
     with open_store(resolve_db_path(db_path)) as store:
         store.restore(source)

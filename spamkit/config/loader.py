@@ -95,15 +95,16 @@ def convert(option: Option, value: Any, where: str) -> Any:
         return list(value)
     if not isinstance(value, option.kind) or (option.kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{where}: {option.name} must be {_kind_name(option)}, not {value!r}")
-    if option.kind is float and not math.isfinite(value):
-        raise ConfigError(f"{where}: {option.name} must be a finite number")
     if option.choices and value not in option.choices:
         raise ConfigError(f"{where}: {option.name} must be one of {', '.join(option.choices)}; "
                           f"not {value!r}")
-    if option.minimum is not None and value < option.minimum:
-        raise ConfigError(f"{where}: {option.name} must be at least {option.minimum:g}")
-    if option.maximum is not None and value > option.maximum:
-        raise ConfigError(f"{where}: {option.name} must be at most {option.maximum:g}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {option.name} must be a finite number")
+        if option.minimum is not None and value < option.minimum:
+            raise ConfigError(f"{where}: {option.name} must be at least {option.minimum:g}")
+        if option.maximum is not None and value > option.maximum:
+            raise ConfigError(f"{where}: {option.name} must be at most {option.maximum:g}")
     return value
 
 
@@ -181,10 +182,10 @@ def _values_from_text(text: str, path: Path) -> dict[str, tuple[Any, str]]:
         match = _TOML_LINE_ERROR.search(str(error))
         line = f":{match.group(1)}" if match else ""
         raise ConfigError(f"{path}{line}: {_TOML_LINE_ERROR.sub('', str(error)).strip()}") from None
-    out = {}
+    out: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
-        line = _line_of(text, key)
-        where = f"{path}:{line}" if line else str(path)
+        line_number = _line_of(text, key)
+        where = f"{path}:{line_number}" if line_number else str(path)
         option = _option(key, where)
         out[option.name] = (convert(option, value, where), where)
     return out

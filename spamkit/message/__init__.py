@@ -294,7 +294,8 @@ class _Walker:
 
 def _content_headers(fields: list[tuple[str, str]],
                      default_type: str) -> tuple[str, dict[str, str], str, str]:
-    content_type, params, encoding, disposition = default_type, {}, "", ""
+    content_type, encoding, disposition = default_type, "", ""
+    params: dict[str, str] = {}
     seen_type = False
     for name, value in fields:
         if name == "content-type" and not seen_type:

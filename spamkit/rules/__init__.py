@@ -180,9 +180,9 @@ class RuleSet:
                 run(rule)
             if scan is not None and kind in SCANNED_KINDS:
                 for scan_id in sorted(scan.candidates(kind.value, context.haystack(kind.value, False))):
-                    rule = plan.filtered.get(scan_id)
-                    if rule is not None:
-                        run(rule)
+                    candidate = plan.filtered.get(scan_id)
+                    if candidate is not None:
+                        run(candidate)
         self._meta_function()(counts)
         return counts, details
 

@@ -32,9 +32,11 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
+from re import _constants as constants  # type: ignore[attr-defined]
+from re import _parser as parser  # type: ignore[attr-defined]
 from typing import Any
 
-from spamkit.rules.prefilter import constants, parse_pattern, parser
+from spamkit.rules.prefilter import ParseItem, parse_pattern
 from spamkit.rules.rulecache import code_digest, read_cached, write_cached
 
 PLACEHOLDER = ord("?")  # what a character above U+00FF becomes in the scanned bytes
@@ -195,39 +197,39 @@ def _can_be_empty(op: Any, av: Any) -> bool:
     return False
 
 
-def _sequence(items: list[tuple[object, object]], icase: bool, dotall: bool, depth: int = -1) -> str:
+def _sequence(items: list[ParseItem], icase: bool, dotall: bool, depth: int = -1) -> str:
     return "".join(_node(op, av, icase, dotall, depth) for op, av in items)
 
 
-def _node(op: object, av: object, icase: bool, dotall: bool, depth: int = -1) -> str:
+def _node(op: Any, av: Any, icase: bool, dotall: bool, depth: int = -1) -> str:
     """One parsed node written for Hyperscan. With a `depth` of 0 or more, the
     alternatives of alternations nested that deep are each written as their first item
     followed by any bytes of the length the rest can take: a looser pattern, for one
     Hyperscan refuses as too large (the obfuscation rules spell each letter as a class or
     one of dozens of HTML entities)."""
     if op is constants.LITERAL:
-        return _byte_class(_literal_bytes(av, icase))  # type: ignore[arg-type]
+        return _byte_class(_literal_bytes(av, icase))
     if op is constants.NOT_LITERAL:
-        return _byte_class(ALL_BYTES - _literal_bytes(av, icase) | {PLACEHOLDER})  # type: ignore[arg-type]
+        return _byte_class(ALL_BYTES - _literal_bytes(av, icase) | {PLACEHOLDER})
     if op is constants.ANY:
         return _byte_class(ALL_BYTES if dotall else ALL_BYTES - {10})
     if op is constants.IN:
-        return _byte_class(_class_bytes(av, icase))  # type: ignore[arg-type]
+        return _byte_class(_class_bytes(av, icase))
     if op is constants.BRANCH:
-        _, branches = av  # type: ignore[misc]
+        _, branches = av
         if depth == 0:
             return "(?:" + "|".join(_cut_alternative(list(b), icase, dotall) for b in branches) + ")"
         inner = depth - 1 if depth > 0 else -1
         return "(?:" + "|".join(_sequence(list(b), icase, dotall, inner) for b in branches) + ")"
     if op is constants.SUBPATTERN:
-        _group, add_flags, del_flags, sub = av  # type: ignore[misc]
+        _group, add_flags, del_flags, sub = av
         inner_icase = (icase or bool(add_flags & re.IGNORECASE)) and not del_flags & re.IGNORECASE
         inner_dotall = (dotall or bool(add_flags & re.DOTALL)) and not del_flags & re.DOTALL
         return "(?:" + _sequence(list(sub), inner_icase, inner_dotall, depth) + ")"
     if op is getattr(constants, "ATOMIC_GROUP", None):
-        return "(?:" + _sequence(list(av), icase, dotall, depth) + ")"  # type: ignore[call-overload]
+        return "(?:" + _sequence(list(av), icase, dotall, depth) + ")"
     if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None)):
-        low, high, sub = av  # type: ignore[misc]
+        low, high, sub = av
         body = _sequence(list(sub), icase, dotall, depth)
         if not _is_atom(body):
             body = f"(?:{body})"
@@ -337,7 +339,7 @@ def _FOLDS_INTO() -> dict[int, set[int]]:  # noqa: N802 - a lazily built constan
     return table
 
 
-def _class_bytes(items: list[tuple[object, object]], icase: bool) -> set[int]:
+def _class_bytes(items: list[ParseItem], icase: bool) -> set[int]:
     negate = bool(items) and items[0][0] is constants.NEGATE
     if negate:
         items = items[1:]
@@ -345,9 +347,9 @@ def _class_bytes(items: list[tuple[object, object]], icase: bool) -> set[int]:
     members: set[int] = set()
     for op, av in items:
         if op is constants.LITERAL:
-            chars = _case_variants(av) if icase else {av}  # type: ignore[arg-type]
+            chars = _case_variants(av) if icase else {av}
         elif op is constants.RANGE:
-            low, high = av  # type: ignore[misc]
+            low, high = av
             members |= {c for c in range(256) if low <= c <= high or (
                 icase and any(low <= v <= high for v in _case_variants(c)))}
             wide = wide or high >= 256 or (icase and any(
@@ -361,7 +363,7 @@ def _class_bytes(items: list[tuple[object, object]], icase: bool) -> set[int]:
         members |= {c for c in chars if c < 256}
         wide = wide or any(c >= 256 for c in chars)
     if negate:
-        return (ALL_BYTES - members) | {PLACEHOLDER}
+        return set(ALL_BYTES - members) | {PLACEHOLDER}
     return members | ({PLACEHOLDER} if wide else set())
 
 
@@ -409,7 +411,7 @@ class MultiScan:
 
     def __init__(self, groups: dict[str, dict[int, str]],
                  forms_of: Callable[[str, bool], list[Form]], cache_dir: Path | None) -> None:
-        self._databases: dict[str, list[object]] = {}
+        self._databases: dict[str, list[Any]] = {}  # hyperscan.Database (untyped)
         self._local = threading.local()  # a scan needs scratch space of its own per thread
         self.covered: dict[str, set[int]] = {}
         for group, tests in groups.items():
@@ -438,7 +440,7 @@ class MultiScan:
                 scratch = scratches.get(id(database))
                 if scratch is None:
                     scratch = scratches[id(database)] = hyperscan.Scratch(database)
-                database.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[attr-defined]
+                database.scan(data, match_event_handler=on_match, scratch=scratch)
         except hyperscan.error:  # a scan that fails proves nothing: every rule may match
             return set(self.covered.get(group, ()))
         return found
@@ -469,7 +471,7 @@ def available() -> bool:
 
 def _flags() -> int:
     hyperscan = _hyperscan()
-    return hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_SINGLEMATCH
+    return int(hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_SINGLEMATCH)
 
 
 def _compile(chunk: dict[int, Form]) -> object:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import re
 import warnings
 from functools import lru_cache
+from typing import Any
 
-try:  # Python 3.11+: the parser is re._parser (sre_parse before)
-    from re import _constants as constants  # type: ignore[attr-defined]
-    from re import _parser as parser  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - older Pythons
-    import sre_constants as constants  # type: ignore[no-redef]
-    import sre_parse as parser  # type: ignore[no-redef]
+# Python's own regex parser (3.11+; typeshed has no types for it)
+from re import _constants as constants  # type: ignore[attr-defined]
+from re import _parser as parser  # type: ignore[attr-defined]
 
+# one (opcode, argument) of a tree from re._parser, whose arguments differ by opcode (an
+# int, a list, a tuple of a group's flags and body...): typed loosely on purpose
+ParseItem = tuple[Any, Any]
 MIN_LENGTH = 3
 # [[:alpha:]]: POSIX classes, which `regex` reads and Python's parser reads wrongly (as a
 # class of the characters "[:alph" followed by a literal "]"): such patterns get no shortcut
@@ -29,7 +30,7 @@ _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
 
 
 @lru_cache(maxsize=4096)
-def parse_pattern(pattern: str, flags: int) -> object | None:
+def parse_pattern(pattern: str, flags: int) -> Any:
     """The pattern as Python's regex parser reads it, or None where that reading could
     differ from `regex`'s (syntax it does not know, POSIX classes). Shared by the literal
     prefilter, the paragraph test and the multi-pattern rewrite: each pattern parsed once."""
@@ -58,22 +59,22 @@ def required_literals(pattern: str, ignorecase: bool, verbose: bool = False) -> 
     return tuple(f.lower() for f in found) if ignorecase else tuple(found)
 
 
-def _changes_flags(items: list[tuple[object, object]]) -> bool:
+def _changes_flags(items: list[ParseItem]) -> bool:
     for op, arg in items:
         if op is constants.SUBPATTERN:
-            _, add_flags, del_flags, body = arg  # type: ignore[misc]
+            _, add_flags, del_flags, body = arg
             if add_flags or del_flags or _changes_flags(list(body)):
                 return True
         elif op is constants.BRANCH:
-            if any(_changes_flags(list(branch)) for branch in arg[1]):  # type: ignore[index]
+            if any(_changes_flags(list(branch)) for branch in arg[1]):
                 return True
         elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
-            if _changes_flags(list(arg[2])):  # type: ignore[index]
+            if _changes_flags(list(arg[2])):
                 return True
     return False
 
 
-def _sequence(items: list[tuple[object, object]]) -> tuple[str, ...] | None:
+def _sequence(items: list[ParseItem]) -> tuple[str, ...] | None:
     """Best required literal(s) of a sequence of nodes: its longest mandatory run."""
     best: tuple[str, ...] | None = None
     run: list[str] = []
@@ -88,23 +89,23 @@ def _sequence(items: list[tuple[object, object]]) -> tuple[str, ...] | None:
 
     for op, arg in items:
         if op is constants.LITERAL:
-            run.append(chr(arg))  # type: ignore[arg-type]
+            run.append(chr(arg))
             continue
         if op is constants.SUBPATTERN:
-            inner = list(arg[-1])  # type: ignore[index]
+            inner = list(arg[-1])
             if all(o is constants.LITERAL for o, _ in inner):
-                run.extend(chr(a) for _, a in inner)  # type: ignore[arg-type]
+                run.extend(chr(a) for _, a in inner)
                 continue
             close_run()
             candidate = _sequence(inner)
         elif op is constants.BRANCH:
             close_run()
-            branches = [_sequence(list(branch)) for branch in arg[1]]  # type: ignore[index]
+            branches = [_sequence(list(branch)) for branch in arg[1]]
             if any(b is None for b in branches):
                 continue
-            candidate = tuple(dict.fromkeys(s for b in branches for s in b))  # type: ignore[union-attr]
+            candidate = tuple(dict.fromkeys(s for b in branches if b is not None for s in b))
         elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None)):
-            low, _, body = arg  # type: ignore[misc]
+            low, _, body = arg
             close_run()
             candidate = _sequence(list(body)) if low >= 1 else None
         elif op is constants.AT:
@@ -147,25 +148,25 @@ def paragraph_local(pattern: str, ignorecase: bool, verbose: bool = False) -> bo
     return _local(list(tree))
 
 
-def _local(items: list[tuple[object, object]]) -> bool:
+def _local(items: list[ParseItem]) -> bool:
     for op, arg in items:
         if op is constants.AT:
             if arg not in _SAFE_ANCHORS:
                 return False
         elif op is constants.ASSERT:  # (?=X), (?<=X): X's match is within the paragraph
-            if not _local(list(arg[1])):  # type: ignore[index]
+            if not _local(list(arg[1])):
                 return False
         elif op is constants.ASSERT_NOT:  # (?!X), (?<!X): X must not reach past the paragraph
-            body = list(arg[1])  # type: ignore[index]
+            body = list(arg[1])
             if not _local(body) or not _newline_free(body):
                 return False
         elif op is constants.GROUPREF_EXISTS:
             return False
         elif op is constants.SUBPATTERN:
-            if not _local(list(arg[-1])):  # type: ignore[index]
+            if not _local(list(arg[-1])):
                 return False
         elif op is constants.BRANCH:
-            branches = [list(branch) for branch in arg[1]]  # type: ignore[index]
+            branches = [list(branch) for branch in arg[1]]
             if any(_is_newline_char(b) for b in branches):
                 # SpamAssassin's "(?:^|\s)" and "(?:$|\W)": where the anchor matches at a
                 # paragraph's edge, the "\n" between paragraphs is matched by its sibling
@@ -174,10 +175,10 @@ def _local(items: list[tuple[object, object]]) -> bool:
                 return False
         elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT,
                     getattr(constants, "POSSESSIVE_REPEAT", None)):
-            if not _local(list(arg[2])):  # type: ignore[index]
+            if not _local(list(arg[2])):
                 return False
         elif op is getattr(constants, "ATOMIC_GROUP", None):
-            if not _local(list(arg)):  # type: ignore[arg-type]
+            if not _local(list(arg)):
                 return False
     return True
 
@@ -191,28 +192,28 @@ _NEWLINE_CATEGORIES = frozenset(
                                           "CATEGORY_UNI_LINEBREAK") if hasattr(constants, name))
 
 
-def _is_edge_anchor(branch: list[tuple[object, object]]) -> bool:
+def _is_edge_anchor(branch: list[ParseItem]) -> bool:
     return len(branch) == 1 and branch[0][0] is constants.AT and branch[0][1] in _EDGE_ANCHORS
 
 
-def _is_newline_char(branch: list[tuple[object, object]]) -> bool:
+def _is_newline_char(branch: list[ParseItem]) -> bool:
     r"""The branch is one character test that "\n" passes."""
     if len(branch) != 1:
         return False
     op, arg = branch[0]
     if op is constants.LITERAL:
-        return arg == 10
+        return bool(arg == 10)
     if op is constants.NOT_LITERAL:
-        return arg != 10
+        return bool(arg != 10)
     if op is not constants.IN:
         return False
-    items = list(arg)  # type: ignore[call-overload]
+    items = list(arg)
     negated = bool(items) and items[0][0] is constants.NEGATE
     hit = False
     for item_op, item_arg in items[1:] if negated else items:
         if item_op is constants.LITERAL and item_arg == 10:
             hit = True
-        elif item_op is constants.RANGE and item_arg[0] <= 10 <= item_arg[1]:  # type: ignore[index]
+        elif item_op is constants.RANGE and item_arg[0] <= 10 <= item_arg[1]:
             hit = True
         elif item_op is constants.CATEGORY and item_arg in _NEWLINE_CATEGORIES:
             hit = True
@@ -221,7 +222,7 @@ def _is_newline_char(branch: list[tuple[object, object]]) -> bool:
     return hit != negated
 
 
-def _newline_free(items: list[tuple[object, object]]) -> bool:
+def _newline_free(items: list[ParseItem]) -> bool:
     r"""No match of these items can contain a "\n" (a DOTALL "." could: then False)."""
     for op, arg in items:
         if op is constants.LITERAL:
@@ -230,20 +231,20 @@ def _newline_free(items: list[tuple[object, object]]) -> bool:
         elif op in (constants.NOT_LITERAL, constants.ANY):
             return False  # [^x] matches "\n"; so may "." under (?s): do not guess
         elif op is constants.IN:
-            if _is_newline_char([(op, arg)]) or any(o is constants.NEGATE for o, _ in arg):  # type: ignore[attr-defined]
+            if _is_newline_char([(op, arg)]) or any(o is constants.NEGATE for o, _ in arg):
                 return False
         elif op is constants.SUBPATTERN:
-            if arg[1] or not _newline_free(list(arg[-1])):  # type: ignore[index]
+            if arg[1] or not _newline_free(list(arg[-1])):
                 return False  # (arg[1]: inline flags added, perhaps (?s))
         elif op is constants.BRANCH:
-            if not all(_newline_free(list(branch)) for branch in arg[1]):  # type: ignore[index]
+            if not all(_newline_free(list(branch)) for branch in arg[1]):
                 return False
         elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT,
                     getattr(constants, "POSSESSIVE_REPEAT", None)):
-            if not _newline_free(list(arg[2])):  # type: ignore[index]
+            if not _newline_free(list(arg[2])):
                 return False
         elif op is getattr(constants, "ATOMIC_GROUP", None):
-            if not _newline_free(list(arg)):  # type: ignore[arg-type]
+            if not _newline_free(list(arg)):
                 return False
         elif op not in (constants.AT, constants.ASSERT, constants.ASSERT_NOT, constants.GROUPREF):
             return False  # anything else: do not guess

@@ -15,7 +15,7 @@ docs/dump-format.md describes it for people.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -33,7 +33,7 @@ class SeenRecord:
     day: int
 
 
-def write_dump(out: IO[str], meta: dict[str, object], tokens: Iterable[TokenRecord],
+def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenRecord],
                seen: Iterable[SeenRecord], events: Iterable[tuple[bytes, bytes]] = ()) -> None:
     out.write(f"{MAGIC} {FORMAT_VERSION}\n")
     for name, value in meta.items():
@@ -46,8 +46,8 @@ def write_dump(out: IO[str], meta: dict[str, object], tokens: Iterable[TokenReco
         out.write(f"seen {mark.key.hex()} {mark.label.value} {mark.day}\n")
         nseen += 1
     nevents = 0
-    for key, record in events:
-        out.write(f"event {key.hex()} {record.decode()}\n")
+    for key, event in events:
+        out.write(f"event {key.hex()} {event.decode()}\n")
         nevents += 1
     out.write(f"end {ntokens} {nseen} {nevents}\n")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -93,7 +93,7 @@ def check_for_uppercase(context: MessageContext, low: str, high: str) -> bool:
         text = "".join(context.message.text)[:250_000]
         counts = (len(text) - len(text.translate(_NO_UPPER)), len(text) - len(text.translate(_NO_LOWER)))
         context.cache["letter-case"] = counts
-    upper, lower = counts
+    upper, lower = cast("tuple[int, int]", counts)
     letters = upper + lower
     if letters < 200:
         return False
