@@ -229,8 +229,8 @@ class LmdbWriter:
             txn.put(key, record, db=store._history_db)
 
 
-def _delete_all(removals: list[tuple[lmdb._Database, bytes]], txn: lmdb.Transaction) -> None:
-    for db, key in removals:
+def _delete_all(db: lmdb._Database, keys: list[bytes], txn: lmdb.Transaction) -> None:
+    for key in keys:
         txn.delete(key, db=db)
 
 
@@ -640,8 +640,9 @@ class LmdbStore:
         disk together; the token table has its cap, and without this these two would grow
         by every message ever learned (decision 0015). Deleted EXPIRE_CHUNK keys to a
         transaction, so a first run over years of marks does not hold the writer lock for
-        long, and a crash keeps each finished chunk (each is whole). The counts a mark
-        stood for stay: only the memory that the message was learned goes.
+        long, and a crash keeps each finished chunk (each is whole); a mark relearned
+        while this runs stays. The counts a mark stood for stay: only the memory that the
+        message was learned goes.
         """
         cutoff_ns = before_day * 86400 * 10**9
         history = self._writable_history()
@@ -650,12 +651,14 @@ class LmdbStore:
                          if _unpack(_SEEN, value, "seen")[1] < before_day]
             old_events = [bytes(key) for key in txn.cursor(db=history).iternext(values=False)
                           if struct.unpack_from(">Q", key, 16)[0] < cutoff_ns]
-        removals = [(self._seen_db, key) for key in old_marks]
-        removals += [(history, key) for key in old_events]
-        for start in range(0, len(removals), EXPIRE_CHUNK):
+        for start in range(0, len(old_marks), EXPIRE_CHUNK):
             with self.writer() as writer:
                 writer.run_in_transaction(functools.partial(
-                    _delete_all, removals[start:start + EXPIRE_CHUNK]))
+                    self._delete_old_marks, old_marks[start:start + EXPIRE_CHUNK], before_day))
+        for start in range(0, len(old_events), EXPIRE_CHUNK):
+            with self.writer() as writer:
+                writer.run_in_transaction(functools.partial(
+                    _delete_all, history, old_events[start:start + EXPIRE_CHUNK]))
         with self.writer() as writer:
             writer.set_meta("last_seen_expire", str(today()))
             writer.set_meta("last_seen_expire_removed", str(len(old_marks)))
@@ -687,6 +690,13 @@ class LmdbStore:
 
         with self.writer() as writer:
             writer.run_in_transaction(replace_contents)
+
+    def _delete_old_marks(self, keys: list[bytes], before_day: int, txn: lmdb.Transaction) -> None:
+        """Delete these seen marks unless relearned since they were read (a new day)."""
+        for key in keys:
+            value = txn.get(key, db=self._seen_db)
+            if value is not None and _unpack(_SEEN, value, "seen")[1] < before_day:
+                txn.delete(key, db=self._seen_db)
 
     def _writable_history(self) -> lmdb._Database:
         """The audit log's table, which opening for writing always creates (only a reader
