@@ -1,0 +1,92 @@
+"""Pumped inputs: one adversarial unit repeated to the scan cap, timed through the whole scan.
+
+`python3 -m tests.fuzz.pumped --workdir DIR [--bytes N]`
+
+Coverage-guided fuzzing (tests.fuzz.scan) grows its inputs slowly and rarely reaches the
+sizes where a quadratic loop shows. These inputs go straight there: each is a few headers
+and then one unit ("<", "=?utf-8?B?", "--boundary\\n", ...) repeated up to `--bytes`
+(default 500,000, MaxMessageSize: what a scan reads of any message). It prints the CPU
+time of each, slowest first, and exits 1 if any took more than `--slow` seconds
+(checklist item 16 asks for under 1 s). Not a test: tests never assert timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tests.fuzz.engine import trained_scanner
+
+_PLAIN = b"From: a@example.com\nTo: b@example.org\nSubject: x\n\n"
+_HTML = b"From: a@example.com\nContent-Type: text/html\n\n"
+_QP = b"From: a@example.com\nContent-Transfer-Encoding: quoted-printable\n\n"
+_B64 = b"From: a@example.com\nContent-Transfer-Encoding: base64\n\n"
+_MULTIPART = b"Content-Type: multipart/mixed; boundary=X\n\n"
+
+# (name, what comes first, the unit repeated)
+UNITS: tuple[tuple[str, bytes, bytes], ...] = (
+    ("text: <", _PLAIN, b"<"),
+    ("text: <a href=\"", _PLAIN, b"<a href=\""),
+    ("text: http://", _PLAIN, b"http://"),
+    ("text: http://a.", _PLAIN, b"http://a."),
+    ("text: www.", _PLAIN, b"www."),
+    ("text: @", _PLAIN, b"@"),
+    ("text: a@b.", _PLAIN, b"a@b."),
+    ("text: one long word", _PLAIN, b"abcdefghij"),
+    ("text: NUL", _PLAIN, b"\x00"),
+    ("text: CR", _PLAIN, b"\r"),
+    ("text: spaces", _PLAIN, b" "),
+    ("text: $1", _PLAIN, b"$1"),
+    ("text: 1.", _PLAIN, b"1."),
+    ("text: IP addresses", _PLAIN, b"1.2.3.4 "),
+    ("text: CJK", _PLAIN, "日本".encode()),
+    ("text: begin 644 (uuencode)", _PLAIN, b"begin 644 a\n"),
+    ("html: <", _HTML, b"<"),
+    ("html: unclosed quoted attribute", _HTML, b"<a href='x"),
+    ("html: unclosed comment", _HTML, b"<!--"),
+    ("html: unclosed script", _HTML, b"<script>"),
+    ("html: hidden paragraphs", _HTML, b"<p style='display:none'>"),
+    ("html: nested hidden divs", _HTML, b"<div style=display:none><b>x"),
+    ("html: font size=0, unclosed", _HTML, b"<font size=0 "),
+    ("html: &#", _HTML, b"&#"),
+    ("html: &amp", _HTML, b"&amp"),
+    ("html: href= with no tag", _HTML, b" href= "),
+    ("html: unclosed alt", _HTML, b"<img alt='"),
+    ("header: encoded words", b"Subject: ", b"=?utf-8?B?"),
+    ("header: bad Q encoded words", b"Subject: ", b"=?x?q?=="),
+    ("header: ;;;", b"Content-Type: text/plain;", b";"),
+    ("header: 100,000-address To", b"To: ", b"a@b.c, "),
+    ("header: folds", b"Subject: x", b"\n "),
+    ("headers: many", b"", b"X-A: b\n"),
+    ("headers: Received", b"", b"Received: from a.b ([1.2.3.4]) by c.d\n"),
+    ("mime: boundaries", _MULTIPART, b"--X\n"),
+    ("mime: nested multiparts", _MULTIPART, b"--X\nContent-Type: multipart/mixed; boundary=X\n\n"),
+    ("mime: nested message/rfc822", b"Content-Type: message/rfc822\n\n", b"Content-Type: message/rfc822\n\n"),
+    ("quoted-printable: =", _QP, b"="),
+    ("quoted-printable: soft breaks", _QP, b"=\n"),
+    ("base64: garbage", _B64, b"!"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--bytes", type=int, default=500_000)
+    parser.add_argument("--slow", type=float, default=1.0)
+    args = parser.parse_args()
+    scanner = trained_scanner(args.workdir)
+    timings = []
+    for name, head, unit in UNITS:
+        data = head + unit * (args.bytes // len(unit))
+        started = time.process_time()
+        scanner.scan(data)
+        timings.append((time.process_time() - started, name))
+    for spent, name in sorted(timings, reverse=True):
+        print(f"{spent:7.3f} s  {name}")
+    sys.exit(1 if max(timings)[0] > args.slow else 0)
+
+
+if __name__ == "__main__":
+    main()
