@@ -124,6 +124,8 @@ def report_summary(summary: LearnSummary, as_json: bool, quiet: bool, counts: st
             click.echo(f"spamkit: cannot learn {name}: {reason}", err=True)
         if not quiet or error is not None:
             expired = f", expired tokens: {summary.expired}" if summary.expired else ""
+            if summary.seen_expired:
+                expired += f", forgot {summary.seen_expired} messages learned long ago"
             click.echo(f"{counts}, failed: {summary.failed}{expired} ({summary.seconds:.2f} s)")
     if summary.failed and error is None:
         sys.exit(1)
