@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import IO
 
 import click
@@ -13,9 +12,8 @@ import click
 from spamkit.cli import db_option, json_option, resolve_db_path
 from spamkit.errors import StoreCorrupt
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
-from spamkit.store import default_db_path, open_store
+from spamkit.store import default_db_path, open_store, set_aside_damaged
 from spamkit.store.base import today
-from spamkit.store.lmdb import move_aside
 
 
 @click.group()
@@ -128,7 +126,7 @@ def reset(yes: bool, db_path: str | None) -> None:
     try:
         store = open_store(resolve_db_path(db_path))
     except StoreCorrupt as error:  # damaged: nothing in it can be kept anyway
-        kept = move_aside(Path(where))
+        kept = set_aside_damaged(where)
         click.echo(f"spamkit: {error}", err=True)
         click.echo(f"moved the damaged database aside to {kept}", err=True)
         store = open_store(resolve_db_path(db_path))
