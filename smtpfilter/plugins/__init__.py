@@ -39,7 +39,8 @@ FILTERS: dict[str, Factory] = {
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),
     "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"]),
-    "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c))),
+    "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c)),
+                                              c["KarmaForgetDays"]),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
 }
 

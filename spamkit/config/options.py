@@ -139,6 +139,8 @@ OPTIONS: tuple[Option, ...] = (
            group="smtp"),
     Option("KarmaStrikes", int, 3, "karma: bad messages needed before an address can be "
            "naughty.", minimum=1, group="smtp"),
+    Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
+           "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

@@ -1,0 +1,69 @@
+"""The karma plugin's database stays bounded: addresses idle for KarmaForgetDays go, once a
+day and at once when the map is full; it grows only when every address is recent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from smtpfilter.plugins import karma
+from smtpfilter.plugins.karma import KarmaStore
+
+DAY = 86400.0
+T0 = 1_800_000_000.0
+
+
+def _address(n: int) -> str:
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def test_idle_addresses_are_forgotten_the_recent_kept(tmp_path: Path) -> None:
+    store = KarmaStore(tmp_path / "karma", forget_days=30)
+    store.update("192.0.2.1", 0, 1, -3, 3, now=T0)
+    store.update("192.0.2.3", 1, 0, -3, 3, now=T0 + 20 * DAY)
+    for _ in range(3):  # naughty: refused for a day after its third strike
+        store.update("192.0.2.2", 0, 1, -3, 3, now=T0 + 25 * DAY)
+    with store._begin(write=True) as txn:  # a record written before last-heard times were kept
+        txn.put(b"192.0.2.4", json.dumps({"good": 2, "bad": 0, "until": 0}).encode())
+
+    assert store.forget_idle(now=T0 + 40 * DAY) == 1
+    assert store.get("192.0.2.1") == {"good": 0, "bad": 0, "until": 0}  # idle 40 days: gone
+    assert store.get("192.0.2.2")["bad"] == 3 and store.get("192.0.2.3")["good"] == 1
+    assert store.get("192.0.2.4")["seen"] == round(T0 + 40 * DAY)  # stamped, kept
+
+    # a day later or more, the first update forgets on its own
+    assert store.update("192.0.2.5", 1, 0, -3, 3, now=T0 + 71 * DAY)["good"] == 1
+    assert [store.get(a)["good"] + store.get(a)["bad"] for a in
+            ("192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5")] == [0, 0, 0, 1]
+
+
+def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the 64 MiB map filled after 674,582 addresses; then no new address was learned."""
+    monkeypatch.setattr(karma, "MAP_SIZE", 256 << 10)
+    store = KarmaStore(tmp_path / "karma", forget_days=30)
+    size = store._env.info()["map_size"]
+    n = 0
+    while store._env.info()["map_size"] == size:  # every address recent: the map must grow
+        store.update(_address(n), 0, 1, -3, 3, now=T0)
+        n += 1
+    assert store._env.info()["map_size"] == 2 * size
+    assert all(store.get(_address(i))["bad"] == 1 for i in range(n))
+
+    # fill the grown map with addresses that will be idle, then, 40 days later on a day
+    # already pruned, add as many again: the full map itself makes the room
+    filled = n
+    while True:
+        try:
+            store._update(_address(n), 0, 1, -3, 3, now=T0)
+        except lmdb.MapFullError:
+            break
+        n += 1
+    monkeypatch.setattr(store, "_last_pruned", lambda: T0 + 40 * DAY)
+    for i in range(n - filled):
+        store.update(f"172.16.{i >> 8 & 255}.{i & 255}", 1, 0, -3, 3, now=T0 + 40 * DAY)
+    assert store._env.info()["map_size"] == 2 * size  # room made, not taken
+    assert store.get(_address(0)) == {"good": 0, "bad": 0, "until": 0}
+    assert store.get("172.16.0.0")["good"] == 1
