@@ -24,6 +24,10 @@ from spamkit.store.base import Label, TokenRecord
 
 FORMAT_VERSION = 1
 MAGIC = "spamkit-dump"
+_U32 = 1 << 32  # counts and days are stored as unsigned 32-bit numbers
+# meta records every reader takes for numbers: a dump must not restore them as anything else
+NUMERIC_META = frozenset({"nspam", "nham", "created", "last_expire", "last_expire_removed",
+                          "last_seen_expire", "last_seen_expire_removed"})
 
 
 @dataclass(frozen=True)
@@ -89,15 +93,15 @@ class DumpReader:
         kind = fields[0]
         if kind == "token":
             key = bytes.fromhex(fields[1])
-            spam, ham, day = int(fields[2]), int(fields[3]), int(fields[4])
-            if len(key) != 8 or min(spam, ham, day) < 0:
+            spam, ham, day = _u32(fields[2]), _u32(fields[3]), _u32(fields[4])
+            if len(key) != 8:
                 raise ValueError("bad token record")
             self.tokens.append(TokenRecord(key, spam, ham, day))
         elif kind == "seen":
             key = bytes.fromhex(fields[1])
             if len(key) != 16:
                 raise ValueError("bad message key")
-            self.seen.append(SeenRecord(key, Label(fields[2]), int(fields[3])))
+            self.seen.append(SeenRecord(key, Label(fields[2]), _u32(fields[3])))
         elif kind == "event":
             key = bytes.fromhex(fields[1])
             if len(key) != 24:
@@ -106,7 +110,10 @@ class DumpReader:
             json.loads(record)
             self.events.append((key, record.encode()))
         elif kind == "meta":
-            self.meta[fields[1]] = " ".join(fields[2:])
+            value = " ".join(fields[2:])
+            if fields[1] in NUMERIC_META:
+                value = str(_count(value))
+            self.meta[fields[1]] = value
         elif kind == "end":
             counts = [int(field) for field in fields[1:4]]
             read = [len(self.tokens), len(self.seen), len(self.events)][: len(counts)]
@@ -116,3 +123,17 @@ class DumpReader:
         else:
             raise ValueError(f"unknown record type {kind!r}")
         return False
+
+
+def _count(text: str) -> int:
+    """A non-negative whole number written in ASCII digits."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{text[:20]!r} is not a count")
+    return int(text)
+
+
+def _u32(text: str) -> int:
+    value = _count(text)
+    if value >= _U32:
+        raise ValueError(f"{value} does not fit in 32 bits")
+    return value
