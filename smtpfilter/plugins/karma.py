@@ -15,18 +15,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from spamkit.store.maplock import MapLock
 
 PENALTY_SECONDS = 86400
 DEFAULT_FORGET_DAYS = 30
 MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 30  # grown to when forgetting frees nothing (every address recent)
 _PRUNED_KEY = b"\x00pruned"  # when idle addresses were last forgotten; no address sorts there
-_OPEN: dict[tuple[int, str], lmdb.Environment] = {}  # one environment per path and process
+_OPEN: dict[tuple[int, str], tuple[lmdb.Environment, MapLock]] = {}  # one per path and process
 
 
 class KarmaStore:
@@ -34,17 +37,33 @@ class KarmaStore:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = (os.getpid(), str(path.resolve()))
         if key not in _OPEN:  # py-lmdb refuses to open one path twice in a process
-            _OPEN[key] = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
-            _OPEN[key].reader_check()
-        self._env = _OPEN[key]
+            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
+            env.reader_check()
+            _OPEN[key] = (env, MapLock())
+        self._env, self._map_lock = _OPEN[key]
         self.forget_seconds = forget_days * 86400
 
-    def _begin(self, write: bool = False) -> lmdb.Transaction:
+    @contextmanager
+    def _begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """A transaction holding the map lock shared (spamkit.store.maplock: the filter's
+        worker threads read this database while one of them may grow the map)."""
+        while True:
+            self._map_lock.acquire_shared()
+            try:
+                txn = self._env.begin(write=write)
+                break
+            except lmdb.MapResizedError:  # another process grew the map: adopt its size
+                self._map_lock.release_shared()
+                with self._map_lock.exclusive():
+                    self._env.set_mapsize(0)
+            except BaseException:
+                self._map_lock.release_shared()
+                raise
         try:
-            return self._env.begin(write=write)
-        except lmdb.MapResizedError:  # another process grew the map: adopt its size
-            self._env.set_mapsize(0)
-            return self._env.begin(write=write)
+            with txn:
+                yield txn
+        finally:
+            self._map_lock.release_shared()
 
     def get(self, address: str) -> dict[str, float]:
         with self._begin() as txn:
@@ -113,10 +132,11 @@ class KarmaStore:
         return len(idle)
 
     def _grow(self) -> None:
-        size = self._env.info()["map_size"]
-        if size >= MAX_MAP_SIZE:
-            raise lmdb.MapFullError("karma database at its 1 GiB limit with every address recent")
-        self._env.set_mapsize(size * 2)
+        with self._map_lock.exclusive():
+            size = self._env.info()["map_size"]
+            if size >= MAX_MAP_SIZE:
+                raise lmdb.MapFullError("karma database at its 1 GiB limit with every address recent")
+            self._env.set_mapsize(size * 2)
 
     def close(self) -> None:
         """The environment stays open for other users in this process; exit closes it."""

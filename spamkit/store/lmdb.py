@@ -33,6 +33,7 @@ import numpy as np
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
 from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
+from spamkit.store.maplock import MapLock
 
 SCHEMA = b"1"
 INITIAL_MAP_SIZE = 64 << 20
@@ -320,6 +321,7 @@ class LmdbStore:
         except lmdb.Error as error:
             raise StoreError(f"cannot open the database at {self.path}: {error}") from None
         self._pid = os.getpid()
+        self._map_lock = MapLock()  # (a forked child's own: the parent's threads are not its)
         try:
             self._refuse_truncated_file()
             self._env.reader_check()  # clears slots left by processes that died mid-read
@@ -405,21 +407,50 @@ class LmdbStore:
     # -- transactions ----------------------------------------------------------------
 
     def _begin(self, write: bool = False) -> lmdb.Transaction:
+        """A transaction, holding the map lock shared until `_end` (spamkit.store.maplock)."""
         self._check_pid()
+        while True:
+            self._map_lock.acquire_shared()
+            try:
+                return self._env.begin(write=write)
+            except lmdb.MapResizedError:
+                self._map_lock.release_shared()
+                with self._map_lock.exclusive():  # another process grew the map: adopt its size
+                    self._env.set_mapsize(0)
+            except BaseException:
+                self._map_lock.release_shared()
+                raise
+
+    def _end(self, txn: lmdb.Transaction, commit: bool) -> None:
         try:
-            return self._env.begin(write=write)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)  # another process grew the map: adopt its size
-            return self._env.begin(write=write)
+            if commit:
+                txn.commit()
+            else:
+                txn.abort()
+        finally:
+            self._map_lock.release_shared()
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """A transaction for a `with` block: committed at its end, aborted on an error."""
+        txn = self._begin(write)
+        try:
+            yield txn
+        except BaseException:
+            self._end(txn, commit=False)
+            raise
+        self._end(txn, commit=True)
 
     def _grow(self) -> None:
-        current = self._env.info()["map_size"]
-        if current >= MAX_MAP_SIZE:
-            raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
-        free = _free_bytes(self.path)
-        if free is not None and free < current:
-            raise StoreError(f"not enough free disk at {self.path} to grow the database")
-        self._env.set_mapsize(current * 2)
+        """Double the map (called with no transaction of this thread open)."""
+        with self._map_lock.exclusive():
+            current = self._env.info()["map_size"]
+            if current >= MAX_MAP_SIZE:
+                raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
+            free = _free_bytes(self.path)
+            if free is not None and free < current:
+                raise StoreError(f"not enough free disk at {self.path} to grow the database")
+            self._env.set_mapsize(current * 2)
 
     def _write_failure(self, error: lmdb.Error) -> StoreError:
         """What a failed commit tells the user. LMDB reports a full disk as a bare
@@ -445,24 +476,26 @@ class LmdbStore:
         try:
             yield writer
         except BaseException:
-            txn.abort()
+            self._end(txn, commit=False)
             raise
         while True:
             try:
                 writer._flush()
                 txn.commit()
-                return
             except lmdb.MapFullError:
-                txn.abort()
+                self._end(txn, commit=False)  # (a commit that failed is aborted already)
                 self._grow()
                 txn = self._begin(write=True)
                 writer._txn = txn
             except lmdb.Error as error:
-                txn.abort()
+                self._end(txn, commit=False)
                 raise self._write_failure(error) from None
             except BaseException:
-                txn.abort()
+                self._end(txn, commit=False)
                 raise
+            else:
+                self._map_lock.release_shared()
+                return
 
     # -- reading ---------------------------------------------------------------------
 
@@ -474,7 +507,7 @@ class LmdbStore:
             raise StoreCorrupt(f"{self.path}: meta {name.decode()} is not a number") from None
 
     def totals(self) -> Totals:
-        with self._begin() as txn:
+        with self._transaction() as txn:
             return self._totals(txn)
 
     def _totals(self, txn: lmdb.Transaction) -> Totals:
@@ -483,7 +516,7 @@ class LmdbStore:
 
     def counts(self, keys: Sequence[bytes]) -> TokenCounts:
         """Counts for the known tokens among `keys`, and the totals, in one read transaction."""
-        with self._begin() as txn:
+        with self._transaction() as txn:
             found = txn.cursor(db=self._tokens_db).getmulti(sorted(keys))
             totals = self._totals(txn)
         if not found:
@@ -511,7 +544,7 @@ class LmdbStore:
             numbers[start:end].sort()  # each message's known keys come out in key order
         owner = np.repeat(np.arange(len(key_lists)), sizes)
         wanted, _ = _sorted_distinct(numbers)
-        with self._begin() as txn:
+        with self._transaction() as txn:
             found = txn.cursor(db=self._tokens_db).getmulti(keys_of(wanted))
             totals = self._totals(txn)
         if not found:
@@ -532,18 +565,18 @@ class LmdbStore:
                 for start, end in zip(known_bounds, known_bounds[1:])]
 
     def learned_as(self, message_key: bytes) -> Label | None:
-        with self._begin() as txn:
+        with self._transaction() as txn:
             raw = txn.get(message_key, db=self._seen_db)
         return _CODE_LABEL.get(raw[0]) if raw else None
 
     def records(self) -> Iterator[TokenRecord]:
-        with self._begin() as txn:
+        with self._transaction() as txn:
             for key, value in txn.cursor(db=self._tokens_db):
                 spam, ham, day = _unpack(_VALUE, value, "token")
                 yield TokenRecord(bytes(key), spam, ham, day)
 
     def seen_records(self) -> Iterator[SeenRecord]:
-        with self._begin() as txn:
+        with self._transaction() as txn:
             for key, value in txn.cursor(db=self._seen_db):
                 code, day = _unpack(_SEEN, value, "seen")
                 if code in _CODE_LABEL:
@@ -554,7 +587,7 @@ class LmdbStore:
         events: list[dict[str, object]] = []
         if self._history_db is None:
             return events
-        with self._begin() as txn:
+        with self._transaction() as txn:
             cursor = txn.cursor(db=self._history_db)
             if cursor.set_range(message_key):
                 for key, value in cursor:
@@ -566,18 +599,18 @@ class LmdbStore:
     def history_records(self) -> Iterator[tuple[bytes, bytes]]:
         if self._history_db is None:
             return
-        with self._begin() as txn:
+        with self._transaction() as txn:
             for key, value in txn.cursor(db=self._history_db):
                 yield bytes(key), bytes(value)
 
     def meta(self) -> dict[str, str]:
-        with self._begin() as txn:
+        with self._transaction() as txn:
             return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
 
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the database's size on disk."""
         meta = self.meta()
-        with self._begin() as txn:
+        with self._transaction() as txn:
             ntokens = txn.stat(self._tokens_db)["entries"]
             nseen = txn.stat(self._seen_db)["entries"]
             nevents = txn.stat(self._history_db)["entries"] if self._history_db is not None else 0
@@ -607,7 +640,7 @@ class LmdbStore:
     # -- maintenance -----------------------------------------------------------------
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._begin(write=True) as txn:
+        with self._transaction(write=True) as txn:
             txn.put(name.encode(), value.encode(), db=self._meta_db)
 
     def expire(self, max_tokens: int) -> int:
@@ -616,11 +649,11 @@ class LmdbStore:
         Order of removal: last-learned day, oldest first; within a day, fewest
         messages first. One write transaction, so a crash removes nothing.
         """
-        with self._begin() as txn:
+        with self._transaction() as txn:
             pairs = list(txn.cursor(db=self._tokens_db))
         excess = len(pairs) - max_tokens
         removed = 0
-        with self._begin(write=True) as txn:
+        with self._transaction(write=True) as txn:
             if excess > 0:
                 values = _token_values([v for _, v in pairs])
                 total = values["spam"].astype(np.int64) + values["ham"]
@@ -646,7 +679,7 @@ class LmdbStore:
         """
         cutoff_ns = before_day * 86400 * 10**9
         history = self._writable_history()
-        with self._begin() as txn:
+        with self._transaction() as txn:
             old_marks = [bytes(key) for key, value in txn.cursor(db=self._seen_db)
                          if _unpack(_SEEN, value, "seen")[1] < before_day]
             old_events = [bytes(key) for key in txn.cursor(db=history).iternext(values=False)
@@ -706,7 +739,7 @@ class LmdbStore:
         return self._history_db
 
     def reset(self) -> None:
-        with self._begin(write=True) as txn:
+        with self._transaction(write=True) as txn:
             txn.drop(self._tokens_db, delete=False)
             txn.drop(self._seen_db, delete=False)
             txn.drop(self._writable_history(), delete=False)
@@ -716,7 +749,8 @@ class LmdbStore:
 
     def close(self) -> None:
         if os.getpid() == self._pid:
-            self._env.close()
+            with self._map_lock.exclusive():  # after every open transaction of the process
+                self._env.close()
 
     def __enter__(self) -> LmdbStore:
         return self

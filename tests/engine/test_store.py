@@ -356,3 +356,63 @@ def test_packed_keys_come_back_exactly() -> None:
             b"abcdefgh", bytes(range(248, 256))]
     assert unpack_keys(pack_keys(keys)) == keys
     assert unpack_keys(pack_keys([])) == []
+
+
+def _grow_by_learning(store: LmdbStore, times: int) -> None:
+    """Commit batches of new tokens until the map has doubled `times` times."""
+    start = store._env.info()["map_size"]
+    while store._env.info()["map_size"] < start << times:
+        with store.writer() as writer:
+            for _ in range(200):
+                writer.add_tokens([os.urandom(8) for _ in range(50)], Label.SPAM)
+                writer.add_messages(Label.SPAM, 1)
+
+
+def _grow_in_a_process(path: Path, times: int) -> None:
+    with LmdbStore(path, map_size=1 << 20) as store:
+        _grow_by_learning(store, times)
+
+
+@pytest.mark.parametrize("grower", ["another process", "a thread of this one"])
+def test_readers_in_threads_survive_the_map_growing(tmp_path: Path, grower: str) -> None:
+    """LMDB lets a process change its map size only while none of its transactions is
+    open, and does not check. `serve` reads in worker threads while the nightly sweep (or
+    its own autolearn) grows the map; before, a worker that met the new size re-mapped
+    under the others' feet: "mdb_txn_begin: Invalid argument" and "Attempt to operate on
+    closed/deleted/dropped object" in an hour's soak."""
+    import threading
+
+    path = tmp_path / "db"
+    keys = [os.urandom(8) for _ in range(300)]
+    with LmdbStore(path, map_size=1 << 20) as store:
+        with store.writer() as writer:
+            writer.add_tokens(keys, Label.SPAM)
+            writer.add_messages(Label.SPAM, 1)
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                try:
+                    counts = store.counts(keys)
+                    assert len(counts.keys) == len(keys)
+                except BaseException as error:  # noqa: BLE001 - every failure is the finding
+                    errors.append(error)
+                    return
+
+        readers = [threading.Thread(target=read) for _ in range(6)]
+        for reader in readers:
+            reader.start()
+        if grower == "another process":
+            child = multiprocessing.get_context("spawn").Process(target=_grow_in_a_process, args=(path, 4))
+            child.start()
+            child.join(300)
+            assert child.exitcode == 0
+        else:  # this process's own writer (autolearn in `serve`)
+            _grow_by_learning(store, 4)
+        done.set()
+        for reader in readers:
+            reader.join()
+        assert errors == []
+        assert store._env.info()["map_size"] > 1 << 20  # grown, or a larger size adopted
+        assert len(store.counts(keys).keys) == len(keys)
