@@ -47,18 +47,7 @@ class KarmaStore:
     def _begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:
         """A transaction holding the map lock shared (spamkit.store.maplock: the filter's
         worker threads read this database while one of them may grow the map)."""
-        while True:
-            self._map_lock.acquire_shared()
-            try:
-                txn = self._env.begin(write=write)
-                break
-            except lmdb.MapResizedError:  # another process grew the map: adopt its size
-                self._map_lock.release_shared()
-                with self._map_lock.exclusive():
-                    self._env.set_mapsize(0)
-            except BaseException:
-                self._map_lock.release_shared()
-                raise
+        txn = self._map_lock.begin(self._env, write)
         try:
             with txn:
                 yield txn

@@ -409,17 +409,7 @@ class LmdbStore:
     def _begin(self, write: bool = False) -> lmdb.Transaction:
         """A transaction, holding the map lock shared until `_end` (spamkit.store.maplock)."""
         self._check_pid()
-        while True:
-            self._map_lock.acquire_shared()
-            try:
-                return self._env.begin(write=write)
-            except lmdb.MapResizedError:
-                self._map_lock.release_shared()
-                with self._map_lock.exclusive():  # another process grew the map: adopt its size
-                    self._env.set_mapsize(0)
-            except BaseException:
-                self._map_lock.release_shared()
-                raise
+        return self._map_lock.begin(self._env, write)
 
     def _end(self, txn: lmdb.Transaction, commit: bool) -> None:
         try:

@@ -23,6 +23,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import lmdb
 
 
 class MapLock:
@@ -48,6 +51,21 @@ class MapLock:
             self._open -= 1
             if self._open == 0:
                 self._condition.notify_all()
+
+    def begin(self, env: Any, write: bool = False) -> Any:
+        """`env.begin(write=write)`, holding the lock shared until `release_shared`; a map
+        another process grew is adopted on the way (under the lock held alone)."""
+        while True:
+            self.acquire_shared()
+            try:
+                return env.begin(write=write)
+            except lmdb.MapResizedError:
+                self.release_shared()
+                with self.exclusive():
+                    env.set_mapsize(0)
+            except BaseException:
+                self.release_shared()
+                raise
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
