@@ -10,10 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
+from benchmarks.training import train_on_training_folds
+from corpora.spamassassin import SpamAssassinCorpus
 from spamkit.config import config_from_text
-from spamkit.learn import Learner, train_selector
-from spamkit.sources import SourceItem
 from spamkit.store import LmdbStore
 from spamkit.verdict import Scanner
 
@@ -21,17 +20,14 @@ TAG_LEVEL = 4.0
 
 
 def evaluate(tag_level: float = TAG_LEVEL) -> dict[str, dict[str, int]]:
-    messages = list(SpamAssassinCorpus().messages())
-    train = [m for m in messages if fold_of(m.path) != TEST_FOLD]
-    test = [m for m in messages if fold_of(m.path) == TEST_FOLD]
+    corpus = SpamAssassinCorpus()
+    _, test = corpus.split()
     config = config_from_text(f"Sensitivity = \"custom\"\nTagLevel = {tag_level}\n"
                               "RejectLevel = 0\nBayesAutoLearn = false\n",
                               Path("benchmark.toml"), {})
     results = {name: {"fp": 0, "fn": 0, "spam": 0, "ham": 0} for name in ("bayes", "rules", "combined")}
     with tempfile.TemporaryDirectory() as folder, LmdbStore(Path(folder) / "db", sync=False) as store:
-        Learner(store).train([SourceItem(m.path, m.data) for m in train if m.label == "spam"],
-                             [SourceItem(m.path, m.data) for m in train if m.label == "ham"],
-                             train_selector(store))
+        train_on_training_folds(store, corpus)
         scanner = Scanner.from_config(config, store)
         rules_only = Scanner.from_config(config, None)
         for message in test:

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import lmdb
 
+from benchmarks.training import train_on_training_folds
 from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 from spamkit.config import load_config
-from spamkit.learn import Learner, train_selector
+from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from spamkit.verdict import Scanner
@@ -121,11 +122,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="spamkit-soak-") as scratch:
         db = Path(scratch) / "db"
-        training = [m for m in SpamAssassinCorpus().messages() if fold_of(m.path) != TEST_FOLD]
         with LmdbStore(db, sync=False) as store:
-            Learner(store).train([SourceItem(m.path, m.data) for m in training if m.label == "spam"],
-                                 [SourceItem(m.path, m.data) for m in training if m.label == "ham"],
-                                 train_selector(store))
+            train_on_training_folds(store)
         learned, scanned = multiprocessing.Value("q", 0), multiprocessing.Value("q", 0)
         errors: multiprocessing.Queue = multiprocessing.Queue()
         started = time.time()

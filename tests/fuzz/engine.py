@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
+from benchmarks.training import train_on_training_folds
 from spamkit.config import load_config
-from spamkit.learn import Learner, train_selector
-from spamkit.sources import SourceItem
 from spamkit.store import LmdbStore
 from spamkit.verdict import Scanner
 
@@ -17,8 +15,5 @@ def trained_scanner(workdir: Path) -> Scanner:
     """The default configuration (no file, no environment) on workdir/db, trained once."""
     store = LmdbStore(workdir / "db", sync=False)
     if store.totals().nspam == 0:
-        corpus = [m for m in SpamAssassinCorpus().messages() if fold_of(m.path) != TEST_FOLD]
-        Learner(store).train([SourceItem(m.path, m.data) for m in corpus if m.label == "spam"],
-                             [SourceItem(m.path, m.data) for m in corpus if m.label == "ham"],
-                             train_selector(store))
+        train_on_training_folds(store)
     return Scanner.from_config(load_config("/nonexistent/spamkit.toml", environ={}), store)
