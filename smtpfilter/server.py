@@ -50,22 +50,22 @@ class FilterHandler:
             return "421 4.3.0 Temporary failure, please try again later"
 
     async def handle_HELO(self, server, session, envelope, hostname):  # type: ignore[no-untyped-def]
-        refusal = self._helo(session, hostname)
+        refusal = await self._helo(session, hostname)
         if refusal is not None:
             return refusal
         session.host_name = hostname
         return f"250 {server.hostname}"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
-        refusal = self._helo(session, hostname)
+        refusal = await self._helo(session, hostname)
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
         return responses
 
-    def _helo(self, session, hostname: str) -> str | None:  # type: ignore[no-untyped-def]
+    async def _helo(self, session, hostname: str) -> str | None:  # type: ignore[no-untyped-def]
         try:
-            return self._refusal(session, "helo", Transaction(peer=_peer(session), helo=hostname))
+            return await self._stage(session, "helo", Transaction(peer=_peer(session), helo=hostname))
         except Exception:
             log.exception("HELO failed")
             return TEMPFAIL
@@ -73,7 +73,7 @@ class FilterHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
-            refusal = self._refusal(session, "mail", tx)
+            refusal = await self._stage(session, "mail", tx)
             if refusal is not None:
                 return refusal
             envelope.mail_from = address
@@ -87,7 +87,7 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_peer(session), helo=session.host_name or "",
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
-            refusal = self._refusal(session, "rcpt", tx, address)
+            refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
             envelope.rcpt_tos.append(address)
@@ -95,6 +95,13 @@ class FilterHandler:
         except Exception:
             log.exception("RCPT failed")
             return TEMPFAIL
+
+    async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
+        """`_refusal` on a worker thread: a filter may wait on DNS (dnsbl, rhsbl,
+        resolvable_fromhost) or on the karma database, and every other session goes on
+        meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._refusal, session, stage, tx, *args)
 
     def _refusal(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
         """Run one envelope stage; a refusal (told to the filters' `finished`) or None."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from smtpfilter.filter import Filter
+from smtpfilter.dns import DnsClient
 from smtpfilter.plugins.content import Attachments, Headers
+from smtpfilter.plugins.dns import Dnsbl, LocalClients, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.envelope import (
     BadHelo,
@@ -42,7 +45,35 @@ FILTERS: dict[str, Factory] = {
     "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c)),
                                               c["KarmaForgetDays"]),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
+    "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), _dns(c)),
+    "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), _dns(c)),
+    "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), _dns(c)),
 }
+
+
+def _local(config: Config) -> LocalClients:
+    return LocalClients(config["LocalNetworks"], config["RelayClients"])
+
+
+def _zones(config: Config, option: str, filter_name: str) -> list[str]:
+    names = zones(config[option])
+    if not names:
+        raise ConfigError(f"{config.origins['SmtpFilters']}: the {filter_name} filter needs "
+                          f"{option} (the zones to ask), which is empty")
+    return names
+
+
+def _dns(config: Config) -> DnsClient:
+    try:
+        return _dns_client(tuple(config["DnsServers"]), config["DnsTimeout"])
+    except ValueError as error:
+        raise ConfigError(f"{config.origins['DnsServers']}: DnsServers: {error}") from None
+
+
+@functools.cache
+def _dns_client(servers: tuple[str, ...], timeout: float) -> DnsClient:
+    """One client (and one answer cache) for every DNS filter of a process."""
+    return DnsClient(list(servers), timeout)
 
 
 def _beside_db(config: Config) -> str:

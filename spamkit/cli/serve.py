@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 
@@ -93,6 +94,10 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
                                    # the greeting's name, looked up once (aiosmtpd would call
                                    # getfqdn for every connection)
                                    server_hostname=socket.getfqdn())
+    # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
+    # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
+    controller.loop.set_default_executor(ThreadPoolExecutor(
+        max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -83,8 +83,8 @@ OPTIONS: tuple[Option, ...] = (
            "--mail-report` sends the sweep report through.", group="trainer"),
     Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report.",
            group="trainer"),
-    Option("SmtpFilters", list, ["relay", "badmailfrom", "badrcptto", "badhelo", "helo",
-                                  "headers", "attachments", "spamscore"],
+    Option("SmtpFilters", list, ["relay", "badmailfrom", "resolvable_fromhost", "badrcptto",
+                                  "badhelo", "helo", "headers", "attachments", "spamscore"],
            "Filters of `spamkit serve`, in the order they run.", group="smtp"),
     Option("LocalDomains", list, [], "Domains this server takes mail for; mail to others is "
            "relayed only for RelayClients.", group="smtp"),
@@ -141,6 +141,17 @@ OPTIONS: tuple[Option, ...] = (
            "naughty.", minimum=1, group="smtp"),
     Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
            "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
+    Option("RBLList", list, [], "DNSBL zones the dnsbl filter asks about each client's address "
+           "(SME's RBLList; zen.spamhaus.org is the conservative choice). SME's "
+           "colon-joined form is read too.", group="smtp"),
+    Option("SBLList", list, [], "Zones the rhsbl filter asks about each sender's domain "
+           "(SME's SBLList, e.g. dbl.spamhaus.org).", group="smtp"),
+    Option("DnsServers", list, [], "Resolvers the DNS filters ask, as address or address:port "
+           "(empty: those of /etc/resolv.conf). DNSBLs refuse queries from large public "
+           "resolvers: use this server's own.", group="smtp"),
+    Option("DnsTimeout", float, 5.0, "Seconds a DNS filter waits for one lookup; a list that "
+           "does not answer in time lets the mail through.", minimum=0.1, maximum=30,
+           group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

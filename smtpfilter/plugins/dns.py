@@ -1,0 +1,188 @@
+"""The envelope checks that ask DNS: dnsbl, rhsbl and resolvable_fromhost (qpsmtpd's names).
+
+Clients in LocalNetworks or RelayClients are never asked about (SME turns these off for
+local connections). A DNS server that does not answer never refuses mail: a list that
+is down lets it through, and a sender domain that cannot be checked gets 451.
+
+dnsbl and rhsbl refuse at RCPT, not at MAIL, so that mail to postmaster@ and abuse@
+still arrives (RFC 5321 4.5.1): a listed sender must be able to ask why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from smtpfilter.dns import Answer, DnsClient, Outcome, reversed_address
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+ALWAYS_RECEIVE = ("postmaster", "abuse")
+
+# Answers that are not listings. Spamhaus answers 127.255.255.252-255 for a refused or
+# malformed query (for instance one sent through a large public resolver), URIBL answers
+# 127.0.0.1; some resolvers answer their own web server's address for any name that does
+# not exist. Taking any of these for a listing would refuse all mail (the SME guide warns
+# of black.uribl.com "bouncing all emails" with an external DNS provider).
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
+_NOT_A_LISTING = ipaddress.ip_address("127.0.0.1")
+
+
+def zones(entries: list[str]) -> list[str]:
+    """Zone names from RBLList/SBLList; SME writes them joined by ':', which is split too."""
+    return [zone.strip().strip(".").lower() for entry in entries for zone in entry.split(":")
+            if zone.strip().strip(".")]
+
+
+def listing(answer: Answer, zone: str) -> bool:
+    """Whether an A answer from a list is a listing (127.0.0.2 and up, not an error code)."""
+    listed = False
+    for record in answer.records:
+        try:
+            address = ipaddress.ip_address(record)
+        except ValueError:
+            continue
+        if address in _LOOPBACK and address not in _LIST_ERRORS and address != _NOT_A_LISTING:
+            listed = True
+        else:
+            log.warning("%s answered %s, which is not a listing: is the list refusing this "
+                        "server's queries (a public or forwarding resolver)?", zone, record)
+    return listed
+
+
+class LocalClients:
+    """LocalNetworks and RelayClients: the clients these checks leave alone."""
+
+    def __init__(self, local_networks: list[str], relay_clients: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in [*local_networks, *relay_clients]]
+
+    def __contains__(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address.version == n.version and address in n for n in self.networks)
+
+
+def _local_part(address: str) -> str:
+    return address.strip("<>").rpartition("@")[0].lower()
+
+
+def _domain(address: str) -> str:
+    """The sender's domain, in its ASCII (IDNA) form when it is international."""
+    domain = address.strip("<>").rpartition("@")[2].lower().rstrip(".")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # left as it is: _is_host_name refuses it
+    return domain
+
+
+class Dnsbl(Filter):
+    """Refuse clients whose address an RBLList zone lists."""
+
+    name = "dnsbl"
+
+    def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
+        self.zones = zones
+        self.local = local
+        self.dns = dns
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE:
+            return CONTINUE
+        name = reversed_address(tx.peer)
+        if name is None:
+            return CONTINUE
+        for zone in self.zones:
+            answer = self.dns.lookup(f"{name}.{zone}", "A")
+            if answer.outcome is Outcome.FOUND and listing(answer, zone):
+                tx.notes["dnsbl"] = zone
+                return reject(self.name, f"554 5.7.1 Service unavailable; client host [{tx.peer}] "
+                                         f"blocked using {zone}{self._reason(name, zone)}")
+        return CONTINUE
+
+    def _reason(self, name: str, zone: str) -> str:
+        """The list's TXT record (usually a URL explaining the listing), if it has one."""
+        answer = self.dns.lookup(f"{name}.{zone}", "TXT")
+        if answer.outcome is not Outcome.FOUND or not answer.records:
+            return ""
+        text = answer.records[0].strip('"').replace('" "', "")
+        return "; " + "".join(c for c in text if c.isprintable())[:200]
+
+
+class Rhsbl(Filter):
+    """Refuse mail whose sender domain an SBLList zone lists (dbl.spamhaus.org and the like)."""
+
+    name = "rhsbl"
+
+    def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
+        self.zones = zones
+        self.local = local
+        self.dns = dns
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        domain = _domain(tx.mail_from)
+        if not domain or tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE:
+            return CONTINUE
+        if domain.startswith("[") or not _is_host_name(domain):
+            return CONTINUE  # an address literal, or nothing a list could hold
+        for zone in self.zones:
+            answer = self.dns.lookup(f"{domain}.{zone}", "A")
+            if answer.outcome is Outcome.FOUND and listing(answer, zone):
+                tx.notes["rhsbl"] = zone
+                return reject(self.name, f"554 5.7.1 Sender address rejected: {domain} is listed "
+                                         f"by {zone}")
+        return CONTINUE
+
+
+class ResolvableFromHost(Filter):
+    """The sender's domain must be able to take a reply: an MX, or an address when it has
+    no MX (RFC 5321 5.1). A made-up domain is refused with 550; a null MX (RFC 7505, the
+    domain says it takes no mail) too; a lookup that fails gets 451."""
+
+    name = "resolvable_fromhost"
+
+    def __init__(self, local: LocalClients, dns: DnsClient) -> None:
+        self.local = local
+        self.dns = dns
+
+    def mail(self, tx: Transaction) -> Decision:
+        domain = _domain(tx.mail_from)
+        if not domain or tx.peer in self.local or domain.startswith("["):
+            return CONTINUE  # the null sender (bounces), local clients, address literals
+        if not _is_host_name(domain):
+            return reject(self.name, f"550 5.1.8 Sender address rejected: {domain!r} is not a "
+                                     "domain name")
+        mx = self.dns.lookup(domain, "MX")
+        if mx.outcome is Outcome.FOUND:
+            if all(record.split()[-1] == "." for record in mx.records):
+                return reject(self.name, f"550 5.1.8 Sender address rejected: {domain} accepts "
+                                         "no mail (null MX)")
+            return CONTINUE
+        # A failed lookup ends it at once: the next would most likely wait out the same
+        # broken resolver, and the client would wait for all of them.
+        answer = mx
+        for rdtype in ("A", "AAAA"):
+            if answer.outcome is Outcome.FAILED:
+                break
+            answer = self.dns.lookup(domain, rdtype)
+            if answer.outcome is Outcome.FOUND:
+                return CONTINUE
+        if answer.outcome is Outcome.FAILED:
+            return tempfail(self.name, f"451 4.1.8 Sender address rejected: cannot look up "
+                                       f"{domain} now, please try again later")
+        return reject(self.name, f"550 5.1.8 Sender address rejected: domain {domain} has no "
+                                 "mail server or address")
+
+
+def _is_host_name(domain: str) -> bool:
+    labels = domain.split(".")
+    return (len(domain) <= 253 and len(labels) >= 2
+            and all(0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
+                    and label.isascii() for label in labels))

@@ -1,0 +1,194 @@
+"""dnsbl, rhsbl and resolvable_fromhost against a real DNS server (dnsmasq on loopback),
+with swaks as the client and smtp-sink as the next hop.
+
+The client is 127.0.0.1, so the zones list "1.0.0.127"; the tests that want it treated
+as a stranger empty LocalNetworks and RelayClients, as a server facing the Internet has
+them for every client but its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpfilter.dns import DnsClient, Outcome, parse_server, reversed_address
+from smtpfilter.plugins import build_filters
+from spamkit.config import config_from_text
+from spamkit.errors import ConfigError
+from spamkit.verdict import Scanner
+from tests.servers.dnsmasq import DnsServer, start_dnsmasq
+from tests.servers.net import free_port
+from tests.servers.smtp_sink import Sink
+from tests.servers.swaks import swaks
+from tests.smtpfilter.conftest import PLAIN
+
+ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net"]
+RECORDS = [
+    "--address=/1.0.0.127.bad.test/127.0.0.2",
+    "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
+    # what Spamhaus answers a query it refuses (one from a big public resolver)
+    "--address=/1.0.0.127.refuses.test/127.255.255.254",
+    "--address=/spammer.example.net.dbl.test/127.0.1.2",
+    "--mx-host=example.org,mail.example.org,10",
+    "--host-record=aonly.example.net,192.0.2.1",
+    "--mx-host=nullmx.example.net,.,0",
+]
+STRANGER = 'LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.org"]\n'
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[DnsServer]:
+    yield from start_dnsmasq(ZONES, RECORDS)
+
+
+def settings(dns: DnsServer, *lines: str) -> str:
+    return "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
+
+
+def dead_server() -> str:
+    """A loopback port where nothing answers DNS."""
+    return f"127.0.0.1:{free_port()}"
+
+
+def test_lookups_tell_missing_from_failed(dns: DnsServer) -> None:
+    client = DnsClient([dns.address], timeout=2)
+    found = client.lookup("1.0.0.127.bad.test", "A")
+    assert found.outcome is Outcome.FOUND and found.records == ("127.0.0.2",)
+    assert client.lookup("2.0.0.127.bad.test", "A").outcome is Outcome.MISSING  # NXDOMAIN
+    assert client.lookup("aonly.example.net", "MX").outcome is Outcome.MISSING  # no MX
+    refused = client.lookup("www.elsewhere.invalid", "A")  # outside its zones: REFUSED
+    assert refused.outcome is Outcome.FAILED and refused.error
+    down = DnsClient([dead_server()], timeout=0.5).lookup("1.0.0.127.bad.test", "A")
+    assert down.outcome is Outcome.FAILED
+    too_long = client.lookup("a" * 70 + ".bad.test", "A")  # a label over 63 bytes
+    assert too_long.outcome is Outcome.FAILED
+
+
+def test_server_and_address_forms() -> None:
+    assert parse_server("192.0.2.53") == ("192.0.2.53", 53)
+    assert parse_server("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    assert parse_server("[::1]:5353") == ("::1", 5353)
+    assert parse_server("2001:db8::53") == ("2001:db8::53", 53)
+    for bad in ("ns1.example.org", "127.0.0.1:0", "127.0.0.1:x"):
+        with pytest.raises(ValueError):
+            parse_server(bad)
+    assert reversed_address("192.0.2.99") == "99.2.0.192"
+    assert reversed_address("::ffff:192.0.2.99") == "99.2.0.192"
+    assert reversed_address("2001:db8::1") == ".".join("1" + "0" * 23 + "8bd01002")  # 32 nibbles
+    assert reversed_address("not an address") is None
+
+
+def test_dnsbl_refuses_a_listed_client_but_not_mail_to_postmaster(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                                 dns: DnsServer) -> None:
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]',
+                                             'RBLList = ["clean.test:bad.test"]'))
+    reply = send(to="b@example.org")
+    assert reply.startswith("554 5.7.1 Service unavailable; client host [127.0.0.1] blocked "
+                            "using bad.test; Listed: see http://bad.test/why"), reply
+    assert send(to="postmaster@example.org").startswith("250")
+    assert send(to="abuse@example.org").startswith("250")
+    assert len(sink.messages()) == 2
+
+
+def test_dnsbl_spares_local_clients_and_ignores_list_error_codes(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                                 dns: DnsServer) -> None:
+    local = filter_server(settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["bad.test"]'))
+    assert local().startswith("250")  # 127.0.0.1 is in the default LocalNetworks
+    refused = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]',
+                                                'RBLList = ["refuses.test", "clean.test"]'))
+    assert refused().startswith("250")  # 127.255.255.254 is the list refusing, not a listing
+    assert len(sink.messages()) == 2
+
+
+def test_a_list_that_does_not_answer_lets_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
+                         'SmtpFilters = ["dnsbl", "rhsbl"]\nRBLList = ["bad.test"]\n'
+                         'SBLList = ["dbl.test"]\n')
+    assert send(sender="x@spammer.example.net").startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_rhsbl_refuses_a_listed_sender_domain(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["rhsbl"]', 'SBLList = ["dbl.test"]'))
+    reply = send(sender="offers@spammer.example.net")
+    assert reply.startswith("554 5.7.1 Sender address rejected: spammer.example.net is listed "
+                            "by dbl.test"), reply
+    assert send(sender="offers@spammer.example.net", to="postmaster@example.org").startswith("250")
+    assert send(sender="friend@example.org").startswith("250")
+    assert send(sender="<>").startswith("250")  # a bounce has no sender domain to ask about
+    assert len(sink.messages()) == 3
+
+
+def test_resolvable_fromhost(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["resolvable_fromhost"]'))
+    assert send(sender="a@example.org").startswith("250")  # has an MX
+    assert send(sender="a@aonly.example.net").startswith("250")  # no MX, an address
+    assert send(sender="<>").startswith("250")  # the null sender
+    assert send(sender="a@[192.0.2.7]").startswith("250")  # an address literal
+    refused = {
+        "a@nowhere.example.net": "550 5.1.8 Sender address rejected: domain nowhere.example.net "
+                                 "has no mail server or address",
+        "a@nullmx.example.net": "550 5.1.8 Sender address rejected: nullmx.example.net accepts "
+                                "no mail (null MX)",
+        "a@no_dots": "550 5.1.8 Sender address rejected: 'no_dots' is not a domain name",
+        "a@elsewhere.invalid": "451 4.1.8 Sender address rejected: cannot look up "
+                               "elsewhere.invalid now",  # REFUSED: the sender retries later
+    }
+    for sender, expected in refused.items():
+        reply = send(sender=sender)
+        assert reply.startswith(expected), (sender, reply)
+    assert len(sink.messages()) == 4
+
+
+def test_resolvable_fromhost_defers_when_dns_is_down(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
+                         'SmtpFilters = ["resolvable_fromhost"]\n')
+    assert send(sender="a@example.org").startswith("451 4.1.8")
+    assert sink.messages() == []
+
+
+def test_resolvable_fromhost_is_in_the_default_chain_and_spares_local_clients(  # type: ignore[no-untyped-def]
+        filter_server, sink: Sink) -> None:
+    # DNS that never answers: a local client is never asked about, so its mail goes through
+    send = filter_server(f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
+                         'LocalDomains = ["example.org"]\n')
+    assert send(sender="a@nowhere.example.net").startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_dns_settings_are_checked_when_the_filter_is_built(tmp_path: Path) -> None:
+    def build(text: str) -> None:
+        config = config_from_text("UseBayes = false\n" + text, tmp_path / "spamkit.toml", {})
+        build_filters(config, Scanner.from_config(config, None), False)
+
+    with pytest.raises(ConfigError, match="dnsbl filter needs RBLList"):
+        build('SmtpFilters = ["dnsbl"]\n')
+    with pytest.raises(ConfigError, match="rhsbl filter needs SBLList"):
+        build('SmtpFilters = ["rhsbl"]\nSBLList = [":"]\n')
+    with pytest.raises(ConfigError, match=r"spamkit.toml:3: DnsServers: .*ns1.example.org"):
+        build('SmtpFilters = ["resolvable_fromhost"]\nDnsServers = ["ns1.example.org"]\n')
+
+
+def test_a_session_waiting_on_dns_holds_up_no_other(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The envelope stages run on worker threads: while one client's lookup waits out its
+    timeout, a client that needs no lookup is served."""
+    send = filter_server(f'LocalNetworks = ["127.0.0.2/32"]\nRelayClients = []\n'
+                         f'LocalDomains = ["example.org"]\nDnsServers = ["{dead_server()}"]\n'
+                         'DnsTimeout = 4\nSmtpFilters = ["resolvable_fromhost"]\n')
+    message = tmp_path / "local.eml"
+    message.write_bytes(PLAIN)
+    waiting: dict[str, str] = {}
+    stranger = threading.Thread(target=lambda: waiting.update(reply=send(sender="a@example.org")))
+    stranger.start()
+    time.sleep(0.5)  # its MAIL FROM is waiting on DNS now
+    reply = swaks(send.port, message, "a@example.org", "b@example.org", "client.example.org",
+                  extra=("--local-interface", "127.0.0.2"))
+    assert reply.startswith("250")
+    assert stranger.is_alive()  # served while the stranger's lookup was still waiting
+    stranger.join(30)
+    assert waiting["reply"].startswith("451 4.1.8")
+    assert len(sink.messages()) == 1
