@@ -9,6 +9,11 @@ class FilterChain:
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
 
+    def may_block(self, stage: str) -> bool:
+        """Whether a filter that may wait (Filter.blocking) has this stage of its own."""
+        return any(plugin.blocking and getattr(type(plugin), stage) is not getattr(Filter, stage)
+                   for plugin in self.filters)
+
     def run(self, stage: str, tx: Transaction, *args: str) -> Decision:
         for plugin in self.filters:
             decision: Decision = getattr(plugin, stage)(tx, *args)

@@ -39,6 +39,9 @@ class Filter:
     """A plugin. Override the stages it cares about; each returns a Decision."""
 
     name = "filter"
+    # Whether a stage of this filter may wait (on DNS, on a database): those stages run on
+    # a worker thread; the others run on the event loop, which costs no thread hand-off.
+    blocking = False
 
     def connect(self, tx: Transaction) -> Decision:
         """Before the greeting (tx.peer only); a refusal is sent instead of it. Run again

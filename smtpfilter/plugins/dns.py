@@ -87,6 +87,7 @@ class Dnsbl(Filter):
     """Refuse clients whose address an RBLList zone lists."""
 
     name = "dnsbl"
+    blocking = True
 
     def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
         self.zones = zones
@@ -120,6 +121,7 @@ class Rhsbl(Filter):
     """Refuse mail whose sender domain an SBLList zone lists (dbl.spamhaus.org and the like)."""
 
     name = "rhsbl"
+    blocking = True
 
     def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
         self.zones = zones
@@ -147,6 +149,7 @@ class ResolvableFromHost(Filter):
     domain says it takes no mail) too; a lookup that fails gets 451."""
 
     name = "resolvable_fromhost"
+    blocking = True
 
     def __init__(self, local: LocalClients, dns: DnsClient) -> None:
         self.local = local

@@ -133,6 +133,7 @@ class KarmaStore:
 
 class Karma(Filter):
     name = "karma"
+    blocking = True  # its database: a write may wait for another process's
 
     def __init__(self, store: KarmaStore, negative: int, strikes: int) -> None:
         self.store = store

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpfilter.chain import FilterChain
 from smtpfilter.dns import DnsClient, Outcome, parse_server, reversed_address
 from smtpfilter.plugins import build_filters
 from spamkit.config import config_from_text
@@ -192,3 +193,12 @@ def test_a_session_waiting_on_dns_holds_up_no_other(filter_server, sink: Sink, t
     stranger.join(30)
     assert waiting["reply"].startswith("451 4.1.8")
     assert len(sink.messages()) == 1
+
+
+def test_only_the_stages_that_may_wait_leave_the_event_loop(tmp_path: Path) -> None:
+    config = config_from_text('UseBayes = false\nDnsServers = ["127.0.0.1"]\nRBLList = ["bad.test"]\n'
+                              'SmtpFilters = ["relay", "resolvable_fromhost", "dnsbl", "spamscore"]\n',
+                              tmp_path / "spamkit.toml", {})
+    chain = FilterChain(build_filters(config, Scanner.from_config(config, None), False))
+    assert [chain.may_block(stage) for stage in ("connect", "helo", "mail", "rcpt", "data")] == \
+        [False, False, True, True, False]
