@@ -23,6 +23,7 @@ from smtpfilter.plugins.envelope import (
     WhitelistHosts,
 )
 from smtpfilter.plugins.spamscore import SpamScore
+from smtpfilter.plugins.spf import Spf
 from spamkit.config import Config
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
@@ -48,6 +49,7 @@ FILTERS: dict[str, Factory] = {
     "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), _dns(c)),
     "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), _dns(c)),
     "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), _dns(c)),
+    "spf": lambda c, s, a: Spf(_local(c), _dns(c), socket.getfqdn(), c["SpfRejectFail"]),
 }
 
 

@@ -152,6 +152,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("DnsTimeout", float, 5.0, "Seconds a DNS filter waits for one lookup; a list that "
            "does not answer in time lets the mail through.", minimum=0.1, maximum=30,
            group="smtp"),
+    Option("SpfRejectFail", bool, False, "spf: refuse mail whose sender domain's SPF record "
+           "says fail (550 5.7.23), instead of leaving it to the score (SPF_FAIL).",
+           group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

@@ -27,10 +27,12 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     "Mail::SpamAssassin::Plugin::BodyEval", "Mail::SpamAssassin::Plugin::HTMLEval",
     "Mail::SpamAssassin::Plugin::MIMEEval", "Mail::SpamAssassin::Plugin::Check",
     "Mail::SpamAssassin::Plugin::FreeMail", "Mail::SpamAssassin::Plugin::RelayEval",
+    "Mail::SpamAssassin::Plugin::SPF",  # answered from the filter's Received-SPF header
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",
     "feature_dns_block_rule", "feature_blocklist_welcomelist", "feature_originating_ip_headers",
+    "has_check_for_spf_errors",
 })
 
 _RULE_KINDS = {kind.value: kind for kind in Kind}

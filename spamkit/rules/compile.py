@@ -15,7 +15,7 @@ from typing import Any
 import regex
 
 from spamkit.rules.cf import Definition, ParsedRules
-from spamkit.rules.evals import supported
+from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import PerlRegexError, compile_perl, is_paragraph_local, literals_for
 from spamkit.rules.prefilter import parse_pattern
@@ -63,10 +63,12 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
         rule.description = parsed.descriptions.get(name, "")
         rule.tflags = parsed.tflags.get(name, frozenset())
         rule.scores = parsed.scores.get(name)
-        if "net" in rule.tflags and rule.kind is not Kind.META:
+        if "net" in rule.tflags and rule.kind is not Kind.META \
+                and rule.eval_name not in RECORDED_RESULT_EVALS:
             # a network test cannot run here; a meta rule flagged `net` only combines
             # other rules' results and runs, as in SpamAssassin's local mode (-L), where
-            # SPOOFED_FREEMAIL hits 163 test-fold messages
+            # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF evals run: the SMTP
+            # filter made the lookup and wrote its result into the message.
             report.skip("network test")
             continue
         rules[name] = rule

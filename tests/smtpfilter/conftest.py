@@ -14,12 +14,50 @@ from smtpfilter.plugins import build_filters
 from smtpfilter.server import FilterHandler
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
+from tests.servers.dnsmasq import DnsServer, start_dnsmasq
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 from tests.servers.swaks import swaks
 
 PLAIN = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
 
 Run = Callable[..., str]
+
+# The DNS the filter's DNS checks are tested against. The client is 127.0.0.1, so the
+# lists list "1.0.0.127"; tests that want it treated as a stranger use STRANGER, which
+# empties LocalNetworks and RelayClients, as a server facing the Internet has them for
+# every client but its own.
+ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net"]
+RECORDS = [
+    "--address=/1.0.0.127.bad.test/127.0.0.2",
+    "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
+    # what Spamhaus answers a query it refuses (one from a big public resolver)
+    "--address=/1.0.0.127.refuses.test/127.255.255.254",
+    "--address=/spammer.example.net.dbl.test/127.0.1.2",
+    "--mx-host=example.org,mail.example.org,10",
+    "--host-record=aonly.example.net,192.0.2.1",
+    "--mx-host=nullmx.example.net,.,0",
+    # SPF: 127.0.0.1 (the test client) is permitted for example.net and its HELO name
+    "--txt-record=example.net,v=spf1 ip4:127.0.0.1 -all",
+    "--host-record=client.example.net,127.0.0.1",
+    "--txt-record=client.example.net,v=spf1 a -all",
+    "--txt-record=fails.example.net,v=spf1 ip4:192.0.2.0/24 -all",
+    "--txt-record=soft.example.net,v=spf1 ~all",
+]
+STRANGER = 'LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.org"]\n'
+
+
+@pytest.fixture(scope="session")
+def dns() -> Iterator[DnsServer]:
+    yield from start_dnsmasq(ZONES, RECORDS)
+
+
+def settings(dns: DnsServer, *lines: str) -> str:
+    return "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
+
+
+def dead_server() -> str:
+    """A loopback port where nothing answers DNS."""
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

@@ -1,16 +1,10 @@
-"""dnsbl, rhsbl and resolvable_fromhost against a real DNS server (dnsmasq on loopback),
-with swaks as the client and smtp-sink as the next hop.
-
-The client is 127.0.0.1, so the zones list "1.0.0.127"; the tests that want it treated
-as a stranger empty LocalNetworks and RelayClients, as a server facing the Internet has
-them for every client but its own.
-"""
+"""dnsbl, rhsbl and resolvable_fromhost against a real DNS server (dnsmasq on loopback,
+the `dns` fixture of conftest.py), with swaks as the client and smtp-sink as the next hop."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,38 +15,10 @@ from smtpfilter.plugins import build_filters
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
-from tests.servers.dnsmasq import DnsServer, start_dnsmasq
-from tests.servers.net import free_port
+from tests.servers.dnsmasq import DnsServer
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
-from tests.smtpfilter.conftest import PLAIN
-
-ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net"]
-RECORDS = [
-    "--address=/1.0.0.127.bad.test/127.0.0.2",
-    "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
-    # what Spamhaus answers a query it refuses (one from a big public resolver)
-    "--address=/1.0.0.127.refuses.test/127.255.255.254",
-    "--address=/spammer.example.net.dbl.test/127.0.1.2",
-    "--mx-host=example.org,mail.example.org,10",
-    "--host-record=aonly.example.net,192.0.2.1",
-    "--mx-host=nullmx.example.net,.,0",
-]
-STRANGER = 'LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.org"]\n'
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DnsServer]:
-    yield from start_dnsmasq(ZONES, RECORDS)
-
-
-def settings(dns: DnsServer, *lines: str) -> str:
-    return "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
-
-
-def dead_server() -> str:
-    """A loopback port where nothing answers DNS."""
-    return f"127.0.0.1:{free_port()}"
+from tests.smtpfilter.conftest import PLAIN, STRANGER, dead_server, settings
 
 
 def test_lookups_tell_missing_from_failed(dns: DnsServer) -> None:

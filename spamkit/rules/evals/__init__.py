@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spamkit.rules.evals import basic, freemail, headers, mime
+from spamkit.rules.evals import auth, basic, freemail, headers, mime
+from spamkit.rules.evals.auth import RECORDED_RESULT_EVALS
 
 EVALS: dict[str, Callable[..., bool]] = {
     **basic.EVALS,
     **headers.EVALS,
     **mime.EVALS,
     **freemail.EVALS,
+    **auth.EVALS,
 }
 
 
@@ -29,4 +31,4 @@ def supported(name: str, args: tuple[str, ...]) -> bool:
     return accepts is None or bool(accepts(args))
 
 
-__all__ = ["EVALS", "supported"]
+__all__ = ["EVALS", "RECORDED_RESULT_EVALS", "supported"]

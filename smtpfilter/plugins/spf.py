@@ -1,0 +1,123 @@
+"""spf: check the client against the sender domain's SPF record (RFC 7208), and say so.
+
+The result goes into a Received-SPF header at the top of the message (RFC 7208 9.1), one
+for the MAIL FROM identity and one for the HELO name. The rules read it
+(`eval:check_for_spf_fail()` and the rest of SpamAssassin's SPF evals), so SpamAssassin's
+25_spf.cf and the SME guide's `score SPF_FAIL 14` work as they do there: the score
+decides. `SpfRejectFail` refuses a "fail" outright instead (550 5.7.23).
+
+pyspf does the evaluation; its DNS lookups go through the filter's resolver (DnsServers,
+DnsTimeout). A lookup that fails gives "temperror", which refuses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import dns.exception
+import dns.resolver
+import spf as pyspf
+
+from smtpfilter.dns import DnsClient
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.plugins.dns import LocalClients
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
+_UNSAFE = re.compile(r"[^\x21-\x7e ]|[()\\\";]")  # nothing that could end a comment or value
+
+
+class Spf(Filter):
+    name = "spf"
+    blocking = True
+
+    def __init__(self, local: LocalClients, dns_client: DnsClient, receiver: str,
+                 reject_fail: bool = False) -> None:
+        self.local = local
+        self.receiver = _clean(receiver, 100)
+        self.reject_fail = reject_fail
+        # pyspf looks names up through one module-level function; the filter process has
+        # one resolver setting (DnsServers), so pointing that function at it is enough.
+        pyspf.DNSLookup = _lookup_through(dns_client.resolver)
+        self.timeout = dns_client.resolver.lifetime
+
+    def data(self, tx: Transaction) -> Decision:
+        if tx.peer in self.local:
+            return CONTINUE  # the MTA in front, or our own users: nothing to check
+        helo = tx.helo.strip("[]") if tx.helo else ""
+        helo_result = self._check(tx.peer, f"postmaster@{helo}", helo) if "." in helo else None
+        sender = tx.mail_from.strip("<>")
+        if sender:
+            mail_result = self._check(tx.peer, sender, helo)
+        else:  # a bounce: RFC 7208 2.4 checks postmaster@ the HELO name instead
+            mail_result = helo_result or ("none", "no sender and no HELO name to check")
+        headers = self._header(mail_result, "mailfrom", tx, sender or f"postmaster@{helo}")
+        if helo_result is not None:
+            headers += self._header(helo_result, "helo", tx, f"postmaster@{helo}")
+        tx.data = headers + tx.data
+        tx.notes["spf"] = mail_result[0]
+        if self.reject_fail and mail_result[0] == "fail":
+            return reject(self.name, "550 5.7.23 SPF validation failed: "
+                                     f"{_clean(mail_result[1], 200)}")
+        return CONTINUE
+
+    def _check(self, client: str, sender: str, helo: str) -> tuple[str, str]:
+        """(result, explanation); never raises: a fault in the check is a temperror."""
+        try:
+            result, _code, explanation = pyspf.query(
+                i=client, s=sender, h=helo, timeout=self.timeout, querytime=self.timeout).check()
+        except Exception as error:  # pyspf on input it did not expect: pass the mail on
+            log.exception("SPF check of %s from %s failed", sender, client)
+            return "temperror", f"check failed: {type(error).__name__}"
+        return (result if result in RESULTS else "temperror"), str(explanation)
+
+    def _header(self, outcome: tuple[str, str], identity: str, tx: Transaction,
+                sender: str) -> bytes:
+        result, explanation = outcome
+        line = (f"Received-SPF: {result} ({self.receiver}: {_clean(explanation, 200)})\r\n"
+                f"\treceiver={self.receiver}; client-ip={_clean(tx.peer, 60)}; "
+                f"envelope-from=\"{_clean(sender, 200)}\"; helo=\"{_clean(tx.helo, 100)}\"; "
+                f"identity={identity};\r\n")
+        return line.encode("utf-8", "replace")
+
+
+def _clean(text: str, limit: int) -> str:
+    """Text safe inside a header's comment or quoted value: the sender chooses the HELO
+    name and the envelope, and the domain's owner the explanation."""
+    return _UNSAFE.sub("_", text)[:limit]
+
+
+def _lookup_through(resolver: dns.resolver.Resolver) -> Callable[..., list[tuple[tuple[str, str], Any]]]:
+    """pyspf's DNSLookup(name, qtype, strict, timeout) on our resolver: a list of
+    ((name, qtype), value); pyspf.TempError when DNS fails."""
+
+    def lookup(name: str, qtype: str, strict: bool = True,
+               timeout: float = 20) -> list[tuple[tuple[str, str], Any]]:
+        try:
+            answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False,
+                                      lifetime=min(timeout, resolver.lifetime))
+        except dns.resolver.NXDOMAIN:
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, OSError) as error:
+            raise pyspf.TempError(f"DNS {error}") from None
+        except dns.exception.DNSException:
+            return []  # a name DNS cannot carry (a label over 63 bytes): nothing there
+        if answer.rrset is None:
+            return []
+        out: list[tuple[tuple[str, str], Any]] = []
+        for record in answer.rrset:
+            if qtype in ("A", "AAAA"):
+                out.append(((name, qtype), record.address))
+            elif qtype == "MX":
+                out.append(((name, qtype), (record.preference, record.exchange)))
+            elif qtype == "PTR":
+                out.append(((name, qtype), record.target.to_text(True)))
+            elif qtype in ("TXT", "SPF"):
+                out.append(((name, qtype), record.strings))
+        return out
+
+    return lookup
