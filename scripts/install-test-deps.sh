@@ -14,6 +14,8 @@ command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
 # an authoritative DNS server on loopback for the DNSBL/RHSBL/sender-domain checks
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+# the Public Suffix List, which the dmarc filter reads for organizational domains
+[ -e /usr/share/publicsuffix/public_suffix_list.dat ] || need+=(publicsuffix)
 # swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
 command -v openssl >/dev/null || need+=(openssl)

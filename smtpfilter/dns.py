@@ -33,6 +33,7 @@ class Answer:
     outcome: Outcome
     records: tuple[str, ...] = ()  # each record as text ("127.0.0.2", "10 mx.example.org.")
     error: str = ""
+    texts: tuple[bytes, ...] = ()  # TXT records: each one's strings joined, unquoted
 
 
 class DnsClient:
@@ -68,7 +69,8 @@ class DnsClient:
             return Answer(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
         if answer.rrset is None:
             return Answer(Outcome.MISSING)
-        return Answer(Outcome.FOUND, tuple(record.to_text() for record in answer.rrset))
+        texts = tuple(b"".join(record.strings) for record in answer.rrset) if rdtype == "TXT" else ()
+        return Answer(Outcome.FOUND, tuple(record.to_text() for record in answer.rrset), texts=texts)
 
 
 def parse_server(server: str) -> tuple[str, int]:

@@ -7,11 +7,12 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from smtpfilter.filter import Filter
 from smtpfilter.dns import DnsClient
+from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
+from smtpfilter.plugins.dkim import Dkim
+from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.plugins.dns import Dnsbl, LocalClients, ResolvableFromHost, Rhsbl, zones
-from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,
@@ -22,6 +23,7 @@ from smtpfilter.plugins.envelope import (
     WhitelistHelo,
     WhitelistHosts,
 )
+from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from spamkit.config import Config
@@ -29,6 +31,14 @@ from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
 
 Factory = Callable[[Config, Scanner, bool], Filter]
+
+
+@functools.cache
+def _our_name() -> str:
+    """This host's fully qualified name: the receiver in Received-SPF and the authserv-id
+    of Authentication-Results. Looked up once (getfqdn may ask DNS)."""
+    return socket.getfqdn()
+
 
 FILTERS: dict[str, Factory] = {
     "relay": lambda c, s, a: Relay(c["LocalDomains"], c["RelayClients"], c["MaxRecipients"]),
@@ -49,8 +59,12 @@ FILTERS: dict[str, Factory] = {
     "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), _dns(c)),
     "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), _dns(c)),
     "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), _dns(c)),
-    "spf": lambda c, s, a: Spf(_local(c), _dns(c), socket.getfqdn(), c["SpfRejectFail"]),
+    "spf": lambda c, s, a: Spf(_local(c), _dns(c), _our_name(), c["SpfRejectFail"]),
+    "dkim": lambda c, s, a: Dkim(_local(c), _dns(c), _our_name()),
+    "dmarc": lambda c, s, a: Dmarc(_local(c), _dns(c), _our_name(), c["DmarcReject"]),
 }
+
+NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
 
 
 def _local(config: Config) -> LocalClients:
@@ -87,9 +101,14 @@ def _beside_db(config: Config) -> str:
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
     filters = []
-    for name in config["SmtpFilters"]:
+    names = list(config["SmtpFilters"])
+    for position, name in enumerate(names):
         if name not in FILTERS:
             known = ", ".join(sorted(FILTERS))
             raise ConfigError(f"{config.origins['SmtpFilters']}: unknown filter {name!r} (known: {known})")
+        missing = [needed for needed in NEEDS_BEFORE.get(name, ()) if needed not in names[:position]]
+        if missing:
+            raise ConfigError(f"{config.origins['SmtpFilters']}: the {name} filter uses what "
+                              f"{' and '.join(missing)} found, so they must come before it")
         filters.append(FILTERS[name](config, scanner, autolearn))
     return filters

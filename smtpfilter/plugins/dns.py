@@ -111,9 +111,9 @@ class Dnsbl(Filter):
     def _reason(self, name: str, zone: str) -> str:
         """The list's TXT record (usually a URL explaining the listing), if it has one."""
         answer = self.dns.lookup(f"{name}.{zone}", "TXT")
-        if answer.outcome is not Outcome.FOUND or not answer.records:
+        if answer.outcome is not Outcome.FOUND or not answer.texts:
             return ""
-        text = answer.records[0].strip('"').replace('" "', "")
+        text = answer.texts[0].decode("utf-8", "replace")
         return "; " + "".join(c for c in text if c.isprintable())[:200]
 
 

@@ -13,7 +13,6 @@ DnsTimeout). A lookup that fails gives "temperror", which refuses nothing.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +22,12 @@ import spf as pyspf
 
 from smtpfilter.dns import DnsClient
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.plugins.authres import clean
 from smtpfilter.plugins.dns import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
-_UNSAFE = re.compile(r"[^\x21-\x7e ]|[()\\\";]")  # nothing that could end a comment or value
 
 
 class Spf(Filter):
@@ -38,7 +37,7 @@ class Spf(Filter):
     def __init__(self, local: LocalClients, dns_client: DnsClient, receiver: str,
                  reject_fail: bool = False) -> None:
         self.local = local
-        self.receiver = _clean(receiver, 100)
+        self.receiver = clean(receiver, 100)
         self.reject_fail = reject_fail
         # pyspf looks names up through one module-level function; the filter process has
         # one resolver setting (DnsServers), so pointing that function at it is enough.
@@ -60,9 +59,10 @@ class Spf(Filter):
             headers += self._header(helo_result, "helo", tx, f"postmaster@{helo}")
         tx.data = headers + tx.data
         tx.notes["spf"] = mail_result[0]
+        tx.notes["spf_domain"] = (sender or f"postmaster@{helo}").rpartition("@")[2].lower()  # for dmarc
         if self.reject_fail and mail_result[0] == "fail":
             return reject(self.name, "550 5.7.23 SPF validation failed: "
-                                     f"{_clean(mail_result[1], 200)}")
+                                     f"{clean(mail_result[1], 200)}")
         return CONTINUE
 
     def _check(self, client: str, sender: str, helo: str) -> tuple[str, str]:
@@ -78,17 +78,11 @@ class Spf(Filter):
     def _header(self, outcome: tuple[str, str], identity: str, tx: Transaction,
                 sender: str) -> bytes:
         result, explanation = outcome
-        line = (f"Received-SPF: {result} ({self.receiver}: {_clean(explanation, 200)})\r\n"
-                f"\treceiver={self.receiver}; client-ip={_clean(tx.peer, 60)}; "
-                f"envelope-from=\"{_clean(sender, 200)}\"; helo=\"{_clean(tx.helo, 100)}\"; "
+        line = (f"Received-SPF: {result} ({self.receiver}: {clean(explanation, 200)})\r\n"
+                f"\treceiver={self.receiver}; client-ip={clean(tx.peer, 60)}; "
+                f"envelope-from=\"{clean(sender, 200)}\"; helo=\"{clean(tx.helo, 100)}\"; "
                 f"identity={identity};\r\n")
         return line.encode("utf-8", "replace")
-
-
-def _clean(text: str, limit: int) -> str:
-    """Text safe inside a header's comment or quoted value: the sender chooses the HELO
-    name and the envelope, and the domain's owner the explanation."""
-    return _UNSAFE.sub("_", text)[:limit]
 
 
 def _lookup_through(resolver: dns.resolver.Resolver) -> Callable[..., list[tuple[tuple[str, str], Any]]]:

@@ -155,6 +155,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("SpfRejectFail", bool, False, "spf: refuse mail whose sender domain's SPF record "
            "says fail (550 5.7.23), instead of leaving it to the score (SPF_FAIL).",
            group="smtp"),
+    Option("DmarcReject", bool, False, "dmarc: refuse mail that fails DMARC when the author "
+           "domain's policy is reject (550 5.7.1), instead of leaving it to the score "
+           "(DMARC_REJECT). Mailing lists that rewrite messages fail DMARC.", group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

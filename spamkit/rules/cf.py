@@ -27,7 +27,9 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     "Mail::SpamAssassin::Plugin::BodyEval", "Mail::SpamAssassin::Plugin::HTMLEval",
     "Mail::SpamAssassin::Plugin::MIMEEval", "Mail::SpamAssassin::Plugin::Check",
     "Mail::SpamAssassin::Plugin::FreeMail", "Mail::SpamAssassin::Plugin::RelayEval",
-    "Mail::SpamAssassin::Plugin::SPF",  # answered from the filter's Received-SPF header
+    # answered from the SMTP filter's Received-SPF and Authentication-Results headers
+    "Mail::SpamAssassin::Plugin::SPF", "Mail::SpamAssassin::Plugin::DKIM",
+    "Mail::SpamAssassin::Plugin::Dmarc",
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",

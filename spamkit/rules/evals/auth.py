@@ -1,12 +1,15 @@
-"""SpamAssassin's SPF evals, answered from the Received-SPF header the SMTP filter's `spf`
-check writes at the top of the message.
+"""SpamAssassin's SPF, DKIM and DMARC evals, answered from the headers the SMTP filter's
+`spf`, `dkim` and `dmarc` checks write at the top of the message: Received-SPF and
+Authentication-Results.
 
-SpamAssassin flags these rules `net` (it looks SPF up itself); spamkit runs them because
-the lookup was already made, at the door, by the filter (`RECORDED_RESULT_EVALS`). Only
-the topmost Received-SPF header of each identity is read, as SpamAssassin does with
-`use_newest_received_spf_header`: that is the one our filter wrote. A message that never
-went through it (`spamkit check` of a file) may carry a sender's own header; the worst it
-can earn is SPF_PASS's near-zero score, and a forged "fail" only hurts its sender.
+SpamAssassin flags these rules `net` (it makes the lookups itself); spamkit runs them
+because the lookups were already made, at the door, by the filter
+(`RECORDED_RESULT_EVALS`). Only the topmost header of each kind is read, as SpamAssassin
+does with `use_newest_received_spf_header`: that is the one our filter wrote, and the
+dkim and dmarc filters remove any Authentication-Results that claims to be ours. A
+message that never went through the filter (`spamkit check` of a file) may carry a
+sender's own header; the most it can earn is DKIM_VALID's or SPF_PASS's near-zero
+score, and a forged failure only hurts its sender.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
+_COMMENT = re.compile(r"\([^()]*\)")
+_METHOD = re.compile(r"\s*([\w.-]+)\s*=\s*([\w-]+)(.*)", re.DOTALL)
+_PROPERTY = re.compile(r"([\w-]+\.[\w.-]+)\s*=\s*(\"[^\"]*\"|[^\s;]+)")
+_SIGNATURE_DOMAIN = re.compile(r"(?:^|;)\s*d\s*=\s*([^\s;]+)")
 _RESULT = re.compile(r"\s*(pass|fail|softfail|neutral|none|permerror|temperror)\b", re.IGNORECASE)
 _IDENTITY = re.compile(r"\bidentity\s*=\s*\"?(\w+)", re.IGNORECASE)
 
@@ -47,7 +54,111 @@ def _spf_eval(identity: str, result: str) -> Callable[[MessageContext], bool]:
     return check
 
 
-EVALS: dict[str, Callable[..., bool]] = {}
+def authentication_results(context: MessageContext) -> dict[str, list[dict[str, str]]]:
+    """{method: [{"result": ..., "header.d": ..., ...}]}, each method's entries from the
+    topmost Authentication-Results header that has that method."""
+    cached = context.cache.get("authres")
+    if isinstance(cached, dict):
+        return cached
+    results: dict[str, list[dict[str, str]]] = {}
+    for value in context.header_values("authentication-results"):
+        found: dict[str, list[dict[str, str]]] = {}
+        for part in _COMMENT.sub(" ", value).split(";")[1:]:
+            match = _METHOD.match(part)
+            if match is None:
+                continue
+            entry = {"result": match.group(2).lower()}
+            entry.update((name.lower(), text.strip('"').lower())
+                         for name, text in _PROPERTY.findall(match.group(3)))
+            found.setdefault(match.group(1).lower(), []).append(entry)
+        for method, entries in found.items():
+            results.setdefault(method, entries)
+    context.cache["authres"] = results
+    return results
+
+
+def _passing_dkim_domains(context: MessageContext) -> list[str]:
+    return [entry.get("header.d", "") for entry in authentication_results(context).get("dkim", [])
+            if entry["result"] == "pass"]
+
+
+def _within(domain: str, of: str) -> bool:
+    return domain == of or domain.endswith("." + of)
+
+
+def _domain_of(address: str | None) -> str:
+    return (address or "").strip().strip("<>").rpartition("@")[2].lower().rstrip(".")
+
+
+def _dkim_checked(context: MessageContext) -> bool:
+    """Whether the dkim filter looked at this message. Where it did not, every DKIM eval
+    is false, as in SpamAssassin without network tests: DKIM_SIGNED alone would make
+    DKIM_INVALID (signed && !valid) hit every signed message."""
+    return "dkim" in authentication_results(context)
+
+
+def check_dkim_signed(context: MessageContext, *domains: str) -> bool:
+    """A DKIM signature is there (valid or not); with domains, one signed by one of them."""
+    signatures = context.header_values("dkim-signature")
+    if not _dkim_checked(context):
+        return False
+    if not domains:
+        return bool(signatures)
+    signed = {match.group(1).lower() for value in signatures
+              for match in [_SIGNATURE_DOMAIN.search(value)] if match}
+    return any(_within(d, wanted.lower()) for d in signed for wanted in domains)
+
+
+def check_dkim_valid(context: MessageContext, *domains: str) -> bool:
+    """A signature verified; with domains, one of a signing domain among them."""
+    passing = _passing_dkim_domains(context)
+    if not domains:
+        return bool(passing)
+    return any(_within(d, wanted.lower()) for d in passing for wanted in domains)
+
+
+def check_dkim_valid_author_sig(context: MessageContext) -> bool:
+    """A signature of the From address's domain (or a parent of it) verified."""
+    author = _domain_of(context.from_address)
+    return bool(author) and any(_within(author, d) for d in _passing_dkim_domains(context) if d)
+
+
+def check_dkim_valid_envelopefrom(context: MessageContext) -> bool:
+    """A signature of the envelope sender's domain (or a parent of it) verified."""
+    envelope = _domain_of(context.envelope_from or next(iter(context.header_values("return-path")), ""))
+    return bool(envelope) and any(_within(envelope, d) for d in _passing_dkim_domains(context) if d)
+
+
+def check_dkim_dependable(context: MessageContext) -> bool:
+    """SpamAssassin says false when it verified only the start of a long message; the
+    dkim filter verifies all of it."""
+    return _dkim_checked(context)
+
+
+def _dmarc_eval(result: str, policy: str | None) -> Callable[[MessageContext], bool]:
+    def check(context: MessageContext) -> bool:
+        entries = authentication_results(context).get("dmarc", [])
+        if not entries:
+            return False
+        entry = entries[0]
+        return entry["result"] == result and (policy is None or entry.get("policy.dmarc") == policy)
+
+    check.__doc__ = f"DMARC {result}" + (f" with the author domain's policy {policy}." if policy else ".")
+    return check
+
+
+EVALS: dict[str, Callable[..., bool]] = {
+    "check_dkim_signed": check_dkim_signed,
+    "check_dkim_valid": check_dkim_valid,
+    "check_dkim_valid_author_sig": check_dkim_valid_author_sig,
+    "check_dkim_valid_envelopefrom": check_dkim_valid_envelopefrom,
+    "check_dkim_dependable": check_dkim_dependable,
+    "check_dmarc_pass": _dmarc_eval("pass", None),
+    "check_dmarc_reject": _dmarc_eval("fail", "reject"),
+    "check_dmarc_quarantine": _dmarc_eval("fail", "quarantine"),
+    "check_dmarc_none": _dmarc_eval("fail", "none"),
+    "check_dmarc_missing": _dmarc_eval("none", None),
+}
 for _result in ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"):
     EVALS[f"check_for_spf_{_result}"] = _spf_eval("mailfrom", _result)
     EVALS[f"check_for_spf_helo_{_result}"] = _spf_eval("helo", _result)

@@ -1,0 +1,208 @@
+"""dmarc: the author domain's DMARC policy (RFC 7489), applied to what spf and dkim found.
+
+The From domain passes when SPF passed for an aligned envelope domain or a DKIM
+signature of an aligned domain verified. The result goes into Authentication-Results
+with the policy the domain asked for (policy.dmarc=reject|quarantine|none); the rules
+(DMARC_REJECT, DMARC_QUAR, ...) score it. `DmarcReject` refuses a failure whose domain
+asked for reject (550 5.7.1), as the domain's owner wants; it is off by default because
+a mailing list that rewrites a message breaks its signature and DMARC with it.
+
+spf and dkim must run before this filter (the configuration is refused otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from pathlib import Path
+
+from smtpfilter.dns import DnsClient, Outcome
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.plugins import authres
+from smtpfilter.plugins.dns import LocalClients
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+# Debian's publicsuffix package, read where it is installed; without it, a heuristic
+PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
+_SHORT_SECOND_LEVELS = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    domain: str  # where the record was found: the author domain or its organizational domain
+    p: str
+    sp: str
+    adkim: str = "r"
+    aspf: str = "r"
+    pct: int = 100
+
+
+class Dmarc(Filter):
+    name = "dmarc"
+    blocking = True
+
+    def __init__(self, local: LocalClients, dns_client: DnsClient, authserv_id: str,
+                 reject_failures: bool = False) -> None:
+        self.local = local
+        self.dns = dns_client
+        self.authserv_id = authres.clean(authserv_id, 100)
+        self.reject_failures = reject_failures
+
+    def data(self, tx: Transaction) -> Decision:
+        if tx.peer in self.local:
+            return CONTINUE
+        author = author_domain(tx.data)
+        result, policy, applied = self.evaluate(author, tx)
+        line = f"dmarc={result}"
+        if author:
+            line += f" header.from={authres.clean(author, 100)}"
+        if policy is not None:
+            line += f" policy.dmarc={policy.sp if applies_sp(author, policy) else policy.p}"
+        tx.notes["dmarc"] = result
+        tx.data = authres.header(self.authserv_id, [line]) + tx.data
+        if self.reject_failures and result == "fail" and applied == "reject":
+            return reject(self.name, f"550 5.7.1 Rejected by the DMARC policy of "
+                                     f"{authres.clean(author or '', 100)}")
+        return CONTINUE
+
+    def evaluate(self, author: str | None, tx: Transaction) -> tuple[str, Policy | None, str]:
+        """(result, the policy found, the disposition after pct): result is pass, fail,
+        none (no policy), temperror or permerror (no single author domain)."""
+        if author is None:
+            return "permerror", None, "none"
+        looked_up = self.policy(author)
+        if looked_up == "temperror":
+            return "temperror", None, "none"
+        if not isinstance(looked_up, Policy):
+            return "none", None, "none"
+        policy = looked_up
+        spf_domain = str(tx.notes.get("spf_domain", ""))
+        spf_aligned = tx.notes.get("spf") == "pass" and aligned(spf_domain, author, policy.aspf)
+        signatures = tx.notes.get("dkim", [])
+        dkim_aligned = isinstance(signatures, list) and any(
+            result == "pass" and aligned(domain, author, policy.adkim)
+            for result, domain, _selector in signatures)
+        if spf_aligned or dkim_aligned:
+            return "pass", policy, "none"
+        disposition = policy.sp if applies_sp(author, policy) else policy.p
+        if policy.pct < 100 and random.randrange(100) >= policy.pct:  # the domain's sampling
+            disposition = {"reject": "quarantine", "quarantine": "none"}.get(disposition, "none")
+        return "fail", policy, disposition
+
+    def policy(self, author: str) -> Policy | str | None:
+        """The record at _dmarc.<author>, else at its organizational domain; None when
+        there is none, "temperror" when DNS failed."""
+        candidates = [author]
+        organizational = organizational_domain(author)
+        if organizational != author:
+            candidates.append(organizational)
+        for domain in candidates:
+            answer = self.dns.lookup(f"_dmarc.{domain}", "TXT")
+            if answer.outcome is Outcome.FAILED:
+                return "temperror"
+            records = [text for text in answer.texts if text.startswith(b"v=DMARC1")]
+            if len(records) == 1:
+                return parse_record(records[0].decode("ascii", "replace"), domain)
+            if len(records) > 1:
+                return None  # RFC 7489 6.6.3: more than one record is no policy
+        return None
+
+
+def applies_sp(author: str | None, policy: Policy) -> bool:
+    return author is not None and author != policy.domain
+
+
+def parse_record(text: str, domain: str) -> Policy | None:
+    tags = {}
+    for part in text.split(";"):
+        name, equals, value = part.partition("=")
+        if equals:
+            tags[name.strip().lower()] = value.strip().lower()
+    p = tags.get("p", "")
+    if p not in ("none", "quarantine", "reject"):
+        return None  # no usable policy (6.6.3 would take p=none when rua= is there; it asks for nothing)
+    sp = tags.get("sp", p) if tags.get("sp", p) in ("none", "quarantine", "reject") else p
+    try:
+        pct = min(100, max(0, int(tags.get("pct", "100"))))
+    except ValueError:
+        pct = 100
+    return Policy(domain, p, sp, "s" if tags.get("adkim") == "s" else "r",
+                  "s" if tags.get("aspf") == "s" else "r", pct)
+
+
+def aligned(domain: str, author: str, mode: str) -> bool:
+    domain, author = domain.lower().rstrip("."), author.lower().rstrip(".")
+    if not domain:
+        return False
+    if mode == "s":
+        return domain == author
+    return organizational_domain(domain) == organizational_domain(author)
+
+
+def author_domain(message: bytes) -> str | None:
+    """The From header's domain when the message has exactly one From field whose
+    addresses all share one domain; None otherwise (RFC 7489 6.6.1)."""
+    head = message.split(b"\r\n\r\n", 1)[0][:100_000]
+    headers = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+    values = headers.get_all("from") or []
+    if len(values) != 1:
+        return None
+    domains = {address.rpartition("@")[2].lower().strip().rstrip(".")
+               for _name, address in getaddresses([str(values[0])]) if "@" in address}
+    if len(domains) != 1:
+        return None
+    domain = domains.pop()
+    return domain if domain and " " not in domain else None
+
+
+def organizational_domain(domain: str) -> str:
+    """The registered domain (example.co.uk for mail.example.co.uk) by the Public Suffix
+    List when Debian's publicsuffix package is installed, else by a heuristic."""
+    labels = domain.lower().rstrip(".").split(".")
+    rules = _public_suffix_rules()
+    if rules is None:
+        if len(labels) >= 3 and labels[-2] in _SHORT_SECOND_LEVELS and len(labels[-1]) == 2:
+            return ".".join(labels[-3:])
+        return ".".join(labels[-2:])
+    normal, wildcard, exception = rules
+    suffix_length = 1  # the implicit "*" rule: the last label is a public suffix
+    for start in range(len(labels)):
+        candidate = ".".join(labels[start:])
+        if candidate in exception:
+            suffix_length = len(labels) - start - 1
+            break
+        if candidate in normal or ".".join(labels[start + 1:]) in wildcard:
+            suffix_length = len(labels) - start
+            break
+    return ".".join(labels[-(suffix_length + 1):]) if len(labels) > suffix_length else domain
+
+
+@functools.cache
+def _public_suffix_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+    try:
+        lines = PUBLIC_SUFFIX_LIST.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    normal, wildcard, exception = set(), set(), set()
+    for line in lines:
+        rule = line.strip().split(" ")[0].lower()
+        if not rule or rule.startswith("//"):
+            continue
+        if not rule.isascii():
+            try:
+                rule = rule.encode("idna").decode("ascii")  # as DNS names arrive
+            except UnicodeError:
+                continue
+        if rule.startswith("!"):
+            exception.add(rule[1:])
+        elif rule.startswith("*."):
+            wildcard.add(rule[2:])
+        else:
+            normal.add(rule)
+    return frozenset(normal), frozenset(wildcard), frozenset(exception)

@@ -1,0 +1,172 @@
+"""The dkim and dmarc filters against keys and policies served by dnsmasq, messages
+signed by dkimpy with a key made by openssl, and SpamAssassin's DKIM and DMARC rules
+reading the Authentication-Results header they write."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+
+from smtpfilter.plugins import dmarc as dmarc_module
+from smtpfilter.plugins.dmarc import organizational_domain, parse_record
+from spamkit.config import config_from_text
+from spamkit.verdict import Scanner
+from tests.servers.dnsmasq import DnsServer, start_dnsmasq
+from tests.servers.smtp_sink import Sink
+from tests.smtpfilter.conftest import STRANGER, dead_server
+
+RULES = [Path("/usr/share/spamassassin/25_dkim.cf"), Path("/usr/share/spamassassin/25_dmarc.cf")]
+CHAIN = 'SmtpFilters = ["spf", "dkim", "dmarc"]\n'
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
+    """(private key PEM, public key base64) of a fresh 2048-bit RSA key."""
+    folder = tmp_path_factory.mktemp("dkim")
+    private = folder / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(private), "2048"],
+                   check=True, capture_output=True)
+    public = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+                            check=True, capture_output=True).stdout
+    return private.read_bytes(), base64.b64encode(public).decode()
+
+
+@pytest.fixture(scope="module")
+def dns(key: tuple[bytes, str]) -> Iterator[DnsServer]:
+    public = key[1]
+    chunks = ",".join(["v=DKIM1; k=rsa; p=" + public[:200], *(public[i:i + 250] for i in range(200, len(public), 250))])
+    yield from start_dnsmasq(["example.com", "example.net", "example.org"], [
+        f"--txt-record=sel._domainkey.example.com,{chunks}",
+        "--txt-record=_dmarc.example.com,v=DMARC1; p=reject",
+        "--txt-record=example.com,v=spf1 -all",  # the test client fails SPF for example.com
+        "--txt-record=_dmarc.example.net,v=DMARC1; p=quarantine; sp=none",
+        "--txt-record=example.net,v=spf1 ip4:127.0.0.1 -all",
+    ])
+
+
+def message(sender: str, subject: str = "hello") -> bytes:
+    return (f"From: Someone <{sender}>\r\nTo: b@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+            f"Subject: {subject}\r\nMessage-ID: <{subject}@example.test>\r\n\r\nThe body of it.\r\n").encode()
+
+
+def signed(data: bytes, key: tuple[bytes, str], selector: bytes = b"sel") -> bytes:
+    signature = dkim.sign(data, selector, b"example.com", key[0],
+                          include_headers=[b"from", b"to", b"subject", b"date"])
+    return signature + data
+
+
+def authentication_results(delivered: bytes) -> list[bytes]:
+    head = delivered.split(b"\n\n", 1)[0].replace(b"\n\t", b" ")
+    return [line for line in head.split(b"\n") if line.startswith(b"Authentication-Results:")]
+
+
+def settings(dns: DnsServer, *lines: str) -> str:
+    return STRANGER + "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
+
+
+def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                 key: tuple[bytes, str], tmp_path: Path) -> None:
+    send = filter_server(settings(dns, CHAIN))
+    ours = socket.getfqdn().encode()
+    good = signed(message("a@example.com", "good"), key)
+    cases = {
+        # signed by the author's domain: DKIM passes, so DMARC does although SPF fails
+        "good": (good, "a@example.com", [b"dmarc=pass header.from=example.com policy.dmarc=reject",
+                                         b"dkim=pass header.d=example.com header.s=sel"]),
+        # the body changed after signing: the signature fails, and so does DMARC (p=reject)
+        "altered": (good.replace(b"The body of it.", b"The body of it, changed.").replace(b"<good@", b"<altered@"),
+                    "a@example.com", [b"dmarc=fail header.from=example.com policy.dmarc=reject",
+                                      b"dkim=fail header.d=example.com header.s=sel"]),
+        # no key under that selector: the signature cannot be checked
+        "nokey": (signed(message("a@example.com", "nokey"), key, b"gone"), "a@example.com",
+                  [b"dmarc=fail", b"dkim=permerror header.d=example.com header.s=gone"]),
+        # unsigned, but SPF passes for an aligned envelope domain
+        "spf": (message("a@example.net", "spf"), "a@example.net",
+                [b"dmarc=pass header.from=example.net policy.dmarc=quarantine", b"dkim=none"]),
+        # a subdomain without its own record takes the organizational domain's sp=none
+        "sub": (message("a@sub.example.net", "sub"), "a@sub.example.net",
+                [b"dmarc=fail header.from=sub.example.net policy.dmarc=none", b"dkim=none"]),
+        # no DMARC record anywhere; and a forged result in our name is removed
+        "nopolicy": (b"Authentication-Results: " + ours + b"; dkim=pass header.d=example.org\r\n"
+                     + message("a@example.org", "nopolicy"), "a@example.org",
+                     [b"dmarc=none header.from=example.org", b"dkim=none"]),
+    }
+    for name, (data, sender, _) in cases.items():
+        assert send(data, sender=sender).startswith("250"), name
+    delivered = {m.split(b"Message-ID: <")[1].split(b"@")[0].decode(): m for m in sink.messages_as_sent()}
+    assert sorted(delivered) == sorted(cases)
+    for name, (_, _, expected) in cases.items():
+        found = authentication_results(delivered[name])
+        assert len(found) == 2, (name, found)  # dmarc's, then dkim's; the forged one gone
+        for line, wanted in zip(found, expected):
+            assert line.startswith(b"Authentication-Results: " + ours + b"; " + wanted), (name, line)
+
+    rules = tmp_path / "scores.cf"
+    rules.write_text("score DMARC_REJECT 5\nscore DKIM_VALID -0.1\n")
+    config = config_from_text(f'UseBayes = false\nUseBuiltinRules = false\nRulePaths = '
+                              f'["{RULES[0]}", "{RULES[1]}", "{rules}"]\n', tmp_path / "spamkit.toml", {})
+    scanner = Scanner.from_config(config, None)
+    hits = {name: {hit.name for hit in scanner.scan(data).hits} for name, data in delivered.items()}
+    assert {"DKIM_SIGNED", "DKIM_VALID", "DKIM_VALID_AU", "DMARC_PASS"} <= hits["good"]
+    assert {"DKIM_SIGNED", "DKIM_INVALID", "DMARC_REJECT"} <= hits["altered"]
+    assert "DKIM_VALID" not in hits["altered"]
+    assert "DMARC_PASS" in hits["spf"] and "DKIM_SIGNED" not in hits["spf"]
+    assert "DMARC_NONE" in hits["sub"]
+    assert "DMARC_MISSING" in hits["nopolicy"] and "DKIM_VALID" not in hits["nopolicy"]
+    # a signed message the filter never saw (`spamkit check` of a file): no DKIM rule at all
+    unchecked = {hit.name for hit in scanner.scan(signed(message("a@example.com", "file"), key)).hits}
+    assert not {name for name in unchecked if name.startswith(("DKIM", "DMARC"))}, unchecked
+
+
+def test_dmarc_reject_refuses_failures_of_a_reject_policy(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                                          key: tuple[bytes, str]) -> None:
+    send = filter_server(settings(dns, CHAIN, "DmarcReject = true"))
+    good = signed(message("a@example.com", "good"), key)
+    assert send(good, sender="a@example.com").startswith("250")
+    altered = good.replace(b"The body of it.", b"Pay this invoice.")
+    assert send(altered, sender="a@example.com").startswith(
+        "550 5.7.1 Rejected by the DMARC policy of example.com")
+    assert send(message("a@sub.example.net", "sub"), sender="a@sub.example.net").startswith("250")
+    assert len(sink.messages()) == 2
+
+
+def test_dns_that_does_not_answer_is_a_temperror(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                key: tuple[bytes, str]) -> None:
+    send = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.3\n' + CHAIN)
+    assert send(signed(message("a@example.com", "good"), key), sender="a@example.com").startswith("250")
+    found = authentication_results(sink.messages_as_sent()[0])
+    assert [line.split(b"; ", 1)[1].split(b" ")[0] for line in found] == [b"dmarc=temperror", b"dkim=temperror"]
+
+
+def test_dmarc_needs_spf_and_dkim_before_it(filter_server) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Exception, match="dmarc filter uses what spf and dkim found"):
+        filter_server('SmtpFilters = ["dmarc", "spf", "dkim"]\n')
+
+
+def test_organizational_domains(monkeypatch: pytest.MonkeyPatch) -> None:
+    for suffix_list in (dmarc_module.PUBLIC_SUFFIX_LIST, Path("/nonexistent/list.dat")):
+        monkeypatch.setattr(dmarc_module, "PUBLIC_SUFFIX_LIST", suffix_list)
+        dmarc_module._public_suffix_rules.cache_clear()
+        assert organizational_domain("mail.example.com") == "example.com"
+        assert organizational_domain("a.b.example.co.uk") == "example.co.uk"
+        assert organizational_domain("example.com") == "example.com"
+    monkeypatch.undo()
+    dmarc_module._public_suffix_rules.cache_clear()
+    if dmarc_module.PUBLIC_SUFFIX_LIST.exists():  # what only the real list knows
+        assert organizational_domain("someone.github.io") == "someone.github.io"
+
+
+def test_policy_records() -> None:
+    policy = parse_record("v=DMARC1; p=Reject; sp=quarantine; adkim=s; pct=200; rua=mailto:x@y", "example.com")
+    assert policy is not None and (policy.p, policy.sp, policy.adkim, policy.aspf, policy.pct) == \
+        ("reject", "quarantine", "s", "r", 100)
+    assert parse_record("v=DMARC1; rua=mailto:x@y", "example.com") is None
+    assert parse_record("v=DMARC1; p=bogus", "example.com") is None
+    defaulted = parse_record("v=DMARC1; p=none; sp=bogus; pct=x", "example.com")
+    assert defaulted is not None and (defaulted.sp, defaulted.pct) == ("none", 100)
