@@ -90,13 +90,19 @@ def parse_server(server: str) -> tuple[str, int]:
     return host, port
 
 
-def reversed_address(address: str) -> str | None:
-    """The name a DNSBL lists an address under: 192.0.2.1 → "1.2.0.192", IPv6 as 32
-    reversed nibbles; None for what is not an IP address."""
+def reverse_name(address: str) -> str | None:
+    """The PTR name of an address ("1.2.0.192.in-addr.arpa"); None for what is not one."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:192.0.2.1, as a dual-stack socket reports an IPv4 client
-    return ip.reverse_pointer.rsplit(".", 2)[0]  # drop in-addr.arpa / ip6.arpa
+    return ip.reverse_pointer
+
+
+def reversed_address(address: str) -> str | None:
+    """The name a DNSBL lists an address under: 192.0.2.1 → "1.2.0.192", IPv6 as 32
+    reversed nibbles; None for what is not an IP address."""
+    name = reverse_name(address)
+    return name.rsplit(".", 2)[0] if name else None  # without in-addr.arpa / ip6.arpa

@@ -12,7 +12,7 @@ from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dmarc import Dmarc
-from smtpfilter.plugins.dns import Dnsbl, LocalClients, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.plugins.dns import DnsHelo, Dnsbl, LocalClients, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,
@@ -45,8 +45,7 @@ FILTERS: dict[str, Factory] = {
     "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"]),
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"]),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"]),
-    "helo": lambda c, s, a: Helo([*c["HeloOwnNames"], socket.gethostname(), *c["LocalDomains"]],
-                                 c["LocalNetworks"]),
+    "helo": lambda c, s, a: _helo(c),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], s.analyzer.limits),
     "spamscore": lambda c, s, a: SpamScore(s, a),
@@ -65,6 +64,13 @@ FILTERS: dict[str, Factory] = {
 }
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
+
+
+def _helo(config: Config) -> Helo:
+    own_names = [*config["HeloOwnNames"], socket.gethostname(), *config["LocalDomains"]]
+    if config["HeloPolicy"] == "lenient":
+        return Helo(own_names, config["LocalNetworks"])
+    return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], _dns(config))
 
 
 def _local(config: Config) -> LocalClients:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from smtpfilter.dns import Answer, DnsClient, Outcome, reversed_address
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.dns import Answer, DnsClient, Outcome, reverse_name, reversed_address
+from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.plugins.envelope import Helo
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -182,6 +183,53 @@ class ResolvableFromHost(Filter):
                                        f"{domain} now, please try again later")
         return reject(self.name, f"550 5.1.8 Sender address rejected: domain {domain} has no "
                                  "mail server or address")
+
+
+class DnsHelo(Helo):
+    """qpsmtpd's helo at its rfc and strict policies: the lenient checks, then DNS.
+
+    rfc: the name must be fully qualified and resolve (A, AAAA or MX), and the client's
+    address must have a reverse name (PTR). strict: and the name must be the client's:
+    one of its addresses is the client's, or the client's reverse name is it. A lookup
+    that fails refuses nothing. Address literals were checked against the client by the
+    lenient policy and are not looked up.
+    """
+
+    blocking = True
+
+    def __init__(self, own_names: list[str], local_networks: list[str], policy: str,
+                 dns: DnsClient) -> None:
+        super().__init__(own_names, local_networks)
+        self.strict = policy == "strict"
+        self.dns = dns
+
+    def mail(self, tx: Transaction) -> Decision:
+        decision = super().mail(tx)
+        name = tx.helo.strip().lower().rstrip(".")
+        if decision.action is not Action.CONTINUE or self.is_local(tx.peer) or not name \
+                or name.startswith("["):
+            return decision
+        if "." not in name:
+            return reject(self.name, f"550 5.7.1 HELO {name} is not a fully qualified host name")
+        answers = []
+        for rdtype in ("A", "AAAA", "MX"):
+            answers.append(self.dns.lookup(name, rdtype))
+            if answers[-1].outcome is Outcome.FAILED:
+                return CONTINUE  # and ask no more of a resolver that does not answer
+        if all(answer.outcome is Outcome.MISSING for answer in answers):
+            return reject(self.name, f"550 5.7.1 HELO {name} does not resolve")
+        pointer = reverse_name(tx.peer)
+        reverse = self.dns.lookup(pointer, "PTR") if pointer else None
+        if reverse is not None and reverse.outcome is Outcome.MISSING:
+            return reject(self.name, f"550 5.7.1 Your address [{tx.peer}] has no reverse DNS name")
+        if not self.strict or reverse is None or reverse.outcome is Outcome.FAILED:
+            return CONTINUE
+        addresses = {record for answer in answers[:2] for record in answer.records}
+        reverse_names = {record.lower().rstrip(".") for record in reverse.records}
+        client = str(ipaddress.ip_address(tx.peer))
+        if client in addresses or name in reverse_names:
+            return CONTINUE
+        return reject(self.name, f"550 5.7.1 HELO {name} does not match your address [{tx.peer}]")
 
 
 def _is_host_name(domain: str) -> bool:

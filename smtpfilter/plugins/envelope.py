@@ -91,7 +91,7 @@ class Helo(Filter):
     A client outside LocalNetworks must greet with a host name or an address literal
     of its own address: not a bare IP, not malformed, not "localhost", not one of our
     own names (a spam engine's favourite lie). Checked at MAIL, like qpsmtpd, so the
-    client hears why. (The rfc and strict policies add DNS checks: not in spamkit yet.)
+    client hears why. (The rfc and strict policies add DNS checks: plugins/dns.py.)
     """
 
     name = "helo"
@@ -100,13 +100,20 @@ class Helo(Filter):
         self.own_names = {n.strip().lower().rstrip(".") for n in own_names if n.strip()}
         self.local_networks = [ipaddress.ip_network(n, strict=False) for n in local_networks]
 
+    def is_local(self, peer: str) -> bool:
+        try:
+            client = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(client in network for network in self.local_networks)
+
     def mail(self, tx: Transaction) -> Decision:
+        if self.is_local(tx.peer):
+            return CONTINUE
         try:
             client = ipaddress.ip_address(tx.peer)
         except ValueError:
             client = None
-        if client is not None and any(client in network for network in self.local_networks):
-            return CONTINUE
         helo = tx.helo.strip().lower()
         if not helo:
             return CONTINUE  # badhelo's case

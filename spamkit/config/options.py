@@ -122,8 +122,10 @@ OPTIONS: tuple[Option, ...] = (
            "TlsKey set too, `serve` offers STARTTLS (empty: not offered).", group="smtp"),
     Option("TlsKey", str, "", "PEM private key of TlsCertificate.", group="smtp"),
     Option("HeloPolicy", str, "lenient", "The helo filter's checks: lenient (syntax, bare IPs, "
-           "forged address literals, localhost, our own names). rfc and strict add DNS checks, "
-           "which spamkit does not do yet.", choices=("lenient",), group="smtp"),
+           "forged address literals, localhost, our own names); rfc adds a fully qualified name "
+           "that resolves and a reverse name for the client; strict adds that the name is the "
+           "client's (its address, or its reverse name).", choices=("lenient", "rfc", "strict"),
+           group="smtp"),
     Option("HeloOwnNames", list, [], "Names a client must not claim in HELO because they are "
            "ours (the helo filter); this host's name and LocalDomains are always included.",
            group="smtp"),

@@ -26,7 +26,8 @@ Run = Callable[..., str]
 # lists list "1.0.0.127"; tests that want it treated as a stranger use STRANGER, which
 # empties LocalNetworks and RelayClients, as a server facing the Internet has them for
 # every client but its own.
-ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net"]
+ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net",
+         "in-addr.arpa"]
 RECORDS = [
     "--address=/1.0.0.127.bad.test/127.0.0.2",
     "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
@@ -42,6 +43,8 @@ RECORDS = [
     "--txt-record=client.example.net,v=spf1 a -all",
     "--txt-record=fails.example.net,v=spf1 ip4:192.0.2.0/24 -all",
     "--txt-record=soft.example.net,v=spf1 ~all",
+    # the reverse name of 127.0.0.1 (127.0.0.2 has none), for the helo rfc/strict policies
+    "--ptr-record=1.0.0.127.in-addr.arpa,client.example.net",
 ]
 STRANGER = 'LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.org"]\n'
 

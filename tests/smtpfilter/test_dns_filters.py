@@ -1,5 +1,6 @@
-"""dnsbl, rhsbl and resolvable_fromhost against a real DNS server (dnsmasq on loopback,
-the `dns` fixture of conftest.py), with swaks as the client and smtp-sink as the next hop."""
+"""dnsbl, rhsbl, resolvable_fromhost and the helo rfc/strict policies against a real DNS
+server (dnsmasq on loopback, the `dns` fixture of conftest.py), with swaks as the client
+and smtp-sink as the next hop."""
 
 from __future__ import annotations
 
@@ -168,3 +169,30 @@ def test_only_the_stages_that_may_wait_leave_the_event_loop(tmp_path: Path) -> N
     chain = FilterChain(build_filters(config, Scanner.from_config(config, None), False))
     assert [chain.may_block(stage) for stage in ("connect", "helo", "mail", "rcpt", "data")] == \
         [False, False, True, True, False]
+
+
+def test_helo_rfc_and_strict_policies(filter_server, sink: Sink, dns: DnsServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rfc = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["helo"]', 'HeloPolicy = "rfc"'))
+    strict = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["helo"]', 'HeloPolicy = "strict"'))
+    # client.example.net resolves to 127.0.0.1, which resolves back to it
+    assert rfc(helo="client.example.net").startswith("250")
+    assert strict(helo="client.example.net").startswith("250")
+    # aonly.example.net resolves, but to another address
+    assert rfc(helo="aonly.example.net").startswith("250")
+    assert strict(helo="aonly.example.net").startswith(
+        "550 5.7.1 HELO aonly.example.net does not match your address [127.0.0.1]")
+    assert rfc(helo="nowhere.example.net").startswith("550 5.7.1 HELO nowhere.example.net does not resolve")
+    assert rfc(helo="DESKTOP-7QX2").startswith("550 5.7.1 HELO desktop-7qx2 is not a fully qualified")
+    assert rfc(helo="[127.0.0.1]").startswith("250")  # its own address literal
+    assert rfc(helo="1.2.3.4").startswith("550 5.7.1 HELO 1.2.3.4: a bare IP")  # lenient's checks still run
+    # a client without a reverse name (127.0.0.2 has no PTR record)
+    message = tmp_path / "m.eml"
+    message.write_bytes(PLAIN)
+    reply = swaks(rfc.port, message, "a@example.org", "b@example.org", "client.example.net",
+                  extra=("--local-interface", "127.0.0.2"))
+    assert reply.startswith("550 5.7.1 Your address [127.0.0.2] has no reverse DNS name"), reply
+    # DNS that does not answer refuses nothing
+    down = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.3\n'
+                         'SmtpFilters = ["helo"]\nHeloPolicy = "strict"\n')
+    assert down(helo="aonly.example.net").startswith("250")
+    assert len(sink.messages()) == 5
