@@ -84,10 +84,9 @@ def _domain(address: str) -> str:
     return domain
 
 
-class Dnsbl(Filter):
-    """Refuse clients whose address an RBLList zone lists."""
+class _ListCheck(Filter):
+    """A check of one name against DNS lists (zones), at RCPT."""
 
-    name = "dnsbl"
     blocking = True
 
     def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
@@ -95,19 +94,33 @@ class Dnsbl(Filter):
         self.local = local
         self.dns = dns
 
-    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE:
-            return CONTINUE
-        name = reversed_address(tx.peer)
-        if name is None:
-            return CONTINUE
+    def spared(self, tx: Transaction, recipient: str) -> bool:
+        return tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE
+
+    def listed_by(self, name: str) -> str | None:
+        """The first zone that lists `name` ("1.2.0.192", "example.net"), or None."""
         for zone in self.zones:
             answer = self.dns.lookup(f"{name}.{zone}", "A")
             if answer.outcome is Outcome.FOUND and listing(answer, zone):
-                tx.notes["dnsbl"] = zone
-                return reject(self.name, f"554 5.7.1 Service unavailable; client host [{tx.peer}] "
-                                         f"blocked using {zone}{self._reason(name, zone)}")
-        return CONTINUE
+                return zone
+        return None
+
+
+class Dnsbl(_ListCheck):
+    """Refuse clients whose address an RBLList zone lists."""
+
+    name = "dnsbl"
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        name = reversed_address(tx.peer)
+        if name is None or self.spared(tx, recipient):
+            return CONTINUE
+        zone = self.listed_by(name)
+        if zone is None:
+            return CONTINUE
+        tx.notes["dnsbl"] = zone
+        return reject(self.name, f"554 5.7.1 Service unavailable; client host [{tx.peer}] "
+                                 f"blocked using {zone}{self._reason(name, zone)}")
 
     def _reason(self, name: str, zone: str) -> str:
         """The list's TXT record (usually a URL explaining the listing), if it has one."""
@@ -118,30 +131,21 @@ class Dnsbl(Filter):
         return "; " + "".join(c for c in text if c.isprintable())[:200]
 
 
-class Rhsbl(Filter):
+class Rhsbl(_ListCheck):
     """Refuse mail whose sender domain an SBLList zone lists (dbl.spamhaus.org and the like)."""
 
     name = "rhsbl"
-    blocking = True
-
-    def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
-        self.zones = zones
-        self.local = local
-        self.dns = dns
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         domain = _domain(tx.mail_from)
-        if not domain or tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE:
+        if not domain or domain.startswith("[") or not _is_host_name(domain) \
+                or self.spared(tx, recipient):
+            return CONTINUE  # no sender (a bounce), an address literal, or a local client
+        zone = self.listed_by(domain)
+        if zone is None:
             return CONTINUE
-        if domain.startswith("[") or not _is_host_name(domain):
-            return CONTINUE  # an address literal, or nothing a list could hold
-        for zone in self.zones:
-            answer = self.dns.lookup(f"{domain}.{zone}", "A")
-            if answer.outcome is Outcome.FOUND and listing(answer, zone):
-                tx.notes["rhsbl"] = zone
-                return reject(self.name, f"554 5.7.1 Sender address rejected: {domain} is listed "
-                                         f"by {zone}")
-        return CONTINUE
+        tx.notes["rhsbl"] = zone
+        return reject(self.name, f"554 5.7.1 Sender address rejected: {domain} is listed by {zone}")
 
 
 class ResolvableFromHost(Filter):
