@@ -39,8 +39,9 @@ class Dkim(Filter):
             return CONTINUE
         results = verify(tx.data, KeyLookup(self.dns))  # one a message: it keeps state
         tx.notes["dkim"] = results  # [(result, domain, selector)] for dmarc
-        lines = [f"dkim={result} header.d={authres.clean(domain, 100)} "
-                 f"header.s={authres.clean(selector, 100)}" for result, domain, selector in results]
+        lines = [f"dkim={result}" + (f" header.d={authres.clean(domain, 100)} "
+                                     f"header.s={authres.clean(selector, 100)}" if domain else "")
+                 for result, domain, selector in results]
         tx.data = authres.header(self.authserv_id, lines or ["dkim=none"]) \
             + authres.without_ours(tx.data, self.authserv_id)
         return CONTINUE
@@ -53,9 +54,11 @@ def verify(message: bytes, dnsfunc: KeyLookup) -> list[tuple[str, str, str]]:
     lookup failed)."""
     try:
         verifier = dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=1024)
-    except Exception:  # a message dkimpy cannot even split into headers and body
+    except Exception:  # a header section dkimpy cannot read (stray bytes, no colon)
         log.info("DKIM: message not parsable")
-        return []
+        head = message.split(b"\r\n\r\n", 1)[0].lower()
+        signed = head.startswith(b"dkim-signature:") or b"\ndkim-signature:" in head
+        return [("permerror", "", "")] if signed else []
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     results = []
     for index in range(min(count, MAX_SIGNATURES)):

@@ -149,12 +149,15 @@ def author_domain(message: bytes) -> str | None:
     """The From header's domain when the message has exactly one From field whose
     addresses all share one domain; None otherwise (RFC 7489 6.6.1)."""
     head = message.split(b"\r\n\r\n", 1)[0][:100_000]
-    headers = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
-    values = headers.get_all("from") or []
-    if len(values) != 1:
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+        values = headers.get_all("from") or []
+        if len(values) != 1:
+            return None
+        domains = {address.rpartition("@")[2].lower().strip().rstrip(".")
+                   for _name, address in getaddresses([str(values[0])]) if "@" in address}
+    except Exception:  # the standard library on a header it cannot take: no author domain
         return None
-    domains = {address.rpartition("@")[2].lower().strip().rstrip(".")
-               for _name, address in getaddresses([str(values[0])]) if "@" in address}
     if len(domains) != 1:
         return None
     domain = domains.pop()

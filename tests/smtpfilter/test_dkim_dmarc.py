@@ -12,9 +12,14 @@ from pathlib import Path
 
 import dkim
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from smtpfilter.dns import DnsClient
+from smtpfilter.plugins import authres
 from smtpfilter.plugins import dmarc as dmarc_module
-from smtpfilter.plugins.dmarc import organizational_domain, parse_record
+from smtpfilter.plugins.dkim import KeyLookup, verify
+from smtpfilter.plugins.dmarc import author_domain, organizational_domain, parse_record
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
@@ -66,13 +71,13 @@ def authentication_results(delivered: bytes) -> list[bytes]:
     return [line for line in head.split(b"\n") if line.startswith(b"Authentication-Results:")]
 
 
-def settings(dns: DnsServer, *lines: str) -> str:
+def config_text(dns: DnsServer, *lines: str) -> str:
     return STRANGER + "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
 
 
 def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
                                  key: tuple[bytes, str], tmp_path: Path) -> None:
-    send = filter_server(settings(dns, CHAIN))
+    send = filter_server(config_text(dns, CHAIN))
     ours = socket.getfqdn().encode()
     good = signed(message("a@example.com", "good"), key)
     cases = {
@@ -126,7 +131,7 @@ def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # t
 
 def test_dmarc_reject_refuses_failures_of_a_reject_policy(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
                                                           key: tuple[bytes, str]) -> None:
-    send = filter_server(settings(dns, CHAIN, "DmarcReject = true"))
+    send = filter_server(config_text(dns, CHAIN, "DmarcReject = true"))
     good = signed(message("a@example.com", "good"), key)
     assert send(good, sender="a@example.com").startswith("250")
     altered = good.replace(b"The body of it.", b"Pay this invoice.")
@@ -170,3 +175,22 @@ def test_policy_records() -> None:
     assert parse_record("v=DMARC1; p=bogus", "example.com") is None
     defaulted = parse_record("v=DMARC1; p=none; sp=bogus; pct=x", "example.com")
     assert defaulted is not None and (defaulted.sp, defaulted.pct) == ("none", 100)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=2000),
+                 st.lists(st.sampled_from([b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel; "
+                                           b"h=from; bh=AAAA; b=AAAA", b"From: a@example.com",
+                                           b"From: <>", b"From: a@b, c@d", b"\xff\xfe", b"", b" folded",
+                                           b"Authentication-Results: localhost; dkim=pass",
+                                           b"Subject: =?utf-8?q?x?="]),
+                          max_size=8).map(lambda lines: b"\r\n".join(lines) + b"\r\n\r\nbody\r\n")))
+def test_any_bytes_give_a_result_and_never_an_exception(data: bytes) -> None:
+    for result, _domain, _selector in verify(data, KeyLookup(_UNANSWERED)):
+        assert result in ("pass", "fail", "permerror", "temperror")
+    author = author_domain(data)
+    assert author is None or (author and "@" not in author)
+    assert len(authres.without_ours(data, "localhost")) <= len(data)
+
+
+_UNANSWERED = DnsClient([dead_server()], timeout=0.05)
