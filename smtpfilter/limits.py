@@ -108,6 +108,14 @@ class LimitedSMTP(SMTP):
             return
         await super()._handle_client()
 
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD, answered by the handler (FilterHandler.xforward)."""
+        xforward = getattr(self.event_handler, "xforward", None)
+        if xforward is None or self.session is None or self.envelope is None:
+            await self.push("502 5.5.1 XFORWARD not implemented")
+            return
+        await self.push(xforward(self.session, self.envelope, arg or ""))
+
     def _connect_stage(self) -> str | None:
         """The filter chain's connect stage, when the handler has one."""
         connect = getattr(self.event_handler, "connect", None)

@@ -7,6 +7,7 @@ sender keeps the message and retries) and the server goes on serving.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -18,6 +19,7 @@ from smtpfilter.relay import RelayPool
 
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
@@ -32,8 +34,11 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 class FilterHandler:
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, forwarders: tuple[str, ...] = ()) -> None:
         self.chain = chain
+        # MTAs whose XFORWARD we believe: behind Postfix, every session comes from it, and
+        # the client the checks are about is the one it says (RelayClients)
+        self.forwarders = [ipaddress.ip_network(n, strict=False) for n in forwarders]
         self.next_hop = next_hop
         self.relay = RelayPool(*next_hop)
         self.bcc = bcc  # an archive copy of every relayed message goes here too
@@ -61,7 +66,41 @@ class FilterHandler:
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
+        if self.trusts_forwarding(session):
+            responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")
         return responses
+
+    def trusts_forwarding(self, session) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            address = ipaddress.ip_address(_peer(session))
+        except ValueError:
+            return False
+        return any(address.version == n.version and address in n for n in self.forwarders)
+
+    def xforward(self, session, envelope, arg: str) -> str:  # type: ignore[no-untyped-def]
+        """Postfix's XFORWARD (XFORWARD_README): the MTA in front names the client it is
+        passing on, for this transaction; the envelope, which aiosmtpd makes anew after
+        each message and at RSET, keeps it. Only RelayClients may say it."""
+        if not self.trusts_forwarding(session):
+            return "550 5.7.0 Error: insufficient authorization"
+        given = {}
+        for item in arg.split():
+            name, equals, value = item.partition("=")
+            if not equals or name.upper() not in XFORWARD_ATTRIBUTES:
+                return f"501 5.5.4 Bad XFORWARD attribute: {item[:40]}"
+            if value.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                given[name.upper()] = value
+        if not given and not arg.strip():
+            return "501 5.5.4 Syntax: XFORWARD attribute=value..."
+        if "ADDR" in given:
+            address = given["ADDR"].removeprefix("IPV6:").removeprefix("ipv6:")
+            try:
+                given["ADDR"] = str(ipaddress.ip_address(address))
+            except ValueError:
+                return f"501 5.5.4 Bad XFORWARD address: {address[:60]}"
+        forwarded = getattr(envelope, "spamkit_xforward", {})
+        envelope.spamkit_xforward = forwarded | given
+        return "250 2.0.0 Ok"
 
     async def _helo(self, session, hostname: str) -> str | None:  # type: ignore[no-untyped-def]
         try:
@@ -72,7 +111,8 @@ class FilterHandler:
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
-            tx = Transaction(peer=_peer(session), helo=session.host_name or "", mail_from=address)
+            tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
+                             mail_from=address)
             refusal = await self._stage(session, "mail", tx)
             if refusal is not None:
                 return refusal
@@ -85,7 +125,7 @@ class FilterHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         try:
-            tx = Transaction(peer=_peer(session), helo=session.host_name or "",
+            tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
@@ -123,7 +163,7 @@ class FilterHandler:
 
     async def _data(self, session, envelope) -> str:  # type: ignore[no-untyped-def]
         started = time.monotonic()
-        tx = Transaction(peer=_peer(session), helo=session.host_name or "",
+        tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
         reply, deciding = TEMPFAIL, "error"
         try:
@@ -163,6 +203,15 @@ class FilterHandler:
             session.spamkit_accepted = True
             tx.notes["accepted_by"] = decision.filter
         return decision
+
+
+def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]
+    """The client the checks are about: the one XFORWARD named, else the peer."""
+    return str(getattr(envelope, "spamkit_xforward", {}).get("ADDR") or _peer(session))
+
+
+def _helo_name(session, envelope) -> str:  # type: ignore[no-untyped-def]
+    return str(getattr(envelope, "spamkit_xforward", {}).get("HELO") or session.host_name or "")
 
 
 def _peer(session) -> str:  # type: ignore[no-untyped-def]

@@ -83,7 +83,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, db_path: str | None,
     if config["MetricsListen"]:
         metrics.serve(*_host_port(config["MetricsListen"]))
     handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop),
-                            config["BccAddress"], metrics)
+                            config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]))
     host, port = _host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))

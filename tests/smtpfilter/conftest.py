@@ -30,6 +30,7 @@ ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "e
          "in-addr.arpa"]
 RECORDS = [
     "--address=/1.0.0.127.bad.test/127.0.0.2",
+    "--address=/9.2.0.192.bad.test/127.0.0.2",  # a client named by XFORWARD
     "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
     # what Spamhaus answers a query it refuses (one from a big public resolver)
     "--address=/1.0.0.127.refuses.test/127.255.255.254",
@@ -77,7 +78,8 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
         config = config_from_text("UseBayes = false\n" + config_text, tmp_path / "spamkit.toml", {})
         scanner = Scanner.from_config(config, None)
         port = free_port()
-        handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port))
+        handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port),
+                                forwarders=tuple(config["RelayClients"]))
         controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
         controller.start()
         controllers.append(controller)

@@ -4,6 +4,7 @@ and smtp-sink as the next hop."""
 
 from __future__ import annotations
 
+import smtplib
 import threading
 import time
 from pathlib import Path
@@ -196,3 +197,39 @@ def test_helo_rfc_and_strict_policies(filter_server, sink: Sink, dns: DnsServer,
                          'SmtpFilters = ["helo"]\nHeloPolicy = "strict"\n')
     assert down(helo="aonly.example.net").startswith("250")
     assert len(sink.messages()) == 5
+
+
+def test_xforward_from_the_mta_in_front_names_the_client(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    """Behind Postfix (smtpd_proxy_filter, or content_filter with
+    smtp_send_xforward_command) every session comes from the MTA; XFORWARD says which
+    client the message is from, and the checks are about that client."""
+    send = filter_server('LocalNetworks = []\nRelayClients = ["127.0.0.1"]\n'
+                         'LocalDomains = ["example.org"]\n'
+                         + settings(dns, 'SmtpFilters = ["dnsbl", "helo"]', 'RBLList = ["bad.test"]'))
+    with smtplib.SMTP("127.0.0.1", send.port, timeout=30) as client:
+        code, features = client.ehlo("mta.example.org")
+        assert code == 250 and b"XFORWARD NAME ADDR PROTO HELO SOURCE" in features
+        assert client.docmd("XFORWARD", "NAME=[UNAVAILABLE] ADDR=192.0.2.9 HELO=1.2.3.4")[0] == 250
+        code, reply = client.mail("a@example.net")
+        assert code == 550 and b"HELO 1.2.3.4: a bare IP" in reply  # the client's HELO
+        client.rset()  # the attributes belong to one transaction
+        assert client.docmd("XFORWARD", "ADDR=192.0.2.9 HELO=mx.example.net")[0] == 250
+        client.mail("a@example.net")
+        code, reply = client.rcpt("b@example.org")
+        assert code == 554 and b"client host [192.0.2.9] blocked using bad.test" in reply
+        client.rset()
+        client.sendmail("a@example.net", ["b@example.org"], PLAIN)  # the MTA's own: trusted
+        assert client.docmd("XFORWARD", "ADDR=not-an-address")[0] == 501
+        assert client.docmd("XFORWARD", "COLOUR=blue")[0] == 501
+    assert len(sink.messages()) == 1
+
+
+def test_xforward_only_from_relay_clients(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["clean.test"]'))
+    with smtplib.SMTP("127.0.0.1", send.port, timeout=30) as client:
+        code, features = client.ehlo("client.example.net")
+        assert b"XFORWARD" not in features
+        code, reply = client.docmd("XFORWARD", "ADDR=192.0.2.9")
+        assert code == 550 and b"insufficient authorization" in reply
+        client.sendmail("a@example.net", ["b@example.org"], PLAIN)
+    assert len(sink.messages()) == 1
