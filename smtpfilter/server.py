@@ -215,5 +215,15 @@ def _helo_name(session, envelope) -> str:  # type: ignore[no-untyped-def]
 
 
 def _peer(session) -> str:  # type: ignore[no-untyped-def]
+    """The client's address; an IPv4 client of a dual-stack socket (::ffff:192.0.2.1) as
+    plain IPv4, the form the lists, SPF and the settings use."""
     peer = getattr(session, "peer", None)
-    return peer[0] if isinstance(peer, tuple) and peer else str(peer or "")
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+    if address.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            return str(mapped)
+    return address

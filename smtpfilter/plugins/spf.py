@@ -12,6 +12,7 @@ DnsTimeout). A lookup that fails gives "temperror", which refuses nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -47,13 +48,15 @@ class Spf(Filter):
     def data(self, tx: Transaction) -> Decision:
         if tx.peer in self.local:
             return CONTINUE  # the MTA in front, or our own users: nothing to check
-        helo = tx.helo.strip("[]") if tx.helo else ""
-        helo_result = self._check(tx.peer, f"postmaster@{helo}", helo) if "." in helo else None
+        helo = tx.helo.strip().rstrip(".")
+        # the HELO identity is checked when it is a domain name (not an address literal)
+        helo_is_name = "." in helo and not helo.startswith("[") and not _is_address(helo)
+        helo_result = self._check(tx.peer, f"postmaster@{helo}", helo) if helo_is_name else None
         sender = tx.mail_from.strip("<>")
         if sender:
             mail_result = self._check(tx.peer, sender, helo)
         else:  # a bounce: RFC 7208 2.4 checks postmaster@ the HELO name instead
-            mail_result = helo_result or ("none", "no sender and no HELO name to check")
+            mail_result = helo_result or ("none", "no sender and no HELO domain to check")
         headers = self._header(mail_result, "mailfrom", tx, sender or f"postmaster@{helo}")
         if helo_result is not None:
             headers += self._header(helo_result, "helo", tx, f"postmaster@{helo}")
@@ -83,6 +86,14 @@ class Spf(Filter):
                 f"envelope-from=\"{clean(sender, 200)}\"; helo=\"{clean(tx.helo, 100)}\"; "
                 f"identity={identity};\r\n")
         return line.encode("utf-8", "replace")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _lookup_through(resolver: dns.resolver.Resolver) -> Callable[..., list[tuple[tuple[str, str], Any]]]:

@@ -90,3 +90,10 @@ def test_only_the_topmost_header_of_each_identity_counts(tmp_path: Path) -> None
     hits = {hit.name for hit in scanner.scan(message).hits}
     assert {"SPF_FAIL", "SPF_HELO_PASS"} <= hits and "SPF_PASS" not in hits
     assert not {hit.name for hit in scanner.scan(PLAIN).hits} & {"SPF_FAIL", "SPF_PASS", "SPF_NONE"}
+
+
+def test_an_address_literal_helo_has_no_helo_identity(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["spf"]'))
+    assert send(sender="a@example.net", helo="[127.0.0.1]").startswith("250")
+    headers = spf_headers(sink.messages_as_sent()[0])
+    assert len(headers) == 1 and headers[0].startswith(b"Received-SPF: pass") and b"identity=mailfrom;" in headers[0]
