@@ -23,7 +23,7 @@ import spf as pyspf
 
 from smtpfilter.dns import DnsClient
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from smtpfilter.plugins.authres import clean
+from smtpfilter.plugins.authres import clean, without_ours
 from smtpfilter.plugins.dns import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -60,7 +60,8 @@ class Spf(Filter):
         headers = self._header(mail_result, "mailfrom", tx, sender or f"postmaster@{helo}")
         if helo_result is not None:
             headers += self._header(helo_result, "helo", tx, f"postmaster@{helo}")
-        tx.data = headers + tx.data
+        # results that claim to be this server's, arriving with the message, go (RFC 8601 5)
+        tx.data = headers + without_ours(tx.data, self.receiver)
         tx.notes["spf"] = mail_result[0]
         tx.notes["spf_domain"] = (sender or f"postmaster@{helo}").rpartition("@")[2].lower()  # for dmarc
         if self.reject_fail and mail_result[0] == "fail":
