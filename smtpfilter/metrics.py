@@ -29,12 +29,18 @@ class Metrics:
             self.count += 1
             self.total += seconds
 
+    def refused(self, filter_name: str) -> None:
+        """A refusal at connect, HELO, MAIL or RCPT (a message never sent)."""
+        with self._lock:
+            self.refusals[filter_name or "-"] += 1
+
     def exposition(self) -> str:
         with self._lock:
             lines = ["# HELP spamkit_messages_total Messages by what happened to them.",
                      "# TYPE spamkit_messages_total counter"]
             lines += [f'spamkit_messages_total{{decision="{d}"}} {n}' for d, n in sorted(self.decisions.items())]
-            lines += ["# HELP spamkit_filter_refusals_total Messages refused, by the filter that refused.",
+            lines += ["# HELP spamkit_filter_refusals_total Refusals by the filter that refused: of "
+                      "messages at DATA, and of connections, HELO, MAIL or RCPT before it.",
                       "# TYPE spamkit_filter_refusals_total counter"]
             lines += [f'spamkit_filter_refusals_total{{filter="{f}"}} {n}' for f, n in sorted(self.refusals.items())]
             lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",

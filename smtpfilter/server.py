@@ -147,10 +147,16 @@ class FilterHandler:
             None, self._refusal, session, stage, tx, *args)
 
     def _refusal(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
-        """Run one envelope stage; a refusal (told to the filters' `finished`) or None."""
+        """Run one envelope stage; a refusal (told to the filters' `finished`, logged and
+        counted: most refusals happen here, before any DATA) or None."""
         decision = self._run(session, stage, tx, *args)
         if decision.action in (Action.REJECT, Action.TEMPFAIL):
             self.chain.finished(tx, decision.reply)
+            log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
+                     tx.helo or "-", tx.mail_from, args[0] if args else "-", stage,
+                     decision.reply[:3], decision.filter or "-")
+            if self.metrics is not None:
+                self.metrics.refused(decision.filter)
             return decision.reply
         return None
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import smtplib
 import socket
 import urllib.request
 
+import pytest
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.limits import LimitedController, LimitedSMTP, SessionLimits
 from smtpfilter.metrics import Metrics
+from smtpfilter.plugins.envelope import BadRcptTo
 from smtpfilter.server import FilterHandler
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 
@@ -94,6 +98,27 @@ def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
         assert "spamkit_scan_seconds_count 1" in text
     finally:
         server.shutdown()
+        controller.stop()
+
+
+def test_refusals_before_data_are_logged_and_counted(sink: Sink, caplog: pytest.LogCaptureFixture) -> None:
+    """A message refused at MAIL or RCPT (most refusals: the envelope and DNS checks)
+    gets its log line and its count, as one refused at DATA does."""
+    metrics = Metrics()
+    port = free_port()
+    handler = FilterHandler(FilterChain([BadRcptTo(["spamtrap@*"])]), ("127.0.0.1", sink.port),
+                            metrics=metrics)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                send(port, ["spamtrap@example.org"])
+        assert any("rcpt=spamtrap@example.org stage=rcpt reply='550' by=badrcptto" in record.getMessage()
+                   for record in caplog.records), [r.getMessage() for r in caplog.records]
+        assert 'spamkit_filter_refusals_total{filter="badrcptto"} 1' in metrics.exposition()
+        assert sink.messages() == []
+    finally:
         controller.stop()
 
 
