@@ -1,8 +1,11 @@
-"""The envelope checks that ask DNS: dnsbl, rhsbl and resolvable_fromhost (qpsmtpd's names).
+"""The envelope checks that ask DNS: dnsbl, rhsbl and resolvable_fromhost (qpsmtpd's names),
+and the helo filter's rfc and strict policies (DnsHelo).
 
 Clients in LocalNetworks or RelayClients are never asked about (SME turns these off for
-local connections). A DNS server that does not answer never refuses mail: a list that
-is down lets it through, and a sender domain that cannot be checked gets 451.
+local connections; DnsHelo, like the lenient helo check, spares LocalNetworks). A DNS
+server that does not answer never refuses mail: a list that is down lets it through, a
+HELO name that cannot be checked passes, and a sender domain that cannot be checked
+gets 451.
 
 dnsbl and rhsbl refuse at RCPT, not at MAIL, so that mail to postmaster@ and abuse@
 still arrives (RFC 5321 4.5.1): a listed sender must be able to ask why.
