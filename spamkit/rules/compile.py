@@ -67,8 +67,8 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
                 and rule.eval_name not in RECORDED_RESULT_EVALS:
             # a network test cannot run here; a meta rule flagged `net` only combines
             # other rules' results and runs, as in SpamAssassin's local mode (-L), where
-            # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF, DKIM and DMARC evals run: the SMTP
-            # filter made the lookups and wrote their results into the message.
+            # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF, DKIM and DMARC evals
+            # run: the SMTP filter made the lookups and wrote their results into the message.
             report.skip("network test")
             continue
         rules[name] = rule
