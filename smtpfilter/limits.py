@@ -8,18 +8,18 @@ MTA on 127.0.0.1, and limiting it would throttle all mail."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
+
+from smtpfilter.networks import Networks
 
 
 @dataclass
@@ -46,12 +46,11 @@ class SessionLimits:
         self.active[client] += 1
         return None
 
+    def __post_init__(self) -> None:
+        self._exempt_networks = Networks(self.exempt)
+
     def _exempt(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in ipaddress.ip_network(n, strict=False) for n in self.exempt)
+        return client in self._exempt_networks
 
     def release(self, client: str) -> None:
         self.active[client] -= 1

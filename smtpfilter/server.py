@@ -15,6 +15,7 @@ import time
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.metrics import Metrics
+from smtpfilter.networks import Networks
 from smtpfilter.relay import RelayPool
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -38,7 +39,7 @@ class FilterHandler:
         self.chain = chain
         # MTAs whose XFORWARD we believe: behind Postfix, every session comes from it, and
         # the client the checks are about is the one it says (RelayClients)
-        self.forwarders = [ipaddress.ip_network(n, strict=False) for n in forwarders]
+        self.forwarders = Networks(forwarders)
         self.next_hop = next_hop
         self.relay = RelayPool(*next_hop)
         self.bcc = bcc  # an archive copy of every relayed message goes here too
@@ -71,11 +72,7 @@ class FilterHandler:
         return responses
 
     def trusts_forwarding(self, session) -> bool:  # type: ignore[no-untyped-def]
-        try:
-            address = ipaddress.ip_address(_peer(session))
-        except ValueError:
-            return False
-        return any(address.version == n.version and address in n for n in self.forwarders)
+        return _peer(session) in self.forwarders
 
     def xforward(self, session, envelope, arg: str) -> str:  # type: ignore[no-untyped-def]
         """Postfix's XFORWARD (XFORWARD_README): the MTA in front names the client it is

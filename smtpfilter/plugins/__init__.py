@@ -12,7 +12,7 @@ from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dmarc import Dmarc
-from smtpfilter.plugins.dns import DnsHelo, Dnsbl, LocalClients, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.plugins.dns import Dnsbl, DnsHelo, LocalClients, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,

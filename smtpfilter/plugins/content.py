@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.networks import Networks
 from spamkit.message import DEFAULT_LIMITS, ParseLimits, parse_message
 
 
@@ -15,10 +14,10 @@ class Headers(Filter):
 
     def __init__(self, required: bool, local_networks: list[str]) -> None:
         self.required = required
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in local_networks]
+        self.local = Networks(local_networks)
 
     def data(self, tx: Transaction) -> Decision:
-        if not self.required or _in_networks(tx.peer, self.networks):
+        if not self.required or tx.peer in self.local:
             return CONTINUE
         head = tx.data.split(b"\r\n\r\n", 1)[0].lower()
         missing = [name for name in (b"from", b"date") if not (head.startswith(name + b":")
@@ -48,10 +47,3 @@ class Attachments(Filter):
                                          "are not accepted")
         return CONTINUE
 
-
-def _in_networks(peer: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)

@@ -25,12 +25,12 @@ from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.plugins import authres
 from smtpfilter.plugins.dns import LocalClients
+from spamkit.tokenizer.urls import registrable_domain
 
 log = logging.getLogger("spamkit.smtpfilter")
 
 # Debian's publicsuffix package, read where it is installed; without it, a heuristic
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
-_SHORT_SECOND_LEVELS = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
 
 
 @dataclass(frozen=True)
@@ -170,9 +170,7 @@ def organizational_domain(domain: str) -> str:
     labels = domain.lower().rstrip(".").split(".")
     rules = _public_suffix_rules()
     if rules is None:
-        if len(labels) >= 3 and labels[-2] in _SHORT_SECOND_LEVELS and len(labels[-1]) == 2:
-            return ".".join(labels[-3:])
-        return ".".join(labels[-2:])
+        return registrable_domain(".".join(labels))  # the URL tokens' heuristic
     normal, wildcard, exception = rules
     suffix_length = 1  # the implicit "*" rule: the last label is a public suffix
     for start in range(len(labels)):

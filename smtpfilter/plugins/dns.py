@@ -18,6 +18,7 @@ import logging
 
 from smtpfilter.dns import Answer, DnsClient, Outcome, reverse_name, reversed_address
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.networks import Networks
 from smtpfilter.plugins.envelope import Helo
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -56,20 +57,12 @@ def listing(answer: Answer, zone: str) -> bool:
     return listed
 
 
-class LocalClients:
-    """LocalNetworks and RelayClients: the clients these checks leave alone."""
+class LocalClients(Networks):
+    """LocalNetworks and RelayClients: the clients these checks leave alone. (The server
+    gives an IPv4 client of a dual-stack socket as plain IPv4.)"""
 
     def __init__(self, local_networks: list[str], relay_clients: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in [*local_networks, *relay_clients]]
-
-    def __contains__(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address.version == n.version and address in n for n in self.networks)
+        super().__init__([*local_networks, *relay_clients])
 
 
 def _local_part(address: str) -> str:
@@ -213,7 +206,7 @@ class DnsHelo(Helo):
     def mail(self, tx: Transaction) -> Decision:
         decision = super().mail(tx)
         name = tx.helo.strip().lower().rstrip(".")
-        if decision.action is not Action.CONTINUE or self.is_local(tx.peer) or not name \
+        if decision.action is not Action.CONTINUE or tx.peer in self.local or not name \
                 or name.startswith("["):
             return decision
         if "." not in name:

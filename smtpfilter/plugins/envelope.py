@@ -9,6 +9,7 @@ import ipaddress
 import re
 
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.networks import Networks
 from spamkit.lists import matches
 
 
@@ -98,17 +99,10 @@ class Helo(Filter):
 
     def __init__(self, own_names: list[str], local_networks: list[str]) -> None:
         self.own_names = {n.strip().lower().rstrip(".") for n in own_names if n.strip()}
-        self.local_networks = [ipaddress.ip_network(n, strict=False) for n in local_networks]
-
-    def is_local(self, peer: str) -> bool:
-        try:
-            client = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(client in network for network in self.local_networks)
+        self.local = Networks(local_networks)
 
     def mail(self, tx: Transaction) -> Decision:
-        if self.is_local(tx.peer):
+        if tx.peer in self.local:
             return CONTINUE
         try:
             client = ipaddress.ip_address(tx.peer)
@@ -148,14 +142,10 @@ class WhitelistHosts(Filter):
     name = "whitelisthosts"
 
     def __init__(self, networks: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.networks = Networks(networks)
 
     def connect(self, tx: Transaction) -> Decision:
-        try:
-            address = ipaddress.ip_address(tx.peer)
-        except ValueError:
-            return CONTINUE
-        if any(address in network for network in self.networks):
+        if tx.peer in self.networks:
             return Decision(Action.ACCEPT, "", self.name)
         return CONTINUE
 

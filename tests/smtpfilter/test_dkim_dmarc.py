@@ -25,6 +25,7 @@ from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import STRANGER, dead_server
+from tests.smtpfilter.conftest import settings as dns_settings
 
 RULES = [Path("/usr/share/spamassassin/25_dkim.cf"), Path("/usr/share/spamassassin/25_dmarc.cf")]
 CHAIN = 'SmtpFilters = ["spf", "dkim", "dmarc"]\n'
@@ -71,13 +72,9 @@ def authentication_results(delivered: bytes) -> list[bytes]:
     return [line for line in head.split(b"\n") if line.startswith(b"Authentication-Results:")]
 
 
-def config_text(dns: DnsServer, *lines: str) -> str:
-    return STRANGER + "\n".join([f'DnsServers = ["{dns.address}"]', "DnsTimeout = 2", *lines]) + "\n"
-
-
 def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
                                  key: tuple[bytes, str], tmp_path: Path) -> None:
-    send = filter_server(config_text(dns, CHAIN))
+    send = filter_server(STRANGER + dns_settings(dns, CHAIN))
     ours = socket.getfqdn().encode()
     good = signed(message("a@example.com", "good"), key)
     cases = {
@@ -131,7 +128,7 @@ def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # t
 
 def test_dmarc_reject_refuses_failures_of_a_reject_policy(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
                                                           key: tuple[bytes, str]) -> None:
-    send = filter_server(config_text(dns, CHAIN, "DmarcReject = true"))
+    send = filter_server(STRANGER + dns_settings(dns, CHAIN, "DmarcReject = true"))
     good = signed(message("a@example.com", "good"), key)
     assert send(good, sender="a@example.com").startswith("250")
     altered = good.replace(b"The body of it.", b"Pay this invoice.")

@@ -16,8 +16,8 @@ from corpora import CorpusMessage
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
-from tests.servers.smtp_sink import Sink, free_port
 from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_sink import Sink, free_port
 from tests.servers.swaks import swaks
 
 
