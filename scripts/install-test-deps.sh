@@ -2,9 +2,9 @@
 # Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
-# (real SMTP peers for the filter's tests) and dnsmasq (DNS for its DNSBL and sender
-# checks), all started by fixtures on loopback, and spamkit with its test extras (and
-# a C compiler for its tokenizer and parser cores).
+# (real SMTP peers for the filter's tests), dnsmasq (DNS for its DNSBL and sender
+# checks) and Redis (the shared token store), all started by fixtures on loopback, and
+# spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,6 +12,8 @@ need=()
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
+# a real Redis for the shared token store's tests
+command -v redis-server >/dev/null || need+=(redis-server)
 # an authoritative DNS server on loopback for the DNSBL/RHSBL/sender-domain checks
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # the Public Suffix List, which the dmarc filter reads for organizational domains

@@ -5,7 +5,8 @@ SpamkitError
 ├── MessageSourceError   a message file, directory or mbox cannot be read (parsing never raises)
 └── StoreError           the token database cannot be opened or written
     ├── NoDatabase       there is no database there yet (nothing learned)
-    └── StoreCorrupt     the database is not a spamkit database, or fails its checks
+    ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
+    └── StoreUnavailable a database server (Redis) cannot be reached: try again later
 
 Parsing and tokenizing never raise: damage in a message becomes a fact about it.
 """
@@ -39,3 +40,10 @@ class NoDatabase(StoreError):
 
 class StoreCorrupt(StoreError):
     exit_code = 65  # EX_DATAERR
+
+
+class StoreUnavailable(StoreError):
+    """The database's server did not answer: nothing was read or written, a later run may
+    succeed (the cron job's next sweep, the SMTP client's next try after 451)."""
+
+    exit_code = 75  # EX_TEMPFAIL

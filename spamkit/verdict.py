@@ -38,7 +38,7 @@ from spamkit.rules import (
 )
 from spamkit.rules.context import first_address
 from spamkit.sources import SourceItem
-from spamkit.store import Label, LmdbStore
+from spamkit.store import Label, TokenStore
 
 AUTOLEARN_MIN_HEADER_POINTS = 3.0
 AUTOLEARN_MIN_BODY_POINTS = 3.0
@@ -130,7 +130,7 @@ class Scanner:
     """Everything needed to judge messages; build once, scan many."""
 
     def __init__(self, config: Config, rules: RuleSet, lists: Lists,
-                 store: LmdbStore | None = None, analyzer: Analyzer | None = None) -> None:
+                 store: TokenStore | None = None, analyzer: Analyzer | None = None) -> None:
         self.config = config
         self.rules = rules
         self.lists = lists
@@ -157,7 +157,7 @@ class Scanner:
         )) if store is not None else None
 
     @classmethod
-    def from_config(cls, config: Config, store: LmdbStore | None,
+    def from_config(cls, config: Config, store: TokenStore | None,
                     extra_rules: tuple[str, ...] = ()) -> Scanner:
         rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
         lists = Lists.load(config.lists_path, rules.settings.lists)
@@ -249,7 +249,7 @@ class Scanner:
         return "learned" if summary.learned else "skipped"
 
 
-def reload_scanner(current: Scanner | None, config_path: str | None, store: LmdbStore | None,
+def reload_scanner(current: Scanner | None, config_path: str | None, store: TokenStore | None,
                    extra_rules: tuple[str, ...] = ()) -> tuple[Scanner, list[str]]:
     """A scanner for the configuration as it is now, or the current one if that is broken.
 

@@ -20,7 +20,7 @@ from spamkit.cli import (
 from spamkit.config import Config, load_config
 from spamkit.errors import NoDatabase, StoreError
 from spamkit.learn import Learner
-from spamkit.store import LmdbStore, default_db_path, open_store
+from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
 from trainer.imap import ImapAccount, imap_folder_counts, imap_sweep, load_accounts
@@ -51,7 +51,7 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         report = _dry_run(users, resolved, options, imap)
         click.echo(json.dumps(report.as_json()) if as_json else report.table())
         return
-    lock_path = Path(resolved or default_db_path()) / "sweep.lock"
+    lock_path = sweep_lock_path(resolved)
     try:
         with open_store(resolved, readonly=False) as store, SweepLock(lock_path):
             learner = configured_learner(store, config, batch_size, max_tokens)
@@ -81,7 +81,7 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
 def _dry_run(users: list[Account], db: str | None, options: SweepOptions,
              imap: list[ImapAccount] | None) -> SweepReport:
     """Report what a sweep would do, reading the database if there is one, creating none."""
-    def run(store: LmdbStore) -> SweepReport:
+    def run(store: TokenStore) -> SweepReport:
         learner = Learner(store)
         return imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
 

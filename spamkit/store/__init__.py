@@ -1,11 +1,14 @@
 """Token stores. BACKENDS is the registration table; LMDB is the embedded default.
 
 The database location: `--db DIR`, else $SPAMKIT_DB, else /var/lib/spamkit/db for
-root and $XDG_DATA_HOME/spamkit/db (~/.local/share/spamkit/db) for anyone else.
+root and $XDG_DATA_HOME/spamkit/db (~/.local/share/spamkit/db) for anyone else. A
+location that is a Redis URL (redis://, rediss://, unix://) is a shared Redis database
+(spamkit.store.redis) instead of a directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +18,33 @@ from spamkit.store.base import Label, StoreWriter, TokenCounts, TokenRecord, Tok
 from spamkit.store.lmdb import LmdbStore, move_aside
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Label", "LmdbStore", "StoreWriter", "TokenCounts",
-           "TokenRecord", "TokenStore", "Totals", "default_db_path", "open_store",
-           "set_aside_damaged"]
+           "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path", "open_store",
+           "set_aside_damaged", "sweep_lock_path"]
 
 DEFAULT_BACKEND = "lmdb"
-BACKENDS: dict[str, Callable[..., LmdbStore]] = {"lmdb": LmdbStore}
-# how each backend keeps a damaged database's files for a look, out of the way of a new one
-_SET_ASIDE: dict[str, Callable[[Path], Path]] = {"lmdb": move_aside}
+
+
+def _open_redis(location: str, *, readonly: bool = False) -> TokenStore:
+    from spamkit.store.redis import RedisStore  # only a Redis user pays for importing redis
+
+    return RedisStore(location, readonly=readonly)
+
+
+def _open_lmdb(location: str, *, readonly: bool = False) -> TokenStore:
+    return LmdbStore(Path(location), readonly=readonly)
+
+
+def _set_aside_redis(location: str) -> str:
+    from spamkit.store.redis import move_aside as move_keys_aside
+
+    return move_keys_aside(location)
+
+
+BACKENDS: dict[str, Callable[..., TokenStore]] = {"lmdb": _open_lmdb, "redis": _open_redis}
+# how each backend keeps a damaged database for a look, out of the way of a new one
+_SET_ASIDE: dict[str, Callable[[str], object]] = {
+    "lmdb": lambda location: move_aside(Path(location)), "redis": _set_aside_redis}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def default_db_path() -> Path:
@@ -33,17 +56,36 @@ def default_db_path() -> Path:
     return Path(data_home) / "spamkit" / "db"
 
 
-def open_store(path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
-               backend: str = DEFAULT_BACKEND) -> LmdbStore:
+def backend_of(location: str | os.PathLike[str]) -> str:
+    """"redis" for a Redis URL, else "lmdb" (a directory)."""
+    return "redis" if str(location).startswith(_REDIS_SCHEMES) else DEFAULT_BACKEND
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *, readonly: bool = False,
+               backend: str | None = None) -> TokenStore:
+    where = str(location) if location else str(default_db_path())
+    name = backend or backend_of(where)
     try:
-        opener = BACKENDS[backend]
+        opener = BACKENDS[name]
     except KeyError:
-        raise ConfigError(f"unknown store {backend!r} (known: {', '.join(sorted(BACKENDS))})") from None
-    return opener(Path(path) if path else default_db_path(), readonly=readonly)
+        raise ConfigError(f"unknown store {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
+    return opener(where, readonly=readonly)
 
 
-def set_aside_damaged(path: str | os.PathLike[str] | None = None,
-                      backend: str = DEFAULT_BACKEND) -> Path:
-    """Move a damaged database's files aside (what `db reset` does before starting an
-    empty one); returns where its data went."""
-    return _SET_ASIDE[backend](Path(path) if path else default_db_path())
+def set_aside_damaged(location: str | os.PathLike[str] | None = None) -> str:
+    """Move a damaged database aside (what `db reset` does before starting an empty one);
+    returns where its data went."""
+    where = str(location) if location else str(default_db_path())
+    return str(_SET_ASIDE[backend_of(where)](where))
+
+
+def sweep_lock_path(location: str | os.PathLike[str] | None) -> Path:
+    """Where the trainer's one-sweep-at-a-time lock lives: in the database's directory, or
+    for a shared Redis database, beside this machine's default one (each machine sweeps
+    its own mail folders)."""
+    where = str(location) if location else str(default_db_path())
+    if backend_of(where) == DEFAULT_BACKEND:
+        return Path(where) / "sweep.lock"
+    local = default_db_path().parent
+    local.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return local / f"sweep-{hashlib.blake2b(where.encode(), digest_size=6).hexdigest()}.lock"

@@ -32,6 +32,8 @@ import numpy as np
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
 from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
+from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
+                                 new_token_values, sorted_distinct)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.maplock import MapLock
 
@@ -47,10 +49,6 @@ LOCK_FILE_ROOM = 1 << 20
 RECOVERY = ("`spamkit db reset --yes` moves it aside and starts an empty one, into which "
             "`spamkit db restore` loads a dump")
 _VALUE = struct.Struct("<III")
-_SEEN = struct.Struct("<BI")
-_LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
-_CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
-_VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
 
 
 REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
@@ -106,33 +104,15 @@ def refuse_remote_filesystem(path: Path) -> None:
                          "if you are sure only one machine uses it)")
 
 
-class LmdbWriter:
-    """Collects one batch in memory and writes it in the enclosing write transaction.
-
-    Token hashes are kept as they come (one bytes object per message and label) and
-    summed per distinct token with numpy at commit, then written once per token in key
-    order: a batch of 1,000 messages touches each common token once instead of a
-    thousand times, and no Python loop runs per token occurrence.
-    """
+class LmdbWriter(PendingChanges):
+    """Collects one batch in memory (PendingChanges) and writes it in the enclosing write
+    transaction: each distinct token once, in key order."""
 
     def __init__(self, store: LmdbStore, txn: lmdb.Transaction) -> None:
+        super().__init__()
         self._store = store
         self._txn = txn
-        self._deltas: list[tuple[Label, int, bytes]] = []  # (label, +1/-1, joined hashes)
-        self._messages = {Label.SPAM: 0, Label.HAM: 0}
-        self._seen: dict[bytes, Label | None] = {}
         self._raw_operations: list[Callable[[lmdb.Transaction], None]] = []
-        self._meta: dict[str, str] = {}
-        self._events: list[tuple[bytes, bytes]] = []
-
-    def log_event(self, message_key: bytes, by: str, action: str, outcome: str) -> None:
-        """Keep who taught this message what (the audit log), in the same transaction."""
-        when = time.time_ns() + len(self._events)  # distinct keys within one batch
-        record = _event_head(by, action, outcome) + repr(round(when / 1e9, 3)) + "}"
-        self._events.append((message_key + struct.pack(">Q", when), record.encode()))
-
-    def set_meta(self, name: str, value: str) -> None:
-        self._meta[name] = value
 
     def run_in_transaction(self, operation: Callable[[lmdb.Transaction], None]) -> None:
         """Queue a direct operation on the transaction (restore uses it), run at commit."""
@@ -142,71 +122,28 @@ class LmdbWriter:
         if message_key in self._seen:
             return self._seen[message_key]
         raw = self._txn.get(message_key, db=self._store._seen_db)
-        return _CODE_LABEL.get(raw[0]) if raw else None
-
-    def add_tokens(self, keys: Sequence[bytes], label: Label, delta: int = 1) -> None:
-        if keys:
-            self._deltas.append((label, delta, b"".join(keys)))
-
-    def add_messages(self, label: Label, delta: int) -> None:
-        self._messages[label] += delta
-
-    def remember(self, message_key: bytes, label: Label | None) -> None:
-        self._seen[message_key] = label
-
-    def _token_deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sorted distinct token keys as uint64, spam deltas, ham deltas).
-
-        A key's uint64 value is its big-endian reading, so numeric order is LMDB's
-        byte order and the lookups below walk the tree in order.
-        """
-        parts: dict[tuple[Label, int], list[bytes]] = {
-            (Label.SPAM, 1): [], (Label.SPAM, -1): [], (Label.HAM, 1): [], (Label.HAM, -1): []}
-        for label, delta, joined in self._deltas:
-            parts[(label, 1 if delta > 0 else -1)].append(joined)
-        arrays = {part: numbers_of(b"".join(chunks)) for part, chunks in parts.items() if chunks}
-        if len(arrays) == 1:  # the usual batch: one label, learned (one sort, not two)
-            ((label, sign), hashes), = arrays.items()
-            keys, counts = _sorted_distinct(hashes)
-            zeros = np.zeros(len(keys), dtype=np.int64)
-            deltas = sign * counts.astype(np.int64)
-            return (keys, deltas, zeros) if label is Label.SPAM else (keys, zeros, deltas)
-        keys, _ = _sorted_distinct(np.concatenate(list(arrays.values())))
-        spam = np.zeros(len(keys), dtype=np.int64)
-        ham = np.zeros(len(keys), dtype=np.int64)
-        for (label, sign), hashes in arrays.items():
-            distinct, counts = _sorted_distinct(hashes)
-            target = spam if label is Label.SPAM else ham
-            target[np.searchsorted(keys, distinct)] += sign * counts
-        return keys, spam, ham
+        return CODE_LABEL.get(raw[0]) if raw else None
 
     def _write_tokens(self, txn: lmdb.Transaction, day: int) -> None:
         if not self._deltas:
             return
-        keys, spam_delta, ham_delta = self._token_deltas()
+        keys, spam_delta, ham_delta = self.token_deltas()
         key_list = keys_of(keys)
         tokens_db = self._store._tokens_db
         found = txn.cursor(db=tokens_db).getmulti(key_list)
-        spam = spam_delta.copy()
-        ham = ham_delta.copy()
-        existed = np.zeros(len(keys), dtype=bool)
+        old = positions = None
         if found:
             found_numbers, old = _found_records(found)
             positions = np.searchsorted(keys, found_numbers)
-            spam[positions] += old["spam"]
-            ham[positions] += old["ham"]
-            existed[positions] = True
-        np.maximum(spam, 0, out=spam)
-        np.maximum(ham, 0, out=ham)
-        keep = (spam > 0) | (ham > 0)
-        values = np.zeros(int(keep.sum()), dtype=_VALUE_DTYPE)
-        values["spam"], values["ham"], values["day"] = spam[keep], ham[keep], day
+        values, keep = new_token_values(spam_delta, ham_delta, old, positions, day)
         all_kept = bool(keep.all())  # nothing went to zero: the usual batch of learning
         kept_keys = key_list if all_kept else [key_list[i] for i in np.flatnonzero(keep)]
         # each value its own 12 bytes: numpy splits them 4x faster than slicing
-        value_list = values.view(f"V{_VALUE_DTYPE.itemsize}").tolist()
+        value_list = values.view(f"V{VALUE_DTYPE.itemsize}").tolist()
         txn.cursor(db=tokens_db).putmulti(zip(kept_keys, value_list))
-        if not all_kept:
+        if not all_kept and positions is not None:
+            existed = np.zeros(len(keys), dtype=bool)
+            existed[positions] = True
             for index in np.flatnonzero(~keep & existed):
                 txn.delete(key_list[index], db=tokens_db)
 
@@ -219,7 +156,7 @@ class LmdbWriter:
             if label is None:
                 txn.delete(message_key, db=store._seen_db)
             else:
-                txn.put(message_key, _SEEN.pack(_LABEL_CODE[label], day), db=store._seen_db)
+                txn.put(message_key, SEEN_LAYOUT.pack(LABEL_CODE[label], day), db=store._seen_db)
         nspam = store._meta_int(txn, b"nspam") + self._messages[Label.SPAM]
         nham = store._meta_int(txn, b"nham") + self._messages[Label.HAM]
         txn.put(b"nspam", str(max(0, nspam)).encode(), db=store._meta_db)
@@ -233,15 +170,6 @@ class LmdbWriter:
 def _delete_all(db: lmdb._Database, keys: list[bytes], txn: lmdb.Transaction) -> None:
     for key in keys:
         txn.delete(key, db=db)
-
-
-@functools.lru_cache(maxsize=64)
-def _event_head(by: str, action: str, outcome: str) -> str:
-    """An audit record's JSON up to its time: the same for a whole batch, so made once
-    (json.dumps a message cost 3 us); json.dumps writes a float as repr does."""
-    head = json.dumps({"by": by, "action": action, "outcome": outcome, "time": 0},
-                      separators=(",", ":"))
-    return head[: -len("0}")]
 
 
 # a token's key followed by its value, as getmulti's pairs lie end to end once joined
@@ -263,9 +191,9 @@ def _found_records(found: Sequence[tuple[bytes | memoryview, bytes | memoryview]
 def _token_values(values: Sequence[bytes | memoryview]) -> np.ndarray:
     """Token values, checked: a record of the wrong length would shift every one after it."""
     joined = b"".join(values)
-    if len(joined) != len(values) * _VALUE_DTYPE.itemsize:
+    if len(joined) != len(values) * VALUE_DTYPE.itemsize:
         raise StoreCorrupt(f"a token record is not 12 bytes: the database is damaged; {RECOVERY}")
-    return np.frombuffer(joined, dtype=_VALUE_DTYPE)
+    return np.frombuffer(joined, dtype=VALUE_DTYPE)
 
 
 def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tuple[int, ...]:
@@ -274,16 +202,6 @@ def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tup
     except struct.error:
         raise StoreCorrupt(f"a {table} record is not {layout.size} bytes: the database is damaged; "
                            f"{RECOVERY}") from None
-
-
-def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values in order, how often each occurs): np.unique with return_counts
-    by one native sort; np.unique cost twice as much here and loads numpy.ma (16 ms)."""
-    ordered = np.sort(values)
-    if len(ordered) == 0:
-        return ordered, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    return ordered[starts], np.diff(np.append(starts, len(ordered)))
 
 
 class LmdbStore:
@@ -533,7 +451,7 @@ class LmdbStore:
         for start, end in zip(bounds, bounds[1:]):
             numbers[start:end].sort()  # each message's known keys come out in key order
         owner = np.repeat(np.arange(len(key_lists)), sizes)
-        wanted, _ = _sorted_distinct(numbers)
+        wanted, _ = sorted_distinct(numbers)
         with self._transaction() as txn:
             found = txn.cursor(db=self._tokens_db).getmulti(keys_of(wanted))
             totals = self._totals(txn)
@@ -557,7 +475,7 @@ class LmdbStore:
     def learned_as(self, message_key: bytes) -> Label | None:
         with self._transaction() as txn:
             raw = txn.get(message_key, db=self._seen_db)
-        return _CODE_LABEL.get(raw[0]) if raw else None
+        return CODE_LABEL.get(raw[0]) if raw else None
 
     def records(self) -> Iterator[TokenRecord]:
         with self._transaction() as txn:
@@ -568,9 +486,9 @@ class LmdbStore:
     def seen_records(self) -> Iterator[SeenRecord]:
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._seen_db):
-                code, day = _unpack(_SEEN, value, "seen")
-                if code in _CODE_LABEL:
-                    yield SeenRecord(bytes(key), _CODE_LABEL[code], day)
+                code, day = _unpack(SEEN_LAYOUT, value, "seen")
+                if code in CODE_LABEL:
+                    yield SeenRecord(bytes(key), CODE_LABEL[code], day)
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
@@ -671,7 +589,7 @@ class LmdbStore:
         history = self._writable_history()
         with self._transaction() as txn:
             old_marks = [bytes(key) for key, value in txn.cursor(db=self._seen_db)
-                         if _unpack(_SEEN, value, "seen")[1] < before_day]
+                         if _unpack(SEEN_LAYOUT, value, "seen")[1] < before_day]
             old_events = [bytes(key) for key in txn.cursor(db=history).iternext(values=False)
                           if struct.unpack_from(">Q", key, 16)[0] < cutoff_ns]
         for start in range(0, len(old_marks), EXPIRE_CHUNK):
@@ -702,7 +620,7 @@ class LmdbStore:
             cursor.putmulti([(r.key, _VALUE.pack(r.spam, r.ham, r.day))
                              for r in sorted(dump.tokens, key=lambda r: r.key)])
             for mark in dump.seen:
-                txn.put(mark.key, _SEEN.pack(_LABEL_CODE[mark.label], mark.day), db=self._seen_db)
+                txn.put(mark.key, SEEN_LAYOUT.pack(LABEL_CODE[mark.label], mark.day), db=self._seen_db)
             for name, value in dump.meta.items():
                 if name != "schema":
                     txn.put(name.encode(), value.encode(), db=self._meta_db)
@@ -718,7 +636,7 @@ class LmdbStore:
         """Delete these seen marks unless relearned since they were read (a new day)."""
         for key in keys:
             value = txn.get(key, db=self._seen_db)
-            if value is not None and _unpack(_SEEN, value, "seen")[1] < before_day:
+            if value is not None and _unpack(SEEN_LAYOUT, value, "seen")[1] < before_day:
                 txn.delete(key, db=self._seen_db)
 
     def _writable_history(self) -> lmdb._Database:

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.servers.net import free_port, wait_for_port
 
 
-def start_serve(next_hop_port: int, db: Path, config: Path, *options: str, wait: bool = True,
+def start_serve(next_hop_port: int, db: Path | str, config: Path, *options: str, wait: bool = True,
                 stderr: int = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], int]:
     """(process, port) of `spamkit serve [options]`; with `wait`, once the port answers
     (a server that never answers is killed, not left behind)."""

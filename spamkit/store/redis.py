@@ -1,0 +1,500 @@
+"""The shared store: one Redis database that several machines' filters and trainers use.
+
+`--db redis://[:password@]host[:port][/number][?prefix=spamkit:]` (also `rediss://` and
+`unix:///path/redis.sock`). Keys, all under the prefix (default "spamkit:"):
+
+    tokens   hash   8-byte token hash -> <spam u32><ham u32><last-learned day u32>
+    seen     hash   16-byte message key -> <label u8><day u32>
+    meta     hash   name -> ASCII value (nspam, nham, created, schema, tokenizer, ...)
+    history  sorted set, every score 0, so ordered by member:
+             16-byte message key + 8-byte time (ns, big-endian) + JSON record
+    lock     string the writer lock's token, with a time to live
+
+The records are LMDB's, byte for byte, so `db dump` of one restores into the other.
+
+What LMDB gives by itself, this module builds from Redis's parts:
+
+- **One writer at a time.** A writer takes `lock` (SET NX with a time to live, waiting
+  while another holds it), reads what it needs, and commits everything in one MULTI/EXEC
+  that WATCHes the lock: if the lock expired or passed to another writer meanwhile, the
+  EXEC does nothing and the batch fails whole. Counts are written as values computed
+  under the lock, not as increments, so a commit sent twice sets the same state.
+- **All or nothing.** Redis runs an EXEC's commands together; a connection lost before
+  EXEC applies none of them. Counts, totals, seen marks and audit events of a batch are
+  in one EXEC.
+- **Consistent reads.** A message's lookups, the totals and the token count are read in
+  one MULTI/EXEC.
+- **Down means down.** Redis unreachable is `StoreUnavailable` (exit 75, EX_TEMPFAIL:
+  the cron job tries again next time; the SMTP filter answers 451), after a connect
+  timeout of one second, never a verdict of ham.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, Any
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import LockError, WatchError
+from redis.retry import Retry
+
+from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
+from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
+from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
+                                 new_token_values, sorted_distinct)
+from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
+
+SCHEMES = ("redis://", "rediss://", "unix://")
+SCHEMA = "1"
+DEFAULT_PREFIX = "spamkit:"
+# a writer holds the lock for one batch (milliseconds to a second); a writer that died
+# holding it keeps others waiting this long at most
+LOCK_SECONDS = 60.0
+CHUNK = 10_000  # fields a command: HMGET, HSET, HDEL and HSCAN work in pieces this size
+CONNECT_TIMEOUT = 1.0  # reliability checklist item 12: a backend down is known within 1 s
+RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then loads a dump "
+            "into it")
+_EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
+_NUMERIC_META = ("nspam", "nham")
+
+
+def is_redis_location(location: str) -> bool:
+    return location.startswith(SCHEMES)
+
+
+def _split_location(location: str) -> tuple[str, str]:
+    """(URL for redis-py, key prefix): our `prefix` parameter taken out of the query."""
+    parts = urllib.parse.urlsplit(location)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for name, value in query if name == "prefix"), DEFAULT_PREFIX)
+    rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "prefix"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
+
+
+def public_location(location: str) -> str:
+    """The location without its password, for messages and `db magic`."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host + \
+        (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextmanager
+def _reaching(where: str) -> Iterator[None]:
+    """Redis's connection and server errors as spamkit's."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise StoreUnavailable(f"cannot reach the database at {where}: {error}") from None
+    except redis.ResponseError as error:
+        raise StoreError(f"the database at {where} refused a command: {error}") from None
+
+
+def _values(raw: Sequence[bytes], where: str) -> np.ndarray:
+    joined = b"".join(raw)
+    if len(joined) != len(raw) * VALUE_DTYPE.itemsize:
+        raise StoreCorrupt(f"a token record at {where} is not 12 bytes: the database is damaged; "
+                           f"{RECOVERY}")
+    return np.frombuffer(joined, dtype=VALUE_DTYPE)
+
+
+def _found(keys: list[bytes], raw: list[bytes | None], where: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in `keys` that are known, their values) from HMGET's answers."""
+    positions = np.fromiter((i for i, value in enumerate(raw) if value is not None), dtype=np.int64)
+    values = _values([value for value in raw if value is not None], where)
+    return positions, values
+
+
+class RedisWriter(PendingChanges):
+    """One batch, written in one MULTI/EXEC fenced by the writer lock."""
+
+    def __init__(self, store: RedisStore, pipe: Any) -> None:
+        super().__init__()
+        self._store = store
+        self._pipe = pipe  # WATCHing the lock: commands run at once until `multi()`
+        self._replace: list[tuple[str, list[Any]]] = []  # restore's and reset's whole-key work
+
+    def learned_as(self, message_key: bytes) -> Label | None:
+        if message_key in self._seen:
+            return self._seen[message_key]
+        raw = self._pipe.hget(self._store.key("seen"), message_key)
+        return CODE_LABEL.get(raw[0]) if raw else None
+
+    def replace(self, command: str, *args: Any) -> None:
+        """A command queued ahead of the batch's own writes (restore, reset, expiry)."""
+        self._replace.append((command, list(args)))
+
+    def _flush(self) -> None:
+        store, pipe, day = self._store, self._pipe, today()
+        tokens = store.key("tokens")
+        writes: list[tuple[str, list[Any]]] = list(self._replace)
+        if self._deltas:
+            keys, spam_delta, ham_delta = self.token_deltas()
+            key_list = keys_of(keys)
+            raw: list[bytes | None] = []
+            for start in range(0, len(key_list), CHUNK):
+                raw.extend(pipe.hmget(tokens, key_list[start:start + CHUNK]))
+            positions, old = _found(key_list, raw, store.location)
+            values, keep = new_token_values(spam_delta, ham_delta, old, positions, day)
+            kept = np.flatnonzero(keep).tolist()
+            value_list = values.view(f"V{VALUE_DTYPE.itemsize}").tolist()
+            pairs = [item for index, value in zip(kept, value_list) for item in (key_list[index], value)]
+            for start in range(0, len(pairs), 2 * CHUNK):
+                writes.append(("HSET", [tokens, *pairs[start:start + 2 * CHUNK]]))
+            existed = np.zeros(len(key_list), dtype=bool)
+            existed[positions] = True
+            gone = [key_list[i] for i in np.flatnonzero(~keep & existed)]
+            for start in range(0, len(gone), CHUNK):
+                writes.append(("HDEL", [tokens, *gone[start:start + CHUNK]]))
+        marks = [item for key, label in self._seen.items() if label is not None
+                 for item in (key, SEEN_LAYOUT.pack(LABEL_CODE[label], day))]
+        if marks:
+            writes.append(("HSET", [store.key("seen"), *marks]))
+        forgotten = [key for key, label in self._seen.items() if label is None]
+        if forgotten:
+            writes.append(("HDEL", [store.key("seen"), *forgotten]))
+        meta: dict[str, str] = dict(self._meta)
+        if any(self._messages.values()):
+            current = pipe.hmget(store.key("meta"), list(_NUMERIC_META))
+            for name, label, value in zip(_NUMERIC_META, (Label.SPAM, Label.HAM), current):
+                meta[name] = str(max(0, store.meta_int(name, value) + self._messages[label]))
+        if meta:
+            writes.append(("HSET", [store.key("meta"), *(x for pair in meta.items() for x in pair)]))
+        if self._events:
+            members = [key + record for key, record in self._events]
+            writes.append(("ZADD", [store.key("history"), *(x for m in members for x in (0, m))]))
+        pipe.multi()
+        for command, args in writes:
+            pipe.execute_command(command, *args)
+        pipe.execute()
+
+
+class RedisStore:
+    """TokenStore on Redis, for several machines sharing one database."""
+
+    def __init__(self, location: str, *, readonly: bool = False) -> None:
+        self.location = public_location(location)
+        self.readonly = readonly
+        url, self.prefix = _split_location(location)
+        with _reaching(self.location):
+            try:
+                # Any: redis-py types every answer bytes | str, decode_responses being a
+                # run-time choice; this store never decodes, so answers are bytes
+                self._client: Any = redis.Redis.from_url(
+                    url, socket_connect_timeout=CONNECT_TIMEOUT,
+                    retry=Retry(NoBackoff(), 1))  # once more at once: a pooled connection gone stale
+            except ValueError as error:
+                raise StoreError(f"not a Redis location: {self.location} ({error})") from None
+            self._open()
+
+    def key(self, name: str) -> bytes:
+        return (self.prefix + name).encode()
+
+    @staticmethod
+    def meta_int(name: str, raw: bytes | None) -> int:
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            raise StoreCorrupt(f"meta {name} is not a number: {raw!r}") from None
+
+    def _open(self) -> None:
+        meta = self.key("meta")
+        schema = self._client.hget(meta, "schema")
+        if schema is None:
+            if self.readonly:
+                raise NoDatabase(f"no spamkit database at {self.location} (learn some mail first)")
+            if self._client.exists(self.key("tokens")):
+                raise StoreCorrupt(f"{self.location}: database has tokens but no schema mark")
+            with self._client.pipeline() as pipe:  # MULTI/EXEC: both marks or neither
+                pipe.hsetnx(meta, "schema", SCHEMA)
+                pipe.hsetnx(meta, "created", str(today()))
+                pipe.execute()
+        elif schema.decode(errors="replace") != SCHEMA:
+            raise StoreCorrupt(f"{self.location}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
+
+    # -- writing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[tuple[Any, bytes]]:
+        """The writer lock, and a pipeline WATCHing it, for one batch: (pipeline, token)."""
+        if self.readonly:
+            raise StoreError("the database was opened read-only")
+        with _reaching(self.location):
+            lock = self._client.lock(self.prefix + "lock", timeout=LOCK_SECONDS, sleep=0.02,
+                                     thread_local=False)
+            # waits while another writer holds it, and out a dead writer's lock, no longer
+            if not lock.acquire(blocking_timeout=LOCK_SECONDS + 5):
+                raise StoreUnavailable(f"another writer has held the write lock of {self.location} "
+                                       f"for over {LOCK_SECONDS + 5:g} s")
+            token = lock.local.token
+            try:
+                with self._client.pipeline() as pipe:
+                    pipe.watch(self.key("lock"))
+                    if pipe.get(self.key("lock")) != token:
+                        raise StoreUnavailable(f"lost the write lock of {self.location} before writing")
+                    yield pipe, token
+            finally:
+                try:
+                    lock.release()
+                except (LockError, redis.ConnectionError, redis.TimeoutError):
+                    pass  # expired, or Redis gone: the commit was refused with it, nothing to undo
+
+    @contextmanager
+    def writer(self) -> Iterator[RedisWriter]:
+        """A batch of changes, committed together when the block ends without error."""
+        with self._locked() as (pipe, token):
+            writer = RedisWriter(self, pipe)
+            yield writer
+            try:
+                with _reaching(self.location):
+                    writer._flush()
+            except WatchError:
+                raise StoreUnavailable(self._why_refused(token)) from None
+
+    def _why_refused(self, token: bytes) -> str:
+        """Why an EXEC fenced by the lock was refused: the lock expired or passed on, or
+        the connection dropped (redis-py reports both as a WatchError)."""
+        try:
+            still_ours = self._client.get(self.key("lock")) == token
+        except (redis.ConnectionError, redis.TimeoutError):
+            still_ours = True
+        if still_ours:
+            return (f"the connection to the database at {self.location} dropped while "
+                    "committing: this batch was not written")
+        return (f"the write lock of {self.location} expired (held over {LOCK_SECONDS:g} s) or "
+                "passed to another writer: this batch was not written")
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.writer() as writer:
+            writer.set_meta(name, value)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def totals(self) -> Totals:
+        with _reaching(self.location), self._client.pipeline() as pipe:
+            pipe.hmget(self.key("meta"), list(_NUMERIC_META))
+            pipe.hlen(self.key("tokens"))
+            (nspam, nham), ntokens = pipe.execute()
+        return Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
+
+    def _read(self, keys: list[bytes]) -> tuple[list[bytes | None], Totals]:
+        """HMGET of `keys` and the totals, in one MULTI/EXEC (a consistent snapshot)."""
+        with _reaching(self.location), self._client.pipeline() as pipe:
+            for start in range(0, len(keys), CHUNK):
+                pipe.hmget(self.key("tokens"), keys[start:start + CHUNK])
+            pipe.hmget(self.key("meta"), list(_NUMERIC_META))
+            pipe.hlen(self.key("tokens"))
+            *found, (nspam, nham), ntokens = pipe.execute()
+        raw = [value for chunk in found for value in chunk]
+        return raw, Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
+
+    def counts(self, keys: Sequence[bytes]) -> TokenCounts:
+        return self.counts_many([keys])[0]
+
+    def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]:
+        """`counts` for several messages: each distinct key asked for once, in one snapshot."""
+        numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
+        wanted, _ = sorted_distinct(numbers)
+        wanted_keys = keys_of(wanted)
+        raw, totals = self._read(wanted_keys) if wanted_keys else ([], self.totals())
+        positions, values = _found(wanted_keys, raw, self.location)
+        known = wanted[positions]
+        spam_all = values["spam"].astype(np.float64)
+        ham_all = values["ham"].astype(np.float64)
+        results: list[TokenCounts] = []
+        start = 0
+        for keys in key_lists:
+            mine = np.sort(numbers[start:start + len(keys)])
+            start += len(keys)
+            at = np.minimum(np.searchsorted(known, mine), max(len(known) - 1, 0))
+            hit = known[at] == mine if len(known) else np.zeros(len(mine), dtype=bool)
+            results.append(TokenCounts(mine[hit], spam_all[at[hit]], ham_all[at[hit]], totals))
+        return results
+
+    def learned_as(self, message_key: bytes) -> Label | None:
+        with _reaching(self.location):
+            raw = self._client.hget(self.key("seen"), message_key)
+        return CODE_LABEL.get(raw[0]) if raw else None
+
+    def _scan(self, name: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every field of a hash, in pieces (HSCAN never blocks Redis for long)."""
+        with _reaching(self.location):
+            yield from self._client.hscan_iter(self.key(name), count=CHUNK)
+
+    def records(self) -> Iterator[TokenRecord]:
+        pairs = sorted(self._scan("tokens"))  # key order, as LMDB's
+        values = _values([value for _, value in pairs], self.location)
+        for (key, _), value in zip(pairs, values.tolist()):
+            yield TokenRecord(key, *value)
+
+    def seen_records(self) -> Iterator[SeenRecord]:
+        for key, value in sorted(self._scan("seen")):
+            if len(value) != SEEN_LAYOUT.size:
+                raise StoreCorrupt(f"a seen record at {self.location} is not {SEEN_LAYOUT.size} "
+                                   f"bytes: the database is damaged; {RECOVERY}")
+            code, day = SEEN_LAYOUT.unpack(value)
+            if code in CODE_LABEL:
+                yield SeenRecord(key, CODE_LABEL[code], day)
+
+    def history(self, message_key: bytes) -> list[dict[str, object]]:
+        """Every learn decision recorded for a message, oldest first."""
+        import json
+
+        with _reaching(self.location):
+            members = self._client.zrangebylex(self.key("history"), b"[" + message_key,
+                                               b"[" + message_key + b"\xff" * 9)
+        return [json.loads(member[_EVENT_KEY:]) for member in members
+                if member[:16] == message_key]
+
+    def history_records(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every audit event in key order (message, then time), as LMDB gives them: pages of
+        ZRANGEBYLEX, each starting after the last member of the one before."""
+        start = b"-"
+        while True:
+            with _reaching(self.location):
+                page = self._client.zrangebylex(self.key("history"), start, b"+", start=0, num=CHUNK)
+            for member in page:
+                yield member[:_EVENT_KEY], member[_EVENT_KEY:]
+            if len(page) < CHUNK:
+                return
+            start = b"(" + page[-1]
+
+    def meta(self) -> dict[str, str]:
+        """Named facts about the database, by name (as LMDB lists them)."""
+        with _reaching(self.location):
+            found = self._client.hgetall(self.key("meta"))
+        return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in sorted(found.items())}
+
+    def magic(self) -> dict[str, object]:
+        """What `sa-learn --dump magic` shows, plus the memory Redis gives the database."""
+        meta = self.meta()
+        with _reaching(self.location), self._client.pipeline() as pipe:
+            pipe.hlen(self.key("tokens"))
+            pipe.hlen(self.key("seen"))
+            pipe.zcard(self.key("history"))
+            ntokens, nseen, nevents = pipe.execute()
+            used = sum(self._client.memory_usage(self.key(name), samples=0) or 0
+                       for name in ("tokens", "seen", "meta", "history"))
+        days = _values([value for _, value in self._scan("tokens")], self.location)["day"]
+        return {
+            "nspam": int(meta.get("nspam", 0)),
+            "nham": int(meta.get("nham", 0)),
+            "ntokens": ntokens,
+            "nseen": nseen,
+            "nevents": nevents,
+            "oldest_token_day": int(days.min()) if len(days) else None,
+            "newest_token_day": int(days.max()) if len(days) else None,
+            "last_expire_day": int(meta["last_expire"]) if "last_expire" in meta else None,
+            "last_expire_removed": int(meta.get("last_expire_removed", 0)),
+            "last_seen_expire_day": int(meta["last_seen_expire"]) if "last_seen_expire" in meta else None,
+            "last_seen_expire_removed": int(meta.get("last_seen_expire_removed", 0)),
+            "created_day": int(meta["created"]) if "created" in meta else None,
+            "tokenizer": meta.get("tokenizer"),
+            "bytes_used": used,
+            "map_size": None,
+            "path": self.location,
+            "backend": "redis",
+        }
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def expire(self, max_tokens: int) -> int:
+        """Drop the oldest, rarest tokens until at most `max_tokens` remain (the order of
+        LmdbStore.expire), under the writer lock and in one EXEC."""
+        with self.writer() as writer:
+            pairs = sorted(self._scan("tokens"))  # ties go as LMDB's do: in key order
+            excess = len(pairs) - max_tokens
+            removed: list[bytes] = []
+            if excess > 0:
+                values = _values([value for _, value in pairs], self.location)
+                total = values["spam"].astype(np.int64) + values["ham"]
+                removed = [pairs[i][0] for i in np.lexsort((total, values["day"]))[:excess]]
+            for start in range(0, len(removed), CHUNK):
+                writer.replace("HDEL", self.key("tokens"), *removed[start:start + CHUNK])
+            writer.set_meta("last_expire", str(today()))
+            writer.set_meta("last_expire_removed", str(len(removed)))
+        return len(removed)
+
+    def expire_seen(self, before_day: int) -> tuple[int, int]:
+        """Forget which messages were learned before `before_day` (their seen marks and
+        older audit events); returns (marks, events) dropped. One EXEC, under the lock."""
+        cutoff_ns = before_day * 86400 * 10**9
+        with self.writer() as writer:
+            old_marks = [key for key, value in self._scan("seen")
+                         if len(value) == SEEN_LAYOUT.size and SEEN_LAYOUT.unpack(value)[1] < before_day]
+            with _reaching(self.location):
+                old_events = [member for member, _ in
+                              self._client.zscan_iter(self.key("history"), count=CHUNK)
+                              if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
+            for start in range(0, len(old_marks), CHUNK):
+                writer.replace("HDEL", self.key("seen"), *old_marks[start:start + CHUNK])
+            for start in range(0, len(old_events), CHUNK):
+                writer.replace("ZREM", self.key("history"), *old_events[start:start + CHUNK])
+            writer.set_meta("last_seen_expire", str(today()))
+            writer.set_meta("last_seen_expire_removed", str(len(old_marks)))
+        return len(old_marks), len(old_events)
+
+    def dump(self, out: IO[str]) -> None:
+        meta = {k: v for k, v in self.meta().items() if " " not in v and v}
+        write_dump(out, meta, self.records(), self.seen_records(), self.history_records())
+
+    def restore(self, source: IO[str]) -> None:
+        """Replace the whole database with a dump; a bad dump changes nothing."""
+        dump = DumpReader(source).read()
+        with self.writer() as writer:
+            writer.replace("DEL", self.key("tokens"), self.key("seen"), self.key("history"))
+            tokens = sorted(dump.tokens, key=lambda r: r.key)
+            fields = [x for r in tokens for x in (r.key, struct.pack("<III", r.spam, r.ham, r.day))]
+            for start in range(0, len(fields), 2 * CHUNK):
+                writer.replace("HSET", self.key("tokens"), *fields[start:start + 2 * CHUNK])
+            marks = [x for m in dump.seen for x in (m.key, SEEN_LAYOUT.pack(LABEL_CODE[m.label], m.day))]
+            for start in range(0, len(marks), 2 * CHUNK):
+                writer.replace("HSET", self.key("seen"), *marks[start:start + 2 * CHUNK])
+            events = [x for key, record in dump.events for x in (0, key + record)]
+            for start in range(0, len(events), 2 * CHUNK):
+                writer.replace("ZADD", self.key("history"), *events[start:start + 2 * CHUNK])
+            for name, value in dump.meta.items():
+                if name != "schema":
+                    writer.set_meta(name, value)
+
+    def reset(self) -> None:
+        with self.writer() as writer:
+            writer.replace("DEL", self.key("tokens"), self.key("seen"), self.key("history"))
+            writer.replace("HDEL", self.key("meta"), "nspam", "nham", "last_expire",
+                           "last_expire_removed", "last_seen_expire", "last_seen_expire_removed",
+                           "tokenizer")
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def move_aside(location: str) -> str:
+    """Rename a damaged database's keys to <prefix>damaged-<time>:<name>, kept for a look
+    afterwards, out of the way of a new one (as LMDB's files are); returns the new prefix."""
+    url, prefix = _split_location(location)
+    kept = f"{prefix}damaged-{time.strftime('%Y%m%dT%H%M%S')}:"
+    with _reaching(public_location(location)):
+        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+        try:
+            for name in ("tokens", "seen", "meta", "history"):
+                if client.exists(prefix + name):
+                    client.rename(prefix + name, kept + name)
+        finally:
+            client.close()
+    return f"keys {kept}*"

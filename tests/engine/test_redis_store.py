@@ -1,0 +1,333 @@
+"""The shared Redis store against a real redis-server: the same learning as LMDB, record
+for record; whole batches or nothing under kills, dropped connections and a lost lock;
+a clear, quick error when Redis is down."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_client
+
+from corpora import CorpusMessage
+from spamkit.errors import NoDatabase, StoreError, StoreUnavailable
+from spamkit.learn import Learner
+from spamkit.message import message_key
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore, TokenStore, open_store, set_aside_damaged
+from spamkit.store import redis as redis_store
+from spamkit.store.base import today
+from spamkit.store.redis import RedisStore
+from tests.conftest import as_items
+from tests.servers.net import free_port
+from tests.servers.redis import RedisServer, start_redis
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from start_redis(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def location(server: RedisServer) -> str:
+    """A database of the test's own: its own key prefix in the shared server."""
+    return server.url(prefix=f"t{uuid.uuid4().hex[:8]}:")
+
+
+@pytest.fixture
+def rstore(location: str) -> Iterator[RedisStore]:
+    with RedisStore(location) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> list[SourceItem]:
+    train, _ = split
+    return as_items([m for m in train if m.label == "spam"][:40] + [m for m in train if m.label == "ham"][:40])
+
+
+def state(store: TokenStore) -> tuple[object, ...]:
+    """Totals, every token's counts and day, and the learned-once marks."""
+    return (store.totals(), sorted((r.key, r.spam, r.ham, r.day) for r in store.records()),
+            sorted((s.key, s.label) for s in store.seen_records()))  # type: ignore[attr-defined]
+
+
+def test_learning_gives_lmdbs_records_step_by_step(rstore: RedisStore, tmp_path: Path,
+                                                   sample: list[SourceItem]) -> None:
+    """Learn, learn again, relearn with the other label, forget: after each step both
+    stores hold the same totals, counts and marks, and give the same counts to a lookup."""
+    spam, ham = sample[:40], sample[40:]
+    with LmdbStore(tmp_path / "db") as lmdb:
+        steps = [(spam, Label.SPAM), (ham, Label.HAM), (spam, Label.SPAM), (ham[:10], Label.SPAM),
+                 (spam[:5], None), (spam[:5], None)]
+        for number, (items, label) in enumerate(steps):
+            outcomes = [Learner(store, batch_size=7).learn(items, label).as_json()
+                        for store in (lmdb, rstore)]
+            for outcome in outcomes:
+                outcome.pop("seconds")
+            assert outcomes[0] == outcomes[1], f"step {number}"
+            assert state(rstore) == state(lmdb), f"step {number}"
+        keys = [Learner(lmdb).analyzer.analyze(item.data or b"").hashes for item in sample[:20]]
+        for mine, theirs in zip(rstore.counts_many(keys), lmdb.counts_many(keys)):
+            assert mine.key_numbers.tolist() == theirs.key_numbers.tolist()
+            assert mine.spam.tolist() == theirs.spam.tolist()
+            assert mine.ham.tolist() == theirs.ham.tolist()
+            assert mine.totals == theirs.totals
+        single = rstore.counts(keys[0])
+        assert single.key_numbers.tolist() == lmdb.counts(keys[0]).key_numbers.tolist()
+
+
+def test_a_failed_batch_commits_nothing(rstore: RedisStore, sample: list[SourceItem]) -> None:
+    Learner(rstore).learn(sample[:10], Label.SPAM)
+    before = state(rstore)
+    with pytest.raises(RuntimeError):
+        with rstore.writer() as writer:
+            writer.add_tokens([b"12345678"], Label.SPAM)
+            writer.add_messages(Label.SPAM, 1)
+            writer.remember(b"k" * 16, Label.SPAM)
+            raise RuntimeError("the caller failed mid-batch")
+    assert state(rstore) == before
+
+
+def test_dumps_move_between_backends(rstore: RedisStore, tmp_path: Path,
+                                     sample: list[SourceItem]) -> None:
+    """`db dump` of LMDB restores into Redis and dumps back the same text, audit log and
+    all: the way from one machine's database to a shared one."""
+    with LmdbStore(tmp_path / "db") as lmdb:
+        Learner(lmdb).learn(sample[:40], Label.SPAM)
+        Learner(lmdb).learn(sample[40:], Label.HAM)
+        lmdb.expire_seen(today() - 365)
+        original = io.StringIO()
+        lmdb.dump(original)
+    rstore.restore(io.StringIO(original.getvalue()))
+    again = io.StringIO()
+    rstore.dump(again)
+    assert again.getvalue() == original.getvalue()
+    key = message_key(sample[0].data or b"")
+    assert [e["action"] for e in rstore.history(key)] == ["spam"]
+    assert rstore.learned_as(key) is Label.SPAM
+    with LmdbStore(tmp_path / "back") as lmdb:
+        lmdb.restore(io.StringIO(again.getvalue()))
+        assert state(lmdb) == state(rstore)
+
+
+def test_a_damaged_dump_changes_nothing(rstore: RedisStore, sample: list[SourceItem]) -> None:
+    Learner(rstore).learn(sample[:10], Label.HAM)
+    before = state(rstore)
+    dump = io.StringIO()
+    rstore.dump(dump)
+    cut = dump.getvalue().rsplit("end", 1)[0]  # truncated: no end line
+    with pytest.raises(StoreError):
+        rstore.restore(io.StringIO(cut))
+    assert state(rstore) == before
+
+
+def test_expiry_removes_what_lmdbs_removes(rstore: RedisStore, tmp_path: Path,
+                                          sample: list[SourceItem]) -> None:
+    with LmdbStore(tmp_path / "db") as lmdb:
+        for store in (lmdb, rstore):
+            Learner(store).learn(sample[:40], Label.SPAM)
+            Learner(store).learn(sample[40:], Label.HAM)
+        cap = lmdb.totals().ntokens // 3
+        assert rstore.expire(cap) == lmdb.expire(cap) > 0
+        assert state(rstore) == state(lmdb)
+        assert rstore.magic()["last_expire_removed"] == lmdb.magic()["last_expire_removed"]
+        # every mark and event is from today: a cut at tomorrow forgets them all
+        assert rstore.expire_seen(today() + 1) == lmdb.expire_seen(today() + 1) == (80, 80)
+        assert state(rstore) == state(lmdb)
+
+
+def test_magic_and_reset(rstore: RedisStore, location: str, sample: list[SourceItem]) -> None:
+    Learner(rstore).learn(sample[:40], Label.SPAM)
+    facts = rstore.magic()
+    assert (facts["nspam"], facts["nham"], facts["nseen"], facts["backend"]) == (40, 0, 40, "redis")
+    assert facts["ntokens"] == rstore.totals().ntokens > 0
+    assert isinstance(facts["bytes_used"], int) and facts["bytes_used"] > 0
+    rstore.reset()
+    assert rstore.totals().ntokens == 0 and rstore.learned_as(message_key(sample[0].data or b"")) is None
+    with RedisStore(location, readonly=True) as reader:  # the schema mark stays
+        assert reader.totals().nspam == 0
+
+
+def test_reading_an_empty_location_creates_nothing(server: RedisServer) -> None:
+    location = server.url(prefix="nothing-here:")
+    with pytest.raises(NoDatabase):
+        open_store(location, readonly=True)
+    assert redis_client.Redis(port=server.port).keys("nothing-here:*") == []
+
+
+def test_a_password_never_shows() -> None:
+    location = f"redis://:sekrit@127.0.0.1:{free_port()}/0?prefix=pw:"
+    assert redis_store.public_location(location).startswith("redis://:***@127.0.0.1:")
+    with pytest.raises(StoreUnavailable) as raised:  # nothing listens there
+        RedisStore(location)
+    assert "sekrit" not in str(raised.value) and ":***@" in str(raised.value)
+
+
+def _learn_in_child(location: str, items: list[tuple[str, bytes]], label: str) -> None:
+    with RedisStore(location) as store:
+        Learner(store, batch_size=3).learn([SourceItem(n, d) for n, d in items], Label(label))
+
+
+def test_two_writers_are_serialised(location: str, sample: list[SourceItem]) -> None:
+    """Two processes learning at once (batches of 3, so their commits interleave): the
+    writer lock makes the totals and counts add up to learning both."""
+    RedisStore(location).close()
+    halves = [[(i.name, i.data) for i in sample[:40]], [(i.name, i.data) for i in sample[40:]]]
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_learn_in_child, args=(location, halves[0], "spam")),
+                context.Process(target=_learn_in_child, args=(location, halves[1], "ham"))]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    with RedisStore(location) as store, RedisStore(location.replace("?prefix=", "?prefix=ref")) as ref:
+        Learner(ref).learn(sample[:40], Label.SPAM)
+        Learner(ref).learn(sample[40:], Label.HAM)
+        assert state(store)[0] == state(ref)[0]
+        assert [r[:3] for r in state(store)[1]] == [r[:3] for r in state(ref)[1]]  # type: ignore[attr-defined]
+
+
+def test_a_writer_that_lost_its_lock_writes_nothing(rstore: RedisStore, location: str,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    sample: list[SourceItem]) -> None:
+    """A writer paused past the lock's time to live (a stopped process, say): another
+    writer takes the lock and commits; the first one's commit is refused whole."""
+    monkeypatch.setattr(redis_store, "LOCK_SECONDS", 0.3)
+    other = RedisStore(location)
+    with pytest.raises(StoreError, match="lock"):
+        with rstore.writer() as writer:
+            writer.add_tokens([b"AAAAAAAA"], Label.SPAM)
+            writer.add_messages(Label.SPAM, 1)
+            writer.remember(b"a" * 16, Label.SPAM)
+            time.sleep(0.5)  # the lock expires
+            Learner(other).learn(sample[:3], Label.HAM)  # and another writer uses it
+    other.close()
+    assert rstore.learned_as(b"a" * 16) is None
+    assert (rstore.totals().nspam, rstore.totals().nham) == (0, 3)
+    assert rstore.counts([b"AAAAAAAA"]).key_numbers.size == 0
+
+
+def test_an_unreachable_redis_is_a_quick_clear_error(tmp_path: Path) -> None:
+    """Nothing listening: StoreUnavailable within about a second, exit 75 (EX_TEMPFAIL)
+    from the commands, one line naming the location, never a verdict."""
+    location = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        open_store(location)
+    assert time.monotonic() - started < 1.5
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: hi\n\nhello\n")
+    for command in (["check", str(message)], ["learn", "--spam", str(message)], ["db", "magic"]):
+        run = subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", location],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 75, (command, run.stderr)
+        assert f"cannot reach the database at {location}" in run.stderr
+        assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_a_damaged_database_is_set_aside_by_reset(server: RedisServer, location: str) -> None:
+    client = redis_client.Redis(port=server.port)
+    prefix = location.split("prefix=")[1]
+    client.hset(prefix + "meta", "schema", "99")
+    client.hset(prefix + "tokens", "x", "y")
+    run = subprocess.run([sys.executable, "-m", "spamkit", "db", "reset", "--yes", "--db", location],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "schema" in run.stderr and "damaged" in run.stderr
+    kept = [k.decode() for k in client.keys(prefix + "damaged-*")]
+    assert sorted(k.rsplit(":", 1)[1] for k in kept) == ["meta", "tokens"]
+    with RedisStore(location) as store:
+        assert store.totals().ntokens == 0
+    assert set_aside_damaged(location).startswith("keys ")
+
+
+def _learn_command(location: str, folder: Path, batch: int) -> list[str]:
+    return [sys.executable, "-m", "spamkit", "learn", "--spam", str(folder), "--db", location,
+            "--batch-size", str(batch), "--quiet"]
+
+
+def _holds_whole_messages(location: str, by_key: dict[bytes, Path], tmp_path: Path) -> int:
+    """The counts are exactly those of learning the messages marked as learned: nothing
+    half-learned, nothing counted without its mark (compared with LMDB learning them)."""
+    with RedisStore(location) as store:
+        marks = list(store.seen_records())
+        with LmdbStore(tmp_path / f"ref{uuid.uuid4().hex[:6]}") as reference:
+            Learner(reference).learn([SourceItem(str(by_key[m.key]), by_key[m.key].read_bytes())
+                                      for m in marks], Label.SPAM)
+            assert state(store)[0] == state(reference)[0]
+            assert [r[:3] for r in state(store)[1]] == [r[:3] for r in state(reference)[1]]  # type: ignore[attr-defined]
+    return len(marks)
+
+
+@pytest.mark.slow
+def test_kills_and_dropped_connections_leave_whole_batches(server: RedisServer, spam_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """Reliability checklist items 24 and 31 on Redis: `kill -9` of the learner, or every
+    client connection dropped by the server (CLIENT KILL), at random moments. Each time
+    the database holds whole messages only, and a rerun learns the rest once each."""
+    files = sorted(spam_dir.iterdir())[:300]
+    folder = tmp_path / "spam"
+    folder.mkdir()
+    for file in files:
+        (folder / file.name).write_bytes(file.read_bytes())
+    by_key = {message_key(f.read_bytes()): f for f in files}
+    admin = redis_client.Redis(port=server.port)
+    rng = random.Random(20261130)
+    interrupted = 0
+    for attempt in range(6):
+        location = server.url(prefix=f"kill{attempt}:")
+        process = subprocess.Popen(_learn_command(location, folder, 10), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline \
+                and not admin.exists(f"kill{attempt}:seen"):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if process.poll() is None:
+            interrupted += 1
+            if attempt % 2:
+                admin.client_kill_filter(_type="normal", skipme=True)
+            else:
+                os.kill(process.pid, signal.SIGKILL)
+        process.wait(60)
+        if attempt % 2 and process.returncode not in (0, None):
+            assert process.returncode == 75, process.stderr.read() if process.stderr else ""
+        # a learner killed while it held the writer lock leaves it to expire (LOCK_SECONDS);
+        # the test does not wait that long
+        admin.delete(f"kill{attempt}:lock")
+        learned = _holds_whole_messages(location, by_key, tmp_path)
+        assert learned <= len(files)
+        subprocess.run(_learn_command(location, folder, 10), check=True, capture_output=True)
+        assert _holds_whole_messages(location, by_key, tmp_path) == len(files)
+    assert interrupted >= 3, "the interruptions should mostly land while learning"
+
+
+def test_the_trainer_sweeps_into_redis(location: str, tmp_path: Path, sample: list[SourceItem]) -> None:
+    """`spamkit learn` (the cron job) with a shared database: its one-sweep lock lives on
+    this machine, and the messages are deleted once Redis has what was learned."""
+    maildir = tmp_path / "mail" / "alice" / "Maildir" / ".LearnAsSpam"
+    for part in ("cur", "new", "tmp"):
+        (maildir / part).mkdir(parents=True)
+        (maildir.parent / part).mkdir(exist_ok=True)
+    for number, item in enumerate(sample[:5]):
+        (maildir / "new" / f"{number}.host").write_bytes(item.data or b"")
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "local"))
+    run = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--db", location, "--json",
+                          "--maildirs", str(tmp_path / "mail" / "{user}" / "Maildir")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert list((maildir / "new").iterdir()) == []
+    with RedisStore(location) as store:
+        assert store.totals().nspam == 5

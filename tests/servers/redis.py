@@ -1,0 +1,40 @@
+"""redis-server on loopback, for the shared token store's tests.
+
+No snapshots and no append-only file unless asked: each test empties its own database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers.net import free_port, wait_for_port
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def url(self, number: int = 0, prefix: str | None = None) -> str:
+        return f"redis://127.0.0.1:{self.port}/{number}" + (f"?prefix={prefix}" if prefix else "")
+
+
+def start_redis(directory: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is missing: install the Debian package `redis-server` "
+                           "(scripts/install-test-deps.sh does)")
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield RedisServer(port, process)
+    finally:
+        process.terminate()
+        process.wait(10)
