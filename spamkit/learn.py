@@ -14,9 +14,10 @@ near error, docs/decisions/0012), in a content-derived shuffle of both labels.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
@@ -27,6 +28,7 @@ from spamkit.sources import SourceItem
 from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, today, unpack_keys
 
 DEFAULT_BATCH_SIZE = 1000
+LOOKAHEAD = 64  # messages read ahead to ask the store about together (see _prepare_all)
 # `train`: learn a message unless Bayes is this sure of its label; score this many
 # against one committed state (both chosen by cross-validation, docs/decisions/0012)
 DEFAULT_TRAIN_MARGIN = 0.999
@@ -134,8 +136,7 @@ class Learner:
         self._started = time.perf_counter()
         summary = LearnSummary()
         batch: list[_Pending] = []
-        for item in items:
-            pending = self._prepare(item, label, summary, by)
+        for item, pending in self._prepare_all(items, label, summary, by):
             if pending is not None:
                 batch.append(pending)
             elif on_commit is not None and item.error is None:
@@ -149,20 +150,37 @@ class Learner:
             self._commit([(pending, label) for pending in batch], summary, on_commit, by)
         return self._finish(summary)
 
-    def _prepare(self, item: SourceItem, label: Label | None, summary: LearnSummary,
-                 by: str) -> _Pending | None:
-        if item.data is None:
-            summary.count(Outcome.FAILED)
-            summary.failures.append((item.name, item.error or "unreadable"))
-            return None
-        key = message_key(item.data)
-        known = self.store.learned_as(key)
+    def _prepare_all(self, items: Iterable[SourceItem], label: Label | None, summary: LearnSummary,
+                     by: str) -> Iterator[tuple[SourceItem, _Pending | None]]:
+        """Each item with what learning it takes (None: nothing, it is counted already).
+
+        Items are read LOOKAHEAD at a time so that whether each was learned before is
+        asked of the store in one read (one round trip to a shared store, not one a
+        message); the store is asked before tokenizing, which a known message skips.
+        """
+        iterator = iter(items)
+        while chunk := list(itertools.islice(iterator, LOOKAHEAD)):
+            readable = [item for item in chunk if item.data is not None]
+            keys = [message_key(item.data) for item in readable if item.data is not None]
+            known = dict(zip(map(id, readable), zip(keys, self.store.learned_as_many(keys))))
+            for item in chunk:
+                if id(item) not in known:
+                    summary.count(Outcome.FAILED)
+                    summary.failures.append((item.name, item.error or "unreadable"))
+                    yield item, None
+                    continue
+                key, previous = known[id(item)]
+                yield item, self._prepare(item, key, previous, label, summary, by)
+
+    def _prepare(self, item: SourceItem, key: bytes, known: Label | None, label: Label | None,
+                 summary: LearnSummary, by: str) -> _Pending | None:
         if known is label:  # same label again, or forgetting what was never learned
             summary.count(Outcome.SKIPPED)
             return None
         if by == "autolearn" and known is not None:
             summary.count(Outcome.SKIPPED)  # a taught label always wins over autolearn
             return None
+        assert item.data is not None
         hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
         return _Pending(item, key, hashes, known)
 
@@ -186,8 +204,7 @@ class Learner:
         summary = LearnSummary()
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
-            for item in items:
-                pending = self._prepare(item, label, summary, by)
+            for item, pending in self._prepare_all(items, label, summary, by):
                 if pending is not None:  # keep the keys, packed, and drop the bytes
                     pending.item = SourceItem(item.name, None, path=item.path)
                     pending.packed, pending.hashes = pack_keys(pending.hashes), []
@@ -244,6 +261,7 @@ class Learner:
         outcomes: list[tuple[SourceItem, Outcome]] = []
         try:
             with self.store.writer() as writer:
+                writer.prefetch_seen([pending.key for pending, _ in labelled])
                 for pending, label in labelled:
                     outcome = _apply(writer, pending, label, by == "autolearn")
                     outcomes.append((pending.item, outcome))

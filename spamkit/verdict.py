@@ -164,11 +164,13 @@ class Scanner:
         return cls(config, rules, lists, store)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
-             explain: bool = False, parsed: ParsedMessage | None = None) -> Verdict:
-        """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice."""
+             explain: bool = False, parsed: ParsedMessage | None = None,
+             with_bayes: bool = True) -> Verdict:
+        """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice.
+        `with_bayes` False scores with the rules alone (the database is unreachable)."""
         analysis = self.analyzer.analyze(raw, parsed, with_tokens=explain)
         bayes = None
-        if self.use_bayes and self.bayes is not None:
+        if with_bayes and self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0)
         return self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
 

@@ -99,9 +99,13 @@ def _dns_client(servers: tuple[str, ...], timeout: float) -> DnsClient:
 
 
 def _beside_db(config: Config) -> str:
-    from spamkit.store import default_db_path
+    """The karma database's default place: beside the token database's directory, or
+    beside this machine's default one when the tokens are in a shared Redis (karma stays
+    a local database per machine)."""
+    from spamkit.store import backend_of, default_db_path
 
-    base = Path(config["Database"]) if config["Database"] else default_db_path()
+    database = config["Database"]
+    base = Path(database) if database and backend_of(database) == "lmdb" else default_db_path()
     return str(base.parent / "karma")
 
 

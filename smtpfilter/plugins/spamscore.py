@@ -1,14 +1,17 @@
 """spamscore: the engine's verdict. TagLevel headers and subject tag, RejectLevel 5xx.
 
 Mail larger than MaxMessageSize passes unscanned with a header saying so, and is never
-counted as ham (nor learned).
+counted as ham (nor learned). When the token database cannot be reached (a shared Redis
+that is down), WhenDatabaseDown decides: 451 (the default), the rules alone, or relayed
+unscanned with a header saying so.
 """
 
 from __future__ import annotations
 
 import logging
 
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from spamkit.errors import StoreUnavailable
 from spamkit.verdict import Scanner, Verdict
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -31,10 +34,25 @@ class SpamScore(Filter):
             return CONTINUE
         earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
         parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None
-        verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed)
+        try:
+            verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed)
+            database_down = False
+        except StoreUnavailable as error:
+            policy = self.scanner.config["WhenDatabaseDown"]
+            log.warning("token database unavailable (WhenDatabaseDown=%s): %s", policy, error)
+            if policy == "tempfail":
+                return tempfail(self.name, "451 4.3.0 Spam database unavailable, try again later")
+            if policy == "unscanned":
+                tx.data = b"X-Spam-Status: unscanned, spam database unavailable\r\n" + tx.data
+                tx.notes["score"] = tx.notes["spam"] = "unscanned"
+                return CONTINUE
+            verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos),
+                                        parsed=parsed, with_bayes=False)
+            verdict.autolearn, verdict.autolearn_reason = "unavailable", str(error)
+            database_down = True
         tx.notes["score"] = f"{verdict.score:.1f}"
         tx.notes["spam"] = "yes" if verdict.is_spam else "no"
-        if self.autolearn:
+        if self.autolearn and not database_down:
             self._autolearn(tx, verdict)
         if verdict.decision == "reject":
             return reject(self.name, f"550 5.7.1 Message rejected as spam (score {verdict.score:.1f})")

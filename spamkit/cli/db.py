@@ -12,7 +12,7 @@ import click
 from spamkit.cli import db_option, json_option, resolve_db_path
 from spamkit.errors import StoreCorrupt
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
-from spamkit.store import default_db_path, open_store, set_aside_damaged
+from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
 
 
@@ -118,7 +118,8 @@ def history(message: str, db_path: str | None, as_json: bool) -> None:
 @db_option
 def reset(yes: bool, db_path: str | None) -> None:
     """Forget everything learned."""
-    where = resolve_db_path(db_path) or str(default_db_path())
+    location = resolve_db_path(db_path)
+    where = describe_location(location)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to reset without --yes when not on a terminal")
@@ -126,7 +127,7 @@ def reset(yes: bool, db_path: str | None) -> None:
     try:
         store = open_store(resolve_db_path(db_path))
     except StoreCorrupt as error:  # damaged: nothing in it can be kept anyway
-        kept = set_aside_damaged(where)
+        kept = set_aside_damaged(location)
         click.echo(f"spamkit: {error}", err=True)
         click.echo(f"moved the damaged database aside to {kept}", err=True)
         store = open_store(resolve_db_path(db_path))

@@ -61,8 +61,15 @@ OPTIONS: tuple[Option, ...] = (
            "seen mark and audit-log events; about 200 bytes a message). After that, learning it "
            "again counts it again. `spamkit stats` reads 30 days of the audit log. 0: forever.",
            minimum=0, group="bayes"),
-    Option("Database", str, "", "Token database directory (empty: $SPAMKIT_DB or the built-in "
-           "location; --db overrides).", group="storage"),
+    Option("Database", str, "", "Token database directory, or a Redis URL "
+           "(redis://[:password@]host[:port][/N][?prefix=name:]) for a database several machines "
+           "share (empty: $SPAMKIT_DB or the built-in location; --db overrides).", group="storage"),
+    Option("WhenDatabaseDown", str, "tempfail", "What `serve` does with a message when the token "
+           "database cannot be reached (a Redis that is down): tempfail answers 451 and the "
+           "client tries again later; rules scores it with the rules alone, without Bayes "
+           "(autolearn=unavailable in X-Spam-Status); unscanned relays it with an X-Spam-Status "
+           "header saying so. Never a verdict of ham.",
+           choices=("tempfail", "rules", "unscanned"), group="storage"),
     Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "
            "`deliver` scan larger mail up to this size; `serve` passes it unscanned, with an "
            "X-Spam-Status header saying so.", minimum=1000, group="scanning"),

@@ -18,7 +18,8 @@ from spamkit.store.base import Label, StoreWriter, TokenCounts, TokenRecord, Tok
 from spamkit.store.lmdb import LmdbStore, move_aside
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Label", "LmdbStore", "StoreWriter", "TokenCounts",
-           "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path", "open_store",
+           "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path", "describe_location",
+           "open_store",
            "set_aside_damaged", "sweep_lock_path"]
 
 DEFAULT_BACKEND = "lmdb"
@@ -70,6 +71,16 @@ def open_store(location: str | os.PathLike[str] | None = None, *, readonly: bool
     except KeyError:
         raise ConfigError(f"unknown store {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
     return opener(where, readonly=readonly)
+
+
+def describe_location(location: str | os.PathLike[str] | None) -> str:
+    """A location as messages show it: a Redis URL with its password masked."""
+    where = str(location) if location else str(default_db_path())
+    if backend_of(where) == DEFAULT_BACKEND:
+        return where
+    from spamkit.store.redis import public_location
+
+    return public_location(where)
 
 
 def set_aside_damaged(location: str | os.PathLike[str] | None = None) -> str:

@@ -95,6 +95,10 @@ class StoreWriter(Protocol):
 
     def learned_as(self, message_key: bytes) -> Label | None: ...
 
+    def prefetch_seen(self, message_keys: Sequence[bytes]) -> None:
+        """A hint: `learned_as` is about to be asked for these keys; a store across a
+        network reads them in one round trip now."""
+
     def add_tokens(self, keys: Sequence[bytes], label: Label, delta: int = 1) -> None: ...
 
     def add_messages(self, label: Label, delta: int) -> None: ...
@@ -114,6 +118,9 @@ class TokenStore(Protocol):
     def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]: ...
 
     def learned_as(self, message_key: bytes) -> Label | None: ...
+
+    def learned_as_many(self, message_keys: Sequence[bytes]) -> list[Label | None]:
+        """`learned_as` of each key, read together."""
 
     def writer(self) -> AbstractContextManager[StoreWriter]: ...
 

@@ -125,3 +125,36 @@ def new_token_values(spam_delta: np.ndarray, ham_delta: np.ndarray, old: np.ndar
     values = np.zeros(int(keep.sum()), dtype=VALUE_DTYPE)
     values["spam"], values["ham"], values["day"] = spam[keep], ham[keep], day
     return values, keep
+
+
+def expiry_order(values: np.ndarray, excess: int) -> np.ndarray:
+    """Positions of the `excess` tokens an expiry drops (VALUE_DTYPE records, in key order):
+    last learned longest ago first; within a day, those in fewest messages first; ties in
+    key order, so every backend drops the same tokens."""
+    total = values["spam"].astype(np.int64) + values["ham"]
+    return np.lexsort((total, values["day"]))[:max(0, excess)]
+
+
+def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, days: np.ndarray,
+                *, bytes_used: int, map_size: int | None, path: str, backend: str) -> dict[str, object]:
+    """`db magic`'s record (what `sa-learn --dump magic` shows, and more), the same fields
+    from every backend: scripts read them (`--json`)."""
+    return {
+        "nspam": int(meta.get("nspam", 0)),
+        "nham": int(meta.get("nham", 0)),
+        "ntokens": ntokens,
+        "nseen": nseen,
+        "nevents": nevents,
+        "oldest_token_day": int(days.min()) if len(days) else None,
+        "newest_token_day": int(days.max()) if len(days) else None,
+        "last_expire_day": int(meta["last_expire"]) if "last_expire" in meta else None,
+        "last_expire_removed": int(meta.get("last_expire_removed", 0)),
+        "last_seen_expire_day": int(meta["last_seen_expire"]) if "last_seen_expire" in meta else None,
+        "last_seen_expire_removed": int(meta.get("last_seen_expire_removed", 0)),
+        "created_day": int(meta["created"]) if "created" in meta else None,
+        "tokenizer": meta.get("tokenizer"),
+        "bytes_used": bytes_used,
+        "map_size": map_size,
+        "path": path,
+        "backend": backend,
+    }

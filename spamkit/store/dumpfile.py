@@ -39,9 +39,12 @@ class SeenRecord:
 
 def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenRecord],
                seen: Iterable[SeenRecord], events: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """The dump of a store's contents. Meta values that are empty or hold a space (which a
+    `meta` line cannot carry) are left out."""
     out.write(f"{MAGIC} {FORMAT_VERSION}\n")
     for name, value in meta.items():
-        out.write(f"meta {name} {value}\n")
+        if str(value) and " " not in str(value):
+            out.write(f"meta {name} {value}\n")
     ntokens = nseen = 0
     for record in tokens:
         out.write(f"token {record.key.hex()} {record.spam} {record.ham} {record.day}\n")

@@ -33,7 +33,7 @@ import numpy as np
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
 from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
 from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
-                                 new_token_values, sorted_distinct)
+                                 expiry_order, magic_facts, new_token_values, sorted_distinct)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.maplock import MapLock
 
@@ -123,6 +123,9 @@ class LmdbWriter(PendingChanges):
             return self._seen[message_key]
         raw = self._txn.get(message_key, db=self._store._seen_db)
         return CODE_LABEL.get(raw[0]) if raw else None
+
+    def prefetch_seen(self, message_keys: Sequence[bytes]) -> None:
+        """Nothing to do: a read in the write transaction costs a microsecond."""
 
     def _write_tokens(self, txn: lmdb.Transaction, day: int) -> None:
         if not self._deltas:
@@ -477,6 +480,11 @@ class LmdbStore:
             raw = txn.get(message_key, db=self._seen_db)
         return CODE_LABEL.get(raw[0]) if raw else None
 
+    def learned_as_many(self, message_keys: Sequence[bytes]) -> list[Label | None]:
+        with self._transaction() as txn:
+            raws = [txn.get(key, db=self._seen_db) for key in message_keys]
+        return [CODE_LABEL.get(raw[0]) if raw else None for raw in raws]
+
     def records(self) -> Iterator[TokenRecord]:
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._tokens_db):
@@ -524,26 +532,9 @@ class LmdbStore:
             nevents = txn.stat(self._history_db)["entries"] if self._history_db is not None else 0
             days = _token_values([v for _, v in txn.cursor(db=self._tokens_db)])["day"]
         info = self._env.info()
-        page_size = self._env.stat()["psize"]
-        return {
-            "nspam": int(meta.get("nspam", 0)),
-            "nham": int(meta.get("nham", 0)),
-            "ntokens": ntokens,
-            "nseen": nseen,
-            "nevents": nevents,
-            "oldest_token_day": int(days.min()) if ntokens else None,
-            "newest_token_day": int(days.max()) if ntokens else None,
-            "last_expire_day": int(meta["last_expire"]) if "last_expire" in meta else None,
-            "last_expire_removed": int(meta.get("last_expire_removed", 0)),
-            "last_seen_expire_day": int(meta["last_seen_expire"]) if "last_seen_expire" in meta else None,
-            "last_seen_expire_removed": int(meta.get("last_seen_expire_removed", 0)),
-            "created_day": int(meta["created"]) if "created" in meta else None,
-            "tokenizer": meta.get("tokenizer"),
-            "bytes_used": (info["last_pgno"] + 1) * page_size,
-            "map_size": info["map_size"],
-            "path": str(self.path),
-            "backend": "lmdb",
-        }
+        return magic_facts(meta, ntokens, nseen, nevents, days,
+                           bytes_used=(info["last_pgno"] + 1) * self._env.stat()["psize"],
+                           map_size=info["map_size"], path=str(self.path), backend="lmdb")
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -564,9 +555,7 @@ class LmdbStore:
         with self._transaction(write=True) as txn:
             if excess > 0:
                 values = _token_values([v for _, v in pairs])
-                total = values["spam"].astype(np.int64) + values["ham"]
-                order = np.lexsort((total, values["day"]))[:excess]
-                for index in order:
+                for index in expiry_order(values, excess):
                     if txn.delete(pairs[index][0], db=self._tokens_db):
                         removed += 1
             txn.put(b"last_expire", str(today()).encode(), db=self._meta_db)
@@ -606,8 +595,7 @@ class LmdbStore:
         return len(old_marks), len(old_events)
 
     def dump(self, out: IO[str]) -> None:
-        meta = {k: v for k, v in self.meta().items() if " " not in v and v}
-        write_dump(out, meta, self.records(), self.seen_records(), self.history_records())
+        write_dump(out, self.meta(), self.records(), self.seen_records(), self.history_records())
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""

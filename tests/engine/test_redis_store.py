@@ -331,3 +331,16 @@ def test_the_trainer_sweeps_into_redis(location: str, tmp_path: Path, sample: li
     assert list((maildir / "new").iterdir()) == []
     with RedisStore(location) as store:
         assert store.totals().nspam == 5
+
+
+def test_karma_stays_local_when_the_tokens_are_in_redis(tmp_path: Path, location: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SMTP filter's karma database is per machine: with Database a Redis URL it goes
+    beside this machine's default database, not to a path made from the URL."""
+    from smtpfilter.plugins import _beside_db
+    from spamkit.config import config_from_text
+    from spamkit.store import default_db_path
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "local"))
+    config = config_from_text(f'Database = "{location}"\n', tmp_path / "spamkit.toml", {})
+    assert Path(_beside_db(config)) == default_db_path().parent / "karma"

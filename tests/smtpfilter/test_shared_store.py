@@ -1,6 +1,6 @@
 """`spamkit serve` on a shared Redis database: scores as it does on LMDB, and when Redis
-goes away it answers 451 (the client tries again later), never relaying unscanned mail
-as if it were scored."""
+goes away it does what WhenDatabaseDown says (451, the rules alone, or relayed with a
+header saying it was not scanned), never relaying unscanned mail as if it were scored."""
 
 from __future__ import annotations
 
@@ -41,15 +41,29 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
     ham.write_bytes(next(m for m in split[1] if m.label == "ham").data)
     on_redis, on_lmdb = _check(ham, location), _check(ham, str(trained_db))
     assert on_redis["bayes"] == on_lmdb["bayes"] and on_redis["verdict"] == on_lmdb["verdict"] == "ham"
-    process, port = start_serve(sink.port, location, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    policies = ("tempfail", "rules", "unscanned")
+    filters = []
+    for policy in policies:
+        config = tmp_path / f"{policy}.toml"
+        config.write_text(f'WhenDatabaseDown = "{policy}"\n')
+        filters.append(start_serve(sink.port, location, config, stderr=subprocess.DEVNULL))
     try:
-        assert swaks(port, ham).startswith("250"), "scored from Redis and relayed"
-        assert len(sink.messages()) == 1
+        for _, port in filters:
+            assert swaks(port, ham).startswith("250"), "scored from Redis and relayed"
+        assert len(sink.messages()) == 3
+        assert all(b"autolearn=no" in m for m in sink.messages())
         redis.process.terminate()
         redis.process.wait(10)
-        reply = swaks(port, ham)
-        assert reply.startswith("451"), reply
-        assert len(sink.messages()) == 1, "nothing relayed while the database is down"
+        replies = {policy: swaks(port, ham) for policy, (_, port) in zip(policies, filters)}
+        assert replies["tempfail"].startswith("451"), replies
+        assert replies["rules"].startswith("250") and replies["unscanned"].startswith("250"), replies
+        relayed = sink.messages()  # (in the sink's file order, not arrival order)
+        assert len(relayed) == 5, "tempfail relayed nothing; the other two relayed once each"
+        assert sum(b"tests=BAYES_00" in m and b"autolearn=no" in m for m in relayed) == 3
+        without_bayes = [m for m in relayed if b"autolearn=unavailable" in m]
+        assert len(without_bayes) == 1 and b"BAYES_" not in without_bayes[0], "rules: scored without Bayes"
+        assert sum(b"X-Spam-Status: unscanned, spam database unavailable" in m for m in relayed) == 1
     finally:
-        stop_serve(process)
+        for process, _ in filters:
+            stop_serve(process)
         servers.close()
