@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.metrics import Accuracy, accuracy
 from benchmarks.profile import profile_stages
-from benchmarks.tools import TOOLS, Tool, ToolResult, directory_bytes, ensure_installed
+from benchmarks.tools import TOOLS, Tool, ToolResult, ensure_installed
 from corpora.spamassassin import SpamAssassinCorpus
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +51,7 @@ def run_tools(tool_classes: list[type[Tool]], workdir: Path, split_dir: Path,
                 result.check_seconds = check_run.seconds
             result.learn_rss_kib = max(r.max_rss_kib for r in learn_runs)
             result.check_rss_kib = check_run.max_rss_kib
-            result.db_bytes = directory_bytes(tool.db)
+            result.db_bytes = tool.db_bytes()
             result.scores, result.verdicts = scores, verdicts
     return results
 
@@ -128,7 +128,7 @@ def plot_roc(results: list[ToolResult], labels: list[bool], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tools", default="spamkit,spamkit-learn-all,bogofilter,spamprobe")
+    parser.add_argument("--tools", default="spamkit,spamkit-learn-all,spamkit-redis,bogofilter,spamprobe")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -183,6 +183,8 @@ caught at 0 FP: spam scored above the highest-scored ham.
 The `spamkit` row fills its database with `spamkit train` (only what the database is not yet
 sure of, docs/decisions/0012), as spamprobe runs in its train mode; `spamkit-learn-all`
 learns every message (`spamkit learn --spam`, then `--ham`), as bogofilter is run here.
+`spamkit-redis` is the `spamkit` row with its database in Redis on loopback (decision
+0017; its db column is the memory Redis reports for it).
 
 Speed ratios (spamkit's speed as a multiple of the other tool's; above 1 is faster):
 {ratios}
@@ -206,7 +208,9 @@ def _crossval_section(tool_classes: list[type[Tool]], workdir: Path,
     from benchmarks.crossval import cross_validate, render
 
     print("cross-validating on folds 1-4 ...", file=sys.stderr, flush=True)
-    table = render(cross_validate(tool_classes, workdir / "crossval", corpus))
+    # a tool that repeats another's model (the same spamkit on Redis) repeats its folds too
+    table = render(cross_validate([t for t in tool_classes if not t.same_model_as],
+                                  workdir / "crossval", corpus))
     return f"""
 ## The same tools in 4-fold cross-validation (`python3 -m benchmarks.crossval`)
 

@@ -71,12 +71,17 @@ class ToolResult:
 class Tool:
     name = ""
     package = ""  # Debian package providing it, if any
+    command = ""  # the program the package provides, when not named as the tool
+    same_model_as = ""  # a tool whose accuracy this one repeats (left out of cross-validation)
 
     def __init__(self, workdir: Path) -> None:
         self.db = workdir / self.name.split()[0]
         if self.db.exists():
             shutil.rmtree(self.db)
         self.db.mkdir(parents=True)
+
+    def db_bytes(self) -> int:
+        return directory_bytes(self.db)
 
     def learn(self, spam: list[Path], ham: list[Path], spam_dir: Path, ham_dir: Path) -> list[Run]:
         raise NotImplementedError
@@ -135,6 +140,53 @@ class SpamkitLearnAll(Spamkit):
                 run_measured(self._command("learn", "--ham", str(ham_dir), "--quiet"), self.env)]
 
 
+class SpamkitRedis(Spamkit):
+    """`spamkit train` and `spamkit check` as the `spamkit` row, into a Redis database on
+    loopback (docs/decisions/0017): what the shared store costs against the embedded one.
+    One redis-server for the whole run, emptied before each round."""
+
+    name = "spamkit-redis"
+    package = "redis-server"
+    command = "redis-server"
+    same_model_as = "spamkit"
+    _server: subprocess.Popen[bytes] | None = None
+    _port = 0
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        if SpamkitRedis._server is None:
+            SpamkitRedis._start(workdir)
+        subprocess.run(["redis-cli", "-p", str(self._port), "flushall"], check=True,
+                       capture_output=True)
+
+    @classmethod
+    def _start(cls, workdir: Path) -> None:
+        import atexit
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            cls._port = probe.getsockname()[1]
+        cls._server = subprocess.Popen(
+            ["redis-server", "--port", str(cls._port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+        atexit.register(cls._server.terminate)
+        for _ in range(200):
+            if subprocess.run(["redis-cli", "-p", str(cls._port), "ping"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "spamkit", *args, "--db", f"redis://127.0.0.1:{self._port}/0"]
+
+    def db_bytes(self) -> int:
+        """What Redis reports for the database's keys (MEMORY USAGE), as `db magic` shows it."""
+        out = subprocess.run(self._command("db", "magic", "--json"), capture_output=True, text=True,
+                             check=True, env=self.env).stdout
+        return int(json.loads(out)["bytes_used"])
+
+
 class Bogofilter(Tool):
     name = "bogofilter"
     package = "bogofilter"
@@ -178,12 +230,13 @@ class Spamprobe(Tool):
 
 
 TOOLS: dict[str, type[Tool]] = {"spamkit": Spamkit, "spamkit-learn-all": SpamkitLearnAll,
-                                "bogofilter": Bogofilter, "spamprobe": Spamprobe}
+                                "spamkit-redis": SpamkitRedis, "bogofilter": Bogofilter,
+                                "spamprobe": Spamprobe}
 
 
 def ensure_installed(tools: list[type[Tool]]) -> None:
     """Install the Debian packages of the reference tools when missing (needs root)."""
-    missing = [t.package for t in tools if t.package and shutil.which(t.name) is None]
+    missing = [t.package for t in tools if t.package and shutil.which(t.command or t.name) is None]
     if not Path(GNU_TIME).exists():
         missing.append("time")
     if not missing:
