@@ -170,12 +170,18 @@ class SpamkitRedis(Spamkit):
         cls._server = subprocess.Popen(
             ["redis-server", "--port", str(cls._port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-        atexit.register(cls._server.terminate)
+        atexit.register(cls._stop)
         for _ in range(200):
             if subprocess.run(["redis-cli", "-p", str(cls._port), "ping"], capture_output=True).returncode == 0:
                 return
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
+
+    @classmethod
+    def _stop(cls) -> None:
+        if cls._server is not None:
+            cls._server.terminate()
+            cls._server.wait(10)
 
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "spamkit", *args, "--db", f"redis://127.0.0.1:{self._port}/0"]
