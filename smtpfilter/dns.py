@@ -54,6 +54,7 @@ class DnsClient:
             except dns.resolver.NoResolverConfiguration as error:
                 raise ValueError(f"none given, and the system names no resolver ({error}); "
                                  "set DnsServers") from None
+        self.timeout = timeout  # seconds one lookup may take, all tries together
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 2.0)  # per server try, within the lifetime
         self.resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)

@@ -26,6 +26,7 @@ from smtpfilter.plugins.envelope import (
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
+from smtpfilter.plugins.uribl import Uribl, uri_zones
 from spamkit.config import Config
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
@@ -61,6 +62,7 @@ FILTERS: dict[str, Factory] = {
     "spf": lambda c, s, a: Spf(_local(c), _dns(c), _our_name(), c["SpfRejectFail"]),
     "dkim": lambda c, s, a: Dkim(_local(c), _dns(c), _our_name()),
     "dmarc": lambda c, s, a: Dmarc(_local(c), _dns(c), _our_name(), c["DmarcReject"]),
+    "uribl": lambda c, s, a: _uribl(c, s),
 }
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
@@ -71,6 +73,15 @@ def _helo(config: Config) -> Helo:
     if config["HeloPolicy"] == "lenient":
         return Helo(own_names, config["LocalNetworks"])
     return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], _dns(config))
+
+
+def _uribl(config: Config, scanner: Scanner) -> Uribl:
+    zones = uri_zones(config["UBLList"], config.origins["UBLList"])
+    if not zones:
+        raise ConfigError(f"{config.origins['SmtpFilters']}: the uribl filter needs UBLList (the "
+                          "zones to ask, e.g. multi.surbl.org:8-16-64-128), which is empty")
+    return Uribl(zones, _local(config), _dns(config), config["UriblAction"],
+                 [*config["LocalDomains"], *config["UriblSkipDomains"]], scanner.analyzer.limits)
 
 
 def _local(config: Config) -> LocalClients:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 
+from smtpfilter.headers import without_fields
+
 _UNSAFE = re.compile(r"[^\x21-\x7e ]|[()\\\";]")
-_FIELD_START = re.compile(rb"(?m)^(?=[^ \t])")
 
 
 def clean(text: str, limit: int = 200) -> str:
@@ -27,16 +28,6 @@ def header(authserv_id: str, results: list[str]) -> bytes:
 
 def without_ours(data: bytes, authserv_id: str) -> bytes:
     """The message without the Authentication-Results fields that claim `authserv_id`."""
-    end = data.find(b"\r\n\r\n")
-    head, rest = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
-    if b"authentication-results" not in head.lower():
-        return data
     ours = authserv_id.lower().encode()
-    kept = []
-    for field in _FIELD_START.split(head):
-        name, _, value = field.partition(b":")
-        if name.strip().lower() == b"authentication-results" \
-                and value.split(b";", 1)[0].strip().lower().split(b" ")[0] == ours:
-            continue
-        kept.append(field)
-    return b"".join(kept) + rest
+    return without_fields(data, "Authentication-Results",
+                          lambda value: value.split(b";", 1)[0].strip().lower().split(b" ")[0] == ours)

@@ -12,25 +12,20 @@ spf and dkim must run before this filter (the configuration is refused otherwise
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
-from pathlib import Path
 
 from smtpfilter.dns import DnsClient, Outcome
+from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.plugins import authres
 from smtpfilter.plugins.dns import LocalClients
-from spamkit.tokenizer.urls import registrable_domain
 
 log = logging.getLogger("spamkit.smtpfilter")
-
-# Debian's publicsuffix package, read where it is installed; without it, a heuristic
-PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 
 
 @dataclass(frozen=True)
@@ -162,48 +157,3 @@ def author_domain(message: bytes) -> str | None:
         return None
     domain = domains.pop()
     return domain if domain and " " not in domain else None
-
-
-def organizational_domain(domain: str) -> str:
-    """The registered domain (example.co.uk for mail.example.co.uk) by the Public Suffix
-    List when Debian's publicsuffix package is installed, else by a heuristic."""
-    labels = domain.lower().rstrip(".").split(".")
-    rules = _public_suffix_rules()
-    if rules is None:
-        return registrable_domain(".".join(labels))  # the URL tokens' heuristic
-    normal, wildcard, exception = rules
-    suffix_length = 1  # the implicit "*" rule: the last label is a public suffix
-    for start in range(len(labels)):
-        candidate = ".".join(labels[start:])
-        if candidate in exception:
-            suffix_length = len(labels) - start - 1
-            break
-        if candidate in normal or ".".join(labels[start + 1:]) in wildcard:
-            suffix_length = len(labels) - start
-            break
-    return ".".join(labels[-(suffix_length + 1):]) if len(labels) > suffix_length else domain
-
-
-@functools.cache
-def _public_suffix_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
-    try:
-        lines = PUBLIC_SUFFIX_LIST.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    normal, wildcard, exception = set(), set(), set()
-    for line in lines:
-        rule = line.strip().split(" ")[0].lower()
-        if not rule or rule.startswith("//"):
-            continue
-        if not rule.isascii():
-            try:
-                rule = rule.encode("idna").decode("ascii")  # as DNS names arrive
-            except UnicodeError:
-                continue
-        if rule.startswith("!"):
-            exception.add(rule[1:])
-        elif rule.startswith("*."):
-            wildcard.add(rule[2:])
-        else:
-            normal.add(rule)
-    return frozenset(normal), frozenset(wildcard), frozenset(exception)

@@ -155,6 +155,15 @@ OPTIONS: tuple[Option, ...] = (
            "colon-joined form is read too.", group="smtp"),
     Option("SBLList", list, [], "Zones the rhsbl filter asks about each sender's domain "
            "(SME's SBLList, e.g. dbl.spamhaus.org).", group="smtp"),
+    Option("UBLList", list, [], "URI blocklists the uribl filter asks about the domains a "
+           "message links to (SME's UBLList): zone, or zone:bits to count only some answer bits "
+           "of a combined list, e.g. multi.surbl.org:8-16-64-128, black.uribl.com, "
+           "dbl.spamhaus.org.", group="smtp"),
+    Option("UriblAction", str, "deny", "What the uribl filter does with a message that links "
+           "to a listed domain: deny (554), denysoft (451), add-header (X-URIBL-Match) or log.",
+           choices=("deny", "denysoft", "add-header", "log"), group="smtp"),
+    Option("UriblSkipDomains", list, [], "Domains the uribl filter never asks about (besides "
+           "LocalDomains): ones your own mail links to often.", group="smtp"),
     Option("DnsServers", list, [], "Resolvers the DNS filters ask, as address or address:port "
            "(empty: those of /etc/resolv.conf). DNSBLs refuse queries from large public "
            "resolvers: use this server's own.", group="smtp"),

@@ -24,6 +24,22 @@ def registrable_domain(host: str) -> str:
 MANY_URLS_TOKEN = "url:many"  # a message with more than MAX_URLS
 
 
+def _host(authority: str) -> str:
+    """The host of a URL's authority (user@host:port), lower-case, without end dots."""
+    return authority.rpartition("@")[2].split(":", 1)[0].lower().strip(".")
+
+
+def url_host(url: str) -> str:
+    """The host a link points to ("" for mailto:, cid:, javascript:, data: and the like)."""
+    match = _URL.match(url)
+    if match is None:
+        return ""
+    scheme, authority, _ = match.groups()
+    if (scheme or "").lower() in ("mailto", "cid", "javascript", "data"):
+        return ""
+    return _host(authority)
+
+
 def url_tokens(urls: list[str]) -> set[str]:
     """The tokens of a message's URLs (the C core's url_keys gives their keys for ASCII
     URLs; this is the reference it is tested against)."""
@@ -49,7 +65,7 @@ def tokens_of_url(url: str) -> tuple[str, ...]:
     if scheme in ("cid", "javascript", "data"):
         return ("url:scheme:" + scheme,)
     out = []
-    host = authority.rpartition("@")[2].split(":", 1)[0].lower().strip(".")
+    host = _host(authority)
     if "@" in authority:
         out.append("url:userinfo")  # http://bank.com@evil.example/ is a classic trick
     if not host:

@@ -27,7 +27,7 @@ Run = Callable[..., str]
 # empties LocalNetworks and RelayClients, as a server facing the Internet has them for
 # every client but its own.
 ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net",
-         "in-addr.arpa"]
+         "in-addr.arpa", "surbl.test", "uribl.test"]
 RECORDS = [
     "--address=/1.0.0.127.bad.test/127.0.0.2",
     "--address=/9.2.0.192.bad.test/127.0.0.2",  # a client named by XFORWARD
@@ -46,6 +46,14 @@ RECORDS = [
     "--txt-record=soft.example.net,v=spf1 ~all",
     # the reverse name of 127.0.0.1 (127.0.0.2 has none), for the helo rfc/strict policies
     "--ptr-record=1.0.0.127.in-addr.arpa,client.example.net",
+    # URI blocklists: a combined list answering bits (64|8 counts under the mask
+    # 8-16-64-128, 4 does not), and one answering 127.0.0.2, or 127.0.0.1 for a query it
+    # refuses (URIBL's code, never a listing)
+    "--address=/spam-site.biz.surbl.test/127.0.0.72",
+    "--address=/example.net.surbl.test/127.0.0.4",
+    "--address=/bad-shop.co.uk.uribl.test/127.0.0.2",
+    "--address=/4.4.8.8.uribl.test/127.0.0.2",
+    "--address=/refused.biz.uribl.test/127.0.0.1",
 ]
 STRANGER = 'LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.org"]\n'
 

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from smtpfilter.dns import DnsClient
 from smtpfilter.plugins import authres
-from smtpfilter.plugins import dmarc as dmarc_module
+from smtpfilter import domains as domains_module
 from smtpfilter.plugins.dkim import KeyLookup, verify
-from smtpfilter.plugins.dmarc import author_domain, organizational_domain, parse_record
+from smtpfilter.domains import organizational_domain
+from smtpfilter.plugins.dmarc import author_domain, parse_record
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
@@ -152,15 +153,15 @@ def test_dmarc_needs_spf_and_dkim_before_it(filter_server) -> None:  # type: ign
 
 
 def test_organizational_domains(monkeypatch: pytest.MonkeyPatch) -> None:
-    for suffix_list in (dmarc_module.PUBLIC_SUFFIX_LIST, Path("/nonexistent/list.dat")):
-        monkeypatch.setattr(dmarc_module, "PUBLIC_SUFFIX_LIST", suffix_list)
-        dmarc_module._public_suffix_rules.cache_clear()
+    for suffix_list in (domains_module.PUBLIC_SUFFIX_LIST, Path("/nonexistent/list.dat")):
+        monkeypatch.setattr(domains_module, "PUBLIC_SUFFIX_LIST", suffix_list)
+        domains_module._public_suffix_rules.cache_clear()
         assert organizational_domain("mail.example.com") == "example.com"
         assert organizational_domain("a.b.example.co.uk") == "example.co.uk"
         assert organizational_domain("example.com") == "example.com"
     monkeypatch.undo()
-    dmarc_module._public_suffix_rules.cache_clear()
-    if dmarc_module.PUBLIC_SUFFIX_LIST.exists():  # what only the real list knows
+    domains_module._public_suffix_rules.cache_clear()
+    if domains_module.PUBLIC_SUFFIX_LIST.exists():  # what only the real list knows
         assert organizational_domain("someone.github.io") == "someone.github.io"
 
 
