@@ -91,22 +91,26 @@ class Dmarc(Filter):
         return "fail", policy, disposition
 
     def policy(self, author: str) -> Policy | str | None:
-        """The record at _dmarc.<author>, else at its organizational domain; None when
-        there is none, "temperror" when DNS failed."""
-        candidates = [author]
-        organizational = organizational_domain(author)
-        if organizational != author:
-            candidates.append(organizational)
-        for domain in candidates:
-            answer = self.dns.lookup(f"_dmarc.{domain}", "TXT")
-            if answer.outcome is Outcome.FAILED:
-                return "temperror"
-            records = [text for text in answer.texts if text.startswith(b"v=DMARC1")]
-            if len(records) == 1:
-                return parse_record(records[0].decode("ascii", "replace"), domain)
-            if len(records) > 1:
-                return None  # RFC 7489 6.6.3: more than one record is no policy
-        return None
+        return find_policy(self.dns, author)
+
+
+def find_policy(dns_client: DnsClient, author: str) -> Policy | str | None:
+    """The record at _dmarc.<author>, else at its organizational domain; None when there
+    is none, "temperror" when DNS failed."""
+    candidates = [author]
+    organizational = organizational_domain(author)
+    if organizational != author:
+        candidates.append(organizational)
+    for domain in candidates:
+        answer = dns_client.lookup(f"_dmarc.{domain}", "TXT")
+        if answer.outcome is Outcome.FAILED:
+            return "temperror"
+        records = [text for text in answer.texts if text.startswith(b"v=DMARC1")]
+        if len(records) == 1:
+            return parse_record(records[0].decode("ascii", "replace"), domain)
+        if len(records) > 1:
+            return None  # RFC 7489 6.6.3: more than one record is no policy
+    return None
 
 
 def applies_sp(author: str | None, policy: Policy) -> bool:

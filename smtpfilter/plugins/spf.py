@@ -5,6 +5,9 @@ for the MAIL FROM identity and one for the HELO name. The rules read it
 (`eval:check_for_spf_fail()` and the rest of SpamAssassin's SPF evals), so SpamAssassin's
 25_spf.cf and the SME guide's `score SPF_FAIL 14` work as they do there: the score
 decides. `SpfRejectFail` refuses a "fail" outright instead (550 5.7.23).
+`SpfRejectPolicy` is SME's SPFRejectPolicy: it refuses by the SPF result, but only mail
+whose author domain (From:) publishes no DMARC policy; with one, even p=none, the dmarc
+filter and the score decide, as the domain's owner asked.
 
 pyspf does the evaluation; its DNS lookups go through the filter's resolver (DnsServers,
 DnsTimeout). A lookup that fails gives "temperror", which refuses nothing.
@@ -22,13 +25,18 @@ import dns.resolver
 import spf as pyspf
 
 from smtpfilter.dns import DnsClient
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.plugins.authres import clean, without_ours
+from smtpfilter.plugins.dmarc import author_domain, find_policy
 from smtpfilter.plugins.dns import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
+# SpfRejectPolicy: the lowest level that refuses each result (each level adds to the one
+# before, as SME's SPFRejectPolicy does)
+REFUSED_FROM_LEVEL = {"fail": 1, "softfail": 2, "neutral": 3, "none": 4, "permerror": 4,
+                      "temperror": 4}
 
 
 class Spf(Filter):
@@ -36,10 +44,12 @@ class Spf(Filter):
     blocking = True
 
     def __init__(self, local: LocalClients, dns_client: DnsClient, receiver: str,
-                 reject_fail: bool = False) -> None:
+                 reject_fail: bool = False, reject_policy: int = 0) -> None:
         self.local = local
         self.receiver = clean(receiver, 100)
         self.reject_fail = reject_fail
+        self.reject_policy = reject_policy
+        self.dns = dns_client
         # pyspf looks names up through one module-level function; the filter process has
         # one resolver setting (DnsServers), so pointing that function at it is enough.
         pyspf.DNSLookup = _lookup_through(dns_client.resolver)
@@ -67,7 +77,25 @@ class Spf(Filter):
         if self.reject_fail and mail_result[0] == "fail":
             return reject(self.name, "550 5.7.23 SPF validation failed: "
                                      f"{clean(mail_result[1], 200)}")
-        return CONTINUE
+        return self._by_policy(mail_result[0], tx)
+
+    def _by_policy(self, result: str, tx: Transaction) -> Decision:
+        """SpfRejectPolicy: refuse this result if its level is reached and the author domain
+        publishes no DMARC policy (a DMARC lookup that fails refuses nothing)."""
+        level = REFUSED_FROM_LEVEL.get(result)
+        if level is None or level > self.reject_policy:
+            return CONTINUE
+        author = author_domain(tx.data)
+        if author is not None:
+            policy = find_policy(self.dns, author)
+            if policy is not None:  # a policy (DMARC decides), or DNS failed: cannot tell
+                return CONTINUE
+        domain = clean(str(tx.notes["spf_domain"]), 100)
+        if result == "temperror":
+            return tempfail(self.name, f"451 4.7.24 SPF check of {domain} failed for now, "
+                                       "please try again later")
+        return reject(self.name, f"550 5.7.23 SPF {result} for {domain}, and its author domain "
+                                 "publishes no DMARC policy")
 
     def _check(self, client: str, sender: str, helo: str) -> tuple[str, str]:
         """(result, explanation); never raises: a fault in the check is a temperror."""

@@ -173,6 +173,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("SpfRejectFail", bool, False, "spf: refuse mail whose sender domain's SPF record "
            "says fail (550 5.7.23), instead of leaving it to the score (SPF_FAIL).",
            group="smtp"),
+    Option("SpfRejectPolicy", int, 0, "spf, as SME's SPFRejectPolicy: refuse mail by its "
+           "SPF result when the author domain publishes no DMARC policy (with one, even p=none, "
+           "DMARC decides). 0 refuses nothing; 1 fail; 2 softfail too; 3 neutral too; 4 also "
+           "no SPF record or a broken one (550), and a failed lookup (451).",
+           minimum=0, maximum=4, group="smtp"),
     Option("DmarcReject", bool, False, "dmarc: refuse mail that fails DMARC when the author "
            "domain's policy is reject (550 5.7.1), instead of leaving it to the score "
            "(DMARC_REJECT). Mailing lists that rewrite messages fail DMARC.", group="smtp"),

@@ -44,6 +44,11 @@ RECORDS = [
     "--txt-record=client.example.net,v=spf1 a -all",
     "--txt-record=fails.example.net,v=spf1 ip4:192.0.2.0/24 -all",
     "--txt-record=soft.example.net,v=spf1 ~all",
+    "--txt-record=neutral.example.net,v=spf1 ?all",
+    "--txt-record=broken.example.net,v=spf1 ip4:not-an-address -all",
+    # SpfRejectPolicy applies only where the author domain publishes no DMARC policy
+    "--txt-record=withdmarc.example.net,v=spf1 ip4:192.0.2.0/24 -all",
+    "--txt-record=_dmarc.withdmarc.example.net,v=DMARC1; p=none",
     # the reverse name of 127.0.0.1 (127.0.0.2 has none), for the helo rfc/strict policies
     "--ptr-record=1.0.0.127.in-addr.arpa,client.example.net",
     # URI blocklists: a combined list answering bits (64|8 counts under the mask

@@ -97,3 +97,23 @@ def test_an_address_literal_helo_has_no_helo_identity(filter_server, sink: Sink,
     assert send(sender="a@example.net", helo="[127.0.0.1]").startswith("250")
     headers = spf_headers(sink.messages_as_sent()[0])
     assert len(headers) == 1 and headers[0].startswith(b"Received-SPF: pass") and b"identity=mailfrom;" in headers[0]
+
+
+def test_spf_reject_policy_applies_only_without_a_dmarc_policy(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                               dns: DnsServer) -> None:
+    """SME's SPFRejectPolicy, level by level: each level refuses what the one before did
+    and one result more, and never mail whose author domain publishes a DMARC policy."""
+    lowest_refusing = {"fails.example.net": 1, "soft.example.net": 2, "neutral.example.net": 3,
+                       "example.org": 4, "broken.example.net": 4,  # none; permerror
+                       "example.net": None,  # pass
+                       "withdmarc.example.net": None}  # fail, but _dmarc says p=none
+    for level in range(5):
+        send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["spf"]',
+                                                 f"SpfRejectPolicy = {level}"))
+        for domain, lowest in lowest_refusing.items():
+            message = PLAIN.replace(b"From: a@example.org", f"From: a@{domain}".encode())
+            reply = send(message, sender=f"a@{domain}", helo="client.example.net")
+            refused = lowest is not None and lowest <= level
+            assert reply.startswith("550 5.7.23 SPF" if refused else "250"), (level, domain, reply)
+    results = {line.split(b" ")[1] for m in sink.messages_as_sent() for line in spf_headers(m)}
+    assert {b"fail", b"softfail", b"neutral", b"none", b"permerror", b"pass"} <= results
