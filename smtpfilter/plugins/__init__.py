@@ -7,10 +7,12 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from smtpfilter.dkimkeys import key_root
 from smtpfilter.dns import DnsClient
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
+from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.plugins.dns import Dnsbl, DnsHelo, LocalClients, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
@@ -64,6 +66,8 @@ FILTERS: dict[str, Factory] = {
     "dkim": lambda c, s, a: Dkim(_local(c), _dns(c), _our_name()),
     "dmarc": lambda c, s, a: Dmarc(_local(c), _dns(c), _our_name(), c["DmarcReject"]),
     "uribl": lambda c, s, a: _uribl(c, s),
+    "dkimsign": lambda c, s, a: DkimSign(_local(c), key_root(c), c["LocalDomains"],
+                                         c["DkimSigningExcept"]),
 }
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}

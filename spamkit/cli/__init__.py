@@ -136,6 +136,7 @@ _COMMANDS = {
     "expire-junk": "spamkit.cli.trainer:expire_junk",
     "serve": "spamkit.cli.serve:serve",
     "deliver": "spamkit.cli.deliver:deliver",
+    "dkim": "spamkit.cli.dkim:dkim",
 }
 
 

@@ -178,6 +178,12 @@ OPTIONS: tuple[Option, ...] = (
            "DMARC decides). 0 refuses nothing; 1 fail; 2 softfail too; 3 neutral too; 4 also "
            "no SPF record or a broken one (550), and a failed lookup (451).",
            minimum=0, maximum=4, group="smtp"),
+    Option("DkimKeyDirectory", str, "", "Where the dkimsign filter's keys are, as SME lays "
+           "them out: default/{private,selector,public} for every domain, <domain>/... for one "
+           "(empty: dkim_keys beside the configuration file). `spamkit dkim keygen` makes them.",
+           group="smtp"),
+    Option("DkimSigningExcept", list, [], "Domains the dkimsign filter does not sign (SME's "
+           "per-domain `DKIMSigning disabled`).", group="smtp"),
     Option("DmarcReject", bool, False, "dmarc: refuse mail that fails DMARC when the author "
            "domain's policy is reject (550 5.7.1), instead of leaving it to the score "
            "(DMARC_REJECT). Mailing lists that rewrite messages fail DMARC.", group="smtp"),

@@ -1,0 +1,94 @@
+"""DKIM signing keys, laid out as SME Server lays them out (its /home/e-smith/dkim_keys):
+
+    <DkimKeyDirectory>/default/private      PEM RSA private key, for every domain we sign
+    <DkimKeyDirectory>/default/selector     the selector's name, one line ("default")
+    <DkimKeyDirectory>/default/public       PEM public key (for `spamkit dkim dns`)
+    <DkimKeyDirectory>/example.net/...      the same, for example.net only
+
+Keys are made with the openssl command, as SME's guide and dkimpy's dknewkey make them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from spamkit.config import Config, default_config_path
+from spamkit.errors import ConfigError
+
+DEFAULT = "default"
+
+
+def key_root(config: Config) -> Path:
+    """DkimKeyDirectory, else dkim_keys beside the configuration file."""
+    if config["DkimKeyDirectory"]:
+        return Path(config["DkimKeyDirectory"])
+    return (config.path or default_config_path()).parent / "dkim_keys"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    domain_directory: Path
+    selector: str
+    private_pem: bytes
+
+
+def key_directory(root: Path, domain: str) -> Path:
+    """The directory holding `domain`'s own key pair, or the default pair's."""
+    own = root / domain.lower()
+    return own if (own / "private").is_file() else root / DEFAULT
+
+
+def signing_key(root: Path, domain: str) -> SigningKey | None:
+    """The key that signs `domain`'s mail; None when there is none to read."""
+    directory = key_directory(root, domain)
+    try:
+        private = (directory / "private").read_bytes()
+        selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
+    except (OSError, UnicodeDecodeError):
+        return None
+    return SigningKey(directory, selector, private)
+
+
+def generate(root: Path, domain: str | None, selector: str = DEFAULT, bits: int = 2048) -> Path:
+    """A new key pair for `domain` (None: the default pair), private key 0400; returns its
+    directory. Refuses to replace an existing pair."""
+    directory = root / (domain.lower() if domain else DEFAULT)
+    if (directory / "private").exists():
+        raise ConfigError(f"{directory / 'private'} exists; move it away first to make a new pair")
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    private, public = directory / "private", directory / "public"
+    _openssl(["genrsa", "-out", str(private), str(bits)])
+    os.chmod(private, 0o400)
+    _openssl(["rsa", "-in", str(private), "-pubout", "-out", str(public)])
+    (directory / "selector").write_text(selector + "\n", encoding="ascii")
+    return directory
+
+
+def dns_record(root: Path, domain: str) -> tuple[str, str]:
+    """(name, TXT value) that publishes `domain`'s signing key: "<selector>._domainkey",
+    "v=DKIM1; k=rsa; p=<base64 DER>"."""
+    directory = key_directory(root, domain)
+    try:
+        selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
+        pem = (directory / "public").read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        pem = _openssl(["rsa", "-in", str(directory / "private"), "-pubout"]).decode("ascii")
+        selector = DEFAULT
+    body = "".join(line for line in pem.splitlines() if line and not line.startswith("-----"))
+    base64.b64decode(body, validate=True)  # a damaged file says so here, not in DNS
+    return f"{selector}._domainkey", f"v=DKIM1; k=rsa; p={body}"
+
+
+def _openssl(arguments: list[str]) -> bytes:
+    try:
+        done = subprocess.run(["openssl", *arguments], capture_output=True, timeout=120)
+    except FileNotFoundError:
+        raise ConfigError("the openssl command is needed to make and read DKIM keys "
+                          "(Debian package openssl)") from None
+    if done.returncode != 0:
+        raise ConfigError(f"openssl {arguments[0]} failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout

@@ -1,0 +1,99 @@
+"""dkimsign (SME's DKIMSigning) end to end: `spamkit dkim keygen` makes the keys, `spamkit
+dkim dns` the record, the filter signs our users' mail, and dkimpy verifies what reached
+the next hop against that record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dkim
+
+from tests.servers.smtp_sink import Sink
+from tests.smtpfilter.conftest import PLAIN
+
+OURS = 'LocalNetworks = ["127.0.0.0/8"]\nLocalDomains = ["example.com", "example.net"]\n'
+
+
+def spamkit(*arguments: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "spamkit", *arguments], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def from_domain(domain: str) -> bytes:
+    return PLAIN.replace(b"From: a@example.org", f"From: Someone <a@{domain}>".encode())
+
+
+def records(config: Path, *domains: str) -> dict[bytes, bytes]:
+    """What DNS would answer for each domain's key: name -> TXT value."""
+    out = {}
+    for domain in domains:
+        dkim_record = json.loads(spamkit("dkim", "dns", domain, "--json", "--config", str(config)))["dkim"]
+        out[f"{dkim_record['name']}.{domain}.".encode()] = dkim_record["value"].encode()
+    return out
+
+
+def verifies(message: bytes, published: dict[bytes, bytes]) -> bool:
+    crlf = message.replace(b"\n", b"\r\n")
+    return bool(dkim.verify(crlf, dnsfunc=lambda name, timeout=5: published.get(name)))
+
+
+def test_our_mail_is_signed_and_verifies(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "spamkit.toml"  # where filter_server's configuration lives
+    config.write_text(OURS)
+    spamkit("dkim", "keygen", "--config", str(config))  # the default pair
+    spamkit("dkim", "keygen", "example.net", "--selector", "mail2026", "--config", str(config))
+    assert oct((tmp_path / "dkim_keys" / "default" / "private").stat().st_mode)[-3:] == "400"
+    published = records(config, "example.com", "example.net")
+    assert list(published) == [b"default._domainkey.example.com.", b"mail2026._domainkey.example.net."]
+    # the filter after spamscore, as its docstring says: the X-Spam headers go on top
+    send = filter_server(OURS + 'SmtpFilters = ["spamscore", "dkimsign"]\n')
+    for domain in ("example.com", "example.net", "elsewhere.org"):
+        assert send(from_domain(domain)).startswith("250")
+    signed = {m.split(b" d=")[1].split(b";")[0]: m for m in sink.messages_as_sent()
+              if m.startswith(b"DKIM-Signature:")}
+    assert sorted(signed) == [b"example.com", b"example.net"], "not elsewhere.org: not ours"
+    assert b"s=mail2026;" in signed[b"example.net"] and b"s=default;" in signed[b"example.com"]
+    assert all(verifies(message, published) for message in signed.values())
+    tampered = signed[b"example.com"].replace(b"hello", b"HELLO")
+    assert not verifies(tampered, published)
+
+
+def test_what_is_not_signed(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "spamkit.toml"
+    config.write_text(OURS)
+    spamkit("dkim", "keygen", "--config", str(config))
+    stranger = filter_server('LocalNetworks = []\nRelayClients = []\nLocalDomains = ["example.com"]\n'
+                             'SmtpFilters = ["dkimsign"]\n')
+    assert stranger(from_domain("example.com")).startswith("250"), "a stranger's mail: not ours"
+    excepted = filter_server(OURS + 'SmtpFilters = ["dkimsign"]\nDkimSigningExcept = ["example.com"]\n')
+    assert excepted(from_domain("example.com")).startswith("250")
+    assert not any(m.startswith(b"DKIM-Signature:") for m in sink.messages_as_sent())
+
+
+def test_a_broken_key_costs_no_mail(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    keys = tmp_path / "dkim_keys" / "default"
+    keys.mkdir(parents=True)
+    (keys / "private").write_text("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+    (keys / "selector").write_text("default\n")
+    send = filter_server(OURS + 'SmtpFilters = ["dkimsign"]\n')
+    assert send(from_domain("example.com")).startswith("250")
+    assert len(sink.messages()) == 1 and not sink.messages_as_sent()[0].startswith(b"DKIM-Signature:")
+
+
+def test_dns_prints_a_zone_file_and_keygen_keeps_a_pair(tmp_path: Path) -> None:
+    config = tmp_path / "spamkit.toml"
+    config.write_text(OURS)
+    spamkit("dkim", "keygen", "--config", str(config))
+    zone = spamkit("dkim", "dns", "--config", str(config))  # the first LocalDomains entry
+    assert "; DNS records for example.com." in zone
+    dkim_line = next(line for line in zone.splitlines() if line.startswith("default._domainkey IN TXT"))
+    assert all(len(piece) <= 255 for piece in dkim_line.split('"')[1::2])  # TXT strings
+    assert '_dmarc IN TXT "v=DMARC1; p=none;' in zone
+    again = subprocess.run([sys.executable, "-m", "spamkit", "dkim", "keygen", "--config", str(config)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr
