@@ -55,11 +55,11 @@ REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.ss
                                 "ceph", "glusterfs", "afs"})
 
 
-def _free_bytes(path: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on the file system of `path` (None if
-    it cannot be asked)."""
+def _free_bytes(where: Path | int) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of `where`, a path or
+    an open descriptor (None if it cannot be asked)."""
     try:
-        stats = os.statvfs(path)
+        stats = os.statvfs(where)
     except OSError:
         return None
     return stats.f_bavail * stats.f_frsize
@@ -228,6 +228,7 @@ class LmdbStore:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
         refuse_remote_filesystem(self.path)
+        self._refuse_writable_by_others()
         self._refuse_lock_file_on_full_disk()
         existing = (self.path / "data.mdb").exists()
         if existing:
@@ -265,6 +266,20 @@ class LmdbStore:
         except StoreError:
             self._env.close()
             raise
+        # asked for free space after a failed commit: by descriptor, since a process that
+        # gave up root after opening (`serve --user`) may not look the path up any more
+        try:
+            self._directory_fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            self._directory_fd = None
+
+    def _space_left(self) -> int | None:
+        return _free_bytes(self.path if self._directory_fd is None else self._directory_fd)
+
+    def _close_directory(self) -> None:
+        if self._directory_fd is not None:
+            os.close(self._directory_fd)
+            self._directory_fd = None
 
     def _refuse_truncated_file(self) -> None:
         """A data file shorter than its own last page (a copy cut short, a damaged disk)
@@ -279,6 +294,18 @@ class LmdbStore:
         if 0 < size < needed:
             raise StoreCorrupt(f"{self.path / 'data.mdb'} is cut short: {size:,} bytes where its "
                                f"own index needs {needed:,}; {RECOVERY}")
+
+    def _refuse_writable_by_others(self) -> None:
+        """A database other users may write is one they may teach: whoever can write it
+        decides what is spam (reliability checklist 39). Refused, with the fix."""
+        for path in (self.path, self.path / "data.mdb"):
+            try:
+                mode = path.stat().st_mode & 0o777
+            except OSError:
+                continue
+            if mode & 0o022:
+                raise StoreError(f"{path} is writable by other users (mode {mode:o}), who could "
+                                 f"teach the filter what is spam: chmod go-w {path}")
 
     def _refuse_lock_file_on_full_disk(self) -> None:
         """LMDB makes its lock file by extending it and writing through a memory map; on a
@@ -323,6 +350,7 @@ class LmdbStore:
         """
         if os.getpid() != self._pid:
             self._env.close()
+            self._close_directory()
             self._open()
 
     # -- transactions ----------------------------------------------------------------
@@ -358,7 +386,7 @@ class LmdbStore:
             current = self._env.info()["map_size"]
             if current >= MAX_MAP_SIZE:
                 raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
-            free = _free_bytes(self.path)
+            free = self._space_left()
             if free is not None and free < current:
                 raise StoreError(f"not enough free disk at {self.path} to grow the database")
             self._env.set_mapsize(current * 2)
@@ -366,7 +394,7 @@ class LmdbStore:
     def _write_failure(self, error: lmdb.Error) -> StoreError:
         """What a failed commit tells the user. LMDB reports a full disk as a bare
         "Input/output error" (a short write), so the free space is looked at to say so."""
-        free = _free_bytes(self.path)
+        free = self._space_left()
         if free is not None and free < DISK_FULL_BELOW:
             return StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
                               "free): this batch was not written; what was committed before it "
@@ -647,6 +675,7 @@ class LmdbStore:
         if os.getpid() == self._pid:
             with self._map_lock.exclusive():  # after every open transaction of the process
                 self._env.close()
+                self._close_directory()
 
     def __enter__(self) -> LmdbStore:
         return self

@@ -416,3 +416,21 @@ def test_readers_in_threads_survive_the_map_growing(tmp_path: Path, grower: str)
         assert errors == []
         assert store._env.info()["map_size"] > 1 << 20  # grown, or a larger size adopted
         assert len(store.counts(keys).keys) == len(keys)
+
+
+def test_a_database_others_may_write_is_refused(tmp_path: Path, sample: list[SourceItem]) -> None:
+    """Reliability checklist 39: whoever can write the database decides what is spam."""
+    path = tmp_path / "db"
+    with LmdbStore(path) as store:
+        Learner(store).learn(sample[:3], Label.SPAM)
+    os.chmod(path / "data.mdb", 0o664)
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="writable by other users.*chmod go-w"):
+            LmdbStore(path, readonly=readonly)
+    os.chmod(path / "data.mdb", 0o600)
+    os.chmod(path, 0o777)
+    with pytest.raises(StoreError, match="writable by other users"):
+        LmdbStore(path, readonly=True)
+    os.chmod(path, 0o700)
+    with LmdbStore(path, readonly=True) as store:
+        assert store.totals().nspam == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ def start_serve(next_hop_port: int, db: Path | str, config: Path, *options: str,
     """(process, port) of `spamkit serve [options]`; with `wait`, once the port answers
     (a server that never answers is killed, not left behind)."""
     port = free_port()
+    if os.geteuid() == 0 and "--user" not in options:
+        options = (*options, "--user", "nobody")  # it refuses to run as root
     process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", *options,
                                 "--listen", f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{next_hop_port}",
                                 "--db", str(db), "--config", str(config)], stderr=stderr)

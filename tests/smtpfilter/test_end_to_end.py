@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shutil
 import signal
@@ -238,7 +240,7 @@ def test_serve_autolearn_on_a_full_disk_still_relays_every_message(
         delivered = sink.messages()
         assert len(delivered) == 3 and all(b"autolearn=failed" in d for d in delivered), \
             [d.split(b"autolearn=")[1][:12] for d in delivered]
-        assert b"autolearn failed" in stderr and b"is full" in stderr
+        assert b"autolearn failed" in stderr and b"is full" in stderr, stderr.decode()[-3000:]
         after = magic()
         assert (after["nham"], after["nspam"], after["ntokens"]) == \
             (before["nham"], before["nspam"], before["ntokens"])
@@ -252,3 +254,28 @@ def _autolearn_choice(data: bytes, db: Path, tmp_path: Path) -> str:
 
     with LmdbStore(db, readonly=True) as store:
         return Scanner.from_config(load_config(str(tmp_path / "none.toml")), store).scan(data).autolearn
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_serve_runs_as_the_user_it_is_given_never_as_root(tmp_path: Path, trained_db: Path,
+                                                         sink: Sink,
+                                                         split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Reliability checklist 39: started as root it refuses unless given --user; with it,
+    it opens its databases and port as root, then runs as that user, and mail flows."""
+    refused = subprocess.run([sys.executable, "-m", "spamkit", "serve", "--listen",
+                              f"127.0.0.1:{free_port()}", "--db", str(trained_db)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "will not run as root" in refused.stderr
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    process, port = start_serve(sink.port, db, tmp_path / "none.toml", "--user", "nobody",
+                                "--autolearn")
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {str(pwd.getpwnam("nobody").pw_uid)}, uids  # real, effective, saved, fs
+        ham = next(m for m in split[1] if m.label == "ham")
+        assert swaks(port, write(tmp_path, ham.data)).startswith("250")
+    finally:
+        assert stop_serve(process)[0] == 0
+    assert len(sink.messages()) == 1
