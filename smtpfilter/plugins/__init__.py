@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smtpfilter.dkimkeys import key_root
+from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import DnsClient
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
@@ -58,13 +59,14 @@ FILTERS: dict[str, Factory] = {
     "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c)),
                                               c["KarmaForgetDays"]),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
-    "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), _dns(c)),
-    "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), _dns(c)),
-    "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), _dns(c)),
-    "spf": lambda c, s, a: Spf(_local(c), _dns(c), _our_name(), c["SpfRejectFail"],
+    "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), configured_dns(c)),
+    "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), configured_dns(c)),
+    "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), configured_dns(c)),
+    "spf": lambda c, s, a: Spf(_local(c), configured_dns(c), _our_name(), c["SpfRejectFail"],
                                c["SpfRejectPolicy"]),
-    "dkim": lambda c, s, a: Dkim(_local(c), _dns(c), _our_name()),
-    "dmarc": lambda c, s, a: Dmarc(_local(c), _dns(c), _our_name(), c["DmarcReject"]),
+    "dkim": lambda c, s, a: Dkim(_local(c), configured_dns(c), _our_name()),
+    "dmarc": lambda c, s, a: Dmarc(_local(c), configured_dns(c), _our_name(), c["DmarcReject"],
+                                   ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
     "dkimsign": lambda c, s, a: DkimSign(_local(c), key_root(c), c["LocalDomains"],
                                          c["DkimSigningExcept"]),
@@ -77,7 +79,7 @@ def _helo(config: Config) -> Helo:
     own_names = [*config["HeloOwnNames"], socket.gethostname(), *config["LocalDomains"]]
     if config["HeloPolicy"] == "lenient":
         return Helo(own_names, config["LocalNetworks"])
-    return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], _dns(config))
+    return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], configured_dns(config))
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:
@@ -85,7 +87,7 @@ def _uribl(config: Config, scanner: Scanner) -> Uribl:
     if not zones:
         raise ConfigError(f"{config.origins['SmtpFilters']}: the uribl filter needs UBLList (the "
                           "zones to ask, e.g. multi.surbl.org:8-16-64-128), which is empty")
-    return Uribl(zones, _local(config), _dns(config), config["UriblAction"],
+    return Uribl(zones, _local(config), configured_dns(config), config["UriblAction"],
                  [*config["LocalDomains"], *config["UriblSkipDomains"]], scanner.analyzer.limits)
 
 
@@ -101,7 +103,7 @@ def _zones(config: Config, option: str, filter_name: str) -> list[str]:
     return names
 
 
-def _dns(config: Config) -> DnsClient:
+def configured_dns(config: Config) -> DnsClient:
     try:
         return _dns_client(tuple(config["DnsServers"]), config["DnsTimeout"])
     except ValueError as error:
@@ -114,15 +116,20 @@ def _dns_client(servers: tuple[str, ...], timeout: float) -> DnsClient:
     return DnsClient(list(servers), timeout)
 
 
-def _beside_db(config: Config) -> str:
-    """The karma database's default place: beside the token database's directory, or
-    beside this machine's default one when the tokens are in a shared Redis (karma stays
-    a local database per machine)."""
+def _beside_db(config: Config, name: str = "karma") -> str:
+    """Where the filter's own databases (karma, DMARC report rows) go by default: beside
+    the token database's directory, or beside this machine's default one when the tokens
+    are in a shared Redis (these stay local to each machine)."""
     from spamkit.store import backend_of, default_db_path
 
     database = config["Database"]
     base = Path(database) if database and backend_of(database) == "lmdb" else default_db_path()
-    return str(base.parent / "karma")
+    return str(base.parent / name)
+
+
+def report_database(config: Config) -> Path:
+    """DmarcReportDatabase, else dmarc-reports.sqlite beside the token database."""
+    return Path(config["DmarcReportDatabase"] or _beside_db(config, "dmarc-reports.sqlite"))
 
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:

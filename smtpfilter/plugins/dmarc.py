@@ -19,6 +19,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 
+from smtpfilter.dmarcreports import Observation, ReportStore
 from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
@@ -36,6 +37,7 @@ class Policy:
     adkim: str = "r"
     aspf: str = "r"
     pct: int = 100
+    rua: tuple[str, ...] = ()  # mailto: URIs that want aggregate reports
 
 
 class Dmarc(Filter):
@@ -43,11 +45,12 @@ class Dmarc(Filter):
     blocking = True
 
     def __init__(self, local: LocalClients, dns_client: DnsClient, authserv_id: str,
-                 reject_failures: bool = False) -> None:
+                 reject_failures: bool = False, reports: ReportStore | None = None) -> None:
         self.local = local
         self.dns = dns_client
         self.authserv_id = authres.clean(authserv_id, 100)
         self.reject_failures = reject_failures
+        self.reports = reports  # DmarcReporting: what to tell domains that ask (rua=)
 
     def data(self, tx: Transaction) -> Decision:
         if tx.peer in self.local:
@@ -61,10 +64,30 @@ class Dmarc(Filter):
             line += f" policy.dmarc={policy.sp if applies_sp(author, policy) else policy.p}"
         tx.notes["dmarc"] = result
         tx.data = authres.header(self.authserv_id, [line]) + tx.data
-        if self.reject_failures and result == "fail" and applied == "reject":
+        refused = self.reject_failures and result == "fail" and applied == "reject"
+        if self.reports is not None and policy is not None and policy.rua and author:
+            self._record(author, policy, "reject" if refused else "none", tx)
+        if refused:
             return reject(self.name, f"550 5.7.1 Rejected by the DMARC policy of "
                                      f"{authres.clean(author or '', 100)}")
         return CONTINUE
+
+    def _record(self, author: str, policy: Policy, disposition: str, tx: Transaction) -> None:
+        """One row for the domain's aggregate report; a fault here costs no mail."""
+        assert self.reports is not None
+        spf_aligned, dkim_aligned = _alignment(author, policy, tx)
+        signatures = tx.notes.get("dkim", [])
+        try:
+            self.reports.record(Observation(
+                policy.domain, {"p": policy.p, "sp": policy.sp, "adkim": policy.adkim,
+                                "aspf": policy.aspf, "pct": policy.pct}, policy.rua, tx.peer,
+                author, disposition, "pass" if dkim_aligned else "fail",
+                "pass" if spf_aligned else "fail",
+                tuple((domain, selector, result) for result, domain, selector in signatures)
+                if isinstance(signatures, list) else (),
+                (str(tx.notes.get("spf_domain", "")), str(tx.notes.get("spf", "none")))))
+        except Exception:
+            log.exception("dmarc: could not record a report row for %s", policy.domain)
 
     def evaluate(self, author: str | None, tx: Transaction) -> tuple[str, Policy | None, str]:
         """(result, the policy found, the disposition after pct): result is pass, fail,
@@ -77,12 +100,7 @@ class Dmarc(Filter):
         if not isinstance(looked_up, Policy):
             return "none", None, "none"
         policy = looked_up
-        spf_domain = str(tx.notes.get("spf_domain", ""))
-        spf_aligned = tx.notes.get("spf") == "pass" and aligned(spf_domain, author, policy.aspf)
-        signatures = tx.notes.get("dkim", [])
-        dkim_aligned = isinstance(signatures, list) and any(
-            result == "pass" and aligned(domain, author, policy.adkim)
-            for result, domain, _selector in signatures)
+        spf_aligned, dkim_aligned = _alignment(author, policy, tx)
         if spf_aligned or dkim_aligned:
             return "pass", policy, "none"
         disposition = policy.sp if applies_sp(author, policy) else policy.p
@@ -113,6 +131,17 @@ def find_policy(dns_client: DnsClient, author: str) -> Policy | str | None:
     return None
 
 
+def _alignment(author: str, policy: Policy, tx: Transaction) -> tuple[bool, bool]:
+    """(SPF passed for an aligned domain, a DKIM signature of an aligned domain verified)."""
+    spf_domain = str(tx.notes.get("spf_domain", ""))
+    spf_aligned = tx.notes.get("spf") == "pass" and aligned(spf_domain, author, policy.aspf)
+    signatures = tx.notes.get("dkim", [])
+    dkim_aligned = isinstance(signatures, list) and any(
+        result == "pass" and aligned(domain, author, policy.adkim)
+        for result, domain, _selector in signatures)
+    return spf_aligned, dkim_aligned
+
+
 def applies_sp(author: str | None, policy: Policy) -> bool:
     return author is not None and author != policy.domain
 
@@ -131,8 +160,10 @@ def parse_record(text: str, domain: str) -> Policy | None:
         pct = min(100, max(0, int(tags.get("pct", "100"))))
     except ValueError:
         pct = 100
+    rua = tuple(uri.strip() for uri in tags.get("rua", "").split(",")
+                if uri.strip().startswith("mailto:"))[:5]
     return Policy(domain, p, sp, "s" if tags.get("adkim") == "s" else "r",
-                  "s" if tags.get("aspf") == "s" else "r", pct)
+                  "s" if tags.get("aspf") == "s" else "r", pct, rua)
 
 
 def aligned(domain: str, author: str, mode: str) -> bool:

@@ -137,6 +137,7 @@ _COMMANDS = {
     "serve": "spamkit.cli.serve:serve",
     "deliver": "spamkit.cli.deliver:deliver",
     "dkim": "spamkit.cli.dkim:dkim",
+    "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
 }
 
 

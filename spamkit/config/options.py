@@ -187,6 +187,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("DmarcReject", bool, False, "dmarc: refuse mail that fails DMARC when the author "
            "domain's policy is reject (550 5.7.1), instead of leaving it to the score "
            "(DMARC_REJECT). Mailing lists that rewrite messages fail DMARC.", group="smtp"),
+    Option("DmarcReporting", bool, True, "dmarc: record what was found for domains whose "
+           "policy asks for aggregate reports (rua=), for `spamkit dmarc-reports --send` to mail "
+           "them once a day (SME's DMARCReporting).", group="smtp"),
+    Option("DmarcReportDatabase", str, "", "Where those records are kept (empty: "
+           "dmarc-reports.sqlite beside the token database's directory).", group="smtp"),
+    Option("DmarcReportOrg", str, "", "The organization named in the reports sent (empty: "
+           "this host's name).", group="smtp"),
     Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",

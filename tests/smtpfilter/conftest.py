@@ -88,7 +88,9 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
     controllers = []
 
     def start(config_text: str) -> Run:
-        config = config_from_text("UseBayes = false\n" + config_text, tmp_path / "spamkit.toml", {})
+        # the test's own DMARC report rows, never the real place beside /var/lib/spamkit
+        private = f'UseBayes = false\nDmarcReportDatabase = "{tmp_path / "dmarc-reports.sqlite"}"\n'
+        config = config_from_text(private + config_text, tmp_path / "spamkit.toml", {})
         scanner = Scanner.from_config(config, None)
         port = free_port()
         handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port),

@@ -5,8 +5,15 @@ reading the Authentication-Results header they write."""
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
+import gzip
+import json
 import socket
+import sqlite3
 import subprocess
+import sys
+from xml.etree import ElementTree
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,12 +52,21 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
 
 
 @pytest.fixture(scope="module")
-def dns(key: tuple[bytes, str]) -> Iterator[DnsServer]:
+def dns(key: tuple[bytes, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
     public = key[1]
+    # aggregate reports: to an address of its own, to one at reports.test (which agreed,
+    # below), and to one at elsewhere.test (which did not). A record with commas in it
+    # goes through a configuration file: on the command line dnsmasq splits it there.
+    with_commas = tmp_path_factory.mktemp("dnsmasq") / "records.conf"
+    with_commas.write_text('txt-record=_dmarc.example.com,"v=DMARC1; p=reject; '
+                           'rua=mailto:dmarc@example.com,mailto:agg@reports.test!10m,'
+                           'mailto:x@elsewhere.test"\n')
     chunks = ",".join(["v=DKIM1; k=rsa; p=" + public[:200], *(public[i:i + 250] for i in range(200, len(public), 250))])
-    yield from start_dnsmasq(["example.com", "example.net", "example.org"], [
+    yield from start_dnsmasq(["example.com", "example.net", "example.org", "reports.test",
+                              "elsewhere.test"], [
         f"--txt-record=sel._domainkey.example.com,{chunks}",
-        "--txt-record=_dmarc.example.com,v=DMARC1; p=reject",
+        f"--conf-file={with_commas}",
+        "--txt-record=example.com._report._dmarc.reports.test,v=DMARC1",
         "--txt-record=example.com,v=spf1 -all",  # the test client fails SPF for example.com
         "--txt-record=_dmarc.example.net,v=DMARC1; p=quarantine; sp=none",
         "--txt-record=example.net,v=spf1 ip4:127.0.0.1 -all",
@@ -169,6 +185,7 @@ def test_policy_records() -> None:
     policy = parse_record("v=DMARC1; p=Reject; sp=quarantine; adkim=s; pct=200; rua=mailto:x@y", "example.com")
     assert policy is not None and (policy.p, policy.sp, policy.adkim, policy.aspf, policy.pct) == \
         ("reject", "quarantine", "s", "r", 100)
+    assert policy.rua == ("mailto:x@y",)
     assert parse_record("v=DMARC1; rua=mailto:x@y", "example.com") is None
     assert parse_record("v=DMARC1; p=bogus", "example.com") is None
     defaulted = parse_record("v=DMARC1; p=none; sp=bogus; pct=x", "example.com")
@@ -192,3 +209,58 @@ def test_any_bytes_give_a_result_and_never_an_exception(data: bytes) -> None:
 
 
 _UNANSWERED = DnsClient([dead_server()], timeout=0.05)
+
+
+def test_aggregate_reports_are_recorded_and_mailed(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                                   key: tuple[bytes, str], tmp_path: Path) -> None:
+    """SME's DMARCReporting: rows recorded per message for a domain whose policy has rua=,
+    then `spamkit dmarc-reports --send` mails yesterday's report, gzipped XML, to the
+    addresses allowed to have it, and forgets it."""
+    send = filter_server(STRANGER + dns_settings(dns, CHAIN, "DmarcReject = true"))
+    good = signed(message("a@example.com", "good"), key)
+    assert send(good, sender="a@example.com").startswith("250")
+    assert send(good.replace(b"The body of it.", b"Changed."), sender="a@example.com").startswith("550")
+    assert send(message("a@example.net", "net"), sender="a@example.net").startswith("250")  # no rua=
+    database = tmp_path / "dmarc-reports.sqlite"  # where filter_server puts them
+    rows = sqlite3.connect(database).execute(
+        "SELECT policy_domain, disposition, dkim, spf, count FROM rows ORDER BY disposition").fetchall()
+    assert rows == [("example.com", "none", "pass", "fail", 1), ("example.com", "reject", "fail", "fail", 1)]
+    # the reports go out for finished days: make these yesterday's
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE rows SET day = date('now', '-1 day')")
+    config = tmp_path / "report.toml"
+    config.write_text(dns_settings(dns, f'DmarcReportDatabase = "{database}"',
+                                   f'ReportSmtpServer = "127.0.0.1:{sink.port}"',
+                                   'ReportFrom = "dmarc-reports@ours.test"', 'DmarcReportOrg = "ours.test"'))
+    listed = json.loads(subprocess.run(
+        [sys.executable, "-m", "spamkit", "dmarc-reports", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=True).stdout)
+    (entry,) = listed["reports"]
+    assert (entry["domain"], entry["messages"], entry["rows"], entry["sent"]) == ("example.com", 2, 2, False)
+    assert entry["to"] == ["dmarc@example.com", "agg@reports.test"]
+    assert entry["refused"] == ["x@elsewhere.test: elsewhere.test has not agreed to take reports for "
+                                "example.com"]
+    before = len(sink.messages())
+    sent = json.loads(subprocess.run(
+        [sys.executable, "-m", "spamkit", "dmarc-reports", "--send", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=True).stdout)
+    assert sent["reports"][0]["sent"] is True
+    (mail,) = sink.messages()[before:]
+    parsed = email.message_from_bytes(mail, policy=email.policy.default)
+    assert parsed["Subject"].startswith("Report Domain: example.com Submitter: ours.test Report-ID: <")
+    (attachment,) = [part for part in parsed.iter_attachments()]
+    assert attachment.get_filename().startswith("ours.test!example.com!")
+    feedback = ElementTree.fromstring(gzip.decompress(attachment.get_content()))
+    assert feedback.findtext("policy_published/domain") == "example.com"
+    assert feedback.findtext("policy_published/p") == "reject"
+    records = {r.findtext("row/policy_evaluated/disposition"): r for r in feedback.iter("record")}
+    assert sorted(records) == ["none", "reject"]
+    assert records["none"].findtext("row/source_ip") == "127.0.0.1"
+    assert records["none"].findtext("row/count") == "1"
+    assert records["none"].findtext("auth_results/dkim/result") == "pass"
+    assert records["reject"].findtext("auth_results/dkim/result") == "fail"
+    assert records["none"].findtext("identifiers/header_from") == "example.com"
+    again = json.loads(subprocess.run(
+        [sys.executable, "-m", "spamkit", "dmarc-reports", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=True).stdout)
+    assert again["reports"] == [], "a sent report is forgotten"
