@@ -47,9 +47,12 @@ def signing_key(root: Path, domain: str) -> SigningKey | None:
     directory = key_directory(root, domain)
     try:
         private = (directory / "private").read_bytes()
+    except OSError:
+        return None
+    try:
         selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
     except (OSError, UnicodeDecodeError):
-        return None
+        selector = DEFAULT  # SME's default pair is named "default"
     return SigningKey(directory, selector, private)
 
 
@@ -74,10 +77,12 @@ def dns_record(root: Path, domain: str) -> tuple[str, str]:
     directory = key_directory(root, domain)
     try:
         selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
-        pem = (directory / "public").read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
+        selector = DEFAULT  # as signing_key reads it
+    try:
+        pem = (directory / "public").read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):  # made by hand with only the private key
         pem = _openssl(["rsa", "-in", str(directory / "private"), "-pubout"]).decode("ascii")
-        selector = DEFAULT
     body = "".join(line for line in pem.splitlines() if line and not line.startswith("-----"))
     base64.b64decode(body, validate=True)  # a damaged file says so here, not in DNS
     return f"{selector}._domainkey", f"v=DKIM1; k=rsa; p={body}"

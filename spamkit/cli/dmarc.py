@@ -11,7 +11,6 @@ import click
 
 from spamkit.cli import config_option, json_option
 from spamkit.config import load_config
-from spamkit.errors import ConfigError
 
 
 @click.command(name="dmarc-reports")
@@ -29,9 +28,10 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
 
     config = load_config(config_path)
     path = report_database(config)
-    if not path.exists():
-        raise ConfigError(f"no DMARC report records at {path} (DmarcReporting and the dmarc "
-                          "filter record them)")
+    if not path.exists():  # nothing recorded yet (no dmarc filter, or DmarcReporting off)
+        if as_json:
+            click.echo(json.dumps({"reports": [], "dropped": 0}))
+        return
     store = ReportStore(path)
     receiver = config["DmarcReportOrg"] or socket.getfqdn()
     today = time.strftime("%Y-%m-%d", time.gmtime())

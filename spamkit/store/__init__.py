@@ -18,9 +18,8 @@ from spamkit.store.base import Label, StoreWriter, TokenCounts, TokenRecord, Tok
 from spamkit.store.lmdb import LmdbStore, move_aside
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Label", "LmdbStore", "StoreWriter", "TokenCounts",
-           "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path", "describe_location",
-           "open_store",
-           "set_aside_damaged", "sweep_lock_path"]
+           "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path",
+           "describe_location", "open_store", "set_aside_damaged", "sweep_lock_path"]
 
 DEFAULT_BACKEND = "lmdb"
 

@@ -31,6 +31,7 @@ What LMDB gives by itself, this module builds from Redis's parts:
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 import urllib.parse
@@ -50,7 +51,6 @@ from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYP
                                  expiry_order, magic_facts, new_token_values, sorted_distinct)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
-SCHEMES = ("redis://", "rediss://", "unix://")
 SCHEMA = "1"
 DEFAULT_PREFIX = "spamkit:"
 # a writer holds the lock for one batch (milliseconds to a second); a writer that died
@@ -62,10 +62,6 @@ RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then 
             "into it")
 _EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
 _NUMERIC_META = ("nspam", "nham")
-
-
-def is_redis_location(location: str) -> bool:
-    return location.startswith(SCHEMES)
 
 
 def _split_location(location: str) -> tuple[str, str]:
@@ -365,8 +361,6 @@ class RedisStore:
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
-        import json
-
         with _reaching(self.location):
             members = self._client.zrangebylex(self.key("history"), b"[" + message_key,
                                                b"[" + message_key + b"\xff" * 9)

@@ -240,14 +240,14 @@ def test_aggregate_reports_are_recorded_and_mailed(filter_server, sink: Sink, dn
     assert entry["to"] == ["dmarc@example.com", "agg@reports.test"]
     assert entry["refused"] == ["x@elsewhere.test: elsewhere.test has not agreed to take reports for "
                                 "example.com"]
-    before = len(sink.messages())
     sent = json.loads(subprocess.run(
         [sys.executable, "-m", "spamkit", "dmarc-reports", "--send", "--json", "--config", str(config)],
         capture_output=True, text=True, check=True).stdout)
     assert sent["reports"][0]["sent"] is True
-    (mail,) = sink.messages()[before:]
-    parsed = email.message_from_bytes(mail, policy=email.policy.default)
+    (parsed,) = [m for m in (email.message_from_bytes(data, policy=email.policy.default)
+                             for data in sink.messages()) if m["Subject"].startswith("Report Domain")]
     assert parsed["Subject"].startswith("Report Domain: example.com Submitter: ours.test Report-ID: <")
+    assert parsed["To"] == "dmarc@example.com, agg@reports.test"
     (attachment,) = [part for part in parsed.iter_attachments()]
     assert attachment.get_filename().startswith("ours.test!example.com!")
     feedback = ElementTree.fromstring(gzip.decompress(attachment.get_content()))

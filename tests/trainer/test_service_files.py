@@ -24,7 +24,7 @@ def commands() -> list[list[str]]:
 
 def test_each_scheduled_command_runs(tmp_path: Path) -> None:
     found = commands()
-    assert [c[1] for c in found] == ["learn", "expire-junk", "learn"]
+    assert [c[1] for c in found] == ["learn", "expire-junk", "dmarc-reports", "learn"]
     (tmp_path / "users" / "alice" / "Maildir" / "cur").mkdir(parents=True)
     config = tmp_path / "spamkit.toml"
     config.write_text(f'MaildirPattern = "{tmp_path}/users/{{user}}/Maildir"\n'
