@@ -26,8 +26,9 @@ from smtpfilter.plugins.dns import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 
-# what is signed besides dkimpy's defaults (From, Subject, Date, To, Cc, ...), relaxed
-# for both: relaying MTAs re-fold headers and trim trailing blanks
+# header and body canonicalization: relaxed for both, since relays re-fold headers and
+# trim trailing blanks (dkimpy's default body form, simple, breaks on either). The
+# headers signed are dkimpy's default set (From, Subject, Date, To, Cc, ...).
 CANONICALIZE = (b"relaxed", b"relaxed")
 
 

@@ -63,7 +63,7 @@ def _drop_privileges(account: pwd.struct_passwd) -> None:
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
     if os.getuid() == 0 or os.geteuid() == 0:  # setuid cannot be undone; check it held
-        raise ConfigError("could not give up root")
+        raise ConfigError(f"could not switch to {account.pw_name}")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -94,8 +94,8 @@ def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.S
               help="Where accepted mail goes.")
 @click.option("--autolearn/--no-autolearn", default=False, help="Learn what autolearn picks.")
 @click.option("--user", "run_as", metavar="NAME",
-              help="Started as root (which it needs this for): the user to run as once the "
-                   "databases are open and the port is listening.")
+              help="The user to switch to once the databases are open and the port listens; "
+                   "needed when started as root, which it refuses to stay.")
 @db_option
 @config_option
 def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_path: str | None,
@@ -145,7 +145,11 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     controller.start()
     if account is not None:
-        _drop_privileges(account)
+        try:
+            _drop_privileges(account)
+        except (OSError, ConfigError):
+            controller.stop()  # never take mail as root
+            raise
     click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
