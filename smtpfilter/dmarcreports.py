@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import gzip
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -26,12 +27,14 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as _escape
 
 from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.domains import organizational_domain
 
 KEEP_DAYS = 7
+# characters XML 1.0 cannot carry, even escaped: what a sender wrote is cut of them
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _KEY_COLUMNS = ("day", "policy_domain", "policy", "rua", "source_ip", "header_from",
                 "disposition", "dkim", "spf", "dkim_auth", "spf_auth")
 
@@ -190,6 +193,11 @@ def report_message(report: Report, xml: bytes, receiver: str, sender: str, repor
     message.add_attachment(gzip.compress(xml, mtime=0), maintype="application", subtype="gzip",
                            filename=name)
     return message
+
+
+def escape(value: str) -> str:
+    """Text for an XML element: escaped, and without the characters XML cannot carry."""
+    return _escape(_NOT_XML.sub("", value))
 
 
 def _day_start(day: str) -> int:

@@ -5,6 +5,7 @@ a clear, quick error when Redis is down."""
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import random
@@ -331,6 +332,15 @@ def test_the_trainer_sweeps_into_redis(location: str, tmp_path: Path, sample: li
     assert list((maildir / "new").iterdir()) == []
     with RedisStore(location) as store:
         assert store.totals().nspam == 5
+    # and the per-user report reads the shared database's audit log
+    stats = subprocess.run([sys.executable, "-m", "spamkit", "stats", "--json", "--db", location,
+                            "--maildirs", str(tmp_path / "mail" / "{user}" / "Maildir")],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert stats.returncode == 0, stats.stderr
+    report = json.loads(stats.stdout)
+    assert (report["db"]["nspam"], report["db"]["backend"]) == (5, "redis")
+    (alice,) = report["users"]
+    assert (alice["user"], alice["missed_spam_30d"], alice["LearnAsSpam"]) == ("alice", 5, 0)
 
 
 def test_karma_stays_local_when_the_tokens_are_in_redis(tmp_path: Path, location: str,

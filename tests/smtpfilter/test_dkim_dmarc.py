@@ -264,3 +264,25 @@ def test_aggregate_reports_are_recorded_and_mailed(filter_server, sink: Sink, dn
         [sys.executable, "-m", "spamkit", "dmarc-reports", "--json", "--config", str(config)],
         capture_output=True, text=True, check=True).stdout)
     assert again["reports"] == [], "a sent report is forgotten"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=60), st.text(max_size=60), st.text(max_size=40), st.integers(1, 10**6))
+def test_any_report_row_gives_well_formed_xml(domain: str, header_from: str, selector: str,
+                                              count: int) -> None:
+    """What a sender chose (the From domain, a signature's selector) goes into the report
+    XML escaped: whatever it is, the report parses and says it back."""
+    from smtpfilter.dmarcreports import Observation, Report, report_xml
+
+    seen = Observation(domain or "example.com", {"p": "reject", "sp": "reject", "adkim": "r",
+                                                 "aspf": "r", "pct": 100}, ("mailto:a@example.com",),
+                       "192.0.2.1", header_from, "none", "pass", "fail",
+                       ((header_from, selector, "pass"),), ("example.com", "fail"))
+    report = Report("example.com", "2026-11-29", seen.policy, seen.rua, [(seen, count)])
+    feedback = ElementTree.fromstring(report_xml(report, "ours.test", "r@ours.test", "id1"))
+    # what XML can carry comes back as written (a parser reads a CR as a line end)
+    kept = "".join(c for c in header_from if c in "\t\n\r" or (c >= " " and not 0xD800 <= ord(c) <= 0xDFFF
+                                                                and c not in "\ufffe\uffff"))
+    kept = kept.replace("\r\n", "\n").replace("\r", "\n")
+    assert (feedback.findtext("record/identifiers/header_from") or "") == kept
+    assert feedback.findtext("record/row/count") == str(count)

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 import dkim
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from smtpfilter.dkimkeys import generate
+from smtpfilter.filter import Action, Transaction
+from smtpfilter.plugins.dkimsign import DkimSign
+from smtpfilter.plugins.dns import LocalClients
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import PLAIN
 
@@ -97,3 +105,25 @@ def test_dns_prints_a_zone_file_and_keygen_keeps_a_pair(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "spamkit", "dkim", "keygen", "--config", str(config)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.fixture(scope="module")
+def key_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("keys")
+    generate(root, None, bits=1024)
+    return root
+
+
+@hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=3000), st.lists(st.sampled_from(
+    [b"From: a@example.com", b"From: <>", b"From: a@example.com, b@example.net", b"From: \xff@\xfe",
+     b"Subject: x", b" folded", b"", b"DKIM-Signature: v=1; d=x", b"\x00", b"To: b@example.org"]),
+    max_size=8).map(lambda lines: b"\r\n".join(lines) + b"\r\n\r\nbody\r\n")))
+def test_any_message_is_signed_or_passed_on_never_lost(key_root: Path, data: bytes) -> None:
+    """Whatever our users send: the filter goes on (never refuses, never raises) and the
+    message is either the same bytes or the same bytes under one DKIM-Signature."""
+    signer = DkimSign(LocalClients(["127.0.0.0/8"], []), key_root, ["example.com"], [])
+    tx = Transaction(peer="127.0.0.1", helo="client", mail_from="a@example.com",
+                     rcpt_tos=["b@example.org"], data=data)
+    assert signer.data(tx).action is Action.CONTINUE
+    assert tx.data == data or (tx.data.startswith(b"DKIM-Signature:") and tx.data.endswith(data))

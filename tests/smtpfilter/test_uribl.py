@@ -4,9 +4,13 @@ links to, found in any part and encoding, asked of URI blocklists."""
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from smtpfilter.plugins import build_filters
 from smtpfilter.plugins.uribl import MAX_DOMAINS, UriZone, link_names, uri_zones
@@ -114,3 +118,19 @@ def test_uribl_needs_its_lists(tmp_path) -> None:  # type: ignore[no-untyped-def
     config = config_from_text('SmtpFilters = ["uribl"]\n', tmp_path / "spamkit.toml", {})
     with pytest.raises(ConfigError, match="UBLList"):
         build_filters(config, Scanner.from_config(config, None), False)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(max_size=80), st.sampled_from(
+    ["http://", "https://[::1]/", "http://256.1.1.1/", "http://8.8.8.8:80/x", "mailto:", "www.",
+     "http://a..b/", "http://xn--/", "http://\u00e9x\u00e4mple.com/", "HTTP://X.CO.UK",
+     "http://-a-.com", "http://" + "a" * 300 + ".com/"])), max_size=40))
+def test_any_links_give_names_that_are_safe_to_ask_and_to_write(urls: list[str]) -> None:
+    """Whatever a message links to: no exception, at most MAX_DOMAINS names, each one a
+    DNS name (letters, digits, dots, hyphens) that is safe in a query and in a header."""
+    message = parse_message(b"Subject: x\r\n\r\n")
+    message.urls = urls
+    names = link_names(message, frozenset())
+    assert len(names) <= MAX_DOMAINS and len(set(names)) == len(names)
+    for name in names:
+        assert re.fullmatch(r"[a-z0-9.-]{1,253}", name), name
