@@ -20,6 +20,8 @@ from smtpfilter.relay import RelayPool
 
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+OVER_BUDGET = "451 4.3.2 Checking the message took too long, please try again later"
+DEFAULT_SCAN_BUDGET = 30.0  # seconds; Postfix's smtpd_proxy_timeout is 100
 XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
@@ -35,8 +37,12 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 class FilterHandler:
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
-                 metrics: Metrics | None = None, forwarders: tuple[str, ...] = ()) -> None:
+                 metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
+                 scan_budget: float = DEFAULT_SCAN_BUDGET) -> None:
         self.chain = chain
+        # the DATA stage's filters must decide within this, or the client gets 451 before
+        # the MTA in front gives up on us (reliability checklist 13)
+        self.scan_budget = scan_budget
         # MTAs whose XFORWARD we believe: behind Postfix, every session comes from it, and
         # the client the checks are about is the one it says (RelayClients)
         self.forwarders = Networks(forwarders)
@@ -172,7 +178,14 @@ class FilterHandler:
         try:
             tx.data = normalize_line_endings(envelope.original_content or envelope.content or b"")
             loop = asyncio.get_running_loop()
-            decision = await loop.run_in_executor(None, self._run, session, "data", tx)
+            checking = loop.run_in_executor(None, self._run, session, "data", tx)
+            try:
+                decision = await asyncio.wait_for(checking, self.scan_budget)
+            except asyncio.TimeoutError:
+                # the filters' thread runs on and its verdict is dropped: nothing is relayed
+                log.warning("DATA checks of %s from %s took over %gs; answered 451",
+                            _message_id(tx.data), tx.peer, self.scan_budget)
+                decision = Decision(Action.TEMPFAIL, OVER_BUDGET, "budget")
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
@@ -206,6 +219,16 @@ class FilterHandler:
             session.spamkit_accepted = True
             tx.notes["accepted_by"] = decision.filter
         return decision
+
+
+def _message_id(data: bytes) -> str:
+    """The Message-ID of a message as the log names it ("-" when it has none)."""
+    head = data.split(b"\r\n\r\n", 1)[0][:100_000]
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"message-id":
+            return value.strip().decode("ascii", "replace")[:200] or "-"
+    return "-"
 
 
 def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]

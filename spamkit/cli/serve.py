@@ -125,7 +125,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     if config["MetricsListen"]:
         metrics.serve(*_host_port(config["MetricsListen"]))
     handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop),
-                            config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]))
+                            config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
+                            scan_budget=config["ScanBudget"])
     host, port = _host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))

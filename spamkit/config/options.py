@@ -150,6 +150,10 @@ OPTIONS: tuple[Option, ...] = (
            "naughty.", minimum=1, group="smtp"),
     Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
            "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
+    Option("ScanBudget", float, 30.0, "Seconds `serve` gives the DATA checks of one message "
+           "(DNS lists, SPF, DKIM, the score); past it the client gets 451 and nothing is "
+           "relayed, before the MTA in front gives up (Postfix waits 100 s).",
+           minimum=1, maximum=90, group="smtp"),
     Option("RBLList", list, [], "DNSBL zones the dnsbl filter asks about each client's address "
            "(SME's RBLList; zen.spamhaus.org is the conservative choice). SME's "
            "colon-joined form is read too.", group="smtp"),

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,43 @@ def test_serve_runs_as_the_user_it_is_given_never_as_root(tmp_path: Path, traine
     finally:
         assert stop_serve(process)[0] == 0
     assert len(sink.messages()) == 1
+
+
+class Slow(Filter):
+    """A DATA check that takes `seconds` (a DNS list that answers late, say)."""
+
+    name = "slow"
+    blocking = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def data(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        time.sleep(self.seconds)
+        return super().data(tx)
+
+
+def test_checks_over_the_scan_budget_give_451_and_nothing_relayed(sink: Sink, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Reliability checklist 13: the DATA checks must decide within ScanBudget; past it
+    the client hears 451 at once (before the MTA in front would give up), the late
+    verdict is dropped, the log names the message, and the server goes on serving."""
+    from smtpfilter.limits import LimitedController, SessionLimits
+
+    port = free_port()
+    handler = FilterHandler(FilterChain([Slow(3.0)]), ("127.0.0.1", sink.port), scan_budget=1.0)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        started = time.monotonic()
+        reply = swaks(port, write(tmp_path, b"Message-ID: <slow@example.org>\r\nSubject: hi\r\n\r\nhello\r\n"))
+        assert reply.startswith("451 4.3.2 Checking the message took too long"), reply
+        assert time.monotonic() - started < 2.5
+        time.sleep(2.5)  # the slow check finishes meanwhile: its verdict must not relay
+        assert sink.messages() == []
+        assert any("<slow@example.org>" in r.getMessage() and "took over 1s" in r.getMessage()
+                   for r in caplog.records)
+        handler.chain = FilterChain([Slow(0.1)])
+        assert swaks(port, write(tmp_path, b"Subject: again\r\n\r\nhello\r\n")).startswith("250")
+    finally:
+        controller.stop()
