@@ -11,6 +11,7 @@ import click
 
 from spamkit.cli import config_option, json_option
 from spamkit.config import load_config
+from spamkit.errors import ConfigError
 
 
 @click.command(name="dmarc-reports")
@@ -32,6 +33,10 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({"reports": [], "dropped": 0}))
         return
+    if send and config.origins["ReportFrom"] == "default":
+        raise ConfigError(f"ReportFrom is {config['ReportFrom']}, which no domain owner can "
+                          "answer: set it to an address of yours before sending DMARC reports "
+                          "(spamkit config set ReportFrom dmarc-reports@example.org)")
     store = ReportStore(path)
     receiver = config["DmarcReportOrg"] or socket.getfqdn()
     today = time.strftime("%Y-%m-%d", time.gmtime())

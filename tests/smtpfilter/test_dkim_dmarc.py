@@ -228,6 +228,11 @@ def test_aggregate_reports_are_recorded_and_mailed(filter_server, sink: Sink, dn
     # the reports go out for finished days: make these yesterday's
     with sqlite3.connect(database) as db:
         db.execute("UPDATE rows SET day = date('now', '-1 day')")
+    unset = tmp_path / "unset.toml"  # ReportFrom left at its placeholder: refused
+    unset.write_text(f'DmarcReportDatabase = "{database}"\n')
+    refused = subprocess.run([sys.executable, "-m", "spamkit", "dmarc-reports", "--send", "--config",
+                              str(unset)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "ReportFrom" in refused.stderr
     config = tmp_path / "report.toml"
     config.write_text(dns_settings(dns, f'DmarcReportDatabase = "{database}"',
                                    f'ReportSmtpServer = "127.0.0.1:{sink.port}"',
