@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from spamkit.errors import StoreError
+from spamkit.errors import ConfigError, StoreError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
@@ -77,7 +77,7 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
     import smtplib
     from email.message import EmailMessage
 
-    host, _, port = server.rpartition(":")
+    host, port = smtp_server(server)
     message = EmailMessage()
     totals = report.totals()
     message["Subject"] = (f"spamkit learn: {totals['spam_learned']} spam, {totals['ham_learned']} ham"
@@ -89,8 +89,19 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
     for user in report.users:
         lines += [f"{user.user}: left {name}: {reason}" for name, reason in user.failures]
     message.set_content("\n".join(lines) + "\n")
-    with smtplib.SMTP(host or server, int(port or 25), timeout=timeout) as smtp:
+    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
         smtp.send_message(message)
+
+
+def smtp_server(server: str) -> tuple[str, int]:
+    """(host, port) of ReportSmtpServer: "host:port", "host" (port 25) or "[v6]:port";
+    a port that is not a number is a ConfigError naming it."""
+    host, colon, port = server.rpartition(":")
+    if not colon or "]" in port or (host.count(":") and not host.startswith("[")):
+        return server.strip("[]"), 25  # no port given (a bare IPv6 address included)
+    if not port.isdigit():
+        raise ConfigError(f"ReportSmtpServer {server!r}: the port must be a number")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
     from smtpfilter.dmarcreports import (KEEP_DAYS, ReportStore, allowed_recipients, new_report_id,
                                          report_message, report_xml)
     from smtpfilter.plugins import configured_dns, report_database
+    from trainer.sweep import smtp_server
 
     config = load_config(config_path)
     path = report_database(config)
@@ -55,8 +56,7 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
                 message = report_message(report, xml, receiver, config["ReportFrom"], report_id,
                                          recipients)
                 try:
-                    host, _, port = config["ReportSmtpServer"].rpartition(":")
-                    with smtplib.SMTP(host, int(port or 25), timeout=30) as smtp:
+                    with smtplib.SMTP(*smtp_server(config["ReportSmtpServer"]), timeout=30) as smtp:
                         smtp.send_message(message)
                 except (OSError, smtplib.SMTPException) as error:
                     entry["error"] = f"{type(error).__name__}: {error}"

@@ -314,3 +314,18 @@ def test_a_full_disk_stops_the_sweep_and_removes_only_what_was_committed(
         assert marks == everything and totals.nspam + totals.nham == len(everything)
         assert not any(folder_files(tmp_path / "users", u, f) for u in USERS
                        for f in ("LearnAsSpam", "LearnAsHam"))
+
+
+def test_report_server_forms() -> None:
+    """ReportSmtpServer as admins write it: with or without a port, IPv6 in brackets or
+    bare; a port that is not a number is named, not a traceback."""
+    from spamkit.errors import ConfigError
+    from trainer.sweep import smtp_server
+
+    assert smtp_server("127.0.0.1:25") == ("127.0.0.1", 25)
+    assert smtp_server("mail.example.org") == ("mail.example.org", 25)
+    assert smtp_server("mail.example.org:587") == ("mail.example.org", 587)
+    assert smtp_server("[::1]:2525") == ("::1", 2525)
+    assert smtp_server("2001:db8::25") == ("2001:db8::25", 25)
+    with pytest.raises(ConfigError, match="port must be a number"):
+        smtp_server("mail.example.org:smtp")
