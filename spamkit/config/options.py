@@ -86,9 +86,10 @@ OPTIONS: tuple[Option, ...] = (
            "Inbox instead of deleting it.", group="trainer"),
     Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "
            "in their folder, with a warning.", minimum=1000, group="trainer"),
-    Option("ReportSmtpServer", str, "127.0.0.1:25", "host:port that `spamkit learn "
-           "--mail-report` sends the sweep report through.", group="trainer"),
-    Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report.",
+    Option("ReportSmtpServer", str, "127.0.0.1:25", "host[:port] (port 25 if none) that `spamkit "
+           "learn --mail-report` and `spamkit dmarc-reports --send` send through.", group="trainer"),
+    Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report and of the "
+           "DMARC reports (which need a real address of yours).",
            group="trainer"),
     Option("SmtpFilters", list, ["relay", "badmailfrom", "resolvable_fromhost", "badrcptto",
                                   "badhelo", "helo", "headers", "attachments", "spamscore"],
