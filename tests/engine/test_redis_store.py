@@ -30,7 +30,7 @@ from spamkit.store import redis as redis_store
 from spamkit.store.base import today
 from spamkit.store.redis import RedisStore
 from tests.conftest import as_items
-from tests.servers.net import free_port
+from tests.servers.net import free_port, self_signed_certificate
 from tests.servers.redis import RedisServer, start_redis
 
 
@@ -354,3 +354,25 @@ def test_karma_stays_local_when_the_tokens_are_in_redis(tmp_path: Path, location
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "local"))
     config = config_from_text(f'Database = "{location}"\n', tmp_path / "spamkit.toml", {})
     assert Path(_beside_db(config)) == default_db_path().parent / "karma"
+
+
+def test_a_database_over_tls(tmp_path: Path, sample: list[SourceItem]) -> None:
+    """rediss:// with the server's CA: learning and lookups work; a CA that did not sign
+    the server's certificate is refused as unreachable, never read in the clear."""
+    certificate, key = self_signed_certificate(tmp_path)
+    servers = start_redis(tmp_path, tls=(certificate, key))
+    server = next(servers)
+    try:
+        location = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={certificate}"
+        with RedisStore(location) as store:
+            Learner(store).learn(sample[:5], Label.SPAM)
+            assert store.totals().nspam == 5
+        other = tmp_path / "other"
+        other.mkdir()
+        stranger, _ = self_signed_certificate(other)
+        with pytest.raises(StoreUnavailable, match="certificate"):
+            RedisStore(f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={stranger}")
+        with pytest.raises(StoreUnavailable):  # plain redis:// to a TLS port
+            RedisStore(f"redis://127.0.0.1:{server.port}/0")
+    finally:
+        servers.close()

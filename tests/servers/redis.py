@@ -23,13 +23,21 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{number}" + (f"?prefix={prefix}" if prefix else "")
 
 
-def start_redis(directory: Path) -> Iterator[RedisServer]:
+def start_redis(directory: Path, tls: tuple[Path, Path] | None = None) -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port; with `tls` (certificate, key), that port
+    speaks only TLS (rediss://), clients not asked for certificates."""
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is missing: install the Debian package `redis-server` "
                            "(scripts/install-test-deps.sh does)")
     port = free_port()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        certificate, key = tls
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certificate),
+                  "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
+                  "--tls-auth-clients", "no"]
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
