@@ -65,12 +65,13 @@ _NUMERIC_META = ("nspam", "nham")
 
 
 def _split_location(location: str) -> tuple[str, str]:
-    """(URL for redis-py, key prefix): our `prefix` parameter taken out of the query."""
-    parts = urllib.parse.urlsplit(location)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    """(URL for redis-py, key prefix): our `prefix` parameter taken out of the query. The
+    rest of the URL is left as written (rebuilding unix:///path would lose its //)."""
+    base, _, query_text = location.partition("?")
+    query = urllib.parse.parse_qsl(query_text, keep_blank_values=True)
     prefix = next((value for name, value in query if name == "prefix"), DEFAULT_PREFIX)
     rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "prefix"])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
+    return base + (f"?{rest}" if rest else ""), prefix
 
 
 def public_location(location: str) -> str:

@@ -376,3 +376,22 @@ def test_a_database_over_tls(tmp_path: Path, sample: list[SourceItem]) -> None:
             RedisStore(f"redis://127.0.0.1:{server.port}/0")
     finally:
         servers.close()
+
+
+def test_a_database_over_a_unix_socket(tmp_path: Path, sample: list[SourceItem]) -> None:
+    """unix:///path/redis.sock?db=N: a Redis on the same machine, no TCP at all."""
+    socket_path = tmp_path / "redis.sock"
+    process = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket_path),
+                                "--unixsocketperm", "700", "--save", "", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with RedisStore(f"unix://{socket_path}?db=2&prefix=local:") as store:
+            Learner(store).learn(sample[:4], Label.HAM)
+            assert (store.totals().nham, store.magic()["backend"]) == (4, "redis")
+        assert redis_client.Redis(unix_socket_path=str(socket_path), db=2).exists("local:seen")
+    finally:
+        process.terminate()
+        process.wait(10)
