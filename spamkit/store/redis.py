@@ -35,6 +35,7 @@ import json
 import struct
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
@@ -42,7 +43,7 @@ from typing import IO, Any
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import LockError, WatchError
+from redis.exceptions import WatchError
 from redis.retry import Retry
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
@@ -61,6 +62,8 @@ CONNECT_TIMEOUT = 1.0  # reliability checklist item 12: a backend down is known 
 RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then loads a dump "
             "into it")
 _EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
+# delete the lock only if it is still ours (a writer whose lock expired must not free another's)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _NUMERIC_META = ("nspam", "nham")
 
 
@@ -239,13 +242,7 @@ class RedisStore:
         if self.readonly:
             raise StoreError("the database was opened read-only")
         with _reaching(self.location):
-            lock = self._client.lock(self.prefix + "lock", timeout=LOCK_SECONDS, sleep=0.02,
-                                     thread_local=False)
-            # waits while another writer holds it, and out a dead writer's lock, no longer
-            if not lock.acquire(blocking_timeout=LOCK_SECONDS + 5):
-                raise StoreUnavailable(f"another writer has held the write lock of {self.location} "
-                                       f"for over {LOCK_SECONDS + 5:g} s")
-            token = lock.local.token
+            token = self._acquire_lock()
             try:
                 with self._client.pipeline() as pipe:
                     pipe.watch(self.key("lock"))
@@ -254,9 +251,29 @@ class RedisStore:
                     yield pipe, token
             finally:
                 try:
-                    lock.release()
-                except (LockError, redis.ConnectionError, redis.TimeoutError):
-                    pass  # expired, or Redis gone: the commit was refused with it, nothing to undo
+                    self._client.eval(_RELEASE, 1, self.key("lock"), token)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # Redis gone: the lock expires by itself, nothing was written
+
+    def _acquire_lock(self) -> bytes:
+        """Take the writer lock: SET NX with a time to live, waiting while another writer
+        holds it (and out a dead writer's lock, no longer).
+
+        The token is ours before we ask, so an acquisition whose reply was lost and was
+        retried (the SET done, its answer not received) finds its own token and goes on,
+        instead of waiting out its own lock as if another writer held it.
+        """
+        token = uuid.uuid4().hex.encode()
+        key = self.key("lock")
+        give_up = time.monotonic() + LOCK_SECONDS + 5
+        while True:
+            if self._client.set(key, token, nx=True, px=int(LOCK_SECONDS * 1000)) \
+                    or self._client.get(key) == token:
+                return token
+            if time.monotonic() > give_up:
+                raise StoreUnavailable(f"another writer has held the write lock of {self.location} "
+                                       f"for over {LOCK_SECONDS + 5:g} s")
+            time.sleep(0.02)
 
     @contextmanager
     def writer(self) -> Iterator[RedisWriter]:

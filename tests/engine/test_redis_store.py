@@ -395,3 +395,24 @@ def test_a_database_over_a_unix_socket(tmp_path: Path, sample: list[SourceItem])
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_lock_whose_reply_was_lost_is_still_ours(rstore: RedisStore, sample: list[SourceItem],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection dropped after Redis set the lock but before its answer arrived: the
+    client library sends SET NX again, which now finds the key set. That is our own lock:
+    the writer goes on at once, instead of waiting out its own lock's minute (a CLIENT KILL
+    run of the test above found this)."""
+    real_set = rstore._client.set
+
+    def set_then_lose_the_reply(*args: object, **kwargs: object) -> object:
+        real_set(*args, **kwargs)  # done on the server...
+        return None  # ...and what the retried SET NX answers: the key exists
+
+    monkeypatch.setattr(rstore._client, "set", set_then_lose_the_reply)
+    started = time.monotonic()
+    Learner(rstore).learn(sample[:3], Label.SPAM)
+    assert time.monotonic() - started < 5
+    monkeypatch.undo()
+    assert rstore.totals().nspam == 3
+    assert not rstore._client.exists(rstore.key("lock")), "released"
