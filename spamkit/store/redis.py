@@ -95,8 +95,13 @@ def _reaching(where: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as error:
         raise StoreUnavailable(f"cannot reach the database at {where}: {error}") from None
+    except WatchError:  # redis-py's word for a connection lost while a writer WATCHed
+        raise StoreUnavailable(f"the connection to the database at {where} dropped while "
+                               "writing: this batch was not written") from None
     except redis.ResponseError as error:
         raise StoreError(f"the database at {where} refused a command: {error}") from None
+    except redis.RedisError as error:  # anything else the client library reports
+        raise StoreError(f"the database at {where}: {type(error).__name__}: {error}") from None
 
 
 def _values(raw: Sequence[bytes], where: str) -> np.ndarray:
@@ -278,13 +283,12 @@ class RedisStore:
     @contextmanager
     def writer(self) -> Iterator[RedisWriter]:
         """A batch of changes, committed together when the block ends without error."""
-        with self._locked() as (pipe, token):
+        with self._locked() as (pipe, token):  # (its _reaching turns the rest into ours)
             writer = RedisWriter(self, pipe)
-            yield writer
             try:
-                with _reaching(self.location):
-                    writer._flush()
-            except WatchError:
+                yield writer  # the batch reads its seen marks through the WATCHing pipeline
+                writer._flush()
+            except WatchError:  # the lock lost, or the connection: which, is worth saying
                 raise StoreUnavailable(self._why_refused(token)) from None
 
     def _why_refused(self, token: bytes) -> str:
