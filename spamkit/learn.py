@@ -160,17 +160,15 @@ class Learner:
         """
         iterator = iter(items)
         while chunk := list(itertools.islice(iterator, LOOKAHEAD)):
-            readable = [item for item in chunk if item.data is not None]
-            keys = [message_key(item.data) for item in readable if item.data is not None]
-            known = dict(zip(map(id, readable), zip(keys, self.store.learned_as_many(keys))))
-            for item in chunk:
-                if id(item) not in known:
+            keys = [None if item.data is None else message_key(item.data) for item in chunk]
+            learned = iter(self.store.learned_as_many([key for key in keys if key is not None]))
+            for item, key in zip(chunk, keys):
+                if key is None:
                     summary.count(Outcome.FAILED)
                     summary.failures.append((item.name, item.error or "unreadable"))
                     yield item, None
-                    continue
-                key, previous = known[id(item)]
-                yield item, self._prepare(item, key, previous, label, summary, by)
+                else:
+                    yield item, self._prepare(item, key, next(learned), label, summary, by)
 
     def _prepare(self, item: SourceItem, key: bytes, known: Label | None, label: Label | None,
                  summary: LearnSummary, by: str) -> _Pending | None:

@@ -12,6 +12,7 @@ marks always agree, whatever instant a crash comes at.
 from __future__ import annotations
 
 import enum
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -76,6 +77,52 @@ def unpack_keys(packed: bytes) -> list[bytes]:
 def keys_of(numbers: npt.NDArray[np.uint64]) -> list[bytes]:
     """The 8-byte keys of numbers made by `numbers_of`."""
     return unpack_keys(numbers.astype(">u8").tobytes())
+
+
+def sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values in order, how often each occurs): np.unique with return_counts
+    by one native sort; np.unique cost twice as much here and loads numpy.ma (16 ms)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
+
+
+@dataclass(frozen=True)
+class BatchLookup:
+    """The keys of several messages, set out for one read of each distinct key."""
+
+    numbers: npt.NDArray[np.uint64]  # every message's keys, each message's in key order
+    sizes: list[int]  # keys per message
+    wanted: npt.NDArray[np.uint64]  # the distinct keys, in order: what a store reads
+
+    @classmethod
+    def of(cls, key_lists: Sequence[Sequence[bytes]]) -> BatchLookup:
+        numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
+        sizes = [len(keys) for keys in key_lists]
+        start = 0
+        for size in sizes:
+            numbers[start:start + size].sort()  # each message's known keys come out in key order
+            start += size
+        return cls(numbers, sizes, sorted_distinct(numbers)[0])
+
+    def split(self, known: npt.NDArray[np.uint64], spam: npt.NDArray[np.float64],
+              ham: npt.NDArray[np.float64], totals: Totals) -> list[TokenCounts]:
+        """Each message's TokenCounts from the counts of the known keys (in key order):
+        numpy matches them back, each message's share a slice of one array."""
+        if len(known) == 0:
+            nothing = TokenCounts(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
+            return [nothing] * len(self.sizes)
+        position = np.minimum(np.searchsorted(known, self.numbers), len(known) - 1)
+        hit = known[position] == self.numbers
+        position = position[hit]
+        owner = np.repeat(np.arange(len(self.sizes)), self.sizes)
+        bounds = [0, *itertools.accumulate(
+            np.bincount(owner[hit], minlength=len(self.sizes)).tolist())]
+        numbers, spam, ham = self.numbers[hit], spam[position], ham[position]
+        return [TokenCounts(numbers[start:end], spam[start:end], ham[start:end], totals)
+                for start, end in zip(bounds, bounds[1:])]
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
-from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
+from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
+                                today)
 from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
-                                 expiry_order, magic_facts, new_token_values, sorted_distinct)
+                                 expiry_order, magic_facts, new_token_values)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.maplock import MapLock
 
@@ -476,32 +477,15 @@ class LmdbStore:
         """
         if len(key_lists) == 1:  # one message: the direct way has less numpy to set up
             return [self.counts(key_lists[0])]
-        numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
-        sizes = [len(keys) for keys in key_lists]
-        bounds = [0, *itertools.accumulate(sizes)]
-        for start, end in zip(bounds, bounds[1:]):
-            numbers[start:end].sort()  # each message's known keys come out in key order
-        owner = np.repeat(np.arange(len(key_lists)), sizes)
-        wanted, _ = sorted_distinct(numbers)
+        batch = BatchLookup.of(key_lists)
         with self._transaction() as txn:
-            found = txn.cursor(db=self._tokens_db).getmulti(keys_of(wanted))
+            found = txn.cursor(db=self._tokens_db).getmulti(keys_of(batch.wanted))
             totals = self._totals(txn)
         if not found:
-            nothing = TokenCounts(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
-            return [nothing] * len(key_lists)
+            return batch.split(np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0), totals)
         known, values = _found_records(found)
-        position = np.minimum(np.searchsorted(known, numbers), len(known) - 1)
-        hit = known[position] == numbers
-        # the known keys of all messages, still grouped by message: each message's share
-        # is a slice (a view) of these, not a mask of its own
-        position = position[hit]
-        numbers = numbers[hit]
-        spam = values["spam"].astype(np.float64)[position]
-        ham = values["ham"].astype(np.float64)[position]
-        known_bounds = [0, *itertools.accumulate(
-            np.bincount(owner[hit], minlength=len(key_lists)).tolist())]
-        return [TokenCounts(numbers[start:end], spam[start:end], ham[start:end], totals)
-                for start, end in zip(known_bounds, known_bounds[1:])]
+        return batch.split(known, values["spam"].astype(np.float64),
+                           values["ham"].astype(np.float64), totals)
 
     def learned_as(self, message_key: bytes) -> Label | None:
         with self._transaction() as txn:

@@ -47,9 +47,9 @@ from redis.exceptions import WatchError
 from redis.retry import Retry
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
-from spamkit.store.base import Label, TokenCounts, TokenRecord, Totals, keys_of, numbers_of, today
+from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
 from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
-                                 expiry_order, magic_facts, new_token_values, sorted_distinct)
+                                 expiry_order, magic_facts, new_token_values)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
 SCHEMA = "1"
@@ -333,23 +333,12 @@ class RedisStore:
 
     def counts_many(self, key_lists: Sequence[Sequence[bytes]]) -> list[TokenCounts]:
         """`counts` for several messages: each distinct key asked for once, in one snapshot."""
-        numbers = numbers_of(b"".join(b"".join(keys) for keys in key_lists))
-        wanted, _ = sorted_distinct(numbers)
-        wanted_keys = keys_of(wanted)
+        batch = BatchLookup.of(key_lists)
+        wanted_keys = keys_of(batch.wanted)
         raw, totals = self._read(wanted_keys) if wanted_keys else ([], self.totals())
         positions, values = _found(wanted_keys, raw, self.location)
-        known = wanted[positions]
-        spam_all = values["spam"].astype(np.float64)
-        ham_all = values["ham"].astype(np.float64)
-        results: list[TokenCounts] = []
-        start = 0
-        for keys in key_lists:
-            mine = np.sort(numbers[start:start + len(keys)])
-            start += len(keys)
-            at = np.minimum(np.searchsorted(known, mine), max(len(known) - 1, 0))
-            hit = known[at] == mine if len(known) else np.zeros(len(mine), dtype=bool)
-            results.append(TokenCounts(mine[hit], spam_all[at[hit]], ham_all[at[hit]], totals))
-        return results
+        return batch.split(batch.wanted[positions], values["spam"].astype(np.float64),
+                           values["ham"].astype(np.float64), totals)
 
     def learned_as(self, message_key: bytes) -> Label | None:
         return self.learned_as_many([message_key])[0]
