@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape as _escape
 
 from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.domains import organizational_domain
+from spamkit.errors import StoreError
 
 KEEP_DAYS = 7
 # characters XML 1.0 cannot carry, even escaped: what a sender wrote is cut of them
@@ -69,16 +70,21 @@ class ReportStore:
     reads while the filter writes)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Opens (or makes) the file; one that cannot be is a StoreError naming it."""
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                f"CREATE TABLE IF NOT EXISTS rows ({', '.join(c + ' TEXT NOT NULL' for c in _KEY_COLUMNS)}, "
-                f"count INTEGER NOT NULL, PRIMARY KEY ({', '.join(_KEY_COLUMNS)}))")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            with self._lock, self._db:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS rows ({', '.join(c + ' TEXT NOT NULL' for c in _KEY_COLUMNS)}, "
+                    f"count INTEGER NOT NULL, PRIMARY KEY ({', '.join(_KEY_COLUMNS)}))")
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot use the DMARC report records at {path}: {error} (move the "
+                             "file away to start anew, or set DmarcReporting = false)") from None
 
     def record(self, seen: Observation, when: float | None = None) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime(when or time.time()))

@@ -291,3 +291,15 @@ def test_any_report_row_gives_well_formed_xml(domain: str, header_from: str, sel
     kept = kept.replace("\r\n", "\n").replace("\r", "\n")
     assert (feedback.findtext("record/identifiers/header_from") or "") == kept
     assert feedback.findtext("record/row/count") == str(count)
+
+
+def test_a_damaged_report_file_is_a_clear_error(tmp_path: Path) -> None:
+    """Not a database at all: one line naming the file and what to do, exit 74."""
+    damaged = tmp_path / "dmarc-reports.sqlite"
+    damaged.write_bytes(b"this is not SQLite " * 100)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'DmarcReportDatabase = "{damaged}"\nReportFrom = "r@ours.test"\n')
+    run = subprocess.run([sys.executable, "-m", "spamkit", "dmarc-reports", "--send", "--config",
+                          str(config)], capture_output=True, text=True)
+    assert run.returncode == 74 and "Traceback" not in run.stderr
+    assert f"cannot use the DMARC report records at {damaged}" in run.stderr
