@@ -26,6 +26,7 @@ from smtpfilter.plugins.envelope import (
     WhitelistHelo,
     WhitelistHosts,
 )
+from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
@@ -59,6 +60,7 @@ FILTERS: dict[str, Factory] = {
     "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c)),
                                               c["KarmaForgetDays"]),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
+    "greylist": lambda c, s, a: _greylist(c),
     "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), configured_dns(c)),
     "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), configured_dns(c)),
     "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), configured_dns(c)),
@@ -80,6 +82,16 @@ def _helo(config: Config) -> Helo:
     if config["HeloPolicy"] == "lenient":
         return Helo(own_names, config["LocalNetworks"])
     return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], configured_dns(config))
+
+
+def _greylist(config: Config) -> Greylist:
+    store = GreylistStore(Path(config["GreylistDatabase"] or _beside_db(config, "greylist")),
+                          delay=config["GreylistDelay"],
+                          retry_window=config["GreylistRetryHours"] * 3600.0,
+                          pass_lifetime=config["GreylistPassDays"] * 86400.0,
+                          auto_whitelist=config["GreylistAutoWhitelist"])
+    return Greylist(store, _local(config), config["WhitelistSenders"],
+                    config["GreylistBySubnet"], config["GreylistAction"])
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:

@@ -1,134 +1,76 @@
 """karma: remember how each client address behaved, and refuse the naughty for a day.
 
-Per address, in a small LMDB database: good (messages relayed as ham) and bad (refused or
-spam) counts, when it last sent, and, once it has earned it, the time until which it is
-refused. An address whose good - bad is at or below KarmaNegative after at least
-KarmaStrikes bad messages is naughty: MAIL FROM gets 550 until the penalty has passed.
-
-An address not heard from for KarmaForgetDays is forgotten (once a day, and at once when
-the database is full): a server meets new addresses every day, and with nothing removed
-the 64 MiB map filled after ~675,000 of them, after which karma learned nothing more.
+Per address, in a small database of its own (smtpfilter.recordstore): good (messages
+relayed as ham) and bad (refused or spam) counts, when it last sent, and, once it has
+earned it, the time until which it is refused. An address whose good - bad is at or
+below KarmaNegative after at least KarmaStrikes bad messages is naughty: MAIL FROM gets
+550 until the penalty has passed. An address not heard from for KarmaForgetDays is
+forgotten (once a day, and at once when the database is full).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import lmdb
-
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from spamkit.store.maplock import MapLock
+from smtpfilter.recordstore import Record, RecordStore
 
 PENALTY_SECONDS = 86400
 DEFAULT_FORGET_DAYS = 30
-MAP_SIZE = 64 << 20
-MAX_MAP_SIZE = 1 << 30  # grown to when forgetting frees nothing (every address recent)
-_PRUNED_KEY = b"\x00pruned"  # when idle addresses were last forgotten; no address sorts there
-_OPEN: dict[tuple[int, str], tuple[lmdb.Environment, MapLock]] = {}  # one per path and process
 
 
-class KarmaStore:
+def _new_record() -> Record:
+    return {"good": 0, "bad": 0, "until": 0}
+
+
+class KarmaStore(RecordStore):
+    what = "karma"
+
     def __init__(self, path: Path, forget_days: int = DEFAULT_FORGET_DAYS) -> None:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = (os.getpid(), str(path.resolve()))
-        if key not in _OPEN:  # py-lmdb refuses to open one path twice in a process
-            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
-            env.reader_check()
-            _OPEN[key] = (env, MapLock())
-        self._env, self._map_lock = _OPEN[key]
+        super().__init__(path)
         self.forget_seconds = forget_days * 86400
 
-    @contextmanager
-    def _begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:
-        """A transaction holding the map lock shared (spamkit.store.maplock: the filter's
-        worker threads read this database while one of them may grow the map)."""
-        txn = self._map_lock.begin(self._env, write)
-        try:
-            with txn:
-                yield txn
-        finally:
-            self._map_lock.release_shared()
-
-    def get(self, address: str) -> dict[str, float]:
-        with self._begin() as txn:
-            raw = txn.get(address.encode())
-        return json.loads(bytes(raw)) if raw else {"good": 0, "bad": 0, "until": 0}
+    def get(self, address: str) -> Record:
+        return super().get(address) or _new_record()
 
     def update(self, address: str, good: int, bad: int, negative: int, strikes: int,
-               now: float | None = None) -> dict[str, float]:
+               now: float | None = None) -> Record:
         now = time.time() if now is None else now
-        if now - self._last_pruned() >= 86400:
-            self.forget_idle(now)
-        try:
-            return self._update(address, good, bad, negative, strikes, now)
-        except lmdb.MapFullError:
-            if not self.forget_idle(now):
-                self._grow()
-            return self._update(address, good, bad, negative, strikes, now)
+        return self.change(address, self._counting(good, bad, negative, strikes, now), now)
 
     def _update(self, address: str, good: int, bad: int, negative: int, strikes: int,
-                now: float) -> dict[str, float]:
-        with self._begin(write=True) as txn:
-            raw = txn.get(address.encode())
-            record = json.loads(bytes(raw)) if raw else {"good": 0, "bad": 0, "until": 0}
+                now: float) -> Record:
+        """`update` without pruning or growing (the tests fill the map with it)."""
+        return self._change(address, self._counting(good, bad, negative, strikes, now))
+
+    @staticmethod
+    def _counting(good: int, bad: int, negative: int, strikes: int,
+                  now: float) -> Callable[[Record | None], Record]:
+        def count(record: Record | None) -> Record:
+            record = record or _new_record()
             record["good"] += good
             record["bad"] += bad
             record["seen"] = round(now)
             if record["bad"] >= strikes and record["good"] - record["bad"] <= negative:
                 record["until"] = now + PENALTY_SECONDS
-            txn.put(address.encode(), json.dumps(record).encode())
-        return record
+            return record
+        return count
 
-    def _last_pruned(self) -> float:
-        with self._begin() as txn:
-            raw = txn.get(_PRUNED_KEY)
-        return float(raw) if raw else 0.0
+    def idle(self, record: Record, now: float) -> bool:
+        """Not heard from for forget_days and not refused now."""
+        return "seen" in record and now - record["seen"] > self.forget_seconds \
+            and record["until"] <= now
+
+    def restamp(self, record: Record, now: float) -> Record | None:
+        """A record from before last-heard times were kept is given one now (so it is
+        forgotten forget_days later, not at once)."""
+        return record | {"seen": round(now)} if "seen" not in record else None
 
     def forget_idle(self, now: float | None = None) -> int:
-        """Forget the addresses not heard from for forget_days and not refused now;
-        returns how many. A record from before last-heard times were kept is given one
-        now (so it is forgotten forget_days later, not at once)."""
-        now = time.time() if now is None else now
-        idle: list[bytes] = []
-        unstamped: list[tuple[bytes, dict[str, float]]] = []
-        with self._begin() as txn:
-            for key, raw in txn.cursor():
-                if key == _PRUNED_KEY:
-                    continue
-                record = json.loads(bytes(raw))
-                if "seen" not in record:
-                    unstamped.append((bytes(key), record | {"seen": round(now)}))
-                elif now - record["seen"] > self.forget_seconds and record["until"] <= now:
-                    idle.append(bytes(key))
-        for attempt in range(2):
-            try:
-                with self._begin(write=True) as txn:
-                    for key in idle:
-                        txn.delete(key)
-                    for key, record in unstamped:
-                        txn.put(key, json.dumps(record).encode())
-                    txn.put(_PRUNED_KEY, str(round(now)).encode())
-                return len(idle)
-            except lmdb.MapFullError:  # stamping old records takes room too
-                if attempt:
-                    raise
-                self._grow()
-        return len(idle)
-
-    def _grow(self) -> None:
-        with self._map_lock.exclusive():
-            size = self._env.info()["map_size"]
-            if size >= MAX_MAP_SIZE:
-                raise lmdb.MapFullError("karma database at its 1 GiB limit with every address recent")
-            self._env.set_mapsize(size * 2)
-
-    def close(self) -> None:
-        """The environment stays open for other users in this process; exit closes it."""
+        """Forget the idle addresses now; returns how many."""
+        return self.prune(now)
 
 
 class Karma(Filter):

@@ -151,6 +151,26 @@ OPTIONS: tuple[Option, ...] = (
            "naughty.", minimum=1, group="smtp"),
     Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
            "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
+    Option("GreylistDatabase", str, "", "Directory of the greylist filter's database (empty: "
+           "`greylist` beside the token database).", group="smtp"),
+    Option("GreylistDelay", int, 300, "greylist: seconds a new (client network, sender, "
+           "recipient) must wait before its retry is taken.", minimum=0, maximum=86400,
+           group="smtp"),
+    Option("GreylistRetryHours", int, 48, "greylist: hours after the delay within which the "
+           "retry must come; later, the wait starts again.", minimum=1, maximum=24 * 30,
+           group="smtp"),
+    Option("GreylistPassDays", int, 36, "greylist: days a triplet that passed keeps passing "
+           "at once after it last sent (qpsmtpd's white_timeout).", minimum=1, maximum=3650,
+           group="smtp"),
+    Option("GreylistAutoWhitelist", int, 5, "greylist: a client network whose triplets have "
+           "passed this many times is not greylisted again (0: never).", minimum=0,
+           group="smtp"),
+    Option("GreylistBySubnet", bool, True, "greylist: a triplet's client is its /24 (IPv6 "
+           "/64), since big senders retry from another address of a pool; false: the "
+           "address itself.", group="smtp"),
+    Option("GreylistAction", str, "denysoft", "What the greylist filter does with a triplet "
+           "that must wait: denysoft (450 at RCPT) or log (only logs it, to see what it "
+           "would do).", choices=("denysoft", "log"), group="smtp"),
     Option("ScanBudget", float, 30.0, "Seconds `serve` gives the DATA checks of one message "
            "(DNS lists, SPF, DKIM, the score); past it the client gets 451 and nothing is "
            "relayed, before the MTA in front gives up (Postfix waits 100 s).",

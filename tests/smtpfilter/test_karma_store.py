@@ -9,7 +9,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from smtpfilter.plugins import karma
+from smtpfilter import recordstore
 from smtpfilter.plugins.karma import KarmaStore
 
 DAY = 86400.0
@@ -42,7 +42,7 @@ def test_idle_addresses_are_forgotten_the_recent_kept(tmp_path: Path) -> None:
 
 def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the 64 MiB map filled after 674,582 addresses; then no new address was learned."""
-    monkeypatch.setattr(karma, "MAP_SIZE", 256 << 10)
+    monkeypatch.setattr(recordstore, "MAP_SIZE", 256 << 10)
     store = KarmaStore(tmp_path / "karma", forget_days=30)
     size = store._env.info()["map_size"]
     n = 0

@@ -89,9 +89,9 @@ def test_blocked_attachments(filter_server, sink: Sink) -> None:  # type: ignore
 
 
 def test_unknown_filter_names_the_setting(tmp_path: Path) -> None:
-    config = config_from_text('UseBayes = false\nSmtpFilters = ["spamscore", "greylist"]\n',
+    config = config_from_text('UseBayes = false\nSmtpFilters = ["spamscore", "p0f"]\n',
                               tmp_path / "spamkit.toml", {})
-    with pytest.raises(ConfigError, match=r"spamkit.toml:2: unknown filter 'greylist'"):
+    with pytest.raises(ConfigError, match=r"spamkit.toml:2: unknown filter 'p0f'"):
         build_filters(config, Scanner.from_config(config, None), False)
 
 

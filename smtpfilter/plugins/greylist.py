@@ -1,0 +1,148 @@
+"""greylist: a sender new to a recipient is told to come back later (qpsmtpd's greylisting).
+
+A real MTA queues a 4xx and tries again; most spam engines send once and move on. The
+first time a (client network, sender, recipient) triplet is seen, RCPT gets 450; a retry
+after GreylistDelay and within GreylistRetryHours passes, and the triplet then passes at
+once for GreylistPassDays after it last sent. A client network whose triplets have passed
+GreylistAutoWhitelist times has shown it retries, and is not greylisted again while it
+keeps sending. Off unless "greylist" is in SmtpFilters, as on SME, where it is "under the
+covers" for those who want it. Decision 0021 has the constants and why.
+
+LocalNetworks, RelayClients and WhitelistSenders are never greylisted. A greylist database
+that cannot be written lets mail through: greylisting is a delay, and a broken one must
+not turn into refusing everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+import time
+from pathlib import Path
+
+import lmdb
+
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
+from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.recordstore import Record, RecordStore
+from spamkit.lists import matches
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+_BATV = re.compile(r"^(?:prvs|msprvs\d*|btv1)=+[^=@]*=+")  # a signed return path's tag
+_DIGITS = re.compile(r"\d+")
+
+
+def client_network(peer: str, by_subnet: bool = True) -> str:
+    """The part of a client's address a triplet is about: its /24 (IPv6: /64) when
+    by_subnet, since big senders retry from another address of the same pool."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if not by_subnet:
+        return str(address)
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def sender_pattern(sender: str) -> str:
+    """The sender as a triplet holds it: lower-case, without a BATV tag, every run of
+    digits as "#", so a list's per-message bounce address (VERP) is one sender."""
+    address = sender.strip().strip("<>").lower()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return _DIGITS.sub("#", address)
+    return _DIGITS.sub("#", _BATV.sub("", local)) + "@" + domain
+
+
+class GreylistStore(RecordStore):
+    """Triplet records ({"first", "passed", "seen", "tries"}) and per-network ones
+    ({"passes", "seen"}), keyed by a digest so that any address fits LMDB's key size."""
+
+    what = "greylist"
+
+    def __init__(self, path: Path, delay: float, retry_window: float, pass_lifetime: float,
+                 auto_whitelist: int) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.retry_window = retry_window
+        self.pass_lifetime = pass_lifetime
+        self.auto_whitelist = auto_whitelist
+
+    def idle(self, record: Record, now: float) -> bool:
+        """A triplet never retried in time, or anything not heard from for pass_lifetime."""
+        if record.get("passed") or "passes" in record:
+            return bool(now - record["seen"] > self.pass_lifetime)
+        return bool(now - record["first"] > self.delay + self.retry_window)
+
+    def wait(self, network: str, sender: str, recipient: str, now: float | None = None) -> float:
+        """Seconds this triplet must still wait (0: it passes), recording the attempt."""
+        now = time.time() if now is None else now
+        client_key = "c:" + network
+        if self.auto_whitelist:
+            client = self.get(client_key)
+            if client is not None and client["passes"] >= self.auto_whitelist \
+                    and now - client["seen"] <= self.pass_lifetime:
+                self.change(client_key, lambda record: (record or client) | {"seen": now}, now)
+                return 0.0
+        digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
+                                 digest_size=16).hexdigest()
+        first_pass = False
+
+        def attempt(record: Record | None) -> Record:
+            nonlocal first_pass
+            if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
+                return record | {"seen": now}
+            if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window:
+                # new; or retried too late, or passed long ago and not yet pruned: afresh
+                return {"first": now, "passed": 0, "seen": now, "tries": 1}
+            if now - record["first"] >= self.delay:
+                first_pass = True
+                return record | {"passed": now, "seen": now, "tries": record["tries"] + 1}
+            return record | {"seen": now, "tries": record["tries"] + 1}  # too early
+
+        triplet = self.change("t:" + digest, attempt, now)
+        if first_pass:
+            self.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
+                                                    "seen": now}, now)
+        if triplet["passed"]:
+            return 0.0
+        return max(0.0, float(triplet["first"]) + self.delay - now)
+
+
+class Greylist(Filter):
+    name = "greylist"
+    blocking = True  # its database: a write may wait for another process's
+
+    def __init__(self, store: GreylistStore, local: LocalClients, whitelist_senders: list[str],
+                 by_subnet: bool, action: str) -> None:
+        self.store = store
+        self.local = local
+        self.whitelist_senders = [p.lower() for p in whitelist_senders]
+        self.by_subnet = by_subnet
+        self.action = action
+
+    def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if tx.peer in self.local:
+            return CONTINUE
+        sender = tx.mail_from.strip().strip("<>").lower()
+        if any(matches(p, sender) for p in self.whitelist_senders):
+            return CONTINUE
+        try:
+            wait = self.store.wait(client_network(tx.peer, self.by_subnet), sender_pattern(sender),
+                                   recipient.strip().strip("<>").lower())
+        except lmdb.Error as error:
+            log.warning("greylist database unusable, mail passes ungreylisted: %s", error)
+            return CONTINUE
+        if wait <= 0:
+            return CONTINUE
+        if self.action == "log":
+            log.info("greylist: would defer client=%s from=<%s> rcpt=%s", tx.peer, sender,
+                     recipient)
+            return CONTINUE
+        return tempfail(self.name, f"450 4.7.1 Greylisted: please try again in "
+                                   f"{max(1, math.ceil(wait))} seconds")

@@ -1,0 +1,192 @@
+"""greylist: a new (client network, sender, recipient) gets 450 at RCPT; its retry after
+GreylistDelay passes, and then it passes at once. The store's windows are checked with a
+clock passed in; the filter through a real server, swaks and smtp-sink, with clients on
+other loopback addresses for other networks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.plugins.greylist import Greylist, GreylistStore, client_network, sender_pattern
+from tests.servers.smtp_sink import Sink
+from tests.servers.swaks import swaks
+from tests.smtpfilter.conftest import PLAIN, STRANGER
+
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+def _store(path: Path, auto_whitelist: int = 0) -> GreylistStore:
+    return GreylistStore(path, delay=300, retry_window=48 * HOUR, pass_lifetime=36 * DAY,
+                         auto_whitelist=auto_whitelist)
+
+
+def test_a_triplet_waits_the_delay_then_passes_until_idle_for_pass_days(tmp_path: Path) -> None:
+    store = _store(tmp_path / "greylist")
+    triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
+    assert store.wait(*triplet, now=T0) == 300
+    assert store.wait(*triplet, now=T0 + 100) == 200  # too early: the wait is not restarted
+    assert store.wait(*triplet, now=T0 + 300) == 0
+    assert store.wait(*triplet, now=T0 + 30 * DAY) == 0  # passed: at once, and seen again
+    assert store.wait(*triplet, now=T0 + 65 * DAY) == 0  # 35 days after it last sent
+    assert store.wait(*triplet, now=T0 + 102 * DAY) == 300  # 37 days idle: a stranger again
+
+    # each part of the triplet counts: another recipient, sender or network waits
+    assert store.wait("192.0.2.0/24", "a@example.net", "c@example.org", now=T0 + 300) == 300
+    assert store.wait("192.0.2.0/24", "z@example.net", "b@example.org", now=T0 + 300) == 300
+    assert store.wait("198.51.100.0/24", "a@example.net", "b@example.org", now=T0 + 300) == 300
+
+
+def test_a_retry_after_the_window_starts_the_wait_again(tmp_path: Path) -> None:
+    store = _store(tmp_path / "greylist")
+    triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
+    assert store.wait(*triplet, now=T0) == 300
+    assert store.wait(*triplet, now=T0 + 300 + 49 * HOUR) == 300  # 49 h late: afresh
+    assert store.wait(*triplet, now=T0 + 600 + 49 * HOUR) == 0
+
+
+def test_pruning_drops_what_was_never_retried_and_what_went_idle(tmp_path: Path) -> None:
+    store = _store(tmp_path / "greylist")
+    store.wait("192.0.2.0/24", "once@example.net", "b@example.org", now=T0)  # a spam run
+    store.wait("192.0.2.0/24", "real@example.net", "b@example.org", now=T0)
+    store.wait("192.0.2.0/24", "real@example.net", "b@example.org", now=T0 + 600)  # passed
+    store.wait("198.51.100.0/24", "old@example.net", "b@example.org", now=T0 - 60 * DAY)
+    store.wait("198.51.100.0/24", "old@example.net", "b@example.org", now=T0 - 59 * DAY)
+    # the spam run's triplet, and the triplet and network record idle for 62 days
+    assert store.prune(now=T0 + 3 * DAY) == 3
+    assert store.prune(now=T0 + 3 * DAY) == 0
+    assert store.wait("192.0.2.0/24", "real@example.net", "b@example.org", now=T0 + 3 * DAY) == 0
+
+
+def test_a_network_that_passed_often_enough_is_not_greylisted_again(tmp_path: Path) -> None:
+    store = _store(tmp_path / "greylist", auto_whitelist=2)
+    network = "192.0.2.0/24"
+    for n, recipient in enumerate(("b@example.org", "c@example.org")):
+        assert store.wait(network, "a@example.net", recipient, now=T0 + n) > 0
+        assert store.wait(network, "a@example.net", recipient, now=T0 + 400 + n) == 0
+    assert store.wait(network, "new@example.net", "d@example.org", now=T0 + 500) == 0
+    assert store.wait("198.51.100.0/24", "new@example.net", "d@example.org", now=T0 + 500) == 300
+    # a whitelisted network idle for longer than GreylistPassDays has to show itself again
+    assert store.wait(network, "new@example.net", "e@example.org", now=T0 + 40 * DAY) == 300
+
+
+def test_triplet_parts_are_normalized() -> None:
+    assert client_network("192.0.2.77") == "192.0.2.0/24"
+    assert client_network("192.0.2.77", by_subnet=False) == "192.0.2.77"
+    assert client_network("2001:db8::1:2:3:4") == "2001:db8::/64"
+    assert client_network("not an address") == "not an address"
+    # a list's per-message bounce address and a signed return path are one sender each
+    assert sender_pattern("<Bounce-1234-5678@Lists.Example.Net>") == "bounce-#-#@lists.example.net"
+    assert sender_pattern("prvs=0123abcd=User@example.net") == "user@example.net"
+    assert sender_pattern("btv1==f00==user@example.net") == "user@example.net"
+    assert sender_pattern("") == ""
+
+
+def _greylisting(filter_server, tmp_path: Path, *lines: str):  # type: ignore[no-untyped-def]
+    return filter_server(STRANGER + 'SmtpFilters = ["greylist"]\nGreylistDelay = 2\n'
+                         f'GreylistDatabase = "{tmp_path / "greylist"}"\n' + "".join(lines))
+
+
+def _send_from(port: int, tmp_path: Path, client: str, sender: str = "a@example.net",
+               to: str = "b@example.org") -> str:
+    message = tmp_path / "m.eml"
+    message.write_bytes(PLAIN)
+    return swaks(port, message, sender, to, "client.example.net",
+                 extra=("--local-interface", client))
+
+
+def test_through_the_filter_the_retry_after_the_delay_is_relayed(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    send = _greylisting(filter_server, tmp_path)
+    first = _send_from(send.port, tmp_path, "127.0.0.5")
+    assert first.startswith("450 4.7.1 Greylisted: please try again in 2 seconds"), first
+    assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("450")  # too soon
+    assert sink.messages() == []
+    time.sleep(2.2)
+    assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("250")
+    assert _send_from(send.port, tmp_path, "127.0.0.9").startswith("250")  # same /24
+    assert _send_from(send.port, tmp_path, "127.0.1.9").startswith("450")  # another network
+    assert _send_from(send.port, tmp_path, "127.0.0.5", to="c@example.org").startswith("450")
+    assert len(sink.messages()) == 2
+
+    # by address: the triplets above were their network's; each address starts afresh
+    by_address = _greylisting(filter_server, tmp_path, "GreylistBySubnet = false\n")
+    assert _send_from(by_address.port, tmp_path, "127.0.0.5").startswith("450")
+    time.sleep(2.2)
+    assert _send_from(by_address.port, tmp_path, "127.0.0.5").startswith("250")
+    assert _send_from(by_address.port, tmp_path, "127.0.0.6").startswith("450")  # same /24
+    assert len(sink.messages()) == 3
+
+
+def test_only_the_recipients_that_passed_get_the_message(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    send = _greylisting(filter_server, tmp_path)
+    assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("450")
+    time.sleep(2.2)
+    reply = _send_from(send.port, tmp_path, "127.0.0.5", to="b@example.org,new@example.org")
+    assert reply.startswith("250"), reply
+    [delivered] = sink.messages()
+    recipients = [line for line in delivered.split(b"\n") if line.startswith(b"X-Rcpt-Args:")]
+    assert recipients == [b"X-Rcpt-Args: <b@example.org>"]
+
+
+def test_local_clients_whitelisted_senders_and_log_mode_are_not_deferred(
+        filter_server, sink: Sink, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    ours = filter_server('SmtpFilters = ["greylist"]\nLocalDomains = ["example.org"]\n'
+                         f'GreylistDatabase = "{tmp_path / "greylist"}"\n')  # 127.0.0.1 relays
+    assert ours(sender="a@example.net").startswith("250")
+    trusted = _greylisting(filter_server, tmp_path, 'WhitelistSenders = ["*@partner.example"]\n')
+    assert _send_from(trusted.port, tmp_path, "127.0.0.5", "x@partner.example").startswith("250")
+    with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+        watching = _greylisting(filter_server, tmp_path, 'GreylistAction = "log"\n')
+        assert _send_from(watching.port, tmp_path, "127.0.2.5").startswith("250")
+    assert "greylist: would defer client=127.0.2.5" in caplog.text
+    assert len(sink.messages()) == 3
+
+
+def test_a_greylist_database_on_a_full_disk_lets_mail_through(
+        filter_server, sink: Sink, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from tests.servers.tmpfs import fill, small_disk
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        send = filter_server(STRANGER + 'SmtpFilters = ["greylist"]\n'
+                             f'GreylistDatabase = "{disk / "greylist"}"\n')
+        fill(disk)
+        with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+            assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("250")
+        assert "greylist database unusable" in caplog.text
+        assert len(sink.messages()) == 1
+
+
+def test_the_filter_defers_with_450_and_counts_nothing_for_local_peers(tmp_path: Path) -> None:
+    """The plugin on its own, as build_filters makes it."""
+    from smtpfilter.filter import Action, Transaction
+
+    store = _store(tmp_path / "greylist")
+    greylist = Greylist(store, LocalClients(["10.0.0.0/8"], []), [], True, "denysoft")
+    decision = greylist.rcpt(Transaction(peer="192.0.2.1", mail_from="a@example.net"), "b@example.org")
+    assert decision.action is Action.TEMPFAIL and decision.reply.startswith("450 4.7.1")
+    local = greylist.rcpt(Transaction(peer="10.1.2.3", mail_from="a@example.net"), "b@example.org")
+    assert local.action is Action.CONTINUE
+    assert store.get("c:10.1.2.0/24") is None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sender=st.text(max_size=600), recipient=st.text(max_size=600))
+def test_any_envelope_gets_a_wait_and_the_same_one_again(tmp_path: Path, sender: str,
+                                                          recipient: str) -> None:
+    """What a client sends as MAIL FROM and RCPT TO (any length, any characters, lone
+    surrogates from undecodable bytes) makes a triplet; none is refused by LMDB's key size."""
+    store = _store(tmp_path / "greylist")
+    pattern = sender_pattern(sender)
+    first = store.wait("192.0.2.0/24", pattern, recipient, now=T0)
+    assert first in (0, 300)  # 0: an earlier example left the same triplet passed
+    assert store.wait("192.0.2.0/24", pattern, recipient, now=T0 + 10) == max(0, first - 10)
