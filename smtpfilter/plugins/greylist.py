@@ -32,6 +32,11 @@ from spamkit.lists import matches
 
 log = logging.getLogger("spamkit.smtpfilter")
 
+# A passed triplet's (or whitelisted network's) last-heard time is written at most this
+# often, so that mail from a sender that passed is checked with a read alone; the pass
+# then lasts GreylistPassDays from a time at most this much older than its last message.
+SEEN_REFRESH = 3600.0
+
 _BATV = re.compile(r"^(?:prvs|msprvs\d*|btv1)=+[^=@]*=+")  # a signed return path's tag
 _DIGITS = re.compile(r"\d+")
 
@@ -87,10 +92,15 @@ class GreylistStore(RecordStore):
             client = self.get(client_key)
             if client is not None and client["passes"] >= self.auto_whitelist \
                     and now - client["seen"] <= self.pass_lifetime:
-                self.change(client_key, lambda record: (record or client) | {"seen": now}, now)
+                if not 0 <= now - client["seen"] < SEEN_REFRESH:
+                    self.change(client_key, lambda record: (record or client) | {"seen": now}, now)
                 return 0.0
         digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
                                  digest_size=16).hexdigest()
+        triplet_key = "t:" + digest
+        known = self.get(triplet_key)
+        if known is not None and known["passed"] and 0 <= now - known["seen"] < SEEN_REFRESH:
+            return 0.0  # passed, and heard from within the hour: nothing to write
         first_pass = False
 
         def attempt(record: Record | None) -> Record:
@@ -105,7 +115,7 @@ class GreylistStore(RecordStore):
                 return record | {"passed": now, "seen": now, "tries": record["tries"] + 1}
             return record | {"seen": now, "tries": record["tries"] + 1}  # too early
 
-        triplet = self.change("t:" + digest, attempt, now)
+        triplet = self.change(triplet_key, attempt, now)
         if first_pass:
             self.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
                                                     "seen": now}, now)

@@ -45,6 +45,24 @@ def test_a_triplet_waits_the_delay_then_passes_until_idle_for_pass_days(tmp_path
     assert store.wait("198.51.100.0/24", "a@example.net", "b@example.org", now=T0 + 300) == 300
 
 
+def test_mail_that_passed_is_checked_with_a_read_alone_within_the_hour(tmp_path: Path) -> None:
+    """A passed triplet's, or a whitelisted network's, last-heard time is written at most
+    once an hour (SEEN_REFRESH): a regular correspondent's mail costs no write
+    transaction, and so no synced commit."""
+    triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
+    for auto_whitelist, then in ((0, triplet), (1, ("192.0.2.0/24", "new@example.net", "x@example.org"))):
+        store = _store(tmp_path / f"greylist-{auto_whitelist}", auto_whitelist)
+        store.wait(*triplet, now=T0)
+        store.wait(*triplet, now=T0 + 300)  # passes (and, with 1, whitelists its network)
+        commits = store._env.info()["last_txnid"]
+        for minute in range(1, 60):
+            assert store.wait(*then, now=T0 + 300 + 60 * minute) == 0
+        assert store._env.info()["last_txnid"] == commits
+        assert store.wait(*then, now=T0 + 300 + 2 * HOUR) == 0  # an hour on: written
+        assert store._env.info()["last_txnid"] > commits
+        assert store.wait(*then, now=T0 + 300 + 2 * HOUR + 36 * DAY) == 0  # from the refresh
+
+
 def test_a_retry_after_the_window_starts_the_wait_again(tmp_path: Path) -> None:
     store = _store(tmp_path / "greylist")
     triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
