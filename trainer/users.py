@@ -9,13 +9,11 @@ lie under that directory after following links; anything else is refused.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from spamkit.config.loader import USER_NAME
 from spamkit.errors import ConfigError
-
-USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def deliver(user: str, pattern: str | None, db_path: str | None, config_path: st
     try:
         config = load_config(config_path)
         maildir = resolve(pattern or config["MaildirPattern"], user)
+        config = config.for_user(user)  # its own SortSpam, if it has one
     except (UnsafeUser, ConfigError) as error:
         _fail(EX_UNAVAILABLE, str(error))
     if not (maildir / "cur").is_dir():

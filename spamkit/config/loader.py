@@ -33,13 +33,27 @@ def default_config_path() -> Path:
     return Path(config_home) / "spamkit" / "spamkit.toml"
 
 
+UserValues = dict[str, dict[str, tuple[Any, str]]]  # user -> {option: (value, "file:line")}
+
+
 class Config(Mapping[str, Any]):
     """The settings in force: every declared option, validated. Read-only."""
 
-    def __init__(self, values: dict[str, Any], path: Path | None, origins: dict[str, str]) -> None:
+    def __init__(self, values: dict[str, Any], path: Path | None, origins: dict[str, str],
+                 users: UserValues | None = None) -> None:
         self._values = values
         self.path = path
         self.origins = origins  # option -> "default", "file:line" or "$ENVVAR"
+        self.users = users or {}  # the [user.NAME] tables: per-user options (Option.per_user)
+
+    def for_user(self, user: str) -> Config:
+        """The settings in force for one user: its [user.NAME] table over the rest of the
+        file. The environment still wins, as it does over the file."""
+        values, origins = dict(self._values), dict(self.origins)
+        for name, (value, where) in self.users.get(user, {}).items():
+            if not origins[name].startswith("$"):
+                values[name], origins[name] = value, where
+        return Config(values, self.path, origins, self.users)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[_option(name, None).name]
@@ -158,7 +172,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_text(text: str, config_path: Path, environ: Mapping[str, str]) -> Config:
     values = {option.name: option.default for option in OPTIONS}
     origins = {option.name: "default" for option in OPTIONS}
-    for name, (value, where) in _values_from_text(text, config_path).items():
+    found, users = _values_from_text(text, config_path)
+    for name, (value, where) in found.items():
         values[name] = value
         origins[name] = where
     for option in OPTIONS:
@@ -171,11 +186,12 @@ def config_from_text(text: str, config_path: Path, environ: Mapping[str, str]) -
         raise ConfigError(f"{origins['RejectLevel']}: RejectLevel ({values['RejectLevel']:g}) is "
                           f"below TagLevel ({values['TagLevel']:g}): spam would be refused "
                           "before it could be tagged")
-    return Config(values, config_path, origins)
+    return Config(values, config_path, origins, users)
 
 
-def _values_from_text(text: str, path: Path) -> dict[str, tuple[Any, str]]:
-    """{option: (value, "file:line")} for a file's text; raises ConfigError naming the line."""
+def _values_from_text(text: str, path: Path) -> tuple[dict[str, tuple[Any, str]], UserValues]:
+    """({option: (value, "file:line")}, the [user.NAME] tables) for a file's text; raises
+    ConfigError naming the line."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -183,12 +199,83 @@ def _values_from_text(text: str, path: Path) -> dict[str, tuple[Any, str]]:
         line = f":{match.group(1)}" if match else ""
         raise ConfigError(f"{path}{line}: {_TOML_LINE_ERROR.sub('', str(error)).strip()}") from None
     out: dict[str, tuple[Any, str]] = {}
+    users: UserValues = {}
     for key, value in data.items():
+        if key == USER_TABLE:
+            users = _user_values(text, path, value)
+            continue
         line_number = _line_of(text, key)
         where = f"{path}:{line_number}" if line_number else str(path)
         option = _option(key, where)
         out[option.name] = (convert(option, value, where), where)
-    return out
+    return out, users
+
+
+USER_TABLE = "user"
+USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what SME allows; no "/", "..", NUL
+
+
+def check_user_name(user: str, where: str = "") -> str:
+    if not USER_NAME.match(user) or ".." in user:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}refusing user name {user!r}: only a-z, 0-9, '.', '_' and '-'")
+    return user
+
+
+def _user_values(text: str, path: Path, tables: Any) -> UserValues:
+    """The [user.NAME] tables: each a user's own values of the per-user options."""
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        line_number = _line_of(text, USER_TABLE)
+        raise ConfigError(f"{path}{f':{line_number}' if line_number else ''}: [{USER_TABLE}] "
+                          f"holds one table per user: [{USER_TABLE}.NAME] with NAME's own options")
+    users: UserValues = {}
+    for user, table in tables.items():
+        header = _user_header_line(text, user)
+        check_user_name(user, f"{path}:{header}" if header else str(path))
+        users[user] = {}
+        for key, value in table.items():
+            line_number = _line_in_user_table(text, user, key) or header
+            where = f"{path}:{line_number}" if line_number else str(path)
+            option = _option(key, where)
+            if not option.per_user:
+                per_user = ", ".join(o.name for o in OPTIONS if o.per_user)
+                raise ConfigError(f"{where}: {option.name} is not set per user (per-user "
+                                  f"options: {per_user})")
+            users[user][option.name] = (convert(option, value, where), where)
+    return users
+
+
+def _user_header_pattern(user: str) -> re.Pattern[str]:
+    return re.compile(rf'^\s*\[\s*{USER_TABLE}\s*\.\s*("?){re.escape(user)}\1\s*\]\s*(?:#.*)?$')
+
+
+def _user_header_line(text: str, user: str) -> int | None:
+    """The 1-based line of a user's [user.NAME] header, or None."""
+    header = _user_header_pattern(user)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header.match(line):
+            return number
+    return None
+
+
+def _line_in_user_table(text: str, user: str, key: str) -> int | None:
+    """The line of `key` inside the user's table, or None."""
+    start = _user_header_line(text, user)
+    if start is None:
+        return None
+    lines = text.splitlines()
+    key_line = _key_pattern(key)
+    for number in range(start + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if line.lstrip().startswith("["):
+            return None
+        if key_line.match(line):
+            return number
+    return None
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=", re.IGNORECASE)
 
 
 def format_value(value: Any) -> str:
@@ -203,30 +290,94 @@ def format_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
-def set_option(path: Path, name: str, text: str) -> Any:
-    """Set one option in the file, keeping every other line; atomic (temp file + rename).
+def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any:
+    """Set one option in the file (for one user: in its [user.NAME] table), keeping every
+    other line; atomic (temp file + rename).
 
     Creates the file if it does not exist. The result is loaded back before it replaces
     the old file, so a value that makes the file invalid never lands.
     """
-    option = _option(name, None)
+    option = _option_for(name, user)
     value = convert(option, text, f"{option.name}")
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     line = f"{option.name} = {format_value(value)}"
-    lines = old.splitlines()
-    for index, existing in enumerate(lines):
-        if re.match(rf"^\s*\"?{re.escape(option.name)}\"?\s*=", existing, re.IGNORECASE):
-            lines[index] = line
-            break
+    lines = old.splitlines() or ["# spamkit configuration: `spamkit config show` lists every option"]
+    start, end = _section(lines, user)
+    if start is None:  # a user without a table yet
+        lines += ([""] if lines[-1].strip() else []) + [f"[{USER_TABLE}.{user}]", line]
+    elif (found := _find_key(lines, start, end, option.name)) is not None:
+        lines[found] = line
     else:
-        if not lines:
-            lines.append("# spamkit configuration: `spamkit config show` lists every option")
-        lines.append(line)
+        last = end
+        while last > start and not lines[last - 1].strip():  # after the section's last line
+            last -= 1
+        lines.insert(last, line)
+        if last + 1 < len(lines) and lines[last + 1].lstrip().startswith("["):
+            lines.insert(last + 1, "")  # a blank line before the next table
+    _replace_file(path, lines)
+    return value
+
+
+def unset_option(path: Path, name: str, user: str | None = None) -> bool:
+    """Remove one option's line (for one user: from its table, and the table once empty),
+    so the default (or for a user, the value for everyone) applies again. False when the
+    file did not set it."""
+    option = _option_for(name, user)
+    if not path.exists():
+        return False
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start, end = _section(lines, user)
+    found = None if start is None else _find_key(lines, start, end, option.name)
+    if start is None or found is None:
+        return False
+    del lines[found]
+    if user is not None and not any(text.strip() and not text.lstrip().startswith("#")
+                                    for text in lines[start:end - 1]):
+        del lines[start - 1:end - 1]  # the header and the blank or comment lines left
+    _replace_file(path, lines)
+    return True
+
+
+def _option_for(name: str, user: str | None) -> Option:
+    option = _option(name, None)
+    if user is not None:
+        check_user_name(user)
+        if not option.per_user:
+            per_user = ", ".join(o.name for o in OPTIONS if o.per_user)
+            raise ConfigError(f"{option.name} is not set per user (per-user options: {per_user})")
+    return option
+
+
+def _section(lines: list[str], user: str | None) -> tuple[int | None, int]:
+    """(first, end) line indexes of where an option of this section goes: for None the
+    top level (before the first table, which TOML requires), else the body of the
+    user's table (first is the line after its header); first is None when the user has
+    no table. end is exclusive."""
+    if user is None:
+        first_table = next((i for i, l in enumerate(lines) if l.lstrip().startswith("[")),
+                           len(lines))
+        return 0, first_table
+    header = _user_header_pattern(user)
+    for index, line in enumerate(lines):
+        if header.match(line):
+            end = next((i for i in range(index + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+                       len(lines))
+            return index + 1, end
+    return None, len(lines)
+
+
+def _find_key(lines: list[str], start: int, end: int, name: str) -> int | None:
+    key_line = _key_pattern(name)
+    return next((i for i in range(start, end) if key_line.match(lines[i])), None)
+
+
+def _replace_file(path: Path, lines: list[str]) -> None:
+    while lines and not lines[-1].strip():
+        lines.pop()
     new_text = "\n".join(lines) + "\n"
     config_from_text(new_text, path, {})  # never write a file that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, new_text)
-    return value
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -24,6 +24,7 @@ class Option:
     maximum: float | None = None
     group: str = "general"
     aliases: tuple[str, ...] = field(default=())
+    per_user: bool = False  # may also be set for one user, in a [user.NAME] table
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -35,7 +36,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("RejectLevel", float, 12.0, "Custom rejection level: a score at or above it is refused "
            "(used only when Sensitivity is custom; 0 disables).", minimum=0, maximum=1000,
            group="scoring"),
-    Option("SortSpam", bool, False, "Deliver tagged spam to the junkmail folder.", group="delivery"),
+    Option("SortSpam", bool, False, "Deliver tagged spam to the junkmail folder (also per user: "
+           "`spamkit config set SortSpam false --user NAME`, SME's `db accounts setprop NAME "
+           "SortSpam disabled`).", group="delivery", per_user=True),
     Option("SubjectTag", bool, False, "Rewrite the Subject of tagged spam.", group="delivery"),
     Option("SubjectTagText", str, "***SPAM***", "Text put before the Subject of tagged spam "
            "(_SCORE_ is replaced by the score).", group="delivery"),

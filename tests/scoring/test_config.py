@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from spamkit.config import load_config, set_option
+from spamkit.config import load_config, set_option, unset_option
 from spamkit.errors import ConfigError
 
 
@@ -69,3 +71,84 @@ def test_sensitivity_presets_tag_and_never_reject(tmp_path: Path, preset: str, l
     path.write_text(f'Sensitivity = "{preset}"\nTagLevel = 1\nRejectLevel = 3\n')
     config = load_config(path, environ={})
     assert config.tag_level == level and config.reject_level is None
+
+
+def test_a_user_table_sets_that_users_sortspam_only(tmp_path: Path) -> None:
+    """SME's `db accounts setprop alice SortSpam disabled`: [user.alice] in the file."""
+    path = tmp_path / "spamkit.toml"
+    path.write_text('SortSpam = true\nTagLevel = 4.0\n\n[user.alice]\nSortSpam = false\n\n'
+                    '[user."b.smith"]  # a name with a dot is quoted\nsortspam = "disabled"\n')
+    config = load_config(path, environ={})
+    assert config["SortSpam"] is True
+    assert config.for_user("alice")["SortSpam"] is False
+    assert config.for_user("alice").origins["SortSpam"] == f"{path}:5"
+    assert config.for_user("b.smith")["SortSpam"] is False
+    assert config.for_user("carol")["SortSpam"] is True
+    assert config.for_user("alice")["TagLevel"] == 4.0
+    # the environment wins over the file, for users too
+    forced = load_config(path, environ={"SPAMKIT_SORTSPAM": "true"})
+    assert forced.for_user("alice")["SortSpam"] is True
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ('[user.alice]\nSortSpam = false\nTagLevel = 3\n', ":3", "TagLevel is not set per user"),
+    ('[user.alice]\nSortSpm = false\n', ":2", "did you mean SortSpam"),
+    ('[user.alice]\nSortSpam = "sometimes"\n', ":2", "true or false"),
+    ('TagLevel = 4\n[user."../etc"]\nSortSpam = false\n', ":2", "refusing user name"),
+    ('TagLevel = 4\nuser = 3\n', ":2", "one table per user"),
+])
+def test_user_table_errors_name_the_line(tmp_path: Path, text: str, where: str, words: str) -> None:
+    path = tmp_path / "spamkit.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value).startswith(f"{path}{where}:") and words in str(error.value)
+
+
+def test_set_and_unset_for_a_user_keep_the_file_valid_toml(tmp_path: Path) -> None:
+    """TOML needs the top-level keys before the first table: a key set for everyone after
+    a user's table exists goes above it, not into it."""
+    path = tmp_path / "spamkit.toml"
+    set_option(path, "SortSpam", "false", user="alice")
+    set_option(path, "SortSpam", "true")
+    set_option(path, "TagLevel", "4")
+    set_option(path, "SortSpam", "true", user="bob")
+    set_option(path, "SortSpam", "enabled", user="alice")  # replaced in place
+    config = load_config(path, environ={})
+    assert config["SortSpam"] is True and config["TagLevel"] == 4.0
+    assert config.users == {"alice": {"SortSpam": (True, f"{path}:6")},
+                            "bob": {"SortSpam": (True, f"{path}:9")}}
+    assert unset_option(path, "SortSpam", user="alice") is True
+    assert unset_option(path, "SortSpam", user="alice") is False
+    assert "[user.alice]" not in path.read_text()  # an emptied table goes too
+    assert load_config(path, environ={}).users == {"bob": {"SortSpam": (True, f"{path}:6")}}
+    assert unset_option(path, "TagLevel") is True
+    assert load_config(path, environ={}).origins["TagLevel"] == "default"
+    with pytest.raises(ConfigError, match="TagLevel is not set per user"):
+        set_option(path, "TagLevel", "3", user="bob")
+    with pytest.raises(ConfigError, match="refusing user name"):
+        set_option(path, "SortSpam", "true", user="a/b")
+
+
+_FRAGMENTS = ["SortSpam = true", "TagLevel = 4", 'Sensitivity = "custom"', "[user.alice]",
+              '[user."b.c"]', "[user]", "[user.alice.x]", "user = 3", "user = []",
+              'user.bob = { SortSpam = false }', "SortSpam = 1", "sortspam = 'no'",
+              "RejectLevel = 2", "[user.ALICE]", "[user.\"../x\"]", "x = 1", "# note", "",
+              "SortSpam = false", "TagLevel = \"x\"", "[other]", "user.carol.SortSpam = true"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=8))
+def test_any_arrangement_of_lines_loads_or_names_its_error(tmp_path_factory: pytest.TempPathFactory,
+                                                          lines: list[str]) -> None:
+    """A malformed configuration is a ConfigError that names the file, never another
+    exception; a well-formed one gives every user's settings."""
+    path = tmp_path_factory.mktemp("conf") / "spamkit.toml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        config = load_config(path, environ={})
+    except ConfigError as error:
+        assert str(error).startswith(str(path))
+        return
+    for user in config.users:
+        assert config.for_user(user)["SortSpam"] in (True, False)

@@ -37,6 +37,30 @@ def test_ham_to_inbox_spam_to_junkmail(tmp_path: Path, trained_db: Path,
     assert list((root / "alice" / "Maildir" / "tmp").iterdir()) == []
 
 
+def test_a_user_with_sortspam_disabled_gets_spam_in_the_inbox(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """The SME guide's per-user switch (`db accounts setprop NAME SortSpam disabled`),
+    set with `spamkit config set SortSpam false --user NAME`: that user's spam is tagged
+    but stays in the Inbox; everyone else's goes to junkmail."""
+    root = tmp_path / "users"
+    for user in ("alice", "bob"):
+        (root / user / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
+    result = subprocess.run([sys.executable, "-m", "spamkit", "config", "set", "SortSpam", "false",
+                             "--user", "bob", "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    for user in ("alice", "bob"):
+        assert deliver(user, spam.data, root, trained_db, config).returncode == 0
+    [junk] = list((root / "alice" / "Maildir" / ".junkmail" / "new").iterdir())
+    [inbox] = list((root / "bob" / "Maildir" / "new").iterdir())
+    assert b"X-Spam-Flag: YES" in junk.read_bytes() and b"X-Spam-Flag: YES" in inbox.read_bytes()
+    alice_inbox = root / "alice" / "Maildir" / "new"
+    assert not alice_inbox.exists() or list(alice_inbox.iterdir()) == []
+    assert not (root / "bob" / "Maildir" / ".junkmail").exists()
+
+
 def test_unknown_or_unsafe_user_is_permanent(tmp_path: Path, trained_db: Path) -> None:
     root = tmp_path / "users"
     root.mkdir()
