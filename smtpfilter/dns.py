@@ -21,6 +21,15 @@ log = logging.getLogger("spamkit.smtpfilter.dns")
 
 CACHE_ENTRIES = 10_000  # answers kept for their TTL: a client's MAIL and its RCPTs ask alike
 
+# The big public resolvers (Google, Cloudflare, Quad9, OpenDNS), whose queries DNS block
+# lists refuse: `spamkit lint` warns when the DNS list filters would go through one.
+PUBLIC_RESOLVERS = frozenset({
+    "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
+    "1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+    "9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9",
+    "208.67.222.222", "208.67.220.220",
+})
+
 
 class Outcome(enum.Enum):
     FOUND = "found"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
-from smtpfilter.dns import DnsClient
+from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
@@ -30,7 +30,7 @@ from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
-from smtpfilter.plugins.uribl import Uribl, uri_zones
+from smtpfilter.plugins.uribl import Uribl, UriZone, uri_zones
 from spamkit.config import Config
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
@@ -95,12 +95,16 @@ def _greylist(config: Config) -> Greylist:
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:
+    return Uribl(_uri_zones(config), _local(config), configured_dns(config), config["UriblAction"],
+                 [*config["LocalDomains"], *config["UriblSkipDomains"]], scanner.analyzer.limits)
+
+
+def _uri_zones(config: Config) -> list[UriZone]:
     zones = uri_zones(config["UBLList"], config.origins["UBLList"])
     if not zones:
         raise ConfigError(f"{config.origins['SmtpFilters']}: the uribl filter needs UBLList (the "
                           "zones to ask, e.g. multi.surbl.org:8-16-64-128), which is empty")
-    return Uribl(zones, _local(config), configured_dns(config), config["UriblAction"],
-                 [*config["LocalDomains"], *config["UriblSkipDomains"]], scanner.analyzer.limits)
+    return zones
 
 
 def _local(config: Config) -> LocalClients:
@@ -145,15 +149,67 @@ def report_database(config: Config) -> Path:
 
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
-    filters = []
+    check_chain(config)
+    return [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
+
+
+def check_chain(config: Config) -> None:
+    """SmtpFilters names known filters, each after the ones it needs; else ConfigError."""
+    problems = chain_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def chain_problems(config: Config) -> list[str]:
+    """Every unknown filter name in SmtpFilters, and every filter before one it needs."""
+    problems = []
     names = list(config["SmtpFilters"])
     for position, name in enumerate(names):
         if name not in FILTERS:
             known = ", ".join(sorted(FILTERS))
-            raise ConfigError(f"{config.origins['SmtpFilters']}: unknown filter {name!r} (known: {known})")
+            problems.append(f"{config.origins['SmtpFilters']}: unknown filter {name!r} (known: {known})")
         missing = [needed for needed in NEEDS_BEFORE.get(name, ()) if needed not in names[:position]]
         if missing:
-            raise ConfigError(f"{config.origins['SmtpFilters']}: the {name} filter uses what "
-                              f"{' and '.join(missing)} found, so they must come before it")
-        filters.append(FILTERS[name](config, scanner, autolearn))
-    return filters
+            problems.append(f"{config.origins['SmtpFilters']}: the {name} filter uses what "
+                            f"{' and '.join(missing)} found, so they must come before it")
+    return problems
+
+
+DNS_LIST_FILTERS = ("dnsbl", "rhsbl", "uribl")
+
+
+def lint_chain(config: Config) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the SMTP filter's settings, for `spamkit lint`: what
+    `spamkit serve` would refuse to start with, found without opening any database."""
+    errors = chain_problems(config)
+    checks: list[Callable[[], object]] = []
+    names = set(config["SmtpFilters"])
+    if "dnsbl" in names:
+        checks.append(lambda: _zones(config, "RBLList", "dnsbl"))
+    if "rhsbl" in names:
+        checks.append(lambda: _zones(config, "SBLList", "rhsbl"))
+    if "uribl" in names:
+        checks.append(lambda: _uri_zones(config))
+    uses_dns = bool(names & {"dnsbl", "rhsbl", "uribl", "resolvable_fromhost", "spf", "dkim", "dmarc"}) \
+        or (config["HeloPolicy"] != "lenient" and "helo" in names)
+    if uses_dns:
+        checks.append(lambda: configured_dns(config))
+    for check in checks:
+        try:
+            check()
+        except ConfigError as error:
+            errors.append(str(error))
+    warnings = []
+    lists = sorted(names.intersection(DNS_LIST_FILTERS))
+    if lists and not errors:
+        public = [server for server in configured_dns(config).resolver.nameservers
+                  if str(server) in PUBLIC_RESOLVERS]
+        if public:
+            where = config.origins["DnsServers"]
+            where = "/etc/resolv.conf (DnsServers is empty)" if where == "default" else where
+            warnings.append(
+                f"{where}: the resolver {public[0]} is a public one; Spamhaus and URIBL refuse "
+                "queries that come through public resolvers (an error answer, which is not "
+                f"taken for a listing), so {' and '.join(lists)} would refuse nothing: point "
+                "DnsServers at a resolver of your own (unbound, for instance)")
+    return errors, warnings

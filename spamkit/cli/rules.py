@@ -26,6 +26,8 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
     Every rule is compiled and tried on adversarial input. Exit status 0 when there are
     no errors; unknown directives and rules that cannot run here are reported, not errors.
     """
+    from smtpfilter.plugins import lint_chain
+
     config = load_config(config_path)
     ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"])
     report = ruleset.report
@@ -34,14 +36,18 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
         Lists.load(config.lists_path)
     except Exception as error:  # noqa: BLE001 - a broken list file is a lint finding
         errors.append(str(error))
+    chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
+    errors += chain_errors
+    warnings = [*report.warnings, *chain_warnings]
     if as_json:
         out = report.as_json()
         out["errors"] = errors
+        out["warnings"] = warnings
         click.echo(json.dumps(out))
     else:
         for line in errors:
             click.echo(f"error: {line}", err=True)
-        for line in report.warnings:
+        for line in warnings:
             click.echo(f"warning: {line}", err=True)
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
         unknown = sum(report.unknown_directives.values())

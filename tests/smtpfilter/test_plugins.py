@@ -185,3 +185,34 @@ def test_badmailfromto(filter_server) -> None:  # type: ignore[no-untyped-def]
                          'BadMailFromTo = ["*@newsletter.example boss@example.org"]\n')
     assert send(sender="n@newsletter.example", to="boss@example.org").startswith("550")
     assert send(sender="n@newsletter.example", to="staff@example.org").startswith("250")
+
+
+def test_lint_finds_what_serve_would_refuse_and_warns_of_public_resolvers(tmp_path: Path) -> None:
+    """`spamkit lint` checks the filter chain as `spamkit serve` would build it, without
+    opening any database, and warns when the DNS list filters would ask through a public
+    resolver, whose queries Spamhaus and URIBL refuse (landscape.md, complaint 13)."""
+    import json
+    import subprocess
+    import sys
+
+    def lint(text: str) -> tuple[int, dict[str, list[str]]]:
+        config = tmp_path / "spamkit.toml"
+        config.write_text(f'KarmaDatabase = "{tmp_path / "karma"}"\n' + text)
+        result = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--json", "--config",
+                                 str(config)], capture_output=True, text=True, timeout=120)
+        return result.returncode, json.loads(result.stdout)
+
+    code, out = lint('SmtpFilters = ["karma", "dnsbl", "dmarc", "p0f"]\nRBLList = []\n')
+    assert code == 1
+    assert any("unknown filter 'p0f'" in e for e in out["errors"])
+    assert any("dnsbl filter needs RBLList" in e for e in out["errors"])
+    assert not (tmp_path / "karma").exists()  # nothing opened or made
+    code, out = lint('SmtpFilters = ["dnsbl", "uribl"]\nRBLList = ["zen.spamhaus.org"]\n'
+                     'UBLList = ["multi.uribl.com"]\nDnsServers = ["192.0.2.53", "8.8.8.8"]\n')
+    assert code == 0
+    [warning] = [w for w in out["warnings"] if "public" in w]
+    assert warning.startswith(f"{tmp_path / 'spamkit.toml'}:5: the resolver 8.8.8.8 is a public one")
+    assert "dnsbl and uribl would refuse nothing" in warning
+    code, out = lint('SmtpFilters = ["dnsbl"]\nRBLList = ["zen.spamhaus.org"]\n'
+                     'DnsServers = ["192.0.2.53"]\n')
+    assert code == 0 and not [w for w in out["warnings"] if "public" in w]
