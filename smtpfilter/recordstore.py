@@ -11,6 +11,7 @@ nothing removed, karma's 64 MiB map filled after ~675,000 of them and learned no
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,10 @@ from typing import Any
 
 import lmdb
 
+from spamkit.store.lmdb import move_aside
 from spamkit.store.maplock import MapLock
+
+log = logging.getLogger("spamkit.smtpfilter")
 
 Record = dict[str, Any]
 
@@ -41,10 +45,22 @@ class RecordStore:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = (os.getpid(), str(path.resolve()))
         if key not in _OPEN:
-            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
-            env.reader_check()  # slots a killed process left behind
-            _OPEN[key] = (env, MapLock())
+            _OPEN[key] = (self._open(path), MapLock())
         self._env, self._map_lock = _OPEN[key]
+
+    def _open(self, path: Path) -> lmdb.Environment:
+        """The environment; a damaged one is set aside and started afresh. What these
+        stores hold (karma counts, greylist triplets) is soon learned again, and a mail
+        filter that will not start over it would be worse."""
+        try:
+            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
+        except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as error:
+            kept = move_aside(path)
+            log.warning("%s database at %s was damaged (%s); moved to %s, starting afresh",
+                        self.what, path, error, kept.name)
+            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
+        env.reader_check()  # slots a killed process left behind
+        return env
 
     def idle(self, record: Record, now: float) -> bool:
         """Whether pruning at `now` drops this record."""

@@ -208,3 +208,18 @@ def test_any_envelope_gets_a_wait_and_the_same_one_again(tmp_path: Path, sender:
     first = store.wait("192.0.2.0/24", pattern, recipient, now=T0)
     assert first in (0, 300)  # 0: an earlier example left the same triplet passed
     assert store.wait("192.0.2.0/24", pattern, recipient, now=T0 + 10) == max(0, first - 10)
+
+
+def test_a_damaged_database_is_set_aside_and_started_afresh(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Not an LMDB file (a disk error, a stray copy): `serve` starts anyway, with the old
+    file kept beside the new one; karma and greylist state is soon learned again."""
+    (tmp_path / "greylist").mkdir()
+    garbage = bytes(range(256)) * 80
+    (tmp_path / "greylist" / "data.mdb").write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        store = _store(tmp_path / "greylist")
+    assert "greylist database at" in caplog.text and "was damaged" in caplog.text
+    [kept] = (tmp_path / "greylist").glob("data.mdb.damaged-*")
+    assert kept.read_bytes() == garbage
+    assert store.wait("192.0.2.0/24", "a@example.net", "b@example.org", now=T0) == 300
