@@ -35,6 +35,14 @@ _PRUNED_KEY = b"\x00pruned"  # when idle records were last dropped; no record's 
 _OPEN: dict[tuple[int, str], tuple[lmdb.Environment, MapLock]] = {}  # one per path and process
 
 
+def _open_environment(path: Path) -> lmdb.Environment:
+    """Commits flush the data but not the meta page (MDB_NOMETASYNC): one synced write a
+    commit instead of two (0.14-0.15 ms against 0.24-0.26 here). A system crash may then
+    undo the last commit but never leaves the database inconsistent (lmdb.h), and a
+    karma count or a greylist triplet is cheap to lose; a process crash loses nothing."""
+    return lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256, metasync=False)
+
+
 class RecordStore:
     """Records by key. Subclasses say which records are idle (`idle`) and may rewrite
     old ones while pruning (`restamp`)."""
@@ -53,12 +61,12 @@ class RecordStore:
         stores hold (karma counts, greylist triplets) is soon learned again, and a mail
         filter that will not start over it would be worse."""
         try:
-            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
+            env = _open_environment(path)
         except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as error:
             kept = move_aside(path)
             log.warning("%s database at %s was damaged (%s); moved to %s, starting afresh",
                         self.what, path, error, kept.name)
-            env = lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256)
+            env = _open_environment(path)
         env.reader_check()  # slots a killed process left behind
         return env
 
