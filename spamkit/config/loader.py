@@ -236,11 +236,7 @@ def _user_values(text: str, path: Path, tables: Any) -> UserValues:
         for key, value in table.items():
             line_number = _line_in_user_table(text, user, key) or header
             where = f"{path}:{line_number}" if line_number else str(path)
-            option = _option(key, where)
-            if not option.per_user:
-                per_user = ", ".join(o.name for o in OPTIONS if o.per_user)
-                raise ConfigError(f"{where}: {option.name} is not set per user (per-user "
-                                  f"options: {per_user})")
+            option = _per_user_option(key, where)
             users[user][option.name] = (convert(option, value, where), where)
     return users
 
@@ -339,12 +335,19 @@ def unset_option(path: Path, name: str, user: str | None = None) -> bool:
 
 
 def _option_for(name: str, user: str | None) -> Option:
-    option = _option(name, None)
-    if user is not None:
-        check_user_name(user)
-        if not option.per_user:
-            per_user = ", ".join(o.name for o in OPTIONS if o.per_user)
-            raise ConfigError(f"{option.name} is not set per user (per-user options: {per_user})")
+    if user is None:
+        return _option(name, None)
+    check_user_name(user)
+    return _per_user_option(name, None)
+
+
+def _per_user_option(name: str, where: str | None) -> Option:
+    """The option, if it may be set per user; else ConfigError saying which may."""
+    option = _option(name, where)
+    if not option.per_user:
+        prefix = f"{where}: " if where else ""
+        per_user = ", ".join(o.name for o in OPTIONS if o.per_user)
+        raise ConfigError(f"{prefix}{option.name} is not set per user (per-user options: {per_user})")
     return option
 
 
@@ -354,7 +357,7 @@ def _section(lines: list[str], user: str | None) -> tuple[int | None, int]:
     user's table (first is the line after its header); first is None when the user has
     no table. end is exclusive."""
     if user is None:
-        first_table = next((i for i, l in enumerate(lines) if l.lstrip().startswith("[")),
+        first_table = next((i for i, text in enumerate(lines) if text.lstrip().startswith("[")),
                            len(lines))
         return 0, first_table
     header = _user_header_pattern(user)
