@@ -1,11 +1,21 @@
 """RecordStore: a filter's own small database of JSON records by key (karma, greylist).
 
-Each store is an LMDB environment of its own, opened once a process (py-lmdb refuses to
-open one path twice), its map guarded by spamkit.store.maplock: the filter's worker
-threads read while one of them may grow it. It stays bounded: once a day, and at once
-when the map is full, the records its owner calls idle are dropped, and the map grows
-(up to 1 GiB) only when that frees nothing. A server meets new addresses every day; with
-nothing removed, karma's 64 MiB map filled after ~675,000 of them and learned nothing more.
+Two implementations, chosen by the location as the token store's are:
+
+- `LmdbRecords`, a directory (the default, beside the token database): an LMDB
+  environment of its own, opened once a process (py-lmdb refuses to open one path twice),
+  its map guarded by spamkit.store.maplock, since the filter's worker threads read while
+  one of them may grow it. It stays bounded: once a day, and at once when the map is
+  full, the records the owner calls idle are dropped, and the map grows (up to 1 GiB)
+  only when that frees nothing. (With nothing removed, karma's 64 MiB map once filled
+  after ~675,000 addresses and learned nothing more.)
+- `RedisRecords`, a redis:// URL: one key a record, under a prefix, for filters on several
+  machines that must share what they know (a greylisted sender's retry may reach another
+  MX). Each record carries the time to live its owner gives it, so Redis drops the idle
+  ones itself.
+
+The owner (KarmaStore, GreylistStore) is the `RecordPolicy`: which records are idle, how
+long one is worth keeping. Every failure of either database is a StoreError.
 """
 
 from __future__ import annotations
@@ -17,22 +27,67 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lmdb
+from redis.exceptions import WatchError
 
+from spamkit.errors import StoreError
+from spamkit.store import backend_of
 from spamkit.store.lmdb import move_aside
 from spamkit.store.maplock import MapLock
+from spamkit.store.redis import connect, reaching
 
 log = logging.getLogger("spamkit.smtpfilter")
 
 Record = dict[str, Any]
+Change = Callable[[Record | None], Record]
 
 MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 30  # grown to when pruning frees nothing (every record recent)
 PRUNE_EVERY = 86400.0
 _PRUNED_KEY = b"\x00pruned"  # when idle records were last dropped; no record's key sorts there
 _OPEN: dict[tuple[int, str], tuple[lmdb.Environment, MapLock]] = {}  # one per path and process
+_WATCH_TRIES = 20  # a Redis record changed by another writer meanwhile is read again
+
+
+class RecordPolicy(Protocol):
+    what: str  # "karma", "greylist": in messages and the default Redis prefix
+
+    def idle(self, record: Record, now: float) -> bool:
+        """Whether pruning at `now` drops this record."""
+
+    def restamp(self, record: Record, now: float) -> Record | None:
+        """A kept record to write back changed while pruning (None: leave it as it is)."""
+
+    def lifetime(self, record: Record, now: float) -> float:
+        """Seconds from `now` until this record, just written, would be idle."""
+
+
+class RecordStore:
+    """The seam: records by key."""
+
+    def get(self, key: str) -> Record | None:
+        raise NotImplementedError
+
+    def change(self, key: str, change: Change, now: float | None = None) -> Record:
+        """Read one record, change it and write it back, atomically. `change` may be
+        called more than once (a concurrent writer made us read again)."""
+        raise NotImplementedError
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop the idle records now; how many."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def open_records(location: str, policy: RecordPolicy) -> RecordStore:
+    """A directory: LMDB; a redis://, rediss:// or unix:// URL: Redis."""
+    if backend_of(location) == "redis":
+        return RedisRecords(location, policy)
+    return LmdbRecords(Path(location), policy)
 
 
 def _open_environment(path: Path) -> lmdb.Environment:
@@ -43,13 +98,10 @@ def _open_environment(path: Path) -> lmdb.Environment:
     return lmdb.open(str(path), map_size=MAP_SIZE, max_readers=256, metasync=False)
 
 
-class RecordStore:
-    """Records by key. Subclasses say which records are idle (`idle`) and may rewrite
-    old ones while pruning (`restamp`)."""
-
-    what = "records"  # named in the error when the map cannot grow further
-
-    def __init__(self, path: Path) -> None:
+class LmdbRecords(RecordStore):
+    def __init__(self, path: Path, policy: RecordPolicy) -> None:
+        self.path = path
+        self.policy = policy
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = (os.getpid(), str(path.resolve()))
         if key not in _OPEN:
@@ -65,18 +117,10 @@ class RecordStore:
         except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as error:
             kept = move_aside(path)
             log.warning("%s database at %s was damaged (%s); moved to %s, starting afresh",
-                        self.what, path, error, kept.name)
+                        self.policy.what, path, error, kept.name)
             env = _open_environment(path)
         env.reader_check()  # slots a killed process left behind
         return env
-
-    def idle(self, record: Record, now: float) -> bool:
-        """Whether pruning at `now` drops this record."""
-        raise NotImplementedError
-
-    def restamp(self, record: Record, now: float) -> Record | None:
-        """A kept record to write back changed while pruning (None: leave it as it is)."""
-        return None
 
     @contextmanager
     def _begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:
@@ -88,29 +132,33 @@ class RecordStore:
         finally:
             self._map_lock.release_shared()
 
+    @contextmanager
+    def _failing_as_store_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except lmdb.Error as error:
+            raise StoreError(f"{self.policy.what} database at {self.path}: {error}") from None
+
     def get(self, key: str) -> Record | None:
-        with self._begin() as txn:
+        with self._failing_as_store_errors(), self._begin() as txn:
             raw = txn.get(key.encode())
         return json.loads(bytes(raw)) if raw else None
 
-    def change(self, key: str, change: Callable[[Record | None], Record],
-               now: float | None = None) -> Record:
-        """Read one record, change it and write it back in one write transaction.
-
-        Prunes first when a day has passed since the last time; when the map is full,
-        prunes at once, or grows the map when that frees nothing, and tries once more.
-        """
+    def change(self, key: str, change: Change, now: float | None = None) -> Record:
+        """Prunes first when a day has passed since the last time; when the map is full,
+        prunes at once, or grows the map when that frees nothing, and tries once more."""
         now = time.time() if now is None else now
-        if now - self._last_pruned() >= PRUNE_EVERY:
-            self.prune(now)
-        try:
-            return self._change(key, change)
-        except lmdb.MapFullError:
-            if not self.prune(now):
-                self._grow()
-            return self._change(key, change)
+        with self._failing_as_store_errors():
+            if now - self._last_pruned() >= PRUNE_EVERY:
+                self._prune(now)
+            try:
+                return self._change(key, change)
+            except lmdb.MapFullError:
+                if not self._prune(now):
+                    self._grow()
+                return self._change(key, change)
 
-    def _change(self, key: str, change: Callable[[Record | None], Record]) -> Record:
+    def _change(self, key: str, change: Change) -> Record:
         with self._begin(write=True) as txn:
             raw = txn.get(key.encode())
             record = change(json.loads(bytes(raw)) if raw else None)
@@ -123,9 +171,10 @@ class RecordStore:
         return float(raw) if raw else 0.0
 
     def prune(self, now: float | None = None) -> int:
-        """Drop the idle records (and write back the restamped ones); returns how many
-        were dropped."""
-        now = time.time() if now is None else now
+        with self._failing_as_store_errors():
+            return self._prune(time.time() if now is None else now)
+
+    def _prune(self, now: float) -> int:
         idle: list[bytes] = []
         rewritten: list[tuple[bytes, Record]] = []
         with self._begin() as txn:
@@ -133,9 +182,9 @@ class RecordStore:
                 if key == _PRUNED_KEY:
                     continue
                 record = json.loads(bytes(raw))
-                if self.idle(record, now):
+                if self.policy.idle(record, now):
                     idle.append(bytes(key))
-                elif (changed := self.restamp(record, now)) is not None:
+                elif (changed := self.policy.restamp(record, now)) is not None:
                     rewritten.append((bytes(key), changed))
         for attempt in range(2):
             try:
@@ -156,9 +205,52 @@ class RecordStore:
         with self._map_lock.exclusive():
             size = self._env.info()["map_size"]
             if size >= MAX_MAP_SIZE:
-                raise lmdb.MapFullError(f"{self.what} database at its 1 GiB limit with every "
-                                        "record recent")
+                raise lmdb.MapFullError(f"{self.policy.what} database at its 1 GiB limit with "
+                                        "every record recent")
             self._env.set_mapsize(size * 2)
 
     def close(self) -> None:
         """The environment stays open for other users in this process; exit closes it."""
+
+
+class RedisRecords(RecordStore):
+    """One string key a record (prefix + key), its time to live the policy's lifetime."""
+
+    def __init__(self, location: str, policy: RecordPolicy) -> None:
+        self.policy = policy
+        self._client, self.prefix, self.location = connect(location, f"spamkit:{policy.what}:")
+
+    def get(self, key: str) -> Record | None:
+        with reaching(self.location):
+            raw = self._client.get(self.prefix + key)
+        return json.loads(raw) if raw else None
+
+    def change(self, key: str, change: Change, now: float | None = None) -> Record:
+        """WATCH, read, MULTI, write with its time to live, EXEC: read again if another
+        writer changed the record meanwhile."""
+        now = time.time() if now is None else now
+        name = self.prefix + key
+        with reaching(self.location), self._client.pipeline() as pipe:
+            for _ in range(_WATCH_TRIES):
+                try:
+                    pipe.watch(name)
+                    raw = pipe.get(name)
+                    record = change(json.loads(raw) if raw else None)
+                    milliseconds = max(1, round(self.policy.lifetime(record, now) * 1000))
+                    pipe.multi()
+                    pipe.set(name, json.dumps(record), px=milliseconds)
+                    pipe.execute()
+                    return record
+                except WatchError:
+                    if not self._client.ping():  # (raises when the connection is gone)
+                        raise
+                    continue
+        raise StoreError(f"{self.policy.what} record {key!r} at {self.location} kept changing "
+                         f"under {_WATCH_TRIES} tries")
+
+    def prune(self, now: float | None = None) -> int:
+        """Nothing to do: every record expires by itself."""
+        return 0
+
+    def close(self) -> None:
+        self._client.close()

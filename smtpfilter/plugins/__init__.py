@@ -57,7 +57,7 @@ FILTERS: dict[str, Factory] = {
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),
     "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"]),
-    "karma": lambda c, s, a: Karma(KarmaStore(Path(c["KarmaDatabase"] or _beside_db(c)),
+    "karma": lambda c, s, a: Karma(KarmaStore(c["KarmaDatabase"] or _beside_db(c),
                                               c["KarmaForgetDays"]),
                                    c["KarmaNegative"], c["KarmaStrikes"]),
     "greylist": lambda c, s, a: _greylist(c),
@@ -85,7 +85,7 @@ def _helo(config: Config) -> Helo:
 
 
 def _greylist(config: Config) -> Greylist:
-    store = GreylistStore(Path(config["GreylistDatabase"] or _beside_db(config, "greylist")),
+    store = GreylistStore(config["GreylistDatabase"] or _beside_db(config, "greylist"),
                           delay=config["GreylistDelay"],
                           retry_window=config["GreylistRetryHours"] * 3600.0,
                           pass_lifetime=config["GreylistPassDays"] * 86400.0,

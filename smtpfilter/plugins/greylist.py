@@ -23,11 +23,10 @@ import re
 import time
 from pathlib import Path
 
-import lmdb
-
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.plugins.dns import LocalClients
-from smtpfilter.recordstore import Record, RecordStore
+from smtpfilter.recordstore import Record, open_records
+from spamkit.errors import StoreError
 from spamkit.lists import matches
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -64,15 +63,16 @@ def sender_pattern(sender: str) -> str:
     return _DIGITS.sub("#", _BATV.sub("", local)) + "@" + domain
 
 
-class GreylistStore(RecordStore):
+class GreylistStore:
     """Triplet records ({"first", "passed", "seen", "tries"}) and per-network ones
-    ({"passes", "seen"}), keyed by a digest so that any address fits LMDB's key size."""
+    ({"passes", "seen"}), keyed by a digest so that any address fits a key; and the
+    policy that says when one is idle."""
 
     what = "greylist"
 
-    def __init__(self, path: Path, delay: float, retry_window: float, pass_lifetime: float,
-                 auto_whitelist: int) -> None:
-        super().__init__(path)
+    def __init__(self, location: str | Path, delay: float, retry_window: float,
+                 pass_lifetime: float, auto_whitelist: int) -> None:
+        self.records = open_records(str(location), self)
         self.delay = delay
         self.retry_window = retry_window
         self.pass_lifetime = pass_lifetime
@@ -80,45 +80,55 @@ class GreylistStore(RecordStore):
 
     def idle(self, record: Record, now: float) -> bool:
         """A triplet never retried in time, or anything not heard from for pass_lifetime."""
+        return self.lifetime(record, now) < 0
+
+    def restamp(self, record: Record, now: float) -> Record | None:
+        return None
+
+    def lifetime(self, record: Record, now: float) -> float:
         if record.get("passed") or "passes" in record:
-            return bool(now - record["seen"] > self.pass_lifetime)
-        return bool(now - record["first"] > self.delay + self.retry_window)
+            return float(record["seen"]) + self.pass_lifetime - now
+        return float(record["first"]) + self.delay + self.retry_window - now
+
+    def get(self, key: str) -> Record | None:
+        return self.records.get(key)
+
+    def prune(self, now: float | None = None) -> int:
+        return self.records.prune(now)
 
     def wait(self, network: str, sender: str, recipient: str, now: float | None = None) -> float:
         """Seconds this triplet must still wait (0: it passes), recording the attempt."""
         now = time.time() if now is None else now
+        records = self.records
         client_key = "c:" + network
         if self.auto_whitelist:
-            client = self.get(client_key)
+            client = records.get(client_key)
             if client is not None and client["passes"] >= self.auto_whitelist \
                     and now - client["seen"] <= self.pass_lifetime:
                 if not 0 <= now - client["seen"] < SEEN_REFRESH:
-                    self.change(client_key, lambda record: (record or client) | {"seen": now}, now)
+                    records.change(client_key, lambda record: (record or client) | {"seen": now}, now)
                 return 0.0
         digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
                                  digest_size=16).hexdigest()
         triplet_key = "t:" + digest
-        known = self.get(triplet_key)
+        known = records.get(triplet_key)
         if known is not None and known["passed"] and 0 <= now - known["seen"] < SEEN_REFRESH:
             return 0.0  # passed, and heard from within the hour: nothing to write
-        first_pass = False
 
         def attempt(record: Record | None) -> Record:
-            nonlocal first_pass
             if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
                 return record | {"seen": now}
             if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window:
                 # new; or retried too late, or passed long ago and not yet pruned: afresh
                 return {"first": now, "passed": 0, "seen": now, "tries": 1}
             if now - record["first"] >= self.delay:
-                first_pass = True
                 return record | {"passed": now, "seen": now, "tries": record["tries"] + 1}
             return record | {"seen": now, "tries": record["tries"] + 1}  # too early
 
-        triplet = self.change(triplet_key, attempt, now)
-        if first_pass:
-            self.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
-                                                    "seen": now}, now)
+        triplet = records.change(triplet_key, attempt, now)
+        if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
+            records.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
+                                                       "seen": now}, now)
         if triplet["passed"]:
             return 0.0
         return max(0.0, float(triplet["first"]) + self.delay - now)
@@ -145,7 +155,7 @@ class Greylist(Filter):
         try:
             wait = self.store.wait(client_network(tx.peer, self.by_subnet), sender_pattern(sender),
                                    recipient.strip().strip("<>").lower())
-        except lmdb.Error as error:
+        except StoreError as error:
             log.warning("greylist database unusable, mail passes ungreylisted: %s", error)
             return CONTINUE
         if wait <= 0:

@@ -1,21 +1,20 @@
 """karma: remember how each client address behaved, and refuse the naughty for a day.
 
-Per address, in a small database of its own (smtpfilter.recordstore): good (messages
-relayed as ham) and bad (refused or spam) counts, when it last sent, and, once it has
-earned it, the time until which it is refused. An address whose good - bad is at or
-below KarmaNegative after at least KarmaStrikes bad messages is naughty: MAIL FROM gets
-550 until the penalty has passed. An address not heard from for KarmaForgetDays is
-forgotten (once a day, and at once when the database is full).
+Per address, in a small database of its own (smtpfilter.recordstore: LMDB beside the
+token database, or a shared Redis): good (messages relayed as ham) and bad (refused or
+spam) counts, when it last sent, and, once it has earned it, the time until which it is
+refused. An address whose good - bad is at or below KarmaNegative after at least
+KarmaStrikes bad messages is naughty: MAIL FROM gets 550 until the penalty has passed.
+An address not heard from for KarmaForgetDays is forgotten.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
-from smtpfilter.recordstore import Record, RecordStore
+from smtpfilter.recordstore import Change, Record, open_records
 
 PENALTY_SECONDS = 86400
 DEFAULT_FORGET_DAYS = 30
@@ -25,38 +24,22 @@ def _new_record() -> Record:
     return {"good": 0, "bad": 0, "until": 0}
 
 
-class KarmaStore(RecordStore):
+class KarmaStore:
+    """Karma's records, and the policy that says when one is idle."""
+
     what = "karma"
 
-    def __init__(self, path: Path, forget_days: int = DEFAULT_FORGET_DAYS) -> None:
-        super().__init__(path)
+    def __init__(self, location: str | Path, forget_days: int = DEFAULT_FORGET_DAYS) -> None:
         self.forget_seconds = forget_days * 86400
+        self.records = open_records(str(location), self)
 
     def get(self, address: str) -> Record:
-        return super().get(address) or _new_record()
+        return self.records.get(address) or _new_record()
 
     def update(self, address: str, good: int, bad: int, negative: int, strikes: int,
                now: float | None = None) -> Record:
         now = time.time() if now is None else now
-        return self.change(address, self._counting(good, bad, negative, strikes, now), now)
-
-    def _update(self, address: str, good: int, bad: int, negative: int, strikes: int,
-                now: float) -> Record:
-        """`update` without pruning or growing (the tests fill the map with it)."""
-        return self._change(address, self._counting(good, bad, negative, strikes, now))
-
-    @staticmethod
-    def _counting(good: int, bad: int, negative: int, strikes: int,
-                  now: float) -> Callable[[Record | None], Record]:
-        def count(record: Record | None) -> Record:
-            record = record or _new_record()
-            record["good"] += good
-            record["bad"] += bad
-            record["seen"] = round(now)
-            if record["bad"] >= strikes and record["good"] - record["bad"] <= negative:
-                record["until"] = now + PENALTY_SECONDS
-            return record
-        return count
+        return self.records.change(address, counting(good, bad, negative, strikes, now), now)
 
     def idle(self, record: Record, now: float) -> bool:
         """Not heard from for forget_days and not refused now."""
@@ -68,9 +51,28 @@ class KarmaStore(RecordStore):
         forgotten forget_days later, not at once)."""
         return record | {"seen": round(now)} if "seen" not in record else None
 
+    def lifetime(self, record: Record, now: float) -> float:
+        return max(float(self.forget_seconds), float(record["until"]) - now)
+
     def forget_idle(self, now: float | None = None) -> int:
         """Forget the idle addresses now; returns how many."""
-        return self.prune(now)
+        return self.records.prune(now)
+
+    def close(self) -> None:
+        self.records.close()
+
+
+def counting(good: int, bad: int, negative: int, strikes: int, now: float) -> Change:
+    """The change one message's outcome makes to its sender's record."""
+    def count(record: Record | None) -> Record:
+        record = dict(record or _new_record())
+        record["good"] += good
+        record["bad"] += bad
+        record["seen"] = round(now)
+        if record["bad"] >= strikes and record["good"] - record["bad"] <= negative:
+            record["until"] = now + PENALTY_SECONDS
+        return record
+    return count
 
 
 class Karma(Filter):

@@ -147,7 +147,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("BadMailFromTo", list, [], "\"SENDER RECIPIENT\" pattern pairs refused together "
            "(badmailfromto).", group="smtp"),
     Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
-           "`karma` beside the token database).", group="smtp"),
+           "`karma` beside the token database), or a Redis URL (redis://host/N?prefix=...) "
+           "that filters on several machines share.", group="smtp"),
     Option("KarmaNegative", int, -3, "karma: good minus bad at or below this is naughty.",
            group="smtp"),
     Option("KarmaStrikes", int, 3, "karma: bad messages needed before an address can be "
@@ -155,7 +156,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
            "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
     Option("GreylistDatabase", str, "", "Directory of the greylist filter's database (empty: "
-           "`greylist` beside the token database).", group="smtp"),
+           "`greylist` beside the token database), or a Redis URL (redis://host/N?prefix=...) "
+           "that the filters of several MX hosts share, so a retry may come to any of them.",
+           group="smtp"),
     Option("GreylistDelay", int, 300, "greylist: seconds a new (client network, sender, "
            "recipient) must wait before its retry is taken.", minimum=0, maximum=86400,
            group="smtp"),

@@ -67,12 +67,12 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _NUMERIC_META = ("nspam", "nham")
 
 
-def _split_location(location: str) -> tuple[str, str]:
+def _split_location(location: str, default_prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
     """(URL for redis-py, key prefix): our `prefix` parameter taken out of the query. The
     rest of the URL is left as written (rebuilding unix:///path would lose its //)."""
     base, _, query_text = location.partition("?")
     query = urllib.parse.parse_qsl(query_text, keep_blank_values=True)
-    prefix = next((value for name, value in query if name == "prefix"), DEFAULT_PREFIX)
+    prefix = next((value for name, value in query if name == "prefix"), default_prefix)
     rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "prefix"])
     return base + (f"?{rest}" if rest else ""), prefix
 
@@ -88,8 +88,24 @@ def public_location(location: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def connect(location: str, default_prefix: str = DEFAULT_PREFIX) -> tuple[Any, str, str]:
+    """(client, key prefix, the location without its password) for a Redis URL. The
+    client connects lazily; its first command says whether the server is there."""
+    public = public_location(location)
+    url, prefix = _split_location(location, default_prefix)
+    try:
+        # Any: redis-py types every answer bytes | str, decode_responses being a run-time
+        # choice; spamkit never decodes, so answers are bytes
+        client: Any = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 1))  # once more at once: a pooled connection gone stale
+    except ValueError as error:
+        raise StoreError(f"not a Redis location: {public} ({error})") from None
+    return client, prefix, public
+
+
 @contextmanager
-def _reaching(where: str) -> Iterator[None]:
+def reaching(where: str) -> Iterator[None]:
     """Redis's connection and server errors as spamkit's."""
     try:
         yield
@@ -200,18 +216,9 @@ class RedisStore:
     """TokenStore on Redis, for several machines sharing one database."""
 
     def __init__(self, location: str, *, readonly: bool = False) -> None:
-        self.location = public_location(location)
         self.readonly = readonly
-        url, self.prefix = _split_location(location)
-        with _reaching(self.location):
-            try:
-                # Any: redis-py types every answer bytes | str, decode_responses being a
-                # run-time choice; this store never decodes, so answers are bytes
-                self._client: Any = redis.Redis.from_url(
-                    url, socket_connect_timeout=CONNECT_TIMEOUT,
-                    retry=Retry(NoBackoff(), 1))  # once more at once: a pooled connection gone stale
-            except ValueError as error:
-                raise StoreError(f"not a Redis location: {self.location} ({error})") from None
+        self._client, self.prefix, self.location = connect(location)
+        with reaching(self.location):
             self._open()
 
     def key(self, name: str) -> bytes:
@@ -246,7 +253,7 @@ class RedisStore:
         """The writer lock, and a pipeline WATCHing it, for one batch: (pipeline, token)."""
         if self.readonly:
             raise StoreError("the database was opened read-only")
-        with _reaching(self.location):
+        with reaching(self.location):
             token = self._acquire_lock()
             try:
                 with self._client.pipeline() as pipe:
@@ -283,7 +290,7 @@ class RedisStore:
     @contextmanager
     def writer(self) -> Iterator[RedisWriter]:
         """A batch of changes, committed together when the block ends without error."""
-        with self._locked() as (pipe, token):  # (its _reaching turns the rest into ours)
+        with self._locked() as (pipe, token):  # (its reaching turns the rest into ours)
             writer = RedisWriter(self, pipe)
             try:
                 yield writer  # the batch reads its seen marks through the WATCHing pipeline
@@ -311,7 +318,7 @@ class RedisStore:
     # -- reading ---------------------------------------------------------------------
 
     def totals(self) -> Totals:
-        with _reaching(self.location), self._client.pipeline() as pipe:
+        with reaching(self.location), self._client.pipeline() as pipe:
             pipe.hmget(self.key("meta"), list(_NUMERIC_META))
             pipe.hlen(self.key("tokens"))
             (nspam, nham), ntokens = pipe.execute()
@@ -319,7 +326,7 @@ class RedisStore:
 
     def _read(self, keys: list[bytes]) -> tuple[list[bytes | None], Totals]:
         """HMGET of `keys` and the totals, in one MULTI/EXEC (a consistent snapshot)."""
-        with _reaching(self.location), self._client.pipeline() as pipe:
+        with reaching(self.location), self._client.pipeline() as pipe:
             for start in range(0, len(keys), CHUNK):
                 pipe.hmget(self.key("tokens"), keys[start:start + CHUNK])
             pipe.hmget(self.key("meta"), list(_NUMERIC_META))
@@ -345,14 +352,14 @@ class RedisStore:
 
     def learned_as_many(self, message_keys: Sequence[bytes]) -> list[Label | None]:
         raws: list[bytes | None] = []
-        with _reaching(self.location):
+        with reaching(self.location):
             for start in range(0, len(message_keys), CHUNK):
                 raws.extend(self._client.hmget(self.key("seen"), list(message_keys[start:start + CHUNK])))
         return [CODE_LABEL.get(raw[0]) if raw else None for raw in raws]
 
     def _scan(self, name: str) -> Iterator[tuple[bytes, bytes]]:
         """Every field of a hash, in pieces (HSCAN never blocks Redis for long)."""
-        with _reaching(self.location):
+        with reaching(self.location):
             yield from self._client.hscan_iter(self.key(name), count=CHUNK)
 
     def records(self) -> Iterator[TokenRecord]:
@@ -372,7 +379,7 @@ class RedisStore:
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
-        with _reaching(self.location):
+        with reaching(self.location):
             members = self._client.zrangebylex(self.key("history"), b"[" + message_key,
                                                b"[" + message_key + b"\xff" * 9)
         return [json.loads(member[_EVENT_KEY:]) for member in members
@@ -383,7 +390,7 @@ class RedisStore:
         ZRANGEBYLEX, each starting after the last member of the one before."""
         start = b"-"
         while True:
-            with _reaching(self.location):
+            with reaching(self.location):
                 page = self._client.zrangebylex(self.key("history"), start, b"+", start=0, num=CHUNK)
             for member in page:
                 yield member[:_EVENT_KEY], member[_EVENT_KEY:]
@@ -393,14 +400,14 @@ class RedisStore:
 
     def meta(self) -> dict[str, str]:
         """Named facts about the database, by name (as LMDB lists them)."""
-        with _reaching(self.location):
+        with reaching(self.location):
             found = self._client.hgetall(self.key("meta"))
         return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in sorted(found.items())}
 
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the memory Redis gives the database."""
         meta = self.meta()
-        with _reaching(self.location), self._client.pipeline() as pipe:
+        with reaching(self.location), self._client.pipeline() as pipe:
             pipe.hlen(self.key("tokens"))
             pipe.hlen(self.key("seen"))
             pipe.zcard(self.key("history"))
@@ -436,7 +443,7 @@ class RedisStore:
         with self.writer() as writer:
             old_marks = [key for key, value in self._scan("seen")
                          if len(value) == SEEN_LAYOUT.size and SEEN_LAYOUT.unpack(value)[1] < before_day]
-            with _reaching(self.location):
+            with reaching(self.location):
                 old_events = [member for member, _ in
                               self._client.zscan_iter(self.key("history"), count=CHUNK)
                               if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
@@ -492,7 +499,7 @@ def move_aside(location: str) -> str:
     afterwards, out of the way of a new one (as LMDB's files are); returns the new prefix."""
     url, prefix = _split_location(location)
     kept = f"{prefix}damaged-{time.strftime('%Y%m%dT%H%M%S')}:"
-    with _reaching(public_location(location)):
+    with reaching(public_location(location)):
         client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
         try:
             for name in ("tokens", "seen", "meta", "history"):

@@ -15,6 +15,7 @@ from smtpfilter.server import FilterHandler
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
+from tests.servers.redis import RedisServer, start_redis
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 from tests.servers.swaks import swaks
 
@@ -75,6 +76,13 @@ def settings(dns: DnsServer, *lines: str) -> str:
 def dead_server() -> str:
     """A loopback port where nothing answers DNS."""
     return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the filters' shared-state tests; each test keys under a
+    prefix of its own."""
+    yield from start_redis(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture

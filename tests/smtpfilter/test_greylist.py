@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from pathlib import Path
 
+import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtpfilter.plugins.dns import LocalClients
 from smtpfilter.plugins.greylist import Greylist, GreylistStore, client_network, sender_pattern
+from smtpfilter.recordstore import LmdbRecords
+from tests.servers.redis import RedisServer
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
 from tests.smtpfilter.conftest import PLAIN, STRANGER
@@ -24,13 +28,28 @@ HOUR = 3600.0
 DAY = 86400.0
 
 
-def _store(path: Path, auto_whitelist: int = 0) -> GreylistStore:
-    return GreylistStore(path, delay=300, retry_window=48 * HOUR, pass_lifetime=36 * DAY,
+def _lmdb_env(store: GreylistStore) -> lmdb.Environment:
+    assert isinstance(store.records, LmdbRecords)
+    return store.records._env
+
+
+def _store(location: Path | str, auto_whitelist: int = 0) -> GreylistStore:
+    return GreylistStore(location, delay=300, retry_window=48 * HOUR, pass_lifetime=36 * DAY,
                          auto_whitelist=auto_whitelist)
 
 
-def test_a_triplet_waits_the_delay_then_passes_until_idle_for_pass_days(tmp_path: Path) -> None:
-    store = _store(tmp_path / "greylist")
+@pytest.fixture(params=["lmdb", "redis"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store test keeps its records: a directory (LMDB), or a Redis prefix of its
+    own on the session's redis-server, for filters on several machines."""
+    if request.param == "lmdb":
+        return str(tmp_path / "greylist")
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return redis.url(prefix=f"test:{uuid.uuid4().hex}:")
+
+
+def test_a_triplet_waits_the_delay_then_passes_until_idle_for_pass_days(location: str) -> None:
+    store = _store(location)
     triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
     assert store.wait(*triplet, now=T0) == 300
     assert store.wait(*triplet, now=T0 + 100) == 200  # too early: the wait is not restarted
@@ -54,17 +73,17 @@ def test_mail_that_passed_is_checked_with_a_read_alone_within_the_hour(tmp_path:
         store = _store(tmp_path / f"greylist-{auto_whitelist}", auto_whitelist)
         store.wait(*triplet, now=T0)
         store.wait(*triplet, now=T0 + 300)  # passes (and, with 1, whitelists its network)
-        commits = store._env.info()["last_txnid"]
+        commits = _lmdb_env(store).info()["last_txnid"]
         for minute in range(1, 60):
             assert store.wait(*then, now=T0 + 300 + 60 * minute) == 0
-        assert store._env.info()["last_txnid"] == commits
+        assert _lmdb_env(store).info()["last_txnid"] == commits
         assert store.wait(*then, now=T0 + 300 + 2 * HOUR) == 0  # an hour on: written
-        assert store._env.info()["last_txnid"] > commits
+        assert _lmdb_env(store).info()["last_txnid"] > commits
         assert store.wait(*then, now=T0 + 300 + 2 * HOUR + 36 * DAY) == 0  # from the refresh
 
 
-def test_a_retry_after_the_window_starts_the_wait_again(tmp_path: Path) -> None:
-    store = _store(tmp_path / "greylist")
+def test_a_retry_after_the_window_starts_the_wait_again(location: str) -> None:
+    store = _store(location)
     triplet = ("192.0.2.0/24", "a@example.net", "b@example.org")
     assert store.wait(*triplet, now=T0) == 300
     assert store.wait(*triplet, now=T0 + 300 + 49 * HOUR) == 300  # 49 h late: afresh
@@ -84,8 +103,8 @@ def test_pruning_drops_what_was_never_retried_and_what_went_idle(tmp_path: Path)
     assert store.wait("192.0.2.0/24", "real@example.net", "b@example.org", now=T0 + 3 * DAY) == 0
 
 
-def test_a_network_that_passed_often_enough_is_not_greylisted_again(tmp_path: Path) -> None:
-    store = _store(tmp_path / "greylist", auto_whitelist=2)
+def test_a_network_that_passed_often_enough_is_not_greylisted_again(location: str) -> None:
+    store = _store(location, auto_whitelist=2)
     network = "192.0.2.0/24"
     for n, recipient in enumerate(("b@example.org", "c@example.org")):
         assert store.wait(network, "a@example.net", recipient, now=T0 + n) > 0
@@ -223,3 +242,57 @@ def test_a_damaged_database_is_set_aside_and_started_afresh(
     [kept] = (tmp_path / "greylist").glob("data.mdb.damaged-*")
     assert kept.read_bytes() == garbage
     assert store.wait("192.0.2.0/24", "a@example.net", "b@example.org", now=T0) == 300
+
+
+def test_on_redis_each_record_expires_when_it_would_be_idle(redis_server: RedisServer) -> None:
+    """Redis drops idle records itself: a waiting triplet lives for the delay and the
+    retry window, one that passed (and its network's record) for GreylistPassDays."""
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = _store(redis_server.url(prefix=prefix))
+    now = time.time()
+    store.wait("192.0.2.0/24", "a@example.net", "b@example.org", now=now)
+    client = redis.Redis(port=redis_server.port)
+    [triplet] = client.keys(prefix + "t:*")
+    assert abs(client.pttl(triplet) / 1000 - (300 + 48 * HOUR)) < 5
+    store.wait("192.0.2.0/24", "a@example.net", "b@example.org", now=now + 300)
+    assert abs(client.pttl(triplet) / 1000 - 36 * DAY) < 5  # (from when it was written)
+    [network] = client.keys(prefix + "c:*")
+    assert network == (prefix + "c:192.0.2.0/24").encode()
+    assert abs(client.pttl(network) / 1000 - 36 * DAY) < 5
+    assert store.prune() == 0  # nothing for spamkit to do
+
+
+def test_two_filters_sharing_redis_take_the_retry_at_either(
+        filter_server, sink: Sink, tmp_path: Path, redis_server: RedisServer,
+        caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Two MX hosts, one greylist: the retry of a sender deferred by the first passes at
+    the second. And a Redis that is gone lets mail through, as a broken LMDB does."""
+    shared = redis_server.url(prefix=f"test:{uuid.uuid4().hex}:")
+    settings_text = (STRANGER + 'SmtpFilters = ["greylist"]\nGreylistDelay = 2\n'
+                     f'GreylistDatabase = "{shared}"\n')
+    first_mx, second_mx = filter_server(settings_text), filter_server(settings_text)
+    assert _send_from(first_mx.port, tmp_path, "127.0.0.5").startswith("450")
+    assert _send_from(second_mx.port, tmp_path, "127.0.0.5").startswith("450")  # too soon there too
+    time.sleep(2.2)
+    assert _send_from(second_mx.port, tmp_path, "127.0.0.5").startswith("250")
+    assert _send_from(first_mx.port, tmp_path, "127.0.0.5").startswith("250")
+    assert len(sink.messages()) == 2
+
+    from tests.servers.redis import start_redis
+
+    (tmp_path / "gone").mkdir()
+    servers = start_redis(tmp_path / "gone")
+    gone = next(servers)
+    down = filter_server(STRANGER + 'SmtpFilters = ["greylist"]\n'
+                         f'GreylistDatabase = "{gone.url()}"\n')
+    gone.process.terminate()
+    gone.process.wait(10)
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        started = time.monotonic()
+        assert _send_from(down.port, tmp_path, "127.0.0.5").startswith("250")
+        assert time.monotonic() - started < 5
+    assert "greylist database unusable" in caplog.text and "cannot reach" in caplog.text
+    assert len(sink.messages()) == 3
+    servers.close()

@@ -1,19 +1,29 @@
-"""The karma plugin's database stays bounded: addresses idle for KarmaForgetDays go, once a
-day and at once when the map is full; it grows only when every address is recent."""
+"""The karma plugin's database stays bounded: on LMDB, addresses idle for KarmaForgetDays
+go, once a day and at once when the map is full, and it grows only when every address is
+recent; on Redis, each address's record expires by itself, and concurrent writers add up."""
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 
 import lmdb
 import pytest
 
 from smtpfilter import recordstore
-from smtpfilter.plugins.karma import KarmaStore
+from smtpfilter.plugins.karma import PENALTY_SECONDS, KarmaStore, counting
+from smtpfilter.recordstore import LmdbRecords
+from tests.servers.redis import RedisServer
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
+
+
+def _lmdb(store: KarmaStore) -> LmdbRecords:
+    assert isinstance(store.records, LmdbRecords)
+    return store.records
 
 
 def _address(n: int) -> str:
@@ -26,7 +36,7 @@ def test_idle_addresses_are_forgotten_the_recent_kept(tmp_path: Path) -> None:
     store.update("192.0.2.3", 1, 0, -3, 3, now=T0 + 20 * DAY)
     for _ in range(3):  # naughty: refused for a day after its third strike
         store.update("192.0.2.2", 0, 1, -3, 3, now=T0 + 25 * DAY)
-    with store._begin(write=True) as txn:  # a record written before last-heard times were kept
+    with _lmdb(store)._begin(write=True) as txn:  # a record written before last-heard times were kept
         txn.put(b"192.0.2.4", json.dumps({"good": 2, "bad": 0, "until": 0}).encode())
 
     assert store.forget_idle(now=T0 + 40 * DAY) == 1
@@ -44,12 +54,12 @@ def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch:
     """Before: the 64 MiB map filled after 674,582 addresses; then no new address was learned."""
     monkeypatch.setattr(recordstore, "MAP_SIZE", 256 << 10)
     store = KarmaStore(tmp_path / "karma", forget_days=30)
-    size = store._env.info()["map_size"]
+    size = _lmdb(store)._env.info()["map_size"]
     n = 0
-    while store._env.info()["map_size"] == size:  # every address recent: the map must grow
+    while _lmdb(store)._env.info()["map_size"] == size:  # every address recent: the map must grow
         store.update(_address(n), 0, 1, -3, 3, now=T0)
         n += 1
-    assert store._env.info()["map_size"] == 2 * size
+    assert _lmdb(store)._env.info()["map_size"] == 2 * size
     assert all(store.get(_address(i))["bad"] == 1 for i in range(n))
 
     # fill the grown map with addresses that will be idle, then, 40 days later on a day
@@ -57,13 +67,51 @@ def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch:
     filled = n
     while True:
         try:
-            store._update(_address(n), 0, 1, -3, 3, now=T0)
+            _lmdb(store)._change(_address(n), counting(0, 1, -3, 3, T0))
         except lmdb.MapFullError:
             break
         n += 1
-    monkeypatch.setattr(store, "_last_pruned", lambda: T0 + 40 * DAY)
+    monkeypatch.setattr(_lmdb(store), "_last_pruned", lambda: T0 + 40 * DAY)
     for i in range(n - filled):
         store.update(f"172.16.{i >> 8 & 255}.{i & 255}", 1, 0, -3, 3, now=T0 + 40 * DAY)
-    assert store._env.info()["map_size"] == 2 * size  # room made, not taken
+    assert _lmdb(store)._env.info()["map_size"] == 2 * size  # room made, not taken
     assert store.get(_address(0)) == {"good": 0, "bad": 0, "until": 0}
     assert store.get("172.16.0.0")["good"] == 1
+
+
+def test_karma_on_redis_counts_and_keeps_a_penalty_past_its_forget_days(
+        redis_server: RedisServer) -> None:
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = KarmaStore(redis_server.url(prefix=prefix), forget_days=0)
+    now = time.time()
+    assert store.update("192.0.2.1", 1, 0, -3, 3, now=now)["good"] == 1
+    for _ in range(4):
+        record = store.update("192.0.2.2", 0, 1, -3, 3, now=now)
+    assert record["until"] == now + PENALTY_SECONDS
+    assert store.get("192.0.2.2")["bad"] == 4 and store.get("192.0.2.3") == {"good": 0, "bad": 0, "until": 0}
+    client = redis.Redis(port=redis_server.port)
+    # forgotten at once (0 days) when it has done nothing wrong; kept while refused
+    assert client.pttl(prefix + "192.0.2.1") <= 1
+    assert abs(client.pttl(prefix + "192.0.2.2") / 1000 - PENALTY_SECONDS) < 5
+
+
+def test_karma_on_redis_adds_up_under_concurrent_writers(redis_server: RedisServer) -> None:
+    """Four threads (a filter's workers) and two stores (two machines) counting the same
+    address: each change is read, made and written under WATCH, so none is lost."""
+    import threading
+
+    location = redis_server.url(prefix=f"test:{uuid.uuid4().hex}:")
+    stores = [KarmaStore(location), KarmaStore(location)]
+
+    def count(store: KarmaStore) -> None:
+        for _ in range(50):
+            store.update("192.0.2.9", 1, 0, -3, 3)
+
+    threads = [threading.Thread(target=count, args=(stores[i % 2],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].get("192.0.2.9")["good"] == 200
