@@ -192,18 +192,21 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
         checks.append(lambda: _uri_zones(config))
     uses_dns = bool(names & {"dnsbl", "rhsbl", "uribl", "resolvable_fromhost", "spf", "dkim", "dmarc"}) \
         or (config["HeloPolicy"] != "lenient" and "helo" in names)
-    if uses_dns:
-        checks.append(lambda: configured_dns(config))
     for check in checks:
         try:
             check()
         except ConfigError as error:
             errors.append(str(error))
+    resolvers: list[str] = []
+    if uses_dns:
+        try:
+            resolvers = [str(server) for server in configured_dns(config).resolver.nameservers]
+        except ConfigError as error:
+            errors.append(str(error))
     warnings = []
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
-    if lists and not errors:
-        public = [server for server in configured_dns(config).resolver.nameservers
-                  if str(server) in PUBLIC_RESOLVERS]
+    if lists:
+        public = [server for server in resolvers if server in PUBLIC_RESOLVERS]
         if public:
             where = config.origins["DnsServers"]
             where = "/etc/resolv.conf (DnsServers is empty)" if where == "default" else where
