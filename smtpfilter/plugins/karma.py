@@ -5,16 +5,21 @@ token database, or a shared Redis): good (messages relayed as ham) and bad (refu
 spam) counts, when it last sent, and, once it has earned it, the time until which it is
 refused. An address whose good - bad is at or below KarmaNegative after at least
 KarmaStrikes bad messages is naughty: MAIL FROM gets 550 until the penalty has passed.
-An address not heard from for KarmaForgetDays is forgotten.
+An address not heard from for KarmaForgetDays is forgotten. A database that cannot be read
+or written refuses no one: the mail goes on as if karma were not in the chain.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.recordstore import Change, Record, open_records
+from spamkit.errors import StoreError
+
+log = logging.getLogger("spamkit.smtpfilter")
 
 PENALTY_SECONDS = 86400
 DEFAULT_FORGET_DAYS = 30
@@ -85,7 +90,11 @@ class Karma(Filter):
         self.strikes = strikes
 
     def mail(self, tx: Transaction) -> Decision:
-        record = self.store.get(tx.peer)
+        try:
+            record = self.store.get(tx.peer)
+        except StoreError as error:  # a reputation we cannot read refuses no one
+            log.warning("karma database unusable, mail passes unchecked: %s", error)
+            return CONTINUE
         if record["until"] > time.time():
             return reject(self.name, "550 5.7.1 Your address has sent too much unwanted mail; "
                                      "try again tomorrow")
@@ -98,4 +107,7 @@ class Karma(Filter):
         good = 1 if reply.startswith("2") and not spam and verdict != "unscanned" else 0
         bad = 1 if reply.startswith("5") or spam else 0
         if good or bad:
-            self.store.update(tx.peer, good, bad, self.negative, self.strikes)
+            try:
+                self.store.update(tx.peer, good, bad, self.negative, self.strikes)
+            except StoreError as error:
+                log.warning("karma database unusable, %s not counted: %s", tx.peer, error)

@@ -115,3 +115,29 @@ def test_karma_on_redis_adds_up_under_concurrent_writers(redis_server: RedisServ
     for thread in threads:
         thread.join()
     assert stores[0].get("192.0.2.9")["good"] == 200
+
+
+def test_karma_whose_redis_is_gone_refuses_no_one(filter_server, sink, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A reputation that cannot be read or written is no reason to refuse mail: with its
+    Redis stopped, karma lets the message through and says why in the log."""
+    import logging
+
+    from tests.servers.redis import start_redis
+
+    (tmp_path / "redis").mkdir()
+    servers = start_redis(tmp_path / "redis")
+    redis = next(servers)
+    send = filter_server(f'SmtpFilters = ["karma"]\nKarmaDatabase = "{redis.url()}"\n')
+    assert send().startswith("250")
+    time.sleep(0.5)  # (the outcome is counted after the reply)
+    assert KarmaStore(redis.url()).get("127.0.0.1")["good"] == 1  # counted while Redis is there
+    redis.process.terminate()
+    redis.process.wait(10)
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        assert send().startswith("250")
+        time.sleep(0.5)  # (the outcome is counted after the reply)
+    assert "karma database unusable, mail passes unchecked" in caplog.text
+    assert "not counted" in caplog.text
+    assert len(sink.messages()) == 2
+    servers.close()
