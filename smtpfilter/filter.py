@@ -32,7 +32,8 @@ class Transaction:
     mail_from: str = ""
     rcpt_tos: list[str] = field(default_factory=list)
     data: bytes = b""
-    notes: dict[str, object] = field(default_factory=dict)  # for the log line
+    notes: dict[str, object] = field(default_factory=dict)  # for the log line; one per SMTP
+    # transaction, from MAIL to DATA, so a filter's RCPT stage may leave a note for its DATA
 
 
 class Filter:

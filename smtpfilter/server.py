@@ -115,7 +115,7 @@ class FilterHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
-                             mail_from=address)
+                             mail_from=address, notes=_notes(envelope))
             refusal = await self._stage(session, "mail", tx)
             if refusal is not None:
                 return refusal
@@ -129,7 +129,8 @@ class FilterHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
-                             mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
+                             mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
+                             notes=_notes(envelope))
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
@@ -173,7 +174,8 @@ class FilterHandler:
     async def _data(self, session, envelope) -> str:  # type: ignore[no-untyped-def]
         started = time.monotonic()
         tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
-                         mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos))
+                         mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
+                         notes=_notes(envelope))
         reply, deciding = TEMPFAIL, "error"
         try:
             tx.data = normalize_line_endings(envelope.original_content or envelope.content or b"")
@@ -219,6 +221,16 @@ class FilterHandler:
             session.spamkit_accepted = True
             tx.notes["accepted_by"] = decision.filter
         return decision
+
+
+def _notes(envelope) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What filters noted about this transaction, from MAIL to the end of DATA (a filter
+    at RCPT may leave a note for its own DATA stage); aiosmtpd makes a new envelope for
+    each transaction, so notes never outlive one."""
+    notes: dict[str, object] | None = getattr(envelope, "spamkit_notes", None)
+    if notes is None:
+        notes = envelope.spamkit_notes = {}
+    return notes
 
 
 def _message_id(data: bytes) -> str:

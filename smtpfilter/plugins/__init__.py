@@ -91,7 +91,7 @@ def _greylist(config: Config) -> Greylist:
                           pass_lifetime=config["GreylistPassDays"] * 86400.0,
                           auto_whitelist=config["GreylistAutoWhitelist"])
     return Greylist(store, _local(config), config["WhitelistSenders"],
-                    config["GreylistBySubnet"], config["GreylistAction"])
+                    config["GreylistBySubnet"], config["GreylistAction"], _our_name())
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:

@@ -21,9 +21,12 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
+from smtpfilter.headers import without_fields
 from smtpfilter.plugins.dns import LocalClients
 from smtpfilter.recordstore import Record, open_records
 from spamkit.errors import StoreError
@@ -98,6 +101,12 @@ class GreylistStore:
 
     def wait(self, network: str, sender: str, recipient: str, now: float | None = None) -> float:
         """Seconds this triplet must still wait (0: it passes), recording the attempt."""
+        return self.check(network, sender, recipient, now).wait
+
+    def check(self, network: str, sender: str, recipient: str,
+              now: float | None = None) -> Attempt:
+        """This attempt of a triplet, recorded: how long it must still wait, or, when it is
+        the retry that passes, how long the triplet was made to wait."""
         now = time.time() if now is None else now
         records = self.records
         client_key = "c:" + network
@@ -107,13 +116,13 @@ class GreylistStore:
                     and now - client["seen"] <= self.pass_lifetime:
                 if not 0 <= now - client["seen"] < SEEN_REFRESH:
                     records.change(client_key, lambda record: (record or client) | {"seen": now}, now)
-                return 0.0
+                return PASSES
         digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
                                  digest_size=16).hexdigest()
         triplet_key = "t:" + digest
         known = records.get(triplet_key)
         if known is not None and known["passed"] and 0 <= now - known["seen"] < SEEN_REFRESH:
-            return 0.0  # passed, and heard from within the hour: nothing to write
+            return PASSES  # passed, and heard from within the hour: nothing to write
 
         def attempt(record: Record | None) -> Record:
             if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
@@ -129,9 +138,19 @@ class GreylistStore:
         if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
             records.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
                                                        "seen": now}, now)
+            return Attempt(0.0, now - float(triplet["first"]))
         if triplet["passed"]:
-            return 0.0
-        return max(0.0, float(triplet["first"]) + self.delay - now)
+            return PASSES
+        return Attempt(max(0.0, float(triplet["first"]) + self.delay - now))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    wait: float  # seconds still to wait; 0: it passes
+    delayed: float = 0.0  # for the retry that passes: seconds since the first attempt
+
+
+PASSES = Attempt(0.0)
 
 
 class Greylist(Filter):
@@ -139,12 +158,13 @@ class Greylist(Filter):
     blocking = True  # its database: a write may wait for another process's
 
     def __init__(self, store: GreylistStore, local: LocalClients, whitelist_senders: list[str],
-                 by_subnet: bool, action: str) -> None:
+                 by_subnet: bool, action: str, our_name: str = "localhost") -> None:
         self.store = store
         self.local = local
         self.whitelist_senders = [p.lower() for p in whitelist_senders]
         self.by_subnet = by_subnet
         self.action = action
+        self.our_name = our_name
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         if tx.peer in self.local:
@@ -153,12 +173,17 @@ class Greylist(Filter):
         if any(matches(p, sender) for p in self.whitelist_senders):
             return CONTINUE
         try:
-            wait = self.store.wait(client_network(tx.peer, self.by_subnet), sender_pattern(sender),
-                                   recipient.strip().strip("<>").lower())
+            attempt = self.store.check(client_network(tx.peer, self.by_subnet),
+                                       sender_pattern(sender), recipient.strip().strip("<>").lower())
         except StoreError as error:
             log.warning("greylist database unusable, mail passes ungreylisted: %s", error)
             return CONTINUE
+        wait = attempt.wait
         if wait <= 0:
+            if attempt.delayed:  # for the X-Greylist header at DATA
+                earlier = tx.notes.get(_DELAYED)
+                tx.notes[_DELAYED] = max(earlier if isinstance(earlier, float) else 0.0,
+                                         attempt.delayed)
             return CONTINUE
         if self.action == "log":
             log.info("greylist: would defer client=%s from=<%s> rcpt=%s", tx.peer, sender,
@@ -166,3 +191,17 @@ class Greylist(Filter):
             return CONTINUE
         return tempfail(self.name, f"450 4.7.1 Greylisted: please try again in "
                                    f"{max(1, math.ceil(wait))} seconds")
+
+    def data(self, tx: Transaction) -> Decision:
+        """Say in the header how long a retry that passed was made to wait (as postgrey's
+        X-Greylist does), replacing any X-Greylist that claims to be ours."""
+        delayed = tx.notes.get(_DELAYED)
+        ours = f" at {self.our_name};".encode()
+        tx.data = without_fields(tx.data, "x-greylist", lambda value: ours in value)
+        if isinstance(delayed, float):
+            tx.data = (f"X-Greylist: delayed {round(delayed)} seconds by spamkit at "
+                       f"{self.our_name}; {formatdate(localtime=True)}\r\n").encode() + tx.data
+        return CONTINUE
+
+
+_DELAYED = "greylist_delayed"
