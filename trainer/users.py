@@ -2,7 +2,7 @@
 
 Users come from a pattern with `{user}` (SME: /home/e-smith/files/users/{user}/Maildir):
 the names are the entries of the directory before `{user}`. A name must match
-USER_NAME (no `..`, `/`, NUL or look-alike characters), and the resolved Maildir must
+spamkit.config.loader.USER_NAME (no `..`, `/`, NUL or look-alike characters), and the resolved Maildir must
 lie under that directory after following links; anything else is refused.
 """
 
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from spamkit.config.loader import USER_NAME
+from spamkit.config.loader import check_user_name as _check_configured_name
 from spamkit.errors import ConfigError
 
 
@@ -27,9 +27,11 @@ class UnsafeUser(ValueError):
 
 
 def check_user_name(user: str) -> str:
-    if not USER_NAME.match(user) or ".." in user:
-        raise UnsafeUser(f"refusing user name {user!r}: only a-z, 0-9, '.', '_' and '-'")
-    return user
+    """The name, if it is one SME allows (the configuration's rule); else UnsafeUser."""
+    try:
+        return _check_configured_name(user)
+    except ConfigError as error:
+        raise UnsafeUser(str(error)) from None
 
 
 def split_pattern(pattern: str) -> tuple[Path, str]:
