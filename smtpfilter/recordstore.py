@@ -107,6 +107,7 @@ class LmdbRecords(RecordStore):
         if key not in _OPEN:
             _OPEN[key] = (self._open(path), MapLock())
         self._env, self._map_lock = _OPEN[key]
+        self._pruned_at = 0.0  # the last prune seen here; the database has the last of all
 
     def _open(self, path: Path) -> lmdb.Environment:
         """The environment; a damaged one is set aside and started afresh. What these
@@ -149,7 +150,7 @@ class LmdbRecords(RecordStore):
         prunes at once, or grows the map when that frees nothing, and tries once more."""
         now = time.time() if now is None else now
         with self._failing_as_store_errors():
-            if now - self._last_pruned() >= PRUNE_EVERY:
+            if self._prune_due(now):
                 self._prune(now)
             try:
                 return self._change(key, change)
@@ -164,6 +165,15 @@ class LmdbRecords(RecordStore):
             record = change(json.loads(bytes(raw)) if raw else None)
             txn.put(key.encode(), json.dumps(record).encode())
         return record
+
+    def _prune_due(self, now: float) -> bool:
+        """Whether a day has passed since the last prune, by this process or another. The
+        database is asked only once the prune this store last saw is a day old, so a
+        change costs one write transaction, not a read transaction as well."""
+        if now - self._pruned_at < PRUNE_EVERY:
+            return False
+        self._pruned_at = self._last_pruned()
+        return now - self._pruned_at >= PRUNE_EVERY
 
     def _last_pruned(self) -> float:
         with self._begin() as txn:
@@ -194,6 +204,7 @@ class LmdbRecords(RecordStore):
                     for key, record in rewritten:
                         txn.put(key, json.dumps(record).encode())
                     txn.put(_PRUNED_KEY, str(round(now)).encode())
+                self._pruned_at = round(now)
                 return len(idle)
             except lmdb.MapFullError:  # rewriting records takes room too
                 if attempt:
