@@ -14,6 +14,7 @@ from spamkit.cli import config_option, json_option
 from spamkit.config import (
     OPTIONS,
     Config,
+    check_user_name,
     default_config_path,
     format_value,
     load_config,
@@ -32,7 +33,7 @@ def user_option(function: F) -> F:
 
 def _settings(config_path: str | None, user: str | None) -> Config:
     settings = load_config(config_path)
-    return settings.for_user(user) if user else settings
+    return settings.for_user(check_user_name(user)) if user is not None else settings
 
 
 @click.group()

@@ -2,6 +2,7 @@
 
 from spamkit.config.loader import (
     Config,
+    check_user_name,
     config_from_text,
     default_config_path,
     format_value,
@@ -12,5 +13,6 @@ from spamkit.config.loader import (
 )
 from spamkit.config.options import OPTIONS, OPTIONS_BY_NAME, SENSITIVITY_LEVELS, Option
 
-__all__ = ["OPTIONS", "OPTIONS_BY_NAME", "SENSITIVITY_LEVELS", "Config", "Option", "config_from_text",
-           "default_config_path", "format_value", "load_config", "set_option", "unset_option", "write_atomically"]
+__all__ = ["OPTIONS", "OPTIONS_BY_NAME", "SENSITIVITY_LEVELS", "Config", "Option", "check_user_name",
+           "config_from_text", "default_config_path", "format_value", "load_config", "set_option",
+           "unset_option", "write_atomically"]

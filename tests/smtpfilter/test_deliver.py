@@ -50,6 +50,12 @@ def test_a_user_with_sortspam_disabled_gets_spam_in_the_inbox(
     result = subprocess.run([sys.executable, "-m", "spamkit", "config", "set", "SortSpam", "false",
                              "--user", "bob", "--config", str(config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    for command in ("get", "show"):  # a name no account can have is refused, not looked up
+        unsafe = subprocess.run([sys.executable, "-m", "spamkit", "config", command,
+                                 *(["SortSpam"] if command == "get" else []), "--user", "../bob",
+                                 "--config", str(config)], capture_output=True, text=True)
+        assert unsafe.returncode == 2 and "refusing user name" in unsafe.stderr
+        assert "Traceback" not in unsafe.stderr
     spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
     for user in ("alice", "bob"):
         assert deliver(user, spam.data, root, trained_db, config).returncode == 0
