@@ -79,6 +79,14 @@ class RecordStore:
         """Drop the idle records now; how many."""
         raise NotImplementedError
 
+    def items(self) -> Iterator[tuple[str, Record]]:
+        """Every record with its key, in no promised order (for an administrator's listing)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> bool:
+        """Drop one record; whether there was one."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -212,6 +220,17 @@ class LmdbRecords(RecordStore):
                 self._grow()
         return len(idle)
 
+    def items(self) -> Iterator[tuple[str, Record]]:
+        """Read in one transaction: a consistent snapshot, however long the listing."""
+        with self._failing_as_store_errors(), self._begin() as txn:
+            found = [(bytes(key), bytes(raw)) for key, raw in txn.cursor() if key != _PRUNED_KEY]
+        for key, raw in found:
+            yield key.decode("utf-8", "replace"), json.loads(raw)
+
+    def delete(self, key: str) -> bool:
+        with self._failing_as_store_errors(), self._begin(write=True) as txn:
+            return bool(txn.delete(key.encode()))
+
     def _grow(self) -> None:
         with self._map_lock.exclusive():
             size = self._env.info()["map_size"]
@@ -263,5 +282,30 @@ class RedisRecords(RecordStore):
         """Nothing to do: every record expires by itself."""
         return 0
 
+    def items(self) -> Iterator[tuple[str, Record]]:
+        """SCAN under the prefix (which never blocks the server as KEYS would), values
+        fetched 500 at a time; a record that expires meanwhile is left out."""
+        pattern = _glob_escaped(self.prefix) + "*"
+        with reaching(self.location):
+            names = list(self._client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(names), 500):
+                chunk = names[start:start + 500]
+                for name, raw in zip(chunk, self._client.mget(chunk)):
+                    if raw is not None:
+                        yield _text(name)[len(self.prefix):], json.loads(raw)
+
+    def delete(self, key: str) -> bool:
+        with reaching(self.location):
+            return bool(self._client.delete(self.prefix + key))
+
     def close(self) -> None:
         self._client.close()
+
+
+def _glob_escaped(text: str) -> str:
+    """`text` matched literally by a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else name

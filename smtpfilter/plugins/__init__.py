@@ -57,9 +57,8 @@ FILTERS: dict[str, Factory] = {
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),
     "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"]),
-    "karma": lambda c, s, a: Karma(KarmaStore(c["KarmaDatabase"] or _beside_db(c),
-                                              c["KarmaForgetDays"]),
-                                   c["KarmaNegative"], c["KarmaStrikes"]),
+    "karma": lambda c, s, a: Karma(KarmaStore(karma_database(c), c["KarmaForgetDays"]),
+                                   c["KarmaNegative"], c["KarmaStrikes"], _local(c)),
     "greylist": lambda c, s, a: _greylist(c),
     "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), configured_dns(c)),
     "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), configured_dns(c)),
@@ -141,6 +140,11 @@ def _beside_db(config: Config, name: str = "karma") -> str:
     database = config["Database"]
     base = Path(database) if database and backend_of(database) == "lmdb" else default_db_path()
     return str(base.parent / name)
+
+
+def karma_database(config: Config) -> str:
+    """KarmaDatabase (a directory or a Redis URL), else `karma` beside the token database."""
+    return str(config["KarmaDatabase"] or _beside_db(config))
 
 
 def report_database(config: Config) -> Path:

@@ -7,6 +7,12 @@ refused. An address whose good - bad is at or below KarmaNegative after at least
 KarmaStrikes bad messages is naughty: MAIL FROM gets 550 until the penalty has passed.
 An address not heard from for KarmaForgetDays is forgotten. A database that cannot be read
 or written refuses no one: the mail goes on as if karma were not in the chain.
+
+LocalNetworks and RelayClients are immune: never counted, never refused. Our own users'
+mail (a webmail, a scanner on the LAN) and the MTA in front of us when it does not name
+the client (no XFORWARD) must not lose the right to send because some of what they sent
+scored as spam; karma refusing legitimate senders is a known complaint about it
+(landscape.md, 15). `spamkit karma list|forget` shows and lifts penalties.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import logging
 import time
 from pathlib import Path
 
+from collections.abc import Iterator
+
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.networks import Networks
 from smtpfilter.recordstore import Change, Record, open_records
 from spamkit.errors import StoreError
 
@@ -59,6 +68,15 @@ class KarmaStore:
     def lifetime(self, record: Record, now: float) -> float:
         return max(float(self.forget_seconds), float(record["until"]) - now)
 
+    def addresses(self) -> Iterator[tuple[str, Record]]:
+        """Every address karma knows, with its record."""
+        for address, record in self.records.items():
+            yield address, _new_record() | record
+
+    def forget(self, address: str) -> bool:
+        """Drop what karma knows of one address (lifting any penalty); whether it knew it."""
+        return self.records.delete(address)
+
     def forget_idle(self, now: float | None = None) -> int:
         """Forget the idle addresses now; returns how many."""
         return self.records.prune(now)
@@ -84,12 +102,16 @@ class Karma(Filter):
     name = "karma"
     blocking = True  # its database: a write may wait for another process's
 
-    def __init__(self, store: KarmaStore, negative: int, strikes: int) -> None:
+    def __init__(self, store: KarmaStore, negative: int, strikes: int,
+                 immune: Networks | None = None) -> None:
         self.store = store
         self.negative = negative
         self.strikes = strikes
+        self.immune = immune if immune is not None else Networks([])
 
     def mail(self, tx: Transaction) -> Decision:
+        if tx.peer in self.immune:
+            return CONTINUE
         try:
             record = self.store.get(tx.peer)
         except StoreError as error:  # a reputation we cannot read refuses no one
@@ -101,6 +123,8 @@ class Karma(Filter):
         return CONTINUE
 
     def finished(self, tx: Transaction, reply: str) -> None:
+        if tx.peer in self.immune:
+            return
         verdict = str(tx.notes.get("spam", ""))
         spam = verdict == "yes"
         # mail passed unscanned (over MaxMessageSize) says nothing good about its sender

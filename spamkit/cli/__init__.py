@@ -138,6 +138,7 @@ _COMMANDS = {
     "deliver": "spamkit.cli.deliver:deliver",
     "dkim": "spamkit.cli.dkim:dkim",
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
+    "karma": "spamkit.cli.karma:karma",
 }
 
 

@@ -16,6 +16,7 @@ from smtpfilter import recordstore
 from smtpfilter.plugins.karma import PENALTY_SECONDS, KarmaStore, counting
 from smtpfilter.recordstore import LmdbRecords
 from tests.servers.redis import RedisServer
+from tests.smtpfilter.conftest import STRANGER
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -128,7 +129,7 @@ def test_karma_whose_redis_is_gone_refuses_no_one(filter_server, sink, tmp_path:
     (tmp_path / "redis").mkdir()
     servers = start_redis(tmp_path / "redis")
     redis = next(servers)
-    send = filter_server(f'SmtpFilters = ["karma"]\nKarmaDatabase = "{redis.url()}"\n')
+    send = filter_server(STRANGER + f'SmtpFilters = ["karma"]\nKarmaDatabase = "{redis.url()}"\n')
     assert send().startswith("250")
     time.sleep(0.5)  # (the outcome is counted after the reply)
     assert KarmaStore(redis.url()).get("127.0.0.1")["good"] == 1  # counted while Redis is there
@@ -141,3 +142,52 @@ def test_karma_whose_redis_is_gone_refuses_no_one(filter_server, sink, tmp_path:
     assert "not counted" in caplog.text
     assert len(sink.messages()) == 2
     servers.close()
+
+
+@pytest.fixture(params=["lmdb", "redis"])
+def karma_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "lmdb":
+        return str(tmp_path / "karma")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url(prefix=f"test:{uuid.uuid4().hex}*:")  # a glob character, taken literally
+
+
+def test_an_administrator_lists_every_address_and_forgets_one(karma_location: str) -> None:
+    """What `spamkit karma list|forget` stand on, on both databases: every address with its
+    record (and nothing else: not LMDB's prune mark, not another prefix's keys), and a
+    forgotten address starting again from nothing."""
+    store = KarmaStore(karma_location)
+    now = time.time()
+    store.update("192.0.2.1", 1, 0, -3, 3, now=now)
+    for _ in range(4):
+        store.update("2001:db8::7", 0, 1, -3, 3, now=now)
+    store.forget_idle(now)  # (LMDB: writes its prune mark among the records)
+    if karma_location.startswith("redis"):
+        # a prefix the unescaped pattern "test:<hex>*:*" would match too
+        neighbour = KarmaStore(karma_location.replace("*", "x"))
+        neighbour.update("198.51.100.1", 1, 0, -3, 3, now=now)
+        neighbour.close()
+    listed = dict(store.addresses())
+    assert set(listed) == {"192.0.2.1", "2001:db8::7"}
+    assert listed["2001:db8::7"]["until"] == now + PENALTY_SECONDS
+    assert listed["192.0.2.1"]["good"] == 1 and listed["192.0.2.1"]["seen"] == round(now)
+    assert store.forget("2001:db8::7") and not store.forget("2001:db8::7")
+    assert store.get("2001:db8::7") == {"good": 0, "bad": 0, "until": 0}
+    assert [address for address, _ in store.addresses()] == ["192.0.2.1"]
+    store.close()
+
+
+def test_karma_list_makes_no_database(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'KarmaDatabase = "{tmp_path / "karma"}"\n')
+    done = subprocess.run([sys.executable, "-m", "spamkit", "karma", "list", "--json", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"database": str(tmp_path / "karma"), "addresses": []}
+    done = subprocess.run([sys.executable, "-m", "spamkit", "karma", "forget", "not-an-address",
+                           "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "'not-an-address' is not an IP address" in done.stderr
+    assert not (tmp_path / "karma").exists()

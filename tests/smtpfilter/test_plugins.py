@@ -3,6 +3,9 @@ smtp-sink as the next hop."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,14 @@ from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
 from tests.servers.smtp_sink import Sink
-from tests.smtpfilter.conftest import PLAIN
+from tests.smtpfilter.conftest import PLAIN, STRANGER
+
+
+def spamkit_command(*arguments: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "spamkit", *arguments], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_relay_refuses_other_domains_for_outside_clients(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
@@ -125,13 +135,15 @@ def test_smuggled_end_of_data_never_makes_two_messages(filter_server, sink: Sink
     assert all(b"evil@example.net" not in d.split(b"\n\n", 1)[0] for d in delivered)
 
 
-def test_karma_refuses_a_naughty_address_for_a_day(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_karma_refuses_a_naughty_address_for_a_day_until_forgiven(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import time
 
     from smtpfilter.plugins.karma import KarmaStore
 
-    send = filter_server(f'SmtpFilters = ["karma", "badrcptto"]\nBadRcptTo = ["spamtrap@*"]\n'
-                         f'KarmaDatabase = "{tmp_path / "karma"}"\nKarmaNegative = -2\nKarmaStrikes = 2\n')
+    karma = f'KarmaDatabase = "{tmp_path / "karma"}"\n'
+    send = filter_server(STRANGER + 'SmtpFilters = ["karma", "badrcptto"]\n'
+                         'BadRcptTo = ["spamtrap@*"]\nKarmaNegative = -2\nKarmaStrikes = 2\n' + karma)
     assert send().startswith("250")  # good: 1
     for _ in range(3):  # three refusals: good - bad = -2 after the third, with 3 strikes
         assert send(to="spamtrap@example.org").startswith("550")
@@ -142,6 +154,41 @@ def test_karma_refuses_a_naughty_address_for_a_day(filter_server, sink: Sink, tm
     store.close()
     assert record["bad"] >= 3 and record["until"] > time.time() + 86000  # the refusal counts too
 
+    # the administrator sees the penalty and lifts it, while the filter runs
+    config = tmp_path / "admin.toml"
+    config.write_text(karma)
+    [listed] = json.loads(spamkit_command("karma", "list", "--naughty", "--json",
+                                          "--config", str(config)))["addresses"]
+    assert listed["address"] == "127.0.0.1" and listed["refused"] and listed["bad"] >= 3
+    assert listed["refused_until"] > time.time() + 86000 and listed["good"] == 1
+    forgotten = json.loads(spamkit_command("karma", "forget", "127.0.0.1", "192.0.2.1", "--json",
+                                           "--config", str(config)))
+    assert forgotten["forgotten"] == ["127.0.0.1"] and forgotten["unknown"] == ["192.0.2.1"]
+    assert send().startswith("250")
+    assert json.loads(spamkit_command("karma", "list", "--naughty", "--json",
+                                      "--config", str(config)))["addresses"] == []
+
+
+def test_karma_never_counts_or_refuses_our_own_clients(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """LocalNetworks and RelayClients (here 127.0.0.1, the default) are immune: a LAN
+    machine or the MTA in front of the filter keeps sending whatever scored as spam."""
+    import time
+
+    from smtpfilter.plugins.karma import KarmaStore
+
+    send = filter_server('SmtpFilters = ["karma", "badrcptto"]\nBadRcptTo = ["spamtrap@*"]\n'
+                         f'KarmaDatabase = "{tmp_path / "karma"}"\nKarmaNegative = -1\n'
+                         'KarmaStrikes = 1\n')
+    for _ in range(4):
+        assert send(to="spamtrap@example.org").startswith("550")
+    assert send().startswith("250")
+    time.sleep(0.3)
+    store = KarmaStore(tmp_path / "karma")
+    assert store.get("127.0.0.1") == {"good": 0, "bad": 0, "until": 0}
+    assert list(store.addresses()) == []
+    store.close()
+
 
 def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
         filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -149,7 +196,7 @@ def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
 
     from smtpfilter.plugins.karma import KarmaStore
 
-    send = filter_server(f'SmtpFilters = ["karma", "spamscore"]\nMaxMessageSize = 1000\n'
+    send = filter_server(STRANGER + 'SmtpFilters = ["karma", "spamscore"]\nMaxMessageSize = 1000\n'
                          f'KarmaDatabase = "{tmp_path / "karma"}"\n')
     big = PLAIN.replace(b"hello\r\n", b"hello there\r\n" * 200)
     assert send(big).startswith("250")
