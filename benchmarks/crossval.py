@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.metrics import Accuracy, accuracy
+from spamkit.metrics import Accuracy, accuracy
 from benchmarks.tools import TOOLS, Tool, ensure_installed
 from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus
 

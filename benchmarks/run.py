@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.metrics import Accuracy, accuracy
+from spamkit.metrics import Accuracy, accuracy
 from benchmarks.profile import profile_stages
 from benchmarks.tools import TOOLS, Tool, ToolResult, ensure_installed
 from corpora.spamassassin import SpamAssassinCorpus

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.metrics import accuracy
+from spamkit.metrics import accuracy
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.learn import TRAIN_SELECTION_STRENGTH, Learner

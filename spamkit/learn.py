@@ -160,7 +160,8 @@ class Learner:
         """
         iterator = iter(items)
         while chunk := list(itertools.islice(iterator, LOOKAHEAD)):
-            keys = [None if item.data is None else message_key(item.data) for item in chunk]
+            keys = [item.key if item.key is not None else
+                    None if item.data is None else message_key(item.data) for item in chunk]
             learned = iter(self.store.learned_as_many([key for key in keys if key is not None]))
             for item, key in zip(chunk, keys):
                 if key is None:

@@ -28,6 +28,8 @@ class SourceItem:
     error: str | None = None
     path: Path | None = None  # the file, when the message is a whole file
     token_keys: list[bytes] | None = None  # already tokenized (by the scanner): not analysed again
+    key: bytes | None = None  # its message key, already worked out (with token_keys, the bytes
+    # are not needed again: `spamkit evaluate` keeps only these two of each message)
 
 
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:

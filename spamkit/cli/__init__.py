@@ -139,6 +139,7 @@ _COMMANDS = {
     "dkim": "spamkit.cli.dkim:dkim",
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",
+    "evaluate": "spamkit.cli.evaluate:evaluate_command",
 }
 
 

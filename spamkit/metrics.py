@@ -1,4 +1,5 @@
-"""Accuracy figures from labels and scores, the same for every tool."""
+"""Accuracy figures from labels and scores, the same for every tool (the benchmarks
+rank spamkit, bogofilter and spamprobe with them; `spamkit evaluate` ranks the user's mail)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Accuracy:
     caught_at_zero_fp_percent: float  # spam scored above every ham
 
 
-def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Area under the ROC curve: the chance a random spam outscores a random ham (ties half)."""
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -31,7 +33,7 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
     return float((below + 0.5 * equal).sum() / (len(spam) * len(ham)))
 
 
-def caught_at_zero_fp(labels: Sequence[bool], scores: Sequence[float]) -> float:
+def caught_at_zero_fp(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     if not y.any():
@@ -40,7 +42,7 @@ def caught_at_zero_fp(labels: Sequence[bool], scores: Sequence[float]) -> float:
     return float((s[y] > worst_ham).mean())
 
 
-def accuracy(labels: Sequence[bool], scores: Sequence[float], verdicts: Sequence[str]) -> Accuracy:
+def accuracy(labels: npt.ArrayLike, scores: npt.ArrayLike, verdicts: Sequence[str]) -> Accuracy:
     y = np.asarray(labels, dtype=bool)
     v = np.asarray(verdicts)
     return Accuracy(
