@@ -9,8 +9,13 @@ order), then scores the fold with the configuration's Bayes constants and cutoff
 figures are those the benchmarks give for the SpamAssassin corpus (spamkit.metrics),
 pooled over the folds, plus what other spam cutoffs would have done.
 
+With a `judge` (`spamkit evaluate --verdict`), each fold is also scored the way
+`spamkit check` decides: the rules, the Bayes bands and the lists at the configured
+TagLevel and RejectLevel, the figures an administrator's users would see.
+
 Nothing is written to the user's database. Only each message's token keys are kept
-between reading and scoring (8 bytes a token), never its bytes.
+between reading and scoring (8 bytes a token), and its bytes only for a judge, whose
+rules read them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,7 +37,10 @@ from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, tr
 from spamkit.message import message_key
 from spamkit.metrics import Accuracy, accuracy
 from spamkit.sources import SourceItem
-from spamkit.store import LmdbStore
+from spamkit.store import LmdbStore, TokenStore
+
+if TYPE_CHECKING:
+    from spamkit.verdict import Scanner
 
 DEFAULT_FOLDS = 4
 # the spam cutoffs the report compares with the configured one
@@ -55,6 +64,20 @@ class FoldResult:
 
 
 @dataclass
+class VerdictFigures:
+    """The whole verdict's errors (`spamkit check`'s decision), pooled over the folds."""
+
+    false_positives: int  # ham decided spam or reject
+    false_negatives: int  # spam decided ham
+    rejected_ham: int  # of the false positives, refused outright at RejectLevel
+    rejected_spam: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"false_positives": self.false_positives, "false_negatives": self.false_negatives,
+                "rejected_ham": self.rejected_ham, "rejected_spam": self.rejected_spam}
+
+
+@dataclass
 class Evaluation:
     folds: list[FoldResult]
     pooled: Accuracy
@@ -67,6 +90,7 @@ class Evaluation:
     seconds: float = 0.0
     abstained: int = 0  # messages scored while Bayes abstained (none unless min counts are high)
     log_odds: list[float] = field(default_factory=list, repr=False)
+    verdict: VerdictFigures | None = None  # with a judge: the whole verdict's errors
 
     def as_json(self) -> dict[str, object]:
         def figures(a: Accuracy) -> dict[str, object]:
@@ -83,6 +107,7 @@ class Evaluation:
                 "cutoffs": [{"cutoff": c, "false_positives": fp, "false_negatives": fn}
                             for c, fp, fn in self.cutoffs],
                 "failures": [{"message": name, "reason": why} for name, why in self.failures],
+                "verdict": None if self.verdict is None else self.verdict.as_json(),
                 "seconds": round(self.seconds, 3)}
 
 
@@ -96,23 +121,27 @@ class _Message:
     hashes: list[bytes]
     spam: bool
     name: str
+    raw: bytes | None = None  # kept only for a judge
 
 
 def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesParams,
              analyzer: Analyzer | None = None, folds: int = DEFAULT_FOLDS,
              margin: float = DEFAULT_TRAIN_MARGIN,
-             progress: Callable[[int], None] | None = None) -> Evaluation:
-    """Cross-validate `train` and Bayes on these messages (see the module's docstring)."""
+             progress: Callable[[int], None] | None = None,
+             judge: Callable[[TokenStore], Scanner] | None = None) -> Evaluation:
+    """Cross-validate `train` and Bayes on these messages (see the module's docstring);
+    `judge` makes the scanner whose decisions are counted too, for a fold's database."""
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
     started = time.perf_counter()
     analyzer = analyzer or Analyzer()
-    messages, failures, duplicates = _read(spam, ham, analyzer, progress)
+    messages, failures, duplicates = _read(spam, ham, analyzer, progress, keep_bytes=judge is not None)
     fold_of = np.array([int.from_bytes(m.key[-8:], "big") % folds for m in messages], dtype=np.int64)
     labels = np.array([m.spam for m in messages], dtype=bool)
     _check_enough(labels, fold_of, folds, params)
     scores = np.zeros(len(messages))
     verdicts = [""] * len(messages)
+    decisions = [""] * len(messages)
     results: list[FoldResult] = []
     abstained = 0
     for fold in range(folds):
@@ -126,10 +155,18 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
                 items[True], items[False],
                 train_selector(store, params.min_spam_learned, params.min_ham_learned), margin)
             classifier = BayesClassifier(store, params)
+            scanner = judge(store) if judge is not None else None
             for start in range(0, len(held_out), SCORE_BATCH):
                 chunk = held_out[start:start + SCORE_BATCH]
-                for index, result in zip(chunk, classifier.score_many(
-                        [messages[i].hashes for i in chunk])):
+                if scanner is None:
+                    bayes = classifier.score_many([messages[i].hashes for i in chunk])
+                else:  # the same Bayes results, with the rules and lists around them
+                    judged = scanner.scan_many([messages[i].raw or b"" for i in chunk])
+                    bayes = [v.bayes or classifier.score(messages[i].hashes)
+                             for i, v in zip(chunk, judged)]
+                    for index, verdict in zip(chunk, judged):
+                        decisions[index] = verdict.decision
+                for index, result in zip(chunk, bayes):
                     scores[index] = result.log_odds
                     verdicts[index] = result.verdict
                     abstained += result.probability is None
@@ -143,11 +180,21 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
     return Evaluation(results, accuracy(labels, scores, verdicts), int(labels.sum()),
                       int((~labels).sum()), duplicates, failures,
                       _at_cutoffs(labels, scores, params.spam_cutoff), params.spam_cutoff,
-                      time.perf_counter() - started, abstained, scores.tolist())
+                      time.perf_counter() - started, abstained, scores.tolist(),
+                      _verdict_figures(labels, decisions) if judge is not None else None)
+
+
+def _verdict_figures(labels: np.ndarray, decisions: list[str]) -> VerdictFigures:
+    decided = np.asarray(decisions)
+    return VerdictFigures(
+        false_positives=int((~labels & (decided != "ham")).sum()),
+        false_negatives=int((labels & (decided == "ham")).sum()),
+        rejected_ham=int((~labels & (decided == "reject")).sum()),
+        rejected_spam=int((labels & (decided == "reject")).sum()))
 
 
 def _read(spam: Iterable[SourceItem], ham: Iterable[SourceItem], analyzer: Analyzer,
-          progress: Callable[[int], None] | None
+          progress: Callable[[int], None] | None, keep_bytes: bool = False
           ) -> tuple[list[_Message], list[tuple[str, str]], int]:
     """Every readable message, tokenized, once: a message given again (with either label)
     is a duplicate, and the first label it was given stands."""
@@ -167,7 +214,8 @@ def _read(spam: Iterable[SourceItem], ham: Iterable[SourceItem], analyzer: Analy
                 duplicates += 1
                 continue
             seen.add(key)
-            messages.append(_Message(key, analyzer.analyze(item.data).hashes, is_spam, item.name))
+            messages.append(_Message(key, analyzer.analyze(item.data).hashes, is_spam, item.name,
+                                     item.data if keep_bytes else None))
     return messages, failures, duplicates
 
 

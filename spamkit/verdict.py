@@ -16,7 +16,7 @@ overrides what someone taught.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,9 +159,16 @@ class Scanner:
     @classmethod
     def from_config(cls, config: Config, store: TokenStore | None,
                     extra_rules: tuple[str, ...] = ()) -> Scanner:
+        return cls.factory(config, extra_rules)(store)
+
+    @classmethod
+    def factory(cls, config: Config, extra_rules: tuple[str, ...] = ()
+                ) -> Callable[[TokenStore | None], Scanner]:
+        """Scanners for one configuration over several databases (`spamkit evaluate`'s
+        folds): the rules and lists are read and compiled once."""
         rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
         lists = Lists.load(config.lists_path, rules.settings.lists)
-        return cls(config, rules, lists, store)
+        return lambda store: cls(config, rules, lists, store)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None,

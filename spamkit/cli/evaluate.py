@@ -28,11 +28,17 @@ from spamkit.sources import iter_messages
               default=DEFAULT_TRAIN_MARGIN, show_default=True,
               help="As `spamkit train --margin`: how sure a training database must be to "
                    "leave a message out.")
+@click.option("--verdict", "with_verdict", is_flag=True,
+              help="Also count the whole verdict's errors, as `spamkit check` decides: rules, "
+                   "Bayes bands and lists at TagLevel and RejectLevel (slower: the rules run).")
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True),
+              help="With --verdict: add a rule file or directory for this run.")
 @config_option
 @json_option
 @batch_garbage_collection
 def evaluate_command(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], folds: int,
-                     margin: float, config_path: str | None, as_json: bool) -> None:
+                     margin: float, with_verdict: bool, rule_files: tuple[str, ...],
+                     config_path: str | None, as_json: bool) -> None:
     """Measure how well spamkit's Bayes would sort your own labelled mail, before you
     rely on it or after changing a setting: k-fold cross-validation of `spamkit train`
     and the verdict, with this configuration's BayesSpamCutoff, BayesHamCutoff,
@@ -41,8 +47,9 @@ def evaluate_command(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], fo
     Each message is scored by a database that learned only the other folds, so no
     message is judged by a database that has seen it. Prints the false positives,
     the spam missed (unsure counted as missed), 1-AUC, the spam caught with no false
-    positive at all, each fold's figures, and what other spam cutoffs would have done.
-    Nothing is written to the database `spamkit check` uses.
+    positive at all, each fold's figures, and what other spam cutoffs would have done;
+    with --verdict, also the ham marked spam or refused and the spam let through by the
+    whole verdict. Nothing is written to the database `spamkit check` uses.
 
     Exit status: 0; 1 when some messages could not be read (the rest are evaluated);
     65 when there is too little mail of a label for Bayes to judge.
@@ -56,17 +63,27 @@ def evaluate_command(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], fo
                          min_ham_learned=config["BayesMinHam"],
                          ham_cutoff=config["BayesHamCutoff"],
                          spam_cutoff=config["BayesSpamCutoff"])
+    judge = None
+    if with_verdict:
+        from spamkit.verdict import Scanner
+
+        judge = Scanner.factory(config, rule_files)
+        for error in judge(None).rules.report.errors:  # the rule is skipped; the run goes on
+            click.echo(f"spamkit: warning: {error}", err=True)
     progress = Progress("evaluating", enabled=None if not as_json else False)
     try:
         result = evaluate(iter_messages(spam_paths), iter_messages(ham_paths), params,
                           Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"])),
-                          folds, margin, progress)
+                          folds, margin, progress, judge)
     finally:
         progress.done()
     if as_json:
         click.echo(json.dumps(result.as_json()))
     else:
         click.echo(_report(result, folds))
+        if judge is not None and result.verdict is not None:
+            scanner = judge(None)
+            click.echo(_verdict_report(result, scanner.required, scanner.config.reject_level))
     for name, why in result.failures:
         click.echo(f"spamkit: could not read {name}: {why}", err=True)
     if result.failures:
@@ -102,6 +119,20 @@ def _report(result: Evaluation, folds: int) -> str:
         mark = "  (set)" if cutoff == result.spam_cutoff else ""
         lines.append(f"{cutoff:>6g} {false_positives:>16,} {missed:>12,}{mark}")
     return "\n".join(lines)
+
+
+def _verdict_report(result: Evaluation, required: float, reject_level: float | None) -> str:
+    figures = result.verdict
+    assert figures is not None
+    refused = f", refused at {reject_level:g}" if reject_level is not None else ""
+    return "\n".join([
+        "",
+        f"the whole verdict (rules, Bayes bands and lists; spam at {required:g} points{refused}):",
+        f"  {'ham marked spam or refused':<40}{figures.false_positives:>7,} of {result.ham:,} "
+        f"({_share(figures.false_positives, result.ham)}), {figures.rejected_ham:,} of them refused",
+        f"  {'spam let through as ham':<40}{figures.false_negatives:>7,} of {result.spam:,} "
+        f"({_share(figures.false_negatives, result.spam)})",
+    ])
 
 
 def _share(part: int, whole: int) -> str:

@@ -77,6 +77,28 @@ def test_the_result_depends_on_the_mail_not_on_its_order(sample: list[CorpusMess
     assert again.duplicates == 5 and again.failures == [("missing", "no such file")]
 
 
+def test_the_whole_verdict_is_counted_with_the_same_bayes_under_it(
+        sample: list[CorpusMessage], evaluated: Evaluation, tmp_path: Path) -> None:
+    """--verdict: each fold's messages judged by a Scanner over that fold's database, as
+    `spamkit check` would judge them (the SME guide's TagLevel 4 here): its Bayes results
+    are the Bayes-only run's, and the rules and bands around them decide."""
+    from spamkit.config import config_from_text
+    from spamkit.verdict import Scanner
+
+    config = config_from_text('Sensitivity = "custom"\nTagLevel = 4\n', tmp_path / "s.toml", {})
+    judged = evaluate(_items(sample, "spam"), _items(sample, "ham"), BayesParams(), folds=3,
+                      judge=Scanner.factory(config))
+    assert judged.pooled == evaluated.pooled and judged.log_odds == evaluated.log_odds
+    assert evaluated.verdict is None and judged.verdict is not None
+    figures = judged.verdict
+    assert figures.rejected_ham == figures.rejected_spam == 0  # no RejectLevel set
+    assert figures.false_positives <= 9  # 1% of 900 ham
+    assert figures.false_negatives <= 60  # 10% of 600 spam
+    assert judged.as_json()["verdict"] == {"false_positives": figures.false_positives,
+                                           "false_negatives": figures.false_negatives,
+                                           "rejected_ham": 0, "rejected_spam": 0}
+
+
 def test_too_little_mail_for_bayes_to_judge_is_refused_with_what_it_takes(
         sample: list[CorpusMessage]) -> None:
     ham = _items(sample, "ham")
@@ -102,13 +124,15 @@ def test_the_command_reports_as_json_and_text(sample: list[CorpusMessage], tmp_p
     assert {row["cutoff"] for row in report["cutoffs"]} >= {0.5, 0.9, 0.99}
 
     (tmp_path / "none.toml").write_text("BayesSpamCutoff = 0.7\n")
-    done = subprocess.run([*command, "--ham", str(tmp_path / "nowhere")], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([*command, "--ham", str(tmp_path / "nowhere"), "--verdict"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 1  # one path could not be read; the rest is evaluated
     assert "3-fold cross-validation of 600 spam and 900 ham" in done.stdout
     assert "at BayesSpamCutoff 0.7:" in done.stdout
     assert re.search(r"^ +0\.7 +\d+ +\d+  \(set\)$", done.stdout, re.MULTILINE), done.stdout
     assert "could not read" in done.stderr and "nowhere" in done.stderr
+    assert re.search(r"spam at 5 points\):\n  ham marked spam or refused +\d+ of 900 .*\n"
+                     r"  spam let through as ham +\d+ of 600", done.stdout), done.stdout
     assert not list(tmp_path.glob("**/data.mdb"))  # no database left anywhere
 
     one_spam = [*command[:5], str(tmp_path / "spam" / "1.eml"), *command[6:]]
