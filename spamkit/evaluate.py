@@ -9,6 +9,13 @@ order), then scores the fold with the configuration's Bayes constants and cutoff
 figures are those the benchmarks give for the SpamAssassin corpus (spamkit.metrics),
 pooled over the folds, plus what other spam cutoffs would have done.
 
+`replay` (`spamkit evaluate --replay`) measures the other thing an administrator asks:
+starting from an empty database, with every mistake corrected, how many mistakes would
+users have seen, and how soon does it settle? The mail is taken in the order it arrived
+(the topmost Received header's date, else the Date header), each message scored with
+what the messages before it taught, then learned unless the database was already sure
+of it (`train`'s rule, one message at a time): the method of TREC's spam track.
+
 With a `judge` (`spamkit evaluate --verdict`), each fold is also scored the way
 `spamkit check` decides: the rules, the Bayes bands and the lists at the configured
 TagLevel and RejectLevel, the figures an administrator's users would see.
@@ -34,10 +41,11 @@ from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.errors import SpamkitError
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
-from spamkit.message import message_key
+from spamkit.message import ParsedMessage, message_key
+from spamkit.message.dates import date_timestamp, received_timestamp
 from spamkit.metrics import Accuracy, accuracy
 from spamkit.sources import SourceItem
-from spamkit.store import LmdbStore, TokenStore
+from spamkit.store import Label, LmdbStore, TokenStore
 from spamkit.store.base import pack_keys, unpack_keys
 
 if TYPE_CHECKING:
@@ -94,22 +102,25 @@ class Evaluation:
     verdict: VerdictFigures | None = None  # with a judge: the whole verdict's errors
 
     def as_json(self) -> dict[str, object]:
-        def figures(a: Accuracy) -> dict[str, object]:
-            return {"false_positives": a.false_positives, "false_negatives": a.false_negatives,
-                    "unsure_spam": a.unsure_spam, "unsure_ham": a.unsure_ham,
-                    "one_minus_auc_percent": _rounded(a.one_minus_auc_percent, 4),
-                    "caught_at_zero_fp_percent": _rounded(a.caught_at_zero_fp_percent, 2)}
-
-        return {"spam": self.spam, "ham": self.ham, "duplicates": self.duplicates,
+        return {"mode": "cross-validation", "spam": self.spam, "ham": self.ham,
+                "duplicates": self.duplicates,
                 "failed": len(self.failures), "spam_cutoff": self.spam_cutoff,
-                **figures(self.pooled), "abstained": self.abstained,
+                **_figures(self.pooled), "abstained": self.abstained,
                 "folds": [{"fold": f.fold, "spam": f.spam, "ham": f.ham, "learned": f.learned,
-                           **figures(f.accuracy)} for f in self.folds],
+                           **_figures(f.accuracy)} for f in self.folds],
                 "cutoffs": [{"cutoff": c, "false_positives": fp, "false_negatives": fn}
                             for c, fp, fn in self.cutoffs],
                 "failures": [{"message": name, "reason": why} for name, why in self.failures],
                 "verdict": None if self.verdict is None else self.verdict.as_json(),
                 "seconds": round(self.seconds, 3)}
+
+
+def _figures(a: Accuracy) -> dict[str, object]:
+    """An Accuracy's fields as `--json` names them."""
+    return {"false_positives": a.false_positives, "false_negatives": a.false_negatives,
+            "unsure_spam": a.unsure_spam, "unsure_ham": a.unsure_ham,
+            "one_minus_auc_percent": _rounded(a.one_minus_auc_percent, 4),
+            "caught_at_zero_fp_percent": _rounded(a.caught_at_zero_fp_percent, 2)}
 
 
 def _rounded(value: float, digits: int) -> float | None:
@@ -123,6 +134,7 @@ class _Message:
     spam: bool
     name: str
     raw: bytes | None = None  # kept only for a judge
+    arrived: float | None = None  # Unix time it reached the mailbox, when a header says
 
     @property
     def hashes(self) -> list[bytes]:
@@ -219,9 +231,20 @@ def _read(spam: Iterable[SourceItem], ham: Iterable[SourceItem], analyzer: Analy
                 duplicates += 1
                 continue
             seen.add(key)
-            messages.append(_Message(key, pack_keys(analyzer.analyze(item.data).hashes), is_spam,
-                                     item.name, item.data if keep_bytes else None))
+            analysis = analyzer.analyze(item.data)
+            messages.append(_Message(key, pack_keys(analysis.hashes), is_spam, item.name,
+                                     item.data if keep_bytes else None, arrival_time(analysis.message)))
     return messages, failures, duplicates
+
+
+def arrival_time(message: ParsedMessage) -> float | None:
+    """When the message reached its mailbox: the date of the topmost Received header that
+    carries one (the last hop, ours), else its Date header; None when neither reads."""
+    for value in message.header_values("received"):
+        if (stamp := received_timestamp(value)) is not None:
+            return stamp
+    date = message.header("date")
+    return date_timestamp(date) if date else None
 
 
 def _item(message: _Message) -> SourceItem:
@@ -257,3 +280,131 @@ def _at_cutoffs(labels: np.ndarray, scores: np.ndarray, configured: float
         rows.append((cutoff, int((scores[~labels] >= threshold).sum()),
                      int((scores[labels] < threshold).sum())))
     return rows
+
+
+REPLAY_SEGMENTS = 10
+
+
+@dataclass
+class Segment:
+    """One tenth of the replayed stream, in arrival order."""
+
+    first: float | None  # arrival times of its first and last dated message
+    last: float | None
+    spam: int
+    ham: int
+    false_positives: int
+    false_negatives: int  # unsure counted, as everywhere
+    abstained: int  # scored while Bayes still abstained (too little learned)
+
+    def as_json(self) -> dict[str, object]:
+        return {"first": _iso(self.first), "last": _iso(self.last), "spam": self.spam,
+                "ham": self.ham, "false_positives": self.false_positives,
+                "false_negatives": self.false_negatives, "abstained": self.abstained}
+
+
+@dataclass
+class Replay:
+    pooled: Accuracy
+    spam: int
+    ham: int
+    duplicates: int
+    failures: list[tuple[str, str]]
+    undated: int  # messages with no readable date: replayed last, in content order
+    abstained: int
+    learned: int
+    segments: list[Segment]
+    spam_cutoff: float
+    seconds: float = 0.0
+    verdict: VerdictFigures | None = None
+    judged: Accuracy | None = None  # the same figures over the messages Bayes judged
+    judged_spam: int = 0
+    judged_ham: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        judged = None if self.judged is None else {
+            "spam": self.judged_spam, "ham": self.judged_ham, **_figures(self.judged)}
+        return {"mode": "replay", "spam": self.spam, "ham": self.ham,
+                "duplicates": self.duplicates, "failed": len(self.failures),
+                "undated": self.undated, "spam_cutoff": self.spam_cutoff,
+                **_figures(self.pooled), "abstained": self.abstained, "learned": self.learned, "judged": judged,
+                "segments": [segment.as_json() for segment in self.segments],
+                "failures": [{"message": name, "reason": why} for name, why in self.failures],
+                "verdict": None if self.verdict is None else self.verdict.as_json(),
+                "seconds": round(self.seconds, 3)}
+
+
+def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesParams,
+           analyzer: Analyzer | None = None, margin: float = DEFAULT_TRAIN_MARGIN,
+           progress: Callable[[int], None] | None = None,
+           judge: Callable[[TokenStore], Scanner] | None = None) -> Replay:
+    """Replay the mail in arrival order into an empty database (see the module's docstring)."""
+    started = time.perf_counter()
+    analyzer = analyzer or Analyzer()
+    messages, failures, duplicates = _read(spam, ham, analyzer, progress, keep_bytes=judge is not None)
+    messages.sort(key=lambda m: (m.arrived is None, m.arrived or 0.0, m.key))
+    labels = np.array([m.spam for m in messages], dtype=bool)
+    scores = np.zeros(len(messages))
+    verdicts = [""] * len(messages)
+    decisions = [""] * len(messages)
+    waiting = np.zeros(len(messages), dtype=bool)  # Bayes abstained
+    sure = math.log(margin / (1.0 - margin))
+    learned = 0
+    with tempfile.TemporaryDirectory(prefix="spamkit-replay-") as folder, \
+            LmdbStore(Path(folder) / "db", sync=False) as store:
+        classifier = BayesClassifier(store, params)
+        scanner = judge(store) if judge is not None else None
+        learner = Learner(store, analyzer, batch_size=1)
+        for index, message in enumerate(messages):
+            hashes = message.hashes
+            if scanner is None:
+                result = classifier.score(hashes)
+            else:
+                verdict = scanner.scan(message.raw or b"")
+                decisions[index] = verdict.decision
+                result = verdict.bayes or classifier.score(hashes)
+            scores[index], verdicts[index] = result.log_odds, result.verdict
+            waiting[index] = result.probability is None
+            on_its_side = result.log_odds if message.spam else -result.log_odds
+            if result.probability is None or on_its_side < sure:
+                learner.learn([_item(message)], Label.SPAM if message.spam else Label.HAM)
+                learned += 1
+            if progress is not None:
+                progress(1)
+    return Replay(accuracy(labels, scores, verdicts), int(labels.sum()), int((~labels).sum()),
+                  duplicates, failures, sum(m.arrived is None for m in messages),
+                  int(waiting.sum()), learned,
+                  _segments(messages, labels, verdicts, waiting), params.spam_cutoff,
+                  time.perf_counter() - started,
+                  _verdict_figures(labels, decisions) if judge is not None else None,
+                  *_judged(labels, scores, verdicts, waiting))
+
+
+def _judged(labels: np.ndarray, scores: np.ndarray, verdicts: list[str], waiting: np.ndarray
+            ) -> tuple[Accuracy | None, int, int]:
+    """The figures over the messages scored once Bayes judged (None if it never did)."""
+    judging = ~waiting
+    if not judging.any():
+        return None, 0, 0
+    return (accuracy(labels[judging], scores[judging], [v for v, j in zip(verdicts, judging) if j]),
+            int(labels[judging].sum()), int((~labels[judging]).sum()))
+
+
+def _segments(messages: list[_Message], labels: np.ndarray, verdicts: list[str],
+              waiting: np.ndarray) -> list[Segment]:
+    segments = []
+    for part in np.array_split(np.arange(len(messages)), min(REPLAY_SEGMENTS, len(messages))):
+        dated = [messages[i].arrived for i in part if messages[i].arrived is not None]
+        called = np.asarray([verdicts[i] for i in part])
+        segments.append(Segment(
+            min(dated) if dated else None, max(dated) if dated else None,
+            int(labels[part].sum()), int((~labels[part]).sum()),
+            int(((called == "spam") & ~labels[part]).sum()),
+            int(((called != "spam") & labels[part]).sum()), int(waiting[part].sum())))
+    return segments
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

@@ -138,3 +138,79 @@ def test_the_command_reports_as_json_and_text(sample: list[CorpusMessage], tmp_p
     one_spam = [*command[:5], str(tmp_path / "spam" / "1.eml"), *command[6:]]
     done = subprocess.run(one_spam, capture_output=True, text=True, timeout=300)
     assert done.returncode == 65 and "too few to evaluate" in done.stderr
+
+
+def test_arrival_is_the_topmost_dated_received_header_else_the_date() -> None:
+    from spamkit.evaluate import arrival_time
+    from spamkit.message import parse_message
+
+    relayed = (b"Received: from mx.example.org by mail.example.org; Tue, 3 Sep 2002 10:00:00 +0000\r\n"
+               b"Received: from client by mx.example.org; Tue, 3 Sep 2002 09:59:00 +0000\r\n"
+               b"Date: Mon, 2 Sep 2002 08:00:00 +0000\r\n\r\nhello\r\n")
+    assert arrival_time(parse_message(relayed)) == 1031047200.0
+    undated_hop = b"Received: from localhost by mail.example.org (no date)\r\n" + relayed.split(b"\r\n", 1)[1]
+    assert arrival_time(parse_message(undated_hop)) == 1031047140.0  # the next hop down
+    assert arrival_time(parse_message(b"Date: Mon, 2 Sep 2002 08:00:00 +0000\r\n\r\nx")) == 1030953600.0
+    assert arrival_time(parse_message(b"Date: yesterday\r\n\r\nx")) is None
+    assert arrival_time(parse_message(b"\x00\xff no headers at all")) is None
+
+
+def test_a_replay_meets_the_mail_in_arrival_order_and_learns_as_it_goes(
+        sample: list[CorpusMessage], tmp_path: Path) -> None:
+    """--replay: an empty database meets the mail in the order it arrived; Bayes waits
+    until it has learned BayesMinSpam and BayesMinHam, then judges each message with
+    what came before it. The outcome depends on the mail, not on the order it is given."""
+    from spamkit.config import config_from_text
+    from spamkit.evaluate import replay
+    from spamkit.sources import SourceItem as Item
+    from spamkit.verdict import Scanner
+
+    params = BayesParams(min_spam_learned=50, min_ham_learned=50)
+    undated = Item("undated", b"Subject: no date anywhere\r\n\r\nplain words\r\n")
+    result = replay(_items(sample, "spam"), _items(sample, "ham") + [undated], params)
+    assert (result.spam, result.ham, result.undated, result.duplicates) == (600, 901, 1, 0)
+    assert len(result.segments) == 10
+    assert sum(s.spam for s in result.segments) == 600 and sum(s.ham for s in result.segments) == 901
+    assert sum(s.false_positives for s in result.segments) == result.pooled.false_positives
+    assert sum(s.false_negatives for s in result.segments) == result.pooled.false_negatives
+    assert sum(s.abstained for s in result.segments) == result.abstained
+    # arrival order: the segments follow one another in time, the undated one comes last
+    dated = [s for s in result.segments if s.first is not None]
+    assert all(a.last <= b.first for a, b in zip(dated, dated[1:]))  # type: ignore[operator]
+    # Bayes waited for 50 of each, learning everything meanwhile, then judged the rest
+    assert 100 <= result.abstained < 1501 and result.segments[-1].abstained == 0
+    assert result.abstained <= result.learned < 1501
+    assert result.judged is not None and result.judged_spam + result.judged_ham == 1501 - result.abstained
+    assert result.judged.false_positives == result.pooled.false_positives
+    assert result.judged.one_minus_auc_percent < 1.0  # it learned
+
+    shuffled = sample[:]
+    random.Random(3).shuffle(shuffled)
+    again = replay(_items(shuffled, "spam"), [undated] + _items(shuffled, "ham"), params)
+    assert again.pooled == result.pooled and again.segments == result.segments
+
+    config = config_from_text('BayesMinSpam = 50\nBayesMinHam = 50\n', tmp_path / "s.toml", {})
+    judged = replay(_items(sample, "spam"), _items(sample, "ham") + [undated], params,
+                    judge=Scanner.factory(config))
+    assert judged.pooled == result.pooled and judged.verdict is not None
+    assert judged.as_json()["mode"] == "replay" and judged.as_json()["verdict"] is not None
+
+
+def test_the_command_replays_on_request_and_refuses_folds_with_it(
+        sample: list[CorpusMessage], tmp_path: Path) -> None:
+    for label in ("spam", "ham"):
+        folder = tmp_path / label
+        folder.mkdir()
+        for i, message in enumerate(m for m in sample if m.label == label):
+            (folder / f"{i}.eml").write_bytes(message.data)
+    command = [sys.executable, "-m", "spamkit", "evaluate", "--replay", "--spam",
+               str(tmp_path / "spam"), "--ham", str(tmp_path / "ham"), "--config",
+               str(tmp_path / "none.toml")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("replay of 600 spam and 900 ham in arrival order")
+    assert re.search(r"scored before Bayes could judge +\d+ \(until 200 spam and 200 ham were "
+                     r"learned\)\n  learned +\d+\nonce Bayes judged:\n", done.stdout), done.stdout
+    assert len(re.findall(r"^\d{4}-\d\d-\d\d \d\d:\d\d  \d{4}-", done.stdout, re.MULTILINE)) == 10
+    done = subprocess.run([*command, "--folds", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "give one of --replay and --folds" in done.stderr
