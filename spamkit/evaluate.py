@@ -155,7 +155,7 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
     messages, failures, duplicates = _read(spam, ham, analyzer, progress, keep_bytes=judge is not None)
     fold_of = np.array([int.from_bytes(m.key[-8:], "big") % folds for m in messages], dtype=np.int64)
     labels = np.array([m.spam for m in messages], dtype=bool)
-    _check_enough(labels, fold_of, folds, params)
+    _check_enough(labels, fold_of, folds, params, failures)
     scores = np.zeros(len(messages))
     verdicts = [""] * len(messages)
     decisions = [""] * len(messages)
@@ -252,7 +252,8 @@ def _item(message: _Message) -> SourceItem:
     return SourceItem(message.name, b"", token_keys=message.hashes, key=message.key)
 
 
-def _check_enough(labels: np.ndarray, fold_of: np.ndarray, folds: int, params: BayesParams) -> None:
+def _check_enough(labels: np.ndarray, fold_of: np.ndarray, folds: int, params: BayesParams,
+                  failures: list[tuple[str, str]]) -> None:
     """Each fold's database must learn enough of each label for Bayes to judge (it
     abstains below BayesMinSpam and BayesMinHam); say how much mail that takes."""
     for fold in range(folds):
@@ -267,7 +268,17 @@ def _check_enough(labels: np.ndarray, fold_of: np.ndarray, folds: int, params: B
                     f"{total} {name} messages are too few to evaluate with {folds} folds: each "
                     f"fold's database learns the others' ({have} {name} for fold {fold + 1}), and "
                     f"Bayes judges only once it has learned {need} (BayesMin"
-                    f"{'Spam' if name == 'spam' else 'Ham'}); give about {wanted} or more")
+                    f"{'Spam' if name == 'spam' else 'Ham'}); give about {wanted} or more"
+                    + _unreadable(failures))
+
+
+def _unreadable(failures: list[tuple[str, str]]) -> str:
+    """What could not be read, for an error that may be its consequence."""
+    if not failures:
+        return ""
+    name, why = failures[0]
+    more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+    return f" ({name} could not be read: {why}{more})"
 
 
 def _at_cutoffs(labels: np.ndarray, scores: np.ndarray, configured: float

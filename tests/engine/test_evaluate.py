@@ -106,6 +106,11 @@ def test_too_little_mail_for_bayes_to_judge_is_refused_with_what_it_takes(
                                             r"folds: .* learned 200 \(BayesMinSpam\); give "
                                             r"about 267 or more"):
         evaluate(_items(sample, "spam")[:250], ham, BayesParams(), folds=4)
+    # a path that could not be read is the likely cause: the error says so
+    with pytest.raises(TooLittleMail, match=r"give about 267 or more \(gone could not be "
+                                            r"read: no such file and 1 more\)"):
+        evaluate(_items(sample, "spam")[:250] + [SourceItem("gone", None, "no such file")] * 2,
+                 ham, BayesParams(), folds=4)
 
 
 def test_the_command_reports_as_json_and_text(sample: list[CorpusMessage], tmp_path: Path) -> None:
