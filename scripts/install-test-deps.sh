@@ -2,7 +2,7 @@
 # Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
-# (real SMTP peers for the filter's tests), dnsmasq (DNS for its DNSBL and sender
+# (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
 # checks) and Redis (the shared token store), all started by fixtures on loopback, and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
@@ -12,6 +12,8 @@ need=()
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
+# SpamAssassin's own client, talking to `spamkit spamd`
+command -v spamc >/dev/null || need+=(spamc)
 # a real Redis for the shared token store's tests
 command -v redis-server >/dev/null || need+=(redis-server)
 # an authoritative DNS server on loopback for the DNSBL/RHSBL/sender-domain checks

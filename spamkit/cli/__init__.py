@@ -140,6 +140,7 @@ _COMMANDS = {
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",
     "evaluate": "spamkit.cli.evaluate:evaluate_command",
+    "spamd": "spamkit.cli.spamd:spamd",
 }
 
 

@@ -24,22 +24,22 @@ DATA_SIZE_LIMIT = 50 * 1024 * 1024
 COMMAND_TIMEOUT = 60  # seconds; below Postfix's 100 s proxy timeout
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, not {text!r}")
     return host, int(port)
 
 
-def _account_to_run_as(name: str | None) -> pwd.struct_passwd | None:
-    """The account `serve` switches to, checked before anything is opened.
+def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_passwd | None:
+    """The account `serve` (or `spamd`) switches to, checked before anything is opened.
 
     A filter that parses whatever the Internet sends should not hold root (reliability
     checklist 39): as root it needs --user; as anyone else --user may only name itself.
     """
     if name is None:
         if os.geteuid() == 0:
-            raise ConfigError("spamkit serve will not run as root: give --user NAME (a user of "
+            raise ConfigError(f"spamkit {command} will not run as root: give --user NAME (a user of "
                               "its own, e.g. spamkit), to which it switches once its databases "
                               "are open and its port is listening")
         return None
@@ -56,7 +56,7 @@ def _account_to_run_as(name: str | None) -> pwd.struct_passwd | None:
     return account
 
 
-def _drop_privileges(account: pwd.struct_passwd) -> None:
+def drop_privileges(account: pwd.struct_passwd) -> None:
     """Become `account` for good: no supplementary groups, its group, its user (for every
     thread of the process: glibc applies setuid to all of them)."""
     os.setgroups([])
@@ -106,7 +106,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     sessions 421 (the client retries later) and exits 0. It does not run as root: started
     as root, it needs --user, and drops to that user before taking mail.
     """
-    account = _account_to_run_as(run_as)
+    account = account_to_run_as(run_as)
     from smtpfilter.chain import FilterChain
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
@@ -123,11 +123,11 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     metrics = Metrics()
     if config["MetricsListen"]:
-        metrics.serve(*_host_port(config["MetricsListen"]))
-    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), _host_port(next_hop),
+        metrics.serve(*host_port(config["MetricsListen"]))
+    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), host_port(next_hop),
                             config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"])
-    host, port = _host_port(listen)
+    host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
@@ -147,7 +147,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     controller.start()
     if account is not None:
         try:
-            _drop_privileges(account)
+            drop_privileges(account)
         except (OSError, ConfigError):
             controller.stop()  # never take mail as root
             raise

@@ -71,7 +71,9 @@ OPTIONS: tuple[Option, ...] = (
            "database cannot be reached (a Redis that is down): tempfail answers 451 and the "
            "client tries again later; rules scores it with the rules alone, without Bayes "
            "(autolearn=unavailable in X-Spam-Status); unscanned relays it with an X-Spam-Status "
-           "header saying so. Never a verdict of ham.",
+           "header saying so. Never a verdict of ham. (`spamd` answers EX_TEMPFAIL, scores with "
+           "the rules, or answers EX_UNAVAILABLE; spamc passes a message it got no verdict for "
+           "on unchanged.)",
            choices=("tempfail", "rules", "unscanned"), group="storage"),
     Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "
            "`deliver` scan larger mail up to this size; `serve` passes it unscanned, with an "

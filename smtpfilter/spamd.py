@@ -1,0 +1,312 @@
+"""spamd's protocol (SPAMC/SPAMD, up to 1.5), so that what talks to SpamAssassin's daemon
+talks to spamkit instead: spamc in a .qmail or procmail line, qpsmtpd's spamassassin
+plugin (SME's own front end), Exim's spamd_address, amavis, Mail::SpamAssassin::Client.
+
+One request a connection, as spamd does: a method line ("PROCESS SPAMC/1.5"), headers
+(Content-length, User, Compress, and for TELL Message-class, Set, Remove), a blank line,
+the message; the answer is "SPAMD/1.1 0 EX_OK", headers ("Spam: True ; 7.9 / 5.0") and a
+body that depends on the method. Failures answer a sysexits code, never a verdict:
+spamc then passes the message on unchanged (its "safe fallback"), so mail is never lost
+for a scan that did not happen.
+
+The scan is `spamkit check`'s verdict (Scanner), on a worker thread; a message is never
+held longer than it takes to read, scan and answer. TELL learns or forgets through the
+Learner, once a message, as `spamkit learn` does, and only with --allow-tell (spamd's
+default too: anyone who can reach the port could otherwise teach the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from smtpfilter.networks import Networks
+from spamkit.errors import StoreError
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label
+from spamkit.verdict import Scanner, Verdict
+
+log = logging.getLogger("spamkit.spamd")
+
+# sysexits.h, as spamd answers them
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+_NAMES = {EX_OK: "EX_OK", EX_USAGE: "EX_USAGE", EX_DATAERR: "EX_DATAERR",
+          EX_UNAVAILABLE: "EX_UNAVAILABLE", EX_SOFTWARE: "EX_SOFTWARE",
+          EX_TEMPFAIL: "EX_TEMPFAIL", EX_PROTOCOL: "EX_PROTOCOL", EX_NOPERM: "EX_NOPERM"}
+
+MAX_LINE = 8192  # a method or header line
+MAX_HEADERS = 100
+MAX_MESSAGE = 50 * 1024 * 1024  # as `spamkit serve` takes at most; spamc sends at most 500 kB
+READ_TIMEOUT = 30.0  # seconds for the whole request; spamc's own default timeout is 600
+SCAN_METHODS = frozenset({"CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS"})
+METHODS = SCAN_METHODS | {"PING", "SKIP", "TELL"}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClientGone(Exception):
+    """The client closed without sending a request (a port probe, a monitor)."""
+
+
+@dataclass
+class Request:
+    method: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+def answer(code: int, message: str | None = None, headers: list[tuple[str, str]] | None = None,
+           body: bytes | None = None, version: str = "1.1") -> bytes:
+    """One response: status line, headers (Content-length when there is a body), blank
+    line, body. An error is its status line alone, as spamd sends it."""
+    status = f"SPAMD/{version} {code} {message or _NAMES.get(code, 'EX_SOFTWARE')}\r\n".encode()
+    if code != EX_OK:
+        return status
+    lines = [f"{name}: {value}\r\n".encode() for name, value in headers or []]
+    if body is not None:
+        lines.insert(0, f"Content-length: {len(body)}\r\n".encode())
+    return status + b"".join(lines) + b"\r\n" + (body or b"")
+
+
+async def read_request(reader: asyncio.StreamReader, max_message: int = MAX_MESSAGE) -> Request:
+    """The request, or ProtocolError (EX_PROTOCOL for what is not the protocol, EX_DATAERR
+    for a message too large or not decompressible)."""
+    method_line = await _line(reader)
+    parts = method_line.split()
+    if len(parts) != 2 or not parts[1].startswith("SPAMC/"):
+        raise ProtocolError(EX_PROTOCOL, f"bad method line: {method_line[:80]!r}")
+    method, version = parts[0].upper(), parts[1][6:]
+    if method not in METHODS:
+        raise ProtocolError(EX_PROTOCOL, f"unknown method {method[:40]!r}")
+    request = Request(method, version)
+    lines = 0
+    while line := await _header_line(reader):
+        lines += 1
+        if lines > MAX_HEADERS:
+            raise ProtocolError(EX_PROTOCOL, "too many headers")
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise ProtocolError(EX_PROTOCOL, f"bad header line: {line[:80]!r}")
+        request.headers[name.strip().lower()] = value.strip()
+    if method in ("PING", "SKIP"):
+        return request
+    length = request.header("content-length")
+    if length:
+        if not length.isdigit():
+            raise ProtocolError(EX_PROTOCOL, f"bad Content-length: {length[:40]!r}")
+        if int(length) > max_message:
+            raise ProtocolError(EX_DATAERR, f"message of {length} bytes is over {max_message}")
+        try:
+            request.body = await reader.readexactly(int(length))
+        except asyncio.IncompleteReadError:
+            raise ProtocolError(EX_PROTOCOL, "the message ended before its Content-length") from None
+    else:  # older clients send no length and shut their side down after the message
+        request.body = await reader.read(max_message + 1)
+        if len(request.body) > max_message:
+            raise ProtocolError(EX_DATAERR, f"message over {max_message} bytes")
+    if request.header("compress").lower() == "zlib":
+        request.body = _inflate(request.body, max_message)
+    return request
+
+
+async def _line(reader: asyncio.StreamReader) -> str:
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise ProtocolError(EX_PROTOCOL, "line too long") from None
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            raise ClientGone() from None
+        raw = error.partial
+    if len(raw) > MAX_LINE:
+        raise ProtocolError(EX_PROTOCOL, "line too long")
+    return raw.decode("latin-1").rstrip("\r\n")
+
+
+async def _header_line(reader: asyncio.StreamReader) -> str:
+    try:
+        return await _line(reader)
+    except ClientGone:
+        raise ProtocolError(EX_PROTOCOL, "the connection closed in the headers") from None
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    """zlib data (spamc -z), never more than `limit` bytes of it."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as error:
+        raise ProtocolError(EX_DATAERR, f"Compress: zlib, but the message is not: {error}") from None
+    if len(out) > limit:
+        raise ProtocolError(EX_DATAERR, f"message over {limit} bytes once decompressed")
+    return out
+
+
+def spam_header(verdict: Verdict) -> tuple[str, str]:
+    return ("Spam", f"{'True' if verdict.is_spam else 'False'} ; {verdict.score:.1f} / "
+                    f"{verdict.required:.1f}")
+
+
+class SpamdService:
+    """What each request gets: a verdict, a processed message, a lesson learned."""
+
+    def __init__(self, scanner: Scanner, allow_tell: bool = False, autolearn: bool = False,
+                 when_database_down: str = "tempfail") -> None:
+        self.scanner = scanner
+        self.allow_tell = allow_tell
+        self.autolearn = autolearn
+        self.when_database_down = when_database_down
+
+    def respond(self, request: Request) -> bytes:
+        """The answer to one request (on a worker thread: scanning and learning block)."""
+        if request.method == "PING":
+            return answer(EX_OK, "PONG", version="1.5").removesuffix(b"\r\n")
+        if request.method == "TELL":
+            return self._tell(request)
+        verdict = self._scan(request.body)
+        headers = [spam_header(verdict)]
+        method = request.method
+        if method == "CHECK":
+            return answer(EX_OK, headers=headers)
+        if method == "SYMBOLS":
+            names = ",".join(sorted(hit.name for hit in verdict.hits))
+            return answer(EX_OK, headers=headers, body=names.encode())
+        if method == "REPORT" or (method == "REPORT_IFSPAM" and verdict.is_spam):
+            return answer(EX_OK, headers=headers, body=(verdict.report() + "\n").encode("utf-8"))
+        if method == "REPORT_IFSPAM":
+            return answer(EX_OK, headers=headers)
+        processed = verdict.rewrite(request.body)
+        if method == "HEADERS":
+            newline = b"\r\n" if b"\r\n" in processed[:2000] else b"\n"
+            end = processed.find(newline + newline)
+            processed = processed if end < 0 else processed[:end + 2 * len(newline)]
+        return answer(EX_OK, headers=headers, body=processed)
+
+    def _scan(self, raw: bytes) -> Verdict:
+        try:
+            verdict = self.scanner.scan(raw)
+        except StoreError as error:
+            if self.when_database_down != "rules":  # tempfail, or unscanned: spamc passes it on
+                code = EX_TEMPFAIL if self.when_database_down == "tempfail" else EX_UNAVAILABLE
+                log.warning("token database unusable, answered %s: %s", _NAMES[code], error)
+                raise ProtocolError(code, "the token database is unavailable") from None
+            log.warning("token database unusable, scored with the rules alone: %s", error)
+            verdict = self.scanner.scan(raw, with_bayes=False)
+        if self.autolearn:
+            self.scanner.autolearn(raw, verdict, "spamd")
+        return verdict
+
+    def _tell(self, request: Request) -> bytes:
+        if not self.allow_tell:
+            raise ProtocolError(EX_NOPERM, "TELL is not allowed here: start spamkit spamd "
+                                           "with --allow-tell")
+        store = self.scanner.store
+        if store is None:
+            raise ProtocolError(EX_UNAVAILABLE, "Bayes is off (UseBayes): nothing to learn into")
+        to_set = _databases(request.header("set"))
+        to_remove = _databases(request.header("remove"))
+        kind = request.header("message-class").lower()
+        if not (to_set or to_remove) or (to_set and kind not in ("spam", "ham")):
+            raise ProtocolError(EX_PROTOCOL, "TELL needs Set: local with Message-class: spam "
+                                             "or ham, or Remove: local")
+        learner = Learner(store, self.scanner.analyzer,
+                          max_tokens=self.scanner.config["BayesMaxTokens"],
+                          seen_days=self.scanner.config["BayesSeenDays"])
+        item = [SourceItem("spamd", request.body)]
+        by = f"spamd:{request.header('user') or '-'}"
+        headers = []
+        try:
+            if "local" in to_remove:
+                if learner.learn(item, None, by=by).forgotten:
+                    headers.append(("DidRemove", "local"))
+            if "local" in to_set:
+                summary = learner.learn(item, Label(kind), by=by)
+                if summary.learned or summary.relearned:
+                    headers.append(("DidSet", "local"))
+        except StoreError as error:
+            raise ProtocolError(EX_TEMPFAIL, f"the token database could not learn: {error}") from None
+        return answer(EX_OK, headers=headers)
+
+
+def _databases(value: str) -> set[str]:
+    """"local, remote" -> {"local", "remote"} (spamkit has only the local one)."""
+    return {part.strip().lower() for part in value.split(",") if part.strip()}
+
+
+class SpamdServer:
+    """The asyncio side: connections, the client allowlist, the cap on scans at once."""
+
+    def __init__(self, service: SpamdService, allowed: Networks, max_children: int = 5,
+                 max_message: int = MAX_MESSAGE) -> None:
+        self.service = service
+        self.allowed = allowed
+        self.children = asyncio.Semaphore(max_children)
+        self.max_message = max_message
+        self.in_flight = 0
+
+    async def connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, tuple) else "unix"
+        if client != "unix" and client not in self.allowed:
+            log.warning("spamd: connection from %s refused (not in --allowed-ips)", client)
+            writer.close()
+            return
+        started = time.monotonic()
+        request: Request | None = None
+        self.in_flight += 1
+        try:
+            try:
+                request = await asyncio.wait_for(read_request(reader, self.max_message), READ_TIMEOUT)
+                if request.method == "SKIP":
+                    return
+                async with self.children:
+                    reply = await asyncio.get_running_loop().run_in_executor(
+                        None, self.service.respond, request)
+            except ClientGone:
+                return  # nothing asked, nothing to answer or log
+            except ProtocolError as error:
+                reply = answer(error.code, str(error))
+            except asyncio.TimeoutError:
+                reply = answer(EX_TEMPFAIL, f"no whole request in {READ_TIMEOUT:g} s")
+            except Exception:
+                log.exception("spamd: request failed")
+                reply = answer(EX_SOFTWARE, "internal error")
+            writer.write(reply)
+            await writer.drain()
+            _log(client, request, reply, time.monotonic() - started)
+        except (ConnectionError, OSError):
+            pass  # the client went away: nothing to answer
+        finally:
+            self.in_flight -= 1
+            writer.close()
+
+
+def _log(client: str, request: Request | None, reply: bytes, seconds: float) -> None:
+    status = reply.split(b"\r\n", 1)[0].decode("latin-1")
+    spam = next((line[6:].decode("latin-1") for line in reply.split(b"\r\n")[1:8]
+                 if line.startswith(b"Spam: ")), "-")
+    if request is None:
+        log.info("spamd: client=%s reply=%r time=%.3fs", client, status, seconds)
+        return
+    log.info("spamd: client=%s method=%s user=%s size=%d spam=%r reply=%r time=%.3fs", client,
+             request.method, request.header("user") or "-", len(request.body), spam, status,
+             seconds)

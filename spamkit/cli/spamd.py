@@ -1,0 +1,130 @@
+"""`spamkit spamd`: spamkit behind SpamAssassin's spamd protocol (smtpfilter.spamd)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import click
+
+from spamkit.cli import config_option, db_option, resolve_db_path
+from spamkit.cli.serve import account_to_run_as, drop_privileges, host_port
+from spamkit.config import load_config
+from spamkit.errors import ConfigError
+from spamkit.store import open_store
+from spamkit.verdict import Scanner
+
+if TYPE_CHECKING:
+    from smtpfilter.spamd import SpamdServer
+
+
+@click.command()
+@click.option("--listen", default="127.0.0.1:783", show_default=True,
+              help="HOST:PORT to listen on (spamd's port); see --socket for a Unix socket.")
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
+              help="Listen on this Unix socket instead (spamc -U, qpsmtpd's spamd_socket).")
+@click.option("--socket-mode", default="0666", show_default=True,
+              help="Permissions of the Unix socket (octal).")
+@click.option("--allowed-ips", default="127.0.0.1,::1", show_default=True,
+              help="Clients (addresses or networks, comma-separated) that may connect over TCP.")
+@click.option("--max-children", type=click.IntRange(1, 256), default=5, show_default=True,
+              help="Messages scanned at once; more connections wait their turn.")
+@click.option("--allow-tell", is_flag=True,
+              help="Accept TELL (spamc -L spam|ham|forget): learning from whoever can connect.")
+@click.option("--autolearn/--no-autolearn", default=False, help="Learn what autolearn picks.")
+@click.option("--user", "run_as", metavar="NAME",
+              help="The user to switch to once the database is open and the socket listens; "
+                   "needed when started as root, which it refuses to stay.")
+@db_option
+@config_option
+def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: str,
+          max_children: int, allow_tell: bool, autolearn: bool, run_as: str | None,
+          db_path: str | None, config_path: str | None) -> None:
+    """Answer SpamAssassin's spamd protocol, so spamc, qpsmtpd's spamassassin plugin,
+    Exim's spamd_address and amavis use spamkit in its place: CHECK, SYMBOLS, REPORT,
+    REPORT_IFSPAM, PROCESS, HEADERS, PING, SKIP, and TELL with --allow-tell.
+
+    The verdict is `spamkit check`'s (rules, Bayes, lists, at TagLevel); a failure answers
+    an error code, on which spamc passes the message on unchanged. SIGTERM lets the
+    scans in progress finish. It does not run as root: started as root, it needs --user.
+    """
+    from smtpfilter.networks import Networks
+    from smtpfilter.spamd import SpamdServer, SpamdService
+
+    account = account_to_run_as(run_as, "spamd")
+    try:
+        mode = int(socket_mode, 8)
+    except ValueError:
+        raise click.BadParameter(f"{socket_mode!r} is not an octal mode", param_hint="--socket-mode") from None
+    try:
+        allowed = Networks([part.strip() for part in allowed_ips.split(",") if part.strip()])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--allowed-ips") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(config_path)
+    store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
+    try:
+        scanner = Scanner.from_config(config, store)
+        scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
+        service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
+        server = SpamdServer(service, allowed, max_children)
+        asyncio.run(_serve(server, listen, socket_path, mode, account, max_children))
+    finally:
+        if store is not None:
+            store.close()
+
+
+async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode: int,
+                 account: pwd.struct_passwd | None, max_children: int) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=max_children,
+                                                 thread_name_prefix="spamkit-spamd"))
+    if socket_path:
+        if os.path.exists(socket_path) and not _is_socket(socket_path):
+            raise ConfigError(f"--socket {socket_path}: a file that is not a socket is there")
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)  # a socket left by a spamd that was killed
+        listening = await asyncio.start_unix_server(server.connected, socket_path)
+        os.chmod(socket_path, mode)
+        if account is not None:
+            os.chown(socket_path, account.pw_uid, account.pw_gid)
+        where = socket_path
+    else:
+        host, port = host_port(listen)
+        listening = await asyncio.start_server(server.connected, host, port)
+        where = f"{host}:{port}"
+    if account is not None:
+        try:
+            drop_privileges(account)
+        except (OSError, ConfigError):
+            listening.close()  # never scan as root
+            raise
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    click.echo(f"spamkit spamd: listening on {where}"
+               f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
+    async with listening:
+        await stop.wait()
+        listening.close()  # no new connections; those in progress finish
+        while server.in_flight:
+            await asyncio.sleep(0.05)
+    if socket_path:
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # its directory is not ours to change: the next start removes it
+            logging.getLogger("spamkit.spamd").warning("spamd: could not remove %s: %s",
+                                                       socket_path, error)
+
+
+def _is_socket(path: str) -> bool:
+    import stat
+
+    return stat.S_ISSOCK(os.stat(path).st_mode)

@@ -1,0 +1,235 @@
+"""`spamkit spamd`: SpamAssassin's daemon protocol, with Debian's real spamc as the client
+(and raw sockets for what spamc never sends)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corpora.readers import CorpusMessage
+from spamkit.store import LmdbStore
+from tests.servers.net import free_port, wait_for_port
+
+
+class Spamd:
+    def __init__(self, process: subprocess.Popen[bytes], port: int | None, socket_path: Path | None) -> None:
+        self.process = process
+        self.port = port
+        self.socket_path = socket_path
+        self.answered = 0  # raw requests that got an answer
+
+    def spamc(self, message: bytes, *options: str) -> subprocess.CompletedProcess[bytes]:
+        assert shutil.which("spamc"), "spamc is missing: install the Debian package `spamc`"
+        where = ["-U", str(self.socket_path)] if self.socket_path else ["-d", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(["spamc", *where, "-t", "30", *options], input=message,
+                              capture_output=True, timeout=60)
+
+    def ask(self, request: bytes, source: str = "127.0.0.1") -> bytes:
+        """A raw request; the whole answer (b"" when the server only closed)."""
+        with socket.create_connection(("127.0.0.1", self.port or 0), timeout=30,
+                                      source_address=(source, 0)) as connection:
+            answer = b""
+            try:
+                connection.sendall(request)
+                connection.shutdown(socket.SHUT_WR)
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:  # closed without reading what was sent
+                assert answer == b""
+        self.answered += bool(answer)
+        return answer
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=30)
+        return self.process.returncode, stderr.decode()
+
+
+@pytest.fixture
+def start_spamd(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    started: list[Spamd] = []
+
+    def start(db: Path, *options: str, config: str = "", unix: bool = False) -> Spamd:
+        (tmp_path / "spamkit.toml").write_text(config)
+        port = None if unix else free_port()
+        socket_path = tmp_path / "spamd.sock" if unix else None
+        where = ["--socket", str(socket_path)] if socket_path else ["--listen", f"127.0.0.1:{port}"]
+        if os.geteuid() == 0:
+            options = (*options, "--user", "nobody")  # it will not run as root
+        process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", *where, "--db", str(db),
+                                    "--config", str(tmp_path / "spamkit.toml"), *options],
+                                   stderr=subprocess.PIPE)
+        spamd = Spamd(process, port, socket_path)
+        started.append(spamd)
+        deadline = time.monotonic() + 30
+        if socket_path is not None:  # until it answers (a stale socket file refuses)
+            while time.monotonic() < deadline:
+                try:
+                    with socket.socket(socket.AF_UNIX) as probe:
+                        probe.connect(str(socket_path))
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        else:
+            wait_for_port(port or 0, 30)
+        return spamd
+
+    yield start
+    for spamd in started:
+        if spamd.process.poll() is None:
+            spamd.process.kill()
+            spamd.process.wait(10)
+
+
+@pytest.fixture
+def db(tmp_path: Path, trained_db: Path) -> Path:
+    copy = tmp_path / "db"
+    shutil.copytree(trained_db, copy)
+    return copy
+
+
+def _check(db: Path, message: Path, tmp_path: Path) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", "spamkit", "check", "--json", "--db", str(db),
+                           "--config", str(tmp_path / "spamkit.toml"), str(message)],
+                          capture_output=True, text=True, timeout=120)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_spamc_gets_spamkit_checks_verdicts(start_spamd, db: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                            split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """spamc -c, -y, -R and plain spamc (PROCESS) on a test-fold spam and ham: the scores
+    and rules are those `spamkit check` gives on the same database."""
+    _, test = split
+    spam = next(m for m in test if m.label == "spam").data
+    ham = next(m for m in test if m.label == "ham").data
+    spamd = start_spamd(db)
+    for data, is_spam in ((spam, True), (ham, False)):
+        (tmp_path / "m.eml").write_bytes(data)
+        expected = _check(db, tmp_path / "m.eml", tmp_path)
+        assert (expected["verdict"] != "ham") is is_spam
+        checked = spamd.spamc(data, "-c")
+        assert checked.returncode == (1 if is_spam else 0), checked
+        assert checked.stdout.decode().strip() == f"{expected['score']:.1f}/{expected['required']:.1f}"
+        symbols = spamd.spamc(data, "-y").stdout.decode().strip()
+        assert symbols == ",".join(sorted(rule["name"] for rule in expected["rules"]))  # type: ignore[index, union-attr]
+        report = spamd.spamc(data, "-R").stdout.decode()
+        assert report.startswith(f"{expected['score']:.1f}/{expected['required']:.1f}\n")
+        assert "Content analysis: score" in report
+        processed = spamd.spamc(data)
+        assert processed.returncode == 0
+        head, _, body = processed.stdout.partition(b"\n\n")
+        assert f"X-Spam-Status: {'Yes' if is_spam else 'No'}, score={expected['score']:.1f}".encode() in head
+        assert (b"X-Spam-Flag: YES" in head) is is_spam
+        assert body and body in data.replace(b"\r\n", b"\n")  # the message itself comes back
+    assert spamd.spamc(b"", "-K").returncode == 0  # PING
+    code, log = spamd.stop()
+    assert code == 0
+    assert "method=CHECK" in log and "method=PROCESS" in log and "reply='SPAMD/1.1 0 EX_OK'" in log
+
+
+def test_tell_learns_only_when_allowed(start_spamd, db: Path,  # type: ignore[no-untyped-def]
+                                       split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """spamc -L spam|ham|forget: refused unless spamd was started with --allow-tell (as
+    SpamAssassin's spamd), then learned once, forgotten, learned again as ham."""
+    _, test = split
+    message = next(m for m in test if m.label == "spam").data
+
+    def totals() -> tuple[int, int]:
+        with LmdbStore(db, readonly=True) as store:
+            found = store.totals()
+        return found.nspam, found.nham
+
+    before = totals()
+    closed = start_spamd(db)
+    refused = closed.spamc(message, "-L", "spam")
+    assert refused.returncode != 0 and totals() == before
+    assert closed.stop()[0] == 0
+
+    spamd = start_spamd(db, "--allow-tell")
+    assert spamd.spamc(message, "-L", "spam").stdout == b"Message successfully un/learned\n"
+    assert totals() == (before[0] + 1, before[1])
+    assert spamd.spamc(message, "-L", "spam").stdout == b"Message was already un/learned\n"
+    assert spamd.spamc(message, "-L", "forget").stdout == b"Message successfully un/learned\n"
+    assert totals() == before
+    assert spamd.spamc(message, "-L", "ham").stdout == b"Message successfully un/learned\n"
+    assert totals() == (before[0], before[1] + 1)
+    assert spamd.stop()[0] == 0
+
+
+def test_a_unix_socket_takes_spamc_and_a_stale_one_is_replaced(start_spamd, db: Path,  # type: ignore[no-untyped-def]
+                                                              split) -> None:
+    _, test = split
+    spamd = start_spamd(db, "--socket-mode", "0660", unix=True)
+    assert spamd.socket_path is not None
+    assert stat.S_IMODE(spamd.socket_path.stat().st_mode) == 0o660
+    message = next(m for m in test if m.label == "spam").data
+    assert spamd.spamc(message, "-c").returncode == 1
+    code, log = spamd.stop()
+    assert code == 0
+    # removed, unless the user it became may not write the directory (as here, under root)
+    assert not spamd.socket_path.exists() or "could not remove" in log
+    again = start_spamd(db, unix=True)  # a socket left behind is replaced
+    assert again.spamc(message, "-c").returncode == 1
+    assert again.stop()[0] == 0
+
+
+def test_what_is_not_the_protocol_gets_an_error_code_and_never_a_verdict(
+        start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """Raw requests spamc would not send: each answered with a sysexits code alone; a
+    client outside --allowed-ips is not answered at all."""
+    spamd = start_spamd(db, config="")
+    message = b"Subject: hello\r\n\r\nplain words\r\n"
+    assert spamd.ask(b"PING SPAMC/1.5\r\n\r\n") == b"SPAMD/1.5 0 PONG\r\n"
+    assert spamd.ask(b"FETCH SPAMC/1.5\r\n\r\n").startswith(b"SPAMD/1.1 76 unknown method")
+    assert spamd.ask(b"hello there\r\n\r\n").startswith(b"SPAMD/1.1 76 bad method line")
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nno colon\r\n\r\n").startswith(b"SPAMD/1.1 76 bad header line")
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nContent-length: 99\r\n\r\nshort").startswith(
+        b"SPAMD/1.1 76 the message ended before its Content-length")
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nContent-length: 999999999999\r\n\r\n").startswith(
+        b"SPAMD/1.1 65 message of 999999999999 bytes is over")
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\n" + b"X: y\r\n" * 101 + b"\r\n").startswith(
+        b"SPAMD/1.1 76 too many headers")
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nX: " + b"a" * 70000 + b"\r\n\r\n").startswith(
+        b"SPAMD/1.1 76 line too long")
+    assert spamd.ask(b"TELL SPAMC/1.5\r\nMessage-class: spam\r\nSet: local\r\n\r\n" + message
+                     ).startswith(b"SPAMD/1.1 77 TELL is not allowed here")
+    assert spamd.ask(b"SKIP SPAMC/1.5\r\n\r\n") == b""
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nUser: x\r\n").startswith(
+        b"SPAMD/1.1 76 the connection closed in the headers")
+    assert spamd.ask(b"") == b""  # a port probe: no answer, and no log line
+    # Compress: zlib (spamc -z; Debian's spamc is built without it)
+    plain = spamd.ask(b"CHECK SPAMC/1.5\r\n\r\n" + message)
+    squeezed = spamd.ask(b"CHECK SPAMC/1.5\r\nCompress: zlib\r\n\r\n" + zlib.compress(message))
+    assert plain.startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; ") and squeezed == plain
+    assert spamd.ask(b"CHECK SPAMC/1.5\r\nCompress: zlib\r\n\r\nnot zlib").startswith(
+        b"SPAMD/1.1 65 Compress: zlib, but the message is not")
+    assert spamd.ask(b"PING SPAMC/1.5\r\n\r\n", source="127.0.0.2") == b""  # not allowed
+    # any byte string is a message: it gets a verdict
+    for junk in (b"\x00\xff" * 5000, b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"):
+        length = str(len(junk)).encode()
+        assert spamd.ask(b"PROCESS SPAMC/1.5\r\nContent-length: " + length + b"\r\n\r\n" + junk
+                         ).startswith(b"SPAMD/1.1 0 EX_OK\r\nContent-length: ")
+    code, log = spamd.stop()
+    assert code == 0 and "connection from 127.0.0.2 refused" in log
+    assert log.count("spamd: client=") == spamd.answered  # one line each; none for SKIP or a probe
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="refusing root needs root")
+def test_spamd_will_not_run_as_root(db: Path) -> None:
+    refused = subprocess.run([sys.executable, "-m", "spamkit", "spamd", "--listen",
+                              f"127.0.0.1:{free_port()}", "--db", str(db)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "spamkit spamd will not run as root" in refused.stderr
