@@ -40,6 +40,18 @@ from spamkit.rules.context import first_address
 from spamkit.sources import SourceItem
 from spamkit.store import Label, TokenStore
 
+# a message that takes a scan through dates, an encoded word, quoted-printable, base64,
+# HTML and a link: what Scanner.warm_up runs before a daemon gives up root
+_WARM_UP_MESSAGE = (
+    b"Received: from a.example (a.example [192.0.2.1]) by b.example; Mon, 2 Sep 2002 10:00:00 +0000\r\n"
+    b"Date: Mon, 2 Sep 2002 09:59:00 +0000\r\nFrom: A <a@a.example>\r\nTo: b@b.example\r\n"
+    b"Subject: =?iso-8859-1?q?caf=E9?=\r\nMessage-ID: <1@a.example>\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+    b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\ncaf=E9 http://www.example.com/\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nPHA+aGkgPGEgaHJlZj0iaHR0cDovL3d3dy5leGFtcGxlLmNvbS8iPng8L2E+PC9wPg==\r\n"
+    b"--b--\r\n")
+
 AUTOLEARN_MIN_HEADER_POINTS = 3.0
 AUTOLEARN_MIN_BODY_POINTS = 3.0
 _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
@@ -169,6 +181,24 @@ class Scanner:
         rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
         lists = Lists.load(config.lists_path, rules.settings.lists)
         return lambda store: cls(config, rules, lists, store)
+
+    def warm_up(self) -> None:
+        """Load now what a scan would load on its first use: every codec a charset may name,
+        the date parser, the rules' compiled forms. A daemon calls this before it gives up
+        root, after which it may not be able to read the Python installation (a pyenv under
+        /root), and then calls it again to prove it can still scan (`scan` raises if not)."""
+        import email.utils  # noqa: F401  (the date evals import it on first use)
+        import encodings
+        import importlib
+        import pkgutil
+        import urllib.parse  # noqa: F401
+
+        for module in pkgutil.iter_modules(encodings.__path__):
+            try:
+                importlib.import_module(f"encodings.{module.name}")
+            except ImportError:
+                pass  # mbcs and oem: Windows only
+        self.scan(_WARM_UP_MESSAGE, with_bayes=False)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None,

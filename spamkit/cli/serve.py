@@ -8,6 +8,7 @@ import pwd
 import signal
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,18 @@ def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_pa
             raise ConfigError(f"--user {name}: only root can switch users")
         return None
     return account
+
+
+def become(account: pwd.struct_passwd, scanner: Scanner) -> None:
+    """Give up root for `account`, the scanner warmed up before (Scanner.warm_up: what a
+    scan would load later, `account` may not be able to read) and tried after."""
+    drop_privileges(account)
+    try:
+        scanner.warm_up()
+    except Exception as error:  # a scan that fails now would fail for every message
+        raise ConfigError(f"as {account.pw_name}, a test scan failed ({type(error).__name__}: "
+                          f"{error}): {account.pw_name} must be able to read Python "
+                          f"({sys.prefix}) and spamkit") from None
 
 
 def drop_privileges(account: pwd.struct_passwd) -> None:
@@ -121,6 +134,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
     scanner = Scanner.from_config(config, store)
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
+    scanner.warm_up()  # and what a scan loads on first use, while the files are readable
     metrics = Metrics()
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
@@ -147,9 +161,9 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     controller.start()
     if account is not None:
         try:
-            drop_privileges(account)
+            become(account, scanner)
         except (OSError, ConfigError):
-            controller.stop()  # never take mail as root
+            controller.stop()  # never take mail as root, nor with a scanner that cannot scan
             raise
     click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
-from spamkit.cli.serve import account_to_run_as, drop_privileges, host_port
+from spamkit.cli.serve import account_to_run_as, become, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store import open_store
@@ -71,6 +71,7 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     try:
         scanner = Scanner.from_config(config, store)
         scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
+        scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
         server = SpamdServer(service, allowed, max_children)
         asyncio.run(_serve(server, listen, socket_path, mode, account, max_children))
@@ -100,9 +101,9 @@ async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode
         where = f"{host}:{port}"
     if account is not None:
         try:
-            drop_privileges(account)
+            become(account, server.service.scanner)
         except (OSError, ConfigError):
-            listening.close()  # never scan as root
+            listening.close()  # never scan as root, nor with a scanner that cannot scan
             raise
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

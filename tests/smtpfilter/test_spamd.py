@@ -233,3 +233,25 @@ def test_spamd_will_not_run_as_root(db: Path) -> None:
                               f"127.0.0.1:{free_port()}", "--db", str(db)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "spamkit spamd will not run as root" in refused.stderr
+
+
+def test_after_giving_up_root_it_scans_what_needs_lazy_imports(start_spamd, db: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                split) -> None:
+    """Debian's rules (their date checks import email.utils on first use) and a charset
+    no message had used yet (its codec is imported on first use): on this machine Python
+    lives under /root, which the user spamd becomes cannot read, so both must be loaded
+    before it gives up root (Scanner.warm_up). Before that, every such scan answered
+    EX_SOFTWARE and spamc passed the mail on unscanned."""
+    _, test = split
+    config = 'UseBayes = false\nUseBuiltinRules = false\nRulePaths = ["/usr/share/spamassassin"]\n'
+    spamd = start_spamd(db, config=config)
+    koi8 = ("Subject: " + "привет").encode("koi8-r")
+    russian = (b"Date: Mon, 2 Sep 2002 09:59:00 +0000\r\nFrom: a@example.org\r\n" + koi8 +
+               b"\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n" + "скидки".encode("koi8-r") + b"\r\n")
+    for data in [m.data for m in test if m.label == "spam"][:5] + [russian]:
+        (tmp_path / "m.eml").write_bytes(data)
+        expected = _check(db, tmp_path / "m.eml", tmp_path)
+        checked = spamd.spamc(data, "-c")
+        assert checked.stdout.decode().strip() == f"{expected['score']:.1f}/{expected['required']:.1f}"
+    code, log = spamd.stop()
+    assert code == 0 and "internal error" not in log
