@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print, do not write files")
     parser.add_argument("--skip-scoring", action="store_true",
                         help="leave out the rules + Bayes verdicts, the SpamAssassin comparison, "
-                             "the sweep and the SMTP load test")
+                             "the sweep, the SMTP load test and the spamd comparison")
     parser.add_argument("--skip-crossval", action="store_true",
                         help="leave out the tools' 4-fold cross-validation on folds 1-4")
     args = parser.parse_args(argv)
@@ -234,6 +234,7 @@ def _scoring_sections() -> str:
         rows.append(f"| {name} | {row['fp']} of {row['ham']} | {caught} of {row['spam']} "
                     f"({100 * caught / row['spam']:.1f}%) |")
     from benchmarks.smtp_load import load_report
+    from benchmarks.spamd_load import spamd_report
     from benchmarks.sweep import sweep_report
 
     return ("\n## The full verdict: rules + Bayes (`python3 -m benchmarks.combined`)\n\n"
@@ -243,7 +244,10 @@ def _scoring_sections() -> str:
             + "\n\n## The trainer's sweep (`python3 -m benchmarks.sweep`)\n\n"
             + sweep_report()
             + "\n\n## The SMTP filter under load (`python3 -m benchmarks.smtp_load`)\n\n"
-            + load_report() + "\n")
+            + load_report()
+            + "\n\n## spamd's protocol: spamkit against SpamAssassin's daemon "
+            "(`python3 -m benchmarks.spamd_load`)\n\n"
+            + spamd_report() + "\n")
 
 
 def _cpu_name() -> str:
