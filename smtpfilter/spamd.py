@@ -182,7 +182,10 @@ class SpamdService:
             return answer(EX_OK, "PONG", version="1.5").removesuffix(b"\r\n")
         if request.method == "TELL":
             return self._tell(request)
-        verdict = self._scan(request.body)
+        # spamc -u: a user given as an address is the recipient, whose own white and
+        # blacklist entries (`spamkit wbl add ... --user ADDRESS`) then apply
+        user = request.header("user")
+        verdict = self._scan(request.body, (user,) if "@" in user else ())
         headers = [spam_header(verdict)]
         method = request.method
         if method == "CHECK":
@@ -201,16 +204,16 @@ class SpamdService:
             processed = processed if end < 0 else processed[:end + 2 * len(newline)]
         return answer(EX_OK, headers=headers, body=processed)
 
-    def _scan(self, raw: bytes) -> Verdict:
+    def _scan(self, raw: bytes, recipients: tuple[str, ...]) -> Verdict:
         try:
-            verdict = self.scanner.scan(raw)
+            verdict = self.scanner.scan(raw, recipients=recipients)
         except StoreError as error:
             if self.when_database_down != "rules":  # tempfail, or unscanned: spamc passes it on
                 code = EX_TEMPFAIL if self.when_database_down == "tempfail" else EX_UNAVAILABLE
                 log.warning("token database unusable, answered %s: %s", _NAMES[code], error)
                 raise ProtocolError(code, "the token database is unavailable") from None
             log.warning("token database unusable, scored with the rules alone: %s", error)
-            verdict = self.scanner.scan(raw, with_bayes=False)
+            verdict = self.scanner.scan(raw, recipients=recipients, with_bayes=False)
         if self.autolearn:
             self.scanner.autolearn(raw, verdict, "spamd")
         return verdict

@@ -255,3 +255,23 @@ def test_after_giving_up_root_it_scans_what_needs_lazy_imports(start_spamd, db: 
         assert checked.stdout.decode().strip() == f"{expected['score']:.1f}/{expected['required']:.1f}"
     code, log = spamd.stop()
     assert code == 0 and "internal error" not in log
+
+
+def test_a_user_given_as_an_address_gets_their_own_lists(start_spamd, db: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                         ) -> None:
+    """spamc -u alice@example.org: alice's blacklist entry (`spamkit wbl add black
+    PATTERN --user alice@example.org`) applies to her mail and to no one else's."""
+    spamd_config = tmp_path / "spamkit.toml"
+    spamd_config.write_text("")
+    added = subprocess.run([sys.executable, "-m", "spamkit", "wbl", "add", "black", "*@pest.example",
+                            "--user", "alice@example.org", "--config", str(spamd_config)],
+                           capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    spamd = start_spamd(db)
+    message = b"From: someone@pest.example\r\nSubject: lunch\r\n\r\nsee you at noon\r\n"
+    hers = spamd.spamc(message, "-u", "alice@example.org", "-y")
+    assert hers.returncode == 0 and b"USER_IN_BLACKLIST" in hers.stdout
+    assert spamd.spamc(message, "-u", "alice@example.org", "-c").returncode == 1  # spam
+    for other in ("bob@example.org", "alice"):
+        assert b"BLACKLIST" not in spamd.spamc(message, "-u", other, "-y").stdout
+    assert spamd.stop()[0] == 0
