@@ -7,12 +7,13 @@ stderr and exit non-zero; no traceback reaches a user.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -60,16 +61,24 @@ def batch_garbage_collection(function: F) -> F:
     """
     @functools.wraps(function)
     def tuned(*args: Any, **kwargs: Any) -> Any:
-        thresholds = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 100)
-        try:
+        with batch_gc():
             return function(*args, **kwargs)
-        finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
 
     return tuned  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def batch_gc() -> Iterator[None]:
+    """The collector as `batch_garbage_collection` tunes it, for a block (the benchmarks'
+    in-process profile times the stages under it, as the commands run them)."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str | None:
