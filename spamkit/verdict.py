@@ -15,6 +15,7 @@ overrides what someone taught.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -294,7 +295,10 @@ def reload_scanner(current: Scanner | None, config_path: str | None, store: Toke
 
     A service calls this on SIGHUP: a typo, an unknown option, a rule that does not
     compile or a relative score with nothing to add to is reported (file and line) and
-    the last good configuration stays in force. Without a current scanner, errors raise.
+    the last good configuration stays in force. Rules the current scanner already skipped
+    (Debian's rule files have three that fail the adversarial-time check) do not count
+    against the new one: only errors it did not have before keep it. Without a current
+    scanner, errors raise.
     """
     try:
         config = load_config(config_path)
@@ -304,9 +308,30 @@ def reload_scanner(current: Scanner | None, config_path: str | None, store: Toke
             raise
         return current, [str(error)]
     errors = list(candidate.rules.report.errors)
-    if errors and current is not None:
-        return current, errors
+    if current is not None:
+        new = [error for error in errors if error not in current.rules.report.errors]
+        if new:
+            return current, new
     return candidate, errors
+
+
+def reload_logged(current: Scanner, config_path: str | None, store: TokenStore | None,
+                  log: logging.Logger) -> Scanner | None:
+    """`reload_scanner` for a daemon's SIGHUP: the new scanner, its rules compiled, or None
+    (the configuration in force stays) with each reason logged."""
+    try:
+        candidate, errors = reload_scanner(current, config_path, store)
+        if candidate is not current:
+            candidate.rules.prepare_multiscan()
+    except Exception as failure:  # a daemon's reload must never take it down
+        errors, candidate = [f"{type(failure).__name__}: {failure}"], current
+    for reason in errors:
+        log.error("reload: %s", reason)
+    if candidate is current:
+        log.error("reload: nothing changed; the configuration read at the last good start or "
+                  "reload stays in force")
+        return None
+    return candidate
 
 
 def _setting(config: Config, name: str, from_rules: Any) -> Any:

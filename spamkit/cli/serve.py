@@ -12,14 +12,19 @@ import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
-from spamkit.errors import ConfigError
+from spamkit.errors import ConfigError, SpamkitError
 from spamkit.store import open_store
-from spamkit.verdict import Scanner
+from spamkit.verdict import Scanner, reload_logged
+
+if TYPE_CHECKING:
+    from smtpfilter.server import FilterHandler
+    from spamkit.store.base import TokenStore
 
 DATA_SIZE_LIMIT = 50 * 1024 * 1024
 COMMAND_TIMEOUT = 60  # seconds; below Postfix's 100 s proxy timeout
@@ -77,6 +82,32 @@ def drop_privileges(account: pwd.struct_passwd) -> None:
     os.setuid(account.pw_uid)
     if os.getuid() == 0 or os.geteuid() == 0:  # setuid cannot be undone; check it held
         raise ConfigError(f"could not switch to {account.pw_name}")
+
+
+def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
+            store: TokenStore | None, autolearn: bool) -> Scanner:
+    """SIGHUP: the configuration, rules and lists read again and a new filter chain built
+    from them; sessions go on meanwhile, and each stage after the swap runs the new chain.
+    What is set up once at start (the listening address, session limits, TLS, the
+    databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
+    from smtpfilter.chain import FilterChain
+    from smtpfilter.plugins import build_filters
+
+    log = logging.getLogger("spamkit.smtpfilter")
+    scanner = reload_logged(current, config_path, store, log)
+    if scanner is None:
+        return current
+    try:
+        chain = FilterChain(build_filters(scanner.config, scanner, autolearn))
+    except SpamkitError as error:
+        log.error("reload: %s; the configuration in force stays", error)
+        return current
+    handler.chain = chain
+    handler.bcc = scanner.config["BccAddress"]
+    handler.scan_budget = scanner.config["ScanBudget"]
+    log.info("reload: configuration, rules (%d) and filters (%s) read again",
+             scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
+    return scanner
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -155,9 +186,10 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
     controller.loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     controller.start()
     if account is not None:
         try:
@@ -169,7 +201,10 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
     try:
-        stop.wait()
+        while not stop.wait(0.2):
+            if reload.is_set():
+                reload.clear()
+                scanner = _reload(handler, scanner, config_path, store, autolearn)
         controller.shutdown(lambda: handler.in_flight > 0)
     finally:
         if store is not None:

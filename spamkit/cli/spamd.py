@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,9 @@ from spamkit.cli.serve import account_to_run_as, become, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store import open_store
-from spamkit.verdict import Scanner
+from spamkit.verdict import Scanner, reload_logged
+
+_log = logging.getLogger("spamkit.spamd")
 
 if TYPE_CHECKING:
     from smtpfilter.spamd import SpamdServer
@@ -74,14 +77,16 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
         server = SpamdServer(service, allowed, max_children)
-        asyncio.run(_serve(server, listen, socket_path, mode, account, max_children))
+        asyncio.run(_serve(server, listen, socket_path, mode, account, max_children,
+                           lambda current: reload_logged(current, config_path, store, _log)))
     finally:
         if store is not None:
             store.close()
 
 
 async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode: int,
-                 account: pwd.struct_passwd | None, max_children: int) -> None:
+                 account: pwd.struct_passwd | None, max_children: int,
+                 reload: Callable[[Scanner], Scanner | None]) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=max_children,
                                                  thread_name_prefix="spamkit-spamd"))
@@ -108,6 +113,17 @@ async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    async def reread() -> None:
+        """SIGHUP: the configuration, rules and lists read again (on a worker thread: a
+        rule set may take seconds to compile); requests go on with the old scanner until
+        the new one is ready. A broken configuration changes nothing."""
+        scanner = await loop.run_in_executor(None, reload, server.service.scanner)
+        if scanner is not None:
+            server.service.scanner = scanner
+            _log.info("reload: configuration and rules (%d) read again", scanner.rules.report.loaded)
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
     click.echo(f"spamkit spamd: listening on {where}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
     async with listening:

@@ -94,3 +94,11 @@ def test_a_broken_reload_keeps_the_last_good_configuration(tmp_path: Path) -> No
         assert errors and errors[0].startswith(where)
         config.write_text(f'RulePaths = ["{rules}"]\nSensitivity = "custom"\nTagLevel = 2\n')
         rules.write_text("body PILLS /order now/\nscore PILLS 3\n")
+    # a rule the running scanner started without (skipped, with a warning, as Debian's
+    # rule files have three) does not block the next reload
+    rules.write_text("body PILLS /order now/\nscore PILLS 3\nbody BROKEN /(/\n")
+    skipping, errors = reload_scanner(None, str(config), None)
+    assert len(errors) == 1
+    config.write_text(f'RulePaths = ["{rules}"]\nSensitivity = "custom"\nTagLevel = 9\n')
+    again, errors = reload_scanner(skipping, str(config), None)
+    assert again is not skipping and len(errors) == 1 and again.scan(RAW).decision == "ham"

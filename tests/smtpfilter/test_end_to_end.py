@@ -320,3 +320,47 @@ def test_checks_over_the_scan_budget_give_451_and_nothing_relayed(sink: Sink, tm
         assert swaks(port, write(tmp_path, b"Subject: again\r\n\r\nhello\r\n")).startswith("250")
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def readable_config_dir() -> Iterator[Path]:
+    """A directory the user serve becomes (nobody, under root) can read: as /etc/spamkit
+    is. The test's own tmp_path is root's alone."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="spamkit-etc-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sighup_reads_the_configuration_again_and_a_broken_one_changes_nothing(
+        tmp_path: Path, trained_db: Path, sink: Sink, readable_config_dir: Path) -> None:
+    """`systemctl reload` (SIGHUP) as SME's `signal-event email-update`: a new BadMailFrom
+    entry refuses the next message without a restart; a typo is logged with its line and
+    the configuration in force stays."""
+    config = readable_config_dir / "spamkit.toml"
+    config.write_text('SmtpFilters = ["badmailfrom"]\nBadMailFrom = []\n')
+    config.chmod(0o644)
+    process, port = start_serve(sink.port, trained_db, config)
+    message = write(tmp_path, b"From: x@pest.example\r\nSubject: hi\r\n\r\nhello\r\n")
+    try:
+        assert swaks(port, message, "x@pest.example").startswith("250")
+        config.write_text('SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@pest.example"]\n')
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while swaks(port, message, "x@pest.example").startswith("250"):
+            assert time.monotonic() < deadline, "the reload never took effect"
+            time.sleep(0.3)
+        assert swaks(port, message, "x@pest.example").startswith("550")
+        assert swaks(port, message, "y@fine.example").startswith("250")
+        config.write_text(config.read_text() + "BadMailFromm = []\n")  # a typo
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert swaks(port, message, "x@pest.example").startswith("550")  # still in force
+    finally:
+        code, stderr = stop_serve(process)
+    log = stderr.decode()
+    assert code == 0
+    assert "reload: configuration, rules" in log and "badmailfrom" in log
+    assert f"{config}:3" in log and "the configuration read at the last good start" in log

@@ -275,3 +275,45 @@ def test_a_user_given_as_an_address_gets_their_own_lists(start_spamd, db: Path, 
     for other in ("bob@example.org", "alice"):
         assert b"BLACKLIST" not in spamd.spamc(message, "-u", other, "-y").stdout
     assert spamd.stop()[0] == 0
+
+
+def test_sighup_reads_the_configuration_and_lists_again(db: Path, tmp_path: Path) -> None:
+    """SIGHUP (`systemctl reload`): a new TagLevel and a new blacklist entry apply to the
+    next request; a typo is logged and changes nothing."""
+    import tempfile
+
+    etc = Path(tempfile.mkdtemp(prefix="spamkit-etc-"))  # readable by the user it becomes
+    etc.chmod(0o755)
+    config = etc / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 10\n')
+    config.chmod(0o644)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
+                                "--db", str(db), "--config", str(config),
+                                *(["--user", "nobody"] if os.geteuid() == 0 else [])],
+                               stderr=subprocess.PIPE)
+    spamd = Spamd(process, port, None)
+    message = b"From: someone@pest.example\r\nSubject: lunch\r\n\r\nsee you at noon\r\n"
+    try:
+        wait_for_port(port, 30)
+        assert spamd.spamc(message, "-c").returncode == 0
+        listed = subprocess.run([sys.executable, "-m", "spamkit", "wbl", "add", "black", "*@pest.example",
+                                 "--config", str(config)], capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        (etc / "lists").chmod(0o644)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while b"USER_IN_BLACKLIST" not in spamd.spamc(message, "-y").stdout:
+            assert time.monotonic() < deadline, "the reload never took effect"
+            time.sleep(0.3)
+        config.write_text('Sensitivity = "custom"\nTagLevel = 1\nTagLevle = 2\n')  # a typo
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        checked = spamd.spamc(message, "-c")
+        assert checked.stdout.decode().strip().endswith("/10.0")  # the typo changed nothing
+    finally:
+        code, log = spamd.stop()
+        shutil.rmtree(etc, ignore_errors=True)
+    assert code == 0
+    assert "reload: configuration and rules" in log
+    assert f"{config}:3" in log and "the configuration read at the last good start" in log
