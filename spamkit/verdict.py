@@ -164,10 +164,7 @@ class Scanner:
         text = config["SubjectTagText"] if config.origins["SubjectTagText"] != "default" or \
             settings.rewrite_subject is None else settings.rewrite_subject
         self.subject_tag = text if subject_on else None
-        self.bayes = BayesClassifier(store, BayesParams(
-            min_spam_learned=config["BayesMinSpam"], min_ham_learned=config["BayesMinHam"],
-            ham_cutoff=config["BayesHamCutoff"], spam_cutoff=config["BayesSpamCutoff"],
-        )) if store is not None else None
+        self.bayes = BayesClassifier(store, bayes_params(config)) if store is not None else None
 
     @classmethod
     def from_config(cls, config: Config, store: TokenStore | None,
@@ -332,6 +329,12 @@ def reload_logged(current: Scanner, config_path: str | None, store: TokenStore |
                   "reload stays in force")
         return None
     return candidate
+
+
+def bayes_params(config: Config) -> BayesParams:
+    """The Bayes constants a configuration sets (its abstention counts and cutoffs)."""
+    return BayesParams(min_spam_learned=config["BayesMinSpam"], min_ham_learned=config["BayesMinHam"],
+                       ham_cutoff=config["BayesHamCutoff"], spam_cutoff=config["BayesSpamCutoff"])
 
 
 def _setting(config: Config, name: str, from_rules: Any) -> Any:

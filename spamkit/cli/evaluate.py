@@ -72,17 +72,14 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     from click.core import ParameterSource
 
     from spamkit.analysis import Analyzer
-    from spamkit.bayes import BayesParams
     from spamkit.message import ParseLimits
+    from spamkit.verdict import bayes_params
 
     if replay and ctx.get_parameter_source("folds") is ParameterSource.COMMANDLINE:
         raise click.UsageError("--replay takes the mail in arrival order, not in folds: "
                                "give one of --replay and --folds")
     config = load_config(config_path)
-    params = BayesParams(min_spam_learned=config["BayesMinSpam"],
-                         min_ham_learned=config["BayesMinHam"],
-                         ham_cutoff=config["BayesHamCutoff"],
-                         spam_cutoff=config["BayesSpamCutoff"])
+    params = bayes_params(config)
     judge = None
     if with_verdict:
         from spamkit.verdict import Scanner
