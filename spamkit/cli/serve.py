@@ -10,9 +10,9 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -132,14 +132,24 @@ def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.S
     return context
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def daemon_options(function: F) -> F:
+    """--autolearn and --user, as `serve` and `spamd` take them."""
+    function = click.option("--user", "run_as", metavar="NAME",
+                            help="The user to switch to once the databases are open and it "
+                                 "listens; needed when started as root, which it refuses to "
+                                 "stay.")(function)
+    return click.option("--autolearn/--no-autolearn", default=False,
+                        help="Learn what autolearn picks.")(function)
+
+
 @click.command()
 @click.option("--listen", default="127.0.0.1:10025", show_default=True, help="Address to listen on.")
 @click.option("--next-hop", default="127.0.0.1:10026", show_default=True,
               help="Where accepted mail goes.")
-@click.option("--autolearn/--no-autolearn", default=False, help="Learn what autolearn picks.")
-@click.option("--user", "run_as", metavar="NAME",
-              help="The user to switch to once the databases are open and the port listens; "
-                   "needed when started as root, which it refuses to stay.")
+@daemon_options
 @db_option
 @config_option
 def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_path: str | None,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
-from spamkit.cli.serve import account_to_run_as, become, host_port
+from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store import open_store
@@ -39,10 +39,7 @@ if TYPE_CHECKING:
               help="Messages scanned at once; more connections wait their turn.")
 @click.option("--allow-tell", is_flag=True,
               help="Accept TELL (spamc -L spam|ham|forget): learning from whoever can connect.")
-@click.option("--autolearn/--no-autolearn", default=False, help="Learn what autolearn picks.")
-@click.option("--user", "run_as", metavar="NAME",
-              help="The user to switch to once the database is open and the socket listens; "
-                   "needed when started as root, which it refuses to stay.")
+@daemon_options
 @db_option
 @config_option
 def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: str,
