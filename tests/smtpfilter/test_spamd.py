@@ -61,7 +61,7 @@ class Spamd:
 def start_spamd(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     started: list[Spamd] = []
 
-    def start(db: Path, *options: str, config: str = "", unix: bool = False) -> Spamd:
+    def start(db: Path | str, *options: str, config: str = "", unix: bool = False) -> Spamd:
         (tmp_path / "spamkit.toml").write_text(config)
         port = None if unix else free_port()
         socket_path = tmp_path / "spamd.sock" if unix else None
@@ -317,3 +317,32 @@ def test_sighup_reads_the_configuration_and_lists_again(db: Path, tmp_path: Path
     assert code == 0
     assert "reload: configuration and rules" in log
     assert f"{config}:3" in log and "the configuration read at the last good start" in log
+
+
+def test_a_token_database_gone_answers_as_when_database_down_says(start_spamd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Reliability checklist 12 for the spamd front end: with its Redis stopped, spamd
+    answers EX_TEMPFAIL (WhenDatabaseDown = tempfail, the default; spamc then passes the
+    message on unscanned), or scores with the rules alone (rules); never a verdict of ham
+    from a database it could not read."""
+    from tests.servers.redis import start_redis
+
+    (tmp_path / "redis").mkdir()
+    servers = start_redis(tmp_path / "redis")
+    redis = next(servers)
+    url = redis.url(prefix="spamd-test:")
+    tempfail = start_spamd(url)
+    rules_only = start_spamd(url, config='WhenDatabaseDown = "rules"\n')
+    message = b"Subject: hello\r\nFrom: a@example.org\r\n\r\nplain words\r\n"
+    request = b"CHECK SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+    assert tempfail.ask(request).startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; ")
+    redis.process.terminate()
+    redis.process.wait(10)
+    started = time.monotonic()
+    assert tempfail.ask(request) == b"SPAMD/1.1 75 the token database is unavailable\r\n"
+    assert time.monotonic() - started < 5
+    assert rules_only.ask(request).startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; ")
+    unscanned = tempfail.spamc(message)  # spamc's safe fallback: the message, unchanged
+    assert unscanned.returncode == 0 and unscanned.stdout == message
+    for spamd in (tempfail, rules_only):
+        code, log = spamd.stop()
+        assert code == 0 and "token database unusable" in log
