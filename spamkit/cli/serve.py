@@ -157,8 +157,10 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     """Run the SMTP filter until SIGTERM or SIGINT.
 
     On SIGTERM it takes no new session, lets messages being relayed finish, answers idle
-    sessions 421 (the client retries later) and exits 0. It does not run as root: started
-    as root, it needs --user, and drops to that user before taking mail.
+    sessions 421 (the client retries later) and exits 0. On SIGHUP it reads the
+    configuration, rules and lists again and rebuilds its filters (a broken configuration
+    is logged and changes nothing). It does not run as root: started as root, it needs
+    --user, and drops to that user before taking mail.
     """
     account = account_to_run_as(run_as)
     from smtpfilter.chain import FilterChain

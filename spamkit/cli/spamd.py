@@ -51,7 +51,8 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
 
     The verdict is `spamkit check`'s (rules, Bayes, lists, at TagLevel); a failure answers
     an error code, on which spamc passes the message on unchanged. SIGTERM lets the
-    scans in progress finish. It does not run as root: started as root, it needs --user.
+    scans in progress finish; SIGHUP reads the configuration, rules and lists again. It
+    does not run as root: started as root, it needs --user.
     """
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
