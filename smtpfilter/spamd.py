@@ -258,7 +258,7 @@ def _databases(value: str) -> set[str]:
 
 
 class SpamdServer:
-    """The asyncio side: connections, the client allowlist, the cap on scans at once."""
+    """The asyncio side: connections, the client allowlist, the cap on requests at once."""
 
     def __init__(self, service: SpamdService, allowed: Networks, max_children: int = 5,
                  max_message: int = MAX_MESSAGE) -> None:
@@ -275,6 +275,14 @@ class SpamdServer:
             log.warning("spamd: connection from %s refused (not in --allowed-ips)", client)
             writer.close()
             return
+        # A slot a request, from reading it to answering it: at most max_children
+        # messages are held at once (50 MB each at worst); the other clients wait, unread,
+        # as they wait for a free child of SpamAssassin's spamd.
+        async with self.children:
+            await self._serve_one(client, reader, writer)
+
+    async def _serve_one(self, client: str, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
         started = time.monotonic()
         request: Request | None = None
         self.in_flight += 1
@@ -283,9 +291,8 @@ class SpamdServer:
                 request = await asyncio.wait_for(read_request(reader, self.max_message), READ_TIMEOUT)
                 if request.method == "SKIP":
                     return
-                async with self.children:
-                    reply = await asyncio.get_running_loop().run_in_executor(
-                        None, self.service.respond, request)
+                reply = await asyncio.get_running_loop().run_in_executor(
+                    None, self.service.respond, request)
             except ClientGone:
                 return  # nothing asked, nothing to answer or log
             except ProtocolError as error:

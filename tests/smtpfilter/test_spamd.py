@@ -346,3 +346,32 @@ def test_a_token_database_gone_answers_as_when_database_down_says(start_spamd, t
     for spamd in (tempfail, rules_only):
         code, log = spamd.stop()
         assert code == 0 and "token database unusable" in log
+
+
+def test_many_large_requests_at_once_hold_memory_for_max_children_only(start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """Reliability checklist 4 for spamd: 12 clients each sending a 20 MB message at
+    once. With --max-children 2 only two are read at a time (the others wait, unread, as
+    for a free spamd child), so the daemon's peak memory grows by a few messages' worth,
+    not by 240 MB; every client gets its answer."""
+    import threading
+
+    spamd = start_spamd(db, "--max-children", "2")
+    status = Path(f"/proc/{spamd.process.pid}/status")
+
+    def kib(field: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1])
+
+    before = kib("VmRSS:")
+    body = b"Subject: big\r\n\r\n" + b"0123456789abcdef " * (20 * 1024 * 1024 // 17)
+    request = b"CHECK SPAMC/1.5\r\nContent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    answers: list[bytes] = []
+    threads = [threading.Thread(target=lambda: answers.append(spamd.ask(request))) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(answers) == 12 and all(a.startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: ") for a in answers)
+    grown_mib = (kib("VmHWM:") - before) / 1024
+    assert grown_mib < 150, grown_mib  # 12 messages held at once would be 240 MiB and more
+    assert spamd.stop()[0] == 0
