@@ -307,11 +307,16 @@ class Segment:
     false_positives: int
     false_negatives: int  # unsure counted, as everywhere
     abstained: int  # scored while Bayes still abstained (too little learned)
+    # with a judge: what the users saw, the whole verdict's ham marked spam and spam let through
+    verdict_false_positives: int | None = None
+    verdict_false_negatives: int | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"first": _iso(self.first), "last": _iso(self.last), "spam": self.spam,
                 "ham": self.ham, "false_positives": self.false_positives,
-                "false_negatives": self.false_negatives, "abstained": self.abstained}
+                "false_negatives": self.false_negatives, "abstained": self.abstained,
+                "verdict_false_positives": self.verdict_false_positives,
+                "verdict_false_negatives": self.verdict_false_negatives}
 
 
 @dataclass
@@ -331,6 +336,8 @@ class Replay:
     judged: Accuracy | None = None  # the same figures over the messages Bayes judged
     judged_spam: int = 0
     judged_ham: int = 0
+    learning: str = "train"  # or "corrections": only what users would move, plus autolearn
+    autolearned: int = 0
 
     def as_json(self) -> dict[str, object]:
         judged = None if self.judged is None else {
@@ -338,7 +345,9 @@ class Replay:
         return {"mode": "replay", "spam": self.spam, "ham": self.ham,
                 "duplicates": self.duplicates, "failed": len(self.failures),
                 "undated": self.undated, "spam_cutoff": self.spam_cutoff,
-                **_figures(self.pooled), "abstained": self.abstained, "learned": self.learned, "judged": judged,
+                **_figures(self.pooled), "abstained": self.abstained,
+                "learned": self.learned, "judged": judged, "learning": self.learning,
+                "autolearned": self.autolearned,
                 "segments": [segment.as_json() for segment in self.segments],
                 "failures": [{"message": name, "reason": why} for name, why in self.failures],
                 "verdict": None if self.verdict is None else self.verdict.as_json(),
@@ -348,8 +357,18 @@ class Replay:
 def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesParams,
            analyzer: Analyzer | None = None, margin: float = DEFAULT_TRAIN_MARGIN,
            progress: Callable[[int], None] | None = None,
-           judge: Callable[[TokenStore], Scanner] | None = None) -> Replay:
-    """Replay the mail in arrival order into an empty database (see the module's docstring)."""
+           judge: Callable[[TokenStore], Scanner] | None = None,
+           corrections: bool = False) -> Replay:
+    """Replay the mail in arrival order into an empty database (see the module's docstring).
+
+    With `corrections` (and a judge: users see the whole verdict) a message is learned
+    only when its users would move it, as on SME: spam the verdict let through to the
+    Inbox goes to LearnAsSpam, ham it put in junkmail to LearnAsHam (ham refused at
+    RejectLevel never reaches anyone to move). Everything else is left to autolearn, as
+    the configuration has it: it is what teaches the ham users never move.
+    """
+    if corrections and judge is None:
+        raise ValueError("corrections are what users do with the whole verdict: give a judge")
     started = time.perf_counter()
     analyzer = analyzer or Analyzer()
     messages, failures, duplicates = _read(spam, ham, analyzer, progress, keep_bytes=judge is not None)
@@ -360,7 +379,7 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
     decisions = [""] * len(messages)
     waiting = np.zeros(len(messages), dtype=bool)  # Bayes abstained
     sure = math.log(margin / (1.0 - margin))
-    learned = 0
+    learned = autolearned = 0
     with tempfile.TemporaryDirectory(prefix="spamkit-replay-") as folder, \
             LmdbStore(Path(folder) / "db", sync=False) as store:
         classifier = BayesClassifier(store, params)
@@ -376,19 +395,29 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
                 result = verdict.bayes or classifier.score(hashes)
             scores[index], verdicts[index] = result.log_odds, result.verdict
             waiting[index] = result.probability is None
-            on_its_side = result.log_odds if message.spam else -result.log_odds
-            if result.probability is None or on_its_side < sure:
+            if corrections:
+                moved = (message.spam and decisions[index] == "ham") or \
+                    (not message.spam and decisions[index] == "spam")
+            else:
+                on_its_side = result.log_odds if message.spam else -result.log_odds
+                moved = result.probability is None or on_its_side < sure
+            if moved:
                 learner.learn([_item(message)], Label.SPAM if message.spam else Label.HAM)
                 learned += 1
+            elif corrections and scanner is not None:
+                learned_now = scanner.autolearn(message.raw or b"", verdict, message.name)
+                autolearned += learned_now == "learned"
             if progress is not None:
                 progress(1)
     return Replay(accuracy(labels, scores, verdicts), int(labels.sum()), int((~labels).sum()),
                   duplicates, failures, sum(m.arrived is None for m in messages),
                   int(waiting.sum()), learned,
-                  _segments(messages, labels, verdicts, waiting), params.spam_cutoff,
-                  time.perf_counter() - started,
+                  _segments(messages, labels, verdicts, waiting,
+                            decisions if judge is not None else None),
+                  params.spam_cutoff, time.perf_counter() - started,
                   _verdict_figures(labels, decisions) if judge is not None else None,
-                  *_judged(labels, scores, verdicts, waiting))
+                  *_judged(labels, scores, verdicts, waiting),
+                  "corrections" if corrections else "train", autolearned)
 
 
 def _judged(labels: np.ndarray, scores: np.ndarray, verdicts: list[str], waiting: np.ndarray
@@ -402,16 +431,21 @@ def _judged(labels: np.ndarray, scores: np.ndarray, verdicts: list[str], waiting
 
 
 def _segments(messages: list[_Message], labels: np.ndarray, verdicts: list[str],
-              waiting: np.ndarray) -> list[Segment]:
+              waiting: np.ndarray, decisions: list[str] | None) -> list[Segment]:
     segments = []
     for part in np.array_split(np.arange(len(messages)), min(REPLAY_SEGMENTS, len(messages))):
         dated = [messages[i].arrived for i in part if messages[i].arrived is not None]
         called = np.asarray([verdicts[i] for i in part])
-        segments.append(Segment(
+        segment = Segment(
             min(dated) if dated else None, max(dated) if dated else None,
             int(labels[part].sum()), int((~labels[part]).sum()),
             int(((called == "spam") & ~labels[part]).sum()),
-            int(((called != "spam") & labels[part]).sum()), int(waiting[part].sum())))
+            int(((called != "spam") & labels[part]).sum()), int(waiting[part].sum()))
+        if decisions is not None:
+            figures = _verdict_figures(labels[part], [decisions[i] for i in part])
+            segment.verdict_false_positives = figures.false_positives
+            segment.verdict_false_negatives = figures.false_negatives
+        segments.append(segment)
     return segments
 
 

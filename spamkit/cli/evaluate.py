@@ -35,6 +35,10 @@ if TYPE_CHECKING:
               help="Instead of folds: the mail in arrival order into an empty database, each "
                    "message scored, then learned unless the database was sure of it; shows "
                    "the mistakes users would have corrected, tenth by tenth.")
+@click.option("--corrections", is_flag=True,
+              help="With --replay and --verdict: learn only what users would move (spam the "
+                   "verdict let through, ham it marked spam), and what autolearn picks, as on "
+                   "SME, instead of what train would learn.")
 @click.option("--margin", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True),
               default=DEFAULT_TRAIN_MARGIN, show_default=True,
               help="As `spamkit train --margin`: how sure a database must be to leave a "
@@ -49,7 +53,8 @@ if TYPE_CHECKING:
 @click.pass_context
 @batch_garbage_collection
 def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths: tuple[str, ...],
-                     folds: int, replay: bool, margin: float, with_verdict: bool,
+                     folds: int, replay: bool, corrections: bool, margin: float,
+                     with_verdict: bool,
                      rule_files: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
     """Measure how well spamkit's Bayes would sort your own labelled mail, before you
     rely on it or after changing a setting, with this configuration's BayesSpamCutoff,
@@ -78,6 +83,9 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     if replay and ctx.get_parameter_source("folds") is ParameterSource.COMMANDLINE:
         raise click.UsageError("--replay takes the mail in arrival order, not in folds: "
                                "give one of --replay and --folds")
+    if corrections and not (replay and with_verdict):
+        raise click.UsageError("--corrections replays what users do with the whole verdict: "
+                               "give it with --replay and --verdict")
     config = load_config(config_path)
     params = bayes_params(config)
     judge = None
@@ -93,7 +101,7 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     try:
         if replay:
             result = replay_mail(iter_messages(spam_paths), iter_messages(ham_paths), params,
-                                 analyzer, margin, progress, judge)
+                                 analyzer, margin, progress, judge, corrections)
         else:
             result = evaluate(iter_messages(spam_paths), iter_messages(ham_paths), params,
                               analyzer, folds, margin, progress, judge)
@@ -163,20 +171,25 @@ def _replay_report(result: Replay, params: BayesParams) -> str:
         *_figures(result.pooled, result.spam, result.ham, result.spam_cutoff),
         f"  {'scored before Bayes could judge':<40}{result.abstained:>7,} (until "
         f"{params.min_spam_learned} spam and {params.min_ham_learned} ham were learned)",
-        f"  {'learned':<40}{result.learned:>7,}",
+        *([f"  {'learned from users moving them':<40}{result.learned:>7,}",
+            f"  {'autolearned':<40}{result.autolearned:>7,}"]
+          if result.learning == "corrections" else [f"  {'learned':<40}{result.learned:>7,}"]),
     ]
     if result.judged is not None:
         lines += ["once Bayes judged:", *_figures(result.judged, result.judged_spam,
                                                    result.judged_ham, result.spam_cutoff)[1:]]
+    judged_by_verdict = result.verdict is not None
     lines += [
         "",
         "arrived from      to                  spam    ham  false positives  spam missed  "
-        "Bayes waiting",
+        "Bayes waiting" + ("  verdict: ham marked  spam through" if judged_by_verdict else ""),
     ]
     for segment in result.segments:
+        verdict = (f" {segment.verdict_false_positives:>19,} {segment.verdict_false_negatives:>13,}"
+                   if judged_by_verdict else "")
         lines.append(f"{_day(segment.first):<17} {_day(segment.last):<17} {segment.spam:>6,} "
                      f"{segment.ham:>6,} {segment.false_positives:>16,} "
-                     f"{segment.false_negatives:>12,} {segment.abstained:>14,}")
+                     f"{segment.false_negatives:>12,} {segment.abstained:>14,}{verdict}")
     return "\n".join(lines)
 
 

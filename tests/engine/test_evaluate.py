@@ -199,6 +199,17 @@ def test_a_replay_meets_the_mail_in_arrival_order_and_learns_as_it_goes(
                     judge=Scanner.factory(config))
     assert judged.pooled == result.pooled and judged.verdict is not None
     assert judged.as_json()["mode"] == "replay" and judged.as_json()["verdict"] is not None
+    assert all(s.verdict_false_positives is not None for s in judged.segments)
+    assert sum(s.verdict_false_negatives or 0 for s in judged.segments) == judged.verdict.false_negatives
+
+    # as on SME: users move only what the verdict misfiled, autolearn teaches the rest
+    moved = replay(_items(sample, "spam"), _items(sample, "ham") + [undated], params,
+                   judge=Scanner.factory(config), corrections=True)
+    assert moved.learning == "corrections" and moved.verdict is not None
+    assert moved.learned == moved.verdict.false_positives + moved.verdict.false_negatives  # no RejectLevel
+    assert moved.autolearned > 0 and moved.as_json()["autolearned"] == moved.autolearned
+    with pytest.raises(ValueError, match="give a judge"):
+        replay(_items(sample, "spam"), _items(sample, "ham"), params, corrections=True)
 
 
 def test_the_command_replays_on_request_and_refuses_folds_with_it(
@@ -219,3 +230,5 @@ def test_the_command_replays_on_request_and_refuses_folds_with_it(
     assert len(re.findall(r"^\d{4}-\d\d-\d\d \d\d:\d\d  \d{4}-", done.stdout, re.MULTILINE)) == 10
     done = subprocess.run([*command, "--folds", "3"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "give one of --replay and --folds" in done.stderr
+    done = subprocess.run([*command, "--corrections"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "give it with --replay and --verdict" in done.stderr
