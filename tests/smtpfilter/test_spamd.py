@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corpora.readers import CorpusMessage
 from spamkit.store import LmdbStore
@@ -375,3 +377,39 @@ def test_many_large_requests_at_once_hold_memory_for_max_children_only(start_spa
     grown_mib = (kib("VmHWM:") - before) / 1024
     assert grown_mib < 150, grown_mib  # 12 messages held at once would be 240 MiB and more
     assert spamd.stop()[0] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000) | st.builds(
+    lambda method, headers, body: method + b" SPAMC/1.5\r\n" + b"".join(headers) + b"\r\n" + body,
+    st.sampled_from([b"CHECK", b"PROCESS", b"TELL", b"PING", b"SKIP", b"HEADERS", b"check"]),
+    st.lists(st.sampled_from([b"Content-length: 5\r\n", b"Content-length: -1\r\n",
+                              b"Compress: zlib\r\n", b"User: \x00\xff\r\n", b"Set: local\r\n",
+                              b"Message-class: spam\r\n", b": empty\r\n", b"X\r\n"]), max_size=5),
+    st.binary(max_size=200)))
+def test_any_bytes_are_a_request_or_a_protocol_error(data: bytes) -> None:
+    """Whatever a client sends, reading it gives a request or one of the two errors the
+    server answers (or drops silently); nothing else escapes, and an answer to a request
+    always starts with a status line."""
+    import asyncio
+
+    from smtpfilter.spamd import ClientGone, ProtocolError, answer, read_request
+
+    async def read() -> object:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_request(reader, max_message=1000)
+
+    try:
+        request = asyncio.run(read())
+    except ClientGone:
+        assert data == b""
+        return
+    except ProtocolError as error:
+        assert answer(error.code, str(error)).startswith(b"SPAMD/1.1 ")
+        assert answer(error.code, str(error)).count(b"\r\n") == 1  # one line, whatever the input
+        return
+    assert request.method in {"CHECK", "PROCESS", "TELL", "PING", "SKIP", "HEADERS", "SYMBOLS",  # type: ignore[attr-defined]
+                              "REPORT", "REPORT_IFSPAM"}
+    assert len(request.body) <= 1000  # type: ignore[attr-defined]
