@@ -14,14 +14,16 @@ starting from an empty database, with every mistake corrected, how many mistakes
 users have seen, and how soon does it settle? The mail is taken in the order it arrived
 (the topmost Received header's date, else the Date header), each message scored with
 what the messages before it taught, then learned unless the database was already sure
-of it (`train`'s rule, one message at a time): the method of TREC's spam track.
+of it (`train`'s rule, one message at a time): the method of TREC's spam track. With
+`corrections` it learns instead what SME's users would move (the misfiled, as the whole
+verdict filed them) and what autolearn picks.
 
 With a `judge` (`spamkit evaluate --verdict`), each fold is also scored the way
 `spamkit check` decides: the rules, the Bayes bands and the lists at the configured
 TagLevel and RejectLevel, the figures an administrator's users would see.
 
 Nothing is written to the user's database. Only each message's token keys are kept
-between reading and scoring (8 bytes a token), and its bytes only for a judge, whose
+between reading and scoring (8 bytes a key), and its bytes only for a judge, whose
 rules read them.
 """
 
