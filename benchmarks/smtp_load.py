@@ -59,9 +59,12 @@ def _sink(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def _source(port: int) -> float:
     started = time.perf_counter()
-    subprocess.run(["smtp-source", "-l", str(SIZE), "-m", str(MESSAGES), "-s", str(SESSIONS),
-                    "-f", "sender@example.org", "-t", "rcpt@example.org", f"127.0.0.1:{port}"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    done = subprocess.run(["smtp-source", "-l", str(SIZE), "-m", str(MESSAGES), "-s", str(SESSIONS),
+                           "-f", "sender@example.org", "-t", "rcpt@example.org", f"127.0.0.1:{port}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    if done.returncode != 0:  # what smtp-source heard, for whoever reads the failure
+        raise RuntimeError(f"smtp-source to port {port} failed ({done.returncode}): "
+                           f"{done.stderr.strip()[-2000:]}")
     return time.perf_counter() - started
 
 

@@ -130,7 +130,9 @@ class GreylistStore:
             if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window:
                 # new; or retried too late, or passed long ago and not yet pruned: afresh
                 return {"first": now, "passed": 0, "seen": now, "tries": 1}
-            if now - record["first"] >= self.delay:
+            # (max: another thread's attempt, its clock read a moment after ours, may have
+            # made the record: ours is then the same instant, not a retry from the past)
+            if max(0.0, now - record["first"]) >= self.delay:
                 return record | {"passed": now, "seen": now, "tries": record["tries"] + 1}
             return record | {"seen": now, "tries": record["tries"] + 1}  # too early
 
@@ -138,10 +140,10 @@ class GreylistStore:
         if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
             records.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
                                                        "seen": now}, now)
-            return Attempt(0.0, now - float(triplet["first"]))
+            return Attempt(0.0, max(0.0, now - float(triplet["first"])))
         if triplet["passed"]:
             return PASSES
-        return Attempt(max(0.0, float(triplet["first"]) + self.delay - now))
+        return Attempt(max(0.0, self.delay - max(0.0, now - float(triplet["first"]))))
 
 
 @dataclass(frozen=True)
