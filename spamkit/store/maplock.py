@@ -55,11 +55,7 @@ class MapLock:
 
     def release_shared(self) -> None:
         writing_ends = getattr(self._depth, "writer_at", 0) == self._depth.value
-        self._depth.value -= 1
-        with self._condition:
-            self._open -= 1
-            if self._open == 0:
-                self._condition.notify_all()
+        self._leave()
         if writing_ends:
             self._depth.writer_at = 0
             self._writer.release()
@@ -75,12 +71,12 @@ class MapLock:
             try:
                 txn = env.begin(write=write)
             except lmdb.MapResizedError:
-                self._release_failed_begin()
+                self._leave()  # (the writer lock stays: this thread tries again)
                 with self.exclusive():
                     env.set_mapsize(0)
                 continue
             except BaseException:
-                self._release_failed_begin()
+                self._leave()
                 if write:
                     self._writer.release()
                 raise
@@ -88,8 +84,8 @@ class MapLock:
                 self._depth.writer_at = self._depth.value
             return txn
 
-    def _release_failed_begin(self) -> None:
-        """release_shared for a transaction that never began (the writer lock stays)."""
+    def _leave(self) -> None:
+        """One open transaction of this thread fewer (the shared hold it took)."""
         self._depth.value -= 1
         with self._condition:
             self._open -= 1
