@@ -48,7 +48,7 @@ def analyzer_for(store: TokenStore | None, limits: ParseLimits = DEFAULT_LIMITS)
     A database built by a tokenizer this spamkit does not know is refused: scoring it
     with another would find almost none of its tokens, silently.
     """
-    recorded = store.meta().get("tokenizer") if store is not None else None
+    recorded = store.meta_value("tokenizer") if store is not None else None
     if not recorded:
         return Analyzer(limits=limits)
     tokenizer = EmailTokenizer.from_version(recorded)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from spamkit.bytemodel import BIAS, ModelCache
 from spamkit.store.base import TokenCounts, TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
@@ -65,6 +66,10 @@ class BayesResult:
     used: int = 0  # of which strong enough to count
     clues: list[Clue] = field(default_factory=list)
     reason: str = ""
+    # with the byte model (docs/decisions/0024), `probability` and `log_odds` are the two
+    # models together; these are the parts: Bayes's chi-square alone, the byte model's vote
+    chi2_probability: float | None = None
+    byte_log_odds: float | None = None
 
 
 def _row_log_sum_exp(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -236,20 +241,26 @@ def three_way(probability: float | None, params: BayesParams) -> str:
 
 
 class BayesClassifier:
-    """Scores a message's token hashes against a store."""
+    """Scores a message's token hashes against a store, and, given the message's byte
+    4-gram buckets (`bytemodel.grams`), adds the byte model's vote when the database has one."""
 
     def __init__(self, store: TokenStore, params: BayesParams | None = None) -> None:
         self.store = store
         self.params = params or BayesParams()
+        self._models = ModelCache()
 
     def score(self, keys: Sequence[bytes], tokens: Sequence[str] | None = None,
-              explain: int = 0) -> BayesResult:
+              explain: int = 0, grams: npt.NDArray[np.uint32] | None = None) -> BayesResult:
         """Score token hashes; with `tokens` (same order) and `explain`, name the clues."""
-        return self._judge([self.store.counts(keys)], [keys], [tokens], explain)[0]
+        result = self._judge([self.store.counts(keys)], [keys], [tokens], explain)[0]
+        if grams is not None:
+            self._add_byte_model([result], [grams])
+        return result
 
     def score_many(self, key_lists: Sequence[Sequence[bytes]],
                    token_lists: Sequence[Sequence[str] | None] | None = None,
-                   explain: int = 0) -> list[BayesResult]:
+                   explain: int = 0,
+                   gram_lists: Sequence[npt.NDArray[np.uint32]] | None = None) -> list[BayesResult]:
         """`score` for several messages, their tokens read from the store together and
         their probabilities worked out together."""
         if not key_lists:
@@ -257,8 +268,30 @@ class BayesClassifier:
         totals = self.store.totals()
         if self._abstains(totals):  # (the first batches of `train`): no lookups to make
             return [self._abstention(totals, keys) for keys in key_lists]
-        return self._judge(self.store.counts_many(key_lists), key_lists,
-                           token_lists or [None] * len(key_lists), explain)
+        results = self._judge(self.store.counts_many(key_lists), key_lists,
+                              token_lists or [None] * len(key_lists), explain)
+        if gram_lists is not None:
+            self._add_byte_model(results, gram_lists)
+        return results
+
+    def _add_byte_model(self, results: Sequence[BayesResult],
+                        gram_lists: Sequence[npt.NDArray[np.uint32]]) -> None:
+        """Add the byte model's log-odds (plus BIAS) to each judged result's, when the
+        database has a model that has learned something; abstentions stay abstentions."""
+        if all(result.probability is None for result in results):
+            return
+        model = self._models.get(self.store)
+        if model is None or model.steps == 0:
+            return
+        for result, buckets in zip(results, gram_lists):
+            if result.probability is None:
+                continue
+            vote = model.log_odds(buckets)
+            result.chi2_probability = result.probability
+            result.byte_log_odds = vote
+            result.log_odds += vote + BIAS
+            result.probability = _logistic(result.log_odds)
+            result.verdict = three_way(result.probability, self.params)
 
     def _abstains(self, totals: Totals) -> bool:
         params = self.params
@@ -309,6 +342,13 @@ class BayesClassifier:
                                       chosen[mine], explain)
             results.append(result)
         return results
+
+
+def _logistic(log_odds: float) -> float:
+    if log_odds >= 0:
+        return 1.0 / (1.0 + math.exp(-log_odds))
+    odds = math.exp(max(log_odds, -745.0))
+    return odds / (1.0 + odds)
 
 
 def _clues(counts: TokenCounts, keys: Sequence[bytes], tokens: Sequence[str],

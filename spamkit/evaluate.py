@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
+from spamkit.bytemodel import byte_prefix, grams
 from spamkit.errors import SpamkitError
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
 from spamkit.message import ParsedMessage, message_key
@@ -137,6 +139,11 @@ class _Message:
     name: str
     raw: bytes | None = None  # kept only for a judge
     arrived: float | None = None  # Unix time it reached the mailbox, when a header says
+    prefix: bytes = b""  # what the byte model reads of it (at most 3,000 bytes)
+
+    @property
+    def grams(self) -> npt.NDArray[np.uint32]:
+        return grams(self.prefix)
 
     @property
     def hashes(self) -> list[bytes]:
@@ -178,10 +185,11 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
             for start in range(0, len(held_out), SCORE_BATCH):
                 chunk = held_out[start:start + SCORE_BATCH]
                 if scanner is None:
-                    bayes = classifier.score_many([messages[i].hashes for i in chunk])
+                    bayes = classifier.score_many([messages[i].hashes for i in chunk],
+                                                  gram_lists=[messages[i].grams for i in chunk])
                 else:  # the same Bayes results, with the rules and lists around them
                     judged = scanner.scan_many([messages[i].raw or b"" for i in chunk])
-                    bayes = [v.bayes or classifier.score(messages[i].hashes)
+                    bayes = [v.bayes or classifier.score(messages[i].hashes, grams=messages[i].grams)
                              for i, v in zip(chunk, judged)]
                     for index, verdict in zip(chunk, judged):
                         decisions[index] = verdict.decision
@@ -235,7 +243,8 @@ def _read(spam: Iterable[SourceItem], ham: Iterable[SourceItem], analyzer: Analy
             seen.add(key)
             analysis = analyzer.analyze(item.data)
             messages.append(_Message(key, pack_keys(analysis.hashes), is_spam, item.name,
-                                     item.data if keep_bytes else None, arrival_time(analysis.message)))
+                                     item.data if keep_bytes else None, arrival_time(analysis.message),
+                                     byte_prefix(item.data)))
     return messages, failures, duplicates
 
 
@@ -251,7 +260,8 @@ def arrival_time(message: ParsedMessage) -> float | None:
 
 def _item(message: _Message) -> SourceItem:
     """What Learner.train takes, its key and tokens worked out already (no bytes)."""
-    return SourceItem(message.name, b"", token_keys=message.hashes, key=message.key)
+    return SourceItem(message.name, b"", token_keys=message.hashes, key=message.key,
+                      byte_prefix=message.prefix)
 
 
 def _check_enough(labels: np.ndarray, fold_of: np.ndarray, folds: int, params: BayesParams,
@@ -390,11 +400,11 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
         for index, message in enumerate(messages):
             hashes = message.hashes
             if scanner is None:
-                result = classifier.score(hashes)
+                result = classifier.score(hashes, grams=message.grams)
             else:
                 verdict = scanner.scan(message.raw or b"")
                 decisions[index] = verdict.decision
-                result = verdict.bayes or classifier.score(hashes)
+                result = verdict.bayes or classifier.score(hashes, grams=message.grams)
             scores[index], verdicts[index] = result.log_odds, result.verdict
             waiting[index] = result.probability is None
             if corrections:

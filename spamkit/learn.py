@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
+from spamkit.bytemodel import META_NAME, META_SERIAL, ByteModel, byte_prefix, grams, new_serial, read_model
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -93,6 +94,7 @@ class _Pending:
     hashes: list[bytes]
     previous: Label | None = None  # what the message was learned as before, if anything
     packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
+    prefix: bytes | None = None  # what the byte model reads of it (None: not known)
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -124,6 +126,9 @@ class Learner:
         self.max_tokens = max_tokens  # None: never expire automatically
         self.seen_days = seen_days
         self._started = time.perf_counter()  # of the current learn or train, for its summary
+        # the byte model as this learner last committed it, with its serial: the next batch
+        # reuses it if no other writer has changed it since (decoding it costs ~2 ms)
+        self._byte_model: tuple[str, ByteModel] | None = None
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
@@ -181,7 +186,9 @@ class Learner:
             return None
         assert item.data is not None
         hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
-        return _Pending(item, key, hashes, known)
+        prefix = item.byte_prefix if item.byte_prefix is not None else \
+            byte_prefix(item.data) if item.data else None
+        return _Pending(item, key, hashes, known, prefix=prefix)
 
     def train(self, spam: Iterable[SourceItem], ham: Iterable[SourceItem],
               classifier: BayesClassifier, margin: float = DEFAULT_TRAIN_MARGIN,
@@ -204,7 +211,7 @@ class Learner:
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
             for item, pending in self._prepare_all(items, label, summary, by):
-                if pending is not None:  # keep the keys, packed, and drop the bytes
+                if pending is not None:  # keep the keys (packed) and the prefix, drop the bytes
                     pending.item = SourceItem(item.name, None, path=item.path)
                     pending.packed, pending.hashes = pack_keys(pending.hashes), []
                     queue.append((label, pending))
@@ -226,14 +233,41 @@ class Learner:
                     summary.count(Outcome.CONFIDENT)
                 else:
                     needed[label].append(pending)
-            # one transaction a batch, both labels (a commit is an fsync: ~5 ms)
+            # one transaction a batch, both labels (a commit is an fsync: ~5 ms); the byte
+            # model reads every message of the batch, in key order, and learns those it is
+            # not yet sure of (its own threshold: decision 0024)
             labelled: list[tuple[_Pending, Label | None]] = [
                 (pending, label) for label, pendings in needed.items() for pending in pendings]
-            if labelled:
-                self._commit(labelled, summary, None, by)
-            for _, pending in batch:  # done with: let the keys go
-                pending.hashes = []
+            self._commit(labelled, summary, None, by, model_reads=batch)
+            for _, pending in batch:  # done with: let the keys and the prefix go
+                pending.hashes, pending.prefix = [], None
         return self._finish(summary)
+
+    def _teach_byte_model(self, writer: StoreWriter, lessons: list[tuple[_Pending, Label]]
+                          ) -> tuple[str, ByteModel] | None:
+        """The byte model's online steps for these messages, in order, saved in the
+        batch's transaction if any moved it; returns the model and its serial as committed.
+        A forgotten message is not taken back out: its weights are shared with every
+        message learned since, so there is no exact way to (decision 0024)."""
+        lessons = [(pending, label) for pending, label in lessons if pending.prefix]
+        kept, self._byte_model = self._byte_model, None  # until this batch commits
+        if not lessons:
+            return kept
+        serial = writer.meta_value(META_SERIAL)
+        if kept is not None and serial is not None and kept[0] == serial:
+            model = kept[1]
+        else:
+            model = read_model(writer.meta_value(META_NAME)) or ByteModel()
+        model = model.copy()  # (a batch that fails must not leave its steps behind)
+        for pending, label in lessons:
+            assert pending.prefix is not None
+            model.learn(grams(pending.prefix), label is Label.SPAM)
+        if not model.changed:
+            return None if serial is None else (serial, model)
+        serial = new_serial()
+        writer.set_meta(META_NAME, model.encode())
+        writer.set_meta(META_SERIAL, serial)
+        return serial, model
 
     def _finish(self, summary: LearnSummary) -> LearnSummary:
         """Expire down from the token cap if learning went over it, and, once a day, the
@@ -241,7 +275,7 @@ class Learner:
         try:
             if self.max_tokens and self.store.totals().ntokens > self.max_tokens:
                 summary.expired = self.store.expire(int(self.max_tokens * EXPIRE_TO))
-            if self.seen_days and self.store.meta().get("last_seen_expire") != str(today()):
+            if self.seen_days and self.store.meta_value("last_seen_expire") != str(today()):
                 summary.seen_expired, _ = self.store.expire_seen(today() - self.seen_days)
         except StoreError as error:  # what was learned is committed; say so
             raise self._stopped(error, summary) from None
@@ -254,20 +288,31 @@ class Learner:
         return LearningStopped(error, summary)
 
     def _commit(self, labelled: list[tuple[_Pending, Label | None]], summary: LearnSummary,
-                on_commit: CommitCallback | None, by: str) -> None:
+                on_commit: CommitCallback | None, by: str,
+                model_reads: list[tuple[Label, _Pending]] | None = None) -> None:
         """Learn (or, with label None, forget) each message as labelled, in order, all in
-        one write transaction."""
+        one write transaction, the byte model's weights with them. The byte model learns
+        from the messages learned or relearned here, or, given `model_reads`, from those."""
+        if not labelled and not model_reads:
+            return
         outcomes: list[tuple[SourceItem, Outcome]] = []
         try:
             with self.store.writer() as writer:
                 writer.prefetch_seen([pending.key for pending, _ in labelled])
+                model_lessons: list[tuple[_Pending, Label]] = [
+                    (pending, label) for label, pending in model_reads or ()]
                 for pending, label in labelled:
                     outcome = _apply(writer, pending, label, by == "autolearn")
                     outcomes.append((pending.item, outcome))
                     if outcome is not Outcome.SKIPPED:
                         writer.log_event(pending.key, by, label.value if label is not None else "forget",
                                          outcome.value)
+                    if model_reads is None and label is not None and \
+                            outcome in (Outcome.LEARNED, Outcome.RELEARNED):
+                        model_lessons.append((pending, label))
+                taught = self._teach_byte_model(writer, model_lessons)
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
+            self._byte_model = taught  # committed: what the next batch may start from
         except StoreError as error:
             raise self._stopped(error, summary) from None
         for _, outcome in outcomes:  # counted only once committed

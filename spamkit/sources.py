@@ -29,7 +29,8 @@ class SourceItem:
     path: Path | None = None  # the file, when the message is a whole file
     token_keys: list[bytes] | None = None  # already tokenized (by the scanner): not analysed again
     key: bytes | None = None  # its message key, already worked out (with token_keys, the bytes
-    # are not needed again: `spamkit evaluate` keeps only these two of each message)
+    # are not needed again: `spamkit evaluate` keeps only these of each message)
+    byte_prefix: bytes | None = None  # what the byte model reads (bytemodel.byte_prefix)
 
 
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:

@@ -24,6 +24,7 @@ from typing import Any
 from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
+from spamkit.bytemodel import byte_prefix, grams
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError, StoreError
 from spamkit.learn import Learner
@@ -206,7 +207,8 @@ class Scanner:
         analysis = self.analyzer.analyze(raw, parsed, with_tokens=explain)
         bayes = None
         if with_bayes and self.use_bayes and self.bayes is not None:
-            bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0)
+            bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0,
+                                     grams=grams(byte_prefix(raw)))
         return self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
 
     def scan_many(self, raws: Sequence[bytes], envelope_from: str | None = None,
@@ -223,7 +225,7 @@ class Scanner:
         if self.use_bayes and self.bayes is not None:
             results = list(self.bayes.score_many(
                 [a.hashes for a in analyses], [a.tokens for a in analyses],
-                explain=15 if explain else 0))
+                explain=15 if explain else 0, gram_lists=[grams(byte_prefix(raw)) for raw in raws]))
         return [self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
                 for raw, analysis, bayes in zip(raws, analyses, results)]
 

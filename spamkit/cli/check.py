@@ -111,7 +111,11 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
             "autolearn": verdict.autolearn, "listed": verdict.listed,
         }
         if bayes is not None:
-            record.update(tokens=bayes.tokens, known_tokens=bayes.known, used_tokens=bayes.used)
+            record.update(tokens=bayes.tokens, known_tokens=bayes.known, used_tokens=bayes.used,
+                          bayes_chi2=bayes.chi2_probability if bayes.byte_log_odds is not None
+                          else bayes.probability,
+                          byte_model_log_odds=None if bayes.byte_log_odds is None
+                          else round(bayes.byte_log_odds, 4))
             if bayes.reason:
                 record["reason"] = bayes.reason
         if learned is not None:
@@ -138,6 +142,9 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
         if bayes is not None:
             if bayes.reason:
                 click.echo(f"    bayes: {bayes.reason}")
+            if bayes.byte_log_odds is not None and bayes.chi2_probability is not None:
+                click.echo(f"    bayes: chi-square {bayes.chi2_probability:.4f}, byte model "
+                           f"log-odds {bayes.byte_log_odds:+.2f} (docs/decisions/0024)")
             for clue in bayes.clues:
                 click.echo(f"    bayes {clue.probability:.4f}  spam {clue.spam:>5}  "
                            f"ham {clue.ham:>5}  {clue.token!r}")

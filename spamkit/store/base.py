@@ -154,6 +154,9 @@ class StoreWriter(Protocol):
 
     def set_meta(self, name: str, value: str) -> None: ...
 
+    def meta_value(self, name: str) -> str | None:
+        """One meta value as the batch's transaction sees it (the byte model's weights)."""
+
     def log_event(self, message_key: bytes, by: str, action: str, outcome: str) -> None: ...
 
 
@@ -175,6 +178,9 @@ class TokenStore(Protocol):
 
     def meta(self) -> dict[str, str]:
         """Named facts about the database ("tokenizer": the version that built it)."""
+
+    def meta_value(self, name: str) -> str | None:
+        """One of them, read alone (meta() reads the byte model's megabyte too)."""
 
     def expire(self, max_tokens: int) -> int: ...
 

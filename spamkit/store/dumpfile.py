@@ -1,7 +1,7 @@
 """The dump format: a versioned, line-oriented text file any backend writes and reads.
 
     spamkit-dump 1
-    meta <name> <value>                      (nspam, nham, tokenizer, last_expire, ...)
+    meta <name> <value>                      (nspam, nham, tokenizer, last_expire, bytemodel, ...)
     token <16 hex digits> <spam> <ham> <day>
     seen <32 hex digits> <spam|ham> <day>
     event <48 hex digits: message key and time> <JSON record>
@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from spamkit.bytemodel import META_NAME as BYTE_MODEL_META
+from spamkit.bytemodel import ByteModel
 from spamkit.errors import StoreError
 from spamkit.store.base import Label, TokenRecord
 
@@ -116,6 +118,8 @@ class DumpReader:
             value = " ".join(fields[2:])
             if fields[1] in NUMERIC_META:
                 value = str(_count(value))
+            elif fields[1] == BYTE_MODEL_META:
+                ByteModel.decode(value)  # ValueError says what is wrong with it
             self.meta[fields[1]] = value
         elif kind == "end":
             counts = [int(field) for field in fields[1:4]]

@@ -128,6 +128,12 @@ class LmdbWriter(PendingChanges):
     def prefetch_seen(self, message_keys: Sequence[bytes]) -> None:
         """Nothing to do: a read in the write transaction costs a microsecond."""
 
+    def meta_value(self, name: str) -> str | None:
+        if name in self._meta:
+            return self._meta[name]
+        raw = self._txn.get(name.encode(), db=self._store._meta_db)
+        return None if raw is None else bytes(raw).decode()
+
     def _write_tokens(self, txn: lmdb.Transaction, day: int) -> None:
         if not self._deltas:
             return
@@ -534,6 +540,11 @@ class LmdbStore:
     def meta(self) -> dict[str, str]:
         with self._transaction() as txn:
             return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
+
+    def meta_value(self, name: str) -> str | None:
+        with self._transaction() as txn:
+            raw = txn.get(name.encode(), db=self._meta_db)
+            return None if raw is None else bytes(raw).decode()
 
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the database's size on disk."""

@@ -163,6 +163,12 @@ class RedisWriter(PendingChanges):
             self._stored.update((key, CODE_LABEL.get(raw[0]) if raw else None)
                                 for key, raw in zip(chunk, raws))
 
+    def meta_value(self, name: str) -> str | None:
+        if name in self._meta:
+            return self._meta[name]
+        raw = self._pipe.hget(self._store.key("meta"), name)  # under the lock: this batch's view
+        return None if raw is None else bytes(raw).decode(errors="replace")
+
     def replace(self, command: str, *args: Any) -> None:
         """A command queued ahead of the batch's own writes (restore, reset, expiry)."""
         self._replace.append((command, list(args)))
@@ -403,6 +409,11 @@ class RedisStore:
         with reaching(self.location):
             found = self._client.hgetall(self.key("meta"))
         return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in sorted(found.items())}
+
+    def meta_value(self, name: str) -> str | None:
+        with reaching(self.location):
+            raw = self._client.hget(self.key("meta"), name)
+        return None if raw is None else bytes(raw).decode(errors="replace")
 
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the memory Redis gives the database."""

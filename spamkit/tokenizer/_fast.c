@@ -8,6 +8,8 @@
  * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
  * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
+ * byte_grams makes the byte model's buckets (docs/decisions/0024; the reference is
+ * spamkit/bytemodel.py's numpy code).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
  * compares them on the whole corpus and on hypothesis's strings):
@@ -21,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- XXH3-64 (<= 240 bytes) */
@@ -929,7 +932,69 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(byte_grams_doc,
+"byte_grams(prefix, bits) -> bytes\n\n"
+"The distinct buckets of the 4-byte windows of `prefix` (padded with NULs to 4 bytes),\n"
+"each window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by\n"
+"32 - bits: as native uint32 values in ascending order.");
+
+static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer prefix;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*i", &prefix, &bits))
+        return NULL;
+    if (bits < 6 || bits > 24) {
+        PyBuffer_Release(&prefix);
+        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
+        return NULL;
+    }
+    uint8_t padded[4] = {0, 0, 0, 0};
+    const uint8_t *data = (const uint8_t *)prefix.buf;
+    size_t length = (size_t)prefix.len;
+    if (length < 4) {
+        memcpy(padded, data, length);
+        data = padded;
+        length = 4;
+    }
+    size_t words = ((size_t)1 << bits) / 64;
+    uint64_t *seen = (uint64_t *)calloc(words, sizeof(uint64_t));
+    if (seen == NULL) {
+        PyBuffer_Release(&prefix);
+        return PyErr_NoMemory();
+    }
+    unsigned shift = 32u - (unsigned)bits;
+    size_t distinct = 0;
+    uint32_t window = ((uint32_t)data[0] << 16) | ((uint32_t)data[1] << 8) | data[2];
+    for (size_t i = 3; i < length; i++) {
+        window = (window << 8) | data[i];
+        uint32_t bucket = (uint32_t)(window * 2654435761u) >> shift;
+        uint64_t bit = (uint64_t)1 << (bucket & 63);
+        if (!(seen[bucket >> 6] & bit)) {
+            seen[bucket >> 6] |= bit;
+            distinct++;
+        }
+    }
+    PyBuffer_Release(&prefix);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(distinct * sizeof(uint32_t)));
+    if (out == NULL) {
+        free(seen);
+        return NULL;
+    }
+    uint32_t *buckets = (uint32_t *)PyBytes_AS_STRING(out);
+    size_t n = 0;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t set = seen[w];
+        while (set) {
+            buckets[n++] = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(set));
+            set &= set - 1;
+        }
+    }
+    free(seen);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"byte_grams", byte_grams, METH_VARARGS, byte_grams_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},

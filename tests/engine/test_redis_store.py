@@ -58,9 +58,10 @@ def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> list[Sourc
 
 
 def state(store: TokenStore) -> tuple[object, ...]:
-    """Totals, every token's counts and day, and the learned-once marks."""
+    """Totals, every token's counts and day, the learned-once marks, and the byte model."""
     return (store.totals(), sorted((r.key, r.spam, r.ham, r.day) for r in store.records()),
-            sorted((s.key, s.label) for s in store.seen_records()))  # type: ignore[attr-defined]
+            sorted((s.key, s.label) for s in store.seen_records()),  # type: ignore[attr-defined]
+            store.meta_value("bytemodel"))
 
 
 def test_learning_gives_lmdbs_records_step_by_step(rstore: RedisStore, tmp_path: Path,

@@ -1,0 +1,217 @@
+"""The byte model (decision 0024): its features from any bytes, its online steps, its
+place in the database (written with the batch, dumped, restored, refused when damaged),
+and how its vote joins Bayes's."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit import bytemodel
+from spamkit.bayes import BayesClassifier, BayesParams
+from spamkit.bytemodel import BIAS, ByteModel, byte_prefix, grams
+from spamkit.errors import StoreCorrupt, StoreError
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from tests.conftest import as_items
+
+
+def reference_grams(prefix: bytes) -> np.ndarray:
+    """The buckets worked out the slow, obvious way: every 4-byte window, hashed, distinct."""
+    padded = prefix.ljust(4, b"\0")
+    buckets = set()
+    for start in range(len(padded) - 3):
+        window = int.from_bytes(padded[start:start + 4], "big")
+        buckets.add(((window * 2654435761) & 0xFFFFFFFF) >> (32 - bytemodel.BITS))
+    return np.array(sorted(buckets), dtype=np.int64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=5000))
+def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> None:
+    prefix = byte_prefix(raw)
+    assert len(prefix) <= bytemodel.PREFIX_BYTES
+    assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
+
+
+@pytest.mark.skipif(bytemodel._fast is None, reason="built without the C core")
+def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMessage],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On every message of the corpus and on edge cases: the C core's array is numpy's."""
+    prefixes = [byte_prefix(m.data) for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
+    from_c = [grams(prefix) for prefix in prefixes]
+    monkeypatch.setattr(bytemodel, "_fast", None)
+    for prefix, fast in zip(prefixes, from_c):
+        assert np.array_equal(grams(prefix), fast), prefix[:40]
+
+
+def test_line_ends_and_filters_headers_do_not_change_what_is_read() -> None:
+    plain = b"From: a@example.com\nSubject: hello\n\nbody text\n"
+    crlf = plain.replace(b"\n", b"\r\n")
+    filtered = (b"X-Spam-Status: Yes, score=12.0\n\trequired=5.0 tests=BAYES_99\n"
+                b"From: a@example.com\nX-Spam-Flag: YES\nSubject: hello\n"
+                b"x-bogosity: Spam, tests=bogofilter\n\nbody text\n")
+    assert byte_prefix(crlf) == byte_prefix(plain) == byte_prefix(filtered) == plain
+    # the same words in the body are read: only header lines are filters' headers
+    body = b"Subject: x\n\nX-Spam-Status: quoted in a reply\n"
+    assert byte_prefix(body) == body
+
+
+def test_a_step_moves_toward_the_label_unless_already_sure() -> None:
+    model = ByteModel()
+    spam = grams(b"Subject: cheap pills\n\nbuy now")
+    assert model.learn(spam, True) and model.log_odds(spam) > 0
+    for _ in range(2000):  # until the model is sure of it, by the thick threshold
+        if not model.learn(spam, True):
+            break
+    sure = 1 / (1 + math.exp(-model.log_odds(spam)))
+    assert sure >= 1 - bytemodel.THICK
+    steps = model.steps
+    assert not model.learn(spam, True) and model.steps == steps
+    assert model.learn(spam, False)  # the other label always moves it back
+
+
+def test_encoding_round_trips_and_damage_is_named() -> None:
+    model = ByteModel()
+    model.learn(grams(b"some message"), True)
+    again = ByteModel.decode(model.encode())
+    assert again.steps == 1 and np.array_equal(again.weights, model.weights)
+    text = model.encode()
+    head, bits, steps, packed = text.split(":", 3)
+    for damaged, why in [("xx" + text, "not a byte model"),
+                         (f"{head}:20:{steps}:{packed}", r"2\^20 buckets"),
+                         (f"{head}:{bits}:many:{packed}", "step count"),
+                         (f"{head}:{bits}:{steps}:{packed[:-8]}", "bytes of weights"),
+                         (f"{head}:{bits}:{steps}:{packed[:-4]}!!!!", "base64")]:
+        with pytest.raises(ValueError, match=why):
+            ByteModel.decode(damaged)
+    nan = model.weights.copy()
+    nan[5] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        ByteModel.decode(ByteModel(nan, 1).encode())
+
+
+@pytest.fixture(scope="module")
+def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> tuple[list[SourceItem], list[SourceItem]]:
+    train, _ = split
+    spam = as_items([m for m in train if m.label == "spam"][:260])
+    ham = as_items([m for m in train if m.label == "ham"][:260])
+    return spam, ham
+
+
+def model_of(store: LmdbStore) -> ByteModel | None:
+    return bytemodel.read_model(store.meta_value(bytemodel.META_NAME))
+
+
+def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
+                                                  sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    spam, ham = sample
+    Learner(store, batch_size=50).learn(spam[:100], Label.SPAM)
+    first = model_of(store)
+    assert first is not None and first.steps > 0
+    assert store.magic()["byte_model_steps"] == first.steps
+    serial = store.meta_value(bytemodel.META_SERIAL)
+    Learner(store).learn(spam[:100], Label.SPAM)  # known already: nothing learned, no step
+    assert store.meta_value(bytemodel.META_SERIAL) == serial
+    Learner(store).learn(spam[:10], Label.HAM)  # relearned: steps toward ham
+    relearned = model_of(store)
+    assert relearned is not None and relearned.steps > first.steps
+    assert store.meta_value(bytemodel.META_SERIAL) != serial
+    some = grams(byte_prefix(spam[0].data or b""))
+    assert relearned.log_odds(some) < first.log_odds(some)
+    Learner(store).learn(spam[:10], None)  # forgetting leaves the model as it was
+    forgotten = model_of(store)
+    assert forgotten is not None and np.array_equal(forgotten.weights, relearned.weights)
+    with pytest.raises(RuntimeError):  # a batch that fails writes no step either
+        with store.writer() as writer:
+            writer.set_meta(bytemodel.META_NAME, ByteModel().encode())
+            raise RuntimeError("mid-batch")
+    after = model_of(store)
+    assert after is not None and np.array_equal(after.weights, relearned.weights)
+
+
+def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore,
+                                                sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    spam, ham = sample
+    learner = Learner(store)
+    classifier = BayesClassifier(store, BayesParams())
+    message = spam[250].data or b""
+    keys = learner.analyzer.analyze(message).hashes
+    buckets = grams(byte_prefix(message))
+    learner.learn(spam[:150], Label.SPAM)
+    waiting = classifier.score(keys, grams=buckets)  # Bayes abstains: so does the sum
+    assert waiting.probability is None and waiting.byte_log_odds is None
+    learner.learn(spam[150:240], Label.SPAM)
+    learner.learn(ham[:240], Label.HAM)
+    alone = classifier.score(keys)
+    both = classifier.score(keys, grams=buckets)
+    model = model_of(store)
+    assert model is not None and alone.probability is not None and both.probability is not None
+    assert both.chi2_probability == alone.probability
+    assert both.byte_log_odds == pytest.approx(model.log_odds(buckets))
+    assert both.log_odds == pytest.approx(alone.log_odds + model.log_odds(buckets) + BIAS)
+    assert both.probability == pytest.approx(1 / (1 + math.exp(-both.log_odds)))
+    [many] = classifier.score_many([keys], gram_lists=[buckets])
+    assert many.log_odds == pytest.approx(both.log_odds)
+
+
+def test_a_database_without_a_model_scores_as_before(store: LmdbStore,
+                                                     sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """A database learned before the byte model (or with it dropped) is Bayes alone."""
+    spam, ham = sample
+    learner = Learner(store)
+    learner.learn(spam[:220], Label.SPAM)
+    learner.learn(ham[:220], Label.HAM)
+    with store.writer() as writer:  # as a database from before the model
+        writer.set_meta(bytemodel.META_NAME, "")
+        writer.set_meta(bytemodel.META_SERIAL, "")
+    classifier = BayesClassifier(store)
+    message = spam[230].data or b""
+    keys = learner.analyzer.analyze(message).hashes
+    result = classifier.score(keys, grams=grams(byte_prefix(message)))
+    assert result.byte_log_odds is None
+    assert result.log_odds == classifier.score(keys).log_odds
+
+
+def test_dump_restore_keeps_it_and_a_damaged_one_changes_nothing(
+        store: LmdbStore, tmp_path: Path, sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    spam, _ = sample
+    Learner(store).learn(spam[:30], Label.SPAM)
+    text = io.StringIO()
+    store.dump(text)
+    assert "\nmeta bytemodel bm1:" in text.getvalue()
+    with LmdbStore(tmp_path / "copy") as copy:
+        copy.restore(io.StringIO(text.getvalue()))
+        restored = model_of(copy)
+        original = model_of(store)
+        assert restored is not None and original is not None
+        assert np.array_equal(restored.weights, original.weights)
+        lines = text.getvalue().splitlines(keepends=True)
+        number = next(i for i, line in enumerate(lines) if line.startswith("meta bytemodel "))
+        lines[number] = lines[number].rstrip("\n")[:-24] + "\n"  # cut short, still base64
+        with pytest.raises(StoreError, match=f"dump line {number + 1}.*bytes of weights"):
+            copy.restore(io.StringIO("".join(lines)))
+        again = model_of(copy)
+        assert again is not None and np.array_equal(again.weights, original.weights)
+
+
+def test_a_damaged_model_in_the_database_is_a_clear_error(store: LmdbStore,
+                                                          sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    spam, ham = sample
+    Learner(store).learn(spam[:210], Label.SPAM)
+    Learner(store).learn(ham[:210], Label.HAM)
+    with store.writer() as writer:
+        writer.set_meta(bytemodel.META_NAME, "bm1:18:3:AAAA")
+        writer.set_meta(bytemodel.META_SERIAL, "changed")
+    message = spam[220].data or b""
+    keys = Learner(store).analyzer.analyze(message).hashes
+    with pytest.raises(StoreCorrupt, match="byte model is damaged"):
+        BayesClassifier(store).score(keys, grams=grams(byte_prefix(message)))
