@@ -277,11 +277,12 @@ class BayesClassifier:
     def _add_byte_model(self, results: Sequence[BayesResult],
                         gram_lists: Sequence[npt.NDArray[np.uint32]]) -> None:
         """Add the byte model's log-odds (plus BIAS) to each judged result's, when the
-        database has a model that has learned something; abstentions stay abstentions."""
+        database has a model that has learned enough of both labels to vote; abstentions
+        stay abstentions."""
         if all(result.probability is None for result in results):
             return
         model = self._models.get(self.store)
-        if model is None or model.steps == 0:
+        if model is None or not model.votes:
             return
         for result, buckets in zip(results, gram_lists):
             if result.probability is None:

@@ -44,6 +44,10 @@ GRAM = 4
 RATE = 0.01  # each step moves the message's weights by RATE * (label - p)
 THICK = 0.1  # learn a message unless p is within this of its label
 BIAS = -math.log(49 / 9)  # added to the model's log-odds (chosen by cross-validation, 0024)
+MIN_STEPS = 100  # steps toward each label before the model votes (`train` takes 150-215 each)
+RUN_LESSONS = 50  # a `learn` run teaches it at most this many messages: a long run of one
+# label (`learn --spam` of a whole folder, then `--ham`) leaves an online model leaning
+# toward whichever came last, by up to 18 false positives in cross-validation (0024)
 META_NAME = "bytemodel"  # the weights, in the database's meta table
 META_SERIAL = "bytemodel_serial"  # changes with every write, so readers know to reload
 _FORMAT = "bm1"
@@ -103,13 +107,25 @@ def _scratch() -> npt.NDArray[np.int32]:
 class ByteModel:
     """The weights, and what scoring and learning do with them."""
 
-    def __init__(self, weights: npt.NDArray[np.float32] | None = None, steps: int = 0) -> None:
+    def __init__(self, weights: npt.NDArray[np.float32] | None = None,
+                 spam_steps: int = 0, ham_steps: int = 0) -> None:
         self.weights = np.zeros(1 << BITS, dtype=np.float32) if weights is None else weights
-        self.steps = steps  # how many times it has learned: 0 is a model with nothing to say
+        self.spam_steps = spam_steps  # how many times it has learned, toward each label
+        self.ham_steps = ham_steps
         self.changed = False
 
+    @property
+    def steps(self) -> int:
+        return self.spam_steps + self.ham_steps
+
+    @property
+    def votes(self) -> bool:
+        """Whether it has learned enough of both labels to be heard (MIN_STEPS each): a
+        model that saw one label, or a few of each, only adds noise (0024)."""
+        return min(self.spam_steps, self.ham_steps) >= MIN_STEPS
+
     def copy(self) -> ByteModel:
-        return ByteModel(self.weights.copy(), self.steps)
+        return ByteModel(self.weights.copy(), self.spam_steps, self.ham_steps)
 
     def log_odds(self, buckets: npt.NDArray[np.uint32]) -> float:
         """The model's own log-odds that the message is spam (0: no opinion)."""
@@ -124,28 +140,31 @@ class ByteModel:
         if abs(error) <= THICK:
             return False
         self.weights[buckets] += np.float32(RATE * error)
-        self.steps += 1
+        if is_spam:
+            self.spam_steps += 1
+        else:
+            self.ham_steps += 1
         self.changed = True
         return True
 
     def encode(self) -> str:
-        """The meta value: format, bucket bits, steps, then the little-endian float32
-        weights in base64 (no spaces, so a dump's `meta` line carries it)."""
+        """The meta value: format, bucket bits, steps toward spam and toward ham, then the
+        little-endian float32 weights in base64 (no spaces, so a dump's `meta` line carries it)."""
         packed = base64.b64encode(self.weights.astype("<f4").tobytes()).decode("ascii")
-        return f"{_FORMAT}:{BITS}:{self.steps}:{packed}"
+        return f"{_FORMAT}:{BITS}:{self.spam_steps}:{self.ham_steps}:{packed}"
 
     @classmethod
     def decode(cls, text: str) -> ByteModel:
         """The model a meta value holds; ValueError naming what is wrong with a bad one."""
-        parts = text.split(":", 3)
-        if len(parts) != 4 or parts[0] != _FORMAT:
+        parts = text.split(":", 4)
+        if len(parts) != 5 or parts[0] != _FORMAT:
             raise ValueError(f"not a byte model (expected '{_FORMAT}:...')")
         if parts[1] != str(BITS):
             raise ValueError(f"byte model has 2^{parts[1]} buckets, this spamkit uses 2^{BITS}")
-        if not parts[2].isdigit():
-            raise ValueError("byte model step count is not a number")
+        if not (parts[2].isascii() and parts[2].isdigit() and parts[3].isascii() and parts[3].isdigit()):
+            raise ValueError("byte model step counts are not numbers")
         try:
-            raw = base64.b64decode(parts[3], validate=True)
+            raw = base64.b64decode(parts[4], validate=True)
         except ValueError:
             raise ValueError("byte model weights are not base64") from None
         if len(raw) != 4 << BITS:
@@ -153,7 +172,7 @@ class ByteModel:
         weights = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         if not np.isfinite(weights).all():
             raise ValueError("byte model weights are not all finite")
-        return cls(weights, int(parts[2]))
+        return cls(weights, int(parts[2]), int(parts[3]))
 
 
 def new_serial() -> str:

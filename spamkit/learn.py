@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import META_NAME, META_SERIAL, ByteModel, byte_prefix, grams, new_serial, read_model
+from spamkit.bytemodel import (META_NAME, META_SERIAL, RUN_LESSONS, ByteModel, byte_prefix, grams,
+                               new_serial, read_model)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -129,6 +130,7 @@ class Learner:
         # the byte model as this learner last committed it, with its serial: the next batch
         # reuses it if no other writer has changed it since (decoding it costs ~2 ms)
         self._byte_model: tuple[str, ByteModel] | None = None
+        self._run_lessons_left = RUN_LESSONS  # what this `learn` run may still teach it
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
@@ -136,9 +138,11 @@ class Learner:
         """Learn `items` as `label`, or forget them when `label` is None.
 
         `by` says who taught them ("manual", "autolearn", "trainer:alice") for the audit
-        log; autolearn never overrides a message someone taught.
+        log; autolearn never overrides a message someone taught. The byte model learns
+        from the first RUN_LESSONS messages learned or relearned only (decision 0024).
         """
         self._started = time.perf_counter()
+        self._run_lessons_left = RUN_LESSONS
         summary = LearnSummary()
         batch: list[_Pending] = []
         for item, pending in self._prepare_all(items, label, summary, by):
@@ -292,7 +296,8 @@ class Learner:
                 model_reads: list[tuple[Label, _Pending]] | None = None) -> None:
         """Learn (or, with label None, forget) each message as labelled, in order, all in
         one write transaction, the byte model's weights with them. The byte model learns
-        from the messages learned or relearned here, or, given `model_reads`, from those."""
+        from the messages learned or relearned here (while the run's RUN_LESSONS last),
+        or, given `model_reads` (`train`: every message, both labels in key order), from those."""
         if not labelled and not model_reads:
             return
         outcomes: list[tuple[SourceItem, Outcome]] = []
@@ -307,9 +312,10 @@ class Learner:
                     if outcome is not Outcome.SKIPPED:
                         writer.log_event(pending.key, by, label.value if label is not None else "forget",
                                          outcome.value)
-                    if model_reads is None and label is not None and \
-                            outcome in (Outcome.LEARNED, Outcome.RELEARNED):
+                    if model_reads is None and label is not None and self._run_lessons_left > 0 \
+                            and outcome in (Outcome.LEARNED, Outcome.RELEARNED):
                         model_lessons.append((pending, label))
+                        self._run_lessons_left -= 1
                 taught = self._teach_byte_model(writer, model_lessons)
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
             self._byte_model = taught  # committed: what the next batch may start from

@@ -143,7 +143,7 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
         "last_seen_expire_removed": int(meta.get("last_seen_expire_removed", 0)),
         "created_day": int(meta["created"]) if "created" in meta else None,
         "tokenizer": meta.get("tokenizer"),
-        "byte_model_steps": _byte_model_steps(meta.get("bytemodel")),
+        **_byte_model_facts(meta.get("bytemodel")),
         "bytes_used": bytes_used,
         "map_size": map_size,
         "path": path,
@@ -151,8 +151,10 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
     }
 
 
-def _byte_model_steps(value: str | None) -> int | None:
-    """How many steps the byte model has learned (its meta value's third field), without
-    decoding its megabyte; None when the database has no model (decision 0024)."""
-    fields = (value or "").split(":", 3)
-    return int(fields[2]) if len(fields) == 4 and fields[2].isdigit() else None
+def _byte_model_facts(value: str | None) -> dict[str, int | None]:
+    """How many steps the byte model has taken toward each label (the third and fourth
+    fields of its meta value), without decoding its megabyte; None without a model (0024)."""
+    fields = (value or "").split(":", 4)
+    if len(fields) == 5 and fields[2].isdigit() and fields[3].isdigit():
+        return {"byte_model_spam_steps": int(fields[2]), "byte_model_ham_steps": int(fields[3])}
+    return {"byte_model_spam_steps": None, "byte_model_ham_steps": None}

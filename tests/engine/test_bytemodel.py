@@ -19,6 +19,7 @@ from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import BIAS, ByteModel, byte_prefix, grams
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
+from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from tests.conftest import as_items
@@ -82,21 +83,24 @@ def test_a_step_moves_toward_the_label_unless_already_sure() -> None:
 def test_encoding_round_trips_and_damage_is_named() -> None:
     model = ByteModel()
     model.learn(grams(b"some message"), True)
+    model.learn(grams(b"another message"), False)
     again = ByteModel.decode(model.encode())
-    assert again.steps == 1 and np.array_equal(again.weights, model.weights)
+    assert (again.spam_steps, again.ham_steps) == (1, 1)
+    assert np.array_equal(again.weights, model.weights)
     text = model.encode()
-    head, bits, steps, packed = text.split(":", 3)
+    head, bits, spam, ham, packed = text.split(":", 4)
     for damaged, why in [("xx" + text, "not a byte model"),
-                         (f"{head}:20:{steps}:{packed}", r"2\^20 buckets"),
-                         (f"{head}:{bits}:many:{packed}", "step count"),
-                         (f"{head}:{bits}:{steps}:{packed[:-8]}", "bytes of weights"),
-                         (f"{head}:{bits}:{steps}:{packed[:-4]}!!!!", "base64")]:
+                         (f"{head}:{bits}:{spam}:{packed}", "not a byte model"),
+                         (f"{head}:20:{spam}:{ham}:{packed}", r"2\^20 buckets"),
+                         (f"{head}:{bits}:many:{ham}:{packed}", "step counts"),
+                         (f"{head}:{bits}:{spam}:{ham}:{packed[:-8]}", "bytes of weights"),
+                         (f"{head}:{bits}:{spam}:{ham}:{packed[:-4]}!!!!", "base64")]:
         with pytest.raises(ValueError, match=why):
             ByteModel.decode(damaged)
     nan = model.weights.copy()
     nan[5] = np.nan
     with pytest.raises(ValueError, match="finite"):
-        ByteModel.decode(ByteModel(nan, 1).encode())
+        ByteModel.decode(ByteModel(nan, 1, 0).encode())
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,8 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
     Learner(store, batch_size=50).learn(spam[:100], Label.SPAM)
     first = model_of(store)
     assert first is not None and first.steps > 0
-    assert store.magic()["byte_model_steps"] == first.steps
+    assert first.steps <= bytemodel.RUN_LESSONS  # one run teaches it at most that many
+    assert store.magic()["byte_model_spam_steps"] == first.spam_steps
     serial = store.meta_value(bytemodel.META_SERIAL)
     Learner(store).learn(spam[:100], Label.SPAM)  # known already: nothing learned, no step
     assert store.meta_value(bytemodel.META_SERIAL) == serial
@@ -138,8 +143,9 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
     assert after is not None and np.array_equal(after.weights, relearned.weights)
 
 
-def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore,
+def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore, monkeypatch: pytest.MonkeyPatch,
                                                 sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    monkeypatch.setattr(bytemodel, "MIN_STEPS", 5)  # (a sample this small teaches it little)
     spam, ham = sample
     learner = Learner(store)
     classifier = BayesClassifier(store, BayesParams())
@@ -215,3 +221,41 @@ def test_a_damaged_model_in_the_database_is_a_clear_error(store: LmdbStore,
     keys = Learner(store).analyzer.analyze(message).hashes
     with pytest.raises(StoreCorrupt, match="byte model is damaged"):
         BayesClassifier(store).score(keys, grams=grams(byte_prefix(message)))
+
+
+def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,
+                                                    sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """`learn --spam` of a folder, then `--ham` of another: each run teaches the model at
+    most RUN_LESSONS messages, so it stays below MIN_STEPS of each label and Bayes scores
+    alone, as before the model (it would otherwise lean toward the label learned last)."""
+    spam, ham = sample
+    learner = Learner(store, batch_size=40)
+    learner.learn(spam, Label.SPAM)
+    learner.learn(ham, Label.HAM)
+    model = model_of(store)
+    assert model is not None
+    assert model.spam_steps <= bytemodel.RUN_LESSONS and model.ham_steps <= bytemodel.RUN_LESSONS
+    assert not model.votes
+    message = spam[0].data or b""
+    keys = learner.analyzer.analyze(message).hashes
+    result = BayesClassifier(store).score(keys, grams=grams(byte_prefix(message)))
+    assert result.probability is not None and result.byte_log_odds is None
+
+
+def test_train_teaches_it_every_message_in_key_order(tmp_path: Path,
+                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """`train` offers the model every message of the corpus in message-key order, not only
+    those Bayes learns: the stored model is, weight for weight, that sequence of steps; on
+    the training folds it takes enough steps of both labels to vote."""
+    train, _ = split
+    with LmdbStore(tmp_path / "db", sync=False) as store:
+        Learner(store).train(as_items([m for m in train if m.label == "spam"]),
+                             as_items([m for m in train if m.label == "ham"]),
+                             BayesClassifier(store), 0.999)
+        model = model_of(store)
+    reference = ByteModel()
+    for message in sorted(train, key=lambda m: message_key(m.data)):
+        reference.learn(grams(byte_prefix(message.data)), message.label == "spam")
+    assert model is not None and model.votes
+    assert (model.spam_steps, model.ham_steps) == (reference.spam_steps, reference.ham_steps)
+    assert np.array_equal(model.weights, reference.weights)
