@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from spamkit.bytemodel import BIAS, ModelCache
+from spamkit.bytemodel import BIAS, ModelCache, message_buckets
 from spamkit.store.base import TokenCounts, TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
@@ -241,8 +241,8 @@ def three_way(probability: float | None, params: BayesParams) -> str:
 
 
 class BayesClassifier:
-    """Scores a message's token hashes against a store, and, given the message's byte
-    4-gram buckets (`bytemodel.grams`), adds the byte model's vote when the database has one."""
+    """Scores a message's token hashes against a store, and, given the message itself (or
+    its `bytemodel.byte_prefix`), adds the byte model's vote when the database has one."""
 
     def __init__(self, store: TokenStore, params: BayesParams | None = None) -> None:
         self.store = store
@@ -250,17 +250,17 @@ class BayesClassifier:
         self._models = ModelCache()
 
     def score(self, keys: Sequence[bytes], tokens: Sequence[str] | None = None,
-              explain: int = 0, grams: npt.NDArray[np.uint32] | None = None) -> BayesResult:
-        """Score token hashes; with `tokens` (same order) and `explain`, name the clues."""
+              explain: int = 0, message: bytes | None = None) -> BayesResult:
+        """Score token hashes; with `tokens` (same order) and `explain`, name the clues;
+        with the `message`'s bytes, the byte model votes too."""
         result = self._judge([self.store.counts(keys)], [keys], [tokens], explain)[0]
-        if grams is not None:
-            self._add_byte_model([result], [grams])
+        if message is not None:
+            self._add_byte_model([result], [message])
         return result
 
     def score_many(self, key_lists: Sequence[Sequence[bytes]],
                    token_lists: Sequence[Sequence[str] | None] | None = None,
-                   explain: int = 0,
-                   gram_lists: Sequence[npt.NDArray[np.uint32]] | None = None) -> list[BayesResult]:
+                   explain: int = 0, messages: Sequence[bytes] | None = None) -> list[BayesResult]:
         """`score` for several messages, their tokens read from the store together and
         their probabilities worked out together."""
         if not key_lists:
@@ -270,24 +270,23 @@ class BayesClassifier:
             return [self._abstention(totals, keys) for keys in key_lists]
         results = self._judge(self.store.counts_many(key_lists), key_lists,
                               token_lists or [None] * len(key_lists), explain)
-        if gram_lists is not None:
-            self._add_byte_model(results, gram_lists)
+        if messages is not None:
+            self._add_byte_model(results, messages)
         return results
 
-    def _add_byte_model(self, results: Sequence[BayesResult],
-                        gram_lists: Sequence[npt.NDArray[np.uint32]]) -> None:
+    def _add_byte_model(self, results: Sequence[BayesResult], messages: Sequence[bytes]) -> None:
         """Add the byte model's log-odds (plus BIAS) to each judged result's, when the
         database has a model that has learned enough of both labels to vote; abstentions
-        stay abstentions."""
+        stay abstentions. The message's buckets are made only then."""
         if all(result.probability is None for result in results):
             return
         model = self._models.get(self.store)
         if model is None or not model.votes:
             return
-        for result, buckets in zip(results, gram_lists):
+        for result, message in zip(results, messages):
             if result.probability is None:
                 continue
-            vote = model.log_odds(buckets)
+            vote = model.log_odds(message_buckets(message))
             result.chi2_probability = result.probability
             result.byte_log_odds = vote
             result.log_odds += vote + BIAS

@@ -56,18 +56,23 @@ _HEAD_SCAN = 16_384  # bytes searched for other filters' headers to drop
 # model a filter's old verdict, and a folder of corrections is full of them
 _FILTER_HEADER = re.compile(
     rb"^x-(?:spam|bogosity|dspam|rspamd|spamkit)[^\n]*\n(?:[ \t][^\n]*\n)*", re.IGNORECASE | re.MULTILINE)
+_LINE_END = re.compile(rb"\r+\n")  # CRLF (and CRCRLF, as a prefix must read the same again)
 _MULTIPLIER = np.uint32(2654435761)  # Knuth's multiplicative hash
 _SHIFT = np.uint32(32 - BITS)
 
 
 def byte_prefix(raw: bytes) -> bytes:
     """What the model reads of a message: its first PREFIX_BYTES, line ends as LF, with
-    spam filters' headers taken out. Any bytes give a prefix (perhaps empty)."""
+    spam filters' headers taken out. Any bytes give a prefix (perhaps empty), and a
+    prefix is its own prefix, so it can stand in for the message it came from."""
     head = raw[:_HEAD_SCAN]
     if b"\r" in head:
-        head = head.replace(b"\r\n", b"\n")
-    end = head.find(b"\n\n")
-    header_part = head if end < 0 else head[: end + 1]
+        head = _LINE_END.sub(b"\n", head)
+    if head.startswith(b"\n"):
+        header_part = b""  # a blank first line: no headers
+    else:
+        end = head.find(b"\n\n")
+        header_part = head if end < 0 else head[: end + 1]
     if _FILTER_HEADER.search(header_part):
         head = _FILTER_HEADER.sub(b"", header_part) + head[len(header_part):]
     return head[:PREFIX_BYTES]
@@ -91,6 +96,15 @@ def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
     last[buckets] = numbers
     distinct: npt.NDArray[np.uint32] = np.sort(buckets[last[buckets] == numbers])
     return distinct
+
+
+def message_buckets(raw: bytes) -> npt.NDArray[np.uint32]:
+    """grams(byte_prefix(raw)): in one pass of the C core when it is built (about 7 us
+    a message against 50). A prefix gives its own buckets again (byte_prefix of a
+    prefix is the prefix), so callers may keep prefixes instead of messages."""
+    if _fast is not None:
+        return np.frombuffer(_fast.message_buckets(raw, BITS, PREFIX_BYTES), dtype=np.uint32)
+    return grams(byte_prefix(raw))
 
 
 _local = threading.local()

@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import byte_prefix, grams
+from spamkit.bytemodel import byte_prefix
 from spamkit.errors import SpamkitError
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
 from spamkit.message import ParsedMessage, message_key
@@ -142,10 +141,6 @@ class _Message:
     prefix: bytes = b""  # what the byte model reads of it (at most 3,000 bytes)
 
     @property
-    def grams(self) -> npt.NDArray[np.uint32]:
-        return grams(self.prefix)
-
-    @property
     def hashes(self) -> list[bytes]:
         return unpack_keys(self.packed)
 
@@ -186,10 +181,10 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
                 chunk = held_out[start:start + SCORE_BATCH]
                 if scanner is None:
                     bayes = classifier.score_many([messages[i].hashes for i in chunk],
-                                                  gram_lists=[messages[i].grams for i in chunk])
+                                                  messages=[messages[i].prefix for i in chunk])
                 else:  # the same Bayes results, with the rules and lists around them
                     judged = scanner.scan_many([messages[i].raw or b"" for i in chunk])
-                    bayes = [v.bayes or classifier.score(messages[i].hashes, grams=messages[i].grams)
+                    bayes = [v.bayes or classifier.score(messages[i].hashes, message=messages[i].prefix)
                              for i, v in zip(chunk, judged)]
                     for index, verdict in zip(chunk, judged):
                         decisions[index] = verdict.decision
@@ -400,11 +395,11 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
         for index, message in enumerate(messages):
             hashes = message.hashes
             if scanner is None:
-                result = classifier.score(hashes, grams=message.grams)
+                result = classifier.score(hashes, message=message.prefix)
             else:
                 verdict = scanner.scan(message.raw or b"")
                 decisions[index] = verdict.decision
-                result = verdict.bayes or classifier.score(hashes, grams=message.grams)
+                result = verdict.bayes or classifier.score(hashes, message=message.prefix)
             scores[index], verdicts[index] = result.log_odds, result.verdict
             waiting[index] = result.probability is None
             if corrections:

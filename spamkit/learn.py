@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import (META_NAME, META_SERIAL, RUN_LESSONS, ByteModel, byte_prefix, grams,
-                               new_serial, read_model)
+from spamkit.bytemodel import (META_NAME, META_SERIAL, RUN_LESSONS, ByteModel, byte_prefix,
+                               message_buckets, new_serial, read_model)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -95,7 +95,7 @@ class _Pending:
     hashes: list[bytes]
     previous: Label | None = None  # what the message was learned as before, if anything
     packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
-    prefix: bytes | None = None  # what the byte model reads of it (None: not known)
+    prefix: bytes | None = None  # what the byte model reads of it, once the bytes are dropped
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -190,9 +190,7 @@ class Learner:
             return None
         assert item.data is not None
         hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
-        prefix = item.byte_prefix if item.byte_prefix is not None else \
-            byte_prefix(item.data) if item.data else None
-        return _Pending(item, key, hashes, known, prefix=prefix)
+        return _Pending(item, key, hashes, known, prefix=item.byte_prefix)
 
     def train(self, spam: Iterable[SourceItem], ham: Iterable[SourceItem],
               classifier: BayesClassifier, margin: float = DEFAULT_TRAIN_MARGIN,
@@ -216,6 +214,8 @@ class Learner:
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
             for item, pending in self._prepare_all(items, label, summary, by):
                 if pending is not None:  # keep the keys (packed) and the prefix, drop the bytes
+                    if pending.prefix is None:
+                        pending.prefix = byte_prefix(item.data or b"")
                     pending.item = SourceItem(item.name, None, path=item.path)
                     pending.packed, pending.hashes = pack_keys(pending.hashes), []
                     queue.append((label, pending))
@@ -253,7 +253,8 @@ class Learner:
         batch's transaction if any moved it; returns the model and its serial as committed.
         A forgotten message is not taken back out: its weights are shared with every
         message learned since, so there is no exact way to (decision 0024)."""
-        lessons = [(pending, label) for pending, label in lessons if pending.prefix]
+        lessons = [(pending, label) for pending, label in lessons
+                   if pending.prefix or (pending.prefix is None and pending.item.data)]
         kept, self._byte_model = self._byte_model, None  # until this batch commits
         if not lessons:
             return kept
@@ -264,8 +265,9 @@ class Learner:
             model = read_model(writer.meta_value(META_NAME)) or ByteModel()
         model = model.copy()  # (a batch that fails must not leave its steps behind)
         for pending, label in lessons:
-            assert pending.prefix is not None
-            model.learn(grams(pending.prefix), label is Label.SPAM)
+            source = pending.prefix if pending.prefix is not None else pending.item.data
+            assert source is not None
+            model.learn(message_buckets(source), label is Label.SPAM)
         if not model.changed:
             return None if serial is None else (serial, model)
         serial = new_serial()

@@ -24,7 +24,6 @@ from typing import Any
 from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
-from spamkit.bytemodel import byte_prefix, grams
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError, StoreError
 from spamkit.learn import Learner
@@ -208,7 +207,7 @@ class Scanner:
         bayes = None
         if with_bayes and self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0,
-                                     grams=grams(byte_prefix(raw)))
+                                     message=raw)
         return self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
 
     def scan_many(self, raws: Sequence[bytes], envelope_from: str | None = None,
@@ -225,7 +224,7 @@ class Scanner:
         if self.use_bayes and self.bayes is not None:
             results = list(self.bayes.score_many(
                 [a.hashes for a in analyses], [a.tokens for a in analyses],
-                explain=15 if explain else 0, gram_lists=[grams(byte_prefix(raw)) for raw in raws]))
+                explain=15 if explain else 0, messages=raws))
         return [self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
                 for raw, analysis, bayes in zip(raws, analyses, results)]
 

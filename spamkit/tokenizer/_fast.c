@@ -932,36 +932,105 @@ fail:
     return NULL;
 }
 
-PyDoc_STRVAR(byte_grams_doc,
-"byte_grams(prefix, bits) -> bytes\n\n"
-"The distinct buckets of the 4-byte windows of `prefix` (padded with NULs to 4 bytes),\n"
-"each window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by\n"
-"32 - bits: as native uint32 values in ascending order.");
+/* ------------------------------------------------------------- the byte model's buckets */
 
-static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer prefix;
-    int bits;
-    if (!PyArg_ParseTuple(args, "y*i", &prefix, &bits))
-        return NULL;
-    if (bits < 6 || bits > 24) {
-        PyBuffer_Release(&prefix);
-        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
-        return NULL;
+/* The reference is spamkit/bytemodel.py: byte_prefix (what the model reads of a message)
+ * and grams (the distinct buckets of its 4-byte windows); message_buckets gives the same
+ * array as grams(byte_prefix(raw)) (tests/engine/test_bytemodel.py compares them). */
+
+#define HEAD_SCAN 16384
+
+static int is_filter_header(const uint8_t *line, size_t length) {
+    /* Does the line start, in any case, with a header name a spam filter writes? */
+    static const char *const names[] = {"x-spam", "x-bogosity", "x-dspam", "x-rspamd", "x-spamkit"};
+    for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+        size_t k = strlen(names[n]);
+        if (length < k)
+            continue;
+        size_t i = 0;
+        while (i < k && (uint8_t)(line[i] | ((line[i] >= 'A' && line[i] <= 'Z') ? 0x20 : 0)) == (uint8_t)names[n][i])
+            i++;
+        if (i == k)
+            return 1;
     }
+    return 0;
+}
+
+static size_t byte_prefix_into(const uint8_t *raw, size_t raw_length, uint8_t *out, size_t limit) {
+    /* byte_prefix(raw) into out (at most `limit` bytes); returns its length. */
+    size_t scan = raw_length < HEAD_SCAN ? raw_length : HEAD_SCAN;
+    uint8_t *head = (uint8_t *)malloc(scan ? scan : 1);
+    if (head == NULL)
+        return (size_t)-1;
+    size_t length = 0;
+    for (size_t i = 0; i < scan;) {  /* CRs before an LF dropped (a lone CR stays) */
+        if (raw[i] == '\r') {
+            size_t j = i;
+            while (j < scan && raw[j] == '\r')
+                j++;
+            if (j < scan && raw[j] == '\n') {
+                i = j;
+                continue;
+            }
+            while (i < j)
+                head[length++] = raw[i++];
+            continue;
+        }
+        head[length++] = raw[i++];
+    }
+    /* the header part ends after the first "\n\n"'s first \n; a blank first line: none */
+    size_t header_end = length > 0 && head[0] == '\n' ? 0 : length;
+    for (size_t i = 0; header_end > 0 && i + 1 < length; i++) {
+        if (head[i] == '\n' && head[i + 1] == '\n') {
+            header_end = i + 1;
+            break;
+        }
+    }
+    size_t written = 0;
+    size_t at = 0;
+    while (at < header_end && written < limit) {
+        const uint8_t *newline = memchr(head + at, '\n', header_end - at);
+        size_t line_end = newline ? (size_t)(newline - head) + 1 : header_end;
+        if (newline != NULL && is_filter_header(head + at, line_end - at)) {
+            at = line_end;  /* the line, then its continuation lines, each ending in \n */
+            while (at < header_end && (head[at] == ' ' || head[at] == '\t')) {
+                const uint8_t *next = memchr(head + at, '\n', header_end - at);
+                if (next == NULL)
+                    break;
+                at = (size_t)(next - head) + 1;
+            }
+            continue;
+        }
+        size_t take = line_end - at;
+        if (take > limit - written)
+            take = limit - written;
+        memcpy(out + written, head + at, take);
+        written += take;
+        at = line_end;
+    }
+    if (written < limit && header_end < length) {
+        size_t take = length - header_end;
+        if (take > limit - written)
+            take = limit - written;
+        memcpy(out + written, head + header_end, take);
+        written += take;
+    }
+    free(head);
+    return written;
+}
+
+static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
     uint8_t padded[4] = {0, 0, 0, 0};
-    const uint8_t *data = (const uint8_t *)prefix.buf;
-    size_t length = (size_t)prefix.len;
     if (length < 4) {
-        memcpy(padded, data, length);
+        if (length)
+            memcpy(padded, data, length);
         data = padded;
         length = 4;
     }
     size_t words = ((size_t)1 << bits) / 64;
     uint64_t *seen = (uint64_t *)calloc(words, sizeof(uint64_t));
-    if (seen == NULL) {
-        PyBuffer_Release(&prefix);
+    if (seen == NULL)
         return PyErr_NoMemory();
-    }
     unsigned shift = 32u - (unsigned)bits;
     size_t distinct = 0;
     uint32_t window = ((uint32_t)data[0] << 16) | ((uint32_t)data[1] << 8) | data[2];
@@ -974,7 +1043,6 @@ static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
             distinct++;
         }
     }
-    PyBuffer_Release(&prefix);
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(distinct * sizeof(uint32_t)));
     if (out == NULL) {
         free(seen);
@@ -993,8 +1061,58 @@ static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(byte_grams_doc,
+"byte_grams(prefix, bits) -> bytes\n\n"
+"The distinct buckets of the 4-byte windows of `prefix` (padded with NULs to 4 bytes),\n"
+"each window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by\n"
+"32 - bits: as native uint32 values in ascending order.");
+
+static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer prefix;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*i", &prefix, &bits))
+        return NULL;
+    PyObject *out = NULL;
+    if (bits < 6 || bits > 24)
+        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
+    else
+        out = buckets_of((const uint8_t *)prefix.buf, (size_t)prefix.len, bits);
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
+PyDoc_STRVAR(message_buckets_doc,
+"message_buckets(raw, bits, limit) -> bytes\n\n"
+"byte_grams of the message's prefix: its first 16,384 bytes with CRs before an LF dropped, the header\n"
+"lines (and their continuations) of spam filters (X-Spam*, X-Bogosity, X-DSPAM, X-Rspamd)\n"
+"taken out of the header part, cut to `limit` bytes (bytemodel.byte_prefix).");
+
+static PyObject *message_buckets(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer raw;
+    int bits;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "y*in", &raw, &bits, &limit))
+        return NULL;
+    PyObject *out = NULL;
+    if (bits < 6 || bits > 24 || limit < 0 || limit > HEAD_SCAN) {
+        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24, limit from 0 to 16384");
+    } else {
+        uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
+        size_t length = prefix ? byte_prefix_into((const uint8_t *)raw.buf, (size_t)raw.len,
+                                                  prefix, (size_t)limit) : (size_t)-1;
+        if (length == (size_t)-1)
+            PyErr_NoMemory();
+        else
+            out = buckets_of(prefix, length, bits);
+        free(prefix);
+    }
+    PyBuffer_Release(&raw);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"byte_grams", byte_grams, METH_VARARGS, byte_grams_doc},
+    {"message_buckets", message_buckets, METH_VARARGS, message_buckets_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},

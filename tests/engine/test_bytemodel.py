@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from corpora import CorpusMessage
 from spamkit import bytemodel
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import BIAS, ByteModel, byte_prefix, grams
+from spamkit.bytemodel import BIAS, ByteModel, byte_prefix, grams, message_buckets
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.message import message_key
@@ -35,11 +35,27 @@ def reference_grams(prefix: bytes) -> np.ndarray:
     return np.array(sorted(buckets), dtype=np.int64)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=5000))
+# messages built to reach every branch of byte_prefix: CRLF and lone CRs, filter headers
+# in any case with and without continuation lines, a header part cut by the scan's end
+_LINES = st.sampled_from([b"X-Spam-Status: Yes", b"x-SPAM-flag: yes", b"X-Bogosity: Ham", b"X-DSPAM-Result: x",
+                          b"x-rspamd-score: 3", b"X-Spamkit: 1", b"X-Mailer: m", b"From: a@b", b"Subject: s",
+                          b"\tcontinued", b" more", b"", b"body line", b"X-Spam"])
+_ENDS = st.sampled_from([b"\n", b"\r\n", b"\r", b""])
+_MESSAGES = st.one_of(st.binary(max_size=5000),
+                      st.lists(st.tuples(_LINES, _ENDS), max_size=60).map(
+                          lambda parts: b"".join(line + end for line, end in parts)),
+                      st.builds(lambda head, n: head * n, st.sampled_from(
+                          [b"X-Spam-Report: long\r\n", b"X-Spam: a\n\tb\n", b"a\r\n"]), st.integers(0, 4000)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MESSAGES)
 def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> None:
     prefix = byte_prefix(raw)
     assert len(prefix) <= bytemodel.PREFIX_BYTES
+    assert byte_prefix(prefix) == prefix  # a prefix stands for its message
+    assert np.array_equal(message_buckets(raw), grams(prefix))  # the C core's one pass
+    assert np.array_equal(message_buckets(prefix), grams(prefix))
     assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
 
 
@@ -47,11 +63,12 @@ def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> Non
 def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMessage],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """On every message of the corpus and on edge cases: the C core's array is numpy's."""
-    prefixes = [byte_prefix(m.data) for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
-    from_c = [grams(prefix) for prefix in prefixes]
+    raws = [m.data for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
+    from_c = [(grams(byte_prefix(raw)), message_buckets(raw)) for raw in raws]
     monkeypatch.setattr(bytemodel, "_fast", None)
-    for prefix, fast in zip(prefixes, from_c):
-        assert np.array_equal(grams(prefix), fast), prefix[:40]
+    for raw, (fast, one_pass) in zip(raws, from_c):
+        slow = grams(byte_prefix(raw))
+        assert np.array_equal(slow, fast) and np.array_equal(slow, one_pass), raw[:40]
 
 
 def test_line_ends_and_filters_headers_do_not_change_what_is_read() -> None:
@@ -153,19 +170,20 @@ def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore, monkeypatch: p
     keys = learner.analyzer.analyze(message).hashes
     buckets = grams(byte_prefix(message))
     learner.learn(spam[:150], Label.SPAM)
-    waiting = classifier.score(keys, grams=buckets)  # Bayes abstains: so does the sum
+    waiting = classifier.score(keys, message=message)  # Bayes abstains: so does the sum
     assert waiting.probability is None and waiting.byte_log_odds is None
     learner.learn(spam[150:240], Label.SPAM)
     learner.learn(ham[:240], Label.HAM)
     alone = classifier.score(keys)
-    both = classifier.score(keys, grams=buckets)
+    both = classifier.score(keys, message=message)
     model = model_of(store)
     assert model is not None and alone.probability is not None and both.probability is not None
     assert both.chi2_probability == alone.probability
     assert both.byte_log_odds == pytest.approx(model.log_odds(buckets))
+    assert np.array_equal(buckets, message_buckets(message))
     assert both.log_odds == pytest.approx(alone.log_odds + model.log_odds(buckets) + BIAS)
     assert both.probability == pytest.approx(1 / (1 + math.exp(-both.log_odds)))
-    [many] = classifier.score_many([keys], gram_lists=[buckets])
+    [many] = classifier.score_many([keys], messages=[message])
     assert many.log_odds == pytest.approx(both.log_odds)
 
 
@@ -182,7 +200,7 @@ def test_a_database_without_a_model_scores_as_before(store: LmdbStore,
     classifier = BayesClassifier(store)
     message = spam[230].data or b""
     keys = learner.analyzer.analyze(message).hashes
-    result = classifier.score(keys, grams=grams(byte_prefix(message)))
+    result = classifier.score(keys, message=message)
     assert result.byte_log_odds is None
     assert result.log_odds == classifier.score(keys).log_odds
 
@@ -220,7 +238,7 @@ def test_a_damaged_model_in_the_database_is_a_clear_error(store: LmdbStore,
     message = spam[220].data or b""
     keys = Learner(store).analyzer.analyze(message).hashes
     with pytest.raises(StoreCorrupt, match="byte model is damaged"):
-        BayesClassifier(store).score(keys, grams=grams(byte_prefix(message)))
+        BayesClassifier(store).score(keys, message=message)
 
 
 def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,
@@ -238,7 +256,7 @@ def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,
     assert not model.votes
     message = spam[0].data or b""
     keys = learner.analyzer.analyze(message).hashes
-    result = BayesClassifier(store).score(keys, grams=grams(byte_prefix(message)))
+    result = BayesClassifier(store).score(keys, message=message)
     assert result.probability is not None and result.byte_log_odds is None
 
 
