@@ -38,7 +38,7 @@ except ImportError:  # built without a C compiler: numpy gives the same buckets,
 if TYPE_CHECKING:  # (the store's dump reader imports this module)
     from spamkit.store.base import TokenStore
 
-BITS = 18  # 2^18 buckets: 1 MB of float32 weights (2^20 and 2^22 ranked no better, 0024)
+BITS = 18  # 2^18 buckets: 1 MB of float32 weights (2^20 and 2^22 ranked within the noise, 0024)
 PREFIX_BYTES = 3_000  # the windows read: the headers and the start of the body
 GRAM = 4
 RATE = 0.01  # each step moves the message's weights by RATE * (label - p)

@@ -1032,16 +1032,14 @@ static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
     if (seen == NULL)
         return PyErr_NoMemory();
     unsigned shift = 32u - (unsigned)bits;
-    size_t distinct = 0;
     uint32_t window = ((uint32_t)data[0] << 16) | ((uint32_t)data[1] << 8) | data[2];
-    for (size_t i = 3; i < length; i++) {
+    size_t distinct = 0;
+    for (size_t i = 3; i < length; i++) {  /* no branch: whether a bucket is new is random */
         window = (window << 8) | data[i];
         uint32_t bucket = (uint32_t)(window * 2654435761u) >> shift;
-        uint64_t bit = (uint64_t)1 << (bucket & 63);
-        if (!(seen[bucket >> 6] & bit)) {
-            seen[bucket >> 6] |= bit;
-            distinct++;
-        }
+        uint64_t bit = (uint64_t)1 << (bucket & 63), word = seen[bucket >> 6];
+        distinct += (word & bit) == 0;
+        seen[bucket >> 6] = word | bit;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(distinct * sizeof(uint32_t)));
     if (out == NULL) {
