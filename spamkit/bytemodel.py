@@ -64,7 +64,15 @@ _SHIFT = np.uint32(32 - BITS)
 def byte_prefix(raw: bytes) -> bytes:
     """What the model reads of a message: its first PREFIX_BYTES, line ends as LF, with
     spam filters' headers taken out. Any bytes give a prefix (perhaps empty), and a
-    prefix is its own prefix, so it can stand in for the message it came from."""
+    prefix is its own prefix, so it can stand in for the message it came from. From the
+    C core when it is built (2-3 us against 14-18), else `python_byte_prefix`."""
+    if _fast is not None:
+        return _fast.message_prefix(raw, PREFIX_BYTES)
+    return python_byte_prefix(raw)
+
+
+def python_byte_prefix(raw: bytes) -> bytes:
+    """byte_prefix in Python: the reference the C core is tested against."""
     head = raw[:_HEAD_SCAN]
     if b"\r" in head:
         head = _LINE_END.sub(b"\n", head)

@@ -1108,9 +1108,36 @@ static PyObject *message_buckets(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(message_prefix_doc,
+"message_prefix(raw, limit) -> bytes\n\n"
+"What the byte model reads of a message (bytemodel.byte_prefix, at most `limit` bytes).");
+
+static PyObject *message_prefix(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer raw;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "y*n", &raw, &limit))
+        return NULL;
+    PyObject *out = NULL;
+    if (limit < 0 || limit > HEAD_SCAN) {
+        PyErr_SetString(PyExc_ValueError, "limit must be from 0 to 16384");
+    } else {
+        uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
+        size_t length = prefix ? byte_prefix_into((const uint8_t *)raw.buf, (size_t)raw.len,
+                                                  prefix, (size_t)limit) : (size_t)-1;
+        if (length == (size_t)-1)
+            PyErr_NoMemory();
+        else
+            out = PyBytes_FromStringAndSize((const char *)prefix, (Py_ssize_t)length);
+        free(prefix);
+    }
+    PyBuffer_Release(&raw);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"byte_grams", byte_grams, METH_VARARGS, byte_grams_doc},
     {"message_buckets", message_buckets, METH_VARARGS, message_buckets_doc},
+    {"message_prefix", message_prefix, METH_VARARGS, message_prefix_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},

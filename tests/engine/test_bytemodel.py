@@ -54,6 +54,7 @@ def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> Non
     prefix = byte_prefix(raw)
     assert len(prefix) <= bytemodel.PREFIX_BYTES
     assert byte_prefix(prefix) == prefix  # a prefix stands for its message
+    assert prefix == bytemodel.python_byte_prefix(raw)  # the C core's prefix, when built
     assert np.array_equal(message_buckets(raw), grams(prefix))  # the C core's one pass
     assert np.array_equal(message_buckets(prefix), grams(prefix))
     assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
@@ -64,9 +65,10 @@ def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMes
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """On every message of the corpus and on edge cases: the C core's array is numpy's."""
     raws = [m.data for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
-    from_c = [(grams(byte_prefix(raw)), message_buckets(raw)) for raw in raws]
+    from_c = [(byte_prefix(raw), grams(byte_prefix(raw)), message_buckets(raw)) for raw in raws]
     monkeypatch.setattr(bytemodel, "_fast", None)
-    for raw, (fast, one_pass) in zip(raws, from_c):
+    for raw, (prefix, fast, one_pass) in zip(raws, from_c):
+        assert byte_prefix(raw) == prefix, raw[:40]
         slow = grams(byte_prefix(raw))
         assert np.array_equal(slow, fast) and np.array_equal(slow, one_pass), raw[:40]
 
