@@ -87,10 +87,9 @@ def python_byte_prefix(raw: bytes) -> bytes:
 
 
 def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
-    """The distinct buckets of a prefix's 4-byte windows, in ascending order: from the
-    C core (about 5 us a message), else from numpy (about 40 us; the same array)."""
-    if _fast is not None:
-        return np.frombuffer(_fast.byte_grams(prefix, BITS), dtype=np.uint32)
+    """The distinct buckets of a prefix's 4-byte windows, in ascending order, in numpy
+    (about 40 us a message): the reference for the C core's `message_buckets`, which is
+    what callers use."""
     data = np.frombuffer(prefix.ljust(GRAM, b"\0"), dtype=np.uint8).astype(np.uint32)
     count = len(data) - GRAM + 1
     windows = data[:count].copy()

@@ -97,6 +97,12 @@ class _Pending:
     packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
     prefix: bytes | None = None  # what the byte model reads of it, once the bytes are dropped
 
+    @property
+    def byte_source(self) -> bytes:
+        """What the byte model learns from: the prefix when kept, else the message (empty:
+        nothing to learn from)."""
+        return self.prefix if self.prefix is not None else self.item.data or b""
+
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
 
@@ -253,8 +259,7 @@ class Learner:
         batch's transaction if any moved it; returns the model and its serial as committed.
         A forgotten message is not taken back out: its weights are shared with every
         message learned since, so there is no exact way to (decision 0024)."""
-        lessons = [(pending, label) for pending, label in lessons
-                   if pending.prefix or (pending.prefix is None and pending.item.data)]
+        lessons = [(pending, label) for pending, label in lessons if pending.byte_source]
         kept, self._byte_model = self._byte_model, None  # until this batch commits
         if not lessons:
             return kept
@@ -265,9 +270,7 @@ class Learner:
             model = read_model(writer.meta_value(META_NAME)) or ByteModel()
         model = model.copy()  # (a batch that fails must not leave its steps behind)
         for pending, label in lessons:
-            source = pending.prefix if pending.prefix is not None else pending.item.data
-            assert source is not None
-            model.learn(message_buckets(source), label is Label.SPAM)
+            model.learn(message_buckets(pending.byte_source), label is Label.SPAM)
         if not model.changed:
             return None if serial is None else (serial, model)
         serial = new_serial()

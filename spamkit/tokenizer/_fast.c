@@ -8,8 +8,8 @@
  * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
  * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
- * byte_grams makes the byte model's buckets (docs/decisions/0024; the reference is
- * spamkit/bytemodel.py's numpy code).
+ * message_prefix and message_buckets make what the byte model reads of a message and its
+ * buckets (docs/decisions/0024; the reference is spamkit/bytemodel.py's Python and numpy).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
  * compares them on the whole corpus and on hypothesis's strings):
@@ -1059,31 +1059,30 @@ static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
     return out;
 }
 
-PyDoc_STRVAR(byte_grams_doc,
-"byte_grams(prefix, bits) -> bytes\n\n"
-"The distinct buckets of the 4-byte windows of `prefix` (padded with NULs to 4 bytes),\n"
-"each window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by\n"
-"32 - bits: as native uint32 values in ascending order.");
-
-static PyObject *byte_grams(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer prefix;
-    int bits;
-    if (!PyArg_ParseTuple(args, "y*i", &prefix, &bits))
+static uint8_t *prefix_of(const Py_buffer *raw, Py_ssize_t limit, size_t *length) {
+    /* byte_prefix of the message, malloc'd (the caller frees it); NULL with an exception
+     * set when `limit` is out of range or memory runs out. */
+    if (limit < 0 || limit > HEAD_SCAN) {
+        PyErr_SetString(PyExc_ValueError, "limit must be from 0 to 16384");
         return NULL;
-    PyObject *out = NULL;
-    if (bits < 6 || bits > 24)
-        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
-    else
-        out = buckets_of((const uint8_t *)prefix.buf, (size_t)prefix.len, bits);
-    PyBuffer_Release(&prefix);
-    return out;
+    }
+    uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
+    if (prefix != NULL) {
+        *length = byte_prefix_into((const uint8_t *)raw->buf, (size_t)raw->len, prefix, (size_t)limit);
+        if (*length != (size_t)-1)
+            return prefix;
+        free(prefix);
+    }
+    PyErr_NoMemory();
+    return NULL;
 }
 
 PyDoc_STRVAR(message_buckets_doc,
 "message_buckets(raw, bits, limit) -> bytes\n\n"
-"byte_grams of the message's prefix: its first 16,384 bytes with CRs before an LF dropped, the header\n"
-"lines (and their continuations) of spam filters (X-Spam*, X-Bogosity, X-DSPAM, X-Rspamd)\n"
-"taken out of the header part, cut to `limit` bytes (bytemodel.byte_prefix).");
+"The distinct buckets of the 4-byte windows of the message's prefix (bytemodel.byte_prefix,\n"
+"at most `limit` bytes, padded with NULs to 4), each window read big-endian, multiplied by\n"
+"2654435761 modulo 2^32 and shifted right by 32 - bits: native uint32 values in ascending\n"
+"order (bytemodel.grams).");
 
 static PyObject *message_buckets(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw;
@@ -1092,18 +1091,13 @@ static PyObject *message_buckets(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*in", &raw, &bits, &limit))
         return NULL;
     PyObject *out = NULL;
-    if (bits < 6 || bits > 24 || limit < 0 || limit > HEAD_SCAN) {
-        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24, limit from 0 to 16384");
-    } else {
-        uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
-        size_t length = prefix ? byte_prefix_into((const uint8_t *)raw.buf, (size_t)raw.len,
-                                                  prefix, (size_t)limit) : (size_t)-1;
-        if (length == (size_t)-1)
-            PyErr_NoMemory();
-        else
-            out = buckets_of(prefix, length, bits);
-        free(prefix);
-    }
+    size_t length = 0;
+    uint8_t *prefix = NULL;
+    if (bits < 6 || bits > 24)
+        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
+    else if ((prefix = prefix_of(&raw, limit, &length)) != NULL)
+        out = buckets_of(prefix, length, bits);
+    free(prefix);
     PyBuffer_Release(&raw);
     return out;
 }
@@ -1118,24 +1112,16 @@ static PyObject *message_prefix(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*n", &raw, &limit))
         return NULL;
     PyObject *out = NULL;
-    if (limit < 0 || limit > HEAD_SCAN) {
-        PyErr_SetString(PyExc_ValueError, "limit must be from 0 to 16384");
-    } else {
-        uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
-        size_t length = prefix ? byte_prefix_into((const uint8_t *)raw.buf, (size_t)raw.len,
-                                                  prefix, (size_t)limit) : (size_t)-1;
-        if (length == (size_t)-1)
-            PyErr_NoMemory();
-        else
-            out = PyBytes_FromStringAndSize((const char *)prefix, (Py_ssize_t)length);
-        free(prefix);
-    }
+    size_t length = 0;
+    uint8_t *prefix = prefix_of(&raw, limit, &length);
+    if (prefix != NULL)
+        out = PyBytes_FromStringAndSize((const char *)prefix, (Py_ssize_t)length);
+    free(prefix);
     PyBuffer_Release(&raw);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"byte_grams", byte_grams, METH_VARARGS, byte_grams_doc},
     {"message_buckets", message_buckets, METH_VARARGS, message_buckets_doc},
     {"message_prefix", message_prefix, METH_VARARGS, message_prefix_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
