@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("spamkit.tokenizer._fast", ["spamkit/tokenizer/_fast.c"],
-              extra_compile_args=["-O2"], optional=True),
+              extra_compile_args=["-O2"], libraries=["m"], optional=True),
     Extension("spamkit.message._scans", ["spamkit/message/_scans.c"],
               extra_compile_args=["-O2"], optional=True),
 ])

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from spamkit.bytemodel import BIAS, ModelCache, message_buckets
+from spamkit.bytemodel import BIAS, ModelCache
 from spamkit.store.base import TokenCounts, TokenStore, Totals
 
 _MAX_DOF_HALF = 4096
@@ -277,7 +277,7 @@ class BayesClassifier:
     def _add_byte_model(self, results: Sequence[BayesResult], messages: Sequence[bytes]) -> None:
         """Add the byte model's log-odds (plus BIAS) to each judged result's, when the
         database has a model that has learned enough of both labels to vote; abstentions
-        stay abstentions. The message's buckets are made only then."""
+        stay abstentions. The model reads the message only then."""
         if all(result.probability is None for result in results):
             return
         model = self._models.get(self.store)
@@ -286,7 +286,7 @@ class BayesClassifier:
         for result, message in zip(results, messages):
             if result.probability is None:
                 continue
-            vote = model.log_odds(message_buckets(message))
+            vote = model.score(message)
             result.chi2_probability = result.probability
             result.byte_log_odds = vote
             result.log_odds += vote + BIAS

@@ -148,25 +148,44 @@ class ByteModel:
     def copy(self) -> ByteModel:
         return ByteModel(self.weights.copy(), self.spam_steps, self.ham_steps)
 
+    def score(self, raw: bytes) -> float:
+        """The model's own log-odds that a message (or its prefix) is spam, 0 for no
+        opinion. The C core sums the weights as it finds the buckets (4 us against 30)."""
+        if _fast is not None:
+            return _fast.byte_log_odds(raw, self.weights, PREFIX_BYTES)
+        return self.log_odds(message_buckets(raw))
+
+    def learn_message(self, raw: bytes, is_spam: bool) -> bool:
+        """`learn` on a message (or its prefix), in one pass of the C core when it is built."""
+        if _fast is None:
+            return self.learn(message_buckets(raw), is_spam)
+        moved = _fast.byte_step(raw, self.weights, PREFIX_BYTES, 1.0 if is_spam else 0.0, RATE, THICK)
+        if moved:
+            self._stepped(is_spam)
+        return moved
+
     def log_odds(self, buckets: npt.NDArray[np.uint32]) -> float:
-        """The model's own log-odds that the message is spam (0: no opinion)."""
+        """`score` given the message's buckets, in numpy: the C core's reference."""
         return float(self.weights[buckets].sum(dtype=np.float64))
 
     def learn(self, buckets: npt.NDArray[np.uint32], is_spam: bool) -> bool:
         """One online step toward the label, unless the model already has it right by THICK.
-        True if the weights moved."""
+        True if the weights moved. In numpy: the reference for `learn_message`'s C step."""
         z = self.log_odds(buckets)
         p = 1.0 / (1.0 + math.exp(-max(-500.0, min(500.0, z))))
         error = (1.0 if is_spam else 0.0) - p
         if abs(error) <= THICK:
             return False
         self.weights[buckets] += np.float32(RATE * error)
+        self._stepped(is_spam)
+        return True
+
+    def _stepped(self, is_spam: bool) -> None:
         if is_spam:
             self.spam_steps += 1
         else:
             self.ham_steps += 1
         self.changed = True
-        return True
 
     def encode(self) -> str:
         """The meta value: format, bucket bits, steps toward spam and toward ham, then the

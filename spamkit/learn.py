@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import (META_NAME, META_SERIAL, RUN_LESSONS, ByteModel, byte_prefix,
-                               message_buckets, new_serial, read_model)
+                               new_serial, read_model)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -270,7 +270,7 @@ class Learner:
             model = read_model(writer.meta_value(META_NAME)) or ByteModel()
         model = model.copy()  # (a batch that fails must not leave its steps behind)
         for pending, label in lessons:
-            model.learn(message_buckets(pending.byte_source), label is Label.SPAM)
+            model.learn_message(pending.byte_source, label is Label.SPAM)
         if not model.changed:
             return None if serial is None else (serial, model)
         serial = new_serial()

@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1019,7 +1020,22 @@ static size_t byte_prefix_into(const uint8_t *raw, size_t raw_length, uint8_t *o
     return written;
 }
 
-static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
+typedef struct {
+    uint32_t *buckets;  /* the distinct buckets, in the order their first window came */
+    size_t count;
+    uint64_t *seen;     /* one bit a bucket: those in `buckets` */
+    size_t words;
+} WindowSet;
+
+static void window_set_free(WindowSet *set) {
+    free(set->buckets);
+    free(set->seen);
+}
+
+static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *set) {
+    /* The distinct buckets of the 4-byte windows of data (padded with NULs to 4), each
+     * window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by
+     * 32 - bits; -1 with MemoryError set when memory runs out. */
     uint8_t padded[4] = {0, 0, 0, 0};
     if (length < 4) {
         if (length)
@@ -1027,35 +1043,48 @@ static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
         data = padded;
         length = 4;
     }
-    size_t words = ((size_t)1 << bits) / 64;
-    uint64_t *seen = (uint64_t *)calloc(words, sizeof(uint64_t));
-    if (seen == NULL)
-        return PyErr_NoMemory();
+    set->words = ((size_t)1 << bits) / 64;
+    set->seen = (uint64_t *)calloc(set->words, sizeof(uint64_t));
+    set->buckets = (uint32_t *)malloc((length - 3) * sizeof(uint32_t));
+    set->count = 0;
+    if (set->seen == NULL || set->buckets == NULL) {
+        window_set_free(set);
+        PyErr_NoMemory();
+        return -1;
+    }
     unsigned shift = 32u - (unsigned)bits;
     uint32_t window = ((uint32_t)data[0] << 16) | ((uint32_t)data[1] << 8) | data[2];
     size_t distinct = 0;
     for (size_t i = 3; i < length; i++) {  /* no branch: whether a bucket is new is random */
         window = (window << 8) | data[i];
         uint32_t bucket = (uint32_t)(window * 2654435761u) >> shift;
-        uint64_t bit = (uint64_t)1 << (bucket & 63), word = seen[bucket >> 6];
+        uint64_t bit = (uint64_t)1 << (bucket & 63), word = set->seen[bucket >> 6];
+        set->buckets[distinct] = bucket;  /* kept only if new: the count moves past it */
         distinct += (word & bit) == 0;
-        seen[bucket >> 6] = word | bit;
+        set->seen[bucket >> 6] = word | bit;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(distinct * sizeof(uint32_t)));
-    if (out == NULL) {
-        free(seen);
+    set->count = distinct;
+    return 0;
+}
+
+static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
+    /* The distinct buckets in ascending order, as native uint32 in a bytes object. */
+    WindowSet set;
+    if (window_set(data, length, bits, &set) < 0)
         return NULL;
-    }
-    uint32_t *buckets = (uint32_t *)PyBytes_AS_STRING(out);
-    size_t n = 0;
-    for (size_t w = 0; w < words; w++) {
-        uint64_t set = seen[w];
-        while (set) {
-            buckets[n++] = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(set));
-            set &= set - 1;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(set.count * sizeof(uint32_t)));
+    if (out != NULL) {
+        uint32_t *buckets = (uint32_t *)PyBytes_AS_STRING(out);
+        size_t n = 0;
+        for (size_t w = 0; w < set.words; w++) {  /* the bitmap gives them in order */
+            uint64_t bits_set = set.seen[w];
+            while (bits_set) {
+                buckets[n++] = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(bits_set));
+                bits_set &= bits_set - 1;
+            }
         }
     }
-    free(seen);
+    window_set_free(&set);
     return out;
 }
 
@@ -1121,8 +1150,110 @@ static PyObject *message_prefix(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
+static int weights_of(PyObject *object, int writable, Py_buffer *view, int *bits) {
+    /* The model's weights: a C-contiguous float32 buffer of 2^bits items, 6 <= bits <= 24. */
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '<' || format[0] == '=' || format[0] == '@')
+        format++;
+    Py_ssize_t items = view->itemsize ? view->len / view->itemsize : 0;
+    *bits = 0;
+    while (*bits < 25 && ((Py_ssize_t)1 << *bits) < items)
+        (*bits)++;
+    if (view->itemsize != 4 || strcmp(format, "f") != 0 || ((Py_ssize_t)1 << *bits) != items
+            || *bits < 6 || *bits > 24) {
+        PyErr_SetString(PyExc_ValueError, "weights must be 2^6 to 2^24 float32 values");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static double sum_of(const float *weights, const WindowSet *set) {
+    double z = 0.0;
+    for (size_t k = 0; k < set->count; k++)
+        z += (double)weights[set->buckets[k]];
+    return z;
+}
+
+PyDoc_STRVAR(byte_log_odds_doc,
+"byte_log_odds(raw, weights, limit) -> float\n\n"
+"The sum of the float32 weights of the distinct buckets of the message's prefix (what\n"
+"message_buckets gives, the bucket bits being log2 of the number of weights): the byte\n"
+"model's log-odds, without making the buckets (bytemodel.ByteModel.log_odds).");
+
+static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer raw, view;
+    PyObject *weights;
+    Py_ssize_t limit;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*On", &raw, &weights, &limit))
+        return NULL;
+    if (weights_of(weights, 0, &view, &bits) < 0) {
+        PyBuffer_Release(&raw);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    size_t length = 0;
+    WindowSet set;
+    uint8_t *prefix = prefix_of(&raw, limit, &length);
+    if (prefix != NULL && window_set(prefix, length, bits, &set) == 0) {
+        out = PyFloat_FromDouble(sum_of((const float *)view.buf, &set));
+        window_set_free(&set);
+    }
+    free(prefix);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&raw);
+    return out;
+}
+
+PyDoc_STRVAR(byte_step_doc,
+"byte_step(raw, weights, limit, target, rate, thick) -> bool\n\n"
+"One online step of the byte model (bytemodel.ByteModel.learn) on the message's prefix:\n"
+"p = logistic(log-odds, clamped to +-500); unless |target - p| <= thick, every distinct\n"
+"bucket's weight gains the float32 value of rate * (target - p). True if the weights moved.");
+
+static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer raw, view;
+    PyObject *weights;
+    Py_ssize_t limit;
+    double target, rate, thick;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*Onddd", &raw, &weights, &limit, &target, &rate, &thick))
+        return NULL;
+    if (weights_of(weights, 1, &view, &bits) < 0) {
+        PyBuffer_Release(&raw);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    size_t length = 0;
+    WindowSet set;
+    uint8_t *prefix = prefix_of(&raw, limit, &length);
+    if (prefix != NULL && window_set(prefix, length, bits, &set) == 0) {
+        float *w = (float *)view.buf;
+        double z = sum_of(w, &set);
+        z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
+        double error = target - 1.0 / (1.0 + exp(-z));
+        int moved = fabs(error) > thick;
+        if (moved) {
+            float delta = (float)(rate * error);
+            for (size_t k = 0; k < set.count; k++)
+                w[set.buckets[k]] += delta;
+        }
+        window_set_free(&set);
+        out = PyBool_FromLong(moved);
+    }
+    free(prefix);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&raw);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"message_buckets", message_buckets, METH_VARARGS, message_buckets_doc},
+    {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},
+    {"byte_step", byte_step, METH_VARARGS, byte_step_doc},
     {"message_prefix", message_prefix, METH_VARARGS, message_prefix_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},

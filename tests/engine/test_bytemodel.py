@@ -48,6 +48,9 @@ _MESSAGES = st.one_of(st.binary(max_size=5000),
                           [b"X-Spam-Report: long\r\n", b"X-Spam: a\n\tb\n", b"a\r\n"]), st.integers(0, 4000)))
 
 
+_FAST_ONLY = pytest.mark.skipif(bytemodel._fast is None, reason="built without the C core")
+
+
 @settings(max_examples=300, deadline=None)
 @given(_MESSAGES)
 def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> None:
@@ -60,7 +63,7 @@ def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> Non
     assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
 
 
-@pytest.mark.skipif(bytemodel._fast is None, reason="built without the C core")
+@_FAST_ONLY
 def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMessage],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """On every message of the corpus and on edge cases: the C core's array is numpy's."""
@@ -71,6 +74,46 @@ def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMes
         assert byte_prefix(raw) == prefix, raw[:40]
         slow = grams(byte_prefix(raw))
         assert np.array_equal(slow, fast) and np.array_equal(slow, one_pass), raw[:40]
+
+
+@_FAST_ONLY
+@settings(max_examples=200, deadline=None)
+@given(_MESSAGES, st.integers(0, 2**32 - 1), st.booleans())
+def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool) -> None:
+    """score and learn_message (one C pass, no bucket array) against log_odds and learn on
+    the buckets in numpy; weights spread so that some steps are taken and some are not."""
+    weights = np.random.default_rng(seed).normal(0.0, 0.05, 1 << bytemodel.BITS).astype(np.float32)
+    fast, slow = ByteModel(weights.copy()), ByteModel(weights.copy())
+    buckets = grams(byte_prefix(raw))
+    assert fast.score(raw) == pytest.approx(slow.log_odds(buckets), rel=1e-12, abs=1e-9)
+    assert fast.learn_message(raw, is_spam) == slow.learn(buckets, is_spam)
+    assert (fast.spam_steps, fast.ham_steps, fast.changed) == (slow.spam_steps, slow.ham_steps, slow.changed)
+    assert np.array_equal(fast.weights, slow.weights)
+
+
+@_FAST_ONLY
+def test_learning_the_corpus_in_c_gives_numpys_model(all_messages: list[CorpusMessage]) -> None:
+    """Thousands of steps in a row (the corpus in key order, as `train` takes it): the two
+    ways end with the same model."""
+    fast, slow = ByteModel(), ByteModel()
+    for message in sorted(all_messages, key=lambda m: message_key(m.data)):
+        spam = message.label == "spam"
+        assert fast.learn_message(message.data, spam) == slow.learn(message_buckets(message.data), spam)
+    assert fast.steps == slow.steps > 300
+    np.testing.assert_allclose(fast.weights, slow.weights, rtol=0, atol=1e-6)
+
+
+@_FAST_ONLY
+def test_the_c_core_refuses_weights_it_cannot_use() -> None:
+    fast = bytemodel._fast
+    for bad in (np.zeros(1000, np.float32), np.zeros(1 << 10, np.float64), np.zeros(1 << 26, np.float32)[::2][:1 << 10]):
+        with pytest.raises((ValueError, BufferError)):
+            fast.byte_log_odds(b"Subject: x\n\nbody", bad, bytemodel.PREFIX_BYTES)
+    frozen = np.zeros(1 << 10, np.float32)
+    frozen.flags.writeable = False
+    assert fast.byte_log_odds(b"Subject: x\n\nbody", frozen, bytemodel.PREFIX_BYTES) == 0.0
+    with pytest.raises((ValueError, BufferError)):  # a step needs weights it may write
+        fast.byte_step(b"Subject: x\n\nbody", frozen, bytemodel.PREFIX_BYTES, 1.0, 0.01, 0.1)
 
 
 def test_line_ends_and_filters_headers_do_not_change_what_is_read() -> None:
