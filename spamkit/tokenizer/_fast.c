@@ -1177,6 +1177,22 @@ static double sum_of(const float *weights, const WindowSet *set) {
     return z;
 }
 
+static int model_windows(const Py_buffer *raw, PyObject *weights, Py_ssize_t limit, int writable,
+                         Py_buffer *view, WindowSet *set) {
+    /* The weights' buffer (released by the caller on success) and the distinct windows of
+     * the message's prefix; -1 with an exception set, nothing held. */
+    int bits;
+    if (weights_of(weights, writable, view, &bits) < 0)
+        return -1;
+    size_t length = 0;
+    uint8_t *prefix = prefix_of(raw, limit, &length);
+    int status = prefix == NULL ? -1 : window_set(prefix, length, bits, set);
+    free(prefix);
+    if (status < 0)
+        PyBuffer_Release(view);
+    return status;
+}
+
 PyDoc_STRVAR(byte_log_odds_doc,
 "byte_log_odds(raw, weights, limit) -> float\n\n"
 "The sum of the float32 weights of the distinct buckets of the message's prefix (what\n"
@@ -1185,25 +1201,16 @@ PyDoc_STRVAR(byte_log_odds_doc,
 
 static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
-    PyObject *weights;
+    PyObject *weights, *out = NULL;
     Py_ssize_t limit;
-    int bits;
+    WindowSet set;
     if (!PyArg_ParseTuple(args, "y*On", &raw, &weights, &limit))
         return NULL;
-    if (weights_of(weights, 0, &view, &bits) < 0) {
-        PyBuffer_Release(&raw);
-        return NULL;
-    }
-    PyObject *out = NULL;
-    size_t length = 0;
-    WindowSet set;
-    uint8_t *prefix = prefix_of(&raw, limit, &length);
-    if (prefix != NULL && window_set(prefix, length, bits, &set) == 0) {
+    if (model_windows(&raw, weights, limit, 0, &view, &set) == 0) {
         out = PyFloat_FromDouble(sum_of((const float *)view.buf, &set));
         window_set_free(&set);
+        PyBuffer_Release(&view);
     }
-    free(prefix);
-    PyBuffer_Release(&view);
     PyBuffer_Release(&raw);
     return out;
 }
@@ -1216,21 +1223,13 @@ PyDoc_STRVAR(byte_step_doc,
 
 static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
-    PyObject *weights;
+    PyObject *weights, *out = NULL;
     Py_ssize_t limit;
     double target, rate, thick;
-    int bits;
+    WindowSet set;
     if (!PyArg_ParseTuple(args, "y*Onddd", &raw, &weights, &limit, &target, &rate, &thick))
         return NULL;
-    if (weights_of(weights, 1, &view, &bits) < 0) {
-        PyBuffer_Release(&raw);
-        return NULL;
-    }
-    PyObject *out = NULL;
-    size_t length = 0;
-    WindowSet set;
-    uint8_t *prefix = prefix_of(&raw, limit, &length);
-    if (prefix != NULL && window_set(prefix, length, bits, &set) == 0) {
+    if (model_windows(&raw, weights, limit, 1, &view, &set) == 0) {
         float *w = (float *)view.buf;
         double z = sum_of(w, &set);
         z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
@@ -1242,10 +1241,9 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
                 w[set.buckets[k]] += delta;
         }
         window_set_free(&set);
+        PyBuffer_Release(&view);
         out = PyBool_FromLong(moved);
     }
-    free(prefix);
-    PyBuffer_Release(&view);
     PyBuffer_Release(&raw);
     return out;
 }
