@@ -88,8 +88,7 @@ def python_byte_prefix(raw: bytes) -> bytes:
 
 def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
     """The distinct buckets of a prefix's 4-byte windows, in ascending order, in numpy
-    (about 40 us a message): the reference for the C core's `message_buckets`, which is
-    what callers use."""
+    (about 40 us a message): the reference for the C core's `message_buckets`."""
     data = np.frombuffer(prefix.ljust(GRAM, b"\0"), dtype=np.uint8).astype(np.uint32)
     count = len(data) - GRAM + 1
     windows = data[:count].copy()
@@ -106,9 +105,11 @@ def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
 
 
 def message_buckets(raw: bytes) -> npt.NDArray[np.uint32]:
-    """grams(byte_prefix(raw)): in one pass of the C core when it is built (about 7 us
-    a message against 50). A prefix gives its own buckets again (byte_prefix of a
-    prefix is the prefix), so callers may keep prefixes instead of messages."""
+    """grams(byte_prefix(raw)): in one pass of the C core when it is built (19-24 us
+    a message over the corpus against 40-50). A prefix gives its own buckets again
+    (byte_prefix of a prefix is the prefix), so callers may keep prefixes instead of
+    messages. Scoring and learning do not need the array: `ByteModel.score` and
+    `learn_message` work on the message itself."""
     if _fast is not None:
         return np.frombuffer(_fast.message_buckets(raw, BITS, PREFIX_BYTES), dtype=np.uint32)
     return grams(byte_prefix(raw))
@@ -150,7 +151,8 @@ class ByteModel:
 
     def score(self, raw: bytes) -> float:
         """The model's own log-odds that a message (or its prefix) is spam, 0 for no
-        opinion. The C core sums the weights as it finds the buckets (4 us against 30)."""
+        opinion. The C core sums the weights as it finds the buckets (11-17 us a message
+        over the corpus, against 30-37 for the buckets and then numpy)."""
         if _fast is not None:
             return _fast.byte_log_odds(raw, self.weights, PREFIX_BYTES)
         return self.log_odds(message_buckets(raw))

@@ -9,7 +9,9 @@
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
  * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
  * message_prefix and message_buckets make what the byte model reads of a message and its
- * buckets (docs/decisions/0024; the reference is spamkit/bytemodel.py's Python and numpy).
+ * buckets; byte_log_odds and byte_step score a message and take a learning step from the
+ * same windows without making the buckets (docs/decisions/0024; the reference is
+ * spamkit/bytemodel.py's Python and numpy).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
  * compares them on the whole corpus and on hypothesis's strings):
