@@ -88,7 +88,7 @@ def python_byte_prefix(raw: bytes) -> bytes:
 
 def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
     """The distinct buckets of a prefix's 4-byte windows, in ascending order, in numpy
-    (about 40 us a message): the reference for the C core's `message_buckets`."""
+    (about 40 us a message): the reference for the buckets the C core sums and steps."""
     data = np.frombuffer(prefix.ljust(GRAM, b"\0"), dtype=np.uint8).astype(np.uint32)
     count = len(data) - GRAM + 1
     windows = data[:count].copy()
@@ -105,13 +105,10 @@ def grams(prefix: bytes) -> npt.NDArray[np.uint32]:
 
 
 def message_buckets(raw: bytes) -> npt.NDArray[np.uint32]:
-    """grams(byte_prefix(raw)): in one pass of the C core when it is built (19-24 us
-    a message over the corpus against 40-50). A prefix gives its own buckets again
-    (byte_prefix of a prefix is the prefix), so callers may keep prefixes instead of
-    messages. Scoring and learning do not need the array: `ByteModel.score` and
-    `learn_message` work on the message itself."""
-    if _fast is not None:
-        return np.frombuffer(_fast.message_buckets(raw, BITS, PREFIX_BYTES), dtype=np.uint32)
+    """grams(byte_prefix(raw)). A prefix gives its own buckets again (byte_prefix of a
+    prefix is the prefix), so callers may keep prefixes instead of messages. The C core
+    does not make this array: `ByteModel.score` and `learn_message` sum and step the
+    buckets as it finds them."""
     return grams(byte_prefix(raw))
 
 
@@ -203,7 +200,8 @@ class ByteModel:
             raise ValueError(f"not a byte model (expected '{_FORMAT}:...')")
         if parts[1] != str(BITS):
             raise ValueError(f"byte model has 2^{parts[1]} buckets, this spamkit uses 2^{BITS}")
-        if not (parts[2].isascii() and parts[2].isdigit() and parts[3].isascii() and parts[3].isdigit()):
+        steps = model_steps(text)
+        if steps is None:
             raise ValueError("byte model step counts are not numbers")
         try:
             raw = base64.b64decode(parts[4], validate=True)
@@ -214,7 +212,16 @@ class ByteModel:
         weights = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         if not np.isfinite(weights).all():
             raise ValueError("byte model weights are not all finite")
-        return cls(weights, int(parts[2]), int(parts[3]))
+        return cls(weights, *steps)
+
+
+def model_steps(value: str) -> tuple[int, int] | None:
+    """The steps toward spam and toward ham a meta value records (its third and fourth
+    fields), read without decoding its megabyte; None if it has no such fields."""
+    fields = value.split(":", 4)
+    if len(fields) == 5 and all(f.isascii() and f.isdigit() for f in fields[2:4]):
+        return int(fields[2]), int(fields[3])
+    return None
 
 
 def new_serial() -> str:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from spamkit.bytemodel import model_steps
 from spamkit.store.base import Label, numbers_of, sorted_distinct
 
 # a token's value, as both backends store it: spam count, ham count, last-learned day
@@ -152,9 +153,7 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
 
 
 def _byte_model_facts(value: str | None) -> dict[str, int | None]:
-    """How many steps the byte model has taken toward each label (the third and fourth
-    fields of its meta value), without decoding its megabyte; None without a model (0024)."""
-    fields = (value or "").split(":", 4)
-    if len(fields) == 5 and fields[2].isdigit() and fields[3].isdigit():
-        return {"byte_model_spam_steps": int(fields[2]), "byte_model_ham_steps": int(fields[3])}
-    return {"byte_model_spam_steps": None, "byte_model_ham_steps": None}
+    """How many steps the byte model has taken toward each label; None without one (0024)."""
+    steps = model_steps(value) if value else None
+    spam, ham = steps if steps is not None else (None, None)
+    return {"byte_model_spam_steps": spam, "byte_model_ham_steps": ham}

@@ -8,9 +8,9 @@
  * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
  * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
- * message_prefix and message_buckets make what the byte model reads of a message and its
- * buckets; byte_log_odds and byte_step score a message and take a learning step from the
- * same windows without making the buckets (docs/decisions/0024; the reference is
+ * message_prefix makes what the byte model reads of a message; byte_log_odds and
+ * byte_step score a message and take a learning step from the distinct buckets of its
+ * windows, without making an array of them (docs/decisions/0024; the reference is
  * spamkit/bytemodel.py's Python and numpy).
  *
  * It must give exactly what the Python code gives (tests/engine/test_fast_tokenizer.py
@@ -937,9 +937,9 @@ fail:
 
 /* ------------------------------------------------------------- the byte model's buckets */
 
-/* The reference is spamkit/bytemodel.py: byte_prefix (what the model reads of a message)
- * and grams (the distinct buckets of its 4-byte windows); message_buckets gives the same
- * array as grams(byte_prefix(raw)) (tests/engine/test_bytemodel.py compares them). */
+/* The reference is spamkit/bytemodel.py: byte_prefix (what the model reads of a message),
+ * grams (the distinct buckets of its 4-byte windows) and ByteModel.log_odds and learn on
+ * them (tests/engine/test_bytemodel.py compares them). */
 
 #define HEAD_SCAN 16384
 
@@ -1026,7 +1026,6 @@ typedef struct {
     uint32_t *buckets;  /* the distinct buckets, in the order their first window came */
     size_t count;
     uint64_t *seen;     /* one bit a bucket: those in `buckets` */
-    size_t words;
 } WindowSet;
 
 static void window_set_free(WindowSet *set) {
@@ -1045,8 +1044,7 @@ static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *s
         data = padded;
         length = 4;
     }
-    set->words = ((size_t)1 << bits) / 64;
-    set->seen = (uint64_t *)calloc(set->words, sizeof(uint64_t));
+    set->seen = (uint64_t *)calloc(((size_t)1 << bits) / 64, sizeof(uint64_t));
     set->buckets = (uint32_t *)malloc((length - 3) * sizeof(uint32_t));
     set->count = 0;
     if (set->seen == NULL || set->buckets == NULL) {
@@ -1069,27 +1067,6 @@ static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *s
     return 0;
 }
 
-static PyObject *buckets_of(const uint8_t *data, size_t length, int bits) {
-    /* The distinct buckets in ascending order, as native uint32 in a bytes object. */
-    WindowSet set;
-    if (window_set(data, length, bits, &set) < 0)
-        return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(set.count * sizeof(uint32_t)));
-    if (out != NULL) {
-        uint32_t *buckets = (uint32_t *)PyBytes_AS_STRING(out);
-        size_t n = 0;
-        for (size_t w = 0; w < set.words; w++) {  /* the bitmap gives them in order */
-            uint64_t bits_set = set.seen[w];
-            while (bits_set) {
-                buckets[n++] = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(bits_set));
-                bits_set &= bits_set - 1;
-            }
-        }
-    }
-    window_set_free(&set);
-    return out;
-}
-
 static uint8_t *prefix_of(const Py_buffer *raw, Py_ssize_t limit, size_t *length) {
     /* byte_prefix of the message, malloc'd (the caller frees it); NULL with an exception
      * set when `limit` is out of range or memory runs out. */
@@ -1106,31 +1083,6 @@ static uint8_t *prefix_of(const Py_buffer *raw, Py_ssize_t limit, size_t *length
     }
     PyErr_NoMemory();
     return NULL;
-}
-
-PyDoc_STRVAR(message_buckets_doc,
-"message_buckets(raw, bits, limit) -> bytes\n\n"
-"The distinct buckets of the 4-byte windows of the message's prefix (bytemodel.byte_prefix,\n"
-"at most `limit` bytes, padded with NULs to 4), each window read big-endian, multiplied by\n"
-"2654435761 modulo 2^32 and shifted right by 32 - bits: native uint32 values in ascending\n"
-"order (bytemodel.grams).");
-
-static PyObject *message_buckets(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer raw;
-    int bits;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "y*in", &raw, &bits, &limit))
-        return NULL;
-    PyObject *out = NULL;
-    size_t length = 0;
-    uint8_t *prefix = NULL;
-    if (bits < 6 || bits > 24)
-        PyErr_SetString(PyExc_ValueError, "bits must be from 6 to 24");
-    else if ((prefix = prefix_of(&raw, limit, &length)) != NULL)
-        out = buckets_of(prefix, length, bits);
-    free(prefix);
-    PyBuffer_Release(&raw);
-    return out;
 }
 
 PyDoc_STRVAR(message_prefix_doc,
@@ -1198,7 +1150,7 @@ static int model_windows(const Py_buffer *raw, PyObject *weights, Py_ssize_t lim
 PyDoc_STRVAR(byte_log_odds_doc,
 "byte_log_odds(raw, weights, limit) -> float\n\n"
 "The sum of the float32 weights of the distinct buckets of the message's prefix (what\n"
-"message_buckets gives, the bucket bits being log2 of the number of weights): the byte\n"
+"bytemodel.message_buckets gives, the bucket bits being log2 of the number of weights): the byte\n"
 "model's log-odds, without making the buckets (bytemodel.ByteModel.log_odds).");
 
 static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -1251,7 +1203,6 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"message_buckets", message_buckets, METH_VARARGS, message_buckets_doc},
     {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},
     {"byte_step", byte_step, METH_VARARGS, byte_step_doc},
     {"message_prefix", message_prefix, METH_VARARGS, message_prefix_doc},

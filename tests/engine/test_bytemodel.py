@@ -58,7 +58,7 @@ def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> Non
     assert len(prefix) <= bytemodel.PREFIX_BYTES
     assert byte_prefix(prefix) == prefix  # a prefix stands for its message
     assert prefix == bytemodel.python_byte_prefix(raw)  # the C core's prefix, when built
-    assert np.array_equal(message_buckets(raw), grams(prefix))  # the C core's one pass
+    assert np.array_equal(message_buckets(raw), grams(prefix))  # the message's, from its prefix
     assert np.array_equal(message_buckets(prefix), grams(prefix))
     assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
 
@@ -66,7 +66,8 @@ def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> Non
 @_FAST_ONLY
 def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMessage],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """On every message of the corpus and on edge cases: the C core's array is numpy's."""
+    """On every message of the corpus and on edge cases: the C core's prefix is Python's,
+    and so are the buckets made from it (the C core sums and steps them: the tests below)."""
     raws = [m.data for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
     from_c = [(byte_prefix(raw), grams(byte_prefix(raw)), message_buckets(raw)) for raw in raws]
     monkeypatch.setattr(bytemodel, "_fast", None)
