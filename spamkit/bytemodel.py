@@ -13,7 +13,9 @@ out-vote a margin before it moves a message toward spam, which keeps the false p
 at the 0.9 cutoff below what Bayes alone had, in cross-validation.
 
 The weights live in the token database as one meta value ("bytemodel"), written in the
-same transaction as the tokens a batch learned, so a crash leaves both or neither.
+same transaction as the tokens a batch learned, so a crash leaves both or neither. Each
+step is kept with its message's seen mark, so forgetting or relearning the message takes
+its step back out (`ByteModel.unlearn_message`).
 """
 
 from __future__ import annotations
@@ -154,30 +156,47 @@ class ByteModel:
             return _fast.byte_log_odds(raw, self.weights, PREFIX_BYTES)
         return self.log_odds(message_buckets(raw))
 
-    def learn_message(self, raw: bytes, is_spam: bool) -> bool:
+    def learn_message(self, raw: bytes, is_spam: bool) -> float:
         """`learn` on a message (or its prefix), in one pass of the C core when it is built."""
         if _fast is None:
             return self.learn(message_buckets(raw), is_spam)
-        moved = _fast.byte_step(raw, self.weights, PREFIX_BYTES, 1.0 if is_spam else 0.0, RATE, THICK)
-        if moved:
+        step: float = _fast.byte_step(raw, self.weights, PREFIX_BYTES, 1.0 if is_spam else 0.0,
+                                      RATE, THICK)
+        if step:
             self._stepped(is_spam)
-        return moved
+        return step
+
+    def unlearn_message(self, raw: bytes, step: float) -> None:
+        """Take back a step `learn_message` took on this message (or its prefix): the
+        weights lose what it gave their buckets, and the count of steps toward its label
+        goes down. What later steps learned while it was there stays: the model is a sum,
+        so this is the message's whole own share (what `forget` and a relearn do, 0024)."""
+        if not step:
+            return
+        self.weights[message_buckets(raw)] -= np.float32(step)
+        if step > 0:
+            self.spam_steps = max(0, self.spam_steps - 1)
+        else:
+            self.ham_steps = max(0, self.ham_steps - 1)
+        self.changed = True
 
     def log_odds(self, buckets: npt.NDArray[np.uint32]) -> float:
         """`score` given the message's buckets, in numpy: the C core's reference."""
         return float(self.weights[buckets].sum(dtype=np.float64))
 
-    def learn(self, buckets: npt.NDArray[np.uint32], is_spam: bool) -> bool:
+    def learn(self, buckets: npt.NDArray[np.uint32], is_spam: bool) -> float:
         """One online step toward the label, unless the model already has it right by THICK.
-        True if the weights moved. In numpy: the reference for `learn_message`'s C step."""
+        Returns the step each bucket's weight gained (a float32 value; 0.0: none). In
+        numpy: the reference for `learn_message`'s C step."""
         z = self.log_odds(buckets)
         p = 1.0 / (1.0 + math.exp(-max(-500.0, min(500.0, z))))
         error = (1.0 if is_spam else 0.0) - p
         if abs(error) <= THICK:
-            return False
-        self.weights[buckets] += np.float32(RATE * error)
+            return 0.0
+        step = np.float32(RATE * error)
+        self.weights[buckets] += step
         self._stepped(is_spam)
-        return True
+        return float(step)
 
     def _stepped(self, is_spam: bool) -> None:
         if is_spam:

@@ -253,31 +253,6 @@ class Learner:
                 pending.hashes, pending.prefix = [], None
         return self._finish(summary)
 
-    def _teach_byte_model(self, writer: StoreWriter, lessons: list[tuple[_Pending, Label]]
-                          ) -> tuple[str, ByteModel] | None:
-        """The byte model's online steps for these messages, in order, saved in the
-        batch's transaction if any moved it; returns the model and its serial as committed.
-        A forgotten message is not taken back out: its weights are shared with every
-        message learned since, so there is no exact way to (decision 0024)."""
-        lessons = [(pending, label) for pending, label in lessons if pending.byte_source]
-        kept, self._byte_model = self._byte_model, None  # until this batch commits
-        if not lessons:
-            return kept
-        serial = writer.meta_value(META_SERIAL)
-        if kept is not None and serial is not None and kept[0] == serial:
-            model = kept[1]
-        else:
-            model = read_model(writer.meta_value(META_NAME)) or ByteModel()
-        model = model.copy()  # (a batch that fails must not leave its steps behind)
-        for pending, label in lessons:
-            model.learn_message(pending.byte_source, label is Label.SPAM)
-        if not model.changed:
-            return None if serial is None else (serial, model)
-        serial = new_serial()
-        writer.set_meta(META_NAME, model.encode())
-        writer.set_meta(META_SERIAL, serial)
-        return serial, model
-
     def _finish(self, summary: LearnSummary) -> LearnSummary:
         """Expire down from the token cap if learning went over it, and, once a day, the
         seen marks older than `seen_days`; time the whole run."""
@@ -302,26 +277,32 @@ class Learner:
         """Learn (or, with label None, forget) each message as labelled, in order, all in
         one write transaction, the byte model's weights with them. The byte model learns
         from the messages learned or relearned here (while the run's RUN_LESSONS last),
-        or, given `model_reads` (`train`: every message, both labels in key order), from those."""
+        or, given `model_reads` (`train`: every message, both labels in key order), from
+        those; a message forgotten or relearned first loses the step it had taught it."""
         if not labelled and not model_reads:
             return
         outcomes: list[tuple[SourceItem, Outcome]] = []
         try:
             with self.store.writer() as writer:
                 writer.prefetch_seen([pending.key for pending, _ in labelled])
-                model_lessons: list[tuple[_Pending, Label]] = [
-                    (pending, label) for label, pending in model_reads or ()]
+                model = _BatchModel(writer, self._byte_model)
+                self._byte_model = None  # until this batch commits
                 for pending, label in labelled:
+                    old_step = writer.byte_step(pending.key)
                     outcome = _apply(writer, pending, label, by == "autolearn")
                     outcomes.append((pending.item, outcome))
                     if outcome is not Outcome.SKIPPED:
                         writer.log_event(pending.key, by, label.value if label is not None else "forget",
                                          outcome.value)
+                    if outcome in (Outcome.FORGOTTEN, Outcome.RELEARNED):
+                        model.take_back(pending.byte_source, old_step)
                     if model_reads is None and label is not None and self._run_lessons_left > 0 \
                             and outcome in (Outcome.LEARNED, Outcome.RELEARNED):
-                        model_lessons.append((pending, label))
+                        writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
                         self._run_lessons_left -= 1
-                taught = self._teach_byte_model(writer, model_lessons)
+                for label, pending in model_reads or ():  # (steps kept for those marked here)
+                    writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
+                taught = model.save()
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
             self._byte_model = taught  # committed: what the next batch may start from
         except StoreError as error:
@@ -330,6 +311,50 @@ class Learner:
             summary.count(outcome)
         if on_commit is not None:
             on_commit(outcomes)
+
+
+class _BatchModel:
+    """The byte model as one batch changes it: read when first needed (from what the
+    learner last committed, if no other writer has changed it since: decoding costs
+    ~2 ms), changed on a copy (a batch that fails must leave no steps behind), and saved
+    in the batch's transaction if it moved."""
+
+    def __init__(self, writer: StoreWriter, kept: tuple[str, ByteModel] | None) -> None:
+        self._writer = writer
+        self._kept = kept
+        self._model: ByteModel | None = None
+
+    def _loaded(self) -> ByteModel:
+        if self._model is None:
+            serial, kept = self._writer.meta_value(META_SERIAL), self._kept
+            if kept is not None and serial is not None and kept[0] == serial:
+                self._model = kept[1].copy()
+            else:
+                self._model = (read_model(self._writer.meta_value(META_NAME)) or ByteModel()).copy()
+        return self._model
+
+    def learn(self, message: bytes, label: Label) -> float:
+        """One online step on the message (its bytes or prefix; empty: nothing to learn
+        from); returns the step taken, 0.0 for none."""
+        return self._loaded().learn_message(message, label is Label.SPAM) if message else 0.0
+
+    def take_back(self, message: bytes, step: float) -> None:
+        """Undo the step the model once took on this message (decision 0024)."""
+        if step and message:
+            self._loaded().unlearn_message(message, step)
+
+    def save(self) -> tuple[str, ByteModel] | None:
+        """Write the model if it moved; the model and its serial as this batch leaves them."""
+        model, serial = self._model, self._writer.meta_value(META_SERIAL)
+        if model is None:
+            return self._kept
+        if not model.changed:
+            return None if serial is None else (serial, model)
+        model.changed = False
+        serial = new_serial()
+        self._writer.set_meta(META_NAME, model.encode())
+        self._writer.set_meta(META_SERIAL, serial)
+        return serial, model
 
 
 def _apply(writer: StoreWriter, pending: _Pending, label: Label | None,

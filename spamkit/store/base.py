@@ -150,7 +150,14 @@ class StoreWriter(Protocol):
 
     def add_messages(self, label: Label, delta: int) -> None: ...
 
-    def remember(self, message_key: bytes, label: Label | None) -> None: ...
+    def remember(self, message_key: bytes, label: Label | None) -> None:
+        """Mark the message as learned with `label` (None: forgotten), as of today."""
+
+    def byte_step(self, message_key: bytes) -> float:
+        """The byte model's step recorded with the message's seen mark (0.0: none)."""
+
+    def record_byte_step(self, message_key: bytes, step: float) -> None:
+        """Keep the byte model's step on a message with the mark this batch gives it."""
 
     def set_meta(self, name: str, value: str) -> None: ...
 

@@ -11,20 +11,48 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import struct
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from spamkit.bytemodel import model_steps
+from spamkit.bytemodel import META_NAME, META_SERIAL, model_steps
 from spamkit.store.base import Label, numbers_of, sorted_distinct
 
 # a token's value, as both backends store it: spam count, ham count, last-learned day
 VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
 SEEN_LAYOUT = struct.Struct("<BI")  # a seen mark: label code, day learned
+# a seen mark of a message the byte model stepped on: the step, float32, follows; marks of
+# messages it did not step on keep the short layout (as every mark before steps were kept)
+SEEN_STEP_LAYOUT = struct.Struct("<BIf")
 LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
+# the meta values a reset removes with the tokens and marks: what was learned, and when
+# (the byte model with them); `created` and `schema` stay. A restore replaces every meta
+# value but `schema` with the dump's.
+LEARNED_META = ("nspam", "nham", "last_expire", "last_expire_removed", "last_seen_expire",
+                "last_seen_expire_removed", "tokenizer", META_NAME, META_SERIAL)
 CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
+
+
+def pack_seen(label: Label, day: int, byte_step: float = 0.0) -> bytes:
+    """A seen mark's value: the label, the day it was learned, and the byte model's step
+    on the message when it took one (what `forget` takes back out, decision 0024)."""
+    if byte_step:
+        return SEEN_STEP_LAYOUT.pack(LABEL_CODE[label], day, byte_step)
+    return SEEN_LAYOUT.pack(LABEL_CODE[label], day)
+
+
+def unpack_seen(value: bytes | memoryview) -> tuple[int, int, float] | None:
+    """(label code, day, byte step) of a seen mark's value; None if it is neither layout."""
+    if len(value) == SEEN_LAYOUT.size:
+        code, day = SEEN_LAYOUT.unpack(value)
+        return code, day, 0.0
+    if len(value) == SEEN_STEP_LAYOUT.size:
+        code, day, step = SEEN_STEP_LAYOUT.unpack(value)
+        return code, day, step if math.isfinite(step) else 0.0
+    return None
 
 
 @functools.lru_cache(maxsize=64)
@@ -44,6 +72,7 @@ class PendingChanges:
         self._deltas: list[tuple[Label, int, bytes]] = []  # (label, +1/-1, joined hashes)
         self._messages = {Label.SPAM: 0, Label.HAM: 0}
         self._seen: dict[bytes, Label | None] = {}
+        self._byte_steps: dict[bytes, float] = {}  # steps of the marks this batch writes
         self._meta: dict[str, str] = {}
         self._events: list[tuple[bytes, bytes]] = []  # (message key + time, JSON record)
 
@@ -65,6 +94,27 @@ class PendingChanges:
 
     def remember(self, message_key: bytes, label: Label | None) -> None:
         self._seen[message_key] = label
+        self._byte_steps.pop(message_key, None)  # a new mark: no step until one is recorded
+
+    def record_byte_step(self, message_key: bytes, step: float) -> None:
+        """Keep the byte model's step on a message this batch marks as learned, with its mark."""
+        if self._seen.get(message_key) is not None:
+            self._byte_steps[message_key] = step
+
+    def byte_step(self, message_key: bytes) -> float:
+        """The byte model's step recorded with the message's mark (0.0: none, or no mark)."""
+        if message_key in self._seen:
+            return self._byte_steps.get(message_key, 0.0)
+        return self._stored_byte_step(message_key)
+
+    def _stored_byte_step(self, message_key: bytes) -> float:
+        raise NotImplementedError  # a backend's writer reads its stored mark
+
+    def seen_values(self, day: int) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """The batch's seen marks to write ((key, value) pairs) and to delete (keys)."""
+        marks = [(key, pack_seen(label, day, self._byte_steps.get(key, 0.0)))
+                 for key, label in self._seen.items() if label is not None]
+        return marks, [key for key, label in self._seen.items() if label is None]
 
     def token_deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted distinct token keys as uint64, spam deltas, ham deltas).

@@ -3,7 +3,7 @@
     spamkit-dump 1
     meta <name> <value>                      (nspam, nham, tokenizer, last_expire, bytemodel, ...)
     token <16 hex digits> <spam> <ham> <day>
-    seen <32 hex digits> <spam|ham> <day>
+    seen <32 hex digits> <spam|ham> <day> [<byte model step>]
     event <48 hex digits: message key and time> <JSON record>
     end <number of token lines> <number of seen lines> [<number of event lines>]
 
@@ -15,12 +15,14 @@ docs/dump-format.md describes it for people.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from spamkit.bytemodel import META_NAME as BYTE_MODEL_META
-from spamkit.bytemodel import ByteModel
+from spamkit.bytemodel import META_SERIAL as BYTE_MODEL_SERIAL
+from spamkit.bytemodel import RATE, ByteModel
 from spamkit.errors import StoreError
 from spamkit.store.base import Label, TokenRecord
 
@@ -37,6 +39,7 @@ class SeenRecord:
     key: bytes
     label: Label
     day: int
+    byte_step: float = 0.0  # the byte model's step on the message, if it took one
 
 
 def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenRecord],
@@ -52,7 +55,8 @@ def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenR
         out.write(f"token {record.key.hex()} {record.spam} {record.ham} {record.day}\n")
         ntokens += 1
     for mark in seen:
-        out.write(f"seen {mark.key.hex()} {mark.label.value} {mark.day}\n")
+        step = f" {mark.byte_step!r}" if mark.byte_step else ""
+        out.write(f"seen {mark.key.hex()} {mark.label.value} {mark.day}{step}\n")
         nseen += 1
     nevents = 0
     for key, event in events:
@@ -106,7 +110,8 @@ class DumpReader:
             key = bytes.fromhex(fields[1])
             if len(key) != 16:
                 raise ValueError("bad message key")
-            self.seen.append(SeenRecord(key, Label(fields[2]), _u32(fields[3])))
+            step = _byte_step(fields[4]) if len(fields) > 4 else 0.0
+            self.seen.append(SeenRecord(key, Label(fields[2]), _u32(fields[3]), step))
         elif kind == "event":
             key = bytes.fromhex(fields[1])
             if len(key) != 24:
@@ -126,6 +131,9 @@ class DumpReader:
             read = [len(self.tokens), len(self.seen), len(self.events)][: len(counts)]
             if len(counts) < 2 or counts != read:
                 raise ValueError(f"end line says {' '.join(fields[1:])} records, read {read}")
+            if BYTE_MODEL_META not in self.meta:  # no model: no serial, no step to take back
+                self.meta.pop(BYTE_MODEL_SERIAL, None)
+                self.seen = [replace(mark, byte_step=0.0) for mark in self.seen]
             return True
         else:
             raise ValueError(f"unknown record type {kind!r}")
@@ -137,6 +145,14 @@ def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"{text[:20]!r} is not a count")
     return int(text)
+
+
+def _byte_step(text: str) -> float:
+    """A byte model step: a finite number no larger than a step can be (RATE)."""
+    step = float(text)
+    if not (math.isfinite(step) and abs(step) <= RATE):
+        raise ValueError(f"{text[:20]!r} is not a byte model step")
+    return step
 
 
 def _u32(text: str) -> int:

@@ -2,7 +2,7 @@
 
 Named databases:
     tokens  8-byte token hash -> <spam u32><ham u32><last-learned day u32>
-    seen    16-byte message key -> <label u8><day u32>
+    seen    16-byte message key -> <label u8><day u32>[<byte model step f32>]
     meta    name -> ASCII value (nspam, nham, created, last_expire, last_seen_expire,
             tokenizer, schema)
     history 16-byte message key + 8-byte time (ns) -> JSON: who taught what, when
@@ -33,8 +33,8 @@ import numpy as np
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
-from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
-                                 expiry_order, magic_facts, new_token_values)
+from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
+                                 magic_facts, new_token_values, pack_seen, unpack_seen)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.maplock import MapLock
 
@@ -128,6 +128,10 @@ class LmdbWriter(PendingChanges):
     def prefetch_seen(self, message_keys: Sequence[bytes]) -> None:
         """Nothing to do: a read in the write transaction costs a microsecond."""
 
+    def _stored_byte_step(self, message_key: bytes) -> float:
+        raw = self._txn.get(message_key, db=self._store._seen_db)
+        return 0.0 if raw is None else _seen_mark(raw)[2]
+
     def meta_value(self, name: str) -> str | None:
         if name in self._meta:
             return self._meta[name]
@@ -162,11 +166,11 @@ class LmdbWriter(PendingChanges):
         for operation in self._raw_operations:
             operation(txn)
         self._write_tokens(txn, day)
-        for message_key, label in self._seen.items():
-            if label is None:
-                txn.delete(message_key, db=store._seen_db)
-            else:
-                txn.put(message_key, SEEN_LAYOUT.pack(LABEL_CODE[label], day), db=store._seen_db)
+        marks, forgotten = self.seen_values(day)
+        for message_key in forgotten:
+            txn.delete(message_key, db=store._seen_db)
+        for message_key, mark in marks:
+            txn.put(message_key, mark, db=store._seen_db)
         nspam = store._meta_int(txn, b"nspam") + self._messages[Label.SPAM]
         nham = store._meta_int(txn, b"nham") + self._messages[Label.HAM]
         txn.put(b"nspam", str(max(0, nspam)).encode(), db=store._meta_db)
@@ -204,6 +208,14 @@ def _token_values(values: Sequence[bytes | memoryview]) -> np.ndarray:
     if len(joined) != len(values) * VALUE_DTYPE.itemsize:
         raise StoreCorrupt(f"a token record is not 12 bytes: the database is damaged; {RECOVERY}")
     return np.frombuffer(joined, dtype=VALUE_DTYPE)
+
+
+def _seen_mark(value: bytes | memoryview) -> tuple[int, int, float]:
+    mark = unpack_seen(value)
+    if mark is None:
+        raise StoreCorrupt(f"a seen record is {len(value)} bytes, not 5 or 9: the database is "
+                           f"damaged; {RECOVERY}")
+    return mark
 
 
 def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tuple[int, ...]:
@@ -512,9 +524,9 @@ class LmdbStore:
     def seen_records(self) -> Iterator[SeenRecord]:
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._seen_db):
-                code, day = _unpack(SEEN_LAYOUT, value, "seen")
+                code, day, step = _seen_mark(value)
                 if code in CODE_LABEL:
-                    yield SeenRecord(bytes(key), CODE_LABEL[code], day)
+                    yield SeenRecord(bytes(key), CODE_LABEL[code], day, step)
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
@@ -601,7 +613,7 @@ class LmdbStore:
         history = self._writable_history()
         with self._transaction() as txn:
             old_marks = [bytes(key) for key, value in txn.cursor(db=self._seen_db)
-                         if _unpack(SEEN_LAYOUT, value, "seen")[1] < before_day]
+                         if _seen_mark(value)[1] < before_day]
             old_events = [bytes(key) for key in txn.cursor(db=history).iternext(values=False)
                           if struct.unpack_from(">Q", key, 16)[0] < cutoff_ns]
         for start in range(0, len(old_marks), EXPIRE_CHUNK):
@@ -631,7 +643,10 @@ class LmdbStore:
             cursor.putmulti([(r.key, _VALUE.pack(r.spam, r.ham, r.day))
                              for r in sorted(dump.tokens, key=lambda r: r.key)])
             for mark in dump.seen:
-                txn.put(mark.key, SEEN_LAYOUT.pack(LABEL_CODE[mark.label], mark.day), db=self._seen_db)
+                txn.put(mark.key, pack_seen(mark.label, mark.day, mark.byte_step), db=self._seen_db)
+            stale = [bytes(name) for name in txn.cursor(db=self._meta_db).iternext(values=False)
+                     if bytes(name) != b"schema"]
+            _delete_all(self._meta_db, stale, txn)  # (a value the dump lacks must not linger)
             for name, value in dump.meta.items():
                 if name != "schema":
                     txn.put(name.encode(), value.encode(), db=self._meta_db)
@@ -647,7 +662,7 @@ class LmdbStore:
         """Delete these seen marks unless relearned since they were read (a new day)."""
         for key in keys:
             value = txn.get(key, db=self._seen_db)
-            if value is not None and _unpack(SEEN_LAYOUT, value, "seen")[1] < before_day:
+            if value is not None and _seen_mark(value)[1] < before_day:
                 txn.delete(key, db=self._seen_db)
 
     def _writable_history(self) -> lmdb._Database:
@@ -662,9 +677,8 @@ class LmdbStore:
             txn.drop(self._tokens_db, delete=False)
             txn.drop(self._seen_db, delete=False)
             txn.drop(self._writable_history(), delete=False)
-            for name in (b"nspam", b"nham", b"last_expire", b"last_expire_removed", b"last_seen_expire",
-                         b"last_seen_expire_removed", b"tokenizer"):
-                txn.delete(name, db=self._meta_db)
+            for name in LEARNED_META:
+                txn.delete(name.encode(), db=self._meta_db)
 
     def close(self) -> None:
         if os.getpid() == self._pid:

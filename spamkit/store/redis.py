@@ -4,7 +4,7 @@
 `unix:///path/redis.sock`). Keys, all under the prefix (default "spamkit:"):
 
     tokens   hash   8-byte token hash -> <spam u32><ham u32><last-learned day u32>
-    seen     hash   16-byte message key -> <label u8><day u32>
+    seen     hash   16-byte message key -> <label u8><day u32>[<byte model step f32>]
     meta     hash   name -> ASCII value (nspam, nham, created, schema, tokenizer, ...)
     history  sorted set, every score 0, so ordered by member:
              16-byte message key + 8-byte time (ns, big-endian) + JSON record
@@ -48,8 +48,8 @@ from redis.retry import Retry
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
 from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
-from spamkit.store.batch import (CODE_LABEL, LABEL_CODE, SEEN_LAYOUT, VALUE_DTYPE, PendingChanges,
-                                 expiry_order, magic_facts, new_token_values)
+from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
+                                 magic_facts, new_token_values, pack_seen, unpack_seen)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
 SCHEMA = "1"
@@ -120,6 +120,16 @@ def reaching(where: str) -> Iterator[None]:
         raise StoreError(f"the database at {where}: {type(error).__name__}: {error}") from None
 
 
+def _mark(raw: bytes | None) -> tuple[Label, float] | None:
+    """A stored seen mark's label and byte model step (None: no mark)."""
+    label = CODE_LABEL.get(raw[0]) if raw else None
+    if label is None:
+        return None
+    assert raw is not None
+    mark = unpack_seen(raw)
+    return label, 0.0 if mark is None else mark[2]
+
+
 def _values(raw: Sequence[bytes], where: str) -> np.ndarray:
     joined = b"".join(raw)
     if len(joined) != len(raw) * VALUE_DTYPE.itemsize:
@@ -144,11 +154,19 @@ class RedisWriter(PendingChanges):
         self._store = store
         self._pipe = pipe  # WATCHing the lock: commands run at once until `multi()`
         self._replace: list[tuple[str, list[Any]]] = []  # restore's and reset's whole-key work
-        self._stored: dict[bytes, Label | None] = {}  # seen marks read under the lock
+        self._stored: dict[bytes, tuple[Label, float] | None] = {}  # marks read under the lock
 
     def learned_as(self, message_key: bytes) -> Label | None:
         if message_key in self._seen:
             return self._seen[message_key]
+        mark = self._stored_mark(message_key)
+        return None if mark is None else mark[0]
+
+    def _stored_byte_step(self, message_key: bytes) -> float:
+        mark = self._stored_mark(message_key)
+        return 0.0 if mark is None else mark[1]
+
+    def _stored_mark(self, message_key: bytes) -> tuple[Label, float] | None:
         if message_key not in self._stored:
             self.prefetch_seen([message_key])
         return self._stored[message_key]
@@ -160,8 +178,7 @@ class RedisWriter(PendingChanges):
         for start in range(0, len(wanted), CHUNK):
             chunk = wanted[start:start + CHUNK]
             raws = self._pipe.hmget(self._store.key("seen"), chunk)
-            self._stored.update((key, CODE_LABEL.get(raw[0]) if raw else None)
-                                for key, raw in zip(chunk, raws))
+            self._stored.update((key, _mark(raw)) for key, raw in zip(chunk, raws))
 
     def meta_value(self, name: str) -> str | None:
         if name in self._meta:
@@ -195,11 +212,9 @@ class RedisWriter(PendingChanges):
             gone = [key_list[i] for i in np.flatnonzero(~keep & existed)]
             for start in range(0, len(gone), CHUNK):
                 writes.append(("HDEL", [tokens, *gone[start:start + CHUNK]]))
-        marks = [item for key, label in self._seen.items() if label is not None
-                 for item in (key, SEEN_LAYOUT.pack(LABEL_CODE[label], day))]
+        marks, forgotten = self.seen_values(day)
         if marks:
-            writes.append(("HSET", [store.key("seen"), *marks]))
-        forgotten = [key for key, label in self._seen.items() if label is None]
+            writes.append(("HSET", [store.key("seen"), *(x for mark in marks for x in mark)]))
         if forgotten:
             writes.append(("HDEL", [store.key("seen"), *forgotten]))
         meta: dict[str, str] = dict(self._meta)
@@ -376,12 +391,13 @@ class RedisStore:
 
     def seen_records(self) -> Iterator[SeenRecord]:
         for key, value in sorted(self._scan("seen")):
-            if len(value) != SEEN_LAYOUT.size:
-                raise StoreCorrupt(f"a seen record at {self.location} is not {SEEN_LAYOUT.size} "
-                                   f"bytes: the database is damaged; {RECOVERY}")
-            code, day = SEEN_LAYOUT.unpack(value)
+            mark = unpack_seen(value)
+            if mark is None:
+                raise StoreCorrupt(f"a seen record at {self.location} is {len(value)} bytes, not 5 "
+                                   f"or 9: the database is damaged; {RECOVERY}")
+            code, day, step = mark
             if code in CODE_LABEL:
-                yield SeenRecord(key, CODE_LABEL[code], day)
+                yield SeenRecord(key, CODE_LABEL[code], day, step)
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
@@ -453,7 +469,7 @@ class RedisStore:
         cutoff_ns = before_day * 86400 * 10**9
         with self.writer() as writer:
             old_marks = [key for key, value in self._scan("seen")
-                         if len(value) == SEEN_LAYOUT.size and SEEN_LAYOUT.unpack(value)[1] < before_day]
+                         if (mark := unpack_seen(value)) is not None and mark[1] < before_day]
             with reaching(self.location):
                 old_events = [member for member, _ in
                               self._client.zscan_iter(self.key("history"), count=CHUNK)
@@ -478,12 +494,15 @@ class RedisStore:
             fields = [x for r in tokens for x in (r.key, struct.pack("<III", r.spam, r.ham, r.day))]
             for start in range(0, len(fields), 2 * CHUNK):
                 writer.replace("HSET", self.key("tokens"), *fields[start:start + 2 * CHUNK])
-            marks = [x for m in dump.seen for x in (m.key, SEEN_LAYOUT.pack(LABEL_CODE[m.label], m.day))]
+            marks = [x for m in dump.seen for x in (m.key, pack_seen(m.label, m.day, m.byte_step))]
             for start in range(0, len(marks), 2 * CHUNK):
                 writer.replace("HSET", self.key("seen"), *marks[start:start + 2 * CHUNK])
             events = [x for key, record in dump.events for x in (0, key + record)]
             for start in range(0, len(events), 2 * CHUNK):
                 writer.replace("ZADD", self.key("history"), *events[start:start + 2 * CHUNK])
+            stale = [name for name in self.meta() if name != "schema"]
+            if stale:  # (a value the dump lacks must not linger)
+                writer.replace("HDEL", self.key("meta"), *stale)
             for name, value in dump.meta.items():
                 if name != "schema":
                     writer.set_meta(name, value)
@@ -491,9 +510,7 @@ class RedisStore:
     def reset(self) -> None:
         with self.writer() as writer:
             writer.replace("DEL", self.key("tokens"), self.key("seen"), self.key("history"))
-            writer.replace("HDEL", self.key("meta"), "nspam", "nham", "last_expire",
-                           "last_expire_removed", "last_seen_expire", "last_seen_expire_removed",
-                           "tokenizer")
+            writer.replace("HDEL", self.key("meta"), *LEARNED_META)
 
     def close(self) -> None:
         self._client.close()

@@ -1170,10 +1170,11 @@ static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
 }
 
 PyDoc_STRVAR(byte_step_doc,
-"byte_step(raw, weights, limit, target, rate, thick) -> bool\n\n"
+"byte_step(raw, weights, limit, target, rate, thick) -> float\n\n"
 "One online step of the byte model (bytemodel.ByteModel.learn) on the message's prefix:\n"
 "p = logistic(log-odds, clamped to +-500); unless |target - p| <= thick, every distinct\n"
-"bucket's weight gains the float32 value of rate * (target - p). True if the weights moved.");
+"bucket's weight gains the float32 value of rate * (target - p). Returns that value (the\n"
+"step, which `forget` takes back out), 0.0 if the weights did not move.");
 
 static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
@@ -1188,15 +1189,15 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
         double z = sum_of(w, &set);
         z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
         double error = target - 1.0 / (1.0 + exp(-z));
-        int moved = fabs(error) > thick;
-        if (moved) {
-            float delta = (float)(rate * error);
+        float delta = 0.0f;
+        if (fabs(error) > thick) {
+            delta = (float)(rate * error);
             for (size_t k = 0; k < set.count; k++)
                 w[set.buckets[k]] += delta;
         }
         window_set_free(&set);
         PyBuffer_Release(&view);
-        out = PyBool_FromLong(moved);
+        out = PyFloat_FromDouble((double)delta);
     }
     PyBuffer_Release(&raw);
     return out;

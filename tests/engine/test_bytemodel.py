@@ -22,6 +22,8 @@ from spamkit.learn import Learner
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
+from spamkit.store.base import today
+from spamkit.store.batch import SEEN_LAYOUT
 from tests.conftest import as_items
 
 
@@ -189,21 +191,36 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
     serial = store.meta_value(bytemodel.META_SERIAL)
     Learner(store).learn(spam[:100], Label.SPAM)  # known already: nothing learned, no step
     assert store.meta_value(bytemodel.META_SERIAL) == serial
-    Learner(store).learn(spam[:10], Label.HAM)  # relearned: steps toward ham
+    stepped_on = [m for m in store.seen_records() if m.byte_step]
+    assert len(stepped_on) == first.steps  # each step kept with its message's seen mark
+    assert sum(m.byte_step > 0 for m in stepped_on) == first.spam_steps
+    first_ten = {message_key(item.data or b"") for item in spam[:10]}
+    taken_back = sum(m.key in first_ten for m in stepped_on)
+    assert taken_back > 0
+    Learner(store).learn(spam[:10], Label.HAM)  # relearned: spam's steps taken back, then ham's
     relearned = model_of(store)
-    assert relearned is not None and relearned.steps > first.steps
+    assert relearned is not None and relearned.ham_steps > 0
+    assert relearned.spam_steps == first.spam_steps - taken_back
     assert store.meta_value(bytemodel.META_SERIAL) != serial
     some = grams(byte_prefix(spam[0].data or b""))
     assert relearned.log_odds(some) < first.log_odds(some)
-    Learner(store).learn(spam[:10], None)  # forgetting leaves the model as it was
+    ham_steps = {m.key: m.byte_step for m in store.seen_records() if m.key in first_ten}
+    assert all(step <= 0 for step in ham_steps.values())
+    Learner(store).learn(spam[:10], None)  # forgetting takes back what they taught it
     forgotten = model_of(store)
-    assert forgotten is not None and np.array_equal(forgotten.weights, relearned.weights)
+    assert forgotten is not None and forgotten.ham_steps == 0
+    assert forgotten.spam_steps == relearned.spam_steps
+    expected = relearned.weights.copy()
+    for item in spam[:10]:
+        expected[message_buckets(item.data or b"")] -= np.float32(ham_steps[message_key(item.data or b"")])
+    np.testing.assert_allclose(forgotten.weights, expected, atol=1e-6)
+    assert not any(m.key in first_ten for m in store.seen_records())
     with pytest.raises(RuntimeError):  # a batch that fails writes no step either
         with store.writer() as writer:
             writer.set_meta(bytemodel.META_NAME, ByteModel().encode())
             raise RuntimeError("mid-batch")
     after = model_of(store)
-    assert after is not None and np.array_equal(after.weights, relearned.weights)
+    assert after is not None and np.array_equal(after.weights, forgotten.weights)
 
 
 def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore, monkeypatch: pytest.MonkeyPatch,
@@ -273,6 +290,86 @@ def test_dump_restore_keeps_it_and_a_damaged_one_changes_nothing(
         assert again is not None and np.array_equal(again.weights, original.weights)
 
 
+def test_forgetting_takes_back_exactly_the_step_a_message_taught(
+        store: LmdbStore, sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """The model is a sum of steps: forgetting a message subtracts its own, kept with its
+    seen mark, so the weights are what the other messages' steps made them; relearning
+    takes the old step back before taking one toward the new label."""
+    spam, _ = sample
+    first, second = spam[0].data or b"", spam[1].data or b""
+    Learner(store).learn([spam[0]], Label.SPAM)
+    Learner(store).learn([spam[1]], Label.SPAM)
+    steps = {m.key: m.byte_step for m in store.seen_records()}
+    assert all(step > 0 for step in steps.values()) and len(steps) == 2
+    Learner(store).learn([spam[0]], None)
+    expected = np.zeros(1 << bytemodel.BITS, dtype=np.float32)
+    expected[message_buckets(second)] += np.float32(steps[message_key(second)])
+    model = model_of(store)
+    assert model is not None and (model.spam_steps, model.ham_steps) == (1, 0)
+    np.testing.assert_allclose(model.weights, expected, atol=1e-7)
+    assert store.learned_as(message_key(first)) is None
+    Learner(store).learn([spam[1]], Label.HAM)  # from nothing again, then one step toward ham
+    alone = ByteModel()
+    alone.learn(message_buckets(second), False)
+    model = model_of(store)
+    assert model is not None and (model.spam_steps, model.ham_steps) == (0, 1)
+    np.testing.assert_allclose(model.weights, alone.weights, atol=1e-7)
+    assert [m.byte_step < 0 for m in store.seen_records()] == [True]
+
+
+def test_marks_from_before_steps_were_kept_still_forget(
+        store: LmdbStore, sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """A seen mark in the short layout (label and day, as databases before this kept them)
+    forgets the message's counts and leaves the model; a mark of any other size is damage."""
+    spam, _ = sample
+    Learner(store).learn(spam[:3], Label.SPAM)
+    key = message_key(spam[0].data or b"")
+    with store.writer() as writer:  # the mark as an older spamkit wrote it
+        writer.run_in_transaction(lambda txn: txn.put(key, SEEN_LAYOUT.pack(1, today()),
+                                                      db=store._seen_db))
+    before = model_of(store)
+    summary = Learner(store).learn(spam[:1], None)
+    assert summary.forgotten == 1 and store.totals().nspam == 2
+    after = model_of(store)
+    assert before is not None and after is not None
+    assert np.array_equal(after.weights, before.weights) and after.steps == before.steps
+    other = message_key(spam[1].data or b"")
+    with store.writer() as writer:
+        writer.run_in_transaction(lambda txn: txn.put(other, b"\x01\x00\x00\x00", db=store._seen_db))
+    with pytest.raises(StoreCorrupt, match="seen record is 4 bytes"):
+        list(store.seen_records())
+
+
+def test_the_steps_go_through_a_dump(store: LmdbStore, tmp_path: Path,
+                                     sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """A dump carries each mark's step; restored without its model, the marks lose them
+    (there is nothing to take a step back out of); a step no step can be is refused."""
+    spam, _ = sample
+    Learner(store).learn(spam[:20], Label.SPAM)
+    text = io.StringIO()
+    store.dump(text)
+    seen_lines = [line for line in text.getvalue().splitlines() if line.startswith("seen ")]
+    assert sum(len(line.split()) == 5 for line in seen_lines) == model_of(store).steps  # type: ignore[union-attr]
+    with LmdbStore(tmp_path / "copy") as copy:
+        copy.restore(io.StringIO(text.getvalue()))
+        again = io.StringIO()
+        copy.dump(again)
+        assert again.getvalue() == text.getvalue()
+        without_model = "".join(line for line in text.getvalue().splitlines(keepends=True)
+                                if not line.startswith("meta bytemodel"))
+        copy.restore(io.StringIO(without_model))
+        assert model_of(copy) is None
+        assert not any(m.byte_step for m in copy.seen_records())
+        lines = text.getvalue().splitlines(keepends=True)
+        number = next(i for i, line in enumerate(lines) if len(line.split()) == 5 and line.startswith("seen"))
+        for bad in ("nan", "0.5", "-inf", "x"):
+            lines_bad = list(lines)
+            lines_bad[number] = " ".join(lines[number].split()[:4] + [bad]) + "\n"
+            with pytest.raises(StoreError, match=f"dump line {number + 1}"):
+                copy.restore(io.StringIO("".join(lines_bad)))
+        assert model_of(copy) is None  # (the refused restores changed nothing)
+
+
 def test_a_damaged_model_in_the_database_is_a_clear_error(store: LmdbStore,
                                                           sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
     spam, ham = sample
@@ -283,8 +380,29 @@ def test_a_damaged_model_in_the_database_is_a_clear_error(store: LmdbStore,
         writer.set_meta(bytemodel.META_SERIAL, "changed")
     message = spam[220].data or b""
     keys = Learner(store).analyzer.analyze(message).hashes
-    with pytest.raises(StoreCorrupt, match="byte model is damaged"):
+    with pytest.raises(StoreCorrupt, match="byte model is damaged: .*; `spamkit db dump`, remove"):
         BayesClassifier(store).score(keys, message=message)
+    text = io.StringIO()  # what the error advises: dump, drop the model's line, restore
+    store.dump(text)
+    kept = "".join(line for line in text.getvalue().splitlines(keepends=True)
+                   if not line.startswith("meta bytemodel "))
+    store.restore(io.StringIO(kept))
+    assert store.meta_value(bytemodel.META_NAME) is None
+    assert store.meta_value(bytemodel.META_SERIAL) is None
+    result = BayesClassifier(store).score(keys, message=message)
+    assert result.probability is not None and result.byte_log_odds is None
+    assert store.totals().nspam == 210 and store.learned_as(message_key(spam[0].data or b"")) is Label.SPAM
+
+
+def test_a_reset_takes_the_model_with_the_tokens(store: LmdbStore,
+                                                 sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    spam, _ = sample
+    Learner(store).learn(spam[:20], Label.SPAM)
+    assert model_of(store) is not None
+    store.reset()
+    assert model_of(store) is None and store.meta_value(bytemodel.META_SERIAL) is None
+    facts = store.magic()
+    assert (facts["nspam"], facts["ntokens"], facts["byte_model_spam_steps"]) == (0, 0, None)
 
 
 def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,

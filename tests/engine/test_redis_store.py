@@ -58,9 +58,10 @@ def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> list[Sourc
 
 
 def state(store: TokenStore) -> tuple[object, ...]:
-    """Totals, every token's counts and day, the learned-once marks, and the byte model."""
+    """Totals, every token's counts and day, the learned-once marks with the byte model's
+    step on each, and the byte model."""
     return (store.totals(), sorted((r.key, r.spam, r.ham, r.day) for r in store.records()),
-            sorted((s.key, s.label) for s in store.seen_records()),  # type: ignore[attr-defined]
+            sorted((s.key, s.label, s.byte_step) for s in store.seen_records()),  # type: ignore[attr-defined]
             store.meta_value("bytemodel"))
 
 
@@ -155,8 +156,10 @@ def test_magic_and_reset(rstore: RedisStore, location: str, sample: list[SourceI
     assert (facts["nspam"], facts["nham"], facts["nseen"], facts["backend"]) == (40, 0, 40, "redis")
     assert facts["ntokens"] == rstore.totals().ntokens > 0
     assert isinstance(facts["bytes_used"], int) and facts["bytes_used"] > 0
+    assert facts["byte_model_spam_steps"] == sum(m.byte_step > 0 for m in rstore.seen_records()) > 0
     rstore.reset()
     assert rstore.totals().ntokens == 0 and rstore.learned_as(message_key(sample[0].data or b"")) is None
+    assert rstore.meta_value("bytemodel") is None and rstore.magic()["byte_model_spam_steps"] is None
     with RedisStore(location, readonly=True) as reader:  # the schema mark stays
         assert reader.totals().nspam == 0
 
