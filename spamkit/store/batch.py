@@ -28,12 +28,12 @@ SEEN_LAYOUT = struct.Struct("<BI")  # a seen mark: label code, day learned
 # messages it did not step on keep the short layout (as every mark before steps were kept)
 SEEN_STEP_LAYOUT = struct.Struct("<BIf")
 LABEL_CODE = {Label.SPAM: 1, Label.HAM: 2}
+CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
 # the meta values a reset removes with the tokens and marks: what was learned, and when
 # (the byte model with them); `created` and `schema` stay. A restore replaces every meta
 # value but `schema` with the dump's.
 LEARNED_META = ("nspam", "nham", "last_expire", "last_expire_removed", "last_seen_expire",
                 "last_seen_expire_removed", "tokenizer", META_NAME, META_SERIAL)
-CODE_LABEL = {1: Label.SPAM, 2: Label.HAM}
 
 
 def pack_seen(label: Label, day: int, byte_step: float = 0.0) -> bytes:
