@@ -324,24 +324,29 @@ class _BatchModel:
         self._kept = kept
         self._model: ByteModel | None = None
 
-    def _loaded(self) -> ByteModel:
+    def _loaded(self, create: bool = True) -> ByteModel | None:
+        """The model, read on first use; a new one if the database has none and `create`."""
         if self._model is None:
             serial, kept = self._writer.meta_value(META_SERIAL), self._kept
             if kept is not None and serial is not None and kept[0] == serial:
                 self._model = kept[1].copy()
             else:
-                self._model = (read_model(self._writer.meta_value(META_NAME)) or ByteModel()).copy()
+                stored = read_model(self._writer.meta_value(META_NAME))
+                self._model = stored.copy() if stored is not None else ByteModel() if create else None
         return self._model
 
     def learn(self, message: bytes, label: Label) -> float:
         """One online step on the message (its bytes or prefix; empty: nothing to learn
         from); returns the step taken, 0.0 for none."""
-        return self._loaded().learn_message(message, label is Label.SPAM) if message else 0.0
+        model = self._loaded() if message else None
+        return model.learn_message(message, label is Label.SPAM) if model is not None else 0.0
 
     def take_back(self, message: bytes, step: float) -> None:
-        """Undo the step the model once took on this message (decision 0024)."""
-        if step and message:
-            self._loaded().unlearn_message(message, step)
+        """Undo the step the model once took on this message (decision 0024); with no
+        model there is nothing to take it out of."""
+        model = self._loaded(create=False) if step and message else None
+        if model is not None:
+            model.unlearn_message(message, step)
 
     def save(self) -> tuple[str, ByteModel] | None:
         """Write the model if it moved; the model and its serial as this batch leaves them."""

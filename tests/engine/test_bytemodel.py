@@ -340,6 +340,21 @@ def test_marks_from_before_steps_were_kept_still_forget(
         list(store.seen_records())
 
 
+def test_a_step_with_no_model_left_to_take_it_from_is_dropped(
+        store: LmdbStore, sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """A mark whose step outlived its model (the model's values removed by hand) forgets
+    the counts and makes no model out of the step alone."""
+    spam, _ = sample
+    Learner(store).learn(spam[:3], Label.SPAM)
+    assert any(m.byte_step for m in store.seen_records())
+    with store.writer() as writer:
+        writer.run_in_transaction(lambda txn: [txn.delete(name, db=store._meta_db)
+                                               for name in (b"bytemodel", b"bytemodel_serial")])
+    summary = Learner(store).learn(spam[:3], None)
+    assert summary.forgotten == 3 and store.totals().nspam == 0
+    assert store.meta_value(bytemodel.META_NAME) is None
+
+
 def test_the_steps_go_through_a_dump(store: LmdbStore, tmp_path: Path,
                                      sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
     """A dump carries each mark's step; restored without its model, the marks lose them
