@@ -330,9 +330,10 @@ class _BatchModel:
             serial, kept = self._writer.meta_value(META_SERIAL), self._kept
             if kept is not None and serial is not None and kept[0] == serial:
                 self._model = kept[1].copy()
-            else:
-                stored = read_model(self._writer.meta_value(META_NAME))
-                self._model = stored.copy() if stored is not None else ByteModel() if create else None
+            elif (stored := read_model(self._writer.meta_value(META_NAME))) is not None:
+                self._model = stored  # (decoded afresh: no one else holds it)
+            elif create:
+                self._model = ByteModel()
         return self._model
 
     def learn(self, message: bytes, label: Label) -> float:

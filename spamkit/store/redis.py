@@ -122,12 +122,10 @@ def reaching(where: str) -> Iterator[None]:
 
 def _mark(raw: bytes | None) -> tuple[Label, float] | None:
     """A stored seen mark's label and byte model step (None: no mark)."""
-    label = CODE_LABEL.get(raw[0]) if raw else None
-    if label is None:
+    if not raw or raw[0] not in CODE_LABEL:
         return None
-    assert raw is not None
     mark = unpack_seen(raw)
-    return label, 0.0 if mark is None else mark[2]
+    return CODE_LABEL[raw[0]], 0.0 if mark is None else mark[2]
 
 
 def _values(raw: Sequence[bytes], where: str) -> np.ndarray:
