@@ -16,11 +16,13 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpora.readers import CorpusMessage
+from spamkit.bytemodel import META_NAME, ByteModel, read_model
 from spamkit.store import LmdbStore
 from tests.servers.net import free_port, wait_for_port
 
@@ -145,7 +147,8 @@ def test_spamc_gets_spamkit_checks_verdicts(start_spamd, db: Path, tmp_path: Pat
 def test_tell_learns_only_when_allowed(start_spamd, db: Path,  # type: ignore[no-untyped-def]
                                        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """spamc -L spam|ham|forget: refused unless spamd was started with --allow-tell (as
-    SpamAssassin's spamd), then learned once, forgotten, learned again as ham."""
+    SpamAssassin's spamd), then learned once, forgotten, learned again as ham and forgotten:
+    the byte model ends as it began."""
     _, test = split
     message = next(m for m in test if m.label == "spam").data
 
@@ -154,7 +157,13 @@ def test_tell_learns_only_when_allowed(start_spamd, db: Path,  # type: ignore[no
             found = store.totals()
         return found.nspam, found.nham
 
-    before = totals()
+    def byte_model() -> ByteModel:
+        with LmdbStore(db, readonly=True) as store:
+            model = read_model(store.meta_value(META_NAME))
+        assert model is not None
+        return model
+
+    before, first_model = totals(), byte_model()
     closed = start_spamd(db)
     refused = closed.spamc(message, "-L", "spam")
     assert refused.returncode != 0 and totals() == before
@@ -168,6 +177,13 @@ def test_tell_learns_only_when_allowed(start_spamd, db: Path,  # type: ignore[no
     assert totals() == before
     assert spamd.spamc(message, "-L", "ham").stdout == b"Message successfully un/learned\n"
     assert totals() == (before[0], before[1] + 1)
+    taught = byte_model()
+    assert not np.array_equal(taught.weights, first_model.weights)  # a spam taught as ham moves it
+    assert spamd.spamc(message, "-L", "forget").stdout == b"Message successfully un/learned\n"
+    assert totals() == before
+    forgotten = byte_model()  # each forget took back the step its TELL had taken
+    assert forgotten.steps == first_model.steps
+    np.testing.assert_allclose(forgotten.weights, first_model.weights, atol=1e-6)
     assert spamd.stop()[0] == 0
 
 
