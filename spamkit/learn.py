@@ -288,14 +288,12 @@ class Learner:
                 model = _BatchModel(writer, self._byte_model)
                 self._byte_model = None  # until this batch commits
                 for pending, label in labelled:
-                    old_step = writer.byte_step(pending.key)
-                    outcome = _apply(writer, pending, label, by == "autolearn")
+                    outcome, old_step = _apply(writer, pending, label, by == "autolearn")
                     outcomes.append((pending.item, outcome))
                     if outcome is not Outcome.SKIPPED:
                         writer.log_event(pending.key, by, label.value if label is not None else "forget",
                                          outcome.value)
-                    if outcome in (Outcome.FORGOTTEN, Outcome.RELEARNED):
-                        model.take_back(pending.byte_source, old_step)
+                    model.take_back(pending.byte_source, old_step)  # (forgotten or relearned)
                     if model_reads is None and label is not None and self._run_lessons_left > 0 \
                             and outcome in (Outcome.LEARNED, Outcome.RELEARNED):
                         writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
@@ -364,18 +362,22 @@ class _BatchModel:
 
 
 def _apply(writer: StoreWriter, pending: _Pending, label: Label | None,
-           only_if_new: bool = False) -> Outcome:
+           only_if_new: bool = False) -> tuple[Outcome, float]:
+    """The message's counts and mark changed as labelled; the outcome, and the byte model
+    step its old mark held (read only when there was one to undo: a forget or relearn)."""
     previous = writer.learned_as(pending.key)
     if previous is label or (only_if_new and previous is not None):  # e.g. a duplicate in this batch
-        return Outcome.SKIPPED
+        return Outcome.SKIPPED, 0.0
+    old_step = 0.0
     if previous is not None:
+        old_step = writer.byte_step(pending.key)  # (before the new mark replaces it)
         writer.add_tokens(pending.hashes, previous, -1)
         writer.add_messages(previous, -1)
     if label is None:
         writer.remember(pending.key, None)
-        return Outcome.FORGOTTEN
+        return Outcome.FORGOTTEN, old_step
     writer.add_tokens(pending.hashes, label, 1)
     writer.add_messages(label, 1)
     writer.remember(pending.key, label)
-    return Outcome.LEARNED if previous is None else Outcome.RELEARNED
+    return (Outcome.LEARNED if previous is None else Outcome.RELEARNED), old_step
 
