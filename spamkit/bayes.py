@@ -242,7 +242,7 @@ def three_way(probability: float | None, params: BayesParams) -> str:
 
 class BayesClassifier:
     """Scores a message's token hashes against a store, and, given the message itself (or
-    its `bytemodel.byte_prefix`), adds the byte model's vote when the database has one."""
+    its `bytemodel.byte_sample`), adds the byte model's vote when the database has one."""
 
     def __init__(self, store: TokenStore, params: BayesParams | None = None) -> None:
         self.store = store

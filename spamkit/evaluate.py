@@ -41,7 +41,7 @@ import numpy as np
 
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import byte_prefix
+from spamkit.bytemodel import byte_sample
 from spamkit.errors import SpamkitError
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
 from spamkit.message import ParsedMessage, message_key
@@ -138,7 +138,7 @@ class _Message:
     name: str
     raw: bytes | None = None  # kept only for a judge
     arrived: float | None = None  # Unix time it reached the mailbox, when a header says
-    prefix: bytes = b""  # what the byte model reads of it (at most 3,000 bytes)
+    sample: bytes = b""  # what the byte model reads of it (at most 3,000 bytes)
 
     @property
     def hashes(self) -> list[bytes]:
@@ -181,10 +181,10 @@ def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: Baye
                 chunk = held_out[start:start + SCORE_BATCH]
                 if scanner is None:
                     bayes = classifier.score_many([messages[i].hashes for i in chunk],
-                                                  messages=[messages[i].prefix for i in chunk])
+                                                  messages=[messages[i].sample for i in chunk])
                 else:  # the same Bayes results, with the rules and lists around them
                     judged = scanner.scan_many([messages[i].raw or b"" for i in chunk])
-                    bayes = [v.bayes or classifier.score(messages[i].hashes, message=messages[i].prefix)
+                    bayes = [v.bayes or classifier.score(messages[i].hashes, message=messages[i].sample)
                              for i, v in zip(chunk, judged)]
                     for index, verdict in zip(chunk, judged):
                         decisions[index] = verdict.decision
@@ -239,7 +239,7 @@ def _read(spam: Iterable[SourceItem], ham: Iterable[SourceItem], analyzer: Analy
             analysis = analyzer.analyze(item.data)
             messages.append(_Message(key, pack_keys(analysis.hashes), is_spam, item.name,
                                      item.data if keep_bytes else None, arrival_time(analysis.message),
-                                     byte_prefix(item.data)))
+                                     byte_sample(item.data)))
     return messages, failures, duplicates
 
 
@@ -256,7 +256,7 @@ def arrival_time(message: ParsedMessage) -> float | None:
 def _item(message: _Message) -> SourceItem:
     """What Learner.train takes, its key and tokens worked out already (no bytes)."""
     return SourceItem(message.name, b"", token_keys=message.hashes, key=message.key,
-                      byte_prefix=message.prefix)
+                      byte_sample=message.sample)
 
 
 def _check_enough(labels: np.ndarray, fold_of: np.ndarray, folds: int, params: BayesParams,
@@ -395,11 +395,11 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
         for index, message in enumerate(messages):
             hashes = message.hashes
             if scanner is None:
-                result = classifier.score(hashes, message=message.prefix)
+                result = classifier.score(hashes, message=message.sample)
             else:
                 verdict = scanner.scan(message.raw or b"")
                 decisions[index] = verdict.decision
-                result = verdict.bayes or classifier.score(hashes, message=message.prefix)
+                result = verdict.bayes or classifier.score(hashes, message=message.sample)
             scores[index], verdicts[index] = result.log_odds, result.verdict
             waiting[index] = result.probability is None
             if corrections:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import (META_NAME, META_SERIAL, RUN_LESSONS, ByteModel, byte_prefix,
-                               new_serial, read_model)
+from spamkit.bytemodel import (META_NAME, META_SERIAL, READING, RUN_LESSONS, ByteModel, Reading,
+                               byte_sample, new_serial, read_model, stored_reading)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -95,13 +95,13 @@ class _Pending:
     hashes: list[bytes]
     previous: Label | None = None  # what the message was learned as before, if anything
     packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
-    prefix: bytes | None = None  # what the byte model reads of it, once the bytes are dropped
+    sample: bytes | None = None  # what the byte model reads of it, once the bytes are dropped
 
     @property
     def byte_source(self) -> bytes:
-        """What the byte model learns from: the prefix when kept, else the message (empty:
+        """What the byte model learns from: the sample when kept, else the message (empty:
         nothing to learn from)."""
-        return self.prefix if self.prefix is not None else self.item.data or b""
+        return self.sample if self.sample is not None else self.item.data or b""
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -137,6 +137,7 @@ class Learner:
         # reuses it if no other writer has changed it since (decoding it costs ~2 ms)
         self._byte_model: tuple[str, ByteModel] | None = None
         self._run_lessons_left = RUN_LESSONS  # what this `learn` run may still teach it
+        self._reading: Reading | None = None  # the stored model's, once asked this run
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,
@@ -149,6 +150,7 @@ class Learner:
         """
         self._started = time.perf_counter()
         self._run_lessons_left = RUN_LESSONS
+        self._reading = None
         summary = LearnSummary()
         batch: list[_Pending] = []
         for item, pending in self._prepare_all(items, label, summary, by):
@@ -196,7 +198,16 @@ class Learner:
             return None
         assert item.data is not None
         hashes = item.token_keys if item.token_keys is not None else self.analyzer.analyze(item.data).hashes
-        return _Pending(item, key, hashes, known, prefix=item.byte_prefix)
+        sample = item.byte_sample if item.byte_sample is not None and self._model_reading() == READING \
+            else None  # (a sample in another reading than the stored model's is no use)
+        return _Pending(item, key, hashes, known, sample=sample)
+
+    def _model_reading(self) -> Reading:
+        """How the database's byte model reads a message (a new model: READING), asked
+        once a run: what `train` keeps of each message must be in that reading."""
+        if self._reading is None:
+            self._reading = stored_reading(self.store.meta_value(META_NAME))
+        return self._reading
 
     def train(self, spam: Iterable[SourceItem], ham: Iterable[SourceItem],
               classifier: BayesClassifier, margin: float = DEFAULT_TRAIN_MARGIN,
@@ -215,13 +226,14 @@ class Learner:
         if not 0.5 < margin < 1.0:
             raise ValueError("margin is a probability between 0.5 and 1")
         self._started = time.perf_counter()
+        self._reading = None
         summary = LearnSummary()
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
             for item, pending in self._prepare_all(items, label, summary, by):
-                if pending is not None:  # keep the keys (packed) and the prefix, drop the bytes
-                    if pending.prefix is None:
-                        pending.prefix = byte_prefix(item.data or b"")
+                if pending is not None:  # keep the keys (packed) and the sample, drop the bytes
+                    if pending.sample is None:
+                        pending.sample = byte_sample(item.data or b"", self._model_reading())
                     pending.item = SourceItem(item.name, None, path=item.path)
                     pending.packed, pending.hashes = pack_keys(pending.hashes), []
                     queue.append((label, pending))
@@ -249,8 +261,8 @@ class Learner:
             labelled: list[tuple[_Pending, Label | None]] = [
                 (pending, label) for label, pendings in needed.items() for pending in pendings]
             self._commit(labelled, summary, None, by, model_reads=batch)
-            for _, pending in batch:  # done with: let the keys and the prefix go
-                pending.hashes, pending.prefix = [], None
+            for _, pending in batch:  # done with: let the keys and the sample go
+                pending.hashes, pending.sample = [], None
         return self._finish(summary)
 
     def _finish(self, summary: LearnSummary) -> LearnSummary:
@@ -335,7 +347,7 @@ class _BatchModel:
         return self._model
 
     def learn(self, message: bytes, label: Label) -> float:
-        """One online step on the message (its bytes or prefix; empty: nothing to learn
+        """One online step on the message (its bytes or sample; empty: nothing to learn
         from); returns the step taken, 0.0 for none."""
         model = self._loaded() if message else None
         return model.learn_message(message, label is Label.SPAM) if model is not None else 0.0

@@ -30,7 +30,7 @@ class SourceItem:
     token_keys: list[bytes] | None = None  # already tokenized (by the scanner): not analysed again
     key: bytes | None = None  # its message key, already worked out (with token_keys, the bytes
     # are not needed again: `spamkit evaluate` keeps only these of each message)
-    byte_prefix: bytes | None = None  # what the byte model reads (bytemodel.byte_prefix)
+    byte_sample: bytes | None = None  # what a new byte model reads (bytemodel.byte_sample)
 
 
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:

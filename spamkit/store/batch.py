@@ -202,8 +202,10 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
     }
 
 
-def _byte_model_facts(value: str | None) -> dict[str, int | None]:
-    """How many steps the byte model has taken toward each label; None without one (0024)."""
+def _byte_model_facts(value: str | None) -> dict[str, int | str | None]:
+    """How many steps the byte model has taken toward each label, and its format (which
+    says how it reads a message: bm1 from an older spamkit, bm2); None without one (0024)."""
     steps = model_steps(value) if value else None
     spam, ham = steps if steps is not None else (None, None)
-    return {"byte_model_spam_steps": spam, "byte_model_ham_steps": ham}
+    return {"byte_model_spam_steps": spam, "byte_model_ham_steps": ham,
+            "byte_model_format": value.split(":", 1)[0] if steps is not None and value else None}

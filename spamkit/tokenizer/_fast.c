@@ -8,7 +8,7 @@
  * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
  * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
- * message_prefix makes what the byte model reads of a message; byte_log_odds and
+ * message_sample makes what the byte model reads of a message; byte_log_odds and
  * byte_step score a message and take a learning step from the distinct buckets of its
  * windows, without making an array of them (docs/decisions/0024; the reference is
  * spamkit/bytemodel.py's Python and numpy).
@@ -937,7 +937,7 @@ fail:
 
 /* ------------------------------------------------------------- the byte model's buckets */
 
-/* The reference is spamkit/bytemodel.py: byte_prefix (what the model reads of a message),
+/* The reference is spamkit/bytemodel.py: byte_sample (what the model reads of a message),
  * grams (the distinct buckets of its 4-byte windows) and ByteModel.log_odds and learn on
  * them (tests/engine/test_bytemodel.py compares them). */
 
@@ -959,28 +959,42 @@ static int is_filter_header(const uint8_t *line, size_t length) {
     return 0;
 }
 
-static size_t byte_prefix_into(const uint8_t *raw, size_t raw_length, uint8_t *out, size_t limit) {
-    /* byte_prefix(raw) into out (at most `limit` bytes); returns its length. */
-    size_t scan = raw_length < HEAD_SCAN ? raw_length : HEAD_SCAN;
-    uint8_t *head = (uint8_t *)malloc(scan ? scan : 1);
-    if (head == NULL)
-        return (size_t)-1;
-    size_t length = 0;
-    for (size_t i = 0; i < scan;) {  /* CRs before an LF dropped (a lone CR stays) */
+static size_t lf_into(const uint8_t *raw, size_t length, uint8_t *out) {
+    /* raw with every run of CRs before an LF dropped (a lone CR stays); returns its length */
+    size_t written = 0;
+    for (size_t i = 0; i < length;) {
+        const uint8_t *cr = memchr(raw + i, '\r', length - i);  /* copy up to the next CR whole */
+        size_t plain = cr == NULL ? length - i : (size_t)(cr - (raw + i));
+        memcpy(out + written, raw + i, plain);
+        written += plain;
+        i += plain;
+        if (i >= length)
+            break;
         if (raw[i] == '\r') {
             size_t j = i;
-            while (j < scan && raw[j] == '\r')
+            while (j < length && raw[j] == '\r')
                 j++;
-            if (j < scan && raw[j] == '\n') {
+            if (j < length && raw[j] == '\n') {
                 i = j;
                 continue;
             }
             while (i < j)
-                head[length++] = raw[i++];
+                out[written++] = raw[i++];
             continue;
         }
-        head[length++] = raw[i++];
+        out[written++] = raw[i++];
     }
+    return written;
+}
+
+static size_t cleaned_into(const uint8_t *raw, size_t raw_length, uint8_t *out, size_t limit) {
+    /* bytemodel._cleaned(raw)[:limit] into out: the first HEAD_SCAN bytes, line ends as
+     * LF, other filters' headers taken out; returns its length, (size_t)-1 out of memory. */
+    size_t scan = raw_length < HEAD_SCAN ? raw_length : HEAD_SCAN;
+    uint8_t *head = (uint8_t *)malloc(scan ? scan : 1);
+    if (head == NULL)
+        return (size_t)-1;
+    size_t length = lf_into(raw, scan, head);
     /* the header part ends after the first "\n\n"'s first \n; a blank first line: none */
     size_t header_end = length > 0 && head[0] == '\n' ? 0 : length;
     for (size_t i = 0; header_end > 0 && i + 1 < length; i++) {
@@ -1020,6 +1034,82 @@ static size_t byte_prefix_into(const uint8_t *raw, size_t raw_length, uint8_t *o
     }
     free(head);
     return written;
+}
+
+static int headers_end_within(const uint8_t *text, size_t length) {
+    /* Does a blank line (or a blank first line) end the header part within text? */
+    if (length > 0 && text[0] == '\n')
+        return 1;
+    for (const uint8_t *at = text; length > 1;) {
+        const uint8_t *newline = memchr(at, '\n', length - 1);
+        if (newline == NULL)
+            return 0;
+        if (newline[1] == '\n')
+            return 1;
+        length -= (size_t)(newline + 1 - at);
+        at = newline + 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    size_t head;  /* bytes read from the start of the cleaned message */
+    size_t tail;  /* and from its end (0: none) */
+    int fold;     /* ASCII letters read in lower case */
+} Reading;
+
+static size_t sample_into(const uint8_t *raw, size_t raw_length, const Reading *reading, uint8_t *out) {
+    /* bytemodel.python_byte_sample(raw, reading) into out (head + tail bytes at most);
+     * returns its length, (size_t)-1 when memory runs out. */
+    size_t room = reading->head + reading->tail;
+    size_t length;
+    if (reading->tail == 0) {
+        length = cleaned_into(raw, raw_length, out, reading->head);
+    } else {
+        uint8_t *whole = (uint8_t *)malloc(HEAD_SCAN);
+        if (whole == NULL)
+            return (size_t)-1;
+        size_t cleaned = cleaned_into(raw, raw_length, whole, HEAD_SCAN);
+        if (cleaned == (size_t)-1) {
+            free(whole);
+            return (size_t)-1;
+        }
+        uint8_t *ends = whole;  /* the head and the tail, joined, then cleaned again */
+        size_t joined = cleaned;
+        if (raw_length > HEAD_SCAN) {  /* the tail from the last 2 * tail bytes, as LF */
+            size_t span = 2 * reading->tail < raw_length ? 2 * reading->tail : raw_length;
+            uint8_t *tail = (uint8_t *)malloc(span);
+            if (tail == NULL) {
+                free(whole);
+                return (size_t)-1;
+            }
+            size_t tail_length = lf_into(raw + raw_length - span, span, tail);
+            size_t take = tail_length < reading->tail ? tail_length : reading->tail;
+            joined = cleaned < reading->head ? cleaned : reading->head;
+            memcpy(whole + joined, tail + tail_length - take, take);
+            joined += take;
+            free(tail);
+        } else if (cleaned > room) {
+            memmove(whole + reading->head, whole + cleaned - reading->tail, reading->tail);
+            joined = room;
+        } else {
+            ends = NULL;  /* read whole: already clean */
+        }
+        size_t kept = ends == NULL ? cleaned : joined;
+        size_t head_part = kept < reading->head ? kept : reading->head;
+        if (ends == NULL || headers_end_within(whole, head_part)) {
+            memcpy(out, whole, kept);  /* (cleaning it again would change nothing) */
+            length = kept;
+        } else {  /* the head cut the headers: the tail's first lines are headers now */
+            length = cleaned_into(ends, joined, out, room);
+        }
+        free(whole);
+    }
+    if (length != (size_t)-1 && reading->fold) {
+        for (size_t i = 0; i < length; i++)  /* branchless, so the compiler vectorises it */
+            out[i] = (uint8_t)(out[i] + ((uint8_t)(out[i] - 'A') < 26u ? 0x20 : 0));
+    }
+    return length;
 }
 
 typedef struct {
@@ -1067,39 +1157,47 @@ static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *s
     return 0;
 }
 
-static uint8_t *prefix_of(const Py_buffer *raw, Py_ssize_t limit, size_t *length) {
-    /* byte_prefix of the message, malloc'd (the caller frees it); NULL with an exception
-     * set when `limit` is out of range or memory runs out. */
-    if (limit < 0 || limit > HEAD_SCAN) {
-        PyErr_SetString(PyExc_ValueError, "limit must be from 0 to 16384");
-        return NULL;
+static int reading_of(Py_ssize_t head, Py_ssize_t tail, int fold, Reading *reading) {
+    if (head < 0 || tail < 0 || head + tail > HEAD_SCAN) {
+        PyErr_SetString(PyExc_ValueError, "head and tail must be from 0 to 16384 bytes together");
+        return -1;
     }
-    uint8_t *prefix = (uint8_t *)malloc((size_t)limit + 1);
-    if (prefix != NULL) {
-        *length = byte_prefix_into((const uint8_t *)raw->buf, (size_t)raw->len, prefix, (size_t)limit);
+    reading->head = (size_t)head;
+    reading->tail = (size_t)tail;
+    reading->fold = fold;
+    return 0;
+}
+
+static uint8_t *sample_of(const Py_buffer *raw, const Reading *reading, size_t *length) {
+    /* The message's sample, malloc'd (the caller frees it); NULL with MemoryError set. */
+    uint8_t *sample = (uint8_t *)malloc(reading->head + reading->tail + 1);
+    if (sample != NULL) {
+        *length = sample_into((const uint8_t *)raw->buf, (size_t)raw->len, reading, sample);
         if (*length != (size_t)-1)
-            return prefix;
-        free(prefix);
+            return sample;
+        free(sample);
     }
     PyErr_NoMemory();
     return NULL;
 }
 
-PyDoc_STRVAR(message_prefix_doc,
-"message_prefix(raw, limit) -> bytes\n\n"
-"What the byte model reads of a message (bytemodel.byte_prefix, at most `limit` bytes).");
+PyDoc_STRVAR(message_sample_doc,
+"message_sample(raw, head, tail, fold) -> bytes\n\n"
+"What the byte model reads of a message (bytemodel.byte_sample with that reading).");
 
-static PyObject *message_prefix(PyObject *Py_UNUSED(module), PyObject *args) {
+static PyObject *message_sample(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "y*n", &raw, &limit))
+    Py_ssize_t head, tail;
+    int fold;
+    Reading reading;
+    if (!PyArg_ParseTuple(args, "y*nnp", &raw, &head, &tail, &fold))
         return NULL;
     PyObject *out = NULL;
     size_t length = 0;
-    uint8_t *prefix = prefix_of(&raw, limit, &length);
-    if (prefix != NULL)
-        out = PyBytes_FromStringAndSize((const char *)prefix, (Py_ssize_t)length);
-    free(prefix);
+    uint8_t *sample = reading_of(head, tail, fold, &reading) < 0 ? NULL : sample_of(&raw, &reading, &length);
+    if (sample != NULL)
+        out = PyBytes_FromStringAndSize((const char *)sample, (Py_ssize_t)length);
+    free(sample);
     PyBuffer_Release(&raw);
     return out;
 }
@@ -1131,36 +1229,38 @@ static double sum_of(const float *weights, const WindowSet *set) {
     return z;
 }
 
-static int model_windows(const Py_buffer *raw, PyObject *weights, Py_ssize_t limit, int writable,
-                         Py_buffer *view, WindowSet *set) {
+static int model_windows(const Py_buffer *raw, PyObject *weights, Py_ssize_t head, Py_ssize_t tail,
+                         int fold, int writable, Py_buffer *view, WindowSet *set) {
     /* The weights' buffer (released by the caller on success) and the distinct windows of
-     * the message's prefix; -1 with an exception set, nothing held. */
+     * the message's sample; -1 with an exception set, nothing held. */
     int bits;
-    if (weights_of(weights, writable, view, &bits) < 0)
+    Reading reading;
+    if (reading_of(head, tail, fold, &reading) < 0 || weights_of(weights, writable, view, &bits) < 0)
         return -1;
     size_t length = 0;
-    uint8_t *prefix = prefix_of(raw, limit, &length);
-    int status = prefix == NULL ? -1 : window_set(prefix, length, bits, set);
-    free(prefix);
+    uint8_t *sample = sample_of(raw, &reading, &length);
+    int status = sample == NULL ? -1 : window_set(sample, length, bits, set);
+    free(sample);
     if (status < 0)
         PyBuffer_Release(view);
     return status;
 }
 
 PyDoc_STRVAR(byte_log_odds_doc,
-"byte_log_odds(raw, weights, limit) -> float\n\n"
-"The sum of the float32 weights of the distinct buckets of the message's prefix (what\n"
+"byte_log_odds(raw, weights, head, tail, fold) -> float\n\n"
+"The sum of the float32 weights of the distinct buckets of the message's sample (what\n"
 "bytemodel.message_buckets gives, the bucket bits being log2 of the number of weights): the byte\n"
 "model's log-odds, without making the buckets (bytemodel.ByteModel.log_odds).");
 
 static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
     PyObject *weights, *out = NULL;
-    Py_ssize_t limit;
+    Py_ssize_t head, tail;
+    int fold;
     WindowSet set;
-    if (!PyArg_ParseTuple(args, "y*On", &raw, &weights, &limit))
+    if (!PyArg_ParseTuple(args, "y*Onnp", &raw, &weights, &head, &tail, &fold))
         return NULL;
-    if (model_windows(&raw, weights, limit, 0, &view, &set) == 0) {
+    if (model_windows(&raw, weights, head, tail, fold, 0, &view, &set) == 0) {
         out = PyFloat_FromDouble(sum_of((const float *)view.buf, &set));
         window_set_free(&set);
         PyBuffer_Release(&view);
@@ -1170,8 +1270,8 @@ static PyObject *byte_log_odds(PyObject *Py_UNUSED(module), PyObject *args) {
 }
 
 PyDoc_STRVAR(byte_step_doc,
-"byte_step(raw, weights, limit, target, rate, thick) -> float\n\n"
-"One online step of the byte model (bytemodel.ByteModel.learn) on the message's prefix:\n"
+"byte_step(raw, weights, head, tail, fold, target, rate, thick) -> float\n\n"
+"One online step of the byte model (bytemodel.ByteModel.learn) on the message's sample:\n"
 "p = logistic(log-odds, clamped to +-500); unless |target - p| <= thick, every distinct\n"
 "bucket's weight gains the float32 value of rate * (target - p). Returns that value (the\n"
 "step, which `forget` takes back out), 0.0 if the weights did not move.");
@@ -1179,12 +1279,13 @@ PyDoc_STRVAR(byte_step_doc,
 static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
     PyObject *weights, *out = NULL;
-    Py_ssize_t limit;
+    Py_ssize_t head, tail;
+    int fold;
     double target, rate, thick;
     WindowSet set;
-    if (!PyArg_ParseTuple(args, "y*Onddd", &raw, &weights, &limit, &target, &rate, &thick))
+    if (!PyArg_ParseTuple(args, "y*Onnpddd", &raw, &weights, &head, &tail, &fold, &target, &rate, &thick))
         return NULL;
-    if (model_windows(&raw, weights, limit, 1, &view, &set) == 0) {
+    if (model_windows(&raw, weights, head, tail, fold, 1, &view, &set) == 0) {
         float *w = (float *)view.buf;
         double z = sum_of(w, &set);
         z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
@@ -1206,7 +1307,7 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
 static PyMethodDef methods[] = {
     {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},
     {"byte_step", byte_step, METH_VARARGS, byte_step_doc},
-    {"message_prefix", message_prefix, METH_VARARGS, message_prefix_doc},
+    {"message_sample", message_sample, METH_VARARGS, message_sample_doc},
     {"hash_words", hash_words, METH_VARARGS, hash_words_doc},
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from corpora import CorpusMessage
 from spamkit import bytemodel
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import BIAS, ByteModel, byte_prefix, grams, message_buckets
+from spamkit.bytemodel import BIAS, READING, READINGS, ByteModel, Reading, byte_sample, grams, message_buckets
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.message import message_key
@@ -27,9 +27,9 @@ from spamkit.store.batch import SEEN_LAYOUT
 from tests.conftest import as_items
 
 
-def reference_grams(prefix: bytes) -> np.ndarray:
+def reference_grams(sample: bytes) -> np.ndarray:
     """The buckets worked out the slow, obvious way: every 4-byte window, hashed, distinct."""
-    padded = prefix.ljust(4, b"\0")
+    padded = sample.ljust(4, b"\0")
     buckets = set()
     for start in range(len(padded) - 3):
         window = int.from_bytes(padded[start:start + 4], "big")
@@ -37,8 +37,9 @@ def reference_grams(prefix: bytes) -> np.ndarray:
     return np.array(sorted(buckets), dtype=np.int64)
 
 
-# messages built to reach every branch of byte_prefix: CRLF and lone CRs, filter headers
-# in any case with and without continuation lines, a header part cut by the scan's end
+# messages built to reach every branch of byte_sample: CRLF and lone CRs, filter headers
+# in any case with and without continuation lines, a header part cut by the scan's end,
+# messages longer than the scan whose end is read apart (line ends across its cut)
 _LINES = st.sampled_from([b"X-Spam-Status: Yes", b"x-SPAM-flag: yes", b"X-Bogosity: Ham", b"X-DSPAM-Result: x",
                           b"x-rspamd-score: 3", b"X-Spamkit: 1", b"X-Mailer: m", b"From: a@b", b"Subject: s",
                           b"\tcontinued", b" more", b"", b"body line", b"X-Spam"])
@@ -47,47 +48,54 @@ _MESSAGES = st.one_of(st.binary(max_size=5000),
                       st.lists(st.tuples(_LINES, _ENDS), max_size=60).map(
                           lambda parts: b"".join(line + end for line, end in parts)),
                       st.builds(lambda head, n: head * n, st.sampled_from(
-                          [b"X-Spam-Report: long\r\n", b"X-Spam: a\n\tb\n", b"a\r\n"]), st.integers(0, 4000)))
+                          [b"X-Spam-Report: long\r\n", b"X-Spam: a\n\tb\n", b"a\r\n"]), st.integers(0, 4000)),
+                      st.builds(lambda head, fill, end: head + b"B" * fill + end, st.binary(max_size=300),
+                                st.integers(0, 18_000), st.binary(max_size=2500).map(
+                                    lambda end: end.replace(b"\n", b"\r\n"))))
+_READINGS = st.sampled_from([*READINGS.values(), Reading(10, 7, True), Reading(0, 0, False)])
 
 
 _FAST_ONLY = pytest.mark.skipif(bytemodel._fast is None, reason="built without the C core")
 
 
-@settings(max_examples=300, deadline=None)
-@given(_MESSAGES)
-def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes) -> None:
-    prefix = byte_prefix(raw)
-    assert len(prefix) <= bytemodel.PREFIX_BYTES
-    assert byte_prefix(prefix) == prefix  # a prefix stands for its message
-    assert prefix == bytemodel.python_byte_prefix(raw)  # the C core's prefix, when built
-    assert np.array_equal(message_buckets(raw), grams(prefix))  # the message's, from its prefix
-    assert np.array_equal(message_buckets(prefix), grams(prefix))
-    assert np.array_equal(grams(prefix).astype(np.int64), reference_grams(prefix))
+@settings(max_examples=400, deadline=None)
+@given(_MESSAGES, _READINGS)
+def test_any_bytes_give_the_distinct_buckets_of_their_windows(raw: bytes, reading: Reading) -> None:
+    sample = byte_sample(raw, reading)
+    assert len(sample) <= reading.head + reading.tail
+    assert byte_sample(sample, reading) == sample  # a sample stands for its message
+    assert sample == bytemodel.python_byte_sample(raw, reading)  # the C core's, when built
+    assert not reading.fold or sample == sample.lower()
+    assert np.array_equal(message_buckets(raw, reading), grams(sample))  # from its sample
+    assert np.array_equal(message_buckets(sample, reading), grams(sample))
+    assert np.array_equal(grams(sample).astype(np.int64), reference_grams(sample))
 
 
 @_FAST_ONLY
 def test_the_c_core_and_numpy_give_the_same_buckets(all_messages: list[CorpusMessage],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """On every message of the corpus and on edge cases: the C core's prefix is Python's,
-    and so are the buckets made from it (the C core sums and steps them: the tests below)."""
+    """On every message of the corpus and on edge cases, in every model format's reading:
+    the C core's sample is Python's, and so are the buckets made from it (the C core sums
+    and steps them: the tests below)."""
     raws = [m.data for m in all_messages] + [b"", b"a", b"abc", b"abcd", b"\xff" * 9]
-    from_c = [(byte_prefix(raw), grams(byte_prefix(raw)), message_buckets(raw)) for raw in raws]
+    from_c = {reading: [(byte_sample(raw, reading), message_buckets(raw, reading)) for raw in raws]
+              for reading in READINGS.values()}
     monkeypatch.setattr(bytemodel, "_fast", None)
-    for raw, (prefix, fast, one_pass) in zip(raws, from_c):
-        assert byte_prefix(raw) == prefix, raw[:40]
-        slow = grams(byte_prefix(raw))
-        assert np.array_equal(slow, fast) and np.array_equal(slow, one_pass), raw[:40]
+    for reading, samples in from_c.items():
+        for raw, (sample, fast) in zip(raws, samples):
+            assert byte_sample(raw, reading) == sample, raw[:40]
+            assert np.array_equal(grams(sample), fast), raw[:40]
 
 
 @_FAST_ONLY
 @settings(max_examples=200, deadline=None)
-@given(_MESSAGES, st.integers(0, 2**32 - 1), st.booleans())
-def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool) -> None:
+@given(_MESSAGES, st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from(sorted(READINGS)))
+def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool, model_format: str) -> None:
     """score and learn_message (one C pass, no bucket array) against log_odds and learn on
     the buckets in numpy; weights spread so that some steps are taken and some are not."""
     weights = np.random.default_rng(seed).normal(0.0, 0.05, 1 << bytemodel.BITS).astype(np.float32)
-    fast, slow = ByteModel(weights.copy()), ByteModel(weights.copy())
-    buckets = grams(byte_prefix(raw))
+    fast, slow = ByteModel(weights.copy(), model_format=model_format), ByteModel(weights.copy())
+    buckets = grams(byte_sample(raw, READINGS[model_format]))
     assert fast.score(raw) == pytest.approx(slow.log_odds(buckets), rel=1e-12, abs=1e-9)
     assert fast.learn_message(raw, is_spam) == slow.learn(buckets, is_spam)
     assert (fast.spam_steps, fast.ham_steps, fast.changed) == (slow.spam_steps, slow.ham_steps, slow.changed)
@@ -111,12 +119,15 @@ def test_the_c_core_refuses_weights_it_cannot_use() -> None:
     fast = bytemodel._fast
     for bad in (np.zeros(1000, np.float32), np.zeros(1 << 10, np.float64), np.zeros(1 << 26, np.float32)[::2][:1 << 10]):
         with pytest.raises((ValueError, BufferError)):
-            fast.byte_log_odds(b"Subject: x\n\nbody", bad, bytemodel.PREFIX_BYTES)
+            fast.byte_log_odds(b"Subject: x\n\nbody", bad, *READING)
     frozen = np.zeros(1 << 10, np.float32)
     frozen.flags.writeable = False
-    assert fast.byte_log_odds(b"Subject: x\n\nbody", frozen, bytemodel.PREFIX_BYTES) == 0.0
+    assert fast.byte_log_odds(b"Subject: x\n\nbody", frozen, *READING) == 0.0
     with pytest.raises((ValueError, BufferError)):  # a step needs weights it may write
-        fast.byte_step(b"Subject: x\n\nbody", frozen, bytemodel.PREFIX_BYTES, 1.0, 0.01, 0.1)
+        fast.byte_step(b"Subject: x\n\nbody", frozen, *READING, 1.0, 0.01, 0.1)
+    for head, tail in ((-1, 0), (0, -1), (16_000, 1_000)):  # a sample is read from the scan
+        with pytest.raises(ValueError):
+            fast.message_sample(b"Subject: x\n\nbody", head, tail, False)
 
 
 def test_line_ends_and_filters_headers_do_not_change_what_is_read() -> None:
@@ -125,10 +136,28 @@ def test_line_ends_and_filters_headers_do_not_change_what_is_read() -> None:
     filtered = (b"X-Spam-Status: Yes, score=12.0\n\trequired=5.0 tests=BAYES_99\n"
                 b"From: a@example.com\nX-Spam-Flag: YES\nSubject: hello\n"
                 b"x-bogosity: Spam, tests=bogofilter\n\nbody text\n")
-    assert byte_prefix(crlf) == byte_prefix(plain) == byte_prefix(filtered) == plain
+    for reading in READINGS.values():
+        read = plain.lower() if reading.fold else plain
+        assert byte_sample(crlf, reading) == byte_sample(plain, reading) == byte_sample(filtered, reading) == read
     # the same words in the body are read: only header lines are filters' headers
     body = b"Subject: x\n\nX-Spam-Status: quoted in a reply\n"
-    assert byte_prefix(body) == body
+    assert byte_sample(body) == body.lower()
+
+
+def test_it_reads_the_start_and_the_end_in_lower_case() -> None:
+    """bm2's reading: the first 2,000 and the last 1,000 bytes (signatures, list footers,
+    the end of an attachment), letters folded; bm1's: the first 3,000 as they are."""
+    head = b"From: A@Example.COM\r\nSubject: Offer\r\n\r\n" + b"Start " * 600
+    end = b"-- \r\nUnsubscribe: HTTP://Example.COM/Stop\r\n"
+    for message in (head + b"middle " * 500 + end, head + b"middle " * 5000 + end):  # scan and beyond
+        lf = message.replace(b"\r\n", b"\n")
+        assert byte_sample(message) == (lf[:2000] + lf[-1000:]).lower()
+        assert byte_sample(message, READINGS["bm1"]) == lf[:3000]
+    short = head[:500] + end  # no longer than both: read whole
+    assert byte_sample(short) == short.replace(b"\r\n", b"\n").lower()
+    # the same header block at the end of a long message is body text there, and is read
+    tail = b"\n\nX-Spam-Flag: YES\n"
+    assert byte_sample(head + b"x" * 3000 + tail).endswith(tail.lower())
 
 
 def test_a_step_moves_toward_the_label_unless_already_sure() -> None:
@@ -188,6 +217,7 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
     assert first is not None and first.steps > 0
     assert first.steps <= bytemodel.RUN_LESSONS  # one run teaches it at most that many
     assert store.magic()["byte_model_spam_steps"] == first.spam_steps
+    assert store.magic()["byte_model_format"] == bytemodel.FORMAT == "bm2"
     serial = store.meta_value(bytemodel.META_SERIAL)
     Learner(store).learn(spam[:100], Label.SPAM)  # known already: nothing learned, no step
     assert store.meta_value(bytemodel.META_SERIAL) == serial
@@ -202,7 +232,7 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
     assert relearned is not None and relearned.ham_steps > 0
     assert relearned.spam_steps == first.spam_steps - taken_back
     assert store.meta_value(bytemodel.META_SERIAL) != serial
-    some = grams(byte_prefix(spam[0].data or b""))
+    some = grams(byte_sample(spam[0].data or b""))
     assert relearned.log_odds(some) < first.log_odds(some)
     ham_steps = {m.key: m.byte_step for m in store.seen_records() if m.key in first_ten}
     assert all(step <= 0 for step in ham_steps.values())
@@ -225,13 +255,13 @@ def test_learning_writes_the_model_with_the_batch(store: LmdbStore,
 
 def test_its_vote_joins_bayes_once_bayes_judges(store: LmdbStore, monkeypatch: pytest.MonkeyPatch,
                                                 sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
-    monkeypatch.setattr(bytemodel, "MIN_STEPS", 5)  # (a sample this small teaches it little)
+    monkeypatch.setitem(bytemodel.MIN_STEPS, bytemodel.FORMAT, 3)  # (a sample this small teaches it little)
     spam, ham = sample
     learner = Learner(store)
     classifier = BayesClassifier(store, BayesParams())
     message = spam[250].data or b""
     keys = learner.analyzer.analyze(message).hashes
-    buckets = grams(byte_prefix(message))
+    buckets = grams(byte_sample(message))
     learner.learn(spam[:150], Label.SPAM)
     waiting = classifier.score(keys, message=message)  # Bayes abstains: so does the sum
     assert waiting.probability is None and waiting.byte_log_odds is None
@@ -274,7 +304,7 @@ def test_dump_restore_keeps_it_and_a_damaged_one_changes_nothing(
     Learner(store).learn(spam[:30], Label.SPAM)
     text = io.StringIO()
     store.dump(text)
-    assert "\nmeta bytemodel bm1:" in text.getvalue()
+    assert "\nmeta bytemodel bm2:" in text.getvalue()
     with LmdbStore(tmp_path / "copy") as copy:
         copy.restore(io.StringIO(text.getvalue()))
         restored = model_of(copy)
@@ -296,9 +326,13 @@ def test_forgetting_takes_back_exactly_the_step_a_message_taught(
     seen mark, so the weights are what the other messages' steps made them; relearning
     takes the old step back before taking one toward the new label."""
     spam, _ = sample
-    first, second = spam[0].data or b"", spam[1].data or b""
+    first = spam[0].data or b""
+    after_first = ByteModel()
+    after_first.learn_message(first, True)  # a second spam the model is not yet sure of
+    other = next(item for item in spam[1:] if after_first.learn_message(item.data or b"", True))
+    second = other.data or b""
     Learner(store).learn([spam[0]], Label.SPAM)
-    Learner(store).learn([spam[1]], Label.SPAM)
+    Learner(store).learn([other], Label.SPAM)
     steps = {m.key: m.byte_step for m in store.seen_records()}
     assert all(step > 0 for step in steps.values()) and len(steps) == 2
     Learner(store).learn([spam[0]], None)
@@ -308,7 +342,7 @@ def test_forgetting_takes_back_exactly_the_step_a_message_taught(
     assert model is not None and (model.spam_steps, model.ham_steps) == (1, 0)
     np.testing.assert_allclose(model.weights, expected, atol=1e-7)
     assert store.learned_as(message_key(first)) is None
-    Learner(store).learn([spam[1]], Label.HAM)  # from nothing again, then one step toward ham
+    Learner(store).learn([other], Label.HAM)  # from nothing again, then one step toward ham
     alone = ByteModel()
     alone.learn(message_buckets(second), False)
     model = model_of(store)
@@ -423,7 +457,7 @@ def test_a_reset_takes_the_model_with_the_tokens(store: LmdbStore,
 def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,
                                                     sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
     """`learn --spam` of a folder, then `--ham` of another: each run teaches the model at
-    most RUN_LESSONS messages, so it stays below MIN_STEPS of each label and Bayes scores
+    most RUN_LESSONS messages, so it stays below its MIN_STEPS of each label and Bayes scores
     alone, as before the model (it would otherwise lean toward the label learned last)."""
     spam, ham = sample
     learner = Learner(store, batch_size=40)
@@ -452,7 +486,34 @@ def test_train_teaches_it_every_message_in_key_order(tmp_path: Path,
         model = model_of(store)
     reference = ByteModel()
     for message in sorted(train, key=lambda m: message_key(m.data)):
-        reference.learn(grams(byte_prefix(message.data)), message.label == "spam")
+        reference.learn(grams(byte_sample(message.data)), message.label == "spam")
     assert model is not None and model.votes
     assert (model.spam_steps, model.ham_steps) == (reference.spam_steps, reference.ham_steps)
     assert np.array_equal(model.weights, reference.weights)
+
+
+def test_a_model_keeps_the_reading_it_was_built_with(store: LmdbStore,
+                                                     sample: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    """A database whose model an older spamkit built (bm1: the first 3,000 bytes as they
+    are) goes on scoring and learning it in that reading, `train`'s kept samples included,
+    and keeps its format; a new model reads as READING does."""
+    spam, ham = sample
+    old = ByteModel(np.random.default_rng(7).normal(0.0, 0.01, 1 << bytemodel.BITS).astype(np.float32),
+                    120, 130, model_format="bm1")
+    with store.writer() as writer:
+        writer.set_meta(bytemodel.META_NAME, old.encode())
+        writer.set_meta(bytemodel.META_SERIAL, "old")
+    assert bytemodel.stored_reading(store.meta_value(bytemodel.META_NAME)) == READINGS["bm1"]
+    Learner(store).train(spam[:40], ham[:40], BayesClassifier(store), 0.999)
+    reference = old.copy()
+    for item in sorted([*spam[:40], *ham[:40]], key=lambda item: message_key(item.data or b"")):
+        reference.learn(grams(byte_sample(item.data or b"", READINGS["bm1"])), item in spam[:40])
+    model = model_of(store)
+    assert model is not None and model.format == "bm1" and model.reading == READINGS["bm1"]
+    assert store.magic()["byte_model_format"] == "bm1"  # (what `db magic` shows the admin)
+    assert (model.spam_steps, model.ham_steps) == (reference.spam_steps, reference.ham_steps) != (120, 130)
+    np.testing.assert_allclose(model.weights, reference.weights, atol=1e-6)
+    message = spam[100].data or b""
+    assert model.score(message) == pytest.approx(model.log_odds(grams(byte_sample(message, READINGS["bm1"]))))
+    assert ByteModel().format == bytemodel.FORMAT and ByteModel().reading == READING
+    assert bytemodel.stored_reading(None) == bytemodel.stored_reading("junk") == READING
