@@ -296,14 +296,18 @@ def model_steps(value: str) -> tuple[int, int] | None:
     return None
 
 
+def stored_format(value: str | None) -> str | None:
+    """The format of the model a meta value holds (its first field), read without
+    decoding it; None when there is none or it is not a format this spamkit reads."""
+    model_format = value.split(":", 1)[0] if value else None
+    return model_format if model_format in READINGS else None
+
+
 def stored_reading(value: str | None) -> Reading:
-    """The reading of the model a meta value holds, by its format field, read without
-    decoding it; READING (a new model's) when there is none or it is not one we know."""
-    if value:
-        model_format = value.split(":", 1)[0]
-        if model_format in READINGS:
-            return READINGS[model_format]
-    return READING
+    """The reading of the model a meta value holds; READING (a new model's) when there is
+    none or it is not one we know (reading it then reports the damage)."""
+    model_format = stored_format(value)
+    return READING if model_format is None else READINGS[model_format]
 
 
 def new_serial() -> str:

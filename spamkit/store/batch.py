@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from spamkit.bytemodel import META_NAME, META_SERIAL, model_steps
+from spamkit.bytemodel import META_NAME, META_SERIAL, model_steps, stored_format
 from spamkit.store.base import Label, numbers_of, sorted_distinct
 
 # a token's value, as both backends store it: spam count, ham count, last-learned day
@@ -208,4 +208,4 @@ def _byte_model_facts(value: str | None) -> dict[str, int | str | None]:
     steps = model_steps(value) if value else None
     spam, ham = steps if steps is not None else (None, None)
     return {"byte_model_spam_steps": spam, "byte_model_ham_steps": ham,
-            "byte_model_format": value.split(":", 1)[0] if steps is not None and value else None}
+            "byte_model_format": stored_format(value) if steps is not None else None}
