@@ -1158,7 +1158,7 @@ static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *s
 }
 
 static int reading_of(Py_ssize_t head, Py_ssize_t tail, int fold, Reading *reading) {
-    if (head < 0 || tail < 0 || head + tail > HEAD_SCAN) {
+    if (head < 0 || tail < 0 || head > HEAD_SCAN || tail > HEAD_SCAN - head) {  /* (no overflow) */
         PyErr_SetString(PyExc_ValueError, "head and tail must be from 0 to 16384 bytes together");
         return -1;
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_the_c_core_refuses_weights_it_cannot_use() -> None:
     assert fast.byte_log_odds(b"Subject: x\n\nbody", frozen, *READING) == 0.0
     with pytest.raises((ValueError, BufferError)):  # a step needs weights it may write
         fast.byte_step(b"Subject: x\n\nbody", frozen, *READING, 1.0, 0.01, 0.1)
-    for head, tail in ((-1, 0), (0, -1), (16_000, 1_000)):  # a sample is read from the scan
+    for head, tail in ((-1, 0), (0, -1), (16_000, 1_000), (sys.maxsize, sys.maxsize)):  # within the scan
         with pytest.raises(ValueError):
             fast.message_sample(b"Subject: x\n\nbody", head, tail, False)
 
