@@ -193,10 +193,6 @@ class ByteModel:
     def copy(self) -> ByteModel:
         return ByteModel(self.weights.copy(), self.spam_steps, self.ham_steps, self.format)
 
-    def sample(self, raw: bytes) -> bytes:
-        """What this model reads of a message (kept by callers that drop the message)."""
-        return byte_sample(raw, self.reading)
-
     def buckets(self, raw: bytes) -> npt.NDArray[np.uint32]:
         return message_buckets(raw, self.reading)
 
