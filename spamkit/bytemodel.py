@@ -295,7 +295,10 @@ def model_steps(value: str) -> tuple[int, int] | None:
 def stored_format(value: str | None) -> str | None:
     """The format of the model a meta value holds (its first field), read without
     decoding it; None when there is none or it is not a format this spamkit reads."""
-    model_format = value.split(":", 1)[0] if value else None
+    if not value:
+        return None
+    end = value.find(":")
+    model_format = value if end < 0 else value[:end]  # (not split: no copy of the weights)
     return model_format if model_format in READINGS else None
 
 
