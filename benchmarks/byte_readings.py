@@ -22,6 +22,7 @@ import math
 import pickle
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy.typing as npt
 
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.analysis import Analyzer
-from spamkit.bayes import BayesClassifier
+from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import BIAS, FORMAT, READINGS, ByteModel, Reading, byte_sample, grams
 from spamkit.learn import Learner, train_selector
 from spamkit.message import message_key
@@ -78,19 +79,26 @@ def salted(key: bytes, salt: int) -> bytes:
 Runs = dict[tuple[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]
 
 
-def bayes_runs(messages: list[Message], salts: range) -> Runs:
-    """(salt, held-out fold) -> (its messages' indexes, Bayes's chi-square log-odds)."""
-    runs: Runs = {}
+def bayes_runs(messages: list[Message], salts: range,
+               param_sets: Sequence[BayesParams] = (BayesParams(),),
+               token_keys: Sequence[list[bytes]] | None = None) -> list[Runs]:
+    """For each of `param_sets`: (salt, held-out fold) -> (its messages' indexes, Bayes's
+    chi-square log-odds scored with those constants). `train` fills each store as shipped
+    (its selection does not depend on `param_sets`); `token_keys`, when given, stand in
+    for the messages' own (another tokenizer's)."""
+    keys = token_keys or [m.token_keys for m in messages]
+    runs: list[Runs] = [{} for _ in param_sets]
     for salt in salts:
         for fold in FOLDS:
-            items = {spam: [SourceItem(str(i), m.raw, key=salted(m.key, salt), token_keys=m.token_keys)
+            items = {spam: [SourceItem(str(i), m.raw, key=salted(m.key, salt), token_keys=keys[i])
                             for i, m in enumerate(messages) if m.fold != fold and m.spam is spam]
                      for spam in (True, False)}
             held_out = np.array([i for i, m in enumerate(messages) if m.fold == fold])
             with tempfile.TemporaryDirectory() as folder, LmdbStore(Path(folder) / "db", sync=False) as store:
                 Learner(store).train(items[True], items[False], train_selector(store))
-                results = BayesClassifier(store).score_many([messages[i].token_keys for i in held_out])
-            runs[salt, fold] = held_out, np.array([r.log_odds for r in results])
+                for params, params_runs in zip(param_sets, runs):
+                    results = BayesClassifier(store, params).score_many([keys[i] for i in held_out])
+                    params_runs[salt, fold] = held_out, np.array([r.log_odds for r in results])
     return runs
 
 
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if cache.exists():
         runs: Runs = pickle.loads(cache.read_bytes())
     else:
-        runs = bayes_runs(messages, range(args.orders))
+        runs = bayes_runs(messages, range(args.orders))[0]
         cache.write_bytes(pickle.dumps(runs))
     print(f"Folds 1-4, {args.orders} training orders, BIAS {BIAS:.2f}\n")
     print("| what the model reads | FP at 0.9 | misses at 0.9 | misses at FP=0 / 1 / 2 / 3 | 1-AUC % |")
