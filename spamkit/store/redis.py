@@ -120,12 +120,14 @@ def reaching(where: str) -> Iterator[None]:
         raise StoreError(f"the database at {where}: {type(error).__name__}: {error}") from None
 
 
-def _mark(raw: bytes | None) -> tuple[Label, float] | None:
-    """A stored seen mark's label and byte model step (None: no mark)."""
+def _mark(raw: bytes | None) -> tuple[Label, float | None] | None:
+    """A stored seen mark's label and byte model step (None: no mark). The step is None
+    for a mark of damaged length, reported when the step is needed (as LmdbStore does):
+    a batch that only asks what was learned is not stopped by it."""
     if not raw or raw[0] not in CODE_LABEL:
         return None
     mark = unpack_seen(raw)
-    return CODE_LABEL[raw[0]], 0.0 if mark is None else mark[2]
+    return CODE_LABEL[raw[0]], None if mark is None else mark[2]
 
 
 def _values(raw: Sequence[bytes], where: str) -> np.ndarray:
@@ -152,7 +154,7 @@ class RedisWriter(PendingChanges):
         self._store = store
         self._pipe = pipe  # WATCHing the lock: commands run at once until `multi()`
         self._replace: list[tuple[str, list[Any]]] = []  # restore's and reset's whole-key work
-        self._stored: dict[bytes, tuple[Label, float] | None] = {}  # marks read under the lock
+        self._stored: dict[bytes, tuple[Label, float | None] | None] = {}  # marks read under the lock
 
     def learned_as(self, message_key: bytes) -> Label | None:
         if message_key in self._seen:
@@ -162,9 +164,14 @@ class RedisWriter(PendingChanges):
 
     def _stored_byte_step(self, message_key: bytes) -> float:
         mark = self._stored_mark(message_key)
-        return 0.0 if mark is None else mark[1]
+        if mark is None:
+            return 0.0
+        if mark[1] is None:
+            raise StoreCorrupt(f"a seen record at {self._store.location} is not 5 or 9 bytes: "
+                               f"the database is damaged; {RECOVERY}")
+        return mark[1]
 
-    def _stored_mark(self, message_key: bytes) -> tuple[Label, float] | None:
+    def _stored_mark(self, message_key: bytes) -> tuple[Label, float | None] | None:
         if message_key not in self._stored:
             self.prefetch_seen([message_key])
         return self._stored[message_key]

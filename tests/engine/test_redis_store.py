@@ -22,7 +22,7 @@ import redis as redis_client
 
 from corpora import CorpusMessage
 from spamkit.errors import NoDatabase, StoreError, StoreUnavailable
-from spamkit.learn import Learner
+from spamkit.learn import Learner, LearningStopped
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore, TokenStore, open_store, set_aside_damaged
@@ -399,6 +399,36 @@ def test_a_database_over_a_unix_socket(tmp_path: Path, sample: list[SourceItem])
     finally:
         process.terminate()
         process.wait(10)
+
+
+def counts_and_model(store: TokenStore) -> tuple[object, ...]:
+    """`state` without the seen marks (which a damaged one stops listing)."""
+    return (store.totals(), sorted((r.key, r.spam, r.ham, r.day) for r in store.records()),
+            store.meta_value("bytemodel"))
+
+
+def test_a_damaged_seen_mark_stops_a_forget_on_both_stores_alike(rstore: RedisStore, tmp_path: Path,
+                                                                   sample: list[SourceItem]) -> None:
+    """Forgetting or relearning a message takes its byte model step out of its seen mark. A
+    mark of damaged length (4 bytes, not 5 or 9) holds no step to take: both stores say the
+    database is damaged and change nothing. (Redis used to read it as "no step" and forget
+    the counts alone, leaving the message's step in the model.)"""
+    spam = sample[:3]
+    key = message_key(spam[0].data or b"")
+    damaged = b"\x01\x00\x00\x00"
+    with LmdbStore(tmp_path / "db", sync=False) as lmdb_store:
+        for store in (lmdb_store, rstore):
+            Learner(store).learn(spam, Label.SPAM)
+            if isinstance(store, RedisStore):
+                store._client.hset(store.key("seen"), key, damaged)
+            else:
+                with store.writer() as writer:
+                    writer.run_in_transaction(lambda txn: txn.put(key, damaged, db=lmdb_store._seen_db))
+            before = counts_and_model(store)
+            for label in (None, Label.HAM):
+                with pytest.raises(LearningStopped, match="not 5 or 9.*damaged"):
+                    Learner(store).learn(spam[:1], label)
+                assert counts_and_model(store) == before
 
 
 def test_a_lock_whose_reply_was_lost_is_still_ours(rstore: RedisStore, sample: list[SourceItem],

@@ -3,7 +3,8 @@
 `python3 -m tests.fuzz.scan --workdir DIR [--runs N] [--seeds N]`
 
 Each input is parsed, tokenized both ways (the C core's keys must equal the hashes of
-the Python tokens), and scanned with the built-in rules and a Bayes database trained on
+the Python tokens), sampled both ways for the byte model (every reading's C sample must
+equal Python's), and scanned with the built-in rules and a Bayes database trained on
 folds 1-4 of the SpamAssassin corpus. An input that raises, or whose keys differ, or that
 takes more than `--slow` seconds of CPU, is written to DIR/findings with what it did, and
 fuzzing goes on. The seeds are corpus messages, read from ../shared at run time.
@@ -25,6 +26,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["spamkit"]):
+    from spamkit.bytemodel import READINGS, byte_sample, python_byte_sample
     from spamkit.message import parse_message
     from spamkit.tokenizer import hash_tokens
     from tests.fuzz.engine import trained_scanner
@@ -52,6 +54,9 @@ class Harness:
             expected = set(hash_tokens(tokenizer.tokenize(parsed)))
             if keys != expected:
                 self._record("keys", data, f"C keys {len(keys)}, Python keys {len(expected)}\n")
+            for name, reading in READINGS.items():  # the byte model's C sample against numpy's
+                if byte_sample(data, reading) != python_byte_sample(data, reading):
+                    self._record("sample", data, f"C and Python {name} samples differ\n")
             verdict = self.scanner.scan(data, parsed=parsed)
             verdict.rewrite(data)
         except Exception:  # noqa: BLE001 - every exception is a finding
