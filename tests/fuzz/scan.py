@@ -54,7 +54,7 @@ class Harness:
             expected = set(hash_tokens(tokenizer.tokenize(parsed)))
             if keys != expected:
                 self._record("keys", data, f"C keys {len(keys)}, Python keys {len(expected)}\n")
-            for name, reading in READINGS.items():  # the byte model's C sample against numpy's
+            for name, reading in READINGS.items():  # the byte model's C sample against Python's
                 if byte_sample(data, reading) != python_byte_sample(data, reading):
                     self._record("sample", data, f"C and Python {name} samples differ\n")
             verdict = self.scanner.scan(data, parsed=parsed)
