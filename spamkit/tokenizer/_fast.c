@@ -987,6 +987,22 @@ static size_t lf_into(const uint8_t *raw, size_t length, uint8_t *out) {
     return written;
 }
 
+static size_t header_part_end(const uint8_t *text, size_t length) {
+    /* Where the header part of text ends: after the first "\n\n"'s first \n; 0 for a
+     * blank first line (no headers); `length` when no blank line ends it within text. */
+    if (length > 0 && text[0] == '\n')
+        return 0;
+    for (const uint8_t *at = text; (size_t)(at - text) + 1 < length;) {
+        const uint8_t *newline = memchr(at, '\n', length - 1 - (size_t)(at - text));
+        if (newline == NULL)
+            break;
+        if (newline[1] == '\n')
+            return (size_t)(newline - text) + 1;
+        at = newline + 1;
+    }
+    return length;
+}
+
 static size_t cleaned_into(const uint8_t *raw, size_t raw_length, uint8_t *out, size_t limit) {
     /* bytemodel._cleaned(raw)[:limit] into out: the first HEAD_SCAN bytes, line ends as
      * LF, other filters' headers taken out; returns its length, (size_t)-1 out of memory. */
@@ -995,14 +1011,7 @@ static size_t cleaned_into(const uint8_t *raw, size_t raw_length, uint8_t *out, 
     if (head == NULL)
         return (size_t)-1;
     size_t length = lf_into(raw, scan, head);
-    /* the header part ends after the first "\n\n"'s first \n; a blank first line: none */
-    size_t header_end = length > 0 && head[0] == '\n' ? 0 : length;
-    for (size_t i = 0; header_end > 0 && i + 1 < length; i++) {
-        if (head[i] == '\n' && head[i + 1] == '\n') {
-            header_end = i + 1;
-            break;
-        }
-    }
+    size_t header_end = header_part_end(head, length);
     size_t written = 0;
     size_t at = 0;
     while (at < header_end && written < limit) {
@@ -1034,22 +1043,6 @@ static size_t cleaned_into(const uint8_t *raw, size_t raw_length, uint8_t *out, 
     }
     free(head);
     return written;
-}
-
-static int headers_end_within(const uint8_t *text, size_t length) {
-    /* Does a blank line (or a blank first line) end the header part within text? */
-    if (length > 0 && text[0] == '\n')
-        return 1;
-    for (const uint8_t *at = text; length > 1;) {
-        const uint8_t *newline = memchr(at, '\n', length - 1);
-        if (newline == NULL)
-            return 0;
-        if (newline[1] == '\n')
-            return 1;
-        length -= (size_t)(newline + 1 - at);
-        at = newline + 1;
-    }
-    return 0;
 }
 
 typedef struct {
@@ -1097,7 +1090,7 @@ static size_t sample_into(const uint8_t *raw, size_t raw_length, const Reading *
         }
         size_t kept = ends == NULL ? cleaned : joined;
         size_t head_part = kept < reading->head ? kept : reading->head;
-        if (ends == NULL || headers_end_within(whole, head_part)) {
+        if (ends == NULL || header_part_end(whole, head_part) < head_part) {
             memcpy(out, whole, kept);  /* (cleaning it again would change nothing) */
             length = kept;
         } else {  /* the head cut the headers: the tail's first lines are headers now */
