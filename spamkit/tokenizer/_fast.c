@@ -1069,6 +1069,7 @@ static size_t sample_into(const uint8_t *raw, size_t raw_length, const Reading *
         }
         uint8_t *ends = whole;  /* the head and the tail, joined, then cleaned again */
         size_t joined = cleaned;
+        size_t join_at = 0;  /* where the tail starts in the joined text */
         if (raw_length > HEAD_SCAN) {  /* the tail from the last 2 * tail bytes, as LF */
             size_t span = 2 * reading->tail < raw_length ? 2 * reading->tail : raw_length;
             uint8_t *tail = (uint8_t *)malloc(span);
@@ -1078,22 +1079,27 @@ static size_t sample_into(const uint8_t *raw, size_t raw_length, const Reading *
             }
             size_t tail_length = lf_into(raw + raw_length - span, span, tail);
             size_t take = tail_length < reading->tail ? tail_length : reading->tail;
-            joined = cleaned < reading->head ? cleaned : reading->head;
+            joined = join_at = cleaned < reading->head ? cleaned : reading->head;
             memcpy(whole + joined, tail + tail_length - take, take);
             joined += take;
             free(tail);
         } else if (cleaned > room) {
             memmove(whole + reading->head, whole + cleaned - reading->tail, reading->tail);
+            join_at = reading->head;
             joined = room;
         } else {
             ends = NULL;  /* read whole: already clean */
         }
         size_t kept = ends == NULL ? cleaned : joined;
         size_t head_part = kept < reading->head ? kept : reading->head;
-        if (ends == NULL || header_part_end(whole, head_part) < head_part) {
+        /* a CR ending the head and an LF starting the tail join into a line end */
+        int line_end_at_join = ends != NULL && join_at > 0 && join_at < joined
+                               && whole[join_at - 1] == '\r' && whole[join_at] == '\n';
+        if (ends == NULL || (header_part_end(whole, head_part) < head_part && !line_end_at_join)) {
             memcpy(out, whole, kept);  /* (cleaning it again would change nothing) */
             length = kept;
-        } else {  /* the head cut the headers: the tail's first lines are headers now */
+        } else {  /* the head cut the headers (the tail's first lines are headers now), or
+                   * its last CR meets the tail's first LF */
             length = cleaned_into(ends, joined, out, room);
         }
         free(whole);
