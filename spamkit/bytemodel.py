@@ -26,6 +26,7 @@ import math
 import re
 import secrets
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -49,6 +50,9 @@ BIAS = -math.log(49 / 9)  # added to the model's log-odds (chosen by cross-valid
 RUN_LESSONS = 50  # a `learn` run teaches it at most this many messages: a long run of one
 # label (`learn --spam` of a whole folder, then `--ham`) leaves an online model leaning
 # toward whichever came last, by up to 18 false positives in cross-validation (0024)
+COPIES = 4  # `train` teaches the mean of this many copies, each learning in its own order:
+# the order an online model learns in moves its ranking, and the mean ranks better (1-AUC
+# 0.0047% against 0.0057% in cross-validation over 16 orders; 2: 0.0050, 8: 0.0046; 0024)
 META_NAME = "bytemodel"  # the weights, in the database's meta table
 META_SERIAL = "bytemodel_serial"  # changes with every write, so readers know to reload
 _HEAD_SCAN = 16_384  # bytes searched for other filters' headers to drop
@@ -221,11 +225,25 @@ class ByteModel:
         so this is the message's whole own share (what `forget` and a relearn do, 0024)."""
         if not step:
             return
-        self.weights[self.buckets(raw)] -= np.float32(step)
+        self._add(raw, -step)
         if step > 0:
             self.spam_steps = max(0, self.spam_steps - 1)
         else:
             self.ham_steps = max(0, self.ham_steps - 1)
+
+    def add_step(self, raw: bytes, step: float) -> None:
+        """Give the message (or its sample) a step worked out elsewhere (`bagged_steps`),
+        counted as a step toward the label its sign says, as if learned here."""
+        if step:
+            self._add(raw, step)
+            self._stepped(step > 0)
+
+    def _add(self, raw: bytes, step: float) -> None:
+        """Every distinct bucket of the message's sample gains the float32 value of step."""
+        if _fast is not None:
+            _fast.byte_add(raw, self.weights, *self.reading, step)
+        else:
+            self.weights[self.buckets(raw)] += np.float32(step)
         self.changed = True
 
     def log_odds(self, buckets: npt.NDArray[np.uint32]) -> float:
@@ -281,6 +299,51 @@ class ByteModel:
         if not np.isfinite(weights).all():
             raise ValueError("byte model weights are not all finite")
         return cls(weights, *steps, model_format=parts[0])
+
+
+def copy_order(keys: Sequence[bytes], copy: int) -> list[int]:
+    """The order in which `bagged_steps`' copy number `copy` visits lessons with these
+    keys (message keys: digests): copy 0 as given, every other copy sorted by its own
+    mix of the keys' first 8 bytes (splitmix64's finaliser), so that its order depends
+    only on the messages and is unrelated to the other copies'."""
+    if copy == 0:
+        return list(range(len(keys)))
+    with np.errstate(over="ignore"):
+        mixed = np.frombuffer(b"".join(key[:8].ljust(8, b"\0") for key in keys), dtype=">u8").astype(np.uint64)
+        mixed ^= np.uint64(copy) * np.uint64(0x9E3779B97F4A7C15)
+        mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        mixed ^= mixed >> np.uint64(31)
+    order: list[int] = np.argsort(mixed, kind="stable").tolist()
+    return order
+
+
+def bagged_steps(model: ByteModel, keys: Sequence[bytes], samples: Sequence[bytes],
+                 spam: Sequence[bool], copies: int = COPIES) -> list[float]:
+    """What `train` teaches the model about each lesson (key, sample in the model's
+    reading, label): the mean of the steps `copies` copies of `model` take on it, each
+    copy learning every lesson once, in `copy_order`.
+
+    Each copy's weights are the model's plus the sum of its steps on each lesson's
+    buckets, so the mean of the copies is the model plus each lesson's mean step on its
+    buckets: adding those (`ByteModel.add_step`) batch by batch, with the marks that
+    keep them for `forget`, gives the averaged model one committed batch at a time.
+    """
+    total = np.zeros(len(samples), dtype=np.float64)
+    targets = bytes(bool(label) for label in spam)
+    for copy in range(copies):
+        weights = model.weights.copy()
+        order = copy_order(keys, copy)
+        ordered = [samples[i] for i in order]
+        if _fast is not None:
+            steps = np.frombuffer(_fast.sample_steps(ordered, bytes(targets[i] for i in order), weights,
+                                                     RATE, THICK), dtype=np.float32)
+        else:
+            learner = ByteModel(weights, model_format=model.format)
+            steps = np.array([learner.learn(grams(sample), bool(targets[i]))
+                              for sample, i in zip(ordered, order)], dtype=np.float32)
+        total[order] += steps
+    return [float(step) for step in (total / copies).astype(np.float32)]
 
 
 def model_steps(value: str) -> tuple[int, int] | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import (META_NAME, META_SERIAL, READING, RUN_LESSONS, ByteModel, Reading,
-                               byte_sample, new_serial, read_model, stored_reading)
+                               bagged_steps, byte_sample, new_serial, read_model, stored_reading)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -240,6 +240,10 @@ class Learner:
                 if progress is not None:
                     progress(1)
         queue.sort(key=lambda entry: entry[1].key)
+        try:
+            model_steps = self._model_steps(queue)
+        except StoreError as error:  # (a damaged model: nothing learned yet)
+            raise self._stopped(error, summary) from None
         sure = math.log(margin / (1.0 - margin))
         step = self.batch_size or DEFAULT_TRAIN_BATCH
         for start in range(0, len(queue), step):
@@ -255,15 +259,27 @@ class Learner:
                     summary.count(Outcome.CONFIDENT)
                 else:
                     needed[label].append(pending)
-            # one transaction a batch, both labels (a commit is an fsync: ~5 ms); the byte
-            # model reads every message of the batch, in key order, and learns those it is
-            # not yet sure of (its own threshold: decision 0024)
+            # one transaction a batch, both labels (a commit is an fsync: ~5 ms), with the
+            # byte model's steps on the batch's messages, learned or not (_model_steps)
             labelled: list[tuple[_Pending, Label | None]] = [
                 (pending, label) for label, pendings in needed.items() for pending in pendings]
-            self._commit(labelled, summary, None, by, model_reads=batch)
+            self._commit(labelled, summary, None, by,
+                         model_steps=list(zip((pending for _, pending in batch), model_steps[start:start + step])))
             for _, pending in batch:  # done with: let the keys and the sample go
                 pending.hashes, pending.sample = [], None
         return self._finish(summary)
+
+    def _model_steps(self, queue: list[tuple[Label, _Pending]]) -> list[float]:
+        """The byte model's step on each queued message: the mean of COPIES copies of the
+        model as it stands, each learning every message in its own order (`bagged_steps`;
+        the first copy in `train`'s order). Worked out before the first batch, so that each
+        batch commits its own messages' steps with their counts and marks: a run stopped
+        midway leaves the model holding exactly the committed batches' share."""
+        stored = read_model(self.store.meta_value(META_NAME))
+        model = stored if stored is not None else ByteModel()
+        return bagged_steps(model, [pending.key for _, pending in queue],
+                            [pending.byte_source for _, pending in queue],
+                            [label is Label.SPAM for label, _ in queue])
 
     def _finish(self, summary: LearnSummary) -> LearnSummary:
         """Expire down from the token cap if learning went over it, and, once a day, the
@@ -285,13 +301,13 @@ class Learner:
 
     def _commit(self, labelled: list[tuple[_Pending, Label | None]], summary: LearnSummary,
                 on_commit: CommitCallback | None, by: str,
-                model_reads: list[tuple[Label, _Pending]] | None = None) -> None:
+                model_steps: list[tuple[_Pending, float]] | None = None) -> None:
         """Learn (or, with label None, forget) each message as labelled, in order, all in
         one write transaction, the byte model's weights with them. The byte model learns
         from the messages learned or relearned here (while the run's RUN_LESSONS last),
-        or, given `model_reads` (`train`: every message, both labels in key order), from
-        those; a message forgotten or relearned first loses the step it had taught it."""
-        if not labelled and not model_reads:
+        or, given `model_steps` (`train`), takes those steps; a message forgotten or
+        relearned first loses the step it had taught it."""
+        if not labelled and not model_steps:
             return
         outcomes: list[tuple[SourceItem, Outcome]] = []
         try:
@@ -306,12 +322,14 @@ class Learner:
                         writer.log_event(pending.key, by, label.value if label is not None else "forget",
                                          outcome.value)
                     model.take_back(pending.byte_source, old_step)  # (forgotten or relearned)
-                    if model_reads is None and label is not None and self._run_lessons_left > 0 \
+                    if model_steps is None and label is not None and self._run_lessons_left > 0 \
                             and outcome in (Outcome.LEARNED, Outcome.RELEARNED):
                         writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
                         self._run_lessons_left -= 1
-                for label, pending in model_reads or ():  # (steps kept for those marked here)
-                    writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
+                for pending, byte_step in model_steps or ():  # (kept for those marked here)
+                    if byte_step:
+                        model.add(pending.byte_source, byte_step)
+                        writer.record_byte_step(pending.key, byte_step)
                 taught = model.save()
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
             self._byte_model = taught  # committed: what the next batch may start from
@@ -351,6 +369,12 @@ class _BatchModel:
         from); returns the step taken, 0.0 for none."""
         model = self._loaded() if message else None
         return model.learn_message(message, label is Label.SPAM) if model is not None else 0.0
+
+    def add(self, message: bytes, step: float) -> None:
+        """Give the message a step worked out before (`train`'s `bagged_steps`)."""
+        model = self._loaded() if message else None
+        if model is not None:
+            model.add_step(message, step)
 
     def take_back(self, message: bytes, step: float) -> None:
         """Undo the step the model once took on this message (decision 0024); with no

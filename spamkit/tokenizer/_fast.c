@@ -1114,18 +1114,45 @@ static size_t sample_into(const uint8_t *raw, size_t raw_length, const Reading *
 typedef struct {
     uint32_t *buckets;  /* the distinct buckets, in the order their first window came */
     size_t count;
-    uint64_t *seen;     /* one bit a bucket: those in `buckets` */
 } WindowSet;
 
-static void window_set_free(WindowSet *set) {
-    free(set->buckets);
-    free(set->seen);
+/* Which message's windows last hit each bucket: one byte a bucket holding that message's
+ * stamp. Every message gets a new stamp, so nothing needs clearing between messages (only
+ * every 255th, when the stamps wrap): a bitmap cleared for each message cost a fifth of a
+ * step. One table for every call, as the GIL serialises them. */
+static uint8_t *hit_by = NULL;
+static size_t hit_size = 0;
+static uint8_t hit_stamp = 0;
+
+static int next_stamp(int bits, uint8_t *stamp) {
+    /* A stamp no bucket holds, for a table of 2^bits buckets; -1 with MemoryError set. */
+    size_t size = (size_t)1 << bits;
+    if (size > hit_size) {
+        free(hit_by);
+        hit_by = (uint8_t *)calloc(size, 1);
+        hit_size = hit_by == NULL ? 0 : size;
+        hit_stamp = 0;
+        if (hit_by == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (++hit_stamp == 0) {
+        memset(hit_by, 0, hit_size);
+        hit_stamp = 1;
+    }
+    *stamp = hit_stamp;
+    return 0;
 }
 
-static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *set) {
-    /* The distinct buckets of the 4-byte windows of data (padded with NULs to 4), each
-     * window read big-endian, multiplied by 2654435761 modulo 2^32 and shifted right by
-     * 32 - bits; -1 with MemoryError set when memory runs out. */
+static int windows_into(const uint8_t *data, size_t length, int bits, uint32_t *buckets, size_t *count) {
+    /* The distinct buckets of the 4-byte windows of data (padded with NULs to 4), written
+     * to `buckets` (room for max(length, 4) - 3) in the order their first window came;
+     * -1 with MemoryError set. Each window is read big-endian, multiplied by 2654435761
+     * modulo 2^32 and shifted right by 32 - bits. */
+    uint8_t stamp;
+    if (next_stamp(bits, &stamp) < 0)
+        return -1;
     uint8_t padded[4] = {0, 0, 0, 0};
     if (length < 4) {
         if (length)
@@ -1133,26 +1160,36 @@ static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *s
         data = padded;
         length = 4;
     }
-    set->seen = (uint64_t *)calloc(((size_t)1 << bits) / 64, sizeof(uint64_t));
-    set->buckets = (uint32_t *)malloc((length - 3) * sizeof(uint32_t));
-    set->count = 0;
-    if (set->seen == NULL || set->buckets == NULL) {
-        window_set_free(set);
-        PyErr_NoMemory();
-        return -1;
-    }
     unsigned shift = 32u - (unsigned)bits;
     uint32_t window = ((uint32_t)data[0] << 16) | ((uint32_t)data[1] << 8) | data[2];
     size_t distinct = 0;
     for (size_t i = 3; i < length; i++) {  /* no branch: whether a bucket is new is random */
         window = (window << 8) | data[i];
         uint32_t bucket = (uint32_t)(window * 2654435761u) >> shift;
-        uint64_t bit = (uint64_t)1 << (bucket & 63), word = set->seen[bucket >> 6];
-        set->buckets[distinct] = bucket;  /* kept only if new: the count moves past it */
-        distinct += (word & bit) == 0;
-        set->seen[bucket >> 6] = word | bit;
+        buckets[distinct] = bucket;  /* kept only if new: the count moves past it */
+        distinct += hit_by[bucket] != stamp;
+        hit_by[bucket] = stamp;
     }
-    set->count = distinct;
+    *count = distinct;
+    return 0;
+}
+
+static void window_set_free(WindowSet *set) {
+    free(set->buckets);
+}
+
+static int window_set(const uint8_t *data, size_t length, int bits, WindowSet *set) {
+    /* windows_into, its array allocated; -1 with MemoryError set when memory runs out. */
+    set->count = 0;
+    set->buckets = (uint32_t *)malloc((length < 4 ? 1 : length - 3) * sizeof(uint32_t));
+    if (set->buckets == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (windows_into(data, length, bits, set->buckets, &set->count) < 0) {
+        window_set_free(set);
+        return -1;
+    }
     return 0;
 }
 
@@ -1228,6 +1265,19 @@ static double sum_of(const float *weights, const WindowSet *set) {
     return z;
 }
 
+static float step_of(float *weights, const WindowSet *set, double target, double rate, double thick) {
+    /* One online step on the set's buckets (byte_step's doc); the float32 step, 0 if none. */
+    double z = sum_of(weights, set);
+    z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
+    double error = target - 1.0 / (1.0 + exp(-z));
+    if (fabs(error) <= thick)
+        return 0.0f;
+    float delta = (float)(rate * error);
+    for (size_t k = 0; k < set->count; k++)
+        weights[set->buckets[k]] += delta;
+    return delta;
+}
+
 static int model_windows(const Py_buffer *raw, PyObject *weights, Py_ssize_t head, Py_ssize_t tail,
                          int fold, int writable, Py_buffer *view, WindowSet *set) {
     /* The weights' buffer (released by the caller on success) and the distinct windows of
@@ -1285,16 +1335,7 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*Onnpddd", &raw, &weights, &head, &tail, &fold, &target, &rate, &thick))
         return NULL;
     if (model_windows(&raw, weights, head, tail, fold, 1, &view, &set) == 0) {
-        float *w = (float *)view.buf;
-        double z = sum_of(w, &set);
-        z = z > 500.0 ? 500.0 : (z < -500.0 ? -500.0 : z);
-        double error = target - 1.0 / (1.0 + exp(-z));
-        float delta = 0.0f;
-        if (fabs(error) > thick) {
-            delta = (float)(rate * error);
-            for (size_t k = 0; k < set.count; k++)
-                w[set.buckets[k]] += delta;
-        }
+        float delta = step_of((float *)view.buf, &set, target, rate, thick);
         window_set_free(&set);
         PyBuffer_Release(&view);
         out = PyFloat_FromDouble((double)delta);
@@ -1303,7 +1344,98 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(byte_add_doc,
+"byte_add(raw, weights, head, tail, fold, delta) -> None\n\n"
+"Adds the float32 value of delta to the weight of every distinct bucket of the message's\n"
+"sample: a step given rather than learned (a step taken back is its negative;\n"
+"bytemodel.ByteModel.add_step).");
+
+static PyObject *byte_add(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer raw, view;
+    PyObject *weights, *out = NULL;
+    Py_ssize_t head, tail;
+    int fold;
+    double delta;
+    WindowSet set;
+    if (!PyArg_ParseTuple(args, "y*Onnpd", &raw, &weights, &head, &tail, &fold, &delta))
+        return NULL;
+    if (model_windows(&raw, weights, head, tail, fold, 1, &view, &set) == 0) {
+        float *w = (float *)view.buf, step = (float)delta;
+        for (size_t k = 0; k < set.count; k++)
+            w[set.buckets[k]] += step;
+        window_set_free(&set);
+        PyBuffer_Release(&view);
+        out = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&raw);
+    return out;
+}
+
+PyDoc_STRVAR(sample_steps_doc,
+"sample_steps(samples, targets, weights, rate, thick) -> bytes\n\n"
+"byte_step on each sample in turn, in the order given, each read as it is (a sample is\n"
+"its own sample, so this is byte_step in the model's reading without sampling again);\n"
+"targets holds one byte a sample, 1 for spam and 0 for ham. Returns the steps as native\n"
+"float32 values, one a sample (`train`'s copies of the model, bytemodel.bagged_steps).");
+
+static PyObject *sample_steps(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *samples, *weights, *fast, *out = NULL;
+    Py_buffer targets, view;
+    double rate, thick;
+    int bits;
+    if (!PyArg_ParseTuple(args, "Oy*Odd", &samples, &targets, &weights, &rate, &thick))
+        return NULL;
+    fast = PySequence_Fast(samples, "samples must be a sequence of bytes");
+    if (fast == NULL) {
+        PyBuffer_Release(&targets);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    size_t longest = 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i])) {
+            PyErr_SetString(PyExc_TypeError, "samples must be bytes");
+            goto done;
+        }
+        if ((size_t)PyBytes_GET_SIZE(items[i]) > longest)
+            longest = (size_t)PyBytes_GET_SIZE(items[i]);
+    }
+    if (targets.len != n) {
+        PyErr_SetString(PyExc_ValueError, "targets must hold one byte a sample");
+        goto done;
+    }
+    if (weights_of(weights, 1, &view, &bits) < 0)
+        goto done;
+    WindowSet set = {(uint32_t *)malloc((longest - 3) * sizeof(uint32_t)), 0};
+    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(float));
+    if (set.buckets == NULL || out == NULL) {
+        Py_CLEAR(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+    } else {
+        float *steps = (float *)PyBytes_AS_STRING(out), *w = (float *)view.buf;
+        const uint8_t *target = (const uint8_t *)targets.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (windows_into((const uint8_t *)PyBytes_AS_STRING(items[i]), (size_t)PyBytes_GET_SIZE(items[i]),
+                             bits, set.buckets, &set.count) < 0) {
+                Py_CLEAR(out);
+                break;
+            }
+            steps[i] = step_of(w, &set, target[i] ? 1.0 : 0.0, rate, thick);
+        }
+    }
+    window_set_free(&set);
+    PyBuffer_Release(&view);
+done:
+    Py_DECREF(fast);
+    PyBuffer_Release(&targets);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"byte_add", byte_add, METH_VARARGS, byte_add_doc},
+    {"sample_steps", sample_steps, METH_VARARGS, sample_steps_doc},
     {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},
     {"byte_step", byte_step, METH_VARARGS, byte_step_doc},
     {"message_sample", message_sample, METH_VARARGS, message_sample_doc},

@@ -1,6 +1,6 @@
 # Types of the C extension spamkit/tokenizer/_fast.c (see its header comment).
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -16,3 +16,7 @@ def message_sample(raw: bytes, head: int, tail: int, fold: bool, /) -> bytes: ..
 def byte_log_odds(raw: bytes, weights: npt.NDArray[np.float32], head: int, tail: int, fold: bool, /) -> float: ...
 def byte_step(raw: bytes, weights: npt.NDArray[np.float32], head: int, tail: int, fold: bool,
               target: float, rate: float, thick: float, /) -> float: ...
+def byte_add(raw: bytes, weights: npt.NDArray[np.float32], head: int, tail: int, fold: bool,
+             delta: float, /) -> None: ...
+def sample_steps(samples: Sequence[bytes], targets: bytes, weights: npt.NDArray[np.float32],
+                 rate: float, thick: float, /) -> bytes: ...

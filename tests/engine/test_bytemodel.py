@@ -19,7 +19,7 @@ from spamkit import bytemodel
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import BIAS, READING, READINGS, ByteModel, Reading, byte_sample, grams, message_buckets
 from spamkit.errors import StoreCorrupt, StoreError
-from spamkit.learn import Learner
+from spamkit.learn import Learner, LearningStopped
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -105,6 +105,47 @@ def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool, m
     assert fast.learn_message(raw, is_spam) == slow.learn(buckets, is_spam)
     assert (fast.spam_steps, fast.ham_steps, fast.changed) == (slow.spam_steps, slow.ham_steps, slow.changed)
     assert np.array_equal(fast.weights, slow.weights)
+
+
+@_FAST_ONLY
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_MESSAGES, st.booleans()), max_size=12), st.integers(0, 2**32 - 1),
+       st.sampled_from(sorted(READINGS)), st.floats(-0.5, 0.5, width=32))
+def test_the_c_steps_on_samples_and_a_given_step_are_numpys(lessons: list[tuple[bytes, bool]], seed: int,
+                                                             model_format: str, given_step: float) -> None:
+    """sample_steps (`train`'s copies: samples stepped in turn, no sampling again) and
+    byte_add (a step given) against learn and the buckets in numpy."""
+    fast = bytemodel._fast
+    reading = READINGS[model_format]
+    weights = np.random.default_rng(seed).normal(0.0, 0.05, 1 << bytemodel.BITS).astype(np.float32)
+    slow = ByteModel(weights.copy(), model_format=model_format)
+    samples = [byte_sample(raw, reading) for raw, _ in lessons]
+    stepped = weights.copy()
+    steps = np.frombuffer(fast.sample_steps(samples, bytes(spam for _, spam in lessons), stepped,
+                                            bytemodel.RATE, bytemodel.THICK), dtype=np.float32)
+    expected = [slow.learn(grams(sample), spam) for sample, (_, spam) in zip(samples, lessons)]
+    assert steps.tolist() == expected
+    np.testing.assert_allclose(stepped, slow.weights, rtol=0, atol=1e-6)
+    if lessons:
+        raw = lessons[0][0]
+        added = ByteModel(weights.copy(), model_format=model_format)
+        added.add_step(raw, given_step)
+        reference = weights.copy()
+        reference[grams(samples[0])] += np.float32(given_step)
+        assert np.array_equal(added.weights, reference)
+        assert (added.spam_steps, added.ham_steps) == ((given_step > 0) * 1, (given_step < 0) * 1)
+
+
+@_FAST_ONLY
+def test_bagged_steps_are_the_same_with_and_without_the_c_core(all_messages: list[CorpusMessage],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    lessons = sorted(all_messages, key=lambda m: message_key(m.data))[:400]
+    args = (ByteModel(), [message_key(m.data) for m in lessons], [byte_sample(m.data) for m in lessons],
+            [m.label == "spam" for m in lessons])
+    fast = bytemodel.bagged_steps(*args)
+    monkeypatch.setattr(bytemodel, "_fast", None)
+    assert sum(map(bool, fast)) > 20
+    np.testing.assert_allclose(bytemodel.bagged_steps(*args), fast, rtol=0, atol=1e-7)
 
 
 @_FAST_ONLY
@@ -478,23 +519,86 @@ def test_long_runs_of_one_label_do_not_make_it_vote(store: LmdbStore,
     assert result.probability is not None and result.byte_log_odds is None
 
 
-def test_train_teaches_it_every_message_in_key_order(tmp_path: Path,
-                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
-    """`train` offers the model every message of the corpus in message-key order, not only
-    those Bayes learns: the stored model is, weight for weight, that sequence of steps; on
-    the training folds it takes enough steps of both labels to vote."""
+def bagged_reference(start: ByteModel, lessons: list[tuple[bytes, bool]],
+                     reading: Reading = READING) -> tuple[np.ndarray, int, int]:
+    """What `train` should leave, worked out the long way in numpy: COPIES copies of
+    `start`, each learning every lesson (message, is spam) in its copy_order of the lessons
+    sorted by message key; the mean of their weights, and the step counts plus how many
+    lessons' mean step is toward each label."""
+    lessons = sorted(lessons, key=lambda lesson: message_key(lesson[0]))
+    keys = [message_key(data) for data, _ in lessons]
+    copies, steps = [], np.zeros(len(lessons))
+    for copy in range(bytemodel.COPIES):
+        model = start.copy()
+        for i in bytemodel.copy_order(keys, copy):
+            data, spam = lessons[i]
+            steps[i] += model.learn(grams(byte_sample(data, reading)), spam)
+        copies.append(model.weights)
+    return (np.mean(copies, axis=0), start.spam_steps + int((steps > 0).sum()),
+            start.ham_steps + int((steps < 0).sum()))
+
+
+def test_train_teaches_it_the_mean_of_copies_learning_in_their_own_orders(
+        tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """`train` offers the model every message of the corpus, not only those Bayes learns,
+    and keeps the mean of COPIES copies, the first learning in message-key order and each
+    other in its own content-keyed order: weight for weight what copies learned one by
+    one in numpy give. Its counts are the messages holding a step toward each label, as
+    their seen marks record; on the training folds it votes."""
     train, _ = split
     with LmdbStore(tmp_path / "db", sync=False) as store:
         Learner(store).train(as_items([m for m in train if m.label == "spam"]),
                              as_items([m for m in train if m.label == "ham"]),
                              BayesClassifier(store), 0.999)
         model = model_of(store)
-    reference = ByteModel()
-    for message in sorted(train, key=lambda m: message_key(m.data)):
-        reference.learn(grams(byte_sample(message.data)), message.label == "spam")
+        marks = [m for m in store.seen_records() if m.byte_step]
+    weights, spam_steps, ham_steps = bagged_reference(ByteModel(), [(m.data, m.label == "spam") for m in train])
     assert model is not None and model.votes
-    assert (model.spam_steps, model.ham_steps) == (reference.spam_steps, reference.ham_steps)
-    assert np.array_equal(model.weights, reference.weights)
+    assert (model.spam_steps, model.ham_steps) == (spam_steps, ham_steps)
+    np.testing.assert_allclose(model.weights, weights, rtol=0, atol=1e-6)
+    assert 0 < sum(m.byte_step > 0 for m in marks) <= spam_steps  # (marks: what train learned)
+    keys = sorted(message_key(m.data) for m in train)
+    orders = [bytemodel.copy_order(keys, copy) for copy in range(bytemodel.COPIES)]
+    assert orders[0] == list(range(len(keys)))
+    assert all(sorted(order) == orders[0] for order in orders)  # each a permutation,
+    assert len({tuple(order) for order in orders}) == bytemodel.COPIES  # each its own
+
+
+def test_a_train_stopped_midway_leaves_the_committed_batches_share(
+        store: LmdbStore, sample: tuple[list[SourceItem], list[SourceItem]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies' steps are worked out before the first batch, and each batch commits its
+    own messages' share with their counts: a run whose third commit fails (a full disk)
+    leaves the model holding the first two batches' steps exactly, with their marks."""
+    spam, ham = sample
+    items = [*spam[:150], *ham[:150]]
+    writer, commits = store.writer, []
+
+    def failing_writer() -> object:
+        commits.append(1)
+        if len(commits) == 3:
+            raise StoreError("No space left on device")
+        return writer()
+
+    monkeypatch.setattr(store, "writer", failing_writer)
+    with pytest.raises(LearningStopped):
+        Learner(store, batch_size=100).train(spam[:150], ham[:150], BayesClassifier(store), 0.999)
+    monkeypatch.undo()
+    ordered = sorted(items, key=lambda item: message_key(item.data or b""))
+    samples = [byte_sample(item.data or b"") for item in ordered]
+    steps = bytemodel.bagged_steps(ByteModel(), [message_key(item.data or b"") for item in ordered], samples,
+                                   [item in spam[:150] for item in ordered])
+    expected = ByteModel()
+    for sample_bytes, step in zip(samples[:200], steps[:200]):
+        expected.add_step(sample_bytes, step)
+    model = model_of(store)
+    assert model is not None and (model.spam_steps, model.ham_steps) == (expected.spam_steps, expected.ham_steps)
+    np.testing.assert_allclose(model.weights, expected.weights, rtol=0, atol=1e-6)
+    committed = {message_key(item.data or b""): step for item, step in zip(ordered[:200], steps[:200])}
+    marks = {m.key: m.byte_step for m in store.seen_records()}
+    assert marks and set(marks) <= set(committed)  # nothing of the third batch was marked
+    assert all(marks[key] == pytest.approx(committed[key], abs=1e-9) for key in marks)
+    totals = store.totals()
+    assert totals.nspam + totals.nham == len(marks)
 
 
 def test_a_model_keeps_the_reading_it_was_built_with(store: LmdbStore,
@@ -510,14 +614,13 @@ def test_a_model_keeps_the_reading_it_was_built_with(store: LmdbStore,
         writer.set_meta(bytemodel.META_SERIAL, "old")
     assert bytemodel.stored_reading(store.meta_value(bytemodel.META_NAME)) == READINGS["bm1"]
     Learner(store).train(spam[:40], ham[:40], BayesClassifier(store), 0.999)
-    reference = old.copy()
-    for item in sorted([*spam[:40], *ham[:40]], key=lambda item: message_key(item.data or b"")):
-        reference.learn(grams(byte_sample(item.data or b"", READINGS["bm1"])), item in spam[:40])
+    weights, spam_steps, ham_steps = bagged_reference(
+        old, [(item.data or b"", item in spam[:40]) for item in [*spam[:40], *ham[:40]]], READINGS["bm1"])
     model = model_of(store)
     assert model is not None and model.format == "bm1" and model.reading == READINGS["bm1"]
     assert store.magic()["byte_model_format"] == "bm1"  # (what `db magic` shows the admin)
-    assert (model.spam_steps, model.ham_steps) == (reference.spam_steps, reference.ham_steps) != (120, 130)
-    np.testing.assert_allclose(model.weights, reference.weights, atol=1e-6)
+    assert (model.spam_steps, model.ham_steps) == (spam_steps, ham_steps) != (120, 130)
+    np.testing.assert_allclose(model.weights, weights, atol=1e-6)
     message = spam[100].data or b""
     assert model.score(message) == pytest.approx(model.log_odds(grams(byte_sample(message, READINGS["bm1"]))))
     assert ByteModel().format == bytemodel.FORMAT and ByteModel().reading == READING
