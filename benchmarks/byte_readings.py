@@ -115,8 +115,7 @@ def model_votes(messages: list[Message], reading: Reading, runs: Runs, copies: i
                        key=lambda i: salted(messages[i].key, salt))
         steps = bagged_steps(model, [salted(messages[i].key, salt) for i in order],
                              [samples[i] for i in order], [messages[i].spam for i in order], copies)
-        for i, step in zip(order, steps):
-            model.add_step(samples[i], step)
+        model.add_steps([samples[i] for i in order], steps)
         held_out = runs[salt, fold][0]
         votes[salt, fold] = held_out, np.array([model.log_odds(grams(samples[i])) for i in held_out])
     return votes

@@ -231,12 +231,22 @@ class ByteModel:
         else:
             self.ham_steps = max(0, self.ham_steps - 1)
 
-    def add_step(self, raw: bytes, step: float) -> None:
-        """Give the message (or its sample) a step worked out elsewhere (`bagged_steps`),
-        counted as a step toward the label its sign says, as if learned here."""
-        if step:
-            self._add(raw, step)
-            self._stepped(step > 0)
+    def add_steps(self, samples: Sequence[bytes], steps: Sequence[float]) -> None:
+        """Give samples (in this model's reading) steps worked out elsewhere
+        (`bagged_steps`), each counted as a step toward the label its sign says, as if
+        learned here; a step of 0 gives nothing."""
+        values = np.asarray(steps, dtype=np.float32)
+        if not values.any():
+            return
+        if _fast is not None:
+            _fast.sample_adds(samples, values.tobytes(), self.weights)
+        else:
+            for sample, step in zip(samples, values):
+                if step:
+                    self.weights[grams(sample)] += step
+        self.spam_steps += int((values > 0).sum())
+        self.ham_steps += int((values < 0).sum())
+        self.changed = True
 
     def _add(self, raw: bytes, step: float) -> None:
         """Every distinct bucket of the message's sample gains the float32 value of step."""
@@ -326,22 +336,23 @@ def bagged_steps(model: ByteModel, keys: Sequence[bytes], samples: Sequence[byte
 
     Each copy's weights are the model's plus the sum of its steps on each lesson's
     buckets, so the mean of the copies is the model plus each lesson's mean step on its
-    buckets: adding those (`ByteModel.add_step`) batch by batch, with the marks that
+    buckets: adding those (`ByteModel.add_steps`) batch by batch, with the marks that
     keep them for `forget`, gives the averaged model one committed batch at a time.
     """
     total = np.zeros(len(samples), dtype=np.float64)
-    targets = bytes(bool(label) for label in spam)
+    targets = np.array(spam, dtype=np.uint8)
     for copy in range(copies):
         weights = model.weights.copy()
-        order = copy_order(keys, copy)
+        # (an empty sample has nothing to read: it teaches nothing, as `learn` skips it)
+        order = np.array([i for i in copy_order(keys, copy) if samples[i]], dtype=np.intp)
         ordered = [samples[i] for i in order]
         if _fast is not None:
-            steps = np.frombuffer(_fast.sample_steps(ordered, bytes(targets[i] for i in order), weights,
-                                                     RATE, THICK), dtype=np.float32)
+            steps = np.frombuffer(_fast.sample_steps(ordered, targets[order].tobytes(), weights, RATE, THICK),
+                                  dtype=np.float32)
         else:
             learner = ByteModel(weights, model_format=model.format)
-            steps = np.array([learner.learn(grams(sample), bool(targets[i]))
-                              for sample, i in zip(ordered, order)], dtype=np.float32)
+            steps = np.array([learner.learn(grams(sample), bool(target))
+                              for sample, target in zip(ordered, targets[order])], dtype=np.float32)
         total[order] += steps
     return [float(step) for step in (total / copies).astype(np.float32)]
 

@@ -49,7 +49,7 @@ from spamkit.message.dates import date_timestamp, received_timestamp
 from spamkit.metrics import Accuracy, accuracy
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore, TokenStore
-from spamkit.store.base import pack_keys, unpack_keys
+from spamkit.store.base import PackedKeys, pack_keys
 
 if TYPE_CHECKING:
     from spamkit.verdict import Scanner
@@ -141,8 +141,8 @@ class _Message:
     sample: bytes = b""  # what the byte model reads of it (at most 3,000 bytes)
 
     @property
-    def hashes(self) -> list[bytes]:
-        return unpack_keys(self.packed)
+    def hashes(self) -> PackedKeys:
+        return PackedKeys(self.packed)
 
 
 def evaluate(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesParams,

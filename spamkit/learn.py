@@ -17,7 +17,7 @@ import enum
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
@@ -27,7 +27,7 @@ from spamkit.bytemodel import (META_NAME, META_SERIAL, READING, RUN_LESSONS, Byt
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
-from spamkit.store.base import Label, StoreWriter, TokenStore, pack_keys, today, unpack_keys
+from spamkit.store.base import Label, PackedKeys, StoreWriter, TokenStore, pack_keys, today
 
 DEFAULT_BATCH_SIZE = 1000
 LOOKAHEAD = 64  # messages read ahead to ask the store about together (see _prepare_all)
@@ -92,7 +92,7 @@ class LearnSummary:
 class _Pending:
     item: SourceItem
     key: bytes
-    hashes: list[bytes]
+    hashes: Sequence[bytes]
     previous: Label | None = None  # what the message was learned as before, if anything
     packed: bytes = b""  # `hashes` packed while `train` holds the message (pack_keys)
     sample: bytes | None = None  # what the byte model reads of it, once the bytes are dropped
@@ -249,7 +249,7 @@ class Learner:
         for start in range(0, len(queue), step):
             batch = queue[start:start + step]
             for _, pending in batch:
-                pending.hashes, pending.packed = unpack_keys(pending.packed), b""
+                pending.hashes, pending.packed = PackedKeys(pending.packed), b""
             results = classifier.score_many([pending.hashes for _, pending in batch])
             needed: dict[Label, list[_Pending]] = {Label.SPAM: [], Label.HAM: []}
             for (label, pending), result in zip(batch, results):
@@ -326,10 +326,10 @@ class Learner:
                             and outcome in (Outcome.LEARNED, Outcome.RELEARNED):
                         writer.record_byte_step(pending.key, model.learn(pending.byte_source, label))
                         self._run_lessons_left -= 1
-                for pending, byte_step in model_steps or ():  # (kept for those marked here)
-                    if byte_step:
-                        model.add(pending.byte_source, byte_step)
-                        writer.record_byte_step(pending.key, byte_step)
+                stepped = [(pending, step) for pending, step in model_steps or () if step]
+                model.add([pending.byte_source for pending, _ in stepped], [step for _, step in stepped])
+                for pending, byte_step in stepped:  # (kept for those marked here)
+                    writer.record_byte_step(pending.key, byte_step)
                 taught = model.save()
                 writer.set_meta("tokenizer", self.analyzer.tokenizer.version)
             self._byte_model = taught  # committed: what the next batch may start from
@@ -370,11 +370,11 @@ class _BatchModel:
         model = self._loaded() if message else None
         return model.learn_message(message, label is Label.SPAM) if model is not None else 0.0
 
-    def add(self, message: bytes, step: float) -> None:
-        """Give the message a step worked out before (`train`'s `bagged_steps`)."""
-        model = self._loaded() if message else None
+    def add(self, samples: list[bytes], steps: list[float]) -> None:
+        """Give samples steps worked out before (`train`'s `bagged_steps`)."""
+        model = self._loaded() if samples else None
         if model is not None:
-            model.add_step(message, step)
+            model.add_steps(samples, steps)
 
     def take_back(self, message: bytes, step: float) -> None:
         """Undo the step the model once took on this message (decision 0024); with no

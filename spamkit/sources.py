@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ class SourceItem:
     data: bytes | None
     error: str | None = None
     path: Path | None = None  # the file, when the message is a whole file
-    token_keys: list[bytes] | None = None  # already tokenized (by the scanner): not analysed again
+    token_keys: Sequence[bytes] | None = None  # already tokenized (by the scanner): not analysed again
     key: bytes | None = None  # its message key, already worked out (with token_keys, the bytes
     # are not needed again: `spamkit evaluate` keeps only these of each message)
     byte_sample: bytes | None = None  # what a new byte model reads (bytemodel.byte_sample)

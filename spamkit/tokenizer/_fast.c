@@ -1347,8 +1347,7 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
 PyDoc_STRVAR(byte_add_doc,
 "byte_add(raw, weights, head, tail, fold, delta) -> None\n\n"
 "Adds the float32 value of delta to the weight of every distinct bucket of the message's\n"
-"sample: a step given rather than learned (a step taken back is its negative;\n"
-"bytemodel.ByteModel.add_step).");
+"sample (bytemodel.ByteModel.unlearn_message takes a step back with its negative).");
 
 static PyObject *byte_add(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer raw, view;
@@ -1369,6 +1368,21 @@ static PyObject *byte_add(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     PyBuffer_Release(&raw);
     return out;
+}
+
+static size_t longest_sample(PyObject **items, Py_ssize_t n) {
+    /* The length of the longest of n samples, at least 4; 0 with TypeError set if one is
+     * not bytes. */
+    size_t longest = 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i])) {
+            PyErr_SetString(PyExc_TypeError, "samples must be bytes");
+            return 0;
+        }
+        if ((size_t)PyBytes_GET_SIZE(items[i]) > longest)
+            longest = (size_t)PyBytes_GET_SIZE(items[i]);
+    }
+    return longest;
 }
 
 PyDoc_STRVAR(sample_steps_doc,
@@ -1392,15 +1406,9 @@ static PyObject *sample_steps(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     PyObject **items = PySequence_Fast_ITEMS(fast);
-    size_t longest = 4;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyBytes_Check(items[i])) {
-            PyErr_SetString(PyExc_TypeError, "samples must be bytes");
-            goto done;
-        }
-        if ((size_t)PyBytes_GET_SIZE(items[i]) > longest)
-            longest = (size_t)PyBytes_GET_SIZE(items[i]);
-    }
+    size_t longest = longest_sample(items, n);
+    if (longest == 0)
+        goto done;
     if (targets.len != n) {
         PyErr_SetString(PyExc_ValueError, "targets must hold one byte a sample");
         goto done;
@@ -1433,7 +1441,64 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(sample_adds_doc,
+"sample_adds(samples, steps, weights) -> None\n\n"
+"byte_add on each sample in turn, each read as it is (as sample_steps reads them), with\n"
+"its step from steps (native float32 values, one a sample; 0: nothing to add). `train`\n"
+"gives each batch its messages' steps so (bytemodel.ByteModel.add_steps).");
+
+static PyObject *sample_adds(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *samples, *weights, *fast, *out = NULL;
+    Py_buffer steps, view;
+    int bits;
+    if (!PyArg_ParseTuple(args, "Oy*O", &samples, &steps, &weights))
+        return NULL;
+    fast = PySequence_Fast(samples, "samples must be a sequence of bytes");
+    if (fast == NULL) {
+        PyBuffer_Release(&steps);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    size_t longest = longest_sample(items, n);
+    if (longest == 0)
+        goto done;
+    if (steps.len != n * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "steps must hold one float32 a sample");
+        goto done;
+    }
+    if (weights_of(weights, 1, &view, &bits) < 0)
+        goto done;
+    uint32_t *buckets = (uint32_t *)malloc((longest - 3) * sizeof(uint32_t));
+    if (buckets == NULL) {
+        PyErr_NoMemory();
+    } else {
+        float *w = (float *)view.buf;
+        const float *step = (const float *)steps.buf;
+        out = Py_NewRef(Py_None);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            size_t count;
+            if (step[i] == 0.0f)
+                continue;
+            if (windows_into((const uint8_t *)PyBytes_AS_STRING(items[i]), (size_t)PyBytes_GET_SIZE(items[i]),
+                             bits, buckets, &count) < 0) {
+                Py_CLEAR(out);
+                break;
+            }
+            for (size_t k = 0; k < count; k++)
+                w[buckets[k]] += step[i];
+        }
+    }
+    free(buckets);
+    PyBuffer_Release(&view);
+done:
+    Py_DECREF(fast);
+    PyBuffer_Release(&steps);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"sample_adds", sample_adds, METH_VARARGS, sample_adds_doc},
     {"byte_add", byte_add, METH_VARARGS, byte_add_doc},
     {"sample_steps", sample_steps, METH_VARARGS, sample_steps_doc},
     {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},

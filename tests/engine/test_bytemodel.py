@@ -113,8 +113,9 @@ def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool, m
        st.sampled_from(sorted(READINGS)), st.floats(-0.5, 0.5, width=32))
 def test_the_c_steps_on_samples_and_a_given_step_are_numpys(lessons: list[tuple[bytes, bool]], seed: int,
                                                              model_format: str, given_step: float) -> None:
-    """sample_steps (`train`'s copies: samples stepped in turn, no sampling again) and
-    byte_add (a step given) against learn and the buckets in numpy."""
+    """sample_steps (`train`'s copies: samples stepped in turn, no sampling again),
+    sample_adds (steps given) and byte_add (a step taken back from the message) against
+    learn and the buckets in numpy."""
     fast = bytemodel._fast
     reading = READINGS[model_format]
     weights = np.random.default_rng(seed).normal(0.0, 0.05, 1 << bytemodel.BITS).astype(np.float32)
@@ -127,13 +128,15 @@ def test_the_c_steps_on_samples_and_a_given_step_are_numpys(lessons: list[tuple[
     assert steps.tolist() == expected
     np.testing.assert_allclose(stepped, slow.weights, rtol=0, atol=1e-6)
     if lessons:
-        raw = lessons[0][0]
         added = ByteModel(weights.copy(), model_format=model_format)
-        added.add_step(raw, given_step)
+        added.add_steps(samples[:1], [given_step])
         reference = weights.copy()
         reference[grams(samples[0])] += np.float32(given_step)
         assert np.array_equal(added.weights, reference)
         assert (added.spam_steps, added.ham_steps) == ((given_step > 0) * 1, (given_step < 0) * 1)
+        added.unlearn_message(lessons[0][0], given_step)  # (the message itself: sampled again)
+        reference[grams(samples[0])] -= np.float32(given_step)
+        assert np.array_equal(added.weights, reference) and added.steps == 0
 
 
 @_FAST_ONLY
@@ -588,8 +591,7 @@ def test_a_train_stopped_midway_leaves_the_committed_batches_share(
     steps = bytemodel.bagged_steps(ByteModel(), [message_key(item.data or b"") for item in ordered], samples,
                                    [item in spam[:150] for item in ordered])
     expected = ByteModel()
-    for sample_bytes, step in zip(samples[:200], steps[:200]):
-        expected.add_step(sample_bytes, step)
+    expected.add_steps(samples[:200], steps[:200])
     model = model_of(store)
     assert model is not None and (model.spam_steps, model.ham_steps) == (expected.spam_steps, expected.ham_steps)
     np.testing.assert_allclose(model.weights, expected.weights, rtol=0, atol=1e-6)
