@@ -146,6 +146,9 @@ def test_bagged_steps_are_the_same_with_and_without_the_c_core(all_messages: lis
     args = (ByteModel(), [message_key(m.data) for m in lessons], [byte_sample(m.data) for m in lessons],
             [m.label == "spam" for m in lessons])
     fast = bytemodel.bagged_steps(*args)
+    keys, samples, spam = args[1:]
+    with_empty = bytemodel.bagged_steps(ByteModel(), [b"\0" * 16, *keys], [b"", *samples], [True, *spam])
+    assert with_empty == [0.0, *fast]  # (an empty sample has nothing to read: no step, no effect)
     monkeypatch.setattr(bytemodel, "_fast", None)
     assert sum(map(bool, fast)) > 20
     np.testing.assert_allclose(bytemodel.bagged_steps(*args), fast, rtol=0, atol=1e-7)
