@@ -1118,8 +1118,8 @@ typedef struct {
 
 /* Which message's windows last hit each bucket: one byte a bucket holding that message's
  * stamp. Every message gets a new stamp, so nothing needs clearing between messages (only
- * every 255th, when the stamps wrap): a bitmap cleared for each message cost a fifth of a
- * step. One table for every call, as the GIL serialises them. */
+ * every 255th, when the stamps wrap): a bitmap cleared for each message cost an eighth of
+ * a step. One table for every call, as the GIL serialises them. */
 static uint8_t *hit_by = NULL;
 static size_t hit_size = 0;
 static uint8_t hit_stamp = 0;
