@@ -1370,19 +1370,62 @@ static PyObject *byte_add(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
-static size_t longest_sample(PyObject **items, Py_ssize_t n) {
-    /* The length of the longest of n samples, at least 4; 0 with TypeError set if one is
-     * not bytes. */
+typedef struct {
+    PyObject *fast;      /* the samples, as a sequence */
+    PyObject **items;
+    Py_ssize_t n;
+    Py_buffer view;      /* the weights */
+    int bits;
+    uint32_t *buckets;   /* room for the longest sample's buckets */
+} SampleRun;
+
+static int sample_run_open(SampleRun *run, PyObject *samples, const Py_buffer *values, Py_ssize_t value_size,
+                           const char *values_error, PyObject *weights) {
+    /* What sample_steps and sample_adds share: the samples (bytes, one value of
+     * value_size bytes each in `values`), the writable weights and a bucket array; -1 with
+     * an exception set and nothing held. */
+    run->buckets = NULL;
+    run->fast = PySequence_Fast(samples, "samples must be a sequence of bytes");
+    if (run->fast == NULL)
+        return -1;
+    run->n = PySequence_Fast_GET_SIZE(run->fast);
+    run->items = PySequence_Fast_ITEMS(run->fast);
     size_t longest = 4;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyBytes_Check(items[i])) {
+    for (Py_ssize_t i = 0; i < run->n; i++) {
+        if (!PyBytes_Check(run->items[i])) {
             PyErr_SetString(PyExc_TypeError, "samples must be bytes");
-            return 0;
+            goto fail;
         }
-        if ((size_t)PyBytes_GET_SIZE(items[i]) > longest)
-            longest = (size_t)PyBytes_GET_SIZE(items[i]);
+        if ((size_t)PyBytes_GET_SIZE(run->items[i]) > longest)
+            longest = (size_t)PyBytes_GET_SIZE(run->items[i]);
     }
-    return longest;
+    if (values->len != run->n * value_size) {
+        PyErr_SetString(PyExc_ValueError, values_error);
+        goto fail;
+    }
+    if (weights_of(weights, 1, &run->view, &run->bits) < 0)
+        goto fail;
+    run->buckets = (uint32_t *)malloc((longest - 3) * sizeof(uint32_t));
+    if (run->buckets != NULL)
+        return 0;
+    PyErr_NoMemory();
+    PyBuffer_Release(&run->view);
+fail:
+    Py_DECREF(run->fast);
+    return -1;
+}
+
+static int sample_run_windows(SampleRun *run, Py_ssize_t i, WindowSet *set) {
+    /* The distinct buckets of sample i, read as it is, into run->buckets; -1 with MemoryError. */
+    set->buckets = run->buckets;
+    return windows_into((const uint8_t *)PyBytes_AS_STRING(run->items[i]), (size_t)PyBytes_GET_SIZE(run->items[i]),
+                        run->bits, run->buckets, &set->count);
+}
+
+static void sample_run_close(SampleRun *run) {
+    free(run->buckets);
+    PyBuffer_Release(&run->view);
+    Py_DECREF(run->fast);
 }
 
 PyDoc_STRVAR(sample_steps_doc,
@@ -1393,50 +1436,25 @@ PyDoc_STRVAR(sample_steps_doc,
 "float32 values, one a sample (`train`'s copies of the model, bytemodel.bagged_steps).");
 
 static PyObject *sample_steps(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *samples, *weights, *fast, *out = NULL;
-    Py_buffer targets, view;
+    PyObject *samples, *weights, *out = NULL;
+    Py_buffer targets;
     double rate, thick;
-    int bits;
+    SampleRun run;
+    WindowSet set;
     if (!PyArg_ParseTuple(args, "Oy*Odd", &samples, &targets, &weights, &rate, &thick))
         return NULL;
-    fast = PySequence_Fast(samples, "samples must be a sequence of bytes");
-    if (fast == NULL) {
-        PyBuffer_Release(&targets);
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    size_t longest = longest_sample(items, n);
-    if (longest == 0)
-        goto done;
-    if (targets.len != n) {
-        PyErr_SetString(PyExc_ValueError, "targets must hold one byte a sample");
-        goto done;
-    }
-    if (weights_of(weights, 1, &view, &bits) < 0)
-        goto done;
-    WindowSet set = {(uint32_t *)malloc((longest - 3) * sizeof(uint32_t)), 0};
-    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(float));
-    if (set.buckets == NULL || out == NULL) {
-        Py_CLEAR(out);
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-    } else {
-        float *steps = (float *)PyBytes_AS_STRING(out), *w = (float *)view.buf;
+    if (sample_run_open(&run, samples, &targets, 1, "targets must hold one byte a sample", weights) == 0) {
+        out = PyBytes_FromStringAndSize(NULL, run.n * (Py_ssize_t)sizeof(float));
+        float *steps = out == NULL ? NULL : (float *)PyBytes_AS_STRING(out), *w = (float *)run.view.buf;
         const uint8_t *target = (const uint8_t *)targets.buf;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (windows_into((const uint8_t *)PyBytes_AS_STRING(items[i]), (size_t)PyBytes_GET_SIZE(items[i]),
-                             bits, set.buckets, &set.count) < 0) {
+        for (Py_ssize_t i = 0; out != NULL && i < run.n; i++) {
+            if (sample_run_windows(&run, i, &set) < 0)
                 Py_CLEAR(out);
-                break;
-            }
-            steps[i] = step_of(w, &set, target[i] ? 1.0 : 0.0, rate, thick);
+            else
+                steps[i] = step_of(w, &set, target[i] ? 1.0 : 0.0, rate, thick);
         }
+        sample_run_close(&run);
     }
-    window_set_free(&set);
-    PyBuffer_Release(&view);
-done:
-    Py_DECREF(fast);
     PyBuffer_Release(&targets);
     return out;
 }
@@ -1448,51 +1466,29 @@ PyDoc_STRVAR(sample_adds_doc,
 "gives each batch its messages' steps so (bytemodel.ByteModel.add_steps).");
 
 static PyObject *sample_adds(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *samples, *weights, *fast, *out = NULL;
-    Py_buffer steps, view;
-    int bits;
+    PyObject *samples, *weights, *out = NULL;
+    Py_buffer steps;
+    SampleRun run;
+    WindowSet set;
     if (!PyArg_ParseTuple(args, "Oy*O", &samples, &steps, &weights))
         return NULL;
-    fast = PySequence_Fast(samples, "samples must be a sequence of bytes");
-    if (fast == NULL) {
-        PyBuffer_Release(&steps);
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    size_t longest = longest_sample(items, n);
-    if (longest == 0)
-        goto done;
-    if (steps.len != n * (Py_ssize_t)sizeof(float)) {
-        PyErr_SetString(PyExc_ValueError, "steps must hold one float32 a sample");
-        goto done;
-    }
-    if (weights_of(weights, 1, &view, &bits) < 0)
-        goto done;
-    uint32_t *buckets = (uint32_t *)malloc((longest - 3) * sizeof(uint32_t));
-    if (buckets == NULL) {
-        PyErr_NoMemory();
-    } else {
-        float *w = (float *)view.buf;
+    if (sample_run_open(&run, samples, &steps, (Py_ssize_t)sizeof(float), "steps must hold one float32 a sample",
+                        weights) == 0) {
+        float *w = (float *)run.view.buf;
         const float *step = (const float *)steps.buf;
         out = Py_NewRef(Py_None);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            size_t count;
+        for (Py_ssize_t i = 0; out != NULL && i < run.n; i++) {
             if (step[i] == 0.0f)
                 continue;
-            if (windows_into((const uint8_t *)PyBytes_AS_STRING(items[i]), (size_t)PyBytes_GET_SIZE(items[i]),
-                             bits, buckets, &count) < 0) {
+            if (sample_run_windows(&run, i, &set) < 0) {
                 Py_CLEAR(out);
                 break;
             }
-            for (size_t k = 0; k < count; k++)
-                w[buckets[k]] += step[i];
+            for (size_t k = 0; k < set.count; k++)
+                w[set.buckets[k]] += step[i];
         }
+        sample_run_close(&run);
     }
-    free(buckets);
-    PyBuffer_Release(&view);
-done:
-    Py_DECREF(fast);
     PyBuffer_Release(&steps);
     return out;
 }
