@@ -21,6 +21,7 @@ import pytest
 import redis as redis_client
 
 from corpora import CorpusMessage
+from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.errors import NoDatabase, StoreError, StoreUnavailable
 from spamkit.learn import Learner, LearningStopped
 from spamkit.message import message_key
@@ -88,6 +89,22 @@ def test_learning_gives_lmdbs_records_step_by_step(rstore: RedisStore, tmp_path:
             assert mine.totals == theirs.totals
         single = rstore.counts(keys[0])
         assert single.key_numbers.tolist() == lmdb.counts(keys[0]).key_numbers.tolist()
+
+
+def test_train_gives_lmdbs_state(rstore: RedisStore, tmp_path: Path, sample: list[SourceItem]) -> None:
+    """`train` hands its packed keys to Redis's lookups and gives each batch the byte
+    model's copies' steps: both stores end with the same counts, marks, steps and model,
+    and with the same messages left out as already sure (so lookups were made)."""
+    params = BayesParams(min_spam_learned=10, min_ham_learned=10)  # (judging after a batch)
+    spam, ham = sample[:40], sample[40:]
+    with LmdbStore(tmp_path / "db") as lmdb:
+        summaries = [Learner(store, batch_size=16).train(spam, ham, BayesClassifier(store, params), 0.9).as_json()
+                     for store in (lmdb, rstore)]
+        for summary in summaries:
+            summary.pop("seconds")
+        assert summaries[0] == summaries[1] and summaries[0]["confident"] > 0
+        assert state(rstore) == state(lmdb)
+        assert any(mark.byte_step for mark in rstore.seen_records())
 
 
 def test_a_failed_batch_commits_nothing(rstore: RedisStore, sample: list[SourceItem]) -> None:
