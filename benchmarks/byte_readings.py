@@ -109,8 +109,7 @@ def model_votes(messages: list[Message], reading: Reading, runs: Runs, copies: i
     samples = [byte_sample(m.raw, reading) for m in messages]
     votes: Runs = {}
     for salt, fold in runs:
-        model = ByteModel(model_format=FORMAT)
-        model.reading = reading
+        model = ByteModel(model_format=FORMAT)  # (it is given samples in `reading` only)
         order = sorted((i for i, m in enumerate(messages) if m.fold != fold),
                        key=lambda i: salted(messages[i].key, salt))
         steps = bagged_steps(model, [salted(messages[i].key, salt) for i in order],

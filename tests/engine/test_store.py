@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import stat
+from dataclasses import astuple
 from pathlib import Path
 
 import lmdb
@@ -22,7 +23,7 @@ from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from spamkit.message import message_key
 from spamkit.store import lmdb as lmdb_store
-from spamkit.store.base import pack_keys, today, unpack_keys
+from spamkit.store.base import PackedKeys, joined_keys, pack_keys, today, unpack_keys
 from tests.conftest import as_items
 
 
@@ -356,6 +357,30 @@ def test_packed_keys_come_back_exactly() -> None:
             b"abcdefgh", bytes(range(248, 256))]
     assert unpack_keys(pack_keys(keys)) == keys
     assert unpack_keys(pack_keys([])) == []
+    packed = PackedKeys(pack_keys(keys))  # (what `train` hands on: a sequence of the keys)
+    assert len(packed) == 5 and list(packed) == keys and packed[1] == keys[1] and packed[-1] == keys[-1]
+    assert list(packed[1:3]) == keys[1:3] and pack_keys(packed) == pack_keys(keys)
+    assert joined_keys(packed) is packed.packed and len(PackedKeys(b"")) == 0
+    with pytest.raises(IndexError):
+        packed[5]
+    with pytest.raises(ValueError):
+        PackedKeys(b"odd")
+
+
+def test_packed_keys_are_looked_up_and_learned_as_their_keys(store: LmdbStore, tmp_path: Path) -> None:
+    """A message's keys given packed (`train`) count and look up exactly as the list."""
+    keys = [bytes([i]) * 8 for i in range(1, 30)]
+    with LmdbStore(tmp_path / "other") as other:
+        for target, given in ((store, keys), (other, PackedKeys(pack_keys(keys)))):
+            with target.writer() as writer:
+                writer.add_tokens(given, Label.SPAM)
+                writer.add_tokens(given[:10], Label.HAM)
+        assert sorted(map(astuple, store.records())) == sorted(map(astuple, other.records()))
+        lists = [keys[:20], keys[5:]]
+        for mine, theirs in zip(store.counts_many(lists),
+                                other.counts_many([PackedKeys(pack_keys(k)) for k in lists])):
+            assert mine.key_numbers.tolist() == theirs.key_numbers.tolist()
+            assert mine.spam.tolist() == theirs.spam.tolist() and mine.ham.tolist() == theirs.ham.tolist()
 
 
 def _grow_by_learning(store: LmdbStore, times: int) -> None:
