@@ -225,7 +225,7 @@ class ByteModel:
         so this is the message's whole own share (what `forget` and a relearn do, 0024)."""
         if not step:
             return
-        self._add(raw, -step)
+        self._give([byte_sample(raw, self.reading)], np.array([-step], dtype=np.float32))
         if step > 0:
             self.spam_steps = max(0, self.spam_steps - 1)
         else:
@@ -238,22 +238,18 @@ class ByteModel:
         values = np.asarray(steps, dtype=np.float32)
         if not values.any():
             return
+        self._give(samples, values)
+        self.spam_steps += int((values > 0).sum())
+        self.ham_steps += int((values < 0).sum())
+
+    def _give(self, samples: Sequence[bytes], values: npt.NDArray[np.float32]) -> None:
+        """Every distinct bucket of each sample gains its float32 value (0: nothing)."""
         if _fast is not None:
             _fast.sample_adds(samples, values.tobytes(), self.weights)
         else:
             for sample, step in zip(samples, values):
                 if step:
                     self.weights[grams(sample)] += step
-        self.spam_steps += int((values > 0).sum())
-        self.ham_steps += int((values < 0).sum())
-        self.changed = True
-
-    def _add(self, raw: bytes, step: float) -> None:
-        """Every distinct bucket of the message's sample gains the float32 value of step."""
-        if _fast is not None:
-            _fast.byte_add(raw, self.weights, *self.reading, step)
-        else:
-            self.weights[self.buckets(raw)] += np.float32(step)
         self.changed = True
 
     def log_odds(self, buckets: npt.NDArray[np.uint32]) -> float:

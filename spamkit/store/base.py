@@ -64,8 +64,9 @@ def numbers_of(joined_keys: bytes) -> npt.NDArray[np.uint64]:
 
 def pack_keys(keys: Sequence[bytes]) -> bytes:
     """Keys held compactly: one bytes object of 8 bytes a key, against ~41 bytes a key
-    for a list of them (what `spamkit train` keeps for every message it read)."""
-    return joined_keys(keys)
+    for a list of them (what `spamkit train` keeps for every message it read); the
+    bytes themselves for keys already packed (PackedKeys)."""
+    return keys.packed if isinstance(keys, PackedKeys) else b"".join(keys)
 
 
 def unpack_keys(packed: bytes) -> list[bytes]:
@@ -78,7 +79,7 @@ class PackedKeys(Sequence[bytes]):
     """A message's keys as `pack_keys` packed them, read as the sequence of its 8-byte
     keys without making them: `train` hands what it holds to the lookups and to learning
     as it is, where unpacking the keys and joining them again cost ~60 ms a `train` of
-    the training folds (`joined_keys` takes the bytes straight back)."""
+    the training folds (`pack_keys` takes the bytes straight back)."""
 
     __slots__ = ("packed",)
 
@@ -106,11 +107,6 @@ class PackedKeys(Sequence[bytes]):
         return iter(unpack_keys(self.packed))
 
 
-def joined_keys(keys: Sequence[bytes]) -> bytes:
-    """The keys as one bytes object, 8 bytes a key, in order (pack_keys, free for PackedKeys)."""
-    return keys.packed if isinstance(keys, PackedKeys) else b"".join(keys)
-
-
 def keys_of(numbers: npt.NDArray[np.uint64]) -> list[bytes]:
     """The 8-byte keys of numbers made by `numbers_of`."""
     return unpack_keys(numbers.astype(">u8").tobytes())
@@ -136,7 +132,7 @@ class BatchLookup:
 
     @classmethod
     def of(cls, key_lists: Sequence[Sequence[bytes]]) -> BatchLookup:
-        numbers = numbers_of(b"".join(joined_keys(keys) for keys in key_lists))
+        numbers = numbers_of(b"".join(pack_keys(keys) for keys in key_lists))
         sizes = [len(keys) for keys in key_lists]
         start = 0
         for size in sizes:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spamkit.bytemodel import META_NAME, META_SERIAL, model_steps, stored_format
-from spamkit.store.base import Label, joined_keys, numbers_of, sorted_distinct
+from spamkit.store.base import Label, numbers_of, pack_keys, sorted_distinct
 
 # a token's value, as both backends store it: spam count, ham count, last-learned day
 VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
@@ -87,7 +87,7 @@ class PendingChanges:
 
     def add_tokens(self, keys: Sequence[bytes], label: Label, delta: int = 1) -> None:
         if keys:
-            self._deltas.append((label, delta, joined_keys(keys)))
+            self._deltas.append((label, delta, pack_keys(keys)))
 
     def add_messages(self, label: Label, delta: int) -> None:
         self._messages[label] += delta

@@ -1344,32 +1344,6 @@ static PyObject *byte_step(PyObject *Py_UNUSED(module), PyObject *args) {
     return out;
 }
 
-PyDoc_STRVAR(byte_add_doc,
-"byte_add(raw, weights, head, tail, fold, delta) -> None\n\n"
-"Adds the float32 value of delta to the weight of every distinct bucket of the message's\n"
-"sample (bytemodel.ByteModel.unlearn_message takes a step back with its negative).");
-
-static PyObject *byte_add(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer raw, view;
-    PyObject *weights, *out = NULL;
-    Py_ssize_t head, tail;
-    int fold;
-    double delta;
-    WindowSet set;
-    if (!PyArg_ParseTuple(args, "y*Onnpd", &raw, &weights, &head, &tail, &fold, &delta))
-        return NULL;
-    if (model_windows(&raw, weights, head, tail, fold, 1, &view, &set) == 0) {
-        float *w = (float *)view.buf, step = (float)delta;
-        for (size_t k = 0; k < set.count; k++)
-            w[set.buckets[k]] += step;
-        window_set_free(&set);
-        PyBuffer_Release(&view);
-        out = Py_NewRef(Py_None);
-    }
-    PyBuffer_Release(&raw);
-    return out;
-}
-
 typedef struct {
     PyObject *fast;      /* the samples, as a sequence */
     PyObject **items;
@@ -1461,9 +1435,10 @@ static PyObject *sample_steps(PyObject *Py_UNUSED(module), PyObject *args) {
 
 PyDoc_STRVAR(sample_adds_doc,
 "sample_adds(samples, steps, weights) -> None\n\n"
-"byte_add on each sample in turn, each read as it is (as sample_steps reads them), with\n"
-"its step from steps (native float32 values, one a sample; 0: nothing to add). `train`\n"
-"gives each batch its messages' steps so (bytemodel.ByteModel.add_steps).");
+"Adds each sample's step (steps: native float32 values, one a sample; 0: nothing) to the\n"
+"weight of every distinct bucket of the sample, read as it is (as sample_steps reads\n"
+"them): `train` gives each batch its messages' steps so, and `forget` takes one back\n"
+"with its negative (bytemodel.ByteModel.add_steps, unlearn_message).");
 
 static PyObject *sample_adds(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *samples, *weights, *out = NULL;
@@ -1495,7 +1470,6 @@ static PyObject *sample_adds(PyObject *Py_UNUSED(module), PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"sample_adds", sample_adds, METH_VARARGS, sample_adds_doc},
-    {"byte_add", byte_add, METH_VARARGS, byte_add_doc},
     {"sample_steps", sample_steps, METH_VARARGS, sample_steps_doc},
     {"byte_log_odds", byte_log_odds, METH_VARARGS, byte_log_odds_doc},
     {"byte_step", byte_step, METH_VARARGS, byte_step_doc},

@@ -114,7 +114,7 @@ def test_the_c_score_and_step_are_numpys(raw: bytes, seed: int, is_spam: bool, m
 def test_the_c_steps_on_samples_and_a_given_step_are_numpys(lessons: list[tuple[bytes, bool]], seed: int,
                                                              model_format: str, given_step: float) -> None:
     """sample_steps (`train`'s copies: samples stepped in turn, no sampling again),
-    sample_adds (steps given) and byte_add (a step taken back from the message) against
+    sample_adds (steps given, and a step taken back from the message) against
     learn and the buckets in numpy."""
     fast = bytemodel._fast
     reading = READINGS[model_format]

@@ -23,7 +23,7 @@ from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from spamkit.message import message_key
 from spamkit.store import lmdb as lmdb_store
-from spamkit.store.base import PackedKeys, joined_keys, pack_keys, today, unpack_keys
+from spamkit.store.base import PackedKeys, pack_keys, today, unpack_keys
 from tests.conftest import as_items
 
 
@@ -360,7 +360,7 @@ def test_packed_keys_come_back_exactly() -> None:
     packed = PackedKeys(pack_keys(keys))  # (what `train` hands on: a sequence of the keys)
     assert len(packed) == 5 and list(packed) == keys and packed[1] == keys[1] and packed[-1] == keys[-1]
     assert list(packed[1:3]) == keys[1:3] and pack_keys(packed) == pack_keys(keys)
-    assert joined_keys(packed) is packed.packed and len(PackedKeys(b"")) == 0
+    assert pack_keys(packed) is packed.packed and len(PackedKeys(b"")) == 0
     with pytest.raises(IndexError):
         packed[5]
     with pytest.raises(ValueError):
