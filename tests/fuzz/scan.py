@@ -4,7 +4,9 @@
 
 Each input is parsed, tokenized both ways (the C core's keys must equal the hashes of
 the Python tokens), sampled both ways for the byte model (every reading's C sample must
-equal Python's), and scanned with the built-in rules and a Bayes database trained on
+equal Python's), learned from by the byte model's C training path as `train` runs it
+(`sample_steps`, then `sample_adds` taking the steps back: the steps must be numpy's, and
+the weights must come back to where they were), and scanned with the built-in rules and a Bayes database trained on
 folds 1-4 of the SpamAssassin corpus. An input that raises, or whose keys differ, or that
 takes more than `--slow` seconds of CPU, is written to DIR/findings with what it did, and
 fuzzing goes on. The seeds are corpus messages, read from ../shared at run time.
@@ -24,9 +26,11 @@ import traceback
 from pathlib import Path
 
 import atheris
+import numpy as np
 
 with atheris.instrument_imports(include=["spamkit"]):
-    from spamkit.bytemodel import READINGS, byte_sample, python_byte_sample
+    from spamkit import bytemodel
+    from spamkit.bytemodel import META_NAME, READINGS, ByteModel, byte_sample, grams, python_byte_sample, read_model
     from spamkit.message import parse_message
     from spamkit.tokenizer import hash_tokens
     from tests.fuzz.engine import trained_scanner
@@ -40,6 +44,7 @@ class Harness:
         self.findings.mkdir(parents=True, exist_ok=True)
         self.slow_seconds = slow_seconds
         self.scanner = trained_scanner(workdir)
+        self.byte_model = read_model(self.scanner.store.meta_value(META_NAME)) if self.scanner.store else None
         self.executions = 0
         self.slowest = 0.0
         self.started = time.monotonic()
@@ -57,6 +62,7 @@ class Harness:
             for name, reading in READINGS.items():  # the byte model's C sample against Python's
                 if byte_sample(data, reading) != python_byte_sample(data, reading):
                     self._record("sample", data, f"C and Python {name} samples differ\n")
+            self._check_training(data)
             verdict = self.scanner.scan(data, parsed=parsed)
             verdict.rewrite(data)
         except Exception:  # noqa: BLE001 - every exception is a finding
@@ -69,6 +75,27 @@ class Harness:
             rate = self.executions / (time.monotonic() - self.started)
             print(f"#{self.executions}: {rate:.0f} inputs/s, slowest {self.slowest:.3f} s",
                   file=sys.stderr, flush=True)
+
+    def _check_training(self, data: bytes) -> None:
+        """The input's sample learned twice (as spam, then as ham) by the C path `train`'s
+        copies take, from the trained model's weights, against `ByteModel.learn` in numpy;
+        then the steps given back through `sample_adds` (as `forget` does)."""
+        fast, model = bytemodel._fast, self.byte_model
+        if fast is None or model is None:
+            return
+        sample = byte_sample(data, model.reading)
+        if not sample:
+            return
+        weights = model.weights.copy()
+        steps = np.frombuffer(fast.sample_steps([sample, sample], b"\x01\x00", weights,
+                                                bytemodel.RATE, bytemodel.THICK), dtype=np.float32)
+        slow = ByteModel(model.weights.copy(), model_format=model.format)
+        expected = [slow.learn(grams(sample), True), slow.learn(grams(sample), False)]
+        if steps.tolist() != expected or not np.allclose(weights, slow.weights, rtol=0, atol=1e-6):
+            self._record("train", data, f"C steps {steps.tolist()}, numpy steps {expected}\n")
+        fast.sample_adds([sample, sample], (-steps).tobytes(), weights)
+        if not np.allclose(weights, model.weights, rtol=0, atol=1e-6):
+            self._record("train", data, "the weights did not come back after sample_adds\n")
 
     def _record(self, kind: str, data: bytes, why: str) -> None:
         name = f"{kind}-{hashlib.sha1(data).hexdigest()[:16]}"
