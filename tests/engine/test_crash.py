@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from corpora import CorpusMessage
+from spamkit import bytemodel
+from spamkit.bytemodel import ByteModel, byte_sample
 from spamkit.errors import StoreError
 from spamkit.learn import Learner
 from spamkit.message import message_key
@@ -99,9 +102,11 @@ def _learned_exactly_what_it_marked(db: Path, by_key: dict[bytes, Path], tmp_pat
 def test_kill_9_during_train_leaves_a_consistent_database(tmp_path: Path, spam_dir: Path,
                                                           ham_dir: Path) -> None:
     """`spamkit train`, the main job, learns only some messages, in an order of its own;
-    killed at any moment, what it committed is whole, and a rerun finishes the work."""
+    killed at any moment, what it committed is whole (the byte model too), and a rerun
+    finishes the work."""
     files = sorted(spam_dir.iterdir()) + sorted(ham_dir.iterdir())
     by_key = {message_key(f.read_bytes()): f for f in files}
+    batches = _models_after_each_batch(files, spam_dir)
     rng = random.Random(20261130)
     killed_while_committing = 0
     for attempt in range(KILLS // 2):
@@ -119,9 +124,44 @@ def test_kill_9_during_train_leaves_a_consistent_database(tmp_path: Path, spam_d
             killed_while_committing += 1
         process.wait()
         marked = _learned_exactly_what_it_marked(db, by_key, tmp_path / f"check{attempt}")
+        _holds_whole_batches_of_the_model(db, batches)
         subprocess.run(_train_command(db, spam_dir, ham_dir), check=True)
         assert _learned_exactly_what_it_marked(db, by_key, tmp_path / f"after{attempt}") >= marked
     assert killed_while_committing >= 2, "the kills should mostly land while training"
+
+
+def _models_after_each_batch(files: list[Path], spam_dir: Path) -> list[tuple[set[bytes], ByteModel]]:
+    """What `train` has committed after each of its batches, from an empty database: the
+    keys of the messages visited so far and the byte model they leave (the copies' steps
+    on every message, `bagged_steps` in `train`'s order of message keys, added a batch at
+    a time)."""
+    ordered = sorted(files, key=lambda f: message_key(f.read_bytes()))  # (stable, as train's sort)
+    keys = [message_key(f.read_bytes()) for f in ordered]
+    samples = [byte_sample(f.read_bytes()) for f in ordered]
+    steps = bytemodel.bagged_steps(ByteModel(), keys, samples, [f.parent == spam_dir for f in ordered])
+    batches = [(set[bytes](), ByteModel())]
+    for start in range(0, len(ordered), BATCH):
+        model = batches[-1][1].copy()
+        model.add_steps(samples[start:start + BATCH], steps[start:start + BATCH])
+        batches.append((set(keys[:start + BATCH]), model))
+    return batches
+
+
+def _holds_whole_batches_of_the_model(db: Path, batches: list[tuple[set[bytes], ByteModel]]) -> None:
+    """The database's byte model is the model after some number of whole batches (none:
+    killed before the first commit), and every message marked as learned is in those
+    batches: the model moved with the marks, never behind them."""
+    with LmdbStore(db) as store:
+        stored = bytemodel.read_model(store.meta_value(bytemodel.META_NAME))
+        marked = {mark.key for mark in store.seen_records()}
+    if stored is None:
+        assert not marked, "messages were marked as learned without the model's steps"
+        return
+    matching = [visited for visited, model in batches
+                if (model.spam_steps, model.ham_steps) == (stored.spam_steps, stored.ham_steps)
+                and np.allclose(stored.weights, model.weights, rtol=0, atol=1e-6)]
+    assert matching, "the byte model is not the model after any number of whole batches"
+    assert any(marked <= visited for visited in matching), "marks committed without their batch's model"
 
 
 def _marks(db: Path) -> int:
