@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import mailbox
+import os
 import re
 import subprocess
 import sys

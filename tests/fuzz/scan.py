@@ -5,11 +5,12 @@
 Each input is parsed, tokenized both ways (the C core's keys must equal the hashes of
 the Python tokens), sampled both ways for the byte model (every reading's C sample must
 equal Python's), learned from by the byte model's C training path as `train` runs it
-(`sample_steps`, then `sample_adds` taking the steps back: the steps must be numpy's, and
-the weights must come back to where they were), and scanned with the built-in rules and a Bayes database trained on
-folds 1-4 of the SpamAssassin corpus. An input that raises, or whose keys differ, or that
-takes more than `--slow` seconds of CPU, is written to DIR/findings with what it did, and
-fuzzing goes on. The seeds are corpus messages, read from ../shared at run time.
+(`sample_steps`, then `sample_adds` giving the steps back: the steps must be numpy's,
+and the weights must come back to where they were), and scanned with the built-in rules
+and a Bayes database trained on folds 1-4 of the SpamAssassin corpus. An input that
+raises, or whose keys, sample or training steps differ, or that takes more than
+`--slow` seconds of CPU, is written to DIR/findings with what it did, and fuzzing goes
+on. The seeds are corpus messages, read from ../shared at run time.
 
 Not run by pytest (atheris instruments every spamkit module and an hour buys ~10^6
 inputs); what it finds becomes an ordinary test.
