@@ -42,6 +42,13 @@ class StoreCorrupt(StoreError):
     exit_code = 65  # EX_DATAERR
 
 
+class DumpError(StoreError):
+    """A dump that cannot be restored (not a dump, damaged, cut short, not UTF-8 text):
+    the database was not changed. Bad input, not a disk fault."""
+
+    exit_code = 65  # EX_DATAERR
+
+
 class StoreUnavailable(StoreError):
     """The database's server did not answer: nothing was read or written, a later run may
     succeed (the cron job's next sweep, the SMTP client's next try after 451)."""

@@ -53,7 +53,7 @@ def dump(output: IO[str], db_path: str | None) -> None:
 
 
 @db.command()
-@click.argument("source", type=click.File("r"), default="-")
+@click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"), default="-")
 @db_option
 def restore(source: IO[str], db_path: str | None) -> None:
     """Replace the database with a dump. A damaged dump changes nothing."""

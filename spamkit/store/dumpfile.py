@@ -23,7 +23,7 @@ from typing import IO
 from spamkit.bytemodel import META_NAME as BYTE_MODEL_META
 from spamkit.bytemodel import META_SERIAL as BYTE_MODEL_SERIAL
 from spamkit.bytemodel import RATE, ByteModel
-from spamkit.errors import StoreError
+from spamkit.errors import DumpError
 from spamkit.store.base import Label, TokenRecord
 
 FORMAT_VERSION = 1
@@ -66,20 +66,41 @@ def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenR
 
 
 class DumpReader:
-    """Reads a dump, validating as it goes; raises StoreError naming the line."""
+    """Reads a dump, validating as it goes; raises DumpError naming the line."""
 
     def __init__(self, source: IO[str]) -> None:
         self.source = source
+        self._line_number = 0  # the last line read whole
         self.meta: dict[str, str] = {}
         self.tokens: list[TokenRecord] = []
         self.seen: list[SeenRecord] = []
         self.events: list[tuple[bytes, bytes]] = []
 
     def read(self) -> DumpReader:
-        lines = enumerate(self.source, start=1)
+        """The whole dump, read and checked; DumpError naming the line if it is bad."""
+        try:
+            return self._read(self._numbered())
+        except UnicodeDecodeError:  # (a strict text stream decodes ahead, a block at a time)
+            raise DumpError(f"dump is not UTF-8 text (after line {self._line_number}); "
+                            "is this a spamkit dump?") from None
+
+    def _numbered(self) -> Iterator[tuple[int, str]]:
+        """The lines, numbered. Bytes that are not UTF-8, which a stream opened with
+        errors="surrogateescape" (`spamkit db restore`) keeps as surrogates, are an error
+        naming their line."""
+        for number, line in enumerate(self.source, start=1):
+            if not line.isascii():
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DumpError(f"dump line {number}: not UTF-8 text; is this a spamkit dump?") from None
+            self._line_number = number
+            yield number, line
+
+    def _read(self, lines: Iterator[tuple[int, str]]) -> DumpReader:
         header = self._first_line(lines)
         if header != f"{MAGIC} {FORMAT_VERSION}":
-            raise StoreError(f"dump line 1: expected '{MAGIC} {FORMAT_VERSION}', found {header[:60]!r}")
+            raise DumpError(f"dump line 1: expected '{MAGIC} {FORMAT_VERSION}', found {header[:60]!r}")
         for number, line in lines:
             fields = line.split()
             if not fields or fields[0].startswith("#"):
@@ -88,15 +109,15 @@ class DumpReader:
                 if self._take(fields):
                     return self
             except (ValueError, IndexError, KeyError) as error:
-                raise StoreError(f"dump line {number}: cannot read {line.strip()[:80]!r} ({error})") from None
-        raise StoreError("dump is truncated: no 'end' line")
+                raise DumpError(f"dump line {number}: cannot read {line.strip()[:80]!r} ({error})") from None
+        raise DumpError("dump is truncated: no 'end' line")
 
     @staticmethod
     def _first_line(lines: Iterator[tuple[int, str]]) -> str:
         for _, line in lines:
             if line.strip() and not line.startswith("#"):
                 return line.strip()
-        raise StoreError("dump is empty")
+        raise DumpError("dump is empty")
 
     def _take(self, fields: list[str]) -> bool:
         kind = fields[0]

@@ -136,6 +136,16 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
     magic = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
     assert (magic["nseen"], magic["nevents"], magic["nspam"]) == (0, 0, learned["nspam"])
 
+    # a bad dump (binary bytes, here after two good lines) is bad input: exit 65, its
+    # line named, the database as it was
+    before = spamkit("db", "dump", "--db", copy).stdout
+    binary = tmp_path / "binary.dump"
+    binary.write_bytes(b"spamkit-dump 1\nmeta nspam 3\n\xff\xfe\x00token\n")
+    bad = spamkit("db", "restore", str(binary), "--db", copy)
+    assert bad.returncode == 65 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "spamkit: error: dump line 3: not UTF-8 text; is this a spamkit dump?"
+    assert spamkit("db", "dump", "--db", copy).stdout == before
+
     refused = spamkit("db", "reset", "--db", db)
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert spamkit("db", "reset", "--yes", "--db", db).returncode == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spamkit.sources import MAX_FILE_BYTES, iter_messages
+from spamkit.sources import LINK_NOT_FOLLOWED, MAX_FILE_BYTES, iter_messages
 
 MESSAGE = b"From: a@example.com\nSubject: hi\n\nbody\n"
 
@@ -38,10 +38,31 @@ def test_a_directory_of_files_with_bad_entries(tmp_path: Path) -> None:
     assert found["1.msg"] == (MESSAGE, None)
     assert found["2.empty"] == (b"", None)
     assert ".hidden" not in found
-    assert found["3.link"][0] is None and found["3.link"][1]  # links are not followed
+    assert found["3.link"] == (None, LINK_NOT_FOLLOWED)
     assert found["4.fifo"] == (None, "not a regular file")
     assert found["5.big"] == (None, f"larger than {MAX_FILE_BYTES >> 20} MiB")
     assert found["6.msg"] == (MESSAGE * 2, None)
+
+
+def test_links_inside_a_directory_are_reported_and_links_named_are_followed(tmp_path: Path) -> None:
+    """Nothing outside the directories given is read: a link in one to a directory
+    elsewhere, or to a parent (which would loop), is reported, like a link to a file, in
+    a Maildir too. A link named on the command line is what the admin asked for."""
+    outside, mail, maildir = tmp_path / "outside", tmp_path / "mail", tmp_path / "maildir"
+    for folder in (outside, mail, maildir / "cur", maildir / "new"):
+        folder.mkdir(parents=True)
+    (outside / "secret.msg").write_bytes(MESSAGE)
+    (mail / "1.msg").write_bytes(MESSAGE)
+    (mail / "escape").symlink_to(outside)
+    (mail / "loop").symlink_to(tmp_path)
+    (maildir / "cur" / "a:2,S").symlink_to(outside / "secret.msg")
+    (tmp_path / "named").symlink_to(outside / "secret.msg")
+
+    items = list(iter_messages([str(mail), str(maildir), str(tmp_path / "named")]))
+
+    assert [(Path(i.name).name, i.data, i.error) for i in items] == [
+        ("1.msg", MESSAGE, None), ("escape", None, LINK_NOT_FOLLOWED), ("loop", None, LINK_NOT_FOLLOWED),
+        ("a:2,S", None, LINK_NOT_FOLLOWED), ("named", MESSAGE, None)]
 
 
 def test_a_maildir_reads_cur_and_new_only(tmp_path: Path) -> None:

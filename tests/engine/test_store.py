@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
-from spamkit.errors import StoreCorrupt, StoreError
+from spamkit.errors import DumpError, StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -122,12 +122,17 @@ def test_a_damaged_dump_changes_nothing(store: LmdbStore, sample: list[SourceIte
     store.dump(text)
     before = snapshot(store)
     lines = text.getvalue().splitlines(keepends=True)
-    for damaged in ("".join(lines[: len(lines) // 2]),  # truncated: no end line
-                    "".join(lines).replace("token ", "token zz", 1),
-                    "not a dump\n"):
-        with pytest.raises(StoreError) as error:
-            store.restore(io.StringIO(damaged))
-        assert "dump" in str(error.value)
+    binary = "".join(lines[:3]).encode() + bytes(range(256)) + "".join(lines[3:]).encode()
+    for damaged in (io.StringIO("".join(lines[: len(lines) // 2])),  # truncated: no end line
+                    io.StringIO("".join(lines).replace("token ", "token zz", 1)),
+                    io.StringIO("not a dump\n"),
+                    # bytes that are not UTF-8: as `db restore` reads a file (the line named),
+                    # and from a strict stream, which decodes ahead of the lines
+                    io.TextIOWrapper(io.BytesIO(binary), encoding="utf-8", errors="surrogateescape"),
+                    io.TextIOWrapper(io.BytesIO(binary), encoding="utf-8")):
+        with pytest.raises(DumpError) as error:
+            store.restore(damaged)
+        assert "dump" in str(error.value) and error.value.exit_code == 65
         assert snapshot(store) == before
 
 
