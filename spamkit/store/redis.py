@@ -32,6 +32,7 @@ What LMDB gives by itself, this module builds from Redis's parts:
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 import urllib.parse
@@ -67,6 +68,9 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _NUMERIC_META = ("nspam", "nham")
 
 
+_DATABASE_PATH = re.compile(r"(?:/\d*)?")  # nothing, "/", or "/N"
+
+
 def _split_location(location: str, default_prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
     """(URL for redis-py, key prefix): our `prefix` parameter taken out of the query. The
     rest of the URL is left as written (rebuilding unix:///path would lose its //)."""
@@ -93,6 +97,11 @@ def connect(location: str, default_prefix: str = DEFAULT_PREFIX) -> tuple[Any, s
     client connects lazily; its first command says whether the server is there."""
     public = public_location(location)
     url, prefix = _split_location(location, default_prefix)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and not _DATABASE_PATH.fullmatch(parts.path):
+        # (redis-py reads "/1x" as database 0 and "/3/4" as 34: another database, silently)
+        raise StoreError(f"not a Redis location: {public} (after the host, only the database "
+                         "number, as /0)")
     try:
         # Any: redis-py types every answer bytes | str, decode_responses being a run-time
         # choice; spamkit never decodes, so answers are bytes

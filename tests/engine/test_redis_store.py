@@ -196,6 +196,17 @@ def test_a_password_never_shows() -> None:
     assert "sekrit" not in str(raised.value) and ":***@" in str(raised.value)
 
 
+@pytest.mark.parametrize("path", ["/1x", "/3/4", "/db0", "/-1"])
+def test_a_database_number_that_is_not_one_is_refused(server: RedisServer, path: str) -> None:
+    """redis-py reads "/1x" as database 0 and "/3/4" as 34: a typo would share another
+    database. Refused, naming the location; the good forms open the number they say."""
+    with pytest.raises(StoreError, match="not a Redis location"):
+        RedisStore(f"redis://127.0.0.1:{server.port}{path}?prefix=typo:")
+    for good, number in (("", 0), ("/", 0), ("/3", 3)):
+        with RedisStore(f"redis://127.0.0.1:{server.port}{good}?prefix=numbered:") as store:
+            assert (store._client.connection_pool.connection_kwargs.get("db") or 0) == number
+
+
 def _learn_in_child(location: str, items: list[tuple[str, bytes]], label: str) -> None:
     with RedisStore(location) as store:
         Learner(store, batch_size=3).learn([SourceItem(n, d) for n, d in items], Label(label))
