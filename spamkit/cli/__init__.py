@@ -119,6 +119,11 @@ class _Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(141)
+        except OSError as error:  # the output or a file the command writes (a full disk)
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"spamkit: error: {where}{error.strerror or error}", err=True)
+            _drop_unwritten_output()
+            sys.exit(74)  # EX_IOERR
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's own usage errors and exits
         except Exception as error:  # a bug: one line (the traceback with SPAMKIT_DEBUG=1)
@@ -127,6 +132,16 @@ class _Group(click.Group):
             click.echo(f"spamkit: internal error: {type(error).__name__}: {error} (what was "
                        "committed stays committed; set SPAMKIT_DEBUG=1 for the traceback)", err=True)
             sys.exit(70)  # EX_SOFTWARE
+
+
+def _drop_unwritten_output() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what could not be
+    written does not fail again (a second message, and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # (no real stdout: nothing to flush at exit)
+        pass
 
 
 # name -> "module:attribute"; a command's module (and what it imports: numpy, the rule

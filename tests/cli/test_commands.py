@@ -111,6 +111,20 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
     assert json.loads(unreadable.stdout)["failures"][0]["reason"] == "No such file or directory"
 
 
+def test_output_that_cannot_be_written_is_exit_74(tmp_path: Path, folders: dict[str, Path]) -> None:
+    """A dump or a report to a full disk (/dev/full) is one line and EX_IOERR, not an
+    internal error, and nothing more is said when the interpreter exits."""
+    db = str(tmp_path / "db")
+    assert spamkit("learn", "--spam", str(folders["spam"]), "--db", db).returncode == 0
+    for args in (["db", "dump"], ["db", "dump", "/dev/full"], ["db", "magic", "--json"],
+                 ["check", "--json", str(folders["one"])]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "spamkit", *args, "--db", db], stdout=full,
+                                    stderr=subprocess.PIPE, text=True, timeout=120)
+        assert result.returncode == 74, args
+        assert result.stderr == "spamkit: error: No space left on device\n", args
+
+
 def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> None:
     db, copy = str(tmp_path / "db"), str(tmp_path / "copy")
     spamkit("learn", "--spam", str(folders["spam"]), "--db", db)
