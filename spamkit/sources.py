@@ -45,13 +45,18 @@ def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:
             yield from _iter_path(Path(path))
 
 
-def _iter_path(path: Path) -> Iterator[SourceItem]:
+def _iter_path(path: Path, named: bool = True) -> Iterator[SourceItem]:
+    """What a path holds: a directory's messages, a file's, or why not. A link is followed
+    only when the path was `named` on the command line, not met inside a directory."""
     try:
         info = path.lstat()
     except OSError as error:
         yield SourceItem(str(path), None, _reason(error))
         return
     if stat.S_ISLNK(info.st_mode):
+        if not named:  # (a directory entry that became a link since it was listed)
+            yield SourceItem(str(path), None, LINK_NOT_FOLLOWED, path)
+            return
         try:
             info = path.stat()
         except OSError as error:
@@ -60,7 +65,7 @@ def _iter_path(path: Path) -> Iterator[SourceItem]:
     if stat.S_ISDIR(info.st_mode):
         yield from _iter_directory(path)
     elif stat.S_ISREG(info.st_mode):
-        yield from _read_file(path, follow=True)  # (named on the command line: a link is followed)
+        yield from _read_file(path, follow=named)
     else:
         yield SourceItem(str(path), None, "not a regular file")
 
@@ -94,7 +99,7 @@ def _iter_directory(path: Path) -> Iterator[SourceItem]:
         elif entry.is_symlink():
             yield SourceItem(entry.path, None, LINK_NOT_FOLLOWED, Path(entry.path))
         else:
-            yield from _iter_path(Path(entry.path))
+            yield from _iter_path(Path(entry.path), named=False)
 
 
 def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:

@@ -119,7 +119,7 @@ class _Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(141)
-        except OSError as error:  # the output or a file the command writes (a full disk)
+        except OSError as error:  # I/O no command made its own error of (a full disk, a port in use)
             where = f"{error.filename}: " if error.filename else ""
             click.echo(f"spamkit: error: {where}{error.strerror or error}", err=True)
             _drop_unwritten_output()

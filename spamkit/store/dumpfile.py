@@ -98,9 +98,9 @@ class DumpReader:
             yield number, line
 
     def _read(self, lines: Iterator[tuple[int, str]]) -> DumpReader:
-        header = self._first_line(lines)
+        number, header = self._first_line(lines)
         if header != f"{MAGIC} {FORMAT_VERSION}":
-            raise DumpError(f"dump line 1: expected '{MAGIC} {FORMAT_VERSION}', found {header[:60]!r}")
+            raise DumpError(f"dump line {number}: expected '{MAGIC} {FORMAT_VERSION}', found {header[:60]!r}")
         for number, line in lines:
             fields = line.split()
             if not fields or fields[0].startswith("#"):
@@ -113,10 +113,10 @@ class DumpReader:
         raise DumpError("dump is truncated: no 'end' line")
 
     @staticmethod
-    def _first_line(lines: Iterator[tuple[int, str]]) -> str:
-        for _, line in lines:
+    def _first_line(lines: Iterator[tuple[int, str]]) -> tuple[int, str]:
+        for number, line in lines:
             if line.strip() and not line.startswith("#"):
-                return line.strip()
+                return number, line.strip()
         raise DumpError("dump is empty")
 
     def _take(self, fields: list[str]) -> bool:

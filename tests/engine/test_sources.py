@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from spamkit import sources
 from spamkit.sources import LINK_NOT_FOLLOWED, MAX_FILE_BYTES, iter_messages
 
 MESSAGE = b"From: a@example.com\nSubject: hi\n\nbody\n"
@@ -63,6 +64,9 @@ def test_links_inside_a_directory_are_reported_and_links_named_are_followed(tmp_
     assert [(Path(i.name).name, i.data, i.error) for i in items] == [
         ("1.msg", MESSAGE, None), ("escape", None, LINK_NOT_FOLLOWED), ("loop", None, LINK_NOT_FOLLOWED),
         ("a:2,S", None, LINK_NOT_FOLLOWED), ("named", MESSAGE, None)]
+    # an entry listed as a directory or a file that is a link by the time it is read
+    for link in (mail / "escape", tmp_path / "named"):
+        assert [(i.data, i.error) for i in sources._iter_path(link, named=False)] == [(None, LINK_NOT_FOLLOWED)]
 
 
 def test_a_maildir_reads_cur_and_new_only(tmp_path: Path) -> None:
