@@ -37,7 +37,10 @@ def folder_path(maildir: Path, name: str) -> Path:
     return maildir if name.upper() == "INBOX" else maildir / f".{name}"
 
 
-def list_messages(folder: Path) -> Iterator[MaildirMessage]:
+def list_messages(folder: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[MaildirMessage]:
+    """The folder's messages in new/ and cur/ (never tmp/). An entry that is not a regular
+    file (a symbolic link, a FIFO, a directory) is never read; with `skipped`, it is
+    added there with why, for the report's warnings."""
     for sub in ("new", "cur"):
         try:
             entries = list(os.scandir(folder / sub))
@@ -50,11 +53,19 @@ def list_messages(folder: Path) -> Iterator[MaildirMessage]:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # renamed since the listing
-            if not stat.S_ISREG(info.st_mode):
-                continue  # symlinks, FIFOs, directories: never ours to read
+            if not stat.S_ISREG(info.st_mode):  # never ours to read
+                if skipped is not None:
+                    skipped.append((entry.path, _not_a_message(info.st_mode)))
+                continue
             flags = entry.name.rsplit(":2,", 1)[1] if ":2," in entry.name else ""
             yield MaildirMessage(Path(entry.path), info.st_size, info.st_mtime,
                                  sub == "cur" and "S" in flags)
+
+
+def _not_a_message(mode: int) -> str:
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
+    return f"{kind}: not read, left in the folder"
 
 
 def read_message(message: MaildirMessage, max_size: int) -> SourceItem:

@@ -28,12 +28,15 @@ class UserReport:
     failed: int = 0
     removed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # entries of the folders that are not messages (links, FIFOs): warned of, not failures
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {"user": self.user, "spam_learned": self.spam_learned,
                 "ham_learned": self.ham_learned, "known": self.known, "failed": self.failed,
                 "removed": self.removed,
-                "failures": [{"message": m, "reason": r} for m, r in self.failures]}
+                "failures": [{"message": m, "reason": r} for m, r in self.failures],
+                "skipped": [{"message": m, "reason": r} for m, r in self.skipped]}
 
 
 @dataclass
@@ -88,6 +91,7 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
     lines = [report.table()]
     for user in report.users:
         lines += [f"{user.user}: left {name}: {reason}" for name, reason in user.failures]
+        lines += [f"{user.user}: skipped {name}: {reason}" for name, reason in user.skipped]
     message.set_content("\n".join(lines) + "\n")
     with smtplib.SMTP(host, port, timeout=timeout) as smtp:
         smtp.send_message(message)
@@ -132,7 +136,7 @@ def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> S
 def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Learner,
                   options: SweepOptions, user: UserReport) -> None:
     folder = folder_path(account.maildir, folder_name)
-    listed = list(list_messages(folder))
+    listed = list(list_messages(folder, user.skipped))
     if options.limit is not None:
         listed = listed[: options.limit]
     items = [read_message(m, options.max_file_size) for m in listed]

@@ -65,6 +65,8 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         for user in report.users:
             for name, reason in user.failures:
                 click.echo(f"spamkit: {user.user}: left {name}: {reason}", err=True)
+            for name, reason in user.skipped if not quiet else ():
+                click.echo(f"spamkit: warning: {user.user}: skipped {name}: {reason}", err=True)
         if not quiet or any(u.failed for u in report.users) or report.error is not None:
             click.echo(report.table())
     if mail_to:

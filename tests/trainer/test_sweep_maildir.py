@@ -146,6 +146,13 @@ def test_odd_entries_are_skipped_and_left_alone(root: Path, tmp_path: Path) -> N
     assert outside.read_bytes().startswith(b"Subject: not yours")
     assert (new / "1.link").is_symlink() and (new / "2.fifo").exists() and (new / "3.big").exists()
     assert tmp_msg.exists()
+    # the link and the FIFO are not failures, but the report warns of them (checklist 34)
+    assert alice["skipped"] == [{"message": str(new / "1.link"), "reason": "a symbolic link: not read, left in the folder"},
+                                {"message": str(new / "2.fifo"), "reason": "a FIFO: not read, left in the folder"}]
+    again = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--maildirs", f"{root}/{{user}}/Maildir",
+                            "--db", str(tmp_path / "db")], capture_output=True, text=True, env=env, timeout=300)
+    assert f"spamkit: warning: alice: skipped {new / '1.link'}: a symbolic link" in again.stderr
+    assert f"spamkit: warning: alice: skipped {new / '2.fifo'}: a FIFO" in again.stderr
 
 
 def test_a_second_sweep_waits_for_nobody(root: Path, tmp_path: Path) -> None:
