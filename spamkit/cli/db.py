@@ -125,12 +125,12 @@ def reset(yes: bool, db_path: str | None) -> None:
             raise click.UsageError("refusing to reset without --yes when not on a terminal")
         click.confirm(f"Forget everything learned in {where}?", abort=True)
     try:
-        store = open_store(resolve_db_path(db_path))
-    except StoreCorrupt as error:  # damaged: nothing in it can be kept anyway
+        with open_store(location) as store:
+            store.reset()
+    except StoreCorrupt as error:  # damaged (found on opening, or by emptying it): set aside
         kept = set_aside_damaged(location)
         click.echo(f"spamkit: {error}", err=True)
         click.echo(f"moved the damaged database aside to {kept}", err=True)
-        store = open_store(resolve_db_path(db_path))
-    with store:
-        store.reset()
+        with open_store(location) as store:
+            store.reset()
     click.echo(f"reset {where}", err=True)

@@ -394,6 +394,9 @@ class LmdbStore:
         txn = self._begin(write)
         try:
             yield txn
+        except (lmdb.CorruptedError, lmdb.PageNotFoundError, UnicodeDecodeError) as error:
+            self._end(txn, commit=False)
+            raise self._damaged(error) from None
         except BaseException:
             self._end(txn, commit=False)
             raise
@@ -410,9 +413,18 @@ class LmdbStore:
                 raise StoreError(f"not enough free disk at {self.path} to grow the database")
             self._env.set_mapsize(current * 2)
 
+    def _damaged(self, error: Exception) -> StoreCorrupt:
+        """Damage met in a transaction: a page that is not what its parent says, or a value
+        that was text and is not. (LMDB keeps no checksums: other damage can crash the
+        process outright, as it does any LMDB reader.)"""
+        return StoreCorrupt(f"the database at {self.path} is damaged ({type(error).__name__}: "
+                            f"{str(error)[:120]}); {RECOVERY}")
+
     def _write_failure(self, error: lmdb.Error) -> StoreError:
         """What a failed commit tells the user. LMDB reports a full disk as a bare
         "Input/output error" (a short write), so the free space is looked at to say so."""
+        if isinstance(error, (lmdb.CorruptedError, lmdb.PageNotFoundError)):
+            return self._damaged(error)
         free = self._space_left()
         if free is not None and free < DISK_FULL_BELOW:
             return StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
@@ -433,6 +445,9 @@ class LmdbStore:
         writer = LmdbWriter(self, txn)
         try:
             yield writer
+        except (lmdb.CorruptedError, lmdb.PageNotFoundError, UnicodeDecodeError) as error:
+            self._end(txn, commit=False)
+            raise self._damaged(error) from None
         except BaseException:
             self._end(txn, commit=False)
             raise

@@ -203,6 +203,47 @@ def test_a_damaged_database_is_an_error_then_reset_and_restored(
     assert spamkit("db", "dump", "--db", str(db)).stdout == dump_file.read_text()
 
 
+@pytest.mark.parametrize("damage", ["a page of the wrong type", "a meta value not UTF-8"])
+def test_damage_inside_a_file_that_opens_is_exit_65_and_reset_sets_it_aside(
+        tmp_path: Path, folders: dict[str, Path], damage: str) -> None:
+    """Damage LMDB itself notices while reading (the token tree's root page marked as an
+    overflow page), or a text value that is not text: every command that meets it says the
+    database is damaged and exits 65, not an internal error; `db reset --yes`, whose
+    emptying meets it too, moves the file aside and starts an empty one."""
+    import struct
+
+    import lmdb
+
+    db = tmp_path / "db"
+    assert spamkit("learn", "--spam", str(folders["spam"]), "--db", str(db)).returncode == 0
+    assert spamkit("learn", "--ham", str(folders["ham"]), "--db", str(db)).returncode == 0  # (Bayes judges)
+    env = lmdb.open(str(db), max_dbs=8)
+    if damage == "a page of the wrong type":
+        with env.begin() as txn:  # the MDB_db record of the tokens table: its root page last
+            root = struct.unpack("<IHHQQQQQ", txn.get(b"tokens"))[-1]
+        env.close()
+        with open(db / "data.mdb", "r+b") as data:
+            data.seek(root * 4096 + 10)  # the page header's flags
+            data.write(struct.pack("<H", 0x04))  # P_OVERFLOW
+        commands = [["check", str(folders["mbox"])], ["db", "dump"], ["learn", "--spam", str(folders["mbox"])]]
+    else:
+        with env.begin(write=True) as txn:
+            txn.put(b"tokenizer", b"\xff\xfe", db=env.open_db(b"meta", txn=txn))
+        env.close()
+        commands = [["db", "magic"], ["db", "dump"]]
+    for command in commands:
+        result = spamkit(*command, "--db", str(db))
+        assert result.returncode == 65, (command, result.returncode, result.stderr)
+        assert "is damaged" in result.stderr and "db reset --yes" in result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    reset = spamkit("db", "reset", "--yes", "--db", str(db))
+    assert reset.returncode == 0, reset.stderr
+    if damage == "a page of the wrong type":  # (a bad meta value is simply emptied)
+        assert "moved the damaged database aside" in reset.stderr
+        assert len(list(db.glob("data.mdb.damaged-*"))) == 1
+    assert json.loads(spamkit("db", "magic", "--db", str(db), "--json").stdout)["nspam"] == 0
+
+
 def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders: dict[str, Path]) -> None:
     """One token record of the wrong length (damage inside a file that opens): learning
     stops at the batch that meets it, reports what it committed, and exits 65 (damage,
