@@ -161,11 +161,14 @@ def load_config(path: str | os.PathLike[str] | None = None,
     text = ""
     if config_path.exists():
         try:
-            text = config_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{config_path}: not UTF-8 text") from None
+            data = config_path.read_bytes()
         except OSError as error:
             raise ConfigError(f"{config_path}: cannot read: {error.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise ConfigError(f"{config_path}:{line}: not UTF-8 text") from None
     return config_from_text(text, config_path, os.environ if environ is None else environ)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,13 @@ def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str,
         load_config(path, environ={})
     assert str(error.value).startswith(f"{path}{where}:")
     assert words in str(error.value)
+
+
+def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "spamkit.toml"
+    path.write_bytes(b'TagLevel = 4\nSensitivity = "custom"\n# caf\xe9 (Latin-1)\nRejectLevel = 12\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:3: not UTF-8 text$"):
+        load_config(path, environ={})
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
