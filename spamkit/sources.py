@@ -122,7 +122,10 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
             yield SourceItem(str(path), None, "not a regular file", path)
             return
         if info.st_size > MAX_FILE_BYTES:
-            yield SourceItem(str(path), None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
+            if os.pread(fd, 5, 0) == b"From ":  # an mbox archive: a message at a time
+                yield from _stream_mbox(str(path), fd, path)
+            else:
+                yield SourceItem(str(path), None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
             return
         data = _read_all(fd, info.st_size + 1)  # one byte more, in case the file grew
     except OSError as error:
@@ -157,6 +160,35 @@ def _split_if_mbox(name: str, data: bytes, path: Path | None) -> Iterator[Source
     starts.append(len(data))
     for number, (begin, end) in enumerate(zip(starts, starts[1:]), start=1):
         yield SourceItem(f"{name}#{number}", _unquote_mbox(data[begin:end]))
+
+
+def _stream_mbox(name: str, fd: int, path: Path) -> Iterator[SourceItem]:
+    """An mbox larger than MAX_FILE_BYTES (an archive of years of spam), split as it is
+    read: memory holds one message, not the file. A message over MAX_FILE_BYTES is
+    reported and skipped; so is a line that long, read in pieces."""
+    number, lines, size = 0, list[bytes](), 0
+    with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as stream:
+        while line := stream.readline(MAX_FILE_BYTES + 1):
+            if line.startswith(b"From ") and _MBOX_FROM.match(line):
+                if number:
+                    yield _mbox_message(name, number, lines, size)
+                number, lines, size = number + 1, [line], len(line)
+                continue
+            size += len(line)
+            if size <= MAX_FILE_BYTES:
+                lines.append(line)
+            elif lines:
+                lines = []  # (too large: what it had is let go at once)
+    if number:
+        yield _mbox_message(name, number, lines, size)
+    else:  # no separator after all: one message, too large
+        yield SourceItem(name, None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
+
+
+def _mbox_message(name: str, number: int, lines: list[bytes], size: int) -> SourceItem:
+    if size > MAX_FILE_BYTES:
+        return SourceItem(f"{name}#{number}", None, f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    return SourceItem(f"{name}#{number}", _unquote_mbox(b"".join(lines)))
 
 
 _QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)

@@ -102,3 +102,22 @@ def test_an_mbox_file_is_split(tmp_path: Path) -> None:
     items = list(iter_messages([str(tmp_path / "box")]))
     assert [item.name.rsplit("#", 1)[1] for item in items] == ["1", "2"]
     assert all(item.data and item.data.endswith(MESSAGE) for item in items)
+
+
+def test_an_mbox_larger_than_the_file_cap_is_read_a_message_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An mbox archive over MAX_FILE_BYTES is split as it is read, each message as a
+    small mbox's would be; a message over the cap is reported, the rest still read. A
+    large file that only starts like an mbox is one message too large."""
+    messages = [b"Subject: one\n\nbody\n>From the start\n", b"Subject: two\n\n" + b"x" * 5000 + b"\n",
+                b"Subject: three\n\nlast\n"]
+    mbox = b"".join(b"From a@example.com Mon Sep  9 12:21:16 2002\n" + m for m in messages)
+    (tmp_path / "box").write_bytes(mbox)
+    small = [(i.name, i.data, i.error) for i in iter_messages([str(tmp_path / "box")])]
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 4096)
+    streamed = [(i.name, i.data, i.error) for i in iter_messages([str(tmp_path / "box")])]
+    assert streamed[0] == small[0] and streamed[2] == small[2]
+    assert streamed[0][1] is not None and streamed[0][1].endswith(b"body\nFrom the start\n")
+    assert streamed[1] == (f"{tmp_path / 'box'}#2", None, "larger than 0 MiB")
+    (tmp_path / "big").write_bytes(b"From nobody in particular\n" + b"y" * 5000)
+    assert [(i.data, i.error) for i in iter_messages([str(tmp_path / "big")])] == [(None, "larger than 0 MiB")]
