@@ -79,12 +79,8 @@ def _iter_directory(path: Path) -> Iterator[SourceItem]:
     if is_maildir(path):
         for sub in (path / "cur", path / "new"):
             for entry in sorted(os.scandir(sub), key=lambda e: e.name):
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_file(follow_symlinks=False):
-                    yield from _read_file(Path(entry.path))
-                elif entry.is_symlink():
-                    yield SourceItem(entry.path, None, LINK_NOT_FOLLOWED, Path(entry.path))
+                if not entry.name.startswith("."):
+                    yield from _read_entry(entry, recurse=False)
         return
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -94,12 +90,19 @@ def _iter_directory(path: Path) -> Iterator[SourceItem]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_file(follow_symlinks=False):  # the directory entry's own type: no stat
-            yield from _read_file(Path(entry.path))
-        elif entry.is_symlink():
-            yield SourceItem(entry.path, None, LINK_NOT_FOLLOWED, Path(entry.path))
-        else:
-            yield from _iter_path(Path(entry.path), named=False)
+        yield from _read_entry(entry, recurse=True)
+
+
+def _read_entry(entry: os.DirEntry[str], recurse: bool) -> Iterator[SourceItem]:
+    """A directory entry, by its own type (no stat): a file's messages; a link reported,
+    never followed; and, when `recurse`, what anything else holds (a Maildir's cur/ and
+    new/ hold nothing else to read)."""
+    if entry.is_file(follow_symlinks=False):
+        yield from _read_file(Path(entry.path))
+    elif entry.is_symlink():
+        yield SourceItem(entry.path, None, LINK_NOT_FOLLOWED, Path(entry.path))
+    elif recurse:
+        yield from _iter_path(Path(entry.path), named=False)
 
 
 def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
@@ -125,7 +128,7 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
             if os.pread(fd, 5, 0) == b"From ":  # an mbox archive: a message at a time
                 yield from _stream_mbox(str(path), fd, path)
             else:
-                yield SourceItem(str(path), None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
+                yield SourceItem(str(path), None, _too_large(), path)
             return
         data = _read_all(fd, info.st_size + 1)  # one byte more, in case the file grew
     except OSError as error:
@@ -182,12 +185,12 @@ def _stream_mbox(name: str, fd: int, path: Path) -> Iterator[SourceItem]:
     if number:
         yield _mbox_message(name, number, lines, size)
     else:  # no separator after all: one message, too large
-        yield SourceItem(name, None, f"larger than {MAX_FILE_BYTES >> 20} MiB", path)
+        yield SourceItem(name, None, _too_large(), path)
 
 
 def _mbox_message(name: str, number: int, lines: list[bytes], size: int) -> SourceItem:
     if size > MAX_FILE_BYTES:
-        return SourceItem(f"{name}#{number}", None, f"larger than {MAX_FILE_BYTES >> 20} MiB")
+        return SourceItem(f"{name}#{number}", None, _too_large())
     return SourceItem(f"{name}#{number}", _unquote_mbox(b"".join(lines)))
 
 
@@ -196,6 +199,10 @@ _QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 def _unquote_mbox(data: bytes) -> bytes:
     return _QUOTED_FROM.sub(rb"\1", data)
+
+
+def _too_large() -> str:
+    return f"larger than {MAX_FILE_BYTES >> 20} MiB"
 
 
 def _reason(error: OSError) -> str:

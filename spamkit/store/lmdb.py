@@ -47,6 +47,8 @@ MAX_MAP_SIZE = 1 << 40
 DISK_FULL_BELOW = 16 << 20
 # LMDB's lock file for 256 readers is 16.5 KiB; less room than this to make it is refused
 LOCK_FILE_ROOM = 1 << 20
+# what LMDB raises when a page is not what the tree says: damage, not a fault of the disk
+_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
 RECOVERY = ("`spamkit db reset --yes` moves it aside and starts an empty one, into which "
             "`spamkit db restore` loads a dump")
 _VALUE = struct.Struct("<III")
@@ -394,7 +396,7 @@ class LmdbStore:
         txn = self._begin(write)
         try:
             yield txn
-        except (lmdb.CorruptedError, lmdb.PageNotFoundError, UnicodeDecodeError) as error:
+        except (*_DAMAGE, UnicodeDecodeError) as error:
             self._end(txn, commit=False)
             raise self._damaged(error) from None
         except BaseException:
@@ -423,7 +425,7 @@ class LmdbStore:
     def _write_failure(self, error: lmdb.Error) -> StoreError:
         """What a failed commit tells the user. LMDB reports a full disk as a bare
         "Input/output error" (a short write), so the free space is looked at to say so."""
-        if isinstance(error, (lmdb.CorruptedError, lmdb.PageNotFoundError)):
+        if isinstance(error, _DAMAGE):
             return self._damaged(error)
         free = self._space_left()
         if free is not None and free < DISK_FULL_BELOW:
@@ -445,7 +447,7 @@ class LmdbStore:
         writer = LmdbWriter(self, txn)
         try:
             yield writer
-        except (lmdb.CorruptedError, lmdb.PageNotFoundError, UnicodeDecodeError) as error:
+        except (*_DAMAGE, UnicodeDecodeError) as error:
             self._end(txn, commit=False)
             raise self._damaged(error) from None
         except BaseException:
