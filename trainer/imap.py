@@ -4,11 +4,13 @@ Accounts come from a TOML file (one [[account]] table each: user, password, host
 security = none | starttls | tls, and optionally verify = false or ca_file) that must
 not be readable by others (mode 0600). Certificates are checked by default.
 
-For each folder: UID SEARCH, fetch with BODY.PEEK[] (the \\Seen flag is left alone) in
-chunks, learn, and only after the chunk is committed remove exactly the learned UIDs:
-UID EXPUNGE where the server has UIDPLUS, else MOVE to Trash, else nothing (learn-only).
-A plain EXPUNGE, which would also remove messages someone else marked deleted, is never
-sent. If the folder's UIDVALIDITY changed meanwhile, nothing is removed this time.
+For each folder: UID SEARCH UNDELETED (a message its user flagged \\Deleted was taken
+back), fetch with BODY.PEEK[] (the \\Seen flag is left alone) in chunks, learn, and only
+after the chunk is committed remove exactly the learned UIDs: UID EXPUNGE where the
+server has UIDPLUS, else MOVE to Trash, else nothing (learn-only, reported). A plain
+EXPUNGE, which would also remove messages someone else marked deleted, is never sent. If
+the folder's UIDVALIDITY changed meanwhile, nothing is removed and the folder waits for
+the next run, which finds those messages known and removes them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import stat
 import time
 import tomllib
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -142,9 +145,10 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
     if not client.folder_exists(folder):
         return
     validity = client.select_folder(folder, readonly=options.dry_run)[b"UIDVALIDITY"]
-    uids = sorted(client.search("ALL"))
+    uids = sorted(client.search("UNDELETED"))  # flagged \Deleted: withdrawn by the user
     if options.limit is not None:
         uids = uids[: options.limit]
+    left_in_place = 0  # learned, but the server offers no way to remove only them
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start:start + CHUNK]
         items, by_name = _fetch(client, account, folder, chunk, options, user)
@@ -163,8 +167,23 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
                     learned.append(by_name[item.name])
 
         learner.learn(items, label, on_commit=committed, by=f"trainer:{account.label}")
-        if learned:
-            _remove(client, account, folder, validity, learned, user)
+        if not learned:
+            continue
+        removal = _remove(client, account, folder, validity, learned)
+        if removal is _Removal.VALIDITY_CHANGED:
+            # The UIDs fetched no longer name the same messages: stop here. What was
+            # learned stays on the server and is known (so only removed) next time.
+            user.failures.append((f"{account.user}/{folder}", "UIDVALIDITY changed; nothing removed"))
+            return
+        if removal is _Removal.NOT_OFFERED:
+            left_in_place += len(learned)
+        else:
+            user.removed += len(learned)
+    if left_in_place:
+        user.skipped.append((f"{account.user}/{folder}",
+                             f"{left_in_place} learned messages left in the folder: the server offers "
+                             "neither UIDPLUS nor MOVE, and a plain EXPUNGE would also remove what "
+                             "others marked deleted (learn-only; remove them by hand)"))
 
 
 def _fetch(client: IMAPClient, account: ImapAccount, folder: str, chunk: list[int],
@@ -190,12 +209,18 @@ def _fetch(client: IMAPClient, account: ImapAccount, folder: str, chunk: list[in
     return items, by_name
 
 
+class _Removal(Enum):
+    DONE = "removed"
+    NOT_OFFERED = "the server offers neither UIDPLUS nor MOVE"
+    VALIDITY_CHANGED = "UIDVALIDITY changed"
+
+
 def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int,
-            uids: list[int], user: UserReport) -> None:
+            uids: list[int]) -> _Removal:
+    """Remove exactly these UIDs, never with a plain EXPUNGE."""
     current = client.select_folder(folder)[b"UIDVALIDITY"]
     if current != validity:
-        user.failures.append((f"{account.user}/{folder}", "UIDVALIDITY changed; nothing removed"))
-        return
+        return _Removal.VALIDITY_CHANGED
     if client.has_capability("UIDPLUS"):
         client.delete_messages(uids)
         client.uid_expunge(uids)
@@ -204,8 +229,8 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
             client.create_folder(account.trash)
         client.move(uids, account.trash)
     else:
-        return  # learn-only: with neither, removing only our messages is not possible
-    user.removed += len(uids)
+        return _Removal.NOT_OFFERED
+    return _Removal.DONE
 
 
 def _count(user: UserReport, label: Label, outcome: Outcome) -> None:

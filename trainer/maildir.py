@@ -24,6 +24,7 @@ class MaildirMessage:
     size: int
     mtime: float
     seen: bool  # the S flag (read), only possible in cur/
+    trashed: bool = False  # the T flag: IMAP's \Deleted, set by a client that has not expunged yet
 
     @property
     def delivered(self) -> float:
@@ -59,7 +60,7 @@ def list_messages(folder: Path, skipped: list[tuple[str, str]] | None = None) ->
                 continue
             flags = entry.name.rsplit(":2,", 1)[1] if ":2," in entry.name else ""
             yield MaildirMessage(Path(entry.path), info.st_size, info.st_mtime,
-                                 sub == "cur" and "S" in flags)
+                                 sub == "cur" and "S" in flags, sub == "cur" and "T" in flags)
 
 
 def _not_a_message(mode: int) -> str:

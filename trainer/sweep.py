@@ -136,7 +136,9 @@ def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> S
 def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Learner,
                   options: SweepOptions, user: UserReport) -> None:
     folder = folder_path(account.maildir, folder_name)
-    listed = list(list_messages(folder, user.skipped))
+    # A message flagged deleted (T) was withdrawn: a mail program that moves a message
+    # out by copying leaves such a copy until it expunges. It is not the user's verdict.
+    listed = [m for m in list_messages(folder, user.skipped) if not m.trashed]
     if options.limit is not None:
         listed = listed[: options.limit]
     items = [read_message(m, options.max_file_size) for m in listed]

@@ -1,7 +1,9 @@
 """A real Dovecot 2.3 on loopback with Maildir storage (../shared/recipes/real-servers.md).
 
 Plain IMAP on one port and IMAPS on another, with a self-signed certificate whose CA
-file the TLS tests pass as `ca_file`. Users' folders are on disk as Maildir++, so tests
+file the TLS tests pass as `ca_file`. The plain port also listens on two more loopback
+addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
+MOVE but not UIDPLUS, `BARE_HOST` neither. Users' folders are on disk as Maildir++, so tests
 put corpus messages in with plain file writes and read the results back the same way.
 """
 
@@ -22,6 +24,8 @@ from tests.servers.net import self_signed_certificate, wait_for_port
 PLAIN_PORT = 10143
 TLS_PORT = 10993
 USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
+MOVE_ONLY_HOST = "127.0.0.2"
+BARE_HOST = "127.0.0.3"
 
 
 @dataclass
@@ -50,6 +54,11 @@ class Dovecot:
         base = self.maildir(user) / f".{folder}"
         return sum(len(os.listdir(base / sub)) for sub in ("new", "cur") if (base / sub).exists())
 
+    def doveadm(self, *arguments: str) -> None:
+        """Run doveadm against this server, e.g. to change a folder's UIDVALIDITY."""
+        subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), *arguments], check=True,
+                       capture_output=True, timeout=30)
+
     def clear(self) -> None:
         for user in USERS:
             shutil.rmtree(self.root / "mail" / user, ignore_errors=True)
@@ -57,12 +66,12 @@ class Dovecot:
         # Maildir removes them too, so each test starts from fresh mailboxes.
 
     def accounts_file(self, path: Path, security: str = "none", users: tuple[str, ...] = tuple(USERS),
-                      **extra: object) -> Path:
+                      host: str = "127.0.0.1", **extra: object) -> Path:
         port = self.tls_port if security == "tls" else self.plain_port
         lines = []
         for user in users:
             lines += ["[[account]]", f'user = "{user}"', f'password = "{USERS[user]}"',
-                      'host = "127.0.0.1"', f"port = {port}", f'security = "{security}"']
+                      f'host = "{host}"', f"port = {port}", f'security = "{security}"']
             for key, value in extra.items():
                 lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -90,7 +99,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
-listen = 127.0.0.1
+listen = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}
 ssl = yes
 ssl_cert = <{root}/cert.pem
 ssl_key = <{root}/key.pem
@@ -110,13 +119,23 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}
     port = {PLAIN_PORT}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
     port = {TLS_PORT}
     ssl = yes
+  }}
+}}
+local {MOVE_ONLY_HOST} {{
+  protocol imap {{
+    imap_capability = IMAP4rev1 IDLE NAMESPACE MOVE
+  }}
+}}
+local {BARE_HOST} {{
+  protocol imap {{
+    imap_capability = IMAP4rev1 IDLE NAMESPACE
   }}
 }}
 """)

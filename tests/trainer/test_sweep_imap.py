@@ -17,7 +17,7 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import USERS, Dovecot, start_dovecot
+from tests.servers.dovecot import BARE_HOST, MOVE_ONLY_HOST, USERS, Dovecot, start_dovecot
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,138 @@ def test_kill_9_mid_imap_sweep_loses_nothing(
             totals = store.totals()
         assert totals.nspam + totals.nham == len(keys)
         assert all(server.count(u, f) == 0 for u in USERS for f in ("LearnAsSpam", "LearnAsHam"))
+
+
+def mark_deleted_by_another_client(server: Dovecot, user: str, folder: str,
+                                   host: str) -> tuple[int, bytes]:
+    """Flag the folder's highest UID \\Deleted from a session of its own, as a mail
+    program does before it expunges; returns that UID and its message."""
+    from imapclient import IMAPClient
+
+    with IMAPClient(host, server.plain_port, ssl=False) as client:
+        client.login(user, USERS[user])
+        client.select_folder(folder)
+        uid = max(client.search("ALL"))
+        data = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+        client.add_flags([uid], [b"\\Deleted"])
+        client.logout()
+    return uid, data
+
+
+def uids_on_server(server: Dovecot, user: str, folder: str) -> list[int]:
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+        client.login(user, USERS[user])
+        if not client.folder_exists(folder):
+            return []
+        client.select_folder(folder, readonly=True)
+        uids = sorted(client.search("ALL"))
+        client.logout()
+    return uids
+
+
+@pytest.mark.parametrize("host, removal", [("127.0.0.1", "UID EXPUNGE"), (MOVE_ONLY_HOST, "MOVE"),
+                                           (BARE_HOST, "learn-only")])
+def test_only_learned_uids_are_removed_whatever_the_server_offers(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        host: str, removal: str) -> None:
+    """Checklist item 37. A message another client flagged \\Deleted (and has not yet
+    expunged) was withdrawn from the folder: a mail program that moves without MOVE
+    leaves such a copy behind. It is neither learned nor removed; a plain EXPUNGE would
+    remove it, so spamkit sends UID EXPUNGE (UIDPLUS), else MOVEs its own messages to
+    Trash, else removes nothing and says so."""
+    spam = [m.data for m in split[0] if m.label == "spam"][:4]
+    server.fill("alice", "LearnAsSpam", spam)
+    flagged, withdrawn = mark_deleted_by_another_client(server, "alice", "LearnAsSpam", host)
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
+    db = str(tmp_path / "db")
+    user = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db,
+                              "--json").stdout)["users"][0]
+    assert user["spam_learned"] == 3 and user["failed"] == 0
+    left = uids_on_server(server, "alice", "LearnAsSpam")
+    if removal == "learn-only":
+        assert user["removed"] == 0 and len(left) == 4
+        assert [s["message"] for s in user["skipped"]] == ["alice/LearnAsSpam"]
+        assert "3 learned messages left in the folder" in user["skipped"][0]["reason"]
+        assert "neither UIDPLUS nor MOVE" in user["skipped"][0]["reason"]
+    else:
+        assert user["removed"] == 3 and user["skipped"] == []
+        assert left == [flagged]  # the other client's message is still there
+    assert len(uids_on_server(server, "alice", "Trash")) == (3 if removal == "MOVE" else 0)
+    with LmdbStore(Path(db)) as store:
+        assert store.totals().nspam == 3
+        assert message_key(withdrawn) not in {m.key for m in store.seen_records()}
+
+    again = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db,
+                               "--json").stdout)["users"][0]
+    assert again["spam_learned"] == 0 and again["known"] == (3 if removal == "learn-only" else 0)
+    assert uids_on_server(server, "alice", "LearnAsSpam") == left
+    with LmdbStore(Path(db)) as store:
+        assert store.totals().nspam == 3
+
+
+def test_a_uidvalidity_change_mid_sweep_removes_nothing_and_the_next_sweep_finishes(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Checklist item 36. When the folder's UIDVALIDITY changes between fetching and
+    removing, the UIDs no longer name the messages learned: nothing is removed, the sweep
+    of that folder stops, and the next sweep, finding them known, learns nothing twice
+    and removes them. The change is made by Dovecot's own doveadm after the first chunk
+    is committed."""
+    from trainer.imap import CHUNK, imap_sweep, load_accounts
+    from trainer.sweep import SweepOptions
+    from spamkit.learn import Learner
+
+    spam = [m.data for m in split[0] if m.label == "spam"][: CHUNK + 20]
+    server.fill("alice", "LearnAsSpam", spam)
+    accounts = load_accounts(server.accounts_file(tmp_path / "accounts.toml", users=("alice",)))
+    validities = iter(range(1000, 2000))
+
+    class RenumberingAfterEachCommit(Learner):
+        def learn(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            outcome = super().learn(*args, **kwargs)
+            server.doveadm("mailbox", "update", "-u", "alice", "--uid-validity", str(next(validities)),
+                           "LearnAsSpam")
+            return outcome
+
+    db = tmp_path / "db"
+    with LmdbStore(db) as store:
+        report = imap_sweep(accounts, RenumberingAfterEachCommit(store), SweepOptions())
+    user = report.users[0]
+    assert user.spam_learned == CHUNK and user.removed == 0  # the first chunk, then it stopped
+    assert user.failures == [("alice/LearnAsSpam", "UIDVALIDITY changed; nothing removed")]
+    assert server.count("alice", "LearnAsSpam") == CHUNK + 20
+
+    rerun = json.loads(spamkit("learn", "--imap-accounts", str(tmp_path / "accounts.toml"),
+                               "--db", str(db), "--json").stdout)["users"][0]
+    assert (rerun["known"], rerun["spam_learned"], rerun["removed"]) == (CHUNK, 20, CHUNK + 20)
+    assert server.count("alice", "LearnAsSpam") == 0
+    with LmdbStore(db) as store:
+        assert store.totals().nspam == len({message_key(d) for d in spam})
+
+
+def test_a_message_over_the_size_cap_is_left_unread_and_the_rest_learned(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Checklist item 38: the cap is checked on RFC822.SIZE before anything is fetched;
+    the large message stays in the folder without \\Seen, is reported, and the sweep
+    exits 1 so cron mails the admin; the others are learned and removed."""
+    spam = [m.data for m in split[0] if m.label == "spam"][:3]
+    large = b"Subject: an archive\r\n\r\n" + b"x" * 200_000 + b"\r\n"
+    server.fill("alice", "LearnAsSpam", [*spam, large])
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+    config = tmp_path / "spamkit.toml"
+    config.write_text("TrainerMaxFileSize = 100000\n")
+    result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--imap-accounts", str(accounts),
+                             "--db", str(tmp_path / "db"), "--json"], capture_output=True, text=True,
+                            env=dict(os.environ, SPAMKIT_CONFIG=str(config)), timeout=300)
+    assert result.returncode == 1, result.stderr
+    user = json.loads(result.stdout)["users"][0]
+    assert (user["spam_learned"], user["removed"], user["failed"]) == (3, 3, 1)
+    assert user["failures"][0]["reason"] == "larger than 100000 bytes; left in the folder"
+    [left] = [p for sub in ("new", "cur") for p in (server.maildir("alice") / ".LearnAsSpam" / sub).iterdir()]
+    assert left.read_bytes().replace(b"\r\n", b"\n") == large.replace(b"\r\n", b"\n")
+    flags = left.name.rsplit(":2,", 1)[1] if ":2," in left.name else ""
+    assert "S" not in flags  # never fetched, so never marked read
 
 
 def test_starttls_with_certificate_checks(

@@ -155,6 +155,22 @@ def test_odd_entries_are_skipped_and_left_alone(root: Path, tmp_path: Path) -> N
     assert f"spamkit: warning: alice: skipped {new / '2.fifo'}: a FIFO" in again.stderr
 
 
+def test_a_message_flagged_deleted_was_withdrawn_and_is_left_alone(root: Path, tmp_path: Path) -> None:
+    """A mail program without MOVE moves a message out of LearnAsSpam by copying it and
+    flagging the original deleted (T in its Maildir name) until it expunges. Learning
+    that copy as spam would learn what the user took back; it is left for the expunge."""
+    cur = root / "alice" / "Maildir" / ".LearnAsSpam" / "cur"
+    first = sorted(folder_files(root, "alice", "LearnAsSpam"))[0]
+    withdrawn = cur / (first.name.split(":", 1)[0] + ":2,ST")
+    first.rename(withdrawn)
+    report = json.loads(spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--user", "alice",
+                                "--db", str(tmp_path / "db"), "--json").stdout)
+    assert report["users"][0]["spam_learned"] == 14 and report["users"][0]["failed"] == 0
+    assert folder_files(root, "alice", "LearnAsSpam") == [withdrawn]
+    with LmdbStore(tmp_path / "db") as store:
+        assert message_key(withdrawn.read_bytes()) not in {m.key for m in store.seen_records()}
+
+
 def test_a_second_sweep_waits_for_nobody(root: Path, tmp_path: Path) -> None:
     from trainer.lock import SweepLock
 
