@@ -3,15 +3,23 @@ client address (hosts_allow's instances), and the load average (loadcheck). Clie
 a limit hear 421 and may retry later; sessions already open are not disturbed.
 
 The per-client limit spares LocalNetworks: behind Postfix every session comes from the
-MTA on 127.0.0.1, and limiting it would throttle all mail."""
+MTA on 127.0.0.1, and limiting it would throttle all mail.
+
+Within a session, each command may be sent a number of times between two delivered
+messages (as Postfix's smtpd_junk_command_limit, which a delivery resets): a client
+looping NOOP or RSET hears 421, while an MTA that keeps one connection open for many
+messages is never cut off. aiosmtpd's own command_call_limit counts for the whole
+session, so it cut off Postfix's cached connection at the 101st message."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -21,6 +29,8 @@ from aiosmtpd.smtp import SMTP
 
 from smtpfilter.networks import Networks
 
+log = logging.getLogger("spamkit.smtpfilter")
+
 
 @dataclass
 class SessionLimits:
@@ -29,6 +39,8 @@ class SessionLimits:
     max_load: float = 0.0  # 0: no load check
     early_talker_delay: float = 0.0  # seconds to wait before the greeting; 0: no check
     exempt: tuple[str, ...] = ()  # networks the per-client limit spares: the MTA in front
+    commands_per_message: int = 100  # times one command may come between two deliveries
+    recipients_per_message: int = 1000  # RCPT's own budget (Postfix's smtpd_recipient_limit)
     active: Counter[str] = field(default_factory=Counter)
     sessions: set[LimitedSMTP] = field(default_factory=set)
     closing: bool = False
@@ -65,6 +77,37 @@ class LimitedSMTP(SMTP):
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
         self._limits = limits
         self._client: str | None = None
+        self._calls: Counter[str] = Counter()  # commands since the last delivered message
+        self._last_reply = ""
+        self._smtp_methods = {name: self._budgeted(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    def _budgeted(self, command: str, method: Callable[[str], Awaitable[None]]
+                  ) -> Callable[[str], Awaitable[None]]:
+        """The command's handler, refused with 421 once the command has used up its budget
+        since the last delivered message; a delivered message starts every budget afresh."""
+        budget = (self._limits.recipients_per_message if command == "RCPT"
+                  else self._limits.commands_per_message)
+
+        @functools.wraps(method)  # HELP reads the syntax aiosmtpd stores on the method
+        async def call(arg: str) -> None:
+            if self._calls[command] >= budget:
+                log.warning("client=%s sent %s %d times without a message: closing",
+                            self._client, command, budget)
+                await self.push(f"421 4.7.0 {command} sent too many times")
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self._calls[command] += 1
+            await method(arg)
+            if command == "DATA" and self._last_reply.startswith("250"):
+                self._calls.clear()
+
+        return call
+
+    async def push(self, status: str) -> None:
+        self._last_reply = status
+        await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is not None:

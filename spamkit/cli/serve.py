@@ -190,7 +190,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
     controller = LimitedController(handler, limits, hostname=host, port=port,
                                    data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
-                                   command_call_limit=100, tls_context=tls, require_starttls=False,
+                                   tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
                                    # the greeting's name, looked up once (aiosmtpd would call
                                    # getfqdn for every connection)
                                    server_hostname=socket.getfqdn())

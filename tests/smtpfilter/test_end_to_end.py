@@ -164,6 +164,49 @@ def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_d
     assert process.wait(30) == 0
 
 
+def test_a_connection_kept_open_takes_any_number_of_messages_but_a_noop_loop_hears_421(
+        tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """Checklist item 8, and the MTA's side of it. Postfix keeps a connection to its
+    content filter open for many messages (smtp-source -d does the same): every message
+    must pass, where a per-session command limit once cut the 101st MAIL off with 421.
+    A client that sends NOOP (or RSET) 100 times with no message between hears 421 and
+    is disconnected. The greeting names spamkit, not the SMTP library and its version."""
+    import socket
+
+    process, port = start_serve(sink.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    try:
+        sent = subprocess.run(["smtp-source", "-d", "-m", "250", "-s", "1", "-f", "a@example.org",
+                               "-t", "b@example.org", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        assert len(sink.messages()) == 250
+
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = client.makefile("rb")
+        greeting = replies.readline()
+        assert greeting.startswith(b"220 ") and greeting.rstrip().endswith(b" ESMTP spamkit")
+        client.sendall(b"HELO test\r\n")
+        assert replies.readline().startswith(b"250")
+        for _ in range(99):  # an RSET between messages is no junk: a delivery resets the count
+            client.sendall(b"RSET\r\n")
+            assert replies.readline().startswith(b"250")
+        client.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.sendall(b"Subject: one\r\n\r\nbody\r\n.\r\n")
+        assert replies.readline().startswith(b"250")
+        answers = []
+        for _ in range(101):
+            client.sendall(b"NOOP\r\n")
+            answers.append(replies.readline())
+        assert answers[:100] == [b"250 OK\r\n"] * 100
+        assert answers[100] == b"421 4.7.0 NOOP sent too many times\r\n"
+        assert replies.readline() == b""  # and the connection is closed
+        client.close()
+        assert len(sink.messages()) == 251
+    finally:
+        assert stop_serve(process)[0] == 0
+
+
 def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """`serve --autolearn`: a clear ham is learned as ham when relayed (the audit log says by
