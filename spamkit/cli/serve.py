@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from smtpfilter.server import FilterHandler
     from spamkit.store.base import TokenStore
 
-DATA_SIZE_LIMIT = 50 * 1024 * 1024
 COMMAND_TIMEOUT = 60  # seconds; below Postfix's 100 s proxy timeout
 
 
@@ -189,7 +188,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
     controller = LimitedController(handler, limits, hostname=host, port=port,
-                                   data_size_limit=DATA_SIZE_LIMIT, timeout=COMMAND_TIMEOUT,
+                                   data_size_limit=config["SmtpMaxMessageSize"], timeout=COMMAND_TIMEOUT,
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
                                    # the greeting's name, looked up once (aiosmtpd would call
                                    # getfqdn for every connection)

@@ -117,6 +117,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
            "Attachment file name extensions refused.", group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
+    Option("SmtpMaxMessageSize", int, 15_000_000, "Bytes of one message `serve` takes, offered "
+           "as SIZE in EHLO; larger mail hears 552 (SME's qmail MaxMessageSize). Read at start.",
+           minimum=10_000, maximum=1_000_000_000, group="smtp"),
     Option("MaxSessions", int, 100, "SMTP sessions at once; more hear 421.", minimum=1,
            group="smtp"),
     Option("MaxSessionsPerClient", int, 10, "SMTP sessions at once from one address "

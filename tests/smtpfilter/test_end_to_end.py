@@ -207,6 +207,58 @@ def test_a_connection_kept_open_takes_any_number_of_messages_but_a_noop_loop_hea
         assert stop_serve(process)[0] == 0
 
 
+def test_mail_over_the_size_limit_hears_552_and_nothing_is_relayed(
+        tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """Checklist items 4 and 6, with SmtpMaxMessageSize at 5 MB: EHLO offers SIZE; MAIL
+    with a larger SIZE= hears 552 at once; DATA one byte over the limit hears 552 after
+    the final dot, nothing reaches the next hop, the session goes on, and the filter's
+    peak memory grows by less than twice the limit."""
+    import socket
+
+    limit = 5_000_000
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f"SmtpMaxMessageSize = {limit}\n")
+    process, port = start_serve(sink.port, trained_db, config, stderr=subprocess.DEVNULL)
+
+    def peak_kib() -> int:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+    try:
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(b"EHLO test\r\n")
+        ehlo = [replies.readline()]
+        while ehlo[-1][3:4] == b"-":
+            ehlo.append(replies.readline())
+        assert f"250-SIZE {limit}\r\n".encode() in ehlo
+        client.sendall(f"MAIL FROM:<a@example.org> SIZE={limit + 1}\r\n".encode())
+        assert replies.readline().startswith(b"552")
+
+        before = peak_kib()
+        header = b"From: a@example.org\r\nSubject: big\r\n\r\n"
+        line = b"x" * 998 + b"\r\n"
+        body = line * ((limit + 1 - len(header)) // len(line) + 1)
+        client.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.sendall(header + body + b".\r\n")
+        assert replies.readline().startswith(b"552")
+        grown = peak_kib() - before
+        assert grown < 2 * limit / 1024, f"peak memory grew by {grown} KiB"
+
+        client.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.sendall(header + b"small\r\n.\r\n")
+        assert replies.readline().startswith(b"250")
+        client.sendall(b"QUIT\r\n")
+        client.close()
+        [relayed] = sink.messages_as_sent()
+        assert relayed.rstrip(b"\n").endswith(b"\n\nsmall")
+    finally:
+        assert stop_serve(process)[0] == 0
+
+
 def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """`serve --autolearn`: a clear ham is learned as ham when relayed (the audit log says by
