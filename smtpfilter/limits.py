@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from aiosmtpd.smtp import SMTP
 from smtpfilter.networks import Networks
 
 log = logging.getLogger("spamkit.smtpfilter")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -165,7 +167,9 @@ class LimitedSMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing for MAIL and RCPT, minus the typing.Protocol class it
-        defines on every call (3.5% of the filter's CPU under load). Same results."""
+        defines on every call (3.5% of the filter's CPU under load). Same results, except
+        that an address with a control character (NUL, TAB, DEL...), which RFC 5321 allows
+        nowhere, is malformed (553) instead of being relayed to the next hop as it came."""
         if not arg:
             return "", ""
         address: AngleAddr | AddrSpec
@@ -178,6 +182,8 @@ class LimitedSMTP(SMTP):
             return None, None
         addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        if _CONTROL.search(addr):
             return None, None
         return addr, rest
 

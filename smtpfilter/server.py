@@ -157,8 +157,9 @@ class FilterHandler:
         if decision.action in (Action.REJECT, Action.TEMPFAIL):
             self.chain.finished(tx, decision.reply)
             log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
-                     tx.helo or "-", tx.mail_from, args[0] if args else "-", stage,
-                     decision.reply[:3], decision.filter or "-")
+                     printable(tx.helo or "-"), printable(tx.mail_from),
+                     printable(args[0]) if args else "-", stage, decision.reply[:3],
+                     decision.filter or "-")
             if self.metrics is not None:
                 self.metrics.refused(decision.filter)
             return decision.reply
@@ -204,8 +205,9 @@ class FilterHandler:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
         log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
-                 tx.peer, tx.helo, "yes" if getattr(session, "ssl", None) else "no", tx.mail_from,
-                 ",".join(tx.rcpt_tos), reply[:3], tx.notes.get("score", "-"), deciding, elapsed)
+                 tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
+                 printable(tx.mail_from), printable(",".join(tx.rcpt_tos)), reply[:3],
+                 tx.notes.get("score", "-"), deciding, elapsed)
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
@@ -239,8 +241,18 @@ def _message_id(data: bytes) -> str:
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"message-id":
-            return value.strip().decode("ascii", "replace")[:200] or "-"
+            return printable(value.strip().decode("ascii", "replace")[:200]) or "-"
     return "-"
+
+
+def printable(text: str) -> str:
+    """Text a client chose (HELO, addresses, Message-ID), with anything that is not
+    printable escaped, so that a log line stays one line of text a log reader can parse:
+    a NUL or a vertical tab is written as \\x00, \\x0b; an undecodable byte as \\udcff."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]

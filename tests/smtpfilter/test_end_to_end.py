@@ -259,6 +259,40 @@ def test_mail_over_the_size_limit_hears_552_and_nothing_is_relayed(
         assert stop_serve(process)[0] == 0
 
 
+def test_control_characters_are_refused_in_addresses_and_escaped_in_the_log(
+        tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """Checklist item 23, for what the filter passes on. An envelope address with a NUL or
+    another control character is malformed (553), never relayed to the next hop; a HELO
+    name with them is taken, as Postfix takes it, but the log line escapes them."""
+    import socket
+
+    process, port = start_serve(sink.port, trained_db, tmp_path / "none.toml")
+    try:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = client.makefile("rb")
+        replies.readline()
+        for command, reply in ((b"HELO ev\x00il\x0bhost\xff.example", b"250"),
+                               (b"MAIL FROM:<a\x00b@example.org>", b"553"),
+                               (b"MAIL FROM:<ab@exa\x7fmple.org>", b"553"),
+                               (b"MAIL FROM:<ab@example.org>", b"250"),
+                               (b"RCPT TO:<b\x0b@example.org>", b"553"),
+                               (b"RCPT TO:<b@example.org>", b"250"),
+                               (b"DATA", b"354"),
+                               (b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+                                b"\r\nhi\r\n.", b"250")):
+            client.sendall(command + b"\r\n")
+            assert replies.readline()[:3] == reply, command
+        client.close()
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    [relayed] = sink.messages()
+    assert b"X-Mail-Args: <ab@example.org>" in relayed and b"X-Rcpt-Args: <b@example.org>" in relayed
+    [line] = [line for line in stderr.decode("utf-8", "backslashreplace").splitlines()
+              if "from=<ab@example.org>" in line]
+    assert "helo=ev\\x00il\\x0bhost\\udcff.example" in line and line.isprintable()
+
+
 def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """`serve --autolearn`: a clear ham is learned as ham when relayed (the audit log says by
