@@ -14,6 +14,7 @@ import time
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
+from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
 from smtpfilter.networks import Networks
 from smtpfilter.relay import RelayPool
@@ -206,7 +207,7 @@ class FilterHandler:
         elapsed = time.monotonic() - started
         log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
-                 printable(tx.mail_from), printable(",".join(tx.rcpt_tos)), reply[:3],
+                 printable(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
                  tx.notes.get("score", "-"), deciding, elapsed)
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
@@ -241,18 +242,9 @@ def _message_id(data: bytes) -> str:
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"message-id":
-            return printable(value.strip().decode("ascii", "replace")[:200]) or "-"
+            return printable(value.strip().decode("ascii", "replace")) or "-"
     return "-"
 
-
-def printable(text: str) -> str:
-    """Text a client chose (HELO, addresses, Message-ID), with anything that is not
-    printable escaped, so that a log line stays one line of text a log reader can parse:
-    a NUL or a vertical tab is written as \\x00, \\x0b; an undecodable byte as \\udcff."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
 
 
 def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import zlib
 from dataclasses import dataclass, field
 
+from smtpfilter.logtext import printable
 from smtpfilter.networks import Networks
 from spamkit.errors import StoreError
 from spamkit.learn import Learner
@@ -32,7 +32,6 @@ from spamkit.store import Label
 from spamkit.verdict import Scanner, Verdict
 
 log = logging.getLogger("spamkit.spamd")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # sysexits.h, as spamd answers them
 EX_OK = 0
@@ -237,7 +236,7 @@ class SpamdService:
                           max_tokens=self.scanner.config["BayesMaxTokens"],
                           seen_days=self.scanner.config["BayesSeenDays"])
         item = [SourceItem("spamd", request.body)]
-        by = f"spamd:{_printable(request.header('user')) or '-'}"
+        by = f"spamd:{printable(request.header('user')) or '-'}"
         headers = []
         try:
             if "local" in to_remove:
@@ -320,10 +319,6 @@ def _log(client: str, request: Request | None, reply: bytes, seconds: float) -> 
         log.info("spamd: client=%s reply=%r time=%.3fs", client, status, seconds)
         return
     log.info("spamd: client=%s method=%s user=%s size=%d spam=%r reply=%r time=%.3fs", client,
-             request.method, _printable(request.header("user")) or "-", len(request.body), spam,
+             request.method, printable(request.header("user")) or "-", len(request.body), spam,
              status, seconds)
 
-
-def _printable(text: str) -> str:
-    """A client's text as a log line or the audit log may hold it: no control characters."""
-    return _CONTROL.sub("?", text)[:200]
