@@ -2,6 +2,13 @@
 
 A next hop that is down, slow or broken gives 451: the sender keeps the message and
 tries again. A 4xx or 5xx from the next hop is passed back as it came.
+
+Upstream heard 250 for every recipient before DATA, so one reply must now stand for all
+of them. The message goes on only when the next hop takes every recipient; if it refuses
+some, nothing is sent (RSET) and upstream hears a refusal for the whole message: 4xx if
+any refusal was temporary (the sender retries, no one gets it twice), else the next
+hop's 5xx (the sender hears of it). Answering 250 would lose the refused recipients'
+copies without a word.
 """
 
 from __future__ import annotations
@@ -58,19 +65,49 @@ class RelayPool:
         try:
             client = self._client()
         except (smtplib.SMTPException, OSError):
-            return "451 4.4.1 Next hop unavailable, try again later"
+            return UNAVAILABLE
         try:
-            refused = client.sendmail(mail_from, rcpt_tos, data)
-        except smtplib.SMTPRecipientsRefused as error:
-            code, message = next(iter(error.recipients.values()))
-            return f"{code} {_text(message)}"
-        except smtplib.SMTPSenderRefused as error:
-            return f"{error.smtp_code} {_text(error.smtp_error)}"
-        except smtplib.SMTPDataError as error:
-            return f"{error.smtp_code} {_text(error.smtp_error)}"
+            return self._transaction(client, mail_from, rcpt_tos, data)
         except (smtplib.SMTPException, OSError, socket.timeout):
             self._drop()
-            return "451 4.4.1 Next hop unavailable, try again later"
-        if refused:  # some recipients refused: the accepted ones have the message
-            return "250 2.0.0 Accepted for some recipients"
+            return UNAVAILABLE
+
+    def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+        """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
+        client.ehlo_or_helo_if_needed()
+        options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+        code, message = client.mail(mail_from, options)
+        if code != 250:
+            return self._abandon(client, f"{code} {_text(message)}")
+        refused = []
+        for rcpt in rcpt_tos:
+            code, message = client.rcpt(rcpt)
+            if code not in (250, 251):
+                refused.append((rcpt, code, _text(message)))
+        if refused:
+            return self._abandon(client, _refusal(refused, everyone=len(refused) == len(rcpt_tos)))
+        code, message = client.data(data)
+        if code != 250:
+            return f"{code} {_text(message)}"
         return "250 2.0.0 Ok: queued by next hop"
+
+    def _abandon(self, client: smtplib.SMTP, reply: str) -> str:
+        """End the next hop's transaction before DATA; its connection stays for reuse."""
+        if reply.startswith("421"):  # the next hop is closing this connection
+            self._drop()
+            return UNAVAILABLE
+        client.rset()
+        return reply
+
+
+UNAVAILABLE = "451 4.4.1 Next hop unavailable, try again later"
+
+
+def _refusal(refused: list[tuple[str, int, str]], everyone: bool) -> str:
+    """The one upstream reply for a message some of whose recipients the next hop refused."""
+    rcpt, code, text = next((r for r in refused if 400 <= r[1] < 500), refused[0])
+    if everyone:
+        return f"{code} {text}"
+    if code < 500:
+        return f"451 4.3.0 The next hop deferred <{rcpt}> ({code} {text}); nothing was delivered, try again later"
+    return f"{code} {text} (nothing was delivered to the other recipients either)"

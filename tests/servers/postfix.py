@@ -1,0 +1,103 @@
+"""A private Postfix instance on loopback as the next hop, the way an SME or Postfix
+host reinjects filtered mail: a real smtpd whose recipient checks can refuse one
+recipient and defer another, with every accepted message put on hold so that a test
+reads what was accepted, and for whom, with `postqueue -j`.
+
+Nothing is delivered anywhere: held messages stay in this instance's own queue, which
+lives and dies with the fixture's directory. It needs the Debian package `postfix`
+(scripts/install-test-deps.sh installs it, unconfigured) and root, as Postfix's master does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers.net import free_port, wait_for_port
+
+# the daemons a queue needs; smtpd listens on the fixture's port
+_SERVICES = """\
+{port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+proxymap  unix  - - n - - proxymap
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+discard   unix  - - n - - discard
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+@dataclass(frozen=True)
+class PostfixNextHop:
+    port: int
+    config: Path
+
+    def held(self) -> list[tuple[str, list[str]]]:
+        """(sender, recipients) of each message Postfix accepted."""
+        out = subprocess.run(["postqueue", "-c", str(self.config), "-j"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [(e["sender"], sorted(r["address"] for r in e["recipients"])) for e in entries]
+
+    def clear(self) -> None:
+        subprocess.run(["postsuper", "-c", str(self.config), "-d", "ALL"], capture_output=True,
+                       check=True, timeout=30)
+
+
+def start_postfix(refuse: dict[str, str]) -> Iterator[PostfixNextHop]:
+    """Postfix on a free loopback port that answers RCPT for each address in `refuse`
+    with the access(5) action given ("REJECT no such user", "DEFER_IF_PERMIT busy")."""
+    if shutil.which("postfix") is None:
+        raise RuntimeError("Postfix is missing: install the Debian package `postfix` "
+                           "(scripts/install-test-deps.sh does)")
+    root = Path(tempfile.mkdtemp(prefix="spamkit-postfix-"))
+    root.chmod(0o755)  # Postfix's daemons, as the postfix user, must get in
+    config, queue, data = root / "conf", root / "queue", root / "data"
+    for directory in (config, queue, data):
+        directory.mkdir()
+    shutil.chown(data, "postfix")
+    port = free_port()
+    (config / "access").write_text("".join(f"{address} {action}\n" for address, action in refuse.items()))
+    (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}"))
+    (config / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+shlib_directory = /usr/lib/postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = nexthop.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains = example.org
+maillog_file_prefixes = {root}
+maillog_file = {root}/maillog
+smtpd_recipient_restrictions = check_recipient_access texthash:{config}/access, permit_mynetworks, reject
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+default_transport = discard
+""")
+    try:
+        started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True,
+                                 timeout=60)
+        if started.returncode != 0:
+            log = (root / "maillog").read_text() if (root / "maillog").exists() else ""
+            raise RuntimeError(f"Postfix did not start: {started.stderr}{log[-2000:]}")
+        wait_for_port(port)
+        yield PostfixNextHop(port, config)
+    finally:
+        subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
