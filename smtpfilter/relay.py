@@ -8,14 +8,18 @@ of them. The message goes on only when the next hop takes every recipient; if it
 some, nothing is sent (RSET) and upstream hears a refusal for the whole message: 4xx if
 any refusal was temporary (the sender retries, no one gets it twice), else the next
 hop's 5xx (the sender hears of it). Answering 250 would lose the refused recipients'
-copies without a word.
+copies without a word. The archive copy (BccAddress) is the exception: the sender never
+named it, so its refusal is logged and the message goes on to the recipients.
 """
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import socket
 import threading
+
+log = logging.getLogger("spamkit.smtpfilter")
 
 RELAY_TIMEOUT = 60.0  # below Postfix's 100 s smtpd_proxy_timeout
 
@@ -61,18 +65,20 @@ class RelayPool:
             except OSError:
                 pass
 
-    def send(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "") -> str:
+        """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it."""
         try:
             client = self._client()
         except (smtplib.SMTPException, OSError):
             return UNAVAILABLE
         try:
-            return self._transaction(client, mail_from, rcpt_tos, data)
+            return self._transaction(client, mail_from, rcpt_tos, data, archive)
         except (smtplib.SMTPException, OSError, socket.timeout):
             self._drop()
             return UNAVAILABLE
 
-    def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes,
+                     archive: str) -> str:
         """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
         client.ehlo_or_helo_if_needed()
         options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
@@ -86,6 +92,11 @@ class RelayPool:
                 refused.append((rcpt, code, _text(message)))
         if refused:
             return self._abandon(client, _refusal(refused, everyone=len(refused) == len(rcpt_tos)))
+        if archive:
+            code, message = client.rcpt(archive)
+            if code not in (250, 251):
+                log.warning("the next hop refused the archive copy to <%s>: %d %s", archive, code,
+                            _text(message))
         code, message = client.data(data)
         if code != 250:
             return f"{code} {_text(message)}"

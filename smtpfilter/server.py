@@ -193,9 +193,8 @@ class FilterHandler:
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
-                recipients = tx.rcpt_tos + ([self.bcc] if self.bcc else [])
                 reply = await loop.run_in_executor(None, self.relay.send, tx.mail_from,
-                                                   recipients, tx.data)
+                                                   tx.rcpt_tos, tx.data, self.bcc)
                 deciding = "relay"
         except Exception:
             log.exception("DATA failed")

@@ -19,6 +19,7 @@ from corpora import CorpusMessage
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
+from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink, free_port
 from tests.servers.swaks import swaks
@@ -293,20 +294,28 @@ def test_control_characters_are_refused_in_addresses_and_escaped_in_the_log(
     assert "helo=ev\\x00il\\x0bhost\\udcff.example" in line and line.isprintable()
 
 
-def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(tmp_path: Path, trained_db: Path) -> None:
+@pytest.fixture(scope="module")
+def postfix() -> Iterator[PostfixNextHop]:
+    """A real Postfix as the next hop, refusing one recipient and deferring another."""
+    yield from start_postfix({"refused@example.org": "REJECT no such user",
+                              "later@example.org": "DEFER_IF_PERMIT busy"})
+
+
+def minutes(tmp_path: Path) -> Path:
+    return write(tmp_path, b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+                           b"Subject: minutes\r\n\r\nThe minutes of today's meeting.\r\n")
+
+
+def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop) -> None:
     """Upstream heard 250 for each recipient before DATA. When the next hop (a real
     Postfix) refuses one of them, the message goes to nobody and upstream hears why: 451
     when the refusal is temporary, so the sender retries and no one gets it twice; the
     next hop's 5xx when it is permanent, so the sender is told. Before, upstream heard
     250 and the refused recipients' copies were gone without a word."""
-    from tests.servers.postfix import start_postfix
-
-    refusals = {"refused@example.org": "REJECT no such user", "later@example.org": "DEFER_IF_PERMIT busy"}
-    next_hop_server = start_postfix(refusals)
-    next_hop = next(next_hop_server)
-    process, port = start_serve(next_hop.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
-    message = write(tmp_path, b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
-                              b"Subject: minutes\r\n\r\nThe minutes of today's meeting.\r\n")
+    postfix.clear()
+    process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    message = minutes(tmp_path)
     try:
         for recipients, reply in (("b@example.org,later@example.org", "451 4.3.0 The next hop deferred "
                                    "<later@example.org> (450 4.7.1 <later@example.org>: Recipient "
@@ -317,15 +326,36 @@ def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(tmp_path: P
                                   ("refused@example.org,later@example.org", "450 4.7.1 <later@example.org>: "
                                    "Recipient address rejected: busy")):
             assert swaks(port, message, "a@example.org", recipients) == reply
-            assert next_hop.held() == []
+            assert postfix.held() == []
         assert swaks(port, message, "a@example.org", "b@example.org,c@example.org").startswith("250")
-        assert next_hop.held() == [("a@example.org", ["b@example.org", "c@example.org"])]
+        assert postfix.held() == [("a@example.org", ["b@example.org", "c@example.org"])]
         # the connection the refusals left open is still good for the next message
         assert swaks(port, message, "a@example.org", "d@example.org").startswith("250")
-        assert len(next_hop.held()) == 2
+        assert len(postfix.held()) == 2
     finally:
         assert stop_serve(process)[0] == 0
-        next_hop_server.close()
+
+
+@pytest.mark.parametrize("archive", ["archive@example.org", "refused@example.org"])
+def test_the_archive_copy_goes_with_the_message_and_its_refusal_stops_nothing(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, archive: str) -> None:
+    """BccAddress is not a recipient the sender named: if the next hop refuses it, the
+    message still reaches its recipients, and the log says the archive copy was refused."""
+    postfix.clear()
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'BccAddress = "{archive}"\n')
+    process, port = start_serve(postfix.port, trained_db, config)
+    try:
+        assert swaks(port, minutes(tmp_path), "a@example.org", "b@example.org").startswith("250")
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    if archive == "refused@example.org":
+        assert postfix.held() == [("a@example.org", ["b@example.org"])]
+        assert ("the next hop refused the archive copy to <refused@example.org>: 554 5.7.1 "
+                "<refused@example.org>: Recipient address rejected: no such user") in stderr.decode()
+    else:
+        assert postfix.held() == [("a@example.org", ["archive@example.org", "b@example.org"])]
 
 
 def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
