@@ -73,7 +73,8 @@ def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # ty
 
 
 def write_maildir(folder: Path, data: bytes) -> Path:
-    """Maildir delivery: a unique name in tmp/, fsync, then rename into new/."""
+    """Maildir delivery: a unique name in tmp/, fsync, rename into new/, then fsync new/
+    itself, so that the name is on disk before the MTA, told 0, drops its own copy."""
     global _counter
     _counter += 1
     for sub in ("tmp", "new", "cur"):
@@ -92,6 +93,11 @@ def write_maildir(folder: Path, data: bytes) -> Path:
             os.close(fd)
         final = folder / "new" / name
         os.rename(temporary, final)
+        directory = os.open(folder / "new", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except OSError:
         temporary.unlink(missing_ok=True)  # nothing half-written is left in tmp/
         raise
