@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import AnyStr
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
@@ -107,8 +108,8 @@ class LimitedSMTP(SMTP):
 
         return call
 
-    async def push(self, status: str) -> None:
-        self._last_reply = status
+    async def push(self, status: AnyStr) -> None:
+        self._last_reply = status if isinstance(status, str) else status.decode("utf-8", "replace")
         await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
