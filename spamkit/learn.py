@@ -14,7 +14,6 @@ near error, docs/decisions/0012), in a content-derived shuffle of both labels.
 from __future__ import annotations
 
 import enum
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +30,7 @@ from spamkit.store.base import Label, PackedKeys, StoreWriter, TokenStore, pack_
 
 DEFAULT_BATCH_SIZE = 1000
 LOOKAHEAD = 64  # messages read ahead to ask the store about together (see _prepare_all)
+LOOKAHEAD_BYTES = 16 << 20  # and no more bytes than this, whatever the messages' size
 # `train`: learn a message unless Bayes is this sure of its label; score this many
 # against one committed state (both chosen by cross-validation, docs/decisions/0012)
 DEFAULT_TRAIN_MARGIN = 0.999
@@ -99,9 +99,10 @@ class _Pending:
 
     @property
     def byte_source(self) -> bytes:
-        """What the byte model learns from: the sample when kept, else the message (empty:
-        nothing to learn from)."""
-        return self.sample if self.sample is not None else self.item.data or b""
+        """What the byte model learns from: the message's sample (empty: nothing to learn
+        from), kept when its bytes were dropped (Learner._drop_bytes)."""
+        assert self.sample is not None, "the bytes were not dropped yet"
+        return self.sample
 
 
 CommitCallback = Callable[[list[tuple[SourceItem, Outcome]]], None]
@@ -155,6 +156,7 @@ class Learner:
         batch: list[_Pending] = []
         for item, pending in self._prepare_all(items, label, summary, by):
             if pending is not None:
+                self._drop_bytes(pending)
                 batch.append(pending)
             elif on_commit is not None and item.error is None:
                 on_commit([(item, Outcome.SKIPPED)])
@@ -176,7 +178,7 @@ class Learner:
         message); the store is asked before tokenizing, which a known message skips.
         """
         iterator = iter(items)
-        while chunk := list(itertools.islice(iterator, LOOKAHEAD)):
+        while chunk := _read_ahead(iterator):
             keys = [item.key if item.key is not None else
                     None if item.data is None else message_key(item.data) for item in chunk]
             learned = iter(self.store.learned_as_many([key for key in keys if key is not None]))
@@ -201,6 +203,14 @@ class Learner:
         sample = item.byte_sample if item.byte_sample is not None and self._model_reading() == READING \
             else None  # (a sample in another reading than the stored model's is no use)
         return _Pending(item, key, hashes, known, sample=sample)
+
+    def _drop_bytes(self, pending: _Pending) -> None:
+        """Keep what the byte model reads of the message (a sample is its own sample, so
+        it stands in for the message) and let the message's bytes go: a batch of a
+        thousand large messages would otherwise be held whole until it commits."""
+        if pending.sample is None:
+            pending.sample = byte_sample(pending.item.data or b"", self._model_reading())
+        pending.item = SourceItem(pending.item.name, None, path=pending.item.path)
 
     def _model_reading(self) -> Reading:
         """How the database's byte model reads a message (a new model: READING), asked
@@ -230,11 +240,9 @@ class Learner:
         summary = LearnSummary()
         queue: list[tuple[Label, _Pending]] = []
         for label, items in ((Label.SPAM, spam), (Label.HAM, ham)):
-            for item, pending in self._prepare_all(items, label, summary, by):
+            for _, pending in self._prepare_all(items, label, summary, by):
                 if pending is not None:  # keep the keys (packed) and the sample, drop the bytes
-                    if pending.sample is None:
-                        pending.sample = byte_sample(item.data or b"", self._model_reading())
-                    pending.item = SourceItem(item.name, None, path=item.path)
+                    self._drop_bytes(pending)
                     pending.packed, pending.hashes = pack_keys(pending.hashes), []
                     queue.append((label, pending))
                 if progress is not None:
@@ -417,3 +425,15 @@ def _apply(writer: StoreWriter, pending: _Pending, label: Label | None,
     writer.remember(pending.key, label)
     return (Outcome.LEARNED if previous is None else Outcome.RELEARNED), old_step
 
+
+def _read_ahead(iterator: Iterator[SourceItem]) -> list[SourceItem]:
+    """The next LOOKAHEAD items, fewer once they hold LOOKAHEAD_BYTES: what a batch keeps
+    of each message is its keys and sample, so these are the only whole messages held."""
+    chunk: list[SourceItem] = []
+    held = 0
+    for item in iterator:
+        chunk.append(item)
+        held += len(item.data or b"")
+        if len(chunk) >= LOOKAHEAD or held >= LOOKAHEAD_BYTES:
+            break
+    return chunk

@@ -19,6 +19,7 @@ import ssl
 import stat
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -34,7 +35,8 @@ from trainer.sweep import SweepOptions, SweepReport, UserReport
 from trainer.users import check_user_name
 
 SECURITY = ("none", "starttls", "tls")
-CHUNK = 100
+CHUNK = 100  # messages fetched at once
+FETCH_BYTES = 16 << 20  # and no more bytes than this (by RFC822.SIZE), past one message
 TIMEOUT = 60.0
 
 
@@ -149,9 +151,8 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
     if options.limit is not None:
         uids = uids[: options.limit]
     left_in_place = 0  # learned, but the server offers no way to remove only them
-    for start in range(0, len(uids), CHUNK):
-        chunk = uids[start:start + CHUNK]
-        items, by_name = _fetch(client, account, folder, chunk, options, user)
+    for group in _fetch_groups(client, account, folder, uids, options, user):
+        items, by_name = _fetch(client, account, folder, group, user)
         if options.dry_run:
             for item in items:
                 known = learner.store.learned_as(_key(item)) is label
@@ -186,18 +187,38 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
                              "others marked deleted (learn-only; remove them by hand)"))
 
 
-def _fetch(client: IMAPClient, account: ImapAccount, folder: str, chunk: list[int],
-           options: SweepOptions, user: UserReport) -> tuple[list[SourceItem], dict[str, int]]:
-    sizes = client.fetch(chunk, ["RFC822.SIZE"])
-    wanted = [uid for uid in chunk if sizes.get(uid, {}).get(b"RFC822.SIZE", 0) <= options.max_file_size]
-    for uid in chunk:
-        if uid not in wanted:
-            user.failed += 1
-            user.failures.append((f"{account.user}/{folder}/{uid}",
-                                  f"larger than {options.max_file_size} bytes; left in the folder"))
-    bodies = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+def _fetch_groups(client: IMAPClient, account: ImapAccount, folder: str, uids: list[int],
+                  options: SweepOptions, user: UserReport) -> Iterator[list[int]]:
+    """The UIDs to fetch, in groups of at most CHUNK messages and FETCH_BYTES (a single
+    larger message is a group of its own), so that a folder of large messages is never
+    held in memory at once. A message over the size cap is reported and left unread."""
+    for start in range(0, len(uids), CHUNK):
+        chunk = uids[start:start + CHUNK]
+        sizes = client.fetch(chunk, ["RFC822.SIZE"])
+        group: list[int] = []
+        held = 0
+        for uid in chunk:
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if size > options.max_file_size:
+                user.failed += 1
+                user.failures.append((f"{account.user}/{folder}/{uid}",
+                                      f"larger than {options.max_file_size} bytes; left in the folder"))
+                continue
+            if group and held + size > FETCH_BYTES:
+                yield group
+                group, held = [], 0
+            group.append(uid)
+            held += size
+        if group:
+            yield group
+
+
+def _fetch(client: IMAPClient, account: ImapAccount, folder: str, uids: list[int],
+           user: UserReport) -> tuple[list[SourceItem], dict[str, int]]:
+    """The messages, fetched with BODY.PEEK[] (their \\Seen flag is left alone)."""
+    bodies = client.fetch(uids, ["BODY.PEEK[]"])
     items, by_name = [], {}
-    for uid in wanted:
+    for uid in uids:
         data = bodies.get(uid, {}).get(b"BODY[]")
         name = f"{account.user}/{folder}/{uid}"
         if data is None:

@@ -9,6 +9,7 @@ report. A crash at any moment leaves every message either learned or still in pl
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from spamkit.errors import ConfigError, StoreError
@@ -141,19 +142,26 @@ def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Lea
     listed = [m for m in list_messages(folder, user.skipped) if not m.trashed]
     if options.limit is not None:
         listed = listed[: options.limit]
-    items = [read_message(m, options.max_file_size) for m in listed]
-    for item in items:
-        if item.data is None:
-            user.failed += 1
-            user.failures.append((item.name, item.error or "unreadable"))
-    readable = [item for item in items if item.data is not None]
+
+    def readable() -> Iterator[SourceItem]:
+        """The folder's messages read one at a time as learning takes them, so that a
+        folder of large messages is never held in memory at once."""
+        for message in listed:
+            item = read_message(message, options.max_file_size)
+            if item.data is None:
+                user.failed += 1
+                user.failures.append((item.name, item.error or "unreadable"))
+            else:
+                yield item
+
     if options.dry_run:
-        known = sum(1 for item in readable if learner.store.learned_as(_key(item)) is label)
-        user.known += known
-        if label is Label.SPAM:
-            user.spam_learned += len(readable) - known
-        else:
-            user.ham_learned += len(readable) - known
+        for item in readable():
+            if learner.store.learned_as(_key(item)) is label:
+                user.known += 1
+            elif label is Label.SPAM:
+                user.spam_learned += 1
+            else:
+                user.ham_learned += 1
         return
 
     def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
@@ -176,7 +184,7 @@ def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Lea
                 gone = delete(item.path)
             user.removed += gone
 
-    learner.learn(readable, label, on_commit=committed, by=f"trainer:{account.user}")
+    learner.learn(readable(), label, on_commit=committed, by=f"trainer:{account.user}")
 
 
 def _key(item: SourceItem) -> bytes:

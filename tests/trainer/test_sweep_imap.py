@@ -303,6 +303,27 @@ def test_a_message_over_the_size_cap_is_left_unread_and_the_rest_learned(
     assert "S" not in flags  # never fetched, so never marked read
 
 
+def test_a_folder_of_large_messages_is_fetched_in_bounded_memory(server: Dovecot, tmp_path: Path) -> None:
+    """Messages are fetched at most 16 MiB at a time (by RFC822.SIZE), not 100 at a time
+    whatever their size: 80 messages of 2 MB take no more memory than 20 do (within 40
+    MiB; before, 80 took about 350 MiB more)."""
+    from tests.peak_memory import run_measured
+    from tests.trainer.test_sweep_maildir import large_spam
+
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+    env = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
+    peaks = {}
+    for count in (20, 80):
+        server.clear()
+        server.fill("alice", "LearnAsSpam", large_spam(count, seed=count))
+        done, peaks[count] = run_measured([sys.executable, "-m", "spamkit", "learn", "--imap-accounts",
+                                           str(accounts), "--db", str(tmp_path / f"db{count}"), "--json"], env)
+        assert done.returncode == 0, done.stderr
+        user = json.loads(done.stdout)["users"][0]
+        assert user["spam_learned"] == user["removed"] == count
+    assert peaks[80] - peaks[20] < 40, peaks
+
+
 def test_starttls_with_certificate_checks(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     fill(server, split[0], per_folder=2)
