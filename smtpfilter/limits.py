@@ -22,9 +22,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import AnyStr
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
+from typing import AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP

@@ -97,7 +97,10 @@ class RelayPool:
             if code not in (250, 251):
                 log.warning("the next hop refused the archive copy to <%s>: %d %s", archive, code,
                             _text(message))
-        code, message = client.data(data)
+        try:
+            code, message = client.data(data)
+        except smtplib.SMTPDataError as error:  # DATA itself refused: nothing was sent
+            return self._abandon(client, f"{error.smtp_code} {_text(error.smtp_error)}")
         if code != 250:
             return f"{code} {_text(message)}"
         return "250 2.0.0 Ok: queued by next hop"

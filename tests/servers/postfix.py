@@ -58,9 +58,11 @@ class PostfixNextHop:
                        check=True, timeout=30)
 
 
-def start_postfix(refuse: dict[str, str]) -> Iterator[PostfixNextHop]:
+def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str] | None = None
+                  ) -> Iterator[PostfixNextHop]:
     """Postfix on a free loopback port that answers RCPT for each address in `refuse`
-    with the access(5) action given ("REJECT no such user", "DEFER_IF_PERMIT busy")."""
+    with the access(5) action given ("REJECT no such user", "DEFER_IF_PERMIT busy"), and
+    the DATA command of mail from each sender in `refuse_senders_at_data` likewise."""
     if shutil.which("postfix") is None:
         raise RuntimeError("Postfix is missing: install the Debian package `postfix` "
                            "(scripts/install-test-deps.sh does)")
@@ -72,6 +74,8 @@ def start_postfix(refuse: dict[str, str]) -> Iterator[PostfixNextHop]:
     shutil.chown(data, "postfix")
     port = free_port()
     (config / "access").write_text("".join(f"{address} {action}\n" for address, action in refuse.items()))
+    (config / "senders").write_text("".join(f"{address} {action}\n"
+                                            for address, action in (refuse_senders_at_data or {}).items()))
     (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}"))
     (config / "main.cf").write_text(f"""\
 compatibility_level = 3.6
@@ -87,6 +91,7 @@ relay_domains = example.org
 maillog_file_prefixes = {root}
 maillog_file = {root}/maillog
 smtpd_recipient_restrictions = check_recipient_access texthash:{config}/access, permit_mynetworks, reject
+smtpd_data_restrictions = check_sender_access texthash:{config}/senders
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
 default_transport = discard
 """)

@@ -298,7 +298,8 @@ def test_control_characters_are_refused_in_addresses_and_escaped_in_the_log(
 def postfix() -> Iterator[PostfixNextHop]:
     """A real Postfix as the next hop, refusing one recipient and deferring another."""
     yield from start_postfix({"refused@example.org": "REJECT no such user",
-                              "later@example.org": "DEFER_IF_PERMIT busy"})
+                              "later@example.org": "DEFER_IF_PERMIT busy"},
+                             {"nodata@example.org": "REJECT not from you"})
 
 
 def minutes(tmp_path: Path) -> Path:
@@ -327,6 +328,10 @@ def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(
                                    "Recipient address rejected: busy")):
             assert swaks(port, message, "a@example.org", recipients) == reply
             assert postfix.held() == []
+        # refused at the DATA command: the next hop's own reply, not a 451
+        assert swaks(port, message, "nodata@example.org", "b@example.org") == \
+            "554 5.7.1 <nodata@example.org>: Sender address rejected: not from you"
+        assert postfix.held() == []
         assert swaks(port, message, "a@example.org", "b@example.org,c@example.org").startswith("250")
         assert postfix.held() == [("a@example.org", ["b@example.org", "c@example.org"])]
         # the connection the refusals left open is still good for the next message
