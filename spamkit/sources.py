@@ -9,6 +9,7 @@ nothing outside the directories given is read (and a link to a parent cannot loo
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import stat
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 MAX_FILE_BYTES = 32 << 20  # larger files are reported, not read
 LINK_NOT_FOLLOWED = "a symbolic link: not followed inside a directory"
@@ -40,7 +42,7 @@ class SourceItem:
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:
     for path in paths:
         if path == "-":
-            yield from _split_if_mbox("-", sys.stdin.buffer.read(), None)
+            yield from _read_stdin(sys.stdin.buffer)
         else:
             yield from _iter_path(Path(path))
 
@@ -126,7 +128,8 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
             return
         if info.st_size > MAX_FILE_BYTES:
             if os.pread(fd, 5, 0) == b"From ":  # an mbox archive: a message at a time
-                yield from _stream_mbox(str(path), fd, path)
+                with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as stream:
+                    yield from _stream_mbox(str(path), stream, path)
             else:
                 yield SourceItem(str(path), None, _too_large(), path)
             return
@@ -165,23 +168,67 @@ def _split_if_mbox(name: str, data: bytes, path: Path | None) -> Iterator[Source
         yield SourceItem(f"{name}#{number}", _unquote_mbox(data[begin:end]))
 
 
-def _stream_mbox(name: str, fd: int, path: Path) -> Iterator[SourceItem]:
+def _read_stdin(stdin: BinaryIO) -> Iterator[SourceItem]:
+    """Standard input as a file is read: a message, or an mbox, whole up to
+    MAX_FILE_BYTES; a longer mbox a message at a time, anything else too large."""
+    head = _read_up_to(stdin, MAX_FILE_BYTES + 1)
+    if len(head) <= MAX_FILE_BYTES:
+        yield from _split_if_mbox("-", head, None)
+    elif head.startswith(b"From "):
+        stream = io.BufferedReader(_Prepended(head, stdin), 1 << 20)
+        del head  # (the stream lets it go as it is read)
+        yield from _stream_mbox("-", stream, None)
+    else:
+        yield SourceItem("-", None, _too_large())
+
+
+def _read_up_to(stream: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes, until end of input (a pipe's read may return less)."""
+    chunks: list[bytes] = []
+    while limit > 0 and (chunk := stream.read(min(limit, 1 << 20))):
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
+
+
+class _Prepended(io.RawIOBase):
+    """What was read already, then the rest of the stream: stdin cannot seek back."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:] if count < len(self._head) else memoryview(b"")
+            return count
+        chunk = self._rest.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def _stream_mbox(name: str, stream: BinaryIO | io.BufferedReader, path: Path | None
+                 ) -> Iterator[SourceItem]:
     """An mbox larger than MAX_FILE_BYTES (an archive of years of spam), split as it is
     read: memory holds one message, not the file. A message over MAX_FILE_BYTES is
     reported and skipped; so is a line that long, read in pieces."""
     number, lines, size = 0, list[bytes](), 0
-    with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as stream:
-        while line := stream.readline(MAX_FILE_BYTES + 1):
-            if line.startswith(b"From ") and _MBOX_FROM.match(line):
-                if number:
-                    yield _mbox_message(name, number, lines, size)
-                number, lines, size = number + 1, [line], len(line)
-                continue
-            size += len(line)
-            if size <= MAX_FILE_BYTES:
-                lines.append(line)
-            elif lines:
-                lines = []  # (too large: what it had is let go at once)
+    while line := stream.readline(MAX_FILE_BYTES + 1):
+        if line.startswith(b"From ") and _MBOX_FROM.match(line):
+            if number:
+                yield _mbox_message(name, number, lines, size)
+            number, lines, size = number + 1, [line], len(line)
+            continue
+        size += len(line)
+        if size <= MAX_FILE_BYTES:
+            lines.append(line)
+        elif lines:
+            lines = []  # (too large: what it had is let go at once)
     if number:
         yield _mbox_message(name, number, lines, size)
     else:  # no separator after all: one message, too large

@@ -121,3 +121,57 @@ def test_an_mbox_larger_than_the_file_cap_is_read_a_message_at_a_time(
     assert streamed[1] == (f"{tmp_path / 'box'}#2", None, "larger than 0 MiB")
     (tmp_path / "big").write_bytes(b"From nobody in particular\n" + b"y" * 5000)
     assert [(i.data, i.error) for i in iter_messages([str(tmp_path / "big")])] == [(None, "larger than 0 MiB")]
+
+
+class _Stdin:
+    """What iter_messages reads for "-": standard input's bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self.buffer = io.BufferedReader(io.BytesIO(data), 7)  # (small reads, as from a pipe)
+
+
+def test_stdin_is_read_as_a_file_is_and_a_long_mbox_a_message_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-` (a message or an mbox piped in) was read whole, however long. It is now read
+    as a file: whole up to MAX_FILE_BYTES, a longer mbox split as it streams in (the
+    same messages as when it is read whole), anything else longer reported too large."""
+    messages = [b"Subject: one\n\nbody\n>From the start\n", b"Subject: two\n\n" + b"x" * 5000 + b"\n",
+                b"Subject: three\n\nlast\n"]
+    mbox = b"".join(b"From a@example.com Mon Sep  9 12:21:16 2002\n" + m for m in messages)
+    monkeypatch.setattr("sys.stdin", _Stdin(mbox))
+    whole = [(i.name, i.data, i.error) for i in iter_messages(["-"])]
+    assert [name for name, _, _ in whole] == ["-#1", "-#2", "-#3"]
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 4096)
+    monkeypatch.setattr("sys.stdin", _Stdin(mbox))
+    streamed = [(i.name, i.data, i.error) for i in iter_messages(["-"])]
+    assert streamed[0] == whole[0] and streamed[2] == whole[2]
+    assert streamed[1] == ("-#2", None, "larger than 0 MiB")
+    monkeypatch.setattr("sys.stdin", _Stdin(MESSAGE))
+    assert [(i.name, i.data) for i in iter_messages(["-"])] == [("-", MESSAGE)]
+    monkeypatch.setattr("sys.stdin", _Stdin(MESSAGE + b"y" * 5000))
+    assert [(i.data, i.error) for i in iter_messages(["-"])] == [(None, "larger than 0 MiB")]
+
+
+def test_a_long_mbox_on_stdin_is_learned_in_bounded_memory(tmp_path: Path) -> None:
+    """An mbox of 80 messages of 2 MB piped to `spamkit learn --spam -` peaks within 30
+    MiB of one of 20 (before, stdin was read whole: 120 MiB more)."""
+    import sys
+
+    from tests.peak_memory import run_measured
+    from tests.trainer.test_sweep_maildir import large_spam
+
+    env = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
+    peaks = {}
+    for count in (20, 80):
+        box = tmp_path / f"box{count}"
+        with open(box, "wb") as out:
+            for data in large_spam(count, seed=count):
+                out.write(b"From spam@example.net Mon Sep  9 12:21:16 2002\n" + data + b"\n")
+        done, peaks[count] = run_measured(["sh", "-c", f"{sys.executable} -m spamkit learn --spam - "
+                                           f"--db {tmp_path / f'db{count}'} --json < {box}"], env)
+        assert done.returncode == 0, done.stderr
+        assert '"learned": %d,' % count in done.stdout
+    assert peaks[80] - peaks[20] < 30, peaks
+
