@@ -271,14 +271,16 @@ def _key(item: SourceItem) -> bytes:
 
 
 def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """{name: (messages, unseen)} by STATUS, for `spamkit stats` over IMAP."""
+    """{name: (messages, unseen)}, for `spamkit stats` over IMAP. A message flagged
+    \\Deleted is not counted: the sweep leaves it, as the Maildir counts do (STATUS
+    would count it), so the folder is examined (read-only) and searched."""
     client = connect(account)
     try:
         out = {}
         for name, folder in folders.items():
             if client.folder_exists(folder):
-                status = client.folder_status(folder, [b"MESSAGES", b"UNSEEN"])
-                out[name] = (int(status[b"MESSAGES"]), int(status[b"UNSEEN"]))
+                client.select_folder(folder, readonly=True)
+                out[name] = (len(client.search("UNDELETED")), len(client.search(["UNSEEN", "UNDELETED"])))
             else:
                 out[name] = (0, 0)
         return out

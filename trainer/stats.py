@@ -39,9 +39,12 @@ def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
     out = []
     for account in accounts:
         stats = UserStats(account.user)
-        stats.learn_as_spam = sum(1 for _ in list_messages(folder_path(account.maildir, spam_folder)))
-        stats.learn_as_ham = sum(1 for _ in list_messages(folder_path(account.maildir, ham_folder)))
+        # a message flagged deleted (T) is on its way out, and the sweep leaves it: not counted
+        stats.learn_as_spam = sum(not m.trashed for m in list_messages(folder_path(account.maildir, spam_folder)))
+        stats.learn_as_ham = sum(not m.trashed for m in list_messages(folder_path(account.maildir, ham_folder)))
         for message in list_messages(folder_path(account.maildir, junk_folder)):
+            if message.trashed:
+                continue
             if message.seen:
                 stats.junk_read += 1
             else:

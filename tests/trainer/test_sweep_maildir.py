@@ -163,6 +163,9 @@ def test_a_message_flagged_deleted_was_withdrawn_and_is_left_alone(root: Path, t
     first = sorted(folder_files(root, "alice", "LearnAsSpam"))[0]
     withdrawn = cur / (first.name.split(":", 1)[0] + ":2,ST")
     first.rename(withdrawn)
+    waiting = json.loads(spamkit("stats", "--maildirs", f"{root}/{{user}}/Maildir", "--user", "alice",
+                                 "--json").stdout)
+    assert waiting["users"][0]["LearnAsSpam"] == 14  # what the sweep will learn
     report = json.loads(spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--user", "alice",
                                 "--db", str(tmp_path / "db"), "--json").stdout)
     assert report["users"][0]["spam_learned"] == 14 and report["users"][0]["failed"] == 0
