@@ -106,7 +106,15 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     handler.scan_budget = scanner.config["ScanBudget"]
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
+    waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
+    if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
+        log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
     return scanner
+
+
+# settings `serve` applies once, when it starts: a reload reads them but cannot apply them
+SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
+                "SmtpMaxMessageSize", "TlsCertificate", "TlsKey", "MetricsListen", "UseBayes")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:

@@ -537,7 +537,7 @@ def test_sighup_reads_the_configuration_again_and_a_broken_one_changes_nothing(
         tmp_path: Path, trained_db: Path, sink: Sink, readable_config_dir: Path) -> None:
     """`systemctl reload` (SIGHUP) as SME's `signal-event email-update`: a new BadMailFrom
     entry refuses the next message without a restart; a typo is logged with its line and
-    the configuration in force stays."""
+    the configuration in force stays. A setting applied only at start is named as such."""
     config = readable_config_dir / "spamkit.toml"
     config.write_text('SmtpFilters = ["badmailfrom"]\nBadMailFrom = []\n')
     config.chmod(0o644)
@@ -545,7 +545,8 @@ def test_sighup_reads_the_configuration_again_and_a_broken_one_changes_nothing(
     message = write(tmp_path, b"From: x@pest.example\r\nSubject: hi\r\n\r\nhello\r\n")
     try:
         assert swaks(port, message, "x@pest.example").startswith("250")
-        config.write_text('SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@pest.example"]\n')
+        config.write_text('SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@pest.example"]\n'
+                          'SmtpMaxMessageSize = 1000000\n')
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while swaks(port, message, "x@pest.example").startswith("250"):
@@ -562,4 +563,5 @@ def test_sighup_reads_the_configuration_again_and_a_broken_one_changes_nothing(
     log = stderr.decode()
     assert code == 0
     assert "reload: configuration, rules" in log and "badmailfrom" in log
-    assert f"{config}:3" in log and "the configuration read at the last good start" in log
+    assert "reload: SmtpMaxMessageSize changed, which takes effect only when serve restarts" in log
+    assert f"{config}:4" in log and "the configuration read at the last good start" in log
