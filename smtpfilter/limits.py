@@ -82,6 +82,8 @@ class LimitedSMTP(SMTP):
         self._client: str | None = None
         self._calls: Counter[str] = Counter()  # commands since the last delivered message
         self._last_reply = ""
+        self._receiving = False  # DATA under way: the message's own bytes keep the session
+        self.working = False  # the handler is working on a message: the client waits for us
         self._smtp_methods = {name: self._budgeted(name, method)
                               for name, method in self._smtp_methods.items()}
 
@@ -102,11 +104,34 @@ class LimitedSMTP(SMTP):
                     self.transport.close()
                 return
             self._calls[command] += 1
-            await method(arg)
+            self._receiving = command == "DATA"
+            try:
+                await method(arg)
+            finally:
+                self._receiving = False
             if command == "DATA" and self._last_reply.startswith("250"):
                 self._calls.clear()
 
         return call
+
+    def data_received(self, data: bytes) -> None:
+        """aiosmtpd times the whole of DATA from the command on, so a message that takes
+        longer than the timeout to arrive (15 MB over a slow link) was cut off however
+        steadily it came. Now, as Postfix's smtpd_timeout, the timeout is the longest wait
+        for the client's next bytes."""
+        super().data_received(data)
+        if self._receiving:
+            self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        """A client that went quiet hears 421 4.4.2 before the session closes (RFC 5321
+        4.5.3.2); a client waiting while the handler works on its message is not quiet."""
+        if self.working:
+            self._reset_timeout()
+            return
+        if self.transport is not None:
+            self.transport.write(b"421 4.4.2 Timeout exceeded, closing the session\r\n")  # type: ignore[attr-defined]
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def push(self, status: AnyStr) -> None:
         self._last_reply = status if isinstance(status, str) else status.decode("utf-8", "replace")

@@ -168,9 +168,11 @@ class FilterHandler:
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         self.in_flight += 1
+        server.working = True  # (LimitedSMTP: its timeout does not run while we work)
         try:
             return await self._data(session, envelope)
         finally:
+            server.working = False
             self.in_flight -= 1
 
     async def _data(self, session, envelope) -> str:  # type: ignore[no-untyped-def]

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from smtpfilter.server import FilterHandler
     from spamkit.store.base import TokenStore
 
-COMMAND_TIMEOUT = 60  # seconds; below Postfix's 100 s proxy timeout
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -114,7 +113,8 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
 
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
 SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
-                "SmtpMaxMessageSize", "TlsCertificate", "TlsKey", "MetricsListen", "UseBayes")
+                "SmtpMaxMessageSize", "SmtpTimeout", "TlsCertificate", "TlsKey", "MetricsListen",
+                "UseBayes")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -196,7 +196,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
     controller = LimitedController(handler, limits, hostname=host, port=port,
-                                   data_size_limit=config["SmtpMaxMessageSize"], timeout=COMMAND_TIMEOUT,
+                                   data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
                                    # the greeting's name, looked up once (aiosmtpd would call
                                    # getfqdn for every connection)

@@ -521,6 +521,47 @@ def test_checks_over_the_scan_budget_give_451_and_nothing_relayed(sink: Sink, tm
         controller.stop()
 
 
+def test_the_timeout_is_a_wait_for_the_client_not_a_limit_on_a_message(sink: Sink) -> None:
+    """Checklist item 7's timeout, at one second. A client that goes quiet hears 421 4.4.2
+    and is disconnected. A message that takes three seconds to arrive, a line every 0.4 s,
+    is taken (aiosmtpd timed all of DATA from the command on, so it was cut off: a large
+    message over a slow link never got through). Nor does the timeout run while the
+    checks work on a message for two seconds."""
+    import socket
+
+    from smtpfilter.limits import LimitedController, SessionLimits
+
+    port = free_port()
+    handler = FilterHandler(FilterChain([Slow(2.0)]), ("127.0.0.1", sink.port), scan_budget=10.0)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port, timeout=1.0)
+    controller.start()
+    try:
+        quiet = socket.create_connection(("127.0.0.1", port), timeout=10)
+        replies = quiet.makefile("rb")
+        replies.readline()
+        started = time.monotonic()
+        assert replies.readline() == b"421 4.4.2 Timeout exceeded, closing the session\r\n"
+        assert replies.readline() == b""  # closed
+        assert 0.9 < time.monotonic() - started < 5
+        quiet.close()
+
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(b"HELO test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert [replies.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        client.sendall(b"From: a@example.org\r\nSubject: slow\r\n\r\n")
+        for number in range(8):
+            time.sleep(0.4)
+            client.sendall(b"line %d\r\n" % number)
+        client.sendall(b".\r\n")
+        assert replies.readline().startswith(b"250")
+        client.close()
+        assert len(sink.messages()) == 1
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def readable_config_dir() -> Iterator[Path]:
     """A directory the user serve becomes (nobody, under root) can read: as /etc/spamkit
