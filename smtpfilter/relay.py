@@ -65,23 +65,31 @@ class RelayPool:
             except OSError:
                 pass
 
-    def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "") -> str:
-        """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it."""
+    def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "",
+             smtputf8: bool = False) -> str:
+        """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it; with
+        `smtputf8` (the client asked for it), as SMTPUTF8 mail where the next hop takes it."""
         try:
             client = self._client()
         except (smtplib.SMTPException, OSError):
             return UNAVAILABLE
         try:
-            return self._transaction(client, mail_from, rcpt_tos, data, archive)
+            return self._transaction(client, mail_from, rcpt_tos, data, archive, smtputf8)
         except (smtplib.SMTPException, OSError, socket.timeout):
             self._drop()
             return UNAVAILABLE
 
     def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes,
-                     archive: str) -> str:
+                     archive: str, smtputf8: bool) -> str:
         """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
         client.ehlo_or_helo_if_needed()
         options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+        if not all(address.isascii() for address in (mail_from, *rcpt_tos)):
+            if not client.has_extn("smtputf8"):  # (RFC 6531 3.2: the message cannot go on)
+                return "553 5.6.7 The next hop does not take internationalized addresses (SMTPUTF8)"
+            options.append("SMTPUTF8")
+        elif smtputf8 and client.has_extn("smtputf8"):
+            options.append("SMTPUTF8")  # (UTF-8 in the headers only: it goes on as 8-bit data without)
         code, message = client.mail(mail_from, options)
         if code != 250:
             return self._abandon(client, f"{code} {_text(message)}")

@@ -195,8 +195,9 @@ class FilterHandler:
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
+                smtputf8 = any(option.upper() == "SMTPUTF8" for option in envelope.mail_options)
                 reply = await loop.run_in_executor(None, self.relay.send, tx.mail_from,
-                                                   tx.rcpt_tos, tx.data, self.bcc)
+                                                   tx.rcpt_tos, tx.data, self.bcc, smtputf8)
                 deciding = "relay"
         except Exception:
             log.exception("DATA failed")

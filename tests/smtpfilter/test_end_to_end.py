@@ -341,6 +341,44 @@ def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(
         assert stop_serve(process)[0] == 0
 
 
+def test_internationalized_addresses_go_on_as_smtputf8_or_are_refused_for_good(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, sink: Sink) -> None:
+    """serve offers SMTPUTF8 (RFC 6531), but the relay wrote every command in ASCII: mail
+    from or to a non-ASCII address heard 451 at each try (a UnicodeEncodeError) and was
+    never delivered. It now goes on as SMTPUTF8 mail to a next hop that takes it (Postfix),
+    and to one that does not (smtp-sink) the sender hears 553 5.6.7, once."""
+    import socket
+
+    def send(port: int, sender: str, recipient: str) -> bytes:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(f"EHLO test\r\nMAIL FROM:<{sender}> SMTPUTF8\r\nRCPT TO:<{recipient}>\r\n"
+                       "DATA\r\n".encode())
+        while replies.readline()[3:4] == b"-":  # the EHLO reply
+            pass
+        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.sendall(f"From: {sender}\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+                       "Subject: γεια σας\r\n\r\nκαλημέρα\r\n.\r\n".encode())
+        reply = replies.readline()
+        client.close()
+        return reply
+
+    postfix.clear()
+    for next_hop, reply in ((postfix.port, b"250 2.0.0 Ok: queued by next hop\r\n"),
+                            (sink.port, b"553 5.6.7 The next hop does not take internationalized "
+                                        b"addresses (SMTPUTF8)\r\n")):
+        process, port = start_serve(next_hop, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+        try:
+            assert send(port, "δοκιμή@παράδειγμα.δοκιμή", "b@example.org") == reply
+            assert send(port, "a@example.org", "χρήστης@example.org") == reply
+        finally:
+            assert stop_serve(process)[0] == 0
+    assert sorted(postfix.held()) == [("a@example.org", ["χρήστης@example.org"]),
+                                      ("δοκιμή@παράδειγμα.δοκιμή", ["b@example.org"])]
+    assert sink.messages() == []
+
+
 @pytest.mark.parametrize("archive", ["archive@example.org", "refused@example.org"])
 def test_the_archive_copy_goes_with_the_message_and_its_refusal_stops_nothing(
         tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, archive: str) -> None:
