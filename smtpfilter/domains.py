@@ -15,6 +15,19 @@ from spamkit.tokenizer.urls import registrable_domain
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 
 
+def ascii_domain(domain: str) -> str:
+    """A domain as DNS carries it: lower case, no trailing dot, an international one in
+    its IDNA form (xn--...; RFC 8616: SPF, DKIM and DMARC work on these). One that IDNA
+    cannot encode is left as it is, and its lookups find nothing."""
+    domain = domain.strip().lower().rstrip(".")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return domain
+
+
 def organizational_domain(domain: str) -> str:
     """The registered domain (example.co.uk for mail.example.co.uk) by the Public Suffix
     List when Debian's publicsuffix package is installed, else by a heuristic."""

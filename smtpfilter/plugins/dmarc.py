@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 
 from smtpfilter.dmarcreports import Observation, ReportStore
 from smtpfilter.dns import DnsClient, Outcome
-from smtpfilter.domains import organizational_domain
+from smtpfilter.domains import ascii_domain, organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.plugins import authres
 from smtpfilter.plugins.dns import LocalClients
@@ -178,17 +178,19 @@ def aligned(domain: str, author: str, mode: str) -> bool:
 def author_domain(message: bytes) -> str | None:
     """The From header's domain when the message has exactly one From field whose
     addresses all share one domain; None otherwise (RFC 7489 6.6.1)."""
-    head = message.split(b"\r\n\r\n", 1)[0][:100_000]
+    # (as UTF-8, RFC 6532: compat32 would hand 8-bit bytes over as U+FFFD)
+    head = message.split(b"\r\n\r\n", 1)[0][:100_000].decode("utf-8", "surrogateescape")
     try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+        headers = HeaderParser(policy=compat32).parsestr(head + "\r\n\r\n")
         values = headers.get_all("from") or []
         if len(values) != 1:
             return None
-        domains = {address.rpartition("@")[2].lower().strip().rstrip(".")
+        domains = {ascii_domain(address.rpartition("@")[2])
                    for _name, address in getaddresses([str(values[0])]) if "@" in address}
     except Exception:  # the standard library on a header it cannot take: no author domain
         return None
     if len(domains) != 1:
         return None
     domain = domains.pop()
-    return domain if domain and " " not in domain else None
+    return domain if domain and domain.isascii() and " " not in domain else None
+

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 
 from smtpfilter.dns import Answer, DnsClient, Outcome, reverse_name, reversed_address
+from smtpfilter.domains import ascii_domain
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.networks import Networks
 from smtpfilter.plugins.envelope import Helo
@@ -70,14 +71,9 @@ def _local_part(address: str) -> str:
 
 
 def _domain(address: str) -> str:
-    """The sender's domain, in its ASCII (IDNA) form when it is international."""
-    domain = address.strip("<>").rpartition("@")[2].lower().rstrip(".")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass  # left as it is: _is_host_name refuses it
-    return domain
+    """The sender's domain, in its ASCII (IDNA) form when it is international (one IDNA
+    cannot encode is left as it is: _is_host_name refuses it)."""
+    return ascii_domain(address.strip("<>").rpartition("@")[2])
 
 
 class _ListCheck(Filter):

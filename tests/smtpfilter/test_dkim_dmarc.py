@@ -36,6 +36,7 @@ from tests.smtpfilter.conftest import STRANGER, dead_server
 from tests.smtpfilter.conftest import settings as dns_settings
 
 RULES = [Path("/usr/share/spamassassin/25_dkim.cf"), Path("/usr/share/spamassassin/25_dmarc.cf")]
+IDN, IDN_TLD = "xn--hxajbheg2az3al.xn--jxalpdlp", "xn--jxalpdlp"  # παράδειγμα.δοκιμή, as DNS has it
 CHAIN = 'SmtpFilters = ["spf", "dkim", "dmarc"]\n'
 
 
@@ -63,8 +64,11 @@ def dns(key: tuple[bytes, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
                            'mailto:x@elsewhere.test"\n')
     chunks = ",".join(["v=DKIM1; k=rsa; p=" + public[:200], *(public[i:i + 250] for i in range(200, len(public), 250))])
     yield from start_dnsmasq(["example.com", "example.net", "example.org", "reports.test",
-                              "elsewhere.test"], [
+                              "elsewhere.test", IDN_TLD], [
         f"--txt-record=sel._domainkey.example.com,{chunks}",
+        f"--txt-record={IDN},v=spf1 ip4:127.0.0.1 -all",
+        f"--txt-record=_dmarc.{IDN},v=DMARC1; p=reject",
+        "--txt-record=xn--jxalpdlp.example.net,v=spf1 -all",  # δοκιμή.example.net
         f"--conf-file={with_commas}",
         "--txt-record=example.com._report._dmarc.reports.test,v=DMARC1",
         "--txt-record=example.com,v=spf1 -all",  # the test client fails SPF for example.com
@@ -153,6 +157,38 @@ def test_dmarc_reject_refuses_failures_of_a_reject_policy(filter_server, sink: S
         "550 5.7.1 Rejected by the DMARC policy of example.com")
     assert send(message("a@sub.example.net", "sub"), sender="a@sub.example.net").startswith("250")
     assert len(sink.messages()) == 2
+
+
+def test_international_domains_are_checked_in_their_dns_form(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                               dns: DnsServer) -> None:
+    """RFC 8616: SPF and DMARC work on a domain's A-labels. The From header's domain in
+    UTF-8 was read as undecoded bytes, so DMARC looked up a name DNS cannot carry and a
+    reject policy of παράδειγμα.δοκιμή was never applied. (SPF of a UTF-8 envelope
+    domain was already looked up by its A-labels: dnspython encodes the name.)"""
+    import socket
+
+    send = filter_server(STRANGER + dns_settings(dns, CHAIN, "DmarcReject = true\nSpfRejectFail = true"))
+    author = "From: a@παράδειγμα.δοκιμή\r\nTo: b@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+    aligned = (author + "Subject: aligned\r\nMessage-ID: <idn@example.test>\r\n\r\nThe body.\r\n").encode()
+    assert send(aligned, sender=f"a@{IDN}").startswith("250")  # SPF passes for the author domain
+    [delivered] = sink.messages_as_sent()
+    assert authentication_results(delivered)[0].split(b"; ", 1)[1].startswith(
+        f"dmarc=pass header.from={IDN} policy.dmarc=reject".encode())
+    assert send(aligned, sender="a@example.org").startswith(  # neither SPF nor DKIM aligned
+        f"550 5.7.1 Rejected by the DMARC policy of {IDN}")
+
+    client = socket.create_connection(("127.0.0.1", send.port), timeout=30)
+    replies = client.makefile("rb")
+    replies.readline()
+    client.sendall("EHLO client.example.org\r\nMAIL FROM:<a@δοκιμή.example.net> SMTPUTF8\r\n"
+                   "RCPT TO:<b@example.org>\r\nDATA\r\n".encode())
+    while replies.readline()[3:4] == b"-":  # the EHLO reply
+        pass
+    assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+    client.sendall(b"From: a@example.net\r\nSubject: spf\r\n\r\nbody\r\n.\r\n")
+    assert replies.readline().startswith(b"550 5.7.23 SPF validation failed")  # -all, found
+    client.close()
+    assert len(sink.messages()) == 1
 
 
 def test_dns_that_does_not_answer_is_a_temperror(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
