@@ -10,7 +10,9 @@ after the chunk is committed remove exactly the learned UIDs: UID EXPUNGE where 
 server has UIDPLUS, else MOVE to Trash, else nothing (learn-only, reported). A plain
 EXPUNGE, which would also remove messages someone else marked deleted, is never sent. If
 the folder's UIDVALIDITY changed meanwhile, nothing is removed and the folder waits for
-the next run, which finds those messages known and removes them.
+the next run, which finds those messages known and removes them. A run cut off between
+flagging its learned messages \\Deleted and expunging them is finished by the next:
+flagged messages learned with the folder's label are expunged by UID then.
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
     if not client.folder_exists(folder):
         return
     validity = client.select_folder(folder, readonly=options.dry_run)[b"UIDVALIDITY"]
+    if not options.dry_run:
+        _finish_removal(client, account, folder, label, learner, validity, options, user)
     uids = sorted(client.search("UNDELETED"))  # flagged \Deleted: withdrawn by the user
     if options.limit is not None:
         uids = uids[: options.limit]
@@ -187,11 +191,28 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
                              "others marked deleted (learn-only; remove them by hand)"))
 
 
+def _finish_removal(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
+                    learner: Learner, validity: int, options: SweepOptions, user: UserReport) -> None:
+    """Remove what an earlier sweep learned and flagged \\Deleted but could not expunge
+    (its connection dropped in between). Of the messages flagged \\Deleted, only those
+    learned with this folder's label are ours: one its user took back before it was
+    learned is left for the user's own expunge."""
+    flagged = sorted(client.search("DELETED"))
+    ours: list[int] = []
+    for group in _fetch_groups(client, account, folder, flagged, options, None):
+        items, by_name = _fetch(client, account, folder, group, None)
+        known = learner.store.learned_as_many([_key(item) for item in items])
+        ours += [by_name[item.name] for item, learned in zip(items, known) if learned is label]
+    if ours and _remove(client, account, folder, validity, ours) is _Removal.DONE:
+        user.removed += len(ours)
+
+
 def _fetch_groups(client: IMAPClient, account: ImapAccount, folder: str, uids: list[int],
-                  options: SweepOptions, user: UserReport) -> Iterator[list[int]]:
+                  options: SweepOptions, user: UserReport | None) -> Iterator[list[int]]:
     """The UIDs to fetch, in groups of at most CHUNK messages and FETCH_BYTES (a single
     larger message is a group of its own), so that a folder of large messages is never
-    held in memory at once. A message over the size cap is reported and left unread."""
+    held in memory at once. A message over the size cap is left unread (and reported, to
+    `user`)."""
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start:start + CHUNK]
         sizes = client.fetch(chunk, ["RFC822.SIZE"])
@@ -200,9 +221,10 @@ def _fetch_groups(client: IMAPClient, account: ImapAccount, folder: str, uids: l
         for uid in chunk:
             size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
             if size > options.max_file_size:
-                user.failed += 1
-                user.failures.append((f"{account.user}/{folder}/{uid}",
-                                      f"larger than {options.max_file_size} bytes; left in the folder"))
+                if user is not None:
+                    user.failed += 1
+                    user.failures.append((f"{account.user}/{folder}/{uid}",
+                                          f"larger than {options.max_file_size} bytes; left in the folder"))
                 continue
             if group and held + size > FETCH_BYTES:
                 yield group
@@ -214,16 +236,18 @@ def _fetch_groups(client: IMAPClient, account: ImapAccount, folder: str, uids: l
 
 
 def _fetch(client: IMAPClient, account: ImapAccount, folder: str, uids: list[int],
-           user: UserReport) -> tuple[list[SourceItem], dict[str, int]]:
-    """The messages, fetched with BODY.PEEK[] (their \\Seen flag is left alone)."""
+           user: UserReport | None) -> tuple[list[SourceItem], dict[str, int]]:
+    """The messages, fetched with BODY.PEEK[] (their \\Seen flag is left alone); one the
+    server sends no body for is left out (and reported, to `user`)."""
     bodies = client.fetch(uids, ["BODY.PEEK[]"])
     items, by_name = [], {}
     for uid in uids:
         data = bodies.get(uid, {}).get(b"BODY[]")
         name = f"{account.user}/{folder}/{uid}"
         if data is None:
-            user.failed += 1
-            user.failures.append((name, "the server sent no body (expunged meanwhile?)"))
+            if user is not None:
+                user.failed += 1
+                user.failures.append((name, "the server sent no body (expunged meanwhile?)"))
             continue
         items.append(SourceItem(name, bytes(data)))
         by_name[name] = uid

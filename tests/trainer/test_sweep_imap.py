@@ -243,6 +243,43 @@ def test_only_learned_uids_are_removed_whatever_the_server_offers(
         assert store.totals().nspam == 3
 
 
+def test_a_sweep_cut_off_between_flagging_and_expunging_is_finished_by_the_next(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checklist item 37: the connection drops after the learned messages were flagged
+    \\Deleted and before UID EXPUNGE. The next sweep expunges them, by UID, because they
+    are learned with the folder's label; a message another client flagged, never
+    learned, is still left alone."""
+    from imapclient import IMAPClient
+
+    from spamkit.learn import Learner
+    from trainer.imap import imap_sweep, load_accounts
+    from trainer.sweep import SweepOptions
+
+    spam = [m.data for m in split[0] if m.label == "spam"][:4]
+    server.fill("alice", "LearnAsSpam", spam)
+    flagged, withdrawn = mark_deleted_by_another_client(server, "alice", "LearnAsSpam", "127.0.0.1")
+    accounts_file = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+
+    def dropped(self: IMAPClient, messages: object = None) -> None:
+        raise OSError("connection reset by peer")
+
+    with monkeypatch.context() as patched, LmdbStore(tmp_path / "db") as store:
+        patched.setattr(IMAPClient, "uid_expunge", dropped)
+        cut_off = imap_sweep(load_accounts(accounts_file), Learner(store), SweepOptions())
+    assert cut_off.users[0].spam_learned == 3 and cut_off.users[0].removed == 0
+    assert "connection lost" in cut_off.users[0].failures[0][1]
+    assert len(uids_on_server(server, "alice", "LearnAsSpam")) == 4  # 3 of ours flagged, not gone
+
+    rerun = json.loads(spamkit("learn", "--imap-accounts", str(accounts_file), "--db", str(tmp_path / "db"),
+                               "--json").stdout)["users"][0]
+    assert (rerun["spam_learned"], rerun["known"], rerun["removed"], rerun["failed"]) == (0, 0, 3, 0)
+    assert uids_on_server(server, "alice", "LearnAsSpam") == [flagged]
+    with LmdbStore(tmp_path / "db") as store:
+        assert store.totals().nspam == 3
+        assert message_key(withdrawn) not in {m.key for m in store.seen_records()}
+
+
 def test_a_uidvalidity_change_mid_sweep_removes_nothing_and_the_next_sweep_finishes(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """Checklist item 36. When the folder's UIDVALIDITY changes between fetching and
