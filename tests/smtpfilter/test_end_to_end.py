@@ -499,7 +499,8 @@ def test_serve_runs_as_the_user_it_is_given_never_as_root(tmp_path: Path, traine
                                                          sink: Sink,
                                                          split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """Reliability checklist 39: started as root it refuses unless given --user; with it,
-    it opens its databases and port as root, then runs as that user, and mail flows."""
+    it opens its databases and port as root, then runs as that user before it serves any
+    session: by the time a client has its greeting, the process is that user's."""
     refused = subprocess.run([sys.executable, "-m", "spamkit", "serve", "--listen",
                               f"127.0.0.1:{free_port()}", "--db", str(trained_db)],
                              capture_output=True, text=True, timeout=60)
@@ -509,7 +510,11 @@ def test_serve_runs_as_the_user_it_is_given_never_as_root(tmp_path: Path, traine
     process, port = start_serve(sink.port, db, tmp_path / "none.toml", "--user", "nobody",
                                 "--autolearn")
     try:
-        status = Path(f"/proc/{process.pid}/status").read_text()
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            assert client.recv(1024).startswith(b"220")  # (the port answered before: it is bound)
+            status = Path(f"/proc/{process.pid}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
         assert set(uids) == {str(pwd.getpwnam("nobody").pw_uid)}, uids  # real, effective, saved, fs
         ham = next(m for m in split[1] if m.label == "ham")
