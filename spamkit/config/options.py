@@ -182,9 +182,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("GreylistAction", str, "denysoft", "What the greylist filter does with a triplet "
            "that must wait: denysoft (450 at RCPT) or log (only logs it, to see what it "
            "would do).", choices=("denysoft", "log"), group="smtp"),
-    Option("SmtpTimeout", float, 60.0, "Seconds `serve` waits for a client's next command "
-           "(or line of DATA) before closing the session: an idle or trickling client "
-           "(slowloris) holds a session no longer. Read at start.", minimum=1, maximum=3600,
+    Option("SmtpTimeout", float, 60.0, "Seconds `serve` waits for a client's next command, "
+           "or for more of a message during DATA, before it closes the session with 421: an "
+           "idle client holds a session no longer. Read at start.", minimum=1, maximum=3600,
            group="smtp"),
     Option("ScanBudget", float, 30.0, "Seconds `serve` gives the DATA checks of one message "
            "(DNS lists, SPF, DKIM, the score); past it the client gets 451 and nothing is "
