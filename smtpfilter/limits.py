@@ -27,7 +27,7 @@ from email.errors import HeaderParseError
 from typing import AnyStr
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
 from smtpfilter.networks import Networks
 
@@ -104,15 +104,21 @@ class LimitedSMTP(SMTP):
                     self.transport.close()
                 return
             self._calls[command] += 1
-            self._receiving = command == "DATA"
-            try:
-                await method(arg)
-            finally:
-                self._receiving = False
-            if command == "DATA" and self._last_reply.startswith("250"):
-                self._calls.clear()
+            await method(arg)
 
         return call
+
+    @syntax("DATA")  # (what HELP shows, as on aiosmtpd's own)
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the message's own bytes keeping the session alive while
+        they come (data_received); a delivered message starts every budget afresh."""
+        self._receiving = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._receiving = False
+        if self._last_reply.startswith("250"):
+            self._calls.clear()
 
     def data_received(self, data: bytes) -> None:
         """aiosmtpd times the whole of DATA from the command on, so a message that takes

@@ -9,12 +9,13 @@ nothing outside the directories given is read (and a link to a parent cannot loo
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -133,7 +134,7 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
             else:
                 yield SourceItem(str(path), None, _too_large(), path)
             return
-        data = _read_all(fd, info.st_size + 1)  # one byte more, in case the file grew
+        data = _read_all(functools.partial(os.read, fd), info.st_size + 1)  # (+1: in case it grew)
     except OSError as error:
         yield SourceItem(str(path), None, _reason(error), path)
         return
@@ -142,13 +143,11 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
     yield from _split_if_mbox(str(path), data, path)
 
 
-def _read_all(fd: int, limit: int) -> bytes:
-    """Up to `limit` bytes, until end of file (a read may return less than asked)."""
+def _read_all(read: Callable[[int], bytes], limit: int) -> bytes:
+    """Up to `limit` bytes from `read` (os.read on a file, a pipe's read), until end of
+    input: a read may return less than asked."""
     chunks: list[bytes] = []
-    while limit > 0:
-        chunk = os.read(fd, limit)
-        if not chunk:
-            break
+    while limit > 0 and (chunk := read(limit)):
         chunks.append(chunk)
         limit -= len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -171,7 +170,7 @@ def _split_if_mbox(name: str, data: bytes, path: Path | None) -> Iterator[Source
 def _read_stdin(stdin: BinaryIO) -> Iterator[SourceItem]:
     """Standard input as a file is read: a message, or an mbox, whole up to
     MAX_FILE_BYTES; a longer mbox a message at a time, anything else too large."""
-    head = _read_up_to(stdin, MAX_FILE_BYTES + 1)
+    head = _read_all(stdin.read, MAX_FILE_BYTES + 1)
     if len(head) <= MAX_FILE_BYTES:
         yield from _split_if_mbox("-", head, None)
     elif head.startswith(b"From "):
@@ -180,15 +179,6 @@ def _read_stdin(stdin: BinaryIO) -> Iterator[SourceItem]:
         yield from _stream_mbox("-", stream, None)
     else:
         yield SourceItem("-", None, _too_large())
-
-
-def _read_up_to(stream: BinaryIO, limit: int) -> bytes:
-    """Up to `limit` bytes, until end of input (a pipe's read may return less)."""
-    chunks: list[bytes] = []
-    while limit > 0 and (chunk := stream.read(min(limit, 1 << 20))):
-        chunks.append(chunk)
-        limit -= len(chunk)
-    return b"".join(chunks)
 
 
 class _Prepended(io.RawIOBase):
