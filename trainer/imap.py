@@ -13,6 +13,10 @@ the folder's UIDVALIDITY changed meanwhile, nothing is removed and the folder wa
 the next run, which finds those messages known and removes them. A run cut off between
 flagging its learned messages \\Deleted and expunging them is finished by the next:
 flagged messages learned with the folder's label are expunged by UID then.
+
+Folder names are looked up as given and then under the personal namespace's prefix
+(RFC 2342): on Courier, Cyrus and Dovecots set up like them, LearnAsSpam is
+INBOX.LearnAsSpam and Trash is INBOX.Trash.
 """
 
 from __future__ import annotations
@@ -132,8 +136,14 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             user.failures.append((f"{account.user}@{account.host}", f"cannot log in: {error}"))
             continue
         try:
-            for folder, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM)):
-                _sweep_folder(client, account, folder, label, learner, options, user)
+            prefix = personal_prefix(client)
+            folders = [(find_folder(client, name, prefix), label)
+                       for name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM))]
+            if not any(folder for folder, _ in folders):
+                user.skipped.append((account.user, _no_folders(options.spam_folder, options.ham_folder, prefix)))
+            for folder, label in folders:
+                if folder is not None:
+                    _sweep_folder(client, account, folder, label, learner, options, user)
         except (IMAPClientError, OSError) as error:  # a dropped connection: the rest waits
             user.failed += 1
             user.failures.append((f"{account.user}@{account.host}", f"connection lost: {error}"))
@@ -144,10 +154,39 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
                 pass
 
 
+def personal_prefix(client: IMAPClient) -> str:
+    """The personal namespace's prefix: "INBOX." on Courier and Cyrus, "" on a Dovecot as
+    installed and on a server without NAMESPACE."""
+    if not client.has_capability("NAMESPACE"):
+        return ""
+    personal = client.namespace().personal or ()
+    return str(personal[0][0]) if personal else ""
+
+
+def _candidates(name: str, prefix: str) -> tuple[str, ...]:
+    if prefix and not name.startswith(prefix) and name.upper() != "INBOX":
+        return name, prefix + name
+    return (name,)
+
+
+def find_folder(client: IMAPClient, name: str, prefix: str) -> str | None:
+    """The server's name for the folder set as `name`: as given, else under the personal
+    prefix; None if neither exists."""
+    for candidate in _candidates(name, prefix):
+        if client.folder_exists(candidate):
+            return candidate
+    return None
+
+
+def _no_folders(spam: str, ham: str, prefix: str) -> str:
+    looked = f"no folder {spam} or {ham}"
+    if prefix:
+        looked += f" (nor {prefix}{spam} or {prefix}{ham})"
+    return looked + " on the server: nothing to learn for this account"
+
+
 def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
                   learner: Learner, options: SweepOptions, user: UserReport) -> None:
-    if not client.folder_exists(folder):
-        return
     validity = client.select_folder(folder, readonly=options.dry_run)[b"UIDVALIDITY"]
     if not options.dry_run:
         _finish_removal(client, account, folder, label, learner, validity, options, user)
@@ -270,9 +309,12 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
         client.delete_messages(uids)
         client.uid_expunge(uids)
     elif client.has_capability("MOVE"):
-        if not client.folder_exists(account.trash):
-            client.create_folder(account.trash)
-        client.move(uids, account.trash)
+        prefix = personal_prefix(client)
+        trash = find_folder(client, account.trash, prefix)
+        if trash is None:
+            trash = _candidates(account.trash, prefix)[-1]  # a new folder goes where the user's are
+            client.create_folder(trash)
+        client.move(uids, trash)
     else:
         return _Removal.NOT_OFFERED
     return _Removal.DONE
@@ -301,8 +343,10 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[st
     client = connect(account)
     try:
         out = {}
-        for name, folder in folders.items():
-            if client.folder_exists(folder):
+        prefix = personal_prefix(client)
+        for name, setting in folders.items():
+            folder = find_folder(client, setting, prefix)
+            if folder is not None:
                 client.select_folder(folder, readonly=True)
                 out[name] = (len(client.search("UNDELETED")), len(client.search(["UNSEEN", "UNDELETED"])))
             else:

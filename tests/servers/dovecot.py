@@ -26,6 +26,10 @@ TLS_PORT = 10993
 USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
 MOVE_ONLY_HOST = "127.0.0.2"
 BARE_HOST = "127.0.0.3"
+# A user whose folders sit under the personal namespace's prefix "INBOX." (so LearnAsSpam
+# is INBOX.LearnAsSpam), as on Courier, Cyrus and Dovecots configured like them.
+PREFIXED_USER = "dave"
+LOGINS = {**USERS, PREFIXED_USER: "secret4"}
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Dovecot:
                        capture_output=True, timeout=30)
 
     def clear(self) -> None:
-        for user in USERS:
+        for user in LOGINS:
             shutil.rmtree(self.root / "mail" / user, ignore_errors=True)
         # Dovecot caches folder state in its index files under the Maildir; removing the
         # Maildir removes them too, so each test starts from fresh mailboxes.
@@ -70,7 +74,7 @@ class Dovecot:
         port = self.tls_port if security == "tls" else self.plain_port
         lines = []
         for user in users:
-            lines += ["[[account]]", f'user = "{user}"', f'password = "{USERS[user]}"',
+            lines += ["[[account]]", f'user = "{user}"', f'password = "{LOGINS[user]}"',
                       f'host = "{host}"', f"port = {port}", f'security = "{security}"']
             for key, value in extra.items():
                 lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
@@ -91,7 +95,10 @@ def start_dovecot() -> Iterator[Dovecot]:
     subprocess.run(["chown", "dovecot:dovecot", str(root / "mail")], check=True)
     self_signed_certificate(root)
     os.chmod(root / "key.pem", 0o644)
-    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in USERS.items()))
+    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in LOGINS.items()))
+    (root / "userdb").write_text("".join(
+        f"{u}:::::::" + ("userdb_namespace/inbox/prefix=INBOX." if u == PREFIXED_USER else "") + "\n"
+        for u in LOGINS))
     (root / "dovecot.conf").write_text(f"""
 first_valid_uid = 1
 mail_privileged_group =
@@ -113,9 +120,15 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users
 }}
+namespace inbox {{
+  inbox = yes
+  separator = .
+  prefix =
+}}
 userdb {{
-  driver = static
-  args = uid=dovecot gid=dovecot home={root}/mail/%u
+  driver = passwd-file
+  args = username_format=%u {root}/userdb
+  default_fields = uid=dovecot gid=dovecot home={root}/mail/%u
 }}
 service imap-login {{
   inet_listener imap {{

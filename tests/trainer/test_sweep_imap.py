@@ -17,7 +17,7 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import BARE_HOST, MOVE_ONLY_HOST, USERS, Dovecot, start_dovecot
+from tests.servers.dovecot import BARE_HOST, LOGINS, MOVE_ONLY_HOST, PREFIXED_USER, USERS, Dovecot, start_dovecot
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def mark_deleted_by_another_client(server: Dovecot, user: str, folder: str,
     from imapclient import IMAPClient
 
     with IMAPClient(host, server.plain_port, ssl=False) as client:
-        client.login(user, USERS[user])
+        client.login(user, LOGINS[user])
         client.select_folder(folder)
         uid = max(client.search("ALL"))
         data = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
@@ -191,7 +191,7 @@ def uids_on_server(server: Dovecot, user: str, folder: str) -> list[int]:
     from imapclient import IMAPClient
 
     with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
-        client.login(user, USERS[user])
+        client.login(user, LOGINS[user])
         if not client.folder_exists(folder):
             return []
         client.select_folder(folder, readonly=True)
@@ -241,6 +241,44 @@ def test_only_learned_uids_are_removed_whatever_the_server_offers(
     assert uids_on_server(server, "alice", "LearnAsSpam") == left
     with LmdbStore(Path(db)) as store:
         assert store.totals().nspam == 3
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", MOVE_ONLY_HOST])
+def test_folders_under_the_personal_namespace_prefix_are_found(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        host: str) -> None:
+    """On Courier, Cyrus and Dovecots set up like them, every folder sits under the
+    personal namespace's prefix: LearnAsSpam is INBOX.LearnAsSpam, Trash INBOX.Trash. The
+    sweep and `stats` find them there (NAMESPACE), as a mail program does."""
+    spam = [m.data for m in split[0] if m.label == "spam"][:3]
+    ham = [m.data for m in split[0] if m.label == "ham"][:2]
+    server.fill(PREFIXED_USER, "LearnAsSpam", spam)
+    server.fill(PREFIXED_USER, "LearnAsHam", ham)
+    assert uids_on_server(server, PREFIXED_USER, "LearnAsSpam") == []  # not outside the prefix
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=(PREFIXED_USER,), host=host)
+    db = str(tmp_path / "db")
+    waiting = json.loads(spamkit("stats", "--imap-accounts", str(accounts), "--json").stdout)
+    assert (waiting["users"][0]["LearnAsSpam"], waiting["users"][0]["LearnAsHam"]) == (3, 2)
+    user = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db,
+                              "--json").stdout)["users"][0]
+    assert (user["spam_learned"], user["ham_learned"], user["removed"]) == (3, 2, 5)
+    assert user["failed"] == 0 and user["skipped"] == []
+    assert server.count(PREFIXED_USER, "LearnAsSpam") == server.count(PREFIXED_USER, "LearnAsHam") == 0
+    # MOVE puts them in the user's own Trash, INBOX.Trash, not a folder the server refuses
+    assert len(uids_on_server(server, PREFIXED_USER, "INBOX.Trash")) == (5 if host == MOVE_ONLY_HOST else 0)
+
+
+def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: Path) -> None:
+    """An account listed for the sweep that has no LearnAsSpam or LearnAsHam folder (a
+    typo in the folder setting, or folders under a name the server does not show) is said
+    in "skipped", where before it was passed over without a word."""
+    server.fill("alice", "INBOX", [b"Subject: hello\n\nhi\n"])
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+    user = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", str(tmp_path / "db"),
+                              "--json").stdout)["users"][0]
+    assert user["failed"] == 0
+    assert [s["message"] for s in user["skipped"]] == ["alice"]
+    assert "no folder LearnAsSpam or LearnAsHam" in user["skipped"][0]["reason"]
 
 
 def test_a_sweep_cut_off_between_flagging_and_expunging_is_finished_by_the_next(
