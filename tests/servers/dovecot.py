@@ -4,8 +4,9 @@ Plain IMAP on one port and IMAPS on another, with a self-signed certificate whos
 file the TLS tests pass as `ca_file`. The plain port also listens on two more loopback
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
 MOVE but not UIDPLUS, `BARE_HOST` neither. `PREFIXED_USER` has every folder under the
-personal namespace prefix "INBOX.", as on Courier and Cyrus. Users' folders are on disk as Maildir++, so tests
-put corpus messages in with plain file writes and read the results back the same way.
+personal namespace prefix "INBOX.", as on Courier and Cyrus. Users' folders are on disk
+as Maildir++, so tests put corpus messages in with plain file writes and read the
+results back the same way.
 """
 
 from __future__ import annotations
