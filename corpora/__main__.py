@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -9,12 +10,17 @@ from corpora.spamassassin import SpamAssassinCorpus
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "split":
-        print("usage: python -m corpora split DEST", file=sys.stderr)
-        return 2
-    counts = SpamAssassinCorpus().write_split(Path(argv[1]))
+    parser = argparse.ArgumentParser(
+        prog="python -m corpora",
+        description="Write the standard split of the SpamAssassin corpus (train = folds 1-4, "
+                    "test = fold 0) as message files under DEST/{train,test}/{spam,ham}.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    split = commands.add_parser("split", help="write the standard split as files")
+    split.add_argument("dest", type=Path, metavar="DEST")
+    args = parser.parse_args(argv)
+    counts = SpamAssassinCorpus().write_split(args.dest)
     for part, count in sorted(counts.items()):
-        print(f"{argv[1]}/{part}: {count} messages")
+        print(f"{args.dest}/{part}: {count} messages")
     return 0
 
 

@@ -31,3 +31,14 @@ def test_a_cross_validation_round_never_holds_the_test_fold(corpus: SpamAssassin
     assert {_fold(name) for name in files["test/spam"] | files["test/ham"]} == {2}
     assert {_fold(name) for name in files["train/spam"] | files["train/ham"]} == {1, 3, 4}
     assert sum(counts.values()) == 1502 + 3297  # folds 1-4, each message once
+
+
+def test_the_split_command_takes_help_as_help_not_as_its_destination(tmp_path: Path) -> None:
+    """`python -m corpora split --help` once wrote the split into a directory named --help."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "corpora", "split", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "DEST" in result.stdout
+    assert list(tmp_path.iterdir()) == []
