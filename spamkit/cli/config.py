@@ -62,9 +62,12 @@ def show(config_path: str | None, user: str | None, as_json: bool) -> None:
     click.echo(f"# {settings.path}{f' for user {user}' if user else ''}  (tag level in force: "
                f"{settings.tag_level:g}, reject level: "
                f"{'none' if settings.reject_level is None else f'{settings.reject_level:g}'})")
+    ignored = {"TagLevel", "RejectLevel"} if settings.levels_not_in_force() else set()
     for option in OPTIONS:
         origin = settings.origins[option.name]
         note = "" if origin == "default" else f"   # from {origin}"
+        if note and option.name in ignored:
+            note += f"; not in force (Sensitivity is {settings['Sensitivity']}, not custom)"
         click.echo(f"{option.name} = {format_value(settings[option.name])}{note}")
     if not user:
         for name in sorted(settings.users):
@@ -96,6 +99,8 @@ def set_(key: str, value: str, config_path: str | None, user: str | None) -> Non
     stored = set_option(target, key, value, user)
     click.echo(f"{key} = {format_value(stored)}{f' for user {user}' if user else ''}  ({target})",
                err=True)
+    for line in load_config(target).levels_not_in_force():
+        click.echo(f"note: {line}", err=True)
 
 
 @config.command()

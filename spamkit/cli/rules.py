@@ -38,7 +38,7 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
         errors.append(str(error))
     chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
     errors += chain_errors
-    warnings = [*report.warnings, *chain_warnings]
+    warnings = [*config.levels_not_in_force(), *report.warnings, *chain_warnings]
     if as_json:
         out = report.as_json()
         out["errors"] = errors

@@ -79,6 +79,18 @@ class Config(Mapping[str, Any]):
             return None
         return float(self._values["RejectLevel"])
 
+    def levels_not_in_force(self) -> list[str]:
+        """What is said about TagLevel and RejectLevel set while a Sensitivity preset rules,
+        which then ignores them (as SME does): one line for each, naming where it is set."""
+        sensitivity = self._values["Sensitivity"]
+        if sensitivity == "custom":
+            return []
+        return [f"{self.origins[name]}: {name} is not in force: Sensitivity is {sensitivity} "
+                f"(from {self.origins['Sensitivity']}), whose preset tags at "
+                f"{SENSITIVITY_LEVELS[sensitivity]:g} and rejects nothing; set "
+                f"Sensitivity = \"custom\" to use {name}"
+                for name in ("TagLevel", "RejectLevel") if self.origins[name] != "default"]
+
     @property
     def lists_path(self) -> Path:
         if self._values["ListsFile"]:
@@ -106,6 +118,11 @@ def convert(option: Option, value: Any, where: str) -> Any:
     if option.kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {option.name} must be a list of strings")
+        if option.entry_problem is not None:
+            for entry in value:
+                problem = option.entry_problem(entry)
+                if problem:
+                    raise ConfigError(f"{where}: {option.name}: {problem}")
         return list(value)
     if not isinstance(value, option.kind) or (option.kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{where}: {option.name} must be {_kind_name(option)}, not {value!r}")
@@ -297,7 +314,7 @@ def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any
     the old file, so a value that makes the file invalid never lands.
     """
     option = _option_for(name, user)
-    value = convert(option, text, f"{option.name}")
+    value = convert(option, text, "spamkit config set")
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     line = f"{option.name} = {format_value(value)}"
     lines = old.splitlines() or ["# spamkit configuration: `spamkit config show` lists every option"]

@@ -7,6 +7,8 @@ an administrator's habits carry over; `spamkit config set TagLevel 4` is
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,30 @@ class Option:
     group: str = "general"
     aliases: tuple[str, ...] = field(default=())
     per_user: bool = False  # may also be set for one user, in a [user.NAME] table
+    # for a list: what is wrong with one entry, or None; checked when the file is read, so
+    # that a bad entry names its line instead of failing later, where it is used
+    entry_problem: Callable[[str], str | None] | None = None
+
+
+def _not_a_network(entry: str) -> str | None:
+    try:
+        ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return f"{entry!r} is not an IP address or network (e.g. 192.0.2.7, 10.0.0.0/8, 2001:db8::/32)"
+    return None
+
+
+def _not_a_pair(entry: str) -> str | None:
+    if len(entry.split()) != 2:
+        return f"{entry!r} is not a \"SENDER RECIPIENT\" pair of patterns"
+    return None
+
+
+def _not_an_account(entry: str) -> str | None:
+    name, equals, path = entry.partition("=")
+    if not (equals and name.strip() and path.strip()):
+        return f"{entry!r} is not NAME=MAILDIR"
+    return None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -83,7 +109,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaildirPattern", str, "/home/e-smith/files/users/{user}/Maildir", "Where users' "
            "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer"),
     Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
-           "admin=/home/e-smith/Maildir).", group="trainer"),
+           "admin=/home/e-smith/Maildir).", group="trainer", entry_problem=_not_an_account),
     Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer"),
     Option("HamFolder", str, "LearnAsHam", "Folder users copy good mail into.", group="trainer"),
     Option("JunkFolder", str, "junkmail", "Folder tagged spam is sorted into.", group="trainer"),
@@ -102,9 +128,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("LocalDomains", list, [], "Domains this server takes mail for; mail to others is "
            "relayed only for RelayClients.", group="smtp"),
     Option("RelayClients", list, ["127.0.0.1", "::1"], "Client addresses allowed to relay "
-           "(the MTA in front of the filter).", group="smtp"),
+           "(the MTA in front of the filter).", group="smtp", entry_problem=_not_a_network),
     Option("LocalNetworks", list, ["127.0.0.0/8", "::1/128"], "Networks whose clients the "
-           "headers check spares (the guide's separate setting for local networks).", group="smtp"),
+           "headers check spares (the guide's separate setting for local networks).", group="smtp",
+           entry_problem=_not_a_network),
     Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?).",
            group="smtp"),
     Option("WhitelistSenders", list, [], "Senders never refused by the envelope checks.",
@@ -146,11 +173,11 @@ OPTIONS: tuple[Option, ...] = (
            "ours (the helo filter); this host's name and LocalDomains are always included.",
            group="smtp"),
     Option("WhitelistHosts", list, [], "Client addresses or networks whose mail skips the "
-           "other filters (whitelisthosts).", group="smtp"),
+           "other filters (whitelisthosts).", group="smtp", entry_problem=_not_a_network),
     Option("WhitelistHelo", list, [], "HELO names (patterns) whose mail skips the other "
            "filters (whitelisthelo).", group="smtp"),
     Option("BadMailFromTo", list, [], "\"SENDER RECIPIENT\" pattern pairs refused together "
-           "(badmailfromto).", group="smtp"),
+           "(badmailfromto).", group="smtp", entry_problem=_not_a_pair),
     Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
            "`karma` beside the token database), or a Redis URL (redis://host/N?prefix=...) "
            "that filters on several machines share.", group="smtp"),

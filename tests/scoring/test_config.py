@@ -37,6 +37,13 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('[user.alice]\nSortSpam = "sometimes"\n', ":2", "true or false"),
     ('TagLevel = 4\n[user."../etc"]\nSortSpam = false\n', ":2", "refusing user name"),
     ('TagLevel = 4\nuser = 3\n', ":2", "one table per user"),
+    # list entries are checked as the file is read: serve once stopped on these with an
+    # "internal error: ValueError" and no line, or (BadMailFromTo) dropped them unsaid
+    ('LocalNetworks = ["10.0.0.0/33"]\n', ":1", "LocalNetworks: '10.0.0.0/33' is not an IP address"),
+    ('TagLevel = 4\nRelayClients = ["127.0.0.1", "300.1.1.1"]\n', ":2", "'300.1.1.1' is not an IP"),
+    ('WhitelistHosts = ["mx.example.org"]\n', ":1", "is not an IP address or network"),
+    ('BadMailFromTo = ["spammer@example.com"]\n', ":1", "not a \"SENDER RECIPIENT\" pair"),
+    ('ExtraAccounts = ["/home/e-smith/Maildir"]\n', ":1", "is not NAME=MAILDIR"),
 ])
 def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str, words: str) -> None:
     path = tmp_path / "spamkit.toml"
@@ -45,6 +52,16 @@ def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str,
         load_config(path, environ={})
     assert str(error.value).startswith(f"{path}{where}:")
     assert words in str(error.value)
+
+
+def test_network_lists_take_addresses_and_networks_of_either_family(tmp_path: Path) -> None:
+    path = tmp_path / "spamkit.toml"
+    path.write_text('LocalNetworks = ["10.0.0.0/8", "192.0.2.7", "::1", "2001:db8::/32"]\n'
+                    'BadMailFromTo = ["*@example.com  postmaster@*"]\n')
+    config = load_config(path, environ={})
+    assert config["LocalNetworks"] == ["10.0.0.0/8", "192.0.2.7", "::1", "2001:db8::/32"]
+    with pytest.raises(ConfigError, match=r"^spamkit config set: RelayClients: '1\.2\.3' is not an IP"):
+        set_option(path, "RelayClients", "127.0.0.1, 1.2.3")
 
 
 def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:

@@ -152,6 +152,22 @@ def test_custom_rule_scores_as_in_local_cf(admin: Admin, tmp_path: Path,
     assert any(e.startswith(f"{local}:1: relative score") for e in json.loads(lint.stdout)["errors"])
 
 
+def test_levels_set_under_a_preset_are_said_to_be_ignored(admin: Admin) -> None:
+    """The guide: "The Custom spam rejection level will only work when Spam sensitivity is
+    set to custom." An administrator who sets the levels alone is told so, where before the
+    setting took silently no effect."""
+    set_level = admin.run("config", "set", "RejectLevel", "9")
+    assert "RejectLevel is not in force: Sensitivity is medium" in set_level.stderr
+    shown = admin.run("config", "show").stdout
+    assert re.search(r"^RejectLevel = 9\.0 .*not in force \(Sensitivity is medium", shown, re.M)
+    warnings = json.loads(admin.run("lint", "--json").stdout)["warnings"]
+    assert [w for w in warnings if "RejectLevel is not in force" in w] and \
+        not [w for w in warnings if "TagLevel" in w]  # TagLevel was never set
+    admin.setprop("Sensitivity", "custom")
+    assert "not in force" not in admin.run("config", "set", "TagLevel", "4").stderr
+    assert not [w for w in json.loads(admin.run("lint", "--json").stdout)["warnings"] if "in force" in w]
+
+
 @pytest.mark.parametrize("kind, pattern, sender, listed", [
     ("white", "*@vonage.com", "billing@vonage.com", True),
     ("white", "*domain2.com", "news@sub.domain2.com", True),
