@@ -59,6 +59,37 @@ _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
 _UNSAFE = re.compile(r"[\r\n\x00]")
 
 
+def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str | None = None) -> bytes:
+    """`raw` with `added` first, in its own line ends, and every X-Spam-* header it came
+    with removed (a sender's own would read as ours); with `subject_tag`, the Subject
+    tagged (one made if there is none)."""
+    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
+    end = raw.find(newline + newline)
+    head, body = (raw[:end], raw[end:]) if end >= 0 else (raw, b"")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(newline):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.lower().startswith(b"x-spam-")
+        if skipping:
+            continue
+        if subject_tag and line.lower().startswith(b"subject:"):
+            line = b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8") + b" " + line[8:].lstrip()
+        kept.append(line)
+    if subject_tag and not any(line.lower().startswith(b"subject:") for line in kept):
+        kept.append(b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8"))
+    return newline.join([f"{name}: {value}".encode("utf-8") for name, value in added] + kept) + body
+
+
+def unscanned(raw: bytes, reason: str) -> bytes:
+    """The message passed on without a verdict, saying why in X-Spam-Status (and with no
+    X-Spam-* header of the sender's that a reader could take for ours)."""
+    return with_headers(raw, [("X-Spam-Status", _UNSAFE.sub(" ", f"unscanned, {reason}"))])
+
+
 @dataclass
 class Verdict:
     score: float
@@ -106,28 +137,9 @@ class Verdict:
 
     def rewrite(self, raw: bytes) -> bytes:
         """The message with our headers first (old X-Spam-* removed) and the subject tagged."""
-        newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
-        end = raw.find(newline + newline)
-        head, body = (raw[:end], raw[end:]) if end >= 0 else (raw, b"")
-        lines = head.split(newline)
-        kept: list[bytes] = []
-        skipping = False
-        for line in lines:
-            if line[:1] in (b" ", b"\t"):
-                if not skipping:
-                    kept.append(line)
-                continue
-            skipping = line.lower().startswith(b"x-spam-")
-            if skipping:
-                continue
-            if self.is_spam and self.subject_tag and line.lower().startswith(b"subject:"):
-                tag = self.subject_tag.replace("_SCORE_", f"{self.score:.1f}")
-                line = b"Subject: " + _UNSAFE.sub(" ", tag).encode("utf-8") + b" " + line[8:].lstrip()
-            kept.append(line)
-        if self.is_spam and self.subject_tag and not any(l.lower().startswith(b"subject:") for l in kept):
-            kept.append(b"Subject: " + _UNSAFE.sub(" ", self.subject_tag).encode("utf-8"))
-        added = [f"{name}: {value}".encode("utf-8") for name, value in self.headers()]
-        return newline.join(added + kept) + body
+        tag = self.subject_tag.replace("_SCORE_", f"{self.score:.1f}") \
+            if self.is_spam and self.subject_tag else None
+        return with_headers(raw, self.headers(), tag)
 
     def report(self) -> str:
         lines = [f"Content analysis: score {self.score:.1f}, required {self.required:.1f}, "

@@ -12,7 +12,7 @@ import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from spamkit.errors import StoreUnavailable
-from spamkit.verdict import Scanner, Verdict
+from spamkit.verdict import Scanner, Verdict, unscanned
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -27,8 +27,7 @@ class SpamScore(Filter):
     def data(self, tx: Transaction) -> Decision:
         limit = self.scanner.config["MaxMessageSize"]
         if len(tx.data) > limit:
-            tx.data = (f"X-Spam-Status: unscanned, larger than MaxMessageSize ({limit})\r\n".encode()
-                       + tx.data)
+            tx.data = unscanned(tx.data, f"larger than MaxMessageSize ({limit})")
             tx.notes["score"] = "unscanned"
             tx.notes["spam"] = "unscanned"  # karma counts it neither way
             return CONTINUE
@@ -43,7 +42,7 @@ class SpamScore(Filter):
             if policy == "tempfail":
                 return tempfail(self.name, "451 4.3.0 Spam database unavailable, try again later")
             if policy == "unscanned":
-                tx.data = b"X-Spam-Status: unscanned, spam database unavailable\r\n" + tx.data
+                tx.data = unscanned(tx.data, "spam database unavailable")
                 tx.notes["score"] = tx.notes["spam"] = "unscanned"
                 return CONTINUE
             verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos),

@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def db_option(function: F) -> F:
     return click.option(
-        "--db", "db_path", type=click.Path(file_okay=False), envvar="SPAMKIT_DB",
+        # (readable=False: a database this user may not read is the store's to report,
+        # and `deliver` deals with it by WhenDatabaseDown rather than a usage error)
+        "--db", "db_path", type=click.Path(file_okay=False, readable=False), envvar="SPAMKIT_DB",
         help="Token database directory (default: $SPAMKIT_DB, else `spamkit db path`).",
     )(function)
 

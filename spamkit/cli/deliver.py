@@ -3,24 +3,28 @@
 For `.qmail`, procmail or Postfix's mailbox_command: Inbox, or junkmail when SortSpam is
 on and the message is spam. Written to tmp/, synced, then renamed into new/, so a crash
 leaves no half message. Exit status 0 delivered, 75 (EX_TEMPFAIL) try again later, 69
-(EX_UNAVAILABLE) no such user: the MTA keeps, retries or bounces accordingly.
+(EX_UNAVAILABLE) no such user: the MTA keeps, retries or bounces accordingly. A token
+database that is down or that this user may not read is dealt with as WhenDatabaseDown
+says (75 by default; or the rules alone; or unscanned, with a header saying so).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
-from spamkit.config import load_config
-from spamkit.errors import ConfigError, NoDatabase, SpamkitError
+from spamkit.config import Config, load_config
+from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreUnavailable
 from spamkit.store import open_store
-from spamkit.verdict import Scanner
+from spamkit.verdict import Scanner, unscanned
 from trainer.maildir import folder_path
 from trainer.users import UnsafeUser, resolve
 
@@ -29,7 +33,19 @@ EX_TEMPFAIL = 75
 _counter = 0
 
 
-@click.command()
+class _DeferOnUsageError(click.Command):
+    """A usage error in the MTA's command line (an option misspelt in .qmail or
+    main.cf) defers the mail (75): exit 2, click's, would make Postfix bounce it."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(EX_TEMPFAIL)
+
+
+@click.command(cls=_DeferOnUsageError)
 @click.argument("user")
 @click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user} "
               "(default: MaildirPattern).")
@@ -41,26 +57,70 @@ def deliver(user: str, pattern: str | None, db_path: str | None, config_path: st
         config = load_config(config_path)
         maildir = resolve(pattern or config["MaildirPattern"], user)
         config = config.for_user(user)  # its own SortSpam, if it has one
-    except (UnsafeUser, ConfigError) as error:
+    except UnsafeUser as error:  # no account can have this name
         _fail(EX_UNAVAILABLE, str(error))
+    except ConfigError as error:  # the administrator's to mend: the mail waits, never bounces
+        _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error}")
     if not (maildir / "cur").is_dir():
         _fail(EX_UNAVAILABLE, f"no Maildir for {user} at {maildir}")
     data = sys.stdin.buffer.read()
     try:
-        store = _store(db_path, config_path, config["UseBayes"])
-        try:
-            scanner = Scanner.from_config(config, store)
-            verdict = scanner.scan(data, os.environ.get("SENDER"), (user,))
-        finally:
-            if store is not None:
-                store.close()
-        folder_name = config["JunkFolder"] if config["SortSpam"] and verdict.is_spam else "INBOX"
-        write_maildir(folder_path(maildir, folder_name), verdict.rewrite(data))
+        message, spam = _scored(data, user, config, db_path, config_path)
+        folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
+        write_maildir(folder_path(maildir, folder_name), message)
+    except DatabaseDown as error:
+        _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error} (WhenDatabaseDown=tempfail)")
     except (OSError, SpamkitError) as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error}")
     except Exception as error:  # a bug must defer the mail (75), never bounce it
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: internal error "
                            f"{type(error).__name__}: {error}")
+
+
+class DatabaseDown(Exception):
+    """The token database cannot be read, and WhenDatabaseDown says tempfail."""
+
+
+def _scored(data: bytes, user: str, config: Config, db_path: str | None,
+            config_path: str | None) -> tuple[bytes, bool]:
+    """(the message as delivered, whether it is spam). A database this process cannot
+    read is treated as one that is down, by WhenDatabaseDown: `deliver` runs as the
+    recipient under .qmail, procmail and mailbox_command, and a database only its owner
+    may open (0700, as it is made) is the usual cause."""
+    sender = os.environ.get("SENDER")
+    down = None
+    store = None
+    try:
+        store = _store(db_path, config_path, config["UseBayes"])
+    except (PermissionError, StoreUnavailable) as error:
+        down = _why_unreadable(error)
+    try:
+        scanner = Scanner.from_config(config, store)
+        if down is None:
+            try:
+                verdict = scanner.scan(data, sender, (user,))
+                return verdict.rewrite(data), verdict.is_spam
+            except StoreUnavailable as error:
+                down = str(error)
+        policy = config["WhenDatabaseDown"]
+        if policy == "tempfail":
+            raise DatabaseDown(down)
+        if policy == "unscanned":
+            return unscanned(data, "spam database unavailable"), False
+        verdict = scanner.scan(data, sender, (user,), with_bayes=False)
+        verdict.autolearn = "unavailable"
+        return verdict.rewrite(data), verdict.is_spam
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _why_unreadable(error: Exception) -> str:
+    if isinstance(error, PermissionError):
+        return (f"the token database cannot be read as user {pwd.getpwuid(os.geteuid()).pw_name} ({error.strerror}: "
+                f"{error.filename}); deliver runs as the recipient, so give it a database it may "
+                "open, or set WhenDatabaseDown")
+    return str(error)
 
 
 def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # type: ignore[no-untyped-def]

@@ -99,7 +99,8 @@ OPTIONS: tuple[Option, ...] = (
            "(autolearn=unavailable in X-Spam-Status); unscanned relays it with an X-Spam-Status "
            "header saying so. Never a verdict of ham. (`spamd` answers EX_TEMPFAIL, scores with "
            "the rules, or answers EX_UNAVAILABLE; spamc passes a message it got no verdict for "
-           "on unchanged.)",
+           "on unchanged. `deliver` exits 75, scores with the rules, or delivers it unscanned; "
+           "for `deliver`, a database the recipient may not read counts as down.)",
            choices=("tempfail", "rules", "unscanned"), group="storage"),
     Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "
            "`deliver` scan larger mail up to this size; `serve` passes it unscanned, with an "

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from corpora import CorpusMessage
 
 
-def deliver(user: str, data: bytes, root: Path, db: Path, config: Path) -> subprocess.CompletedProcess[bytes]:
+def deliver(user: str, data: bytes, root: Path, db: Path | str, config: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "spamkit", "deliver", user, "--maildirs",
                            f"{root}/{{user}}/Maildir", "--db", str(db), "--config", str(config)],
                           input=data, capture_output=True, timeout=120,
@@ -82,3 +87,135 @@ def test_a_failed_write_is_temporary(tmp_path: Path, trained_db: Path) -> None:
     result = deliver("bob", b"Subject: x\n\ny\n", root, trained_db, tmp_path / "none.toml")
     assert result.returncode == 75, result.stderr
     assert b"try" in result.stderr or b"cannot deliver" in result.stderr
+
+
+FORGED = (b"X-Spam-Status: No, score=-9.0 required=5.0 tests=FORGED\n"
+          b"X-Spam-Flag: NO\nSubject: cheap pills\n\nbuy now\n")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens
+
+
+@pytest.mark.parametrize("policy", ["tempfail", "rules", "unscanned"])
+def test_a_database_that_is_down_is_dealt_with_as_when_database_down_says(
+        tmp_path: Path, policy: str) -> None:
+    """A Redis nothing listens on: `deliver` did not read WhenDatabaseDown and always
+    exited 75. Now tempfail still does (the MTA keeps the mail), rules scores with the
+    rules alone, and unscanned delivers it saying so. The sender's own X-Spam-* headers
+    never reach the mailbox, where they would read as ours."""
+    root = tmp_path / "users"
+    (root / "carol" / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'WhenDatabaseDown = "{policy}"\n')
+    result = deliver("carol", FORGED, root, f"redis://127.0.0.1:{_closed_port()}/0", config)
+    new = root / "carol" / "Maildir" / "new"
+    if policy == "tempfail":
+        assert result.returncode == 75, result.stderr
+        assert b"WhenDatabaseDown=tempfail" in result.stderr
+        assert not new.exists() or list(new.iterdir()) == []
+        return
+    assert result.returncode == 0, result.stderr
+    [delivered] = list(new.iterdir())
+    data = delivered.read_bytes()
+    assert b"FORGED" not in data and b"X-Spam-Flag: NO" not in data
+    assert data.endswith(b"Subject: cheap pills\n\nbuy now\n")
+    if policy == "rules":
+        assert re.search(rb"^X-Spam-Status: No, score=\S+ required=5\.0 .*autolearn=unavailable", data, re.M)
+    else:
+        assert data.startswith(b"X-Spam-Status: unscanned, spam database unavailable\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to deliver as another user")
+def test_a_database_the_recipient_may_not_read_counts_as_down(trained_db: Path) -> None:
+    """Under .qmail, procmail and mailbox_command, `deliver` runs as the recipient, and
+    a database is made 0700 for its owner. Such a delivery used to end in 75 with a bare
+    "Permission denied" on every message; now it follows WhenDatabaseDown and says why.
+    Run as `nobody` in a forked child (this interpreter's files are not nobody's to read,
+    so a new process could not start as nobody)."""
+    nobody = pwd.getpwnam("nobody")
+    tmp_path = Path(tempfile.mkdtemp(prefix="spamkit-deliver-"))  # pytest's own is root's alone
+    try:
+        _deliver_as_nobody(tmp_path, trained_db, nobody)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _deliver_as_nobody(tmp_path: Path, trained_db: Path, nobody: pwd.struct_passwd) -> None:
+    import io
+
+    from spamkit.cli import main
+
+    root = tmp_path / "users"
+    maildir = root / "dave" / "Maildir"
+    (maildir / "cur").mkdir(parents=True)
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    os.chmod(db, 0o700)  # as spamkit makes it, owned by root
+    os.chown(root / "dave", nobody.pw_uid, nobody.pw_gid)
+    os.chown(maildir, nobody.pw_uid, nobody.pw_gid)
+    os.chown(maildir / "cur", nobody.pw_uid, nobody.pw_gid)
+    for directory in (tmp_path, root):
+        os.chmod(directory, 0o755)
+    codes = {}
+    for policy in ("tempfail", "rules"):
+        config = tmp_path / f"{policy}.toml"
+        config.write_text(f'WhenDatabaseDown = "{policy}"\n')
+        os.chmod(config, 0o644)
+        stderr = tmp_path / f"{policy}.err"
+        stderr.touch()
+        os.chown(stderr, nobody.pw_uid, nobody.pw_gid)
+        main(["deliver", "--help"], standalone_mode=False)  # the command's modules, loaded as root
+        pid = os.fork()
+        if pid == 0:  # the child: become nobody, deliver, exit with deliver's status
+            code = 70
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                sys.stdin = io.TextIOWrapper(io.BytesIO(FORGED))
+                sys.stderr = open(stderr, "w")  # noqa: SIM115 - closed by os._exit's flush below
+                try:
+                    main(["deliver", "dave", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db),
+                          "--config", str(config)], standalone_mode=False)
+                    code = 0
+                except SystemExit as exit_:
+                    code = int(exit_.code or 0)
+                sys.stderr.flush()
+            except BaseException:  # noqa: BLE001 - said in the file the parent reads
+                import traceback
+
+                stderr.write_text(traceback.format_exc())
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        codes[policy] = (os.waitstatus_to_exitcode(status), stderr.read_text())
+    assert codes["tempfail"][0] == 75, codes
+    assert "cannot be read as user nobody" in codes["tempfail"][1] and "WhenDatabaseDown" in codes["tempfail"][1]
+    assert codes["rules"][0] == 0, codes
+    [delivered] = list((maildir / "new").iterdir())
+    assert b"autolearn=unavailable" in delivered.read_bytes()
+
+
+def test_a_broken_configuration_or_command_line_defers_the_mail_never_bounces_it(
+        tmp_path: Path, trained_db: Path) -> None:
+    """Postfix bounces mail when mailbox_command exits with anything but 0 or 75. A typo in
+    the configuration gave 69 and a misspelt option click's 2: every message bounced
+    until the administrator noticed. Both are the administrator's to mend, so the mail
+    now waits (75)."""
+    root = tmp_path / "users"
+    (root / "erin" / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nTagLevel = "four"\n')
+    broken = deliver("erin", b"Subject: x\n\ny\n", root, trained_db, config)
+    assert broken.returncode == 75, broken.stderr
+    assert f"{config}:2: TagLevel must be a number".encode() in broken.stderr
+    misspelt = subprocess.run([sys.executable, "-m", "spamkit", "deliver", "erin", "--maildir",
+                               f"{root}/{{user}}/Maildir"], input=b"Subject: x\n\ny\n",
+                              capture_output=True, timeout=120)
+    assert misspelt.returncode == 75 and b"No such option '--maildir'" in misspelt.stderr
+    assert not (root / "erin" / "Maildir" / "new").exists()

@@ -81,7 +81,8 @@ def start_spamd(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
                                    stderr=subprocess.PIPE)
         spamd = Spamd(process, port, socket_path)
         started.append(spamd)
-        deadline = time.monotonic() + 30
+        # a cold rule cache: Debian's rules take ~30 s to compile here before the port opens
+        deadline = time.monotonic() + 120
         if socket_path is not None:  # until it answers (a stale socket file refuses)
             while time.monotonic() < deadline:
                 try:
@@ -91,7 +92,7 @@ def start_spamd(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
                 except OSError:
                     time.sleep(0.05)
         else:
-            wait_for_port(port or 0, 30)
+            wait_for_port(port or 0, 120)
         return spamd
 
     yield start
