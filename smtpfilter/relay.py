@@ -10,6 +10,10 @@ any refusal was temporary (the sender retries, no one gets it twice), else the n
 hop's 5xx (the sender hears of it). Answering 250 would lose the refused recipients'
 copies without a word. The archive copy (BccAddress) is the exception: the sender never
 named it, so its refusal is logged and the message goes on to the recipients.
+
+So that this rarely has to happen, each recipient is first put to the next hop at RCPT
+(`RelayPool.verify`, SmtpVerifyRecipients): one it refuses there is refused alone, and
+the others' message goes on.
 """
 
 from __future__ import annotations
@@ -79,17 +83,40 @@ class RelayPool:
             self._drop()
             return UNAVAILABLE
 
+    def verify(self, mail_from: str, rcpt: str) -> str | None:
+        """Whether the next hop takes `rcpt` from `mail_from`, asked in a transaction of
+        its own that is then reset: None if it does, else the reply for this recipient
+        alone (the next hop's refusal, or 451 when it cannot be asked). Upstream hears it
+        at RCPT, where it refuses only this recipient; after DATA one reply must stand
+        for all of them."""
+        try:
+            client = self._client()
+        except (smtplib.SMTPException, OSError):
+            return UNAVAILABLE
+        try:
+            client.ehlo_or_helo_if_needed()
+            options, refusal = _mail_options(client, mail_from, [rcpt], None, False)
+            if refusal is not None:
+                return refusal
+            code, message = client.mail(mail_from, options)
+            if code == 250:
+                code, message = client.rcpt(rcpt)
+            if code == 421:  # the next hop is closing this connection
+                self._drop()
+                return UNAVAILABLE
+            client.rset()  # (left open, a transaction with no DATA could outlive us: see decision 0026)
+        except (smtplib.SMTPException, OSError, socket.timeout):
+            self._drop()
+            return UNAVAILABLE
+        return None if code in (250, 251) else f"{code} {_text(message)}"
+
     def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes,
                      archive: str, smtputf8: bool) -> str:
         """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
         client.ehlo_or_helo_if_needed()
-        options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
-        if not all(address.isascii() for address in (mail_from, *rcpt_tos)):
-            if not client.has_extn("smtputf8"):  # (RFC 6531 3.2: the message cannot go on)
-                return "553 5.6.7 The next hop does not take internationalized addresses (SMTPUTF8)"
-            options.append("SMTPUTF8")
-        elif smtputf8 and client.has_extn("smtputf8"):
-            options.append("SMTPUTF8")  # (UTF-8 in the headers only: it goes on as 8-bit data without)
+        options, refusal = _mail_options(client, mail_from, rcpt_tos, len(data), smtputf8)
+        if refusal is not None:
+            return refusal
         code, message = client.mail(mail_from, options)
         if code != 250:
             return self._abandon(client, f"{code} {_text(message)}")
@@ -123,6 +150,20 @@ class RelayPool:
 
 
 UNAVAILABLE = "451 4.4.1 Next hop unavailable, try again later"
+
+
+def _mail_options(client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], size: int | None,
+                  smtputf8: bool) -> tuple[list[str], str | None]:
+    """MAIL's parameters for the next hop (SIZE, SMTPUTF8), or the refusal of a message
+    whose addresses it cannot take."""
+    options = [f"SIZE={size}"] if size is not None and client.has_extn("size") else []
+    if not all(address.isascii() for address in (mail_from, *rcpt_tos)):
+        if not client.has_extn("smtputf8"):  # (RFC 6531 3.2: the message cannot go on)
+            return [], "553 5.6.7 The next hop does not take internationalized addresses (SMTPUTF8)"
+        options.append("SMTPUTF8")
+    elif smtputf8 and client.has_extn("smtputf8"):
+        options.append("SMTPUTF8")  # (UTF-8 in the headers only: it goes on as 8-bit data without)
+    return options, None
 
 
 def _refusal(refused: list[tuple[str, int, str]], everyone: bool) -> str:

@@ -39,8 +39,11 @@ def normalize_line_endings(data: bytes) -> bytes:
 class FilterHandler:
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
                  metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
-                 scan_budget: float = DEFAULT_SCAN_BUDGET) -> None:
+                 scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True) -> None:
         self.chain = chain
+        # each recipient our filters pass is put to the next hop at RCPT (RelayPool.verify),
+        # so that one it refuses is refused alone, not with the whole message after DATA
+        self.verify_recipients = verify_recipients
         # the DATA stage's filters must decide within this, or the client gets 451 before
         # the MTA in front gives up on us (reliability checklist 13)
         self.scan_budget = scan_budget
@@ -135,6 +138,16 @@ class FilterHandler:
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
+            if self.verify_recipients:
+                server.working = True  # (LimitedSMTP: the client waits on us, not idle)
+                try:
+                    refusal = await asyncio.get_running_loop().run_in_executor(
+                        None, self.relay.verify, envelope.mail_from or "", address)
+                finally:
+                    server.working = False
+                if refusal is not None:
+                    self._refused(tx, "rcpt", Decision(Action.REJECT, refusal, "next-hop"), address)
+                    return refusal
             envelope.rcpt_tos.append(address)
             return "250 OK"
         except Exception:
@@ -156,15 +169,19 @@ class FilterHandler:
         counted: most refusals happen here, before any DATA) or None."""
         decision = self._run(session, stage, tx, *args)
         if decision.action in (Action.REJECT, Action.TEMPFAIL):
-            self.chain.finished(tx, decision.reply)
-            log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
-                     printable(tx.helo or "-"), printable(tx.mail_from),
-                     printable(args[0]) if args else "-", stage, decision.reply[:3],
-                     decision.filter or "-")
-            if self.metrics is not None:
-                self.metrics.refused(decision.filter)
+            self._refused(tx, stage, decision, *args)
             return decision.reply
         return None
+
+    def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str) -> None:
+        """A refusal before DATA: told to the filters' `finished`, logged and counted."""
+        self.chain.finished(tx, decision.reply)
+        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
+                 printable(tx.helo or "-"), printable(tx.mail_from),
+                 printable(args[0]) if args else "-", stage, decision.reply[:3],
+                 decision.filter or "-")
+        if self.metrics is not None:
+            self.metrics.refused(decision.filter)
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         self.in_flight += 1

@@ -127,6 +127,7 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     handler.chain = chain
     handler.bcc = scanner.config["BccAddress"]
     handler.scan_budget = scanner.config["ScanBudget"]
+    handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
     waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
@@ -214,7 +215,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
         metrics.serve(*host_port(config["MetricsListen"]))
     handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), host_port(next_hop),
                             config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
-                            scan_budget=config["ScanBudget"])
+                            scan_budget=config["ScanBudget"],
+                            verify_recipients=config["SmtpVerifyRecipients"])
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))

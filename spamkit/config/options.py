@@ -214,6 +214,10 @@ OPTIONS: tuple[Option, ...] = (
            "or for more of a message during DATA, before it closes the session with 421: an "
            "idle client holds a session no longer. Read at start.", minimum=1, maximum=3600,
            group="smtp"),
+    Option("SmtpVerifyRecipients", bool, True, "`serve` puts each recipient its filters "
+           "pass to the next hop at RCPT (MAIL, RCPT, RSET) and passes a refusal on for that "
+           "recipient alone: an unknown user then bounces alone, where after DATA one reply "
+           "must stand for every recipient of the message.", group="smtp"),
     Option("ScanBudget", float, 30.0, "Seconds `serve` gives the DATA checks of one message "
            "(DNS lists, SPF, DKIM, the score); past it the client gets 451 and nothing is "
            "relayed, before the MTA in front gives up (Postfix waits 100 s).",

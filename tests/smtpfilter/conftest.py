@@ -102,7 +102,8 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
         scanner = Scanner.from_config(config, None)
         port = free_port()
         handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port),
-                                forwarders=tuple(config["RelayClients"]))
+                                forwarders=tuple(config["RelayClients"]),
+                                verify_recipients=config["SmtpVerifyRecipients"])
         controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
         controller.start()
         controllers.append(controller)

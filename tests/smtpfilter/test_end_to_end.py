@@ -313,9 +313,13 @@ def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(
     Postfix) refuses one of them, the message goes to nobody and upstream hears why: 451
     when the refusal is temporary, so the sender retries and no one gets it twice; the
     next hop's 5xx when it is permanent, so the sender is told. Before, upstream heard
-    250 and the refused recipients' copies were gone without a word."""
+    250 and the refused recipients' copies were gone without a word. (This is the path
+    after DATA, where one reply stands for all: with SmtpVerifyRecipients, the default,
+    most refusals come at RCPT instead, one recipient at a time, as the next test shows.)"""
     postfix.clear()
-    process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    config = tmp_path / "spamkit.toml"
+    config.write_text("SmtpVerifyRecipients = false\n")
+    process, port = start_serve(postfix.port, trained_db, config, stderr=subprocess.DEVNULL)
     message = minutes(tmp_path)
     try:
         for recipients, reply in (("b@example.org,later@example.org", "451 4.3.0 The next hop deferred "
@@ -341,34 +345,80 @@ def test_a_recipient_the_next_hop_refuses_is_never_lost_behind_a_250(
         assert stop_serve(process)[0] == 0
 
 
+def test_each_recipient_the_next_hop_refuses_is_refused_alone_at_rcpt(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop) -> None:
+    """In front of an MTA, a message to a colleague and to a mistyped address was refused
+    whole after DATA (one reply must stand for all), so the colleague never got it. Each
+    recipient is now put to the next hop (a real Postfix) at RCPT: the one it refuses or
+    defers hears so alone, and the others get the message, once."""
+    import smtplib
+
+    postfix.clear()
+    process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml")
+    message = minutes(tmp_path).read_bytes()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            refused = client.sendmail("a@example.org", ["b@example.org", "refused@example.org",
+                                                        "later@example.org", "c@example.org"], message)
+            assert {r: code for r, (code, _) in refused.items()} == \
+                {"refused@example.org": 554, "later@example.org": 450}
+            assert b"no such user" in refused["refused@example.org"][1]
+            # a message whose only recipient is refused ends at RCPT; the session goes on
+            try:
+                client.sendmail("a@example.org", ["refused@example.org"], message)
+                raise AssertionError("the only recipient was taken")
+            except smtplib.SMTPRecipientsRefused as error:
+                assert error.recipients["refused@example.org"][0] == 554
+            # a refusal of the sender by the next hop at DATA still comes after the dot
+            try:
+                client.sendmail("nodata@example.org", ["b@example.org"], message)
+                raise AssertionError("the next hop's refusal at DATA was lost")
+            except smtplib.SMTPDataError as error:
+                assert error.smtp_code == 554
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    assert postfix.held() == [("a@example.org", ["b@example.org", "c@example.org"])]
+    log = stderr.decode()
+    assert "rcpt=refused@example.org stage=rcpt reply='554' by=next-hop" in log
+    assert "rcpt=later@example.org stage=rcpt reply='450' by=next-hop" in log
+
+
 def test_internationalized_addresses_go_on_as_smtputf8_or_are_refused_for_good(
         tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, sink: Sink) -> None:
     """serve offers SMTPUTF8 (RFC 6531), but the relay wrote every command in ASCII: mail
     from or to a non-ASCII address heard 451 at each try (a UnicodeEncodeError) and was
     never delivered. It now goes on as SMTPUTF8 mail to a next hop that takes it (Postfix),
-    and to one that does not (smtp-sink) the sender hears 553 5.6.7, once."""
+    and to one that does not (smtp-sink) the sender hears 553 5.6.7, once: at RCPT, where
+    the next hop is asked about each recipient, or after DATA without that."""
     import socket
 
     def send(port: int, sender: str, recipient: str) -> bytes:
+        """The reply that ends the transaction: RCPT's if it refuses, else the final one."""
         client = socket.create_connection(("127.0.0.1", port), timeout=30)
         replies = client.makefile("rb")
         replies.readline()
-        client.sendall(f"EHLO test\r\nMAIL FROM:<{sender}> SMTPUTF8\r\nRCPT TO:<{recipient}>\r\n"
-                       "DATA\r\n".encode())
+        client.sendall(f"EHLO test\r\nMAIL FROM:<{sender}> SMTPUTF8\r\nRCPT TO:<{recipient}>\r\n".encode())
         while replies.readline()[3:4] == b"-":  # the EHLO reply
             pass
-        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
-        client.sendall(f"From: {sender}\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
-                       "Subject: γεια σας\r\n\r\nκαλημέρα\r\n.\r\n".encode())
+        assert replies.readline()[:3] == b"250"
         reply = replies.readline()
+        if reply.startswith(b"250"):
+            client.sendall(b"DATA\r\n")
+            assert replies.readline()[:3] == b"354"
+            client.sendall(f"From: {sender}\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+                           "Subject: γεια σας\r\n\r\nκαλημέρα\r\n.\r\n".encode())
+            reply = replies.readline()
         client.close()
         return reply
 
     postfix.clear()
-    for next_hop, reply in ((postfix.port, b"250 2.0.0 Ok: queued by next hop\r\n"),
-                            (sink.port, b"553 5.6.7 The next hop does not take internationalized "
-                                        b"addresses (SMTPUTF8)\r\n")):
-        process, port = start_serve(next_hop, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    refused = b"553 5.6.7 The next hop does not take internationalized addresses (SMTPUTF8)\r\n"
+    for next_hop, verify, reply in ((postfix.port, "true", b"250 2.0.0 Ok: queued by next hop\r\n"),
+                                    (sink.port, "true", refused), (sink.port, "false", refused)):
+        config = tmp_path / "spamkit.toml"
+        config.write_text(f"SmtpVerifyRecipients = {verify}\n")
+        process, port = start_serve(next_hop, trained_db, config, stderr=subprocess.DEVNULL)
         try:
             assert send(port, "δοκιμή@παράδειγμα.δοκιμή", "b@example.org") == reply
             assert send(port, "a@example.org", "χρήστης@example.org") == reply
