@@ -127,7 +127,10 @@ class RelayPool:
                 refused.append((rcpt, code, _text(message)))
         if refused:
             return self._abandon(client, _refusal(refused, everyone=len(refused) == len(rcpt_tos)))
-        if archive:
+        if archive and not archive.isascii() and "SMTPUTF8" not in options:
+            log.warning("the archive copy to <%s> was not sent: the next hop does not take "
+                        "internationalized addresses (SMTPUTF8)", archive)
+        elif archive:
             code, message = client.rcpt(archive)
             if code not in (250, 251):
                 log.warning("the next hop refused the archive copy to <%s>: %d %s", archive, code,

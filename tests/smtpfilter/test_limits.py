@@ -222,6 +222,27 @@ def test_kept_open_next_hop_connections() -> None:
     assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("451")
 
 
+def test_an_archive_address_the_next_hop_cannot_take_is_skipped_not_every_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A non-ASCII BccAddress and a next hop without SMTPUTF8 (smtp-sink): smtplib could
+    not write that RCPT, and every message heard 451. The archive copy is skipped with a
+    warning; the recipients get the message."""
+    from smtpfilter.relay import RelayPool
+
+    generator = start_sink()
+    sink = next(generator)
+    try:
+        pool = RelayPool("127.0.0.1", sink.port, timeout=10)
+        with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+            reply = pool.send("a@example.org", ["b@example.org"], MESSAGE, archive="archív@example.org")
+        assert reply.startswith("250"), reply
+        [delivered] = sink.messages()
+        assert b"b@example.org" in delivered and "archív".encode() not in delivered
+        assert "the archive copy to <archív@example.org> was not sent" in caplog.text
+    finally:
+        generator.close()
+
+
 def test_address_parsing_matches_aiosmtpd() -> None:
     """LimitedSMTP parses MAIL/RCPT addresses without aiosmtpd's per-call class; the
     results must stay aiosmtpd's own (this fails if a new aiosmtpd parses differently)."""
