@@ -88,7 +88,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
     recipient under .qmail, procmail and mailbox_command, and a database only its owner
     may open (0700, as it is made) is the usual cause."""
     sender = os.environ.get("SENDER")
-    down = None
+    down: str | None = None
     store = None
     try:
         store = _store(db_path, config_path, config["UseBayes"])
@@ -117,9 +117,10 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
 
 def _why_unreadable(error: Exception) -> str:
     if isinstance(error, PermissionError):
-        return (f"the token database cannot be read as user {pwd.getpwuid(os.geteuid()).pw_name} ({error.strerror}: "
-                f"{error.filename}); deliver runs as the recipient, so give it a database it may "
-                "open, or set WhenDatabaseDown")
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        return (f"the token database cannot be read as user {me} ({error.strerror}: "
+                f"{error.filename}); deliver runs as the recipient, so give it a database it "
+                "may open, or set WhenDatabaseDown")
     return str(error)
 
 

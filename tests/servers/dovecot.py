@@ -31,7 +31,12 @@ BARE_HOST = "127.0.0.3"
 # A user whose folders sit under the personal namespace's prefix "INBOX." (so LearnAsSpam
 # is INBOX.LearnAsSpam), as on Courier, Cyrus and Dovecots configured like them.
 PREFIXED_USER = "dave"
-LOGINS = {**USERS, PREFIXED_USER: "secret4"}
+PREFIXED_PASSWORD = "secret4"
+
+
+def logins() -> dict[str, str]:
+    """Every login: USERS (which a benchmark may replace) and the prefixed user."""
+    return {**USERS, PREFIXED_USER: PREFIXED_PASSWORD}
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Dovecot:
                        capture_output=True, timeout=30)
 
     def clear(self) -> None:
-        for user in LOGINS:
+        for user in logins():
             shutil.rmtree(self.root / "mail" / user, ignore_errors=True)
         # Dovecot caches folder state in its index files under the Maildir; removing the
         # Maildir removes them too, so each test starts from fresh mailboxes.
@@ -76,7 +81,7 @@ class Dovecot:
         port = self.tls_port if security == "tls" else self.plain_port
         lines = []
         for user in users:
-            lines += ["[[account]]", f'user = "{user}"', f'password = "{LOGINS[user]}"',
+            lines += ["[[account]]", f'user = "{user}"', f'password = "{logins()[user]}"',
                       f'host = "{host}"', f"port = {port}", f'security = "{security}"']
             for key, value in extra.items():
                 lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
@@ -97,10 +102,10 @@ def start_dovecot() -> Iterator[Dovecot]:
     subprocess.run(["chown", "dovecot:dovecot", str(root / "mail")], check=True)
     self_signed_certificate(root)
     os.chmod(root / "key.pem", 0o644)
-    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in LOGINS.items()))
+    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in logins().items()))
     (root / "userdb").write_text("".join(
         f"{u}:::::::" + ("userdb_namespace/inbox/prefix=INBOX." if u == PREFIXED_USER else "") + "\n"
-        for u in LOGINS))
+        for u in logins()))
     (root / "dovecot.conf").write_text(f"""
 first_valid_uid = 1
 mail_privileged_group =

@@ -17,7 +17,7 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import BARE_HOST, LOGINS, MOVE_ONLY_HOST, PREFIXED_USER, USERS, Dovecot, start_dovecot
+from tests.servers.dovecot import BARE_HOST, MOVE_ONLY_HOST, PREFIXED_USER, USERS, Dovecot, logins, start_dovecot
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def mark_deleted_by_another_client(server: Dovecot, user: str, folder: str,
     from imapclient import IMAPClient
 
     with IMAPClient(host, server.plain_port, ssl=False) as client:
-        client.login(user, LOGINS[user])
+        client.login(user, logins()[user])
         client.select_folder(folder)
         uid = max(client.search("ALL"))
         data = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
@@ -191,7 +191,7 @@ def uids_on_server(server: Dovecot, user: str, folder: str) -> list[int]:
     from imapclient import IMAPClient
 
     with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
-        client.login(user, LOGINS[user])
+        client.login(user, logins()[user])
         if not client.folder_exists(folder):
             return []
         client.select_folder(folder, readonly=True)
