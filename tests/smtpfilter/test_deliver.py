@@ -178,7 +178,7 @@ def _deliver_as_nobody(tmp_path: Path, trained_db: Path, nobody: pwd.struct_pass
                 os.setgid(nobody.pw_gid)
                 os.setuid(nobody.pw_uid)
                 sys.stdin = io.TextIOWrapper(io.BytesIO(FORGED))
-                sys.stderr = open(stderr, "w")  # noqa: SIM115 - closed by os._exit's flush below
+                sys.stderr = open(stderr, "w")  # noqa: SIM115 - flushed below; the exit closes it
                 try:
                     main(["deliver", "dave", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db),
                           "--config", str(config)], standalone_mode=False)
@@ -203,10 +203,10 @@ def _deliver_as_nobody(tmp_path: Path, trained_db: Path, nobody: pwd.struct_pass
 
 def test_a_broken_configuration_or_command_line_defers_the_mail_never_bounces_it(
         tmp_path: Path, trained_db: Path) -> None:
-    """Postfix bounces mail when mailbox_command exits with anything but 0 or 75. A typo in
-    the configuration gave 69 and a misspelt option click's 2: every message bounced
-    until the administrator noticed. Both are the administrator's to mend, so the mail
-    now waits (75)."""
+    """Postfix bounces mail when mailbox_command exits 69 or 2 (it defers on 75, EX_TEMPFAIL,
+    and a few other sysexits codes). A typo in the configuration gave 69 and a misspelt
+    option click's 2: every message bounced until the administrator noticed. Both are the
+    administrator's to mend, so the mail now waits (75)."""
     root = tmp_path / "users"
     (root / "erin" / "Maildir" / "cur").mkdir(parents=True)
     config = tmp_path / "spamkit.toml"
