@@ -21,6 +21,7 @@ INBOX.LearnAsSpam and Trash is INBOX.Trash.
 
 from __future__ import annotations
 
+import datetime
 import ssl
 import stat
 import time
@@ -37,6 +38,7 @@ from spamkit.errors import ConfigError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
+from trainer.retention import RetentionReport
 from trainer.sweep import SweepOptions, SweepReport, UserReport
 from trainer.users import check_user_name
 
@@ -334,6 +336,47 @@ def _key(item: SourceItem) -> bytes:
 
     assert item.data is not None
     return message_key(item.data)
+
+
+def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_run: bool,
+                     today: datetime.date | None = None) -> RetentionReport:
+    """Junkmail retention over IMAP (MessageRetentionTime): delete the messages of each
+    account's junk folder that arrived more than `days` days ago (INTERNALDATE, by day, as
+    IMAP's SEARCH BEFORE compares), as `_remove` removes learned mail: by UID, never with
+    a plain EXPUNGE. An account that cannot be reached, or whose server can remove
+    nothing this way, is reported in `failures`."""
+    cutoff = (today or datetime.date.today()) - datetime.timedelta(days=days)
+    report = RetentionReport(dry_run=dry_run)
+    for account in accounts:
+        report.users[account.label] = 0
+        try:
+            client = connect(account)
+        except (IMAPClientError, OSError, ssl.SSLError) as error:
+            report.failures.append((account.label, f"cannot log in: {error}"))
+            continue
+        try:
+            name = find_folder(client, folder, personal_prefix(client))
+            if name is None:
+                continue
+            validity = client.select_folder(name, readonly=dry_run)[b"UIDVALIDITY"]
+            uids = sorted(client.search(["BEFORE", cutoff, "UNDELETED"]))
+            if dry_run or not uids:
+                report.users[account.label] = len(uids)
+                continue
+            removal = _remove(client, account, name, validity, uids)
+            if removal is _Removal.DONE:
+                report.users[account.label] = len(uids)
+            else:
+                report.failures.append((account.label, f"{len(uids)} messages in {name} not "
+                                        f"deleted: {removal.value}"))
+        except (IMAPClientError, OSError) as error:
+            report.failures.append((account.label, f"connection lost: {error}"))
+        finally:
+            try:
+                client.logout()
+            except (IMAPClientError, OSError):
+                pass
+    return report
 
 
 def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[str, tuple[int, int]]:

@@ -13,10 +13,12 @@ from trainer.users import Account
 class RetentionReport:
     users: dict[str, int] = field(default_factory=dict)  # user -> messages deleted (or due)
     dry_run: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (user, why), over IMAP
 
     def as_json(self) -> dict[str, object]:
         return {"users": [{"user": u, "deleted": n} for u, n in self.users.items()],
-                "totals": {"deleted": sum(self.users.values())}, "dry_run": self.dry_run}
+                "totals": {"deleted": sum(self.users.values())}, "dry_run": self.dry_run,
+                "failures": [{"user": u, "reason": why} for u, why in self.failures]}
 
 
 def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool = False,

@@ -23,7 +23,7 @@ from spamkit.learn import Learner
 from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
-from trainer.imap import ImapAccount, imap_folder_counts, imap_sweep, load_accounts
+from trainer.imap import ImapAccount, imap_expire_junk, imap_folder_counts, imap_sweep, load_accounts
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnsafeUser, accounts
@@ -104,7 +104,7 @@ def _dry_run(users: list[Account], db: str | None, options: SweepOptions,
 @click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
 @click.option("--user", "only_user", help="Only this user.")
 @click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
-              help="Count over IMAP (STATUS) for these accounts instead of local Maildirs.")
+              help="Count over IMAP for these accounts instead of local Maildirs.")
 def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: str | None,
           only_user: str | None, imap_accounts: str | None) -> None:
     """Per user: messages waiting in LearnAsSpam and LearnAsHam, junkmail read and unread,
@@ -166,16 +166,26 @@ def imap_stats(accounts_list: list[ImapAccount], config: Config) -> list[UserSta
 @click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
 @click.option("--user", "only_user", help="Only this user.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
+              help="Delete over IMAP for these accounts instead of in local Maildirs (by "
+                   "arrival day, UID EXPUNGE or MOVE to Trash, never a plain EXPUNGE).")
 def expire_junk(days: int | None, config_path: str | None, as_json: bool, pattern: str | None,
-                only_user: str | None, dry_run: bool) -> None:
+                only_user: str | None, dry_run: bool, imap_accounts: str | None) -> None:
     """Delete junkmail delivered more than --days days ago."""
     config = load_config(config_path)
-    users = _accounts(config, pattern, only_user)
-    report = expire_junk_folders(users, config["JunkFolder"], days or config["MessageRetentionTime"],
-                                 dry_run)
+    keep = days or config["MessageRetentionTime"]
+    if imap_accounts:
+        report = imap_expire_junk(load_accounts(Path(imap_accounts)), config["JunkFolder"], keep, dry_run)
+    else:
+        report = expire_junk_folders(_accounts(config, pattern, only_user), config["JunkFolder"], keep,
+                                     dry_run)
     if as_json:
         click.echo(json.dumps(report.as_json()))
-        return
-    verb = "would delete" if dry_run else "deleted"
-    for user, count in report.users.items():
-        click.echo(f"{user}: {verb} {count}")
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for user, count in report.users.items():
+            click.echo(f"{user}: {verb} {count}")
+        for user, why in report.failures:
+            click.echo(f"{user}: {why}", err=True)
+    if report.failures:
+        sys.exit(1)

@@ -281,6 +281,52 @@ def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: P
     assert "no folder LearnAsSpam or LearnAsHam" in user["skipped"][0]["reason"]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", BARE_HOST])
+def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str) -> None:
+    """MessageRetentionTime for accounts spamkit reaches only over IMAP: junkmail that
+    arrived more than --days days ago (INTERNALDATE) is deleted by UID; a message someone
+    else flagged \\Deleted and what arrived since are left. A server that offers no way to
+    remove only those UIDs removes nothing and says so (exit 1)."""
+    import datetime
+
+    from imapclient import IMAPClient
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old = now - datetime.timedelta(days=90)
+    server.fill("alice", "junkmail", [])
+    with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+        client.login("alice", logins()["alice"])
+        for when, subject in ((old, "old one"), (old, "old two"), (now, "new"), (old, "withdrawn")):
+            client.append("junkmail", f"Subject: {subject}\r\n\r\nbody\r\n".encode(), msg_time=when)
+        client.select_folder("junkmail")
+        client.add_flags([max(client.search("ALL"))], [b"\\Deleted"])  # "withdrawn"
+        client.logout()
+
+    def subjects_left() -> set[str]:
+        with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+            client.login("alice", logins()["alice"])
+            client.select_folder("junkmail", readonly=True)
+            fetched = client.fetch(client.search("ALL"), ["BODY.PEEK[]"])
+            client.logout()
+        return {v[b"BODY[]"].split(b"\r\n", 1)[0].decode().removeprefix("Subject: ")
+                for v in fetched.values()}
+
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
+    expire = ("expire-junk", "--imap-accounts", str(accounts), "--days", "60", "--json")
+    dry = json.loads(spamkit(*expire, "--dry-run").stdout)
+    assert dry["users"] == [{"user": "alice", "deleted": 2}] and dry["failures"] == []
+    assert subjects_left() == {"old one", "old two", "new", "withdrawn"}
+    done = spamkit(*expire, check=False)
+    out = json.loads(done.stdout)
+    if host == BARE_HOST:
+        assert done.returncode == 1 and out["users"] == [{"user": "alice", "deleted": 0}]
+        assert "neither UIDPLUS nor MOVE" in out["failures"][0]["reason"]
+        assert subjects_left() == {"old one", "old two", "new", "withdrawn"}
+    else:
+        assert done.returncode == 0 and out["users"] == [{"user": "alice", "deleted": 2}]
+        assert subjects_left() == {"new", "withdrawn"}
+
+
 def test_a_sweep_cut_off_between_flagging_and_expunging_is_finished_by_the_next(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
         monkeypatch: pytest.MonkeyPatch) -> None:
