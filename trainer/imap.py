@@ -26,6 +26,7 @@ import ssl
 import stat
 import time
 import tomllib
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -115,6 +116,14 @@ def connect(account: ImapAccount) -> IMAPClient:
     return client
 
 
+def _logout(client: IMAPClient) -> None:
+    """End the session; a connection already gone has nothing more to say."""
+    try:
+        client.logout()
+    except (IMAPClientError, OSError):
+        pass
+
+
 def imap_sweep(accounts: list[ImapAccount], learner: Learner, options: SweepOptions) -> SweepReport:
     started = time.perf_counter()
     report = SweepReport(dry_run=options.dry_run)
@@ -150,19 +159,21 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             user.failed += 1
             user.failures.append((f"{account.user}@{account.host}", f"connection lost: {error}"))
         finally:
-            try:
-                client.logout()
-            except (IMAPClientError, OSError):
-                pass
+            _logout(client)
 
 
 def personal_prefix(client: IMAPClient) -> str:
     """The personal namespace's prefix: "INBOX." on Courier and Cyrus, "" on a Dovecot as
-    installed and on a server without NAMESPACE."""
-    if not client.has_capability("NAMESPACE"):
-        return ""
-    personal = client.namespace().personal or ()
-    return str(personal[0][0]) if personal else ""
+    installed and on a server without NAMESPACE. Asked once a connection (a MOVE-only
+    server's every removal looks for Trash under it)."""
+    prefix = _PREFIXES.get(client)
+    if prefix is None:
+        personal = client.namespace().personal if client.has_capability("NAMESPACE") else None
+        prefix = _PREFIXES[client] = str(personal[0][0]) if personal else ""
+    return prefix
+
+
+_PREFIXES: weakref.WeakKeyDictionary[IMAPClient, str] = weakref.WeakKeyDictionary()
 
 
 def _candidates(name: str, prefix: str) -> tuple[str, ...]:
@@ -372,10 +383,7 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
         except (IMAPClientError, OSError) as error:
             report.failures.append((account.label, f"connection lost: {error}"))
         finally:
-            try:
-                client.logout()
-            except (IMAPClientError, OSError):
-                pass
+            _logout(client)
     return report
 
 
@@ -396,8 +404,5 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[st
                 out[name] = (0, 0)
         return out
     finally:
-        try:
-            client.logout()
-        except (IMAPClientError, OSError):
-            pass
+        _logout(client)
 

@@ -193,4 +193,3 @@ def author_domain(message: bytes) -> str | None:
         return None
     domain = domains.pop()
     return domain if domain and domain.isascii() and " " not in domain else None
-

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from spamkit.store.base import TokenStore
 
 
-
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
