@@ -14,9 +14,10 @@ the next run, which finds those messages known and removes them. A run cut off b
 flagging its learned messages \\Deleted and expunging them is finished by the next:
 flagged messages learned with the folder's label are expunged by UID then.
 
-Folder names are looked up as given and then under the personal namespace's prefix
-(RFC 2342): on Courier, Cyrus and Dovecots set up like them, LearnAsSpam is
-INBOX.LearnAsSpam and Trash is INBOX.Trash.
+Folder names are looked up as given, then with their levels joined by the server's
+hierarchy delimiter (Junk/LearnAsSpam is Junk.LearnAsSpam where the delimiter is '.'),
+then under the personal namespace's prefix (RFC 2342): on Courier, Cyrus and Dovecots set
+up like them, LearnAsSpam is INBOX.LearnAsSpam and Trash is INBOX.Trash.
 """
 
 from __future__ import annotations
@@ -147,11 +148,12 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             user.failures.append((f"{account.user}@{account.host}", f"cannot log in: {error}"))
             continue
         try:
-            prefix = personal_prefix(client)
-            folders = [(find_folder(client, name, prefix), label)
+            personal = personal_namespace(client)
+            folders = [(find_folder(client, name, personal), label)
                        for name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM))]
             if not any(folder for folder, _ in folders):
-                user.skipped.append((account.user, _no_folders(options.spam_folder, options.ham_folder, prefix)))
+                user.skipped.append((account.user,
+                                     _no_folders(options.spam_folder, options.ham_folder, personal.prefix)))
             for folder, label in folders:
                 if folder is not None:
                     _sweep_folder(client, account, folder, label, learner, options, user)
@@ -162,30 +164,44 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             _logout(client)
 
 
-def personal_prefix(client: IMAPClient) -> str:
-    """The personal namespace's prefix: "INBOX." on Courier and Cyrus, "" on a Dovecot as
-    installed and on a server without NAMESPACE. Asked once a connection (a MOVE-only
-    server's every removal looks for Trash under it)."""
-    prefix = _PREFIXES.get(client)
-    if prefix is None:
-        personal = client.namespace().personal if client.has_capability("NAMESPACE") else None
-        prefix = _PREFIXES[client] = str(personal[0][0]) if personal else ""
-    return prefix
+@dataclass(frozen=True)
+class Personal:
+    """The personal namespace: its prefix ("INBOX." on Courier and Cyrus, "" on a Dovecot
+    as installed and on a server without NAMESPACE) and its hierarchy delimiter."""
+    prefix: str = ""
+    delimiter: str | None = None
 
 
-_PREFIXES: weakref.WeakKeyDictionary[IMAPClient, str] = weakref.WeakKeyDictionary()
+def personal_namespace(client: IMAPClient) -> Personal:
+    """Asked once a connection (a MOVE-only server's every removal looks for Trash in it)."""
+    personal = _NAMESPACES.get(client)
+    if personal is None:
+        first = client.namespace().personal if client.has_capability("NAMESPACE") else None
+        personal = _NAMESPACES[client] = (Personal(str(first[0][0]), str(first[0][1]) if first[0][1] else None)
+                                          if first else Personal())
+    return personal
 
 
-def _candidates(name: str, prefix: str) -> tuple[str, ...]:
-    if prefix and not name.startswith(prefix) and name.upper() != "INBOX":
-        return name, prefix + name
-    return (name,)
+_NAMESPACES: weakref.WeakKeyDictionary[IMAPClient, Personal] = weakref.WeakKeyDictionary()
 
 
-def find_folder(client: IMAPClient, name: str, prefix: str) -> str | None:
-    """The server's name for the folder set as `name`: as given, else under the personal
-    prefix; None if neither exists."""
-    for candidate in _candidates(name, prefix):
+def _candidates(name: str, personal: Personal) -> tuple[str, ...]:
+    """The names a folder set as `name` may have on the server: as given; with its levels
+    (split at '.' or '/', as the setting allows) joined by the server's delimiter; and
+    each of those under the personal prefix. A new folder takes the last."""
+    if name.upper() == "INBOX":
+        return (name,)
+    spellings = [name]
+    if personal.delimiter:
+        spellings.append(name.replace("/", ".").replace(".", personal.delimiter))
+    if personal.prefix:
+        spellings += [personal.prefix + spelling for spelling in spellings if not spelling.startswith(personal.prefix)]
+    return tuple(dict.fromkeys(spellings))
+
+
+def find_folder(client: IMAPClient, name: str, personal: Personal) -> str | None:
+    """The server's name for the folder set as `name` (`_candidates`); None if none exists."""
+    for candidate in _candidates(name, personal):
         if client.folder_exists(candidate):
             return candidate
     return None
@@ -322,10 +338,10 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
         client.delete_messages(uids)
         client.uid_expunge(uids)
     elif client.has_capability("MOVE"):
-        prefix = personal_prefix(client)
-        trash = find_folder(client, account.trash, prefix)
+        personal = personal_namespace(client)
+        trash = find_folder(client, account.trash, personal)
         if trash is None:
-            trash = _candidates(account.trash, prefix)[-1]  # a new folder goes where the user's are
+            trash = _candidates(account.trash, personal)[-1]  # a new folder goes where the user's are
             client.create_folder(trash)
         client.move(uids, trash)
     else:
@@ -366,7 +382,7 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
             report.failures.append((account.label, f"cannot log in: {error}"))
             continue
         try:
-            name = find_folder(client, folder, personal_prefix(client))
+            name = find_folder(client, folder, personal_namespace(client))
             if name is None:
                 continue
             validity = client.select_folder(name, readonly=dry_run)[b"UIDVALIDITY"]
@@ -394,9 +410,9 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[st
     client = connect(account)
     try:
         out = {}
-        prefix = personal_prefix(client)
+        personal = personal_namespace(client)
         for name, setting in folders.items():
-            folder = find_folder(client, setting, prefix)
+            folder = find_folder(client, setting, personal)
             if folder is not None:
                 client.select_folder(folder, readonly=True)
                 out[name] = (len(client.search("UNDELETED")), len(client.search(["UNSEEN", "UNDELETED"])))

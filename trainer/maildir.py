@@ -34,8 +34,10 @@ class MaildirMessage:
 
 
 def folder_path(maildir: Path, name: str) -> Path:
-    """The Maildir++ folder `name` (".LearnAsSpam"); INBOX is the Maildir itself."""
-    return maildir if name.upper() == "INBOX" else maildir / f".{name}"
+    """The Maildir++ folder `name` (".LearnAsSpam"); INBOX is the Maildir itself. Levels
+    given as IMAP names them on servers that separate them with '/' (Junk/LearnAsSpam)
+    are Maildir++'s '.' on disk (.Junk.LearnAsSpam)."""
+    return maildir if name.upper() == "INBOX" else maildir / f".{name.replace('/', '.')}"
 
 
 def list_messages(folder: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[MaildirMessage]:

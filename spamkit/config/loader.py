@@ -126,6 +126,10 @@ def convert(option: Option, value: Any, where: str) -> Any:
         return list(value)
     if not isinstance(value, option.kind) or (option.kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{where}: {option.name} must be {_kind_name(option)}, not {value!r}")
+    if option.value_problem is not None and isinstance(value, str):
+        problem = option.value_problem(value)
+        if problem:
+            raise ConfigError(f"{where}: {option.name}: {problem}")
     if option.choices and value not in option.choices:
         raise ConfigError(f"{where}: {option.name} must be one of {', '.join(option.choices)}; "
                           f"not {value!r}")
@@ -206,7 +210,40 @@ def config_from_text(text: str, config_path: Path, environ: Mapping[str, str]) -
         raise ConfigError(f"{origins['RejectLevel']}: RejectLevel ({values['RejectLevel']:g}) is "
                           f"below TagLevel ({values['TagLevel']:g}): spam would be refused "
                           "before it could be tagged")
+    _check_folders_differ(values, origins)
     return Config(values, config_path, origins, users)
+
+
+TRAINER_FOLDERS = ("SpamFolder", "HamFolder", "JunkFolder")
+
+
+def _setting_rank(origin: str) -> tuple[int, int]:
+    """Which of two settings was made last: a default first, then the file's by line,
+    then the environment's."""
+    if origin == "default":
+        return (0, 0)
+    if origin.startswith("$"):
+        return (2, 0)
+    line = origin.rpartition(":")[2]
+    return (1, int(line) if line.isdigit() else 0)
+
+
+def _check_folders_differ(values: dict[str, Any], origins: dict[str, str]) -> None:
+    """The sweep learns and deletes what is in SpamFolder and HamFolder, and expire-junk
+    deletes old mail in JunkFolder: one folder in two of those roles would teach the
+    filter its own verdicts, or the opposite label, and delete mail users keep."""
+    seen: dict[str, str] = {}
+    for name in TRAINER_FOLDERS:
+        folder = values[name].replace("/", ".").lower()
+        if folder in seen:
+            other = seen[folder]
+            # blame the one the administrator set (a default is not a mistake), the later
+            # line of two, or the environment's over the file's
+            blamed, kept = sorted((other, name), key=lambda option: _setting_rank(origins[option]))[::-1]
+            also = "" if origins[kept] == "default" else f", set at {origins[kept]}"
+            raise ConfigError(f"{origins[blamed]}: {blamed} is the same folder as {kept} "
+                              f"({values[blamed]!r}{also}): each needs a folder of its own")
+        seen[folder] = name
 
 
 def _values_from_text(text: str, path: Path) -> tuple[dict[str, tuple[Any, str]], UserValues]:

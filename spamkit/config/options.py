@@ -30,6 +30,8 @@ class Option:
     # for a list: what is wrong with one entry, or None; checked when the file is read, so
     # that a bad entry names its line instead of failing later, where it is used
     entry_problem: Callable[[str], str | None] | None = None
+    # for text: what is wrong with the value, or None; checked when it is read, as above
+    value_problem: Callable[[str], str | None] | None = None
 
 
 def _not_a_network(entry: str) -> str | None:
@@ -50,6 +52,21 @@ def _not_an_account(entry: str) -> str | None:
     name, equals, path = entry.partition("=")
     if not (equals and name.strip() and path.strip()):
         return f"{entry!r} is not NAME=MAILDIR"
+    return None
+
+
+def _not_a_folder(name: str) -> str | None:
+    """A trainer folder must be one folder of each user's own, not INBOX (the sweep deletes
+    what it learns, expire-junk what is old) and not a path out of the Maildir: levels
+    are separated by '.' (Maildir++) or '/' (IMAP servers that use it), none empty."""
+    if name.upper() == "INBOX":
+        return "INBOX is the users' inbox, and the trainer deletes mail from this folder"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} holds a control character"
+    levels = name.replace("/", ".").split(".")
+    if not all(level.strip() for level in levels):
+        return (f"{name!r} is not a folder name: levels are separated by one '.' or '/' "
+                "(Junk.LearnAsSpam), none empty, none at either end")
     return None
 
 
@@ -111,9 +128,12 @@ OPTIONS: tuple[Option, ...] = (
            "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer"),
     Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
            "admin=/home/e-smith/Maildir).", group="trainer", entry_problem=_not_an_account),
-    Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer"),
-    Option("HamFolder", str, "LearnAsHam", "Folder users copy good mail into.", group="trainer"),
-    Option("JunkFolder", str, "junkmail", "Folder tagged spam is sorted into.", group="trainer"),
+    Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer",
+           value_problem=_not_a_folder),
+    Option("HamFolder", str, "LearnAsHam", "Folder users copy good mail into.", group="trainer",
+           value_problem=_not_a_folder),
+    Option("JunkFolder", str, "junkmail", "Folder tagged spam is sorted into.", group="trainer",
+           value_problem=_not_a_folder),
     Option("LearnHamToInbox", bool, False, "After learning a message as ham, put it back in the "
            "Inbox instead of deleting it.", group="trainer"),
     Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "

@@ -44,6 +44,17 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('WhitelistHosts = ["mx.example.org"]\n', ":1", "is not an IP address or network"),
     ('BadMailFromTo = ["spammer@example.com"]\n', ":1", "not a \"SENDER RECIPIENT\" pair"),
     ('ExtraAccounts = ["/home/e-smith/Maildir"]\n', ":1", "is not NAME=MAILDIR"),
+    # the trainer's folders: learned mail is deleted from SpamFolder and HamFolder, old mail
+    # from JunkFolder, so INBOX there once emptied every user's inbox, and a path left it
+    ('JunkFolder = "INBOX"\n', ":1", "JunkFolder: INBOX is the users' inbox"),
+    ('TagLevel = 4\nSpamFolder = "inbox"\n', ":2", "SpamFolder: INBOX is the users' inbox"),
+    ('HamFolder = "../../../etc"\n', ":1", "HamFolder: '../../../etc' is not a folder name"),
+    ('SpamFolder = "/tmp"\n', ":1", "is not a folder name"),
+    ('SpamFolder = "Junk..Spam"\n', ":1", "is not a folder name"),
+    ('SpamFolder = "Spam\\r\\nA1 DELETE INBOX"\n', ":1", "holds a control character"),
+    ('SpamFolder = "junkmail"\n', ":1", "SpamFolder is the same folder as JunkFolder"),
+    ('HamFolder = "Spam"\nSpamFolder = "spam"\n', ":2", "SpamFolder is the same folder as HamFolder ('spam', set at "),
+    ('JunkFolder = "LearnAsSpam"\n', ":1", "JunkFolder is the same folder as SpamFolder"),
 ])
 def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str, words: str) -> None:
     path = tmp_path / "spamkit.toml"
@@ -62,6 +73,18 @@ def test_network_lists_take_addresses_and_networks_of_either_family(tmp_path: Pa
     assert config["LocalNetworks"] == ["10.0.0.0/8", "192.0.2.7", "::1", "2001:db8::/32"]
     with pytest.raises(ConfigError, match=r"^spamkit config set: RelayClients: '1\.2\.3' is not an IP"):
         set_option(path, "RelayClients", "127.0.0.1, 1.2.3")
+
+
+def test_trainer_folders_may_be_nested_but_not_inbox_or_shared(tmp_path: Path) -> None:
+    path = tmp_path / "spamkit.toml"
+    path.write_text('SpamFolder = "Junk/LearnAsSpam"\nHamFolder = "Junk.LearnAsHam"\n')
+    config = load_config(path, environ={})
+    assert (config["SpamFolder"], config["HamFolder"]) == ("Junk/LearnAsSpam", "Junk.LearnAsHam")
+    with pytest.raises(ConfigError, match=r"HamFolder is the same folder as SpamFolder"):
+        set_option(path, "SpamFolder", "Junk.LearnAsHam")
+    with pytest.raises(ConfigError, match=r"^\$SPAMKIT_JUNKFOLDER: JunkFolder: INBOX"):
+        load_config(path, environ={"SPAMKIT_JUNKFOLDER": "Inbox"})
+    assert load_config(path, environ={})["SpamFolder"] == "Junk/LearnAsSpam"  # set_option wrote nothing
 
 
 def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:

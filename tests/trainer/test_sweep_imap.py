@@ -268,6 +268,37 @@ def test_folders_under_the_personal_namespace_prefix_are_found(
     assert len(uids_on_server(server, PREFIXED_USER, "INBOX.Trash")) == (5 if host == MOVE_ONLY_HOST else 0)
 
 
+def test_nested_folders_are_found_as_the_server_and_maildir_spell_them(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders set as Junk/LearnAsSpam (the levels as a mail program shows them) are
+    Junk.LearnAsSpam on a server whose delimiter is '.', INBOX.Junk.LearnAsSpam under a
+    prefix, and .Junk.LearnAsSpam in a Maildir++ on disk: each sweep finds its own."""
+    monkeypatch.setenv("SPAMKIT_SPAMFOLDER", "Junk/LearnAsSpam")
+    monkeypatch.setenv("SPAMKIT_HAMFOLDER", "Junk/LearnAsHam")
+    spam = [m.data for m in split[0] if m.label == "spam"][:4]
+    ham = [m.data for m in split[0] if m.label == "ham"][:4]
+    for user, (spam_part, ham_part) in (("alice", (spam[:2], ham[:2])), (PREFIXED_USER, (spam[2:3], ham[2:3]))):
+        server.fill(user, "Junk.LearnAsSpam", spam_part)
+        server.fill(user, "Junk.LearnAsHam", ham_part)
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice", PREFIXED_USER))
+    db = str(tmp_path / "db")
+    waiting = json.loads(spamkit("stats", "--imap-accounts", str(accounts), "--json").stdout)["users"]
+    assert [(u["LearnAsSpam"], u["LearnAsHam"]) for u in waiting] == [(2, 2), (1, 1)]
+    users = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--json").stdout)["users"]
+    assert [(u["spam_learned"], u["ham_learned"], u["removed"], u["skipped"]) for u in users] == [
+        (2, 2, 4, []), (1, 1, 2, [])]
+    assert server.count("alice", "Junk.LearnAsSpam") == server.count(PREFIXED_USER, "Junk.LearnAsHam") == 0
+    # the same setting on the Maildirs themselves
+    server.fill("bob", "Junk.LearnAsSpam", spam[3:])
+    server.fill("bob", "Junk.LearnAsHam", ham[3:])
+    pattern = str(server.maildir("{user}"))
+    bob = json.loads(spamkit("learn", "--maildirs", pattern, "--user", "bob", "--db", db,
+                             "--json").stdout)["users"][0]
+    assert (bob["spam_learned"], bob["ham_learned"], bob["removed"]) == (1, 1, 2)
+    assert server.count("bob", "Junk.LearnAsSpam") == server.count("bob", "Junk.LearnAsHam") == 0
+
+
 def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: Path) -> None:
     """An account listed for the sweep that has no LearnAsSpam or LearnAsHam folder (a
     typo in the folder setting, or folders under a name the server does not show) is said
