@@ -24,82 +24,25 @@ from __future__ import annotations
 
 import datetime
 import ssl
-import stat
 import time
-import tomllib
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from spamkit.errors import ConfigError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
+from trainer.accounts import ImapAccount
 from trainer.retention import RetentionReport
 from trainer.sweep import SweepOptions, SweepReport, UserReport
-from trainer.users import check_user_name
 
-SECURITY = ("none", "starttls", "tls")
 CHUNK = 100  # messages fetched at once
 FETCH_BYTES = 16 << 20  # and no more bytes than this (by RFC822.SIZE), past one message
 TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class ImapAccount:
-    user: str
-    password: str
-    host: str
-    port: int
-    security: str = "tls"
-    verify: bool = True
-    ca_file: str | None = None
-    trash: str = "Trash"
-
-    @property
-    def label(self) -> str:
-        """A name for reports and the audit log (the login, made safe)."""
-        name = self.user.split("@", 1)[0].lower()
-        try:
-            return check_user_name(name)
-        except ValueError:
-            return "imap-account"
-
-
-def load_accounts(path: Path) -> list[ImapAccount]:
-    """Read the credentials file, refusing one that others can read."""
-    try:
-        info = path.stat()
-    except OSError as error:
-        raise ConfigError(f"{path}: {error.strerror}") from None
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        raise ConfigError(f"{path} holds passwords and is readable by others "
-                          f"(mode {stat.S_IMODE(info.st_mode):o}): chmod 600 {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: {error}") from None
-    accounts = []
-    for number, table in enumerate(data.get("account", []), start=1):
-        where = f"{path}: account {number}"
-        missing = [k for k in ("user", "password", "host") if not table.get(k)]
-        if missing:
-            raise ConfigError(f"{where}: missing {', '.join(missing)}")
-        security = table.get("security", "tls")
-        if security not in SECURITY:
-            raise ConfigError(f"{where}: security must be none, starttls or tls, not {security!r}")
-        port = int(table.get("port", 993 if security == "tls" else 143))
-        accounts.append(ImapAccount(str(table["user"]), str(table["password"]), str(table["host"]),
-                                    port, security, bool(table.get("verify", True)),
-                                    table.get("ca_file"), str(table.get("trash", "Trash"))))
-    if not accounts:
-        raise ConfigError(f"{path}: no [[account]] tables")
-    return accounts
 
 
 def connect(account: ImapAccount) -> IMAPClient:

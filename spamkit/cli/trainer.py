@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 import sys
 import tempfile
 from pathlib import Path
 
 import click
+from imapclient.exceptions import IMAPClientError
 
 from spamkit.cli import (
     config_option,
@@ -23,7 +25,8 @@ from spamkit.learn import Learner
 from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
-from trainer.imap import ImapAccount, imap_expire_junk, imap_folder_counts, imap_sweep, load_accounts
+from trainer.accounts import ImapAccount, load_accounts
+from trainer.imap import imap_expire_junk, imap_folder_counts, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnsafeUser, accounts
@@ -113,8 +116,9 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     Never creates or changes a database.
     """
     config = load_config(config_path)
+    failures: list[tuple[str, str]] = []
     if imap_accounts:
-        rows = imap_stats(load_accounts(Path(imap_accounts)), config)
+        rows, failures = imap_stats(load_accounts(Path(imap_accounts)), config)
     else:
         users = _accounts(config, pattern, only_user)
         rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
@@ -129,15 +133,21 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
         record: dict[str, object] = {"users": records, "totals": totals, "db": magic}
         if db_error is not None:
             record["db_error"] = str(db_error)
+        if imap_accounts:
+            record["failures"] = [{"user": user, "reason": why} for user, why in failures]
         click.echo(json.dumps(record))
         if db_error is not None:
             raise db_error
+        if failures:
+            sys.exit(1)
         return
     click.echo(f"{'User':<20} {'LearnAsSpam':>11} {'LearnAsHam':>10} {'JunkMail':>8} {'NotSeen':>7}"
                f" {'missed spam 30d':>15} {'false pos. 30d':>14}")
     for r in records + [dict(totals, user="total")]:
         click.echo(f"{r['user']:<20} {r['LearnAsSpam']:>11} {r['LearnAsHam']:>10} {r['JunkMail']:>8} "
                    f"{r['NotSeen']:>7} {r['missed_spam_30d']:>15} {r['false_positives_30d']:>14}")
+    for user, why in failures:
+        click.echo(f"{user}: not counted: {why}", err=True)
     if db_error is not None:
         click.echo("database: cannot be read (see below)")
         raise db_error
@@ -146,16 +156,24 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     else:
         click.echo(f"database: {magic['nspam']} spam, {magic['nham']} ham, {magic['ntokens']} tokens "
                    f"({magic['path']})")
+    if failures:
+        sys.exit(1)
 
 
-def imap_stats(accounts_list: list[ImapAccount], config: Config) -> list[UserStats]:
-    rows = []
+def imap_stats(accounts_list: list[ImapAccount], config: Config) -> tuple[list[UserStats], list[tuple[str, str]]]:
+    """A row for each account that could be asked, and (account, why) for each that could
+    not: one server down does not hide the others."""
+    rows, failures = [], []
     for account in accounts_list:
-        counts = imap_folder_counts(account, {"spam": config["SpamFolder"], "ham": config["HamFolder"],
-                                              "junk": config["JunkFolder"]})
+        try:
+            counts = imap_folder_counts(account, {"spam": config["SpamFolder"], "ham": config["HamFolder"],
+                                                  "junk": config["JunkFolder"]})
+        except (IMAPClientError, OSError, ssl.SSLError) as error:
+            failures.append((account.label, f"{account.user}@{account.host}:{account.port}: {error}"))
+            continue
         rows.append(UserStats(account.label, counts["spam"][0], counts["ham"][0],
                               counts["junk"][0] - counts["junk"][1], counts["junk"][1]))
-    return rows
+    return rows, failures
 
 
 @click.command(name="expire-junk")

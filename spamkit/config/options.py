@@ -55,7 +55,7 @@ def _not_an_account(entry: str) -> str | None:
     return None
 
 
-def _not_a_folder(name: str) -> str | None:
+def folder_problem(name: str) -> str | None:
     """A trainer folder must be one folder of each user's own, not INBOX (the sweep deletes
     what it learns, expire-junk what is old) and not a path out of the Maildir: levels
     are separated by '.' (Maildir++) or '/' (IMAP servers that use it), none empty."""
@@ -129,11 +129,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
            "admin=/home/e-smith/Maildir).", group="trainer", entry_problem=_not_an_account),
     Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer",
-           value_problem=_not_a_folder),
+           value_problem=folder_problem),
     Option("HamFolder", str, "LearnAsHam", "Folder users copy good mail into.", group="trainer",
-           value_problem=_not_a_folder),
+           value_problem=folder_problem),
     Option("JunkFolder", str, "junkmail", "Folder tagged spam is sorted into.", group="trainer",
-           value_problem=_not_a_folder),
+           value_problem=folder_problem),
     Option("LearnHamToInbox", bool, False, "After learning a message as ham, put it back in the "
            "Inbox instead of deleting it.", group="trainer"),
     Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "

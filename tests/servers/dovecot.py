@@ -12,6 +12,7 @@ results back the same way.
 from __future__ import annotations
 
 import mailbox
+import json
 import os
 import shutil
 import subprocess
@@ -84,7 +85,7 @@ class Dovecot:
             lines += ["[[account]]", f'user = "{user}"', f'password = "{logins()[user]}"',
                       f'host = "{host}"', f"port = {port}", f'security = "{security}"']
             for key, value in extra.items():
-                lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+                lines.append(f"{key} = {json.dumps(value)}")  # TOML's strings, numbers and true/false
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,6 +300,28 @@ def test_nested_folders_are_found_as_the_server_and_maildir_spell_them(
     assert server.count("bob", "Junk.LearnAsSpam") == server.count("bob", "Junk.LearnAsHam") == 0
 
 
+def test_stats_counts_the_accounts_it_reaches_and_names_the_one_it_cannot(
+        server: Dovecot, tmp_path: Path) -> None:
+    """One IMAP server down made `spamkit stats` stop with "error: Connection refused", no
+    account named and no one counted; now the others are counted and it is named."""
+    server.fill("alice", "LearnAsSpam", [b"Subject: one\n\nbody\n", b"Subject: two\n\nbody\n"])
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        port = closed.getsockname()[1]
+        text = accounts.read_text() + f'[[account]]\nuser = "bob"\npassword = "x"\nhost = "127.0.0.1"\n' \
+            f'port = {port}\nsecurity = "none"\n'
+        accounts.write_text(text)
+        result = spamkit("stats", "--imap-accounts", str(accounts), "--json", check=False)
+        plain = spamkit("stats", "--imap-accounts", str(accounts), check=False)
+    assert result.returncode == plain.returncode == 1, result.stderr
+    out = json.loads(result.stdout)
+    assert [(u["user"], u["LearnAsSpam"]) for u in out["users"]] == [("alice", 2)]
+    assert [f["user"] for f in out["failures"]] == ["bob"]
+    assert f"bob@127.0.0.1:{port}" in out["failures"][0]["reason"]
+    assert "alice" in plain.stdout and f"bob: not counted: bob@127.0.0.1:{port}" in plain.stderr
+
+
 def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: Path) -> None:
     """An account listed for the sweep that has no LearnAsSpam or LearnAsHam folder (a
     typo in the folder setting, or folders under a name the server does not show) is said
@@ -368,7 +391,8 @@ def test_a_sweep_cut_off_between_flagging_and_expunging_is_finished_by_the_next(
     from imapclient import IMAPClient
 
     from spamkit.learn import Learner
-    from trainer.imap import imap_sweep, load_accounts
+    from trainer.accounts import load_accounts
+    from trainer.imap import imap_sweep
     from trainer.sweep import SweepOptions
 
     spam = [m.data for m in split[0] if m.label == "spam"][:4]
@@ -402,7 +426,8 @@ def test_a_uidvalidity_change_mid_sweep_removes_nothing_and_the_next_sweep_finis
     of that folder stops, and the next sweep, finding them known, learns nothing twice
     and removes them. The change is made by Dovecot's own doveadm after the first chunk
     is committed."""
-    from trainer.imap import CHUNK, imap_sweep, load_accounts
+    from trainer.accounts import load_accounts
+    from trainer.imap import CHUNK, imap_sweep
     from trainer.sweep import SweepOptions
     from spamkit.learn import Learner
 

@@ -1,0 +1,73 @@
+"""The IMAP accounts file: a mistake names the line and the key before any server is asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spamkit.errors import ConfigError
+from trainer.accounts import ImapAccount, load_accounts
+
+GOOD = '[[account]]\nuser = "alice@example.org"\npassword = "s3cret"\nhost = "imap.example.org"\n\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "accounts.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_defaults_follow_the_security(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + GOOD.replace("alice", "bob") + 'security = "starttls"\ntrash = "Junk/Bin"\n')
+    assert load_accounts(path) == [
+        ImapAccount("alice@example.org", "s3cret", "imap.example.org", 993),
+        ImapAccount("bob@example.org", "s3cret", "imap.example.org", 143, "starttls", trash="Junk/Bin")]
+
+
+@pytest.mark.parametrize("extra, where, words", [
+    # each of these once ended in "internal error: ValueError/TypeError", was taken as a
+    # default in silence (a misspelt key; verify = "no" read as true), or reached the server
+    ('port = "imap"\n', ":10: account 2", "port: must be a port number (1-65535), not 'imap'"),
+    ('port = 99999\n', ":10: account 2", "port: must be a port number"),
+    ('pasword = "x"\n', ":10: account 2", "unknown key 'pasword'; did you mean password?"),
+    ('verify = "no"\n', ":10: account 2", "verify: must be true or false, not 'no'"),
+    ('security = "ssl"\n', ":10: account 2", "security: must be none, starttls or tls"),
+    ('trash = "INBOX"\n', ":10: account 2", "trash: INBOX is the user's inbox"),
+    ('trash = "../x"\n', ":10: account 2", "is not a folder name"),
+    ('ca_file = "/nonexistent/ca.pem"\n', ":10: account 2", "ca_file: '/nonexistent/ca.pem' is not a file"),
+    ('host = ""\n', ":9: account 2", "host: must be text, not empty"),
+])
+def test_a_mistake_names_the_line_the_account_and_the_key(tmp_path: Path, extra: str, where: str,
+                                                          words: str) -> None:
+    second = GOOD.replace("alice", "bob")
+    if extra.startswith("host"):
+        second = second.replace('host = "imap.example.org"\n', extra)
+        extra = ""
+    path = write(tmp_path, GOOD + second + extra)
+    with pytest.raises(ConfigError) as error:
+        load_accounts(path)
+    assert str(error.value).startswith(f"{path}{where}: "), str(error.value)
+    assert words in str(error.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("account = 3\n", "holds [[account]] tables only"),
+    ('[account]\nuser = "a"\n', "holds [[account]] tables only"),
+    (GOOD + '[options]\nx = 1\n', "(found options)"),
+    ('[[account]]\nuser = "a"\n', ":1: account 1: missing password, host"),
+    ("", "no [[account]] tables"),
+    ("[[account]\n", "accounts.toml: "),
+])
+def test_a_file_not_shaped_as_accounts_is_refused(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_accounts(write(tmp_path, text))
+    assert words in str(error.value)
+
+
+def test_a_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_accounts(path)
