@@ -2,7 +2,7 @@
 
 Users come from a pattern with `{user}` (SME: /home/e-smith/files/users/{user}/Maildir):
 the names are the entries of the directory before `{user}`. A name must match
-spamkit.config.loader.USER_NAME (no `..`, `/`, NUL or look-alike characters), and the resolved Maildir must
+spamkit.config.options.USER_NAME (no `..`, `/`, NUL or look-alike characters), and the resolved Maildir must
 lie under that directory after following links; anything else is refused.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spamkit.config.loader import check_user_name as _check_configured_name
+from spamkit.config.options import maildir_pattern_problem
 from spamkit.errors import ConfigError
 
 
@@ -36,11 +37,10 @@ def check_user_name(user: str) -> str:
 
 def split_pattern(pattern: str) -> tuple[Path, str]:
     """('/home/e-smith/files/users', '/Maildir') for '/home/e-smith/files/users/{user}/Maildir'."""
-    if pattern.count("{user}") != 1:
-        raise ConfigError(f"the Maildir pattern must contain {{user}} once: {pattern!r}")
-    before, after = pattern.split("{user}")
-    if not before.endswith("/"):
-        raise ConfigError(f"{{user}} must be a whole directory name in {pattern!r}")
+    problem = maildir_pattern_problem(pattern, absolute=False)  # the configuration's is checked absolute
+    if problem:
+        raise ConfigError(f"Maildir pattern: {problem}")
+    before, _, after = pattern.partition("{user}")
     return Path(before), after
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option
+from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option, user_name_problem
 from spamkit.errors import ConfigError
 
 ENV_PREFIX = "SPAMKIT_"
@@ -269,13 +269,11 @@ def _values_from_text(text: str, path: Path) -> tuple[dict[str, tuple[Any, str]]
 
 
 USER_TABLE = "user"
-USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what SME allows; no "/", "..", NUL
-
-
 def check_user_name(user: str, where: str = "") -> str:
-    if not USER_NAME.match(user) or ".." in user:
+    problem = user_name_problem(user)
+    if problem:
         prefix = f"{where}: " if where else ""
-        raise ConfigError(f"{prefix}refusing user name {user!r}: only a-z, 0-9, '.', '_' and '-'")
+        raise ConfigError(f"{prefix}{problem}")
     return user
 
 

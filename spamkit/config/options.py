@@ -8,6 +8,7 @@ an administrator's habits carry over; `spamkit config set TagLevel 4` is
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,37 @@ def _not_a_pair(entry: str) -> str | None:
     return None
 
 
+USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what SME allows; no "/", "..", NUL
+
+
+def user_name_problem(user: str) -> str | None:
+    if not USER_NAME.match(user) or ".." in user:
+        return f"refusing user name {user!r}: only a-z, 0-9, '.', '_' and '-'"
+    return None
+
+
 def _not_an_account(entry: str) -> str | None:
     name, equals, path = entry.partition("=")
     if not (equals and name.strip() and path.strip()):
         return f"{entry!r} is not NAME=MAILDIR"
+    if not path.strip().startswith("/"):
+        return f"{entry!r}: the Maildir must be an absolute path (cron's working directory is not yours)"
+    return user_name_problem(name.strip())
+
+
+def maildir_pattern_problem(pattern: str, absolute: bool = True) -> str | None:
+    """Users are the entries of the directory before {user}: the pattern must name it (in
+    the configuration absolutely, for cron), and hold no other brace (a typo that matched
+    no one, in silence)."""
+    before, user, after = pattern.partition("{user}")
+    if not user or "{user}" in after:
+        return f"{pattern!r} must contain {{user}} once (e.g. /home/e-smith/files/users/{{user}}/Maildir)"
+    if absolute and not pattern.startswith("/"):
+        return f"{pattern!r} must be an absolute path (cron's working directory is not yours)"
+    if not before.endswith("/") or not (after == "" or after.startswith("/")):
+        return f"{{user}} must be a whole directory name in {pattern!r}"
+    if any(brace in before + after for brace in "{}"):
+        return f"{pattern!r} holds a brace other than {{user}}'s"
     return None
 
 
@@ -125,7 +153,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("MessageRetentionTime", int, 30, "Days junkmail is kept before `spamkit expire-junk` "
            "deletes it.", minimum=1, group="delivery"),
     Option("MaildirPattern", str, "/home/e-smith/files/users/{user}/Maildir", "Where users' "
-           "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer"),
+           "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer",
+           value_problem=maildir_pattern_problem),
     Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
            "admin=/home/e-smith/Maildir).", group="trainer", entry_problem=_not_an_account),
     Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer",

@@ -55,6 +55,13 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('SpamFolder = "junkmail"\n', ":1", "SpamFolder is the same folder as JunkFolder"),
     ('HamFolder = "Spam"\nSpamFolder = "spam"\n', ":2", "SpamFolder is the same folder as HamFolder ('spam', set at "),
     ('JunkFolder = "LearnAsSpam"\n', ":1", "JunkFolder is the same folder as SpamFolder"),
+    # the Maildir pattern: a stray brace or a relative path found no user, in silence
+    ('MaildirPattern = "/home/e-smith/files/users/{user}/Maildir{"\n', ":1", "holds a brace other than"),
+    ('MaildirPattern = "/home/{usr}/Maildir"\n', ":1", "must contain {user} once"),
+    ('MaildirPattern = "home/{user}/Maildir"\n', ":1", "must be an absolute path"),
+    ('MaildirPattern = "/home/x{user}/Maildir"\n', ":1", "{user} must be a whole directory name"),
+    ('ExtraAccounts = ["admin=Maildir"]\n', ":1", "the Maildir must be an absolute path"),
+    ('ExtraAccounts = ["../root=/root/Maildir"]\n', ":1", "refusing user name '../root'"),
 ])
 def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str, words: str) -> None:
     path = tmp_path / "spamkit.toml"
