@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +69,10 @@ class Metrics:
             def log_message(self, *args: object) -> None:
                 pass
 
-        server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            # (http.server binds IPv4 only: MetricsListen = "[::1]:9100" failed to start)
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = Server((host, port), Handler)
         threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
         return server

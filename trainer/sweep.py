@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError, StoreError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
@@ -101,12 +102,10 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
 def smtp_server(server: str) -> tuple[str, int]:
     """(host, port) of ReportSmtpServer: "host:port", "host" (port 25) or "[v6]:port";
     a port that is not a number is a ConfigError naming it."""
-    host, colon, port = server.rpartition(":")
-    if not colon or "]" in port or (host.count(":") and not host.startswith("[")):
-        return server.strip("[]"), 25  # no port given (a bare IPv6 address included)
-    if not port.isdigit():
-        raise ConfigError(f"ReportSmtpServer {server!r}: the port must be a number")
-    return host.strip("[]"), int(port)
+    try:
+        return split_host_port(server, default_port=25)
+    except ValueError as error:
+        raise ConfigError(f"ReportSmtpServer {error}") from None
 
 
 @dataclass(frozen=True)

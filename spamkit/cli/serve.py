@@ -19,6 +19,7 @@ import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
+from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError, SpamkitError
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, reload_logged
@@ -30,10 +31,11 @@ if TYPE_CHECKING:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.BadParameter(f"expected HOST:PORT, not {text!r}")
-    return host, int(port)
+    """--listen and --next-hop (the settings are checked as the file is read)."""
+    try:
+        return split_host_port(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_passwd | None:

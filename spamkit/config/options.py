@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spamkit.config.endpoints import endpoint_problem, smtp_server_problem
+
 SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
 
 
@@ -80,6 +82,15 @@ def maildir_pattern_problem(pattern: str, absolute: bool = True) -> str | None:
         return f"{{user}} must be a whole directory name in {pattern!r}"
     if any(brace in before + after for brace in "{}"):
         return f"{pattern!r} holds a brace other than {{user}}'s"
+    return None
+
+
+def address_problem(text: str) -> str | None:
+    """An envelope address: one local part, '@', a domain; nothing an SMTP command or a
+    header line would split on."""
+    local, at, domain = text.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() or ord(c) < 32 or c in "<>,;" for c in text):
+        return f"{text!r} is not an address (name@example.org)"
     return None
 
 
@@ -168,10 +179,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("TrainerMaxFileSize", int, 10_000_000, "Messages larger than this (bytes) are left "
            "in their folder, with a warning.", minimum=1000, group="trainer"),
     Option("ReportSmtpServer", str, "127.0.0.1:25", "host[:port] (port 25 if none) that `spamkit "
-           "learn --mail-report` and `spamkit dmarc-reports --send` send through.", group="trainer"),
+           "learn --mail-report` and `spamkit dmarc-reports --send` send through.", group="trainer",
+           value_problem=smtp_server_problem),
     Option("ReportFrom", str, "spamkit@localhost", "Sender of the mailed sweep report and of the "
            "DMARC reports (which need a real address of yours).",
-           group="trainer"),
+           group="trainer", value_problem=address_problem),
     Option("SmtpFilters", list, ["relay", "badmailfrom", "resolvable_fromhost", "badrcptto",
                                   "badhelo", "helo", "headers", "attachments", "spamscore"],
            "Filters of `spamkit serve`, in the order they run.", group="smtp"),
@@ -208,9 +220,9 @@ OPTIONS: tuple[Option, ...] = (
            "that talks first is refused (earlytalker; 0 turns it off).", minimum=0, maximum=30,
            group="smtp"),
     Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
-           group="smtp"),
+           group="smtp", value_problem=lambda text: address_problem(text) if text else None),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
-           group="smtp"),
+           group="smtp", value_problem=endpoint_problem),
     Option("TlsCertificate", str, "", "PEM certificate (with its chain) for STARTTLS; with "
            "TlsKey set too, `serve` offers STARTTLS (empty: not offered).", group="smtp"),
     Option("TlsKey", str, "", "PEM private key of TlsCertificate.", group="smtp"),

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spamkit.config import load_config, set_option, unset_option
+from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError
 
 
@@ -62,6 +63,15 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('MaildirPattern = "/home/x{user}/Maildir"\n', ":1", "{user} must be a whole directory name"),
     ('ExtraAccounts = ["admin=Maildir"]\n', ":1", "the Maildir must be an absolute path"),
     ('ExtraAccounts = ["../root=/root/Maildir"]\n', ":1", "refusing user name '../root'"),
+    # endpoints and addresses: once an OverflowError when the socket was bound, a bare
+    # "expected HOST:PORT" with no line, or (BccAddress) a refusal at every relay
+    ('MetricsListen = "127.0.0.1:99999"\n', ":1", "the port must be a number from 1 to 65535"),
+    ('MetricsListen = "metrics"\n', ":1", "MetricsListen: 'metrics' has no port"),
+    ('ReportSmtpServer = "mail.example.org:smtp"\n', ":1", "the port must be a number"),
+    ('ReportSmtpServer = "[::1"\n', ":1", "is not [IPv6]:PORT"),
+    ('BccAddress = "archive"\n', ":1", "BccAddress: 'archive' is not an address"),
+    ('BccAddress = "<archive@example.org>"\n', ":1", "is not an address"),
+    ('ReportFrom = "spamkit@example.org, x@example.org"\n', ":1", "is not an address"),
 ])
 def test_errors_name_file_line_and_option(tmp_path: Path, text: str, where: str, words: str) -> None:
     path = tmp_path / "spamkit.toml"
@@ -92,6 +102,24 @@ def test_trainer_folders_may_be_nested_but_not_inbox_or_shared(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"^\$SPAMKIT_JUNKFOLDER: JunkFolder: INBOX"):
         load_config(path, environ={"SPAMKIT_JUNKFOLDER": "Inbox"})
     assert load_config(path, environ={})["SpamFolder"] == "Junk/LearnAsSpam"  # set_option wrote nothing
+
+
+@pytest.mark.parametrize("text, default, expected", [
+    ("127.0.0.1:10025", None, ("127.0.0.1", 10025)),
+    ("[::1]:10025", None, ("::1", 10025)),
+    ("mail.example.org", 25, ("mail.example.org", 25)),
+    ("2001:db8::25", 25, ("2001:db8::25", 25)),
+    ("[2001:db8::25]", 25, ("2001:db8::25", 25)),
+])
+def test_host_port_readings(text: str, default: int | None, expected: tuple[str, int]) -> None:
+    assert split_host_port(text, default) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":25", "[::1]x:25",
+                                  "host name:25", "2001:db8::25"])
+def test_host_port_mistakes(text: str) -> None:
+    with pytest.raises(ValueError):
+        split_host_port(text)
 
 
 def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:

@@ -101,6 +101,19 @@ def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
         controller.stop()
 
 
+def test_metrics_listen_on_ipv6() -> None:
+    """MetricsListen = "[::1]:PORT" stopped `serve` with "Address family for hostname not
+    supported": http.server binds IPv4 only."""
+    metrics = Metrics()
+    metrics_port = free_port()
+    server = metrics.serve("::1", metrics_port)
+    try:
+        text = urllib.request.urlopen(f"http://[::1]:{metrics_port}/metrics", timeout=10).read().decode()
+        assert "# TYPE spamkit_messages_total counter" in text
+    finally:
+        server.shutdown()
+
+
 def test_refusals_before_data_are_logged_and_counted(sink: Sink, caplog: pytest.LogCaptureFixture) -> None:
     """A message refused at MAIL or RCPT (most refusals: the envelope and DNS checks)
     gets its log line and its count, as one refused at DATA does."""

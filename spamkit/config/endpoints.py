@@ -1,0 +1,47 @@
+"""HOST:PORT as the settings and options give it (--listen, --next-hop, MetricsListen,
+ReportSmtpServer): one reading for all, so a mistake is caught where it is written,
+naming it, and not as an OverflowError when a socket is bound."""
+
+from __future__ import annotations
+
+
+def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """(host, port) of "host:port", "[v6]:port", and with `default_port` also "host",
+    "[v6]" and a bare IPv6 address. ValueError saying what is wrong."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not [IPv6]:PORT")
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a name, an IPv4 address, or a bare IPv6 address (whose colons are not a port's)
+        host, port = text, None
+    if not host or any(c.isspace() or ord(c) < 32 for c in host):
+        raise ValueError(f"{text!r} has no host (HOST:PORT, e.g. 127.0.0.1:10025)")
+    if port is None:
+        if default_port is None:
+            raise ValueError(f"{text!r} has no port (HOST:PORT, e.g. 127.0.0.1:10025)")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def endpoint_problem(text: str) -> str | None:
+    """For a HOST:PORT setting that may be left empty (off)."""
+    return _problem(text, None) if text else None
+
+
+def smtp_server_problem(text: str) -> str | None:
+    """For host[:port], port 25 if none."""
+    return _problem(text, 25)
+
+
+def _problem(text: str, default_port: int | None) -> str | None:
+    try:
+        split_host_port(text, default_port)
+    except ValueError as error:
+        return str(error)
+    return None
