@@ -20,3 +20,12 @@ class Networks:
         except ValueError:
             return False
         return any(address in network for network in self.networks)
+
+
+class LocalClients(Networks):
+    """LocalNetworks and RelayClients: our own clients, which the checks for strangers
+    leave alone, as qpsmtpd's plugins leave a relay client ("immune"). (The server gives
+    an IPv4 client of a dual-stack socket as plain IPv4.)"""
+
+    def __init__(self, local_networks: list[str], relay_clients: list[str]) -> None:
+        super().__init__([*local_networks, *relay_clients])

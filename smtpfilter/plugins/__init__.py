@@ -15,7 +15,8 @@ from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.plugins.dmarc import Dmarc
-from smtpfilter.plugins.dns import Dnsbl, DnsHelo, LocalClients, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.networks import LocalClients
+from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,

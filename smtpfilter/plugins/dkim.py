@@ -14,7 +14,7 @@ import dkim
 from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction
 from smtpfilter.plugins import authres
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 # dkimpy logs every bad signature at ERROR; what it found is said in our header instead

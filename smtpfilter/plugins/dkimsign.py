@@ -22,7 +22,7 @@ import dkim
 from smtpfilter.dkimkeys import SigningKey, key_directory, signing_key
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction
 from smtpfilter.plugins.dmarc import author_domain
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 

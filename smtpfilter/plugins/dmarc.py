@@ -24,7 +24,7 @@ from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.domains import ascii_domain, organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.plugins import authres
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 

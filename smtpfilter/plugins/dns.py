@@ -19,7 +19,7 @@ import logging
 from smtpfilter.dns import Answer, DnsClient, Outcome, reverse_name, reversed_address
 from smtpfilter.domains import ascii_domain
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
-from smtpfilter.networks import Networks
+from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.envelope import Helo
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -56,14 +56,6 @@ def listing(answer: Answer, zone: str) -> bool:
             log.warning("%s answered %s, which is not a listing: is the list refusing this "
                         "server's queries (a public or forwarding resolver)?", zone, record)
     return listed
-
-
-class LocalClients(Networks):
-    """LocalNetworks and RelayClients: the clients these checks leave alone. (The server
-    gives an IPv4 client of a dual-stack socket as plain IPv4.)"""
-
-    def __init__(self, local_networks: list[str], relay_clients: list[str]) -> None:
-        super().__init__([*local_networks, *relay_clients])
 
 
 def _local_part(address: str) -> str:

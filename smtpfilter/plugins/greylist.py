@@ -27,7 +27,7 @@ from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.headers import without_fields
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 from smtpfilter.recordstore import Record, open_records
 from spamkit.errors import StoreError
 from spamkit.lists import matches

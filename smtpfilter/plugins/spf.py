@@ -28,7 +28,7 @@ from smtpfilter.dns import DnsClient
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.plugins.authres import clean, without_ours
 from smtpfilter.plugins.dmarc import author_domain, find_policy
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 
 log = logging.getLogger("spamkit.smtpfilter")
 

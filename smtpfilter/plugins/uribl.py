@@ -34,7 +34,8 @@ from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.headers import without_fields
-from smtpfilter.plugins.dns import LocalClients, listing
+from smtpfilter.networks import LocalClients
+from smtpfilter.plugins.dns import listing
 from spamkit.errors import ConfigError
 from spamkit.message import DEFAULT_LIMITS, ParsedMessage, ParseLimits, parse_message
 from spamkit.tokenizer.urls import MAX_URLS, url_host

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from smtpfilter.dkimkeys import generate
 from smtpfilter.filter import Action, Transaction
 from smtpfilter.plugins.dkimsign import DkimSign
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import PLAIN
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpfilter.plugins.dns import LocalClients
+from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.greylist import Greylist, GreylistStore, client_network, sender_pattern
 from smtpfilter.recordstore import LmdbRecords
 from tests.servers.redis import RedisServer
