@@ -1,6 +1,10 @@
 """Envelope checks that need no DNS: relay control, bad senders, recipients and HELO names.
 
 Patterns use * and ? over the whole address (or name), case-insensitive, like the lists.
+The bad lists are for strangers: our own clients (LocalNetworks, RelayClients) are
+immune, as qpsmtpd's plugins leave a relay client alone. So SME's "internal only"
+recipients (badrcptto for the outside) stay reachable from the office, and our own
+domain in BadMailFrom refuses only the outsiders who forge it.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import ipaddress
 import re
 
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
-from smtpfilter.networks import Networks
+from smtpfilter.networks import LocalClients, Networks
 from spamkit.lists import matches
 
 
@@ -24,7 +28,8 @@ class Relay(Filter):
 
     def __init__(self, local_domains: list[str], relay_clients: list[str], max_recipients: int) -> None:
         self.local_domains = {d.lower() for d in local_domains}
-        self.relay_clients = set(relay_clients)
+        # (addresses and networks: a set of strings let no client of 192.168.1.0/24 relay)
+        self.relay_clients = Networks(relay_clients)
         self.max_recipients = max_recipients
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
@@ -40,11 +45,14 @@ class Relay(Filter):
 class BadMailFrom(Filter):
     name = "badmailfrom"
 
-    def __init__(self, patterns: list[str], whitelist: list[str]) -> None:
+    def __init__(self, patterns: list[str], whitelist: list[str], immune: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
         self.whitelist = [p.lower() for p in whitelist]
+        self.immune = immune or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
+        if tx.peer in self.immune:
+            return CONTINUE
         sender = tx.mail_from.lower()
         if any(matches(p, sender) for p in self.whitelist):
             return Decision(Action.CONTINUE)
@@ -56,10 +64,13 @@ class BadMailFrom(Filter):
 class BadRcptTo(Filter):
     name = "badrcptto"
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], immune: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
+        self.immune = immune or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if tx.peer in self.immune:
+            return CONTINUE
         if any(matches(p, recipient.lower()) for p in self.patterns):
             return reject(self.name, "550 5.7.1 Recipient refused by policy")
         return CONTINUE
@@ -70,10 +81,13 @@ class BadHelo(Filter):
 
     name = "badhelo"
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], immune: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
+        self.immune = immune or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
+        if tx.peer in self.immune:
+            return CONTINUE
         helo = tx.helo.strip().lower()
         if not helo:
             return reject(self.name, "503 5.5.1 Say HELO or EHLO first")
@@ -169,14 +183,17 @@ class BadMailFromTo(Filter):
 
     name = "badmailfromto"
 
-    def __init__(self, pairs: list[str]) -> None:
+    def __init__(self, pairs: list[str], immune: LocalClients | None = None) -> None:
         self.pairs = []
         for pair in pairs:
             parts = pair.lower().split()
             if len(parts) == 2:
                 self.pairs.append((parts[0], parts[1]))
+        self.immune = immune or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+        if tx.peer in self.immune:
+            return CONTINUE
         sender = tx.mail_from.lower()
         if any(matches(s, sender) and matches(r, recipient.lower()) for s, r in self.pairs):
             return reject(self.name, "550 5.7.1 Mail from this sender to this recipient is refused")

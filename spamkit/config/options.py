@@ -194,13 +194,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("LocalNetworks", list, ["127.0.0.0/8", "::1/128"], "Networks whose clients the "
            "headers check spares (the guide's separate setting for local networks).", group="smtp",
            entry_problem=_not_a_network),
-    Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?).",
+    Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?), from clients outside "
+           "LocalNetworks and RelayClients.",
            group="smtp"),
     Option("WhitelistSenders", list, [], "Senders never refused by the envelope checks.",
            group="smtp"),
-    Option("BadRcptTo", list, [], "Recipients refused at RCPT TO (patterns with * and ?).",
+    Option("BadRcptTo", list, [], "Recipients refused at RCPT TO (patterns with * and ?), to clients outside "
+           "LocalNetworks and RelayClients: SME's internal-only addresses.",
            group="smtp"),
-    Option("BadHelo", list, [], "HELO names refused (patterns with * and ?).", group="smtp"),
+    Option("BadHelo", list, [], "HELO names refused (patterns with * and ?) from clients outside "
+           "LocalNetworks and RelayClients.", group="smtp"),
     Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
            "outside LocalNetworks.", group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
@@ -239,7 +242,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("WhitelistHelo", list, [], "HELO names (patterns) whose mail skips the other "
            "filters (whitelisthelo).", group="smtp"),
     Option("BadMailFromTo", list, [], "\"SENDER RECIPIENT\" pattern pairs refused together "
-           "(badmailfromto).", group="smtp", entry_problem=_not_a_pair),
+           "(badmailfromto), from clients outside LocalNetworks and RelayClients.", group="smtp", entry_problem=_not_a_pair),
     Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
            "`karma` beside the token database), or a Redis URL (redis://host/N?prefix=...) "
            "that filters on several machines share.", group="smtp"),
