@@ -93,7 +93,10 @@ async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode
             raise ConfigError(f"--socket {socket_path}: a file that is not a socket is there")
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a socket left by a spamd that was killed
-        listening = await asyncio.start_unix_server(server.connected, socket_path)
+        try:
+            listening = await asyncio.start_unix_server(server.connected, socket_path)
+        except OSError as error:  # (asyncio's has no file name: "No such file or directory" alone)
+            raise OSError(error.errno, error.strerror, socket_path) from None
         os.chmod(socket_path, mode)
         if account is not None:
             os.chown(socket_path, account.pw_uid, account.pw_gid)

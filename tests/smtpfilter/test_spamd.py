@@ -209,6 +209,16 @@ def test_a_unix_socket_takes_spamc_and_a_stale_one_is_replaced(start_spamd, db: 
     assert again.stop()[0] == 0
 
 
+def test_a_socket_that_cannot_be_made_names_its_path(db: Path, tmp_path: Path) -> None:
+    """A --socket in a directory that is not there said only "No such file or directory"."""
+    user = ("--user", "nobody") if os.geteuid() == 0 else ()
+    done = subprocess.run([sys.executable, "-m", "spamkit", "spamd", "--socket", str(tmp_path / "no" / "spamd.sock"),
+                           "--db", str(db), "--config", str(tmp_path / "none.toml"), *user],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 74
+    assert f"{tmp_path / 'no' / 'spamd.sock'}: No such file or directory" in done.stderr
+
+
 def test_what_is_not_the_protocol_gets_an_error_code_and_never_a_verdict(
         start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
     """Raw requests spamc would not send: each answered with a sysexits code alone; a
