@@ -2,7 +2,7 @@
 
 For `.qmail`, procmail or Postfix's mailbox_command: Inbox, or junkmail when SortSpam is
 on and the message is spam. Written to tmp/, synced, then renamed into new/, so a crash
-leaves no half message. Exit status 0 delivered, 75 (EX_TEMPFAIL) try again later, 69
+leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0 delivered, 75 (EX_TEMPFAIL) try again later, 69
 (EX_UNAVAILABLE) no such user: the MTA keeps, retries or bounces accordingly. A token
 database that is down or that this user may not read is dealt with as WhenDatabaseDown
 says (75 by default; or the rules alone; or unscanned, with a header saying so).
@@ -67,6 +67,7 @@ def deliver(user: str, pattern: str | None, db_path: str | None, config_path: st
     try:
         message, spam = _scored(data, user, config, db_path, config_path)
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
+        as_maildir_owner(maildir)
         write_maildir(folder_path(maildir, folder_name), message)
     except DatabaseDown as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error} (WhenDatabaseDown=tempfail)")
@@ -133,13 +134,33 @@ def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # ty
         return None  # nothing learned yet: score with the rules alone
 
 
+def as_maildir_owner(maildir: Path) -> None:
+    """Run as root (by hand, or by an MTA that delivers as root), go on as the Maildir's
+    owner once the message is scored: the message and any folder made for it are then the
+    user's to read and to move (as root they were root's, 0600: lost to the user), and
+    root never writes in a directory its user controls, where a symbolic link (say
+    .junkmail/new to /etc/cron.d) would aim root's write anywhere."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(maildir)
+    if owner.st_uid == 0:
+        return  # root's own Maildir
+    try:
+        os.initgroups(pwd.getpwuid(owner.st_uid).pw_name, owner.st_gid)
+    except KeyError:  # an owner with no account: no supplementary groups
+        os.setgroups([])
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
+
+
 def write_maildir(folder: Path, data: bytes) -> Path:
     """Maildir delivery: a unique name in tmp/, fsync, rename into new/, then fsync new/
     itself, so that the name is on disk before the MTA, told 0, drops its own copy."""
     global _counter
     _counter += 1
+    folder.mkdir(mode=0o700, exist_ok=True)  # a Maildir is its owner's alone
     for sub in ("tmp", "new", "cur"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / sub).mkdir(mode=0o700, exist_ok=True)
     now = time.time()
     name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}.{socket.gethostname()}"
     temporary = folder / "tmp" / name

@@ -131,6 +131,51 @@ def test_a_database_that_is_down_is_dealt_with_as_when_database_down_says(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to deliver as another user")
+def test_run_as_root_it_writes_as_the_maildirs_owner(
+        trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """As root, `deliver` wrote the message 0600 as root (unreadable to its user) and made
+    .junkmail root's (the user could not move or delete junkmail); and it wrote through a
+    symbolic link the user had planted, into a directory only root may write."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="spamkit-deliver-"))  # pytest's own is root's alone
+    try:
+        _deliver_as_root(tmp_path, trained_db, split)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _deliver_as_root(tmp_path: Path, trained_db: Path,
+                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    nobody = pwd.getpwnam("nobody")
+    root = tmp_path / "users"
+    maildir = root / "erin" / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    for path in (root / "erin", maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    tmp_path.chmod(0o755)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
+    ham = next(m for m in split[1] if m.label == "ham")
+    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    assert deliver("erin", ham.data, root, trained_db, config).returncode == 0
+    assert deliver("erin", spam.data, root, trained_db, config).returncode == 0
+    [inbox] = list((maildir / "new").iterdir())
+    junkmail = maildir / ".junkmail"
+    [junk] = list((junkmail / "new").iterdir())
+    for path in (inbox, junk, junkmail, junkmail / "new"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), path
+    assert oct(junkmail.stat().st_mode & 0o777) == "0o700"
+    # a link the user planted: root's directory must not receive the message
+    protected = tmp_path / "root-only"
+    protected.mkdir(mode=0o700)
+    shutil.rmtree(junkmail / "new")
+    (junkmail / "new").symlink_to(protected)
+    done = deliver("erin", spam.data, root, trained_db, config)
+    assert done.returncode == 75, done.stderr
+    assert list(protected.iterdir()) == [] and list((junkmail / "tmp").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to deliver as another user")
 def test_a_database_the_recipient_may_not_read_counts_as_down(trained_db: Path) -> None:
     """Under .qmail, procmail and mailbox_command, `deliver` runs as the recipient, and
     a database is made 0700 for its owner. Such a delivery used to end in 75 with a bare
