@@ -4,6 +4,13 @@ Never reads tmp/ (messages still being delivered), never follows a symlink, skip
 and anything not a regular file, and leaves messages over the size cap in place. A file
 renamed by a mail client between listing and reading (new/ to cur/, or a flag change) is
 simply not found this time: the next sweep sees it under its new name.
+
+The sweep runs as root over directories their users control, so no directory on the way
+to a message is reached through a symbolic link its user could have made: each is opened
+one component at a time, following only links owned by root or by us (`open_directory`),
+and every read, removal and rename is made relative to that directory. Otherwise a user's
+`.LearnAsSpam/cur` linked to /etc had the sweep learn and delete what it found there, and
+a `.junkmail/cur` so linked had expire-junk delete every file older than the retention.
 """
 
 from __future__ import annotations
@@ -40,29 +47,91 @@ def folder_path(maildir: Path, name: str) -> Path:
     return maildir if name.upper() == "INBOX" else maildir / f".{name.replace('/', '.')}"
 
 
+class UnsafeLink(OSError):
+    """A directory on the way is a symbolic link that someone other than root or us made."""
+
+
+_MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
+
+
+def open_directory(path: Path) -> int:
+    """A file descriptor for the directory `path`, reached one component at a time from
+    "/" without following a symbolic link unless root or this process's user owns it (a
+    link an administrator made, such as /home -> /srv/home, is followed; one a mail user
+    made is not). UnsafeLink for such a link, FileNotFoundError or NotADirectoryError
+    for a path that is not a directory. The caller closes it."""
+    me = os.geteuid()
+    pending = list(Path(os.path.abspath(path)).parts[1:])
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    followed = 0
+    try:
+        walked = Path("/")
+        while pending:
+            name = pending.pop(0)
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as error:
+                if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(info.st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(walked / name)) from None
+                if info.st_uid not in (0, me):
+                    raise UnsafeLink(errno.ELOOP, f"a symbolic link made by uid {info.st_uid}, not "
+                                                  "followed", str(walked / name)) from None
+                followed += 1
+                if followed > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many symbolic links", str(path)) from None
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):  # from the top again
+                    os.close(fd)
+                    fd, walked = os.open("/", os.O_RDONLY | os.O_DIRECTORY), Path("/")
+                pending[:0] = [part for part in Path(target).parts if part != "/"]
+                continue
+            os.close(fd)
+            fd, walked = child, walked / name
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def list_messages(folder: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[MaildirMessage]:
     """The folder's messages in new/ and cur/ (never tmp/). An entry that is not a regular
-    file (a symbolic link, a FIFO, a directory) is never read; with `skipped`, it is
-    added there with why, for the report's warnings."""
+    file (a symbolic link, a FIFO, a directory) is never read, nor a folder reached
+    through a user's symbolic link; with `skipped`, each is added there with why, for the
+    report's warnings."""
     for sub in ("new", "cur"):
         try:
-            entries = list(os.scandir(folder / sub))
-        except FileNotFoundError:
+            fd = open_directory(folder / sub)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name.startswith("."):
+        except UnsafeLink as error:
+            if skipped is not None:
+                skipped.append((str(error.filename), f"{error.strerror}: nothing under it read or removed"))
+            continue
+        try:
+            entries = [(entry.name, _entry_stat(entry)) for entry in os.scandir(fd)]
+        finally:
+            os.close(fd)
+        for name, info in sorted(entries, key=lambda pair: pair[0]):
+            if name.startswith(".") or info is None:  # (None: renamed since the listing)
                 continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # renamed since the listing
+            path = folder / sub / name
             if not stat.S_ISREG(info.st_mode):  # never ours to read
                 if skipped is not None:
-                    skipped.append((entry.path, _not_a_message(info.st_mode)))
+                    skipped.append((str(path), _not_a_message(info.st_mode)))
                 continue
-            flags = entry.name.rsplit(":2,", 1)[1] if ":2," in entry.name else ""
-            yield MaildirMessage(Path(entry.path), info.st_size, info.st_mtime,
+            flags = name.rsplit(":2,", 1)[1] if ":2," in name else ""
+            yield MaildirMessage(path, info.st_size, info.st_mtime,
                                  sub == "cur" and "S" in flags, sub == "cur" and "T" in flags)
+
+
+def _entry_stat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _not_a_message(mode: int) -> str:
@@ -76,7 +145,11 @@ def read_message(message: MaildirMessage, max_size: int) -> SourceItem:
     if message.size > max_size:
         return SourceItem(name, None, f"larger than {max_size} bytes; left in the folder", message.path)
     try:
-        fd = os.open(message.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        directory = open_directory(message.path.parent)
+        try:
+            fd = os.open(message.path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+        finally:
+            os.close(directory)
     except OSError as error:
         reason = "vanished (renamed by a mail client?)" if error.errno == errno.ENOENT else error.strerror
         return SourceItem(name, None, reason or str(error), message.path)
@@ -91,19 +164,35 @@ def read_message(message: MaildirMessage, max_size: int) -> SourceItem:
 
 
 def delete(path: Path) -> bool:
-    """Remove a message file; False if it was already gone (renamed or deleted meanwhile)."""
+    """Remove a message file; False if it was already gone (renamed or deleted meanwhile).
+    UnsafeLink if its directory is now reached through a user's symbolic link."""
     try:
-        os.unlink(path)
+        directory = open_directory(path.parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # the folder itself is gone
+    try:
+        os.unlink(path.name, dir_fd=directory)
         return True
     except FileNotFoundError:
         return False
+    finally:
+        os.close(directory)
 
 
 def move_to_inbox(path: Path, maildir: Path) -> bool:
     """Put a learned ham back in the Inbox (cur/, name kept, so its flags stay)."""
-    target = maildir / "cur" / path.name
     try:
-        os.rename(path, target)
-        return True
-    except FileNotFoundError:
+        source = open_directory(path.parent)
+    except (FileNotFoundError, NotADirectoryError):
         return False
+    try:
+        target = open_directory(maildir / "cur")
+        try:
+            os.rename(path.name, path.name, src_dir_fd=source, dst_dir_fd=target)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)

@@ -13,7 +13,9 @@ from trainer.users import Account
 class RetentionReport:
     users: dict[str, int] = field(default_factory=dict)  # user -> messages deleted (or due)
     dry_run: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (user, why), over IMAP
+    # (user, why): an account that could not be reached, what could not be deleted, and
+    # what is not a message (a link, a FIFO), left alone
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {"users": [{"user": u, "deleted": n} for u, n in self.users.items()],
@@ -27,8 +29,13 @@ def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool =
     report = RetentionReport(dry_run=dry_run)
     for account in accounts:
         count = 0
-        for message in list_messages(folder_path(account.maildir, folder)):
+        skipped: list[tuple[str, str]] = []
+        for message in list_messages(folder_path(account.maildir, folder), skipped):
             if message.delivered < cutoff:
-                count += 1 if dry_run else delete(message.path)
+                try:
+                    count += 1 if dry_run else delete(message.path)
+                except OSError as error:  # (a link planted since the listing)
+                    report.failures.append((account.user, f"{message.path}: {error.strerror or error}"))
+        report.failures += [(account.user, f"{path}: {why}") for path, why in skipped]
         report.users[account.user] = count
     return report

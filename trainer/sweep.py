@@ -177,10 +177,15 @@ def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Lea
                 continue
             if item.path is None:
                 continue
-            if label is Label.HAM and options.ham_to_inbox:
-                gone = move_to_inbox(item.path, account.maildir)
-            else:
-                gone = delete(item.path)
+            try:
+                if label is Label.HAM and options.ham_to_inbox:
+                    gone = move_to_inbox(item.path, account.maildir)
+                else:
+                    gone = delete(item.path)
+            except OSError as error:  # (a link planted since the listing, a read-only folder)
+                user.failures.append((item.name, f"learned, but left in the folder: "
+                                                 f"{error.strerror or error}"))
+                continue
             user.removed += gone
 
     learner.learn(readable(), label, on_commit=committed, by=f"trainer:{account.user}")

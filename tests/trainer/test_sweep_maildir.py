@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import mailbox
 import os
+import pwd
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +155,55 @@ def test_odd_entries_are_skipped_and_left_alone(root: Path, tmp_path: Path) -> N
                             "--db", str(tmp_path / "db")], capture_output=True, text=True, env=env, timeout=300)
     assert f"spamkit: warning: alice: skipped {new / '1.link'}: a symbolic link" in again.stderr
     assert f"spamkit: warning: alice: skipped {new / '2.fifo'}: a FIFO" in again.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to plant a link owned by a mail user")
+def test_folders_linked_out_of_the_maildir_by_their_user_are_not_followed(root: Path, tmp_path: Path) -> None:
+    """The sweep and expire-junk run as root over directories their users control. A
+    user's `.LearnAsSpam/cur` linked to a directory of root's had the sweep learn and
+    delete what it found there; `.junkmail/cur` so linked had expire-junk delete every
+    file there older than the retention. Links root made (an administrator's) are followed."""
+    nobody = pwd.getpwnam("nobody")
+    victim = tmp_path / "root-only"
+    victim.mkdir(mode=0o700)
+    precious = victim / "1000000000.precious"
+    precious.write_bytes(b"Subject: root's\n\nkeep me\n")
+    os.utime(precious, (1e9, 1e9))  # older than any retention
+    maildir = root / "alice" / "Maildir"
+    for folder in (".LearnAsSpam", ".junkmail"):
+        for sub in ("cur", "new"):
+            shutil.rmtree(maildir / folder / sub)
+            (maildir / folder / sub).symlink_to(victim)
+            os.chown(maildir / folder / sub, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    learned = json.loads(spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"),
+                                 "--user", "alice", "--json").stdout)["users"][0]
+    assert learned["spam_learned"] == 0 and learned["removed"] == 15  # its LearnAsHam, not the link
+    assert [entry["message"] for entry in learned["skipped"]] == [str(maildir / ".LearnAsSpam" / sub)
+                                                                  for sub in ("new", "cur")]
+    assert "a symbolic link made by uid" in learned["skipped"][0]["reason"]
+    expired = spamkit("expire-junk", "--maildirs", f"{root}/{{user}}/Maildir", "--user", "alice", "--json",
+                      check=False)
+    assert expired.returncode == 1 and json.loads(expired.stdout)["totals"]["deleted"] == 0
+    assert precious.exists()
+    # a link root made, as an administrator's /home -> /srv/home, is followed
+    (tmp_path / "via-link").symlink_to(root)
+    bob = json.loads(spamkit("learn", "--maildirs", f"{tmp_path}/via-link/{{user}}/Maildir", "--db",
+                             str(tmp_path / "db"), "--user", "bob", "--json").stdout)["users"][0]
+    assert (bob["spam_learned"], bob["ham_learned"], bob["removed"], bob["skipped"]) == (15, 15, 30, [])
+
+
+def test_open_directory_stops_on_a_loop_of_links(tmp_path: Path) -> None:
+    from trainer.maildir import open_directory
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError, match="too many symbolic links"):
+        open_directory(tmp_path / "a" / "cur")
+    (tmp_path / "c").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        open_directory(tmp_path / "c" / "cur")
+    (tmp_path / "d").mkdir()
+    os.close(open_directory(tmp_path / "d" / ".." / "d"))  # ".." is walked, not a link
 
 
 def test_a_message_flagged_deleted_was_withdrawn_and_is_left_alone(root: Path, tmp_path: Path) -> None:
