@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,31 @@ def signing_key(root: Path, domain: str) -> SigningKey | None:
     return SigningKey(directory, selector, private)
 
 
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def _dns_name(name: str) -> bool:
+    """Labels of letters, digits, '-' (and '_', as DNS allows), joined by '.': nothing
+    that a path or a DNS record would read otherwise ("..", "/", spaces)."""
+    name = name.rstrip(".")
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _check_domain(domain: str) -> None:
+    if not _dns_name(domain):
+        raise ConfigError(f"{domain!r} is not a domain name (example.org): its key would be "
+                          "looked for where the name leads, not in the key directory")
+
+
 def generate(root: Path, domain: str | None, selector: str = DEFAULT, bits: int = 2048) -> Path:
     """A new key pair for `domain` (None: the default pair), private key 0400; returns its
     directory. Refuses to replace an existing pair."""
-    directory = root / (domain.lower() if domain else DEFAULT)
+    if domain is not None:
+        _check_domain(domain)
+    if not _dns_name(selector):
+        raise ConfigError(f"selector {selector!r} is not a DNS name (letters, digits, '-', "
+                          "labels joined by '.'): it is published as <selector>._domainkey.<domain>")
+    directory = root / (domain.lower().rstrip(".") if domain else DEFAULT)  # as key_directory looks
     if (directory / "private").exists():
         raise ConfigError(f"{directory / 'private'} exists; move it away first to make a new pair")
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -74,6 +96,7 @@ def generate(root: Path, domain: str | None, selector: str = DEFAULT, bits: int 
 def dns_record(root: Path, domain: str) -> tuple[str, str]:
     """(name, TXT value) that publishes `domain`'s signing key: "<selector>._domainkey",
     "v=DKIM1; k=rsa; p=<base64 DER>"."""
+    _check_domain(domain)
     directory = key_directory(root, domain)
     try:
         selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from smtpfilter.dkimkeys import generate
+from spamkit.errors import ConfigError
+from smtpfilter.dkimkeys import dns_record, generate
 from smtpfilter.filter import Action, Transaction
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.networks import LocalClients
@@ -105,6 +106,23 @@ def test_dns_prints_a_zone_file_and_keygen_keeps_a_pair(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "spamkit", "dkim", "keygen", "--config", str(config)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.mark.parametrize("domain, selector, words", [
+    ("../../etc", "default", "is not a domain name"),  # once written to <root>/../../etc/private
+    ("example.org/x", "default", "is not a domain name"),
+    ("example.org", "a b", "is not a DNS name"),
+    ("example.org", "s1\nx", "is not a DNS name"),
+])
+def test_keygen_takes_only_names_dns_can_publish(tmp_path: Path, domain: str, selector: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        generate(tmp_path / "keys", domain, selector, bits=1024)
+    assert not (tmp_path / "keys").exists() and not (tmp_path.parent / "etc").exists()
+    if selector == "default":
+        with pytest.raises(ConfigError, match=words):
+            dns_record(tmp_path / "keys", domain)
+    made = generate(tmp_path / "keys", "Mail-2.Example.org.", "s2026_01", bits=1024)
+    assert (made / "private").is_file() and made.name == "mail-2.example.org"
 
 
 @pytest.fixture(scope="module")
