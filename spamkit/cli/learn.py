@@ -83,11 +83,15 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
     verb = "forgotten" if label is None else "learned"
 
     def counts(summary: LearnSummary) -> str:
-        done = summary.forgotten if label is None else summary.learned
-        return f"{verb}: {done}, relearned: {summary.relearned}, already known: {summary.skipped}"
+        if label is None:  # ("skipped" here: messages this database never learned)
+            return f"{verb}: {summary.forgotten}, not learned: {summary.skipped}"
+        return f"{verb}: {summary.learned}, relearned: {summary.relearned}, already known: {summary.skipped}"
 
+    location = resolve_db_path(db_path, config_path)
+    if label is None:  # nothing to forget in a database that is not there: make none (a mistyped --db)
+        open_store(location, readonly=True).close()
     with reporting_a_stop(progress, as_json, quiet, counts):
-        with open_store(resolve_db_path(db_path, config_path)) as store:
+        with open_store(location) as store:
             learner = configured_learner(store, config, batch_size, max_tokens)
             summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()

@@ -84,6 +84,12 @@ def test_stdin_relearn_and_forget(tmp_path: Path, folders: dict[str, Path]) -> N
     assert (first["learned"], moved["relearned"], gone["forgotten"]) == (1, 1, 1)
     magic = json.loads(spamkit("db", "magic", "--db", db, "--json").stdout)
     assert (magic["nspam"], magic["nham"], magic["ntokens"]) == (0, 0, 0)
+    again = spamkit("learn", "--forget", "-", "--db", db, stdin=message)
+    assert "forgotten: 0, not learned: 1" in again.stdout  # (it said "relearned: 0, already known: 1")
+    # a mistyped --db made an empty database, and then said nothing was there to forget
+    missing = spamkit("learn", "--forget", "-", "--db", str(tmp_path / "dbb"), stdin=message)
+    assert missing.returncode == 74 and "no spamkit database at" in missing.stderr
+    assert not (tmp_path / "dbb").exists()
 
 
 def test_untrained_database_abstains(tmp_path: Path, folders: dict[str, Path]) -> None:
