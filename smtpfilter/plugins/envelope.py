@@ -21,6 +21,17 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip("<>").lower()
 
 
+def _routed(recipient: str) -> bool:
+    """Sender-specified routing: user%elsewhere@ours, elsewhere!user@ours, a quoted
+    "user@elsewhere"@ours, a source route @ours:user@elsewhere. The next hop takes our
+    mail as a relay client's, and Postfix (allow_percent_hack, swap_bangpath) or sendmail
+    would send such an address on to `elsewhere`: an open relay through us. Postfix
+    refuses them from strangers for the same reason (allow_untrusted_routing = no)."""
+    address = recipient.strip().strip("<>")
+    local = address.rpartition("@")[0]
+    return address.startswith("@") or any(mark in local for mark in "@%!")
+
+
 class Relay(Filter):
     """Take mail for LocalDomains only, unless the client may relay: never an open relay."""
 
@@ -37,8 +48,12 @@ class Relay(Filter):
             return tempfail(self.name, "452 4.5.3 Too many recipients")
         if tx.peer in self.relay_clients:
             return CONTINUE
+        if recipient.strip().strip("<>").lower() == "postmaster":
+            return CONTINUE  # RCPT TO:<Postmaster>, which RFC 5321 says every server takes
         if _domain(recipient) not in self.local_domains:
             return reject(self.name, "554 5.7.1 Relay access denied")
+        if _routed(recipient):
+            return reject(self.name, "554 5.7.1 Relay access denied: sender-specified routing")
         return CONTINUE
 
 

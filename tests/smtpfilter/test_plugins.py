@@ -33,6 +33,23 @@ def test_relay_refuses_other_domains_for_outside_clients(filter_server, sink: Si
     assert len(sink.messages()) == 1
 
 
+def test_sender_specified_routing_is_relaying(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    """user%elsewhere@ours and elsewhere!user@ours were taken for our domain and passed to
+    the next hop as a relay client's mail, which Postfix's percent hack and bang paths
+    send on to elsewhere: an open relay. <Postmaster> without a domain is taken."""
+    send = filter_server(STRANGER + 'SmtpFilters = ["relay"]\n')
+    for routed in ("victim%elsewhere.example@example.org", "elsewhere.example!victim@example.org",
+                   '"victim@elsewhere.example"@example.org'):
+        assert send(to=routed).startswith("554 5.7.1 Relay access denied"), routed
+    assert send(to="first.last+tag@example.org").startswith("250")
+    with smtplib.SMTP("127.0.0.1", send.port, timeout=30) as client:
+        client.ehlo("mx.example.net")
+        client.mail("a@example.net")
+        assert client.rcpt("Postmaster")[0] == 250
+    ours = filter_server('SmtpFilters = ["relay"]\nLocalDomains = ["example.org"]\n')  # 127.0.0.1 relays
+    assert ours(to="victim%elsewhere.example@example.org").startswith("250")
+
+
 def test_relay_clients_may_relay(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     send = filter_server('LocalDomains = ["example.org"]\n')  # 127.0.0.1 is a relay client
     assert send(to="someone@elsewhere.example").startswith("250")
