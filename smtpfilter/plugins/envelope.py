@@ -18,7 +18,7 @@ from spamkit.lists import matches
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].strip("<>").lower()
+    return address.rpartition("@")[2].strip("<>").lower().rstrip(".")  # (a final dot is the same domain)
 
 
 def _routed(recipient: str) -> bool:
@@ -38,7 +38,7 @@ class Relay(Filter):
     name = "relay"
 
     def __init__(self, local_domains: list[str], relay_clients: list[str], max_recipients: int) -> None:
-        self.local_domains = {d.lower() for d in local_domains}
+        self.local_domains = {d.lower().rstrip(".") for d in local_domains}
         # (addresses and networks: a set of strings let no client of 192.168.1.0/24 relay)
         self.relay_clients = Networks(relay_clients)
         self.max_recipients = max_recipients
