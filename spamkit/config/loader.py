@@ -269,6 +269,8 @@ def _values_from_text(text: str, path: Path) -> tuple[dict[str, tuple[Any, str]]
 
 
 USER_TABLE = "user"
+
+
 def check_user_name(user: str, where: str = "") -> str:
     problem = user_name_problem(user)
     if problem:

@@ -192,6 +192,30 @@ def test_folders_linked_out_of_the_maildir_by_their_user_are_not_followed(root: 
     assert (bob["spam_learned"], bob["ham_learned"], bob["removed"], bob["skipped"]) == (15, 15, 30, [])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to plant a link owned by a mail user")
+def test_a_folder_swapped_for_a_link_after_the_listing_is_not_followed(tmp_path: Path) -> None:
+    """The sweep keeps a folder's directory open from message to message; a user who
+    swaps the folder for a link between the listing and the removal gets it walked, and
+    refused, again."""
+    from trainer.maildir import UnsafeLink, delete, list_messages, read_message
+
+    folder = tmp_path / "Maildir" / ".LearnAsSpam"
+    for sub in ("cur", "new", "tmp"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "new" / "1.eml").write_bytes(b"Subject: spam\n\nbuy\n")
+    [message] = list(list_messages(folder))
+    victim = tmp_path / "root-only"
+    victim.mkdir(mode=0o700)
+    (victim / "1.eml").write_bytes(b"root's own\n")
+    (folder / "new").rename(folder / "was-new")
+    (folder / "new").symlink_to(victim)
+    os.chown(folder / "new", pwd.getpwnam("nobody").pw_uid, -1, follow_symlinks=False)
+    assert read_message(message, 10**6).data is None
+    with pytest.raises(UnsafeLink):
+        delete(message.path)
+    assert (victim / "1.eml").read_bytes() == b"root's own\n"
+
+
 def test_open_directory_stops_on_a_loop_of_links(tmp_path: Path) -> None:
     from trainer.maildir import open_directory
 
