@@ -23,20 +23,28 @@ def deliver(user: str, data: bytes, root: Path, db: Path | str, config: Path) ->
                           env=dict(os.environ, SENDER="someone@example.org"))
 
 
+def deliver_ham_and_spam(user: str, root: Path, db: Path, tmp_path: Path,
+                         split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> tuple[Path, Path]:
+    """A test-fold ham and spam delivered with SortSpam at TagLevel 4: (the ham in the
+    Inbox, the spam in junkmail)."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
+    ham = next(m for m in split[1] if m.label == "ham")
+    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    assert deliver(user, ham.data, root, db, config).returncode == 0
+    assert deliver(user, spam.data, root, db, config).returncode == 0
+    [inbox] = list((root / user / "Maildir" / "new").iterdir())
+    [junk] = list((root / user / "Maildir" / ".junkmail" / "new").iterdir())
+    return inbox, junk
+
+
 def test_ham_to_inbox_spam_to_junkmail(tmp_path: Path, trained_db: Path,
                                         split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     root = tmp_path / "users"
     (root / "alice" / "Maildir" / "cur").mkdir(parents=True)
     db = tmp_path / "db"
     shutil.copytree(trained_db, db)
-    config = tmp_path / "spamkit.toml"
-    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
-    ham = next(m for m in split[1] if m.label == "ham")
-    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
-    assert deliver("alice", ham.data, root, db, config).returncode == 0
-    assert deliver("alice", spam.data, root, db, config).returncode == 0
-    [inbox] = list((root / "alice" / "Maildir" / "new").iterdir())
-    [junk] = list((root / "alice" / "Maildir" / ".junkmail" / "new").iterdir())
+    inbox, junk = deliver_ham_and_spam("alice", root, db, tmp_path, split)
     assert b"X-Spam-Status: No," in inbox.read_bytes()
     assert b"X-Spam-Flag: YES" in junk.read_bytes()
     assert list((root / "alice" / "Maildir" / "tmp").iterdir()) == []
@@ -153,15 +161,8 @@ def _deliver_as_root(tmp_path: Path, trained_db: Path,
     for path in (root / "erin", maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
     tmp_path.chmod(0o755)
-    config = tmp_path / "spamkit.toml"
-    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\n')
-    ham = next(m for m in split[1] if m.label == "ham")
-    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
-    assert deliver("erin", ham.data, root, trained_db, config).returncode == 0
-    assert deliver("erin", spam.data, root, trained_db, config).returncode == 0
-    [inbox] = list((maildir / "new").iterdir())
+    inbox, junk = deliver_ham_and_spam("erin", root, trained_db, tmp_path, split)
     junkmail = maildir / ".junkmail"
-    [junk] = list((junkmail / "new").iterdir())
     for path in (inbox, junk, junkmail, junkmail / "new"):
         assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), path
     assert oct(junkmail.stat().st_mode & 0o777) == "0o700"
@@ -170,7 +171,8 @@ def _deliver_as_root(tmp_path: Path, trained_db: Path,
     protected.mkdir(mode=0o700)
     shutil.rmtree(junkmail / "new")
     (junkmail / "new").symlink_to(protected)
-    done = deliver("erin", spam.data, root, trained_db, config)
+    spam = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    done = deliver("erin", spam.data, root, trained_db, tmp_path / "spamkit.toml")
     assert done.returncode == 75, done.stderr
     assert list(protected.iterdir()) == [] and list((junkmail / "tmp").iterdir()) == []
 
