@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpfilter.domains import is_host_name
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
 
@@ -57,18 +57,8 @@ def signing_key(root: Path, domain: str) -> SigningKey | None:
     return SigningKey(directory, selector, private)
 
 
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?", re.IGNORECASE)
-
-
-def _dns_name(name: str) -> bool:
-    """Labels of letters, digits, '-' (and '_', as DNS allows), joined by '.': nothing
-    that a path or a DNS record would read otherwise ("..", "/", spaces)."""
-    name = name.rstrip(".")
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
-
-
 def _check_domain(domain: str) -> None:
-    if not _dns_name(domain):
+    if not is_host_name(domain):
         raise ConfigError(f"{domain!r} is not a domain name (example.org): its key would be "
                           "looked for where the name leads, not in the key directory")
 
@@ -78,7 +68,7 @@ def generate(root: Path, domain: str | None, selector: str = DEFAULT, bits: int 
     directory. Refuses to replace an existing pair."""
     if domain is not None:
         _check_domain(domain)
-    if not _dns_name(selector):
+    if not is_host_name(selector):
         raise ConfigError(f"selector {selector!r} is not a DNS name (letters, digits, '-', "
                           "labels joined by '.'): it is published as <selector>._domainkey.<domain>")
     directory = root / (domain.lower().rstrip(".") if domain else DEFAULT)  # as key_directory looks

@@ -10,8 +10,8 @@ domain in BadMailFrom refuses only the outsiders who forge it.
 from __future__ import annotations
 
 import ipaddress
-import re
 
+from smtpfilter.domains import is_host_name
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.networks import LocalClients, Networks
 from spamkit.lists import matches
@@ -60,13 +60,13 @@ class Relay(Filter):
 class BadMailFrom(Filter):
     name = "badmailfrom"
 
-    def __init__(self, patterns: list[str], whitelist: list[str], immune: LocalClients | None = None) -> None:
+    def __init__(self, patterns: list[str], whitelist: list[str], local: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
         self.whitelist = [p.lower() for p in whitelist]
-        self.immune = immune or LocalClients([], [])
+        self.local = local or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.immune:
+        if tx.peer in self.local:
             return CONTINUE
         sender = tx.mail_from.lower()
         if any(matches(p, sender) for p in self.whitelist):
@@ -79,12 +79,12 @@ class BadMailFrom(Filter):
 class BadRcptTo(Filter):
     name = "badrcptto"
 
-    def __init__(self, patterns: list[str], immune: LocalClients | None = None) -> None:
+    def __init__(self, patterns: list[str], local: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
-        self.immune = immune or LocalClients([], [])
+        self.local = local or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.immune:
+        if tx.peer in self.local:
             return CONTINUE
         if any(matches(p, recipient.lower()) for p in self.patterns):
             return reject(self.name, "550 5.7.1 Recipient refused by policy")
@@ -96,12 +96,12 @@ class BadHelo(Filter):
 
     name = "badhelo"
 
-    def __init__(self, patterns: list[str], immune: LocalClients | None = None) -> None:
+    def __init__(self, patterns: list[str], local: LocalClients | None = None) -> None:
         self.patterns = [p.lower() for p in patterns]
-        self.immune = immune or LocalClients([], [])
+        self.local = local or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.immune:
+        if tx.peer in self.local:
             return CONTINUE
         helo = tx.helo.strip().lower()
         if not helo:
@@ -109,10 +109,6 @@ class BadHelo(Filter):
         if any(matches(p, helo) for p in self.patterns):
             return reject(self.name, f"550 5.7.1 HELO {helo} refused by policy")
         return CONTINUE
-
-
-_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
 
 
 class Helo(Filter):
@@ -156,7 +152,7 @@ class Helo(Filter):
         else:
             return reject(self.name, f"550 5.7.1 HELO {helo}: a bare IP address; say [{helo}]")
         name = helo.rstrip(".")
-        if len(name) > 253 or not _HOST_NAME.fullmatch(name):
+        if not is_host_name(name):
             return reject(self.name, "550 5.7.1 HELO is not a host name")
         if name == "localhost" or name.endswith(".localhost"):
             return reject(self.name, "550 5.7.1 You are not localhost")
@@ -198,16 +194,16 @@ class BadMailFromTo(Filter):
 
     name = "badmailfromto"
 
-    def __init__(self, pairs: list[str], immune: LocalClients | None = None) -> None:
+    def __init__(self, pairs: list[str], local: LocalClients | None = None) -> None:
         self.pairs = []
         for pair in pairs:
             parts = pair.lower().split()
             if len(parts) == 2:
                 self.pairs.append((parts[0], parts[1]))
-        self.immune = immune or LocalClients([], [])
+        self.local = local or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.immune:
+        if tx.peer in self.local:
             return CONTINUE
         sender = tx.mail_from.lower()
         if any(matches(s, sender) and matches(r, recipient.lower()) for s, r in self.pairs):

@@ -2,8 +2,9 @@
 
 For `.qmail`, procmail or Postfix's mailbox_command: Inbox, or junkmail when SortSpam is
 on and the message is spam. Written to tmp/, synced, then renamed into new/, so a crash
-leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0 delivered, 75 (EX_TEMPFAIL) try again later, 69
-(EX_UNAVAILABLE) no such user: the MTA keeps, retries or bounces accordingly. A token
+leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0
+delivered, 75 (EX_TEMPFAIL) try again later, 69 (EX_UNAVAILABLE) no such user: the MTA
+keeps, retries or bounces accordingly. A token
 database that is down or that this user may not read is dealt with as WhenDatabaseDown
 says (75 by default; or the rules alone; or unscanned, with a header saying so).
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -168,7 +167,7 @@ def imap_stats(accounts_list: list[ImapAccount], config: Config) -> tuple[list[U
         try:
             counts = imap_folder_counts(account, {"spam": config["SpamFolder"], "ham": config["HamFolder"],
                                                   "junk": config["JunkFolder"]})
-        except (IMAPClientError, OSError, ssl.SSLError) as error:
+        except (IMAPClientError, OSError) as error:  # (ssl.SSLError is an OSError)
             failures.append((account.label, f"{account.user}@{account.host}:{account.port}: {error}"))
             continue
         rows.append(UserStats(account.label, counts["spam"][0], counts["ham"][0],
