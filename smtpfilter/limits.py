@@ -235,9 +235,25 @@ class LimitedSMTP(SMTP):
 
 
 class LimitedController(Controller):
-    def __init__(self, handler: object, limits: SessionLimits, **kwargs: object) -> None:
+    def __init__(self, handler: object, limits: SessionLimits,
+                 before_serving: Callable[[], None] | None = None, **kwargs: object) -> None:
         self.limits = limits
+        # run on the loop's thread once the port is bound and before any session is taken
+        # (`serve --user` gives up root here: no client is ever greeted as root)
+        self.before_serving = before_serving
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
+
+    async def _create_server(self) -> asyncio.AbstractServer:
+        server = await self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                               ssl=self.ssl_context, start_serving=False)
+        if self.before_serving is not None:
+            try:
+                self.before_serving()
+            except BaseException:
+                server.close()  # never serve as what we failed to stop being
+                raise
+        await server.start_serving()
+        return server
 
     def factory(self) -> SMTP:
         return LimitedSMTP(self.handler, self.limits, **self.SMTP_kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import pwd
@@ -25,7 +24,6 @@ from spamkit.store import open_store
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
-    from smtpfilter.limits import LimitedController
     from smtpfilter.server import FilterHandler
     from spamkit.store.base import TokenStore
 
@@ -73,28 +71,6 @@ def become(account: pwd.struct_passwd, scanner: Scanner) -> None:
         raise ConfigError(f"as {account.pw_name}, a test scan failed ({type(error).__name__}: "
                           f"{error}): {account.pw_name} must be able to read Python "
                           f"({sys.prefix}) and spamkit") from None
-
-
-def _become_before_serving(controller: LimitedController, account: pwd.struct_passwd,
-                           scanner: Scanner) -> None:
-    """`become`, run on the event loop's own thread: the port is open (bound as root),
-    but the loop serves no session until this returns, so no mail is taken as root
-    (run from the main thread, a client that came in meanwhile was served as root). If
-    it fails, the listening socket is closed on that thread there and then."""
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def on_loop() -> None:
-        try:
-            become(account, scanner)
-        except BaseException as error:
-            if controller.server is not None:
-                controller.server.close()
-            done.set_exception(error)
-        else:
-            done.set_result(None)
-
-    controller.loop.call_soon_threadsafe(on_loop)
-    done.result()
 
 
 def drop_privileges(account: pwd.struct_passwd) -> None:
@@ -222,7 +198,9 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
-    controller = LimitedController(handler, limits, hostname=host, port=port,
+    controller = LimitedController(handler, limits,
+                                   before_serving=(lambda: become(account, scanner)) if account else None,
+                                   hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
                                    # the greeting's name, looked up once (aiosmtpd would call
@@ -236,13 +214,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    controller.start()
-    if account is not None:
-        try:
-            _become_before_serving(controller, account, scanner)
-        except (OSError, ConfigError):
-            controller.stop()  # never take mail as root, nor with a scanner that cannot scan
-            raise
+    controller.start()  # (as `account`, when given, before its first session: before_serving)
     click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)

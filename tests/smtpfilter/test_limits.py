@@ -101,6 +101,46 @@ def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
         controller.stop()
 
 
+def test_no_client_is_greeted_before_before_serving_returns(sink: Sink) -> None:
+    """`serve --user` gives up root in `before_serving`. It used to run after the
+    controller had started serving: a client that came in meanwhile was greeted, and
+    served, as root (the root test in test_end_to_end saw it once, on a busy machine)."""
+    import threading
+    import time
+
+    port = free_port()
+    finished: list[float] = []
+
+    def slow_switch() -> None:
+        time.sleep(0.5)
+        finished.append(time.monotonic())
+
+    greeted: list[float] = []
+
+    def early_client() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    if client.recv(1024).startswith(b"220"):
+                        greeted.append(time.monotonic())
+                        return
+            except OSError:
+                time.sleep(0.01)
+
+    handler = FilterHandler(FilterChain([]), ("127.0.0.1", sink.port))
+    controller = LimitedController(handler, SessionLimits(), before_serving=slow_switch,
+                                   hostname="127.0.0.1", port=port)
+    client = threading.Thread(target=early_client)
+    client.start()
+    controller.start()
+    try:
+        client.join(15)
+        assert finished and greeted and greeted[0] >= finished[0]
+    finally:
+        controller.stop()
+
+
 def test_metrics_listen_on_ipv6() -> None:
     """MetricsListen = "[::1]:PORT" stopped `serve` with "Address family for hostname not
     supported": http.server binds IPv4 only."""
