@@ -57,7 +57,9 @@ class ImapAccount:
 
 
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "must be text, not empty"
+    if not isinstance(value, str):
+        return f"must be text (in quotes), not {value!r}"
+    return None if value else "must be text, not empty"
 
 
 def _port(value: Any) -> str | None:

@@ -38,12 +38,14 @@ def test_defaults_follow_the_security(tmp_path: Path) -> None:
     ('trash = "../x"\n', ":10: account 2", "is not a folder name"),
     ('ca_file = "/nonexistent/ca.pem"\n', ":10: account 2", "ca_file: '/nonexistent/ca.pem' is not a file"),
     ('host = ""\n', ":9: account 2", "host: must be text, not empty"),
+    ('user = 1042\n', ":7: account 2", "user: must be text (in quotes), not 1042"),
 ])
 def test_a_mistake_names_the_line_the_account_and_the_key(tmp_path: Path, extra: str, where: str,
                                                           words: str) -> None:
     second = GOOD.replace("alice", "bob")
-    if extra.startswith("host"):
-        second = second.replace('host = "imap.example.org"\n', extra)
+    key = extra.partition(" ")[0]
+    if key in ("user", "host"):  # (these the second account has already: written in their place)
+        second = "".join(extra if line.startswith(f"{key} =") else line for line in second.splitlines(True))
         extra = ""
     path = write(tmp_path, GOOD + second + extra)
     with pytest.raises(ConfigError) as error:
