@@ -23,6 +23,8 @@ import smtplib
 import socket
 import threading
 
+from smtpfilter.dsn import DsnRequest
+
 log = logging.getLogger("spamkit.smtpfilter")
 
 RELAY_TIMEOUT = 60.0  # below Postfix's 100 s smtpd_proxy_timeout
@@ -70,15 +72,17 @@ class RelayPool:
                 pass
 
     def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "",
-             smtputf8: bool = False) -> str:
-        """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it; with
-        `smtputf8` (the client asked for it), as SMTPUTF8 mail where the next hop takes it."""
+             smtputf8: bool = False, eight_bit: bool = False, dsn: DsnRequest | None = None) -> str:
+        """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it. What the
+        client asked goes on where the next hop takes it: `smtputf8` as SMTPUTF8,
+        `eight_bit` (BODY=8BITMIME) as that, `dsn` as DSN parameters (RFC 3461)."""
         try:
             client = self._client()
         except (smtplib.SMTPException, OSError):
             return UNAVAILABLE
         try:
-            return self._transaction(client, mail_from, rcpt_tos, data, archive, smtputf8)
+            return self._transaction(client, mail_from, rcpt_tos, data, archive, smtputf8,
+                                     eight_bit, dsn or DsnRequest())
         except (smtplib.SMTPException, OSError, socket.timeout):
             self._drop()
             return UNAVAILABLE
@@ -111,18 +115,26 @@ class RelayPool:
         return None if code in (250, 251) else f"{code} {_text(message)}"
 
     def _transaction(self, client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], data: bytes,
-                     archive: str, smtputf8: bool) -> str:
+                     archive: str, smtputf8: bool, eight_bit: bool, dsn: DsnRequest) -> str:
         """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
         client.ehlo_or_helo_if_needed()
         options, refusal = _mail_options(client, mail_from, rcpt_tos, len(data), smtputf8)
         if refusal is not None:
             return refusal
+        if eight_bit and client.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        with_dsn = client.has_extn("dsn")
+        if with_dsn:
+            options.extend(dsn.mail)
+        elif dsn.wants_success():  # (RFC 3461 4.1 would have us send a "relayed" notice)
+            log.info("the next hop does not offer DSN: the sender of mail from <%s> will not "
+                     "hear of its delivery", mail_from)
         code, message = client.mail(mail_from, options)
         if code != 250:
             return self._abandon(client, f"{code} {_text(message)}")
         refused = []
-        for rcpt in rcpt_tos:
-            code, message = client.rcpt(rcpt)
+        for index, rcpt in enumerate(rcpt_tos):
+            code, message = client.rcpt(rcpt, list(dsn.for_recipient(index)) if with_dsn else [])
             if code not in (250, 251):
                 refused.append((rcpt, code, _text(message)))
         if refused:
@@ -130,8 +142,8 @@ class RelayPool:
         if archive and not archive.isascii() and "SMTPUTF8" not in options:
             log.warning("the archive copy to <%s> was not sent: the next hop does not take "
                         "internationalized addresses (SMTPUTF8)", archive)
-        elif archive:
-            code, message = client.rcpt(archive)
+        elif archive:  # (no notice of the archive copy to a sender who never named it)
+            code, message = client.rcpt(archive, ["NOTIFY=NEVER"] if with_dsn else [])
             if code not in (250, 251):
                 log.warning("the next hop refused the archive copy to <%s>: %d %s", archive, code,
                             _text(message))

@@ -7,6 +7,7 @@ sender keeps the message and retries) and the server goes on serving.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -77,6 +78,7 @@ class FilterHandler:
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
+        responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/dsn.py)
         if self.trusts_forwarding(session):
             responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")
         return responses
@@ -212,9 +214,12 @@ class FilterHandler:
             if decision.action in (Action.REJECT, Action.TEMPFAIL):
                 reply, deciding = decision.reply, decision.filter
             else:
-                smtputf8 = any(option.upper() == "SMTPUTF8" for option in envelope.mail_options)
-                reply = await loop.run_in_executor(None, self.relay.send, tx.mail_from,
-                                                   tx.rcpt_tos, tx.data, self.bcc, smtputf8)
+                options = {option.upper() for option in envelope.mail_options}
+                reply = await loop.run_in_executor(
+                    None, functools.partial(self.relay.send, tx.mail_from, tx.rcpt_tos, tx.data, self.bcc,
+                                            smtputf8="SMTPUTF8" in options,
+                                            eight_bit="BODY=8BITMIME" in options,
+                                            dsn=getattr(envelope, "spamkit_dsn", None)))
                 deciding = "relay"
         except Exception:
             log.exception("DATA failed")

@@ -1,7 +1,8 @@
 """A private Postfix instance on loopback as the next hop, the way an SME or Postfix
 host reinjects filtered mail: a real smtpd whose recipient checks can refuse one
 recipient and defer another, with every accepted message put on hold so that a test
-reads what was accepted, and for whom, with `postqueue -j`.
+reads what was accepted, and for whom, with `postqueue -j`. Or a Postfix in front of the
+filter, as its before-queue filter (`start_postfix_in_front`).
 
 Nothing is delivered anywhere: held messages stay in this instance's own queue, which
 lives and dies with the fixture's directory. It needs the Debian package `postfix`
@@ -14,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tests.servers.net import free_port, wait_for_port
 
 # the daemons a queue needs; smtpd listens on the fixture's port
 _SERVICES = """\
-{port} inet n - n - - smtpd
+{port} inet n - n - - smtpd{options}
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
@@ -63,6 +64,32 @@ def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str]
     """Postfix on a free loopback port that answers RCPT for each address in `refuse`
     with the access(5) action given ("REJECT no such user", "DEFER_IF_PERMIT busy"), and
     the DATA command of mail from each sender in `refuse_senders_at_data` likewise."""
+    def configure(config: Path) -> str:
+        (config / "access").write_text("".join(f"{address} {action}\n" for address, action in refuse.items()))
+        (config / "senders").write_text("".join(f"{address} {action}\n"
+                                                for address, action in (refuse_senders_at_data or {}).items()))
+        return f"""\
+smtpd_recipient_restrictions = check_recipient_access texthash:{config}/access, permit_mynetworks, reject
+smtpd_data_restrictions = check_sender_access texthash:{config}/senders
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+"""
+    yield from _run_postfix(configure, "")
+
+
+def start_postfix_in_front(filter_port: int) -> Iterator[int]:
+    """Postfix on a free loopback port with `spamkit serve` on `filter_port` as its
+    before-queue filter (SMTPD_PROXY_README: smtpd_proxy_filter), the way a Postfix host
+    puts the filter in front of its queue: its port, which takes mail for example.org
+    from anyone, passes each session on to the filter and its replies back."""
+    def configure(config: Path) -> str:
+        return "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+    for postfix in _run_postfix(configure, f"\n  -o smtpd_proxy_filter=127.0.0.1:{filter_port}"):
+        yield postfix.port
+
+
+def _run_postfix(configure: Callable[[Path], str], smtpd_options: str) -> Iterator[PostfixNextHop]:
+    """A private Postfix whose main.cf ends with what `configure` (given the
+    configuration directory) returns, and whose smtpd takes `smtpd_options`."""
     if shutil.which("postfix") is None:
         raise RuntimeError("Postfix is missing: install the Debian package `postfix` "
                            "(scripts/install-test-deps.sh does)")
@@ -73,10 +100,7 @@ def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str]
         directory.mkdir()
     shutil.chown(data, "postfix")
     port = free_port()
-    (config / "access").write_text("".join(f"{address} {action}\n" for address, action in refuse.items()))
-    (config / "senders").write_text("".join(f"{address} {action}\n"
-                                            for address, action in (refuse_senders_at_data or {}).items()))
-    (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}"))
+    (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}", options=smtpd_options))
     (config / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {queue}
@@ -90,11 +114,8 @@ mynetworks = 127.0.0.0/8
 relay_domains = example.org
 maillog_file_prefixes = {root}
 maillog_file = {root}/maillog
-smtpd_recipient_restrictions = check_recipient_access texthash:{config}/access, permit_mynetworks, reject
-smtpd_data_restrictions = check_sender_access texthash:{config}/senders
-smtpd_end_of_data_restrictions = check_client_access static:HOLD
 default_transport = discard
-""")
+""" + configure(config))
     try:
         started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True,
                                  timeout=60)

@@ -45,7 +45,8 @@ def _without_sink_trace(stored: bytes) -> bytes:
     return b"\n".join(lines[i:])
 
 
-def start_sink() -> Iterator[Sink]:
+def start_sink(*options: str) -> Iterator[Sink]:
+    """smtp-sink with `options` (-N: no DSN, -8: no 8BITMIME, ...)."""
     if shutil.which("smtp-sink") is None:
         raise RuntimeError("smtp-sink is missing: install the Debian package `postfix` "
                            "(scripts/install-test-deps.sh does)")
@@ -53,7 +54,7 @@ def start_sink() -> Iterator[Sink]:
     os.chmod(directory, 0o777)  # smtp-sink writes as nobody
     port = free_port()
     # -d takes a strftime template; a random suffix is appended to it for each file
-    process = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", f"{directory}/msg.",
+    process = subprocess.Popen(["smtp-sink", *options, "-u", "nobody", "-d", f"{directory}/msg.",
                                 f"127.0.0.1:{port}", "100"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

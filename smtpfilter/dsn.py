@@ -1,0 +1,96 @@
+"""Delivery status notification requests (RFC 3461): MAIL's RET and ENVID, RCPT's NOTIFY
+and ORCPT, taken from the client and handed on to the next hop as they came.
+
+aiosmtpd knows none of these and answers 555 to a command that carries one. Behind
+Postfix (smtpd_proxy_filter) the client's MAIL command is passed to us as it came, so
+every message whose sender asked for a notification was refused for good. And aiosmtpd
+upper-cases the parameters it does keep, while ENVID and ORCPT must reach the next hop
+unchanged: the sender matches the notifications it gets back by them.
+
+So the server takes these parameters out of the command before aiosmtpd reads it,
+checks them, and keeps them on the envelope (`DsnRequest`). The relay gives them to a
+next hop that offers DSN; one that does not (qmail) gets the message without them, as
+a relaying MTA does (RFC 3461 4.1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAIL_PARAMETERS = frozenset({"RET", "ENVID"})
+RCPT_PARAMETERS = frozenset({"NOTIFY", "ORCPT"})
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")  # RFC 3461 4
+_ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_NOTIFY_EVENTS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+ENVID_MAX = 100  # RFC 3461 4.4
+ORCPT_MAX = 500  # RFC 3461 4.2
+SYNTAX_ERROR = "501 5.5.4 Syntax error in parameters"
+
+
+@dataclass
+class DsnRequest:
+    """What the client asked: MAIL's parameters, and each accepted recipient's, in the
+    order of envelope.rcpt_tos (an empty tuple for one that asked nothing)."""
+
+    mail: tuple[str, ...] = ()
+    recipients: list[tuple[str, ...]] = field(default_factory=list)
+
+    def for_recipient(self, index: int) -> tuple[str, ...]:
+        return self.recipients[index] if index < len(self.recipients) else ()
+
+    def wants_success(self) -> bool:
+        """Whether some recipient asked to hear of its delivery (NOTIFY=SUCCESS)."""
+        return any(p.upper().startswith("NOTIFY=") and "SUCCESS" in p.upper()
+                   for params in self.recipients for p in params)
+
+
+def take(command: str, arg: str, names: frozenset[str],
+         getaddr: Callable[[str], tuple[str | None, str | None]]
+         ) -> tuple[str, tuple[str, ...], str | None]:
+    """Split a MAIL or RCPT argument (`FROM:<a@b> RET=HDRS SIZE=10`) into the argument
+    without DSN parameters, which aiosmtpd then reads as before, and those parameters as
+    the client wrote them; or give the 501 reply that refuses a malformed one. An
+    argument that aiosmtpd will refuse anyway (no address, bad syntax) comes back as it
+    was, so that its reply is aiosmtpd's own. `getaddr` is the server's address parser."""
+    keyword = "FROM:" if command == "MAIL" else "TO:"
+    if arg[:len(keyword)].upper() != keyword:
+        return arg, (), None
+    stripped = arg[len(keyword):].strip()
+    address, rest = getaddr(stripped)
+    if not address or rest is None or not stripped.endswith(rest):
+        return arg, (), None
+    kept, taken, seen = [], [], set()
+    for parameter in rest.split():
+        name, equals, value = parameter.partition("=")
+        name = name.upper()
+        if name not in names:
+            kept.append(parameter)
+            continue
+        if name in seen or not equals or not _valid(name, value):
+            return arg, (), SYNTAX_ERROR
+        seen.add(name)
+        taken.append(f"{name}={value}")
+    if not taken:
+        return arg, (), None
+    head = stripped[:len(stripped) - len(rest)].rstrip()
+    return " ".join([keyword + head, *kept]), tuple(taken), None
+
+
+def _valid(name: str, value: str) -> bool:
+    if name == "RET":
+        return value.upper() in ("FULL", "HDRS")
+    if name == "ENVID":
+        return len(value) <= ENVID_MAX and _XTEXT.fullmatch(value) is not None
+    if name == "NOTIFY":
+        events = value.upper().split(",")
+        if events == ["NEVER"]:
+            return True
+        return len(set(events)) == len(events) and all(e in _NOTIFY_EVENTS for e in events)
+    if name == "ORCPT":  # addr-type ";" xtext (RFC 6533's utf-8 type included)
+        address_type, semicolon, address = value.partition(";")
+        return (len(value) <= ORCPT_MAX and bool(semicolon)
+                and _ADDRESS_TYPE.fullmatch(address_type) is not None
+                and bool(address) and all(ord(c) > 32 and ord(c) != 127 for c in address))
+    return False

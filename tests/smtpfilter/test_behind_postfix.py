@@ -1,0 +1,163 @@
+"""`spamkit serve` as Postfix's before-queue filter (smtpd_proxy_filter), and what the
+client's MAIL and RCPT parameters become on their way to the next hop."""
+
+from __future__ import annotations
+
+import functools
+import smtplib
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpfilter import dsn
+from smtpfilter.limits import LimitedSMTP
+from tests.servers.postfix import start_postfix_in_front
+from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_sink import Sink, start_sink
+
+MESSAGE = (b"From: a@example.org\r\nTo: b@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
+           b"Message-ID: <minutes-1@example.org>\r\nSubject: minutes\r\n\r\n"
+           + "The minutes of today's meeting, café at ten.\r\n".encode())
+
+
+def trace(relayed: bytes, name: bytes) -> list[str]:
+    """What smtp-sink noted of the commands it was sent (X-Mail-Args, X-Rcpt-Args)."""
+    return [line.split(b": ", 1)[1].decode() for line in relayed.split(b"\n")
+            if line.startswith(name + b": ")]
+
+
+@pytest.fixture
+def filter_behind_postfix(tmp_path: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
+    """(Postfix's port, the filter's config), with the filter relaying to smtp-sink and
+    keeping an archive copy."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text('RelayClients = ["127.0.0.1"]\nBccAddress = "archive@example.org"\n')
+    process, filter_port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
+    try:
+        for port in start_postfix_in_front(filter_port):
+            yield port, config
+    finally:
+        assert stop_serve(process)[0] == 0
+
+
+def test_dsn_requests_reach_the_next_hop_as_the_sender_wrote_them(
+        filter_behind_postfix: tuple[int, Path], sink: Sink) -> None:
+    """Postfix hands its client's MAIL command to the before-queue filter as it came.
+    aiosmtpd knows no DSN parameter, so every message whose sender asked for a delivery
+    notification (RET, ENVID, NOTIFY, ORCPT; Exchange and Outlook do) heard 555 and
+    bounced. Now they are taken, and go on to the next hop unchanged: ENVID and ORCPT
+    in the case the sender wrote (aiosmtpd upper-cases the parameters it keeps), each
+    recipient's with that recipient. The archive copy asks for no notification: its
+    failure must not reach a sender who never named it."""
+    port, _ = filter_behind_postfix
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("dsn")
+        assert client.mail("a@example.org", ["BODY=8BITMIME", "RET=HDRS", "ENVID=Qz+2B7a"])[0] == 250
+        assert client.rcpt("b@example.org", ["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;Bee@Example.org"])[0] == 250
+        assert client.rcpt("c@example.org")[0] == 250
+        assert client.rcpt("d@example.org", ["NOTIFY=NEVER"])[0] == 250
+        code, reply = client.data(MESSAGE)
+    assert (code, reply) == (250, b"2.0.0 Ok: queued by next hop")
+    [relayed] = sink.messages()
+    [mail] = trace(relayed, b"X-Mail-Args")
+    assert mail.split()[0] == "<a@example.org>"
+    assert {"BODY=8BITMIME", "RET=HDRS", "ENVID=Qz+2B7a"} <= set(mail.split()[1:])
+    assert trace(relayed, b"X-Rcpt-Args") == [
+        "<b@example.org> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bee@Example.org",
+        "<c@example.org>", "<d@example.org> NOTIFY=NEVER", "<archive@example.org> NOTIFY=NEVER"]
+
+
+def test_a_next_hop_without_dsn_gets_the_message_without_the_requests(tmp_path: Path) -> None:
+    """qmail offers no DSN: the message goes on without the parameters, as a relaying
+    MTA sends it (RFC 3461 4.1), and is delivered rather than refused."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text("")
+    for sink in start_sink("-N", "-8"):
+        process, port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+                client.ehlo("client.test")
+                assert client.mail("a@example.org", ["RET=FULL", "ENVID=x1", "BODY=8BITMIME"])[0] == 250
+                assert client.rcpt("b@example.org", ["NOTIFY=FAILURE"])[0] == 250
+                assert client.data(MESSAGE)[0] == 250
+        finally:
+            assert stop_serve(process)[0] == 0
+        [relayed] = sink.messages()
+        assert trace(relayed, b"X-Mail-Args") == ["<a@example.org>"]
+        assert trace(relayed, b"X-Rcpt-Args") == ["<b@example.org>"]
+
+
+def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sink) -> None:
+    """A parameter that breaks RFC 3461 is refused alone, the way Postfix refuses it; the
+    session goes on, and a well-formed retry is taken. After HELO (not EHLO) no parameter
+    is taken at all, as before."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text("")
+    process, port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
+    try:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = connection.makefile("rb")
+
+        def say(command: str) -> str:
+            connection.sendall(command.encode() + b"\r\n")
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            return line.decode().rstrip()
+
+        assert replies.readline().startswith(b"220")
+        assert say("HELO client.test").startswith("250")
+        assert say("MAIL FROM:<a@example.org> RET=HDRS").startswith("501")
+        assert say("EHLO client.test").startswith("250")
+        for refused in ("MAIL FROM:<a@example.org> RET=ALL", "MAIL FROM:<a@example.org> RET=HDRS RET=FULL",
+                        "MAIL FROM:<a@example.org> ENVID=" + "x" * 101, "MAIL FROM:<a@example.org> ENVID=a+zz",
+                        "MAIL FROM:<a@example.org> ENVID"):
+            assert say(refused) == dsn.SYNTAX_ERROR, refused
+        assert say("MAIL FROM:<a@example.org> ENVID=" + "x" * 100).startswith("250")
+        for refused in ("RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS", "RCPT TO:<b@example.org> NOTIFY=SOMETIMES",
+                        "RCPT TO:<b@example.org> NOTIFY=DELAY,DELAY", "RCPT TO:<b@example.org> ORCPT=b@example.org",
+                        "RCPT TO:<b@example.org> ORCPT=;b@example.org"):
+            assert say(refused) == dsn.SYNTAX_ERROR, refused
+        assert say("RCPT TO:<b@example.org> notify=failure orcpt=RFC822;b@example.org").startswith("250")
+        assert say("DATA").startswith("354")
+        connection.sendall(MESSAGE + b".\r\n")
+        assert replies.readline().startswith(b"250")
+        connection.close()
+    finally:
+        assert stop_serve(process)[0] == 0
+    [relayed] = sink.messages()
+    assert trace(relayed, b"X-Mail-Args")[0].endswith("ENVID=" + "x" * 100)
+    assert trace(relayed, b"X-Rcpt-Args") == ["<b@example.org> NOTIFY=failure ORCPT=RFC822;b@example.org"]
+
+
+_PARAMETER = st.one_of(
+    st.sampled_from(["RET=HDRS", "ret=full", "ENVID=a+2Bb", "NOTIFY=NEVER", "Notify=success,delay",
+                     "ORCPT=rfc822;x@y", "SIZE=100", "BODY=8BITMIME", "SMTPUTF8", "RET=", "ENVID"]),
+    st.text(st.characters(blacklist_categories=("Zs", "Cc")), min_size=1, max_size=20))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["MAIL", "RCPT"]), st.text(max_size=300), st.lists(_PARAMETER, max_size=6))
+def test_dsn_parameters_are_moved_never_lost_or_invented(command: str, noise: str, parameters: list[str]) -> None:
+    """Whatever a client writes after MAIL or RCPT, the split never raises: it gives an
+    argument for aiosmtpd with every other parameter in its place, and the DSN ones as
+    written (names in capitals), or a 501 with the argument left as it came."""
+    names = dsn.MAIL_PARAMETERS if command == "MAIL" else dsn.RCPT_PARAMETERS
+    parse = functools.partial(LimitedSMTP._getaddr, SimpleNamespace(local_part_limit=0))
+    keyword = "FROM:" if command == "MAIL" else "TO:"
+    dsn.take(command, noise, names, parse)  # (anything at all: no exception)
+    arg = " ".join([f"{keyword}<a@example.org>", *parameters])
+    rest, taken, refusal = dsn.take(command, arg, names, parse)
+    ours = [p for p in parameters if p.partition("=")[0].upper() in names]
+    if refusal is not None or not ours:
+        assert (rest, taken) == (arg, ())
+        assert refusal is None or refusal == dsn.SYNTAX_ERROR
+        return
+    assert rest.split() == [f"{keyword}<a@example.org>", *(p for p in parameters if p not in ours)]
+    assert taken == tuple(f"{p.partition('=')[0].upper()}={p.partition('=')[2]}" for p in ours)
