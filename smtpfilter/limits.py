@@ -29,7 +29,7 @@ from typing import AnyStr
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, syntax
 
-from smtpfilter import dsn
+from smtpfilter import parameters
 from smtpfilter.networks import Networks
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -188,19 +188,21 @@ class LimitedSMTP(SMTP):
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         """aiosmtpd's MAIL, with the DSN parameters (RET, ENVID) kept on the envelope as
-        the client wrote them (smtpfilter/dsn.py): aiosmtpd would answer them 555."""
-        arg, taken, refusal = self._without_dsn("MAIL", arg, dsn.MAIL_PARAMETERS)
+        the client wrote them, and AUTH checked and dropped (smtpfilter/parameters.py):
+        aiosmtpd would answer them 555."""
+        arg, taken, refusal = self._without_ours("MAIL", arg, parameters.MAIL_PARAMETERS)
         if refusal is not None:
             await self.push(refusal)
             return
         await super().smtp_MAIL(arg)
-        if taken and self.envelope is not None and self.envelope.mail_from is not None:
-            self.envelope.spamkit_dsn = dsn.DsnRequest(mail=taken)  # type: ignore[attr-defined]
+        requested = parameters.dsn_only(taken)
+        if requested and self.envelope is not None and self.envelope.mail_from is not None:
+            self.envelope.spamkit_dsn = parameters.DsnRequest(mail=requested)  # type: ignore[attr-defined]
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         """aiosmtpd's RCPT, with NOTIFY and ORCPT kept for the recipient it adds."""
-        arg, taken, refusal = self._without_dsn("RCPT", arg, dsn.RCPT_PARAMETERS)
+        arg, taken, refusal = self._without_ours("RCPT", arg, parameters.RCPT_PARAMETERS)
         if refusal is not None:
             await self.push(refusal)
             return
@@ -210,17 +212,17 @@ class LimitedSMTP(SMTP):
         if taken and envelope is not None and len(envelope.rcpt_tos) == before + 1:
             request = getattr(envelope, "spamkit_dsn", None)
             if request is None:
-                request = envelope.spamkit_dsn = dsn.DsnRequest()  # type: ignore[attr-defined]
+                request = envelope.spamkit_dsn = parameters.DsnRequest()  # type: ignore[attr-defined]
             request.recipients.extend([()] * (before - len(request.recipients)))
             request.recipients.append(taken)
 
-    def _without_dsn(self, command: str, arg: str | None, names: frozenset[str]
-                     ) -> tuple[str | None, tuple[str, ...], str | None]:
-        """The argument for aiosmtpd, the DSN parameters taken out, and a refusal of a
+    def _without_ours(self, command: str, arg: str | None, names: frozenset[str]
+                      ) -> tuple[str | None, tuple[str, ...], str | None]:
+        """The argument for aiosmtpd, the parameters `names` taken out, and a refusal of a
         malformed one; only after EHLO, as every parameter (aiosmtpd refuses it after HELO)."""
         if arg is None or self.session is None or not self.session.extended_smtp:
             return arg, (), None
-        return dsn.take(command, arg, names, self._getaddr)
+        return parameters.take(command, arg, names, self._getaddr)
 
     async def smtp_XFORWARD(self, arg: str) -> None:
         """Postfix's XFORWARD, answered by the handler (FilterHandler.xforward)."""

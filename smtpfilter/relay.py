@@ -23,7 +23,7 @@ import smtplib
 import socket
 import threading
 
-from smtpfilter.dsn import DsnRequest
+from smtpfilter.parameters import DsnRequest
 
 log = logging.getLogger("spamkit.smtpfilter")
 

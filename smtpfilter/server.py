@@ -78,7 +78,7 @@ class FilterHandler:
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
-        responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/dsn.py)
+        responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/parameters.py)
         if self.trusts_forwarding(session):
             responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")
         return responses

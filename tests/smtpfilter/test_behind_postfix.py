@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpfilter import dsn
+from smtpfilter import parameters
 from smtpfilter.limits import LimitedSMTP
 from tests.servers.postfix import start_postfix_in_front
 from tests.servers.serve import start_serve, stop_serve
@@ -50,16 +50,17 @@ def test_dsn_requests_reach_the_next_hop_as_the_sender_wrote_them(
         filter_behind_postfix: tuple[int, Path], sink: Sink) -> None:
     """Postfix hands its client's MAIL command to the before-queue filter as it came.
     aiosmtpd knows no DSN parameter, so every message whose sender asked for a delivery
-    notification (RET, ENVID, NOTIFY, ORCPT; Exchange and Outlook do) heard 555 and
-    bounced. Now they are taken, and go on to the next hop unchanged: ENVID and ORCPT
-    in the case the sender wrote (aiosmtpd upper-cases the parameters it keeps), each
-    recipient's with that recipient. The archive copy asks for no notification: its
+    notification (RET, ENVID, NOTIFY, ORCPT; Exchange and Outlook do), or that named its
+    authenticated sender (AUTH=<>, as Exim does), heard 555 and bounced. Now they are
+    taken. The DSN ones go on to the next hop unchanged: ENVID and ORCPT in the case the
+    sender wrote (aiosmtpd upper-cases the parameters it keeps), each recipient's with
+    that recipient; AUTH stops here. The archive copy asks for no notification: its
     failure must not reach a sender who never named it."""
     port, _ = filter_behind_postfix
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
         client.ehlo("client.test")
         assert client.has_extn("dsn")
-        assert client.mail("a@example.org", ["BODY=8BITMIME", "RET=HDRS", "ENVID=Qz+2B7a"])[0] == 250
+        assert client.mail("a@example.org", ["BODY=8BITMIME", "RET=HDRS", "ENVID=Qz+2B7a", "AUTH=<>"])[0] == 250
         assert client.rcpt("b@example.org", ["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;Bee@Example.org"])[0] == 250
         assert client.rcpt("c@example.org")[0] == 250
         assert client.rcpt("d@example.org", ["NOTIFY=NEVER"])[0] == 250
@@ -69,6 +70,7 @@ def test_dsn_requests_reach_the_next_hop_as_the_sender_wrote_them(
     [mail] = trace(relayed, b"X-Mail-Args")
     assert mail.split()[0] == "<a@example.org>"
     assert {"BODY=8BITMIME", "RET=HDRS", "ENVID=Qz+2B7a"} <= set(mail.split()[1:])
+    assert "AUTH" not in mail  # (we do not vouch for the sender's authentication)
     assert trace(relayed, b"X-Rcpt-Args") == [
         "<b@example.org> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bee@Example.org",
         "<c@example.org>", "<d@example.org> NOTIFY=NEVER", "<archive@example.org> NOTIFY=NEVER"]
@@ -117,13 +119,13 @@ def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sin
         assert say("EHLO client.test").startswith("250")
         for refused in ("MAIL FROM:<a@example.org> RET=ALL", "MAIL FROM:<a@example.org> RET=HDRS RET=FULL",
                         "MAIL FROM:<a@example.org> ENVID=" + "x" * 101, "MAIL FROM:<a@example.org> ENVID=a+zz",
-                        "MAIL FROM:<a@example.org> ENVID"):
-            assert say(refused) == dsn.SYNTAX_ERROR, refused
-        assert say("MAIL FROM:<a@example.org> ENVID=" + "x" * 100).startswith("250")
+                        "MAIL FROM:<a@example.org> ENVID", "MAIL FROM:<a@example.org> AUTH=a=b"):
+            assert say(refused) == parameters.SYNTAX_ERROR, refused
+        assert say("MAIL FROM:<a@example.org> ENVID=" + "x" * 100 + " AUTH=a+2Bb@example.org").startswith("250")
         for refused in ("RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS", "RCPT TO:<b@example.org> NOTIFY=SOMETIMES",
                         "RCPT TO:<b@example.org> NOTIFY=DELAY,DELAY", "RCPT TO:<b@example.org> ORCPT=b@example.org",
                         "RCPT TO:<b@example.org> ORCPT=;b@example.org"):
-            assert say(refused) == dsn.SYNTAX_ERROR, refused
+            assert say(refused) == parameters.SYNTAX_ERROR, refused
         assert say("RCPT TO:<b@example.org> notify=failure orcpt=RFC822;b@example.org").startswith("250")
         assert say("DATA").startswith("354")
         connection.sendall(MESSAGE + b".\r\n")
@@ -138,26 +140,26 @@ def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sin
 
 _PARAMETER = st.one_of(
     st.sampled_from(["RET=HDRS", "ret=full", "ENVID=a+2Bb", "NOTIFY=NEVER", "Notify=success,delay",
-                     "ORCPT=rfc822;x@y", "SIZE=100", "BODY=8BITMIME", "SMTPUTF8", "RET=", "ENVID"]),
+                     "ORCPT=rfc822;x@y", "AUTH=<>", "SIZE=100", "BODY=8BITMIME", "SMTPUTF8", "RET=", "ENVID"]),
     st.text(st.characters(blacklist_categories=("Zs", "Cc")), min_size=1, max_size=20))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.sampled_from(["MAIL", "RCPT"]), st.text(max_size=300), st.lists(_PARAMETER, max_size=6))
-def test_dsn_parameters_are_moved_never_lost_or_invented(command: str, noise: str, parameters: list[str]) -> None:
+def test_our_parameters_are_moved_never_lost_or_invented(command: str, noise: str, written: list[str]) -> None:
     """Whatever a client writes after MAIL or RCPT, the split never raises: it gives an
     argument for aiosmtpd with every other parameter in its place, and the DSN ones as
     written (names in capitals), or a 501 with the argument left as it came."""
-    names = dsn.MAIL_PARAMETERS if command == "MAIL" else dsn.RCPT_PARAMETERS
+    names = parameters.MAIL_PARAMETERS if command == "MAIL" else parameters.RCPT_PARAMETERS
     parse = functools.partial(LimitedSMTP._getaddr, SimpleNamespace(local_part_limit=0))
     keyword = "FROM:" if command == "MAIL" else "TO:"
-    dsn.take(command, noise, names, parse)  # (anything at all: no exception)
-    arg = " ".join([f"{keyword}<a@example.org>", *parameters])
-    rest, taken, refusal = dsn.take(command, arg, names, parse)
-    ours = [p for p in parameters if p.partition("=")[0].upper() in names]
+    parameters.take(command, noise, names, parse)  # (anything at all: no exception)
+    arg = " ".join([f"{keyword}<a@example.org>", *written])
+    rest, taken, refusal = parameters.take(command, arg, names, parse)
+    ours = [p for p in written if p.partition("=")[0].upper() in names]
     if refusal is not None or not ours:
         assert (rest, taken) == (arg, ())
-        assert refusal is None or refusal == dsn.SYNTAX_ERROR
+        assert refusal is None or refusal == parameters.SYNTAX_ERROR
         return
-    assert rest.split() == [f"{keyword}<a@example.org>", *(p for p in parameters if p not in ours)]
+    assert rest.split() == [f"{keyword}<a@example.org>", *(p for p in written if p not in ours)]
     assert taken == tuple(f"{p.partition('=')[0].upper()}={p.partition('=')[2]}" for p in ours)

@@ -1,16 +1,19 @@
-"""Delivery status notification requests (RFC 3461): MAIL's RET and ENVID, RCPT's NOTIFY
-and ORCPT, taken from the client and handed on to the next hop as they came.
+"""MAIL and RCPT parameters that aiosmtpd does not know, and that reach us behind
+Postfix: delivery status notification requests (RFC 3461: MAIL's RET and ENVID, RCPT's
+NOTIFY and ORCPT), and MAIL's AUTH (RFC 4954).
 
-aiosmtpd knows none of these and answers 555 to a command that carries one. Behind
-Postfix (smtpd_proxy_filter) the client's MAIL command is passed to us as it came, so
-every message whose sender asked for a notification was refused for good. And aiosmtpd
+aiosmtpd answers 555 to a command that carries any of them. Behind Postfix
+(smtpd_proxy_filter) the client's MAIL command is passed to us as it came, so every
+message whose sender asked for a notification, or whose client named its
+authenticated sender (AUTH=<>, as Exim does), was refused for good. And aiosmtpd
 upper-cases the parameters it does keep, while ENVID and ORCPT must reach the next hop
 unchanged: the sender matches the notifications it gets back by them.
 
-So the server takes these parameters out of the command before aiosmtpd reads it,
-checks them, and keeps them on the envelope (`DsnRequest`). The relay gives them to a
-next hop that offers DSN; one that does not (qmail) gets the message without them, as
-a relaying MTA does (RFC 3461 4.1).
+So the server takes these parameters out of the command before aiosmtpd reads it
+(`take`), checks them, and keeps the DSN ones on the envelope (`DsnRequest`). The relay
+gives those to a next hop that offers DSN; one that does not (qmail) gets the message
+without them, as a relaying MTA does (RFC 3461 4.1). AUTH is checked and dropped: the
+next hop trusts us as a relay client, not as the sender's authenticator (RFC 4954 5).
 """
 
 from __future__ import annotations
@@ -19,14 +22,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAIL_PARAMETERS = frozenset({"RET", "ENVID"})
+MAIL_PARAMETERS = frozenset({"RET", "ENVID", "AUTH"})
 RCPT_PARAMETERS = frozenset({"NOTIFY", "ORCPT"})
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")  # RFC 3461 4
 _ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _NOTIFY_EVENTS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 ENVID_MAX = 100  # RFC 3461 4.4
 ORCPT_MAX = 500  # RFC 3461 4.2
+AUTH_MAX = 500  # (RFC 4954 sets none: an address in xtext, as ORCPT's)
 SYNTAX_ERROR = "501 5.5.4 Syntax error in parameters"
+
+
+def dsn_only(taken: tuple[str, ...]) -> tuple[str, ...]:
+    """The DSN parameters among those `take` took from MAIL (AUTH is not passed on)."""
+    return tuple(parameter for parameter in taken if not parameter.startswith("AUTH="))
 
 
 @dataclass
@@ -50,8 +59,8 @@ def take(command: str, arg: str, names: frozenset[str],
          getaddr: Callable[[str], tuple[str | None, str | None]]
          ) -> tuple[str, tuple[str, ...], str | None]:
     """Split a MAIL or RCPT argument (`FROM:<a@b> RET=HDRS SIZE=10`) into the argument
-    without DSN parameters, which aiosmtpd then reads as before, and those parameters as
-    the client wrote them; or give the 501 reply that refuses a malformed one. An
+    without the parameters `names`, which aiosmtpd then reads as before, and those
+    parameters as the client wrote them (names in capitals); or give the 501 reply that refuses a malformed one. An
     argument that aiosmtpd will refuse anyway (no address, bad syntax) comes back as it
     was, so that its reply is aiosmtpd's own. `getaddr` is the server's address parser."""
     keyword = "FROM:" if command == "MAIL" else "TO:"
@@ -83,6 +92,8 @@ def _valid(name: str, value: str) -> bool:
         return value.upper() in ("FULL", "HDRS")
     if name == "ENVID":
         return len(value) <= ENVID_MAX and _XTEXT.fullmatch(value) is not None
+    if name == "AUTH":  # "<>" or the authenticated sender, in xtext
+        return len(value) <= AUTH_MAX and _XTEXT.fullmatch(value) is not None
     if name == "NOTIFY":
         events = value.upper().split(",")
         if events == ["NEVER"]:
