@@ -179,7 +179,7 @@ class FilterHandler:
         """A refusal before DATA: told to the filters' `finished`, logged and counted."""
         self.chain.finished(tx, decision.reply)
         log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
-                 printable(tx.helo or "-"), printable(tx.mail_from),
+                 printable(tx.helo or "-"), _sender(tx.mail_from),
                  printable(args[0]) if args else "-", stage, decision.reply[:3],
                  decision.filter or "-")
         if self.metrics is not None:
@@ -231,7 +231,7 @@ class FilterHandler:
         elapsed = time.monotonic() - started
         log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
-                 printable(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
+                 _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
                  tx.notes.get("score", "-"), deciding, elapsed)
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
@@ -258,6 +258,12 @@ def _notes(envelope) -> dict[str, object]:  # type: ignore[no-untyped-def]
     if notes is None:
         notes = envelope.spamkit_notes = {}
     return notes
+
+
+def _sender(address: str) -> str:
+    """The sender as the log shows it inside <>: the null sender of a bounce, which
+    aiosmtpd gives as "<>", as nothing (from=<>, as Postfix logs it; not from=<<>>)."""
+    return "" if address.strip() == "<>" else printable(address)
 
 
 def _message_id(data: bytes) -> str:

@@ -163,3 +163,18 @@ def test_our_parameters_are_moved_never_lost_or_invented(command: str, noise: st
         return
     assert rest.split() == [f"{keyword}<a@example.org>", *(p for p in written if p not in ours)]
     assert taken == tuple(f"{p.partition('=')[0].upper()}={p.partition('=')[2]}" for p in ours)
+
+
+def test_a_bounce_goes_on_from_the_null_sender_and_is_logged_so(tmp_path: Path, sink: Sink) -> None:
+    """A bounce (MAIL FROM:<>) is relayed from the null sender, and the log names it
+    from=<> as Postfix does (it said from=<<>>)."""
+    process, port = start_serve(sink.port, tmp_path / "db", tmp_path / "none.toml")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            assert client.sendmail("<>", ["b@example.org"], MESSAGE) == {}
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    [relayed] = sink.messages()
+    assert trace(relayed, b"X-Mail-Args") == ["<>"]
+    assert " from=<> rcpts=b@example.org reply='250'" in stderr.decode()
