@@ -224,6 +224,13 @@ class LimitedSMTP(SMTP):
             return arg, (), None
         return parameters.take(command, arg, names, self._getaddr)
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """No logins here (the handler offers no AUTH): our own users submit to the MTA's
+        submission port, which checks their passwords. aiosmtpd's own AUTH refused every
+        login as invalid credentials."""
+        await self.push("502 5.5.1 Authentication is not offered here; use the submission port")
+
     async def smtp_XFORWARD(self, arg: str) -> None:
         """Postfix's XFORWARD, answered by the handler (FilterHandler.xforward)."""
         xforward = getattr(self.event_handler, "xforward", None)

@@ -78,6 +78,9 @@ class FilterHandler:
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
+        # aiosmtpd offers AUTH under TLS with a check that refuses everyone (535 "credentials
+        # invalid"): mail programs took that for a wrong password. We take no logins.
+        responses = [line for line in responses if not line.upper().startswith("250-AUTH")]
         responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/parameters.py)
         if self.trusts_forwarding(session):
             responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")

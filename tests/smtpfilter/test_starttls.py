@@ -109,6 +109,25 @@ def test_plaintext_pipelined_after_starttls_is_dropped(tls_serve: tuple[int, Pat
     assert b"injected" not in delivered
 
 
+def test_no_login_is_offered_under_tls_that_every_password_would_fail(tls_serve: tuple[int, Path]) -> None:
+    """aiosmtpd offered AUTH LOGIN PLAIN once TLS was on, with a check that refused every
+    login 535 "credentials invalid": a mail program set to log in told its user the
+    password was wrong. The filter takes no logins, so it offers none, and says so."""
+    port, certificate = tls_serve
+    client = Client(port)
+    assert client.reply().startswith(b"220")
+    client.command(b"EHLO client.example.org")
+    assert client.command(b"STARTTLS").startswith(b"220")
+    client.sock = ssl.create_default_context(cafile=str(certificate)).wrap_socket(
+        client.sock, server_hostname="localhost")
+    features = client.command(b"EHLO client.example.org")
+    assert features.startswith(b"250") and b"AUTH" not in features.upper()
+    assert client.command(b"AUTH PLAIN AHVzZXIAcGFzcw==") == \
+        b"502 5.5.1 Authentication is not offered here; use the submission port"
+    assert client.command(b"MAIL FROM:<a@example.org>").startswith(b"250")  # the session goes on
+    client.command(b"QUIT")
+
+
 def test_no_starttls_without_a_certificate_and_bad_tls_settings_are_named(
         tmp_path: Path, sink: Sink) -> None:
     process, port = serve_with(tmp_path, sink, "")
