@@ -15,6 +15,8 @@ a `.junkmail/cur` so linked had expire-junk delete every file older than the ret
 
 from __future__ import annotations
 
+import base64
+import codecs
 import errno
 import os
 import stat
@@ -44,8 +46,41 @@ class MaildirMessage:
 def folder_path(maildir: Path, name: str) -> Path:
     """The Maildir++ folder `name` (".LearnAsSpam"); INBOX is the Maildir itself. Levels
     given as IMAP names them on servers that separate them with '/' (Junk/LearnAsSpam)
-    are Maildir++'s '.' on disk (.Junk.LearnAsSpam)."""
-    return maildir if name.upper() == "INBOX" else maildir / f".{name.replace('/', '.')}"
+    are Maildir++'s '.' on disk (.Junk.LearnAsSpam). Each level is written in IMAP's
+    modified UTF-7, as Dovecot and Courier name folders on disk: the folder mail
+    programs show as "Indésirables" is .Ind&AOk-sirables there ("&" itself is "&-")."""
+    if name.upper() == "INBOX":
+        return maildir
+    levels = name.replace("/", ".").split(".")
+    return maildir / ("." + ".".join(modified_utf7(level) for level in levels))
+
+
+# looked up as this module loads: `deliver` names folders after it has become the
+# Maildir's owner, who may not read the Python installation's codec modules
+_UTF16 = codecs.lookup("utf-16-be")
+
+
+def modified_utf7(name: str) -> str:
+    """IMAP's modified UTF-7 (RFC 3501 5.1.3): printable ASCII as itself but "&" as "&-",
+    runs of anything else as their UTF-16 in base64 (',' for '/', no padding) between
+    "&" and "-". (imapclient has one; importing it would cost `deliver` ~50 ms a message.)"""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            encoded = base64.b64encode(_UTF16.encode("".join(pending))[0]).decode("ascii")
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if " " <= char <= "~":
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return "".join(out)
 
 
 class UnsafeLink(OSError):

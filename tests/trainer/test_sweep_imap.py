@@ -300,6 +300,59 @@ def test_nested_folders_are_found_as_the_server_and_maildir_spell_them(
     assert server.count("bob", "Junk.LearnAsSpam") == server.count("bob", "Junk.LearnAsHam") == 0
 
 
+def test_folders_named_beyond_ascii_are_found_where_dovecot_keeps_them(
+        server: Dovecot, tmp_path: Path, trained_db: Path,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot (as Courier) names folders on disk in IMAP's modified UTF-7: the folder a
+    mail program shows as "Müll/Spam & Co" is .M&APw-ll.Spam &- Co. The trainer looked
+    for .Müll.Spam & Co, which no mail program shows: a Maildir sweep found nothing to
+    learn in such a folder, and `deliver` put a French site's spam in an "Indésirables"
+    its users never saw. Here Dovecot makes and fills the folders over IMAP."""
+    from imapclient import IMAPClient
+
+    spam_folder, ham_folder = "Müll/Spam & Co", "Kein Müll"
+    monkeypatch.setenv("SPAMKIT_SPAMFOLDER", spam_folder)
+    monkeypatch.setenv("SPAMKIT_HAMFOLDER", ham_folder)
+    spam = [m.data for m in split[0] if m.label == "spam"][:4]
+    ham = [m.data for m in split[0] if m.label == "ham"][:4]
+
+    def fill_over_imap(user: str, spam_part: list[bytes], ham_part: list[bytes]) -> None:
+        server.fill(user, "LearnAsSpam", [])  # (the Maildir, owned as Dovecot expects)
+        with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+            client.login(user, logins()[user])
+            for folder, messages in (("Müll.Spam & Co", spam_part), (ham_folder, ham_part)):
+                if not client.folder_exists(folder):
+                    client.create_folder(folder)
+                for data in messages:
+                    client.append(folder, data)
+            client.logout()
+
+    fill_over_imap("alice", spam[:2], ham[:2])
+    assert (server.maildir("alice") / ".M&APw-ll.Spam &- Co").is_dir()  # (Dovecot's own name for it)
+    pattern, db = str(server.maildir("{user}")), str(tmp_path / "db")
+    waiting = json.loads(spamkit("stats", "--maildirs", pattern, "--user", "alice", "--json").stdout)
+    assert (waiting["users"][0]["LearnAsSpam"], waiting["users"][0]["LearnAsHam"]) == (2, 2)
+    alice = json.loads(spamkit("learn", "--maildirs", pattern, "--user", "alice", "--db", db,
+                               "--json").stdout)["users"][0]
+    assert (alice["spam_learned"], alice["ham_learned"], alice["removed"], alice["skipped"]) == (2, 2, 4, [])
+    assert uids_on_server(server, "alice", "Müll.Spam & Co") == uids_on_server(server, "alice", ham_folder) == []
+    # over IMAP, where the names go as the server's own (imapclient encodes them)
+    fill_over_imap("bob", spam[2:], ham[2:])
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("bob",))
+    bob = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--json").stdout)["users"][0]
+    assert (bob["spam_learned"], bob["ham_learned"], bob["removed"], bob["skipped"]) == (2, 2, 4, [])
+    # `deliver` files spam in the junk folder its users see
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SortSpam = true\nSensitivity = "custom"\nTagLevel = 4\nJunkFolder = "Indésirables"\n')
+    junk = next(m for m in split[1] if m.label == "spam" and b"BAYES" not in m.data)
+    server.fill("carol", "LearnAsSpam", [])
+    delivered = subprocess.run([sys.executable, "-m", "spamkit", "deliver", "carol", "--maildirs", pattern,
+                                "--db", str(trained_db), "--config", str(config)],
+                               input=junk.data, capture_output=True, timeout=120)
+    assert delivered.returncode == 0, delivered.stderr
+    assert len(uids_on_server(server, "carol", "Indésirables")) == 1
+
+
 def test_stats_counts_the_accounts_it_reaches_and_names_the_one_it_cannot(
         server: Dovecot, tmp_path: Path) -> None:
     """One IMAP server down made `spamkit stats` stop with "error: Connection refused", no

@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
+from trainer.maildir import modified_utf7
 
 USERS = ("alice", "bob", "carol")
 
@@ -465,3 +468,16 @@ def test_report_server_forms() -> None:
     assert smtp_server("2001:db8::25") == ("2001:db8::25", 25)
     with pytest.raises(ConfigError, match="port must be a number"):
         smtp_server("mail.example.org:smtp")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=40))
+def test_folder_names_on_disk_are_imaps_modified_utf7(name: str) -> None:
+    """Our encoder (trainer/maildir.modified_utf7, kept out of imapclient for `deliver`'s
+    start-up) writes every name as imapclient's does, and imapclient reads it back."""
+    from imapclient import imap_utf7
+
+    encoded = modified_utf7(name)
+    assert encoded == imap_utf7.encode(name).decode("ascii")
+    assert imap_utf7.decode(encoded.encode("ascii")) == name
+    assert encoded.isascii()
