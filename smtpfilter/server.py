@@ -19,6 +19,7 @@ from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
 from smtpfilter.networks import Networks
 from smtpfilter.relay import RelayPool
+from smtpfilter.trace import Trace, new_id
 
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
@@ -40,8 +41,11 @@ def normalize_line_endings(data: bytes) -> bytes:
 class FilterHandler:
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
                  metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
-                 scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True) -> None:
+                 scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True,
+                 trace: Trace | None = None) -> None:
         self.chain = chain
+        # our Received header, put on each message before the DATA checks (smtpfilter/trace.py)
+        self.trace = trace
         # each recipient our filters pass is put to the next hop at RCPT (RelayPool.verify),
         # so that one it refuses is refused alone, not with the whole message after DATA
         self.verify_recipients = verify_recipients
@@ -203,10 +207,11 @@ class FilterHandler:
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
                          notes=_notes(envelope))
         reply, deciding = TEMPFAIL, "error"
+        queue_id = new_id()
         try:
             tx.data = normalize_line_endings(envelope.original_content or envelope.content or b"")
             loop = asyncio.get_running_loop()
-            checking = loop.run_in_executor(None, self._run, session, "data", tx)
+            checking = loop.run_in_executor(None, self._check_data, session, tx, queue_id)
             try:
                 decision = await asyncio.wait_for(checking, self.scan_budget)
             except asyncio.TimeoutError:
@@ -232,14 +237,24 @@ class FilterHandler:
         except Exception:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs",
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
                  _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
-                 tx.notes.get("score", "-"), deciding, elapsed)
+                 tx.notes.get("score", "-"), deciding, elapsed, queue_id)
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
         return reply
+
+    def _check_data(self, session, tx: Transaction, queue_id: str) -> Decision:  # type: ignore[no-untyped-def]
+        """The DATA stage, on a worker thread: our Received header first (its reverse
+        lookup may wait on DNS), then the chain."""
+        if self.trace is not None:
+            tx.data = self.trace.received(
+                _peer(session), str(session.host_name or ""), esmtp=bool(session.extended_smtp),
+                tls=getattr(session, "ssl", None) is not None, rcpt_tos=tx.rcpt_tos,
+                message_id=queue_id) + tx.data
+        return self._run(session, "data", tx)
 
     def _run(self, session, stage: str, tx: Transaction, *args: str) -> Decision:  # type: ignore[no-untyped-def]
         """The chain for one stage, unless a filter already accepted this session's mail

@@ -24,7 +24,9 @@ from spamkit.store import open_store
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
+    from smtpfilter.dns import DnsClient
     from smtpfilter.server import FilterHandler
+    from spamkit.config import Config
     from spamkit.store.base import TokenStore
 
 
@@ -91,6 +93,7 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
     from smtpfilter.chain import FilterChain
     from smtpfilter.plugins import build_filters
+    from smtpfilter.trace import Trace
 
     log = logging.getLogger("spamkit.smtpfilter")
     scanner = reload_logged(current, config_path, store, log)
@@ -105,12 +108,28 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     handler.bcc = scanner.config["BccAddress"]
     handler.scan_budget = scanner.config["ScanBudget"]
     handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
+    if handler.trace is not None:  # (DnsServers, DnsTimeout)
+        handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
     waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
     if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
         log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
     return scanner
+
+
+def _trace_dns(config: Config) -> DnsClient | None:
+    """The resolver our Received header's reverse lookups use: the DNS filters' own. A
+    machine whose system names no resolver, with DnsServers unset, writes "unknown"
+    rather than refusing to start (a bad DnsServers is still an error)."""
+    from smtpfilter.plugins import configured_dns
+
+    try:
+        return configured_dns(config)
+    except ConfigError:
+        if config["DnsServers"]:
+            raise
+        return None
 
 
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
@@ -177,6 +196,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     from smtpfilter.metrics import Metrics
     from smtpfilter.plugins import build_filters
     from smtpfilter.server import FilterHandler
+    from smtpfilter.trace import Trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # aiosmtpd logs five lines a connection at INFO (peer, AUTH mechanisms, EOF...); ours
@@ -187,13 +207,15 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     scanner = Scanner.from_config(config, store)
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     scanner.warm_up()  # and what a scan loads on first use, while the files are readable
+    our_name = socket.getfqdn()  # (looked up once: it may ask DNS)
     metrics = Metrics()
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
     handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), host_port(next_hop),
                             config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
-                            verify_recipients=config["SmtpVerifyRecipients"])
+                            verify_recipients=config["SmtpVerifyRecipients"],
+                            trace=Trace(_trace_dns(config), our_name))
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
@@ -205,7 +227,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
                                    # the greeting's name, looked up once (aiosmtpd would call
                                    # getfqdn for every connection)
-                                   server_hostname=socket.getfqdn())
+                                   server_hostname=our_name)
     # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
     controller.loop.set_default_executor(ThreadPoolExecutor(

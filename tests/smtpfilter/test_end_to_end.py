@@ -62,6 +62,15 @@ def test_ham_arrives_byte_for_byte_below_our_headers(
     while lines[ours].startswith(b"X-Spam-") or lines[ours][:1] in (b" ", b"\t"):
         ours += 1
     assert any(line.startswith(b"X-Spam-Status: No, score=") for line in lines[:ours])
+    # then our Received header (smtpfilter/trace.py), the hop from swaks to us
+    assert lines[ours].startswith(b"Received: from ")
+    trace_end = ours + 1
+    while lines[trace_end][:1] == b"\t":
+        trace_end += 1
+    assert re.fullmatch(rb"Received: from \S+ \(localhost \[127\.0\.0\.1\]\) by \S+ \(spamkit\) with ESMTP "
+                        rb"id [0-9A-F]{12} for <user@example\.org>; \w{3}, .+",
+                        b" ".join(line.strip() for line in lines[ours:trace_end]))
+    ours = trace_end
     # everything below our headers is the message as it was sent, byte for byte (smtp-sink
     # stores LF line endings; SMTP adds the final line break a file may lack)
     assert b"\n".join(lines[ours:]).rstrip(b"\n") == sent.rstrip(b"\n")
