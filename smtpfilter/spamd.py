@@ -183,10 +183,10 @@ class SpamdService:
             return answer(EX_OK, "PONG", version="1.5").removesuffix(b"\r\n")
         if request.method == "TELL":
             return self._tell(request)
-        # spamc -u: a user given as an address is the recipient, whose own white and
-        # blacklist entries (`spamkit wbl add ... --user ADDRESS`) then apply
+        # spamc -u: the recipient, as an account name (procmail's $LOGNAME) or an address,
+        # whose own white and blacklist entries (`spamkit wbl add ... --user`) then apply
         user = request.header("user")
-        verdict = self._scan(request.body, (user,) if "@" in user else ())
+        verdict = self._scan(request.body, (user,) if user else ())
         headers = [spam_header(verdict)]
         method = request.method
         if method == "CHECK":

@@ -55,6 +55,21 @@ def check_entry(kind: str, pattern: str, user: str = "") -> Entry:
     return Entry(kind, pattern.lower(), user.lower())
 
 
+def _recipient_names(recipients: Iterable[str]) -> set[str]:
+    """The names a per-recipient entry may be written as: each recipient as given (an
+    address from SMTP, or the account name that `deliver USER` and `spamc -u USER` give),
+    and an address's local part too, so that an entry for `alice` holds for mail to
+    alice@ any domain, as SpamAssassin's per-user preferences hold for the account."""
+    names = set()
+    for recipient in recipients:
+        recipient = recipient.strip().strip("<>").lower()
+        if recipient:
+            names.add(recipient)
+            if "@" in recipient:
+                names.add(recipient.rpartition("@")[0])
+    return names
+
+
 class Lists:
     def __init__(self, entries: Iterable[Entry] = (), path: Path | None = None,
                  from_rules: Iterable[Entry] = ()) -> None:
@@ -85,7 +100,7 @@ class Lists:
     def classify(self, addresses: Iterable[str], recipients: Iterable[str] = ()) -> str | None:
         """'white', 'black' or None for a message from `addresses` to `recipients`."""
         senders = [a.lower() for a in addresses if a]
-        users = {r.lower() for r in recipients if r}
+        users = _recipient_names(recipients)
         for scope in ("user", "global"):
             found = set()
             for entry in self.entries + self.from_rules:

@@ -90,6 +90,9 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
     recipient under .qmail, procmail and mailbox_command, and a database only its owner
     may open (0700, as it is made) is the usual cause."""
     sender = os.environ.get("SENDER")
+    # the account, and the address the MTA delivers for (RECIPIENT: Postfix's local and
+    # pipe, qmail's .qmail), either of which a per-recipient list entry may name
+    recipients = (user, *filter(None, [os.environ.get("RECIPIENT", "").strip()]))
     down: str | None = None
     store = None
     try:
@@ -100,7 +103,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
         scanner = Scanner.from_config(config, store)
         if down is None:
             try:
-                verdict = scanner.scan(data, sender, (user,))
+                verdict = scanner.scan(data, sender, recipients)
                 return verdict.rewrite(data), verdict.is_spam
             except StoreUnavailable as error:
                 down = str(error)
@@ -109,7 +112,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
             raise DatabaseDown(down)
         if policy == "unscanned":
             return unscanned(data, "spam database unavailable"), False
-        verdict = scanner.scan(data, sender, (user,), with_bayes=False)
+        verdict = scanner.scan(data, sender, recipients, with_bayes=False)
         verdict.autolearn = "unavailable"
         return verdict.rewrite(data), verdict.is_spam
     finally:

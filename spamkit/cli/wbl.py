@@ -23,7 +23,8 @@ def _lists(config_path: str | None) -> Lists:
 @wbl.command()
 @click.argument("kind", type=click.Choice(["white", "black"]))
 @click.argument("pattern")
-@click.option("--user", default="", help="Only for mail to this recipient.")
+@click.option("--user", default="", help="Only for mail to this recipient: an address, or an "
+              "account name (for mail to NAME@ any domain, `deliver NAME` and `spamc -u NAME`).")
 @config_option
 def add(kind: str, pattern: str, user: str, config_path: str | None) -> None:
     """Add PATTERN (e.g. *@example.com, user@example.com, *@*.xyz) to a list."""

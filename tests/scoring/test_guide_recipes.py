@@ -199,3 +199,28 @@ def test_wbl_per_recipient(admin: Admin, test_fold: list[CorpusMessage]) -> None
     assert for_alice["listed"] == "white" and for_bob["listed"] is None
     admin.run("wbl", "remove", "white", "*@vonage.com", "--user", "alice@example.org")
     assert admin.run("wbl", "list").stdout == ""
+
+
+def test_wbl_per_account_holds_for_the_name_and_each_of_its_addresses(
+        admin: Admin, test_fold: list[CorpusMessage], tmp_path: Path) -> None:
+    """An entry for the account `alice` (SpamAssassin's per-user preferences are by
+    account) matched only a recipient written exactly `alice`: never over SMTP, where
+    recipients are addresses. An entry for alice@example.org never held for `deliver
+    alice`, which knew only the name. Now the name holds for alice@ any domain, and
+    `deliver` reads the address too (RECIPIENT, as Postfix and qmail set it)."""
+    admin.run("wbl", "add", "white", "*@vonage.com", "--user", "alice")
+    spam = next(m for m in test_fold if m.label == "spam")
+    raw = with_from(spam.data, "bill@vonage.com")
+    assert admin.check(raw, "--rcpt", "alice@example.org")["listed"] == "white"
+    assert admin.check(raw, "--rcpt", "Alice@Example.net")["listed"] == "white"
+    assert admin.check(raw, "--rcpt", "bob@example.org")["listed"] is None
+    admin.run("wbl", "remove", "white", "*@vonage.com", "--user", "alice")
+    admin.run("wbl", "add", "white", "*@vonage.com", "--user", "alice@example.org")
+    (tmp_path / "users" / "alice" / "Maildir" / "cur").mkdir(parents=True)
+    delivered = subprocess.run(
+        [sys.executable, "-m", "spamkit", "deliver", "alice", "--maildirs", f"{tmp_path}/users/{{user}}/Maildir"],
+        input=raw, capture_output=True, timeout=120,
+        env=dict(admin.env, SENDER="bill@vonage.com", RECIPIENT="alice@example.org"))
+    assert delivered.returncode == 0, delivered.stderr
+    [message] = (tmp_path / "users" / "alice" / "Maildir" / "new").iterdir()
+    assert b"USER_IN_WHITELIST" in message.read_bytes()

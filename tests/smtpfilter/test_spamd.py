@@ -293,13 +293,16 @@ def test_after_giving_up_root_it_scans_what_needs_lazy_imports(start_spamd, db: 
 def test_a_user_given_as_an_address_gets_their_own_lists(start_spamd, db: Path, tmp_path: Path  # type: ignore[no-untyped-def]
                                                          ) -> None:
     """spamc -u alice@example.org: alice's blacklist entry (`spamkit wbl add black
-    PATTERN --user alice@example.org`) applies to her mail and to no one else's."""
+    PATTERN --user alice@example.org`) applies to her mail and to no one else's. An
+    entry for an account name (carol) applies to `spamc -u carol`, as procmail calls it
+    with $LOGNAME; spamd used to read a user without @ as no recipient at all."""
     spamd_config = tmp_path / "spamkit.toml"
     spamd_config.write_text("")
-    added = subprocess.run([sys.executable, "-m", "spamkit", "wbl", "add", "black", "*@pest.example",
-                            "--user", "alice@example.org", "--config", str(spamd_config)],
-                           capture_output=True, text=True, timeout=60)
-    assert added.returncode == 0, added.stderr
+    for user in ("alice@example.org", "carol"):
+        added = subprocess.run([sys.executable, "-m", "spamkit", "wbl", "add", "black", "*@pest.example",
+                                "--user", user, "--config", str(spamd_config)],
+                               capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
     spamd = start_spamd(db)
     message = b"From: someone@pest.example\r\nSubject: lunch\r\n\r\nsee you at noon\r\n"
     hers = spamd.spamc(message, "-u", "alice@example.org", "-y")
@@ -307,6 +310,8 @@ def test_a_user_given_as_an_address_gets_their_own_lists(start_spamd, db: Path, 
     assert spamd.spamc(message, "-u", "alice@example.org", "-c").returncode == 1  # spam
     for other in ("bob@example.org", "alice"):
         assert b"BLACKLIST" not in spamd.spamc(message, "-u", other, "-y").stdout
+    for carol in ("carol", "carol@example.org"):
+        assert b"USER_IN_BLACKLIST" in spamd.spamc(message, "-u", carol, "-y").stdout
     assert spamd.stop()[0] == 0
 
 
