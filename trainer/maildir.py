@@ -48,11 +48,16 @@ def folder_path(maildir: Path, name: str) -> Path:
     given as IMAP names them on servers that separate them with '/' (Junk/LearnAsSpam)
     are Maildir++'s '.' on disk (.Junk.LearnAsSpam). Each level is written in IMAP's
     modified UTF-7, as Dovecot and Courier name folders on disk: the folder mail
-    programs show as "Indésirables" is .Ind&AOk-sirables there ("&" itself is "&-")."""
+    programs show as "Indésirables" is .Ind&AOk-sirables there ("&" itself is "&-"),
+    unless only the name as written is there."""
     if name.upper() == "INBOX":
         return maildir
     levels = name.replace("/", ".").split(".")
-    return maildir / ("." + ".".join(modified_utf7(level) for level in levels))
+    encoded = maildir / ("." + ".".join(modified_utf7(level) for level in levels))
+    as_written = maildir / ("." + ".".join(levels))
+    if encoded != as_written and not encoded.is_dir() and as_written.is_dir():
+        return as_written  # a server that keeps names in UTF-8 (Dovecot's ":UTF-8" option)
+    return encoded
 
 
 # looked up as this module loads: `deliver` names folders after it has become the

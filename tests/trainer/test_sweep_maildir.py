@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from trainer.maildir import modified_utf7
+from trainer.maildir import folder_path, modified_utf7
 
 USERS = ("alice", "bob", "carol")
 
@@ -468,6 +468,28 @@ def test_report_server_forms() -> None:
     assert smtp_server("2001:db8::25") == ("2001:db8::25", 25)
     with pytest.raises(ConfigError, match="port must be a number"):
         smtp_server("mail.example.org:smtp")
+
+
+def test_a_folder_kept_in_utf8_on_disk_is_found_too(tmp_path: Path, split: tuple[list[CorpusMessage],
+                                                                                 list[CorpusMessage]]) -> None:
+    """Dovecot with its ":UTF-8" mail_location option keeps names as written (.Müll);
+    where only that folder is there, the sweep uses it. Where both are, the modified
+    UTF-7 one, which Dovecot and Courier make by default, wins."""
+    spam = [m.data for m in split[0] if m.label == "spam"][:3]
+    (tmp_path / "users" / "alice").mkdir(parents=True)
+    maildir = mailbox.Maildir(tmp_path / "users" / "alice" / "Maildir", create=True)
+    for data in spam[:2]:
+        maildir.add_folder("Müll").add(data)
+    pattern, db = f"{tmp_path}/users/{{user}}/Maildir", str(tmp_path / "db")
+    env = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml", SPAMKIT_SPAMFOLDER="Müll")
+    learned = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--maildirs", pattern, "--db", db,
+                              "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert learned.returncode == 0, learned.stderr
+    assert json.loads(learned.stdout)["totals"]["spam_learned"] == 2
+    maildir.add_folder("Müll").add(spam[2])
+    maildir.add_folder("M&APw-ll").add(spam[2])  # (both now: the encoded one is read)
+    assert folder_path(maildir_path := tmp_path / "users" / "alice" / "Maildir", "Müll") == \
+        maildir_path / ".M&APw-ll"
 
 
 @settings(max_examples=1000, deadline=None)
