@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpfilter.domains import is_host_name
+from spamkit.config.endpoints import is_host_name
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
 

@@ -8,7 +8,6 @@ time, never copied here), else by the URL tokens' heuristic.
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 from spamkit.tokenizer.urls import registrable_domain
@@ -16,16 +15,6 @@ from spamkit.tokenizer.urls import registrable_domain
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 
 
-_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
-
-
-def is_host_name(name: str) -> bool:
-    """Labels of letters, digits, '-' and '_' (which DNS allows), joined by '.', at most
-    253 characters; a final dot allowed. Nothing a path or a record would read otherwise
-    ("..", "/", spaces)."""
-    name = name.lower().rstrip(".")
-    return len(name) <= 253 and _HOST_NAME.fullmatch(name) is not None
 
 
 def ascii_domain(domain: str) -> str:

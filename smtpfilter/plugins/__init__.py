@@ -39,11 +39,22 @@ from spamkit.verdict import Scanner
 Factory = Callable[[Config, Scanner, bool], Filter]
 
 
+def our_name(config: Config) -> str:
+    """This server's name: in the greeting, our Received header, the receiver in
+    Received-SPF and the authserv-id of Authentication-Results. SmtpHostname, else the
+    machine's own."""
+    return config["SmtpHostname"].rstrip(".") or machine_name()
+
+
 @functools.cache
-def _our_name() -> str:
-    """This host's fully qualified name: the receiver in Received-SPF and the authserv-id
-    of Authentication-Results. Looked up once (getfqdn may ask DNS)."""
-    return socket.getfqdn()
+def machine_name() -> str:
+    """The machine's fully qualified name, looked up once (getfqdn may ask DNS). Where
+    /etc/hosts puts the host's name on the loopback line, getfqdn says "localhost" (which
+    a greeting and a Received header should never claim): then the host name."""
+    name = socket.getfqdn()
+    if name.lower().startswith("localhost"):
+        name = socket.gethostname() or name
+    return name
 
 
 FILTERS: dict[str, Factory] = {
@@ -64,10 +75,10 @@ FILTERS: dict[str, Factory] = {
     "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), configured_dns(c)),
     "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), configured_dns(c)),
     "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), configured_dns(c)),
-    "spf": lambda c, s, a: Spf(_local(c), configured_dns(c), _our_name(), c["SpfRejectFail"],
+    "spf": lambda c, s, a: Spf(_local(c), configured_dns(c), our_name(c), c["SpfRejectFail"],
                                c["SpfRejectPolicy"]),
-    "dkim": lambda c, s, a: Dkim(_local(c), configured_dns(c), _our_name()),
-    "dmarc": lambda c, s, a: Dmarc(_local(c), configured_dns(c), _our_name(), c["DmarcReject"],
+    "dkim": lambda c, s, a: Dkim(_local(c), configured_dns(c), our_name(c)),
+    "dmarc": lambda c, s, a: Dmarc(_local(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
     "dkimsign": lambda c, s, a: DkimSign(_local(c), key_root(c), c["LocalDomains"],
@@ -91,7 +102,7 @@ def _greylist(config: Config) -> Greylist:
                           pass_lifetime=config["GreylistPassDays"] * 86400.0,
                           auto_whitelist=config["GreylistAutoWhitelist"])
     return Greylist(store, _local(config), config["WhitelistSenders"],
-                    config["GreylistBySubnet"], config["GreylistAction"], _our_name())
+                    config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from smtpfilter.domains import is_host_name
+from spamkit.config.endpoints import is_host_name
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.networks import LocalClients, Networks
 from spamkit.lists import matches

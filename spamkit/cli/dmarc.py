@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import socket
 import time
 
 import click
@@ -25,7 +24,7 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
     Rows older than a week are dropped, sent or not."""
     from smtpfilter.dmarcreports import (KEEP_DAYS, ReportStore, allowed_recipients, new_report_id,
                                          report_message, report_xml)
-    from smtpfilter.plugins import configured_dns, report_database
+    from smtpfilter.plugins import configured_dns, our_name, report_database
     from trainer.sweep import smtp_server
 
     config = load_config(config_path)
@@ -39,7 +38,7 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
                           "answer: set it to an address of yours before sending DMARC reports "
                           "(spamkit config set ReportFrom dmarc-reports@example.org)")
     store = ReportStore(path)
-    receiver = config["DmarcReportOrg"] or socket.getfqdn()
+    receiver = config["DmarcReportOrg"] or our_name(config)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     out = []
     try:

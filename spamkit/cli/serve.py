@@ -6,7 +6,6 @@ import logging
 import os
 import pwd
 import signal
-import socket
 import ssl
 import sys
 import threading
@@ -135,7 +134,7 @@ def _trace_dns(config: Config) -> DnsClient | None:
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
 SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
                 "SmtpMaxMessageSize", "SmtpTimeout", "TlsCertificate", "TlsKey", "MetricsListen",
-                "UseBayes")
+                "UseBayes", "SmtpHostname")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -194,7 +193,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     from smtpfilter.chain import FilterChain
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
-    from smtpfilter.plugins import build_filters
+    from smtpfilter.plugins import build_filters, our_name
     from smtpfilter.server import FilterHandler
     from smtpfilter.trace import Trace
 
@@ -207,7 +206,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     scanner = Scanner.from_config(config, store)
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     scanner.warm_up()  # and what a scan loads on first use, while the files are readable
-    our_name = socket.getfqdn()  # (looked up once: it may ask DNS)
+    hostname = our_name(config)
     metrics = Metrics()
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
@@ -215,7 +214,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                             config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
                             verify_recipients=config["SmtpVerifyRecipients"],
-                            trace=Trace(_trace_dns(config), our_name))
+                            trace=Trace(_trace_dns(config), hostname))
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
@@ -225,9 +224,9 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
-                                   # the greeting's name, looked up once (aiosmtpd would call
+                                   # the greeting's name, found once (aiosmtpd would call
                                    # getfqdn for every connection)
-                                   server_hostname=our_name)
+                                   server_hostname=hostname)
     # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
     controller.loop.set_default_executor(ThreadPoolExecutor(

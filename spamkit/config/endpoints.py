@@ -1,8 +1,14 @@
 """HOST:PORT as the settings and options give it (--listen, --next-hop, MetricsListen,
 ReportSmtpServer): one reading for all, so a mistake is caught where it is written,
-naming it, and not as an OverflowError when a socket is bound."""
+naming it, and not as an OverflowError when a socket is bound. And host names, as
+SmtpHostname, the HELO policy and the DKIM keys take them."""
 
 from __future__ import annotations
+
+import re
+
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
 
 
 def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -44,4 +50,19 @@ def _problem(text: str, default_port: int | None) -> str | None:
         split_host_port(text, default_port)
     except ValueError as error:
         return str(error)
+    return None
+
+
+def is_host_name(name: str) -> bool:
+    """Labels of letters, digits, '-' and '_' (which DNS allows), joined by '.', at most
+    253 characters; a final dot allowed. Nothing a path or a record would read otherwise
+    ("..", "/", spaces)."""
+    name = name.lower().rstrip(".")
+    return len(name) <= 253 and _HOST_NAME.fullmatch(name) is not None
+
+
+def host_name_problem(text: str) -> str | None:
+    """For a host-name setting that may be left empty (detected)."""
+    if text and not is_host_name(text):
+        return f"{text!r} is not a host name (mail.example.org)"
     return None

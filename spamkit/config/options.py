@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spamkit.config.endpoints import endpoint_problem, smtp_server_problem
+from spamkit.config.endpoints import endpoint_problem, host_name_problem, smtp_server_problem
 
 SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
 
@@ -222,6 +222,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("EarlyTalkerDelay", float, 0.0, "Seconds to wait before the greeting; a client "
            "that talks first is refused (earlytalker; 0 turns it off).", minimum=0, maximum=30,
            group="smtp"),
+    Option("SmtpHostname", str, "", "This server's name in the filter's greeting, its Received "
+           "header and its Authentication-Results and Received-SPF (Postfix's myhostname, "
+           "qpsmtpd's me); empty: the machine's fully qualified name.", group="smtp",
+           value_problem=host_name_problem),
     Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
            group="smtp", value_problem=lambda text: address_problem(text) if text else None),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",

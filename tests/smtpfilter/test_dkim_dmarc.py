@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtpfilter.dns import DnsClient
-from smtpfilter.plugins import authres
+from smtpfilter.plugins import authres, machine_name
 from smtpfilter import domains as domains_module
 from smtpfilter.plugins.dkim import KeyLookup, verify
 from smtpfilter.domains import organizational_domain
@@ -96,7 +96,7 @@ def authentication_results(delivered: bytes) -> list[bytes]:
 def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
                                  key: tuple[bytes, str], tmp_path: Path) -> None:
     send = filter_server(STRANGER + dns_settings(dns, CHAIN))
-    ours = socket.getfqdn().encode()
+    ours = machine_name().encode()
     good = signed(message("a@example.com", "good"), key)
     cases = {
         # signed by the author's domain: DKIM passes, so DMARC does although SPF fails
@@ -165,7 +165,6 @@ def test_international_domains_are_checked_in_their_dns_form(filter_server, sink
     UTF-8 was read as undecoded bytes, so DMARC looked up a name DNS cannot carry and a
     reject policy of παράδειγμα.δοκιμή was never applied. (SPF of a UTF-8 envelope
     domain was already looked up by its A-labels: dnspython encodes the name.)"""
-    import socket
 
     # (smtp-sink takes no SMTPUTF8, so with the next hop asked at RCPT the UTF-8 sender
     # below would hear 553 5.6.7 there, before SPF is asked at DATA)

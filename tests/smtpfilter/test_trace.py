@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +18,8 @@ from smtpfilter.dns import DnsClient
 from smtpfilter.trace import Trace
 from spamkit.rules.relays import parse_received
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
+from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_sink import Sink
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +71,23 @@ def test_whatever_the_client_sent_the_header_is_one_header(helo: str, recipients
     assert parsed.keys() == ["Received"] and parsed.get_payload() == "body\r\n"
     relay = parse_received(header.decode().split(":", 1)[1])
     assert relay and relay.ip == "192.0.2.7" and relay.by == "mx.example.org"
+
+
+def test_the_server_names_itself_as_smtphostname(tmp_path: Path, sink: Sink) -> None:
+    """SmtpHostname (Postfix's myhostname) is the name in the greeting and in our
+    Received header; a value that is not a host name is refused with its line."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SmtpHostname = "mx1.example.org"\n')
+    process, port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            assert client.ehlo("client.example.net")[1].split(b"\n")[0] == b"mx1.example.org"
+            client.sendmail("a@example.org", ["b@example.org"], b"Subject: hi\r\n\r\nhello\r\n")
+    finally:
+        assert stop_serve(process)[0] == 0
+    [relayed] = sink.messages_as_sent()
+    assert b"Received: from client.example.net (localhost [127.0.0.1])\n\tby mx1.example.org (spamkit)" in relayed
+    config.write_text('UseBayes = false\nSmtpHostname = "mx1 example.org"\n')
+    refused = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and f"{config}:2" in refused.stderr and "not a host name" in refused.stderr
