@@ -23,10 +23,9 @@ import re
 import secrets
 
 from smtpfilter.dns import DnsClient, Outcome, reverse_name
+from spamkit.config.endpoints import is_host_name
 
 _NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 _ADDRESS_CHARACTERS = re.compile(r"[^\x21-\x7e]|[<>()]")
 
 
@@ -73,7 +72,7 @@ class Trace:
             return "unknown"
         for record in answer.records[:3]:  # (Postfix looks at the first few, too)
             name = record.rstrip(".")
-            if not _HOST_NAME.fullmatch(name):
+            if not is_host_name(name):
                 continue
             forward = self.dns.lookup(name, "AAAA" if address.version == 6 else "A")
             if forward.outcome is Outcome.FOUND and any(
