@@ -54,6 +54,14 @@ class PostfixNextHop:
         entries = [json.loads(line) for line in out.splitlines() if line.strip()]
         return [(e["sender"], sorted(r["address"] for r in e["recipients"])) for e in entries]
 
+    def messages(self) -> list[bytes]:
+        """The headers and body of each message Postfix accepted (postcat -bh)."""
+        out = subprocess.run(["postqueue", "-c", str(self.config), "-j"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        ids = [json.loads(line)["queue_id"] for line in out.splitlines() if line.strip()]
+        return [subprocess.run(["postcat", "-c", str(self.config), "-bh", "-q", queue_id], capture_output=True,
+                               check=True, timeout=30).stdout for queue_id in ids]
+
     def clear(self) -> None:
         subprocess.run(["postsuper", "-c", str(self.config), "-d", "ALL"], capture_output=True,
                        check=True, timeout=30)
@@ -87,9 +95,34 @@ def start_postfix_in_front(filter_port: int) -> Iterator[int]:
         yield postfix.port
 
 
-def _run_postfix(configure: Callable[[Path], str], smtpd_options: str) -> Iterator[PostfixNextHop]:
+def start_postfix_around_filter(filter_port: int, reinjection_port: int) -> Iterator[PostfixNextHop]:
+    """One Postfix laid out as the README says, with `spamkit serve` between its two
+    smtpd services: the public one (the fixture's port) hands each session to the filter
+    on `filter_port` (smtpd_proxy_filter), and the filter hands what it passes to the
+    reinjection one on `reinjection_port`, which puts each message on hold for the test
+    to read."""
+    def configure(config: Path) -> str:
+        return ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+                "smtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
+                "mynetworks = 192.0.2.0/24\n")  # (so that the test's client is a stranger)
+    reinjection = f"""\
+127.0.0.1:{reinjection_port} inet n - n - - smtpd
+  -o smtpd_proxy_filter=
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_client_restrictions=
+  -o smtpd_helo_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o receive_override_options=no_unknown_recipient_checks
+"""
+    yield from _run_postfix(configure, f"\n  -o smtpd_proxy_filter=127.0.0.1:{filter_port}", reinjection)
+
+
+def _run_postfix(configure: Callable[[Path], str], smtpd_options: str, services: str = ""
+                 ) -> Iterator[PostfixNextHop]:
     """A private Postfix whose main.cf ends with what `configure` (given the
-    configuration directory) returns, and whose smtpd takes `smtpd_options`."""
+    configuration directory) returns, whose smtpd takes `smtpd_options`, and whose
+    master.cf ends with `services`."""
     if shutil.which("postfix") is None:
         raise RuntimeError("Postfix is missing: install the Debian package `postfix` "
                            "(scripts/install-test-deps.sh does)")
@@ -100,7 +133,8 @@ def _run_postfix(configure: Callable[[Path], str], smtpd_options: str) -> Iterat
         directory.mkdir()
     shutil.chown(data, "postfix")
     port = free_port()
-    (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}", options=smtpd_options))
+    (config / "master.cf").write_text(_SERVICES.format(port=f"127.0.0.1:{port}", options=smtpd_options)
+                                      + services)
     (config / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {queue}

@@ -4,9 +4,12 @@ client's MAIL and RCPT parameters become on their way to the next hop."""
 from __future__ import annotations
 
 import functools
+import re
+import shutil
 import smtplib
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,9 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corpora import CorpusMessage
 from smtpfilter import parameters
 from smtpfilter.limits import LimitedSMTP
-from tests.servers.postfix import start_postfix_in_front
+from tests.servers.net import free_port
+from tests.servers.postfix import start_postfix_around_filter, start_postfix_in_front
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink, start_sink
 
@@ -178,3 +183,48 @@ def test_a_bounce_goes_on_from_the_null_sender_and_is_logged_so(tmp_path: Path, 
     [relayed] = sink.messages()
     assert trace(relayed, b"X-Mail-Args") == ["<>"]
     assert " from=<> rcpts=b@example.org reply='250'" in stderr.decode()
+
+
+def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Postfix's public smtpd -> `spamkit serve` (smtpd_proxy_filter) -> Postfix's
+    reinjection smtpd -> the queue, configured as the README's recipe: a ham is queued
+    with our headers and a Received line for each hop; a blacklisted sender hears our
+    550 from Postfix itself and nothing is queued; a domain Postfix does not serve is
+    refused at RCPT by Postfix, before the filter is asked."""
+    reinjection_port = free_port()
+    config = tmp_path / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
+                      "SmtpVerifyRecipients = false\n")  # (Postfix in front has checked them)
+    (tmp_path / "lists").write_text("black *@*.xyz\n")
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    process, filter_port = start_serve(reinjection_port, db, config, stderr=subprocess.DEVNULL)
+    ham = next(m for m in split[1] if m.label == "ham" and not m.data.startswith(b"From "))
+    try:
+        for postfix in start_postfix_around_filter(filter_port, reinjection_port):
+            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=60) as client:
+                client.ehlo("client.example.net")
+                assert client.sendmail("a@example.org", ["b@example.org"], ham.data) == {}
+                try:
+                    client.sendmail("promo@deals.xyz", ["b@example.org"], ham.data)
+                    raise AssertionError("the blacklisted sender's message was taken")
+                except smtplib.SMTPDataError as error:
+                    assert error.smtp_code == 550 and b"rejected as spam" in error.smtp_error
+                try:
+                    client.sendmail("a@example.org", ["someone@elsewhere.example"], ham.data)
+                    raise AssertionError("Postfix relayed for a stranger's domain")
+                except smtplib.SMTPRecipientsRefused as error:
+                    assert error.recipients["someone@elsewhere.example"][0] == 454
+            for _ in range(50):  # (the reinjection smtpd hands the message to the queue)
+                if postfix.held():
+                    break
+                time.sleep(0.1)
+            assert postfix.held() == [("a@example.org", ["b@example.org"])]
+            [queued] = postfix.messages()
+    finally:
+        assert stop_serve(process)[0] == 0
+    head = queued.split(b"\n\n", 1)[0]
+    assert b"X-Spam-Status: No, score=" in head
+    assert re.search(rb"Received: from \S+ \(localhost \[127\.0\.0\.1\]\)\s+by \S+ \(spamkit\)", head)
+    assert head.count(b"by nexthop.test (Postfix)") == 2  # (the public smtpd's, and the reinjection's)
