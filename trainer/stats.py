@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spamkit.errors import NoDatabase
 from spamkit.store import open_store
@@ -27,11 +27,15 @@ class UserStats:
     junk_unread: int = 0
     missed_spam: int = 0  # spam the user taught in the last 30 days
     false_positives: int = 0  # ham the user taught in the last 30 days
+    # what was not counted, and why (a folder reached through its user's symbolic link, a
+    # FIFO...): the sweep will not read it either, and says so too
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {"user": self.user, "LearnAsSpam": self.learn_as_spam, "LearnAsHam": self.learn_as_ham,
                 "JunkMail": self.junk_read, "NotSeen": self.junk_unread,
-                "missed_spam_30d": self.missed_spam, "false_positives_30d": self.false_positives}
+                "missed_spam_30d": self.missed_spam, "false_positives_30d": self.false_positives,
+                "skipped": [{"message": path, "reason": why} for path, why in self.skipped]}
 
 
 def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
@@ -40,9 +44,11 @@ def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
     for account in accounts:
         stats = UserStats(account.user)
         # a message flagged deleted (T) is on its way out, and the sweep leaves it: not counted
-        stats.learn_as_spam = sum(not m.trashed for m in list_messages(folder_path(account.maildir, spam_folder)))
-        stats.learn_as_ham = sum(not m.trashed for m in list_messages(folder_path(account.maildir, ham_folder)))
-        for message in list_messages(folder_path(account.maildir, junk_folder)):
+        stats.learn_as_spam = sum(not m.trashed for m in list_messages(folder_path(account.maildir, spam_folder),
+                                                                       stats.skipped))
+        stats.learn_as_ham = sum(not m.trashed for m in list_messages(folder_path(account.maildir, ham_folder),
+                                                                      stats.skipped))
+        for message in list_messages(folder_path(account.maildir, junk_folder), stats.skipped):
             if message.trashed:
                 continue
             if message.seen:

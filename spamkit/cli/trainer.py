@@ -147,6 +147,9 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
                    f"{r['NotSeen']:>7} {r['missed_spam_30d']:>15} {r['false_positives_30d']:>14}")
     for user, why in failures:
         click.echo(f"{user}: not counted: {why}", err=True)
+    for row in rows:
+        for path, why in row.skipped:
+            click.echo(f"{row.user}: not counted: {path}: {why}", err=True)
     if db_error is not None:
         click.echo("database: cannot be read (see below)")
         raise db_error

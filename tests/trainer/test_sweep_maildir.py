@@ -178,6 +178,13 @@ def test_folders_linked_out_of_the_maildir_by_their_user_are_not_followed(root: 
             shutil.rmtree(maildir / folder / sub)
             (maildir / folder / sub).symlink_to(victim)
             os.chown(maildir / folder / sub, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    # stats counts nothing there either, and says why (it said 0, as for an empty folder)
+    counted = json.loads(spamkit("stats", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"),
+                                 "--user", "alice", "--json").stdout)["users"][0]
+    assert (counted["LearnAsSpam"], counted["LearnAsHam"], counted["JunkMail"]) == (0, 15, 0)
+    assert {entry["message"] for entry in counted["skipped"]} == {
+        str(maildir / folder / sub) for folder in (".LearnAsSpam", ".junkmail") for sub in ("new", "cur")}
+    assert "not counted: " in spamkit("stats", "--maildirs", f"{root}/{{user}}/Maildir", "--user", "alice").stderr
     learned = json.loads(spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"),
                                  "--user", "alice", "--json").stdout)["users"][0]
     assert learned["spam_learned"] == 0 and learned["removed"] == 15  # its LearnAsHam, not the link
