@@ -15,8 +15,6 @@ from spamkit.tokenizer.urls import registrable_domain
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 
 
-
-
 def ascii_domain(domain: str) -> str:
     """A domain as DNS carries it: lower case, no trailing dot, an international one in
     its IDNA form (xn--...; RFC 8616: SPF, DKIM and DMARC work on these). One that IDNA

@@ -60,9 +60,10 @@ def take(command: str, arg: str, names: frozenset[str],
          ) -> tuple[str, tuple[str, ...], str | None]:
     """Split a MAIL or RCPT argument (`FROM:<a@b> RET=HDRS SIZE=10`) into the argument
     without the parameters `names`, which aiosmtpd then reads as before, and those
-    parameters as the client wrote them (names in capitals); or give the 501 reply that refuses a malformed one. An
-    argument that aiosmtpd will refuse anyway (no address, bad syntax) comes back as it
-    was, so that its reply is aiosmtpd's own. `getaddr` is the server's address parser."""
+    parameters as the client wrote them (names in capitals); or give the 501 reply that
+    refuses a malformed one. An argument that aiosmtpd will refuse anyway (no address,
+    bad syntax) comes back as it was, so that its reply is aiosmtpd's own. `getaddr` is
+    the server's address parser."""
     keyword = "FROM:" if command == "MAIL" else "TO:"
     if arg[:len(keyword)].upper() != keyword:
         return arg, (), None

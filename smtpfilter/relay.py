@@ -134,7 +134,10 @@ class RelayPool:
             return self._abandon(client, f"{code} {_text(message)}")
         refused = []
         for index, rcpt in enumerate(rcpt_tos):
-            code, message = client.rcpt(rcpt, list(dsn.for_recipient(index)) if with_dsn else [])
+            asked = dsn.for_recipient(index) if with_dsn else ()
+            if "SMTPUTF8" not in options:  # (ORCPT=utf-8;... in UTF-8 needs SMTPUTF8 mail, RFC 6533)
+                asked = tuple(parameter for parameter in asked if parameter.isascii())
+            code, message = client.rcpt(rcpt, list(asked))
             if code not in (250, 251):
                 refused.append((rcpt, code, _text(message)))
         if refused:

@@ -228,3 +228,32 @@ def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
     assert b"X-Spam-Status: No, score=" in head
     assert re.search(rb"Received: from \S+ \(localhost \[127\.0\.0\.1\]\)\s+by \S+ \(spamkit\)", head)
     assert head.count(b"by nexthop.test (Postfix)") == 2  # (the public smtpd's, and the reinjection's)
+
+
+def test_an_orcpt_in_utf8_goes_on_only_in_smtputf8_mail(tmp_path: Path, sink: Sink) -> None:
+    """RFC 6533's ORCPT=utf-8;... in UTF-8 may come with plain ASCII addresses; the next
+    hop (smtp-sink: DSN, no SMTPUTF8) cannot be sent it, so that recipient goes on with
+    its NOTIFY and without the ORCPT, and the message is delivered: the relay wrote every
+    command in ASCII, and such a recipient had the message deferred (451) at each try."""
+    process, port = start_serve(sink.port, tmp_path / "db", tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    try:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = connection.makefile("rb")
+
+        def say(command: bytes) -> bytes:
+            connection.sendall(command + b"\r\n")
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            return line
+
+        assert replies.readline().startswith(b"220")
+        assert say(b"EHLO client.test").startswith(b"250")
+        assert say(b"MAIL FROM:<a@example.org>").startswith(b"250")
+        assert say("RCPT TO:<b@example.org> NOTIFY=FAILURE ORCPT=utf-8;χρήστης@example.org".encode()).startswith(b"250")
+        assert say(b"DATA").startswith(b"354")
+        assert say(MESSAGE + b".").startswith(b"250")
+        connection.close()
+    finally:
+        assert stop_serve(process)[0] == 0
+    [relayed] = sink.messages()
+    assert trace(relayed, b"X-Rcpt-Args") == ["<b@example.org> NOTIFY=FAILURE"]
