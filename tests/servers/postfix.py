@@ -2,7 +2,8 @@
 host reinjects filtered mail: a real smtpd whose recipient checks can refuse one
 recipient and defer another, with every accepted message put on hold so that a test
 reads what was accepted, and for whom, with `postqueue -j`. Or a Postfix in front of the
-filter, as its before-queue filter (`start_postfix_in_front`).
+filter, as its before-queue filter (`start_postfix_in_front`), or one on both sides of
+it, as the README lays it out (`start_postfix_around_filter`).
 
 Nothing is delivered anywhere: held messages stay in this instance's own queue, which
 lives and dies with the fixture's directory. It needs the Debian package `postfix`

@@ -188,7 +188,8 @@ def test_a_bounce_goes_on_from_the_null_sender_and_is_logged_so(tmp_path: Path, 
 def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
         tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """Postfix's public smtpd -> `spamkit serve` (smtpd_proxy_filter) -> Postfix's
-    reinjection smtpd -> the queue, configured as the README's recipe: a ham is queued
+    reinjection smtpd -> the queue, with the README's two services and their options (on
+    test ports, and a mynetworks that makes the test's client a stranger): a ham is queued
     with our headers and a Received line for each hop; a blacklisted sender hears our
     550 from Postfix itself and nothing is queued; a domain Postfix does not serve is
     refused at RCPT by Postfix, before the filter is asked."""
