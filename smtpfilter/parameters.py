@@ -33,6 +33,34 @@ AUTH_MAX = 500  # (RFC 4954 sets none: an address in xtext, as ORCPT's)
 SYNTAX_ERROR = "501 5.5.4 Syntax error in parameters"
 
 
+def xtext(value: str) -> str:
+    """RFC 3461's xtext (DSN and XFORWARD values): printable ASCII but '+' and '=' as
+    itself, every other byte as +XX. A byte that was not UTF-8 where the client sent it
+    (a HELO name with \xff, which the server keeps as a surrogate) goes as that byte."""
+    return "".join(char if "!" <= char <= "~" and char not in "+=" else
+                   "".join(f"+{byte:02X}" for byte in _utf8(char)) for char in value)
+
+
+def _utf8(char: str) -> bytes:
+    try:
+        return char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # (a surrogate no byte stands for)
+        return b"?"
+
+
+def unxtext(value: str) -> str:
+    """What an xtext value says (`+2B` is '+'); a '+' not followed by two hex digits is
+    kept as it is, and bytes that are not UTF-8 as U+FFFD. A value that would decode to
+    a control character (a CR or LF, which could end a header we write it into) is kept
+    as it came."""
+    if "+" not in value:
+        return value
+    decoded = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    if not decoded.isascii():
+        decoded = decoded.encode("latin-1", "replace").decode("utf-8", "replace")
+    return value if any(ord(char) < 32 or ord(char) == 127 for char in decoded) else decoded
+
+
 def dsn_only(taken: tuple[str, ...]) -> tuple[str, ...]:
     """The DSN parameters among those `take` took from MAIL (AUTH is not passed on)."""
     return tuple(parameter for parameter in taken if not parameter.startswith("AUTH="))

@@ -23,7 +23,7 @@ import smtplib
 import socket
 import threading
 
-from smtpfilter.parameters import DsnRequest
+from smtpfilter.parameters import DsnRequest, xtext
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -72,15 +72,20 @@ class RelayPool:
                 pass
 
     def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "",
-             smtputf8: bool = False, eight_bit: bool = False, dsn: DsnRequest | None = None) -> str:
+             smtputf8: bool = False, eight_bit: bool = False, dsn: DsnRequest | None = None,
+             origin: dict[str, str] | None = None) -> str:
         """Relay to `rcpt_tos`, and to `archive` too if the next hop takes it. What the
         client asked goes on where the next hop takes it: `smtputf8` as SMTPUTF8,
-        `eight_bit` (BODY=8BITMIME) as that, `dsn` as DSN parameters (RFC 3461)."""
+        `eight_bit` (BODY=8BITMIME) as that, `dsn` as DSN parameters (RFC 3461). `origin`
+        (XFORWARD's NAME, ADDR, HELO, PROTO...) names the client to a next hop that takes
+        XFORWARD, so that its log names it, not us (Postfix: orig_client=)."""
         try:
             client = self._client()
         except (smtplib.SMTPException, OSError):
             return UNAVAILABLE
         try:
+            if origin:
+                _xforward(client, origin)
             return self._transaction(client, mail_from, rcpt_tos, data, archive, smtputf8,
                                      eight_bit, dsn or DsnRequest())
         except (smtplib.SMTPException, OSError, socket.timeout):
@@ -168,6 +173,23 @@ class RelayPool:
 
 
 UNAVAILABLE = "451 4.4.1 Next hop unavailable, try again later"
+
+
+def _xforward(client: smtplib.SMTP, origin: dict[str, str]) -> None:
+    """Postfix's XFORWARD (XFORWARD_README), before MAIL: the attributes the next hop
+    lists in its EHLO reply, each value in xtext. It sets what the next hop logs, never
+    what it allows (that is XCLIENT); the next hop forgets it at the end of the
+    transaction. A refusal changes nothing else."""
+    client.ehlo_or_helo_if_needed()
+    if not client.has_extn("xforward"):
+        return
+    offered = set(client.esmtp_features.get("xforward", "").upper().split())
+    given = [f"{name}={xtext(value)}" for name, value in origin.items() if name in offered and value]
+    if given:
+        code, message = client.docmd("XFORWARD", " ".join(given))
+        if code != 250:
+            log.info("the next hop refused XFORWARD: %d %s", code, _text(message))
+
 
 
 def _mail_options(client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], size: int | None,

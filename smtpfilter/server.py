@@ -18,6 +18,7 @@ from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
 from smtpfilter.networks import Networks
+from smtpfilter.parameters import unxtext
 from smtpfilter.relay import RelayPool
 from smtpfilter.trace import Trace, new_id
 
@@ -105,7 +106,7 @@ class FilterHandler:
             if not equals or name.upper() not in XFORWARD_ATTRIBUTES:
                 return f"501 5.5.4 Bad XFORWARD attribute: {item[:40]}"
             if value.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
-                given[name.upper()] = value
+                given[name.upper()] = unxtext(value)  # (Postfix sends each value in xtext)
         if not given and not arg.strip():
             return "501 5.5.4 Syntax: XFORWARD attribute=value..."
         if "ADDR" in given:
@@ -227,7 +228,8 @@ class FilterHandler:
                     None, functools.partial(self.relay.send, tx.mail_from, tx.rcpt_tos, tx.data, self.bcc,
                                             smtputf8="SMTPUTF8" in options,
                                             eight_bit="BODY=8BITMIME" in options,
-                                            dsn=getattr(envelope, "spamkit_dsn", None)))
+                                            dsn=getattr(envelope, "spamkit_dsn", None),
+                                            origin=_origin(session, envelope)))
                 deciding = "relay"
         except Exception:
             log.exception("DATA failed")
@@ -293,6 +295,17 @@ def _message_id(data: bytes) -> str:
             return printable(value.strip().decode("ascii", "replace")) or "-"
     return "-"
 
+
+
+def _origin(session, envelope) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The client as the next hop's XFORWARD should hear of it: what the MTA in front
+    said of it (its XFORWARD), else the client we talk to."""
+    own = {"ADDR": _peer(session), "HELO": str(session.host_name or ""),
+           "PROTO": "ESMTP" if session.extended_smtp else "SMTP"}
+    origin: dict[str, str] = own | getattr(envelope, "spamkit_xforward", {})
+    if ":" in origin["ADDR"]:
+        origin["ADDR"] = "IPV6:" + origin["ADDR"]  # (as Postfix writes an IPv6 client)
+    return origin
 
 
 def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]

@@ -100,8 +100,8 @@ def start_postfix_around_filter(filter_port: int, reinjection_port: int) -> Iter
     """One Postfix laid out as the README says, with `spamkit serve` between its two
     smtpd services: the public one (the fixture's port) hands each session to the filter
     on `filter_port` (smtpd_proxy_filter), and the filter hands what it passes to the
-    reinjection one on `reinjection_port`, which puts each message on hold for the test
-    to read."""
+    reinjection one on `reinjection_port`, which takes the filter's XFORWARD and puts
+    each message on hold for the test to read."""
     def configure(config: Path) -> str:
         return ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
                 "smtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
@@ -110,6 +110,7 @@ def start_postfix_around_filter(filter_port: int, reinjection_port: int) -> Iter
 127.0.0.1:{reinjection_port} inet n - n - - smtpd
   -o smtpd_proxy_filter=
   -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
   -o smtpd_client_restrictions=
   -o smtpd_helo_restrictions=
   -o smtpd_sender_restrictions=

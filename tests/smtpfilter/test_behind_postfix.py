@@ -190,7 +190,8 @@ def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
     """Postfix's public smtpd -> `spamkit serve` (smtpd_proxy_filter) -> Postfix's
     reinjection smtpd -> the queue, with the README's two services and their options (on
     test ports, and a mynetworks that makes the test's client a stranger): a ham is queued
-    with our headers and a Received line for each hop; a blacklisted sender hears our
+    with our headers and a Received line for each hop, and the reinjection smtpd logs
+    the client the filter's XFORWARD names; a blacklisted sender hears our
     550 from Postfix itself and nothing is queued; a domain Postfix does not serve is
     refused at RCPT by Postfix, before the filter is asked."""
     reinjection_port = free_port()
@@ -223,12 +224,17 @@ def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
                 time.sleep(0.1)
             assert postfix.held() == [("a@example.org", ["b@example.org"])]
             [queued] = postfix.messages()
+            maillog = (postfix.config.parent / "maillog").read_text()
     finally:
         assert stop_serve(process)[0] == 0
     head = queued.split(b"\n\n", 1)[0]
     assert b"X-Spam-Status: No, score=" in head
     assert re.search(rb"Received: from \S+ \(localhost \[127\.0\.0\.1\]\)\s+by \S+ \(spamkit\)", head)
     assert head.count(b"by nexthop.test (Postfix)") == 2  # (the public smtpd's, and the reinjection's)
+    # the reinjection smtpd logs the client as the filter's XFORWARD named it (Postfix
+    # writes orig_client= only for a forwarded client; it named only the filter)
+    assert re.search(r"smtpd\[\d+\]: \w+: client=localhost\[127\.0\.0\.1\], "
+                     r"orig_client=localhost\[127\.0\.0\.1\]", maillog)
 
 
 def test_an_orcpt_in_utf8_goes_on_only_in_smtputf8_mail(tmp_path: Path, sink: Sink) -> None:
@@ -258,3 +264,21 @@ def test_an_orcpt_in_utf8_goes_on_only_in_smtputf8_mail(tmp_path: Path, sink: Si
         assert stop_serve(process)[0] == 0
     [relayed] = sink.messages()
     assert trace(relayed, b"X-Rcpt-Args") == ["<b@example.org> NOTIFY=FAILURE"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.characters(blacklist_categories=()), max_size=60))  # (surrogates too: a HELO's \xff)
+def test_xtext_round_trips_and_never_decodes_to_a_control_character(value: str) -> None:
+    """XFORWARD's values travel in xtext both ways: what we encode decodes back to the
+    value (when the value has no control character), the encoding is printable ASCII
+    without '=' or a space, and no value a forwarder sends decodes to a CR, LF or other
+    control character (which could end a header the value is written into)."""
+    def controls(text: str) -> bool:
+        return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+    encoded = parameters.xtext(value)
+    assert encoded.isascii() and encoded.isprintable() and " " not in encoded and "=" not in encoded
+    if not controls(value) and not any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        assert parameters.unxtext(encoded) == value
+    sent = value.replace("\r", "+0D").replace("\n", "+0A")  # (a forwarder's value: one line)
+    assert controls(parameters.unxtext(sent)) == controls(sent)  # (never made by decoding)
