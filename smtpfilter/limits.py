@@ -33,7 +33,7 @@ from smtpfilter import parameters
 from smtpfilter.networks import Networks
 
 log = logging.getLogger("spamkit.smtpfilter")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # (a surrogate: a byte that was not UTF-8)
 
 
 @dataclass
@@ -248,7 +248,9 @@ class LimitedSMTP(SMTP):
         """aiosmtpd's address parsing for MAIL and RCPT, minus the typing.Protocol class it
         defines on every call (3.5% of the filter's CPU under load). Same results, except
         that an address with a control character (NUL, TAB, DEL...), which RFC 5321 allows
-        nowhere, is malformed (553) instead of being relayed to the next hop as it came."""
+        nowhere, is malformed (553) instead of being relayed to the next hop as it came;
+        so is one with bytes that are not UTF-8, which no next hop can be sent (the
+        relay's command could not be written, and the client heard 451 at every try)."""
         if not arg:
             return "", ""
         address: AngleAddr | AddrSpec

@@ -438,6 +438,33 @@ def test_internationalized_addresses_go_on_as_smtputf8_or_are_refused_for_good(
     assert sink.messages() == []
 
 
+def test_an_address_that_is_not_utf8_is_refused_as_malformed_not_deferred(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop) -> None:
+    """A byte that is not UTF-8 in an address (b\xff@) could not be written to a next
+    hop that takes SMTPUTF8 (Postfix): the relay raised, and the client heard 451 at every
+    try until its queue gave up. It is malformed (553) from the start, as a control
+    character is."""
+    import socket
+
+    process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    try:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        replies = client.makefile("rb")
+        replies.readline()
+        for command, reply in ((b"EHLO client.example.net", b"250"),
+                               (b"MAIL FROM:<a\xffb@example.org> SMTPUTF8", b"553"),
+                               (b"MAIL FROM:<ab@example.org> SMTPUTF8", b"250"),
+                               (b"RCPT TO:<b\xff@example.org>", b"553"),
+                               (b"RCPT TO:<\xce\xb2@example.org>", b"250")):  # (UTF-8 is fine)
+            client.sendall(command + b"\r\n")
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            assert line[:3] == reply, (command, line)
+        client.close()
+    finally:
+        assert stop_serve(process)[0] == 0
+
+
 @pytest.mark.parametrize("archive", ["archive@example.org", "refused@example.org"])
 def test_the_archive_copy_goes_with_the_message_and_its_refusal_stops_nothing(
         tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, archive: str) -> None:
