@@ -191,7 +191,6 @@ def _xforward(client: smtplib.SMTP, origin: dict[str, str]) -> None:
             log.info("the next hop refused XFORWARD: %d %s", code, _text(message))
 
 
-
 def _mail_options(client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], size: int | None,
                   smtputf8: bool) -> tuple[list[str], str | None]:
     """MAIL's parameters for the next hop (SIZE, SMTPUTF8), or the refusal of a message

@@ -296,7 +296,6 @@ def _message_id(data: bytes) -> str:
     return "-"
 
 
-
 def _origin(session, envelope) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The client as the next hop's XFORWARD should hear of it: what the MTA in front
     said of it (its XFORWARD), else the client we talk to."""
