@@ -7,7 +7,6 @@ import functools
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from smtpfilter.limits import LimitedSMTP
 from tests.servers.net import free_port
 from tests.servers.postfix import start_postfix_around_filter, start_postfix_in_front
 from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, start_sink
 
 MESSAGE = (b"From: a@example.org\r\nTo: b@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
@@ -109,16 +109,12 @@ def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sin
     config.write_text("")
     process, port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
     try:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-        replies = connection.makefile("rb")
+        client = Client(port)
 
         def say(command: str) -> str:
-            connection.sendall(command.encode() + b"\r\n")
-            while (line := replies.readline())[3:4] == b"-":
-                pass
-            return line.decode().rstrip()
+            return client.command(command.encode()).decode().split("\n")[-1]
 
-        assert replies.readline().startswith(b"220")
+        assert client.reply().startswith(b"220")
         assert say("HELO client.test").startswith("250")
         assert say("MAIL FROM:<a@example.org> RET=HDRS").startswith("501")
         assert say("EHLO client.test").startswith("250")
@@ -133,9 +129,8 @@ def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sin
             assert say(refused) == parameters.SYNTAX_ERROR, refused
         assert say("RCPT TO:<b@example.org> notify=failure orcpt=RFC822;b@example.org").startswith("250")
         assert say("DATA").startswith("354")
-        connection.sendall(MESSAGE + b".\r\n")
-        assert replies.readline().startswith(b"250")
-        connection.close()
+        assert client.command(MESSAGE + b".").startswith(b"250")
+        client.sock.close()
     finally:
         assert stop_serve(process)[0] == 0
     [relayed] = sink.messages()
@@ -244,22 +239,15 @@ def test_an_orcpt_in_utf8_goes_on_only_in_smtputf8_mail(tmp_path: Path, sink: Si
     command in ASCII, and such a recipient had the message deferred (451) at each try."""
     process, port = start_serve(sink.port, tmp_path / "db", tmp_path / "none.toml", stderr=subprocess.DEVNULL)
     try:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-        replies = connection.makefile("rb")
-
-        def say(command: bytes) -> bytes:
-            connection.sendall(command + b"\r\n")
-            while (line := replies.readline())[3:4] == b"-":
-                pass
-            return line
-
-        assert replies.readline().startswith(b"220")
-        assert say(b"EHLO client.test").startswith(b"250")
-        assert say(b"MAIL FROM:<a@example.org>").startswith(b"250")
-        assert say("RCPT TO:<b@example.org> NOTIFY=FAILURE ORCPT=utf-8;χρήστης@example.org".encode()).startswith(b"250")
-        assert say(b"DATA").startswith(b"354")
-        assert say(MESSAGE + b".").startswith(b"250")
-        connection.close()
+        client = Client(port)
+        assert client.reply().startswith(b"220")
+        assert client.command(b"EHLO client.test").startswith(b"250")
+        assert client.command(b"MAIL FROM:<a@example.org>").startswith(b"250")
+        assert client.command("RCPT TO:<b@example.org> NOTIFY=FAILURE ORCPT=utf-8;χρήστης@example.org"
+                              .encode()).startswith(b"250")
+        assert client.command(b"DATA").startswith(b"354")
+        assert client.command(MESSAGE + b".").startswith(b"250")
+        client.sock.close()
     finally:
         assert stop_serve(process)[0] == 0
     [relayed] = sink.messages()

@@ -21,6 +21,7 @@ from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
 from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, free_port
 from tests.servers.swaks import swaks
 
@@ -444,23 +445,18 @@ def test_an_address_that_is_not_utf8_is_refused_as_malformed_not_deferred(
     hop that takes SMTPUTF8 (Postfix): the relay raised, and the client heard 451 at every
     try until its queue gave up. It is malformed (553) from the start, as a control
     character is."""
-    import socket
-
     process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
     try:
-        client = socket.create_connection(("127.0.0.1", port), timeout=30)
-        replies = client.makefile("rb")
-        replies.readline()
+        client = Client(port)
+        client.reply()
         for command, reply in ((b"EHLO client.example.net", b"250"),
                                (b"MAIL FROM:<a\xffb@example.org> SMTPUTF8", b"553"),
                                (b"MAIL FROM:<ab@example.org> SMTPUTF8", b"250"),
                                (b"RCPT TO:<b\xff@example.org>", b"553"),
                                (b"RCPT TO:<\xce\xb2@example.org>", b"250")):  # (UTF-8 is fine)
-            client.sendall(command + b"\r\n")
-            while (line := replies.readline())[3:4] == b"-":
-                pass
-            assert line[:3] == reply, (command, line)
-        client.close()
+            answer = client.command(command)
+            assert answer[:3] == reply, (command, answer)
+        client.sock.close()
     finally:
         assert stop_serve(process)[0] == 0
 

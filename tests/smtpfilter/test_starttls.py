@@ -3,7 +3,6 @@ and plaintext pipelined after STARTTLS is dropped (CVE-2011-0411's command injec
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.net import self_signed_certificate
+from tests.servers.smtp_client import Client
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
@@ -35,32 +35,6 @@ def tls_serve(tmp_path: Path, sink: Sink) -> Iterator[tuple[int, Path]]:
         yield port, certificate
     finally:
         assert stop_serve(process)[0] == 0
-
-
-class Client:
-    """A line-at-a-time SMTP client over a raw socket, for what smtplib will not send."""
-
-    def __init__(self, port: int) -> None:
-        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buffer = b""
-
-    def reply(self) -> bytes:
-        """One whole (possibly multi-line) reply."""
-        lines = []
-        while True:
-            while b"\r\n" not in self.buffer:
-                chunk = self.sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError(f"closed after {lines!r}")
-                self.buffer += chunk
-            line, self.buffer = self.buffer.split(b"\r\n", 1)
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"\n".join(lines)
-
-    def command(self, line: bytes) -> bytes:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
 
 
 def test_starttls_offered_and_mail_goes_through(tls_serve: tuple[int, Path], sink: Sink,
