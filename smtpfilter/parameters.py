@@ -93,8 +93,9 @@ def take(command: str, arg: str, names: frozenset[str],
     bad syntax) comes back as it was, so that its reply is aiosmtpd's own. `getaddr` is
     the server's address parser."""
     keyword = "FROM:" if command == "MAIL" else "TO:"
-    if arg[:len(keyword)].upper() != keyword:
-        return arg, (), None
+    upper = arg.upper()
+    if not upper.startswith(keyword) or not any(name in upper for name in names):
+        return arg, (), None  # (the usual command: aiosmtpd parses the address, once)
     stripped = arg[len(keyword):].strip()
     address, rest = getaddr(stripped)
     if not address or rest is None or not stripped.endswith(rest):
