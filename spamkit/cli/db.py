@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import IO
@@ -14,6 +15,7 @@ from spamkit.errors import StoreCorrupt
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
+from spamkit.store.lmdb import RECOVERY
 
 
 @click.group()
@@ -45,11 +47,43 @@ def magic(db_path: str | None, as_json: bool) -> None:
 
 @db.command()
 @click.argument("output", type=click.File("w"), default="-")
+@click.option("--salvage", is_flag=True,
+              help="Dump a database `db verify` finds damaged, as far as it can be read (the "
+                   "damage may still stop it; the database is only read).")
 @db_option
-def dump(output: IO[str], db_path: str | None) -> None:
+def dump(output: IO[str], salvage: bool, db_path: str | None) -> None:
     """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout."""
     with open_store(resolve_db_path(db_path), readonly=True) as store:
-        store.dump(output)
+        store.dump(output, salvage=salvage)
+
+
+@db.command()
+@db_option
+@json_option
+def verify(db_path: str | None, as_json: bool) -> None:
+    """Look for damage: the file's structure (LMDB), then every record, read as `dump`
+    reads it. Exit 0 if sound, 65 if damaged. Nothing is written."""
+    location = resolve_db_path(db_path)
+    try:
+        with open_store(location, readonly=True) as store:
+            problems = store.verify()
+            if not problems:
+                with open(os.devnull, "w", encoding="utf-8") as nowhere:
+                    store.dump(nowhere)
+    except StoreCorrupt as error:
+        problems = [str(error)]
+    where = describe_location(location or default_db_path())
+    if as_json:
+        click.echo(json.dumps({"path": where, "sound": not problems, "problems": problems}))
+    elif problems:
+        click.echo(f"{where}: damaged", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        click.echo(f"  {RECOVERY}", err=True)
+    else:
+        click.echo(f"{where}: sound")
+    if problems:
+        sys.exit(StoreCorrupt.exit_code)
 
 
 @db.command()

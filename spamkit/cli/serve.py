@@ -19,7 +19,7 @@ from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
 from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError, SpamkitError
-from spamkit.store import open_store
+from spamkit.store import open_store, refuse_damaged
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
@@ -202,7 +202,10 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     # is the one line a transaction that the issue asks for. Its warnings still show.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(config_path)
-    store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
+    location = resolve_db_path(db_path, config_path)
+    store = open_store(location) if config["UseBayes"] else None
+    if store is not None:
+        refuse_damaged(store, location)  # (here, not in a message's scan: see TokenStore.verify)
     scanner = Scanner.from_config(config, store)
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     scanner.warm_up()  # and what a scan loads on first use, while the files are readable

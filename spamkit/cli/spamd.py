@@ -17,7 +17,7 @@ from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
-from spamkit.store import open_store
+from spamkit.store import open_store, refuse_damaged
 from spamkit.verdict import Scanner, reload_logged
 
 _log = logging.getLogger("spamkit.spamd")
@@ -68,7 +68,10 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         raise click.BadParameter(str(error), param_hint="--allowed-ips") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
-    store = open_store(resolve_db_path(db_path, config_path)) if config["UseBayes"] else None
+    location = resolve_db_path(db_path, config_path)
+    store = open_store(location) if config["UseBayes"] else None
+    if store is not None:
+        refuse_damaged(store, location)  # (here, not in a message's scan: see TokenStore.verify)
     try:
         scanner = Scanner.from_config(config, store)
         scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it

@@ -13,13 +13,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from spamkit.errors import ConfigError
+from spamkit.errors import ConfigError, StoreCorrupt
 from spamkit.store.base import Label, StoreWriter, TokenCounts, TokenRecord, TokenStore, Totals
-from spamkit.store.lmdb import LmdbStore, move_aside
+from spamkit.store.lmdb import RECOVERY, LmdbStore, move_aside
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Label", "LmdbStore", "StoreWriter", "TokenCounts",
            "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path",
-           "describe_location", "open_store", "set_aside_damaged", "sweep_lock_path"]
+           "describe_location", "open_store", "refuse_damaged", "set_aside_damaged",
+           "sweep_lock_path"]
 
 DEFAULT_BACKEND = "lmdb"
 
@@ -70,6 +71,16 @@ def open_store(location: str | os.PathLike[str] | None = None, *, readonly: bool
     except KeyError:
         raise ConfigError(f"unknown store {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
     return opener(where, readonly=readonly)
+
+
+def refuse_damaged(store: TokenStore, location: str | os.PathLike[str] | None) -> None:
+    """StoreCorrupt if the store finds damage in its own structure (`TokenStore.verify`;
+    only LMDB's can be damaged so). A long-running service asks this at start, so that
+    damage stops it there with a message rather than crashing it in a message's scan."""
+    problems = store.verify()
+    if problems:
+        raise StoreCorrupt(f"the database at {describe_location(location)} is damaged "
+                           f"({problems[0]}); {RECOVERY}")
 
 
 def describe_location(location: str | os.PathLike[str] | None) -> str:

@@ -216,6 +216,11 @@ class TokenStore(Protocol):
 
     def magic(self) -> dict[str, object]: ...
 
+    def verify(self) -> list[str]:
+        """Damage found in the store's own structure, before its records are read (empty:
+        none). Whatever walks or writes the whole store asks this first where damage
+        could crash the process rather than raise."""
+
     def meta(self) -> dict[str, str]:
         """Named facts about the database ("tokenizer": the version that built it)."""
 
@@ -237,7 +242,9 @@ class TokenStore(Protocol):
 
     def set_meta(self, name: str, value: str) -> None: ...
 
-    def dump(self, out: IO[str]) -> None: ...
+    def dump(self, out: IO[str], salvage: bool = False) -> None:
+        """The whole store as text (docs/dump-format.md). `salvage` skips `verify`, to
+        save what can still be read of a damaged store (reading it may crash)."""
 
     def restore(self, source: IO[str]) -> None: ...
 

@@ -22,7 +22,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -31,6 +31,7 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
+from spamkit.store.lmdbcheck import check_file
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
 from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
@@ -50,7 +51,8 @@ LOCK_FILE_ROOM = 1 << 20
 # what LMDB raises when a page is not what the tree says: damage, not a fault of the disk
 _DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
 RECOVERY = ("`spamkit db reset --yes` moves it aside and starts an empty one, into which "
-            "`spamkit db restore` loads a dump")
+            "`spamkit db restore` loads a dump (`spamkit db dump --salvage FILE` first tries "
+            "to save what can still be read)")
 _VALUE = struct.Struct("<III")
 
 
@@ -264,6 +266,7 @@ class LmdbStore:
         except lmdb.Error as error:
             raise StoreError(f"cannot open the database at {self.path}: {error}") from None
         self._pid = os.getpid()
+        self._sound = False  # the file's structure was checked by this process (`verify`)
         self._map_lock = MapLock()  # (a forked child's own: the parent's threads are not its)
         try:
             self._refuse_truncated_file()
@@ -417,8 +420,8 @@ class LmdbStore:
 
     def _damaged(self, error: Exception) -> StoreCorrupt:
         """Damage met in a transaction: a page that is not what its parent says, or a value
-        that was text and is not. (LMDB keeps no checksums: other damage can crash the
-        process outright, as it does any LMDB reader.)"""
+        that was text and is not. (LMDB keeps no checksums: damage to a page's header can
+        crash the process outright, which is why `verify` walks the file first.)"""
         return StoreCorrupt(f"the database at {self.path} is damaged ({type(error).__name__}: "
                             f"{str(error)[:120]}); {RECOVERY}")
 
@@ -434,6 +437,25 @@ class LmdbStore:
                               "stays. Free some space and run again")
         return StoreError(f"cannot write to the database at {self.path}: {error}")
 
+    def verify(self) -> list[str]:
+        """Damage in the file's structure (spamkit.store.lmdbcheck), at the snapshot a read
+        transaction pins; empty if it is sound. LMDB follows a damaged page header into a
+        crash (SIGSEGV, SIGBUS, an assertion), with no error to report, so what walks a
+        whole tree or writes asks this first."""
+        for _attempt in range(3):
+            with self._transaction() as txn:
+                report = check_file(self.path / "data.mdb", txn.id())
+            if not report.snapshot_gone:  # (else two commits overtook us: look again)
+                break
+        self._sound = report.sound
+        return report.problems
+
+    def _require_sound(self) -> None:
+        """StoreCorrupt unless this process has found the structure sound (checked once: a
+        process's own writes keep it so)."""
+        if not self._sound and (problems := self.verify()):
+            raise StoreCorrupt(f"the database at {self.path} is damaged ({problems[0]}); {RECOVERY}")
+
     @contextmanager
     def writer(self) -> Iterator[LmdbWriter]:
         """A batch of changes, committed together when the block ends without error.
@@ -443,6 +465,7 @@ class LmdbStore:
         """
         if self.readonly:
             raise StoreError("the database was opened read-only")
+        self._require_sound()
         txn = self._begin(write=True)
         writer = LmdbWriter(self, txn)
         try:
@@ -532,13 +555,13 @@ class LmdbStore:
             raws = [txn.get(key, db=self._seen_db) for key in message_keys]
         return [CODE_LABEL.get(raw[0]) if raw else None for raw in raws]
 
-    def records(self) -> Iterator[TokenRecord]:
+    def records(self) -> Generator[TokenRecord, None, None]:
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._tokens_db):
                 spam, ham, day = _unpack(_VALUE, value, "token")
                 yield TokenRecord(bytes(key), spam, ham, day)
 
-    def seen_records(self) -> Iterator[SeenRecord]:
+    def seen_records(self) -> Generator[SeenRecord, None, None]:
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._seen_db):
                 code, day, step = _seen_mark(value)
@@ -559,11 +582,12 @@ class LmdbStore:
                     events.append(json.loads(bytes(value)))
         return events
 
-    def history_records(self) -> Iterator[tuple[bytes, bytes]]:
+    def history_records(self) -> Generator[tuple[bytes, bytes], None, None]:
         if self._history_db is None:
             return
         with self._transaction() as txn:
             for key, value in txn.cursor(db=self._history_db):
+                bytes(value).decode()  # (an event is JSON text: damage surfaces here, as such)
                 yield bytes(key), bytes(value)
 
     def meta(self) -> dict[str, str]:
@@ -577,6 +601,7 @@ class LmdbStore:
 
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the database's size on disk."""
+        self._require_sound()
         meta = self.meta()
         with self._transaction() as txn:
             ntokens = txn.stat(self._tokens_db)["entries"]
@@ -591,8 +616,8 @@ class LmdbStore:
     # -- maintenance -----------------------------------------------------------------
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._transaction(write=True) as txn:
-            txn.put(name.encode(), value.encode(), db=self._meta_db)
+        with self.writer() as writer:  # (which grows the map if the value does not fit)
+            writer.set_meta(name, value)
 
     def expire(self, max_tokens: int) -> int:
         """Drop the oldest, rarest tokens until at most `max_tokens` remain.
@@ -600,18 +625,22 @@ class LmdbStore:
         Order of removal: last-learned day, oldest first; within a day, fewest
         messages first. One write transaction, so a crash removes nothing.
         """
+        self._require_sound()
         with self._transaction() as txn:
             pairs = list(txn.cursor(db=self._tokens_db))
         excess = len(pairs) - max_tokens
+        doomed = [pairs[index][0] for index in
+                  expiry_order(_token_values([v for _, v in pairs]), excess)] if excess > 0 else []
         removed = 0
-        with self._transaction(write=True) as txn:
-            if excess > 0:
-                values = _token_values([v for _, v in pairs])
-                for index in expiry_order(values, excess):
-                    if txn.delete(pairs[index][0], db=self._tokens_db):
-                        removed += 1
+
+        def remove(txn: lmdb.Transaction) -> None:  # (run again if the map had to grow)
+            nonlocal removed
+            removed = sum(1 for key in doomed if txn.delete(key, db=self._tokens_db))
             txn.put(b"last_expire", str(today()).encode(), db=self._meta_db)
             txn.put(b"last_expire_removed", str(removed).encode(), db=self._meta_db)
+
+        with self.writer() as writer:
+            writer.run_in_transaction(remove)
         return removed
 
     def expire_seen(self, before_day: int) -> tuple[int, int]:
@@ -626,6 +655,7 @@ class LmdbStore:
         while this runs stays. The counts a mark stood for stay: only the memory that the
         message was learned goes.
         """
+        self._require_sound()
         cutoff_ns = before_day * 86400 * 10**9
         history = self._writable_history()
         with self._transaction() as txn:
@@ -646,8 +676,15 @@ class LmdbStore:
             writer.set_meta("last_seen_expire_removed", str(len(old_marks)))
         return len(old_marks), len(old_events)
 
-    def dump(self, out: IO[str]) -> None:
-        write_dump(out, self.meta(), self.records(), self.seen_records(), self.history_records())
+    def dump(self, out: IO[str], salvage: bool = False) -> None:
+        if not salvage:
+            self._require_sound()
+        parts = (self.records(), self.seen_records(), self.history_records())
+        try:
+            write_dump(out, self.meta(), *parts)
+        finally:  # (each holds a read transaction until it is closed)
+            for part in parts:
+                part.close()
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""
@@ -690,6 +727,7 @@ class LmdbStore:
         return self._history_db
 
     def reset(self) -> None:
+        self._require_sound()  # (LMDB walks a tree to drop it: `db reset` sets a damaged one aside)
         with self._transaction(write=True) as txn:
             txn.drop(self._tokens_db, delete=False)
             txn.drop(self._seen_db, delete=False)

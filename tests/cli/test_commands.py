@@ -6,6 +6,7 @@ import json
 import mailbox
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from corpora import CorpusMessage
 from spamkit.store.base import today
+from tests.engine.lmdbdamage import DAMAGES, damage
 
 
 def spamkit(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
@@ -248,6 +250,70 @@ def test_damage_inside_a_file_that_opens_is_exit_65_and_reset_sets_it_aside(
         assert "moved the damaged database aside" in reset.stderr
         assert len(list(db.glob("data.mdb.damaged-*"))) == 1
     assert json.loads(spamkit("db", "magic", "--db", str(db), "--json").stdout)["nspam"] == 0
+
+
+@pytest.fixture(scope="module")
+def learned_db(tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path]) -> Path:
+    """A database that has learned the spam and the ham folders (its byte model too)."""
+    db = tmp_path_factory.mktemp("learned") / "db"
+    assert spamkit("learn", "--spam", str(folders["spam"]), "--db", str(db)).returncode == 0
+    assert spamkit("learn", "--ham", str(folders["ham"]), "--db", str(db)).returncode == 0
+    return db
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_a_damaged_page_header_is_exit_65_not_a_crash(
+        tmp_path: Path, folders: dict[str, Path], learned_db: Path, kind: str) -> None:
+    """LMDB trusts every page header it reads: one damaged field made `db magic`, `db
+    dump`, `db expire`, the cron job and `db reset` die of SIGSEGV or SIGBUS, or abort
+    on an assertion, with no word of why. The file is now walked first (`db verify`),
+    and each says the database is damaged, exits 65 and changes nothing; `db dump
+    --salvage` reads what LMDB can; `db reset --yes` sets the file aside, and a dump
+    restores into the new one."""
+    dump_file = tmp_path / "dump.txt"
+    assert spamkit("db", "dump", str(dump_file), "--db", str(learned_db)).returncode == 0
+    db = tmp_path / "db"
+    shutil.copytree(learned_db, db)
+    damage(db, kind)
+    damaged_bytes = (db / "data.mdb").read_bytes()
+    maildirs = tmp_path / "users"
+    (maildirs / "alice").mkdir(parents=True)
+    inbox = mailbox.Maildir(maildirs / "alice" / "Maildir", create=True).add_folder("LearnAsSpam")
+    inbox.add(mailbox.mbox(folders["mbox"])[0].as_bytes())  # (one not learned yet)
+    for command in (["db", "verify"], ["db", "magic"], ["db", "dump"], ["db", "expire", "--max-tokens", "100"],
+                    ["learn", "--ham", str(folders["mbox"])], ["db", "restore", str(dump_file)],
+                    ["learn", "--maildirs", str(maildirs / "{user}" / "Maildir")]):
+        result = spamkit(*command, "--db", str(db))
+        assert result.returncode == 65, (command, result.returncode, result.stderr[-300:])
+        assert "damaged" in result.stderr and "db reset --yes" in result.stderr, command
+    assert len(inbox) == 1  # (nothing learned, so nothing taken from the folder)
+    assert (db / "data.mdb").read_bytes() == damaged_bytes
+    verified = json.loads(spamkit("db", "verify", "--json", "--db", str(db)).stdout)
+    assert verified["sound"] is False and verified["problems"]
+    if kind in ("page number", "overflow page header"):  # (LMDB reads past these two)
+        salvaged = spamkit("db", "dump", "--salvage", "--db", str(db))
+        assert salvaged.returncode == 0 and salvaged.stdout == dump_file.read_text()
+    assert json.loads(spamkit("db", "verify", "--json", "--db", str(learned_db)).stdout) == {
+        "path": str(learned_db), "sound": True, "problems": []}
+
+    reset = spamkit("db", "reset", "--yes", "--db", str(db))
+    assert reset.returncode == 0 and "moved the damaged database aside" in reset.stderr
+    assert spamkit("db", "restore", str(dump_file), "--db", str(db)).returncode == 0
+    assert spamkit("db", "verify", "--db", str(db)).returncode == 0
+    assert spamkit("db", "dump", "--db", str(db)).stdout == dump_file.read_text()
+
+
+@pytest.mark.parametrize("service", ["serve", "spamd"])
+def test_a_service_will_not_start_on_a_damaged_file(tmp_path: Path, learned_db: Path, service: str) -> None:
+    """The filter and spamd walk the file once as they start, so that damage stops them
+    there with a message, not in the middle of a client's message with a crash."""
+    db = tmp_path / "db"
+    shutil.copytree(learned_db, db)
+    damage(db, "free space bounds")
+    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
+    result = spamkit(service, "--listen", "127.0.0.1:0", *as_user, "--db", str(db))
+    assert result.returncode == 65, result.stderr[-300:]
+    assert "is damaged (tokens: page" in result.stderr and "db reset --yes" in result.stderr
 
 
 def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders: dict[str, Path]) -> None:

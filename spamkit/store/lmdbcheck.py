@@ -1,0 +1,300 @@
+"""Check an LMDB file's structure before LMDB itself walks it.
+
+LMDB keeps no checksums and trusts every page header it reads: a page whose header was
+damaged on disk (a bad sector, a bit flip, a copy cut short and patched) makes the
+library follow a wild page number and die of SIGSEGV or SIGBUS, or stop on an assertion
+(`IS_LEAF(mp)` in mdb_cursor_next). The process gets no exception to turn into an error
+message, so `spamkit db magic` or the cron job would just die.
+
+This module reads the file itself, with `struct`, along the same B-trees LMDB follows,
+and checks everything LMDB would trust: each page's number, type, bounds and nodes,
+each child and overflow page, each tree's depth and page counts, and that every page up
+to the last one is used by exactly one tree or listed free exactly once (the invariant
+LMDB's own design states for a committed snapshot). It never writes. The layout is that
+of LMDB 0.9 on a 64-bit little-endian host, which is what py-lmdb builds here; a file of
+another layout is reported, never guessed at.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = 0xBEEFC0DE
+DATA_VERSION = 1
+PAGE_HEADER = 16  # pgno u64, pad u16, flags u16, lower u16, upper u16
+NODE_HEADER = 8  # lo u16, hi u16, flags u16, ksize u16
+INVALID_PAGE = 0xFFFFFFFFFFFFFFFF
+
+P_BRANCH, P_LEAF, P_OVERFLOW, P_META, P_LEAF2, P_SUBP = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
+TYPE_BITS = P_BRANCH | P_LEAF | P_OVERFLOW | P_META | P_LEAF2 | P_SUBP
+F_BIGDATA, F_SUBDATA, F_DUPDATA = 0x01, 0x02, 0x04
+MDB_DUPSORT = 0x04
+
+_PAGE = struct.Struct("<QHHHH")
+_NODE = struct.Struct("<HHHH")
+_DB = struct.Struct("<IHHQQQQQ")  # pad, flags, depth, branch, leaf, overflow, entries, root
+_META = struct.Struct("<IIQQ")  # magic, version, address, map size; then two _DB, last page, txnid
+_TAIL = struct.Struct("<QQ")
+_PGNO = struct.Struct("<Q")
+MAX_PROBLEMS = 20
+
+
+@dataclass
+class TreeFacts:
+    """What a tree's root record says, to be compared with what its pages show."""
+
+    name: str
+    flags: int
+    depth: int
+    branch_pages: int
+    leaf_pages: int
+    overflow_pages: int
+    entries: int
+    root: int
+
+
+@dataclass
+class CheckReport:
+    """The outcome: `problems` is empty when the file is sound."""
+
+    path: str
+    txnid: int = 0
+    page_size: int = 0
+    pages: int = 0
+    trees: dict[str, int] = field(default_factory=dict)  # entries per tree, as walked
+    problems: list[str] = field(default_factory=list)
+    snapshot_gone: bool = False  # both meta pages were rewritten by later commits meanwhile
+
+    @property
+    def sound(self) -> bool:
+        return not self.problems
+
+
+class _Damaged(Exception):
+    """Stops the walk of one tree at its first bad page."""
+
+
+class _Walker:
+    def __init__(self, data: mmap.mmap | bytes, page_size: int, last_page: int,
+                 report: CheckReport) -> None:
+        self.data = data
+        self.page_size = page_size
+        self.last_page = last_page
+        self.report = report
+        self.owner: dict[int, str] = {}  # page -> the tree (or free list) that uses it
+        self.leaves: dict[str, list[int]] = {}  # tree -> its leaf pages
+
+    def problem(self, text: str) -> None:
+        if len(self.report.problems) < MAX_PROBLEMS:
+            self.report.problems.append(text)
+
+    def claim(self, page: int, count: int, tree: str) -> None:
+        for number in range(page, page + count):
+            earlier = self.owner.get(number)
+            if earlier is not None:
+                raise _Damaged(f"page {number} is used twice ({earlier} and {tree})")
+            self.owner[number] = tree
+
+    def page(self, number: int, tree: str) -> tuple[int, int, int, int]:
+        """The header of page `number`: (flags, lower, upper, start offset)."""
+        if not 2 <= number <= self.last_page:
+            raise _Damaged(f"{tree}: a link to page {number}, outside pages 2-{self.last_page}")
+        start = number * self.page_size
+        stored, _pad, flags, lower, upper = _PAGE.unpack_from(self.data, start)
+        if stored != number:
+            raise _Damaged(f"{tree}: page {number} says it is page {stored}")
+        return flags, lower, upper, start
+
+    def walk_tree(self, facts: TreeFacts) -> list[tuple[bytes, bytes]]:
+        """Walk one tree; return the leaves' records that are sub-databases (name, record)."""
+        tree = facts.name
+        if facts.flags & MDB_DUPSORT:
+            raise _Damaged(f"{tree}: a sorted-duplicates tree, which spamkit never makes")
+        if facts.root == INVALID_PAGE:
+            if facts.depth or facts.entries or facts.branch_pages or facts.leaf_pages:
+                raise _Damaged(f"{tree}: empty, yet its record counts pages or entries")
+            self.report.trees[tree] = 0
+            return []
+        counted = {"branch": 0, "leaf": 0, "overflow": 0, "entries": 0}
+        named: list[tuple[bytes, bytes]] = []
+        level = [facts.root]
+        for depth in range(1, facts.depth + 1):
+            below: list[int] = []
+            for number in level:
+                self.claim(number, 1, tree)
+                if depth < facts.depth:
+                    below.extend(self.branch(number, tree))
+                    counted["branch"] += 1
+                else:
+                    self.leaf(number, tree, counted, named)
+                    self.leaves.setdefault(tree, []).append(number)
+                    counted["leaf"] += 1
+            level = below
+            if depth < facts.depth and not level:
+                raise _Damaged(f"{tree}: no pages at depth {depth + 1} of {facts.depth}")
+        found = (counted["branch"], counted["leaf"], counted["overflow"], counted["entries"])
+        recorded = (facts.branch_pages, facts.leaf_pages, facts.overflow_pages, facts.entries)
+        if found != recorded:
+            raise _Damaged(f"{tree}: its record says branch/leaf/overflow pages and entries "
+                           f"{recorded}, its pages hold {found}")
+        self.report.trees[tree] = counted["entries"]
+        return named
+
+    def nodes(self, number: int, tree: str, kind: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """A branch or leaf page's node offsets and its 16-bit words (node headers are
+        2-byte aligned), checked to lie inside the page."""
+        flags, lower, upper, start = self.page(number, tree)
+        if flags & TYPE_BITS != kind:
+            wanted = "branch" if kind == P_BRANCH else "leaf"
+            raise _Damaged(f"{tree}: page {number} should be a {wanted} page; its flags are {flags:#x}")
+        if not (PAGE_HEADER < lower <= upper <= self.page_size) or lower % 2:
+            raise _Damaged(f"{tree}: page {number} has free space from {lower} to {upper}")
+        words = np.frombuffer(self.data[start:start + self.page_size], dtype="<u2").astype(np.int64)
+        offsets = words[PAGE_HEADER // 2:lower // 2]
+        bad = (offsets < upper) | (offsets > self.page_size - NODE_HEADER) | (offsets % 2 == 1)
+        if bad.any():
+            raise _Damaged(f"{tree}: page {number} has a node at offset {offsets[bad][0]}")
+        return start, offsets, words
+
+    def branch(self, number: int, tree: str) -> list[int]:
+        _start, offsets, words = self.nodes(number, tree, P_BRANCH)
+        at = offsets // 2
+        if (offsets + NODE_HEADER + words[at + 3] > self.page_size).any():
+            raise _Damaged(f"{tree}: page {number} has a key running off the page")
+        children: list[int] = (words[at] | words[at + 1] << 16 | words[at + 2] << 32).tolist()
+        return children
+
+    def leaf(self, number: int, tree: str, counted: dict[str, int],
+             named: list[tuple[bytes, bytes]]) -> None:
+        start, offsets, words = self.nodes(number, tree, P_LEAF)
+        at = offsets // 2
+        sizes, node_flags, key_sizes = words[at] | words[at + 1] << 16, words[at + 2], words[at + 3]
+        stored = np.where(node_flags & F_BIGDATA, _PGNO.size, sizes)
+        bad = (node_flags & ~(F_BIGDATA | F_SUBDATA) != 0) | \
+            (offsets + NODE_HEADER + key_sizes + stored > self.page_size)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise _Damaged(f"{tree}: page {number} has a record that is not what spamkit writes "
+                           f"(flags {node_flags[index]:#x}, {key_sizes[index]}-byte key, "
+                           f"{sizes[index]} bytes)")
+        for index in np.flatnonzero(node_flags).tolist():
+            key_at = start + int(offsets[index]) + NODE_HEADER
+            key_size, size = int(key_sizes[index]), int(sizes[index])
+            if node_flags[index] & F_BIGDATA:
+                first = _PGNO.unpack_from(self.data, key_at + key_size)[0]
+                counted["overflow"] += self.overflow(first, size, tree)
+            else:  # F_SUBDATA: a named tree's record
+                if size != _DB.size:
+                    raise _Damaged(f"{tree}: page {number} has a sub-database record of {size} bytes")
+                named.append((bytes(self.data[key_at:key_at + key_size]),
+                              bytes(self.data[key_at + key_size:key_at + key_size + size])))
+        counted["entries"] += len(offsets)
+
+    def overflow(self, first: int, size: int, tree: str) -> int:
+        flags, _lower, _upper, start = self.page(first, tree)
+        pages = int(struct.unpack_from("<I", self.data, start + 12)[0])
+        wanted = (PAGE_HEADER - 1 + size) // self.page_size + 1
+        if flags & TYPE_BITS != P_OVERFLOW or pages != wanted or first + pages - 1 > self.last_page:
+            raise _Damaged(f"{tree}: the {size}-byte value at page {first} is not there "
+                           f"(flags {flags:#x}, {pages} pages where {wanted} are needed)")
+        self.claim(first, pages, tree)
+        return pages
+
+    def free_pages(self, facts: TreeFacts) -> None:
+        """The free list's records (transaction id -> page numbers) name pages too."""
+        for number in self.leaves.get(facts.name, []):
+            start, offsets, _words = self.nodes(number, facts.name, P_LEAF)
+            for offset in offsets.tolist():
+                low, high, node_flags, key_size = _NODE.unpack_from(self.data, start + offset)
+                value_at = start + offset + NODE_HEADER + key_size
+                if node_flags & F_BIGDATA:
+                    value_at = _PGNO.unpack_from(self.data, value_at)[0] * self.page_size + PAGE_HEADER
+                size = low | high << 16
+                listed = _PGNO.unpack_from(self.data, value_at)[0]
+                if (listed + 1) * _PGNO.size > size:
+                    raise _Damaged(f"free list: a record lists {listed} pages in {size} bytes")
+                for page in struct.unpack_from(f"<{listed}Q", self.data, value_at + _PGNO.size):
+                    if not 2 <= page <= self.last_page:
+                        raise _Damaged(f"free list: page {page} is outside pages 2-{self.last_page}")
+                    self.claim(page, 1, "free list (as free)")
+
+
+def _tree(name: str, record: bytes | mmap.mmap, offset: int = 0) -> TreeFacts:
+    return TreeFacts(name, *_DB.unpack_from(record, offset)[1:])
+
+
+def check_file(path: str | Path, txnid: int | None = None) -> CheckReport:
+    """Check data.mdb at `path`, at the snapshot of transaction `txnid` (the newer of the
+    two meta pages if None). Pin that snapshot with an open read transaction while this
+    runs: a writer may reuse the pages of any snapshot no reader holds."""
+    report = CheckReport(path=str(path))
+    with open(path, "rb") as file:
+        size = file.seek(0, 2)
+        if size < 2 * 4096:
+            report.problems.append(f"the file is {size} bytes, too short for LMDB's two meta pages")
+            return report
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            _check_mapped(data, size, txnid, report)
+    return report
+
+
+def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckReport) -> None:
+    page_size = 4096
+    metas = []
+    for index in range(2):
+        start = index * page_size + PAGE_HEADER
+        magic, version, _address, _map_size = _META.unpack_from(data, start)
+        if index == 0 and magic == MAGIC:
+            # the first meta page's free tree record holds the page size in its pad
+            page_size = _DB.unpack_from(data, start + _META.size)[0] or page_size
+        last_page, meta_txnid = _TAIL.unpack_from(data, index * page_size + PAGE_HEADER
+                                                  + _META.size + 2 * _DB.size)
+        metas.append((magic, version, meta_txnid, last_page, index * page_size + PAGE_HEADER))
+    usable = [m for m in metas if m[0] == MAGIC and m[1] == DATA_VERSION]
+    if not usable:
+        report.problems.append("neither meta page is an LMDB 0.9 meta page")
+        return
+    chosen = max(usable, key=lambda m: m[2]) if txnid is None else \
+        next((m for m in usable if m[2] == txnid), None)
+    if chosen is None:
+        report.snapshot_gone = all(m[2] > txnid for m in usable)
+        report.problems.append(f"no meta page holds transaction {txnid}")
+        return
+    _magic, _version, report.txnid, last_page, meta_at = chosen
+    report.page_size = page_size
+    report.pages = last_page + 1
+    if (last_page + 1) * page_size > size:
+        report.problems.append(f"the file holds {size // page_size} pages; its meta page "
+                               f"says {last_page + 1}")
+        return
+    walker = _Walker(data, page_size, last_page, report)
+    free = _tree("free list", data, meta_at + _META.size)
+    main = _tree("main", data, meta_at + _META.size + _DB.size)
+    try:
+        walker.walk_tree(free)
+        walker.free_pages(free)
+        named = walker.walk_tree(main)
+    except _Damaged as damage:
+        walker.problem(str(damage))
+        return
+    except struct.error as error:  # a read past the end of the map
+        walker.problem(f"a page points outside the file ({error})")
+        return
+    for name, record in named:
+        text = name.decode("utf-8", "replace")
+        try:
+            walker.walk_tree(_tree(text, record))
+        except _Damaged as damage:
+            walker.problem(str(damage))
+        except struct.error as error:
+            walker.problem(f"{text}: a page points outside the file ({error})")
+    if not report.problems:
+        unused = [page for page in range(2, last_page + 1) if page not in walker.owner]
+        if unused:
+            report.problems.append(f"{len(unused)} pages are neither used nor listed free "
+                                   f"(the first is page {unused[0]})")

@@ -1,0 +1,161 @@
+"""The LMDB file check (spamkit.store.lmdbcheck): sound files pass whatever was done to
+them, and damaged page headers, which LMDB would follow into a crash, are found."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.errors import StoreCorrupt
+from spamkit.learn import Learner
+from spamkit.sources import SourceItem
+from spamkit.store import Label, LmdbStore
+from spamkit.store.lmdbcheck import check_file
+from tests.conftest import as_items
+from tests.engine.lmdbdamage import DAMAGES, damage
+
+OPERATIONS = ["learn spam", "learn ham", "relearn", "forget", "expire", "expire seen",
+              "large meta value", "drop meta value", "restore", "reset", "reopen"]
+
+
+class Messages(list[SourceItem]):
+    """Corpus messages, shown by their number alone in hypothesis's reports."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} corpus messages>"
+
+
+@pytest.fixture(scope="module")
+def sample(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Messages:
+    train, _ = split
+    return Messages(as_items([m for m in train if m.label == "spam"][:60]
+                             + [m for m in train if m.label == "ham"][:60]))
+
+
+def _apply(store: LmdbStore, operation: str, chosen: list[SourceItem], size: int) -> LmdbStore:
+    learner = Learner(store, batch_size=9)
+    if operation == "learn spam":
+        learner.learn(chosen, Label.SPAM)
+    elif operation == "learn ham":
+        learner.learn(chosen, Label.HAM)
+    elif operation == "relearn":
+        learner.learn(chosen, Label.HAM)
+        learner.learn(chosen, Label.SPAM)
+    elif operation == "forget":
+        learner.learn(chosen, None)  # (no label: forget)
+    elif operation == "expire":
+        store.expire(max(1, size * 40))
+    elif operation == "expire seen":
+        store.expire_seen(10**6)  # (a day far ahead: every mark goes)
+    elif operation == "large meta value":  # overflow pages, as the byte model's megabyte
+        store.set_meta("test_value", "x" * (size * 9_000 + 1))
+    elif operation == "drop meta value":
+        store.set_meta("test_value", "")
+    elif operation == "restore":
+        import io
+
+        text = io.StringIO()
+        store.dump(text)
+        text.seek(0)
+        store.restore(text)
+    elif operation == "reset":
+        store.reset()
+    else:  # "reopen": a new process's view, the map at the file's size
+        path = store.path
+        store.close()
+        return LmdbStore(path, map_size=64 * 1024)
+    return store
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(OPERATIONS), st.integers(0, 119), st.integers(1, 40)),
+                min_size=1, max_size=8))
+def test_a_sound_file_is_sound_after_any_run_of_operations(
+        sample: list[SourceItem], steps: list[tuple[str, int, int]]) -> None:
+    """Learning, moving, forgetting, expiring, values over a page, restores, resets and
+    the map growing from 64 KiB: after each, the walk finds every page used once."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = LmdbStore(Path(folder) / "db", map_size=64 * 1024)
+        try:
+            for operation, start, size in steps:
+                store = _apply(store, operation, sample[start:start + size], size)
+                assert store.verify() == [], operation
+            report = check_file(Path(folder) / "db" / "data.mdb")
+            assert report.sound and report.pages > 2
+            assert set(report.trees) >= {"free list", "main", "tokens", "seen", "meta"}
+        finally:
+            store.close()
+
+
+def _learn_for_a_while(path: str, items: list[tuple[str, bytes]], seconds: float) -> None:
+    store = LmdbStore(path)
+    learner = Learner(store, batch_size=3)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < deadline or rounds < 2:
+        for label in (Label.SPAM, Label.HAM):
+            learner.learn([SourceItem(name, data) for name, data in items], label)
+        store.set_meta("test_value", "y" * (5_000 * (rounds % 3)))
+        rounds += 1
+    store.close()
+
+
+def test_the_check_holds_its_snapshot_while_another_process_writes(
+        tmp_path: Path, sample: list[SourceItem]) -> None:
+    """A writer reuses free pages and rewrites the meta pages as it commits; the check
+    walks the snapshot its read transaction pins, so it never reports a page it was
+    overtaken on."""
+    path = str(tmp_path / "db")
+    with LmdbStore(path) as store:
+        Learner(store).learn(sample[:30], Label.SPAM)
+    context = multiprocessing.get_context("spawn")
+    writer = context.Process(target=_learn_for_a_while,
+                             args=(path, [(i.name, i.data) for i in sample[30:90]], 6.0))
+    writer.start()
+    checks = 0
+    with LmdbStore(path, readonly=True) as store:
+        while writer.is_alive() or checks < 5:
+            assert store.verify() == []
+            checks += 1
+    writer.join(120)
+    assert writer.exitcode == 0 and checks >= 5
+
+
+@pytest.fixture(scope="module")
+def learned_database(tmp_path_factory: pytest.TempPathFactory, sample: list[SourceItem]) -> Path:
+    path = tmp_path_factory.mktemp("learned") / "db"
+    with LmdbStore(path) as store:
+        learner = Learner(store)
+        learner.learn(sample[:60], Label.SPAM)
+        learner.learn(sample[60:], Label.HAM)
+        store.set_meta("test_value", "z" * 20_000)
+    return path
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_each_damaged_field_is_found(learned_database: Path, tmp_path: Path, kind: str) -> None:
+    copy = tmp_path / "db"
+    shutil.copytree(learned_database, copy)
+    damage(copy, kind)
+    with LmdbStore(copy, readonly=True) as store:
+        problems = store.verify()
+        assert problems, kind
+        with pytest.raises(StoreCorrupt, match="is damaged"):
+            store.magic()
+    assert not check_file(learned_database / "data.mdb").problems
+
+
+def test_a_file_of_another_kind_is_reported_not_guessed_at(tmp_path: Path) -> None:
+    path = tmp_path / "data.mdb"
+    path.write_bytes(bytes(range(256)) * 64)
+    assert check_file(path).problems == ["neither meta page is an LMDB 0.9 meta page"]
+    path.write_bytes(b"\0" * 100)
+    assert "too short" in check_file(path).problems[0]
