@@ -1,18 +1,19 @@
 """Check an LMDB file's structure before LMDB itself walks it.
 
-LMDB keeps no checksums and trusts every page header it reads: a page whose header was
-damaged on disk (a bad sector, a bit flip, a copy cut short and patched) makes the
-library follow a wild page number and die of SIGSEGV or SIGBUS, or stop on an assertion
-(`IS_LEAF(mp)` in mdb_cursor_next). The process gets no exception to turn into an error
-message, so `spamkit db magic` or the cron job would just die.
+LMDB keeps no checksums and trusts every page header it reads: a header damaged on disk
+(a bad sector, a bit flip) makes the library follow a wild page number and die of
+SIGSEGV or SIGBUS, or stop on an assertion (`IS_BRANCH` in mdb_cursor_sibling). The
+process gets no exception to turn into an error message, so `spamkit db magic` or the
+cron job would just die.
 
-This module reads the file itself, with `struct`, along the same B-trees LMDB follows,
-and checks everything LMDB would trust: each page's number, type, bounds and nodes,
-each child and overflow page, each tree's depth and page counts, and that every page up
-to the last one is used by exactly one tree or listed free exactly once (the invariant
-LMDB's own design states for a committed snapshot). It never writes. The layout is that
-of LMDB 0.9 on a 64-bit little-endian host, which is what py-lmdb builds here; a file of
-another layout is reported, never guessed at.
+This module reads the file itself (struct and numpy) along the same B-trees LMDB
+follows. It checks everything LMDB would trust: each page's number, type, bounds and
+nodes, each child and overflow page, each tree's depth and page counts, and that no page
+is used by two trees or listed free twice. (LMDB's design has every page up to the last
+used or listed free exactly once; a page in neither is counted, not called damage: a
+leak wastes room and harms nothing.) It never writes. The layout is LMDB 0.9's on a
+64-bit little-endian host, which is what py-lmdb builds here; a file of another layout
+is reported, never guessed at.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class CheckReport:
     trees: dict[str, int] = field(default_factory=dict)  # entries per tree, as walked
     problems: list[str] = field(default_factory=list)
     snapshot_gone: bool = False  # both meta pages were rewritten by later commits meanwhile
+    unused_pages: int = 0  # neither in a tree nor listed free: leaked, not damage
 
     @property
     def sound(self) -> bool:
@@ -293,8 +295,5 @@ def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
             walker.problem(str(damage))
         except struct.error as error:
             walker.problem(f"{text}: a page points outside the file ({error})")
-    if not report.problems:
-        unused = [page for page in range(2, last_page + 1) if page not in walker.owner]
-        if unused:
-            report.problems.append(f"{len(unused)} pages are neither used nor listed free "
-                                   f"(the first is page {unused[0]})")
+    if not report.problems:  # (a leaked page wastes room and harms nothing: not damage)
+        report.unused_pages = sum(1 for page in range(2, last_page + 1) if page not in walker.owner)

@@ -89,7 +89,7 @@ def test_a_sound_file_is_sound_after_any_run_of_operations(
                 store = _apply(store, operation, sample[start:start + size], size)
                 assert store.verify() == [], operation
             report = check_file(Path(folder) / "db" / "data.mdb")
-            assert report.sound and report.pages > 2
+            assert report.sound and report.pages > 2 and report.unused_pages == 0
             assert set(report.trees) >= {"free list", "main", "tokens", "seen", "meta"}
         finally:
             store.close()
