@@ -6,12 +6,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import IO
 
 import click
 
 from spamkit.cli import db_option, json_option, resolve_db_path
-from spamkit.errors import StoreCorrupt
+from spamkit.atomicfile import replacing
+from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
@@ -46,15 +48,24 @@ def magic(db_path: str | None, as_json: bool) -> None:
 
 
 @db.command()
-@click.argument("output", type=click.File("w"), default="-")
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default="-")
 @click.option("--salvage", is_flag=True,
               help="Dump a database `db verify` finds damaged, as far as it can be read (the "
                    "damage may still stop it; the database is only read).")
 @db_option
-def dump(output: IO[str], salvage: bool, db_path: str | None) -> None:
-    """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout."""
+def dump(output: Path, salvage: bool, db_path: str | None) -> None:
+    """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout.
+    OUTPUT is replaced only by a whole dump (mode 600 if new): a dump that fails part way
+    leaves the last one as it was."""
     with open_store(resolve_db_path(db_path), readonly=True) as store:
-        store.dump(output, salvage=salvage)
+        if str(output) == "-":
+            store.dump(sys.stdout, salvage=salvage)
+            return
+        try:
+            with replacing(output, mode_if_new=0o600) as out:
+                store.dump(out, salvage=salvage)
+        except OSError as error:
+            raise StoreError(f"cannot write the dump to {output}: {error.strerror or error}") from None
 
 
 @db.command()

@@ -1,5 +1,6 @@
 """spamkit's configuration: declared options, a TOML file, environment overrides."""
 
+from spamkit.atomicfile import write_atomically
 from spamkit.config.loader import (
     Config,
     check_user_name,
@@ -9,7 +10,6 @@ from spamkit.config.loader import (
     load_config,
     set_option,
     unset_option,
-    write_atomically,
 )
 from spamkit.config.options import OPTIONS, OPTIONS_BY_NAME, SENSITIVITY_LEVELS, Option
 

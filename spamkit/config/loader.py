@@ -11,12 +11,12 @@ import difflib
 import math
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spamkit.atomicfile import write_atomically
 from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option, user_name_problem
 from spamkit.errors import ConfigError
 
@@ -438,20 +438,3 @@ def _replace_file(path: Path, lines: list[str]) -> None:
     config_from_text(new_text, path, {})  # never write a file that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, new_text)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, rename over the old file."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

@@ -22,7 +22,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -555,18 +555,24 @@ class LmdbStore:
             raws = [txn.get(key, db=self._seen_db) for key in message_keys]
         return [CODE_LABEL.get(raw[0]) if raw else None for raw in raws]
 
-    def records(self) -> Generator[TokenRecord, None, None]:
+    def records(self) -> Iterator[TokenRecord]:
         with self._transaction() as txn:
-            for key, value in txn.cursor(db=self._tokens_db):
-                spam, ham, day = _unpack(_VALUE, value, "token")
-                yield TokenRecord(bytes(key), spam, ham, day)
+            yield from self._records_in(txn)
 
-    def seen_records(self) -> Generator[SeenRecord, None, None]:
+    def _records_in(self, txn: lmdb.Transaction) -> Iterator[TokenRecord]:
+        for key, value in txn.cursor(db=self._tokens_db):
+            spam, ham, day = _unpack(_VALUE, value, "token")
+            yield TokenRecord(bytes(key), spam, ham, day)
+
+    def seen_records(self) -> Iterator[SeenRecord]:
         with self._transaction() as txn:
-            for key, value in txn.cursor(db=self._seen_db):
-                code, day, step = _seen_mark(value)
-                if code in CODE_LABEL:
-                    yield SeenRecord(bytes(key), CODE_LABEL[code], day, step)
+            yield from self._seen_in(txn)
+
+    def _seen_in(self, txn: lmdb.Transaction) -> Iterator[SeenRecord]:
+        for key, value in txn.cursor(db=self._seen_db):
+            code, day, step = _seen_mark(value)
+            if code in CODE_LABEL:
+                yield SeenRecord(bytes(key), CODE_LABEL[code], day, step)
 
     def history(self, message_key: bytes) -> list[dict[str, object]]:
         """Every learn decision recorded for a message, oldest first."""
@@ -582,17 +588,23 @@ class LmdbStore:
                     events.append(json.loads(bytes(value)))
         return events
 
-    def history_records(self) -> Generator[tuple[bytes, bytes], None, None]:
+    def history_records(self) -> Iterator[tuple[bytes, bytes]]:
+        with self._transaction() as txn:
+            yield from self._events_in(txn)
+
+    def _events_in(self, txn: lmdb.Transaction) -> Iterator[tuple[bytes, bytes]]:
         if self._history_db is None:
             return
-        with self._transaction() as txn:
-            for key, value in txn.cursor(db=self._history_db):
-                bytes(value).decode()  # (an event is JSON text: damage surfaces here, as such)
-                yield bytes(key), bytes(value)
+        for key, value in txn.cursor(db=self._history_db):
+            bytes(value).decode()  # (an event is JSON text: damage surfaces here, as such)
+            yield bytes(key), bytes(value)
 
     def meta(self) -> dict[str, str]:
         with self._transaction() as txn:
-            return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
+            return self._meta_in(txn)
+
+    def _meta_in(self, txn: lmdb.Transaction) -> dict[str, str]:
+        return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._meta_db)}
 
     def meta_value(self, name: str) -> str | None:
         with self._transaction() as txn:
@@ -677,14 +689,13 @@ class LmdbStore:
         return len(old_marks), len(old_events)
 
     def dump(self, out: IO[str], salvage: bool = False) -> None:
+        """One read transaction for all of it: a learner committing meanwhile cannot leave
+        the dump with a message's seen mark but not its tokens."""
         if not salvage:
             self._require_sound()
-        parts = (self.records(), self.seen_records(), self.history_records())
-        try:
-            write_dump(out, self.meta(), *parts)
-        finally:  # (each holds a read transaction until it is closed)
-            for part in parts:
-                part.close()
+        with self._transaction() as txn:
+            write_dump(out, self._meta_in(txn), self._records_in(txn), self._seen_in(txn),
+                       self._events_in(txn))
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""

@@ -7,6 +7,7 @@ import mailbox
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -130,7 +131,9 @@ def test_output_that_cannot_be_written_is_exit_74(tmp_path: Path, folders: dict[
             result = subprocess.run([sys.executable, "-m", "spamkit", *args, "--db", db], stdout=full,
                                     stderr=subprocess.PIPE, text=True, timeout=120)
         assert result.returncode == 74, args
-        assert result.stderr == "spamkit: error: No space left on device\n", args
+        named = "cannot write the dump to /dev/full: " if "/dev/full" in args else ""
+        assert result.stderr == f"spamkit: error: {named}No space left on device\n", args
+    assert Path("/dev/full").is_char_device()  # written to as it is, never replaced by a file
 
 
 def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> None:
@@ -343,6 +346,32 @@ def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders:
         result = spamkit(*command, "--db", str(db))
         assert result.returncode == 65, (command, result.returncode, result.stderr)
         assert "damaged" in result.stderr and "db reset --yes" in result.stderr
+
+
+def test_a_dump_that_fails_part_way_leaves_the_last_backup_whole(tmp_path: Path, learned_db: Path) -> None:
+    """`db dump FILE` wrote into FILE as it went: a nightly backup that met a damaged
+    record half way (or a full disk) replaced the last good backup with half of a dump,
+    just when the backup was needed. It now replaces FILE only with a whole dump."""
+    import lmdb
+
+    backup = tmp_path / "backups" / "spamkit.dump"
+    backup.parent.mkdir()
+    assert spamkit("db", "dump", str(backup), "--db", str(learned_db)).returncode == 0
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # (as private as the database)
+    good = backup.read_text()
+    assert good.splitlines()[-1].startswith("end ")
+    db = tmp_path / "db"
+    shutil.copytree(learned_db, db)
+    env = lmdb.open(str(db), max_dbs=8)
+    with env.begin(write=True) as txn:  # the last token record, so the dump fails near its end
+        txn.put(b"\xff" * 8, b"\x01\x02\x03", db=env.open_db(b"tokens", txn=txn))
+    env.close()
+    failed = spamkit("db", "dump", str(backup), "--db", str(db))
+    assert failed.returncode == 65 and "not 12 bytes" in failed.stderr
+    assert backup.read_text() == good
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["spamkit.dump"]
+    nowhere = spamkit("db", "dump", str(tmp_path / "missing" / "x.dump"), "--db", str(learned_db))
+    assert nowhere.returncode == 74 and "cannot write the dump to" in nowhere.stderr
 
 
 def test_db_path_follows_option_and_environment(tmp_path: Path) -> None:

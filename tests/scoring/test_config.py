@@ -153,6 +153,19 @@ def test_set_keeps_other_lines_and_never_writes_a_broken_file(tmp_path: Path) ->
     assert not [p for p in os.listdir(path.parent) if p.startswith(".")]  # no temporary left
 
 
+def test_set_through_a_symbolic_link_replaces_its_target(tmp_path: Path) -> None:
+    """A configuration kept elsewhere and linked into place (a template, a shared
+    folder) stays linked: the target is replaced whole, not the link by a copy."""
+    target = tmp_path / "shared" / "spamkit.toml"
+    target.parent.mkdir()
+    target.write_text("TagLevel = 4.0\n")
+    link = tmp_path / "spamkit.toml"
+    link.symlink_to(target)
+    set_option(link, "RejectLevel", "12")
+    assert link.is_symlink() and "RejectLevel = 12.0" in target.read_text()
+    assert sorted(os.listdir(target.parent)) == ["spamkit.toml"]
+
+
 @pytest.mark.parametrize("preset, level", [("veryhigh", 2), ("high", 3), ("medium", 5),
                                             ("low", 7), ("verylow", 9)])
 def test_sensitivity_presets_tag_and_never_reject(tmp_path: Path, preset: str, level: float) -> None:

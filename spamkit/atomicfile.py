@@ -1,0 +1,49 @@
+"""Replace a file whole or not at all: write beside it, fsync, rename over it.
+
+A file that is replaced in place (a configuration, a list, a backup dump) is lost if the
+writer stops half way: a full disk, damage met in the database being dumped, kill -9.
+Written beside it and renamed only once complete, the old file stays until the new one
+is whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def replacing(path: Path, mode_if_new: int = 0o644) -> Iterator[IO[str]]:
+    """A text stream whose content replaces `path` when the block ends without an error
+    (the old file's mode is kept; a new one gets `mode_if_new`). On an error the old file
+    is left as it was and the partial one removed. A symbolic link's target is replaced,
+    not the link; what is not a regular file (/dev/full, a pipe) is written as it is."""
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8") as device:
+            yield device
+        return
+    mode = path.stat().st_mode & 0o777 if path.exists() else mode_if_new
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`, whole or not at all."""
+    with replacing(path) as out:
+        out.write(text)
