@@ -224,6 +224,24 @@ def test_xforward_from_the_mta_in_front_names_the_client(filter_server, sink: Si
     assert len(sink.messages()) == 1
 
 
+def test_a_proxy_protocol_header_is_not_believed(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    """Reliability checklist 15: the filter speaks no PROXY protocol (aiosmtpd's is off),
+    so a header claiming another address is an unknown command, and every check is
+    about the peer that really connected (listed here, 127.0.0.1), not the claimed one."""
+    from tests.servers.smtp_client import Client
+
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["bad.test"]'))
+    client = Client(send.port)
+    assert client.reply().startswith(b"220")
+    assert client.command(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 25").startswith(b"500")
+    assert client.command(b"EHLO client.example.net").startswith(b"250")
+    assert client.command(b"MAIL FROM:<a@example.net>").startswith(b"250")
+    assert client.command(b"RCPT TO:<b@example.org>").startswith(
+        b"554 5.7.1 Service unavailable; client host [127.0.0.1] blocked using bad.test")
+    client.sock.close()
+    assert sink.messages() == []
+
+
 def test_xforward_only_from_relay_clients(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["clean.test"]'))
     with smtplib.SMTP("127.0.0.1", send.port, timeout=30) as client:
