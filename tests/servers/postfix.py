@@ -68,11 +68,12 @@ class PostfixNextHop:
                        check=True, timeout=30)
 
 
-def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str] | None = None
-                  ) -> Iterator[PostfixNextHop]:
+def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str] | None = None,
+                  main_cf: str = "") -> Iterator[PostfixNextHop]:
     """Postfix on a free loopback port that answers RCPT for each address in `refuse`
     with the access(5) action given ("REJECT no such user", "DEFER_IF_PERMIT busy"), and
-    the DATA command of mail from each sender in `refuse_senders_at_data` likewise."""
+    the DATA command of mail from each sender in `refuse_senders_at_data` likewise;
+    `main_cf` is added to its main.cf."""
     def configure(config: Path) -> str:
         (config / "access").write_text("".join(f"{address} {action}\n" for address, action in refuse.items()))
         (config / "senders").write_text("".join(f"{address} {action}\n"
@@ -81,7 +82,7 @@ def start_postfix(refuse: dict[str, str], refuse_senders_at_data: dict[str, str]
 smtpd_recipient_restrictions = check_recipient_access texthash:{config}/access, permit_mynetworks, reject
 smtpd_data_restrictions = check_sender_access texthash:{config}/senders
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
-"""
+""" + main_cf
     yield from _run_postfix(configure, "")
 
 

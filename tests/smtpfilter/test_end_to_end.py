@@ -312,6 +312,50 @@ def postfix() -> Iterator[PostfixNextHop]:
                              {"nodata@example.org": "REJECT not from you"})
 
 
+@pytest.fixture(scope="module")
+def strict_postfix() -> Iterator[PostfixNextHop]:
+    """A real Postfix that refuses any line ending in a bare LF, from every client
+    (Postfix 3.9's smtpd_forbid_bare_newline = reject, an answer to SMTP smuggling)."""
+    yield from start_postfix({}, main_cf="smtpd_forbid_bare_newline = reject\n"
+                                         "smtpd_forbid_bare_newline_exclusions =\n")
+
+
+def test_bare_line_ends_are_made_crlf_before_the_checks_and_the_next_hop(
+        tmp_path: Path, trained_db: Path, strict_postfix: PostfixNextHop) -> None:
+    """Reliability checklist 2: `Subject: a<LF>X-Evil: b` arrives as one SMTP line, and
+    Python's email parser reads it as two headers. The filter makes every bare LF and bare
+    CR a CRLF before its checks, so what was scored is what is relayed, and a next hop
+    that refuses bare LFs (here Postfix) takes the message rather than refusing it."""
+    strict_postfix.clear()
+    data = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: a\nX-Evil: b\r\n"
+            b"Date: Tue, 25 Nov 2026 08:00:00 +0000\r\n\r\nfirst\rsecond\nthird\r\n.\r\n")
+    from tests.servers.smtp_client import Client
+
+    def deliver(port: int) -> bytes:
+        client = Client(port)
+        client.reply()
+        for command in (b"EHLO client.example.org", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>"):
+            assert client.command(command).startswith(b"250"), command
+        assert client.command(b"DATA").startswith(b"354")
+        client.sock.sendall(data)
+        reply = client.reply()
+        client.sock.close()
+        return reply
+
+    assert b"bare <LF> received" in deliver(strict_postfix.port)  # (the next hop is that strict)
+    assert strict_postfix.held() == []
+    process, port = start_serve(strict_postfix.port, trained_db, tmp_path / "none.toml",
+                                stderr=subprocess.DEVNULL)
+    try:
+        assert deliver(port).startswith(b"250")
+    finally:
+        assert stop_serve(process)[0] == 0
+    [queued] = strict_postfix.messages()
+    lines = queued.splitlines()
+    assert b"Subject: a" in lines and b"X-Evil: b" in lines
+    assert [b"first", b"second", b"third"] == lines[-3:]
+
+
 def minutes(tmp_path: Path) -> Path:
     return write(tmp_path, b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
                            b"Subject: minutes\r\n\r\nThe minutes of today's meeting.\r\n")
