@@ -502,7 +502,26 @@ class RedisStore:
         return len(old_marks), len(old_events)
 
     def dump(self, out: IO[str], salvage: bool = False) -> None:  # (no walk to skip: see verify)
-        write_dump(out, self.meta(), self.records(), self.seen_records(), self.history_records())
+        """Under the writers' lock: the tables are read in pieces (HSCAN, ZRANGEBYLEX), so
+        a learner committing meanwhile could leave the dump with a message's seen mark but
+        not its counts. Holding the lock makes it one state of the database, as LMDB's one
+        read transaction does; writers wait for it (a second or two a million tokens). The
+        lock is coordination, not data, so a read-only store takes it too."""
+        with reaching(self.location):
+            token = self._acquire_lock()
+        try:
+            write_dump(out, self.meta(), self.records(), self.seen_records(), self.history_records())
+            with reaching(self.location):
+                held = self._client.get(self.key("lock")) == token
+            if not held:  # (the lock lived out its time: writers may have come in meanwhile)
+                raise StoreUnavailable(f"the dump of {self.location} took over {LOCK_SECONDS:g} s, the "
+                                       "write lock's life, so learning may have changed it part way; "
+                                       "run it again")
+        finally:
+            try:
+                self._client.eval(_RELEASE, 1, self.key("lock"), token)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # Redis gone: the lock expires by itself
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""
