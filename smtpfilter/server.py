@@ -13,7 +13,7 @@ import logging
 import re
 import time
 
-from smtpfilter.chain import FilterChain
+from smtpfilter.chain import WOULD_REFUSE, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
@@ -256,7 +256,11 @@ class FilterHandler:
                 _peer(session), str(session.host_name or ""), esmtp=bool(session.extended_smtp),
                 tls=getattr(session, "ssl", None) is not None, rcpt_tos=tx.rcpt_tos,
                 message_id=queue_id) + tx.data
-        return self._run(session, "data", tx)
+        decision = self._run(session, "data", tx)
+        kept_back = tx.notes.get(WOULD_REFUSE)  # (after the queue: SmtpAfterQueue)
+        if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
+            tx.data = b"".join(map(_would_refuse_header, kept_back)) + tx.data
+        return decision
 
     def _run(self, session, stage: str, tx: Transaction, *args: str) -> Decision:  # type: ignore[no-untyped-def]
         """The chain for one stage, unless a filter already accepted this session's mail
@@ -268,6 +272,12 @@ class FilterHandler:
             session.spamkit_accepted = True
             tx.notes["accepted_by"] = decision.filter
         return decision
+
+
+def _would_refuse_header(kept_back: str) -> bytes:
+    """One refusal the chain kept back after the queue, as a header line of printable
+    ASCII (a recipient's address may be neither)."""
+    return b"X-Spam-Would-Refuse: " + printable(kept_back, 900).encode("ascii", "backslashreplace") + b"\r\n"
 
 
 def _notes(envelope) -> dict[str, object]:  # type: ignore[no-untyped-def]

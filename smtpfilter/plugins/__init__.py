@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
@@ -167,6 +168,12 @@ def report_database(config: Config) -> Path:
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
     check_chain(config)
     return [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
+
+
+def build_chain(config: Config, scanner: Scanner, autolearn: bool) -> FilterChain:
+    """The filters of SmtpFilters in a chain that refuses, or, after the MTA's queue
+    (SmtpAfterQueue), one that marks what it would have refused."""
+    return FilterChain(build_filters(config, scanner, autolearn), refuse=not config["SmtpAfterQueue"])
 
 
 def check_chain(config: Config) -> None:

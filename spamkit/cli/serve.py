@@ -90,8 +90,7 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     from them; sessions go on meanwhile, and each stage after the swap runs the new chain.
     What is set up once at start (the listening address, session limits, TLS, the
     databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
-    from smtpfilter.chain import FilterChain
-    from smtpfilter.plugins import build_filters
+    from smtpfilter.plugins import build_chain
     from smtpfilter.trace import Trace
 
     log = logging.getLogger("spamkit.smtpfilter")
@@ -99,7 +98,7 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     if scanner is None:
         return current
     try:
-        chain = FilterChain(build_filters(scanner.config, scanner, autolearn))
+        chain = build_chain(scanner.config, scanner, autolearn)
     except SpamkitError as error:
         log.error("reload: %s; the configuration in force stays", error)
         return current
@@ -190,10 +189,9 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     --user, and drops to that user before taking mail.
     """
     account = account_to_run_as(run_as)
-    from smtpfilter.chain import FilterChain
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
-    from smtpfilter.plugins import build_filters, our_name
+    from smtpfilter.plugins import build_chain, our_name
     from smtpfilter.server import FilterHandler
     from smtpfilter.trace import Trace
 
@@ -213,7 +211,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     metrics = Metrics()
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
-    handler = FilterHandler(FilterChain(build_filters(config, scanner, autolearn)), host_port(next_hop),
+    handler = FilterHandler(build_chain(config, scanner, autolearn), host_port(next_hop),
                             config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
                             verify_recipients=config["SmtpVerifyRecipients"],

@@ -282,6 +282,13 @@ OPTIONS: tuple[Option, ...] = (
            "or for more of a message during DATA, before it closes the session with 421: an "
            "idle client holds a session no longer. Read at start.", minimum=1, maximum=3600,
            group="smtp"),
+    Option("SmtpAfterQueue", bool, False, "`serve` is the MTA's after-queue content filter "
+           "(Postfix's content_filter), not before its queue: it then refuses nothing for good, "
+           "since the MTA would bounce what it refuses to a sender who is usually forged "
+           "(backscatter). A message it would have refused goes on with an X-Spam-Would-Refuse "
+           "header saying what it would have answered (and, at RejectLevel, tagged as spam); "
+           "temporary refusals stand, as the MTA retries them. Set SmtpVerifyRecipients off "
+           "there: the MTA has checked the recipients.", group="smtp"),
     Option("SmtpVerifyRecipients", bool, True, "`serve` puts each recipient its filters "
            "pass to the next hop at RCPT (MAIL, RCPT, RSET) and passes a refusal on for that "
            "recipient alone: an unknown user then bounces alone, where after DATA one reply "

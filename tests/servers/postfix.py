@@ -3,7 +3,8 @@ host reinjects filtered mail: a real smtpd whose recipient checks can refuse one
 recipient and defer another, with every accepted message put on hold so that a test
 reads what was accepted, and for whom, with `postqueue -j`. Or a Postfix in front of the
 filter, as its before-queue filter (`start_postfix_in_front`), or one on both sides of
-it, as the README lays it out (`start_postfix_around_filter`).
+it, as the README lays it out (`start_postfix_around_filter`), or one with the filter
+after its queue (`start_postfix_after_queue`).
 
 Nothing is delivered anywhere: held messages stay in this instance's own queue, which
 lives and dies with the fixture's directory. It needs the Debian package `postfix`
@@ -119,6 +120,33 @@ def start_postfix_around_filter(filter_port: int, reinjection_port: int) -> Iter
   -o receive_override_options=no_unknown_recipient_checks
 """
     yield from _run_postfix(configure, f"\n  -o smtpd_proxy_filter=127.0.0.1:{filter_port}", reinjection)
+
+
+def start_postfix_after_queue(filter_port: int, reinjection_port: int, main_cf: str = ""
+                              ) -> Iterator[PostfixNextHop]:
+    """One Postfix with `spamkit serve` on `filter_port` as its after-queue content filter
+    (FILTER_README): its public smtpd (the fixture's port) queues each message, its smtp
+    client hands it to the filter with XFORWARD, and the filter hands it back to the
+    reinjection smtpd on `reinjection_port`, which puts it on hold for the test to read.
+    What the filter refuses, this Postfix bounces, as any MTA would. `main_cf` is added
+    to its main.cf."""
+    def configure(config: Path) -> str:
+        return (f"content_filter = scan:[127.0.0.1]:{filter_port}\n"
+                "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+                "mynetworks = 192.0.2.0/24\n" + main_cf)  # (so that the test's client is a stranger)
+    services = f"""\
+scan      unix  -       -       n       -       4       smtp
+  -o smtp_send_xforward_command=yes
+  -o disable_mime_output_conversion=yes
+127.0.0.1:{reinjection_port} inet n - n - - smtpd
+  -o content_filter=
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks
+  -o {{ smtpd_end_of_data_restrictions = check_client_access static:HOLD }}
+"""
+    yield from _run_postfix(configure, "", services)
 
 
 def _run_postfix(configure: Callable[[Path], str], smtpd_options: str, services: str = ""

@@ -21,7 +21,7 @@ from corpora import CorpusMessage
 from smtpfilter import parameters
 from smtpfilter.limits import LimitedSMTP
 from tests.servers.net import free_port
-from tests.servers.postfix import start_postfix_around_filter, start_postfix_in_front
+from tests.servers.postfix import start_postfix_after_queue, start_postfix_around_filter, start_postfix_in_front
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, start_sink
@@ -230,6 +230,59 @@ def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
     # writes orig_client= only for a forwarded client; it named only the filter)
     assert re.search(r"smtpd\[\d+\]: \w+: client=localhost\[127\.0\.0\.1\], "
                      r"orig_client=localhost\[127\.0\.0\.1\]", maillog)
+
+
+@pytest.mark.parametrize("after_queue", [True, False])
+def test_after_postfixs_queue_nothing_is_refused_for_good(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        after_queue: bool) -> None:
+    """Behind Postfix's content_filter the message is already queued: a 5xx from the
+    filter makes Postfix bounce it to its sender, who for spam is someone else whose
+    address was forged (backscatter). With SmtpAfterQueue the filter refuses nothing for
+    good: a blacklisted sender's spam and a BadMailFrom sender's mail are queued behind it
+    marked (X-Spam-Would-Refuse, the spam tagged), and Postfix bounces nothing. Without
+    it (the control case), Postfix bounces both."""
+    reinjection_port = free_port()
+    config = tmp_path / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
+                      'LocalDomains = ["example.org"]\nBadMailFrom = ["pest@example.net"]\n'
+                      'LocalNetworks = []\n'  # (the client, 127.0.0.2, is a stranger; Postfix is 127.0.0.1)
+                      'SmtpFilters = ["relay", "badmailfrom", "spamscore"]\n'  # (no DNS here)
+                      f"SmtpVerifyRecipients = false\nSmtpAfterQueue = {str(after_queue).lower()}\n")
+    (tmp_path / "lists").write_text("black *@*.xyz\n")
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    process, filter_port = start_serve(reinjection_port, db, config, stderr=subprocess.PIPE)
+    ham = next(m for m in split[1] if m.label == "ham" and not m.data.startswith(b"From "))
+    try:
+        for postfix in start_postfix_after_queue(filter_port, reinjection_port):
+            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=60, source_address=("127.0.0.2", 0)) as client:
+                client.ehlo("client.example.net")
+                for sender in ("promo@deals.xyz", "pest@example.net", "a@example.net"):
+                    assert client.sendmail(sender, ["b@example.org"], ham.data) == {}  # (queued)
+            maillog = postfix.config.parent / "maillog"
+            relayed = "status=sent (250 2.0.0 Ok: queued by next hop)"  # (through the filter)
+            for _ in range(300):  # (the queue manager hands each on, and Postfix logs the outcome)
+                log = maillog.read_text() if maillog.exists() else ""
+                if log.count(relayed) + log.count("status=bounced") >= 3:
+                    break
+                time.sleep(0.1)
+            held = {sender: message for (sender, _), message in zip(postfix.held(), postfix.messages())}
+    finally:
+        code, stderr = stop_serve(process)
+        assert code == 0
+    if after_queue:
+        assert "status=bounced" not in log and log.count(relayed) == 3
+        assert set(held) >= {"promo@deals.xyz", "pest@example.net", "a@example.net"}
+        spam, pest, plain = held["promo@deals.xyz"], held["pest@example.net"], held["a@example.net"]
+        assert b"X-Spam-Would-Refuse: 550 5.7.1 Message rejected as spam (score" in spam
+        assert b"(spamscore, at DATA)" in spam and b"X-Spam-Flag: YES" in spam
+        assert re.search(rb"X-Spam-Would-Refuse: 5\d\d [^\n]*\(badmailfrom, at MAIL\)", pest)
+        assert b"X-Spam-Would-Refuse" not in plain
+        assert b"would_refuse='550' by=spamscore" in stderr
+    else:  # what happened before: Postfix bounces what the filter refuses
+        assert log.count("status=bounced") == 2 and log.count(relayed) == 1
+        assert "a@example.net" in held and "promo@deals.xyz" not in held
 
 
 def test_an_orcpt_in_utf8_goes_on_only_in_smtputf8_mail(tmp_path: Path, sink: Sink) -> None:

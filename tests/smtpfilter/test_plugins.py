@@ -160,6 +160,33 @@ def test_unknown_filter_names_the_setting(tmp_path: Path) -> None:
         build_filters(config, Scanner.from_config(config, None), False)
 
 
+def test_a_chain_after_the_queue_keeps_refusals_back_and_runs_on() -> None:
+    """SmtpAfterQueue: a 5xx becomes a note and the filters after it still run (the
+    spam score, DKIM signing); a 4xx stands, as the MTA retries it; ACCEPT stands."""
+    from smtpfilter.chain import WOULD_REFUSE, FilterChain
+    from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
+
+    class Says(Filter):
+        def __init__(self, name: str, decision: Decision) -> None:
+            self.name, self.decision, self.asked = name, decision, 0
+
+        def rcpt(self, tx: Transaction, recipient: str) -> Decision:
+            self.asked += 1
+            return self.decision
+
+    refuses = Says("badrcptto", reject("badrcptto", "550 5.7.1 no mail for <x@example.org>"))
+    later = Says("later", CONTINUE)
+    tx = Transaction(peer="192.0.2.9")
+    assert FilterChain([refuses, later], refuse=False).run("rcpt", tx, "x@example.org") is CONTINUE
+    assert later.asked == 1
+    assert tx.notes[WOULD_REFUSE] == ["550 5.7.1 no mail for <x@example.org> (badrcptto, at RCPT for <x@example.org>)"]
+    assert FilterChain([refuses, later]).run("rcpt", Transaction(peer="192.0.2.9"), "x").action is Action.REJECT
+    defers = Says("greylist", tempfail("greylist", "450 4.7.1 try later"))
+    assert FilterChain([defers, later], refuse=False).run("rcpt", tx, "y").action is Action.TEMPFAIL
+    accepts = Says("whitelisthosts", Decision(Action.ACCEPT, "", "whitelisthosts"))
+    assert FilterChain([accepts, refuses], refuse=False).run("rcpt", tx, "z").action is Action.ACCEPT
+
+
 @pytest.mark.parametrize("fake_end", [b"\n.\r\n", b"\n.\n", b"\r.\r"])
 def test_smuggled_end_of_data_never_makes_two_messages(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
                                                         fake_end: bytes) -> None:
