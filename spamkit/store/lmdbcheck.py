@@ -33,7 +33,7 @@ INVALID_PAGE = 0xFFFFFFFFFFFFFFFF
 
 P_BRANCH, P_LEAF, P_OVERFLOW, P_META, P_LEAF2, P_SUBP = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
 TYPE_BITS = P_BRANCH | P_LEAF | P_OVERFLOW | P_META | P_LEAF2 | P_SUBP
-F_BIGDATA, F_SUBDATA, F_DUPDATA = 0x01, 0x02, 0x04
+F_BIGDATA, F_SUBDATA = 0x01, 0x02
 MDB_DUPSORT = 0x04
 
 _PAGE = struct.Struct("<QHHHH")
@@ -268,6 +268,9 @@ def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
         report.problems.append(f"no meta page holds transaction {txnid}")
         return
     _magic, _version, report.txnid, last_page, meta_at = chosen
+    if page_size not in {1 << bits for bits in range(9, 17)}:  # (LMDB's pages: 512 B to 64 KiB)
+        report.problems.append(f"the meta page gives a page size of {page_size} bytes")
+        return
     report.page_size = page_size
     report.pages = last_page + 1
     if (last_page + 1) * page_size > size:
