@@ -73,7 +73,7 @@ def dump(output: Path, salvage: bool, db_path: str | None) -> None:
 @json_option
 def verify(db_path: str | None, as_json: bool) -> None:
     """Look for damage: the file's structure (LMDB), then every record, read as `dump`
-    reads it. Exit 0 if sound, 65 if damaged. Nothing is written."""
+    reads it. Exit 0 if sound, 65 if damaged. The database is not changed."""
     location = resolve_db_path(db_path)
     try:
         with open_store(location, readonly=True) as store:

@@ -180,6 +180,20 @@ def test_a_bounce_goes_on_from_the_null_sender_and_is_logged_so(tmp_path: Path, 
     assert " from=<> rcpts=b@example.org reply='250'" in stderr.decode()
 
 
+def serve_between(tmp_path: Path, trained_db: Path, reinjection_port: int, settings: str,
+                  stderr: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`spamkit serve` between a Postfix's two sides, on a copy of the trained database:
+    TagLevel 4, RejectLevel 12, *.xyz senders blacklisted, the recipients left to Postfix
+    (which has checked them), and `settings`."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
+                      "SmtpVerifyRecipients = false\n" + settings)
+    (tmp_path / "lists").write_text("black *@*.xyz\n")
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    return start_serve(reinjection_port, db, config, stderr=stderr)
+
+
 def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
         tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """Postfix's public smtpd -> `spamkit serve` (smtpd_proxy_filter) -> Postfix's
@@ -190,13 +204,7 @@ def test_the_readmes_postfix_layout_filters_between_its_two_smtpd(
     550 from Postfix itself and nothing is queued; a domain Postfix does not serve is
     refused at RCPT by Postfix, before the filter is asked."""
     reinjection_port = free_port()
-    config = tmp_path / "spamkit.toml"
-    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
-                      "SmtpVerifyRecipients = false\n")  # (Postfix in front has checked them)
-    (tmp_path / "lists").write_text("black *@*.xyz\n")
-    db = tmp_path / "db"
-    shutil.copytree(trained_db, db)
-    process, filter_port = start_serve(reinjection_port, db, config, stderr=subprocess.DEVNULL)
+    process, filter_port = serve_between(tmp_path, trained_db, reinjection_port, "", subprocess.DEVNULL)
     ham = next(m for m in split[1] if m.label == "ham" and not m.data.startswith(b"From "))
     try:
         for postfix in start_postfix_around_filter(filter_port, reinjection_port):
@@ -243,16 +251,12 @@ def test_after_postfixs_queue_nothing_is_refused_for_good(
     marked (X-Spam-Would-Refuse, the spam tagged), and Postfix bounces nothing. Without
     it (the control case), Postfix bounces both."""
     reinjection_port = free_port()
-    config = tmp_path / "spamkit.toml"
-    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n'
-                      'LocalDomains = ["example.org"]\nBadMailFrom = ["pest@example.net"]\n'
-                      'LocalNetworks = []\n'  # (the client, 127.0.0.2, is a stranger; Postfix is 127.0.0.1)
-                      'SmtpFilters = ["relay", "badmailfrom", "spamscore"]\n'  # (no DNS here)
-                      f"SmtpVerifyRecipients = false\nSmtpAfterQueue = {str(after_queue).lower()}\n")
-    (tmp_path / "lists").write_text("black *@*.xyz\n")
-    db = tmp_path / "db"
-    shutil.copytree(trained_db, db)
-    process, filter_port = start_serve(reinjection_port, db, config, stderr=subprocess.PIPE)
+    process, filter_port = serve_between(
+        tmp_path, trained_db, reinjection_port,
+        'LocalDomains = ["example.org"]\nBadMailFrom = ["pest@example.net"]\n'
+        'LocalNetworks = []\n'  # (the client, 127.0.0.2, is a stranger; Postfix is 127.0.0.1)
+        'SmtpFilters = ["relay", "badmailfrom", "spamscore"]\n'  # (no DNS here)
+        f"SmtpAfterQueue = {str(after_queue).lower()}\n", subprocess.PIPE)
     ham = next(m for m in split[1] if m.label == "ham" and not m.data.startswith(b"From "))
     try:
         for postfix in start_postfix_after_queue(filter_port, reinjection_port):
