@@ -3,6 +3,7 @@ them, and damaged page headers, which LMDB would follow into a crash, are found.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import shutil
 import tempfile
@@ -60,8 +61,6 @@ def _apply(store: LmdbStore, operation: str, chosen: list[SourceItem], size: int
     elif operation == "drop meta value":
         store.set_meta("test_value", "")
     elif operation == "restore":
-        import io
-
         text = io.StringIO()
         store.dump(text)
         text.seek(0)
