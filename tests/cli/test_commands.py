@@ -348,6 +348,26 @@ def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders:
         assert "damaged" in result.stderr and "db reset --yes" in result.stderr
 
 
+def test_a_damaged_audit_event_is_exit_65_not_an_internal_error(tmp_path: Path, learned_db: Path) -> None:
+    """An audit event that is not text was decoded outside the dump's read transaction,
+    which was then still open when the store closed: `db dump` and `db verify` said
+    "internal error" (exit 70). They now say the database is damaged (65)."""
+    import lmdb
+
+    db = tmp_path / "db"
+    shutil.copytree(learned_db, db)
+    env = lmdb.open(str(db), max_dbs=8)
+    with env.begin(write=True) as txn:
+        history = env.open_db(b"history", txn=txn)
+        key = next(iter(txn.cursor(db=history).iternext(values=False)))
+        txn.put(key, b'{"action": "\xff\xfe"}', db=history)
+    env.close()
+    for command in (["db", "dump"], ["db", "verify"]):
+        result = spamkit(*command, "--db", str(db))
+        assert result.returncode == 65, (command, result.returncode, result.stderr[-300:])
+        assert "damaged" in result.stderr and "internal error" not in result.stderr
+
+
 def test_a_dump_that_fails_part_way_leaves_the_last_backup_whole(tmp_path: Path, learned_db: Path) -> None:
     """`db dump FILE` wrote into FILE as it went: a nightly backup that met a damaged
     record half way (or a full disk) replaced the last good backup with half of a dump,
