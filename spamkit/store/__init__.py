@@ -13,9 +13,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from spamkit.errors import ConfigError, StoreCorrupt
+from spamkit.errors import ConfigError
 from spamkit.store.base import Label, StoreWriter, TokenCounts, TokenRecord, TokenStore, Totals
-from spamkit.store.lmdb import RECOVERY, LmdbStore, move_aside
+from spamkit.store.lmdb import LmdbStore, damage_found, move_aside
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Label", "LmdbStore", "StoreWriter", "TokenCounts",
            "TokenRecord", "TokenStore", "Totals", "backend_of", "default_db_path",
@@ -79,8 +79,7 @@ def refuse_damaged(store: TokenStore, location: str | os.PathLike[str] | None) -
     damage stops it there with a message rather than crashing it in a message's scan."""
     problems = store.verify()
     if problems:
-        raise StoreCorrupt(f"the database at {describe_location(location)} is damaged "
-                           f"({problems[0]}); {RECOVERY}")
+        raise damage_found(describe_location(location), problems)
 
 
 def describe_location(location: str | os.PathLike[str] | None) -> str:

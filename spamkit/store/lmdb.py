@@ -60,6 +60,11 @@ REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.ss
                                 "ceph", "glusterfs", "afs"})
 
 
+def damage_found(where: str | os.PathLike[str], problems: list[str]) -> StoreCorrupt:
+    """The error for damage `verify` found: the first problem, and what to do."""
+    return StoreCorrupt(f"the database at {where} is damaged ({problems[0]}); {RECOVERY}")
+
+
 def _free_bytes(where: Path | int) -> int | None:
     """Bytes an unprivileged writer may still use on the file system of `where`, a path or
     an open descriptor (None if it cannot be asked)."""
@@ -454,7 +459,7 @@ class LmdbStore:
         """StoreCorrupt unless this process has found the structure sound (checked once: a
         process's own writes keep it so)."""
         if not self._sound and (problems := self.verify()):
-            raise StoreCorrupt(f"the database at {self.path} is damaged ({problems[0]}); {RECOVERY}")
+            raise damage_found(self.path, problems)
 
     @contextmanager
     def writer(self) -> Iterator[LmdbWriter]:

@@ -288,19 +288,25 @@ class RedisStore:
         """The writer lock, and a pipeline WATCHing it, for one batch: (pipeline, token)."""
         if self.readonly:
             raise StoreError("the database was opened read-only")
+        with reaching(self.location), self._holding_lock() as token:
+            with self._client.pipeline() as pipe:
+                pipe.watch(self.key("lock"))
+                if pipe.get(self.key("lock")) != token:
+                    raise StoreUnavailable(f"lost the write lock of {self.location} before writing")
+                yield pipe, token
+
+    @contextmanager
+    def _holding_lock(self) -> Iterator[bytes]:
+        """The writer lock for the block (its token), released after it if still ours."""
         with reaching(self.location):
             token = self._acquire_lock()
+        try:
+            yield token
+        finally:
             try:
-                with self._client.pipeline() as pipe:
-                    pipe.watch(self.key("lock"))
-                    if pipe.get(self.key("lock")) != token:
-                        raise StoreUnavailable(f"lost the write lock of {self.location} before writing")
-                    yield pipe, token
-            finally:
-                try:
-                    self._client.eval(_RELEASE, 1, self.key("lock"), token)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass  # Redis gone: the lock expires by itself, nothing was written
+                self._client.eval(_RELEASE, 1, self.key("lock"), token)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # Redis gone: the lock expires by itself, nothing was written
 
     def _acquire_lock(self) -> bytes:
         """Take the writer lock: SET NX with a time to live, waiting while another writer
@@ -507,9 +513,7 @@ class RedisStore:
         not its counts. Holding the lock makes it one state of the database, as LMDB's one
         read transaction does; writers wait for it (a second or two a million tokens). The
         lock is coordination, not data, so a read-only store takes it too."""
-        with reaching(self.location):
-            token = self._acquire_lock()
-        try:
+        with self._holding_lock() as token:
             write_dump(out, self.meta(), self.records(), self.seen_records(), self.history_records())
             with reaching(self.location):
                 held = self._client.get(self.key("lock")) == token
@@ -517,11 +521,6 @@ class RedisStore:
                 raise StoreUnavailable(f"the dump of {self.location} took over {LOCK_SECONDS:g} s, the "
                                        "write lock's life, so learning may have changed it part way; "
                                        "run it again")
-        finally:
-            try:
-                self._client.eval(_RELEASE, 1, self.key("lock"), token)
-            except (redis.ConnectionError, redis.TimeoutError):
-                pass  # Redis gone: the lock expires by itself
 
     def restore(self, source: IO[str]) -> None:
         """Replace the whole database with a dump; a bad dump changes nothing."""
