@@ -14,6 +14,13 @@ named it, so its refusal is logged and the message goes on to the recipients.
 So that this rarely has to happen, each recipient is first put to the next hop at RCPT
 (`RelayPool.verify`, SmtpVerifyRecipients): one it refuses there is refused alone, and
 the others' message goes on.
+
+A next hop may take fewer recipients a message than we do (Postfix's
+smtpd_recipient_limit). It says so with 452 4.5.3 once it has taken its fill (RFC 5321
+4.5.3.1.10), or ahead of time with LIMITS RCPTMAX (RFC 9422). The pool remembers that
+cap, and the server answers 452 at RCPT beyond it, which tells the sender to send the
+other recipients in a transaction of their own. The message that met the cap is deferred
+whole and comes back split: resent as it came, it would be deferred forever.
 """
 
 from __future__ import annotations
@@ -49,6 +56,23 @@ class RelayPool:
         self.port = port
         self.timeout = timeout
         self._local = threading.local()
+        # the most recipients the next hop takes in one message, once it has said (None:
+        # no cap known); only ever lowered, and kept for the life of the process
+        self.recipient_limit: int | None = None
+
+    def _learn_limit(self, limit: int, how: str) -> None:
+        if self.recipient_limit is None or limit < self.recipient_limit:
+            self.recipient_limit = limit
+            log.warning("the next hop %s:%d takes at most %d recipients a message (%s): more are "
+                        "answered 452 at RCPT, so that senders send them in another transaction",
+                        self.host, self.port, limit, how)
+
+    def _read_limits(self, client: smtplib.SMTP) -> None:
+        """LIMITS RCPTMAX=n in the next hop's EHLO reply (RFC 9422)."""
+        for item in client.esmtp_features.get("limits", "").split():
+            name, _, value = item.partition("=")
+            if name.upper() == "RCPTMAX" and value.isdigit() and int(value) > 0:
+                self._learn_limit(int(value), "LIMITS RCPTMAX")
 
     def _client(self) -> smtplib.SMTP:
         client: smtplib.SMTP | None = getattr(self._local, "client", None)
@@ -104,6 +128,7 @@ class RelayPool:
             return UNAVAILABLE
         try:
             client.ehlo_or_helo_if_needed()
+            self._read_limits(client)
             options, refusal = _mail_options(client, mail_from, [rcpt], None, False)
             if refusal is not None:
                 return refusal
@@ -123,6 +148,7 @@ class RelayPool:
                      archive: str, smtputf8: bool, eight_bit: bool, dsn: DsnRequest) -> str:
         """MAIL, every RCPT, then DATA only if the next hop took every recipient."""
         client.ehlo_or_helo_if_needed()
+        self._read_limits(client)
         options, refusal = _mail_options(client, mail_from, rcpt_tos, len(data), smtputf8)
         if refusal is not None:
             return refusal
@@ -137,12 +163,15 @@ class RelayPool:
         code, message = client.mail(mail_from, options)
         if code != 250:
             return self._abandon(client, f"{code} {_text(message)}")
-        refused = []
+        refused: list[tuple[str, int, str]] = []
         for index, rcpt in enumerate(rcpt_tos):
             asked = dsn.for_recipient(index) if with_dsn else ()
             if "SMTPUTF8" not in options:  # (ORCPT=utf-8;... in UTF-8 needs SMTPUTF8 mail, RFC 6533)
                 asked = tuple(parameter for parameter in asked if parameter.isascii())
             code, message = client.rcpt(rcpt, list(asked))
+            if _out_of_room(code, _text(message), taken=index - len(refused)):
+                self._learn_limit(index - len(refused), f"{code} {_text(message)}")
+                return self._abandon(client, _over_limit(index - len(refused)))
             if code not in (250, 251):
                 refused.append((rcpt, code, _text(message)))
         if refused:
@@ -152,6 +181,8 @@ class RelayPool:
                         "internationalized addresses (SMTPUTF8)", archive)
         elif archive:  # (no notice of the archive copy to a sender who never named it)
             code, message = client.rcpt(archive, ["NOTIFY=NEVER"] if with_dsn else [])
+            if _out_of_room(code, _text(message), taken=len(rcpt_tos)):
+                self._learn_limit(len(rcpt_tos), f"{code} {_text(message)}")
             if code not in (250, 251):
                 log.warning("the next hop refused the archive copy to <%s>: %d %s", archive, code,
                             _text(message))
@@ -203,6 +234,19 @@ def _mail_options(client: smtplib.SMTP, mail_from: str, rcpt_tos: list[str], siz
     elif smtputf8 and client.has_extn("smtputf8"):
         options.append("SMTPUTF8")  # (UTF-8 in the headers only: it goes on as 8-bit data without)
     return options, None
+
+
+def _out_of_room(code: int, text: str, taken: int) -> bool:
+    """Whether a RCPT reply says the next hop has taken all the recipients it takes in one
+    message: 452 with RFC 3463's 4.5.3 ("too many recipients"), after it took `taken`.
+    Other 452s (4.3.1, out of storage) are no cap."""
+    return code == 452 and taken > 0 and (text.startswith("4.5.3") or "too many recipients" in text.lower())
+
+
+def _over_limit(limit: int) -> str:
+    """The upstream reply for a message with more recipients than the next hop takes."""
+    return (f"451 4.5.3 The next hop takes at most {limit} recipients a message; nothing was "
+            f"delivered, try again (past {limit}, RCPT will answer 452: send those apart)")
 
 
 def _refusal(refused: list[tuple[str, int, str]], everyone: bool) -> str:

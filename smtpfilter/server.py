@@ -10,6 +10,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import re
 import time
 
@@ -25,6 +26,8 @@ from smtpfilter.trace import Trace, new_id
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
 OVER_BUDGET = "451 4.3.2 Checking the message took too long, please try again later"
+# RFC 5321 4.5.3.1.10: the sender sends the recipients past this in another transaction
+NEXT_HOP_FULL = "452 4.5.3 Too many recipients for the next hop, send the others apart"
 DEFAULT_SCAN_BUDGET = 30.0  # seconds; Postfix's smtpd_proxy_timeout is 100
 XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -148,6 +151,9 @@ class FilterHandler:
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
+            if len(envelope.rcpt_tos) >= self.recipient_room():
+                self._refused(tx, "rcpt", Decision(Action.TEMPFAIL, NEXT_HOP_FULL, "next-hop"), address)
+                return NEXT_HOP_FULL
             if self.verify_recipients:
                 server.working = True  # (LimitedSMTP: the client waits on us, not idle)
                 try:
@@ -163,6 +169,15 @@ class FilterHandler:
         except Exception:
             log.exception("RCPT failed")
             return TEMPFAIL
+
+    def recipient_room(self) -> int | float:
+        """How many recipients one message may have on the way to the next hop: no cap
+        until it has said it has one (RelayPool.recipient_limit), and one fewer when the
+        archive copy (BccAddress) goes in the same transaction."""
+        limit = self.relay.recipient_limit
+        if limit is None:
+            return math.inf
+        return max(limit - 1, 1) if self.bcc else limit
 
     async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
         """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or

@@ -527,6 +527,56 @@ def test_the_archive_copy_goes_with_the_message_and_its_refusal_stops_nothing(
         assert postfix.held() == [("a@example.org", ["archive@example.org", "b@example.org"])]
 
 
+@pytest.fixture(scope="module")
+def capped_postfix() -> Iterator[PostfixNextHop]:
+    """A real Postfix that takes at most three recipients a message (smtpd_recipient_limit,
+    1,000 by default; a hosted relay's cap may be lower than our MaxRecipients)."""
+    yield from start_postfix({}, main_cf="smtpd_recipient_limit = 3\n")
+
+
+@pytest.mark.parametrize("archive", ["", "archive@example.org"])
+def test_more_recipients_than_the_next_hop_takes_are_sent_apart_not_deferred_forever(
+        tmp_path: Path, trained_db: Path, capped_postfix: PostfixNextHop, archive: str) -> None:
+    """Past its cap the next hop answers 452 4.5.3 (RFC 5321 4.5.3.1.10). Before, the
+    filter deferred the whole message, and the sender's retry, with the same recipients,
+    met the same cap until the message expired. Now the first try is deferred with the
+    cap named, and from then on RCPT answers 452 past it (one fewer with an archive copy
+    in the same transaction), so the sender sends the others in another transaction and
+    each recipient gets the message once."""
+    import smtplib
+
+    capped_postfix.clear()
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'BccAddress = "{archive}"\n')
+    recipients = [f"r{n}@example.org" for n in range(1, 6)]
+    message = minutes(tmp_path).read_bytes()
+    process, port = start_serve(capped_postfix.port, trained_db, config)
+    batches = []
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            with pytest.raises(smtplib.SMTPDataError) as deferred:
+                client.sendmail("a@example.org", recipients, message)
+            assert deferred.value.smtp_code == 451
+            assert b"at most 3 recipients" in deferred.value.smtp_error
+            assert capped_postfix.held() == []
+            pending = recipients  # as a sending MTA retries: what RCPT refused goes again
+            while pending:
+                refused = client.sendmail("a@example.org", pending, message)
+                assert {code for code, _ in refused.values()} <= {452}
+                batches.append(sorted(set(pending) - set(refused)))
+                pending = [r for r in pending if r in refused]
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    room = 2 if archive else 3
+    assert batches == [recipients[i:i + room] for i in range(0, 5, room)]
+    assert sorted(capped_postfix.held()) == sorted(
+        ("a@example.org", sorted(batch + ([archive] if archive else []))) for batch in batches)
+    log = stderr.decode()
+    assert "takes at most 3 recipients a message (452 4.5.3 Error: too many recipients)" in log
+    assert f"rcpt=r{room + 1}@example.org stage=rcpt reply='452' by=next-hop" in log
+
+
 def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: Path, sink: Sink,
                                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """`serve --autolearn`: a clear ham is learned as ham when relayed (the audit log says by

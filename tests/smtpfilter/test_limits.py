@@ -296,6 +296,47 @@ def test_an_archive_address_the_next_hop_cannot_take_is_skipped_not_every_messag
         generator.close()
 
 
+def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more(tmp_path) -> None:
+    """A next hop may say its cap in EHLO (LIMITS RCPTMAX, RFC 9422). The filter, asking
+    it about each recipient at RCPT, reads it there, so even the first message that
+    passes the cap hears 452 at RCPT for the recipients past it, and nothing is deferred."""
+    from aiosmtpd.controller import Controller
+
+    received: list[list[str]] = []
+
+    class CappedNextHop:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+            session.host_name = hostname
+            return responses[:-1] + ["250-LIMITS RCPTMAX=2"] + responses[-1:]
+
+        async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+            if len(envelope.rcpt_tos) >= 2:
+                return "452 4.5.3 Too many recipients"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(sorted(envelope.rcpt_tos))
+            return "250 OK"
+
+    next_hop = Controller(CappedNextHop(), hostname="127.0.0.1", port=free_port())
+    next_hop.start()
+    port = free_port()
+    controller = LimitedController(FilterHandler(FilterChain([]), ("127.0.0.1", next_hop.port)),
+                                   SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            refused = client.sendmail("a@example.org", ["b@example.org", "c@example.org", "d@example.org"],
+                                      MESSAGE)
+            assert {r: code for r, (code, _) in refused.items()} == {"d@example.org": 452}
+            assert client.sendmail("a@example.org", ["d@example.org"], MESSAGE) == {}
+    finally:
+        controller.stop()
+        next_hop.stop()
+    assert received == [["b@example.org", "c@example.org"], ["d@example.org"]]
+
+
 def test_address_parsing_matches_aiosmtpd() -> None:
     """LimitedSMTP parses MAIL/RCPT addresses without aiosmtpd's per-call class; the
     results must stay aiosmtpd's own (this fails if a new aiosmtpd parses differently)."""
