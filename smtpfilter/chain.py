@@ -8,6 +8,7 @@ from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction
 
 log = logging.getLogger("spamkit.smtpfilter")
 WOULD_REFUSE = "would_refuse"  # the note of refusals kept back after the queue (SmtpAfterQueue)
+WOULD_REFUSE_BY = "would_refuse_by"  # the filters that made them, for the metrics
 
 
 class FilterChain:
@@ -42,6 +43,8 @@ class FilterChain:
         where = f"{decision.filter or 'a filter'}, at {stage.upper()}" + (f" for <{args[0]}>" if args else "")
         kept: list[str] = tx.notes.setdefault(WOULD_REFUSE, [])  # type: ignore[assignment]
         kept.append(f"{decision.reply} ({where})")
+        refusers: list[str] = tx.notes.setdefault(WOULD_REFUSE_BY, [])  # type: ignore[assignment]
+        refusers.append(decision.filter or "-")
         log.info("client=%s stage=%s would_refuse=%r by=%s: after the queue, passed on marked",
                  tx.peer, stage, decision.reply[:3], decision.filter or "-")
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics over HTTP: messages by decision, refusals by filter, scan time."""
+"""Prometheus metrics over HTTP: messages by decision, refusals (and, after the queue, refusals
+kept back) by filter, scan time."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.decisions: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.kept_back: Counter[str] = Counter()
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
@@ -35,6 +37,12 @@ class Metrics:
         with self._lock:
             self.refusals[filter_name or "-"] += 1
 
+    def would_refuse(self, filter_name: str) -> None:
+        """A refusal kept back after the MTA's queue (SmtpAfterQueue): the message went on,
+        marked X-Spam-Would-Refuse, since refusing it there would bounce it to its sender."""
+        with self._lock:
+            self.kept_back[filter_name] += 1
+
     def exposition(self) -> str:
         with self._lock:
             lines = ["# HELP spamkit_messages_total Messages by what happened to them.",
@@ -44,6 +52,11 @@ class Metrics:
                       "messages at DATA, and of connections, HELO, MAIL or RCPT before it.",
                       "# TYPE spamkit_filter_refusals_total counter"]
             lines += [f'spamkit_filter_refusals_total{{filter="{f}"}} {n}' for f, n in sorted(self.refusals.items())]
+            lines += ["# HELP spamkit_filter_would_refuse_total Refusals kept back after the MTA's "
+                      "queue (SmtpAfterQueue), by filter: messages passed on marked X-Spam-Would-Refuse.",
+                      "# TYPE spamkit_filter_would_refuse_total counter"]
+            lines += [f'spamkit_filter_would_refuse_total{{filter="{f}"}} {n}'
+                      for f, n in sorted(self.kept_back.items())]
             lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",
                       "# TYPE spamkit_scan_seconds histogram"]
             lines += [f'spamkit_scan_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]

@@ -14,7 +14,7 @@ import math
 import re
 import time
 
-from smtpfilter.chain import WOULD_REFUSE, FilterChain
+from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
@@ -261,6 +261,10 @@ class FilterHandler:
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
+            refusers = tx.notes.get(WOULD_REFUSE_BY)  # (after the queue: what went on marked)
+            if outcome == "relayed" and isinstance(refusers, list):
+                for name in refusers:
+                    self.metrics.would_refuse(name)
         return reply
 
     def _check_data(self, session, tx: Transaction, queue_id: str) -> Decision:  # type: ignore[no-untyped-def]

@@ -175,6 +175,28 @@ def test_refusals_before_data_are_logged_and_counted(sink: Sink, caplog: pytest.
         controller.stop()
 
 
+def test_refusals_kept_back_after_the_queue_are_counted_apart(sink: Sink) -> None:
+    """SmtpAfterQueue: a refusal kept back is no refusal (the message goes on, marked), so
+    it is not in spamkit_filter_refusals_total; monitoring sees it in a counter of its own."""
+    metrics = Metrics()
+    port = free_port()
+    handler = FilterHandler(FilterChain([BadRcptTo(["spamtrap@*"])], refuse=False), ("127.0.0.1", sink.port),
+                            metrics=metrics)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        send(port, ["spamtrap@example.org", "b@example.org"])
+        send(port, ["b@example.org"])
+    finally:
+        controller.stop()
+    marked, plain = sink.messages()
+    assert b"X-Spam-Would-Refuse: 550" in marked and b"X-Spam-Would-Refuse" not in plain
+    text = metrics.exposition()
+    assert 'spamkit_filter_would_refuse_total{filter="badrcptto"} 1\n' in text
+    assert "spamkit_filter_refusals_total{" not in text
+    assert 'spamkit_messages_total{decision="relayed"} 2' in text
+
+
 def test_a_10_mb_line_is_refused_and_the_server_keeps_serving(sink: Sink) -> None:
     controller, port = start(sink, SessionLimits())
     try:
