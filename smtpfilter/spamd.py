@@ -224,6 +224,9 @@ class SpamdService:
             raise ProtocolError(EX_NOPERM, "TELL is not allowed here: start spamkit spamd "
                                            "with --allow-tell")
         store = self.scanner.store
+        if self.scanner.database_down is not None:
+            log.warning("TELL answered %s: %s", _NAMES[EX_TEMPFAIL], self.scanner.database_down)
+            raise ProtocolError(EX_TEMPFAIL, "the token database is unavailable")
         if store is None:
             raise ProtocolError(EX_UNAVAILABLE, "Bayes is off (UseBayes): nothing to learn into")
         to_set = _databases(request.header("set"))

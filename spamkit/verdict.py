@@ -25,7 +25,7 @@ from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
-from spamkit.errors import SpamkitError, StoreError
+from spamkit.errors import SpamkitError, StoreError, StoreUnavailable
 from spamkit.learn import Learner
 from spamkit.lists import Lists
 from spamkit.message import ParsedMessage, ParseLimits
@@ -155,11 +155,15 @@ class Scanner:
     """Everything needed to judge messages; build once, scan many."""
 
     def __init__(self, config: Config, rules: RuleSet, lists: Lists,
-                 store: TokenStore | None = None, analyzer: Analyzer | None = None) -> None:
+                 store: TokenStore | None = None, analyzer: Analyzer | None = None,
+                 database_down: str | None = None) -> None:
         self.config = config
         self.rules = rules
         self.lists = lists
         self.store = store
+        # a service's database that cannot be used (DatabaseWatch): why. Each scan with
+        # Bayes then raises StoreUnavailable, and the service does what WhenDatabaseDown says
+        self.database_down = database_down
         self.analyzer = analyzer or analyzer_for(  # the database's own tokenizer
             store, ParseLimits(max_message_bytes=config["MaxMessageSize"]))
         settings = rules.settings
@@ -180,8 +184,15 @@ class Scanner:
 
     @classmethod
     def from_config(cls, config: Config, store: TokenStore | None,
-                    extra_rules: tuple[str, ...] = ()) -> Scanner:
-        return cls.factory(config, extra_rules)(store)
+                    extra_rules: tuple[str, ...] = (), database_down: str | None = None) -> Scanner:
+        scanner = cls.factory(config, extra_rules)(store)
+        scanner.database_down = database_down
+        return scanner
+
+    def with_store(self, store: TokenStore | None, database_down: str | None = None) -> Scanner:
+        """This configuration, rules and lists over another database (a service's, once it
+        can be used again): nothing is read or compiled again."""
+        return Scanner(self.config, self.rules, self.lists, store, database_down=database_down)
 
     @classmethod
     def factory(cls, config: Config, extra_rules: tuple[str, ...] = ()
@@ -215,6 +226,8 @@ class Scanner:
              with_bayes: bool = True) -> Verdict:
         """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice.
         `with_bayes` False scores with the rules alone (the database is unreachable)."""
+        if with_bayes and self.use_bayes and self.database_down is not None:
+            raise StoreUnavailable(self.database_down)
         analysis = self.analyzer.analyze(raw, parsed, with_tokens=explain)
         bayes = None
         if with_bayes and self.use_bayes and self.bayes is not None:
@@ -231,6 +244,8 @@ class Scanner:
         (BayesClassifier.score_many): 115 against 190 us a message on the test fold.
         Not for autolearning: each message must see what the one before it taught.
         """
+        if self.use_bayes and self.database_down is not None:
+            raise StoreUnavailable(self.database_down)
         analyses = [self.analyzer.analyze(raw, with_tokens=explain) for raw in raws]
         results: list[BayesResult | None] = [None] * len(raws)
         if self.use_bayes and self.bayes is not None:
@@ -312,7 +327,8 @@ def reload_scanner(current: Scanner | None, config_path: str | None, store: Toke
     """
     try:
         config = load_config(config_path)
-        candidate = Scanner.from_config(config, store, extra_rules)
+        candidate = Scanner.from_config(config, store, extra_rules,
+                                        database_down=current.database_down if current else None)
     except SpamkitError as error:
         if current is None:
             raise

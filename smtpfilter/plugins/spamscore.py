@@ -1,9 +1,9 @@
 """spamscore: the engine's verdict. TagLevel headers and subject tag, RejectLevel 5xx.
 
 Mail larger than MaxMessageSize passes unscanned with a header saying so, and is never
-counted as ham (nor learned). When the token database cannot be reached (a shared Redis
-that is down), WhenDatabaseDown decides: 451 (the default), the rules alone, or relayed
-unscanned with a header saying so.
+counted as ham (nor learned). When the token database cannot be used (a shared Redis that
+is down, a file found damaged: spamkit/store/watch.py), WhenDatabaseDown decides: 451 (the
+default), the rules alone, or relayed unscanned with a header saying so.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
-from spamkit.errors import StoreUnavailable
+from spamkit.errors import StoreError
 from spamkit.verdict import Scanner, Verdict, unscanned
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -36,7 +36,7 @@ class SpamScore(Filter):
         try:
             verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed)
             database_down = False
-        except StoreUnavailable as error:
+        except StoreError as error:  # (unreachable, or damage LMDB noticed as it read)
             policy = self.scanner.config["WhenDatabaseDown"]
             log.warning("token database unavailable (WhenDatabaseDown=%s): %s", policy, error)
             if policy == "tempfail":

@@ -19,10 +19,11 @@ from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import load_config
 from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError, SpamkitError
-from spamkit.store import open_store, refuse_damaged
+from spamkit.store.watch import DatabaseWatch
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
+    from smtpfilter.chain import FilterChain
     from smtpfilter.dns import DnsClient
     from smtpfilter.server import FilterHandler
     from spamkit.config import Config
@@ -91,7 +92,6 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     What is set up once at start (the listening address, session limits, TLS, the
     databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
     from smtpfilter.plugins import build_chain
-    from smtpfilter.trace import Trace
 
     log = logging.getLogger("spamkit.smtpfilter")
     scanner = reload_logged(current, config_path, store, log)
@@ -102,18 +102,42 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     except SpamkitError as error:
         log.error("reload: %s; the configuration in force stays", error)
         return current
-    handler.chain = chain
-    handler.bcc = scanner.config["BccAddress"]
-    handler.scan_budget = scanner.config["ScanBudget"]
-    handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
-    if handler.trace is not None:  # (DnsServers, DnsTimeout)
-        handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
+    _install(handler, scanner, chain)
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
     waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
     if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
         log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
     return scanner
+
+
+def _database_back(handler: FilterHandler, current: Scanner, store: TokenStore, autolearn: bool) -> Scanner:
+    """The token database can be used again (DatabaseWatch): the same configuration over
+    it, in a new chain, from the next stage of every session on."""
+    from smtpfilter.plugins import build_chain
+
+    scanner = current.with_store(store)
+    try:
+        chain = build_chain(scanner.config, scanner, autolearn)
+    except SpamkitError as error:  # (what built at start builds again, unless a file went)
+        logging.getLogger("spamkit.smtpfilter").error(
+            "the token database is back, but the filters could not be built again (%s): "
+            "send SIGHUP once that is mended", error)
+        return current
+    _install(handler, scanner, chain)
+    return scanner
+
+
+def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> None:
+    """Put a new scanner's chain, and the settings the handler reads of it, in force."""
+    from smtpfilter.trace import Trace
+
+    handler.chain = chain
+    handler.bcc = scanner.config["BccAddress"]
+    handler.scan_budget = scanner.config["ScanBudget"]
+    handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
+    if handler.trace is not None:  # (DnsServers, DnsTimeout)
+        handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
 
 
 def _trace_dns(config: Config) -> DnsClient | None:
@@ -186,7 +210,9 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     sessions 421 (the client retries later) and exits 0. On SIGHUP it reads the
     configuration, rules and lists again and rebuilds its filters (a broken configuration
     is logged and changes nothing). It does not run as root: started as root, it needs
-    --user, and drops to that user before taking mail.
+    --user, and drops to that user before taking mail. A token database it cannot use
+    (unreachable, or found damaged) does not stop it: each message gets WhenDatabaseDown
+    until a retry (every DatabaseRetry seconds) finds the database sound and answering.
     """
     account = account_to_run_as(run_as)
     from smtpfilter.limits import LimitedController, SessionLimits
@@ -200,11 +226,12 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     # is the one line a transaction that the issue asks for. Its warnings still show.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(config_path)
-    location = resolve_db_path(db_path, config_path)
-    store = open_store(location) if config["UseBayes"] else None
-    if store is not None:
-        refuse_damaged(store, location)  # (here, not in a message's scan: see TokenStore.verify)
-    scanner = Scanner.from_config(config, store)
+    # one it cannot use does not stop it: WhenDatabaseDown, and tries every DatabaseRetry s
+    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"],
+                             logging.getLogger("spamkit.smtpfilter"))
+    if config["UseBayes"]:
+        database.open()
+    scanner = Scanner.from_config(config, database.store, database_down=database.down)
     scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
     scanner.warm_up()  # and what a scan loads on first use, while the files are readable
     hostname = our_name(config)
@@ -244,8 +271,12 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
         while not stop.wait(0.2):
             if reload.is_set():
                 reload.clear()
-                scanner = _reload(handler, scanner, config_path, store, autolearn)
+                scanner = _reload(handler, scanner, config_path, database.store, autolearn)
+            if database.due():
+                if (store := database.open()) is not None:
+                    scanner = _database_back(handler, scanner, store, autolearn)
+                else:  # (each message's log line says why as it is now)
+                    scanner.database_down = database.down
         controller.shutdown(lambda: handler.in_flight > 0)
     finally:
-        if store is not None:
-            store.close()
+        database.close()

@@ -17,7 +17,7 @@ from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
-from spamkit.store import open_store, refuse_damaged
+from spamkit.store.watch import DatabaseWatch
 from spamkit.verdict import Scanner, reload_logged
 
 _log = logging.getLogger("spamkit.spamd")
@@ -52,7 +52,9 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     The verdict is `spamkit check`'s (rules, Bayes, lists, at TagLevel); a failure answers
     an error code, on which spamc passes the message on unchanged. SIGTERM lets the
     scans in progress finish; SIGHUP reads the configuration, rules and lists again. It
-    does not run as root: started as root, it needs --user.
+    does not run as root: started as root, it needs --user. A token database it cannot
+    use (unreachable, or found damaged) does not stop it: each request gets
+    WhenDatabaseDown until a retry (every DatabaseRetry seconds) finds it sound.
     """
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
@@ -68,26 +70,37 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         raise click.BadParameter(str(error), param_hint="--allowed-ips") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
-    location = resolve_db_path(db_path, config_path)
-    store = open_store(location) if config["UseBayes"] else None
-    if store is not None:
-        refuse_damaged(store, location)  # (here, not in a message's scan: see TokenStore.verify)
+    # one it cannot use does not stop it: WhenDatabaseDown, and tries every DatabaseRetry s
+    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"], _log)
+    if config["UseBayes"]:
+        database.open()
     try:
-        scanner = Scanner.from_config(config, store)
+        scanner = Scanner.from_config(config, database.store, database_down=database.down)
         scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
         scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
         server = SpamdServer(service, allowed, max_children)
+
+        def database_back(current: Scanner) -> Scanner | None:
+            """The scanner over the database once it can be used again, or None."""
+            if not database.due():
+                return None
+            if (store := database.open()) is None:
+                current.database_down = database.down  # (each answer's log line says why as it is now)
+                return None
+            return current.with_store(store)
+
         asyncio.run(_serve(server, listen, socket_path, mode, account, max_children,
-                           lambda current: reload_logged(current, config_path, store, _log)))
+                           lambda current: reload_logged(current, config_path, database.store, _log),
+                           database_back))
     finally:
-        if store is not None:
-            store.close()
+        database.close()
 
 
 async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode: int,
                  account: pwd.struct_passwd | None, max_children: int,
-                 reload: Callable[[Scanner], Scanner | None]) -> None:
+                 reload: Callable[[Scanner], Scanner | None],
+                 database_back: Callable[[Scanner], Scanner | None]) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=max_children,
                                                  thread_name_prefix="spamkit-spamd"))
@@ -128,10 +141,22 @@ async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode
             _log.info("reload: configuration and rules (%d) read again", scanner.rules.report.loaded)
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
+
+    async def watch_database() -> None:
+        """A token database that could not be used is tried again (DatabaseWatch), on a
+        worker thread: opening and checking it may take a second."""
+        while True:
+            await asyncio.sleep(1)
+            scanner = await loop.run_in_executor(None, database_back, server.service.scanner)
+            if scanner is not None:
+                server.service.scanner = scanner
+
+    watching = loop.create_task(watch_database())
     click.echo(f"spamkit spamd: listening on {where}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
     async with listening:
         await stop.wait()
+        watching.cancel()
         listening.close()  # no new connections; those in progress finish
         while server.in_flight:
             await asyncio.sleep(0.05)

@@ -150,7 +150,7 @@ OPTIONS: tuple[Option, ...] = (
            "(redis://[:password@]host[:port][/N][?prefix=name:]) for a database several machines "
            "share (empty: $SPAMKIT_DB or the built-in location; --db overrides).", group="storage"),
     Option("WhenDatabaseDown", str, "tempfail", "What `serve` does with a message when the token "
-           "database cannot be reached (a Redis that is down): tempfail answers 451 and the "
+           "database cannot be used (a Redis that is down, an LMDB file found damaged at start): tempfail answers 451 and the "
            "client tries again later; rules scores it with the rules alone, without Bayes "
            "(autolearn=unavailable in X-Spam-Status); unscanned relays it with an X-Spam-Status "
            "header saying so. Never a verdict of ham. (`spamd` answers EX_TEMPFAIL, scores with "
@@ -158,6 +158,10 @@ OPTIONS: tuple[Option, ...] = (
            "on unchanged. `deliver` exits 75, scores with the rules, or delivers it unscanned; "
            "for `deliver`, a database the recipient may not read counts as down.)",
            choices=("tempfail", "rules", "unscanned"), group="storage"),
+    Option("DatabaseRetry", float, 30.0, "Seconds between tries of a token database `serve` or "
+           "`spamd` cannot use (unreachable, or found damaged as it opened): meanwhile every "
+           "message gets WhenDatabaseDown, and the database is used again from the first try "
+           "that finds it answering and sound.", minimum=1, maximum=3600, group="storage"),
     Option("MaxMessageSize", int, 500_000, "Bytes of a message that are scanned: `check` and "
            "`deliver` scan larger mail up to this size; `serve` passes it unscanned, with an "
            "X-Spam-Status header saying so.", minimum=1000, group="scanning"),

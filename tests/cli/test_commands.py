@@ -306,19 +306,6 @@ def test_a_damaged_page_header_is_exit_65_not_a_crash(
     assert spamkit("db", "dump", "--db", str(db)).stdout == dump_file.read_text()
 
 
-@pytest.mark.parametrize("service", ["serve", "spamd"])
-def test_a_service_will_not_start_on_a_damaged_file(tmp_path: Path, learned_db: Path, service: str) -> None:
-    """The filter and spamd walk the file once as they start, so that damage stops them
-    there with a message, not in the middle of a client's message with a crash."""
-    db = tmp_path / "db"
-    shutil.copytree(learned_db, db)
-    damage(db, "free space bounds")
-    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
-    result = spamkit(service, "--listen", "127.0.0.1:0", *as_user, "--db", str(db))
-    assert result.returncode == 65, result.stderr[-300:]
-    assert "is damaged (tokens: page" in result.stderr and "db reset --yes" in result.stderr
-
-
 def test_a_damaged_record_met_while_learning_is_exit_65(tmp_path: Path, folders: dict[str, Path]) -> None:
     """One token record of the wrong length (damage inside a file that opens): learning
     stops at the batch that meets it, reports what it committed, and exits 65 (damage,

@@ -23,13 +23,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{number}" + (f"?prefix={prefix}" if prefix else "")
 
 
-def start_redis(directory: Path, tls: tuple[Path, Path] | None = None) -> Iterator[RedisServer]:
-    """A redis-server on a free loopback port; with `tls` (certificate, key), that port
-    speaks only TLS (rediss://), clients not asked for certificates."""
+def start_redis(directory: Path, tls: tuple[Path, Path] | None = None,
+                port: int | None = None) -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port (or `port`: a server that comes up where a
+    client already looks for it); with `tls` (certificate, key), that port speaks only TLS
+    (rediss://), clients not asked for certificates."""
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is missing: install the Debian package `redis-server` "
                            "(scripts/install-test-deps.sh does)")
-    port = free_port()
+    port = port or free_port()
     listen = ["--port", str(port)]
     if tls is not None:
         certificate, key = tls

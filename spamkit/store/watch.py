@@ -1,0 +1,69 @@
+"""The token database of a long-running service (`serve`, `spamd`), which must not stop for it.
+
+A database the service could not use as it started, unreachable (a Redis not up yet after
+a power cut, or across a network that is down) or damaged (the LMDB file check), stopped
+the service. The mail then waited in the MTA's queue with no word from us, even where
+WhenDatabaseDown said to go on with the rules alone or unscanned (reliability checklist
+12: a classifier backend that fails gets the configured policy). Now the service starts
+without it: every message gets WhenDatabaseDown, and the database is tried again every
+DatabaseRetry seconds and used from the first time it opens, sound and answering. A
+damaged file is closed as soon as the check finds the damage: scoring never reads it,
+since LMDB follows a damaged page into a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from spamkit.errors import StoreError
+from spamkit.store.base import TokenStore
+
+
+class DatabaseWatch:
+    """Opens a service's token database, and again every `retry` seconds while it cannot."""
+
+    def __init__(self, location: str | os.PathLike[str] | None, retry: float, log: logging.Logger) -> None:
+        self.location = location
+        self.retry = retry
+        self.log = log
+        self.store: TokenStore | None = None
+        self.down: str | None = None  # why the database cannot be used now; None: it can
+        self._next_try = 0.0
+
+    def open(self) -> TokenStore | None:
+        """The store, open, sound and answering; or None, with the reason in `down`."""
+        from spamkit.store import describe_location, open_store, refuse_damaged
+
+        store: TokenStore | None = None
+        try:
+            store = open_store(self.location)
+            refuse_damaged(store, self.location)
+            store.meta_value("tokenizer")  # (Redis is asked something: it answers or raises)
+        except (StoreError, OSError) as error:
+            if store is not None:
+                store.close()
+            self._failed(str(error) or type(error).__name__)
+            return None
+        if self.down is not None:
+            self.log.warning("the token database %s can be used again: scoring with Bayes",
+                             describe_location(self.location))
+        self.down, self.store = None, store
+        return store
+
+    def due(self) -> bool:
+        """Whether the database is down and the time to try it again has come."""
+        return self.down is not None and time.monotonic() >= self._next_try
+
+    def _failed(self, reason: str) -> None:
+        if reason != self.down:  # (said once, and again only when the reason changes)
+            self.log.error("the token database cannot be used: %s. Until it can, every message "
+                           "gets WhenDatabaseDown; it is tried again every %g s", reason, self.retry)
+        self.down = reason
+        self._next_try = time.monotonic() + self.retry
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None

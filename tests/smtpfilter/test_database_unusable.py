@@ -1,0 +1,172 @@
+"""Reliability checklist 12 as a service starts: a token database `serve` or `spamd` cannot
+use then (a Redis not up yet, an LMDB file the check finds damaged) does not stop it. Each
+message gets WhenDatabaseDown, and the database is used from the first retry
+(DatabaseRetry) that finds it answering and sound, with no restart."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from corpora import CorpusMessage
+from spamkit.store import LmdbStore
+from spamkit.store.redis import RedisStore
+from tests.engine.lmdbdamage import damage
+from tests.servers.net import free_port, wait_for_port
+from tests.servers.redis import start_redis
+from tests.servers.serve import start_serve, stop_serve
+from tests.servers.smtp_sink import Sink
+from tests.servers.swaks import swaks
+
+
+def _ham(tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> Path:
+    path = tmp_path / "ham.eml"
+    path.write_bytes(next(m for m in split[1] if m.label == "ham").data)
+    return path
+
+
+def _until(condition: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _database_copy(trained_db: Path) -> Path:
+    """A copy of the trained database where the user a service runs as (nobody, under
+    root) may reach it once it is restored: pytest's own directories are root's alone."""
+    where = Path(tempfile.mkdtemp(prefix="spamkit-unusable-"))
+    where.chmod(0o755)
+    shutil.copytree(trained_db, where / "db")
+    return where / "db"
+
+
+def _repair(db: Path, dump: str) -> None:
+    """What the error tells the administrator to do: move the damaged file aside and
+    restore the last dump; then give it to the user the service runs as."""
+    for command in (["db", "reset", "--yes"], ["db", "restore", "-"]):
+        subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(db)], input=dump,
+                       text=True, capture_output=True, timeout=120, check=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "nobody", str(db)], check=True)
+
+
+def test_serve_started_before_its_redis_uses_the_policy_then_the_database(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """A reboot that starts the filter before Redis: it exited 75 whatever WhenDatabaseDown
+    said, and the MTA in front deferred every message. Now it scores with the rules alone
+    (here) until Redis answers, and with Bayes from then on."""
+    port = free_port()
+    location = f"redis://127.0.0.1:{port}/0"
+    config = tmp_path / "spamkit.toml"
+    config.write_text('WhenDatabaseDown = "rules"\nDatabaseRetry = 1\n')
+    ham = _ham(tmp_path, split)
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as lmdb:
+        lmdb.dump(dump)
+    process, filter_port = start_serve(sink.port, location, config)
+    (tmp_path / "redis").mkdir()
+    servers = start_redis(tmp_path / "redis", port=port)
+    try:
+        assert swaks(filter_port, ham).startswith("250")
+        [rules_alone] = sink.messages()
+        assert b"autolearn=unavailable" in rules_alone and b"BAYES_" not in rules_alone
+        next(servers)
+        with RedisStore(location) as store:
+            store.restore(io.StringIO(dump.getvalue()))
+
+        def scored_with_bayes() -> bool:
+            assert swaks(filter_port, ham).startswith("250")
+            return any(b"BAYES_00" in message for message in sink.messages())
+
+        assert _until(scored_with_bayes)
+    finally:
+        status, stderr = stop_serve(process)
+        servers.close()
+    assert status == 0
+    log = stderr.decode()
+    assert "the token database cannot be used: cannot reach the database" in log
+    assert f"the token database redis://127.0.0.1:{port}/0 can be used again" in log
+
+
+def test_serve_on_a_damaged_file_defers_then_scores_once_it_is_restored(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """It would not start on a damaged file (exit 65), so the MTA in front had only a
+    connection refused to go on. Now it runs and answers what WhenDatabaseDown says (451,
+    the default); the damaged file is never read for a message; and once the administrator
+    has restored the last dump in its place, it scores with it, without a restart."""
+    db = _database_copy(trained_db)
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as store:
+        store.dump(dump)
+    damage(db, "free space bounds")
+    config = tmp_path / "spamkit.toml"
+    config.write_text("DatabaseRetry = 1\n")
+    ham = _ham(tmp_path, split)
+    process, port = start_serve(sink.port, db, config)
+    try:
+        reply = swaks(port, ham)
+        assert reply.startswith("451") and "Spam database unavailable" in reply, reply
+        assert sink.messages() == []
+        _repair(db, dump.getvalue())
+        ok = _until(lambda: swaks(port, ham).startswith("250"))
+    finally:
+        status, stderr = stop_serve(process)
+        shutil.rmtree(db.parent)
+    assert ok, stderr.decode()[-3000:]
+    assert status == 0
+    [relayed] = sink.messages()
+    assert b"BAYES_00" in relayed
+    log = stderr.decode()
+    assert "is damaged (tokens: page" in log and "db reset --yes" in log
+    assert f"the token database {db} can be used again" in log
+
+
+def test_spamd_on_a_damaged_file_scores_with_the_rules_then_with_the_restored_database(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """The same for `spamkit spamd`, with WhenDatabaseDown = "rules"."""
+    db = _database_copy(trained_db)
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as store:
+        store.dump(dump)
+    damage(db, "child link")
+    (tmp_path / "spamkit.toml").write_text('WhenDatabaseDown = "rules"\nDatabaseRetry = 1\n')
+    port = free_port()
+    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
+                                *as_user, "--db", str(db), "--config", str(tmp_path / "spamkit.toml")],
+                               stderr=subprocess.PIPE)
+    message = _ham(tmp_path, split).read_bytes()
+    request = b"SYMBOLS SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+
+    def symbols() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(request)
+            client.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: client.recv(65536), b""))
+
+    try:
+        wait_for_port(port, 120)
+        rules_alone = symbols()
+        assert rules_alone.startswith(b"SPAMD/1.1 0 EX_OK\r\n") and b"BAYES_" not in rules_alone
+        _repair(db, dump.getvalue())
+        assert _until(lambda: b"BAYES_00" in symbols())
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+        shutil.rmtree(db.parent)
+    assert process.returncode == 0
+    log = stderr.decode()
+    assert "is damaged (tokens:" in log and f"the token database {db} can be used again" in log
