@@ -14,6 +14,7 @@ import math
 import re
 import time
 
+from smtpfilter.archive import ArchiveCopy
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.logtext import printable
@@ -43,7 +44,7 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 
 class FilterHandler:
-    def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str = "",
+    def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str | ArchiveCopy = "",
                  metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
                  scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True,
                  trace: Trace | None = None) -> None:
@@ -61,7 +62,8 @@ class FilterHandler:
         self.forwarders = Networks(forwarders)
         self.next_hop = next_hop
         self.relay = RelayPool(*next_hop)
-        self.bcc = bcc  # an archive copy of every relayed message goes here too
+        # the archive copy (BccAddress, BccMode, BccDirection); a plain address: of every message
+        self.bcc = bcc if isinstance(bcc, ArchiveCopy) else ArchiveCopy(bcc)
         self.metrics = metrics
         self.in_flight = 0  # messages between the end of DATA and the reply
 
@@ -151,7 +153,7 @@ class FilterHandler:
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
-            if len(envelope.rcpt_tos) >= self.recipient_room():
+            if len(envelope.rcpt_tos) >= self.recipient_room(tx.peer):
                 self._refused(tx, "rcpt", Decision(Action.TEMPFAIL, NEXT_HOP_FULL, "next-hop"), address)
                 return NEXT_HOP_FULL
             if self.verify_recipients:
@@ -170,14 +172,14 @@ class FilterHandler:
             log.exception("RCPT failed")
             return TEMPFAIL
 
-    def recipient_room(self) -> int | float:
-        """How many recipients one message may have on the way to the next hop: no cap
-        until it has said it has one (RelayPool.recipient_limit), and one fewer when the
-        archive copy (BccAddress) goes in the same transaction."""
+    def recipient_room(self, client: str) -> int | float:
+        """How many recipients a message from `client` may have on the way to the next
+        hop: no cap until it has said it has one (RelayPool.recipient_limit), and one fewer
+        when the archive copy (BccAddress) goes in the same transaction."""
         limit = self.relay.recipient_limit
         if limit is None:
             return math.inf
-        return max(limit - 1, 1) if self.bcc else limit
+        return max(limit - 1, 1) if self.bcc.address_for(client) else limit
 
     async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
         """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or
@@ -239,8 +241,10 @@ class FilterHandler:
                 reply, deciding = decision.reply, decision.filter
             else:
                 options = {option.upper() for option in envelope.mail_options}
+                archive = self.bcc.address_for(tx.peer)
+                tx.data = self.bcc.header(archive) + tx.data
                 reply = await loop.run_in_executor(
-                    None, functools.partial(self.relay.send, tx.mail_from, tx.rcpt_tos, tx.data, self.bcc,
+                    None, functools.partial(self.relay.send, tx.mail_from, tx.rcpt_tos, tx.data, archive,
                                             smtputf8="SMTPUTF8" in options,
                                             eight_bit="BODY=8BITMIME" in options,
                                             dsn=getattr(envelope, "spamkit_dsn", None),

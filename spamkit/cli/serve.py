@@ -23,6 +23,7 @@ from spamkit.store.watch import DatabaseWatch
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
+    from smtpfilter.archive import ArchiveCopy
     from smtpfilter.chain import FilterChain
     from smtpfilter.dns import DnsClient
     from smtpfilter.server import FilterHandler
@@ -133,11 +134,19 @@ def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> No
     from smtpfilter.trace import Trace
 
     handler.chain = chain
-    handler.bcc = scanner.config["BccAddress"]
+    handler.bcc = archive_copy(scanner.config)
     handler.scan_budget = scanner.config["ScanBudget"]
     handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
     if handler.trace is not None:  # (DnsServers, DnsTimeout)
         handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
+
+
+def archive_copy(config: Config) -> ArchiveCopy:
+    from smtpfilter.archive import ArchiveCopy
+    from smtpfilter.networks import LocalClients
+
+    return ArchiveCopy(config["BccAddress"], config["BccMode"], config["BccDirection"],
+                       LocalClients(config["LocalNetworks"], config["RelayClients"]))
 
 
 def _trace_dns(config: Config) -> DnsClient | None:
@@ -239,7 +248,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
     handler = FilterHandler(build_chain(config, scanner, autolearn), host_port(next_hop),
-                            config["BccAddress"], metrics, forwarders=tuple(config["RelayClients"]),
+                            archive_copy(config), metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
                             verify_recipients=config["SmtpVerifyRecipients"],
                             trace=Trace(_trace_dns(config), hostname))

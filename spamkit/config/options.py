@@ -230,8 +230,17 @@ OPTIONS: tuple[Option, ...] = (
            "header and its Authentication-Results and Received-SPF (Postfix's myhostname, "
            "qpsmtpd's me); empty: the machine's fully qualified name.", group="smtp",
            value_problem=host_name_problem),
-    Option("BccAddress", str, "", "An archive copy of every relayed message also goes here.",
+    Option("BccAddress", str, "", "An archive copy of every relayed message also goes here "
+           "(SME's Bcc and BccUser; which messages: BccDirection).",
            group="smtp", value_problem=lambda text: address_problem(text) if text else None),
+    Option("BccMode", str, "bcc", "How the archive copy shows: bcc adds nothing; cc adds "
+           "X-Copied-To: <BccAddress> to each copied message, as SME does unless its BccMode "
+           "is bcc (recipients then see where their mail is archived).",
+           choices=("bcc", "cc"), group="smtp"),
+    Option("BccDirection", str, "all", "Which messages BccAddress gets: all; outgoing, the mail "
+           "of our own clients (LocalNetworks, RelayClients: SME's \"copy of outgoing emails "
+           "only\"); or incoming, everyone else's.", choices=("all", "outgoing", "incoming"),
+           group="smtp"),
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
            group="smtp", value_problem=endpoint_problem),
     Option("TlsCertificate", str, "", "PEM certificate (with its chain) for STARTTLS; with "

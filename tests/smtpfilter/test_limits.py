@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from smtpfilter.archive import ArchiveCopy
 from smtpfilter.chain import FilterChain
 from smtpfilter.limits import LimitedController, LimitedSMTP, SessionLimits
 from smtpfilter.metrics import Metrics
@@ -19,7 +20,7 @@ from tests.servers.smtp_sink import Sink, free_port, start_sink
 MESSAGE = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
-def start(sink: Sink, limits: SessionLimits, bcc: str = "", metrics: Metrics | None = None
+def start(sink: Sink, limits: SessionLimits, bcc: str | ArchiveCopy = "", metrics: Metrics | None = None
           ) -> tuple[LimitedController, int]:
     port = free_port()
     handler = FilterHandler(FilterChain([]), ("127.0.0.1", sink.port), bcc, metrics)
@@ -99,6 +100,30 @@ def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
     finally:
         server.shutdown()
         controller.stop()
+
+
+@pytest.mark.parametrize(("direction", "ours", "copied"), [
+    ("all", [], True), ("outgoing", ["127.0.0.0/8"], True), ("outgoing", [], False),
+    ("incoming", [], True), ("incoming", ["127.0.0.1"], False)])
+@pytest.mark.parametrize("mode", ["bcc", "cc"])
+def test_the_archive_copy_takes_the_direction_and_mode_sme_offers(
+        sink: Sink, direction: str, ours: list[str], copied: bool, mode: str) -> None:
+    """SME's "keep a copy of all emails" and "of outgoing emails only", and its BccMode:
+    the copy goes where BccDirection says (outgoing: from our own clients, here the test's
+    client when 127.0.0.1 is one of them), and in "cc" mode the message says so in
+    X-Copied-To, which "bcc" leaves out."""
+    from smtpfilter.networks import LocalClients
+
+    archive = ArchiveCopy("archive@example.org", mode, direction, LocalClients(ours, []))
+    controller, port = start(sink, SessionLimits(), bcc=archive)
+    try:
+        send(port, ["b@example.org"])
+    finally:
+        controller.stop()
+    [delivered] = sink.messages()
+    trace, _ = delivered.split(b"\n\n", 1)  # (smtp-sink's X-Rcpt-Args, then our message's headers)
+    assert (b"X-Rcpt-Args: <archive@example.org>" in trace) is copied
+    assert (b"\nX-Copied-To: <archive@example.org>\n" in trace) is (copied and mode == "cc")
 
 
 def test_no_client_is_greeted_before_before_serving_returns(sink: Sink) -> None:

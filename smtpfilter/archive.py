@@ -1,0 +1,37 @@
+"""The archive copy: SME's "keep a copy of all emails" (qpsmtpd's Bcc), or of outgoing ones.
+
+Every relayed message whose direction BccDirection takes also goes to BccAddress, in the
+same transaction (smtpfilter/relay.py). Outgoing mail is mail from our own clients
+(LocalNetworks and RelayClients, the clients the checks for strangers leave alone);
+incoming is everyone else's. Behind an MTA that sends no XFORWARD, every client is that
+MTA, so there every message counts as outgoing if the MTA is one of our own clients.
+BccMode "cc" marks each copied message with `X-Copied-To: <address>`, as SME's default
+does; "bcc" (ours) adds nothing, so recipients do not learn of the archive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smtpfilter.networks import LocalClients, Networks
+
+
+@dataclass(frozen=True)
+class ArchiveCopy:
+    address: str = ""  # BccAddress; empty: no copies
+    mode: str = "bcc"  # BccMode
+    direction: str = "all"  # BccDirection
+    ours: Networks = field(default_factory=lambda: LocalClients([], []))
+
+    def address_for(self, client: str) -> str:
+        """Where the copy of a message from `client` goes: BccAddress, or "" for none."""
+        if not self.address or self.direction == "all":
+            return self.address
+        outgoing = client in self.ours
+        return self.address if outgoing == (self.direction == "outgoing") else ""
+
+    def header(self, address: str) -> bytes:
+        """What the copied message gains: X-Copied-To in "cc" mode, else nothing."""
+        if self.mode != "cc" or not address:
+            return b""
+        return b"X-Copied-To: <" + address.encode("utf-8") + b">\r\n"
