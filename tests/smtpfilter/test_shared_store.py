@@ -63,6 +63,16 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
         without_bayes = [m for m in relayed if b"autolearn=unavailable" in m]
         assert len(without_bayes) == 1 and b"BAYES_" not in without_bayes[0], "rules: scored without Bayes"
         assert sum(b"X-Spam-Status: unscanned, spam database unavailable" in m for m in relayed) == 1
+        # Redis back (here empty, and then restored): each filter scores with it again
+        servers.close()
+        (tmp_path / "again").mkdir()
+        servers = start_redis(tmp_path / "again", port=redis.port)
+        next(servers)
+        with RedisStore(location) as store:
+            store.restore(io.StringIO(dump.getvalue()))
+        replies = {policy: swaks(port, ham) for policy, (_, port) in zip(policies, filters)}
+        assert all(reply.startswith("250") for reply in replies.values()), replies
+        assert sum(b"tests=BAYES_00" in m and b"autolearn=no" in m for m in sink.messages()) == 6
     finally:
         for process, _ in filters:
             stop_serve(process)
