@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import time
 
 from spamkit.errors import StoreError
@@ -44,7 +45,7 @@ class DatabaseWatch:
         except (StoreError, OSError) as error:
             if store is not None:
                 store.close()
-            self._failed(str(error) or type(error).__name__)
+            self._failed(_why(error))
             return None
         if self.down is not None:
             self.log.warning("the token database %s can be used again: scoring with Bayes",
@@ -67,3 +68,14 @@ class DatabaseWatch:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def _why(error: Exception) -> str:
+    """The reason to log. A service started as root opens its database before it gives
+    root up (contrib/systemd); a retry runs as the user it became, which may not open a
+    database only root may: then only a restart can open it again."""
+    if isinstance(error, PermissionError) and os.geteuid() != 0:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        return (f"{error.strerror}: {error.filename} (as user {user}; a database it opened as "
+                "root at start needs a restart of the service to be opened again)")
+    return str(error) or type(error).__name__

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from corpora import CorpusMessage
 from spamkit.store import LmdbStore
 from spamkit.store.redis import RedisStore
@@ -170,3 +172,33 @@ def test_spamd_on_a_damaged_file_scores_with_the_rules_then_with_the_restored_da
     assert process.returncode == 0
     log = stderr.decode()
     assert "is damaged (tokens:" in log and f"the token database {db} can be used again" in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to start as root and give it up")
+def test_a_database_only_root_may_open_again_is_said_to_need_a_restart(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Started as root (contrib/systemd), the filter opens its database before it becomes
+    its own user; a retry runs as that user, who may not open a database only root may.
+    The log says so, and what to do, rather than a bare "Permission denied"."""
+    db = tmp_path / "db"  # (pytest's directories are root's alone)
+    shutil.copytree(trained_db, db)
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as store:
+        store.dump(dump)
+    damage(db, "free space bounds")
+    config = tmp_path / "spamkit.toml"
+    config.write_text("DatabaseRetry = 1\n")
+    process, port = start_serve(sink.port, db, config)
+    try:
+        assert swaks(port, _ham(tmp_path, split)).startswith("451")
+        for command in (["db", "reset", "--yes"], ["db", "restore", "-"]):
+            subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(db)],
+                           input=dump.getvalue(), text=True, capture_output=True, timeout=120, check=True)
+        time.sleep(2.5)  # (two retries)
+        assert swaks(port, _ham(tmp_path, split)).startswith("451")
+    finally:
+        status, stderr = stop_serve(process)
+    assert status == 0
+    assert (f"the token database cannot be used: Permission denied: {db} (as user nobody; a "
+            "database it opened as root at start needs a restart of the service") in stderr.decode()
