@@ -64,8 +64,8 @@ class RelayPool:
         if self.recipient_limit is None or limit < self.recipient_limit:
             self.recipient_limit = limit
             log.warning("the next hop %s:%d takes at most %d recipients a message (%s): more are "
-                        "answered 452 at RCPT, so that senders send them in another transaction",
-                        self.host, self.port, limit, how)
+                        "answered 452 at RCPT, so that senders send them in another transaction, "
+                        "until serve restarts", self.host, self.port, limit, how)
 
     def _read_limits(self, client: smtplib.SMTP) -> None:
         """LIMITS RCPTMAX=n in the next hop's EHLO reply (RFC 9422)."""
