@@ -5,8 +5,9 @@ on and the message is spam. Written to tmp/, synced, then renamed into new/, so 
 leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0
 delivered, 75 (EX_TEMPFAIL) try again later, 69 (EX_UNAVAILABLE) no such user: the MTA
 keeps, retries or bounces accordingly. A token
-database that is down or that this user may not read is dealt with as WhenDatabaseDown
-says (75 by default; or the rules alone; or unscanned, with a header saying so).
+database that is down, that this user may not read, or that is found damaged is dealt
+with as WhenDatabaseDown says (75 by default; or the rules alone; or unscanned, with a
+header saying so).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import Config, load_config
-from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreUnavailable
+from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, unscanned
 from trainer.maildir import folder_path
@@ -97,7 +98,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
     store = None
     try:
         store = _store(db_path, config_path, config["UseBayes"])
-    except (PermissionError, StoreUnavailable) as error:
+    except (PermissionError, StoreError) as error:  # (unreachable, unreadable or damaged)
         down = _why_unreadable(error)
     try:
         scanner = Scanner.from_config(config, store)
@@ -105,7 +106,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
             try:
                 verdict = scanner.scan(data, sender, recipients)
                 return verdict.rewrite(data), verdict.is_spam
-            except StoreUnavailable as error:
+            except StoreError as error:  # (gone since, or damage LMDB met as it read)
                 down = str(error)
         policy = config["WhenDatabaseDown"]
         if policy == "tempfail":

@@ -138,6 +138,42 @@ def test_a_database_that_is_down_is_dealt_with_as_when_database_down_says(
         assert data.startswith(b"X-Spam-Status: unscanned, spam database unavailable\n")
 
 
+@pytest.mark.parametrize("policy", ["tempfail", "rules"])
+def test_a_damaged_database_is_dealt_with_as_when_database_down_says(
+        tmp_path: Path, trained_db: Path, policy: str) -> None:
+    """Token records the wrong length (damage LMDB opens and reads past): `deliver`
+    deferred the mail (75) whatever WhenDatabaseDown said, where the filter and spamd now
+    apply it to a database found damaged. Now tempfail still defers, and rules delivers
+    it scored with the rules alone."""
+    import lmdb
+
+    from spamkit.analysis import Analyzer
+
+    db = tmp_path / "db"
+    shutil.copytree(trained_db, db)
+    env = lmdb.open(str(db), max_dbs=8)
+    with env.begin(write=True) as txn:
+        tokens = env.open_db(b"tokens", txn=txn)
+        for key in Analyzer().analyze(FORGED).hashes:
+            txn.put(key, b"\x01\x02\x03", db=tokens)
+    env.close()
+    root = tmp_path / "users"
+    (root / "dave" / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'WhenDatabaseDown = "{policy}"\n')
+    result = deliver("dave", FORGED, root, db, config)
+    new = root / "dave" / "Maildir" / "new"
+    if policy == "tempfail":
+        assert result.returncode == 75, result.stderr
+        assert b"is damaged" in result.stderr and b"WhenDatabaseDown=tempfail" in result.stderr
+        assert not new.exists() or list(new.iterdir()) == []
+        return
+    assert result.returncode == 0, result.stderr
+    [delivered] = list(new.iterdir())
+    assert re.search(rb"^X-Spam-Status: No, score=\S+ required=5\.0 .*autolearn=unavailable",
+                     delivered.read_bytes(), re.M)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to deliver as another user")
 def test_run_as_root_it_writes_as_the_maildirs_owner(
         trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
