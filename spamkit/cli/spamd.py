@@ -83,6 +83,9 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
 
         def database_back(current: Scanner) -> Scanner | None:
             """The scanner over the database once it can be used again, or None."""
+            if database.down is None:  # (a SIGHUP's scanner, made as a retry brought it back)
+                stale = current.database_down is not None and database.store is not None
+                return current.with_store(database.store) if stale else None
             if not database.due():
                 return None
             if (store := database.open()) is None:
