@@ -44,23 +44,33 @@ def _until(condition: Callable[[], bool], seconds: float = 20) -> bool:
     return False
 
 
-def _database_copy(trained_db: Path) -> Path:
-    """A copy of the trained database where the user a service runs as (nobody, under
-    root) may reach it once it is restored: pytest's own directories are root's alone."""
+def _reachable_directory() -> Path:
+    """A directory where the user a service runs as (nobody, under root) may reach a
+    database once it is restored: pytest's own directories are root's alone."""
     where = Path(tempfile.mkdtemp(prefix="spamkit-unusable-"))
     where.chmod(0o755)
-    shutil.copytree(trained_db, where / "db")
-    return where / "db"
+    return where
 
 
-def _repair(db: Path, dump: str) -> None:
+def _damaged_copy(trained_db: Path, db: Path, kind: str) -> str:
+    """`trained_db` copied to `db` and damaged there (tests/engine/lmdbdamage.py); returns
+    the administrator's last backup: a dump of it from before the damage."""
+    shutil.copytree(trained_db, db)
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as store:
+        store.dump(dump)
+    damage(db, kind)
+    return dump.getvalue()
+
+
+def _repair(db: Path, dump: str, give_to: str | None = "nobody") -> None:
     """What the error tells the administrator to do: move the damaged file aside and
-    restore the last dump; then give it to the user the service runs as."""
+    restore the last dump; then, as root, give it to the user the service runs as."""
     for command in (["db", "reset", "--yes"], ["db", "restore", "-"]):
         subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(db)], input=dump,
                        text=True, capture_output=True, timeout=120, check=True)
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", "nobody", str(db)], check=True)
+    if give_to is not None and os.geteuid() == 0:
+        subprocess.run(["chown", "-R", give_to, str(db)], check=True)
 
 
 def test_serve_started_before_its_redis_uses_the_policy_then_the_database(
@@ -109,11 +119,8 @@ def test_serve_on_a_damaged_file_defers_then_scores_once_it_is_restored(
     connection refused to go on. Now it runs and answers what WhenDatabaseDown says (451,
     the default); the damaged file is never read for a message; and once the administrator
     has restored the last dump in its place, it scores with it, without a restart."""
-    db = _database_copy(trained_db)
-    dump = io.StringIO()
-    with LmdbStore(trained_db) as store:
-        store.dump(dump)
-    damage(db, "free space bounds")
+    db = _reachable_directory() / "db"
+    dump = _damaged_copy(trained_db, db, "free space bounds")
     config = tmp_path / "spamkit.toml"
     config.write_text("DatabaseRetry = 1\n")
     ham = _ham(tmp_path, split)
@@ -122,7 +129,7 @@ def test_serve_on_a_damaged_file_defers_then_scores_once_it_is_restored(
         reply = swaks(port, ham)
         assert reply.startswith("451") and "Spam database unavailable" in reply, reply
         assert sink.messages() == []
-        _repair(db, dump.getvalue())
+        _repair(db, dump)
         ok = _until(lambda: swaks(port, ham).startswith("250"))
     finally:
         status, stderr = stop_serve(process)
@@ -139,11 +146,8 @@ def test_serve_on_a_damaged_file_defers_then_scores_once_it_is_restored(
 def test_spamd_on_a_damaged_file_scores_with_the_rules_then_with_the_restored_database(
         tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """The same for `spamkit spamd`, with WhenDatabaseDown = "rules"."""
-    db = _database_copy(trained_db)
-    dump = io.StringIO()
-    with LmdbStore(trained_db) as store:
-        store.dump(dump)
-    damage(db, "child link")
+    db = _reachable_directory() / "db"
+    dump = _damaged_copy(trained_db, db, "child link")
     (tmp_path / "spamkit.toml").write_text('WhenDatabaseDown = "rules"\nDatabaseRetry = 1\n')
     port = free_port()
     as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
@@ -163,7 +167,7 @@ def test_spamd_on_a_damaged_file_scores_with_the_rules_then_with_the_restored_da
         wait_for_port(port, 120)
         rules_alone = symbols()
         assert rules_alone.startswith(b"SPAMD/1.1 0 EX_OK\r\n") and b"BAYES_" not in rules_alone
-        _repair(db, dump.getvalue())
+        _repair(db, dump)
         assert _until(lambda: b"BAYES_00" in symbols())
     finally:
         process.terminate()
@@ -182,19 +186,13 @@ def test_a_database_only_root_may_open_again_is_said_to_need_a_restart(
     its own user; a retry runs as that user, who may not open a database only root may.
     The log says so, and what to do, rather than a bare "Permission denied"."""
     db = tmp_path / "db"  # (pytest's directories are root's alone)
-    shutil.copytree(trained_db, db)
-    dump = io.StringIO()
-    with LmdbStore(trained_db) as store:
-        store.dump(dump)
-    damage(db, "free space bounds")
+    dump = _damaged_copy(trained_db, db, "free space bounds")
     config = tmp_path / "spamkit.toml"
     config.write_text("DatabaseRetry = 1\n")
     process, port = start_serve(sink.port, db, config)
     try:
         assert swaks(port, _ham(tmp_path, split)).startswith("451")
-        for command in (["db", "reset", "--yes"], ["db", "restore", "-"]):
-            subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(db)],
-                           input=dump.getvalue(), text=True, capture_output=True, timeout=120, check=True)
+        _repair(db, dump, give_to=None)
         time.sleep(2.5)  # (two retries)
         assert swaks(port, _ham(tmp_path, split)).startswith("451")
     finally:
