@@ -142,6 +142,7 @@ def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> No
 
 
 def archive_copy(config: Config) -> ArchiveCopy:
+    """BccAddress, BccMode and BccDirection, with the clients that count as ours."""
     from smtpfilter.archive import ArchiveCopy
     from smtpfilter.networks import LocalClients
 

@@ -150,13 +150,14 @@ OPTIONS: tuple[Option, ...] = (
            "(redis://[:password@]host[:port][/N][?prefix=name:]) for a database several machines "
            "share (empty: $SPAMKIT_DB or the built-in location; --db overrides).", group="storage"),
     Option("WhenDatabaseDown", str, "tempfail", "What `serve` does with a message when the token "
-           "database cannot be used (a Redis that is down, an LMDB file found damaged at start): tempfail answers 451 and the "
-           "client tries again later; rules scores it with the rules alone, without Bayes "
+           "database cannot be used (a Redis that is down, a file found damaged): tempfail "
+           "answers 451 and the client tries again later; rules scores it with the rules alone, without Bayes "
            "(autolearn=unavailable in X-Spam-Status); unscanned relays it with an X-Spam-Status "
            "header saying so. Never a verdict of ham. (`spamd` answers EX_TEMPFAIL, scores with "
            "the rules, or answers EX_UNAVAILABLE; spamc passes a message it got no verdict for "
            "on unchanged. `deliver` exits 75, scores with the rules, or delivers it unscanned; "
-           "for `deliver`, a database the recipient may not read counts as down.)",
+           "for `deliver`, a database the recipient may not read counts as down. `serve` and "
+           "`spamd` try a database they could not use again every DatabaseRetry seconds.)",
            choices=("tempfail", "rules", "unscanned"), group="storage"),
     Option("DatabaseRetry", float, 30.0, "Seconds between tries of a token database `serve` or "
            "`spamd` cannot use (unreachable, or found damaged as it opened): meanwhile every "
