@@ -35,11 +35,30 @@ from smtpfilter.parameters import DsnRequest, xtext
 log = logging.getLogger("spamkit.smtpfilter")
 
 RELAY_TIMEOUT = 60.0  # below Postfix's 100 s smtpd_proxy_timeout
+# refusals one kept-open connection may collect before it is replaced. An MTA counts a
+# client's errors per session: Postfix answers each one past smtpd_soft_error_limit (10)
+# only after a pause of a second and more, and drops the client at smtpd_hard_error_limit
+# (20). Recipients refused at RCPT (SmtpVerifyRecipients, under a dictionary attack every
+# few RCPTs) each count, so a connection kept for hours reached both: each refusal then
+# held a worker thread for 1-4 s. A new connection starts at none.
+ERROR_BUDGET = 5
 
 
 def _text(message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     return " ".join(text.split())
+
+
+class _Connection(smtplib.SMTP):
+    """A connection to the next hop that counts the refusals (4xx and 5xx) it has heard."""
+
+    refusals = 0
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, message = super().getreply()
+        if code >= 400:
+            self.refusals += 1
+        return code, message
 
 
 class RelayPool:
@@ -75,24 +94,30 @@ class RelayPool:
                 self._learn_limit(int(value), "LIMITS RCPTMAX")
 
     def _client(self) -> smtplib.SMTP:
-        client: smtplib.SMTP | None = getattr(self._local, "client", None)
+        client: _Connection | None = getattr(self._local, "client", None)
+        if client is not None and client.refusals >= ERROR_BUDGET:
+            self._drop(polite=True)
+            client = None
         if client is not None:
             try:
                 client.rset()
                 return client
             except (smtplib.SMTPException, OSError):
                 self._drop()
-        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        client = _Connection(self.host, self.port, timeout=self.timeout)
         self._local.client = client
         return client
 
-    def _drop(self) -> None:
+    def _drop(self, polite: bool = False) -> None:
+        """Forget this thread's connection: closed, or when `polite` ended with QUIT."""
         client = getattr(self._local, "client", None)
         self._local.client = None
         if client is not None:
             try:
+                if polite:
+                    client.quit()
                 client.close()
-            except OSError:
+            except (smtplib.SMTPException, OSError):
                 pass
 
     def send(self, mail_from: str, rcpt_tos: list[str], data: bytes, archive: str = "",

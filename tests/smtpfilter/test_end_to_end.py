@@ -505,6 +505,33 @@ def test_an_address_that_is_not_utf8_is_refused_as_malformed_not_deferred(
         assert stop_serve(process)[0] == 0
 
 
+def test_many_refused_recipients_never_run_the_next_hop_connection_into_its_error_limits(
+        tmp_path: Path, trained_db: Path, postfix: PostfixNextHop) -> None:
+    """Each recipient the next hop refuses at RCPT is an error on the filter's kept-open
+    connection to it, and Postfix slows a client down past 10 errors a session (1-4 s a
+    reply, which held a worker thread as long) and drops it at 20 ("too many errors").
+    A dictionary attack got there in a few dozen RCPTs. The filter now replaces a
+    connection after 5 refusals: Postfix never reaches its limits, and each recipient
+    still hears the next hop's own answer."""
+    import smtplib
+
+    log = postfix.config.parent / "maillog"
+    before = log.read_text(errors="replace").count("too many errors")
+    process, port = start_serve(postfix.port, trained_db, tmp_path / "none.toml")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
+            client.ehlo()
+            client.mail("a@example.org")
+            replies = [client.rcpt("refused@example.org")[0] for _ in range(25)]
+            assert replies == [554] * 25
+            assert client.rcpt("b@example.org")[0] == 250
+            client.rset()
+    finally:
+        assert stop_serve(process)[0] == 0
+    subprocess.run(["postfix", "-c", str(postfix.config), "flush"], capture_output=True, timeout=30)
+    assert log.read_text(errors="replace").count("too many errors") == before
+
+
 @pytest.mark.parametrize("archive", ["archive@example.org", "refused@example.org"])
 def test_the_archive_copy_goes_with_the_message_and_its_refusal_stops_nothing(
         tmp_path: Path, trained_db: Path, postfix: PostfixNextHop, archive: str) -> None:
