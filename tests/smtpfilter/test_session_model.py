@@ -24,17 +24,19 @@ from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, t
 from smtpfilter.limits import LimitedController, SessionLimits
 from smtpfilter.plugins.envelope import BadMailFrom, BadRcptTo
 from smtpfilter.server import FilterHandler
+from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 
 SENDERS = [b"a@example.org", b"", b"someone@bad.example", b"B.Jones+tag@example.net"]
 RECIPIENTS = [b"b@example.org", b"c@example.org", b"refused@example.org", b"Postmaster",
               b"d@example.net"]
+# the content checks' verdict (ContentVerdict), most often none
+VERDICT = st.sampled_from([b"", b"", b"", b"REFUSE-ME", b"DEFER-ME"])
 LINES = st.one_of(
     st.sampled_from([b"", b".", b"..", b".hidden", b"From the start", b"Subject: in the body",
                      b"a\nbare LF", b"a\rbare CR", b"\n.\r\nMAIL FROM:<evil@example.net>",
-                     b"caf\xc3\xa9 8-bit", b"\xff\xfe not UTF-8", b"x" * 990, b"REFUSE-ME",
-                     b"DEFER-ME"]),
+                     b"caf\xc3\xa9 8-bit", b"\xff\xfe not UTF-8", b"x" * 990]),
     st.binary(max_size=80).map(lambda line: line.replace(b"\r\n", b" ")))
 
 
@@ -54,27 +56,60 @@ class ContentVerdict(Filter):
         return CONTINUE
 
 
+def _filter_before(next_hop_port: int) -> Iterator[int]:
+    """The filter on a free port, relaying to `next_hop_port` with an archive copy."""
+    chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
+    port = free_port()
+    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", next_hop_port), ARCHIVE.decode()),
+                                   SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture(scope="module")
 def filter_port() -> Iterator[tuple[int, Sink]]:
     sinks = start_sink()
     sink = next(sinks)
-    chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
-    port = free_port()
-    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", sink.port), ARCHIVE.decode()),
-                                   SessionLimits(), hostname="127.0.0.1", port=port)
-    controller.start()
     try:
-        yield port, sink
+        for port in _filter_before(sink.port):
+            yield port, sink
     finally:
-        controller.stop()
         sinks.close()
 
 
+@pytest.fixture(scope="module")
+def filter_before_postfix() -> Iterator[tuple[int, PostfixNextHop]]:
+    postfixes = start_postfix({"nohop@example.org": "REJECT no such user",
+                               "later@example.org": "DEFER_IF_PERMIT busy"},
+                              {"nodata@example.org": "REJECT not from you"})
+    postfix = next(postfixes)
+    try:
+        for port in _filter_before(postfix.port):
+            yield port, postfix
+    finally:
+        postfixes.close()
+
+
 class Session(RuleBasedStateMachine):
-    """One SMTP session, and what the filter should answer at each step."""
+    """One SMTP session, and what the filter should answer at each step. Subclasses name
+    the next hop: where to see what arrived, and what it refuses."""
 
     port = 0
-    sink: Sink
+    recipients_pool = RECIPIENTS
+    senders_pool = SENDERS
+    next_hop_refuses: dict[bytes, bytes] = {}  # recipient: the reply the filter relays at RCPT
+    refused_at_data: dict[bytes, bytes] = {}  # sender: the next hop's reply to its DATA
+    deduplicates = False  # whether the next hop keeps a recipient named twice once
+
+    def arrivals(self, marker: bytes) -> list[list[bytes]]:
+        """The recipients (archive copy included) of each message with `marker` that arrived."""
+        raise NotImplementedError
+
+    def before_data(self) -> None:
+        """(What the next hop needs before a message, to tell it apart.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,7 +134,10 @@ class Session(RuleBasedStateMachine):
         assert reply.startswith(b"250"), reply
         self._reset()  # (RFC 5321 4.1.4: as RSET)
 
-    @rule(sender=st.sampled_from(SENDERS))
+    @rule(data=st.data())
+    def mail_from_pool(self, data: st.DataObject) -> None:
+        self.mail(data.draw(st.sampled_from(self.senders_pool)))
+
     def mail(self, sender: bytes) -> None:
         reply = self.client.command(b"MAIL FROM:<" + sender + b">")
         if self.sender is not None:
@@ -110,50 +148,61 @@ class Session(RuleBasedStateMachine):
             assert reply.startswith(b"250"), reply
             self.sender = sender
 
-    @rule(recipient=st.sampled_from(RECIPIENTS))
+    @rule(data=st.data())
+    def rcpt_from_pool(self, data: st.DataObject) -> None:
+        self.rcpt(data.draw(st.sampled_from(self.recipients_pool)))
+
     def rcpt(self, recipient: bytes) -> None:
         reply = self.client.command(b"RCPT TO:<" + recipient + b">")
         if self.sender is None:
             assert reply.startswith(b"503"), reply
         elif recipient.startswith(b"refused@"):
             assert reply.startswith(b"550"), reply
+        elif recipient in self.next_hop_refuses:
+            assert reply.startswith(self.next_hop_refuses[recipient]), reply
         else:
             assert reply.startswith(b"250"), reply
             self.recipients.append(recipient)
 
-    @rule(lines=st.lists(LINES, max_size=12))
-    def data(self, lines: list[bytes]) -> None:
+    @rule(lines=st.lists(LINES, max_size=12), verdict=VERDICT)
+    def data(self, lines: list[bytes], verdict: bytes = b"") -> None:
+        lines = [*lines, verdict] if verdict else lines
         reply = self.client.command(b"DATA")
         if self.sender is None or not self.recipients:
             assert reply.startswith(b"503"), reply
             return
         assert reply.startswith(b"354"), reply
+        self.before_data()
         marker = uuid.uuid4().hex.encode()
         body = [b"Message-ID: <" + marker + b"@example.org>", b"Subject: model", b"", *lines]
         stuffed = [b"." + line if line.startswith(b".") else line for line in body]
         self.client.sock.sendall(b"\r\n".join(stuffed) + b"\r\n.\r\n")
         final = self.client.reply()
-        arrived = [m for m in self.sink.messages() if marker in m]
+        arrived = self.arrivals(marker)
         event(f"DATA answered {final[:3].decode()}")
         if final.startswith(b"250"):
             assert len(arrived) == 1, (final, len(arrived))
-            got = re.findall(rb"^X-Rcpt-Args: <([^>]*)>", arrived[0], re.M)
-            assert [r.lower() for r in got] == [r.lower() for r in [*self.recipients, ARCHIVE]], got
+            expected = sorted(r.lower() for r in [*self.recipients, ARCHIVE])
+            if self.deduplicates:
+                expected = sorted(set(expected))
+            assert sorted(r.lower() for r in arrived[0]) == expected, arrived
             assert b"REFUSE-ME" not in lines and b"DEFER-ME" not in lines
+            assert self.sender not in self.refused_at_data
         else:
             assert arrived == [], final
-            assert final[:3] == (b"554" if b"REFUSE-ME" in lines else b"451"), final
+            expected = (b"554" if b"REFUSE-ME" in lines else b"451" if b"DEFER-ME" in lines
+                        else self.refused_at_data.get(self.sender or b"", b"none"))
+            assert final[:3] == expected, final
         self._reset()
 
-    @rule(sender=st.sampled_from(SENDERS), recipients=st.lists(st.sampled_from(RECIPIENTS), max_size=4),
-          lines=st.lists(LINES, max_size=12))
-    def transaction(self, sender: bytes, recipients: list[bytes], lines: list[bytes]) -> None:
+    @rule(data=st.data(), lines=st.lists(LINES, max_size=12), verdict=VERDICT)
+    def transaction(self, data: st.DataObject, lines: list[bytes], verdict: bytes) -> None:
         """MAIL, RCPTs and DATA in a row, as most sessions go (the rules above alone rarely
         make a whole transaction)."""
-        self.mail(sender)
-        for recipient in recipients:
+        self.mail(data.draw(st.sampled_from(self.senders_pool)))
+        for recipient in data.draw(st.lists(st.sampled_from(self.recipients_pool), max_size=4)):
             self.rcpt(recipient)
-        self.data(lines)
+        self.data(lines, verdict)
 
     @rule()
     def rset(self) -> None:
@@ -171,8 +220,45 @@ class Session(RuleBasedStateMachine):
         assert self.client.buffer == b"", self.client.buffer
 
 
+class SinkSession(Session):
+    """Postfix's smtp-sink as the next hop: it takes everything, and keeps each message in
+    a file that starts with one X-Rcpt-Args line a recipient."""
+
+    sink: Sink
+
+    def arrivals(self, marker: bytes) -> list[list[bytes]]:
+        return [re.findall(rb"^X-Rcpt-Args: <([^>]*)>", m, re.M) for m in self.sink.messages() if marker in m]
+
+
 def test_every_message_that_heard_250_arrived_once_and_no_other(filter_port: tuple[int, Sink]) -> None:
-    Session.port, Session.sink = filter_port
-    run_state_machine_as_test(Session, settings=settings(
+    SinkSession.port, SinkSession.sink = filter_port
+    run_state_machine_as_test(SinkSession, settings=settings(
         max_examples=60, stateful_step_count=30, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+class PostfixSession(Session):
+    """A real Postfix as the next hop: it refuses one recipient, defers another and refuses
+    one sender's DATA; what it took waits in its queue, emptied before each message."""
+
+    postfix: PostfixNextHop
+    recipients_pool = [b"b@example.org", b"c@example.org", b"refused@example.org", b"nohop@example.org",
+                       b"later@example.org", b"d@example.net"]
+    senders_pool = [b"a@example.org", b"", b"someone@bad.example", b"nodata@example.org"]
+    next_hop_refuses = {b"nohop@example.org": b"554", b"later@example.org": b"450"}
+    refused_at_data = {b"nodata@example.org": b"554"}
+    deduplicates = True
+
+    def before_data(self) -> None:
+        self.postfix.clear()
+
+    def arrivals(self, marker: bytes) -> list[list[bytes]]:
+        return [[r.encode() for r in recipients] for _, recipients in self.postfix.held()]
+
+
+def test_with_postfix_next_every_message_that_heard_250_was_queued_once_and_no_other(
+        filter_before_postfix: tuple[int, PostfixNextHop]) -> None:
+    PostfixSession.port, PostfixSession.postfix = filter_before_postfix
+    run_state_machine_as_test(PostfixSession, settings=settings(
+        max_examples=40, stateful_step_count=20, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
