@@ -79,7 +79,9 @@ class _Connection(smtplib.SMTP):
 
 
 class RelayPool:
-    """Relay over kept-open connections, one a worker thread, checked with RSET before use.
+    """Relay over kept-open connections, one a worker thread, checked with RSET before use
+    and replaced before the next hop's limits for one session come near (ERROR_BUDGET,
+    RESET_BUDGET).
 
     A connection that fails its RSET is replaced before anything is sent, so reuse never
     risks a message; a failure once the message is under way closes the connection and

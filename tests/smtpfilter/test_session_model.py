@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -41,6 +42,7 @@ LINES = st.one_of(
 
 
 ARCHIVE = b"archive@example.org"
+NextHop = TypeVar("NextHop", Sink, PostfixNextHop)
 
 
 class ContentVerdict(Filter):
@@ -56,41 +58,32 @@ class ContentVerdict(Filter):
         return CONTINUE
 
 
-def _filter_before(next_hop_port: int) -> Iterator[int]:
-    """The filter on a free port, relaying to `next_hop_port` with an archive copy."""
+def _filter_in_front_of(next_hops: Iterator[NextHop]) -> Iterator[tuple[int, NextHop]]:
+    """(the filter's port, the next hop): the filter on a free port, relaying to the next
+    hop `next_hops` starts, with an archive copy; both stopped at the end."""
+    next_hop = next(next_hops)
     chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
     port = free_port()
-    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", next_hop_port), ARCHIVE.decode()),
+    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", next_hop.port), ARCHIVE.decode()),
                                    SessionLimits(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield port
+        yield port, next_hop
     finally:
         controller.stop()
+        next_hops.close()
 
 
 @pytest.fixture(scope="module")
 def filter_port() -> Iterator[tuple[int, Sink]]:
-    sinks = start_sink()
-    sink = next(sinks)
-    try:
-        for port in _filter_before(sink.port):
-            yield port, sink
-    finally:
-        sinks.close()
+    yield from _filter_in_front_of(start_sink())
 
 
 @pytest.fixture(scope="module")
 def filter_before_postfix() -> Iterator[tuple[int, PostfixNextHop]]:
-    postfixes = start_postfix({"nohop@example.org": "REJECT no such user",
-                               "later@example.org": "DEFER_IF_PERMIT busy"},
-                              {"nodata@example.org": "REJECT not from you"})
-    postfix = next(postfixes)
-    try:
-        for port in _filter_before(postfix.port):
-            yield port, postfix
-    finally:
-        postfixes.close()
+    yield from _filter_in_front_of(start_postfix({"nohop@example.org": "REJECT no such user",
+                                                  "later@example.org": "DEFER_IF_PERMIT busy"},
+                                                 {"nodata@example.org": "REJECT not from you"}))
 
 
 class Session(RuleBasedStateMachine):
