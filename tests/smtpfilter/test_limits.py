@@ -345,7 +345,7 @@ def test_an_archive_address_the_next_hop_cannot_take_is_skipped_not_every_messag
         generator.close()
 
 
-def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more(tmp_path) -> None:
+def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more() -> None:
     """A next hop may say its cap in EHLO (LIMITS RCPTMAX, RFC 9422). The filter, asking
     it about each recipient at RCPT, reads it there, so even the first message that
     passes the cap hears 452 at RCPT for the recipients past it, and nothing is deferred."""
