@@ -60,29 +60,29 @@ def machine_name() -> str:
 
 FILTERS: dict[str, Factory] = {
     "relay": lambda c, s, a: Relay(c["LocalDomains"], c["RelayClients"], c["MaxRecipients"]),
-    "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"], _local(c)),
-    "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"], _local(c)),
-    "badhelo": lambda c, s, a: BadHelo(c["BadHelo"], _local(c)),
+    "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"], local_clients(c)),
+    "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"], local_clients(c)),
+    "badhelo": lambda c, s, a: BadHelo(c["BadHelo"], local_clients(c)),
     "helo": lambda c, s, a: _helo(c),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], s.analyzer.limits),
     "spamscore": lambda c, s, a: SpamScore(s, a),
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),
-    "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"], _local(c)),
+    "badmailfromto": lambda c, s, a: BadMailFromTo(c["BadMailFromTo"], local_clients(c)),
     "karma": lambda c, s, a: Karma(KarmaStore(karma_database(c), c["KarmaForgetDays"]),
-                                   c["KarmaNegative"], c["KarmaStrikes"], _local(c)),
+                                   c["KarmaNegative"], c["KarmaStrikes"], local_clients(c)),
     "greylist": lambda c, s, a: _greylist(c),
-    "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), _local(c), configured_dns(c)),
-    "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), _local(c), configured_dns(c)),
-    "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(_local(c), configured_dns(c)),
-    "spf": lambda c, s, a: Spf(_local(c), configured_dns(c), our_name(c), c["SpfRejectFail"],
+    "dnsbl": lambda c, s, a: Dnsbl(_zones(c, "RBLList", "dnsbl"), local_clients(c), configured_dns(c)),
+    "rhsbl": lambda c, s, a: Rhsbl(_zones(c, "SBLList", "rhsbl"), local_clients(c), configured_dns(c)),
+    "resolvable_fromhost": lambda c, s, a: ResolvableFromHost(local_clients(c), configured_dns(c)),
+    "spf": lambda c, s, a: Spf(local_clients(c), configured_dns(c), our_name(c), c["SpfRejectFail"],
                                c["SpfRejectPolicy"]),
-    "dkim": lambda c, s, a: Dkim(_local(c), configured_dns(c), our_name(c)),
-    "dmarc": lambda c, s, a: Dmarc(_local(c), configured_dns(c), our_name(c), c["DmarcReject"],
+    "dkim": lambda c, s, a: Dkim(local_clients(c), configured_dns(c), our_name(c)),
+    "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
-    "dkimsign": lambda c, s, a: DkimSign(_local(c), key_root(c), c["LocalDomains"],
+    "dkimsign": lambda c, s, a: DkimSign(local_clients(c), key_root(c), c["LocalDomains"],
                                          c["DkimSigningExcept"]),
 }
 
@@ -102,12 +102,12 @@ def _greylist(config: Config) -> Greylist:
                           retry_window=config["GreylistRetryHours"] * 3600.0,
                           pass_lifetime=config["GreylistPassDays"] * 86400.0,
                           auto_whitelist=config["GreylistAutoWhitelist"])
-    return Greylist(store, _local(config), config["WhitelistSenders"],
+    return Greylist(store, local_clients(config), config["WhitelistSenders"],
                     config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:
-    return Uribl(_uri_zones(config), _local(config), configured_dns(config), config["UriblAction"],
+    return Uribl(_uri_zones(config), local_clients(config), configured_dns(config), config["UriblAction"],
                  [*config["LocalDomains"], *config["UriblSkipDomains"]], scanner.analyzer.limits)
 
 
@@ -119,7 +119,9 @@ def _uri_zones(config: Config) -> list[UriZone]:
     return zones
 
 
-def _local(config: Config) -> LocalClients:
+def local_clients(config: Config) -> LocalClients:
+    """Our own clients (LocalNetworks, RelayClients), which the checks for strangers leave
+    alone and whose mail is outgoing (BccDirection)."""
     return LocalClients(config["LocalNetworks"], config["RelayClients"])
 
 

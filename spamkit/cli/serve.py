@@ -112,19 +112,18 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     return scanner
 
 
-def _database_back(handler: FilterHandler, current: Scanner, store: TokenStore, autolearn: bool) -> Scanner:
-    """The token database can be used again (DatabaseWatch): the same configuration over
-    it, in a new chain, from the next stage of every session on."""
+def _database_back(handler: FilterHandler, scanner: Scanner, autolearn: bool) -> Scanner:
+    """The token database can be used again (DatabaseWatch.refreshed gave `scanner`, the
+    same configuration over it): its chain, from the next stage of every session on."""
     from smtpfilter.plugins import build_chain
 
-    scanner = current.with_store(store)
     try:
         chain = build_chain(scanner.config, scanner, autolearn)
     except SpamkitError as error:  # (what built at start builds again, unless a file went)
         logging.getLogger("spamkit.smtpfilter").error(
             "the token database is back, but the filters could not be built again (%s): "
             "send SIGHUP once that is mended", error)
-        return current
+        return scanner
     _install(handler, scanner, chain)
     return scanner
 
@@ -144,10 +143,10 @@ def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> No
 def archive_copy(config: Config) -> ArchiveCopy:
     """BccAddress, BccMode and BccDirection, with the clients that count as ours."""
     from smtpfilter.archive import ArchiveCopy
-    from smtpfilter.networks import LocalClients
+    from smtpfilter.plugins import local_clients
 
     return ArchiveCopy(config["BccAddress"], config["BccMode"], config["BccDirection"],
-                       LocalClients(config["LocalNetworks"], config["RelayClients"]))
+                       local_clients(config))
 
 
 def _trace_dns(config: Config) -> DnsClient | None:
@@ -282,11 +281,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
             if reload.is_set():
                 reload.clear()
                 scanner = _reload(handler, scanner, config_path, database.store, autolearn)
-            if database.due():
-                if (store := database.open()) is not None:
-                    scanner = _database_back(handler, scanner, store, autolearn)
-                else:  # (each message's log line says why as it is now)
-                    scanner.database_down = database.down
+            if (fresh := database.refreshed(scanner)) is not None:
+                scanner = _database_back(handler, fresh, autolearn)
         controller.shutdown(lambda: handler.in_flight > 0)
     finally:
         database.close()

@@ -81,21 +81,9 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
         server = SpamdServer(service, allowed, max_children)
 
-        def database_back(current: Scanner) -> Scanner | None:
-            """The scanner over the database once it can be used again, or None."""
-            if database.down is None:  # (a SIGHUP's scanner, made as a retry brought it back)
-                stale = current.database_down is not None and database.store is not None
-                return current.with_store(database.store) if stale else None
-            if not database.due():
-                return None
-            if (store := database.open()) is None:
-                current.database_down = database.down  # (each answer's log line says why as it is now)
-                return None
-            return current.with_store(store)
-
         asyncio.run(_serve(server, listen, socket_path, mode, account, max_children,
                            lambda current: reload_logged(current, config_path, database.store, _log),
-                           database_back))
+                           database.refreshed))
     finally:
         database.close()
 

@@ -18,8 +18,13 @@ import os
 import pwd
 import time
 
+from typing import TYPE_CHECKING
+
 from spamkit.errors import StoreError
 from spamkit.store.base import TokenStore
+
+if TYPE_CHECKING:
+    from spamkit.verdict import Scanner
 
 
 class DatabaseWatch:
@@ -56,6 +61,23 @@ class DatabaseWatch:
     def due(self) -> bool:
         """Whether the database is down and the time to try it again has come."""
         return self.down is not None and time.monotonic() >= self._next_try
+
+    def refreshed(self, current: Scanner) -> Scanner | None:
+        """The scanner a service should use from now on, or None to keep `current`: over the
+        database once a retry finds it usable; brought up to date if it was made while the
+        database was down and a retry has since brought it back (a SIGHUP's scanner, built
+        meanwhile). While the database stays down, `current` gets the newest reason, so
+        that each message's log line says why as it is now."""
+        if self.down is None:
+            stale = current.database_down is not None and self.store is not None
+            return current.with_store(self.store) if stale else None
+        if not self.due():
+            return None
+        store = self.open()
+        if store is None:
+            current.database_down = self.down
+            return None
+        return current.with_store(store)
 
     def _failed(self, reason: str) -> None:
         if reason != self.down:  # (said once, and again only when the reason changes)
