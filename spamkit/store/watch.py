@@ -47,7 +47,7 @@ class DatabaseWatch:
             store = open_store(self.location)
             refuse_damaged(store, self.location)
             store.meta_value("tokenizer")  # (Redis is asked something: it answers or raises)
-        except (StoreError, OSError) as error:
+        except Exception as error:  # (a retry must never take the service down)
             if store is not None:
                 store.close()
             self._failed(_why(error))
@@ -100,4 +100,6 @@ def _why(error: Exception) -> str:
         user = pwd.getpwuid(os.geteuid()).pw_name
         return (f"{error.strerror}: {error.filename} (as user {user}; a database it opened as "
                 "root at start needs a restart of the service to be opened again)")
-    return str(error) or type(error).__name__
+    if isinstance(error, (StoreError, OSError)):
+        return str(error) or type(error).__name__
+    return f"{type(error).__name__}: {error}"  # (the client library's own, unforeseen)
