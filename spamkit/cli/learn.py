@@ -25,9 +25,9 @@ from spamkit.store import Label, open_store
 
 
 @click.command()
-@click.option("--spam", "mode", flag_value="spam", help="Learn PATHs as spam.")
-@click.option("--ham", "mode", flag_value="ham", help="Learn PATHs as ham (good mail).")
-@click.option("--forget", "mode", flag_value="forget", help="Undo what PATHs taught.")
+@click.option("--spam", "modes", flag_value="spam", multiple=True, help="Learn PATHs as spam.")
+@click.option("--ham", "modes", flag_value="ham", multiple=True, help="Learn PATHs as ham (good mail).")
+@click.option("--forget", "modes", flag_value="forget", multiple=True, help="Undo what PATHs taught.")
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @db_option
 @json_option
@@ -50,7 +50,7 @@ from spamkit.store import Label, open_store
 @click.option("--ham-to-inbox/--no-ham-to-inbox", default=None,
               help="Sweep: put learned ham back in the Inbox instead of deleting it.")
 @batch_garbage_collection
-def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json: bool,
+def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, as_json: bool,
           batch_size: int, config_path: str | None, max_tokens: int | None, quiet: bool,
           pattern: str | None, only_user: str | None, imap_accounts: str | None, dry_run: bool,
           mail_report: str | None, limit: int | None, ham_to_inbox: bool | None) -> None:
@@ -67,6 +67,7 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
 
     Exit status: 0 when every message was read, 1 when some could not be.
     """
+    mode = _one_mode(modes)
     if mode is None:
         if paths:
             raise click.UsageError("say what the messages are: --spam, --ham or --forget")
@@ -96,6 +97,18 @@ def learn(mode: str | None, paths: tuple[str, ...], db_path: str | None, as_json
             summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()
     report_summary(summary, as_json, quiet, counts(summary))
+
+
+def _one_mode(modes: tuple[str, ...]) -> str | None:
+    """The one of --spam, --ham and --forget given (None: the sweep). The PATHs are not
+    tied to a flag, so `--spam spam/ --ham ham/` cannot say which is which; taken as the
+    last flag, it taught every message as ham. Refused instead."""
+    given = sorted(set(modes))
+    if len(given) > 1:
+        raise click.UsageError(f"--{' and --'.join(given)} given together: the PATHs would all "
+                               "be taken as one kind. Learn each kind in a run of its own: "
+                               "`spamkit learn --spam DIR`, then `spamkit learn --ham DIR`")
+    return given[0] if given else None
 
 
 @contextmanager

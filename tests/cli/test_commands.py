@@ -114,6 +114,14 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
     no_mode = spamkit("learn", str(tmp_path), "--db", str(tmp_path / "db"))
     assert no_mode.returncode == 2 and "--spam, --ham or --forget" in no_mode.stderr
 
+    # PATHs belong to no flag: this taught every message as ham (the last flag), silently
+    both = spamkit("learn", "--spam", str(tmp_path), "--ham", str(tmp_path), "--db", str(tmp_path / "db"))
+    assert both.returncode == 2 and "--ham and --spam given together" in both.stderr
+    assert not (tmp_path / "db").exists()
+    (tmp_path / "empty").mkdir()
+    repeated = spamkit("learn", "--spam", "--spam", str(tmp_path / "empty"), "--db", str(tmp_path / "db"), "--json")
+    assert repeated.returncode == 0 and json.loads(repeated.stdout)["learned"] == 0
+
     unreadable = spamkit("learn", "--spam", str(tmp_path / "no-such-file"), "--db",
                          str(tmp_path / "db"), "--json")
     assert unreadable.returncode == 1
