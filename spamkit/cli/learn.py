@@ -78,6 +78,9 @@ def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, a
         return
     if not paths:
         raise click.UsageError("give at least one PATH (or - for standard input)")
+    _refuse_sweep_options(mode, {"--maildirs": pattern, "--user": only_user, "--imap-accounts": imap_accounts,
+                                 "--dry-run": dry_run, "--mail-report": mail_report, "--limit": limit,
+                                 "--ham-to-inbox/--no-ham-to-inbox": ham_to_inbox})
     label = None if mode == "forget" else Label(mode)
     config = load_config(config_path)
     progress = Progress("learning", enabled=None if not (as_json or quiet) else False)
@@ -109,6 +112,15 @@ def _one_mode(modes: tuple[str, ...]) -> str | None:
                                "be taken as one kind. Learn each kind in a run of its own: "
                                "`spamkit learn --spam DIR`, then `spamkit learn --ham DIR`")
     return given[0] if given else None
+
+
+def _refuse_sweep_options(mode: str, given: dict[str, object]) -> None:
+    """The sweep's options mean nothing to --spam, --ham or --forget, and ignoring them
+    misleads: `learn --spam --dry-run DIR` learned DIR."""
+    named = [name for name, value in given.items() if value not in (None, False)]
+    if named:
+        raise click.UsageError(f"{', '.join(named)} {'is' if len(named) == 1 else 'are'} for the sweep "
+                               f"(learn without --spam, --ham or --forget), not for --{mode}")
 
 
 @contextmanager

@@ -104,7 +104,7 @@ def test_untrained_database_abstains(tmp_path: Path, folders: dict[str, Path]) -
     assert not [r for r in out["rules"] if r["name"].startswith("BAYES_")]
 
 
-def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
+def test_errors_are_one_line_and_an_exit_code(tmp_path: Path, folders: dict[str, Path]) -> None:
     missing_db = spamkit("check", "--db", str(tmp_path / "nothing"), str(tmp_path))
     assert missing_db.returncode == 74
     assert missing_db.stderr.startswith("spamkit: error: no spamkit database")
@@ -121,6 +121,10 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     repeated = spamkit("learn", "--spam", "--spam", str(tmp_path / "empty"), "--db", str(tmp_path / "db"), "--json")
     assert repeated.returncode == 0 and json.loads(repeated.stdout)["learned"] == 0
+    # the sweep's options were ignored: a --dry-run learned for real
+    dry = spamkit("learn", "--spam", "--dry-run", str(folders["one"]), "--db", str(tmp_path / "db"))
+    assert dry.returncode == 2 and "--dry-run is for the sweep" in dry.stderr
+    assert json.loads(spamkit("db", "magic", "--db", str(tmp_path / "db"), "--json").stdout)["nspam"] == 0
 
     unreadable = spamkit("learn", "--spam", str(tmp_path / "no-such-file"), "--db",
                          str(tmp_path / "db"), "--json")
