@@ -86,6 +86,8 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     if corrections and not (replay and with_verdict):
         raise click.UsageError("--corrections replays what users do with the whole verdict: "
                                "give it with --replay and --verdict")
+    if rule_files and not with_verdict:  # (Bayes alone is measured without: they would be read for nothing)
+        raise click.UsageError("--rules adds rules to the whole verdict: give it with --verdict")
     config = load_config(config_path)
     params = bayes_params(config)
     judge = None

@@ -232,3 +232,5 @@ def test_the_command_replays_on_request_and_refuses_folds_with_it(
     assert done.returncode == 2 and "give one of --replay and --folds" in done.stderr
     done = subprocess.run([*command, "--corrections"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "give it with --replay and --verdict" in done.stderr
+    done = subprocess.run([*command, "--rules", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "give it with --verdict" in done.stderr
