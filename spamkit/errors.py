@@ -6,7 +6,8 @@ SpamkitError
 └── StoreError           the token database cannot be opened or written
     ├── NoDatabase       there is no database there yet (nothing learned)
     ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
-    └── StoreUnavailable a database server (Redis) cannot be reached: try again later
+    ├── StoreUnavailable a database server (Redis) cannot be reached: try again later
+    └── DatabaseInUse    another process has the database open, and the work needs it alone
 
 Parsing and tokenizing never raise: damage in a message becomes a fact about it.
 """
@@ -52,5 +53,12 @@ class DumpError(StoreError):
 class StoreUnavailable(StoreError):
     """The database's server did not answer: nothing was read or written, a later run may
     succeed (the cron job's next sweep, the SMTP client's next try after 451)."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class DatabaseInUse(StoreError):
+    """Work that needs the database to itself (`db compact`) found another process using
+    it: nothing was changed, a later run (with the services stopped) may succeed."""
 
     exit_code = 75  # EX_TEMPFAIL

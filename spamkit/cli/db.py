@@ -135,6 +135,33 @@ def expire(max_tokens: int, seen_days: int, db_path: str | None, as_json: bool) 
 
 
 @db.command()
+@db_option
+@json_option
+def compact(db_path: str | None, as_json: bool) -> None:
+    """Give the file's unused pages back to the disk: LMDB reuses them but never shortens
+    its file, so after a big import or `db expire` it stays at its largest. Needs the
+    database to itself: stop `serve` and `spamd` first (exit 75 while others have it open)."""
+    from spamkit.store import backend_of
+    from spamkit.store.compact import compact as compact_file
+
+    location = resolve_db_path(db_path) or str(default_db_path())
+    if backend_of(location) != "lmdb":
+        raise click.UsageError("db compact shrinks an LMDB file; Redis keeps its data in memory "
+                               "and frees what `db expire` removes by itself")
+    done = compact_file(location)
+    if as_json:
+        click.echo(json.dumps({"before": done.before, "after": done.after,
+                               "seconds": round(done.seconds, 3)}))
+    else:
+        click.echo(f"compacted {location}: {_size(done.before)} -> {_size(done.after)} "
+                   f"({done.seconds:.1f} s)")
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 20):,.1f} MiB"
+
+
+@db.command()
 @click.argument("message", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @db_option
 @json_option

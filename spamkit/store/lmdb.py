@@ -65,7 +65,7 @@ def damage_found(where: str | os.PathLike[str], problems: list[str]) -> StoreCor
     return StoreCorrupt(f"the database at {where} is damaged ({problems[0]}); {RECOVERY}")
 
 
-def _free_bytes(where: Path | int) -> int | None:
+def free_bytes(where: Path | int) -> int | None:
     """Bytes an unprivileged writer may still use on the file system of `where`, a path or
     an open descriptor (None if it cannot be asked)."""
     try:
@@ -235,6 +235,19 @@ def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tup
                            f"{RECOVERY}") from None
 
 
+def refuse_writable_by_others(path: Path) -> None:
+    """A database other users may write is one they may teach: whoever can write it
+    decides what is spam (reliability checklist 39). Refused, with the fix."""
+    for checked in (path, path / "data.mdb"):
+        try:
+            mode = checked.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o022:
+            raise StoreError(f"{checked} is writable by other users (mode {mode:o}), who could "
+                             f"teach the filter what is spam: chmod go-w {checked}")
+
+
 class LmdbStore:
     """TokenStore on LMDB. Open one per process; it reopens itself after a fork."""
 
@@ -256,7 +269,7 @@ class LmdbStore:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
         refuse_remote_filesystem(self.path)
-        self._refuse_writable_by_others()
+        refuse_writable_by_others(self.path)
         self._refuse_lock_file_on_full_disk()
         existing = (self.path / "data.mdb").exists()
         if existing:
@@ -303,7 +316,7 @@ class LmdbStore:
             self._directory_fd = None
 
     def _space_left(self) -> int | None:
-        return _free_bytes(self.path if self._directory_fd is None else self._directory_fd)
+        return free_bytes(self.path if self._directory_fd is None else self._directory_fd)
 
     def _close_directory(self) -> None:
         if self._directory_fd is not None:
@@ -324,25 +337,13 @@ class LmdbStore:
             raise StoreCorrupt(f"{self.path / 'data.mdb'} is cut short: {size:,} bytes where its "
                                f"own index needs {needed:,}; {RECOVERY}")
 
-    def _refuse_writable_by_others(self) -> None:
-        """A database other users may write is one they may teach: whoever can write it
-        decides what is spam (reliability checklist 39). Refused, with the fix."""
-        for path in (self.path, self.path / "data.mdb"):
-            try:
-                mode = path.stat().st_mode & 0o777
-            except OSError:
-                continue
-            if mode & 0o022:
-                raise StoreError(f"{path} is writable by other users (mode {mode:o}), who could "
-                                 f"teach the filter what is spam: chmod go-w {path}")
-
     def _refuse_lock_file_on_full_disk(self) -> None:
         """LMDB makes its lock file by extending it and writing through a memory map; on a
         full disk that write is a SIGBUS, a crash with no message. So when the lock file
         has yet to be made, there must be room for it."""
         if (self.path / "lock.mdb").exists():
             return
-        free = _free_bytes(self.path)
+        free = free_bytes(self.path)
         if free is not None and free < LOCK_FILE_ROOM:
             raise StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
                              "free), too full for its lock file; free some space and run again")

@@ -1,0 +1,190 @@
+"""`spamkit db compact`: the file shrinks to its pages in use, every record stays, and it
+never runs under a process that has the database open (whose writes would be lost)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spamkit.store import LmdbStore
+from spamkit.store.compact import TEMPORARY_NAME
+from tests.engine.dbstate import database_state
+from tests.servers.tmpfs import small_disk
+
+
+def spamkit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml"))
+
+
+@pytest.fixture(scope="module")
+def expired_db(tmp_path_factory: pytest.TempPathFactory, trained_db: Path) -> Path:
+    """The trained database expired to 20,000 tokens: most of its file is free pages."""
+    path = tmp_path_factory.mktemp("expired") / "db"
+    shutil.copytree(trained_db, path)
+    with LmdbStore(path) as store:
+        store.expire(20_000)
+    return path
+
+
+@pytest.fixture
+def db(tmp_path: Path, expired_db: Path) -> Path:
+    path = tmp_path / "db"
+    shutil.copytree(expired_db, path)
+    return path
+
+
+def dump_text(path: Path) -> str:
+    out = io.StringIO()
+    with LmdbStore(path) as store:
+        store.dump(out)
+    return out.getvalue()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_compact_shrinks_the_file_to_its_pages_in_use_and_keeps_every_record(db: Path) -> None:
+    before_text, before_state = dump_text(db), database_state(db)
+    size = (db / "data.mdb").stat().st_size
+    done = spamkit("db", "compact", "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["before"] == size and report["after"] == (db / "data.mdb").stat().st_size
+    assert report["after"] < size / 2  # (18.9 MiB to 4.1 here)
+    assert dump_text(db) == before_text and database_state(db) == before_state
+    assert spamkit("db", "verify", "--db", str(db)).returncode == 0
+    assert sorted(p.name for p in db.iterdir()) == ["data.mdb", "lock.mdb"]
+    with LmdbStore(db) as store:  # and it is written to as before
+        store.set_meta("after_compaction", "yes")
+    assert LmdbStore(db, readonly=True).meta_value("after_compaction") == "yes"
+
+    assert spamkit("db", "compact", "--db", str(db.parent / "none")).returncode == 74
+    assert not (db.parent / "none").exists()
+    redis = spamkit("db", "compact", "--db", "redis://127.0.0.1:1/0")
+    assert redis.returncode == 2 and "LMDB" in redis.stderr
+
+
+@pytest.fixture
+def holder(db: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process with the database open (as `serve` keeps it), until the test ends."""
+    process = subprocess.Popen([sys.executable, "-c", "import sys\nfrom spamkit.store import LmdbStore\n"
+                                f"store = LmdbStore({str(db)!r})\nprint('open', flush=True)\nsys.stdin.read()"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "open\n"
+    yield process
+    process.kill()
+    process.wait(10)
+
+
+def test_compact_refuses_a_database_another_process_has_open(db: Path, holder: subprocess.Popen[str]) -> None:
+    inode, content = (db / "data.mdb").stat().st_ino, digest(db / "data.mdb")
+    refused = spamkit("db", "compact", "--db", str(db))
+    assert refused.returncode == 75  # (EX_TEMPFAIL: a cron job may try again later)
+    assert f"pid {holder.pid}: " in refused.stderr and "LmdbStore" in refused.stderr
+    assert "stop `spamkit serve`" in refused.stderr and "\n" not in refused.stderr.rstrip("\n")
+    assert (db / "data.mdb").stat().st_ino == inode and digest(db / "data.mdb") == content
+    assert not (db / TEMPORARY_NAME).exists()
+
+
+def _stopped_holding_the_lock(db: Path) -> subprocess.Popen[str]:
+    """A `db compact` stopped (SIGSTOP) while it holds the database alone."""
+    lock_inode = (db / "lock.mdb").stat().st_ino
+    for _attempt in range(20):
+        compaction = subprocess.Popen([sys.executable, "-m", "spamkit", "db", "compact", "--db", str(db)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while compaction.poll() is None:
+            if re.search(rf"WRITE\s+{compaction.pid}\s+\S+:{lock_inode} ", Path("/proc/locks").read_text()):
+                compaction.send_signal(signal.SIGSTOP)
+                return compaction
+        compaction.wait()
+    pytest.fail("never caught the compaction holding the lock")
+
+
+def test_a_process_that_opens_the_database_meanwhile_waits_then_writes_into_the_new_file(db: Path) -> None:
+    """LMDB makes an opener wait while the lock is held alone. The lock file then still
+    described the old file, and the opener's first write found the database "damaged"
+    (no meta page holds transaction 3): compaction now has LMDB set the lock file up for
+    the new file before it lets go."""
+    before = database_state(db)
+    compaction = _stopped_holding_the_lock(db)
+    opener = subprocess.Popen([sys.executable, "-c", "from spamkit.store import LmdbStore\n"
+                               f"store = LmdbStore({str(db)!r})\nstore.set_meta('witness', 'written')\n"
+                               "print(store.totals().nspam)"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    time.sleep(1.0)
+    assert opener.poll() is None  # waiting inside LMDB's open
+    compaction.send_signal(signal.SIGCONT)
+    assert compaction.wait(60) == 0, compaction.stderr.read() if compaction.stderr else ""
+    out, err = opener.communicate(timeout=60)
+    assert opener.returncode == 0, err
+    assert int(out) == before[0].nspam
+    with LmdbStore(db) as store:
+        assert store.meta_value("witness") == "written" and not store.verify()
+    assert database_state(db) == before
+
+
+@pytest.mark.slow
+def test_kill_9_during_compaction_leaves_the_old_file_or_the_new_one(tmp_path: Path, expired_db: Path) -> None:
+    before = database_state(expired_db)
+    old_size = (expired_db / "data.mdb").stat().st_size
+    rng = random.Random(7)
+    outcomes = []
+    for kill in range(12):
+        db = tmp_path / f"db{kill}"
+        shutil.copytree(expired_db, db)
+        process = subprocess.Popen([sys.executable, "-m", "spamkit", "db", "compact", "--db", str(db)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        outcomes.append((db / "data.mdb").stat().st_size < old_size)
+        assert database_state(db) == before
+        with LmdbStore(db, readonly=True) as store:
+            assert not store.verify()
+        done = spamkit("db", "compact", "--db", str(db))  # (and a crashed run's copy is removed)
+        assert done.returncode == 0 and not (db / TEMPORARY_NAME).exists(), done.stderr
+        assert database_state(db) == before
+        shutil.rmtree(db)
+    assert any(outcomes) and not all(outcomes)  # (kills landed on both sides of the rename)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_the_new_file_keeps_the_old_files_owner_and_mode(db: Path) -> None:
+    """The cron job runs as root; the database belongs to the service's user, who must
+    still be able to write it afterwards."""
+    shutil.chown(db, "nobody", "nogroup")
+    shutil.chown(db / "data.mdb", "nobody", "nogroup")
+    os.chmod(db / "data.mdb", 0o640)
+    (db / "lock.mdb").unlink()  # (LMDB makes it again; so does compaction, for the same user)
+    assert spamkit("db", "compact", "--db", str(db)).returncode == 0
+    data, lock = (db / "data.mdb").stat(), (db / "lock.mdb").stat()
+    assert (data.st_uid, data.st_gid, data.st_mode & 0o777) == (65534, 65534, 0o640)
+    assert (lock.st_uid, lock.st_gid) == (65534, 65534)
+
+
+def test_a_disk_without_room_for_the_copy_changes_nothing(tmp_path: Path, expired_db: Path) -> None:
+    size = (expired_db / "data.mdb").stat().st_size
+    with small_disk(tmp_path / "disk", f"{(size >> 10) + 2048}k") as disk:  # 2 MiB beside the file
+        db = disk / "db"
+        shutil.copytree(expired_db, db)
+        content = digest(db / "data.mdb")
+        refused = spamkit("db", "compact", "--db", str(db))
+        assert refused.returncode == 74
+        assert re.search(r"needs \d+ MiB free beside it, and the disk has [012] MiB; nothing was changed",
+                         refused.stderr), refused.stderr
+        assert digest(db / "data.mdb") == content and not (db / TEMPORARY_NAME).exists()
