@@ -7,7 +7,9 @@ not be readable by others (mode 0600). Certificates are checked by default.
 For each folder: UID SEARCH UNDELETED (a message its user flagged \\Deleted was taken
 back), fetch with BODY.PEEK[] (the \\Seen flag is left alone) in chunks, learn, and only
 after the chunk is committed remove exactly the learned UIDs: UID EXPUNGE where the
-server has UIDPLUS, else MOVE to Trash, else nothing (learn-only, reported). A plain
+server has UIDPLUS, else MOVE to Trash, else nothing (learn-only, reported). Learned ham
+goes back to the Inbox instead when LearnHamToInbox says so (MOVE, else COPY and UID
+EXPUNGE). A plain
 EXPUNGE, which would also remove messages someone else marked deleted, is never sent. If
 the folder's UIDVALIDITY changed meanwhile, nothing is removed and the folder waits for
 the next run, which finds those messages known and removes them. A run cut off between
@@ -185,7 +187,8 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
         learner.learn(items, label, on_commit=committed, by=f"trainer:{account.label}")
         if not learned:
             continue
-        removal = _remove(client, account, folder, validity, learned)
+        back_to_inbox = label is Label.HAM and options.ham_to_inbox
+        removal = _remove(client, account, folder, validity, learned, "INBOX" if back_to_inbox else None)
         if removal is _Removal.VALIDITY_CHANGED:
             # The UIDs fetched no longer name the same messages: stop here. What was
             # learned stays on the server and is known (so only removed) next time.
@@ -272,12 +275,23 @@ class _Removal(Enum):
 
 
 def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int,
-            uids: list[int]) -> _Removal:
-    """Remove exactly these UIDs, never with a plain EXPUNGE."""
+            uids: list[int], to: str | None = None) -> _Removal:
+    """Remove exactly these UIDs, never with a plain EXPUNGE; with `to` (the Inbox, for
+    LearnHamToInbox), into that folder: MOVE, else COPY and then UID EXPUNGE (a run cut
+    off between the two leaves a second copy in `to`, never none)."""
     current = client.select_folder(folder)[b"UIDVALIDITY"]
     if current != validity:
         return _Removal.VALIDITY_CHANGED
-    if client.has_capability("UIDPLUS"):
+    if to is not None:
+        if client.has_capability("MOVE"):
+            client.move(uids, to)
+        elif client.has_capability("UIDPLUS"):
+            client.copy(uids, to)
+            client.delete_messages(uids)
+            client.uid_expunge(uids)
+        else:
+            return _Removal.NOT_OFFERED
+    elif client.has_capability("UIDPLUS"):
         client.delete_messages(uids)
         client.uid_expunge(uids)
     elif client.has_capability("MOVE"):

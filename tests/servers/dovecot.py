@@ -3,7 +3,7 @@
 Plain IMAP on one port and IMAPS on another, with a self-signed certificate whose CA
 file the TLS tests pass as `ca_file`. The plain port also listens on two more loopback
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
-MOVE but not UIDPLUS, `BARE_HOST` neither. `PREFIXED_USER` has every folder under the
+MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither. `PREFIXED_USER` has every folder under the
 personal namespace prefix "INBOX.", as on Courier and Cyrus. Users' folders are on disk
 as Maildir++, so tests put corpus messages in with plain file writes and read the
 results back the same way.
@@ -29,6 +29,7 @@ TLS_PORT = 10993
 USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
 MOVE_ONLY_HOST = "127.0.0.2"
 BARE_HOST = "127.0.0.3"
+UIDPLUS_ONLY_HOST = "127.0.0.4"
 # A user whose folders sit under the personal namespace's prefix "INBOX." (so LearnAsSpam
 # is INBOX.LearnAsSpam), as on Courier, Cyrus and Dovecots configured like them.
 PREFIXED_USER = "dave"
@@ -114,7 +115,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
-listen = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}
+listen = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}, {UIDPLUS_ONLY_HOST}
 ssl = yes
 ssl_cert = <{root}/cert.pem
 ssl_key = <{root}/key.pem
@@ -140,7 +141,7 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}
+    address = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}, {UIDPLUS_ONLY_HOST}
     port = {PLAIN_PORT}
   }}
   inet_listener imaps {{
@@ -152,6 +153,11 @@ service imap-login {{
 local {MOVE_ONLY_HOST} {{
   protocol imap {{
     imap_capability = IMAP4rev1 IDLE NAMESPACE MOVE
+  }}
+}}
+local {UIDPLUS_ONLY_HOST} {{
+  protocol imap {{
+    imap_capability = IMAP4rev1 IDLE NAMESPACE UIDPLUS
   }}
 }}
 local {BARE_HOST} {{

@@ -18,7 +18,8 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import BARE_HOST, MOVE_ONLY_HOST, PREFIXED_USER, USERS, Dovecot, logins, start_dovecot
+from tests.servers.dovecot import (BARE_HOST, MOVE_ONLY_HOST, PREFIXED_USER, UIDPLUS_ONLY_HOST, USERS, Dovecot,
+                                  logins, start_dovecot)
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +243,53 @@ def test_only_learned_uids_are_removed_whatever_the_server_offers(
     assert uids_on_server(server, "alice", "LearnAsSpam") == left
     with LmdbStore(Path(db)) as store:
         assert store.totals().nspam == 3
+
+
+def bodies_on_server(server: Dovecot, user: str, folder: str) -> list[bytes]:
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+        client.login(user, logins()[user])
+        client.select_folder(folder, readonly=True)
+        uids = sorted(client.search("ALL"))
+        found = client.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+        client.logout()
+    return sorted(bytes(found[uid][b"BODY[]"]) for uid in uids)
+
+
+@pytest.mark.parametrize("host, way", [("127.0.0.1", "MOVE"), (MOVE_ONLY_HOST, "MOVE"),
+                                       (UIDPLUS_ONLY_HOST, "COPY, then UID EXPUNGE"),
+                                       (BARE_HOST, "learn-only")])
+def test_learned_ham_goes_back_to_the_inbox_when_asked(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        host: str, way: str) -> None:
+    """LearnHamToInbox (or --ham-to-inbox) over IMAP: the IMAP sweep expunged learned ham
+    whatever it said, so a user's rescued mail was gone, where the Maildir sweep put it
+    back. Spam is removed as before."""
+    ham = [m.data for m in split[0] if m.label == "ham"][:4]
+    spam = [m.data for m in split[0] if m.label == "spam"][:2]
+    server.fill("alice", "LearnAsHam", ham[:3])
+    server.fill("alice", "LearnAsSpam", spam)
+    server.fill("alice", "INBOX", ham[3:])  # (a message of the user's own, left as it is)
+    inbox_before = bodies_on_server(server, "alice", "INBOX")
+    ham_before = bodies_on_server(server, "alice", "LearnAsHam")  # (as the server gives them: CRLF)
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
+    db = str(tmp_path / "db")
+    user = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--ham-to-inbox",
+                              "--json").stdout)["users"][0]
+    assert (user["ham_learned"], user["spam_learned"], user["failed"]) == (3, 2, 0)
+    if way == "learn-only":
+        assert user["removed"] == 0 and server.count("alice", "LearnAsHam") == 3
+        assert bodies_on_server(server, "alice", "INBOX") == inbox_before
+        return
+    assert user["removed"] == 5
+    assert server.count("alice", "LearnAsHam") == server.count("alice", "LearnAsSpam") == 0
+    assert bodies_on_server(server, "alice", "INBOX") == sorted(inbox_before + ham_before)
+    assert server.count("alice", "Trash") == (2 if host == MOVE_ONLY_HOST else 0)  # (the spam)
+    again = json.loads(spamkit("learn", "--imap-accounts", str(accounts), "--db", db, "--ham-to-inbox",
+                               "--json").stdout)["users"][0]
+    assert (again["ham_learned"], again["known"], again["removed"]) == (0, 0, 0)
+    assert len(bodies_on_server(server, "alice", "INBOX")) == 4  # each put back once
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", MOVE_ONLY_HOST])
