@@ -38,12 +38,28 @@ def _accounts(config: Config, pattern: str | None, only_user: str | None) -> lis
         raise click.UsageError(str(error)) from None
 
 
+def _imap_accounts(path: str, only_user: str | None, pattern: str | None) -> list[ImapAccount]:
+    """The accounts of the credentials file at `path`; with --user, only that user's (by
+    login, or by the name reports give it). --user was ignored here, so `expire-junk
+    --imap-accounts FILE --user bob` emptied every account's junk folder."""
+    if pattern:
+        raise click.UsageError("give one of --maildirs and --imap-accounts: mail is read either "
+                               "in local Maildirs or over IMAP")
+    found = load_accounts(Path(path))
+    if only_user is None:
+        return found
+    chosen = [account for account in found if only_user in (account.user, account.label)]
+    if not chosen:
+        raise click.UsageError(f"no account for user {only_user!r} in {path}")
+    return chosen
+
+
 def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet: bool,
               pattern: str | None, only_user: str | None, dry_run: bool, limit: int | None,
               ham_to_inbox: bool | None, batch_size: int, max_tokens: int | None,
               imap_accounts: str | None = None, mail_to: str | None = None) -> None:
     config = load_config(config_path)
-    imap = load_accounts(Path(imap_accounts)) if imap_accounts else None
+    imap = _imap_accounts(imap_accounts, only_user, pattern) if imap_accounts else None
     users = [] if imap else _accounts(config, pattern, only_user)
     options = SweepOptions(config["SpamFolder"], config["HamFolder"], config["TrainerMaxFileSize"],
                            config["LearnHamToInbox"] if ham_to_inbox is None else ham_to_inbox,
@@ -117,7 +133,7 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     config = load_config(config_path)
     failures: list[tuple[str, str]] = []
     if imap_accounts:
-        rows, failures = imap_stats(load_accounts(Path(imap_accounts)), config)
+        rows, failures = imap_stats(_imap_accounts(imap_accounts, only_user, pattern), config)
     else:
         users = _accounts(config, pattern, only_user)
         rows = folder_stats(users, config["SpamFolder"], config["HamFolder"], config["JunkFolder"])
@@ -195,7 +211,8 @@ def expire_junk(days: int | None, config_path: str | None, as_json: bool, patter
     config = load_config(config_path)
     keep = days or config["MessageRetentionTime"]
     if imap_accounts:
-        report = imap_expire_junk(load_accounts(Path(imap_accounts)), config["JunkFolder"], keep, dry_run)
+        report = imap_expire_junk(_imap_accounts(imap_accounts, only_user, pattern), config["JunkFolder"],
+                                  keep, dry_run)
     else:
         report = expire_junk_folders(_accounts(config, pattern, only_user), config["JunkFolder"], keep,
                                      dry_run)

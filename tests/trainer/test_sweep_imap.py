@@ -482,6 +482,41 @@ def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str
         assert subjects_left() == {"new", "withdrawn"}
 
 
+def test_user_picks_one_imap_account(server: Dovecot, tmp_path: Path,
+                                     split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """--user with --imap-accounts was ignored: `expire-junk --user bob` emptied every
+    account's junk folder, and `learn --user bob` swept every account."""
+    import datetime
+
+    from imapclient import IMAPClient
+
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=90)
+    for user in ("alice", "bob"):
+        server.fill(user, "junkmail", [])
+        server.fill(user, "LearnAsSpam", [m.data for m in split[0] if m.label == "spam"][:2])
+        with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
+            client.login(user, logins()[user])
+            client.append("junkmail", b"Subject: old\r\n\r\nbody\r\n", msg_time=old)
+            client.logout()
+    accounts = str(server.accounts_file(tmp_path / "accounts.toml", users=("alice", "bob")))
+    expired = json.loads(spamkit("expire-junk", "--imap-accounts", accounts, "--user", "bob", "--days", "60",
+                                 "--json").stdout)
+    assert expired["users"] == [{"user": "bob", "deleted": 1}]
+    assert server.count("alice", "junkmail") == 1 and server.count("bob", "junkmail") == 0
+    waiting = json.loads(spamkit("stats", "--imap-accounts", accounts, "--user", "alice", "--json").stdout)
+    assert [(u["user"], u["LearnAsSpam"]) for u in waiting["users"]] == [("alice", 2)]
+    swept = json.loads(spamkit("learn", "--imap-accounts", accounts, "--user", "alice", "--db",
+                               str(tmp_path / "db"), "--json").stdout)
+    assert [(u["user"], u["spam_learned"]) for u in swept["users"]] == [("alice", 2)]
+    assert server.count("alice", "LearnAsSpam") == 0 and server.count("bob", "LearnAsSpam") == 2
+    for wrong, said in ((("--user", "nobody"), "no account for user 'nobody'"),
+                        (("--maildirs", str(tmp_path / "{user}")), "give one of --maildirs and --imap-accounts")):
+        for command in (("expire-junk", "--days", "60"), ("stats",), ("learn", "--db", str(tmp_path / "db"))):
+            refused = spamkit(*command, "--imap-accounts", accounts, *wrong, check=False)
+            assert refused.returncode == 2 and said in refused.stderr, (command, refused.stderr)
+    assert server.count("alice", "junkmail") == 1 and server.count("bob", "LearnAsSpam") == 2
+
+
 def test_a_sweep_cut_off_between_flagging_and_expunging_is_finished_by_the_next(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
         monkeypatch: pytest.MonkeyPatch) -> None:
