@@ -106,8 +106,8 @@ def _reset_lock_file(directory: Path) -> None:
     The lock file records the last transaction's number, and a process that finds the
     environment lock shared trusts that record. The compacted copy numbers its
     transactions afresh, so an opener that waited for the lock and then trusted the old
-    record looked for a transaction the new file does not have (caught by the file check
-    as damage; the write failed). Opened here, where this process holds the lock alone,
+    record read the wrong snapshot (nspam 0 where there were 1,502), and its write was
+    stopped by the file check as damage. Opened here, where this process holds the lock alone,
     LMDB finds itself the only user and writes the record from the new file, before it
     lets the lock be shared."""
     env = lmdb.open(str(directory), map_size=(directory / "data.mdb").stat().st_size,
@@ -116,8 +116,8 @@ def _reset_lock_file(directory: Path) -> None:
 
 
 def _lock_holders(lock_path: Path) -> list[str]:
-    """The processes holding an fcntl lock on `lock_path`, as "pid 123 (spamkit serve)",
-    read from /proc/locks (empty where there is none)."""
+    """The processes holding an fcntl lock on `lock_path`, as "pid 123: python3 -m spamkit
+    serve ...", read from /proc/locks (empty where there is none)."""
     try:
         stat = lock_path.stat()
         lines = Path("/proc/locks").read_text().splitlines()
