@@ -215,8 +215,12 @@ class SpamdService:
                 raise ProtocolError(code, "the token database is unavailable") from None
             log.warning("token database unusable, scored with the rules alone: %s", error)
             verdict = self.scanner.scan(raw, recipients=recipients, with_bayes=False)
+            verdict.autolearn, verdict.autolearn_reason = "unavailable", str(error)
+            return verdict
         if self.autolearn:
             self.scanner.autolearn(raw, verdict, "spamd")
+        else:
+            verdict.not_learned_here("spamd does not learn (spamd --autolearn would)")
         return verdict
 
     def _tell(self, request: Request) -> bytes:

@@ -98,7 +98,9 @@ class Verdict:
     decision: str  # "ham", "spam" or "reject"
     hits: list[Hit]
     bayes: BayesResult | None
-    autolearn: str = "no"  # "spam", "ham", "no", or "failed" (the database could not take it)
+    # "spam", "ham", "no": autolearn's choice; "failed": the database could not take it;
+    # "unavailable": scored without the database; "disabled": nothing here learns
+    autolearn: str = "no"
     autolearn_reason: str = ""
     listed: str | None = None
     subject_tag: str | None = None  # text put before the Subject when spam
@@ -108,6 +110,14 @@ class Verdict:
     @property
     def is_spam(self) -> bool:
         return self.decision in ("spam", "reject")
+
+    def not_learned_here(self, why: str) -> None:
+        """autolearn=disabled, as SpamAssassin says when it does not learn, for a service
+        that does not (started without --autolearn, or `deliver`): its header said
+        autolearn=ham for mail nothing learned, and administrators read that header to
+        see what the database was taught."""
+        if self.autolearn in ("spam", "ham", "no"):
+            self.autolearn, self.autolearn_reason = "disabled", why
 
     def status_line(self) -> str:
         tests = ",".join(hit.name for hit in sorted(self.hits, key=lambda h: h.name)) or "none"

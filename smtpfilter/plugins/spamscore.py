@@ -53,6 +53,8 @@ class SpamScore(Filter):
         tx.notes["spam"] = "yes" if verdict.is_spam else "no"
         if self.autolearn and not database_down:
             self._autolearn(tx, verdict)
+        elif not self.autolearn:
+            verdict.not_learned_here("the filter does not learn (serve --autolearn would)")
         tx.data = verdict.rewrite(tx.data)  # (a refusal after the queue goes on so marked)
         if verdict.decision == "reject":
             return reject(self.name, f"550 5.7.1 Message rejected as spam (score {verdict.score:.1f})")

@@ -105,6 +105,7 @@ def _scored(data: bytes, user: str, config: Config, db_path: str | None,
         if down is None:
             try:
                 verdict = scanner.scan(data, sender, recipients)
+                verdict.not_learned_here("deliver does not learn")
                 return verdict.rewrite(data), verdict.is_spam
             except StoreError as error:  # (gone since, or damage LMDB met as it read)
                 down = str(error)

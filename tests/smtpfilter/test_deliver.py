@@ -47,6 +47,7 @@ def test_ham_to_inbox_spam_to_junkmail(tmp_path: Path, trained_db: Path,
     inbox, junk = deliver_ham_and_spam("alice", root, db, tmp_path, split)
     assert b"X-Spam-Status: No," in inbox.read_bytes()
     assert b"X-Spam-Flag: YES" in junk.read_bytes()
+    assert b"autolearn=disabled" in inbox.read_bytes() and b"autolearn=disabled" in junk.read_bytes()
     assert list((root / "alice" / "Maildir" / "tmp").iterdir()) == []
 
 

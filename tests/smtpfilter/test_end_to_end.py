@@ -635,17 +635,25 @@ def test_serve_autolearn_learns_what_it_relays_once(tmp_path: Path, trained_db: 
         return json.loads(out)
 
     before = magic()
+    ham = next(m for m in split[1] if m.label == "ham" and b"\nX-Spam-" not in m.data
+               and _autolearn_choice(m.data, trained_db, tmp_path) == "ham")
+    path = write(tmp_path, ham.data)
+    # without --autolearn nothing is learned, and the header says so: it said autolearn=ham
+    process, port = start_serve(sink.port, db, tmp_path / "none.toml")
+    try:
+        assert swaks(port, path).startswith("250")
+    finally:
+        stop_serve(process)
+    [relayed] = sink.messages()
+    assert b"autolearn=disabled" in relayed and magic() == before
     process, port = start_serve(sink.port, db, tmp_path / "none.toml", "--autolearn")
     try:
-        ham = next(m for m in split[1] if m.label == "ham" and b"\nX-Spam-" not in m.data
-                   and _autolearn_choice(m.data, trained_db, tmp_path) == "ham")
-        path = write(tmp_path, ham.data)
         for _ in range(2):
             assert swaks(port, path).startswith("250")
     finally:
         returncode, stderr = stop_serve(process)
     assert returncode == 0, stderr
-    delivered = sink.messages()
+    delivered = [d for d in sink.messages() if d != relayed]
     assert len(delivered) == 2 and all(b"autolearn=ham" in d for d in delivered)
     after = magic()
     assert after["nham"] == before["nham"] + 1 and after["nspam"] == before["nspam"]

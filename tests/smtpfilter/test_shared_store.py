@@ -51,7 +51,7 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
         for _, port in filters:
             assert swaks(port, ham).startswith("250"), "scored from Redis and relayed"
         assert len(sink.messages()) == 3
-        assert all(b"autolearn=no" in m for m in sink.messages())
+        assert all(b"autolearn=disabled" in m for m in sink.messages())  # (serve without --autolearn)
         redis.process.terminate()
         redis.process.wait(10)
         replies = {policy: swaks(port, ham) for policy, (_, port) in zip(policies, filters)}
@@ -59,7 +59,7 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
         assert replies["rules"].startswith("250") and replies["unscanned"].startswith("250"), replies
         relayed = sink.messages()  # (in the sink's file order, not arrival order)
         assert len(relayed) == 5, "tempfail relayed nothing; the other two relayed once each"
-        assert sum(b"tests=BAYES_00" in m and b"autolearn=no" in m for m in relayed) == 3
+        assert sum(b"tests=BAYES_00" in m and b"autolearn=disabled" in m for m in relayed) == 3
         without_bayes = [m for m in relayed if b"autolearn=unavailable" in m]
         assert len(without_bayes) == 1 and b"BAYES_" not in without_bayes[0], "rules: scored without Bayes"
         assert sum(b"X-Spam-Status: unscanned, spam database unavailable" in m for m in relayed) == 1
@@ -72,7 +72,7 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
             store.restore(io.StringIO(dump.getvalue()))
         replies = {policy: swaks(port, ham) for policy, (_, port) in zip(policies, filters)}
         assert all(reply.startswith("250") for reply in replies.values()), replies
-        assert sum(b"tests=BAYES_00" in m and b"autolearn=no" in m for m in sink.messages()) == 6
+        assert sum(b"tests=BAYES_00" in m and b"autolearn=disabled" in m for m in sink.messages()) == 6
     finally:
         for process, _ in filters:
             stop_serve(process)

@@ -142,6 +142,7 @@ def test_spamc_gets_spamkit_checks_verdicts(start_spamd, db: Path, tmp_path: Pat
         head, _, body = processed.stdout.partition(b"\n\n")
         assert f"X-Spam-Status: {'Yes' if is_spam else 'No'}, score={expected['score']:.1f}".encode() in head
         assert (b"X-Spam-Flag: YES" in head) is is_spam
+        assert b"autolearn=disabled" in head  # (this spamd does not learn: no --autolearn)
         assert body and body in data.replace(b"\r\n", b"\n")  # the message itself comes back
     assert spamd.spamc(b"", "-K").returncode == 0  # PING
     code, log = spamd.stop()
