@@ -380,6 +380,8 @@ def test_a_token_database_gone_answers_as_when_database_down_says(start_spamd, t
     assert tempfail.ask(request) == b"SPAMD/1.1 75 the token database is unavailable\r\n"
     assert time.monotonic() - started < 5
     assert rules_only.ask(request).startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; ")
+    processed = rules_only.spamc(message)  # (the rules' verdict says it was scored without the database)
+    assert processed.returncode == 0 and b"autolearn=unavailable" in processed.stdout
     unscanned = tempfail.spamc(message)  # spamc's safe fallback: the message, unchanged
     assert unscanned.returncode == 0 and unscanned.stdout == message
     for spamd in (tempfail, rules_only):
