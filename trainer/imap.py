@@ -9,12 +9,11 @@ back), fetch with BODY.PEEK[] (the \\Seen flag is left alone) in chunks, learn, 
 after the chunk is committed remove exactly the learned UIDs: UID EXPUNGE where the
 server has UIDPLUS, else MOVE to Trash, else nothing (learn-only, reported). Learned ham
 goes back to the Inbox instead when LearnHamToInbox says so (MOVE, else COPY and UID
-EXPUNGE). A plain
-EXPUNGE, which would also remove messages someone else marked deleted, is never sent. If
-the folder's UIDVALIDITY changed meanwhile, nothing is removed and the folder waits for
-the next run, which finds those messages known and removes them. A run cut off between
-flagging its learned messages \\Deleted and expunging them is finished by the next:
-flagged messages learned with the folder's label are expunged by UID then.
+EXPUNGE). A plain EXPUNGE, which would also remove messages someone else marked deleted,
+is never sent. If the folder's UIDVALIDITY changed meanwhile, nothing is removed and the
+folder waits for the next run, which finds those messages known and removes them. A run
+cut off between flagging its learned messages \\Deleted and expunging them is finished
+by the next: flagged messages learned with the folder's label are expunged by UID then.
 
 Folder names are looked up as given, then with their levels joined by the server's
 hierarchy delimiter (Junk/LearnAsSpam is Junk.LearnAsSpam where the delimiter is '.'),
