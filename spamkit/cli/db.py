@@ -22,7 +22,7 @@ from spamkit.store.lmdb import RECOVERY
 
 @click.group()
 def db() -> None:
-    """Inspect, back up, restore, expire or reset the token database."""
+    """Inspect, back up, restore, expire, compact or reset the token database."""
 
 
 @db.command()
