@@ -27,6 +27,11 @@ class UnsafeUser(ValueError):
     pass
 
 
+class UnknownUser(ValueError):
+    """A user asked for by name who has no Maildir: a mistyped --user reported nothing to
+    do for that name, as if the folders were empty."""
+
+
 def check_user_name(user: str) -> str:
     """The name, if it is one SME allows (the configuration's rule); else UnsafeUser."""
     try:
@@ -68,7 +73,7 @@ def accounts(pattern: str, only: str | None = None, extra: list[str] | None = No
             if only:
                 raise
             continue  # a directory whose name is not a user name: not ours to touch
-        if (maildir / "cur").is_dir() or only:
+        if (maildir / "cur").is_dir():
             found[name] = Account(name, maildir)
     for entry in extra or []:
         name, _, path = entry.partition("=")
@@ -77,4 +82,6 @@ def accounts(pattern: str, only: str | None = None, extra: list[str] | None = No
         check_user_name(name)
         if only is None or only == name:
             found[name] = Account(name, Path(path))
+    if only and only not in found:
+        raise UnknownUser(f"no Maildir for {only} at {resolve(pattern, only)} (nor in ExtraAccounts)")
     return list(found.values())

@@ -28,13 +28,13 @@ from trainer.accounts import ImapAccount, load_accounts
 from trainer.imap import imap_expire_junk, imap_folder_counts, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
-from trainer.users import Account, UnsafeUser, accounts
+from trainer.users import Account, UnknownUser, UnsafeUser, accounts
 
 
 def _accounts(config: Config, pattern: str | None, only_user: str | None) -> list[Account]:
     try:
         return accounts(pattern or config["MaildirPattern"], only_user, config["ExtraAccounts"])
-    except UnsafeUser as error:
+    except (UnsafeUser, UnknownUser) as error:
         raise click.UsageError(str(error)) from None
 
 

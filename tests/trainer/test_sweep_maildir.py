@@ -116,6 +116,18 @@ def test_user_names_that_could_escape_are_refused(root: Path, tmp_path: Path, na
     assert result.returncode == 2 and "refusing user name" in result.stderr
 
 
+def test_a_user_with_no_maildir_is_named_not_reported_empty(root: Path, tmp_path: Path) -> None:
+    """A mistyped --user (or one whose Maildir is gone) said "0 learned", "deleted 0" and
+    exit 0, as if that user's folders were empty."""
+    pattern = f"{root}/{{user}}/Maildir"
+    for command in (("learn", "--db", str(tmp_path / "db")), ("stats", "--db", str(tmp_path / "db")),
+                    ("expire-junk", "--days", "3")):
+        result = spamkit(*command, "--maildirs", pattern, "--user", "alcie", check=False)
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"no Maildir for alcie at {root}/alcie/Maildir" in result.stderr
+    assert not (tmp_path / "db").exists()
+
+
 def test_nul_and_paths_outside_the_base_are_refused(tmp_path: Path) -> None:
     from trainer.users import UnsafeUser, check_user_name, resolve
 
