@@ -22,6 +22,7 @@ import pytest
 from spamkit.store import LmdbStore
 from spamkit.store.compact import TEMPORARY_NAME
 from tests.engine.dbstate import database_state
+from tests.engine.lmdbdamage import DAMAGES, damage
 from tests.servers.tmpfs import small_disk
 
 
@@ -188,3 +189,16 @@ def test_a_disk_without_room_for_the_copy_changes_nothing(tmp_path: Path, expire
         assert re.search(r"needs \d+ MiB free beside it, and the disk has [012] MiB; nothing was changed",
                          refused.stderr), refused.stderr
         assert digest(db / "data.mdb") == content and not (db / TEMPORARY_NAME).exists()
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_a_damaged_file_is_refused_not_copied(db: Path, kind: str) -> None:
+    """LMDB's compacting copy walks every tree and trusts every page header it meets; the
+    file check goes first, so damage is exit 65 with the way out, never a crash or a copy
+    of the damage."""
+    damage(db, kind)
+    content = digest(db / "data.mdb")
+    refused = spamkit("db", "compact", "--db", str(db))
+    assert refused.returncode == 65, refused.stderr
+    assert "is damaged" in refused.stderr and "db reset --yes" in refused.stderr
+    assert digest(db / "data.mdb") == content and not (db / TEMPORARY_NAME).exists()
