@@ -1,12 +1,12 @@
 """A real Dovecot 2.3 on loopback with Maildir storage (../shared/recipes/real-servers.md).
 
 Plain IMAP on one port and IMAPS on another, with a self-signed certificate whose CA
-file the TLS tests pass as `ca_file`. The plain port also listens on two more loopback
+file the TLS tests pass as `ca_file`. The plain port also listens on three more loopback
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
-MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither. `PREFIXED_USER` has every folder under the
-personal namespace prefix "INBOX.", as on Courier and Cyrus. Users' folders are on disk
-as Maildir++, so tests put corpus messages in with plain file writes and read the
-results back the same way.
+MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither.
+`PREFIXED_USER` has every folder under the personal namespace prefix "INBOX.", as on
+Courier and Cyrus. Users' folders are on disk as Maildir++, so tests put corpus messages
+in with plain file writes and read the results back the same way.
 """
 
 from __future__ import annotations
