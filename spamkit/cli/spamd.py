@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
@@ -59,6 +60,7 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
 
+    _refuse_ignored_options(socket_path is not None)
     account = account_to_run_as(run_as, "spamd")
     try:
         mode = int(socket_mode, 8)
@@ -86,6 +88,22 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
                            database.refreshed))
     finally:
         database.close()
+
+
+def _refuse_ignored_options(on_a_socket: bool) -> None:
+    """A Unix socket takes the place of --listen, and is guarded by its mode, not by
+    client addresses; given with it, --listen and --allowed-ips were ignored without a
+    word (an administrator would think the TCP port open, or the socket restricted), as
+    was --socket-mode without --socket."""
+    given = click.get_current_context().get_parameter_source
+    if on_a_socket:
+        named = [option for option, name in (("--listen", "listen"), ("--allowed-ips", "allowed_ips"))
+                 if given(name) is ParameterSource.COMMANDLINE]
+        if named:
+            raise click.UsageError(f"{' and '.join(named)} with --socket: spamd listens on one or the "
+                                   "other, and who may use the socket is set by its mode (--socket-mode)")
+    elif given("socket_mode") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("--socket-mode is for --socket; over TCP, --allowed-ips says who may connect")
 
 
 async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode: int,

@@ -220,6 +220,21 @@ def test_a_socket_that_cannot_be_made_names_its_path(db: Path, tmp_path: Path) -
     assert f"{tmp_path / 'no' / 'spamd.sock'}: No such file or directory" in done.stderr
 
 
+
+def test_options_a_socket_or_a_port_would_ignore_are_refused(db: Path, tmp_path: Path) -> None:
+    """--listen and --allowed-ips with --socket, and --socket-mode without it, were ignored
+    without a word: spamd listened on the socket alone, open to whoever its mode lets in."""
+    socket_path = str(tmp_path / "spamd.sock")
+    for options, said in ((("--socket", socket_path, "--listen", "127.0.0.1:7830"), "--listen with --socket"),
+                          (("--socket", socket_path, "--allowed-ips", "10.0.0.1"), "--allowed-ips with --socket"),
+                          (("--socket-mode", "0600",), "--socket-mode is for --socket")):
+        done = subprocess.run([sys.executable, "-m", "spamkit", "spamd", *options, "--db", str(db),
+                               "--config", str(tmp_path / "none.toml"), "--user", "nobody"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 2 and said in done.stderr, (options, done.stderr)
+    assert not (tmp_path / "spamd.sock").exists()
+
+
 def test_what_is_not_the_protocol_gets_an_error_code_and_never_a_verdict(
         start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
     """Raw requests spamc would not send: each answered with a sysexits code alone; a
