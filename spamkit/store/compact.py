@@ -37,7 +37,7 @@ from spamkit.store.lmdb import damage_found, free_bytes, refuse_remote_filesyste
 from spamkit.store.lmdbcheck import check_file
 
 TEMPORARY_NAME = "data.mdb.compacting"
-_NAMED = (b"tokens", b"seen", b"meta", b"history")  # (LmdbStore's named databases)
+MAX_DBS = 16  # named databases an environment may hold (LmdbStore makes four)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _reset_lock_file(directory: Path) -> None:
     LMDB finds itself the only user and writes the record from the new file, before it
     lets the lock be shared."""
     env = lmdb.open(str(directory), map_size=(directory / "data.mdb").stat().st_size,
-                    max_dbs=len(_NAMED), lock=True, mode=0o600)
+                    max_dbs=MAX_DBS, lock=True, mode=0o600)
     env.close()
 
 
@@ -196,18 +196,15 @@ def _write_compacted_copy(directory: Path, data: Path, temporary: Path) -> None:
 def _open_unlocked(path: Path, subdir: bool) -> lmdb.Environment:
     """Read-only, without LMDB's locks: only for a file no process can be writing."""
     size = (path / "data.mdb" if subdir else path).stat().st_size
-    return lmdb.open(str(path), subdir=subdir, readonly=True, lock=False, max_dbs=len(_NAMED),
+    return lmdb.open(str(path), subdir=subdir, readonly=True, lock=False, max_dbs=MAX_DBS,
                      map_size=max(size, 1 << 20))
 
 
 def _named_databases(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes, lmdb._Database]:
-    found = {}
-    for name in _NAMED:
-        try:
-            found[name] = env.open_db(name, txn=txn, create=False)
-        except lmdb.NotFoundError:  # (history came later: an older database has none)
-            pass
-    return found
+    """Every named database the file holds, as its main tree lists them (so none is
+    named here twice over, and a table added later is counted too)."""
+    names = [bytes(key) for key in txn.cursor().iternext(keys=True, values=False)]
+    return {name: env.open_db(name, txn=txn, create=False) for name in names}
 
 
 def _entries(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes, int]:

@@ -17,7 +17,6 @@ import logging
 import os
 import pwd
 import time
-
 from typing import TYPE_CHECKING
 
 from spamkit.errors import StoreError
