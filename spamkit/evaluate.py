@@ -379,6 +379,7 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
     started = time.perf_counter()
     analyzer = analyzer or Analyzer()
     messages, failures, duplicates = _read(spam, ham, analyzer, progress, keep_bytes=judge is not None)
+    _refuse_one_label(messages, failures)
     messages.sort(key=lambda m: (m.arrived is None, m.arrived or 0.0, m.key))
     labels = np.array([m.spam for m in messages], dtype=bool)
     scores = np.zeros(len(messages))
@@ -425,6 +426,16 @@ def replay(spam: Iterable[SourceItem], ham: Iterable[SourceItem], params: BayesP
                   _verdict_figures(labels, decisions) if judge is not None else None,
                   *_judged(labels, scores, verdicts, waiting),
                   "corrections" if corrections else "train", autolearned)
+
+
+def _refuse_one_label(messages: list[_Message], failures: list[tuple[str, str]]) -> None:
+    """A replay of one label alone has no errors of the other kind and no ranking to
+    measure (1-AUC and the spam caught at no false positive compare spam with ham)."""
+    spam = sum(m.spam for m in messages)
+    for name, count in (("spam", spam), ("ham", len(messages) - spam)):
+        if not count:
+            raise TooLittleMail(f"no {name} could be read: a replay measures how spam and ham "
+                                f"are told apart, so it needs some of each" + _unreadable(failures))
 
 
 def _judged(labels: np.ndarray, scores: np.ndarray, verdicts: list[str], waiting: np.ndarray

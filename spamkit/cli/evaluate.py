@@ -4,6 +4,7 @@ measured by cross-validation in throw-away databases (spamkit.evaluate)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -72,7 +73,8 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     database `spamkit check` uses.
 
     Exit status: 0; 1 when some messages could not be read (the rest are evaluated);
-    65 when there is too little mail of a label for Bayes to judge.
+    65 when there is too little mail of a label for Bayes to judge (with --replay: none
+    of a label).
     """
     from click.core import ParameterSource
 
@@ -86,6 +88,9 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
     if corrections and not (replay and with_verdict):
         raise click.UsageError("--corrections replays what users do with the whole verdict: "
                                "give it with --replay and --verdict")
+    if corrections and ctx.get_parameter_source("margin") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("--corrections learns what users would move, whatever the "
+                               "database was sure of: give one of --corrections and --margin")
     if rule_files and not with_verdict:  # (Bayes alone is measured without: they would be read for nothing)
         raise click.UsageError("--rules adds rules to the whole verdict: give it with --verdict")
     config = load_config(config_path)
@@ -134,9 +139,14 @@ def _figures(pooled: Accuracy, spam: int, ham: int, spam_cutoff: float) -> list[
         f"{spam:,} ({_share(pooled.false_negatives, spam)}), "
         f"{pooled.unsure_spam:,} of them unsure",
         f"  {'ham left unsure':<40}{pooled.unsure_ham:>7,}",
-        f"  {'1-AUC (a ham outranks a spam)':<40}{pooled.one_minus_auc_percent:>7.4f}%",
-        f"  {'spam caught with no false positive':<40}{pooled.caught_at_zero_fp_percent:>7.1f}%",
+        f"  {'1-AUC (a ham outranks a spam)':<40}{_percent(pooled.one_minus_auc_percent, 4)}",
+        f"  {'spam caught with no false positive':<40}{_percent(pooled.caught_at_zero_fp_percent, 1)}",
     ]
+
+
+def _percent(value: float, digits: int) -> str:
+    """A figure that compares spam with ham, or "-" where one of them is missing (NaN)."""
+    return f"{'-':>7}" if math.isnan(value) else f"{value:>7.{digits}f}%"
 
 
 def _given_twice(duplicates: int) -> str:

@@ -210,6 +210,12 @@ def test_a_replay_meets_the_mail_in_arrival_order_and_learns_as_it_goes(
     assert moved.autolearned > 0 and moved.as_json()["autolearned"] == moved.autolearned
     with pytest.raises(ValueError, match="give a judge"):
         replay(_items(sample, "spam"), _items(sample, "ham"), params, corrections=True)
+    # one label alone has no ranking to measure: refused, with what could not be read
+    with pytest.raises(TooLittleMail, match=r"^no ham could be read: .* needs some of each "
+                                            r"\(gone could not be read: no such file\)$"):
+        replay(_items(sample, "spam"), [SourceItem("gone", None, "no such file")], params)
+    with pytest.raises(TooLittleMail, match=r"^no spam could be read"):
+        replay([], [], params)
 
 
 def test_the_command_replays_on_request_and_refuses_folds_with_it(
@@ -234,3 +240,12 @@ def test_the_command_replays_on_request_and_refuses_folds_with_it(
     assert done.returncode == 2 and "give it with --replay and --verdict" in done.stderr
     done = subprocess.run([*command, "--rules", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "give it with --verdict" in done.stderr
+    done = subprocess.run([*command, "--verdict", "--corrections", "--margin", "0.9"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "give one of --corrections and --margin" in done.stderr
+    (tmp_path / "empty").mkdir()
+    no_ham = [*command[:8], str(tmp_path / "empty"), *command[9:]]
+    done = subprocess.run(no_ham, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (65, "")
+    assert done.stderr == ("spamkit: error: no ham could be read: a replay measures how spam and "
+                           "ham are told apart, so it needs some of each\n")
