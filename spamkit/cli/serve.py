@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import pwd
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -37,6 +39,45 @@ def host_port(text: str) -> tuple[str, int]:
         return split_host_port(text)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def refuse_next_hop_to_itself(listen_text: str, next_hop_text: str) -> None:
+    """A next hop that is this filter's own listening address would send every message
+    round to itself: each recipient check and each relay opens one more session of its
+    own, and the client hears nothing until its timeout. Refused before listening.
+
+    A next hop whose name does not resolve now is let be (the DNS may be back before the
+    first message, which is deferred with 4xx meanwhile)."""
+    listen, next_hop = host_port(listen_text), host_port(next_hop_text)
+    if listen[1] != next_hop[1]:
+        return
+    try:
+        hop_addresses = {str(info[4][0]) for info in socket.getaddrinfo(
+            next_hop[0], next_hop[1], type=socket.SOCK_STREAM)}
+        listen_infos = socket.getaddrinfo(listen[0], listen[1], type=socket.SOCK_STREAM,
+                                          flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return
+    for *_, sockaddr in listen_infos:
+        address = str(sockaddr[0])
+        wildcard = ipaddress.ip_address(address.split("%")[0]).is_unspecified
+        for hop in hop_addresses:
+            if hop == address or (wildcard and _is_this_machines(hop)):
+                raise click.UsageError(
+                    f"--next-hop {next_hop_text} is where this filter listens (--listen "
+                    f"{listen_text}): mail would go round to itself; give "
+                    "the MTA's reinjection port (e.g. Postfix's 127.0.0.1:10026)")
+
+
+def _is_this_machines(address: str) -> bool:
+    """Whether `address` is one of this machine's: only those can be bound."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_passwd | None:
@@ -223,6 +264,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     (unreachable, or found damaged) does not stop it: each message gets WhenDatabaseDown
     until a retry (every DatabaseRetry seconds) finds the database sound and answering.
     """
+    refuse_next_hop_to_itself(listen, next_hop)
     account = account_to_run_as(run_as)
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics

@@ -751,6 +751,31 @@ def test_serve_runs_as_the_user_it_is_given_never_as_root(tmp_path: Path, traine
     assert len(sink.messages()) == 1
 
 
+@pytest.mark.parametrize("listen, next_hop", [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"),
+                                              ("0.0.0.0", "localhost"), ("[::]", "127.0.0.2")])
+def test_serve_refuses_a_next_hop_that_is_its_own_listening_address(tmp_path: Path, listen: str,
+                                                                     next_hop: str) -> None:
+    """Mail would go round to itself: every recipient check opened one more session of its
+    own and the client heard nothing until its timeout. A wildcard --listen covers every
+    address of the machine (and [::] the IPv4 ones too, on Linux's dual-stack default)."""
+    port = free_port()
+    as_user = ("--user", "nobody") if os.geteuid() == 0 else ()
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "serve", *as_user,
+                                "--listen", f"{listen}:{port}", "--next-hop", f"{next_hop}:{port}",
+                                "--db", str(tmp_path / "db"), "--config", str(tmp_path / "none.toml")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"serve started with --next-hop {next_hop}:{port}") from None
+    assert process.returncode == 2, stderr
+    assert (f"--next-hop {next_hop}:{port} is where this filter listens (--listen {listen}:{port}): "
+            "mail would go round to itself") in stderr
+    assert not (tmp_path / "db").exists()  # refused before anything was opened
+
+
 class Slow(Filter):
     """A DATA check that takes `seconds` (a DNS list that answers late, say)."""
 
