@@ -31,7 +31,7 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
-from spamkit.store.lmdbcheck import check_file
+from spamkit.store.lmdbcheck import check_file, check_length
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
 from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
@@ -326,16 +326,21 @@ class LmdbStore:
     def _refuse_truncated_file(self) -> None:
         """A data file shorter than its own last page (a copy cut short, a damaged disk)
         would be read through the memory map past its end: a SIGBUS, a crash with no
-        message. The meta pages at its start say how long it must be. (Read before the
-        size: a writer writes its pages before the meta page that counts them.)"""
-        needed = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
-        try:
-            size = (self.path / "data.mdb").stat().st_size
-        except OSError:
-            return
-        if 0 < size < needed:
-            raise StoreCorrupt(f"{self.path / 'data.mdb'} is cut short: {size:,} bytes where its "
-                               f"own index needs {needed:,}; {RECOVERY}")
+        message. The meta pages at its start say how long it must be, less the pages
+        listed free that LMDB never wrote (lmdbcheck.check_length). (Read under a read
+        transaction, which pins its snapshot: a writer writes its pages before the meta
+        page that counts them, so the file is at least that snapshot's length.)"""
+        data = self.path / "data.mdb"
+        for _attempt in range(3):
+            with self._env.begin() as txn:
+                try:
+                    report = check_length(data, txn.id())
+                except OSError:
+                    return
+            if not report.snapshot_gone:  # (else two commits overtook us: look again)
+                break
+        if report.problems and not report.snapshot_gone:  # (a file that busy is being written)
+            raise StoreCorrupt(f"{data} is cut short: {report.problems[0]}; {RECOVERY}")
 
     def _refuse_lock_file_on_full_disk(self) -> None:
         """LMDB makes its lock file by extending it and writing through a memory map; on a

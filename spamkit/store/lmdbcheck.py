@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,10 +84,11 @@ class _Damaged(Exception):
 
 class _Walker:
     def __init__(self, data: mmap.mmap | bytes, page_size: int, last_page: int,
-                 report: CheckReport) -> None:
+                 report: CheckReport, file_pages: int) -> None:
         self.data = data
         self.page_size = page_size
         self.last_page = last_page
+        self.file_pages = file_pages  # whole pages in the file; those past it were never written
         self.report = report
         self.owner: dict[int, str] = {}  # page -> the tree (or free list) that uses it
         self.leaves: dict[str, list[int]] = {}  # tree -> its leaf pages
@@ -106,6 +108,9 @@ class _Walker:
         """The header of page `number`: (flags, lower, upper, start offset)."""
         if not 2 <= number <= self.last_page:
             raise _Damaged(f"{tree}: a link to page {number}, outside pages 2-{self.last_page}")
+        if number >= self.file_pages:
+            raise _Damaged(f"{tree}: page {number} is past the end of the file "
+                           f"({self.file_pages} pages): it is cut short")
         start = number * self.page_size
         stored, _pad, flags, lower, upper = _PAGE.unpack_from(self.data, start)
         if stored != number:
@@ -201,7 +206,7 @@ class _Walker:
         flags, _lower, _upper, start = self.page(first, tree)
         pages = int(struct.unpack_from("<I", self.data, start + 12)[0])
         wanted = (PAGE_HEADER - 1 + size) // self.page_size + 1
-        if flags & TYPE_BITS != P_OVERFLOW or pages != wanted or first + pages - 1 > self.last_page:
+        if flags & TYPE_BITS != P_OVERFLOW or pages != wanted or first + pages > self.file_pages:
             raise _Damaged(f"{tree}: the {size}-byte value at page {first} is not there "
                            f"(flags {flags:#x}, {pages} pages where {wanted} are needed)")
         self.claim(first, pages, tree)
@@ -226,6 +231,16 @@ class _Walker:
                     self.claim(page, 1, "free list (as free)")
 
 
+    def past_end_free(self) -> None:
+        """Every page the file does not reach must be listed free (see `check_length`)."""
+        for number in range(self.file_pages, self.last_page + 1):
+            if self.owner.get(number) != "free list (as free)":
+                self.problem(f"the file holds {self.file_pages} pages; its meta page says "
+                             f"{self.last_page + 1}, and page {number} past its end is not "
+                             "listed free: it is cut short")
+                return
+
+
 def _tree(name: str, record: bytes | mmap.mmap, offset: int = 0) -> TreeFacts:
     return TreeFacts(name, *_DB.unpack_from(record, offset)[1:])
 
@@ -234,6 +249,24 @@ def check_file(path: str | Path, txnid: int | None = None) -> CheckReport:
     """Check data.mdb at `path`, at the snapshot of transaction `txnid` (the newer of the
     two meta pages if None). Pin that snapshot with an open read transaction while this
     runs: a writer may reuse the pages of any snapshot no reader holds."""
+    return _mapped(path, txnid, _check_mapped)
+
+
+def check_length(path: str | Path, txnid: int | None = None) -> CheckReport:
+    """The part of `check_file` that every open can afford: whether the file holds every
+    page its meta page counts, except pages listed free.
+
+    LMDB counts pages a transaction took from the end of the file and freed again before
+    it committed, yet never writes them ("loose" pages, put on the free list). So a
+    sound file may end before its last page; only when a page past its end is not listed
+    free is it cut short (a copy that stopped, a damaged disk), and would be read
+    through the memory map past its end: a SIGBUS, a crash with no message. Only the
+    free list is walked, and only when the file ends early."""
+    return _mapped(path, txnid, _check_length)
+
+
+def _mapped(path: str | Path, txnid: int | None,
+            check: Callable[[mmap.mmap, int, int | None, CheckReport], None]) -> CheckReport:
     report = CheckReport(path=str(path))
     with open(path, "rb") as file:
         size = file.seek(0, 2)
@@ -241,11 +274,35 @@ def check_file(path: str | Path, txnid: int | None = None) -> CheckReport:
             report.problems.append(f"the file is {size} bytes, too short for LMDB's two meta pages")
             return report
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            _check_mapped(data, size, txnid, report)
+            check(data, size, txnid, report)
     return report
 
 
-def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckReport) -> None:
+def _check_length(data: mmap.mmap, size: int, txnid: int | None, report: CheckReport) -> None:
+    chosen = _meta(data, size, txnid, report)
+    if chosen is None:
+        return
+    page_size, last_page, meta_at = chosen
+    if (last_page + 1) * page_size <= size:
+        return
+    walker = _Walker(data, page_size, last_page, report, size // page_size)
+    free = _tree("free list", data, meta_at + _META.size)
+    try:
+        walker.walk_tree(free)
+        walker.free_pages(free)
+    except _Damaged as damage:
+        walker.problem(str(damage))
+        return
+    except struct.error as error:
+        walker.problem(f"free list: a page points outside the file ({error})")
+        return
+    walker.past_end_free()
+
+
+def _meta(data: mmap.mmap, size: int, txnid: int | None,
+          report: CheckReport) -> tuple[int, int, int] | None:
+    """(page size, last page, offset of the meta record) of the snapshot to check, or
+    None with the problem in `report`."""
     page_size = 4096
     metas = []
     for index in range(2):
@@ -260,24 +317,28 @@ def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
     usable = [m for m in metas if m[0] == MAGIC and m[1] == DATA_VERSION]
     if not usable:
         report.problems.append("neither meta page is an LMDB 0.9 meta page")
-        return
+        return None
     chosen = max(usable, key=lambda m: m[2]) if txnid is None else \
         next((m for m in usable if m[2] == txnid), None)
     if chosen is None:
         report.snapshot_gone = all(m[2] > txnid for m in usable)
         report.problems.append(f"no meta page holds transaction {txnid}")
-        return
+        return None
     _magic, _version, report.txnid, last_page, meta_at = chosen
     if page_size not in {1 << bits for bits in range(9, 17)}:  # (LMDB's pages: 512 B to 64 KiB)
         report.problems.append(f"the meta page gives a page size of {page_size} bytes")
-        return
+        return None
     report.page_size = page_size
     report.pages = last_page + 1
-    if (last_page + 1) * page_size > size:
-        report.problems.append(f"the file holds {size // page_size} pages; its meta page "
-                               f"says {last_page + 1}")
+    return page_size, last_page, meta_at
+
+
+def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckReport) -> None:
+    chosen = _meta(data, size, txnid, report)
+    if chosen is None:
         return
-    walker = _Walker(data, page_size, last_page, report)
+    page_size, last_page, meta_at = chosen
+    walker = _Walker(data, page_size, last_page, report, size // page_size)
     free = _tree("free list", data, meta_at + _META.size)
     main = _tree("main", data, meta_at + _META.size + _DB.size)
     try:
@@ -298,5 +359,7 @@ def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
             walker.problem(str(damage))
         except struct.error as error:
             walker.problem(f"{text}: a page points outside the file ({error})")
+    if not report.problems:
+        walker.past_end_free()
     if not report.problems:  # (a leaked page wastes room and harms nothing: not damage)
         report.unused_pages = sum(1 for page in range(2, last_page + 1) if page not in walker.owner)

@@ -19,7 +19,8 @@ from spamkit.errors import StoreCorrupt
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
-from spamkit.store.lmdbcheck import check_file
+from spamkit.store.base import today
+from spamkit.store.lmdbcheck import check_file, check_length
 from tests.conftest import as_items
 from tests.engine.lmdbdamage import DAMAGES, damage
 
@@ -158,3 +159,44 @@ def test_a_file_of_another_kind_is_reported_not_guessed_at(tmp_path: Path) -> No
     assert check_file(path).problems == ["neither meta page is an LMDB 0.9 meta page"]
     path.write_bytes(b"\0" * 100)
     assert "too short" in check_file(path).problems[0]
+
+
+def test_a_file_ending_on_pages_lmdb_freed_unwritten_is_sound_and_one_cut_short_is_not(
+        tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """LMDB counts the pages a transaction took from the end of the file and freed again
+    before committing, yet never writes them: they go on the free list. This run of
+    restores and expiries (what `db restore` and `db expire` do) ends with the file two
+    pages short of its last page. Every open used to call that damage ("cut short"),
+    so the database refused learning, and the filter scored without it, until reset."""
+    spam = as_items([m for m in split[0] if m.label == "spam"][:250])
+    path = tmp_path / "db"
+    with LmdbStore(tmp_path / "source") as source:
+        Learner(source).learn(spam, Label.SPAM)
+        dump = io.StringIO()
+        source.dump(dump)
+    for step in ("restore", "expire 100", "expire seen", "restore", "expire 1000"):
+        with LmdbStore(path) as store:
+            if step == "restore":
+                dump.seek(0)
+                store.restore(dump)
+            elif step == "expire seen":
+                store.expire_seen(today() - 365)
+            else:
+                store.expire(int(step.split()[1]))
+            last_page = store._env.info()["last_pgno"]
+    file_pages = (path / "data.mdb").stat().st_size // 4096
+    assert file_pages <= last_page  # (the run still leaves pages unwritten at the end)
+    report = check_file(path / "data.mdb")
+    assert report.sound and report.pages == last_page + 1
+    with LmdbStore(path, readonly=True) as store:
+        assert store.verify() == [] and store.totals().ntokens == 1000
+    with LmdbStore(path) as store:
+        Learner(store).learn(spam[:5], Label.HAM)  # (relearned: written into the file)
+        assert store.totals().nham == 5
+
+    data = (path / "data.mdb").read_bytes()
+    (path / "data.mdb").write_bytes(data[:len(data) // 2])  # a copy that stopped half way
+    assert "is cut short" in check_length(path / "data.mdb").problems[0]
+    with pytest.raises(StoreCorrupt, match=r"is cut short: .*(past its end is not listed free|"
+                                           r"past the end of the file)"):
+        LmdbStore(path, readonly=True)
