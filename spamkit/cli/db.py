@@ -11,8 +11,9 @@ from typing import IO
 
 import click
 
-from spamkit.cli import db_option, json_option, resolve_db_path
+from spamkit.cli import config_option, db_option, json_option, resolve_db_path
 from spamkit.atomicfile import replacing
+from spamkit.config import load_config
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
@@ -27,17 +28,19 @@ def db() -> None:
 
 @db.command()
 @db_option
-def path(db_path: str | None) -> None:
+@config_option
+def path(db_path: str | None, config_path: str | None) -> None:
     """Print where the database is (or would be created)."""
-    click.echo(resolve_db_path(db_path) or str(default_db_path()))
+    click.echo(resolve_db_path(db_path, config_path) or str(default_db_path()))
 
 
 @db.command()
 @db_option
+@config_option
 @json_option
-def magic(db_path: str | None, as_json: bool) -> None:
+def magic(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Summary counts, as `sa-learn --dump magic` shows them."""
-    with open_store(resolve_db_path(db_path), readonly=True) as store:
+    with open_store(resolve_db_path(db_path, config_path), readonly=True) as store:
         facts = store.magic()
     if as_json:
         click.echo(json.dumps(facts))
@@ -53,11 +56,12 @@ def magic(db_path: str | None, as_json: bool) -> None:
               help="Dump a database `db verify` finds damaged, as far as it can be read (the "
                    "damage may still stop it; the database is only read).")
 @db_option
-def dump(output: Path, salvage: bool, db_path: str | None) -> None:
+@config_option
+def dump(output: Path, salvage: bool, db_path: str | None, config_path: str | None) -> None:
     """Write the whole database as text (format: docs/dump-format.md) to OUTPUT or stdout.
     OUTPUT is replaced only by a whole dump (mode 600 if new): a dump that fails part way
     leaves the last one as it was."""
-    with open_store(resolve_db_path(db_path), readonly=True) as store:
+    with open_store(resolve_db_path(db_path, config_path), readonly=True) as store:
         if str(output) == "-":
             store.dump(sys.stdout, salvage=salvage)
             return
@@ -70,11 +74,12 @@ def dump(output: Path, salvage: bool, db_path: str | None) -> None:
 
 @db.command()
 @db_option
+@config_option
 @json_option
-def verify(db_path: str | None, as_json: bool) -> None:
+def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Look for damage: the file's structure (LMDB), then every record, read as `dump`
     reads it. Exit 0 if sound, 65 if damaged. The database is not changed."""
-    location = resolve_db_path(db_path)
+    location = resolve_db_path(db_path, config_path)
     try:
         with open_store(location, readonly=True) as store:
             problems = store.verify()
@@ -100,9 +105,10 @@ def verify(db_path: str | None, as_json: bool) -> None:
 @db.command()
 @click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"), default="-")
 @db_option
-def restore(source: IO[str], db_path: str | None) -> None:
+@config_option
+def restore(source: IO[str], db_path: str | None, config_path: str | None) -> None:
     """Replace the database with a dump. A damaged dump changes nothing."""
-    with open_store(resolve_db_path(db_path)) as store:
+    with open_store(resolve_db_path(db_path, config_path)) as store:
         store.restore(source)
         totals = store.totals()
     click.echo(f"restored: {totals.ntokens} tokens, {totals.nspam} spam, {totals.nham} ham",
@@ -110,17 +116,26 @@ def restore(source: IO[str], db_path: str | None) -> None:
 
 
 @db.command()
-@click.option("--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS,
-              show_default=True, help="Keep at most this many tokens.")
-@click.option("--seen-days", type=click.IntRange(0), default=DEFAULT_SEEN_DAYS, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(1), default=None,
+              help=f"Keep at most this many tokens (default: BayesMaxTokens, "
+                   f"{DEFAULT_MAX_TOKENS:,}).")
+@click.option("--seen-days", type=click.IntRange(0), default=None,
               help="Forget which messages were learned more than this many days ago (their seen "
-                   "marks and audit events); 0 keeps them all.")
+                   f"marks and audit events); 0 keeps them all (default: BayesSeenDays, "
+                   f"{DEFAULT_SEEN_DAYS}).")
 @db_option
+@config_option
 @json_option
-def expire(max_tokens: int, seen_days: int, db_path: str | None, as_json: bool) -> None:
+def expire(max_tokens: int | None, seen_days: int | None, db_path: str | None,
+           config_path: str | None, as_json: bool) -> None:
     """Drop the oldest, rarest tokens until at most --max-tokens remain, and the
-    memory of messages learned more than --seen-days ago."""
-    with open_store(resolve_db_path(db_path)) as store:
+    memory of messages learned more than --seen-days ago. Their defaults are the
+    configuration's, the limits learning keeps to."""
+    if max_tokens is None or seen_days is None:
+        config = load_config(config_path)
+        max_tokens = config["BayesMaxTokens"] if max_tokens is None else max_tokens
+        seen_days = config["BayesSeenDays"] if seen_days is None else seen_days
+    with open_store(resolve_db_path(db_path, config_path)) as store:
         removed = store.expire(max_tokens)
         marks, events = store.expire_seen(today() - seen_days) if seen_days else (0, 0)
         remaining = store.totals().ntokens
@@ -136,15 +151,16 @@ def expire(max_tokens: int, seen_days: int, db_path: str | None, as_json: bool) 
 
 @db.command()
 @db_option
+@config_option
 @json_option
-def compact(db_path: str | None, as_json: bool) -> None:
+def compact(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Give the file's unused pages back to the disk: LMDB reuses them but never shortens
     its file, so after a big import or `db expire` it stays at its largest. Needs the
     database to itself: stop `serve` and `spamd` first (exit 75 while others have it open)."""
     from spamkit.store import backend_of
     from spamkit.store.compact import compact as compact_file
 
-    location = resolve_db_path(db_path) or str(default_db_path())
+    location = resolve_db_path(db_path, config_path) or str(default_db_path())
     if backend_of(location) != "lmdb":
         raise click.UsageError("db compact shrinks an LMDB file; Redis keeps its data in memory "
                                "and frees what `db expire` removes by itself")
@@ -164,15 +180,16 @@ def _size(count: int) -> str:
 @db.command()
 @click.argument("message", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @db_option
+@config_option
 @json_option
-def history(message: str, db_path: str | None, as_json: bool) -> None:
+def history(message: str, db_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Who taught MESSAGE (a file, or - for stdin) what, and when: the audit log."""
     from spamkit.message import message_key
 
     with click.open_file(message, "rb") as handle:
         raw = handle.read()
     key = message_key(raw)
-    with open_store(resolve_db_path(db_path), readonly=True) as store:
+    with open_store(resolve_db_path(db_path, config_path), readonly=True) as store:
         events = store.history(key)
         label = store.learned_as(key)
     if as_json:
@@ -188,9 +205,10 @@ def history(message: str, db_path: str | None, as_json: bool) -> None:
 @db.command()
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @db_option
-def reset(yes: bool, db_path: str | None) -> None:
+@config_option
+def reset(yes: bool, db_path: str | None, config_path: str | None) -> None:
     """Forget everything learned."""
-    location = resolve_db_path(db_path)
+    location = resolve_db_path(db_path, config_path)
     where = describe_location(location)
     if not yes:
         if not sys.stdin.isatty():

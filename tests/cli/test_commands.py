@@ -168,7 +168,19 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
     dump_file.write_text(aged)
     assert spamkit("db", "restore", str(dump_file), "--db", copy).returncode == 0
     learned = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
-    forgot = json.loads(spamkit("db", "expire", "--db", copy, "--json").stdout)
+    # the defaults are the configuration's, as learning keeps to them: BayesSeenDays 0
+    # remembers every message, and BayesMaxTokens is how many tokens stay
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f"BayesSeenDays = 0\nBayesMaxTokens = 1000\nDatabase = '{copy}'\n")
+    assert spamkit("db", "path", "--config", str(config)).stdout == f"{copy}\n"
+    done = spamkit("db", "expire", "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    kept = json.loads(done.stdout)
+    assert (kept["ntokens"], kept["seen_removed"], kept["events_removed"]) == (1000, 0, 0)
+    assert kept["removed"] == learned["ntokens"] - 1000 > 0
+    done = spamkit("db", "expire", "--db", copy, "--json")
+    assert done.returncode == 0, done.stderr
+    forgot = json.loads(done.stdout)
     assert forgot["seen_removed"] == forgot["events_removed"] == learned["nseen"] > 0
     magic = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
     assert (magic["nseen"], magic["nevents"], magic["nspam"]) == (0, 0, learned["nspam"])
