@@ -135,7 +135,10 @@ def expire(max_tokens: int | None, seen_days: int | None, db_path: str | None,
         config = load_config(config_path)
         max_tokens = config["BayesMaxTokens"] if max_tokens is None else max_tokens
         seen_days = config["BayesSeenDays"] if seen_days is None else seen_days
-    with open_store(resolve_db_path(db_path, config_path)) as store:
+    location = resolve_db_path(db_path, config_path)
+    with open_store(location, readonly=True):  # none there: said so, not made empty and "expired"
+        pass
+    with open_store(location) as store:
         removed = store.expire(max_tokens)
         marks, events = store.expire_seen(today() - seen_days) if seen_days else (0, 0)
         remaining = store.totals().ntokens

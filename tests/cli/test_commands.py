@@ -184,6 +184,10 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
     assert forgot["seen_removed"] == forgot["events_removed"] == learned["nseen"] > 0
     magic = json.loads(spamkit("db", "magic", "--db", copy, "--json").stdout)
     assert (magic["nseen"], magic["nevents"], magic["nspam"]) == (0, 0, learned["nspam"])
+    # a mistyped --db made an empty database, then said it expired nothing
+    missing = spamkit("db", "expire", "--db", str(tmp_path / "cpy"))
+    assert missing.returncode == 74 and "no spamkit database at" in missing.stderr
+    assert not (tmp_path / "cpy").exists()
 
     # a bad dump (binary bytes, here after two good lines) is bad input: exit 65, its
     # line named, the database as it was
