@@ -110,7 +110,7 @@ class _Walker:
             raise _Damaged(f"{tree}: a link to page {number}, outside pages 2-{self.last_page}")
         if number >= self.file_pages:
             raise _Damaged(f"{tree}: page {number} is past the end of the file "
-                           f"({self.file_pages} pages): it is cut short")
+                           f"({self.file_pages} pages)")
         start = number * self.page_size
         stored, _pad, flags, lower, upper = _PAGE.unpack_from(self.data, start)
         if stored != number:
@@ -237,7 +237,7 @@ class _Walker:
             if self.owner.get(number) != "free list (as free)":
                 self.problem(f"the file holds {self.file_pages} pages; its meta page says "
                              f"{self.last_page + 1}, and page {number} past its end is not "
-                             "listed free: it is cut short")
+                             "listed free")
                 return
 
 
