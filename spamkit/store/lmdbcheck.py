@@ -230,7 +230,6 @@ class _Walker:
                         raise _Damaged(f"free list: page {page} is outside pages 2-{self.last_page}")
                     self.claim(page, 1, "free list (as free)")
 
-
     def past_end_free(self) -> None:
         """Every page the file does not reach must be listed free (see `check_length`)."""
         for number in range(self.file_pages, self.last_page + 1):
