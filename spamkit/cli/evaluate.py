@@ -165,7 +165,7 @@ def _report(result: Evaluation, folds: int) -> str:
         a = fold.accuracy
         lines.append(f"{fold.fold:>4} {fold.spam:>6,} {fold.ham:>6,} {fold.learned:>8,} "
                      f"{a.false_positives:>16,} {a.false_negatives:>12,}  "
-                     f"{a.one_minus_auc_percent:.4f}")
+                     f"{'-' if math.isnan(a.one_minus_auc_percent) else f'{a.one_minus_auc_percent:.4f}'}")
     lines += ["", "other spam cutoffs (BayesSpamCutoff):",
               "cutoff  false positives  spam missed"]
     for cutoff, false_positives, missed in result.cutoffs:

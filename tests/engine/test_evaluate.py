@@ -145,6 +145,25 @@ def test_the_command_reports_as_json_and_text(sample: list[CorpusMessage], tmp_p
     assert done.returncode == 65 and "too few to evaluate" in done.stderr
 
 
+def test_a_fold_without_one_label_shows_no_ranking(sample: list[CorpusMessage], tmp_path: Path) -> None:
+    """With BayesMinSpam and BayesMinHam at 1, a little mail is enough, and a fold may hold
+    no spam: its 1-AUC compares nothing and shows "-" (it printed "nan")."""
+    for label in ("spam", "ham"):
+        (tmp_path / label).mkdir()
+        for i, message in enumerate([m for m in sample if m.label == label][:5]):
+            (tmp_path / label / f"{i}.eml").write_bytes(message.data)
+    (tmp_path / "min.toml").write_text("BayesMinSpam = 1\nBayesMinHam = 1\n")
+    done = subprocess.run([sys.executable, "-m", "spamkit", "evaluate", "--spam", str(tmp_path / "spam"),
+                           "--ham", str(tmp_path / "ham"), "--config", str(tmp_path / "min.toml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "nan" not in done.stdout
+    rows = re.findall(r"^ +(\d) +(\d+) +(\d+) +\d+ +\d+ +\d+  (\S+)$", done.stdout, re.MULTILINE)
+    assert len(rows) == 4 and sum(int(spam) for _, spam, _, _ in rows) == 5
+    one_label = [auc for _, spam, ham, auc in rows if spam == "0" or ham == "0"]
+    assert one_label and set(one_label) == {"-"}, done.stdout
+
+
 def test_arrival_is_the_topmost_dated_received_header_else_the_date() -> None:
     from spamkit.evaluate import arrival_time
     from spamkit.message import parse_message
