@@ -3,6 +3,7 @@
 SpamkitError
 ├── ConfigError          a setting or option is wrong; says which
 ├── MessageSourceError   a message file, directory or mbox cannot be read (parsing never raises)
+├── TooLittleMail        too little labelled mail of a kind for a measurement to mean anything
 └── StoreError           the token database cannot be opened or written
     ├── NoDatabase       there is no database there yet (nothing learned)
     ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
@@ -29,6 +30,13 @@ class ConfigError(SpamkitError):
 
 class MessageSourceError(SpamkitError):
     exit_code = 66  # EX_NOINPUT
+
+
+class TooLittleMail(SpamkitError):
+    """Too little labelled mail of one label for the figures asked for (`evaluate`, `rules
+    stats`): they compare spam with ham, or need Bayes to judge at all."""
+
+    exit_code = 65  # EX_DATAERR
 
 
 class StoreError(SpamkitError):

@@ -42,7 +42,7 @@ import numpy as np
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import byte_sample
-from spamkit.errors import SpamkitError
+from spamkit.errors import TooLittleMail
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, Learner, train_selector
 from spamkit.message import ParsedMessage, message_key
 from spamkit.message.dates import date_timestamp, received_timestamp
@@ -58,12 +58,6 @@ DEFAULT_FOLDS = 4
 # the spam cutoffs the report compares with the configured one
 CUTOFFS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
 SCORE_BATCH = 256
-
-
-class TooLittleMail(SpamkitError):
-    """Fewer messages of a label than the training folds need for Bayes to judge at all."""
-
-    exit_code = 65  # EX_DATAERR
 
 
 @dataclass

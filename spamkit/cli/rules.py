@@ -9,6 +9,7 @@ import click
 
 from spamkit.cli import config_option, json_option
 from spamkit.config import load_config
+from spamkit.errors import TooLittleMail
 from spamkit.lists import Lists
 from spamkit.rules import load_rules
 from spamkit.rules.stats import rule_stats
@@ -81,16 +82,35 @@ def stats(config_path: str | None, as_json: bool, rule_files: tuple[str, ...],
     Without --spam/--ham, the training folds (1-4) of the SpamAssassin corpus in
     ../shared are used (the standard split's test fold is left alone).
     """
+    if bool(spam_paths) != bool(ham_paths):
+        raise click.UsageError("hit rates compare spam with ham: give both --spam and --ham "
+                               "(or neither, for the SpamAssassin corpus)")
     config = load_config(config_path)
     ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"])
-    if spam_paths or ham_paths:
-        messages = [(True, i.data) for i in iter_messages(spam_paths) if i.data is not None]
-        messages += [(False, i.data) for i in iter_messages(ham_paths) if i.data is not None]
+    failures: list[tuple[str, str]] = []
+    if spam_paths:
+        messages: list[tuple[bool, bytes]] = []
+        for is_spam, paths in ((True, spam_paths), (False, ham_paths)):
+            for item in iter_messages(paths):
+                if item.data is None:
+                    failures.append((item.name, item.error or "unreadable"))
+                else:
+                    messages.append((is_spam, item.data))
+        for kind, is_spam in (("spam", True), ("ham", False)):
+            if not any(label is is_spam for label, _ in messages):
+                raise TooLittleMail(f"no {kind} could be read: hit rates compare spam with ham, "
+                                    "so they need some of each")
     else:
         from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 
-        messages = [(m.label == "spam", m.data) for m in SpamAssassinCorpus().messages()
+        try:
+            corpus = SpamAssassinCorpus()
+        except FileNotFoundError as error:
+            raise click.UsageError(f"{error}; or give your own mail with --spam and --ham") from None
+        messages = [(m.label == "spam", m.data) for m in corpus.messages()
                     if fold_of(m.path) != TEST_FOLD]
+    for name, why in failures:
+        click.echo(f"spamkit: could not read {name}: {why}", err=True)
     results = sorted(rule_stats(ruleset, messages), key=lambda r: (-r.spam_rate + r.ham_rate, r.name))
     if not show_all:
         results = [r for r in results if r.spam_hits or r.ham_hits]
@@ -100,14 +120,15 @@ def stats(config_path: str | None, as_json: bool, rule_files: tuple[str, ...],
                                 "s_over_o": round(r.s_over_o, 3), "score": r.score,
                                 "suggested": r.suggested,
                                 "suggested_with_bayes": r.suggested_with_bayes} for r in results]))
-        return
-    spam_total = results[0].spam_total if results else 0
-    ham_total = results[0].ham_total if results else 0
-    click.echo(f"{spam_total} spam, {ham_total} ham")
+        sys.exit(1 if failures else 0)
+    spam_total = sum(is_spam for is_spam, _ in messages)
+    click.echo(f"{spam_total} spam, {len(messages) - spam_total} ham")
     click.echo(f"{'SPAM%':>7} {'HAM%':>7} {'S/O':>5} {'SCORE':>6} {'SUGGEST':>8} {'+BAYES':>7}  RULE")
     for r in results:
         click.echo(f"{100 * r.spam_rate:7.2f} {100 * r.ham_rate:7.2f} {r.s_over_o:5.2f} "
                    f"{r.score:6.2f} {r.suggested:8.2f} {r.suggested_with_bayes:7.2f}  {r.name}")
+    if failures:
+        sys.exit(1)
 
 
 @rules.command(name="compile")
