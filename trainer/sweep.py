@@ -85,7 +85,8 @@ def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
     host, port = smtp_server(server)
     message = EmailMessage()
     totals = report.totals()
-    message["Subject"] = (f"spamkit learn: {totals['spam_learned']} spam, {totals['ham_learned']} ham"
+    message["Subject"] = (("spamkit learn (dry run): would learn " if report.dry_run else "spamkit learn: ")
+                          + f"{totals['spam_learned']} spam, {totals['ham_learned']} ham"
                           + (f", {totals['failed']} failed" if totals["failed"] else "")
                           + (", stopped early" if report.error is not None else ""))
     message["From"] = sender

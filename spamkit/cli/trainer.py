@@ -68,6 +68,8 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
     if dry_run:
         report = _dry_run(users, resolved, options, imap)
         click.echo(json.dumps(report.as_json()) if as_json else report.table())
+        if mail_to:  # (what the real run's mail would say: its subject says it is a dry run)
+            _mail_report(report, config, mail_to)
         return
     lock_path = sweep_lock_path(resolved)
     try:
@@ -88,14 +90,19 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         if not quiet or any(u.failed for u in report.users) or report.error is not None:
             click.echo(report.table())
     if mail_to:
-        try:
-            mail_report(report, config["ReportSmtpServer"], config["ReportFrom"], mail_to)
-        except (OSError, smtplib.SMTPException) as error:
-            click.echo(f"spamkit: warning: could not mail the report to {mail_to}: {error}", err=True)
+        _mail_report(report, config, mail_to)
     if report.stopped_by is not None:
         raise report.stopped_by  # its exit code (74, 65), after the report of what was done
     if report.totals()["failed"]:
         sys.exit(1)
+
+
+def _mail_report(report: SweepReport, config: Config, mail_to: str) -> None:
+    """--mail-report: a mail that cannot be sent is a warning; the sweep's work stands."""
+    try:
+        mail_report(report, config["ReportSmtpServer"], config["ReportFrom"], mail_to)
+    except (OSError, smtplib.SMTPException) as error:
+        click.echo(f"spamkit: warning: could not mail the report to {mail_to}: {error}", err=True)
 
 
 def _dry_run(users: list[Account], db: str | None, options: SweepOptions,

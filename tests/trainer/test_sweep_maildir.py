@@ -7,6 +7,7 @@ import mailbox
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -390,15 +391,26 @@ def test_the_report_can_be_mailed(root: Path, tmp_path: Path) -> None:
         config = tmp_path / "spamkit.toml"
         config.write_text(f'ReportSmtpServer = "127.0.0.1:{port}"\nReportFrom = "spamkit@example.org"\n')
         env = dict(os.environ, SPAMKIT_CONFIG=str(config))
-        result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--maildirs",
-                                 f"{root}/{{user}}/Maildir", "--db", str(tmp_path / "db"), "--quiet",
-                                 "--mail-report", "admin@example.org"],
-                                capture_output=True, text=True, env=env, timeout=300)
+        command = [sys.executable, "-m", "spamkit", "learn", "--maildirs", f"{root}/{{user}}/Maildir",
+                   "--db", str(tmp_path / "db"), "--quiet", "--mail-report", "admin@example.org"]
+        # a dry run mails what it would do (it mailed nothing, without a word), and does nothing
+        before = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+        result = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, env=env,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file()) == before
+        assert not (tmp_path / "db").exists()
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
     finally:
         controller.stop()
-    assert len(received) == 1
-    assert b"Subject: spamkit learn: " in received[0] and b"alice" in received[0]
+    assert len(received) == 2
+    dry, real = received
+    assert b"Subject: spamkit learn (dry run): would learn " in dry and b"nothing learned or removed" in dry
+    assert b"Subject: spamkit learn: " in real and b"alice" in real
+    would = re.search(rb"would learn (\d+) spam, (\d+) ham", dry)
+    learned = re.search(rb"Subject: spamkit learn: (\d+) spam, (\d+) ham", real)
+    assert would and learned and would.groups() == learned.groups() and would[1] != b"0"
 
 
 def test_a_message_renamed_mid_sweep_is_found_next_time(root: Path, tmp_path: Path) -> None:
