@@ -23,6 +23,9 @@ from spamkit.errors import ConfigError
 
 KINDS = ("white", "black")
 _PATTERN = re.compile(r"^[\x21-\x7e]{1,320}$")
+# senders of unlike shapes: a pattern that matches all of them matches every sender
+_UNLIKE_SENDERS = ("a@b.example", "first.last+tag@mail.example.org", "x@[192.0.2.1]",
+                   "postmaster@localhost")
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,23 @@ def check_entry(kind: str, pattern: str, user: str = "") -> Entry:
     if not _PATTERN.match(pattern) or "@" not in pattern and "*" not in pattern:
         raise ConfigError(f"not an address pattern: {pattern!r} (examples: *@example.com, "
                           "user@example.com, *@*.xyz)")
+    if pattern.startswith("@") or pattern.endswith("@"):
+        empty = "local part" if pattern.startswith("@") else "domain"
+        raise ConfigError(f"{pattern!r} matches no address (its {empty} is empty); for every "
+                          f"address at a domain give *@domain, e.g. *@example.com")
     if user and not _PATTERN.match(user):
         raise ConfigError(f"not a recipient address: {user!r}")
     return Entry(kind, pattern.lower(), user.lower())
+
+
+def entry_warning(entry: Entry) -> str | None:
+    """What an entry for everyone that matches every sender does; a recipient's own one
+    may well mean it (all mail to a spam trap is spam; postmaster gets everything)."""
+    if entry.user or not all(matches(entry.pattern, sender) for sender in _UNLIKE_SENDERS):
+        return None
+    if entry.kind == "white":
+        return f"white {entry.pattern} matches every sender: no mail is filtered as spam"
+    return f"black {entry.pattern} matches every sender: all mail is blacklisted as spam"
 
 
 def _recipient_names(recipients: Iterable[str]) -> set[str]:
@@ -112,6 +129,10 @@ class Lists:
             if "white" in found:
                 return "white"
         return None
+
+    def warnings(self) -> list[str]:
+        """The list file's entries that match every sender (`entry_warning`)."""
+        return [text for entry in self.entries if (text := entry_warning(entry)) is not None]
 
     def add(self, entry: Entry) -> bool:
         if entry in self.entries:

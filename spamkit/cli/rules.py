@@ -33,13 +33,14 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
     ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"])
     report = ruleset.report
     errors = list(report.errors)
+    list_warnings: list[str] = []
     try:
-        Lists.load(config.lists_path)
+        list_warnings = [f"{config.lists_path}: {text}" for text in Lists.load(config.lists_path).warnings()]
     except Exception as error:  # noqa: BLE001 - a broken list file is a lint finding
         errors.append(str(error))
     chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
     errors += chain_errors
-    warnings = [*config.levels_not_in_force(), *report.warnings, *chain_warnings]
+    warnings = [*config.levels_not_in_force(), *report.warnings, *list_warnings, *chain_warnings]
     if as_json:
         out = report.as_json()
         out["errors"] = errors

@@ -8,7 +8,7 @@ import click
 
 from spamkit.cli import config_option, json_option
 from spamkit.config import load_config
-from spamkit.lists import Lists, check_entry
+from spamkit.lists import Lists, check_entry, entry_warning
 
 
 @click.group()
@@ -31,6 +31,8 @@ def add(kind: str, pattern: str, user: str, config_path: str | None) -> None:
     entry = check_entry(kind, pattern, user)
     added = _lists(config_path).add(entry)
     click.echo(f"{'added' if added else 'already listed'}: {entry.line()}", err=True)
+    if (warning := entry_warning(entry)) is not None:
+        click.echo(f"spamkit: warning: {warning}", err=True)
 
 
 @wbl.command()

@@ -190,6 +190,39 @@ def test_wbl_patterns(admin: Admin, test_fold: list[CorpusMessage], kind: str, p
         assert result["autolearn"] == "no"  # list rules never teach Bayes
 
 
+@pytest.mark.parametrize("pattern", ["@spamdomain.com", "spammer@", "@"])
+def test_wbl_refuses_a_pattern_that_matches_no_address(admin: Admin, pattern: str) -> None:
+    """`@spamdomain.com` (Postfix's way to name a domain) matched only the text
+    "@spamdomain.com", no sender at all, and was listed without a word; so was a
+    hand-edited list file with it. Both now say what to give instead."""
+    refused = admin.run("wbl", "add", "black", pattern, check=False)
+    assert refused.returncode == 2 and "matches no address" in refused.stderr
+    assert "give *@domain, e.g. *@example.com" in refused.stderr
+    assert admin.run("wbl", "list").stdout == ""
+    lists = admin.config.parent / "lists"  # (the list file's default place)
+    lists.parent.mkdir(parents=True, exist_ok=True)
+    lists.write_text(f"# by hand\nblack {pattern}\n")
+    lint = admin.run("lint", check=False)
+    assert lint.returncode == 1 and f"{lists}:2: {pattern!r} matches no address" in lint.stderr
+
+
+def test_a_list_entry_for_everyone_that_matches_every_sender_is_warned_of(admin: Admin) -> None:
+    """A global `black *@*` makes all mail spam (refused at RejectLevel); a global
+    `white *` turns the filter off. Both were taken in silence. A recipient's own entry
+    may mean it (a spam trap), so it is not warned of."""
+    for kind, pattern in (("black", "*@*"), ("white", "*")):
+        added = admin.run("wbl", "add", kind, pattern)
+        assert f"spamkit: warning: {kind} {pattern} matches every sender" in added.stderr
+    trap = admin.run("wbl", "add", "black", "*", "--user", "trap@example.org")
+    assert "warning" not in trap.stderr
+    added = admin.run("wbl", "add", "black", "*@*.xyz")
+    assert "warning" not in added.stderr
+    warnings = json.loads(admin.run("lint", "--json").stdout)["warnings"]
+    assert sorted(w.split(": ", 1)[1] for w in warnings if "every sender" in w) == [
+        "black *@* matches every sender: all mail is blacklisted as spam",
+        "white * matches every sender: no mail is filtered as spam"]
+
+
 def test_wbl_per_recipient(admin: Admin, test_fold: list[CorpusMessage]) -> None:
     admin.run("wbl", "add", "white", "*@vonage.com", "--user", "alice@example.org")
     spam = next(m for m in test_fold if m.label == "spam")
