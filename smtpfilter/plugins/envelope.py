@@ -1,6 +1,9 @@
 """Envelope checks that need no DNS: relay control, bad senders, recipients and HELO names.
 
 Patterns use * and ? over the whole address (or name), case-insensitive, like the lists.
+An address entry may also name a whole domain as qmail's and qpsmtpd's files do:
+`@example.com` (badmailfrom, badrcptto) or a bare `example.com` (whitelistsenders); either
+stands for every address at that domain, not its subdomains (`*@*.example.com` for them).
 The bad lists are for strangers: our own clients (LocalNetworks, RelayClients) are
 immune, as qpsmtpd's plugins leave a relay client alone. So SME's "internal only"
 recipients (badrcptto for the outside) stay reachable from the office, and our own
@@ -19,6 +22,18 @@ from spamkit.lists import matches
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip("<>").lower().rstrip(".")  # (a final dot is the same domain)
+
+
+def address_matches(entry: str, address: str) -> bool:
+    """Whether an address list entry (lower case) covers `address` (see the module's
+    docstring): `@domain` or a bare domain name covers the domain's addresses; else the
+    entry is a pattern over the whole address."""
+    address = address.lower()
+    if entry.startswith("@"):
+        return bool(address) and _domain(address) == entry[1:].rstrip(".")
+    if "@" not in entry and not any(mark in entry for mark in "*?["):
+        return bool(address) and _domain(address) == entry.rstrip(".")
+    return matches(entry, address)
 
 
 def _routed(recipient: str) -> bool:
@@ -69,9 +84,9 @@ class BadMailFrom(Filter):
         if tx.peer in self.local:
             return CONTINUE
         sender = tx.mail_from.lower()
-        if any(matches(p, sender) for p in self.whitelist):
+        if any(address_matches(p, sender) for p in self.whitelist):
             return Decision(Action.CONTINUE)
-        if any(matches(p, sender) or p == _domain(sender) for p in self.patterns):
+        if any(address_matches(p, sender) for p in self.patterns):
             return reject(self.name, "550 5.7.1 Sender refused by policy")
         return CONTINUE
 
@@ -86,7 +101,7 @@ class BadRcptTo(Filter):
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         if tx.peer in self.local:
             return CONTINUE
-        if any(matches(p, recipient.lower()) for p in self.patterns):
+        if any(address_matches(p, recipient) for p in self.patterns):
             return reject(self.name, "550 5.7.1 Recipient refused by policy")
         return CONTINUE
 
@@ -206,6 +221,6 @@ class BadMailFromTo(Filter):
         if tx.peer in self.local:
             return CONTINUE
         sender = tx.mail_from.lower()
-        if any(matches(s, sender) and matches(r, recipient.lower()) for s, r in self.pairs):
+        if any(address_matches(s, sender) and address_matches(r, recipient) for s, r in self.pairs):
             return reject(self.name, "550 5.7.1 Mail from this sender to this recipient is refused")
         return CONTINUE

@@ -200,13 +200,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("LocalNetworks", list, ["127.0.0.0/8", "::1/128"], "Networks whose clients the "
            "headers check spares (the guide's separate setting for local networks).", group="smtp",
            entry_problem=_not_a_network),
-    Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?), from clients outside "
+    Option("BadMailFrom", list, [], "Senders refused at MAIL FROM (patterns with * and ?, or "
+           "@domain for every address at a domain, as qmail's badmailfrom), from clients outside "
            "LocalNetworks and RelayClients.",
            group="smtp"),
-    Option("WhitelistSenders", list, [], "Senders never refused by the envelope checks.",
+    Option("WhitelistSenders", list, [], "Senders never refused by the envelope checks (user@host, "
+           "a host alone or @host for its every address, or patterns with * and ?).",
            group="smtp"),
-    Option("BadRcptTo", list, [], "Recipients refused at RCPT TO (patterns with * and ?), to clients outside "
-           "LocalNetworks and RelayClients: SME's internal-only addresses.",
+    Option("BadRcptTo", list, [], "Recipients refused at RCPT TO (patterns with * and ?, or "
+           "@domain), to clients outside LocalNetworks and RelayClients: SME's internal-only "
+           "addresses.",
            group="smtp"),
     Option("BadHelo", list, [], "HELO names refused (patterns with * and ?) from clients outside "
            "LocalNetworks and RelayClients.", group="smtp"),

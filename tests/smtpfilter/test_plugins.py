@@ -96,17 +96,29 @@ def test_our_own_clients_are_immune_to_the_bad_lists(filter_server, sink: Sink) 
 
 def test_badmailfrom_and_whitelistsenders(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(STRANGER + 'SmtpFilters = ["badmailfrom"]\n'
-                         'BadMailFrom = ["*@spam.example", "bulk*@example.net"]\n'
-                         'WhitelistSenders = ["friend@spam.example"]\n')
+                         'BadMailFrom = ["*@spam.example", "bulk*@example.net", "@pest.example", '
+                         '"*partner.example"]\n'
+                         'WhitelistSenders = ["friend@spam.example", "partner.example"]\n')
     assert send(sender="x@spam.example").startswith("550 5.7.1 Sender refused")
     assert send(sender="bulk7@example.net").startswith("550")
     assert send(sender="friend@spam.example").startswith("250")
-    assert len(sink.messages()) == 1
+    # qmail's badmailfrom "@host" (the SME guide's form) refuses the host's every address;
+    # it refused none, in silence. Subdomains are another host, as in qmail.
+    assert send(sender="anyone@pest.example").startswith("550 5.7.1 Sender refused")
+    assert send(sender="anyone@mx.pest.example").startswith("250")
+    # whitelistsenders "host" (the guide: "host or user@host") covers the host's addresses,
+    # not its subdomains'
+    assert send(sender="sales@partner.example").startswith("250")
+    assert send(sender="sales@mx.partner.example").startswith("550 5.7.1 Sender refused")
+    assert len(sink.messages()) == 3
 
 
 def test_badrcptto(filter_server) -> None:  # type: ignore[no-untyped-def]
-    send = filter_server(STRANGER + 'SmtpFilters = ["badrcptto"]\nBadRcptTo = ["noreply@*"]\n')
+    send = filter_server(STRANGER + 'SmtpFilters = ["badrcptto"]\n'
+                         'BadRcptTo = ["noreply@*", "@internal.example.org"]\n')
     assert send(to="noreply@example.org").startswith("550 5.7.1 Recipient refused")
+    assert send(to="staff@internal.example.org").startswith("550 5.7.1 Recipient refused")
+    assert send(to="staff@example.org").startswith("250")
 
 
 def test_badhelo(filter_server) -> None:  # type: ignore[no-untyped-def]
@@ -311,9 +323,11 @@ def test_whitelisthelo_skips_the_other_filters(filter_server) -> None:  # type: 
 
 def test_badmailfromto(filter_server) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(STRANGER + 'SmtpFilters = ["badmailfromto"]\n'
-                         'BadMailFromTo = ["*@newsletter.example boss@example.org"]\n')
+                         'BadMailFromTo = ["*@newsletter.example boss@example.org", '
+                         '"@ads.example @example.org"]\n')
     assert send(sender="n@newsletter.example", to="boss@example.org").startswith("550")
     assert send(sender="n@newsletter.example", to="staff@example.org").startswith("250")
+    assert send(sender="x@ads.example", to="staff@example.org").startswith("550")
 
 
 def test_lint_finds_what_serve_would_refuse_and_warns_of_public_resolvers(tmp_path: Path) -> None:
