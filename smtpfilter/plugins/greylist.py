@@ -28,9 +28,9 @@ from pathlib import Path
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.headers import without_fields
 from smtpfilter.networks import LocalClients
+from smtpfilter.plugins.envelope import address_matches
 from smtpfilter.recordstore import Record, open_records
 from spamkit.errors import StoreError
-from spamkit.lists import matches
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -172,7 +172,7 @@ class Greylist(Filter):
         if tx.peer in self.local:
             return CONTINUE
         sender = tx.mail_from.strip().strip("<>").lower()
-        if any(matches(p, sender) for p in self.whitelist_senders):
+        if any(address_matches(p, sender) for p in self.whitelist_senders):
             return CONTINUE
         try:
             attempt = self.store.check(client_network(tx.peer, self.by_subnet),

@@ -219,13 +219,17 @@ def test_local_clients_whitelisted_senders_and_log_mode_are_not_deferred(
     ours = filter_server('SmtpFilters = ["greylist"]\nLocalDomains = ["example.org"]\n'
                          f'GreylistDatabase = "{tmp_path / "greylist"}"\n')  # 127.0.0.1 relays
     assert ours(sender="a@example.net").startswith("250")
-    trusted = _greylisting(filter_server, tmp_path, 'WhitelistSenders = ["*@partner.example"]\n')
+    trusted = _greylisting(filter_server, tmp_path,
+                           'WhitelistSenders = ["*@partner.example", "@friend.example", "ally.example"]\n')
     assert _send_from(trusted.port, tmp_path, "127.0.0.5", "x@partner.example").startswith("250")
+    # the envelope checks' forms for a whole host (they whitelisted no one here)
+    assert _send_from(trusted.port, tmp_path, "127.0.0.5", "y@friend.example").startswith("250")
+    assert _send_from(trusted.port, tmp_path, "127.0.0.5", "z@ally.example").startswith("250")
     with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
         watching = _greylisting(filter_server, tmp_path, 'GreylistAction = "log"\n')
         assert _send_from(watching.port, tmp_path, "127.0.2.5").startswith("250")
     assert "greylist: would defer client=127.0.2.5" in caplog.text
-    assert len(sink.messages()) == 3
+    assert len(sink.messages()) == 5
 
 
 def test_a_greylist_database_on_a_full_disk_lets_mail_through(
