@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.networks import LocalClients
-from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.plugins.dns import CLOSED_ZONES, Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,
@@ -36,6 +37,8 @@ from smtpfilter.plugins.uribl import Uribl, UriZone, uri_zones
 from spamkit.config import Config
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
+
+log = logging.getLogger("spamkit.smtpfilter")
 
 Factory = Callable[[Config, Scanner, bool], Filter]
 
@@ -125,12 +128,22 @@ def local_clients(config: Config) -> LocalClients:
     return LocalClients(config["LocalNetworks"], config["RelayClients"])
 
 
-def _zones(config: Config, option: str, filter_name: str) -> list[str]:
-    names = zones(config[option])
+def _zones(config: Config, option: str, filter_name: str, log_closed: bool = True) -> list[str]:
+    """The zones to ask: RBLList or SBLList less the lists that have closed (logged)."""
+    for warning in closed_zone_warnings(config, option) if log_closed else ():
+        log.warning("%s", warning)
+    names = [name for name in zones(config[option]) if name not in CLOSED_ZONES]
     if not names:
+        what = "and every list it names has closed" if config[option] else "which is empty"
         raise ConfigError(f"{config.origins['SmtpFilters']}: the {filter_name} filter needs "
-                          f"{option} (the zones to ask), which is empty")
+                          f"{option} (the zones to ask), {what}")
     return names
+
+
+def closed_zone_warnings(config: Config, option: str) -> list[str]:
+    return [f"{config.origins[option]}: {option} names {name}, a list that has closed; it is "
+            "not asked (SME drops it too): remove it" for name in zones(config[option])
+            if name in CLOSED_ZONES]
 
 
 def configured_dns(config: Config) -> DnsClient:
@@ -210,9 +223,9 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     checks: list[Callable[[], object]] = []
     names = set(config["SmtpFilters"])
     if "dnsbl" in names:
-        checks.append(lambda: _zones(config, "RBLList", "dnsbl"))
+        checks.append(lambda: _zones(config, "RBLList", "dnsbl", log_closed=False))
     if "rhsbl" in names:
-        checks.append(lambda: _zones(config, "SBLList", "rhsbl"))
+        checks.append(lambda: _zones(config, "SBLList", "rhsbl", log_closed=False))
     if "uribl" in names:
         checks.append(lambda: _uri_zones(config))
     uses_dns = bool(names & {"dnsbl", "rhsbl", "uribl", "resolvable_fromhost", "spf", "dkim", "dmarc"}) \
@@ -228,7 +241,8 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
             resolvers = [str(server) for server in configured_dns(config).resolver.nameservers]
         except ConfigError as error:
             errors.append(str(error))
-    warnings = []
+    warnings = [*(closed_zone_warnings(config, "RBLList") if "dnsbl" in names else []),
+                *(closed_zone_warnings(config, "SBLList") if "rhsbl" in names else [])]
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

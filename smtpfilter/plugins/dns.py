@@ -36,6 +36,18 @@ _LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
 _NOT_A_LISTING = ipaddress.ip_address("127.0.0.1")
 
 
+# Lists that have closed, which SME's configuration drops from RBLList and SBLList each
+# time it is rebuilt (the SME guide, "Obsolete lists"). A closed list's zone may stop
+# answering, or answer every query as a listing, as AHBL's did once it closed: that would
+# refuse all mail. So they are left out, with a warning, wherever a configuration names them.
+CLOSED_ZONES = frozenset({
+    "combined.njabl.org", "list.dsbl.org", "multihop.dsbl.org", "dnsbl.ahbl.org",
+    "blackhole.securitysage.com", "bulk.rhs.mailpolice.com", "fraud.rhs.mailpolice.com",
+    "porn.rhs.mailpolice.com", "adult.rhs.mailpolice.com", "bogusmx.rfc-ignorant.org",
+    "ex.dnsbl.org",
+})
+
+
 def zones(entries: list[str]) -> list[str]:
     """Zone names from RBLList/SBLList; SME writes them joined by ':', which is split too."""
     return [zone.strip().strip(".").lower() for entry in entries for zone in entry.split(":")

@@ -16,7 +16,7 @@ class Client:
 
     def reply(self) -> bytes:
         """One whole (possibly multi-line) reply."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             while b"\r\n" not in self.buffer:
                 chunk = self.sock.recv(4096)

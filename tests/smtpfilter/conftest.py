@@ -28,8 +28,10 @@ Run = Callable[..., str]
 # empties LocalNetworks and RelayClients, as a server facing the Internet has them for
 # every client but its own.
 ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net",
-         "in-addr.arpa", "surbl.test", "uribl.test"]
+         "in-addr.arpa", "surbl.test", "uribl.test", "dnsbl.ahbl.org"]
 RECORDS = [
+    # a list that closed and then answered every query as a listing, as AHBL's did
+    "--address=/dnsbl.ahbl.org/127.0.0.2",
     "--address=/1.0.0.127.bad.test/127.0.0.2",
     "--address=/9.2.0.192.bad.test/127.0.0.2",  # a client named by XFORWARD
     "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",

@@ -73,6 +73,32 @@ def test_dnsbl_spares_local_clients_and_ignores_list_error_codes(filter_server, 
     assert len(sink.messages()) == 2
 
 
+def test_a_list_that_has_closed_is_not_asked(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SME drops the lists that have closed from RBLList and SBLList (its guide names them);
+    a configuration carried over from it may still name one. AHBL's zone answered every
+    query as a listing once it closed: asked, it refused all mail (here as before the
+    change). It is left out, with a warning in the log and from `spamkit lint`."""
+    import json
+    import logging
+    import subprocess
+    import sys
+
+    from smtpfilter.dns import DnsClient
+
+    assert DnsClient([dns.address], timeout=2).lookup("9.9.9.9.dnsbl.ahbl.org", "A").records == ("127.0.0.2",)
+    config = STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["dnsbl.ahbl.org:clean.test"]')
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        send = filter_server(config)
+    assert "RBLList names dnsbl.ahbl.org, a list that has closed; it is not asked" in caplog.text
+    assert send().startswith("250")
+    assert len(sink.messages()) == 1
+    (tmp_path / "spamkit.toml").write_text(config)
+    lint = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--json", "--config",
+                           str(tmp_path / "spamkit.toml")], capture_output=True, text=True, timeout=120)
+    assert [w for w in json.loads(lint.stdout)["warnings"] if "dnsbl.ahbl.org, a list that has closed" in w]
+
+
 def test_a_list_that_does_not_answer_lets_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
                          'SmtpFilters = ["dnsbl", "rhsbl"]\nRBLList = ["bad.test"]\n'
@@ -136,6 +162,9 @@ def test_dns_settings_are_checked_when_the_filter_is_built(tmp_path: Path) -> No
 
     with pytest.raises(ConfigError, match="dnsbl filter needs RBLList"):
         build('SmtpFilters = ["dnsbl"]\n')
+    with pytest.raises(ConfigError, match=r"needs RBLList \(the zones to ask\), and every list it "
+                                          r"names has closed"):
+        build('SmtpFilters = ["dnsbl"]\nRBLList = ["dnsbl.ahbl.org"]\n')
     with pytest.raises(ConfigError, match="rhsbl filter needs SBLList"):
         build('SmtpFilters = ["rhsbl"]\nSBLList = [":"]\n')
     with pytest.raises(ConfigError, match=r"spamkit.toml:3: DnsServers: .*ns1.example.org"):
