@@ -56,7 +56,7 @@ def check_entry(kind: str, pattern: str, user: str = "") -> Entry:
     if pattern.startswith("@") or pattern.endswith("@"):
         empty = "local part" if pattern.startswith("@") else "domain"
         raise ConfigError(f"{pattern!r} matches no address (its {empty} is empty); for every "
-                          f"address at a domain give *@domain, e.g. *@example.com")
+                          "address at a domain give *@domain, e.g. *@example.com")
     if user and not _PATTERN.match(user):
         raise ConfigError(f"not a recipient address: {user!r}")
     return Entry(kind, pattern.lower(), user.lower())

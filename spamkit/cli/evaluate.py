@@ -144,9 +144,13 @@ def _figures(pooled: Accuracy, spam: int, ham: int, spam_cutoff: float) -> list[
     ]
 
 
-def _percent(value: float, digits: int) -> str:
+def _figure(value: float, digits: int) -> str:
     """A figure that compares spam with ham, or "-" where one of them is missing (NaN)."""
-    return f"{'-':>7}" if math.isnan(value) else f"{value:>7.{digits}f}%"
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _percent(value: float, digits: int) -> str:
+    return f"{_figure(value, digits) + ('' if math.isnan(value) else '%'):>8}"
 
 
 def _given_twice(duplicates: int) -> str:
@@ -165,7 +169,7 @@ def _report(result: Evaluation, folds: int) -> str:
         a = fold.accuracy
         lines.append(f"{fold.fold:>4} {fold.spam:>6,} {fold.ham:>6,} {fold.learned:>8,} "
                      f"{a.false_positives:>16,} {a.false_negatives:>12,}  "
-                     f"{'-' if math.isnan(a.one_minus_auc_percent) else f'{a.one_minus_auc_percent:.4f}'}")
+                     f"{_figure(a.one_minus_auc_percent, 4)}")
     lines += ["", "other spam cutoffs (BayesSpamCutoff):",
               "cutoff  false positives  spam missed"]
     for cutoff, false_positives, missed in result.cutoffs:

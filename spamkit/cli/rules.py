@@ -35,7 +35,8 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
     errors = list(report.errors)
     list_warnings: list[str] = []
     try:
-        list_warnings = [f"{config.lists_path}: {text}" for text in Lists.load(config.lists_path).warnings()]
+        lists = Lists.load(config.lists_path)
+        list_warnings = [f"{config.lists_path}: {text}" for text in lists.warnings()]
     except Exception as error:  # noqa: BLE001 - a broken list file is a lint finding
         errors.append(str(error))
     chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
