@@ -167,8 +167,9 @@ def test_a_file_ending_on_pages_lmdb_freed_unwritten_is_sound_and_one_cut_short_
     """LMDB counts the pages a transaction took from the end of the file and freed again
     before committing, yet never writes them: they go on the free list. This run of
     restores and expiries (what `db restore` and `db expire` do) ends with the file two
-    pages short of its last page. Every open used to call that damage ("cut short"),
-    so the database refused learning, and the filter scored without it, until reset."""
+    pages short of its last page. Every open used to call that damage ("cut short"):
+    learning was refused, and the filter gave every message WhenDatabaseDown (by default
+    a 4xx), until the database was reset."""
     spam = as_items([m for m in split[0] if m.label == "spam"][:250])
     path = tmp_path / "db"
     with LmdbStore(tmp_path / "source") as source:
