@@ -128,10 +128,8 @@ def local_clients(config: Config) -> LocalClients:
     return LocalClients(config["LocalNetworks"], config["RelayClients"])
 
 
-def _zones(config: Config, option: str, filter_name: str, log_closed: bool = True) -> list[str]:
-    """The zones to ask: RBLList or SBLList less the lists that have closed (logged)."""
-    for warning in closed_zone_warnings(config, option) if log_closed else ():
-        log.warning("%s", warning)
+def _zones(config: Config, option: str, filter_name: str) -> list[str]:
+    """The zones to ask: RBLList or SBLList less the lists that have closed."""
     names = [name for name in zones(config[option]) if name not in CLOSED_ZONES]
     if not names:
         what = "and every list it names has closed" if config[option] else "which is empty"
@@ -140,10 +138,13 @@ def _zones(config: Config, option: str, filter_name: str, log_closed: bool = Tru
     return names
 
 
-def closed_zone_warnings(config: Config, option: str) -> list[str]:
+def closed_zone_warnings(config: Config) -> list[str]:
+    """The closed lists that the chain's dnsbl and rhsbl filters leave out (`_zones`)."""
     return [f"{config.origins[option]}: {option} names {name}, a list that has closed; it is "
-            "not asked (SME drops it too): remove it" for name in zones(config[option])
-            if name in CLOSED_ZONES]
+            "not asked (SME drops it too): remove it"
+            for filter_name, option in (("dnsbl", "RBLList"), ("rhsbl", "SBLList"))
+            if filter_name in config["SmtpFilters"]
+            for name in zones(config[option]) if name in CLOSED_ZONES]
 
 
 def configured_dns(config: Config) -> DnsClient:
@@ -182,7 +183,10 @@ def report_database(config: Config) -> Path:
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
     check_chain(config)
-    return [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
+    filters = [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
+    for warning in closed_zone_warnings(config):
+        log.warning("%s", warning)
+    return filters
 
 
 def build_chain(config: Config, scanner: Scanner, autolearn: bool) -> FilterChain:
@@ -223,9 +227,9 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     checks: list[Callable[[], object]] = []
     names = set(config["SmtpFilters"])
     if "dnsbl" in names:
-        checks.append(lambda: _zones(config, "RBLList", "dnsbl", log_closed=False))
+        checks.append(lambda: _zones(config, "RBLList", "dnsbl"))
     if "rhsbl" in names:
-        checks.append(lambda: _zones(config, "SBLList", "rhsbl", log_closed=False))
+        checks.append(lambda: _zones(config, "SBLList", "rhsbl"))
     if "uribl" in names:
         checks.append(lambda: _uri_zones(config))
     uses_dns = bool(names & {"dnsbl", "rhsbl", "uribl", "resolvable_fromhost", "spf", "dkim", "dmarc"}) \
@@ -241,8 +245,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
             resolvers = [str(server) for server in configured_dns(config).resolver.nameservers]
         except ConfigError as error:
             errors.append(str(error))
-    warnings = [*(closed_zone_warnings(config, "RBLList") if "dnsbl" in names else []),
-                *(closed_zone_warnings(config, "SBLList") if "rhsbl" in names else [])]
+    warnings = closed_zone_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

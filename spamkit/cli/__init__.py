@@ -92,6 +92,15 @@ def resolve_db_path(db_path: str | None, config_path: str | None = None) -> str 
     return load_config(config_path)["Database"] or None
 
 
+def require_database(location: str | None) -> None:
+    """NoDatabase (exit 74) unless there is a database at `location`: for a command that
+    opens it for writing and would otherwise make an empty one at a mistyped --db, then
+    report that there was nothing to do (`learn --forget`, `db expire`)."""
+    from spamkit.store import open_store
+
+    open_store(location, readonly=True).close()
+
+
 def configured_learner(store: TokenStore, config: Config, batch_size: int | None,
                        max_tokens: int | None = None) -> Learner:
     """The Learner `learn`, `train` and the sweep use: the database's own tokenizer, the

@@ -11,7 +11,7 @@ from typing import IO
 
 import click
 
-from spamkit.cli import config_option, db_option, json_option, resolve_db_path
+from spamkit.cli import config_option, db_option, json_option, require_database, resolve_db_path
 from spamkit.atomicfile import replacing
 from spamkit.config import load_config
 from spamkit.errors import StoreCorrupt, StoreError
@@ -136,8 +136,7 @@ def expire(max_tokens: int | None, seen_days: int | None, db_path: str | None,
         max_tokens = config["BayesMaxTokens"] if max_tokens is None else max_tokens
         seen_days = config["BayesSeenDays"] if seen_days is None else seen_days
     location = resolve_db_path(db_path, config_path)
-    with open_store(location, readonly=True):  # none there: said so, not made empty and "expired"
-        pass
+    require_database(location)
     with open_store(location) as store:
         removed = store.expire(max_tokens)
         marks, events = store.expire_seen(today() - seen_days) if seen_days else (0, 0)

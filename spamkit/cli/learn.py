@@ -15,6 +15,7 @@ from spamkit.cli import (
     configured_learner,
     db_option,
     json_option,
+    require_database,
     resolve_db_path,
 )
 from spamkit.cli.progress import Progress
@@ -92,8 +93,8 @@ def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, a
         return f"{verb}: {summary.learned}, relearned: {summary.relearned}, already known: {summary.skipped}"
 
     location = resolve_db_path(db_path, config_path)
-    if label is None:  # nothing to forget in a database that is not there: make none (a mistyped --db)
-        open_store(location, readonly=True).close()
+    if label is None:  # nothing to forget in a database that is not there
+        require_database(location)
     with reporting_a_stop(progress, as_json, quiet, counts):
         with open_store(location) as store:
             learner = configured_learner(store, config, batch_size, max_tokens)

@@ -334,8 +334,6 @@ class LmdbStore:
         for _attempt in range(3):
             with self._env.begin() as txn:
                 try:
-                    if data.stat().st_size == 0:  # (not made yet: LMDB's own open says so)
-                        return
                     report = check_length(data, txn.id())
                 except OSError:
                     return

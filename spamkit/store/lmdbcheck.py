@@ -260,15 +260,19 @@ def check_length(path: str | Path, txnid: int | None = None) -> CheckReport:
     sound file may end before its last page; only when a page past its end is not listed
     free is it cut short (a copy that stopped, a damaged disk), and would be read
     through the memory map past its end: a SIGBUS, a crash with no message. Only the
-    free list is walked, and only when the file ends early."""
-    return _mapped(path, txnid, _check_length)
+    free list is walked, and only when the file ends early. An empty file, one LMDB has
+    yet to write, is left to LMDB's own open."""
+    return _mapped(path, txnid, _check_length, empty_is_sound=True)
 
 
 def _mapped(path: str | Path, txnid: int | None,
-            check: Callable[[mmap.mmap, int, int | None, CheckReport], None]) -> CheckReport:
+            check: Callable[[mmap.mmap, int, int | None, CheckReport], None],
+            empty_is_sound: bool = False) -> CheckReport:
     report = CheckReport(path=str(path))
     with open(path, "rb") as file:
         size = file.seek(0, 2)
+        if size == 0 and empty_is_sound:
+            return report
         if size < 2 * 4096:
             report.problems.append(f"the file is {size} bytes, too short for LMDB's two meta pages")
             return report
