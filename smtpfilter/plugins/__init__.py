@@ -12,13 +12,14 @@ from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
+from smtpfilter.dnslists import CLOSED_ZONES
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.networks import LocalClients
-from smtpfilter.plugins.dns import CLOSED_ZONES, Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,

@@ -5,7 +5,7 @@ Clients in LocalNetworks or RelayClients are never asked about (SME turns these 
 local connections; DnsHelo, like the lenient helo check, spares LocalNetworks). A DNS
 server that does not answer never refuses mail: a list that is down lets it through, a
 HELO name that cannot be checked passes, and a sender domain that cannot be checked
-gets 451.
+gets 451. Nor does a list that answers every query as a listing (smtpfilter.dnslists).
 
 dnsbl and rhsbl refuse at RCPT, not at MAIL, so that mail to postmaster@ and abuse@
 still arrives (RFC 5321 4.5.1): a listed sender must be able to ask why.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from smtpfilter.dns import Answer, DnsClient, Outcome, reverse_name, reversed_address
+from smtpfilter.dns import DnsClient, Outcome, reverse_name, reversed_address
+from smtpfilter.dnslists import ListHealth, listing
 from smtpfilter.domains import ascii_domain
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.networks import LocalClients
@@ -26,48 +27,11 @@ log = logging.getLogger("spamkit.smtpfilter")
 
 ALWAYS_RECEIVE = ("postmaster", "abuse")
 
-# Answers that are not listings. Spamhaus answers 127.255.255.252-255 for a refused or
-# malformed query (for instance one sent through a large public resolver), URIBL answers
-# 127.0.0.1; some resolvers answer their own web server's address for any name that does
-# not exist. Taking any of these for a listing would refuse all mail (the SME guide warns
-# of black.uribl.com "bouncing all emails" with an external DNS provider).
-_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-_LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
-_NOT_A_LISTING = ipaddress.ip_address("127.0.0.1")
-
-
-# Lists that have closed, which SME's configuration drops from RBLList and SBLList each
-# time it is rebuilt (the SME guide, "Obsolete lists"). A closed list's zone may stop
-# answering, or answer every query as a listing, as AHBL's did once it closed: that would
-# refuse all mail. So they are left out, with a warning, wherever a configuration names them.
-CLOSED_ZONES = frozenset({
-    "combined.njabl.org", "list.dsbl.org", "multihop.dsbl.org", "dnsbl.ahbl.org",
-    "blackhole.securitysage.com", "bulk.rhs.mailpolice.com", "fraud.rhs.mailpolice.com",
-    "porn.rhs.mailpolice.com", "adult.rhs.mailpolice.com", "bogusmx.rfc-ignorant.org",
-    "ex.dnsbl.org",
-})
-
 
 def zones(entries: list[str]) -> list[str]:
     """Zone names from RBLList/SBLList; SME writes them joined by ':', which is split too."""
     return [zone.strip().strip(".").lower() for entry in entries for zone in entry.split(":")
             if zone.strip().strip(".")]
-
-
-def listing(answer: Answer, zone: str) -> bool:
-    """Whether an A answer from a list is a listing (127.0.0.2 and up, not an error code)."""
-    listed = False
-    for record in answer.records:
-        try:
-            address = ipaddress.ip_address(record)
-        except ValueError:
-            continue
-        if address in _LOOPBACK and address not in _LIST_ERRORS and address != _NOT_A_LISTING:
-            listed = True
-        else:
-            log.warning("%s answered %s, which is not a listing: is the list refusing this "
-                        "server's queries (a public or forwarding resolver)?", zone, record)
-    return listed
 
 
 def _local_part(address: str) -> str:
@@ -85,19 +49,24 @@ class _ListCheck(Filter):
 
     blocking = True
 
+    option = ""  # the setting that names the zones
+
     def __init__(self, zones: list[str], local: LocalClients, dns: DnsClient) -> None:
         self.zones = zones
         self.local = local
         self.dns = dns
+        self.health = ListHealth(dns, self.option)
 
     def spared(self, tx: Transaction, recipient: str) -> bool:
         return tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE
 
     def listed_by(self, name: str) -> str | None:
-        """The first zone that lists `name` ("1.2.0.192", "example.net"), or None."""
+        """The first zone that lists `name` ("1.2.0.192", "example.net"), or None. A zone
+        that lists everything (RFC 5782's test entry) lists no one."""
         for zone in self.zones:
             answer = self.dns.lookup(f"{name}.{zone}", "A")
-            if answer.outcome is Outcome.FOUND and listing(answer, zone):
+            if answer.outcome is Outcome.FOUND and listing(answer, zone) \
+                    and not self.health.lists_everything(zone, name):
                 return zone
         return None
 
@@ -106,6 +75,7 @@ class Dnsbl(_ListCheck):
     """Refuse clients whose address an RBLList zone lists."""
 
     name = "dnsbl"
+    option = "RBLList"
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         name = reversed_address(tx.peer)
@@ -131,6 +101,7 @@ class Rhsbl(_ListCheck):
     """Refuse mail whose sender domain an SBLList zone lists (dbl.spamhaus.org and the like)."""
 
     name = "rhsbl"
+    option = "SBLList"
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         domain = _domain(tx.mail_from)

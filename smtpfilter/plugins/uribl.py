@@ -17,7 +17,8 @@ links to spam.
 What a listing does is UriblAction: deny (554, the default, as RHSBL refuses), denysoft
 (451), add-header (an X-URIBL-Match header per listing, for the rules or the users'
 filters), or log. A list that does not answer, or answers with an error code
-(127.255.255.x, URIBL's 127.0.0.1 for a refused query), lists nothing. Any
+(127.255.255.x, URIBL's 127.0.0.1 for a refused query), lists nothing, and so does one
+that lists the name INVALID, which RFC 5782 says no list may (smtpfilter.dnslists). Any
 X-URIBL-Match that arrived with the message is removed, so the header can be trusted.
 """
 
@@ -31,11 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from smtpfilter.dns import DnsClient, Outcome
+from smtpfilter.dnslists import ListHealth, listing
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.headers import without_fields
 from smtpfilter.networks import LocalClients
-from smtpfilter.plugins.dns import listing
 from spamkit.errors import ConfigError
 from spamkit.message import DEFAULT_LIMITS, ParsedMessage, ParseLimits, parse_message
 from spamkit.tokenizer.urls import MAX_URLS, url_host
@@ -133,6 +134,7 @@ class Uribl(Filter):
         self.action = action
         self.skip = frozenset(d.lower().strip(".") for d in skip_domains)
         self.limits = limits
+        self.health = ListHealth(dns, "UBLList")
         self._pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="spamkit-uribl")
 
     def data(self, tx: Transaction) -> Decision:
@@ -187,5 +189,7 @@ class Uribl(Filter):
             except ValueError:
                 continue
             if value & zone.mask & 0x00FFFFFF:
+                if self.health.lists_everything(zone.zone, name):
+                    return None
                 return Listing(name, zone.zone, record)
         return None

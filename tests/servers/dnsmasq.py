@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 from tests.servers.net import free_port
@@ -26,7 +26,7 @@ class DnsServer:
         return f"127.0.0.1:{self.port}"
 
 
-def start_dnsmasq(zones: list[str], records: list[str]) -> Iterator[DnsServer]:
+def start_dnsmasq(zones: list[str], records: list[str]) -> Generator[DnsServer, None, None]:
     """`records` are dnsmasq options: "--address=/name/127.0.0.2", "--txt-record=...",
     "--mx-host=...", "--host-record=..."."""
     if shutil.which("dnsmasq") is None:

@@ -10,8 +10,9 @@ class Client:
     """One session with the server on a loopback port: `command` sends a line and gives
     back the whole reply (its lines joined by LF)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                                            source_address=(source, 0))
         self.buffer = b""
 
     def reply(self) -> bytes:

@@ -23,18 +23,23 @@ PLAIN = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubjec
 
 Run = Callable[..., str]
 
-# The DNS the filter's DNS checks are tested against. The client is 127.0.0.1, so the
-# lists list "1.0.0.127"; tests that want it treated as a stranger use STRANGER, which
-# empties LocalNetworks and RelayClients, as a server facing the Internet has them for
-# every client but its own.
+# The DNS the filter's DNS checks are tested against. The clients are on loopback: the
+# lists list LISTED_CLIENT (a test sends from it with send(client=...)), never 127.0.0.1,
+# which RFC 5782 forbids a list to list. Tests that want a client treated as a stranger
+# use STRANGER, which empties LocalNetworks and RelayClients, as a server facing the
+# Internet has them for every client but its own.
+LISTED_CLIENT = "127.0.0.5"
 ZONES = ["bad.test", "clean.test", "refuses.test", "dbl.test", "example.org", "example.net",
-         "in-addr.arpa", "surbl.test", "uribl.test", "dnsbl.ahbl.org"]
+         "in-addr.arpa", "surbl.test", "uribl.test", "dnsbl.ahbl.org", "everything.test"]
 RECORDS = [
     # a list that closed and then answered every query as a listing, as AHBL's did
     "--address=/dnsbl.ahbl.org/127.0.0.2",
-    "--address=/1.0.0.127.bad.test/127.0.0.2",
+    # one not on SME's list of closed lists that does the same, for any kind of name
+    "--address=/everything.test/127.0.0.2",
+    "--address=/5.0.0.127.bad.test/127.0.0.2",  # LISTED_CLIENT
+    "--address=/2.0.0.127.bad.test/127.0.0.2",  # the test entry RFC 5782 asks every list for
     "--address=/9.2.0.192.bad.test/127.0.0.2",  # a client named by XFORWARD
-    "--txt-record=1.0.0.127.bad.test,Listed: see http://bad.test/why",
+    "--txt-record=5.0.0.127.bad.test,Listed: see http://bad.test/why",
     # what Spamhaus answers a query it refuses (one from a big public resolver)
     "--address=/1.0.0.127.refuses.test/127.255.255.254",
     "--address=/spammer.example.net.dbl.test/127.0.1.2",
@@ -111,10 +116,10 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
         controllers.append(controller)
 
         def send(data: bytes = PLAIN, sender: str = "a@example.org", to: str = "b@example.org",
-                 helo: str = "client.example.org") -> str:
+                 helo: str = "client.example.org", client: str = "127.0.0.1") -> str:
             message = tmp_path / "m.eml"
             message.write_bytes(data)
-            return swaks(port, message, sender, to, helo)
+            return swaks(port, message, sender, to, helo, extra=("--local-interface", client))
 
         send.port = port  # type: ignore[attr-defined]
         return send

@@ -20,18 +20,18 @@ from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
-from tests.smtpfilter.conftest import PLAIN, STRANGER, dead_server, settings
+from tests.smtpfilter.conftest import LISTED_CLIENT, PLAIN, STRANGER, dead_server, settings
 
 
 def test_lookups_tell_missing_from_failed(dns: DnsServer) -> None:
     client = DnsClient([dns.address], timeout=2)
-    found = client.lookup("1.0.0.127.bad.test", "A")
+    found = client.lookup("5.0.0.127.bad.test", "A")
     assert found.outcome is Outcome.FOUND and found.records == ("127.0.0.2",)
-    assert client.lookup("2.0.0.127.bad.test", "A").outcome is Outcome.MISSING  # NXDOMAIN
+    assert client.lookup("6.0.0.127.bad.test", "A").outcome is Outcome.MISSING  # NXDOMAIN
     assert client.lookup("aonly.example.net", "MX").outcome is Outcome.MISSING  # no MX
     refused = client.lookup("www.elsewhere.invalid", "A")  # outside its zones: REFUSED
     assert refused.outcome is Outcome.FAILED and refused.error
-    down = DnsClient([dead_server()], timeout=0.5).lookup("1.0.0.127.bad.test", "A")
+    down = DnsClient([dead_server()], timeout=0.5).lookup("5.0.0.127.bad.test", "A")
     assert down.outcome is Outcome.FAILED
     too_long = client.lookup("a" * 70 + ".bad.test", "A")  # a label over 63 bytes
     assert too_long.outcome is Outcome.FAILED
@@ -55,18 +55,19 @@ def test_dnsbl_refuses_a_listed_client_but_not_mail_to_postmaster(filter_server,
                                                                  dns: DnsServer) -> None:
     send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]',
                                              'RBLList = ["clean.test:bad.test"]'))
-    reply = send(to="b@example.org")
-    assert reply.startswith("554 5.7.1 Service unavailable; client host [127.0.0.1] blocked "
+    reply = send(to="b@example.org", client=LISTED_CLIENT)
+    assert reply.startswith(f"554 5.7.1 Service unavailable; client host [{LISTED_CLIENT}] blocked "
                             "using bad.test; Listed: see http://bad.test/why"), reply
-    assert send(to="postmaster@example.org").startswith("250")
-    assert send(to="abuse@example.org").startswith("250")
-    assert len(sink.messages()) == 2
+    assert send(to="postmaster@example.org", client=LISTED_CLIENT).startswith("250")
+    assert send(to="abuse@example.org", client=LISTED_CLIENT).startswith("250")
+    assert send(to="b@example.org").startswith("250")  # 127.0.0.1 is not listed
+    assert len(sink.messages()) == 3
 
 
 def test_dnsbl_spares_local_clients_and_ignores_list_error_codes(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
                                                                  dns: DnsServer) -> None:
     local = filter_server(settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["bad.test"]'))
-    assert local().startswith("250")  # 127.0.0.1 is in the default LocalNetworks
+    assert local(client=LISTED_CLIENT).startswith("250")  # in the default LocalNetworks
     refused = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]',
                                                 'RBLList = ["refuses.test", "clean.test"]'))
     assert refused().startswith("250")  # 127.255.255.254 is the list refusing, not a listing
@@ -97,6 +98,77 @@ def test_a_list_that_has_closed_is_not_asked(filter_server, sink: Sink, dns: Dns
     lint = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--json", "--config",
                            str(tmp_path / "spamkit.toml")], capture_output=True, text=True, timeout=120)
     assert [w for w in json.loads(lint.stdout)["warnings"] if "dnsbl.ahbl.org, a list that has closed" in w]
+
+
+def test_a_list_that_lists_everything_is_not_believed(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A list that closes or breaks may answer every query as a listing (AHBL's did, and
+    everything.test here is not on SME's list of closed ones): believed, it refuses all
+    mail. RFC 5782 forbids a list to list 127.0.0.1 or the name INVALID; one that does is
+    left out, with an error in the log, and the sound lists beside it still count."""
+    import logging
+
+    config = STRANGER + settings(dns, 'SmtpFilters = ["dnsbl", "rhsbl"]',
+                                 'RBLList = ["everything.test", "bad.test"]',
+                                 'SBLList = ["everything.test", "dbl.test"]')
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        send = filter_server(config)
+        assert send(client=LISTED_CLIENT).startswith(
+            f"554 5.7.1 Service unavailable; client host [{LISTED_CLIENT}] blocked using bad.test")
+        assert send(client="127.0.0.6").startswith("250")
+        assert send(client="127.0.0.7", sender="x@spammer.example.net").startswith(
+            "554 5.7.1 Sender address rejected: spammer.example.net is listed by dbl.test")
+        assert send(client="127.0.0.7", sender="a@example.net").startswith("250")
+    assert len(sink.messages()) == 2
+    # said once, when found, for each kind of entry asked
+    assert caplog.text.count("RBLList: everything.test lists 1.0.0.127 (127.0.0.2), which "
+                             "RFC 5782 says no list may") == 1, caplog.text
+    assert caplog.text.count("SBLList: everything.test lists invalid (127.0.0.2)") == 1
+
+
+def test_list_health_is_kept_for_a_while_then_asked_again(dns: DnsServer) -> None:
+    """The test entry is asked only when a list lists, and its answer is kept for
+    RECHECK_SECONDS; a list that mends is believed again at the next asking; a test query
+    that goes unanswered keeps what was known. Two DNS servers stand for the list before
+    and after it mends."""
+    from smtpfilter.dnslists import (
+        NEVER_LISTED_IPV6,
+        RECHECK_SECONDS,
+        RECHECK_UNANSWERED_SECONDS,
+        ListHealth,
+        never_listed,
+    )
+    from tests.servers.dnsmasq import start_dnsmasq
+
+    assert never_listed("5.0.0.127") == "1.0.0.127"
+    assert never_listed("example.net") == never_listed("1.2.3.example") == "invalid"
+    assert never_listed(reversed_address("2001:db8::1") or "") == NEVER_LISTED_IPV6
+    assert NEVER_LISTED_IPV6 == ".".join("100000f7ffff" + "0" * 20)  # ::ffff:7f00:1
+
+    now = [0.0]
+    broken = DnsClient([dns.address], timeout=2)
+    health = ListHealth(broken, "RBLList", clock=lambda: now[0])
+    assert health.lists_everything("everything.test", "5.0.0.127")
+    assert not health.lists_everything("bad.test", "5.0.0.127")
+    assert not health.lists_everything("dbl.test", "spammer.example.net")
+    health.dns = DnsClient([dead_server()], timeout=0.3)
+    assert health.lists_everything("everything.test", "6.0.0.127")  # kept: not asked
+    now[0] += RECHECK_SECONDS
+    assert health.lists_everything("everything.test", "6.0.0.127")  # unanswered: as it was
+    assert not health.lists_everything("bad.test", "6.0.0.127")
+    mended_server = start_dnsmasq(["everything.test"], ["--address=/5.0.0.127.everything.test/127.0.0.2"])
+    mended = next(mended_server)
+    try:
+        health.dns = DnsClient([mended.address], timeout=2)
+        assert health.lists_everything("everything.test", "6.0.0.127")  # asked a minute ago
+        now[0] += RECHECK_UNANSWERED_SECONDS
+        assert not health.lists_everything("everything.test", "6.0.0.127")
+        health.dns = broken
+        assert not health.lists_everything("everything.test", "6.0.0.127")  # for ten minutes
+        now[0] += RECHECK_SECONDS
+        assert health.lists_everything("everything.test", "6.0.0.127")
+    finally:
+        mended_server.close()
 
 
 def test_a_list_that_does_not_answer_lets_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
@@ -256,17 +328,17 @@ def test_xforward_from_the_mta_in_front_names_the_client(filter_server, sink: Si
 def test_a_proxy_protocol_header_is_not_believed(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
     """Reliability checklist 15: the filter speaks no PROXY protocol (aiosmtpd's is off),
     so a header claiming another address is an unknown command, and every check is
-    about the peer that really connected (listed here, 127.0.0.1), not the claimed one."""
+    about the peer that really connected (listed here, LISTED_CLIENT), not the claimed one."""
     from tests.servers.smtp_client import Client
 
     send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl"]', 'RBLList = ["bad.test"]'))
-    client = Client(send.port)
+    client = Client(send.port, source=LISTED_CLIENT)
     assert client.reply().startswith(b"220")
     assert client.command(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 25").startswith(b"500")
     assert client.command(b"EHLO client.example.net").startswith(b"250")
     assert client.command(b"MAIL FROM:<a@example.net>").startswith(b"250")
     assert client.command(b"RCPT TO:<b@example.org>").startswith(
-        b"554 5.7.1 Service unavailable; client host [127.0.0.1] blocked using bad.test")
+        f"554 5.7.1 Service unavailable; client host [{LISTED_CLIENT}] blocked using bad.test".encode())
     client.sock.close()
     assert sink.messages() == []
 

@@ -65,6 +65,23 @@ def test_what_is_not_a_listing_passes(filter_server, sink: Sink,  # type: ignore
     assert strict(message("http://www.example.net/")).startswith("554")
 
 
+def test_a_list_that_lists_everything_lists_nothing(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
+                                                     dns: DnsServer, caplog: pytest.LogCaptureFixture) -> None:
+    """everything.test answers every name as listed, INVALID too, which RFC 5782 forbids:
+    its listings are not believed, and the sound list beside it still refuses."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["uribl"]',
+                                                 'UBLList = ["everything.test", "uribl.test"]'))
+        assert send(message("http://fine.example.com/", "http://8.8.8.8/")).startswith("250")
+        assert send(message("http://fine.example.com/", "https://shop.bad-shop.co.uk/")).startswith(
+            "554 5.7.1 Message refused: it links to bad-shop.co.uk, listed by uribl.test")
+    assert len(sink.messages()) == 1
+    assert "UBLList: everything.test lists invalid (127.0.0.2)" in caplog.text
+    assert "UBLList: everything.test lists 1.0.0.127 (127.0.0.2)" in caplog.text
+
+
 def test_add_header_marks_the_message_and_drops_a_forged_mark(filter_server, sink: Sink,  # type: ignore[no-untyped-def]
                                                               dns: DnsServer) -> None:
     send = filter_server(uribl(dns, 'UriblAction = "add-header"'))

@@ -1,0 +1,132 @@
+"""What a DNS list's answers mean: a listing, an error code, or a list gone bad.
+
+Shared by the filters that ask lists (dnsbl, rhsbl, uribl). Two ways a list can refuse
+all mail if its answers are taken at face value:
+
+- It answers an error code that looks like a listing. Spamhaus answers
+  127.255.255.252-255 for a query it refuses (one sent through a big public resolver,
+  say) and URIBL answers 127.0.0.1; the SME guide warns of black.uribl.com "bouncing all
+  emails" with an external DNS provider. `listing` tells these apart.
+- It answers every query as a listing. A list that closes may do this on purpose to make
+  its users notice (AHBL's did), and a broken one by accident. RFC 5782 section 5 gives
+  every list entries it must never contain: 127.0.0.1 in an IPv4 list, ::FFFF:7F00:1 in
+  an IPv6 one, the name INVALID in a domain list. `ListHealth` asks the list that entry
+  whenever it lists something, and a list that lists it is not believed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import string
+import threading
+import time
+from collections.abc import Callable
+
+from smtpfilter.dns import Answer, DnsClient, Outcome
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_LIST_ERRORS = ipaddress.ip_network("127.255.255.0/24")
+_NOT_A_LISTING = ipaddress.ip_address("127.0.0.1")
+
+# Lists that have closed, which SME's configuration drops from RBLList and SBLList each
+# time it is rebuilt (the SME guide, "Obsolete lists"). A closed list's zone may stop
+# answering, or answer every query as a listing, as AHBL's did once it closed: that would
+# refuse all mail. So they are left out, with a warning, wherever a configuration names them.
+CLOSED_ZONES = frozenset({
+    "combined.njabl.org", "list.dsbl.org", "multihop.dsbl.org", "dnsbl.ahbl.org",
+    "blackhole.securitysage.com", "bulk.rhs.mailpolice.com", "fraud.rhs.mailpolice.com",
+    "porn.rhs.mailpolice.com", "adult.rhs.mailpolice.com", "bogusmx.rfc-ignorant.org",
+    "ex.dnsbl.org",
+})
+
+# RFC 5782 section 5: the entries no list may contain, as they are asked of a list.
+NEVER_LISTED_IPV4 = "1.0.0.127"
+NEVER_LISTED_IPV6 = ".".join(reversed(ipaddress.ip_address("::ffff:7f00:1").exploded.replace(":", "")))
+NEVER_LISTED_DOMAIN = "invalid"
+
+RECHECK_SECONDS = 600.0  # how long a list's test answer is believed
+RECHECK_UNANSWERED_SECONDS = 60.0  # after a test query that failed: the list is believed
+
+
+def listing(answer: Answer, zone: str) -> bool:
+    """Whether an A answer from a list is a listing (127.0.0.2 and up, not an error code)."""
+    listed, errors = read_answer(answer)
+    for record in errors:
+        log.warning("%s answered %s, which is not a listing: is the list refusing this "
+                    "server's queries (a public or forwarding resolver)?", zone, record)
+    return listed
+
+
+def read_answer(answer: Answer) -> tuple[bool, list[str]]:
+    """(whether the answer lists, the records in it that are not listings: error codes)."""
+    listed, errors = False, []
+    for record in answer.records:
+        try:
+            address = ipaddress.ip_address(record)
+        except ValueError:
+            continue
+        if address in _LOOPBACK and address not in _LIST_ERRORS and address != _NOT_A_LISTING:
+            listed = True
+        else:
+            errors.append(record)
+    return listed, errors
+
+
+def never_listed(name: str) -> str:
+    """The entry RFC 5782 forbids in a list that is asked about names like `name`: a
+    reversed IPv4 address ("1.2.0.192"), 32 reversed IPv6 nibbles, or a domain."""
+    labels = name.split(".")
+    if len(labels) == 4 and all(label.isdigit() for label in labels):
+        return NEVER_LISTED_IPV4
+    if len(labels) == 32 and all(len(label) == 1 and label in string.hexdigits for label in labels):
+        return NEVER_LISTED_IPV6
+    return NEVER_LISTED_DOMAIN
+
+
+class ListHealth:
+    """Whether each list answers every query as a listing, asked only when it lists someone.
+
+    The answer is kept for RECHECK_SECONDS, so a sound list costs one more query each ten
+    minutes, and a list that has gone bad is noticed within one message and believed
+    again within ten minutes of mending. A test query that fails tells nothing new: what
+    was known stands (a list not yet tested is believed), and it is asked again in a minute.
+    """
+
+    def __init__(self, dns: DnsClient, option: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.dns = dns
+        self.option = option  # where the lists are named ("RBLList"), for the log
+        self.clock = clock
+        self._lock = threading.Lock()  # uribl asks from several threads at once
+        self._known: dict[tuple[str, str], tuple[bool, float]] = {}  # → (lists everything, until)
+
+    def lists_everything(self, zone: str, listed_name: str) -> bool:
+        """Whether `zone`, which has just listed `listed_name`, also lists the entry of
+        that kind that no list may contain."""
+        test = never_listed(listed_name)
+        key = (zone, test)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None and self.clock() < known[1]:
+            return known[0]
+        answer = self.dns.lookup(f"{test}.{zone}", "A")
+        if answer.outcome is Outcome.FAILED:
+            broken, keep = (known[0] if known else False), RECHECK_UNANSWERED_SECONDS
+        else:
+            broken, keep = answer.outcome is Outcome.FOUND and listing(answer, zone), RECHECK_SECONDS
+        with self._lock:
+            self._known[key] = (broken, self.clock() + keep)
+        was_broken = known is not None and known[0]
+        if broken and not was_broken:
+            log.error("%s: %s lists %s (%s), which RFC 5782 says no list may: it answers every "
+                      "query as a listing (a list that has closed or broken), so its listings "
+                      "are ignored until it stops; asked again every %d minutes. Remove it "
+                      "from %s.", self.option, zone, test, ", ".join(answer.records),
+                      RECHECK_SECONDS // 60, self.option)
+        elif was_broken and not broken and answer.outcome is not Outcome.FAILED:
+            log.warning("%s: %s no longer lists %s; its listings count again", self.option,
+                        zone, test)
+        return broken
