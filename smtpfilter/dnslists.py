@@ -22,6 +22,7 @@ import string
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from smtpfilter.dns import Answer, DnsClient, Outcome
 
@@ -130,3 +131,67 @@ class ListHealth:
             log.warning("%s: %s no longer lists %s; its listings count again", self.option,
                         zone, test)
         return broken
+
+
+TEST_ENTRY_IPV4 = "2.0.0.127"  # RFC 5782: every IPv4 list lists 127.0.0.2
+TEST_ENTRY_DOMAIN = "test"  # and every domain list TEST (some use a test name of their own)
+
+
+@dataclass(frozen=True)
+class ListReport:
+    """What a list answered RFC 5782's test entries, for `spamkit lint --dns`."""
+
+    option: str  # the setting that names it: RBLList, SBLList, UBLList
+    zone: str
+    test_entry: str  # the entry it should list
+    test_listed: bool | None  # None: not answered
+    never_listed: str  # the entry it must not list
+    lists_everything: bool | None
+    error_codes: tuple[str, ...]  # answers that are a list's refusal, not a listing
+    failure: str  # why it did not answer
+
+    def problem(self) -> str:
+        """What an administrator should hear about this list; "" for a sound one."""
+        where = f"{self.option}: {self.zone}"
+        if self.failure:
+            return f"{where} did not answer ({self.failure}); while it does not, it lists no one"
+        if self.error_codes:
+            return (f"{where} answered {', '.join(self.error_codes)}, an error code, not a "
+                    "listing: it refuses this server's queries (through a public or "
+                    "forwarding resolver?), so it lists no one; point DnsServers at a "
+                    "resolver of your own")
+        if self.lists_everything:
+            return (f"{where} lists {self.never_listed}, which RFC 5782 says no list may: it "
+                    "answers every query as a listing (a list that has closed or broken); the "
+                    "filter does not believe it: remove it")
+        if self.test_entry == TEST_ENTRY_IPV4 and not self.test_listed:
+            return (f"{where} does not list 127.0.0.2, the test entry RFC 5782 gives every "
+                    "IPv4 list: is the zone's name right?")
+        return ""
+
+    def describe(self) -> str:
+        """One line on what it answered."""
+        problem = self.problem()
+        if problem:
+            return problem
+        listed = f"lists {self.test_entry}, not" if self.test_listed else "does not list"
+        return f"{self.option}: {self.zone} is sound: it {listed} {self.never_listed}"
+
+
+def ask_list(dns: DnsClient, option: str, zone: str, of_addresses: bool) -> ListReport:
+    """Ask `zone` its test entries: one it should list and one it must not."""
+    test, never = ((TEST_ENTRY_IPV4, NEVER_LISTED_IPV4) if of_addresses
+                   else (TEST_ENTRY_DOMAIN, NEVER_LISTED_DOMAIN))
+    listed: list[bool | None] = []
+    codes: list[str] = []
+    failure = ""
+    for entry in (test, never):
+        answer = dns.lookup(f"{entry}.{zone}", "A")
+        if answer.outcome is Outcome.FAILED:
+            failure = failure or answer.error
+            listed.append(None)
+            continue
+        is_listed, errors = read_answer(answer)
+        listed.append(is_listed)
+        codes += [code for code in errors if code not in codes]
+    return ListReport(option, zone, test, listed[0], never, listed[1], tuple(codes), failure)

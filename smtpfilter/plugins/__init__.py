@@ -6,13 +6,14 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
-from smtpfilter.dnslists import CLOSED_ZONES
+from smtpfilter.dnslists import CLOSED_ZONES, ListReport, ask_list
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
@@ -34,7 +35,7 @@ from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
-from smtpfilter.plugins.uribl import Uribl, UriZone, uri_zones
+from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
 from spamkit.config import Config
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
@@ -146,6 +147,28 @@ def closed_zone_warnings(config: Config) -> list[str]:
             for filter_name, option in (("dnsbl", "RBLList"), ("rhsbl", "SBLList"))
             if filter_name in config["SmtpFilters"]
             for name in zones(config[option]) if name in CLOSED_ZONES]
+
+
+def ask_lists(config: Config) -> list[ListReport]:
+    """Every list that the chain's dnsbl, rhsbl and uribl filters would ask, asked its
+    RFC 5782 test entries now (`spamkit lint --dns`), LOOKUP_THREADS at a time. A setting
+    that cannot be read is lint_chain's error, and its lists are not asked."""
+    names = set(config["SmtpFilters"])
+    wanted: list[tuple[str, str, bool]] = []
+    if "dnsbl" in names:
+        wanted += [("RBLList", zone, True) for zone in zones(config["RBLList"]) if zone not in CLOSED_ZONES]
+    if "rhsbl" in names:
+        wanted += [("SBLList", zone, False) for zone in zones(config["SBLList"]) if zone not in CLOSED_ZONES]
+    if "uribl" in names:
+        try:
+            wanted += [("UBLList", zone.zone, False) for zone in _uri_zones(config)]
+        except ConfigError:
+            pass
+    if not wanted:
+        return []
+    dns = configured_dns(config)
+    with ThreadPoolExecutor(LOOKUP_THREADS) as pool:
+        return list(pool.map(lambda want: ask_list(dns, *want), wanted))
 
 
 def configured_dns(config: Config) -> DnsClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -9,7 +10,7 @@ import click
 
 from spamkit.cli import config_option, json_option
 from spamkit.config import load_config
-from spamkit.errors import TooLittleMail
+from spamkit.errors import ConfigError, TooLittleMail
 from spamkit.lists import Lists
 from spamkit.rules import load_rules
 from spamkit.rules.stats import rule_stats
@@ -21,13 +22,18 @@ from spamkit.sources import iter_messages
 @json_option
 @click.option("--rules", "rule_files", multiple=True, type=click.Path(),
               help="Also check this rule file or directory (repeatable).")
-def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) -> None:
+@click.option("--dns", "ask_dns", is_flag=True,
+              help="Also ask each DNS list the SMTP filter uses (RBLList, SBLList, UBLList) "
+                   "its RFC 5782 test entries, now, through DnsServers.")
+def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], ask_dns: bool) -> None:
     """Check the configuration, rule files and lists, like `spamassassin --lint`.
 
     Every rule is compiled and tried on adversarial input. Exit status 0 when there are
     no errors; unknown directives and rules that cannot run here are reported, not errors.
+    With --dns, a DNS list that does not answer, refuses this server's queries or lists
+    everything is a warning.
     """
-    from smtpfilter.plugins import lint_chain
+    from smtpfilter.plugins import ask_lists, lint_chain
 
     config = load_config(config_path)
     ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"])
@@ -42,16 +48,32 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...]) ->
     chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
     errors += chain_errors
     warnings = [*config.levels_not_in_force(), *report.warnings, *list_warnings, *chain_warnings]
+    dns_lists = []
+    if ask_dns:
+        try:
+            dns_lists = ask_lists(config)
+        except ConfigError:
+            pass  # DnsServers, which lint_chain has reported
+        warnings += [problem for problem in (listed.problem() for listed in dns_lists) if problem]
     if as_json:
         out = report.as_json()
         out["errors"] = errors
         out["warnings"] = warnings
+        if ask_dns:
+            out["dns_lists"] = [{**dataclasses.asdict(listed), "problem": listed.problem()}
+                                for listed in dns_lists]
         click.echo(json.dumps(out))
     else:
         for line in errors:
             click.echo(f"error: {line}", err=True)
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
+        for listed in dns_lists:
+            if not listed.problem():
+                click.echo(listed.describe())
+        if ask_dns and not dns_lists:
+            click.echo("--dns: the SMTP filter asks no DNS list (SmtpFilters has no dnsbl, "
+                       "rhsbl or uribl with a list)")
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
         unknown = sum(report.unknown_directives.values())
         click.echo(f"{report.files} files, {report.rules} rules read, {report.loaded} run, "

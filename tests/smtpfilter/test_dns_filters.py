@@ -171,6 +171,56 @@ def test_list_health_is_kept_for_a_while_then_asked_again(dns: DnsServer) -> Non
         mended_server.close()
 
 
+def test_lint_dns_asks_each_list_its_test_entries(dns: DnsServer, tmp_path: Path) -> None:
+    """`spamkit lint --dns` tells an administrator, before any mail is lost, which lists
+    refuse this server's queries, list everything, do not answer, or are not lists."""
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "spamkit.toml"
+    config.write_text(STRANGER + settings(
+        dns, 'SmtpFilters = ["dnsbl", "rhsbl", "uribl"]',
+        'RBLList = ["bad.test", "everything.test", "refuses.test", "clean.test", "lists.elsewhere"]',
+        'SBLList = ["dbl.test", "dnsbl.ahbl.org"]', 'UBLList = ["uribl.test:2", "everything.test"]'))
+
+    def lint(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "spamkit", "lint", "--config", str(config), *options],
+                              capture_output=True, text=True, timeout=120)
+
+    result = lint("--dns", "--json")
+    assert result.returncode == 0, result.stderr  # warnings, not errors
+    out = json.loads(result.stdout)
+    found = {(row["option"], row["zone"]): row for row in out["dns_lists"]}
+    # the closed list is left out, as the filter leaves it out
+    assert list(found) == [("RBLList", "bad.test"), ("RBLList", "everything.test"),
+                           ("RBLList", "refuses.test"), ("RBLList", "clean.test"),
+                           ("RBLList", "lists.elsewhere"), ("SBLList", "dbl.test"),
+                           ("UBLList", "uribl.test"), ("UBLList", "everything.test")]
+    sound = [key for key, row in found.items() if not row["problem"]]
+    assert sound == [("RBLList", "bad.test"), ("SBLList", "dbl.test"), ("UBLList", "uribl.test")]
+    assert found["RBLList", "bad.test"]["test_listed"] is True
+    assert found["RBLList", "bad.test"]["lists_everything"] is False
+    assert found["RBLList", "everything.test"]["lists_everything"] is True
+    assert found["UBLList", "everything.test"]["never_listed"] == "invalid"
+    assert found["RBLList", "refuses.test"]["error_codes"] == ["127.255.255.254"]
+    assert found["RBLList", "lists.elsewhere"]["failure"]  # outside the server's zones: REFUSED
+    warnings = "\n".join(out["warnings"])
+    assert "RBLList: everything.test lists 1.0.0.127, which RFC 5782 says no list may" in warnings
+    assert "UBLList: everything.test lists invalid, which RFC 5782 says no list may" in warnings
+    assert "RBLList: refuses.test answered 127.255.255.254, an error code, not a listing" in warnings
+    assert "RBLList: clean.test does not list 127.0.0.2, the test entry RFC 5782" in warnings
+    assert "RBLList: lists.elsewhere did not answer (" in warnings
+    assert len(out["warnings"]) == 6  # those five, and the closed list's
+
+    text = lint("--dns")
+    assert "RBLList: bad.test is sound: it lists 2.0.0.127, not 1.0.0.127" in text.stdout
+    assert "SBLList: dbl.test is sound: it does not list invalid" in text.stdout
+    assert "warning: RBLList: everything.test lists 1.0.0.127" in text.stderr
+    without = json.loads(lint("--json").stdout)  # no --dns: nothing asked, no field
+    assert "dns_lists" not in without and len(without["warnings"]) == 1
+
+
 def test_a_list_that_does_not_answer_lets_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
                          'SmtpFilters = ["dnsbl", "rhsbl"]\nRBLList = ["bad.test"]\n'
