@@ -6,13 +6,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from spamkit.config.endpoints import client_network
+
 
 class Networks:
-    """Addresses and networks from the settings ("127.0.0.1", "10.0.0.0/8", "::1/128"),
-    parsed once; `peer in networks` is False for anything that is not an IP address."""
+    """Addresses and networks from the settings ("127.0.0.1", "10.0.0.0/8", "::1/128",
+    qpsmtpd's "192.168.1."), parsed once; `peer in networks` is False for anything that
+    is not an IP address."""
 
     def __init__(self, entries: Iterable[str]) -> None:
-        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
+        self.networks = [client_network(entry) for entry in entries]
 
     def __contains__(self, peer: object) -> bool:
         try:

@@ -1,10 +1,12 @@
 """HOST:PORT as the settings and options give it (--listen, --next-hop, MetricsListen,
 ReportSmtpServer): one reading for all, so a mistake is caught where it is written,
 naming it, and not as an OverflowError when a socket is bound. And host names, as
-SmtpHostname, the HELO policy and the DKIM keys take them."""
+SmtpHostname, the HELO policy and the DKIM keys take them, and client networks, as
+LocalNetworks, RelayClients, WhitelistHosts and spamd's --allowed-ips take them."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 _HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -66,3 +68,16 @@ def host_name_problem(text: str) -> str | None:
     if text and not is_host_name(text):
         return f"{text!r} is not a host name (mail.example.org)"
     return None
+
+
+def client_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network of an address ("192.0.2.7"), a network ("10.0.0.0/8",
+    "192.168.1.0/255.255.255.0", "2001:db8::/32"), or a prefix of whole IPv4 octets
+    ("192.168.1.", "10."): the form of qpsmtpd's relayclients and whitelisthosts files and
+    of spamd's --allowed-ips, which an SME administrator carries over. ValueError else."""
+    text = text.strip()
+    octets = text[:-1].split(".")
+    if text.endswith(".") and len(octets) <= 3 and all(octet.isdigit() for octet in octets):
+        return ipaddress.IPv4Network(".".join(octets + ["0"] * (4 - len(octets)))
+                                     + f"/{8 * len(octets)}")
+    return ipaddress.ip_network(text, strict=False)

@@ -7,13 +7,12 @@ an administrator's habits carry over; `spamkit config set TagLevel 4` is
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spamkit.config.endpoints import endpoint_problem, host_name_problem, smtp_server_problem
+from spamkit.config.endpoints import client_network, endpoint_problem, host_name_problem, smtp_server_problem
 
 SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
 
@@ -39,9 +38,10 @@ class Option:
 
 def _not_a_network(entry: str) -> str | None:
     try:
-        ipaddress.ip_network(entry.strip(), strict=False)
+        client_network(entry)
     except ValueError:
-        return f"{entry!r} is not an IP address or network (e.g. 192.0.2.7, 10.0.0.0/8, 2001:db8::/32)"
+        return (f"{entry!r} is not an IP address or network (e.g. 192.0.2.7, 10.0.0.0/8, "
+                "192.168.1., 2001:db8::/32)")
     return None
 
 

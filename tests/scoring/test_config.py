@@ -43,6 +43,8 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('LocalNetworks = ["10.0.0.0/33"]\n', ":1", "LocalNetworks: '10.0.0.0/33' is not an IP address"),
     ('TagLevel = 4\nRelayClients = ["127.0.0.1", "300.1.1.1"]\n', ":2", "'300.1.1.1' is not an IP"),
     ('WhitelistHosts = ["mx.example.org"]\n', ":1", "is not an IP address or network"),
+    ('WhitelistHosts = ["192.168.1.5."]\n', ":1", "'192.168.1.5.' is not an IP address"),
+    ('TagLevel = 4\nRelayClients = ["10.", "300."]\n', ":2", "'300.' is not an IP address"),
     ('BadMailFromTo = ["spammer@example.com"]\n', ":1", "not a \"SENDER RECIPIENT\" pair"),
     ('ExtraAccounts = ["/home/e-smith/Maildir"]\n', ":1", "is not NAME=MAILDIR"),
     # the trainer's folders: learned mail is deleted from SpamFolder and HamFolder, old mail

@@ -67,6 +67,12 @@ def test_relay_clients_may_be_networks(filter_server, sink: Sink) -> None:  # ty
                          'SmtpFilters = ["relay"]\n')
     assert send(to="someone@elsewhere.example").startswith("250")
     assert len(sink.messages()) == 1
+    # qpsmtpd's relayclients form, a prefix of whole octets ("192.168.1.")
+    prefixed = filter_server('LocalNetworks = []\nRelayClients = ["127.0."]\nLocalDomains = ["example.org"]\n'
+                             'SmtpFilters = ["relay"]\n')
+    assert prefixed(to="someone@elsewhere.example", client="127.0.3.4").startswith("250")
+    assert prefixed(to="someone@elsewhere.example", client="127.1.3.4").startswith("554 5.7.1 Relay access denied")
+    assert len(sink.messages()) == 2
 
 
 def test_our_own_clients_are_immune_to_the_bad_lists(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
@@ -312,6 +318,11 @@ def test_whitelisthosts_skips_the_other_filters(filter_server, sink: Sink) -> No
     trusted = filter_server(STRANGER + 'SmtpFilters = ["whitelisthosts", "badmailfrom"]\n'
                             'BadMailFrom = ["*@spam.example"]\nWhitelistHosts = ["127.0.0.0/8"]\n')
     assert trusted(sender="x@spam.example").startswith("250")
+    # qpsmtpd's whitelisthosts form, a prefix of whole octets, as SME's file has it
+    prefixed = filter_server(STRANGER + 'SmtpFilters = ["whitelisthosts", "badmailfrom"]\n'
+                             'BadMailFrom = ["*@spam.example"]\nWhitelistHosts = ["127.0.0."]\n')
+    assert prefixed(sender="x@spam.example", client="127.0.0.9").startswith("250")
+    assert prefixed(sender="x@spam.example", client="127.0.1.9").startswith("550")
 
 
 def test_whitelisthelo_skips_the_other_filters(filter_server) -> None:  # type: ignore[no-untyped-def]

@@ -273,6 +273,15 @@ def test_what_is_not_the_protocol_gets_an_error_code_and_never_a_verdict(
                          ).startswith(b"SPAMD/1.1 0 EX_OK\r\nContent-length: ")
     code, log = spamd.stop()
     assert code == 0 and "connection from 127.0.0.2 refused" in log
+
+
+def test_allowed_ips_takes_spamd_s_prefix_form(start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """SpamAssassin's spamd takes `-A 192.168.1.` (a prefix of whole octets): so does ours."""
+    spamd = start_spamd(db, "--allowed-ips", "127.0.0.,::1", config="")
+    assert spamd.ask(b"PING SPAMC/1.5\r\n\r\n", source="127.0.0.2") == b"SPAMD/1.5 0 PONG\r\n"
+    assert spamd.ask(b"PING SPAMC/1.5\r\n\r\n", source="127.0.1.2") == b""
+    code, log = spamd.stop()
+    assert code == 0 and "connection from 127.0.1.2 refused" in log
     assert log.count("spamd: client=") == spamd.answered  # one line each; none for SKIP or a probe
 
 
