@@ -69,11 +69,12 @@ class Listing:
 
 
 def uri_zones(entries: list[str], origin: str = "UBLList") -> list[UriZone]:
-    """UBLList's entries: "zone", "zone:8-16-64-128", or zones joined by ':' (as SME
-    writes its other lists); a mask belongs to the zone just before it."""
+    """UBLList's entries: "zone", "zone:8-16-64-128", or zones joined by ',' (as SME
+    writes UBLList) or ':' (as it writes its other lists); a mask belongs to the zone just
+    before it."""
     out: list[UriZone] = []
     for entry in entries:
-        for part in entry.split(":"):
+        for part in re.split(r"[:,]", entry):
             part = part.strip().strip(".").lower()
             if not part:
                 continue

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spamkit.config.endpoints import client_network, endpoint_problem, host_name_problem, smtp_server_problem
+from spamkit.config.endpoints import (
+    client_network,
+    endpoint_problem,
+    host_name_problem,
+    is_host_name,
+    smtp_server_problem,
+)
 
 SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
 
@@ -43,6 +49,26 @@ def _not_a_network(entry: str) -> str | None:
         return (f"{entry!r} is not an IP address or network (e.g. 192.0.2.7, 10.0.0.0/8, "
                 "192.168.1., 2001:db8::/32)")
     return None
+
+
+_LIST_SEPARATORS = re.compile(r"[:,]")
+_ANSWER_BITS = re.compile(r"[0-9]+(?:-[0-9]+)*")
+
+
+def _not_zones(entry: str, bits_allowed: bool = False) -> str | None:
+    """What is wrong with an RBLList, SBLList or UBLList entry: zones, joined by ':' or ','
+    as SME writes them, and in UBLList the answer bits after a zone."""
+    for part in _LIST_SEPARATORS.split(entry):
+        part = part.strip()
+        if not part or (is_host_name(part) and "." in part.strip(".")) \
+                or (bits_allowed and _ANSWER_BITS.fullmatch(part)):
+            continue
+        return f"{part!r} is not a DNS list's zone name (e.g. zen.spamhaus.org)"
+    return None
+
+
+def _not_uri_zones(entry: str) -> str | None:
+    return _not_zones(entry, bits_allowed=True)
 
 
 def _not_a_pair(entry: str) -> str | None:
@@ -317,13 +343,13 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1, maximum=90, group="smtp"),
     Option("RBLList", list, [], "DNSBL zones the dnsbl filter asks about each client's address "
            "(SME's RBLList; zen.spamhaus.org is the conservative choice). SME's "
-           "colon-joined form is read too.", group="smtp"),
+           "colon- or comma-joined form is read too.", group="smtp", entry_problem=_not_zones),
     Option("SBLList", list, [], "Zones the rhsbl filter asks about each sender's domain "
-           "(SME's SBLList, e.g. dbl.spamhaus.org).", group="smtp"),
+           "(SME's SBLList, e.g. dbl.spamhaus.org).", group="smtp", entry_problem=_not_zones),
     Option("UBLList", list, [], "URI blocklists the uribl filter asks about the domains a "
            "message links to (SME's UBLList): zone, or zone:bits to count only some answer bits "
            "of a combined list, e.g. multi.surbl.org:8-16-64-128, black.uribl.com, "
-           "dbl.spamhaus.org.", group="smtp"),
+           "dbl.spamhaus.org.", group="smtp", entry_problem=_not_uri_zones),
     Option("UriblAction", str, "deny", "What the uribl filter does with a message that links "
            "to a listed domain: deny (554), denysoft (451), add-header (X-URIBL-Match) or log.",
            choices=("deny", "denysoft", "add-header", "log"), group="smtp"),

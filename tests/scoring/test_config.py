@@ -46,6 +46,11 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     ('WhitelistHosts = ["192.168.1.5."]\n', ":1", "'192.168.1.5.' is not an IP address"),
     ('TagLevel = 4\nRelayClients = ["10.", "300."]\n', ":2", "'300.' is not an IP address"),
     ('BadMailFromTo = ["spammer@example.com"]\n', ":1", "not a \"SENDER RECIPIENT\" pair"),
+    # DNS list zones: a zone that is no name was asked of DNS, failed, and listed no one
+    ('TagLevel = 4\nRBLList = ["zen.spamhaus.org", "bl.spamcop.net;dnsbl.sorbs.net"]\n', ":2",
+     "RBLList: 'bl.spamcop.net;dnsbl.sorbs.net' is not a DNS list's zone name"),
+    ('SBLList = ["dbl.spamhaus.org multi.surbl.org"]\n', ":1", "is not a DNS list's zone name"),
+    ('UBLList = ["multi.surbl.org:8-16-x"]\n', ":1", "'8-16-x' is not a DNS list's zone name"),
     ('ExtraAccounts = ["/home/e-smith/Maildir"]\n', ":1", "is not NAME=MAILDIR"),
     # the trainer's folders: learned mail is deleted from SpamFolder and HamFolder, old mail
     # from JunkFolder, so INBOX there once emptied every user's inbox, and a path left it

@@ -13,6 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from smtpfilter.plugins import build_filters
+from smtpfilter.plugins.dns import zones
 from smtpfilter.plugins.uribl import MAX_DOMAINS, UriZone, link_names, uri_zones
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
@@ -122,6 +123,12 @@ def test_zone_lists_and_what_is_asked() -> None:
         UriZone("a.test"), UriZone("b.test")]
     with pytest.raises(ConfigError, match="before any zone"):
         uri_zones(["8-16:multi.surbl.org"])
+    # SME's own default, comma-joined in one value, as a hand-written file may carry it
+    assert uri_zones(["multi.surbl.org:8-16-64-128,black.uribl.com,rhsbl.sorbs.net"]) == [
+        UriZone("multi.surbl.org", 8 | 16 | 64 | 128), UriZone("black.uribl.com"),
+        UriZone("rhsbl.sorbs.net")]
+    assert zones(["zen.spamhaus.org,bl.spamcop.net:dnsbl.example."]) == [
+        "zen.spamhaus.org", "bl.spamcop.net", "dnsbl.example"]
     links = [f"http://www.site{n}.example/" for n in range(30)]
     parsed = parse_message(message("http://a.shop.example.co.uk/", "HTTP://WWW.Shop.Example.CO.UK/x",
                                    "http://192.168.1.1/", "http://[::1]/", "http://-bad-.com/",
