@@ -131,14 +131,17 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
         return
     probability = "n/a" if bayes is None or bayes.probability is None else f"{bayes.probability:.4f}"
     tests = ",".join(h.name for h in verdict.hits) or "none"
+    # without --autolearn, what autolearn would do: said so, since nothing was learned
+    not_run = " (not learned without --autolearn)" \
+        if learned is None and verdict.autolearn in ("spam", "ham") else ""
     click.echo(f"{name}: {verdict.decision} (score {verdict.score:.1f}, required "
                f"{verdict.required:.1f}, bayes {probability}) tests={tests} "
-               f"autolearn={verdict.autolearn}")
+               f"autolearn={verdict.autolearn}{not_run}")
     if explain:
         for hit in sorted(verdict.hits, key=lambda h: -abs(h.score)):
             matched = f"  matched {hit.detail!r}" if hit.detail else ""
             click.echo(f"    {hit.score:6.1f}  {hit.name:<24} {hit.description}{matched}")
-        click.echo(f"    autolearn: {verdict.autolearn} ({verdict.autolearn_reason})")
+        click.echo(f"    autolearn: {verdict.autolearn} ({verdict.autolearn_reason}){not_run}")
         if bayes is not None:
             if bayes.reason:
                 click.echo(f"    bayes: {bayes.reason}")

@@ -113,6 +113,9 @@ def test_autolearn_thresholds_6_and_010(admin: Admin, test_fold: list[CorpusMess
     for message, result in zip(candidates, admin.check_many([m.data for m in candidates])):
         choice.setdefault(result["autolearn"], message)
     assert {"spam", "ham"} <= set(choice)
+    would = admin.messages / "would.eml"
+    would.write_bytes(choice["ham"].data)  # in text, what was not learned is said to be not
+    assert "autolearn=ham (not learned without --autolearn)" in admin.run("check", str(would)).stdout
     learned = {}
     for kind in ("spam", "ham"):
         learned[kind] = (choice[kind], admin.check(choice[kind].data, "--autolearn"))
