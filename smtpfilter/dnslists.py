@@ -6,7 +6,9 @@ all mail if its answers are taken at face value:
 - It answers an error code that looks like a listing. Spamhaus answers
   127.255.255.252-255 for a query it refuses (one sent through a big public resolver,
   say) and URIBL answers 127.0.0.1; the SME guide warns of black.uribl.com "bouncing all
-  emails" with an external DNS provider. `listing` tells these apart.
+  emails" with an external DNS provider. A resolver that answers names that do not exist
+  with its own web server's address gives an answer outside 127.0.0.0/8. `listing`
+  tells these apart.
 - It answers every query as a listing. A list that closes may do this on purpose to make
   its users notice (AHBL's did), and a broken one by accident. RFC 5782 section 5 gives
   every list entries it must never contain: 127.0.0.1 in an IPv4 list, ::FFFF:7F00:1 in
