@@ -3,8 +3,9 @@
 Per address, in a small database of its own (smtpfilter.recordstore: LMDB beside the
 token database, or a shared Redis): good (messages relayed as ham) and bad (refused or
 spam) counts, when it last sent, and, once it has earned it, the time until which it is
-refused. An address whose good - bad is at or below KarmaNegative after at least
-KarmaStrikes bad messages is naughty: MAIL FROM gets 550 until the penalty has passed.
+refused. An address whose bad messages outnumber its good ones by KarmaNegative or more
+(qpsmtpd's and SME's meaning: 2 makes 8 good and 10 bad naughty), after at least
+KarmaStrikes bad messages, is naughty: MAIL FROM gets 550 until the penalty has passed.
 An address not heard from for KarmaForgetDays is forgotten. A database that cannot be read
 or written refuses no one: the mail goes on as if karma were not in the chain.
 
@@ -86,7 +87,8 @@ class KarmaStore:
 
 
 def counting(good: int, bad: int, negative: int, strikes: int, now: float) -> Change:
-    """The change one message's outcome makes to its sender's record."""
+    """The change one message's outcome makes to its sender's record; naughty once
+    good - bad is at or below `negative` (Karma's threshold, -KarmaNegative)."""
     def count(record: Record | None) -> Record:
         record = dict(record or _new_record())
         record["good"] += good
@@ -104,8 +106,11 @@ class Karma(Filter):
 
     def __init__(self, store: KarmaStore, negative: int, strikes: int,
                  immune: Networks | None = None) -> None:
+        """`negative` is KarmaNegative: how many more bad messages than good make an
+        address naughty. SME and qpsmtpd give it as a positive number; spamkit read it
+        before as the threshold of good - bad (-3), so either sign means its size."""
         self.store = store
-        self.negative = negative
+        self.negative = -abs(negative)  # the threshold of good - bad
         self.strikes = strikes
         self.immune = immune if immune is not None else Networks([])
 

@@ -294,7 +294,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("KarmaDatabase", str, "", "Directory of the karma plugin's database (empty: "
            "`karma` beside the token database), or a Redis URL (redis://host/N?prefix=...) "
            "that filters on several machines share.", group="smtp"),
-    Option("KarmaNegative", int, -3, "karma: good minus bad at or below this is naughty.",
+    Option("KarmaNegative", int, 3, "karma: how many more bad messages than good make an "
+           "address naughty (qpsmtpd's and SME's KarmaNegative: 2 makes 8 good and 10 bad "
+           "naughty). A negative number, the form spamkit read before, counts as its size.",
            group="smtp"),
     Option("KarmaStrikes", int, 3, "karma: bad messages needed before an address can be "
            "naughty.", minimum=1, group="smtp"),

@@ -235,6 +235,29 @@ def test_smuggled_end_of_data_never_makes_two_messages(filter_server, sink: Sink
     assert all(b"evil@example.net" not in d.split(b"\n\n", 1)[0] for d in delivered)
 
 
+def test_karma_negative_reads_as_on_sme(filter_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The SME guide's `setprop qpsmtpd Karma enabled KarmaNegative 3` means bad must
+    outnumber good by 3 (qpsmtpd: karma = nice - naughty, penalized at -3). spamkit read
+    KarmaNegative as the threshold of good - bad itself, so the guide's 3 refused an
+    address with 5 good and 2 bad; and its own earlier form (-3) still reads the same."""
+    import time
+
+    for form in ("3", "-3"):
+        send = filter_server(STRANGER + 'SmtpFilters = ["karma", "badrcptto"]\n'
+                             f'BadRcptTo = ["spamtrap@*"]\nKarmaNegative = {form}\nKarmaStrikes = 2\n'
+                             f'KarmaDatabase = "{tmp_path / ("karma" + form)}"\n')
+        for _ in range(3):
+            assert send().startswith("250")  # good: 3
+        for _ in range(5):  # bad: 5, good - bad = -2: not yet 3 more bad than good
+            assert send(to="spamtrap@example.org").startswith("550 5.7.1 Recipient refused"), form
+        time.sleep(0.3)  # the count is written after the session
+        assert send().startswith("250"), form  # good: 4, bad 5
+        for _ in range(2):  # bad: 7, good - bad = -3
+            assert send(to="spamtrap@example.org").startswith("550 5.7.1 Recipient refused"), form
+        time.sleep(0.3)
+        assert send().startswith("550 5.7.1 Your address has sent too much unwanted mail"), form
+
+
 def test_karma_refuses_a_naughty_address_for_a_day_until_forgiven(
         filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import time
