@@ -239,7 +239,7 @@ def test_karma_negative_reads_as_on_sme(filter_server, tmp_path: Path) -> None: 
     """The SME guide's `setprop qpsmtpd Karma enabled KarmaNegative 3` means bad must
     outnumber good by 3 (qpsmtpd: karma = nice - naughty, penalized at -3). spamkit read
     KarmaNegative as the threshold of good - bad itself, so the guide's 3 refused an
-    address with 5 good and 2 bad; and its own earlier form (-3) still reads the same."""
+    address with 5 good and 3 bad (KarmaStrikes 3); and its own earlier form (-3) still reads the same."""
     import time
 
     for form in ("3", "-3"):
