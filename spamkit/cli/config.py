@@ -20,7 +20,9 @@ from spamkit.config import (
     load_config,
     set_option,
     unset_option,
+    write_atomically,
 )
+from spamkit.errors import ConfigError
 
 F = Callable[..., Any]
 
@@ -115,3 +117,87 @@ def unset(key: str, config_path: str | None, user: str | None) -> None:
     removed = unset_option(target, key, user)
     whose = f" for user {user}" if user else ""
     click.echo(f"{key}{whose}: {'removed' if removed else 'was not set'}  ({target})", err=True)
+
+
+@config.command(name="import-sme")
+@click.option("--from", "sme_db", default="/home/e-smith/db", show_default=True,
+              type=click.Path(file_okay=False),
+              help="SME's database directory: configuration, and if there, domains, networks, "
+                   "accounts and spamassassin (each may also be `config show` output).")
+@config_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Print what would be set; change nothing.")
+def import_sme(sme_db: str, config_path: str | None, as_json: bool, dry_run: bool) -> None:
+    """Carry an SME Server's spam settings over: what `config setprop spamassassin|qpsmtpd`,
+    `db accounts setprop USER SortSpam` and `db spamassassin setprop wbl.global` set.
+
+    The settings are written into the configuration file in one replacement (all of
+    them, or none when one is refused); lists already set (LocalDomains, LocalNetworks,
+    RelayClients) are added to, not emptied. What has no spamkit setting is listed as
+    left out, with why. Exit 66 when there is no SME configuration database.
+    """
+    import shutil
+    import tempfile
+
+    from spamkit.config.sme import SmeFormatError, plan_import, read_db
+    from spamkit.lists import Lists, check_entry
+
+    directory = Path(sme_db)
+    if not (directory / "configuration").is_file():
+        click.echo(f"spamkit: error: no SME configuration database at {directory / 'configuration'}",
+                   err=True)
+        raise SystemExit(66)
+    target = Path(config_path) if config_path else default_config_path()
+    current = load_config(target)  # refuse to edit a file that is already broken
+    try:
+        databases = {name: read_db((directory / name).read_text(encoding="utf-8", errors="replace"),
+                                   str(directory / name)) if (directory / name).is_file() else {}
+                     for name in ("configuration", "domains", "networks", "accounts", "spamassassin")}
+    except (SmeFormatError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    plan = plan_import(databases["configuration"], databases["domains"], databases["networks"],
+                       databases["accounts"], databases["spamassassin"], current["SmtpFilters"],
+                       current["LocalDomains"], current["LocalNetworks"], current["RelayClients"])
+    lists = Lists.load(current.lists_path)
+    entries = []
+    for kind, pattern, origin in plan.lists:
+        try:
+            entry = check_entry(kind, pattern)
+        except ConfigError as error:
+            plan.left_out.append(f"{origin} {pattern}: {error}")
+            continue
+        if entry not in lists.entries:
+            entries.append(entry)
+    if not dry_run and plan.settings:
+        # every setting into a copy, checked as one file, then the copy replaces the file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            copy = Path(scratch) / "spamkit.toml"
+            if target.exists():
+                shutil.copyfile(target, copy)
+            for option, value, user, origin in plan.settings:
+                try:
+                    set_option(copy, option, value, user)
+                except ConfigError as error:
+                    raise click.ClickException(f"{origin}: {error}; nothing was changed") from None
+            write_atomically(target, copy.read_text(encoding="utf-8"))
+    if not dry_run:
+        for entry in entries:
+            lists.add(entry)
+    if as_json:
+        click.echo(json.dumps({
+            "settings": [{"option": o, "value": v, "user": u, "from": f} for o, v, u, f in plan.settings],
+            "lists": [{"kind": e.kind, "pattern": e.pattern} for e in entries],
+            "left_out": plan.left_out, "dry_run": dry_run, "config": str(target)}))
+        return
+    verb = "would set" if dry_run else "set"
+    for option, value, user, origin in plan.settings:
+        whose = f" for user {user}" if user else ""
+        click.echo(f"{verb} {option} = {value!r}{whose}  (from {origin})")
+    for entry in entries:
+        click.echo(f"{'would add' if dry_run else 'added'} to the lists: {entry.line()}")
+    for line in plan.left_out:
+        click.echo(f"left out: {line}")
+    if not dry_run:
+        for line in load_config(target).levels_not_in_force():
+            click.echo(f"note: {line}", err=True)

@@ -1,0 +1,202 @@
+"""SME Server's configuration databases read into spamkit's settings (`spamkit config
+import-sme`): what an administrator moving from SME's SpamAssassin and qpsmtpd set there
+with `config setprop`, `db accounts setprop` and `db spamassassin setprop wbl.global`.
+
+SME keeps its settings in flat files under /home/e-smith/db: one record a line,
+`key=type|property|value|property|value...`, or `key=value` for a plain value
+(DomainName=example.com). `config show` and `db NAME show` print the same records as a
+`key=type` line followed by indented `property=value` lines; both forms are read.
+
+What carries over, and where from:
+- configuration: the spamassassin and qpsmtpd properties that have a spamkit option of
+  the same name (TagLevel, RejectLevel, Sensitivity, SortSpam, RBLList, HeloPolicy,
+  KarmaNegative, SPFRejectPolicy, ...); qpsmtpd's switches DNSBL, RHSBL, URIBL, Karma and
+  DKIMSigning as filters in SmtpFilters; Bcc and BccUser as BccAddress; qmail's
+  MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains.
+- domains: every domain into LocalDomains (the relay filter takes mail for these only).
+- networks: every local network into LocalNetworks and RelayClients.
+- accounts: each user's own SortSpam.
+- spamassassin: wbl.global's White and Black entries into the lists.
+Everything else under spamassassin and qpsmtpd is reported as left out, with why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from spamkit.config.options import OPTIONS
+
+SERVICES = ("spamassassin", "qpsmtpd")
+FILTER_SWITCHES = {"DNSBL": "dnsbl", "RHSBL": "rhsbl", "URIBL": "uribl", "Karma": "karma",
+                   "DKIMSigning": "dkimsign"}
+# the order the filters run in a chain, for a filter a switch turns on: after the ones
+# before it here that the chain has (qpsmtpd's order on SME: karma at connect, the DNS
+# lists at RCPT, uribl and the score at DATA, signing last)
+CHAIN_ORDER = ("whitelisthosts", "whitelisthelo", "karma", "greylist", "relay", "badmailfrom",
+               "resolvable_fromhost", "rhsbl", "dnsbl", "badrcptto", "badmailfromto",
+               "badhelo", "helo", "spf", "dkim", "dmarc", "headers", "attachments", "uribl",
+               "spamscore", "dkimsign")
+# properties that are SME's but no spamkit setting's, and why they are not carried over
+NOT_SPAMKITS = {
+    "status": "spamkit's filtering is on wherever `serve`, `spamd` or `deliver` runs it",
+    "Authentication": "SMTP AUTH is the MTA's job in front of or behind spamkit",
+    "RelayRequiresAuth": "SMTP AUTH is the MTA's job in front of or behind spamkit",
+    "TlsBeforeAuth": "SMTP AUTH is the MTA's job in front of or behind spamkit",
+    "PyzorTimeout": "spamkit asks no Pyzor",
+    "BccUser": "read with Bcc, as BccAddress",
+    "access": "which networks may connect is the firewall's and the MTA's",
+    "TCPPort": "`spamkit serve --listen` says where the filter listens",
+}
+_OPTION_BY_LOWER = {option.name.lower(): option.name for option in OPTIONS}
+
+
+class SmeFormatError(ValueError):
+    """A line that is no SME database record."""
+
+
+@dataclass
+class Record:
+    key: str
+    type: str  # "service", "user", "domain", "network"; for a plain value, the value
+    props: dict[str, str] = field(default_factory=dict)
+
+
+def read_db(text: str, origin: str) -> dict[str, Record]:
+    """The records of an SME database file, or of `config show`'s output; SmeFormatError
+    naming the line for one that is neither."""
+    records: dict[str, Record] = {}
+    current: Record | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0] in " \t":  # `show` output: "    property=value" under its record
+            name, equals, value = line.strip().partition("=")
+            if current is None or not equals or not name:
+                raise SmeFormatError(f"{origin}:{number}: not a property=value line under a "
+                                     f"record: {line.strip()[:80]!r}")
+            current.props[name] = value
+            continue
+        key, equals, rest = line.partition("=")
+        if not equals or not key.strip():
+            raise SmeFormatError(f"{origin}:{number}: not an SME database record "
+                                 f"(key=type|property|value...): {line[:80]!r}")
+        fields = _split_fields(rest)
+        if len(fields) % 2 == 0:
+            raise SmeFormatError(f"{origin}:{number}: {key.strip()} has a property without a value")
+        current = Record(key.strip(), fields[0], dict(zip(fields[1::2], fields[2::2])))
+        records[current.key] = current
+    return records
+
+
+def _split_fields(text: str) -> list[str]:
+    """Fields joined by '|'; a '|' in a value is written '\\|'."""
+    fields, part, escaped = [], [], False
+    for char in text:
+        if escaped:
+            part.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "|":
+            fields.append("".join(part))
+            part = []
+        else:
+            part.append(char)
+    fields.append("".join(part))
+    return fields
+
+
+@dataclass
+class ImportPlan:
+    """What `config import-sme` would set: (option, text value, user or None, from where)."""
+
+    settings: list[tuple[str, str, str | None, str]] = field(default_factory=list)
+    lists: list[tuple[str, str, str]] = field(default_factory=list)  # (white|black, pattern, from)
+    left_out: list[str] = field(default_factory=list)
+
+    def set(self, option: str, value: str, origin: str, user: str | None = None) -> None:
+        self.settings = [s for s in self.settings if (s[0], s[2]) != (option, user)]
+        self.settings.append((option, value, user, origin))
+
+
+def plan_import(configuration: dict[str, Record], domains: dict[str, Record],
+                networks: dict[str, Record], accounts: dict[str, Record],
+                spamassassin: dict[str, Record], filters: list[str],
+                local_domains: Iterable[str] = (), local_networks: Iterable[str] = (),
+                relay_clients: Iterable[str] = ()) -> ImportPlan:
+    """The settings SME's records make, given the chain (`filters`) and the lists the
+    configuration has now (which are added to, never emptied)."""
+    plan = ImportPlan()
+    chain = list(filters)
+    for service in SERVICES:
+        record = configuration.get(service) or Record(service, "service")
+        for name, value in record.props.items():
+            where = f"configuration {service} {name}"
+            if service == "qpsmtpd" and name in FILTER_SWITCHES:
+                _switch(chain, FILTER_SWITCHES[name], value.lower() == "enabled")
+            elif service == "qpsmtpd" and name == "Bcc":
+                _bcc(plan, record, configuration, value, where)
+            elif name.lower() in _OPTION_BY_LOWER:
+                plan.set(_OPTION_BY_LOWER[name.lower()], value, where)
+            else:
+                why = NOT_SPAMKITS.get(name, "spamkit has no such setting")
+                plan.left_out.append(f"{where}={value}: {why}")
+    if chain != list(filters):
+        plan.set("SmtpFilters", ",".join(chain), "configuration qpsmtpd DNSBL, RHSBL, URIBL, "
+                                                  "Karma, DKIMSigning")
+    qmail = configuration.get("qmail")
+    if qmail and qmail.props.get("MaxMessageSize", "").isdigit():
+        plan.set("SmtpMaxMessageSize", qmail.props["MaxMessageSize"], "configuration qmail MaxMessageSize")
+    ours = list(local_domains)
+    found = [record.key for record in domains.values() if record.type == "domain"]
+    domain_name = configuration.get("DomainName")
+    if domain_name is not None and not domain_name.props:
+        found.insert(0, domain_name.type)  # a plain value: DomainName=example.com
+    new = [name.lower() for name in found if name.lower() not in {d.lower() for d in ours}]
+    if new:
+        plan.set("LocalDomains", ",".join([*ours, *dict.fromkeys(new)]), "domains and DomainName")
+    nets = [f"{record.key}/{record.props['Mask']}" for record in networks.values()
+            if record.type == "network" and "Mask" in record.props]
+    for option, current in (("LocalNetworks", list(local_networks)),
+                            ("RelayClients", list(relay_clients))):
+        added = [net for net in nets if net not in current]
+        if added:
+            plan.set(option, ",".join([*current, *added]), "networks")
+    for user, record in accounts.items():
+        if record.type == "user" and "SortSpam" in record.props:
+            plan.set("SortSpam", record.props["SortSpam"], f"accounts {user} SortSpam", user)
+    wbl = spamassassin.get("wbl.global")
+    for pattern, kind in (wbl.props.items() if wbl else ()):
+        if kind.lower() in ("white", "black"):
+            plan.lists.append((kind.lower(), pattern, "spamassassin wbl.global"))
+        else:
+            plan.left_out.append(f"spamassassin wbl.global {pattern}={kind}: neither White nor Black")
+    return plan
+
+
+def _switch(chain: list[str], name: str, on: bool) -> None:
+    if not on:
+        while name in chain:
+            chain.remove(name)
+        return
+    if name in chain:
+        return
+    before = CHAIN_ORDER[:CHAIN_ORDER.index(name)]
+    position = max((index + 1 for index, other in enumerate(chain) if other in before), default=0)
+    chain.insert(position, name)
+
+
+def _bcc(plan: ImportPlan, qpsmtpd: Record, configuration: dict[str, Record], value: str,
+         where: str) -> None:
+    """Bcc enabled copies all mail to BccUser (SME's default, maillog) at DomainName."""
+    if value.lower() != "enabled":
+        plan.set("BccAddress", "", where)
+        return
+    user = qpsmtpd.props.get("BccUser", "maillog")
+    domain = configuration.get("DomainName")
+    if domain is None or domain.props:
+        plan.left_out.append(f"{where}={value}: no DomainName to make BccUser {user} an address; "
+                             "set BccAddress")
+        return
+    plan.set("BccAddress", f"{user}@{domain.type}", f"{where}, BccUser, DomainName")

@@ -1,0 +1,127 @@
+"""`spamkit config import-sme`: an SME Server's spam settings carried over, from database
+files written here the way SME writes them (key=type|property|value...), and from
+`config show` output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIGURATION = """\
+# written for this test in SME's format
+DomainName=example.org
+SystemName=mail
+spamassassin=service|RejectLevel|12|Sensitivity|custom|SortSpam|enabled|TagLevel|4|MessageRetentionTime|60|UseBayes|1|BayesAutoLearnThresholdSpam|6.00|BayesAutoLearnThresholdNonspam|0.10|PyzorTimeout|15|status|enabled
+qpsmtpd=service|DNSBL|enabled|RHSBL|enabled|RBLList|zen.spamhaus.org|SBLList|multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org|URIBL|enabled|UBLList|multi.surbl.org:8-16-64-128,black.uribl.com|Karma|enabled|KarmaNegative|3|HeloPolicy|rfc|DMARCReject|disabled|SPFRejectPolicy|2|Bcc|enabled|BccMode|bcc|Authentication|enabled|MaxLoad|7
+qmail=service|MaxMessageSize|20000000|ConcurrencyRemote|10
+"""
+DATABASES = {
+    "domains": "example.net=domain|Description|Second site|Nameservers|internet\n",
+    "networks": "192.168.1.0=network|Mask|255.255.255.0|Router|192.168.1.1\n",
+    "accounts": "alice=user|FirstName|Alice|SortSpam|disabled\nbob=user|FirstName|Bob\n"
+                "admin=system|Description|the administrator\n",
+    "spamassassin": "wbl.global=wbl|*@vonage.com|White|*domain2.com|White|"
+                    "spammer@spamdomain.com|Black|*@*.xyz|Black|@bad.example|Black\n",
+}
+
+
+def spamkit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def sme_dir(tmp_path: Path, configuration: str = CONFIGURATION) -> Path:
+    directory = tmp_path / "e-smith-db"
+    directory.mkdir()
+    (directory / "configuration").write_text(configuration)
+    for name, text in DATABASES.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
+    sme = sme_dir(tmp_path)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'LocalDomains = ["example.com"]\nListsFile = "{tmp_path / "lists"}"\n')
+    before = config.read_bytes()
+
+    dry = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would set TagLevel = '4'  (from configuration spamassassin TagLevel)" in dry.stdout
+    assert config.read_bytes() == before and not (tmp_path / "lists").exists()
+
+    done = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    expected = {
+        "TagLevel": 4.0, "RejectLevel": 12.0, "Sensitivity": "custom", "SortSpam": True,
+        "MessageRetentionTime": 60, "UseBayes": True, "BayesAutoLearnThresholdSpam": 6.0,
+        "BayesAutoLearnThresholdNonspam": 0.1, "KarmaNegative": 3, "HeloPolicy": "rfc",
+        "DmarcReject": False, "SpfRejectPolicy": 2, "BccAddress": "maillog@example.org",
+        "BccMode": "bcc", "MaxLoad": 7.0, "SmtpMaxMessageSize": 20_000_000,
+        "RBLList": ["zen.spamhaus.org"],
+        "SBLList": ["multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org"],
+        "UBLList": ["multi.surbl.org:8-16-64-128", "black.uribl.com"],
+        # added to what the file had, never emptied
+        "LocalDomains": ["example.com", "example.org", "example.net"],
+        "LocalNetworks": ["127.0.0.0/8", "::1/128", "192.168.1.0/255.255.255.0"],
+        "RelayClients": ["127.0.0.1", "::1", "192.168.1.0/255.255.255.0"],
+        # the switches, each where qpsmtpd runs it on SME
+        "SmtpFilters": ["karma", "relay", "badmailfrom", "resolvable_fromhost", "rhsbl", "dnsbl",
+                        "badrcptto", "badhelo", "helo", "headers", "attachments", "uribl", "spamscore"],
+    }
+    assert {key: shown[key] for key in expected} == expected
+    alice = spamkit("config", "get", "SortSpam", "--user", "alice", "--config", str(config))
+    assert alice.stdout.strip() == "false"
+    lists = json.loads(spamkit("wbl", "list", "--json", "--config", str(config)).stdout)
+    assert [(e["kind"], e["pattern"]) for e in lists] == [
+        ("white", "*@vonage.com"), ("white", "*domain2.com"), ("black", "spammer@spamdomain.com"),
+        ("black", "*@*.xyz")]
+    left_out = "\n".join(report["left_out"])
+    for why in ("configuration spamassassin PyzorTimeout=15: spamkit asks no Pyzor",
+                "configuration qpsmtpd Authentication=enabled: SMTP AUTH is the MTA's job",
+                "spamassassin wbl.global @bad.example:"):
+        assert why in left_out, left_out
+    assert "ConcurrencyRemote" not in left_out  # qmail's own settings are not spamkit's to judge
+    # what was imported makes a chain `spamkit serve` would start with
+    lint = spamkit("lint", "--config", str(config))
+    assert lint.returncode == 0, lint.stderr
+
+    again = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--json")
+    assert json.loads(again.stdout)["lists"] == []  # listed once
+    shown_again = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    assert shown_again["LocalDomains"] == expected["LocalDomains"]
+
+
+def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
+    shown = ("spamassassin=service\n    RejectLevel=9\n    Sensitivity=custom\n    TagLevel=3\n"
+             "qpsmtpd=service\n    HeloPolicy=strict\n    DNSBL=disabled\n")
+    sme = sme_dir(tmp_path, shown)
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SmtpFilters = ["relay", "dnsbl", "spamscore"]\nRBLList = ["zen.spamhaus.org"]\n')
+    done = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    shown_config = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    assert (shown_config["TagLevel"], shown_config["RejectLevel"], shown_config["HeloPolicy"]) == (3.0, 9.0, "strict")
+    assert shown_config["SmtpFilters"] == ["relay", "spamscore"]  # DNSBL disabled on SME
+
+
+def test_a_refused_value_changes_nothing_and_bad_input_says_where(tmp_path: Path) -> None:
+    sme = sme_dir(tmp_path, "qpsmtpd=service|RBLList|zen.spamhaus.org|HeloPolicy|sloppy\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text("TagLevel = 5\n")
+    refused = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    assert refused.returncode == 1
+    assert "configuration qpsmtpd HeloPolicy" in refused.stderr and "nothing was changed" in refused.stderr
+    assert config.read_text() == "TagLevel = 5\n"
+
+    (sme / "configuration").write_text("spamassassin=service|TagLevel|4\nthis is not a record\n")
+    broken = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    assert broken.returncode == 1 and f"{sme / 'configuration'}:2: not an SME database record" in broken.stderr
+
+    missing = spamkit("config", "import-sme", "--from", str(tmp_path / "nowhere"), "--config", str(config))
+    assert missing.returncode == 66 and "no SME configuration database" in missing.stderr
+    assert config.read_text() == "TagLevel = 5\n"
