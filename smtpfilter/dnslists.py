@@ -188,9 +188,12 @@ def ask_list(dns: DnsClient, option: str, zone: str, of_addresses: bool) -> List
     codes: list[str] = []
     failure = ""
     for entry in (test, never):
+        if failure:  # one lookup that failed is enough to wait out
+            listed.append(None)
+            continue
         answer = dns.lookup(f"{entry}.{zone}", "A")
         if answer.outcome is Outcome.FAILED:
-            failure = failure or answer.error
+            failure = answer.error or "no answer"
             listed.append(None)
             continue
         is_listed, errors = read_answer(answer)
