@@ -299,7 +299,8 @@ OPTIONS: tuple[Option, ...] = (
            "naughty). A negative number, the form spamkit read before, counts as its size.",
            group="smtp"),
     Option("KarmaStrikes", int, 3, "karma: bad messages needed before an address can be "
-           "naughty.", minimum=1, group="smtp"),
+           "naughty (on SME, the karma points that make one connection bad; here each refused "
+           "or spam message is one bad message).", minimum=1, group="smtp"),
     Option("KarmaForgetDays", int, 30, "karma: an address not heard from for this many days is "
            "forgotten (its counts start again from nothing).", minimum=2, group="smtp"),
     Option("GreylistDatabase", str, "", "Directory of the greylist filter's database (empty: "
