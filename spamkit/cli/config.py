@@ -124,12 +124,20 @@ def unset(key: str, config_path: str | None, user: str | None) -> None:
               type=click.Path(file_okay=False),
               help="SME's database directory: configuration, and if there, domains, networks, "
                    "accounts and spamassassin (each may also be `config show` output).")
+@click.option("--qmail-control", default="/var/qmail/control", show_default=True,
+              type=click.Path(file_okay=False), help="Where qmail's badmailfrom and "
+              "badmailfromto are, if anywhere.")
+@click.option("--qpsmtpd-config", default="/var/service/qpsmtpd/config", show_default=True,
+              type=click.Path(file_okay=False), help="Where qpsmtpd's badhelo, badrcptto, "
+              "relayclients, whitelisthosts, whitelisthelo and whitelistsenders are, if anywhere.")
 @config_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Print what would be set; change nothing.")
-def import_sme(sme_db: str, config_path: str | None, as_json: bool, dry_run: bool) -> None:
+def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path: str | None,
+               as_json: bool, dry_run: bool) -> None:
     """Carry an SME Server's spam settings over: what `config setprop spamassassin|qpsmtpd`,
-    `db accounts setprop USER SortSpam` and `db spamassassin setprop wbl.global` set.
+    `db accounts setprop USER SortSpam` and `db spamassassin setprop wbl.global` set, and
+    the entries of qmail's and qpsmtpd's list files (badmailfrom, whitelisthosts, ...).
 
     The settings are written into the configuration file in one replacement (all of
     them, or none when one is refused); lists already set (LocalDomains, LocalNetworks,
@@ -139,7 +147,7 @@ def import_sme(sme_db: str, config_path: str | None, as_json: bool, dry_run: boo
     import shutil
     import tempfile
 
-    from spamkit.config.sme import SmeFormatError, plan_import, read_db
+    from spamkit.config.sme import LIST_FILES, SmeFormatError, plan_import, read_db
     from spamkit.lists import Lists, check_entry
 
     directory = Path(sme_db)
@@ -149,15 +157,17 @@ def import_sme(sme_db: str, config_path: str | None, as_json: bool, dry_run: boo
         raise SystemExit(66)
     target = Path(config_path) if config_path else default_config_path()
     current = load_config(target)  # refuse to edit a file that is already broken
+    places = {name: Path(qmail_control if name.startswith("badmailfrom") else qpsmtpd_config) / name
+              for name in LIST_FILES}
     try:
         databases = {name: read_db((directory / name).read_text(encoding="utf-8", errors="replace"),
                                    str(directory / name)) if (directory / name).is_file() else {}
                      for name in ("configuration", "domains", "networks", "accounts", "spamassassin")}
+        list_files = {name: path.read_text(encoding="utf-8", errors="replace")
+                      for name, path in places.items() if path.is_file()}
     except (SmeFormatError, OSError) as error:
         raise click.ClickException(str(error)) from None
-    plan = plan_import(databases["configuration"], databases["domains"], databases["networks"],
-                       databases["accounts"], databases["spamassassin"], current["SmtpFilters"],
-                       current["LocalDomains"], current["LocalNetworks"], current["RelayClients"])
+    plan = plan_import(databases, list_files, current)
     lists = Lists.load(current.lists_path)
     entries = []
     for kind, pattern, origin in plan.lists:

@@ -17,15 +17,21 @@ What carries over, and where from:
 - networks: every local network into LocalNetworks and RelayClients.
 - accounts: each user's own SortSpam.
 - spamassassin: wbl.global's White and Black entries into the lists.
-Everything else under spamassassin and qpsmtpd is reported as left out, with why.
+- the list files qmail and qpsmtpd read (badmailfrom, badmailfromto in /var/qmail/control;
+  badhelo, badrcptto, relayclients, whitelisthosts, whitelisthelo, whitelistsenders in
+  /var/service/qpsmtpd/config) into the settings of those names, with the filters that
+  read them switched on.
+Everything else under spamassassin and qpsmtpd is reported as left out, with why, and so
+is a list entry spamkit cannot read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from spamkit.config.options import OPTIONS
+from spamkit.config.options import OPTIONS, OPTIONS_BY_NAME
 
 SERVICES = ("spamassassin", "qpsmtpd")
 FILTER_SWITCHES = {"DNSBL": "dnsbl", "RHSBL": "rhsbl", "URIBL": "uribl", "Karma": "karma",
@@ -49,6 +55,14 @@ NOT_SPAMKITS = {
     "TCPPort": "`spamkit serve --listen` says where the filter listens",
 }
 _OPTION_BY_LOWER = {option.name.lower(): option.name for option in OPTIONS}
+# qmail's and qpsmtpd's list files: the setting each fills, and the filter that reads it
+LIST_FILES = {
+    "badmailfrom": ("BadMailFrom", "badmailfrom"), "badmailfromto": ("BadMailFromTo", "badmailfromto"),
+    "badhelo": ("BadHelo", "badhelo"), "badrcptto": ("BadRcptTo", "badrcptto"),
+    "relayclients": ("RelayClients", "relay"), "whitelisthosts": ("WhitelistHosts", "whitelisthosts"),
+    "whitelisthelo": ("WhitelistHelo", "whitelisthelo"),
+    "whitelistsenders": ("WhitelistSenders", "badmailfrom"),  # it spares senders from badmailfrom
+}
 
 
 class SmeFormatError(ValueError):
@@ -120,15 +134,14 @@ class ImportPlan:
         self.settings.append((option, value, user, origin))
 
 
-def plan_import(configuration: dict[str, Record], domains: dict[str, Record],
-                networks: dict[str, Record], accounts: dict[str, Record],
-                spamassassin: dict[str, Record], filters: list[str],
-                local_domains: Iterable[str] = (), local_networks: Iterable[str] = (),
-                relay_clients: Iterable[str] = ()) -> ImportPlan:
-    """The settings SME's records make, given the chain (`filters`) and the lists the
-    configuration has now (which are added to, never emptied)."""
+def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, str],
+                current: Mapping[str, Any]) -> ImportPlan:
+    """The settings SME's records (`databases` by name: configuration, domains, networks,
+    accounts, spamassassin) and list files (text by file name) make, over the settings
+    in force (`current`), whose lists are added to, never emptied."""
+    configuration = databases.get("configuration", {})
     plan = ImportPlan()
-    chain = list(filters)
+    chain = list(current["SmtpFilters"])
     for service in SERVICES:
         record = configuration.get(service) or Record(service, "service")
         for name, value in record.props.items():
@@ -142,37 +155,56 @@ def plan_import(configuration: dict[str, Record], domains: dict[str, Record],
             else:
                 why = NOT_SPAMKITS.get(name, "spamkit has no such setting")
                 plan.left_out.append(f"{where}={value}: {why}")
-    if chain != list(filters):
-        plan.set("SmtpFilters", ",".join(chain), "configuration qpsmtpd DNSBL, RHSBL, URIBL, "
-                                                  "Karma, DKIMSigning")
     qmail = configuration.get("qmail")
     if qmail and qmail.props.get("MaxMessageSize", "").isdigit():
         plan.set("SmtpMaxMessageSize", qmail.props["MaxMessageSize"], "configuration qmail MaxMessageSize")
-    ours = list(local_domains)
-    found = [record.key for record in domains.values() if record.type == "domain"]
+    found = [record.key.lower() for record in databases.get("domains", {}).values()
+             if record.type == "domain"]
     domain_name = configuration.get("DomainName")
     if domain_name is not None and not domain_name.props:
-        found.insert(0, domain_name.type)  # a plain value: DomainName=example.com
-    new = [name.lower() for name in found if name.lower() not in {d.lower() for d in ours}]
-    if new:
-        plan.set("LocalDomains", ",".join([*ours, *dict.fromkeys(new)]), "domains and DomainName")
-    nets = [f"{record.key}/{record.props['Mask']}" for record in networks.values()
+        found.insert(0, domain_name.type.lower())  # a plain value: DomainName=example.com
+    _add_entries(plan, current, "LocalDomains", found, "domains and DomainName")
+    nets = [f"{record.key}/{record.props['Mask']}" for record in databases.get("networks", {}).values()
             if record.type == "network" and "Mask" in record.props]
-    for option, current in (("LocalNetworks", list(local_networks)),
-                            ("RelayClients", list(relay_clients))):
-        added = [net for net in nets if net not in current]
-        if added:
-            plan.set(option, ",".join([*current, *added]), "networks")
-    for user, record in accounts.items():
+    for option in ("LocalNetworks", "RelayClients"):
+        _add_entries(plan, current, option, nets, "networks")
+    for name, text in list_files.items():
+        option, filter_name = LIST_FILES[name]
+        entries = [" ".join(line.split("#", 1)[0].split()[:2 if option == "BadMailFromTo" else 1])
+                   for line in text.splitlines()]
+        if _add_entries(plan, current, option, [entry for entry in entries if entry], name):
+            _switch(chain, filter_name, True)
+    if chain != list(current["SmtpFilters"]):
+        plan.set("SmtpFilters", ",".join(chain), "qpsmtpd's switches and list files")
+    for user, record in databases.get("accounts", {}).items():
         if record.type == "user" and "SortSpam" in record.props:
             plan.set("SortSpam", record.props["SortSpam"], f"accounts {user} SortSpam", user)
-    wbl = spamassassin.get("wbl.global")
+    wbl = databases.get("spamassassin", {}).get("wbl.global")
     for pattern, kind in (wbl.props.items() if wbl else ()):
         if kind.lower() in ("white", "black"):
             plan.lists.append((kind.lower(), pattern, "spamassassin wbl.global"))
         else:
             plan.left_out.append(f"spamassassin wbl.global {pattern}={kind}: neither White nor Black")
     return plan
+
+
+def _add_entries(plan: ImportPlan, current: Mapping[str, Any], option: str, entries: list[str],
+                 origin: str) -> bool:
+    """Add to a list setting what it does not have yet (an entry spamkit cannot read is
+    left out, saying why); whether there was anything to add."""
+    problem_of = OPTIONS_BY_NAME[option].entry_problem
+    planned = next((value for name, value, user, _ in plan.settings if (name, user) == (option, None)), None)
+    have = planned.split(",") if planned is not None else list(current[option])
+    added = []
+    for entry in entries:
+        problem = problem_of(entry) if problem_of else None
+        if problem:
+            plan.left_out.append(f"{origin}: {option}: {problem}")
+        elif entry not in have and entry not in added:
+            added.append(entry)
+    if added:
+        plan.set(option, ",".join([*have, *added]), origin)
+    return bool(entries)
 
 
 def _switch(chain: list[str], name: str, on: bool) -> None:

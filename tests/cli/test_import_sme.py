@@ -32,6 +32,14 @@ def spamkit(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
+def import_sme(sme: Path, config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """With qmail's and qpsmtpd's list files looked for beside the databases, never in
+    this machine's own /var."""
+    return spamkit("config", "import-sme", "--from", str(sme), "--config", str(config),
+                   "--qmail-control", str(sme / "control"), "--qpsmtpd-config", str(sme / "qpsmtpd"),
+                   *options)
+
+
 def sme_dir(tmp_path: Path, configuration: str = CONFIGURATION) -> Path:
     directory = tmp_path / "e-smith-db"
     directory.mkdir()
@@ -47,12 +55,12 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
     config.write_text(f'LocalDomains = ["example.com"]\nListsFile = "{tmp_path / "lists"}"\n')
     before = config.read_bytes()
 
-    dry = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--dry-run")
+    dry = import_sme(sme, config, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would set TagLevel = '4'  (from configuration spamassassin TagLevel)" in dry.stdout
     assert config.read_bytes() == before and not (tmp_path / "lists").exists()
 
-    done = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--json")
+    done = import_sme(sme, config, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
@@ -90,10 +98,41 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
     lint = spamkit("lint", "--config", str(config))
     assert lint.returncode == 0, lint.stderr
 
-    again = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config), "--json")
+    again = import_sme(sme, config, "--json")
     assert json.loads(again.stdout)["lists"] == []  # listed once
     shown_again = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
     assert shown_again["LocalDomains"] == expected["LocalDomains"]
+
+
+def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
+    """SME's WBL panel writes qmail's and qpsmtpd's list files; their entries, in their own
+    forms (qmail's @host, qpsmtpd's 192.168.1. prefix, badmailfromto's tab-joined pairs),
+    join the settings of the same names, and the filters that read them are switched on."""
+    sme = sme_dir(tmp_path, "DomainName=example.org\n")
+    (sme / "control").mkdir()
+    (sme / "qpsmtpd").mkdir()
+    (sme / "control" / "badmailfrom").write_text("# senders refused\n@pest.example\nspammer@spam.example\n")
+    (sme / "control" / "badmailfromto").write_text("john@aol.example\tmary@example.org\n")
+    (sme / "qpsmtpd" / "whitelisthosts").write_text("192.168.7.\n10.1.2.3\nnot-an-address\n")
+    (sme / "qpsmtpd" / "whitelistsenders").write_text("partner.example\n")
+    (sme / "qpsmtpd" / "relayclients").write_text("127.0.0.1\n192.168.1.\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text('BadMailFrom = ["*@old.example"]\n')
+    done = import_sme(sme, config, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    assert shown["BadMailFrom"] == ["*@old.example", "@pest.example", "spammer@spam.example"]
+    assert shown["BadMailFromTo"] == ["john@aol.example mary@example.org"]
+    assert shown["WhitelistHosts"] == ["192.168.7.", "10.1.2.3"]
+    assert shown["WhitelistSenders"] == ["partner.example"]
+    # (the networks database's own network too, as SME's relayclients template adds it)
+    assert shown["RelayClients"] == ["127.0.0.1", "::1", "192.168.1.0/255.255.255.0", "192.168.1."]
+    assert shown["SmtpFilters"][:2] == ["whitelisthosts", "relay"]
+    assert "badmailfromto" in shown["SmtpFilters"]
+    left_out = json.loads(done.stdout)["left_out"]
+    assert any("whitelisthosts: WhitelistHosts: 'not-an-address' is not an IP address" in line
+               for line in left_out), left_out
+    assert spamkit("lint", "--config", str(config)).returncode == 0
 
 
 def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
@@ -102,7 +141,7 @@ def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
     sme = sme_dir(tmp_path, shown)
     config = tmp_path / "spamkit.toml"
     config.write_text('SmtpFilters = ["relay", "dnsbl", "spamscore"]\nRBLList = ["zen.spamhaus.org"]\n')
-    done = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    done = import_sme(sme, config)
     assert done.returncode == 0, done.stderr
     shown_config = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
     assert (shown_config["TagLevel"], shown_config["RejectLevel"], shown_config["HeloPolicy"]) == (3.0, 9.0, "strict")
@@ -113,13 +152,13 @@ def test_a_refused_value_changes_nothing_and_bad_input_says_where(tmp_path: Path
     sme = sme_dir(tmp_path, "qpsmtpd=service|RBLList|zen.spamhaus.org|HeloPolicy|sloppy\n")
     config = tmp_path / "spamkit.toml"
     config.write_text("TagLevel = 5\n")
-    refused = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    refused = import_sme(sme, config)
     assert refused.returncode == 1
     assert "configuration qpsmtpd HeloPolicy" in refused.stderr and "nothing was changed" in refused.stderr
     assert config.read_text() == "TagLevel = 5\n"
 
     (sme / "configuration").write_text("spamassassin=service|TagLevel|4\nthis is not a record\n")
-    broken = spamkit("config", "import-sme", "--from", str(sme), "--config", str(config))
+    broken = import_sme(sme, config)
     assert broken.returncode == 1 and f"{sme / 'configuration'}:2: not an SME database record" in broken.stderr
 
     missing = spamkit("config", "import-sme", "--from", str(tmp_path / "nowhere"), "--config", str(config))
