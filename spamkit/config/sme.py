@@ -55,13 +55,15 @@ NOT_SPAMKITS = {
     "TCPPort": "`spamkit serve --listen` says where the filter listens",
 }
 _OPTION_BY_LOWER = {option.name.lower(): option.name for option in OPTIONS}
-# qmail's and qpsmtpd's list files: the setting each fills, and the filter that reads it
-LIST_FILES = {
+# qmail's and qpsmtpd's list files: the setting each fills, and the filter that reads it,
+# switched on when the file has entries (not relay: whether this filter relays at all
+# depends on where it sits, before or after the MTA; and whitelistsenders only spares
+# senders from badmailfrom)
+LIST_FILES: dict[str, tuple[str, str | None]] = {
     "badmailfrom": ("BadMailFrom", "badmailfrom"), "badmailfromto": ("BadMailFromTo", "badmailfromto"),
     "badhelo": ("BadHelo", "badhelo"), "badrcptto": ("BadRcptTo", "badrcptto"),
-    "relayclients": ("RelayClients", "relay"), "whitelisthosts": ("WhitelistHosts", "whitelisthosts"),
-    "whitelisthelo": ("WhitelistHelo", "whitelisthelo"),
-    "whitelistsenders": ("WhitelistSenders", "badmailfrom"),  # it spares senders from badmailfrom
+    "relayclients": ("RelayClients", None), "whitelisthosts": ("WhitelistHosts", "whitelisthosts"),
+    "whitelisthelo": ("WhitelistHelo", "whitelisthelo"), "whitelistsenders": ("WhitelistSenders", None),
 }
 
 
@@ -172,7 +174,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         option, filter_name = LIST_FILES[name]
         entries = [" ".join(line.split("#", 1)[0].split()[:2 if option == "BadMailFromTo" else 1])
                    for line in text.splitlines()]
-        if _add_entries(plan, current, option, [entry for entry in entries if entry], name):
+        if _add_entries(plan, current, option, [entry for entry in entries if entry], name) \
+                and filter_name is not None:
             _switch(chain, filter_name, True)
     if chain != list(current["SmtpFilters"]):
         plan.set("SmtpFilters", ",".join(chain), "qpsmtpd's switches and list files")

@@ -133,6 +133,12 @@ def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     assert any("whitelisthosts: WhitelistHosts: 'not-an-address' is not an IP address" in line
                for line in left_out), left_out
     assert spamkit("lint", "--config", str(config)).returncode == 0
+    # relayclients switches no relay filter on: whether this one relays depends on where it sits
+    after_queue = tmp_path / "after-queue.toml"
+    after_queue.write_text('SmtpFilters = ["spamscore"]\n')
+    assert import_sme(sme, after_queue).returncode == 0
+    chain = json.loads(spamkit("config", "show", "--json", "--config", str(after_queue)).stdout)["SmtpFilters"]
+    assert "relay" not in chain and chain[0] == "whitelisthosts"
 
 
 def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
