@@ -106,7 +106,8 @@ def read_db(text: str, origin: str) -> dict[str, Record]:
 
 
 def _split_fields(text: str) -> list[str]:
-    """Fields joined by '|'; a '|' in a value is written '\\|'."""
+    """Fields joined by '|'; a backslash keeps the character after it (so '\\|' is a
+    '|' within a value)."""
     fields, part, escaped = [], [], False
     for char in text:
         if escaped:
