@@ -178,10 +178,12 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
             continue
         if entry not in lists.entries:
             entries.append(entry)
-    if not dry_run and plan.settings:
-        # every setting into a copy, checked as one file, then the copy replaces the file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+    if plan.settings:
+        # every setting into a copy, checked as one file (a dry run too), then the copy
+        # replaces the file
+        if not dry_run:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent if target.parent.is_dir() else None) as scratch:
             copy = Path(scratch) / "spamkit.toml"
             if target.exists():
                 shutil.copyfile(target, copy)
@@ -190,7 +192,8 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
                     set_option(copy, option, value, user)
                 except ConfigError as error:
                     raise click.ClickException(f"{origin}: {error}; nothing was changed") from None
-            write_atomically(target, copy.read_text(encoding="utf-8"))
+            if not dry_run:
+                write_atomically(target, copy.read_text(encoding="utf-8"))
     if not dry_run:
         for entry in entries:
             lists.add(entry)

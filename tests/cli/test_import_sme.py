@@ -158,6 +158,8 @@ def test_a_refused_value_changes_nothing_and_bad_input_says_where(tmp_path: Path
     sme = sme_dir(tmp_path, "qpsmtpd=service|RBLList|zen.spamhaus.org|HeloPolicy|sloppy\n")
     config = tmp_path / "spamkit.toml"
     config.write_text("TagLevel = 5\n")
+    dry = import_sme(sme, config, "--dry-run")  # a dry run finds it too
+    assert dry.returncode == 1 and "configuration qpsmtpd HeloPolicy" in dry.stderr
     refused = import_sme(sme, config)
     assert refused.returncode == 1
     assert "configuration qpsmtpd HeloPolicy" in refused.stderr and "nothing was changed" in refused.stderr
