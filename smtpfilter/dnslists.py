@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import string
 import threading
 import time
@@ -52,6 +53,13 @@ NEVER_LISTED_DOMAIN = "invalid"
 
 RECHECK_SECONDS = 600.0  # how long a list's test answer is believed
 RECHECK_UNANSWERED_SECONDS = 60.0  # after a test query that failed: the list is believed
+
+
+def zones(entries: list[str]) -> list[str]:
+    """The parts of RBLList, SBLList or UBLList entries, in order: SME joins zones with ':'
+    or ',' (and UBLList's answer bits follow their zone after a ':')."""
+    return [zone.strip().strip(".").lower() for entry in entries
+            for zone in re.split(r"[:,]", entry) if zone.strip().strip(".")]
 
 
 def listing(answer: Answer, zone: str) -> bool:

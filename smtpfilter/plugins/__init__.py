@@ -13,14 +13,14 @@ from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
-from smtpfilter.dnslists import CLOSED_ZONES, ListReport, ask_list
+from smtpfilter.dnslists import CLOSED_ZONES, ListReport, ask_list, zones
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.networks import LocalClients
-from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl, zones
+from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl
 from smtpfilter.plugins.envelope import (
     BadHelo,
     BadMailFrom,
@@ -130,9 +130,14 @@ def local_clients(config: Config) -> LocalClients:
     return LocalClients(config["LocalNetworks"], config["RelayClients"])
 
 
-def _zones(config: Config, option: str, filter_name: str) -> list[str]:
+def _open_zones(config: Config, option: str) -> list[str]:
     """The zones to ask: RBLList or SBLList less the lists that have closed."""
-    names = [name for name in zones(config[option]) if name not in CLOSED_ZONES]
+    return [name for name in zones(config[option]) if name not in CLOSED_ZONES]
+
+
+def _zones(config: Config, option: str, filter_name: str) -> list[str]:
+    """_open_zones, or ConfigError when none is left."""
+    names = _open_zones(config, option)
     if not names:
         what = "and every list it names has closed" if config[option] else "which is empty"
         raise ConfigError(f"{config.origins['SmtpFilters']}: the {filter_name} filter needs "
@@ -156,9 +161,9 @@ def ask_lists(config: Config) -> list[ListReport]:
     names = set(config["SmtpFilters"])
     wanted: list[tuple[str, str, bool]] = []
     if "dnsbl" in names:
-        wanted += [("RBLList", zone, True) for zone in zones(config["RBLList"]) if zone not in CLOSED_ZONES]
+        wanted += [("RBLList", zone, True) for zone in _open_zones(config, "RBLList")]
     if "rhsbl" in names:
-        wanted += [("SBLList", zone, False) for zone in zones(config["SBLList"]) if zone not in CLOSED_ZONES]
+        wanted += [("SBLList", zone, False) for zone in _open_zones(config, "SBLList")]
     if "uribl" in names:
         try:
             wanted += [("UBLList", zone.zone, False) for zone in _uri_zones(config)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 
 from smtpfilter.dns import DnsClient, Outcome, reverse_name, reversed_address
 from smtpfilter.dnslists import ListHealth, listing
@@ -27,13 +26,6 @@ from smtpfilter.plugins.envelope import Helo
 log = logging.getLogger("spamkit.smtpfilter")
 
 ALWAYS_RECEIVE = ("postmaster", "abuse")
-
-
-def zones(entries: list[str]) -> list[str]:
-    """Zone names from RBLList/SBLList; SME writes them joined by ':' or ',', which is
-    split too."""
-    return [zone.strip().strip(".").lower() for entry in entries
-            for zone in re.split(r"[:,]", entry) if zone.strip().strip(".")]
 
 
 def _local_part(address: str) -> str:

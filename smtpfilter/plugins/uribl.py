@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from smtpfilter.dns import DnsClient, Outcome
-from smtpfilter.dnslists import ListHealth, listing
+from smtpfilter.dnslists import ListHealth, listing, zones
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.headers import without_fields
@@ -73,20 +73,16 @@ def uri_zones(entries: list[str], origin: str = "UBLList") -> list[UriZone]:
     writes UBLList) or ':' (as it writes its other lists); a mask belongs to the zone just
     before it."""
     out: list[UriZone] = []
-    for entry in entries:
-        for part in re.split(r"[:,]", entry):
-            part = part.strip().strip(".").lower()
-            if not part:
-                continue
-            if _MASKS.fullmatch(part):
-                if not out:
-                    raise ConfigError(f"{origin}: mask {part!r} comes before any zone")
-                mask = 0
-                for bits in part.split("-"):
-                    mask |= int(bits)
-                out[-1] = UriZone(out[-1].zone, mask)
-            else:
-                out.append(UriZone(part))
+    for part in zones(entries):
+        if _MASKS.fullmatch(part):
+            if not out:
+                raise ConfigError(f"{origin}: mask {part!r} comes before any zone")
+            mask = 0
+            for bits in part.split("-"):
+                mask |= int(bits)
+            out[-1] = UriZone(out[-1].zone, mask)
+        else:
+            out.append(UriZone(part))
     return out
 
 

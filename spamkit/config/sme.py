@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spamkit.config.options import OPTIONS, OPTIONS_BY_NAME
+from spamkit.config.options import OPTIONS_BY_LOWER, OPTIONS_BY_NAME
 
 SERVICES = ("spamassassin", "qpsmtpd")
 FILTER_SWITCHES = {"DNSBL": "dnsbl", "RHSBL": "rhsbl", "URIBL": "uribl", "Karma": "karma",
@@ -54,7 +54,6 @@ NOT_SPAMKITS = {
     "access": "which networks may connect is the firewall's and the MTA's",
     "TCPPort": "`spamkit serve --listen` says where the filter listens",
 }
-_OPTION_BY_LOWER = {option.name.lower(): option.name for option in OPTIONS}
 # qmail's and qpsmtpd's list files: the setting each fills, and the filter that reads it,
 # switched on when the file has entries (not relay: whether this filter relays at all
 # depends on where it sits, before or after the MTA; and whitelistsenders only spares
@@ -153,8 +152,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
                 _switch(chain, FILTER_SWITCHES[name], value.lower() == "enabled")
             elif service == "qpsmtpd" and name == "Bcc":
                 _bcc(plan, record, configuration, value, where)
-            elif name.lower() in _OPTION_BY_LOWER:
-                plan.set(_OPTION_BY_LOWER[name.lower()], value, where)
+            elif name.lower() in OPTIONS_BY_LOWER:
+                plan.set(OPTIONS_BY_LOWER[name.lower()].name, value, where)
             else:
                 why = NOT_SPAMKITS.get(name, "spamkit has no such setting")
                 plan.left_out.append(f"{where}={value}: {why}")

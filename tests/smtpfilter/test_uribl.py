@@ -13,7 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from smtpfilter.plugins import build_filters
-from smtpfilter.plugins.dns import zones
+from smtpfilter.dnslists import zones
 from smtpfilter.plugins.uribl import MAX_DOMAINS, UriZone, link_names, uri_zones
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
