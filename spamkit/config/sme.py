@@ -98,7 +98,7 @@ def read_db(text: str, origin: str) -> dict[str, Record]:
                                  f"(key=type|property|value...): {line[:80]!r}")
         fields = _split_fields(rest)
         if len(fields) % 2 == 0:
-            raise SmeFormatError(f"{origin}:{number}: {key.strip()} has a property without a value")
+            raise SmeFormatError(f"{origin}:{number}: {key.strip()!r} has a property without a value")
         current = Record(key.strip(), fields[0], dict(zip(fields[1::2], fields[2::2])))
         records[current.key] = current
     return records
