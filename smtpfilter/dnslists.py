@@ -24,6 +24,7 @@ import re
 import string
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,28 +63,19 @@ def zones(entries: list[str]) -> list[str]:
             for zone in re.split(r"[:,]", entry) if zone.strip().strip(".")]
 
 
-def listing(answer: Answer, zone: str) -> bool:
-    """Whether an A answer from a list is a listing (127.0.0.2 and up, not an error code)."""
-    listed, errors = read_answer(answer)
-    for record in errors:
-        log.warning("%s answered %s, which is not a listing: is the list refusing this "
-                    "server's queries (a public or forwarding resolver)?", zone, record)
-    return listed
-
-
-def read_answer(answer: Answer) -> tuple[bool, list[str]]:
-    """(whether the answer lists, the records in it that are not listings: error codes)."""
-    listed, errors = False, []
+def read_answer(answer: Answer) -> tuple[list[str], list[str]]:
+    """(the records of an A answer that are listings, those that are not: error codes)."""
+    listings, errors = [], []
     for record in answer.records:
         try:
             address = ipaddress.ip_address(record)
         except ValueError:
             continue
         if address in _LOOPBACK and address not in _LIST_ERRORS and address != _NOT_A_LISTING:
-            listed = True
+            listings.append(record)
         else:
             errors.append(record)
-    return listed, errors
+    return listings, errors
 
 
 def never_listed(name: str) -> str:
@@ -97,6 +89,61 @@ def never_listed(name: str) -> str:
     return NEVER_LISTED_DOMAIN
 
 
+ANSWERS = ("listed", "not_listed", "error_code", "failed", "disbelieved")
+
+
+class ListTally:
+    """How each list has answered since the process started, and which lists are not
+    believed now: for the metrics (spamkit_dnslist_*), where a list that has stopped
+    answering, that refuses this server's queries, or that lists everything shows up
+    before anyone reads the log. Each of those lets mail through (or, for the last,
+    would refuse it all), so none is noticed from the mail alone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: Counter[tuple[str, str, str]] = Counter()  # (option, zone, answer)
+        self._disbelieved: dict[tuple[str, str], bool] = {}  # (option, zone) → now
+
+    def count(self, option: str, zone: str, answer: str) -> None:
+        with self._lock:
+            self._answers[option, zone, answer] += 1
+
+    def set_disbelieved(self, option: str, zone: str, disbelieved: bool) -> None:
+        with self._lock:
+            self._disbelieved[option, zone] = disbelieved
+
+    def forget_disbelieved(self) -> None:
+        """A new filter chain starts with no list tested: a list dropped from the
+        configuration (or mended meanwhile) is not shown as disbelieved for ever."""
+        with self._lock:
+            self._disbelieved.clear()
+
+    def answers(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._answers)
+
+    def exposition(self) -> list[str]:
+        """The Prometheus text lines."""
+        with self._lock:
+            answers, disbelieved = sorted(self._answers.items()), sorted(self._disbelieved.items())
+        lines = ["# HELP spamkit_dnslist_answers_total Answers of each DNS list (RBLList, SBLList, "
+                 "UBLList): listed, not_listed, error_code (the list refuses this server's "
+                 "queries), failed (no answer in DnsTimeout), disbelieved (a listing from a "
+                 "list that lists RFC 5782's forbidden entry).",
+                 "# TYPE spamkit_dnslist_answers_total counter"]
+        lines += [f'spamkit_dnslist_answers_total{{list="{option}",zone="{zone}",answer="{answer}"}} {n}'
+                  for (option, zone, answer), n in answers]
+        lines += ["# HELP spamkit_dnslist_disbelieved 1 while a list is not believed because it "
+                  "lists RFC 5782's forbidden entry (it answers every query as a listing), else 0.",
+                  "# TYPE spamkit_dnslist_disbelieved gauge"]
+        lines += [f'spamkit_dnslist_disbelieved{{list="{option}",zone="{zone}"}} {int(now)}'
+                  for (option, zone), now in disbelieved]
+        return lines
+
+
+TALLY = ListTally()  # the process's: the filters count into it, the metrics read it
+
+
 class ListHealth:
     """Whether each list answers every query as a listing, asked only when it lists someone.
 
@@ -107,12 +154,39 @@ class ListHealth:
     """
 
     def __init__(self, dns: DnsClient, option: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tally: ListTally = TALLY) -> None:
         self.dns = dns
         self.option = option  # where the lists are named ("RBLList"), for the log
         self.clock = clock
+        self.tally = tally
         self._lock = threading.Lock()  # uribl asks from several threads at once
         self._known: dict[tuple[str, str], tuple[bool, float]] = {}  # → (lists everything, until)
+
+    def listed(self, zone: str, name: str, answer: Answer,
+               counts: Callable[[str], bool] = lambda record: True) -> str | None:
+        """The record by which `zone`'s `answer` about `name` lists it, or None: the
+        lookup failed, found nothing, found an error code, found no record that `counts`
+        (URIBL's answer bits), or came from a list that lists everything. Each answer is
+        tallied by what it was."""
+        record = None
+        if answer.outcome is Outcome.FAILED:
+            kind = "failed"
+        elif answer.outcome is not Outcome.FOUND:
+            kind = "not_listed"
+        else:
+            listings, errors = read_answer(answer)
+            for error in errors:
+                log.warning("%s answered %s, which is not a listing: is the list refusing this "
+                            "server's queries (a public or forwarding resolver)?", zone, error)
+            record = next((listing for listing in listings if counts(listing)), None)
+            if record is None:
+                kind = "error_code" if errors and not listings else "not_listed"
+            elif self.lists_everything(zone, name):
+                kind, record = "disbelieved", None
+            else:
+                kind = "listed"
+        self.tally.count(self.option, zone, kind)
+        return record
 
     def lists_everything(self, zone: str, listed_name: str) -> bool:
         """Whether `zone`, which has just listed `listed_name`, also lists the entry of
@@ -127,9 +201,13 @@ class ListHealth:
         if answer.outcome is Outcome.FAILED:
             broken, keep = (known[0] if known else False), RECHECK_UNANSWERED_SECONDS
         else:
-            broken, keep = answer.outcome is Outcome.FOUND and listing(answer, zone), RECHECK_SECONDS
+            broken, keep = answer.outcome is Outcome.FOUND and bool(read_answer(answer)[0]), RECHECK_SECONDS
         with self._lock:
             self._known[key] = (broken, self.clock() + keep)
+            # (one zone may be asked for IPv4 and IPv6 entries: it is disbelieved while either is)
+            self.tally.set_disbelieved(self.option, zone, any(
+                known_broken for (known_zone, _), (known_broken, _) in self._known.items()
+                if known_zone == zone))
         was_broken = known is not None and known[0]
         if broken and not was_broken:
             log.error("%s: %s lists %s (%s), which RFC 5782 says no list may: it answers every "
@@ -204,7 +282,7 @@ def ask_list(dns: DnsClient, option: str, zone: str, of_addresses: bool) -> List
             failure = answer.error or "no answer"
             listed.append(None)
             continue
-        is_listed, errors = read_answer(answer)
-        listed.append(is_listed)
+        listings, errors = read_answer(answer)
+        listed.append(bool(listings))
         codes += [code for code in errors if code not in codes]
     return ListReport(option, zone, test, listed[0], never, listed[1], tuple(codes), failure)

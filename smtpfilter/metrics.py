@@ -1,5 +1,5 @@
 """Prometheus metrics over HTTP: messages by decision, refusals (and, after the queue, refusals
-kept back) by filter, scan time."""
+kept back) by filter, scan time, and how each DNS list answers (smtpfilter.dnslists)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from smtpfilter.dnslists import TALLY, ListTally
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, lists: ListTally = TALLY) -> None:
         self._lock = threading.Lock()
+        self.lists = lists
         self.decisions: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.kept_back: Counter[str] = Counter()
@@ -62,6 +65,7 @@ class Metrics:
             lines += [f'spamkit_scan_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]
             lines += [f'spamkit_scan_seconds_bucket{{le="+Inf"}} {self.count}',
                       f"spamkit_scan_seconds_sum {self.total:.6f}", f"spamkit_scan_seconds_count {self.count}"]
+        lines += self.lists.exposition()
         return "\n".join(lines) + "\n"
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:

@@ -13,7 +13,7 @@ from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
-from smtpfilter.dnslists import CLOSED_ZONES, ListReport, ask_list, zones
+from smtpfilter.dnslists import CLOSED_ZONES, TALLY, ListReport, ask_list, zones
 from smtpfilter.filter import Filter
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
@@ -212,6 +212,7 @@ def report_database(config: Config) -> Path:
 
 def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Filter]:
     check_chain(config)
+    TALLY.forget_disbelieved()  # (the lists' health is the new chain's to find)
     filters = [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
     for warning in closed_zone_warnings(config):
         log.warning("%s", warning)

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 
 from smtpfilter.dns import DnsClient, Outcome, reverse_name, reversed_address
-from smtpfilter.dnslists import ListHealth, listing
+from smtpfilter.dnslists import ListHealth
 from smtpfilter.domains import ascii_domain
 from smtpfilter.filter import CONTINUE, Action, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.networks import LocalClients
@@ -58,9 +58,7 @@ class _ListCheck(Filter):
         """The first zone that lists `name` ("1.2.0.192", "example.net"), or None. A zone
         that lists everything (RFC 5782's test entry) lists no one."""
         for zone in self.zones:
-            answer = self.dns.lookup(f"{name}.{zone}", "A")
-            if answer.outcome is Outcome.FOUND and listing(answer, zone) \
-                    and not self.health.lists_everything(zone, name):
+            if self.health.listed(zone, name, self.dns.lookup(f"{name}.{zone}", "A")):
                 return zone
         return None
 

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from smtpfilter.dns import DnsClient, Outcome
-from smtpfilter.dnslists import ListHealth, listing, zones
+from smtpfilter.dnslists import ListHealth, zones
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.headers import without_fields
@@ -56,6 +56,13 @@ _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a
 class UriZone:
     zone: str
     mask: int = ANY_LISTING  # bits of the answer's address that make a listing
+
+    def answers(self, record: str) -> bool:
+        """Whether a listing's address has one of the bits this zone is asked for."""
+        try:
+            return bool(int(ipaddress.IPv4Address(record)) & self.mask & 0x00FFFFFF)
+        except ValueError:  # an IPv6 record in an A answer: not one of ours
+            return False
 
 
 @dataclass(frozen=True)
@@ -178,15 +185,5 @@ class Uribl(Filter):
         answer = self.dns.lookup(f"{name}.{zone.zone}", "A")
         if answer.outcome is Outcome.FAILED:
             failed.add(zone.zone)
-        if answer.outcome is not Outcome.FOUND or not listing(answer, zone.zone):
-            return None
-        for record in answer.records:
-            try:
-                value = int(ipaddress.IPv4Address(record))
-            except ValueError:
-                continue
-            if value & zone.mask & 0x00FFFFFF:
-                if self.health.lists_everything(zone.zone, name):
-                    return None
-                return Listing(name, zone.zone, record)
-        return None
+        record = self.health.listed(zone.zone, name, answer, zone.answers)
+        return Listing(name, zone.zone, record) if record is not None else None

@@ -13,6 +13,8 @@ import pytest
 
 from smtpfilter.chain import FilterChain
 from smtpfilter.dns import DnsClient, Outcome, parse_server, reversed_address
+from smtpfilter.dnslists import TALLY
+from smtpfilter.metrics import Metrics
 from smtpfilter.plugins import build_filters
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
@@ -124,6 +126,42 @@ def test_a_list_that_lists_everything_is_not_believed(filter_server, sink: Sink,
     assert caplog.text.count("RBLList: everything.test lists 1.0.0.127 (127.0.0.2), which "
                              "RFC 5782 says no list may") == 1, caplog.text
     assert caplog.text.count("SBLList: everything.test lists invalid (127.0.0.2)") == 1
+
+
+def test_the_metrics_count_each_lists_answers(filter_server, sink: Sink, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    """A list that stops answering, refuses this server's queries or answers everything
+    lets mail through (the last: once found out), so nothing in the mail shows it. The
+    metrics count each list's answers by kind, and show which list is not believed now.
+    Before, only the log said so."""
+    before = TALLY.answers()
+    send = filter_server(STRANGER + settings(dns, 'SmtpFilters = ["dnsbl", "rhsbl", "uribl"]',
+                                             'RBLList = ["refuses.test", "everything.test", "bad.test"]',
+                                             'SBLList = ["dbl.test"]', 'UBLList = ["surbl.test:8-16-64-128"]'))
+    assert send(client=LISTED_CLIENT).startswith("554 5.7.1 Service unavailable")
+    assert send().startswith("250")  # 127.0.0.1: refuses.test answers its error code
+    assert send(sender="x@spammer.example.net", client="127.0.0.6").startswith("554")
+    linking = PLAIN.replace(b"hello", b"see http://www.example.net/ and http://spam-site.biz/x")
+    assert send(linking, client="127.0.0.6").startswith("554 5.7.1 Message refused: it links to spam-site.biz")
+    text = Metrics().exposition()
+    assert 'spamkit_dnslist_disbelieved{list="RBLList",zone="everything.test"} 1' in text
+    assert 'spamkit_dnslist_disbelieved{list="RBLList",zone="bad.test"} 0' in text  # tested when it listed
+    dead = filter_server(STRANGER + f'DnsServers = ["{dead_server()}"]\nDnsTimeout = 0.5\n'
+                         'SmtpFilters = ["dnsbl"]\nRBLList = ["bad.test"]\n')
+    assert dead().startswith("250")
+    # a chain built anew (SIGHUP) has tested no list yet
+    assert "spamkit_dnslist_disbelieved{" not in Metrics().exposition()
+    counted = {key: n - before.get(key, 0) for key, n in TALLY.answers().items() if n != before.get(key, 0)}
+    assert counted == {
+        ("RBLList", "refuses.test", "error_code"): 1, ("RBLList", "refuses.test", "not_listed"): 3,
+        ("RBLList", "everything.test", "disbelieved"): 4,
+        ("RBLList", "bad.test", "listed"): 1, ("RBLList", "bad.test", "not_listed"): 3,
+        ("RBLList", "bad.test", "failed"): 1,
+        ("SBLList", "dbl.test", "not_listed"): 2, ("SBLList", "dbl.test", "listed"): 1,
+        # 127.0.0.4 lists example.net, but not under the bits asked for
+        ("UBLList", "surbl.test", "not_listed"): 1, ("UBLList", "surbl.test", "listed"): 1,
+    }, counted
+    assert ('spamkit_dnslist_answers_total{list="RBLList",zone="refuses.test",answer="error_code"} '
+            f'{TALLY.answers()["RBLList", "refuses.test", "error_code"]}') in Metrics().exposition()
 
 
 def test_list_health_is_kept_for_a_while_then_asked_again(dns: DnsServer) -> None:
