@@ -125,11 +125,13 @@ def unset(key: str, config_path: str | None, user: str | None) -> None:
               help="SME's database directory: configuration, and if there, domains, networks, "
                    "accounts and spamassassin (each may also be `config show` output).")
 @click.option("--qmail-control", default="/var/qmail/control", show_default=True,
-              type=click.Path(file_okay=False), help="Where qmail's badmailfrom and "
-              "badmailfromto are, if anywhere.")
+              type=click.Path(file_okay=False), help="qmail's control directory: each list "
+              "file (badmailfrom, badmailfromto, badrcptto, ...) is read from here when "
+              "qpsmtpd's directory has none, as qpsmtpd reads it.")
 @click.option("--qpsmtpd-config", default="/var/service/qpsmtpd/config", show_default=True,
-              type=click.Path(file_okay=False), help="Where qpsmtpd's badhelo, badrcptto, "
-              "relayclients, whitelisthosts, whitelisthelo and whitelistsenders are, if anywhere.")
+              type=click.Path(file_okay=False), help="qpsmtpd's config directory, where its list "
+              "files (badhelo, badrcptto, relayclients, whitelisthosts, whitelisthelo, "
+              "whitelistsenders, ...) are looked for first.")
 @config_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Print what would be set; change nothing.")
@@ -147,7 +149,7 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
     import shutil
     import tempfile
 
-    from spamkit.config.sme import LIST_FILES, SmeFormatError, plan_import, read_db
+    from spamkit.config.sme import LIST_FILES, UNREAD_FILES, SmeFormatError, plan_import, read_db
     from spamkit.lists import Lists, check_entry
 
     directory = Path(sme_db)
@@ -157,14 +159,16 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
         raise SystemExit(66)
     target = Path(config_path) if config_path else default_config_path()
     current = load_config(target)  # refuse to edit a file that is already broken
-    places = {name: Path(qmail_control if name.startswith("badmailfrom") else qpsmtpd_config) / name
-              for name in LIST_FILES}
+    # where qpsmtpd looks for a file: its own config directory, else qmail's control
+    places = {name: next((path for path in (Path(qpsmtpd_config) / name, Path(qmail_control) / name)
+                          if path.is_file()), None)
+              for name in (*LIST_FILES, *UNREAD_FILES)}
     try:
         databases = {name: read_db((directory / name).read_text(encoding="utf-8", errors="replace"),
                                    str(directory / name)) if (directory / name).is_file() else {}
                      for name in ("configuration", "domains", "networks", "accounts", "spamassassin")}
         list_files = {name: path.read_text(encoding="utf-8", errors="replace")
-                      for name, path in places.items() if path.is_file()}
+                      for name, path in places.items() if path is not None}
     except (SmeFormatError, OSError) as error:
         raise click.ClickException(str(error)) from None
     plan = plan_import(databases, list_files, current)

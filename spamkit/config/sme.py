@@ -15,12 +15,15 @@ What carries over, and where from:
   MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains.
 - domains: every domain into LocalDomains (the relay filter takes mail for these only).
 - networks: every local network into LocalNetworks and RelayClients.
-- accounts: each user's own SortSpam.
+- accounts: each user's own SortSpam; an account (user, group, pseudonym) with
+  Visible=internal into BadRcptTo as NAME@*, as SME refuses its mail from outside.
 - spamassassin: wbl.global's White and Black entries into the lists.
 - the list files qmail and qpsmtpd read (badmailfrom, badmailfromto in /var/qmail/control;
   badhelo, badrcptto, relayclients, whitelisthosts, whitelisthelo, whitelistsenders in
-  /var/service/qpsmtpd/config) into the settings of those names, with the filters that
-  read them switched on.
+  /var/service/qpsmtpd/config; each looked for where qpsmtpd looks: its own directory,
+  then qmail's) into the settings of those names, with the filters that read them switched
+  on. The qpsmtpd files spamkit has no setting for (badrcptto_patterns, norelayclients,
+  goodrcptto, ...) are reported with their entries, when they have any.
 Everything else under spamassassin and qpsmtpd is reported as left out, with why, and so
 is a list entry spamkit cannot read.
 """
@@ -64,6 +67,23 @@ LIST_FILES: dict[str, tuple[str, str | None]] = {
     "relayclients": ("RelayClients", None), "whitelisthosts": ("WhitelistHosts", "whitelisthosts"),
     "whitelisthelo": ("WhitelistHelo", "whitelisthelo"), "whitelistsenders": ("WhitelistSenders", None),
 }
+
+# the list files of qpsmtpd's that spamkit reads nothing from, and why; one with entries
+# is reported as left out, so that what it did on SME is not lost without a word
+UNREAD_FILES = {
+    "badrcptto_patterns": "regular expressions; BadRcptTo takes patterns with * and ?: "
+                          "write each as one",
+    "badmailfrom_patterns": "regular expressions; BadMailFrom takes patterns with * and ?: "
+                            "write each as one",
+    "norelayclients": "hosts inside RelayClients' networks that may not relay; RelayClients "
+                      "has no exceptions: narrow its networks instead",
+    "goodrcptto": "the recipients to accept; the relay filter asks the next hop about each "
+                  "recipient instead (SmtpVerifyRecipients)",
+    "hosts_allow": "which hosts may connect is the firewall's and the MTA's",
+}
+# the accounts whose Visible=internal makes SME refuse their mail from outside (its
+# badrcptto): users, groups and pseudonyms
+INTERNAL_ACCOUNT_TYPES = ("user", "group", "pseudonym")
 
 
 class SmeFormatError(ValueError):
@@ -170,12 +190,23 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
             if record.type == "network" and "Mask" in record.props]
     for option in ("LocalNetworks", "RelayClients"):
         _add_entries(plan, current, option, nets, "networks")
+    internal = [key if "@" in key else f"{key}@*"
+                for key, record in databases.get("accounts", {}).items()
+                if record.type in INTERNAL_ACCOUNT_TYPES and record.props.get("Visible", "").lower() == "internal"]
+    if _add_entries(plan, current, "BadRcptTo", internal, "accounts Visible=internal"):
+        _switch(chain, "badrcptto", True)
     for name, text in list_files.items():
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        lines = [line for line in lines if line]
+        if name in UNREAD_FILES:
+            if lines:
+                shown = ", ".join(lines[:3]) + (", ..." if len(lines) > 3 else "")
+                count = f"{len(lines)} entr{'y' if len(lines) == 1 else 'ies'}"
+                plan.left_out.append(f"{name} ({count}: {shown}): {UNREAD_FILES[name]}")
+            continue
         option, filter_name = LIST_FILES[name]
-        entries = [" ".join(line.split("#", 1)[0].split()[:2 if option == "BadMailFromTo" else 1])
-                   for line in text.splitlines()]
-        if _add_entries(plan, current, option, [entry for entry in entries if entry], name) \
-                and filter_name is not None:
+        entries = [" ".join(line.split()[:2 if option == "BadMailFromTo" else 1]) for line in lines]
+        if _add_entries(plan, current, option, entries, name) and filter_name is not None:
             _switch(chain, filter_name, True)
     if chain != list(current["SmtpFilters"]):
         plan.set("SmtpFilters", ",".join(chain), "qpsmtpd's switches and list files")

@@ -107,11 +107,15 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
 def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     """SME's WBL panel writes qmail's and qpsmtpd's list files; their entries, in their own
     forms (qmail's @host, qpsmtpd's 192.168.1. prefix, badmailfromto's tab-joined pairs),
-    join the settings of the same names, and the filters that read them are switched on."""
+    join the settings of the same names, and the filters that read them are switched on.
+    Each file is read where qpsmtpd reads it: from its own directory, else from qmail's."""
     sme = sme_dir(tmp_path, "DomainName=example.org\n")
     (sme / "control").mkdir()
     (sme / "qpsmtpd").mkdir()
     (sme / "control" / "badmailfrom").write_text("# senders refused\n@pest.example\nspammer@spam.example\n")
+    (sme / "control" / "badhelo").write_text("shadowed.example\n")  # qpsmtpd's own comes first
+    (sme / "qpsmtpd" / "badhelo").write_text("bad-helo.example\n")
+    (sme / "control" / "badrcptto").write_text("old-list@example.org\n")  # only here, on SME
     (sme / "control" / "badmailfromto").write_text("john@aol.example\tmary@example.org\n")
     (sme / "qpsmtpd" / "whitelisthosts").write_text("192.168.7.\n10.1.2.3\nnot-an-address\n")
     (sme / "qpsmtpd" / "whitelistsenders").write_text("partner.example\n")
@@ -123,6 +127,8 @@ def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
     assert shown["BadMailFrom"] == ["*@old.example", "@pest.example", "spammer@spam.example"]
     assert shown["BadMailFromTo"] == ["john@aol.example mary@example.org"]
+    assert shown["BadHelo"] == ["bad-helo.example"]
+    assert shown["BadRcptTo"] == ["old-list@example.org"]
     assert shown["WhitelistHosts"] == ["192.168.7.", "10.1.2.3"]
     assert shown["WhitelistSenders"] == ["partner.example"]
     # (the networks database's own network too, as SME's relayclients template adds it)
@@ -139,6 +145,36 @@ def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     assert import_sme(sme, after_queue).returncode == 0
     chain = json.loads(spamkit("config", "show", "--json", "--config", str(after_queue)).stdout)["SmtpFilters"]
     assert "relay" not in chain and chain[0] == "whitelisthosts"
+
+
+def test_internal_accounts_and_the_files_spamkit_cannot_read(tmp_path: Path) -> None:
+    """`db accounts setprop NAME Visible internal` makes SME refuse mail to NAME from
+    outside (its badrcptto); the account goes into BadRcptTo as NAME@*, which the badrcptto
+    filter applies to strangers only. qpsmtpd's files that no spamkit setting takes
+    (regular expressions, norelayclients, goodrcptto) are reported with their entries, not
+    dropped without a word; empty or commented ones are not reported."""
+    sme = sme_dir(tmp_path, "DomainName=example.org\n")
+    (sme / "accounts").write_text(
+        "alice=user|FirstName|Alice|Visible|internal\nbob=user|FirstName|Bob\n"
+        "staff=group|Description|Staff|Visible|internal\n"
+        "a.smith=pseudonym|Account|alice|Visible|internal\nadmin=system|Visible|internal\n")
+    (sme / "qpsmtpd").mkdir()
+    (sme / "qpsmtpd" / "badrcptto_patterns").write_text("# patterns\n^info@.*\n^sales[0-9]+@\n")
+    (sme / "qpsmtpd" / "norelayclients").write_text("192.168.1.99\n")
+    (sme / "qpsmtpd" / "goodrcptto").write_text("# nothing yet\n\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SmtpFilters = ["relay", "spamscore"]\n')
+    done = import_sme(sme, config, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    assert shown["BadRcptTo"] == ["alice@*", "staff@*", "a.smith@*"]
+    assert shown["SmtpFilters"] == ["relay", "badrcptto", "spamscore"]
+    left_out = json.loads(done.stdout)["left_out"]
+    assert ("badrcptto_patterns (2 entries: ^info@.*, ^sales[0-9]+@): regular expressions; "
+            "BadRcptTo takes patterns with * and ?: write each as one") in left_out, left_out
+    assert any(line.startswith("norelayclients (1 entry: 192.168.1.99): ") for line in left_out)
+    assert not any("goodrcptto" in line for line in left_out)
+    assert spamkit("lint", "--config", str(config)).returncode == 0
 
 
 def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
