@@ -4,6 +4,8 @@ Mail larger than MaxMessageSize passes unscanned with a header saying so, and is
 counted as ham (nor learned). When the token database cannot be used (a shared Redis that
 is down, a file found damaged: spamkit/store/watch.py), WhenDatabaseDown decides: 451 (the
 default), the rules alone, or relayed unscanned with a header saying so.
+
+With ScanLocalClients false, as on SME, our own clients' mail is not scored at all.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.networks import LocalClients
 from spamkit.errors import StoreError
 from spamkit.verdict import Scanner, Verdict, unscanned
 
@@ -20,11 +23,14 @@ log = logging.getLogger("spamkit.smtpfilter")
 class SpamScore(Filter):
     name = "spamscore"
 
-    def __init__(self, scanner: Scanner, autolearn: bool = False) -> None:
+    def __init__(self, scanner: Scanner, autolearn: bool = False, spared: LocalClients | None = None) -> None:
         self.scanner = scanner
         self.autolearn = autolearn
+        self.spared = spared  # clients whose mail is not scored (ScanLocalClients false)
 
     def data(self, tx: Transaction) -> Decision:
+        if self.spared is not None and tx.peer in self.spared:
+            return CONTINUE  # (no score: karma counts it neither way; it spares these anyway)
         limit = self.scanner.config["MaxMessageSize"]
         if len(tx.data) > limit:
             tx.data = unscanned(tx.data, f"larger than MaxMessageSize ({limit})")

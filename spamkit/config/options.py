@@ -239,6 +239,12 @@ OPTIONS: tuple[Option, ...] = (
            group="smtp"),
     Option("BadHelo", list, [], "HELO names refused (patterns with * and ?) from clients outside "
            "LocalNetworks and RelayClients.", group="smtp"),
+    Option("ScanLocalClients", bool, True, "The spamscore filter scores the mail of our own "
+           "clients (LocalNetworks, RelayClients) too. SME never does (its spamassassin plugin "
+           "is off for local connections; `config import-sme` sets this false): then their mail "
+           "goes on unscored, untagged, never refused as spam nor autolearned. Keep it true "
+           "behind an MTA that names no client with XFORWARD, where every session comes from "
+           "that MTA and nothing would be scored.", group="smtp"),
     Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
            "outside LocalNetworks.", group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],

@@ -12,7 +12,8 @@ What carries over, and where from:
   the same name (TagLevel, RejectLevel, Sensitivity, SortSpam, RBLList, HeloPolicy,
   KarmaNegative, SPFRejectPolicy, ...); qpsmtpd's switches DNSBL, RHSBL, URIBL, Karma and
   DKIMSigning as filters in SmtpFilters; Bcc and BccUser as BccAddress; qmail's
-  MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains.
+  MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains; ScanLocalClients
+  false, since SME scores no mail from its local networks.
 - domains: every domain into LocalDomains (the relay filter takes mail for these only).
 - networks: every local network into LocalNetworks and RelayClients.
 - accounts: each user's own SortSpam; an account (user, group, pseudonym) with
@@ -177,6 +178,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
             else:
                 why = NOT_SPAMKITS.get(name, "spamkit has no such setting")
                 plan.left_out.append(f"{where}={value}: {why}")
+    if current["ScanLocalClients"]:
+        plan.set("ScanLocalClients", "false", "SME: its spamassassin plugin is off for local connections")
     qmail = configuration.get("qmail")
     if qmail and qmail.props.get("MaxMessageSize", "").isdigit():
         plan.set("SmtpMaxMessageSize", qmail.props["MaxMessageSize"], "configuration qmail MaxMessageSize")

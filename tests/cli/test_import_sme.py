@@ -70,6 +70,7 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
         "BayesAutoLearnThresholdNonspam": 0.1, "KarmaNegative": 3, "HeloPolicy": "rfc",
         "DmarcReject": False, "SpfRejectPolicy": 2, "BccAddress": "maillog@example.org",
         "BccMode": "bcc", "MaxLoad": 7.0, "SmtpMaxMessageSize": 20_000_000,
+        "ScanLocalClients": False,  # SME scores no mail from its local networks
         "RBLList": ["zen.spamhaus.org"],
         "SBLList": ["multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org"],
         "UBLList": ["multi.surbl.org:8-16-64-128", "black.uribl.com"],

@@ -335,6 +335,27 @@ def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
     assert any(b"X-Spam-Status: No, score=" in m for m in sink.messages())
 
 
+def test_scan_local_clients_false_leaves_our_own_clients_mail_unscored(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SME's spamassassin plugin is off for local connections: an office's own mail is
+    never scored, tagged or refused as spam. ScanLocalClients = false does the same; by
+    default (true) our own clients' mail is scored like anyone's."""
+    rules = tmp_path / "offer.cf"
+    rules.write_text("body OFFER /win a prize/\nscore OFFER 20\n")
+    offer = PLAIN.replace(b"hello", b"win a prize today")
+    ours = ('LocalNetworks = ["127.0.0.1/32"]\nRelayClients = []\nLocalDomains = ["example.org"]\n'
+            f'SmtpFilters = ["spamscore"]\nSensitivity = "custom"\nRejectLevel = 12\nRulePaths = ["{rules}"]\n')
+    scored = filter_server(ours)
+    assert scored(offer).startswith("550 5.7.1 Message rejected as spam")
+    spared = filter_server(ours + "ScanLocalClients = false\n")
+    assert spared(offer).startswith("250")
+    assert spared(offer, client="127.0.0.6").startswith("550 5.7.1 Message rejected as spam")
+    assert spared(PLAIN, client="127.0.0.6").startswith("250")
+    first, second = sink.messages()
+    assert b"win a prize" in first and b"X-Spam-" not in first  # as it was sent
+    assert b"X-Spam-Status: No, score=" in second
+
+
 def test_whitelisthosts_skips_the_other_filters(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     refused = filter_server(STRANGER + 'SmtpFilters = ["badmailfrom"]\nBadMailFrom = ["*@spam.example"]\n')
     assert refused(sender="x@spam.example").startswith("550")
