@@ -42,7 +42,7 @@ class SessionLimits:
     max_per_client: int = 10
     max_load: float = 0.0  # 0: no load check
     early_talker_delay: float = 0.0  # seconds to wait before the greeting; 0: no check
-    exempt: tuple[str, ...] = ()  # networks the per-client limit spares: the MTA in front
+    exempt: tuple[str, ...] = ()  # networks the per-client limit and earlytalker spare: the MTA in front
     commands_per_message: int = 100  # times one command may come between two deliveries
     recipients_per_message: int = 1000  # RCPT's own budget (Postfix's smtpd_recipient_limit)
     active: Counter[str] = field(default_factory=Counter)
@@ -57,7 +57,7 @@ class SessionLimits:
             return "421 4.3.2 System busy, try again later"
         if sum(self.active.values()) >= self.max_sessions:
             return "421 4.7.0 Too many connections, try again later"
-        if self.active[client] >= self.max_per_client and not self._exempt(client):
+        if self.active[client] >= self.max_per_client and not self.exempts(client):
             return "421 4.7.0 Too many connections from your address, try again later"
         self.active[client] += 1
         return None
@@ -65,7 +65,8 @@ class SessionLimits:
     def __post_init__(self) -> None:
         self._exempt_networks = Networks(self.exempt)
 
-    def _exempt(self, client: str) -> bool:
+    def exempts(self, client: str) -> bool:
+        """Whether `client` is one of ours (LocalNetworks): no per-client limit, no earlytalker."""
         return client in self._exempt_networks
 
     def release(self, client: str) -> None:
@@ -168,9 +169,10 @@ class LimitedSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         """earlytalker (a client that talks before the greeting is a spam engine in a
-        hurry), then the chain's connect stage, then aiosmtpd's session."""
+        hurry; not asked of LocalNetworks, as on SME, so the MTA in front waits for no
+        greeting), then the chain's connect stage, then aiosmtpd's session."""
         delay = self._limits.early_talker_delay
-        if delay:
+        if delay and not (self._client is not None and self._limits.exempts(self._client)):
             await asyncio.sleep(delay)
             if self._reader._buffer:  # type: ignore[attr-defined]
                 await self.push("554 5.7.1 You talked before the greeting")

@@ -261,7 +261,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaxLoad", float, 0.0, "Above this load average new sessions hear 421 "
            "(loadcheck; 0 turns it off).", minimum=0, group="smtp"),
     Option("EarlyTalkerDelay", float, 0.0, "Seconds to wait before the greeting; a client "
-           "that talks first is refused (earlytalker; 0 turns it off).", minimum=0, maximum=30,
+           "that talks first is refused (earlytalker; 0 turns it off). LocalNetworks are "
+           "greeted at once, as on SME.", minimum=0, maximum=30,
            group="smtp"),
     Option("SmtpHostname", str, "", "This server's name in the filter's greeting, its Received "
            "header and its Authentication-Results and Received-SPF (Postfix's myhostname, "

@@ -310,6 +310,27 @@ def test_earlytalker_and_unrecognized_commands(sink: Sink) -> None:
         controller.stop()
 
 
+
+def test_earlytalker_spares_local_networks(sink: Sink) -> None:
+    """As on SME (check_earlytalker is off for local connections): our own clients, and
+    the MTA in front, are greeted at once, and may pipeline; others still wait."""
+    import time
+
+    controller, port = start(sink, SessionLimits(early_talker_delay=2, exempt=("127.0.0.1/32",)))
+    try:
+        started = time.monotonic()
+        local = socket.create_connection(("127.0.0.1", port), timeout=10)
+        local.sendall(b"EHLO hurry\r\n")
+        assert local.recv(1024).startswith(b"220") and time.monotonic() - started < 1.5
+        local.close()
+        stranger = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.6", 0))
+        stranger.sendall(b"EHLO hurry\r\n")
+        assert stranger.recv(1024).startswith(b"554 5.7.1 You talked before the greeting")
+        stranger.close()
+    finally:
+        controller.stop()
+
+
 def test_kept_open_next_hop_connections() -> None:
     """Reused while the next hop lives; when it goes away, 451, never a lost 250."""
     from smtpfilter.relay import RelayPool
