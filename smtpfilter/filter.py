@@ -34,6 +34,7 @@ class Transaction:
     data: bytes = b""
     notes: dict[str, object] = field(default_factory=dict)  # for the log line; one per SMTP
     # transaction, from MAIL to DATA, so a filter's RCPT stage may leave a note for its DATA
+    named_by: str = ""  # the MTA in front that named `peer` with XFORWARD, if one did
 
 
 class Filter:

@@ -223,7 +223,7 @@ class FilterHandler:
         started = time.monotonic()
         tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
-                         notes=_notes(envelope))
+                         notes=_notes(envelope), named_by=_named_by(session, envelope))
         reply, deciding = TEMPFAIL, "error"
         queue_id = new_id()
         try:
@@ -343,6 +343,11 @@ def _origin(session, envelope) -> dict[str, str]:  # type: ignore[no-untyped-def
 def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]
     """The client the checks are about: the one XFORWARD named, else the peer."""
     return str(getattr(envelope, "spamkit_xforward", {}).get("ADDR") or _peer(session))
+
+
+def _named_by(session, envelope) -> str:  # type: ignore[no-untyped-def]
+    """The MTA in front, if its XFORWARD named the client; else ""."""
+    return _peer(session) if getattr(envelope, "spamkit_xforward", {}).get("ADDR") else ""
 
 
 def _helo_name(session, envelope) -> str:  # type: ignore[no-untyped-def]

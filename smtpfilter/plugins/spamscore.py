@@ -10,6 +10,7 @@ With ScanLocalClients false, as on SME, our own clients' mail is not scored at a
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
@@ -27,9 +28,17 @@ class SpamScore(Filter):
         self.scanner = scanner
         self.autolearn = autolearn
         self.spared = spared  # clients whose mail is not scored (ScanLocalClients false)
+        self._warned = False
 
     def data(self, tx: Transaction) -> Decision:
         if self.spared is not None and tx.peer in self.spared:
+            if not tx.named_by and ipaddress.ip_address(tx.peer).is_loopback and not self._warned:
+                self._warned = True
+                log.warning("spamscore: mail from %s, with no XFORWARD naming another client, goes "
+                            "on unscored (ScanLocalClients = false). If an MTA in front relays "
+                            "mail from outside through this filter, have it send XFORWARD "
+                            "(smtp_send_xforward_command = yes) or set ScanLocalClients = true, "
+                            "else no mail is scored. (Said once.)", tx.peer)
             return CONTINUE  # (no score: karma counts it neither way; it spares these anyway)
         limit = self.scanner.config["MaxMessageSize"]
         if len(tx.data) > limit:

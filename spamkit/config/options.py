@@ -244,7 +244,8 @@ OPTIONS: tuple[Option, ...] = (
            "is off for local connections; `config import-sme` sets this false): then their mail "
            "goes on unscored, untagged, never refused as spam nor autolearned. Keep it true "
            "behind an MTA that names no client with XFORWARD, where every session comes from "
-           "that MTA and nothing would be scored.", group="smtp"),
+           "that MTA and nothing would be scored (the log says so, once, when mail from "
+           "loopback that no XFORWARD names goes on unscored).", group="smtp"),
     Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
            "outside LocalNetworks.", group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],

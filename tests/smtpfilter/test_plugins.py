@@ -336,10 +336,12 @@ def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
 
 
 def test_scan_local_clients_false_leaves_our_own_clients_mail_unscored(
-        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        filter_server, sink: Sink, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     """SME's spamassassin plugin is off for local connections: an office's own mail is
     never scored, tagged or refused as spam. ScanLocalClients = false does the same; by
-    default (true) our own clients' mail is scored like anyone's."""
+    default (true) our own clients' mail is scored like anyone's. Mail from loopback that
+    no XFORWARD names may be an MTA in front relaying everyone's: that is said once."""
+    import logging
     rules = tmp_path / "offer.cf"
     rules.write_text("body OFFER /win a prize/\nscore OFFER 20\n")
     offer = PLAIN.replace(b"hello", b"win a prize today")
@@ -348,13 +350,35 @@ def test_scan_local_clients_false_leaves_our_own_clients_mail_unscored(
     scored = filter_server(ours)
     assert scored(offer).startswith("550 5.7.1 Message rejected as spam")
     spared = filter_server(ours + "ScanLocalClients = false\n")
-    assert spared(offer).startswith("250")
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        assert spared(offer).startswith("250")
+        assert spared(PLAIN).startswith("250")
+    assert caplog.text.count("spamscore: mail from 127.0.0.1, with no XFORWARD naming another "
+                             "client, goes on unscored") == 1, caplog.text
     assert spared(offer, client="127.0.0.6").startswith("550 5.7.1 Message rejected as spam")
     assert spared(PLAIN, client="127.0.0.6").startswith("250")
     [ours_relayed] = [m for m in sink.messages() if b"win a prize" in m]
-    [theirs] = [m for m in sink.messages() if b"win a prize" not in m]
     assert b"X-Spam-" not in ours_relayed  # as it was sent
-    assert b"X-Spam-Status: No, score=" in theirs
+    assert sum(b"X-Spam-Status: No, score=" in m for m in sink.messages()) == 1  # the stranger's
+
+    # behind an MTA that names each client with XFORWARD: its local one unscored, unsaid;
+    # one from outside scored
+    import smtplib
+
+    behind = filter_server(ours.replace("RelayClients = []", 'RelayClients = ["127.0.0.1"]')
+                           + "ScanLocalClients = false\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"), \
+            smtplib.SMTP("127.0.0.1", behind.port, timeout=30) as mta:
+        mta.ehlo("mta.example.org")
+        assert mta.docmd("XFORWARD", "ADDR=127.0.0.1 HELO=webmail")[0] == 250
+        assert mta.sendmail("a@example.org", ["b@example.org"], offer) == {}
+        assert mta.docmd("XFORWARD", "ADDR=192.0.2.9 HELO=mx.example.net")[0] == 250
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            mta.sendmail("a@example.net", ["b@example.org"], offer)
+        assert refused.value.smtp_code == 550
+    assert "goes on unscored" not in caplog.text
+    assert len([m for m in sink.messages() if b"win a prize" in m]) == 2
 
 
 def test_whitelisthosts_skips_the_other_filters(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
