@@ -14,7 +14,8 @@ What carries over, and where from:
   DKIMSigning as filters in SmtpFilters; Bcc and BccUser as BccAddress; qmail's
   MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains; ScanLocalClients
   false, since SME scores no mail from its local networks.
-- domains: every domain into LocalDomains (the relay filter takes mail for these only).
+- domains: every domain into LocalDomains (the relay filter takes mail for these only),
+  and one with DKIMSigning disabled into DkimSigningExcept.
 - networks: every local network into LocalNetworks and RelayClients.
 - accounts: each user's own SortSpam; an account (user, group, pseudonym) with
   Visible=internal into BadRcptTo as NAME@*, as SME refuses its mail from outside.
@@ -189,6 +190,9 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
     if domain_name is not None and not domain_name.props:
         found.insert(0, domain_name.type.lower())  # a plain value: DomainName=example.com
     _add_entries(plan, current, "LocalDomains", found, "domains and DomainName")
+    unsigned = [record.key.lower() for record in databases.get("domains", {}).values()
+                if record.type == "domain" and record.props.get("DKIMSigning", "").lower() == "disabled"]
+    _add_entries(plan, current, "DkimSigningExcept", unsigned, "domains DKIMSigning=disabled")
     nets = [f"{record.key}/{record.props['Mask']}" for record in databases.get("networks", {}).values()
             if record.type == "network" and "Mask" in record.props]
     for option in ("LocalNetworks", "RelayClients"):

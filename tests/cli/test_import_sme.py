@@ -18,7 +18,8 @@ qpsmtpd=service|DNSBL|enabled|RHSBL|enabled|RBLList|zen.spamhaus.org|SBLList|mul
 qmail=service|MaxMessageSize|20000000|ConcurrencyRemote|10
 """
 DATABASES = {
-    "domains": "example.net=domain|Description|Second site|Nameservers|internet\n",
+    "domains": "example.net=domain|Description|Second site|Nameservers|internet\n"
+               "example.info=domain|Description|Parked|DKIMSigning|disabled\n",
     "networks": "192.168.1.0=network|Mask|255.255.255.0|Router|192.168.1.1\n",
     "accounts": "alice=user|FirstName|Alice|SortSpam|disabled\nbob=user|FirstName|Bob\n"
                 "admin=system|Description|the administrator\n",
@@ -75,7 +76,8 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
         "SBLList": ["multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org"],
         "UBLList": ["multi.surbl.org:8-16-64-128", "black.uribl.com"],
         # added to what the file had, never emptied
-        "LocalDomains": ["example.com", "example.org", "example.net"],
+        "LocalDomains": ["example.com", "example.org", "example.net", "example.info"],
+        "DkimSigningExcept": ["example.info"],  # `db domains setprop example.info DKIMSigning disabled`
         "LocalNetworks": ["127.0.0.0/8", "::1/128", "192.168.1.0/255.255.255.0"],
         "RelayClients": ["127.0.0.1", "::1", "192.168.1.0/255.255.255.0"],
         # the switches, each where qpsmtpd runs it on SME
