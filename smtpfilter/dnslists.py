@@ -89,9 +89,6 @@ def never_listed(name: str) -> str:
     return NEVER_LISTED_DOMAIN
 
 
-ANSWERS = ("listed", "not_listed", "error_code", "failed", "disbelieved")
-
-
 class ListTally:
     """How each list has answered since the process started, and which lists are not
     believed now: for the metrics (spamkit_dnslist_*), where a list that has stopped

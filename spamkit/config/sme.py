@@ -207,7 +207,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         lines = [line for line in lines if line]
         if name in UNREAD_FILES:
             if lines:
-                shown = ", ".join(lines[:3]) + (", ..." if len(lines) > 3 else "")
+                shown = ", ".join("".join(c if c.isprintable() else "?" for c in line[:80])
+                                  for line in lines[:3]) + (", ..." if len(lines) > 3 else "")
                 count = f"{len(lines)} entr{'y' if len(lines) == 1 else 'ies'}"
                 plan.left_out.append(f"{name} ({count}: {shown}): {UNREAD_FILES[name]}")
             continue

@@ -163,7 +163,7 @@ def test_internal_accounts_and_the_files_spamkit_cannot_read(tmp_path: Path) -> 
         "a.smith=pseudonym|Account|alice|Visible|internal\nadmin=system|Visible|internal\n")
     (sme / "qpsmtpd").mkdir()
     (sme / "qpsmtpd" / "badrcptto_patterns").write_text("# patterns\n^info@.*\n^sales[0-9]+@\n")
-    (sme / "qpsmtpd" / "norelayclients").write_text("192.168.1.99\n")
+    (sme / "qpsmtpd" / "norelayclients").write_text("192.168.1.99\n\x1b]0;retitled\x07\n")
     (sme / "qpsmtpd" / "goodrcptto").write_text("# nothing yet\n\n")
     config = tmp_path / "spamkit.toml"
     config.write_text('SmtpFilters = ["relay", "spamscore"]\n')
@@ -175,7 +175,9 @@ def test_internal_accounts_and_the_files_spamkit_cannot_read(tmp_path: Path) -> 
     left_out = json.loads(done.stdout)["left_out"]
     assert ("badrcptto_patterns (2 entries: ^info@.*, ^sales[0-9]+@): regular expressions; "
             "BadRcptTo takes patterns with * and ?: write each as one") in left_out, left_out
-    assert any(line.startswith("norelayclients (1 entry: 192.168.1.99): ") for line in left_out)
+    # (a control character is not sent to the terminal as it is)
+    assert any(line.startswith("norelayclients (2 entries: 192.168.1.99, ?]0;retitled?): ")
+               for line in left_out), left_out
     assert not any("goodrcptto" in line for line in left_out)
     assert spamkit("lint", "--config", str(config)).returncode == 0
 
