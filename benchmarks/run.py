@@ -23,6 +23,33 @@ from benchmarks.tools import TOOLS, Tool, ToolResult, ensure_installed
 from corpora.spamassassin import SpamAssassinCorpus
 
 HERE = Path(__file__).resolve().parent
+CODE = ("spamkit", "smtpfilter", "trainer", "corpora")  # what the figures measure
+
+
+def code_state(root: Path = HERE.parent) -> str:
+    """A digest of the code the benchmark runs (sources, rule files, C extensions): a
+    run during which it changed mixes two versions, and under PYTHONDONTWRITEBYTECODE
+    every later process also compiles the changed modules again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in CODE:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".so", ".cf", ".c"):
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def commit_described(root: Path = HERE.parent) -> str:
+    """The commit the code is at, and whether the tree differs from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *CODE],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit {head}" + (" with uncommitted changes" if dirty else "")
 
 
 def run_tools(tool_classes: list[type[Tool]], workdir: Path, split_dir: Path,
@@ -148,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tool_classes = [TOOLS[name] for name in args.tools.split(",")]
     ensure_installed(tool_classes)
+    code_at_start, commit = code_state(), commit_described()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="spamkit-bench-"))
     split_dir = workdir / "split"
     corpus = SpamAssassinCorpus()
@@ -168,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     report = f"""# Benchmark results
 
-Made by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {platform.machine()},
+Made by `{command.strip()}` at {commit}, on {time.strftime('%Y-%m-%d')}, {platform.machine()},
 {_cpu_name()}, Python {platform.python_version()}; every tool in the same run, one process
 per command, speed the best of {args.repeat} runs (startup included), the tools taking
 turns round by round.
@@ -197,6 +225,11 @@ Speed ratios (spamkit's speed as a multiple of the other tool's; above 1 is fast
 ![ROC](roc.png)
 """
     print(report)
+    if code_state() != code_at_start:
+        print("benchmarks.run: spamkit's code changed during the run, so these figures mix two "
+              "versions of it; nothing written. Run it again with the tree left alone.",
+              file=sys.stderr)
+        return 1
     if not args.no_write:
         args.results.write_text(report)
         plot_roc(results, labels, args.roc)
