@@ -27,6 +27,7 @@ from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.headers import without_fields
+from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.envelope import address_matches
 from smtpfilter.recordstore import Record, open_records
@@ -179,6 +180,7 @@ class Greylist(Filter):
                                        sender_pattern(sender), recipient.strip().strip("<>").lower())
         except StoreError as error:
             log.warning("greylist database unusable, mail passes ungreylisted: %s", error)
+            UNCHECKED.count(self.name, "database")
             return CONTINUE
         wait = attempt.wait
         if wait <= 0:

@@ -25,6 +25,7 @@ from pathlib import Path
 from collections.abc import Iterator
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import Networks
 from smtpfilter.recordstore import Change, Record, open_records
 from spamkit.errors import StoreError
@@ -121,6 +122,7 @@ class Karma(Filter):
             record = self.store.get(tx.peer)
         except StoreError as error:  # a reputation we cannot read refuses no one
             log.warning("karma database unusable, mail passes unchecked: %s", error)
+            UNCHECKED.count(self.name, "database")
             return CONTINUE
         if record["until"] > time.time():
             return reject(self.name, "550 5.7.1 Your address has sent too much unwanted mail; "
@@ -140,3 +142,4 @@ class Karma(Filter):
                 self.store.update(tx.peer, good, bad, self.negative, self.strikes)
             except StoreError as error:
                 log.warning("karma database unusable, %s not counted: %s", tx.peer, error)
+                UNCHECKED.count(self.name, "database")

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
 from spamkit.errors import StoreError
 from spamkit.verdict import Scanner, Verdict, unscanned
@@ -45,6 +46,7 @@ class SpamScore(Filter):
             tx.data = unscanned(tx.data, f"larger than MaxMessageSize ({limit})")
             tx.notes["score"] = "unscanned"
             tx.notes["spam"] = "unscanned"  # karma counts it neither way
+            UNCHECKED.count(self.name, "size")
             return CONTINUE
         earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
         parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None
@@ -54,6 +56,7 @@ class SpamScore(Filter):
         except StoreError as error:  # (unreachable, or damage LMDB noticed as it read)
             policy = self.scanner.config["WhenDatabaseDown"]
             log.warning("token database unavailable (WhenDatabaseDown=%s): %s", policy, error)
+            UNCHECKED.count(self.name, "database")
             if policy == "tempfail":
                 return tempfail(self.name, "451 4.3.0 Spam database unavailable, try again later")
             if policy == "unscanned":

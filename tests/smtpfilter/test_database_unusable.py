@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.request
 import sys
 import tempfile
 import time
@@ -122,13 +123,16 @@ def test_serve_on_a_damaged_file_defers_then_scores_once_it_is_restored(
     db = _reachable_directory() / "db"
     dump = _damaged_copy(trained_db, db, "free space bounds")
     config = tmp_path / "spamkit.toml"
-    config.write_text("DatabaseRetry = 1\n")
+    metrics_port = free_port()
+    config.write_text(f'DatabaseRetry = 1\nMetricsListen = "127.0.0.1:{metrics_port}"\n')
     ham = _ham(tmp_path, split)
     process, port = start_serve(sink.port, db, config)
     try:
         reply = swaks(port, ham)
         assert reply.startswith("451") and "Spam database unavailable" in reply, reply
         assert sink.messages() == []
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+        assert b'spamkit_filter_unchecked_total{filter="spamscore",reason="database"} 1' in metrics
         _repair(db, dump)
         ok = _until(lambda: swaks(port, ham).startswith("250"))
     finally:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smtpfilter.metrics import UNCHECKED, Metrics
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins import machine_name
 from smtpfilter.plugins.greylist import Greylist, GreylistStore, client_network, sender_pattern
@@ -240,10 +241,15 @@ def test_a_greylist_database_on_a_full_disk_lets_mail_through(
         send = filter_server(STRANGER + 'SmtpFilters = ["greylist"]\n'
                              f'GreylistDatabase = "{disk / "greylist"}"\n')
         fill(disk)
+        before = UNCHECKED.counts().get(("greylist", "database"), 0)
         with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
             assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("250")
         assert "greylist database unusable" in caplog.text
         assert len(sink.messages()) == 1
+        # and the metrics count it: nothing in the mail shows greylisting has stopped
+        assert UNCHECKED.counts()[("greylist", "database")] == before + 1
+        assert f'spamkit_filter_unchecked_total{{filter="greylist",reason="database"}} {before + 1}' \
+            in Metrics().exposition()
 
 
 def test_the_filter_defers_with_450_and_counts_nothing_for_local_peers(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import lmdb
 import pytest
 
 from smtpfilter import recordstore
+from smtpfilter.metrics import UNCHECKED
 from smtpfilter.plugins.karma import PENALTY_SECONDS, KarmaStore, counting
 from smtpfilter.recordstore import LmdbRecords
 from tests.servers.redis import RedisServer
@@ -149,11 +150,13 @@ def test_karma_whose_redis_is_gone_refuses_no_one(filter_server, sink, tmp_path:
     assert KarmaStore(redis.url()).get("127.0.0.1")["good"] == 1  # counted while Redis is there
     redis.process.terminate()
     redis.process.wait(10)
+    before = UNCHECKED.counts().get(("karma", "database"), 0)
     with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
         assert send().startswith("250")
         time.sleep(0.5)  # (the outcome is counted after the reply)
     assert "karma database unusable, mail passes unchecked" in caplog.text
     assert "not counted" in caplog.text
+    assert UNCHECKED.counts()[("karma", "database")] == before + 2  # not read, not counted
     assert len(sink.messages()) == 2
     servers.close()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpfilter.metrics import UNCHECKED
 from smtpfilter.plugins import build_filters
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
@@ -322,7 +323,9 @@ def test_mail_over_max_message_size_passes_unscanned_and_never_counts_as_good(
     send = filter_server(STRANGER + 'SmtpFilters = ["karma", "spamscore"]\nMaxMessageSize = 1000\n'
                          f'KarmaDatabase = "{tmp_path / "karma"}"\n')
     big = PLAIN.replace(b"hello\r\n", b"hello there\r\n" * 200)
+    before = UNCHECKED.counts().get(("spamscore", "size"), 0)
     assert send(big).startswith("250")
+    assert UNCHECKED.counts()[("spamscore", "size")] == before + 1
     [delivered] = sink.messages()
     assert b"X-Spam-Status: unscanned, larger than MaxMessageSize (1000)" in delivered
     assert b"X-Spam-Status: No" not in delivered
