@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 CONFIGURATION = """\
 # written for this test in SME's format
@@ -41,6 +42,13 @@ def import_sme(sme: Path, config: Path, *options: str) -> subprocess.CompletedPr
                    *options)
 
 
+def imported(sme: Path, config: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(import-sme's --json report, `config show --json` after it); the import succeeded."""
+    done = import_sme(sme, config, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+
+
 def sme_dir(tmp_path: Path, configuration: str = CONFIGURATION) -> Path:
     directory = tmp_path / "e-smith-db"
     directory.mkdir()
@@ -61,10 +69,7 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
     assert "would set TagLevel = '4'  (from configuration spamassassin TagLevel)" in dry.stdout
     assert config.read_bytes() == before and not (tmp_path / "lists").exists()
 
-    done = import_sme(sme, config, "--json")
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    report, shown = imported(sme, config)
     expected = {
         "TagLevel": 4.0, "RejectLevel": 12.0, "Sensitivity": "custom", "SortSpam": True,
         "MessageRetentionTime": 60, "UseBayes": True, "BayesAutoLearnThresholdSpam": 6.0,
@@ -125,9 +130,7 @@ def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     (sme / "qpsmtpd" / "relayclients").write_text("127.0.0.1\n192.168.1.\n")
     config = tmp_path / "spamkit.toml"
     config.write_text('BadMailFrom = ["*@old.example"]\n')
-    done = import_sme(sme, config, "--json")
-    assert done.returncode == 0, done.stderr
-    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    report, shown = imported(sme, config)
     assert shown["BadMailFrom"] == ["*@old.example", "@pest.example", "spammer@spam.example"]
     assert shown["BadMailFromTo"] == ["john@aol.example mary@example.org"]
     assert shown["BadHelo"] == ["bad-helo.example"]
@@ -138,7 +141,7 @@ def test_qmail_and_qpsmtpd_list_files_carry_over(tmp_path: Path) -> None:
     assert shown["RelayClients"] == ["127.0.0.1", "::1", "192.168.1.0/255.255.255.0", "192.168.1."]
     assert shown["SmtpFilters"][:2] == ["whitelisthosts", "relay"]
     assert "badmailfromto" in shown["SmtpFilters"]
-    left_out = json.loads(done.stdout)["left_out"]
+    left_out = report["left_out"]
     assert any("whitelisthosts: WhitelistHosts: 'not-an-address' is not an IP address" in line
                for line in left_out), left_out
     assert spamkit("lint", "--config", str(config)).returncode == 0
@@ -167,12 +170,10 @@ def test_internal_accounts_and_the_files_spamkit_cannot_read(tmp_path: Path) -> 
     (sme / "qpsmtpd" / "goodrcptto").write_text("# nothing yet\n\n")
     config = tmp_path / "spamkit.toml"
     config.write_text('SmtpFilters = ["relay", "spamscore"]\n')
-    done = import_sme(sme, config, "--json")
-    assert done.returncode == 0, done.stderr
-    shown = json.loads(spamkit("config", "show", "--json", "--config", str(config)).stdout)
+    report, shown = imported(sme, config)
     assert shown["BadRcptTo"] == ["alice@*", "staff@*", "a.smith@*"]
     assert shown["SmtpFilters"] == ["relay", "badrcptto", "spamscore"]
-    left_out = json.loads(done.stdout)["left_out"]
+    left_out = report["left_out"]
     assert ("badrcptto_patterns (2 entries: ^info@.*, ^sales[0-9]+@): regular expressions; "
             "BadRcptTo takes patterns with * and ?: write each as one") in left_out, left_out
     # (a control character is not sent to the terminal as it is)
