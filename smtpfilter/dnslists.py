@@ -24,10 +24,10 @@ import re
 import string
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from smtpfilter.counters import LabelledCounter
 from smtpfilter.dns import Answer, DnsClient, Outcome
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -97,13 +97,17 @@ class ListTally:
     would refuse it all), so none is noticed from the mail alone."""
 
     def __init__(self) -> None:
+        self._answers = LabelledCounter(
+            "spamkit_dnslist_answers_total",
+            "Answers of each DNS list (RBLList, SBLList, UBLList): listed, not_listed, "
+            "error_code (the list refuses this server's queries), failed (no answer in "
+            "DnsTimeout), disbelieved (a listing from a list that lists RFC 5782's forbidden "
+            "entry).", ("list", "zone", "answer"))
         self._lock = threading.Lock()
-        self._answers: Counter[tuple[str, str, str]] = Counter()  # (option, zone, answer)
         self._disbelieved: dict[tuple[str, str], bool] = {}  # (option, zone) → now
 
     def count(self, option: str, zone: str, answer: str) -> None:
-        with self._lock:
-            self._answers[option, zone, answer] += 1
+        self._answers.count(option, zone, answer)
 
     def set_disbelieved(self, option: str, zone: str, disbelieved: bool) -> None:
         with self._lock:
@@ -115,21 +119,14 @@ class ListTally:
         with self._lock:
             self._disbelieved.clear()
 
-    def answers(self) -> dict[tuple[str, str, str], int]:
-        with self._lock:
-            return dict(self._answers)
+    def answers(self) -> dict[tuple[str, ...], int]:
+        return self._answers.counts()
 
     def exposition(self) -> list[str]:
         """The Prometheus text lines."""
         with self._lock:
-            answers, disbelieved = sorted(self._answers.items()), sorted(self._disbelieved.items())
-        lines = ["# HELP spamkit_dnslist_answers_total Answers of each DNS list (RBLList, SBLList, "
-                 "UBLList): listed, not_listed, error_code (the list refuses this server's "
-                 "queries), failed (no answer in DnsTimeout), disbelieved (a listing from a "
-                 "list that lists RFC 5782's forbidden entry).",
-                 "# TYPE spamkit_dnslist_answers_total counter"]
-        lines += [f'spamkit_dnslist_answers_total{{list="{option}",zone="{zone}",answer="{answer}"}} {n}'
-                  for (option, zone, answer), n in answers]
+            disbelieved = sorted(self._disbelieved.items())
+        lines = self._answers.exposition()
         lines += ["# HELP spamkit_dnslist_disbelieved 1 while a list is not believed because it "
                   "lists RFC 5782's forbidden entry (it answers every query as a listing), else 0.",
                   "# TYPE spamkit_dnslist_disbelieved gauge"]

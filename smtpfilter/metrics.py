@@ -9,43 +9,25 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from smtpfilter.counters import LabelledCounter
 from smtpfilter.dnslists import TALLY, ListTally
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Unchecked:
-    """Checks a filter could not make, by filter and why: its database unusable, or the
-    message too large to scan. The filters let such mail through (karma, greylist) or
-    pass it on unscanned, so the mail alone does not show that a check has stopped."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
-
-    def count(self, filter_name: str, reason: str) -> None:
-        with self._lock:
-            self._counts[filter_name, reason] += 1
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def exposition(self) -> list[str]:
-        lines = ["# HELP spamkit_filter_unchecked_total Checks a filter could not make, by "
-                 "filter and reason (database: its database unusable; size: over MaxMessageSize); "
-                 "the mail went on without them, or spamscore's WhenDatabaseDown applied.",
-                 "# TYPE spamkit_filter_unchecked_total counter"]
-        lines += [f'spamkit_filter_unchecked_total{{filter="{f}",reason="{r}"}} {n}'
-                  for (f, r), n in sorted(self.counts().items())]
-        return lines
-
-
-UNCHECKED = Unchecked()  # the process's: the filters count into it, the metrics read it
+# Checks a filter could not make, by filter and why: its database unusable, or the message
+# too large to scan. The filters let such mail through (karma, greylist) or pass it on
+# unscanned, so the mail alone does not show that a check has stopped. The process's: the
+# filters count into it, the metrics read it.
+UNCHECKED = LabelledCounter(
+    "spamkit_filter_unchecked_total",
+    "Checks a filter could not make, by filter and reason (database: its database unusable; "
+    "size: over MaxMessageSize); the mail went on without them, or spamscore's "
+    "WhenDatabaseDown applied.", ("filter", "reason"))
 
 
 class Metrics:
-    def __init__(self, lists: ListTally = TALLY, unchecked: Unchecked = UNCHECKED) -> None:
+    def __init__(self, lists: ListTally = TALLY, unchecked: LabelledCounter = UNCHECKED) -> None:
         self._lock = threading.Lock()
         self.lists = lists
         self.unchecked = unchecked
