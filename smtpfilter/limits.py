@@ -2,6 +2,10 @@
 client address (hosts_allow's instances), and the load average (loadcheck). Clients over
 a limit hear 421 and may retry later; sessions already open are not disturbed.
 
+loadcheck defers only mail from the outside, as on SME: LocalNetworks are let in at
+connect, and each transaction is checked again at MAIL (FilterHandler), where the client
+the MTA in front names with XFORWARD is known.
+
 The per-client limit spares LocalNetworks: behind Postfix every session comes from the
 MTA on 127.0.0.1, and limiting it would throttle all mail.
 
@@ -36,15 +40,31 @@ log = logging.getLogger("spamkit.smtpfilter")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # (a surrogate: a byte that was not UTF-8)
 
 
+BUSY_AT_CONNECT = "421 4.3.2 System busy, try again later"
+BUSY_AT_MAIL = "451 4.3.2 System busy, try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+TOO_MANY = "421 4.7.0 Too many connections, try again later"
+TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
+EARLY_TALKER = "554 5.7.1 You talked before the greeting"
+# what the log and the metrics name as the refuser of a connection turned away
+TURNED_AWAY_BY = {BUSY_AT_CONNECT: "loadcheck", SHUTTING_DOWN: "shutdown", TOO_MANY: "max_sessions",
+                  TOO_MANY_FROM_CLIENT: "max_sessions_per_client", EARLY_TALKER: "earlytalker"}
+
+
+def one_minute_load() -> float:
+    return os.getloadavg()[0]
+
+
 @dataclass
 class SessionLimits:
     max_sessions: int = 100
     max_per_client: int = 10
     max_load: float = 0.0  # 0: no load check
     early_talker_delay: float = 0.0  # seconds to wait before the greeting; 0: no check
-    exempt: tuple[str, ...] = ()  # networks the per-client limit and earlytalker spare: the MTA in front
+    exempt: tuple[str, ...] = ()  # ours (LocalNetworks), spared the per-client limit, earlytalker, loadcheck
     commands_per_message: int = 100  # times one command may come between two deliveries
     recipients_per_message: int = 1000  # RCPT's own budget (Postfix's smtpd_recipient_limit)
+    load_average: Callable[[], float] = one_minute_load
     active: Counter[str] = field(default_factory=Counter)
     sessions: set[LimitedSMTP] = field(default_factory=set)
     closing: bool = False
@@ -52,13 +72,13 @@ class SessionLimits:
     def admit(self, client: str) -> str | None:
         """None to let the client in, else the 421 reply that turns it away."""
         if self.closing:
-            return "421 4.3.2 Service shutting down, try again later"
-        if self.max_load and os.getloadavg()[0] > self.max_load:
-            return "421 4.3.2 System busy, try again later"
+            return SHUTTING_DOWN
+        if not self.exempts(client) and self.overloaded():
+            return BUSY_AT_CONNECT
         if sum(self.active.values()) >= self.max_sessions:
-            return "421 4.7.0 Too many connections, try again later"
+            return TOO_MANY
         if self.active[client] >= self.max_per_client and not self.exempts(client):
-            return "421 4.7.0 Too many connections from your address, try again later"
+            return TOO_MANY_FROM_CLIENT
         self.active[client] += 1
         return None
 
@@ -66,8 +86,13 @@ class SessionLimits:
         self._exempt_networks = Networks(self.exempt)
 
     def exempts(self, client: str) -> bool:
-        """Whether `client` is one of ours (LocalNetworks): no per-client limit, no earlytalker."""
+        """Whether `client` is one of ours (LocalNetworks): no per-client limit, no
+        earlytalker, no loadcheck."""
         return client in self._exempt_networks
+
+    def overloaded(self) -> bool:
+        """loadcheck: MaxLoad is set and the one-minute load average is above it."""
+        return bool(self.max_load) and self.load_average() > self.max_load
 
     def release(self, client: str) -> None:
         self.active[client] -= 1
@@ -88,6 +113,11 @@ class LimitedSMTP(SMTP):
         self.working = False  # the handler is working on a message: the client waits for us
         self._smtp_methods = {name: self._budgeted(name, method)
                               for name, method in self._smtp_methods.items()}
+
+    @property
+    def limits(self) -> SessionLimits:
+        """The limits this session was admitted under (the handler's MAIL asks loadcheck)."""
+        return self._limits
 
     def _budgeted(self, command: str, method: Callable[[str], Awaitable[None]]
                   ) -> Callable[[str], Awaitable[None]]:
@@ -160,12 +190,22 @@ class LimitedSMTP(SMTP):
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         refusal = self._limits.admit(client)
         if refusal is not None:
+            self._turned_away(client, refusal)
             transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
             transport.close()
             return
         self._client = client
         self._limits.sessions.add(self)
         super().connection_made(transport)
+
+    def _turned_away(self, client: str, refusal: str) -> None:
+        """Log and count a connection refused by a limit, as the handler does its filters'
+        refusals: a machine deferring mail for its load shows it in the metrics."""
+        by = TURNED_AWAY_BY.get(refusal, "limits")
+        log.info("client=%s stage=connect reply=%r by=%s", client, refusal[:3], by)
+        metrics = getattr(self.event_handler, "metrics", None)
+        if metrics is not None:
+            metrics.refused(by)
 
     async def _handle_client(self) -> None:
         """earlytalker (a client that talks before the greeting is a spam engine in a
@@ -175,7 +215,8 @@ class LimitedSMTP(SMTP):
         if delay and not (self._client is not None and self._limits.exempts(self._client)):
             await asyncio.sleep(delay)
             if self._reader._buffer:  # type: ignore[attr-defined]
-                await self.push("554 5.7.1 You talked before the greeting")
+                self._turned_away(self._client or "?", EARLY_TALKER)
+                await self.push(EARLY_TALKER)
                 if self.transport is not None:
                     self.transport.close()
                 return
@@ -273,7 +314,7 @@ class LimitedSMTP(SMTP):
     def goodbye(self) -> None:
         """On shutdown: tell an idle client to come back later, and hang up."""
         if self.transport is not None:
-            self.transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")  # type: ignore[attr-defined]
+            self.transport.write(f"{SHUTTING_DOWN}\r\n".encode())  # type: ignore[attr-defined]
             self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:

@@ -17,6 +17,7 @@ import time
 from smtpfilter.archive import ArchiveCopy
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
+from smtpfilter.limits import BUSY_AT_MAIL, SessionLimits
 from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
 from smtpfilter.networks import Networks
@@ -135,6 +136,9 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                              mail_from=address, notes=_notes(envelope))
+            if self._too_busy_for(server, session, envelope):
+                self._refused(tx, "mail", Decision(Action.TEMPFAIL, BUSY_AT_MAIL, "loadcheck"))
+                return BUSY_AT_MAIL
             refusal = await self._stage(session, "mail", tx)
             if refusal is not None:
                 return refusal
@@ -144,6 +148,18 @@ class FilterHandler:
         except Exception:
             log.exception("MAIL failed")
             return TEMPFAIL
+
+    def _too_busy_for(self, server, session, envelope) -> bool:  # type: ignore[no-untyped-def]
+        """loadcheck for this transaction: SME defers only mail from the outside. The
+        session's limits let LocalNetworks in at connect, so the MTA in front is always
+        let in; here its XFORWARD says whose mail this is. A session from the MTA in front
+        that names no client could be anyone's mail, and is deferred as before."""
+        limits: SessionLimits | None = getattr(server, "limits", None)  # (LimitedSMTP's)
+        if limits is None or not limits.max_load:
+            return False
+        ours = limits.exempts(_client(session, envelope)) and (
+            bool(_named_by(session, envelope)) or not self.trusts_forwarding(session))
+        return not ours and limits.overloaded()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         try:

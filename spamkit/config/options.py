@@ -259,8 +259,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaxSessionsPerClient", int, 10, "SMTP sessions at once from one address "
            "(hosts_allow's instances); more hear 421. LocalNetworks are not limited.",
            minimum=1, group="smtp"),
-    Option("MaxLoad", float, 0.0, "Above this load average new sessions hear 421 "
-           "(loadcheck; 0 turns it off).", minimum=0, group="smtp"),
+    Option("MaxLoad", float, 0.0, "Above this one-minute load average mail from the outside "
+           "is deferred, as on SME (loadcheck; 0 turns it off): new sessions from outside "
+           "LocalNetworks hear 421, and at MAIL 451 for a client outside them that the MTA in "
+           "front names with XFORWARD, or for any mail it sends naming no client.", minimum=0,
+           group="smtp"),
     Option("EarlyTalkerDelay", float, 0.0, "Seconds to wait before the greeting; a client "
            "that talks first is refused (earlytalker; 0 turns it off). LocalNetworks are "
            "greeted at once, as on SME.", minimum=0, maximum=30,

@@ -85,6 +85,64 @@ def test_loadcheck_turns_new_sessions_away(sink: Sink) -> None:
         controller.stop()
 
 
+def test_loadcheck_defers_only_mail_from_the_outside(sink: Sink, caplog: pytest.LogCaptureFixture) -> None:
+    """SME's loadcheck defers "emails from the outside". It turned every session away at
+    connect, so behind Postfix (every session from 127.0.0.1) a busy machine deferred our
+    own users' mail too, and a direct session from the office was refused like a
+    stranger's. Now LocalNetworks are let in, and each transaction is judged at MAIL by
+    the client it is for: the one the MTA in front names with XFORWARD."""
+    metrics = Metrics()
+    limits = SessionLimits(max_load=7.0, exempt=("127.0.0.0/8",), load_average=lambda: 9.5)
+    handler = FilterHandler(FilterChain([]), ("127.0.0.1", sink.port), metrics=metrics,
+                            forwarders=("127.0.0.1",))
+    port = free_port()
+    controller = LimitedController(handler, limits, hostname="127.0.0.1", port=port)
+    controller.start()
+
+    def mail(source: str, xforward: str = "") -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0)) as client:
+            client.ehlo("mta.test")
+            if xforward:
+                assert client.docmd("XFORWARD", xforward)[0] == 250
+            code, reply = client.mail("a@example.org")
+            if code == 250:
+                assert client.rcpt("b@example.org")[0] == 250
+                assert client.data(MESSAGE + f"Sent-From: {source} {xforward}\r\n".encode())[0] == 250
+            return code, reply
+
+    try:
+        with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+            assert mail("127.0.0.1", "ADDR=192.0.2.7") == (451, b"4.3.2 System busy, try again later")
+            assert mail("127.0.0.1", "ADDR=127.0.0.9")[0] == 250  # named by the MTA: one of ours
+            assert mail("127.0.0.2")[0] == 250  # ours, straight to us
+            assert mail("127.0.0.1")[0] == 451  # the MTA in front, naming no one: anyone's mail
+        assert sorted(m.split(b"Sent-From: ")[1].split(b"\n")[0].rstrip() for m in sink.messages()) \
+            == [b"127.0.0.1 ADDR=127.0.0.9", b"127.0.0.2"]
+        assert "client=192.0.2.7 helo=mta.test from=<a@example.org> rcpt=- stage=mail reply='451' " \
+            "by=loadcheck" in caplog.text
+        assert 'spamkit_filter_refusals_total{filter="loadcheck"} 2' in metrics.exposition()
+        calm = SessionLimits(max_load=7.0, load_average=lambda: 6.9)
+        assert calm.admit("192.0.2.7") is None and not calm.overloaded()
+    finally:
+        controller.stop()
+    # a stranger talking to us straight is still turned away at connect, and counted
+    limits = SessionLimits(max_load=7.0, exempt=("127.0.0.1/32",), load_average=lambda: 9.5)
+    controller = LimitedController(handler, limits, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+            stranger = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+            assert stranger.recv(1024) == b"421 4.3.2 System busy, try again later\r\n"
+            stranger.close()
+            ours, banner = greeting(port)
+            assert banner.startswith(b"220")
+            ours.close()
+        assert "client=127.0.0.2 stage=connect reply='421' by=loadcheck" in caplog.text
+        assert 'spamkit_filter_refusals_total{filter="loadcheck"} 3' in metrics.exposition()
+    finally:
+        controller.stop()
+
+
 def test_bcc_archive_copy_and_metrics(sink: Sink) -> None:
     metrics = Metrics()
     controller, port = start(sink, SessionLimits(), bcc="archive@example.org", metrics=metrics)
