@@ -1,6 +1,6 @@
-"""Prometheus counters with labels, kept by the process and safe across threads: what
-filters count when a check fails open (metrics.UNCHECKED) or a DNS list answers
-(dnslists.TALLY), for the metrics endpoint to show."""
+"""Prometheus counters with labels, safe across threads: messages, refusals and kept-back
+refusals (metrics.Metrics), checks a filter could not make (metrics.UNCHECKED) and DNS
+list answers (dnslists.TALLY), for the metrics endpoint to show."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from smtpfilter.counters import LabelledCounter
@@ -28,21 +27,26 @@ UNCHECKED = LabelledCounter(
 
 class Metrics:
     def __init__(self, lists: ListTally = TALLY, unchecked: LabelledCounter = UNCHECKED) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # (the scan-time histogram's)
         self.lists = lists
         self.unchecked = unchecked
-        self.decisions: Counter[str] = Counter()
-        self.refusals: Counter[str] = Counter()
-        self.kept_back: Counter[str] = Counter()
+        self.decisions = LabelledCounter("spamkit_messages_total", "Messages by what happened to them.",
+                                         ("decision",))
+        self.refusals = LabelledCounter(
+            "spamkit_filter_refusals_total", "Refusals by the filter that refused: of messages "
+            "at DATA, and of connections, HELO, MAIL or RCPT before it.", ("filter",))
+        self.kept_back = LabelledCounter(
+            "spamkit_filter_would_refuse_total", "Refusals kept back after the MTA's queue "
+            "(SmtpAfterQueue), by filter: messages passed on marked X-Spam-Would-Refuse.", ("filter",))
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
 
     def observe(self, decision: str, filter_name: str, seconds: float) -> None:
+        self.decisions.count(decision)
+        if decision in ("rejected", "tempfailed") and filter_name:
+            self.refusals.count(filter_name)
         with self._lock:
-            self.decisions[decision] += 1
-            if decision in ("rejected", "tempfailed") and filter_name:
-                self.refusals[filter_name] += 1
             for index, bound in enumerate(BUCKETS):
                 if seconds <= bound:
                     self.buckets[index] += 1
@@ -51,29 +55,16 @@ class Metrics:
 
     def refused(self, filter_name: str) -> None:
         """A refusal at connect, HELO, MAIL or RCPT (a message never sent)."""
-        with self._lock:
-            self.refusals[filter_name or "-"] += 1
+        self.refusals.count(filter_name or "-")
 
     def would_refuse(self, filter_name: str) -> None:
         """A refusal kept back after the MTA's queue (SmtpAfterQueue): the message went on,
         marked X-Spam-Would-Refuse, since refusing it there would bounce it to its sender."""
-        with self._lock:
-            self.kept_back[filter_name] += 1
+        self.kept_back.count(filter_name)
 
     def exposition(self) -> str:
+        lines = self.decisions.exposition() + self.refusals.exposition() + self.kept_back.exposition()
         with self._lock:
-            lines = ["# HELP spamkit_messages_total Messages by what happened to them.",
-                     "# TYPE spamkit_messages_total counter"]
-            lines += [f'spamkit_messages_total{{decision="{d}"}} {n}' for d, n in sorted(self.decisions.items())]
-            lines += ["# HELP spamkit_filter_refusals_total Refusals by the filter that refused: of "
-                      "messages at DATA, and of connections, HELO, MAIL or RCPT before it.",
-                      "# TYPE spamkit_filter_refusals_total counter"]
-            lines += [f'spamkit_filter_refusals_total{{filter="{f}"}} {n}' for f, n in sorted(self.refusals.items())]
-            lines += ["# HELP spamkit_filter_would_refuse_total Refusals kept back after the MTA's "
-                      "queue (SmtpAfterQueue), by filter: messages passed on marked X-Spam-Would-Refuse.",
-                      "# TYPE spamkit_filter_would_refuse_total counter"]
-            lines += [f'spamkit_filter_would_refuse_total{{filter="{f}"}} {n}'
-                      for f, n in sorted(self.kept_back.items())]
             lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",
                       "# TYPE spamkit_scan_seconds histogram"]
             lines += [f'spamkit_scan_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]
