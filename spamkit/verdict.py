@@ -55,6 +55,10 @@ _WARM_UP_MESSAGE = (
 
 AUTOLEARN_MIN_HEADER_POINTS = 3.0
 AUTOLEARN_MIN_BODY_POINTS = 3.0
+# SpamAssassin's AutoLearnThreshold does not teach a label the learner's own rules (the
+# BAYES_* bands, tflags learn) argue against by more than a point either way
+LEARNER_SAYS_SPAM_POINTS = 1.0
+LEARNER_SAYS_HAM_POINTS = -1.0
 _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
 _UNSAFE = re.compile(r"[\r\n\x00]")
 
@@ -295,7 +299,12 @@ class Scanner:
         if any("noautolearn" in rules[h.name].tflags for h in hits):
             return "no", "a list or noautolearn rule hit"
         points = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits)
+        # what Bayes itself says, in its bands' points: a spam the rules miss is one it
+        # may well know, and learning it as ham would teach it its own mistake
+        learner = sum(h.score for h in hits if "learn" in rules[h.name].tflags)
         if points <= self.autolearn_ham:
+            if learner > LEARNER_SAYS_SPAM_POINTS:
+                return "no", f"{points:.1f} points, but Bayes says spam ({learner:+.1f} points)"
             return "ham", f"{points:.1f} points, at or below {self.autolearn_ham:g}"
         if points >= self.autolearn_spam:
             head = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits
@@ -303,6 +312,8 @@ class Scanner:
             body = points - head
             if head < AUTOLEARN_MIN_HEADER_POINTS or body < AUTOLEARN_MIN_BODY_POINTS:
                 return "no", f"{points:.1f} points but {head:.1f} from headers and {body:.1f} from the body"
+            if learner < LEARNER_SAYS_HAM_POINTS:
+                return "no", f"{points:.1f} points, but Bayes says ham ({learner:+.1f} points)"
             return "spam", f"{points:.1f} points, at or above {self.autolearn_spam:g}"
         return "no", f"{points:.1f} points, between the thresholds"
 

@@ -152,7 +152,8 @@ OPTIONS: tuple[Option, ...] = (
            "(_SCORE_ is replaced by the score).", group="delivery"),
     Option("UseBayes", bool, True, "Use the Bayes classifier in the score.", group="bayes"),
     Option("BayesAutoLearn", bool, True, "Learn from messages whose rule score is clearly spam "
-           "or clearly ham, where learning is asked for: `serve --autolearn`, `spamd --autolearn`, "
+           "or clearly ham (unless Bayes's own BAYES_* points argue against it by more than one, "
+           "as SpamAssassin's autolearn), where learning is asked for: `serve --autolearn`, `spamd --autolearn`, "
            "`check --autolearn` (elsewhere X-Spam-Status says autolearn=disabled).", group="bayes"),
     Option("BayesAutoLearnThresholdSpam", float, 6.0, "Autolearn as spam at or above this score "
            "(without Bayes and list rules; at least 3 points from headers and 3 from the body).",
