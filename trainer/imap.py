@@ -322,13 +322,13 @@ def _key(item: SourceItem) -> bytes:
 
 
 def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_run: bool,
-                     today: datetime.date | None = None) -> RetentionReport:
+                     now: float | None = None) -> RetentionReport:
     """Junkmail retention over IMAP (MessageRetentionTime): delete the messages of each
-    account's junk folder that arrived more than `days` days ago (INTERNALDATE, by day, as
-    IMAP's SEARCH BEFORE compares), as `_remove` removes learned mail: by UID, never with
-    a plain EXPUNGE. An account that cannot be reached, or whose server can remove
-    nothing this way, is reported in `failures`."""
-    cutoff = (today or datetime.date.today()) - datetime.timedelta(days=days)
+    account's junk folder that arrived more than `days` days ago, as `_remove` removes
+    learned mail: by UID, never with a plain EXPUNGE. An account that cannot be reached,
+    or whose server can remove nothing this way, is reported in `failures`."""
+    cutoff = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.timezone.utc) \
+        - datetime.timedelta(days=days)
     report = RetentionReport(dry_run=dry_run)
     for account in accounts:
         report.users[account.label] = 0
@@ -342,7 +342,7 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
             if name is None:
                 continue
             validity = client.select_folder(name, readonly=dry_run)[b"UIDVALIDITY"]
-            uids = sorted(client.search(["BEFORE", cutoff, "UNDELETED"]))
+            uids = _arrived_before(client, cutoff)
             if dry_run or not uids:
                 report.users[account.label] = len(uids)
                 continue
@@ -357,6 +357,25 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
         finally:
             _logout(client)
     return report
+
+
+def _arrived_before(client: IMAPClient, cutoff: datetime.datetime) -> list[int]:
+    """The UIDs of the selected folder's undeleted messages whose INTERNALDATE is before
+    `cutoff`, to the second, as the Maildir retention compares. SEARCH BEFORE compares
+    the day of each date in its own zone, so it only finds the candidates (two days later
+    than the cutoff's day in UTC: no zone is a whole day ahead), and each one's
+    INTERNALDATE, which carries its zone, decides."""
+    candidates = sorted(client.search(["BEFORE", (cutoff + datetime.timedelta(days=2)).date(), "UNDELETED"]))
+    if not candidates:
+        return []
+    arrived = client.fetch(candidates, ["INTERNALDATE"])
+    return [uid for uid in candidates
+            if uid in arrived and _aware(arrived[uid][b"INTERNALDATE"]) < cutoff]
+
+
+def _aware(moment: datetime.datetime) -> datetime.datetime:
+    """imapclient gives INTERNALDATE in local time without a zone unless told otherwise."""
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[str, tuple[int, int]]:
