@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import smtplib
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
-from tests.servers.serve import start_serve
+from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import free_port, wait_for_port
 
 MESSAGES = 2000
@@ -56,13 +55,29 @@ GreylistDelay = 0
 """
 
 
-def _sink(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+@contextlib.contextmanager
+def _sink(directory: Path) -> Iterator[int]:
+    """smtp-sink keeping each message in `directory`, on the port it yields; stopped after."""
     port = free_port()
     os.chmod(directory, 0o777)
     process = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", f"{directory}/m.", f"127.0.0.1:{port}",
                                 "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
-    return process, port
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def _serving(next_hop_port: int, db: Path, config: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`spamkit serve` (start_serve), stopped as an init system stops it after."""
+    process, port = start_serve(next_hop_port, db, config, stderr=subprocess.DEVNULL)
+    try:
+        yield process, port
+    finally:
+        stop_serve(process)
 
 
 def _source(port: int) -> float:
@@ -74,17 +89,6 @@ def _source(port: int) -> float:
         raise RuntimeError(f"smtp-source to port {port} failed ({done.returncode}): "
                            f"{done.stderr.strip()[-2000:]}")
     return time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def _stopped_after(process: subprocess.Popen[bytes], port: int, stop: int = signal.SIGTERM,
-                   wait: float = 10) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """(process, port), the process sent `stop` and waited for when the block ends."""
-    try:
-        yield process, port
-    finally:
-        process.send_signal(stop)
-        process.wait(wait)
 
 
 def _latencies(port: int, sample: bytes) -> list[float]:
@@ -130,13 +134,11 @@ def load_report() -> str:
     stateful_config = work / "stateful.toml"
     stateful_config.write_text(STATEFUL_CHAIN.format(work=work))
     with contextlib.ExitStack() as running:  # (what started is stopped, even if the next did not start)
-        sink_a, port_a = running.enter_context(_stopped_after(*_sink(direct_dir)))
-        sink_b, port_b = running.enter_context(_stopped_after(*_sink(filtered_dir)))
-        sink_c, port_c = running.enter_context(_stopped_after(*_sink(stateful_dir)))
-        server, filter_port = running.enter_context(
-            _stopped_after(*start_serve(port_b, db, config, stderr=subprocess.DEVNULL), signal.SIGTERM, 30))
-        stateful, stateful_port = running.enter_context(
-            _stopped_after(*start_serve(port_c, db, stateful_config, stderr=subprocess.DEVNULL), signal.SIGTERM, 30))
+        port_a = running.enter_context(_sink(direct_dir))
+        port_b = running.enter_context(_sink(filtered_dir))
+        port_c = running.enter_context(_sink(stateful_dir))
+        server, filter_port = running.enter_context(_serving(port_b, db, config))
+        _, stateful_port = running.enter_context(_serving(port_c, db, stateful_config))
         direct_seconds = _source(port_a)
         cpu_before = _cpu_seconds(server.pid)
         filtered_seconds = _source(filter_port)
