@@ -369,8 +369,9 @@ def _arrived_before(client: IMAPClient, cutoff: datetime.datetime) -> list[int]:
     if not candidates:
         return []
     arrived = client.fetch(candidates, ["INTERNALDATE"])
-    return [uid for uid in candidates
-            if uid in arrived and _aware(arrived[uid][b"INTERNALDATE"]) < cutoff]
+    dates = {uid: found for uid in candidates
+             if isinstance(found := arrived.get(uid, {}).get(b"INTERNALDATE"), datetime.datetime)}
+    return [uid for uid, date in dates.items() if _aware(date) < cutoff]  # (no date: left alone)
 
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:
