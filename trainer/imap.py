@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
@@ -44,6 +44,7 @@ from trainer.sweep import SweepOptions, SweepReport, UserReport
 CHUNK = 100  # messages fetched at once
 FETCH_BYTES = 16 << 20  # and no more bytes than this (by RFC822.SIZE), past one message
 TIMEOUT = 60.0
+UIDS_PER_COMMAND = 1_000  # at most 11 KB of command line (Dovecot refuses lines over 64 KB)
 
 
 def connect(account: ImapAccount) -> IMAPClient:
@@ -101,11 +102,19 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             for folder, label in folders:
                 if folder is not None:
                     _sweep_folder(client, account, folder, label, learner, options, user)
-        except (IMAPClientError, OSError) as error:  # a dropped connection: the rest waits
+        except (IMAPClientError, OSError) as error:  # the rest of this account waits for the next run
             user.failed += 1
-            user.failures.append((f"{account.user}@{account.host}", f"connection lost: {error}"))
+            user.failures.append((f"{account.user}@{account.host}", _broken_off(error)))
         finally:
             _logout(client)
+
+
+def _broken_off(error: IMAPClientError | OSError) -> str:
+    """Why an account's run stopped: the connection broke, or the server answered a
+    command NO or BAD (which the administrator reads very differently)."""
+    if isinstance(error, (OSError, IMAPClientAbortError)):
+        return f"connection lost: {error}"
+    return f"the server refused a command: {error}"
 
 
 @dataclass(frozen=True)
@@ -281,28 +290,33 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
     current = client.select_folder(folder)[b"UIDVALIDITY"]
     if current != validity:
         return _Removal.VALIDITY_CHANGED
-    if to is not None:
-        if client.has_capability("MOVE"):
-            client.move(uids, to)
-        elif client.has_capability("UIDPLUS"):
-            client.copy(uids, to)
-            client.delete_messages(uids)
-            client.uid_expunge(uids)
-        else:
-            return _Removal.NOT_OFFERED
-    elif client.has_capability("UIDPLUS"):
-        client.delete_messages(uids)
-        client.uid_expunge(uids)
-    elif client.has_capability("MOVE"):
+    move, uidplus = client.has_capability("MOVE"), client.has_capability("UIDPLUS")
+    if to is None and move and not uidplus:  # no UID EXPUNGE: into the Trash instead
         personal = personal_namespace(client)
-        trash = find_folder(client, account.trash, personal)
-        if trash is None:
-            trash = _candidates(account.trash, personal)[-1]  # a new folder goes where the user's are
-            client.create_folder(trash)
-        client.move(uids, trash)
-    else:
+        to = find_folder(client, account.trash, personal)
+        if to is None:
+            to = _candidates(account.trash, personal)[-1]  # a new folder goes where the user's are
+            client.create_folder(to)
+    moving = move and to is not None
+    if not moving and not uidplus:
         return _Removal.NOT_OFFERED
+    for group in _uid_groups(uids):
+        if moving:
+            client.move(group, to)
+            continue
+        if to is not None:
+            client.copy(group, to)
+        client.delete_messages(group, silent=True)
+        client.uid_expunge(group)
     return _Removal.DONE
+
+
+def _uid_groups(uids: list[int]) -> Iterator[list[int]]:
+    """The UIDs in groups of at most UIDS_PER_COMMAND. imapclient writes a list out one
+    UID at a time, so one command removing ten thousand messages would pass Dovecot's
+    64 KB line limit and fail."""
+    for start in range(0, len(uids), UIDS_PER_COMMAND):
+        yield uids[start:start + UIDS_PER_COMMAND]
 
 
 def _count(user: UserReport, label: Label, outcome: Outcome) -> None:
@@ -353,7 +367,7 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
                 report.failures.append((account.label, f"{len(uids)} messages in {name} not "
                                         f"deleted: {removal.value}"))
         except (IMAPClientError, OSError) as error:
-            report.failures.append((account.label, f"connection lost: {error}"))
+            report.failures.append((account.label, _broken_off(error)))
         finally:
             _logout(client)
     return report
@@ -368,7 +382,9 @@ def _arrived_before(client: IMAPClient, cutoff: datetime.datetime) -> list[int]:
     candidates = sorted(client.search(["BEFORE", (cutoff + datetime.timedelta(days=2)).date(), "UNDELETED"]))
     if not candidates:
         return []
-    arrived = client.fetch(candidates, ["INTERNALDATE"])
+    arrived = {}
+    for group in _uid_groups(candidates):
+        arrived.update(client.fetch(group, ["INTERNALDATE"]))
     dates = {uid: found for uid in candidates
              if isinstance(found := arrived.get(uid, {}).get(b"INTERNALDATE"), datetime.datetime)}
     return [uid for uid, date in dates.items() if _aware(date) < cutoff]  # (no date: left alone)

@@ -487,6 +487,31 @@ def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str
         assert subjects_left() == {"new", "not yet", "withdrawn"}
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", MOVE_ONLY_HOST])
+def test_retention_removes_twelve_thousand_scattered_messages(server: Dovecot, tmp_path: Path, host: str) -> None:
+    """A junk folder of 24,000 messages, every other one expired: one UID EXPUNGE (or
+    MOVE) naming the 12,000 would be a 70 KB command line, and Dovecot refuses lines over
+    64 KB, so the run failed ("Too long argument") and deleted nothing. Now each command
+    names at most 1,000 UIDs, through UIDPLUS and through MOVE to Trash alike."""
+    junk = server.maildir("alice") / ".junkmail"
+    for sub in ("new", "cur", "tmp"):
+        (junk / sub).mkdir(parents=True)
+    expired = time.time() - 90 * 86400
+    for index in range(24_000):
+        path = junk / "cur" / f"1600000000.M{index:06d}P1.test:2,S"
+        path.write_bytes(b"Subject: junk %d\r\n\r\nbody\r\n" % index)
+        if index % 2 == 0:
+            os.utime(path, (expired, expired))  # Dovecot reads a Maildir message's arrival from its mtime
+    subprocess.run(["chown", "-R", "dovecot:dovecot", str(server.maildir("alice").parent)], check=True)
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
+    out = json.loads(spamkit("expire-junk", "--imap-accounts", str(accounts), "--days", "60", "--json").stdout)
+    assert out == {**out, "users": [{"user": "alice", "deleted": 12_000}], "failures": []}
+    left = sorted(int(name.split(".M")[1][:6]) for name in os.listdir(junk / "cur") + os.listdir(junk / "new"))
+    assert left == list(range(1, 24_000, 2))
+    if host == MOVE_ONLY_HOST:
+        assert server.count("alice", "Trash") == 12_000
+
+
 def test_user_picks_one_imap_account(server: Dovecot, tmp_path: Path,
                                      split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """--user with --imap-accounts was ignored: `expire-junk --user bob` emptied every
