@@ -45,6 +45,7 @@ CHUNK = 100  # messages fetched at once
 FETCH_BYTES = 16 << 20  # and no more bytes than this (by RFC822.SIZE), past one message
 TIMEOUT = 60.0
 UIDS_PER_COMMAND = 1_000  # at most 11 KB of command line (Dovecot refuses lines over 64 KB)
+SEARCH_WINDOW = 50_000  # messages one SEARCH answers for: at most 550 KB (imaplib refuses 1 MB lines)
 
 
 def connect(account: ImapAccount) -> IMAPClient:
@@ -110,11 +111,12 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
 
 
 def _broken_off(error: IMAPClientError | OSError) -> str:
-    """Why an account's run stopped: the connection broke, or the server answered a
-    command NO or BAD (which the administrator reads very differently)."""
+    """Why an account's run stopped: the connection broke, or a command failed (the
+    server answered NO or BAD, or imaplib refused the answer), which an administrator
+    looks into differently."""
     if isinstance(error, (OSError, IMAPClientAbortError)):
         return f"connection lost: {error}"
-    return f"the server refused a command: {error}"
+    return f"IMAP command failed: {error}"
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,10 @@ def _no_folders(spam: str, ham: str, prefix: str) -> str:
 
 def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
                   learner: Learner, options: SweepOptions, user: UserReport) -> None:
-    validity = client.select_folder(folder, readonly=options.dry_run)[b"UIDVALIDITY"]
+    selected = _select(client, folder, readonly=options.dry_run)
     if not options.dry_run:
-        _finish_removal(client, account, folder, label, learner, validity, options, user)
-    uids = sorted(client.search("UNDELETED"))  # flagged \Deleted: withdrawn by the user
+        _finish_removal(client, account, selected, label, learner, options, user)
+    uids = _search(client, selected, "UNDELETED")  # flagged \Deleted: withdrawn by the user
     if options.limit is not None:
         uids = uids[: options.limit]
     left_in_place = 0  # learned, but the server offers no way to remove only them
@@ -196,7 +198,7 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
         if not learned:
             continue
         back_to_inbox = label is Label.HAM and options.ham_to_inbox
-        removal = _remove(client, account, folder, validity, learned, "INBOX" if back_to_inbox else None)
+        removal = _remove(client, account, folder, selected.validity, learned, "INBOX" if back_to_inbox else None)
         if removal is _Removal.VALIDITY_CHANGED:
             # The UIDs fetched no longer name the same messages: stop here. What was
             # learned stays on the server and is known (so only removed) next time.
@@ -213,19 +215,20 @@ def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: 
                              "others marked deleted (learn-only; remove them by hand)"))
 
 
-def _finish_removal(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
-                    learner: Learner, validity: int, options: SweepOptions, user: UserReport) -> None:
+def _finish_removal(client: IMAPClient, account: ImapAccount, selected: _Selected, label: Label,
+                    learner: Learner, options: SweepOptions, user: UserReport) -> None:
     """Remove what an earlier sweep learned and flagged \\Deleted but could not expunge
     (its connection dropped in between). Of the messages flagged \\Deleted, only those
     learned with this folder's label are ours: one its user took back before it was
     learned is left for the user's own expunge."""
-    flagged = sorted(client.search("DELETED"))
+    folder = selected.name
+    flagged = _search(client, selected, "DELETED")
     ours: list[int] = []
     for group in _fetch_groups(client, account, folder, flagged, options, None):
         items, by_name = _fetch(client, account, folder, group, None)
         known = learner.store.learned_as_many([_key(item) for item in items])
         ours += [by_name[item.name] for item, learned in zip(items, known) if learned is label]
-    if ours and _remove(client, account, folder, validity, ours) is _Removal.DONE:
+    if ours and _remove(client, account, folder, selected.validity, ours) is _Removal.DONE:
         user.removed += len(ours)
 
 
@@ -287,8 +290,7 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
     """Remove exactly these UIDs, never with a plain EXPUNGE; with `to` (the Inbox, for
     LearnHamToInbox), into that folder: MOVE, else COPY and then UID EXPUNGE (a run cut
     off between the two leaves a second copy in `to`, never none)."""
-    current = client.select_folder(folder)[b"UIDVALIDITY"]
-    if current != validity:
+    if _select(client, folder).validity != validity:
         return _Removal.VALIDITY_CHANGED
     move, uidplus = client.has_capability("MOVE"), client.has_capability("UIDPLUS")
     if to is None and move and not uidplus:  # no UID EXPUNGE: into the Trash instead
@@ -309,6 +311,33 @@ def _remove(client: IMAPClient, account: ImapAccount, folder: str, validity: int
         client.delete_messages(group, silent=True)
         client.uid_expunge(group)
     return _Removal.DONE
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """The folder selected, as SELECT (or EXAMINE) described it."""
+    name: str
+    validity: int
+    exists: int  # messages
+
+
+def _select(client: IMAPClient, folder: str, readonly: bool = False) -> _Selected:
+    answer = client.select_folder(folder, readonly=readonly)
+    return _Selected(folder, answer[b"UIDVALIDITY"], int(answer.get(b"EXISTS", 0)))
+
+
+def _search(client: IMAPClient, selected: _Selected, *criteria: object) -> list[int]:
+    """UID SEARCH of the selected folder, sorted. Python's imaplib refuses an answer line
+    over 1 MB, about 150,000 UIDs, so a larger folder is searched SEARCH_WINDOW messages
+    at a time, by sequence number: those run 1 to EXISTS however sparse the UIDs are.
+    (Another client's expunge meanwhile shifts them: a message it moves across a window's
+    edge may be missed, and is found by the next run.)"""
+    if selected.exists <= SEARCH_WINDOW:
+        return sorted(client.search(list(criteria)))
+    found: set[int] = set()
+    for low in range(1, selected.exists + 1, SEARCH_WINDOW):
+        found.update(client.search([f"{low}:{low + SEARCH_WINDOW - 1}", *criteria]))
+    return sorted(found)
 
 
 def _uid_groups(uids: list[int]) -> Iterator[list[int]]:
@@ -355,12 +384,12 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
             name = find_folder(client, folder, personal_namespace(client))
             if name is None:
                 continue
-            validity = client.select_folder(name, readonly=dry_run)[b"UIDVALIDITY"]
-            uids = _arrived_before(client, cutoff)
+            selected = _select(client, name, readonly=dry_run)
+            uids = _arrived_before(client, selected, cutoff)
             if dry_run or not uids:
                 report.users[account.label] = len(uids)
                 continue
-            removal = _remove(client, account, name, validity, uids)
+            removal = _remove(client, account, name, selected.validity, uids)
             if removal is _Removal.DONE:
                 report.users[account.label] = len(uids)
             else:
@@ -373,13 +402,13 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
     return report
 
 
-def _arrived_before(client: IMAPClient, cutoff: datetime.datetime) -> list[int]:
+def _arrived_before(client: IMAPClient, selected: _Selected, cutoff: datetime.datetime) -> list[int]:
     """The UIDs of the selected folder's undeleted messages whose INTERNALDATE is before
     `cutoff`, to the second, as the Maildir retention compares. SEARCH BEFORE compares
     the day of each date in its own zone, so it only finds the candidates (two days later
     than the cutoff's day in UTC: no zone is a whole day ahead), and each one's
     INTERNALDATE, which carries its zone, decides."""
-    candidates = sorted(client.search(["BEFORE", (cutoff + datetime.timedelta(days=2)).date(), "UNDELETED"]))
+    candidates = _search(client, selected, "BEFORE", (cutoff + datetime.timedelta(days=2)).date(), "UNDELETED")
     if not candidates:
         return []
     arrived = {}
@@ -406,8 +435,9 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str]) -> dict[st
         for name, setting in folders.items():
             folder = find_folder(client, setting, personal)
             if folder is not None:
-                client.select_folder(folder, readonly=True)
-                out[name] = (len(client.search("UNDELETED")), len(client.search(["UNSEEN", "UNDELETED"])))
+                selected = _select(client, folder, readonly=True)
+                out[name] = (len(_search(client, selected, "UNDELETED")),
+                             len(_search(client, selected, "UNSEEN", "UNDELETED")))
             else:
                 out[name] = (0, 0)
         return out

@@ -487,29 +487,54 @@ def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str
         assert subjects_left() == {"new", "not yet", "withdrawn"}
 
 
+def write_many(server: Dovecot, user: str, folder: str, count: int, expired: int = 0) -> Path:
+    """`count` small messages written straight into a Maildir folder, in UID order; every
+    other one of the first 2 x `expired` arrived 90 days ago (Dovecot reads a Maildir
+    message's arrival from its mtime)."""
+    path = server.maildir(user) / f".{folder}"
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True)
+    old = time.time() - 90 * 86400
+    for index in range(count):
+        message = path / "cur" / f"1600000000.M{index:06d}P1.test:2,S"
+        message.write_bytes(b"Subject: junk %d\r\n\r\nbody %d\r\n" % (index, index))
+        if index % 2 == 0 and index < 2 * expired:
+            os.utime(message, (old, old))
+    subprocess.run(["chown", "-R", "dovecot:dovecot", str(server.maildir(user).parent)], check=True)
+    return path
+
+
+def numbers_left(folder: Path) -> list[int]:
+    return sorted(int(name.split(".M")[1][:6]) for name in os.listdir(folder / "cur") + os.listdir(folder / "new"))
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", MOVE_ONLY_HOST])
 def test_retention_removes_twelve_thousand_scattered_messages(server: Dovecot, tmp_path: Path, host: str) -> None:
     """A junk folder of 24,000 messages, every other one expired: one UID EXPUNGE (or
     MOVE) naming the 12,000 would be a 70 KB command line, and Dovecot refuses lines over
     64 KB, so the run failed ("Too long argument") and deleted nothing. Now each command
     names at most 1,000 UIDs, through UIDPLUS and through MOVE to Trash alike."""
-    junk = server.maildir("alice") / ".junkmail"
-    for sub in ("new", "cur", "tmp"):
-        (junk / sub).mkdir(parents=True)
-    expired = time.time() - 90 * 86400
-    for index in range(24_000):
-        path = junk / "cur" / f"1600000000.M{index:06d}P1.test:2,S"
-        path.write_bytes(b"Subject: junk %d\r\n\r\nbody\r\n" % index)
-        if index % 2 == 0:
-            os.utime(path, (expired, expired))  # Dovecot reads a Maildir message's arrival from its mtime
-    subprocess.run(["chown", "-R", "dovecot:dovecot", str(server.maildir("alice").parent)], check=True)
+    junk = write_many(server, "alice", "junkmail", 24_000, expired=12_000)
     accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
     out = json.loads(spamkit("expire-junk", "--imap-accounts", str(accounts), "--days", "60", "--json").stdout)
     assert out == {**out, "users": [{"user": "alice", "deleted": 12_000}], "failures": []}
-    left = sorted(int(name.split(".M")[1][:6]) for name in os.listdir(junk / "cur") + os.listdir(junk / "new"))
-    assert left == list(range(1, 24_000, 2))
+    assert numbers_left(junk) == list(range(1, 24_000, 2))
     if host == MOVE_ONLY_HOST:
         assert server.count("alice", "Trash") == 12_000
+
+
+def test_a_folder_too_large_for_one_search_answer_is_searched_in_windows(server: Dovecot, tmp_path: Path) -> None:
+    """Python's imaplib refuses an answer line over 1 MB; SEARCH UNDELETED in a folder of
+    160,000 messages answers 1.1 MB, so `stats` failed for the account and a sweep of the
+    folder learned nothing. Such a folder is now searched 50,000 UIDs at a time."""
+    folder = write_many(server, "alice", "LearnAsSpam", 160_000)
+    accounts = str(server.accounts_file(tmp_path / "accounts.toml", users=("alice",)))
+    stats = json.loads(spamkit("stats", "--imap-accounts", accounts, "--json").stdout)
+    assert stats["failures"] == [] and stats["users"][0]["LearnAsSpam"] == 160_000
+    swept = json.loads(spamkit("learn", "--imap-accounts", accounts, "--limit", "40", "--db", str(tmp_path / "db"),
+                               "--json").stdout)
+    assert (swept["totals"]["spam_learned"], swept["totals"]["removed"], swept["totals"]["failed"]) == (40, 40, 0)
+    assert numbers_left(folder) == list(range(40, 160_000))
 
 
 def test_user_picks_one_imap_account(server: Dovecot, tmp_path: Path,
