@@ -12,7 +12,8 @@ What carries over, and where from:
   the same name (TagLevel, RejectLevel, Sensitivity, SortSpam, RBLList, HeloPolicy,
   KarmaNegative, SPFRejectPolicy, ...); qpsmtpd's switches DNSBL, RHSBL, URIBL, Karma and
   DKIMSigning as filters in SmtpFilters; Bcc and BccUser as BccAddress; qmail's
-  MaxMessageSize as SmtpMaxMessageSize; DomainName into LocalDomains; ScanLocalClients
+  MaxMessageSize as SmtpMaxMessageSize; smtpd's InstancesPerIP (connections at once from
+  one host) as MaxSessionsPerClient; DomainName into LocalDomains; ScanLocalClients
   false, since SME scores no mail from its local networks.
 - domains: every domain into LocalDomains (the relay filter takes mail for these only),
   and one with DKIMSigning disabled into DkimSigningExcept.
@@ -48,6 +49,10 @@ CHAIN_ORDER = ("whitelisthosts", "whitelisthelo", "karma", "greylist", "relay", 
                "resolvable_fromhost", "rhsbl", "dnsbl", "badrcptto", "badmailfromto",
                "badhelo", "helo", "spf", "dkim", "dmarc", "headers", "attachments", "uribl",
                "spamscore", "dkimsign")
+# the limits SME keeps under other services than spamassassin and qpsmtpd, and the
+# spamkit setting each is (qmail's size limit; the connections smtpd takes from one host)
+SERVICE_LIMITS = (("qmail", "MaxMessageSize", "SmtpMaxMessageSize"),
+                  ("smtpd", "InstancesPerIP", "MaxSessionsPerClient"))
 # properties that are SME's but no spamkit setting's, and why they are not carried over
 NOT_SPAMKITS = {
     "status": "spamkit's filtering is on wherever `serve`, `spamd` or `deliver` runs it",
@@ -181,9 +186,10 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
                 plan.left_out.append(f"{where}={value}: {why}")
     if current["ScanLocalClients"]:
         plan.set("ScanLocalClients", "false", "SME: its spamassassin plugin is off for local connections")
-    qmail = configuration.get("qmail")
-    if qmail and qmail.props.get("MaxMessageSize", "").isdigit():
-        plan.set("SmtpMaxMessageSize", qmail.props["MaxMessageSize"], "configuration qmail MaxMessageSize")
+    for service, name, option in SERVICE_LIMITS:
+        record = configuration.get(service)
+        if record and record.props.get(name, "").isdigit():
+            plan.set(option, record.props[name], f"configuration {service} {name}")
     found = [record.key.lower() for record in databases.get("domains", {}).values()
              if record.type == "domain"]
     domain_name = configuration.get("DomainName")

@@ -17,6 +17,7 @@ SystemName=mail
 spamassassin=service|RejectLevel|12|Sensitivity|custom|SortSpam|enabled|TagLevel|4|MessageRetentionTime|60|UseBayes|1|BayesAutoLearnThresholdSpam|6.00|BayesAutoLearnThresholdNonspam|0.10|PyzorTimeout|15|status|enabled
 qpsmtpd=service|DNSBL|enabled|RHSBL|enabled|RBLList|zen.spamhaus.org|SBLList|multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org|URIBL|enabled|UBLList|multi.surbl.org:8-16-64-128,black.uribl.com|Karma|enabled|KarmaNegative|3|HeloPolicy|rfc|DMARCReject|disabled|SPFRejectPolicy|2|Bcc|enabled|BccMode|bcc|Authentication|enabled|MaxLoad|7
 qmail=service|MaxMessageSize|20000000|ConcurrencyRemote|10
+smtpd=service|InstancesPerIP|4|TCPPort|25|access|public
 """
 DATABASES = {
     "domains": "example.net=domain|Description|Second site|Nameservers|internet\n"
@@ -75,7 +76,7 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
         "MessageRetentionTime": 60, "UseBayes": True, "BayesAutoLearnThresholdSpam": 6.0,
         "BayesAutoLearnThresholdNonspam": 0.1, "KarmaNegative": 3, "HeloPolicy": "rfc",
         "DmarcReject": False, "SpfRejectPolicy": 2, "BccAddress": "maillog@example.org",
-        "BccMode": "bcc", "MaxLoad": 7.0, "SmtpMaxMessageSize": 20_000_000,
+        "BccMode": "bcc", "MaxLoad": 7.0, "SmtpMaxMessageSize": 20_000_000, "MaxSessionsPerClient": 4,
         "ScanLocalClients": False,  # SME scores no mail from its local networks
         "RBLList": ["zen.spamhaus.org"],
         "SBLList": ["multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org"],
