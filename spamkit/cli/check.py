@@ -48,7 +48,8 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     Without --autolearn the database is opened read-only and never created, and messages
     are scored 256 at a time (their database reads shared), so output comes a batch at a
     time. Exit status: 0 when every message was read, 1 when some could not be, 74 when
-    --autolearn could not write to the database (every message is still checked).
+    there is no database (set UseBayes false to score with the rules alone) or --autolearn
+    could not write to it (every message is still checked).
     """
     config = load_config(config_path)
     store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)

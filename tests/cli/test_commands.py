@@ -110,6 +110,10 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path, folders: dict[str,
     assert missing_db.stderr.startswith("spamkit: error: no spamkit database")
     assert "Traceback" not in missing_db.stderr
     assert not (tmp_path / "nothing").exists()
+    rules_alone = spamkit("check", "--db", str(tmp_path / "nothing"), "--json", str(folders["one"]),
+                          env=dict(os.environ, SPAMKIT_USEBAYES="false"))  # as the help says
+    assert rules_alone.returncode == 0 and json.loads(rules_alone.stdout)["bayes"] is None
+    assert not (tmp_path / "nothing").exists()
 
     no_mode = spamkit("learn", str(tmp_path), "--db", str(tmp_path / "db"))
     assert no_mode.returncode == 2 and "--spam, --ham or --forget" in no_mode.stderr
