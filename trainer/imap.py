@@ -336,7 +336,11 @@ def _search(client: IMAPClient, selected: _Selected, *criteria: object) -> list[
         return sorted(client.search(list(criteria)))
     found: set[int] = set()
     for low in range(1, selected.exists + 1, SEARCH_WINDOW):
-        found.update(client.search([f"{low}:{low + SEARCH_WINDOW - 1}", *criteria]))
+        high = low + SEARCH_WINDOW - 1
+        # RFC 3501: a server should answer BAD to a number past the last message, so the
+        # last window ends at "*", the last message whatever the count is by then
+        window = f"{low}:{high}" if high < selected.exists else f"{low}:*"
+        found.update(client.search([window, *criteria]))
     return sorted(found)
 
 

@@ -187,9 +187,9 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
     if current["ScanLocalClients"]:
         plan.set("ScanLocalClients", "false", "SME: its spamassassin plugin is off for local connections")
     for service, name, option in SERVICE_LIMITS:
-        record = configuration.get(service)
-        if record and record.props.get(name, "").isdigit():
-            plan.set(option, record.props[name], f"configuration {service} {name}")
+        limits = configuration.get(service)
+        if limits and limits.props.get(name, "").isdigit():
+            plan.set(option, limits.props[name], f"configuration {service} {name}")
     found = [record.key.lower() for record in databases.get("domains", {}).values()
              if record.type == "domain"]
     domain_name = configuration.get("DomainName")
