@@ -13,8 +13,26 @@ A TOML file of `[[account]]` tables, readable only by its owner since it holds p
     ca_file = "/etc/ssl/private-ca.pem"
     trash = "Trash"         # where MOVE puts learned mail on a server without UIDPLUS
 
-A mistake names the file, the account's number, the line and the key, as the main
-configuration does; a misspelt key is an error, not a default taken in silence.
+To sweep every mailbox on a server without each user's password, log in as a master
+user (Dovecot's master passdb, Cyrus's proxy servers): the login is SASL PLAIN with
+`master_user` authenticating and `user` the mailbox opened, and `password` is the
+master user's. A `[defaults]` table gives any key but `user` to every account that
+does not set it, so such a file is one line an account:
+
+    [defaults]
+    host = "imap.example.org"
+    master_user = "spamkit"
+    password = "..."
+
+    [[account]]
+    user = "alice"
+
+    [[account]]
+    user = "bob"
+
+A mistake names the file, the account's number (or the defaults), the line and the
+key, as the main configuration does; a misspelt key is an error, not a default taken
+in silence.
 """
 
 from __future__ import annotations
@@ -45,6 +63,7 @@ class ImapAccount:
     verify: bool = True
     ca_file: str | None = None
     trash: str = "Trash"
+    master_user: str | None = None  # log in as this user, to `user`'s mailbox (SASL PLAIN)
 
     @property
     def label(self) -> str:
@@ -91,7 +110,7 @@ def _trash(value: Any) -> str | None:
 
 KEYS: dict[str, Callable[[Any], str | None]] = {
     "user": _text, "password": _text, "host": _text, "port": _port, "security": _security,
-    "verify": _verify, "ca_file": _ca_file, "trash": _trash,
+    "verify": _verify, "ca_file": _ca_file, "trash": _trash, "master_user": _text,
 }
 REQUIRED = ("user", "password", "host")
 
@@ -111,35 +130,45 @@ def load_accounts(path: Path) -> list[ImapAccount]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
         raise ConfigError(f"{path}: {error}") from None
     tables = data.get("account", [])
-    other = sorted(set(data) - {"account"})
-    if other or not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(f"{path}: the file holds [[account]] tables only"
+    defaults = data.get("defaults", {})
+    other = sorted(set(data) - {"account", "defaults"})
+    if other or not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables) \
+            or not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: the file holds [[account]] tables only, and a [defaults] table"
                           + (f" (found {', '.join(other)})" if other else ""))
     if not tables:
         raise ConfigError(f"{path}: no [[account]] tables")
-    starts = [match.start() for match in re.finditer(r"^\s*\[\[\s*account\s*\]\]", text, re.MULTILINE)]
-    return [_account(table, number, _Lines(path, text, starts, number))
+    heading = re.search(r"^[ \t]*\[\s*defaults\s*\]", text, re.MULTILINE)
+    if heading is not None:
+        lines = _Lines(path, text, [heading.start()], 1, "defaults")
+        _check_keys(defaults, lines)
+        if "user" in defaults:
+            raise ConfigError(f"{lines.where('user')}: user: each [[account]] names its own")
+    starts = [match.start() for match in re.finditer(r"^[ \t]*\[\[\s*account\s*\]\]", text, re.MULTILINE)]
+    return [_account(table, defaults, _Lines(path, text, starts, number))
             for number, table in enumerate(tables, start=1)]
 
 
 class _Lines:
-    """Where one account's keys are written, for error messages."""
+    """Where one account's keys (or the defaults') are written, for error messages."""
 
-    def __init__(self, path: Path, text: str, starts: list[int], number: int) -> None:
-        self.path, self.number = path, number
+    def __init__(self, path: Path, text: str, starts: list[int], number: int, name: str | None = None) -> None:
+        self.path, self.number, self.name = path, number, name or f"account {number}"
         begin = starts[number - 1] if number <= len(starts) else 0
         end = starts[number] if number < len(starts) else len(text)
+        end = min([end] + [m.start() + begin for m in re.finditer(r"^[ \t]*\[", text[begin:], re.MULTILINE)
+                           if m.start() > 0])  # (up to the next table, of whatever kind)
         self.text, self.first_line = text[begin:end], text.count("\n", 0, begin) + 1
 
     def where(self, key: str | None = None) -> str:
         line = self.first_line
-        match = re.search(rf"^\s*\"?{re.escape(key)}\"?\s*=", self.text, re.MULTILINE) if key else None
+        match = re.search(rf"^[ \t]*\"?{re.escape(key)}\"?\s*=", self.text, re.MULTILINE) if key else None
         if match:
             line += self.text.count("\n", 0, match.start())
-        return f"{self.path}:{line}: account {self.number}"
+        return f"{self.path}:{line}: {self.name}"
 
 
-def _account(table: dict[str, Any], number: int, lines: _Lines) -> ImapAccount:
+def _check_keys(table: dict[str, Any], lines: _Lines) -> None:
     for key, value in table.items():
         check = KEYS.get(key)
         if check is None:
@@ -149,10 +178,16 @@ def _account(table: dict[str, Any], number: int, lines: _Lines) -> ImapAccount:
         problem = check(value)
         if problem:
             raise ConfigError(f"{lines.where(key)}: {key}: {problem}")
-    missing = [key for key in REQUIRED if key not in table]
+
+
+def _account(table: dict[str, Any], defaults: dict[str, Any], lines: _Lines) -> ImapAccount:
+    _check_keys(table, lines)
+    merged = {**defaults, **table}
+    missing = [key for key in REQUIRED if key not in merged]
     if missing:
         raise ConfigError(f"{lines.where()}: missing {', '.join(missing)}")
-    security = table.get("security", "tls")
-    return ImapAccount(table["user"], table["password"], table["host"],
-                       table.get("port", 993 if security == "tls" else 143), security,
-                       table.get("verify", True), table.get("ca_file"), table.get("trash", "Trash"))
+    security = merged.get("security", "tls")
+    return ImapAccount(merged["user"], merged["password"], merged["host"],
+                       merged.get("port", 993 if security == "tls" else 143), security,
+                       merged.get("verify", True), merged.get("ca_file"), merged.get("trash", "Trash"),
+                       merged.get("master_user"))

@@ -59,7 +59,14 @@ def connect(account: ImapAccount) -> IMAPClient:
         client = IMAPClient(account.host, account.port, ssl=False, timeout=TIMEOUT)
         if account.security == "starttls":
             client.starttls(context)
-    client.login(account.user, account.password)
+    try:
+        if account.master_user is None:
+            client.login(account.user, account.password)
+        else:  # SASL PLAIN: the master user authenticates, and opens `user`'s mailbox
+            client.plain_login(account.master_user, account.password, account.user)
+    except BaseException:
+        client.shutdown()  # (a refused login leaves no connection behind)
+        raise
     return client
 
 

@@ -5,7 +5,7 @@ file the TLS tests pass as `ca_file`. The plain port also listens on three more 
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
 MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither.
 `PREFIXED_USER` has every folder under the personal namespace prefix "INBOX.", as on
-Courier and Cyrus. Users' folders are on disk as Maildir++, so tests put corpus messages
+Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Users' folders are on disk as Maildir++, so tests put corpus messages
 in with plain file writes and read the results back the same way.
 """
 
@@ -34,6 +34,10 @@ UIDPLUS_ONLY_HOST = "127.0.0.4"
 # is INBOX.LearnAsSpam), as on Courier, Cyrus and Dovecots configured like them.
 PREFIXED_USER = "dave"
 PREFIXED_PASSWORD = "secret4"
+# A master user (Dovecot's master passdb): with its password it opens any user's mailbox,
+# by SASL PLAIN with that user as the authorization identity.
+MASTER_USER = "spamkit"
+MASTER_PASSWORD = "master-secret"
 
 
 def logins() -> dict[str, str]:
@@ -105,6 +109,7 @@ def start_dovecot() -> Iterator[Dovecot]:
     self_signed_certificate(root)
     os.chmod(root / "key.pem", 0o644)
     (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in logins().items()))
+    (root / "masters").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}\n")
     (root / "userdb").write_text("".join(
         f"{u}:::::::" + ("userdb_namespace/inbox/prefix=INBOX." if u == PREFIXED_USER else "") + "\n"
         for u in logins()))
@@ -121,10 +126,17 @@ ssl_cert = <{root}/cert.pem
 ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_master_user_separator = *
 mail_location = maildir:{root}/mail/%u/Maildir
 default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/masters
+  master = yes
+  pass = yes
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users

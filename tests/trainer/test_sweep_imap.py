@@ -18,8 +18,8 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import (BARE_HOST, MOVE_ONLY_HOST, PREFIXED_USER, UIDPLUS_ONLY_HOST, USERS, Dovecot,
-                                  logins, start_dovecot)
+from tests.servers.dovecot import (BARE_HOST, MASTER_PASSWORD, MASTER_USER, MOVE_ONLY_HOST, PREFIXED_USER,
+                                  UIDPLUS_ONLY_HOST, USERS, Dovecot, logins, start_dovecot)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,40 @@ def test_wrong_password_is_reported_and_nothing_moves(
     assert result.returncode == 1
     assert "cannot log in" in json.loads(result.stdout)["users"][0]["failures"][0]["reason"]
     assert server.count("alice", "LearnAsSpam") == 2
+
+
+def test_a_master_user_sweeps_every_mailbox_with_one_password(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """An administrator sweeping every mailbox of a server over IMAP needs no user's
+    password: a [defaults] table gives the server and the master user, and each account
+    is a line. Each mailbox is opened by SASL PLAIN as its user (authorization identity)
+    and reported under that user's name; an account the master may not open is refused
+    alone, and a wrong master password refuses them all without moving anything."""
+    fill(server, split[0], per_folder=3)
+
+    def accounts(password: str) -> str:
+        text = (f'[defaults]\nhost = "127.0.0.1"\nport = {server.plain_port}\nsecurity = "none"\n'
+                f'master_user = "{MASTER_USER}"\npassword = "{password}"\n')
+        text += "".join(f'\n[[account]]\nuser = "{user}"\n' for user in ("alice", "bob", "nobody"))
+        path = tmp_path / f"{password}.toml"
+        path.write_text(text)
+        path.chmod(0o600)
+        return str(path)
+
+    wrong = json.loads(spamkit("learn", "--imap-accounts", accounts("nope"), "--db", str(tmp_path / "db"),
+                               "--json", check=False).stdout)
+    assert [("cannot log in" in u["failures"][0]["reason"]) for u in wrong["users"]] == [True] * 3
+    assert server.count("alice", "LearnAsSpam") == server.count("bob", "LearnAsSpam") == 3
+
+    result = spamkit("learn", "--imap-accounts", accounts(MASTER_PASSWORD), "--db", str(tmp_path / "db"),
+                     "--json", check=False)
+    assert result.returncode == 1  # nobody's mailbox
+    users = {u["user"]: u for u in json.loads(result.stdout)["users"]}
+    for user in ("alice", "bob"):
+        assert (users[user]["spam_learned"], users[user]["ham_learned"], users[user]["removed"]) == (3, 3, 6)
+        assert server.count(user, "LearnAsSpam") == server.count(user, "LearnAsHam") == 0
+    assert "AUTHORIZATIONFAILED" in users["nobody"]["failures"][0]["reason"]
+    assert server.count("carol", "LearnAsSpam") == 3  # not listed: not opened
 
 
 @pytest.mark.slow
