@@ -25,7 +25,7 @@ from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
 from trainer.accounts import ImapAccount, load_accounts
-from trainer.imap import imap_expire_junk, imap_folder_counts, imap_sweep
+from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnknownUser, UnsafeUser, accounts
@@ -189,10 +189,11 @@ def imap_stats(accounts_list: list[ImapAccount], config: Config) -> tuple[list[U
     """A row for each account that could be asked, and (account, why) for each that could
     not: one server down does not hide the others."""
     rows, failures = [], []
+    servers = Servers()
     for account in accounts_list:
         try:
             counts = imap_folder_counts(account, {"spam": config["SpamFolder"], "ham": config["HamFolder"],
-                                                  "junk": config["JunkFolder"]})
+                                                  "junk": config["JunkFolder"]}, servers)
         except (IMAPClientError, OSError) as error:  # (ssl.SSLError is an OSError)
             failures.append((account.label, f"{account.user}@{account.host}:{account.port}: {error}"))
             continue

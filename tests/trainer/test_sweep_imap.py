@@ -457,6 +457,46 @@ def test_stats_counts_the_accounts_it_reaches_and_names_the_one_it_cannot(
     assert "alice" in plain.stdout and f"bob: not counted: bob@127.0.0.1:{port}" in plain.stderr
 
 
+def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes connections and never greets (down, or behind a firewall that
+    drops) made each of its accounts wait the whole timeout: with fifty accounts on it,
+    fifty minutes of a cron run. The first account waits; the others on that server are
+    not tried this run and are named as such; an account elsewhere is swept as usual. The
+    same for `stats` and `expire-junk`."""
+    import trainer.imap
+    from spamkit.cli.trainer import imap_stats
+    from spamkit.config import load_config
+    from spamkit.learn import Learner
+    from trainer.accounts import load_accounts
+    from trainer.imap import imap_expire_junk, imap_sweep
+    from trainer.sweep import SweepOptions
+
+    monkeypatch.setattr(trainer.imap, "TIMEOUT", 0.5)
+    server.fill("alice", "LearnAsSpam", [m.data for m in split[0] if m.label == "spam"][:2])
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel takes the connections; nothing ever answers on them
+        port = silent.getsockname()[1]
+        path = tmp_path / "accounts.toml"
+        path.write_text(f'[defaults]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\npassword = "x"\n'
+                        + "".join(f'\n[[account]]\nuser = "{user}"\n' for user in ("ann", "ben", "cid")))
+        path.write_text(path.read_text() + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
+                        f"port = {server.plain_port}\n")
+        path.chmod(0o600)
+        accounts = load_accounts(path)
+        with LmdbStore(tmp_path / "db") as store:
+            swept = imap_sweep(accounts, Learner(store), SweepOptions())
+        _, stats_failures = imap_stats(accounts, load_config("/nonexistent/spamkit.toml", environ={}))
+        expired = imap_expire_junk(accounts, "junkmail", 60, dry_run=True)
+    for reasons in ([u.failures[0][1] for u in swept.users[:3]], [why for _, why in stats_failures],
+                    [why for _, why in expired.failures]):
+        assert len(reasons) == 3 and "timed out" in reasons[0]
+        assert all(f"not tried: 127.0.0.1:{port} did not answer" in why for why in reasons[1:]), reasons
+    assert (swept.users[3].user, swept.users[3].spam_learned, swept.users[3].failures) == ("alice", 2, [])
+
+
 def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: Path) -> None:
     """An account listed for the sweep that has no LearnAsSpam or LearnAsHam folder (a
     typo in the folder setting, or folders under a name the server does not show) is said
