@@ -19,10 +19,15 @@ Folder names are looked up as given, then with their levels joined by the server
 hierarchy delimiter (Junk/LearnAsSpam is Junk.LearnAsSpam where the delimiter is '.'),
 then under the personal namespace's prefix (RFC 2342): on Courier, Cyrus and Dovecots set
 up like them, LearnAsSpam is INBOX.LearnAsSpam and Trash is INBOX.Trash.
+
+Folders of any size: a command names at most UIDS_PER_COMMAND UIDs, and a folder of more
+than SEARCH_WINDOW messages is searched that many at a time. A server that does not
+answer is waited for once a run (`Servers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ssl
 import time
@@ -65,7 +70,8 @@ def connect(account: ImapAccount) -> IMAPClient:
         else:  # SASL PLAIN: the master user authenticates, and opens `user`'s mailbox
             client.plain_login(account.master_user, account.password, account.user)
     except BaseException:
-        client.shutdown()  # (a refused login leaves no connection behind)
+        with contextlib.suppress(OSError):  # (a refused login leaves no connection behind)
+            client.shutdown()
         raise
     return client
 
