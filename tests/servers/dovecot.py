@@ -5,8 +5,9 @@ file the TLS tests pass as `ca_file`. The plain port also listens on three more 
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
 MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither.
 `PREFIXED_USER` has every folder under the personal namespace prefix "INBOX.", as on
-Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Users' folders are on disk as Maildir++, so tests put corpus messages
-in with plain file writes and read the results back the same way.
+Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Users' folders are on disk
+as Maildir++, so tests put corpus messages in with plain file writes and read the
+results back the same way.
 """
 
 from __future__ import annotations

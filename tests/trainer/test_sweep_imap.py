@@ -473,7 +473,7 @@ def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
     from trainer.imap import imap_expire_junk, imap_sweep
     from trainer.sweep import SweepOptions
 
-    monkeypatch.setattr(trainer.imap, "TIMEOUT", 0.5)
+    monkeypatch.setattr(trainer.imap, "TIMEOUT", 5.0)  # (for the real server too: ample, where 0.5 s once was not)
     server.fill("alice", "LearnAsSpam", [m.data for m in split[0] if m.label == "spam"][:2])
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -481,9 +481,9 @@ def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
         port = silent.getsockname()[1]
         path = tmp_path / "accounts.toml"
         path.write_text(f'[defaults]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\npassword = "x"\n'
-                        + "".join(f'\n[[account]]\nuser = "{user}"\n' for user in ("ann", "ben", "cid")))
-        path.write_text(path.read_text() + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
-                        f"port = {server.plain_port}\n")
+                        + "".join(f'\n[[account]]\nuser = "{user}"\n' for user in ("ann", "ben", "cid"))
+                        + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
+                        + f"port = {server.plain_port}\n")  # (on the server that answers)
         path.chmod(0o600)
         accounts = load_accounts(path)
         with LmdbStore(tmp_path / "db") as store:
