@@ -155,9 +155,8 @@ class _Lines:
     def __init__(self, path: Path, text: str, starts: list[int], number: int, name: str | None = None) -> None:
         self.path, self.number, self.name = path, number, name or f"account {number}"
         begin = starts[number - 1] if number <= len(starts) else 0
-        end = starts[number] if number < len(starts) else len(text)
-        end = min([end] + [m.start() + begin for m in re.finditer(r"^[ \t]*\[", text[begin:], re.MULTILINE)
-                           if m.start() > 0])  # (up to the next table, of whatever kind)
+        following = re.compile(r"^[ \t]*\[", re.MULTILINE).search(text, begin + 1)  # the next table, of any kind
+        end = following.start() if following else len(text)
         self.text, self.first_line = text[begin:end], text.count("\n", 0, begin) + 1
 
     def where(self, key: str | None = None) -> str:

@@ -459,9 +459,9 @@ def _arrived_before(client: IMAPClient, selected: _Selected, cutoff: datetime.da
     arrived = {}
     for group in _uid_groups(candidates):
         arrived.update(client.fetch(group, ["INTERNALDATE"]))
-    dates = {uid: found for uid in candidates
-             if isinstance(found := arrived.get(uid, {}).get(b"INTERNALDATE"), datetime.datetime)}
-    return [uid for uid, date in dates.items() if _aware(date) < cutoff]  # (no date: left alone)
+    return [uid for uid in candidates  # (no date: left alone)
+            if isinstance(date := arrived.get(uid, {}).get(b"INTERNALDATE"), datetime.datetime)
+            and _aware(date) < cutoff]
 
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:
