@@ -138,9 +138,9 @@ def load_accounts(path: Path) -> list[ImapAccount]:
                           + (f" (found {', '.join(other)})" if other else ""))
     if not tables:
         raise ConfigError(f"{path}: no [[account]] tables")
-    heading = re.search(r"^[ \t]*\[\s*defaults\s*\]", text, re.MULTILINE)
-    if heading is not None:
-        lines = _Lines(path, text, [heading.start()], 1, "defaults")
+    if defaults:  # (checked however its heading is written; the line found where it can be)
+        heading = re.search(r"^[ \t]*\[\s*defaults\s*\]", text, re.MULTILINE)
+        lines = _Lines(path, text, [heading.start()] if heading else [], 1, "defaults")
         _check_keys(defaults, lines)
         if "user" in defaults:
             raise ConfigError(f"{lines.where('user')}: user: each [[account]] names its own")

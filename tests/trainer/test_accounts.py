@@ -95,6 +95,8 @@ def test_a_defaults_table_gives_every_account_what_it_does_not_set(tmp_path: Pat
     (GOOD + '[defaults]\nport = "imap"\n', ":7: defaults: port: must be a port number"),
     ('[defaults]\nhost = "h"\n\n[[account]]\nuser = "a"\n', ":4: account 1: missing password"),
     ('[defaults]\nmaster_user = ""\n' + GOOD, ":2: defaults: master_user: must be text, not empty"),
+    # a heading written with TOML's quotes was once not found, and its keys went unchecked
+    ('["defaults"]\nport = "imap"\n' + GOOD, ":2: defaults: port: must be a port number"),
 ])
 def test_a_mistake_in_the_defaults_is_named(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(ConfigError) as error:
