@@ -448,12 +448,15 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
 
 
 def _arrived_before(client: IMAPClient, selected: _Selected, cutoff: datetime.datetime) -> list[int]:
-    """The UIDs of the selected folder's undeleted messages whose INTERNALDATE is before
-    `cutoff`, to the second, as the Maildir retention compares. SEARCH BEFORE compares
-    the day of each date in its own zone, so it only finds the candidates (two days later
-    than the cutoff's day in UTC: no zone is a whole day ahead), and each one's
-    INTERNALDATE, which carries its zone, decides."""
-    candidates = _search(client, selected, "BEFORE", (cutoff + datetime.timedelta(days=2)).date(), "UNDELETED")
+    """The UIDs of the selected folder's messages whose INTERNALDATE is before `cutoff`,
+    to the second, as the Maildir retention compares. SEARCH BEFORE compares the day of
+    each date in its own zone, so it only finds the candidates (two days later than the
+    cutoff's day in UTC: no zone is a whole day ahead), and each one's INTERNALDATE,
+    which carries its zone, decides. A message flagged \\Deleted is due like any other,
+    as a trashed file is in a Maildir: so a run cut off between flagging its messages and
+    UID EXPUNGE is finished by the next, and one due that a user flagged goes as well
+    (where the sweep leaves such a message, taken back before it was learned)."""
+    candidates = _search(client, selected, "BEFORE", (cutoff + datetime.timedelta(days=2)).date())
     if not candidates:
         return []
     arrived = {}

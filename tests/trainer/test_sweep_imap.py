@@ -513,9 +513,10 @@ def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: P
 @pytest.mark.parametrize("host", ["127.0.0.1", BARE_HOST])
 def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str) -> None:
     """MessageRetentionTime for accounts spamkit reaches only over IMAP: junkmail that
-    arrived more than --days days ago (INTERNALDATE) is deleted by UID; a message someone
-    else flagged \\Deleted and what arrived since are left. A server that offers no way to
-    remove only those UIDs removes nothing and says so (exit 1)."""
+    arrived more than --days days ago (INTERNALDATE) is deleted by UID, flagged \\Deleted
+    or not (a trashed file in a Maildir goes too); what arrived since is left, flagged or
+    not. A server that offers no way to remove only those UIDs removes nothing and says
+    so (exit 1)."""
     import datetime
 
     from imapclient import IMAPClient
@@ -530,10 +531,10 @@ def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str
     with IMAPClient("127.0.0.1", server.plain_port, ssl=False) as client:
         client.login("alice", logins()["alice"])
         for when, subject in ((old, "old one"), (just_over, "old two"), (now, "new"), (just_under, "not yet"),
-                              (old, "withdrawn")):
+                              (old, "old, flagged"), (now, "new, flagged")):
             client.append("junkmail", f"Subject: {subject}\r\n\r\nbody\r\n".encode(), msg_time=when)
         client.select_folder("junkmail")
-        client.add_flags([max(client.search("ALL"))], [b"\\Deleted"])  # "withdrawn"
+        client.add_flags(sorted(client.search("ALL"))[-2:], [b"\\Deleted"])  # by a user's client
         client.logout()
 
     def subjects_left() -> set[str]:
@@ -548,17 +549,18 @@ def test_junkmail_retention_over_imap(server: Dovecot, tmp_path: Path, host: str
     accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",), host=host)
     expire = ("expire-junk", "--imap-accounts", str(accounts), "--days", "60", "--json")
     dry = json.loads(spamkit(*expire, "--dry-run").stdout)
-    assert dry["users"] == [{"user": "alice", "deleted": 2}] and dry["failures"] == []
-    assert subjects_left() == {"old one", "old two", "new", "not yet", "withdrawn"}
+    everything = {"old one", "old two", "new", "not yet", "old, flagged", "new, flagged"}
+    assert dry["users"] == [{"user": "alice", "deleted": 3}] and dry["failures"] == []
+    assert subjects_left() == everything
     done = spamkit(*expire, check=False)
     out = json.loads(done.stdout)
     if host == BARE_HOST:
         assert done.returncode == 1 and out["users"] == [{"user": "alice", "deleted": 0}]
         assert "neither UIDPLUS nor MOVE" in out["failures"][0]["reason"]
-        assert subjects_left() == {"old one", "old two", "new", "not yet", "withdrawn"}
+        assert subjects_left() == everything
     else:
-        assert done.returncode == 0 and out["users"] == [{"user": "alice", "deleted": 2}]
-        assert subjects_left() == {"new", "not yet", "withdrawn"}
+        assert done.returncode == 0 and out["users"] == [{"user": "alice", "deleted": 3}]
+        assert subjects_left() == {"new", "not yet", "new, flagged"}
 
 
 def write_many(server: Dovecot, user: str, folder: str, count: int, expired: int = 0) -> Path:
@@ -595,6 +597,39 @@ def test_retention_removes_twelve_thousand_scattered_messages(server: Dovecot, t
     assert numbers_left(junk) == list(range(1, 24_000, 2))
     if host == MOVE_ONLY_HOST:
         assert server.count("alice", "Trash") == 12_000
+
+
+def test_retention_cut_off_between_flagging_and_expunging_is_finished_by_the_next_run(
+        server: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops after a group of expired junk was flagged \\Deleted and
+    before its UID EXPUNGE. The next run deletes those as well: they are still due. (It
+    searched UNDELETED and left them for good, flagged, for the user's client to expunge.)"""
+    import trainer.imap
+    from imapclient import IMAPClient
+
+    from trainer.accounts import load_accounts
+    from trainer.imap import imap_expire_junk
+
+    junk = write_many(server, "alice", "junkmail", 10, expired=5)
+    accounts = server.accounts_file(tmp_path / "accounts.toml", users=("alice",))
+    expunge = IMAPClient.uid_expunge
+    calls = []
+
+    def dropped_at_the_second(self: IMAPClient, messages: list[int]) -> object:
+        calls.append(messages)
+        if len(calls) == 2:
+            raise OSError("connection reset by peer")
+        return expunge(self, messages)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer.imap, "UIDS_PER_COMMAND", 2)
+        patched.setattr(IMAPClient, "uid_expunge", dropped_at_the_second)
+        cut_off = imap_expire_junk(load_accounts(accounts), "junkmail", 60, dry_run=False)
+    assert "connection lost" in cut_off.failures[0][1] and len(calls) == 2
+    assert numbers_left(junk) == [1, 3, 4, 5, 6, 7, 8, 9]  # one group gone, one flagged, one untouched
+    out = json.loads(spamkit("expire-junk", "--imap-accounts", str(accounts), "--days", "60", "--json").stdout)
+    assert out["users"] == [{"user": "alice", "deleted": 3}] and out["failures"] == []
+    assert numbers_left(junk) == [1, 3, 5, 7, 9]
 
 
 def test_a_folder_too_large_for_one_search_answer_is_searched_in_windows(server: Dovecot, tmp_path: Path) -> None:
