@@ -82,9 +82,10 @@ class NotTried(OSError):
 
 class Servers:
     """The servers that did not answer in this run: no connection in TIMEOUT seconds, no
-    route, no such host. The accounts after the first on such a server are not tried:
-    each would wait the same TIMEOUT for the same silence, and with fifty accounts on one
-    server that was down, a cron run took fifty minutes to say so."""
+    route, no such host, or no answer to a command for TIMEOUT seconds after login (its
+    mail storage hung, say). The accounts after the first on such a server are not
+    tried: each would wait the same TIMEOUT for the same silence, and with fifty accounts
+    on one server that was down, a cron run took fifty minutes to say so."""
 
     def __init__(self) -> None:
         self._silent: dict[tuple[str, int], str] = {}
@@ -100,6 +101,20 @@ class Servers:
             if not isinstance(error, (ssl.SSLError, NotTried)):  # (TLS or login trouble: the account's own)
                 self._silent[where] = str(error) or type(error).__name__
             raise
+
+    @contextlib.contextmanager
+    def session(self, account: ImapAccount, client: IMAPClient) -> Iterator[IMAPClient]:
+        """The account's session on `client` (from `connect`), logged out of at the end. A
+        command that waits TIMEOUT seconds for an answer makes its server silent for the
+        rest of the run. (A server that answers slowly still answers: Dovecot sends
+        progress lines during a long SEARCH, so TIMEOUT of silence means it hangs.)"""
+        try:
+            yield client
+        except TimeoutError as error:
+            self._silent.setdefault((account.host, account.port), f"stopped answering after login: {error}")
+            raise
+        finally:
+            _logout(client)
 
 
 def _logout(client: IMAPClient) -> None:
@@ -134,26 +149,27 @@ def _sweep_accounts(accounts: list[ImapAccount], learner: Learner, options: Swee
             user.failures.append((f"{account.user}@{account.host}", f"cannot log in: {error}"))
             continue
         try:
-            personal = personal_namespace(client)
-            folders = [(find_folder(client, name, personal), label)
-                       for name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM))]
-            if not any(folder for folder, _ in folders):
-                user.skipped.append((account.user,
-                                     _no_folders(options.spam_folder, options.ham_folder, personal.prefix)))
-            for folder, label in folders:
-                if folder is not None:
-                    _sweep_folder(client, account, folder, label, learner, options, user)
+            with servers.session(account, client):
+                personal = personal_namespace(client)
+                folders = [(find_folder(client, name, personal), label)
+                           for name, label in ((options.spam_folder, Label.SPAM), (options.ham_folder, Label.HAM))]
+                if not any(folder for folder, _ in folders):
+                    user.skipped.append((account.user,
+                                         _no_folders(options.spam_folder, options.ham_folder, personal.prefix)))
+                for folder, label in folders:
+                    if folder is not None:
+                        _sweep_folder(client, account, folder, label, learner, options, user)
         except (IMAPClientError, OSError) as error:  # the rest of this account waits for the next run
             user.failed += 1
             user.failures.append((f"{account.user}@{account.host}", _broken_off(error)))
-        finally:
-            _logout(client)
 
 
 def _broken_off(error: IMAPClientError | OSError) -> str:
-    """Why an account's run stopped: the connection broke, or a command failed (the
-    server answered NO or BAD, or imaplib refused the answer), which an administrator
-    looks into differently."""
+    """Why an account's run stopped: the server stopped answering, the connection broke,
+    or a command failed (the server answered NO or BAD, or imaplib refused the answer),
+    which an administrator looks into differently."""
+    if isinstance(error, TimeoutError):
+        return f"no answer for {TIMEOUT:g} s: the server stopped answering ({error})"
     if isinstance(error, (OSError, IMAPClientAbortError)):
         return f"connection lost: {error}"
     return f"IMAP command failed: {error}"
@@ -426,24 +442,23 @@ def imap_expire_junk(accounts: list[ImapAccount], folder: str, days: int, dry_ru
             report.failures.append((account.label, f"cannot log in: {error}"))
             continue
         try:
-            name = find_folder(client, folder, personal_namespace(client))
-            if name is None:
-                continue
-            selected = _select(client, name, readonly=dry_run)
-            uids = _arrived_before(client, selected, cutoff)
-            if dry_run or not uids:
-                report.users[account.label] = len(uids)
-                continue
-            removal = _remove(client, account, name, selected.validity, uids)
-            if removal is _Removal.DONE:
-                report.users[account.label] = len(uids)
-            else:
-                report.failures.append((account.label, f"{len(uids)} messages in {name} not "
-                                        f"deleted: {removal.value}"))
+            with servers.session(account, client):
+                name = find_folder(client, folder, personal_namespace(client))
+                if name is None:
+                    continue
+                selected = _select(client, name, readonly=dry_run)
+                uids = _arrived_before(client, selected, cutoff)
+                if dry_run or not uids:
+                    report.users[account.label] = len(uids)
+                    continue
+                removal = _remove(client, account, name, selected.validity, uids)
+                if removal is _Removal.DONE:
+                    report.users[account.label] = len(uids)
+                else:
+                    report.failures.append((account.label, f"{len(uids)} messages in {name} not "
+                                            f"deleted: {removal.value}"))
         except (IMAPClientError, OSError) as error:
             report.failures.append((account.label, _broken_off(error)))
-        finally:
-            _logout(client)
     return report
 
 
@@ -478,8 +493,8 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str],
     \\Deleted is not counted: the sweep leaves it, as the Maildir counts do (STATUS
     would count it), so the folder is examined (read-only) and searched. With `servers`,
     one shared by a run's accounts, an account on a server that did not answer is not tried."""
-    client = (servers or Servers()).connect(account)
-    try:
+    servers = servers or Servers()
+    with servers.session(account, servers.connect(account)) as client:
         out = {}
         personal = personal_namespace(client)
         for name, setting in folders.items():
@@ -491,6 +506,3 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str],
             else:
                 out[name] = (0, 0)
         return out
-    finally:
-        _logout(client)
-

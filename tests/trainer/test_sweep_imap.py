@@ -497,6 +497,56 @@ def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
     assert (swept.users[3].user, swept.users[3].spam_learned, swept.users[3].failures) == ("alice", 2, [])
 
 
+def test_a_server_that_stops_answering_after_login_is_waited_for_once_a_run(
+        server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that greets and logs in but never answers the command that opens a folder
+    (its mail storage hangs) made each of its accounts wait the whole timeout, as a
+    silent server did before it was remembered. Now the first account waits and is said
+    to have stopped on no answer; the others on that server are not tried this run, and
+    nothing of theirs is touched; an account elsewhere is swept as usual. The same for
+    `stats` and `expire-junk`."""
+    import trainer.imap
+    from spamkit.cli.trainer import imap_stats
+    from spamkit.config import load_config
+    from spamkit.learn import Learner
+    from tests.servers.stall import stalling_relay
+    from trainer.accounts import load_accounts
+    from trainer.imap import imap_expire_junk, imap_sweep
+    from trainer.sweep import SweepOptions
+
+    monkeypatch.setattr(trainer.imap, "TIMEOUT", 5.0)
+    spam = [m.data for m in split[0] if m.label == "spam"][:2]
+    for user in ("alice", "bob", "carol"):
+        server.fill(user, "LearnAsSpam", spam)
+        server.fill(user, "junkmail", spam)
+    with stalling_relay(("127.0.0.1", server.plain_port), b"SELECT", b"EXAMINE") as relay:
+        path = tmp_path / "accounts.toml"
+        path.write_text(f'[defaults]\nhost = "127.0.0.1"\nsecurity = "none"\nport = {relay.port}\n'
+                        + "".join(f'\n[[account]]\nuser = "{user}"\npassword = "{logins()[user]}"\n'
+                                  for user in ("bob", "carol"))
+                        + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
+                        + f"port = {server.plain_port}\n")  # (straight to the server)
+        path.chmod(0o600)
+        accounts = load_accounts(path)
+        with LmdbStore(tmp_path / "db") as store:
+            swept = imap_sweep(accounts, Learner(store), SweepOptions())
+        _, stats_failures = imap_stats(accounts, load_config("/nonexistent/spamkit.toml", environ={}))
+        expired = imap_expire_junk(accounts, "junkmail", 0, dry_run=False)
+        stalled = relay.stalled
+    for reasons in ([u.failures[0][1] for u in swept.users[:2]], [why for _, why in stats_failures],
+                    [why for _, why in expired.failures]):
+        assert len(reasons) == 2 and "timed out" in reasons[0], reasons
+        assert f"not tried: 127.0.0.1:{relay.port} did not answer" in reasons[1], reasons
+        assert "stopped answering after login" in reasons[1], reasons
+    assert "no answer for 5 s: the server stopped answering" in swept.users[0].failures[0][1]
+    assert stalled == 3  # bob's sweep, stats and retention; carol was never tried
+    assert (swept.users[2].user, swept.users[2].spam_learned, swept.users[2].failures) == ("alice", 2, [])
+    assert expired.users == {"bob": 0, "carol": 0, "alice": 2}
+    assert [server.count(user, "LearnAsSpam") for user in ("alice", "bob", "carol")] == [0, 2, 2]
+    assert [server.count(user, "junkmail") for user in ("alice", "bob", "carol")] == [0, 2, 2]
+
+
 def test_an_account_with_neither_folder_is_reported(server: Dovecot, tmp_path: Path) -> None:
     """An account listed for the sweep that has no LearnAsSpam or LearnAsHam folder (a
     typo in the folder setting, or folders under a name the server does not show) is said
