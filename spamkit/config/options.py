@@ -250,7 +250,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
            "outside LocalNetworks.", group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
-           "Attachment file name extensions refused.", group="smtp"),
+           "Attachment file name extensions refused: every name a part gives, anywhere in the "
+           "message.", group="smtp"),
+    Option("BlockInArchives", bool, True, "BlockedExtensions apply to the files inside zip "
+           "attachments too (and a zip inside one), read from the archive's directory: nothing "
+           "is unpacked but a nested zip of up to 10 MB.", group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
     Option("SmtpMaxMessageSize", int, 15_000_000, "Bytes of one message `serve` takes, offered "
            "as SIZE in EHLO; larger mail hears 552 (SME's qmail MaxMessageSize). Read at start.",

@@ -84,29 +84,48 @@ _PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)'
 
 
 def split_parameters(value: str) -> tuple[str, dict[str, str]]:
-    """Content-Type style value: ('text/html', {'charset': 'utf-8', ...})."""
+    """Content-Type style value: ('text/html', {'charset': 'utf-8', ...}).
+
+    RFC 2231 values are put together as a mail program does: `name*=utf-8''a%20b`, and
+    sections `name*0*=utf-8''inv`, `name*1*=oice.exe` joined in the order of their numbers
+    and decoded once (a character may straddle two). Such a value is the one taken over
+    a plain `name=` (a program that reads RFC 2231 shows it); otherwise the first wins.
+    Reading only the first section once let `invoice.exe` through the attachment check
+    as `inv`."""
     main, _, _ = value.partition(";")
     params: dict[str, str] = {}
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
     for match in _PARAM.finditer(value):
         key = match.group(1).lower()
         raw = match.group(2)
         if raw.startswith('"'):
             raw = raw[1:-1] if raw.endswith('"') and len(raw) > 1 else raw[1:]
             raw = raw.replace('\\"', '"')
-        if key.endswith("*"):  # RFC 2231: charset'lang'percent-encoded
-            key = key.rstrip("*").split("*", 1)[0]
-            charset, _, rest = raw.partition("'")
-            _, _, encoded = rest.partition("'")
-            raw = _percent_decode(encoded or raw, charset)
-        elif "*" in key:
-            key = key.split("*", 1)[0]
-            params[key] = params.get(key, "") + raw
+        if "*" not in key:
+            params.setdefault(key, raw)
             continue
-        params.setdefault(key, raw)
+        name, _, number = key.partition("*")  # name*, name*N or name*N*
+        encoded = key.endswith("*")
+        number = number.rstrip("*")
+        sections.setdefault(name, []).append((int(number) if number.isdigit() else 0, encoded, raw))
+    for name, parts in sections.items():
+        params[name] = _join_sections(sorted(parts, key=lambda part: part[0]))
     return main.strip().lower(), params
 
 
-def _percent_decode(text: str, charset: str) -> str:
+def _join_sections(parts: list[tuple[int, bool, str]]) -> str:
+    """One RFC 2231 value from its sections, in order: the first encoded one may begin
+    with charset'language'; encoded ones are percent-encoded bytes in that charset."""
     from urllib.parse import unquote_to_bytes
 
-    return decode_text(unquote_to_bytes(text), charset or "utf-8")
+    charset = ""
+    data = bytearray()
+    for position, (_, encoded, raw) in enumerate(parts):
+        if not encoded:
+            data += raw.encode("utf-8", "replace")
+            continue
+        if position == 0 and raw.count("'") >= 2:
+            charset, _, rest = raw.partition("'")
+            raw = rest.partition("'")[2]
+        data += unquote_to_bytes(raw)
+    return decode_text(bytes(data), charset or "utf-8")

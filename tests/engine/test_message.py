@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 import time
+import zipfile
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from corpora import CorpusMessage
-from spamkit.message import ParseLimits, message_key, normalize_newlines, parse_message
+from spamkit.message import ParseLimits, list_attachments, message_key, normalize_newlines, parse_message
 from spamkit.message.headers import split_header_block
 from spamkit.tokenizer import EmailTokenizer
 
@@ -25,11 +27,21 @@ def test_every_corpus_message_parses_without_parser_error(all_messages: list[Cor
         assert parsed.headers, message.path
 
 
+def _zip_of(*names: str) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.writestr(name, name.encode() * 10)
+    return out.getvalue()
+
+
 @given(st.binary(max_size=4096))
 def test_any_bytes_parse(data: bytes) -> None:
     parsed = parse_message(data)
     assert not [f for f in parsed.facts if f.startswith("parser-error")]
     EmailTokenizer().tokenize(parsed)
+    listed = list_attachments(data, ParseLimits(max_message_bytes=len(data) + 1))
+    assert not [f for f in listed.facts if f.startswith("parser-error")]
 
 
 _HEADERS = st.sampled_from([
@@ -49,6 +61,9 @@ _BODIES = st.sampled_from([
     b"--XX\n\n--XX\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\n",
     b"begin 644 x.exe\nM9F]O\n`\nend\n", b"=E9t=\n=ZZ", b"w6k=\n!!!\n", b"\x00\xff\xfe",
     b"<a href='http://1.2.3.4/x'>y</a><img alt='buy now' src=cid:x>",
+    b"--XX\nContent-Type: application/zip; name*0*=utf-8''a%E2; name*1*=%82%AC.zip\n"
+    b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(_zip_of("a.js", "inner.zip")),
+    b"PK\x05\x06" + bytes(18), b"--XX\nContent-Type: text/plain; name==?utf-8?B?w6k=?=.exe\n\nx\n",
 ])
 
 
@@ -58,6 +73,8 @@ def test_structured_garbage_parses(headers: list[bytes], bodies: list[bytes]) ->
     parsed = parse_message(raw)
     assert not [f for f in parsed.facts if f.startswith("parser-error")]
     EmailTokenizer().tokenize(parsed)
+    listed = list_attachments(raw, ParseLimits(max_message_bytes=len(raw) + 1))
+    assert not [f for f in listed.facts if f.startswith("parser-error")]
 
 
 def test_bare_lf_and_crlf_parse_the_same(all_messages: list[CorpusMessage]) -> None:
@@ -144,6 +161,46 @@ def test_uuencoded_block_becomes_an_attachment() -> None:
     assert parsed.attachments[0].filename == "cat.txt"
     assert parsed.attachments[0].size == 3
     assert "see attached" in parsed.text[0]
+
+
+def test_file_names_are_read_as_mail_programs_read_them() -> None:
+    """RFC 2231 sections joined in their numbers' order and decoded once (a character
+    may straddle two), RFC 2047 words in a name undone (Outlook and Gmail write them),
+    and a Content-Type name that differs from the filename kept beside it. The first
+    section alone was read before: invoice.exe was "inv"."""
+    def part(params: bytes, disposition: bytes = b"") -> bytes:
+        return (b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: application/octet-stream"
+                + params + b"\n" + disposition + b"\nMZ\n--b--\n")
+
+    cases = {
+        b"; name*0*=utf-8''inv; name*1*=oice.exe": ("invoice.exe", ()),
+        b"; name*1=ce.exe; name*0=invoi": ("invoice.exe", ()),
+        b"; name*0*=utf-8''%E2%82; name*1*=%AC.exe": ("\u20ac.exe", ()),
+        b"; name=\"x.pdf\"; name*=utf-8''x%2Eexe": ("x.exe", ()),
+        b"; name=\"=?UTF-8?B?aW52b2ljZS5leGU=?=\"": ("invoice.exe", ()),
+    }
+    for params, (filename, others) in cases.items():
+        (attachment,) = parse_message(part(params)).attachments
+        assert (attachment.filename, attachment.other_names) == (filename, others), params
+    (attachment,) = parse_message(part(b"; name=\"a.exe\"",
+                                       b"Content-Disposition: attachment; filename=\"a.pdf\"\n")).attachments
+    assert (attachment.filename, attachment.other_names) == ("a.pdf", ("a.exe",))
+
+
+def test_list_attachments_sees_every_file_a_mail_program_could_save() -> None:
+    """What the blocked-extensions check reads: a text part with a name, every
+    uuencoded file, the members of a zip (found by its first bytes, whatever it is
+    called), and parts past the scoring cap."""
+    raw = (b"Content-Type: multipart/mixed; boundary=b\n\n"
+           b"--b\nContent-Type: image/jpeg; name=big.jpg\n\n" + b"\xff" * 600_000 + b"\n"
+           b"--b\nContent-Type: text/plain; name=notes.exe\n\nMZ\n"
+           b"--b\nContent-Type: text/plain\n\nbegin 644 one.txt\n#8V%T\n`\nend\nbegin 644 two.scr\n#8V%T\n`\nend\n"
+           b"--b\nContent-Type: application/octet-stream; name=photos.dat\nContent-Transfer-Encoding: base64\n\n"
+           + base64.encodebytes(_zip_of("docs/a.js", "b.txt")) + b"--b--\n")
+    assert [a.filename for a in parse_message(raw).attachments] == ["big.jpg"]  # scoring stops at 500 KB
+    listed = list_attachments(raw, ParseLimits(max_message_bytes=len(raw)))
+    assert [(a.filename, a.members) for a in listed.attachments] == [
+        ("big.jpg", ()), ("notes.exe", ()), ("one.txt", ()), ("two.scr", ()), ("photos.dat", ("docs/a.js", "b.txt"))]
 
 
 def test_html_keeps_visible_invisible_urls_and_alt_apart() -> None:
