@@ -317,7 +317,6 @@ class _Walker:
             message.text.append(text)
             message.urls.extend(_text_urls(text))
 
-
     def _file(self, content_type: str, filename: str, other_names: tuple[str, ...], encoding: str,
               body: bytes, is_text: bool) -> None:
         """list_attachments' view of a leaf: any part with a name is a file (a text/plain

@@ -106,8 +106,9 @@ def split_parameters(value: str) -> tuple[str, dict[str, str]]:
             continue
         name, _, number = key.partition("*")  # name*, name*N or name*N*
         encoded = key.endswith("*")
-        number = number.rstrip("*")
-        sections.setdefault(name, []).append((int(number) if number.isdigit() else 0, encoded, raw))
+        number = number.rstrip("*")  # (int() refuses over 4,300 digits: a longer one sorts last)
+        place = int(number) if number.isdigit() and len(number) <= 9 else 0 if not number else 10**9
+        sections.setdefault(name, []).append((place, encoded, raw))
     for name, parts in sections.items():
         params[name] = _join_sections(sorted(parts, key=lambda part: part[0]))
     return main.strip().lower(), params

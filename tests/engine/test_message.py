@@ -178,6 +178,7 @@ def test_file_names_are_read_as_mail_programs_read_them() -> None:
         b"; name*0*=utf-8''%E2%82; name*1*=%AC.exe": ("\u20ac.exe", ()),
         b"; name=\"x.pdf\"; name*=utf-8''x%2Eexe": ("x.exe", ()),
         b"; name=\"=?UTF-8?B?aW52b2ljZS5leGU=?=\"": ("invoice.exe", ()),
+        b"; name*0=inv; name*" + b"9" * 5000 + b"=oice.exe": ("invoice.exe", ()),  # (int() refuses 5,000 digits)
     }
     for params, (filename, others) in cases.items():
         (attachment,) = parse_message(part(params)).attachments
