@@ -109,7 +109,8 @@ class RelayPool:
         """LIMITS RCPTMAX=n in the next hop's EHLO reply (RFC 9422)."""
         for item in client.esmtp_features.get("limits", "").split():
             name, _, value = item.partition("=")
-            if name.upper() == "RCPTMAX" and value.isdigit() and int(value) > 0:
+            if name.upper() == "RCPTMAX" and value.isascii() and value.isdigit() and 0 < len(value) <= 9 \
+                    and int(value) > 0:  # (a longer number is no limit; "²" is a digit to isdigit)
                 self._learn_limit(int(value), "LIMITS RCPTMAX")
 
     def _client(self) -> smtplib.SMTP:

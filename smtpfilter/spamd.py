@@ -112,7 +112,7 @@ async def read_request(reader: asyncio.StreamReader, max_message: int = MAX_MESS
         return request
     length = request.header("content-length")
     if length:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:  # ("²" is a digit to isdigit)
             raise ProtocolError(EX_PROTOCOL, f"bad Content-length: {length[:40]!r}")
         if int(length) > max_message:
             raise ProtocolError(EX_DATAERR, f"message of {length} bytes is over {max_message}")

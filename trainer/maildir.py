@@ -40,7 +40,7 @@ class MaildirMessage:
     def delivered(self) -> float:
         """Delivery time: the seconds that start a Maildir file name, else the mtime."""
         head = self.path.name.split(".", 1)[0]
-        return float(head) if head.isdigit() else self.mtime
+        return float(head) if head.isascii() and head.isdigit() else self.mtime  # ("²" is a digit to isdigit)
 
 
 def folder_path(maildir: Path, name: str) -> Path:

@@ -32,7 +32,7 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} has no port (HOST:PORT, e.g. 127.0.0.1:10025)")
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
     return host, int(port)
 

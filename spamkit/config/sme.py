@@ -188,7 +188,7 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         plan.set("ScanLocalClients", "false", "SME: its spamassassin plugin is off for local connections")
     for service, name, option in SERVICE_LIMITS:
         limits = configuration.get(service)
-        if limits and limits.props.get(name, "").isdigit():
+        if limits and limits.props.get(name, "").isascii() and limits.props[name].isdigit():
             plan.set(option, limits.props[name], f"configuration {service} {name}")
     found = [record.key.lower() for record in databases.get("domains", {}).values()
              if record.type == "domain"]

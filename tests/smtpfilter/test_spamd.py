@@ -446,7 +446,8 @@ def test_many_large_requests_at_once_hold_memory_for_max_children_only(start_spa
 @given(st.binary(max_size=3000) | st.builds(
     lambda method, headers, body: method + b" SPAMC/1.5\r\n" + b"".join(headers) + b"\r\n" + body,
     st.sampled_from([b"CHECK", b"PROCESS", b"TELL", b"PING", b"SKIP", b"HEADERS", b"check"]),
-    st.lists(st.sampled_from([b"Content-length: 5\r\n", b"Content-length: -1\r\n",
+    st.lists(st.sampled_from([b"Content-length: 5\r\n", b"Content-length: -1\r\n", b"Content-length: \xb2\r\n",
+                              b"Content-length: \xc2\xb2\r\n", b"Content-length: " + b"9" * 5000 + b"\r\n",
                               b"Compress: zlib\r\n", b"User: \x00\xff\r\n", b"Set: local\r\n",
                               b"Message-class: spam\r\n", b": empty\r\n", b"X\r\n"]), max_size=5),
     st.binary(max_size=200)))
