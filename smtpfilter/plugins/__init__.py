@@ -69,7 +69,7 @@ FILTERS: dict[str, Factory] = {
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"], local_clients(c)),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"], local_clients(c)),
     "helo": lambda c, s, a: _helo(c),
-    "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"]),
+    "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"], c["RefuseRepeatedHeaders"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], c["BlockInArchives"],
                                                c["SmtpMaxMessageSize"]),
     "spamscore": lambda c, s, a: SpamScore(s, a, None if c["ScanLocalClients"] else local_clients(c)),

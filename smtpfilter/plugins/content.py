@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.networks import Networks
 from spamkit.message import ParseLimits, list_attachments
 
 
 class Headers(Filter):
-    """From: and Date: are required (RFC 5322), except from LocalNetworks (SME's switch)."""
+    """RequireHeaders: From: and Date: are required (RFC 5322). RefuseRepeatedHeaders: a
+    field RFC 5322 3.6 allows once is there at most once, as qpsmtpd's headers plugin
+    checks: with two From fields DMARC has no author to judge, and a mail program shows
+    one of them. Neither applies to LocalNetworks (SME's switch: Outlook's test message
+    has no Date)."""
 
     name = "headers"
 
-    def __init__(self, required: bool, local_networks: list[str]) -> None:
+    def __init__(self, required: bool, local_networks: list[str], refuse_repeated: bool = False) -> None:
         self.required = required
+        self.refuse_repeated = refuse_repeated
         self.local = Networks(local_networks)
 
     def data(self, tx: Transaction) -> Decision:
-        if not self.required or tx.peer in self.local:
+        if not (self.required or self.refuse_repeated) or tx.peer in self.local:
             return CONTINUE
-        head = tx.data.split(b"\r\n\r\n", 1)[0].lower()
-        missing = [name for name in (b"from", b"date") if not (head.startswith(name + b":")
-                                                               or b"\r\n" + name + b":" in head)]
+        head = tx.data.split(b"\r\n\r\n", 1)[0]
+        counts = Counter(name.lower() for name in _FIELD_NAME.findall(head))
+        missing = [name for name in ("From", "Date") if not counts[name.lower().encode()]] if self.required else []
         if missing:
-            names = " and ".join(m.decode().capitalize() for m in missing)
-            return reject(self.name, f"550 5.6.0 Message has no {names} header")
+            return reject(self.name, f"550 5.6.0 Message has no {' and '.join(missing)} header")
+        for name in SINGULAR_FIELDS if self.refuse_repeated else ():
+            if (count := counts[name.lower().encode()]) > 1:
+                return reject(self.name, f"550 5.6.0 Message has {count} {name} headers "
+                                         "(RFC 5322 3.6 allows one)")
         return CONTINUE
+
+
+# a field's name at the start of a line; RFC 5322's obsolete syntax lets white space
+# come before the colon ("From :"), which mail programs read as the field
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+SINGULAR_FIELDS = ("From", "Date", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-ID", "In-Reply-To",
+                   "References", "Subject")
 
 
 class Attachments(Filter):

@@ -249,6 +249,10 @@ OPTIONS: tuple[Option, ...] = (
            "loopback that no XFORWARD names goes on unscored).", group="smtp"),
     Option("RequireHeaders", bool, True, "Refuse mail without From: or Date: from clients "
            "outside LocalNetworks.", group="smtp"),
+    Option("RefuseRepeatedHeaders", bool, True, "Refuse mail from clients outside LocalNetworks "
+           "with more than one of a field RFC 5322 allows once (From, Date, Sender, Reply-To, To, "
+           "Cc, Bcc, Message-ID, In-Reply-To, References, Subject), as qpsmtpd's headers plugin "
+           "does: two From fields leave DMARC no author to judge.", group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
            "Attachment file name extensions refused: every name a part gives, anywhere in the "
            "message.", group="smtp"),
