@@ -71,7 +71,7 @@ FILTERS: dict[str, Factory] = {
     "helo": lambda c, s, a: _helo(c),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"], c["RefuseRepeatedHeaders"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], c["BlockInArchives"],
-                                               c["SmtpMaxMessageSize"]),
+                                               c["SmtpMaxMessageSize"], c["BlockEncryptedArchives"]),
     "spamscore": lambda c, s, a: SpamScore(s, a, None if c["ScanLocalClients"] else local_clients(c)),
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),

@@ -53,20 +53,23 @@ class Attachments(Filter):
     spaces dropped as Windows drops them), in the whole message, not only the part that
     scoring reads; and, with `in_archives`, the files inside zip archives. Mail too
     deeply nested, or with too many parts or members to be looked through, is refused
-    too: what cannot be checked could carry anything."""
+    too: what cannot be checked could carry anything. With `refuse_encrypted`
+    (BlockEncryptedArchives), so is a zip whose files are encrypted."""
 
     name = "attachments"
 
-    def __init__(self, extensions: list[str], in_archives: bool = True, max_bytes: int = 1_000_000_000) -> None:
+    def __init__(self, extensions: list[str], in_archives: bool = True, max_bytes: int = 1_000_000_000,
+                 refuse_encrypted: bool = False) -> None:
         self.extensions = {e.lower().lstrip(".") for e in extensions}
         self.in_archives = in_archives
+        self.refuse_encrypted = refuse_encrypted
         # the whole message as the session took it, a boundary of any length; nesting as deep
         # as scoring's (and Postfix's) cap, more parts
         self.limits = ParseLimits(max_message_bytes=max_bytes, max_parts=UNCHECKABLE_PARTS,
                                   max_boundary_length=max_bytes)
 
     def data(self, tx: Transaction) -> Decision:
-        if not self.extensions:
+        if not self.extensions and not self.refuse_encrypted:
             return CONTINUE
         listing = list_attachments(tx.data, self.limits)
         uncheckable = listing.facts & ({"cap-mime-depth", "cap-mime-parts"}
@@ -78,6 +81,9 @@ class Attachments(Filter):
             for name in (attachment.filename, *attachment.other_names):
                 if (extension := blocked_extension(name, self.extensions)) is not None:
                     return reject(self.name, f"552 5.7.0 Attachments of type .{extension} are not accepted")
+            if attachment.encrypted and self.refuse_encrypted:
+                return reject(self.name, "552 5.7.0 Encrypted archives are not accepted "
+                                         f"({_printable(attachment.filename or 'an archive')})")
             for member in attachment.members if self.in_archives else ():
                 if (extension := blocked_extension(member, self.extensions)) is not None:
                     return reject(self.name, f"552 5.7.0 Attachments of type .{extension} are not accepted "

@@ -259,6 +259,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("BlockInArchives", bool, True, "BlockedExtensions apply to the files inside zip "
            "attachments too (and a zip inside one), read from the archive's directory: nothing "
            "is unpacked but a nested zip of up to 10 MB.", group="smtp"),
+    Option("BlockEncryptedArchives", bool, False, "Refuse zip attachments with encrypted files "
+           "(or a zip inside with them): nothing, a virus scanner included, can look into them, "
+           "and a password-protected zip with its password in the text is how Emotet spread.",
+           group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
     Option("SmtpMaxMessageSize", int, 15_000_000, "Bytes of one message `serve` takes, offered "
            "as SIZE in EHLO; larger mail hears 552 (SME's qmail MaxMessageSize). Read at start.",

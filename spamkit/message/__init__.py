@@ -41,6 +41,7 @@ class Attachment:
     size: int
     other_names: tuple[str, ...] = ()  # a Content-Type name that differs: some programs save under it
     members: tuple[str, ...] = ()  # inside a zip archive, by `list_attachments` only (archives.py)
+    encrypted: bool = False  # a zip with an encrypted file (or one inside), by `list_attachments` only
 
 
 @dataclass(frozen=True)
@@ -331,13 +332,15 @@ class _Walker:
             if not filename:
                 return
         members: tuple[str, ...] = ()
-        size = len(body)
+        size, encrypted = len(body), False
         if is_zip_name(filename, *other_names) or is_zip(decode_transfer(body[:16].lstrip(), encoding, set())):
             data = decode_transfer(body, encoding, message.facts)
             listing = zip_members(data)
             members, size = listing.names, len(data)
             message.facts.update(listing.facts)
-        message.attachments.append(Attachment(content_type, filename, size, other_names, members))
+            encrypted = "archive-encrypted" in listing.facts
+        message.attachments.append(Attachment(content_type, filename, size, other_names, members,
+                                              encrypted))
 
 
 def _content_headers(fields: list[tuple[str, str]],

@@ -268,6 +268,34 @@ def test_archives_are_passed_when_clean_or_not_asked_for(filter_server, sink: Si
     assert len(sink.messages()) == 2
 
 
+def _encrypted(archive: bytes) -> bytes:
+    """The zip with its files flagged encrypted (general purpose bit 0), in the local
+    headers and the directory, as zip -e and WinZip's AES write them."""
+    import re
+
+    data = bytearray(archive)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        for found in re.finditer(re.escape(signature), archive):
+            data[found.start() + flags_at] |= 0x1
+    return bytes(data)
+
+
+def test_encrypted_archives_are_refused_when_asked(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    """BlockEncryptedArchives (off by default, as SME has no such switch): a zip whose
+    files are encrypted, or one holding such a zip, cannot be looked into."""
+    locked = _with_part(b'Content-Type: application/zip; name="invoice.zip"',
+                        _encrypted(_zip({"invoice.doc": b"x" * 100})))
+    nested = _with_part(b'Content-Type: application/zip; name="outer.zip"',
+                        _zip({"inner.zip": _encrypted(_zip({"a.doc": b"x"}))}))
+    assert filter_server("")(locked).startswith("250")
+    asked = filter_server("BlockEncryptedArchives = true\n")
+    assert asked(locked).startswith("552 5.7.0 Encrypted archives are not accepted (invoice.zip)")
+    assert asked(nested).startswith("552 5.7.0 Encrypted archives are not accepted (outer.zip)")
+    assert asked(_with_part(b'Content-Type: application/zip; name="a.zip"', _zip({"a.doc": b"x"}))).startswith("250")
+    assert filter_server("BlockEncryptedArchives = true\nBlockedExtensions = []\n")(locked).startswith("552")
+    assert len(sink.messages()) == 2
+
+
 def test_mail_too_large_in_structure_to_look_through_is_refused(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
     """An attachment placed after 10,000 MIME parts, or under 101 levels of nesting,
     would not be looked at: such mail is refused (552 5.6.0), as Postfix refuses mail
