@@ -18,6 +18,8 @@ import pytest
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
+from trainer.retention import RetentionReport
+from trainer.sweep import SweepReport
 from tests.servers.dovecot import (BARE_HOST, MASTER_PASSWORD, MASTER_USER, MOVE_ONLY_HOST, PREFIXED_USER,
                                   UIDPLUS_ONLY_HOST, USERS, Dovecot, logins, start_dovecot)
 
@@ -457,6 +459,25 @@ def test_stats_counts_the_accounts_it_reaches_and_names_the_one_it_cannot(
     assert "alice" in plain.stdout and f"bob: not counted: bob@127.0.0.1:{port}" in plain.stderr
 
 
+def sweep_count_and_expire(accounts_file: Path, db: Path, days: int, dry_run: bool
+                           ) -> tuple[SweepReport, list[tuple[str, str]], RetentionReport]:
+    """The three runs an accounts file serves, in process: the sweep, `stats` and
+    junkmail retention of `days` (the file is made private first)."""
+    from spamkit.cli.trainer import imap_stats
+    from spamkit.config import load_config
+    from spamkit.learn import Learner
+    from trainer.accounts import load_accounts
+    from trainer.imap import imap_expire_junk, imap_sweep
+    from trainer.sweep import SweepOptions
+
+    accounts_file.chmod(0o600)
+    accounts = load_accounts(accounts_file)
+    with LmdbStore(db) as store:
+        swept = imap_sweep(accounts, Learner(store), SweepOptions())
+    _, stats_failures = imap_stats(accounts, load_config("/nonexistent/spamkit.toml", environ={}))
+    return swept, stats_failures, imap_expire_junk(accounts, "junkmail", days, dry_run=dry_run)
+
+
 def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -466,12 +487,6 @@ def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
     not tried this run and are named as such; an account elsewhere is swept as usual. The
     same for `stats` and `expire-junk`."""
     import trainer.imap
-    from spamkit.cli.trainer import imap_stats
-    from spamkit.config import load_config
-    from spamkit.learn import Learner
-    from trainer.accounts import load_accounts
-    from trainer.imap import imap_expire_junk, imap_sweep
-    from trainer.sweep import SweepOptions
 
     monkeypatch.setattr(trainer.imap, "TIMEOUT", 5.0)  # (for the real server too: ample, where 0.5 s once was not)
     server.fill("alice", "LearnAsSpam", [m.data for m in split[0] if m.label == "spam"][:2])
@@ -484,12 +499,7 @@ def test_a_server_that_does_not_answer_is_waited_for_once_a_run(
                         + "".join(f'\n[[account]]\nuser = "{user}"\n' for user in ("ann", "ben", "cid"))
                         + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
                         + f"port = {server.plain_port}\n")  # (on the server that answers)
-        path.chmod(0o600)
-        accounts = load_accounts(path)
-        with LmdbStore(tmp_path / "db") as store:
-            swept = imap_sweep(accounts, Learner(store), SweepOptions())
-        _, stats_failures = imap_stats(accounts, load_config("/nonexistent/spamkit.toml", environ={}))
-        expired = imap_expire_junk(accounts, "junkmail", 60, dry_run=True)
+        swept, stats_failures, expired = sweep_count_and_expire(path, tmp_path / "db", days=60, dry_run=True)
     for reasons in ([u.failures[0][1] for u in swept.users[:3]], [why for _, why in stats_failures],
                     [why for _, why in expired.failures]):
         assert len(reasons) == 3 and "timed out" in reasons[0]
@@ -507,13 +517,7 @@ def test_a_server_that_stops_answering_after_login_is_waited_for_once_a_run(
     nothing of theirs is touched; an account elsewhere is swept as usual. The same for
     `stats` and `expire-junk`."""
     import trainer.imap
-    from spamkit.cli.trainer import imap_stats
-    from spamkit.config import load_config
-    from spamkit.learn import Learner
     from tests.servers.stall import stalling_relay
-    from trainer.accounts import load_accounts
-    from trainer.imap import imap_expire_junk, imap_sweep
-    from trainer.sweep import SweepOptions
 
     monkeypatch.setattr(trainer.imap, "TIMEOUT", 5.0)
     spam = [m.data for m in split[0] if m.label == "spam"][:2]
@@ -527,12 +531,7 @@ def test_a_server_that_stops_answering_after_login_is_waited_for_once_a_run(
                                   for user in ("bob", "carol"))
                         + f'\n[[account]]\nuser = "alice"\npassword = "{logins()["alice"]}"\n'
                         + f"port = {server.plain_port}\n")  # (straight to the server)
-        path.chmod(0o600)
-        accounts = load_accounts(path)
-        with LmdbStore(tmp_path / "db") as store:
-            swept = imap_sweep(accounts, Learner(store), SweepOptions())
-        _, stats_failures = imap_stats(accounts, load_config("/nonexistent/spamkit.toml", environ={}))
-        expired = imap_expire_junk(accounts, "junkmail", 0, dry_run=False)
+        swept, stats_failures, expired = sweep_count_and_expire(path, tmp_path / "db", days=0, dry_run=False)
         stalled = relay.stalled
     for reasons in ([u.failures[0][1] for u in swept.users[:2]], [why for _, why in stats_failures],
                     [why for _, why in expired.failures]):
