@@ -11,7 +11,8 @@ from spamkit.message import ParseLimits, list_attachments
 
 
 class Headers(Filter):
-    """RequireHeaders: From: and Date: are required (RFC 5322). RefuseRepeatedHeaders: a
+    """RequireHeaders: From: and Date: are required (RFC 5322), and not empty.
+    RefuseRepeatedHeaders: a
     field RFC 5322 3.6 allows once is there at most once, as qpsmtpd's headers plugin
     checks: with two From fields DMARC has no author to judge, and a mail program shows
     one of them. Neither applies to LocalNetworks (SME's switch: Outlook's test message
@@ -28,10 +29,16 @@ class Headers(Filter):
         if not (self.required or self.refuse_repeated) or tx.peer in self.local:
             return CONTINUE
         head = tx.data.split(b"\r\n\r\n", 1)[0]
-        counts = Counter(name.lower() for name in _FIELD_NAME.findall(head))
-        missing = [name for name in ("From", "Date") if not counts[name.lower().encode()]] if self.required else []
-        if missing:
-            return reject(self.name, f"550 5.6.0 Message has no {' and '.join(missing)} header")
+        fields = [(name.lower(), value) for name, value in _FIELD.findall(head)]
+        counts = Counter(name for name, _ in fields)
+        if self.required:
+            missing = [name for name in ("From", "Date") if not counts[name.lower().encode()]]
+            if missing:
+                return reject(self.name, f"550 5.6.0 Message has no {' and '.join(missing)} header")
+            empty = [name for name in ("From", "Date")  # (as qpsmtpd's: an empty one is none)
+                     if not any(value.strip() for field, value in fields if field == name.lower().encode())]
+            if empty:
+                return reject(self.name, f"550 5.6.0 Message has an empty {' and '.join(empty)} header")
         for name in SINGULAR_FIELDS if self.refuse_repeated else ():
             if (count := counts[name.lower().encode()]) > 1:
                 return reject(self.name, f"550 5.6.0 Message has {count} {name} headers "
@@ -39,9 +46,10 @@ class Headers(Filter):
         return CONTINUE
 
 
-# a field's name at the start of a line; RFC 5322's obsolete syntax lets white space
-# come before the colon ("From :"), which mail programs read as the field
-_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+# a field at the start of a line: (name, value with its continuation lines); RFC 5322's
+# obsolete syntax lets white space come before the colon ("From :"), which mail programs
+# read as the field
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE)
 SINGULAR_FIELDS = ("From", "Date", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-ID", "In-Reply-To",
                    "References", "Subject")
 
