@@ -61,7 +61,8 @@ class Attachments(Filter):
     spaces dropped as Windows drops them), in the whole message, not only the part that
     scoring reads; and, with `in_archives`, the files inside zip archives. Mail too
     deeply nested, or with too many parts or members to be looked through, is refused
-    too: what cannot be checked could carry anything. With `refuse_encrypted`
+    too: what cannot be checked could carry anything; so is a fragment of a message sent
+    in parts (message/partial), which a mail program may put together. With `refuse_encrypted`
     (BlockEncryptedArchives), so is a zip whose files are encrypted."""
 
     name = "attachments"
@@ -86,6 +87,9 @@ class Attachments(Filter):
             return reject(self.name, "552 5.6.0 Message structure too large to check its attachments "
                                      f"({', '.join(sorted(uncheckable))})")
         for attachment in listing.attachments:
+            if attachment.content_type == "message/partial":  # (amavisd-new bans them too)
+                return reject(self.name, "552 5.6.0 Messages sent in parts (message/partial) are not "
+                                         "accepted: their attachments cannot be checked")
             for name in (attachment.filename, *attachment.other_names):
                 if (extension := blocked_extension(name, self.extensions)) is not None:
                     return reject(self.name, f"552 5.7.0 Attachments of type .{extension} are not accepted")

@@ -251,6 +251,8 @@ class _Walker:
             inner_fields = parse_header_block(head, self.message.facts)
             self._walk_entity(inner_fields, inner, depth + 1, "text/plain")
         else:
+            if content_type == "message/rfc822":  # one level too deep to open
+                self.message.facts.add("cap-mime-depth")
             self._leaf(content_type, params, encoding, disposition, body)
 
     def _walk_multipart(self, params: dict[str, str], body: bytes, depth: int) -> None:

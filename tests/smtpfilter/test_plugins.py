@@ -301,17 +301,24 @@ def test_encrypted_archives_are_refused_when_asked(filter_server, sink: Sink) ->
 
 
 def test_mail_too_large_in_structure_to_look_through_is_refused(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
-    """An attachment placed after 10,000 MIME parts, or under 101 levels of nesting,
-    would not be looked at: such mail is refused (552 5.6.0), as Postfix refuses mail
-    nested deeper than its mime_nesting_limit of 100. Mail within the caps passes."""
+    """An attachment placed after 10,000 MIME parts, or under 101 levels of nesting
+    (multiparts or forwarded messages), would not be looked at: such mail is refused (552
+    5.6.0), as Postfix refuses mail nested deeper than its mime_nesting_limit of 100; so
+    is a fragment of a message sent in parts, as amavisd-new refuses one. Mail within the
+    caps passes."""
     head = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
     parts = head + b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + b"--z\r\n\r\nx\r\n" * 10_001 + b"--z--\r\n"
     nested = head + b"".join(b"Content-Type: multipart/mixed; boundary=n%03d\r\n\r\n--n%03d\r\n" % (i, i)
                              for i in range(101)) + b"\r\nx\r\n"
+    forwarded = head + b"".join(b"Content-Type: message/rfc822\r\n\r\nSubject: %d\r\n" % i for i in range(101)) \
+        + b"Content-Type: application/octet-stream; name=x.exe\r\n\r\nMZ\r\n"
     send = filter_server("")
-    for message in (parts, nested):
+    for message in (parts, nested, forwarded):
         reply = send(message)
         assert reply.startswith("552 5.6.0 Message structure too large to check its attachments"), reply
+    fragment = head + b"Content-Type: message/partial; id=\"x@example.org\"; number=1; total=2\r\n\r\n" \
+        + b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
+    assert send(fragment).startswith("552 5.6.0 Messages sent in parts (message/partial) are not accepted")
     assert sink.messages() == []
     assert send(head + b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + b"--z\r\n\r\nx\r\n" * 9_000
                 + b"--z--\r\n").startswith("250")
