@@ -12,11 +12,10 @@ from spamkit.message import ParseLimits, list_attachments
 
 class Headers(Filter):
     """RequireHeaders: From: and Date: are required (RFC 5322), and not empty.
-    RefuseRepeatedHeaders: a
-    field RFC 5322 3.6 allows once is there at most once, as qpsmtpd's headers plugin
-    checks: with two From fields DMARC has no author to judge, and a mail program shows
-    one of them. Neither applies to LocalNetworks (SME's switch: Outlook's test message
-    has no Date)."""
+    RefuseRepeatedHeaders: a field RFC 5322 3.6 allows once is there at most once. Both
+    as qpsmtpd's headers plugin checks: with two From fields DMARC has no author to
+    judge, and a mail program shows one of them. Neither applies to LocalNetworks (SME's
+    switch: Outlook's test message has no Date)."""
 
     name = "headers"
 
@@ -62,8 +61,8 @@ class Attachments(Filter):
     scoring reads; and, with `in_archives`, the files inside zip archives. Mail too
     deeply nested, or with too many parts or members to be looked through, is refused
     too: what cannot be checked could carry anything; so is a fragment of a message sent
-    in parts (message/partial), which a mail program may put together. With `refuse_encrypted`
-    (BlockEncryptedArchives), so is a zip whose files are encrypted."""
+    in parts (message/partial), which a mail program may put together. With
+    `refuse_encrypted` (BlockEncryptedArchives), so is a zip whose files are encrypted."""
 
     name = "attachments"
 
