@@ -86,7 +86,7 @@ class Attachments(Filter):
             return reject(self.name, "552 5.6.0 Message structure too large to check its attachments "
                                      f"({', '.join(sorted(uncheckable))})")
         for attachment in listing.attachments:
-            if attachment.content_type == "message/partial":  # (amavisd-new bans them too)
+            if attachment.content_type == "message/partial":  # (amavisd-new's sample config can ban them)
                 return reject(self.name, "552 5.6.0 Messages sent in parts (message/partial) are not "
                                          "accepted: their attachments cannot be checked")
             for name in (attachment.filename, *attachment.other_names):

@@ -304,8 +304,8 @@ def test_mail_too_large_in_structure_to_look_through_is_refused(filter_server, s
     """An attachment placed after 10,000 MIME parts, or under 101 levels of nesting
     (multiparts or forwarded messages), would not be looked at: such mail is refused (552
     5.6.0), as Postfix refuses mail nested deeper than its mime_nesting_limit of 100; so
-    is a fragment of a message sent in parts, as amavisd-new refuses one. Mail within the
-    caps passes."""
+    is a fragment of a message sent in parts (amavisd-new's sample configuration has a
+    line, commented out, to ban them). Mail within the caps passes."""
     head = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
     parts = head + b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + b"--z\r\n\r\nx\r\n" * 10_001 + b"--z--\r\n"
     nested = head + b"".join(b"Content-Type: multipart/mixed; boundary=n%03d\r\n\r\n--n%03d\r\n" % (i, i)
