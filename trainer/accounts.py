@@ -139,14 +139,19 @@ def load_accounts(path: Path) -> list[ImapAccount]:
     if not tables:
         raise ConfigError(f"{path}: no [[account]] tables")
     if defaults:  # (checked however its heading is written; the line found where it can be)
-        heading = re.search(r"^[ \t]*\[\s*defaults\s*\]", text, re.MULTILINE)
+        heading = _DEFAULTS_HEADING.search(text)
         lines = _Lines(path, text, [heading.start()] if heading else [], 1, "defaults")
         _check_keys(defaults, lines)
         if "user" in defaults:
             raise ConfigError(f"{lines.where('user')}: user: each [[account]] names its own")
-    starts = [match.start() for match in re.finditer(r"^[ \t]*\[\[\s*account\s*\]\]", text, re.MULTILINE)]
+    starts = [match.start() for match in _ACCOUNT_HEADING.finditer(text)]
     return [_account(table, defaults, _Lines(path, text, starts, number))
             for number, table in enumerate(tables, start=1)]
+
+
+_DEFAULTS_HEADING = re.compile(r"^[ \t]*\[\s*defaults\s*\]", re.MULTILINE)
+_ACCOUNT_HEADING = re.compile(r"^[ \t]*\[\[\s*account\s*\]\]", re.MULTILINE)
+_ANY_HEADING = re.compile(r"^[ \t]*\[", re.MULTILINE)
 
 
 class _Lines:
@@ -155,7 +160,7 @@ class _Lines:
     def __init__(self, path: Path, text: str, starts: list[int], number: int, name: str | None = None) -> None:
         self.path, self.number, self.name = path, number, name or f"account {number}"
         begin = starts[number - 1] if number <= len(starts) else 0
-        following = re.compile(r"^[ \t]*\[", re.MULTILINE).search(text, begin + 1)  # the next table, of any kind
+        following = _ANY_HEADING.search(text, begin + 1)  # the next table, of any kind
         end = following.start() if following else len(text)
         self.text, self.first_line = text[begin:end], text.count("\n", 0, begin) + 1
 

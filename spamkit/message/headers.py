@@ -107,7 +107,7 @@ def split_parameters(value: str) -> tuple[str, dict[str, str]]:
         name, _, number = key.partition("*")  # name*, name*N or name*N*
         encoded = key.endswith("*")
         number = number.rstrip("*")  # (int() refuses over 4,300 digits: a longer one sorts last)
-        place = int(number) if number.isdigit() and len(number) <= 9 else 0 if not number else 10**9
+        place = int(number) if number.isdigit() and len(number) <= 9 else (10**9 if number else 0)
         sections.setdefault(name, []).append((place, encoded, raw))
     for name, parts in sections.items():
         params[name] = _join_sections(sorted(parts, key=lambda part: part[0]))
