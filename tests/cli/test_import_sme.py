@@ -215,3 +215,17 @@ def test_a_refused_value_changes_nothing_and_bad_input_says_where(tmp_path: Path
     missing = spamkit("config", "import-sme", "--from", str(tmp_path / "nowhere"), "--config", str(config))
     assert missing.returncode == 66 and "no SME configuration database" in missing.stderr
     assert config.read_text() == "TagLevel = 5\n"
+
+
+def test_limits_that_are_not_plain_numbers_are_reported_and_not_carried_over(tmp_path: Path) -> None:
+    """qmail's MaxMessageSize and smtpd's InstancesPerIP are carried over only as ASCII
+    digits: "２００００" (full-width) and "²" are digits to str.isdigit, and int() reads the
+    first as 20000, so a damaged or hand-typed database set a limit nobody wrote."""
+    sme = sme_dir(tmp_path, "qmail=service|MaxMessageSize|２００００\nsmtpd=service|InstancesPerIP|²\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text("TagLevel = 5\n")
+    report, shown = imported(sme, config)
+    assert (shown["SmtpMaxMessageSize"], shown["MaxSessionsPerClient"]) == (15_000_000, 10)  # the defaults
+    left_out = "\n".join(report["left_out"])
+    assert "configuration qmail MaxMessageSize=２００００: not a whole number" in left_out, left_out
+    assert "configuration smtpd InstancesPerIP=²: not a whole number" in left_out, left_out

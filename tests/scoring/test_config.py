@@ -123,7 +123,8 @@ def test_host_port_readings(text: str, default: int | None, expected: tuple[str,
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":25", "[::1]x:25",
-                                  "host name:25", "2001:db8::25"])
+                                  "host name:25", "2001:db8::25",
+                                  "127.0.0.1:２５", "127.0.0.1:²"])  # digits to str.isdigit, not ports
 def test_host_port_mistakes(text: str) -> None:
     with pytest.raises(ValueError):
         split_host_port(text)

@@ -465,6 +465,40 @@ def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more() -> Non
     assert received == [["b@example.org", "c@example.org"], ["d@example.org"]]
 
 
+@pytest.mark.parametrize("limits", [b"RCPTMAX=\xb2", b"RCPTMAX=0", b"RCPTMAX=" + b"9" * 5000, b"RCPTMAX=",
+                                    b"MAILMAX=1"])
+def test_a_recipient_cap_that_is_not_a_plain_number_is_not_taken(limits: bytes) -> None:
+    """Only ASCII digits in LIMITS RCPTMAX are a cap. smtplib reads EHLO as Latin-1, where
+    byte B2 is "²", a digit to str.isdigit that int() refuses, as it refuses 5,000 digits:
+    either made every RCPT fail (451) behind such a next hop."""
+    from aiosmtpd.controller import Controller
+
+    received: list[list[str]] = []
+
+    class OddNextHop:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+            session.host_name = hostname
+            return responses[:-1] + [b"250-LIMITS " + limits] + responses[-1:]
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(sorted(envelope.rcpt_tos))
+            return "250 OK"
+
+    next_hop = Controller(OddNextHop(), hostname="127.0.0.1", port=free_port())
+    next_hop.start()
+    port = free_port()
+    controller = LimitedController(FilterHandler(FilterChain([]), ("127.0.0.1", next_hop.port)),
+                                   SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            assert client.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE) == {}
+    finally:
+        controller.stop()
+        next_hop.stop()
+    assert received == [["b@example.org", "c@example.org"]]
+
+
 def test_address_parsing_matches_aiosmtpd() -> None:
     """LimitedSMTP parses MAIL/RCPT addresses without aiosmtpd's per-call class; the
     results must stay aiosmtpd's own (this fails if a new aiosmtpd parses differently)."""
