@@ -188,13 +188,13 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         plan.set("ScanLocalClients", "false", "SME: its spamassassin plugin is off for local connections")
     for service, name, option in SERVICE_LIMITS:
         limits = configuration.get(service)
-        value = limits.props.get(name) if limits else None
-        if value is None:
+        limit = limits.props.get(name) if limits else None
+        if limit is None:
             continue
-        if value.isascii() and value.isdigit():  # ("²" and "２" are digits to isdigit alone)
-            plan.set(option, value, f"configuration {service} {name}")
+        if limit.isascii() and limit.isdigit():  # ("²" and "２" are digits to isdigit alone)
+            plan.set(option, limit, f"configuration {service} {name}")
         else:
-            plan.left_out.append(f"configuration {service} {name}={value}: not a whole number")
+            plan.left_out.append(f"configuration {service} {name}={limit}: not a whole number")
     found = [record.key.lower() for record in databases.get("domains", {}).values()
              if record.type == "domain"]
     domain_name = configuration.get("DomainName")
