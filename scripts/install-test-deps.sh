@@ -3,7 +3,8 @@
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
 # (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
-# checks) and Redis (the shared token store), all started by fixtures on loopback, and
+# checks) and Redis (the shared token store), all started by fixtures on loopback, 7-Zip, xz
+# and bzip2 (the attachment check's tests read archives as these tools write them), and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,10 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
 command -v openssl >/dev/null || need+=(openssl)
+# archivers, to make the archives the attachment check reads as the real tools write them
+command -v 7zz >/dev/null || need+=(7zip)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v bzip2 >/dev/null || need+=(bzip2)
 # a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)

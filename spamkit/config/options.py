@@ -256,11 +256,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
            "Attachment file name extensions refused: every name a part gives, anywhere in the "
            "message.", group="smtp"),
-    Option("BlockInArchives", bool, True, "BlockedExtensions apply to the files inside zip "
-           "attachments too (and a zip inside one), read from the archive's directory: nothing "
-           "is unpacked but a nested zip of up to 10 MB.", group="smtp"),
-    Option("BlockEncryptedArchives", bool, False, "Refuse zip attachments with encrypted files "
-           "(or a zip inside with them): nothing, a virus scanner included, can look into them, "
+    Option("BlockInArchives", bool, True, "BlockedExtensions apply to the files inside zip, "
+           "7z and tar attachments too (and a zip inside a zip), and to the file inside a gz, bz2 "
+           "or xz, read from the archive's directory and headers: nothing is unpacked but a nested "
+           "zip or a compressed stream, up to 10 MB. rar is not read.", group="smtp"),
+    Option("BlockEncryptedArchives", bool, False, "Refuse zip or 7z attachments with encrypted "
+           "files or names (or a zip inside with them): nothing, a virus scanner included, can "
+           "look into them, "
            "and a password-protected zip with its password in the text is how Emotet spread.",
            group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),

@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from spamkit.message.archives import is_zip, is_zip_name, zip_members
+from spamkit.message.archives import HEAD_BYTES, UnpackBudget, archive_members, is_archive, is_zip_name
 from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
 from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
@@ -40,7 +40,7 @@ class Attachment:
     filename: str  # Content-Disposition's filename, else Content-Type's name (RFC 2231 and 2047 undone)
     size: int
     other_names: tuple[str, ...] = ()  # a Content-Type name that differs: some programs save under it
-    members: tuple[str, ...] = ()  # inside a zip archive, by `list_attachments` only (archives.py)
+    members: tuple[str, ...] = ()  # inside an archive, by `list_attachments` only (archives.py)
     encrypted: bool = False  # a zip with an encrypted file (or one inside), by `list_attachments` only
 
 
@@ -154,6 +154,8 @@ def _walk(raw: bytes, limits: ParseLimits, files_only: bool) -> ParsedMessage:
     return message
 
 
+# base64 of HEAD_BYTES, with its line breaks: enough of a part to tell an archive by its first bytes
+ARCHIVE_HEAD_CHARACTERS = 512
 _UU_BLOCK = re.compile(rb"^begin [0-7]{3,4} \S", re.MULTILINE)
 _UU_NAMES = re.compile(rb"^begin [0-7]{3,4} (\S[^\n]*)", re.MULTILINE)
 _URL_TAIL = r"[^\s<>\"'()\[\]{}]{2,400}"
@@ -211,6 +213,7 @@ class _Walker:
         self.message = message
         self.limits = limits
         self.files_only = files_only  # list_attachments: names and archive members, no text
+        self.unpack_budget = UnpackBudget()  # shared by the message's archives
         self.parts = 0
 
     def walk_message(self, raw: bytes) -> None:
@@ -324,7 +327,7 @@ class _Walker:
               body: bytes, is_text: bool) -> None:
         """list_attachments' view of a leaf: any part with a name is a file (a text/plain
         part named invoice.exe is saved as one), as is any part that is not text; a text
-        part may carry uuencoded files (their names are listed); a zip's members are read."""
+        part may carry uuencoded files (their names are listed); an archive's members are read."""
         message = self.message
         if is_text:
             data = decode_transfer(body, encoding, message.facts)
@@ -335,9 +338,10 @@ class _Walker:
                 return
         members: tuple[str, ...] = ()
         size, encrypted = len(body), False
-        if is_zip_name(filename, *other_names) or is_zip(decode_transfer(body[:16].lstrip(), encoding, set())):
+        head = decode_transfer(body[:ARCHIVE_HEAD_CHARACTERS].lstrip(), encoding, set())
+        if is_zip_name(filename, *other_names) or is_archive(head[:HEAD_BYTES]):
             data = decode_transfer(body, encoding, message.facts)
-            listing = zip_members(data)
+            listing = archive_members(data, filename, self.unpack_budget)
             members, size = listing.names, len(data)
             message.facts.update(listing.facts)
             encrypted = "archive-encrypted" in listing.facts

@@ -9,6 +9,7 @@ import re
 import time
 import zipfile
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -202,6 +203,32 @@ def test_list_attachments_sees_every_file_a_mail_program_could_save() -> None:
     listed = list_attachments(raw, ParseLimits(max_message_bytes=len(raw)))
     assert [(a.filename, a.members) for a in listed.attachments] == [
         ("big.jpg", ()), ("notes.exe", ()), ("one.txt", ()), ("two.scr", ()), ("photos.dat", ("docs/a.js", "b.txt"))]
+
+
+def test_one_messages_archives_are_unpacked_against_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gzipped tars in one message, and room to unpack one: the second's members are
+    not read, its name is, and that is said."""
+    import gzip
+    import tarfile
+
+    import spamkit.message as message_module
+    from spamkit.message.archives import UnpackBudget
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("run.js")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    packed = gzip.compress(out.getvalue(), mtime=0)
+    raw = b"Content-Type: multipart/mixed; boundary=b\n\n" + b"".join(
+        b"--b\nContent-Type: application/gzip; name=%s.tar.gz\nContent-Transfer-Encoding: base64\n\n" % name
+        + base64.encodebytes(packed) for name in (b"one", b"two")) + b"--b--\n"
+    whole = list_attachments(raw, ParseLimits())
+    assert [a.members for a in whole.attachments] == [("one.tar", "one.tar/run.js"), ("two.tar", "two.tar/run.js")]
+    monkeypatch.setattr(message_module, "UnpackBudget", lambda: UnpackBudget(len(out.getvalue())))
+    tight = list_attachments(raw, ParseLimits())
+    assert [a.members for a in tight.attachments] == [("one.tar", "one.tar/run.js"), ("two.tar",)]
+    assert "archive-nested-unread" in tight.facts and "archive-nested-unread" not in whole.facts
 
 
 def test_html_keeps_visible_invisible_urls_and_alt_apart() -> None:

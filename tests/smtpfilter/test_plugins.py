@@ -272,6 +272,49 @@ def test_archives_are_passed_when_clean_or_not_asked_for(filter_server, sink: Si
     assert len(sink.messages()) == 2
 
 
+def _packed(tmp_path: Path, kind: str) -> tuple[str, bytes]:
+    """(attachment name, bytes) of an archive holding invoice/run.js, made by the real tool."""
+    folder = tmp_path / "invoice"
+    folder.mkdir(exist_ok=True)
+    (folder / "run.js").write_text("WScript.Echo(1)")
+    (folder / "invoice.pdf").write_bytes(b"%PDF-1.4")
+    commands = {"7z": ["7zz", "a", "-bd", "invoice.7z", "invoice"],
+                "tar.gz": ["tar", "czf", "invoice.tar.gz", "invoice"],
+                "tar.xz": ["tar", "cJf", "invoice.tar.xz", "invoice"],
+                "js.gz": ["gzip", "-k", "invoice/run.js"]}
+    if kind == "zip after zip":  # 7-Zip shows the first, Windows the second
+        return "invoice.zip", _zip({"invoice.js": b"x"}) + _zip({"invoice.pdf": b"%PDF"})
+    subprocess.run(commands[kind], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    name = {"js.gz": "invoice/run.js.gz"}.get(kind, f"invoice.{kind}")
+    return name.rsplit("/", 1)[-1], (tmp_path / name).read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["7z", "tar.gz", "tar.xz", "js.gz", "zip after zip"])
+def test_blocked_files_in_other_archives(filter_server, sink: Sink, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Windows opens 7z, tar and gz files itself since 2023, and WinRAR and 7-Zip are
+    everywhere: a script inside one is refused as one inside a zip is. Each passed before."""
+    name, archive = _packed(tmp_path, kind)
+    send = filter_server("")
+    reply = send(_with_part(f'Content-Type: application/octet-stream; name="{name}"'.encode(), archive))
+    assert reply == f"552 5.7.0 Attachments of type .js are not accepted (in {name})", reply
+    assert filter_server("BlockInArchives = false\n")(
+        _with_part(f'Content-Type: application/octet-stream; name="{name}"'.encode(), archive)).startswith("250")
+    assert len(sink.messages()) == 1
+
+
+def test_a_7z_with_encrypted_names_is_refused_when_asked(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """7z -mhe encrypts the names too: nothing can say what is inside. Passed by default,
+    as a zip with encrypted files is; refused with BlockEncryptedArchives."""
+    (tmp_path / "run.js").write_text("x")
+    subprocess.run(["7zz", "a", "-bd", "-pSecret", "-mhe=on", "a.7z", "run.js"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    message = _with_part(b'Content-Type: application/x-7z-compressed; name="a.7z"', (tmp_path / "a.7z").read_bytes())
+    assert filter_server("")(message).startswith("250")
+    assert filter_server("BlockEncryptedArchives = true\n")(message) == \
+        "552 5.7.0 Encrypted archives are not accepted (a.7z)"
+    assert len(sink.messages()) == 1
+
+
 def _encrypted(archive: bytes) -> bytes:
     """The zip with its files flagged encrypted (general purpose bit 0), in the local
     headers and the directory, as zip -e and WinZip's AES write them."""
