@@ -3,7 +3,7 @@
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
 # (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
-# checks) and Redis (the shared token store), all started by fixtures on loopback, 7-Zip, xz
+# checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz
 # and bzip2 (the attachment check's tests read archives as these tools write them), and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
@@ -24,6 +24,8 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
 command -v openssl >/dev/null || need+=(openssl)
+# ClamAV's daemon for the clamav filter (started by a fixture with a signature of its own)
+command -v clamd >/dev/null || need+=(clamav-daemon)
 # archivers, to make the archives the attachment check reads as the real tools write them
 command -v 7zz >/dev/null || need+=(7zip)
 command -v xz >/dev/null || need+=(xz-utils)

@@ -1,4 +1,5 @@
-"""Text a client chose (HELO, addresses, Message-ID, spamc's User), made safe to log."""
+"""Text a client chose (HELO, addresses, Message-ID, spamc's User, a file or virus name),
+made safe to log or to put in an SMTP reply."""
 
 from __future__ import annotations
 
@@ -12,3 +13,10 @@ def printable(text: str, limit: int = 200) -> str:
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
                    for c in text)
+
+
+def reply_text(text: str, limit: int = 60) -> str:
+    """The text fit for an SMTP reply line (RFC 5321 replies are ASCII): anything not
+    printable ASCII as "?", cut to `limit` characters with "..." where it was cut."""
+    shown = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."

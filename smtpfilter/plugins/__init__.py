@@ -15,6 +15,7 @@ from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
 from smtpfilter.dnslists import CLOSED_ZONES, TALLY, ListReport, ask_list, zones
 from smtpfilter.filter import Filter
+from smtpfilter.plugins.clamav import Clamav, ClamdClient
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
@@ -72,6 +73,7 @@ FILTERS: dict[str, Factory] = {
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"], c["RefuseRepeatedHeaders"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], c["BlockInArchives"],
                                                c["SmtpMaxMessageSize"], c["BlockEncryptedArchives"]),
+    "clamav": lambda c, s, a: Clamav(ClamdClient(c["ClamdAddress"], c["ClamdTimeout"]), c["ClamavWhenDown"]),
     "spamscore": lambda c, s, a: SpamScore(s, a, None if c["ScanLocalClients"] else local_clients(c)),
     "whitelisthosts": lambda c, s, a: WhitelistHosts(c["WhitelistHosts"]),
     "whitelisthelo": lambda c, s, a: WhitelistHelo(c["WhitelistHelo"]),

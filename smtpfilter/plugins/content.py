@@ -6,6 +6,7 @@ import re
 from collections import Counter
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
+from smtpfilter.logtext import reply_text
 from smtpfilter.networks import Networks
 from spamkit.message import ParseLimits, list_attachments
 
@@ -94,11 +95,11 @@ class Attachments(Filter):
                     return reject(self.name, f"552 5.7.0 Attachments of type .{extension} are not accepted")
             if attachment.encrypted and self.refuse_encrypted:
                 return reject(self.name, "552 5.7.0 Encrypted archives are not accepted "
-                                         f"({_printable(attachment.filename or 'an archive')})")
+                                         f"({reply_text(attachment.filename or 'an archive')})")
             for member in attachment.members if self.in_archives else ():
                 if (extension := blocked_extension(member, self.extensions)) is not None:
                     return reject(self.name, f"552 5.7.0 Attachments of type .{extension} are not accepted "
-                                             f"(in {_printable(attachment.filename or 'an archive')})")
+                                             f"(in {reply_text(attachment.filename or 'an archive')})")
         return CONTINUE
 
 
@@ -114,9 +115,3 @@ def blocked_extension(name: str, extensions: set[str]) -> str | None:
         return None
     extension = base.rsplit(".", 1)[1]
     return extension if extension in extensions else None
-
-
-def _printable(name: str) -> str:
-    """A file name fit for an SMTP reply line: printable ASCII, at most 60 characters."""
-    shown = "".join(c if " " <= c <= "~" else "?" for c in name)
-    return shown if len(shown) <= 60 else shown[:57] + "..."

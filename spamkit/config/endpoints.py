@@ -42,6 +42,14 @@ def endpoint_problem(text: str) -> str | None:
     return _problem(text, None) if text else None
 
 
+def socket_problem(text: str) -> str | None:
+    """For a daemon's socket: a Unix socket's absolute path (or unix:PATH), else HOST:PORT."""
+    if text.startswith("/") or text.startswith("unix:/"):
+        return None
+    problem = _problem(text, None)
+    return problem and f"{problem}; or a Unix socket's absolute path"
+
+
 def smtp_server_problem(text: str) -> str | None:
     """For host[:port], port 25 if none."""
     return _problem(text, 25)

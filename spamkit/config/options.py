@@ -18,6 +18,7 @@ from spamkit.config.endpoints import (
     host_name_problem,
     is_host_name,
     smtp_server_problem,
+    socket_problem,
 )
 
 SENSITIVITY_LEVELS = {"veryhigh": 2.0, "high": 3.0, "medium": 5.0, "low": 7.0, "verylow": 9.0}
@@ -265,6 +266,17 @@ OPTIONS: tuple[Option, ...] = (
            "look into them, "
            "and a password-protected zip with its password in the text is how Emotet spread.",
            group="smtp"),
+    Option("ClamdAddress", str, "/run/clamav/clamd.ctl", "The clamav filter's ClamAV daemon: "
+           "its LocalSocket (Debian's default path) or HOST:PORT of its TCPSocket.", group="smtp",
+           value_problem=socket_problem),
+    Option("ClamdTimeout", float, 20.0, "Seconds the clamav filter waits for clamd's verdict on "
+           "one message (within ScanBudget).", minimum=1, maximum=90, group="smtp"),
+    Option("ClamavWhenDown", str, "tempfail", "What the clamav filter does with a message when "
+           "clamd cannot be reached or does not answer in time: tempfail answers 451 and the "
+           "client tries again later (as clamav-milter's default); accept lets it through "
+           "unscanned (as qpsmtpd's clamdscan), counted in spamkit_filter_unchecked_total. A "
+           "message clamd refuses to scan (over its StreamMaxLength) passes unscanned either "
+           "way.", choices=("tempfail", "accept"), group="smtp"),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
     Option("SmtpMaxMessageSize", int, 15_000_000, "Bytes of one message `serve` takes, offered "
            "as SIZE in EHLO; larger mail hears 552 (SME's qmail MaxMessageSize). Read at start.",

@@ -1,0 +1,125 @@
+"""Virus scanning by ClamAV's daemon, as SME's qpsmtpd runs virus/clamav (enabled there).
+
+The message goes to clamd over its INSTREAM command, as it was received: clamd takes
+the MIME apart and looks into archives itself. A virus found refuses the message (552,
+as qpsmtpd's clamdscan); a clamd that cannot answer defers it (451) unless
+ClamavWhenDown says to let it through, since a scanner that is down for an hour should
+not let an hour of viruses in.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.logtext import reply_text
+from smtpfilter.metrics import UNCHECKED
+from spamkit.config.endpoints import split_host_port
+
+log = logging.getLogger("spamkit.smtpfilter")
+
+CHUNK_BYTES = 64 << 10  # clamd reads a stream in length-prefixed chunks; this size is clamdscan's
+REPLY_BYTES = 4096  # a verdict line is a name and a word; anything longer is not clamd
+
+
+class ClamdUnavailable(Exception):
+    """clamd could not be reached, did not answer in time, or answered nonsense."""
+
+
+class ClamdRefused(Exception):
+    """clamd answered, but did not scan: the message is over its StreamMaxLength, say."""
+
+
+class ClamdClient:
+    """clamd's socket: a path (its LocalSocket, Debian's /run/clamav/clamd.ctl) or
+    HOST:PORT (its TCPSocket). One connection a scan, as clamdscan does."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.unix = address.startswith("/") or address.startswith("unix:")
+        self.endpoint: str | tuple[str, int] = address.removeprefix("unix:") if self.unix \
+            else split_host_port(address)
+
+    def ping(self) -> bool:
+        try:
+            return self._ask(b"zPING\0", []) == "PONG"
+        except (ClamdUnavailable, ClamdRefused):
+            return False
+
+    def scan(self, data: bytes) -> str | None:
+        """The name of the virus clamd finds in `data`, or None when it finds none."""
+        chunks = [data[at:at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)]
+        reply = self._ask(b"zINSTREAM\0", chunks)
+        if reply.startswith("stream: ") and reply.endswith(" FOUND"):
+            return reply[len("stream: "):-len(" FOUND")]
+        if reply == "stream: OK":
+            return None
+        if reply.endswith(" ERROR"):  # "INSTREAM size limit exceeded. ERROR", a damaged database...
+            raise ClamdRefused(reply)
+        raise ClamdUnavailable(f"unexpected answer {reply[:80]!r}")
+
+    def _ask(self, command: bytes, chunks: list[bytes]) -> str:
+        family = socket.AF_UNIX if self.unix else socket.AF_INET6 if ":" in self.endpoint[0] else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as connection:
+                connection.settimeout(self.timeout)
+                connection.connect(self.endpoint)
+                connection.sendall(command)
+                try:
+                    for chunk in chunks:
+                        connection.sendall(struct.pack(">I", len(chunk)) + chunk)
+                    if command == b"zINSTREAM\0":
+                        connection.sendall(struct.pack(">I", 0))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # clamd stops reading past StreamMaxLength, and says so: read it
+                return self._reply(connection)
+        except OSError as error:  # refused, no such socket, timed out
+            raise ClamdUnavailable(f"{self.address}: {error.strerror or error}") from None
+
+    @staticmethod
+    def _reply(connection: socket.socket) -> str:
+        reply = b""
+        while not reply.endswith(b"\0") and len(reply) < REPLY_BYTES:
+            piece = connection.recv(REPLY_BYTES)
+            if not piece:
+                break
+            reply += piece
+        if not reply.endswith(b"\0"):
+            raise ClamdUnavailable("no complete answer")
+        return reply[:-1].decode("utf-8", "replace").strip()
+
+
+class Clamav(Filter):
+    """Refuse mail carrying a virus ClamAV knows. Every client's mail is scanned, our own
+    included: an infected office PC is how a site gets blacklisted."""
+
+    name = "clamav"
+    blocking = True  # waits on clamd
+
+    def __init__(self, client: ClamdClient, when_down: str = "tempfail") -> None:
+        self.client = client
+        self.when_down = when_down
+
+    def data(self, tx: Transaction) -> Decision:
+        try:
+            found = self.client.scan(tx.data)
+        except ClamdRefused as why:  # not scanned, by clamd's own limits: qpsmtpd lets it by
+            log.warning("clamd did not scan a message (%s); it passes unscanned", why)
+            UNCHECKED.count(self.name, "refused")
+            tx.notes["clamav"] = "unscanned"
+            return CONTINUE
+        except ClamdUnavailable as why:
+            if self.when_down == "accept":
+                log.error("clamd unavailable (%s): the message is let through unscanned", why)
+                UNCHECKED.count(self.name, "down")
+                tx.notes["clamav"] = "unscanned"
+                return CONTINUE
+            log.error("clamd unavailable (%s): the message is deferred", why)
+            return tempfail(self.name, "451 4.3.0 Virus scanner unavailable, try again later")
+        if found is None:
+            return CONTINUE
+        tx.notes["virus"] = found
+        return reject(self.name, f"552 5.7.0 Virus found: {reply_text(found, 100)}")

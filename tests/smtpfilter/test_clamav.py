@@ -1,0 +1,107 @@
+"""The clamav filter against a real clamd on loopback (tests/servers/clamd.py): a virus
+refused, clean mail relayed, and a clamd that is down, stalled or refusing to scan."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpfilter.filter import Action, Transaction
+from smtpfilter.metrics import UNCHECKED
+from smtpfilter.plugins.clamav import Clamav, ClamdClient, ClamdRefused, ClamdUnavailable
+from tests.servers.clamd import EICAR, SIGNATURE, Clamd, start_clamd
+from tests.servers.smtp_sink import Sink, free_port
+from tests.smtpfilter.conftest import PLAIN
+
+FOUND = f"{SIGNATURE}.UNOFFICIAL"  # clamd's name for a signature outside its official databases
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    yield from start_clamd(tmp_path_factory.mktemp("clamd"))
+
+
+def attached(payload: bytes, name: str) -> bytes:
+    return (b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: see\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee\r\n"
+            b"--b\r\nContent-Type: application/octet-stream; name=\"" + name.encode() + b"\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(payload).replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
+
+
+def test_clamd_finds_the_test_virus_however_it_is_sent(clamd: Clamd) -> None:
+    for address in (clamd.address, str(clamd.socket), f"unix:{clamd.socket}"):
+        client = ClamdClient(address, timeout=30)
+        assert client.ping()
+        assert client.scan(EICAR) == FOUND
+        assert client.scan(attached(EICAR, "readme.txt")) == FOUND
+        assert client.scan(attached(zipped("docs/readme.txt", EICAR), "docs.zip")) == FOUND
+        assert client.scan(PLAIN) is None
+        assert client.scan(b"") is None
+    big = attached(bytes(range(256)) * 20_000, "photo.jpg") + attached(EICAR, "late.txt")  # across many chunks
+    assert ClamdClient(clamd.address, timeout=30).scan(big) == FOUND
+
+
+def test_a_virus_is_refused_and_clean_mail_relayed(clamd: Clamd, filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    send = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{clamd.socket}"\n')
+    assert send(attached(zipped("invoice.doc", EICAR), "invoice.zip")) == f"552 5.7.0 Virus found: {FOUND}"
+    assert send(PLAIN).startswith("250")
+    assert len(sink.messages()) == 1 and b"hello" in sink.messages()[0]
+
+
+def test_a_clamd_that_is_down_defers_unless_told_to_let_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    nowhere = f"127.0.0.1:{free_port()}"
+    deferred = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{nowhere}"\n')
+    assert deferred(PLAIN) == "451 4.3.0 Virus scanner unavailable, try again later"
+    assert sink.messages() == []
+    before = UNCHECKED.counts().get(("clamav", "down"), 0)
+    let_through = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{nowhere}"\n'
+                                'ClamavWhenDown = "accept"\n')
+    assert let_through(PLAIN).startswith("250")
+    assert len(sink.messages()) == 1 and UNCHECKED.counts()[("clamav", "down")] == before + 1
+    missing = Clamav(ClamdClient("/nonexistent/clamd.ctl", timeout=5))
+    decision = missing.data(Transaction(peer="192.0.2.1", data=PLAIN))
+    assert decision.action is Action.TEMPFAIL
+
+
+def test_a_clamd_that_never_answers_is_waited_for_only_its_timeout() -> None:
+    """A clamd stuck reloading its signatures takes the connection and says nothing."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # connections wait in the backlog, never answered
+        client = ClamdClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(ClamdUnavailable, match="timed out"):
+            client.scan(PLAIN)
+        assert 1.4 < time.monotonic() - started < 10
+        assert not client.ping()
+
+
+def test_mail_over_clamds_stream_limit_passes_unscanned(tmp_path: Path) -> None:
+    """clamd stops reading past its StreamMaxLength and answers "INSTREAM size limit
+    exceeded": not a verdict. The message passes unscanned, as qpsmtpd lets it, and is
+    counted; a smaller one is still scanned."""
+    for server in start_clamd(tmp_path, stream_max="1M"):
+        client = ClamdClient(server.address, timeout=30)
+        with pytest.raises(ClamdRefused, match="size limit"):
+            client.scan(attached(EICAR, "a.txt") + b"x" * (3 << 20))
+        before = UNCHECKED.counts().get(("clamav", "refused"), 0)
+        transaction = Transaction(peer="192.0.2.1", data=PLAIN + b"x" * (3 << 20))
+        assert Clamav(client).data(transaction).action is Action.CONTINUE
+        assert transaction.notes["clamav"] == "unscanned"
+        assert UNCHECKED.counts()[("clamav", "refused")] == before + 1
+        assert client.scan(attached(EICAR, "a.txt")) == FOUND
