@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import socket
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -424,12 +426,29 @@ def test_an_archive_address_the_next_hop_cannot_take_is_skipped_not_every_messag
         generator.close()
 
 
+@contextlib.contextmanager
+def filter_in_front_of(next_hop: object) -> Iterator[int]:
+    """A filter with no checks, relaying to an aiosmtpd server run by the handler
+    `next_hop`: the filter's port."""
+    from aiosmtpd.controller import Controller
+
+    hop = Controller(next_hop, hostname="127.0.0.1", port=free_port())
+    hop.start()
+    port = free_port()
+    controller = LimitedController(FilterHandler(FilterChain([]), ("127.0.0.1", hop.port)), SessionLimits(),
+                                   hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+        hop.stop()
+
+
 def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more() -> None:
     """A next hop may say its cap in EHLO (LIMITS RCPTMAX, RFC 9422). The filter, asking
     it about each recipient at RCPT, reads it there, so even the first message that
     passes the cap hears 452 at RCPT for the recipients past it, and nothing is deferred."""
-    from aiosmtpd.controller import Controller
-
     received: list[list[str]] = []
 
     class CappedNextHop:
@@ -447,21 +466,10 @@ def test_a_next_hop_that_announces_its_recipient_cap_is_never_sent_more() -> Non
             received.append(sorted(envelope.rcpt_tos))
             return "250 OK"
 
-    next_hop = Controller(CappedNextHop(), hostname="127.0.0.1", port=free_port())
-    next_hop.start()
-    port = free_port()
-    controller = LimitedController(FilterHandler(FilterChain([]), ("127.0.0.1", next_hop.port)),
-                                   SessionLimits(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            refused = client.sendmail("a@example.org", ["b@example.org", "c@example.org", "d@example.org"],
-                                      MESSAGE)
-            assert {r: code for r, (code, _) in refused.items()} == {"d@example.org": 452}
-            assert client.sendmail("a@example.org", ["d@example.org"], MESSAGE) == {}
-    finally:
-        controller.stop()
-        next_hop.stop()
+    with filter_in_front_of(CappedNextHop()) as port, smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        refused = client.sendmail("a@example.org", ["b@example.org", "c@example.org", "d@example.org"], MESSAGE)
+        assert {r: code for r, (code, _) in refused.items()} == {"d@example.org": 452}
+        assert client.sendmail("a@example.org", ["d@example.org"], MESSAGE) == {}
     assert received == [["b@example.org", "c@example.org"], ["d@example.org"]]
 
 
@@ -471,8 +479,6 @@ def test_a_recipient_cap_that_is_not_a_plain_number_is_not_taken(limits: bytes) 
     """Only ASCII digits in LIMITS RCPTMAX are a cap. smtplib reads EHLO as Latin-1, where
     byte B2 is "²", a digit to str.isdigit that int() refuses, as it refuses 5,000 digits:
     either made every RCPT fail (451) behind such a next hop."""
-    from aiosmtpd.controller import Controller
-
     received: list[list[str]] = []
 
     class OddNextHop:
@@ -484,18 +490,8 @@ def test_a_recipient_cap_that_is_not_a_plain_number_is_not_taken(limits: bytes) 
             received.append(sorted(envelope.rcpt_tos))
             return "250 OK"
 
-    next_hop = Controller(OddNextHop(), hostname="127.0.0.1", port=free_port())
-    next_hop.start()
-    port = free_port()
-    controller = LimitedController(FilterHandler(FilterChain([]), ("127.0.0.1", next_hop.port)),
-                                   SessionLimits(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            assert client.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE) == {}
-    finally:
-        controller.stop()
-        next_hop.stop()
+    with filter_in_front_of(OddNextHop()) as port, smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        assert client.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE) == {}
     assert received == [["b@example.org", "c@example.org"]]
 
 
