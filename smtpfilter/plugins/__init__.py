@@ -279,6 +279,12 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
         except ConfigError as error:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)
+    if "clamav" in names and not ClamdClient(config["ClamdAddress"], timeout=5).ping():
+        consequence = ("every message would get 451" if config["ClamavWhenDown"] == "tempfail"
+                       else "every message would pass unscanned")
+        where = config.origins["ClamdAddress"]
+        warnings.append(f"{'ClamdAddress (the default)' if where == 'default' else where}: clamd does not answer PING at "
+                        f"{config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})")
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -105,3 +107,14 @@ def test_mail_over_clamds_stream_limit_passes_unscanned(tmp_path: Path) -> None:
         assert transaction.notes["clamav"] == "unscanned"
         assert UNCHECKED.counts()[("clamav", "refused")] == before + 1
         assert client.scan(attached(EICAR, "a.txt")) == FOUND
+
+
+def test_lint_says_when_clamd_does_not_answer(clamd: Clamd, tmp_path: Path) -> None:
+    config = tmp_path / "spamkit.toml"
+    for address, warned in ((clamd.address, False), (str(clamd.socket), False), (f"127.0.0.1:{free_port()}", True)):
+        config.write_text(f'SmtpFilters = ["clamav", "spamscore"]\nClamdAddress = "{address}"\n')
+        lint = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--config", str(config)],
+                              capture_output=True, text=True, timeout=120)
+        assert lint.returncode == 0, lint.stderr
+        assert (f"{config}:2: clamd does not answer PING at {address}: every message would get 451"
+                in lint.stderr) == warned, lint.stderr
