@@ -217,9 +217,21 @@ def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Fil
     check_chain(config)
     TALLY.forget_disbelieved()  # (the lists' health is the new chain's to find)
     filters = [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
-    for warning in closed_zone_warnings(config):
+    for warning in [*closed_zone_warnings(config), *clamd_warnings(config)]:
         log.warning("%s", warning)
     return filters
+
+
+def clamd_warnings(config: Config) -> list[str]:
+    """That clamd does not answer, when the clamav filter is in the chain (asked once, with
+    a PING: at `serve`'s start and by lint)."""
+    if "clamav" not in config["SmtpFilters"] or ClamdClient(config["ClamdAddress"], timeout=5).ping():
+        return []
+    consequence = ("every message would get 451" if config["ClamavWhenDown"] == "tempfail"
+                   else "every message would pass unscanned")
+    where = config.origins["ClamdAddress"]
+    return [f"{'ClamdAddress (the default)' if where == 'default' else where}: clamd does not answer PING "
+            f"at {config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})"]
 
 
 def build_chain(config: Config, scanner: Scanner, autolearn: bool) -> FilterChain:
@@ -279,12 +291,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
         except ConfigError as error:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)
-    if "clamav" in names and not ClamdClient(config["ClamdAddress"], timeout=5).ping():
-        consequence = ("every message would get 451" if config["ClamavWhenDown"] == "tempfail"
-                       else "every message would pass unscanned")
-        where = config.origins["ClamdAddress"]
-        warnings.append(f"{'ClamdAddress (the default)' if where == 'default' else where}: clamd does not answer PING at "
-                        f"{config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})")
+    warnings += clamd_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import socket
 import subprocess
 import sys
@@ -65,9 +66,12 @@ def test_a_virus_is_refused_and_clean_mail_relayed(clamd: Clamd, filter_server, 
     assert len(sink.messages()) == 1 and b"hello" in sink.messages()[0]
 
 
-def test_a_clamd_that_is_down_defers_unless_told_to_let_mail_through(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+def test_a_clamd_that_is_down_defers_unless_told_to_let_mail_through(
+        filter_server, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     nowhere = f"127.0.0.1:{free_port()}"
-    deferred = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{nowhere}"\n')
+    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+        deferred = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{nowhere}"\n')
+    assert f"clamd does not answer PING at {nowhere}: every message would get 451" in caplog.text  # at start
     assert deferred(PLAIN) == "451 4.3.0 Virus scanner unavailable, try again later"
     assert sink.messages() == []
     before = UNCHECKED.counts().get(("clamav", "down"), 0)
