@@ -41,7 +41,7 @@ class Attachment:
     size: int
     other_names: tuple[str, ...] = ()  # a Content-Type name that differs: some programs save under it
     members: tuple[str, ...] = ()  # inside an archive, by `list_attachments` only (archives.py)
-    encrypted: bool = False  # a zip with an encrypted file (or one inside), by `list_attachments` only
+    encrypted: bool = False  # an archive with encrypted files or names (or one inside), by `list_attachments` only
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def is_archive(head: bytes) -> bool:
 
 def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = None) -> ArchiveListing:
     """The member names of an archive in any format read here, told by its first bytes
-    (a file named .zip is read as a zip whatever they are); never raises. `name` is the
+    (one they do not tell is read as a zip: it may be named .zip); never raises. `name` is the
     attachment's, which names the file inside a gz, bz2 or xz that records no name;
     `budget` is shared by the archives of one message."""
     budget = budget if budget is not None else UnpackBudget()
@@ -264,7 +264,7 @@ _LZMA2 = b"\x21"
 _COPY = b"\x00"
 _END, _HEADER, _ARCHIVE_PROPERTIES, _ADDITIONAL_STREAMS, _MAIN_STREAMS, _FILES = range(6)
 _PACK_INFO, _UNPACK_INFO, _SUBSTREAMS, _SIZE, _CRC, _FOLDER, _UNPACK_SIZE, _NUM_UNPACK = range(6, 14)
-_NAME, _ENCODED_HEADER, _DUMMY = 0x11, 0x17, 0x19
+_NAME, _ENCODED_HEADER = 0x11, 0x17
 
 
 @dataclass
@@ -307,10 +307,12 @@ class _Reader:
             mask >>= 1
         return value
 
-    def count(self, limit: int = MAX_MEMBERS * 4) -> int:
-        """A NUMBER that counts things, refused when no honest archive has as many."""
+    def count(self, limit: int | None = None) -> int:
+        """A NUMBER that counts things: files, streams, folders. Each of those takes at
+        least a byte of the header to describe, so a count past the header's length is
+        damage (and would have lists of billions made)."""
         value = self.number()
-        if value > limit:
+        if value > (len(self.data) + 1 if limit is None else limit):
             raise _Damaged("count")
         return value
 

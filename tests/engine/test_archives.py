@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import spamkit.message.archives as archives
-from spamkit.message.archives import (HEAD_BYTES, MESSAGE_UNPACK_BYTES, NESTED_BYTES, NESTED_RATIO, ArchiveListing,
+from spamkit.message.archives import (HEAD_BYTES, MAX_MEMBERS, MESSAGE_UNPACK_BYTES, NESTED_BYTES, NESTED_RATIO, ArchiveListing,
                                       UnpackBudget, archive_members, is_archive, is_zip, is_zip_name, zip_members)
 
 
@@ -189,6 +189,17 @@ def test_7z_of_thousands_of_files_lists_what_7zip_lists(tmp_path: Path) -> None:
     listing = archive_members((tmp_path / "big.7z").read_bytes(), "big.7z")
     assert len(expected) == 3000 + 37 + 1 and sorted(listing.names) == sorted(expected)
     assert listing.facts == frozenset()
+
+
+def test_a_7z_of_more_files_than_the_cap_is_said_to_be(tmp_path: Path) -> None:
+    """41,000 empty files: more than MAX_MEMBERS, as a zip of as many is (and refused as
+    uncheckable by the filter). It was once read as damaged, and so let through."""
+    (tmp_path / "src").mkdir()
+    for index in range(41_000):
+        (tmp_path / "src" / f"f{index}.txt").touch()
+    run("7zz", "a", "-bd", "many.7z", "src", cwd=tmp_path)
+    listing = archive_members((tmp_path / "many.7z").read_bytes(), "many.7z")
+    assert len(listing.names) == MAX_MEMBERS and listing.facts == {"cap-archive-members"}
 
 
 @pytest.mark.parametrize("command, name", [(["tar", "cf"], "a.tar"), (["tar", "czf"], "a.tar.gz"),
