@@ -14,7 +14,7 @@ import socket
 import struct
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
-from smtpfilter.logtext import reply_text
+from smtpfilter.logtext import printable, reply_text
 from smtpfilter.metrics import UNCHECKED
 from spamkit.config.endpoints import split_host_port
 
@@ -109,17 +109,15 @@ class Clamav(Filter):
         except ClamdRefused as why:  # not scanned, by clamd's own limits: qpsmtpd lets it by
             log.warning("clamd did not scan a message (%s); it passes unscanned", why)
             UNCHECKED.count(self.name, "refused")
-            tx.notes["clamav"] = "unscanned"
             return CONTINUE
         except ClamdUnavailable as why:
             if self.when_down == "accept":
                 log.error("clamd unavailable (%s): the message is let through unscanned", why)
                 UNCHECKED.count(self.name, "down")
-                tx.notes["clamav"] = "unscanned"
                 return CONTINUE
             log.error("clamd unavailable (%s): the message is deferred", why)
             return tempfail(self.name, "451 4.3.0 Virus scanner unavailable, try again later")
         if found is None:
             return CONTINUE
-        tx.notes["virus"] = found
+        log.warning("clamd found %s in a message from %s", printable(found), tx.peer)  # (the reply cuts it)
         return reject(self.name, f"552 5.7.0 Virus found: {reply_text(found, 100)}")
