@@ -51,8 +51,10 @@ class UnpackBudget:
 
     remaining: int = MESSAGE_UNPACK_BYTES
 
-    def allows(self, size: int) -> bool:
-        return size <= self.remaining
+    def limit(self, packed: int) -> int:
+        """The most that `packed` bytes may unpack to: NESTED_BYTES, NESTED_RATIO times
+        their size (at least 1 KB's worth), and what the message has left."""
+        return max(min(NESTED_BYTES, NESTED_RATIO * max(packed, 1024), self.remaining), 0)
 
     def spend(self, size: int) -> None:
         self.remaining -= size
@@ -80,8 +82,8 @@ def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = N
     budget = budget if budget is not None else UnpackBudget()
     if data.startswith(_SEVEN_ZIP):
         return _sevenzip_members(data, budget)
-    if _compressor(data) is not None:
-        return _compressed_members(data, name, budget)
+    if (magic := _compressor(data)) is not None:
+        return _compressed_members(data, magic, name, budget)
     if _is_tar(data):
         return _tar_members(data)
     return zip_members(data, budget=budget)
@@ -154,8 +156,7 @@ def _local_headers(data: bytes) -> list[tuple[str, bool]]:
 def _nested(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: UnpackBudget) -> ArchiveListing | None:
     """The listing of a zip inside the archive, when it is small enough to unpack and
     can be (not encrypted); None otherwise."""
-    if (member.flag_bits & 0x1 or member.file_size > NESTED_BYTES or not budget.allows(member.file_size)
-            or member.file_size > NESTED_RATIO * max(member.compress_size, 1024)):
+    if member.flag_bits & 0x1 or member.file_size > budget.limit(member.compress_size):
         return None
     try:
         with archive.open(member) as inner:
@@ -199,12 +200,10 @@ def _compressor(head: bytes) -> bytes | None:
     return next((magic for magic in _STREAMS if head.startswith(magic)), None)
 
 
-def _compressed_members(data: bytes, name: str, budget: UnpackBudget) -> ArchiveListing:
+def _compressed_members(data: bytes, magic: bytes, name: str, budget: UnpackBudget) -> ArchiveListing:
     """A gz, bz2 or xz file: the one file inside (the name gzip recorded, else the
     attachment's name less its suffix, as 7-Zip and Windows name it), and a tar's or a
     zip's members when that file is one."""
-    magic = _compressor(data)
-    assert magic is not None
     suffixes, decompressor = _STREAMS[magic]
     inner = _gzip_name(data) if magic == b"\x1f\x8b\x08" else None
     if inner is None:
@@ -223,10 +222,9 @@ def _compressed_members(data: bytes, name: str, budget: UnpackBudget) -> Archive
 
 
 def _unpack(decompressor: Any, data: bytes, facts: set[str], budget: UnpackBudget) -> bytes | None:
-    """What `data` unpacks to, at most NESTED_BYTES, NESTED_RATIO times its size and what
-    is left of the budget: the part that fits if it unpacks to more
-    (archive-nested-unread); None if it is damaged from the start."""
-    limit = max(min(NESTED_BYTES, NESTED_RATIO * max(len(data), 1024), budget.remaining), 0)
+    """What `data` unpacks to, at most the budget's limit for it: the part that fits if
+    it unpacks to more (archive-nested-unread); None if it is damaged from the start."""
+    limit = budget.limit(len(data))
     try:
         content: bytes = decompressor.decompress(data, limit + 1)
     except Exception:
@@ -480,7 +478,7 @@ def _unpack_header(data: bytes, streams: _Streams, facts: set[str], budget: Unpa
     start = 32 + streams.pack_position
     packed = data[start:start + streams.pack_sizes[0]]
     size = folder.unpack_sizes[0]
-    if size > NESTED_BYTES or size > NESTED_RATIO * max(len(packed), 1024) or not budget.allows(size):
+    if size > budget.limit(len(packed)):
         raise _Damaged("header too large")
     budget.spend(size)
     method, properties = folder.coders[0]
