@@ -45,14 +45,13 @@ class ClamdClient:
 
     def ping(self) -> bool:
         try:
-            return self._ask(b"zPING\0", []) == "PONG"
+            return self._ask(b"zPING\0") == "PONG"
         except (ClamdUnavailable, ClamdRefused):
             return False
 
     def scan(self, data: bytes) -> str | None:
         """The name of the virus clamd finds in `data`, or None when it finds none."""
-        chunks = [data[at:at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)]
-        reply = self._ask(b"zINSTREAM\0", chunks)
+        reply = self._ask(b"zINSTREAM\0", data)
         if reply.startswith("stream: ") and reply.endswith(" FOUND"):
             return reply[len("stream: "):-len(" FOUND")]
         if reply == "stream: OK":
@@ -61,7 +60,8 @@ class ClamdClient:
             raise ClamdRefused(reply)
         raise ClamdUnavailable(f"unexpected answer {reply[:80]!r}")
 
-    def _ask(self, command: bytes, chunks: list[bytes]) -> str:
+    def _ask(self, command: bytes, stream: bytes | None = None) -> str:
+        """clamd's answer to `command`, after `stream` (INSTREAM's data) if there is one."""
         family = socket.AF_UNIX if self.unix else socket.AF_INET6 if ":" in self.endpoint[0] else socket.AF_INET
         try:
             with socket.socket(family, socket.SOCK_STREAM) as connection:
@@ -69,15 +69,24 @@ class ClamdClient:
                 connection.connect(self.endpoint)
                 connection.sendall(command)
                 try:
-                    for chunk in chunks:
-                        connection.sendall(struct.pack(">I", len(chunk)) + chunk)
-                    if command == b"zINSTREAM\0":
-                        connection.sendall(struct.pack(">I", 0))
+                    if stream is not None:
+                        self._send_stream(connection, stream)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # clamd stops reading past StreamMaxLength, and says so: read it
                 return self._reply(connection)
         except OSError as error:  # refused, no such socket, timed out
             raise ClamdUnavailable(f"{self.address}: {error.strerror or error}") from None
+
+    @staticmethod
+    def _send_stream(connection: socket.socket, data: bytes) -> None:
+        """INSTREAM's framing: chunks each after its length (4 bytes, big-endian), then a
+        length of 0. Sent from a view of the message, not copies of it."""
+        view = memoryview(data)
+        for at in range(0, len(data), CHUNK_BYTES):
+            chunk = view[at:at + CHUNK_BYTES]
+            connection.sendall(struct.pack(">I", len(chunk)))
+            connection.sendall(chunk)
+        connection.sendall(struct.pack(">I", 0))
 
     @staticmethod
     def _reply(connection: socket.socket) -> str:
