@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.logtext import reply_text
 from smtpfilter.networks import Networks
 from spamkit.message import ParseLimits, list_attachments
+from spamkit.message.headers import header_fields
 
 
 class Headers(Filter):
@@ -28,28 +28,24 @@ class Headers(Filter):
     def data(self, tx: Transaction) -> Decision:
         if not (self.required or self.refuse_repeated) or tx.peer in self.local:
             return CONTINUE
-        head = tx.data.split(b"\r\n\r\n", 1)[0]
-        fields = [(name.lower(), value) for name, value in _FIELD.findall(head)]
+        fields = header_fields(tx.data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n"))
         counts = Counter(name for name, _ in fields)
         if self.required:
-            missing = [name for name in ("From", "Date") if not counts[name.lower().encode()]]
+            missing = [name for name in ("From", "Date") if not counts[name.lower()]]
             if missing:
                 return reject(self.name, f"550 5.6.0 Message has no {' and '.join(missing)} header")
             empty = [name for name in ("From", "Date")  # (as qpsmtpd's: an empty one is none)
-                     if not any(value.strip() for field, value in fields if field == name.lower().encode())]
+                     if not any(value.strip() for field, value in fields if field == name.lower())]
             if empty:
                 return reject(self.name, f"550 5.6.0 Message has an empty {' and '.join(empty)} header")
         for name in SINGULAR_FIELDS if self.refuse_repeated else ():
-            if (count := counts[name.lower().encode()]) > 1:
+            if (count := counts[name.lower()]) > 1:
                 return reject(self.name, f"550 5.6.0 Message has {count} {name} headers "
                                          "(RFC 5322 3.6 allows one)")
         return CONTINUE
 
 
-# a field at the start of a line: (name, value with its continuation lines); RFC 5322's
-# obsolete syntax lets white space come before the colon ("From :"), which mail programs
-# read as the field
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE)
+# (header_fields reads "From :", RFC 5322's obsolete syntax, as From, as mail programs do)
 SINGULAR_FIELDS = ("From", "Date", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-ID", "In-Reply-To",
                    "References", "Subject")
 

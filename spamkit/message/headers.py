@@ -49,17 +49,27 @@ def parse_header_block(block: bytes, facts: set[str], keep_case: bool = False) -
     if len(block) > HEADER_BYTES_CAP:
         facts.add("cap-header-bytes")
         block = block[:HEADER_BYTES_CAP]
-    if block.isascii():
-        text = block.decode("ascii")
-    else:
-        facts.add("header-8bit")
-        text = decode_text(block, None)
+    text = _decoded(block, facts)
     if text[:1] in (" ", "\t"):
         facts.add("header-continuation-orphan")
     fields, lines = _header_fields(text, keep_case)
     if len(fields) != lines and not (len(fields) == lines - 1 and text.startswith("From ")):
         facts.add("header-malformed")
     return fields
+
+
+def header_fields(block: bytes) -> list[tuple[str, str]]:
+    """Every field of a header block (LF line ends) as parse_header_block reads it, with
+    no cap and no facts: for the SMTP headers check, which must see a field repeated
+    past the 100 KB that scoring reads."""
+    return _header_fields(_decoded(block, set()), False)[0]
+
+
+def _decoded(block: bytes, facts: set[str]) -> str:
+    if block.isascii():
+        return block.decode("ascii")
+    facts.add("header-8bit")
+    return decode_text(block, None)
 
 
 def header_fields_py(text: str, keep_case: bool) -> tuple[list[tuple[str, str]], int]:
