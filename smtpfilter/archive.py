@@ -2,7 +2,8 @@
 
 Every relayed message whose direction BccDirection takes also goes to BccAddress, in the
 same transaction (smtpfilter/relay.py). Outgoing mail is mail from our own clients
-(LocalNetworks and RelayClients, the clients the checks for strangers leave alone);
+(LocalNetworks and RelayClients, the clients the checks for strangers leave alone, and
+clients that logged in with SMTP AUTH);
 incoming is everyone else's. Behind an MTA that sends no XFORWARD, every client is that
 MTA, so there every message counts as outgoing if the MTA is one of our own clients.
 BccMode "cc" marks each copied message with `X-Copied-To: <address>`, as SME's default
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smtpfilter.networks import LocalClients, Networks
+from smtpfilter.filter import Transaction
+from smtpfilter.networks import LocalClients
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,13 @@ class ArchiveCopy:
     address: str = ""  # BccAddress; empty: no copies
     mode: str = "bcc"  # BccMode
     direction: str = "all"  # BccDirection
-    ours: Networks = field(default_factory=lambda: LocalClients([], []))
+    ours: LocalClients = field(default_factory=lambda: LocalClients([], []))
 
-    def address_for(self, client: str) -> str:
-        """Where the copy of a message from `client` goes: BccAddress, or "" for none."""
+    def address_for(self, tx: Transaction) -> str:
+        """Where the copy of the message goes: BccAddress, or "" for none."""
         if not self.address or self.direction == "all":
             return self.address
-        outgoing = client in self.ours
+        outgoing = self.ours.holds(tx)
         return self.address if outgoing == (self.direction == "outgoing") else ""
 
     def header(self, address: str) -> bytes:

@@ -35,6 +35,9 @@ class Transaction:
     notes: dict[str, object] = field(default_factory=dict)  # for the log line; one per SMTP
     # transaction, from MAIL to DATA, so a filter's RCPT stage may leave a note for its DATA
     named_by: str = ""  # the MTA in front that named `peer` with XFORWARD, if one did
+    # who logged in with SMTP AUTH in this session (smtpfilter/auth.py); such a client is
+    # one of ours wherever it connects from, as qpsmtpd makes it a relay client
+    authenticated: str = ""
 
 
 class Filter:

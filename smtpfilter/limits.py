@@ -269,9 +269,15 @@ class LimitedSMTP(SMTP):
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
-        """No logins here (the handler offers no AUTH): our own users submit to the MTA's
-        submission port, which checks their passwords. aiosmtpd's own AUTH refused every
-        login as invalid credentials."""
+        """aiosmtpd's AUTH, whose dialogue the handler runs (FilterHandler.handle_AUTH),
+        when SmtpAuthentication is on. Otherwise no logins here: our own users submit to
+        the MTA's submission port, which checks their passwords (aiosmtpd's own AUTH
+        refused every login as invalid credentials)."""
+        if getattr(self.event_handler, "auth", None) is not None:
+            mechanism, space, rest = (arg or "").lstrip().partition(" ")
+            # (aiosmtpd knows "PLAIN" and not "plain"; Postfix and Exim take either)
+            await super().smtp_AUTH(mechanism.upper() + space + rest)
+            return
         await self.push("502 5.5.1 Authentication is not offered here; use the submission port")
 
     async def smtp_XFORWARD(self, arg: str) -> None:

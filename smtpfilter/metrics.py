@@ -1,6 +1,6 @@
 """Prometheus metrics over HTTP: messages by decision, refusals (and, after the queue, refusals
-kept back) by filter, scan time, checks a filter could not make, and how each DNS list
-answers (smtpfilter.dnslists)."""
+kept back) by filter, SMTP logins by outcome, scan time, checks a filter could not make,
+and how each DNS list answers (smtpfilter.dnslists)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ class Metrics:
         self.kept_back = LabelledCounter(
             "spamkit_filter_would_refuse_total", "Refusals kept back after the MTA's queue "
             "(SmtpAfterQueue), by filter: messages passed on marked X-Spam-Would-Refuse.", ("filter",))
+        self.logins = LabelledCounter(
+            "spamkit_smtp_auth_total", "SMTP AUTH attempts by outcome: ok, failed (wrong name or "
+            "password), unavailable (Dovecot could not be asked, or could not decide), limited "
+            "(the address had AuthFailureLimit failures in the last hour).", ("outcome",))
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
@@ -63,7 +67,8 @@ class Metrics:
         self.kept_back.count(filter_name)
 
     def exposition(self) -> str:
-        lines = self.decisions.exposition() + self.refusals.exposition() + self.kept_back.exposition()
+        lines = (self.decisions.exposition() + self.refusals.exposition() + self.kept_back.exposition()
+                 + self.logins.exposition())
         with self._lock:
             lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",
                       "# TYPE spamkit_scan_seconds histogram"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from smtpfilter.filter import Transaction
 from spamkit.config.endpoints import client_network
 
 
@@ -32,3 +33,8 @@ class LocalClients(Networks):
 
     def __init__(self, local_networks: list[str], relay_clients: list[str]) -> None:
         super().__init__([*local_networks, *relay_clients])
+
+    def holds(self, tx: Transaction) -> bool:
+        """Whether the transaction is one of ours: from one of these networks, or from a
+        client that logged in (SMTP AUTH), wherever it is."""
+        return bool(tx.authenticated) or tx.peer in self

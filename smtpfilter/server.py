@@ -15,6 +15,7 @@ import re
 import time
 
 from smtpfilter.archive import ArchiveCopy
+from smtpfilter.auth import SmtpAuth
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.limits import BUSY_AT_MAIL, SessionLimits
@@ -48,8 +49,10 @@ class FilterHandler:
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str | ArchiveCopy = "",
                  metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
                  scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True,
-                 trace: Trace | None = None) -> None:
+                 trace: Trace | None = None, auth: SmtpAuth | None = None) -> None:
         self.chain = chain
+        # SMTP AUTH (SmtpAuthentication), or None: then AUTH is neither offered nor taken
+        self.auth = auth
         # our Received header, put on each message before the DATA checks (smtpfilter/trace.py)
         self.trace = trace
         # each recipient our filters pass is put to the next hop at RCPT (RelayPool.verify),
@@ -89,13 +92,25 @@ class FilterHandler:
         if refusal is not None:
             return [refusal]
         session.host_name = hostname
-        # aiosmtpd offers AUTH under TLS with a check that refuses everyone (535 "credentials
-        # invalid"): mail programs took that for a wrong password. We take no logins.
-        responses = [line for line in responses if not line.upper().startswith("250-AUTH")]
+        if self.auth is None:
+            # aiosmtpd offers AUTH under TLS with a check that refuses everyone (535
+            # "credentials invalid"): mail programs took that for a wrong password
+            responses = [line for line in responses if not line.upper().startswith("250-AUTH")]
         responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/parameters.py)
         if self.trusts_forwarding(session):
             responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")
         return responses
+
+    async def handle_AUTH(self, server, session, envelope, args):  # type: ignore[no-untyped-def]
+        """AUTH, after aiosmtpd's own checks (EHLO first, TLS first when TlsBeforeAuth asks
+        for it, a mechanism it knows, not logged in yet): smtpfilter/auth.py."""
+        if self.auth is None:  # (LimitedSMTP never asks then)
+            return "502 5.5.1 Authentication is not offered here"
+        try:
+            return await self.auth.dialogue(server, session, envelope, args, _peer(session))
+        except Exception:
+            log.exception("AUTH failed")
+            return "454 4.7.0 Temporary authentication failure, please try again later"
 
     def trusts_forwarding(self, session) -> bool:  # type: ignore[no-untyped-def]
         return _peer(session) in self.forwarders
@@ -135,7 +150,7 @@ class FilterHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
-                             mail_from=address, notes=_notes(envelope))
+                             mail_from=address, notes=_notes(envelope), authenticated=_user(session))
             if self._too_busy_for(server, session, envelope):
                 self._refused(tx, "mail", Decision(Action.TEMPFAIL, BUSY_AT_MAIL, "loadcheck"))
                 return BUSY_AT_MAIL
@@ -155,8 +170,8 @@ class FilterHandler:
         let in; here its XFORWARD says whose mail this is. A session from the MTA in front
         that names no client could be anyone's mail, and is deferred as before."""
         limits: SessionLimits | None = getattr(server, "limits", None)  # (LimitedSMTP's)
-        if limits is None or not limits.max_load:
-            return False
+        if limits is None or not limits.max_load or _user(session):
+            return False  # (a client that logged in is one of ours)
         ours = limits.exempts(_client(session, envelope)) and (
             bool(_named_by(session, envelope)) or not self.trusts_forwarding(session))
         return not ours and limits.overloaded()
@@ -165,11 +180,11 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                              mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
-                             notes=_notes(envelope))
+                             notes=_notes(envelope), authenticated=_user(session))
             refusal = await self._stage(session, "rcpt", tx, address)
             if refusal is not None:
                 return refusal
-            if len(envelope.rcpt_tos) >= self.recipient_room(tx.peer):
+            if len(envelope.rcpt_tos) >= self.recipient_room(tx):
                 self._refused(tx, "rcpt", Decision(Action.TEMPFAIL, NEXT_HOP_FULL, "next-hop"), address)
                 return NEXT_HOP_FULL
             if self.verify_recipients:
@@ -188,14 +203,14 @@ class FilterHandler:
             log.exception("RCPT failed")
             return TEMPFAIL
 
-    def recipient_room(self, client: str) -> int | float:
-        """How many recipients a message from `client` may have on the way to the next
-        hop: no cap until it has said it has one (RelayPool.recipient_limit), and one fewer
-        when the archive copy (BccAddress) goes in the same transaction."""
+    def recipient_room(self, tx: Transaction) -> int | float:
+        """How many recipients the message may have on the way to the next hop: no cap
+        until it has said it has one (RelayPool.recipient_limit), and one fewer when the
+        archive copy (BccAddress) goes in the same transaction."""
         limit = self.relay.recipient_limit
         if limit is None:
             return math.inf
-        return max(limit - 1, 1) if self.bcc.address_for(client) else limit
+        return max(limit - 1, 1) if self.bcc.address_for(tx) else limit
 
     async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
         """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or
@@ -239,7 +254,8 @@ class FilterHandler:
         started = time.monotonic()
         tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
-                         notes=_notes(envelope), named_by=_named_by(session, envelope))
+                         notes=_notes(envelope), named_by=_named_by(session, envelope),
+                         authenticated=_user(session))
         reply, deciding = TEMPFAIL, "error"
         queue_id = new_id()
         try:
@@ -257,7 +273,7 @@ class FilterHandler:
                 reply, deciding = decision.reply, decision.filter
             else:
                 options = {option.upper() for option in envelope.mail_options}
-                archive = self.bcc.address_for(tx.peer)
+                archive = self.bcc.address_for(tx)
                 tx.data = self.bcc.header(archive) + tx.data
                 reply = await loop.run_in_executor(
                     None, functools.partial(self.relay.send, tx.mail_from, tx.rcpt_tos, tx.data, archive,
@@ -274,10 +290,11 @@ class FilterHandler:
         except Exception:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s",
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
                  _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
-                 tx.notes.get("score", "-"), deciding, elapsed, queue_id)
+                 tx.notes.get("score", "-"), deciding, elapsed, queue_id,
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "")
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
@@ -294,7 +311,7 @@ class FilterHandler:
             tx.data = self.trace.received(
                 _peer(session), str(session.host_name or ""), esmtp=bool(session.extended_smtp),
                 tls=getattr(session, "ssl", None) is not None, rcpt_tos=tx.rcpt_tos,
-                message_id=queue_id) + tx.data
+                message_id=queue_id, authenticated=bool(tx.authenticated)) + tx.data
         decision = self._run(session, "data", tx)
         kept_back = tx.notes.get(WOULD_REFUSE)  # (after the queue: SmtpAfterQueue)
         if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
@@ -364,6 +381,11 @@ def _client(session, envelope) -> str:  # type: ignore[no-untyped-def]
 def _named_by(session, envelope) -> str:  # type: ignore[no-untyped-def]
     """The MTA in front, if its XFORWARD named the client; else ""."""
     return _peer(session) if getattr(envelope, "spamkit_xforward", {}).get("ADDR") else ""
+
+
+def _user(session) -> str:  # type: ignore[no-untyped-def]
+    """Who logged in with SMTP AUTH in this session, as Dovecot names them; "" if no one."""
+    return str(getattr(session, "spamkit_user", "") or "")
 
 
 def _helo_name(session, envelope) -> str:  # type: ignore[no-untyped-def]

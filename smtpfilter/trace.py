@@ -40,10 +40,12 @@ class Trace:
         self.hostname = _clean(hostname) or "localhost"
 
     def received(self, peer: str, helo: str, *, esmtp: bool, tls: bool, rcpt_tos: list[str],
-                 message_id: str, now: float | None = None) -> bytes:
+                 message_id: str, now: float | None = None, authenticated: bool = False) -> bytes:
         """The header, folded as Postfix folds it, ending in CRLF. Nothing the client sent
-        (its HELO name, the recipient) can end the header early or start another."""
-        protocol = ("ESMTPS" if tls else "ESMTP") if esmtp else "SMTP"
+        (its HELO name, the recipient) can end the header early or start another. The
+        protocol says TLS and AUTH as RFC 3848 does (ESMTPS, ESMTPA, ESMTPSA); who logged
+        in is not written, as Postfix by default, only logged."""
+        protocol = ("ESMTP" + "S" * tls + "A" * authenticated) if esmtp else "SMTP"
         address = f"IPv6:{peer}" if ":" in peer else peer
         first = f"Received: from {_clean(helo) or 'unknown'} ({self.confirmed_name(peer)} [{address}])"
         by = f"by {self.hostname} (spamkit) with {protocol} id {message_id}"

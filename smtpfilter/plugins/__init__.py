@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from smtpfilter.auth import auth_warnings
 from smtpfilter.chain import FilterChain
 from smtpfilter.dkimkeys import key_root
 from smtpfilter.dmarcreports import ReportStore
@@ -292,6 +293,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)
     warnings += clamd_warnings(config)
+    warnings += auth_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

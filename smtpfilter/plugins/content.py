@@ -6,7 +6,7 @@ from collections import Counter
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.logtext import reply_text
-from smtpfilter.networks import Networks
+from smtpfilter.networks import LocalClients
 from spamkit.message import ParseLimits, list_attachments
 from spamkit.message.headers import header_fields
 
@@ -23,10 +23,10 @@ class Headers(Filter):
     def __init__(self, required: bool, local_networks: list[str], refuse_repeated: bool = False) -> None:
         self.required = required
         self.refuse_repeated = refuse_repeated
-        self.local = Networks(local_networks)
+        self.local = LocalClients(local_networks, [])
 
     def data(self, tx: Transaction) -> Decision:
-        if not (self.required or self.refuse_repeated) or tx.peer in self.local:
+        if not (self.required or self.refuse_repeated) or self.local.holds(tx):
             return CONTINUE
         fields = header_fields(tx.data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n"))
         counts = Counter(name for name, _ in fields)

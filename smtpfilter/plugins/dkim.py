@@ -35,7 +35,7 @@ class Dkim(Filter):
         self.dns = dns_client
 
     def data(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         results = verify(tx.data, KeyLookup(self.dns))  # one a message: it keeps state
         tx.notes["dkim"] = results  # [(result, domain, selector)] for dmarc

@@ -45,7 +45,7 @@ class DkimSign(Filter):
         self._keys: dict[str, SigningKey | None] = {}
 
     def data(self, tx: Transaction) -> Decision:
-        if tx.peer not in self.local:
+        if not self.local.holds(tx):
             return CONTINUE  # only our own users' mail is ours to sign
         author = author_domain(tx.data)
         if author is None or author in self.except_domains:

@@ -53,7 +53,7 @@ class Dmarc(Filter):
         self.reports = reports  # DmarcReporting: what to tell domains that ask (rua=)
 
     def data(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         author = author_domain(tx.data)
         result, policy, applied = self.evaluate(author, tx)

@@ -52,7 +52,7 @@ class _ListCheck(Filter):
         self.health = ListHealth(dns, self.option)
 
     def spared(self, tx: Transaction, recipient: str) -> bool:
-        return tx.peer in self.local or _local_part(recipient) in ALWAYS_RECEIVE
+        return self.local.holds(tx) or _local_part(recipient) in ALWAYS_RECEIVE
 
     def listed_by(self, name: str) -> str | None:
         """The first zone that lists `name` ("1.2.0.192", "example.net"), or None. A zone
@@ -121,7 +121,7 @@ class ResolvableFromHost(Filter):
 
     def mail(self, tx: Transaction) -> Decision:
         domain = _domain(tx.mail_from)
-        if not domain or tx.peer in self.local or domain.startswith("["):
+        if not domain or self.local.holds(tx) or domain.startswith("["):
             return CONTINUE  # the null sender (bounces), local clients, address literals
         if not _is_host_name(domain):
             return reject(self.name, f"550 5.1.8 Sender address rejected: {domain!r} is not a "
@@ -169,7 +169,7 @@ class DnsHelo(Helo):
     def mail(self, tx: Transaction) -> Decision:
         decision = super().mail(tx)
         name = tx.helo.strip().lower().rstrip(".")
-        if decision.action is not Action.CONTINUE or tx.peer in self.local or not name \
+        if decision.action is not Action.CONTINUE or self.local.holds(tx) or not name \
                 or name.startswith("["):
             return decision
         if "." not in name:

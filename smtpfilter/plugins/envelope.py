@@ -48,7 +48,8 @@ def _routed(recipient: str) -> bool:
 
 
 class Relay(Filter):
-    """Take mail for LocalDomains only, unless the client may relay: never an open relay."""
+    """Take mail for LocalDomains only, unless the client may relay (RelayClients, or one
+    that logged in with SMTP AUTH): never an open relay."""
 
     name = "relay"
 
@@ -61,8 +62,8 @@ class Relay(Filter):
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         if len(tx.rcpt_tos) >= self.max_recipients:
             return tempfail(self.name, "452 4.5.3 Too many recipients")
-        if tx.peer in self.relay_clients:
-            return CONTINUE
+        if tx.authenticated or tx.peer in self.relay_clients:
+            return CONTINUE  # (a client that logged in relays, as on SME)
         if recipient.strip().strip("<>").lower() == "postmaster":
             return CONTINUE  # RCPT TO:<Postmaster>, which RFC 5321 says every server takes
         if _domain(recipient) not in self.local_domains:
@@ -81,7 +82,7 @@ class BadMailFrom(Filter):
         self.local = local or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         sender = tx.mail_from.lower()
         if any(address_matches(p, sender) for p in self.whitelist):
@@ -99,7 +100,7 @@ class BadRcptTo(Filter):
         self.local = local or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         if any(address_matches(p, recipient) for p in self.patterns):
             return reject(self.name, "550 5.7.1 Recipient refused by policy")
@@ -116,7 +117,7 @@ class BadHelo(Filter):
         self.local = local or LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         helo = tx.helo.strip().lower()
         if not helo:
@@ -139,10 +140,10 @@ class Helo(Filter):
 
     def __init__(self, own_names: list[str], local_networks: list[str]) -> None:
         self.own_names = {n.strip().lower().rstrip(".") for n in own_names if n.strip()}
-        self.local = Networks(local_networks)
+        self.local = LocalClients(local_networks, [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         try:
             client = ipaddress.ip_address(tx.peer)
@@ -218,7 +219,7 @@ class BadMailFromTo(Filter):
         self.local = local or LocalClients([], [])
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         sender = tx.mail_from.lower()
         if any(address_matches(s, sender) and address_matches(r, recipient) for s, r in self.pairs):

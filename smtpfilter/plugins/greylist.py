@@ -170,7 +170,7 @@ class Greylist(Filter):
         self.our_name = our_name
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE
         sender = tx.mail_from.strip().strip("<>").lower()
         if any(address_matches(p, sender) for p in self.whitelist_senders):

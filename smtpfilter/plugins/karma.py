@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.metrics import UNCHECKED
-from smtpfilter.networks import Networks
+from smtpfilter.networks import LocalClients
 from smtpfilter.recordstore import Change, Record, open_records
 from spamkit.errors import StoreError
 
@@ -106,17 +106,17 @@ class Karma(Filter):
     blocking = True  # its database: a write may wait for another process's
 
     def __init__(self, store: KarmaStore, negative: int, strikes: int,
-                 immune: Networks | None = None) -> None:
+                 immune: LocalClients | None = None) -> None:
         """`negative` is KarmaNegative: how many more bad messages than good make an
         address naughty. SME and qpsmtpd give it as a positive number; spamkit read it
         before as the threshold of good - bad (-3), so either sign means its size."""
         self.store = store
         self.negative = -abs(negative)  # the threshold of good - bad
         self.strikes = strikes
-        self.immune = immune if immune is not None else Networks([])
+        self.immune = immune if immune is not None else LocalClients([], [])
 
     def mail(self, tx: Transaction) -> Decision:
-        if tx.peer in self.immune:
+        if self.immune.holds(tx):
             return CONTINUE
         try:
             record = self.store.get(tx.peer)
@@ -130,7 +130,7 @@ class Karma(Filter):
         return CONTINUE
 
     def finished(self, tx: Transaction, reply: str) -> None:
-        if tx.peer in self.immune:
+        if self.immune.holds(tx):
             return
         verdict = str(tx.notes.get("spam", ""))
         spam = verdict == "yes"

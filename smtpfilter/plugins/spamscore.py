@@ -32,7 +32,7 @@ class SpamScore(Filter):
         self._warned = False
 
     def data(self, tx: Transaction) -> Decision:
-        if self.spared is not None and tx.peer in self.spared:
+        if self.spared is not None and self.spared.holds(tx):
             if not tx.named_by and ipaddress.ip_address(tx.peer).is_loopback and not self._warned:
                 self._warned = True
                 log.warning("spamscore: mail from %s, with no XFORWARD naming another client, goes "

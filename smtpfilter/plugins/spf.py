@@ -56,7 +56,7 @@ class Spf(Filter):
         self.timeout = dns_client.resolver.lifetime
 
     def data(self, tx: Transaction) -> Decision:
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE  # the MTA in front, or our own users: nothing to check
         helo = tx.helo.strip().rstrip(".")
         # the HELO identity is checked when it is a domain name (not an address literal)

@@ -143,7 +143,7 @@ class Uribl(Filter):
 
     def data(self, tx: Transaction) -> Decision:
         tx.data = without_fields(tx.data, HEADER)  # only ours may be trusted
-        if tx.peer in self.local:
+        if self.local.holds(tx):
             return CONTINUE  # our own users' mail (a forwarded spam report links to spam)
         earlier = tx.notes.get("parsed")
         message = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None

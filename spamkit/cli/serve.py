@@ -171,12 +171,15 @@ def _database_back(handler: FilterHandler, scanner: Scanner, autolearn: bool) ->
 
 def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> None:
     """Put a new scanner's chain, and the settings the handler reads of it, in force."""
+    from smtpfilter.auth import configured_auth
     from smtpfilter.trace import Trace
 
     handler.chain = chain
     handler.bcc = archive_copy(scanner.config)
     handler.scan_budget = scanner.config["ScanBudget"]
     handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
+    handler.auth = configured_auth(scanner.config, handler.metrics,
+                                   handler.auth.failures if handler.auth is not None else None)
     if handler.trace is not None:  # (DnsServers, DnsTimeout)
         handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
 
@@ -207,7 +210,7 @@ def _trace_dns(config: Config) -> DnsClient | None:
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
 SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
                 "SmtpMaxMessageSize", "SmtpTimeout", "TlsCertificate", "TlsKey", "MetricsListen",
-                "UseBayes", "SmtpHostname")
+                "UseBayes", "SmtpHostname", "TlsBeforeAuth")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -266,6 +269,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     """
     refuse_next_hop_to_itself(listen, next_hop)
     account = account_to_run_as(run_as)
+    from smtpfilter.auth import auth_warnings, configured_auth
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
     from smtpfilter.plugins import build_chain, our_name
@@ -293,7 +297,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                             archive_copy(config), metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
                             verify_recipients=config["SmtpVerifyRecipients"],
-                            trace=Trace(_trace_dns(config), hostname))
+                            trace=Trace(_trace_dns(config), hostname), auth=configured_auth(config, metrics))
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
@@ -303,6 +307,7 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
+                                   auth_require_tls=config["TlsBeforeAuth"],
                                    # the greeting's name, found once (aiosmtpd would call
                                    # getfqdn for every connection)
                                    server_hostname=hostname)
@@ -315,6 +320,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     controller.start()  # (as `account`, when given, before its first session: before_serving)
+    for warning in auth_warnings(config):  # (now as `account`, whose right to the socket counts)
+        logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
     click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)

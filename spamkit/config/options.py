@@ -315,6 +315,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("TlsCertificate", str, "", "PEM certificate (with its chain) for STARTTLS; with "
            "TlsKey set too, `serve` offers STARTTLS (empty: not offered).", group="smtp"),
     Option("TlsKey", str, "", "PEM private key of TlsCertificate.", group="smtp"),
+    Option("SmtpAuthentication", bool, False, "`serve` offers SMTP AUTH (PLAIN, LOGIN) and has "
+           "Dovecot's auth service (DovecotAuthAddress) check the password: a client that logs in "
+           "may relay, and the checks for strangers leave its mail alone, as RelayClients' "
+           "(SME's qpsmtpd Authentication, for users sending from outside the office).",
+           group="smtp"),
+    Option("TlsBeforeAuth", bool, True, "AUTH only on an encrypted session (after STARTTLS, so "
+           "TlsCertificate and TlsKey are needed), as SME's default: no password crosses the "
+           "network in clear. False takes logins on plain sessions too (then Dovecot must allow "
+           "it: disable_plaintext_auth = no).", group="smtp"),
+    Option("DovecotAuthAddress", str, "/run/dovecot/auth-client", "Where SmtpAuthentication asks "
+           "Dovecot: the path of a unix_listener of its `service auth` that the user `serve` runs "
+           "as may use, or HOST:PORT of an inet_listener there.", group="smtp",
+           value_problem=socket_problem),
+    Option("AuthTimeout", float, 30.0, "Seconds `serve` waits for Dovecot's answer to one login "
+           "(Dovecot answers a wrong password after 2 s, and up to 15 s for an address that keeps "
+           "failing); past it the client gets 454 and may try again.", minimum=1, maximum=120,
+           group="smtp"),
+    Option("AuthFailureLimit", int, 10, "Failed logins from one address (an IPv6 client's /64) "
+           "in an hour, after which its AUTH is answered 454 without Dovecot being asked, until "
+           "the oldest is an hour old (0: no limit). LocalNetworks are never held back.",
+           minimum=0, group="smtp"),
     Option("HeloPolicy", str, "lenient", "The helo filter's checks: lenient (syntax, bare IPs, "
            "forged address literals, localhost, our own names); rfc adds a fully qualified name "
            "that resolves and a reverse name for the client; strict adds that the name is the "

@@ -10,8 +10,9 @@ SME keeps its settings in flat files under /home/e-smith/db: one record a line,
 What carries over, and where from:
 - configuration: the spamassassin and qpsmtpd properties that have a spamkit option of
   the same name (TagLevel, RejectLevel, Sensitivity, SortSpam, RBLList, HeloPolicy,
-  KarmaNegative, SPFRejectPolicy, ...); qpsmtpd's switches DNSBL, RHSBL, URIBL, Karma and
-  DKIMSigning as filters in SmtpFilters; Bcc and BccUser as BccAddress; qmail's
+  KarmaNegative, SPFRejectPolicy, TlsBeforeAuth, ...); qpsmtpd's switches DNSBL, RHSBL,
+  URIBL, Karma and DKIMSigning as filters in SmtpFilters; its Authentication as
+  SmtpAuthentication; Bcc and BccUser as BccAddress; qmail's
   MaxMessageSize as SmtpMaxMessageSize; smtpd's InstancesPerIP (connections at once from
   one host) as MaxSessionsPerClient; DomainName into LocalDomains; ScanLocalClients
   false, since SME scores no mail from its local networks.
@@ -53,12 +54,14 @@ CHAIN_ORDER = ("whitelisthosts", "whitelisthelo", "karma", "greylist", "relay", 
 # spamkit setting each is (qmail's size limit; the connections smtpd takes from one host)
 SERVICE_LIMITS = (("qmail", "MaxMessageSize", "SmtpMaxMessageSize"),
                   ("smtpd", "InstancesPerIP", "MaxSessionsPerClient"))
+# qpsmtpd's properties whose spamkit setting has another name (SMTP AUTH's switch: the
+# passwords are then Dovecot's, which on SME are the system's, as qpsmtpd's checked)
+QPSMTPD_NAMES = {"Authentication": "SmtpAuthentication"}
 # properties that are SME's but no spamkit setting's, and why they are not carried over
 NOT_SPAMKITS = {
     "status": "spamkit's filtering is on wherever `serve`, `spamd` or `deliver` runs it",
-    "Authentication": "SMTP AUTH is the MTA's job in front of or behind spamkit",
-    "RelayRequiresAuth": "SMTP AUTH is the MTA's job in front of or behind spamkit",
-    "TlsBeforeAuth": "SMTP AUTH is the MTA's job in front of or behind spamkit",
+    "RelayRequiresAuth": "RelayClients relay without logging in, every other client only "
+                         "once logged in (SmtpAuthentication)",
     "PyzorTimeout": "spamkit asks no Pyzor",
     "BccUser": "read with Bcc, as BccAddress",
     "access": "which networks may connect is the firewall's and the MTA's",
@@ -179,6 +182,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
                 _switch(chain, FILTER_SWITCHES[name], value.lower() == "enabled")
             elif service == "qpsmtpd" and name == "Bcc":
                 _bcc(plan, record, configuration, value, where)
+            elif service == "qpsmtpd" and name in QPSMTPD_NAMES:
+                plan.set(QPSMTPD_NAMES[name], value, where)
             elif name.lower() in OPTIONS_BY_LOWER:
                 plan.set(OPTIONS_BY_LOWER[name.lower()].name, value, where)
             else:

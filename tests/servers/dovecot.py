@@ -5,7 +5,8 @@ file the TLS tests pass as `ca_file`. The plain port also listens on three more 
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
 MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither.
 `PREFIXED_USER` has every folder under the personal namespace prefix "INBOX.", as on
-Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Users' folders are on disk
+Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Its auth service also
+listens for SMTP AUTH's questions, on `auth_socket` and on AUTH_PORT. Users' folders are on disk
 as Maildir++, so tests put corpus messages in with plain file writes and read the
 results back the same way.
 """
@@ -27,6 +28,7 @@ from tests.servers.net import self_signed_certificate, wait_for_port
 
 PLAIN_PORT = 10143
 TLS_PORT = 10993
+AUTH_PORT = 10124  # its auth service's inet_listener, which SMTP AUTH may ask over TCP
 USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
 MOVE_ONLY_HOST = "127.0.0.2"
 BARE_HOST = "127.0.0.3"
@@ -55,6 +57,11 @@ class Dovecot:
     @property
     def ca_file(self) -> Path:
         return self.root / "cert.pem"
+
+    @property
+    def auth_socket(self) -> Path:
+        """Its auth service's socket for SMTP AUTH, which any user (serve's `nobody`) may use."""
+        return self.root / "run" / "smtp-auth"
 
     def maildir(self, user: str) -> Path:
         return self.root / "mail" / user / "Maildir"
@@ -163,6 +170,15 @@ service imap-login {{
     ssl = yes
   }}
 }}
+service auth {{
+  unix_listener smtp-auth {{
+    mode = 0666
+  }}
+  inet_listener {{
+    address = 127.0.0.1
+    port = {AUTH_PORT}
+  }}
+}}
 local {MOVE_ONLY_HOST} {{
   protocol imap {{
     imap_capability = IMAP4rev1 IDLE NAMESPACE MOVE
@@ -183,6 +199,7 @@ local {BARE_HOST} {{
     try:
         wait_for_port(PLAIN_PORT)
         wait_for_port(TLS_PORT)
+        wait_for_port(AUTH_PORT)
         yield Dovecot(root)
     finally:
         subprocess.run(["dovecot", "-c", str(root / "dovecot.conf"), "stop"], check=False)
