@@ -117,8 +117,6 @@ def _network_of(client: str) -> str:
 class PasswordCheck(Protocol):
     """What checks a login: Dovecot's auth service (DovecotAuth) is the one there is."""
 
-    address: str
-
     async def check(self, login: bytes, password: bytes, authzid: bytes = b"", *, client: str,
                     local: str = "", secured: bool = False) -> AuthOutcome: ...
 
@@ -234,15 +232,9 @@ Credentials = tuple[bytes, bytes, bytes]  # (authorization identity, login, pass
 
 async def _plain(server: Any, args: list[str]) -> Credentials | str | None:
     """RFC 4616: [authzid] NUL login NUL password, given with AUTH or after an empty 334."""
-    if len(args) > 1:
-        blob = b"" if args[1] == "=" else _decoded(args[1])  # ("=": an empty initial response)
-        if blob is None:
-            return BAD_RESPONSE
-    else:
-        answer = await server.challenge_auth("")
-        if answer is MISSING:
-            return None
-        blob = answer
+    blob = await _first_response(server, args, "")
+    if not isinstance(blob, bytes):
+        return blob
     parts = blob.split(b"\0")
     if len(parts) != 3:
         return BAD_RESPONSE
@@ -251,19 +243,24 @@ async def _plain(server: Any, args: list[str]) -> Credentials | str | None:
 
 async def _login(server: Any, args: list[str]) -> Credentials | str | None:
     """LOGIN: the name (with AUTH, or asked for) and the password, each base64."""
-    if len(args) > 1:
-        login = _decoded(args[1])
-        if login is None:
-            return BAD_RESPONSE
-    else:
-        answer = await server.challenge_auth("Username:")
-        if answer is MISSING:
-            return None
-        login = answer
+    login = await _first_response(server, args, "Username:")
+    if not isinstance(login, bytes):
+        return login
     password = await server.challenge_auth("Password:")
     if password is MISSING:
         return None
     return b"", login, password
+
+
+async def _first_response(server: Any, args: list[str], challenge: str) -> bytes | str | None:
+    """The client's first answer, decoded: given with AUTH (RFC 4954's initial response,
+    "=" for an empty one), else asked for with `challenge`. BAD_RESPONSE for one that is
+    not base64; None when aiosmtpd has answered a client that gave up ("*")."""
+    if len(args) > 1:
+        decoded = b"" if args[1] == "=" else _decoded(args[1])
+        return BAD_RESPONSE if decoded is None else decoded
+    answer = await server.challenge_auth(challenge)
+    return None if answer is MISSING else bytes(answer)
 
 
 def _decoded(text: str) -> bytes | None:

@@ -87,8 +87,8 @@ class DovecotAuth:
             return AuthOutcome(reason="a NUL in the name or password")
         response = base64.b64encode(authzid + b"\0" + login + b"\0" + password).decode("ascii")
         options = ["service=smtp", "nologin"]
-        options += [f"rip={client}"] if _plain(client) else []
-        options += [f"lip={local}"] if _plain(local) else []
+        options += [f"rip={client}"] if _fit_for_a_line(client) else []
+        options += [f"lip={local}"] if _fit_for_a_line(local) else []
         options += ["secured"] if secured else []
         request = "\t".join(["AUTH", "1", "PLAIN", *options, f"resp={response}"]) + "\n"
         try:
@@ -180,6 +180,6 @@ def _outcome(fields: list[str]) -> AuthOutcome:
     return AuthOutcome(temporary=temporary, reason=reason)
 
 
-def _plain(address: str) -> bool:
+def _fit_for_a_line(address: str) -> bool:
     """An address fit to be a parameter: no tab or line end from anywhere."""
     return bool(address) and not any(char in address for char in "\t\r\n\001")

@@ -15,7 +15,7 @@ import re
 import time
 
 from smtpfilter.archive import ArchiveCopy
-from smtpfilter.auth import SmtpAuth
+from smtpfilter.auth import AUTH_UNAVAILABLE, SmtpAuth
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
 from smtpfilter.limits import BUSY_AT_MAIL, SessionLimits
@@ -110,7 +110,7 @@ class FilterHandler:
             return await self.auth.dialogue(server, session, envelope, args, _peer(session))
         except Exception:
             log.exception("AUTH failed")
-            return "454 4.7.0 Temporary authentication failure, please try again later"
+            return AUTH_UNAVAILABLE
 
     def trusts_forwarding(self, session) -> bool:  # type: ignore[no-untyped-def]
         return _peer(session) in self.forwarders
