@@ -221,9 +221,7 @@ def auth_warnings(config: Config) -> list[str]:
                         "taken on unencrypted sessions, where anyone on the way can read them")
     problem = DovecotAuth(config["DovecotAuthAddress"], min(config["AuthTimeout"], 5.0)).problem()
     if problem is not None:
-        origin = config.origins["DovecotAuthAddress"]
-        warnings.append(f"{'DovecotAuthAddress (the default)' if origin == 'default' else origin}: "
-                        f"{problem}: every login would get 454")
+        warnings.append(f"{config.where('DovecotAuthAddress')}: {problem}: every login would get 454")
     return warnings
 
 

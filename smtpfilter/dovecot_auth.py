@@ -20,7 +20,7 @@ import base64
 import os
 from dataclasses import dataclass
 
-from spamkit.config.endpoints import split_host_port
+from spamkit.config.endpoints import socket_endpoint
 
 MAJOR_VERSION = b"1"
 LINE_BYTES = 16384  # Dovecot's AUTH_CLIENT_MAX_LINE_LENGTH
@@ -73,9 +73,7 @@ class DovecotAuth:
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
-        unix = address.startswith("/") or address.startswith("unix:")
-        self.endpoint: str | tuple[str, int] = address.removeprefix("unix:") if unix \
-            else split_host_port(address)
+        self.endpoint = socket_endpoint(address)
 
     async def check(self, login: bytes, password: bytes, authzid: bytes = b"", *, client: str,
                     local: str = "", secured: bool = False) -> AuthOutcome:

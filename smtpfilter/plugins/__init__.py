@@ -230,8 +230,7 @@ def clamd_warnings(config: Config) -> list[str]:
         return []
     consequence = ("every message would get 451" if config["ClamavWhenDown"] == "tempfail"
                    else "every message would pass unscanned")
-    where = config.origins["ClamdAddress"]
-    return [f"{'ClamdAddress (the default)' if where == 'default' else where}: clamd does not answer PING "
+    return [f"{config.where('ClamdAddress')}: clamd does not answer PING "
             f"at {config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})"]
 
 

@@ -16,7 +16,7 @@ import struct
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.logtext import printable, reply_text
 from smtpfilter.metrics import UNCHECKED
-from spamkit.config.endpoints import split_host_port
+from spamkit.config.endpoints import socket_endpoint
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -39,9 +39,8 @@ class ClamdClient:
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
-        self.unix = address.startswith("/") or address.startswith("unix:")
-        self.endpoint: str | tuple[str, int] = address.removeprefix("unix:") if self.unix \
-            else split_host_port(address)
+        self.endpoint = socket_endpoint(address)
+        self.unix = isinstance(self.endpoint, str)
 
     def ping(self) -> bool:
         try:

@@ -55,15 +55,16 @@ class Relay(Filter):
 
     def __init__(self, local_domains: list[str], relay_clients: list[str], max_recipients: int) -> None:
         self.local_domains = {d.lower().rstrip(".") for d in local_domains}
-        # (addresses and networks: a set of strings let no client of 192.168.1.0/24 relay)
-        self.relay_clients = Networks(relay_clients)
+        # (addresses and networks: a set of strings let no client of 192.168.1.0/24 relay);
+        # a client that logged in (SMTP AUTH) relays too, as on SME
+        self.relay_clients = LocalClients([], relay_clients)
         self.max_recipients = max_recipients
 
     def rcpt(self, tx: Transaction, recipient: str) -> Decision:
         if len(tx.rcpt_tos) >= self.max_recipients:
             return tempfail(self.name, "452 4.5.3 Too many recipients")
-        if tx.authenticated or tx.peer in self.relay_clients:
-            return CONTINUE  # (a client that logged in relays, as on SME)
+        if self.relay_clients.holds(tx):
+            return CONTINUE
         if recipient.strip().strip("<>").lower() == "postmaster":
             return CONTINUE  # RCPT TO:<Postmaster>, which RFC 5321 says every server takes
         if _domain(recipient) not in self.local_domains:

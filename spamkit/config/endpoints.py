@@ -42,6 +42,14 @@ def endpoint_problem(text: str) -> str | None:
     return _problem(text, None) if text else None
 
 
+def socket_endpoint(text: str) -> str | tuple[str, int]:
+    """A daemon's socket as socket_problem accepts it: a Unix socket's path (unix:PATH
+    gives PATH), else (host, port). ValueError for neither."""
+    if text.startswith("/") or text.startswith("unix:"):
+        return text.removeprefix("unix:")
+    return split_host_port(text)
+
+
 def socket_problem(text: str) -> str | None:
     """For a daemon's socket: a Unix socket's absolute path (or unix:PATH), else HOST:PORT."""
     if text.startswith("/") or text.startswith("unix:/"):

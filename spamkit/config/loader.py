@@ -58,6 +58,12 @@ class Config(Mapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         return self._values[_option(name, None).name]
 
+    def where(self, name: str) -> str:
+        """Where the option in force was set, for a message that blames it: "file:line",
+        "$ENVVAR", or "NAME (the default)"."""
+        origin = self.origins[name]
+        return f"{name} (the default)" if origin == "default" else origin
+
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._values)
 
