@@ -27,7 +27,7 @@ from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from tests.servers.serve import start_serve, stop_serve
-from tests.servers.smtp_sink import free_port, wait_for_port
+from tests.servers.net import free_port, listening
 
 MESSAGES = 2000
 SIZE = 5000  # bytes: about the corpus's median message
@@ -60,14 +60,8 @@ def _sink(directory: Path) -> Iterator[int]:
     """smtp-sink keeping each message in `directory`, on the port it yields; stopped after."""
     port = free_port()
     os.chmod(directory, 0o777)
-    process = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", f"{directory}/m.", f"127.0.0.1:{port}",
-                                "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    with listening(["smtp-sink", "-u", "nobody", "-d", f"{directory}/m.", f"127.0.0.1:{port}", "200"], port):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextlib.contextmanager

@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import re
+import ssl
 import time
+from asyncio import sslproto
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,9 +34,9 @@ from email.errors import HeaderParseError
 from typing import AnyStr
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
-from smtpfilter import parameters
+from smtpfilter import parameters, tls
 from smtpfilter.networks import Networks
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -101,11 +104,21 @@ class SessionLimits:
 
 
 class LimitedSMTP(SMTP):
-    """aiosmtpd's SMTP with the limits applied when a connection is made."""
+    """aiosmtpd's SMTP with the limits applied when a connection is made.
 
-    def __init__(self, handler: object, limits: SessionLimits, **kwargs: object) -> None:
+    With `implicit_tls` (the port `--listen-tls` opens), the session is TLS from the first
+    byte: the connection is admitted under the limits first, as a plain one, so that
+    clients stuck in a handshake count against MaxSessions and MaxSessionsPerClient
+    instead of piling up unseen, and the SMTP session starts once the handshake is over
+    (`handshake_timeout` seconds at most)."""
+
+    def __init__(self, handler: object, limits: SessionLimits, implicit_tls: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 60.0, **kwargs: object) -> None:
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
         self._limits = limits
+        self._implicit_tls = implicit_tls
+        self._handshake_timeout = handshake_timeout
+        self._tls_layer: tuple[asyncio.BaseTransport, sslproto.SSLProtocol] | None = None
         self._client: str | None = None
         self._calls: Counter[str] = Counter()  # commands since the last delivered message
         self._last_reply = ""
@@ -176,6 +189,9 @@ class LimitedSMTP(SMTP):
         await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._tls_layer is not None and self.transport is None:
+            self._start_over_tls(transport)  # (implicit TLS: the handshake is over)
+            return
         if self._original_transport is not None:
             # the TLS layer after STARTTLS: the same, already admitted connection (aiosmtpd
             # starts a fresh session and drops what the client pipelined in plaintext), so
@@ -191,12 +207,73 @@ class LimitedSMTP(SMTP):
         refusal = self._limits.admit(client)
         if refusal is not None:
             self._turned_away(client, refusal)
-            transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
+            if self._implicit_tls is None:  # (a client expecting TLS could not read it)
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
             transport.close()
             return
         self._client = client
         self._limits.sessions.add(self)
+        if self._implicit_tls is not None:
+            self._handshake(transport, self._implicit_tls)
+            return
         super().connection_made(transport)
+
+    def _handshake(self, transport: asyncio.BaseTransport, context: ssl.SSLContext) -> None:
+        """Implicit TLS: put the TLS layer between the connection and this session, as
+        aiosmtpd does at STARTTLS; it calls connection_made again once the handshake is
+        over, and `_handshake_over` in any case."""
+        done = self.loop.create_future()
+        layer = sslproto.SSLProtocol(self.loop, self, context, done, server_side=True,
+                                     ssl_handshake_timeout=math.ceil(self._handshake_timeout))
+        self._tls_layer = (transport, layer)
+        transport.set_protocol(layer)
+        layer.connection_made(transport)
+        done.add_done_callback(self._handshake_over)
+
+    def _start_over_tls(self, transport: asyncio.BaseTransport) -> None:
+        """The session proper, over the TLS layer: aiosmtpd's as on a plain connection,
+        then marked as encrypted as after STARTTLS, so that EHLO offers no STARTTLS but
+        AUTH, the Received header says ESMTPS, and Dovecot hears `secured`."""
+        assert self._tls_layer is not None
+        raw, layer = self._tls_layer
+        super().connection_made(transport)
+        self._original_transport = raw  # (aiosmtpd closes it with the session)
+        self._tls_protocol = layer
+        assert self.session is not None
+        self.session.ssl = layer._extra  # (as aiosmtpd's STARTTLS)
+
+    def _handshake_over(self, done: asyncio.Future[None]) -> None:
+        """Implicit TLS: counted either way; a handshake that failed (or a client that
+        hung up first, which the TLS layer does not tell connection_lost) releases the
+        session's place under the limits."""
+        metrics = getattr(self.event_handler, "metrics", None)
+        if self.transport is not None:
+            tls.counted(metrics, tls.IMPLICIT, "ok")
+            return
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        tls.handshake_failed(self._client or "?", tls.IMPLICIT, error, metrics)
+        self._tls_layer = None
+        self._release()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, refused once TLS is on, and its outcome logged and
+        counted in one line instead of aiosmtpd's traceback."""
+        if self._tls_protocol is not None:
+            await self.push(tls.ALREADY_ACTIVE)
+            return
+        metrics = getattr(self.event_handler, "metrics", None)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as error:
+            tls.handshake_failed(self._client or "?", tls.STARTTLS, error, metrics)
+            # what aiosmtpd does with it, less its traceback: the session is over
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(error)
+            return
+        if self._tls_protocol is not None:
+            tls.counted(metrics, tls.STARTTLS, "ok")
 
     def _turned_away(self, client: str, refusal: str) -> None:
         """Log and count a connection refused by a limit, as the handler does its filters'
@@ -325,33 +402,62 @@ class LimitedSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._client is None:
-            return  # refused at connect: nothing was started
-        self._limits.release(self._client)
-        self._limits.sessions.discard(self)
-        self._client = None
+            return  # refused at connect, or its TLS handshake failed: nothing was started
+        self._release()
         super().connection_lost(error)
+
+    def _release(self) -> None:
+        """Give this session's place under the limits back."""
+        if self._client is not None:
+            self._limits.release(self._client)
+            self._limits.sessions.discard(self)
+            self._client = None
 
 
 class LimitedController(Controller):
+    """aiosmtpd's Controller for LimitedSMTP sessions, with a second, implicit-TLS
+    listener when `tls_listen` is given (--listen-tls: its sessions share the limits and
+    the handler; STARTTLS's context, `tls_context`, is theirs too)."""
+
     def __init__(self, handler: object, limits: SessionLimits,
-                 before_serving: Callable[[], None] | None = None, **kwargs: object) -> None:
+                 before_serving: Callable[[], None] | None = None,
+                 tls_listen: tuple[str, int] | None = None, **kwargs: object) -> None:
         self.limits = limits
-        # run on the loop's thread once the port is bound and before any session is taken
+        # run on the loop's thread once the ports are bound and before any session is taken
         # (`serve --user` gives up root here: no client is ever greeted as root)
         self.before_serving = before_serving
+        self.tls_listen = tls_listen
+        self.tls_server: asyncio.AbstractServer | None = None
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
+        if tls_listen is not None and self.SMTP_kwargs.get("tls_context") is None:
+            raise ValueError("an implicit-TLS listener needs a TLS context")
 
     async def _create_server(self) -> asyncio.AbstractServer:
         server = await self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
                                                ssl=self.ssl_context, start_serving=False)
-        if self.before_serving is not None:
-            try:
+        try:
+            if self.tls_listen is not None:
+                self.tls_server = await self.loop.create_server(
+                    self._implicit_tls_factory, host=self.tls_listen[0], port=self.tls_listen[1],
+                    start_serving=False)
+            if self.before_serving is not None:
                 self.before_serving()
-            except BaseException:
-                server.close()  # never serve as what we failed to stop being
-                raise
+        except BaseException:
+            server.close()  # never serve as what we failed to stop being, nor half-listening
+            if self.tls_server is not None:
+                self.tls_server.close()
+            raise
+        if self.tls_server is not None:
+            await self.tls_server.start_serving()
         await server.start_serving()
         return server
+
+    def _implicit_tls_factory(self) -> SMTP:
+        """A session of the --listen-tls port: TLS from the first byte, the handshake
+        given as long as a client may take for its next command (SmtpTimeout)."""
+        return LimitedSMTP(self.handler, self.limits, implicit_tls=self.SMTP_kwargs["tls_context"],
+                           handshake_timeout=float(self.SMTP_kwargs.get("timeout") or 60.0),
+                           **self.SMTP_kwargs)
 
     def factory(self) -> SMTP:
         return LimitedSMTP(self.handler, self.limits, **self.SMTP_kwargs)
@@ -360,6 +466,8 @@ class LimitedController(Controller):
         """Stop taking sessions, let messages being relayed finish (up to `wait` seconds),
         answer the idle sessions 421, then stop."""
         self.limits.closing = True
+        if self.tls_server is not None:
+            self.loop.call_soon_threadsafe(self.tls_server.close)
         deadline = time.monotonic() + wait
         while busy() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,5 +1,5 @@
 """Prometheus metrics over HTTP: messages by decision, refusals (and, after the queue, refusals
-kept back) by filter, SMTP logins by outcome, scan time, checks a filter could not make,
+kept back) by filter, SMTP logins and TLS handshakes by outcome, scan time, checks a filter could not make,
 and how each DNS list answers (smtpfilter.dnslists)."""
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Metrics:
             "spamkit_smtp_auth_total", "SMTP AUTH attempts by outcome: ok, failed (wrong name or "
             "password), unavailable (Dovecot could not be asked, or could not decide), limited "
             "(the address had AuthFailureLimit failures in the last hour).", ("outcome",))
+        self.tls = LabelledCounter(
+            "spamkit_smtp_tls_total", "TLS handshakes by how the session asked for TLS "
+            "(starttls, or implicit: --listen-tls) and outcome (ok, failed: see the log's "
+            "tls=failed lines for why).", ("how", "outcome"))
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
@@ -66,9 +70,13 @@ class Metrics:
         marked X-Spam-Would-Refuse, since refusing it there would bounce it to its sender."""
         self.kept_back.count(filter_name)
 
+    def tls_handshake(self, how: str, outcome: str) -> None:
+        """One TLS handshake: how ("starttls", "implicit"), outcome ("ok", "failed")."""
+        self.tls.count(how, outcome)
+
     def exposition(self) -> str:
         lines = (self.decisions.exposition() + self.refusals.exposition() + self.kept_back.exposition()
-                 + self.logins.exposition())
+                 + self.logins.exposition() + self.tls.exposition())
         with self._lock:
             lines += ["# HELP spamkit_scan_seconds Time from end of DATA to the reply.",
                       "# TYPE spamkit_scan_seconds histogram"]

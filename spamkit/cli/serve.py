@@ -41,7 +41,7 @@ def host_port(text: str) -> tuple[str, int]:
         raise click.BadParameter(str(error)) from None
 
 
-def refuse_next_hop_to_itself(listen_text: str, next_hop_text: str) -> None:
+def refuse_next_hop_to_itself(listen_text: str, next_hop_text: str, option: str = "--listen") -> None:
     """A next hop that is this filter's own listening address would send every message
     round to itself: each recipient check and each relay opens one more session of its
     own, and the client hears nothing until its timeout. Refused before listening.
@@ -64,7 +64,7 @@ def refuse_next_hop_to_itself(listen_text: str, next_hop_text: str) -> None:
         for hop in hop_addresses:
             if hop == address or (wildcard and _is_this_machines(hop)):
                 raise click.UsageError(
-                    f"--next-hop {next_hop_text} is where this filter listens (--listen "
+                    f"--next-hop {next_hop_text} is where this filter listens ({option} "
                     f"{listen_text}): mail would go round to itself; give "
                     "the MTA's reinjection port (e.g. Postfix's 127.0.0.1:10026)")
 
@@ -250,13 +250,16 @@ def daemon_options(function: F) -> F:
 
 @click.command()
 @click.option("--listen", default="127.0.0.1:10025", show_default=True, help="Address to listen on.")
+@click.option("--listen-tls", metavar="HOST:PORT",
+              help="Also listen here with TLS from the first byte (port 465: RFC 8314's "
+                   "submissions, SME's SMTP over SSL), with TlsCertificate and TlsKey.")
 @click.option("--next-hop", default="127.0.0.1:10026", show_default=True,
               help="Where accepted mail goes.")
 @daemon_options
 @db_option
 @config_option
-def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_path: str | None,
-          config_path: str | None) -> None:
+def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, run_as: str | None,
+          db_path: str | None, config_path: str | None) -> None:
     """Run the SMTP filter until SIGTERM or SIGINT.
 
     On SIGTERM it takes no new session, lets messages being relayed finish, answers idle
@@ -268,6 +271,11 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     until a retry (every DatabaseRetry seconds) finds the database sound and answering.
     """
     refuse_next_hop_to_itself(listen, next_hop)
+    if listen_tls is not None:
+        refuse_next_hop_to_itself(listen_tls, next_hop, "--listen-tls")
+        if host_port(listen_tls) == host_port(listen):
+            raise click.UsageError(f"--listen-tls {listen_tls} is --listen's address too: give "
+                                   "each its own port (465 for TLS from the first byte)")
     account = account_to_run_as(run_as)
     from smtpfilter.auth import auth_warnings, configured_auth
     from smtpfilter.limits import LimitedController, SessionLimits
@@ -302,8 +310,12 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
     tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
+    if listen_tls is not None and tls is None:
+        raise ConfigError(f"--listen-tls {listen_tls} needs TlsCertificate and TlsKey (the "
+                          "certificate its clients are shown), which are not set")
     controller = LimitedController(handler, limits,
                                    before_serving=(lambda: become(account, scanner)) if account else None,
+                                   tls_listen=host_port(listen_tls) if listen_tls is not None else None,
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
@@ -322,7 +334,8 @@ def serve(listen: str, next_hop: str, autolearn: bool, run_as: str | None, db_pa
     controller.start()  # (as `account`, when given, before its first session: before_serving)
     for warning in auth_warnings(config):  # (now as `account`, whose right to the socket counts)
         logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
-    click.echo(f"spamkit serve: listening on {host}:{port}, next hop {next_hop}"
+    click.echo(f"spamkit serve: listening on {host}:{port}"
+               f"{f' and {listen_tls} (TLS)' if listen_tls is not None else ''}, next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
     try:

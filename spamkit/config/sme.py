@@ -29,7 +29,8 @@ What carries over, and where from:
   on. The qpsmtpd files spamkit has no setting for (badrcptto_patterns, norelayclients,
   goodrcptto, ...) are reported with their entries, when they have any.
 Everything else under spamassassin and qpsmtpd is reported as left out, with why, and so
-is a list entry spamkit cannot read.
+is a list entry spamkit cannot read. sqpsmtpd (qpsmtpd on port 465, TLS from the first
+byte) is reported with the `serve --listen-tls` that takes its place.
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
             plan.set(option, limit, f"configuration {service} {name}")
         else:
             plan.left_out.append(f"configuration {service} {name}={limit}: not a whole number")
+    _smtp_over_ssl(plan, configuration.get("sqpsmtpd"))
     found = [record.key.lower() for record in databases.get("domains", {}).values()
              if record.type == "domain"]
     domain_name = configuration.get("DomainName")
@@ -244,6 +246,18 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         else:
             plan.left_out.append(f"spamassassin wbl.global {pattern}={kind}: neither White nor Black")
     return plan
+
+
+def _smtp_over_ssl(plan: ImportPlan, record: Record | None) -> None:
+    """SME's sqpsmtpd: qpsmtpd again, on a port that is TLS from the first byte (465),
+    where its users' mail programs set to "SSL" send. A port is `serve`'s command line,
+    not a setting: said, with the option that opens it."""
+    if record is None or record.props.get("status", "enabled").lower() != "enabled":
+        return
+    port = record.props.get("TCPPort", "465")
+    plan.left_out.append(f"configuration sqpsmtpd status=enabled TCPPort={port}: SMTP over SSL; "
+                         f"give `spamkit serve --listen-tls 0.0.0.0:{port}` (with TlsCertificate "
+                         "and TlsKey) for the mail programs that send there")
 
 
 def _add_entries(plan: ImportPlan, current: Mapping[str, Any], option: str, entries: list[str],

@@ -18,6 +18,7 @@ spamassassin=service|RejectLevel|12|Sensitivity|custom|SortSpam|enabled|TagLevel
 qpsmtpd=service|DNSBL|enabled|RHSBL|enabled|RBLList|zen.spamhaus.org|SBLList|multi.surbl.org:rhsbl.sorbs.net:dbl.spamhaus.org|URIBL|enabled|UBLList|multi.surbl.org:8-16-64-128,black.uribl.com|Karma|enabled|KarmaNegative|3|HeloPolicy|rfc|DMARCReject|disabled|SPFRejectPolicy|2|Bcc|enabled|BccMode|bcc|Authentication|enabled|TlsBeforeAuth|0|RelayRequiresAuth|enabled|MaxLoad|7
 qmail=service|MaxMessageSize|20000000|ConcurrencyRemote|10
 smtpd=service|InstancesPerIP|4|TCPPort|25|access|public
+sqpsmtpd=service|TCPPort|465|access|public|status|enabled
 """
 DATABASES = {
     "domains": "example.net=domain|Description|Second site|Nameservers|internet\n"
@@ -102,7 +103,9 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
     left_out = "\n".join(report["left_out"])
     for why in ("configuration spamassassin PyzorTimeout=15: spamkit asks no Pyzor",
                 "configuration qpsmtpd RelayRequiresAuth=enabled: RelayClients relay without logging in",
-                "spamassassin wbl.global @bad.example:"):
+                "spamassassin wbl.global @bad.example:",
+                "configuration sqpsmtpd status=enabled TCPPort=465: SMTP over SSL; give "
+                "`spamkit serve --listen-tls 0.0.0.0:465`"):
         assert why in left_out, left_out
     assert "ConcurrencyRemote" not in left_out  # qmail's own settings are not spamkit's to judge
     # what was imported makes a chain `spamkit serve` would start with

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers.net import free_port, wait_for_port
+from tests.servers.net import free_port, listening
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,6 @@ def start_redis(directory: Path, tls: tuple[Path, Path] | None = None,
         listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certificate),
                   "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
                   "--tls-auth-clients", "no"]
-    process = subprocess.Popen(
-        ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    with listening(["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"], port) as process:
         yield RedisServer(port, process)
-    finally:
-        process.terminate()
-        process.wait(10)

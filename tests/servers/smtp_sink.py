@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers.net import free_port, wait_for_port
+from tests.servers.net import free_port, listening
 
-__all__ = ["Sink", "free_port", "start_sink", "wait_for_port"]
+__all__ = ["Sink", "free_port", "start_sink"]
 
 
 @dataclass
@@ -54,13 +53,9 @@ def start_sink(*options: str) -> Iterator[Sink]:
     os.chmod(directory, 0o777)  # smtp-sink writes as nobody
     port = free_port()
     # -d takes a strftime template; a random suffix is appended to it for each file
-    process = subprocess.Popen(["smtp-sink", *options, "-u", "nobody", "-d", f"{directory}/msg.",
-                                f"127.0.0.1:{port}", "100"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
-        yield Sink(port, directory)
+        with listening(["smtp-sink", *options, "-u", "nobody", "-d", f"{directory}/msg.",
+                        f"127.0.0.1:{port}", "100"], port):
+            yield Sink(port, directory)
     finally:
-        process.terminate()
-        process.wait(10)
         shutil.rmtree(directory, ignore_errors=True)

@@ -52,6 +52,7 @@ class AuthServer:
     port: int
     metrics: Metrics
     certificate: Path
+    tls_port: int  # TLS from the first byte (serve --listen-tls)
 
     def client(self, source: str = "127.0.0.1") -> Client:
         client = Client(self.port, source)
@@ -93,14 +94,14 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
         handler = FilterHandler(FilterChain(build_filters(config, Scanner.from_config(config, None), False)),
                                 ("127.0.0.1", sink.port), archive_copy(config), metrics, verify_recipients=False,
                                 trace=Trace(None, "mx.example.org"), auth=configured_auth(config, metrics))
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         controller = LimitedController(
             handler, SessionLimits(), hostname="127.0.0.1", port=port, auth_require_tls=config["TlsBeforeAuth"],
             tls_context=tls_context(config["TlsCertificate"], config["TlsKey"], config.origins),
-            require_starttls=False)
+            require_starttls=False, tls_listen=("127.0.0.1", tls_port))
         controller.start()
         controllers.append(controller)
-        return AuthServer(port, metrics, certificate)
+        return AuthServer(port, metrics, certificate, tls_port)
 
     yield start
     for controller in controllers:
@@ -163,6 +164,28 @@ def test_every_way_a_mail_program_logs_in(auth_server: Callable[..., AuthServer]
         reply = swaks(server.port, message, "bob@example.org", "friend@elsewhere.example",
                       extra=("--tls", "--auth", mechanism, "--auth-user", "bob", "--auth-password", "secret2"))
         assert reply.startswith("250"), reply
+
+
+def test_logins_on_the_port_that_is_tls_from_the_first_byte(
+        auth_server: Callable[..., AuthServer], sink: Sink, dovecot: Dovecot) -> None:
+    """SME's users on "SSL" port 465: AUTH is offered at once, TlsBeforeAuth being met."""
+    server = auth_server()
+    client = Client(server.tls_port)
+    client.sock = ssl.create_default_context(cafile=str(server.certificate)).wrap_socket(
+        client.sock, server_hostname="localhost")
+    assert client.reply().startswith(b"220")
+    features = client.command(b"EHLO laptop.example.com")
+    assert b"AUTH LOGIN PLAIN" in features and b"STARTTLS" not in features
+    assert client.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+    assert send(client, "alice@example.org", "friend@elsewhere.example").startswith(b"250")
+    received = sink.messages_as_sent()[0].split(b"\nFrom: ")[0]
+    assert b"with ESMTPSA id" in received
+    message = dovecot.root / "auth-test-465.eml"
+    message.write_bytes(PLAIN)
+    reply = swaks(server.tls_port, message, "bob@example.org", "friend@elsewhere.example",
+                  extra=("--tlsc", "--auth", "LOGIN", "--auth-user", "bob", "--auth-password", "secret2"))
+    assert reply.startswith("250"), reply
+    assert server.metrics.tls.counts() == {("implicit", "ok"): 2}
 
 
 def test_wrong_passwords_and_clients_that_keep_guessing(
