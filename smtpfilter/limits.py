@@ -49,6 +49,7 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
 EARLY_TALKER = "554 5.7.1 You talked before the greeting"
+TLS_CLOSE_GRACE = 2.0  # seconds a timed-out TLS session's client has to answer our close_notify
 # what the log and the metrics name as the refuser of a connection turned away
 TURNED_AWAY_BY = {BUSY_AT_CONNECT: "loadcheck", SHUTTING_DOWN: "shutdown", TOO_MANY: "max_sessions",
                   TOO_MANY_FROM_CLIENT: "max_sessions_per_client", EARLY_TALKER: "earlytalker"}
@@ -122,6 +123,7 @@ class LimitedSMTP(SMTP):
         self._client: str | None = None
         self._calls: Counter[str] = Counter()  # commands since the last delivered message
         self._last_reply = ""
+        self._timed_out = False  # SmtpTimeout ended the session
         self._receiving = False  # DATA under way: the message's own bytes keep the session
         self.working = False  # the handler is working on a message: the client waits for us
         self._smtp_methods = {name: self._budgeted(name, method)
@@ -180,8 +182,13 @@ class LimitedSMTP(SMTP):
         if self.working:
             self._reset_timeout()
             return
+        self._timed_out = True
         if self.transport is not None:
             self.transport.write(b"421 4.4.2 Timeout exceeded, closing the session\r\n")  # type: ignore[attr-defined]
+        if self._original_transport is not None:
+            # under TLS, closing waits for the client's close_notify, asyncio's 30 s at
+            # most, and the session keeps its place under the limits meanwhile
+            self.loop.call_later(TLS_CLOSE_GRACE, self._original_transport.abort)  # type: ignore[attr-defined]
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def push(self, status: AnyStr) -> None:
@@ -266,14 +273,26 @@ class LimitedSMTP(SMTP):
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
-            tls.handshake_failed(self._client or "?", tls.STARTTLS, error, metrics)
-            # what aiosmtpd does with it, less its traceback: the session is over
-            if self.transport is not None:
-                self.transport.close()
-            self.connection_lost(error)
+            self._starttls_failed(error, metrics)
             return
-        if self._tls_protocol is not None:
-            tls.counted(metrics, tls.STARTTLS, "ok")
+        if self._tls_protocol is None:
+            return  # (refused: no certificate, or an argument)
+        if self.session is None or self.session.ssl is None:
+            # the handshake never came (the client went quiet until SmtpTimeout, or hung
+            # up): the TLS layer ends STARTTLS without an error and tells no one that the
+            # connection is gone, so the session's place under the limits was never
+            # given back
+            self._starttls_failed(TimeoutError() if self._timed_out else None, metrics)
+            return
+        tls.counted(metrics, tls.STARTTLS, "ok")
+
+    def _starttls_failed(self, error: Exception | None, metrics: object) -> None:
+        """A STARTTLS handshake that did not finish: logged and counted, and the session
+        over, as aiosmtpd ends it, less its traceback."""
+        tls.handshake_failed(self._client or "?", tls.STARTTLS, error, metrics)
+        if self.transport is not None:
+            self.transport.close()
+        self.connection_lost(error)
 
     def _turned_away(self, client: str, refusal: str) -> None:
         """Log and count a connection refused by a limit, as the handler does its filters'

@@ -29,8 +29,9 @@ def failure_reason(error: BaseException | None) -> str:
         return "closed"  # the client hung up before the handshake was over
     if isinstance(cause, ssl.SSLError):
         return str(cause.reason or cause.strerror or type(cause).__name__)
-    if isinstance(cause, ConnectionAbortedError) and "longer than" in str(cause):
-        return "timeout"  # (asyncio's ssl_handshake_timeout)
+    if isinstance(cause, TimeoutError) or (
+            isinstance(cause, ConnectionAbortedError) and "longer than" in str(cause)):
+        return "timeout"  # (SmtpTimeout, or asyncio's ssl_handshake_timeout)
     if isinstance(cause, (ConnectionResetError, BrokenPipeError)):
         return "reset"
     if isinstance(cause, asyncio.CancelledError):

@@ -167,31 +167,60 @@ def test_broken_handshakes_are_logged_counted_and_give_their_place_back(
     assert "Traceback" not in caplog.text
 
 
+def greeted(port: int, within: float = 10.0) -> bool:
+    """Whether a new session is greeted 220 within `within` seconds (one that is turned
+    away, its place not yet given back, tries again)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        client = Client(port)
+        try:
+            if client.reply().startswith(b"220"):
+                client.command(b"QUIT")
+                return True
+        except ConnectionError:
+            pass
+        finally:
+            client.sock.close()
+        time.sleep(0.1)
+    return False
+
+
 def test_a_failed_starttls_is_one_log_line_and_frees_its_place(
         sink: Sink, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """aiosmtpd logged a traceback for each client whose STARTTLS handshake failed."""
-    controller, server = in_process(sink, tmp_path, SessionLimits(max_sessions=1))
+    """aiosmtpd logged a traceback for each client whose STARTTLS handshake failed, and
+    one that went quiet after STARTTLS kept its place under MaxSessions for good."""
+    controller, server = in_process(sink, tmp_path, SessionLimits(max_sessions=1), timeout=2.0)
     try:
         with caplog.at_level(logging.INFO):
             for _ in range(3):
-                client = Client(server.port)
-                assert client.reply().startswith(b"220")
-                client.command(b"EHLO laptop.example.com")
-                assert client.command(b"STARTTLS").startswith(b"220")
+                client = told_starttls(server)
                 client.sock.sendall(b"MAIL FROM:<not-tls@example.net>\r\n")
                 assert client.sock.recv(100) == b""
                 client.sock.close()
-                time.sleep(0.2)
+                assert greeted(server.port)
+            # one that hangs up instead of starting its handshake
+            told_starttls(server).sock.close()
+            assert greeted(server.port)
+            # one that goes quiet instead: at SmtpTimeout (2 s here) the TLS layer ended
+            # STARTTLS as if all were well and told no one, and the place stayed taken
+            client = told_starttls(server)
+            quiet_since = time.monotonic()
+            assert greeted(server.port)
+            assert time.monotonic() - quiet_since > 1.5
+            assert client.sock.recv(100) == b""
+            client.sock.close()
             with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:  # the one place is free
                 smtp.starttls(context=server.context())
                 assert smtp.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
                 smtp.sendmail("a@example.org", ["user@example.org"], MESSAGE)
     finally:
         controller.stop()
-    failures = [r.getMessage() for r in caplog.records if "tls=failed" in r.getMessage()]
-    assert failures == ["client=127.0.0.1 tls=failed how=starttls reason=WRONG_VERSION_NUMBER"] * 3
+    failures = [r.getMessage().removeprefix("client=127.0.0.1 tls=failed how=starttls reason=")
+                for r in caplog.records if "tls=failed" in r.getMessage()]
+    assert failures[:3] == ["WRONG_VERSION_NUMBER"] * 3
+    assert failures[3] in ("closed", "reset") and failures[4:] == ["timeout"]
     assert "Traceback" not in caplog.text and "SMTP session exception" not in caplog.text
-    assert server.handshakes() == {("starttls", "failed"): 3, ("starttls", "ok"): 1}
+    assert server.handshakes() == {("starttls", "failed"): 5, ("starttls", "ok"): 1}
     assert len(sink.messages()) == 1
 
 
@@ -241,3 +270,44 @@ def test_port_465_is_bound_as_root_before_serve_becomes_its_user(tmp_path: Path,
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert set(uid_line.split()[1:]) == {str(pwd.getpwnam("nobody").pw_uid)}  # real, effective, saved
     assert len(sink.messages()) == 1
+
+
+def test_an_idle_tls_session_gives_its_place_back_soon_after_smtp_timeout(sink: Sink, tmp_path: Path) -> None:
+    """Closing a TLS session waits for the client's close_notify, which asyncio gives 30 s:
+    an idle client kept its place under MaxSessions that long past SmtpTimeout."""
+    controller, server = in_process(sink, tmp_path, SessionLimits(max_sessions=1), timeout=2.0)
+    try:
+        for open_session in (lambda: greeted_tls_client(server), lambda: starttls_client(server)):
+            idle = open_session()
+            assert idle.command(b"EHLO laptop.example.com").startswith(b"250")
+            quiet_since = time.monotonic()
+            assert greeted(server.port, within=10.0)
+            assert 1.5 < time.monotonic() - quiet_since < 10.0
+            assert idle.reply() == b"421 4.4.2 Timeout exceeded, closing the session"
+            idle.sock.close()
+    finally:
+        controller.stop()
+
+
+def greeted_tls_client(server: TlsServer) -> Client:
+    """A session on the TLS port, its greeting read."""
+    client = server.tls_client()
+    assert client.reply().startswith(b"220")
+    return client
+
+
+def told_starttls(server: TlsServer) -> Client:
+    """A session on the plain port that has sent STARTTLS and heard 220, no handshake yet."""
+    client = Client(server.port)
+    assert client.reply().startswith(b"220")
+    client.command(b"EHLO laptop.example.com")
+    assert client.command(b"STARTTLS").startswith(b"220")
+    return client
+
+
+def starttls_client(server: TlsServer) -> Client:
+    """A session on the plain port after STARTTLS and its handshake, before its second EHLO."""
+    client = told_starttls(server)
+    client.sock = server.context().wrap_socket(client.sock, server_hostname="localhost")
+    client.buffer = b""
+    return client
