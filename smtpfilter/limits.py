@@ -456,20 +456,34 @@ class LimitedController(Controller):
                                                ssl=self.ssl_context, start_serving=False)
         try:
             if self.tls_listen is not None:
-                self.tls_server = await self.loop.create_server(
-                    self._implicit_tls_factory, host=self.tls_listen[0], port=self.tls_listen[1],
-                    start_serving=False)
+                try:
+                    self.tls_server = await self.loop.create_server(
+                        self._implicit_tls_factory, host=self.tls_listen[0], port=self.tls_listen[1],
+                        start_serving=False)
+                except OSError as error:
+                    raise self._tls_listen_error(error) from None
             if self.before_serving is not None:
                 self.before_serving()
+            if self.tls_server is not None:
+                try:  # (listen(2): where --listen's port on 0.0.0.0 and the same on 127.0.0.1 collide)
+                    await self.tls_server.start_serving()
+                except OSError as error:
+                    raise self._tls_listen_error(error) from None
         except BaseException:
             server.close()  # never serve as what we failed to stop being, nor half-listening
             if self.tls_server is not None:
                 self.tls_server.close()
             raise
-        if self.tls_server is not None:
-            await self.tls_server.start_serving()
         await server.start_serving()
         return server
+
+    def _tls_listen_error(self, error: OSError) -> OSError:
+        """The --listen-tls port could not be opened: said with the option (asyncio's
+        words name no option, or no address at all)."""
+        assert self.tls_listen is not None
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return OSError(error.errno, f"cannot listen on {self.tls_listen[0]}:{self.tls_listen[1]} "
+                                    f"(--listen-tls): {reason}")
 
     def _implicit_tls_factory(self) -> SMTP:
         """A session of the --listen-tls port: TLS from the first byte, the handshake

@@ -39,14 +39,14 @@ def failure_reason(error: BaseException | None) -> str:
     return type(cause).__name__
 
 
-def handshake_failed(client: str, kind: str, error: BaseException | None, metrics: object) -> None:
-    """Log and count a failed handshake (`kind`: STARTTLS or IMPLICIT)."""
-    log.info("client=%s tls=failed how=%s reason=%s", client, kind, failure_reason(error))
-    counted(metrics, kind, "failed")
+def handshake_failed(client: str, how: str, error: BaseException | None, metrics: object) -> None:
+    """Log and count a failed handshake (`how`: STARTTLS or IMPLICIT)."""
+    log.info("client=%s tls=failed how=%s reason=%s", client, how, failure_reason(error))
+    counted(metrics, how, "failed")
 
 
-def counted(metrics: object, kind: str, outcome: str) -> None:
+def counted(metrics: object, how: str, outcome: str) -> None:
     """One handshake in the metrics, when the handler has them (smtpfilter.metrics)."""
     tls_handshake = getattr(metrics, "tls_handshake", None)
     if tls_handshake is not None:
-        tls_handshake(kind, outcome)
+        tls_handshake(how, outcome)

@@ -60,13 +60,21 @@ def refuse_next_hop_to_itself(listen_text: str, next_hop_text: str, option: str 
         return
     for *_, sockaddr in listen_infos:
         address = str(sockaddr[0])
-        wildcard = ipaddress.ip_address(address.split("%")[0]).is_unspecified
+        wildcard = _any_address(address)
         for hop in hop_addresses:
             if hop == address or (wildcard and _is_this_machines(hop)):
                 raise click.UsageError(
                     f"--next-hop {next_hop_text} is where this filter listens ({option} "
                     f"{listen_text}): mail would go round to itself; give "
                     "the MTA's reinjection port (e.g. Postfix's 127.0.0.1:10026)")
+
+
+def _any_address(host: str) -> bool:
+    """Whether a listening host is every address of the machine (0.0.0.0, ::)."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_unspecified
+    except ValueError:
+        return host in ("", "*")
 
 
 def _is_this_machines(address: str) -> bool:
@@ -273,7 +281,9 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
     refuse_next_hop_to_itself(listen, next_hop)
     if listen_tls is not None:
         refuse_next_hop_to_itself(listen_tls, next_hop, "--listen-tls")
-        if host_port(listen_tls) == host_port(listen):
+        (tls_host, tls_port), (plain_host, plain_port) = host_port(listen_tls), host_port(listen)
+        if tls_port == plain_port and (tls_host == plain_host or _any_address(tls_host)
+                                       or _any_address(plain_host)):
             raise click.UsageError(f"--listen-tls {listen_tls} is --listen's address too: give "
                                    "each its own port (465 for TLS from the first byte)")
     account = account_to_run_as(run_as)

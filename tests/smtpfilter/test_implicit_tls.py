@@ -224,7 +224,7 @@ def test_a_failed_starttls_is_one_log_line_and_frees_its_place(
     assert len(sink.messages()) == 1
 
 
-def test_listen_tls_needs_a_certificate_and_a_port_of_its_own(tmp_path: Path, sink: Sink) -> None:
+def test_listen_tls_needs_a_certificate_and_a_port_of_its_own_and_says_so(tmp_path: Path, sink: Sink) -> None:
     config = tmp_path / "spamkit.toml"
     config.write_text("UseBayes = false\n")
 
@@ -237,9 +237,20 @@ def test_listen_tls_needs_a_certificate_and_a_port_of_its_own(tmp_path: Path, si
     tls_port, hop = free_port(), f"127.0.0.1:{sink.port}"
     code, stderr = serve("--listen-tls", f"127.0.0.1:{tls_port}", "--next-hop", hop)
     assert code == 2 and "--listen-tls 127.0.0.1:" in stderr and "needs TlsCertificate and TlsKey" in stderr
-    code, stderr = serve("--listen", f"127.0.0.1:{tls_port}", "--listen-tls", f"127.0.0.1:{tls_port}",
-                         "--next-hop", hop)
-    assert code == 2 and "is --listen's address too" in stderr
+    for plain_host in ("127.0.0.1", "0.0.0.0"):  # (the second: listen(2) would fail for one of them)
+        code, stderr = serve("--listen", f"{plain_host}:{tls_port}", "--listen-tls", f"127.0.0.1:{tls_port}",
+                             "--next-hop", hop)
+        assert code == 2 and "is --listen's address too" in stderr
+    certificate, key = self_signed_certificate(tmp_path)
+    config.write_text(f'UseBayes = false\nTlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
+    with socket.socket() as taken:  # a port something else listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        code, stderr = serve("--listen", f"127.0.0.1:{free_port()}", "--listen-tls", f"127.0.0.1:{busy}",
+                             "--next-hop", hop)
+    assert code == 74 and f"cannot listen on 127.0.0.1:{busy} (--listen-tls): Address already in use" \
+        in stderr, stderr
     code, stderr = serve("--listen-tls", f"127.0.0.1:{tls_port}", "--next-hop", f"127.0.0.1:{tls_port}")
     assert code == 2 and "is where this filter listens (--listen-tls" in stderr
 
