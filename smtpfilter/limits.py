@@ -31,13 +31,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import AnyStr
+from typing import TYPE_CHECKING, AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from smtpfilter import parameters, tls
 from smtpfilter.networks import Networks
+
+if TYPE_CHECKING:
+    from smtpfilter.metrics import Metrics
 
 log = logging.getLogger("spamkit.smtpfilter")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # (a surrogate: a byte that was not UTF-8)
@@ -128,6 +131,12 @@ class LimitedSMTP(SMTP):
         self.working = False  # the handler is working on a message: the client waits for us
         self._smtp_methods = {name: self._budgeted(name, method)
                               for name, method in self._smtp_methods.items()}
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The handler's metrics, where refusals and TLS handshakes are counted (None for
+        a handler without them)."""
+        return getattr(self.event_handler, "metrics", None)
 
     @property
     def limits(self) -> SessionLimits:
@@ -253,12 +262,11 @@ class LimitedSMTP(SMTP):
         """Implicit TLS: counted either way; a handshake that failed (or a client that
         hung up first, which the TLS layer does not tell connection_lost) releases the
         session's place under the limits."""
-        metrics = getattr(self.event_handler, "metrics", None)
         if self.transport is not None:
-            tls.counted(metrics, tls.IMPLICIT, "ok")
+            tls.counted(self.metrics, tls.IMPLICIT, "ok")
             return
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        tls.handshake_failed(self._client or "?", tls.IMPLICIT, error, metrics)
+        tls.handshake_failed(self._client or "?", tls.IMPLICIT, error, self.metrics)
         self._tls_layer = None
         self._release()
 
@@ -269,11 +277,10 @@ class LimitedSMTP(SMTP):
         if self._tls_protocol is not None:
             await self.push(tls.ALREADY_ACTIVE)
             return
-        metrics = getattr(self.event_handler, "metrics", None)
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
-            self._starttls_failed(error, metrics)
+            self._starttls_failed(error)
             return
         if self._tls_protocol is None:
             return  # (refused: no certificate, or an argument)
@@ -282,14 +289,14 @@ class LimitedSMTP(SMTP):
             # up): the TLS layer ends STARTTLS without an error and tells no one that the
             # connection is gone, so the session's place under the limits was never
             # given back
-            self._starttls_failed(TimeoutError() if self._timed_out else None, metrics)
+            self._starttls_failed(TimeoutError() if self._timed_out else None)
             return
-        tls.counted(metrics, tls.STARTTLS, "ok")
+        tls.counted(self.metrics, tls.STARTTLS, "ok")
 
-    def _starttls_failed(self, error: Exception | None, metrics: object) -> None:
+    def _starttls_failed(self, error: Exception | None) -> None:
         """A STARTTLS handshake that did not finish: logged and counted, and the session
         over, as aiosmtpd ends it, less its traceback."""
-        tls.handshake_failed(self._client or "?", tls.STARTTLS, error, metrics)
+        tls.handshake_failed(self._client or "?", tls.STARTTLS, error, self.metrics)
         if self.transport is not None:
             self.transport.close()
         self.connection_lost(error)
@@ -299,9 +306,8 @@ class LimitedSMTP(SMTP):
         refusals: a machine deferring mail for its load shows it in the metrics."""
         by = TURNED_AWAY_BY.get(refusal, "limits")
         log.info("client=%s stage=connect reply=%r by=%s", client, refusal[:3], by)
-        metrics = getattr(self.event_handler, "metrics", None)
-        if metrics is not None:
-            metrics.refused(by)
+        if self.metrics is not None:
+            self.metrics.refused(by)
 
     async def _handle_client(self) -> None:
         """earlytalker (a client that talks before the greeting is a spam engine in a

@@ -13,6 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from smtpfilter.metrics import Metrics
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -39,14 +43,13 @@ def failure_reason(error: BaseException | None) -> str:
     return type(cause).__name__
 
 
-def handshake_failed(client: str, how: str, error: BaseException | None, metrics: object) -> None:
+def handshake_failed(client: str, how: str, error: BaseException | None, metrics: Metrics | None) -> None:
     """Log and count a failed handshake (`how`: STARTTLS or IMPLICIT)."""
     log.info("client=%s tls=failed how=%s reason=%s", client, how, failure_reason(error))
     counted(metrics, how, "failed")
 
 
-def counted(metrics: object, how: str, outcome: str) -> None:
-    """One handshake in the metrics, when the handler has them (smtpfilter.metrics)."""
-    tls_handshake = getattr(metrics, "tls_handshake", None)
-    if tls_handshake is not None:
-        tls_handshake(how, outcome)
+def counted(metrics: Metrics | None, how: str, outcome: str) -> None:
+    """One handshake in the metrics, when the handler has them."""
+    if metrics is not None:
+        metrics.tls_handshake(how, outcome)

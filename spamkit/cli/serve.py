@@ -279,9 +279,10 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
     until a retry (every DatabaseRetry seconds) finds the database sound and answering.
     """
     refuse_next_hop_to_itself(listen, next_hop)
-    if listen_tls is not None:
+    tls_address = host_port(listen_tls) if listen_tls is not None else None
+    if listen_tls is not None and tls_address is not None:
         refuse_next_hop_to_itself(listen_tls, next_hop, "--listen-tls")
-        (tls_host, tls_port), (plain_host, plain_port) = host_port(listen_tls), host_port(listen)
+        (tls_host, tls_port), (plain_host, plain_port) = tls_address, host_port(listen)
         if tls_port == plain_port and (tls_host == plain_host or _any_address(tls_host)
                                        or _any_address(plain_host)):
             raise click.UsageError(f"--listen-tls {listen_tls} is --listen's address too: give "
@@ -325,7 +326,7 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
                           "certificate its clients are shown), which are not set")
     controller = LimitedController(handler, limits,
                                    before_serving=(lambda: become(account, scanner)) if account else None,
-                                   tls_listen=host_port(listen_tls) if listen_tls is not None else None,
+                                   tls_listen=tls_address,
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
