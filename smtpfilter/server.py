@@ -234,10 +234,11 @@ class FilterHandler:
     def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str) -> None:
         """A refusal before DATA: told to the filters' `finished`, logged and counted."""
         self.chain.finished(tx, decision.reply)
-        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s", tx.peer,
+        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s", tx.peer,
                  printable(tx.helo or "-"), _sender(tx.mail_from),
                  printable(args[0]) if args else "-", stage, decision.reply[:3],
-                 decision.filter or "-")
+                 decision.filter or "-",
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "")
         if self.metrics is not None:
             self.metrics.refused(decision.filter)
 

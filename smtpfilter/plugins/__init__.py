@@ -35,6 +35,7 @@ from smtpfilter.plugins.envelope import (
 )
 from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
+from smtpfilter.plugins.senderlogin import SenderLogin
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
@@ -70,6 +71,7 @@ FILTERS: dict[str, Factory] = {
     "badmailfrom": lambda c, s, a: BadMailFrom(c["BadMailFrom"], c["WhitelistSenders"], local_clients(c)),
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"], local_clients(c)),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"], local_clients(c)),
+    "senderlogin": lambda c, s, a: SenderLogin(c["LocalDomains"], c["SenderLogins"]),
     "helo": lambda c, s, a: _helo(c),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"], c["RefuseRepeatedHeaders"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], c["BlockInArchives"],
@@ -218,7 +220,7 @@ def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Fil
     check_chain(config)
     TALLY.forget_disbelieved()  # (the lists' health is the new chain's to find)
     filters = [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
-    for warning in [*closed_zone_warnings(config), *clamd_warnings(config)]:
+    for warning in [*closed_zone_warnings(config), *clamd_warnings(config), *senderlogin_warnings(config)]:
         log.warning("%s", warning)
     return filters
 
@@ -232,6 +234,20 @@ def clamd_warnings(config: Config) -> list[str]:
                    else "every message would pass unscanned")
     return [f"{config.where('ClamdAddress')}: clamd does not answer PING "
             f"at {config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})"]
+
+
+def senderlogin_warnings(config: Config) -> list[str]:
+    """What leaves the senderlogin filter, when the chain has it, with little to do."""
+    if "senderlogin" not in config["SmtpFilters"]:
+        return []
+    where = config.origins["SmtpFilters"]
+    if not config["SmtpAuthentication"]:
+        return [f"{where}: the senderlogin filter checks the senders of users who log in, and "
+                "SmtpAuthentication is off: it checks nothing"]
+    if not config["LocalDomains"]:
+        return [f"{where}: LocalDomains is empty, so the senderlogin filter lets a login send "
+                "only as the addresses SenderLogins gives it (or as itself, when it is an address)"]
+    return []
 
 
 def build_chain(config: Config, scanner: Scanner, autolearn: bool) -> FilterChain:
@@ -292,6 +308,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)
     warnings += clamd_warnings(config)
+    warnings += senderlogin_warnings(config)
     warnings += auth_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:

@@ -78,6 +78,15 @@ def _not_a_pair(entry: str) -> str | None:
     return None
 
 
+def _not_a_grant(entry: str) -> str | None:
+    """A SenderLogins entry: an address (or local part, @domain, pattern), then logins."""
+    if len(entry.split()) < 2:
+        return f"{entry!r} is not ADDRESS LOGIN... (e.g. 'sales@example.org alice bob')"
+    if any(not c.isprintable() or c in "<>,;\"" for c in "".join(entry.split())):
+        return f"{entry!r} has a character that is in no address or login name"
+    return None
+
+
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what SME allows; no "/", "..", NUL
 
 
@@ -336,6 +345,11 @@ OPTIONS: tuple[Option, ...] = (
            "in an hour, after which its AUTH is answered 454 without Dovecot being asked, until "
            "the oldest is an hour old (0: no limit). LocalNetworks are never held back.",
            minimum=0, group="smtp"),
+    Option("SenderLogins", list, [], "More addresses a login may send as, for the senderlogin "
+           "filter, as \"ADDRESS LOGIN...\": ADDRESS a local part (at each of LocalDomains, e.g. "
+           "'john.smith jsmith', an SME pseudonym), an address, @domain or a pattern with * and ?. "
+           "Besides these, a login owns LOGIN@ each of LocalDomains (or itself, when it is an "
+           "address).", group="smtp", entry_problem=_not_a_grant),
     Option("HeloPolicy", str, "lenient", "The helo filter's checks: lenient (syntax, bare IPs, "
            "forged address literals, localhost, our own names); rfc adds a fully qualified name "
            "that resolves and a reverse name for the client; strict adds that the name is the "

@@ -20,7 +20,9 @@ What carries over, and where from:
   and one with DKIMSigning disabled into DkimSigningExcept.
 - networks: every local network into LocalNetworks and RelayClients.
 - accounts: each user's own SortSpam; an account (user, group, pseudonym) with
-  Visible=internal into BadRcptTo as NAME@*, as SME refuses its mail from outside.
+  Visible=internal into BadRcptTo as NAME@*, as SME refuses its mail from outside; each
+  pseudonym and group into SenderLogins with the users it delivers to, for the
+  senderlogin filter (which SME has not, and the import does not switch on).
 - spamassassin: wbl.global's White and Black entries into the lists.
 - the list files qmail and qpsmtpd read (badmailfrom, badmailfromto in /var/qmail/control;
   badhelo, badrcptto, relayclients, whitelisthosts, whitelisthelo, whitelistsenders in
@@ -220,6 +222,8 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
                 if record.type in INTERNAL_ACCOUNT_TYPES and record.props.get("Visible", "").lower() == "internal"]
     if _add_entries(plan, current, "BadRcptTo", internal, "accounts Visible=internal"):
         _switch(chain, "badrcptto", True)
+    _add_entries(plan, current, "SenderLogins", _sender_logins(databases.get("accounts", {}), plan),
+                 "accounts: pseudonyms and groups")
     for name, text in list_files.items():
         lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
         lines = [line for line in lines if line]
@@ -246,6 +250,39 @@ def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, s
         else:
             plan.left_out.append(f"spamassassin wbl.global {pattern}={kind}: neither White nor Black")
     return plan
+
+
+def _sender_logins(accounts: dict[str, Record], plan: ImportPlan) -> list[str]:
+    """The addresses SME's users receive at besides their own, as SenderLogins entries
+    for the senderlogin filter (which SME has not; off unless SmtpFilters names it): a
+    pseudonym is its user's (or its group's members'), and a group's address its
+    members'. A pseudonym of anything else is left out, saying why."""
+    def logins_of(name: str) -> list[str]:
+        record = accounts.get(name)
+        if record is None:
+            return []
+        if record.type == "user":
+            return [name]
+        if record.type == "group":
+            return [member.strip() for member in record.props.get("Members", "").split(",") if member.strip()]
+        return []
+
+    entries = []
+    for key, record in accounts.items():
+        if record.type == "group":
+            logins = logins_of(key)
+        elif record.type == "pseudonym":
+            target = record.props.get("Account", "")
+            logins = logins_of(target)
+            if not logins:
+                plan.left_out.append(f"accounts {key} Account={target}: a pseudonym of no user "
+                                     "or group with members, so no login may send as it")
+                continue
+        else:
+            continue
+        if logins:
+            entries.append(" ".join([key, *logins]))
+    return entries
 
 
 def _smtp_over_ssl(plan: ImportPlan, record: Record | None) -> None:

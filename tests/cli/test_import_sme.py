@@ -189,6 +189,26 @@ def test_internal_accounts_and_the_files_spamkit_cannot_read(tmp_path: Path) -> 
     assert spamkit("lint", "--config", str(config)).returncode == 0
 
 
+def test_pseudonyms_and_groups_become_addresses_their_users_may_send_as(tmp_path: Path) -> None:
+    """For the senderlogin filter (which SME has not, so the import leaves it off): a
+    pseudonym is its user's, or its group's members'; a group's address its members'."""
+    sme = sme_dir(tmp_path, "DomainName=example.org\n")
+    (sme / "accounts").write_text(
+        "alice=user|FirstName|Alice\nbob=user|FirstName|Bob\nadmin=system|Description|x\n"
+        "sales=group|Description|Sales|Members|alice,bob\nempty=group|Description|Nobody\n"
+        "john.smith=pseudonym|Account|alice\norders=pseudonym|Account|sales\n"
+        "info@example.net=pseudonym|Account|bob\nroot=pseudonym|Account|admin\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text('SmtpFilters = ["relay", "spamscore"]\n')
+    report, shown = imported(sme, config)
+    assert shown["SenderLogins"] == ["sales alice bob", "john.smith alice", "orders alice bob",
+                                     "info@example.net bob"]
+    assert "senderlogin" not in shown["SmtpFilters"]
+    assert ("accounts root Account=admin: a pseudonym of no user or group with members, so no "
+            "login may send as it") in report["left_out"]
+    assert spamkit("lint", "--config", str(config)).returncode == 0
+
+
 def test_config_show_output_reads_as_the_file(tmp_path: Path) -> None:
     shown = ("spamassassin=service\n    RejectLevel=9\n    Sensitivity=custom\n    TagLevel=3\n"
              "qpsmtpd=service\n    HeloPolicy=strict\n    DNSBL=disabled\n")

@@ -19,11 +19,13 @@ import pytest
 from smtpfilter import auth
 from smtpfilter.auth import LoginFailures, configured_auth
 from smtpfilter.chain import FilterChain
+from smtpfilter.filter import Action, Transaction
 from smtpfilter.dovecot_auth import DovecotAuth, unescape
 from smtpfilter.limits import LimitedController, SessionLimits
 from smtpfilter.metrics import Metrics
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins import build_filters
+from smtpfilter.plugins.senderlogin import SenderLogin
 from smtpfilter.server import FilterHandler
 from smtpfilter.trace import Trace
 from spamkit.cli.serve import archive_copy, tls_context
@@ -262,6 +264,81 @@ def test_a_logged_in_user_is_spared_the_checks_for_strangers(
     assert send(user, "alice@example.org", "user@example.org").startswith(b"250")
     assert send(user, "alice@example.org", "friend@elsewhere.example").startswith(b"250")
     assert len(sink.messages()) == 2
+
+
+def test_senderlogin_lets_a_user_send_only_as_an_address_of_theirs(
+        auth_server: Callable[..., AuthServer], sink: Sink, dovecot: Dovecot,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Postfix's reject_sender_login_mismatch: one user's password does not let a client
+    send as another user, nor as someone elsewhere. A login owns LOGIN@ our domains, and
+    SenderLogins gives it a pseudonym and shared addresses; the null sender passes, and a
+    client that did not log in is not this filter's to judge."""
+    server = auth_server('SmtpFilters = ["relay", "senderlogin"]\n'
+                         'SenderLogins = ["john.smith alice", "sales@example.org alice bob", '
+                         '"@example.com carol", "info-* bob"]\n')
+    alice = server.secure(server.client())
+    assert alice.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+    with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+        assert send(alice, "bob@example.org", "friend@elsewhere.example") == \
+            b"553 5.7.1 Sender address rejected: not owned by user alice"
+    assert "from=<bob@example.org> rcpt=- stage=mail reply='553' by=senderlogin user=alice" in caplog.text
+    for refused in ("alice@elsewhere.example", "alice@sub.example.org", "john.smith@elsewhere.example",
+                    "info-desk@example.org", "someone@example.com"):
+        assert send(alice, refused, "friend@elsewhere.example").startswith(b"553 5.7.1"), refused
+    for sender in ("alice@example.org", "Alice@EXAMPLE.org", "john.smith@example.org", "sales@example.org", ""):
+        assert send(alice, sender, "friend@elsewhere.example").startswith(b"250"), sender
+    bob = server.secure(server.client())
+    assert bob.command(b"AUTH PLAIN " + plain("bob", "secret2")).startswith(b"235")
+    assert send(bob, "john.smith@example.org", "friend@elsewhere.example").startswith(b"553")
+    for sender in ("sales@example.org", "info-desk@example.org", "bob@example.org"):
+        assert send(bob, sender, "friend@elsewhere.example").startswith(b"250"), sender
+    # a master user acting as carol is carol, as Dovecot names who logged in
+    carol = server.secure(server.client())
+    assert carol.command(b"AUTH PLAIN " + plain(MASTER_USER, MASTER_PASSWORD, "carol")).startswith(b"235")
+    assert send(carol, f"{MASTER_USER}@example.org", "friend@elsewhere.example").startswith(b"553")
+    assert send(carol, "anyone@example.com", "friend@elsewhere.example").startswith(b"250")
+    # not logged in: a stranger's mail to us is for the other checks (BadMailFrom, SPF, DMARC)
+    assert send(server.client(), "bob@example.org", "alice@example.org").startswith(b"250")
+    assert len(sink.messages()) == 10
+    assert server.metrics.refusals.counts() == {("senderlogin",): 8}
+    # as a user would test it
+    message = dovecot.root / "senderlogin-test.eml"
+    message.write_bytes(PLAIN)
+    reply = swaks(server.port, message, "alice@example.org", "friend@elsewhere.example",
+                  extra=("--tls", "--auth", "PLAIN", "--auth-user", "bob", "--auth-password", "secret2"))
+    assert "553 5.7.1 Sender address rejected: not owned by user bob" in reply, reply
+
+
+def test_whose_address_is_whose(tmp_path: Path) -> None:
+    """senderlogin's ownership over several domains, an international one among them
+    (compared as DNS carries it), for a login that is itself an address; a bad
+    SenderLogins entry names its line, and lint says when the filter has nothing to do."""
+    owner = SenderLogin(["example.org", "Bücher.example"], ["sales alice", "@shared.example bob",
+                                                          "*@*.example.org carol", "x@bücher.example bob"])
+    assert owner.owns("alice", "alice@example.org") and owner.owns("alice", "alice@xn--bcher-kva.example")
+    assert owner.owns("alice", "ALICE@BÜCHER.example") and owner.owns("alice", "sales@bücher.example")
+    assert not owner.owns("alice", "alice@example.net") and not owner.owns("bob", "sales@example.org")
+    assert owner.owns("bob", "anyone@shared.example") and not owner.owns("bob", "anyone@sub.shared.example")
+    assert owner.owns("bob", "x@xn--bcher-kva.example") and not owner.owns("alice", "x@bücher.example")
+    assert owner.owns("carol", "c@mail.example.org") and not owner.owns("carol", "c@example.net")
+    assert not owner.owns("carol", "c@example.org.evil.example")
+    # a login that is an address (Dovecot set up with auth_username_format %Lu) owns just it
+    assert owner.owns("dave@example.net", "Dave@example.net")
+    assert not owner.owns("dave@example.net", "dave@example.org")
+    assert owner.mail(Transaction(peer="192.0.2.7", mail_from="<>", authenticated="alice")).action is Action.CONTINUE
+    refused = owner.mail(Transaction(peer="192.0.2.7", mail_from="bob@example.org", authenticated="al\x1bice"))
+    assert refused.reply == "553 5.7.1 Sender address rejected: not owned by user al?ice"
+    config = tmp_path / "spamkit.toml"
+    config.write_text('UseBayes = false\nSenderLogins = [\n  "sales alice",\n  "lonely@example.org",\n]\n')
+    done = subprocess.run(["python3", "-m", "spamkit", "lint", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "spamkit.toml:2" in done.stderr + done.stdout and "'lonely@example.org' is not ADDRESS LOGIN..." \
+        in done.stderr + done.stdout
+    config.write_text('UseBayes = false\nSmtpFilters = ["relay", "senderlogin"]\n')
+    done = subprocess.run(["python3", "-m", "spamkit", "lint", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert "SmtpAuthentication is off: it checks nothing" in done.stdout + done.stderr
 
 
 def test_outgoing_archive_copy_includes_users_who_logged_in(
