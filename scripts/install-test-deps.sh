@@ -3,8 +3,9 @@
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
 # (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
-# checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz
-# and bzip2 (the attachment check's tests read archives as these tools write them), and
+# checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz,
+# bzip2, genisoimage, xorriso and gcab (the attachment check's tests read archives and disk
+# images as these tools write them), and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,10 @@ command -v clamd >/dev/null || need+=(clamav-daemon)
 command -v 7zz >/dev/null || need+=(7zip)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v bzip2 >/dev/null || need+=(bzip2)
+# disk images (ISO 9660, Joliet, UDF) and cabinets, as the tools that make them write them
+command -v genisoimage >/dev/null || need+=(genisoimage)
+command -v xorriso >/dev/null || need+=(xorriso)
+command -v gcab >/dev/null || need+=(gcab)
 # a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)

@@ -12,7 +12,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from spamkit.message.archives import HEAD_BYTES, UnpackBudget, archive_members, is_archive, is_zip_name
+from spamkit.message.archives import (
+    HEAD_BYTES,
+    UnpackBudget,
+    archive_members,
+    is_archive,
+    is_image_name,
+    is_zip_name,
+)
 from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
 from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
@@ -339,7 +346,8 @@ class _Walker:
         members: tuple[str, ...] = ()
         size, encrypted = len(body), False
         head = decode_transfer(body[:ARCHIVE_HEAD_CHARACTERS].lstrip(), encoding, set())
-        if is_zip_name(filename, *other_names) or is_archive(head[:HEAD_BYTES]):
+        if is_zip_name(filename, *other_names) or is_image_name(filename, *other_names) \
+                or is_archive(head[:HEAD_BYTES]):
             data = decode_transfer(body, encoding, message.facts)
             listing = archive_members(data, filename, self.unpack_budget)
             members, size = listing.names, len(data)

@@ -1,10 +1,11 @@
 """The names of the files inside an archive attachment, for the blocked-extensions check.
 
 An invoice.zip holding invoice.js is how much malware arrives, and a check of attachment
-names alone lets it through. Read here: zip, 7z, tar, and a file compressed alone with
-gzip, bzip2 or xz (invoice.exe.gz; a .tar.gz's members). Windows opens all of these
-itself since 2023. Not read: rar (no free tool writes one for a test to check against),
-iso and cab; block their extensions to refuse them.
+names alone lets it through. Read here: zip, 7z, tar, cab, and a file compressed alone
+with gzip, bzip2 or xz (invoice.exe.gz; a .tar.gz's members); and disk images, .iso and
+.img (spamkit.message.diskimages). Windows opens all of these itself (7z, tar and the
+compressed ones since 2023). Not read: rar (no free tool writes one for a test to check
+against); block its extension to refuse it.
 
 Only directories and headers are read where the format has them: a zip's central
 directory and its local headers, a 7z's header (itself LZMA-packed, unpacked within the
@@ -26,6 +27,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from spamkit.message.diskimages import image_names, is_disk_image
+
 MAX_MEMBERS = 10_000  # names listed from one archive (a 15 MB message can hold 100,000 empty members)
 NESTED_BYTES = 10 << 20
 NESTED_RATIO = 100
@@ -35,6 +38,10 @@ HEAD_BYTES = 262  # enough to tell every format read here (tar's "ustar" sits at
 
 _ZIP_LOCAL = b"PK\x03\x04"
 _SEVEN_ZIP = b"7z\xbc\xaf\x27\x1c"
+_CABINET = b"MSCF\0\0\0\0"
+# what Windows mounts as a disk image with a double click (a .img is usually an ISO 9660
+# image renamed); the image is told by its name, as Windows tells it, and its content
+IMAGE_SUFFIXES = (".iso", ".img", ".udf")
 
 
 @dataclass(frozen=True)
@@ -69,19 +76,31 @@ def is_zip_name(*names: str) -> bool:
     return any(name.lower().rstrip(". \t").endswith(".zip") for name in names)
 
 
+def is_image_name(*names: str) -> bool:
+    return any(name.lower().rstrip(". \t").endswith(IMAGE_SUFFIXES) for name in names)
+
+
 def is_archive(head: bytes) -> bool:
-    """Whether the first HEAD_BYTES of a file are those of a format read here."""
-    return is_zip(head) or _compressor(head) is not None or head.startswith(_SEVEN_ZIP) or _is_tar(head)
+    """Whether the first HEAD_BYTES of a file are those of a format read here (a disk
+    image's mark lies past them: is_image_name)."""
+    return (is_zip(head) or _compressor(head) is not None or head.startswith((_SEVEN_ZIP, _CABINET))
+            or _is_tar(head))
 
 
 def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = None) -> ArchiveListing:
     """The member names of an archive in any format read here, told by its first bytes
-    (one they do not tell is read as a zip: it may be named .zip); never raises. `name` is the
+    or, for a disk image, by the mark 32 KB in (one they do not tell is read as a zip: it
+    may be named .zip); never raises. `name` is the
     attachment's, which names the file inside a gz, bz2 or xz that records no name;
     `budget` is shared by the archives of one message."""
     budget = budget if budget is not None else UnpackBudget()
     if data.startswith(_SEVEN_ZIP):
         return _sevenzip_members(data, budget)
+    if data.startswith(_CABINET):
+        return _cabinet_members(data)
+    if is_disk_image(data):
+        names, facts = image_names(data)
+        return ArchiveListing(tuple(names), frozenset(facts))
     if (magic := _compressor(data)) is not None:
         return _compressed_members(data, magic, name, budget)
     if _is_tar(data):
@@ -165,6 +184,29 @@ def _nested(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: UnpackBud
         return None
     budget.spend(len(data))
     return zip_members(data, nested=False) if len(data) <= NESTED_BYTES else None
+
+
+def _cabinet_members(data: bytes) -> ArchiveListing:
+    """The file names in a Microsoft cabinet (.cab), which Windows opens as a folder: its
+    CFFILE entries, each a fixed 16 bytes and a NUL-terminated name (MS-CAB)."""
+    facts: set[str] = set()
+    names: list[str] = []
+    try:
+        files_at, = struct.unpack_from("<I", data, 16)
+        count, = struct.unpack_from("<H", data, 28)
+        if count > MAX_MEMBERS:
+            facts.add("cap-archive-members")
+            count = MAX_MEMBERS
+        at = files_at
+        for _ in range(count):
+            attributes, = struct.unpack_from("<H", data, at + 14)
+            end = data.index(b"\0", at + 16, at + 16 + 257)  # (a name is at most 256 bytes)
+            # UTF-8 when the attributes say so (_A_NAME_IS_UTF), else the sender's code page
+            names.append(data[at + 16:end].decode("utf-8" if attributes & 0x80 else "cp1252", "replace"))
+            at = end + 1
+    except (struct.error, ValueError):  # (cut short, or a name with no end)
+        facts.add("archive-unreadable")
+    return ArchiveListing(tuple(names), frozenset(facts))
 
 
 def _is_tar(head: bytes) -> bool:

@@ -281,7 +281,12 @@ def _packed(tmp_path: Path, kind: str) -> tuple[str, bytes]:
     commands = {"7z": ["7zz", "a", "-bd", "invoice.7z", "invoice"],
                 "tar.gz": ["tar", "czf", "invoice.tar.gz", "invoice"],
                 "tar.xz": ["tar", "cJf", "invoice.tar.xz", "invoice"],
-                "js.gz": ["gzip", "-k", "invoice/run.js"]}
+                "js.gz": ["gzip", "-k", "invoice/run.js"],
+                # a disk image Windows mounts with a double click (a UDF bridge), one named
+                # .img, and a cabinet Windows opens as a folder
+                "iso": ["genisoimage", "-quiet", "-J", "-R", "-udf", "-o", "invoice.iso", "invoice"],
+                "img": ["xorriso", "-as", "mkisofs", "-quiet", "-J", "-o", "invoice.img", "invoice"],
+                "cab": ["gcab", "-c", "-z", "invoice.cab", "invoice/invoice.pdf", "invoice/run.js"]}
     if kind == "zip after zip":  # 7-Zip shows the first, Windows the second
         return "invoice.zip", _zip({"invoice.js": b"x"}) + _zip({"invoice.pdf": b"%PDF"})
     subprocess.run(commands[kind], cwd=tmp_path, check=True, capture_output=True, timeout=60)
@@ -289,10 +294,11 @@ def _packed(tmp_path: Path, kind: str) -> tuple[str, bytes]:
     return name.rsplit("/", 1)[-1], (tmp_path / name).read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["7z", "tar.gz", "tar.xz", "js.gz", "zip after zip"])
+@pytest.mark.parametrize("kind", ["7z", "tar.gz", "tar.xz", "js.gz", "zip after zip", "iso", "img", "cab"])
 def test_blocked_files_in_other_archives(filter_server, sink: Sink, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
-    """Windows opens 7z, tar and gz files itself since 2023, and WinRAR and 7-Zip are
-    everywhere: a script inside one is refused as one inside a zip is. Each passed before."""
+    """Windows opens 7z, tar and gz files itself since 2023, cabinets as folders and disk
+    images with a double click, and WinRAR and 7-Zip are everywhere: a script inside one
+    is refused as one inside a zip is. Each passed before."""
     name, archive = _packed(tmp_path, kind)
     send = filter_server("")
     reply = send(_with_part(f'Content-Type: application/octet-stream; name="{name}"'.encode(), archive))
