@@ -267,11 +267,11 @@ OPTIONS: tuple[Option, ...] = (
            "Attachment file name extensions refused: every name a part gives, anywhere in the "
            "message.", group="smtp"),
     Option("BlockInArchives", bool, True, "BlockedExtensions apply to the files inside zip, "
-           "7z, tar and cab attachments too (and a zip inside a zip), to the file inside a gz, bz2 "
-           "or xz, and to the files in .iso and .img disk images (every file system's names), read "
-           "from the archive's directory and headers: nothing is unpacked but a nested zip or a "
-           "compressed stream, up to 10 MB. rar is not read.", group="smtp"),
-    Option("BlockEncryptedArchives", bool, False, "Refuse zip or 7z attachments with encrypted "
+           "7z, rar, tar and cab attachments too (and a zip inside a zip), to the file inside a gz, "
+           "bz2 or xz, and to the files in .iso and .img disk images (every file system's names), "
+           "read from the archive's directory and headers: nothing is unpacked but a nested zip or "
+           "a compressed stream, up to 10 MB.", group="smtp"),
+    Option("BlockEncryptedArchives", bool, False, "Refuse zip, 7z or rar attachments with encrypted "
            "files or names (or a zip inside with them): nothing, a virus scanner included, can "
            "look into them, "
            "and a password-protected zip with its password in the text is how Emotet spread.",

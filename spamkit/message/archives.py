@@ -2,10 +2,9 @@
 
 An invoice.zip holding invoice.js is how much malware arrives, and a check of attachment
 names alone lets it through. Read here: zip, 7z, tar, cab, and a file compressed alone
-with gzip, bzip2 or xz (invoice.exe.gz; a .tar.gz's members); and disk images, .iso and
-.img (spamkit.message.diskimages). Windows opens all of these itself (7z, tar and the
-compressed ones since 2023). Not read: rar (no free tool writes one for a test to check
-against); block its extension to refuse it.
+with gzip, bzip2 or xz (invoice.exe.gz; a .tar.gz's members); rar (spamkit.message.rar);
+and disk images, .iso and .img (spamkit.message.diskimages). Windows opens all of these
+itself (7z, tar, rar and the compressed ones since 2023).
 
 Only directories and headers are read where the format has them: a zip's central
 directory and its local headers, a 7z's header (itself LZMA-packed, unpacked within the
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spamkit.message.diskimages import image_names, is_disk_image
+from spamkit.message.rar import is_rar, rar_names
 
 MAX_MEMBERS = 10_000  # names listed from one archive (a 15 MB message can hold 100,000 empty members)
 NESTED_BYTES = 10 << 20
@@ -84,7 +84,7 @@ def is_archive(head: bytes) -> bool:
     """Whether the first HEAD_BYTES of a file are those of a format read here (a disk
     image's mark lies past them: is_image_name)."""
     return (is_zip(head) or _compressor(head) is not None or head.startswith((_SEVEN_ZIP, _CABINET))
-            or _is_tar(head))
+            or is_rar(head) or _is_tar(head))
 
 
 def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = None) -> ArchiveListing:
@@ -98,9 +98,10 @@ def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = N
         return _sevenzip_members(data, budget)
     if data.startswith(_CABINET):
         return _cabinet_members(data)
-    if is_disk_image(data):
-        names, facts = image_names(data)
-        return ArchiveListing(tuple(names), frozenset(facts))
+    for told, read in ((is_rar, rar_names), (is_disk_image, image_names)):
+        if told(data):
+            names, facts = read(data)
+            return ArchiveListing(tuple(names), frozenset(facts))
     if (magic := _compressor(data)) is not None:
         return _compressed_members(data, magic, name, budget)
     if _is_tar(data):

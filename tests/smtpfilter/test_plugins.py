@@ -17,6 +17,7 @@ from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
 from corpora import CorpusMessage
+from tests.engine.rarfiles import rar4, rar5
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import PLAIN, STRANGER
 
@@ -289,12 +290,16 @@ def _packed(tmp_path: Path, kind: str) -> tuple[str, bytes]:
                 "cab": ["gcab", "-c", "-z", "invoice.cab", "invoice/invoice.pdf", "invoice/run.js"]}
     if kind == "zip after zip":  # 7-Zip shows the first, Windows the second
         return "invoice.zip", _zip({"invoice.js": b"x"}) + _zip({"invoice.pdf": b"%PDF"})
+    if kind in ("rar", "rar4"):  # (written here: no free tool writes RAR; tests/engine/test_rar.py)
+        files = {"invoice/invoice.pdf": b"%PDF-1.4", "invoice/run.js": b"WScript.Echo(1)"}
+        return "invoice.rar", rar5(files) if kind == "rar" else rar4(files)
     subprocess.run(commands[kind], cwd=tmp_path, check=True, capture_output=True, timeout=60)
     name = {"js.gz": "invoice/run.js.gz"}.get(kind, f"invoice.{kind}")
     return name.rsplit("/", 1)[-1], (tmp_path / name).read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["7z", "tar.gz", "tar.xz", "js.gz", "zip after zip", "iso", "img", "cab"])
+@pytest.mark.parametrize("kind", ["7z", "tar.gz", "tar.xz", "js.gz", "zip after zip", "iso", "img", "cab",
+                                  "rar", "rar4"])
 def test_blocked_files_in_other_archives(filter_server, sink: Sink, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
     """Windows opens 7z, tar and gz files itself since 2023, cabinets as folders and disk
     images with a double click, and WinRAR and 7-Zip are everywhere: a script inside one
@@ -344,6 +349,10 @@ def test_encrypted_archives_are_refused_when_asked(filter_server, sink: Sink) ->
     asked = filter_server("BlockEncryptedArchives = true\n")
     assert asked(locked).startswith("552 5.7.0 Encrypted archives are not accepted (invoice.zip)")
     assert asked(nested).startswith("552 5.7.0 Encrypted archives are not accepted (outer.zip)")
+    for make in (rar5, rar4):  # (`rar -p`)
+        locked_rar = make({"invoice.doc": b"x" * 100}, encrypted=("invoice.doc",))
+        assert asked(_with_part(b'Content-Type: application/vnd.rar; name="invoice.rar"', locked_rar)) == \
+            "552 5.7.0 Encrypted archives are not accepted (invoice.rar)"
     assert asked(_with_part(b'Content-Type: application/zip; name="a.zip"', _zip({"a.doc": b"x"}))).startswith("250")
     assert filter_server("BlockEncryptedArchives = true\nBlockedExtensions = []\n")(locked).startswith("552")
     assert len(sink.messages()) == 2
