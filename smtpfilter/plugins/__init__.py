@@ -36,6 +36,7 @@ from smtpfilter.plugins.envelope import (
 from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.senderlogin import SenderLogin
+from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
@@ -72,6 +73,7 @@ FILTERS: dict[str, Factory] = {
     "badrcptto": lambda c, s, a: BadRcptTo(c["BadRcptTo"], local_clients(c)),
     "badhelo": lambda c, s, a: BadHelo(c["BadHelo"], local_clients(c)),
     "senderlogin": lambda c, s, a: SenderLogin(c["LocalDomains"], c["SenderLogins"]),
+    "sendlimit": lambda c, s, a: _sendlimit(c),
     "helo": lambda c, s, a: _helo(c),
     "headers": lambda c, s, a: Headers(c["RequireHeaders"], c["LocalNetworks"], c["RefuseRepeatedHeaders"]),
     "attachments": lambda c, s, a: Attachments(c["BlockedExtensions"], c["BlockInArchives"],
@@ -115,6 +117,14 @@ def _greylist(config: Config) -> Greylist:
                           auto_whitelist=config["GreylistAutoWhitelist"])
     return Greylist(store, local_clients(config), config["WhitelistSenders"],
                     config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
+
+
+def _sendlimit(config: Config) -> SendLimit:
+    """SendLimitPerHour, and each user's own from their [user.NAME] table."""
+    limits = {user.lower(): config.for_user(user)["SendLimitPerHour"] for user in config.users}
+    default = config["SendLimitPerHour"]
+    counts = SendCounts(config["SendLimitDatabase"] or _beside_db(config, "sendlimit"))
+    return SendLimit(counts, lambda login: limits.get(login.lower(), default))
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:
@@ -220,7 +230,7 @@ def build_filters(config: Config, scanner: Scanner, autolearn: bool) -> list[Fil
     check_chain(config)
     TALLY.forget_disbelieved()  # (the lists' health is the new chain's to find)
     filters = [FILTERS[name](config, scanner, autolearn) for name in config["SmtpFilters"]]
-    for warning in [*closed_zone_warnings(config), *clamd_warnings(config), *senderlogin_warnings(config)]:
+    for warning in [*closed_zone_warnings(config), *clamd_warnings(config), *login_filter_warnings(config)]:
         log.warning("%s", warning)
     return filters
 
@@ -236,15 +246,15 @@ def clamd_warnings(config: Config) -> list[str]:
             f"at {config['ClamdAddress']}: {consequence} (ClamavWhenDown = {config['ClamavWhenDown']})"]
 
 
-def senderlogin_warnings(config: Config) -> list[str]:
-    """What leaves the senderlogin filter, when the chain has it, with little to do."""
-    if "senderlogin" not in config["SmtpFilters"]:
-        return []
+def login_filter_warnings(config: Config) -> list[str]:
+    """What leaves the filters for users who log in (senderlogin, sendlimit), when the
+    chain has them, with little to do."""
     where = config.origins["SmtpFilters"]
-    if not config["SmtpAuthentication"]:
-        return [f"{where}: the senderlogin filter checks the senders of users who log in, and "
-                "SmtpAuthentication is off: it checks nothing"]
-    if not config["LocalDomains"]:
+    named = [name for name in ("senderlogin", "sendlimit") if name in config["SmtpFilters"]]
+    if named and not config["SmtpAuthentication"]:
+        return [f"{where}: the {name} filter checks the mail of users who log in, and "
+                "SmtpAuthentication is off: it checks nothing" for name in named]
+    if "senderlogin" in named and not config["LocalDomains"]:
         return [f"{where}: LocalDomains is empty, so the senderlogin filter lets a login send "
                 "only as the addresses SenderLogins gives it (or as itself, when it is an address)"]
     return []
@@ -308,7 +318,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)
     warnings += clamd_warnings(config)
-    warnings += senderlogin_warnings(config)
+    warnings += login_filter_warnings(config)
     warnings += auth_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:

@@ -351,6 +351,14 @@ OPTIONS: tuple[Option, ...] = (
            "'john.smith jsmith', an SME pseudonym), an address, @domain or a pattern with * and ?. "
            "Besides these, a login owns LOGIN@ each of LocalDomains (or itself, when it is an "
            "address).", group="smtp", entry_problem=_not_a_grant),
+    Option("SendLimitPerHour", int, 500, "The sendlimit filter: recipients one user who logged "
+           "in may send to in an hour, over all their sessions; past it, their RCPT hears 450 4.7.1 "
+           "(deferred: the mail program tries again) and the log a warning, since a script on a "
+           "stolen password sends thousands. Per user in a [user.NAME] table, for one who needs "
+           "more; 0: no limit.", minimum=0, group="smtp", per_user=True),
+    Option("SendLimitDatabase", str, "", "Directory of the sendlimit filter's counts (empty: "
+           "`sendlimit` beside the token database), or a Redis URL that filters on several "
+           "machines share.", group="smtp"),
     Option("HeloPolicy", str, "lenient", "The helo filter's checks: lenient (syntax, bare IPs, "
            "forged address literals, localhost, our own names); rfc adds a fully qualified name "
            "that resolves and a reverse name for the client; strict adds that the name is the "

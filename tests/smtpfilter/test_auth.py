@@ -26,6 +26,7 @@ from smtpfilter.metrics import Metrics
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins import build_filters
 from smtpfilter.plugins.senderlogin import SenderLogin
+from smtpfilter.plugins.sendlimit import WINDOW, SendCounts
 from smtpfilter.server import FilterHandler
 from smtpfilter.trace import Trace
 from spamkit.cli.serve import archive_copy, tls_context
@@ -339,6 +340,74 @@ def test_whose_address_is_whose(tmp_path: Path) -> None:
     done = subprocess.run(["python3", "-m", "spamkit", "lint", "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
     assert "SmtpAuthentication is off: it checks nothing" in done.stdout + done.stderr
+
+
+def send_to(client: Client, sender: str, recipients: list[str]) -> list[bytes]:
+    """One message to several recipients: each RCPT's reply, then DATA's end (if any taken)."""
+    assert client.command(b"MAIL FROM:<" + sender.encode() + b">").startswith(b"250")
+    replies = [client.command(b"RCPT TO:<" + recipient.encode() + b">") for recipient in recipients]
+    if any(reply.startswith(b"250") for reply in replies):
+        assert client.command(b"DATA").startswith(b"354")
+        replies.append(client.command(PLAIN + b"."))
+    else:
+        assert client.command(b"RSET").startswith(b"250")
+    return replies
+
+
+def test_sendlimit_defers_a_user_past_their_recipients_an_hour(
+        auth_server: Callable[..., AuthServer], sink: Sink, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A script on a stolen password sends to thousands: past SendLimitPerHour, a login's
+    next RCPT hears 450 (its mail program tries again later), counted over all its
+    sessions and kept in a database across a restart; the first deferral in an hour is a
+    warning in the log. A user's own limit comes from their [user.NAME] table."""
+    settings = (f'SmtpFilters = ["relay", "sendlimit"]\nSendLimitPerHour = 5\n'
+                f'SendLimitDatabase = "{tmp_path / "sendlimit"}"\n[user.bob]\nSendLimitPerHour = 8\n')
+    server = auth_server(settings)
+    alice = server.secure(server.client())
+    assert alice.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+    friends = [f"friend{index}@elsewhere.example" for index in range(8)]
+    assert [reply[:3] for reply in send_to(alice, "alice@example.org", friends[:3])] == [b"250"] * 4
+    with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+        replies = send_to(alice, "alice@example.org", friends[3:6])
+        assert [reply[:3] for reply in replies] == [b"250", b"250", b"450", b"250"]
+        assert replies[2] == b"450 4.7.1 User alice has sent to 5 recipients in the last hour; try again later"
+        again = server.secure(server.client())  # (another session: the same count)
+        assert again.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+        assert send_to(again, "alice@example.org", friends[6:7])[0].startswith(b"450")
+    warnings = [r.getMessage() for r in caplog.records if "sendlimit=reached" in r.getMessage()]
+    assert warnings == ["client=127.0.0.1 user=alice sendlimit=reached recipients=5 limit=5: deferring its "
+                        "mail for up to an hour; a stolen password?"]  # (once an hour)
+    bob = server.secure(server.client())
+    assert bob.command(b"AUTH PLAIN " + plain("bob", "secret2")).startswith(b"235")
+    assert [reply[:3] for reply in send_to(bob, "bob@example.org", friends[:6])] == [b"250"] * 7
+    # strangers' mail to us is not counted nor limited
+    for _ in range(3):
+        assert send_to(server.client(), "someone@example.net", ["alice@example.org"] * 3)[-1].startswith(b"250")
+    assert server.metrics.refusals.counts() == {("sendlimit",): 2}
+    # a restart keeps the count
+    restarted = auth_server(settings)
+    alice = restarted.secure(restarted.client())
+    assert alice.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+    assert send_to(alice, "alice@example.org", friends[7:8])[0].startswith(b"450")
+    assert len(sink.messages()) == 2 + 1 + 3
+
+
+def test_send_counts_cover_the_last_hour(tmp_path: Path) -> None:
+    counts = SendCounts(tmp_path / "counts")
+    started = 1_800_000_000.0
+    counts.add("Alice", 3, started)
+    counts.add("alice", 2, started + 30)  # (the same minute's bucket)
+    counts.add("alice", 4, started + 1800)
+    assert counts.sent("ALICE", started + 1800) == 9
+    assert counts.sent("alice", started + WINDOW - 60) == 9
+    assert counts.sent("alice", started + WINDOW + 60) == 4  # the first minute's have gone
+    assert counts.sent("alice", started + 1800 + WINDOW + 60) == 0 and counts.sent("bob") == 0
+    assert counts.records.prune(started + 1800 + WINDOW + 120) == 1  # nothing kept once idle
+    for minute in range(200):
+        counts.add("carol", 1, started + minute * 60)
+    [(_, record)] = list(counts.records.items())
+    assert len(record["sent"]) == WINDOW // 60  # (a record keeps one hour of minutes)
 
 
 def test_outgoing_archive_copy_includes_users_who_logged_in(
