@@ -120,11 +120,19 @@ def _greylist(config: Config) -> Greylist:
 
 
 def _sendlimit(config: Config) -> SendLimit:
-    """SendLimitPerHour, and each user's own from their [user.NAME] table."""
+    return SendLimit(SendCounts(sendlimit_database(config)), send_limits(config))
+
+
+def send_limits(config: Config) -> Callable[[str], int]:
+    """A login's SendLimitPerHour: its own from its [user.NAME] table, else everyone's."""
     limits = {user.lower(): config.for_user(user)["SendLimitPerHour"] for user in config.users}
     default = config["SendLimitPerHour"]
-    counts = SendCounts(config["SendLimitDatabase"] or _beside_db(config, "sendlimit"))
-    return SendLimit(counts, lambda login: limits.get(login.lower(), default))
+    return lambda login: int(limits.get(login.lower(), default))
+
+
+def sendlimit_database(config: Config) -> str:
+    """SendLimitDatabase (a directory or a Redis URL), else `sendlimit` beside the token database."""
+    return str(config["SendLimitDatabase"] or _beside_db(config, "sendlimit"))
 
 
 def _uribl(config: Config, scanner: Scanner) -> Uribl:

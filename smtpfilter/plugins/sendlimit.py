@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
@@ -61,6 +61,17 @@ class SendCounts:
             return {"sent": buckets}
 
         self.records.change(login.lower(), count, now)
+
+    def logins(self, now: float | None = None) -> Iterator[tuple[str, int]]:
+        """Every login with recipients in the last WINDOW, and how many."""
+        now = time.time() if now is None else now
+        for login, record in self.records.items():
+            if sent := _within(record, now):
+                yield login, sent
+
+    def forget(self, login: str) -> bool:
+        """Drop a login's count (lifting a deferral at once); whether there was one."""
+        return self.records.delete(login.lower())
 
     def idle(self, record: Record, now: float) -> bool:
         return not any(bucket[0] > (now - WINDOW) // BUCKET for bucket in record.get("sent", []))

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from spamkit.cli import config_option, json_option
+from spamkit.cli.filterstore import forget_each, opened_store
 from spamkit.config import load_config
-from spamkit.store import backend_of
 
 if TYPE_CHECKING:
     from smtpfilter.plugins.karma import KarmaStore
@@ -28,29 +28,14 @@ def karma() -> None:
 @contextmanager
 def _karma_store(config_path: str | None) -> Iterator[tuple[KarmaStore | None, str]]:
     """The store the filter uses (KarmaDatabase, else `karma` beside the token database),
-    and where it is; None when there is no LMDB database there yet, which these commands
-    never create."""
-    from pathlib import Path
-
+    and where it is; None when there is no database there yet."""
     from smtpfilter.plugins import karma_database
     from smtpfilter.plugins.karma import KarmaStore
 
     config = load_config(config_path)
-    location = karma_database(config)
-    if backend_of(location) == "lmdb":
-        if not (Path(location) / "data.mdb").exists():
-            yield None, location
-            return
-        where = location
-    else:
-        from spamkit.store.redis import public_location
-
-        where = public_location(location)
-    store = KarmaStore(location, config["KarmaForgetDays"])
-    try:
-        yield store, where
-    finally:
-        store.close()
+    with opened_store(karma_database(config), lambda location: KarmaStore(location, config["KarmaForgetDays"])) \
+            as opened:
+        yield opened
 
 
 def _row(address: str, record: dict[str, Any], now: float) -> dict[str, Any]:
@@ -99,19 +84,8 @@ def list_(naughty: bool, config_path: str | None, as_json: bool) -> None:
 def forget(addresses: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
     """Forget what karma knows of these client addresses: a penalty is lifted at once,
     and the address starts again with no good or bad mail counted."""
-    wanted = [_address(text) for text in addresses]
-    forgotten: list[str] = []
-    unknown: list[str] = []
-    with _karma_store(config_path) as (store, where):
-        for address in wanted:
-            (forgotten if store is not None and store.forget(address) else unknown).append(address)
-    if as_json:
-        click.echo(json.dumps({"database": where, "forgotten": forgotten, "unknown": unknown}))
-        return
-    for address in forgotten:
-        click.echo(f"forgotten: {address}", err=True)
-    for address in unknown:
-        click.echo(f"not known to karma: {address} ({where})", err=True)
+    forget_each(_karma_store(config_path), [_address(text) for text in addresses],
+                lambda store, address: store.forget(address), as_json, "not known to karma")
 
 
 def _address(text: str) -> str:

@@ -1,5 +1,5 @@
 """The names of the files in a disk image attachment (.iso, .img), for the blocked-
-extensions check: ISO 9660 with its Joliet names, and UDF.
+extensions check: ISO 9660 with its Rock Ridge and Joliet names, and UDF.
 
 Windows mounts such an image with a double click (since Windows 8), and in 2022 malware
 moved into them when macros from the internet stopped running: an .iso holding a .lnk
@@ -8,7 +8,8 @@ at once over the same files ("UDF bridge"), and each program reads the one it pr
 so the names of all of them count: a harmless ISO 9660 tree cannot hide a UDF one.
 
 Only directories are read, at the places the image's descriptors give, each directory
-once, at most MAX_MEMBERS names and MAX_DEPTH levels down. Nothing here raises: an
+once, MAX_DIRECTORY_BYTES of them in all, at most MAX_RECORDS file records, MAX_MEMBERS
+names and MAX_DEPTH levels down (past a cap, cap-archive-members). Nothing here raises: an
 image that cannot be read as far as its names gives the fact archive-unreadable, and
 what was read before the damage still counts. Not read: UDF's metadata partition (UDF
 2.50 and later), a second session, HFS and El Torito boot images.
@@ -23,7 +24,7 @@ MAX_MEMBERS = 10_000  # as for the other archives (spamkit.message.archives)
 # file names read, in all trees: a file has up to four (ISO 9660, Rock Ridge, Joliet, UDF)
 MAX_RECORDS = 5 * MAX_MEMBERS
 MAX_DEPTH = 64
-MAX_DIRECTORY_BYTES = 10 << 20  # of all a UDF image's directories (they are not one extent)
+MAX_DIRECTORY_BYTES = 10 << 20  # all of an image's directories (and Rock Ridge's continuations)
 _VOLUME_AREA = 16 * SECTOR  # where the volume descriptors, ISO 9660's and UDF's, start
 _ISO_MARK = b"CD001"
 _UDF_MARKS = (b"BEA01", b"NSR02", b"NSR03", b"TEA01")
@@ -157,7 +158,7 @@ def _iso_tree(listing: _Listing, root: bytes, block: int, joliet: bool) -> bool:
 
 
 def _rock_ridge_name(listing: _Listing, record: bytes, block: int) -> str:
-    """The name a record's Rock Ridge NM entries give (SUSP, IEEE P1282), following its
+    """The name a record's Rock Ridge NM entries give (IEEE P1281 and P1282), following its
     continuation areas (CE), a few at most; "" if none."""
     area = record[34 + record[32] - (record[32] & 1):]  # (after the name, padded to even)
     parts: list[bytes] = []

@@ -5,6 +5,7 @@ is down or silent, and clients that keep guessing are answered as RFC 4954 says.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import socket
 import ssl
@@ -391,6 +392,25 @@ def test_sendlimit_defers_a_user_past_their_recipients_an_hour(
     assert alice.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
     assert send_to(alice, "alice@example.org", friends[7:8])[0].startswith(b"450")
     assert len(sink.messages()) == 2 + 1 + 3
+    # the administrator's view, and the deferral lifted
+    config = tmp_path / "sendlimit.toml"
+    config.write_text(settings)
+
+    def sendlimit(*arguments: str) -> dict[str, object]:
+        done = subprocess.run(["python3", "-m", "spamkit", "sendlimit", *arguments, "--json", "--config",
+                               str(config)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        listed: dict[str, object] = json.loads(done.stdout)
+        return listed
+
+    assert sendlimit("list")["logins"] == [
+        {"login": "alice", "recipients": 5, "limit": 5, "deferred": True},
+        {"login": "bob", "recipients": 6, "limit": 8, "deferred": False}]
+    assert sendlimit("list", "--deferred")["logins"] == [
+        {"login": "alice", "recipients": 5, "limit": 5, "deferred": True}]
+    assert sendlimit("forget", "alice", "carol") == {"database": str(tmp_path / "sendlimit"),
+                                                      "forgotten": ["alice"], "unknown": ["carol"]}
+    assert [reply[:3] for reply in send_to(alice, "alice@example.org", friends[7:8])] == [b"250", b"250"]
 
 
 def test_send_counts_cover_the_last_hour(tmp_path: Path) -> None:
