@@ -39,8 +39,9 @@ HEAD_BYTES = 262  # enough to tell every format read here (tar's "ustar" sits at
 _ZIP_LOCAL = b"PK\x03\x04"
 _SEVEN_ZIP = b"7z\xbc\xaf\x27\x1c"
 _CABINET = b"MSCF\0\0\0\0"
-# what Windows mounts as a disk image with a double click (a .img is usually an ISO 9660
-# image renamed); the image is told by its name, as Windows tells it, and its content
+# disk images: what Windows mounts with a double click (.iso, and .img, usually an ISO 9660
+# image renamed), and .udf, which 7-Zip opens; told by the name, as Windows tells them,
+# since their mark lies 32 KB in, past the first bytes that tell the other formats
 IMAGE_SUFFIXES = (".iso", ".img", ".udf")
 
 
@@ -90,9 +91,9 @@ def is_archive(head: bytes) -> bool:
 def archive_members(data: bytes, name: str = "", budget: UnpackBudget | None = None) -> ArchiveListing:
     """The member names of an archive in any format read here, told by its first bytes
     or, for a disk image, by the mark 32 KB in (one they do not tell is read as a zip: it
-    may be named .zip); never raises. `name` is the
-    attachment's, which names the file inside a gz, bz2 or xz that records no name;
-    `budget` is shared by the archives of one message."""
+    may be named .zip); never raises. `name` is the attachment's, which names the file
+    inside a gz, bz2 or xz that records no name; `budget` is shared by the archives of
+    one message."""
     budget = budget if budget is not None else UnpackBudget()
     if data.startswith(_SEVEN_ZIP):
         return _sevenzip_members(data, budget)
