@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import TYPE_CHECKING, AnyStr
+from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
@@ -368,6 +368,16 @@ class LimitedSMTP(SMTP):
         if arg is None or self.session is None or not self.session.extended_smtp:
             return arg, (), None
         return parameters.take(command, arg, names, self._getaddr)
+
+    def _syntax_available(self, method: Callable[..., Any]) -> bool:
+        """Which commands HELP lists (aiosmtpd asks this for HELP only): as EHLO offers
+        them, so no AUTH where no logins are taken and no STARTTLS once TLS is on."""
+        name = getattr(method, "__name__", "")
+        if name == "smtp_AUTH" and getattr(self.event_handler, "auth", None) is None:
+            return False
+        if name == "smtp_STARTTLS" and self._tls_protocol is not None:
+            return False
+        return bool(super()._syntax_available(method))
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:

@@ -14,6 +14,7 @@ import socket
 import struct
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.headers import without_fields
 from smtpfilter.logtext import printable, reply_text
 from smtpfilter.metrics import UNCHECKED
 from spamkit.config.endpoints import socket_endpoint
@@ -102,16 +103,30 @@ class ClamdClient:
 
 class Clamav(Filter):
     """Refuse mail carrying a virus ClamAV knows. Every client's mail is scanned, our own
-    included: an infected office PC is how a site gets blacklisted."""
+    included: an infected office PC is how a site gets blacklisted. Mail found clean gets
+    qpsmtpd's `X-Virus-Checked: Checked by ClamAV on HOST` on top, as on SME; a field
+    that arrived claiming our name is removed first, so that only a scan of ours says so."""
 
     name = "clamav"
     blocking = True  # waits on clamd
 
-    def __init__(self, client: ClamdClient, when_down: str = "tempfail") -> None:
+    def __init__(self, client: ClamdClient, when_down: str = "tempfail", host: str = "localhost") -> None:
         self.client = client
         self.when_down = when_down
+        self.checked = f"Checked by ClamAV on {host}"
 
     def data(self, tx: Transaction) -> Decision:
+        claim = self.checked.encode()
+        tx.data = without_fields(tx.data, "x-virus-checked", lambda value: claim in value)
+        decision = self._scan(tx)
+        if decision is None:
+            tx.data = b"X-Virus-Checked: " + claim + b"\r\n" + tx.data
+            return CONTINUE
+        return decision
+
+    def _scan(self, tx: Transaction) -> Decision | None:
+        """None when clamd found no virus; else CONTINUE for mail let through unscanned, or
+        the refusal or deferral."""
         try:
             found = self.client.scan(tx.data)
         except ClamdRefused as why:  # not scanned, by clamd's own limits: qpsmtpd lets it by
@@ -126,6 +141,6 @@ class Clamav(Filter):
             log.error("clamd unavailable (%s): the message is deferred", why)
             return tempfail(self.name, "451 4.3.0 Virus scanner unavailable, try again later")
         if found is None:
-            return CONTINUE
+            return None
         log.warning("clamd found %s in a message from %s", printable(found), tx.peer)  # (the reply cuts it)
         return reject(self.name, f"552 5.7.0 Virus found: {reply_text(found, 100)}")

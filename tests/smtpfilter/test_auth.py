@@ -180,6 +180,8 @@ def test_logins_on_the_port_that_is_tls_from_the_first_byte(
     assert client.reply().startswith(b"220")
     features = client.command(b"EHLO laptop.example.com")
     assert b"AUTH LOGIN PLAIN" in features and b"STARTTLS" not in features
+    listed = client.command(b"HELP")  # (as EHLO: AUTH, and no STARTTLS on a port that is TLS)
+    assert b" AUTH " in listed and b"STARTTLS" not in listed
     assert client.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
     assert send(client, "alice@example.org", "friend@elsewhere.example").startswith(b"250")
     received = sink.messages_as_sent()[0].split(b"\nFrom: ")[0]

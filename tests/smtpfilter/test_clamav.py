@@ -69,6 +69,30 @@ def test_a_virus_is_refused_and_clean_mail_relayed(
     assert len(sink.messages()) == 1 and b"hello" in sink.messages()[0]
 
 
+def test_clean_mail_says_it_was_checked_and_only_our_scan_says_so(
+        clamd: Clamd, filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    """qpsmtpd's X-Virus-Checked, as SME's mail carries it, on top of a message found
+    clean; one that arrived claiming our name is removed (another server's is kept), and
+    mail let through unscanned gets none."""
+    forged = (b"X-Virus-Checked: Checked by ClamAV on mx.example.org\r\n"
+              b"X-Virus-Checked: Checked by ClamAV on relay.example.net\r\n" + PLAIN)
+    send = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{clamd.socket}"\n'
+                         'SmtpHostname = "mx.example.org"\n')
+    assert send(forged).startswith("250")
+    [relayed] = sink.messages_as_sent()
+    headers = relayed.split(b"\n\n", 1)[0].split(b"\n")  # (smtp-sink keeps LF line ends)
+    ours = [index for index, line in enumerate(headers) if line.startswith(b"X-Virus-Checked:")]
+    assert headers[ours[0]] == b"X-Virus-Checked: Checked by ClamAV on mx.example.org"
+    assert all(line.startswith((b"Received:", b" ", b"\t")) for line in headers[:ours[0]])  # (on top)
+    assert relayed.count(b"Checked by ClamAV on mx.example.org") == 1
+    assert b"X-Virus-Checked: Checked by ClamAV on relay.example.net" in relayed
+    unscanned = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "127.0.0.1:{free_port()}"\n'
+                              'ClamavWhenDown = "accept"\nSmtpHostname = "mx.example.org"\n')
+    assert unscanned(forged).startswith("250")
+    # (smtp-sink's files sort by name, not by arrival)
+    assert sorted(message.count(b"on mx.example.org") for message in sink.messages_as_sent()) == [0, 1]
+
+
 def test_a_clamd_that_is_down_defers_unless_told_to_let_mail_through(
         filter_server, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     nowhere = f"127.0.0.1:{free_port()}"

@@ -86,16 +86,21 @@ def test_plaintext_pipelined_after_starttls_is_dropped(tls_serve: tuple[int, Pat
 def test_no_login_is_offered_under_tls_that_every_password_would_fail(tls_serve: tuple[int, Path]) -> None:
     """aiosmtpd offered AUTH LOGIN PLAIN once TLS was on, with a check that refused every
     login 535 "credentials invalid": a mail program set to log in told its user the
-    password was wrong. The filter takes no logins, so it offers none, and says so."""
+    password was wrong. The filter takes no logins, so it offers none, and says so (and
+    HELP lists neither AUTH nor, once TLS is on, STARTTLS)."""
     port, certificate = tls_serve
     client = Client(port)
     assert client.reply().startswith(b"220")
     client.command(b"EHLO client.example.org")
+    listed = client.command(b"HELP")  # (HELP lists what EHLO offers: aiosmtpd listed AUTH)
+    assert listed.startswith(b"250 Supported commands:") and b"STARTTLS" in listed and b"AUTH" not in listed
     assert client.command(b"STARTTLS").startswith(b"220")
     client.sock = ssl.create_default_context(cafile=str(certificate)).wrap_socket(
         client.sock, server_hostname="localhost")
     features = client.command(b"EHLO client.example.org")
     assert features.startswith(b"250") and b"AUTH" not in features.upper()
+    listed = client.command(b"HELP")
+    assert b"EHLO" in listed and b"STARTTLS" not in listed and b"AUTH" not in listed
     assert client.command(b"AUTH PLAIN AHVzZXIAcGFzcw==") == \
         b"502 5.5.1 Authentication is not offered here; use the submission port"
     assert client.command(b"MAIL FROM:<a@example.org>").startswith(b"250")  # the session goes on
