@@ -1,4 +1,4 @@
-"""RecordStore: a filter's own small database of JSON records by key (karma, greylist).
+"""RecordStore: a filter's own small database of JSON records by key (karma, greylist, sendlimit).
 
 Two implementations, chosen by the location as the token store's are:
 
