@@ -139,6 +139,12 @@ class LimitedSMTP(SMTP):
         return getattr(self.event_handler, "metrics", None)
 
     @property
+    def takes_logins(self) -> bool:
+        """Whether the handler takes SMTP AUTH (SmtpAuthentication): AUTH is answered and
+        HELP lists it only then."""
+        return getattr(self.event_handler, "auth", None) is not None
+
+    @property
     def limits(self) -> SessionLimits:
         """The limits this session was admitted under (the handler's MAIL asks loadcheck)."""
         return self._limits
@@ -373,7 +379,7 @@ class LimitedSMTP(SMTP):
         """Which commands HELP lists (aiosmtpd asks this for HELP only): as EHLO offers
         them, so no AUTH where no logins are taken and no STARTTLS once TLS is on."""
         name = getattr(method, "__name__", "")
-        if name == "smtp_AUTH" and getattr(self.event_handler, "auth", None) is None:
+        if name == "smtp_AUTH" and not self.takes_logins:
             return False
         if name == "smtp_STARTTLS" and self._tls_protocol is not None:
             return False
@@ -385,7 +391,7 @@ class LimitedSMTP(SMTP):
         when SmtpAuthentication is on. Otherwise no logins here: our own users submit to
         the MTA's submission port, which checks their passwords (aiosmtpd's own AUTH
         refused every login as invalid credentials)."""
-        if getattr(self.event_handler, "auth", None) is not None:
+        if self.takes_logins:
             mechanism, space, rest = (arg or "").lstrip().partition(" ")
             # (aiosmtpd knows "PLAIN" and not "plain"; Postfix and Exim take either)
             await super().smtp_AUTH(mechanism.upper() + space + rest)

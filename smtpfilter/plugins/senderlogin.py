@@ -20,8 +20,6 @@ in BadMailFrom refuse the strangers who forge them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from smtpfilter.domains import ascii_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.logtext import reply_text
@@ -29,21 +27,14 @@ from smtpfilter.plugins.envelope import address_matches
 from spamkit.lists import matches
 
 
-@dataclass(frozen=True)
-class Grant:
-    """One SenderLogins entry: the addresses `pattern` covers may be sent as by `logins`."""
-
-    pattern: str  # a local part (no "@"), or an address list entry (envelope.address_matches)
-    logins: frozenset[str]
-
-
-def parse_grant(entry: str) -> Grant:
-    """A SenderLogins entry, as the configuration checked it (options._not_a_grant)."""
-    pattern, *logins = entry.lower().split()
-    local, at, domain = pattern.rpartition("@")
+def _pattern(address: str) -> str:
+    """A SenderLogins entry's address as senders are compared: a local part (no "@"), or
+    an address list entry (envelope.address_matches) whose domain, if no pattern, is in
+    its DNS form."""
+    local, at, domain = address.rpartition("@")
     if at and not any(mark in domain for mark in "*?["):
-        pattern = f"{local}@{ascii_domain(domain)}"  # (as the sender's domain is compared)
-    return Grant(pattern, frozenset(logins))
+        return f"{local}@{ascii_domain(domain)}"
+    return address
 
 
 class SenderLogin(Filter):
@@ -52,10 +43,12 @@ class SenderLogin(Filter):
     def __init__(self, local_domains: list[str], grants: list[str]) -> None:
         self.local_domains = frozenset(ascii_domain(domain) for domain in local_domains)
         # each login's patterns, so a MAIL reads only its own user's entries
+        # (the entries as the configuration checked them: options._not_a_grant)
         self.patterns_of: dict[str, list[str]] = {}
-        for grant in map(parse_grant, grants):
-            for login in grant.logins:
-                self.patterns_of.setdefault(login, []).append(grant.pattern)
+        for entry in grants:
+            address, *logins = entry.lower().split()
+            for login in logins:
+                self.patterns_of.setdefault(login, []).append(_pattern(address))
 
     def mail(self, tx: Transaction) -> Decision:
         sender = tx.mail_from.strip().strip("<>")  # (aiosmtpd gives the null sender as "<>")

@@ -53,7 +53,7 @@ class SendCounts:
         minute = int(now // BUCKET)
 
         def count(record: Record | None) -> Record:
-            buckets = [bucket for bucket in (record or {}).get("sent", []) if bucket[0] > minute - WINDOW // BUCKET]
+            buckets = _recent(record, now)
             if buckets and buckets[-1][0] == minute:
                 buckets[-1] = [minute, buckets[-1][1] + recipients]
             else:
@@ -74,7 +74,7 @@ class SendCounts:
         return self.records.delete(login.lower())
 
     def idle(self, record: Record, now: float) -> bool:
-        return not any(bucket[0] > (now - WINDOW) // BUCKET for bucket in record.get("sent", []))
+        return not _recent(record, now)
 
     def restamp(self, record: Record, now: float) -> Record | None:
         return None
@@ -86,9 +86,14 @@ class SendCounts:
         self.records.close()
 
 
-def _within(record: Record | None, now: float) -> int:
+def _recent(record: Record | None, now: float) -> list[list[int]]:
+    """A record's [minute, recipients] buckets within the last WINDOW at `now`."""
     oldest = int(now // BUCKET) - WINDOW // BUCKET
-    return sum(count for minute, count in (record or {}).get("sent", []) if minute > oldest)
+    return [bucket for bucket in (record or {}).get("sent", []) if bucket[0] > oldest]
+
+
+def _within(record: Record | None, now: float) -> int:
+    return sum(count for _, count in _recent(record, now))
 
 
 class SendLimit(Filter):
