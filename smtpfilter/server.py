@@ -291,11 +291,12 @@ class FilterHandler:
         except Exception:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s",
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s%s",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
                  _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
                  tx.notes.get("score", "-"), deciding, elapsed, queue_id,
-                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "")
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
+                 f" disclaimer={tx.notes['disclaimer']}" if "disclaimer" in tx.notes else "")
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)

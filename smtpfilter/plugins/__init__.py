@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import socket
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from smtpfilter.plugins.clamav import Clamav, ClamdClient
 from smtpfilter.plugins.content import Attachments, Headers
 from smtpfilter.plugins.dkim import Dkim
 from smtpfilter.plugins.dkimsign import DkimSign
+from smtpfilter.plugins.disclaimer import Disclaimer, DisclaimerTexts
 from smtpfilter.plugins.dmarc import Dmarc
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.dns import Dnsbl, DnsHelo, ResolvableFromHost, Rhsbl
@@ -40,7 +42,7 @@ from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
-from spamkit.config import Config
+from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
 
@@ -96,11 +98,16 @@ FILTERS: dict[str, Factory] = {
     "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
+    "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), c["LocalDomains"],
+                                             DisclaimerTexts(disclaimer_path(c), c["LocalDomains"])),
     "dkimsign": lambda c, s, a: DkimSign(local_clients(c), key_root(c), c["LocalDomains"],
                                          c["DkimSigningExcept"]),
 }
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
+# (first, then): where a chain has both, `first` must come before `then` (a footer added
+# after the DKIM signature would break it)
+ORDER = (("disclaimer", "dkimsign"),)
 
 
 def _helo(config: Config) -> Helo:
@@ -118,6 +125,14 @@ def _greylist(config: Config) -> Greylist:
                           auto_whitelist=config["GreylistAutoWhitelist"])
     return Greylist(store, local_clients(config), config["WhitelistSenders"],
                     config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
+
+
+def disclaimer_path(config: Config) -> Path:
+    """DisclaimerFile, else `disclaimer` beside the configuration file (SME keeps its
+    disclaimer files beside qpsmtpd's configuration)."""
+    if config["DisclaimerFile"]:
+        return Path(config["DisclaimerFile"])
+    return (config.path or default_config_path()).parent / "disclaimer"
 
 
 def _sendlimit(config: Config) -> SendLimit:
@@ -269,6 +284,25 @@ def login_filter_warnings(config: Config) -> list[str]:
     return []
 
 
+def disclaimer_warnings(config: Config) -> list[str]:
+    """What leaves the disclaimer filter, when the chain has it, with nothing to add."""
+    if "disclaimer" not in config["SmtpFilters"]:
+        return []
+    where = config.origins["SmtpFilters"]
+    path = disclaimer_path(config)
+    domains = [domain.lower().rstrip(".") for domain in config["LocalDomains"]]
+    if not domains:
+        return [f"{where}: LocalDomains is empty, so the disclaimer filter takes every recipient "
+                "for an outside one and adds only the texts of DisclaimerFile_DOMAIN files"]
+    texts = DisclaimerTexts(path, domains)
+    if not any(texts.file_for(domain) for domain in domains) \
+            and not any(path.parent.glob(glob.escape(path.name) + "_*")):
+        return [f"{config.origins['DisclaimerFile'] if config['DisclaimerFile'] else where}: the "
+                f"disclaimer filter has no text to add: write it to {path} (or to "
+                f"{path.name}_DOMAIN for one domain)"]
+    return []
+
+
 def build_chain(config: Config, scanner: Scanner, autolearn: bool) -> FilterChain:
     """The filters of SmtpFilters in a chain that refuses, or, after the MTA's queue
     (SmtpAfterQueue), one that marks what it would have refused."""
@@ -294,6 +328,10 @@ def chain_problems(config: Config) -> list[str]:
         if missing:
             problems.append(f"{config.origins['SmtpFilters']}: the {name} filter uses what "
                             f"{' and '.join(missing)} found, so they must come before it")
+    for first, then in ORDER:
+        if first in names and then in names and names.index(first) > names.index(then):
+            problems.append(f"{config.origins['SmtpFilters']}: the {first} filter changes the "
+                            f"message, so it must come before {then}")
     return problems
 
 
@@ -328,6 +366,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     warnings = closed_zone_warnings(config)
     warnings += clamd_warnings(config)
     warnings += login_filter_warnings(config)
+    warnings += disclaimer_warnings(config)
     warnings += auth_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:

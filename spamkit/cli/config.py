@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,9 @@ from spamkit.config import (
     write_atomically,
 )
 from spamkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spamkit.config.sme import ImportPlan
 
 F = Callable[..., Any]
 
@@ -119,6 +122,33 @@ def unset(key: str, config_path: str | None, user: str | None) -> None:
     click.echo(f"{key}{whose}: {'removed' if removed else 'was not set'}  ({target})", err=True)
 
 
+def _copy_disclaimers(plan: ImportPlan, qpsmtpd_config: Path, current: Config,
+                      dry_run: bool) -> list[tuple[Path, Path]]:
+    """SME's disclaimer texts copied to where the disclaimer filter reads them
+    (DisclaimerFile, else beside the configuration file): (from, to) for each. A text
+    already there is kept, and reported left out when it differs."""
+    from smtpfilter.plugins import disclaimer_path
+
+    base = disclaimer_path(current)
+    copies = []
+    for name, text in plan.disclaimers:
+        copy = base.with_name(base.name + name[len("disclaimer"):])
+        try:
+            existing = copy.read_text(encoding="utf-8", errors="replace") if copy.exists() else None
+        except OSError as error:
+            raise click.ClickException(f"cannot read {copy}: {error.strerror}") from None
+        if existing is not None:
+            if existing != text:
+                plan.left_out.append(f"{qpsmtpd_config / name}: {copy} exists with another text; "
+                                     "it is kept (compare them, and copy by hand if you want SME's)")
+            continue
+        if not dry_run:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(copy, text)
+        copies.append((qpsmtpd_config / name, copy))
+    return copies
+
+
 @config.command(name="import-sme")
 @click.option("--from", "sme_db", default="/home/e-smith/db", show_default=True,
               type=click.Path(file_okay=False),
@@ -169,9 +199,12 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
                      for name in ("configuration", "domains", "networks", "accounts", "spamassassin")}
         list_files = {name: path.read_text(encoding="utf-8", errors="replace")
                       for name, path in places.items() if path is not None}
+        disclaimers = {path.name: path.read_text(encoding="utf-8", errors="replace")
+                       for path in sorted(Path(qpsmtpd_config).glob("disclaimer*"))
+                       if path.is_file() and (path.name == "disclaimer" or path.name.startswith("disclaimer_"))}
     except (SmeFormatError, OSError) as error:
         raise click.ClickException(str(error)) from None
-    plan = plan_import(databases, list_files, current)
+    plan = plan_import(databases, list_files, current, disclaimers)
     lists = Lists.load(current.lists_path)
     entries = []
     for kind, pattern, origin in plan.lists:
@@ -201,10 +234,12 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
     if not dry_run:
         for entry in entries:
             lists.add(entry)
+    copies = _copy_disclaimers(plan, Path(qpsmtpd_config), current, dry_run)
     if as_json:
         click.echo(json.dumps({
             "settings": [{"option": o, "value": v, "user": u, "from": f} for o, v, u, f in plan.settings],
             "lists": [{"kind": e.kind, "pattern": e.pattern} for e in entries],
+            "disclaimers": [{"from": str(source), "to": str(copy)} for source, copy in copies],
             "left_out": plan.left_out, "dry_run": dry_run, "config": str(target)}))
         return
     verb = "would set" if dry_run else "set"
@@ -213,6 +248,8 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
         click.echo(f"{verb} {option} = {value!r}{whose}  (from {origin})")
     for entry in entries:
         click.echo(f"{'would add' if dry_run else 'added'} to the lists: {entry.line()}")
+    for source, copy in copies:
+        click.echo(f"{'would copy' if dry_run else 'copied'} {source} to {copy}")
     for line in plan.left_out:
         click.echo(f"left out: {line}")
     if not dry_run:

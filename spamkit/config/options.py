@@ -458,6 +458,10 @@ OPTIONS: tuple[Option, ...] = (
            "them out: default/{private,selector,public} for every domain, <domain>/... for one "
            "(empty: dkim_keys beside the configuration file). `spamkit dkim keygen` makes them.",
            group="smtp"),
+    Option("DisclaimerFile", str, "", "The disclaimer filter's text, added to mail our users "
+           "send outside LocalDomains (SME's smtpd disclaimer); DisclaimerFile_DOMAIN, if there "
+           "is one, for mail from DOMAIN instead, and either with .html after it for HTML bodies "
+           "(empty: `disclaimer` beside the configuration file).", group="smtp"),
     Option("DkimSigningExcept", list, [], "Domains the dkimsign filter does not sign (SME's "
            "per-domain `DKIMSigning disabled`).", group="smtp"),
     Option("DmarcReject", bool, False, "dmarc: refuse mail that fails DMARC when the author "

@@ -14,8 +14,10 @@ What carries over, and where from:
   URIBL, Karma and DKIMSigning as filters in SmtpFilters; its Authentication as
   SmtpAuthentication; Bcc and BccUser as BccAddress; qmail's
   MaxMessageSize as SmtpMaxMessageSize; smtpd's InstancesPerIP (connections at once from
-  one host) as MaxSessionsPerClient; DomainName into LocalDomains; ScanLocalClients
-  false, since SME scores no mail from its local networks.
+  one host) as MaxSessionsPerClient; smtpd's disclaimer as the disclaimer filter, with
+  its texts (disclaimer and disclaimer_DOMAIN in qpsmtpd's config directory) copied to
+  DisclaimerFile; DomainName into LocalDomains; ScanLocalClients false, since SME
+  scores no mail from its local networks.
 - domains: every domain into LocalDomains (the relay filter takes mail for these only),
   and one with DKIMSigning disabled into DkimSigningExcept.
 - networks: every local network into LocalNetworks and RelayClients.
@@ -52,11 +54,15 @@ FILTER_SWITCHES = {"DNSBL": "dnsbl", "RHSBL": "rhsbl", "URIBL": "uribl", "Karma"
 CHAIN_ORDER = ("whitelisthosts", "whitelisthelo", "karma", "greylist", "relay", "badmailfrom",
                "resolvable_fromhost", "rhsbl", "dnsbl", "badrcptto", "badmailfromto",
                "badhelo", "helo", "spf", "dkim", "dmarc", "headers", "attachments", "uribl",
-               "spamscore", "dkimsign")
+               "spamscore", "disclaimer", "dkimsign")
 # the limits SME keeps under other services than spamassassin and qpsmtpd, and the
 # spamkit setting each is (qmail's size limit; the connections smtpd takes from one host)
 SERVICE_LIMITS = (("qmail", "MaxMessageSize", "SmtpMaxMessageSize"),
                   ("smtpd", "InstancesPerIP", "MaxSessionsPerClient"))
+# switches SME keeps under other services: (service, property, filter), the filter on
+# when the property says enabled (SME's disclaimer is `config setprop smtpd disclaimer
+# enabled`, its texts files in qpsmtpd's config directory)
+SERVICE_SWITCHES = (("smtpd", "disclaimer", "disclaimer"),)
 # qpsmtpd's properties whose spamkit setting has another name (SMTP AUTH's switch: the
 # passwords are then Dovecot's, which on SME are the system's, as qpsmtpd's checked)
 QPSMTPD_NAMES = {"Authentication": "SmtpAuthentication"}
@@ -162,6 +168,8 @@ class ImportPlan:
 
     settings: list[tuple[str, str, str | None, str]] = field(default_factory=list)
     lists: list[tuple[str, str, str]] = field(default_factory=list)  # (white|black, pattern, from)
+    # the disclaimer texts: (SME's file name, disclaimer or disclaimer_DOMAIN, its text)
+    disclaimers: list[tuple[str, str]] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
 
     def set(self, option: str, value: str, origin: str, user: str | None = None) -> None:
@@ -170,13 +178,24 @@ class ImportPlan:
 
 
 def plan_import(databases: dict[str, dict[str, Record]], list_files: dict[str, str],
-                current: Mapping[str, Any]) -> ImportPlan:
+                current: Mapping[str, Any], disclaimers: Mapping[str, str] | None = None) -> ImportPlan:
     """The settings SME's records (`databases` by name: configuration, domains, networks,
     accounts, spamassassin) and list files (text by file name) make, over the settings
-    in force (`current`), whose lists are added to, never emptied."""
+    in force (`current`), whose lists are added to, never emptied; and the disclaimer
+    texts (by file name) to copy, when SME's disclaimer is on."""
     configuration = databases.get("configuration", {})
     plan = ImportPlan()
     chain = list(current["SmtpFilters"])
+    for service, name, switched in SERVICE_SWITCHES:
+        switch = configuration.get(service)
+        value = switch.props.get(name) if switch else None
+        if value is not None:
+            _switch(chain, switched, value.lower() == "enabled")
+    if "disclaimer" in chain:
+        plan.disclaimers = sorted((name, text) for name, text in (disclaimers or {}).items() if text.strip())
+        if not plan.disclaimers:
+            plan.left_out.append("configuration smtpd disclaimer=enabled: there is no disclaimer "
+                                 "text in qpsmtpd's config directory to copy: write one (DisclaimerFile)")
     for service in SERVICES:
         record = configuration.get(service) or Record(service, "service")
         for name, value in record.props.items():

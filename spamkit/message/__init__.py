@@ -24,8 +24,8 @@ from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer,
 from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
 
-__all__ = ["Attachment", "ParsedMessage", "ParseLimits", "PartInfo", "list_attachments", "message_key",
-           "parse_message"]
+__all__ = ["Attachment", "ParsedMessage", "ParseLimits", "PartInfo", "content_headers", "list_attachments",
+           "message_key", "parse_message"]
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class _Walker:
         if self.parts > self.limits.max_parts:
             self.message.facts.add("cap-mime-parts")
             return
-        content_type, params, encoding, disposition = _content_headers(fields, default_type)
+        content_type, params, encoding, disposition = content_headers(fields, default_type)
         self.message.content_types.append(content_type)
         if content_type.startswith("multipart/"):
             self._walk_multipart(params, body, depth)
@@ -357,8 +357,10 @@ class _Walker:
                                               encrypted))
 
 
-def _content_headers(fields: list[tuple[str, str]],
-                     default_type: str) -> tuple[str, dict[str, str], str, str]:
+def content_headers(fields: list[tuple[str, str]],
+                    default_type: str) -> tuple[str, dict[str, str], str, str]:
+    """(content type, its parameters, transfer encoding, disposition) of one entity's
+    fields, the first of each field counting, as mail programs read them."""
     content_type, encoding, disposition = default_type, "", ""
     params: dict[str, str] = {}
     seen_type = False

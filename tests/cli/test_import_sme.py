@@ -254,3 +254,36 @@ def test_limits_that_are_not_plain_numbers_are_reported_and_not_carried_over(tmp
     left_out = "\n".join(report["left_out"])
     assert "configuration qmail MaxMessageSize=２００００: not a whole number" in left_out, left_out
     assert "configuration smtpd InstancesPerIP=²: not a whole number" in left_out, left_out
+
+
+def test_the_disclaimer_and_its_texts_carry_over(tmp_path: Path) -> None:
+    """`config setprop smtpd disclaimer enabled` switches the disclaimer filter on, before
+    dkimsign, and qpsmtpd's disclaimer texts are copied to where the filter reads them; a
+    text already there is kept."""
+    sme = sme_dir(tmp_path, CONFIGURATION.replace("smtpd=service|", "smtpd=service|disclaimer|enabled|")
+                  .replace("|Karma|enabled|", "|Karma|enabled|DKIMSigning|enabled|"))
+    texts = sme / "qpsmtpd"
+    texts.mkdir()
+    (texts / "disclaimer").write_text("Confidential.\n")
+    (texts / "disclaimer_example.net").write_text("Example Net GmbH\n")
+    (texts / "disclaimer.orig").write_text("an editor's backup\n")
+    config = tmp_path / "etc" / "spamkit.toml"
+    config.parent.mkdir()
+    (tmp_path / "etc" / "disclaimer_example.net").write_text("Our own text\n")
+    report, shown = imported(sme, config)
+    assert shown["SmtpFilters"][-3:] == ["spamscore", "disclaimer", "dkimsign"]
+    assert report["disclaimers"] == [{"from": str(texts / "disclaimer"), "to": str(tmp_path / "etc" / "disclaimer")}]
+    assert (tmp_path / "etc" / "disclaimer").read_text() == "Confidential.\n"
+    assert (tmp_path / "etc" / "disclaimer_example.net").read_text() == "Our own text\n"
+    assert any(line.startswith(f"{texts / 'disclaimer_example.net'}: {tmp_path / 'etc' / 'disclaimer_example.net'} "
+                               "exists with another text; it is kept") for line in report["left_out"])
+    assert not (tmp_path / "etc" / "disclaimer.orig").exists()
+    lint = spamkit("lint", "--json", "--config", str(config))
+    assert not any("disclaimer filter" in warning for warning in json.loads(lint.stdout)["warnings"])
+
+    (texts / "disclaimer").unlink()
+    (texts / "disclaimer_example.net").unlink()
+    (tmp_path / "etc" / "disclaimer").unlink()
+    report, _ = imported(sme, config)
+    assert report["disclaimers"] == []
+    assert "configuration smtpd disclaimer=enabled: there is no disclaimer text" in "\n".join(report["left_out"])
