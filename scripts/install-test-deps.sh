@@ -5,7 +5,8 @@
 # (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
 # checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz,
 # bzip2, genisoimage, xorriso and gcab (the attachment check's tests read archives and disk
-# images as these tools write them), unar and libarchive-tools (to check RAR), and
+# images as these tools write them), unar and libarchive-tools (to check RAR), tnef (to
+# check TNEF, winmail.dat), and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,8 @@ command -v gcab >/dev/null || need+=(gcab)
 # writes RAR, and Debian's 7-Zip reads none)
 command -v lsar >/dev/null || need+=(unar)
 command -v bsdtar >/dev/null || need+=(libarchive-tools)
+# a TNEF (winmail.dat) reader that is not ours, to judge the streams the tests write
+command -v tnef >/dev/null || need+=(tnef)
 # a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)

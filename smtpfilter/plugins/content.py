@@ -55,7 +55,8 @@ class Attachments(Filter):
     mail program could save a part under counts (Content-Disposition's filename,
     Content-Type's name, uuencoded files, RFC 2231 and 2047 undone, trailing dots and
     spaces dropped as Windows drops them), in the whole message, not only the part that
-    scoring reads; and, with `in_archives`, the files inside zip archives. Mail too
+    scoring reads; every file in a TNEF winmail.dat, which Outlook shows as attachments;
+    and, with `in_archives`, the files inside archives. Mail too
     deeply nested, or with too many parts or members to be looked through, is refused
     too: what cannot be checked could carry anything; so is a fragment of a message sent
     in parts (message/partial), which a mail program may put together. With
@@ -77,7 +78,7 @@ class Attachments(Filter):
         if not self.extensions and not self.refuse_encrypted:
             return CONTINUE
         listing = list_attachments(tx.data, self.limits)
-        uncheckable = listing.facts & ({"cap-mime-depth", "cap-mime-parts"}
+        uncheckable = listing.facts & ({"cap-mime-depth", "cap-mime-parts", "cap-tnef-files"}
                                        | ({"cap-archive-members"} if self.in_archives else set()))
         if uncheckable:
             return reject(self.name, "552 5.6.0 Message structure too large to check its attachments "

@@ -23,6 +23,7 @@ from spamkit.message.archives import (
 from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
 from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
+from spamkit.message.tnef import is_tnef, tnef_files
 
 __all__ = ["Attachment", "ParsedMessage", "ParseLimits", "PartInfo", "content_headers", "list_attachments",
            "message_key", "parse_message"]
@@ -163,6 +164,7 @@ def _walk(raw: bytes, limits: ParseLimits, files_only: bool) -> ParsedMessage:
 
 # base64 of HEAD_BYTES, with its line breaks: enough of a part to tell an archive by its first bytes
 ARCHIVE_HEAD_CHARACTERS = 512
+TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 _UU_BLOCK = re.compile(rb"^begin [0-7]{3,4} \S", re.MULTILINE)
 _UU_NAMES = re.compile(rb"^begin [0-7]{3,4} (\S[^\n]*)", re.MULTILINE)
 _URL_TAIL = r"[^\s<>\"'()\[\]{}]{2,400}"
@@ -346,15 +348,39 @@ class _Walker:
         members: tuple[str, ...] = ()
         size, encrypted = len(body), False
         head = decode_transfer(body[:ARCHIVE_HEAD_CHARACTERS].lstrip(), encoding, set())
+        if content_type in TNEF_TYPES or is_tnef(head) \
+                or any(name.lower().strip() == "winmail.dat" for name in (filename, *other_names)):
+            data = decode_transfer(body, encoding, message.facts)
+            message.attachments.append(Attachment(content_type, filename, len(data), other_names))
+            self._tnef(data)
+            return
         if is_zip_name(filename, *other_names) or is_image_name(filename, *other_names) \
                 or is_archive(head[:HEAD_BYTES]):
             data = decode_transfer(body, encoding, message.facts)
-            listing = archive_members(data, filename, self.unpack_budget)
-            members, size = listing.names, len(data)
-            message.facts.update(listing.facts)
-            encrypted = "archive-encrypted" in listing.facts
+            members, size, encrypted = self._archive(data, filename, other_names)
         message.attachments.append(Attachment(content_type, filename, size, other_names, members,
                                               encrypted))
+
+    def _archive(self, data: bytes, filename: str, other_names: tuple[str, ...]) -> tuple[tuple[str, ...], int, bool]:
+        """(member names, size, encrypted) of an archive's bytes, its facts noted."""
+        listing = archive_members(data, filename, self.unpack_budget)
+        self.message.facts.update(listing.facts)
+        return listing.names, len(data), "archive-encrypted" in listing.facts
+
+    def _tnef(self, data: bytes) -> None:
+        """Each file in a TNEF stream (winmail.dat) as an attachment of its own, as Outlook
+        shows it, under every name it has; an archive among them read as one."""
+        files, facts = tnef_files(data)
+        self.message.facts.update(facts)
+        for file in files:
+            filename, *other_names = file.names or [""]
+            members: tuple[str, ...] = ()
+            encrypted = False
+            if file.data and (is_zip_name(*file.names) or is_image_name(*file.names)
+                              or is_archive(file.data[:HEAD_BYTES])):
+                members, _, encrypted = self._archive(file.data, filename, tuple(other_names))
+            self.message.attachments.append(Attachment("application/octet-stream", filename, len(file.data),
+                                                       tuple(other_names), members, encrypted))
 
 
 def content_headers(fields: list[tuple[str, str]],

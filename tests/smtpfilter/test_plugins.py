@@ -18,6 +18,7 @@ from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
 from corpora import CorpusMessage
 from tests.engine.rarfiles import rar4, rar5
+from tests.engine.tneffiles import PR_ATTACH_LONG_FILENAME, attachment, stream, string8
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import PLAIN, STRANGER
 
@@ -311,6 +312,25 @@ def test_blocked_files_in_other_archives(filter_server, sink: Sink, tmp_path: Pa
     assert filter_server("BlockInArchives = false\n")(
         _with_part(f'Content-Type: application/octet-stream; name="{name}"'.encode(), archive)).startswith("250")
     assert len(sink.messages()) == 1
+
+
+def test_files_in_a_winmail_dat_are_attachments(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    """Outlook shows the files of a TNEF attachment (winmail.dat) as attachments of the
+    message: an .exe in one is refused whether or not archives are looked into, a script
+    in a zip in one as in any zip, and one of harmless files passes. Each passed before."""
+    def winmail(*files: bytes) -> bytes:
+        return _with_part(b'Content-Type: application/ms-tnef; name="winmail.dat"', stream(*files))
+
+    program = winmail(attachment("INVOIC~1.EXE", b"MZ", string8(PR_ATTACH_LONG_FILENAME, "invoice.pdf.exe")))
+    zipped = winmail(attachment("PHOTOS.ZIP", _zip({"photos/show.js": b"x"})))
+    clean = winmail(attachment("REPORT.PDF", b"%PDF-1.4"), attachment("A.ZIP", _zip({"a.jpg": b"\xff"})))
+    send = filter_server("")
+    assert send(program) == "552 5.7.0 Attachments of type .exe are not accepted"
+    assert filter_server("BlockInArchives = false\n")(program) == "552 5.7.0 Attachments of type .exe are not accepted"
+    assert send(zipped) == "552 5.7.0 Attachments of type .js are not accepted (in PHOTOS.ZIP)"
+    assert filter_server("BlockInArchives = false\n")(zipped).startswith("250")
+    assert send(clean).startswith("250")
+    assert len(sink.messages()) == 2
 
 
 def test_a_7z_with_encrypted_names_is_refused_when_asked(filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
