@@ -70,7 +70,7 @@ class CheckReport:
     pages: int = 0
     trees: dict[str, int] = field(default_factory=dict)  # entries per tree, as walked
     problems: list[str] = field(default_factory=list)
-    snapshot_gone: bool = False  # both meta pages were rewritten by later commits meanwhile
+    snapshot_gone: bool = False  # later commits rewrote the meta page of the snapshot asked for
     unused_pages: int = 0  # neither in a tree nor listed free: leaked, not damage
 
     @property
@@ -285,11 +285,11 @@ def _check_length(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
     chosen = _meta(data, size, txnid, report)
     if chosen is None:
         return
-    page_size, last_page, meta_at = chosen
+    page_size, last_page, record = chosen
     if (last_page + 1) * page_size <= size:
         return
     walker = _Walker(data, page_size, last_page, report, size // page_size)
-    free = _tree("free list", data, meta_at + _META.size)
+    free = _tree("free list", record, _META.size)
     try:
         walker.walk_tree(free)
         walker.free_pages(free)
@@ -303,8 +303,8 @@ def _check_length(data: mmap.mmap, size: int, txnid: int | None, report: CheckRe
 
 
 def _meta(data: mmap.mmap, size: int, txnid: int | None,
-          report: CheckReport) -> tuple[int, int, int] | None:
-    """(page size, last page, offset of the meta record) of the snapshot to check, or
+          report: CheckReport) -> tuple[int, int, bytes] | None:
+    """(page size, last page, a copy of the meta record) of the snapshot to check, or
     None with the problem in `report`."""
     page_size = 4096
     metas = []
@@ -327,23 +327,34 @@ def _meta(data: mmap.mmap, size: int, txnid: int | None,
         report.snapshot_gone = all(m[2] > txnid for m in usable)
         report.problems.append(f"no meta page holds transaction {txnid}")
         return None
-    _magic, _version, report.txnid, last_page, meta_at = chosen
+    _magic, _version, report.txnid, _last_page, meta_at = chosen
     if page_size not in {1 << bits for bits in range(9, 17)}:  # (LMDB's pages: 512 B to 64 KiB)
         report.problems.append(f"the meta page gives a page size of {page_size} bytes")
         return None
+    # The meta page is copied, and the copy used: a reader's transaction pins its
+    # snapshot's pages but not the meta page, which the commit after next rewrites. Read
+    # from the file later, the trees' roots could be a newer snapshot's beside this one's
+    # last page (a free list naming page 603 of 600, seen while `spamkit learn` ran).
+    length = _META.size + 2 * _DB.size + _TAIL.size
+    record = bytes(data[meta_at:meta_at + length])
+    last_page, copied_txnid = _TAIL.unpack_from(record, length - _TAIL.size)
+    if record != data[meta_at:meta_at + length] or copied_txnid != report.txnid:
+        report.snapshot_gone = True  # rewritten while it was copied: look again
+        report.problems.append(f"the meta page of transaction {report.txnid} was rewritten while it was read")
+        return None
     report.page_size = page_size
     report.pages = last_page + 1
-    return page_size, last_page, meta_at
+    return page_size, last_page, record
 
 
 def _check_mapped(data: mmap.mmap, size: int, txnid: int | None, report: CheckReport) -> None:
     chosen = _meta(data, size, txnid, report)
     if chosen is None:
         return
-    page_size, last_page, meta_at = chosen
+    page_size, last_page, record = chosen
     walker = _Walker(data, page_size, last_page, report, size // page_size)
-    free = _tree("free list", data, meta_at + _META.size)
-    main = _tree("main", data, meta_at + _META.size + _DB.size)
+    free = _tree("free list", record, _META.size)
+    main = _tree("main", record, _META.size + _DB.size)
     try:
         walker.walk_tree(free)
         walker.free_pages(free)
