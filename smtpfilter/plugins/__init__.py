@@ -98,8 +98,8 @@ FILTERS: dict[str, Factory] = {
     "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
-    "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), c["LocalDomains"],
-                                             DisclaimerTexts(disclaimer_path(c), c["LocalDomains"])),
+    "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), DisclaimerTexts(disclaimer_path(c),
+                                                                                c["LocalDomains"])),
     "dkimsign": lambda c, s, a: DkimSign(local_clients(c), key_root(c), c["LocalDomains"],
                                          c["DkimSigningExcept"]),
 }

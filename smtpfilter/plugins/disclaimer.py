@@ -97,9 +97,8 @@ class Disclaimer(Filter):
     name = "disclaimer"
     blocking = True  # stats and reads files
 
-    def __init__(self, local: LocalClients, our_domains: list[str], texts: DisclaimerTexts) -> None:
+    def __init__(self, local: LocalClients, texts: DisclaimerTexts) -> None:
         self.local = local
-        self.our_domains = {domain.lower().rstrip(".") for domain in our_domains}
         self.texts = texts
 
     def data(self, tx: Transaction) -> Decision:
@@ -123,10 +122,10 @@ class Disclaimer(Filter):
     def _leaves_us(self, recipients: list[str]) -> bool:
         """Whether a recipient is outside LocalDomains (one with no domain, postmaster,
         is ours)."""
-        return any(_domain(recipient) not in ("", *self.our_domains) for recipient in recipients)
+        return any(_domain(recipient) not in ("", *self.texts.our_domains) for recipient in recipients)
 
 
 def _domain(address: str) -> str:
     """The domain of an address, lower-case; "" when it has none (the null sender)."""
-    local, at, domain = address.strip().strip("<>").rpartition("@")
+    _, at, domain = address.strip().strip("<>").rpartition("@")
     return domain.lower().rstrip(".") if at else ""
