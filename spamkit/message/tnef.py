@@ -140,31 +140,33 @@ def _properties(data: bytes, file: TnefFile, codepage: str, files: list[TnefFile
         facts.add("cap-tnef-files")
         count = budget[0]
     budget[0] -= count
-    for _ in range(count):
-        kind, number = struct.unpack_from("<HH", data, position)
-        position += 4
-        if number >= 0x8000:  # a named property: its GUID, then an id or a name
-            position += 16
-            if _u32(data, position) == 1:
-                position += 4 + _padded(_u32(data, position + 4)) + 4
-            else:
-                position += 8
-        values, position = _values(data, position, kind)
-        base = kind & ~MULTI_VALUED
-        if number in NAME_PROPERTIES and base in (PT_STRING8, PT_UNICODE) and values:
-            names.setdefault(number, _text(values[0], base, codepage))
-        elif number == PR_ATTACH_DATA and values:
-            if base == PT_OBJECT and depth < MAX_DEPTH:
-                _walk(values[0][_OBJECT_IID:], files, facts, depth + 1, budget)
-            elif base == PT_OBJECT:
-                facts.add("archive-nested-unread")
-            elif base == PT_BINARY and not file.data:
-                file.data = values[0]
-    for number in NAME_PROPERTIES:
-        if number in names:
-            path_name = names[number].replace("\\", "/").rsplit("/", 1)[-1]
-            _add_name(file, path_name if number in (PR_ATTACH_PATHNAME, PR_ATTACH_LONG_PATHNAME)
-                      else names[number], first=number == PR_ATTACH_LONG_FILENAME)
+    try:
+        for _ in range(count):
+            kind, number = struct.unpack_from("<HH", data, position)
+            position += 4
+            if number >= 0x8000:  # a named property: its GUID, then an id or a name
+                position += 16
+                if _u32(data, position) == 1:
+                    position += 4 + _padded(_u32(data, position + 4)) + 4
+                else:
+                    position += 8
+            values, position = _values(data, position, kind)
+            base = kind & ~MULTI_VALUED
+            if number in NAME_PROPERTIES and base in (PT_STRING8, PT_UNICODE) and values:
+                names.setdefault(number, _text(values[0], base, codepage))
+            elif number == PR_ATTACH_DATA and values:
+                if base == PT_OBJECT and depth < MAX_DEPTH:
+                    _walk(values[0][_OBJECT_IID:], files, facts, depth + 1, budget)
+                elif base == PT_OBJECT:
+                    facts.add("archive-nested-unread")
+                elif base == PT_BINARY and not file.data:
+                    file.data = values[0]
+    finally:  # (names read before damage count: damage after a name must not hide it)
+        for number in NAME_PROPERTIES:
+            if number in names:
+                path_name = names[number].replace("\\", "/").rsplit("/", 1)[-1]
+                _add_name(file, path_name if number in (PR_ATTACH_PATHNAME, PR_ATTACH_LONG_PATHNAME)
+                          else names[number], first=number == PR_ATTACH_LONG_FILENAME)
 
 
 def _values(data: bytes, position: int, kind: int) -> tuple[list[bytes], int]:

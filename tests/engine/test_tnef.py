@@ -113,6 +113,10 @@ def test_damage_keeps_what_was_read_and_caps_hold() -> None:
     cut = OUTLOOK[:OUTLOOK.index(b"REPORT~1.ZIP") + 3]
     files, facts = tnef_files(cut)
     assert facts == {"archive-unreadable"} and files[0].names[0] == "Rechnung März – 2026.pdf.exe"
+    damaged_after_the_name = stream(attachment("REPORT.TXT", b"MZ", string8(PR_ATTACH_LONG_FILENAME, "report.exe"),
+                                               b"\x00\x00\x01\x00"))  # a property of no known type
+    files, facts = tnef_files(damaged_after_the_name)
+    assert facts == {"archive-unreadable"} and files[0].names == ["report.exe", "REPORT.TXT"]
     many = stream(*(attachment(f"F{n}.TXT", b"") for n in range(10_001)))
     files, facts = tnef_files(many)
     assert facts == {"cap-tnef-files"} and len(files) == 10_000
