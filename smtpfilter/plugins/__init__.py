@@ -298,7 +298,7 @@ def disclaimer_warnings(config: Config) -> list[str]:
     if not any(texts.file_for(domain) for domain in domains) \
             and not any(path.parent.glob(glob.escape(path.name) + "_*")):
         return [f"{config.origins['DisclaimerFile'] if config['DisclaimerFile'] else where}: the "
-                f"disclaimer filter has no text to add: write it to {path} (or to "
+                f"disclaimer filter has no text to add: write it to {path.absolute()} (or to "
                 f"{path.name}_DOMAIN for one domain)"]
     return []
 
