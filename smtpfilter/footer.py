@@ -46,6 +46,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from smtpfilter.headers import field_blocks
 from spamkit.message import content_headers
 from spamkit.message.headers import header_fields
 
@@ -155,9 +156,12 @@ class _Footing:
         self.eol = eol
 
     def entity(self, data: bytes, default_type: str, depth: int, top: bool = False) -> bytes:
+        return self.footed(_Entity.read(data, default_type), depth, top)
+
+    def footed(self, entity: _Entity, depth: int, top: bool = False) -> bytes:
+        """The entity with the footer in it, or _LeftAlone."""
         if depth > MAX_DEPTH:
             raise _LeftAlone("too-deep")
-        entity = _Entity.read(data, default_type)
         if top and not entity.head:
             raise _LeftAlone("malformed")  # a message with no header at all
         if top and any(name == "dkim-signature" for name, _ in entity.fields):
@@ -189,7 +193,7 @@ class _Footing:
             if child.content_type not in (*_BODY_TEXT, "multipart/related"):
                 continue
             try:
-                footed[index] = self.entity(parts.part(index), "text/plain", depth + 1)
+                footed[index] = self.footed(child, depth + 1)
             except _LeftAlone as left:
                 reasons.append(left.why)
         if not footed:  # (one already footed: the message has been here before)
@@ -206,7 +210,7 @@ class _Footing:
                                                                         "multipart/related")
         if is_body:
             try:
-                return parts.replaced(0, self.entity(parts.part(0), default_type, depth + 1))
+                return parts.replaced(0, self.footed(first, depth + 1))
             except _LeftAlone as left:
                 if left.why in ("already", "too-deep"):
                     raise
@@ -473,35 +477,29 @@ def _set_fields(head: bytes, eol: bytes, content_type: str, charset: str | None,
     """The head with Content-Type's charset and Content-Transfer-Encoding set; a field
     that is not there is added at the end (with MIME-Version, at the top of a message
     that had none, for a program to read them)."""
-    lines = [line for line in re.split(rb"(?<=\n)", head) if line]  # (a lone CR is inside a line)
-    fields: list[list[bytes]] = []  # each field's lines, continuation lines with it
-    for line in lines:
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1].append(line)
-        else:
-            fields.append([line])
-    names = [field[0].split(b":", 1)[0].strip().lower() for field in fields]
+    fields = field_blocks(head)
+    names = [field.split(b":", 1)[0].strip().lower() for field in fields]
     added: list[bytes] = []
     if charset is not None:
         if b"content-type" in names:
             index = names.index(b"content-type")
-            field = b"".join(fields[index])
+            field = fields[index]
             value = charset.encode("ascii")
             if _CHARSET.search(field):
                 field = _CHARSET.sub(lambda match: match.group(1) + value, field, count=1)
             else:
                 stripped = field.rstrip(b"\r\n")
                 field = stripped + b"; charset=" + value + field[len(stripped):]
-            fields[index] = [field]
+            fields[index] = field
         else:
             added.append(b"Content-Type: " + content_type.encode("ascii", "replace") + b"; charset="
                          + charset.encode("ascii") + eol)
     if encoding is not None:
         new_field = b"Content-Transfer-Encoding: " + encoding.encode("ascii") + eol
         if b"content-transfer-encoding" in names:
-            fields[names.index(b"content-transfer-encoding")] = [new_field]
+            fields[names.index(b"content-transfer-encoding")] = new_field
         else:
             added.append(new_field)
     if top and added and b"mime-version" not in names:
         added.insert(0, b"MIME-Version: 1.0" + eol)
-    return b"".join(b"".join(field) for field in fields) + b"".join(added)
+    return b"".join(fields) + b"".join(added)

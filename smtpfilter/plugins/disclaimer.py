@@ -20,6 +20,7 @@ Put it before dkimsign in SmtpFilters: a signature made before the footer would 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -58,8 +59,7 @@ class DisclaimerTexts:
         path = self.file_for(domain)
         if path is None:
             return None
-        text = self._text(path) or ""
-        return Footer.from_text(text, self._text(path.with_name(path.name + HTML_SUFFIX)))
+        return _footer(self._text(path) or "", self._text(path.with_name(path.name + HTML_SUFFIX)))
 
     def _text(self, path: Path) -> str | None:
         """The file's text (None when there is no file or it is empty), read again only
@@ -75,6 +75,12 @@ class DisclaimerTexts:
         text = read_text_file(path) if key is not None else None
         self._read[path] = (key, text)
         return text
+
+
+@functools.lru_cache(maxsize=64)
+def _footer(text: str, html: str | None) -> Footer:
+    """The footer of a text, made once (not for every message)."""
+    return Footer.from_text(text, html)
 
 
 def read_text_file(path: Path) -> str | None:
