@@ -6,7 +6,8 @@
 # checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz,
 # bzip2, genisoimage, xorriso and gcab (the attachment check's tests read archives and disk
 # images as these tools write them), unar and libarchive-tools (to check RAR), tnef (to
-# check TNEF, winmail.dat), and
+# check TNEF, winmail.dat), tor-geoipdb and MaxMind's Perl DB writer and reader (country
+# databases), and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,12 @@ command -v lsar >/dev/null || need+=(unar)
 command -v bsdtar >/dev/null || need+=(libarchive-tools)
 # a TNEF (winmail.dat) reader that is not ours, to judge the streams the tests write
 command -v tnef >/dev/null || need+=(tnef)
+# country databases: Debian's tor-geoipdb (real data the range reader is checked on), and
+# MaxMind's own Perl writer and reader, to write the test .mmdb files and judge our lookups
+# (SpamAssassin's RelayCountry reads them with the reader too)
+[ -e /usr/share/tor/geoip ] || need+=(tor-geoipdb)
+perl -MMaxMind::DB::Writer::Tree -e1 2>/dev/null || need+=(libmaxmind-db-writer-perl)
+perl -MMaxMind::DB::Reader -e1 2>/dev/null || need+=(libmaxmind-db-reader-perl)
 # a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)

@@ -21,6 +21,9 @@ class Decision:
 
 
 CONTINUE = Decision(Action.CONTINUE)
+# the note the geoip filter leaves (the client's country code, "-" when not placed) and
+# the log lines show as country=
+COUNTRY_NOTE = "country"
 
 
 @dataclass

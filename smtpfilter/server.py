@@ -17,7 +17,7 @@ import time
 from smtpfilter.archive import ArchiveCopy
 from smtpfilter.auth import AUTH_UNAVAILABLE, SmtpAuth
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
-from smtpfilter.filter import CONTINUE, Action, Decision, Transaction
+from smtpfilter.filter import CONTINUE, COUNTRY_NOTE, Action, Decision, Transaction
 from smtpfilter.limits import BUSY_AT_MAIL, SessionLimits
 from smtpfilter.logtext import printable
 from smtpfilter.metrics import Metrics
@@ -234,11 +234,12 @@ class FilterHandler:
     def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str) -> None:
         """A refusal before DATA: told to the filters' `finished`, logged and counted."""
         self.chain.finished(tx, decision.reply)
-        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s", tx.peer,
+        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s%s", tx.peer,
                  printable(tx.helo or "-"), _sender(tx.mail_from),
                  printable(args[0]) if args else "-", stage, decision.reply[:3],
                  decision.filter or "-",
-                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "")
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
+                 _country_field(tx))
         if self.metrics is not None:
             self.metrics.refused(decision.filter)
 
@@ -291,12 +292,13 @@ class FilterHandler:
         except Exception:
             log.exception("recording the outcome failed")  # the reply stands
         elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s%s",
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s%s%s",
                  tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
                  _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
                  tx.notes.get("score", "-"), deciding, elapsed, queue_id,
                  f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
-                 f" disclaimer={tx.notes['disclaimer']}" if "disclaimer" in tx.notes else "")
+                 f" disclaimer={tx.notes['disclaimer']}" if "disclaimer" in tx.notes else "",
+                 _country_field(tx))
         if self.metrics is not None:
             outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
             self.metrics.observe(outcome, deciding, elapsed)
@@ -336,6 +338,12 @@ def _would_refuse_header(kept_back: str) -> bytes:
     """One refusal the chain kept back after the queue, as a header line of printable
     ASCII (a recipient's address may be neither)."""
     return b"X-Spam-Would-Refuse: " + printable(kept_back, 900).encode("ascii", "backslashreplace") + b"\r\n"
+
+
+def _country_field(tx: Transaction) -> str:
+    """The log line's country= field, when the geoip filter looked the client up ("-":
+    the database does not place it)."""
+    return f" country={tx.notes[COUNTRY_NOTE]}" if COUNTRY_NOTE in tx.notes else ""
 
 
 def _notes(envelope) -> dict[str, object]:  # type: ignore[no-untyped-def]

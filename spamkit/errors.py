@@ -4,6 +4,7 @@ SpamkitError
 ├── ConfigError          a setting or option is wrong; says which
 ├── MessageSourceError   a message file, directory or mbox cannot be read (parsing never raises)
 ├── TooLittleMail        too little labelled mail of a kind for a measurement to mean anything
+├── GeoIPError           no country database, or one that cannot be read
 └── StoreError           the token database cannot be opened or written
     ├── NoDatabase       there is no database there yet (nothing learned)
     ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
@@ -37,6 +38,13 @@ class TooLittleMail(SpamkitError):
     stats`): they compare spam with ham, or need Bayes to judge at all."""
 
     exit_code = 65  # EX_DATAERR
+
+
+class GeoIPError(SpamkitError):
+    """A country database (spamkit.geoip) that is missing or cannot be read: the message
+    names the file and why."""
+
+    exit_code = 66  # EX_NOINPUT
 
 
 class StoreError(SpamkitError):

@@ -26,6 +26,7 @@ from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError, StoreError, StoreUnavailable
+from spamkit.geoip import shared_countries
 from spamkit.learn import Learner
 from spamkit.lists import Lists
 from spamkit.message import ParsedMessage, ParseLimits
@@ -214,6 +215,8 @@ class Scanner:
         """Scanners for one configuration over several databases (`spamkit evaluate`'s
         folds): the rules and lists are read and compiled once."""
         rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
+        if config["GeoIPDatabase"]:
+            rules.countries = shared_countries(tuple(config["GeoIPDatabase"]))
         lists = Lists.load(config.lists_path, rules.settings.lists)
         return lambda store: cls(config, rules, lists, store)
 

@@ -6,6 +6,7 @@ import functools
 import glob
 import logging
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,7 @@ from smtpfilter.plugins.envelope import (
     WhitelistHelo,
     WhitelistHosts,
 )
+from smtpfilter.plugins.geoip import GeoIP
 from smtpfilter.plugins.greylist import Greylist, GreylistStore
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.senderlogin import SenderLogin
@@ -44,6 +46,7 @@ from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
+from spamkit.geoip import Countries, GeoIPError, shared_countries
 from spamkit.verdict import Scanner
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -98,11 +101,15 @@ FILTERS: dict[str, Factory] = {
     "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
+    "geoip": lambda c, s, a: GeoIP(geoip_countries(c), c["BlockedCountries"], c["AllowedCountries"],
+                                   local_clients(c)),
     "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), DisclaimerTexts(disclaimer_path(c),
                                                                                 c["LocalDomains"])),
     "dkimsign": lambda c, s, a: DkimSign(local_clients(c), key_root(c), c["LocalDomains"],
                                          c["DkimSigningExcept"]),
 }
+
+STALE_GEOIP_DAYS = 365
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
 # (first, then): where a chain has both, `first` must come before `then` (a footer added
@@ -125,6 +132,41 @@ def _greylist(config: Config) -> Greylist:
                           auto_whitelist=config["GreylistAutoWhitelist"])
     return Greylist(store, local_clients(config), config["WhitelistSenders"],
                     config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
+
+
+def geoip_countries(config: Config) -> Countries:
+    """The geoip filter's country database, read now: a filter that cannot place anyone
+    would refuse no one in silence, so `serve` does not start without one."""
+    countries = shared_countries(tuple(config["GeoIPDatabase"]))
+    try:
+        countries.open()
+    except GeoIPError as error:
+        where = config.origins["GeoIPDatabase" if config["GeoIPDatabase"] else "SmtpFilters"]
+        raise ConfigError(f"{where}: the geoip filter has no country database: {error}") from None
+    return countries
+
+
+def geoip_warnings(config: Config, now: float | None = None) -> list[str]:
+    """What leaves the geoip filter, when the chain has it, with little to go on: data
+    over a year old, or settings that refuse every country."""
+    if "geoip" not in config["SmtpFilters"]:
+        return []
+    warnings = []
+    try:
+        databases = geoip_countries(config).open()
+    except ConfigError:
+        return []  # (lint_chain reports it as an error)
+    now = time.time() if now is None else now
+    for database in databases:
+        if database.built is not None and now - database.built > STALE_GEOIP_DAYS * 86400:
+            warnings.append(f"{database.path}: the country data is {int((now - database.built) // 86400)} "
+                            "days old, and addresses move between countries: update it (geoipupdate, "
+                            "or Debian's tor-geoipdb)")
+    allowed = {code.upper() for code in config["AllowedCountries"]}
+    if allowed and allowed <= {code.upper() for code in config["BlockedCountries"]}:
+        warnings.append(f"{config.origins['AllowedCountries']}: every country AllowedCountries names "
+                        "is in BlockedCountries too, so the geoip filter refuses every client it places")
+    return warnings
 
 
 def disclaimer_path(config: Config) -> Path:
@@ -352,6 +394,8 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
         checks.append(lambda: _uri_zones(config))
     uses_dns = bool(names & {"dnsbl", "rhsbl", "uribl", "resolvable_fromhost", "spf", "dkim", "dmarc"}) \
         or (config["HeloPolicy"] != "lenient" and "helo" in names)
+    if "geoip" in names:
+        checks.append(lambda: geoip_countries(config))
     for check in checks:
         try:
             check()
@@ -367,6 +411,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     warnings += clamd_warnings(config)
     warnings += login_filter_warnings(config)
     warnings += disclaimer_warnings(config)
+    warnings += geoip_warnings(config)
     warnings += auth_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:

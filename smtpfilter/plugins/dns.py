@@ -28,8 +28,10 @@ log = logging.getLogger("spamkit.smtpfilter")
 ALWAYS_RECEIVE = ("postmaster", "abuse")
 
 
-def _local_part(address: str) -> str:
-    return address.strip("<>").rpartition("@")[0].lower()
+def always_receives(recipient: str) -> bool:
+    """postmaster@ and abuse@, whom the checks for strangers never refuse mail for
+    (RFC 5321 4.5.1): a refused sender must be able to ask why."""
+    return recipient.strip("<>").rpartition("@")[0].lower() in ALWAYS_RECEIVE
 
 
 def _domain(address: str) -> str:
@@ -52,7 +54,7 @@ class _ListCheck(Filter):
         self.health = ListHealth(dns, self.option)
 
     def spared(self, tx: Transaction, recipient: str) -> bool:
-        return self.local.holds(tx) or _local_part(recipient) in ALWAYS_RECEIVE
+        return self.local.holds(tx) or always_receives(recipient)
 
     def listed_by(self, name: str) -> str | None:
         """The first zone that lists `name` ("1.2.0.192", "example.net"), or None. A zone

@@ -174,6 +174,7 @@ _COMMANDS = {
     "dkim": "spamkit.cli.dkim:dkim",
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",
+    "geoip": "spamkit.cli.geoip:geoip",
     "sendlimit": "spamkit.cli.sendlimit:sendlimit",
     "evaluate": "spamkit.cli.evaluate:evaluate_command",
     "spamd": "spamkit.cli.spamd:spamd",

@@ -96,6 +96,12 @@ def user_name_problem(user: str) -> str | None:
     return None
 
 
+def _not_a_country(entry: str) -> str | None:
+    if len(entry) == 2 and entry.isascii() and entry.isalpha():
+        return None
+    return f"{entry!r} is not a two-letter country code (ISO 3166, e.g. DE, CN, US)"
+
+
 def _not_an_account(entry: str) -> str | None:
     name, equals, path = entry.partition("=")
     if not (equals and name.strip() and path.strip()):
@@ -287,6 +293,19 @@ OPTIONS: tuple[Option, ...] = (
            "unscanned (as qpsmtpd's clamdscan), counted in spamkit_filter_unchecked_total. A "
            "message clamd refuses to scan (over its StreamMaxLength) passes unscanned either "
            "way.", choices=("tempfail", "accept"), group="smtp"),
+    Option("GeoIPDatabase", list, [], "The country database: a MaxMind DB (.mmdb: GeoLite2 or "
+           "DB-IP Country or City) or the range files of Debian's tor-geoipdb, asked in order "
+           "(empty: the first MaxMind DB SpamAssassin would find in /usr/share/GeoIP or "
+           "/var/lib/GeoIP, else /usr/share/tor/geoip and geoip6). For the geoip filter and "
+           "the rules' X-Relay-Countries; a replaced file is read again within a minute.",
+           group="smtp"),
+    Option("BlockedCountries", list, [], "The geoip filter refuses mail (550, at RCPT; not to "
+           "postmaster or abuse) from clients whose address the country database places in one "
+           "of these countries (ISO 3166 codes: CN, RU, ...). LocalNetworks, RelayClients and "
+           "clients that log in are never refused.", group="smtp", entry_problem=_not_a_country),
+    Option("AllowedCountries", list, [], "When not empty, the geoip filter refuses mail, as for "
+           "BlockedCountries, from clients placed in any country not named here. A client the "
+           "database does not place passes.", group="smtp", entry_problem=_not_a_country),
     Option("MaxRecipients", int, 100, "Recipients accepted per message.", minimum=1, group="smtp"),
     Option("SmtpMaxMessageSize", int, 15_000_000, "Bytes of one message `serve` takes, offered "
            "as SIZE in EHLO; larger mail hears 552 (SME's qmail MaxMessageSize). Read at start.",

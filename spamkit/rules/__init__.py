@@ -23,6 +23,7 @@ from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
+from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
 from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
@@ -75,6 +76,10 @@ class RuleSet:
             self._by_kind.setdefault(rule.kind, []).append(rule)
         self._meta_needs = {d for r in self._by_kind.get(Kind.META, ()) for d in r.meta_dependencies}
         self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
+        # where X-Relay-Countries comes from: the .cf files' geodb settings, else the places
+        # SpamAssassin looks (a Scanner puts GeoIPDatabase first); opened when a rule asks
+        self.countries = shared_countries(tuple(settings.geodb_files),
+                                          tuple(settings.geodb_search_path) or SEARCH_DIRECTORIES)
         self.use_multiscan = multiscan
         self._plans: dict[int | None, _Plan] = {}
         # the order hits are reported in: by kind as they run, then as the files define them
@@ -150,6 +155,7 @@ class RuleSet:
         counts: dict[str, int] = {}
         details: dict[str, str] = {}
         context.freemail = self.freemail
+        context.countries = self.countries
         scan = self.prepare_multiscan() if self.use_multiscan else None
         plan = self._plan(score_set)
 

@@ -30,6 +30,8 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     # answered from the SMTP filter's Received-SPF and Authentication-Results headers
     "Mail::SpamAssassin::Plugin::SPF", "Mail::SpamAssassin::Plugin::DKIM",
     "Mail::SpamAssassin::Plugin::Dmarc",
+    # X-Relay-Countries from a country database (spamkit.geoip), when one is found
+    "Mail::SpamAssassin::Plugin::RelayCountry",
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",
@@ -62,6 +64,7 @@ _IGNORED_DIRECTIVES = frozenset({
     "bayes_expiry_max_db_size", "bayes_auto_expire", "bayes_learn_to_journal",
     "fold_headers", "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
+    "geodb_module", "country_db_type",  # (the format is found from the file)
 })
 _SETTING_FLOATS = {"required_score": "required_score", "required_hits": "required_score",
                    "bayes_auto_learn_threshold_spam": "autolearn_spam",
@@ -91,6 +94,10 @@ class Settings:
     lists: dict[str, list[str]] = field(default_factory=lambda: {"white": [], "black": []})
     freemail_domains: list[str] = field(default_factory=list)
     freemail_welcome: list[str] = field(default_factory=list)
+    # a country database named by geodb_options country:PATH or country_db_path, and the
+    # directories geodb_search_path gives (spamkit.geoip)
+    geodb_files: list[str] = field(default_factory=list)
+    geodb_search_path: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +205,10 @@ class CfReader:
             parsed.settings.freemail_domains.extend(rest.split())
         elif directive in ("freemail_whitelist", "freemail_welcomelist"):
             parsed.settings.freemail_welcome.extend(rest.split())
+        elif directive in ("geodb_options", "country_db_path"):
+            self._geodb_files(directive, rest)
+        elif directive == "geodb_search_path":
+            parsed.settings.geodb_search_path = rest.split()
         elif directive in _SETTING_FLOATS:
             setattr(parsed.settings, _SETTING_FLOATS[directive], _number(rest))
         elif directive in _SETTING_BOOLS:
@@ -213,6 +224,19 @@ class CfReader:
             parsed.settings.add_headers.append((parts[0].lower(), parts[1], parts[2]))
         elif directive not in _IGNORED_DIRECTIVES:
             parsed.report.unknown_directives[directive] = parsed.report.unknown_directives.get(directive, 0) + 1
+
+    def _geodb_files(self, directive: str, rest: str) -> None:
+        """geodb_options TYPE:PATH ... (the country and city entries: either gives the
+        country) or the older country_db_path PATH."""
+        if directive == "country_db_path":
+            paths = rest.split()[:1]
+        else:
+            paths = [path for kind, _, path in (word.partition(":") for word in rest.split())
+                     if kind.lower() in ("country", "city") and path]
+        if paths:
+            self.parsed.settings.geodb_files = paths
+        elif directive == "country_db_path":
+            raise ValueError("country_db_path names no file (e.g. /usr/share/GeoIP/GeoLite2-Country.mmdb)")
 
     def _score(self, rest: str, origin: str) -> None:
         name, text = _first_word(rest)

@@ -11,11 +11,16 @@ from functools import cached_property
 
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
-from spamkit.rules.relays import RELAY_PSEUDO_HEADERS, Relays
+from spamkit.geoip import Countries
+from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
 _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
+# SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
+ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
+                          "X-AOL-IP", "X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 MAX_BODY_CHARS = 250_000  # text the body rules look at (SpamAssassin scans 50-ish KB per part)
 
 
@@ -35,6 +40,7 @@ class MessageContext:
         self.cache: dict[str, object] = {}  # evals keep what several rules share here
         self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
+        self.countries: Countries | None = None  # likewise: the relays' country lookup
 
     @cached_property
     def _headers(self) -> dict[str, list[str]]:
@@ -66,13 +72,16 @@ class MessageContext:
         """The text a header rule tests, as SpamAssassin builds it; None when absent.
 
         The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL, ToCc,
-        EnvelopeFrom, MESSAGEID, X-Spam-Relays-*): `exists:MessageID` asks for a real,
+        EnvelopeFrom, MESSAGEID, X-Spam-Relays-*, X-Relay-Countries*): `exists:MessageID` asks for a real,
         malformed header.
         """
         key = name.lower()
         raw = modifier == "raw"
         if name in RELAY_PSEUDO_HEADERS:  # the path, as SpamAssassin writes it (relays.py)
             return self.relays.pseudo_headers[name]
+        if name in RELAY_COUNTRY_HEADERS:  # absent without a country database, as there
+            countries = self._relay_countries
+            return None if countries is None else countries[name]
         if name == "ALL":  # every header, names as written
             names = [name for name, _ in self.message.raw_headers]
             values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
@@ -94,6 +103,13 @@ class MessageContext:
             match = _DISPLAY_NAME.match(values[0])
             return match.group(1).strip() if match else ""
         return "\n".join(values) + "\n"
+
+    @cached_property
+    def _relay_countries(self) -> dict[str, str] | None:
+        """The relays' X-Relay-Countries* values, or None with no country database."""
+        if self.countries is None or not self.countries.available():
+            return None
+        return self.relays.country_headers(self.countries.country)
 
     def part_header_text(self, name: str) -> str | None:
         values = [v for n, v in self.message.part_headers if n == name.lower()]
@@ -150,8 +166,16 @@ class MessageContext:
 
     @cached_property
     def relays(self) -> Relays:
-        """The relays of the Received headers, split where trust ends."""
-        return Relays(self.header_values("received", raw=True))
+        """The relays of the Received headers, split where trust ends; after them, as
+        SpamAssassin 4 adds them, a hop for the address a webmail or freemail header
+        names (X-Originating-IP and the other originating_ip_headers)."""
+        received = list(self.header_values("received", raw=True))
+        for name in ORIGINATING_IP_HEADERS:
+            values = self.header_values(name, raw=True)
+            found = _IPV4.search(values[0]) if values else None
+            if found:
+                received.append(f"from X-Originating-IP: {found.group(0)}")
+        return Relays(received)
 
     @cached_property
     def from_address(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -37,7 +38,8 @@ _IGNORED = (
 _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
     (re.compile(pattern), fields) for pattern, fields in (
         # qmail: from RDNS (HELO helo) (ident@IP) by ...
-        (rf"^(\S+) \((?:HELO|EHLO) ([^ ()]*)\) \((?:(\S*)@)?\[?({_IP})\]?\)", ("rdns", "helo", "ident", "ip")),
+        (rf"^(\S+) \((?:HELO|EHLO) ([^ ()]*)\) \((?:(\S*)@)?\[?({_IP})\]?(?: with \S+)?\)",
+         ("rdns", "helo", "ident", "ip")),
         # Exim (only where the line says Exim): from [IP] (helo=HELO) by ...
         (rf"^(?=.*Exim)\[({_IP})\] \(([^)]*)\) by ", ("ip", "sub")),
         # Exim: from RDNS ([IP] helo=HELO) by ...
@@ -47,6 +49,11 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
          ("helo", "ident", "rdns", "ip")),
         # qmail without HELO: from RDNS (ident@IP) by ...
         (rf"^(\S+) \((?:(\S*)@)?({_IP})\) by ", ("rdns_qmail", "ident", "ip")),
+        # a bare address: from IP [(comments)] by HOST (webmail with HTTP: Hotmail,
+        # SquirrelMail, Yahoo's "via HTTP"; virus scanners' handovers)
+        (rf"^({_IP}) (?:\([^()]*\) )*by (\S+)", ("ip", "by_bare")),
+        # a header that names the sender's address (originating_ip_headers), as a hop
+        (rf"^X-Originating-IP: ({_IP})$", ("ip",)),
     ))
 _ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)
@@ -55,6 +62,10 @@ _PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "100.64.0.0/10", "::1/128", "fe80::/10", "fc00::/7"))
 RELAY_PSEUDO_HEADERS = frozenset({"X-Spam-Relays-Trusted", "X-Spam-Relays-Untrusted",
                                   "X-Spam-Relays-Internal", "X-Spam-Relays-External"})
+# SpamAssassin's RelayCountry: the country of each relay, most recent first, "**" for a
+# private address and "XX" for one the database does not place
+RELAY_COUNTRY_HEADERS = frozenset({"X-Relay-Countries", "X-Relay-Countries-External",
+                                   "X-Relay-Countries-All", "X-Relay-Countries-Auth"})
 _FETCHER = re.compile(r"\bwith (?:POP3|IMAP|ETRN|ODMR|SDPS)\b.*\(fetchmail-", re.IGNORECASE | re.DOTALL)
 
 
@@ -102,14 +113,16 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     by_match = _BY.search(line)
     auth_match = _AUTH.search(line) if " by " in line else None
     rest = re.sub(r"^\(?from ", "", line, flags=re.IGNORECASE)
-    if any(pattern.match(rest) for pattern in _IGNORED):
-        return False
     fields: dict[str, str] = {}
     for pattern, names in _FORMATS:
         match = pattern.match(rest)
         if match:
             fields = {name: group or "" for name, group in zip(names, match.groups())}
             break
+    # (as in SpamAssassin, a line of a known format is a hop even when it is a handover
+    # on the machine itself: "from lugh (root@localhost [127.0.0.1]) by lugh.example (8.9.3)")
+    if not fields and any(pattern.match(rest) for pattern in _IGNORED):
+        return False
     if not fields:
         loose = _ANY_BRACKETED_IP.search(rest.split(" by ", 1)[0])
         if loose is None:
@@ -131,8 +144,8 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
         rdns = ""
     if not helo and helo_match:
         helo = helo_match.group(1)
-    return Relay(ip=fields["ip"], rdns=rdns, helo=helo,
-                 by=by_match.group(1) if by_match else "", ident=fields.get("ident", ""),
+    return Relay(ip=fields["ip"].removeprefix("IPv6:"), rdns=rdns, helo=helo,
+                 by=fields.get("by_bare") or (by_match.group(1) if by_match else ""), ident=fields.get("ident", ""),
                  id=found_id.group(1) if found_id else "",
                  auth=auth_match.group(1) if auth_match else "")
 
@@ -166,3 +179,16 @@ class Relays:
         untrusted = " ".join(r.as_string(False) for r in self.untrusted)
         return {"X-Spam-Relays-Trusted": trusted, "X-Spam-Relays-Internal": trusted,
                 "X-Spam-Relays-Untrusted": untrusted, "X-Spam-Relays-External": untrusted}
+
+    def country_headers(self, country: Callable[[str], str | None]) -> dict[str, str]:
+        """RELAY_COUNTRY_HEADERS as RelayCountry writes them: the untrusted relays (here
+        also the external ones: spamkit draws one trust line), all of them, and the
+        trusted ones from the first that logged in."""
+        def codes(relays: list[Relay]) -> str:
+            return " ".join("**" if relay.private else country(relay.ip) or "XX" for relay in relays)
+
+        first_auth = next((i for i, relay in enumerate(self.trusted) if relay.auth), len(self.trusted))
+        untrusted = codes(self.untrusted)
+        return {"X-Relay-Countries": untrusted, "X-Relay-Countries-External": untrusted,
+                "X-Relay-Countries-All": codes(self.trusted + self.untrusted),
+                "X-Relay-Countries-Auth": codes(self.trusted[first_auth:])}

@@ -35,6 +35,19 @@ from spamkit.rules.relays import Relay, Relays, parse_received
     # Exim: from RDNS ([IP] helo=HELO)
     ("from a.example.com ([203.0.113.9] helo=b.example.com) by c.example.org with esmtp (Exim 4.10)",
      "203.0.113.9", "a.example.com", "b.example.com", "c.example.org"),
+    # a bare address (webmail, virus scanners), with or without comments
+    ("from 216.30.74.2 by lw15fd.law15.hotmail.msn.com with HTTP",
+     "216.30.74.2", "", "", "lw15fd.law15.hotmail.msn.com"),
+    ("from 64.110.46.132 (proxying for 192.168.44.43, unknown) (SquirrelMail authenticated user al)"
+     " by mpsc.example with HTTP", "64.110.46.132", "", "", "mpsc.example"),
+    ("from 15.145.8.186 by fowey.example.com (InterScan E-Mail VirusWall NT)",
+     "15.145.8.186", "", "", "fowey.example.com"),
+    # qmail, the client's login after its address
+    ("from unknown (HELO ?192.168.0.100?) (user@212.18.241.211 with plain) by smtp.example.com with SMTP",
+     "212.18.241.211", "", "?192.168.0.100?", "smtp.example.com"),
+    # a handover on the machine itself, in a known format, is a hop (as SpamAssassin has it)
+    ("from lugh (root@localhost [127.0.0.1]) by lugh.example.org (8.9.3/8.9.3) with ESMTP id HAA1",
+     "127.0.0.1", "localhost", "lugh", "lugh.example.org"),
 ])
 def test_received_formats(line: str, ip: str, rdns: str, helo: str, by: str) -> None:
     relay = parse_received(line + "; Tue, 25 Nov 2026 10:00:00 +0000")
@@ -64,6 +77,15 @@ def test_trust_ends_at_the_first_public_address() -> None:
     assert external.startswith("[ ip=192.0.2.10 rdns=sender.example.net helo=sender.example.net"
                                " by=gate.example.org ident= envfrom= intl=0 id=B22 auth= msa=0 ]")
     assert relays.pseudo_headers["X-Spam-Relays-Internal"].endswith("intl=1 id=A11 auth= msa=0 ]")
+
+
+def test_an_originating_ip_header_is_the_last_hop() -> None:
+    """SpamAssassin 4 adds the address X-Originating-IP (and its kin) names as the oldest
+    relay: the webmail user's own, behind the freemail's servers."""
+    raw = (b"Received: from hotmail.com (f1.law15.hotmail.com [64.4.23.199]) by mx.example.org"
+           b" (Postfix) with ESMTP id 1\nX-Originating-IP: [216.30.74.2]\n\nhi\n")
+    context = MessageContext(raw, parse_message(raw))
+    assert [r.ip for r in context.relays.untrusted] == ["64.4.23.199", "216.30.74.2"]
 
 
 def test_an_authenticated_hop_is_trusted() -> None:
