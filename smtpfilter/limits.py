@@ -117,9 +117,10 @@ class LimitedSMTP(SMTP):
     (`handshake_timeout` seconds at most)."""
 
     def __init__(self, handler: object, limits: SessionLimits, implicit_tls: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 60.0, **kwargs: object) -> None:
+                 handshake_timeout: float = 60.0, submission: bool = False, **kwargs: object) -> None:
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
         self._limits = limits
+        self.submission = submission  # a session of the submission port: no MAIL before a login
         self._implicit_tls = implicit_tls
         self._handshake_timeout = handshake_timeout
         self._tls_layer: tuple[asyncio.BaseTransport, sslproto.SSLProtocol] | None = None
@@ -455,20 +456,36 @@ class LimitedSMTP(SMTP):
             self._client = None
 
 
+def _listen_error(error: OSError, address: tuple[str, int], option: str) -> OSError:
+    """A port beside the plain one that could not be opened: said with its option
+    (asyncio's words name no option, or no address at all)."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return OSError(error.errno, f"cannot listen on {address[0]}:{address[1]} ({option}): {reason}")
+
+
 class LimitedController(Controller):
-    """aiosmtpd's Controller for LimitedSMTP sessions, with a second, implicit-TLS
-    listener when `tls_listen` is given (--listen-tls: its sessions share the limits and
-    the handler; STARTTLS's context, `tls_context`, is theirs too)."""
+    """aiosmtpd's Controller for LimitedSMTP sessions, with more listeners beside the
+    plain port: an implicit-TLS one when `tls_listen` is given (--listen-tls) and a
+    submission one when `submission_listen` is (--listen-submission, where a client must
+    log in before MAIL). Their sessions share the limits and the handler; STARTTLS's
+    context, `tls_context`, is theirs too."""
 
     def __init__(self, handler: object, limits: SessionLimits,
                  before_serving: Callable[[], None] | None = None,
-                 tls_listen: tuple[str, int] | None = None, **kwargs: object) -> None:
+                 tls_listen: tuple[str, int] | None = None,
+                 submission_listen: tuple[str, int] | None = None, **kwargs: object) -> None:
         self.limits = limits
         # run on the loop's thread once the ports are bound and before any session is taken
         # (`serve --user` gives up root here: no client is ever greeted as root)
         self.before_serving = before_serving
         self.tls_listen = tls_listen
-        self.tls_server: asyncio.AbstractServer | None = None
+        # (address, the option that asked for it, its sessions' factory)
+        self.extra_listens: list[tuple[tuple[str, int], str, Callable[[], SMTP]]] = []
+        if tls_listen is not None:
+            self.extra_listens.append((tls_listen, "--listen-tls", self._implicit_tls_factory))
+        if submission_listen is not None:
+            self.extra_listens.append((submission_listen, "--listen-submission", self._submission_factory))
+        self.extra_servers: list[asyncio.AbstractServer] = []
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
         if tls_listen is not None and self.SMTP_kwargs.get("tls_context") is None:
             raise ValueError("an implicit-TLS listener needs a TLS context")
@@ -477,35 +494,26 @@ class LimitedController(Controller):
         server = await self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
                                                ssl=self.ssl_context, start_serving=False)
         try:
-            if self.tls_listen is not None:
+            for address, option, factory in self.extra_listens:
                 try:
-                    self.tls_server = await self.loop.create_server(
-                        self._implicit_tls_factory, host=self.tls_listen[0], port=self.tls_listen[1],
-                        start_serving=False)
+                    self.extra_servers.append(await self.loop.create_server(
+                        factory, host=address[0], port=address[1], start_serving=False))
                 except OSError as error:
-                    raise self._tls_listen_error(error) from None
+                    raise _listen_error(error, address, option) from None
             if self.before_serving is not None:
                 self.before_serving()
-            if self.tls_server is not None:
+            for extra, (address, option, _) in zip(self.extra_servers, self.extra_listens):
                 try:  # (listen(2): where --listen's port on 0.0.0.0 and the same on 127.0.0.1 collide)
-                    await self.tls_server.start_serving()
+                    await extra.start_serving()
                 except OSError as error:
-                    raise self._tls_listen_error(error) from None
+                    raise _listen_error(error, address, option) from None
         except BaseException:
             server.close()  # never serve as what we failed to stop being, nor half-listening
-            if self.tls_server is not None:
-                self.tls_server.close()
+            for extra in self.extra_servers:
+                extra.close()
             raise
         await server.start_serving()
         return server
-
-    def _tls_listen_error(self, error: OSError) -> OSError:
-        """The --listen-tls port could not be opened: said with the option (asyncio's
-        words name no option, or no address at all)."""
-        assert self.tls_listen is not None
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        return OSError(error.errno, f"cannot listen on {self.tls_listen[0]}:{self.tls_listen[1]} "
-                                    f"(--listen-tls): {reason}")
 
     def _implicit_tls_factory(self) -> SMTP:
         """A session of the --listen-tls port: TLS from the first byte, the handshake
@@ -514,6 +522,11 @@ class LimitedController(Controller):
                            handshake_timeout=float(self.SMTP_kwargs.get("timeout") or 60.0),
                            **self.SMTP_kwargs)
 
+    def _submission_factory(self) -> SMTP:
+        """A session of the --listen-submission port (RFC 6409): as the plain port's, but
+        MAIL needs a login first (FilterHandler.handle_MAIL answers 530)."""
+        return LimitedSMTP(self.handler, self.limits, submission=True, **self.SMTP_kwargs)
+
     def factory(self) -> SMTP:
         return LimitedSMTP(self.handler, self.limits, **self.SMTP_kwargs)
 
@@ -521,8 +534,8 @@ class LimitedController(Controller):
         """Stop taking sessions, let messages being relayed finish (up to `wait` seconds),
         answer the idle sessions 421, then stop."""
         self.limits.closing = True
-        if self.tls_server is not None:
-            self.loop.call_soon_threadsafe(self.tls_server.close)
+        for extra in self.extra_servers:
+            self.loop.call_soon_threadsafe(extra.close)
         deadline = time.monotonic() + wait
         while busy() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -29,6 +29,8 @@ from smtpfilter.trace import Trace, new_id
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
 OVER_BUDGET = "451 4.3.2 Checking the message took too long, please try again later"
+# MAIL before a login on the submission port (--listen-submission)
+LOGIN_FIRST = "530 5.7.0 Authentication required: this port takes mail from users who log in"
 # RFC 5321 4.5.3.1.10: the sender sends the recipients past this in another transaction
 NEXT_HOP_FULL = "452 4.5.3 Too many recipients for the next hop, send the others apart"
 DEFAULT_SCAN_BUDGET = 30.0  # seconds; Postfix's smtpd_proxy_timeout is 100
@@ -151,6 +153,10 @@ class FilterHandler:
         try:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                              mail_from=address, notes=_notes(envelope), authenticated=_user(session))
+            if getattr(server, "submission", False) and not tx.authenticated:
+                # the submission port (RFC 6409 4.3): our users' mail, after a login
+                self._refused(tx, "mail", Decision(Action.REJECT, LOGIN_FIRST, "submission"))
+                return LOGIN_FIRST
             if self._too_busy_for(server, session, envelope):
                 self._refused(tx, "mail", Decision(Action.TEMPFAIL, BUSY_AT_MAIL, "loadcheck"))
                 return BUSY_AT_MAIL

@@ -39,6 +39,7 @@ from spamkit.rules import (
     load_rules,
 )
 from spamkit.rules.context import first_address
+from spamkit.rules.relays import RELAY_COUNTRY_TAGS
 from spamkit.sources import SourceItem
 from spamkit.store import Label, TokenStore
 
@@ -110,6 +111,7 @@ class Verdict:
     listed: str | None = None
     subject_tag: str | None = None  # text put before the Subject when spam
     add_headers: list[tuple[str, str, str]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # add_header's tags from the message (_RELAYCOUNTRY_)
     token_keys: list[bytes] = field(default_factory=list, repr=False)  # for autolearn: no second tokenizing
 
     @property
@@ -147,7 +149,7 @@ class Verdict:
                   "_TESTS_": ",".join(h.name for h in self.hits) or "none",
                   "_AUTOLEARN_": self.autolearn, "_VERSION_": __version__,
                   "_YESNO_": "Yes" if self.is_spam else "No",
-                  "_YESNOCAPS_": "YES" if self.is_spam else "NO"}
+                  "_YESNOCAPS_": "YES" if self.is_spam else "NO", **self.tags}
         return re.sub(r"_[A-Z]+_", lambda m: values.get(m.group(0), m.group(0)), template)
 
     def rewrite(self, raw: bytes) -> bytes:
@@ -290,9 +292,19 @@ class Scanner:
                     else "spam" if score >= self.required else "ham")
         verdict = Verdict(score, self.required, reject, decision, hits, bayes,
                           listed=context.listed, subject_tag=self.subject_tag,
-                          add_headers=self.rules.settings.add_headers, token_keys=analysis.hashes)
+                          add_headers=self.rules.settings.add_headers, token_keys=analysis.hashes,
+                          tags=self._message_tags(context))
         verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, context)
         return verdict
+
+    def _message_tags(self, context: MessageContext) -> dict[str, str]:
+        """The add_header tags that come from the message itself, when a template uses
+        them: RelayCountry's (unset without a country database, so the template keeps
+        the tag's name, as SpamAssassin's does)."""
+        if not any("_RELAYCOUNTRY" in template for _, _, template in self.rules.settings.add_headers):
+            return {}
+        values = {tag: context.header_text(header) for tag, header in RELAY_COUNTRY_TAGS.items()}
+        return {tag: value for tag, value in values.items() if value is not None}
 
     def _autolearn_choice(self, hits: list[Hit], context: MessageContext) -> tuple[str, str]:
         if not (self.autolearn_enabled and self.use_bayes and self.store is not None):

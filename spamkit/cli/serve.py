@@ -256,18 +256,33 @@ def daemon_options(function: F) -> F:
                         help="Learn what autolearn picks.")(function)
 
 
+def _check_submission(listen_submission: str, config: Config, tls: bool, auth: bool) -> None:
+    """ConfigError unless the submission port could take anyone's mail: it needs logins,
+    and when TlsBeforeAuth keeps AUTH for encrypted sessions, a certificate for STARTTLS."""
+    if not auth:
+        raise ConfigError(f"--listen-submission {listen_submission} takes mail only from users who log "
+                          f"in, and SmtpAuthentication is off ({config.where('SmtpAuthentication')})")
+    if config["TlsBeforeAuth"] and not tls:
+        raise ConfigError(f"--listen-submission {listen_submission} takes mail only from users who log "
+                          "in, and with TlsBeforeAuth they log in after STARTTLS, which needs "
+                          "TlsCertificate and TlsKey, which are not set")
+
+
 @click.command()
 @click.option("--listen", default="127.0.0.1:10025", show_default=True, help="Address to listen on.")
 @click.option("--listen-tls", metavar="HOST:PORT",
               help="Also listen here with TLS from the first byte (port 465: RFC 8314's "
                    "submissions, SME's SMTP over SSL), with TlsCertificate and TlsKey.")
+@click.option("--listen-submission", metavar="HOST:PORT",
+              help="Also listen here for our users' own mail (port 587: RFC 6409's "
+                   "submission): STARTTLS, then AUTH, before MAIL; needs SmtpAuthentication.")
 @click.option("--next-hop", default="127.0.0.1:10026", show_default=True,
               help="Where accepted mail goes.")
 @daemon_options
 @db_option
 @config_option
-def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, run_as: str | None,
-          db_path: str | None, config_path: str | None) -> None:
+def serve(listen: str, listen_tls: str | None, listen_submission: str | None, next_hop: str, autolearn: bool,
+          run_as: str | None, db_path: str | None, config_path: str | None) -> None:
     """Run the SMTP filter until SIGTERM or SIGINT.
 
     On SIGTERM it takes no new session, lets messages being relayed finish, answers idle
@@ -280,13 +295,20 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
     """
     refuse_next_hop_to_itself(listen, next_hop)
     tls_address = host_port(listen_tls) if listen_tls is not None else None
-    if listen_tls is not None and tls_address is not None:
-        refuse_next_hop_to_itself(listen_tls, next_hop, "--listen-tls")
-        (tls_host, tls_port), (plain_host, plain_port) = tls_address, host_port(listen)
-        if tls_port == plain_port and (tls_host == plain_host or _any_address(tls_host)
-                                       or _any_address(plain_host)):
-            raise click.UsageError(f"--listen-tls {listen_tls} is --listen's address too: give "
-                                   "each its own port (465 for TLS from the first byte)")
+    submission_address = host_port(listen_submission) if listen_submission is not None else None
+    taken = [("--listen", listen)]
+    for option, value, port_hint in (("--listen-tls", listen_tls, "465 for TLS from the first byte"),
+                                     ("--listen-submission", listen_submission, "587 for submission")):
+        if value is None:
+            continue
+        refuse_next_hop_to_itself(value, next_hop, option)
+        host, port = host_port(value)
+        for other_option, other in taken:
+            other_host, other_port = host_port(other)
+            if port == other_port and (host == other_host or _any_address(host) or _any_address(other_host)):
+                raise click.UsageError(f"{option} {value} is {other_option}'s address too: give "
+                                       f"each its own port ({port_hint})")
+        taken.append((option, value))
     account = account_to_run_as(run_as)
     from smtpfilter.auth import auth_warnings, configured_auth
     from smtpfilter.limits import LimitedController, SessionLimits
@@ -324,9 +346,11 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
     if listen_tls is not None and tls is None:
         raise ConfigError(f"--listen-tls {listen_tls} needs TlsCertificate and TlsKey (the "
                           "certificate its clients are shown), which are not set")
+    if listen_submission is not None:
+        _check_submission(listen_submission, config, tls is not None, handler.auth is not None)
     controller = LimitedController(handler, limits,
                                    before_serving=(lambda: become(account, scanner)) if account else None,
-                                   tls_listen=tls_address,
+                                   tls_listen=tls_address, submission_listen=submission_address,
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",
@@ -346,7 +370,9 @@ def serve(listen: str, listen_tls: str | None, next_hop: str, autolearn: bool, r
     for warning in auth_warnings(config):  # (now as `account`, whose right to the socket counts)
         logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
     click.echo(f"spamkit serve: listening on {host}:{port}"
-               f"{f' and {listen_tls} (TLS)' if listen_tls is not None else ''}, next hop {next_hop}"
+               f"{f' and {listen_tls} (TLS)' if listen_tls is not None else ''}"
+               f"{f' and {listen_submission} (submission)' if listen_submission is not None else ''}"
+               f", next hop {next_hop}"
                f"{', STARTTLS offered' if tls else ''}"
                f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
     try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
+from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
-from spamkit.geoip import Countries
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")

@@ -66,6 +66,9 @@ RELAY_PSEUDO_HEADERS = frozenset({"X-Spam-Relays-Trusted", "X-Spam-Relays-Untrus
 # private address and "XX" for one the database does not place
 RELAY_COUNTRY_HEADERS = frozenset({"X-Relay-Countries", "X-Relay-Countries-External",
                                    "X-Relay-Countries-All", "X-Relay-Countries-Auth"})
+# the add_header tags RelayCountry sets, and the pseudo-header each one gives
+RELAY_COUNTRY_TAGS = {"_RELAYCOUNTRY_": "X-Relay-Countries", "_RELAYCOUNTRYEXT_": "X-Relay-Countries-External",
+                      "_RELAYCOUNTRYALL_": "X-Relay-Countries-All", "_RELAYCOUNTRYAUTH_": "X-Relay-Countries-Auth"}
 _FETCHER = re.compile(r"\bwith (?:POP3|IMAP|ETRN|ODMR|SDPS)\b.*\(fetchmail-", re.IGNORECASE | re.DOTALL)
 
 

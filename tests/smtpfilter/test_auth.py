@@ -57,6 +57,7 @@ class AuthServer:
     metrics: Metrics
     certificate: Path
     tls_port: int  # TLS from the first byte (serve --listen-tls)
+    submission_port: int  # logins before MAIL (serve --listen-submission)
 
     def client(self, source: str = "127.0.0.1") -> Client:
         client = Client(self.port, source)
@@ -84,7 +85,8 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
     certificate, key = self_signed_certificate(tmp_path)
 
     def start(settings: str = "") -> AuthServer:
-        text = (f'UseBayes = false\n{STRANGER}'
+        stranger = STRANGER if "LocalNetworks" not in settings else 'LocalDomains = ["example.org"]\n'
+        text = (f'UseBayes = false\n{stranger}'
                 f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n'
                 f'DmarcReportDatabase = "{tmp_path / "dmarc.sqlite"}"\n')
         if "SmtpFilters" not in settings:  # (the default chain's DNS checks would ask the world)
@@ -98,14 +100,15 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
         handler = FilterHandler(FilterChain(build_filters(config, Scanner.from_config(config, None), False)),
                                 ("127.0.0.1", sink.port), archive_copy(config), metrics, verify_recipients=False,
                                 trace=Trace(None, "mx.example.org"), auth=configured_auth(config, metrics))
-        port, tls_port = free_port(), free_port()
+        port, tls_port, submission_port = free_port(), free_port(), free_port()
         controller = LimitedController(
             handler, SessionLimits(), hostname="127.0.0.1", port=port, auth_require_tls=config["TlsBeforeAuth"],
             tls_context=tls_context(config["TlsCertificate"], config["TlsKey"], config.origins),
-            require_starttls=False, tls_listen=("127.0.0.1", tls_port))
+            require_starttls=False, tls_listen=("127.0.0.1", tls_port),
+            submission_listen=("127.0.0.1", submission_port))
         controller.start()
         controllers.append(controller)
-        return AuthServer(port, metrics, certificate, tls_port)
+        return AuthServer(port, metrics, certificate, tls_port, submission_port)
 
     yield start
     for controller in controllers:
@@ -192,6 +195,38 @@ def test_logins_on_the_port_that_is_tls_from_the_first_byte(
                   extra=("--tlsc", "--auth", "LOGIN", "--auth-user", "bob", "--auth-password", "secret2"))
     assert reply.startswith("250"), reply
     assert server.metrics.tls.counts() == {("implicit", "ok"): 2}
+
+
+def test_the_submission_port_takes_mail_only_after_a_login(
+        auth_server: Callable[..., AuthServer], sink: Sink, dovecot: Dovecot,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Port 587 (RFC 6409): STARTTLS, AUTH, then mail. MAIL before a login hears 530,
+    from our own network too (a printer that cannot log in uses port 25), and the
+    refusal is logged; port 25 goes on taking strangers' mail for our users."""
+    server = auth_server('LocalNetworks = ["127.0.0.0/8"]\nRelayClients = ["127.0.0.1"]\n')
+    with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
+        client = Client(server.submission_port)
+        assert client.reply().startswith(b"220")
+        features = client.command(b"EHLO laptop.example.com")
+        assert b"STARTTLS" in features and b"AUTH" not in features  # (TlsBeforeAuth)
+        refused = client.command(b"MAIL FROM:<alice@example.org>")
+        assert refused.startswith(b"530 5.7.0 Authentication required")
+        server.secure(client)
+        assert client.command(b"MAIL FROM:<alice@example.org>").startswith(b"530")
+        assert client.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+        assert send(client, "alice@example.org", "friend@elsewhere.example").startswith(b"250")
+        client.command(b"QUIT")
+    assert "client=127.0.0.1 helo=laptop.example.com from=<alice@example.org> rcpt=- stage=mail " \
+           "reply='530' by=submission" in caplog.text
+    message = dovecot.root / "auth-test-587.eml"
+    message.write_bytes(PLAIN)
+    reply = swaks(server.submission_port, message, "bob@example.org", "friend@elsewhere.example",
+                  extra=("--tls", "--auth", "LOGIN", "--auth-user", "bob", "--auth-password", "secret2"))
+    assert reply.startswith("250"), reply
+    unauthenticated = swaks(server.submission_port, message, "a@example.net", "b@example.org", extra=("--tls",))
+    assert unauthenticated.startswith("530"), unauthenticated
+    assert swaks(server.port, message, "a@example.net", "b@example.org").startswith("250")
+    assert len(sink.messages()) == 3
 
 
 def test_wrong_passwords_and_clients_that_keep_guessing(

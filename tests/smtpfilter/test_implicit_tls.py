@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,15 +224,21 @@ def test_a_failed_starttls_is_one_log_line_and_frees_its_place(
     assert len(sink.messages()) == 1
 
 
-def test_listen_tls_needs_a_certificate_and_a_port_of_its_own_and_says_so(tmp_path: Path, sink: Sink) -> None:
-    config = tmp_path / "spamkit.toml"
-    config.write_text("UseBayes = false\n")
-
+def _serve_refusing(tmp_path: Path, config: Path) -> Callable[..., tuple[int, str]]:
+    """serve(*options) -> (exit status, stderr) of a `spamkit serve` expected to refuse."""
     def serve(*options: str) -> tuple[int, str]:
         result = subprocess.run([sys.executable, "-m", "spamkit", "serve", "--user", "nobody", *options,
                                  "--db", str(tmp_path / "db"), "--config", str(config)],
                                 capture_output=True, text=True, timeout=60)
         return result.returncode, result.stderr
+
+    return serve
+
+
+def test_listen_tls_needs_a_certificate_and_a_port_of_its_own_and_says_so(tmp_path: Path, sink: Sink) -> None:
+    config = tmp_path / "spamkit.toml"
+    config.write_text("UseBayes = false\n")
+    serve = _serve_refusing(tmp_path, config)
 
     tls_port, hop = free_port(), f"127.0.0.1:{sink.port}"
     code, stderr = serve("--listen-tls", f"127.0.0.1:{tls_port}", "--next-hop", hop)
@@ -253,6 +259,27 @@ def test_listen_tls_needs_a_certificate_and_a_port_of_its_own_and_says_so(tmp_pa
         in stderr, stderr
     code, stderr = serve("--listen-tls", f"127.0.0.1:{tls_port}", "--next-hop", f"127.0.0.1:{tls_port}")
     assert code == 2 and "is where this filter listens (--listen-tls" in stderr
+
+
+def test_listen_submission_needs_logins_and_a_port_of_its_own_and_says_so(tmp_path: Path, sink: Sink) -> None:
+    """--listen-submission (587) takes only the mail of users who log in: without
+    SmtpAuthentication, or with passwords kept for TLS and no certificate, it would take
+    nothing, and `serve` says so instead of starting."""
+    config = tmp_path / "spamkit.toml"
+    serve = _serve_refusing(tmp_path, config)
+    port, hop = free_port(), f"127.0.0.1:{sink.port}"
+    config.write_text("UseBayes = false\n")
+    code, stderr = serve("--listen-submission", f"127.0.0.1:{port}", "--next-hop", hop)
+    assert code == 2 and f"--listen-submission 127.0.0.1:{port} takes mail only from users who log in, " \
+        "and SmtpAuthentication is off (SmtpAuthentication (the default))" in stderr, stderr
+    config.write_text(f'UseBayes = false\nSmtpAuthentication = true\nDovecotAuthAddress = "{tmp_path / "auth"}"\n')
+    code, stderr = serve("--listen-submission", f"127.0.0.1:{port}", "--next-hop", hop)
+    assert code == 2 and "they log in after STARTTLS, which needs TlsCertificate and TlsKey" in stderr, stderr
+    for option, value in (("--listen", f"127.0.0.1:{port}"), ("--listen-tls", f"0.0.0.0:{port}")):
+        code, stderr = serve(option, value, "--listen-submission", f"127.0.0.1:{port}", "--next-hop", hop)
+        assert code == 2 and f"--listen-submission 127.0.0.1:{port} is {option}'s address too" in stderr, stderr
+    code, stderr = serve("--listen-submission", hop, "--next-hop", hop)
+    assert code == 2 and "is where this filter listens (--listen-submission" in stderr, stderr
 
 
 def _free_privileged_port() -> int | None:
