@@ -302,10 +302,11 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
         if value is None:
             continue
         refuse_next_hop_to_itself(value, next_hop, option)
-        host, port = host_port(value)
+        value_host, value_port = host_port(value)
         for other_option, other in taken:
             other_host, other_port = host_port(other)
-            if port == other_port and (host == other_host or _any_address(host) or _any_address(other_host)):
+            if value_port == other_port and (value_host == other_host or _any_address(value_host)
+                                             or _any_address(other_host)):
                 raise click.UsageError(f"{option} {value} is {other_option}'s address too: give "
                                        f"each its own port ({port_hint})")
         taken.append((option, value))
