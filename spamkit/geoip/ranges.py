@@ -18,7 +18,10 @@ from pathlib import Path
 
 from spamkit.geoip import Address, GeoIPError, normal_code
 
+
 class RangeDatabase:
+    """One tor-geoipdb file (either family, or both), read whole into arrays."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._built: float | None = None
