@@ -154,8 +154,10 @@ class FilterHandler:
             tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                              mail_from=address, notes=_notes(envelope), authenticated=_user(session))
             if getattr(server, "submission", False) and not tx.authenticated:
-                # the submission port (RFC 6409 4.3): our users' mail, after a login
-                self._refused(tx, "mail", Decision(Action.REJECT, LOGIN_FIRST, "submission"))
+                # the submission port (RFC 6409 4.3): our users' mail, after a login. Not
+                # told to the filters: a mail program set up without its login is no
+                # sign of spam, and karma would hold it against the whole office's address
+                self._refused(tx, "mail", Decision(Action.REJECT, LOGIN_FIRST, "submission"), tell_filters=False)
                 return LOGIN_FIRST
             if self._too_busy_for(server, session, envelope):
                 self._refused(tx, "mail", Decision(Action.TEMPFAIL, BUSY_AT_MAIL, "loadcheck"))
@@ -237,9 +239,12 @@ class FilterHandler:
             return decision.reply
         return None
 
-    def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str) -> None:
-        """A refusal before DATA: told to the filters' `finished`, logged and counted."""
-        self.chain.finished(tx, decision.reply)
+    def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str,
+                 tell_filters: bool = True) -> None:
+        """A refusal before DATA: told to the filters' `finished` (unless not
+        `tell_filters`), logged and counted."""
+        if tell_filters:
+            self.chain.finished(tx, decision.reply)
         log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s%s", tx.peer,
                  printable(tx.helo or "-"), _sender(tx.mail_from),
                  printable(args[0]) if args else "-", stage, decision.reply[:3],

@@ -19,11 +19,11 @@ from typing import Any
 
 import regex
 
+from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
 from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
-from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
 from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available

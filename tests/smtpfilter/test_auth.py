@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -227,6 +228,32 @@ def test_the_submission_port_takes_mail_only_after_a_login(
     assert unauthenticated.startswith("530"), unauthenticated
     assert swaks(server.port, message, "a@example.net", "b@example.org").startswith("250")
     assert len(sink.messages()) == 3
+
+
+def test_a_refusal_on_the_submission_port_is_not_held_against_the_client(
+        auth_server: Callable[..., AuthServer], tmp_path: Path) -> None:
+    """A mail program set up without its login hears 530 at each try; karma, which counts
+    a stranger's refusals against its address (an office's whole NAT address), hears
+    nothing of them."""
+    karma = tmp_path / "karma"
+    server = auth_server(f'SmtpFilters = ["relay", "karma"]\nKarmaDatabase = "{karma}"\n')
+    for _ in range(3):
+        client = Client(server.submission_port)
+        assert client.reply().startswith(b"220")
+        client.command(b"EHLO laptop.example.com")
+        assert client.command(b"MAIL FROM:<alice@example.org>").startswith(b"530")
+        client.command(b"QUIT")
+    stranger = Client(server.port)  # (port 25: the same refusal policy would count there)
+    assert stranger.reply().startswith(b"220")
+    stranger.command(b"EHLO laptop.example.com")
+    stranger.command(b"MAIL FROM:<a@example.net>")
+    assert stranger.command(b"RCPT TO:<b@elsewhere.example>").startswith(b"5")
+    stranger.command(b"QUIT")
+    config = tmp_path / "karma.toml"  # (read from another process, as an administrator reads it)
+    config.write_text(f'KarmaDatabase = "{karma}"\n')
+    listed = subprocess.run([sys.executable, "-m", "spamkit", "karma", "list", "--json", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert [(row["address"], row["bad"]) for row in json.loads(listed)["addresses"]] == [("127.0.0.1", 1)]
 
 
 def test_wrong_passwords_and_clients_that_keep_guessing(
