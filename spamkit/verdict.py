@@ -217,8 +217,7 @@ class Scanner:
         """Scanners for one configuration over several databases (`spamkit evaluate`'s
         folds): the rules and lists are read and compiled once."""
         rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
-        if config["GeoIPDatabase"]:
-            rules.countries = shared_countries(tuple(config["GeoIPDatabase"]))
+        use_configured_countries(rules, config)
         lists = Lists.load(config.lists_path, rules.settings.lists)
         return lambda store: cls(config, rules, lists, store)
 
@@ -400,6 +399,13 @@ def bayes_params(config: Config) -> BayesParams:
     """The Bayes constants a configuration sets (its abstention counts and cutoffs)."""
     return BayesParams(min_spam_learned=config["BayesMinSpam"], min_ham_learned=config["BayesMinHam"],
                        ham_cutoff=config["BayesHamCutoff"], spam_cutoff=config["BayesSpamCutoff"])
+
+
+def use_configured_countries(rules: RuleSet, config: Config) -> None:
+    """GeoIPDatabase, when set, is where the rules' X-Relay-Countries come from (before the
+    .cf files' geodb settings)."""
+    if config["GeoIPDatabase"]:
+        rules.countries = shared_countries(tuple(config["GeoIPDatabase"]))
 
 
 def _setting(config: Config, name: str, from_rules: Any) -> Any:

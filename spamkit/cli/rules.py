@@ -9,10 +9,10 @@ import sys
 import click
 
 from spamkit.cli import config_option, json_option
-from spamkit.config import load_config
-from spamkit.errors import ConfigError, TooLittleMail
+from spamkit.config import Config, load_config
+from spamkit.errors import ConfigError, GeoIPError, TooLittleMail
 from spamkit.lists import Lists
-from spamkit.rules import load_rules
+from spamkit.rules import RuleSet, load_rules
 from spamkit.rules.stats import rule_stats
 from spamkit.sources import iter_messages
 
@@ -47,7 +47,8 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
         errors.append(str(error))
     chain_errors, chain_warnings = lint_chain(config)  # what `spamkit serve` would meet
     errors += chain_errors
-    warnings = [*config.levels_not_in_force(), *report.warnings, *list_warnings, *chain_warnings]
+    warnings = [*config.levels_not_in_force(), *report.warnings, *list_warnings, *chain_warnings,
+                *_country_rule_warnings(ruleset, config)]
     dns_lists = []
     if ask_dns:
         try:
@@ -79,6 +80,23 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
         click.echo(f"{report.files} files, {report.rules} rules read, {report.loaded} run, "
                    f"skipped: {skipped}; {unknown} unknown directives; {len(errors)} errors")
     sys.exit(1 if errors else 0)
+
+
+def _country_rule_warnings(ruleset: RuleSet, config: Config) -> list[str]:
+    """Rules on X-Relay-Countries when no country database can be read: they never hit."""
+    from spamkit.verdict import use_configured_countries
+
+    names = ruleset.country_rules()
+    if not names:
+        return []
+    use_configured_countries(ruleset, config)
+    try:
+        ruleset.countries.open()
+    except GeoIPError as error:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return [f"{shown} read X-Relay-Countries, and no country database can be read, so "
+                f"they never hit: {error}"]
+    return []
 
 
 @click.group()

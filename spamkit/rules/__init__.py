@@ -29,6 +29,7 @@ from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import superset_for
 from spamkit.rules.prefilter import parse_pattern
+from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
 from spamkit.rules.rulecache import default_cache_dir
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,
@@ -88,6 +89,12 @@ class RuleSet:
         self._metas: Callable[[dict[str, int]], None] | None = None
         self._multiscan: MultiScan | None = None
         self._multiscan_lock = threading.Lock()
+
+    def country_rules(self) -> list[str]:
+        """The rules that read RelayCountry's headers (X-Relay-Countries and its kin),
+        which never hit without a country database."""
+        return sorted(rule.name for rule in self._by_kind.get(Kind.HEADER, ())
+                      if rule.header in RELAY_COUNTRY_HEADERS)
 
     def prepare_multiscan(self, cache_dir: Path | None = None) -> MultiScan | None:
         """Build (or load from the cache) the prefilter databases; None when not used.

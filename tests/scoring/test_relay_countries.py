@@ -4,6 +4,7 @@ the same country database, and through `spamkit check`."""
 
 from __future__ import annotations
 
+import json
 import mailbox
 import re
 import subprocess
@@ -159,3 +160,20 @@ def test_the_auth_header_starts_at_the_first_login() -> None:
     assert context.header_text("X-Relay-Countries-Auth") == "GB"
     assert context.header_text("X-Relay-Countries") == "US"
     assert context.header_text("X-Relay-Countries-All") == "** GB US"
+
+
+def test_lint_warns_of_country_rules_without_a_database(tmp_path: Path) -> None:
+    rules = tmp_path / "local.cf"
+    rules.write_text(RULES)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'GeoIPDatabase = ["{tmp_path / "none.mmdb"}"]\n')
+    result = CliRunner().invoke(main, ["lint", "--config", str(config), "--rules", str(rules), "--json"])
+    assert result.exit_code == 0, result.output  # (a warning)
+    warnings = json.loads(result.output)["warnings"]
+    assert [w for w in warnings if "X-Relay-Countries" in w] == [
+        "RELAY_GB, RELAY_NONE, RELAY_PATH read X-Relay-Countries, and no country database can be read, "
+        f"so they never hit: {tmp_path / 'none.mmdb'}: No such file or directory"]
+    database = write_mmdb(tmp_path / "t.mmdb", [("81.2.69.0/24", "GB")])
+    config.write_text(f'GeoIPDatabase = ["{database}"]\n')
+    result = CliRunner().invoke(main, ["lint", "--config", str(config), "--rules", str(rules), "--json"])
+    assert not [w for w in json.loads(result.output)["warnings"] if "X-Relay-Countries" in w]
