@@ -465,16 +465,19 @@ def _listen_error(error: OSError, address: tuple[str, int], option: str) -> OSEr
 
 class LimitedController(Controller):
     """aiosmtpd's Controller for LimitedSMTP sessions, with more listeners beside the
-    plain port: an implicit-TLS one when `tls_listen` is given (--listen-tls) and a
-    submission one when `submission_listen` is (--listen-submission, where a client must
-    log in before MAIL). Their sessions share the limits and the handler; STARTTLS's
-    context, `tls_context`, is theirs too."""
+    plain port: an implicit-TLS one when `tls_listen` is given (--listen-tls; a
+    submission port too with `tls_login_required`) and a submission one when
+    `submission_listen` is (--listen-submission, where a client must log in before MAIL).
+    Their sessions share the limits and the handler; STARTTLS's context, `tls_context`,
+    is theirs too."""
 
     def __init__(self, handler: object, limits: SessionLimits,
                  before_serving: Callable[[], None] | None = None,
                  tls_listen: tuple[str, int] | None = None,
-                 submission_listen: tuple[str, int] | None = None, **kwargs: object) -> None:
+                 submission_listen: tuple[str, int] | None = None,
+                 tls_login_required: bool = False, **kwargs: object) -> None:
         self.limits = limits
+        self.tls_login_required = tls_login_required  # --listen-tls as a submission port too
         # run on the loop's thread once the ports are bound and before any session is taken
         # (`serve --user` gives up root here: no client is ever greeted as root)
         self.before_serving = before_serving
@@ -520,7 +523,7 @@ class LimitedController(Controller):
         given as long as a client may take for its next command (SmtpTimeout)."""
         return LimitedSMTP(self.handler, self.limits, implicit_tls=self.SMTP_kwargs["tls_context"],
                            handshake_timeout=float(self.SMTP_kwargs.get("timeout") or 60.0),
-                           **self.SMTP_kwargs)
+                           submission=self.tls_login_required, **self.SMTP_kwargs)
 
     def _submission_factory(self) -> SMTP:
         """A session of the --listen-submission port (RFC 6409): as the plain port's, but

@@ -218,7 +218,7 @@ def _trace_dns(config: Config) -> DnsClient | None:
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
 SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
                 "SmtpMaxMessageSize", "SmtpTimeout", "TlsCertificate", "TlsKey", "MetricsListen",
-                "UseBayes", "SmtpHostname", "TlsBeforeAuth")
+                "UseBayes", "SmtpHostname", "TlsBeforeAuth", "ImplicitTlsLoginRequired")
 
 
 def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -256,14 +256,15 @@ def daemon_options(function: F) -> F:
                         help="Learn what autolearn picks.")(function)
 
 
-def _check_submission(listen_submission: str, config: Config, tls: bool, auth: bool) -> None:
-    """ConfigError unless the submission port could take anyone's mail: it needs logins,
-    and when TlsBeforeAuth keeps AUTH for encrypted sessions, a certificate for STARTTLS."""
+def _check_submission(option: str, address: str, config: Config, tls: bool, auth: bool) -> None:
+    """ConfigError unless a port that takes only logged-in users' mail (--listen-submission,
+    or --listen-tls with ImplicitTlsLoginRequired) could take anyone's: it needs logins,
+    and when TlsBeforeAuth keeps AUTH for encrypted sessions, a certificate."""
     if not auth:
-        raise ConfigError(f"--listen-submission {listen_submission} takes mail only from users who log "
+        raise ConfigError(f"{option} {address} takes mail only from users who log "
                           f"in, and SmtpAuthentication is off ({config.where('SmtpAuthentication')})")
     if config["TlsBeforeAuth"] and not tls:
-        raise ConfigError(f"--listen-submission {listen_submission} takes mail only from users who log "
+        raise ConfigError(f"{option} {address} takes mail only from users who log "
                           "in, and with TlsBeforeAuth they log in after STARTTLS, which needs "
                           "TlsCertificate and TlsKey, which are not set")
 
@@ -348,10 +349,14 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
         raise ConfigError(f"--listen-tls {listen_tls} needs TlsCertificate and TlsKey (the "
                           "certificate its clients are shown), which are not set")
     if listen_submission is not None:
-        _check_submission(listen_submission, config, tls is not None, handler.auth is not None)
+        _check_submission("--listen-submission", listen_submission, config, tls is not None,
+                          handler.auth is not None)
+    if listen_tls is not None and config["ImplicitTlsLoginRequired"]:
+        _check_submission("--listen-tls", listen_tls, config, tls is not None, handler.auth is not None)
     controller = LimitedController(handler, limits,
                                    before_serving=(lambda: become(account, scanner)) if account else None,
                                    tls_listen=tls_address, submission_listen=submission_address,
+                                   tls_login_required=config["ImplicitTlsLoginRequired"],
                                    hostname=host, port=port,
                                    data_size_limit=config["SmtpMaxMessageSize"], timeout=config["SmtpTimeout"],
                                    tls_context=tls, require_starttls=False, ident="ESMTP spamkit",

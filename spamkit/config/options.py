@@ -353,6 +353,10 @@ OPTIONS: tuple[Option, ...] = (
            "TlsCertificate and TlsKey are needed), as SME's default: no password crosses the "
            "network in clear. False takes logins on plain sessions too (then Dovecot must allow "
            "it: disable_plaintext_auth = no).", group="smtp"),
+    Option("ImplicitTlsLoginRequired", bool, False, "Sessions on serve's --listen-tls port (465) "
+           "must log in before MAIL, as on --listen-submission (RFC 8314 makes 465 a submission "
+           "port). Off, as on SME, that port takes what port 25 takes. Read at start.",
+           group="smtp"),
     Option("DovecotAuthAddress", str, "/run/dovecot/auth-client", "Where SmtpAuthentication asks "
            "Dovecot: the path of a unix_listener of its `service auth` that the user `serve` runs "
            "as may use, or HOST:PORT of an inet_listener there.", group="smtp",

@@ -106,7 +106,8 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
             handler, SessionLimits(), hostname="127.0.0.1", port=port, auth_require_tls=config["TlsBeforeAuth"],
             tls_context=tls_context(config["TlsCertificate"], config["TlsKey"], config.origins),
             require_starttls=False, tls_listen=("127.0.0.1", tls_port),
-            submission_listen=("127.0.0.1", submission_port))
+            submission_listen=("127.0.0.1", submission_port),
+            tls_login_required=config["ImplicitTlsLoginRequired"])
         controller.start()
         controllers.append(controller)
         return AuthServer(port, metrics, certificate, tls_port, submission_port)
@@ -228,6 +229,27 @@ def test_the_submission_port_takes_mail_only_after_a_login(
     assert unauthenticated.startswith("530"), unauthenticated
     assert swaks(server.port, message, "a@example.net", "b@example.org").startswith("250")
     assert len(sink.messages()) == 3
+
+
+def test_port_465_as_a_submission_port_when_asked(auth_server: Callable[..., AuthServer], sink: Sink) -> None:
+    """ImplicitTlsLoginRequired: port 465 (RFC 8314's submissions) takes only logged-in
+    users' mail, as 587 does; without it (SME's way, and the default) it takes what
+    port 25 takes (test_implicit_tls)."""
+    server = auth_server("ImplicitTlsLoginRequired = true\n")
+    client = Client(server.tls_port)
+    client.sock = ssl.create_default_context(cafile=str(server.certificate)).wrap_socket(
+        client.sock, server_hostname="localhost")
+    assert client.reply().startswith(b"220")
+    assert b"AUTH LOGIN PLAIN" in client.command(b"EHLO laptop.example.com")
+    assert client.command(b"MAIL FROM:<a@example.net>").startswith(b"530 5.7.0 Authentication required")
+    assert client.command(b"AUTH PLAIN " + plain("alice", "secret")).startswith(b"235")
+    assert send(client, "alice@example.org", "friend@elsewhere.example").startswith(b"250")
+    client.command(b"QUIT")
+    plain_port = Client(server.port)  # (port 25 is not touched by it)
+    assert plain_port.reply().startswith(b"220")
+    plain_port.command(b"EHLO mx.example.net")
+    assert send(plain_port, "a@example.net", "b@example.org").startswith(b"250")
+    assert len(sink.messages()) == 2
 
 
 def test_a_refusal_on_the_submission_port_is_not_held_against_the_client(

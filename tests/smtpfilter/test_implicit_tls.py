@@ -280,6 +280,12 @@ def test_listen_submission_needs_logins_and_a_port_of_its_own_and_says_so(tmp_pa
         assert code == 2 and f"--listen-submission 127.0.0.1:{port} is {option}'s address too" in stderr, stderr
     code, stderr = serve("--listen-submission", hop, "--next-hop", hop)
     assert code == 2 and "is where this filter listens (--listen-submission" in stderr, stderr
+    certificate, key = self_signed_certificate(tmp_path)
+    config.write_text(f'UseBayes = false\nImplicitTlsLoginRequired = true\nTlsCertificate = "{certificate}"\n'
+                      f'TlsKey = "{key}"\n')
+    code, stderr = serve("--listen-tls", f"127.0.0.1:{port}", "--next-hop", hop)
+    assert code == 2 and f"--listen-tls 127.0.0.1:{port} takes mail only from users who log in, and " \
+        "SmtpAuthentication is off" in stderr, stderr
 
 
 def _free_privileged_port() -> int | None:
