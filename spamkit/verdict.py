@@ -198,6 +198,8 @@ class Scanner:
             settings.rewrite_subject is None else settings.rewrite_subject
         self.subject_tag = text if subject_on else None
         self.bayes = BayesClassifier(store, bayes_params(config)) if store is not None else None
+        # (looked for once, not at every message)
+        self._country_tags_used = any("_RELAYCOUNTRY" in template for _, _, template in settings.add_headers)
 
     @classmethod
     def from_config(cls, config: Config, store: TokenStore | None,
@@ -300,7 +302,7 @@ class Scanner:
         """The add_header tags that come from the message itself, when a template uses
         them: RelayCountry's (unset without a country database, so the template keeps
         the tag's name, as SpamAssassin's does)."""
-        if not any("_RELAYCOUNTRY" in template for _, _, template in self.rules.settings.add_headers):
+        if not self._country_tags_used:
             return {}
         values = {tag: context.header_text(header) for tag, header in RELAY_COUNTRY_TAGS.items()}
         return {tag: value for tag, value in values.items() if value is not None}

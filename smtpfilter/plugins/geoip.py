@@ -18,6 +18,7 @@ from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.dns import always_receives
 from spamkit.geoip import Countries
 
+
 class GeoIP(Filter):
     name = "geoip"
     # Lookups are in memory (under 10 us); the database is read when the filter is built,

@@ -33,11 +33,11 @@ def geoip(addresses: tuple[str, ...], config_path: str | None, as_json: bool) ->
     rows = []
     for address in wanted:
         try:
-            ipaddress.ip_address(address)
+            ip = ipaddress.ip_address(address)
         except ValueError:
             rows.append({"address": address, "country": None, "error": "not an IP address"})
             continue
-        rows.append({"address": address, "country": countries.country(address)})
+        rows.append({"address": address, "country": countries.country(ip)})
     if as_json:
         click.echo(json.dumps({
             "databases": [{"path": str(d.path), "description": d.describe(),

@@ -167,9 +167,6 @@ class Countries:
                 return code
         return None
 
-    def describe(self) -> list[str]:
-        return [database.describe() for database in self.open()]
-
     def _current(self) -> list[CountryDatabase]:
         """The open databases. At most every RECHECK_SECONDS it looks whether a file was
         replaced, and reads the new one on a thread of its own: lookups go on with the old

@@ -62,13 +62,12 @@ _PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "100.64.0.0/10", "::1/128", "fe80::/10", "fc00::/7"))
 RELAY_PSEUDO_HEADERS = frozenset({"X-Spam-Relays-Trusted", "X-Spam-Relays-Untrusted",
                                   "X-Spam-Relays-Internal", "X-Spam-Relays-External"})
-# SpamAssassin's RelayCountry: the country of each relay, most recent first, "**" for a
-# private address and "XX" for one the database does not place
-RELAY_COUNTRY_HEADERS = frozenset({"X-Relay-Countries", "X-Relay-Countries-External",
-                                   "X-Relay-Countries-All", "X-Relay-Countries-Auth"})
-# the add_header tags RelayCountry sets, and the pseudo-header each one gives
+# SpamAssassin's RelayCountry: the add_header tags it sets and the pseudo-header each one
+# gives, the country of each relay, most recent first, "**" for a private address and
+# "XX" for one the database does not place
 RELAY_COUNTRY_TAGS = {"_RELAYCOUNTRY_": "X-Relay-Countries", "_RELAYCOUNTRYEXT_": "X-Relay-Countries-External",
                       "_RELAYCOUNTRYALL_": "X-Relay-Countries-All", "_RELAYCOUNTRYAUTH_": "X-Relay-Countries-Auth"}
+RELAY_COUNTRY_HEADERS = frozenset(RELAY_COUNTRY_TAGS.values())
 _FETCHER = re.compile(r"\bwith (?:POP3|IMAP|ETRN|ODMR|SDPS)\b.*\(fetchmail-", re.IGNORECASE | re.DOTALL)
 
 
