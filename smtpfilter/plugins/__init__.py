@@ -124,14 +124,24 @@ def _helo(config: Config) -> Helo:
     return DnsHelo(own_names, config["LocalNetworks"], config["HeloPolicy"], configured_dns(config))
 
 
+def greylist_database(config: Config) -> str:
+    """GreylistDatabase (a directory or a Redis URL), else `greylist` beside the token database."""
+    return str(config["GreylistDatabase"] or _beside_db(config, "greylist"))
+
+
+def greylist_store(config: Config, location: str | None = None) -> GreylistStore:
+    return GreylistStore(location or greylist_database(config),
+                         delay=config["GreylistDelay"],
+                         retry_window=config["GreylistRetryHours"] * 3600.0,
+                         pass_lifetime=config["GreylistPassDays"] * 86400.0,
+                         auto_whitelist=config["GreylistAutoWhitelist"])
+
+
 def _greylist(config: Config) -> Greylist:
-    store = GreylistStore(config["GreylistDatabase"] or _beside_db(config, "greylist"),
-                          delay=config["GreylistDelay"],
-                          retry_window=config["GreylistRetryHours"] * 3600.0,
-                          pass_lifetime=config["GreylistPassDays"] * 86400.0,
-                          auto_whitelist=config["GreylistAutoWhitelist"])
+    store = greylist_store(config)
     return Greylist(store, local_clients(config), config["WhitelistSenders"],
-                    config["GreylistBySubnet"], config["GreylistAction"], our_name(config))
+                    config["GreylistBySubnet"], config["GreylistAction"], our_name(config),
+                    config["GreylistExceptRecipients"])
 
 
 def geoip_countries(config: Config) -> Countries:

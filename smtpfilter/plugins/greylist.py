@@ -8,7 +8,8 @@ GreylistAutoWhitelist times has shown it retries, and is not greylisted again wh
 keeps sending. Off unless "greylist" is in SmtpFilters, as on SME, where it is "under the
 covers" for those who want it. Decision 0021 has the constants and why.
 
-LocalNetworks, RelayClients and WhitelistSenders are never greylisted. A greylist database
+LocalNetworks, RelayClients and WhitelistSenders are never greylisted, nor is mail to
+postmaster@ and abuse@ (as postgrey's whitelist_recipients) or to GreylistExceptRecipients. A greylist database
 that cannot be written lets mail through: greylisting is a delay, and a broken one must
 not turn into refusing everything.
 """
@@ -21,6 +22,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -29,6 +31,7 @@ from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.headers import without_fields
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
+from smtpfilter.plugins.dns import always_receives
 from smtpfilter.plugins.envelope import address_matches
 from smtpfilter.recordstore import Record, open_records
 from spamkit.errors import StoreError
@@ -68,9 +71,12 @@ def sender_pattern(sender: str) -> str:
 
 
 class GreylistStore:
-    """Triplet records ({"first", "passed", "seen", "tries"}) and per-network ones
-    ({"passes", "seen"}), keyed by a digest so that any address fits a key; and the
-    policy that says when one is idle."""
+    """Triplet records ({"first", "passed", "seen", "tries", "client", "sender",
+    "recipient"}) keyed by a digest of the triplet, so that any address fits a key, and
+    per-network ones ({"passes", "seen"}) keyed by the network; and the policy that says
+    when one is idle. A triplet record holds its addresses in clear for `spamkit greylist
+    list` (records written before they did have none, and are pruned within
+    GreylistPassDays)."""
 
     what = "greylist"
 
@@ -118,24 +124,23 @@ class GreylistStore:
                 if not 0 <= now - client["seen"] < SEEN_REFRESH:
                     records.change(client_key, lambda record: (record or client) | {"seen": now}, now)
                 return PASSES
-        digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
-                                 digest_size=16).hexdigest()
-        triplet_key = "t:" + digest
+        triplet_key = _triplet_key(network, sender, recipient)
+        names = {"client": network, "sender": sender, "recipient": recipient}
         known = records.get(triplet_key)
         if known is not None and known["passed"] and 0 <= now - known["seen"] < SEEN_REFRESH:
             return PASSES  # passed, and heard from within the hour: nothing to write
 
         def attempt(record: Record | None) -> Record:
             if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
-                return record | {"seen": now}
+                return record | {"seen": now} | names
             if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window:
                 # new; or retried too late, or passed long ago and not yet pruned: afresh
-                return {"first": now, "passed": 0, "seen": now, "tries": 1}
+                return {"first": now, "passed": 0, "seen": now, "tries": 1} | names
             # (max: another thread's attempt, its clock read a moment after ours, may have
             # made the record: ours is then the same instant, not a retry from the past)
             if max(0.0, now - record["first"]) >= self.delay:
-                return record | {"passed": now, "seen": now, "tries": record["tries"] + 1}
-            return record | {"seen": now, "tries": record["tries"] + 1}  # too early
+                return record | {"passed": now, "seen": now, "tries": record["tries"] + 1} | names
+            return record | {"seen": now, "tries": record["tries"] + 1} | names  # too early
 
         triplet = records.change(triplet_key, attempt, now)
         if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
@@ -145,6 +150,55 @@ class GreylistStore:
         if triplet["passed"]:
             return PASSES
         return Attempt(max(0.0, self.delay - max(0.0, now - float(triplet["first"]))))
+
+    def triplets(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
+        """Every triplet record that is not idle (an idle one would be taken as new), with
+        its key; in no promised order."""
+        now = time.time() if now is None else now
+        for key, record in self.records.items():
+            if key.startswith("t:") and not self.idle(record, now):
+                yield key, record
+
+    def networks(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
+        """Every client network's count of passed triplets that is not idle."""
+        now = time.time() if now is None else now
+        for key, record in self.records.items():
+            if key.startswith("c:") and not self.idle(record, now):
+                yield key[2:], record
+
+    def let_pass(self, key: str, now: float | None = None) -> bool:
+        """An administrator's pass for a triplet still waiting: its next attempt is taken,
+        and the ones after it for GreylistPassDays. Whether it was waiting (one that
+        passed meanwhile, or went idle, is left as it is). The network's count of passed
+        triplets is not raised: the network has not shown it retries."""
+        now = time.time() if now is None else now
+        passed = False
+
+        def let(record: Record | None) -> Record:
+            nonlocal passed
+            if record is None:  # pruned since it was listed: an idle record, which an
+                return dict(_IDLE_TRIPLET)  # attempt takes as new and the prune drops
+            if record["passed"] or self.idle(record, now):
+                return record
+            passed = True
+            return record | {"passed": now, "seen": now}
+
+        if self.records.get(key) is None:
+            return False
+        self.records.change(key, let, now)
+        return passed
+
+    def close(self) -> None:
+        self.records.close()
+
+
+_IDLE_TRIPLET = {"first": 0.0, "passed": 0, "seen": 0.0, "tries": 0}
+
+
+def _triplet_key(network: str, sender: str, recipient: str) -> str:
+    digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode("utf-8", "replace"),
+                             digest_size=16).hexdigest()
+    return "t:" + digest
 
 
 @dataclass(frozen=True)
@@ -161,10 +215,12 @@ class Greylist(Filter):
     blocking = True  # its database: a write may wait for another process's
 
     def __init__(self, store: GreylistStore, local: LocalClients, whitelist_senders: list[str],
-                 by_subnet: bool, action: str, our_name: str = "localhost") -> None:
+                 by_subnet: bool, action: str, our_name: str = "localhost",
+                 except_recipients: list[str] | None = None) -> None:
         self.store = store
         self.local = local
         self.whitelist_senders = [p.lower() for p in whitelist_senders]
+        self.except_recipients = [p.lower() for p in except_recipients or []]
         self.by_subnet = by_subnet
         self.action = action
         self.our_name = our_name
@@ -173,11 +229,14 @@ class Greylist(Filter):
         if self.local.holds(tx):
             return CONTINUE
         sender = tx.mail_from.strip().strip("<>").lower()
-        if any(address_matches(p, sender) for p in self.whitelist_senders):
+        recipient = recipient.strip().strip("<>").lower()
+        if any(address_matches(p, sender) for p in self.whitelist_senders) \
+                or always_receives(recipient) \
+                or any(address_matches(p, recipient) for p in self.except_recipients):
             return CONTINUE
         try:
             attempt = self.store.check(client_network(tx.peer, self.by_subnet),
-                                       sender_pattern(sender), recipient.strip().strip("<>").lower())
+                                       sender_pattern(sender), recipient)
         except StoreError as error:
             log.warning("greylist database unusable, mail passes ungreylisted: %s", error)
             UNCHECKED.count(self.name, "database")

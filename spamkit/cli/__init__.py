@@ -175,6 +175,7 @@ _COMMANDS = {
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",
     "geoip": "spamkit.cli.geoip:geoip",
+    "greylist": "spamkit.cli.greylist:greylist",
     "sendlimit": "spamkit.cli.sendlimit:sendlimit",
     "evaluate": "spamkit.cli.evaluate:evaluate_command",
     "spamd": "spamkit.cli.spamd:spamd",

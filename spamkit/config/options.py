@@ -427,6 +427,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("GreylistBySubnet", bool, True, "greylist: a triplet's client is its /24 (IPv6 "
            "/64), since big senders retry from another address of a pool; false: the "
            "address itself.", group="smtp"),
+    Option("GreylistExceptRecipients", list, [], "greylist: recipients whose mail is never "
+           "greylisted, as WhitelistSenders is written (user@host, @host, patterns with * "
+           "and ?): an address where a delay costs more than the spam it lets in. Mail to "
+           "postmaster@ and abuse@ never is.", group="smtp"),
     Option("GreylistAction", str, "denysoft", "What the greylist filter does with a triplet "
            "that must wait: denysoft (450 at RCPT) or log (only logs it, to see what it "
            "would do).", choices=("denysoft", "log"), group="smtp"),

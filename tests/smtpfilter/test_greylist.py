@@ -5,8 +5,11 @@ other loopback addresses for other networks."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -345,3 +348,153 @@ def test_two_filters_sharing_redis_take_the_retry_at_either(
     assert "greylist database unusable" in caplog.text and "cannot reach" in caplog.text
     assert len(sink.messages()) == 3
     servers.close()
+
+
+def test_an_administrator_lists_the_triplets_and_lets_a_waiting_one_pass(location: str) -> None:
+    """What `spamkit greylist list|pass` stand on, on both databases: each triplet named
+    in clear, networks apart, and a pass that makes the next attempt go through at once
+    without counting towards the network's exemption."""
+    store = _store(location, auto_whitelist=5)
+    now = time.time()
+    waiting = ("192.0.2.0/24", "bounce-#@lists.example.net", "b@example.org")
+    store.wait(*waiting, now=now - 10)
+    store.wait("198.51.100.0/24", "a@example.net", "b@example.org", now=now - 900)
+    store.wait("198.51.100.0/24", "a@example.net", "b@example.org", now=now - 500)  # passed
+    store.wait("203.0.113.0/24", "gone@example.net", "b@example.org", now=now - 50 * HOUR)  # idle
+    triplets = {(r["client"], r["sender"], r["recipient"]): (key, r) for key, r in store.triplets(now)}
+    assert set(triplets) == {waiting, ("198.51.100.0/24", "a@example.net", "b@example.org")}
+    key, record = triplets[waiting]
+    assert record["passed"] == 0 and record["tries"] == 1
+    assert dict(store.networks(now)) == {"198.51.100.0/24": {"passes": 1, "seen": now - 500}}
+
+    assert store.let_pass(key, now)
+    assert not store.let_pass(key, now)  # passed already
+    assert store.wait(*waiting, now=now + 1) == 0  # within the delay, yet taken
+    assert store.wait(*waiting, now=now + 20 * DAY) == 0
+    assert dict(store.networks(now))["198.51.100.0/24"]["passes"] == 1
+    assert "c:192.0.2.0/24" not in dict(store.records.items())
+    [passed_key] = [k for k, r in store.triplets(now) if r["sender"] == "a@example.net"]
+    store.records.delete(passed_key)
+    assert not store.let_pass(passed_key, now)  # gone meanwhile: nothing is made
+    assert store.get(passed_key) is None
+    store.close()
+
+
+def test_postmaster_abuse_and_excepted_recipients_are_not_greylisted(tmp_path: Path) -> None:
+    from smtpfilter.filter import Action, Transaction
+
+    store = _store(tmp_path / "greylist")
+    greylist = Greylist(store, LocalClients([], []), [], True, "denysoft",
+                        except_recipients=["sales@example.org", "@help.example.org"])
+    stranger = Transaction(peer="192.0.2.1", mail_from="a@example.net")
+    for recipient in ("<Postmaster@example.org>", "abuse@example.org", "SALES@example.org",
+                      "anyone@help.example.org"):
+        assert greylist.rcpt(stranger, recipient).action is Action.CONTINUE, recipient
+    assert greylist.rcpt(stranger, "b@example.org").action is Action.TEMPFAIL
+    assert [record["recipient"] for _, record in store.triplets()] == ["b@example.org"]
+
+
+def _greylist_command(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", "greylist", *arguments, "--config",
+                           str(config)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_administrator_sees_a_deferred_sender_and_lets_it_through(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A customer phones: their mail is delayed. `spamkit greylist list` shows the
+    triplet waiting, `spamkit greylist pass` lets it in at its next retry, while the filter
+    runs; another sender, recipient or network stays where it was."""
+    database = f'GreylistDatabase = "{tmp_path / "greylist"}"\n'
+    send = filter_server(STRANGER + 'SmtpFilters = ["greylist"]\nGreylistDelay = 3600\n' + database)
+    config = tmp_path / "admin.toml"
+    config.write_text("GreylistDelay = 3600\n" + database)
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "Bounce-42@Lists.Example.Net").startswith("450")
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "other@example.net").startswith("450")
+    assert _send_from(send.port, tmp_path, "127.0.1.5", "bounce-7@lists.example.net").startswith("450")
+    before = time.time()
+
+    listed = _greylist_command(config, "list", "--waiting", "--json")
+    assert listed.returncode == 0, listed.stderr
+    report = json.loads(listed.stdout)
+    assert report["database"] == str(tmp_path / "greylist") and report["unnamed"] == 0
+    rows = {(row["client"], row["sender"]): row for row in report["triplets"]}
+    assert set(rows) == {("127.0.0.0/24", "bounce-#@lists.example.net"),
+                         ("127.0.0.0/24", "other@example.net"),
+                         ("127.0.1.0/24", "bounce-#@lists.example.net")}
+    row = rows[("127.0.0.0/24", "bounce-#@lists.example.net")]
+    assert row["recipient"] == "b@example.org" and row["waiting"] and row["tries"] == 1
+    assert row["passes_at"] == row["first"] + 3600 and row["passed"] is None
+    assert row["expires"] == row["first"] + 3600 + 48 * 3600 and row["first"] <= before + 1
+
+    text = _greylist_command(config, "list")
+    assert text.returncode == 0 and "bounce-#@lists.example.net" in text.stdout
+    assert "waits; passes from" in text.stdout
+
+    passed = _greylist_command(config, "pass", "bounce-99@lists.example.net", "nobody@example.net",
+                               "--client", "127.0.0.9", "--json")
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads(passed.stdout) == {
+        "database": str(tmp_path / "greylist"),
+        "passed": [{"client": "127.0.0.0/24", "sender": "bounce-#@lists.example.net",
+                    "recipient": "b@example.org"}],
+        "unknown": ["nobody@example.net"]}
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "bounce-43@lists.example.net").startswith("250")
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "other@example.net").startswith("450")
+    assert _send_from(send.port, tmp_path, "127.0.1.5", "bounce-7@lists.example.net").startswith("450")
+    assert len(sink.messages()) == 1
+
+    # a whole domain, and the state the listing then shows
+    assert json.loads(_greylist_command(config, "pass", "@example.net", "--json").stdout)["passed"] \
+        == [{"client": "127.0.0.0/24", "sender": "other@example.net", "recipient": "b@example.org"}]
+    after = json.loads(_greylist_command(config, "list", "--json").stdout)["triplets"]
+    assert (after[0]["client"], after[0]["waiting"]) == ("127.0.1.0/24", True)  # the waiting first
+    assert sorted((row["sender"], row["client"], row["waiting"]) for row in after[1:]) == [
+        ("bounce-#@lists.example.net", "127.0.0.0/24", False),
+        ("other@example.net", "127.0.0.0/24", False)]
+    assert all(row["passed"] is not None and row["passes_at"] is None for row in after[1:])
+
+
+def test_greylist_commands_make_no_database_and_refuse_a_bad_client(tmp_path: Path) -> None:
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'GreylistDatabase = "{tmp_path / "greylist"}"\n')
+    listed = _greylist_command(config, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"database": str(tmp_path / "greylist"), "triplets": [],
+                                         "networks": [], "unnamed": 0}
+    passed = _greylist_command(config, "pass", "a@example.net", "--json")
+    assert json.loads(passed.stdout)["unknown"] == ["a@example.net"]
+    bad = _greylist_command(config, "pass", "a@example.net", "--client", "mx.example.net")
+    assert bad.returncode == 2 and "'mx.example.net' is not an IP address or network" in bad.stderr
+    assert not (tmp_path / "greylist").exists()
+
+
+def test_triplets_recorded_without_their_addresses_are_counted_not_listed(tmp_path: Path) -> None:
+    """Records an earlier spamkit wrote held only the triplet's digest: they cannot be
+    named or passed, and the listing says how many there are."""
+    store = _store(tmp_path / "greylist")
+    store.records.change("t:" + "0" * 32, lambda _: {"first": time.time(), "passed": 0,
+                                                      "seen": time.time(), "tries": 1})
+    store.wait("192.0.2.0/24", "a@example.net", "b@example.org")
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'GreylistDatabase = "{tmp_path / "greylist"}"\n')
+    report = json.loads(_greylist_command(config, "list", "--json").stdout)
+    assert report["unnamed"] == 1 and [row["sender"] for row in report["triplets"]] == ["a@example.net"]
+    assert "1 triplet recorded without addresses" in _greylist_command(config, "list").stderr
+
+
+@pytest.mark.parametrize(("given", "kept", "covers"), [
+    ("bounce-99@lists.example.net", "bounce-#@lists.example.net", True),
+    ("<Bounce-1@Lists.Example.Net>", "bounce-#@lists.example.net", True),
+    ("prvs=1234abcd=user@example.net", "user@example.net", True),
+    ("@example.net", "user@example.net", True),
+    ("example.net", "user@example.net", True),
+    ("*@*.example.net", "user@mx.example.net", True),
+    ("user@example.net", "user@example.com", False),
+    ("<>", "", True),
+    ("user@example.net", "", False),
+    ("@example.net", "", False),
+])
+def test_a_pass_names_senders_as_the_filter_keeps_them(given: str, kept: str, covers: bool) -> None:
+    from spamkit.cli.greylist import _sender_matches
+
+    assert _sender_matches(given, kept) is covers
