@@ -174,6 +174,7 @@ _COMMANDS = {
     "dkim": "spamkit.cli.dkim:dkim",
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",
+    "mailstats": "spamkit.cli.mailstats:mailstats",
     "geoip": "spamkit.cli.geoip:geoip",
     "greylist": "spamkit.cli.greylist:greylist",
     "sendlimit": "spamkit.cli.sendlimit:sendlimit",
