@@ -33,6 +33,7 @@ _CONNECTION = re.compile(r"client=(?P<client>\S+) stage=connect reply='(?P<reply
 _LOGIN_FAILED = re.compile(r"client=(?P<client>\S+) auth=failed user=(?P<user>.*) method=\S+ failures=\d+")
 _WOULD_REFUSE = re.compile(r"client=(?P<client>\S+) stage=\w+ would_refuse='[^']*' by=(?P<by>\S+): after the queue")
 _CLIENT = re.compile(r"client=(\S+) helo=")
+_VIRUS = re.compile(r"clamd found (?P<name>.+) in a message from (?P<client>\S+)$")
 
 _ISO_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _SYSLOG_TIME = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) ")
@@ -46,7 +47,7 @@ SCORE_BANDS = (-math.inf, 0, 2, 4, 6, 8, 10, 12, 15, 20, math.inf)
 class LogEvent:
     """One line of the filter's log that the report counts."""
 
-    kind: str  # "message", "refusal" (before DATA), "connection", "login_failed", "would_refuse"
+    kind: str  # "message", "refusal" (before DATA), "connection", "login_failed", "would_refuse", "virus"
     client: str
     when: float | None = None  # seconds since the epoch; None: the line gave no time
     reply: str = ""
@@ -66,6 +67,9 @@ def read_line(line: str, now: float | None = None) -> LogEvent | None:
     if len(line) > MAX_LINE:
         return None
     line = line.rstrip("\r\n")
+    virus = _VIRUS.search(line)
+    if virus is not None:  # (the clamav filter's line; its message's own line says by=clamav)
+        return LogEvent("virus", virus["client"], line_time(line[:virus.start()], now), by=virus["name"])
     start = line.find("client=")
     while start > 0 and line[start - 1] != " ":
         start = line.find("client=", start + 1)
@@ -206,6 +210,7 @@ class MailStats:
     logins: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     hours: dict[str, _Counts] = field(default_factory=lambda: defaultdict(_Counts))
     scan_seconds: list[float] = field(default_factory=list)
+    viruses: Counter[str] = field(default_factory=Counter)
 
     def add_all(self, events: Iterable[LogEvent]) -> None:
         for event in events:
@@ -221,6 +226,9 @@ class MailStats:
             return
         if event.kind == "would_refuse":
             self.filters[event.by]["would_refuse"] += 1
+            return
+        if event.kind == "virus":
+            self.viruses[event.by] += 1
             return
         spam = event.kind == "message" and event.score is not None and event.score >= self.tag_level
         if event.kind == "connection":
@@ -282,6 +290,8 @@ class MailStats:
                        for user, counts in sorted(self.logins.items(),
                                                   key=lambda item: (-item[1]["failed"], -item[1]["messages"],
                                                                     item[0]))[:self.top]],
+            "viruses": [{"name": name, "messages": count} for name, count in
+                        sorted(self.viruses.items(), key=lambda item: (-item[1], item[0]))[:self.top]],
             "hours": [{"hour": hour, **counts.as_json()} for hour, counts in sorted(self.hours.items())],
             "scan_seconds": {"mean": round(sum(seconds) / len(seconds), 4) if seconds else None,
                              "p95": seconds[min(len(seconds) - 1, math.ceil(0.95 * len(seconds)) - 1)]
@@ -334,6 +344,9 @@ def render(report: dict[str, Any]) -> str:
             lines += [f"  {row[name][:42]:<42} {row['relayed']:>8,} {row['spam']:>6,} {row['rejected']:>9,} "
                       f"{row['deferred']:>9,}" + (f"  {row['country'] or '-'}" if name == "client" else "")
                       for row in report[key]]
+    if report["viruses"]:
+        lines += ["", f"{'Viruses (clamav)':<44} {'messages':>8}"]
+        lines += [f"  {row['name'][:42]:<42} {row['messages']:>8,}" for row in report["viruses"]]
     if report["logins"]:
         lines += ["", f"{'Logins':<44} {'messages':>8} {'recipients':>10} {'failed':>7}"]
         lines += [f"  {row['user'][:42]:<42} {row['messages']:>8,} {row['recipients']:>10,} {row['failed']:>7,}"

@@ -62,11 +62,20 @@ def test_clamd_finds_the_test_virus_however_it_is_sent(clamd: Clamd) -> None:
 def test_a_virus_is_refused_and_clean_mail_relayed(
         clamd: Clamd, filter_server, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     send = filter_server(f'SmtpFilters = ["clamav"]\nClamdAddress = "{clamd.socket}"\n')
-    with caplog.at_level(logging.WARNING, logger="spamkit.smtpfilter"):
+    with caplog.at_level(logging.INFO, logger="spamkit.smtpfilter"):
         assert send(attached(zipped("invoice.doc", EICAR), "invoice.zip")) == f"552 5.7.0 Virus found: {FOUND}"
+        assert send(PLAIN).startswith("250")
     assert f"clamd found {FOUND} in a message from 127.0.0.1" in caplog.text
-    assert send(PLAIN).startswith("250")
     assert len(sink.messages()) == 1 and b"hello" in sink.messages()[0]
+    # and `spamkit mailstats` counts it from those log lines, by name
+    from smtpfilter.mailstats import MailStats, read_line
+
+    stats = MailStats(tag_level=5.0)
+    stats.add_all(event for record in caplog.records if (event := read_line(record.getMessage())) is not None)
+    report = stats.as_json()
+    assert report["viruses"] == [{"name": FOUND, "messages": 1}]
+    assert report["messages"] == {"relayed": 1, "spam": 0, "rejected": 1, "deferred": 0}
+    assert report["filters"] == [{"filter": "clamav", "rejected": 1, "deferred": 0, "would_refuse": 0}]
 
 
 def test_clean_mail_says_it_was_checked_and_only_our_scan_says_so(
