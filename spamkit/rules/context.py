@@ -12,7 +12,7 @@ from functools import cached_property
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
-from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays
+from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
@@ -20,7 +20,6 @@ _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
 ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
                           "X-AOL-IP", "X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 MAX_BODY_CHARS = 250_000  # text the body rules look at (SpamAssassin scans 50-ish KB per part)
 
 
@@ -172,9 +171,9 @@ class MessageContext:
         received = list(self.header_values("received", raw=True))
         for name in ORIGINATING_IP_HEADERS:
             values = self.header_values(name, raw=True)
-            found = _IPV4.search(values[0]) if values else None
+            found = first_address_in(values[0]) if values else None
             if found:
-                received.append(f"from X-Originating-IP: {found.group(0)}")
+                received.append(f"from X-Originating-IP: {found}")
         return Relays(received)
 
     @cached_property

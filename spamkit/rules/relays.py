@@ -20,12 +20,44 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-_IP = r"\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+"
+# an address as Received lines write it: IPv4, IPv6 after "IPv6:" (Postfix, sendmail), or
+# IPv6 bare (Exim, Gmail's and Microsoft's own hops: "[2607:f8b0:4864:20::62d]"); a bare
+# one is checked by ipaddress once matched, since the pattern takes some that are not
+_IPV6_BARE = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?"
+_IP = rf"\d{{1,3}}(?:\.\d{{1,3}}){{3}}|(?i:IPv6:)[0-9A-Fa-f:.]+|{_IPV6_BARE}"
+IP_IN_TEXT = re.compile(rf"(?<![\w.:])(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|{_IPV6_BARE})(?![\w.:])")
 _DATE_SUFFIX = re.compile(r"[\s;]+(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d+ \w{3} \d+ \d+:\d+(?::\d+)? \S+$")
 _ID = re.compile(r" id <?([^\s<>;]{3,})")
 _HELO_EQUALS = re.compile(r"\bhelo=([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
 _HELO_WORD = re.compile(r"\b(?:HELO|EHLO) ([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
-_BY = re.compile(r" by (\S+?)(?:[^-A-Za-z0-9;.]|$)")
+_BY = re.compile(r" by (\S+)")  # the whole next word, a port or "(JetMail" included
+_ENVELOPE_FROM = re.compile(r"(?:return-path:? |envelope-(?:sender|from)[ =])(\S+)\b", re.IGNORECASE)
+# what a relay's fields may not hold: SpamAssassin writes "!" for each, so a HELO of
+# "[192.0.2.1]" reads "!192.0.2.1!" in the relay's entry
+_STRIP_CHARS = str.maketrans(dict.fromkeys(" \t\n\r\f\v\x00#[]()<>|", "!"))
+_FROM = re.compile(r"^\(?from ", re.IGNORECASE)
+_FROM_BY_ONLY = re.compile(r"^from (\S+) by [^\s;]+ ?;", re.IGNORECASE)
+_BRACKETED_IPV4 = re.compile(r"^\[[\d.]+\]$")
+_SUB_HELO = re.compile(r"helo=(\S+)")
+_SUB_IDENT = re.compile(r"ident=(\S*)")
+# the other ways a Received line says its client logged in, after "with ESMTPA" and its
+# kin, in SpamAssassin's order, each with the name its relay's auth= gets
+_AUTH_FORMS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    # (a word the line must hold, in lower case, before the pattern is tried)
+    ("(auth: ", re.compile(r"^from .*?(?:\]\)|\)\]) \(AUTH: (LOGIN|PLAIN|DIGEST-MD5|CRAM-MD5) \S+(?:, .*?)?\) by "),
+     lambda found: found.group(1)),  # Courier
+    ("authenticated", re.compile(r"^(?=.*authenticated)from .*?(?:\](?: \([^)]*\))?\)|\)\]) .*?\(.*?authenticated.*?\).*? by"),
+     lambda found: "Sendmail"),  # Sendmail, MDaemon, webmail
+    ("(authenticated as ",
+     re.compile(r"^(?=.* \(authenticated as ).*\) by .+ \(\d{1,2}\.\d\.\d{3}(?:\.\d{1,3})?\) \(authenticated as .+\) id "),
+     lambda found: "CriticalPath"),
+    ("(authenticated sender: ", re.compile(r"\) \(Authenticated sender: \S+\) by \S+ \(([^)]+)\) with "),
+     lambda found: found.group(1) if found.group(1) == "Postfix" else f"Postfix ({found.group(1)})"),  # its mail_name
+    ("communigate pro", re.compile(r"^(?=.* \(account )(?=.*CommuniGate Pro (?:HTTP|SMTP|XIMSS|IMAP))"),
+     lambda found: "Communigate"),
+    ("http-dav", re.compile(r" with Microsoft Exchange Server HTTP-DAV\b"), lambda found: "HTTP-DAV"),
+    ("(via http", re.compile(r"^(?=.* by ).* \(via (HTTP.?)\)(?: |;|$)", re.IGNORECASE), lambda found: found.group(1)),
+)
 _AUTH = re.compile(r" with ((?:ES|L|UTF8S|UTF8L)MTPS?A|ASMTP|HTTP[SU]?)(?: |;|$)", re.IGNORECASE)
 _LOCALHOST = r"(?:localhost(?:\.localdomain)?|127\.0\.0\.1|::1)"
 _IGNORED = (
@@ -44,17 +76,28 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         (rf"^(?=.*Exim)\[({_IP})\] \(([^)]*)\) by ", ("ip", "sub")),
         # Exim: from RDNS ([IP] helo=HELO) by ...
         (rf"^(?=.*Exim)(\S+) \(\[({_IP})\]([^)]*)\) by ", ("rdns_exim", "ip", "sub")),
+        # an MTA that looked for a reverse name and found none: from HELO (ident@[IP]) ... by HOST (
+        (rf"^(\S+) \((\S*)@\[({_IP})\].*\) by (\S+) \(", ("helo", "ident", "ip", "by_given")),
+        # qmail (and qmail-ldap): from RDNS [(HELO helo)] ([ident@][IP]) [(envelope-sender <..>)]
+        # by HOST [(...)] with [...] SMTP|QMQP, no " id " after (Exchange's "SMTPSVC" is not
+        # qmail): no HELO means the HELO was the reverse name; "unknown", no reverse name
+        (rf"^(\S+)(?: \((?:HELO|EHLO) ([^ ()]*)\))? \((?:(\S*)@)?\[?({_IP})\]?\)"
+         rf"(?: \(envelope-sender <\S+>\))? by (\S+)(?: \(.+\))* with (?:.* )?(?:SMTP|QMQP)(?!SVC)(?! id )",
+         ("rdns_qmail_block", "helo_qmail_block", "ident", "ip", "by_given")),
         # Postfix and sendmail: from HELO (RDNS [IP]) or (ident@RDNS [IP]) or ([IP])
         (rf"^(\S+) \((?:(\S*)@)?(\S*) ?\[({_IP})\](?: \(may be forged\))?\)",
          ("helo", "ident", "rdns", "ip")),
         # qmail without HELO: from RDNS (ident@IP) by ...
         (rf"^(\S+) \((?:(\S*)@)?({_IP})\) by ", ("rdns_qmail", "ident", "ip")),
+        # no HELO word: from (HELO [IP]) by HOST (MailEnable, and others)
+        (rf"^\((\S+) \[({_IP})\]\) by (\S+) ", ("helo", "ip", "by_given")),
         # a bare address: from IP [(comments)] by HOST (webmail with HTTP: Hotmail,
         # SquirrelMail, Yahoo's "via HTTP"; virus scanners' handovers)
         (rf"^({_IP}) (?:\([^()]*\) )*by (\S+)", ("ip", "by_bare")),
         # a header that names the sender's address (originating_ip_headers), as a hop
         (rf"^X-Originating-IP: ({_IP})$", ("ip",)),
     ))
+_MAPPED_IPV4 = re.compile(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
 _ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)
 _PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
@@ -80,11 +123,12 @@ class Relay:
     ident: str = ""
     id: str = ""
     auth: str = ""
+    envfrom: str = ""
 
     def as_string(self, internal: bool) -> str:
         """SpamAssassin's form of the relay; rules match on it, field order included."""
         return (f"[ ip={self.ip} rdns={self.rdns} helo={self.helo} by={self.by} "
-                f"ident={self.ident} envfrom= intl={int(internal)} id={self.id} "
+                f"ident={self.ident} envfrom={self.envfrom} intl={int(internal)} id={self.id} "
                 f"auth={self.auth} msa=0 ]")
 
     @property
@@ -103,20 +147,23 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     """One Received header's relay; False for a line that is not a hop (local
     delivery, localhost, no "from"), None for a hop whose format is not known."""
     line = " ".join(value.split())
-    line = re.sub(r"\s?;$", "", line)
-    if not re.match(r"^\(?from ", line, re.IGNORECASE) or " with local for " in line:
+    line = line.removesuffix(";").removesuffix(" ")  # (with the space before it, if any)
+    if not _FROM.match(line) or " with local for " in line:
         return False
-    if (match := re.match(r"^from (\S+) by [^\s;]+ ?;", line, re.IGNORECASE)) and \
-            not re.match(r"^\[[\d.]+\]$", match.group(1)):
+    if (match := _FROM_BY_ONLY.match(line)) and not _BRACKETED_IPV4.match(match.group(1)):
         return False
     line = _DATE_SUFFIX.sub("", line).replace(")by ", ") by ")
     found_id = _ID.search(line)
     helo_match = _HELO_EQUALS.search(line) or _HELO_WORD.search(line)
     by_match = _BY.search(line)
-    auth_match = _AUTH.search(line) if " by " in line else None
-    rest = re.sub(r"^\(?from ", "", line, flags=re.IGNORECASE)
+    auth = _authenticated(line)
+    rest = _FROM.sub("", line, count=1)
+    lowered = rest.lower()
+    envelope = _ENVELOPE_FROM.search(rest) if "envelope-" in lowered or "return-path" in lowered else None
     fields: dict[str, str] = {}
-    for pattern, names in _FORMATS:
+    # (the formats are of lines that start "from " in lower case, as SpamAssassin reads
+    # them; of a "From " or "FROM " line only its bracketed address and "by" are read)
+    for pattern, names in _FORMATS if line.startswith("from ") else ():
         match = pattern.match(rest)
         if match:
             fields = {name: group or "" for name, group in zip(names, match.groups())}
@@ -129,27 +176,75 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
         loose = _ANY_BRACKETED_IP.search(rest.split(" by ", 1)[0])
         if loose is None:
             return None
-        fields = {"ip": loose.group(1), "helo": rest.split(" ", 1)[0]}
+        first_word = rest.split(" ", 1)[0]
+        # (the first word is the HELO, unless it is the bracketed address itself)
+        fields = {"ip": loose.group(1), "helo": "" if first_word == loose.group(0) or not line.startswith("from ")
+                  else first_word}
     helo = fields.get("helo", "")
     rdns = fields.get("rdns", "")
     if "sub" in fields:  # Exim's "(helo=... ident=...)"
-        sub_helo = re.search(r"helo=(\S+)", fields["sub"])
-        ident = re.search(r"ident=(\S*)", fields["sub"])
+        sub_helo = _SUB_HELO.search(fields["sub"])
+        sub_ident = _SUB_IDENT.search(fields["sub"])
         helo = sub_helo.group(1) if sub_helo else ""
-        fields["ident"] = ident.group(1) if ident else ""
+        fields["ident"] = sub_ident.group(1) if sub_ident else ""
         if "rdns_exim" in fields:
             rdns = fields["rdns_exim"]
             helo = helo or rdns
     if "rdns_qmail" in fields:
         rdns = helo = fields["rdns_qmail"]
-    if rdns.lower() == "unknown" or _ANY_BRACKETED_IP.fullmatch(f"[{rdns}]"):
+    if "rdns_qmail_block" in fields:
+        rdns = fields["rdns_qmail_block"]
+        helo = fields["helo_qmail_block"] if "HELO " in line or "EHLO " in line else rdns
+    ident = fields.get("ident", "")
+    if "rdns" in fields and "helo" in fields:  # sendmail's "(IDENT:user@rdns [IP])"
+        ident = ident.removeprefix("IDENT:")
+    rdns = rdns.rstrip(".")
+    if rdns.lower() == "unknown" or rdns.startswith("["):
         rdns = ""
     if not helo and helo_match:
         helo = helo_match.group(1)
-    return Relay(ip=fields["ip"].removeprefix("IPv6:"), rdns=rdns, helo=helo,
-                 by=fields.get("by_bare") or (by_match.group(1) if by_match else ""), ident=fields.get("ident", ""),
-                 id=found_id.group(1) if found_id else "",
-                 auth=auth_match.group(1) if auth_match else "")
+    ip = fields["ip"]
+    if ip[:5].lower() == "ipv6:":
+        ip = ip[5:]
+    if ":" in ip and not _is_address(ip):
+        return None  # (looked like a bare IPv6 address, was not one)
+    ip = _MAPPED_IPV4.sub(r"\1", ip)  # ::ffff:192.0.2.1 is 192.0.2.1, as SpamAssassin writes it
+    by = fields.get("by_bare") or fields.get("by_given") or (by_match.group(1) if by_match else "")
+    return Relay(ip=_shown(ip), rdns=_shown(rdns), helo=_shown(helo), by=_shown(by.removesuffix(";")),
+                 ident=_shown(ident), id=found_id.group(1) if found_id else "", auth=auth,
+                 envfrom=_shown(envelope.group(1).lstrip("<").rstrip(">")) if envelope else "")
+
+
+def _shown(field: str) -> str:
+    return field.translate(_STRIP_CHARS)
+
+
+def _authenticated(line: str) -> str:
+    """How the line says its client logged in ("ESMTPA", "Sendmail", ...), or ""."""
+    if " by " in line and (found := _AUTH.search(line)):
+        return found.group(1)
+    lowered = line.lower()
+    for needed, pattern, name in _AUTH_FORMS:
+        if needed in lowered and (found := pattern.search(line)):
+            return name(found)
+    return ""
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def first_address_in(text: str) -> str | None:
+    """The first IPv4 or IPv6 address written in `text` (an originating_ip_headers value,
+    "[2001:db8::5]" or "192.0.2.7, 10.0.0.1"), as SpamAssassin takes it; None if none."""
+    for found in IP_IN_TEXT.finditer(text):
+        if _is_address(found.group(0)):
+            return found.group(0)
+    return None
 
 
 class Relays:

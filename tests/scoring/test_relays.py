@@ -7,6 +7,7 @@ are in docs/decisions/0010); here each Received format is pinned on a line of it
 
 from __future__ import annotations
 
+import email
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,65 @@ def test_an_originating_ip_header_is_the_last_hop() -> None:
            b" (Postfix) with ESMTP id 1\nX-Originating-IP: [216.30.74.2]\n\nhi\n")
     context = MessageContext(raw, parse_message(raw))
     assert [r.ip for r in context.relays.untrusted] == ["64.4.23.199", "216.30.74.2"]
+
+
+RECEIVED_AS_SPAMASSASSIN_READS_IT = [
+    (  # Gmail's own hop, bare IPv6 in brackets and a reverse name ending in a dot
+        "from mail-sor-f41.google.com (mail-sor-f41.google.com. [2607:f8b0:4864:20::62d]) by mx.google.com"
+        " with SMTPS id x5sor123",
+        # Exim writes IPv6 bare too, with and without a reverse name
+        "from client.example.net ([2001:db8::5] helo=client.example.net) by mx.example.org with esmtp"
+        " (Exim 4.96) id 1abc",
+        "from [2001:db8::7] (helo=c2.example.net) by mx2.example.org with esmtp (Exim 4.96) id 1abd",
+    ),
+    (  # an IPv4 client on an IPv6 socket, and Postfix's "IPv6:" in capitals and written out
+        "from helo.example.com. (rdns.example.com. [IPv6:::ffff:198.51.100.3]) by mx.example.org"
+        " (Postfix) with ESMTP id 4AB",
+        "from h2.example.com (r2.example.com [IPv6:2001:DB8::A]) by mx.example.org (Postfix) with ESMTP id 4AC",
+        "from h3.example.com (r3.example.com [2001:0db8:0000:0000:0000:0000:0000:000b]) by mx.example.org"
+        " (Postfix) with ESMTP id 4AD",
+    ),
+    (  # Gmail's "by" an IPv6 address, and its webmail's hop from the user's address
+        "by 2002:a05:6a10:a0c9:b0:4f1:6b2c:1ab with SMTP id q9csp123",
+        "from mail-sor-f41.google.com (mail-sor-f41.google.com. [209.85.220.41]) by mx.google.com"
+        " with SMTPS id x5",
+        "from [2a00:1450:4864:20::62d] by 2002:a17:90b:3b4a:b0:2c9:1234:5678 with HTTP",
+    ),
+    (  # webmail hops (logged in: trusted), a bracketed address with no HELO, a port
+        "from [198.51.100.9] by web.example.com with HTTP",
+        "from [2a00:1450:4864:20::62d] by 2002:a17:90b:3b4a:b0:2c9:1234:5678 with HTTP",
+        "from [198.51.100.10] (helo=x) by mx.example.org:25 with SMTP id abcd",
+    ),
+]
+
+
+def test_ipv6_hops_are_read_as_spamassassin_reads_them(tmp_path: Path) -> None:
+    """Modern mail comes over IPv6, and Gmail, Microsoft and Exim write the address bare
+    ("[2607:f8b0:...]"); before, only "IPv6:"-prefixed addresses were read. What Debian's
+    SpamAssassin 4 makes of the same headers, entry for entry, trusted and untrusted,
+    with an IPv6 address in X-Originating-IP on the first message."""
+    import subprocess
+
+    for number, lines in enumerate(RECEIVED_AS_SPAMASSASSIN_READS_IT):
+        raw = ("".join(f"Received: {line}; Tue, 1 Dec 2026 10:00:00 +0000\n" for line in lines)
+               + ("X-Originating-IP: [2001:db8:1::9]\n" if number == 0 else "")
+               + "From: a@example.net\nSubject: hi\n\nhi\n").encode()
+        theirs = subprocess.run(["spamassassin", "-L", "-t", "--cf=add_header all RU _RELAYSUNTRUSTED_",
+                                 "--cf=add_header all RT _RELAYSTRUSTED_"],
+                                input=raw, capture_output=True, timeout=300, check=True).stdout
+        head = email.message_from_bytes(theirs)
+        ours = MessageContext(raw, parse_message(raw)).relays.pseudo_headers
+        for tag, name in (("X-Spam-RU", "X-Spam-Relays-Untrusted"), ("X-Spam-RT", "X-Spam-Relays-Trusted")):
+            assert ours[name] == " ".join((head[tag] or "").split()), (number, name)
+    first = RECEIVED_AS_SPAMASSASSIN_READS_IT[0]
+    raw = ("".join(f"Received: {line}\n" for line in first) + "X-Originating-IP: [2001:db8:1::9]\n\nhi\n").encode()
+    assert MessageContext(raw, parse_message(raw)).relays.pseudo_headers[
+        "X-Spam-Relays-Untrusted"].count("[ ip=") == len(first) + 1
+
+
+def test_what_only_looks_like_a_bare_ipv6_address_is_no_relay() -> None:
+    assert parse_received("from h (h [dead:beef:cafe]) by mx.example.org with SMTP id 1") is None
+    assert parse_received("from h (h [12:30:45]) by mx.example.org with SMTP id 1") is None
 
 
 def test_an_authenticated_hop_is_trusted() -> None:
