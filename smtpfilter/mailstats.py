@@ -33,6 +33,9 @@ _CONNECTION = re.compile(r"client=(?P<client>\S+) stage=connect reply='(?P<reply
 _LOGIN_FAILED = re.compile(r"client=(?P<client>\S+) auth=failed user=(?P<user>.*) method=\S+ failures=\d+")
 _WOULD_REFUSE = re.compile(r"client=(?P<client>\S+) stage=\w+ would_refuse='[^']*' by=(?P<by>\S+): after the queue")
 _CLIENT = re.compile(r"client=(\S+) helo=")
+# spamd's request line (smtpfilter/spamd.py): the verdict as its Spam: header gave it
+_SPAMD = re.compile(r"spamd: client=(?P<client>\S+) method=\S+ user=.* size=\d+ spam='(?P<spam>[^']*)' "
+                    r"reply='(?P<reply>[^']*)' time=(?P<seconds>[0-9.]+)s$")
 _VIRUS = re.compile(r"clamd found (?P<name>.+) in a message from (?P<client>\S+)$")
 
 _ISO_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
@@ -47,7 +50,8 @@ SCORE_BANDS = (-math.inf, 0, 2, 4, 6, 8, 10, 12, 15, 20, math.inf)
 class LogEvent:
     """One line of the filter's log that the report counts."""
 
-    kind: str  # "message", "refusal" (before DATA), "connection", "login_failed", "would_refuse", "virus"
+    kind: str  # "message", "refusal" (before DATA), "connection", "login_failed", "would_refuse",
+    # "virus", "spamd" (a request to `spamkit spamd`; its score 1.0 when the answer was spam)
     client: str
     when: float | None = None  # seconds since the epoch; None: the line gave no time
     reply: str = ""
@@ -70,6 +74,13 @@ def read_line(line: str, now: float | None = None) -> LogEvent | None:
     virus = _VIRUS.search(line)
     if virus is not None:  # (the clamav filter's line; its message's own line says by=clamav)
         return LogEvent("virus", virus["client"], line_time(line[:virus.start()], now), by=virus["name"])
+    if "spamd: client=" in line:
+        spamd = _SPAMD.search(line)
+        if spamd is None:
+            return None  # (a request that was no request: a connection closed early)
+        return LogEvent("spamd", spamd["client"], line_time(line[:spamd.start()], now),
+                        reply=spamd["reply"], score=1.0 if spamd["spam"].startswith("True") else 0.0,
+                        seconds=float(spamd["seconds"]))
     start = line.find("client=")
     while start > 0 and line[start - 1] != " ":
         start = line.find("client=", start + 1)
@@ -211,6 +222,7 @@ class MailStats:
     hours: dict[str, _Counts] = field(default_factory=lambda: defaultdict(_Counts))
     scan_seconds: list[float] = field(default_factory=list)
     viruses: Counter[str] = field(default_factory=Counter)
+    spamd: Counter[str] = field(default_factory=Counter)  # requests, spam, failed
 
     def add_all(self, events: Iterable[LogEvent]) -> None:
         for event in events:
@@ -229,6 +241,11 @@ class MailStats:
             return
         if event.kind == "virus":
             self.viruses[event.by] += 1
+            return
+        if event.kind == "spamd":
+            self.spamd["requests"] += 1
+            self.spamd["spam"] += event.score == 1.0
+            self.spamd["failed"] += event.reply.split()[1:2] != ["0"]  # ("SPAMD/1.1 0 EX_OK", "... 0 PONG")
             return
         spam = event.kind == "message" and event.score is not None and event.score >= self.tag_level
         if event.kind == "connection":
@@ -290,6 +307,8 @@ class MailStats:
                        for user, counts in sorted(self.logins.items(),
                                                   key=lambda item: (-item[1]["failed"], -item[1]["messages"],
                                                                     item[0]))[:self.top]],
+            "spamd": {"requests": self.spamd["requests"], "spam": self.spamd["spam"],
+                      "failed": self.spamd["failed"]},
             "viruses": [{"name": name, "messages": count} for name, count in
                         sorted(self.viruses.items(), key=lambda item: (-item[1], item[0]))[:self.top]],
             "hours": [{"hour": hour, **counts.as_json()} for hour, counts in sorted(self.hours.items())],
@@ -324,6 +343,9 @@ def render(report: dict[str, Any]) -> str:
               f"  deferred    {report['before_data']['deferred']:>9,}",
               f"Connections turned away by a limit: {report['connections_refused']:,}",
               f"Failed logins: {report['logins_failed']:,}"]
+    if report["spamd"]["requests"]:
+        lines.append(f"spamd requests: {report['spamd']['requests']:,}, of which spam "
+                     f"{report['spamd']['spam']:,}, failed {report['spamd']['failed']:,}")
     if report["filters"]:
         lines += ["", f"{'By filter':<28} {'rejected':>9} {'deferred':>9} {'would refuse':>13}"]
         lines += [f"  {row['filter']:<26} {row['rejected']:>9,} {row['deferred']:>9,} {row['would_refuse']:>13,}"

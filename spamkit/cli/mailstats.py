@@ -49,7 +49,8 @@ def mailstats(logs: tuple[str, ...], since: str | None, until: str | None, top: 
     for stdin, e.g. `journalctl -u spamkit-filter --since yesterday --until today |
     spamkit mailstats -`. Spam is a relayed message scored at or above the tag level in
     force (TagLevel, or the Sensitivity preset's). Other programs' lines are passed
-    over. Exit 66 if a LOG cannot be read, 75 if the report could not be mailed."""
+    over; with --since or --until, so are lines that give no time. Exit 66 if a LOG
+    cannot be read, 75 if the report could not be mailed."""
     if not logs:
         if sys.stdin.isatty():
             raise click.UsageError("name the filter's log files, or - to read stdin "

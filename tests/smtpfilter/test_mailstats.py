@@ -131,12 +131,15 @@ def test_fields_a_client_chose_cannot_move_ours() -> None:
 
 
 def test_other_lines_are_passed_over_and_times_read_from_each_kind_of_prefix() -> None:
-    for other in ("", "random text", "spamkit.smtpfilter spamd: client=127.0.0.1 method=CHECK user=x "
-                  "size=1 spam='False' reply='0' time=0.1s",
+    for other in ("", "random text", "spamkit.spamd spamd: client=127.0.0.1 reply='SPAMD/1.0 76 Bad header line' "
+                  "time=0.001s",  # (spamd's line for what was no request)
                   "spamkit.smtpfilter greylist: would defer client=192.0.2.1 from=<a@b> rcpt=c@d",
                   "spamkit.smtpfilter client=192.0.2.1 helo=h tls=no from=<a@b> rcpts=c@d reply='250'",
                   "xclient=1.2.3.4 helo=h from=<a> rcpt=b stage=rcpt reply='550' by=relay"):
         assert read_line(other) is None, other
+    spamd = read_line("spamkit.spamd spamd: client=127.0.0.1 method=CHECK user=a b size=10 spam='True ; 7.0 / 5.0' "
+                      "reply='SPAMD/1.1 0 EX_OK' time=0.1s")
+    assert spamd is not None and (spamd.kind, spamd.score) == ("spamd", 1.0)
     ours = read_line("2026-12-02 10:00:01,123 spamkit.smtpfilter client=192.0.2.1 stage=connect "
                      "reply='421' by=max_sessions")
     assert ours is not None and ours.when == time.mktime((2026, 12, 2, 10, 0, 1, 0, 0, -1))

@@ -148,6 +148,13 @@ def test_spamc_gets_spamkit_checks_verdicts(start_spamd, db: Path, tmp_path: Pat
     code, log = spamd.stop()
     assert code == 0
     assert "method=CHECK" in log and "method=PROCESS" in log and "reply='SPAMD/1.1 0 EX_OK'" in log
+    # `spamkit mailstats` counts these requests from the same log
+    from smtpfilter.mailstats import MailStats, read_line
+
+    stats = MailStats(tag_level=5.0)
+    stats.add_all(event for line in log.splitlines() if (event := read_line(line)) is not None)
+    # four requests about each message and a PING; the spam's four said it was spam
+    assert stats.as_json()["spamd"] == {"requests": 9, "spam": 4, "failed": 0}
 
 
 def test_tell_learns_only_when_allowed(start_spamd, db: Path,  # type: ignore[no-untyped-def]
