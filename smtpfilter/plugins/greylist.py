@@ -9,9 +9,9 @@ keeps sending. Off unless "greylist" is in SmtpFilters, as on SME, where it is "
 covers" for those who want it. Decision 0021 has the constants and why.
 
 LocalNetworks, RelayClients and WhitelistSenders are never greylisted, nor is mail to
-postmaster@ and abuse@ (as postgrey's whitelist_recipients) or to GreylistExceptRecipients. A greylist database
-that cannot be written lets mail through: greylisting is a delay, and a broken one must
-not turn into refusing everything.
+postmaster@ and abuse@ (as postgrey's whitelist_recipients) or to GreylistExceptRecipients.
+A greylist database that cannot be written lets mail through: greylisting is a delay, and
+a broken one must not turn into refusing everything.
 """
 
 from __future__ import annotations

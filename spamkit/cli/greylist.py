@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from smtpfilter.logtext import printable
 from spamkit.cli import config_option, json_option
 from spamkit.cli.filterstore import opened_store
 from spamkit.config import load_config
@@ -102,8 +103,9 @@ def _print_list(triplets: list[dict[str, Any]], networks: list[dict[str, Any]], 
         for row in triplets:
             state = f"waits; passes from {_when(row['passes_at'])}" if row["waiting"] \
                 else f"passed {_when(row['passed'])}"
-            click.echo(f"{row['client']:<20} {row['sender'] or '<>':<32} {row['recipient']:<32} "
-                       f"{_when(row['first']):<16} {row['tries']:>5}  {state}")
+            # (addresses as a client sent them: anything not printable escaped, as the log has them)
+            click.echo(f"{printable(row['client']):<20} {printable(row['sender']) or '<>':<32} "
+                       f"{printable(row['recipient']):<32} {_when(row['first']):<16} {row['tries']:>5}  {state}")
     if unnamed:
         click.echo(f"(and {unnamed} triplet{'' if unnamed == 1 else 's'} recorded without "
                    "addresses by an earlier spamkit, forgotten within GreylistPassDays)", err=True)
@@ -144,8 +146,8 @@ def pass_(senders: tuple[str, ...], recipients: tuple[str, ...], clients: tuple[
         click.echo(json.dumps({"database": where, "passed": passed, "unknown": unknown}))
         return
     for row in passed:
-        click.echo(f"passed: {row['sender'] or '<>'} -> {row['recipient']} from {row['client']}",
-                   err=True)
+        click.echo(f"passed: {printable(row['sender']) or '<>'} -> {printable(row['recipient'])} "
+                   f"from {printable(row['client'])}", err=True)
     for sender in unknown:
         click.echo(f"nothing waiting from: {sender} ({where})", err=True)
 

@@ -480,6 +480,12 @@ def test_triplets_recorded_without_their_addresses_are_counted_not_listed(tmp_pa
     report = json.loads(_greylist_command(config, "list", "--json").stdout)
     assert report["unnamed"] == 1 and [row["sender"] for row in report["triplets"]] == ["a@example.net"]
     assert "1 triplet recorded without addresses" in _greylist_command(config, "list").stderr
+    # an address with bytes that were not UTF-8 (kept as lone surrogates) is listed, escaped
+    store.wait("192.0.2.0/24", "b\udcff@example.net", "b@example.org")
+    listed = _greylist_command(config, "list")
+    assert listed.returncode == 0 and "b\\udcff@example.net" in listed.stdout, listed.stderr
+    senders = {row["sender"] for row in json.loads(_greylist_command(config, "list", "--json").stdout)["triplets"]}
+    assert senders == {"a@example.net", "b\udcff@example.net"}
 
 
 @pytest.mark.parametrize(("given", "kept", "covers"), [
