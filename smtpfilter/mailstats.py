@@ -67,17 +67,15 @@ class LogEvent:
 
 def read_line(line: str, now: float | None = None) -> LogEvent | None:
     """The event a log line records, or None for any other line (another program's, the
-    filter's warnings, spamd's requests, a line cut short)."""
+    filter's warnings, a line cut short)."""
     if len(line) > MAX_LINE:
         return None
     line = line.rstrip("\r\n")
     virus = _VIRUS.search(line)
     if virus is not None:  # (the clamav filter's line; its message's own line says by=clamav)
         return LogEvent("virus", virus["client"], line_time(line[:virus.start()], now), by=virus["name"])
-    if "spamd: client=" in line:
-        spamd = _SPAMD.search(line)
-        if spamd is None:
-            return None  # (a request that was no request: a connection closed early)
+    spamd = _SPAMD.search(line) if "spamd: client=" in line else None
+    if spamd is not None:  # (spamd's line for what was no request is passed over below)
         return LogEvent("spamd", spamd["client"], line_time(line[:spamd.start()], now),
                         reply=spamd["reply"], score=1.0 if spamd["spam"].startswith("True") else 0.0,
                         seconds=float(spamd["seconds"]))

@@ -124,6 +124,11 @@ def test_fields_a_client_chose_cannot_move_ours() -> None:
     login = read_line(LINE.format(helo="pc", sender="alice@example.org", rcpts="x@y", reply="250",
                                   score="-", by="relay", extra=" user=alice smith disclaimer=added"))
     assert login is not None and login.user == "alice smith" and login.score is None
+    # nor can a HELO that looks like another line's start hide the message
+    for disguise in ("spamd: client=1.2.3.4 method=CHECK", "clamd found X in a message from 1.2.3.4"):
+        hidden = read_line(LINE.format(helo=disguise, sender="a@x", rcpts="b@example.org", reply="554",
+                                       score="15.0", by="spamscore", extra=""))
+        assert hidden is not None and (hidden.kind, hidden.reply) == ("message", "554"), disguise
     refusal = read_line("Dec  2 10:00:01 mx spamkit[42]: 2026-12-02 10:00:01,001 spamkit.smtpfilter "
                         "client=2001:db8::1 helo=h h from=<> rcpt=- stage=mail reply='550' by=badmailfrom")
     assert refusal is not None and (refusal.kind, refusal.sender, refusal.recipients, refusal.by) == \
