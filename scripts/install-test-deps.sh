@@ -7,7 +7,7 @@
 # bzip2, genisoimage, xorriso and gcab (the attachment check's tests read archives and disk
 # images as these tools write them), unar and libarchive-tools (to check RAR), tnef (to
 # check TNEF, winmail.dat), tor-geoipdb and MaxMind's Perl DB writer and reader (country
-# databases), and
+# databases), Debian's Pyzor server and client, and
 # spamkit with its test extras (and a C compiler for its tokenizer and parser cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +49,10 @@ command -v tnef >/dev/null || need+=(tnef)
 [ -e /usr/share/tor/geoip ] || need+=(tor-geoipdb)
 perl -MMaxMind::DB::Writer::Tree -e1 2>/dev/null || need+=(libmaxmind-db-writer-perl)
 perl -MMaxMind::DB::Reader -e1 2>/dev/null || need+=(libmaxmind-db-reader-perl)
+# Debian's Pyzor server and command, for the pyzor filter's tests (pyzord keeps its
+# digests in gdbm, which Debian's Python has only with python3-gdbm)
+[ -x /usr/bin/pyzord ] || need+=(pyzor)
+/usr/bin/python3 -c 'import dbm.gnu' 2>/dev/null || need+=(python3-gdbm)
 # a C compiler for the tokenizer's and parser's C cores (spamkit works without
 # them, slower; tests check they are built)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)

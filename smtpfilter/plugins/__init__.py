@@ -38,6 +38,7 @@ from smtpfilter.plugins.envelope import (
 )
 from smtpfilter.plugins.geoip import GeoIP
 from smtpfilter.plugins.greylist import Greylist, GreylistStore
+from smtpfilter.plugins.pyzor import Pyzor, PyzorClient, Thresholds, pyzor_servers
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.senderlogin import SenderLogin
 from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
@@ -101,6 +102,10 @@ FILTERS: dict[str, Factory] = {
     "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
+    "pyzor": lambda c, s, a: Pyzor(PyzorClient(pyzor_servers(c["PyzorServers"]), c["PyzorTimeout"]),
+                                   Thresholds(c["PyzorCountMin"], c["PyzorWelcomelistMin"],
+                                              c["PyzorWelcomelistFactor"]),
+                                   local_clients(c), c["MaxMessageSize"]),
     "geoip": lambda c, s, a: GeoIP(geoip_countries(c), c["BlockedCountries"], c["AllowedCountries"],
                                    local_clients(c)),
     "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), DisclaimerTexts(disclaimer_path(c),
@@ -113,8 +118,8 @@ STALE_GEOIP_DAYS = 365
 
 NEEDS_BEFORE = {"dmarc": ("spf", "dkim")}
 # (first, then): where a chain has both, `first` must come before `then` (a footer added
-# after the DKIM signature would break it)
-ORDER = (("disclaimer", "dkimsign"),)
+# after the DKIM signature would break it; pyzor's answer is for the score)
+ORDER = (("disclaimer", "dkimsign"), ("pyzor", "spamscore"))
 
 
 def _helo(config: Config) -> Helo:

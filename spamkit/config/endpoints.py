@@ -63,6 +63,11 @@ def smtp_server_problem(text: str) -> str | None:
     return _problem(text, 25)
 
 
+def server_problem(text: str, default_port: int) -> str | None:
+    """For host[:port], `default_port` if none."""
+    return _problem(text, default_port)
+
+
 def _problem(text: str, default_port: int | None) -> str | None:
     try:
         split_host_port(text, default_port)

@@ -17,6 +17,7 @@ from spamkit.config.endpoints import (
     endpoint_problem,
     host_name_problem,
     is_host_name,
+    server_problem,
     smtp_server_problem,
     socket_problem,
 )
@@ -472,6 +473,20 @@ OPTIONS: tuple[Option, ...] = (
            "resolvers: use this server's own.", group="smtp"),
     Option("DnsTimeout", float, 5.0, "Seconds a DNS filter waits for one lookup; a list that "
            "does not answer in time lets the mail through.", minimum=0.1, maximum=30,
+           group="smtp"),
+    Option("PyzorServers", list, ["public.pyzor.org:24441"], "pyzor: the Pyzor servers asked "
+           "about each message, in turn until one answers (HOST[:PORT], port 24441 if none).",
+           group="smtp", entry_problem=lambda entry: server_problem(entry, 24441)),
+    Option("PyzorTimeout", float, 5.0, "pyzor: seconds to wait for the servers' answer, all "
+           "of them together (SpamAssassin's pyzor_timeout); then the message is scored "
+           "without it.", minimum=0.1, maximum=60, group="smtp"),
+    Option("PyzorCountMin", int, 5, "pyzor: reports needed for PYZOR_CHECK to hit "
+           "(SpamAssassin's pyzor_count_min).", minimum=1, group="smtp"),
+    Option("PyzorWelcomelistMin", int, 10, "pyzor: welcomelistings that may cancel the "
+           "reports (SpamAssassin's pyzor_welcomelist_min).", minimum=1, group="smtp"),
+    Option("PyzorWelcomelistFactor", float, 0.2, "pyzor: with PyzorWelcomelistMin or more "
+           "welcomelistings, reports are cancelled when the welcomelistings are at least this "
+           "share of them (SpamAssassin's pyzor_welcomelist_factor).", minimum=0, maximum=1,
            group="smtp"),
     Option("SpfRejectFail", bool, False, "spf: refuse mail whose sender domain's SPF record "
            "says fail (550 5.7.23), instead of leaving it to the score (SPF_FAIL).",

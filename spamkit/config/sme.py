@@ -71,7 +71,6 @@ NOT_SPAMKITS = {
     "status": "spamkit's filtering is on wherever `serve`, `spamd` or `deliver` runs it",
     "RelayRequiresAuth": "RelayClients relay without logging in, every other client only "
                          "once logged in (SmtpAuthentication)",
-    "PyzorTimeout": "spamkit asks no Pyzor",
     "BccUser": "read with Bcc, as BccAddress",
     "access": "which networks may connect is the firewall's and the MTA's",
     "TCPPort": "`spamkit serve --listen` says where the filter listens",

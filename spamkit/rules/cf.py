@@ -30,6 +30,8 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     # answered from the SMTP filter's Received-SPF and Authentication-Results headers
     "Mail::SpamAssassin::Plugin::SPF", "Mail::SpamAssassin::Plugin::DKIM",
     "Mail::SpamAssassin::Plugin::Dmarc",
+    # answered from the pyzor filter's X-Spamkit-Pyzor header
+    "Mail::SpamAssassin::Plugin::Pyzor",
     # X-Relay-Countries from a country database (spamkit.geoip), when one is found
     "Mail::SpamAssassin::Plugin::RelayCountry",
 })

@@ -63,12 +63,14 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
         rule.description = parsed.descriptions.get(name, "")
         rule.tflags = parsed.tflags.get(name, frozenset())
         rule.scores = parsed.scores.get(name)
+        rule.network_result = "net" in rule.tflags and rule.eval_name in RECORDED_RESULT_EVALS
         if "net" in rule.tflags and rule.kind is not Kind.META \
                 and rule.eval_name not in RECORDED_RESULT_EVALS:
             # a network test cannot run here; a meta rule flagged `net` only combines
             # other rules' results and runs, as in SpamAssassin's local mode (-L), where
-            # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF, DKIM and DMARC evals
-            # run: the SMTP filter made the lookups and wrote their results into the message.
+            # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF, DKIM, DMARC and Pyzor
+            # evals run: the SMTP filter made the lookups and wrote their results into the
+            # message.
             report.skip("network test")
             continue
         rules[name] = rule

@@ -54,6 +54,10 @@ class Rule:
     meta_python: str = ""  # the expression as Python over h.get(NAME, 0), for the meta function
     meta_dependencies: tuple[str, ...] = ()
     scores: tuple[float, float, float, float] | None = None  # from `score`, per score set
+    # a `net` rule whose lookup the SMTP filter made and recorded in the message (SPF, DKIM,
+    # DMARC, Pyzor): scored from SpamAssassin's network score sets (1, 3), since its result
+    # exists only where network checks ran; the local sets give most such rules 0
+    network_result: bool = False
 
     @property
     def pattern(self) -> regex.Pattern[str] | None:
@@ -74,7 +78,7 @@ class Rule:
         """The score line's value; without one, SpamAssassin's default: 1.0, 0.01 for a
         rule under test (T_), and negative for a rule flagged `nice` (it points to ham)."""
         if self.scores is not None:
-            return self.scores[score_set]
+            return self.scores[score_set | 1 if self.network_result else score_set]
         if self.is_subrule:
             return 0.0
         default = 0.01 if self.name.startswith("T_") else 1.0

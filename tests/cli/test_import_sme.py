@@ -79,6 +79,7 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
         "DmarcReject": False, "SpfRejectPolicy": 2, "BccAddress": "maillog@example.org",
         "BccMode": "bcc", "MaxLoad": 7.0, "SmtpMaxMessageSize": 20_000_000, "MaxSessionsPerClient": 4,
         "ScanLocalClients": False,  # SME scores no mail from its local networks
+        "PyzorTimeout": 15.0,  # the guide's `config setprop spamassassin PyzorTimeout 15`
         # SMTP AUTH, the passwords then checked by Dovecot (SME's own, through PAM)
         "SmtpAuthentication": True, "TlsBeforeAuth": False,
         "RBLList": ["zen.spamhaus.org"],
@@ -101,8 +102,7 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
         ("white", "*@vonage.com"), ("white", "*domain2.com"), ("black", "spammer@spamdomain.com"),
         ("black", "*@*.xyz")]
     left_out = "\n".join(report["left_out"])
-    for why in ("configuration spamassassin PyzorTimeout=15: spamkit asks no Pyzor",
-                "configuration qpsmtpd RelayRequiresAuth=enabled: RelayClients relay without logging in",
+    for why in ("configuration qpsmtpd RelayRequiresAuth=enabled: RelayClients relay without logging in",
                 "spamassassin wbl.global @bad.example:",
                 "configuration sqpsmtpd status=enabled TCPPort=465: SMTP over SSL; give "
                 "`spamkit serve --listen-tls 0.0.0.0:465`"):

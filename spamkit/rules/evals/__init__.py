@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spamkit.rules.evals import auth, basic, freemail, headers, mime
-from spamkit.rules.evals.auth import RECORDED_RESULT_EVALS
+from spamkit.rules.evals import auth, basic, freemail, headers, mime, pyzor
+
+# Evals of rules SpamAssassin flags `net` whose result the SMTP filter records in the
+# message: they run where other network tests are skipped
+RECORDED_RESULT_EVALS = frozenset(auth.EVALS) | frozenset(pyzor.EVALS)
 
 EVALS: dict[str, Callable[..., bool]] = {
     **basic.EVALS,
@@ -19,6 +22,7 @@ EVALS: dict[str, Callable[..., bool]] = {
     **mime.EVALS,
     **freemail.EVALS,
     **auth.EVALS,
+    **pyzor.EVALS,
 }
 
 

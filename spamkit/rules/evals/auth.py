@@ -3,10 +3,11 @@
 Authentication-Results.
 
 SpamAssassin flags these rules `net` (it makes the lookups itself); spamkit runs them
-because the lookups were already made, at the door, by the filter
-(`RECORDED_RESULT_EVALS`). Only the topmost header of each kind is read, as SpamAssassin
-does with `use_newest_received_spf_header`: that is the one our filter wrote, and the
-dkim and dmarc filters remove any Authentication-Results that claims to be ours. A
+because the lookups were already made, at the door, by the filter (they are among
+spamkit.rules.evals.RECORDED_RESULT_EVALS). Only the topmost header of each kind is
+read, as SpamAssassin does with `use_newest_received_spf_header`: that is the one our
+filter wrote, and the dkim and dmarc filters remove any Authentication-Results that
+claims to be ours. A
 message that never went through the filter (`spamkit check` of a file) may carry a
 sender's own header; the most it can earn is DKIM_VALID's or SPF_PASS's near-zero
 score, and a forged failure only hurts its sender.
@@ -163,6 +164,3 @@ for _result in ("pass", "fail", "softfail", "neutral", "none", "permerror", "tem
     EVALS[f"check_for_spf_{_result}"] = _spf_eval("mailfrom", _result)
     EVALS[f"check_for_spf_helo_{_result}"] = _spf_eval("helo", _result)
 
-# Evals of rules SpamAssassin flags `net` whose result the SMTP filter records in the
-# message: they run where other network tests are skipped.
-RECORDED_RESULT_EVALS = frozenset(EVALS)
