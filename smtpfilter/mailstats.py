@@ -100,17 +100,11 @@ def read_line(line: str, now: float | None = None) -> LogEvent | None:
 
 def _message(body: str, when: float | None) -> LogEvent | None:
     tail = _MESSAGE_TAIL.search(body)
-    if tail is None:
+    envelope = _envelope(body[:tail.start()], " rcpts=") if tail else None
+    if tail is None or envelope is None:
         return None
-    head = body[:tail.start()]
-    rcpts_at = head.rfind(" rcpts=")
-    from_at = head.rfind(" from=<", 0, rcpts_at)
-    client = _CLIENT.match(head)
-    if client is None or rcpts_at < 0 or from_at < 0 or not head[:rcpts_at].endswith(">"):
-        return None
-    recipients = head[rcpts_at + len(" rcpts="):]
-    return LogEvent("message", client.group(1), when, reply=tail["reply"], by=tail["by"],
-                    sender=head[from_at + len(" from=<"):rcpts_at - 1],
+    client, sender, recipients = envelope
+    return LogEvent("message", client, when, reply=tail["reply"], by=tail["by"], sender=sender,
                     recipients=len(recipients.split(",")) if recipients else 0,
                     score=_number(tail["score"]), unscanned=tail["score"] == "unscanned",
                     seconds=float(tail["seconds"]),
@@ -119,19 +113,25 @@ def _message(body: str, when: float | None) -> LogEvent | None:
 
 def _refusal(body: str, when: float | None) -> LogEvent | None:
     tail = _REFUSAL_TAIL.search(body)
-    if tail is None:
+    envelope = _envelope(body[:tail.start()], " rcpt=") if tail else None
+    if tail is None or envelope is None:
         return None
-    head = body[:tail.start()]
-    rcpt_at = head.rfind(" rcpt=")
-    from_at = head.rfind(" from=<", 0, rcpt_at)
-    client = _CLIENT.match(head)
-    if client is None or rcpt_at < 0 or from_at < 0 or not head[:rcpt_at].endswith(">"):
-        return None
-    recipient = head[rcpt_at + len(" rcpt="):]
-    return LogEvent("refusal", client.group(1), when, reply=tail["reply"], by=tail["by"],
-                    sender=head[from_at + len(" from=<"):rcpt_at - 1],
+    client, sender, recipient = envelope
+    return LogEvent("refusal", client, when, reply=tail["reply"], by=tail["by"], sender=sender,
                     recipients=0 if recipient == "-" else 1,
                     user=tail["user"] or "", country=tail["country"] or "")
+
+
+def _envelope(head: str, recipients_field: str) -> tuple[str, str, str] | None:
+    """(client, sender, recipients) of "client=C helo=H [tls=T] from=<S> rcpt[s]=R", the
+    sender and recipients found from the right, past whatever the HELO holds."""
+    recipients_at = head.rfind(recipients_field)
+    from_at = head.rfind(" from=<", 0, recipients_at)
+    client = _CLIENT.match(head)
+    if client is None or recipients_at < 0 or from_at < 0 or not head[:recipients_at].endswith(">"):
+        return None
+    return (client.group(1), head[from_at + len(" from=<"):recipients_at - 1],
+            head[recipients_at + len(recipients_field):])
 
 
 def _number(text: str) -> float | None:

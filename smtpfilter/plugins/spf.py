@@ -15,7 +15,6 @@ DnsTimeout). A lookup that fails gives "temperror", which refuses nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, t
 from smtpfilter.plugins.authres import clean, without_ours
 from smtpfilter.plugins.dmarc import author_domain, find_policy
 from smtpfilter.networks import LocalClients
+from spamkit.config.endpoints import is_ip_address
 
 log = logging.getLogger("spamkit.smtpfilter")
 
@@ -60,7 +60,7 @@ class Spf(Filter):
             return CONTINUE  # the MTA in front, or our own users: nothing to check
         helo = tx.helo.strip().rstrip(".")
         # the HELO identity is checked when it is a domain name (not an address literal)
-        helo_is_name = "." in helo and not helo.startswith("[") and not _is_address(helo)
+        helo_is_name = "." in helo and not helo.startswith("[") and not is_ip_address(helo)
         helo_result = self._check(tx.peer, f"postmaster@{helo}", helo) if helo_is_name else None
         sender = tx.mail_from.strip("<>")
         if sender:
@@ -115,14 +115,6 @@ class Spf(Filter):
                 f"envelope-from=\"{clean(sender, 200)}\"; helo=\"{clean(tx.helo, 100)}\"; "
                 f"identity={identity};\r\n")
         return line.encode("utf-8", "replace")
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _lookup_through(resolver: dns.resolver.Resolver) -> Callable[..., list[tuple[tuple[str, str], Any]]]:

@@ -76,6 +76,15 @@ def _problem(text: str, default_port: int | None) -> str | None:
     return None
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address as written (no brackets, no prefix)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def is_host_name(name: str) -> bool:
     """Labels of letters, digits, '-' and '_' (which DNS allows), joined by '.', at most
     253 characters; a final dot allowed. Nothing a path or a record would read otherwise

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from spamkit.config.endpoints import is_ip_address
+
 # an address as Received lines write it: IPv4, IPv6 after "IPv6:" (Postfix, sendmail), or
 # IPv6 bare (Exim, Gmail's and Microsoft's own hops: "[2607:f8b0:4864:20::62d]"); a bare
 # one is checked by ipaddress once matched, since the pattern takes some that are not
@@ -206,7 +208,7 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     ip = fields["ip"]
     if ip[:5].lower() == "ipv6:":
         ip = ip[5:]
-    if ":" in ip and not _is_address(ip):
+    if ":" in ip and not is_ip_address(ip):
         return None  # (looked like a bare IPv6 address, was not one)
     ip = _MAPPED_IPV4.sub(r"\1", ip)  # ::ffff:192.0.2.1 is 192.0.2.1, as SpamAssassin writes it
     by = fields.get("by_bare") or fields.get("by_given") or (by_match.group(1) if by_match else "")
@@ -230,19 +232,11 @@ def _authenticated(line: str) -> str:
     return ""
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def first_address_in(text: str) -> str | None:
     """The first IPv4 or IPv6 address written in `text` (an originating_ip_headers value,
     "[2001:db8::5]" or "192.0.2.7, 10.0.0.1"), as SpamAssassin takes it; None if none."""
     for found in IP_IN_TEXT.finditer(text):
-        if _is_address(found.group(0)):
+        if is_ip_address(found.group(0)):
             return found.group(0)
     return None
 
