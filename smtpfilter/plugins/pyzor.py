@@ -116,6 +116,10 @@ class Pyzor(Filter):
 
     def __init__(self, client: PyzorClient, thresholds: Thresholds, local: LocalClients,
                  max_bytes: int) -> None:
+        # imported now, not at the top (29 ms that `lint` and a `serve` without this filter
+        # need not pay), so that a broken install stops `serve` at start, not each message
+        import pyzor.client  # noqa: F401
+        import pyzor.digest  # noqa: F401
         self.client = client
         self.thresholds = thresholds
         self.local = local
