@@ -79,24 +79,31 @@ class SweepReport:
 def mail_report(report: SweepReport, server: str, sender: str, recipient: str,
                 timeout: float = 30.0) -> None:
     """Send the report as a plain-text mail through `server` (host:port); raises OSError."""
-    import smtplib
-    from email.message import EmailMessage
-
-    host, port = smtp_server(server)
-    message = EmailMessage()
     totals = report.totals()
-    message["Subject"] = (("spamkit learn (dry run): would learn " if report.dry_run else "spamkit learn: ")
-                          + f"{totals['spam_learned']} spam, {totals['ham_learned']} ham"
-                          + (f", {totals['failed']} failed" if totals["failed"] else "")
-                          + (", stopped early" if report.error is not None else ""))
-    message["From"] = sender
-    message["To"] = recipient
+    subject = (("spamkit learn (dry run): would learn " if report.dry_run else "spamkit learn: ")
+               + f"{totals['spam_learned']} spam, {totals['ham_learned']} ham"
+               + (f", {totals['failed']} failed" if totals["failed"] else "")
+               + (", stopped early" if report.error is not None else ""))
     lines = [report.table()]
     for user in report.users:
         lines += [f"{user.user}: left {name}: {reason}" for name, reason in user.failures]
         lines += [f"{user.user}: skipped {name}: {reason}" for name, reason in user.skipped]
-    message.set_content("\n".join(lines) + "\n")
-    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+    send_text_mail(server, sender, recipient, subject, "\n".join(lines) + "\n", timeout)
+
+
+def send_text_mail(server: str, sender: str, recipient: str, subject: str, text: str,
+                   timeout: float = 30.0) -> None:
+    """A plain-text report mailed through ReportSmtpServer (`server`, host[:port]); raises
+    OSError or smtplib.SMTPException when it cannot be sent (the sweep's and mailstats's)."""
+    import smtplib
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = sender
+    message["To"] = recipient
+    message.set_content(text)
+    with smtplib.SMTP(*smtp_server(server), timeout=timeout) as smtp:
         smtp.send_message(message)
 
 

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 import click
 
 from spamkit.cli import config_option, json_option
-from spamkit.config import load_config
+from spamkit.config import Config, load_config
 from smtpfilter.mailstats import MAX_LINE, MailStats, read_line, render
 from spamkit.errors import MessageSourceError, SpamkitError
 
@@ -132,22 +132,15 @@ def _moment(text: str | None, option: str) -> float | None:
     return value.timestamp()
 
 
-def _mail(report: dict[str, Any], text: str, config: Any, mail_to: str) -> None:
-    from email.message import EmailMessage
-
-    from trainer.sweep import smtp_server
+def _mail(report: dict[str, Any], text: str, config: Config, mail_to: str) -> None:
+    from trainer.sweep import send_text_mail
 
     messages = report["messages"]
-    message = EmailMessage()
-    message["Subject"] = (f"spamkit mailstats {report['first'] or '?'} to {report['last'] or '?'}: "
-                          f"{messages['relayed']:,} relayed, {messages['spam']:,} spam, "
-                          f"{messages['rejected'] + report['before_data']['rejected']:,} rejected")
-    message["From"] = config["ReportFrom"]
-    message["To"] = mail_to
-    message.set_content(text)
+    subject = (f"spamkit mailstats {report['first'] or '?'} to {report['last'] or '?'}: "
+               f"{messages['relayed']:,} relayed, {messages['spam']:,} spam, "
+               f"{messages['rejected'] + report['before_data']['rejected']:,} rejected")
     try:
-        with smtplib.SMTP(*smtp_server(config["ReportSmtpServer"]), timeout=30) as smtp:
-            smtp.send_message(message)
+        send_text_mail(config["ReportSmtpServer"], config["ReportFrom"], mail_to, subject, text)
     except (OSError, smtplib.SMTPException) as error:
         raise ReportNotSent(f"the report to {mail_to} could not be sent through "
                             f"{config['ReportSmtpServer']}: {error}") from None

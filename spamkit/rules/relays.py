@@ -158,9 +158,9 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     found_id = _ID.search(line)
     helo_match = _HELO_EQUALS.search(line) or _HELO_WORD.search(line)
     by_match = _BY.search(line)
-    auth = _authenticated(line)
+    lowered = line.lower()
+    auth = _authenticated(line, lowered)
     rest = _FROM.sub("", line, count=1)
-    lowered = rest.lower()
     envelope = _ENVELOPE_FROM.search(rest) if "envelope-" in lowered or "return-path" in lowered else None
     fields: dict[str, str] = {}
     # (the formats are of lines that start "from " in lower case, as SpamAssassin reads
@@ -221,11 +221,11 @@ def _shown(field: str) -> str:
     return field.translate(_STRIP_CHARS)
 
 
-def _authenticated(line: str) -> str:
-    """How the line says its client logged in ("ESMTPA", "Sendmail", ...), or ""."""
+def _authenticated(line: str, lowered: str) -> str:
+    """How the line says its client logged in ("ESMTPA", "Sendmail", ...), or ""
+    (`lowered`: the line in lower case, which the caller has made already)."""
     if " by " in line and (found := _AUTH.search(line)):
         return found.group(1)
-    lowered = line.lower()
     for needed, pattern, name in _AUTH_FORMS:
         if needed in lowered and (found := pattern.search(line)):
             return name(found)
