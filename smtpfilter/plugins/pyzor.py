@@ -33,6 +33,7 @@ from smtpfilter.headers import without_fields
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
 from spamkit.config.endpoints import split_host_port
+from spamkit.errors import SpamkitError
 from spamkit.rules.evals.pyzor import HEADER, LISTED
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -118,8 +119,12 @@ class Pyzor(Filter):
                  max_bytes: int) -> None:
         # imported now, not at the top (29 ms that `lint` and a `serve` without this filter
         # need not pay), so that a broken install stops `serve` at start, not each message
-        import pyzor.client  # noqa: F401
-        import pyzor.digest  # noqa: F401
+        try:
+            import pyzor.client  # noqa: F401
+            import pyzor.digest  # noqa: F401
+        except ImportError as error:
+            raise SpamkitError(f"the pyzor filter needs the Python package pyzor, which cannot "
+                               f"be imported ({error}): pip install pyzor") from None
         self.client = client
         self.thresholds = thresholds
         self.local = local

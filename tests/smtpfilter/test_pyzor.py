@@ -142,3 +142,15 @@ def test_lint_wants_pyzor_before_spamscore_and_servers_it_can_read(tmp_path: Pat
 
     with pytest.raises(ConfigError, match="PyzorServers"):
         config_from_text('PyzorServers = ["host:notaport"]\n', tmp_path / "d.toml", {})
+
+
+def test_without_the_pyzor_package_the_filter_says_so_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from smtpfilter.networks import LocalClients
+    from smtpfilter.plugins.pyzor import Pyzor, PyzorClient
+    from spamkit.errors import SpamkitError
+
+    monkeypatch.setitem(sys.modules, "pyzor.client", None)  # (import of it raises ImportError)
+    with pytest.raises(SpamkitError, match="needs the Python package pyzor"):
+        Pyzor(PyzorClient([], 1.0), Thresholds(), LocalClients([], []), 500_000)
