@@ -27,6 +27,7 @@ from smtpfilter.logtext import printable
 from smtpfilter.networks import Networks
 from spamkit.errors import StoreError
 from spamkit.learn import Learner
+from spamkit.pyzor import PyzorCheck
 from spamkit.sources import SourceItem
 from spamkit.store import Label
 from spamkit.verdict import Scanner, Verdict
@@ -171,11 +172,13 @@ class SpamdService:
     """What each request gets: a verdict, a processed message, a lesson learned."""
 
     def __init__(self, scanner: Scanner, allow_tell: bool = False, autolearn: bool = False,
-                 when_database_down: str = "tempfail") -> None:
+                 when_database_down: str = "tempfail", ask_pyzor: bool = False) -> None:
         self.scanner = scanner
         self.allow_tell = allow_tell
         self.autolearn = autolearn
         self.when_database_down = when_database_down
+        self.ask_pyzor = ask_pyzor
+        self._pyzor: tuple[object, PyzorCheck] | None = None  # (the config it was made from, it)
 
     def respond(self, request: Request) -> bytes:
         """The answer to one request (on a worker thread: scanning and learning block)."""
@@ -186,7 +189,11 @@ class SpamdService:
         # spamc -u: the recipient, as an account name (procmail's $LOGNAME) or an address,
         # whose own white and blacklist entries (`spamkit wbl add ... --user`) then apply
         user = request.header("user")
-        verdict = self._scan(request.body, (user,) if user else ())
+        message = request.body
+        pyzor = self._pyzor_check()
+        if pyzor is not None:  # what it said goes back with PROCESS's message, as the filter's does
+            message = pyzor.recorded(message).data
+        verdict = self._scan(message, (user,) if user else ())
         headers = [spam_header(verdict)]
         method = request.method
         if method == "CHECK":
@@ -198,12 +205,23 @@ class SpamdService:
             return answer(EX_OK, headers=headers, body=(verdict.report() + "\n").encode("utf-8"))
         if method == "REPORT_IFSPAM":
             return answer(EX_OK, headers=headers)
-        processed = verdict.rewrite(request.body)
+        processed = verdict.rewrite(message)
         if method == "HEADERS":
             newline = b"\r\n" if b"\r\n" in processed[:2000] else b"\n"
             end = processed.find(newline + newline)
             processed = processed if end < 0 else processed[:end + 2 * len(newline)]
         return answer(EX_OK, headers=headers, body=processed)
+
+    def _pyzor_check(self) -> PyzorCheck | None:
+        """--pyzor's check, made again when SIGHUP has read a new configuration (its
+        PyzorServers, PyzorTimeout and thresholds)."""
+        if not self.ask_pyzor:
+            return None
+        config = self.scanner.config
+        made = self._pyzor
+        if made is None or made[0] is not config:
+            made = self._pyzor = (config, PyzorCheck.from_config(config, "spamd --pyzor"))
+        return made[1]
 
     def _scan(self, raw: bytes, recipients: tuple[str, ...]) -> Verdict:
         try:

@@ -65,10 +65,17 @@ _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
 _UNSAFE = re.compile(r"[\r\n\x00]")
 
 
-def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str | None = None) -> bytes:
-    """`raw` with `added` first, in its own line ends, and every X-Spam-* header it came
-    with removed (a sender's own would read as ours); with `subject_tag`, the Subject
-    tagged (one made if there is none)."""
+def is_spam_field(line: bytes) -> bool:
+    """An X-Spam-* field's first line, lower-cased: a sender's own would read as ours."""
+    return line.startswith(b"x-spam-")
+
+
+def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str | None = None,
+                 dropping: Callable[[bytes], bool] = is_spam_field) -> bytes:
+    """`raw` with `added` first, in its own line ends, and the fields it came with that
+    `dropping` names (given a field's first line, lower-cased) removed: every X-Spam-*
+    unless said otherwise. With `subject_tag`, the Subject tagged (one made if there is
+    none)."""
     newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
     end = raw.find(newline + newline)
     head, body = (raw[:end], raw[end:]) if end >= 0 else (raw, b"")
@@ -79,7 +86,7 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
             if not skipping:
                 kept.append(line)
             continue
-        skipping = line.lower().startswith(b"x-spam-")
+        skipping = dropping(line.lower())
         if skipping:
             continue
         if subject_tag and line.lower().startswith(b"subject:"):

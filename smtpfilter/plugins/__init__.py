@@ -38,7 +38,7 @@ from smtpfilter.plugins.envelope import (
 )
 from smtpfilter.plugins.geoip import GeoIP
 from smtpfilter.plugins.greylist import Greylist, GreylistStore
-from smtpfilter.plugins.pyzor import Pyzor, PyzorClient, Thresholds, pyzor_servers
+from smtpfilter.plugins.pyzor import Pyzor
 from smtpfilter.plugins.karma import Karma, KarmaStore
 from smtpfilter.plugins.senderlogin import SenderLogin
 from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
@@ -48,6 +48,7 @@ from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
 from spamkit.geoip import Countries, GeoIPError, shared_countries
+from spamkit.pyzor import PyzorCheck
 from spamkit.verdict import Scanner
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -102,10 +103,7 @@ FILTERS: dict[str, Factory] = {
     "dmarc": lambda c, s, a: Dmarc(local_clients(c), configured_dns(c), our_name(c), c["DmarcReject"],
                                    ReportStore(report_database(c)) if c["DmarcReporting"] else None),
     "uribl": lambda c, s, a: _uribl(c, s),
-    "pyzor": lambda c, s, a: Pyzor(PyzorClient(pyzor_servers(c["PyzorServers"]), c["PyzorTimeout"]),
-                                   Thresholds(c["PyzorCountMin"], c["PyzorWelcomelistMin"],
-                                              c["PyzorWelcomelistFactor"]),
-                                   local_clients(c), c["MaxMessageSize"]),
+    "pyzor": lambda c, s, a: Pyzor(PyzorCheck.from_config(c, "the pyzor filter"), local_clients(c)),
     "geoip": lambda c, s, a: GeoIP(geoip_countries(c), c["BlockedCountries"], c["AllowedCountries"],
                                    local_clients(c)),
     "disclaimer": lambda c, s, a: Disclaimer(local_clients(c), DisclaimerTexts(disclaimer_path(c),

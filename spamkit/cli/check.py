@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -15,6 +16,7 @@ from spamkit.cli import (
 )
 from spamkit.config import load_config
 from spamkit.errors import StoreError
+from spamkit.pyzor import PyzorCheck, Recorded
 from spamkit.sources import SourceItem, iter_messages
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, Verdict
@@ -38,10 +40,13 @@ BATCH_BYTES = 8 << 20
               "tokens that decided Bayes.")
 @click.option("--autolearn", "do_autolearn", is_flag=True,
               help="Learn each message when autolearn says so (opens the database for writing).")
+@click.option("--pyzor", "ask_pyzor", is_flag=True,
+              help="Ask PyzorServers about each message first (PYZOR_CHECK), as the SMTP "
+                   "filter's pyzor check does.")
 @batch_garbage_collection
 def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, as_json: bool,
           rule_files: tuple[str, ...], envelope_from: str | None, recipients: tuple[str, ...],
-          explain: bool, do_autolearn: bool) -> None:
+          explain: bool, do_autolearn: bool, ask_pyzor: bool) -> None:
     """Score messages: ham, spam or reject, with the rules that hit and the Bayes probability.
 
     PATH is as for `spamkit learn`; with none, one message is read from standard input.
@@ -50,8 +55,14 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     time. Exit status: 0 when every message was read, 1 when some could not be, 74 when
     there is no database (set UseBayes false to score with the rules alone) or --autolearn
     could not write to it (every message is still checked).
+
+    With --pyzor, a message is scored with what Pyzor's servers say of it, as it would be
+    through the filter: an X-Spamkit-Pyzor it carries counts for nothing. When no server
+    has answered three messages in a row, the rest are not asked about (each would wait
+    PyzorTimeout), and a warning says so.
     """
     config = load_config(config_path)
+    pyzor = PyzorAsker(PyzorCheck.from_config(config, "check --pyzor")) if ask_pyzor else None
     store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)
              if config["UseBayes"] else None)
     failed = 0
@@ -61,15 +72,17 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
         for error in scanner.rules.report.errors:  # the rule is skipped; the run goes on
             click.echo(f"spamkit: warning: {error}", err=True)
         batch: list[SourceItem] = []
+        pyzor_answers: list[Recorded | None] = []
         batch_bytes = 0
 
         def finish_batch() -> None:
             nonlocal batch_bytes
             verdicts = scanner.scan_many([item.data or b"" for item in batch], envelope_from,
                                          recipients, explain=explain)
-            for item, verdict in zip(batch, verdicts):
-                _print(item.name, verdict, as_json, explain, None)
+            for item, verdict, asked in zip(batch, verdicts, pyzor_answers):
+                _print(item.name, verdict, as_json, explain, None, asked)
             batch.clear()
+            pyzor_answers.clear()
             batch_bytes = 0
 
         for item in iter_messages(paths or ("-",)):
@@ -77,15 +90,21 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
                 finish_batch()  # reports stay in the order of the messages
                 failed += 1
                 click.echo(f"spamkit: cannot read {item.name}: {item.error}", err=True)
-            elif do_autolearn:  # one at a time: each message sees what the last one taught
+                continue
+            asked = None if pyzor is None else pyzor.recorded(item.data)
+            if asked is not None:
+                item = dataclasses.replace(item, data=asked.data)
+            assert item.data is not None
+            if do_autolearn:  # one at a time: each message sees what the last one taught
                 verdict = scanner.scan(item.data, envelope_from, recipients, explain=explain)
                 learned = scanner.autolearn(item.data, verdict, item.name)
                 if learned == "failed" and learn_error is None:  # (a full disk): checking goes on
                     learn_error = StoreError(verdict.autolearn_reason)
                     click.echo(f"spamkit: warning: autolearn stopped: {learn_error}", err=True)
-                _print(item.name, verdict, as_json, explain, learned)
+                _print(item.name, verdict, as_json, explain, learned, asked)
             else:
                 batch.append(item)
+                pyzor_answers.append(asked)
                 batch_bytes += len(item.data)
                 if len(batch) >= BATCH_MESSAGES or batch_bytes >= BATCH_BYTES:
                     finish_batch()
@@ -99,7 +118,33 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
         raise SystemExit(1)
 
 
-def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: str | None) -> None:
+# asked in a row with no server answering: the rest of the run is not asked about
+UNANSWERED_BEFORE_GIVING_UP = 3
+
+
+class PyzorAsker:
+    """--pyzor over a run of messages: a server that is down would hold each of them
+    PyzorTimeout, so after UNANSWERED_BEFORE_GIVING_UP in a row nothing more is asked
+    (an X-Spamkit-Pyzor a message carries is still removed)."""
+
+    def __init__(self, check: PyzorCheck) -> None:
+        self.check = check
+        self.unanswered = 0
+
+    def recorded(self, data: bytes) -> Recorded:
+        if self.unanswered >= UNANSWERED_BEFORE_GIVING_UP:
+            return self.check.recorded(data, ask=False)
+        recorded = self.check.recorded(data)
+        if recorded.asked:
+            self.unanswered = 0 if recorded.answer is not None else self.unanswered + 1
+            if self.unanswered == UNANSWERED_BEFORE_GIVING_UP:
+                click.echo(f"spamkit: warning: no Pyzor server answered {self.unanswered} messages "
+                           "in a row; the rest are scored without asking", err=True)
+        return recorded
+
+
+def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: str | None,
+           pyzor: Recorded | None) -> None:
     bayes = verdict.bayes
     if as_json:
         record: dict[str, object] = {
@@ -121,6 +166,8 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
                 record["reason"] = bayes.reason
         if learned is not None:
             record["autolearned"] = learned
+        if pyzor is not None:
+            record["pyzor"] = pyzor.as_json()
         if explain:
             record["autolearn_reason"] = verdict.autolearn_reason
             record["rules"] = [{"name": h.name, "score": h.score, "description": h.description,
@@ -143,6 +190,8 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
             matched = f"  matched {hit.detail!r}" if hit.detail else ""
             click.echo(f"    {hit.score:6.1f}  {hit.name:<24} {hit.description}{matched}")
         click.echo(f"    autolearn: {verdict.autolearn} ({verdict.autolearn_reason}){not_run}")
+        if pyzor is not None:
+            click.echo(f"    pyzor: {_pyzor_said(pyzor)}")
         if bayes is not None:
             if bayes.reason:
                 click.echo(f"    bayes: {bayes.reason}")
@@ -152,3 +201,10 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
             for clue in bayes.clues:
                 click.echo(f"    bayes {clue.probability:.4f}  spam {clue.spam:>5}  "
                            f"ham {clue.ham:>5}  {clue.token!r}")
+
+
+def _pyzor_said(pyzor: Recorded) -> str:
+    if pyzor.answer is not None:
+        return (f"reported {pyzor.answer.reported} times, welcomelisted "
+                f"{pyzor.answer.welcomelisted} times, by {pyzor.answer.server}")
+    return "no server answered" if pyzor.asked else "not asked"

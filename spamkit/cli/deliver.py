@@ -25,6 +25,7 @@ import click
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import Config, load_config
 from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
+from spamkit.pyzor import PyzorCheck
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, unscanned
 from trainer.maildir import folder_path
@@ -51,9 +52,12 @@ class _DeferOnUsageError(click.Command):
 @click.argument("user")
 @click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user} "
               "(default: MaildirPattern).")
+@click.option("--pyzor", "ask_pyzor", is_flag=True,
+              help="Ask PyzorServers about the message first (PYZOR_CHECK; X-Spamkit-Pyzor).")
 @db_option
 @config_option
-def deliver(user: str, pattern: str | None, db_path: str | None, config_path: str | None) -> None:
+def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None,
+            config_path: str | None) -> None:
     """Deliver one message from standard input to USER's Maildir, scored and sorted."""
     try:
         config = load_config(config_path)
@@ -67,6 +71,8 @@ def deliver(user: str, pattern: str | None, db_path: str | None, config_path: st
         _fail(EX_UNAVAILABLE, f"no Maildir for {user} at {maildir}")
     data = sys.stdin.buffer.read()
     try:
+        if ask_pyzor:  # (no answer in PyzorTimeout: scored without one, as the filter does)
+            data = PyzorCheck.from_config(config, "deliver --pyzor").recorded(data).data
         message, spam = _scored(data, user, config, db_path, config_path)
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
         as_maildir_owner(maildir)

@@ -40,15 +40,22 @@ if TYPE_CHECKING:
               help="Messages scanned at once; more connections wait their turn.")
 @click.option("--allow-tell", is_flag=True,
               help="Accept TELL (spamc -L spam|ham|forget): learning from whoever can connect.")
+@click.option("--pyzor", "ask_pyzor", is_flag=True,
+              help="Ask PyzorServers about each message (PYZOR_CHECK), as SpamAssassin's spamd "
+                   "does with its Pyzor plugin; the answer is written in X-Spamkit-Pyzor.")
 @daemon_options
 @db_option
 @config_option
 def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: str,
-          max_children: int, allow_tell: bool, autolearn: bool, run_as: str | None,
+          max_children: int, allow_tell: bool, ask_pyzor: bool, autolearn: bool, run_as: str | None,
           db_path: str | None, config_path: str | None) -> None:
     """Answer SpamAssassin's spamd protocol, so spamc, qpsmtpd's spamassassin plugin,
     Exim's spamd_address and amavis use spamkit in its place: CHECK, SYMBOLS, REPORT,
     REPORT_IFSPAM, PROCESS, HEADERS, PING, SKIP, and TELL with --allow-tell.
+
+    With --pyzor, each message's body digest goes to PyzorServers first, within
+    PyzorTimeout, as with the SMTP filter's pyzor check; spamd cannot tell our users' mail
+    from a stranger's, so it asks about all it is given.
 
     The verdict is `spamkit check`'s (rules, Bayes, lists, at TagLevel); a failure answers
     an error code, on which spamc passes the message on unchanged. SIGTERM lets the
@@ -59,8 +66,11 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     """
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
+    from spamkit.pyzor import require_package
 
     _refuse_ignored_options(socket_path is not None)
+    if ask_pyzor:
+        require_package("spamkit spamd --pyzor")  # at start, not at the first message
     account = account_to_run_as(run_as, "spamd")
     try:
         mode = int(socket_mode, 8)
@@ -80,7 +90,7 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         scanner = Scanner.from_config(config, database.store, database_down=database.down)
         scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
         scanner.warm_up()  # and what a scan loads on first use, while the files are readable
-        service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"])
+        service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"], ask_pyzor)
         server = SpamdServer(service, allowed, max_children)
 
         asyncio.run(_serve(server, listen, socket_path, mode, account, max_children,

@@ -15,6 +15,7 @@ from smtpfilter.server import FilterHandler
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dnsmasq import DnsServer, start_dnsmasq
+from tests.servers.pyzord import Pyzord, start_pyzord
 from tests.servers.redis import RedisServer, start_redis
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 from tests.servers.swaks import swaks
@@ -83,6 +84,12 @@ def settings(dns: DnsServer, *lines: str) -> str:
 def dead_server() -> str:
     """A loopback port where nothing answers DNS."""
     return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def pyzord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pyzord]:
+    """Debian's Pyzor server on loopback (tests/servers/pyzord.py)."""
+    yield from start_pyzord(tmp_path_factory.mktemp("pyzord"))
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,21 @@ computes is checked against another client's."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from smtpfilter.metrics import UNCHECKED
-from smtpfilter.plugins.pyzor import PyzorAnswer, Thresholds, body_digest
+from spamkit.pyzor import PyzorAnswer, Thresholds, body_digest
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
-from tests.servers.pyzord import Pyzord, free_udp_port, start_pyzord
+from tests.servers.pyzord import Pyzord, free_udp_port
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import STRANGER
 
@@ -32,11 +34,6 @@ def message(n: int, extra_headers: str = "") -> bytes:
     return (f"From: offers@example.net\r\nTo: b@example.org\r\nSubject: investment {n}\r\n"
             f"Date: Tue, 1 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{n}@example.net>\r\n{extra_headers}\r\n"
             + BODY.format(n=f"number{n}").replace("\n", "\r\n")).encode()
-
-
-@pytest.fixture(scope="module")
-def pyzord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pyzord]:
-    yield from start_pyzord(tmp_path_factory.mktemp("pyzord"))
 
 
 @pytest.mark.parametrize(("reported", "welcomelisted", "listed"), [
@@ -144,13 +141,73 @@ def test_lint_wants_pyzor_before_spamscore_and_servers_it_can_read(tmp_path: Pat
         config_from_text('PyzorServers = ["host:notaport"]\n', tmp_path / "d.toml", {})
 
 
-def test_without_the_pyzor_package_the_filter_says_so_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_pyzor_package_the_filter_says_so_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
     import sys
 
-    from smtpfilter.networks import LocalClients
-    from smtpfilter.plugins.pyzor import Pyzor, PyzorClient
+    from smtpfilter.plugins import FILTERS
     from spamkit.errors import SpamkitError
 
     monkeypatch.setitem(sys.modules, "pyzor.client", None)  # (import of it raises ImportError)
-    with pytest.raises(SpamkitError, match="needs the Python package pyzor"):
-        Pyzor(PyzorClient([], 1.0), Thresholds(), LocalClients([], []), 500_000)
+    config = config_from_text('SmtpFilters = ["pyzor", "spamscore"]\n', tmp_path / "c.toml", {})
+    with pytest.raises(SpamkitError, match="the pyzor filter needs the Python package pyzor"):
+        FILTERS["pyzor"](config, None, False)  # type: ignore[arg-type]
+
+
+def _spamkit(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", *args], input=None if data is None else data.decode(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_asks_pyzor_as_the_filter_does(pyzord: Pyzord, tmp_path: Path) -> None:
+    """`check --pyzor` scores a file as the filter would have: what the server says, in
+    the same header, and a sender's own header removed first. The reported message is
+    written with LF line ends, as a file on disk usually is: the same digest, and our
+    header in the file's own line ends."""
+    pyzord.tell("report", message(11), 5)
+    (tmp_path / "reported.eml").write_bytes(message(11).replace(b"\r\n", b"\n"))
+    (tmp_path / "forged.eml").write_bytes(message(12, "X-Spamkit-Pyzor : listed, forged\r\n"))
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'UseBayes = false\nPyzorServers = ["{pyzord.address}"]\n')
+    done = _spamkit("check", "--json", "--pyzor", "--config", str(config), str(tmp_path / "reported.eml"),
+                    str(tmp_path / "forged.eml"))
+    assert done.returncode == 0, done.stderr
+    reported, forged = (json.loads(line) for line in done.stdout.splitlines())
+    assert reported["pyzor"] == {"listed": True, "reported": 5, "welcomelisted": 0, "server": pyzord.address}
+    assert {"name": "PYZOR_CHECK", "score": 1.985} in reported["rules"]
+    assert forged["pyzor"] == {"listed": False, "reported": 0, "welcomelisted": 0, "server": pyzord.address}
+    assert "PYZOR_CHECK" not in {rule["name"] for rule in forged["rules"]}
+    # without --pyzor a file is scored as it is: the sender's header counts, against it
+    unasked = json.loads(_spamkit("check", "--json", "--config", str(config), str(tmp_path / "forged.eml")).stdout)
+    assert "pyzor" not in unasked and "PYZOR_CHECK" in {rule["name"] for rule in unasked["rules"]}
+    explained = _spamkit("check", "--explain", "--pyzor", "--config", str(config), str(tmp_path / "reported.eml"))
+    assert f"pyzor: reported 5 times, welcomelisted 0 times, by {pyzord.address}" in explained.stdout
+
+
+def test_check_stops_asking_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    """Five files, no server: three are asked (each waits PyzorTimeout), then a warning,
+    and the other two are scored without asking."""
+    (tmp_path / "mail").mkdir()
+    for n in range(5):
+        (tmp_path / "mail" / f"{n}.eml").write_bytes(message(20 + n))
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'UseBayes = false\nPyzorTimeout = 0.3\nPyzorServers = ["127.0.0.1:{free_udp_port()}"]\n')
+    done = _spamkit("check", "--json", "--pyzor", "--config", str(config), str(tmp_path / "mail"))
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["pyzor"] for line in done.stdout.splitlines()] == [None] * 5
+    assert done.stderr.count("did not answer") == 3, done.stderr
+    assert done.stderr.count("no Pyzor server answered 3 messages in a row") == 1
+
+
+def test_deliver_asks_pyzor_and_the_user_gets_the_answer(pyzord: Pyzord, tmp_path: Path) -> None:
+    pyzord.tell("report", message(13), 5)
+    (tmp_path / "users" / "alice" / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'UseBayes = false\nPyzorServers = ["{pyzord.address}"]\n')
+    done = subprocess.run([sys.executable, "-m", "spamkit", "deliver", "alice", "--pyzor", "--maildirs",
+                           f"{tmp_path}/users/{{user}}/Maildir", "--config", str(config)],
+                          input=message(13), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [delivered] = (tmp_path / "users" / "alice" / "Maildir" / "new").iterdir()
+    assert _pyzor_header(delivered.read_bytes()).startswith("listed, reported 5 times")
+    assert "PYZOR_CHECK" in _tests(delivered.read_bytes())

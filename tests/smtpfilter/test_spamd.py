@@ -26,6 +26,7 @@ from corpora.readers import CorpusMessage
 from spamkit.bytemodel import META_NAME, ByteModel, read_model
 from spamkit.store import LmdbStore
 from tests.servers.net import free_port, wait_for_port
+from tests.servers.pyzord import Pyzord
 
 
 class Spamd:
@@ -318,6 +319,28 @@ def test_after_giving_up_root_it_scans_what_needs_lazy_imports(start_spamd, db: 
         expected = _check(db, tmp_path / "m.eml", tmp_path)
         checked = spamd.spamc(data, "-c")
         assert checked.stdout.decode().strip() == f"{expected['score']:.1f}/{expected['required']:.1f}"
+    code, log = spamd.stop()
+    assert code == 0 and "internal error" not in log
+
+
+def test_pyzor_is_asked_about_each_message_with_pyzor(start_spamd, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      pyzord: Pyzord) -> None:
+    """spamd --pyzor asks Debian's pyzord, as SpamAssassin's spamd asks with its Pyzor
+    plugin; PROCESS gives the message back with the answer in X-Spamkit-Pyzor (ours
+    alone: the sender's is removed), as the filter delivers it. It runs as nobody, so
+    what Pyzor's client loads was loaded before root was given up."""
+    from tests.smtpfilter.test_pyzor import message
+
+    reported, forged = message(31), message(32, "X-Spamkit-Pyzor: listed, forged\r\n")
+    pyzord.tell("report", reported, 5)
+    spamd = start_spamd(tmp_path / "no-db", "--pyzor",
+                        config=f'UseBayes = false\nPyzorServers = ["{pyzord.address}"]\n')
+    assert "PYZOR_CHECK" in spamd.spamc(reported, "-y").stdout.decode().split(",")
+    assert "PYZOR_CHECK" not in spamd.spamc(forged, "-y").stdout.decode().split(",")
+    for data, verdict, times in ((reported, "listed", 5), (forged, "not listed", 0)):
+        head = spamd.spamc(data).stdout.partition(b"\r\n\r\n")[0]
+        assert [line.decode() for line in head.split(b"\r\n") if line.startswith(b"X-Spamkit-Pyzor")] == \
+            [f"X-Spamkit-Pyzor: {verdict}, reported {times} times, welcomelisted 0 times, by {pyzord.address}"]
     code, log = spamd.stop()
     assert code == 0 and "internal error" not in log
 
