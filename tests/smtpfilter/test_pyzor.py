@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import smtplib
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from spamkit.pyzor import PyzorAnswer, Thresholds, body_digest
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.pyzord import Pyzord, free_udp_port
+from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink
 from tests.smtpfilter.conftest import STRANGER
 
@@ -211,3 +213,21 @@ def test_deliver_asks_pyzor_and_the_user_gets_the_answer(pyzord: Pyzord, tmp_pat
     [delivered] = (tmp_path / "users" / "alice" / "Maildir" / "new").iterdir()
     assert _pyzor_header(delivered.read_bytes()).startswith("listed, reported 5 times")
     assert "PYZOR_CHECK" in _tests(delivered.read_bytes())
+
+
+def test_serve_as_nobody_digests_and_asks(pyzord: Pyzord, sink: Sink, tmp_path: Path) -> None:
+    """`spamkit serve --user nobody`, as it runs: the digest's lazy imports were made
+    before it gave up root (Python here lives under /root, which nobody cannot read)."""
+    pyzord.tell("report", message(41), 5)
+    config = tmp_path / "spamkit.toml"
+    config.write_text(STRANGER + f'UseBayes = false\nSmtpFilters = ["pyzor", "spamscore"]\n'
+                                 f'PyzorServers = ["{pyzord.address}"]\n')
+    process, port = start_serve(sink.port, tmp_path / "db", config)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail("offers@example.net", ["b@example.org"], message(41))
+    finally:
+        code, log = stop_serve(process)
+    assert code == 0 and b"no digest" not in log, log
+    [delivered] = sink.messages()
+    assert _pyzor_header(delivered).startswith("listed, reported 5 times")
