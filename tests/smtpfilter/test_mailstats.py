@@ -10,6 +10,7 @@ import email.policy
 import gzip
 import json
 import re
+import math
 import shutil
 import subprocess
 import sys
@@ -223,3 +224,21 @@ def test_the_text_report_says_what_the_json_says() -> None:
     assert "of which spam (score >= 5): 1" in text and "not scanned" in text
     assert re.search(r"192\.0\.2\.7 +1 +1 +0 +1  FR", text), text
     assert re.search(r"error +0 +1 +0", text), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=40_000), min_size=1, max_size=500))
+def test_times_counted_by_millisecond_give_what_the_whole_list_gives(milliseconds: list[int]) -> None:
+    """The report's mean, 95th percentile and longest time at DATA, from times counted
+    by their value, equal those of the sorted list of every time."""
+    from collections import Counter
+
+    from smtpfilter.mailstats import _timing
+
+    times = sorted(n / 1000 for n in milliseconds)
+    expected = {"mean": round(sum(times) / len(times), 4), "max": times[-1],
+                "p95": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]}
+    got = _timing(Counter(times))
+    assert got["p95"] == expected["p95"] and got["max"] == expected["max"]
+    assert abs(got["mean"] - expected["mean"]) <= 1e-4  # type: ignore[operator]
+    assert _timing(Counter()) == {"mean": None, "p95": None, "max": None}
