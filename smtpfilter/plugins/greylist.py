@@ -188,6 +188,12 @@ class GreylistStore:
         self.records.change(key, let, now)
         return passed
 
+    def forget(self, key: str) -> bool:
+        """Drop one triplet (its next attempt is greylisted as new), or with a "c:" key a
+        client network's count of passed triplets (GreylistAutoWhitelist's exemption
+        ends); whether it was there."""
+        return self.records.delete(key)
+
     def close(self) -> None:
         self.records.close()
 

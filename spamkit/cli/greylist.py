@@ -1,5 +1,7 @@
-"""`spamkit greylist list|pass`: what the greylist filter is holding back, and a way to let
-a sender through at once (a customer on the phone whose mail server retries only hourly).
+"""`spamkit greylist list|pass|forget`: what the greylist filter is holding back, a way to
+let a sender through at once (a customer on the phone whose mail server retries only
+hourly), and a way to greylist again what passed (a network that earned its exemption and
+then sent spam).
 """
 
 from __future__ import annotations
@@ -7,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 @click.group()
 def greylist() -> None:
     """The greylist filter's triplets (client network, sender, recipient): list them, let
-    a waiting sender pass."""
+    a waiting sender pass, forget them."""
 
 
 @contextmanager
@@ -156,22 +158,79 @@ def _let_pass(store: GreylistStore, senders: tuple[str, ...], recipients: set[st
               networks: list[Network]) -> tuple[list[dict[str, str]], set[str]]:
     """Pass the waiting triplets the arguments cover: (each one passed, the SENDERs that
     covered one)."""
-    passed: list[dict[str, str]] = []
-    matched: set[str] = set()
     now = time.time()
+    return _each_covered(store, senders, recipients, networks, now, waiting_only=True,
+                         act=lambda key: store.let_pass(key, now))
+
+
+def _each_covered(store: GreylistStore, senders: tuple[str, ...], recipients: set[str],
+                  networks: list[Network], now: float, waiting_only: bool,
+                  act: Callable[[str], bool]) -> tuple[list[dict[str, str]], set[str]]:
+    """`act` on each named triplet the arguments cover (no SENDER: every sender's): (each
+    one it acted on, the SENDERs that covered one)."""
+    done: list[dict[str, str]] = []
+    matched: set[str] = set()
     for key, record in list(store.triplets(now)):
-        if record["passed"] or "sender" not in record:
+        if (waiting_only and record["passed"]) or "sender" not in record:
             continue
         if recipients and record["recipient"] not in recipients:
             continue
         if networks and not _within(record["client"], networks):
             continue
         who = [sender for sender in senders if _sender_matches(sender, record["sender"])]
-        if who and store.let_pass(key, now):
+        if (who or not senders) and act(key):
             matched.update(who)
-            passed.append({"client": record["client"], "sender": record["sender"],
-                           "recipient": record["recipient"]})
-    return passed, matched
+            done.append({"client": record["client"], "sender": record["sender"],
+                         "recipient": record["recipient"]})
+    return done, matched
+
+
+@greylist.command()
+@click.argument("senders", nargs=-1, metavar="[SENDER...]")
+@click.option("--rcpt", "recipients", multiple=True, metavar="ADDRESS",
+              help="Only the triplets to this recipient (may be repeated).")
+@click.option("--client", "clients", multiple=True, metavar="ADDRESS|NETWORK",
+              help="Only the triplets of clients in this address or network (may be repeated); "
+                   "with no SENDER, also the networks' count of passed triplets.")
+@config_option
+@json_option
+def forget(senders: tuple[str, ...], recipients: tuple[str, ...], clients: tuple[str, ...],
+           config_path: str | None, as_json: bool) -> None:
+    """Forget triplets, waiting or passed: their next attempt is greylisted as a new one.
+    SENDER is as for `greylist pass`. With --client alone (no SENDER, no --rcpt), every triplet of those
+    clients is forgotten, and so is their networks' count of passed triplets, which ends
+    a GreylistAutoWhitelist exemption: for a network that earned it and then sent spam.
+    At least one SENDER or --client is needed."""
+    if not senders and not clients:
+        raise click.UsageError("name a SENDER or a --client: forgetting everything is not "
+                               "what this is for (remove the greylist database for that)")
+    networks = [_network(text) for text in clients]
+    wanted_recipients = {text.strip().strip("<>").lower() for text in recipients}
+    forgotten: list[dict[str, str]] = []
+    forgotten_networks: list[str] = []
+    matched: set[str] = set()
+    with _greylist_store(config_path) as (store, where):
+        if store is not None:
+            now = time.time()
+            forgotten, matched = _each_covered(store, senders, wanted_recipients, networks, now,
+                                               waiting_only=False, act=store.forget)
+            if not senders and not recipients:
+                forgotten_networks = [network for network, _ in list(store.networks(now))
+                                      if _within(network, networks) and store.forget(f"c:{network}")]
+    unknown = [sender for sender in senders if sender not in matched]
+    if as_json:
+        click.echo(json.dumps({"database": where, "forgotten": forgotten, "networks": forgotten_networks,
+                               "unknown": unknown}))
+        return
+    for row in forgotten:
+        click.echo(f"forgotten: {printable(row['sender']) or '<>'} -> {printable(row['recipient'])} "
+                   f"from {printable(row['client'])}", err=True)
+    for network in forgotten_networks:
+        click.echo(f"forgotten: client network {network} and its passes", err=True)
+    for sender in unknown:
+        click.echo(f"not known to the greylist: {sender} ({where})", err=True)
+    if not forgotten and not forgotten_networks and not senders:
+        click.echo(f"the greylist knows nothing of {', '.join(clients)} ({where})", err=True)
 
 
 def _sender_matches(given: str, kept: str) -> bool:

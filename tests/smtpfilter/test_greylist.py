@@ -454,6 +454,43 @@ def test_the_administrator_sees_a_deferred_sender_and_lets_it_through(
     assert all(row["passed"] is not None and row["passes_at"] is None for row in after[1:])
 
 
+def test_the_administrator_forgets_a_network_that_earned_its_exemption(
+        filter_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A network whose retries passed often enough is exempt (GreylistAutoWhitelist), and
+    then sends spam: `spamkit greylist forget --client` greylists it again, while the
+    filter runs. Forgetting a sender forgets its triplets alone."""
+    database = f'GreylistDatabase = "{tmp_path / "greylist"}"\n'
+    send = filter_server(STRANGER + 'SmtpFilters = ["greylist"]\nGreylistDelay = 1\n'
+                         'GreylistAutoWhitelist = 1\n' + database)
+    config = tmp_path / "admin.toml"
+    config.write_text("GreylistDelay = 1\nGreylistAutoWhitelist = 1\n" + database)
+    for client in ("127.0.0.5", "127.0.1.5"):
+        assert _send_from(send.port, tmp_path, client).startswith("450")
+    time.sleep(1.2)
+    for client in ("127.0.0.5", "127.0.1.5"):
+        assert _send_from(send.port, tmp_path, client).startswith("250")  # the retry passes...
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "new@example.net").startswith("250")  # ...and exempts
+
+    forgot = _greylist_command(config, "forget", "--client", "127.0.0.0/24", "--json")
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout) == {
+        "database": str(tmp_path / "greylist"),
+        "forgotten": [{"client": "127.0.0.0/24", "sender": "a@example.net", "recipient": "b@example.org"}],
+        "networks": ["127.0.0.0/24"], "unknown": []}
+    assert _send_from(send.port, tmp_path, "127.0.0.5", "new@example.net").startswith("450")
+    assert _send_from(send.port, tmp_path, "127.0.0.5").startswith("450")
+    assert _send_from(send.port, tmp_path, "127.0.1.5", "other@example.net").startswith("250")  # still exempt
+
+    by_sender = json.loads(_greylist_command(config, "forget", "A@Example.NET", "nobody@example.net",
+                                             "--json").stdout)
+    assert sorted(row["client"] for row in by_sender["forgotten"]) == ["127.0.0.0/24", "127.0.1.0/24"]
+    assert by_sender["networks"] == [] and by_sender["unknown"] == ["nobody@example.net"]
+    networks = json.loads(_greylist_command(config, "list", "--json").stdout)["networks"]
+    assert [row["network"] for row in networks] == ["127.0.1.0/24"]  # its exemption stays
+    refused = _greylist_command(config, "forget")
+    assert refused.returncode == 2 and "name a SENDER or a --client" in refused.stderr
+
+
 def test_greylist_commands_make_no_database_and_refuse_a_bad_client(tmp_path: Path) -> None:
     config = tmp_path / "spamkit.toml"
     config.write_text(f'GreylistDatabase = "{tmp_path / "greylist"}"\n')
