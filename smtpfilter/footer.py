@@ -25,9 +25,12 @@ What is left alone, with the reason said (Footed.outcome):
   which a footer would break (inside a multipart/mixed, one gets a new part instead);
 - "dkim-signed": a message the client already signed with DKIM;
 - "report": delivery and read reports (multipart/report), read by programs;
-- "not-text": a message whose body is neither text nor a multipart (message/rfc822, a
-  bare attachment), or an alternative with no text in it;
-- "attachment": a text body marked as an attachment;
+- "not-text": a part that is neither text nor a multipart (an attachment), or an
+  alternative with no text in it. A whole message that is one attachment (a copier's
+  scan sent as a bare application/pdf, a message/rfc822) is not left alone: it becomes a
+  multipart/mixed of the attachment, unchanged, and the footer in a part of its own;
+- "attachment": a text part marked as an attachment (a whole message that is one is
+  wrapped as above);
 - "charset", "encoding": a part whose charset or transfer encoding cannot be decoded and
   written back byte for byte;
 - "malformed": a message with no header, a multipart with no delimiter, a new part for
@@ -44,6 +47,7 @@ import binascii
 import codecs
 import html
 import re
+import secrets
 from dataclasses import dataclass
 
 from smtpfilter.headers import field_blocks
@@ -171,9 +175,13 @@ class _Footing:
             raise _LeftAlone(_SIGNED[kind])
         if kind in _BODY_TEXT:
             if entity.disposition.lower().lstrip().startswith("attachment"):
+                if top:
+                    return self.wrapped(entity)
                 raise _LeftAlone("attachment")
             return self.text(entity, top)
         if not kind.startswith("multipart/"):
+            if top:  # a message that is one attachment (a copier's scan, a forwarded message)
+                return self.wrapped(entity)
             raise _LeftAlone("not-text")
         if kind == "multipart/report":
             raise _LeftAlone("report")
@@ -215,6 +223,29 @@ class _Footing:
                 if left.why in ("already", "too-deep"):
                     raise
         return parts.appended(self.own_part())
+
+    def wrapped(self, entity: _Entity) -> bytes:
+        """A message whose whole body is an attachment, made a multipart/mixed of that
+        attachment, as it was, and the footer in a part of its own: the attachment's
+        Content-* fields go down with it into its part, the other fields stay on top."""
+        eol = self.eol
+        head = entity.head if entity.head.endswith(b"\n") else entity.head + eol
+        fields = field_blocks(head)
+        own = [field for field in fields if field.split(b":", 1)[0].strip().lower().startswith(b"content-")]
+        kept = [field for field in fields if field not in own]
+        if not any(field.split(b":", 1)[0].strip().lower() == b"mime-version" for field in kept):
+            kept.append(b"MIME-Version: 1.0" + eol)
+        boundary = _new_boundary(entity.body)
+        delimiter = b"--" + boundary
+        body = (delimiter + eol + b"".join(own) + eol + entity.body + eol + delimiter + eol
+                + self.own_part() + eol + delimiter + b"--" + eol)
+        new_head = b"".join(kept) + b'Content-Type: multipart/mixed; boundary="' + boundary + b'"' + eol
+        new_entity = new_head + eol + body
+        again = _Multipart.read(_Entity.read(new_entity, "text/plain"))
+        if again.close is None or [again.part(index) for index in range(len(again.spans))] \
+                != [b"".join(own) + eol + entity.body, self.own_part()]:
+            raise _LeftAlone("malformed")  # (a body line that reads as our delimiter: not seen)
+        return new_entity
 
     def own_part(self) -> bytes:
         """A text/plain part holding the footer alone."""
@@ -404,6 +435,14 @@ class _Multipart:
         expected = [*(self.part(index) for index in range(len(self.spans))), new_part]
         return self._checked(self.entity.head + self.entity.blank + body[:self.close] + inserted
                              + body[self.close:], expected)
+
+
+def _new_boundary(body: bytes) -> bytes:
+    """A boundary no line of `body` starts with (RFC 2046 5.1.1)."""
+    while True:
+        boundary = b"=_spamkit_" + secrets.token_hex(12).encode("ascii")
+        if b"--" + boundary not in body:
+            return boundary
 
 
 def _label_name(label: str) -> str:

@@ -4,6 +4,7 @@ a mail program would."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
@@ -129,6 +130,30 @@ def test_signed_after_the_footer_verifies(filter_server, sink: Sink, tmp_path: P
     assert verifies(sent, records(config, "example.com"))
     assert not dkim.verify(sent.replace(b"Example Ltd", b"Other Ltd").replace(b"\n", b"\r\n"),
                            dnsfunc=lambda name, timeout=5: records(config, "example.com").get(name))
+
+
+def test_a_scan_sent_as_a_bare_pdf_gets_it_in_a_part_of_its_own_and_is_signed(  # type: ignore[no-untyped-def]
+        filter_server, sink: Sink, tmp_path: Path) -> None:
+    """A copier's scan to e-mail: the message is nothing but the PDF. It reaches the next
+    hop as a multipart/mixed of the same PDF and the disclaimer, signed after it."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text(OURS)
+    spamkit("dkim", "keygen", "--config", str(config))
+    (tmp_path / "disclaimer").write_text(TEXT)
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
+    scan = note("scan", "").replace(b"\r\n\r\n", b"\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf; "
+                                    b"name=scan.pdf\r\nContent-Disposition: attachment; filename=scan.pdf\r\n"
+                                    b"Content-Transfer-Encoding: base64\r\n\r\n", 1) \
+        + base64.encodebytes(pdf).replace(b"\n", b"\r\n")
+    send = filter_server(OURS + 'SmtpFilters = ["disclaimer", "dkimsign"]\n')
+    assert send(scan, "ann@example.com", "bob@elsewhere.org").startswith("250")
+    [sent] = sink.messages_as_sent()
+    assert verifies(sent, records(config, "example.com"))
+    got = email.message_from_bytes(sent, policy=email.policy.default)
+    attachment, footer = got.get_payload()  # type: ignore[misc]
+    assert (got.get_content_type(), attachment.get_filename()) == ("multipart/mixed", "scan.pdf")
+    assert attachment.get_payload(decode=True) == pdf
+    assert footer.get_content().replace("\r\n", "\n") == TEXT.rstrip("\n")
 
 
 def test_mail_it_cannot_change_goes_on_as_it_came(  # type: ignore[no-untyped-def]

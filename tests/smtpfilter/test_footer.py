@@ -164,7 +164,7 @@ def test_related_html_gets_it_in_its_root() -> None:
     (message(multipart("encrypted", plain("x"), plain("y"))), "encrypted"),
     (b"DKIM-Signature: v=1; d=example.com; b=abc\r\n" + message(plain("x")), "dkim-signed"),
     (message(multipart("report", plain("Delivery failed"), plain("x"))), "report"),
-    (message(entity("Content-Type: message/rfc822\n", message(plain("inner")))), "not-text"),
+    (message(multipart("alternative", PDF)), "not-text"),
     (message(entity("Content-Type: text/plain\nContent-Transfer-Encoding: x-uuencode\n", b"begin 644 a\r\n")),
      "encoding"),
     (message(entity("Content-Type: text/plain; charset=no-such-charset\n", b"x\r\n")), "charset"),
@@ -174,6 +174,33 @@ def test_related_html_gets_it_in_its_root() -> None:
 ])
 def test_what_is_left_alone(data: bytes, why: str) -> None:
     assert append_footer(data, FOOTER) == Footed(None, why)
+
+
+@pytest.mark.parametrize("body", [
+    PDF,  # a copier's scan, sent as nothing but the PDF
+    entity("Content-Type: message/rfc822\n", message(plain("inner"))),  # a message forwarded whole
+    entity("Content-Type: text/csv\nContent-Disposition: attachment; filename=a.csv\n", b"a,b\r\n1,2\r\n"),
+    plain("a note").replace(b"Content-Type: text/plain", b"Content-Disposition: attachment; filename=n.txt\r\n"
+                                                         b"Content-Type: text/plain", 1),
+])
+def test_a_message_that_is_one_attachment_gets_a_part_of_its_own(body: bytes) -> None:
+    """The attachment goes down into the first part of a new multipart/mixed, its
+    Content-* fields with it and byte for byte as it was; the footer follows in a part of
+    its own; the other fields stay on top, once each. Filtered twice, it gets one footer."""
+    original = message(body)
+    footed = append_footer(original, FOOTER)
+    assert footed.outcome == "added" and footed.data is not None
+    top = parsed(footed.data)
+    assert top.get_content_type() == "multipart/mixed"
+    assert [top[name] for name in ("From", "Subject", "MIME-Version")] == ["Ann <ann@example.com>", "offer", "1.0"]
+    assert len(top.get_all("MIME-Version") or []) == 1 and len(top.get_all("Content-Type") or []) == 1
+    first, own = top.get_payload()  # type: ignore[misc]
+    assert first.as_bytes(policy=email.policy.SMTP) == parsed(body).as_bytes(policy=email.policy.SMTP)
+    assert [leaf for leaf in leaves(footed.data)] == [*leaves(body), ("text/plain", FOOTER_LF)]
+    assert own.get_content_disposition() == "inline"
+    assert append_footer(footed.data, FOOTER).outcome == "already"
+    without_mime_version = original.replace(b"MIME-Version: 1.0\r\n", b"")
+    assert parsed(append_footer(without_mime_version, FOOTER).data or b"")["MIME-Version"] == "1.0"
 
 
 def test_bytes_a_charset_does_not_name_are_kept_as_they_were() -> None:
