@@ -16,19 +16,18 @@ PyzorWelcomelistFactor times its reports; counts of a million reports or ten tho
 welcomelistings are what every empty body gets, and list nothing. The digest is Pyzor's
 own (its Python package's DataDigester), so every other Pyzor client's reports apply.
 
-The package is imported when a check is built, not with this module: `lint` and a
-`serve` without the check need not pay its 29 ms, and a broken install stops a daemon
-at its start, not at each message.
+The package (and the standard library's email parser it reads with) is imported when a
+check is built, not with this module: `check`, `deliver`, `lint` and a `serve` without
+the check need not pay its 29 ms, and a broken install stops a daemon at its start, not
+at each message.
 """
 
 from __future__ import annotations
 
-import email
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import policy
 
 from spamkit.config import Config
 from spamkit.config.endpoints import split_host_port
@@ -89,7 +88,7 @@ def require_package(what: str) -> None:
     except ImportError as error:
         raise SpamkitError(f"{what} needs the Python package pyzor, which cannot be imported "
                            f"({error}): pip install pyzor") from None
-    digest = pyzor.digest.DataDigester(email.message_from_bytes(_WARM_UP_MESSAGE, policy=policy.compat32)).value
+    digest = body_digest(_WARM_UP_MESSAGE) or ""
     request = pyzor.message.CheckRequest(digest)
     request.init_for_sending()
     account = pyzor.account.AnonymousAccount
@@ -100,6 +99,9 @@ def require_package(what: str) -> None:
 
 def body_digest(data: bytes) -> str | None:
     """Pyzor's digest of a message's body text; None when it has none to give."""
+    import email
+    from email import policy
+
     from pyzor.digest import DataDigester
 
     try:

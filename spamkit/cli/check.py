@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,10 +17,12 @@ from spamkit.cli import (
 )
 from spamkit.config import load_config
 from spamkit.errors import StoreError
-from spamkit.pyzor import PyzorCheck, Recorded
 from spamkit.sources import SourceItem, iter_messages
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, Verdict
+
+if TYPE_CHECKING:
+    from spamkit.pyzor import PyzorCheck, Recorded
 
 # Messages scored together (their tokens read from the database in one pass); the bytes
 # cap keeps a folder of large messages from being held in memory all at once.
@@ -62,7 +65,11 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     PyzorTimeout), and a warning says so.
     """
     config = load_config(config_path)
-    pyzor = PyzorAsker(PyzorCheck.from_config(config, "check --pyzor")) if ask_pyzor else None
+    pyzor = None
+    if ask_pyzor:  # (imported only then: every other run would pay for the email package)
+        from spamkit.pyzor import PyzorCheck
+
+        pyzor = PyzorAsker(PyzorCheck.from_config(config, "check --pyzor"))
     store = (open_store(resolve_db_path(db_path, config_path), readonly=not do_autolearn)
              if config["UseBayes"] else None)
     failed = 0

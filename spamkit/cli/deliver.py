@@ -25,7 +25,6 @@ import click
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.config import Config, load_config
 from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
-from spamkit.pyzor import PyzorCheck
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, unscanned
 from trainer.maildir import folder_path
@@ -72,6 +71,8 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
     data = sys.stdin.buffer.read()
     try:
         if ask_pyzor:  # (no answer in PyzorTimeout: scored without one, as the filter does)
+            from spamkit.pyzor import PyzorCheck
+
             data = PyzorCheck.from_config(config, "deliver --pyzor").recorded(data).data
         message, spam = _scored(data, user, config, db_path, config_path)
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
