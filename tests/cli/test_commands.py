@@ -472,3 +472,36 @@ def test_the_command_keeps_numpy_to_one_thread_unless_told(given: str | None, ex
     assert setting == expected
     if given is None:
         assert threads == "1"  # (the main thread alone: no BLAS threads started)
+
+
+_MODULES_AFTER = """
+import sys
+from spamkit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted(sys.modules)))
+"""
+# what a one-message `check` or `deliver` never needs, and would pay for at every start: the
+# SMTP server and its checks, IMAP, Redis, the email package's policies, Pyzor's client
+_NOT_AT_START = ("smtpfilter", "aiosmtpd", "dns", "imapclient", "redis", "email.policy", "email.parser",
+                 "pyzor", "spamkit.pyzor", "sklearn", "mailparser", "dkim", "spf")
+
+
+def test_check_and_deliver_load_nothing_they_do_not_use(tmp_path: Path, trained_db: Path,
+                                                        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """A process a message (deliver from .qmail, check from a script) pays for every
+    module it imports; these are imported only by the commands that use them."""
+    message = tmp_path / "m.eml"
+    message.write_bytes(split[1][0].data)
+    (tmp_path / "u" / "Maildir" / "cur").mkdir(parents=True)
+    for arguments, stdin in ((["check", "--db", str(trained_db), str(message)], None),
+                             (["deliver", "u", "--maildirs", f"{tmp_path}/{{user}}/Maildir", "--db",
+                               str(trained_db)], split[1][0].data)):
+        done = subprocess.run([sys.executable, "-c", _MODULES_AFTER, *arguments], input=stdin,
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = done.stdout.decode().split("\n")[-2].split()
+        assert [name for name in loaded if name.split(".")[0] in _NOT_AT_START or name in _NOT_AT_START] == [], \
+            arguments[0]
