@@ -146,6 +146,7 @@ class Recorded:
     answer: PyzorAnswer | None  # None: not asked (no digest), or no server answered
     asked: bool  # False: over MaxMessageSize, or no body text to digest
     listed: bool = False  # what the thresholds make of the answer
+    header: str | None = None  # the X-Spamkit-Pyzor value written, when there was an answer
 
     def as_json(self) -> dict[str, object] | None:
         """The answer as `--json` output gives it (None: not asked, or not answered)."""
@@ -184,9 +185,10 @@ class PyzorCheck:
 
         digest = self.digest(raw) if ask else None
         answer = None if digest is None else self.client.check(digest)
-        added = [] if answer is None else [(HEADER, self.header_value(answer))]
+        value = None if answer is None else self.header_value(answer)
+        added = [] if value is None else [(HEADER, value)]
         return Recorded(with_headers(raw, added, dropping=_is_pyzor_field), answer, digest is not None,
-                        answer is not None and self.thresholds.listed(answer))
+                        answer is not None and self.thresholds.listed(answer), value)
 
     def header_value(self, answer: PyzorAnswer) -> str:
         """X-Spamkit-Pyzor's value: the verdict first (what check_pyzor reads), then the

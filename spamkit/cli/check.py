@@ -211,7 +211,7 @@ def _print(name: str, verdict: Verdict, as_json: bool, explain: bool, learned: s
 
 
 def _pyzor_said(pyzor: Recorded) -> str:
-    if pyzor.answer is not None:
-        return (f"reported {pyzor.answer.reported} times, welcomelisted "
-                f"{pyzor.answer.welcomelisted} times, by {pyzor.answer.server}")
+    """What --explain says of Pyzor: the header the message now carries, or why none."""
+    if pyzor.header is not None:
+        return pyzor.header
     return "no server answered" if pyzor.asked else "not asked"

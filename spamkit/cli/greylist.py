@@ -147,11 +147,16 @@ def pass_(senders: tuple[str, ...], recipients: tuple[str, ...], clients: tuple[
     if as_json:
         click.echo(json.dumps({"database": where, "passed": passed, "unknown": unknown}))
         return
-    for row in passed:
-        click.echo(f"passed: {printable(row['sender']) or '<>'} -> {printable(row['recipient'])} "
-                   f"from {printable(row['client'])}", err=True)
+    _say_each("passed", passed)
     for sender in unknown:
         click.echo(f"nothing waiting from: {sender} ({where})", err=True)
+
+
+def _say_each(done: str, triplets: list[dict[str, str]]) -> None:
+    """One line a triplet acted on, its addresses as the log writes them."""
+    for row in triplets:
+        click.echo(f"{done}: {printable(row['sender']) or '<>'} -> {printable(row['recipient'])} "
+                   f"from {printable(row['client'])}", err=True)
 
 
 def _let_pass(store: GreylistStore, senders: tuple[str, ...], recipients: set[str],
@@ -222,9 +227,7 @@ def forget(senders: tuple[str, ...], recipients: tuple[str, ...], clients: tuple
         click.echo(json.dumps({"database": where, "forgotten": forgotten, "networks": forgotten_networks,
                                "unknown": unknown}))
         return
-    for row in forgotten:
-        click.echo(f"forgotten: {printable(row['sender']) or '<>'} -> {printable(row['recipient'])} "
-                   f"from {printable(row['client'])}", err=True)
+    _say_each("forgotten", forgotten)
     for network in forgotten_networks:
         click.echo(f"forgotten: client network {network} and its passes", err=True)
     for sender in unknown:

@@ -183,7 +183,7 @@ def test_check_asks_pyzor_as_the_filter_does(pyzord: Pyzord, tmp_path: Path) -> 
     unasked = json.loads(_spamkit("check", "--json", "--config", str(config), str(tmp_path / "forged.eml")).stdout)
     assert "pyzor" not in unasked and "PYZOR_CHECK" in {rule["name"] for rule in unasked["rules"]}
     explained = _spamkit("check", "--explain", "--pyzor", "--config", str(config), str(tmp_path / "reported.eml"))
-    assert f"pyzor: reported 5 times, welcomelisted 0 times, by {pyzord.address}" in explained.stdout
+    assert f"pyzor: listed, reported 5 times, welcomelisted 0 times, by {pyzord.address}" in explained.stdout
 
 
 def test_check_stops_asking_a_server_that_does_not_answer(tmp_path: Path) -> None:
