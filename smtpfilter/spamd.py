@@ -30,7 +30,7 @@ from spamkit.learn import Learner
 from spamkit.pyzor import PyzorCheck
 from spamkit.sources import SourceItem
 from spamkit.store import Label
-from spamkit.verdict import Scanner, Verdict
+from spamkit.verdict import Scanner, Verdict, header_block
 
 log = logging.getLogger("spamkit.spamd")
 
@@ -207,9 +207,7 @@ class SpamdService:
             return answer(EX_OK, headers=headers)
         processed = verdict.rewrite(message)
         if method == "HEADERS":
-            newline = b"\r\n" if b"\r\n" in processed[:2000] else b"\n"
-            end = processed.find(newline + newline)
-            processed = processed if end < 0 else processed[:end + 2 * len(newline)]
+            processed = header_block(processed)
         return answer(EX_OK, headers=headers, body=processed)
 
     def _pyzor_check(self) -> PyzorCheck | None:

@@ -63,6 +63,7 @@ LEARNER_SAYS_SPAM_POINTS = 1.0
 LEARNER_SAYS_HAM_POINTS = -1.0
 _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
 _UNSAFE = re.compile(r"[\r\n\x00]")
+_HEADER_END = re.compile(rb"\n\r?\n")  # the empty line after the header block (as split_header_block)
 
 
 def is_spam_field(line: bytes) -> bool:
@@ -75,13 +76,19 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
     """`raw` with `added` first, in its own line ends, and the fields it came with that
     `dropping` names (given a field's first line, lower-cased) removed: every X-Spam-*
     unless said otherwise. With `subject_tag`, the Subject tagged (one made if there is
-    none)."""
-    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
-    end = raw.find(newline + newline)
-    head, body = (raw[:end], raw[end:]) if end >= 0 else (raw, b"")
-    kept: list[bytes] = []
+    none).
+
+    The header block ends at the first empty line, in either line end (as the parser
+    reads it), and the line end written is the first line's: a message whose headers end
+    in LF and whose body holds a CRLF keeps its LF headers, and has its fields dropped.
+    """
+    first_break = raw.find(b"\n")
+    cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
+    blank = _HEADER_END.search(raw)
+    head, body = (raw[:blank.start()], raw[blank.start():]) if blank else (raw, b"")
+    kept: list[bytes] = []  # each line as it was, its CR (if any) still on it
     skipping = False
-    for line in head.split(newline):
+    for line in head.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
             if not skipping:
                 kept.append(line)
@@ -93,8 +100,14 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
             line = b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8") + b" " + line[8:].lstrip()
         kept.append(line)
     if subject_tag and not any(line.lower().startswith(b"subject:") for line in kept):
-        kept.append(b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8"))
-    return newline.join([f"{name}: {value}".encode("utf-8") for name, value in added] + kept) + body
+        kept.append(b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8") + cr)
+    return b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header block with the empty line after it (all of `raw` when it has none)."""
+    blank = _HEADER_END.search(raw)
+    return raw if blank is None else raw[:blank.end()]
 
 
 def unscanned(raw: bytes, reason: str) -> bytes:

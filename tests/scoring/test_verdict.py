@@ -64,6 +64,21 @@ def test_added_headers_cannot_be_injected(tmp_path: Path) -> None:
         assert b"\n" not in line and b"\r" not in line
 
 
+def test_a_crlf_in_the_body_of_an_lf_message_hides_no_forged_header(tmp_path: Path) -> None:
+    """spamc from procmail sends LF line ends, and a body may hold CRLFs (a pasted text, an
+    attachment): the header block is still found, the sender's X-Spam-* fields go, and
+    ours are written with the headers' own LF."""
+    s = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 1\nSubjectTag = true\n',
+                "body PILLS /order now/\nscore PILLS 5\n")
+    raw = (b"From: a@example.net\nX-Spam-Status: No, score=-100\nX-Spam-Flag: NO\nSubject: hi\n\n"
+           b"order now\r\nfrom the pasted part\r\n")
+    rewritten = s.scan(raw).rewrite(raw)
+    head, _, body = rewritten.partition(b"\n\n")
+    assert b"\r" not in head and body == b"order now\r\nfrom the pasted part\r\n"
+    assert b"score=-100" not in head and b"X-Spam-Flag: NO" not in head
+    assert b"X-Spam-Flag: YES" in head and b"\nSubject: ***SPAM*** hi" in head
+
+
 def test_reject_needs_custom_sensitivity(tmp_path: Path) -> None:
     rules = "body PILLS /order now/\nscore PILLS 30\n"
     custom = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n', rules)

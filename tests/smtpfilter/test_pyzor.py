@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpfilter.metrics import UNCHECKED
 from spamkit.pyzor import PyzorAnswer, Thresholds, body_digest
@@ -231,3 +233,27 @@ def test_serve_as_nobody_digests_and_asks(pyzord: Pyzord, sink: Sink, tmp_path: 
     assert code == 0 and b"no digest" not in log, log
     [delivered] = sink.messages()
     assert _pyzor_header(delivered).startswith("listed, reported 5 times")
+
+
+_LINE_PIECES = st.lists(st.sampled_from([b"a", b"x-spamkit-pyzor: y", b" ", b"\r\n", b"\n", b"\r", b"\xff"]),
+                        max_size=60).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | _LINE_PIECES, st.sampled_from([b"\r\n", b"\n"]), st.booleans())
+def test_any_message_comes_back_whole_with_no_header_of_the_senders(
+        body: bytes, newline: bytes, forged: bool) -> None:
+    """What spamd, check and deliver do to a message before scoring it, with no server
+    to ask (an empty PyzorServers): any bytes come back, with any X-Spamkit-Pyzor the
+    sender wrote gone from the header block and the rest as it was, whatever line ends
+    the body holds (a CRLF in an LF message's body once hid its header block).""" 
+    from spamkit.pyzor import PyzorCheck, PyzorClient
+
+    head = [b"From: a@example.net", b"Subject: x"]
+    if forged:
+        head.insert(1, b"X-Spamkit-Pyzor : listed, forged")
+    raw = newline.join(head) + newline + newline + body
+    recorded = PyzorCheck(PyzorClient([], 1.0), Thresholds(), 500_000).recorded(raw)
+    assert recorded.answer is None and recorded.header is None
+    kept = newline.join(line for line in head if not line.startswith(b"X-Spamkit-Pyzor"))
+    assert recorded.data == kept + newline + newline + body

@@ -507,3 +507,21 @@ def test_any_bytes_are_a_request_or_a_protocol_error(data: bytes) -> None:
     assert request.method in {"CHECK", "PROCESS", "TELL", "PING", "SKIP", "HEADERS", "SYMBOLS",  # type: ignore[attr-defined]
                               "REPORT", "REPORT_IFSPAM"}
     assert len(request.body) <= 1000  # type: ignore[attr-defined]
+
+
+def test_headers_gives_the_header_block_alone_whatever_the_body_holds(tmp_path: Path) -> None:
+    """HEADERS (spamc --headers) answers the rewritten header block and its empty line;
+    spamc puts the body back itself. An LF message whose body holds a CRLF once got the
+    whole message back, its header block not found."""
+    from smtpfilter.spamd import Request, SpamdService
+    from spamkit.config import config_from_text
+    from spamkit.verdict import Scanner
+
+    service = SpamdService(Scanner.from_config(config_from_text("UseBayes = false\n", tmp_path / "c.toml", {}),
+                                               None))
+    for message, newline in ((b"From: a@example.net\nSubject: hi\n\nbody\r\nmore\r\n", b"\n"),
+                             (b"From: a@example.net\r\nSubject: hi\r\n\r\nbody\r\n", b"\r\n")):
+        answer = service.respond(Request("HEADERS", "1.5", body=message))
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"SPAMD/1.1 0 EX_OK")
+        assert body.startswith(b"X-Spam-") and body.endswith(b"Subject: hi" + newline * 2), body
