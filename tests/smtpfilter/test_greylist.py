@@ -380,6 +380,23 @@ def test_an_administrator_lists_the_triplets_and_lets_a_waiting_one_pass(locatio
     store.close()
 
 
+def test_forgetting_a_network_ends_its_exemption_on_both_databases(location: str) -> None:
+    """What `spamkit greylist forget --client` stands on: a network's count of passed
+    triplets forgotten, its next new triplet waits again; a triplet forgotten is new."""
+    store = _store(location, auto_whitelist=1)
+    now = time.time()
+    triplet = ("198.51.100.0/24", "a@example.net", "b@example.org")
+    store.wait(*triplet, now=now - 900)
+    assert store.wait(*triplet, now=now - 500) == 0  # the retry passes, and exempts the network
+    assert store.wait("198.51.100.0/24", "new@example.net", "b@example.org", now=now) == 0
+    assert store.forget("c:198.51.100.0/24") and not store.forget("c:198.51.100.0/24")
+    assert store.wait("198.51.100.0/24", "other@example.net", "b@example.org", now=now) > 0
+    [key] = [k for k, r in store.triplets(now) if r["sender"] == "a@example.net"]
+    assert store.forget(key)
+    assert store.wait(*triplet, now=now) > 0  # new again: it waits the delay
+    store.close()
+
+
 def test_postmaster_abuse_and_excepted_recipients_are_not_greylisted(tmp_path: Path) -> None:
     from smtpfilter.filter import Action, Transaction
 
