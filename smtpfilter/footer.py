@@ -230,10 +230,11 @@ class _Footing:
         Content-* fields go down with it into its part, the other fields stay on top."""
         eol = self.eol
         head = entity.head if entity.head.endswith(b"\n") else entity.head + eol
-        fields = field_blocks(head)
-        own = [field for field in fields if field.split(b":", 1)[0].strip().lower().startswith(b"content-")]
-        kept = [field for field in fields if field not in own]
-        if not any(field.split(b":", 1)[0].strip().lower() == b"mime-version" for field in kept):
+        own: list[bytes] = []  # the attachment's Content-* fields, which go down with it
+        kept: list[bytes] = []
+        for field in field_blocks(head):
+            (own if _field_name(field).startswith(b"content-") else kept).append(field)
+        if not any(_field_name(field) == b"mime-version" for field in kept):
             kept.append(b"MIME-Version: 1.0" + eol)
         boundary = _new_boundary(entity.body)
         delimiter = b"--" + boundary
@@ -435,6 +436,10 @@ class _Multipart:
         expected = [*(self.part(index) for index in range(len(self.spans))), new_part]
         return self._checked(self.entity.head + self.entity.blank + body[:self.close] + inserted
                              + body[self.close:], expected)
+
+
+def _field_name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].strip().lower()
 
 
 def _new_boundary(body: bytes) -> bytes:

@@ -15,10 +15,9 @@ before spamscore.
 from __future__ import annotations
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction
-from smtpfilter.headers import without_fields
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
-from spamkit.pyzor import HEADER, PyzorCheck
+from spamkit.pyzor import PyzorCheck
 
 
 class Pyzor(Filter):
@@ -30,15 +29,9 @@ class Pyzor(Filter):
         self.local = local
 
     def data(self, tx: Transaction) -> Decision:
-        tx.data = without_fields(tx.data, HEADER.lower(), lambda value: True)
-        if self.local.holds(tx):
-            return CONTINUE
-        digest = self.check.digest(tx.data)
-        if digest is None:
-            return CONTINUE
-        answer = self.check.client.check(digest)
-        if answer is None:
+        # the sender's X-Spamkit-Pyzor goes either way; only strangers' mail is asked about
+        recorded = self.check.recorded(tx.data, ask=not self.local.holds(tx))
+        tx.data = recorded.data
+        if recorded.asked and recorded.answer is None:
             UNCHECKED.count(self.name, "unanswered")
-            return CONTINUE
-        tx.data = f"{HEADER}: {self.check.header_value(answer)}\r\n".encode() + tx.data
         return CONTINUE
