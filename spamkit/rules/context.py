@@ -16,6 +16,7 @@ from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Re
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
 ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
@@ -88,7 +89,8 @@ class MessageContext:
         if name == "ToCc":
             values = self.header_values("to", raw) + self.header_values("cc", raw)
         elif name == "EnvelopeFrom":
-            values = [self.envelope_from] if self.envelope_from else self.header_values("return-path", raw)
+            sender = self.envelope_from if self.envelope_from is not None else self.guessed_envelope_from
+            values = [] if sender is None else [sender]
         elif name == "MESSAGEID":
             values = (self.header_values("message-id", raw) + self.header_values("resent-message-id", raw)
                       + self.header_values("x-message-id", raw))
@@ -177,13 +179,45 @@ class MessageContext:
         return Relays(received)
 
     @cached_property
+    def guessed_envelope_from(self) -> str | None:
+        """The envelope sender as SpamAssassin guesses it when the MTA did not pass it
+        (spamc, a file): the `envelope-from` of the last untrusted relay (of the first
+        trusted one when all are trusted); else X-Envelope-From, Envelope-Sender or
+        Return-Path, each only when no Received header comes before it (a list that
+        relayed the message sent it with a new sender), and none of them when an
+        X-Sender header and a fetchmail line say a fetcher may have guessed it."""
+        relays = self.relays
+        hop = relays.untrusted[0] if relays.untrusted else relays.trusted[-1] if relays.trusted else None
+        if hop is not None and hop.envfrom.find("@") > 0:
+            return hop.envfrom
+        x_sender = self.header_values("x-sender")
+        if x_sender and "@" in first_address(x_sender[0]) \
+                and any("(fetchmail" in value for value in self.header_values("received", raw=True)):
+            return None
+        names = [name.lower() for name, _ in self.message.raw_headers]
+        first_received = names.index("received") if "received" in names else len(names)
+        for header in ("x-envelope-from", "envelope-sender", "return-path"):
+            if header not in names:
+                continue
+            last = len(names) - 1 - names[::-1].index(header)
+            if last > first_received:  # written after a hop: maybe a list's new sender
+                if header == "x-envelope-from":
+                    return None
+                continue
+            return first_address(self.header_values(header, raw=True)[0])
+        return None
+
+    @cached_property
     def from_address(self) -> str:
         value = self.message.header("from")
         return first_address(value) if value is not None else ""
 
 
 def first_address(value: str) -> str:
-    match = _ADDRESS.search(value)
+    """The first address of a header value, lower-cased; "" if none. A display name in
+    quotes is passed over: From: "boss@example.com" <x@spam.example> is from
+    x@spam.example, for the lists as for the rules."""
+    match = _ADDRESS.search(_QUOTED.sub(" ", value) if '"' in value else value)
     if match is None:
         return ""
     return (match.group(1) or match.group(2) or "").strip().lower()

@@ -99,6 +99,13 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         # a header that names the sender's address (originating_ip_headers), as a hop
         (rf"^X-Originating-IP: ({_IP})$", ("ip",)),
     ))
+# the formats above whose MTAs write the reverse name they looked up, or its absence
+# (SpamAssassin's mta_looked_up_dns): all but Exim's "[IP] (helo=)", MailEnable's,
+# the bare address and the originating-IP hop, which carry no reverse name at all
+_LOOKING_UP_FORMATS = frozenset(names for _, names in _FORMATS
+                                if {"rdns", "rdns_exim", "rdns_qmail", "rdns_qmail_block"} & set(names)
+                                or names == ("helo", "ident", "ip", "by_given"))
+_EXCHANGE_SMTPSVC = re.compile(rf"^(\S*) \(\[({_IP})\][^)]{{0,40}}\) by (\S+) with Microsoft SMTPSVC")
 _MAPPED_IPV4 = re.compile(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
 _ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)
@@ -126,6 +133,10 @@ class Relay:
     id: str = ""
     auth: str = ""
     envfrom: str = ""
+    # the line's format is one whose MTA looks the address up, so an empty rdns means
+    # the address has no reverse name (SpamAssassin's no_reverse_dns), not that the
+    # MTA never asked
+    looked_up: bool = False
 
     def as_string(self, internal: bool) -> str:
         """SpamAssassin's form of the relay; rules match on it, field order included."""
@@ -163,12 +174,14 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     rest = _FROM.sub("", line, count=1)
     envelope = _ENVELOPE_FROM.search(rest) if "envelope-" in lowered or "return-path" in lowered else None
     fields: dict[str, str] = {}
+    looked_up = False
     # (the formats are of lines that start "from " in lower case, as SpamAssassin reads
     # them; of a "From " or "FROM " line only its bracketed address and "by" are read)
     for pattern, names in _FORMATS if line.startswith("from ") else ():
         match = pattern.match(rest)
         if match:
             fields = {name: group or "" for name, group in zip(names, match.groups())}
+            looked_up = names in _LOOKING_UP_FORMATS
             break
     # (as in SpamAssassin, a line of a known format is a hop even when it is a handover
     # on the machine itself: "from lugh (root@localhost [127.0.0.1]) by lugh.example (8.9.3)")
@@ -197,6 +210,9 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     if "rdns_qmail_block" in fields:
         rdns = fields["rdns_qmail_block"]
         helo = fields["helo_qmail_block"] if "HELO " in line or "EHLO " in line else rdns
+        looked_up = rdns.lower() != "unknown"  # qmail's "unknown": maybe never asked
+    if looked_up and " SMTPSVC" in line and _EXCHANGE_SMTPSVC.match(rest):
+        looked_up = False  # Exchange's SMTP service never looks the address up
     ident = fields.get("ident", "")
     if "rdns" in fields and "helo" in fields:  # sendmail's "(IDENT:user@rdns [IP])"
         ident = ident.removeprefix("IDENT:")
@@ -214,7 +230,8 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     by = fields.get("by_bare") or fields.get("by_given") or (by_match.group(1) if by_match else "")
     return Relay(ip=_shown(ip), rdns=_shown(rdns), helo=_shown(helo), by=_shown(by.removesuffix(";")),
                  ident=_shown(ident), id=found_id.group(1) if found_id else "", auth=auth,
-                 envfrom=_shown(envelope.group(1).lstrip("<").rstrip(">")) if envelope else "")
+                 envfrom=_shown(envelope.group(1).lstrip("<").rstrip(">")) if envelope else "",
+                 looked_up=looked_up)
 
 
 def _shown(field: str) -> str:

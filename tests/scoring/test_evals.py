@@ -9,11 +9,13 @@ from pathlib import Path
 from spamkit.message import parse_message
 from spamkit.rules import MessageContext, load_rules
 
-BASE = (b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by mail.example.org;"
+# (Return-Path on top, where the delivering MTA writes it: below a Received line it
+# may be a list's new sender, and the envelope is not guessed from it)
+BASE = (b"Return-Path: <bounce@lists.example.net>\n"
+        b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by mail.example.org;"
         b" Tue, 25 Nov 2026 10:00:00 +0000\n"
         b"Received: from client (unknown [198.51.100.7]) by mx.example.net;"
-        b" Tue, 25 Nov 2026 09:59:00 +0000\n"
-        b"Return-Path: <bounce@lists.example.net>\n")
+        b" Tue, 25 Nov 2026 09:59:00 +0000\n")
 
 RULES = r"""
 freemail_domains freemail.example mail.*  *.webmail.example
@@ -36,6 +38,13 @@ body   ONE_GIF      eval:image_count('gif', '1', '1')
 body   SHORT_BODY   eval:check_body_length('64')
 body   UPPER_75     eval:check_for_uppercase('75', '100')
 header OUTLOOK_ID   eval:check_outlook_message_id()
+header SORTED       eval:sorted_recipients()
+header SIMILAR      eval:similar_recipients('0.65', 'undef')
+header YAHOO_FORGED eval:check_for_forged_yahoo_received_headers()
+header HOTMAIL_HELO eval:check_for_forged_hotmail_received_headers()
+header NO_HOTMAIL   eval:check_for_no_hotmail_received_headers()
+header DOTCOM_HELO  eval:check_for_no_rdns_dotcom_helo()
+header HELO_IP      eval:helo_ip_mismatch()
 """
 
 
@@ -121,3 +130,97 @@ def test_pseudo_headers_need_spamassassin_spelling(tmp_path: Path) -> None:
     raw = BASE + b"Message-ID: <1@example.org>\n\nx\n"
     counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)))
     assert "PSEUDO" in counts and "REAL_MESSAGEID" not in counts
+
+
+def _path_hits(tmp_path: Path, headers: bytes) -> set[str]:
+    """Hits of a message whose whole header block is given (BASE's path left out)."""
+    path = tmp_path / "evals.cf"
+    path.write_text(RULES)
+    ruleset = load_rules([path], builtin=False)
+    raw = headers + b"\nx\n"
+    counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)))
+    return set(counts)
+
+
+HOP = b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by mail.example.org; Tue, 25 Nov 2026 10:00:00 +0000\n"
+
+
+def test_envelope_sender_is_guessed_as_spamassassin_guesses_it(tmp_path: Path) -> None:
+    """HEADER_FROM_DIFFERENT_DOMAINS compares From with the envelope sender; without
+    the MTA's word for it, the envelope is the last untrusted relay's envelope-from,
+    else a Return-Path (or X-Envelope-From, Envelope-Sender) above every Received line."""
+    from_shop = b"From: Shop <news@shop.example>\n"
+    on_top = b"Return-Path: <bounce@lists.example.net>\n" + HOP + from_shop
+    assert "DIFF_DOMAINS" in _path_hits(tmp_path, on_top)
+    # below a hop, it may be a list's new sender: no envelope, no opinion
+    below = HOP + b"Return-Path: <bounce@lists.example.net>\n" + from_shop
+    assert "DIFF_DOMAINS" not in _path_hits(tmp_path, below)
+    # the relay's own record of the envelope wins over Return-Path
+    with_envelope = (b"Return-Path: <bounce@lists.example.net>\n"
+                     b"Received: from mx.shop.example (mx.shop.example [192.0.2.9]) by mail.example.org"
+                     b" (envelope-from <news@shop.example>); Tue, 25 Nov 2026 10:00:00 +0000\n" + from_shop)
+    assert "DIFF_DOMAINS" not in _path_hits(tmp_path, with_envelope)
+    # a fetcher may have taken X-Sender for the envelope: nothing is trusted then
+    fetched = (b"Return-Path: <bounce@lists.example.net>\n" + HOP
+               + b"Received: from pop.example.net [192.0.2.5] by localhost with POP3 (fetchmail-6.4.37)\n"
+               + b"X-Sender: someone@lists.example.net\n" + from_shop)
+    assert "DIFF_DOMAINS" not in _path_hits(tmp_path, fetched)
+    # the last two labels are compared, as SpamAssassin does: both of these are "co.uk"
+    same_two = b"Return-Path: <a@lists.other.co.uk>\n" + HOP + b"From: b@mail.example.co.uk\n"
+    assert "DIFF_DOMAINS" not in _path_hits(tmp_path, same_two)
+
+
+def test_recipient_lists_from_a_harvest(tmp_path: Path) -> None:
+    sorted_to = b"To: " + b", ".join(f"{u}@example.org".encode() for u in "abcdefg") + b"\n"
+    got = _path_hits(tmp_path, HOP + sorted_to)
+    assert "SORTED" in got and "SIMILAR" not in got
+    assert "SORTED" not in _path_hits(tmp_path, HOP + b"To: g@example.org, a@example.org, b@example.org, "
+                                      b"c@example.org, d@example.org, e@example.org, f@example.org\n")
+    # a dictionary run: users starting alike at hosts starting alike
+    harvest = b"To: ann@mail1.example, anna@mail2.example\nCc: andy@mail3.example, anne@mail4.example,"
+    harvest += b" anton@mail5.example\n"
+    assert "SIMILAR" in _path_hits(tmp_path, HOP + harvest)
+    # four are too few to judge; a repeat right after itself counts once
+    assert "SIMILAR" not in _path_hits(tmp_path, HOP + b"To: ann@mail1.example, ANN@mail1.example, "
+                                       b"anna@mail2.example, andy@mail3.example, anne@mail4.example\n")
+
+
+def test_freemail_from_a_path_that_is_not_the_providers(tmp_path: Path) -> None:
+    outside = (b"Received: from smtp.example.net (smtp.example.net [198.51.100.7]) by mx.example.org"
+               b" (Postfix) with ESMTP id A1; Tue, 25 Nov 2026 10:00:00 +0000\n")
+    assert "YAHOO_FORGED" in _path_hits(tmp_path, outside + b"From: Ann <ann@yahoo.com>\n")
+    webmail = (outside + b"Received: from [198.51.100.20] by web1.mail.yahoo.com via HTTP;"
+               b" Tue, 25 Nov 2026 09:59:00 +0000\n")
+    assert "YAHOO_FORGED" not in _path_hits(tmp_path, webmail + b"From: Ann <ann@yahoo.com>\n")
+    # the address in a display name is not the sender's
+    assert "YAHOO_FORGED" not in _path_hits(tmp_path, outside + b'From: "ann@yahoo.com" <x@example.net>\n')
+    hotmail_from = b"From: bob@hotmail.com\n"
+    assert "NO_HOTMAIL" in _path_hits(tmp_path, outside + hotmail_from)
+    real = (b"Received: from hotmail.com (f135.law8.hotmail.com [216.33.241.135]) by mx.example.org (Postfix)"
+            b" with ESMTP id A2; Tue, 25 Nov 2026 10:00:00 +0000\nX-Originating-IP: [198.51.100.30]\n")
+    assert not _path_hits(tmp_path, real + hotmail_from) & {"NO_HOTMAIL", "HOTMAIL_HELO"}
+    borrowed_helo = (b"Received: from mx06.hotmail.com (dsl.example.net [198.51.100.44]) by mx.example.org"
+                     b" (Postfix) with ESMTP id A3; Tue, 25 Nov 2026 10:00:00 +0000\n")
+    got = _path_hits(tmp_path, borrowed_helo + hotmail_from)
+    assert "HOTMAIL_HELO" in got and "NO_HOTMAIL" not in got
+    # no Received line at all: nothing to judge by
+    assert not _path_hits(tmp_path, hotmail_from + b"From: ann@yahoo.com\n") & {"NO_HOTMAIL", "YAHOO_FORGED"}
+
+
+def test_helo_lies_of_the_last_untrusted_relays(tmp_path: Path) -> None:
+    def hop(text: bytes) -> bytes:
+        return b"Received: from " + text + b"; Tue, 25 Nov 2026 10:00:00 +0000\n"
+
+    no_rdns = hop(b"mx06.hotmail.com (unknown [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A4")
+    assert "DOTCOM_HELO" in _path_hits(tmp_path, no_rdns)
+    named = hop(b"mx06.hotmail.com (dsl.example.net [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A5")
+    assert "DOTCOM_HELO" not in _path_hits(tmp_path, named)
+    # Exchange's SMTP service never looks the address up: its empty name says nothing
+    exchange = hop(b"mx06.hotmail.com ([198.51.100.44]) by mail.example.org with Microsoft SMTPSVC(5.0.2195.4905)")
+    assert "DOTCOM_HELO" not in _path_hits(tmp_path, exchange)
+    far = hop(b"203.0.113.5 (dsl.example.net [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A6")
+    assert "HELO_IP" in _path_hits(tmp_path, far)
+    near = hop(b"198.51.100.45 (dsl.example.net [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A7")
+    assert "HELO_IP" not in _path_hits(tmp_path, near)
+    private = hop(b"192.168.1.5 (dsl.example.net [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A8")
+    assert "HELO_IP" not in _path_hits(tmp_path, private)

@@ -7,7 +7,7 @@ import email.policy
 from pathlib import Path
 
 from spamkit.config import config_from_text
-from spamkit.lists import Lists
+from spamkit.lists import Lists, check_entry
 from spamkit.rules import load_rules
 from spamkit.verdict import Scanner
 
@@ -117,3 +117,20 @@ def test_a_broken_reload_keeps_the_last_good_configuration(tmp_path: Path) -> No
     config.write_text(f'RulePaths = ["{rules}"]\nSensitivity = "custom"\nTagLevel = 9\n')
     again, errors = reload_scanner(skipping, str(config), None)
     assert again is not skipping and len(errors) == 1 and again.scan(RAW).decision == "ham"
+
+
+def test_an_address_in_the_display_name_is_not_the_sender(tmp_path: Path) -> None:
+    """From: "boss@example.com" <x@spam.example> is from x@spam.example: a welcome-list
+    entry for the boss must not let it through (the display name was read as the
+    address before)."""
+    rules_file = tmp_path / "r.cf"
+    rules_file.write_text("body PILLS /order now/\nscore PILLS 7\n"
+                          "header USER_IN_WHITELIST eval:check_from_in_whitelist()\nscore USER_IN_WHITELIST -100\n")
+    config = config_from_text("", tmp_path / "spamkit.toml", {})
+    lists = Lists([check_entry("white", "boss@example.com")])
+    s = Scanner(config, load_rules([rules_file], builtin=False), lists)
+    forged = b'From: "boss@example.com" <x@spam.example>\r\nSubject: hi\r\n\r\norder now\r\n'
+    verdict = s.scan(forged)
+    assert verdict.decision == "spam" and verdict.listed is None
+    real = b"From: Boss <boss@example.com>\r\nSubject: hi\r\n\r\norder now\r\n"
+    assert s.scan(real).listed == "white" and s.scan(real).decision == "ham"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spamkit.rules.evals import auth, basic, freemail, headers, mime, pyzor
+from spamkit.rules.evals import auth, basic, freemail, headers, mime, pyzor, received
 
 # Evals of rules SpamAssassin flags `net` whose result the SMTP filter records in the
 # message: they run where other network tests are skipped
@@ -19,6 +19,7 @@ RECORDED_RESULT_EVALS = frozenset(auth.EVALS) | frozenset(pyzor.EVALS)
 EVALS: dict[str, Callable[..., bool]] = {
     **basic.EVALS,
     **headers.EVALS,
+    **received.EVALS,
     **mime.EVALS,
     **freemail.EVALS,
     **auth.EVALS,
