@@ -58,9 +58,16 @@ class PartInfo:
 
     content_type: str
     encoding: str  # Content-Transfer-Encoding, lower-case, "" when absent
-    attachment: bool
-    ascii_text: bool = False  # a text part whose decoded bytes are all 7-bit
-    long_qp_line: bool = False  # a quoted-printable part with a line over 76 characters
+    attachment: bool  # not text, or text named and marked as an attachment: a file
+    disposition: str = ""  # Content-Disposition as written, lower-case
+    charset: str = ""  # the charset parameter, lower-case, "" when absent
+    # a quoted-printable part with a line over 78 characters: RFC 5322's limit, which
+    # SpamAssassin's MIME_QP_LONG_LINE tests (RFC 2045's 76 is broken by Apple Mail and
+    # Outlook Web Access by two characters)
+    long_qp_line: bool = False
+    # text/plain declared US-ASCII (or no charset at all) whose bytes as sent hold 8-bit
+    # characters or NULs: the declaration is false (PP_MIME_FAKE_ASCII_TEXT)
+    false_ascii: bool = False
 
 
 @dataclass
@@ -81,6 +88,9 @@ class ParsedMessage:
     parts: list[PartInfo] = field(default_factory=list)  # leaf parts, in order
     facts: set[str] = field(default_factory=set)
     size: int = 0
+    # each multipart/alternative's text parts, as (type, visible text, has an <img>):
+    # the versions of one text, which should say the same (SpamAssassin's MPART_ALT_DIFF)
+    alternatives: list[list[tuple[str, str, bool]]] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -224,6 +234,7 @@ class _Walker:
         self.files_only = files_only  # list_attachments: names and archive members, no text
         self.unpack_budget = UnpackBudget()  # shared by the message's archives
         self.parts = 0
+        self.open_alternatives: list[list[tuple[str, str, bool]]] = []  # the ones being walked
 
     def walk_message(self, raw: bytes) -> None:
         if len(raw) > self.limits.max_message_bytes:
@@ -256,7 +267,13 @@ class _Walker:
             return
         content_type, params, encoding, disposition = content_headers(fields, default_type)
         self.message.content_types.append(content_type)
-        if content_type.startswith("multipart/"):
+        if content_type == "multipart/alternative":
+            self.open_alternatives.append([])
+            self._walk_multipart(params, body, depth)
+            versions = self.open_alternatives.pop()
+            if versions:
+                self.message.alternatives.append(versions)
+        elif content_type.startswith("multipart/"):
             self._walk_multipart(params, body, depth)
         elif content_type == "message/rfc822" and depth < self.limits.max_depth:
             head, inner = split_header_block(body)
@@ -303,15 +320,20 @@ class _Walker:
         if self.files_only:
             self._file(content_type, filename, tuple(other_names), encoding, body, is_text)
             return
-        if not is_text or (filename and "attachment" in disposition.lower()):
+        charset = params.get("charset", "").lower()
+        lowered_disposition = disposition.strip().lower()
+        false_ascii = (content_type in ("text/plain", "") and charset in ("", "us-ascii")
+                       and (not body.isascii() or b"\0" in body))
+        if not is_text or (filename and "attachment" in lowered_disposition):
             size = len(body) * 3 // 4 if cte == "base64" else len(body)
             message.attachments.append(Attachment(content_type, filename, size, tuple(other_names)))
-            message.parts.append(PartInfo(content_type, cte, attachment=True))
+            message.parts.append(PartInfo(content_type, cte, attachment=True, disposition=lowered_disposition,
+                                          charset=charset, false_ascii=false_ascii))
             return
         data = decode_transfer(body, encoding, message.facts)
-        long_qp = cte == "quoted-printable" and any(len(line) > 76 for line in body.split(b"\n"))
-        message.parts.append(PartInfo(content_type, cte, attachment=False,
-                                      ascii_text=data.isascii(), long_qp_line=long_qp))
+        long_qp = cte == "quoted-printable" and any(len(line) > 78 for line in body.split(b"\n"))
+        message.parts.append(PartInfo(content_type, cte, attachment=False, disposition=lowered_disposition,
+                                      charset=charset, long_qp_line=long_qp, false_ascii=false_ascii))
         if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
@@ -328,9 +350,13 @@ class _Walker:
             message.html_tags.extend(rendered.tags)
             message.facts.update(rendered.facts)
             message.urls.extend(_text_urls(rendered.visible))
+            visible, has_image = rendered.visible, "img" in rendered.tags
         else:
             message.text.append(text)
             message.urls.extend(_text_urls(text))
+            visible, has_image = text, False
+        for versions in self.open_alternatives:
+            versions.append((content_type or "text/plain", visible, has_image))
 
     def _file(self, content_type: str, filename: str, other_names: tuple[str, ...], encoding: str,
               body: bytes, is_text: bool) -> None:

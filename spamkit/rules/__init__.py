@@ -267,7 +267,9 @@ class RuleSet:
             multiple = "multiple" in rule.tflags
             count = 0
             detail = ""
-            for index, text in enumerate(texts):
+            # the body's first paragraph is the Subject, which `nosubject` rules skip
+            first = 1 if rule.kind is Kind.BODY and "nosubject" in rule.tflags else 0
+            for index, text in enumerate(texts[first:], first):
                 if rule.literals is not None and not any(
                         literal in looked_in[index] for literal in rule.literals):
                     continue

@@ -39,6 +39,8 @@ FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",
     "feature_dns_block_rule", "feature_blocklist_welcomelist", "feature_originating_ip_headers",
     "has_check_for_spf_errors",
+    # the evals of those plugins that spamkit implements (spamkit/rules/evals)
+    "has_check_body_length", "has_check_for_ascii_text_illegal",
 })
 
 _RULE_KINDS = {kind.value: kind for kind in Kind}

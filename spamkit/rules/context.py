@@ -16,6 +16,14 @@ from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Re
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
+# an address in text as SpamAssassin's URI parser takes it (after Thunderbird's): up to
+# 251 characters either side of the @, ended by white space, brackets, quotes, a comma
+# or a non-ASCII character
+_TEXT_ADDRESS = re.compile(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@\x1b\xa0\x80-\uffff]{1,251}"""
+                           r"""@[^\s><"'`}\]{\[|,(\x1b\xa0\x80-\uffff]{1,251}""")
+_TRAILING_PUNCTUATION = re.compile(r"[-~!@#^&*()_+=:;'?,.]*$")
+_MISREAD_PREFIX = re.compile(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
+_LINKIFIED_ADDRESS = re.compile(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
@@ -151,10 +159,17 @@ class MessageContext:
 
     @cached_property
     def uris(self) -> list[str]:
+        """The message's links, then each address written in its text as a mailto:
+        link, as SpamAssassin lists them for `uri` rules (MUAs make such addresses
+        clickable; "To unsubscribe, write to list-unsubscribe@example.com" is an
+        unsubscribe link to __UNSUB_LINK). The addresses are the rules' only: Bayes
+        reads the links as the parser found them."""
         out = []
         for url in dict.fromkeys(self.message.urls):
             out.append("http://" + url if url.lower().startswith("www.") else url)
-        return out
+        for address in dict.fromkeys(_text_addresses(self.body_paragraphs)):
+            out.append("mailto:" + address)
+        return list(dict.fromkeys(out))
 
     @cached_property
     def full_text(self) -> str:
@@ -211,6 +226,22 @@ class MessageContext:
     def from_address(self) -> str:
         value = self.message.header("from")
         return first_address(value) if value is not None else ""
+
+
+def _text_addresses(texts: list[str]) -> list[str]:
+    """Addresses written in text, as a mail reader would linkify them: a dot after the
+    @, a top-level domain of letters, trailing punctuation left off, a "mail:" or
+    "e-mail:" run into the address dropped."""
+    found = []
+    for text in texts:
+        if "@" not in text:
+            continue
+        for match in _TEXT_ADDRESS.finditer(text):
+            address = _TRAILING_PUNCTUATION.sub("", match.group())
+            address = _MISREAD_PREFIX.sub("", address)
+            if _LINKIFIED_ADDRESS.fullmatch(address):
+                found.append(address)
+    return found
 
 
 def first_address(value: str) -> str:

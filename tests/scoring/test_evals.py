@@ -45,6 +45,12 @@ header HOTMAIL_HELO eval:check_for_forged_hotmail_received_headers()
 header NO_HOTMAIL   eval:check_for_no_hotmail_received_headers()
 header DOTCOM_HELO  eval:check_for_no_rdns_dotcom_helo()
 header HELO_IP      eval:helo_ip_mismatch()
+body   FAKE_ASCII   eval:check_for_ascii_text_illegal()
+body   ALT_DIFF     eval:multipart_alternative_difference('99', '100')
+body   NONEMPTY     /\S/
+tflags NONEMPTY     nosubject
+body   IN_SUBJECT   /hello/
+uri    UNSUB_LINK   /\bunsubscribe\b/i
 """
 
 
@@ -224,3 +230,72 @@ def test_helo_lies_of_the_last_untrusted_relays(tmp_path: Path) -> None:
     assert "HELO_IP" not in _path_hits(tmp_path, near)
     private = hop(b"192.168.1.5 (dsl.example.net [198.51.100.44]) by mx.example.org (Postfix) with ESMTP id A8")
     assert "HELO_IP" not in _path_hits(tmp_path, private)
+
+
+def test_mime_facts_as_spamassassin_counts_them(tmp_path: Path) -> None:
+    # text/plain says US-ASCII (or nothing) and carries 8-bit bytes as sent
+    assert "FAKE_ASCII" in hits(tmp_path, "Content-Type: text/plain; charset=us-ascii\n\nprix réduit\n"
+                                .encode("latin-1"))
+    assert "FAKE_ASCII" in hits(tmp_path, "\nprix réduit\n".encode("latin-1"))
+    assert "FAKE_ASCII" not in hits(tmp_path, "Content-Type: text/plain; charset=iso-8859-1\n\nprix réduit\n"
+                                    .encode("latin-1"))
+    assert "FAKE_ASCII" not in hits(tmp_path, b"Content-Type: text/plain; charset=us-ascii\n"
+                                    b"Content-Transfer-Encoding: quoted-printable\n\nprix r=E9duit\n")
+    # base64 for text declared US-ASCII; a declared Latin-1 text may need it
+    b64 = b"Content-Type: text/plain; charset=%s\nContent-Transfer-Encoding: base64\n\nSGVsbG8gdGhlcmU=\n"
+    assert "B64_TEXT" in hits(tmp_path, b64 % b"us-ascii")
+    assert "B64_TEXT" not in hits(tmp_path, b64 % b"iso-8859-1")
+    # a quoted-printable line over RFC 5322's 78 characters, not RFC 2045's 76
+    qp = b"Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n%s\n"
+    assert "QP_LONG" not in hits(tmp_path, qp % (b"x" * 78))
+    assert "QP_LONG" in hits(tmp_path, qp % (b"x" * 79))
+
+
+def _alternative(plain: bytes, html: bytes) -> bytes:
+    return (b"Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\n" + plain
+            + b"\n--b\nContent-Type: text/html\n\n" + html + b"\n--b--\n")
+
+
+def test_the_versions_of_an_alternative_should_say_the_same(tmp_path: Path) -> None:
+    same = _alternative(b"Meeting at noon, room 4.", b"<html><body><p>Meeting at noon, room 4.</p></body></html>")
+    assert "ALT_DIFF" not in hits(tmp_path, same)
+    other = _alternative(b"Please enable HTML to read this message.",
+                         b"<html><body><b>Cheap pills</b> shipped overnight</body></html>")
+    assert "ALT_DIFF" in hits(tmp_path, other)
+    # an HTML version of nothing but an image differs wholly from any text
+    assert "ALT_DIFF" in hits(tmp_path, _alternative(b"Hello there", b'<html><img src="cid:a"></html>'))
+    # outside an alternative the two parts are not versions of one text
+    mixed = other.replace(b"multipart/alternative", b"multipart/mixed")
+    assert "ALT_DIFF" not in hits(tmp_path, mixed)
+
+
+def test_body_rules_and_the_subject(tmp_path: Path) -> None:
+    """The Subject is the body's first paragraph, as in SpamAssassin, except for rules
+    flagged `nosubject` (__NONEMPTY_BODY: an empty message is empty whatever its Subject)."""
+    got = hits(tmp_path, b"Subject: hello\n\n \n")
+    assert "IN_SUBJECT" in got and "NONEMPTY" not in got
+    assert "NONEMPTY" in hits(tmp_path, b"Subject: hello\n\nbody text\n")
+
+
+def test_addresses_in_text_are_links_to_uri_rules(tmp_path: Path) -> None:
+    """A mail reader makes an address in the text a link: "write to
+    list-unsubscribe@example.com" is an unsubscribe link (SpamAssassin's __UNSUB_LINK)."""
+    assert "UNSUB_LINK" in hits(tmp_path, b"\nTo leave, write to list-unsubscribe@example.com.\n")
+    assert "UNSUB_LINK" not in hits(tmp_path, b"\nTo leave, write to list-unsubscribe@example\n")
+    path = tmp_path / "evals.cf"
+    path.write_text(RULES)
+    raw = BASE + b"\nmail bob@example.org, email:ann@example.net or see http://u:p@h.example.com/ x@10.0.0.1\n"
+    context = MessageContext(raw, parse_message(raw))
+    assert context.uris == ["http://u:p@h.example.com/", "mailto:bob@example.org", "mailto:ann@example.net"]
+    assert parse_message(raw).urls == ["http://u:p@h.example.com/"]  # Bayes' links are the parser's
+
+
+def test_capabilities_the_rule_files_ask_about(tmp_path: Path) -> None:
+    """`if can(...)` blocks around evals spamkit implements load; others stay out."""
+    path = tmp_path / "can.cf"
+    path.write_text("if can(Mail::SpamAssassin::Plugin::BodyEval::has_check_body_length)\n"
+                    "body SHORT eval:check_body_length('64')\nendif\n"
+                    "if can(Mail::SpamAssassin::Plugin::MIMEEval::has_check_for_ascii_text_illegal)\n"
+                    "body FAKE eval:check_for_ascii_text_illegal()\nendif\n"
+                    "if can(Mail::SpamAssassin::Plugin::ASN::has_check_asn)\nbody ASN /x/\nendif\n")
+    assert set(load_rules([path], builtin=False).rules) == {"SHORT", "FAKE"}

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# US-ASCII by any of its registered names, or no charset at all (SpamAssassin's list)
+_ASCII_CHARSET = re.compile(r"^$|us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-1986|iso_646\.irv:1991|ascii"
+                            r"|iso646-us|us|ibm367|cp367|csascii")
 _NO_UPPER = str.maketrans("", "", string.ascii_uppercase)
 _NO_LOWER = str.maketrans("", "", string.ascii_lowercase)
 
@@ -30,11 +33,13 @@ def check_for_mime_html_only(context: MessageContext) -> bool:
 _MIME_TESTS: dict[str, Callable[[MessageContext], bool]] = {
     "mime_base64_count": lambda c: any(p.encoding == "base64" for p in c.message.parts),
     "mime_qp_count": lambda c: any(p.encoding == "quoted-printable" for p in c.message.parts),
-    "mime_attachment": lambda c: any(p.attachment for p in c.message.parts),
-    # text that needed no encoding, sent as base64 anyway: a way to hide it from filters
+    # (as SpamAssassin counts them: a part whose Content-Disposition says so)
+    "mime_attachment": lambda c: any("attachment" in p.disposition for p in c.message.parts),
+    # text declared US-ASCII (or no charset), which needs no encoding, sent as base64
+    # anyway: a way to hide it from filters
     "mime_base64_encoded_text": lambda c: any(
-        p.encoding == "base64" and not p.attachment and p.ascii_text
-        and p.content_type.startswith("text/") for p in c.message.parts),
+        "base64" in p.encoding and p.content_type.startswith("text") and _ASCII_CHARSET.search(p.charset)
+        and not p.disposition.startswith(("attachment", "inline")) for p in c.message.parts),
     "mime_qp_long_line": lambda c: any(p.long_qp_line for p in c.message.parts),
 }
 
@@ -44,6 +49,52 @@ def check_for_mime(context: MessageContext, test: str) -> bool:
 
 
 check_for_mime.accepts = lambda args: len(args) == 1 and args[0] in _MIME_TESTS  # type: ignore[attr-defined]
+
+
+def check_for_ascii_text_illegal(context: MessageContext) -> bool:
+    """A text/plain part says US-ASCII (or names no charset) and carries 8-bit
+    characters or NULs as sent (PP_MIME_FAKE_ASCII_TEXT)."""
+    return any(p.false_ascii for p in context.message.parts)
+
+
+_HAS_WORD_CHARACTER = re.compile(r"[0-9A-Za-z_]")
+# Exchange's meeting requests: an HTML text and the calendar, nothing alike by design
+_MEETING_REQUEST = ["multipart/alternative", "text/html", "text/calendar"]
+
+
+def multipart_alternative_difference(context: MessageContext, low: str, high: str) -> bool:
+    """How much of a multipart/alternative's HTML the plain version does not say, in
+    percent, in (low, high] (low 0: from 0 on; high "undef": open): the words of the
+    HTML (white-space separated, with a letter, digit or _) not found as often in the
+    plain text, over the HTML's distinct words; an HTML version of no words but an
+    image differs wholly. The largest of the message's alternatives counts
+    (MPART_ALT_DIFF: 99-100, a plain part unrelated to the HTML one)."""
+    if "alternative_difference" not in context.cache:
+        context.cache["alternative_difference"] = _alternative_difference(context)
+    difference = context.cache["alternative_difference"]
+    assert isinstance(difference, float)
+    return (float(low) == 0 or difference > float(low)) and (high == "undef" or difference <= float(high))
+
+
+def _alternative_difference(context: MessageContext) -> float:
+    if context.message.content_types == _MEETING_REQUEST:
+        return 0.0
+    largest = 0.0
+    for versions in context.message.alternatives:
+        html: dict[str, int] = {}
+        plain: dict[str, int] = {}
+        for content_type, visible, has_image in versions:
+            words = html if content_type == "text/html" else plain
+            for word in visible.split():
+                if _HAS_WORD_CHARACTER.search(word):
+                    words[word] = words.get(word, 0) + 1
+            if content_type == "text/html" and not html and has_image:
+                html["\n"] = 1  # (a mark no split word can be)
+        if not html:
+            continue
+        left = sum(1 for word, count in html.items() if count - plain.get(word, 0) >= 1)
+        largest = max(largest, 100.0 * left / len(html))
+    return largest
 
 
 def html_test(context: MessageContext, test: str) -> bool:
@@ -105,6 +156,8 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_for_mime_html": check_for_mime_html,
     "check_for_mime_html_only": check_for_mime_html_only,
     "check_for_mime": check_for_mime,
+    "check_for_ascii_text_illegal": check_for_ascii_text_illegal,
+    "multipart_alternative_difference": multipart_alternative_difference,
     "html_test": html_test,
     "html_tag_exists": html_tag_exists,
     "image_count": image_count,
