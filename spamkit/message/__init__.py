@@ -91,6 +91,7 @@ class ParsedMessage:
     # each multipart/alternative's text parts, as (type, visible text, has an <img>):
     # the versions of one text, which should say the same (SpamAssassin's MPART_ALT_DIFF)
     alternatives: list[list[tuple[str, str, bool]]] = field(default_factory=list)
+    html_sources: list[str] = field(default_factory=list)  # each text/html part, decoded, tags kept
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -340,6 +341,8 @@ class _Walker:
             data = _UU_BLOCK.split(data, 1)[0]
         text = decode_text(data, params.get("charset"), message.facts)
         message.raw_text.append(text)
+        if content_type == "text/html":
+            message.html_sources.append(text)
         if content_type == "text/html" or (content_type == "text/plain" and _looks_like_html(text)):
             rendered = render_html(text)
             message.text.append(rendered.visible)

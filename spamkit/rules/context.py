@@ -12,6 +12,7 @@ from functools import cached_property
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
+from spamkit.rules.htmlfacts import HtmlFacts, html_facts
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -174,6 +175,12 @@ class MessageContext:
     @cached_property
     def full_text(self) -> str:
         return self.raw[: self.max_bytes].decode("latin-1")
+
+    @cached_property
+    def html_facts(self) -> list[HtmlFacts]:
+        """What SpamAssassin's HTML rules know of each text/html part (read on first use:
+        only rule sets with HTML evals ask)."""
+        return [html_facts(source) for source in self.message.html_sources]
 
     @cached_property
     def html_only(self) -> bool:

@@ -121,7 +121,7 @@ def test_mime_and_html(tmp_path: Path) -> None:
 
 def test_unsupported_eval_arguments_are_skipped_at_load(tmp_path: Path) -> None:
     path = tmp_path / "odd.cf"
-    path.write_text("body A eval:html_test('font_low_contrast')\n"
+    path.write_text("body A eval:html_test('no_such_fact')\n"
                     "rawbody B eval:check_for_mime('mime_faraway_charset')\n"
                     "body C eval:html_test('html')\n")
     ruleset = load_rules([path], builtin=False)

@@ -1,4 +1,4 @@
-"""MIME, HTML and body evals (SpamAssassin's MIMEEval, HTMLEval, BodyEval, ImageInfo)
+"""MIME and body evals (SpamAssassin's MIMEEval, BodyEval, ImageInfo)
 that spamkit's parser has the facts for. Arguments it cannot answer are refused at load
 (see `accepts`), so no rule runs on a guess."""
 
@@ -97,18 +97,6 @@ def _alternative_difference(context: MessageContext) -> float:
     return largest
 
 
-def html_test(context: MessageContext, test: str) -> bool:
-    """Only "html" (the message has a text/html part) is known here."""
-    return check_for_mime_html(context)
-
-
-html_test.accepts = lambda args: args == ("html",)  # type: ignore[attr-defined]
-
-
-def html_tag_exists(context: MessageContext, tag: str) -> bool:
-    return tag.lower() in set(context.message.html_tags)
-
-
 _IMAGE_TYPES = {"gif": ("image/gif",), "png": ("image/png",),
                 "jpeg": ("image/jpeg", "image/jpg", "image/pjpeg")}
 
@@ -158,8 +146,6 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_for_mime": check_for_mime,
     "check_for_ascii_text_illegal": check_for_ascii_text_illegal,
     "multipart_alternative_difference": multipart_alternative_difference,
-    "html_test": html_test,
-    "html_tag_exists": html_tag_exists,
     "image_count": image_count,
     "check_body_length": check_body_length,
     "check_for_uppercase": check_for_uppercase,
