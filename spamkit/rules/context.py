@@ -13,18 +13,24 @@ from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.htmlfacts import HtmlFacts, html_facts
-from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
+from spamkit.rules.lazyregex import LazyPattern
+from spamkit.rules.relays import (
+    RELAY_COUNTRY_HEADERS,
+    RELAY_PSEUDO_HEADERS,
+    Relays,
+    first_address_in,
+)
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
 # an address in text as SpamAssassin's URI parser takes it (after Thunderbird's): up to
 # 251 characters either side of the @, ended by white space, brackets, quotes, a comma
 # or a non-ASCII character
-_TEXT_ADDRESS = re.compile(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@\x1b\xa0\x80-\uffff]{1,251}"""
+_TEXT_ADDRESS = LazyPattern(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@\x1b\xa0\x80-\uffff]{1,251}"""
                            r"""@[^\s><"'`}\]{\[|,(\x1b\xa0\x80-\uffff]{1,251}""")
-_TRAILING_PUNCTUATION = re.compile(r"[-~!@#^&*()_+=:;'?,.]*$")
-_MISREAD_PREFIX = re.compile(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
-_LINKIFIED_ADDRESS = re.compile(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
+_TRAILING_PUNCTUATION = LazyPattern(r"[-~!@#^&*()_+=:;'?,.]*$")
+_MISREAD_PREFIX = LazyPattern(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
+_LINKIFIED_ADDRESS = LazyPattern(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order

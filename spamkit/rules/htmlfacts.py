@@ -17,6 +17,8 @@ from html.parser import HTMLParser
 
 import webcolors
 
+from spamkit.rules.lazyregex import LazyPattern
+
 # elements of the HTML 4.01 and XHTML 1.0 DTDs, and three common non-standard ones:
 # any other tag is "bad" (bad_tag_ratio, non_element_ratio)
 ELEMENTS = frozenset("""
@@ -37,24 +39,24 @@ _STYLE_ATTRIBUTES = {
 }
 _WHITESPACE_TAGS = frozenset("br div li th td dt dd p hr blockquote pre embed listing plaintext xmp title "
                              "h1 h2 h3 h4 h5 h6".split())
-_NAMESPACED = re.compile(r"^(?:o|st\d):[\w-]+/?$")
+_NAMESPACED = LazyPattern(r"^(?:o|st\d):[\w-]+/?$")
 # a font face list as mail programs write it; anything else is odd (font_face_bad)
-_GOOD_FACE = re.compile(r"""^\s*["'.]?[a-z ][a-z -]*[a-z]\d?["']?(?:,\s*["']?[a-z][a-z -]*[a-z]\d?["']?)*;?$""",
+_GOOD_FACE = LazyPattern(r"""^\s*["'.]?[a-z ][a-z -]*[a-z]\d?["']?(?:,\s*["']?[a-z][a-z -]*[a-z]\d?["']?)*;?$""",
                         re.IGNORECASE)
 _PUNCTUATION = "\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e"
-_STARTS_WORD = re.compile(rf"^[^\s{_PUNCTUATION}]")
-_ENDS_WORD = re.compile(rf"[^\s{_PUNCTUATION}]\Z")
-_WHITESPACE = re.compile(r"\s+")
-_HEX_OR_RGB = re.compile(r"^[#a-f0-9]*$|rgb\([\d%, ]*\)", re.IGNORECASE)
-_RGB_PERCENT = re.compile(r"rgb\((\d+)%,\s*(\d+)%,\s*(\d+)%\s*\)", re.IGNORECASE)
-_RGB_DECIMAL = re.compile(r"rgb\((\d+),\s*(\d+),\s*(\d+)\s*\)", re.IGNORECASE)
-_HEX6 = re.compile(r"^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$")
-_COLOR_PROPERTY = re.compile(r"^\s*(background-)?color:\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
-_BACKGROUND_PROPERTY = re.compile(r"^\s*background:\s*(.+?)\s*$", re.DOTALL)
-_OTHER_PROPERTY = re.compile(r"^\s*([a-z_-]+)\s*:\s*(\S.*?)\s*$", re.IGNORECASE | re.DOTALL)
-_IMPORTANT = re.compile(r"\s*!\s*important$")
-_DIMENSION = re.compile(r"^(\d+)(%)?$")
-_LEADING_NUMBER = re.compile(r"^\s*([+-]?)(\d+)")
+_STARTS_WORD = LazyPattern(rf"^[^\s{_PUNCTUATION}]")
+_ENDS_WORD = LazyPattern(rf"[^\s{_PUNCTUATION}]\Z")
+_WHITESPACE = LazyPattern(r"\s+")
+_HEX_OR_RGB = LazyPattern(r"^[#a-f0-9]*$|rgb\([\d%, ]*\)", re.IGNORECASE)
+_RGB_PERCENT = LazyPattern(r"rgb\((\d+)%,\s*(\d+)%,\s*(\d+)%\s*\)", re.IGNORECASE)
+_RGB_DECIMAL = LazyPattern(r"rgb\((\d+),\s*(\d+),\s*(\d+)\s*\)", re.IGNORECASE)
+_HEX6 = LazyPattern(r"^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$")
+_COLOR_PROPERTY = LazyPattern(r"^\s*(background-)?color:\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
+_BACKGROUND_PROPERTY = LazyPattern(r"^\s*background:\s*(.+?)\s*$", re.DOTALL)
+_OTHER_PROPERTY = LazyPattern(r"^\s*([a-z_-]+)\s*:\s*(\S.*?)\s*$", re.IGNORECASE | re.DOTALL)
+_IMPORTANT = LazyPattern(r"\s*!\s*important$")
+_DIMENSION = LazyPattern(r"^(\d+)(%)?$")
+_LEADING_NUMBER = LazyPattern(r"^\s*([+-]?)(\d+)")
 _LOW_CONTRAST = 12  # the brightness-weighted distance under which text is unreadable
 _SCREEN = (800, 600)  # what a percentage width or height is taken of
 _GUESSED_SIDE = 200  # an image side not given, or given as 0

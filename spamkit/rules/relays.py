@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Literal
 
 from spamkit.config.endpoints import is_ip_address
+from spamkit.rules.lazyregex import LazyPattern
 
 # an address as Received lines write it: IPv4, IPv6 after "IPv6:" (Postfix, sendmail), or
 # IPv6 bare (Exim, Gmail's and Microsoft's own hops: "[2607:f8b0:4864:20::62d]"); a bare
@@ -105,7 +106,7 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
 _LOOKING_UP_FORMATS = frozenset(names for _, names in _FORMATS
                                 if {"rdns", "rdns_exim", "rdns_qmail", "rdns_qmail_block"} & set(names)
                                 or names == ("helo", "ident", "ip", "by_given"))
-_EXCHANGE_SMTPSVC = re.compile(rf"^(\S*) \(\[({_IP})\][^)]{{0,40}}\) by (\S+) with Microsoft SMTPSVC")
+_EXCHANGE_SMTPSVC = LazyPattern(rf"^(\S*) \(\[({_IP})\][^)]{{0,40}}\) by (\S+) with Microsoft SMTPSVC")
 _MAPPED_IPV4 = re.compile(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
 _ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spamkit.message.dates import date_timestamp, received_timestamp
+from spamkit.rules.lazyregex import LazyPattern
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
 # a domain's last two labels, the part of it SpamAssassin compares
-_LAST_TWO_LABELS = re.compile(r"^.+\.([^.]+\.[^.]+)$", re.DOTALL)
+_LAST_TWO_LABELS = LazyPattern(r"^.+\.([^.]+\.[^.]+)$", re.DOTALL)
 # Subject charsets whose text is Latin: an all-capitals test means something there only
 _LATIN_CHARSETS = re.compile(r"=\?(?:us-ascii|iso-8859-\d+|utf-8|windows-125\d)\?", re.IGNORECASE)
 
@@ -163,7 +164,7 @@ _SORTED_MIN_ADDRESSES = 7
 _SIMILAR_MIN_ADDRESSES = 5
 _SIMILAR_PREFIX = 2
 _MAX_RECIPIENTS = 256
-_RECIPIENT = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
+_RECIPIENT = LazyPattern(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
 
 
 def _recipients(context: MessageContext) -> list[str]:

@@ -15,52 +15,54 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spamkit.rules.lazyregex import LazyPattern
+
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
 _IP = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})"
-_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_IPV4 = LazyPattern(r"\d{1,3}(?:\.\d{1,3}){3}")
 # SpamAssassin's IP_PRIVATE, IPv4 part (the only one these evals compare)
 _PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
 
 # mail that crossed a list manager or MSN Groups, which drop the sender's Received lines
-_EZMLM_LIST = re.compile(r"^contact \S+@\S+; run by ezmlm$", re.MULTILINE)
-_EZMLM_DELIVERED = re.compile(r"^mailing list \S+@\S+", re.MULTILINE)
-_QMAIL_INVOKED = re.compile(r"qmail \d+ invoked (?:from network|by .{3,20})\); \d+ ... \d+")
-_MSN_GROUPS_RECEIVED = re.compile(r"from groups\.msn\.com \(\S+\.msn\.com ")
+_EZMLM_LIST = LazyPattern(r"^contact \S+@\S+; run by ezmlm$", re.MULTILINE)
+_EZMLM_DELIVERED = LazyPattern(r"^mailing list \S+@\S+", re.MULTILINE)
+_QMAIL_INVOKED = LazyPattern(r"qmail \d+ invoked (?:from network|by .{3,20})\); \d+ ... \d+")
+_MSN_GROUPS_RECEIVED = LazyPattern(r"from groups\.msn\.com \(\S+\.msn\.com ")
 
 # Yahoo's own ways of sending: webmail, its SMTP service, groups, bounces, news items
-_YAHOO_OWN = tuple(re.compile(p) for p in (
+_YAHOO_OWN = tuple(LazyPattern(p) for p in (
     r"by web\S+\.mail\S*\.yahoo\.com via HTTP",
     r"by sonic\S+\.consmr\.mail\S*\.yahoo\.com with HTTP",
     r"by smtp\S+\.yahoo\.com with SMTP",
     rf"from \[{_IP}\] by \S+\.(?:groups|scd|dcn)\.yahoo\.com with NNFMP",
     r"by \w+\.\w+\.yahoo\.com \(\d+\.\d+\.\d+/\d+\.\d+\.\d+\)(?: with ESMTP)? id \w+",
 ))
-_YAHOO_BULK = re.compile(r"\bmailer\d+\.bulk\.scd\.yahoo\.com\b")
-_YAHOO_TRUSTED_RDNS = re.compile(r" rdns=\S+\.yahoo\.com ")
-_YAHOO_FIRST_UNTRUSTED_RDNS = re.compile(r"^[^\]]+ rdns=\S+\.yahoo\.com ")
+_YAHOO_BULK = LazyPattern(r"\bmailer\d+\.bulk\.scd\.yahoo\.com\b")
+_YAHOO_TRUSTED_RDNS = LazyPattern(r" rdns=\S+\.yahoo\.com ")
+_YAHOO_FIRST_UNTRUSTED_RDNS = LazyPattern(r"^[^\]]+ rdns=\S+\.yahoo\.com ")
 
 # Hotmail's and Outlook.com's own lines (each with its originating-address header)
 _HOTMAIL_PICKUP = "from mail pickup service by hotmail.com with Microsoft SMTPSVC;"
-_HOTMAIL_OWN_WITH_IP = tuple(re.compile(p) for p in (
+_HOTMAIL_OWN_WITH_IP = tuple(LazyPattern(p) for p in (
     r"from (?:\S*\.)?hotmail.com \(\S+\.hotmail(?:\.msn)?\.com[ )]",
     rf"from \S*\.hotmail.com \(\[{_IP}\][ ):]",
     r"from \S+ by \S+\.hotmail(?:\.msn)?\.com with HTTP;",
     r"from \[66\.218.\S+\] by \S+\.yahoo\.com",
 ))
-_HOTMAIL_OWN_WITH_ORIGINATOR = tuple(re.compile(p) for p in (
+_HOTMAIL_OWN_WITH_ORIGINATOR = tuple(LazyPattern(p) for p in (
     r"from \S*\.outbound\.protection\.outlook\.com \(\S+\.outbound\.protection\.outlook\.com[ )]",
     rf"from \S*\.(?:eur|nam)prd\d+\.prod\.outlook\.com \({_IP}\)",
 ))
-_HOTMAIL_ORIGINATOR = re.compile(r"hotmail\.com|msonline-outlook")
-_HOTMAIL_HELO = re.compile(r"(?:from |HELO |helo=)\S*hotmail\.com\b")
-_MSN_GROUP_TO = re.compile(r"<(\S+)@groups\.msn\.com>", re.IGNORECASE)
-_MSN_GROUP_PICKUP = re.compile(r"from mail pickup service by ((?:p\d\d\.)groups\.msn\.com)\b")
+_HOTMAIL_ORIGINATOR = LazyPattern(r"hotmail\.com|msonline-outlook")
+_HOTMAIL_HELO = LazyPattern(r"(?:from |HELO |helo=)\S*hotmail\.com\b")
+_MSN_GROUP_TO = LazyPattern(r"<(\S+)@groups\.msn\.com>", re.IGNORECASE)
+_MSN_GROUP_PICKUP = LazyPattern(r"from mail pickup service by ((?:p\d\d\.)groups\.msn\.com)\b")
 
 # the providers whose HELO a spammer borrows; they all have reverse names
-_DOTCOM_HELO = re.compile(r"(?:\.|^)(?:lycos\.com|lycos\.co\.uk|hotmail\.com|localhost\.com|excite\.com"
+_DOTCOM_HELO = LazyPattern(r"(?:\.|^)(?:lycos\.com|lycos\.co\.uk|hotmail\.com|localhost\.com|excite\.com"
                           r"|caramail\.com|cs\.com|aol\.com|msn\.com|yahoo\.com|drizzle\.com)$", re.IGNORECASE)
 
 
