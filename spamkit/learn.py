@@ -21,19 +21,8 @@ from dataclasses import dataclass, field
 
 from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.bytemodel import (
-    META_NAME,
-    META_SERIAL,
-    READING,
-    RUN_LESSONS,
-    ByteModel,
-    Reading,
-    bagged_steps,
-    byte_sample,
-    new_serial,
-    read_model,
-    stored_reading,
-)
+from spamkit.bytemodel import (META_NAME, META_SERIAL, READING, RUN_LESSONS, ByteModel, Reading,
+                               bagged_steps, byte_sample, new_serial, read_model, stored_reading)
 from spamkit.errors import StoreError
 from spamkit.message import message_key
 from spamkit.sources import SourceItem

@@ -11,8 +11,8 @@ from typing import IO
 
 import click
 
-from spamkit.atomicfile import replacing
 from spamkit.cli import config_option, db_option, json_option, require_database, resolve_db_path
+from spamkit.atomicfile import replacing
 from spamkit.config import load_config
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS

@@ -22,14 +22,8 @@ def dmarc_reports(send: bool, config_path: str | None, as_json: bool) -> None:
     recorded, to the addresses its policy names (rua=); with --send, mailed through
     ReportSmtpServer from ReportFrom, and forgotten once sent. Run it daily from cron.
     Rows older than a week are dropped, sent or not."""
-    from smtpfilter.dmarcreports import (
-        KEEP_DAYS,
-        ReportStore,
-        allowed_recipients,
-        new_report_id,
-        report_message,
-        report_xml,
-    )
+    from smtpfilter.dmarcreports import (KEEP_DAYS, ReportStore, allowed_recipients, new_report_id,
+                                         report_message, report_xml)
     from smtpfilter.plugins import configured_dns, our_name, report_database
     from trainer.sweep import smtp_server
 

@@ -20,13 +20,7 @@ from spamkit.cli import (
 )
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
-from spamkit.learn import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_TOKENS,
-    EXPIRE_TO,
-    LearningStopped,
-    LearnSummary,
-)
+from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, LearningStopped, LearnSummary
 from spamkit.sources import iter_messages
 from spamkit.store import Label, open_store
 

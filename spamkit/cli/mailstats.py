@@ -18,9 +18,9 @@ from typing import Any, BinaryIO, Protocol
 
 import click
 
-from smtpfilter.mailstats import MAX_LINE, MailStats, read_line, render
 from spamkit.cli import config_option, json_option
 from spamkit.config import Config, load_config
+from smtpfilter.mailstats import MAX_LINE, MailStats, read_line, render
 from spamkit.errors import MessageSourceError, SpamkitError
 
 

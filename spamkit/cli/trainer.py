@@ -22,10 +22,10 @@ from spamkit.config import Config, load_config
 from spamkit.errors import NoDatabase, StoreError
 from spamkit.learn import Learner
 from spamkit.store import TokenStore, open_store, sweep_lock_path
-from trainer.accounts import ImapAccount, load_accounts
-from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_sweep
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
+from trainer.accounts import ImapAccount, load_accounts
+from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnknownUser, UnsafeUser, accounts

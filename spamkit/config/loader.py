@@ -17,13 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spamkit.atomicfile import write_atomically
-from spamkit.config.options import (
-    OPTIONS,
-    OPTIONS_BY_LOWER,
-    SENSITIVITY_LEVELS,
-    Option,
-    user_name_problem,
-)
+from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option, user_name_problem
 from spamkit.errors import ConfigError
 
 ENV_PREFIX = "SPAMKIT_"

@@ -14,12 +14,7 @@ from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.htmlfacts import HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
-from spamkit.rules.relays import (
-    RELAY_COUNTRY_HEADERS,
-    RELAY_PSEUDO_HEADERS,
-    Relays,
-    first_address_in,
-)
+from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")

@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 import warnings
 from functools import lru_cache
+from typing import Any
 
 # Python's own regex parser (3.11+; typeshed has no types for it)
 from re import _constants as constants  # type: ignore[attr-defined]
 from re import _parser as parser  # type: ignore[attr-defined]
-from typing import Any
 
 # one (opcode, argument) of a tree from re._parser, whose arguments differ by opcode (an
 # int, a list, a tuple of a group's flags and body...): typed loosely on purpose

@@ -33,12 +33,7 @@ from pathlib import Path
 import lmdb
 
 from spamkit.errors import DatabaseInUse, NoDatabase, StoreError
-from spamkit.store.lmdb import (
-    damage_found,
-    free_bytes,
-    refuse_remote_filesystem,
-    refuse_writable_by_others,
-)
+from spamkit.store.lmdb import damage_found, free_bytes, refuse_remote_filesystem, refuse_writable_by_others
 from spamkit.store.lmdbcheck import check_file
 
 TEMPORARY_NAME = "data.mdb.compacting"

@@ -31,20 +31,12 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
-from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
-from spamkit.store.batch import (
-    CODE_LABEL,
-    LEARNED_META,
-    VALUE_DTYPE,
-    PendingChanges,
-    expiry_order,
-    magic_facts,
-    new_token_values,
-    pack_seen,
-    unpack_seen,
-)
-from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.lmdbcheck import check_file, check_length
+from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
+                                today)
+from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
+                                 magic_facts, new_token_values, pack_seen, unpack_seen)
+from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 from spamkit.store.maplock import MapLock
 
 SCHEMA = b"1"

@@ -49,17 +49,8 @@ from redis.retry import Retry
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
 from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
-from spamkit.store.batch import (
-    CODE_LABEL,
-    LEARNED_META,
-    VALUE_DTYPE,
-    PendingChanges,
-    expiry_order,
-    magic_facts,
-    new_token_values,
-    pack_seen,
-    unpack_seen,
-)
+from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
+                                 magic_facts, new_token_values, pack_seen, unpack_seen)
 from spamkit.store.dumpfile import DumpReader, SeenRecord, write_dump
 
 SCHEMA = "1"

@@ -16,7 +16,7 @@ import xxhash
 
 from spamkit.tokenizer.received import received_tokens
 from spamkit.tokenizer.text import MAX_WORD, MIN_WORD, address_words, split_words
-from spamkit.tokenizer.urls import MANY_URLS_TOKEN, MAX_URLS, tokens_of_url, url_tokens
+from spamkit.tokenizer.urls import MAX_URLS, MANY_URLS_TOKEN, tokens_of_url, url_tokens
 
 try:
     from spamkit.tokenizer import _fast
