@@ -260,10 +260,10 @@ class RuleSet:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
-            texts = context.texts(rule.kind.value)
+            kind = "links" if rule.links_only else rule.kind.value
+            texts = context.texts(kind)
             # a paragraph without one of the literals cannot hold a match: not searched
-            looked_in = context.texts(rule.kind.value, rule.literals_ignorecase) \
-                if rule.literals is not None else texts
+            looked_in = context.texts(kind, rule.literals_ignorecase) if rule.literals is not None else texts
             multiple = "multiple" in rule.tflags
             count = 0
             detail = ""
@@ -322,4 +322,9 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
     vetted = {str(BUILTIN_RULES)} if builtin else set()
     rules = build_rules(reader.parsed, probe=probe, vetted_prefixes=tuple(vetted),
                         cache_dir=default_cache_dir() if cache else None)
+    for rule in rules.values():
+        # the built-in uri rules' scores were fitted on the message's links alone
+        # (docs/decisions/0005); the addresses written in its text, which SpamAssassin's
+        # uri rules also see, would make URI_REMOVE_ME hit list footers (decision 0038)
+        rule.links_only = rule.kind is Kind.URI and rule.origin.startswith(str(BUILTIN_RULES))
     return RuleSet(rules, reader.parsed.settings, reader.parsed.report, multiscan)

@@ -26,7 +26,9 @@ _TEXT_ADDRESS = LazyPattern(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@
 _TRAILING_PUNCTUATION = LazyPattern(r"[-~!@#^&*()_+=:;'?,.]*$")
 _MISREAD_PREFIX = LazyPattern(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
 _LINKIFIED_ADDRESS = LazyPattern(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# a quoted display name (followed by the address in angle brackets); a quoted local
+# part, <"odd name"@example.com>, is part of the address and stays
+_QUOTED_NAME = re.compile(r'"(?:[^"\\]|\\.)*"(?=\s*<)')
 _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
 ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
@@ -143,7 +145,7 @@ class MessageContext:
                 self._texts[key] = [text.lower() for text in self.texts(kind)]
             else:
                 self._texts[key] = {"body": self.body_paragraphs, "rawbody": self.rawbody_lines,
-                                    "uri": self.uris, "full": [self.full_text]}[kind]
+                                    "uri": self.uris, "links": self.links, "full": [self.full_text]}[kind]
         return self._texts[key]
 
     def haystack(self, kind: str, lowered: bool) -> str:
@@ -160,18 +162,21 @@ class MessageContext:
         return "\n".join(self.message.raw_text)[:MAX_BODY_CHARS].split("\n")
 
     @cached_property
-    def uris(self) -> list[str]:
-        """The message's links, then each address written in its text as a mailto:
-        link, as SpamAssassin lists them for `uri` rules (MUAs make such addresses
-        clickable; "To unsubscribe, write to list-unsubscribe@example.com" is an
-        unsubscribe link to __UNSUB_LINK). The addresses are the rules' only: Bayes
-        reads the links as the parser found them."""
+    def links(self) -> list[str]:
+        """The message's links, as the parser found them (the built-in uri rules' view)."""
         out = []
         for url in dict.fromkeys(self.message.urls):
             out.append("http://" + url if url.lower().startswith("www.") else url)
-        for address in dict.fromkeys(_text_addresses(self.body_paragraphs)):
-            out.append("mailto:" + address)
-        return list(dict.fromkeys(out))
+        return out
+
+    @cached_property
+    def uris(self) -> list[str]:
+        """The links, then each address written in the text as a mailto: link, as
+        SpamAssassin lists them for `uri` rules (MUAs make such addresses clickable; "To
+        unsubscribe, write to list-unsubscribe@example.com" is an unsubscribe link to
+        __UNSUB_LINK). Bayes reads the links as the parser found them."""
+        addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
+        return list(dict.fromkeys(self.links + addresses))
 
     @cached_property
     def full_text(self) -> str:
@@ -256,7 +261,7 @@ def first_address(value: str) -> str:
     """The first address of a header value, lower-cased; "" if none. A display name in
     quotes is passed over: From: "boss@example.com" <x@spam.example> is from
     x@spam.example, for the lists as for the rules."""
-    match = _ADDRESS.search(_QUOTED.sub(" ", value) if '"' in value else value)
+    match = _ADDRESS.search(_QUOTED_NAME.sub(" ", value) if '"' in value else value)
     if match is None:
         return ""
     return (match.group(1) or match.group(2) or "").strip().lower()

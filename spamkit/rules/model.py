@@ -58,6 +58,7 @@ class Rule:
     # DMARC, Pyzor): scored from SpamAssassin's network score sets (1, 3), since its result
     # exists only where network checks ran; the local sets give most such rules 0
     network_result: bool = False
+    links_only: bool = False  # a uri rule that sees the message's links, not the addresses in its text
 
     @property
     def pattern(self) -> regex.Pattern[str] | None:

@@ -290,6 +290,18 @@ def test_addresses_in_text_are_links_to_uri_rules(tmp_path: Path) -> None:
     assert parse_message(raw).urls == ["http://u:p@h.example.com/"]  # Bayes' links are the parser's
 
 
+def test_the_built_in_uri_rules_see_the_links_they_were_fitted_on() -> None:
+    """URI_REMOVE_ME (a link to a removal page) was fitted on links alone; an address in
+    a list's footer text is not a removal page to it (decision 0038)."""
+    ruleset = load_rules(builtin=True, probe=False, cache=False)
+    footer = BASE + b"\nTo leave the list, write to list-remove@lists.example.net\n"
+    counts, _ = ruleset.match_counts(MessageContext(footer, parse_message(footer)))
+    assert "URI_REMOVE_ME" not in counts
+    link = BASE + b"\nTo leave: http://lists.example.net/remove\n"
+    counts, _ = ruleset.match_counts(MessageContext(link, parse_message(link)))
+    assert "URI_REMOVE_ME" in counts
+
+
 def test_capabilities_the_rule_files_ask_about(tmp_path: Path) -> None:
     """`if can(...)` blocks around evals spamkit implements load; others stay out."""
     path = tmp_path / "can.cf"

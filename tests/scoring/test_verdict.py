@@ -9,6 +9,7 @@ from pathlib import Path
 from spamkit.config import config_from_text
 from spamkit.lists import Lists, check_entry
 from spamkit.rules import load_rules
+from spamkit.rules.context import first_address
 from spamkit.verdict import Scanner
 
 RAW = (b"From: Pills <x@pills.example>\r\nTo: you@example.org\r\nSubject: cheap pills\r\n"
@@ -134,3 +135,8 @@ def test_an_address_in_the_display_name_is_not_the_sender(tmp_path: Path) -> Non
     assert verdict.decision == "spam" and verdict.listed is None
     real = b"From: Boss <boss@example.com>\r\nSubject: hi\r\n\r\norder now\r\n"
     assert s.scan(real).listed == "white" and s.scan(real).decision == "ham"
+
+
+def test_a_quoted_local_part_is_part_of_the_address() -> None:
+    assert first_address('<"Books@Books"@publisher.example>') == '"books@books"@publisher.example'
+    assert first_address('"Name, a@b.example" <real@x.example>') == "real@x.example"
