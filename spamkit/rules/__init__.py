@@ -25,6 +25,12 @@ from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
 from spamkit.rules.evals.freemail import FreemailDomains
+from spamkit.rules.multiscan import MultiScan
+from spamkit.rules.multiscan import available as multiscan_available
+from spamkit.rules.perl_regex import superset_for
+from spamkit.rules.prefilter import parse_pattern
+from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
+from spamkit.rules.rulecache import default_cache_dir
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,
     SCORE_SET_WITHOUT_BAYES,
@@ -33,12 +39,6 @@ from spamkit.rules.model import (
     LoadReport,
     Rule,
 )
-from spamkit.rules.multiscan import MultiScan
-from spamkit.rules.multiscan import available as multiscan_available
-from spamkit.rules.perl_regex import superset_for
-from spamkit.rules.prefilter import parse_pattern
-from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
-from spamkit.rules.rulecache import default_cache_dir
 
 __all__ = ["BUILTIN_RULES", "Hit", "Kind", "LoadReport", "MessageContext", "Rule", "RuleSet",
            "SCORE_SET_WITHOUT_BAYES", "SCORE_SET_WITH_BAYES", "Settings", "load_rules"]

@@ -123,7 +123,7 @@ def check_equal_from_domains(context: MessageContext) -> bool:
     its score was set on that reading (mail.example.co.uk and list.other.co.uk are the
     same "co.uk" to it). Before, with registrable domains and Return-Path as the only
     envelope, the rule hit 44 test-fold ham SpamAssassin does not and missed 26 spam it
-    hits (docs/decisions/0010).
+    hits (docs/decisions/0038).
     """
     sender = context.header_text("From", "addr") or ""
     envelope = context.header_text("EnvelopeFrom", "addr") or ""
