@@ -7,12 +7,13 @@ decodes the whole message as text.
 from __future__ import annotations
 
 import re
+import time
 from functools import cached_property
 
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.rules.evals.freemail import FreemailDomains
-from spamkit.rules.htmlfacts import HtmlFacts, html_facts
+from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
 
@@ -186,7 +187,8 @@ class MessageContext:
     def html_facts(self) -> list[HtmlFacts]:
         """What SpamAssassin's HTML rules know of each text/html part (read on first use:
         only rule sets with HTML evals ask)."""
-        return [html_facts(source) for source in self.message.html_sources]
+        deadline = time.monotonic() + HTML_TIME_BUDGET  # one budget for all the parts
+        return [html_facts(source, deadline) for source in self.message.html_sources]
 
     @cached_property
     def html_only(self) -> bool:

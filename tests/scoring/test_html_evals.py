@@ -101,6 +101,23 @@ def test_what_cannot_be_compared_is_refused_at_load(tmp_path: Path) -> None:
     assert ruleset.report.skipped == {"eval not implemented": 4}
 
 
+def test_reading_stops_at_the_deadline() -> None:
+    """A message's HTML parts share a reading budget (HTML_TIME_BUDGET); past it, a part
+    keeps what was read so far and says so. Read at once, 500 kB of "<b>x" took 1.8 s."""
+    cut = html_facts("<b>x" * 50_000, deadline=0.0)  # (long past)
+    assert "cut_short" in cut.flags and 0 < cut.inside["b"] < 50_000
+    whole = html_facts("<b>x" * 100)
+    assert "cut_short" not in whole.flags and whole.inside["b"] == 100
+
+
+def test_an_unfinished_construct_is_not_read_to_its_end() -> None:
+    """html.parser finishes an unclosed "<?" or "</" by searching the rest once for each
+    "<" in it (500 kB of them: seconds); a long unfinished tail holds no tag and is
+    left unread."""
+    facts = html_facts("<p>ok</p>" + "<?" * 100_000)
+    assert facts.inside["p"] == 0 and facts.non_space_length == 2
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("<>/=\"' abcdefimgtpsyl-!:;#()&,[]?0123456789\n")), max_size=300))
 def test_any_text_reads_without_an_exception(source: str) -> None:
