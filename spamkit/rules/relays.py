@@ -21,7 +21,6 @@ from functools import cached_property
 from typing import Literal
 
 from spamkit.config.endpoints import is_ip_address
-from spamkit.rules.lazyregex import LazyPattern
 
 # an address as Received lines write it: IPv4, IPv6 after "IPv6:" (Postfix, sendmail), or
 # IPv6 bare (Exim, Gmail's and Microsoft's own hops: "[2607:f8b0:4864:20::62d]"); a bare
@@ -81,6 +80,9 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         (rf"^(?=.*Exim)(\S+) \(\[({_IP})\]([^)]*)\) by ", ("rdns_exim", "ip", "sub")),
         # an MTA that looked for a reverse name and found none: from HELO (ident@[IP]) ... by HOST (
         (rf"^(\S+) \((\S*)@\[({_IP})\].*\) by (\S+) \(", ("helo", "ident", "ip", "by_given")),
+        # Exchange's SMTP service, which never looks the address up: from HELO ([IP]
+        # [up to 40 characters of comment]) by HOST with Microsoft SMTPSVC
+        (rf"^(\S*) \(\[({_IP})\][^)]{{0,40}}\) by (\S+) with Microsoft SMTPSVC", ("helo", "ip", "by_given")),
         # qmail (and qmail-ldap): from RDNS [(HELO helo)] ([ident@][IP]) [(envelope-sender <..>)]
         # by HOST [(...)] with [...] SMTP|QMQP, no " id " after (Exchange's "SMTPSVC" is not
         # qmail): no HELO means the HELO was the reverse name; "unknown", no reverse name
@@ -101,12 +103,11 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         (rf"^X-Originating-IP: ({_IP})$", ("ip",)),
     ))
 # the formats above whose MTAs write the reverse name they looked up, or its absence
-# (SpamAssassin's mta_looked_up_dns): all but Exim's "[IP] (helo=)", MailEnable's,
-# the bare address and the originating-IP hop, which carry no reverse name at all
+# (SpamAssassin's mta_looked_up_dns): all but Exim's "[IP] (helo=)", Exchange's,
+# MailEnable's, the bare address and the originating-IP hop
 _LOOKING_UP_FORMATS = frozenset(names for _, names in _FORMATS
                                 if {"rdns", "rdns_exim", "rdns_qmail", "rdns_qmail_block"} & set(names)
                                 or names == ("helo", "ident", "ip", "by_given"))
-_EXCHANGE_SMTPSVC = LazyPattern(rf"^(\S*) \(\[({_IP})\][^)]{{0,40}}\) by (\S+) with Microsoft SMTPSVC")
 _MAPPED_IPV4 = re.compile(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
 _ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)
@@ -147,14 +148,17 @@ class Relay:
 
     @property
     def private(self) -> bool:
-        """In SpamAssassin's private ranges (not Python's is_private, which counts the
-        documentation networks too)."""
-        try:
-            address = ipaddress.ip_address(self.ip.removeprefix("IPv6:"))
-        except ValueError:
-            return False
-        return any(address in network for network in _PRIVATE_NETWORKS
-                   if network.version == address.version)
+        return is_private_address(self.ip)
+
+
+def is_private_address(text: str) -> bool:
+    """An address in SpamAssassin's private ranges (IP_PRIVATE; not Python's
+    is_private, which counts the documentation networks too); False for no address."""
+    try:
+        address = ipaddress.ip_address(text.removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    return any(address in network for network in _PRIVATE_NETWORKS if network.version == address.version)
 
 
 def parse_received(value: str) -> Relay | Literal[False] | None:
@@ -212,8 +216,6 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
         rdns = fields["rdns_qmail_block"]
         helo = fields["helo_qmail_block"] if "HELO " in line or "EHLO " in line else rdns
         looked_up = rdns.lower() != "unknown"  # qmail's "unknown": maybe never asked
-    if looked_up and " SMTPSVC" in line and _EXCHANGE_SMTPSVC.match(rest):
-        looked_up = False  # Exchange's SMTP service never looks the address up
     ident = fields.get("ident", "")
     if "rdns" in fields and "helo" in fields:  # sendmail's "(IDENT:user@rdns [IP])"
         ident = ident.removeprefix("IDENT:")

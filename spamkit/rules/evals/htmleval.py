@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import regex
 
+from spamkit.rules.evals.mime import check_for_mime_html
 from spamkit.rules.htmlfacts import NAMED_FLAGS, NAMED_TEXTS, NAMED_VALUES
 from spamkit.rules.perl_regex import PerlRegexError, translate
 
@@ -40,7 +41,7 @@ def html_test(context: MessageContext, test: str) -> bool:
     nearly the background's colour), "font_invalid_color", "font_face_bad",
     "form_action_mailto", "embeds"."""
     if test == "html":
-        return "text/html" in context.message.content_types
+        return check_for_mime_html(context)
     return any(test in facts.flags for facts in context.html_facts)
 
 

@@ -10,21 +10,19 @@ its exceptions for the provider's own ways of sending (webmail over HTTP, bounce
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spamkit.config.endpoints import is_ip_address
 from spamkit.rules.lazyregex import LazyPattern
+from spamkit.rules.relays import is_private_address
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
 _IP = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})"
 _IPV4 = LazyPattern(r"\d{1,3}(?:\.\d{1,3}){3}")
-# SpamAssassin's IP_PRIVATE, IPv4 part (the only one these evals compare)
-_PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
 
 # mail that crossed a list manager or MSN Groups, which drop the sender's Received lines
 _EZMLM_LIST = LazyPattern(r"^contact \S+@\S+; run by ezmlm$", re.MULTILINE)
@@ -72,13 +70,8 @@ def _received_text(context: MessageContext, name: str = "received") -> str:
 
 
 def _public_ipv4(text: str) -> bool:
-    if _IPV4.fullmatch(text) is None:
-        return False
-    try:
-        address = ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return not any(address in network for network in _PRIVATE_V4)
+    """A dotted IPv4 address outside SpamAssassin's private ranges."""
+    return _IPV4.fullmatch(text) is not None and is_ip_address(text) and not is_private_address(text)
 
 
 def _gated_through_received_remover(context: MessageContext) -> bool:
