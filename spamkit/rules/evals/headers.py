@@ -156,8 +156,17 @@ def _accepts_header_name(args: tuple[str, ...]) -> bool:
     return bool(args) and (args[0] == "ALL" or re.fullmatch(r"[\w-]+:?", args[0]) is not None)
 
 
+def _accepts_bounds(args: tuple[str, ...]) -> bool:
+    """Two range ends, each a number or "undef"."""
+    try:
+        return len(args) == 2 and all(_bound(arg) is not None or arg.strip().lower() == "undef" for arg in args)
+    except ValueError:
+        return False
+
+
 check_illegal_chars.accepts = _accepts_header_name  # type: ignore[attr-defined]
 check_header_count_range.accepts = _accepts_header_name  # type: ignore[attr-defined]
+check_for_shifted_date.accepts = _accepts_bounds  # type: ignore[attr-defined]
 
 # SpamAssassin's constants for its recipient-list tests, "best experimentally derived"
 _SORTED_MIN_ADDRESSES = 7
@@ -204,6 +213,9 @@ def similar_recipients(context: MessageContext, low: str, high: str) -> bool:
     assert isinstance(similarity, float)
     low_value, high_value = _bound(low), _bound(high)
     return (low_value is None or similarity >= low_value) and (high_value is None or similarity < high_value)
+
+
+similar_recipients.accepts = _accepts_bounds  # type: ignore[attr-defined]
 
 
 def _similarity(addresses: list[str]) -> float:
