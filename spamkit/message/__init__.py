@@ -76,7 +76,10 @@ class ParsedMessage:
 
     headers: list[tuple[str, str]] = field(default_factory=list)  # (lower-case name, value)
     raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as written: name case kept, RFC 2047 not undone
-    part_headers: list[tuple[str, str]] = field(default_factory=list)  # of MIME parts, in order
+    # each MIME entity's (lower-case name, value) pairs, RFC 2047 not undone: the message
+    # itself first, then every part (multipart containers and attached messages too), in
+    # SpamAssassin's order (a part, then what it holds, then the next)
+    part_headers: list[list[tuple[str, str]]] = field(default_factory=list)
     raw_text: list[str] = field(default_factory=list)  # text parts decoded, HTML not rendered
     text: list[str] = field(default_factory=list)  # visible text, one entry a part
     invisible: list[str] = field(default_factory=list)  # hidden HTML text and comments
@@ -258,6 +261,7 @@ class _Walker:
         self.message.raw_headers = as_written
         self.message.headers = fields if b"=?" not in head else [  # most mail has no encoded word
             (name, decode_rfc2047(value, facts) if "=?" in value else value) for name, value in fields]
+        self.message.part_headers.append(fields)
         self._walk_entity(fields, body, depth=0, default_type="text/plain")
 
     def _walk_entity(self, fields: list[tuple[str, str]], body: bytes, depth: int,
@@ -279,6 +283,7 @@ class _Walker:
         elif content_type == "message/rfc822" and depth < self.limits.max_depth:
             head, inner = split_header_block(body)
             inner_fields = parse_header_block(head, self.message.facts)
+            self.message.part_headers.append(inner_fields)
             self._walk_entity(inner_fields, inner, depth + 1, "text/plain")
         else:
             if content_type == "message/rfc822":  # one level too deep to open
@@ -309,7 +314,7 @@ class _Walker:
                 return
             head, part_body = split_header_block(part)
             part_fields = parse_header_block(head, self.message.facts)
-            self.message.part_headers.extend(part_fields)
+            self.message.part_headers.append(part_fields)
             self._walk_entity(part_fields, part_body, depth + 1, "text/plain")
 
     def _leaf(self, content_type: str, params: dict[str, str], encoding: str,

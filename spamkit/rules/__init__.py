@@ -29,6 +29,7 @@ from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import superset_for
 from spamkit.rules.prefilter import parse_pattern
+from spamkit.rules.registry import Registry
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
 from spamkit.rules.rulecache import default_cache_dir
 from spamkit.rules.model import (
@@ -77,6 +78,7 @@ class RuleSet:
             self._by_kind.setdefault(rule.kind, []).append(rule)
         self._meta_needs = {d for r in self._by_kind.get(Kind.META, ()) for d in r.meta_dependencies}
         self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
+        self.registry = Registry(settings.registry)
         # where X-Relay-Countries comes from: the .cf files' geodb settings, else the places
         # SpamAssassin looks (a Scanner puts GeoIPDatabase first); opened when a rule asks
         self.countries = shared_countries(tuple(settings.geodb_files),
@@ -162,6 +164,7 @@ class RuleSet:
         counts: dict[str, int] = {}
         details: dict[str, str] = {}
         context.freemail = self.freemail
+        context.registry = self.registry
         context.countries = self.countries
         scan = self.prepare_multiscan() if self.use_multiscan else None
         plan = self._plan(score_set)
@@ -284,11 +287,26 @@ class RuleSet:
             return 0, ""
 
     @staticmethod
-    def _run_header(rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
+    def _run_mimeheader(rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
+        """As SpamAssassin's MIMEHeader: each entity's value on its own (the message's own
+        header too), an entity without the header tested as if_unset or as empty text.
+        A negated rule hits when no entity matches (SpamAssassin 4.0.1's always hits)."""
+        values = context.part_header_values(rule.header, raw=rule.modifier == "raw")
+        if rule.exists:
+            return (1 if any(value is not None for value in values) else 0), ""
+        assert rule.pattern is not None
+        for value in values:
+            text = value if value is not None else (rule.if_unset if rule.if_unset is not None else "")
+            match = rule.pattern.search(text, timeout=MATCH_BUDGET)
+            if match is not None:
+                return (0, "") if rule.negate else (1, match.group(0)[:80] if explain else "")
+        return (1, "") if rule.negate else (0, "")
+
+    @classmethod
+    def _run_header(cls, rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
         if rule.kind is Kind.MIMEHEADER:
-            text = context.part_header_text(rule.header)
-        else:
-            text = context.header_text(rule.header, rule.modifier)
+            return cls._run_mimeheader(rule, context, explain)
+        text = context.header_text(rule.header, rule.modifier)
         if rule.exists:
             return (1 if text is not None else 0), ""
         if text is None:

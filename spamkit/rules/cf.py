@@ -3,7 +3,8 @@
 Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe, score
 (absolute, four score sets, or relative in parentheses), tflags, the ReplaceTags
 directives, settings (required_score, rewrite_header, add_header, use_bayes,
-bayes_auto_learn*, white/blacklists in both spellings) and if/ifplugin blocks.
+bayes_auto_learn*, white/blacklists in both spellings, the util_rb_* domain lists) and
+if/ifplugin blocks.
 Anything else is counted as an unknown directive and reported, never fatal; a
 definition that cannot be used (a bad regex, an eval we do not implement) is skipped
 and reported with its file and line.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spamkit.rules.model import Kind, LoadReport
+from spamkit.rules.registry import RegistryLists
 
 # What `if` and `ifplugin` lines are evaluated against.
 SPAMASSASSIN_VERSION = 4.000001
@@ -41,6 +43,8 @@ FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "has_check_for_spf_errors",
     # the evals of those plugins that spamkit implements (spamkit/rules/evals)
     "has_check_body_length", "has_check_for_ascii_text_illegal",
+    # util_rb_* and clear_util_rb are read (spamkit/rules/registry.py)
+    "feature_registryboundaries",
 })
 
 _RULE_KINDS = {kind.value: kind for kind in Kind}
@@ -54,7 +58,7 @@ _LIST_DIRECTIVES = {
 _IGNORED_DIRECTIVES = frozenset({
     "lang", "test", "priority", "reuse", "report", "unsafe_report", "clear_report_template",
     "report_contact", "report_safe", "require_version", "loadplugin", "tryplugin",
-    "bayes_ignore_header", "util_rb_tld", "util_rb_2tld", "util_rb_3tld",
+    "bayes_ignore_header",
     "url_shortener", "enlist_uri_host", "enlist_addrlist", "uridnsbl_skip_domain",
     "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
     "dns_local_ports_avoid", "adsp_override", "redirector_pattern", "originating_ip_headers",
@@ -102,6 +106,7 @@ class Settings:
     # directories geodb_search_path gives (spamkit.geoip)
     geodb_files: list[str] = field(default_factory=list)
     geodb_search_path: list[str] = field(default_factory=list)
+    registry: RegistryLists = field(default_factory=RegistryLists)  # util_rb_*
 
 
 @dataclass
@@ -209,6 +214,10 @@ class CfReader:
             parsed.settings.freemail_domains.extend(rest.split())
         elif directive in ("freemail_whitelist", "freemail_welcomelist"):
             parsed.settings.freemail_welcome.extend(rest.split())
+        elif directive in ("util_rb_tld", "util_rb_2tld", "util_rb_3tld"):
+            parsed.settings.registry.add(directive, rest)
+        elif directive == "clear_util_rb":
+            parsed.settings.registry.clear()
         elif directive in ("geodb_options", "country_db_path"):
             self._geodb_files(directive, rest)
         elif directive == "geodb_search_path":

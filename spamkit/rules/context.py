@@ -12,10 +12,18 @@ from functools import cached_property
 
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
+from spamkit.message.decode import decode_rfc2047
 from spamkit.rules.evals.freemail import FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
-from spamkit.rules.relays import RELAY_COUNTRY_HEADERS, RELAY_PSEUDO_HEADERS, Relays, first_address_in
+from spamkit.rules.registry import Registry
+from spamkit.rules.relays import (
+    RELAY_COUNTRY_HEADERS,
+    RELAY_PSEUDO_HEADERS,
+    TRUST_SIDE_HEADERS,
+    Relays,
+    first_address_in,
+)
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
@@ -53,6 +61,7 @@ class MessageContext:
         self.cache: dict[str, object] = {}  # evals keep what several rules share here
         self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
+        self.registry: Registry | None = None  # likewise: the rule files' util_rb_* lists
         self.countries: Countries | None = None  # likewise: the relays' country lookup
 
     @cached_property
@@ -84,9 +93,10 @@ class MessageContext:
     def _build_header_text(self, name: str, modifier: str) -> str | None:
         """The text a header rule tests, as SpamAssassin builds it; None when absent.
 
-        The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL, ToCc,
-        EnvelopeFrom, MESSAGEID, X-Spam-Relays-*, X-Relay-Countries*): `exists:MessageID` asks for a real,
-        malformed header.
+        The pseudo-headers are recognised in SpamAssassin's own spelling only (ALL,
+        ALL-TRUSTED, ALL-INTERNAL, ALL-UNTRUSTED, ALL-EXTERNAL, ToCc, EnvelopeFrom, MESSAGEID,
+        X-Spam-Relays-*, X-Relay-Countries*): `exists:MessageID` asks for a real, malformed
+        header.
         """
         key = name.lower()
         raw = modifier == "raw"
@@ -96,9 +106,9 @@ class MessageContext:
             countries = self._relay_countries
             return None if countries is None else countries[name]
         if name == "ALL":  # every header, names as written
-            names = [name for name, _ in self.message.raw_headers]
-            values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
-            return "".join(f"{n}: {v}\n" for n, v in zip(names, values))
+            return "".join(self._header_lines(raw))
+        if name in TRUST_SIDE_HEADERS:
+            return self._trust_side(TRUST_SIDE_HEADERS[name], raw)
         if name == "ToCc":
             values = self.header_values("to", raw) + self.header_values("cc", raw)
         elif name == "EnvelopeFrom":
@@ -106,7 +116,8 @@ class MessageContext:
             values = [] if sender is None else [sender]
         elif name == "MESSAGEID":
             values = (self.header_values("message-id", raw) + self.header_values("resent-message-id", raw)
-                      + self.header_values("x-message-id", raw))
+                      + self.header_values("x-message-id", raw)
+                      + self.header_values("x-original-message-id", raw))
         else:
             values = self.header_values(key, raw)
         if not values:
@@ -118,6 +129,30 @@ class MessageContext:
             return match.group(1).strip() if match else ""
         return "\n".join(values) + "\n"
 
+    def _header_lines(self, raw: bool) -> list[str]:
+        """Every header as "Name: value\\n", names as written, in order."""
+        names = [name for name, _ in self.message.raw_headers]
+        values = [v for _, v in (self.message.raw_headers if raw else self.message.headers)]
+        return [f"{n}: {v}\n" for n, v in zip(names, values)]
+
+    def _trust_side(self, untrusted: bool, raw: bool) -> str | None:
+        """ALL-UNTRUSTED (ALL-EXTERNAL): the headers from the Received line of the first
+        untrusted relay down; ALL-TRUSTED (ALL-INTERNAL): those above it, and that line.
+        Both hold that line, as SpamAssassin's do: its relay wrote it. None when empty."""
+        border = self.relays.trusted_lines  # the index of that Received line among them
+        lines: list[str] = []
+        received = -1
+        for line in self._header_lines(raw):
+            if line[:9].lower() == "received:":
+                received += 1
+            if untrusted and received >= border:
+                lines.append(line)
+            elif not untrusted:
+                lines.append(line)
+                if received == border:
+                    break
+        return "".join(lines) or None
+
     @cached_property
     def _relay_countries(self) -> dict[str, str] | None:
         """The relays' X-Relay-Countries* values, or None with no country database."""
@@ -125,9 +160,18 @@ class MessageContext:
             return None
         return self.relays.country_headers(self.countries.country)
 
-    def part_header_text(self, name: str) -> str | None:
-        values = [v for n, v in self.message.part_headers if n == name.lower()]
-        return "\n".join(values) + "\n" if values else None
+    def part_header_values(self, name: str, raw: bool = False) -> list[str | None]:
+        """A mimeheader rule's texts: for each MIME entity (the message itself first, then
+        its parts, as SpamAssassin's MIMEHeader walks them), the last value of the header
+        it has, RFC 2047 undone unless `raw`; None where the entity has none."""
+        key = name.lower()
+        values: list[str | None] = []
+        for fields in self.message.part_headers:
+            value = next((v for n, v in reversed(fields) if n == key), None)
+            if value is not None and not raw and "=?" in value:
+                value = decode_rfc2047(value, set())
+            values.append(value)
+        return values
 
     @cached_property
     def body_paragraphs(self) -> list[str]:

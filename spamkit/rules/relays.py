@@ -62,11 +62,52 @@ _AUTH_FORMS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str]], 
 )
 _AUTH = re.compile(r" with ((?:ES|L|UTF8S|UTF8L)MTPS?A|ASMTP|HTTP[SU]?)(?: |;|$)", re.IGNORECASE)
 _LOCALHOST = r"(?:localhost(?:\.localdomain)?|127\.0\.0\.1|::1)"
-_IGNORED = (
-    re.compile(rf"^{_LOCALHOST} \((?:\S+@)?{_LOCALHOST}[)\[]", re.IGNORECASE),
-    re.compile(rf"^\S+ \((?:\S+@)?{_LOCALHOST}\) ", re.IGNORECASE),
-    re.compile(rf"^\S+ \(\S+@\S+ \[{_LOCALHOST}\]\) ", re.IGNORECASE),
-    re.compile(r"^\S+@\S+ by \S+ "),
+# Lines of a "from " Received header that are not a hop SpamAssassin can use, known
+# formats of handovers on one machine or of MTAs that log no address: no hop, and not
+# counted as unparseable (UNPARSEABLE_RELAY, ALL_TRUSTED). Tried before the formats:
+# Exchange's pickup service and Exim's local deliveries; after them, _IGNORED, in
+# SpamAssassin's order.
+_IGNORED_FIRST = (
+    (" SMTPSVC", re.compile(r"^mail pickup service by \S+ with Microsoft SMTPSVC$")),
+    ("Exim", re.compile(r"\bwith local(?:-\S+)? ")),
+)
+_IGNORED = tuple(re.compile(pattern, flags) for pattern, flags in (
+    (rf"^\S+ \([^\s@]+@{_LOCALHOST}\) by \S+ \(", re.IGNORECASE),
+    (r"^\S+ \S+ by \S+ with local-e?smtp ", 0),
+    (r"^127\.0\.0\.1 \(AVG SMTP \S+ \[\S+\]\)", 0),
+    (r"^\S+@\S+ by \S+ ", 0),  # (also "... by uid N")
+    (r"^Unknown/Local \(", 0),
+    (rf"^{_LOCALHOST} \((?:\S+@)?{_LOCALHOST}[)\[]", re.IGNORECASE),
+    (rf"^\S+ \((?:\S+@)?{_LOCALHOST}\) ", re.IGNORECASE),
+    (rf"^\S+ \(\S+@\S+ \[{_LOCALHOST}\]\) ", re.IGNORECASE),
+))
+# ... and, when the line has no bracketed address to take either, these, whose MTAs log
+# none (SpamAssassin reaches them only after its dozens of formats with an address)
+_IGNORED_ADDRESSLESS = tuple(re.compile(pattern) for pattern in (
+    r"^\S+ \(\S+\) by \S+ \(Content Technologies ",
+    r"^\(AUTH: \S+\) by \S+ with ",
+    r"^localhost \(localhost \[\[UNIX: localhost\]\]\) by ",
+    r"^\S+\.amazon\.com by \S+\.amazon\.com with ESMTP \(peer crosscheck: ",
+    r"^[^.]+ by \S+ with Novell_GroupWise",
+    r"^no\.name\.available by \S+ via smtpd \(for ",
+    r"^\S+ by \S+ \(.{0,100}\) with qmail-scanner",
+    r"^\S+ by \S+ with local",
+    r"^\S+ \(\[unix socket\]\) by \S+ \(Cyrus v\d*?\.\d*?\.\d*?\) with LMTPA",
+    r"^\S+ by \S+ (?:with|via|for|\()",  # MTAs that log no address
+    r"^\S+ (?:(?:with|via|for) \S+|\(unverified\)) by\b",
+    r"^\S+ \(unknown\) by \S+ \(SG\) with \b",
+    r"^\S+ \(\S+ \[local\]\) by \S+ \(OpenSMTPD\) with \b",
+    r"^.*\(LSMTP for",
+    rf"^\(\[(?i:{_LOCALHOST})\]\) with MailEnable ",
+    r"^facebook\.com \([^)]+\) by facebook\.com with Thrift id \S+$",
+    r"^\S+ named \S+ by gmailapi\.google\.com with HTTPREST$",
+    r"^\S+ id \S+$",
+    r"^\[<.*? \(Jetsend",
+))
+# the same for a "(from " line: sendmail's command-line submissions, Juno's queue
+_IGNORED_PARENTHESIZED = (
+    re.compile(r"^\S+@localhost\) by \S+ "),
+    re.compile(r"^[^\s@]+@[^)]+\) by \S+\(jqueuemail\) id [^\s;]+"),
 )
 # The formats, tried in order: (pattern, its groups' meanings)
 _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
@@ -92,13 +133,17 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         # Postfix and sendmail: from HELO (RDNS [IP]) or (ident@RDNS [IP]) or ([IP])
         (rf"^(\S+) \((?:(\S*)@)?(\S*) ?\[({_IP})\](?: \(may be forged\))?\)",
          ("helo", "ident", "rdns", "ip")),
-        # qmail without HELO: from RDNS (ident@IP) by ...
-        (rf"^(\S+) \((?:(\S*)@)?({_IP})\) by ", ("rdns_qmail", "ident", "ip")),
+        # qmail without HELO: from RDNS (ident@IP) by HOST ... (a line that ends at the
+        # host is not read, as in SpamAssassin: "... by areca.wanadoo.fr; 29 Jul 2001")
+        (rf"^(\S+) \((?:(\S*)@)?({_IP})\) by \S+ ", ("rdns_qmail", "ident", "ip")),
         # no HELO word: from (HELO [IP]) by HOST (MailEnable, and others)
         (rf"^\((\S+) \[({_IP})\]\) by (\S+) ", ("helo", "ip", "by_given")),
         # a bare address: from IP [(comments)] by HOST (webmail with HTTP: Hotmail,
         # SquirrelMail, Yahoo's "via HTTP"; virus scanners' handovers)
         (rf"^({_IP}) (?:\([^()]*\) )*by (\S+)", ("ip", "by_bare")),
+        # Obtuse smtpd: from RDNS(IP)[, claiming to be "HELO"] via SMTP by HOST, id ...
+        (rf"^(\S+)\(({_IP})\)(?:, claiming to be \"(\S+)\")? via \S+ by (\S+),",
+         ("rdns", "ip", "helo", "by_given")),
         # a header that names the sender's address (originating_ip_headers), as a hop
         (rf"^X-Originating-IP: ({_IP})$", ("ip",)),
     ))
@@ -116,6 +161,9 @@ _PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "100.64.0.0/10", "::1/128", "fe80::/10", "fc00::/7"))
 RELAY_PSEUDO_HEADERS = frozenset({"X-Spam-Relays-Trusted", "X-Spam-Relays-Untrusted",
                                   "X-Spam-Relays-Internal", "X-Spam-Relays-External"})
+# SpamAssassin's headers on either side of the trust line: (name, whether the untrusted side)
+TRUST_SIDE_HEADERS = {"ALL-TRUSTED": False, "ALL-INTERNAL": False, "ALL-UNTRUSTED": True,
+                      "ALL-EXTERNAL": True}
 # SpamAssassin's RelayCountry: the add_header tags it sets and the pseudo-header each one
 # gives, the country of each relay, most recent first, "**" for a private address and
 # "XX" for one the database does not place
@@ -182,7 +230,10 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
     looked_up = False
     # (the formats are of lines that start "from " in lower case, as SpamAssassin reads
     # them; of a "From " or "FROM " line only its bracketed address and "by" are read)
-    for pattern, names in _FORMATS if line.startswith("from ") else ():
+    lower_from = line.startswith("from ")
+    if lower_from and any(needed in rest and pattern.search(rest) for needed, pattern in _IGNORED_FIRST):
+        return False
+    for pattern, names in _FORMATS if lower_from else ():
         match = pattern.match(rest)
         if match:
             fields = {name: group or "" for name, group in zip(names, match.groups())}
@@ -190,11 +241,14 @@ def parse_received(value: str) -> Relay | Literal[False] | None:
             break
     # (as in SpamAssassin, a line of a known format is a hop even when it is a handover
     # on the machine itself: "from lugh (root@localhost [127.0.0.1]) by lugh.example (8.9.3)")
-    if not fields and any(pattern.match(rest) for pattern in _IGNORED):
-        return False
     if not fields:
+        ignored = _IGNORED if lower_from else _IGNORED_PARENTHESIZED if line.startswith("(from ") else ()
+        if any(pattern.match(rest) for pattern in ignored):
+            return False
         loose = _ANY_BRACKETED_IP.search(rest.split(" by ", 1)[0])
-        if loose is None:
+        if loose is None or by_match is None:  # (an address and a "by", or nothing usable)
+            if lower_from and any(pattern.match(rest) for pattern in _IGNORED_ADDRESSLESS):
+                return False
             return None
         first_word = rest.split(" ", 1)[0]
         # (the first word is the HELO, unless it is the bracketed address itself)
@@ -268,21 +322,25 @@ class Relays:
         self.trusted: list[Relay] = []
         self.untrusted: list[Relay] = []
         self.unparseable = 0
+        # how many lines, from the top, were read inside the trusted part (SpamAssassin's
+        # last_trusted_relay_index + 1): where its ALL-UNTRUSTED and ALL-TRUSTED divide
+        self.trusted_lines = 0
         in_trusted = True
         for value in received:
             if _FETCHER.search(value):  # a mail fetcher's line: not a hop, the path starts again
                 if in_trusted:
                     self.trusted, self.untrusted = [], []
+                    self.trusted_lines += 1
                 continue
             relay = parse_received(value)
-            if relay is None:
-                self.unparseable += 1
-                continue
-            if relay is False:
+            if relay is None or relay is False:
+                self.unparseable += relay is None
+                self.trusted_lines += in_trusted
                 continue
             if in_trusted and not (relay.private or relay.auth):
                 in_trusted = False
             (self.trusted if in_trusted else self.untrusted).append(relay)
+            self.trusted_lines += in_trusted
 
     @cached_property
     def pseudo_headers(self) -> dict[str, str]:

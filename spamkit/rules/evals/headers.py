@@ -131,6 +131,77 @@ def check_equal_from_domains(context: MessageContext) -> bool:
     return bool(from_domain) and bool(envelope_domain) and from_domain != envelope_domain
 
 
+def check_for_matching_env_and_hdr_from(context: MessageContext) -> bool:
+    """The envelope sender is the From address, in any case (__ENV_AND_HDR_FROM_MATCH:
+    mail its author sent, not a list's or a bounce handler's). As in SpamAssassin, two
+    missing addresses match."""
+    envelope = context.header_text("EnvelopeFrom", "addr") or ""
+    sender = context.header_text("From", "addr") or ""
+    return envelope.lower() == sender.lower()
+
+
+def check_for_to_in_subject(context: MessageContext, test: str) -> bool:
+    """The recipient's address ("address") or user name ("user") in the Subject, as
+    "john: your account" or "Re: john" (LOCALPART_IN_SUBJECT)."""
+    recipient = context.header_text("To", "addr") or ""
+    if not recipient:
+        return False
+    subject = context.header_text("Subject") or ""
+    if test == "address":
+        return re.search(rf"\b{re.escape(recipient)}\b", subject, re.IGNORECASE) is not None
+    user = re.escape(recipient.partition("@")[0])
+    return re.search(rf"^(?:(?:re|fw):\s*(?:\w+\s+)?{user}$|(?-i:{user})\s*[,:;!?-](?:$|\s)"
+                     rf"|{user}$|,\s*{user}[,:;!?-]$)", subject, re.IGNORECASE) is not None
+
+
+check_for_to_in_subject.accepts = lambda args: args in (("address",), ("user",))  # type: ignore[attr-defined]
+
+# headers whose values may hold %WORD without a mail-merge gone wrong
+_TEMPLATE_EXEMPT = LazyPattern(r"^(?:X-VMS-To|X-UIDL|X-Face|To|Cc|From|Subject|References|In-Reply-To"
+                               r"|(?:X-|Resent-|X-Original-)?Message-Id):", re.IGNORECASE)
+_TEMPLATE_FIELD = LazyPattern(r"%[A-Z][A-Z_-]")
+
+
+def check_unresolved_template(context: MessageContext) -> bool:
+    """A header still holding a mail-merge field, "%FIRSTNAME" (UNRESOLVED_TEMPLATE)."""
+    for line in (context.header_text("ALL") or "").split("\n"):
+        if _TEMPLATE_FIELD.search(line) and not _TEMPLATE_EXEMPT.search(line):
+            return True
+    return False
+
+
+_RATWARE_MESSAGE_ID = LazyPattern(r"<[A-Z]{28}\.([^>]+?)>")
+
+
+def check_ratware_name_id(context: MessageContext) -> bool:
+    """A Message-ID of 28 capitals, a dot and the From address, with a quoted display
+    name before that address: one bulk mailer's mark (RATWARE_NAME_ID)."""
+    match = _RATWARE_MESSAGE_ID.search(context.header_text("MESSAGEID") or "")
+    if match is None:
+        return False
+    sender = context.header_text("From") or ""
+    return re.search(rf'"[^"]+"\s*<{re.escape(match.group(1))}>', sender) is not None
+
+
+def check_ratware_envelope_from(context: MessageContext) -> bool:
+    """An envelope sender made of the recipient's domain and user name,
+    "example.com.john@..." for john@example.com (RATWARE_EFROM). SRS addresses
+    (a forwarder's rewriting) are not."""
+    recipient = context.header_text("To", "addr") or ""
+    envelope = context.header_text("EnvelopeFrom", "addr") or ""
+    if not recipient or not envelope or re.match(r"SRS\d[=+-]", envelope, re.IGNORECASE):
+        return False
+    match = re.match(r"([^@]+)@(.+)$", recipient, re.DOTALL)
+    if match is None or context.registry is None:
+        return False
+    user, domain = match.groups()
+    domain = context.registry.trim_domain(domain)
+    if not context.registry.is_domain_valid(domain):
+        return False
+    # (the dot between them is any character, as SpamAssassin writes it)
+    return re.search(rf"\b{re.escape(domain)}.{re.escape(user)}@", envelope, re.IGNORECASE) is not None
+
+
 def _last_two_labels(address: str) -> str:
     if "@" not in address:
         return ""
@@ -255,4 +326,9 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_outlook_message_id": check_outlook_message_id,
     "sorted_recipients": sorted_recipients,
     "similar_recipients": similar_recipients,
+    "check_for_matching_env_and_hdr_from": check_for_matching_env_and_hdr_from,
+    "check_for_to_in_subject": check_for_to_in_subject,
+    "check_unresolved_template": check_unresolved_template,
+    "check_ratware_name_id": check_ratware_name_id,
+    "check_ratware_envelope_from": check_ratware_envelope_from,
 }

@@ -1,7 +1,9 @@
-"""Evals that read the Received path for forgery (SpamAssassin's HeaderEval and
-RelayEval plugins): a From at a big freemail provider that the path does not bear out,
-a HELO naming a big provider from an address without a reverse name, a HELO address
-far from the connecting one.
+"""Evals that read the Received path (SpamAssassin's HeaderEval, RelayEval and WLBLEval
+plugins): a From at a big freemail provider that the path does not bear out, a HELO
+naming a big provider from an address without a reverse name, a HELO address far from
+the connecting one, an AOL relay name outside AOL, hops that do not join up, the
+envelope sender's domain against the relay that handed the mail over, a line no format
+reads.
 
 Each follows the behaviour SpamAssassin documents for the eval of the same name, with
 its exceptions for the provider's own ways of sending (webmail over HTTP, bounces,
@@ -190,10 +192,90 @@ def helo_ip_mismatch(context: MessageContext) -> bool:
     return False
 
 
+_AOL_RELAY = LazyPattern(r" rly-[a-z][a-z]\d\d\.", re.IGNORECASE)
+_AOL_OWN = (LazyPattern(r"/AOL-\d+\.\d+\.\d+\)"), LazyPattern(r"ESMTP id (?:RELAY|MAILRELAY|MAILIN)"))
+
+
+def check_for_fake_aol_relay_in_rcvd(context: MessageContext) -> bool:
+    """A relay named like AOL's (rly-xx00.) in a path with no AOL software or AOL queue
+    id in it: spammers borrow the name (__FORGED_AOL_RCVD)."""
+    received = _received_text(context)
+    if not _AOL_RELAY.search(received):
+        return False
+    return not any(pattern.search(received) for pattern in _AOL_OWN)
+
+
+_HOST_SHAPE = LazyPattern(r"^\w+(?:[\w.-]+\.)+\w+$")
+_LAST_LABEL_KEEPS_TWO = LazyPattern(r"(?:\S{3,}|ie|fr|de)")
+
+
+def _hostname_to_domain(name: str) -> str:
+    """RelayEval's rough domain of a host: the last two labels when the last one is long
+    (or ie, fr, de), else the last three; an address as it is."""
+    if not re.search(r"[a-zA-Z]", name):
+        return name
+    labels = name.split(".")
+    while labels and not labels[-1]:
+        labels.pop()  # (as Perl's split drops trailing empty fields)
+    if len(labels) > 1 and _LAST_LABEL_KEEPS_TWO.search(labels[-1]):
+        return ".".join(labels[-2:])
+    if len(labels) > 2:
+        return ".".join(labels[-3:])
+    return name
+
+
+def check_for_forged_received_trail(context: MessageContext) -> bool:
+    """More than one untrusted hop whose receiving host ("by") is not the domain the
+    next hop saw it connect from: a path written by the sender, not the relays
+    (__FORGED_RCVD_TRAIL)."""
+    relays = context.relays.untrusted
+    received_by = [_hostname_to_domain(relay.by.lower()) for relay in relays]
+    came_from: list[str | None] = [_hostname_to_domain(relay.rdns.lower()) for relay in relays]
+    mismatches = 0
+    for index, relay in enumerate(relays):
+        by = received_by[index]
+        if not _HOST_SHAPE.search(by):
+            continue
+        if re.fullmatch(r"localhost(?:\.localdomain)?", came_from[index] or "") and relay.ip == "127.0.0.1":
+            came_from[index] = None  # (one machine passing mail to itself)
+        previous = came_from[index - 1] if index > 0 else None
+        if previous is not None and _HOST_SHAPE.search(previous) and by != previous \
+                and not (by == "msn.com" and previous == "hotmail.com"):
+            mismatches += 1
+    return mismatches > 1
+
+
+_ADDRESS_DOMAIN = LazyPattern(r"@([^@]+\.[^@]+)\Z")
+
+
+def check_mailfrom_matches_rcvd(context: MessageContext) -> bool:
+    """The envelope sender's registered domain is that of the first untrusted relay's
+    reverse name (or, with no untrusted relay, of any trusted one's): the sender's own
+    server handed the mail over (__RP_MATCHES_RCVD)."""
+    envelope = context.header_text("EnvelopeFrom", "addr") or ""
+    match = _ADDRESS_DOMAIN.search(envelope)
+    if match is None or context.registry is None:
+        return False
+    relays = context.relays
+    candidates = relays.untrusted[:1] or relays.trusted
+    domain = context.registry.trim_domain(match.group(1).lower())
+    return any(relay.rdns and context.registry.trim_domain(relay.rdns.lower()) == domain
+               for relay in candidates)
+
+
+def check_relays_unparseable(context: MessageContext) -> bool:
+    """A Received line no known format reads (UNPARSEABLE_RELAY)."""
+    return context.relays.unparseable > 0
+
+
 EVALS: dict[str, Callable[..., bool]] = {
     "check_for_forged_yahoo_received_headers": check_for_forged_yahoo_received_headers,
     "check_for_forged_hotmail_received_headers": check_for_forged_hotmail_received_headers,
     "check_for_no_hotmail_received_headers": check_for_no_hotmail_received_headers,
     "check_for_no_rdns_dotcom_helo": check_for_no_rdns_dotcom_helo,
     "helo_ip_mismatch": helo_ip_mismatch,
+    "check_for_fake_aol_relay_in_rcvd": check_for_fake_aol_relay_in_rcvd,
+    "check_for_forged_received_trail": check_for_forged_received_trail,
+    "check_mailfrom_matches_rcvd": check_mailfrom_matches_rcvd,
+    "check_relays_unparseable": check_relays_unparseable,
 }

@@ -1,0 +1,171 @@
+"""SpamAssassin's header and relay evals, its registry boundaries (util_rb_*), the
+ALL-TRUSTED / ALL-UNTRUSTED headers and mimeheader rules, each on messages made to hit
+and to miss, as SpamAssassin 4.0.1 reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spamkit.message import parse_message
+from spamkit.rules import MessageContext, load_rules
+from spamkit.rules.registry import Registry, RegistryLists
+from spamkit.rules.relays import Relays, parse_received
+
+RULES = r"""
+util_rb_tld com org net uk us ie
+util_rb_2tld co.uk
+util_rb_3tld demon.co.uk
+header ENV_MATCH   eval:check_for_matching_env_and_hdr_from()
+header USER_IN_SUBJ eval:check_for_to_in_subject('user')
+header ADDR_IN_SUBJ eval:check_for_to_in_subject('address')
+header TEMPLATE    eval:check_unresolved_template()
+header RATWARE_ID  eval:check_ratware_name_id()
+header RATWARE_EFROM eval:check_ratware_envelope_from()
+header FAKE_AOL    eval:check_for_fake_aol_relay_in_rcvd()
+header FORGED_TRAIL eval:check_for_forged_received_trail()
+header RP_MATCHES  eval:check_mailfrom_matches_rcvd()
+header UNPARSEABLE eval:check_relays_unparseable()
+header RELAYED_EXT ALL-EXTERNAL =~ /(?:^|\n)Received:\s.+\nReceived:\s/s
+header TRUSTED_SIDE ALL-TRUSTED =~ /^X-Inside: yes$/m
+mimeheader TEXT_PART Content-Type =~ /text\/\w+/i
+mimeheader PART_START Content-Type =~ /^text\/plain/
+mimeheader NAME_EXE Content-Type =~ /name="[^"]*\.exe"/
+"""
+
+
+def _hits(tmp_path: Path, raw: bytes) -> set[str]:
+    path = tmp_path / "evals.cf"
+    path.write_text(RULES)
+    ruleset = load_rules([path], builtin=False)
+    assert not ruleset.report.errors and not ruleset.report.skipped, ruleset.report.as_json()
+    counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)))
+    return set(counts)
+
+
+def _hop(text: str) -> bytes:
+    return f"Received: from {text}; Tue, 25 Nov 2026 10:00:00 +0000\n".encode()
+
+
+OUTSIDE = _hop("mail.shop.example.co.uk (mail.shop.example.co.uk [198.51.100.7]) by mx.example.org "
+               "(Postfix) with ESMTP id A1")
+
+
+def test_registry_boundaries_read_from_the_rule_files() -> None:
+    lists = RegistryLists()
+    lists.add("util_rb_tld", "com uk us")
+    lists.add("util_rb_2tld", "co.uk")
+    lists.add("util_rb_3tld", "demon.co.uk")
+    registry = Registry(lists)
+    assert registry.split_domain("www.mail.example.co.uk") == ("www.mail", "example.co.uk")
+    assert registry.trim_domain("a.b.example.com") == "example.com"
+    assert registry.trim_domain("host.example.demon.co.uk") == "example.demon.co.uk"
+    assert registry.trim_domain("www.city.ny.us") == "www.city.ny.us"  # RFC 1480's states
+    assert registry.trim_domain("..Example.COM.") == "example.com"
+    assert registry.is_domain_valid("example.com") and not registry.is_domain_valid("example.invalid")
+    assert not registry.is_domain_valid("com")
+    lists.clear()
+    assert Registry(lists).trim_domain("mail.example.co.uk") == "co.uk"
+    with pytest.raises(ValueError, match="two labels"):
+        RegistryLists().add("util_rb_2tld", "co.uk com")
+
+
+def test_a_misshapen_util_rb_line_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "tlds.cf"
+    path.write_text("util_rb_tld com\nutil_rb_3tld co.uk\n")
+    report = load_rules([path], builtin=False).report
+    assert report.errors == [f"{path}:2: util_rb_3tld takes domains of three labels each, separated by spaces"]
+
+
+def test_sender_and_recipient_evals(tmp_path: Path) -> None:
+    own = b"Return-Path: <Ann@shop.example>\n" + OUTSIDE + b"From: ann@shop.example\nTo: bob@example.org\n"
+    assert "ENV_MATCH" in _hits(tmp_path, own + b"\nx\n")
+    listed = b"Return-Path: <bounce@lists.example>\n" + OUTSIDE + b"From: ann@shop.example\n"
+    assert "ENV_MATCH" not in _hits(tmp_path, listed + b"\nx\n")
+    to_bob = OUTSIDE + b"To: bob@example.org\n"
+    assert "USER_IN_SUBJ" in _hits(tmp_path, to_bob + b"Subject: bob: your invoice\n\nx\n")
+    assert "USER_IN_SUBJ" in _hits(tmp_path, to_bob + b"Subject: Re: bob\n\nx\n")
+    assert "USER_IN_SUBJ" not in _hits(tmp_path, to_bob + b"Subject: bobby's invoice\n\nx\n")
+    # the user name before punctuation is matched in its own case only
+    assert "USER_IN_SUBJ" not in _hits(tmp_path, to_bob + b"Subject: BOB: your invoice\n\nx\n")
+    assert "ADDR_IN_SUBJ" in _hits(tmp_path, to_bob + b"Subject: for bob@example.org only\n\nx\n")
+
+
+def test_mail_merge_and_ratware_marks(tmp_path: Path) -> None:
+    assert "TEMPLATE" in _hits(tmp_path, OUTSIDE + b"X-Campaign: %CAMPAIGN_ID\n\nx\n")
+    assert "TEMPLATE" not in _hits(tmp_path, OUTSIDE + b"Subject: 50%OFF\n\nx\n")
+    ratware = (OUTSIDE + b"Message-ID: <ABCDEFGHIJKLMNOPQRSTUVWXYZAB.ann@shop.example>\n"
+               b'From: "Ann" <ann@shop.example>\n\nx\n')
+    assert "RATWARE_ID" in _hits(tmp_path, ratware)
+    assert "RATWARE_ID" not in _hits(tmp_path, ratware.replace(b"ABCDEFGH", b"abcdefgh"))
+    made_up = b"Return-Path: <example.org.bob@bulk.example>\n" + OUTSIDE + b"To: bob@mail.example.org\n\nx\n"
+    assert "RATWARE_EFROM" in _hits(tmp_path, made_up)
+    srs = b"Return-Path: <SRS0=ab=cd=example.org.bob@fwd.example>\n" + OUTSIDE + b"To: bob@example.org\n\nx\n"
+    assert "RATWARE_EFROM" not in _hits(tmp_path, srs)
+
+
+def test_path_evals(tmp_path: Path) -> None:
+    fake_aol = _hop("aol.com (dsl.example.net [198.51.100.44]) by rly-xa01.mx.aol.com with ESMTP id A2")
+    assert "FAKE_AOL" in _hits(tmp_path, OUTSIDE + fake_aol + b"\nx\n")
+    real_aol = _hop("aol.com (omr.aol.com [198.51.100.45]) by rly-xa01.mx.aol.com (8.8.8/8.8.8/AOL-5.0.0) "
+                    "with ESMTP id A3")
+    assert "FAKE_AOL" not in _hits(tmp_path, OUTSIDE + real_aol + b"\nx\n")
+    # each hop's "by" should be the host the next one saw connect; twice not is forged
+    trail = (_hop("a.one.example (a.one.example [198.51.100.1]) by mx.example.org with ESMTP id B1")
+             + _hop("b.two.example (b.two.example [198.51.100.2]) by relay.three.example with ESMTP id B2")
+             + _hop("c.four.example (c.four.example [198.51.100.3]) by relay.five.example with ESMTP id B3"))
+    assert "FORGED_TRAIL" in _hits(tmp_path, trail + b"\nx\n")
+    honest = (_hop("a.one.example (a.one.example [198.51.100.1]) by mx.example.org with ESMTP id C1")
+              + _hop("b.two.example (b.two.example [198.51.100.2]) by a.one.example with ESMTP id C2")
+              + _hop("c.four.example (c.four.example [198.51.100.3]) by b.two.example with ESMTP id C3"))
+    assert "FORGED_TRAIL" not in _hits(tmp_path, honest + b"\nx\n")
+    # the envelope sender's registered domain is the first untrusted relay's (co.uk is a suffix)
+    assert "RP_MATCHES" in _hits(tmp_path, b"Return-Path: <news@example.co.uk>\n" + OUTSIDE + b"\nx\n")
+    assert "RP_MATCHES" not in _hits(tmp_path, b"Return-Path: <news@other.co.uk>\n" + OUTSIDE + b"\nx\n")
+
+
+def test_lines_that_are_no_hop_are_not_unparseable(tmp_path: Path) -> None:
+    """SpamAssassin knows many Received formats of a machine handing mail to itself, or
+    of an MTA that logs no address; they are no hop, and no sign of a forged path."""
+    for line in ("from mail pickup service by mail.example.org with Microsoft SMTPSVC",
+                 "from ann by mail.example.org with local (Exim 4.96) id 1abc-0001",
+                 "from scv3.example.com (scv3.example.com) by gate.example.com (Content Technologies "
+                 "SMTPRS 4.2.1) with ESMTP id <T1@gate.example.com>",
+                 "from CATHY.EXAMPLE by CATHY.EXAMPLE (PMDF V4.3-10 #8779) id <01K@CATHY.EXAMPLE>",
+                 "from mail.example.com id <B5b8f11e30004>"):
+        assert parse_received(line) is False, line
+    assert parse_received("from host (198.51.100.1) by areca.example.net") is None  # no "by" word after
+    obtuse = parse_received('from dsl.example.net(198.51.100.9), claiming to be "pc.example" via SMTP '
+                            "by mail.example.org, id smtpdV82674")
+    assert obtuse and (obtuse.ip, obtuse.rdns, obtuse.helo, obtuse.by) == (
+        "198.51.100.9", "dsl.example.net", "pc.example", "mail.example.org")
+    pickup = b"Received: from mail pickup service by mail.example.org with Microsoft SMTPSVC;" \
+             b" Tue, 25 Nov 2026 10:00:00 +0000\n"
+    assert "UNPARSEABLE" not in _hits(tmp_path, OUTSIDE + pickup + b"\nx\n")
+    assert "UNPARSEABLE" in _hits(tmp_path, OUTSIDE + _hop("nowhere at all") + b"\nx\n")
+
+
+def test_headers_each_side_of_the_trust_line(tmp_path: Path) -> None:
+    inside = _hop("localhost (localhost [127.0.0.1]) by mx.example.org (Postfix) with ESMTP id D1")
+    one_hop = inside + b"X-Inside: yes\n" + OUTSIDE + b"X-Below: 1\n\nx\n"
+    got = _hits(tmp_path, one_hop)
+    assert "TRUSTED_SIDE" in got and "RELAYED_EXT" not in got
+    relayed = inside + OUTSIDE + _hop("pc.example (dsl.example.net [198.51.100.50]) by "
+                                      "mail.shop.example.co.uk (Postfix) with ESMTP id D2") + b"\nx\n"
+    assert "RELAYED_EXT" in _hits(tmp_path, relayed)
+    relays = Relays([inside.decode()[10:], OUTSIDE.decode()[10:]])
+    assert relays.trusted_lines == 1 and len(relays.untrusted) == 1
+
+
+def test_mimeheader_tests_each_part_and_the_message_itself(tmp_path: Path) -> None:
+    single = OUTSIDE + b"Content-Type: text/plain; charset=us-ascii\n\nx\n"
+    assert {"TEXT_PART", "PART_START"} <= _hits(tmp_path, single)
+    mixed = (OUTSIDE + b'Content-Type: multipart/mixed; boundary="B"\n\n--B\n'
+             b"Content-Type: image/gif\n\nGIF\n--B\n"
+             b'Content-Type: text/plain; name="invoice.exe"\n\nhello\n--B--\n')
+    got = _hits(tmp_path, mixed)
+    # each part on its own: "^text/plain" holds for the second part, not for the joined text
+    assert {"TEXT_PART", "PART_START", "NAME_EXE"} <= got
+    pictures = OUTSIDE + b'Content-Type: multipart/mixed; boundary="B"\n\n--B\nContent-Type: image/gif\n\nG\n--B--\n'
+    assert not _hits(tmp_path, pictures) & {"TEXT_PART", "PART_START"}
