@@ -264,13 +264,41 @@ def unicode_tag(value: str) -> str:
 _TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+)>")
 
 
+# passes after the first, for tags whose regexes hold tags (<FF_ALL> is <FF_A1>|<FF_A2>...),
+# as many as SpamAssassin's ReplaceTags makes
+MORE_TAG_PASSES = 5
+
+
 def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
     """The ReplaceTags plugin: <A> becomes replace_tag A's regex, with the <pre X>,
-    <post X> and <inter X> patterns in force placed before, after and between tags."""
+    <post X> and <inter X> patterns in force placed before, after and between tags; then
+    tags inside what was put in are replaced too, pass by pass (pre, post and inter no
+    longer apply), up to MORE_TAG_PASSES more times."""
     tags = parsed.replace_tags
     start, end = parsed.replace_delimiters
     if (start, end) != ("<", ">"):
         text = text.replace(start, "<").replace(end, ">")
+    text, nested = _expand_tags_once(text, tags)
+    for _ in range(MORE_TAG_PASSES):
+        if not nested:
+            break
+        nested = False
+
+        def plain(match: re.Match[str]) -> str:
+            nonlocal nested
+            name = match.group("name")
+            if match.group("kind") or name not in tags["tag"]:
+                return match.group(0)
+            nested = nested or _TAG_REFERENCE.search(tags["tag"][name]) is not None
+            return unicode_tag(tags["tag"][name])
+
+        text = _TAG_REFERENCE.sub(plain, text)
+    return text
+
+
+def _expand_tags_once(text: str, tags: dict[str, dict[str, str]]) -> tuple[str, bool]:
+    """The first pass, with pre, post and inter; and whether what it put in holds tags."""
+    nested = False
     current = {"pre": "", "post": "", "inter": ""}
     out: list[str] = []
     position = 0
@@ -292,6 +320,7 @@ def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
         if previous_was_tag:
             out.append(current["inter"])
         out.append(current["pre"] + unicode_tag(tags["tag"][name]) + current["post"])
+        nested = nested or _TAG_REFERENCE.search(tags["tag"][name]) is not None
         previous_was_tag = True
     out.append(text[position:])
-    return "".join(out)
+    return "".join(out), nested

@@ -144,6 +144,22 @@ def test_replace_tags() -> None:
     assert expanded == "/(?:v|\\\\/)\\W?[i1!]/i"
 
 
+def test_tags_inside_tags_are_replaced_pass_by_pass() -> None:
+    """SpamAssassin's FILL_THIS_FORM rules write <FF_ALL> as <FF_A1>|<FF_N1>|..., whose
+    regexes hold <ANDOR>: each pass replaces what the last one put in (inter only once)."""
+    reader = CfReader()
+    reader.read_text("replace_tag ANDOR (?:\\sor\\s|\\sand\\s)\nreplace_tag A1 (?:city|state)<ANDOR>?\n"
+                     "replace_tag N1 name\nreplace_tag ALL (?:<A1>|<N1>)\nreplace_inter SEP :\n"
+                     "body FORM /<inter SEP><ALL><ALL>/i\nreplace_rules FORM\n"
+                     "replace_tag LOOP <LOOP>x\nbody LOOPED /<LOOP>/\nreplace_rules LOOPED\n", "t.cf")
+    expanded = expand_replace_tags(reader.parsed.definitions["FORM"].text, reader.parsed)
+    a1 = "(?:city|state)(?:\\sor\\s|\\sand\\s)?"
+    assert expanded == f"/(?:{a1}|name):(?:{a1}|name)/i"
+    # a tag that names itself is replaced as many times as SpamAssassin would, then left
+    looped = expand_replace_tags(reader.parsed.definitions["LOOPED"].text, reader.parsed)
+    assert looped == "/<LOOP>" + "x" * 6 + "/"
+
+
 def test_builtin_rules_load_cleanly() -> None:
     from spamkit.rules import BUILTIN_RULES
 
