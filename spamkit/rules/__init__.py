@@ -65,6 +65,29 @@ class _Plan:
     header_groups: dict[str, list[Rule]] = field(default_factory=dict)  # per scanned header
 
 
+# hits a `multiple` rule counts without a maxhits= of its own (SpamAssassin sets none;
+# every rule in Debian's files that counts names one)
+MAX_MULTIPLE_HITS = 1000
+
+
+def hit_limit(tflags: frozenset[str]) -> int:
+    """How many matches a rule counts: 1, or with `multiple` every match (the regex
+    run again after each, as Perl's /g), up to its maxhits=N."""
+    if "multiple" not in tflags:
+        return 1
+    for flag in tflags:
+        if flag.startswith("maxhits="):
+            try:
+                return max(1, int(flag[8:]))
+            except ValueError:
+                break
+    return MAX_MULTIPLE_HITS
+
+
+# the texts a built-in rule of these kinds reads instead (Rule.builtin_view)
+BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines"}
+
+
 class RuleSet:
     def __init__(self, rules: dict[str, Rule], settings: Settings, report: LoadReport,
                  multiscan: bool = True) -> None:
@@ -263,11 +286,11 @@ class RuleSet:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
-            kind = "links" if rule.links_only else rule.kind.value
+            kind = BUILTIN_VIEWS.get(rule.kind, rule.kind.value) if rule.builtin_view else rule.kind.value
             texts = context.texts(kind)
             # a paragraph without one of the literals cannot hold a match: not searched
             looked_in = context.texts(kind, rule.literals_ignorecase) if rule.literals is not None else texts
-            multiple = "multiple" in rule.tflags
+            limit = hit_limit(rule.tflags)
             count = 0
             detail = ""
             # the body's first paragraph is the Subject, which `nosubject` rules skip
@@ -276,12 +299,16 @@ class RuleSet:
                 if rule.literals is not None and not any(
                         literal in looked_in[index] for literal in rule.literals):
                     continue
-                match = rule.pattern.search(text, timeout=MATCH_BUDGET)
-                if match is not None:
+                if limit == 1:  # (most rules: one search, no iterator)
+                    match = rule.pattern.search(text, timeout=MATCH_BUDGET)
+                    if match is not None:
+                        return 1, match.group(0)[:80] if explain else ""
+                    continue
+                for match in rule.pattern.finditer(text, timeout=MATCH_BUDGET):
                     count += 1
                     detail = detail or match.group(0)[:80]
-                    if not multiple:
-                        break
+                    if count >= limit:
+                        return count, detail if explain else ""
             return count, detail if explain else ""
         except (TimeoutError, regex.error, ValueError, TypeError):
             return 0, ""
@@ -314,10 +341,19 @@ class RuleSet:
                 return 0, ""  # SpamAssassin: a missing header matches nothing, even with !~
             text = rule.if_unset
         assert rule.pattern is not None
-        match = rule.pattern.search(text, timeout=MATCH_BUDGET)
         if rule.negate:
-            return (0 if match else 1), ""
-        return (1, match.group(0)[:80] if explain else "") if match else (0, "")
+            return (0 if rule.pattern.search(text, timeout=MATCH_BUDGET) else 1), ""
+        limit = hit_limit(rule.tflags)
+        if limit == 1:
+            match = rule.pattern.search(text, timeout=MATCH_BUDGET)
+            return (1, match.group(0)[:80] if explain else "") if match else (0, "")
+        count, detail = 0, ""
+        for match in rule.pattern.finditer(text, timeout=MATCH_BUDGET):
+            count += 1
+            detail = detail or match.group(0)[:80]
+            if count >= limit:
+                break
+        return count, detail if explain else ""
 
 
 def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
@@ -341,8 +377,8 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
     rules = build_rules(reader.parsed, probe=probe, vetted_prefixes=tuple(vetted),
                         cache_dir=default_cache_dir() if cache else None)
     for rule in rules.values():
-        # the built-in uri rules' scores were fitted on the message's links alone
-        # (docs/decisions/0005); the addresses written in its text, which SpamAssassin's
+        # the built-in rules' scores were fitted on the links alone and on rawbody lines
+        # (docs/decisions/0005); the addresses written in the text, which SpamAssassin's
         # uri rules also see, would make URI_REMOVE_ME hit list footers (decision 0038)
-        rule.links_only = rule.kind is Kind.URI and rule.origin.startswith(str(BUILTIN_RULES))
+        rule.builtin_view = rule.origin.startswith(str(BUILTIN_RULES))
     return RuleSet(rules, reader.parsed.settings, reader.parsed.report, multiscan)

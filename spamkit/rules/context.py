@@ -42,6 +42,7 @@ _DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
 ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
                           "X-AOL-IP", "X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp")
+RAWBODY_CHUNK = 2048  # SpamAssassin's MAX_BODY_LINE_LENGTH
 MAX_BODY_CHARS = 250_000  # text the body rules look at (SpamAssassin scans 50-ish KB per part)
 
 
@@ -189,22 +190,43 @@ class MessageContext:
             if lowered:
                 self._texts[key] = [text.lower() for text in self.texts(kind)]
             else:
-                self._texts[key] = {"body": self.body_paragraphs, "rawbody": self.rawbody_lines,
-                                    "uri": self.uris, "links": self.links, "full": [self.full_text]}[kind]
+                self._texts[key] = {"body": self.body_paragraphs, "rawbody": self.rawbody_chunks,
+                                    "rawbody_lines": self.rawbody_lines, "uri": self.uris,
+                                    "links": self.links, "full": [self.full_text]}[kind]
         return self._texts[key]
 
     def haystack(self, kind: str, lowered: bool) -> str:
-        """All the text a kind of rule looks at, as one string, for the literal prefilter."""
+        """All the text a kind of rule looks at, as one string, for the literal prefilter:
+        each of its texts is a piece of it (rawbody's: the parts, joined)."""
         key = (kind, lowered)
         if key not in self._haystacks:
-            text = "\n".join(self.texts(kind))
+            text = self._rawbody_text if kind.startswith("rawbody") else "\n".join(self.texts(kind))
             self._haystacks[key] = text.lower() if lowered else text
         return self._haystacks[key]
 
     @cached_property
+    def _rawbody_text(self) -> str:
+        """Text parts after transfer decoding, HTML left in, joined."""
+        return "\n".join(self.message.raw_text)[:MAX_BODY_CHARS]
+
+    @cached_property
     def rawbody_lines(self) -> list[str]:
-        """Text parts after transfer decoding, HTML left in, one entry a line."""
-        return "\n".join(self.message.raw_text)[:MAX_BODY_CHARS].split("\n")
+        """The rawbody one line at a time (the built-in rules' view)."""
+        return self._rawbody_text.split("\n")
+
+    @cached_property
+    def rawbody_chunks(self) -> list[str]:
+        """The rawbody as SpamAssassin cuts it for rawbody rules: each text part whole, or,
+        past RAWBODY_CHUNK characters, in pieces of one to two of those, each ending at a
+        line end where one is in reach (else at a '>', else at a space)."""
+        chunks: list[str] = []
+        left = MAX_BODY_CHARS
+        for part in self.message.raw_text:
+            if left <= 0:
+                break
+            chunks.extend(_rawbody_pieces(part[:left]))
+            left -= len(part) + 1
+        return chunks
 
     @cached_property
     def links(self) -> list[str]:
@@ -311,3 +333,23 @@ def first_address(value: str) -> str:
     if match is None:
         return ""
     return (match.group(1) or match.group(2) or "").strip().lower()
+
+
+def _rawbody_pieces(text: str) -> list[str]:
+    """One part's rawbody texts (MessageContext.rawbody_chunks)."""
+    if len(text) <= RAWBODY_CHUNK:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > 2 * RAWBODY_CHUNK:
+        for separator in ("\n", ">", " "):
+            end = text.find(separator, start + RAWBODY_CHUNK)
+            if 0 <= end and end - start + 1 <= 2 * RAWBODY_CHUNK:
+                break
+        else:
+            end = start + RAWBODY_CHUNK
+        pieces.append(text[start:end + 1])
+        start = end + 1
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces

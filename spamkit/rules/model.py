@@ -58,7 +58,10 @@ class Rule:
     # DMARC, Pyzor): scored from SpamAssassin's network score sets (1, 3), since its result
     # exists only where network checks ran; the local sets give most such rules 0
     network_result: bool = False
-    links_only: bool = False  # a uri rule that sees the message's links, not the addresses in its text
+    # a built-in rule, which reads the texts its score was fitted on where they differ from
+    # SpamAssassin's: uri rules the message's links only (not the addresses in its text),
+    # rawbody rules one line at a time (not SpamAssassin's chunks of a part)
+    builtin_view: bool = False
 
     @property
     def pattern(self) -> regex.Pattern[str] | None:

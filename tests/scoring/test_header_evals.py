@@ -1,6 +1,6 @@
 """SpamAssassin's header and relay evals, its registry boundaries (util_rb_*), the
-ALL-TRUSTED / ALL-UNTRUSTED headers and mimeheader rules, each on messages made to hit
-and to miss, as SpamAssassin 4.0.1 reads them."""
+ALL-TRUSTED / ALL-UNTRUSTED headers, mimeheader rules, rawbody's chunks and `multiple`
+counts, each on messages made to hit and to miss, as SpamAssassin 4.0.1 reads them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ header TRUSTED_SIDE ALL-TRUSTED =~ /^X-Inside: yes$/m
 mimeheader TEXT_PART Content-Type =~ /text\/\w+/i
 mimeheader PART_START Content-Type =~ /^text\/plain/
 mimeheader NAME_EXE Content-Type =~ /name="[^"]*\.exe"/
+rawbody AFTER_HTML /<\/html>\s*[a-z0-9]/i
+rawbody HREF /<a\s+href=/i
+tflags  HREF multiple maxhits=3
+meta    MANY_HREFS HREF > 2
+body    WORD_FREE /\bfree\b/i
+tflags  WORD_FREE multiple maxhits=5
+meta    FREE_TWICE WORD_FREE == 2
+header  LCASE_HDRS ALL =~ /^[a-z]+-?[a-z]*:/m
+tflags  LCASE_HDRS multiple maxhits=3
+meta    LCASE_MANY LCASE_HDRS >= 2
 """
 
 
@@ -169,3 +179,44 @@ def test_mimeheader_tests_each_part_and_the_message_itself(tmp_path: Path) -> No
     assert {"TEXT_PART", "PART_START", "NAME_EXE"} <= got
     pictures = OUTSIDE + b'Content-Type: multipart/mixed; boundary="B"\n\n--B\nContent-Type: image/gif\n\nG\n--B--\n'
     assert not _hits(tmp_path, pictures) & {"TEXT_PART", "PART_START"}
+
+
+def test_rawbody_rules_read_a_part_whole_and_count_every_match(tmp_path: Path) -> None:
+    """SpamAssassin cuts rawbody into pieces of 2-4 kB, not lines: "</html>" then, on the
+    next line, more text is one match. `multiple` counts each match (Perl's /g), up to
+    maxhits; within one paragraph or line too."""
+    html = (OUTSIDE + b"Content-Type: text/html\n\n<html><body><a href=x>1</a> <a href=y>2</a>\n"
+            b"<a href=z>3</a> <a href=w>4</a></body></html>\nhttp://after.example/\n")
+    counts, _ = _counts(tmp_path, html)
+    assert counts.get("AFTER_HTML") == 1
+    assert counts.get("HREF") == 3 and "MANY_HREFS" in counts  # four links, maxhits=3
+    assert counts.get("WORD_FREE") is None
+    plain = OUTSIDE + b"\nIt is free, free of charge.\n"
+    counts, _ = _counts(tmp_path, plain)
+    assert counts.get("WORD_FREE") == 2 and "FREE_TWICE" in counts
+    lower = OUTSIDE + b"x-one: 1\nx-two: 2\nx-three: 3\nx-four: 4\n\nx\n"
+    counts, _ = _counts(tmp_path, lower)
+    assert counts.get("LCASE_HDRS") == 3 and "LCASE_MANY" in counts
+
+
+def test_built_in_rawbody_rules_keep_reading_lines(tmp_path: Path) -> None:
+    """The built-in rules' scores were fitted one rawbody line at a time."""
+    builtin = load_rules()
+    assert builtin.rules["HTML_FORM"].builtin_view and builtin.rules["URI_REMOVE_ME"].builtin_view
+    raw = OUTSIDE + b"Content-Type: text/html\n\n<html>" + b"x" * 3000 + b"\n<form action=y></form></html>\n"
+    context = MessageContext(raw, parse_message(raw))
+    assert context.texts("rawbody_lines")[-2].startswith("<form")
+    assert len(context.texts("rawbody")) == 1  # 3,030 characters: one piece
+    long_part = OUTSIDE + b"\n" + (b"y" * 100 + b"\n") * 100
+    pieces = MessageContext(long_part, parse_message(long_part)).texts("rawbody")
+    # 10,100 characters: three pieces ending at the first line end past 2,048, then the
+    # rest, once no more than 4,096 are left
+    assert [len(piece) for piece in pieces] == [2121, 2121, 2121, 3737]
+    assert all(piece.endswith("\n") for piece in pieces)
+    assert "".join(pieces) == (("y" * 100 + "\n") * 100)
+
+
+def _counts(tmp_path: Path, raw: bytes) -> tuple[dict[str, int], dict[str, str]]:
+    path = tmp_path / "evals.cf"
+    path.write_text(RULES)
+    return load_rules([path], builtin=False).match_counts(MessageContext(raw, parse_message(raw)))
