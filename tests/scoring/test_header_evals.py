@@ -220,3 +220,47 @@ def _counts(tmp_path: Path, raw: bytes) -> tuple[dict[str, int], dict[str, str]]
     path = tmp_path / "evals.cf"
     path.write_text(RULES)
     return load_rules([path], builtin=False).match_counts(MessageContext(raw, parse_message(raw)))
+
+
+def test_dates_read_as_spamassassin_reads_them() -> None:
+    from calendar import timegm
+
+    from spamkit.rules.sa_dates import parse_date
+
+    def utc(*fields: int) -> int:
+        return timegm((*fields, 0, 0, 0))
+
+    assert parse_date("Tue, 10 Sep 2002 04:13:50 -1100") == utc(2002, 9, 10, 15, 13, 50)
+    # a Y2K bug's four-digit "0102" is year 102, before 1970: read as 1970; "102" is 2002
+    assert parse_date("25 Aug 0102 18:57:52 -0400") == utc(1970, 8, 25, 22, 57, 52)
+    assert parse_date("25 Aug 102 18:57:52 -0400") == utc(2002, 8, 25, 22, 57, 52)
+    assert parse_date("1 Jan 99 00:00:00 EST") == utc(1999, 1, 1, 5, 0, 0)
+    assert parse_date("5 Mar 20 10:00:00 XYZ") == utc(2020, 3, 5, 10, 0, 0)  # unknown zone: UTC
+    assert parse_date("31 Apr 2002 25:61:61 +0000") == utc(2002, 5, 1, 23, 59, 59)
+    assert parse_date("Sun Sep  8 12:00:00 2002") == utc(2002, 9, 8, 0, 0, 0)  # ctime: no time kept
+    assert parse_date("1 Jan 2099 00:00:00 +0000") == utc(2037, 1, 1, 0, 0, 0)
+    assert parse_date("no date here") is None and parse_date("0 Jan 2002") is None
+
+
+def test_date_shift_as_spamassassin_works_it_out(tmp_path: Path) -> None:
+    fetched = (b"Received: from localhost (localhost [127.0.0.1]) by mail.example.org (Postfix)"
+               b" with ESMTP id A1; Tue, 25 Nov 2026 22:00:00 +0000\n"
+               b"Received: from pop.example.net [192.0.2.5] by localhost with POP3 (fetchmail-6.4.37)"
+               b" for ann@localhost (single-drop); Tue, 25 Nov 2026 22:00:00 +0000\n"
+               b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by pop.example.net"
+               b" (Postfix) with ESMTP id A2; Tue, 25 Nov 2026 10:00:00 +0000\n")
+    rules = tmp_path / "dates.cf"
+    rules.write_text("header PAST_06_12 eval:check_for_shifted_date('-12', '-6')\n"
+                     "header NEAR eval:check_for_shifted_date('-3', '3')\n")
+    ruleset = load_rules([rules], builtin=False)
+
+    def hits(raw: bytes) -> set[str]:
+        return set(ruleset.match_counts(MessageContext(raw, parse_message(raw)))[0])
+
+    # the fetch and its local handover are not hops: the Date is 8 hours before the last one
+    assert hits(fetched + b"Date: Tue, 25 Nov 2026 02:00:00 +0000\n\nx\n") == {"PAST_06_12"}
+    # Resent-Date, where there is one, is the date compared
+    assert hits(fetched + b"Date: Tue, 25 Nov 2026 02:00:00 +0000\n"
+                b"Resent-Date: Tue, 25 Nov 2026 10:30:00 +0000\n\nx\n") == {"NEAR"}
+    # no date at all: the shift is 0, as in SpamAssassin
+    assert hits(fetched + b"\nx\n") == {"NEAR"}

@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from spamkit.message.dates import date_timestamp, received_timestamp
 from spamkit.rules.lazyregex import LazyPattern
+from spamkit.rules.sa_dates import RECEIVED_DATE, date_header_time, parse_date
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -22,12 +22,6 @@ _LAST_TWO_LABELS = LazyPattern(r"^.+\.([^.]+\.[^.]+)$", re.DOTALL)
 _LATIN_CHARSETS = re.compile(r"=\?(?:us-ascii|iso-8859-\d+|utf-8|windows-125\d)\?", re.IGNORECASE)
 
 
-def _received_times(context: MessageContext) -> list[float]:
-    """The dates of all Received headers that carry one."""
-    stamps = (received_timestamp(value) for value in context.header_values("received"))
-    return [stamp for stamp in stamps if stamp is not None]
-
-
 def _bound(value: str) -> float | None:
     """A range end as rules write it: a number, or "undef" for none."""
     return None if value.strip().lower() == "undef" else float(value)
@@ -36,29 +30,40 @@ def _bound(value: str) -> float | None:
 def check_for_shifted_date(context: MessageContext, low: str, high: str) -> bool:
     """Date header minus a Received date, in hours, within [low, high) ("undef": open).
 
-    The Received date closest to the Date header is the one compared: on a sample of
-    training fold 1 (609 messages) that matched SpamAssassin's own DATE_IN_* results
-    for 591, against 384 for the topmost Received header and 539 for the nearest relay
-    that is not a local fetchmail hop.
+    As SpamAssassin works it out: the date is Resent-Date's, else Date's; the Received
+    dates are those of every Received header but a local fetchmail handover on top, the
+    oldest left out when it equals the Date; the closest of them is compared. With no
+    date or no Received date the shift is 0.
     """
     if "date_shift_hours" not in context.cache:  # a dozen DATE_IN_* rules ask: worked out once
         context.cache["date_shift_hours"] = _date_shift_hours(context)
     shift = context.cache["date_shift_hours"]
-    if shift is None:
-        return False
     assert isinstance(shift, float)
     low_hours, high_hours = _bound(low), _bound(high)
     return (low_hours is None or shift >= low_hours) and (high_hours is None or shift < high_hours)
 
 
-def _date_shift_hours(context: MessageContext) -> float | None:
-    dates = context.header_values("date")
-    date = date_timestamp(dates[0]) if dates else None
-    candidates = _received_times(context)
-    if date is None or not candidates:
-        return None
-    received = min(candidates, key=lambda stamp: abs(stamp - date))  # the closest one
-    return (date - received) / 3600.0
+# the top Received lines of a mailbox fetched with fetchmail: a local handover, then the fetch
+_LOCAL_HANDOVER = LazyPattern(r"\bfrom (?:localhost\s|(?:\S+ ){1,2}\S*\b127\.0\.0\.1\b)|qmail \d+ invoked by uid \d+")
+_FETCHMAIL = LazyPattern(r"\bby localhost with \w+ \(fetchmail-[\d.]+")
+
+
+def _date_shift_hours(context: MessageContext) -> float:
+    date = date_header_time({name: context.header_values(name) for name in ("resent-date", "date")})
+    if date is None:
+        return 0.0
+    received = [value for value in context.header_values("received") if value.strip()]
+    local = 1 if received and _LOCAL_HANDOVER.search(received[0]) else 0
+    if len(received) > local and _FETCHMAIL.search(received[local]):
+        received = received[local + 1:]  # the fetch, and the handover above it
+    stamps = [stamp for value in received if (found := RECEIVED_DATE.search(value))
+              and (stamp := parse_date(found.group(1))) is not None]
+    if not stamps:
+        return 0.0
+    shifts = [date - stamp for stamp in stamps]
+    if len(shifts) > 1 and shifts[-1] == 0:  # the oldest hop, stamped with the Date itself
+        shifts.pop()
+    return min(shifts, key=abs) / 3600.0
 
 
 # Outlook Express wrote Message-IDs as <XXXXTTTTTTTT$XXXXXXXX$XXXXXXXX@host>, TTTTTTTT the
@@ -72,20 +77,21 @@ _OUTLOOK_TOLERANCE = 250  # units: about 30 hours either way, SpamAssassin's "fu
 
 def check_outlook_message_id(context: MessageContext) -> bool:
     """An Outlook Express-style Message-ID whose time field is 250 units (~30 hours) or
-    more from both the Date header's time and the first relay's Received time. A date
-    that cannot be read counts as time 0, far from any real Message-ID."""
+    more from both the Date header's time and the Received headers' (SpamAssassin reads
+    them all as one date: the topmost hop's). A date that cannot be read counts as time
+    0, far from any real Message-ID."""
     ids = context.header_text("MESSAGEID") or ""
     match = _OUTLOOK_MESSAGE_ID.match(ids)
     if match is None:
         return False
     stamp = int(match.group(1), 16)
-    dates = context.header_values("date")
-    date = date_timestamp(dates[0]) if dates else None
+    date = parse_date(context.header_text("Date") or "")
     if abs(stamp - _filetime_units(date)) < _OUTLOOK_TOLERANCE:
         return False
-    received = context.header_values("received")
-    first_relay = received_timestamp(received[-1]) if received else None
-    return abs(stamp - _filetime_units(first_relay)) >= _OUTLOOK_TOLERANCE
+    # (SpamAssassin reads all the Received headers as one date: the first date in them,
+    # the topmost hop's)
+    received = parse_date("\n".join(context.header_values("received")))
+    return abs(stamp - _filetime_units(received)) >= _OUTLOOK_TOLERANCE
 
 
 def _filetime_units(unix_time: float | None) -> int:
