@@ -95,6 +95,9 @@ class ParsedMessage:
     # the versions of one text, which should say the same (SpamAssassin's MPART_ALT_DIFF)
     alternatives: list[list[tuple[str, str, bool]]] = field(default_factory=list)
     html_sources: list[str] = field(default_factory=list)  # each text/html part, decoded, tags kept
+    # text after a multipart's closing delimiter (other than white space and dots), for the
+    # rules (SpamAssassin's mime_epilogue_exists); not a fact, so Bayes does not see it
+    mime_epilogue: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -305,9 +308,11 @@ class _Walker:
             self.message.facts.add("mime-missing-boundary")
             self._leaf("text/plain", {}, "", "", body)
             return
-        parts, closed = pieces
+        parts, closed, epilogue = pieces
         if not closed:
             self.message.facts.add("mime-unterminated")
+        elif _HAS_EPILOGUE_TEXT.search(epilogue):
+            self.message.mime_epilogue = True
         for part in parts:
             if self.parts >= self.limits.max_parts:
                 self.message.facts.add("cap-mime-parts")
@@ -455,11 +460,15 @@ def _looks_like_html(text: str) -> bool:
     return "<html" in head or "<body" in head or ("<a href" in head and "</a>" in head)
 
 
-def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool] | None:
+_HAS_EPILOGUE_TEXT = re.compile(rb"[^\s.]")
+
+
+def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool, bytes] | None:
     """Body parts between delimiter lines; None when the delimiter never appears.
 
-    Returns (parts, closed), closed being False when the closing delimiter is missing
-    (a truncated message), in which case the last part runs to the end.
+    Returns (parts, closed, epilogue), closed being False when the closing delimiter is
+    missing (a truncated message), in which case the last part runs to the end; the
+    epilogue is what follows the closing delimiter's line.
     """
     line_start = b"\n" + delimiter
     data = b"\n" + body
@@ -471,12 +480,12 @@ def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool] 
         line_end = data.find(b"\n", position + 1)
         rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
         if rest_of_line.startswith(b"--"):
-            return parts, True
+            return parts, True, data[line_end + 1:] if line_end >= 0 else b""
         if line_end < 0:
-            return parts, False
+            return parts, False, b""
         following = data.find(line_start, line_end)
         if following < 0:
             parts.append(data[line_end + 1:])
-            return parts, False
+            return parts, False, b""
         parts.append(data[line_end + 1: following])
         position = following

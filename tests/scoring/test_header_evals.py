@@ -264,3 +264,20 @@ def test_date_shift_as_spamassassin_works_it_out(tmp_path: Path) -> None:
                 b"Resent-Date: Tue, 25 Nov 2026 10:30:00 +0000\n\nx\n") == {"NEAR"}
     # no date at all: the shift is 0, as in SpamAssassin
     assert hits(fetched + b"\nx\n") == {"NEAR"}
+
+
+def test_text_after_the_closing_delimiter(tmp_path: Path) -> None:
+    rules = tmp_path / "epilogue.cf"
+    rules.write_text("body EPILOGUE eval:check_msg_parse_flags('mime_epilogue_exists')\n"
+                     "body NOT_KEPT eval:check_msg_parse_flags('truncated_header')\n")
+    ruleset = load_rules([rules], builtin=False)
+    assert set(ruleset.rules) == {"EPILOGUE"} and ruleset.report.skipped == {"eval not implemented": 1}
+    mime = OUTSIDE + b'Content-Type: multipart/mixed; boundary="B"\n\n--B\nContent-Type: text/plain\n\nhi\n--B--\n'
+
+    def hits(raw: bytes) -> set[str]:
+        message = parse_message(raw)
+        assert not any("epilogue" in fact for fact in message.facts)  # (Bayes does not see it)
+        return set(ruleset.match_counts(MessageContext(raw, message))[0])
+
+    assert hits(mime + b"buy now\n") == {"EPILOGUE"}
+    assert hits(mime + b"\n.\n  \n") == set()  # white space and dots are no epilogue

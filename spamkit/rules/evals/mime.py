@@ -140,6 +140,19 @@ def check_for_uppercase(context: MessageContext, low: str, high: str) -> bool:
     return float(low) <= share and (share < float(high) or float(high) >= 100)
 
 
+# the parser's notes SpamAssassin's rules ask about that spamkit's parser keeps
+_PARSE_FLAGS = {"mime_epilogue_exists": lambda context: context.message.mime_epilogue}
+
+
+def check_msg_parse_flags(context: MessageContext, flag: str) -> bool:
+    """What the parser noted about the message: "mime_epilogue_exists", text after a
+    multipart's closing delimiter (T_TVD_MIME_EPI)."""
+    return bool(_PARSE_FLAGS[flag](context))
+
+
+check_msg_parse_flags.accepts = lambda args: len(args) == 1 and args[0] in _PARSE_FLAGS  # type: ignore[attr-defined]
+
+
 EVALS: dict[str, Callable[..., bool]] = {
     "check_for_mime_html": check_for_mime_html,
     "check_for_mime_html_only": check_for_mime_html_only,
@@ -149,4 +162,5 @@ EVALS: dict[str, Callable[..., bool]] = {
     "image_count": image_count,
     "check_body_length": check_body_length,
     "check_for_uppercase": check_for_uppercase,
+    "check_msg_parse_flags": check_msg_parse_flags,
 }
