@@ -472,20 +472,34 @@ def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool, 
     """
     line_start = b"\n" + delimiter
     data = b"\n" + body
-    position = data.find(line_start)
+    position = _next_delimiter(data, line_start, 0)
     if position < 0:
         return None
     parts: list[bytes] = []
     while True:
         line_end = data.find(b"\n", position + 1)
         rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
-        if rest_of_line.startswith(b"--"):
+        if rest_of_line.rstrip() == b"--":
             return parts, True, data[line_end + 1:] if line_end >= 0 else b""
         if line_end < 0:
             return parts, False, b""
-        following = data.find(line_start, line_end)
+        following = _next_delimiter(data, line_start, line_end)
         if following < 0:
             parts.append(data[line_end + 1:])
             return parts, False, b""
         parts.append(data[line_end + 1: following])
         position = following
+
+
+def _next_delimiter(data: bytes, line_start: bytes, start: int) -> int:
+    """Where the next delimiter line begins (its newline), or -1. A delimiter line is the
+    delimiter alone, or closing with "--", white space after it allowed (RFC 2046): a
+    nested multipart's "--boundaryAA" lines are not the outer "--boundary"'s, though
+    Outlook Express makes one the other's prefix."""
+    while (position := data.find(line_start, start)) >= 0:
+        line_end = data.find(b"\n", position + 1)
+        rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
+        if rest_of_line.rstrip() in (b"", b"--"):
+            return position
+        start = position + 1
+    return -1

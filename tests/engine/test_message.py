@@ -259,6 +259,23 @@ def test_caps_are_facts_not_errors() -> None:
         assert time.perf_counter() - started < 5, fact  # generous: a guard against blow-ups
 
 
+def test_a_nested_boundary_that_extends_the_outer_one_is_not_the_outer_one() -> None:
+    """Outlook Express names a nested multipart's boundary after its parent's, plus "AA":
+    "--outerAA" lines belong to the inner part (RFC 2046: a delimiter line is the
+    delimiter alone, or with "--", then white space only)."""
+    raw = (b'Content-Type: multipart/related; boundary="----=_Next"\n\n'
+           b'------=_Next\nContent-Type: multipart/alternative;\n\tboundary="----=_NextAA"\n\n\n'
+           b"------=_NextAA\nContent-Type: text/html\n\n<p>Hello <b>there</b></p>\n"
+           b"------=_NextAA--  \n------=_Next--\n")
+    parsed = parse_message(raw)
+    assert parsed.content_types == ["multipart/related", "multipart/alternative", "text/html"]
+    assert not parsed.facts & {"mime-missing-boundary", "mime-unterminated", "header-malformed"}
+    assert [text.strip() for text in parsed.text] == ["Hello there"] and parsed.html_sources
+    # a line that only begins with the delimiter is part of the text
+    text = b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\none\n--bx\ntwo\n--b--\n'
+    assert parse_message(text).text == ["one\n--bx\ntwo"]
+
+
 def test_five_megabyte_single_line_parses() -> None:
     raw = b"Subject: long\n\n" + b"A" * 5_000_000
     tokens = EmailTokenizer().tokenize(parse_message(raw))
