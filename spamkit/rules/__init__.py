@@ -24,7 +24,7 @@ from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
-from spamkit.rules.evals.freemail import FreemailDomains
+from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import superset_for
@@ -102,6 +102,7 @@ class RuleSet:
         self._meta_needs = {d for r in self._by_kind.get(Kind.META, ()) for d in r.meta_dependencies}
         self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
         self.registry = Registry(settings.registry)
+        self.address_pattern = AddressPattern(self.registry)  # (compiled when FreeMail first asks)
         # where X-Relay-Countries comes from: the .cf files' geodb settings, else the places
         # SpamAssassin looks (a Scanner puts GeoIPDatabase first); opened when a rule asks
         self.countries = shared_countries(tuple(settings.geodb_files),
@@ -188,6 +189,7 @@ class RuleSet:
         details: dict[str, str] = {}
         context.freemail = self.freemail
         context.registry = self.registry
+        context.address_pattern = self.address_pattern
         context.countries = self.countries
         scan = self.prepare_multiscan() if self.use_multiscan else None
         plan = self._plan(score_set)

@@ -13,7 +13,7 @@ from functools import cached_property
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage
 from spamkit.message.decode import decode_rfc2047
-from spamkit.rules.evals.freemail import FreemailDomains
+from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
 from spamkit.rules.registry import Registry
@@ -63,6 +63,7 @@ class MessageContext:
         self._header_texts: dict[tuple[str, str], str | None] = {}
         self.freemail: FreemailDomains | None = None  # set by the RuleSet before its evals run
         self.registry: Registry | None = None  # likewise: the rule files' util_rb_* lists
+        self.address_pattern: AddressPattern | None = None  # and FreeMail's address regex over them
         self.countries: Countries | None = None  # likewise: the relays' country lookup
 
     @cached_property
@@ -83,6 +84,20 @@ class MessageContext:
 
     def header_values(self, name: str, raw: bool = False) -> list[str]:
         return (self._raw_headers if raw else self._headers).get(name.lower(), [])
+
+    def addresses(self, name: str) -> list[str]:
+        """Every address of every `name` header (or the envelope sender, for
+        EnvelopeFrom), lower-case, in order: SpamAssassin's get("NAME:addr") in list
+        context."""
+        if name == "EnvelopeFrom":
+            return [address] if (address := self.header_text(name, "addr")) else []
+        return [address for value in self.header_values(name) for address in self.addresses_in(value)]
+
+    @staticmethod
+    def addresses_in(value: str) -> list[str]:
+        """The addresses of one header value, lower-case (a quoted display name passed over)."""
+        found = _ADDRESS.finditer(_QUOTED_NAME.sub(" ", value) if '"' in value else value)
+        return [address for match in found if (address := (match.group(1) or match.group(2) or "").strip().lower())]
 
     def header_text(self, name: str, modifier: str = "") -> str | None:
         """The text a header rule tests (built once per message and header)."""

@@ -281,3 +281,48 @@ def test_text_after_the_closing_delimiter(tmp_path: Path) -> None:
 
     assert hits(mime + b"buy now\n") == {"EPILOGUE"}
     assert hits(mime + b"\n.\n  \n") == set()  # white space and dots are no epilogue
+
+
+FREEMAIL_RULES = """
+util_rb_tld com net org example
+freemail_domains freemail.example hotmail.co.?? *.webmail.example
+header FM_FROM   eval:check_freemail_from()
+header FM_RT_ADDR eval:check_freemail_header('Reply-To:addr')
+header FM_REPLYTO eval:check_freemail_replyto('replyto')
+header FM_REPLY  eval:check_freemail_replyto('reply')
+"""
+
+
+def _freemail_hits(tmp_path: Path, raw: bytes) -> set[str]:
+    path = tmp_path / "freemail.cf"
+    path.write_text(FREEMAIL_RULES)
+    ruleset = load_rules([path], builtin=False)
+    return set(ruleset.match_counts(MessageContext(raw, parse_message(raw)))[0])
+
+
+def test_freemail_as_the_plugin_reads_it(tmp_path: Path) -> None:
+    # every From-like address counts, and "?" is one character
+    assert "FM_FROM" in _freemail_hits(tmp_path, OUTSIDE + b"From: a@shop.example\n"
+                                       b"X-Envelope-From: <b@hotmail.co.uk>\n\nx\n")
+    # role and bounce addresses are never freemail
+    assert "FM_FROM" not in _freemail_hits(tmp_path, OUTSIDE + b"From: support@freemail.example\n\nx\n")
+    assert "FM_RT_ADDR" in _freemail_hits(tmp_path, OUTSIDE + b"Reply-To: Bob <bob@x.webmail.example>\n\nx\n")
+    # reply: a freemail From, and another freemail address to write to in the body
+    ann = OUTSIDE + b"From: ann@freemail.example\n"
+    assert "FM_REPLY" in _freemail_hits(tmp_path, ann + b"\nWrite to carol@freemail.example today.\n")
+    assert "FM_REPLY" in _freemail_hits(tmp_path, ann + b"Content-Type: text/html\n\n"
+                                        b'<a href="mailto:carol@freemail.example">here</a>\n')
+    # one quoted in a header ("<x>", "x Subject:"), or in a link, is not one to write to;
+    # one before "fax:" or "phone:" is
+    assert "FM_REPLY" not in _freemail_hits(tmp_path, ann + b"\nFrom: Carol <carol@freemail.example>\n")
+    assert "FM_REPLY" not in _freemail_hits(tmp_path, ann + b"\ncarol@freemail.example Subject: hi\n")
+    assert "FM_REPLY" in _freemail_hits(tmp_path, ann + b"\ncarol@freemail.example fax: 1\n")
+    assert "FM_REPLY" not in _freemail_hits(tmp_path, ann + b"\nhttp://x.example/?u=carol@freemail.example\n")
+    # five addresses in the body make a list or a newsletter: not compared
+    many = b" ".join(b"p%d@shop.example" % n for n in range(4)) + b" carol@freemail.example\n"
+    assert "FM_REPLY" not in _freemail_hits(tmp_path, ann + b"\n" + many)
+    # From and Reply-To both freemail and different; not when the envelope is a list's
+    both = OUTSIDE + b"From: ann@freemail.example\nReply-To: dan@hotmail.co.uk\n"
+    assert "FM_REPLYTO" in _freemail_hits(tmp_path, both + b"\nx\n")
+    listed = b"Return-Path: <news-bounces@lists.example>\n" + both + b"\nx\n"
+    assert "FM_REPLYTO" not in _freemail_hits(tmp_path, listed)

@@ -1,23 +1,52 @@
-"""Freemail evals (SpamAssassin's FreeMail plugin): is an address at a free mail provider?
+"""Freemail evals (SpamAssassin's FreeMail plugin): is an address at a free mail provider,
+and do the addresses a message gives to write back to disagree?
 
 The provider list is the rule files' own `freemail_domains` lines (Debian's
-20_freemail_domains.cf lists about 2,000, some with `*` for one label, as in `aol.*`);
-`freemail_welcomelist` (or `freemail_whitelist`) entries are never counted.
+20_freemail_domains.cf lists about 2,000; `*` stands for any part of one label and `?`
+for one character, as in `hotmail.co.??`). Never counted: `freemail_welcomelist` (or
+`freemail_whitelist`) entries, and the role and bounce addresses the plugin passes over
+(abuse@, support@, postmaster@, bounce-..., Gmail's forwarding addresses).
+
+As in the plugin, addresses written in the body count only when there are few: a body
+with five or more addresses, or three or more freemail ones, is a newsletter or a list
+and is not compared. Body addresses are those of mailto: links and those written in the
+text that end in a known top-level domain (the rule files' util_rb_tld), not inside a
+link and not quoted from a header ("<x@example.com>", "x@example.com Subject:"; one
+before "fax:", "tel:", "phone:" or "e-mail:" counts).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING
+
+from spamkit.rules.lazyregex import LazyPattern
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
+    from spamkit.rules.registry import Registry
 
-_ADDRESS = re.compile(r"[\w.+'-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
-# SpamAssassin's defaults: a body with more addresses than this is a newsletter or a list
+# SpamAssassin's defaults (freemail_max_body_emails, freemail_max_body_freemails): the
+# body is not compared once this many addresses, or freemail addresses, are found in it
 MAX_BODY_ADDRESSES = 5
 MAX_BODY_FREEMAILS = 3
+_MAX_FOUND = 40  # body addresses looked at, at most (the plugin's sanity bound)
+_MAX_LINKED = 20
+# role, bounce and forwarding addresses the plugin never counts as freemail
+_DEFAULT_WELCOME = LazyPattern(
+    r"^(?:abuse|support|sales|info|helpdesk|contact|kontakt|(?:post|host|domain)master|undisclosed.*"
+    r"|request-[a-f0-9]{16}|bounced?-"
+    r"|[a-f0-9]{8}(?:\.[a-f0-9]{8}|-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12})|.+=.+=.+)@",
+    re.IGNORECASE)
+# envelope senders of bulk mail, whose Reply-To is not compared
+_BULK_ENVELOPE = LazyPattern(
+    r"(?:^(?:post|host|domain)master|^double-bounce|^(?:sentto|owner|return|(?:gr)?bounced?)-.+"
+    r"|-(?:request|bounces?|admin|owner)|\b(?:do[._-t]?)?no[._-t]?repl(?:y|ies)|.+=.+)@",
+    re.IGNORECASE)
+_LINK_WITH_ADDRESS = LazyPattern(r"<?https?://\S{0,255}(?:@|%40)\S{0,255}", re.IGNORECASE)
+_MAILTO_HREF = LazyPattern(r"""<a\s[^>]*?\bhref\s*=\s*["']?\s*mailto:([^"'>\s?]+)""", re.IGNORECASE)
 
 
 class FreemailDomains:
@@ -25,14 +54,14 @@ class FreemailDomains:
         self.exact: set[str] = set()
         patterns = []
         for domain in (d.lower().strip() for d in domains):
-            if not domain:
-                continue
-            if "*" in domain:
-                patterns.append(re.escape(domain).replace(r"\*", "[^.]*"))
+            if not domain or re.search(r"[^a-z0-9.*?-]", domain):
+                continue  # (SpamAssassin warns and skips such an entry)
+            if "*" in domain or "?" in domain:
+                patterns.append(re.escape(domain).replace(r"\*", "[^.]*").replace(r"\?", "."))
             else:
                 self.exact.add(domain)
         self.wildcard = re.compile("|".join(patterns)) if patterns else None
-        self.welcome = {w.lower().strip() for w in welcome if w.strip()}
+        self.welcome = {w.lower() for w in (w.strip() for w in welcome) if re.search(r"\w[.@]\w", w)}
 
     def __bool__(self) -> bool:
         return bool(self.exact) or self.wildcard is not None
@@ -42,56 +71,123 @@ class FreemailDomains:
         domain = address.rpartition("@")[2]
         if not domain or address in self.welcome or domain in self.welcome:
             return False
+        if _DEFAULT_WELCOME.search(address):
+            return False
         return domain in self.exact or bool(self.wildcard and self.wildcard.fullmatch(domain))
 
 
-def _freemails(context: MessageContext, header: str) -> list[str]:
-    domains = context.freemail
-    if not domains:
-        return []
-    text = context.header_text(header) or ""
-    return [a.lower() for a in _ADDRESS.findall(text) if domains.is_freemail(a)]
+class AddressPattern:
+    """The plugin's address regex: a local part, one to four labels, and a top-level
+    domain from the registry's list (no list, no address)."""
+
+    def __init__(self, registry: Registry | None) -> None:
+        self.tlds = sorted(registry.tlds, key=len, reverse=True) if registry is not None else []
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        if not self.tlds:
+            return None
+        atom = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
+        tld = r"(?<![a-z0-9-])(?:" + "|".join(map(re.escape, self.tlds)) + r")(?![a-z0-9-]|\.[a-z0-9])"
+        return re.compile(rf"(?=.{{0,64}}@)(?<!{atom})({atom}+(?:\.{atom}+)*@"
+                          rf"(?:[a-z0-9](?:[a-z0-9-]{{0,59}}[a-z0-9])?\.){{1,4}}{tld})", re.IGNORECASE)
 
 
-def _body_freemails(context: MessageContext) -> list[str]:
-    cached = context.cache.get("body-freemails")
-    if cached is None:
-        domains = context.freemail
-        addresses = {a.lower() for a in _ADDRESS.findall(" ".join(context.message.text)[:250_000])}
-        cached = []
-        if domains and len(addresses) <= MAX_BODY_ADDRESSES:
-            cached = [a for a in addresses if domains.is_freemail(a)]
-            if len(cached) > MAX_BODY_FREEMAILS:
-                cached = []
-        context.cache["body-freemails"] = cached
-    return cached  # type: ignore[return-value]
+def _freemail_domains(context: MessageContext) -> FreemailDomains | None:
+    return context.freemail if context.freemail else None
+
+
+def all_from_addresses(context: MessageContext) -> list[str]:
+    """SpamAssassin's all_from_addrs: the first Resent-From's addresses; else those of
+    From, Envelope-Sender, Resent-Sender, X-Envelope-From and the envelope sender."""
+    resent = context.header_values("resent-from")
+    if resent:
+        found = context.addresses_in(resent[0])
+    else:
+        found = [address for name in ("From", "Envelope-Sender", "Resent-Sender", "X-Envelope-From",
+                                      "EnvelopeFrom") for address in context.addresses(name)]
+    return list(dict.fromkeys(re.sub(r"\.{2,}", ".", address) for address in found if address))
 
 
 def check_freemail_from(context: MessageContext, pattern: str = "") -> bool:
-    """A From address is freemail (and matches `pattern`, when given)."""
-    return check_freemail_header(context, "From", pattern)
+    """A From-like address (all_from_addresses) is freemail, and matches `pattern` when
+    one is given (FREEMAIL_FROM)."""
+    domains = _freemail_domains(context)
+    if domains is None:
+        return False
+    matcher = re.compile(pattern) if pattern else None
+    return any(domains.is_freemail(address) and (matcher is None or matcher.search(address))
+               for address in all_from_addresses(context))
 
 
 def check_freemail_header(context: MessageContext, header: str, pattern: str = "") -> bool:
-    """An address in the header (EnvelopeFrom included) is freemail (and matches `pattern`)."""
-    found = _freemails(context, header)
-    if pattern:
-        matcher = re.compile(pattern)
-        found = [a for a in found if matcher.search(a)]
-    return bool(found)
+    """An address in the header (EnvelopeFrom included; "Reply-To:addr" is Reply-To) is
+    freemail, and matches `pattern` when one is given (FREEMAIL_REPLYTO_END_DIGIT)."""
+    domains = _freemail_domains(context)
+    if domains is None:
+        return False
+    matcher = re.compile(pattern) if pattern else None
+    name = header.split(":", 1)[0]
+    return any(domains.is_freemail(address) and (matcher is None or matcher.search(address))
+               for address in context.addresses(name))
+
+
+def _body_freemails(context: MessageContext) -> list[str] | None:
+    """The freemail addresses of the body, or None when the body holds too many
+    addresses (or freemail ones) to be compared."""
+    if "body-freemails" in context.cache:
+        return context.cache["body-freemails"]  # type: ignore[return-value]
+    domains = _freemail_domains(context)
+    pattern = context.address_pattern.pattern if context.address_pattern is not None else None
+    found: list[str] = []
+    for source in context.message.html_sources:
+        for match in _MAILTO_HREF.finditer(source):
+            if pattern is not None and (address := pattern.match(match.group(1))) and len(found) < _MAX_LINKED:
+                found.append(address.group(1).lower())
+    if pattern is not None:
+        label = re.compile(rf"<?(?<!mailto:){pattern.pattern}(?:>|\s{{1,10}}(?!(?:fa(?:x|csi)|tel|phone"
+                           r"|e?-?mail))[a-z]{2,11}:)", re.IGNORECASE)
+        for text in context.texts("body"):
+            text = label.sub(" ", _LINK_WITH_ADDRESS.sub(" ", text))
+            found.extend(match.group(1).lower() for match in pattern.finditer(text))
+            if len(dict.fromkeys(found)) >= _MAX_FOUND:
+                break
+    unique = list(dict.fromkeys(found))[:_MAX_FOUND]
+    freemails: list[str] | None = None  # (too many addresses: not compared)
+    if len(unique) < MAX_BODY_ADDRESSES and domains is not None:
+        freemails = [address for address in unique if domains.is_freemail(address)]
+        if len(freemails) >= MAX_BODY_FREEMAILS:
+            freemails = None
+    context.cache["body-freemails"] = freemails
+    return freemails
 
 
 def check_freemail_replyto(context: MessageContext, what: str = "replyto") -> bool:
-    """replyto: Reply-To has a freemail address that differs from the freemail in From or
-    in the body. reply: From and the body have different freemail addresses."""
-    from_addresses = set(_freemails(context, "From"))
-    body = set(_body_freemails(context))
-    if what == "reply":
-        return bool(from_addresses) and bool(body - from_addresses)
-    reply_to = set(_freemails(context, "Reply-To"))
-    if not reply_to:
+    """Different freemail addresses to write back to: From and Reply-To both freemail
+    and apart, or (replyto) a freemail Reply-To, or (reply) a freemail From with no
+    other Reply-To, and a freemail address in the body that differs from it
+    (FREEMAIL_REPLYTO, FREEMAIL_REPLY). Bulk envelope senders are passed over."""
+    domains = _freemail_domains(context)
+    if domains is None:
         return False
-    return bool(from_addresses and reply_to - from_addresses) or bool(body and reply_to - body)
+    envelope = context.header_text("EnvelopeFrom", "addr") or ""
+    if envelope and _BULK_ENVELOPE.search(envelope):
+        return False
+    from_addresses = context.addresses("From")
+    reply_to = context.addresses("Reply-To")
+    from_free = any(domains.is_freemail(address) for address in from_addresses)
+    reply_free = any(domains.is_freemail(address) for address in reply_to)
+    if from_free and reply_free and not set(from_addresses) & set(reply_to):
+        return True
+    if what == "replyto" and not reply_free:
+        return False
+    if what == "reply" and ((reply_to and not reply_free) or not from_free):
+        return False
+    body = _body_freemails(context)
+    if not body:
+        return False
+    answer_to = reply_to if what == "replyto" or reply_free else from_addresses
+    return any(found != address for found in body for address in answer_to)
 
 
 check_freemail_replyto.accepts = lambda args: args in ((), ("replyto",), ("reply",))  # type: ignore[attr-defined]
