@@ -84,6 +84,21 @@ def hit_limit(tflags: frozenset[str]) -> int:
     return MAX_MULTIPLE_HITS
 
 
+def _count_matches(pattern: regex.Pattern[str], text: str, limit: int) -> tuple[int, str]:
+    """(matches in `text`, at most `limit`; the first one's text): one search when only
+    one counts (most rules), else every match as Perl's /g finds them."""
+    if limit == 1:
+        match = pattern.search(text, timeout=MATCH_BUDGET)
+        return (1, match.group(0)[:80]) if match is not None else (0, "")
+    count, first = 0, ""
+    for match in pattern.finditer(text, timeout=MATCH_BUDGET):
+        count += 1
+        first = first or match.group(0)[:80]
+        if count >= limit:
+            break
+    return count, first
+
+
 # the texts a built-in rule of these kinds reads instead (Rule.builtin_view)
 BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines"}
 
@@ -301,16 +316,11 @@ class RuleSet:
                 if rule.literals is not None and not any(
                         literal in looked_in[index] for literal in rule.literals):
                     continue
-                if limit == 1:  # (most rules: one search, no iterator)
-                    match = rule.pattern.search(text, timeout=MATCH_BUDGET)
-                    if match is not None:
-                        return 1, match.group(0)[:80] if explain else ""
-                    continue
-                for match in rule.pattern.finditer(text, timeout=MATCH_BUDGET):
-                    count += 1
-                    detail = detail or match.group(0)[:80]
-                    if count >= limit:
-                        return count, detail if explain else ""
+                found, matched = _count_matches(rule.pattern, text, limit - count)
+                count += found
+                detail = detail or matched
+                if count >= limit:
+                    break
             return count, detail if explain else ""
         except (TimeoutError, regex.error, ValueError, TypeError):
             return 0, ""
@@ -345,17 +355,8 @@ class RuleSet:
         assert rule.pattern is not None
         if rule.negate:
             return (0 if rule.pattern.search(text, timeout=MATCH_BUDGET) else 1), ""
-        limit = hit_limit(rule.tflags)
-        if limit == 1:
-            match = rule.pattern.search(text, timeout=MATCH_BUDGET)
-            return (1, match.group(0)[:80] if explain else "") if match else (0, "")
-        count, detail = 0, ""
-        for match in rule.pattern.finditer(text, timeout=MATCH_BUDGET):
-            count += 1
-            detail = detail or match.group(0)[:80]
-            if count >= limit:
-                break
-        return count, detail if explain else ""
+        count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags))
+        return count, first if explain else ""
 
 
 def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,

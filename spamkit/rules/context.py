@@ -96,8 +96,8 @@ class MessageContext:
     @staticmethod
     def addresses_in(value: str) -> list[str]:
         """The addresses of one header value, lower-case (a quoted display name passed over)."""
-        found = _ADDRESS.finditer(_QUOTED_NAME.sub(" ", value) if '"' in value else value)
-        return [address for match in found if (address := (match.group(1) or match.group(2) or "").strip().lower())]
+        found = _ADDRESS.finditer(_without_quoted_names(value))
+        return [address for match in found if (address := _address_of(match))]
 
     def header_text(self, name: str, modifier: str = "") -> str | None:
         """The text a header rule tests (built once per message and header)."""
@@ -344,9 +344,15 @@ def first_address(value: str) -> str:
     """The first address of a header value, lower-cased; "" if none. A display name in
     quotes is passed over: From: "boss@example.com" <x@spam.example> is from
     x@spam.example, for the lists as for the rules."""
-    match = _ADDRESS.search(_QUOTED_NAME.sub(" ", value) if '"' in value else value)
-    if match is None:
-        return ""
+    match = _ADDRESS.search(_without_quoted_names(value))
+    return "" if match is None else _address_of(match)
+
+
+def _without_quoted_names(value: str) -> str:
+    return _QUOTED_NAME.sub(" ", value) if '"' in value else value
+
+
+def _address_of(match: re.Match[str]) -> str:
     return (match.group(1) or match.group(2) or "").strip().lower()
 
 
