@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from spamkit.tokenizer.urls import registrable_domain
+from spamkit.tokenizer.urls import ascii_host, registrable_domain
 
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 
@@ -19,13 +19,7 @@ def ascii_domain(domain: str) -> str:
     """A domain as DNS carries it: lower case, no trailing dot, an international one in
     its IDNA form (xn--...; RFC 8616: SPF, DKIM and DMARC work on these). One that IDNA
     cannot encode is left as it is, and its lookups find nothing."""
-    domain = domain.strip().lower().rstrip(".")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
-    return domain
+    return ascii_host(domain.strip().rstrip("."))
 
 
 def organizational_domain(domain: str) -> str:

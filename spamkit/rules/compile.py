@@ -272,8 +272,8 @@ MORE_TAG_PASSES = 5
 def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
     """The ReplaceTags plugin: <A> becomes replace_tag A's regex, with the <pre X>,
     <post X> and <inter X> patterns in force placed before, after and between tags; then
-    tags inside what was put in are replaced too, pass by pass (pre, post and inter no
-    longer apply), up to MORE_TAG_PASSES more times."""
+    tags inside what was put in are replaced too, pass by pass, up to MORE_TAG_PASSES
+    more times (each pass reads its own modifiers, as SpamAssassin's does)."""
     tags = parsed.replace_tags
     start, end = parsed.replace_delimiters
     if (start, end) != ("<", ">"):
@@ -282,22 +282,13 @@ def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
     for _ in range(MORE_TAG_PASSES):
         if not nested:
             break
-        nested = False
-
-        def plain(match: re.Match[str]) -> str:
-            nonlocal nested
-            name = match.group("name")
-            if match.group("kind") or name not in tags["tag"]:
-                return match.group(0)
-            nested = nested or _TAG_REFERENCE.search(tags["tag"][name]) is not None
-            return unicode_tag(tags["tag"][name])
-
-        text = _TAG_REFERENCE.sub(plain, text)
+        text, nested = _expand_tags_once(text, tags)
     return text
 
 
 def _expand_tags_once(text: str, tags: dict[str, dict[str, str]]) -> tuple[str, bool]:
-    """The first pass, with pre, post and inter; and whether what it put in holds tags."""
+    """One pass, with the pre, post and inter it names; and whether what it put in holds
+    tags."""
     nested = False
     current = {"pre": "", "post": "", "inter": ""}
     out: list[str] = []

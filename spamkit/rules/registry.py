@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from spamkit.tokenizer.urls import ascii_host
+
 # RFC 1480's state labels under .us, under which names go one level deeper
 US_STATES = frozenset(
     "ak al ar az ca co ct dc de fl ga gu hi ia id il in ks ky la ma md me mi mn mo ms mt nc nd ne nh "
@@ -24,18 +26,6 @@ _SHAPES = {
     "util_rb_2tld": re.compile(r"[^\s.]+\.[^\s.]+(?:\s+[^\s.]+\.[^\s.]+)*"),
     "util_rb_3tld": re.compile(r"[^\s.]+\.[^\s.]+\.[^\s.]+(?:\s+[^\s.]+\.[^\s.]+\.[^\s.]+)*"),
 }
-
-
-def ascii_host(name: str) -> str:
-    """A host name as SpamAssassin compares it: lower case, IDNA (xn--) for one that is
-    not ASCII; one that IDNA cannot encode is kept as it is."""
-    name = name.lower()
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
-    return name
 
 
 @dataclass

@@ -21,6 +21,18 @@ def registrable_domain(host: str) -> str:
     return ".".join(labels[-2:])
 
 
+def ascii_host(name: str) -> str:
+    """A host name as DNS carries it: lower case, IDNA (xn--) for one that is not ASCII;
+    one that IDNA cannot encode is kept as it is (its lookups find nothing)."""
+    name = name.lower()
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return name
+
+
 MANY_URLS_TOKEN = "url:many"  # a message with more than MAX_URLS
 
 

@@ -92,6 +92,15 @@ class AddressPattern:
         return re.compile(rf"(?=.{{0,64}}@)(?<!{atom})({atom}+(?:\.{atom}+)*@"
                           rf"(?:[a-z0-9](?:[a-z0-9-]{{0,59}}[a-z0-9])?\.){{1,4}}{tld})", re.IGNORECASE)
 
+    @cached_property
+    def quoted(self) -> re.Pattern[str] | None:
+        """An address as a header quoted in the body writes it, "<x@y>" or "x@y Subject:"
+        (one before "fax:", "tel:", "phone:" or "e-mail:" is not): not one to write to."""
+        if self.pattern is None:
+            return None
+        return re.compile(rf"<?(?<!mailto:){self.pattern.pattern}(?:>|\s{{1,10}}(?!(?:fa(?:x|csi)|tel|phone"
+                          r"|e?-?mail))[a-z]{2,11}:)", re.IGNORECASE)
+
 
 def _freemail_domains(context: MessageContext) -> FreemailDomains | None:
     return context.freemail if context.freemail else None
@@ -138,17 +147,16 @@ def _body_freemails(context: MessageContext) -> list[str] | None:
     if "body-freemails" in context.cache:
         return context.cache["body-freemails"]  # type: ignore[return-value]
     domains = _freemail_domains(context)
-    pattern = context.address_pattern.pattern if context.address_pattern is not None else None
+    addresses = context.address_pattern
+    pattern = addresses.pattern if addresses is not None else None
     found: list[str] = []
     for source in context.message.html_sources:
         for match in _MAILTO_HREF.finditer(source):
             if pattern is not None and (address := pattern.match(match.group(1))) and len(found) < _MAX_LINKED:
                 found.append(address.group(1).lower())
-    if pattern is not None:
-        label = re.compile(rf"<?(?<!mailto:){pattern.pattern}(?:>|\s{{1,10}}(?!(?:fa(?:x|csi)|tel|phone"
-                           r"|e?-?mail))[a-z]{2,11}:)", re.IGNORECASE)
+    if addresses is not None and pattern is not None and (quoted := addresses.quoted) is not None:
         for text in context.texts("body"):
-            text = label.sub(" ", _LINK_WITH_ADDRESS.sub(" ", text))
+            text = quoted.sub(" ", _LINK_WITH_ADDRESS.sub(" ", text))
             found.extend(match.group(1).lower() for match in pattern.finditer(text))
             if len(dict.fromkeys(found)) >= _MAX_FOUND:
                 break
