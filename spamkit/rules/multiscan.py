@@ -22,11 +22,19 @@ that at least MULTISCAN_MIN_HEADER_RULES rules test. Compiling takes ~18 s for
 SpamAssassin's rule set, so the compiled databases are kept in the cache directory
 ($XDG_CACHE_HOME/spamkit, else ~/.cache/spamkit) under a digest of the rules and of
 this code, as sa-compile keeps its compiled rules. docs/decisions/0011 has the figures.
+
+Hyperscan's prefilter mode may loosen a pattern further on its own, and for the largest
+ones it loosens them until they let nearly every message through (SpamAssassin's
+FILL_THIS_FORM rules, ~12 kB each). A test whose rewritten pattern is that large gets a
+second check with RE2, a linear-time engine that takes the same byte pattern as it is:
+a message Hyperscan lets through runs the rule's regex only when RE2 finds a match of
+the rewritten pattern too (docs/decisions/0039).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -396,6 +404,9 @@ _NEGATIONS = {constants.CATEGORY_NOT_DIGIT: constants.CATEGORY_DIGIT,
 _REWRITERS = ("multiscan.py", "prefilter.py", "perl_regex.py")
 CHUNK = 48  # patterns per database: 583 body rules compile in 8.8 s in chunks of 48, in
 #             28 s as one database, and scan as fast (docs/decisions/0011)
+# a test whose rewritten pattern is at least this long is checked with RE2 too, after
+# Hyperscan lets it through (docs/decisions/0039)
+RE2_CHECK_MIN_LENGTH = 5_000
 
 
 class MultiScan:
@@ -414,15 +425,20 @@ class MultiScan:
         self._databases: dict[str, list[Any]] = {}  # hyperscan.Database (untyped)
         self._local = threading.local()  # a scan needs scratch space of its own per thread
         self.covered: dict[str, set[int]] = {}
+        self.checks: dict[str, dict[int, Any]] = {}  # RE2 checks (re2._Regexp) by group and id
         for group, tests in groups.items():
             ids = sorted(tests)
             databases = []
             for start in range(0, len(ids), CHUNK):
                 chunk = {i: tests[i] for i in ids[start:start + CHUNK]}
-                database, covered = _chunk_database(chunk, forms_of, cache_dir)
+                database, covered, checks = _chunk_database(chunk, forms_of, cache_dir)
                 if database is not None:
                     databases.append(database)
                     self.covered.setdefault(group, set()).update(covered)
+                for test_id, pattern in checks.items():
+                    check = _re2_check(pattern)
+                    if check is not None and test_id in covered:
+                        self.checks.setdefault(group, {})[test_id] = check
             self._databases[group] = databases
 
     def candidates(self, group: str, text: str) -> set[int]:
@@ -443,6 +459,14 @@ class MultiScan:
                 database.scan(data, match_event_handler=on_match, scratch=scratch)
         except hyperscan.error:  # a scan that fails proves nothing: every rule may match
             return set(self.covered.get(group, ()))
+        checks = self.checks.get(group)
+        if checks:
+            for test_id in found & checks.keys():
+                try:
+                    if checks[test_id].search(data) is None:
+                        found.discard(test_id)
+                except Exception:  # noqa: BLE001 - a check that fails proves nothing: keep it
+                    pass
         return found
 
 
@@ -454,6 +478,32 @@ def _hyperscan() -> Any:
     except ImportError:  # not every platform has a wheel: then rules run one by one
         return None
     return hyperscan
+
+
+@lru_cache(maxsize=1)
+def _re2() -> Any:
+    """The re2 module (google-re2), or None where it is not installed: then the largest
+    patterns are prefiltered by Hyperscan alone, as loosely as it makes them."""
+    try:
+        import re2
+    except ImportError:
+        return None
+    return re2
+
+
+def _re2_check(pattern: str) -> Any:
+    """A rewritten pattern compiled by RE2 for Latin-1 bytes, or None (no RE2, or a
+    pattern it refuses: then Hyperscan's answer stands alone)."""
+    re2 = _re2()
+    if re2 is None:
+        return None
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.log_errors = False  # (it would write to stderr, which is the caller's)
+    try:
+        return re2.compile(pattern.encode("latin-1"), options)
+    except Exception:  # noqa: BLE001 - re2.error, or a pattern past its limits
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -485,11 +535,12 @@ def _compile(chunk: dict[int, Form]) -> object:
 
 
 def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[Form]],
-                    cache_dir: Path | None) -> tuple[object | None, list[int]]:
-    """A compiled database for a chunk of tests and the ids it answers for.
+                    cache_dir: Path | None) -> tuple[object | None, list[int], dict[int, str]]:
+    """A compiled database for a chunk of tests, the ids it answers for, and the
+    rewritten patterns of those to check with RE2 too (RE2_CHECK_MIN_LENGTH).
 
-    Cached as one file: the covered ids on the first line, then Hyperscan's serialized
-    database.
+    Cached as one file: a JSON line with the covered ids and the RE2 patterns, then
+    Hyperscan's serialized database.
     """
     hyperscan = _hyperscan()
     digest = hashlib.sha256()
@@ -501,18 +552,22 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
     cached = read_cached(path) if path is not None else None
     if cached is not None:
         try:
-            ids_line, _, data = cached.partition(b"\n")
+            index_line, _, data = cached.partition(b"\n")
+            index = json.loads(index_line)
             if not data:
-                return None, []
-            database = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
-            return database, [int(i) for i in ids_line.split(b",") if i]
+                return None, [], {}
+            return (hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK), [int(i) for i in index["covered"]],
+                    {int(i): str(pattern) for i, pattern in index["checks"].items()})
         except Exception:  # noqa: BLE001 - a damaged or foreign cache file: compile again
             pass
     chunk: dict[int, Form] = {}
+    checks: dict[int, str] = {}  # test id: its rewritten pattern, for RE2
     for test_id, test in tests.items():
         forms = forms_of(test, False)
         if forms:
             chunk[test_id] = forms[0]
+            if sum(map(len, forms[0])) >= RE2_CHECK_MIN_LENGTH:
+                checks[test_id] = "|".join(f"(?:{p.decode('latin-1')})" for p in forms[0])
     try:
         database = _compile(chunk) if chunk else None
     except hyperscan.error:
@@ -527,7 +582,9 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
             else:
                 del chunk[test_id]
         database = _compile(chunk) if chunk else None
+    checks = {test_id: pattern for test_id, pattern in checks.items() if test_id in chunk}
     if path is not None:
-        write_cached(path, ",".join(map(str, chunk)).encode() + b"\n"
+        index = json.dumps({"covered": list(chunk), "checks": checks}, separators=(",", ":"))
+        write_cached(path, index.encode() + b"\n"
                      + (hyperscan.dumpb(database) if database is not None else b""))
-    return database, list(chunk)
+    return database, list(chunk), checks
