@@ -199,10 +199,10 @@ def compile_rules(config_path: str | None, as_json: bool, rule_files: tuple[str,
     candidates = [r for r in ruleset.rules.values()
                   if r.kind in SCANNED_KINDS and r.regex_source]
     covered = sum(1 for r in candidates if r.scan_id is not None)
-    # the largest patterns, which RE2 checks after Hyperscan (spamkit.rules.multiscan)
-    checked = sum(len(checks) for checks in scan.checks.values()) if scan is not None else 0
+    # of those, the largest patterns, which RE2 scans instead of Hyperscan (decision 0039)
+    by_re2 = sum(len(tests) for tests in scan.by_re2.values()) if scan is not None else 0
     out = {"available": available(), "used": scan is not None, "rules": len(candidates),
-           "covered": covered, "checked": checked, "seconds": round(seconds, 3),
+           "covered": covered, "re2": by_re2, "seconds": round(seconds, 3),
            "cache": str(default_cache_dir())}
     if as_json:
         click.echo(json.dumps(out))
@@ -216,6 +216,6 @@ def compile_rules(config_path: str | None, as_json: bool, rule_files: tuple[str,
     else:
         click.echo(f"{covered} of {len(candidates)} body/rawbody/uri rules in the one-pass "
                    f"prefilter ({seconds:.1f} s; cache {out['cache']})")
-        if checked:
-            click.echo(f"{checked} of the largest patterns (header rules' included) checked "
-                       "again with RE2")
+        if by_re2:
+            click.echo(f"{by_re2} of the largest patterns (header rules' included) scanned by "
+                       "RE2 instead of Hyperscan")

@@ -23,12 +23,11 @@ SpamAssassin's rule set, so the compiled databases are kept in the cache directo
 ($XDG_CACHE_HOME/spamkit, else ~/.cache/spamkit) under a digest of the rules and of
 this code, as sa-compile keeps its compiled rules. docs/decisions/0011 has the figures.
 
-Hyperscan's prefilter mode may loosen a pattern further on its own, and for the largest
-ones it loosens them until they let nearly every message through (SpamAssassin's
-FILL_THIS_FORM rules, ~12 kB each). A test whose rewritten pattern is that large gets a
-second check with RE2, a linear-time engine that takes the same byte pattern as it is:
-a message Hyperscan lets through runs the rule's regex only when RE2 finds a match of
-the rewritten pattern too (docs/decisions/0039).
+The largest rewritten patterns (SpamAssassin's FILL_THIS_FORM rules, ~12 kB each) go to
+RE2 instead, a linear-time engine that takes the same byte pattern as it is. Hyperscan
+refuses them in its exact mode, and its prefilter mode loosens them until nearly every
+message gets through, after compiling for 2-3 s each. RE2 compiles each in a few ms and
+rules out as much as the rewrite can (docs/decisions/0039).
 """
 
 from __future__ import annotations
@@ -404,20 +403,22 @@ _NEGATIONS = {constants.CATEGORY_NOT_DIGIT: constants.CATEGORY_DIGIT,
 _REWRITERS = ("multiscan.py", "prefilter.py", "perl_regex.py")
 CHUNK = 48  # patterns per database: 583 body rules compile in 8.8 s in chunks of 48, in
 #             28 s as one database, and scan as fast (docs/decisions/0011)
-# a test whose rewritten pattern is at least this long is checked with RE2 too, after
-# Hyperscan lets it through (docs/decisions/0039)
-RE2_CHECK_MIN_LENGTH = 5_000
+# a test whose rewritten pattern is at least this long is scanned by RE2, not Hyperscan
+# (where RE2 is installed and takes it: docs/decisions/0039)
+RE2_MIN_LENGTH = 5_000
 
 
 class MultiScan:
-    """Hyperscan databases over groups of rules; `candidates` names the rules that may match.
+    """Hyperscan databases (and RE2 patterns) over groups of rules; `candidates` names the
+    rules that may match.
 
     `groups` maps a group name (a rule kind) to {id: the rule's test as written};
     `forms_of(test, all_forms)` rewrites a test into prefilter patterns, tightest first
     (only the first unless `all_forms`). A pattern Hyperscan refuses is tried in its
     looser forms; one refused in every form is left out, and `covered` tells the caller
     which ids the scan answers for. Databases are cached under a digest of the tests, so
-    a warm start neither rewrites nor compiles.
+    a warm start neither rewrites nor compiles Hyperscan's databases; it compiles the
+    RE2 patterns (19 with Debian's rules, 59 ms).
     """
 
     def __init__(self, groups: dict[str, dict[int, str]],
@@ -425,20 +426,21 @@ class MultiScan:
         self._databases: dict[str, list[Any]] = {}  # hyperscan.Database (untyped)
         self._local = threading.local()  # a scan needs scratch space of its own per thread
         self.covered: dict[str, set[int]] = {}
-        self.checks: dict[str, dict[int, Any]] = {}  # RE2 checks (re2._Regexp) by group and id
+        self.by_re2: dict[str, dict[int, Any]] = {}  # the largest: re2._Regexp by group and id
         for group, tests in groups.items():
             ids = sorted(tests)
             databases = []
             for start in range(0, len(ids), CHUNK):
                 chunk = {i: tests[i] for i in ids[start:start + CHUNK]}
-                database, covered, checks = _chunk_database(chunk, forms_of, cache_dir)
+                database, covered, large = _chunk_database(chunk, forms_of, cache_dir)
                 if database is not None:
                     databases.append(database)
                     self.covered.setdefault(group, set()).update(covered)
-                for test_id, pattern in checks.items():
-                    check = _re2_check(pattern)
-                    if check is not None and test_id in covered:
-                        self.checks.setdefault(group, {})[test_id] = check
+                for test_id, pattern in large.items():
+                    compiled = _re2_compile(pattern)
+                    if compiled is not None:
+                        self.by_re2.setdefault(group, {})[test_id] = compiled
+                        self.covered.setdefault(group, set()).add(test_id)
             self._databases[group] = databases
 
     def candidates(self, group: str, text: str) -> set[int]:
@@ -457,16 +459,11 @@ class MultiScan:
                 if scratch is None:
                     scratch = scratches[id(database)] = hyperscan.Scratch(database)
                 database.scan(data, match_event_handler=on_match, scratch=scratch)
-        except hyperscan.error:  # a scan that fails proves nothing: every rule may match
+            for test_id, compiled in self.by_re2.get(group, {}).items():
+                if compiled.search(data) is not None:
+                    found.add(test_id)
+        except Exception:  # noqa: BLE001 - a scan that fails proves nothing: every rule may match
             return set(self.covered.get(group, ()))
-        checks = self.checks.get(group)
-        if checks:
-            for test_id in found & checks.keys():
-                try:
-                    if checks[test_id].search(data) is None:
-                        found.discard(test_id)
-                except Exception:  # noqa: BLE001 - a check that fails proves nothing: keep it
-                    pass
         return found
 
 
@@ -491,9 +488,9 @@ def _re2() -> Any:
     return re2
 
 
-def _re2_check(pattern: str) -> Any:
+def _re2_compile(pattern: str) -> Any:
     """A rewritten pattern compiled by RE2 for Latin-1 bytes, or None (no RE2, or a
-    pattern it refuses: then Hyperscan's answer stands alone)."""
+    pattern it refuses: then Hyperscan gets it, as a pattern of any size would)."""
     re2 = _re2()
     if re2 is None:
         return None
@@ -537,15 +534,15 @@ def _compile(chunk: dict[int, Form]) -> object:
 def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[Form]],
                     cache_dir: Path | None) -> tuple[object | None, list[int], dict[int, str]]:
     """A compiled database for a chunk of tests, the ids it answers for, and the
-    rewritten patterns of those to check with RE2 too (RE2_CHECK_MIN_LENGTH).
+    rewritten patterns of the tests left to RE2 instead ({id: pattern}; RE2_MIN_LENGTH).
 
-    Cached as one file: a JSON line with the covered ids and the RE2 patterns, then
-    Hyperscan's serialized database.
+    Cached as one file: a JSON line with the ids Hyperscan covers and the RE2 patterns,
+    then Hyperscan's serialized database.
     """
     hyperscan = _hyperscan()
     digest = hashlib.sha256()
     digest.update(f"{code_digest(_REWRITERS)} hyperscan {getattr(hyperscan, '__version__', '?')} "
-                  f"flags {_flags()}\n".encode())
+                  f"flags {_flags()} re2 {_re2() is not None}\n".encode())
     for test_id, test in tests.items():
         digest.update(f"{test_id} {test}\n".encode("utf-8", "surrogatepass"))
     path = cache_dir / f"multiscan-{digest.hexdigest()[:40]}.hsdb" if cache_dir else None
@@ -554,20 +551,24 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
         try:
             index_line, _, data = cached.partition(b"\n")
             index = json.loads(index_line)
+            for_re2 = {int(i): str(pattern) for i, pattern in index["re2"].items()}
             if not data:
-                return None, [], {}
+                return None, [], for_re2
             return (hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK), [int(i) for i in index["covered"]],
-                    {int(i): str(pattern) for i, pattern in index["checks"].items()})
+                    for_re2)
         except Exception:  # noqa: BLE001 - a damaged or foreign cache file: compile again
             pass
     chunk: dict[int, Form] = {}
-    checks: dict[int, str] = {}  # test id: its rewritten pattern, for RE2
+    large: dict[int, str] = {}  # test id: its rewritten pattern, for RE2
     for test_id, test in tests.items():
         forms = forms_of(test, False)
-        if forms:
+        if not forms:
+            continue
+        pattern = "|".join(f"(?:{p.decode('latin-1')})" for p in forms[0])
+        if len(pattern) >= RE2_MIN_LENGTH and _re2_compile(pattern) is not None:
+            large[test_id] = pattern
+        else:
             chunk[test_id] = forms[0]
-            if sum(map(len, forms[0])) >= RE2_CHECK_MIN_LENGTH:
-                checks[test_id] = "|".join(f"(?:{p.decode('latin-1')})" for p in forms[0])
     try:
         database = _compile(chunk) if chunk else None
     except hyperscan.error:
@@ -582,9 +583,8 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
             else:
                 del chunk[test_id]
         database = _compile(chunk) if chunk else None
-    checks = {test_id: pattern for test_id, pattern in checks.items() if test_id in chunk}
     if path is not None:
-        index = json.dumps({"covered": list(chunk), "checks": checks}, separators=(",", ":"))
+        index = json.dumps({"covered": list(chunk), "re2": large}, separators=(",", ":"))
         write_cached(path, index.encode() + b"\n"
                      + (hyperscan.dumpb(database) if database is not None else b""))
-    return database, list(chunk), checks
+    return database, list(chunk), large

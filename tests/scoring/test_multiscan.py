@@ -46,20 +46,20 @@ ALPHABET = list("abckKsSxyé\u00c9\u00df \n\t1_.,@?-") + ["\u212a", "\u017f", "\
 TESTS = {i: f"/{pattern}/{'i' if ignorecase else ''}" for i, (pattern, ignorecase) in enumerate(PATTERNS)}
 
 
-@pytest.fixture(scope="module", params=["hyperscan", "hyperscan+re2"])
+@pytest.fixture(scope="module", params=["hyperscan", "re2"])
 def scan(request: pytest.FixtureRequest) -> MultiScan:
     """All the patterns in one database, as the rule set builds it (a combination once lost
     matches that each pattern alone found: docs/decisions/0011); and again with every
-    pattern checked by RE2 too, as only the largest are in use, so that the edges above
-    go through RE2 as well."""
+    pattern left to RE2, as only the largest are in use, so that the edges above go
+    through RE2 as well."""
     with pytest.MonkeyPatch.context() as patch:
-        if request.param == "hyperscan+re2":
+        if request.param == "re2":
             pytest.importorskip("re2")
-            patch.setattr(multiscan, "RE2_CHECK_MIN_LENGTH", 0)
+            patch.setattr(multiscan, "RE2_MIN_LENGTH", 0)
         built = MultiScan({"body": TESTS}, superset_for, cache_dir=None)
     assert built.covered["body"] == set(TESTS), "every pattern gets a prefilter"
-    if request.param == "hyperscan+re2":
-        assert built.checks["body"].keys() == set(TESTS), "every pattern gets an RE2 check"
+    if request.param == "re2":
+        assert built.by_re2["body"].keys() == set(TESTS), "every pattern is left to RE2"
     return built
 
 
@@ -121,26 +121,30 @@ def test_same_hits_with_and_without_on_the_corpus(all_messages: list[CorpusMessa
     assert [r.scan_id for r in again.rules.values()] == [r.scan_id for r in fast.rules.values()]
 
 
-def test_re2_rules_out_what_hyperscan_lets_through(tmp_path: Path) -> None:
-    """SpamAssassin's FILL_THIS_FORM_SHORT2 (~12 kB rewritten): Hyperscan's prefilter mode
-    loosens it until a plain sentence gets through, and RE2's check of the same rewritten
-    pattern says no; a form to fill in still gets through both. Kept in the cache too."""
+def test_re2_rules_out_what_hyperscan_would_let_through(tmp_path: Path) -> None:
+    """SpamAssassin's FILL_THIS_FORM_SHORT2 (~12 kB rewritten) is left to RE2, which rules
+    out a plain sentence and lets a form to fill in through; Hyperscan's prefilter mode
+    loosens the same pattern until the plain sentence gets through. Kept in the cache."""
     pytest.importorskip("re2")
     require_debian_rules()
     ruleset = load_rules([DEBIAN_RULES], builtin=False, multiscan=False)
     test = ruleset.rules["__FILL_THIS_FORM_SHORT2"].regex_source
-    assert sum(map(len, superset_for(test, False)[0])) >= multiscan.RE2_CHECK_MIN_LENGTH
-    scan = MultiScan({"body": {7: test}}, superset_for, tmp_path)
-    assert scan.checks["body"].keys() == {7}
+    assert sum(map(len, superset_for(test, False)[0])) >= multiscan.RE2_MIN_LENGTH
+    scan = MultiScan({"body": {7: test, 8: "/cheap\\s+pills/i"}}, superset_for, tmp_path)
+    assert scan.by_re2["body"].keys() == {7} and scan.covered["body"] == {7, 8}
     plain = "Thank you for your order. The parcel leaves our warehouse on Monday."
     form = "Your full name: ______\nYour address: ______\nYour phone number: ______\n"
     assert compile_perl(test).search(form) and not compile_perl(test).search(plain)
     assert scan.candidates("body", plain) == set()
     assert scan.candidates("body", form) == {7}
-    hyperscan_alone = MultiScan({"body": {7: test}}, superset_for, tmp_path)
-    assert hyperscan_alone.checks["body"].keys() == {7}, "the check comes back from the cache"
-    hyperscan_alone.checks.clear()
-    assert hyperscan_alone.candidates("body", plain) == {7}, "the case the check is for"
+    assert scan.candidates("body", form + "CHEAP pills") == {7, 8}
+    again = MultiScan({"body": {7: test, 8: "/cheap\\s+pills/i"}}, superset_for, tmp_path)
+    assert again.by_re2["body"].keys() == {7}, "from the cache"
+    assert again.candidates("body", plain) == set()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(multiscan, "RE2_MIN_LENGTH", 10**9)
+        hyperscan_alone = MultiScan({"body": {7: test}}, superset_for, None)
+    assert hyperscan_alone.candidates("body", plain) == {7}, "the case RE2 is there for"
 
 
 def test_a_damaged_cache_file_is_compiled_again(tmp_path: Path) -> None:
