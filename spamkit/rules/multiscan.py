@@ -18,7 +18,7 @@ Where Hyperscan finds a pattern too large, looser forms are tried. A regex the p
 cannot read, or that Hyperscan refuses in every form, simply has no prefilter.
 
 Body, rawbody and uri rules are scanned by kind; header rules by header, for headers
-that at least MULTISCAN_MIN_HEADER_RULES rules test. Compiling takes ~18 s for
+that at least MULTISCAN_MIN_HEADER_RULES rules test. Compiling takes 12-18 s for
 SpamAssassin's rule set, so the compiled databases are kept in the cache directory
 ($XDG_CACHE_HOME/spamkit, else ~/.cache/spamkit) under a digest of the rules and of
 this code, as sa-compile keeps its compiled rules. docs/decisions/0011 has the figures.
