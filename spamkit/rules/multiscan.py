@@ -33,6 +33,7 @@ rules out as much as the rewrite can (docs/decisions/0039).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 import threading
@@ -432,15 +433,13 @@ class MultiScan:
             databases = []
             for start in range(0, len(ids), CHUNK):
                 chunk = {i: tests[i] for i in ids[start:start + CHUNK]}
-                database, covered, large = _chunk_database(chunk, forms_of, cache_dir)
+                database, covered, by_re2 = _chunk_database(chunk, forms_of, cache_dir)
                 if database is not None:
                     databases.append(database)
                     self.covered.setdefault(group, set()).update(covered)
-                for test_id, pattern in large.items():
-                    compiled = _re2_compile(pattern)
-                    if compiled is not None:
-                        self.by_re2.setdefault(group, {})[test_id] = compiled
-                        self.covered.setdefault(group, set()).add(test_id)
+                if by_re2:
+                    self.by_re2.setdefault(group, {}).update(by_re2)
+                    self.covered.setdefault(group, set()).update(by_re2)
             self._databases[group] = databases
 
     def candidates(self, group: str, text: str) -> set[int]:
@@ -467,25 +466,25 @@ class MultiScan:
         return found
 
 
-@lru_cache(maxsize=1)
-def _hyperscan() -> Any:
-    """The hyperscan module, imported on first use (4 ms), or None where it is not installed."""
+@lru_cache(maxsize=None)
+def _optional_module(name: str) -> Any:
+    """An optional engine's module, imported on first use, or None where it is not
+    installed (not every platform has a wheel: then the rules run one by one)."""
     try:
-        import hyperscan
-    except ImportError:  # not every platform has a wheel: then rules run one by one
-        return None
-    return hyperscan
-
-
-@lru_cache(maxsize=1)
-def _re2() -> Any:
-    """The re2 module (google-re2), or None where it is not installed: then the largest
-    patterns are prefiltered by Hyperscan alone, as loosely as it makes them."""
-    try:
-        import re2
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return re2
+
+
+def _hyperscan() -> Any:
+    """The hyperscan module (4 ms to import), or None."""
+    return _optional_module("hyperscan")
+
+
+def _re2() -> Any:
+    """The re2 module (google-re2), or None: then the largest patterns are prefiltered
+    by Hyperscan alone, as loosely as it makes them."""
+    return _optional_module("re2")
 
 
 def _re2_compile(pattern: str) -> Any:
@@ -532,9 +531,9 @@ def _compile(chunk: dict[int, Form]) -> object:
 
 
 def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[Form]],
-                    cache_dir: Path | None) -> tuple[object | None, list[int], dict[int, str]]:
-    """A compiled database for a chunk of tests, the ids it answers for, and the
-    rewritten patterns of the tests left to RE2 instead ({id: pattern}; RE2_MIN_LENGTH).
+                    cache_dir: Path | None) -> tuple[object | None, list[int], dict[int, Any]]:
+    """A compiled database for a chunk of tests, the ids it answers for, and the tests
+    left to RE2 instead, compiled ({id: re2._Regexp}; RE2_MIN_LENGTH).
 
     Cached as one file: a JSON line with the ids Hyperscan covers and the RE2 patterns,
     then Hyperscan's serialized database.
@@ -551,22 +550,25 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
         try:
             index_line, _, data = cached.partition(b"\n")
             index = json.loads(index_line)
-            for_re2 = {int(i): str(pattern) for i, pattern in index["re2"].items()}
+            from_cache = {int(i): _re2_compile(str(pattern)) for i, pattern in index["re2"].items()}
+            loaded = {i: compiled for i, compiled in from_cache.items() if compiled is not None}
             if not data:
-                return None, [], for_re2
+                return None, [], loaded
             return (hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK), [int(i) for i in index["covered"]],
-                    for_re2)
+                    loaded)
         except Exception:  # noqa: BLE001 - a damaged or foreign cache file: compile again
             pass
     chunk: dict[int, Form] = {}
     large: dict[int, str] = {}  # test id: its rewritten pattern, for RE2
+    by_re2: dict[int, Any] = {}  # and compiled
     for test_id, test in tests.items():
         forms = forms_of(test, False)
         if not forms:
             continue
         pattern = "|".join(f"(?:{p.decode('latin-1')})" for p in forms[0])
-        if len(pattern) >= RE2_MIN_LENGTH and _re2_compile(pattern) is not None:
-            large[test_id] = pattern
+        compiled = _re2_compile(pattern) if len(pattern) >= RE2_MIN_LENGTH else None
+        if compiled is not None:
+            large[test_id], by_re2[test_id] = pattern, compiled
         else:
             chunk[test_id] = forms[0]
     try:
@@ -587,4 +589,4 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
         index = json.dumps({"covered": list(chunk), "re2": large}, separators=(",", ":"))
         write_cached(path, index.encode() + b"\n"
                      + (hyperscan.dumpb(database) if database is not None else b""))
-    return database, list(chunk), large
+    return database, list(chunk), by_re2
