@@ -100,7 +100,12 @@ def _count_matches(pattern: regex.Pattern[str], text: str, limit: int) -> tuple[
 
 
 # the texts a built-in rule of these kinds reads instead (Rule.builtin_view)
-BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines"}
+BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines", Kind.BODY: "builtin_body"}
+
+
+def view_of(rule: Rule) -> str:
+    """The texts a body, rawbody, uri or full rule reads (MessageContext.texts)."""
+    return BUILTIN_VIEWS.get(rule.kind, rule.kind.value) if rule.builtin_view else rule.kind.value
 
 
 class RuleSet:
@@ -130,6 +135,8 @@ class RuleSet:
         self._metas: Callable[[dict[str, int]], None] | None = None
         self._multiscan: MultiScan | None = None
         self._multiscan_lock = threading.Lock()
+        # the prefilter's databases for each scanned kind: one a view its rules read
+        self._scan_views: dict[Kind, list[str]] = {}
 
     def country_rules(self) -> list[str]:
         """The rules that read RelayCountry's headers (X-Relay-Countries and its kin),
@@ -150,8 +157,11 @@ class RuleSet:
             if len(scanned) < MULTISCAN_MIN_RULES or not multiscan_available():
                 self.use_multiscan = False
                 return None
+            scan_views: dict[Kind, list[str]] = {}
             for rule in scanned:
-                rule.scan_group = rule.kind.value
+                rule.scan_group = view_of(rule)  # (its texts are the database's haystack)
+                if rule.scan_group not in scan_views.setdefault(rule.kind, []):
+                    scan_views[rule.kind].append(rule.scan_group)
             by_header: dict[str, list[Rule]] = {}
             for rule in self._by_kind.get(Kind.HEADER, ()):
                 if rule.regex_source:
@@ -176,6 +186,7 @@ class RuleSet:
                 if scan_id in scan.covered.get(rule.scan_group, ()):
                     rule.scan_id = scan_id
             self._multiscan = scan
+            self._scan_views = scan_views
             self._plans.clear()  # worked out without the prefilter: again, with it
             return scan
 
@@ -235,10 +246,11 @@ class RuleSet:
             for rule in plan.unfiltered.get(kind, ()):
                 run(rule)
             if scan is not None and kind in SCANNED_KINDS:
-                for scan_id in sorted(scan.candidates(kind.value, context.haystack(kind.value, False))):
-                    candidate = plan.filtered.get(scan_id)
-                    if candidate is not None:
-                        run(candidate)
+                for view in self._scan_views.get(kind, ()):
+                    for scan_id in sorted(scan.candidates(view, context.haystack(view, False))):
+                        candidate = plan.filtered.get(scan_id)
+                        if candidate is not None:
+                            run(candidate)
         self._meta_function()(counts)
         return counts, details
 
@@ -292,21 +304,21 @@ class RuleSet:
             if rule.kind in (Kind.HEADER, Kind.MIMEHEADER):
                 return self._run_header(rule, context, explain)
             assert rule.pattern is not None
+            view = view_of(rule)
             if rule.literals is not None:
-                haystack = context.haystack(rule.kind.value, rule.literals_ignorecase)
+                haystack = context.haystack(view, rule.literals_ignorecase)
                 if not any(literal in haystack for literal in rule.literals):
                     return 0, ""  # the text lacks what every match needs
             if rule.paragraph_local:
                 try:  # one search over all the paragraphs: no match there, none in any
-                    if rule.pattern.search(context.haystack(rule.kind.value, False),
+                    if rule.pattern.search(context.haystack(view, False),
                                            timeout=MATCH_BUDGET) is None:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
-            kind = BUILTIN_VIEWS.get(rule.kind, rule.kind.value) if rule.builtin_view else rule.kind.value
-            texts = context.texts(kind)
+            texts = context.texts(view)
             # a paragraph without one of the literals cannot hold a match: not searched
-            looked_in = context.texts(kind, rule.literals_ignorecase) if rule.literals is not None else texts
+            looked_in = context.texts(view, rule.literals_ignorecase) if rule.literals is not None else texts
             limit = hit_limit(rule.tflags)
             count = 0
             detail = ""

@@ -17,6 +17,7 @@ from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
 from spamkit.rules.registry import Registry
+from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
 from spamkit.rules.relays import (
     RELAY_COUNTRY_HEADERS,
     RELAY_PSEUDO_HEADERS,
@@ -191,7 +192,15 @@ class MessageContext:
 
     @cached_property
     def body_paragraphs(self) -> list[str]:
-        """Subject, then the visible text, one entry a paragraph with white space folded."""
+        """Subject, then the text's paragraphs as SpamAssassin renders and cuts them
+        (spamkit.rules.sa_body): what body rules from its files read."""
+        return spamassassin_body_lines(" ".join(self.header_values("subject")), self.message)
+
+    @cached_property
+    def builtin_body_paragraphs(self) -> list[str]:
+        """Subject, then the text Bayes reads (visible text, each part its own paragraph),
+        one entry a paragraph with white space folded: what the built-in body rules read,
+        their scores fitted on it (decision 0005)."""
         subject = " ".join(self.header_values("subject"))
         text = "\n\n".join(self.message.text)[:MAX_BODY_CHARS]
         paragraphs = [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text)]
@@ -205,10 +214,27 @@ class MessageContext:
             if lowered:
                 self._texts[key] = [text.lower() for text in self.texts(kind)]
             else:
-                self._texts[key] = {"body": self.body_paragraphs, "rawbody": self.rawbody_chunks,
-                                    "rawbody_lines": self.rawbody_lines, "uri": self.uris,
-                                    "links": self.links, "full": [self.full_text]}[kind]
+                self._texts[key] = self._view(kind)
         return self._texts[key]
+
+    def _view(self, kind: str) -> list[str]:
+        """Only the view asked for is made (each is kept once made)."""
+        match kind:
+            case "body":
+                return self.body_paragraphs
+            case "builtin_body":
+                return self.builtin_body_paragraphs
+            case "rawbody":
+                return self.rawbody_chunks
+            case "rawbody_lines":
+                return self.rawbody_lines
+            case "uri":
+                return self.uris
+            case "links":
+                return self.links
+            case "full":
+                return [self.full_text]
+        raise KeyError(kind)
 
     def haystack(self, kind: str, lowered: bool) -> str:
         """All the text a kind of rule looks at, as one string, for the literal prefilter:

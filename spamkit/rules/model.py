@@ -42,7 +42,7 @@ class Rule:
     paragraph_local: bool = False  # one search over the joined text can rule out every paragraph
     regex_source: str = ""  # the /regex/flags part of the test
     scan_id: int | None = None  # its id in the RuleSet's multi-pattern prefilter, if it has one
-    scan_group: str = ""  # which of the prefilter's databases: a kind, or "header NAME MODIFIER"
+    scan_group: str = ""  # which of the prefilter's databases: the texts it reads (a view), or "header NAME MODIFIER"
     source: str = ""  # the test as written, for --explain and lint
     header: str = ""  # for header rules: the header name, ALL, ToCc, ...
     modifier: str = ""  # raw, addr or name

@@ -413,7 +413,7 @@ class MultiScan:
     """Hyperscan databases (and RE2 patterns) over groups of rules; `candidates` names the
     rules that may match.
 
-    `groups` maps a group name (a rule kind) to {id: the rule's test as written};
+    `groups` maps a group name (the texts its rules read, or a header) to {id: the rule's test as written};
     `forms_of(test, all_forms)` rewrites a test into prefilter patterns, tightest first
     (only the first unless `all_forms`). A pattern Hyperscan refuses is tried in its
     looser forms; one refused in every form is left out, and `covered` tells the caller
