@@ -27,7 +27,7 @@ from spamkit.rules.evals import EVALS
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
-from spamkit.rules.perl_regex import superset_for
+from spamkit.rules.perl_regex import from_bytes_view, superset_for, to_bytes_view
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.registry import Registry
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
@@ -104,8 +104,17 @@ BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines", Kind.BODY: "b
 
 
 def view_of(rule: Rule) -> str:
-    """The texts a body, rawbody, uri or full rule reads (MessageContext.texts)."""
-    return BUILTIN_VIEWS.get(rule.kind, rule.kind.value) if rule.builtin_view else rule.kind.value
+    """The texts a body, rawbody, uri or full rule reads (MessageContext.texts): a
+    built-in rule's own view, or SpamAssassin's as UTF-8 bytes ("body:bytes"; the full
+    message is bytes already)."""
+    if rule.builtin_view:
+        return BUILTIN_VIEWS.get(rule.kind, rule.kind.value)
+    return rule.kind.value + ":bytes" if rule.reads_bytes and rule.kind is not Kind.FULL else rule.kind.value
+
+
+def header_group(rule: Rule) -> str:
+    """The prefilter database of a header rule: one a header, modifier and way of reading."""
+    return f"header {rule.header} {rule.modifier}" + (" bytes" if rule.reads_bytes else "")
 
 
 class RuleSet:
@@ -165,7 +174,7 @@ class RuleSet:
             by_header: dict[str, list[Rule]] = {}
             for rule in self._by_kind.get(Kind.HEADER, ()):
                 if rule.regex_source:
-                    by_header.setdefault(f"header {rule.header} {rule.modifier}", []).append(rule)
+                    by_header.setdefault(header_group(rule), []).append(rule)
             for group, members in by_header.items():
                 if len(members) >= MULTISCAN_MIN_HEADER_RULES:
                     for rule in members:
@@ -231,7 +240,7 @@ class RuleSet:
             run(rule)
         if scan is not None:
             for group, members in plan.header_groups.items():
-                text = context.header_text(members[0].header, members[0].modifier)
+                text = context.header_text(members[0].header, members[0].modifier, members[0].reads_bytes)
                 if text is None:  # absent: each rule's own logic (if-unset) decides
                     for rule in members:
                         run(rule)
@@ -333,7 +342,7 @@ class RuleSet:
                 detail = detail or matched
                 if count >= limit:
                     break
-            return count, detail if explain else ""
+            return count, _shown(rule, detail) if explain else ""
         except (TimeoutError, regex.error, ValueError, TypeError):
             return 0, ""
 
@@ -348,27 +357,32 @@ class RuleSet:
         assert rule.pattern is not None
         for value in values:
             text = value if value is not None else (rule.if_unset if rule.if_unset is not None else "")
-            match = rule.pattern.search(text, timeout=MATCH_BUDGET)
+            match = rule.pattern.search(to_bytes_view(text) if rule.reads_bytes else text, timeout=MATCH_BUDGET)
             if match is not None:
-                return (0, "") if rule.negate else (1, match.group(0)[:80] if explain else "")
+                return (0, "") if rule.negate else (1, _shown(rule, match.group(0)[:80]) if explain else "")
         return (1, "") if rule.negate else (0, "")
 
     @classmethod
     def _run_header(cls, rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
         if rule.kind is Kind.MIMEHEADER:
             return cls._run_mimeheader(rule, context, explain)
-        text = context.header_text(rule.header, rule.modifier)
+        text = context.header_text(rule.header, rule.modifier, rule.reads_bytes)
         if rule.exists:
             return (1 if text is not None else 0), ""
         if text is None:
             if rule.if_unset is None:
                 return 0, ""  # SpamAssassin: a missing header matches nothing, even with !~
-            text = rule.if_unset
+            text = to_bytes_view(rule.if_unset) if rule.reads_bytes else rule.if_unset
         assert rule.pattern is not None
         if rule.negate:
             return (0 if rule.pattern.search(text, timeout=MATCH_BUDGET) else 1), ""
         count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags))
-        return count, first if explain else ""
+        return count, _shown(rule, first) if explain else ""
+
+
+def _shown(rule: Rule, matched: str) -> str:
+    """What a rule matched, as characters (a byte rule's match is UTF-8 bytes)."""
+    return from_bytes_view(matched) if rule.reads_bytes else matched
 
 
 def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
@@ -390,6 +404,7 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
         reader.read_path(path)
     vetted = {str(BUILTIN_RULES)} if builtin else set()
     rules = build_rules(reader.parsed, probe=probe, vetted_prefixes=tuple(vetted),
+                        text_prefixes=(str(BUILTIN_RULES),),
                         cache_dir=default_cache_dir() if cache else None)
     for rule in rules.values():
         # the built-in rules' scores were fitted on the links alone and on rawbody lines

@@ -17,7 +17,13 @@ import regex
 from spamkit.rules.cf import Definition, ParsedRules
 from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
 from spamkit.rules.model import Kind, LoadReport, Rule
-from spamkit.rules.perl_regex import PerlRegexError, compile_perl, is_paragraph_local, literals_for
+from spamkit.rules.perl_regex import (
+    PerlRegexError,
+    as_byte_rule,
+    compile_perl,
+    is_paragraph_local,
+    literals_for,
+)
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.rulecache import RuleCache
 
@@ -38,11 +44,13 @@ _META_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<number>\d+(?:\.\d+)?
 
 
 def build_rules(parsed: ParsedRules, probe: bool = True,
-                vetted_prefixes: tuple[str, ...] = (), cache_dir: Path | None = None
-                ) -> dict[str, Rule]:
+                vetted_prefixes: tuple[str, ...] = (), cache_dir: Path | None = None,
+                text_prefixes: tuple[str, ...] = ()) -> dict[str, Rule]:
     """Compile every definition; the report in `parsed` says what was skipped and why.
 
-    Definitions whose file starts with one of `vetted_prefixes` are not probed. With a
+    Definitions whose file starts with one of `vetted_prefixes` are not probed. Those
+    from `text_prefixes` (the built-in rules) match text as characters; every other
+    regex matches it as SpamAssassin's bytes (perl_regex.as_byte_rule). With a
     `cache_dir`, regex verdicts are kept there and read back (spamkit.rules.rulecache).
     """
     report = parsed.report
@@ -51,13 +59,14 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
     for name, definition in parsed.definitions.items():
         text = definition.text
         if name in parsed.replace_rules:
-            text = expand_replace_tags(text, parsed)
+            text = expand_replace_tags(text, parsed, not definition.origin.startswith(text_prefixes))
         texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes))
     cache = RuleCache(cache_dir, [RuleCache.key(parsed.definitions[name].kind.value, probed, text)
                                   for name, (text, probed) in texts.items()])
     for name, definition in parsed.definitions.items():
         text, probed = texts[name]
-        rule = _compile_one(definition, text, report, probed, cache)
+        as_bytes = not definition.origin.startswith(text_prefixes)
+        rule = _compile_one(definition, text, report, probed, cache, as_bytes)
         if rule is None:
             continue
         rule.description = parsed.descriptions.get(name, "")
@@ -82,7 +91,7 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
 
 
 def _compile_one(definition: Definition, text: str, report: LoadReport, probe: bool,
-                 cache: RuleCache) -> Rule | None:
+                 cache: RuleCache, as_bytes: bool) -> Rule | None:
     rule = Rule(definition.name, definition.kind, definition.origin, source=text)
     try:
         if definition.kind is Kind.META:
@@ -109,6 +118,8 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             rule.negate = match.group("op") == "!~"
             rule.if_unset = match.group("unset")
             text = match.group("regex")
+        if as_bytes:
+            text, rule.reads_bytes = as_byte_rule(text), True
     except (PerlRegexError, ValueError, SyntaxError) as error:
         report.errors.append(f"{definition.origin}: {definition.name}: {error}")
         report.skip("does not compile")
@@ -226,11 +237,12 @@ _BYTE_SEQUENCE_BRANCH = re.compile(r"^\[(?:\\x[89a-fA-F][0-9a-fA-F])+\](?:\[|\(\
 
 
 def unicode_tag(value: str) -> str:
-    """A ReplaceTags value without its UTF-8 byte-sequence branches.
+    """A ReplaceTags value without its UTF-8 byte-sequence branches, for a rule that
+    matches characters (the rules from SpamAssassin's files match bytes, and keep them).
 
-    SpamAssassin's tags match look-alike letters as raw UTF-8 bytes; spamkit's rules see
-    decoded text, where those branches can never match, and they made the patterns up to
-    200 kB long (3 s to compile). Single characters and entities are kept.
+    SpamAssassin's tags match look-alike letters as raw UTF-8 bytes, which text read as
+    characters never holds; they make the patterns up to 200 kB long. Single characters
+    and entities are kept.
     """
     if not (value.startswith("(?:") and value.endswith(")")):
         return value
@@ -269,24 +281,26 @@ _TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+
 MORE_TAG_PASSES = 5
 
 
-def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
+def expand_replace_tags(text: str, parsed: ParsedRules, as_bytes: bool = True) -> str:
     """The ReplaceTags plugin: <A> becomes replace_tag A's regex, with the <pre X>,
     <post X> and <inter X> patterns in force placed before, after and between tags; then
     tags inside what was put in are replaced too, pass by pass, up to MORE_TAG_PASSES
-    more times (each pass reads its own modifiers, as SpamAssassin's does)."""
+    more times (each pass reads its own modifiers, as SpamAssassin's does). A rule that
+    matches characters, not bytes, gets the tags without their UTF-8 byte sequences
+    (unicode_tag)."""
     tags = parsed.replace_tags
     start, end = parsed.replace_delimiters
     if (start, end) != ("<", ">"):
         text = text.replace(start, "<").replace(end, ">")
-    text, nested = _expand_tags_once(text, tags)
+    text, nested = _expand_tags_once(text, tags, as_bytes)
     for _ in range(MORE_TAG_PASSES):
         if not nested:
             break
-        text, nested = _expand_tags_once(text, tags)
+        text, nested = _expand_tags_once(text, tags, as_bytes)
     return text
 
 
-def _expand_tags_once(text: str, tags: dict[str, dict[str, str]]) -> tuple[str, bool]:
+def _expand_tags_once(text: str, tags: dict[str, dict[str, str]], as_bytes: bool) -> tuple[str, bool]:
     """One pass, with the pre, post and inter it names; and whether what it put in holds
     tags."""
     nested = False
@@ -310,7 +324,8 @@ def _expand_tags_once(text: str, tags: dict[str, dict[str, str]]) -> tuple[str, 
             continue
         if previous_was_tag:
             out.append(current["inter"])
-        out.append(current["pre"] + unicode_tag(tags["tag"][name]) + current["post"])
+        tag = tags["tag"][name]
+        out.append(current["pre"] + (tag if as_bytes else unicode_tag(tag)) + current["post"])
         nested = nested or _TAG_REFERENCE.search(tags["tag"][name]) is not None
         previous_was_tag = True
     out.append(text[position:])

@@ -11,11 +11,13 @@ import time
 from functools import cached_property
 
 from spamkit.geoip import Countries
-from spamkit.message import ParsedMessage
+from spamkit.message import ParsedMessage, normalize_newlines
+from spamkit.message.headers import split_header_block
 from spamkit.message.decode import decode_rfc2047
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
+from spamkit.rules.perl_regex import to_bytes_view
 from spamkit.rules.registry import Registry
 from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
 from spamkit.rules.relays import (
@@ -100,11 +102,16 @@ class MessageContext:
         found = _ADDRESS.finditer(_without_quoted_names(value))
         return [address for match in found if (address := _address_of(match))]
 
-    def header_text(self, name: str, modifier: str = "") -> str | None:
-        """The text a header rule tests (built once per message and header)."""
-        key = (name, modifier)
+    def header_text(self, name: str, modifier: str = "", as_bytes: bool = False) -> str | None:
+        """The text a header rule tests (built once per message and header), as UTF-8
+        bytes (perl_regex.to_bytes_view) for a rule from SpamAssassin's files."""
+        key = (name, modifier + ":bytes" if as_bytes else modifier)
         if key not in self._header_texts:
-            self._header_texts[key] = self._build_header_text(name, modifier)
+            if as_bytes:
+                text = self.header_text(name, modifier)
+                self._header_texts[key] = None if text is None else to_bytes_view(text)
+            else:
+                self._header_texts[key] = self._build_header_text(name, modifier)
         return self._header_texts[key]
 
     def _build_header_text(self, name: str, modifier: str) -> str | None:
@@ -218,7 +225,10 @@ class MessageContext:
         return self._texts[key]
 
     def _view(self, kind: str) -> list[str]:
-        """Only the view asked for is made (each is kept once made)."""
+        """Only the view asked for is made (each is kept once made). "KIND:bytes" is a
+        view's texts as UTF-8 bytes, for rules from SpamAssassin's files."""
+        if kind.endswith(":bytes"):
+            return [to_bytes_view(text) for text in self.texts(kind[:-6])]
         match kind:
             case "body":
                 return self.body_paragraphs
@@ -241,7 +251,10 @@ class MessageContext:
         each of its texts is a piece of it (rawbody's: the parts, joined)."""
         key = (kind, lowered)
         if key not in self._haystacks:
-            text = self._rawbody_text if kind.startswith("rawbody") else "\n".join(self.texts(kind))
+            if kind.startswith("rawbody"):  # the parts joined (rawbody_lines' pieces too)
+                text = to_bytes_view(self._rawbody_text) if kind.endswith(":bytes") else self._rawbody_text
+            else:
+                text = "\n".join(self.texts(kind))
             self._haystacks[key] = text.lower() if lowered else text
         return self._haystacks[key]
 
@@ -285,6 +298,16 @@ class MessageContext:
         __UNSUB_LINK). Bayes reads the links as the parser found them."""
         addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
         return list(dict.fromkeys(self.links + addresses))
+
+    @cached_property
+    def headers_in_utf8(self) -> bool:
+        """The header block is UTF-8 (what the parser decoded it as; ASCII is too)."""
+        head, _ = split_header_block(normalize_newlines(self.raw[: self.max_bytes]))
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
 
     @cached_property
     def full_text(self) -> str:

@@ -62,6 +62,9 @@ class Rule:
     # SpamAssassin's: uri rules the message's links only (not the addresses in its text),
     # rawbody rules one line at a time (not SpamAssassin's chunks of a part)
     builtin_view: bool = False
+    # a rule from SpamAssassin's files: its regex matches the text's UTF-8 bytes with
+    # ASCII rules, as Perl matches it on SpamAssassin's byte strings (perl_regex.as_byte_rule)
+    reads_bytes: bool = False
 
     @property
     def pattern(self) -> regex.Pattern[str] | None:

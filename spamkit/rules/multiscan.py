@@ -376,22 +376,22 @@ def _class_bytes(items: list[ParseItem], icase: bool) -> set[int]:
 
 
 def _in_category(category: object, char: str, loose: bool) -> bool:
-    """Membership in \\d, \\s, \\w and their negations as `re` or `regex` define them.
+    """Membership in \\d, \\s, \\w and their negations as `re` or `regex` define them,
+    with Unicode or with ASCII rules (the `a` flag of rules from SpamAssassin's files).
 
-    The two differ at the edges (\\x1c-\\x1f are spaces to `re` only, superscript digits
-    word characters to `re` only): `loose` answers "in it for either", for a class's
-    members; strict answers "in it for both", for a negated class's members, so the
-    class's complement is again loose.
+    They differ at the edges (\\x1c-\\x1f are spaces to `re` only, superscript digits
+    word characters to `re` only, "é" a word character to neither with ASCII rules):
+    `loose` answers "in it for any", for a class's members; strict answers "in it for
+    all", for a negated class's members, so the class's complement is again loose.
     """
     if category in _NEGATIONS:
         return True if loose else not _in_category(_NEGATIONS[category], char, True)
     if category is constants.CATEGORY_DIGIT:
-        return char.isdigit() if loose else char.isdecimal()
+        return char.isdigit() if loose else char in "0123456789"
     if category is constants.CATEGORY_SPACE:
-        return (char.isspace() or char in "\x85\xa0") if loose else char in " \t\n\r\f\v\x85\xa0"
+        return (char.isspace() or char in "\x85\xa0") if loose else char in " \t\n\r\f\v"
     if category is constants.CATEGORY_WORD:
-        return (char.isalnum() or char == "_") if loose else (
-            char.isalpha() or char.isdecimal() or char == "_")
+        return (char.isalnum() or char == "_") if loose else (char.isascii() and (char.isalnum() or char == "_"))
     raise Unsupported(str(category))
 
 

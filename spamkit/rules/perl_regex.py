@@ -12,7 +12,10 @@ import regex
 _DELIMITED = regex.compile(r"^\s*m?(?P<open>[^\w\s])(?P<body>.*)(?P<close>[^\w\s])(?P<flags>[a-z]*)\s*$",
                            regex.DOTALL)
 _PAIRS = {"{": "}", "(": ")", "[": "]", "<": ">"}
-_FLAG_BITS = {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE, "x": regex.VERBOSE}
+# ("a": Perl's ASCII-restricted \w, \d, \s, \b and case folding, as it matches a rule
+# on SpamAssassin's byte strings: see as_byte_rule)
+_FLAG_BITS = {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE, "x": regex.VERBOSE,
+              "a": regex.ASCII}
 
 
 class PerlRegexError(ValueError):
@@ -99,6 +102,27 @@ def is_paragraph_local(text: str) -> bool:
         return paragraph_local(translate(body), "i" in flags, "x" in flags)
     except PerlRegexError:
         return False
+
+
+def as_byte_rule(text: str) -> str:
+    """'/body/flags' as Perl matches it on SpamAssassin's text, which is bytes (UTF-8 once
+    normalize_charset has decoded it): the pattern's characters as their UTF-8 bytes, one
+    character a byte (as in to_bytes_view), and ASCII rules for \\w, \\s, \\d, \\b and
+    case. So "\\xd0[\\xb0\\xb5]" finds a Cyrillic a or e, and [\\x80-\\xff] any non-ASCII
+    character, as in SpamAssassin; a rule read as characters never matched them."""
+    body, flags = split_delimited(text)
+    return "/" + to_bytes_view(body) + "/" + flags.replace("a", "") + "a"
+
+
+def to_bytes_view(text: str) -> str:
+    """Text as its UTF-8 bytes, each byte the character of the same number (so str
+    regexes with byte escapes match it, and Latin-1 gives the bytes back)."""
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+def from_bytes_view(text: str) -> str:
+    """The text `to_bytes_view` made, as characters again (a cut character replaced)."""
+    return text if text.isascii() else text.encode("latin-1").decode("utf-8", "replace")
 
 
 def compile_perl(text: str) -> regex.Pattern[str]:

@@ -215,18 +215,32 @@ def _last_two_labels(address: str) -> str:
 
 
 def check_illegal_chars(context: MessageContext, name: str, ratio: str, count: str) -> bool:
-    """Non-ASCII characters in a raw header (or in all headers but Subject and From, for
-    "ALL"): at least `count` of them and at least `ratio` of its characters. (SpamAssassin
-    counts 8-bit bytes; a UTF-8 character counts once here.)"""
+    """Characters RFC 2045 does not allow in a raw header (8-bit ones, and controls but
+    tab and line ends), in one header or in all headers but Subject and From, for
+    "ALL": at least `count` of them and at least `ratio` of its characters.
+
+    As SpamAssassin 4.0: a header written in UTF-8 without controls is legal, whatever
+    it holds (the header block decoded as UTF-8, here); one in another charset counts
+    its bytes (it was decoded one character a byte); a Subject's one cent, pound or
+    registered sign is let off. (Counting every 8-bit character would give raw UTF-8
+    From and Subject lines FROM_ILLEGAL_CHARS and SUBJ_ILLEGAL_CHARS, 2.8 points.)"""
     if name == "ALL":
         text = "".join(f"{n}: {v}\n" for n, v in context.message.raw_headers
                        if n.lower() not in ("subject", "from"))
     else:
         text = "\n".join(context.header_values(name, raw=True))
-    if not text:
+    if not text or text.isascii() and not _HEADER_CONTROL.search(text):
         return False
-    illegal = sum(1 for character in text if character >= "\x80")
+    if not text.isascii() and context.headers_in_utf8 and not _HEADER_CONTROL.search(text):
+        return False
+    illegal = len(_ILLEGAL_IN_HEADER.findall(text))
+    if illegal and name.lower() == "subject" and sum(map(text.count, "\xa2\xa3\xae")) == 1:
+        illegal -= 1
     return illegal >= int(count) and illegal / len(text) >= float(ratio)
+
+
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ILLEGAL_IN_HEADER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\U0010ffff]")
 
 
 def _accepts_header_name(args: tuple[str, ...]) -> bool:
