@@ -353,7 +353,7 @@ class _Walker:
         message.parts.append(PartInfo(content_type, cte, attachment=False, disposition=lowered_disposition,
                                       charset=charset, long_qp_line=long_qp, false_ascii=false_ascii,
                                       newline_before_delimiter=self.before_delimiter and cte != "base64" and not (
-                                          cte == "quoted-printable" and body.rstrip(b" \t").endswith(b"="))))
+                                          cte == "quoted-printable" and _ends_in_soft_break(body))))
         if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
@@ -429,6 +429,15 @@ class _Walker:
                 members, _, encrypted = self._archive(file.data, filename, tuple(other_names))
             self.message.attachments.append(Attachment("application/octet-stream", filename, len(file.data),
                                                        tuple(other_names), members, encrypted))
+
+
+def _ends_in_soft_break(body: bytes) -> bool:
+    """A quoted-printable body ending in "=" (white space after it allowed): its last
+    line break is soft. Reads the end only, not a copy of the whole body."""
+    tail = body[-256:].rstrip(b" \t")
+    if not tail and len(body) > 256:  # (more white space than that: all of it)
+        tail = body.rstrip(b" \t")
+    return tail.endswith(b"=")
 
 
 def content_headers(fields: list[tuple[str, str]],

@@ -55,17 +55,17 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
     """
     report = parsed.report
     rules: dict[str, Rule] = {}
-    texts: dict[str, tuple[str, bool]] = {}
+    texts: dict[str, tuple[str, bool, bool]] = {}  # (text, probed, matches bytes) by name
     for name, definition in parsed.definitions.items():
         text = definition.text
-        if name in parsed.replace_rules:
-            text = expand_replace_tags(text, parsed, not definition.origin.startswith(text_prefixes))
-        texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes))
-    cache = RuleCache(cache_dir, [RuleCache.key(parsed.definitions[name].kind.value, probed, text)
-                                  for name, (text, probed) in texts.items()])
-    for name, definition in parsed.definitions.items():
-        text, probed = texts[name]
         as_bytes = not definition.origin.startswith(text_prefixes)
+        if name in parsed.replace_rules:
+            text = expand_replace_tags(text, parsed, as_bytes)
+        texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes), as_bytes)
+    cache = RuleCache(cache_dir, [RuleCache.key(parsed.definitions[name].kind.value, probed, text)
+                                  for name, (text, probed, _) in texts.items()])
+    for name, definition in parsed.definitions.items():
+        text, probed, as_bytes = texts[name]
         rule = _compile_one(definition, text, report, probed, cache, as_bytes)
         if rule is None:
             continue

@@ -12,14 +12,13 @@ from functools import cached_property
 
 from spamkit.geoip import Countries
 from spamkit.message import ParsedMessage, normalize_newlines
-from spamkit.message.headers import split_header_block
 from spamkit.message.decode import decode_rfc2047
+from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
 from spamkit.rules.perl_regex import to_bytes_view
 from spamkit.rules.registry import Registry
-from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
 from spamkit.rules.relays import (
     RELAY_COUNTRY_HEADERS,
     RELAY_PSEUDO_HEADERS,
@@ -27,6 +26,7 @@ from spamkit.rules.relays import (
     Relays,
     first_address_in,
 )
+from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")

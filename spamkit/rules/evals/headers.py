@@ -229,9 +229,9 @@ def check_illegal_chars(context: MessageContext, name: str, ratio: str, count: s
                        if n.lower() not in ("subject", "from"))
     else:
         text = "\n".join(context.header_values(name, raw=True))
-    if not text or text.isascii() and not _HEADER_CONTROL.search(text):
+    if not text:
         return False
-    if not text.isascii() and context.headers_in_utf8 and not _HEADER_CONTROL.search(text):
+    if _HEADER_CONTROL.search(text) is None and (text.isascii() or context.headers_in_utf8):
         return False
     illegal = len(_ILLEGAL_IN_HEADER.findall(text))
     if illegal and name.lower() == "subject" and sum(map(text.count, "\xa2\xa3\xae")) == 1:
