@@ -12,14 +12,14 @@ __BODY_TEXT_LINE (BODY_URI_ONLY, EMPTY_MESSAGE) and TRACKER_ID count or anchor o
   every other tag is nothing at all ("a<span>b" reads "ab");
 - white space written in the HTML (a blank line in the source included) is one space;
 - script and style contents, comments, declarations and processing instructions are
-  no text; hidden text is (SpamAssassin's "rendered" text keeps it);
+  no text; hidden text is kept (SpamAssassin's "rendered" text keeps it);
 - text parts are read (text/html rendered, the others as they are, text/plain that
   looks like HTML included; not text/calendar or text/x-vcard), and joined by one line
   break, with one more for each leaf part that gives no text, so a part that does not
   end in a line break runs into the next part's first paragraph.
 
-Only the rules read from SpamAssassin's files see this text; the built-in rules keep
-the text their scores were fitted on (decision 0038).
+Only the rules read from SpamAssassin's files see this text (decision 0040); the
+built-in rules keep the text their scores were fitted on (decision 0005).
 """
 
 from __future__ import annotations
