@@ -101,6 +101,9 @@ def _count_matches(pattern: regex.Pattern[str], text: str, limit: int) -> tuple[
 
 # the texts a built-in rule of these kinds reads instead (Rule.builtin_view)
 BUILTIN_VIEWS = {Kind.URI: "links", Kind.RAWBODY: "rawbody_lines", Kind.BODY: "builtin_body"}
+# a rule from SpamAssassin's files reads its kind's texts as bytes (the full message is
+# bytes already); made once, not a string a rule run
+_BYTE_VIEWS = {kind: kind.value if kind is Kind.FULL else kind.value + ":bytes" for kind in Kind}
 
 
 def view_of(rule: Rule) -> str:
@@ -109,7 +112,7 @@ def view_of(rule: Rule) -> str:
     message is bytes already)."""
     if rule.builtin_view:
         return BUILTIN_VIEWS.get(rule.kind, rule.kind.value)
-    return rule.kind.value + ":bytes" if rule.reads_bytes and rule.kind is not Kind.FULL else rule.kind.value
+    return _BYTE_VIEWS[rule.kind] if rule.reads_bytes else rule.kind.value
 
 
 def header_group(rule: Rule) -> str:

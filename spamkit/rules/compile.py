@@ -55,17 +55,17 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
     """
     report = parsed.report
     rules: dict[str, Rule] = {}
-    texts: dict[str, tuple[str, bool, bool]] = {}  # (text, probed, matches bytes) by name
+    texts: dict[str, tuple[str, bool]] = {}
     for name, definition in parsed.definitions.items():
         text = definition.text
-        as_bytes = not definition.origin.startswith(text_prefixes)
         if name in parsed.replace_rules:
-            text = expand_replace_tags(text, parsed, as_bytes)
-        texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes), as_bytes)
+            text = expand_replace_tags(text, parsed)
+        texts[name] = (text, probe and not definition.origin.startswith(vetted_prefixes))
     cache = RuleCache(cache_dir, [RuleCache.key(parsed.definitions[name].kind.value, probed, text)
-                                  for name, (text, probed, _) in texts.items()])
+                                  for name, (text, probed) in texts.items()])
     for name, definition in parsed.definitions.items():
-        text, probed, as_bytes = texts[name]
+        text, probed = texts[name]
+        as_bytes = not definition.origin.startswith(text_prefixes)
         rule = _compile_one(definition, text, report, probed, cache, as_bytes)
         if rule is None:
             continue
@@ -232,47 +232,6 @@ def _order_metas(rules: dict[str, Rule], report: LoadReport) -> None:
     rules.update((name, metas[name]) for name in order if name in metas)
 
 
-# A branch of a tag that spells a UTF-8 byte sequence: "[\xc3][\x80\x81]", "[\xf0][\x9d](?:...)".
-_BYTE_SEQUENCE_BRANCH = re.compile(r"^\[(?:\\x[89a-fA-F][0-9a-fA-F])+\](?:\[|\(\?:)")
-
-
-def unicode_tag(value: str) -> str:
-    """A ReplaceTags value without its UTF-8 byte-sequence branches, for a rule that
-    matches characters (the rules from SpamAssassin's files match bytes, and keep them).
-
-    SpamAssassin's tags match look-alike letters as raw UTF-8 bytes, which text read as
-    characters never holds; they make the patterns up to 200 kB long. Single characters
-    and entities are kept.
-    """
-    if not (value.startswith("(?:") and value.endswith(")")):
-        return value
-    branches, depth, start, i = [], 0, 3, 3
-    inner_end = len(value) - 1
-    in_class = False
-    while i < inner_end:
-        char = value[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            branches.append(value[start:i])
-            start = i + 1
-        i += 1
-    branches.append(value[start:inner_end])
-    if depth != 0 or in_class:
-        return value  # not the shape we know: leave it alone
-    kept = [b for b in branches if not _BYTE_SEQUENCE_BRANCH.match(b)]
-    return "(?:" + "|".join(kept) + ")" if kept else value
-
-
 _TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+)>")
 
 
@@ -281,26 +240,26 @@ _TAG_REFERENCE = re.compile(r"<(?:(?P<kind>pre|post|inter)\s+)?(?P<name>[^<>\s]+
 MORE_TAG_PASSES = 5
 
 
-def expand_replace_tags(text: str, parsed: ParsedRules, as_bytes: bool = True) -> str:
+def expand_replace_tags(text: str, parsed: ParsedRules) -> str:
     """The ReplaceTags plugin: <A> becomes replace_tag A's regex, with the <pre X>,
     <post X> and <inter X> patterns in force placed before, after and between tags; then
     tags inside what was put in are replaced too, pass by pass, up to MORE_TAG_PASSES
-    more times (each pass reads its own modifiers, as SpamAssassin's does). A rule that
-    matches characters, not bytes, gets the tags without their UTF-8 byte sequences
-    (unicode_tag)."""
+    more times (each pass reads its own modifiers, as SpamAssassin's does). The tags keep
+    their UTF-8 byte-sequence branches (look-alike letters): the rules that use them,
+    from SpamAssassin's files, match bytes (decision 0041)."""
     tags = parsed.replace_tags
     start, end = parsed.replace_delimiters
     if (start, end) != ("<", ">"):
         text = text.replace(start, "<").replace(end, ">")
-    text, nested = _expand_tags_once(text, tags, as_bytes)
+    text, nested = _expand_tags_once(text, tags)
     for _ in range(MORE_TAG_PASSES):
         if not nested:
             break
-        text, nested = _expand_tags_once(text, tags, as_bytes)
+        text, nested = _expand_tags_once(text, tags)
     return text
 
 
-def _expand_tags_once(text: str, tags: dict[str, dict[str, str]], as_bytes: bool) -> tuple[str, bool]:
+def _expand_tags_once(text: str, tags: dict[str, dict[str, str]]) -> tuple[str, bool]:
     """One pass, with the pre, post and inter it names; and whether what it put in holds
     tags."""
     nested = False
@@ -324,8 +283,7 @@ def _expand_tags_once(text: str, tags: dict[str, dict[str, str]], as_bytes: bool
             continue
         if previous_was_tag:
             out.append(current["inter"])
-        tag = tags["tag"][name]
-        out.append(current["pre"] + (tag if as_bytes else unicode_tag(tag)) + current["post"])
+        out.append(current["pre"] + tags["tag"][name] + current["post"])
         nested = nested or _TAG_REFERENCE.search(tags["tag"][name]) is not None
         previous_was_tag = True
     out.append(text[position:])

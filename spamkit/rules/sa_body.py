@@ -168,13 +168,10 @@ def body_lines(subject: str, message: ParsedMessage) -> list[str]:
     paragraph of the text with its white space one space (a leading or trailing one
     kept), each ending in a line break but the last, and cut at MAX_LINE_LENGTH."""
     text = _SPACE.sub(" ", _PARAGRAPH_BREAK.sub("\0", body_text(message))).replace("\0", "\n")
-    lines: list[str] = []
-    for line in (subject + "\n" + text).split("\n"):
-        lines.append(line + "\n")
-    if lines[-1] == "\n":
+    lines = [line + "\n" for line in (subject + "\n" + text).split("\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
         lines.pop()  # the text ended in a line break: no empty line after it
-    else:
-        lines[-1] = lines[-1][:-1]
     return [piece for line in lines for piece in _short_lines(line)]
 
 
@@ -199,8 +196,8 @@ def _short_lines(line: str) -> list[str]:
 
 
 def body_text(message: ParsedMessage) -> str:
-    """The message's text/plain and text/html parts, rendered and joined as
-    SpamAssassin joins them for body rules (before it cuts the text into paragraphs)."""
+    """The message's text parts, HTML rendered, joined as SpamAssassin joins them for
+    body rules (before it cuts the text into paragraphs)."""
     texts = iter(message.raw_text)  # one for each part that is not an attachment, in order
     pieces: list[str] = []
     started = False
