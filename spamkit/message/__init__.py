@@ -68,10 +68,6 @@ class PartInfo:
     # text/plain declared US-ASCII (or no charset at all) whose bytes as sent hold 8-bit
     # characters or NULs: the declaration is false (PP_MIME_FAKE_ASCII_TEXT)
     false_ascii: bool = False
-    # the part's text, decoded, ends where a multipart delimiter line begins, and the line
-    # break before that line (the delimiter's, by RFC 2046) decodes to one: SpamAssassin
-    # keeps it in the part's text (spamkit.rules.sa_body)
-    newline_before_delimiter: bool = False
 
 
 @dataclass
@@ -246,7 +242,6 @@ class _Walker:
         self.unpack_budget = UnpackBudget()  # shared by the message's archives
         self.parts = 0
         self.open_alternatives: list[list[tuple[str, str, bool]]] = []  # the ones being walked
-        self.before_delimiter = False  # the part being walked ends at a multipart delimiter
 
     def walk_message(self, raw: bytes) -> None:
         if len(raw) > self.limits.max_message_bytes:
@@ -318,16 +313,14 @@ class _Walker:
             self.message.facts.add("mime-unterminated")
         elif _HAS_EPILOGUE_TEXT.search(epilogue):
             self.message.mime_epilogue = True
-        for number, part in enumerate(parts, 1):
+        for part in parts:
             if self.parts >= self.limits.max_parts:
                 self.message.facts.add("cap-mime-parts")
                 return
             head, part_body = split_header_block(part)
             part_fields = parse_header_block(head, self.message.facts)
             self.message.part_headers.append(part_fields)
-            self.before_delimiter = closed or number < len(parts)
             self._walk_entity(part_fields, part_body, depth + 1, "text/plain")
-        self.before_delimiter = False
 
     def _leaf(self, content_type: str, params: dict[str, str], encoding: str,
               disposition: str, body: bytes) -> None:
@@ -351,9 +344,7 @@ class _Walker:
         data = decode_transfer(body, encoding, message.facts)
         long_qp = cte == "quoted-printable" and any(len(line) > 78 for line in body.split(b"\n"))
         message.parts.append(PartInfo(content_type, cte, attachment=False, disposition=lowered_disposition,
-                                      charset=charset, long_qp_line=long_qp, false_ascii=false_ascii,
-                                      newline_before_delimiter=self.before_delimiter and cte != "base64" and not (
-                                          cte == "quoted-printable" and _ends_in_soft_break(body))))
+                                      charset=charset, long_qp_line=long_qp, false_ascii=false_ascii))
         if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
@@ -430,14 +421,6 @@ class _Walker:
             self.message.attachments.append(Attachment("application/octet-stream", filename, len(file.data),
                                                        tuple(other_names), members, encrypted))
 
-
-def _ends_in_soft_break(body: bytes) -> bool:
-    """A quoted-printable body ending in "=" (white space after it allowed): its last
-    line break is soft. Reads the end only, not a copy of the whole body."""
-    tail = body[-256:].rstrip(b" \t")
-    if not tail and len(body) > 256:  # (more white space than that: all of it)
-        tail = body.rstrip(b" \t")
-    return tail.endswith(b"=")
 
 
 def content_headers(fields: list[tuple[str, str]],

@@ -75,7 +75,14 @@ def decode_base64(data: bytes, facts: set[str]) -> bytes:
         return b""
 
 
+# white space at a line's end is padding a gateway may have added: RFC 2045 says a
+# decoder deletes it, and SpamAssassin does (binascii.a2b_qp keeps it)
+_QP_PADDING = re.compile(rb"[ \t]+(?=\r?\n)")
+
+
 def decode_quoted_printable(data: bytes) -> bytes:
+    if b" \n" in data or b"\t\n" in data or b" \r\n" in data or b"\t\r\n" in data:
+        data = _QP_PADDING.sub(b"", data)
     try:
         return binascii.a2b_qp(data)
     except (binascii.Error, ValueError):

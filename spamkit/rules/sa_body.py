@@ -159,8 +159,10 @@ MAX_LINE_LENGTH = 2048  # SpamAssassin's MAX_BODY_LINE_LENGTH, in bytes: longer 
 # the parts read as they are: SpamAssassin reads every text type but these two (and
 # HTML) as text/plain (text/enriched, text/rfc822-headers...), and a part with no type
 _READ_AS_PLAIN = re.compile(r"$|text\b(?!/(?:x-vcard|calendar)$)")
-_PARAGRAPH_BREAK = re.compile(r"\n+\s*\n+")
-_SPACE = re.compile(r"\s+")
+# Perl's \s: Python's, less the four separator controls \x1c-\x1f (str.isspace counts
+# them as white space, Unicode and Perl do not)
+_PARAGRAPH_BREAK = re.compile(r"\n+[^\S\x1c-\x1f]*\n+")
+_SPACE = re.compile(r"[^\S\x1c-\x1f]+")
 
 
 def body_lines(subject: str, message: ParsedMessage) -> list[str]:
@@ -207,8 +209,6 @@ def body_text(message: ParsedMessage) -> str:
         if part.attachment:
             continue
         text = next(texts, "").replace("\r\n", "\n")  # (in base64 or quoted-printable)
-        if part.newline_before_delimiter:
-            text += "\n"
         if part.content_type == "text/html":
             text = render_html(text)
         elif not _READ_AS_PLAIN.match(part.content_type):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.message import ParseLimits, list_attachments, message_key, normalize_newlines, parse_message
+from spamkit.message.decode import decode_quoted_printable
 from spamkit.message.headers import split_header_block
 from spamkit.tokenizer import EmailTokenizer
 
@@ -154,6 +155,14 @@ def test_transfer_encodings_decode_tolerantly() -> None:
     assert parsed.attachments[0].content_type == "application/pdf"
     assert parsed.attachments[0].filename == "report.pdf"
     assert 1100 < parsed.attachments[0].size < 1300
+
+
+def test_quoted_printable_drops_line_end_padding() -> None:
+    """RFC 2045: white space at the end of an encoded line is padding, deleted when
+    decoding (SpamAssassin's qp_decode does too); an encoded space (=20) is text, and
+    so is white space before a soft line break."""
+    assert decode_quoted_printable(b"Dear Sir, \t\nkept=20\r\nsoft =\nbreak \nend ") == \
+        b"Dear Sir,\nkept \r\nsoft break\nend "
 
 
 def test_uuencoded_block_becomes_an_attachment() -> None:

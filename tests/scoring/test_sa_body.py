@@ -27,7 +27,7 @@ my $sa = Mail::SpamAssassin->new({local_tests_only => 1, dont_copy_prefs => 1,
                                   userprefs_filename => '/dev/null'});
 my %out;
 for my $path (@ARGV) {
-  open(my $fh, '<:raw', $path) or die "$path: $!"; local $/; my $raw = <$fh>; close $fh;
+  open(my $fh, '<:raw', $path) or die "$path: $!"; my $raw = do { local $/; <$fh> }; close $fh;
   my $message = $sa->parse($raw);
   $out{$path} = [map { my $line = $_; utf8::decode($line); $line } @{$message->get_rendered_body_text_array()}];
   $message->finish;
@@ -108,6 +108,13 @@ def test_parts_join_as_spamassassin_joins_them(tmp_path: Path) -> None:
         "text types": "Subject: s\nContent-Type: multipart/mixed; boundary=B\n\n--B\n"
                       "Content-Type: text/enriched\n\n<bold>read</bold>\n--B\nContent-Type: text/calendar\n\n"
                       "BEGIN:VCALENDAR\n--B\nContent-Type: text/rfc822-headers\n\nReceived: from a\n--B--\n",
+        # the line break before a delimiter is the delimiter's (RFC 2046; SpamAssassin
+        # chomps it); white space ending a quoted-printable line is padding (RFC 2045),
+        # an encoded one (=20) is text; \x1c-\x1f are not white space to Perl
+        "delimiters": "Subject: s\nContent-Type: multipart/mixed; boundary=B\n\n--B\n"
+                      "Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n"
+                      "Dear Sir, \t\nkept=20\nsoft =\nbreak \n--B\nContent-Type: text/plain\n\n"
+                      "one\x1etwo \n\n\n--B\nContent-Type: text/html\n\n<p>last</p> \n--B--\n",
     }
     paths = []
     for name, text in messages.items():

@@ -55,7 +55,7 @@ my ($rules, @files) = @ARGV;
 my $sa = Mail::SpamAssassin->new({rules_filename => $rules, site_rules_filename => '/etc/spamassassin',
   userprefs_filename => '/dev/null', local_tests_only => 1, dont_copy_prefs => 1});
 for my $f (@files) {
-  open(my $fh, '<:raw', $f) or die "$f: $!"; local $/; my $raw = <$fh>; close $fh;
+  open(my $fh, '<:raw', $f) or die "$f: $!"; my $raw = do { local $/; <$fh> }; close $fh;
   my $message = $sa->parse($raw); my $status = $sa->check($message);
   print "$f\t", $status->get_names_of_tests_hit(), "\n"; $status->finish; $message->finish;
 }
