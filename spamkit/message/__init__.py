@@ -68,6 +68,14 @@ class PartInfo:
     # text/plain declared US-ASCII (or no charset at all) whose bytes as sent hold 8-bit
     # characters or NULs: the declaration is false (PP_MIME_FAKE_ASCII_TEXT)
     false_ascii: bool = False
+    raw_length: int = 0  # bytes of the body as sent, before decoding
+    # a base64 part's longest line as sent, its line break counted and cut as
+    # SpamAssassin cuts lines (LONGEST_LINE_COUNTED): a line of 76 characters, the
+    # standard, is 77 (BASE64_LENGTH_78_79, BASE64_LENGTH_79_INF)
+    longest_line: int = 0
+    # a multipart/alternative came before this part in the walk (enclosing it or not):
+    # from then on SpamAssassin counts text parts' bytes for its ratio (MIME_HTML_MOSTLY)
+    after_alternative: bool = False
 
 
 @dataclass
@@ -98,6 +106,9 @@ class ParsedMessage:
     # text after a multipart's closing delimiter (other than white space and dots), for the
     # rules (SpamAssassin's mime_epilogue_exists); not a fact, so Bayes does not see it
     mime_epilogue: bool = False
+    # a multipart's part that does not begin with a header field (SpamAssassin's
+    # missing_mime_headers, T_TVD_MIME_NO_HEADERS); for the rules too, not a fact
+    missing_mime_headers: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -242,6 +253,7 @@ class _Walker:
         self.unpack_budget = UnpackBudget()  # shared by the message's archives
         self.parts = 0
         self.open_alternatives: list[list[tuple[str, str, bool]]] = []  # the ones being walked
+        self.seen_alternative = False  # a multipart/alternative has been walked into
 
     def walk_message(self, raw: bytes) -> None:
         if len(raw) > self.limits.max_message_bytes:
@@ -276,6 +288,7 @@ class _Walker:
         content_type, params, encoding, disposition = content_headers(fields, default_type)
         self.message.content_types.append(content_type)
         if content_type == "multipart/alternative":
+            self.seen_alternative = True
             self.open_alternatives.append([])
             self._walk_multipart(params, body, depth)
             versions = self.open_alternatives.pop()
@@ -314,6 +327,8 @@ class _Walker:
         elif _HAS_EPILOGUE_TEXT.search(epilogue):
             self.message.mime_epilogue = True
         for part in parts:
+            if not _HEADER_FIELD_START.match(part):
+                self.message.missing_mime_headers = True
             if self.parts >= self.limits.max_parts:
                 self.message.facts.add("cap-mime-parts")
                 return
@@ -335,16 +350,20 @@ class _Walker:
         lowered_disposition = disposition.strip().lower()
         false_ascii = (content_type in ("text/plain", "") and charset in ("", "us-ascii")
                        and (not body.isascii() or b"\0" in body))
+        longest = _longest_line(body) if cte == "base64" else 0
         if not is_text or (filename and "attachment" in lowered_disposition):
             size = len(body) * 3 // 4 if cte == "base64" else len(body)
             message.attachments.append(Attachment(content_type, filename, size, tuple(other_names)))
             message.parts.append(PartInfo(content_type, cte, attachment=True, disposition=lowered_disposition,
-                                          charset=charset, false_ascii=false_ascii))
+                                          charset=charset, false_ascii=false_ascii, raw_length=len(body),
+                                          longest_line=longest, after_alternative=self.seen_alternative))
             return
         data = decode_transfer(body, encoding, message.facts)
         long_qp = cte == "quoted-printable" and any(len(line) > 78 for line in body.split(b"\n"))
         message.parts.append(PartInfo(content_type, cte, attachment=False, disposition=lowered_disposition,
-                                      charset=charset, long_qp_line=long_qp, false_ascii=false_ascii))
+                                      charset=charset, long_qp_line=long_qp, false_ascii=false_ascii,
+                                      raw_length=len(body), longest_line=longest,
+                                      after_alternative=self.seen_alternative))
         if b"begin " in data and _UU_BLOCK.search(data):
             decoded, uu_name = decode_uuencode(data, message.facts)
             message.attachments.append(Attachment("application/x-uuencode", uu_name or "", len(decoded)))
@@ -423,6 +442,20 @@ class _Walker:
 
 
 
+# SpamAssassin cuts a body line longer than this many bytes, each piece ending in a line
+# break (Message.pm's MAX_BODY_LINE_LENGTH)
+LONGEST_LINE_COUNTED = 2048
+
+
+def _longest_line(body: bytes) -> int:
+    """The longest line of a part's body as SpamAssassin measures it: with its line break,
+    a line over LONGEST_LINE_COUNTED bytes cut to that and a break; the last line, whose
+    break belongs to the multipart delimiter (or which has none), without one."""
+    *lines, last = body.split(b"\n")
+    longest = min(max(map(len, lines), default=-1), LONGEST_LINE_COUNTED) + 1
+    return max(longest, LONGEST_LINE_COUNTED + 1 if len(last) > LONGEST_LINE_COUNTED else len(last))
+
+
 def content_headers(fields: list[tuple[str, str]],
                     default_type: str) -> tuple[str, dict[str, str], str, str]:
     """(content type, its parameters, transfer encoding, disposition) of one entity's
@@ -462,6 +495,7 @@ def _looks_like_html(text: str) -> bool:
 
 
 _HAS_EPILOGUE_TEXT = re.compile(rb"[^\s.]")
+_HEADER_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # a field name (RFC 5322) and its colon
 
 
 def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool, bytes] | None:

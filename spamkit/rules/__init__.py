@@ -30,6 +30,7 @@ from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import from_bytes_view, superset_for, to_bytes_view
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.registry import Registry
+from spamkit.rules.sa_uris import Redirectors
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
 from spamkit.rules.rulecache import default_cache_dir
 from spamkit.rules.model import (
@@ -135,6 +136,7 @@ class RuleSet:
         self.freemail = FreemailDomains(settings.freemail_domains, settings.freemail_welcome)
         self.registry = Registry(settings.registry)
         self.address_pattern = AddressPattern(self.registry)  # (compiled when FreeMail first asks)
+        self.redirectors = Redirectors(settings.redirector_patterns)
         # where X-Relay-Countries comes from: the .cf files' geodb settings, else the places
         # SpamAssassin looks (a Scanner puts GeoIPDatabase first); opened when a rule asks
         self.countries = shared_countries(tuple(settings.geodb_files),
@@ -229,6 +231,8 @@ class RuleSet:
         context.registry = self.registry
         context.address_pattern = self.address_pattern
         context.countries = self.countries
+        context.named_lists = self.settings.named_lists
+        context.redirectors = self.redirectors
         scan = self.prepare_multiscan() if self.use_multiscan else None
         plan = self._plan(score_set)
 

@@ -3,8 +3,8 @@
 Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe, score
 (absolute, four score sets, or relative in parentheses), tflags, the ReplaceTags
 directives, settings (required_score, rewrite_header, add_header, use_bayes,
-bayes_auto_learn*, white/blacklists in both spellings, the util_rb_* domain lists) and
-if/ifplugin blocks.
+bayes_auto_learn*, white/blacklists in both spellings, the util_rb_* domain lists, the
+named address and URI host lists, redirector patterns) and if/ifplugin blocks.
 Anything else is counted as an unknown directive and reported, never fatal; a
 definition that cannot be used (a bad regex, an eval we do not implement) is skipped
 and reported with its file and line.
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spamkit.rules.model import Kind, LoadReport
+from spamkit.rules.namedlists import NamedLists
+from spamkit.rules.perl_regex import compile_perl
 from spamkit.rules.registry import RegistryLists
 
 # What `if` and `ifplugin` lines are evaluated against.
@@ -59,9 +61,9 @@ _IGNORED_DIRECTIVES = frozenset({
     "lang", "test", "priority", "reuse", "report", "unsafe_report", "clear_report_template",
     "report_contact", "report_safe", "require_version", "loadplugin", "tryplugin",
     "bayes_ignore_header",
-    "url_shortener", "enlist_uri_host", "enlist_addrlist", "uridnsbl_skip_domain",
+    "url_shortener", "uridnsbl_skip_domain",
     "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
-    "dns_local_ports_avoid", "adsp_override", "redirector_pattern", "originating_ip_headers",
+    "dns_local_ports_avoid", "adsp_override", "originating_ip_headers",
     "def_whitelist_auth", "def_welcomelist_auth", "def_whitelist_from_dkim",
     "def_welcomelist_from_dkim", "def_whitelist_from_spf", "def_welcomelist_from_spf",
     "whitelist_auth", "welcomelist_auth", "whitelist_from_rcvd", "welcomelist_from_rcvd",
@@ -74,6 +76,12 @@ _IGNORED_DIRECTIVES = frozenset({
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
     "geodb_module", "country_db_type",  # (the format is found from the file)
 })
+# the named lists (spamkit.rules.namedlists), and the short forms of two host lists
+_LIST_NAME = re.compile(r"\s*\((.+?)\)\s+")
+_URI_HOST_SHORT_FORMS = {"blocklist_uri_host": "BLOCK", "blacklist_uri_host": "BLOCK",
+                         "welcomelist_uri_host": "WELCOME", "whitelist_uri_host": "WELCOME"}
+_NAMED_LIST_DIRECTIVES = frozenset({"enlist_addrlist", "enlist_uri_host", "delist_uri_host",
+                                    *_URI_HOST_SHORT_FORMS})
 _SETTING_FLOATS = {"required_score": "required_score", "required_hits": "required_score",
                    "bayes_auto_learn_threshold_spam": "autolearn_spam",
                    "bayes_auto_learn_threshold_nonspam": "autolearn_nonspam"}
@@ -107,6 +115,10 @@ class Settings:
     geodb_files: list[str] = field(default_factory=list)
     geodb_search_path: list[str] = field(default_factory=list)
     registry: RegistryLists = field(default_factory=RegistryLists)  # util_rb_*
+    named_lists: NamedLists = field(default_factory=NamedLists)  # enlist_addrlist, enlist_uri_host
+    # redirector_pattern: a link whose first capture is the link it redirects to
+    # (spamkit.rules.sa_uris), as /regex/flags
+    redirector_patterns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -214,6 +226,11 @@ class CfReader:
             parsed.settings.freemail_domains.extend(rest.split())
         elif directive in ("freemail_whitelist", "freemail_welcomelist"):
             parsed.settings.freemail_welcome.extend(rest.split())
+        elif directive == "redirector_pattern":
+            compile_perl(rest.strip())  # (a bad one is reported with its line)
+            parsed.settings.redirector_patterns.append(rest.strip())
+        elif directive in _NAMED_LIST_DIRECTIVES:
+            self._named_list(directive, rest)
         elif directive in ("util_rb_tld", "util_rb_2tld", "util_rb_3tld"):
             parsed.settings.registry.add(directive, rest)
         elif directive == "clear_util_rb":
@@ -237,6 +254,25 @@ class CfReader:
             parsed.settings.add_headers.append((parts[0].lower(), parts[1], parts[2]))
         elif directive not in _IGNORED_DIRECTIVES:
             parsed.report.unknown_directives[directive] = parsed.report.unknown_directives.get(directive, 0) + 1
+
+    def _named_list(self, directive: str, rest: str) -> None:
+        """enlist_addrlist (NAME) ADDRESS..., enlist_uri_host (NAME) HOST...,
+        delist_uri_host [(NAME)] HOST..., and the BLOCK and WELCOME lists' short forms."""
+        lists = self.parsed.settings.named_lists
+        match = _LIST_NAME.match(rest)
+        name, entries = (match.group(1), rest[match.end():].split()) if match else (None, rest.split())
+        if directive in _URI_HOST_SHORT_FORMS:
+            name, entries = _URI_HOST_SHORT_FORMS[directive], rest.split()
+        elif directive != "delist_uri_host" and name is None:
+            raise ValueError(f"{directive} needs a list name in parentheses, then entries")
+        if not entries:
+            raise ValueError(f"{directive} needs at least one entry")
+        if directive == "enlist_addrlist":
+            lists.enlist_addresses(name or "", entries)
+        elif directive == "delist_uri_host":
+            lists.delist_uri_hosts(name, entries)
+        else:
+            lists.enlist_uri_hosts(name or "", entries)
 
     def _geodb_files(self, directive: str, rest: str) -> None:
         """geodb_options TYPE:PATH ... (the country and city entries: either gives the

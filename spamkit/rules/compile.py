@@ -172,8 +172,21 @@ def too_slow(pattern: regex.Pattern[str]) -> bool:
     return False
 
 
+# one eval argument as Conf::Parser's pack_eval_args reads it: quoted (commas inside
+# allowed: html_text_match's '<!(?!-).{0,6}>'), or bare letters, digits, ".", ":" and "-"
+_EVAL_ARGUMENT = re.compile(r"""\s*(?:(['"])(.*?)\1|([\d.:A-Za-z-]+?))\s*(?:,\s*|$)""")
+
+
 def _eval_args(text: str) -> list[str]:
-    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+    if text.strip() == "":
+        return []
+    arguments, position = [], 0
+    while position < len(text) and (match := _EVAL_ARGUMENT.match(text, position)) and match.end() > position:
+        arguments.append(match.group(2) if match.group(1) else match.group(3))
+        position = match.end()
+    if position < len(text):
+        raise ValueError(f"cannot read eval arguments at {text[position:position + 30]!r}")
+    return arguments
 
 
 def compile_meta(expression: str) -> tuple[str, tuple[str, ...]]:

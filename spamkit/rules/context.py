@@ -17,6 +17,7 @@ from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.rules.lazyregex import LazyPattern
+from spamkit.rules.namedlists import NamedLists
 from spamkit.rules.perl_regex import to_bytes_view
 from spamkit.rules.registry import Registry
 from spamkit.rules.relays import (
@@ -27,6 +28,7 @@ from spamkit.rules.relays import (
     first_address_in,
 )
 from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
+from spamkit.rules.sa_uris import NO_REDIRECTORS, canonical_uris
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
@@ -68,6 +70,8 @@ class MessageContext:
         self.registry: Registry | None = None  # likewise: the rule files' util_rb_* lists
         self.address_pattern: AddressPattern | None = None  # and FreeMail's address regex over them
         self.countries: Countries | None = None  # likewise: the relays' country lookup
+        self.named_lists: NamedLists | None = None  # and the rule files' enlisted addresses and hosts
+        self.redirectors = NO_REDIRECTORS  # and their redirector_pattern lines
 
     @cached_property
     def _headers(self) -> dict[str, list[str]]:
@@ -292,12 +296,13 @@ class MessageContext:
 
     @cached_property
     def uris(self) -> list[str]:
-        """The links, then each address written in the text as a mailto: link, as
-        SpamAssassin lists them for `uri` rules (MUAs make such addresses clickable; "To
-        unsubscribe, write to list-unsubscribe@example.com" is an unsubscribe link to
-        __UNSUB_LINK). Bayes reads the links as the parser found them."""
+        """The links, then each address written in the text as a mailto: link, and the
+        spellings SpamAssassin's canonicaliser derives from each (spamkit.rules.sa_uris):
+        what its `uri` rules read (MUAs make such addresses clickable; "To unsubscribe,
+        write to list-unsubscribe@example.com" is an unsubscribe link to __UNSUB_LINK).
+        Bayes, and the built-in uri rules, read the links as the parser found them."""
         addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
-        return list(dict.fromkeys(self.links + addresses))
+        return canonical_uris(dict.fromkeys(self.links + addresses), self.redirectors, self.registry)
 
     @cached_property
     def headers_in_utf8(self) -> bool:

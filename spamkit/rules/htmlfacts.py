@@ -421,6 +421,16 @@ class _Reader(HTMLParser):
     def handle_comment(self, data: str) -> None:
         self.facts.comments.append(f"<!--{data}-->")
 
+    def parse_bogus_comment(self, i: int, report: bool = True) -> int:
+        """A "<!...>" that is neither a comment nor a declaration HTML::Parser knows
+        ("<!x>"): a comment as written, as SpamAssassin records it (HTML_COMMENT_SHORT)."""
+        if not self.rawdata.startswith("<!", i):
+            return super().parse_bogus_comment(i, report)
+        end = super().parse_bogus_comment(i, False)
+        if end > 0 and report:
+            self.facts.comments.append(self.rawdata[i:end])
+        return int(end)
+
     def handle_decl(self, decl: str) -> None:
         if decl.lower().startswith("doctype"):
             facts = self.facts

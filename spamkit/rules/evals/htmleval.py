@@ -132,6 +132,18 @@ html_image_only.accepts = html_image_ratio.accepts = lambda args: (  # type: ign
     len(args) == 2 and all(_NUMBER.match(arg) is not None for arg in args))
 
 
+def html_title_subject_ratio(context: MessageContext, ratio: str) -> bool:
+    """An HTML part's longest title is more than `ratio` times as long as the Subject,
+    in UTF-8 bytes, the Subject's line break counted as SpamAssassin's get() keeps it
+    (HTML_TITLE_SUBJ_DIFF: 3.5, a page pasted in whole)."""
+    subject = context.header_text("Subject")
+    if not subject:
+        return False
+    length = len(subject.encode("utf-8", "surrogatepass"))
+    return any(max((len(title.encode("utf-8", "surrogatepass")) for title in facts.titles), default=0)
+               > float(ratio) * length for facts in context.html_facts)
+
+
 EVALS: dict[str, Callable[..., bool]] = {
     "html_test": html_test,
     "html_tag_exists": html_tag_exists,
@@ -141,4 +153,5 @@ EVALS: dict[str, Callable[..., bool]] = {
     "html_range": html_range,
     "html_eval": html_eval,
     "html_text_match": html_text_match,
+    "html_title_subject_ratio": html_title_subject_ratio,
 }

@@ -69,17 +69,31 @@ def multipart_alternative_difference(context: MessageContext, low: str, high: st
     plain text, over the HTML's distinct words; an HTML version of no words but an
     image differs wholly. The largest of the message's alternatives counts
     (MPART_ALT_DIFF: 99-100, a plain part unrelated to the HTML one)."""
-    if "alternative_difference" not in context.cache:
-        context.cache["alternative_difference"] = _alternative_difference(context)
-    difference = context.cache["alternative_difference"]
-    assert isinstance(difference, float)
+    difference, _, _ = _alternative_difference(context)
     return (float(low) == 0 or difference > float(low)) and (high == "undef" or difference <= float(high))
 
 
-def _alternative_difference(context: MessageContext) -> float:
+def multipart_alternative_difference_count(context: MessageContext, ratio: str, least_html: str) -> bool:
+    """The last multipart/alternative with HTML words: more than `least_html` distinct
+    words in its HTML, and its plain text's distinct words over them above `ratio`
+    (MPART_ALT_DIFF_COUNT: 3, 1, a plain part with three times the HTML's words)."""
+    _, html_words, text_words = _alternative_difference(context)
+    return html_words > float(least_html) and text_words / html_words > float(ratio)
+
+
+def _alternative_difference(context: MessageContext) -> tuple[float, int, int]:
+    """(the largest difference in percent; the distinct HTML and plain words of the last
+    alternative that had HTML words), worked out once a message."""
+    if "alternative_difference" not in context.cache:
+        context.cache["alternative_difference"] = _alternative_words(context)
+    return cast("tuple[float, int, int]", context.cache["alternative_difference"])
+
+
+def _alternative_words(context: MessageContext) -> tuple[float, int, int]:
     if context.message.content_types == _MEETING_REQUEST:
-        return 0.0
+        return 0.0, 0, 0
     largest = 0.0
+    html_words = text_words = 0
     for versions in context.message.alternatives:
         html: dict[str, int] = {}
         plain: dict[str, int] = {}
@@ -92,9 +106,57 @@ def _alternative_difference(context: MessageContext) -> float:
                 html["\n"] = 1  # (a mark no split word can be)
         if not html:
             continue
+        html_words, text_words = len(html), len(plain)
         left = sum(1 for word, count in html.items() if count - plain.get(word, 0) >= 1)
         largest = max(largest, 100.0 * left / len(html))
-    return largest
+    return largest, html_words, text_words
+
+
+def check_mime_multipart_ratio(context: MessageContext, low: str, high: str) -> bool:
+    """The bytes as sent of the last text/plain part over those of the last text/html
+    part, counting the parts met after a multipart/alternative and not marked
+    attachments, is in [low, high) (MIME_HTML_MOSTLY: 0-0.01, a token plain part
+    beside the HTML). With no such pair the ratio is 1."""
+    text = html = None
+    for part in reversed(context.message.parts):
+        if not part.after_alternative or "attachment" in part.disposition:
+            continue
+        if html is None and part.content_type == "text/html":
+            html = part.raw_length
+        elif text is None and part.content_type == "text/plain":
+            text = part.raw_length
+        if html is not None and text is not None:
+            break
+    ratio = text / html if text is not None and html else 1.0
+    return float(low) <= ratio < float(high)
+
+
+def check_base64_length(context: MessageContext, low: str, high: str = "") -> bool:
+    """The longest line of the base64 parts, its line break counted (PartInfo.longest_line),
+    is at least `low` and at most `high` (BASE64_LENGTH_79_INF: longer than the 76
+    characters MIME allows, and Outlook's 78). Calendar invitations (application/ics)
+    are let off."""
+    longest = max((part.longest_line for part in context.message.parts
+                   if part.content_type != "application/ics"), default=0)
+    return longest >= int(low) and not (high and longest > int(high))
+
+
+def tvd_vertical_words(context: MessageContext, low: str, high: str) -> bool:
+    """The most spaced-out body line: spaces per other byte, in percent (100 when spaces
+    outnumber the rest), of lines over 5 bytes, is in [low, high) (TVD_SPACE_RATIO:
+    "w o r d s   w r i t t e n   l i k e   t h i s"). -1 with no such line."""
+    if "vertical_words" not in context.cache:
+        most = -1
+        for line in context.texts("body:bytes"):
+            if len(line) <= 5:
+                continue
+            spaces = line.count(" ")
+            others = len(line) - spaces
+            percent = 100 if spaces > others or others == 0 else 100 * spaces // others
+            most = max(most, percent)
+        context.cache["vertical_words"] = most
+    most = cast("int", context.cache["vertical_words"])
+    return float(low) <= most < (101 if float(high) >= 100 else float(high))
 
 
 _IMAGE_TYPES = {"gif": ("image/gif",), "png": ("image/png",),
@@ -141,12 +203,14 @@ def check_for_uppercase(context: MessageContext, low: str, high: str) -> bool:
 
 
 # the parser's notes SpamAssassin's rules ask about that spamkit's parser keeps
-_PARSE_FLAGS = {"mime_epilogue_exists": lambda context: context.message.mime_epilogue}
+_PARSE_FLAGS = {"mime_epilogue_exists": lambda context: context.message.mime_epilogue,
+                "missing_mime_headers": lambda context: context.message.missing_mime_headers}
 
 
 def check_msg_parse_flags(context: MessageContext, flag: str) -> bool:
     """What the parser noted about the message: "mime_epilogue_exists", text after a
-    multipart's closing delimiter (T_TVD_MIME_EPI)."""
+    multipart's closing delimiter (T_TVD_MIME_EPI); "missing_mime_headers", a part that
+    does not begin with a header field (T_TVD_MIME_NO_HEADERS)."""
     return bool(_PARSE_FLAGS[flag](context))
 
 
@@ -163,4 +227,8 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_body_length": check_body_length,
     "check_for_uppercase": check_for_uppercase,
     "check_msg_parse_flags": check_msg_parse_flags,
+    "multipart_alternative_difference_count": multipart_alternative_difference_count,
+    "check_mime_multipart_ratio": check_mime_multipart_ratio,
+    "check_base64_length": check_base64_length,
+    "tvd_vertical_words": tvd_vertical_words,
 }

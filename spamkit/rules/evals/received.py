@@ -268,6 +268,72 @@ def check_relays_unparseable(context: MessageContext) -> bool:
     return context.relays.unparseable > 0
 
 
+def gated_through_received_hdr_remover(context: MessageContext) -> bool:
+    """Mail that passed a Received-line remover (ezmlm, MSN Groups) or has no Received
+    line at all (__GATED_THROUGH_RCVD_REMOVER)."""
+    return _gated_through_received_remover(context)
+
+
+def _header(context: MessageContext, name: str, modifier: str = "") -> str:
+    """SpamAssassin's get(NAME): every value, each with its line break; "" when absent."""
+    return context.header_text(name, modifier) or ""
+
+
+_GMAIL_OWN = tuple(LazyPattern(p) for p in (
+    r"by 10\.\S+ with SMTP id \S+", r"by 2002:a\d\d:\w+:\S+ with SMTP id \S+"))
+_GMAIL_SUBMISSION = LazyPattern(r"by smtp\.googlemail\.com with ESMTPSA id \S+")
+GOOGLE_HEADER_LENGTH_MIN = 60  # X-Gm-Message-State and X-Google-Smtp-Source, as Gmail writes them
+
+
+def check_for_forged_gmail_received_headers(context: MessageContext) -> bool:
+    """From a gmail.com address, without Gmail's own X-Received line, its submission
+    server's Received line, or its two long state headers (FORGED_GMAIL_RCVD)."""
+    if not re.search(r"\bgmail\.com$", _header(context, "From", "addr"), re.IGNORECASE):
+        return False
+    x_received = _header(context, "X-Received")
+    if any(pattern.search(x_received) for pattern in _GMAIL_OWN):
+        return False
+    if _GMAIL_SUBMISSION.search(_header(context, "Received")):
+        return False
+    return not (len(_header(context, "X-Gm-Message-State")) >= GOOGLE_HEADER_LENGTH_MIN
+                and len(_header(context, "X-Google-Smtp-Source")) >= GOOGLE_HEADER_LENGTH_MIN)
+
+
+_JUNO_RELAY = LazyPattern(rf"from.*\b(?:juno|untd)\.com.*[\[(]{_IP}[\])].*by")
+_JUNO_COOKIE = LazyPattern(r" cookie\.(?:juno|untd)\.com ")
+_MAIL_COM_RELAY = LazyPattern(rf"from.*\bmail\.com.*\[{_IP}\].*by")
+_UNTD_WEBMAIL = LazyPattern(rf"from (webmail\S+\.untd\.com) \(\1 \[{_IP}\]\) by")
+
+
+def check_for_forged_juno_received_headers(context: MessageContext) -> bool:
+    """From a juno.com address, without the relay, X-Originating-IP and X-Mailer that
+    Juno's own mail carries (__FORGED_JUNO_RCVD). As in SpamAssassin, mail without
+    X-Originating-IP always counts: its last test asks that header for an address."""
+    if not re.search(r"\bjuno\.com$", _header(context, "From", "addr"), re.IGNORECASE):
+        return False
+    if _gated_through_received_remover(context):
+        return False
+    originating, mailer, received = (_header(context, name) for name in ("X-Originating-IP", "X-Mailer", "Received"))
+    if originating:
+        if not _JUNO_RELAY.search(received) and not _JUNO_COOKIE.search(received):
+            return True
+        return "Juno " not in mailer
+    return True
+
+
+def check_for_forged_eudoramail_received_headers(context: MessageContext) -> bool:
+    """From a eudoramail.com address, but not handed over by whowhere.com with an
+    X-Sender-Ip (__FORGED_EUDORAMAIL_RCVD)."""
+    if not re.search(r"\beudoramail\.com$", _header(context, "From", "addr"), re.IGNORECASE):
+        return False
+    if _gated_through_received_remover(context):
+        return False
+    received = " ".join(_header(context, "Received").split())
+    sender_ip = context.header_text("X-Sender-Ip")
+    return not (re.search(r"by \S*whowhere.com;", received) and sender_ip is not None
+                and re.search(_IP, sender_ip) is not None)
+
+
 EVALS: dict[str, Callable[..., bool]] = {
     "check_for_forged_yahoo_received_headers": check_for_forged_yahoo_received_headers,
     "check_for_forged_hotmail_received_headers": check_for_forged_hotmail_received_headers,
@@ -278,4 +344,8 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_for_forged_received_trail": check_for_forged_received_trail,
     "check_mailfrom_matches_rcvd": check_mailfrom_matches_rcvd,
     "check_relays_unparseable": check_relays_unparseable,
+    "gated_through_received_hdr_remover": gated_through_received_hdr_remover,
+    "check_for_forged_gmail_received_headers": check_for_forged_gmail_received_headers,
+    "check_for_forged_juno_received_headers": check_for_forged_juno_received_headers,
+    "check_for_forged_eudoramail_received_headers": check_for_forged_eudoramail_received_headers,
 }

@@ -1,0 +1,44 @@
+"""The named lists of SpamAssassin's rule files: addresses (`enlist_addrlist (NAME) ...`)
+and URI hosts (`enlist_uri_host (NAME) ...`, `delist_uri_host`, `blocklist_uri_host`,
+`welcomelist_uri_host`), as Conf.pm keeps them. The WLBLEval evals read them
+(spamkit.rules.evals.wlbl)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NamedLists:
+    """The lists the rule files named: address globs and URI host verdicts, by list."""
+
+    addresses: dict[str, dict[str, re.Pattern[str]]] = field(default_factory=dict)
+    # host -> True (listed), False ("!host": a subdomain excepted from a listed domain)
+    uri_hosts: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+    def enlist_addresses(self, name: str, patterns: list[str]) -> None:
+        entries = self.addresses.setdefault(name, {})
+        for pattern in patterns:
+            entries[pattern.lower()] = address_glob(pattern)
+
+    def enlist_uri_hosts(self, name: str, hosts: list[str]) -> None:
+        entries = self.uri_hosts.setdefault(name, {})
+        for host in hosts:
+            host = host.lower()
+            entries[host.removeprefix("!")] = not host.startswith("!")
+
+    def delist_uri_hosts(self, name: str | None, hosts: list[str]) -> None:
+        """From the named list, or from every list made so far when none is named."""
+        names = [name] if name is not None else list(self.uri_hosts)
+        for listed in names:
+            for host in hosts:
+                self.uri_hosts.get(listed, {}).pop(host.lower().removeprefix("!"), None)
+
+
+def address_glob(pattern: str) -> re.Pattern[str]:
+    """SpamAssassin's address pattern: `*` any run, `?` one character, every other
+    character itself, the whole address, case ignored (Conf::Parser's add_to_addrlist)."""
+    text = re.sub(r"[\0\\(]", "_", pattern.lower())
+    text = re.sub(r"([^*?_a-zA-Z0-9])", r"\\\1", text).replace("?", ".")
+    return re.compile("^" + re.sub(r"\*+", ".*", text) + "$")

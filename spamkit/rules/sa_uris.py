@@ -1,0 +1,260 @@
+"""The links as SpamAssassin's uri rules and URI evals see them: each link, and the
+other spellings its canonicaliser (Util.pm's uri_list_canonicalize, Debian's 4.0) derives
+from it, so that a rule written for "http://1.2.3.4/" also matches the link written
+"http://0x01020304/" or "http://%77ww.example.com/".
+
+From each link it adds: the link with a scheme supplied ("www.x.com" is http://www.x.com),
+%-escapes of printable characters decoded, character references of printable ASCII
+and of dot look-alikes decoded, backslashes as slashes, the default port dropped, the
+host without control characters, without a user part, without a trailing
+non-alphanumeric run, a dotted or single-number IP address in hex or octal written in
+decimal, and a bare "http://name" as http://www.name.com. A redirector's target (the
+rule files' redirector_pattern, or any http link inside another link's path) is a link
+of its own, canonicalised in turn. For mailto: links, the address without ?query or
+&rest, and an address inside <...>. Host names are not put in IDNA: Debian's
+SpamAssassin runs without Net::LibIDN2 (idn_to_ascii).
+
+Only the rules from SpamAssassin's files read this view; the built-in uri rules read
+the links as the parser found them (decision 0005).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import regex
+
+from spamkit.rules.perl_regex import compile_perl, literals_for
+from spamkit.rules.registry import Registry
+
+MAX_LINKS = 2000  # links canonicalised a message (redirector targets included)
+REDIRECTOR_BUDGET = 0.05  # seconds a redirector pattern may take on one link
+
+_SKIPPED = re.compile(r"(?:[#?&]|/(?!/))")  # a fragment, query or path alone
+_MAILTO = re.compile(r"mailto:|[^:]*@", re.IGNORECASE)
+_MAILTO_BEFORE_QUERY = re.compile(r"([^@]+@[^?]+)\?")
+_MAILTO_BEFORE_AMPERSAND = re.compile(r"([^@]+@[^?&]+)&")
+_MAILTO_AFTER_SPACES = re.compile(r"(?:mailto:)?(?:%20)*([^@]+@[^?&%]+)")
+_MAILTO_IN_BRACKETS = re.compile(r"[^?&]*<([^@>]+@[^>]+)>")
+_HTTP_SLASHES = re.compile(r"^(https?:)/{0,2}", re.IGNORECASE)
+_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
+_ESCAPE_SPLIT = re.compile(r"(%[0-9a-fA-F]{2})")
+_ESCAPE_KEPT = re.compile(r"20|7f|[0189a-f][0-9a-f]", re.IGNORECASE)
+_TO_ESCAPE = re.compile(r'[^\x21-\x7e]|["%<>]')  # (each UTF-8 byte of a character beyond ASCII)
+_HAS_SCHEME = re.compile(r"^[-_a-z0-9]+:", re.IGNORECASE)
+_BARE_QUERY = re.compile(r"^(https?://[^/?#]+)([?#])", re.IGNORECASE)
+_DECIMAL_REFERENCE = re.compile(r"&#0*(3[3-9]|[4-9]\d|1[01]\d|12[0-6]);")
+_HEX_REFERENCE = re.compile(r"&#x0*(2[1-9]|[3-6][a-fA-F0-9]|7[0-9a-eA-E]);")
+_DOT_REFERENCE = re.compile(r"&#(?:x2e|12290|x3002|65294|xff0e|65377|xff61);", re.IGNORECASE)
+_HTTP_PARTS = re.compile(r"^(https?://)([^@/?#]*@)?([^/?#:]+)((?::(\d*))?.*)$", re.IGNORECASE)
+_EMBEDDED_HTTP = re.compile(r"(https?:/{0,2}[^&#]+)", re.IGNORECASE)
+_CONTROLS = re.compile(r"[\x00-\x20]")
+_USER = re.compile(r"^[^@]+@")
+_TRAILING_JUNK = re.compile(r"[^0-9A-Za-z]+$")
+_DOTTED_NUMBERS = re.compile(r"^((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)(0x[0-9a-f]+|\d+)$",
+                             re.IGNORECASE)
+_HEX_OCTET = re.compile(r"^0x([0-9a-f]+)", re.IGNORECASE)
+_OCTAL_OCTET = re.compile(r"^0+([1-3][0-7]{0,2}|[4-7][0-7]?)\b")
+_HEX_NUMBER = re.compile(r"^0x[0-9a-f]*?([0-9a-f]{1,8})$", re.IGNORECASE)
+_SINGLE_LABEL = re.compile(r"^(?:www\.)?([^.]+)$")
+_PERL_SPACE = "\t\n\x0b\x0c\r "
+
+
+@dataclass(frozen=True)
+class Redirector:
+    """A redirector_pattern line: a link it matches redirects to its first capture."""
+
+    pattern: regex.Pattern[str]
+    # one of these is in every link it matches (lower-case when it ignores case), so
+    # most links are passed over without running it (None: no such literal)
+    literals: tuple[str, ...] | None
+    ignorecase: bool
+
+    @classmethod
+    def from_text(cls, text: str) -> Redirector:
+        """From '/regex/flags' (or m'...'flags); PerlRegexError when it does not compile."""
+        pattern = compile_perl(text)
+        return cls(pattern, literals_for(text), bool(pattern.flags & regex.IGNORECASE))
+
+    def may_match(self, link: str, lowered: str) -> bool:
+        if self.literals is None:
+            return True
+        haystack = lowered if self.ignorecase else link
+        return any(literal in haystack for literal in self.literals)
+
+
+class Redirectors:
+    """The rule files' redirector patterns, with one search that passes over a link
+    holding none of their literals (most links) without trying each pattern."""
+
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self.patterns = [Redirector.from_text(text) for text in texts]
+        literals = [p.literals for p in self.patterns]
+        self._gate = None if not literals or None in literals else re.compile(
+            "|".join(re.escape(literal.lower()) for group in literals if group for literal in group))
+
+    def may_match(self, lowered: str) -> bool:
+        return bool(self.patterns) and (self._gate is None or self._gate.search(lowered) is not None)
+
+
+NO_REDIRECTORS = Redirectors()
+
+
+def canonical_uris(uris: Iterable[str], redirectors: Redirectors = NO_REDIRECTORS,
+                   registry: Registry | None = None) -> list[str]:
+    """Every link of `uris` and each spelling derived from it, once each, in order."""
+    pending = list(uris)
+    found: dict[str, None] = {}
+    index = 0
+    while index < len(pending) and index < MAX_LINKS:
+        uri = pending[index].replace("\n", "").strip(_PERL_SPACE).replace("\r", "")
+        index += 1
+        found[uri] = None
+        for variant in _variants(uri, redirectors, registry, pending):
+            found[variant] = None
+    return list(found)
+
+
+def _variants(uri: str, redirectors: Redirectors, registry: Registry | None,
+              pending: list[str]) -> list[str]:
+    """The spellings SpamAssassin derives from one link; redirector targets go to `pending`."""
+    if len(uri) <= 1 or _SKIPPED.match(uri):
+        return []
+    if _MAILTO.match(uri):
+        return _mailto_variants(uri)
+    variants = []
+    canonical = _HTTP_SLASHES.sub(lambda m: m.group(1) + "//", uri.replace("\\", "/"), count=1)
+    if _ESCAPE.search(canonical):
+        canonical = _decode_printable_escapes(canonical)
+    if not _HAS_SCHEME.match(canonical):
+        canonical = ("ftp://" if canonical.startswith("ftp.") else "http://") + canonical
+    canonical = _BARE_QUERY.sub(r"\1/\2", canonical, count=1)
+    canonical = _DECIMAL_REFERENCE.sub(lambda m: chr(int(m.group(1))), canonical)
+    canonical = _HEX_REFERENCE.sub(lambda m: chr(int(m.group(1), 16)), canonical)
+    canonical = _DOT_REFERENCE.sub(".", canonical)
+    if canonical != uri:
+        variants.append(canonical)
+    parts = _HTTP_PARTS.match(canonical)
+    if parts is not None:
+        variants += _http_variants(parts, redirectors, registry, pending)
+    return variants
+
+
+def _mailto_variants(uri: str) -> list[str]:
+    variants = []
+    for pattern, prefix in ((_MAILTO_BEFORE_QUERY, ""), (_MAILTO_BEFORE_AMPERSAND, ""),
+                            (_MAILTO_AFTER_SPACES, "mailto:"), (_MAILTO_IN_BRACKETS, "mailto:")):
+        if pattern is _MAILTO_AFTER_SPACES and "%20" not in uri:
+            continue
+        match = pattern.match(uri)
+        if match is not None:
+            variants.append(prefix + match.group(1))
+    return variants
+
+
+def _decode_printable_escapes(uri: str) -> str:
+    """Util.pm's url_encode: %-escapes of printable characters decoded (those of white
+    space, controls, 8-bit bytes and a first digit of 0, 1, 8, 9 or a-f kept), and
+    white space, controls, 8-bit characters, '"', '%', '<' and '>' written as escapes."""
+    pieces = []
+    for piece in _ESCAPE_SPLIT.split(uri):
+        if _ESCAPE.fullmatch(piece):
+            if _ESCAPE_KEPT.search(piece) is None:
+                piece = chr(int(piece[1:], 16))
+        else:
+            piece = _TO_ESCAPE.sub(lambda m: "".join(f"%{b:02x}" for b in m.group(0).encode("utf-8")), piece)
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _http_variants(parts: re.Match[str], redirectors: Redirectors,
+                   registry: Registry | None, pending: list[str]) -> list[str]:
+    proto, auth, host, rest, port = parts.group(1), parts.group(2) or "", parts.group(3), parts.group(4), parts.group(5)
+    variants = []
+    rest_without_port = ""
+    if not port:  # (none, or ":" alone)
+        port = "80" if proto == "http://" else "443"
+    else:
+        default = r"^:80\b" if proto == "http://" else r"^:443\b"
+        rest_without_port, dropped = re.subn(default, "", rest, count=1)
+        if dropped:
+            variants.append(proto + host + rest_without_port)
+        else:
+            rest_without_port = rest
+    # (SpamAssassin adds the IDNA spelling of a host here; without Net::LibIDN2 that is the
+    # host lower-cased, which it compares with the host lower-cased: never a new one)
+    ascii_name = idn_to_ascii(host)
+    if _CONTROLS.search(host):
+        host = _CONTROLS.sub("", host)
+        variants.append(proto + host + rest)
+    _redirect_target(proto + host + rest, rest, redirectors, pending)
+    if _USER.search(host):
+        host = _USER.sub("", host)
+        variants.append(proto + host + rest)
+    if _TRAILING_JUNK.search(host):
+        host = _TRAILING_JUNK.sub("", host)
+        variants.append(proto + host + rest)
+    numbers = _DOTTED_NUMBERS.match(host)
+    if numbers is not None:
+        variants.append(proto + "".join(_decimal_octet(octet) for octet in numbers.groups()) + rest)
+    elif re.fullmatch(r"0x[0-9a-f]+", host, re.IGNORECASE):
+        hexadecimal = _HEX_NUMBER.match(host)
+        assert hexadecimal is not None
+        variants.append(proto + _ulong_to_ip(int(hexadecimal.group(1), 16)) + rest)
+    elif re.fullmatch(r"[0-9]+", host):
+        variants.append(proto + _ulong_to_ip(int(host)) + rest)
+    elif proto == "http://" and auth == "" and ascii_name != "localhost" and port == "80":
+        single = _SINGLE_LABEL.match(ascii_name)
+        if single is not None and not (registry is not None and registry.is_domain_valid(ascii_name)):
+            variants.append(proto + "www." + single.group(1) + ".com" + rest)
+    return variants
+
+
+def idn_to_ascii(host: str) -> str:
+    """SpamAssassin's idn_to_ascii as Debian installs it, without Net::LibIDN2 (which
+    the package neither depends on nor recommends): ASCII letters lower-cased, nothing
+    else changed."""
+    return host.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _redirect_target(uri: str, rest: str, redirectors: Redirectors, pending: list[str]) -> None:
+    """A redirector_pattern's capture with a dot in it, else an http link inside the
+    path: a link of its own, canonicalised in turn."""
+    lowered = uri.lower()
+    for redirector in redirectors.patterns if redirectors.may_match(lowered) else ():
+        if not redirector.may_match(uri, lowered):
+            continue
+        try:
+            match = redirector.pattern.search(uri, timeout=REDIRECTOR_BUDGET)
+        except TimeoutError:
+            continue
+        if match is not None:
+            target = match.group(1) if match.groups() else None
+            if target is None or "." not in target:
+                continue
+            pending.append(target)
+            return
+    embedded = _EMBEDDED_HTTP.search(rest)
+    if embedded is not None and "." in embedded.group(1):
+        pending.append(embedded.group(1))
+
+
+def _decimal_octet(octet: str) -> str:
+    """One part of a dotted address (its dot kept) in decimal, from hex or octal."""
+    octet = _HEX_OCTET.sub(lambda m: str(int(m.group(1), 16)), octet, count=1)
+    octet = _OCTAL_OCTET.sub(lambda m: str(int(m.group(1), 8)), octet, count=1)
+    return octet.lstrip("0")
+
+
+def _ulong_to_ip(number: int) -> str:
+    """Util.pm's decode_ulong_to_ip: the number's hex digits, read as bytes, the first four."""
+    digits = f"{min(number, 2**64 - 1):08x}"
+    if len(digits) % 2:
+        digits += "0"
+    return ".".join(str(byte) for byte in bytes.fromhex(digits)[:4])
