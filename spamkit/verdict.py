@@ -259,6 +259,7 @@ class Scanner:
                 importlib.import_module(f"encodings.{module.name}")
             except ImportError:
                 pass  # mbcs and oem: Windows only
+        self.rules.prepare_linear()
         self.scan(_WARM_UP_MESSAGE, with_bayes=False)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),

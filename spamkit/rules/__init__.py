@@ -22,6 +22,7 @@ import regex
 from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
 from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
+from spamkit.rules.linear import LinearPattern
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
@@ -85,7 +86,7 @@ def hit_limit(tflags: frozenset[str]) -> int:
     return MAX_MULTIPLE_HITS
 
 
-def _count_matches(pattern: regex.Pattern[str], text: str, limit: int) -> tuple[int, str]:
+def _count_matches(pattern: regex.Pattern[str] | LinearPattern, text: str, limit: int) -> tuple[int, str]:
     """(matches in `text`, at most `limit`; the first one's text): one search when only
     one counts (most rules), else every match as Perl's /g finds them."""
     if limit == 1:
@@ -151,6 +152,14 @@ class RuleSet:
         self._multiscan_lock = threading.Lock()
         # the prefilter's databases for each scanned kind: one a view its rules read
         self._scan_views: dict[Kind, list[str]] = {}
+
+    def prepare_linear(self) -> int:
+        """Compile now the rules RE2 runs (spamkit.rules.linear), which imports its module:
+        a daemon does this before it gives up root. Returns how many there are."""
+        linear = [rule for rule in self.rules.values() if rule.re2_form]
+        for rule in linear:
+            assert rule.pattern is not None
+        return len(linear)
 
     def country_rules(self) -> list[str]:
         """The rules that read RelayCountry's headers (X-Relay-Countries and its kin),

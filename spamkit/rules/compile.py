@@ -15,6 +15,8 @@ from typing import Any
 import regex
 
 from spamkit.rules.cf import Definition, ParsedRules
+from spamkit.rules.linear import available as linear_available
+from spamkit.rules.linear import re2_form
 from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import (
@@ -134,6 +136,8 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
         report.skip(verdict.get("reason", "does not compile"))
         return None
     rule.regex_source = text
+    if verdict.get("re2"):
+        rule.re2_form, rule.compiled = str(verdict["re2"]), None  # (compiled for RE2 on first use)
     if definition.kind not in (Kind.HEADER, Kind.MIMEHEADER):
         literals = verdict.get("literals")
         rule.literals = tuple(literals) if literals is not None else None
@@ -152,13 +156,18 @@ def _judge_regex(kind: Kind, text: str, probe: bool) -> tuple[dict[str, Any], re
         pattern = compile_perl(text)
     except (PerlRegexError, ValueError, SyntaxError) as error:
         return {"error": str(error), "reason": "does not compile"}, None
+    verdict: dict[str, Any] = {}
     if probe and too_slow(pattern):
-        return {"error": f"takes more than {PROBE_BUDGET}s on adversarial input; rejected",
-                "reason": "too slow"}, None
+        # before rejecting it: RE2 runs it in linear time if it can, meaning the same
+        form = re2_form(text) if linear_available() else None
+        if form is None:
+            return {"error": f"takes more than {PROBE_BUDGET}s on adversarial input; rejected",
+                    "reason": "too slow"}, None
+        verdict["re2"] = form
     if kind in (Kind.HEADER, Kind.MIMEHEADER):
-        return {}, pattern
+        return verdict, pattern
     literals = literals_for(text)
-    return {"literals": list(literals) if literals is not None else None,
+    return {**verdict, "literals": list(literals) if literals is not None else None,
             "ignorecase": bool(pattern.flags & regex.IGNORECASE),
             "paragraph_local": kind is not Kind.FULL and is_paragraph_local(text)}, pattern
 

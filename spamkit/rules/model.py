@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import regex
+
+if TYPE_CHECKING:
+    from spamkit.rules.linear import LinearPattern
 
 
 class Kind(enum.Enum):
@@ -36,11 +40,14 @@ class Rule:
     origin: str  # "file:line" of its definition
     description: str = ""
     tflags: frozenset[str] = frozenset()
-    compiled: regex.Pattern[str] | None = field(default=None, repr=False)
+    compiled: regex.Pattern[str] | LinearPattern | None = field(default=None, repr=False)
     literals: tuple[str, ...] | None = None  # one of these is in any text the pattern matches
     literals_ignorecase: bool = False
     paragraph_local: bool = False  # one search over the joined text can rule out every paragraph
     regex_source: str = ""  # the /regex/flags part of the test
+    # the regex as RE2 runs it, for a rule too slow for the backtracking engine that RE2
+    # runs with the same meaning (spamkit.rules.linear); "" for the others
+    re2_form: str = ""
     scan_id: int | None = None  # its id in the RuleSet's multi-pattern prefilter, if it has one
     scan_group: str = ""  # which of the prefilter's databases: the texts it reads (a view), or "header NAME MODIFIER"
     source: str = ""  # the test as written, for --explain and lint
@@ -67,10 +74,15 @@ class Rule:
     reads_bytes: bool = False
 
     @property
-    def pattern(self) -> regex.Pattern[str] | None:
+    def pattern(self) -> regex.Pattern[str] | LinearPattern | None:
         """The compiled regex; compiled on first use when the load came from the rule cache
-        (spamkit.rules.rulecache), which already knows that it compiles and is not too slow."""
-        if self.compiled is None and self.regex_source:
+        (spamkit.rules.rulecache), which already knows that it compiles and is not too slow
+        (or which form RE2 runs it in)."""
+        if self.compiled is None and self.re2_form:
+            from spamkit.rules.linear import LinearPattern
+
+            self.compiled = LinearPattern(self.re2_form)
+        elif self.compiled is None and self.regex_source:
             from spamkit.rules.perl_regex import compile_perl
 
             self.compiled = compile_perl(self.regex_source)

@@ -28,7 +28,7 @@ CACHE_FORMAT = 1
 STALE_DAYS = 30  # cache files unused this long are removed (rule updates leave old ones)
 _CACHE_FILES = ("rules-*.json", "multiscan-*.hsdb")
 # The modules whose code decides a verdict: a change to any of them starts a new cache.
-_JUDGES = ("compile.py", "perl_regex.py", "prefilter.py", "rulecache.py")
+_JUDGES = ("compile.py", "perl_regex.py", "prefilter.py", "rulecache.py", "linear.py")
 
 
 def default_cache_dir() -> Path:

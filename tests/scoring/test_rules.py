@@ -94,13 +94,20 @@ def test_load_errors_name_file_and_line(tmp_path: Path, text: str, message: str)
 
 
 def test_a_catastrophic_regex_is_rejected_at_load(tmp_path: Path) -> None:
+    """One RE2 cannot run (a backreference) is rejected; one it can runs there, in
+    linear time (decision 0043; tests/scoring/test_linear.py)."""
     path = tmp_path / "slow.cf"
-    path.write_text("body SLOW_RULE /(a+a+)+y/\nbody FAST_RULE /cheap/\n")
+    path.write_text("body SLOW_RULE /(a+a+)+\\1y/\nbody FAST_RULE /cheap/\nbody LINEAR_RULE /(a+a+)+y/\n")
     started = time.perf_counter()
     ruleset = load_rules([path], builtin=False)
     assert time.perf_counter() - started < 10
     assert "SLOW_RULE" not in ruleset.rules and "FAST_RULE" in ruleset.rules
     assert any("SLOW_RULE" in e and "adversarial" in e for e in ruleset.report.errors)
+    assert ruleset.rules["LINEAR_RULE"].re2_form
+    raw = b"Subject: x\n\n" + b"a" * 30_000 + b"!\n"
+    started = time.perf_counter()
+    counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)), 0)
+    assert "LINEAR_RULE" not in counts and time.perf_counter() - started < 2
 
 
 def test_a_rule_that_explodes_on_one_message_is_cut_off(tmp_path: Path) -> None:
@@ -184,12 +191,16 @@ def test_a_second_load_from_the_rule_cache_gives_the_same_rules_and_errors(
     rules, the same errors with their file and line, and the same hits."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "rules.cf"
-    path.write_text("body SLOW_RULE /(a+a+)+y/\nbody BROKEN /(unclosed/\n"
-                    "body CHEAP /\\bcheap\\s+pills\\b/i\nheader FREE Subject =~ /free/i\n")
+    path.write_text("body SLOW_RULE /(a+a+)+\\1y/\nbody BROKEN /(unclosed/\n"
+                    "body CHEAP /\\bcheap\\s+pills\\b/i\nheader FREE Subject =~ /free/i\n"
+                    "body LINEAR /(a+a+)+y/\n")
     raw = b"Subject: Free stuff\n\nCheap   pills here\n"
     loads = [load_rules([path], builtin=False) for _ in range(2)]
     first, second = loads
-    assert list(first.rules) == list(second.rules) == ["CHEAP", "FREE"]
+    assert list(first.rules) == list(second.rules) == ["CHEAP", "FREE", "LINEAR"]
+    # a rule RE2 runs (decision 0043) keeps its form through the cache
+    assert second.rules["LINEAR"].re2_form == first.rules["LINEAR"].re2_form != ""
+    assert second.rules["LINEAR"].compiled is None
     assert first.report.errors == second.report.errors
     assert any(e.startswith(f"{path}:1") and "adversarial" in e for e in second.report.errors)
     assert any(e.startswith(f"{path}:2") for e in second.report.errors)
@@ -201,7 +212,7 @@ def test_a_second_load_from_the_rule_cache_gives_the_same_rules_and_errors(
     for cached in (tmp_path / "cache" / "spamkit").glob("rules-*.json"):
         cached.write_text("{not json")
     again = load_rules([path], builtin=False)  # a damaged cache is judged again, not trusted
-    assert list(again.rules) == ["CHEAP", "FREE"] and again.report.errors == first.report.errors
+    assert list(again.rules) == ["CHEAP", "FREE", "LINEAR"] and again.report.errors == first.report.errors
 
 
 def test_stale_cache_files_are_pruned_and_used_ones_kept(tmp_path: Path) -> None:

@@ -1,0 +1,221 @@
+"""A rule's regex run by RE2, a linear-time engine, when the backtracking engine is too
+slow on adversarial input (decision 0043).
+
+Rules from files are tried on pumped input at load, and one that takes more than the
+probe budget is rejected (spamkit.rules.compile). Many such patterns backtrack only
+because of how a backtracking engine searches: FROM_DOMAIN_NOVOWEL's
+/\\@\\S*[bcdfgjklmnpqrstvwxz]{7}/i is quadratic on "x@x@x@...", and RE2 answers it in
+one pass. So before rejecting a rule, compile checks whether RE2 can run it with
+exactly the same meaning, and runs it there.
+
+"Exactly the same" is built, not hoped for: the pattern is read with Python's regex
+parser, and written out again for RE2 from a short list of constructs whose meaning is
+the same in both. Each is written the same way for every flag. A byte rule (Perl's ASCII
+rules on Latin-1 bytes, decision 0041) is emitted byte by byte. Every character class is
+computed as the set of the 256 bytes it matches, case folding of ASCII letters
+included, and written as that set. "." is [^\\n] or, with /s, any byte. "$" is \\n?\\z,
+or (?m:$) with /m. Backreferences, lookarounds, possessive and atomic groups,
+conditionals, characters beyond one byte, repeat counts over RE2's 1,000, and
+character rules (the built-in ones) are not translated. Such a rule stays rejected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from re import _constants as constants  # type: ignore[attr-defined]
+from typing import Any
+
+from spamkit.rules.perl_regex import PerlRegexError, split_delimited, translate
+from spamkit.rules.prefilter import parse_pattern
+
+RE2_MAX_REPEAT = 1000
+_FLAGS = {"i": re.IGNORECASE, "s": re.DOTALL, "m": re.MULTILINE, "x": re.VERBOSE}
+_BYTES = range(256)
+_DIGIT = frozenset(range(0x30, 0x3A))
+_WORD = _DIGIT | frozenset(range(0x41, 0x5B)) | frozenset(range(0x61, 0x7B)) | {0x5F}
+_SPACE = frozenset(b"\t\n\x0b\x0c\r ")
+_CATEGORIES = {
+    constants.CATEGORY_DIGIT: _DIGIT, constants.CATEGORY_NOT_DIGIT: frozenset(_BYTES) - _DIGIT,
+    constants.CATEGORY_WORD: _WORD, constants.CATEGORY_NOT_WORD: frozenset(_BYTES) - _WORD,
+    constants.CATEGORY_SPACE: _SPACE, constants.CATEGORY_NOT_SPACE: frozenset(_BYTES) - _SPACE,
+}
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """google-re2 is installed (it is wherever Hyperscan is: x86-64)."""
+    return importlib.util.find_spec("re2") is not None
+
+
+class NotLinear(Exception):
+    """A construct RE2 does not run with the same meaning."""
+
+
+def re2_form(text: str) -> str | None:
+    """'/body/flags' of a byte rule (its "a" flag) as an RE2 pattern for Latin-1 bytes,
+    or None when it cannot be run there with the same meaning, or RE2 refuses it (or is
+    not installed)."""
+    try:
+        body, flags = split_delimited(text)
+    except PerlRegexError:
+        return None
+    if "a" not in flags:
+        return None  # a character rule: RE2 would have to read Unicode the way `regex` does
+    bits = 0
+    for flag in flags:
+        bits |= _FLAGS.get(flag, 0)
+    try:
+        tree = parse_pattern(translate(body), bits)
+    except PerlRegexError:
+        return None
+    if tree is None:
+        return None
+    try:
+        form = _sequence(list(tree), tree.state.flags)
+    except (NotLinear, RecursionError):
+        return None
+    try:
+        LinearPattern(form)
+    except Exception:  # noqa: BLE001 - re2.error: past its limits (nested repeats over 1,000)
+        return None
+    return form
+
+
+def _sequence(items: list[tuple[Any, Any]], flags: int) -> str:
+    return "".join(_node(op, av, flags) for op, av in items)
+
+
+def _node(op: Any, av: Any, flags: int) -> str:
+    icase = bool(flags & re.IGNORECASE)
+    if op is constants.LITERAL:
+        return _byte_class(_with_case({_byte(av)}, icase))
+    if op is constants.NOT_LITERAL:
+        return _byte_class(frozenset(_BYTES) - _with_case({_byte(av)}, icase))
+    if op is constants.ANY:
+        return r"[\x00-\xff]" if flags & re.DOTALL else r"[^\n]"
+    if op is constants.IN:
+        return _byte_class(_class_bytes(av, icase))
+    if op is constants.BRANCH:
+        return "(?:" + "|".join(_sequence(list(branch), flags) for branch in av[1]) + ")"
+    if op is constants.SUBPATTERN:
+        _, add_flags, del_flags, body = av
+        if (add_flags | del_flags) & ~(re.IGNORECASE | re.DOTALL | re.MULTILINE):
+            raise NotLinear("group flags")
+        return "(?:" + _sequence(list(body), (flags | add_flags) & ~del_flags) + ")"
+    if op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
+        low, high, body = av
+        if low > RE2_MAX_REPEAT or (high != constants.MAXREPEAT and high > RE2_MAX_REPEAT):
+            raise NotLinear("repeat count")
+        count = f"{{{low},}}" if high == constants.MAXREPEAT else f"{{{low},{high}}}"
+        return "(?:" + _sequence(list(body), flags) + ")" + count + ("?" if op is constants.MIN_REPEAT else "")
+    if op is constants.AT:
+        return _anchor(av, flags)
+    raise NotLinear(str(op))  # backreferences, lookarounds, possessive and atomic groups...
+
+
+def _anchor(code: Any, flags: int) -> str:
+    multiline = bool(flags & re.MULTILINE)
+    if code is constants.AT_BEGINNING:
+        return "(?m:^)" if multiline else r"\A"
+    if code is constants.AT_BEGINNING_STRING:
+        return r"\A"
+    if code is constants.AT_END:  # Perl's $: the end, or before a newline that ends the text
+        return "(?m:$)" if multiline else r"(?:\n?\z)"
+    if code is constants.AT_END_STRING:
+        return r"\z"
+    if code is constants.AT_BOUNDARY:
+        return r"\b"  # (RE2's word characters are ASCII's, as Perl's on bytes)
+    if code is constants.AT_NON_BOUNDARY:
+        return r"\B"
+    raise NotLinear(str(code))
+
+
+def _byte(code: int) -> int:
+    if code > 0xFF:
+        raise NotLinear("a character beyond one byte")
+    return code
+
+
+def _with_case(codes: set[int] | frozenset[int], icase: bool) -> frozenset[int]:
+    """The bytes, and with /i each ASCII letter's other case (Perl's ASCII folding)."""
+    if not icase:
+        return frozenset(codes)
+    out = set(codes)
+    for code in codes:
+        if 0x41 <= code <= 0x5A or 0x61 <= code <= 0x7A:
+            out.add(code ^ 0x20)
+    return frozenset(out)
+
+
+def _class_bytes(items: list[tuple[Any, Any]], icase: bool) -> frozenset[int]:
+    """The set of bytes a character class matches."""
+    negate = False
+    codes: set[int] = set()
+    for op, av in items:
+        if op is constants.NEGATE:
+            negate = True
+        elif op is constants.LITERAL:
+            codes.add(_byte(av))
+        elif op is constants.RANGE:
+            low, high = av
+            if low > 0xFF:
+                continue  # (a range of characters no byte can be)
+            codes.update(range(low, min(high, 0xFF) + 1))
+        elif op is constants.CATEGORY and av in _CATEGORIES:
+            codes.update(_CATEGORIES[av])
+        else:
+            raise NotLinear(str(op))
+    folded = _with_case(codes, icase)
+    return frozenset(_BYTES) - folded if negate else folded
+
+
+def _byte_class(codes: frozenset[int]) -> str:
+    """A set of bytes as an RE2 class of ranges (a class that matches nothing: none)."""
+    if not codes:
+        return r"[^\x00-\xff]"
+    ordered = sorted(codes)
+    ranges: list[tuple[int, int]] = []
+    for code in ordered:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return "[" + "".join(rf"\x{a:02x}" if a == b else rf"\x{a:02x}-\x{b:02x}" for a, b in ranges) + "]"
+
+
+class LinearMatch:
+    """A match of a LinearPattern, its text as the byte view the rule reads."""
+
+    __slots__ = ("_match",)
+
+    def __init__(self, match: Any) -> None:
+        self._match = match
+
+    def group(self, index: int = 0) -> str:
+        found = self._match.group(index)
+        return "" if found is None else bytes(found).decode("latin-1")
+
+
+class LinearPattern:
+    """The rule's regex compiled by RE2 for Latin-1 bytes, searched as `regex` patterns are
+    (the timeout is accepted and not needed: RE2 takes time linear in the text)."""
+
+    def __init__(self, pattern: str) -> None:
+        import re2  # (google-re2, installed with spamkit)
+
+        options = re2.Options()
+        options.encoding = re2.Options.Encoding.LATIN1
+        options.log_errors = False
+        self.pattern = pattern
+        self._compiled = re2.compile(pattern.encode("latin-1"), options)
+
+    def search(self, text: str, timeout: float | None = None) -> LinearMatch | None:
+        match = self._compiled.search(text.encode("latin-1", "replace"))
+        return None if match is None else LinearMatch(match)
+
+    def finditer(self, text: str, timeout: float | None = None) -> Iterator[LinearMatch]:
+        for match in self._compiled.finditer(text.encode("latin-1", "replace")):
+            yield LinearMatch(match)

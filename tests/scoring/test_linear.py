@@ -1,0 +1,132 @@
+"""Rules too slow for the backtracking engine run on RE2 when it means the same
+(spamkit.rules.linear): the translation is held against `regex` on generated patterns
+and texts, and on Debian's rules over corpus text."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpora import CorpusMessage
+from spamkit.message import parse_message
+from spamkit.rules import MessageContext, load_rules, view_of
+from spamkit.rules.compile import ADVERSARIAL_PROBES
+from spamkit.rules.linear import LinearPattern, available, re2_form
+from spamkit.rules.model import Kind
+from spamkit.rules.perl_regex import as_byte_rule, compile_perl
+from tests.scoring.test_spamassassin_rules import DEBIAN_RULES, require_debian_rules
+
+pytestmark = pytest.mark.skipif(not available(), reason="google-re2 is installed with spamkit on x86-64 only")
+
+
+def _same(rule_text: str, text: str) -> None:
+    """The backtracking and the linear engine find the same match (a `$` match may take
+    the final line break with it in RE2's text: the hit is the same)."""
+    form = re2_form(rule_text)
+    assert form is not None, rule_text
+    try:
+        expected = compile_perl(rule_text).search(text, timeout=1)
+    except TimeoutError:
+        return
+    found = LinearPattern(form).search(text)
+    assert (expected is None) == (found is None), (rule_text, text)
+    if expected is not None and found is not None:
+        assert found.group(0) in (expected.group(0), expected.group(0) + "\n"), (rule_text, text)
+
+
+def test_what_is_translated_and_what_is_not() -> None:
+    for text in (r"/\@\S*[bcdfgjklmnpqrstvwxz]{7}/i", r"/^From:.{0,9}$/m", r"/a.b/s", r"/(?i:ab)c|x+?y/",
+                 r"/[^\w\s]{2,5}\b/i", r"/caf\xc3\xa9/i", r"/\d{1000}/"):
+        assert re2_form(as_byte_rule(text)) is not None, text
+    # backreferences, lookarounds, possessive and atomic groups, counts past RE2's
+    # limit, characters beyond a byte, and character (built-in) rules are not
+    for text in (r"/(a)\1/", r"/(?=x)y/", r"/(?<!x)y/", r"/a++/", r"/(?>ab)/", r"/a{1001}/",
+                 r"/(?:a{40}){40}/", "/\\x{263a}/"):
+        assert re2_form(as_byte_rule(text)) is None, text
+    assert re2_form(r"/abc/i") is None  # (no "a" flag: a rule read as characters)
+
+
+def test_a_rule_too_slow_for_regex_runs_on_re2(tmp_path: Path) -> None:
+    """FROM_DOMAIN_NOVOWEL's pattern is quadratic for a backtracking engine on
+    "x@x@x@..." and was rejected at load; RE2 answers 100 kB of each probe at once, with
+    the same hits. A backreference rule, which RE2 cannot run, stays rejected."""
+    rules = tmp_path / "slow.cf"
+    rules.write_text("header NOVOWEL From =~ /\\@\\S*[bcdfgjklmnpqrstvwxz]{7}/i\n"
+                     "header TONAME_EQ_TOLOCAL To:raw =~ /^\\s*['\"]?([^'\"]+)['\"]? <?\\1\\@/\n")
+    ruleset = load_rules([rules], builtin=False, cache=False)
+    assert "NOVOWEL" in ruleset.rules and "TONAME_EQ_TOLOCAL" not in ruleset.rules
+    assert ruleset.report.skipped == {"too slow": 1}
+    rule = ruleset.rules["NOVOWEL"]
+    assert rule.re2_form and isinstance(rule.pattern, LinearPattern)
+    assert ruleset.prepare_linear() == 1
+    for probe in ADVERSARIAL_PROBES:
+        started = time.perf_counter()
+        rule.pattern.search(probe * 25)
+        assert time.perf_counter() - started < 0.1
+    for sender, hits in (("a@bcdfgjklmn.example", True), ("a@example.com", False), ("x@strngkdz.de", True), ("x@schwrtzng.de", False)):
+        raw = f"From: {sender}\nTo: b@example.org\nSubject: s\n\nbody\n".encode()
+        counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)), 0)
+        assert ("NOVOWEL" in counts) == hits, sender
+
+
+_ATOMS = ["a", "A", "b", "\\n", " ", "@", "\\xc3\\xa9", "[a-c]", "[^a]", "[^\\w\\s]", "\\w", "\\W", "\\s", "\\S",
+          "\\d", ".", "\\b", "\\B", "^", "$", "\\A", "\\z"]
+
+
+@st.composite
+def _patterns(draw: st.DrawFn) -> str:
+    def piece(depth: int) -> str:
+        choice = draw(st.integers(0, 5 if depth < 2 else 2))
+        if choice <= 2:
+            atom = draw(st.sampled_from(_ATOMS))
+        elif choice == 3:
+            atom = "(?:" + "|".join(piece(depth + 1) for _ in range(draw(st.integers(1, 3)))) + ")"
+        elif choice == 4:
+            atom = "(" + "".join(piece(depth + 1) for _ in range(draw(st.integers(1, 3)))) + ")"
+        else:
+            atom = "(?i:" + piece(depth + 1) + ")"
+        if atom in ("^", "$", "\\A", "\\z", "\\b", "\\B"):
+            return atom
+        quantifier = draw(st.sampled_from(["", "", "*", "+", "?", "{2}", "{1,3}", "{0,2}"]))
+        return atom + quantifier + (draw(st.sampled_from(["", "?"])) if quantifier else "")
+    body = "".join(piece(0) for _ in range(draw(st.integers(1, 4))))
+    return "/" + body + "/" + draw(st.sampled_from(["", "i", "s", "m", "im", "sm"])) + "a"
+
+
+@settings(max_examples=400, deadline=None)
+@given(_patterns(), st.text(alphabet="aAbB \n\t@x\u00c3\u00a9\u00ff0_", max_size=30))
+def test_generated_patterns_match_alike(pattern: str, text: str) -> None:
+    if re2_form(pattern) is not None:
+        _same(pattern, text)
+
+
+def test_debian_rules_match_alike_on_corpus_text(all_messages: list[CorpusMessage]) -> None:
+    """Each of Debian's byte rules RE2 can run, on the texts its kind reads, from 25
+    corpus messages: the same hits as `regex` (the texts it takes too long on skipped)."""
+    require_debian_rules()
+    ruleset = load_rules([DEBIAN_RULES], builtin=False, multiscan=False)
+    texts: dict[str, list[str]] = {}
+    for message in all_messages[3::240]:
+        context = MessageContext(message.data, parse_message(message.data))
+        context.registry, context.redirectors = ruleset.registry, ruleset.redirectors
+        for view in ("body:bytes", "rawbody:bytes", "uri:bytes", "full"):
+            texts.setdefault(view, []).extend(context.texts(view)[:40])
+        for name in ("From", "Subject", "To", "Received", "ALL", "Message-ID", "Content-Type"):
+            text = context.header_text(name, "", True)
+            if text:
+                texts.setdefault("header", []).append(text)
+    translated = 0
+    for rule in ruleset.rules.values():
+        if not (rule.regex_source and rule.reads_bytes) or re2_form(rule.regex_source) is None:
+            continue
+        translated += 1
+        view = "header" if rule.kind in (Kind.HEADER, Kind.MIMEHEADER) else view_of(rule)
+        for text in texts[view][:60]:
+            _same(rule.regex_source, text)
+    assert translated > 1000
+    assert isinstance(compile_perl(r"/x/a"), regex.Pattern)
