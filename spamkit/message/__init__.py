@@ -441,7 +441,6 @@ class _Walker:
                                                        tuple(other_names), members, encrypted))
 
 
-
 # SpamAssassin cuts a body line longer than this many bytes, each piece ending in a line
 # break (Message.pm's MAX_BODY_LINE_LENGTH)
 LONGEST_LINE_COUNTED = 2048

@@ -22,18 +22,18 @@ import regex
 from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
 from spamkit.rules.cf import CfReader, ParsedRules, Settings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
-from spamkit.rules.linear import LinearPattern
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
+from spamkit.rules.linear import LinearPattern
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import from_bytes_view, superset_for, to_bytes_view
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.registry import Registry
-from spamkit.rules.sa_uris import Redirectors
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
 from spamkit.rules.rulecache import default_cache_dir
+from spamkit.rules.sa_uris import Redirectors
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,
     SCORE_SET_WITHOUT_BAYES,

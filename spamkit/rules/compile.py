@@ -15,9 +15,9 @@ from typing import Any
 import regex
 
 from spamkit.rules.cf import Definition, ParsedRules
+from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
 from spamkit.rules.linear import available as linear_available
 from spamkit.rules.linear import re2_form
-from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
 from spamkit.rules.model import Kind, LoadReport, Rule
 from spamkit.rules.perl_regex import (
     PerlRegexError,
