@@ -387,7 +387,11 @@ class RuleSet:
             return (1 if text is not None else 0), ""
         if text is None:
             if rule.if_unset is None:
-                return 0, ""  # SpamAssassin: a missing header matches nothing, even with !~
+                # a missing header matches nothing; SpamAssassin 4.0 tests it as undef,
+                # which `!~` does not match: a rule from its files that negates hits (as
+                # __TO_NO_ARROWS_R does on mail without a To). The built-in rules' scores
+                # were fitted with no hit (decision 0005).
+                return (1 if rule.negate and rule.reads_bytes else 0), ""
             text = to_bytes_view(rule.if_unset) if rule.reads_bytes else rule.if_unset
         assert rule.pattern is not None
         if rule.negate:

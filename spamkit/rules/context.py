@@ -101,22 +101,38 @@ class MessageContext:
         return [address for value in self.header_values(name) for address in self.addresses_in(value)]
 
     @staticmethod
-    def addresses_in(value: str) -> list[str]:
-        """The addresses of one header value, lower-case (a quoted display name passed over)."""
+    def addresses_in(value: str, lower: bool = True) -> list[str]:
+        """The addresses of one header value, lower-case unless asked otherwise (a quoted
+        display name passed over)."""
         found = _ADDRESS.finditer(_without_quoted_names(value))
-        return [address for match in found if (address := _address_of(match))]
+        return [address for match in found if (address := _address_of(match, lower))]
 
-    def header_text(self, name: str, modifier: str = "", as_bytes: bool = False) -> str | None:
-        """The text a header rule tests (built once per message and header), as UTF-8
-        bytes (perl_regex.to_bytes_view) for a rule from SpamAssassin's files."""
-        key = (name, modifier + ":bytes" if as_bytes else modifier)
+    def header_text(self, name: str, modifier: str = "", file_rule: bool = False) -> str | None:
+        """The text a header rule tests (built once per message and header); what an eval
+        gets from SpamAssassin's get() in scalar context (:addr the first address).
+
+        For a rule from SpamAssassin's files (`file_rule`), as its header rules read it:
+        UTF-8 bytes (perl_regex.to_bytes_view), and for :addr every address of every
+        such header as written (case kept), one a line (4.0's rules take get()'s list,
+        joined by line breaks: a From of two addresses matches /\\s/, as FROM_ADDR_WS asks)."""
+        key = (name, modifier + ":file" if file_rule else modifier)
         if key not in self._header_texts:
-            if as_bytes:
-                text = self.header_text(name, modifier)
+            if file_rule:
+                text = self._every_address(name) if modifier == "addr" else self.header_text(name, modifier)
                 self._header_texts[key] = None if text is None else to_bytes_view(text)
             else:
                 self._header_texts[key] = self._build_header_text(name, modifier)
         return self._header_texts[key]
+
+    def _every_address(self, name: str) -> str | None:
+        """Every address of every `name` header, one a line; with none found, what the
+        first-address reading gives (the envelope sender and the pseudo-headers have one
+        at most)."""
+        if name in ("EnvelopeFrom", "ALL") or name in RELAY_PSEUDO_HEADERS or name in TRUST_SIDE_HEADERS:
+            return self.header_text(name, "addr")
+        values = (self.header_values("to") + self.header_values("cc")) if name == "ToCc" else self.header_values(name)
+        addresses = [address for value in values for address in self.addresses_in(value, lower=False)]
+        return "\n".join(addresses) if addresses else self.header_text(name, "addr")
 
     def _build_header_text(self, name: str, modifier: str) -> str | None:
         """The text a header rule tests, as SpamAssassin builds it; None when absent.
@@ -406,8 +422,9 @@ def _without_quoted_names(value: str) -> str:
     return _QUOTED_NAME.sub(" ", value) if '"' in value else value
 
 
-def _address_of(match: re.Match[str]) -> str:
-    return (match.group(1) or match.group(2) or "").strip().lower()
+def _address_of(match: re.Match[str], lower: bool = True) -> str:
+    address = (match.group(1) or match.group(2) or "").strip()
+    return address.lower() if lower else address
 
 
 def _rawbody_pieces(text: str) -> list[str]:

@@ -210,6 +210,38 @@ def test_evals_hit_as_in_spamassassin(tmp_path: Path) -> None:
     assert "COMMENT_SHORT" in theirs["short comment"]
 
 
+ADDRESS_RULES = r"""
+header FROM_WS      From:addr =~ /\s/
+header FROM_SECOND  From:addr =~ /^pay\@/m
+header FROM_FIRST   From:addr =~ /^dont\@/i
+header TO_SECOND    To:addr =~ /second\@/
+header TOCC_CC      ToCc:addr =~ /^cc\@/m
+header TOCC_LAST    ToCc:addr =~ /last\@example\.org$/
+header RT_NOT       Reply-To:addr !~ /\@/
+"""
+
+ADDRESS_MESSAGES = {
+    "one each": _message(b"From: one@example.com\nTo: first@example.org\nCc: cc@example.org\n"),
+    "several": _message(b"From: DONT@example.com, PAY@example.com,\n    more@example.com\n"
+                        b"To: first@example.org, Second <second@example.org>\nCc: x@example.org, last@example.org\n"),
+    "two headers": _message(b"From: a@example.com\nFrom: pay@example.com\nTo: first@example.org\n"
+                            b"Reply-To: no address here\n"),
+}
+
+
+def test_address_rules_read_every_address(tmp_path: Path) -> None:
+    """A file rule's :addr is every address of every such header, case kept, one a line,
+    as 4.0's header rules read get()'s list (FROM_ADDR_WS hits a From of several
+    addresses); the evals keep the first address."""
+    require_debian_rules()
+    theirs = _hits_agree(tmp_path, ADDRESS_RULES, ADDRESS_MESSAGES)
+    # (a missing header is undef to 4.0's header rules, which `!~` does not match: RT_NOT)
+    assert theirs["one each"] == {"RT_NOT", "TOCC_CC"}
+    # case kept: PAY@ is not /^pay\@/
+    assert {"FROM_WS", "FROM_FIRST", "TO_SECOND", "TOCC_LAST"} <= theirs["several"]
+    assert "FROM_SECOND" not in theirs["several"] and "FROM_SECOND" in theirs["two headers"]
+
+
 # Util.pm's uri_list_canonicalize on each link (given as UTF-8 bytes, as SpamAssassin
 # holds links), with the redirector patterns and TLD lists of Debian's rules
 _CANONICALISE = r"""
