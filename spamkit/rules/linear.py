@@ -21,13 +21,12 @@ character rules (the built-in ones) are not translated. Such a rule stays reject
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 from re import _constants as constants  # type: ignore[attr-defined]
 from typing import Any
 
+from spamkit.rules.multiscan import re2_latin1, re2_module
 from spamkit.rules.perl_regex import PerlRegexError, split_delimited, translate
 from spamkit.rules.prefilter import parse_pattern
 
@@ -44,10 +43,9 @@ _CATEGORIES = {
 }
 
 
-@lru_cache(maxsize=1)
 def available() -> bool:
     """google-re2 is installed (it is wherever Hyperscan is: x86-64)."""
-    return importlib.util.find_spec("re2") is not None
+    return re2_module() is not None
 
 
 class NotLinear(Exception):
@@ -77,11 +75,7 @@ def re2_form(text: str) -> str | None:
         form = _sequence(list(tree), tree.state.flags)
     except (NotLinear, RecursionError):
         return None
-    try:
-        LinearPattern(form)
-    except Exception:  # noqa: BLE001 - re2.error: past its limits (nested repeats over 1,000)
-        return None
-    return form
+    return form if re2_latin1(form) is not None else None  # (past RE2's limits: nested repeats)
 
 
 def _sequence(items: list[tuple[Any, Any]], flags: int) -> str:
@@ -204,13 +198,11 @@ class LinearPattern:
     (the timeout is accepted and not needed: RE2 takes time linear in the text)."""
 
     def __init__(self, pattern: str) -> None:
-        import re2  # (google-re2, installed with spamkit)
-
-        options = re2.Options()
-        options.encoding = re2.Options.Encoding.LATIN1
-        options.log_errors = False
+        compiled = re2_latin1(pattern)
+        if compiled is None:  # (re2_form made sure it compiles where RE2 is installed)
+            raise ValueError(f"RE2 cannot compile {pattern[:60]!r}")
         self.pattern = pattern
-        self._compiled = re2.compile(pattern.encode("latin-1"), options)
+        self._compiled = compiled
 
     def search(self, text: str, timeout: float | None = None) -> LinearMatch | None:
         match = self._compiled.search(text.encode("latin-1", "replace"))

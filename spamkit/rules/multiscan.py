@@ -482,16 +482,18 @@ def _hyperscan() -> Any:
     return _optional_module("hyperscan")
 
 
-def _re2() -> Any:
+def re2_module() -> Any:
     """The re2 module (google-re2), or None: then the largest patterns are prefiltered
-    by Hyperscan alone, as loosely as it makes them."""
+    by Hyperscan alone, as loosely as it makes them, and no rule runs on RE2
+    (spamkit.rules.linear)."""
     return _optional_module("re2")
 
 
-def _re2_compile(pattern: str) -> Any:
-    """A rewritten pattern compiled by RE2 for Latin-1 bytes, or None (no RE2, or a
-    pattern it refuses: then Hyperscan gets it, as a pattern of any size would)."""
-    re2 = _re2()
+def re2_latin1(pattern: str) -> Any:
+    """A pattern compiled by RE2 for Latin-1 bytes, or None (no RE2, or a pattern it
+    refuses: then Hyperscan gets it, as a pattern of any size would, and a rule too slow
+    for `regex` stays rejected)."""
+    re2 = re2_module()
     if re2 is None:
         return None
     options = re2.Options()
@@ -542,7 +544,7 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
     hyperscan = _hyperscan()
     digest = hashlib.sha256()
     digest.update(f"{code_digest(_REWRITERS)} hyperscan {getattr(hyperscan, '__version__', '?')} "
-                  f"flags {_flags()} re2 {_re2() is not None}\n".encode())
+                  f"flags {_flags()} re2 {re2_module() is not None}\n".encode())
     for test_id, test in tests.items():
         digest.update(f"{test_id} {test}\n".encode("utf-8", "surrogatepass"))
     path = cache_dir / f"multiscan-{digest.hexdigest()[:40]}.hsdb" if cache_dir else None
@@ -551,7 +553,7 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
         try:
             index_line, _, data = cached.partition(b"\n")
             index = json.loads(index_line)
-            from_cache = {int(i): _re2_compile(str(pattern)) for i, pattern in index["re2"].items()}
+            from_cache = {int(i): re2_latin1(str(pattern)) for i, pattern in index["re2"].items()}
             loaded = {i: compiled for i, compiled in from_cache.items() if compiled is not None}
             if not data:
                 return None, [], loaded
@@ -567,7 +569,7 @@ def _chunk_database(tests: dict[int, str], forms_of: Callable[[str, bool], list[
         if not forms:
             continue
         pattern = "|".join(f"(?:{p.decode('latin-1')})" for p in forms[0])
-        compiled = _re2_compile(pattern) if len(pattern) >= RE2_MIN_LENGTH else None
+        compiled = re2_latin1(pattern) if len(pattern) >= RE2_MIN_LENGTH else None
         if compiled is not None:
             large[test_id], by_re2[test_id] = pattern, compiled
         else:

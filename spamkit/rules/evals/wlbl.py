@@ -44,6 +44,7 @@ def check_replyto_in_list(context: MessageContext, name: str) -> bool:
 # what SpamAssassin's uri_to_domain strips from a link to leave its host
 _SCHEME = re.compile(r"^[a-z]+:/{0,2}")
 _USER = re.compile(r"^[^/]*@")
+_PATH_START = re.compile(r"[/?#]")
 _PORT = re.compile(r":\d*$")
 _ENCODED_PRINTABLE = re.compile(r"%(?:2[1-9a-f]|[3-6][0-9a-f]|7[0-9a-e])")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
@@ -57,7 +58,7 @@ def uri_host(uri: str, registry: Registry | None) -> str | None:
     uri = uri.lower()
     if uri.startswith(("javascript:", "cid:", "file:", "mailto:")):
         return None
-    uri = _PORT.sub("", _USER.sub("", re.split(r"[/?#]", _SCHEME.sub("", uri, count=1), maxsplit=1)[0]))
+    uri = _PORT.sub("", _USER.sub("", _PATH_START.split(_SCHEME.sub("", uri, count=1), maxsplit=1)[0]))
     if _ENCODED_PRINTABLE.search(uri):
         return None
     host = idn_to_ascii(uri)
