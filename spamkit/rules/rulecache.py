@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -41,7 +42,10 @@ def default_cache_dir() -> Path:
 def code_digest(modules: tuple[str, ...]) -> str:
     """A digest of these modules' source (in spamkit/rules/), part of a cache key: when
     the code that made a cached result changes, the result is made afresh."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT} regex {regex.__version__}".encode())
+    # (whether RE2 is installed decides whether a rule too slow for `regex` runs at all:
+    # spamkit.rules.linear)
+    re2 = importlib.util.find_spec("re2") is not None
+    digest = hashlib.sha256(f"{CACHE_FORMAT} regex {regex.__version__} re2 {re2}".encode())
     here = Path(__file__).resolve().parent
     for name in modules:
         try:
