@@ -114,6 +114,11 @@ class Lists:
                       for p in patterns]
         return cls(entries, path, from_rules)
 
+    @property
+    def empty(self) -> bool:
+        """No entry, from the list file or from rule files: every message is unlisted."""
+        return not (self.entries or self.from_rules)
+
     def classify(self, addresses: Iterable[str], recipients: Iterable[str] = ()) -> str | None:
         """'white', 'black' or None for a message from `addresses` to `recipients`."""
         senders = [a.lower() for a in addresses if a]

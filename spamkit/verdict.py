@@ -27,7 +27,6 @@ from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError, StoreError, StoreUnavailable
 from spamkit.geoip import shared_countries
-from spamkit.learn import Learner
 from spamkit.lists import Lists
 from spamkit.message import ParsedMessage, ParseLimits
 from spamkit.rules import (
@@ -245,14 +244,17 @@ class Scanner:
 
     def warm_up(self) -> None:
         """Load now what a scan would load on its first use: every codec a charset may name,
-        the date parser, the rules' compiled forms. A daemon calls this before it gives up
+        the date parser, the learner, the rules' compiled forms. A daemon calls this before it gives up
         root, after which it may not be able to read the Python installation (a pyenv under
         /root), and then calls it again to prove it can still scan (`scan` raises if not)."""
+        import difflib  # noqa: F401  (a reloaded configuration's misspelt option)
         import email.utils  # noqa: F401  (the date evals import it on first use)
         import encodings
         import importlib
         import pkgutil
         import urllib.parse  # noqa: F401
+
+        import spamkit.learn  # noqa: F401  (autolearning, the first time it learns)
 
         for module in pkgutil.iter_modules(encodings.__path__):
             try:
@@ -303,8 +305,9 @@ class Scanner:
                                  recipients=recipients,
                                  bayes_probability=bayes.probability if bayes else None,
                                  max_bytes=self.config["MaxMessageSize"])
-        senders = [first_address(envelope_from or ""), context.from_address]
-        context.listed = self.lists.classify(senders, recipients)
+        if not self.lists.empty:  # (the From address found only when a list may need it)
+            senders = [first_address(envelope_from or ""), context.from_address]
+            context.listed = self.lists.classify(senders, recipients)
         with_bayes = bayes is not None and bayes.probability is not None
         score_set = SCORE_SET_WITH_BAYES if with_bayes else SCORE_SET_WITHOUT_BAYES
         hits = self.rules.evaluate(context, score_set, explain=explain)
@@ -361,6 +364,8 @@ class Scanner:
         verdict then says autolearn=failed, as SpamAssassin's does, and the reason why."""
         if verdict.autolearn not in ("spam", "ham") or self.store is None:
             return "no"
+        from spamkit.learn import Learner  # (only autolearning needs it: 4 ms of each check's start)
+
         try:
             summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"],
                               seen_days=self.config["BayesSeenDays"]).learn(

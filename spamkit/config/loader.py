@@ -7,7 +7,6 @@ caller's previous Config in force, so a service keeps its last good configuratio
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -108,6 +107,8 @@ class Config(Mapping[str, Any]):
 def _option(name: str, where: str | None) -> Option:
     option = OPTIONS_BY_LOWER.get(name.lower())
     if option is None:
+        import difflib  # (only a misspelt option needs it)
+
         guess = difflib.get_close_matches(name, [o.name for o in OPTIONS], n=1)
         hint = f"; did you mean {guess[0]}?" if guess else ""
         prefix = f"{where}: " if where else ""

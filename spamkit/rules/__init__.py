@@ -216,6 +216,8 @@ class RuleSet:
     def evaluate(self, context: MessageContext, score_set: int = SCORE_SET_WITH_BAYES,
                  explain: bool = False) -> list[Hit]:
         """Every scoring rule that hits, in rule order. Never raises on any message."""
+        if not self.rules:  # (Bayes alone: UseBuiltinRules off and no rule files)
+            return []
         counts, details = self.match_counts(context, score_set, explain)
         hits = []
         for name in sorted(counts, key=self._position.__getitem__):

@@ -16,7 +16,7 @@ from spamkit.message.decode import decode_rfc2047
 from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
-from spamkit.rules.lazyregex import LazyPattern
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.namedlists import NamedLists
 from spamkit.rules.perl_regex import to_bytes_view
 from spamkit.rules.registry import Registry

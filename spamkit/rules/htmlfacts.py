@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 
 import webcolors
 
-from spamkit.rules.lazyregex import LazyPattern
+from spamkit.lazyregex import LazyPattern
 
 # elements of the HTML 4.01 and XHTML 1.0 DTDs, and three common non-standard ones:
 # any other tag is "bad" (bad_tag_ratio, non_element_ratio)

@@ -21,46 +21,47 @@ from functools import cached_property
 from typing import Literal
 
 from spamkit.config.endpoints import is_ip_address
+from spamkit.lazyregex import LazyPattern
 
 # an address as Received lines write it: IPv4, IPv6 after "IPv6:" (Postfix, sendmail), or
 # IPv6 bare (Exim, Gmail's and Microsoft's own hops: "[2607:f8b0:4864:20::62d]"); a bare
 # one is checked by ipaddress once matched, since the pattern takes some that are not
 _IPV6_BARE = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?"
 _IP = rf"\d{{1,3}}(?:\.\d{{1,3}}){{3}}|(?i:IPv6:)[0-9A-Fa-f:.]+|{_IPV6_BARE}"
-IP_IN_TEXT = re.compile(rf"(?<![\w.:])(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|{_IPV6_BARE})(?![\w.:])")
-_DATE_SUFFIX = re.compile(r"[\s;]+(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d+ \w{3} \d+ \d+:\d+(?::\d+)? \S+$")
-_ID = re.compile(r" id <?([^\s<>;]{3,})")
-_HELO_EQUALS = re.compile(r"\bhelo=([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
-_HELO_WORD = re.compile(r"\b(?:HELO|EHLO) ([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
-_BY = re.compile(r" by (\S+)")  # the whole next word, a port or "(JetMail" included
-_ENVELOPE_FROM = re.compile(r"(?:return-path:? |envelope-(?:sender|from)[ =])(\S+)\b", re.IGNORECASE)
+IP_IN_TEXT = LazyPattern(rf"(?<![\w.:])(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|{_IPV6_BARE})(?![\w.:])")
+_DATE_SUFFIX = LazyPattern(r"[\s;]+(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d+ \w{3} \d+ \d+:\d+(?::\d+)? \S+$")
+_ID = LazyPattern(r" id <?([^\s<>;]{3,})")
+_HELO_EQUALS = LazyPattern(r"\bhelo=([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
+_HELO_WORD = LazyPattern(r"\b(?:HELO|EHLO) ([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
+_BY = LazyPattern(r" by (\S+)")  # the whole next word, a port or "(JetMail" included
+_ENVELOPE_FROM = LazyPattern(r"(?:return-path:? |envelope-(?:sender|from)[ =])(\S+)\b", re.IGNORECASE)
 # what a relay's fields may not hold: SpamAssassin writes "!" for each, so a HELO of
 # "[192.0.2.1]" reads "!192.0.2.1!" in the relay's entry
 _STRIP_CHARS = str.maketrans(dict.fromkeys(" \t\n\r\f\v\x00#[]()<>|", "!"))
-_FROM = re.compile(r"^\(?from ", re.IGNORECASE)
-_FROM_BY_ONLY = re.compile(r"^from (\S+) by [^\s;]+ ?;", re.IGNORECASE)
-_BRACKETED_IPV4 = re.compile(r"^\[[\d.]+\]$")
-_SUB_HELO = re.compile(r"helo=(\S+)")
-_SUB_IDENT = re.compile(r"ident=(\S*)")
+_FROM = LazyPattern(r"^\(?from ", re.IGNORECASE)
+_FROM_BY_ONLY = LazyPattern(r"^from (\S+) by [^\s;]+ ?;", re.IGNORECASE)
+_BRACKETED_IPV4 = LazyPattern(r"^\[[\d.]+\]$")
+_SUB_HELO = LazyPattern(r"helo=(\S+)")
+_SUB_IDENT = LazyPattern(r"ident=(\S*)")
 # the other ways a Received line says its client logged in, after "with ESMTPA" and its
 # kin, in SpamAssassin's order, each with the name its relay's auth= gets
-_AUTH_FORMS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+_AUTH_FORMS: tuple[tuple[str, LazyPattern[str], Callable[[re.Match[str]], str]], ...] = (
     # (a word the line must hold, in lower case, before the pattern is tried)
-    ("(auth: ", re.compile(r"^from .*?(?:\]\)|\)\]) \(AUTH: (LOGIN|PLAIN|DIGEST-MD5|CRAM-MD5) \S+(?:, .*?)?\) by "),
+    ("(auth: ", LazyPattern(r"^from .*?(?:\]\)|\)\]) \(AUTH: (LOGIN|PLAIN|DIGEST-MD5|CRAM-MD5) \S+(?:, .*?)?\) by "),
      lambda found: found.group(1)),  # Courier
-    ("authenticated", re.compile(r"^(?=.*authenticated)from .*?(?:\](?: \([^)]*\))?\)|\)\]) .*?\(.*?authenticated.*?\).*? by"),
+    ("authenticated", LazyPattern(r"^(?=.*authenticated)from .*?(?:\](?: \([^)]*\))?\)|\)\]) .*?\(.*?authenticated.*?\).*? by"),
      lambda found: "Sendmail"),  # Sendmail, MDaemon, webmail
     ("(authenticated as ",
-     re.compile(r"^(?=.* \(authenticated as ).*\) by .+ \(\d{1,2}\.\d\.\d{3}(?:\.\d{1,3})?\) \(authenticated as .+\) id "),
+     LazyPattern(r"^(?=.* \(authenticated as ).*\) by .+ \(\d{1,2}\.\d\.\d{3}(?:\.\d{1,3})?\) \(authenticated as .+\) id "),
      lambda found: "CriticalPath"),
-    ("(authenticated sender: ", re.compile(r"\) \(Authenticated sender: \S+\) by \S+ \(([^)]+)\) with "),
+    ("(authenticated sender: ", LazyPattern(r"\) \(Authenticated sender: \S+\) by \S+ \(([^)]+)\) with "),
      lambda found: found.group(1) if found.group(1) == "Postfix" else f"Postfix ({found.group(1)})"),  # its mail_name
-    ("communigate pro", re.compile(r"^(?=.* \(account )(?=.*CommuniGate Pro (?:HTTP|SMTP|XIMSS|IMAP))"),
+    ("communigate pro", LazyPattern(r"^(?=.* \(account )(?=.*CommuniGate Pro (?:HTTP|SMTP|XIMSS|IMAP))"),
      lambda found: "Communigate"),
-    ("http-dav", re.compile(r" with Microsoft Exchange Server HTTP-DAV\b"), lambda found: "HTTP-DAV"),
-    ("(via http", re.compile(r"^(?=.* by ).* \(via (HTTP.?)\)(?: |;|$)", re.IGNORECASE), lambda found: found.group(1)),
+    ("http-dav", LazyPattern(r" with Microsoft Exchange Server HTTP-DAV\b"), lambda found: "HTTP-DAV"),
+    ("(via http", LazyPattern(r"^(?=.* by ).* \(via (HTTP.?)\)(?: |;|$)", re.IGNORECASE), lambda found: found.group(1)),
 )
-_AUTH = re.compile(r" with ((?:ES|L|UTF8S|UTF8L)MTPS?A|ASMTP|HTTP[SU]?)(?: |;|$)", re.IGNORECASE)
+_AUTH = LazyPattern(r" with ((?:ES|L|UTF8S|UTF8L)MTPS?A|ASMTP|HTTP[SU]?)(?: |;|$)", re.IGNORECASE)
 _LOCALHOST = r"(?:localhost(?:\.localdomain)?|127\.0\.0\.1|::1)"
 # Lines of a "from " Received header that are not a hop SpamAssassin can use, known
 # formats of handovers on one machine or of MTAs that log no address: no hop, and not
@@ -68,10 +69,10 @@ _LOCALHOST = r"(?:localhost(?:\.localdomain)?|127\.0\.0\.1|::1)"
 # Exchange's pickup service and Exim's local deliveries; after them, _IGNORED, in
 # SpamAssassin's order.
 _IGNORED_FIRST = (
-    (" SMTPSVC", re.compile(r"^mail pickup service by \S+ with Microsoft SMTPSVC$")),
-    ("Exim", re.compile(r"\bwith local(?:-\S+)? ")),
+    (" SMTPSVC", LazyPattern(r"^mail pickup service by \S+ with Microsoft SMTPSVC$")),
+    ("Exim", LazyPattern(r"\bwith local(?:-\S+)? ")),
 )
-_IGNORED = tuple(re.compile(pattern, flags) for pattern, flags in (
+_IGNORED = tuple(LazyPattern(pattern, flags) for pattern, flags in (
     (rf"^\S+ \([^\s@]+@{_LOCALHOST}\) by \S+ \(", re.IGNORECASE),
     (r"^\S+ \S+ by \S+ with local-e?smtp ", 0),
     (r"^127\.0\.0\.1 \(AVG SMTP \S+ \[\S+\]\)", 0),
@@ -83,7 +84,7 @@ _IGNORED = tuple(re.compile(pattern, flags) for pattern, flags in (
 ))
 # ... and, when the line has no bracketed address to take either, these, whose MTAs log
 # none (SpamAssassin reaches them only after its dozens of formats with an address)
-_IGNORED_ADDRESSLESS = tuple(re.compile(pattern) for pattern in (
+_IGNORED_ADDRESSLESS = tuple(LazyPattern(pattern) for pattern in (
     r"^\S+ \(\S+\) by \S+ \(Content Technologies ",
     r"^\(AUTH: \S+\) by \S+ with ",
     r"^localhost \(localhost \[\[UNIX: localhost\]\]\) by ",
@@ -106,12 +107,12 @@ _IGNORED_ADDRESSLESS = tuple(re.compile(pattern) for pattern in (
 ))
 # the same for a "(from " line: sendmail's command-line submissions, Juno's queue
 _IGNORED_PARENTHESIZED = (
-    re.compile(r"^\S+@localhost\) by \S+ "),
-    re.compile(r"^[^\s@]+@[^)]+\) by \S+\(jqueuemail\) id [^\s;]+"),
+    LazyPattern(r"^\S+@localhost\) by \S+ "),
+    LazyPattern(r"^[^\s@]+@[^)]+\) by \S+\(jqueuemail\) id [^\s;]+"),
 )
 # The formats, tried in order: (pattern, its groups' meanings)
-_FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
-    (re.compile(pattern), fields) for pattern, fields in (
+_FORMATS: tuple[tuple[LazyPattern[str], tuple[str, ...]], ...] = tuple(
+    (LazyPattern(pattern), fields) for pattern, fields in (
         # qmail: from RDNS (HELO helo) (ident@IP) by ...
         (rf"^(\S+) \((?:HELO|EHLO) ([^ ()]*)\) \((?:(\S*)@)?\[?({_IP})\]?(?: with \S+)?\)",
          ("rdns", "helo", "ident", "ip")),
@@ -153,8 +154,8 @@ _FORMATS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
 _LOOKING_UP_FORMATS = frozenset(names for _, names in _FORMATS
                                 if {"rdns", "rdns_exim", "rdns_qmail", "rdns_qmail_block"} & set(names)
                                 or names == ("helo", "ident", "ip", "by_given"))
-_MAPPED_IPV4 = re.compile(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
-_ANY_BRACKETED_IP = re.compile(rf"\[({_IP})\]")
+_MAPPED_IPV4 = LazyPattern(r"^0*:0*:(?:0*:)*ffff:(\d{1,3}(?:\.\d{1,3}){3})$", re.IGNORECASE)
+_ANY_BRACKETED_IP = LazyPattern(rf"\[({_IP})\]")
 # SpamAssassin's IP_PRIVATE (Mail::SpamAssassin::Constants)
 _PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
@@ -170,7 +171,7 @@ TRUST_SIDE_HEADERS = {"ALL-TRUSTED": False, "ALL-INTERNAL": False, "ALL-UNTRUSTE
 RELAY_COUNTRY_TAGS = {"_RELAYCOUNTRY_": "X-Relay-Countries", "_RELAYCOUNTRYEXT_": "X-Relay-Countries-External",
                       "_RELAYCOUNTRYALL_": "X-Relay-Countries-All", "_RELAYCOUNTRYAUTH_": "X-Relay-Countries-Auth"}
 RELAY_COUNTRY_HEADERS = frozenset(RELAY_COUNTRY_TAGS.values())
-_FETCHER = re.compile(r"\bwith (?:POP3|IMAP|ETRN|ODMR|SDPS)\b.*\(fetchmail-", re.IGNORECASE | re.DOTALL)
+_FETCHER = LazyPattern(r"\bwith (?:POP3|IMAP|ETRN|ODMR|SDPS)\b.*\(fetchmail-", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)

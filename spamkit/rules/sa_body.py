@@ -27,6 +27,7 @@ from __future__ import annotations
 import html
 import re
 
+from spamkit.lazyregex import LazyPattern
 from spamkit.message import ParsedMessage
 
 # what a tag of these names (start or end) puts in the text; every other tag, nothing
@@ -37,19 +38,19 @@ _TAG_TEXT = {
 }
 # where markup may begin: "<" and a letter (a tag), "/" (an end tag), "!" (a comment,
 # declaration or marked section) or "?" (a processing instruction); else "<" is text
-_MARKUP_START = re.compile(r"<[A-Za-z/!?]")
+_MARKUP_START = LazyPattern(r"<[A-Za-z/!?]")
 # a start or end tag: its name (to white space, "/" or ">"), then attributes, a quoted
 # value running to its closing quote whatever it holds (">" included). Possessive: when
 # there is no end, the one failed match is the last (the rest of the part is dropped)
-_TAG = re.compile(r"""<(/?)([A-Za-z][^\s/>]*)(?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+>""")
+_TAG = LazyPattern(r"""<(/?)([A-Za-z][^\s/>]*)(?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+>""")
 # elements whose content HTML::Parser does not read for tags, to their end tag: script
 # and style (no text: SpamAssassin closes one left open at the end of the part), and
 # the ones whose content is text, entities decoded (True) or not
 _NO_TEXT_ELEMENTS = frozenset({"script", "style"})
 _LITERAL_ELEMENTS = {"script": False, "style": False, "iframe": False, "xmp": False,
                      "title": True, "textarea": True}
-_END_TAGS = {name: re.compile(f"</{name}", re.IGNORECASE) for name in _LITERAL_ELEMENTS}
-_HTML_SPACE = re.compile(r"[ \t\n\r\f\v]+")
+_END_TAGS = {name: LazyPattern(f"</{name}", re.IGNORECASE) for name in _LITERAL_ELEMENTS}
+_HTML_SPACE = LazyPattern(r"[ \t\n\r\f\v]+")
 
 
 def render_html(source: str) -> str:
@@ -158,11 +159,11 @@ RENDERED_CUT_REACH = 1024
 MAX_LINE_LENGTH = 2048  # SpamAssassin's MAX_BODY_LINE_LENGTH, in bytes: longer lines are cut
 # the parts read as they are: SpamAssassin reads every text type but these two (and
 # HTML) as text/plain (text/enriched, text/rfc822-headers...), and a part with no type
-_READ_AS_PLAIN = re.compile(r"$|text\b(?!/(?:x-vcard|calendar)$)")
+_READ_AS_PLAIN = LazyPattern(r"$|text\b(?!/(?:x-vcard|calendar)$)")
 # Perl's \s: Python's, less the four separator controls \x1c-\x1f (str.isspace counts
 # them as white space, Unicode and Perl do not)
-_PARAGRAPH_BREAK = re.compile(r"\n+[^\S\x1c-\x1f]*\n+")
-_SPACE = re.compile(r"[^\S\x1c-\x1f]+")
+_PARAGRAPH_BREAK = LazyPattern(r"\n+[^\S\x1c-\x1f]*\n+")
+_SPACE = LazyPattern(r"[^\S\x1c-\x1f]+")
 
 
 def body_lines(subject: str, message: ParsedMessage) -> list[str]:

@@ -13,18 +13,20 @@ from __future__ import annotations
 import calendar
 import re
 
+from spamkit.lazyregex import LazyPattern
+
 _MONTHS = {name: number for number, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
 _MONTH = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 # the day, month and year, in the three orders tried (the second, ctime's, swallows the time)
 _DAY_MONTH_YEAR = (
-    (re.compile(rf" ([0-9]+) {_MONTH} ([0-9]{{4}}) ", re.IGNORECASE), ("day", "month", "year")),
-    (re.compile(rf" {_MONTH} +([0-9]+) [0-9]+:[0-9]+:[0-9]+ ([0-9]{{4}}) ", re.IGNORECASE), ("month", "day", "year")),
-    (re.compile(rf" ([0-9]+) {_MONTH} ([0-9]{{2,3}}) ", re.IGNORECASE), ("day", "month", "year")),
+    (LazyPattern(rf" ([0-9]+) {_MONTH} ([0-9]{{4}}) ", re.IGNORECASE), ("day", "month", "year")),
+    (LazyPattern(rf" {_MONTH} +([0-9]+) [0-9]+:[0-9]+:[0-9]+ ([0-9]{{4}}) ", re.IGNORECASE), ("month", "day", "year")),
+    (LazyPattern(rf" ([0-9]+) {_MONTH} ([0-9]{{2,3}}) ", re.IGNORECASE), ("day", "month", "year")),
 )
-_TIME = re.compile(r" ([0-9]?[0-9]):([0-9][0-9])(?::([0-9][0-9]))? ")
-_NUMERIC_ZONE = re.compile(r" ([-+])([0-9]{2})([0-9]{2}) ")
-_NAMED_ZONE = re.compile(r"\b([A-Z]{2,4}(?:-DST)?)\b")
+_TIME = LazyPattern(r" ([0-9]?[0-9]):([0-9][0-9])(?::([0-9][0-9]))? ")
+_NUMERIC_ZONE = LazyPattern(r" ([-+])([0-9]{2})([0-9]{2}) ")
+_NAMED_ZONE = LazyPattern(r"\b([A-Z]{2,4}(?:-DST)?)\b")
 # the zone names SpamAssassin knows, as offsets in minutes
 ZONES = {
     "UT": 0, "UTC": 0, "GMT": 0, "WET": 0,
@@ -38,7 +40,7 @@ ZONES = {
     "JST": 540, "KST": 540, "HKT": 480, "SGT": 480, "PHT": 480, "IDT": 180,
 }
 # a date line of a Received header: the first one in it is the one taken
-RECEIVED_DATE = re.compile(r"(\s.?\d+ \S\S\S \d+ \d+:\d+:\d+ \S+)")
+RECEIVED_DATE = LazyPattern(r"(\s.?\d+ \S\S\S \d+ \d+:\d+:\d+ \S+)")
 
 
 def parse_date(text: str) -> int | None:

@@ -27,39 +27,40 @@ from dataclasses import dataclass
 
 import regex
 
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.perl_regex import compile_perl, literals_for
 from spamkit.rules.registry import Registry
 
 MAX_LINKS = 2000  # links canonicalised a message (redirector targets included)
 REDIRECTOR_BUDGET = 0.05  # seconds a redirector pattern may take on one link
 
-_SKIPPED = re.compile(r"(?:[#?&]|/(?!/))")  # a fragment, query or path alone
-_MAILTO = re.compile(r"mailto:|[^:]*@", re.IGNORECASE)
-_MAILTO_BEFORE_QUERY = re.compile(r"([^@]+@[^?]+)\?")
-_MAILTO_BEFORE_AMPERSAND = re.compile(r"([^@]+@[^?&]+)&")
-_MAILTO_AFTER_SPACES = re.compile(r"(?:mailto:)?(?:%20)*([^@]+@[^?&%]+)")
-_MAILTO_IN_BRACKETS = re.compile(r"[^?&]*<([^@>]+@[^>]+)>")
-_HTTP_SLASHES = re.compile(r"^(https?:)/{0,2}", re.IGNORECASE)
-_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
-_ESCAPE_SPLIT = re.compile(r"(%[0-9a-fA-F]{2})")
-_ESCAPE_KEPT = re.compile(r"20|7f|[0189a-f][0-9a-f]", re.IGNORECASE)
-_TO_ESCAPE = re.compile(r'[^\x21-\x7e]|["%<>]')  # (each UTF-8 byte of a character beyond ASCII)
-_HAS_SCHEME = re.compile(r"^[-_a-z0-9]+:", re.IGNORECASE)
-_BARE_QUERY = re.compile(r"^(https?://[^/?#]+)([?#])", re.IGNORECASE)
-_DECIMAL_REFERENCE = re.compile(r"&#0*(3[3-9]|[4-9]\d|1[01]\d|12[0-6]);")
-_HEX_REFERENCE = re.compile(r"&#x0*(2[1-9]|[3-6][a-fA-F0-9]|7[0-9a-eA-E]);")
-_DOT_REFERENCE = re.compile(r"&#(?:x2e|12290|x3002|65294|xff0e|65377|xff61);", re.IGNORECASE)
-_HTTP_PARTS = re.compile(r"^(https?://)([^@/?#]*@)?([^/?#:]+)((?::(\d*))?.*)$", re.IGNORECASE)
-_EMBEDDED_HTTP = re.compile(r"(https?:/{0,2}[^&#]+)", re.IGNORECASE)
-_CONTROLS = re.compile(r"[\x00-\x20]")
-_USER = re.compile(r"^[^@]+@")
-_TRAILING_JUNK = re.compile(r"[^0-9A-Za-z]+$")
-_DOTTED_NUMBERS = re.compile(r"^((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)(0x[0-9a-f]+|\d+)$",
+_SKIPPED = LazyPattern(r"(?:[#?&]|/(?!/))")  # a fragment, query or path alone
+_MAILTO = LazyPattern(r"mailto:|[^:]*@", re.IGNORECASE)
+_MAILTO_BEFORE_QUERY = LazyPattern(r"([^@]+@[^?]+)\?")
+_MAILTO_BEFORE_AMPERSAND = LazyPattern(r"([^@]+@[^?&]+)&")
+_MAILTO_AFTER_SPACES = LazyPattern(r"(?:mailto:)?(?:%20)*([^@]+@[^?&%]+)")
+_MAILTO_IN_BRACKETS = LazyPattern(r"[^?&]*<([^@>]+@[^>]+)>")
+_HTTP_SLASHES = LazyPattern(r"^(https?:)/{0,2}", re.IGNORECASE)
+_ESCAPE = LazyPattern(r"%[0-9a-fA-F]{2}")
+_ESCAPE_SPLIT = LazyPattern(r"(%[0-9a-fA-F]{2})")
+_ESCAPE_KEPT = LazyPattern(r"20|7f|[0189a-f][0-9a-f]", re.IGNORECASE)
+_TO_ESCAPE = LazyPattern(r'[^\x21-\x7e]|["%<>]')  # (each UTF-8 byte of a character beyond ASCII)
+_HAS_SCHEME = LazyPattern(r"^[-_a-z0-9]+:", re.IGNORECASE)
+_BARE_QUERY = LazyPattern(r"^(https?://[^/?#]+)([?#])", re.IGNORECASE)
+_DECIMAL_REFERENCE = LazyPattern(r"&#0*(3[3-9]|[4-9]\d|1[01]\d|12[0-6]);")
+_HEX_REFERENCE = LazyPattern(r"&#x0*(2[1-9]|[3-6][a-fA-F0-9]|7[0-9a-eA-E]);")
+_DOT_REFERENCE = LazyPattern(r"&#(?:x2e|12290|x3002|65294|xff0e|65377|xff61);", re.IGNORECASE)
+_HTTP_PARTS = LazyPattern(r"^(https?://)([^@/?#]*@)?([^/?#:]+)((?::(\d*))?.*)$", re.IGNORECASE)
+_EMBEDDED_HTTP = LazyPattern(r"(https?:/{0,2}[^&#]+)", re.IGNORECASE)
+_CONTROLS = LazyPattern(r"[\x00-\x20]")
+_USER = LazyPattern(r"^[^@]+@")
+_TRAILING_JUNK = LazyPattern(r"[^0-9A-Za-z]+$")
+_DOTTED_NUMBERS = LazyPattern(r"^((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)((?:0x[0-9a-f]+|\d+)\.)(0x[0-9a-f]+|\d+)$",
                              re.IGNORECASE)
-_HEX_OCTET = re.compile(r"^0x([0-9a-f]+)", re.IGNORECASE)
-_OCTAL_OCTET = re.compile(r"^0+([1-3][0-7]{0,2}|[4-7][0-7]?)\b")
-_HEX_NUMBER = re.compile(r"^0x[0-9a-f]*?([0-9a-f]{1,8})$", re.IGNORECASE)
-_SINGLE_LABEL = re.compile(r"^(?:www\.)?([^.]+)$")
+_HEX_OCTET = LazyPattern(r"^0x([0-9a-f]+)", re.IGNORECASE)
+_OCTAL_OCTET = LazyPattern(r"^0+([1-3][0-7]{0,2}|[4-7][0-7]?)\b")
+_HEX_NUMBER = LazyPattern(r"^0x[0-9a-f]*?([0-9a-f]{1,8})$", re.IGNORECASE)
+_SINGLE_LABEL = LazyPattern(r"^(?:www\.)?([^.]+)$")
 _PERL_SPACE = "\t\n\x0b\x0c\r "
 
 
@@ -93,7 +94,7 @@ class Redirectors:
     def __init__(self, texts: Iterable[str] = ()) -> None:
         self.patterns = [Redirector.from_text(text) for text in texts]
         literals = [p.literals for p in self.patterns]
-        self._gate = None if not literals or None in literals else re.compile(
+        self._gate = None if not literals or None in literals else LazyPattern(
             "|".join(re.escape(literal.lower()) for group in literals if group for literal in group))
 
     def may_match(self, lowered: str) -> bool:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from spamkit.lazyregex import LazyPattern
+
 MIN_WORD = 3
 MAX_WORD = 12
 # The alternative measured there: runs of letters and digits with inner ' . - $.
-PLAIN_WORD = re.compile(r"[\w$][\w'$.-]*[\w$!]")
+PLAIN_WORD = LazyPattern(r"[\w$][\w'$.-]*[\w$!]")
 EMAIL = re.compile(r"([\w.+-]{1,64})@([\w-]{1,63}(?:\.[\w-]{1,63}){1,8})")
 
 
 # Chinese, Japanese and Korean text has no spaces between words; a run of these
 # characters becomes overlapping character pairs instead (docs/decisions/0002).
-CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,}")
+CJK_RUN = LazyPattern(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,}")
 MAX_CJK_CHARS = 20_000
 
 

@@ -19,15 +19,17 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spamkit.lazyregex import LazyPattern
+
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
-_COMMENT = re.compile(r"\([^()]*\)")
-_METHOD = re.compile(r"\s*([\w.-]+)\s*=\s*([\w-]+)(.*)", re.DOTALL)
-_PROPERTY = re.compile(r"([\w-]+\.[\w.-]+)\s*=\s*(\"[^\"]*\"|[^\s;]+)")
-_SIGNATURE_DOMAIN = re.compile(r"(?:^|;)\s*d\s*=\s*([^\s;]+)")
-_RESULT = re.compile(r"\s*(pass|fail|softfail|neutral|none|permerror|temperror)\b", re.IGNORECASE)
-_IDENTITY = re.compile(r"\bidentity\s*=\s*\"?(\w+)", re.IGNORECASE)
+_COMMENT = LazyPattern(r"\([^()]*\)")
+_METHOD = LazyPattern(r"\s*([\w.-]+)\s*=\s*([\w-]+)(.*)", re.DOTALL)
+_PROPERTY = LazyPattern(r"([\w-]+\.[\w.-]+)\s*=\s*(\"[^\"]*\"|[^\s;]+)")
+_SIGNATURE_DOMAIN = LazyPattern(r"(?:^|;)\s*d\s*=\s*([^\s;]+)")
+_RESULT = LazyPattern(r"\s*(pass|fail|softfail|neutral|none|permerror|temperror)\b", re.IGNORECASE)
+_IDENTITY = LazyPattern(r"\bidentity\s*=\s*\"?(\w+)", re.IGNORECASE)
 
 
 def spf_results(context: MessageContext) -> dict[str, str]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from spamkit.rules.lazyregex import LazyPattern
+from spamkit.lazyregex import LazyPattern
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext

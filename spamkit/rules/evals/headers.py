@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from spamkit.rules.lazyregex import LazyPattern
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.sa_dates import RECEIVED_DATE, date_header_time, parse_date
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # a domain's last two labels, the part of it SpamAssassin compares
 _LAST_TWO_LABELS = LazyPattern(r"^.+\.([^.]+\.[^.]+)$", re.DOTALL)
 # Subject charsets whose text is Latin: an all-capitals test means something there only
-_LATIN_CHARSETS = re.compile(r"=\?(?:us-ascii|iso-8859-\d+|utf-8|windows-125\d)\?", re.IGNORECASE)
+_LATIN_CHARSETS = LazyPattern(r"=\?(?:us-ascii|iso-8859-\d+|utf-8|windows-125\d)\?", re.IGNORECASE)
 
 
 def _bound(value: str) -> float | None:
@@ -69,7 +69,7 @@ def _date_shift_hours(context: MessageContext) -> float:
 # Outlook Express wrote Message-IDs as <XXXXTTTTTTTT$XXXXXXXX$XXXXXXXX@host>, TTTTTTTT the
 # high 32 bits of the sending time as a Windows FILETIME (100 ns ticks): one unit is
 # 2**32 / 10**7 = 429.5 s. Spamware copied the shape, not the clock.
-_OUTLOOK_MESSAGE_ID = re.compile(r"^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
+_OUTLOOK_MESSAGE_ID = LazyPattern(r"^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
 _FILETIME_UNITS_PER_SECOND = 10**7 / 2**32
 _FILETIME_UNIX_EPOCH = 11_644_473_600 * _FILETIME_UNITS_PER_SECOND  # 1970 (FILETIME counts from 1601)
 _OUTLOOK_TOLERANCE = 250  # units: about 30 hours either way, SpamAssassin's "fudge"
@@ -239,8 +239,8 @@ def check_illegal_chars(context: MessageContext, name: str, ratio: str, count: s
     return illegal >= int(count) and illegal / len(text) >= float(ratio)
 
 
-_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ILLEGAL_IN_HEADER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\U0010ffff]")
+_HEADER_CONTROL = LazyPattern(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ILLEGAL_IN_HEADER = LazyPattern(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\U0010ffff]")
 
 
 def _accepts_header_name(args: tuple[str, ...]) -> bool:

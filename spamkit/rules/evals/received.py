@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spamkit.config.endpoints import is_ip_address
-from spamkit.rules.lazyregex import LazyPattern
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.relays import is_private_address
 
 if TYPE_CHECKING:
