@@ -43,7 +43,6 @@ _LINKIFIED_ADDRESS = LazyPattern(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
 # a quoted display name (followed by the address in angle brackets); a quoted local
 # part, <"odd name"@example.com>, is part of the address and stays
 _QUOTED_NAME = re.compile(r'"(?:[^"\\]|\\.)*"(?=\s*<)')
-_DISPLAY_NAME = re.compile(r"^\s*\"?([^\"<]*?)\"?\s*<")
 # SpamAssassin 4's default originating_ip_headers (10_default_prefs.cf), in its order
 ORIGINATING_IP_HEADERS = ("X-Yahoo-Post-IP", "X-Originating-IP", "X-Apparently-From", "X-SenderIP",
                           "X-AOL-IP", "X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp")
@@ -169,8 +168,7 @@ class MessageContext:
         if modifier == "addr":
             return first_address(values[0])
         if modifier == "name":
-            match = _DISPLAY_NAME.match(values[0])
-            return match.group(1).strip() if match else ""
+            return display_name(values[0])
         return "\n".join(values) + "\n"
 
     def _header_lines(self, raw: bool) -> list[str]:
@@ -408,6 +406,23 @@ def _text_addresses(texts: list[str]) -> list[str]:
             if _LINKIFIED_ADDRESS.fullmatch(address):
                 found.append(address)
     return found
+
+
+def display_name(value: str) -> str:
+    """The name before "<" in a header (the `:name` modifier), as the regex
+    `^\\s*"?([^"<]*?)"?\\s*<` takes it, stripped: "" when it does not match. Found
+    without the regex, whose two runs of white space around a lazy group backtracked:
+    a From header of 20,000 spaces and a letter took 0.9 s, 100 kB (the header cap)
+    about 22 s."""
+    start = len(value) - len(value.lstrip())
+    for name_start in ((start + 1, start) if value[start:start + 1] == '"' else (start,)):
+        end = min((i for i in (value.find('"', name_start), value.find("<", name_start)) if i >= 0),
+                  default=-1)
+        if end < 0:
+            continue
+        if value[end] == "<" or value[end + 1:].lstrip().startswith("<"):
+            return value[name_start:end].strip()
+    return ""
 
 
 def first_address(value: str) -> str:

@@ -7,7 +7,9 @@ the Python tokens), sampled both ways for the byte model (every reading's C samp
 equal Python's), learned from by the byte model's C training path as `train` runs it
 (`sample_steps`, then `sample_adds` giving the steps back: the steps must be numpy's,
 and the weights must come back to where they were), and scanned with the built-in rules
-and a Bayes database trained on folds 1-4 of the SpamAssassin corpus. An input that
+(and, with `--rules PATH`, those rule files too: `--rules /usr/share/spamassassin` drives
+SpamAssassin's evals, link canonicaliser, Received parser and body renderer) and a
+Bayes database trained on folds 1-4 of the SpamAssassin corpus. An input that
 raises, or whose keys, sample or training steps differ, or that takes more than
 `--slow` seconds of CPU, is written to DIR/findings with what it did, and fuzzing goes
 on. The seeds are corpus messages, read from ../shared at run time.
@@ -40,11 +42,11 @@ from corpora.spamassassin import SpamAssassinCorpus
 
 
 class Harness:
-    def __init__(self, workdir: Path, slow_seconds: float) -> None:
+    def __init__(self, workdir: Path, slow_seconds: float, rule_paths: tuple[str, ...] = ()) -> None:
         self.findings = workdir / "findings"
         self.findings.mkdir(parents=True, exist_ok=True)
         self.slow_seconds = slow_seconds
-        self.scanner = trained_scanner(workdir)
+        self.scanner = trained_scanner(workdir, rule_paths)
         self.byte_model = read_model(self.scanner.store.meta_value(META_NAME)) if self.scanner.store else None
         self.executions = 0
         self.slowest = 0.0
@@ -136,13 +138,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=300)
     parser.add_argument("--slow", type=float, default=1.0, help="CPU seconds that make an input a finding")
     parser.add_argument("--max-len", type=int, default=1_048_576)
+    parser.add_argument("--rules", action="append", default=[],
+                        help="a rule file or directory scanned with as well (repeatable)")
     args = parser.parse_args()
     seeds, queue = args.workdir / "seeds", args.workdir / "queue"
     if not seeds.exists():
         write_seeds(seeds, args.seeds)
     queue.mkdir(parents=True, exist_ok=True)
     write_dictionary(args.workdir / "mime.dict")
-    harness = Harness(args.workdir, args.slow)
+    harness = Harness(args.workdir, args.slow, tuple(args.rules))
     atheris.Setup([sys.argv[0], f"-runs={args.runs}", f"-max_len={args.max_len}",
                    "-rss_limit_mb=8192", "-timeout=60", "-print_final_stats=1",
                    f"-dict={args.workdir / 'mime.dict'}", str(queue), str(seeds)],
