@@ -11,6 +11,7 @@ them) as a daemon would.
 
 from __future__ import annotations
 
+import base64
 import io
 import subprocess
 import sys
@@ -62,8 +63,6 @@ print(len(outcomes), outcomes.count("learned"))
 
 
 def _with_attachment(content_type: str, name: str, data: bytes) -> bytes:
-    import base64
-
     encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
     return (b"From: A <a@example.org>\r\nTo: b@example.org\r\nSubject: files\r\n"
             b"Date: Mon, 2 Sep 2002 09:59:00 +0000\r\nMessage-ID: <" + name.encode() + b"@example.org>\r\n"
