@@ -125,6 +125,8 @@ def mailto_links(html: str) -> list[re.Match[str]]:
     found once each, and each start takes the first href after it, before its ">"
     (no part of a match can hold a ">")."""
     starts = [match.start() for match in _LINK_TAG_START.finditer(html)]
+    if not starts:  # (no link tag: the hrefs need not be looked for)
+        return []
     hrefs = list(_MAILTO_HREF.finditer(html))
     href_starts = [match.start() for match in hrefs]
     found: list[re.Match[str]] = []
