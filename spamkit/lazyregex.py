@@ -12,6 +12,7 @@ can still do it.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, AnyStr, Generic
 
@@ -48,8 +49,8 @@ class LazyPattern(Generic[AnyStr]):
     def findall(self, string: AnyStr) -> list[Any]:
         return self.compiled.findall(string)
 
-    def finditer(self, string: AnyStr, pos: int = 0) -> Iterator[re.Match[AnyStr]]:
-        return self.compiled.finditer(string, pos)
+    def finditer(self, string: AnyStr, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[AnyStr]]:
+        return self.compiled.finditer(string, pos, endpos)
 
     def split(self, string: AnyStr, maxsplit: int = 0) -> list[AnyStr]:
         return self.compiled.split(string, maxsplit)

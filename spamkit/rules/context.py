@@ -31,7 +31,11 @@ from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
 from spamkit.rules.sa_uris import NO_REDIRECTORS, canonical_uris
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_ADDRESS = re.compile(r"<([^<>\s]*@[^<>\s]*)>|([^\s<>\"',;]+@[^\s<>\"',;]+)")
+# an address in angle brackets, else a run of address characters holding an @. Written
+# so it never backtracks: the bracketed run stops at its first @ possessively, and a bare
+# run is only tried where one starts (where an earlier start failed, no later one in the
+# same run can match). The plain form took 25 s on a From of 95,000 letters.
+_ADDRESS = re.compile(r"<([^<>\s@]*+@[^<>\s]*+)>|(?<![^\s<>\"',;])([^\s<>\"',;]+@[^\s<>\"',;]+)")
 # an address in text as SpamAssassin's URI parser takes it (after Thunderbird's): up to
 # 251 characters either side of the @, ended by white space, brackets, quotes, a comma
 # or a non-ASCII character

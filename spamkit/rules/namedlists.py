@@ -41,4 +41,12 @@ def address_glob(pattern: str) -> re.Pattern[str]:
     character itself, the whole address, case ignored (Conf::Parser's add_to_addrlist)."""
     text = re.sub(r"[\0\\(]", "_", pattern.lower())
     text = re.sub(r"([^*?_a-zA-Z0-9])", r"\\\1", text).replace("?", ".")
-    return re.compile("^" + re.sub(r"\*+", ".*", text) + "$")
+    if "*" not in text:
+        return re.compile("^" + text + "$")
+    first, *middle, last = re.split(r"\*+", text)
+    # Each run between two stars matched where it first can and not tried again: the
+    # same answers as ".*" for each star (a later place only leaves less room for the
+    # rest; addresses hold no line break, which "." would not cross), and no backtracking.
+    # As ".*" each, "*@*.example" backtracked over an address of "a@" repeated for
+    # seconds, once for every such list entry.
+    return re.compile("^" + first + "".join(f"(?>.*?{run})" for run in middle) + ".*" + last + "$")

@@ -40,9 +40,15 @@ _TAG_TEXT = {
 # declaration or marked section) or "?" (a processing instruction); else "<" is text
 _MARKUP_START = LazyPattern(r"<[A-Za-z/!?]")
 # a start or end tag: its name (to white space, "/" or ">"), then attributes, a quoted
-# value running to its closing quote whatever it holds (">" included). Possessive: when
-# there is no end, the one failed match is the last (the rest of the part is dropped)
-_TAG = LazyPattern(r"""<(/?)([A-Za-z][^\s/>]*)(?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+>""")
+# value running to its closing quote whatever it holds (">" included), then ">". As one
+# regex, <(/?)([A-Za-z][^\s/>]*)(?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+>, it
+# gave the name back a character at a time when the tag did not end, and 500 kB of "a<"
+# did not finish; _Rendering.match_tag finds the same tags in linear time. _TAG is that
+# regex with the longest name only: its first try, and the answer whenever it matches.
+_TAG = LazyPattern(r"""<(/?)([A-Za-z][^\s/>]*+)(?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+>""")
+_TAG_HEAD = LazyPattern(r"<(/?)([A-Za-z][^\s/>]*+)")
+_ATTRIBUTE_STOP = LazyPattern(r"[=>]")
+_SPACES = LazyPattern(r"\s*+")
 # elements whose content HTML::Parser does not read for tags, to their end tag: script
 # and style (no text: SpamAssassin closes one left open at the end of the part), and
 # the ones whose content is text, entities decoded (True) or not
@@ -71,7 +77,7 @@ def render_html(source: str) -> str:
 class _Rendering:
     """One HTML part read in order, its text and tags' breaks collected."""
 
-    __slots__ = ("source", "pieces", "after_break", "comment_close")
+    __slots__ = ("source", "pieces", "after_break", "comment_close", "tag_ends", "walk_tags")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -80,6 +86,10 @@ class _Rendering:
         # where the next "-->" is (-1: none left), kept: looked for again only once
         # passed, so a part of many "<!-- >" costs one pass, not one pass a comment
         self.comment_close = -2
+        # where a tag's attributes and ">" end, by where they start (-1: they do not);
+        # the same wherever it is asked from, so each place is read once
+        self.tag_ends: dict[int, int] = {}
+        self.walk_tags = False  # _TAG has failed once: from then on tags are walked
 
     def run(self) -> str:
         source, position = self.source, 0
@@ -125,26 +135,86 @@ class _Rendering:
             return _after(close, 3)
         if following in "!?" or (following == "/" and not source[start + 2:start + 3].isalpha()):
             return _after(source.find(">", start + 2))
-        tag = _TAG.match(source, start)
+        tag = self.match_tag(start)
         if tag is None:
             return -1
-        name = tag.group(2).lower()
+        closing, name, tag_end = tag
+        name = name.lower()
         self.tag(name)
-        if tag.group(1):
-            return tag.end()
+        if closing:
+            return tag_end
         if name == "plaintext":  # the rest of the part is text
-            self.text(source[tag.end():], decode=False)
+            self.text(source[tag_end:], decode=False)
             return -1
         if name not in _LITERAL_ELEMENTS:
-            return tag.end()
-        end_tag = _END_TAGS[name].search(source, tag.end())
-        content = source[tag.end():None if end_tag is None else end_tag.start()]
+            return tag_end
+        end_tag = _END_TAGS[name].search(source, tag_end)
+        content = source[tag_end:None if end_tag is None else end_tag.start()]
         if name not in _NO_TEXT_ELEMENTS:
             self.text(content, decode=_LITERAL_ELEMENTS[name])
         if end_tag is None:
             return -1
         self.tag(name)
         return _after(source.find(">", end_tag.end()))
+
+    def match_tag(self, start: int) -> tuple[bool, str, int] | None:
+        """The tag at `start` as the regex above takes it: (an end tag, its name, where
+        it ends), or None. The longest name whose attributes end in ">" wins. A shorter
+        name can only end differently when it stops just before an "=" of the longer one
+        (otherwise its attributes run on to the same place), so only those are tried."""
+        source = self.source
+        if not self.walk_tags:  # (mail's tags end with their longest name, fastest as one regex)
+            tag = _TAG.match(source, start)
+            if tag is not None:
+                return bool(tag.group(1)), tag.group(2), tag.end()
+            # a failed match may have read to the end of the part: doing that again
+            # for every later tag would be quadratic, so they are walked from now on
+            self.walk_tags = True
+        head = _TAG_HEAD.match(source, start)
+        if head is None:
+            return None
+        name_start, position = head.span(2)
+        end = self.attributes_end(position)
+        if end >= 0:
+            return bool(head.group(1)), head.group(2), end
+        while (position := source.rfind("=", name_start + 1, position)) != -1:
+            end = self.attributes_end(position)
+            if end >= 0:
+                return bool(head.group(1)), source[name_start:position], end
+        return None
+
+    def attributes_end(self, position: int) -> int:
+        """Where (?:[^>=]++|=\\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+> ends when it starts at
+        `position`; -1 when it does not match. Followed step by step, every place on the
+        way remembered with the answer (each step's answer is the next one's)."""
+        source, known = self.source, self.tag_ends
+        path: list[int] = []
+        while True:
+            end = known.get(position)
+            if end is not None:
+                break
+            path.append(position)
+            following = source[position:position + 1]
+            if following in ("", ">"):
+                end = position + 1 if following else -1
+                break
+            if following != "=":  # a run of anything else, to the next "=" or ">"
+                stop = _ATTRIBUTE_STOP.search(source, position)
+                position = len(source) if stop is None else stop.start()
+                continue
+            spaces = _SPACES.match(source, position + 1)
+            value = spaces.end() if spaces is not None else position + 1
+            quote = source[value:value + 1]
+            if quote in ('"', "'"):
+                close = source.find(quote, value + 1)
+                if close < 0:  # an unclosed quote: no alternative matches, nor does ">"
+                    end = -1
+                    break
+                value = close + 1
+            position = value
+        for place in path:
+            known[place] = end
+        return end
 
 
 def _after(close: int, length: int = 1) -> int:

@@ -264,7 +264,9 @@ _SORTED_MIN_ADDRESSES = 7
 _SIMILAR_MIN_ADDRESSES = 5
 _SIMILAR_PREFIX = 2
 _MAX_RECIPIENTS = 256
-_RECIPIENT = LazyPattern(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
+# tried only where a run of address characters starts, so a long run with no @ is read
+# once, not once a character (the same matches: a run whose start fails has none)
+_RECIPIENT = LazyPattern(r"(?<![^\s<>\"',;:()])[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
 
 
 def _recipients(context: MessageContext) -> list[str]:
