@@ -86,8 +86,8 @@ class _Rendering:
         # where the next "-->" is (-1: none left), kept: looked for again only once
         # passed, so a part of many "<!-- >" costs one pass, not one pass a comment
         self.comment_close = -2
-        # where a tag's attributes and ">" end, by where they start (-1: they do not);
-        # the same wherever it is asked from, so each place is read once
+        # where a tag's attributes and ">" end, by the "=" they pass (-1: they do not);
+        # the same whichever tag asks, so each is followed once
         self.tag_ends: dict[int, int] = {}
         self.walk_tags = False  # _TAG has failed once: from then on tags are walked
 
@@ -185,15 +185,13 @@ class _Rendering:
 
     def attributes_end(self, position: int) -> int:
         """Where (?:[^>=]++|=\\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+> ends when it starts at
-        `position`; -1 when it does not match. Followed step by step, every place on the
-        way remembered with the answer (each step's answer is the next one's)."""
+        `position`; -1 when it does not match. Followed step by step, each "=" on the way
+        remembered with the answer (each step's answer is the next one's). Two ways that
+        meet have passed the same "=" (a quoted value's end has one opening quote, and a
+        run of other characters leads to the same "=" or ">"), so the "=" are enough."""
         source, known = self.source, self.tag_ends
         path: list[int] = []
         while True:
-            end = known.get(position)
-            if end is not None:
-                break
-            path.append(position)
             following = source[position:position + 1]
             if following in ("", ">"):
                 end = position + 1 if following else -1
@@ -202,6 +200,11 @@ class _Rendering:
                 stop = _ATTRIBUTE_STOP.search(source, position)
                 position = len(source) if stop is None else stop.start()
                 continue
+            remembered = known.get(position)
+            if remembered is not None:
+                end = remembered
+                break
+            path.append(position)
             spaces = _SPACES.match(source, position + 1)
             value = spaces.end() if spaces is not None else position + 1
             quote = source[value:value + 1]

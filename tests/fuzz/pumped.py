@@ -82,6 +82,8 @@ UNITS: tuple[tuple[str, bytes, bytes], ...] = (
     ("header: Received by 1.1.1.", b"Received: from a.b (c.d [1.2.3.4]) by ", b"1."),
     ("header: Authentication-Results of a.", b"Authentication-Results: x; dkim=pass ", b"a."),
     ("html: a<", _HTML, b"a<"),
+    ("html: a tag name of a=", _HTML + b"<a", b"a="),
+    ("html: tags that end only with a shorter name", _HTML, b'<x="y z="w>'),
     ("html: <a with no >, from freemail", b"From: a@hotmail.com\nReply-To: b@gmail.com\nContent-Type: text/html\n\n",
      b"<a "),
     ("html: mailto: of %20", _HTML + b"<a href=mailto:", b"%20"),
