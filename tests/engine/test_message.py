@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import re
-import time
 import zipfile
 
 import pytest
@@ -261,11 +260,8 @@ def test_caps_are_facts_not_errors() -> None:
     stuffed = b"To: " + b";" * 200_000 + b"\nSubject: hi\n\nbody\n"
     cases = {"cap-mime-depth": nested, "cap-mime-parts": many, "cap-header-bytes": stuffed,
              "cap-message-bytes": b"Subject: big\n\n" + b"x" * (limits.max_message_bytes + 10)}
-    for fact, raw in cases.items():
-        started = time.perf_counter()
-        parsed = parse_message(raw)
-        assert fact in parsed.facts
-        assert time.perf_counter() - started < 5, fact  # generous: a guard against blow-ups
+    for fact, raw in cases.items():  # (how long each takes is tests/fuzz/pumped.py's to time)
+        assert fact in parse_message(raw).facts
 
 
 def test_a_nested_boundary_that_extends_the_outer_one_is_not_the_outer_one() -> None:

@@ -9,9 +9,9 @@ import base64
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +48,8 @@ def our_lines(raw: bytes) -> list[str]:
 
 
 def html_message(html: str) -> bytes:
-    return b"Subject: s\nContent-Type: text/html; charset=utf-8\n\n" + html.encode()
+    """(A lone surrogate hypothesis draws goes in as the bytes it would be: any bytes are mail.)"""
+    return b"Subject: s\nContent-Type: text/html; charset=utf-8\n\n" + html.encode("utf-8", "surrogatepass")
 
 
 # HTML as HTML::Parser and SpamAssassin's renderer read it: tags that break lines and
@@ -165,17 +166,28 @@ def test_builtin_rules_read_the_text_bayes_reads(tmp_path: Path) -> None:
     assert "BODY_DEAR_FRIEND" in counts and "FILE_DEAR_FRIEND" in counts
 
 
-def test_markup_that_never_ends_costs_one_pass() -> None:
-    """Half a megabyte of openings with no end (the scan cap's worth): each is read in
-    one pass over the part, not one pass an opening (a comment search from every "<!--"
-    took 26 s on the second input before its end was remembered)."""
-    size = 500_000
-    pumped = ["<a " * (size // 3), "<!-- >" * (size // 6), '<a x=">' * (size // 7), "<script>" * (size // 8),
-              "<title>" * (size // 7), "<![CDATA[" * (size // 9), "</ >" * (size // 4), "<p>x" * (size // 4)]
-    for text in pumped:
-        started = time.process_time()
-        render_html(text)
-        assert time.process_time() - started < 2.0, text[:20]
+_SCAN_CAP = 500_000
+# half a megabyte (the scan cap's worth) of markup that never ends, and what SpamAssassin's
+# renderer makes of it: such markup takes the rest of the part; title and CDATA contents
+# are text as written; each <p> breaks a paragraph
+_PUMPED = [
+    ("<a " * (_SCAN_CAP // 3), ""),
+    ("<!-- >" * (_SCAN_CAP // 6), ""),
+    ('<a x=">' * (_SCAN_CAP // 7), ""),
+    ("<script>" * (_SCAN_CAP // 8), ""),
+    ("<title>" * (_SCAN_CAP // 7), "\n\n" + "<title>" * (_SCAN_CAP // 7 - 1)),
+    ("<![CDATA[" * (_SCAN_CAP // 9), "<![CDATA[" * (_SCAN_CAP // 9 - 1)),
+    ("</ >" * (_SCAN_CAP // 4), ""),
+    ("<p>x" * (_SCAN_CAP // 4), "\n\nx" * (_SCAN_CAP // 4)),
+]
+
+
+@pytest.mark.parametrize(("text", "rendered"), _PUMPED, ids=[text[:9] for text, _ in _PUMPED])
+def test_markup_that_never_ends_renders_as_spamassassin_does(text: str, rendered: str) -> None:
+    """Each is read in one pass over the part, not one pass an opening (a comment search
+    from every "<!--" took 26 s on the second input before its end was remembered). The
+    time is measured by tests/fuzz/pumped.py, not asserted here; this holds the answers."""
+    assert render_html(text) == rendered
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from corpora import CorpusMessage
@@ -29,16 +28,14 @@ def test_debian_rules_load_and_run(all_messages: list[CorpusMessage]) -> None:
     # nearly every definition runs: what does not is an eval or network test (reported)
     assert report.loaded >= 0.9 * report.rules, report.skipped
     assert len(report.errors) <= 5, report.errors
-    started = time.perf_counter()
     spam_scores, ham_scores = [], []
     for message in all_messages[::12]:
         context = MessageContext(message.data, parse_message(message.data))
         score = sum(h.score for h in ruleset.evaluate(context, score_set=0))
         (spam_scores if message.label == "spam" else ham_scores).append(score)
-    elapsed = time.perf_counter() - started
     # the rules work: spam scores higher than ham on average, by a wide margin
     assert sum(spam_scores) / len(spam_scores) > 3 * max(0.5, sum(ham_scores) / len(ham_scores))
-    assert elapsed < 120
+    # (their speed is benchmarks.scoring's to measure, not an assertion here)
 
 
 def test_lint_reports_debian_rules(tmp_path: Path) -> None:
