@@ -184,7 +184,7 @@ class _Rendering:
         return None
 
     def attributes_end(self, position: int) -> int:
-        """Where (?:[^>=]++|=\\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+> ends when it starts at
+        r"""Where (?:[^>=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])))*+> ends when it starts at
         `position`; -1 when it does not match. Followed step by step, each "=" on the way
         remembered with the answer (each step's answer is the next one's). Two ways that
         meet have passed the same "=" (a quoted value's end has one opening quote, and a

@@ -84,9 +84,9 @@ def authentication_results(context: MessageContext) -> dict[str, list[dict[str, 
 
 
 def _properties(text: str) -> list[tuple[str, str]]:
-    """What ([\\w-]+\\.[\\w.-]+)\\s*=\\s*("[^"]*"|[^\\s;]+) finds all of, found in linear
+    r"""What ([\w-]+\.[\w.-]+)\s*=\s*("[^"]*"|[^\s;]+) finds all of, found in linear
     time: as one regex it was tried from every character of a run, and a header of
-    "a." repeated took 40 s. A run of [\\w.-] followed by "=" and a value holds a
+    "a." repeated took 40 s. A run of [\w.-] followed by "=" and a value holds a
     property from its first character other than "." when a dot comes after that and
     before the run's last character; no later start in the run can do better."""
     found = []

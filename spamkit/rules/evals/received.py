@@ -160,7 +160,7 @@ def _msn_groups_mail(context: MessageContext, received: str) -> bool:
 
 
 def _msn_group_member(text: str) -> str | None:
-    """What <(\\S+)@groups\\.msn\\.com> (any case) captures first in `text`, found in
+    r"""What <(\S+)@groups\.msn\.com> (any case) captures first in `text`, found in
     linear time: as a regex it scanned to the end of the word from every "<", and a To of
     "<" repeated took seconds. The first match is in the first word (run of non-space)
     where a "<" comes at least two characters before an "@groups.msn.com>", from its
