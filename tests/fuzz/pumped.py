@@ -89,6 +89,9 @@ UNITS: tuple[tuple[str, bytes, bytes], ...] = (
     ("html: <a with no >, from freemail", b"From: a@hotmail.com\nReply-To: b@gmail.com\nContent-Type: text/html\n\n",
      b"<a "),
     ("html: mailto: of %20", _HTML + b"<a href=mailto:", b"%20"),
+    # a built-in rule's pattern (TO_NO_BRACKETS_MANY) retried every position to the end
+    # of the To lines: 0.26 s at the header cap, linear since
+    ("headers: To lines without a comma", b"", b"To: u@d.example\n"),
 )
 
 
