@@ -750,12 +750,29 @@ class LmdbStore:
 
     def reset(self) -> None:
         self._require_sound()  # (LMDB walks a tree to drop it: `db reset` sets a damaged one aside)
-        with self._transaction(write=True) as txn:
+        history = self._writable_history()
+
+        def empty(txn: lmdb.Transaction) -> None:
             txn.drop(self._tokens_db, delete=False)
             txn.drop(self._seen_db, delete=False)
-            txn.drop(self._writable_history(), delete=False)
+            txn.drop(history, delete=False)
             for name in LEARNED_META:
                 txn.delete(name.encode(), db=self._meta_db)
+
+        self._write_growing(empty)
+
+    def _write_growing(self, operation: Callable[[lmdb.Transaction], None]) -> None:
+        """Run `operation` in a write transaction and commit it; when the map is full, grow
+        it and run the operation again. Dropping trees takes free pages too: a reset of a
+        database opened at its file's size failed with MDB_MAP_FULL. (`writer` does the
+        same for batches, whose changes it keeps to write again.)"""
+        while True:
+            try:
+                with self._transaction(write=True) as txn:
+                    operation(txn)
+                return
+            except lmdb.MapFullError:
+                self._grow()
 
     def close(self) -> None:
         if os.getpid() == self._pid:
