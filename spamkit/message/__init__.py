@@ -21,7 +21,7 @@ from spamkit.message.archives import (
     is_zip_name,
 )
 from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
-from spamkit.message.headers import parse_header_block, split_header_block, split_parameters
+from spamkit.message.headers import header_block_span, parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
 from spamkit.message.tnef import is_tnef, tnef_files
 
@@ -264,11 +264,16 @@ class _Walker:
             raw = raw.replace(b"\x00", b"")
         data = normalize_newlines(raw)
         self.message.size = len(data)
-        head, body = split_header_block(data)
+        head_end, body_start = header_block_span(data, 0, len(data))
+        head = data[:head_end]
         if not head:
             self.message.facts.add("no-headers")
+        # Every entity below is read in place, as a span of `data`; only a leaf's bytes are
+        # copied. Nested multiparts used to copy the message at each level: 100 MB for 500
+        # kB nested 99 deep, 1 GB for the attachment check's whole 5 MB message.
         if self.files_only:  # only the MIME fields count: no names as written, no decoding
-            self._walk_entity(parse_header_block(head, self.message.facts), body, depth=0, default_type="text/plain")
+            self._walk_entity(parse_header_block(head, self.message.facts), data, body_start, len(data),
+                              depth=0, default_type="text/plain")
             return
         as_written = parse_header_block(head, self.message.facts, keep_case=True)
         fields = [(name.lower(), value) for name, value in as_written]
@@ -277,10 +282,11 @@ class _Walker:
         self.message.headers = fields if b"=?" not in head else [  # most mail has no encoded word
             (name, decode_rfc2047(value, facts) if "=?" in value else value) for name, value in fields]
         self.message.part_headers.append(fields)
-        self._walk_entity(fields, body, depth=0, default_type="text/plain")
+        self._walk_entity(fields, data, body_start, len(data), depth=0, default_type="text/plain")
 
-    def _walk_entity(self, fields: list[tuple[str, str]], body: bytes, depth: int,
+    def _walk_entity(self, fields: list[tuple[str, str]], data: bytes, start: int, end: int, depth: int,
                      default_type: str) -> None:
+        """The entity whose body is data[start:end]."""
         self.parts += 1
         if self.parts > self.limits.max_parts:
             self.message.facts.add("cap-mime-parts")
@@ -290,52 +296,52 @@ class _Walker:
         if content_type == "multipart/alternative":
             self.seen_alternative = True
             self.open_alternatives.append([])
-            self._walk_multipart(params, body, depth)
+            self._walk_multipart(params, data, start, end, depth)
             versions = self.open_alternatives.pop()
             if versions:
                 self.message.alternatives.append(versions)
         elif content_type.startswith("multipart/"):
-            self._walk_multipart(params, body, depth)
+            self._walk_multipart(params, data, start, end, depth)
         elif content_type == "message/rfc822" and depth < self.limits.max_depth:
-            head, inner = split_header_block(body)
-            inner_fields = parse_header_block(head, self.message.facts)
+            head_end, body_start = header_block_span(data, start, end)
+            inner_fields = parse_header_block(data[start:head_end], self.message.facts)
             self.message.part_headers.append(inner_fields)
-            self._walk_entity(inner_fields, inner, depth + 1, "text/plain")
+            self._walk_entity(inner_fields, data, body_start, end, depth + 1, "text/plain")
         else:
             if content_type == "message/rfc822":  # one level too deep to open
                 self.message.facts.add("cap-mime-depth")
-            self._leaf(content_type, params, encoding, disposition, body)
+            self._leaf(content_type, params, encoding, disposition, data[start:end])
 
-    def _walk_multipart(self, params: dict[str, str], body: bytes, depth: int) -> None:
+    def _walk_multipart(self, params: dict[str, str], data: bytes, start: int, end: int, depth: int) -> None:
         boundary = params.get("boundary", "")
         if not boundary or len(boundary) > self.limits.max_boundary_length:
             self.message.facts.add("mime-bad-boundary")
-            self._leaf("text/plain", {}, "", "", body)
+            self._leaf("text/plain", {}, "", "", data[start:end])
             return
         if depth + 1 > self.limits.max_depth:
             self.message.facts.add("cap-mime-depth")
             return
         delimiter = b"--" + boundary.encode("latin-1", "replace")
-        pieces = _split_multipart(body, delimiter)
+        pieces = _multipart_spans(data, start, end, delimiter)
         if pieces is None:
             self.message.facts.add("mime-missing-boundary")
-            self._leaf("text/plain", {}, "", "", body)
+            self._leaf("text/plain", {}, "", "", data[start:end])
             return
-        parts, closed, epilogue = pieces
+        parts, closed, epilogue_start = pieces
         if not closed:
             self.message.facts.add("mime-unterminated")
-        elif _HAS_EPILOGUE_TEXT.search(epilogue):
+        elif _HAS_EPILOGUE_TEXT.search(data, epilogue_start, end):
             self.message.mime_epilogue = True
-        for part in parts:
-            if not _HEADER_FIELD_START.match(part):
+        for part_start, part_end in parts:
+            if not _HEADER_FIELD_START.match(data, part_start, part_end):
                 self.message.missing_mime_headers = True
             if self.parts >= self.limits.max_parts:
                 self.message.facts.add("cap-mime-parts")
                 return
-            head, part_body = split_header_block(part)
-            part_fields = parse_header_block(head, self.message.facts)
+            head_end, body_start = header_block_span(data, part_start, part_end)
+            part_fields = parse_header_block(data[part_start:head_end], self.message.facts)
             self.message.part_headers.append(part_fields)
-            self._walk_entity(part_fields, part_body, depth + 1, "text/plain")
+            self._walk_entity(part_fields, data, body_start, part_end, depth + 1, "text/plain")
 
     def _leaf(self, content_type: str, params: dict[str, str], encoding: str,
               disposition: str, body: bytes) -> None:
@@ -497,43 +503,53 @@ _HAS_EPILOGUE_TEXT = re.compile(rb"[^\s.]")
 _HEADER_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # a field name (RFC 5322) and its colon
 
 
-def _split_multipart(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool, bytes] | None:
-    """Body parts between delimiter lines; None when the delimiter never appears.
+def _multipart_spans(data: bytes, start: int, end: int,
+                     delimiter: bytes) -> tuple[list[tuple[int, int]], bool, int] | None:
+    """The body parts of the multipart body data[start:end], as (start, end) spans
+    between delimiter lines; None when the delimiter never begins a line.
 
-    Returns (parts, closed, epilogue), closed being False when the closing delimiter is
-    missing (a truncated message), in which case the last part runs to the end; the
-    epilogue is what follows the closing delimiter's line.
+    Returns (parts, closed, epilogue start), closed being False when the closing
+    delimiter is missing (a truncated message), in which case the last part runs to the
+    end; the epilogue is what follows the closing delimiter's line.
     """
-    line_start = b"\n" + delimiter
-    data = b"\n" + body
-    position = _next_delimiter(data, line_start, 0)
-    if position < 0:
+    line = _delimiter_line(data, delimiter, start, start, end)
+    if line < 0:
         return None
-    parts: list[bytes] = []
+    parts: list[tuple[int, int]] = []
     while True:
-        line_end = data.find(b"\n", position + 1)
-        rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
-        if rest_of_line.rstrip() == b"--":
-            return parts, True, data[line_end + 1:] if line_end >= 0 else b""
+        line_end = data.find(b"\n", line, end)
+        if data[line + len(delimiter): line_end if line_end >= 0 else end].rstrip() == b"--":
+            return parts, True, line_end + 1 if line_end >= 0 else end
         if line_end < 0:
-            return parts, False, b""
-        following = _next_delimiter(data, line_start, line_end)
+            return parts, False, end
+        following = _delimiter_line(data, delimiter, line_end + 1, start, end)
         if following < 0:
-            parts.append(data[line_end + 1:])
-            return parts, False, b""
-        parts.append(data[line_end + 1: following])
-        position = following
+            parts.append((line_end + 1, end))
+            return parts, False, end
+        # the part ends at the line break before the next delimiter (a part may be empty)
+        parts.append((line_end + 1, max(line_end + 1, following - 1)))
+        line = following
 
 
-def _next_delimiter(data: bytes, line_start: bytes, start: int) -> int:
-    """Where the next delimiter line begins (its newline), or -1. A delimiter line is the
-    delimiter alone, or closing with "--", white space after it allowed (RFC 2046): a
-    nested multipart's "--boundaryAA" lines are not the outer "--boundary"'s, though
-    Outlook Express makes one the other's prefix."""
-    while (position := data.find(line_start, start)) >= 0:
-        line_end = data.find(b"\n", position + 1)
-        rest_of_line = data[position + len(line_start): line_end if line_end >= 0 else len(data)]
-        if rest_of_line.rstrip() in (b"", b"--"):
-            return position
-        start = position + 1
+def _delimiter_line(data: bytes, delimiter: bytes, position: int, body_start: int, end: int) -> int:
+    """Where the first delimiter line at or after `position` begins, in the body
+    data[body_start:end], or -1. A delimiter line is the delimiter alone, or closing
+    with "--", white space after it allowed (RFC 2046): a nested multipart's
+    "--boundaryAA" lines are not the outer "--boundary"'s, though Outlook Express makes
+    one the other's prefix. The body's first line is a line whatever comes before it."""
+    if position == body_start and _is_delimiter_line(data, delimiter, position, end):
+        return position
+    line_start = b"\n" + delimiter
+    search = max(position - 1, body_start)  # the line break before a line at `position` or later
+    while (newline := data.find(line_start, search, end)) >= 0:
+        if _is_delimiter_line(data, delimiter, newline + 1, end):
+            return newline + 1
+        search = newline + 1
     return -1
+
+
+def _is_delimiter_line(data: bytes, delimiter: bytes, line: int, end: int) -> bool:
+    if not data.startswith(delimiter, line, end):
+        return False
+    line_end = data.find(b"\n", line, end)
+    return data[line + len(delimiter): line_end if line_end >= 0 else end].rstrip() in (b"", b"--")

@@ -14,7 +14,7 @@ from spamkit.message.decode import decode_text
 HEADER_BYTES_CAP = 100_000
 
 _HEADER_END = re.compile(rb"\n\r?\n")
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]{1,100})[ \t]*:")
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,100})[ \t]*:")  # matched where a block starts
 
 
 def split_header_block(data: bytes) -> tuple[bytes, bytes]:
@@ -23,14 +23,22 @@ def split_header_block(data: bytes) -> tuple[bytes, bytes]:
     `data` has LF line endings. A message that starts with a body line (no header at
     all) gets an empty header block.
     """
-    if data.startswith(b"\n"):
-        return b"", data[1:]
-    if not _FIELD_NAME.match(data) and not data.startswith(b"From "):
-        return b"", data
-    match = _HEADER_END.search(data)
+    head_end, body_start = header_block_span(data, 0, len(data))
+    return data[:head_end], data[body_start:]
+
+
+def header_block_span(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """(where the header block ends, where the body starts) in data[start:end], split as
+    split_header_block splits it: the MIME walker reads every part in place, so that
+    nested parts do not each copy the message."""
+    if data.startswith(b"\n", start, end):
+        return start, start + 1
+    if not _FIELD_NAME.match(data, start, end) and not data.startswith(b"From ", start, end):
+        return start, start
+    match = _HEADER_END.search(data, start, end)
     if match is None:
-        return data, b""
-    return data[:match.start() + 1], data[match.end():]
+        return end, end
+    return match.start() + 1, match.end()
 
 
 _FOLD = re.compile(r"\n[ \t]+")

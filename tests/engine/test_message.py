@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import re
+import tracemalloc
 import zipfile
 
 import pytest
@@ -13,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corpora import CorpusMessage
-from spamkit.message import ParseLimits, list_attachments, message_key, normalize_newlines, parse_message
+from spamkit.message import (
+    ParseLimits,
+    _multipart_spans,
+    list_attachments,
+    message_key,
+    normalize_newlines,
+    parse_message,
+)
 from spamkit.message.decode import decode_quoted_printable
 from spamkit.message.headers import split_header_block
 from spamkit.tokenizer import EmailTokenizer
@@ -279,6 +287,62 @@ def test_a_nested_boundary_that_extends_the_outer_one_is_not_the_outer_one() -> 
     # a line that only begins with the delimiter is part of the text
     text = b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\none\n--bx\ntwo\n--b--\n'
     assert parse_message(text).text == ["one\n--bx\ntwo"]
+
+
+def _parts_as_defined(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool, bytes] | None:
+    """RFC 2046 read line by line: (parts, closed, epilogue), None without a delimiter line."""
+    lines = body.split(b"\n")
+    delimiters = [i for i, line in enumerate(lines)
+                  if line.startswith(delimiter) and line[len(delimiter):].rstrip() in (b"", b"--")]
+    if not delimiters:
+        return None
+    parts: list[bytes] = []
+    for n, i in enumerate(delimiters):
+        if lines[i][len(delimiter):].rstrip() == b"--":
+            return parts, True, b"\n".join(lines[i + 1:])
+        if i == len(lines) - 1:  # the delimiter ends the body: no part after it
+            return parts, False, b""
+        following = delimiters[n + 1] if n + 1 < len(delimiters) else len(lines)
+        parts.append(b"\n".join(lines[i + 1:following]))
+    return parts, False, b""
+
+
+@given(st.lists(st.sampled_from([b"--b", b"--b--", b"--bb", b"\n", b"x", b" ", b"\t", b"-", b"b", b"\r"]),
+                max_size=30).map(b"".join),
+       st.sampled_from([b"", b"\n", b"x", b"--b\n"]), st.sampled_from([b"", b"\n--b\n", b"x"]))
+def test_multipart_spans_are_the_parts_as_defined(body: bytes, before: bytes, after: bytes) -> None:
+    """The walker reads parts in place, as spans of the message: the same parts, and
+    nothing before or after the body they are read from."""
+    data = before + body + after
+    found = _multipart_spans(data, len(before), len(before) + len(body), b"--b")
+    expected = _parts_as_defined(body, b"--b")
+    if found is None or expected is None:
+        assert found is expected
+        return
+    parts, closed, epilogue_start = found
+    assert ([data[start:end] for start, end in parts], closed, data[epilogue_start:len(before) + len(body)]) \
+        == expected
+
+
+def test_nesting_is_read_in_place_not_copied_at_each_level() -> None:
+    """99 nested multiparts (or message/rfc822 parts) around 2 MB, read by the attachment
+    check, which takes the whole message: each level held its own copy of the rest of the
+    message (400 MB at the peak); a leaf's bytes are the only copy now."""
+    whole = ParseLimits(max_message_bytes=10**9, max_parts=10_000, max_boundary_length=10**9)
+    multiparts = b"Content-Type: multipart/mixed; boundary=B0\n\n" + b"".join(
+        b"--B%d\nContent-Type: multipart/mixed; boundary=B%d\n\n" % (i, i + 1) for i in range(99)) \
+        + b"--B99\nContent-Type: application/octet-stream; name=a.exe\n\n" + b"x" * 2_000_000
+    messages = b"Content-Type: message/rfc822\n\n" * 99 \
+        + b"Content-Type: application/octet-stream; name=a.exe\n\n" + b"x" * 2_000_000
+    for raw in (multiparts, messages):
+        tracemalloc.start()
+        try:
+            listing = list_attachments(raw, whole)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert [(a.filename, a.size) for a in listing.attachments] == [("a.exe", 2_000_000)]
+        assert peak < 3 * len(raw)
 
 
 def test_five_megabyte_single_line_parses() -> None:
