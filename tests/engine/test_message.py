@@ -221,6 +221,19 @@ def test_list_attachments_sees_every_file_a_mail_program_could_save() -> None:
         ("big.jpg", ()), ("notes.exe", ()), ("one.txt", ()), ("two.scr", ()), ("photos.dat", ("docs/a.js", "b.txt"))]
 
 
+def test_uuencoded_files_count_against_the_parts_cap() -> None:
+    """Each uuencoded file is a file to check, and a part against the cap: 20,000 of them
+    in one text are more than the attachment check looks through, as 20,000 MIME parts
+    would be (it refuses such mail as uncheckable)."""
+    raw = b"Subject: files\n\n" + b"begin 644 a.txt\n`\nend\n" * 20_000
+    limits = ParseLimits(max_message_bytes=len(raw), max_parts=10_000)
+    listed = list_attachments(raw, limits)
+    assert "cap-mime-parts" in listed.facts
+    assert [a.filename for a in listed.attachments] == ["a.txt"] * (10_000 - 1)  # (the message is a part)
+    few = list_attachments(raw[:2_000], limits)
+    assert "cap-mime-parts" not in few.facts and len(few.attachments) == raw[:2_000].count(b"begin ")
+
+
 def test_one_messages_archives_are_unpacked_against_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two gzipped tars in one message, and room to unpack one: the second's members are
     not read, its name is, and that is said."""
@@ -309,19 +322,21 @@ def _parts_as_defined(body: bytes, delimiter: bytes) -> tuple[list[bytes], bool,
 
 @given(st.lists(st.sampled_from([b"--b", b"--b--", b"--bb", b"\n", b"x", b" ", b"\t", b"-", b"b", b"\r"]),
                 max_size=30).map(b"".join),
-       st.sampled_from([b"", b"\n", b"x", b"--b\n"]), st.sampled_from([b"", b"\n--b\n", b"x"]))
-def test_multipart_spans_are_the_parts_as_defined(body: bytes, before: bytes, after: bytes) -> None:
-    """The walker reads parts in place, as spans of the message: the same parts, and
-    nothing before or after the body they are read from."""
+       st.sampled_from([b"", b"\n", b"x", b"--b\n"]), st.sampled_from([b"", b"\n--b\n", b"x"]),
+       st.integers(1, 6))
+def test_multipart_spans_are_the_parts_as_defined(body: bytes, before: bytes, after: bytes, limit: int) -> None:
+    """The walker reads parts in place, as spans of the message: the same parts, up to
+    the number the parts cap leaves, whether it closes and where its epilogue starts,
+    and nothing before or after the body they are read from."""
     data = before + body + after
-    found = _multipart_spans(data, len(before), len(before) + len(body), b"--b")
+    found = _multipart_spans(data, len(before), len(before) + len(body), b"--b", limit)
     expected = _parts_as_defined(body, b"--b")
     if found is None or expected is None:
         assert found is expected
         return
     parts, closed, epilogue_start = found
     assert ([data[start:end] for start, end in parts], closed, data[epilogue_start:len(before) + len(body)]) \
-        == expected
+        == (expected[0][:limit], *expected[1:])
 
 
 def test_nesting_is_read_in_place_not_copied_at_each_level() -> None:
