@@ -25,6 +25,7 @@ at each message.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ class PyzorCheck:
         answer = None if digest is None else self.client.check(digest)
         value = None if answer is None else self.header_value(answer)
         added = [] if value is None else [(HEADER, value)]
-        return Recorded(with_headers(raw, added, dropping=_is_pyzor_field), answer, digest is not None,
+        return Recorded(with_headers(raw, added, dropping=_PYZOR_FIELD), answer, digest is not None,
                         answer is not None and self.thresholds.listed(answer), value)
 
     def header_value(self, answer: PyzorAnswer) -> str:
@@ -198,13 +199,9 @@ class PyzorCheck:
                 f"{answer.welcomelisted} times, by {answer.server}")
 
 
-def _is_pyzor_field(line: bytes) -> bool:
-    """(Spaces before the colon too: the parser reads "X-Spamkit-Pyzor :" as the field.)"""
-    name, colon, _ = line.partition(b":")
-    return bool(colon) and name.rstrip(b" \t") == _HEADER_NAME
-
-
-_HEADER_NAME = HEADER.lower().encode()
+# the field where it starts (spaces before the colon too: the parser reads
+# "X-Spamkit-Pyzor :" as the field)
+_PYZOR_FIELD = re.compile(re.escape(HEADER.encode()) + rb"[ \t]*:", re.IGNORECASE)
 
 
 __all__ = ["HEADER", "PyzorAnswer", "PyzorCheck", "PyzorClient", "Recorded", "Thresholds",

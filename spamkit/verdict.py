@@ -15,6 +15,7 @@ overrides what someone taught.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -65,42 +66,70 @@ _UNSAFE = re.compile(r"[\r\n\x00]")
 _HEADER_END = re.compile(rb"\n\r?\n")  # the empty line after the header block (as split_header_block)
 
 
-def is_spam_field(line: bytes) -> bool:
-    """An X-Spam-* field's first line, lower-cased: a sender's own would read as ours."""
-    return line.startswith(b"x-spam-")
+# every X-Spam-* field, matched (ignoring case) where a field starts: a sender's own would
+# read as ours
+SPAM_FIELDS = re.compile(rb"x-spam-", re.IGNORECASE)
 
 
 def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str | None = None,
-                 dropping: Callable[[bytes], bool] = is_spam_field) -> bytes:
+                 dropping: re.Pattern[bytes] = SPAM_FIELDS) -> bytes:
     """`raw` with `added` first, in its own line ends, and the fields it came with that
-    `dropping` names (given a field's first line, lower-cased) removed: every X-Spam-*
-    unless said otherwise. With `subject_tag`, the Subject tagged (one made if there is
-    none).
+    `dropping` matches where they start (ignoring case) removed, with their continuation
+    lines: every X-Spam-* unless said otherwise. With `subject_tag`, each Subject tagged
+    (one made if there is none).
 
     The header block ends at the first empty line, in either line end (as the parser
     reads it), and the line end written is the first line's: a message whose headers end
     in LF and whose body holds a CRLF keeps its LF headers, and has its fields dropped.
+
+    Only the fields to drop or tag are visited, found by one regex search, and the lines
+    between are copied as they are: a loop over every line took 3.3 s and 526 MB for the
+    15 MB header block of a message too large to scan.
     """
     first_break = raw.find(b"\n")
     cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
     blank = _HEADER_END.search(raw)
     head, body = (raw[:blank.start()], raw[blank.start():]) if blank else (raw, b"")
-    kept: list[bytes] = []  # each line as it was, its CR (if any) still on it
-    skipping = False
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line)
-            continue
-        skipping = dropping(line.lower())
-        if skipping:
-            continue
-        if subject_tag and line.lower().startswith(b"subject:"):
-            line = b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8") + b" " + line[8:].lstrip()
-        kept.append(line)
-    if subject_tag and not any(line.lower().startswith(b"subject:") for line in kept):
-        kept.append(b"Subject: " + _UNSAFE.sub(" ", subject_tag).encode("utf-8") + cr)
+    tag = _UNSAFE.sub(" ", subject_tag).encode("utf-8") if subject_tag else None
+    kept: list[bytes] = []  # runs of lines as they were (CRs kept), to be joined by line breaks
+    run = 0  # where the lines not yet kept start
+    lines_left = True
+    tagged = False
+    for mark in _fields_to_change(dropping, tag is not None).finditer(head):
+        start = mark.start()
+        if start > run:
+            kept.append(head[run:start - 1])
+        if mark.lastgroup == "subject":
+            assert tag is not None
+            line_end = head.find(b"\n", start)
+            line = head[start:line_end] if line_end >= 0 else head[start:]
+            kept.append(b"Subject: " + tag + b" " + line[8:].lstrip())
+            tagged = True
+            next_line = line_end + 1 if line_end >= 0 else -1
+        else:  # dropped, with the continuation lines that follow it
+            field_end = _FIELD_END.search(head, start)
+            next_line = field_end.start() + 1 if field_end else -1
+        if next_line < 0:
+            lines_left = False
+            break
+        run = next_line
+    if lines_left:
+        kept.append(head[run:])
+    if tag is not None and not tagged:
+        kept.append(b"Subject: " + tag + cr)
     return b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
+
+
+_FIELD_END = re.compile(rb"\n(?![ \t])")  # the line break after a field's last line
+
+
+@functools.lru_cache(maxsize=8)
+def _fields_to_change(dropping: re.Pattern[bytes], subject: bool) -> re.Pattern[bytes]:
+    """Where a field starts that `dropping` matches (group "drop"), or a Subject (group
+    "subject") when tagging."""
+    subject_group = b"|(?P<subject>subject:)" if subject else b""
+    return re.compile(b"^(?:(?P<drop>" + dropping.pattern + b")" + subject_group + b")",
+                      re.IGNORECASE | re.MULTILINE)
 
 
 def header_block(raw: bytes) -> bytes:

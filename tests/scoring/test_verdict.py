@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+from collections.abc import Callable
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spamkit.config import config_from_text
 from spamkit.lists import Lists, check_entry
 from spamkit.rules import load_rules
 from spamkit.rules.context import first_address
-from spamkit.verdict import Scanner
+from spamkit.pyzor import _PYZOR_FIELD
+from spamkit.verdict import Scanner, with_headers
 
 RAW = (b"From: Pills <x@pills.example>\r\nTo: you@example.org\r\nSubject: cheap pills\r\n"
        b"X-Spam-Status: Yes, score=99 (forged by the sender)\r\nX-Spam-Flag: YES\r\n"
@@ -140,3 +146,55 @@ def test_an_address_in_the_display_name_is_not_the_sender(tmp_path: Path) -> Non
 def test_a_quoted_local_part_is_part_of_the_address() -> None:
     assert first_address('<"Books@Books"@publisher.example>') == '"books@books"@publisher.example'
     assert first_address('"Name, a@b.example" <real@x.example>') == "real@x.example"
+
+
+def _with_headers_line_by_line(raw: bytes, added: list[tuple[str, str]], subject_tag: str | None,
+                               dropping: Callable[[bytes], bool]) -> bytes:
+    """with_headers as it was written first: a loop over every header line, `dropping`
+    asked of each field's first line, lower-cased."""
+    first_break = raw.find(b"\n")
+    cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
+    blank = re.search(rb"\n\r?\n", raw)
+    head, body = (raw[:blank.start()], raw[blank.start():]) if blank else (raw, b"")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = dropping(line.lower())
+        if skipping:
+            continue
+        if subject_tag and line.lower().startswith(b"subject:"):
+            line = b"Subject: " + subject_tag.encode() + b" " + line[8:].lstrip()
+        kept.append(line)
+    if subject_tag and not any(line.lower().startswith(b"subject:") for line in kept):
+        kept.append(b"Subject: " + subject_tag.encode() + cr)
+    return b"\n".join([f"{name}: {value}".encode() + cr for name, value in added] + kept) + body
+
+
+def _spam_field(line: bytes) -> bool:
+    return line.startswith(b"x-spam-")
+
+
+def _pyzor_field(line: bytes) -> bool:
+    name, colon, _ = line.partition(b":")
+    return bool(colon) and name.rstrip(b" \t") == b"x-spamkit-pyzor"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"X-Spam-Flag: YES", b"x-spam-a:", b"X-SPAM-", b"Subject: hi", b"subject:",
+                                 b"SUBJECT:x", b"X-Spamkit-Pyzor : listed", b"x-spamkit-pyzorx: a", b"From: a",
+                                 b" cont", b"\tcont", b"\r", b"\n", b"\r\n", b"\n\n", b"\n\r\n", b"a", b" "]),
+                max_size=20).map(b"".join),
+       st.sampled_from([None, "", "[SPAM]"]), st.booleans())
+def test_fields_are_dropped_and_tagged_as_line_by_line(raw: bytes, tag: str | None, pyzor: bool) -> None:
+    """with_headers visits only the fields it drops or tags (a loop over every line took
+    3.3 s and 526 MB on a 15 MB header block): the same message out as the loop made."""
+    added = [("X-Spam-Status", "No")]
+    if pyzor:
+        assert with_headers(raw, added, tag, dropping=_PYZOR_FIELD) == \
+            _with_headers_line_by_line(raw, added, tag, _pyzor_field)
+    else:
+        assert with_headers(raw, added, tag) == _with_headers_line_by_line(raw, added, tag, _spam_field)
