@@ -15,20 +15,29 @@ class Headers(Filter):
     """RequireHeaders: From: and Date: are required (RFC 5322), and not empty.
     RefuseRepeatedHeaders: a field RFC 5322 3.6 allows once is there at most once. Both
     as qpsmtpd's headers plugin checks: with two From fields DMARC has no author to
-    judge, and a mail program shows one of them. Neither applies to LocalNetworks (SME's
-    switch: Outlook's test message has no Date)."""
+    judge, and a mail program shows one of them. SmtpMaxHeaderSize: a header section
+    larger than that is refused first, as Exim's header_maxsize does (reading 15 MB of
+    short fields took this check 2.8 s and 257 MB, and each check after it more). None
+    applies to LocalNetworks (SME's switch: Outlook's test message has no Date)."""
 
     name = "headers"
 
-    def __init__(self, required: bool, local_networks: list[str], refuse_repeated: bool = False) -> None:
+    def __init__(self, required: bool, local_networks: list[str], refuse_repeated: bool = False,
+                 max_bytes: int = 1_000_000) -> None:
         self.required = required
         self.refuse_repeated = refuse_repeated
+        self.max_bytes = max_bytes
         self.local = LocalClients(local_networks, [])
 
     def data(self, tx: Transaction) -> Decision:
-        if not (self.required or self.refuse_repeated) or self.local.holds(tx):
+        if self.local.holds(tx):
             return CONTINUE
-        fields = header_fields(tx.data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n"))
+        end = tx.data.find(b"\r\n\r\n")
+        if (end if end >= 0 else len(tx.data)) > self.max_bytes:  # (no empty line: all of it is header)
+            return reject(self.name, f"552 5.3.4 Message header section too large (over {self.max_bytes} bytes)")
+        if not (self.required or self.refuse_repeated):
+            return CONTINUE
+        fields = header_fields(tx.data[:end if end >= 0 else len(tx.data)].replace(b"\r\n", b"\n"))
         counts = Counter(name for name, _ in fields)
         if self.required:
             missing = [name for name in ("From", "Date") if not counts[name.lower()]]

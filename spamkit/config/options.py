@@ -270,6 +270,11 @@ OPTIONS: tuple[Option, ...] = (
            "with more than one of a field RFC 5322 allows once (From, Date, Sender, Reply-To, To, "
            "Cc, Bcc, Message-ID, In-Reply-To, References, Subject), as qpsmtpd's headers plugin "
            "does: two From fields leave DMARC no author to judge.", group="smtp"),
+    Option("SmtpMaxHeaderSize", int, 1_000_000, "Bytes of header section the headers filter "
+           "takes from clients outside LocalNetworks; more hears 552, as Exim's header_maxsize "
+           "(the same 1 MB) refuses it. The corpus's largest is 15 kB; a message of millions "
+           "of header lines cost the checks after it seconds and hundreds of MB.",
+           minimum=10_000, maximum=1_000_000_000, group="smtp"),
     Option("BlockedExtensions", list, ["exe", "scr", "pif", "bat", "com", "vbs", "cpl", "js"],
            "Attachment file name extensions refused: every name a part gives, anywhere in the "
            "message.", group="smtp"),

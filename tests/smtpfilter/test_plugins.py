@@ -190,6 +190,28 @@ def test_a_field_rfc_5322_allows_once_is_refused_when_repeated(filter_server, si
     assert len(sink.messages()) == 3
 
 
+def test_a_header_section_over_smtp_max_header_size_is_refused(filter_server, sink: Sink) -> None:  # type: ignore[no-untyped-def]
+    """Millions of short header lines cost the checks after this one seconds and hundreds
+    of MB each; Exim refuses a header section over header_maxsize (1 MB), and so does this
+    filter, over SmtpMaxHeaderSize, for clients outside LocalNetworks. A message with no
+    empty line is all header."""
+    padded = PLAIN.replace(b"Subject: hi\r\n", b"Subject: hi\r\n" + b"X-Pad: a\r\n" * 2_000)  # 22 kB
+    outside = filter_server("LocalNetworks = []\nSmtpMaxHeaderSize = 20000\n")
+    assert outside(padded).startswith("552 5.3.4 Message header section too large (over 20000 bytes)")
+    assert outside(PLAIN).startswith("250")
+    assert filter_server("SmtpMaxHeaderSize = 20000\n")(padded).startswith("250")  # 127.0.0.1 is local
+    assert len(sink.messages()) == 2
+
+    from smtpfilter.filter import Action, Transaction
+    from smtpfilter.plugins.content import Headers
+
+    check = Headers(False, [], refuse_repeated=False, max_bytes=20_000)
+    headers_only = b"From: a@example.org\r\n" + b"X-Pad: a\r\n" * 2_000
+    assert check.data(Transaction(peer="192.0.2.1", data=headers_only)).action is Action.REJECT
+    assert check.data(Transaction(peer="192.0.2.1", data=headers_only[:19_000] + b"\r\n\r\n" + b"x" * 50_000)
+                      ).action is Action.CONTINUE
+
+
 def test_no_ham_of_the_corpus_is_refused_by_the_headers_check(all_messages: list[CorpusMessage]) -> None:
     """The repeated-field check against real mail: of the corpus's 4,150 ham none has a
     repeated From, Date, Subject, To, Cc, ... (14 of its 1,896 spam do)."""
