@@ -50,10 +50,11 @@ FILTER_SWITCHES = {"DNSBL": "dnsbl", "RHSBL": "rhsbl", "URIBL": "uribl", "Karma"
                    "DKIMSigning": "dkimsign"}
 # the order the filters run in a chain, for a filter a switch turns on: after the ones
 # before it here that the chain has (qpsmtpd's order on SME: karma at connect, the DNS
-# lists at RCPT, uribl and the score at DATA, signing last)
+# lists at RCPT, uribl and the score at DATA, signing last; headers before dkim and dmarc,
+# which read every field, so that SmtpMaxHeaderSize bounds their work)
 CHAIN_ORDER = ("whitelisthosts", "whitelisthelo", "karma", "greylist", "relay", "badmailfrom",
                "resolvable_fromhost", "rhsbl", "dnsbl", "badrcptto", "badmailfromto",
-               "badhelo", "helo", "spf", "dkim", "dmarc", "headers", "attachments", "uribl",
+               "badhelo", "helo", "headers", "spf", "dkim", "dmarc", "attachments", "uribl",
                "spamscore", "disclaimer", "dkimsign")
 # the limits SME keeps under other services than spamassassin and qpsmtpd, and the
 # spamkit setting each is (qmail's size limit; the connections smtpd takes from one host)

@@ -212,6 +212,19 @@ def test_a_header_section_over_smtp_max_header_size_is_refused(filter_server, si
                       ).action is Action.CONTINUE
 
 
+def test_lint_warns_when_dkim_or_dmarc_read_the_header_before_its_size_is_checked(tmp_path: Path) -> None:
+    from smtpfilter.plugins import lint_chain
+
+    def warnings(filters: str) -> list[str]:
+        config = config_from_text(f"SmtpFilters = [{filters}]\n", tmp_path / "spamkit.toml", {})
+        return [w for w in lint_chain(config)[1] if "SmtpMaxHeaderSize" in w]
+
+    (warning,) = warnings('"spf", "dkim", "dmarc", "headers", "spamscore"')
+    assert "dkim and dmarc come before the headers filter" in warning
+    assert warnings('"headers", "spf", "dkim", "dmarc", "spamscore"') == []
+    assert warnings('"dkim", "spamscore"') == []  # (no headers filter: nothing refuses by size)
+
+
 def test_no_ham_of_the_corpus_is_refused_by_the_headers_check(all_messages: list[CorpusMessage]) -> None:
     """The repeated-field check against real mail: of the corpus's 4,150 ham none has a
     repeated From, Date, Subject, To, Cc, ... (14 of its 1,896 spam do)."""
