@@ -406,9 +406,11 @@ def header_size_warnings(config: Config) -> list[str]:
     early = [name for name in names[:names.index("headers")] if name in READ_EVERY_FIELD]
     if not early:
         return []
-    return [f"{config.origins['SmtpFilters']}: {' and '.join(early)} come before the headers filter, "
-            f"so they read a header section of any size before it is refused (SmtpMaxHeaderSize): "
-            "put headers before them"]
+    them = "them" if len(early) > 1 else "it"
+    return [f"{config.origins['SmtpFilters']}: {' and '.join(early)} "
+            f"{'come' if len(early) > 1 else 'comes'} before the headers filter, so "
+            f"{'they read' if len(early) > 1 else 'it reads'} a header section of any size before "
+            f"it is refused (SmtpMaxHeaderSize): put headers before {them}"]
 
 
 def lint_chain(config: Config) -> tuple[list[str], list[str]]:

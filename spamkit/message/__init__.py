@@ -571,8 +571,8 @@ def _delimiter_at(data: bytes, delimiter: bytes, line: int, end: int) -> tuple[i
 def _closing_line_after(data: bytes, delimiter: bytes, position: int, end: int) -> tuple[bool, int]:
     """(closed, epilogue start) of a multipart whose parts from the line at `position`
     on are not read: the first closing delimiter line ends it, whatever parts come
-    before. Looked for directly: splitting 2.5 million empty parts past the cap took
-    27 s and 322 MB (a 10 MB message, in the attachment check)."""
+    before. Looked for directly: splitting all of a 10 MB message's 2.5 million empty
+    parts took the attachment check 1.5 s (27 s and 322 MB once each was a span)."""
     needle = b"\n" + delimiter + b"--"
     search = position - 1
     while (newline := data.find(needle, search, end)) >= 0:

@@ -221,6 +221,8 @@ def test_lint_warns_when_dkim_or_dmarc_read_the_header_before_its_size_is_checke
 
     (warning,) = warnings('"spf", "dkim", "dmarc", "headers", "spamscore"')
     assert "dkim and dmarc come before the headers filter" in warning
+    (warning,) = warnings('"dkim", "headers", "dmarc"')
+    assert "dkim comes before the headers filter, so it reads" in warning and warning.endswith("before it")
     assert warnings('"headers", "spf", "dkim", "dmarc", "spamscore"') == []
     assert warnings('"dkim", "spamscore"') == []  # (no headers filter: nothing refuses by size)
 
