@@ -120,6 +120,7 @@ def test_a_reset_grows_the_map_when_dropping_needs_pages(tmp_path: Path, sample:
     with LmdbStore(tmp_path / "fresh") as fresh:
         empty = io.StringIO()
         fresh.dump(empty)
+
     def contents(dump: str) -> list[str]:  # (the day each was created may differ at midnight)
         return [line for line in dump.splitlines() if not line.startswith("meta created ")]
 

@@ -213,6 +213,8 @@ def test_a_header_section_over_smtp_max_header_size_is_refused(filter_server, si
 
 
 def test_lint_warns_when_dkim_or_dmarc_read_the_header_before_its_size_is_checked(tmp_path: Path) -> None:
+    """dkim and dmarc read every header field; SmtpMaxHeaderSize bounds that only when the
+    headers filter runs before them (import-sme puts it there)."""
     from smtpfilter.plugins import lint_chain
 
     def warnings(filters: str) -> list[str]:
