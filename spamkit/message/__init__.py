@@ -128,25 +128,24 @@ def normalize_newlines(raw: bytes) -> bytes:
     return raw
 
 
-_MESSAGE_ID = re.compile(rb"message-id[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE)
+# the Message-ID field and its value, in the lower-cased header block: where it starts,
+# or after a line break (the pattern begins with literal bytes, which the regex engine
+# looks for as fast as bytes.find)
+_MESSAGE_ID_FIRST = re.compile(rb"message-id[ \t]*:(.*(?:\n[ \t].*)*)")
+_MESSAGE_ID_LINE = re.compile(rb"\nmessage-id[ \t]*:(.*(?:\n[ \t].*)*)")
 
 
 def _message_id(head: bytes) -> bytes:
     """The first Message-ID field's value, unfolded; b"" when there is none.
 
-    The field is looked for with bytes.find and the pattern tried only there: searching
-    for it with IGNORECASE and MULTILINE "^" tried every position (6.9 against 1.9 us).
+    Found by one regex search in the lower-cased block, its value then read from the
+    block as written. Searching with IGNORECASE and MULTILINE "^" tried every position
+    (6.9 against 1.9 us a message); a loop over bytes.find's hits ran Python once a hit
+    (15 MB of "xmessage-id": 0.27 s, now 0.03 s; corpus mail 1.8 us either way).
     """
     lowered = head.lower()
-    position = -1
-    while True:
-        position = lowered.find(b"message-id", position + 1)
-        if position < 0:
-            return b""
-        if position == 0 or lowered[position - 1] == 0x0A:  # at the start of a line
-            match = _MESSAGE_ID.match(head, position)
-            if match is not None:
-                return b" ".join(match.group(1).split())
+    match = _MESSAGE_ID_FIRST.match(lowered) or _MESSAGE_ID_LINE.search(lowered)
+    return b"" if match is None else b" ".join(head[match.start(1):match.end(1)].split())
 
 
 def message_key(raw: bytes) -> bytes:
