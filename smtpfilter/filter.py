@@ -41,6 +41,10 @@ class Transaction:
     # who logged in with SMTP AUTH in this session (smtpfilter/auth.py); such a client is
     # one of ours wherever it connects from, as qpsmtpd makes it a relay client
     authenticated: str = ""
+    # time.monotonic() by which the DATA checks should be done: a tenth of ScanBudget short
+    # of the 451 that ends them, so that the score's rules, stopped there, still give a
+    # verdict in time (SpamAssassin's master_deadline); None outside `serve`
+    deadline: float | None = None
 
 
 class Filter:

@@ -34,6 +34,9 @@ LOGIN_FIRST = "530 5.7.0 Authentication required: this port takes mail from user
 # RFC 5321 4.5.3.1.10: the sender sends the recipients past this in another transaction
 NEXT_HOP_FULL = "452 4.5.3 Too many recipients for the next hop, send the others apart"
 DEFAULT_SCAN_BUDGET = 30.0  # seconds; Postfix's smtpd_proxy_timeout is 100
+# the DATA checks' deadline (Transaction.deadline), as a share of ScanBudget: what the
+# score's rules have not started by then is skipped, and the verdict comes before the 451
+DEADLINE_SHARE = 0.9
 XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
@@ -268,7 +271,8 @@ class FilterHandler:
         tx = Transaction(peer=_client(session, envelope), helo=_helo_name(session, envelope),
                          mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
                          notes=_notes(envelope), named_by=_named_by(session, envelope),
-                         authenticated=_user(session))
+                         authenticated=_user(session),
+                         deadline=started + self.scan_budget * DEADLINE_SHARE)
         reply, deciding = TEMPFAIL, "error"
         queue_id = new_id()
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ AUTOLEARN_MIN_BODY_POINTS = 3.0
 # BAYES_* bands, tflags learn) argue against by more than a point either way
 LEARNER_SAYS_SPAM_POINTS = 1.0
 LEARNER_SAYS_HAM_POINTS = -1.0
+_log = logging.getLogger("spamkit.verdict")
 _NOT_FOR_AUTOLEARN = frozenset({"learn", "userconf", "noautolearn"})
 _UNSAFE = re.compile(r"[\r\n\x00]")
 _HEADER_END = re.compile(rb"\n\r?\n")  # the empty line after the header block (as split_header_block)
@@ -153,7 +155,8 @@ class Verdict:
     hits: list[Hit]
     bayes: BayesResult | None
     # "spam", "ham", "no": autolearn's choice; "failed": the database could not take it;
-    # "unavailable": scored without the database; "disabled": nothing here learns
+    # "unavailable": scored without the database, or the rules ran out of time;
+    # "disabled": nothing here learns
     autolearn: str = "no"
     autolearn_reason: str = ""
     listed: str | None = None
@@ -236,6 +239,7 @@ class Scanner:
         self.autolearn_enabled = _setting(config, "BayesAutoLearn", settings.bayes_auto_learn)
         self.autolearn_spam = _setting(config, "BayesAutoLearnThresholdSpam", settings.autolearn_spam)
         self.autolearn_ham = _setting(config, "BayesAutoLearnThresholdNonspam", settings.autolearn_nonspam)
+        self.time_limit: float = _setting(config, "RuleTimeLimit", settings.time_limit)
         self.required = config.tag_level
         if settings.required_score is not None and config.origins["Sensitivity"] == "default" \
                 and config.origins["TagLevel"] == "default":
@@ -295,17 +299,28 @@ class Scanner:
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None,
-             with_bayes: bool = True) -> Verdict:
+             with_bayes: bool = True, deadline: float | None = None) -> Verdict:
         """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice.
-        `with_bayes` False scores with the rules alone (the database is unreachable)."""
+        `with_bayes` False scores with the rules alone (the database is unreachable).
+        `deadline` (time.monotonic()): the caller's own limit on the rules (the SMTP
+        filter's ScanBudget); the earlier of it and RuleTimeLimit from now applies."""
         if with_bayes and self.use_bayes and self.database_down is not None:
             raise StoreUnavailable(self.database_down)
+        deadline = self._deadline(deadline)
         analysis = self.analyzer.analyze(raw, parsed, with_tokens=explain)
         bayes = None
         if with_bayes and self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0,
                                      message=raw)
-        return self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
+        return self._judge(raw, analysis, bayes, envelope_from, recipients, explain, deadline)
+
+    def _deadline(self, caller: float | None) -> float | None:
+        """When a message's rules must stop: RuleTimeLimit from now, or the caller's
+        deadline if that is earlier (SpamAssassin's time_limit and master_deadline)."""
+        if self.time_limit <= 0:
+            return caller
+        own = time.monotonic() + self.time_limit
+        return own if caller is None else min(own, caller)
 
     def scan_many(self, raws: Sequence[bytes], envelope_from: str | None = None,
                   recipients: tuple[str, ...] = (), explain: bool = False) -> list[Verdict]:
@@ -324,11 +339,13 @@ class Scanner:
             results = list(self.bayes.score_many(
                 [a.hashes for a in analyses], [a.tokens for a in analyses],
                 explain=15 if explain else 0, messages=raws))
-        return [self._judge(raw, analysis, bayes, envelope_from, recipients, explain)
+        # (each message's time limit starts with its rules: its parse took microseconds)
+        return [self._judge(raw, analysis, bayes, envelope_from, recipients, explain, self._deadline(None))
                 for raw, analysis, bayes in zip(raws, analyses, results)]
 
     def _judge(self, raw: bytes, analysis: Analysis, bayes: BayesResult | None,
-               envelope_from: str | None, recipients: tuple[str, ...], explain: bool) -> Verdict:
+               envelope_from: str | None, recipients: tuple[str, ...], explain: bool,
+               deadline: float | None) -> Verdict:
         """Rules, lists and the decision, once the message is analysed and Bayes has spoken."""
         context = MessageContext(raw, analysis.message, envelope_from=envelope_from,
                                  recipients=recipients,
@@ -339,7 +356,12 @@ class Scanner:
             context.listed = self.lists.classify(senders, recipients)
         with_bayes = bayes is not None and bayes.probability is not None
         score_set = SCORE_SET_WITH_BAYES if with_bayes else SCORE_SET_WITHOUT_BAYES
-        hits = self.rules.evaluate(context, score_set, explain=explain)
+        hits = self.rules.evaluate(context, score_set, explain=explain, deadline=deadline)
+        if context.skipped_rules:
+            _log.warning("%d rules not run on %s: its time limit passed (RuleTimeLimit %gs, or "
+                         "the caller's deadline)", len(context.skipped_rules),
+                         (context.header_text("Message-ID") or "a message without a Message-ID").strip()[:200],
+                         self.time_limit)
         score = round(sum(hit.score for hit in hits), 3)
         reject = self.config.reject_level
         decision = ("reject" if reject is not None and score >= reject
@@ -361,6 +383,9 @@ class Scanner:
         return {tag: value for tag, value in values.items() if value is not None}
 
     def _autolearn_choice(self, hits: list[Hit], context: MessageContext) -> tuple[str, str]:
+        if context.skipped_rules:  # the points of only some rules: as SpamAssassin, whose
+            # learning is then never reached, so it says "unavailable" whatever the settings
+            return "unavailable", f"{len(context.skipped_rules)} rules not run: the time limit passed"
         if not (self.autolearn_enabled and self.use_bayes and self.store is not None):
             return "no", "autolearn is off"
         rules = self.rules.rules

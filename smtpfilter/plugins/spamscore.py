@@ -51,7 +51,8 @@ class SpamScore(Filter):
         earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
         parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None
         try:
-            verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed)
+            verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed,
+                                        deadline=tx.deadline)
             database_down = False
         except StoreError as error:  # (unreachable, or damage LMDB noticed as it read)
             policy = self.scanner.config["WhenDatabaseDown"]
@@ -64,7 +65,7 @@ class SpamScore(Filter):
                 tx.notes["score"] = tx.notes["spam"] = "unscanned"
                 return CONTINUE
             verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos),
-                                        parsed=parsed, with_bayes=False)
+                                        parsed=parsed, with_bayes=False, deadline=tx.deadline)
             verdict.autolearn, verdict.autolearn_reason = "unavailable", str(error)
             database_down = True
         tx.notes["score"] = f"{verdict.score:.1f}"

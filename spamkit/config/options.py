@@ -527,6 +527,11 @@ OPTIONS: tuple[Option, ...] = (
            group="rules"),
     Option("ListsFile", str, "", "White/blacklist file (empty: `lists` beside the configuration "
            "file).", group="rules"),
+    Option("RuleTimeLimit", float, 300.0, "Seconds one message's rules may take; rules not started "
+           "by then are skipped and the message gets TIME_LIMIT_EXCEEDED, as SpamAssassin's "
+           "time_limit (whose default this is; a rule file's time_limit sets it unless this "
+           "is set). 0: no limit. `serve` also stops them a tenth of ScanBudget before its 451.",
+           minimum=0, group="rules"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,14 +87,21 @@ def hit_limit(tflags: frozenset[str]) -> int:
     return MAX_MULTIPLE_HITS
 
 
-def _count_matches(pattern: regex.Pattern[str] | LinearPattern, text: str, limit: int) -> tuple[int, str]:
+# SpamAssassin's synthetic hit for a message whose rules ran out of time, and its default
+# score: near zero, so that the report shows the event (`score TIME_LIMIT_EXCEEDED` sets another)
+TIME_LIMIT_RULE = "TIME_LIMIT_EXCEEDED"
+TIME_LIMIT_DEFAULT_SCORE = 0.001
+
+
+def _count_matches(pattern: regex.Pattern[str] | LinearPattern, text: str, limit: int,
+                   timeout: float) -> tuple[int, str]:
     """(matches in `text`, at most `limit`; the first one's text): one search when only
     one counts (most rules), else every match as Perl's /g finds them."""
     if limit == 1:
-        match = pattern.search(text, timeout=MATCH_BUDGET)
+        match = pattern.search(text, timeout=timeout)
         return (1, match.group(0)[:80]) if match is not None else (0, "")
     count, first = 0, ""
-    for match in pattern.finditer(text, timeout=MATCH_BUDGET):
+    for match in pattern.finditer(text, timeout=timeout):
         count += 1
         first = first or match.group(0)[:80]
         if count >= limit:
@@ -214,11 +222,14 @@ class RuleSet:
             return scan
 
     def evaluate(self, context: MessageContext, score_set: int = SCORE_SET_WITH_BAYES,
-                 explain: bool = False) -> list[Hit]:
-        """Every scoring rule that hits, in rule order. Never raises on any message."""
+                 explain: bool = False, deadline: float | None = None) -> list[Hit]:
+        """Every scoring rule that hits, in rule order. Never raises on any message.
+
+        `deadline` (time.monotonic()): rules not yet run then are skipped, and the hits
+        end with TIME_LIMIT_EXCEEDED, as SpamAssassin's time_limit does."""
         if not self.rules:  # (Bayes alone: UseBuiltinRules off and no rule files)
             return []
-        counts, details = self.match_counts(context, score_set, explain)
+        counts, details = self.match_counts(context, score_set, explain, deadline)
         hits = []
         for name in sorted(counts, key=self._position.__getitem__):
             rule = self.rules[name]
@@ -226,15 +237,28 @@ class RuleSet:
             if rule.is_subrule or score == 0:
                 continue
             hits.append(Hit(name, score, rule.kind, rule.description, details.get(name, "")))
+        if context.skipped_rules:
+            scores = self.settings.time_limit_scores
+            score = scores[score_set] if scores is not None else TIME_LIMIT_DEFAULT_SCORE
+            if score != 0:
+                hits.append(Hit(TIME_LIMIT_RULE, score, Kind.META, "Some rules not run: the message's time limit passed",
+                                f"{len(context.skipped_rules)} rules not run"))
         return hits
 
     def match_counts(self, context: MessageContext, score_set: int | None = None,
-                     explain: bool = False) -> tuple[dict[str, int], dict[str, str]]:
+                     explain: bool = False, deadline: float | None = None
+                     ) -> tuple[dict[str, int], dict[str, str]]:
         """{rule: hit count} for the rules that match, metas included, and what matched.
 
         With a score set, rules scored 0 in it are not run (SpamAssassin's way to turn a
         rule off) unless a meta rule needs them; with None every rule runs (for stats).
         Rules the prefilter answers for run only when it lets them through.
+
+        With a `deadline` (time.monotonic()), a rule starts only before it, and its regex
+        gets no more than the time left; the rules not run are listed in
+        `context.skipped_rules`. A meta rule counts only where none of the rules it
+        reads, directly or through other metas, was skipped: `!RULE` of one that never
+        ran is no evidence (SpamAssassin stops its metas there too).
         """
         counts: dict[str, int] = {}
         details: dict[str, str] = {}
@@ -248,7 +272,14 @@ class RuleSet:
         plan = self._plan(score_set)
 
         def run(rule: Rule) -> None:
-            count, detail = self._run(rule, context, explain)
+            timeout = MATCH_BUDGET
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    context.skipped_rules.append(rule.name)
+                    return
+                timeout = min(timeout, left)
+            count, detail = self._run(rule, context, explain, timeout)
             if count:
                 counts[rule.name] = count
                 if detail:
@@ -279,7 +310,18 @@ class RuleSet:
                         if candidate is not None:
                             run(candidate)
         self._meta_function()(counts)
+        if context.skipped_rules:
+            self._drop_metas_reading(context.skipped_rules, counts)
         return counts, details
+
+    def _drop_metas_reading(self, skipped: list[str], counts: dict[str, int]) -> None:
+        """Take out of `counts` each meta that reads a skipped rule, directly or through
+        another meta (the metas are in dependency order: each after what it reads)."""
+        unknown = set(skipped)
+        for meta in self._by_kind.get(Kind.META, ()):
+            if not unknown.isdisjoint(meta.meta_dependencies):
+                unknown.add(meta.name)
+                counts.pop(meta.name, None)
 
     def _plan(self, score_set: int | None) -> _Plan:
         """The rules to run for a score set, worked out once per score set: a rule scored 0
@@ -323,13 +365,15 @@ class RuleSet:
             self._metas = namespace["run_metas"]
         return self._metas
 
-    def _run(self, rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
-        """(hit count, what matched) for one non-meta rule."""
+    def _run(self, rule: Rule, context: MessageContext, explain: bool,
+             timeout: float = MATCH_BUDGET) -> tuple[int, str]:
+        """(hit count, what matched) for one non-meta rule; `timeout`: the seconds any one
+        regex search may take (past it, no match)."""
         try:
             if rule.eval_name:
                 return (1 if EVALS[rule.eval_name](context, *rule.eval_args) else 0), ""
             if rule.kind in (Kind.HEADER, Kind.MIMEHEADER):
-                return self._run_header(rule, context, explain)
+                return self._run_header(rule, context, explain, timeout)
             assert rule.pattern is not None
             view = view_of(rule)
             if rule.literals is not None:
@@ -338,8 +382,7 @@ class RuleSet:
                     return 0, ""  # the text lacks what every match needs
             if rule.paragraph_local:
                 try:  # one search over all the paragraphs: no match there, none in any
-                    if rule.pattern.search(context.haystack(view, False),
-                                           timeout=MATCH_BUDGET) is None:
+                    if rule.pattern.search(context.haystack(view, False), timeout=timeout) is None:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
@@ -355,7 +398,7 @@ class RuleSet:
                 if rule.literals is not None and not any(
                         literal in looked_in[index] for literal in rule.literals):
                     continue
-                found, matched = _count_matches(rule.pattern, text, limit - count)
+                found, matched = _count_matches(rule.pattern, text, limit - count, timeout)
                 count += found
                 detail = detail or matched
                 if count >= limit:
@@ -365,7 +408,8 @@ class RuleSet:
             return 0, ""
 
     @staticmethod
-    def _run_mimeheader(rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
+    def _run_mimeheader(rule: Rule, context: MessageContext, explain: bool,
+                        timeout: float) -> tuple[int, str]:
         """As SpamAssassin's MIMEHeader: each entity's value on its own (the message's own
         header too), an entity without the header tested as if_unset or as empty text.
         A negated rule hits when no entity matches (SpamAssassin 4.0.1's always hits)."""
@@ -375,15 +419,16 @@ class RuleSet:
         assert rule.pattern is not None
         for value in values:
             text = value if value is not None else (rule.if_unset if rule.if_unset is not None else "")
-            match = rule.pattern.search(to_bytes_view(text) if rule.reads_bytes else text, timeout=MATCH_BUDGET)
+            match = rule.pattern.search(to_bytes_view(text) if rule.reads_bytes else text, timeout=timeout)
             if match is not None:
                 return (0, "") if rule.negate else (1, _shown(rule, match.group(0)[:80]) if explain else "")
         return (1, "") if rule.negate else (0, "")
 
     @classmethod
-    def _run_header(cls, rule: Rule, context: MessageContext, explain: bool) -> tuple[int, str]:
+    def _run_header(cls, rule: Rule, context: MessageContext, explain: bool,
+                    timeout: float) -> tuple[int, str]:
         if rule.kind is Kind.MIMEHEADER:
-            return cls._run_mimeheader(rule, context, explain)
+            return cls._run_mimeheader(rule, context, explain, timeout)
         text = context.header_text(rule.header, rule.modifier, rule.reads_bytes)
         if rule.exists:
             return (1 if text is not None else 0), ""
@@ -397,8 +442,8 @@ class RuleSet:
             text = to_bytes_view(rule.if_unset) if rule.reads_bytes else rule.if_unset
         assert rule.pattern is not None
         if rule.negate:
-            return (0 if rule.pattern.search(text, timeout=MATCH_BUDGET) else 1), ""
-        count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags))
+            return (0 if rule.pattern.search(text, timeout=timeout) else 1), ""
+        count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags), timeout)
         return count, _shown(rule, first) if explain else ""
 
 
@@ -428,6 +473,7 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
     rules = build_rules(reader.parsed, probe=probe, vetted_prefixes=tuple(vetted),
                         text_prefixes=(str(BUILTIN_RULES),),
                         cache_dir=default_cache_dir() if cache else None)
+    reader.parsed.settings.time_limit_scores = reader.parsed.scores.get(TIME_LIMIT_RULE)
     for rule in rules.values():
         # the built-in rules' scores were fitted on the links alone and on rawbody lines
         # (docs/decisions/0005); the addresses written in the text, which SpamAssassin's

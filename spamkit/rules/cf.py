@@ -3,7 +3,7 @@
 Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe, score
 (absolute, four score sets, or relative in parentheses), tflags, the ReplaceTags
 directives, settings (required_score, rewrite_header, add_header, use_bayes,
-bayes_auto_learn*, white/blacklists in both spellings, the util_rb_* domain lists, the
+bayes_auto_learn*, time_limit, white/blacklists in both spellings, the util_rb_* domain lists, the
 named address and URI host lists, redirector patterns) and if/ifplugin blocks.
 Anything else is counted as an unknown directive and reported, never fatal; a
 definition that cannot be used (a bad regex, an eval we do not implement) is skipped
@@ -107,6 +107,12 @@ class Settings:
     bayes_auto_learn: bool | None = None
     autolearn_spam: float | None = None
     autolearn_nonspam: float | None = None
+    # time_limit: seconds a message's rules may take (0: no limit; None: not set, the
+    # Scanner's default); past it the rest are skipped, as SpamAssassin's time_limit
+    time_limit: float | None = None
+    # TIME_LIMIT_EXCEEDED's `score` line, if a file gives one (the hit is synthetic: no
+    # file defines the rule itself)
+    time_limit_scores: tuple[float, float, float, float] | None = None
     lists: dict[str, list[str]] = field(default_factory=lambda: {"white": [], "black": []})
     freemail_domains: list[str] = field(default_factory=list)
     freemail_welcome: list[str] = field(default_factory=list)
@@ -239,6 +245,11 @@ class CfReader:
             self._geodb_files(directive, rest)
         elif directive == "geodb_search_path":
             parsed.settings.geodb_search_path = rest.split()
+        elif directive == "time_limit":
+            seconds = _number(rest)
+            if not seconds >= 0:  # (NaN too)
+                raise ValueError(f"time_limit must be 0 (no limit) or more seconds, not {rest.strip()!r}")
+            parsed.settings.time_limit = seconds
         elif directive in _SETTING_FLOATS:
             setattr(parsed.settings, _SETTING_FLOATS[directive], _number(rest))
         elif directive in _SETTING_BOOLS:

@@ -75,6 +75,7 @@ class MessageContext:
         self.countries: Countries | None = None  # likewise: the relays' country lookup
         self.named_lists: NamedLists | None = None  # and the rule files' enlisted addresses and hosts
         self.redirectors = NO_REDIRECTORS  # and their redirector_pattern lines
+        self.skipped_rules: list[str] = []  # not run: the time limit had passed (RuleSet.match_counts)
 
     @cached_property
     def _headers(self) -> dict[str, list[str]]:

@@ -816,6 +816,49 @@ def test_checks_over_the_scan_budget_give_451_and_nothing_relayed(sink: Sink, tm
         controller.stop()
 
 
+class UntilTheDeadline(Filter):
+    """A DATA check that works until the transaction's deadline has just passed."""
+
+    name = "until-the-deadline"
+    blocking = True
+
+    def data(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        assert tx.deadline is not None
+        time.sleep(max(0.0, tx.deadline - time.monotonic()) + 0.01)
+        return super().data(tx)
+
+
+def test_rules_stop_at_the_deadline_and_the_verdict_comes_before_the_451(sink: Sink, tmp_path: Path) -> None:
+    """The score's rules get what is left of ScanBudget less a tenth (SpamAssassin's
+    master_deadline from spamd's child timeout): when the checks before them used it up,
+    they are skipped and the message goes on marked TIME_LIMIT_EXCEEDED, instead of
+    waiting for a 451 that the next attempt would get again."""
+    from smtpfilter.limits import LimitedController, SessionLimits
+    from smtpfilter.plugins.spamscore import SpamScore
+    from spamkit.config import config_from_text
+    from spamkit.lists import Lists
+    from spamkit.rules import load_rules
+    from spamkit.verdict import Scanner
+
+    rules_file = tmp_path / "r.cf"
+    rules_file.write_text("body PILLS /order now/\nscore PILLS 7.3\n")
+    scanner = Scanner(config_from_text("", tmp_path / "spamkit.toml", {}),
+                      load_rules([rules_file], builtin=False), Lists())
+    port = free_port()
+    handler = FilterHandler(FilterChain([UntilTheDeadline(), SpamScore(scanner)]),
+                            ("127.0.0.1", sink.port), scan_budget=3.0)
+    controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        reply = swaks(port, write(tmp_path, b"Subject: pills\r\n\r\norder now\r\n"))
+        assert reply.startswith("250"), reply
+        [delivered] = sink.messages()
+        assert re.search(rb"X-Spam-Status: No, score=0\.0 required=5\.0 tests=TIME_LIMIT_EXCEEDED autolearn=unavailable ",
+                         delivered)
+    finally:
+        controller.stop()
+
+
 def test_the_timeout_is_a_wait_for_the_client_not_a_limit_on_a_message(sink: Sink) -> None:
     """Checklist item 7's timeout, at one second. A client that goes quiet hears 421 4.4.2
     and is disconnected. A message that takes three seconds to arrive, a line every 0.4 s,
