@@ -364,6 +364,10 @@ class _Walker:
                                           longest_line=longest, after_alternative=self.seen_alternative))
             return
         data = decode_transfer(body, encoding, message.facts)
+        if cte in ("base64", "quoted-printable") and b"\r" in data:
+            # CRLF line ends that were encoded become LF, as the message's own did (and as
+            # SpamAssassin decodes a text part): the same text, however it was sent
+            data = data.replace(b"\r\n", b"\n")
         long_qp = cte == "quoted-printable" and any(len(line) > 78 for line in body.split(b"\n"))
         message.parts.append(PartInfo(content_type, cte, attachment=False, disposition=lowered_disposition,
                                       charset=charset, long_qp_line=long_qp, false_ascii=false_ascii,

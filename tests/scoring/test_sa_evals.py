@@ -57,6 +57,8 @@ header   FORGED_GMAIL    eval:check_for_forged_gmail_received_headers()
 header   FORGED_JUNO     eval:check_for_forged_juno_received_headers()
 header   FORGED_EUDORA   eval:check_for_forged_eudoramail_received_headers()
 body     COMMENT_SHORT   eval:html_text_match('comment', '<!(?!-).{0,6}>')
+body     HTML_UP_TO_1024 eval:html_range('length', '0', '1024')
+rawbody  LINE_END        /^the end of a line$/m
 """
 
 _RECEIVED = (b"Received: from mail.example.net (mail.example.net [192.0.2.7]) by mx.example.org with ESMTP id 1;"
@@ -153,6 +155,16 @@ EVAL_MESSAGES = {
     "eudoramail": _message(b"From: x@eudoramail.com\nTo: b@ok.example\nX-Sender-Ip: 192.0.2.5\n",
                            received=b"Received: from Unknown/Local ([?.?.?.?]) by shared1-mail.whowhere.com;"
                                     b" Thu Nov 29 13:44:25 2001\n"),
+    # CRLF line ends inside an encoded text part: SpamAssassin decodes them to LF, and
+    # measures and matches that (987 bytes of HTML here, 1,169 with the CRs)
+    **{f"{kind}, {encoding}": _message(
+        _FROM + b"MIME-Version: 1.0\nContent-Type: " + kind.encode() + b"\nContent-Transfer-Encoding: "
+        + encoding.encode() + b"\n",
+        base64.encodebytes(text) if encoding == "base64" else text.replace(b"\r\n", b"=0D\n"))
+       for kind, text in (("text/html", b"<html><body>" + b"<br>\r\n" * 180
+                           + b'<a href="http://x.example/"><img src="http://x.example/a.gif"></a>\r\n</body></html>\r\n'),
+                          ("text/plain", b"the end of a line\r\nand the next\r\n"))
+       for encoding in ("base64", "quoted-printable")},
     "short comment": _message(_FROM + b"Content-Type: text/html\n",
                               b"<html><body><!x> hi <!-- long comment --></body></html>\n"),
 }
@@ -208,6 +220,8 @@ def test_evals_hit_as_in_spamassassin(tmp_path: Path) -> None:
     assert "FORGED_JUNO" in theirs["juno, forged"] and "FORGED_JUNO" not in theirs["juno"]
     assert "FORGED_EUDORA" in theirs["eudoramail, forged"] and "FORGED_EUDORA" not in theirs["eudoramail"]
     assert "COMMENT_SHORT" in theirs["short comment"]
+    assert "HTML_UP_TO_1024" in theirs["text/html, base64"] & theirs["text/html, quoted-printable"]
+    assert "LINE_END" in theirs["text/plain, base64"] & theirs["text/plain, quoted-printable"]
 
 
 ADDRESS_RULES = r"""
