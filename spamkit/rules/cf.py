@@ -38,6 +38,8 @@ PLUGINS = frozenset({  # plugins whose rules spamkit can run (or whose evals it 
     "Mail::SpamAssassin::Plugin::Pyzor",
     # X-Relay-Countries from a country database (spamkit.geoip), when one is found
     "Mail::SpamAssassin::Plugin::RelayCountry",
+    # image parts' counts, sizes and names from the parser (spamkit.message.images)
+    "Mail::SpamAssassin::Plugin::ImageInfo",
 })
 FEATURES = frozenset({  # `if can(Mail::SpamAssassin::Conf::X)` answers
     "feature_bug6558_free", "feature_welcomelist_blocklist", "perl_min_version_5010000",

@@ -15,7 +15,7 @@ from typing import Any
 import regex
 
 from spamkit.rules.cf import Definition, ParsedRules
-from spamkit.rules.evals import RECORDED_RESULT_EVALS, supported
+from spamkit.rules.evals import EVALS, RECORDED_RESULT_EVALS, supported
 from spamkit.rules.linear import available as linear_available
 from spamkit.rules.linear import re2_form
 from spamkit.rules.model import Kind, LoadReport, Rule
@@ -105,6 +105,12 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             if not supported(evaluation.group("name"), args):
                 report.skip("eval not implemented")
                 return None
+            if getattr(EVALS[evaluation.group("name")], "reads_rule_kind", False):
+                # (it measures the text its rule reads, which only body and rawbody rules have)
+                if definition.kind not in (Kind.BODY, Kind.RAWBODY):
+                    report.skip("eval not implemented")
+                    return None
+                args = (definition.kind.value, *args)
             rule.eval_name = evaluation.group("name")
             rule.eval_args = args
             return rule

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spamkit.rules.evals import auth, basic, freemail, headers, htmleval, mime, pyzor, received, wlbl
+from spamkit.rules.evals import auth, basic, freemail, headers, htmleval, imageinfo, mime, pyzor, received, wlbl
 
 # Evals of rules SpamAssassin flags `net` whose result the SMTP filter records in the
 # message: they run where other network tests are skipped
@@ -22,6 +22,7 @@ EVALS: dict[str, Callable[..., bool]] = {
     **received.EVALS,
     **mime.EVALS,
     **htmleval.EVALS,
+    **imageinfo.EVALS,
     **freemail.EVALS,
     **auth.EVALS,
     **pyzor.EVALS,
