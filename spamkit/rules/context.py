@@ -44,6 +44,11 @@ _TEXT_ADDRESS = LazyPattern(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@
 _TRAILING_PUNCTUATION = LazyPattern(r"[-~!@#^&*()_+=:;'?,.]*$")
 _MISREAD_PREFIX = LazyPattern(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
 _LINKIFIED_ADDRESS = LazyPattern(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
+# an address as SpamAssassin 4's header address parser takes one (Util.pm's mail pattern):
+# a local part quoted or without white space and @<>()[],:;, then a domain without white
+# space, quotes and those, or an address literal. What is not one, "[x]@example.com"
+# say, it reads as a name, and nothing after a second @ counts ("a@b@c.example" is a@b)
+_SPAMASSASSIN_ADDRESS = LazyPattern(r'(?:"(?:[^"\\]|\\.)*"|[^@\s<>()\[\],:;]+)@(?:[^"\s<>()\[\],:;]+|\[[\d:.]+\])')
 # a quoted display name (followed by the address in angle brackets); a quoted local
 # part, <"odd name"@example.com>, is part of the address and stays
 _QUOTED_NAME = re.compile(r'"(?:[^"\\]|\\.)*"(?=\s*<)')
@@ -106,10 +111,12 @@ class MessageContext:
 
     @staticmethod
     def addresses_in(value: str, lower: bool = True) -> list[str]:
-        """The addresses of one header value, lower-case unless asked otherwise (a quoted
-        display name passed over)."""
+        """The addresses of one header value as SpamAssassin's parser reads them (its
+        rules' :addr and its evals' address lists), lower-case unless asked otherwise (a
+        quoted display name passed over)."""
         found = _ADDRESS.finditer(_without_quoted_names(value))
-        return [address for match in found if (address := _address_of(match, lower))]
+        return ["@".join(address.split("@", 2)[:2]) for match in found
+                if (address := _address_of(match, lower)) and _SPAMASSASSIN_ADDRESS.fullmatch(address)]
 
     def header_text(self, name: str, modifier: str = "", file_rule: bool = False) -> str | None:
         """The text a header rule tests (built once per message and header); what an eval

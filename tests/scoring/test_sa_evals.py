@@ -232,6 +232,10 @@ header TO_SECOND    To:addr =~ /second\@/
 header TOCC_CC      ToCc:addr =~ /^cc\@/m
 header TOCC_LAST    ToCc:addr =~ /last\@example\.org$/
 header RT_NOT       Reply-To:addr !~ /\@/
+header FROM_AT_B    From:addr =~ /\@b$/m
+header FROM_BRACKET From:addr =~ /netnoteinc/
+freemail_domains    21cn.com
+header FREE_FROM    eval:check_freemail_from()
 """
 
 ADDRESS_MESSAGES = {
@@ -240,6 +244,11 @@ ADDRESS_MESSAGES = {
                         b"To: first@example.org, Second <second@example.org>\nCc: x@example.org, last@example.org\n"),
     "two headers": _message(b"From: a@example.com\nFrom: pay@example.com\nTo: first@example.org\n"
                             b"Reply-To: no address here\n"),
+    # SpamAssassin's parser reads nothing after a second @, and no address from a local
+    # part with brackets (spam-2.00080 and 00135 of the corpus)
+    "two at signs": _message(b"From: someone@b@21cn.com\nTo: first@example.org\n"),
+    "bracketed local part": _message(b"From: x@[192.0.2.1], [ufa]@netnoteinc.com\nTo: first@example.org\n"),
+    "free mail": _message(b"From: someone@21cn.com\nTo: first@example.org\n"),
 }
 
 
@@ -254,6 +263,9 @@ def test_address_rules_read_every_address(tmp_path: Path) -> None:
     # case kept: PAY@ is not /^pay\@/
     assert {"FROM_WS", "FROM_FIRST", "TO_SECOND", "TOCC_LAST"} <= theirs["several"]
     assert "FROM_SECOND" not in theirs["several"] and "FROM_SECOND" in theirs["two headers"]
+    assert "FROM_AT_B" in theirs["two at signs"] and "FREE_FROM" not in theirs["two at signs"]
+    assert "FREE_FROM" in theirs["free mail"]
+    assert not {"FROM_BRACKET", "FROM_WS"} & theirs["bracketed local part"]
 
 
 # Util.pm's uri_list_canonicalize on each link (given as UTF-8 bytes, as SpamAssassin
