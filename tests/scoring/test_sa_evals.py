@@ -160,7 +160,7 @@ EVAL_MESSAGES = {
     **{f"{kind}, {encoding}": _message(
         _FROM + b"MIME-Version: 1.0\nContent-Type: " + kind.encode() + b"\nContent-Transfer-Encoding: "
         + encoding.encode() + b"\n",
-        base64.encodebytes(text) if encoding == "base64" else text.replace(b"\r\n", b"=0D\n"))
+        base64.encodebytes(text) if encoding == "base64" else text.replace(b"=", b"=3D").replace(b"\r\n", b"=0D\n"))
        for kind, text in (("text/html", b"<html><body>" + b"<br>\r\n" * 180
                            + b'<a href="http://x.example/"><img src="http://x.example/a.gif"></a>\r\n</body></html>\r\n'),
                           ("text/plain", b"the end of a line\r\nand the next\r\n"))
