@@ -7,6 +7,8 @@ a rule that backtracks for ever is caught at load and bounded at scan time.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import regex
 
 _DELIMITED = regex.compile(r"^\s*m?(?P<open>[^\w\s])(?P<body>.*)(?P<close>[^\w\s])(?P<flags>[a-z]*)\s*$",
@@ -138,3 +140,20 @@ def compile_perl(text: str) -> regex.Pattern[str]:
         return regex.compile(translate(body), bits | regex.V0)
     except regex.error as error:
         raise PerlRegexError(str(error)) from None
+
+
+@lru_cache(maxsize=128)
+def compile_bare(body: str) -> regex.Pattern[str]:
+    """Compile a Perl regex written without delimiters or flags (an eval's argument, as
+    html_text_match's or image_name_regex's); cached, since a rule passes the same text
+    every message. Raises PerlRegexError or regex.error."""
+    return regex.compile(translate(body), regex.V0)
+
+
+def compiles_bare(body: str) -> bool:
+    """Whether compile_bare takes `body`: an eval's `accepts` check at load."""
+    try:
+        compile_bare(body)
+    except (PerlRegexError, regex.error):
+        return False
+    return True

@@ -10,14 +10,11 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import TYPE_CHECKING
-
-import regex
 
 from spamkit.rules.evals.mime import check_for_mime_html
 from spamkit.rules.htmlfacts import NAMED_FLAGS, NAMED_TEXTS, NAMED_VALUES
-from spamkit.rules.perl_regex import PerlRegexError, translate
+from spamkit.rules.perl_regex import compile_bare, compiles_bare
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -104,27 +101,15 @@ html_eval.accepts = lambda args: (  # type: ignore[attr-defined]
     len(args) == 2 and args[0] in NAMED_VALUES and _COMPARISON.match(args[1]) is not None)
 
 
-@lru_cache(maxsize=64)
-def _text_pattern(pattern: str) -> regex.Pattern[str]:
-    """The eval's pattern, a Perl regex without delimiters."""
-    return regex.compile(translate(pattern), regex.V0)
-
-
 def html_text_match(context: MessageContext, name: str, pattern: str) -> bool:
     """A link's text ("anchor": an image inside a link reads "<img>"), a comment (as
     written, "<!--" kept) or a title of an HTML part matches the pattern."""
-    compiled = _text_pattern(pattern)
+    compiled = compile_bare(pattern)
     return any(compiled.search(text) is not None for facts in context.html_facts for text in facts.texts(name))
 
 
 def _accepts_text_match(args: tuple[str, ...]) -> bool:
-    if len(args) != 2 or args[0] not in NAMED_TEXTS:
-        return False
-    try:
-        _text_pattern(args[1])
-    except (PerlRegexError, regex.error):
-        return False
-    return True
+    return len(args) == 2 and args[0] in NAMED_TEXTS and compiles_bare(args[1])
 
 
 html_text_match.accepts = _accepts_text_match  # type: ignore[attr-defined]

@@ -13,12 +13,9 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import regex
-
-from spamkit.rules.perl_regex import PerlRegexError, translate
+from spamkit.rules.perl_regex import compile_bare, compiles_bare
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -105,29 +102,14 @@ def image_named(context: MessageContext, name: str) -> bool:
     return name in _images(context).names
 
 
-@lru_cache(maxsize=64)
-def _name_pattern(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(translate(pattern), regex.V0)
-
-
 def image_name_regex(context: MessageContext, pattern: str) -> bool:
     """An image (whose size was read) with a file name the Perl regex matches."""
-    compiled = _name_pattern(pattern)
+    compiled = compile_bare(pattern)
     return any(compiled.search(name) is not None for name in _images(context).names)
 
 
 def _numbers(*args: str) -> bool:
     return all(_NUMBER.match(arg) is not None for arg in args)
-
-
-def _accepts_name_regex(args: tuple[str, ...]) -> bool:
-    if len(args) != 1:
-        return False
-    try:
-        _name_pattern(args[0])
-    except (PerlRegexError, regex.error):
-        return False
-    return True
 
 
 image_count.accepts = pixel_coverage.accepts = lambda args: (  # type: ignore[attr-defined]
@@ -139,7 +121,7 @@ image_size_exact.accepts = lambda args: (  # type: ignore[attr-defined]
     len(args) == 3 and all(arg.strip().isdigit() for arg in args[1:]))
 image_size_range.accepts = lambda args: 3 <= len(args) <= 5 and _numbers(*args[1:])  # type: ignore[attr-defined]
 image_named.accepts = lambda args: len(args) == 1  # type: ignore[attr-defined]
-image_name_regex.accepts = _accepts_name_regex  # type: ignore[attr-defined]
+image_name_regex.accepts = lambda args: len(args) == 1 and compiles_bare(args[0])  # type: ignore[attr-defined]
 
 EVALS: dict[str, Callable[..., bool]] = {
     "image_count": image_count,
