@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
 _NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)\s*$")
+_KINDS = frozenset({"gif", "png", "jpeg", "all"})  # (the plugin keeps no count of any other)
 
 
 @dataclass
@@ -63,12 +64,12 @@ def _within(value: float, low: str, high: str | None, high_excluded: bool = Fals
 
 def image_count(context: MessageContext, kind: str, low: str, high: str | None = None) -> bool:
     """Image parts of a kind, their sizes read or not, within [low, high]."""
-    return _within(_images(context).counts[kind], low, high)
+    return kind in _KINDS and _within(_images(context).counts[kind], low, high)
 
 
 def pixel_coverage(context: MessageContext, kind: str, low: str, high: str | None = None) -> bool:
     """Pixels the images of a kind cover together, within [low, high]."""
-    return _within(_images(context).pixels[kind], low, high)
+    return kind in _KINDS and _within(_images(context).pixels[kind], low, high)
 
 
 def image_to_text_ratio(context: MessageContext, text_kind: str, kind: str, low: str, high: str) -> bool:
