@@ -23,7 +23,7 @@ from spamkit.message.archives import (
 from spamkit.message.decode import decode_rfc2047, decode_text, decode_transfer, decode_uuencode
 from spamkit.message.headers import header_block_span, parse_header_block, split_header_block, split_parameters
 from spamkit.message.html import render_html
-from spamkit.message.images import Image, read_image
+from spamkit.message.images import Image, ImagePart, image_part
 from spamkit.message.tnef import is_tnef, tnef_files
 
 __all__ = ["Attachment", "ParsedMessage", "ParseLimits", "PartInfo", "content_headers", "list_attachments",
@@ -77,8 +77,13 @@ class PartInfo:
     # a multipart/alternative came before this part in the walk (enclosing it or not):
     # from then on SpamAssassin counts text parts' bytes for its ratio (MIME_HTML_MOSTLY)
     after_alternative: bool = False
-    # a base64 GIF, PNG or JPEG part and its size, as SpamAssassin's ImageInfo reads them
-    image: Image | None = None
+    # a base64 GIF, PNG or JPEG part, which SpamAssassin's ImageInfo reads (`image`)
+    image_part: ImagePart | None = None
+
+    @property
+    def image(self) -> Image | None:
+        """The part's image and its size, read on first use; None for any other part."""
+        return None if self.image_part is None else self.image_part.image
 
 
 @dataclass
@@ -365,7 +370,7 @@ class _Walker:
             message.parts.append(PartInfo(content_type, cte, attachment=True, disposition=lowered_disposition,
                                           charset=charset, false_ascii=false_ascii, raw_length=len(body),
                                           longest_line=longest, after_alternative=self.seen_alternative,
-                                          image=read_image(content_type, cte, body, filename)))
+                                          image_part=image_part(content_type, cte, body, filename)))
             return
         data = decode_transfer(body, encoding, message.facts)
         if cte in ("base64", "quoted-printable") and b"\r" in data:

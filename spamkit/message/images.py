@@ -12,7 +12,8 @@ a time, and it gives up on a JPEG at the first byte that is not a marker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from spamkit.message.decode import decode_base64
 
@@ -38,16 +39,39 @@ class Image:
         return self.height * self.width
 
 
-def read_image(content_type: str, encoding: str, body: bytes, name: str) -> Image | None:
-    """The image a leaf part holds, or None when ImageInfo would not look at it."""
+@dataclass(frozen=True)
+class ImagePart:
+    """A part ImageInfo looks at, as sent. Its size is read the first time a rule asks
+    (`image`): only SpamAssassin's image rules do, and decoding a 350 kB photo to find it
+    more than doubled the parse of its message for Bayes and the built-in rules."""
+
+    kind: str
+    name: str
+    encoded: bytes = field(repr=False)
+
+    @cached_property
+    def image(self) -> Image:
+        data = decode_base64(self.encoded, set())
+        kind = self.kind
+        height, width = _gif_size(data) if kind == "gif" else _png_size(data) if kind == "png" else _jpeg_size(data)
+        if not (height and width):
+            height = width = 0
+        return Image(kind, height, width, self.name)
+
+
+def image_part(content_type: str, encoding: str, body: bytes, name: str) -> ImagePart | None:
+    """The part ImageInfo would read (a base64 GIF, PNG or JPEG), or None."""
     kind = IMAGE_KINDS.get(content_type)
     if kind is None or encoding != "base64":
         return None
-    data = decode_base64(body, set())
-    height, width = _gif_size(data) if kind == "gif" else _png_size(data) if kind == "png" else _jpeg_size(data)
-    if not (height and width):
-        height = width = 0
-    return Image(kind, height, width, name)
+    return ImagePart(kind, name, body)
+
+
+def read_image(content_type: str, encoding: str, body: bytes, name: str) -> Image | None:
+    """The image a leaf part holds, its size read now, or None when ImageInfo would not
+    look at it."""
+    part = image_part(content_type, encoding, body, name)
+    return None if part is None else part.image
 
 
 def _gif_size(data: bytes) -> tuple[int, int]:
