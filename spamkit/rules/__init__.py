@@ -93,15 +93,33 @@ TIME_LIMIT_RULE = "TIME_LIMIT_EXCEEDED"
 TIME_LIMIT_DEFAULT_SCORE = 0.001
 
 
+class DeadlinePassed(Exception):
+    """The message's deadline passed while a rule ran: the rule did not finish, and is
+    counted as not run (SpamAssassin's time_limit stops a rule midway too)."""
+
+
+def _allowance(deadline: float | None) -> float:
+    """The seconds the next regex search may take: MATCH_BUDGET, or what is left before
+    the message's deadline if less. Asked before each search, not once a rule: a body
+    rule searches paragraph by paragraph, and each search given the whole allowance let
+    one rule run far past the deadline (decision 0047)."""
+    if deadline is None:
+        return MATCH_BUDGET
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed
+    return min(MATCH_BUDGET, left)
+
+
 def _count_matches(pattern: regex.Pattern[str] | LinearPattern, text: str, limit: int,
-                   timeout: float) -> tuple[int, str]:
+                   deadline: float | None) -> tuple[int, str]:
     """(matches in `text`, at most `limit`; the first one's text): one search when only
     one counts (most rules), else every match as Perl's /g finds them."""
     if limit == 1:
-        match = pattern.search(text, timeout=timeout)
+        match = pattern.search(text, timeout=_allowance(deadline))
         return (1, match.group(0)[:80]) if match is not None else (0, "")
     count, first = 0, ""
-    for match in pattern.finditer(text, timeout=timeout):
+    for match in pattern.finditer(text, timeout=_allowance(deadline)):
         count += 1
         first = first or match.group(0)[:80]
         if count >= limit:
@@ -254,8 +272,9 @@ class RuleSet:
         rule off) unless a meta rule needs them; with None every rule runs (for stats).
         Rules the prefilter answers for run only when it lets them through.
 
-        With a `deadline` (time.monotonic()), a rule starts only before it, and its regex
-        gets no more than the time left; the rules not run are listed in
+        With a `deadline` (time.monotonic()), a rule starts only before it, and each of its
+        regex searches gets no more than the time left; a rule the deadline stops midway
+        counts as not run. The rules not run are listed in
         `context.skipped_rules`. A meta rule counts only where none of the rules it
         reads, directly or through other metas, was skipped: `!RULE` of one that never
         ran is no evidence (SpamAssassin stops its metas there too).
@@ -272,14 +291,13 @@ class RuleSet:
         plan = self._plan(score_set)
 
         def run(rule: Rule) -> None:
-            timeout = MATCH_BUDGET
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    context.skipped_rules.append(rule.name)
-                    return
-                timeout = min(timeout, left)
-            count, detail = self._run(rule, context, explain, timeout)
+            try:
+                if deadline is not None and deadline <= time.monotonic():
+                    raise DeadlinePassed
+                count, detail = self._run(rule, context, explain, deadline)
+            except DeadlinePassed:
+                context.skipped_rules.append(rule.name)
+                return
             if count:
                 counts[rule.name] = count
                 if detail:
@@ -366,14 +384,15 @@ class RuleSet:
         return self._metas
 
     def _run(self, rule: Rule, context: MessageContext, explain: bool,
-             timeout: float = MATCH_BUDGET) -> tuple[int, str]:
-        """(hit count, what matched) for one non-meta rule; `timeout`: the seconds any one
-        regex search may take (past it, no match)."""
+             deadline: float | None = None) -> tuple[int, str]:
+        """(hit count, what matched) for one non-meta rule. A regex search may take
+        MATCH_BUDGET seconds (past it, no match), or what is left before `deadline`
+        (past that, DeadlinePassed)."""
         try:
             if rule.eval_name:
                 return (1 if EVALS[rule.eval_name](context, *rule.eval_args) else 0), ""
             if rule.kind in (Kind.HEADER, Kind.MIMEHEADER):
-                return self._run_header(rule, context, explain, timeout)
+                return self._run_header(rule, context, explain, deadline)
             assert rule.pattern is not None
             view = view_of(rule)
             if rule.literals is not None:
@@ -382,7 +401,7 @@ class RuleSet:
                     return 0, ""  # the text lacks what every match needs
             if rule.paragraph_local:
                 try:  # one search over all the paragraphs: no match there, none in any
-                    if rule.pattern.search(context.haystack(view, False), timeout=timeout) is None:
+                    if rule.pattern.search(context.haystack(view, False), timeout=_allowance(deadline)) is None:
                         return 0, ""
                 except TimeoutError:
                     pass  # too long at once: paragraph by paragraph, each with its budget
@@ -398,18 +417,22 @@ class RuleSet:
                 if rule.literals is not None and not any(
                         literal in looked_in[index] for literal in rule.literals):
                     continue
-                found, matched = _count_matches(rule.pattern, text, limit - count, timeout)
+                found, matched = _count_matches(rule.pattern, text, limit - count, deadline)
                 count += found
                 detail = detail or matched
                 if count >= limit:
                     break
             return count, _shown(rule, detail) if explain else ""
-        except (TimeoutError, regex.error, ValueError, TypeError):
+        except TimeoutError:
+            if deadline is not None and deadline <= time.monotonic():
+                raise DeadlinePassed from None  # cut short by the deadline, not its own budget
+            return 0, ""
+        except (regex.error, ValueError, TypeError):
             return 0, ""
 
     @staticmethod
     def _run_mimeheader(rule: Rule, context: MessageContext, explain: bool,
-                        timeout: float) -> tuple[int, str]:
+                        deadline: float | None) -> tuple[int, str]:
         """As SpamAssassin's MIMEHeader: each entity's value on its own (the message's own
         header too), an entity without the header tested as if_unset or as empty text.
         A negated rule hits when no entity matches (SpamAssassin 4.0.1's always hits)."""
@@ -419,16 +442,17 @@ class RuleSet:
         assert rule.pattern is not None
         for value in values:
             text = value if value is not None else (rule.if_unset if rule.if_unset is not None else "")
-            match = rule.pattern.search(to_bytes_view(text) if rule.reads_bytes else text, timeout=timeout)
+            match = rule.pattern.search(to_bytes_view(text) if rule.reads_bytes else text,
+                                        timeout=_allowance(deadline))
             if match is not None:
                 return (0, "") if rule.negate else (1, _shown(rule, match.group(0)[:80]) if explain else "")
         return (1, "") if rule.negate else (0, "")
 
     @classmethod
     def _run_header(cls, rule: Rule, context: MessageContext, explain: bool,
-                    timeout: float) -> tuple[int, str]:
+                    deadline: float | None) -> tuple[int, str]:
         if rule.kind is Kind.MIMEHEADER:
-            return cls._run_mimeheader(rule, context, explain, timeout)
+            return cls._run_mimeheader(rule, context, explain, deadline)
         text = context.header_text(rule.header, rule.modifier, rule.reads_bytes)
         if rule.exists:
             return (1 if text is not None else 0), ""
@@ -442,8 +466,8 @@ class RuleSet:
             text = to_bytes_view(rule.if_unset) if rule.reads_bytes else rule.if_unset
         assert rule.pattern is not None
         if rule.negate:
-            return (0 if rule.pattern.search(text, timeout=timeout) else 1), ""
-        count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags), timeout)
+            return (0 if rule.pattern.search(text, timeout=_allowance(deadline)) else 1), ""
+        count, first = _count_matches(rule.pattern, text, hit_limit(rule.tflags), deadline)
         return count, _shown(rule, first) if explain else ""
 
 

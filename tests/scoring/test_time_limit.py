@@ -102,7 +102,9 @@ def test_a_meta_reading_a_skipped_rule_does_not_count(tmp_path: Path, monkeypatc
                           "meta NO_ORDER !__ORDER\nmeta NO_ORDER_AGAIN NO_ORDER || 0\n"
                           "meta SUBJECT_AGAIN SUBJECT\n")
     ruleset = load_rules([rules_file], builtin=False)
-    readings = iter([0.0])  # the first rule starts at 0; every later look at the clock says 10
+    # the header rule looks at the clock twice (before it starts, before its search), at
+    # 0; every later look says 10
+    readings = iter([0.0, 0.0])
     monkeypatch.setattr(spamkit.rules.time, "monotonic", lambda: next(readings, 10.0))
     context = MessageContext(RAW, parse_message(RAW))
     hits = ruleset.evaluate(context, deadline=5.0)
@@ -113,6 +115,29 @@ def test_a_meta_reading_a_skipped_rule_does_not_count(tmp_path: Path, monkeypatc
     message = RAW.replace(b"order now", b"buy now")
     assert sorted(hit.name for hit in ruleset.evaluate(MessageContext(message, parse_message(message)))) == [
         "NO_ORDER", "NO_ORDER_AGAIN", "SUBJECT", "SUBJECT_AGAIN"]
+
+
+def test_a_rule_the_deadline_stops_midway_counts_as_not_run(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body rule searches paragraph by paragraph; each search gets what is left before
+    the deadline, not the whole allowance (one rule ran past the deadline by a search's
+    budget for each paragraph). A rule cut short is no evidence either way: it is listed
+    as not run, and its hits so far do not count."""
+    rules_file = tmp_path / "r.cf"
+    rules_file.write_text("body PILLS /pills/\ntflags PILLS multiple\nscore PILLS 1\n")
+    ruleset = load_rules([rules_file], builtin=False)
+    message = b"Subject: hello\r\n\r\n" + b"pills\r\n\r\n" * 8
+    context = MessageContext(message, parse_message(message))
+    counts, _ = ruleset.match_counts(context, deadline=time.monotonic() + 3600)
+    assert counts == {"PILLS": 8}  # one match a paragraph
+    ticks = iter(range(1000))  # each look at the clock is a second later than the last
+    monkeypatch.setattr(spamkit.rules.time, "monotonic", lambda: float(next(ticks)))
+    context = MessageContext(message, parse_message(message))
+    # the rule starts at 0, searches the whole text at 1, the paragraphs from 2
+    hits = ruleset.evaluate(context, deadline=4.5)
+    assert [hit.name for hit in hits] == [TIME_LIMIT_RULE]
+    assert context.skipped_rules == ["PILLS"]
+    assert next(ticks) == 6  # the search at 5 was never made, nor those after it
 
 
 @pytest.mark.parametrize(("line", "error"), [
