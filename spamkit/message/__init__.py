@@ -100,7 +100,8 @@ class ParsedMessage:
     text: list[str] = field(default_factory=list)  # visible text, one entry a part
     invisible: list[str] = field(default_factory=list)  # hidden HTML text and comments
     alt_text: list[str] = field(default_factory=list)  # img alt and title attributes
-    urls: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # HTML attributes' links, then those in the text, a part at a time
+    html_links: list[str] = field(default_factory=list)  # the links of HTML attributes alone (href, src...)
     html_tags: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
@@ -397,6 +398,7 @@ class _Walker:
                 message.invisible.append(rendered.invisible)
             message.alt_text.extend(rendered.alt_text)
             message.urls.extend(rendered.urls)
+            message.html_links.extend(rendered.urls)
             message.html_tags.extend(rendered.tags)
             message.facts.update(rendered.facts)
             message.urls.extend(_text_urls(rendered.visible))

@@ -9,6 +9,10 @@
  *   strip_tags(s)       _ANY_TAG.sub(" ", _INLINE_TAG.sub("", s))            (html.py)
  *   tag_names(s)        _TAG_NAME.findall(s)                                 (html.py)
  *   useful_attrs(s)     [(name, double or single or bare) for _USEFUL_ATTR.findall(s)]
+ *   useful_attrs(s, original)
+ *                       the same, each value taken from `original` (as long as s) at the
+ *                       same place: the attributes found on the lower-cased document,
+ *                       their values as written                            (html.py)
  *   text_urls(s)        _TEXT_URL.findall(s)                               (__init__.py)
  *   header_fields(s, keep_case)
  *                       the fields of a header block: _FIELD.findall(_FOLD.sub(" ", s)),
@@ -168,14 +172,34 @@ static PyObject *tag_names(PyObject *self, PyObject *arg) {
 }
 
 PyDoc_STRVAR(useful_attrs_doc,
-"useful_attrs(lowered) -> list[tuple[str, str]]\n\n"
+"useful_attrs(lowered, original=None) -> list[tuple[str, str]]\n\n"
 "(name, value) of each href, src, action, background, lowsrc, alt and title attribute\n"
-"after white space, value quoted with \" or ' or bare, in document order.");
+"after white space, value quoted with \" or ' or bare, in document order. With\n"
+"`original` (the document before lower-casing, as long as `lowered`), each value is\n"
+"taken from it: as written.");
 
-static PyObject *useful_attrs(PyObject *self, PyObject *arg) {
+static PyObject *useful_attrs(PyObject *self, PyObject *args) {
     (void)self;
-    return scan_into_list(arg, "useful_attrs", useful_attrs_ucs1, useful_attrs_ucs2,
-                          useful_attrs_ucs4);
+    PyObject *lowered, *original = NULL;
+    if (!PyArg_ParseTuple(args, "U|U:useful_attrs", &lowered, &original))
+        return NULL;
+    if (original != NULL && PyUnicode_GET_LENGTH(original) != PyUnicode_GET_LENGTH(lowered)) {
+        PyErr_SetString(PyExc_ValueError, "useful_attrs(): original must be as long as lowered");
+        return NULL;
+    }
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    int kind = PyUnicode_KIND(lowered);
+    list_scan scan = kind == PyUnicode_1BYTE_KIND ? useful_attrs_ucs1
+                     : kind == PyUnicode_2BYTE_KIND ? useful_attrs_ucs2 : useful_attrs_ucs4;
+    /* the scan reads `lowered` and takes each value out of its first argument */
+    if (scan(original != NULL ? original : lowered, PyUnicode_DATA(lowered),
+             PyUnicode_GET_LENGTH(lowered), found) != 0) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    return found;
 }
 
 PyDoc_STRVAR(text_urls_doc,
@@ -231,7 +255,7 @@ static PyObject *header_fields(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"strip_tags", strip_tags, METH_O, strip_tags_doc},
     {"tag_names", tag_names, METH_O, tag_names_doc},
-    {"useful_attrs", useful_attrs, METH_O, useful_attrs_doc},
+    {"useful_attrs", useful_attrs, METH_VARARGS, useful_attrs_doc},
     {"text_urls", text_urls, METH_O, text_urls_doc},
     {"header_fields", header_fields, METH_VARARGS, header_fields_doc},
     {NULL, NULL, 0, NULL},

@@ -89,10 +89,19 @@ def tag_names_py(lowered: str) -> list[str]:
     return _TAG_NAME.findall(lowered)
 
 
-def useful_attrs_py(lowered: str) -> list[tuple[str, str]]:
-    """(name, raw value) of the URL and text attributes of a lower-cased document."""
-    return [(name, double or single or bare)
-            for name, double, single, bare in _USEFUL_ATTR.findall(lowered)]
+def useful_attrs_py(lowered: str, original: str | None = None) -> list[tuple[str, str]]:
+    """(name, raw value) of the URL and text attributes of a lower-cased document; with
+    `original` (the document before lower-casing, as long), each value as written there."""
+    if original is None:
+        return [(name, double or single or bare)
+                for name, double, single, bare in _USEFUL_ATTR.findall(lowered)]
+    if len(original) != len(lowered):
+        raise ValueError("useful_attrs(): original must be as long as lowered")
+    found = []
+    for match in _USEFUL_ATTR.finditer(lowered):
+        group = next(group for group in (2, 3, 4) if match.start(group) != -1)  # the one that took part
+        found.append((match.group(1), original[match.start(group):match.end(group)]))
+    return found
 
 
 # The three scans above in C (spamkit/message/_scans.c), same results, 2-4x faster;
@@ -134,7 +143,10 @@ def _render_plain(source: str, lowered: str) -> RenderedHtml:
     if "<script" in lowered or "<style" in lowered:
         source = _SCRIPT_STYLE.sub(" ", source)
         lowered = source.lower()
-    for name, value in useful_attrs(lowered):
+    # the values as written (a link's case is what SpamAssassin's uri rules read, and
+    # Bayes lower-cases a link's tokens itself); where lower-casing changed the length
+    # (a rare letter such as "İ"), as lower-cased
+    for name, value in useful_attrs(lowered, source) if len(lowered) == len(source) else useful_attrs(lowered):
         if "&" in value:
             value = html.unescape(value)
         if name in _TEXT_ATTRS:

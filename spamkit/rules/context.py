@@ -11,7 +11,7 @@ import time
 from functools import cached_property
 
 from spamkit.geoip import Countries
-from spamkit.message import ParsedMessage, normalize_newlines
+from spamkit.message import ParsedMessage, _text_urls, normalize_newlines
 from spamkit.message.decode import decode_rfc2047
 from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
@@ -28,7 +28,7 @@ from spamkit.rules.relays import (
     first_address_in,
 )
 from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
-from spamkit.rules.sa_uris import NO_REDIRECTORS, canonical_uris
+from spamkit.rules.sa_uris import NO_REDIRECTORS, canonical_uris, uri_host
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # an address in angle brackets, else a run of address characters holding an @. Written
@@ -328,7 +328,22 @@ class MessageContext:
         write to list-unsubscribe@example.com" is an unsubscribe link to __UNSUB_LINK).
         Bayes, and the built-in uri rules, read the links as the parser found them."""
         addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
-        return canonical_uris(dict.fromkeys(self.links + addresses), self.redirectors, self.registry)
+        return canonical_uris(dict.fromkeys(self.message.html_links + self._written_links() + addresses),
+                              self.redirectors, self.registry)
+
+    def _written_links(self) -> list[str]:
+        """The links written in the text, as SpamAssassin's uri rules get them: found in
+        the text its body rules read (the Subject first, each part cut at
+        body_part_scan_size), "www." ones given "http://", and kept only when one of the
+        link's spellings has a host under a known top-level domain or is an IP address
+        (what it asks of a link found in text, not of one in an HTML attribute)."""
+        written = dict.fromkeys(("http://" + url if url.lower().startswith("www.") else url)
+                                for text in self.body_paragraphs for url in _text_urls(text))
+        if self.registry is None:  # (no rule files loaded: no top-level domains to check)
+            return list(written)
+        return [url for url in written if any(
+            uri_host(spelling, self.registry) is not None
+            for spelling in canonical_uris([url], self.redirectors, self.registry))]
 
     @cached_property
     def headers_in_utf8(self) -> bool:

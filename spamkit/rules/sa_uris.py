@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import regex
 
+from spamkit.config.endpoints import is_ip_address
 from spamkit.lazyregex import LazyPattern
 from spamkit.rules.perl_regex import compile_perl, literals_for
 from spamkit.rules.registry import Registry
@@ -268,3 +269,42 @@ def _ulong_to_ip(number: int) -> str:
     if len(digits) % 2:
         digits += "0"
     return ".".join(str(byte) for byte in bytes.fromhex(digits)[:4])
+
+
+# what SpamAssassin's uri_to_domain strips from a link to leave its host
+_HOST_SCHEME = LazyPattern(r"^[a-z]+:/{0,2}")
+_HOST_USER = LazyPattern(r"^[^/]*@")
+_HOST_PATH_START = LazyPattern(r"[/?#]")
+_HOST_PORT = LazyPattern(r":\d*$")
+_HOST_ENCODED_PRINTABLE = LazyPattern(r"%(?:2[1-9a-f]|[3-6][0-9a-f]|7[0-9a-e])")
+_HOST_LABEL = LazyPattern(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+
+
+def uri_host(uri: str, registry: Registry | None) -> str | None:
+    """A link's host as SpamAssassin's uri_to_domain gives it: lower-case, without
+    scheme, user, port or path; an IPv4 address, or a valid name under a top-level
+    domain the rule files list (util_rb_tld). None for any other link: javascript:,
+    cid:, file: and mailto: links, encoded characters, unknown TLDs (even a final dot)."""
+    uri = uri.lower()
+    if uri.startswith(("javascript:", "cid:", "file:", "mailto:")):
+        return None
+    uri = _HOST_PORT.sub("", _HOST_USER.sub("", _HOST_PATH_START.split(_HOST_SCHEME.sub("", uri, count=1), maxsplit=1)[0]))
+    if _HOST_ENCODED_PRINTABLE.search(uri):
+        return None
+    host = idn_to_ascii(uri)
+    if is_ip_address(host) and "." in host:
+        return host
+    if registry is None or not _valid_name(host) or not registry.is_domain_valid(host):
+        return None
+    return host
+
+
+def _valid_name(host: str) -> bool:
+    """SpamAssassin's is_fqdn_valid: two labels or more, 253 characters at most, each
+    label 1-63 letters, digits, "-" (not at an end) or "_" (not in the last two)."""
+    host = host.rstrip(".")
+    labels = host.split(".")
+    if len(host) > 253 or len(labels) < 2:
+        return False
+    return all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) is not None for label in labels) \
+        and "_" not in labels[-1] + labels[-2]

@@ -67,6 +67,8 @@ def test_every_corpus_html_part_scans_the_same(all_messages: list[CorpusMessage]
         assert fast.strip_tags(source) == strip_tags_py(source)
         assert fast.tag_names(lowered) == tag_names_py(lowered)
         assert fast.useful_attrs(lowered) == useful_attrs_py(lowered)
+        if len(lowered) == len(source):
+            assert fast.useful_attrs(lowered, source) == useful_attrs_py(lowered, source)
 
 
 # Small alphabets full of the characters the patterns turn on: tag brackets, quotes,
@@ -94,6 +96,10 @@ def test_attribute_and_tag_scans_same_both_ways(source: str) -> None:
     lowered = source.lower()
     assert fast.useful_attrs(lowered) == useful_attrs_py(lowered)
     assert fast.tag_names(lowered) == tag_names_py(lowered)
+    if len(lowered) == len(source):  # the values as written: the same attributes, each in its case
+        as_written = fast.useful_attrs(lowered, source)
+        assert as_written == useful_attrs_py(lowered, source)
+        assert [(name, value.lower()) for name, value in as_written] == fast.useful_attrs(lowered)
 
 
 @needs_c
@@ -112,6 +118,11 @@ def test_known_cases() -> None:
     assert fast.useful_attrs('<a href="http://x.example/">  <img src=y.png alt = \'hi\'>') == [
         ("href", "http://x.example/"), ("src", "y.png"), ("alt", "hi")]
     assert fast.tag_names("<p><table1><" + "a" * 40) == ["p", "table1", "a" * 31]
+    source = '<A HREF="http://X.Example/Path" ALT=\'Hi\'> <img src=Y.PNG title="">'
+    assert fast.useful_attrs(source.lower(), source) == [
+        ("href", "http://X.Example/Path"), ("alt", "Hi"), ("src", "Y.PNG"), ("title", "")]
+    with pytest.raises(ValueError, match="as long as"):
+        fast.useful_attrs("abc", "ab")
 
 
 @needs_c

@@ -268,6 +268,51 @@ def test_address_rules_read_every_address(tmp_path: Path) -> None:
     assert not {"FROM_BRACKET", "FROM_WS"} & theirs["bracketed local part"]
 
 
+LINK_RULES = r"""
+uri URI_UPPER    /^[^:A-Z]+[A-Z]/
+uri URI_PATH_UP  m{^https?://[^/]+/[^?]*[A-Z]}
+uri URI_SUBJECT  /subject-link\.example\.com/i
+uri URI_EARLY    /early-link\.example\.com/i
+uri URI_LATE     /late-link\.example\.com/i
+uri URI_RUN      /comwww/i
+uri URI_HTML     /in-html\.example/i
+"""
+
+_FILLER = b"".join(b"line %d of a long text, nothing to link here\n" % n for n in range(1500))  # ~66 kB
+
+LINK_MESSAGES = {
+    # an HTML link as written: its case is the rule's to read
+    "html link case": _link(b'<html><body><a href="www.Mixed-Case.example/Path">go</a></body></html>\n',
+                            b"Content-Type: text/html\n"),
+    "html link lower": _link(b'<html><body><a href="http://in-html.example/path">go</a></body></html>\n',
+                             b"Content-Type: text/html\n"),
+    # a link written in the Subject is one of the text's
+    "subject link": _message(_FROM + b"Subject: see http://subject-link.example.com/ now\n"),
+    # a text part is read to about 50,000 characters (body_part_scan_size), links too
+    "past the cut": _link(b"http://early-link.example.com/ first\n" + _FILLER + b"http://late-link.example.com/ last\n"),
+    # a written link whose host is under no known top-level domain is no link: neither
+    # this run of names nor a host under .example (an HTML attribute's link is one)
+    "run of names": _link(b"all of them!www.one.comwww.two.comwww.three.com___Today\n"),
+    "unknown top-level domain": _link(b"see http://subject-link.example/ and http://early-link.example/\n"),
+    "a known name": _link(b"see www.one.com/Ok and http://Early-Link.example.com/A\n"),
+}
+
+
+def test_links_read_as_spamassassins_uri_rules_read_them(tmp_path: Path) -> None:
+    """What its uri rules see: an HTML attribute's link as written (case kept), the
+    links written in the text its body rules read (the Subject's too, each part cut at
+    body_part_scan_size), and of those only the ones with a host it knows."""
+    require_debian_rules()
+    theirs = _hits_agree(tmp_path, LINK_RULES, LINK_MESSAGES)
+    assert {"URI_UPPER", "URI_PATH_UP"} <= theirs["html link case"]
+    assert theirs["html link lower"] == {"URI_HTML"}
+    assert theirs["subject link"] == {"URI_SUBJECT"}
+    assert theirs["past the cut"] == {"URI_EARLY"}
+    assert "URI_RUN" not in theirs["run of names"]
+    assert theirs["unknown top-level domain"] == set()
+    assert {"URI_EARLY", "URI_PATH_UP"} <= theirs["a known name"]
+
+
 # Util.pm's uri_list_canonicalize on each link (given as UTF-8 bytes, as SpamAssassin
 # holds links), with the redirector patterns and TLD lists of Debian's rules
 _CANONICALISE = r"""

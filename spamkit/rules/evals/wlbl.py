@@ -8,15 +8,13 @@ the new top-level domains spam favours (PDS_OTHER_BAD_TLD, __REPLYTO_ADDRLIST_SU
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from spamkit.config.endpoints import is_ip_address
 from spamkit.rules.evals.freemail import all_from_addresses
 from spamkit.rules.namedlists import NamedLists
-from spamkit.rules.registry import Registry
-from spamkit.rules.sa_uris import idn_to_ascii
+from spamkit.rules.sa_uris import uri_host
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -39,45 +37,6 @@ def check_replyto_in_list(context: MessageContext, name: str) -> bool:
     """The first Reply-To address is on the named list."""
     address = context.header_text("Reply-To", "addr")
     return bool(address) and _in_list(context.named_lists, name, address or "")
-
-
-# what SpamAssassin's uri_to_domain strips from a link to leave its host
-_SCHEME = re.compile(r"^[a-z]+:/{0,2}")
-_USER = re.compile(r"^[^/]*@")
-_PATH_START = re.compile(r"[/?#]")
-_PORT = re.compile(r":\d*$")
-_ENCODED_PRINTABLE = re.compile(r"%(?:2[1-9a-f]|[3-6][0-9a-f]|7[0-9a-e])")
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
-
-
-def uri_host(uri: str, registry: Registry | None) -> str | None:
-    """A link's host as SpamAssassin's uri_to_domain gives it: lower-case, without
-    scheme, user, port or path; an IPv4 address, or a valid name under a top-level
-    domain the rule files list (util_rb_tld). None for any other link: javascript:,
-    cid:, file: and mailto: links, encoded characters, unknown TLDs (even a final dot)."""
-    uri = uri.lower()
-    if uri.startswith(("javascript:", "cid:", "file:", "mailto:")):
-        return None
-    uri = _PORT.sub("", _USER.sub("", _PATH_START.split(_SCHEME.sub("", uri, count=1), maxsplit=1)[0]))
-    if _ENCODED_PRINTABLE.search(uri):
-        return None
-    host = idn_to_ascii(uri)
-    if is_ip_address(host) and "." in host:
-        return host
-    if registry is None or not _valid_name(host) or not registry.is_domain_valid(host):
-        return None
-    return host
-
-
-def _valid_name(host: str) -> bool:
-    """SpamAssassin's is_fqdn_valid: two labels or more, 253 characters at most, each
-    label 1-63 letters, digits, "-" (not at an end) or "_" (not in the last two)."""
-    host = host.rstrip(".")
-    labels = host.split(".")
-    if len(host) > 253 or len(labels) < 2:
-        return False
-    return all(len(label) <= 63 and _LABEL.fullmatch(label) is not None for label in labels) \
-        and "_" not in labels[-1] + labels[-2]
 
 
 def check_uri_host_listed(context: MessageContext, name: str) -> bool:
