@@ -210,7 +210,7 @@ _TEXT_URL = re.compile(r"(?:https?://|www\.)" + _URL_TAIL)
 _TEXT_URL_ANY_CASE = re.compile(r"(?:https?://|www\.)" + _URL_TAIL, re.IGNORECASE)
 
 
-def _text_urls(text: str) -> list[str]:
+def text_urls(text: str) -> list[str]:
     """The URLs written in a text: _TEXT_URL.findall, or its any-case form when the
     text has an upper-case "HTTP" or "WWW." (rare, so the usual case stays fast)."""
     urls = _text_urls_exact_case(text)
@@ -401,11 +401,11 @@ class _Walker:
             message.html_links.extend(rendered.urls)
             message.html_tags.extend(rendered.tags)
             message.facts.update(rendered.facts)
-            message.urls.extend(_text_urls(rendered.visible))
+            message.urls.extend(text_urls(rendered.visible))
             visible, has_image = rendered.visible, "img" in rendered.tags
         else:
             message.text.append(text)
-            message.urls.extend(_text_urls(text))
+            message.urls.extend(text_urls(text))
             visible, has_image = text, False
         for versions in self.open_alternatives:
             versions.append((content_type or "text/plain", visible, has_image))

@@ -38,7 +38,7 @@ ADVERSARIAL_PROBES = (
     "<" * 2000 + "x", "a " * 2000 + "!", "x@" * 2000, ("A" * 60 + " ") * 60, "http://a?" * 450,
 )
 PROBE_BUDGET = 0.1  # seconds per probe
-MATCH_BUDGET = 0.25  # seconds per rule per message at scan time
+MATCH_BUDGET = 0.25  # seconds a regex search may take at scan time (past it, no match)
 
 _HEADER_TEST = re.compile(r"^(?P<header>[\w.:-]+?)(?::(?P<modifier>raw|addr|name))?\s*"
                           r"(?P<op>=~|!~)\s*(?P<regex>.+?)(?:\s*\[if-unset:\s*(?P<unset>.*)\])?$")

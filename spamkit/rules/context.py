@@ -11,7 +11,7 @@ import time
 from functools import cached_property
 
 from spamkit.geoip import Countries
-from spamkit.message import ParsedMessage, _text_urls, normalize_newlines
+from spamkit.message import ParsedMessage, normalize_newlines, text_urls
 from spamkit.message.decode import decode_rfc2047
 from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
@@ -322,11 +322,12 @@ class MessageContext:
 
     @cached_property
     def uris(self) -> list[str]:
-        """The links, then each address written in the text as a mailto: link, and the
-        spellings SpamAssassin's canonicaliser derives from each (spamkit.rules.sa_uris):
-        what its `uri` rules read (MUAs make such addresses clickable; "To unsubscribe,
-        write to list-unsubscribe@example.com" is an unsubscribe link to __UNSUB_LINK).
-        Bayes, and the built-in uri rules, read the links as the parser found them."""
+        """What SpamAssassin's `uri` rules read: the HTML links as written, the links
+        written in the text (`_written_links`), each address written in the text as a
+        mailto: link (MUAs make such addresses clickable; "To unsubscribe, write to
+        list-unsubscribe@example.com" is an unsubscribe link to __UNSUB_LINK), and the
+        spellings its canonicaliser derives from each (spamkit.rules.sa_uris). Bayes, and
+        the built-in uri rules, read the links as the parser found them (`links`)."""
         addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
         return canonical_uris(dict.fromkeys(self.message.html_links + self._written_links() + addresses),
                               self.redirectors, self.registry)
@@ -338,7 +339,7 @@ class MessageContext:
         link's spellings has a host under a known top-level domain or is an IP address
         (what it asks of a link found in text, not of one in an HTML attribute)."""
         written = dict.fromkeys(("http://" + url if url.lower().startswith("www.") else url)
-                                for text in self.body_paragraphs for url in _text_urls(text))
+                                for text in self.body_paragraphs for url in text_urls(text))
         if self.registry is None:  # (no rule files loaded: no top-level domains to check)
             return list(written)
         return [url for url in written if any(

@@ -409,8 +409,8 @@ def test_message_key_follows_message_id_and_body_only() -> None:
 @given(st.lists(st.sampled_from(["http", "https://", "://", "www.", "ww", "w.", "h", "a.b",
                                  " ", "\n", "<", "x" * 5, "HTTP://", "é"]), max_size=40))
 def test_text_url_scan_equals_the_regex(pieces: list[str]) -> None:
-    from spamkit.message import _TEXT_URL, _TEXT_URL_ANY_CASE, _text_urls
+    from spamkit.message import _TEXT_URL, _TEXT_URL_ANY_CASE, text_urls
 
     text = "".join(pieces)
     expected = (_TEXT_URL_ANY_CASE if "HTTP" in text else _TEXT_URL).findall(text)
-    assert _text_urls(text) == expected
+    assert text_urls(text) == expected
