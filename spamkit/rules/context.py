@@ -6,20 +6,21 @@ decodes the whole message as text.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from functools import cached_property
 
 from spamkit.geoip import Countries
-from spamkit.message import ParsedMessage, normalize_newlines, text_urls
+from spamkit.message import ParsedMessage, normalize_newlines
 from spamkit.message.decode import decode_rfc2047
 from spamkit.message.headers import split_header_block
 from spamkit.rules.evals.freemail import AddressPattern, FreemailDomains
 from spamkit.rules.htmlfacts import HTML_TIME_BUDGET, HtmlFacts, html_facts
 from spamkit.lazyregex import LazyPattern
 from spamkit.rules.namedlists import NamedLists
-from spamkit.rules.perl_regex import to_bytes_view
-from spamkit.rules.registry import Registry
+from spamkit.rules.perl_regex import from_bytes_view, to_bytes_view
+from spamkit.rules.registry import Registry, RegistryLists
 from spamkit.rules.relays import (
     RELAY_COUNTRY_HEADERS,
     RELAY_PSEUDO_HEADERS,
@@ -28,6 +29,7 @@ from spamkit.rules.relays import (
     first_address_in,
 )
 from spamkit.rules.sa_body import body_lines as spamassassin_body_lines
+from spamkit.rules.sa_text_uris import TextLinkFinder
 from spamkit.rules.sa_uris import NO_REDIRECTORS, canonical_uris, uri_host
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -36,14 +38,6 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # run is only tried where one starts (where an earlier start failed, no later one in the
 # same run can match). The plain form took 25 s on a From of 95,000 letters.
 _ADDRESS = re.compile(r"<([^<>\s@]*+@[^<>\s]*+)>|(?<![^\s<>\"',;])([^\s<>\"',;]+@[^\s<>\"',;]+)")
-# an address in text as SpamAssassin's URI parser takes it (after Thunderbird's): up to
-# 251 characters either side of the @, ended by white space, brackets, quotes, a comma
-# or a non-ASCII character
-_TEXT_ADDRESS = LazyPattern(r"""(?<![^\s><"'`,{\[(|\x1b\xa0])[^\s><"'`}\]{\[|,(@\x1b\xa0\x80-\uffff]{1,251}"""
-                           r"""@[^\s><"'`}\]{\[|,(\x1b\xa0\x80-\uffff]{1,251}""")
-_TRAILING_PUNCTUATION = LazyPattern(r"[-~!@#^&*()_+=:;'?,.]*$")
-_MISREAD_PREFIX = LazyPattern(r"^(?:skype|e?-?mail)?:+", re.IGNORECASE)
-_LINKIFIED_ADDRESS = LazyPattern(r"[^@/]+@[^@]*?\.[^@]*\.?(?<=[A-Za-z]{2})")
 # an address as SpamAssassin 4's header address parser takes one (Util.pm's mail pattern):
 # a local part quoted or without white space and @<>()[],:;, then a domain without white
 # space, quotes and those, or an address literal. What is not one, "[x]@example.com"
@@ -328,23 +322,22 @@ class MessageContext:
         list-unsubscribe@example.com" is an unsubscribe link to __UNSUB_LINK), and the
         spellings its canonicaliser derives from each (spamkit.rules.sa_uris). Bayes, and
         the built-in uri rules, read the links as the parser found them (`links`)."""
-        addresses = ["mailto:" + address for address in _text_addresses(self.body_paragraphs)]
-        return canonical_uris(dict.fromkeys(self.message.html_links + self._written_links() + addresses),
+        return canonical_uris(dict.fromkeys(self.message.html_links + self.written_links),
                               self.redirectors, self.registry)
 
-    def _written_links(self) -> list[str]:
-        """The links written in the text, as SpamAssassin's uri rules get them: found in
-        the text its body rules read (the Subject first, each part cut at
-        body_part_scan_size), "www." ones given "http://", and kept only when one of the
-        link's spellings has a host under a known top-level domain or is an IP address
-        (what it asks of a link found in text, not of one in an HTML attribute)."""
-        written = dict.fromkeys(("http://" + url if url.lower().startswith("www.") else url)
-                                for text in self.body_paragraphs for url in text_urls(text))
-        if self.registry is None:  # (no rule files loaded: no top-level domains to check)
-            return list(written)
-        return [url for url in written if any(
-            uri_host(spelling, self.registry) is not None
-            for spelling in canonical_uris([url], self.redirectors, self.registry))]
+    @cached_property
+    def written_links(self) -> list[str]:
+        """The links written in the text, as SpamAssassin's uri rules get them: found by
+        its text link finder (spamkit.rules.sa_text_uris: links with a scheme or "www.",
+        addresses, bare hosts under a known top-level domain) in the text its body rules
+        read (the Subject first, each part cut at body_part_scan_size), and kept only
+        when one of the link's spellings has a host under a known top-level domain or is
+        an IP address (what it asks of a link found in text, not of one in HTML)."""
+        registry = self.registry or _NO_REGISTRY  # (no rule files: no top-level domains)
+        found = _text_link_finder(registry).links(self.texts("body:bytes"))
+        return [link for link in map(from_bytes_view, found) if any(
+            uri_host(spelling, registry, mail=True) is not None
+            for spelling in canonical_uris([link], self.redirectors, registry))]
 
     @cached_property
     def headers_in_utf8(self) -> bool:
@@ -420,22 +413,6 @@ class MessageContext:
         return first_address(value) if value is not None else ""
 
 
-def _text_addresses(texts: list[str]) -> list[str]:
-    """Addresses written in text, as a mail reader would linkify them: a dot after the
-    @, a top-level domain of letters, trailing punctuation left off, a "mail:" or
-    "e-mail:" run into the address dropped."""
-    found = []
-    for text in texts:
-        if "@" not in text:
-            continue
-        for match in _TEXT_ADDRESS.finditer(text):
-            address = _TRAILING_PUNCTUATION.sub("", match.group())
-            address = _MISREAD_PREFIX.sub("", address)
-            if _LINKIFIED_ADDRESS.fullmatch(address):
-                found.append(address)
-    return found
-
-
 def display_name(value: str) -> str:
     """The name before "<" in a header (the `:name` modifier), as the regex
     `^\\s*"?([^"<]*?)"?\\s*<` takes it, stripped: "" when it does not match. Found
@@ -488,3 +465,12 @@ def _rawbody_pieces(text: str) -> list[str]:
     if start < len(text):
         pieces.append(text[start:])
     return pieces
+
+
+_NO_REGISTRY = Registry(RegistryLists())
+
+
+@functools.lru_cache(maxsize=8)
+def _text_link_finder(registry: Registry) -> TextLinkFinder:
+    """One finder a rule set's registry (its pattern holds the top-level domains)."""
+    return TextLinkFinder(registry)

@@ -130,7 +130,7 @@ def _variants(uri: str, redirectors: Redirectors, registry: Registry | None,
     variants = []
     canonical = _HTTP_SLASHES.sub(lambda m: m.group(1) + "//", uri.replace("\\", "/"), count=1)
     if _ESCAPE.search(canonical):
-        canonical = _decode_printable_escapes(canonical)
+        canonical = decode_printable_escapes(canonical)
     if not _HAS_SCHEME.match(canonical):
         canonical = ("ftp://" if canonical.startswith("ftp.") else "http://") + canonical
     canonical = _BARE_QUERY.sub(r"\1/\2", canonical, count=1)
@@ -166,7 +166,7 @@ def _has_address_after_spaces(uri: str) -> bool:
     return at > 0 and uri[at + 1:at + 2] not in ("", "?", "&", "%")
 
 
-def _decode_printable_escapes(uri: str) -> str:
+def decode_printable_escapes(uri: str) -> str:
     """Util.pm's url_encode: %-escapes of printable characters decoded (those of white
     space, controls, 8-bit bytes and a first digit of 0, 1, 8, 9 or a-f kept), and
     white space, controls, 8-bit characters, '"', '%', '<' and '>' written as escapes."""
@@ -280,26 +280,35 @@ _HOST_ENCODED_PRINTABLE = LazyPattern(r"%(?:2[1-9a-f]|[3-6][0-9a-f]|7[0-9a-e])")
 _HOST_LABEL = LazyPattern(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 
 
-def uri_host(uri: str, registry: Registry | None) -> str | None:
+def uri_host(uri: str, registry: Registry | None, mail: bool = False) -> str | None:
     """A link's host as SpamAssassin's uri_to_domain gives it: lower-case, without
     scheme, user, port or path; an IPv4 address, or a valid name under a top-level
     domain the rule files list (util_rb_tld). None for any other link: javascript:,
-    cid:, file: and mailto: links, encoded characters, unknown TLDs (even a final dot)."""
+    cid:, file: and (unless `mail`) mailto: links, encoded characters, unknown TLDs
+    (even a final dot). With `mail`, a mailto: link's host is its domain (none with two
+    @s), as uri_to_domain gives it for the test of a link found in text."""
     uri = uri.lower()
-    if uri.startswith(("javascript:", "cid:", "file:", "mailto:")):
+    if uri.startswith(("javascript:", "cid:", "file:")):
         return None
-    uri = _HOST_PORT.sub("", _HOST_USER.sub("", _HOST_PATH_START.split(_HOST_SCHEME.sub("", uri, count=1), maxsplit=1)[0]))
+    if uri.startswith("mailto:"):
+        address = uri[7:].split("?", 1)[0]
+        if not mail or address.count("@") != 1:
+            return None
+        uri = address.rpartition("@")[2]
+    else:
+        uri = _HOST_PORT.sub("", _HOST_USER.sub("", _HOST_PATH_START.split(_HOST_SCHEME.sub("", uri, count=1),
+                                                                            maxsplit=1)[0]))
     if _HOST_ENCODED_PRINTABLE.search(uri):
         return None
     host = idn_to_ascii(uri)
     if is_ip_address(host) and "." in host:
         return host
-    if registry is None or not _valid_name(host) or not registry.is_domain_valid(host):
+    if registry is None or not is_fqdn_valid(host) or not registry.is_domain_valid(host):
         return None
     return host
 
 
-def _valid_name(host: str) -> bool:
+def is_fqdn_valid(host: str) -> bool:
     """SpamAssassin's is_fqdn_valid: two labels or more, 253 characters at most, each
     label 1-63 letters, digits, "-" (not at an end) or "_" (not in the last two)."""
     host = host.rstrip(".")

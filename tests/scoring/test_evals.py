@@ -51,6 +51,7 @@ body   NONEMPTY     /\S/
 tflags NONEMPTY     nosubject
 body   IN_SUBJECT   /hello/
 uri    UNSUB_LINK   /\bunsubscribe\b/i
+util_rb_tld com org net
 """
 
 
@@ -281,15 +282,23 @@ def test_body_rules_and_the_subject(tmp_path: Path) -> None:
 
 def test_addresses_in_text_are_links_to_uri_rules(tmp_path: Path) -> None:
     """A mail reader makes an address in the text a link: "write to
-    list-unsubscribe@example.com" is an unsubscribe link (SpamAssassin's __UNSUB_LINK)."""
+    list-unsubscribe@example.com" is an unsubscribe link (SpamAssassin's __UNSUB_LINK).
+    As in SpamAssassin, a link found in text counts only with a host under a top-level
+    domain the rule files list (util_rb_tld, which its own files always have)."""
     assert "UNSUB_LINK" in hits(tmp_path, b"\nTo leave, write to list-unsubscribe@example.com.\n")
     assert "UNSUB_LINK" not in hits(tmp_path, b"\nTo leave, write to list-unsubscribe@example\n")
     path = tmp_path / "evals.cf"
     path.write_text(RULES)
+    ruleset = load_rules([path], builtin=False)
     raw = BASE + b"\nmail bob@example.org, email:ann@example.net or see http://u:p@h.example.com/ x@10.0.0.1\n"
     context = MessageContext(raw, parse_message(raw))
-    assert context.uris == ["http://u:p@h.example.com/", "mailto:bob@example.org", "mailto:ann@example.net"]
+    context.registry = ruleset.registry
+    assert context.written_links == ["mailto:bob@example.org", "mailto:ann@example.net", "http://u:p@h.example.com/"]
+    assert {"http://u:p@h.example.com/", "mailto:bob@example.org", "mailto:ann@example.net"} <= set(context.uris)
     assert parse_message(raw).urls == ["http://u:p@h.example.com/"]  # Bayes' links are the parser's
+    # without the list, no host is known: SpamAssassin warns and finds no link in text
+    context = MessageContext(raw, parse_message(raw))
+    assert context.written_links == []
 
 
 def test_the_built_in_uri_rules_see_the_links_they_were_fitted_on() -> None:

@@ -18,7 +18,6 @@ from spamkit.message import parse_message
 from spamkit.rules import MessageContext, RuleSet, load_rules
 from spamkit.rules.cf import CfReader, ParsedRules
 from spamkit.rules.compile import _eval_args
-from spamkit.rules.context import _text_addresses
 from spamkit.rules.sa_uris import canonical_uris
 from tests.scoring.test_spamassassin_bytes import spamassassin_hits, spamkit_hits
 from tests.scoring.test_spamassassin_rules import DEBIAN_RULES, require_debian_rules
@@ -269,6 +268,14 @@ def test_address_rules_read_every_address(tmp_path: Path) -> None:
 
 
 LINK_RULES = r"""
+uri URI_BARE_PM  m{^http://NoMailAudit\.pm$}
+uri URI_BARE_COM m{^http://Bare-Host\.example\.com/Path$}
+uri URI_BARE_TXT /file\.txt|invalidtld/i
+uri URI_MAILTO   /^mailto:/i
+uri URI_MAIL_1   /^mailto:Someone\@Mail\.Example\.com$/
+uri URI_MAIL_2   /^mailto:other\@example\.com$/
+uri URI_MAIL_3   /^mailto:cj5000\@post\.com$/
+uri URI_SLASH_AT m{^http://a/b\@c}
 uri URI_UPPER    /^[^:A-Z]+[A-Z]/
 uri URI_PATH_UP  m{^https?://[^/]+/[^?]*[A-Z]}
 uri URI_SUBJECT  /subject-link\.example\.com/i
@@ -295,6 +302,12 @@ LINK_MESSAGES = {
     "run of names": _link(b"all of them!www.one.comwww.two.comwww.three.com___Today\n"),
     "unknown top-level domain": _link(b"see http://subject-link.example/ and http://early-link.example/\n"),
     "a known name": _link(b"see www.one.com/Ok and http://Early-Link.example.com/A\n"),
+    # a bare host under a known top-level domain is a link ("http://" given); one under
+    # another is not; an address, however it is spelt around, is a mailto: link
+    "bare hosts": _link(b"at lib/Mail/SpamAssassin/NoMailAudit.pm line 484, and Bare-Host.example.com/Path.\n"
+                        b"not file.txt nor host.invalidtld\n"),
+    "addresses": _link(b"write to --mailto:Someone@Mail.Example.com, e-mail:other@example.com\n"
+                       b"or cj%35000@post.com and x@y nor a/b@c.example.com\n"),
 }
 
 
@@ -311,6 +324,8 @@ def test_links_read_as_spamassassins_uri_rules_read_them(tmp_path: Path) -> None
     assert "URI_RUN" not in theirs["run of names"]
     assert theirs["unknown top-level domain"] == set()
     assert {"URI_EARLY", "URI_PATH_UP"} <= theirs["a known name"]
+    assert {"URI_BARE_PM", "URI_BARE_COM"} <= theirs["bare hosts"] and "URI_BARE_TXT" not in theirs["bare hosts"]
+    assert {"URI_MAILTO", "URI_MAIL_2", "URI_MAIL_3", "URI_SLASH_AT"} <= theirs["addresses"]
 
 
 # Util.pm's uri_list_canonicalize on each link (given as UTF-8 bytes, as SpamAssassin
@@ -354,7 +369,8 @@ def test_links_canonicalise_as_in_spamassassin(debian_ruleset: RuleSet, all_mess
     links = dict.fromkeys(LINKS)
     for message in all_messages[::4]:
         context = MessageContext(message.data, parse_message(message.data))
-        links.update(dict.fromkeys(context.links + ["mailto:" + a for a in _text_addresses(context.body_paragraphs)]))
+        context.registry, context.redirectors = debian_ruleset.registry, debian_ruleset.redirectors
+        links.update(dict.fromkeys(context.links + context.message.html_links + context.written_links))
     theirs = spamassassin_canonical(list(links))
     assert len(links) > 4000
     for link, expected in zip(links, theirs):
