@@ -12,15 +12,17 @@ This module finds them as it does, on the text as UTF-8 bytes (each byte one cha
 as `to_bytes_view` makes it): `\\s`, `\\b`, `\\d` and case are ASCII's, "\\xa0" is a
 delimiter and bytes from 0x80 end an address, as they do for Perl on octets. Whether a
 link is then kept (a host it knows, or an IP address) is the caller's: the same test
-applies to every spelling the canonicaliser derives (`MessageContext._written_links`).
+applies to every spelling the canonicaliser derives (`MessageContext.written_links`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 import regex
 
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.registry import Registry
 from spamkit.rules.sa_uris import decode_printable_escapes, is_fqdn_valid
 
@@ -59,26 +61,27 @@ def _link_pattern(mail: bool, bare_host: bool) -> str:
 
 # a label after a dot that could be the bare-host branch's top-level domain: the whole
 # label (valid_tlds_re's boundaries), looked up in the list
-_TLD_CANDIDATE = regex.compile(r"\.([a-z0-9-]+)(?![a-zA-Z0-9-]|\.[a-zA-Z0-9])", regex.IGNORECASE | regex.ASCII)
+_TLD_CANDIDATE = LazyPattern(r"\.([a-z0-9-]+)(?![a-zA-Z0-9-]|\.[a-zA-Z0-9])", re.IGNORECASE | re.ASCII)
 _BARE_HOST_REACH = 252  # [a-z\d][a-z\d._-]{0,251}: where a bare host can start, before its dot
 _LOCAL_PART_REACH = 251  # [^...@]{1,251}: where an address can start, before its "@"
-_AT = regex.compile("@")
-_MAILTO = regex.compile("mailto:", regex.IGNORECASE | regex.ASCII)
-_FLAGS = regex.IGNORECASE | regex.ASCII | regex.VERSION0
+_AT = LazyPattern("@")
+_MAILTO = LazyPattern("mailto:", re.IGNORECASE | re.ASCII)
+_FLAGS = regex.IGNORECASE | regex.ASCII | regex.VERSION0  # the link patterns'
+_HELPER_FLAGS = re.IGNORECASE | re.ASCII  # the steps after a match (compiled on first use)
 
-_UNOPENED_CLOSE = regex.compile(r"^([^(]*)\).*$", regex.ASCII)
-_TRAILING_PUNCTUATION = regex.compile(r"[-~!@#^&*()_+=:;'?,.]*$", regex.ASCII)
-_CID = regex.compile(r"^[cm]id:", _FLAGS)
-_EMPTY = regex.compile(r"^\w+:/{0,2}$", _FLAGS)
-_HAS_SCHEME = regex.compile(r"^(?:https?|ftp|mailto):", _FLAGS)
-_FTP_HOST = regex.compile(r"^ftp\.", _FLAGS)
-_WWW_HOST = regex.compile(r"^www\d{0,2}\.", _FLAGS)
-_SLASH_BEFORE_AT = regex.compile(r"/.+@", _FLAGS)
-_DOT_AFTER_AT = regex.compile(r"@.+?\.", _FLAGS)
-_MISREAD_PREFIX = regex.compile(r"^(?:skype|e?-?mail)?:+", _FLAGS)
-_ESCAPE = regex.compile(r"%[0-9a-f]{2}", _FLAGS)
-_MAIL_HOST = regex.compile(r"@([^?&>]*)", _FLAGS)
-_TRAILING_SPACES = regex.compile(r"(?:%20)+$", _FLAGS)
+_UNOPENED_CLOSE = LazyPattern(r"^([^(]*)\).*$", re.ASCII)
+_TRAILING_PUNCTUATION = LazyPattern(r"[-~!@#^&*()_+=:;'?,.]*$", re.ASCII)
+_CID = LazyPattern(r"^[cm]id:", _HELPER_FLAGS)
+_EMPTY = LazyPattern(r"^\w+:/{0,2}$", _HELPER_FLAGS)
+_HAS_SCHEME = LazyPattern(r"^(?:https?|ftp|mailto):", _HELPER_FLAGS)
+_FTP_HOST = LazyPattern(r"^ftp\.", _HELPER_FLAGS)
+_WWW_HOST = LazyPattern(r"^www\d{0,2}\.", _HELPER_FLAGS)
+_SLASH_BEFORE_AT = LazyPattern(r"/.+@", _HELPER_FLAGS)
+_DOT_AFTER_AT = LazyPattern(r"@.+?\.", _HELPER_FLAGS)
+_MISREAD_PREFIX = LazyPattern(r"^(?:skype|e?-?mail)?:+", _HELPER_FLAGS)
+_ESCAPE = LazyPattern(r"%[0-9a-f]{2}", _HELPER_FLAGS)
+_MAIL_HOST = LazyPattern(r"@([^?&>]*)", _HELPER_FLAGS)
+_TRAILING_SPACES = LazyPattern(r"(?:%20)+$", _HELPER_FLAGS)
 
 
 class TextLinkFinder:
