@@ -52,6 +52,8 @@ def test_known_cases() -> None:
     assert FINDER.links(["e-mail:Someone@Mail.Example.com, or x@y"]) == ["mailto:Someone@Mail.Example.com"]
     assert FINDER.links(["cid:image001.png@01D4986E.E3459640 mailto:nobody"]) == []
     assert FINDER.links(["a/b@c.example.com"]) == ["http://a/b@c.example.com"]
+    # within its budget: none at all, nothing found
+    assert FINDER.links(["see http://a.example/x"], budget=0) == []
     # each link once: the second is the first again
     assert FINDER.links(["http://a.example/x", "and http://a.example/x"]) == ["http://a.example/x"]
     # no top-level domains known: no bare host, the others still found
