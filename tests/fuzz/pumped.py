@@ -38,6 +38,10 @@ UNITS: tuple[tuple[str, bytes, bytes], ...] = (
     ("text: www.", _PLAIN, b"www."),
     ("text: @", _PLAIN, b"@"),
     ("text: a@b.", _PLAIN, b"a@b."),
+    # SpamAssassin's text link finder (decision 0042): its address branch backtracks
+    # 251 characters at each "@" here, its bare-host branch at each "(" before a domain
+    ("text: a@ (link finder)", _PLAIN, b"a@"),
+    ("text: (a.com (link finder)", _PLAIN, b"(a.com"),
     ("text: one long word", _PLAIN, b"abcdefghij"),
     ("text: NUL", _PLAIN, b"\x00"),
     ("text: CR", _PLAIN, b"\r"),
