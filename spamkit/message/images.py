@@ -67,13 +67,6 @@ def image_part(content_type: str, encoding: str, body: bytes, name: str) -> Imag
     return ImagePart(kind, name, body)
 
 
-def read_image(content_type: str, encoding: str, body: bytes, name: str) -> Image | None:
-    """The image a leaf part holds, its size read now, or None when ImageInfo would not
-    look at it."""
-    part = image_part(content_type, encoding, body, name)
-    return None if part is None else part.image
-
-
 def _gif_size(data: bytes) -> tuple[int, int]:
     """(height, width) from a GIF87a/GIF89a logical screen descriptor (little-endian)."""
     if not data.startswith((b"GIF87a", b"GIF89a")) or len(data) < 10:
