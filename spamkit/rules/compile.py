@@ -38,6 +38,11 @@ ADVERSARIAL_PROBES = (
     "<" * 2000 + "x", "a " * 2000 + "!", "x@" * 2000, ("A" * 60 + " ") * 60, "http://a?" * 450,
 )
 PROBE_BUDGET = 0.1  # seconds per probe
+# A byte rule's regex at least this long ('/.../flags' as expanded) runs on RE2 whenever
+# RE2 can run it with the same meaning: on such patterns RE2 answers 5-100 times faster
+# than the backtracking engine (SpamAssassin's FILL_THIS_FORM family), and on shorter ones
+# it can be slower (decision 0049).
+RE2_PREFERRED_LENGTH = 300
 MATCH_BUDGET = 0.25  # seconds a regex search may take at scan time (past it, no match)
 
 _HEADER_TEST = re.compile(r"^(?P<header>[\w.:-]+?)(?::(?P<modifier>raw|addr|name))?\s*"
@@ -165,7 +170,10 @@ def _judge_regex(kind: Kind, text: str, probe: bool) -> tuple[dict[str, Any], re
     except (PerlRegexError, ValueError, SyntaxError) as error:
         return {"error": str(error), "reason": "does not compile"}, None
     verdict: dict[str, Any] = {}
-    if probe and too_slow(pattern):
+    form = re2_form(text) if len(text) >= RE2_PREFERRED_LENGTH and linear_available() else None
+    if form is not None:
+        verdict["re2"] = form  # (linear time: the probes have nothing to find)
+    elif probe and too_slow(pattern):
         # before rejecting it: RE2 runs it in linear time if it can, meaning the same
         form = re2_form(text) if linear_available() else None
         if form is None:

@@ -1,5 +1,5 @@
 """A rule's regex run by RE2, a linear-time engine, when the backtracking engine is too
-slow on adversarial input (decision 0043).
+slow on adversarial input (decision 0043) or the pattern is long (decision 0049).
 
 Rules from files are tried on pumped input at load, and one that takes more than the
 probe budget is rejected (spamkit.rules.compile). Many such patterns backtrack only
@@ -14,9 +14,15 @@ the same in both. Each is written the same way for every flag. A byte rule (Perl
 rules on Latin-1 bytes, decision 0041) is emitted byte by byte. Every character class is
 computed as the set of the 256 bytes it matches, case folding of ASCII letters
 included, and written as that set. "." is [^\\n] or, with /s, any byte. "$" is \\n?\\z,
-or (?m:$) with /m. Backreferences, lookarounds, possessive and atomic groups,
-conditionals, characters beyond one byte, repeat counts over RE2's 1,000, and
-character rules (the built-in ones) are not translated. Such a rule stays rejected.
+or (?m:$) with /m. A small fixed count over counts that would pass RE2's nesting limit
+is written out as copies. Backreferences, lookarounds, possessive and atomic groups,
+conditionals, characters beyond one byte, repeat counts over RE2's 1,000, a repeated
+group that can match nothing and a pattern that can (where the two engines step
+differently), and character rules (the built-in ones) are not translated. Such a rule
+stays rejected if it is too slow, and stays on `regex` otherwise.
+
+Rules too slow on the load probes run here, and so do long rules whatever the probes say
+(spamkit.rules.compile.RE2_PREFERRED_LENGTH, decision 0049).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from spamkit.rules.perl_regex import PerlRegexError, split_delimited, translate
 from spamkit.rules.prefilter import parse_pattern
 
 RE2_MAX_REPEAT = 1000
+# A fixed count of at most this many, over a group whose own repeats would take RE2 past
+# its nesting limit, is written out as that many copies (FILL_THIS_FORM_LONG's {5} over
+# counts of up to 100); RE2 then judges the size of what it compiles, as it would have.
+UNROLL_MAX = 10
 _FLAGS = {"i": re.IGNORECASE, "s": re.DOTALL, "m": re.MULTILINE, "x": re.VERBOSE}
 _BYTES = range(256)
 _DIGIT = frozenset(range(0x30, 0x3A))
@@ -72,6 +82,10 @@ def re2_form(text: str) -> str | None:
     if tree is None:
         return None
     try:
+        if _nullable(list(tree)):
+            # a rule that matches the empty string: `regex` and RE2 step past an empty
+            # match differently, so a rule counting its matches would count apart
+            raise NotLinear("a pattern that can match nothing")
         form = _sequence(list(tree), tree.state.flags)
     except (NotLinear, RecursionError):
         return None
@@ -103,11 +117,51 @@ def _node(op: Any, av: Any, flags: int) -> str:
         low, high, body = av
         if low > RE2_MAX_REPEAT or (high != constants.MAXREPEAT and high > RE2_MAX_REPEAT):
             raise NotLinear("repeat count")
+        if (high == constants.MAXREPEAT or high > 1) and _nullable(list(body)):
+            # Perl and `regex` end the loop at a turn that matched nothing; RE2 goes on to
+            # the next way to match, so the two may end the match in different places
+            # ('Aa*(?:A*|[^a]|a)*' on "AA0": "AA" against "AA0")
+            raise NotLinear("a repeated group that can match nothing")
+        inner = "(?:" + _sequence(list(body), flags) + ")"
+        if low == high <= UNROLL_MAX and low * _nested_count(list(body)) > RE2_MAX_REPEAT:
+            return inner * int(low)  # (exactly what RE2 would expand it to, past its nesting limit)
         count = f"{{{low},}}" if high == constants.MAXREPEAT else f"{{{low},{high}}}"
-        return "(?:" + _sequence(list(body), flags) + ")" + count + ("?" if op is constants.MIN_REPEAT else "")
+        return inner + count + ("?" if op is constants.MIN_REPEAT else "")
     if op is constants.AT:
         return _anchor(av, flags)
     raise NotLinear(str(op))  # backreferences, lookarounds, possessive and atomic groups...
+
+
+def _nullable(items: list[tuple[Any, Any]]) -> bool:
+    """Whether these items can match the empty string."""
+    for op, av in items:
+        if op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
+            if av[0] > 0 and not _nullable(list(av[2])):
+                return False
+        elif op is constants.BRANCH:
+            if not any(_nullable(list(branch)) for branch in av[1]):
+                return False
+        elif op is constants.SUBPATTERN:
+            if not _nullable(list(av[3])):
+                return False
+        elif op is not constants.AT:
+            return False  # a literal, a class, "." (anything else is not translated)
+    return True
+
+
+def _nested_count(items: list[tuple[Any, Any]]) -> int:
+    """The largest product of repeat counts nested in these items, as RE2 reckons it
+    against its limit of 1,000 (a repeat's upper count, or its lower one when unbounded)."""
+    largest = 1
+    for op, av in items:
+        if op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
+            low, high, body = av
+            largest = max(largest, max(1, low if high == constants.MAXREPEAT else high) * _nested_count(list(body)))
+        elif op is constants.BRANCH:
+            largest = max([largest, *(_nested_count(list(branch)) for branch in av[1])])
+        elif op is constants.SUBPATTERN:
+            largest = max(largest, _nested_count(list(av[3])))
+    return largest
 
 
 def _anchor(code: Any, flags: int) -> str:
