@@ -201,8 +201,10 @@ def compile_rules(config_path: str | None, as_json: bool, rule_files: tuple[str,
     covered = sum(1 for r in candidates if r.scan_id is not None)
     # of those, the largest patterns, which RE2 scans instead of Hyperscan (decision 0039)
     by_re2 = sum(len(tests) for tests in scan.by_re2.values()) if scan is not None else 0
+    # rules RE2 runs itself (decisions 0043 and 0049), which need no prefilter
+    on_re2 = sum(1 for r in ruleset.rules.values() if r.re2_form)
     out = {"available": available(), "used": scan is not None, "rules": len(candidates),
-           "covered": covered, "re2": by_re2, "seconds": round(seconds, 3),
+           "covered": covered, "re2": by_re2, "rules_on_re2": on_re2, "seconds": round(seconds, 3),
            "cache": str(default_cache_dir())}
     if as_json:
         click.echo(json.dumps(out))
@@ -219,3 +221,6 @@ def compile_rules(config_path: str | None, as_json: bool, rule_files: tuple[str,
         if by_re2:
             click.echo(f"{by_re2} of the largest patterns (header rules' included) scanned by "
                        "RE2 instead of Hyperscan")
+        if on_re2:
+            click.echo(f"{on_re2} rules run on RE2 themselves (long, or too slow for Python's "
+                       "engine), with no prefilter")

@@ -202,7 +202,9 @@ class RuleSet:
         with self._multiscan_lock:
             if self._multiscan is not None or not self.use_multiscan:
                 return self._multiscan
-            scanned = [r for k in SCANNED_KINDS for r in self._by_kind.get(k, ()) if r.regex_source]
+            # A rule RE2 runs is its own prefilter: its one search over a message's texts
+            # costs less than the prefilter's looser form of it (decision 0049).
+            scanned = [r for k in SCANNED_KINDS for r in self._by_kind.get(k, ()) if r.regex_source and not r.re2_form]
             if len(scanned) < MULTISCAN_MIN_RULES or not multiscan_available():
                 self.use_multiscan = False
                 return None
@@ -213,7 +215,7 @@ class RuleSet:
                     scan_views[rule.kind].append(rule.scan_group)
             by_header: dict[str, list[Rule]] = {}
             for rule in self._by_kind.get(Kind.HEADER, ()):
-                if rule.regex_source:
+                if rule.regex_source and not rule.re2_form:
                     by_header.setdefault(header_group(rule), []).append(rule)
             for group, members in by_header.items():
                 if len(members) >= MULTISCAN_MIN_HEADER_RULES:
