@@ -202,8 +202,9 @@ class RuleSet:
         with self._multiscan_lock:
             if self._multiscan is not None or not self.use_multiscan:
                 return self._multiscan
-            # A rule RE2 runs is its own prefilter: its one search over a message's texts
-            # costs less than the prefilter's looser form of it (decision 0049).
+            # A rule RE2 runs needs no prefilter: its own search over a message's texts is
+            # exact and linear, and the prefilter's looser form of it cost more than it
+            # saved (decision 0049).
             scanned = [r for k in SCANNED_KINDS for r in self._by_kind.get(k, ()) if r.regex_source and not r.re2_form]
             if len(scanned) < MULTISCAN_MIN_RULES or not multiscan_available():
                 self.use_multiscan = False
