@@ -408,6 +408,10 @@ CHUNK = 48  # patterns per database: 583 body rules compile in 8.8 s in chunks o
 # a test whose rewritten pattern is at least this long is scanned by RE2, not Hyperscan
 # (where RE2 is installed and takes it: docs/decisions/0039)
 RE2_MIN_LENGTH = 5_000
+# the memory each RE2 pattern may take, most of it its DFA's cache of states: at RE2's
+# default of 8 MiB, three of Debian's largest patterns ran out of it on ordinary mail and
+# went on in RE2's far slower NFA; 16 MiB costs nothing to compile (docs/decisions/0050)
+RE2_MAX_MEM = 16 << 20
 
 
 class MultiScan:
@@ -499,6 +503,7 @@ def re2_latin1(pattern: str) -> Any:
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.log_errors = False  # (it would write to stderr, which is the caller's)
+    options.max_mem = RE2_MAX_MEM
     try:
         return re2.compile(pattern.encode("latin-1"), options)
     except Exception:  # noqa: BLE001 - re2.error, or a pattern past its limits

@@ -28,8 +28,9 @@ import regex
 CACHE_FORMAT = 1
 STALE_DAYS = 30  # cache files unused this long are removed (rule updates leave old ones)
 _CACHE_FILES = ("rules-*.json", "multiscan-*.hsdb")
-# The modules whose code decides a verdict: a change to any of them starts a new cache.
-_JUDGES = ("compile.py", "perl_regex.py", "prefilter.py", "rulecache.py", "linear.py")
+# The modules whose code decides a verdict: a change to any of them starts a new cache
+# (multiscan.py compiles RE2's patterns, and so decides which forms RE2 takes).
+_JUDGES = ("compile.py", "perl_regex.py", "prefilter.py", "rulecache.py", "linear.py", "multiscan.py")
 
 
 def default_cache_dir() -> Path:

@@ -147,6 +147,22 @@ def test_re2_rules_out_what_hyperscan_would_let_through(tmp_path: Path) -> None:
     assert hyperscan_alone.candidates("body", plain) == {7}, "the case RE2 is there for"
 
 
+def test_re2_gives_each_pattern_more_memory_than_its_default(tmp_path: Path) -> None:
+    """At RE2's default of 8 MiB, FILL_THIS_FORM_SHORT2 and two other large patterns ran
+    out of DFA states on the corpus and went on in RE2's NFA, several times slower
+    (decision 0050). The prefilter's patterns and the rules on RE2 (spamkit.rules.linear)
+    are all compiled by re2_latin1, with RE2_MAX_MEM."""
+    re2 = pytest.importorskip("re2")
+    assert multiscan.RE2_MAX_MEM > re2.Options().max_mem
+    assert multiscan.re2_latin1("a+b").options.max_mem == multiscan.RE2_MAX_MEM
+    require_debian_rules()
+    test = load_rules([DEBIAN_RULES], builtin=False, multiscan=False).rules["__FILL_THIS_FORM_SHORT2"]
+    scan = MultiScan({"body": {7: test.regex_source}}, superset_for, tmp_path)
+    assert [c.options.max_mem for c in scan.by_re2["body"].values()] == [multiscan.RE2_MAX_MEM]
+    cached = MultiScan({"body": {7: test.regex_source}}, superset_for, tmp_path)
+    assert [c.options.max_mem for c in cached.by_re2["body"].values()] == [multiscan.RE2_MAX_MEM]
+
+
 def test_a_damaged_cache_file_is_compiled_again(tmp_path: Path) -> None:
     tests = {i: f"/word{i}\\s+other/i" for i in range(5)}
     MultiScan({"body": tests}, superset_for, tmp_path)
