@@ -13,13 +13,15 @@ parser, and written out again for RE2 from a short list of constructs whose mean
 the same in both. Each is written the same way for every flag. A byte rule (Perl's ASCII
 rules on Latin-1 bytes, decision 0041) is emitted byte by byte. Every character class is
 computed as the set of the 256 bytes it matches, case folding of ASCII letters
-included, and written as that set. "." is [^\\n] or, with /s, any byte. "$" is \\n?\\z,
-or (?m:$) with /m. A small fixed count over counts that would pass RE2's nesting limit
-is written out as copies. Backreferences, lookarounds, possessive and atomic groups,
-conditionals, characters beyond one byte, repeat counts over RE2's 1,000, a repeated
-group that can match nothing and a pattern that can (where the two engines step
-differently), and character rules (the built-in ones) are not translated. Such a rule
-stays rejected if it is too slow, and stays on `regex` otherwise.
+included, and written as that set. "." is [^\\n] or, with /s, any byte. "$" is (?m:$)
+with /m; without it, where nothing follows it, (\\n)?\\z, the match ending before the
+newline that group took (a "$" with more after it is not translated). A small fixed
+count over counts that would pass RE2's nesting limit is written out as copies.
+Backreferences, lookarounds, possessive and atomic groups, conditionals, characters
+beyond one byte, repeat counts over RE2's 1,000, a repeated group that can match nothing
+and a pattern that can (where the two engines step differently), and character rules
+(the built-in ones) are not translated. Such a rule stays rejected if it is too slow,
+and stays on `regex` otherwise.
 
 Rules too slow on the load probes run here, and so do long rules whatever the probes say
 (spamkit.rules.compile.RE2_PREFERRED_LENGTH, decision 0049).
@@ -86,17 +88,19 @@ def re2_form(text: str) -> str | None:
             # a rule that matches the empty string: `regex` and RE2 step past an empty
             # match differently, so a rule counting its matches would count apart
             raise NotLinear("a pattern that can match nothing")
-        form = _sequence(list(tree), tree.state.flags)
+        form = _sequence(list(tree), tree.state.flags, tail=True)
     except (NotLinear, RecursionError):
         return None
     return form if re2_latin1(form) is not None else None  # (past RE2's limits: nested repeats)
 
 
-def _sequence(items: list[tuple[Any, Any]], flags: int) -> str:
-    return "".join(_node(op, av, flags) for op, av in items)
+def _sequence(items: list[tuple[Any, Any]], flags: int, tail: bool = False) -> str:
+    """`tail`: nothing in the pattern can come after these items (where a `$` may be)."""
+    last = len(items) - 1
+    return "".join(_node(op, av, flags, tail and i == last) for i, (op, av) in enumerate(items))
 
 
-def _node(op: Any, av: Any, flags: int) -> str:
+def _node(op: Any, av: Any, flags: int, tail: bool = False) -> str:
     icase = bool(flags & re.IGNORECASE)
     if op is constants.LITERAL:
         return _byte_class(_with_case({_byte(av)}, icase))
@@ -107,12 +111,12 @@ def _node(op: Any, av: Any, flags: int) -> str:
     if op is constants.IN:
         return _byte_class(_class_bytes(av, icase))
     if op is constants.BRANCH:
-        return "(?:" + "|".join(_sequence(list(branch), flags) for branch in av[1]) + ")"
+        return "(?:" + "|".join(_sequence(list(branch), flags, tail) for branch in av[1]) + ")"
     if op is constants.SUBPATTERN:
         _, add_flags, del_flags, body = av
         if (add_flags | del_flags) & ~(re.IGNORECASE | re.DOTALL | re.MULTILINE):
             raise NotLinear("group flags")
-        return "(?:" + _sequence(list(body), (flags | add_flags) & ~del_flags) + ")"
+        return "(?:" + _sequence(list(body), (flags | add_flags) & ~del_flags, tail) + ")"
     if op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
         low, high, body = av
         if low > RE2_MAX_REPEAT or (high != constants.MAXREPEAT and high > RE2_MAX_REPEAT):
@@ -122,13 +126,13 @@ def _node(op: Any, av: Any, flags: int) -> str:
             # the next way to match, so the two may end the match in different places
             # ('Aa*(?:A*|[^a]|a)*' on "AA0": "AA" against "AA0")
             raise NotLinear("a repeated group that can match nothing")
-        inner = "(?:" + _sequence(list(body), flags) + ")"
+        inner = "(?:" + _sequence(list(body), flags, tail and high <= 1) + ")"
         if low == high <= UNROLL_MAX and low * _nested_count(list(body)) > RE2_MAX_REPEAT:
             return inner * int(low)  # (exactly what RE2 would expand it to, past its nesting limit)
         count = f"{{{low},}}" if high == constants.MAXREPEAT else f"{{{low},{high}}}"
         return inner + count + ("?" if op is constants.MIN_REPEAT else "")
     if op is constants.AT:
-        return _anchor(av, flags)
+        return _anchor(av, flags, tail)
     raise NotLinear(str(op))  # backreferences, lookarounds, possessive and atomic groups...
 
 
@@ -164,14 +168,22 @@ def _nested_count(items: list[tuple[Any, Any]]) -> int:
     return largest
 
 
-def _anchor(code: Any, flags: int) -> str:
+def _anchor(code: Any, flags: int, tail: bool) -> str:
     multiline = bool(flags & re.MULTILINE)
     if code is constants.AT_BEGINNING:
         return "(?m:^)" if multiline else r"\A"
     if code is constants.AT_BEGINNING_STRING:
         return r"\A"
-    if code is constants.AT_END:  # Perl's $: the end, or before a newline that ends the text
-        return "(?m:$)" if multiline else r"(?:\n?\z)"
+    if code is constants.AT_END and multiline:
+        return "(?m:$)"
+    if code is constants.AT_END:
+        # Perl's $: the end, or before a newline that ends the text; RE2 has no lookahead,
+        # so the newline is taken and marked by a group, and LinearPattern ends the match
+        # before it. Right only where nothing follows: `$\n` or `$\B` would be tried
+        # after the newline instead of before it.
+        if not tail:
+            raise NotLinear("a $ with more of the pattern after it")
+        return r"(?:(\n)?\z)"
     if code is constants.AT_END_STRING:
         return r"\z"
     if code is constants.AT_BOUNDARY:
@@ -237,14 +249,15 @@ def _byte_class(codes: frozenset[int]) -> str:
 class LinearMatch:
     """A match of a LinearPattern, its text as the byte view the rule reads."""
 
-    __slots__ = ("_match",)
+    __slots__ = ("_data", "start", "end")
 
-    def __init__(self, match: Any) -> None:
-        self._match = match
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        self._data, self.start, self.end = data, start, end
 
     def group(self, index: int = 0) -> str:
-        found = self._match.group(index)
-        return "" if found is None else bytes(found).decode("latin-1")
+        if index != 0:  # (the forms have no groups of the rule's own: see _anchor)
+            raise IndexError("no such group")
+        return self._data[self.start:self.end].decode("latin-1")
 
 
 class LinearPattern:
@@ -257,11 +270,27 @@ class LinearPattern:
             raise ValueError(f"RE2 cannot compile {pattern[:60]!r}")
         self.pattern = pattern
         self._compiled = compiled
+        self._ends = compiled.groups  # each group is a `$` that may take the final newline
 
     def search(self, text: str, timeout: float | None = None) -> LinearMatch | None:
-        match = self._compiled.search(text.encode("latin-1", "replace"))
-        return None if match is None else LinearMatch(match)
+        return self._search(text.encode("latin-1", "replace"), 0)
 
     def finditer(self, text: str, timeout: float | None = None) -> Iterator[LinearMatch]:
-        for match in self._compiled.finditer(text.encode("latin-1", "replace")):
-            yield LinearMatch(match)
+        """Every match as Perl's /g finds them: each search goes on where the last match
+        ended, before a final newline that a `$` took."""
+        data = text.encode("latin-1", "replace")
+        position = 0
+        while position <= len(data) and (match := self._search(data, position)) is not None:
+            yield match
+            position = match.end if match.end > match.start else match.end + 1
+
+    def _search(self, data: bytes, position: int) -> LinearMatch | None:
+        match = self._compiled.search(data, position)
+        if match is None:
+            return None
+        end = match.end()
+        for group in range(1, self._ends + 1):
+            if match.start(group) >= 0:  # a `$` took the final newline: Perl's ends before it
+                end = match.start(group)
+                break
+        return LinearMatch(data, match.start(), end)

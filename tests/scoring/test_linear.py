@@ -24,18 +24,21 @@ pytestmark = pytest.mark.skipif(not available(), reason="google-re2 is installed
 
 
 def _same(rule_text: str, text: str) -> None:
-    """The backtracking and the linear engine find the same match (a `$` match may take
-    the final line break with it in RE2's text: the hit is the same)."""
+    """The backtracking and the linear engine find the same match, with the same text,
+    and the same matches one after another as Perl's /g finds them (what a rule with
+    `multiple` counts)."""
     form = re2_form(rule_text)
     assert form is not None, rule_text
     try:
         expected = compile_perl(rule_text).search(text, timeout=1)
+        expected_all = [m.group(0) for m in compile_perl(rule_text).finditer(text, timeout=1)]
     except TimeoutError:
         return
     found = LinearPattern(form).search(text)
     assert (expected is None) == (found is None), (rule_text, text)
     if expected is not None and found is not None:
-        assert found.group(0) in (expected.group(0), expected.group(0) + "\n"), (rule_text, text)
+        assert found.group(0) == expected.group(0), (rule_text, text)
+    assert [m.group(0) for m in LinearPattern(form).finditer(text)] == expected_all, (rule_text, text)
 
 
 def test_what_is_translated_and_what_is_not() -> None:
@@ -53,6 +56,18 @@ def test_what_is_translated_and_what_is_not() -> None:
         assert re2_form(as_byte_rule(text)) is None, text
         assert compile_perl(as_byte_rule(text)).search(subject) is not None
     assert re2_form(r"/abc/i") is None  # (no "a" flag: a rule read as characters)
+    # Perl's $ is no character: RE2, with no lookahead, takes the final newline, so a $
+    # with more of the pattern after it is not translated ("$\n" matches "\n" in Perl),
+    # and where it ends the pattern, the match ends before that newline, and the next
+    # match is looked for from there (" " and then "\n" in "a \n")
+    for text, subject in ((r"/\B$\n\B/", "\n"), (r"/\n$\B/", "\n\n"), (r"/(?:x$|y)+/", "yx")):
+        assert re2_form(as_byte_rule(text)) is None, text
+        assert compile_perl(as_byte_rule(text)).search(subject) is not None
+    for text, subject in ((r"/\s$/", "a \n"), (r"/x$/", "x\n"), (r"/(?:a$|b)/", "ba\n"), (r"/a(?:x$)?/", "ax\n"),
+                          (r"/\s$/m", "a \nb\n")):
+        assert re2_form(as_byte_rule(text)) is not None, text
+        _same(as_byte_rule(text), subject)
+    assert [m.group(0) for m in LinearPattern(str(re2_form(as_byte_rule(r"/\s$/")))).finditer("a \n")] == [" ", "\n"]
     # a fixed count over counts past RE2's nesting limit is written out, and means the same
     for text in ("ab" * 5, "a" * 300 + "b" + "ab" * 4, "ab" * 4 + "a" * 301 + "b", "ab" * 4 + "\n" + "ab"):
         _same(as_byte_rule(r"/(?:a{1,300}b){5}/"), text)
