@@ -39,7 +39,8 @@ def test_headers_in_spamassassin_format(tmp_path: Path) -> None:
     rewritten = verdict.rewrite(RAW)
     parsed = email.message_from_bytes(rewritten, policy=email.policy.compat32)
     assert parsed.get_all("X-Spam-Flag") == ["YES"]
-    assert parsed.get_all("X-Spam-Status")[0].startswith(
+    status = parsed.get_all("X-Spam-Status")
+    assert status is not None and status[0].startswith(
         "Yes, score=7.3 required=4.0 tests=PILLS autolearn=no")
     assert parsed["X-Spam-Level"] == "*******"
     assert parsed["Subject"] == "[SPAM 7.3] cheap pills"
