@@ -229,9 +229,8 @@ def _meta_to_python(expression: str) -> tuple[str, tuple[str, ...]]:
     python: list[str] = []
     names: list[str] = []
     position = 0
-    while position < len(expression):
-        if expression[position:].strip() == "":
-            break
+    end = len(expression.rstrip())  # (testing what is left at each token was quadratic)
+    while position < end:
         match = _META_TOKEN.match(expression, position)
         if match is None or match.end() == position:
             raise ValueError(f"cannot read meta expression at {expression[position:position + 20]!r}")
