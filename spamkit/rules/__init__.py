@@ -202,10 +202,7 @@ class RuleSet:
         with self._multiscan_lock:
             if self._multiscan is not None or not self.use_multiscan:
                 return self._multiscan
-            # A rule RE2 runs needs no prefilter: its own search over a message's texts is
-            # exact and linear, and the prefilter's looser form of it cost more than it
-            # saved (decision 0049).
-            scanned = [r for k in SCANNED_KINDS for r in self._by_kind.get(k, ()) if r.regex_source and not r.re2_form]
+            scanned = [r for k in SCANNED_KINDS for r in self._by_kind.get(k, ()) if r.prefiltered]
             if len(scanned) < MULTISCAN_MIN_RULES or not multiscan_available():
                 self.use_multiscan = False
                 return None
@@ -216,7 +213,7 @@ class RuleSet:
                     scan_views[rule.kind].append(rule.scan_group)
             by_header: dict[str, list[Rule]] = {}
             for rule in self._by_kind.get(Kind.HEADER, ()):
-                if rule.regex_source and not rule.re2_form:
+                if rule.prefiltered:
                     by_header.setdefault(header_group(rule), []).append(rule)
             for group, members in by_header.items():
                 if len(members) >= MULTISCAN_MIN_HEADER_RULES:

@@ -89,6 +89,13 @@ class Rule:
         return self.compiled
 
     @property
+    def prefiltered(self) -> bool:
+        """Whether the prefilter (spamkit.rules.multiscan) takes this rule: a regex rule,
+        unless RE2 runs it, whose own search over a message's texts is exact and linear
+        (the prefilter's looser form of such a rule cost more than it saved, decision 0049)."""
+        return bool(self.regex_source) and not self.re2_form
+
+    @property
     def is_subrule(self) -> bool:
         """`__NAME` rules only feed meta rules: never scored or reported."""
         return self.name.startswith("__")
