@@ -8,7 +8,9 @@ The test fold (1,247 messages) goes through `spamc -c`, one spamc process a mess
   tests off (-L), no Bayes database, CLIENTS children;
 - `spamkit spamd` with the same rule files, no Bayes: the same work;
 - `spamkit spamd` as installed: its built-in rules and a Bayes database filled by
-  `spamkit train` on folds 1-4.
+  `spamkit train` on folds 1-4;
+each of spamkit's twice: one process (scanning on CLIENTS threads), and CLIENTS processes
+(`--processes`).
 
 Both daemons start before timing (rules loaded; spamkit's prefilter compiled). Each row
 counts what it called spam at its own threshold (5 points).
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,10 +52,12 @@ def _as_nobody() -> list[str]:
     return ["--user", "nobody"] if os.geteuid() == 0 else []
 
 
-def _start_spamkit(port: int, db: Path, config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_spamkit(port: int, db: Path, config: Path, env: dict[str, str],
+                   processes: int = 1) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
                                 "--db", str(db), "--config", str(config), "--max-children", str(CLIENTS),
-                                *_as_nobody()], stderr=subprocess.DEVNULL, env=env)
+                                "--processes", str(processes), *_as_nobody()],
+                               stderr=subprocess.DEVNULL, env=env)
     wait_for_port(port, 300)  # the first start compiles the rule prefilter
     return process
 
@@ -107,13 +112,18 @@ def spamd_report() -> str:
     os.chmod(work / "cache", 0o777)  # (spamd runs as nobody once it has compiled)
     (work / "home").mkdir()
     rows = []
-    for name, start in (
+    daemons: list[tuple[str, Callable[[int], subprocess.Popen[bytes]]]] = [
             ("SpamAssassin 4.0 spamd (Debian's rules, -L, no Bayes)",
              lambda port: _start_spamassassin(port, work / "home")),
             ("spamkit spamd, the same rule files, no Bayes",
              lambda port: _start_spamkit(port, db, same_rules, env)),
+            (f"the same, `--processes {CLIENTS}`",
+             lambda port: _start_spamkit(port, db, same_rules, env, CLIENTS)),
             ("spamkit spamd as installed (built-in rules, Bayes trained by `spamkit train`)",
-             lambda port: _start_spamkit(port, db, installed, env))):
+             lambda port: _start_spamkit(port, db, installed, env)),
+            (f"the same, `--processes {CLIENTS}`",
+             lambda port: _start_spamkit(port, db, installed, env, CLIENTS))]
+    for name, start in daemons:
         port = free_port()
         process = start(port)
         try:
@@ -141,7 +151,8 @@ def spamd_report() -> str:
     lines += ["", "Each message's time includes starting a spamc process, as a .qmail or "
                   "procmail line does. SpamAssassin's spamd forks a child a connection from a "
                   f"pool of {CLIENTS}; `spamkit spamd` is one process that scans on "
-                  f"{CLIENTS} threads under one interpreter lock."]
+                  f"{CLIENTS} threads under one interpreter lock, or with `--processes {CLIENTS}` "
+                  f"{CLIENTS} forked processes of one scan each (decision 0051)."]
     return "\n".join(lines)
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from smtpfilter.logtext import printable
@@ -280,28 +282,66 @@ def _databases(value: str) -> set[str]:
 
 
 class SpamdServer:
-    """The asyncio side: connections, the client allowlist, the cap on requests at once."""
+    """The asyncio side: listening, the client allowlist, the cap on requests at once."""
 
     def __init__(self, service: SpamdService, allowed: Networks, max_children: int = 5,
                  max_message: int = MAX_MESSAGE) -> None:
         self.service = service
         self.allowed = allowed
-        self.children = asyncio.Semaphore(max_children)
+        self.max_children = max_children
         self.max_message = max_message
         self.in_flight = 0
 
+    async def serve(self, listening: list[socket.socket], stop: asyncio.Event) -> None:
+        """Answer connections on the `listening` sockets until `stop` is set; then take no
+        more, and return once those taken are answered.
+
+        A connection is taken only while fewer than max_children are: a slot a request,
+        from reading it to answering it, so at most max_children messages are held at once
+        (50 MB each at worst). The other clients wait in the kernel's queue, unread, as
+        they wait for a free child of SpamAssassin's spamd; and where several processes
+        share the sockets (smtpfilter.prefork), the next one goes to a process that can
+        serve it now."""
+        loop = asyncio.get_running_loop()
+        taken: set[asyncio.Task[None]] = set()
+
+        def start(connection: socket.socket) -> None:
+            task = loop.create_task(self._connection(connection))
+            taken.add(task)
+            task.add_done_callback(finished)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            taken.discard(task)
+            acceptor.release()
+
+        acceptor = _Acceptor(loop, listening, self.max_children, start)
+        try:
+            await stop.wait()
+        finally:
+            acceptor.stop()
+        if taken:
+            await asyncio.wait(taken)
+
+    async def _connection(self, connection: socket.socket) -> None:
+        try:
+            if connection.family == socket.AF_UNIX:
+                reader, writer = await asyncio.open_unix_connection(sock=connection)
+            else:
+                reader, writer = await asyncio.open_connection(sock=connection)
+        except OSError:
+            connection.close()
+            return
+        await self.connected(reader, writer)
+
     async def connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, already given its slot: the allowlist, then the request."""
         peer = writer.get_extra_info("peername")
         client = peer[0] if isinstance(peer, tuple) else "unix"
         if client != "unix" and client not in self.allowed:
             log.warning("spamd: connection from %s refused (not in --allowed-ips)", client)
             writer.close()
             return
-        # A slot a request, from reading it to answering it: at most max_children
-        # messages are held at once (50 MB each at worst); the other clients wait, unread,
-        # as they wait for a free child of SpamAssassin's spamd.
-        async with self.children:
-            await self._serve_one(client, reader, writer)
+        await self._serve_one(client, reader, writer)
 
     async def _serve_one(self, client: str, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -345,3 +385,72 @@ def _log(client: str, request: Request | None, reply: bytes, seconds: float) -> 
              request.method, printable(request.header("user")) or "-", len(request.body), spam,
              status, seconds)
 
+
+
+# after a failed accept (out of file descriptors, say), seconds before trying again
+ACCEPT_PAUSE = 1.0
+
+
+class _Acceptor:
+    """Accepts connections on the listening sockets while fewer than `slots` are open.
+
+    The loop is asked to watch the sockets only while a slot is free, and a call accepts
+    one connection: a process never takes more than it can serve (asyncio's own server
+    accepts all that wait, a hundred at a time), and a connection another process
+    sharing the socket took first is simply not there (BlockingIOError)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, listening: list[socket.socket], slots: int,
+                 start: Callable[[socket.socket], None]) -> None:
+        self.loop = loop
+        self.listening = listening
+        self.free = slots
+        self.start = start
+        self.watching = False
+        self.paused = False
+        self.stopped = False
+        for listener in listening:
+            listener.setblocking(False)
+        self._update()
+
+    def _update(self) -> None:
+        """Watch the sockets when a slot is free (and not paused or stopped), else not."""
+        on = self.free > 0 and not self.paused and not self.stopped
+        if on == self.watching:
+            return
+        for listener in self.listening:
+            if on:
+                self.loop.add_reader(listener.fileno(), self._accept_one, listener)
+            else:
+                self.loop.remove_reader(listener.fileno())
+        self.watching = on
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up waiting
+        except OSError as error:
+            log.warning("spamd: cannot accept a connection (%s); trying again in %g s",
+                        error.strerror or error, ACCEPT_PAUSE)
+            self.paused = True
+            self._update()
+            self.loop.call_later(ACCEPT_PAUSE, self._resume)
+            return
+        connection.setblocking(False)
+        self.free -= 1
+        self._update()
+        self.start(connection)
+
+    def _resume(self) -> None:
+        self.paused = False
+        self._update()
+
+    def release(self) -> None:
+        """A connection has closed: its slot is free again."""
+        self.free += 1
+        self._update()
+
+    def stop(self) -> None:
+        """Take no more connections."""
+        self.stopped = True
+        self._update()

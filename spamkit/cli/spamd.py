@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import signal
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from smtpfilter.prefork import parent_gone
 from spamkit.cli import config_option, db_option, resolve_db_path
 from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
 from spamkit.config import load_config
@@ -24,7 +26,8 @@ from spamkit.verdict import Scanner, reload_logged
 _log = logging.getLogger("spamkit.spamd")
 
 if TYPE_CHECKING:
-    from smtpfilter.spamd import SpamdServer
+    from smtpfilter.networks import Networks
+    from smtpfilter.spamd import SpamdServer, SpamdService
 
 
 @click.command()
@@ -38,6 +41,9 @@ if TYPE_CHECKING:
               help="Clients (addresses or networks, comma-separated) that may connect over TCP.")
 @click.option("--max-children", type=click.IntRange(1, 256), default=5, show_default=True,
               help="Messages scanned at once; more connections wait their turn.")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes sharing the port, as SpamAssassin's spamd forks children: one "
+                   "process scans on one core at a time. --max-children is shared among them.")
 @click.option("--allow-tell", is_flag=True,
               help="Accept TELL (spamc -L spam|ham|forget): learning from whoever can connect.")
 @click.option("--pyzor", "ask_pyzor", is_flag=True,
@@ -47,8 +53,8 @@ if TYPE_CHECKING:
 @db_option
 @config_option
 def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: str,
-          max_children: int, allow_tell: bool, ask_pyzor: bool, autolearn: bool, run_as: str | None,
-          db_path: str | None, config_path: str | None) -> None:
+          max_children: int, processes: int, allow_tell: bool, ask_pyzor: bool, autolearn: bool,
+          run_as: str | None, db_path: str | None, config_path: str | None) -> None:
     """Answer SpamAssassin's spamd protocol, so spamc, qpsmtpd's spamassassin plugin,
     Exim's spamd_address and amavis use spamkit in its place: CHECK, SYMBOLS, REPORT,
     REPORT_IFSPAM, PROCESS, HEADERS, PING, SKIP, and TELL with --allow-tell.
@@ -63,12 +69,21 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     does not run as root: started as root, it needs --user. A token database it cannot
     use (unreachable, or found damaged) does not stop it: each request gets
     WhenDatabaseDown until a retry (every DatabaseRetry seconds) finds it sound.
+
+    With --processes N, the process started loads the rules once and forks N children
+    that answer the requests; it replaces a child that dies, passes SIGTERM on, and on
+    SIGHUP starts new children from the configuration read again (the old ones finish
+    what they hold). Signals go to it, not to the children.
     """
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
     from spamkit.pyzor import require_package
 
     _refuse_ignored_options(socket_path is not None)
+    if processes > max_children:
+        raise click.BadParameter(f"{processes} processes cannot share {max_children} children "
+                                 "(--max-children): each process scans one message at a time at "
+                                 "least", param_hint="--processes")
     if ask_pyzor:
         require_package("spamkit spamd --pyzor")  # at start, not at the first message
     account = account_to_run_as(run_as, "spamd")
@@ -80,7 +95,9 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         allowed = Networks([part.strip() for part in allowed_ips.split(",") if part.strip()])
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--allowed-ips") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s[%(process)d] %(message)s" if processes > 1
+                        else "%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
     # one it cannot use does not stop it: WhenDatabaseDown, and tries every DatabaseRetry s
     database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"], _log)
@@ -91,11 +108,33 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
         scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
         scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"], ask_pyzor)
-        server = SpamdServer(service, allowed, max_children)
+        listening = _unix_listener(socket_path, mode, account) if socket_path else _tcp_listeners(listen)
+        try:
+            if processes == 1:
+                if account is not None:
+                    become(account, scanner)  # never scan as root, nor with a scanner that cannot scan
+            else:
+                _try_a_child(database, account, scanner)
+            where = socket_path or listen
+            running_as = f" running as {account.pw_name}" if account is not None else ""
+            click.echo(f"spamkit spamd: listening on {where}, "
+                       f"{f'{processes} processes' if processes > 1 else 'one process'}{running_as}",
+                       err=True)
 
-        asyncio.run(_serve(server, listen, socket_path, mode, account, max_children,
-                           lambda current: reload_logged(current, config_path, database.store, _log),
-                           database.refreshed))
+            def reload(current: Scanner) -> Scanner | None:
+                return reload_logged(current, config_path, database.store, _log)
+
+            if processes == 1:
+                asyncio.run(_serve(SpamdServer(service, allowed, max_children), listening, reload,
+                                   database.refreshed))
+            else:
+                _serve_in_processes(service, allowed, max_children, processes, listening, account,
+                                    database, reload)
+        finally:
+            for listener in listening:
+                listener.close()
+            if socket_path:
+                _remove_socket(socket_path)
     finally:
         database.close()
 
@@ -116,77 +155,160 @@ def _refuse_ignored_options(on_a_socket: bool) -> None:
         raise click.UsageError("--socket-mode is for --socket; over TCP, --allowed-ips says who may connect")
 
 
-async def _serve(server: SpamdServer, listen: str, socket_path: str | None, mode: int,
-                 account: pwd.struct_passwd | None, max_children: int,
-                 reload: Callable[[Scanner], Scanner | None],
-                 database_back: Callable[[Scanner], Scanner | None]) -> None:
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=max_children,
-                                                 thread_name_prefix="spamkit-spamd"))
-    if socket_path:
-        if os.path.exists(socket_path) and not _is_socket(socket_path):
-            raise ConfigError(f"--socket {socket_path}: a file that is not a socket is there")
-        if os.path.exists(socket_path):
-            os.unlink(socket_path)  # a socket left by a spamd that was killed
-        try:
-            listening = await asyncio.start_unix_server(server.connected, socket_path)
-        except OSError as error:  # (asyncio's has no file name: "No such file or directory" alone)
-            raise OSError(error.errno, error.strerror, socket_path) from None
-        os.chmod(socket_path, mode)
+# connections waiting to be taken, a listening socket (asyncio's own servers' backlog)
+LISTEN_BACKLOG = 100
+
+
+def _tcp_listeners(listen: str) -> list[socket.socket]:
+    """A listening socket for each address HOST stands for, as asyncio's start_server
+    binds them (SO_REUSEADDR; an IPv6 socket takes IPv6 alone)."""
+    host, port = host_port(listen)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listening: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listener = socket.socket(family, kind, proto)
+            listening.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                listener.bind(address)
+            except OSError as error:
+                raise OSError(error.errno, f"cannot listen on {listen}: {error.strerror}") from None
+            listener.listen(LISTEN_BACKLOG)
+    except BaseException:
+        for listener in listening:
+            listener.close()
+        raise
+    return listening
+
+
+def _unix_listener(path: str, mode: int, account: pwd.struct_passwd | None) -> list[socket.socket]:
+    """The Unix socket at `path`, a stale one (left by a spamd that was killed) replaced."""
+    if os.path.exists(path) and not _is_socket(path):
+        raise ConfigError(f"--socket {path}: a file that is not a socket is there")
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(LISTEN_BACKLOG)
+        os.chmod(path, mode)
         if account is not None:
-            os.chown(socket_path, account.pw_uid, account.pw_gid)
-        where = socket_path
-    else:
-        host, port = host_port(listen)
-        listening = await asyncio.start_server(server.connected, host, port)
-        where = f"{host}:{port}"
+            os.chown(path, account.pw_uid, account.pw_gid)
+    except OSError as error:
+        listener.close()
+        raise OSError(error.errno, error.strerror, path) from None
+    return [listener]
+
+
+def _remove_socket(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:  # its directory is not ours to change: the next start removes it
+        _log.warning("spamd: could not remove %s: %s", path, error)
+
+
+def _serve_in_processes(service: SpamdService, allowed: Networks, max_children: int, processes: int,
+                        listening: list[socket.socket], account: pwd.struct_passwd | None,
+                        database: DatabaseWatch, reload: Callable[[Scanner], Scanner | None]) -> None:
+    """--processes: this process supervises (smtpfilter.prefork) and each child serves.
+
+    Started as root, the supervisor stays root, as SpamAssassin's spamd and Postfix's
+    master do: a child's database handle cannot be the parent's (LMDB's may not cross a
+    fork), so each child opens its own and only then gives up root, and a child that
+    replaces one that died must be able to do the same. The supervisor reads no request;
+    it forks, waits, and reads the configuration again on SIGHUP."""
+    from smtpfilter.prefork import Prefork, share
+    from smtpfilter.spamd import SpamdServer
+
+    parent = os.getpid()
+
+    def child(index: int) -> int:
+        _start_child(database, account, service.scanner)
+        server = SpamdServer(service, allowed, share(max_children, processes, index))
+        asyncio.run(_serve(server, listening, None, database.refreshed, parent))
+        return 0
+
+    def reread() -> bool:
+        scanner = reload(service.scanner)
+        if scanner is None:
+            return False
+        service.scanner = scanner
+        _log.info("reload: configuration and rules (%d) read again; new children start",
+                  scanner.rules.report.loaded)
+        return True
+
+    Prefork(processes, child, reread, _log).run()
+
+
+def _start_child(database: DatabaseWatch, account: pwd.struct_passwd | None, scanner: Scanner) -> None:
+    """What a child of --processes does first: open its own handle on the database (while
+    it still may), then give up root."""
+    if database.store is not None:
+        database.store.meta_value("tokenizer")
     if account is not None:
-        try:
-            become(account, server.service.scanner)
-        except (OSError, ConfigError):
-            listening.close()  # never scan as root, nor with a scanner that cannot scan
-            raise
+        become(account, scanner)  # never scan as root, nor with a scanner that cannot scan
+
+
+def _try_a_child(database: DatabaseWatch, account: pwd.struct_passwd | None, scanner: Scanner) -> None:
+    """A child's start, tried once in a child of its own before the children start for
+    good: a start that cannot work (the user cannot read Python, say) stops spamd with
+    its reason, instead of children that die and are replaced without end."""
+    from smtpfilter.prefork import try_in_a_child
+
+    failure = try_in_a_child(lambda: _start_child(database, account, scanner))
+    if failure is not None:
+        raise ConfigError(f"--processes: a child could not start: {failure}")
+
+
+async def _serve(server: SpamdServer, listening: list[socket.socket],
+                 reload: Callable[[Scanner], Scanner | None] | None,
+                 database_back: Callable[[Scanner], Scanner | None], parent: int | None = None) -> None:
+    """Answer requests until SIGTERM or SIGINT; SIGHUP reloads with `reload` (a child of
+    --processes has none: its parent reloads), and a child stops when `parent` is gone."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=server.max_children,
+                                                 thread_name_prefix="spamkit-spamd"))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    async def reread() -> None:
-        """SIGHUP: the configuration, rules and lists read again (on a worker thread: a
-        rule set may take seconds to compile); requests go on with the old scanner until
-        the new one is ready. A broken configuration changes nothing."""
-        scanner = await loop.run_in_executor(None, reload, server.service.scanner)
-        if scanner is not None:
-            server.service.scanner = scanner
-            _log.info("reload: configuration and rules (%d) read again", scanner.rules.report.loaded)
+    if reload is not None:
+        async def reread() -> None:
+            """SIGHUP: the configuration, rules and lists read again (on a worker thread: a
+            rule set may take seconds to compile); requests go on with the old scanner until
+            the new one is ready. A broken configuration changes nothing."""
+            assert reload is not None
+            scanner = await loop.run_in_executor(None, reload, server.service.scanner)
+            if scanner is not None:
+                server.service.scanner = scanner
+                _log.info("reload: configuration and rules (%d) read again", scanner.rules.report.loaded)
 
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
 
     async def watch_database() -> None:
         """A token database that could not be used is tried again (DatabaseWatch), on a
-        worker thread: opening and checking it may take a second."""
+        worker thread: opening and checking it may take a second. A child also looks
+        for its parent: killed with -9, it cannot pass SIGTERM on."""
         while True:
             await asyncio.sleep(1)
+            if parent is not None and parent_gone(parent):
+                _log.warning("spamd: the parent process (pid %d) is gone; stopping", parent)
+                stop.set()
+                return
             scanner = await loop.run_in_executor(None, database_back, server.service.scanner)
             if scanner is not None:
                 server.service.scanner = scanner
 
     watching = loop.create_task(watch_database())
-    click.echo(f"spamkit spamd: listening on {where}"
-               f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
-    async with listening:
-        await stop.wait()
+    try:
+        await server.serve(listening, stop)
+    finally:
         watching.cancel()
-        listening.close()  # no new connections; those in progress finish
-        while server.in_flight:
-            await asyncio.sleep(0.05)
-    if socket_path:
-        try:
-            os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
-        except OSError as error:  # its directory is not ours to change: the next start removes it
-            logging.getLogger("spamkit.spamd").warning("spamd: could not remove %s: %s",
-                                                       socket_path, error)
 
 
 def _is_socket(path: str) -> bool:

@@ -370,22 +370,29 @@ def test_a_user_given_as_an_address_gets_their_own_lists(start_spamd, db: Path, 
     assert spamd.stop()[0] == 0
 
 
-def test_sighup_reads_the_configuration_and_lists_again(db: Path, tmp_path: Path) -> None:
-    """SIGHUP (`systemctl reload`): a new TagLevel and a new blacklist entry apply to the
-    next request; a typo is logged and changes nothing."""
+def _start_with_tag_level_10(db: Path, *options: str) -> tuple[Spamd, Path]:
+    """spamd with a configuration (TagLevel 10) in a directory of its own, which the user
+    it becomes can read, for a test to change and reload: (spamd, that directory)."""
     import tempfile
 
-    etc = Path(tempfile.mkdtemp(prefix="spamkit-etc-"))  # readable by the user it becomes
+    etc = Path(tempfile.mkdtemp(prefix="spamkit-etc-"))
     etc.chmod(0o755)
     config = etc / "spamkit.toml"
     config.write_text('Sensitivity = "custom"\nTagLevel = 10\n')
     config.chmod(0o644)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
-                                "--db", str(db), "--config", str(config),
+                                "--db", str(db), "--config", str(config), *options,
                                 *(["--user", "nobody"] if os.geteuid() == 0 else [])],
                                stderr=subprocess.PIPE)
-    spamd = Spamd(process, port, None)
+    return Spamd(process, port, None), etc
+
+
+def test_sighup_reads_the_configuration_and_lists_again(db: Path, tmp_path: Path) -> None:
+    """SIGHUP (`systemctl reload`): a new TagLevel and a new blacklist entry apply to the
+    next request; a typo is logged and changes nothing."""
+    spamd, etc = _start_with_tag_level_10(db)
+    config, process, port = etc / "spamkit.toml", spamd.process, spamd.port or 0
     message = b"From: someone@pest.example\r\nSubject: lunch\r\n\r\nsee you at noon\r\n"
     try:
         wait_for_port(port, 30)
@@ -470,6 +477,142 @@ def test_many_large_requests_at_once_hold_memory_for_max_children_only(start_spa
     grown_mib = (kib("VmHWM:") - before) / 1024
     assert grown_mib < 150, grown_mib  # 12 messages held at once would be 240 MiB and more
     assert spamd.stop()[0] == 0
+
+
+def _children(parent: int) -> set[int]:
+    """The live processes whose parent is `parent` (from /proc, as ps reads it)."""
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition, what: str, seconds: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return value
+
+
+_SMALL = b"From: a@example.org\r\nSubject: lunch\r\n\r\nsee you at noon\r\n"
+
+
+def test_processes_take_connections_only_with_a_free_slot(start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """--processes 2 --max-children 2: two children of one slot each. Two requests held
+    half-sent at once must be in different children (a child with no free slot takes no
+    connection), and both are answered once whole."""
+    spamd = start_spamd(db, "--processes", "2", "--max-children", "2")
+    children = _wait_for(lambda: len(_children(spamd.process.pid)) == 2 and _children(spamd.process.pid),
+                         "two children")
+    request = b"CHECK SPAMC/1.5\r\nContent-length: " + str(len(_SMALL)).encode() + b"\r\n\r\n" + _SMALL
+    held = [socket.create_connection(("127.0.0.1", spamd.port), timeout=30) for _ in range(2)]
+    try:
+        for connection in held:
+            connection.sendall(request[:-10])
+        time.sleep(0.5)  # both taken and waiting for the rest
+        answers = []
+        for connection in held:
+            connection.sendall(request[-10:])
+            connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+            answers.append(answer)
+    finally:
+        for connection in held:
+            connection.close()
+    assert all(a.startswith(b"SPAMD/1.1 0 EX_OK\r\n") for a in answers), answers
+    assert spamd.spamc(_SMALL, "-c").returncode == 0
+    code, log = spamd.stop()
+    assert code == 0
+    served_by = {int(line.split("spamkit.spamd[", 1)[1].split("]", 1)[0])
+                 for line in log.splitlines() if "method=CHECK" in line}
+    assert served_by == children, (served_by, children)
+    from smtpfilter.mailstats import MailStats, read_line  # (its lines, a pid in them, still count)
+
+    stats = MailStats(tag_level=5.0)
+    stats.add_all(event for line in log.splitlines() if (event := read_line(line)) is not None)
+    assert stats.as_json()["spamd"] == {"requests": 3, "spam": 0, "failed": 0}
+
+
+def test_a_child_that_dies_is_replaced_and_sighup_starts_new_ones(db: Path, tmp_path: Path) -> None:
+    """kill -9 of a child: another takes its place and requests go on. SIGHUP: the parent
+    reads the configuration again and new children answer with it; SIGTERM ends them all."""
+    spamd, etc = _start_with_tag_level_10(db, "--processes", "2")
+    config, process, port = etc / "spamkit.toml", spamd.process, spamd.port or 0
+    try:
+        wait_for_port(port, 60)
+        first = _wait_for(lambda: len(_children(process.pid)) == 2 and _children(process.pid), "two children")
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        second = _wait_for(lambda: (now := _children(process.pid)) and len(now) == 2 and killed not in now
+                           and now, "a child in place of the one killed")
+        for _ in range(4):
+            checked = spamd.spamc(_SMALL, "-c")
+            assert checked.returncode == 0 and checked.stdout.decode().strip().endswith("/10.0"), checked
+        config.write_text('Sensitivity = "custom"\nTagLevel = 12\n')
+        process.send_signal(signal.SIGHUP)
+        third = _wait_for(lambda: (now := _children(process.pid)) and len(now) == 2 and not now & second
+                          and now, "new children after SIGHUP")
+        for _ in range(4):
+            assert spamd.spamc(_SMALL, "-c").stdout.decode().strip().endswith("/12.0")
+    finally:
+        code, log = spamd.stop()
+        shutil.rmtree(etc, ignore_errors=True)
+    assert code == 0
+    assert f"(pid {killed}) was killed by SIGKILL" in log
+    assert "new children start" in log
+    # the supervisor waited for its children before it ended
+    assert not any(_running(pid) for pid in first | second | third)
+
+
+def test_children_stop_when_the_parent_is_killed(start_spamd, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """The parent killed with -9 cannot pass SIGTERM on: its children see it gone and stop
+    by themselves, leaving no process on the port. On a Unix socket, too."""
+    spamd = start_spamd(db, "--processes", "2", "--max-children", "4", unix=True)
+    children = _wait_for(lambda: len(_children(spamd.process.pid)) == 2 and _children(spamd.process.pid),
+                         "two children")
+    assert spamd.spamc(_SMALL, "-c").returncode == 0
+    spamd.process.kill()
+    spamd.process.wait(10)
+    _wait_for(lambda: not any(_running(pid) for pid in children), "children still running", 10)
+
+
+def test_a_child_s_start_is_tried_once_and_its_failure_said() -> None:
+    """try_in_a_child, which --processes runs before its children start for good: what
+    the child raised comes back as its message, and a child killed says so."""
+    from smtpfilter.prefork import try_in_a_child
+
+    def fails() -> None:
+        raise OSError("nobody cannot read /root/.pyenv")
+
+    assert try_in_a_child(lambda: None) is None
+    assert try_in_a_child(fails) == "nobody cannot read /root/.pyenv"
+    assert try_in_a_child(lambda: os.kill(os.getpid(), signal.SIGKILL)) == "the child was killed by SIGKILL"
+
+
+def test_more_processes_than_children_is_refused(db: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{free_port()}",
+                           "--db", str(db), "--processes", "3", "--max-children", "2",
+                           *(["--user", "nobody"] if os.geteuid() == 0 else [])],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--processes" in done.stderr and "3 processes cannot share 2 children" in done.stderr
 
 
 @settings(max_examples=300, deadline=None)
