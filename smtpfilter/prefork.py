@@ -2,19 +2,22 @@
 
 One Python process scans on one core at a time (the interpreter lock), however many
 threads it has. SpamAssassin's spamd forks children that share its listening socket; this
-does the same. The parent loads the configuration and the rules, binds the socket, gives
-up root, then forks; each child accepts only while it has a free slot, so the kernel
-hands a connection to a child that can take it now.
+does the same. The parent loads the configuration and the rules, binds the socket, then
+forks; each child gives up root (the caller's `child` does, once its own database handle
+is open) and accepts only while it has a free slot, so the kernel hands a connection to
+a child that can take it now.
 
-The parent only supervises (reliability checklist 9 and 39: a scan that crashes loses
-one child, never the port):
+The parent reads no request and only supervises (a scan that crashes loses one child,
+never the port):
 - a child that dies is logged and replaced; one that dies within CHILD_SETTLED seconds
   of its start is replaced after a delay that doubles (to RESPAWN_DELAY_MAX), so a child
-  that cannot run does not make the parent fork in a tight loop;
+  that cannot run does not make the parent fork in a tight loop (a fork that fails, out
+  of memory or processes, is tried again after RESPAWN_DELAY_MAX);
 - SIGTERM or SIGINT is passed to the children; the parent waits for them (each finishes
   the requests it holds) and then returns;
 - SIGHUP: the parent reads the configuration again (`reload`); when that worked, a new
-  set of children starts from it and the old ones are told to finish and leave.
+  set of children starts from it and the old ones are told to finish and leave. When it
+  did not (or raised), the children go on as they were.
 A child whose parent has gone (killed with -9) notices within a second and stops the
 same way (`parent_gone`).
 """
@@ -71,7 +74,7 @@ class Prefork:
                 if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                     self._stop_all()
                     return 0
-                if received is not None and received.si_signo == signal.SIGHUP and self.reload():
+                if received is not None and received.si_signo == signal.SIGHUP and self._reloaded():
                     self._replace_all(previous_mask)
                 now = time.monotonic()
                 for index, due in list(self._due.items()):
@@ -81,6 +84,13 @@ class Prefork:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
+    def _reloaded(self) -> bool:
+        try:
+            return self.reload()
+        except Exception:  # (the children it has go on serving)
+            self.log.exception("reload failed; the children go on as they were")
+            return False
+
     def _fork(self, index: int, previous_mask: set[int | signal.Signals]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -88,7 +98,14 @@ class Prefork:
         # what was there at the fork alone (the parent's goes on collecting: its old rules
         # after a reload must be freed)
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as error:  # out of memory or processes: tried again later
+            gc.unfreeze()
+            self._due[index] = time.monotonic() + RESPAWN_DELAY_MAX
+            self.log.error("could not start child %d (%s); trying again in %g s", index,
+                           error.strerror or error, RESPAWN_DELAY_MAX)
+            return
         if pid != 0:
             gc.unfreeze()
         else:

@@ -290,7 +290,6 @@ class SpamdServer:
         self.allowed = allowed
         self.max_children = max_children
         self.max_message = max_message
-        self.in_flight = 0
 
     async def serve(self, listening: list[socket.socket], stop: asyncio.Event) -> None:
         """Answer connections on the `listening` sockets until `stop` is set; then take no
@@ -347,7 +346,6 @@ class SpamdServer:
                          writer: asyncio.StreamWriter) -> None:
         started = time.monotonic()
         request: Request | None = None
-        self.in_flight += 1
         try:
             try:
                 request = await asyncio.wait_for(read_request(reader, self.max_message), READ_TIMEOUT)
@@ -370,7 +368,6 @@ class SpamdServer:
         except (ConnectionError, OSError):
             pass  # the client went away: nothing to answer
         finally:
-            self.in_flight -= 1
             writer.close()
 
 
@@ -384,7 +381,6 @@ def _log(client: str, request: Request | None, reply: bytes, seconds: float) -> 
     log.info("spamd: client=%s method=%s user=%s size=%d spam=%r reply=%r time=%.3fs", client,
              request.method, printable(request.header("user")) or "-", len(request.body), spam,
              status, seconds)
-
 
 
 # after a failed accept (out of file descriptors, say), seconds before trying again

@@ -571,12 +571,18 @@ def test_a_child_that_dies_is_replaced_and_sighup_starts_new_ones(db: Path, tmp_
                           and now, "new children after SIGHUP")
         for _ in range(4):
             assert spamd.spamc(_SMALL, "-c").stdout.decode().strip().endswith("/12.0")
+        config.write_text('Sensitivity = "custom"\nTagLevel = 1\nTagLevle = 2\n')  # a typo
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert _children(process.pid) == third  # the children it has go on, unchanged
+        assert spamd.spamc(_SMALL, "-c").stdout.decode().strip().endswith("/12.0")
     finally:
         code, log = spamd.stop()
         shutil.rmtree(etc, ignore_errors=True)
     assert code == 0
     assert f"(pid {killed}) was killed by SIGKILL" in log
-    assert "new children start" in log
+    assert log.count("new children start") == 1
+    assert f"{config}:3" in log  # the typo, with its line
     # the supervisor waited for its children before it ended
     assert not any(_running(pid) for pid in first | second | third)
 
