@@ -69,7 +69,9 @@ class Prefork:
             for index in range(self.processes):
                 self._fork(index, previous_mask)
             while True:
-                received = signal.sigtimedwait(_SUPERVISED, 1.0)
+                # (woken by a signal, by a replacement falling due, or once a second)
+                wait = min([1.0, *(due - time.monotonic() for due in self._due.values())])
+                received = signal.sigtimedwait(_SUPERVISED, max(wait, 0.0))
                 self._reap()
                 if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                     self._stop_all()

@@ -612,6 +612,37 @@ def test_a_child_s_start_is_tried_once_and_its_failure_said() -> None:
     assert try_in_a_child(lambda: os.kill(os.getpid(), signal.SIGKILL)) == "the child was killed by SIGKILL"
 
 
+def test_a_child_that_cannot_run_is_not_forked_in_a_tight_loop(tmp_path: Path) -> None:
+    """A child that ends at once is replaced after delays that double (0.1 s, 0.2 s, ...):
+    a handful of starts in three seconds, not thousands; SIGTERM then ends the supervisor
+    with status 0."""
+    import logging
+
+    from smtpfilter.prefork import Prefork
+
+    starts = tmp_path / "starts"
+
+    def child(index: int) -> int:
+        with starts.open("a") as record:
+            record.write(f"{time.monotonic()}\n")
+        return 1
+
+    supervisor = os.fork()
+    if supervisor == 0:
+        code = 1
+        try:
+            code = Prefork(1, child, lambda: False, logging.getLogger("test-prefork")).run()
+        finally:
+            os._exit(code)
+    time.sleep(3)
+    os.kill(supervisor, signal.SIGTERM)
+    _, status = os.waitpid(supervisor, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    times = [float(line) for line in starts.read_text().split()]
+    assert 3 <= len(times) <= 8, times
+    assert times[-1] - times[-2] >= 0.5  # the delay has grown
+
+
 def test_more_processes_than_children_is_refused(db: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{free_port()}",
                            "--db", str(db), "--processes", "3", "--max-children", "2",
