@@ -25,7 +25,11 @@ from spamkit.sources import iter_messages
 @click.option("--dns", "ask_dns", is_flag=True,
               help="Also ask each DNS list the SMTP filter uses (RBLList, SBLList, UBLList) "
                    "its RFC 5782 test entries, now, through DnsServers.")
-def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], ask_dns: bool) -> None:
+@click.option("--skipped", "list_skipped", is_flag=True,
+              help="Name each rule that does not run here, where it is defined and why "
+                   "(--json always lists them, in skipped_rules).")
+def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], ask_dns: bool,
+         list_skipped: bool) -> None:
     """Check the configuration, rule files and lists, like `spamassassin --lint`.
 
     Every rule is compiled and tried on adversarial input. Exit status 0 when there are
@@ -75,10 +79,14 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
         if ask_dns and not dns_lists:
             click.echo("--dns: the SMTP filter asks no DNS list (SmtpFilters has no dnsbl, "
                        "rhsbl or uribl with a list)")
+        for skipped_rule in report.skipped_rules if list_skipped else ():
+            click.echo(f"skipped: {skipped_rule.describe()}")
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
         unknown = sum(report.unknown_directives.values())
         click.echo(f"{report.files} files, {report.rules} rules read, {report.loaded} run, "
                    f"skipped: {skipped}; {unknown} unknown directives; {len(errors)} errors")
+        if report.skipped_rules and not list_skipped:
+            click.echo("(`spamkit lint --skipped` names the rules skipped)")
     sys.exit(1 if errors else 0)
 
 

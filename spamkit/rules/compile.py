@@ -89,7 +89,7 @@ def build_rules(parsed: ParsedRules, probe: bool = True,
             # SPOOFED_FREEMAIL hits 163 test-fold messages. The SPF, DKIM, DMARC and Pyzor
             # evals run: the SMTP filter made the lookups and wrote their results into the
             # message.
-            report.skip("network test")
+            report.skip("network test", name, rule.origin, rule.eval_name or "")
             continue
         rules[name] = rule
     cache.save()
@@ -110,12 +110,14 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
         if evaluation:
             args = tuple(_eval_args(evaluation.group("args")))
             if not supported(evaluation.group("name"), args):
-                report.skip("eval not implemented")
+                report.skip("eval not implemented", definition.name, definition.origin,
+                            evaluation.group("name"))
                 return None
             if getattr(EVALS[evaluation.group("name")], "reads_rule_kind", False):
                 # (it measures the text its rule reads, which only body and rawbody rules have)
                 if definition.kind not in (Kind.BODY, Kind.RAWBODY):
-                    report.skip("eval not implemented")
+                    report.skip("eval not implemented", definition.name, definition.origin,
+                                f"{evaluation.group('name')} in a {definition.kind.value} rule")
                     return None
                 args = (definition.kind.value, *args)
             rule.eval_name = evaluation.group("name")
@@ -137,7 +139,7 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
             text, rule.reads_bytes = as_byte_rule(text), True
     except (PerlRegexError, ValueError, SyntaxError) as error:
         report.errors.append(f"{definition.origin}: {definition.name}: {error}")
-        report.skip("does not compile")
+        report.skip("does not compile", definition.name, definition.origin)
         return None
     key = RuleCache.key(definition.kind.value, probe, text)
     verdict = cache.get(key)
@@ -146,7 +148,7 @@ def _compile_one(definition: Definition, text: str, report: LoadReport, probe: b
         cache.put(key, verdict)
     if verdict.get("error"):
         report.errors.append(f"{definition.origin}: {definition.name}: {verdict['error']}")
-        report.skip(verdict.get("reason", "does not compile"))
+        report.skip(verdict.get("reason", "does not compile"), definition.name, definition.origin)
         return None
     rule.regex_source = text
     if verdict.get("re2"):
@@ -259,7 +261,7 @@ def _order_metas(rules: dict[str, Rule], report: LoadReport) -> None:
         cycle = " -> ".join(error.args[1])
         for name in set(error.args[1]):
             report.errors.append(f"{metas[name].origin}: {name}: meta rules depend on each other ({cycle})")
-            report.skip("meta cycle")
+            report.skip("meta cycle", name, metas[name].origin)
             del metas[name]
         order = [n for n in TopologicalSorter({n: [d for d in g if d in metas]
                                                for n, g in graph.items() if n in metas}).static_order()]

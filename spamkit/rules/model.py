@@ -128,15 +128,32 @@ class LoadReport:
     rules: int = 0  # definitions read
     loaded: int = 0  # rules that run
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # each rule skipped, named: an administrator asks which rules of theirs never run
+    skipped_rules: list[SkippedRule] = field(default_factory=list)
     unknown_directives: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # "file:line: message"
     warnings: list[str] = field(default_factory=list)
 
-    def skip(self, reason: str) -> None:
+    def skip(self, reason: str, rule: str, origin: str, detail: str = "") -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.skipped_rules.append(SkippedRule(rule, origin, reason, detail))
 
     def as_json(self) -> dict[str, object]:
         return {"files": self.files, "rules": self.rules, "loaded": self.loaded,
                 "skipped": sum(self.skipped.values()), "skipped_by_reason": self.skipped,
+                "skipped_rules": [vars(skipped) for skipped in self.skipped_rules],
                 "unknown_directives": self.unknown_directives, "errors": self.errors,
                 "warnings": self.warnings}
+
+
+@dataclass(frozen=True)
+class SkippedRule:
+    """A rule that does not run, and why ("eval not implemented": `detail` names the eval)."""
+
+    rule: str
+    origin: str  # "file:line" of its definition
+    reason: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"{self.origin}: {self.rule}: {self.reason}{f' ({self.detail})' if self.detail else ''}"

@@ -130,6 +130,10 @@ def test_unknown_directives_and_evals_are_counted_not_fatal(tmp_path: Path) -> N
     assert ruleset.report.unknown_directives == {"frobnicate": 1}
     assert ruleset.report.skipped == {"eval not implemented": 1}
     assert "OK_RULE" in ruleset.rules and not ruleset.report.errors
+    [skipped] = ruleset.report.skipped_rules  # named, for `spamkit lint --skipped`
+    assert skipped.describe() == f"{path}:2: NET_RULE: eval not implemented (check_rbl)"
+    assert ruleset.report.as_json()["skipped_rules"] == [
+        {"rule": "NET_RULE", "origin": f"{path}:2", "reason": "eval not implemented", "detail": "check_rbl"}]
 
 
 def test_if_and_ifplugin_blocks(tmp_path: Path) -> None:

@@ -44,9 +44,22 @@ def test_lint_reports_debian_rules(tmp_path: Path) -> None:
                              str(DEBIAN_RULES), "--config", str(tmp_path / "none.toml")],
                             capture_output=True, text=True, timeout=300)
     report = json.loads(result.stdout)
-    assert {"files", "rules", "loaded", "skipped", "errors"} <= report.keys()
+    assert {"files", "rules", "loaded", "skipped", "errors", "skipped_rules"} <= report.keys()
     assert report["loaded"] > 2000
     assert result.returncode == (1 if report["errors"] else 0)
+    # each rule that does not run is named, as many as are counted
+    assert len(report["skipped_rules"]) == report["skipped"] > 0
+    assert all(skipped["origin"].startswith(str(DEBIAN_RULES)) for skipped in report["skipped_rules"])
+    text = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--skipped", "--rules",
+                           str(DEBIAN_RULES), "--config", str(tmp_path / "none.toml")],
+                          capture_output=True, text=True, timeout=300)
+    named = [line for line in text.stdout.splitlines() if line.startswith("skipped: ")]
+    assert named == [f"skipped: {s['origin']}: {s['rule']}: {s['reason']}"
+                     + (f" ({s['detail']})" if s["detail"] else "") for s in report["skipped_rules"]]
+    plain = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--rules", str(DEBIAN_RULES),
+                            "--config", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=300)
+    assert "`spamkit lint --skipped` names the rules skipped" in plain.stdout
+    assert not [line for line in plain.stdout.splitlines() if line.startswith("skipped: ")]
 
 
 def test_joined_paragraph_search_changes_no_result(all_messages: list[CorpusMessage]) -> None:
