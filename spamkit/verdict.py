@@ -39,7 +39,7 @@ from spamkit.rules import (
     RuleSet,
     load_rules,
 )
-from spamkit.rules.context import first_address
+from spamkit.rules.context import Verified, first_address
 from spamkit.rules.relays import RELAY_COUNTRY_TAGS
 from spamkit.sources import SourceItem
 from spamkit.store import Label, TokenStore
@@ -299,11 +299,14 @@ class Scanner:
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None,
-             with_bayes: bool = True, deadline: float | None = None) -> Verdict:
+             with_bayes: bool = True, deadline: float | None = None,
+             verified: Verified | None = None) -> Verdict:
         """`parsed`: `raw` already parsed with self.analyzer.limits, to save parsing twice.
         `with_bayes` False scores with the rules alone (the database is unreachable).
         `deadline` (time.monotonic()): the caller's own limit on the rules (the SMTP
-        filter's ScanBudget); the earlier of it and RuleTimeLimit from now applies."""
+        filter's ScanBudget); the earlier of it and RuleTimeLimit from now applies.
+        `verified`: what the SMTP filter's spf and dkim checks found as the message arrived
+        (the welcomelist evals trust nothing else)."""
         if with_bayes and self.use_bayes and self.database_down is not None:
             raise StoreUnavailable(self.database_down)
         deadline = self._deadline(deadline)
@@ -312,7 +315,7 @@ class Scanner:
         if with_bayes and self.use_bayes and self.bayes is not None:
             bayes = self.bayes.score(analysis.hashes, analysis.tokens, explain=15 if explain else 0,
                                      message=raw)
-        return self._judge(raw, analysis, bayes, envelope_from, recipients, explain, deadline)
+        return self._judge(raw, analysis, bayes, envelope_from, recipients, explain, deadline, verified)
 
     def _deadline(self, caller: float | None) -> float | None:
         """When a message's rules must stop: RuleTimeLimit from now, or the caller's
@@ -345,12 +348,12 @@ class Scanner:
 
     def _judge(self, raw: bytes, analysis: Analysis, bayes: BayesResult | None,
                envelope_from: str | None, recipients: tuple[str, ...], explain: bool,
-               deadline: float | None) -> Verdict:
+               deadline: float | None, verified: Verified | None = None) -> Verdict:
         """Rules, lists and the decision, once the message is analysed and Bayes has spoken."""
         context = MessageContext(raw, analysis.message, envelope_from=envelope_from,
                                  recipients=recipients,
                                  bayes_probability=bayes.probability if bayes else None,
-                                 max_bytes=self.config["MaxMessageSize"])
+                                 max_bytes=self.config["MaxMessageSize"], verified=verified)
         if not self.lists.empty:  # (the From address found only when a list may need it)
             senders = [first_address(envelope_from or ""), context.from_address]
             context.listed = self.lists.classify(senders, recipients)

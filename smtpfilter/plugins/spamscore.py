@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import cast
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
 from spamkit.errors import StoreError
+from spamkit.rules.context import Verified
 from spamkit.verdict import Scanner, Verdict, unscanned
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -50,9 +52,10 @@ class SpamScore(Filter):
             return CONTINUE
         earlier = tx.notes.get("parsed")  # (data, ParsedMessage) from a filter before us
         parsed = earlier[1] if isinstance(earlier, tuple) and earlier[0] is tx.data else None
+        verified = verified_at_the_door(tx)
         try:
             verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos), parsed=parsed,
-                                        deadline=tx.deadline)
+                                        deadline=tx.deadline, verified=verified)
             database_down = False
         except StoreError as error:  # (unreachable, or damage LMDB noticed as it read)
             policy = self.scanner.config["WhenDatabaseDown"]
@@ -65,7 +68,8 @@ class SpamScore(Filter):
                 tx.notes["score"] = tx.notes["spam"] = "unscanned"
                 return CONTINUE
             verdict = self.scanner.scan(tx.data, tx.mail_from or None, tuple(tx.rcpt_tos),
-                                        parsed=parsed, with_bayes=False, deadline=tx.deadline)
+                                        parsed=parsed, with_bayes=False, deadline=tx.deadline,
+                                        verified=verified)
             verdict.autolearn, verdict.autolearn_reason = "unavailable", str(error)
             database_down = True
         tx.notes["score"] = f"{verdict.score:.1f}"
@@ -84,3 +88,16 @@ class SpamScore(Filter):
         message goes on with its verdict (Scanner.autolearn marks it autolearn=failed)."""
         if self.scanner.autolearn(tx.data, verdict, f"smtp:{tx.peer}") == "failed":
             log.warning("autolearn failed for a message from %s: %s", tx.peer, verdict.autolearn_reason)
+
+
+def verified_at_the_door(tx: Transaction) -> Verified | None:
+    """What the spf and dkim filters before this one found (their notes), for the rules'
+    welcomelist evals; None when neither ran on this message (a local client's, say)."""
+    spf = tx.notes.get("spf")
+    dkim = tx.notes.get("dkim")
+    if spf is None and dkim is None:
+        return None
+    results = cast("list[tuple[str, str, str]]", dkim or [])  # (result, domain, selector)
+    passing = tuple(dict.fromkeys(domain.lower() for result, domain, _ in results
+                                  if result == "pass" and domain))
+    return Verified(spf=str(spf) if spf is not None else None, dkim_domains=passing)

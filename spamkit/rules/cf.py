@@ -66,9 +66,7 @@ _IGNORED_DIRECTIVES = frozenset({
     "url_shortener", "uridnsbl_skip_domain",
     "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
     "dns_local_ports_avoid", "adsp_override", "originating_ip_headers",
-    "def_whitelist_auth", "def_welcomelist_auth", "def_whitelist_from_dkim",
-    "def_welcomelist_from_dkim", "def_whitelist_from_spf", "def_welcomelist_from_spf",
-    "whitelist_auth", "welcomelist_auth", "whitelist_from_rcvd", "welcomelist_from_rcvd",
+    "whitelist_from_rcvd", "welcomelist_from_rcvd",
     "trusted_networks", "internal_networks", "clear_trusted_networks", "skip_rbl_checks",
     "dns_available", "bayes_path", "bayes_file_mode", "lock_method", "pyzor_timeout",
     "use_razor2", "use_pyzor", "use_dcc", "ok_locales", "ok_languages", "normalize_charset",
@@ -78,6 +76,24 @@ _IGNORED_DIRECTIVES = frozenset({
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
     "geodb_module", "country_db_type",  # (the format is found from the file)
 })
+# The welcomelists that need SPF or DKIM to pass (spamkit.rules.evals.auth): each
+# spelling -> the lists it adds to, or (un...) takes off; the DKIM ones take one address
+# and a signing domain a line, the others any number of addresses.
+_AUTH_WELCOME_ADD = {
+    "welcomelist_auth": ("welcomelist_auth",), "def_welcomelist_auth": ("def_welcomelist_auth",),
+    "welcomelist_from_spf": ("welcomelist_from_spf",),
+    "def_welcomelist_from_spf": ("def_welcomelist_from_spf",),
+    "welcomelist_from_dkim": ("welcomelist_from_dkim",),
+    "def_welcomelist_from_dkim": ("def_welcomelist_from_dkim",),
+}
+_AUTH_WELCOME_REMOVE = {
+    "unwelcomelist_auth": ("welcomelist_auth", "def_welcomelist_auth"),
+    "unwelcomelist_from_spf": ("welcomelist_from_spf", "def_welcomelist_from_spf"),
+    "unwelcomelist_from_dkim": ("welcomelist_from_dkim", "def_welcomelist_from_dkim"),
+}
+_AUTH_WELCOME_SPELLINGS = {**{name.replace("welcome", "white"): name
+                              for name in (*_AUTH_WELCOME_ADD, *_AUTH_WELCOME_REMOVE)},
+                           **{name: name for name in (*_AUTH_WELCOME_ADD, *_AUTH_WELCOME_REMOVE)}}
 # the named lists (spamkit.rules.namedlists), and the short forms of two host lists
 _LIST_NAME = re.compile(r"\s*\((.+?)\)\s+")
 _URI_HOST_SHORT_FORMS = {"blocklist_uri_host": "BLOCK", "blacklist_uri_host": "BLOCK",
@@ -239,6 +255,8 @@ class CfReader:
             parsed.settings.redirector_patterns.append(rest.strip())
         elif directive in _NAMED_LIST_DIRECTIVES:
             self._named_list(directive, rest)
+        elif directive in _AUTH_WELCOME_SPELLINGS:
+            self._authenticated_welcome(_AUTH_WELCOME_SPELLINGS[directive], rest)
         elif directive in ("util_rb_tld", "util_rb_2tld", "util_rb_3tld"):
             parsed.settings.registry.add(directive, rest)
         elif directive == "clear_util_rb":
@@ -286,6 +304,26 @@ class CfReader:
             lists.delist_uri_hosts(name, entries)
         else:
             lists.enlist_uri_hosts(name or "", entries)
+
+    def _authenticated_welcome(self, directive: str, rest: str) -> None:
+        """welcomelist_auth ADDRESS..., welcomelist_from_spf ADDRESS..., welcomelist_from_dkim
+        ADDRESS [SIGNING-DOMAIN], their def_ forms, and the unwelcomelist_ ones (which take
+        an entry off both the list and its def_ list, as SpamAssassin's do)."""
+        lists = self.parsed.settings.named_lists
+        words = rest.split()
+        if not words:
+            raise ValueError(f"{directive} needs an address")
+        dkim = directive.endswith("_dkim")
+        if dkim and len(words) > 2:
+            raise ValueError(f"{directive} takes one address and at most one signing domain")
+        if directive in _AUTH_WELCOME_ADD:
+            for name in _AUTH_WELCOME_ADD[directive]:
+                for address in words[:1] if dkim else words:
+                    lists.welcome_authenticated(name, address, words[1] if dkim and len(words) > 1 else "")
+            return
+        for name in _AUTH_WELCOME_REMOVE[directive]:
+            for address in words[:1] if dkim else words:
+                lists.unwelcome_authenticated(name, address, (words[1] if len(words) > 1 else "") if dkim else None)
 
     def _geodb_files(self, directive: str, rest: str) -> None:
         """geodb_options TYPE:PATH ... (the country and city entries: either gives the

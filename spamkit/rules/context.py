@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from dataclasses import dataclass
 from functools import cached_property
 
 from spamkit.geoip import Countries
@@ -53,10 +54,23 @@ RAWBODY_CHUNK = 2048  # SpamAssassin's MAX_BODY_LINE_LENGTH
 MAX_BODY_CHARS = 250_000  # text the body rules look at (SpamAssassin scans 50-ish KB per part)
 
 
+@dataclass(frozen=True)
+class Verified:
+    """What this server's SMTP filter verified of a message as it arrived, handed to the
+    scan directly: the envelope sender's SPF result and the domains whose DKIM signatures
+    verified. Unlike a header, no sender can write it. The welcomelist evals, worth -7.5
+    to -100 points, trust only this (a message scanned without the filter, by `check` or
+    `spamd`, has none: as in SpamAssassin without network tests)."""
+
+    spf: str | None = None  # pass, fail, softfail, ... (None: not checked)
+    dkim_domains: tuple[str, ...] = ()  # lower-case
+
+
 class MessageContext:
     def __init__(self, raw: bytes, message: ParsedMessage, *, envelope_from: str | None = None,
                  recipients: tuple[str, ...] = (), bayes_probability: float | None = None,
-                 listed: str | None = None, max_bytes: int = 500_000) -> None:
+                 listed: str | None = None, max_bytes: int = 500_000,
+                 verified: Verified | None = None) -> None:
         self.raw = raw
         self.message = message
         self.envelope_from = envelope_from
@@ -64,6 +78,7 @@ class MessageContext:
         self.bayes_probability = bayes_probability
         self.listed = listed  # "white", "black" or None: set by the lists before rules run
         self.max_bytes = max_bytes
+        self.verified = verified
         self._haystacks: dict[tuple[str, bool], str] = {}
         self._texts: dict[tuple[str, bool], list[str]] = {}
         self.cache: dict[str, object] = {}  # evals keep what several rules share here

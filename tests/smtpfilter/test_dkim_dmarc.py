@@ -9,6 +9,7 @@ import email
 import email.policy
 import gzip
 import json
+import re
 import socket
 import sqlite3
 import subprocess
@@ -145,6 +146,41 @@ def test_signatures_and_policies(filter_server, sink: Sink, dns: DnsServer,  # t
     # a signed message the filter never saw (`spamkit check` of a file): no DKIM rule at all
     unchecked = {hit.name for hit in scanner.scan(signed(message("a@example.com", "file"), key)).hits}
     assert not {name for name in unchecked if name.startswith(("DKIM", "DMARC"))}, unchecked
+
+
+def test_the_welcomelists_read_what_the_filter_verified(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
+                                                       key: tuple[bytes, str], tmp_path: Path) -> None:
+    """def_welcomelist_auth and def_welcomelist_from_spf through the filter: a signature of
+    the author's domain that verifies earns USER_IN_DEF_DKIM_WL, an envelope sender whose
+    SPF passes USER_IN_DEF_SPF_WL; a result forged in our name earns nothing, and the same
+    message scanned outside the filter earns nothing either."""
+    rules = tmp_path / "welcome.cf"
+    rules.write_text("def_welcomelist_auth *@example.com\ndef_welcomelist_from_spf a@example.net\n"
+                     + "".join(f"header {name} eval:{function}()\ntflags {name} nice net\nscore {name} -7.5\n"
+                               for name, function in (("USER_IN_DEF_DKIM_WL", "check_for_def_dkim_welcomelist_from"),
+                                                      ("USER_IN_DEF_SPF_WL", "check_for_def_spf_welcomelist_from"))))
+    send = filter_server(STRANGER + dns_settings(dns, 'SmtpFilters = ["spf", "dkim", "spamscore"]\n')
+                         + f'UseBuiltinRules = false\nRulePaths = ["{rules}"]\n')
+    ours = machine_name().encode()
+    cases = {  # name: (message, envelope sender, what X-Spam-Status names)
+        "signed": (signed(message("a@example.com", "signed"), key), "a@example.com", ["USER_IN_DEF_DKIM_WL"]),
+        "forged": (b"Authentication-Results: " + ours + b"; dkim=pass header.d=example.com\r\n"
+                   + message("a@example.com", "forged"), "a@example.com", []),
+        "spf": (message("a@example.net", "spf"), "a@example.net", ["USER_IN_DEF_SPF_WL"]),
+        "unlisted": (message("b@example.net", "unlisted"), "b@example.net", []),
+    }
+    for name, (data, sender, _) in cases.items():
+        assert send(data, sender=sender).startswith("250"), name
+    delivered = {m.split(b"Message-ID: <")[1].split(b"@")[0].decode(): m for m in sink.messages_as_sent()}
+    for name, (_, _, expected) in cases.items():
+        status = re.search(rb"^X-Spam-Status: .*?(?=^\S)", delivered[name], re.MULTILINE | re.DOTALL)
+        assert status is not None, name
+        named = re.search(r"tests=(\S*)", " ".join(status.group(0).decode().split()))
+        assert (named.group(1).split(",") if named and named.group(1) != "none" else []) == expected, (name, status)
+    config = config_from_text(f'UseBayes = false\nUseBuiltinRules = false\nRulePaths = ["{rules}"]\n',
+                              tmp_path / "spamkit.toml", {})
+    outside = Scanner.from_config(config, None).scan(delivered["signed"], "a@example.com")
+    assert not outside.hits  # its Authentication-Results is a header: only the filter's word counts
 
 
 def test_dmarc_reject_refuses_failures_of_a_reject_policy(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]

@@ -11,15 +11,21 @@ claims to be ours. A
 message that never went through the filter (`spamkit check` of a file) may carry a
 sender's own header; the most it can earn is DKIM_VALID's or SPF_PASS's near-zero
 score, and a forged failure only hurts its sender.
+
+The welcomelists that need SPF or DKIM to pass (def_welcomelist_auth and the like, worth
+-7.5 to -100 points) are different: they read only what the filter verified as the
+message arrived, handed to the scan (`Verified`), never a header (decision 0052).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spamkit.lazyregex import LazyPattern
+from spamkit.rules.namedlists import lazy_address_glob
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -161,6 +167,60 @@ def check_dkim_dependable(context: MessageContext) -> bool:
     return _dkim_checked(context)
 
 
+def _welcomelist(context: MessageContext, name: str) -> dict[str, list[str]]:
+    lists = context.named_lists
+    return lists.authenticated.get(name, {}) if lists is not None else {}
+
+
+def _matching(address: str, entries: dict[str, list[str]]) -> list[list[str]]:
+    """The signing-domain lists of every entry whose pattern `address` matches (each
+    entry's may differ: "*@example.com" and "joe@example.com" both count for joe)."""
+    return [domains for pattern, domains in entries.items() if lazy_address_glob(pattern).match(address)]
+
+
+def _dkim_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool:
+    """A From address is on `lists` ([def_]welcomelist_from_dkim, [def_]welcomelist_auth)
+    and the filter verified a DKIM signature whose domain that entry accepts: by default
+    (always, for a welcomelist_auth entry) the author's own domain exactly; else the
+    domain the entry names, or, with "*." or "." before it, any domain below it. As
+    DKIM.pm's _check_dkim_welcomelist, with the signing domain (d=) where it reads the
+    identity's domain (i=, which is @d unless the signer says otherwise)."""
+    signers = context.verified.dkim_domains if context.verified is not None else ()
+    from_dkim, auth = (_welcomelist(context, name) for name in lists)
+    if not signers or not (from_dkim or auth):
+        return False
+    for author in context.addresses("From"):
+        author_domain = author.rpartition("@")[2] if "@" in author else ""
+        accepted = [domain for domains in _matching(author, from_dkim) for domain in domains]
+        accepted += [""] * bool(_matching(author, auth))
+        for wanted in accepted:
+            wanted = wanted.rpartition("@")[2]  # (an identity's address was once allowed)
+            if not wanted:
+                if author_domain in signers:
+                    return True
+            elif wanted.startswith((".", "*.")):
+                below = "." + wanted.lstrip("*").lstrip(".")
+                if any(signer.endswith(below) for signer in signers):
+                    return True
+            elif wanted in signers:
+                return True
+    return False
+
+
+def _spf_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool:
+    """The envelope sender is on `lists` ([def_]welcomelist_from_spf, [def_]welcomelist_auth)
+    and the filter found its SPF to pass. As SPF.pm's _check_spf_welcomelist."""
+    if context.verified is None or context.verified.spf != "pass" or not context.envelope_from:
+        return False  # (a bounce's SPF was checked for its HELO name, not a sender)
+    sender = _bare_address(context.envelope_from)
+    return bool(sender) and any(_matching(sender, _welcomelist(context, name)) for name in lists)
+
+
+def _bare_address(envelope_from: str) -> str:
+    """MAIL FROM's address, lower-case, without its angle brackets."""
+    return envelope_from.strip().strip("<>").strip().lower()
+
+
 def _dmarc_eval(result: str, policy: str | None) -> Callable[[MessageContext], bool]:
     def check(context: MessageContext) -> bool:
         entries = authentication_results(context).get("dmarc", [])
@@ -185,6 +245,15 @@ EVALS: dict[str, Callable[..., bool]] = {
     "check_dmarc_none": _dmarc_eval("fail", "none"),
     "check_dmarc_missing": _dmarc_eval("none", None),
 }
+for _spelling in ("welcomelist", "whitelist"):  # (SpamAssassin 4.0 reads both names)
+    EVALS[f"check_for_dkim_{_spelling}_from"] = functools.partial(
+        _dkim_welcomelisted, lists=("welcomelist_from_dkim", "welcomelist_auth"))
+    EVALS[f"check_for_def_dkim_{_spelling}_from"] = functools.partial(
+        _dkim_welcomelisted, lists=("def_welcomelist_from_dkim", "def_welcomelist_auth"))
+    EVALS[f"check_for_spf_{_spelling}_from"] = functools.partial(
+        _spf_welcomelisted, lists=("welcomelist_from_spf", "welcomelist_auth"))
+    EVALS[f"check_for_def_spf_{_spelling}_from"] = functools.partial(
+        _spf_welcomelisted, lists=("def_welcomelist_from_spf", "def_welcomelist_auth"))
 for _result in ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"):
     EVALS[f"check_for_spf_{_result}"] = _spf_eval("mailfrom", _result)
     EVALS[f"check_for_spf_helo_{_result}"] = _spf_eval("helo", _result)
