@@ -73,7 +73,9 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     With --processes N, the process started loads the rules once and forks N children
     that answer the requests; it replaces a child that dies, passes SIGTERM on, and on
     SIGHUP starts new children from the configuration read again (the old ones finish
-    what they hold). Signals go to it, not to the children.
+    what they hold). Signals go to it, not to the children. Started as root, it stays
+    root to do this (it reads no request), and each child switches to --user once its
+    own database handle is open.
     """
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
