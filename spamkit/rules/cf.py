@@ -76,16 +76,13 @@ _IGNORED_DIRECTIVES = frozenset({
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
     "geodb_module", "country_db_type",  # (the format is found from the file)
 })
-# The welcomelists that need SPF or DKIM to pass (spamkit.rules.evals.auth): each
-# spelling -> the lists it adds to, or (un...) takes off; the DKIM ones take one address
-# and a signing domain a line, the others any number of addresses.
-_AUTH_WELCOME_ADD = {
-    "welcomelist_auth": ("welcomelist_auth",), "def_welcomelist_auth": ("def_welcomelist_auth",),
-    "welcomelist_from_spf": ("welcomelist_from_spf",),
-    "def_welcomelist_from_spf": ("def_welcomelist_from_spf",),
-    "welcomelist_from_dkim": ("welcomelist_from_dkim",),
-    "def_welcomelist_from_dkim": ("def_welcomelist_from_dkim",),
-}
+# The welcomelists that need SPF or DKIM to pass (spamkit.rules.evals.auth): each adds
+# to the list of its own name, and each un- form takes off the list and its def_ list;
+# the DKIM ones take one address and a signing domain a line, the others any number of
+# addresses.
+_AUTH_WELCOME_ADD = frozenset({"welcomelist_auth", "def_welcomelist_auth", "welcomelist_from_spf",
+                               "def_welcomelist_from_spf", "welcomelist_from_dkim",
+                               "def_welcomelist_from_dkim"})
 _AUTH_WELCOME_REMOVE = {
     "unwelcomelist_auth": ("welcomelist_auth", "def_welcomelist_auth"),
     "unwelcomelist_from_spf": ("welcomelist_from_spf", "def_welcomelist_from_spf"),
@@ -317,9 +314,8 @@ class CfReader:
         if dkim and len(words) > 2:
             raise ValueError(f"{directive} takes one address and at most one signing domain")
         if directive in _AUTH_WELCOME_ADD:
-            for name in _AUTH_WELCOME_ADD[directive]:
-                for address in words[:1] if dkim else words:
-                    lists.welcome_authenticated(name, address, words[1] if dkim and len(words) > 1 else "")
+            for address in words[:1] if dkim else words:
+                lists.welcome_authenticated(directive, address, words[1] if dkim and len(words) > 1 else "")
             return
         for name in _AUTH_WELCOME_REMOVE[directive]:
             for address in words[:1] if dkim else words:

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spamkit.lazyregex import LazyPattern
-from spamkit.rules.namedlists import lazy_address_glob
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -167,15 +166,10 @@ def check_dkim_dependable(context: MessageContext) -> bool:
     return _dkim_checked(context)
 
 
-def _welcomelist(context: MessageContext, name: str) -> dict[str, list[str]]:
+def _matching(context: MessageContext, name: str, address: str) -> list[list[str]]:
+    """The signing-domain lists of welcomelist `name`'s entries that `address` matches."""
     lists = context.named_lists
-    return lists.authenticated.get(name, {}) if lists is not None else {}
-
-
-def _matching(address: str, entries: dict[str, list[str]]) -> list[list[str]]:
-    """The signing-domain lists of every entry whose pattern `address` matches (each
-    entry's may differ: "*@example.com" and "joe@example.com" both count for joe)."""
-    return [domains for pattern, domains in entries.items() if lazy_address_glob(pattern).match(address)]
+    return lists.authenticated_matches(name, address) if lists is not None else []
 
 
 def _dkim_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool:
@@ -186,13 +180,13 @@ def _dkim_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool
     DKIM.pm's _check_dkim_welcomelist, with the signing domain (d=) where it reads the
     identity's domain (i=, which is @d unless the signer says otherwise)."""
     signers = context.verified.dkim_domains if context.verified is not None else ()
-    from_dkim, auth = (_welcomelist(context, name) for name in lists)
-    if not signers or not (from_dkim or auth):
+    if not signers:
         return False
+    from_dkim, auth = lists
     for author in context.addresses("From"):
         author_domain = author.rpartition("@")[2] if "@" in author else ""
-        accepted = [domain for domains in _matching(author, from_dkim) for domain in domains]
-        accepted += [""] * bool(_matching(author, auth))
+        accepted = [domain for domains in _matching(context, from_dkim, author) for domain in domains]
+        accepted += [""] * bool(_matching(context, auth, author))
         for wanted in accepted:
             wanted = wanted.rpartition("@")[2]  # (an identity's address was once allowed)
             if not wanted:
@@ -213,7 +207,7 @@ def _spf_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool:
     if context.verified is None or context.verified.spf != "pass" or not context.envelope_from:
         return False  # (a bounce's SPF was checked for its HELO name, not a sender)
     sender = _bare_address(context.envelope_from)
-    return bool(sender) and any(_matching(sender, _welcomelist(context, name)) for name in lists)
+    return bool(sender) and any(_matching(context, name, sender) for name in lists)
 
 
 def _bare_address(envelope_from: str) -> str:
