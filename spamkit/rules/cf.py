@@ -3,8 +3,9 @@
 Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe, score
 (absolute, four score sets, or relative in parentheses), tflags, the ReplaceTags
 directives, settings (required_score, rewrite_header, add_header, use_bayes,
-bayes_auto_learn*, time_limit, white/blacklists in both spellings, the util_rb_* domain lists, the
-named address and URI host lists, redirector patterns) and if/ifplugin blocks.
+bayes_auto_learn*, time_limit, white/blacklists in both spellings, by sender, relay,
+recipient and Subject, the util_rb_* domain lists, the named address and URI host
+lists, redirector patterns) and if/ifplugin blocks.
 Anything else is counted as an unknown directive and reported, never fatal; a
 definition that cannot be used (a bad regex, an eval we do not implement) is skipped
 and reported with its file and line.
@@ -66,7 +67,6 @@ _IGNORED_DIRECTIVES = frozenset({
     "url_shortener", "uridnsbl_skip_domain",
     "urirhssub", "uridnssub", "urirhsbl", "uridnsbl", "askdns", "dns_block_rule",
     "dns_local_ports_avoid", "adsp_override", "originating_ip_headers",
-    "whitelist_from_rcvd", "welcomelist_from_rcvd",
     "trusted_networks", "internal_networks", "clear_trusted_networks", "skip_rbl_checks",
     "dns_available", "bayes_path", "bayes_file_mode", "lock_method", "pyzor_timeout",
     "use_razor2", "use_pyzor", "use_dcc", "ok_locales", "ok_languages", "normalize_charset",
@@ -91,6 +91,19 @@ _AUTH_WELCOME_REMOVE = {
 _AUTH_WELCOME_SPELLINGS = {**{name.replace("welcome", "white"): name
                               for name in (*_AUTH_WELCOME_ADD, *_AUTH_WELCOME_REMOVE)},
                            **{name: name for name in (*_AUTH_WELCOME_ADD, *_AUTH_WELCOME_REMOVE)}}
+# the lists of addresses SpamAssassin keeps by setting (WLBLEval's welcomelist_to and its
+# kin), of welcomelist_from_rcvd entries, and of WelcomeListSubject's texts; each in both
+# spellings, under the 4.0 name (spamkit.rules.namedlists)
+_SETTING_LISTS = {name: name for name in ("welcomelist_to", "blocklist_to", "more_spam_to", "all_spam_to",
+                                          "welcomelist_allows_relays")}
+_SETTING_LISTS.update({"whitelist_to": "welcomelist_to", "blacklist_to": "blocklist_to",
+                       "whitelist_allows_relays": "welcomelist_allows_relays"})
+_FROM_RELAY_LISTS = {"welcomelist_from_rcvd": "welcomelist_from_rcvd", "whitelist_from_rcvd": "welcomelist_from_rcvd",
+                     "def_welcomelist_from_rcvd": "def_welcomelist_from_rcvd",
+                     "def_whitelist_from_rcvd": "def_welcomelist_from_rcvd"}
+_FROM_RELAY_REMOVE = frozenset({"unwelcomelist_from_rcvd", "unwhitelist_from_rcvd"})
+_SUBJECT_LISTS = {"welcomelist_subject": "welcomelist_subject", "whitelist_subject": "welcomelist_subject",
+                  "blocklist_subject": "blocklist_subject", "blacklist_subject": "blocklist_subject"}
 # the named lists (spamkit.rules.namedlists), and the short forms of two host lists
 _LIST_NAME = re.compile(r"\s*\((.+?)\)\s+")
 _URI_HOST_SHORT_FORMS = {"blocklist_uri_host": "BLOCK", "blacklist_uri_host": "BLOCK",
@@ -254,6 +267,24 @@ class CfReader:
             self._named_list(directive, rest)
         elif directive in _AUTH_WELCOME_SPELLINGS:
             self._authenticated_welcome(_AUTH_WELCOME_SPELLINGS[directive], rest)
+        elif directive in _SETTING_LISTS or directive in _FROM_RELAY_REMOVE:
+            if not rest.split():
+                raise ValueError(f"{directive} needs at least one address")
+            if directive in _FROM_RELAY_REMOVE:
+                for pattern in rest.split():
+                    parsed.settings.named_lists.unwelcome_from_relays(pattern)
+            else:
+                parsed.settings.named_lists.add_to_setting(_SETTING_LISTS[directive], rest.split())
+        elif directive in _FROM_RELAY_LISTS:
+            words = rest.split()
+            if len(words) != 2:
+                raise ValueError(f"{directive} takes an address and the domain or [address] of the relay "
+                                 "it comes through")
+            parsed.settings.named_lists.welcome_from_relay(_FROM_RELAY_LISTS[directive], *words)
+        elif directive in _SUBJECT_LISTS:
+            if not rest.strip():
+                raise ValueError(f"{directive} needs the text of a Subject")
+            parsed.settings.named_lists.add_subject(_SUBJECT_LISTS[directive], rest.strip())
         elif directive in ("util_rb_tld", "util_rb_2tld", "util_rb_3tld"):
             parsed.settings.registry.add(directive, rest)
         elif directive == "clear_util_rb":

@@ -1,7 +1,12 @@
-"""The named lists of SpamAssassin's rule files: addresses (`enlist_addrlist (NAME) ...`)
-and URI hosts (`enlist_uri_host (NAME) ...`, `delist_uri_host`, `blocklist_uri_host`,
-`welcomelist_uri_host`), as Conf.pm keeps them. The WLBLEval evals read them
-(spamkit.rules.evals.wlbl)."""
+"""The address lists of SpamAssassin's rule files, as Conf.pm keeps them: the named ones
+(`enlist_addrlist (NAME) ...`), URI hosts (`enlist_uri_host (NAME) ...`,
+`delist_uri_host`, `blocklist_uri_host`, `welcomelist_uri_host`), the recipient lists
+(welcomelist_to and its kin), the welcomelists that need a relay (welcomelist_from_rcvd)
+or SPF and DKIM (welcomelist_auth), and the Subject lists. The WLBLEval evals read them
+(spamkit.rules.evals.wlbl, .auth).
+
+welcomelist_from and blocklist_from are not here: they join spamkit's own lists
+(spamkit.lists), global and per recipient."""
 
 from __future__ import annotations
 
@@ -29,6 +34,14 @@ class NamedLists:
     # message with SPF or DKIM passing). Built on first use, dropped on every change.
     _by_domain: dict[str, tuple[dict[str, list[str]], list[str]]] = field(
         default_factory=dict, repr=False, compare=False)
+    # lists of address patterns by SpamAssassin's setting: welcomelist_to, blocklist_to,
+    # more_spam_to, all_spam_to, welcomelist_allows_relays (whitelist_ spellings folded in)
+    settings: dict[str, dict[str, re.Pattern[str]]] = field(default_factory=dict)
+    # welcomelist_from_rcvd and def_welcomelist_from_rcvd: address pattern -> the relays'
+    # domains or [addresses] that vouch for it, in the order given
+    from_relays: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # welcomelist_subject and blocklist_subject: the text as written (lower case) -> its glob
+    subjects: dict[str, dict[str, SubjectGlob]] = field(default_factory=dict)
 
     def enlist_addresses(self, name: str, patterns: list[str]) -> None:
         entries = self.addresses.setdefault(name, {})
@@ -40,6 +53,40 @@ class NamedLists:
         for host in hosts:
             host = host.lower()
             entries[host.removeprefix("!")] = not host.startswith("!")
+
+    def add_to_setting(self, setting: str, patterns: list[str]) -> None:
+        entries = self.settings.setdefault(setting, {})
+        for pattern in patterns:
+            entries[pattern.lower()] = address_glob(pattern)
+
+    def in_setting(self, setting: str, address: str) -> bool:
+        """The (lower-case) address matches a pattern of the setting's list."""
+        entries = self.settings.get(setting)
+        if not entries:
+            return False
+        return address in entries or any(glob.match(address) for glob in entries.values())
+
+    def welcome_from_relay(self, setting: str, pattern: str, relay: str) -> None:
+        """One welcomelist_from_rcvd line: the pattern, and a relay that vouches for it (a
+        pattern on several lines keeps every relay, as Conf.pm does)."""
+        relays = self.from_relays.setdefault(setting, {}).setdefault(pattern.lower(), [])
+        relays.append(relay.lower())
+
+    def unwelcome_from_relays(self, pattern: str) -> None:
+        """unwelcomelist_from_rcvd: the pattern leaves both lists, whatever its relays."""
+        for entries in self.from_relays.values():
+            entries.pop(pattern.lower(), None)
+
+    def add_subject(self, setting: str, text: str) -> None:
+        self.subjects.setdefault(setting, {})[text.lower()] = SubjectGlob(text.lower())
+
+    def subject_listed(self, setting: str, subject: str) -> bool:
+        """The (lower-case) Subject holds a text of the list, its globs as SpamAssassin's
+        WelcomeListSubject reads them."""
+        entries = self.subjects.get(setting)
+        if not entries:
+            return False
+        return subject in entries or any(glob.search(subject) for glob in entries.values())
 
     def welcome_authenticated(self, name: str, pattern: str, signing_domain: str = "") -> None:
         """An address pattern on welcomelist `name`; for the DKIM lists, with the signing
@@ -127,3 +174,31 @@ def address_glob(pattern: str) -> re.Pattern[str]:
     # As ".*" each, "*@*.example" backtracked over an address of "a@" repeated for
     # seconds, once for every such list entry.
     return re.compile("^" + first + "".join(f"(?>.*?{run})" for run in middle) + ".*" + last + "$")
+
+
+class SubjectGlob:
+    """A welcomelist_subject text: found anywhere in the Subject, "*" any run and "?" any
+    one character, neither across a line break (WelcomeListSubject's regex: ".*" and ".").
+
+    Matched a run at a time, each where it first fits (which leaves the most room for the
+    rest), so a search is linear in the Subject: as one regex, "a*b" over a Subject of
+    100,000 "a"s and no "b" is tried from every "a" to the end.
+    """
+
+    def __init__(self, text: str) -> None:
+        runs = [run for run in re.split(r"\*+", text) if run]
+        self._runs = [re.compile(re.escape(run).replace(r"\?", "[^\n]")) for run in runs]
+
+    def search(self, subject: str) -> bool:
+        if not self._runs:
+            return True  # "*" alone (or nothing): any Subject
+        return any(self._in_line(line) for line in subject.split("\n"))
+
+    def _in_line(self, line: str) -> bool:
+        position = 0
+        for run in self._runs:
+            found = run.search(line, position)
+            if found is None:
+                return False
+            position = found.end()
+        return True

@@ -46,8 +46,6 @@ def spamkit_fact(context: MessageContext, *facts: str) -> bool:
 
 EVALS: dict[str, Callable[..., bool]] = {
     "check_bayes": check_bayes,
-    "check_from_in_whitelist": _listed("white"),
-    "check_from_in_welcomelist": _listed("white"),
     "check_from_in_blacklist": _listed("black"),
     "check_from_in_blocklist": _listed("black"),
     "check_for_missing_to_header": check_for_missing_to_header,
