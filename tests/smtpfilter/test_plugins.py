@@ -711,3 +711,19 @@ def test_lint_finds_what_serve_would_refuse_and_warns_of_public_resolvers(tmp_pa
     code, out = lint('SmtpFilters = ["dnsbl"]\nRBLList = ["zen.spamhaus.org"]\n'
                      'DnsServers = ["192.0.2.53"]\n')
     assert code == 0 and not [w for w in out["warnings"] if "public" in w]
+
+
+def test_all_spam_to_reaches_a_recipient_named_only_in_the_envelope(
+        filter_server, sink: Sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A local.cf's `all_spam_to abuse@...` (decision 0053): spam reports to the abuse
+    desk arrive, even when no header names it (a Bcc); the same spam to anyone else is
+    refused."""
+    rules = tmp_path / "local.cf"
+    rules.write_text("body OFFER /win a prize/\nscore OFFER 20\nall_spam_to abuse@example.org\n")
+    offer = PLAIN.replace(b"hello", b"win a prize today")
+    send = filter_server(STRANGER + f'SmtpFilters = ["spamscore"]\nSensitivity = "custom"\nRejectLevel = 12\n'
+                         f'RulePaths = ["{rules}"]\n')
+    assert send(offer, to="b@example.org").startswith("550 5.7.1 Message rejected as spam")
+    assert send(offer, to="abuse@example.org").startswith("250")
+    [delivered] = sink.messages()
+    assert b"USER_IN_ALL_SPAM_TO" in delivered and b"X-Spam-Status: No, score=-80.0" in delivered
