@@ -286,6 +286,7 @@ class RuleSet:
         context.address_pattern = self.address_pattern
         context.countries = self.countries
         context.named_lists = self.settings.named_lists
+        context.ok_locales = tuple(self.settings.ok_locales)
         context.redirectors = self.redirectors
         scan = self.prepare_multiscan() if self.use_multiscan else None
         plan = self._plan(score_set)

@@ -69,7 +69,7 @@ _IGNORED_DIRECTIVES = frozenset({
     "dns_local_ports_avoid", "adsp_override", "originating_ip_headers",
     "trusted_networks", "internal_networks", "clear_trusted_networks", "skip_rbl_checks",
     "dns_available", "bayes_path", "bayes_file_mode", "lock_method", "pyzor_timeout",
-    "use_razor2", "use_pyzor", "use_dcc", "ok_locales", "ok_languages", "normalize_charset",
+    "use_razor2", "use_pyzor", "use_dcc", "ok_languages", "normalize_charset",
     "bayes_token_sources", "bayes_stopword", "bayes_stopword_languages",
     "bayes_expiry_max_db_size", "bayes_auto_expire", "bayes_learn_to_journal",
     "fold_headers", "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
@@ -153,6 +153,8 @@ class Settings:
     # redirector_pattern: a link whose first capture is the link it redirects to
     # (spamkit.rules.sa_uris), as /regex/flags
     redirector_patterns: list[str] = field(default_factory=list)
+    # ok_locales: the languages whose charsets are not "far away" (spamkit.rules.locales)
+    ok_locales: list[str] = field(default_factory=lambda: ["all"])
 
 
 @dataclass
@@ -293,6 +295,10 @@ class CfReader:
             self._geodb_files(directive, rest)
         elif directive == "geodb_search_path":
             parsed.settings.geodb_search_path = rest.split()
+        elif directive == "ok_locales":
+            if not rest.split():
+                raise ValueError("ok_locales needs \"all\" or the locales mail may be written for (en ja ...)")
+            parsed.settings.ok_locales = rest.split()
         elif directive == "time_limit":
             seconds = _number(rest)
             if not seconds >= 0:  # (NaN too)

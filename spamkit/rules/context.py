@@ -88,6 +88,7 @@ class MessageContext:
         self.address_pattern: AddressPattern | None = None  # and FreeMail's address regex over them
         self.countries: Countries | None = None  # likewise: the relays' country lookup
         self.named_lists: NamedLists | None = None  # and the rule files' enlisted addresses and hosts
+        self.ok_locales: tuple[str, ...] = ("all",)  # and their ok_locales (spamkit.rules.locales)
         self.redirectors = NO_REDIRECTORS  # and their redirector_pattern lines
         self.skipped_rules: list[str] = []  # not run: the time limit had passed (RuleSet.match_counts)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spamkit.rules.evals import auth, basic, freemail, headers, htmleval, imageinfo, mime, pyzor, received, wlbl
+from spamkit.rules.evals import (auth, basic, faraway, freemail, headers, htmleval, imageinfo, mime, pyzor, received,
+                                 wlbl)
 
 # Evals of rules SpamAssassin flags `net` whose result the SMTP filter records in the
 # message: they run where other network tests are skipped
@@ -27,6 +28,7 @@ EVALS: dict[str, Callable[..., bool]] = {
     **auth.EVALS,
     **pyzor.EVALS,
     **wlbl.EVALS,
+    **faraway.EVALS,
 }
 
 

@@ -9,6 +9,8 @@ import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from spamkit.rules.evals.faraway import mime_faraway_charset
+
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
 
@@ -41,6 +43,7 @@ _MIME_TESTS: dict[str, Callable[[MessageContext], bool]] = {
         "base64" in p.encoding and p.content_type.startswith("text") and _ASCII_CHARSET.search(p.charset)
         and not p.disposition.startswith(("attachment", "inline")) for p in c.message.parts),
     "mime_qp_long_line": lambda c: any(p.long_qp_line for p in c.message.parts),
+    "mime_faraway_charset": mime_faraway_charset,
 }
 
 

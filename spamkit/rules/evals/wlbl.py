@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from spamkit.config.endpoints import is_ip_address
+from spamkit.lazyregex import LazyPattern
 from spamkit.rules.evals.freemail import all_from_addresses
 from spamkit.rules.namedlists import NamedLists, lazy_address_glob
 from spamkit.rules.relays import Relay
@@ -90,7 +91,7 @@ def check_to_in_list(context: MessageContext, name: str) -> bool:
 # MTAs and delivery agents write with the envelope's recipient
 _TO_HEADERS = ("To", "Apparently-To", "Delivered-To", "Envelope-Recipients", "Apparently-Resent-To",
                "X-Envelope-To", "Envelope-To", "X-Delivered-To", "X-Original-To", "X-Rcpt-To", "X-Real-To", "Cc")
-_RECEIVED_FOR = re.compile(r" for <?(\S+@(\S+?))>?;")
+_RECEIVED_FOR = LazyPattern(r" for <?(\S+@(\S+?))>?;")
 
 
 def all_to_addresses(context: MessageContext) -> list[str]:
@@ -169,7 +170,7 @@ def _vouched_for(entries: dict[str, list[str]], address: str, relays: list[Relay
     return forged
 
 
-_BRACKETED = re.compile(r"\[(.*)\](/\d{1,3})?", re.DOTALL)
+_BRACKETED = LazyPattern(r"\[(.*)\](/\d{1,3})?", re.DOTALL)
 
 
 def _relay_is(name: str, relay: Relay) -> bool:
