@@ -1,3 +1,3 @@
-from spamkit.cli import main
+from spamkit.cli import run
 
-main()
+run()

@@ -206,6 +206,14 @@ class _LazyGroup(_Group):
         return command
 
 
+def run() -> None:
+    """The installed `spamkit` command (and `python -m spamkit`): `main`, leaving quickly
+    after the one-shot commands that ask to (spamkit.cli.quickexit)."""
+    from spamkit.cli import quickexit
+
+    quickexit.run(main)
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spamkit")
 def main() -> None:

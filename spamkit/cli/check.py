@@ -15,6 +15,7 @@ from spamkit.cli import (
     json_option,
     resolve_db_path,
 )
+from spamkit.cli import quickexit
 from spamkit.config import load_config
 from spamkit.errors import StoreError
 from spamkit.sources import SourceItem, iter_messages
@@ -119,6 +120,7 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     finally:
         if store is not None:
             store.close()
+    quickexit.request()  # every verdict is printed and the database closed
     if learn_error is not None:
         raise learn_error  # every message was checked; exit 74 says the learning was not
     if failed:

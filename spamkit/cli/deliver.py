@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from spamkit.cli import config_option, db_option, resolve_db_path
+from spamkit.cli import config_option, db_option, quickexit, resolve_db_path
 from spamkit.config import Config, load_config
 from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
 from spamkit.store import open_store
@@ -78,6 +78,7 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
         as_maildir_owner(maildir)
         write_maildir(folder_path(maildir, folder_name), message)
+        quickexit.request()  # the message is on disk (fsync'd, renamed into new/, the folder fsync'd)
     except DatabaseDown as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error} (WhenDatabaseDown=tempfail)")
     except (OSError, SpamkitError) as error:
