@@ -36,7 +36,7 @@ class NamedLists:
         default_factory=dict, repr=False, compare=False)
     # lists of address patterns by SpamAssassin's setting: welcomelist_to, blocklist_to,
     # more_spam_to, all_spam_to, welcomelist_allows_relays (whitelist_ spellings folded in)
-    settings: dict[str, dict[str, re.Pattern[str]]] = field(default_factory=dict)
+    by_setting: dict[str, dict[str, re.Pattern[str]]] = field(default_factory=dict)
     # welcomelist_from_rcvd and def_welcomelist_from_rcvd: address pattern -> the relays'
     # domains or [addresses] that vouch for it, in the order given
     from_relays: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -55,13 +55,13 @@ class NamedLists:
             entries[host.removeprefix("!")] = not host.startswith("!")
 
     def add_to_setting(self, setting: str, patterns: list[str]) -> None:
-        entries = self.settings.setdefault(setting, {})
+        entries = self.by_setting.setdefault(setting, {})
         for pattern in patterns:
             entries[pattern.lower()] = address_glob(pattern)
 
     def in_setting(self, setting: str, address: str) -> bool:
         """The (lower-case) address matches a pattern of the setting's list."""
-        entries = self.settings.get(setting)
+        entries = self.by_setting.get(setting)
         if not entries:
             return False
         return address in entries or any(glob.match(address) for glob in entries.values())

@@ -119,7 +119,7 @@ def all_to_addresses(context: MessageContext) -> list[str]:
 def _to_in(setting: str) -> Callable[[MessageContext], bool]:
     def check(context: MessageContext) -> bool:
         lists = context.named_lists
-        if lists is None or not lists.settings.get(setting):
+        if lists is None or not lists.by_setting.get(setting):
             return False  # (the built-in rules ask on every message; most sites list no one)
         return any(lists.in_setting(setting, address) for address in all_to_addresses(context))
     check.__doc__ = f"A recipient (all_to_addresses) is on {setting}."
