@@ -13,9 +13,9 @@ from spamkit.cli import (
     config_option,
     db_option,
     json_option,
+    quickexit,
     resolve_db_path,
 )
-from spamkit.cli import quickexit
 from spamkit.config import load_config
 from spamkit.errors import StoreError
 from spamkit.sources import SourceItem, iter_messages

@@ -48,18 +48,15 @@ def _exit_now(code: object) -> None:
     printed to standard error and is 1 (as the interpreter would). Returns, without
     exiting, when standard output or error cannot be flushed: the ordinary exit then
     reports it."""
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:
-        print(code, file=sys.stderr)
-        status = 1
+    status = 0 if code is None else code if isinstance(code, int) else 1
     try:
         atexit._run_exitfuncs()  # (logging.shutdown among them: its files flushed and closed)
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        if sys.stderr is not None:
+            if status == 1 and not isinstance(code, int):
+                print(code, file=sys.stderr)
+            sys.stderr.flush()
     except (OSError, ValueError):  # a closed pipe, a full disk: let the ordinary exit say so
         return
     os._exit(status & 0xFF)
