@@ -37,8 +37,9 @@ class Dkim(Filter):
     def data(self, tx: Transaction) -> Decision:
         if self.local.holds(tx):
             return CONTINUE
-        results = verify(tx.data, KeyLookup(self.dns))  # one a message: it keeps state
+        results, identities = verify_with_identities(tx.data, KeyLookup(self.dns))  # (one a message)
         tx.notes["dkim"] = results  # [(result, domain, selector)] for dmarc
+        tx.notes["dkim_identities"] = identities  # for the welcomelists (spamscore's Verified)
         lines = [f"dkim={result}" + (f" header.d={authres.clean(domain, 100)} "
                                      f"header.s={authres.clean(selector, 100)}" if domain else "")
                  for result, domain, selector in results]
@@ -52,17 +53,26 @@ def verify(message: bytes, dnsfunc: KeyLookup) -> list[tuple[str, str, str]]:
     signatures; result is pass, fail (the signature or the body hash does not match),
     permerror (a signature or key that cannot be used, or no key) or temperror (the key
     lookup failed)."""
+    return verify_with_identities(message, dnsfunc)[0]
+
+
+def verify_with_identities(message: bytes, dnsfunc: KeyLookup) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """verify's results, and beside each the domain of the signature's identity: i=
+    after its "@", which a signer may set to a subdomain of d= (d= itself when there is
+    no i=). SpamAssassin's DKIM welcomelists compare this, not d= (decision 0052)."""
     try:
         verifier = dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=1024)
     except Exception:  # a header section dkimpy cannot read (stray bytes, no colon)
         log.info("DKIM: message not parsable")
         head = message.split(b"\r\n\r\n", 1)[0].lower()
         signed = head.startswith(b"dkim-signature:") or b"\ndkim-signature:" in head
-        return [("permerror", "", "")] if signed else []
+        return ([("permerror", "", "")], [""]) if signed else ([], [])
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     results = []
+    identities = []
     for index in range(min(count, MAX_SIGNATURES)):
         verifier.domain, verifier.selector = None, "default"
+        verifier.signature_fields = {}
         dnsfunc.outcome = None
         try:
             if verifier.verify(idx=index, dnsfunc=dnsfunc):
@@ -82,7 +92,9 @@ def verify(message: bytes, dnsfunc: KeyLookup) -> list[tuple[str, str, str]]:
             log.exception("DKIM signature %d could not be checked", index)
             result = "permerror"
         results.append((result, _text(verifier.domain), _text(verifier.selector)))
-    return results
+        identity = _text(verifier.signature_fields.get(b"i"))
+        identities.append(identity.rpartition("@")[2] if identity else _text(verifier.domain))
+    return results, identities
 
 
 def _text(value: object) -> str:

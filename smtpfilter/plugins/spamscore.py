@@ -98,6 +98,9 @@ def verified_at_the_door(tx: Transaction) -> Verified | None:
     if spf is None and dkim is None:
         return None
     results = cast("list[tuple[str, str, str]]", dkim or [])  # (result, domain, selector)
-    passing = tuple(dict.fromkeys(domain.lower() for result, domain, _ in results
-                                  if result == "pass" and domain))
+    # each signature's identity domain (i=, else d=), as SpamAssassin's DKIM welcomelists
+    # compare it; d= where the dkim stage noted none (a chain that ran another one)
+    identities = cast("list[str]", tx.notes.get("dkim_identities") or [domain for _, domain, _ in results])
+    passing = tuple(dict.fromkeys(identity.lower() for (result, _, _), identity in zip(results, identities)
+                                  if result == "pass" and identity))
     return Verified(spf=str(spf) if spf is not None else None, dkim_domains=passing)

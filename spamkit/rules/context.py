@@ -63,7 +63,9 @@ class Verified:
     `spamd`, has none: as in SpamAssassin without network tests)."""
 
     spf: str | None = None  # pass, fail, softfail, ... (None: not checked)
-    dkim_domains: tuple[str, ...] = ()  # lower-case
+    # the verified signatures' identity domains, lower-case: i= after its "@" (a signer may
+    # name a subdomain of d= there), else d=, as SpamAssassin's DKIM.pm compares them
+    dkim_domains: tuple[str, ...] = ()
 
 
 class MessageContext:

@@ -83,8 +83,8 @@ def message(sender: str, subject: str = "hello") -> bytes:
             f"Subject: {subject}\r\nMessage-ID: <{subject}@example.test>\r\n\r\nThe body of it.\r\n").encode()
 
 
-def signed(data: bytes, key: tuple[bytes, str], selector: bytes = b"sel") -> bytes:
-    signature = dkim.sign(data, selector, b"example.com", key[0],
+def signed(data: bytes, key: tuple[bytes, str], selector: bytes = b"sel", identity: bytes | None = None) -> bytes:
+    signature = dkim.sign(data, selector, b"example.com", key[0], identity=identity,
                           include_headers=[b"from", b"to", b"subject", b"date"])
     return signature + data
 
@@ -153,9 +153,11 @@ def test_the_welcomelists_read_what_the_filter_verified(filter_server, sink: Sin
     """def_welcomelist_auth and def_welcomelist_from_spf through the filter: a signature of
     the author's domain that verifies earns USER_IN_DEF_DKIM_WL, an envelope sender whose
     SPF passes USER_IN_DEF_SPF_WL; a result forged in our name earns nothing, and the same
-    message scanned outside the filter earns nothing either."""
+    message scanned outside the filter earns nothing either. A signature's domain is its
+    identity's, as DKIM.pm reads it: d=example.com with i=@mail.example.com speaks for
+    mail.example.com's authors, not example.com's."""
     rules = tmp_path / "welcome.cf"
-    rules.write_text("def_welcomelist_auth *@example.com\ndef_welcomelist_from_spf a@example.net\n"
+    rules.write_text("def_welcomelist_auth *@example.com *@mail.example.com\ndef_welcomelist_from_spf a@example.net\n"
                      + "".join(f"header {name} eval:{function}()\ntflags {name} nice net\nscore {name} -7.5\n"
                                for name, function in (("USER_IN_DEF_DKIM_WL", "check_for_def_dkim_welcomelist_from"),
                                                       ("USER_IN_DEF_SPF_WL", "check_for_def_spf_welcomelist_from"))))
@@ -167,6 +169,10 @@ def test_the_welcomelists_read_what_the_filter_verified(filter_server, sink: Sin
         "forged": (b"Authentication-Results: " + ours + b"; dkim=pass header.d=example.com\r\n"
                    + message("a@example.com", "forged"), "a@example.com", []),
         "spf": (message("a@example.net", "spf"), "a@example.net", ["USER_IN_DEF_SPF_WL"]),
+        "below": (signed(message("a@example.com", "below"), key, identity=b"@mail.example.com"),
+                  "a@example.com", []),
+        "identity": (signed(message("a@mail.example.com", "identity"), key, identity=b"@mail.example.com"),
+                     "a@mail.example.com", ["USER_IN_DEF_DKIM_WL"]),
         "unlisted": (message("b@example.net", "unlisted"), "b@example.net", []),
     }
     for name, (data, sender, _) in cases.items():

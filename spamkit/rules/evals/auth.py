@@ -177,8 +177,8 @@ def _dkim_welcomelisted(context: MessageContext, lists: tuple[str, str]) -> bool
     and the filter verified a DKIM signature whose domain that entry accepts: by default
     (always, for a welcomelist_auth entry) the author's own domain exactly; else the
     domain the entry names, or, with "*." or "." before it, any domain below it. As
-    DKIM.pm's _check_dkim_welcomelist, with the signing domain (d=) where it reads the
-    identity's domain (i=, which is @d unless the signer says otherwise)."""
+    DKIM.pm's _check_dkim_welcomelist: a signature's domain here is its identity's (i=
+    after the "@", which is d= unless the signer names a subdomain)."""
     signers = context.verified.dkim_domains if context.verified is not None else ()
     if not signers:
         return False
