@@ -59,7 +59,8 @@ def verify(message: bytes, dnsfunc: KeyLookup) -> list[tuple[str, str, str]]:
 def verify_with_identities(message: bytes, dnsfunc: KeyLookup) -> tuple[list[tuple[str, str, str]], list[str]]:
     """verify's results, and beside each the domain of the signature's identity: i=
     after its "@", which a signer may set to a subdomain of d= (d= itself when there is
-    no i=). SpamAssassin's DKIM welcomelists compare this, not d= (decision 0052)."""
+    no i=; "" for an i= with no "@"). SpamAssassin's DKIM welcomelists compare this, not
+    d= (decision 0052)."""
     try:
         verifier = dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=1024)
     except Exception:  # a header section dkimpy cannot read (stray bytes, no colon)
@@ -93,7 +94,8 @@ def verify_with_identities(message: bytes, dnsfunc: KeyLookup) -> tuple[list[tup
             result = "permerror"
         results.append((result, _text(verifier.domain), _text(verifier.selector)))
         identity = _text(verifier.signature_fields.get(b"i"))
-        identities.append(identity.rpartition("@")[2] if identity else _text(verifier.domain))
+        # (an i= without "@" names no domain DKIM.pm can read: it matches no entry there)
+        identities.append(identity.partition("@")[2] if identity else _text(verifier.domain))
     return results, identities
 
 
