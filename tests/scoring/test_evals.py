@@ -123,7 +123,7 @@ def test_mime_and_html(tmp_path: Path) -> None:
 def test_unsupported_eval_arguments_are_skipped_at_load(tmp_path: Path) -> None:
     path = tmp_path / "odd.cf"
     path.write_text("body A eval:html_test('no_such_fact')\n"
-                    "rawbody B eval:check_for_mime('mime_bad_iso_charset')\n"
+                    "rawbody B eval:check_for_mime('mime_no_such_test')\n"
                     "header D eval:similar_recipients('x', 'undef')\n"
                     "header E eval:check_for_shifted_date('-12')\n"
                     "body C eval:html_test('html')\n")

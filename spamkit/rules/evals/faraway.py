@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from spamkit.lazyregex import LazyPattern
 from spamkit.rules.locales import charset_is_ok, every_locale
@@ -55,19 +55,29 @@ def check_for_faraway_charset_in_headers(context: MessageContext) -> bool:
                for match in _ENCODED_WORD_CHARSET.finditer(value))
 
 
+def entity_charsets(context: MessageContext) -> list[str]:
+    """The charset of every entity of the message (the message itself, each multipart,
+    each part), in lower case, from its last Content-Type, as MIMEEval reads them ("" for
+    none; US-ASCII where there is no Content-Type)."""
+    cached = context.cache.get("entity_charsets")
+    if cached is None:
+        cached = context.cache["entity_charsets"] = [_charset_of(fields) for fields in context.message.part_headers]
+    return cast("list[str]", cached)
+
+
+def _charset_of(fields: list[tuple[str, str]]) -> str:
+    content_type = next((value for name, value in reversed(fields) if name == "content-type"), "")
+    found = _PART_CHARSET.search(content_type or _MISSING_CONTENT_TYPE)
+    return found.group(1).lower() if found else ""
+
+
 def mime_faraway_charset(context: MessageContext) -> bool:
-    """check_for_mime('mime_faraway_charset'): some entity of the message (the message
-    itself, a multipart, a part) declares a far-away charset in its last Content-Type."""
+    """check_for_mime('mime_faraway_charset'): some entity of the message declares a
+    far-away charset."""
     if every_locale(context.ok_locales):
         return False
-    for fields in context.message.part_headers:
-        content_type = next((value for name, value in reversed(fields) if name == "content-type"),
-                            _MISSING_CONTENT_TYPE)
-        found = _PART_CHARSET.search(content_type or _MISSING_CONTENT_TYPE)
-        charset = found.group(1).lower() if found else ""
-        if re.search("[a-z]", charset) and not charset_is_ok(charset, context.ok_locales):
-            return True
-    return False
+    return any(re.search("[a-z]", charset) and not charset_is_ok(charset, context.ok_locales)
+               for charset in entity_charsets(context))
 
 
 def html_charset_faraway(context: MessageContext) -> bool:

@@ -9,7 +9,8 @@ import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from spamkit.rules.evals.faraway import mime_faraway_charset
+from spamkit.lazyregex import LazyPattern
+from spamkit.rules.evals.faraway import entity_charsets, mime_faraway_charset
 
 if TYPE_CHECKING:
     from spamkit.rules.context import MessageContext
@@ -18,6 +19,8 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # US-ASCII by any of its registered names, or no charset at all (SpamAssassin's list)
 _ASCII_CHARSET = re.compile(r"^$|us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-1986|iso_646\.irv:1991|ascii"
                             r"|iso646-us|us|ibm367|cp367|csascii")
+_BAD_ISO_CHARSET = LazyPattern(r"iso-\S+-\S+\b", re.IGNORECASE)
+_GOOD_ISO_CHARSET = LazyPattern(r"iso-(?:8859-\d{1,2}|2022-(?:jp|kr))\b")
 _NO_UPPER = str.maketrans("", "", string.ascii_uppercase)
 _NO_LOWER = str.maketrans("", "", string.ascii_lowercase)
 
@@ -44,6 +47,12 @@ _MIME_TESTS: dict[str, Callable[[MessageContext], bool]] = {
         and not p.disposition.startswith(("attachment", "inline")) for p in c.message.parts),
     "mime_qp_long_line": lambda c: any(p.long_qp_line for p in c.message.parts),
     "mime_faraway_charset": mime_faraway_charset,
+    # an ISO charset other than ISO 8859 and ISO-2022-JP/KR ("iso-2022-cn", "iso-ir-111")
+    "mime_bad_iso_charset": lambda c: any(_BAD_ISO_CHARSET.search(charset) and not _GOOD_ISO_CHARSET.search(charset)
+                                          for charset in entity_charsets(c)),
+    # never, as in SpamAssassin 4.0: its parser sets this flag on the message, where
+    # check_for_mime does not look (MIMEPART_LIMIT_EXCEEDED cannot hit there either)
+    "mimepart_limit_exceeded": lambda c: False,
 }
 
 
