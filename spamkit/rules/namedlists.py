@@ -44,9 +44,12 @@ class NamedLists:
     subjects: dict[str, dict[str, SubjectGlob]] = field(default_factory=dict)
 
     def enlist_addresses(self, name: str, patterns: list[str]) -> None:
-        entries = self.addresses.setdefault(name, {})
-        for pattern in patterns:
-            entries[pattern.lower()] = address_glob(pattern)
+        _add_globs(self.addresses.setdefault(name, {}), patterns)
+
+    def enlisted(self, name: str, address: str) -> bool:
+        """The (lower-case) address is on the named list (enlist_addrlist); no for a list
+        never enlisted to (SpamAssassin warns of it, and says no)."""
+        return _any_glob(self.addresses.get(name), address)
 
     def enlist_uri_hosts(self, name: str, hosts: list[str]) -> None:
         entries = self.uri_hosts.setdefault(name, {})
@@ -55,16 +58,11 @@ class NamedLists:
             entries[host.removeprefix("!")] = not host.startswith("!")
 
     def add_to_setting(self, setting: str, patterns: list[str]) -> None:
-        entries = self.by_setting.setdefault(setting, {})
-        for pattern in patterns:
-            entries[pattern.lower()] = address_glob(pattern)
+        _add_globs(self.by_setting.setdefault(setting, {}), patterns)
 
     def in_setting(self, setting: str, address: str) -> bool:
         """The (lower-case) address matches a pattern of the setting's list."""
-        entries = self.by_setting.get(setting)
-        if not entries:
-            return False
-        return address in entries or any(glob.match(address) for glob in entries.values())
+        return _any_glob(self.by_setting.get(setting), address)
 
     def welcome_from_relay(self, setting: str, pattern: str, relay: str) -> None:
         """One welcomelist_from_rcvd line: the pattern, and a relay that vouches for it (a
@@ -135,6 +133,19 @@ class NamedLists:
         for listed in names:
             for host in hosts:
                 self.uri_hosts.get(listed, {}).pop(host.lower().removeprefix("!"), None)
+
+
+def _add_globs(entries: dict[str, re.Pattern[str]], patterns: list[str]) -> None:
+    for pattern in patterns:
+        entries[pattern.lower()] = address_glob(pattern)
+
+
+def _any_glob(entries: dict[str, re.Pattern[str]] | None, address: str) -> bool:
+    """The address is a pattern of `entries` as written, or matches one (Conf.pm's
+    _check_welcomelist: the first catches what address_glob's rewriting would miss)."""
+    if not entries:
+        return False
+    return address in entries or any(glob.match(address) for glob in entries.values())
 
 
 def _index_by_domain(patterns: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:

@@ -30,11 +30,7 @@ if TYPE_CHECKING:
 
 
 def _in_list(lists: NamedLists | None, name: str, address: str) -> bool:
-    entries = lists.addresses.get(name) if lists is not None else None
-    if not entries:
-        return False  # (SpamAssassin warns of a list never enlisted to, and says no)
-    address = address.lower()
-    return address in entries or any(glob.match(address) for glob in entries.values())
+    return lists is not None and lists.enlisted(name, address.lower())
 
 
 def check_from_in_list(context: MessageContext, name: str) -> bool:
