@@ -21,28 +21,21 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spamkit import __version__
 from spamkit.analysis import Analysis, Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams, BayesResult
 from spamkit.config import Config, load_config
 from spamkit.errors import SpamkitError, StoreError, StoreUnavailable
-from spamkit.geoip import shared_countries
 from spamkit.lists import Lists
 from spamkit.message import ParsedMessage, ParseLimits
-from spamkit.rules import (
-    SCORE_SET_WITH_BAYES,
-    SCORE_SET_WITHOUT_BAYES,
-    Hit,
-    MessageContext,
-    RuleSet,
-    load_rules,
-)
-from spamkit.rules.context import Verified, first_address
-from spamkit.rules.relays import RELAY_COUNTRY_TAGS
 from spamkit.sources import SourceItem
 from spamkit.store import Label, TokenStore
+
+if TYPE_CHECKING:  # the rule engine is imported where rules are used (Scanner, decision 0056)
+    from spamkit.rules import Hit, MessageContext, RuleSet
+    from spamkit.rules.context import Verified
 
 # a message that takes a scan through dates, an encoded word, quoted-printable, base64,
 # HTML and a link: what Scanner.warm_up runs before a daemon gives up root
@@ -220,13 +213,19 @@ class Verdict:
 
 
 class Scanner:
-    """Everything needed to judge messages; build once, scan many."""
+    """Everything needed to judge messages; build once, scan many.
 
-    def __init__(self, config: Config, rules: RuleSet, lists: Lists,
+    `rules` None: the configuration names no rules (UseBuiltinRules false, no RulePaths),
+    so Bayes and the lists judge alone and the rule engine is not imported: it was ~40 ms
+    of each such `check` or `deliver` process's start (decision 0056). `self.rules` then
+    makes an empty RuleSet the first time something asks for it (a daemon's warm_up does).
+    """
+
+    def __init__(self, config: Config, rules: RuleSet | None, lists: Lists,
                  store: TokenStore | None = None, analyzer: Analyzer | None = None,
                  database_down: str | None = None) -> None:
         self.config = config
-        self.rules = rules
+        self._rules = rules
         self.lists = lists
         self.store = store
         # a service's database that cannot be used (DatabaseWatch): why. Each scan with
@@ -234,24 +233,45 @@ class Scanner:
         self.database_down = database_down
         self.analyzer = analyzer or analyzer_for(  # the database's own tokenizer
             store, ParseLimits(max_message_bytes=config["MaxMessageSize"]))
-        settings = rules.settings
-        self.use_bayes = _setting(config, "UseBayes", settings.use_bayes)
-        self.autolearn_enabled = _setting(config, "BayesAutoLearn", settings.bayes_auto_learn)
-        self.autolearn_spam = _setting(config, "BayesAutoLearnThresholdSpam", settings.autolearn_spam)
-        self.autolearn_ham = _setting(config, "BayesAutoLearnThresholdNonspam", settings.autolearn_nonspam)
-        self.time_limit: float = _setting(config, "RuleTimeLimit", settings.time_limit)
+        # what the rule files set (SpamAssassin's own options), under the configuration's
+        settings = rules.settings if rules is not None else None  # (None: no rule files)
+        self.use_bayes = _setting(config, "UseBayes", settings.use_bayes if settings else None)
+        self.autolearn_enabled = _setting(config, "BayesAutoLearn",
+                                          settings.bayes_auto_learn if settings else None)
+        self.autolearn_spam = _setting(config, "BayesAutoLearnThresholdSpam",
+                                       settings.autolearn_spam if settings else None)
+        self.autolearn_ham = _setting(config, "BayesAutoLearnThresholdNonspam",
+                                      settings.autolearn_nonspam if settings else None)
+        self.time_limit: float = _setting(config, "RuleTimeLimit", settings.time_limit if settings else None)
+        required_score = settings.required_score if settings else None
+        rewrite_subject = settings.rewrite_subject if settings else None
         self.required = config.tag_level
-        if settings.required_score is not None and config.origins["Sensitivity"] == "default" \
+        if required_score is not None and config.origins["Sensitivity"] == "default" \
                 and config.origins["TagLevel"] == "default":
-            self.required = settings.required_score
-        subject_on = config["SubjectTag"] or (settings.rewrite_subject is not None
+            self.required = required_score
+        subject_on = config["SubjectTag"] or (rewrite_subject is not None
                                               and config.origins["SubjectTag"] == "default")
         text = config["SubjectTagText"] if config.origins["SubjectTagText"] != "default" or \
-            settings.rewrite_subject is None else settings.rewrite_subject
+            rewrite_subject is None else rewrite_subject
         self.subject_tag = text if subject_on else None
+        self.add_headers: list[tuple[str, str, str]] = settings.add_headers if settings else []
         self.bayes = BayesClassifier(store, bayes_params(config)) if store is not None else None
         # (looked for once, not at every message)
-        self._country_tags_used = any("_RELAYCOUNTRY" in template for _, _, template in settings.add_headers)
+        self._country_tags_used = any("_RELAYCOUNTRY" in template for _, _, template in self.add_headers)
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force: with none configured, an empty RuleSet made on first ask."""
+        if self._rules is None:
+            from spamkit.rules import load_rules
+
+            self._rules = load_rules([], builtin=False)
+        return self._rules
+
+    @property
+    def rule_errors(self) -> list[str]:
+        """Why rules from the rule files were skipped (file and line), for a warning."""
+        return [] if self._rules is None else self._rules.report.errors
 
     @classmethod
     def from_config(cls, config: Config, store: TokenStore | None,
@@ -263,16 +283,20 @@ class Scanner:
     def with_store(self, store: TokenStore | None, database_down: str | None = None) -> Scanner:
         """This configuration, rules and lists over another database (a service's, once it
         can be used again): nothing is read or compiled again."""
-        return Scanner(self.config, self.rules, self.lists, store, database_down=database_down)
+        return Scanner(self.config, self._rules, self.lists, store, database_down=database_down)
 
     @classmethod
     def factory(cls, config: Config, extra_rules: tuple[str, ...] = ()
                 ) -> Callable[[TokenStore | None], Scanner]:
         """Scanners for one configuration over several databases (`spamkit evaluate`'s
         folds): the rules and lists are read and compiled once."""
-        rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
-        use_configured_countries(rules, config)
-        lists = Lists.load(config.lists_path, rules.settings.lists)
+        rules = None
+        if config["UseBuiltinRules"] or config["RulePaths"] or extra_rules:
+            from spamkit.rules import load_rules
+
+            rules = load_rules([*config["RulePaths"], *extra_rules], builtin=config["UseBuiltinRules"])
+            use_configured_countries(rules, config)
+        lists = Lists.load(config.lists_path, rules.settings.lists if rules is not None else None)
         return lambda store: cls(config, rules, lists, store)
 
     def warm_up(self) -> None:
@@ -294,8 +318,8 @@ class Scanner:
                 importlib.import_module(f"encodings.{module.name}")
             except ImportError:
                 pass  # mbcs and oem: Windows only
-        self.rules.prepare_linear()
-        self.scan(_WARM_UP_MESSAGE, with_bayes=False)
+        self.rules.prepare_linear()  # (and with no rules configured, the engine's modules:
+        self.scan(_WARM_UP_MESSAGE, with_bayes=False)  # a reload may bring lists or rules)
 
     def scan(self, raw: bytes, envelope_from: str | None = None, recipients: tuple[str, ...] = (),
              explain: bool = False, parsed: ParsedMessage | None = None,
@@ -349,13 +373,44 @@ class Scanner:
     def _judge(self, raw: bytes, analysis: Analysis, bayes: BayesResult | None,
                envelope_from: str | None, recipients: tuple[str, ...], explain: bool,
                deadline: float | None, verified: Verified | None = None) -> Verdict:
-        """Rules, lists and the decision, once the message is analysed and Bayes has spoken."""
-        context = MessageContext(raw, analysis.message, envelope_from=envelope_from,
-                                 recipients=recipients,
-                                 bayes_probability=bayes.probability if bayes else None,
-                                 max_bytes=self.config["MaxMessageSize"], verified=verified)
+        """Rules, lists and the decision, once the message is analysed and Bayes has spoken.
+        With no rules and no list entries, there is nothing to ask of the message beyond
+        Bayes: no MessageContext is made, and the verdict is the one an empty RuleSet gives."""
+        hits: list[Hit] = []
+        listed: str | None = None
+        tags: dict[str, str] = {}
+        skipped = 0
+        if self._rules is not None or not self.lists.empty:
+            context = self._context(raw, analysis, bayes, envelope_from, recipients, verified)
+            hits = self._rules_and_lists(context, bayes, recipients, explain, deadline)
+            listed, tags, skipped = context.listed, self._message_tags(context), len(context.skipped_rules)
+        score = round(sum(hit.score for hit in hits), 3)
+        reject = self.config.reject_level
+        decision = ("reject" if reject is not None and score >= reject
+                    else "spam" if score >= self.required else "ham")
+        verdict = Verdict(score, self.required, reject, decision, hits, bayes,
+                          listed=listed, subject_tag=self.subject_tag,
+                          add_headers=self.add_headers, token_keys=analysis.hashes, tags=tags)
+        verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, skipped)
+        return verdict
+
+    def _context(self, raw: bytes, analysis: Analysis, bayes: BayesResult | None,
+                 envelope_from: str | None, recipients: tuple[str, ...],
+                 verified: Verified | None) -> MessageContext:
+        from spamkit.rules import MessageContext
+
+        return MessageContext(raw, analysis.message, envelope_from=envelope_from, recipients=recipients,
+                              bayes_probability=bayes.probability if bayes else None,
+                              max_bytes=self.config["MaxMessageSize"], verified=verified)
+
+    def _rules_and_lists(self, context: MessageContext, bayes: BayesResult | None,
+                         recipients: tuple[str, ...], explain: bool, deadline: float | None) -> list[Hit]:
+        """The lists' say (in `context.listed`) and the rules' hits."""
+        from spamkit.rules import SCORE_SET_WITH_BAYES, SCORE_SET_WITHOUT_BAYES
+        from spamkit.rules.context import first_address
+
         if not self.lists.empty:  # (the From address found only when a list may need it)
-            senders = [first_address(envelope_from or ""), context.from_address]
+            senders = [first_address(context.envelope_from or ""), context.from_address]
             context.listed = self.lists.classify(senders, recipients)
         with_bayes = bayes is not None and bayes.probability is not None
         score_set = SCORE_SET_WITH_BAYES if with_bayes else SCORE_SET_WITHOUT_BAYES
@@ -365,16 +420,7 @@ class Scanner:
                          "the caller's deadline)", len(context.skipped_rules),
                          (context.header_text("Message-ID") or "a message without a Message-ID").strip()[:200],
                          self.time_limit)
-        score = round(sum(hit.score for hit in hits), 3)
-        reject = self.config.reject_level
-        decision = ("reject" if reject is not None and score >= reject
-                    else "spam" if score >= self.required else "ham")
-        verdict = Verdict(score, self.required, reject, decision, hits, bayes,
-                          listed=context.listed, subject_tag=self.subject_tag,
-                          add_headers=self.rules.settings.add_headers, token_keys=analysis.hashes,
-                          tags=self._message_tags(context))
-        verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, context)
-        return verdict
+        return hits
 
     def _message_tags(self, context: MessageContext) -> dict[str, str]:
         """The add_header tags that come from the message itself, when a template uses
@@ -382,30 +428,41 @@ class Scanner:
         the tag's name, as SpamAssassin's does)."""
         if not self._country_tags_used:
             return {}
+        from spamkit.rules.relays import RELAY_COUNTRY_TAGS
+
         values = {tag: context.header_text(header) for tag, header in RELAY_COUNTRY_TAGS.items()}
         return {tag: value for tag, value in values.items() if value is not None}
 
-    def _autolearn_choice(self, hits: list[Hit], context: MessageContext) -> tuple[str, str]:
-        if context.skipped_rules:  # the points of only some rules: as SpamAssassin, whose
+    def _autolearn_choice(self, hits: list[Hit], skipped_rules: int) -> tuple[str, str]:
+        if skipped_rules:  # the points of only some rules: as SpamAssassin, whose
             # learning is then never reached, so it says "unavailable" whatever the settings
-            return "unavailable", f"{len(context.skipped_rules)} rules not run: the time limit passed"
+            return "unavailable", f"{skipped_rules} rules not run: the time limit passed"
         if not (self.autolearn_enabled and self.use_bayes and self.store is not None):
             return "no", "autolearn is off"
+        if not hits:  # (no rule hit: no points, and Bayes's bands have not spoken)
+            return self._autolearn_by_points(0.0, 0.0, 0.0)
+        from spamkit.rules import SCORE_SET_WITHOUT_BAYES
+
         rules = self.rules.rules
         learn_hits = [h for h in hits if not (rules[h.name].tflags & _NOT_FOR_AUTOLEARN)]
         if any("noautolearn" in rules[h.name].tflags for h in hits):
             return "no", "a list or noautolearn rule hit"
         points = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits)
+        head = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits
+                   if h.kind.counts_as_header)
         # what Bayes itself says, in its bands' points: a spam the rules miss is one it
         # may well know, and learning it as ham would teach it its own mistake
         learner = sum(h.score for h in hits if "learn" in rules[h.name].tflags)
+        return self._autolearn_by_points(points, head, learner)
+
+    def _autolearn_by_points(self, points: float, head: float, learner: float) -> tuple[str, str]:
+        """Autolearn's choice from the points without Bayes and the lists (`head` of them
+        from header rules) and what Bayes's own bands gave (`learner`)."""
         if points <= self.autolearn_ham:
             if learner > LEARNER_SAYS_SPAM_POINTS:
                 return "no", f"{points:.1f} points, but Bayes says spam ({learner:+.1f} points)"
             return "ham", f"{points:.1f} points, at or below {self.autolearn_ham:g}"
         if points >= self.autolearn_spam:
-            head = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits
-                       if h.kind.counts_as_header)
             body = points - head
             if head < AUTOLEARN_MIN_HEADER_POINTS or body < AUTOLEARN_MIN_BODY_POINTS:
                 return "no", f"{points:.1f} points but {head:.1f} from headers and {body:.1f} from the body"
@@ -453,9 +510,9 @@ def reload_scanner(current: Scanner | None, config_path: str | None, store: Toke
         if current is None:
             raise
         return current, [str(error)]
-    errors = list(candidate.rules.report.errors)
+    errors = list(candidate.rule_errors)
     if current is not None:
-        new = [error for error in errors if error not in current.rules.report.errors]
+        new = [error for error in errors if error not in current.rule_errors]
         if new:
             return current, new
     return candidate, errors
@@ -490,6 +547,8 @@ def use_configured_countries(rules: RuleSet, config: Config) -> None:
     """GeoIPDatabase, when set, is where the rules' X-Relay-Countries come from (before the
     .cf files' geodb settings)."""
     if config["GeoIPDatabase"]:
+        from spamkit.geoip import shared_countries
+
         rules.countries = shared_countries(tuple(config["GeoIPDatabase"]))
 
 

@@ -77,7 +77,7 @@ def check(paths: tuple[str, ...], db_path: str | None, config_path: str | None, 
     learn_error: StoreError | None = None
     try:
         scanner = Scanner.from_config(config, store, rule_files)
-        for error in scanner.rules.report.errors:  # the rule is skipped; the run goes on
+        for error in scanner.rule_errors:  # the rule is skipped; the run goes on
             click.echo(f"spamkit: warning: {error}", err=True)
         batch: list[SourceItem] = []
         pyzor_answers: list[Recorded | None] = []

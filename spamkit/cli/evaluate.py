@@ -100,7 +100,7 @@ def evaluate_command(ctx: click.Context, spam_paths: tuple[str, ...], ham_paths:
         from spamkit.verdict import Scanner
 
         judge = Scanner.factory(config, rule_files)
-        for error in judge(None).rules.report.errors:  # the rule is skipped; the run goes on
+        for error in judge(None).rule_errors:  # the rule is skipped; the run goes on
             click.echo(f"spamkit: warning: {error}", err=True)
     analyzer = Analyzer(limits=ParseLimits(max_message_bytes=config["MaxMessageSize"]))
     progress = Progress("evaluating", enabled=None if not as_json else False)

@@ -521,7 +521,9 @@ OPTIONS: tuple[Option, ...] = (
            "dmarc-reports.sqlite beside the token database's directory).", group="smtp"),
     Option("DmarcReportOrg", str, "", "The organization named in the reports sent (empty: "
            "this host's name).", group="smtp"),
-    Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set.", group="rules"),
+    Option("UseBuiltinRules", bool, True, "Load spamkit's own rule set. Off, with no RulePaths: "
+           "Bayes and the lists judge alone, and the rule engine is not loaded at all.",
+           group="rules"),
     Option("RulePaths", list, [], "Rule files or directories (SpamAssassin .cf syntax) loaded "
            "after the built-in rules, in order; later scores override earlier ones.",
            group="rules"),

@@ -96,7 +96,9 @@ def _archives() -> dict[str, bytes]:
 @pytest.mark.parametrize("config_text", [
     "BayesAutoLearn = true\nBayesAutoLearnThresholdNonspam = 5.0\n",
     'UseBayes = false\nUseBuiltinRules = false\nRulePaths = ["/usr/share/spamassassin"]\n',
-], ids=["built-in rules, Bayes, autolearn", "Debian's rules"])
+    # no rules: the rule engine is imported by warm_up, not by the scanner (decision 0056)
+    "UseBuiltinRules = false\nBayesAutoLearn = true\n",
+], ids=["built-in rules, Bayes, autolearn", "Debian's rules", "Bayes alone, autolearn"])
 def test_nothing_is_imported_after_warm_up(tmp_path: Path, config_text: str,
                                            split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     _, test = split
