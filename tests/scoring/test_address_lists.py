@@ -34,6 +34,11 @@ welcomelist_from_rcvd *@forged.example elsewhere.example
 welcomelist_from_rcvd gone@partner.example partner.example
 unwelcomelist_from_rcvd gone@partner.example
 def_welcomelist_from_rcvd *@bigco.example example.net
+welcomelist_from_rcvd *@compat.example [::192.0.2.0]/120
+welcomelist_from_rcvd *@compat-one.example [::192.0.2.7]
+welcomelist_from_rcvd *@mapped.example [::ffff:192.0.2.7]
+welcomelist_from_rcvd *@v6.example [2001:db8::]/32
+welcomelist_from_rcvd *@v4net.example [192.0.2.0]/24
 welcomelist_subject   [bug *]
 blocklist_subject     make money fast
 blacklist_subject     win a ?rize
@@ -59,6 +64,7 @@ def _via(host: bytes, ip: bytes, recipient: bytes = b"") -> bytes:
 
 _PARTNER = _via(b"out.partner.example", b"198.51.100.5")
 _NET = _via(b"mail.example.net", b"192.0.2.7")
+_V6 = _via(b"mail6.example.net", b"IPv6:2001:db8::5")
 
 LIST_MESSAGES = {
     "to welcome": _message(b"From: a@x.example\nTo: Boss <boss@ok.example>\n"),
@@ -89,6 +95,13 @@ LIST_MESSAGES = {
     "default": _message(b"From: x@bigco.example\nTo: a@ok.example\n", received=_NET),
     "default, elsewhere": _message(b"From: x@bigco.example\nTo: a@ok.example\n", received=_PARTNER),
     "no relay": _message(b"From: friend@partner.example\nTo: a@ok.example\n", received=b""),
+    # an IPv4 relay in an IPv4-compatible IPv6 entry (NetAddr::IP reads 192.0.2.7 as
+    # ::192.0.2.7), but not in an IPv4-mapped one; IPv6 relays in IPv6 and IPv4 entries
+    "compatible network": _message(b"From: x@compat.example\nTo: a@ok.example\n", received=_NET),
+    "compatible address": _message(b"From: x@compat-one.example\nTo: a@ok.example\n", received=_NET),
+    "mapped address": _message(b"From: x@mapped.example\nTo: a@ok.example\n", received=_NET),
+    "ipv6 network": _message(b"From: x@v6.example\nTo: a@ok.example\n", received=_V6),
+    "ipv6 relay, ipv4 network": _message(b"From: x@v4net.example\nTo: a@ok.example\n", received=_V6),
     "subject glob": _message(b"From: a@x.example\nTo: a@ok.example\nSubject: Re: [Bug 1234] crash on start\n"),
     "subject case": _message(b"From: a@x.example\nTo: a@ok.example\nSubject: MAKE MONEY FAST today\n"),
     "subject one character": _message(b"From: a@x.example\nTo: a@ok.example\nSubject: you win a prize\n"),
@@ -110,6 +123,8 @@ def test_lists_hit_as_in_spamassassin(tmp_path: Path) -> None:
     assert theirs["by address"] == {"FROM_WL"} == theirs["by network"] == theirs["by prefix"]
     assert theirs["allowed relay"] == set() == theirs["taken off"] == theirs["no relay"]
     assert theirs["default"] == {"FROM_DEF"} and theirs["default, elsewhere"] == {"FORGED_DEF"}
+    assert theirs["compatible network"] == {"FROM_WL"} == theirs["compatible address"] == theirs["ipv6 network"]
+    assert theirs["mapped address"] == {"FORGED_WL"} == theirs["ipv6 relay, ipv4 network"]
     assert theirs["subject glob"] == {"SUBJ_WL"} and theirs["subject near"] == set()
     assert theirs["subject case"] == {"SUBJ_BL"} == theirs["subject one character"]
 

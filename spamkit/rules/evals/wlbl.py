@@ -183,10 +183,21 @@ def _relay_is(name: str, relay: Relay) -> bool:
         return ip == listed
     if re.fullmatch(r"[\d.]+", listed):  # a classful prefix: "192.0.2" or "192.0.2."
         return ip.startswith(listed.rstrip(".") + ".")
+    return _network_contains(listed, ip)
+
+
+def _network_contains(listed: str, ip: str) -> bool:
+    """NetAddr::IP's `contains`, which SpamAssassin asks here: both read as 128-bit
+    numbers, IPv4 as IPv4-compatible IPv6 (192.0.2.7 is ::192.0.2.7, 192.0.2.0/24 is
+    ::192.0.2.0/120). So an IPv4 relay is within `[::192.0.2.0]/120`, and not within an
+    IPv4-mapped `[::ffff:192.0.2.7]`."""
     try:
-        return ipaddress.ip_address(ip) in ipaddress.ip_network(listed, strict=False)
+        address = ipaddress.ip_address(ip)
+        network = ipaddress.ip_network(listed, strict=False)
     except ValueError:  # (SpamAssassin logs the bad address and goes on)
         return False
+    unmatched_bits = 128 - network.prefixlen - (96 if network.version == 4 else 0)
+    return int(address) >> unmatched_bits == int(network.network_address) >> unmatched_bits
 
 
 def check_from_in_welcomelist(context: MessageContext) -> bool:
