@@ -15,6 +15,7 @@ from spamkit.cli import (
     configured_learner,
     db_option,
     json_option,
+    quickexit,
     require_database,
     resolve_db_path,
 )
@@ -100,6 +101,7 @@ def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, a
             learner = configured_learner(store, config, batch_size, max_tokens)
             summary = learner.learn(iter_messages(paths), label, progress=progress)
     progress.done()
+    quickexit.request()  # every batch is committed and the database closed (not the sweep's)
     report_summary(summary, as_json, quiet, counts(summary))
 
 

@@ -11,6 +11,7 @@ from spamkit.cli import (
     configured_learner,
     db_option,
     json_option,
+    quickexit,
     resolve_db_path,
 )
 from spamkit.cli.learn import report_summary, reporting_a_stop
@@ -69,4 +70,5 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
                                     train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
                                     margin, progress=progress)
     progress.done()
+    quickexit.request()  # every batch is committed and the database closed
     report_summary(summary, as_json, quiet, counts(summary))

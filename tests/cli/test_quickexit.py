@@ -72,3 +72,40 @@ def test_check_through_a_pipe_prints_every_verdict(tmp_path: Path, all_messages:
     verdicts = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(verdicts) == 300 and {v["verdict"] for v in verdicts} <= {"ham", "spam", "reject"}
     assert "cannot read" in done.stderr
+
+
+def test_learn_and_train_leave_their_work_committed(tmp_path: Path, all_messages: list) -> None:  # type: ignore[type-arg]
+    """`learn` and `train` take the quick exit once their database is closed: their JSON
+    arrives through a pipe, a path that cannot be read still makes the status 1, and the
+    database holds what they said they learned."""
+    spam, ham = tmp_path / "spam", tmp_path / "ham"
+    for folder, label in ((spam, "spam"), (ham, "ham")):
+        folder.mkdir()
+        for number, message in enumerate([m for m in all_messages if m.label == label][:40]):
+            (folder / f"{number:03d}.eml").write_bytes(message.data)
+    env = {"PATH": "/usr/bin:/bin", "SPAMKIT_CONFIG": "/nonexistent/spamkit.toml", "HOME": str(tmp_path)}
+
+    def spamkit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "spamkit", *args, "--db", str(tmp_path / "db")],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    def totals() -> tuple[int, int]:
+        magic = spamkit("db", "magic", "--json")
+        assert magic.returncode == 0, magic.stderr
+        record = json.loads(magic.stdout)
+        return record["nspam"], record["nham"]
+
+    trained = spamkit("train", "--spam", str(spam), "--ham", str(ham), "--json")
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    assert summary["learned"] + summary["confident"] == 80 and summary["failed"] == 0
+    nspam, nham = totals()
+    assert nspam + nham == summary["learned"]
+    (spam / "extra.eml").write_bytes(b"Subject: one more\n\nbuy now\n")
+    learned = spamkit("learn", "--spam", "--json", str(spam), str(tmp_path / "none"))
+    assert learned.returncode == 1, learned.stderr  # the path that is not there
+    record = json.loads(learned.stdout)
+    assert record["failed"] == 1 and record["relearned"] == 0
+    # the extra message and every spam `train` was already sure of, now learned
+    assert record["learned"] == 41 - nspam and record["skipped"] == nspam
+    assert totals() == (41, nham)
