@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from corpora import CorpusMessage
 from spamkit.config import config_from_text
 from spamkit.learn import Learner
@@ -108,3 +111,17 @@ def test_verdicts_are_those_of_an_empty_rule_set(tmp_path: Path,
         if "ListsFile" in config_text:
             assert {verdict.listed for verdict in one_by_one} >= {"white", None}
     store.close()
+
+
+_NO_RULES = config_from_text("UseBuiltinRules = false\nBayesAutoLearn = true\n", Path("/nonexistent/spamkit.toml"), {})
+_WITHOUT = Scanner.from_config(_NO_RULES, None)
+_EMPTY = Scanner(_NO_RULES, load_rules([], builtin=False), Lists())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | st.lists(st.sampled_from(
+    [b"From: a@b.example", b"Subject: x", b"Content-Type: text/html", b"\n", b"\r\n", b"<p>hi",
+     b"=?utf-8?q?=E9?=", b"X-Spam-Flag: YES", b"\x00", b"\xff"])).map(b"".join))
+def test_any_bytes_get_the_verdict_of_an_empty_rule_set(raw: bytes) -> None:
+    assert _fields(_WITHOUT.scan(raw, envelope_from="x@example.org")) == \
+        _fields(_EMPTY.scan(raw, envelope_from="x@example.org"))
