@@ -13,7 +13,7 @@ import click
 
 from spamkit.cli import config_option, db_option, json_option, require_database, resolve_db_path
 from spamkit.atomicfile import replacing
-from spamkit.config import load_config
+from spamkit.config import Config, load_config
 from spamkit.errors import StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
@@ -155,10 +155,18 @@ def expire(max_tokens: int | None, seen_days: int | None, db_path: str | None,
 @db_option
 @config_option
 @json_option
-def compact(db_path: str | None, config_path: str | None, as_json: bool) -> None:
+@click.option("--filter-databases", "filter_databases", is_flag=True,
+              help="Also compact the SMTP filter's own databases (karma, greylist, sendlimit) "
+                   "where they are LMDB directories.")
+def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_databases: bool) -> None:
     """Give the file's unused pages back to the disk: LMDB reuses them but never shortens
     its file, so after a big import or `db expire` it stays at its largest. Needs the
-    database to itself: stop `serve` and `spamd` first (exit 75 while others have it open)."""
+    database to itself: stop `serve` and `spamd` first (exit 75 while others have it open).
+
+    With --filter-databases, the filter's karma, greylist and sendlimit directories are
+    compacted after it, in turn (one in Redis, or not made yet, is passed over and said
+    so); the first that cannot be stops the run with its error, and those before it stay
+    compacted."""
     from spamkit.store import backend_of
     from spamkit.store.compact import compact as compact_file
 
@@ -167,12 +175,37 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool) -> None
         raise click.UsageError("db compact shrinks an LMDB file; Redis keeps its data in memory "
                                "and frees what `db expire` removes by itself")
     done = compact_file(location)
-    if as_json:
-        click.echo(json.dumps({"before": done.before, "after": done.after,
-                               "seconds": round(done.seconds, 3)}))
-    else:
+    if not as_json:
         click.echo(f"compacted {location}: {_size(done.before)} -> {_size(done.after)} "
                    f"({done.seconds:.1f} s)")
+    report: dict[str, object] = {"before": done.before, "after": done.after, "seconds": round(done.seconds, 3)}
+    if filter_databases:
+        filters: list[dict[str, object]] = []
+        for name, path in _filter_databases(load_config(config_path)):
+            skipped = ("in Redis" if backend_of(path) != "lmdb" else
+                       "not made yet" if not (Path(path) / "data.mdb").exists() else None)
+            if skipped is not None:
+                filters.append({"filter": name, "path": path, "skipped": skipped})
+                if not as_json:
+                    click.echo(f"{name} at {path}: {skipped}, passed over")
+                continue
+            compacted = compact_file(path)
+            filters.append({"filter": name, "path": path, "before": compacted.before,
+                            "after": compacted.after, "seconds": round(compacted.seconds, 3)})
+            if not as_json:
+                click.echo(f"compacted {name} at {path}: {_size(compacted.before)} -> "
+                           f"{_size(compacted.after)} ({compacted.seconds:.1f} s)")
+        report["filters"] = filters
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _filter_databases(config: Config) -> list[tuple[str, str]]:
+    """(filter, location) of the SMTP filter's own record stores, where `serve` opens them."""
+    from smtpfilter.plugins import greylist_database, karma_database, sendlimit_database
+
+    return [("karma", karma_database(config)), ("greylist", greylist_database(config)),
+            ("sendlimit", sendlimit_database(config))]
 
 
 def _size(count: int) -> str:

@@ -202,13 +202,26 @@ def _open_unlocked(path: Path, subdir: bool) -> lmdb.Environment:
 
 def _named_databases(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes, lmdb._Database]:
     """Every named database the file holds, as its main tree lists them (so none is
-    named here twice over, and a table added later is counted too)."""
-    names = [bytes(key) for key in txn.cursor().iternext(keys=True, values=False)]
-    return {name: env.open_db(name, txn=txn, create=False) for name in names}
+    named here twice over, and a table added later is counted too).
+
+    The SMTP filter's stores (karma, greylist, sendlimit: smtpfilter/recordstore.py) keep
+    their records in the main tree itself, with no named database. LMDB refuses to open
+    a record as a database, so the first key it refuses says which kind of file this is
+    (opening a record failed the whole compaction before)."""
+    databases = {}
+    for key in txn.cursor().iternext(keys=True, values=False):
+        try:
+            databases[bytes(key)] = env.open_db(bytes(key), txn=txn, create=False)
+        except lmdb.Error:  # (MDB_INCOMPATIBLE or MDB_BAD_VALSIZE: a record, not a database)
+            return {}
+    return databases
 
 
 def _entries(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes, int]:
-    return {name: txn.stat(db)["entries"] for name, db in _named_databases(env, txn).items()}
+    """Entries of the main tree (under b"": the databases' names, or a filter store's
+    records) and of each named database."""
+    return {b"": txn.stat()["entries"],
+            **{name: txn.stat(db)["entries"] for name, db in _named_databases(env, txn).items()}}
 
 
 def _pages_in_use(env: lmdb.Environment, txn: lmdb.Transaction) -> int:

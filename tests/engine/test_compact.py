@@ -202,3 +202,67 @@ def test_a_damaged_file_is_refused_not_copied(db: Path, kind: str) -> None:
     assert refused.returncode == 65, refused.stderr
     assert "is damaged" in refused.stderr and "db reset --yes" in refused.stderr
     assert digest(db / "data.mdb") == content and not (db / TEMPORARY_NAME).exists()
+
+
+
+# The filter's stores keep their LMDB environments open for the life of the process, so
+# they are filled and read in processes of their own, and the compaction finds them free.
+_FILL = r"""
+import json, sys, time
+from smtpfilter.plugins.greylist import GreylistStore
+from smtpfilter.plugins.karma import KarmaStore
+
+greylist, karma = sys.argv[1], sys.argv[2]
+now = time.time()
+store = GreylistStore(greylist, 60, 3600, 36 * 86400, 0)
+for number in range(20_000):  # the last 200 arrive now; the rest never retried in time
+    store.check(f"198.51.{number // 250}.0/24", f"s{number}@sender.example", "rcpt@ok.example",
+                now if number >= 19_800 else now - 7200)
+assert store.prune(now) == 19_800
+KarmaStore(karma).update("a@sender.example", 1, 0, 3, 3)
+"""
+_READ = r"""
+import json, sys
+from smtpfilter.plugins.greylist import GreylistStore
+from smtpfilter.plugins.karma import KarmaStore
+
+print(json.dumps({"greylist": dict(GreylistStore(sys.argv[1], 60, 3600, 36 * 86400, 0).records.items()),
+                  "karma": KarmaStore(sys.argv[2]).get("a@sender.example")}, sort_keys=True))
+"""
+
+
+def _in_a_process(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_filters_databases_are_compacted_too(tmp_path: Path, db: Path) -> None:
+    """`db compact --filter-databases`: the filter's stores keep their records in LMDB's
+    main tree, which compaction used to take for a list of tables (it failed on them);
+    one in Redis, or not made yet, is passed over."""
+    greylist, karma = tmp_path / "greylist", tmp_path / "karma"
+    _in_a_process(_FILL, str(greylist), str(karma))
+    kept = _in_a_process(_READ, str(greylist), str(karma))
+    assert len(json.loads(kept)["greylist"]) >= 200 and json.loads(kept)["karma"]["good"] == 1
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'GreylistDatabase = "{greylist}"\nKarmaDatabase = "{karma}"\n'
+                      'SendLimitDatabase = "redis://127.0.0.1:1/0"\n')
+    size = (greylist / "data.mdb").stat().st_size
+    done = spamkit("db", "compact", "--db", str(db), "--config", str(config), "--filter-databases", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["after"] < report["before"]  # the token database first, as without the option
+    by_filter = {entry["filter"]: entry for entry in report["filters"]}
+    assert by_filter["greylist"]["before"] == size and by_filter["greylist"]["after"] < size / 10
+    assert by_filter["karma"]["path"] == str(karma) and "after" in by_filter["karma"]
+    assert by_filter["sendlimit"]["skipped"] == "in Redis"
+    assert _in_a_process(_READ, str(greylist), str(karma)) == kept  # every record, as it was
+
+    text = spamkit("db", "compact", "--db", str(db), "--config", str(config), "--filter-databases")
+    assert text.returncode == 0, text.stderr
+    assert f"compacted greylist at {greylist}: " in text.stdout and "sendlimit at redis://" in text.stdout
+    shutil.rmtree(greylist)
+    gone = json.loads(spamkit("db", "compact", "--db", str(db), "--config", str(config),
+                              "--filter-databases", "--json").stdout)
+    assert [entry.get("skipped") for entry in gone["filters"]] == [None, "not made yet", "in Redis"]
