@@ -59,6 +59,14 @@ class StoreCorrupt(StoreError):
     exit_code = 65  # EX_DATAERR
 
 
+class NotATokenDatabase(StoreError):
+    """The directory holds an LMDB database of another kind: the SMTP filter's karma,
+    greylist or sendlimit records, say, given as --db by mistake. Refused and left as it
+    is: never moved aside, reset or written to as if it were damaged."""
+
+    exit_code = 65  # EX_DATAERR, as when it was taken for a damaged token database
+
+
 class DumpError(StoreError):
     """A dump that cannot be restored (not a dump, damaged, cut short, not UTF-8 text):
     the database was not changed. Bad input, not a disk fault."""

@@ -14,7 +14,7 @@ import click
 from spamkit.cli import config_option, db_option, json_option, require_database, resolve_db_path
 from spamkit.atomicfile import replacing
 from spamkit.config import Config, load_config
-from spamkit.errors import StoreCorrupt, StoreError
+from spamkit.errors import NotATokenDatabase, StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
@@ -80,6 +80,7 @@ def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Look for damage: the file's structure (LMDB), then every record, read as `dump`
     reads it. Exit 0 if sound, 65 if damaged. The database is not changed."""
     location = resolve_db_path(db_path, config_path)
+    not_tokens = False  # another kind of LMDB database (the filter's): not damaged, not ours
     try:
         with open_store(location, readonly=True) as store:
             problems = store.verify()
@@ -88,14 +89,17 @@ def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
                     store.dump(nowhere)
     except StoreCorrupt as error:
         problems = [str(error)]
+    except NotATokenDatabase as error:
+        problems, not_tokens = [str(error)], True
     where = describe_location(location or default_db_path())
     if as_json:
         click.echo(json.dumps({"path": where, "sound": not problems, "problems": problems}))
     elif problems:
-        click.echo(f"{where}: damaged", err=True)
+        click.echo(f"{where}: {'not a token database' if not_tokens else 'damaged'}", err=True)
         for problem in problems:
             click.echo(f"  {problem}", err=True)
-        click.echo(f"  {RECOVERY}", err=True)
+        if not not_tokens:  # (a reset would move the filter's database aside)
+            click.echo(f"  {RECOVERY}", err=True)
     else:
         click.echo(f"{where}: sound")
     if problems:

@@ -33,7 +33,8 @@ from pathlib import Path
 import lmdb
 
 from spamkit.errors import DatabaseInUse, NoDatabase, StoreError
-from spamkit.store.lmdb import damage_found, free_bytes, refuse_remote_filesystem, refuse_writable_by_others
+from spamkit.store.lmdb import (damage_found, free_bytes, holds_records, refuse_remote_filesystem,
+                                refuse_writable_by_others)
 from spamkit.store.lmdbcheck import check_file
 
 TEMPORARY_NAME = "data.mdb.compacting"
@@ -207,14 +208,11 @@ def _named_databases(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes
     The SMTP filter's stores (karma, greylist, sendlimit: smtpfilter/recordstore.py) keep
     their records in the main tree itself, with no named database. LMDB refuses to open
     a record as a database, so the first key it refuses says which kind of file this is
-    (opening a record failed the whole compaction before)."""
-    databases = {}
-    for key in txn.cursor().iternext(keys=True, values=False):
-        try:
-            databases[bytes(key)] = env.open_db(bytes(key), txn=txn, create=False)
-        except lmdb.Error:  # (MDB_INCOMPATIBLE or MDB_BAD_VALSIZE: a record, not a database)
-            return {}
-    return databases
+    (`holds_records`; opening a record as a database failed the whole compaction before)."""
+    if holds_records(env, txn):
+        return {}
+    names = [bytes(key) for key in txn.cursor().iternext(keys=True, values=False)]
+    return {name: env.open_db(name, txn=txn, create=False) for name in names}
 
 
 def _entries(env: lmdb.Environment, txn: lmdb.Transaction) -> dict[bytes, int]:

@@ -30,7 +30,7 @@ from typing import IO
 import lmdb
 import numpy as np
 
-from spamkit.errors import NoDatabase, StoreCorrupt, StoreError
+from spamkit.errors import NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError
 from spamkit.store.lmdbcheck import check_file, check_length
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
@@ -63,6 +63,19 @@ REMOTE_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.ss
 def damage_found(where: str | os.PathLike[str], problems: list[str]) -> StoreCorrupt:
     """The error for damage `verify` found: the first problem, and what to do."""
     return StoreCorrupt(f"the database at {where} is damaged ({problems[0]}); {RECOVERY}")
+
+
+def holds_records(env: lmdb.Environment, txn: lmdb.Transaction) -> bool:
+    """Whether the file's main tree holds records, as the SMTP filter's stores keep them
+    (smtpfilter/recordstore.py), rather than the names of databases, as a token database
+    does. LMDB refuses to open a record as a database, so its first key tells."""
+    for key in txn.cursor().iternext(keys=True, values=False):
+        try:
+            env.open_db(bytes(key), txn=txn, create=False)
+        except lmdb.Error:  # (MDB_INCOMPATIBLE, or MDB_BAD_VALSIZE: not a database's entry)
+            return True
+        return False
+    return False
 
 
 def free_bytes(where: Path | int) -> int | None:
@@ -289,6 +302,8 @@ class LmdbStore:
         try:
             self._refuse_truncated_file()
             self._env.reader_check()  # clears slots left by processes that died mid-read
+            if existing:
+                self._refuse_records()
             if self.readonly:
                 self._open_databases(None)
             else:  # made (or checked) in one transaction: a reader sees all of it or none
@@ -322,6 +337,17 @@ class LmdbStore:
         if self._directory_fd is not None:
             os.close(self._directory_fd)
             self._directory_fd = None
+
+    def _refuse_records(self) -> None:
+        """NotATokenDatabase for one of the SMTP filter's databases, given as --db by
+        mistake: a writer would have added spamkit's tables beside its records, and `db
+        reset` would have set it aside as damaged."""
+        with self._env.begin() as txn:
+            if holds_records(self._env, txn):
+                raise NotATokenDatabase(
+                    f"{self.path} holds an LMDB database of records, not spamkit's tokens (the "
+                    "SMTP filter's karma, greylist and sendlimit databases are such): is it the "
+                    "right directory? Nothing was changed")
 
     def _refuse_truncated_file(self) -> None:
         """A data file shorter than its own last page (a copy cut short, a damaged disk)

@@ -266,3 +266,27 @@ def test_the_filters_databases_are_compacted_too(tmp_path: Path, db: Path) -> No
     gone = json.loads(spamkit("db", "compact", "--db", str(db), "--config", str(config),
                               "--filter-databases", "--json").stdout)
     assert [entry.get("skipped") for entry in gone["filters"]] == [None, "not made yet", "in Redis"]
+
+
+def test_a_filter_database_given_as_the_token_database_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """--db naming the greylist's directory by mistake: every command says what it is and
+    exits 65 with the file unchanged. Before, `learn` added spamkit's tables beside the
+    records and `db reset --yes` set the greylist aside as a damaged token database."""
+    greylist = tmp_path / "greylist"
+    _in_a_process(_FILL, str(greylist), str(tmp_path / "karma"))
+    content = digest(greylist / "data.mdb")
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: hi\n\nhello\n")
+    for command in (["db", "magic"], ["db", "reset", "--yes"], ["learn", "--spam", str(message)],
+                    ["check", str(message)], ["db", "dump"]):
+        refused = spamkit(*command, "--db", str(greylist))
+        assert refused.returncode == 65, (command, refused.stderr)
+        assert "not spamkit's tokens" in refused.stderr and "greylist" in refused.stderr, command
+        assert "db reset" not in refused.stderr  # (which would set the greylist aside)
+    verified = spamkit("db", "verify", "--db", str(greylist))
+    assert verified.returncode == 65 and "not a token database" in verified.stderr
+    assert "db reset" not in verified.stderr
+    report = json.loads(spamkit("db", "verify", "--db", str(greylist), "--json").stdout)
+    assert report["sound"] is False and "not spamkit's tokens" in report["problems"][0]
+    assert digest(greylist / "data.mdb") == content
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["greylist", "karma", "m.eml"]  # nothing set aside
