@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import lmdb
 from redis.exceptions import WatchError
 
-from spamkit.errors import StoreError
+from spamkit.errors import ConfigError, StoreError
 from spamkit.store import backend_of
 from spamkit.store.lmdb import move_aside
 from spamkit.store.maplock import MapLock
@@ -135,7 +135,25 @@ class LmdbRecords(RecordStore):
                         self.policy.what, path, error, kept.name)
             env = _open_environment(path)
         env.reader_check()  # slots a killed process left behind
+        self._refuse_other_databases(env, path)
         return env
+
+    def _refuse_other_databases(self, env: lmdb.Environment, path: Path) -> None:
+        """A ConfigError for a directory that holds another kind of LMDB database (the
+        token database, given as KarmaDatabase, say): every record here is a JSON object,
+        and writing ours into its main tree beside its tables made `karma list` and the
+        pruning fail on them. Left as it is, never moved aside."""
+        foreign = False
+        with env.begin() as txn:
+            for key, value in txn.cursor():
+                if bytes(key) != _PRUNED_KEY:
+                    foreign = not bytes(value).startswith(b"{")
+                    break
+        if foreign:
+            env.close()
+            raise ConfigError(f"{path} holds another kind of LMDB database (spamkit's token "
+                              f"database?), not {self.policy.what} records: give the "
+                              f"{self.policy.what} filter a directory of its own")
 
     @contextmanager
     def _begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:

@@ -342,8 +342,8 @@ class LmdbStore:
         """NotATokenDatabase for one of the SMTP filter's databases, given as --db by
         mistake: a writer would have added spamkit's tables beside its records, and `db
         reset` would have set it aside as damaged."""
-        with self._env.begin() as txn:
-            if holds_records(self._env, txn):
+        with self._env.begin() as txn:  # (a token database with a stray record still opens)
+            if txn.get(b"tokens") is None and holds_records(self._env, txn):
                 raise NotATokenDatabase(
                     f"{self.path} holds an LMDB database of records, not spamkit's tokens (the "
                     "SMTP filter's karma, greylist and sendlimit databases are such): is it the "

@@ -290,3 +290,21 @@ def test_a_filter_database_given_as_the_token_database_is_refused_and_left_as_it
     assert report["sound"] is False and "not spamkit's tokens" in report["problems"][0]
     assert digest(greylist / "data.mdb") == content
     assert sorted(path.name for path in tmp_path.iterdir()) == ["greylist", "karma", "m.eml"]  # nothing set aside
+
+
+def test_a_token_database_with_a_stray_record_in_its_main_tree_still_opens(tmp_path: Path) -> None:
+    """What karma wrote into the token database when KarmaDatabase named its directory (it
+    is refused now): a record among the tables' names, sorted before them. The token
+    database is still one, and opens; only a file without spamkit's tables is refused."""
+    import lmdb
+
+    path = tmp_path / "db"
+    with LmdbStore(path) as store:
+        store.set_meta("made", "here")
+    env = lmdb.open(str(path))
+    with env.begin(write=True) as txn:
+        txn.put(b"192.0.2.1", b'{"good": 1, "bad": 0, "until": 0}')
+    env.close()
+    with LmdbStore(path, readonly=True) as store:
+        assert store.meta_value("made") == "here"
+    assert spamkit("db", "verify", "--db", str(path)).returncode == 0

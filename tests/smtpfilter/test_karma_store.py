@@ -208,3 +208,31 @@ def test_karma_list_makes_no_database(tmp_path: Path) -> None:
                            "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "'not-an-address' is not an IP address" in done.stderr
     assert not (tmp_path / "karma").exists()
+
+
+def test_the_token_database_given_as_karmas_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """KarmaDatabase naming the token database's directory: karma's records went into its
+    main tree beside spamkit's tables, and listing or pruning them then failed on those
+    tables (UnicodeDecodeError in the pruning thread). Now karma refuses the directory, and
+    the token database keeps every byte and still opens."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from spamkit.errors import ConfigError
+    from spamkit.store import LmdbStore
+
+    tokens = tmp_path / "db"
+    with LmdbStore(tokens) as store:
+        store.set_meta("made", "here")
+    content = hashlib.sha256((tokens / "data.mdb").read_bytes()).digest()
+    with pytest.raises(ConfigError, match="not karma records: give the karma filter a directory of its own"):
+        KarmaStore(str(tokens))
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'Database = "{tokens}"\nKarmaDatabase = "{tokens}"\n')
+    done = subprocess.run([sys.executable, "-m", "spamkit", "karma", "list", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "a directory of its own" in done.stderr, done.stderr
+    assert hashlib.sha256((tokens / "data.mdb").read_bytes()).digest() == content
+    with LmdbStore(tokens, readonly=True) as store:
+        assert store.meta_value("made") == "here"
