@@ -388,6 +388,32 @@ def chain_problems(config: Config) -> list[str]:
         if first in names and then in names and names.index(first) > names.index(then):
             problems.append(f"{config.origins['SmtpFilters']}: the {first} filter changes the "
                             f"message, so it must come before {then}")
+    return problems + _shared_directories(config, names)
+
+
+# the filters that keep records in a directory of their own (smtpfilter/recordstore.py)
+_STORE_OPTIONS = (("karma", "KarmaDatabase", karma_database), ("greylist", "GreylistDatabase", greylist_database),
+                  ("sendlimit", "SendLimitDatabase", sendlimit_database))
+
+
+def _shared_directories(config: Config, names: list[str]) -> list[str]:
+    """Two of the chain's stores given one LMDB directory, or one given the token
+    database's: each store prunes what it takes for its own records, and would read the
+    other's (or the token database's tables) as such."""
+    from spamkit.store import backend_of, default_db_path
+
+    token = config["Database"] or str(default_db_path())
+    taken: dict[Path, str] = {} if backend_of(token) != "lmdb" else {Path(token).resolve(): "the token database"}
+    problems = []
+    for name, option, location_of in _STORE_OPTIONS:
+        location = location_of(config)
+        if name not in names or backend_of(location) != "lmdb":
+            continue
+        directory = Path(location).resolve()
+        if directory in taken:
+            problems.append(f"{config.origins[option]}: the {name} filter's database is {location}, "
+                            f"{taken[directory]}'s directory too: give each its own ({option})")
+        taken.setdefault(directory, f"the {name} filter's database")
     return problems
 
 

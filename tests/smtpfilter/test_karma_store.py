@@ -236,3 +236,33 @@ def test_the_token_database_given_as_karmas_is_refused_and_left_as_it_is(tmp_pat
     assert hashlib.sha256((tokens / "data.mdb").read_bytes()).digest() == content
     with LmdbStore(tokens, readonly=True) as store:
         assert store.meta_value("made") == "here"
+
+
+def test_two_stores_given_one_directory_are_refused_by_lint_and_serve(tmp_path: Path) -> None:
+    """KarmaDatabase and GreylistDatabase naming one directory (or one of them naming the
+    token database's): each store would prune the other's records as its own. `spamkit
+    lint` reports it with the line, and `serve` refuses to build the chain, before any
+    database is opened."""
+    import subprocess
+    import sys
+
+    from smtpfilter.plugins import check_chain
+    from spamkit.config import config_from_text
+    from spamkit.errors import ConfigError
+
+    shared = tmp_path / "shared"
+    text = (f'SmtpFilters = ["karma", "greylist", "spamscore"]\nDatabase = "{tmp_path / "db"}"\n'
+            f'KarmaDatabase = "{shared}"\nGreylistDatabase = "{shared}/"\n')
+    config = tmp_path / "spamkit.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r"spamkit.toml:4: the greylist filter's database is .*, the karma "
+                                          r"filter's database's directory too: give each its own \(GreylistDatabase\)"):
+        check_chain(config_from_text(text, config, {}))
+    linted = subprocess.run([sys.executable, "-m", "spamkit", "lint", "--json", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert linted.returncode == 1 and any("give each its own" in e for e in json.loads(linted.stdout)["errors"])
+    assert not shared.exists()  # nothing opened or made
+    onto_tokens = text.replace(f'KarmaDatabase = "{shared}"', f'KarmaDatabase = "{tmp_path / "db"}"')
+    with pytest.raises(ConfigError, match="the karma filter's database is .*, the token database's directory too"):
+        check_chain(config_from_text(onto_tokens, config, {}))
+    check_chain(config_from_text(text.replace(f'"{shared}/"', f'"{tmp_path / "greylist"}"'), config, {}))
