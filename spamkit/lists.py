@@ -72,6 +72,26 @@ def entry_warning(entry: Entry) -> str | None:
     return f"black {entry.pattern} matches every sender: all mail is blacklisted as spam"
 
 
+def _read_lines(path: Path) -> list[bytes]:
+    """The list file's lines as bytes; none when there is no file."""
+    try:
+        return path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as error:  # a directory, or not readable by this account
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _entry_of_line(line: str, where: str) -> Entry:
+    fields = line.split()
+    if len(fields) not in (2, 3):
+        raise ConfigError(f"{where}: expected 'white|black PATTERN [RECIPIENT]'")
+    try:
+        return check_entry(*fields)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def _recipient_names(recipients: Iterable[str]) -> set[str]:
     """The names a per-recipient entry may be written as: each recipient as given (an
     address from SMTP, or the account name that `deliver USER` and `spamc -u USER` give),
@@ -96,20 +116,18 @@ class Lists:
 
     @classmethod
     def load(cls, path: Path, extra: dict[str, list[str]] | None = None) -> Lists:
-        """The list file (missing is empty), plus whitelist_from/blacklist_from of rule files."""
+        """The list file (missing is empty), plus whitelist_from/blacklist_from of rule files.
+
+        A comment may hold any bytes (a file written in Latin-1, or carried over from
+        another system); an entry that is not UTF-8 is a ConfigError naming its line."""
         entries: list[Entry] = []
-        if path.exists():
-            for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                line = raw.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                fields = line.split()
-                if len(fields) not in (2, 3):
-                    raise ConfigError(f"{path}:{number}: expected 'white|black PATTERN [RECIPIENT]'")
-                try:
-                    entries.append(check_entry(*fields))
-                except ConfigError as error:
-                    raise ConfigError(f"{path}:{number}: {error}") from None
+        for number, raw in enumerate(_read_lines(path), start=1):
+            try:
+                line = raw.split(b"#", 1)[0].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(f"{path}:{number}: not UTF-8 text") from None
+            if line:
+                entries.append(_entry_of_line(line, f"{path}:{number}"))
         from_rules = [Entry(kind, p.lower()) for kind, patterns in (extra or {}).items()
                       for p in patterns]
         return cls(entries, path, from_rules)
