@@ -43,18 +43,42 @@ def key_directory(root: Path, domain: str) -> Path:
     return own if (own / "private").is_file() else root / DEFAULT
 
 
-def signing_key(root: Path, domain: str) -> SigningKey | None:
-    """The key that signs `domain`'s mail; None when there is none to read."""
-    directory = key_directory(root, domain)
+# Each key as it was last read, by directory. `serve` reads the keys as root, before it gives
+# up root for --user; a SIGHUP rebuilds the filters as that user, who cannot read a private
+# key `keygen` made (0400, root's), and keeps the key read before.
+_READ_AS_ROOT: dict[Path, SigningKey] = {}
+
+
+def signing_keys(root: Path) -> dict[str, SigningKey | None]:
+    """Every key pair under `root`, by its directory's name ("default" or a domain, in
+    lower case as `keygen` names it); None for one whose private key cannot be read.
+    Read all at once when the filter is built: read at a domain's first message, a key
+    was read as --user, and one of root's was never found (every message went unsigned)."""
+    try:
+        directories = sorted(path for path in root.iterdir() if (path / "private").is_file())
+    except OSError:  # no key directory (yet)
+        return {}
+    return {directory.name: read_key(directory) for directory in directories}
+
+
+def read_key(directory: Path) -> SigningKey | None:
+    """The key pair in `directory`; None when its private key cannot be read."""
     try:
         private = (directory / "private").read_bytes()
+    except PermissionError:
+        return _READ_AS_ROOT.get(directory)
     except OSError:
         return None
+    key = SigningKey(directory, _selector(directory), private)
+    _READ_AS_ROOT[directory] = key
+    return key
+
+
+def _selector(directory: Path) -> str:
     try:
-        selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
+        return (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
     except (OSError, UnicodeDecodeError):
-        selector = DEFAULT  # SME's default pair is named "default"
-    return SigningKey(directory, selector, private)
+        return DEFAULT  # SME's default pair is named "default"
 
 
 def _check_domain(domain: str) -> None:
@@ -88,10 +112,7 @@ def dns_record(root: Path, domain: str) -> tuple[str, str]:
     "v=DKIM1; k=rsa; p=<base64 DER>"."""
     _check_domain(domain)
     directory = key_directory(root, domain)
-    try:
-        selector = (directory / "selector").read_text(encoding="ascii").strip() or DEFAULT
-    except (OSError, UnicodeDecodeError):
-        selector = DEFAULT  # as signing_key reads it
+    selector = _selector(directory)  # as signing_keys reads it
     try:
         pem = (directory / "public").read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):  # made by hand with only the private key

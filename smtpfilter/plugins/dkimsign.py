@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dkim
 
-from smtpfilter.dkimkeys import SigningKey, key_directory, signing_key
+from smtpfilter.dkimkeys import DEFAULT, SigningKey, signing_keys
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction
 from smtpfilter.plugins.dmarc import author_domain
 from smtpfilter.networks import LocalClients
@@ -42,7 +42,9 @@ class DkimSign(Filter):
         self.key_root = key_root
         self.our_domains = {d.lower().rstrip(".") for d in our_domains}
         self.except_domains = {d.lower().rstrip(".") for d in except_domains}
-        self._keys: dict[str, SigningKey | None] = {}
+        # read now, as `serve` builds its filters, before it gives up root (smtpfilter/dkimkeys.py);
+        # a new key takes a restart, as on SME a signal-event does
+        self._keys: dict[str, SigningKey | None] = signing_keys(key_root)
 
     def data(self, tx: Transaction) -> Decision:
         if not self.local.holds(tx):
@@ -50,9 +52,9 @@ class DkimSign(Filter):
         author = author_domain(tx.data)
         if author is None or author in self.except_domains:
             return CONTINUE
-        if author not in self.our_domains and key_directory(self.key_root, author).name != author:
+        if author not in self.our_domains and author not in self._keys:
             return CONTINUE  # not a domain we manage
-        key = self._key(author)
+        key = self._keys[author] if author in self._keys else self._keys.get(DEFAULT)
         if key is None:
             log.error("dkimsign: no readable key for %s in %s (make one with `spamkit dkim "
                       "keygen`)", author, self.key_root)
@@ -67,10 +69,3 @@ class DkimSign(Filter):
         tx.data = signature + tx.data
         tx.notes["dkimsign"] = f"d={author} s={key.selector}"
         return CONTINUE
-
-    def _key(self, domain: str) -> SigningKey | None:
-        """The domain's key, read once per process (a new key takes a restart, as on SME
-        a signal-event does)."""
-        if domain not in self._keys:
-            self._keys[domain] = signing_key(self.key_root, domain)
-        return self._keys[domain]

@@ -5,8 +5,13 @@ the next hop against that record."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import dkim
@@ -20,7 +25,9 @@ from smtpfilter.dkimkeys import dns_record, generate
 from smtpfilter.filter import Action, Transaction
 from smtpfilter.plugins.dkimsign import DkimSign
 from smtpfilter.networks import LocalClients
+from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_sink import Sink
+from tests.servers.swaks import swaks
 from tests.smtpfilter.conftest import PLAIN
 
 OURS = 'LocalNetworks = ["127.0.0.0/8"]\nLocalDomains = ["example.com", "example.net"]\n'
@@ -145,3 +152,40 @@ def test_any_message_is_signed_or_passed_on_never_lost(key_root: Path, data: byt
                      rcpt_tos=["b@example.org"], data=data)
     assert signer.data(tx).action is Action.CONTINUE
     assert tx.data == data or (tx.data.startswith(b"DKIM-Signature:") and tx.data.endswith(data))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="serve gives up root only when started as root")
+def test_serve_as_its_user_signs_with_the_keys_root_made(sink: Sink) -> None:
+    """`keygen` run as root makes the private key 0400, root's; `serve --user nobody` gives
+    up root before its first message, and read the key only then: "no readable key", and
+    every message went unsigned. It reads the keys as it builds its filters now, and a
+    SIGHUP (its filters built again, as nobody) keeps them."""
+    base = Path(tempfile.mkdtemp(prefix="spamkit-dkim-"))  # nobody reads it again at SIGHUP
+    try:
+        base.chmod(0o755)
+        config = base / "spamkit.toml"
+        config.write_text(OURS + 'UseBayes = false\nSmtpFilters = ["dkimsign"]\n')
+        spamkit("dkim", "keygen", "--config", str(config))
+        published = records(config, "example.com")
+        message = base / "message.eml"
+        message.write_bytes(from_domain("example.com"))
+        log = base / "serve.log"
+        with log.open("wb") as written:
+            process, port = start_serve(sink.port, base / "db", config, stderr=written.fileno())
+            try:
+                assert swaks(port, message, "a@example.com", "b@example.org").startswith("250")
+                process.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 30
+                while b"reload: configuration" not in log.read_bytes() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert swaks(port, message, "a@example.com", "b@example.org").startswith("250")
+            finally:
+                assert stop_serve(process)[0] == 0
+        text = log.read_text()
+        assert "running as nobody" in text and "reload: configuration" in text
+        assert "dkimsign:" not in text, text  # (no "no readable key", no other complaint)
+        sent = sink.messages_as_sent()
+        assert len(sent) == 2 and all(m.startswith(b"DKIM-Signature:") for m in sent)
+        assert all(verifies(m, published) for m in sent)
+    finally:
+        shutil.rmtree(base)
