@@ -81,6 +81,33 @@ def _selector(directory: Path) -> str:
         return DEFAULT  # SME's default pair is named "default"
 
 
+def key_problems(root: Path) -> list[str]:
+    """What would leave mail unsigned, or signed so that no one can verify it: no key pair
+    at all, a private key that cannot be read or is not a PEM RSA key, a selector that is
+    not a DNS name. For `spamkit lint`, and logged when `serve` starts."""
+    from dkim.crypto import UnparsableKeyError, parse_pem_private_key
+
+    keys = signing_keys(root)
+    if not keys:
+        return [f"dkimsign: no key pair in {root} (make one with `spamkit dkim keygen`): "
+                "it signs nothing"]
+    problems = []
+    for name, key in keys.items():
+        private = root / name / "private"
+        if key is None:
+            problems.append(f"dkimsign: {private} cannot be read: mail from {name} goes unsigned")
+            continue
+        try:
+            parse_pem_private_key(key.private_pem)
+        except UnparsableKeyError as error:
+            problems.append(f"dkimsign: {key.domain_directory / 'private'} is not a PEM RSA "
+                            f"private key ({error}): mail from {name} goes unsigned")
+        if not is_host_name(key.selector):
+            problems.append(f"dkimsign: the selector {key.selector!r} in {key.domain_directory} "
+                            "is not a DNS name: no one can look up the key it signs with")
+    return problems
+
+
 def _check_domain(domain: str) -> None:
     if not is_host_name(domain):
         raise ConfigError(f"{domain!r} is not a domain name (example.org): its key would be "

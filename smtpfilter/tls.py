@@ -13,7 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import subprocess
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from spamkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from smtpfilter.metrics import Metrics
@@ -23,6 +28,66 @@ log = logging.getLogger("spamkit.smtpfilter")
 STARTTLS = "starttls"  # the session began in plaintext and asked for TLS
 IMPLICIT = "implicit"  # TLS from the first byte (--listen-tls)
 ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"  # (Postfix's words)
+RENEW_DAYS = 14  # a certificate this close to its end is warned of (Let's Encrypt renews at 30)
+
+
+def server_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
+    """The server side of STARTTLS (and of --listen-tls), or None when neither file is
+    configured.
+
+    `serve` loads it before the port opens, so a wrong path or a key that does not match
+    the certificate stops it with the option's name instead of failing each handshake;
+    `spamkit lint` loads it too, to report the same.
+    """
+    if not certificate and not key:
+        return None
+    if not (certificate and key):
+        given, missing = ("TlsCertificate", "TlsKey") if certificate else ("TlsKey", "TlsCertificate")
+        raise ConfigError(f"{given} is set ({origins.get(given)}) but {missing} is empty: "
+                          "STARTTLS needs both")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"TlsCertificate/TlsKey ({origins.get('TlsCertificate')}): cannot load "
+                          f"{certificate} with key {key}: {error}") from None
+    return context
+
+
+def expiry_warnings(certificate: str, origin: str, now: float | None = None) -> list[str]:
+    """That the certificate (the first of TlsCertificate's chain) has expired, or ends
+    within RENEW_DAYS: clients that check it then refuse STARTTLS, and most senders fall
+    back to plaintext or stop sending. Read with the openssl command; none without it."""
+    end = certificate_end(certificate)
+    if end is None:
+        return []
+    left = end - (time.time() if now is None else now)
+    day = time.strftime("%Y-%m-%d", time.gmtime(end))
+    if left <= 0:
+        return [f"TlsCertificate ({origin}): {certificate} expired on {day}: clients that "
+                "check certificates refuse STARTTLS with it; renew it"]
+    if left < RENEW_DAYS * 86400:
+        days = int(left // 86400)
+        return [f"TlsCertificate ({origin}): {certificate} expires on {day}, in {days} "
+                f"day{'' if days == 1 else 's'}: renew it"]
+    return []
+
+
+def certificate_end(certificate: str) -> float | None:
+    """When the file's (first) certificate ends, as a Unix time; None when it cannot be read."""
+    try:
+        done = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", certificate],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    name, _, value = done.stdout.strip().partition("=")
+    if done.returncode != 0 or name != "notAfter":
+        return None
+    try:
+        return float(ssl.cert_time_to_seconds(value))
+    except ValueError:
+        return None
 
 
 def failure_reason(error: BaseException | None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from smtpfilter.auth import auth_warnings
 from smtpfilter.chain import FilterChain
-from smtpfilter.dkimkeys import key_root
+from smtpfilter.dkimkeys import key_problems, key_root
 from smtpfilter.dmarcreports import ReportStore
 from smtpfilter.dns import PUBLIC_RESOLVERS, DnsClient
 from smtpfilter.dnslists import CLOSED_ZONES, TALLY, ListReport, ask_list, zones
@@ -45,6 +45,7 @@ from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
+from smtpfilter.tls import expiry_warnings, server_context
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
 from spamkit.geoip import Countries, GeoIPError, shared_countries
@@ -439,6 +440,18 @@ def header_size_warnings(config: Config) -> list[str]:
             f"it is refused (SmtpMaxHeaderSize): put headers before {them}"]
 
 
+def start_warnings(config: Config) -> list[str]:
+    """What `serve` logs as it starts, and `spamkit lint` reports: a TLS certificate that
+    has expired or soon will, and DKIM keys that would leave mail unsigned. `serve` asks
+    before it gives up root, which the private keys are readable by."""
+    warnings = []
+    if config["TlsCertificate"]:
+        warnings += expiry_warnings(config["TlsCertificate"], config.origins["TlsCertificate"])
+    if "dkimsign" in config["SmtpFilters"]:
+        warnings += key_problems(key_root(config))
+    return warnings
+
+
 def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     """(errors, warnings) about the SMTP filter's settings, for `spamkit lint`: what
     `spamkit serve` would refuse to start with, found without opening any database."""
@@ -455,6 +468,8 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
         or (config["HeloPolicy"] != "lenient" and "helo" in names)
     if "geoip" in names:
         checks.append(lambda: geoip_countries(config))
+    if config["TlsCertificate"] or config["TlsKey"]:
+        checks.append(lambda: server_context(config["TlsCertificate"], config["TlsKey"], config.origins))
     for check in checks:
         try:
             check()
@@ -473,6 +488,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     warnings += geoip_warnings(config)
     warnings += auth_warnings(config)
     warnings += header_size_warnings(config)
+    warnings += start_warnings(config)
     lists = sorted(names.intersection(DNS_LIST_FILTERS))
     if lists:
         public = [server for server in resolvers if server in PUBLIC_RESOLVERS]

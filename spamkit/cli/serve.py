@@ -8,10 +8,9 @@ import os
 import pwd
 import signal
 import socket
-import ssl
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -221,28 +220,6 @@ SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDe
                 "UseBayes", "SmtpHostname", "TlsBeforeAuth", "ImplicitTlsLoginRequired")
 
 
-def tls_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
-    """The server side of STARTTLS, or None when neither file is configured.
-
-    Loaded before the port opens, so a wrong path or a key that does not match the
-    certificate stops `serve` with the option's name instead of failing each handshake.
-    """
-    if not certificate and not key:
-        return None
-    if not (certificate and key):
-        given, missing = ("TlsCertificate", "TlsKey") if certificate else ("TlsKey", "TlsCertificate")
-        raise ConfigError(f"{given} is set ({origins.get(given)}) but {missing} is empty: "
-                          "STARTTLS needs both")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(certificate, key)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigError(f"TlsCertificate/TlsKey ({origins.get('TlsCertificate')}): cannot load "
-                          f"{certificate} with key {key}: {error}") from None
-    return context
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -315,8 +292,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     from smtpfilter.auth import auth_warnings, configured_auth
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
-    from smtpfilter.plugins import build_chain, our_name
+    from smtpfilter.plugins import build_chain, our_name, start_warnings
     from smtpfilter.server import FilterHandler
+    from smtpfilter.tls import server_context
     from smtpfilter.trace import Trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -344,7 +322,8 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
-    tls = tls_context(config["TlsCertificate"], config["TlsKey"], config.origins)
+    tls = server_context(config["TlsCertificate"], config["TlsKey"], config.origins)
+    warnings = start_warnings(config)  # (as root: the DKIM keys are root's)
     if listen_tls is not None and tls is None:
         raise ConfigError(f"--listen-tls {listen_tls} needs TlsCertificate and TlsKey (the "
                           "certificate its clients are shown), which are not set")
@@ -373,7 +352,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     controller.start()  # (as `account`, when given, before its first session: before_serving)
-    for warning in auth_warnings(config):  # (now as `account`, whose right to the socket counts)
+    for warning in [*warnings, *auth_warnings(config)]:  # (auth's as `account`, whose right to the socket counts)
         logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
     click.echo(f"spamkit serve: listening on {host}:{port}"
                f"{f' and {listen_tls} (TLS)' if listen_tls is not None else ''}"

@@ -40,10 +40,11 @@ def wait_for_port(port: int, seconds: float = 15.0) -> None:
     raise RuntimeError(f"nothing answered on 127.0.0.1:{port}")
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """(certificate, key) for localhost and 127.0.0.1, made by the openssl command."""
+def self_signed_certificate(directory: Path, days: int = 30) -> tuple[Path, Path]:
+    """(certificate, key) for localhost and 127.0.0.1, made by the openssl command, valid
+    for `days` (`serve` and `lint` warn of one with less than two weeks left)."""
     certificate, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days),
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
                     "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
     return certificate, key

@@ -31,7 +31,8 @@ from smtpfilter.plugins.senderlogin import SenderLogin
 from smtpfilter.plugins.sendlimit import WINDOW, SendCounts
 from smtpfilter.server import FilterHandler
 from smtpfilter.trace import Trace
-from spamkit.cli.serve import archive_copy, tls_context
+from smtpfilter.tls import server_context
+from spamkit.cli.serve import archive_copy
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dovecot import AUTH_PORT, MASTER_PASSWORD, MASTER_USER, Dovecot, start_dovecot
@@ -104,7 +105,7 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
         port, tls_port, submission_port = free_port(), free_port(), free_port()
         controller = LimitedController(
             handler, SessionLimits(), hostname="127.0.0.1", port=port, auth_require_tls=config["TlsBeforeAuth"],
-            tls_context=tls_context(config["TlsCertificate"], config["TlsKey"], config.origins),
+            tls_context=server_context(config["TlsCertificate"], config["TlsKey"], config.origins),
             require_starttls=False, tls_listen=("127.0.0.1", tls_port),
             submission_listen=("127.0.0.1", submission_port),
             tls_login_required=config["ImplicitTlsLoginRequired"])

@@ -25,7 +25,7 @@ from smtpfilter.limits import LimitedController, SessionLimits
 from smtpfilter.metrics import Metrics
 from smtpfilter.server import FilterHandler
 from smtpfilter.trace import Trace
-from spamkit.cli.serve import tls_context
+from smtpfilter.tls import server_context
 from tests.servers.net import free_port, self_signed_certificate, wait_for_port
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_client import Client
@@ -68,7 +68,7 @@ def in_process(sink: Sink, tmp_path: Path, limits: SessionLimits, timeout: float
     port, tls_port = free_port(), free_port()
     controller = LimitedController(handler, limits, hostname="127.0.0.1", port=port,
                                    tls_listen=("127.0.0.1", tls_port), timeout=timeout,
-                                   tls_context=tls_context(str(certificate), str(key), {}),
+                                   tls_context=server_context(str(certificate), str(key), {}),
                                    require_starttls=False)
     controller.start()
     return controller, TlsServer(port, tls_port, certificate, metrics)
