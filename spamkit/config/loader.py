@@ -300,9 +300,20 @@ def _user_values(text: str, path: Path, tables: Any) -> UserValues:
         for key, value in table.items():
             line_number = _line_in_user_table(text, user, key) or header
             where = f"{path}:{line_number}" if line_number else str(path)
+            if isinstance(value, dict) and key.lower() not in OPTIONS_BY_LOWER:  # [user.john.smith]
+                nested = _user_header_line(text, f"{user}.{key}")
+                where = f"{path}:{nested}" if nested else where
+                raise ConfigError(f"{where}: [{USER_TABLE}.{user}.{key}] is a table within a table; "
+                                  f"a user name with a dot goes in quotes: {_user_table_header(f'{user}.{key}')}")
             option = _per_user_option(key, where)
             users[user][option.name] = (convert(option, value, where), where)
     return users
+
+
+def _user_table_header(user: str) -> str:
+    """`[user.NAME]`; a name with a dot in quotes (`[user."john.smith"]`), since in TOML
+    an unquoted dot makes a table within a table."""
+    return f'[{USER_TABLE}."{user}"]' if "." in user else f"[{USER_TABLE}.{user}]"
 
 
 def _user_header_pattern(user: str) -> re.Pattern[str]:
@@ -364,7 +375,8 @@ def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any
     lines = old.splitlines() or ["# spamkit configuration: `spamkit config show` lists every option"]
     start, end = _section(lines, user)
     if start is None:  # a user without a table yet
-        lines += ([""] if lines[-1].strip() else []) + [f"[{USER_TABLE}.{user}]", line]
+        assert user is not None  # (the top level always has a section)
+        lines += ([""] if lines[-1].strip() else []) + [_user_table_header(user), line]
     elif (found := _find_key(lines, start, end, option.name)) is not None:
         lines[found] = line
     else:

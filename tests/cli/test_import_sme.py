@@ -25,6 +25,7 @@ DATABASES = {
                "example.info=domain|Description|Parked|DKIMSigning|disabled\n",
     "networks": "192.168.1.0=network|Mask|255.255.255.0|Router|192.168.1.1\n",
     "accounts": "alice=user|FirstName|Alice|SortSpam|disabled\nbob=user|FirstName|Bob\n"
+                "john.smith=user|FirstName|John|SortSpam|disabled\n"  # (a dot: quoted in TOML)
                 "admin=system|Description|the administrator\n",
     "spamassassin": "wbl.global=wbl|*@vonage.com|White|*domain2.com|White|"
                     "spammer@spamdomain.com|Black|*@*.xyz|Black|@bad.example|Black\n",
@@ -97,6 +98,8 @@ def test_an_sme_servers_settings_carry_over(tmp_path: Path) -> None:
     assert {key: shown[key] for key in expected} == expected
     alice = spamkit("config", "get", "SortSpam", "--user", "alice", "--config", str(config))
     assert alice.stdout.strip() == "false"
+    john = spamkit("config", "get", "SortSpam", "--user", "john.smith", "--config", str(config))
+    assert john.stdout.strip() == "false" and '[user."john.smith"]' in config.read_text()
     lists = json.loads(spamkit("wbl", "list", "--json", "--config", str(config)).stdout)
     assert [(e["kind"], e["pattern"]) for e in lists] == [
         ("white", "*@vonage.com"), ("white", "*domain2.com"), ("black", "spammer@spamdomain.com"),

@@ -225,6 +225,30 @@ def test_set_and_unset_for_a_user_keep_the_file_valid_toml(tmp_path: Path) -> No
         set_option(path, "SortSpam", "true", user="a/b")
 
 
+def test_a_user_name_with_a_dot_is_written_in_quotes(tmp_path: Path) -> None:
+    """SME's account names may hold a dot (john.smith). `config set --user john.smith`
+    wrote [user.john.smith], which TOML reads as a table "smith" within "john": the file
+    was then refused ("unknown option 'smith'"), and `config import-sme` of such an
+    account's SortSpam refused every setting with it."""
+    path = tmp_path / "spamkit.toml"
+    set_option(path, "SortSpam", "false", user="john.smith")
+    set_option(path, "SortSpam", "false", user="alice")
+    assert '[user."john.smith"]' in path.read_text() and "[user.alice]" in path.read_text()
+    config = load_config(path, environ={})
+    assert config.for_user("john.smith")["SortSpam"] is False
+    assert set(config.users) == {"john.smith", "alice"}  # (no table "john")
+    set_option(path, "SortSpam", "true", user="john.smith")  # replaced in place
+    assert path.read_text().count("john.smith") == 1
+    assert load_config(path, environ={}).for_user("john.smith")["SortSpam"] is True
+    assert unset_option(path, "SortSpam", user="john.smith") is True
+    assert "john.smith" not in path.read_text()
+    path.write_text("TagLevel = 4\n[user.john.smith]\nSortSpam = false\n")  # by hand
+    with pytest.raises(ConfigError, match=re.escape(
+            f'{path}:2: [user.john.smith] is a table within a table; a user name with a dot '
+            'goes in quotes: [user."john.smith"]')):
+        load_config(path, environ={})
+
+
 _FRAGMENTS = ["SortSpam = true", "TagLevel = 4", 'Sensitivity = "custom"', "[user.alice]",
               '[user."b.c"]', "[user]", "[user.alice.x]", "user = 3", "user = []",
               'user.bob = { SortSpam = false }', "SortSpam = 1", "sortspam = 'no'",
