@@ -167,10 +167,10 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_
     its file, so after a big import or `db expire` it stays at its largest. Needs the
     database to itself: stop `serve` and `spamd` first (exit 75 while others have it open).
 
-    With --filter-databases, the filter's karma, greylist and sendlimit directories are
-    compacted after it, in turn (one in Redis, or not made yet, is passed over and said
-    so); the first that cannot be stops the run with its error, and those before it stay
-    compacted."""
+    With --filter-databases, the filter's karma, greylist and sendlimit directories, and
+    the dmarc filter's report records, are compacted after it, in turn (one in Redis, or
+    not made yet, is passed over and said so); the first that cannot be stops the run with
+    its error, and those before it stay compacted."""
     from spamkit.store import backend_of
     from spamkit.store.compact import compact as compact_file
 
@@ -199,6 +199,7 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_
             if not as_json:
                 click.echo(f"compacted {name} at {path}: {_size(compacted.before)} -> "
                            f"{_size(compacted.after)} ({compacted.seconds:.1f} s)")
+        filters.append(_compact_dmarc_reports(load_config(config_path), as_json))
         report["filters"] = filters
     if as_json:
         click.echo(json.dumps(report))
@@ -210,6 +211,25 @@ def _filter_databases(config: Config) -> list[tuple[str, str]]:
 
     return [("karma", karma_database(config)), ("greylist", greylist_database(config)),
             ("sendlimit", sendlimit_database(config))]
+
+
+def _compact_dmarc_reports(config: Config, as_json: bool) -> dict[str, object]:
+    """The dmarc filter's report rows (SQLite, not LMDB), as `compact` reports a filter's."""
+    from smtpfilter.dmarcreports import compact_reports
+    from smtpfilter.plugins import report_database
+
+    path = report_database(config)
+    if not path.exists():
+        if not as_json:
+            click.echo(f"dmarc at {path}: not made yet, passed over")
+        return {"filter": "dmarc", "path": str(path), "skipped": "not made yet"}
+    started = time.monotonic()
+    before, after = compact_reports(path)
+    seconds = time.monotonic() - started
+    if not as_json:
+        click.echo(f"compacted dmarc at {path}: {_size(before)} -> {_size(after)} ({seconds:.1f} s)")
+    return {"filter": "dmarc", "path": str(path), "before": before, "after": after,
+            "seconds": round(seconds, 3)}
 
 
 def _size(count: int) -> str:

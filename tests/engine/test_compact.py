@@ -247,7 +247,8 @@ def test_the_filters_databases_are_compacted_too(tmp_path: Path, db: Path) -> No
     assert len(json.loads(kept)["greylist"]) >= 200 and json.loads(kept)["karma"]["good"] == 1
     config = tmp_path / "spamkit.toml"
     config.write_text(f'GreylistDatabase = "{greylist}"\nKarmaDatabase = "{karma}"\n'
-                      'SendLimitDatabase = "redis://127.0.0.1:1/0"\n')
+                      'SendLimitDatabase = "redis://127.0.0.1:1/0"\n'
+                      f'DmarcReportDatabase = "{tmp_path / "dmarc.sqlite"}"\n')
     size = (greylist / "data.mdb").stat().st_size
     done = spamkit("db", "compact", "--db", str(db), "--config", str(config), "--filter-databases", "--json")
     assert done.returncode == 0, done.stderr
@@ -265,7 +266,39 @@ def test_the_filters_databases_are_compacted_too(tmp_path: Path, db: Path) -> No
     shutil.rmtree(greylist)
     gone = json.loads(spamkit("db", "compact", "--db", str(db), "--config", str(config),
                               "--filter-databases", "--json").stdout)
-    assert [entry.get("skipped") for entry in gone["filters"]] == [None, "not made yet", "in Redis"]
+    assert [entry.get("skipped") for entry in gone["filters"]] == [None, "not made yet", "in Redis",
+                                                                   "not made yet"]
+
+
+def test_the_dmarc_report_records_are_compacted_too(tmp_path: Path, db: Path) -> None:
+    """The dmarc filter's rows are in SQLite, which reuses the pages of the rows a sent
+    report deletes but never shortens its file: a day of many sources left it at its
+    largest. `db compact --filter-databases` VACUUMs it; the rows not sent stay as they were."""
+    from smtpfilter.dmarcreports import Observation, ReportStore
+
+    reports = tmp_path / "dmarc.sqlite"
+    store = ReportStore(reports)
+    for number in range(20_000):
+        store.record(Observation("example.org", {"p": "none"}, ("mailto:d@example.org",),
+                                 f"192.0.{number // 250}.{number % 250}", "example.org", "none",
+                                 "pass", "fail", (("example.org", "s1", "pass"),), ("example.org", "fail")),
+                     when=86400 * 20_000 if number < 19_900 else 86400 * 20_001)
+    assert store.forget_before("2024-10-05") == 19_900  # (day 20,000 is 2024-10-04, 20,001 the 5th)
+    kept = [(r.policy_domain, r.day, sorted(seen.source_ip for seen, _ in r.rows)) for r in store.reports("9999")]
+    store.close()
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'DmarcReportDatabase = "{reports}"\nGreylistDatabase = "{tmp_path / "g"}"\n'
+                      f'KarmaDatabase = "{tmp_path / "k"}"\nSendLimitDatabase = "{tmp_path / "s"}"\n')
+    done = spamkit("db", "compact", "--db", str(db), "--config", str(config), "--filter-databases", "--json")
+    assert done.returncode == 0, done.stderr
+    dmarc = json.loads(done.stdout)["filters"][-1]
+    assert dmarc["filter"] == "dmarc" and dmarc["path"] == str(reports)
+    assert dmarc["after"] < dmarc["before"] / 20, dmarc
+    assert dmarc["after"] == reports.stat().st_size  # (the write-ahead log emptied into it)
+    again = ReportStore(reports)
+    assert [(r.policy_domain, r.day, sorted(seen.source_ip for seen, _ in r.rows))
+            for r in again.reports("9999")] == kept and len(kept[0][2]) == 100
+    again.close()
 
 
 def test_a_filter_database_given_as_the_token_database_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
