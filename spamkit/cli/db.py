@@ -16,7 +16,7 @@ from spamkit.atomicfile import replacing
 from spamkit.config import Config, load_config
 from spamkit.errors import NotATokenDatabase, StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
-from spamkit.store import default_db_path, describe_location, open_store, set_aside_damaged
+from spamkit.store import backend_of, default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
 from spamkit.store.lmdb import RECOVERY
 
@@ -112,11 +112,35 @@ def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
 @config_option
 def restore(source: IO[str], db_path: str | None, config_path: str | None) -> None:
     """Replace the database with a dump. A damaged dump changes nothing."""
-    with open_store(resolve_db_path(db_path, config_path)) as store:
-        store.restore(source)
-        totals = store.totals()
+    location = resolve_db_path(db_path, config_path)
+    made_here = _new_lmdb_directory(location)
+    try:
+        with open_store(location) as store:
+            store.restore(source)
+            totals = store.totals()
+    except BaseException:
+        if made_here is not None:  # (nothing of a database made for this restore stays)
+            _remove_new_database(made_here)
+        raise
     click.echo(f"restored: {totals.ntokens} tokens, {totals.nspam} spam, {totals.nham} ham",
                err=True)
+
+
+def _new_lmdb_directory(location: str | None) -> Path | None:
+    """The LMDB directory a command is about to make, or None when it exists (or is Redis)."""
+    path = Path(location or default_db_path())
+    return path if backend_of(str(path)) == "lmdb" and not path.exists() else None
+
+
+def _remove_new_database(path: Path) -> None:
+    """Undo the making of an empty LMDB database: its two files, then the directory if
+    nothing else was put there meanwhile."""
+    for name in ("data.mdb", "lock.mdb"):
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 @db.command()
@@ -171,7 +195,6 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_
     the dmarc filter's report records, are compacted after it, in turn (one in Redis, or
     not made yet, is passed over and said so); the first that cannot be stops the run with
     its error, and those before it stay compacted."""
-    from spamkit.store import backend_of
     from spamkit.store.compact import compact as compact_file
 
     location = resolve_db_path(db_path, config_path) or str(default_db_path())

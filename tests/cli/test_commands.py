@@ -202,6 +202,13 @@ def test_dump_restore_expire_reset(tmp_path: Path, folders: dict[str, Path]) -> 
     assert bad.returncode == 65 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "spamkit: error: dump line 3: not UTF-8 text; is this a spamkit dump?"
     assert spamkit("db", "dump", "--db", copy).stdout == before
+    # the same dump with no database there: none is left behind (an empty one was, which
+    # `check` then took for a database that has learned nothing)
+    nowhere = tmp_path / "new" / "db"
+    bad = spamkit("db", "restore", str(binary), "--db", str(nowhere))
+    assert bad.returncode == 65 and not nowhere.exists() and (tmp_path / "new").is_dir()
+    assert spamkit("db", "restore", str(dump_file), "--db", str(nowhere)).returncode == 0
+    assert json.loads(spamkit("db", "magic", "--db", str(nowhere), "--json").stdout)["nspam"] > 0
 
     refused = spamkit("db", "reset", "--db", db)
     assert refused.returncode == 2 and "--yes" in refused.stderr
