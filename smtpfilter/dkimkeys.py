@@ -46,7 +46,7 @@ def key_directory(root: Path, domain: str) -> Path:
 # Each key as it was last read, by directory. `serve` reads the keys as root, before it gives
 # up root for --user; a SIGHUP rebuilds the filters as that user, who cannot read a private
 # key `keygen` made (0400, root's), and keeps the key read before.
-_READ_AS_ROOT: dict[Path, SigningKey] = {}
+_LAST_READ: dict[Path, SigningKey] = {}
 
 
 def signing_keys(root: Path) -> dict[str, SigningKey | None]:
@@ -66,11 +66,11 @@ def read_key(directory: Path) -> SigningKey | None:
     try:
         private = (directory / "private").read_bytes()
     except PermissionError:
-        return _READ_AS_ROOT.get(directory)
+        return _LAST_READ.get(directory)
     except OSError:
         return None
     key = SigningKey(directory, _selector(directory), private)
-    _READ_AS_ROOT[directory] = key
+    _LAST_READ[directory] = key
     return key
 
 

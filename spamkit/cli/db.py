@@ -207,8 +207,9 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_
                    f"({done.seconds:.1f} s)")
     report: dict[str, object] = {"before": done.before, "after": done.after, "seconds": round(done.seconds, 3)}
     if filter_databases:
+        config = load_config(config_path)
         filters: list[dict[str, object]] = []
-        for name, path in _filter_databases(load_config(config_path)):
+        for name, path in _filter_databases(config):
             skipped = ("in Redis" if backend_of(path) != "lmdb" else
                        "not made yet" if not (Path(path) / "data.mdb").exists() else None)
             if skipped is not None:
@@ -222,7 +223,7 @@ def compact(db_path: str | None, config_path: str | None, as_json: bool, filter_
             if not as_json:
                 click.echo(f"compacted {name} at {path}: {_size(compacted.before)} -> "
                            f"{_size(compacted.after)} ({compacted.seconds:.1f} s)")
-        filters.append(_compact_dmarc_reports(load_config(config_path), as_json))
+        filters.append(_compact_dmarc_reports(config, as_json))
         report["filters"] = filters
     if as_json:
         click.echo(json.dumps(report))
