@@ -7,6 +7,7 @@ import smtplib
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import click
 from imapclient.exceptions import IMAPClientError
@@ -151,8 +152,12 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     records = [r.as_json() for r in rows]
     keys = ("LearnAsSpam", "LearnAsHam", "JunkMail", "NotSeen", "missed_spam_30d", "false_positives_30d")
     totals = {key: sum(int(r[key]) for r in records) for key in keys}  # type: ignore[call-overload]
+    waiting = _bayes_waits(magic, config)
     if as_json:
         record: dict[str, object] = {"users": records, "totals": totals, "db": magic}
+        if db_error is None:
+            record["bayes_judging"] = config["UseBayes"] and waiting is None
+            record["bayes_to_go"] = dict(zip(("spam", "ham"), waiting or (0, 0)))
         if db_error is not None:
             record["db_error"] = str(db_error)
         if imap_accounts:
@@ -181,8 +186,22 @@ def stats(db_path: str | None, config_path: str | None, as_json: bool, pattern: 
     else:
         click.echo(f"database: {magic['nspam']} spam, {magic['nham']} ham, {magic['ntokens']} tokens "
                    f"({magic['path']})")
+    if not config["UseBayes"]:
+        click.echo(f"Bayes is off ({config.where('UseBayes')})")
+    elif waiting is not None:
+        click.echo(f"Bayes is not judging yet: it waits until it has learned {config['BayesMinSpam']} "
+                   f"spam and {config['BayesMinHam']} ham (BayesMinSpam, BayesMinHam); "
+                   f"{waiting[0]} spam and {waiting[1]} ham to go")
     if failures:
         sys.exit(1)
+
+
+def _bayes_waits(magic: dict[str, object] | None, config: Config) -> tuple[int, int] | None:
+    """(spam, ham) still to learn before Bayes judges (the SME guide's 200 and 200), or None
+    when it has learned enough: until then it abstains, and no BAYES_ rule hits."""
+    spam, ham = (0, 0) if magic is None else (cast(int, magic["nspam"]), cast(int, magic["nham"]))
+    to_go = (max(0, config["BayesMinSpam"] - spam), max(0, config["BayesMinHam"] - ham))
+    return None if to_go == (0, 0) else to_go
 
 
 def imap_stats(accounts_list: list[ImapAccount], config: Config) -> tuple[list[UserStats], list[tuple[str, str]]]:

@@ -71,6 +71,7 @@ def test_sweep_learns_everything_once_and_empties_the_folders(root: Path, tmp_pa
     assert [(u["user"], u["LearnAsSpam"], u["LearnAsHam"]) for u in before["users"]] == \
         [(u, 15, 15) for u in USERS]
     assert before["db"] is None and not Path(db).exists()  # stats never creates a database
+    assert before["bayes_judging"] is False and before["bayes_to_go"] == {"spam": 200, "ham": 200}
 
     result = json.loads(spamkit("learn", "--maildirs", pattern, "--db", db, "--json").stdout)
     assert result["totals"]["spam_learned"] + result["totals"]["known"] >= 45
@@ -85,6 +86,19 @@ def test_sweep_learns_everything_once_and_empties_the_folders(root: Path, tmp_pa
     assert after["totals"]["LearnAsSpam"] == after["totals"]["LearnAsHam"] == 0
     assert after["totals"]["missed_spam_30d"] == learned[0]
     assert after["db"]["nspam"] == learned[0]
+    # the SME guide's "200 spam before it starts to function": how far off that is
+    assert after["bayes_judging"] is False
+    assert after["bayes_to_go"] == {"spam": 200 - learned[0], "ham": 200 - learned[1]}
+    text = spamkit("stats", "--maildirs", pattern, "--db", db).stdout
+    assert text.endswith(f"Bayes is not judging yet: it waits until it has learned 200 spam and 200 "
+                         f"ham (BayesMinSpam, BayesMinHam); {200 - learned[0]} spam and "
+                         f"{200 - learned[1]} ham to go\n")
+    config = tmp_path / "spamkit.toml"
+    config.write_text("BayesMinSpam = 10\nBayesMinHam = 10\n")
+    judging = json.loads(spamkit("stats", "--maildirs", pattern, "--db", db, "--config", str(config),
+                                 "--json").stdout)
+    assert judging["bayes_judging"] is True and judging["bayes_to_go"] == {"spam": 0, "ham": 0}
+    assert "Bayes" not in spamkit("stats", "--maildirs", pattern, "--db", db, "--config", str(config)).stdout
 
     again = json.loads(spamkit("learn", "--maildirs", pattern, "--db", db, "--json").stdout)
     assert again["totals"] == {"spam_learned": 0, "ham_learned": 0, "known": 0, "failed": 0,
