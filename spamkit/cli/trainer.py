@@ -77,8 +77,11 @@ def run_sweep(db_path: str | None, config_path: str | None, as_json: bool, quiet
         with open_store(resolved, readonly=False) as store, SweepLock(lock_path):
             learner = configured_learner(store, config, batch_size, max_tokens)
             report = imap_sweep(imap, learner, options) if imap else sweep(users, learner, options)
-    except AlreadyRunning:
-        click.echo("spamkit learn: another sweep is running; nothing to do")
+    except AlreadyRunning:  # (cron's next run while a long one goes on: not a failure)
+        if as_json:
+            click.echo(json.dumps({**SweepReport().as_json(), "already_running": True}))
+        elif not quiet:
+            click.echo("spamkit learn: another sweep is running; nothing to do")
         return
     if as_json:
         click.echo(json.dumps(report.as_json()))

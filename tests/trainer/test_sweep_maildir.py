@@ -328,7 +328,15 @@ def test_a_second_sweep_waits_for_nobody(root: Path, tmp_path: Path) -> None:
     LmdbStore(db).close()
     with SweepLock(db / "sweep.lock"):
         result = spamkit("learn", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db))
+        # the cron job's --quiet says nothing (cron mailed the line to the administrator
+        # every half hour that a long sweep ran on), and --json stays JSON
+        quiet = spamkit("learn", "--quiet", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db))
+        as_json = spamkit("learn", "--json", "--maildirs", f"{root}/{{user}}/Maildir", "--db", str(db))
     assert result.stdout.strip() == "spamkit learn: another sweep is running; nothing to do"
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert json.loads(as_json.stdout) == {"users": [], "seconds": 0.0, "dry_run": False, "already_running": True,
+                                          "totals": {"spam_learned": 0, "ham_learned": 0, "known": 0,
+                                                     "failed": 0, "removed": 0}}
     assert len(folder_files(root, "alice", "LearnAsSpam")) == 15
 
 
