@@ -4,10 +4,15 @@ A file that is replaced in place (a configuration, a list, a backup dump) is los
 writer stops half way: a full disk, damage met in the database being dumped, kill -9.
 Written beside it and renamed only once complete, the old file stays until the new one
 is whole.
+
+A change made by reading the file, changing it and replacing it (`config set`, `wbl add`)
+holds `editing`'s lock from the read to the rename: two at once each replaced the file
+with its own change alone, and one was lost (20 `wbl add` at once kept 8 entries).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +46,22 @@ def replacing(path: Path, mode_if_new: int = 0o644) -> Iterator[IO[str]]:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+@contextmanager
+def editing(path: Path) -> Iterator[None]:
+    """Hold the lock on changes to `path` while the block reads, changes and replaces it;
+    a second editor waits its turn. The lock is flock on the file's directory, which
+    leaves nothing behind (a lock file cannot be removed safely while another process may
+    wait on it). Readers take no lock: they see the old file or the new one, whole."""
+    target = path.resolve() if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # (the lock goes with it)
 
 
 def write_atomically(path: Path, text: str) -> None:

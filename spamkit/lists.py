@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from spamkit.config import write_atomically
+from spamkit.atomicfile import editing, write_atomically
 from spamkit.errors import ConfigError
 
 KINDS = ("white", "black")
@@ -158,23 +158,33 @@ class Lists:
         return [text for entry in self.entries if (text := entry_warning(entry)) is not None]
 
     def add(self, entry: Entry) -> bool:
-        if entry in self.entries:
-            return False
-        self.entries.append(entry)
-        self._save()
+        """Add to the file as it is now: read again under its lock, so that an entry another
+        process added meanwhile stays (atomicfile.editing)."""
+        path = self._file()
+        with editing(path):
+            self.entries = Lists.load(path).entries
+            if entry in self.entries:
+                return False
+            self.entries.append(entry)
+            self._save(path)
         return True
 
     def remove(self, entry: Entry) -> bool:
-        if entry not in self.entries:
-            return False
-        self.entries.remove(entry)
-        self._save()
+        path = self._file()
+        with editing(path):
+            self.entries = Lists.load(path).entries
+            if entry not in self.entries:
+                return False
+            self.entries.remove(entry)
+            self._save(path)
         return True
 
-    def _save(self) -> None:
+    def _file(self) -> Path:
         if self.path is None:
             raise ConfigError("these lists have no file to be saved in")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.path
+
+    def _save(self, path: Path) -> None:
         text = "# spamkit white/blacklists: white|black PATTERN [RECIPIENT]\n"
         text += "".join(entry.line() + "\n" for entry in self.entries)
-        write_atomically(self.path, text)
+        write_atomically(path, text)

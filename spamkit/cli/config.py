@@ -178,7 +178,9 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
     """
     import shutil
     import tempfile
+    from contextlib import nullcontext
 
+    from spamkit.atomicfile import editing
     from spamkit.config.sme import LIST_FILES, UNREAD_FILES, SmeFormatError, plan_import, read_db
     from spamkit.lists import Lists, check_entry
 
@@ -220,7 +222,9 @@ def import_sme(sme_db: str, qmail_control: str, qpsmtpd_config: str, config_path
         # replaces the file
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent if target.parent.is_dir() else None) as scratch:
+        # (under the file's lock, from the copy to the replacement: a `config set` meanwhile stays)
+        with nullcontext() if dry_run else editing(target), \
+                tempfile.TemporaryDirectory(dir=target.parent if target.parent.is_dir() else None) as scratch:
             copy = Path(scratch) / "spamkit.toml"
             if target.exists():
                 shutil.copyfile(target, copy)

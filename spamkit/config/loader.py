@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spamkit.atomicfile import write_atomically
+from spamkit.atomicfile import editing, write_atomically
 from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option, user_name_problem
 from spamkit.errors import ConfigError
 
@@ -370,6 +370,12 @@ def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any
     """
     option = _option_for(name, user)
     value = convert(option, text, "spamkit config set")
+    with editing(path):
+        _set_line(path, option, value, user)
+    return value
+
+
+def _set_line(path: Path, option: Option, value: Any, user: str | None) -> None:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     line = f"{option.name} = {format_value(value)}"
     lines = old.splitlines() or ["# spamkit configuration: `spamkit config show` lists every option"]
@@ -387,7 +393,6 @@ def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any
         if last + 1 < len(lines) and lines[last + 1].lstrip().startswith("["):
             lines.insert(last + 1, "")  # a blank line before the next table
     _replace_file(path, lines)
-    return value
 
 
 def unset_option(path: Path, name: str, user: str | None = None) -> bool:
@@ -397,6 +402,11 @@ def unset_option(path: Path, name: str, user: str | None = None) -> bool:
     option = _option_for(name, user)
     if not path.exists():
         return False
+    with editing(path):
+        return _unset_line(path, option, user)
+
+
+def _unset_line(path: Path, option: Option, user: str | None) -> bool:
     lines = path.read_text(encoding="utf-8").splitlines()
     start, end = _section(lines, user)
     found = None if start is None else _find_key(lines, start, end, option.name)
