@@ -140,7 +140,7 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     from them; sessions go on meanwhile, and each stage after the swap runs the new chain.
     What is set up once at start (the listening address, session limits, TLS, the
     databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
-    from smtpfilter.plugins import build_chain
+    from smtpfilter.plugins import build_chain, start_warnings
 
     log = logging.getLogger("spamkit.smtpfilter")
     scanner = reload_logged(current, config_path, store, log)
@@ -157,6 +157,8 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
     if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
         log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
+    for warning in start_warnings(scanner.config):  # (a DKIM key made since, root's alone: unread)
+        log.warning("reload: %s", warning)
     return scanner
 
 

@@ -159,7 +159,8 @@ def test_serve_as_its_user_signs_with_the_keys_root_made(sink: Sink) -> None:
     """`keygen` run as root makes the private key 0400, root's; `serve --user nobody` gives
     up root before its first message, and read the key only then: "no readable key", and
     every message went unsigned. It reads the keys as it builds its filters now, and a
-    SIGHUP (its filters built again, as nobody) keeps them."""
+    SIGHUP (its filters built again, as nobody) keeps them. A key made after the start
+    cannot be read then: the reload says so (a restart reads it)."""
     base = Path(tempfile.mkdtemp(prefix="spamkit-dkim-"))  # nobody reads it again at SIGHUP
     try:
         base.chmod(0o755)
@@ -179,11 +180,17 @@ def test_serve_as_its_user_signs_with_the_keys_root_made(sink: Sink) -> None:
                 while b"reload: configuration" not in log.read_bytes() and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert swaks(port, message, "a@example.com", "b@example.org").startswith("250")
+                assert b"dkimsign:" not in log.read_bytes()  # (no "no readable key", no complaint)
+                spamkit("dkim", "keygen", "example.net", "--config", str(config))
+                process.send_signal(signal.SIGHUP)
+                while log.read_bytes().count(b"reload: configuration") < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
             finally:
                 assert stop_serve(process)[0] == 0
         text = log.read_text()
-        assert "running as nobody" in text and "reload: configuration" in text
-        assert "dkimsign:" not in text, text  # (no "no readable key", no other complaint)
+        assert "running as nobody" in text and text.count("reload: configuration") == 2
+        assert f"reload: dkimsign: {base / 'dkim_keys' / 'example.net' / 'private'} cannot be read: " \
+               "mail from example.net goes unsigned" in text
         sent = sink.messages_as_sent()
         assert len(sent) == 2 and all(m.startswith(b"DKIM-Signature:") for m in sent)
         assert all(verifies(m, published) for m in sent)
