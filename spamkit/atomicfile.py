@@ -12,6 +12,7 @@ with its own change alone, and one was lost (20 `wbl add` at once kept 8 entries
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -58,7 +59,11 @@ def editing(path: Path) -> Iterator[None]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:  # a filesystem without locks (some network ones): edit as before
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
         yield
     finally:
         os.close(handle)  # (the lock goes with it)
