@@ -449,7 +449,7 @@ class Scanner:
             return "no", "a list or noautolearn rule hit"
         points = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits)
         head = sum(rules[h.name].score(SCORE_SET_WITHOUT_BAYES) for h in learn_hits
-                   if h.kind.counts_as_header)
+                   if h.kind.counts_as_header) if points >= self.autolearn_spam else 0.0  # (read only then)
         # what Bayes itself says, in its bands' points: a spam the rules miss is one it
         # may well know, and learning it as ham would teach it its own mistake
         learner = sum(h.score for h in hits if "learn" in rules[h.name].tflags)

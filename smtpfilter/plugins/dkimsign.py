@@ -54,7 +54,7 @@ class DkimSign(Filter):
             return CONTINUE
         if author not in self.our_domains and author not in self._keys:
             return CONTINUE  # not a domain we manage
-        key = self._keys[author] if author in self._keys else self._keys.get(DEFAULT)
+        key = self._keys.get(author, self._keys.get(DEFAULT))  # (its own pair, unreadable: None)
         if key is None:
             log.error("dkimsign: no readable key for %s in %s (make one with `spamkit dkim "
                       "keygen`)", author, self.key_root)
