@@ -23,21 +23,22 @@ from typing import IO
 
 
 @contextmanager
-def replacing(path: Path, mode_if_new: int = 0o644) -> Iterator[IO[str]]:
+def replacing(path: Path, mode_if_new: int = 0o644, errors: str = "strict") -> Iterator[IO[str]]:
     """A text stream whose content replaces `path` when the block ends without an error
     (the old file's mode is kept; a new one gets `mode_if_new`). On an error the old file
     is left as it was and the partial one removed. A symbolic link's target is replaced,
-    not the link; what is not a regular file (/dev/full, a pipe) is written as it is."""
+    not the link; what is not a regular file (/dev/full, a pipe) is written as it is.
+    `errors="surrogateescape"` writes back bytes a file held that are not UTF-8."""
     if path.is_symlink():
         path = path.resolve()
     if path.exists() and not path.is_file():
-        with open(path, "w", encoding="utf-8") as device:
+        with open(path, "w", encoding="utf-8", errors=errors) as device:
             yield device
         return
     mode = path.stat().st_mode & 0o777 if path.exists() else mode_if_new
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with os.fdopen(handle, "w", encoding="utf-8", errors=errors) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
@@ -69,7 +70,7 @@ def editing(path: Path) -> Iterator[None]:
         os.close(handle)  # (the lock goes with it)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, errors: str = "strict") -> None:
     """Replace `path` with `text`, whole or not at all."""
-    with replacing(path) as out:
+    with replacing(path, errors=errors) as out:
         out.write(text)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 from spamkit.atomicfile import editing, write_atomically
 from spamkit.errors import ConfigError
+from spamkit.textfile import without_bom
 
 KINDS = ("white", "black")
+FILE_HEADER = "# spamkit white/blacklists: white|black PATTERN [RECIPIENT]\n"
 _PATTERN = re.compile(r"^[\x21-\x7e]{1,320}$")
 # senders of unlike shapes: a pattern that matches all of them matches every sender
 _UNLIKE_SENDERS = ("a@b.example", "first.last+tag@mail.example.org", "x@[192.0.2.1]",
@@ -73,13 +75,29 @@ def entry_warning(entry: Entry) -> str | None:
 
 
 def _read_lines(path: Path) -> list[bytes]:
-    """The list file's lines as bytes; none when there is no file."""
+    """The list file's lines as bytes, without a byte-order mark; none when there is no file."""
     try:
-        return path.read_bytes().splitlines()
+        return without_bom(path.read_bytes(), path).splitlines()
     except FileNotFoundError:
         return []
     except OSError as error:  # a directory, or not readable by this account
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _file_lines(path: Path) -> list[str]:
+    """The list file's lines with their ends, as `add` and `remove` write them back: bytes
+    that are not UTF-8 (a comment in Latin-1) kept as they are by surrogateescape."""
+    try:
+        return [line.decode("utf-8", "surrogateescape")
+                for line in path.read_bytes().splitlines(keepends=True)]
+    except FileNotFoundError:
+        return []
+
+
+def _entry_in_line(line: str, where: str) -> Entry | None:
+    """The entry a line of the file holds (None for a blank or comment line)."""
+    text = line.lstrip("\ufeff").split("#", 1)[0].strip()
+    return _entry_of_line(text, where) if text else None
 
 
 def _entry_of_line(line: str, where: str) -> Entry:
@@ -158,25 +176,34 @@ class Lists:
         return [text for entry in self.entries if (text := entry_warning(entry)) is not None]
 
     def add(self, entry: Entry) -> bool:
-        """Add to the file as it is now: read again under its lock, so that an entry another
-        process added meanwhile stays (atomicfile.editing)."""
+        """Add a line to the file as it is now: read again under its lock, so that an entry
+        another process added meanwhile stays (atomicfile.editing). The administrator's
+        lines and comments stay as written."""
         path = self._file()
         with editing(path):
             self.entries = Lists.load(path).entries
             if entry in self.entries:
                 return False
             self.entries.append(entry)
-            self._save(path)
+            lines = _file_lines(path) or [FILE_HEADER]
+            ending = "\r\n" if lines[-1].endswith("\r\n") else "\n"
+            if not lines[-1].endswith(("\n", "\r")):
+                lines[-1] += ending
+            lines.append(entry.line() + ending)
+            write_atomically(path, "".join(lines), errors="surrogateescape")
         return True
 
     def remove(self, entry: Entry) -> bool:
+        """Take out every line holding the entry; every other line and comment stays."""
         path = self._file()
         with editing(path):
             self.entries = Lists.load(path).entries
             if entry not in self.entries:
                 return False
-            self.entries.remove(entry)
-            self._save(path)
+            self.entries = [kept for kept in self.entries if kept != entry]
+            lines = [line for number, line in enumerate(_file_lines(path), start=1)
+                     if _entry_in_line(line, f"{path}:{number}") != entry]
+            write_atomically(path, "".join(lines), errors="surrogateescape")
         return True
 
     def _file(self) -> Path:
@@ -184,7 +211,3 @@ class Lists:
             raise ConfigError("these lists have no file to be saved in")
         return self.path
 
-    def _save(self, path: Path) -> None:
-        text = "# spamkit white/blacklists: white|black PATTERN [RECIPIENT]\n"
-        text += "".join(entry.line() + "\n" for entry in self.entries)
-        write_atomically(path, text)

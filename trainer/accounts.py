@@ -48,6 +48,7 @@ from typing import Any
 
 from spamkit.config.options import folder_problem
 from spamkit.errors import ConfigError
+from spamkit.textfile import read_text
 from trainer.users import check_user_name
 
 SECURITY = ("none", "starttls", "tls")
@@ -124,10 +125,10 @@ def load_accounts(path: Path) -> list[ImapAccount]:
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise ConfigError(f"{path} holds passwords and is readable by others "
                           f"(mode {stat.S_IMODE(info.st_mode):o}): chmod 600 {path}")
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
+    except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
     tables = data.get("account", [])
     defaults = data.get("defaults", {})

@@ -25,6 +25,7 @@ import logging
 import os
 from pathlib import Path
 
+from spamkit.textfile import UTF8_BOM, is_utf16
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction
 from smtpfilter.footer import Footer, append_footer
 from smtpfilter.networks import LocalClients
@@ -84,18 +85,23 @@ def _footer(text: str, html: str | None) -> Footer:
 
 
 def read_text_file(path: Path) -> str | None:
-    """A disclaimer file's text: UTF-8, else Windows-1252 (an older editor's); None when it
-    cannot be read or holds nothing but white space (logged: the mail goes without)."""
+    """A disclaimer file's text: UTF-8, else Windows-1252 (an older editor's), or UTF-16 with
+    its byte-order mark; None when it cannot be read or holds nothing but white space
+    (logged: the mail goes without)."""
     try:
         data = path.read_bytes()
     except OSError as error:
         if not isinstance(error, FileNotFoundError):
             log.error("disclaimer: cannot read %s: %s", path, error.strerror or error)
         return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", "replace")
+    if is_utf16(data):  # Notepad's "Unicode"
+        text = data.decode("utf-16", "replace")
+    else:
+        data = data.removeprefix(UTF8_BOM)  # Notepad's UTF-8: the mark is not part of the text
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", "replace")
     return text if text.strip() else None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spamkit import textfile
 from spamkit.atomicfile import editing, write_atomically
 from spamkit.config.options import OPTIONS, OPTIONS_BY_LOWER, SENSITIVITY_LEVELS, Option, user_name_problem
 from spamkit.errors import ConfigError
@@ -188,15 +189,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     config_path = Path(path) if path else default_config_path()
     text = ""
     if config_path.exists():
-        try:
-            data = config_path.read_bytes()
-        except OSError as error:
-            raise ConfigError(f"{config_path}: cannot read: {error.strerror}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            raise ConfigError(f"{config_path}:{line}: not UTF-8 text") from None
+        text = textfile.read_text(config_path)
     return config_from_text(text, config_path, os.environ if environ is None else environ)
 
 
@@ -376,7 +369,7 @@ def set_option(path: Path, name: str, text: str, user: str | None = None) -> Any
 
 
 def _set_line(path: Path, option: Option, value: Any, user: str | None) -> None:
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    old = textfile.read_text(path) if path.exists() else ""
     line = f"{option.name} = {format_value(value)}"
     lines = old.splitlines() or ["# spamkit configuration: `spamkit config show` lists every option"]
     start, end = _section(lines, user)
@@ -407,7 +400,7 @@ def unset_option(path: Path, name: str, user: str | None = None) -> bool:
 
 
 def _unset_line(path: Path, option: Option, user: str | None) -> bool:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = textfile.read_text(path).splitlines()
     start, end = _section(lines, user)
     found = None if start is None else _find_key(lines, start, end, option.name)
     if start is None or found is None:

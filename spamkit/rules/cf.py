@@ -21,6 +21,7 @@ from spamkit.rules.model import Kind, LoadReport
 from spamkit.rules.namedlists import NamedLists
 from spamkit.rules.perl_regex import compile_perl
 from spamkit.rules.registry import RegistryLists
+from spamkit.textfile import UTF8_BOM, is_utf16, utf16_refusal
 
 # What `if` and `ifplugin` lines are evaluated against.
 SPAMASSASSIN_VERSION = 4.000001
@@ -185,11 +186,14 @@ class CfReader:
                 self.read_path(child)
             return
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            data = path.read_bytes()
         except OSError as error:
             self.parsed.report.errors.append(f"{path}: cannot read: {error.strerror}")
             return
-        self.read_text(text, str(path))
+        if is_utf16(data):
+            self.parsed.report.errors.append(utf16_refusal(path))
+            return
+        self.read_text(data.removeprefix(UTF8_BOM).decode("utf-8", "replace"), str(path))
 
     def read_text(self, text: str, name: str) -> None:
         self.parsed.report.files += 1
