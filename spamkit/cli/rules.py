@@ -40,7 +40,7 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
     from smtpfilter.plugins import ask_lists, lint_chain
 
     config = load_config(config_path)
-    ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"])
+    ruleset = load_rules([*config["RulePaths"], *rule_files], builtin=config["UseBuiltinRules"], lint=True)
     report = ruleset.report
     errors = list(report.errors)
     list_warnings: list[str] = []

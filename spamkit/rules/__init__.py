@@ -21,7 +21,7 @@ from typing import Any
 import regex
 
 from spamkit.geoip import SEARCH_DIRECTORIES, shared_countries
-from spamkit.rules.cf import CfReader, ParsedRules, Settings
+from spamkit.rules.cf import CfReader, ParsedRules, Settings, reading_warnings
 from spamkit.rules.compile import MATCH_BUDGET, build_rules
 from spamkit.rules.context import MessageContext
 from spamkit.rules.evals import EVALS
@@ -478,12 +478,14 @@ def _shown(rule: Rule, matched: str) -> str:
 
 
 def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
-               probe: bool = True, multiscan: bool = True, cache: bool = True) -> RuleSet:
+               probe: bool = True, multiscan: bool = True, cache: bool = True,
+               lint: bool = False) -> RuleSet:
     """The built-in rules (unless `builtin` is False), then each path (file or directory).
 
     With `probe`, every rule from `paths` is tried on adversarial input at load. The
     built-in rules are tried by the test suite (tests/scoring/test_rules.py), not at every
-    start: that saved 30 ms of each `spamkit check`.
+    start: that saved 30 ms of each `spamkit check`. `lint` adds the report's warnings of
+    likely typos (`cf.reading_warnings`: 17 ms with Debian's rules, so not at every start).
     """
     reader = CfReader(ParsedRules())
     if builtin:
@@ -499,6 +501,10 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
                         text_prefixes=(str(BUILTIN_RULES),),
                         cache_dir=default_cache_dir() if cache else None)
     reader.parsed.settings.time_limit_scores = reader.parsed.scores.get(TIME_LIMIT_RULE)
+    if lint:
+        reader.parsed.report.warnings += reading_warnings(
+            reader.parsed, {name: rule.meta_dependencies for name, rule in rules.items()
+                            if rule.kind is Kind.META})
     for rule in rules.values():
         # the built-in rules' scores were fitted on the links alone and on rawbody lines
         # (docs/decisions/0005); the addresses written in the text, which SpamAssassin's

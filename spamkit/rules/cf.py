@@ -14,6 +14,7 @@ and reported with its file and line.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,8 @@ _IGNORED_DIRECTIVES = frozenset({
     "fold_headers", "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
     "geodb_module", "country_db_type",  # (the format is found from the file)
+    # report templates and originating_ip_headers are not read, so neither is their reset
+    "clear_unsafe_report_template", "clear_originating_ip_headers",
 })
 # The welcomelists that need SPF or DKIM to pass (spamkit.rules.evals.auth): each adds
 # to the list of its own name, and each un- form takes off the list and its def_ list;
@@ -115,6 +118,18 @@ _SETTING_FLOATS = {"required_score": "required_score", "required_hits": "require
                    "bayes_auto_learn_threshold_spam": "autolearn_spam",
                    "bayes_auto_learn_threshold_nonspam": "autolearn_nonspam"}
 _SETTING_BOOLS = {"use_bayes": "use_bayes", "bayes_auto_learn": "bayes_auto_learn"}
+# every directive read, for the "did you mean" of an unknown one
+_KNOWN_DIRECTIVES = frozenset({
+    *_RULE_KINDS, *_LIST_DIRECTIVES, *_IGNORED_DIRECTIVES, *_AUTH_WELCOME_SPELLINGS, *_SETTING_LISTS,
+    *_FROM_RELAY_LISTS, *_FROM_RELAY_REMOVE, *_SUBJECT_LISTS, *_NAMED_LIST_DIRECTIVES,
+    *_SETTING_FLOATS, *_SETTING_BOOLS,
+    "if", "ifplugin", "else", "endif", "describe", "score", "tflags", "replace_tag", "replace_pre",
+    "replace_post", "replace_inter", "replace_rules", "replace_start", "replace_end",
+    "freemail_domains", "freemail_whitelist", "freemail_welcomelist", "redirector_pattern",
+    "util_rb_tld", "util_rb_2tld", "util_rb_3tld", "clear_util_rb", "geodb_options",
+    "country_db_path", "geodb_search_path", "ok_locales", "time_limit", "rewrite_header",
+    "add_header", "clear_headers",
+})
 
 
 @dataclass
@@ -172,6 +187,11 @@ class ParsedRules:
     replace_delimiters: list[str] = field(default_factory=lambda: ["<", ">"])
     settings: Settings = field(default_factory=Settings)
     report: LoadReport = field(default_factory=LoadReport)
+    # where each name's last score line is, and names defined only in a block an if or
+    # ifplugin left out (a plugin spamkit does not have): for `reading_warnings`
+    score_origins: dict[str, str] = field(default_factory=dict)
+    inactive: set[str] = field(default_factory=set)
+    unknown_origins: dict[str, str] = field(default_factory=dict)  # directive -> first line
 
 
 class CfReader:
@@ -222,6 +242,8 @@ class CfReader:
                     self.parsed.report.warnings.append(f"{origin}: endif without if")
                 continue
             if not all(stack):
+                if directive in _RULE_KINDS:
+                    self.parsed.inactive.add(_first_word(rest)[0])
                 continue
             try:
                 self._directive(directive, rest, origin)
@@ -321,8 +343,11 @@ class CfReader:
             if len(parts) < 3 or parts[0].lower() not in ("all", "spam", "ham"):
                 raise ValueError("add_header needs all|spam|ham, a name and a text")
             parsed.settings.add_headers.append((parts[0].lower(), parts[1], parts[2]))
+        elif directive == "clear_headers":
+            parsed.settings.add_headers.clear()
         elif directive not in _IGNORED_DIRECTIVES:
             parsed.report.unknown_directives[directive] = parsed.report.unknown_directives.get(directive, 0) + 1
+            parsed.unknown_origins.setdefault(directive, origin)
 
     def _named_list(self, directive: str, rest: str) -> None:
         """enlist_addrlist (NAME) ADDRESS..., enlist_uri_host (NAME) HOST...,
@@ -392,6 +417,50 @@ class CfReader:
             scores = (earlier[0] + scores[0], earlier[1] + scores[1],
                       earlier[2] + scores[2], earlier[3] + scores[3])
         self.parsed.scores[name] = scores
+        self.parsed.score_origins[name] = origin
+
+
+def reading_warnings(parsed: ParsedRules, meta_dependencies: dict[str, tuple[str, ...]]) -> list[str]:
+    """Mistakes spamkit would otherwise pass over in silence, each with its file and line:
+    a directive spamkit does not know (`heder` skips the rule it was to define), and a
+    rule name in a score or a meta that no file defines but that is one letter or two from
+    one that is (`score BAYES99 5` leaves BAYES_99 at its score). A name with no such
+    neighbour is not warned of: SpamAssassin's own files score rules that some plugin or
+    release defines (SpamAssassin stopped warning of those, its bug 5514), and a name
+    defined in a block left out for a plugin spamkit does not have is not undefined."""
+    warnings = []
+    for directive, origin in parsed.unknown_origins.items():
+        count = parsed.report.unknown_directives[directive]
+        skipped = f"{count} lines, the first here: spamkit skips them" if count > 1 else "spamkit skips the line"
+        close = _close_name(directive, _KNOWN_DIRECTIVES)
+        warnings.append(f"{origin}: unknown directive {directive!r} ({skipped})"
+                        + (f"; did you mean {close}?" if close else ""))
+    known = parsed.definitions.keys() | parsed.inactive
+    scored = [name for name in parsed.definitions if not name.startswith("__")]  # (sub-rules have no score)
+    for name, origin in parsed.score_origins.items():
+        if name not in known and (close := _close_name(name, scored)):
+            warnings.append(f"{origin}: score for {name}, which no rule file defines; did you mean {close}?")
+    for meta, dependencies in meta_dependencies.items():
+        for name in dependencies:
+            if name not in known and (close := _close_name(name, parsed.definitions.keys() - {meta})):
+                warnings.append(f"{parsed.definitions[meta].origin}: meta {meta} reads {name}, which no "
+                                f"rule file defines (it counts as not hit); did you mean {close}?")
+    return warnings
+
+
+def _close_name(name: str, names: Iterable[str]) -> str | None:
+    """A name that `name` looks like a typo of (not its own sub-rule `__NAME` or testing
+    rule `T_NAME`, which SpamAssassin's files define beside scores for NAME)."""
+    import difflib
+
+    bare = _bare_name(name)
+    choices = [other for other in names if _bare_name(other) != bare]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _bare_name(name: str) -> str:
+    return name.lstrip("_").removeprefix("T_").lstrip("_")
 
 
 def _first_word(text: str) -> tuple[str, str]:
