@@ -43,6 +43,7 @@ from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
 from trainer.accounts import ImapAccount
+from trainer.folders import FolderReport
 from trainer.retention import RetentionReport
 from trainer.sweep import SweepOptions, SweepReport, UserReport
 
@@ -222,7 +223,7 @@ def _no_folders(spam: str, ham: str, prefix: str) -> str:
     looked = f"no folder {spam} or {ham}"
     if prefix:
         looked += f" (nor {prefix}{spam} or {prefix}{ham})"
-    return looked + " on the server: nothing to learn for this account"
+    return looked + " on the server: nothing to learn for this account (`spamkit make-folders` makes them)"
 
 
 def _sweep_folder(client: IMAPClient, account: ImapAccount, folder: str, label: Label,
@@ -506,3 +507,33 @@ def imap_folder_counts(account: ImapAccount, folders: dict[str, str],
             else:
                 out[name] = (0, 0)
         return out
+
+
+def imap_make_folders(accounts: list[ImapAccount], names: list[str], dry_run: bool = False) -> FolderReport:
+    """`spamkit make-folders` over IMAP: each of `names` an account lacks, created and
+    subscribed, under the personal namespace's prefix and delimiter (`_candidates`:
+    Junk/LearnAsSpam is INBOX.Junk.LearnAsSpam on Courier)."""
+    report = FolderReport()
+    servers = Servers()
+    for account in accounts:
+        try:
+            client = servers.connect(account)
+        except (IMAPClientError, OSError, ssl.SSLError) as error:
+            report.failed.append((account.label, f"cannot log in: {error}"))
+            continue
+        try:
+            with servers.session(account, client):
+                personal = personal_namespace(client)
+                for name in names:
+                    found = find_folder(client, name, personal)
+                    if found is not None:
+                        report.present.append((account.label, found))
+                        continue
+                    made = _candidates(name, personal)[-1]
+                    if not dry_run:
+                        client.create_folder(made)
+                        client.subscribe_folder(made)
+                    report.made.append((account.label, made))
+        except (IMAPClientError, OSError) as error:
+            report.failed.append((account.label, _broken_off(error)))
+    return report

@@ -169,6 +169,7 @@ _COMMANDS = {
     "wbl": "spamkit.cli.wbl:wbl",
     "stats": "spamkit.cli.trainer:stats",
     "expire-junk": "spamkit.cli.trainer:expire_junk",
+    "make-folders": "spamkit.cli.trainer:make_folders",
     "serve": "spamkit.cli.serve:serve",
     "deliver": "spamkit.cli.deliver:deliver",
     "dkim": "spamkit.cli.dkim:dkim",

@@ -1,7 +1,8 @@
 """`spamkit deliver USER`: score a message from stdin and write it into the user's Maildir.
 
 For `.qmail`, procmail or Postfix's mailbox_command: Inbox, or junkmail when SortSpam is
-on and the message is spam. Written to tmp/, synced, then renamed into new/, so a crash
+on and the message is spam (a junkmail folder made for it is subscribed, as the IMAP
+server makes one: trainer.folders). Written to tmp/, synced, then renamed into new/, so a crash
 leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0
 delivered, 75 (EX_TEMPFAIL) try again later, 69 (EX_UNAVAILABLE) no such user: the MTA
 keeps, retries or bounces accordingly. A token
@@ -28,6 +29,7 @@ from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
 from spamkit.store import open_store
 from spamkit.verdict import Scanner, unscanned
 from trainer.maildir import folder_path
+from trainer.folders import make_folder
 from trainer.users import UnsafeUser, resolve
 
 EX_UNAVAILABLE = 69
@@ -76,8 +78,12 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
             data = PyzorCheck.from_config(config, "deliver --pyzor").recorded(data).data
         message, spam = _scored(data, user, config, db_path, config_path)
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
+        folder = folder_path(maildir, folder_name)
+        made = folder != maildir and not folder.is_dir()
         as_maildir_owner(maildir)
-        write_maildir(folder_path(maildir, folder_name), message)
+        if made:
+            _make_folder(maildir, folder_name)
+        write_maildir(folder, message)
         quickexit.request()  # the message is on disk (fsync'd, renamed into new/, the folder fsync'd)
     except DatabaseDown as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error} (WhenDatabaseDown=tempfail)")
@@ -198,6 +204,19 @@ def write_maildir(folder: Path, data: bytes) -> Path:
         temporary.unlink(missing_ok=True)  # nothing half-written is left in tmp/
         raise
     return final
+
+
+def _make_folder(maildir: Path, name: str) -> None:
+    """A folder made for this message is made and subscribed as the IMAP server makes
+    its own (trainer.folders): unsubscribed, most mail programs would not show it. Not
+    being able to subscribe it is reported, and the message delivered all the same."""
+    try:
+        make_folder(maildir, name)
+    except (OSError, TimeoutError) as error:
+        if folder_path(maildir, name).is_dir():  # (else the delivery meets the same trouble, and defers)
+            click.echo(f"spamkit deliver: made the folder {name}, but could not subscribe it "
+                       f"({error}): mail programs that show subscribed folders only will not "
+                       "show it until the user subscribes it", err=True)
 
 
 def _fail(code: int, message: str) -> None:

@@ -1,4 +1,5 @@
-"""The trainer's commands: the `spamkit learn` sweep, `spamkit stats`, `spamkit expire-junk`."""
+"""The trainer's commands: the `spamkit learn` sweep, `spamkit stats`, `spamkit expire-junk`,
+`spamkit make-folders`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
 from trainer.retention import expire_junk as expire_junk_folders
 from trainer.accounts import ImapAccount, load_accounts
-from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_sweep
+from trainer.folders import make_maildir_folders
+from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_make_folders, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
 from trainer.users import Account, UnknownUser, UnsafeUser, accounts
@@ -255,4 +257,40 @@ def expire_junk(days: int | None, config_path: str | None, as_json: bool, patter
         for user, why in report.failures:
             click.echo(f"{user}: {why}", err=True)
     if report.failures:
+        sys.exit(1)
+
+
+@click.command(name="make-folders")
+@config_option
+@json_option
+@click.option("--maildirs", "pattern", help="Users' Maildirs, a path with {user}.")
+@click.option("--user", "only_user", help="Only this user.")
+@click.option("--dry-run", is_flag=True, help="Say what would be made; make nothing.")
+@click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
+              help="Make them over IMAP for these accounts instead of in local Maildirs.")
+def make_folders(config_path: str | None, as_json: bool, pattern: str | None, only_user: str | None,
+                 dry_run: bool, imap_accounts: str | None) -> None:
+    """Make SpamFolder, HamFolder and JunkFolder (LearnAsSpam, LearnAsHam, junkmail) for
+    each user who lacks one, subscribed, as the IMAP server makes them.
+
+    A folder that is there is left as it is. Run as root on Maildirs, each user's folders
+    are made as that user. Exit 1 if a user's could not be made.
+    """
+    config = load_config(config_path)
+    names = [config["SpamFolder"], config["HamFolder"], config["JunkFolder"]]
+    if imap_accounts:
+        report = imap_make_folders(_imap_accounts(imap_accounts, only_user, pattern), names, dry_run)
+    else:
+        report = make_maildir_folders(_accounts(config, pattern, only_user), names, dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_json(dry_run)))
+    else:
+        for user, folder in report.made:
+            click.echo(f"{user}: {'would make' if dry_run else 'made'} {folder}")
+        for user, why in report.failed:
+            click.echo(f"{user}: {why}", err=True)
+        click.echo(f"{len(report.made)} folders {'would be made' if dry_run else 'made'}, "
+                   f"{len(report.present)} there already"
+                   + (f"; failed for {len(report.failed)} users" if report.failed else ""))
+    if report.failed:
         sys.exit(1)
