@@ -268,8 +268,10 @@ def expire_junk(days: int | None, config_path: str | None, as_json: bool, patter
 @click.option("--dry-run", is_flag=True, help="Say what would be made; make nothing.")
 @click.option("--imap-accounts", type=click.Path(dir_okay=False, exists=True),
               help="Make them over IMAP for these accounts instead of in local Maildirs.")
+@click.option("--quiet", is_flag=True, help="No summary line: only what was made, or could not be "
+              "(for cron, which mails what a job prints).")
 def make_folders(config_path: str | None, as_json: bool, pattern: str | None, only_user: str | None,
-                 dry_run: bool, imap_accounts: str | None) -> None:
+                 dry_run: bool, imap_accounts: str | None, quiet: bool) -> None:
     """Make SpamFolder, HamFolder and JunkFolder (LearnAsSpam, LearnAsHam, junkmail) for
     each user who lacks one, subscribed, as the IMAP server makes them.
 
@@ -289,8 +291,9 @@ def make_folders(config_path: str | None, as_json: bool, pattern: str | None, on
             click.echo(f"{user}: {'would make' if dry_run else 'made'} {folder}")
         for user, why in report.failed:
             click.echo(f"{user}: {why}", err=True)
-        click.echo(f"{len(report.made)} folders {'would be made' if dry_run else 'made'}, "
-                   f"{len(report.present)} there already"
-                   + (f"; failed for {len(report.failed)} users" if report.failed else ""))
+        if not quiet:
+            click.echo(f"{len(report.made)} folders {'would be made' if dry_run else 'made'}, "
+                       f"{len(report.present)} there already"
+                       + (f"; failed for {len(report.failed)} users" if report.failed else ""))
     if report.failed:
         sys.exit(1)

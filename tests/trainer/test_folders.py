@@ -174,6 +174,8 @@ def _make_folders_as_each_user(root: Path) -> None:
     assert (root / "bob" / "Maildir" / "subscriptions").read_text() == "V\t2\n\nLearnAsSpam\nLearnAsHam\n"
     again = spamkit("make-folders", "--maildirs", pattern, "--json")
     assert json.loads(again.stdout) == {"made": [], "present": 6, "failed": [], "dry_run": False}
+    quiet = spamkit("make-folders", "--maildirs", pattern, "--quiet")  # (cron's line: nothing to mail)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
 
 def test_make_folders_over_imap(dovecot: Dovecot, tmp_path: Path) -> None:

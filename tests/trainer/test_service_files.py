@@ -24,7 +24,7 @@ def commands() -> list[list[str]]:
 
 def test_each_scheduled_command_runs(tmp_path: Path) -> None:
     found = commands()
-    assert [c[1] for c in found] == ["learn", "expire-junk", "dmarc-reports", "learn"]
+    assert [c[1] for c in found] == ["learn", "expire-junk", "make-folders", "dmarc-reports", "learn"]
     (tmp_path / "users" / "alice" / "Maildir" / "cur").mkdir(parents=True)
     config = tmp_path / "spamkit.toml"
     config.write_text(f'MaildirPattern = "{tmp_path}/users/{{user}}/Maildir"\n'
@@ -35,6 +35,11 @@ def test_each_scheduled_command_runs(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-m", "spamkit", *command[1:]], env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
+        if command[1] == "make-folders":  # a new user's folders are made, and said; then nothing
+            assert result.stdout.splitlines() == [f"alice: made {name}" for name in ("LearnAsSpam", "LearnAsHam",
+                                                                                   "junkmail")]
+            result = subprocess.run([sys.executable, "-m", "spamkit", *command[1:]], env=env,
+                                    capture_output=True, text=True, timeout=120)
         assert result.stdout == "" or command[1] == "expire-junk"  # --quiet: cron mails nothing
 
 
