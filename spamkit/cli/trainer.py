@@ -21,7 +21,7 @@ from spamkit.cli import (
     resolve_db_path,
 )
 from spamkit.config import Config, load_config
-from spamkit.errors import NoDatabase, StoreError
+from spamkit.errors import ConfigError, NoDatabase, StoreError
 from spamkit.learn import Learner
 from spamkit.store import TokenStore, open_store, sweep_lock_path
 from trainer.lock import AlreadyRunning, SweepLock
@@ -31,14 +31,29 @@ from trainer.folders import make_maildir_folders
 from trainer.imap import Servers, imap_expire_junk, imap_folder_counts, imap_make_folders, imap_sweep
 from trainer.stats import UserStats, add_corrections, folder_stats
 from trainer.sweep import SweepOptions, SweepReport, mail_report, sweep
-from trainer.users import Account, UnknownUser, UnsafeUser, accounts
+from trainer.users import Account, UnknownUser, UnsafeUser, accounts, split_pattern
 
 
 def _accounts(config: Config, pattern: str | None, only_user: str | None) -> list[Account]:
+    """The users' Maildirs. None at all is said: a MaildirPattern that matches nothing (SME's
+    default on another system) had the cron job learn nothing, every half hour, in silence.
+    With no base directory it is a usage error (exit 2); a base with no Maildir in it yet,
+    a warning."""
+    used = pattern or config["MaildirPattern"]
     try:
-        return accounts(pattern or config["MaildirPattern"], only_user, config["ExtraAccounts"])
+        found = accounts(used, only_user, config["ExtraAccounts"])
     except (UnsafeUser, UnknownUser) as error:
         raise click.UsageError(str(error)) from None
+    if not found:
+        base, after = split_pattern(used)
+        where = f"{'--maildirs' if pattern else config.where('MaildirPattern')}: {used}"
+        if not base.is_dir():
+            raise ConfigError(f"no user Maildirs: {base} does not exist ({where}); set MaildirPattern "
+                              "to where they are, e.g. /home/{user}/Maildir, or read them over IMAP "
+                              "with --imap-accounts")
+        click.echo(f"spamkit: warning: no user has a Maildir ({where}): no {base}/NAME{after} "
+                   "has a cur directory", err=True)
+    return found
 
 
 def _imap_accounts(path: str, only_user: str | None, pattern: str | None) -> list[ImapAccount]:

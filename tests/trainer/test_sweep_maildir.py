@@ -143,6 +143,34 @@ def test_a_user_with_no_maildir_is_named_not_reported_empty(root: Path, tmp_path
     assert not (tmp_path / "db").exists()
 
 
+def test_a_maildir_pattern_that_matches_nothing_is_said(tmp_path: Path) -> None:
+    """SME's default MaildirPattern on another system matched no Maildir, and the cron
+    job's `spamkit learn --quiet` learned nothing every half hour, exit 0, printing nothing."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text(f'# on this host\nMaildirPattern = "{tmp_path}/home/{{user}}/Maildir"\n')
+    env = dict(os.environ, SPAMKIT_CONFIG=str(config))
+    for command in (("learn", "--quiet", "--db", str(tmp_path / "db")), ("stats", "--db", str(tmp_path / "db")),
+                    ("expire-junk",), ("make-folders", "--quiet")):
+        result = subprocess.run([sys.executable, "-m", "spamkit", *command], capture_output=True, text=True,
+                                env=env, timeout=120)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr == (f"spamkit: error: no user Maildirs: {tmp_path}/home does not exist "
+                                 f"({config}:2: {tmp_path}/home/{{user}}/Maildir); set MaildirPattern to "
+                                 "where they are, e.g. /home/{user}/Maildir, or read them over IMAP with "
+                                 "--imap-accounts\n")
+    (tmp_path / "home" / "alice").mkdir(parents=True)  # a home, with no Maildir in it yet
+    result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--quiet", "--db", str(tmp_path / "db")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert "warning: no user has a Maildir" in result.stderr and f"no {tmp_path}/home/NAME/Maildir" in result.stderr
+    # the accounts ExtraAccounts names are Maildirs enough, with no base directory at all
+    (tmp_path / "bob" / "cur").mkdir(parents=True)
+    config.write_text(f'MaildirPattern = "{tmp_path}/nohome/{{user}}/Maildir"\nExtraAccounts = ["bob={tmp_path}/bob"]\n')
+    result = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--quiet", "--db", str(tmp_path / "db")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
 def test_nul_and_paths_outside_the_base_are_refused(tmp_path: Path) -> None:
     from trainer.users import UnsafeUser, check_user_name, resolve
 
