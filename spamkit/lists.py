@@ -12,7 +12,10 @@ comment. `spamkit wbl add|remove` rewrite it atomically.
 from __future__ import annotations
 
 import fnmatch
+import logging
+import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +25,11 @@ from spamkit.atomicfile import editing, write_atomically
 from spamkit.errors import ConfigError
 from spamkit.textfile import without_bom
 
+log = logging.getLogger("spamkit.lists")
+
 KINDS = ("white", "black")
+# how often a long-running scanner (serve, spamd) looks whether the list file changed
+RECHECK_SECONDS = 2.0
 FILE_HEADER = "# spamkit white/blacklists: white|black PATTERN [RECIPIENT]\n"
 _PATTERN = re.compile(r"^[\x21-\x7e]{1,320}$")
 # senders of unlike shapes: a pattern that matches all of them matches every sender
@@ -125,12 +132,23 @@ def _recipient_names(recipients: Iterable[str]) -> set[str]:
     return names
 
 
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or written (None: there is none)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 class Lists:
     def __init__(self, entries: Iterable[Entry] = (), path: Path | None = None,
                  from_rules: Iterable[Entry] = ()) -> None:
         self.entries = list(dict.fromkeys(entries))  # the list file's; what add/remove change
         self.from_rules = list(from_rules)  # whitelist_from & co. of rule files: read-only
         self.path = path
+        self._signature = _file_signature(path) if path is not None else None
+        self._next_check = time.monotonic() + RECHECK_SECONDS
 
     @classmethod
     def load(cls, path: Path, extra: dict[str, list[str]] | None = None) -> Lists:
@@ -139,6 +157,7 @@ class Lists:
         A comment may hold any bytes (a file written in Latin-1, or carried over from
         another system); an entry that is not UTF-8 is a ConfigError naming its line."""
         entries: list[Entry] = []
+        signature = _file_signature(path)  # (before the read: a change made during it is seen next time)
         for number, raw in enumerate(_read_lines(path), start=1):
             try:
                 line = raw.split(b"#", 1)[0].decode("utf-8").strip()
@@ -148,7 +167,30 @@ class Lists:
                 entries.append(_entry_of_line(line, f"{path}:{number}"))
         from_rules = [Entry(kind, p.lower()) for kind, patterns in (extra or {}).items()
                       for p in patterns]
-        return cls(entries, path, from_rules)
+        lists = cls(entries, path, from_rules)
+        lists._signature = signature
+        return lists
+
+    def current(self) -> Lists:
+        """These lists, or the file's as it is now if it changed since they were read
+        (looked at no more often than every RECHECK_SECONDS): a `spamkit wbl add` holds
+        in a running `serve` or `spamd` within seconds, with no reload, as rspamd reads
+        its maps again. A file that cannot be read now leaves these in force, logged."""
+        if self.path is None or time.monotonic() < self._next_check:
+            return self
+        self._next_check = time.monotonic() + RECHECK_SECONDS
+        signature = _file_signature(self.path)
+        if signature == self._signature:
+            return self
+        self._signature = signature  # (a broken file is logged once, not every time)
+        try:
+            fresh = Lists.load(self.path)
+        except ConfigError as error:
+            log.error("lists: %s; the lists read before stay in force", error)
+            return self
+        fresh.from_rules = self.from_rules
+        log.info("lists: %s changed: %d entries now", self.path, len(fresh.entries))
+        return fresh
 
     @property
     def empty(self) -> bool:

@@ -380,6 +380,7 @@ class Scanner:
         listed: str | None = None
         tags: dict[str, str] = {}
         skipped = 0
+        self.lists = self.lists.current()  # (the list file as `wbl add` left it)
         if self._rules is not None or not self.lists.empty:
             context = self._context(raw, analysis, bayes, envelope_from, recipients, verified)
             hits = self._rules_and_lists(context, bayes, recipients, explain, deadline)

@@ -89,3 +89,26 @@ def test_commands_name_the_line_and_deliver_defers(tmp_path: Path) -> None:
     assert delivered.returncode == 75 and where in delivered.stderr.decode()
     assert "internal error" not in delivered.stderr.decode()
     assert not any((tmp_path / "alice" / "new").iterdir())
+
+
+def test_a_changed_list_file_is_read_again_and_a_broken_one_keeps_the_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A running serve or spamd asks `current()` at each message: `spamkit wbl add` held
+    there only after a reload, as if the command had not worked."""
+    monkeypatch.setattr("spamkit.lists.RECHECK_SECONDS", 0.0)
+    path = tmp_path / "lists"
+    lists = Lists.load(path, {"white": ["boss@example.com"]})  # (no file yet; one rule file's entry)
+    assert lists.current() is lists
+    assert Lists.load(path).add(check_entry("black", "*@spam.example"))
+    fresh = lists.current()
+    assert fresh.entries == [check_entry("black", "*@spam.example")]
+    assert fresh.classify(["pills@spam.example"]) == "black" and fresh.classify(["boss@example.com"]) == "white"
+    assert fresh.current() is fresh
+    path.write_text("black *@spam.example\nblack\n")  # (an editor half way)
+    with caplog.at_level("ERROR", logger="spamkit.lists"):
+        assert fresh.current() is fresh
+        assert fresh.current() is fresh  # (said once)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"lists: {path}:2: expected 'white|black PATTERN [RECIPIENT]'; the lists read before stay in force"]
+    path.unlink()
+    assert fresh.current().entries == []
