@@ -31,7 +31,7 @@ def without_bom(data: bytes, where: str | Path) -> bytes:
     """The bytes without a leading UTF-8 byte-order mark; a ConfigError for UTF-16."""
     if is_utf16(data):
         raise ConfigError(utf16_refusal(where))
-    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    return data.removeprefix(UTF8_BOM)
 
 
 def decode_text(data: bytes, where: str | Path) -> str:

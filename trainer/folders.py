@@ -88,14 +88,13 @@ def maildir_owner(maildir: Path) -> Iterator[None]:
         yield
         return
     groups, gid = os.getgroups(), os.getegid()
-    try:
-        name = pwd.getpwuid(owner.st_uid).pw_name
-        os.setgroups(os.getgrouplist(name, owner.st_gid))
-    except KeyError:  # an owner with no account: no supplementary groups
-        os.setgroups([owner.st_gid])
-    os.setegid(owner.st_gid)
-    os.seteuid(owner.st_uid)
-    try:
+    try:  # (root's own ids come back whatever step of the switch failed)
+        try:
+            os.setgroups(os.getgrouplist(pwd.getpwuid(owner.st_uid).pw_name, owner.st_gid))
+        except KeyError:  # an owner with no account: no supplementary groups
+            os.setgroups([owner.st_gid])
+        os.setegid(owner.st_gid)
+        os.seteuid(owner.st_uid)
         yield
     finally:
         os.seteuid(0)
