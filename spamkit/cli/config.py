@@ -41,6 +41,12 @@ def _settings(config_path: str | None, user: str | None) -> Config:
     return settings.for_user(check_user_name(user)) if user is not None else settings
 
 
+
+# `serve` and `spamd` read the configuration at start and at SIGHUP only (the list file,
+# which `wbl` edits, they read again by themselves), so `config set` and `unset` say so
+RELOAD_NOTE = ("note: a running `spamkit serve` or `spamkit spamd` takes this at its next reload "
+               "(systemctl reload spamkit-filter spamkit-spamd); other commands at their next run")
+
 @click.group()
 def config() -> None:
     """Show and change settings (TagLevel, Sensitivity, SortSpam, ...)."""
@@ -106,6 +112,7 @@ def set_(key: str, value: str, config_path: str | None, user: str | None) -> Non
                err=True)
     for line in load_config(target).levels_not_in_force():
         click.echo(f"note: {line}", err=True)
+    click.echo(RELOAD_NOTE, err=True)
 
 
 @config.command()
@@ -120,6 +127,8 @@ def unset(key: str, config_path: str | None, user: str | None) -> None:
     removed = unset_option(target, key, user)
     whose = f" for user {user}" if user else ""
     click.echo(f"{key}{whose}: {'removed' if removed else 'was not set'}  ({target})", err=True)
+    if removed:
+        click.echo(RELOAD_NOTE, err=True)
 
 
 def _copy_disclaimers(plan: ImportPlan, qpsmtpd_config: Path, current: Config,

@@ -512,3 +512,21 @@ def test_check_and_deliver_load_nothing_they_do_not_use(tmp_path: Path, trained_
         loaded = done.stdout.decode().split("\n")[-2].split()
         assert [name for name in loaded if name.split(".")[0] in _NOT_AT_START or name in _NOT_AT_START] == [], \
             arguments[0]
+
+
+def test_config_set_and_unset_say_a_running_filter_needs_a_reload(tmp_path: Path) -> None:
+    """serve and spamd read the configuration at start and at SIGHUP only; the list file
+    they read again by themselves, so `wbl add` has no such note."""
+    config = tmp_path / "spamkit.toml"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "spamkit", *args, "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    note = "takes this at its next reload (systemctl reload spamkit-filter spamkit-spamd)"
+    assert note in run("config", "set", "SortSpam", "true").stderr
+    assert note in run("config", "unset", "SortSpam").stderr
+    assert note not in run("config", "unset", "SortSpam").stderr  # (nothing changed)
+    assert "reload" not in run("wbl", "add", "black", "*@spam.example").stderr
