@@ -143,11 +143,12 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 
 class Lists:
     def __init__(self, entries: Iterable[Entry] = (), path: Path | None = None,
-                 from_rules: Iterable[Entry] = ()) -> None:
+                 from_rules: Iterable[Entry] = (), signature: tuple[int, int, int] | None = None) -> None:
+        """`signature`: the file's as `load` found it before reading (`current` compares it)."""
         self.entries = list(dict.fromkeys(entries))  # the list file's; what add/remove change
         self.from_rules = list(from_rules)  # whitelist_from & co. of rule files: read-only
         self.path = path
-        self._signature = _file_signature(path) if path is not None else None
+        self._signature = signature
         self._next_check = time.monotonic() + RECHECK_SECONDS
 
     @classmethod
@@ -167,9 +168,7 @@ class Lists:
                 entries.append(_entry_of_line(line, f"{path}:{number}"))
         from_rules = [Entry(kind, p.lower()) for kind, patterns in (extra or {}).items()
                       for p in patterns]
-        lists = cls(entries, path, from_rules)
-        lists._signature = signature
-        return lists
+        return cls(entries, path, from_rules, signature)
 
     def current(self) -> Lists:
         """These lists, or the file's as it is now if it changed since they were read

@@ -22,7 +22,7 @@ def is_utf16(data: bytes) -> bool:
     return data.startswith(UTF16_BOMS)
 
 
-def utf16_refusal(where: str | Path) -> str:
+def _utf16_refusal(where: str | Path) -> str:
     return (f"{where}: saved as UTF-16 (Windows editors call it \"Unicode\"): "
             "save it as UTF-8")
 
@@ -30,7 +30,7 @@ def utf16_refusal(where: str | Path) -> str:
 def without_bom(data: bytes, where: str | Path) -> bytes:
     """The bytes without a leading UTF-8 byte-order mark; a ConfigError for UTF-16."""
     if is_utf16(data):
-        raise ConfigError(utf16_refusal(where))
+        raise ConfigError(_utf16_refusal(where))
     return data.removeprefix(UTF8_BOM)
 
 

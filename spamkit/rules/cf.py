@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spamkit.errors import ConfigError
 from spamkit.rules.model import Kind, LoadReport
 from spamkit.rules.namedlists import NamedLists
 from spamkit.rules.perl_regex import compile_perl
 from spamkit.rules.registry import RegistryLists
-from spamkit.textfile import UTF8_BOM, is_utf16, utf16_refusal
+from spamkit.textfile import without_bom
 
 # What `if` and `ifplugin` lines are evaluated against.
 SPAMASSASSIN_VERSION = 4.000001
@@ -210,10 +211,12 @@ class CfReader:
         except OSError as error:
             self.parsed.report.errors.append(f"{path}: cannot read: {error.strerror}")
             return
-        if is_utf16(data):
-            self.parsed.report.errors.append(utf16_refusal(path))
+        try:
+            data = without_bom(data, path)
+        except ConfigError as error:  # (UTF-16)
+            self.parsed.report.errors.append(str(error))
             return
-        self.read_text(data.removeprefix(UTF8_BOM).decode("utf-8", "replace"), str(path))
+        self.read_text(data.decode("utf-8", "replace"), str(path))
 
     def read_text(self, text: str, name: str) -> None:
         self.parsed.report.files += 1
