@@ -518,6 +518,11 @@ class LimitedController(Controller):
         await server.start_serving()
         return server
 
+    def use_tls_context(self, context: ssl.SSLContext) -> None:
+        """A renewed certificate for the sessions that start from now on (on the loop's
+        thread, where the factories read it); those under way keep the one they have."""
+        self.loop.call_soon_threadsafe(self.SMTP_kwargs.__setitem__, "tls_context", context)
+
     def _implicit_tls_factory(self) -> SMTP:
         """A session of the --listen-tls port: TLS from the first byte, the handshake
         given as long as a client may take for its next command (SmtpTimeout)."""

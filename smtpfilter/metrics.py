@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from smtpfilter.counters import LabelledCounter
@@ -46,6 +47,8 @@ class Metrics:
             "spamkit_smtp_tls_total", "TLS handshakes by how the session asked for TLS "
             "(starttls, or implicit: --listen-tls) and outcome (ok, failed: see the log's "
             "tls=failed lines for why).", ("how", "outcome"))
+        # when the TLS certificate shown to clients ends (a Unix time), once serve has one
+        self.tls_certificate_end: Callable[[], float | None] = lambda: None
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
@@ -83,6 +86,12 @@ class Metrics:
             lines += [f'spamkit_scan_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]
             lines += [f'spamkit_scan_seconds_bucket{{le="+Inf"}} {self.count}',
                       f"spamkit_scan_seconds_sum {self.total:.6f}", f"spamkit_scan_seconds_count {self.count}"]
+        if (end := self.tls_certificate_end()) is not None:
+            lines += ["# HELP spamkit_tls_certificate_expiry_timestamp_seconds When the TLS certificate "
+                      "shown to clients now ends (Unix time): alert on it minus time(). A renewed "
+                      "file that could not be loaded leaves the old one's.",
+                      "# TYPE spamkit_tls_certificate_expiry_timestamp_seconds gauge",
+                      f"spamkit_tls_certificate_expiry_timestamp_seconds {end:.0f}"]
         lines += self.unchecked.exposition()
         lines += self.lists.exposition()
         return "\n".join(lines) + "\n"

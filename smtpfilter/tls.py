@@ -11,11 +11,13 @@ administrator whose certificate expired sees failures climb in
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import os
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from spamkit.errors import ConfigError
@@ -23,12 +25,17 @@ from spamkit.errors import ConfigError
 if TYPE_CHECKING:
     from smtpfilter.metrics import Metrics
 
+# cert_time_to_seconds's time.strptime imports its module on first use: that is after serve
+# gave up root, and perhaps the right to read Python (a pyenv under /root), so now
+importlib.import_module("_strptime")
+
 log = logging.getLogger("spamkit.smtpfilter")
 
 STARTTLS = "starttls"  # the session began in plaintext and asked for TLS
 IMPLICIT = "implicit"  # TLS from the first byte (--listen-tls)
 ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"  # (Postfix's words)
 RENEW_DAYS = 14  # a certificate this close to its end is warned of (Let's Encrypt renews at 30)
+CHECK_SECONDS = 5.0  # how often a running serve looks whether TlsCertificate or TlsKey changed
 
 
 def server_context(certificate: str, key: str, origins: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -59,11 +66,15 @@ def expiry_warnings(certificate: str, origin: str, now: float | None = None) -> 
     """That the certificate (the first of TlsCertificate's chain) has expired, or ends
     within RENEW_DAYS: clients that check it then refuse STARTTLS, and most senders fall
     back to plaintext or stop sending. Read with the openssl command; none without it."""
-    end = certificate_end(certificate)
+    return end_warnings(certificate_end(certificate), certificate, origin, now)
+
+
+def end_warnings(end: float | None, certificate: str, origin: str, now: float | None = None) -> list[str]:
+    """expiry_warnings of a certificate whose end is known (None: not known, no warning)."""
     if end is None:
         return []
     left = end - (time.time() if now is None else now)
-    day = time.strftime("%Y-%m-%d", time.gmtime(end))
+    day = _day(end)
     if left <= 0:
         return [f"TlsCertificate ({origin}): {certificate} expired on {day}: clients that "
                 "check certificates refuse STARTTLS with it; renew it"]
@@ -118,3 +129,126 @@ def counted(metrics: Metrics | None, how: str, outcome: str) -> None:
     """One handshake in the metrics, when the handler has them."""
     if metrics is not None:
         metrics.tls_handshake(how, outcome)
+
+
+FileState = tuple[int, ...]
+
+
+def _file_state(path: str) -> FileState:
+    """What changes when a file is replaced, rewritten, or has its mode or owner changed
+    (certbot swaps the symbolic links under /etc/letsencrypt/live: stat follows them); an
+    error's number when it cannot be looked at."""
+    try:
+        found = os.stat(path)
+    except OSError as error:
+        return (error.errno or -1,)
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+
+class CertificateInForce:
+    """The certificate and key `serve` shows its clients, read again when their files
+    change and at each reload (SIGHUP).
+
+    Certificates are renewed while the filter runs: Let's Encrypt's every 60 days, by a
+    certbot that replaces the files and, unless told to, reloads nothing. A filter that
+    kept the certificate it read at start showed an expired one from the 90th day on, and
+    mail programs on 465 and 587 refused to send. The new pair is installed for sessions
+    that start after it (those under way keep theirs); one that cannot be loaded (a key
+    not matching its certificate half way through a renewal, a key the filter's user may
+    not read) is logged once a change and leaves the pair in force. Once a day the log
+    also says when the certificate in force has expired or soon will.
+    """
+
+    def __init__(self, certificate: str, key: str, origins: Mapping[str, str],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.certificate, self.key, self.origins = certificate, key, origins
+        self._clock = clock
+        self._state = self._files_state()  # (before loading: a change meanwhile is seen)
+        self.context = server_context(certificate, key, origins)
+        self.ends = certificate_end(certificate) if self.context is not None else None
+        self._install: Callable[[ssl.SSLContext], None] | None = None
+        self._next_check = clock() + CHECK_SECONDS
+        self._next_expiry_warning = clock() + 86400  # (serve's start warnings said it today)
+
+    def installing_with(self, install: Callable[[ssl.SSLContext], None]) -> None:
+        """Where a new context goes (the controller's sessions to come)."""
+        self._install = install
+
+    def _files_state(self) -> tuple[FileState, FileState]:
+        return _file_state(self.certificate), _file_state(self.key)
+
+    def poll(self) -> None:
+        """Called often; every CHECK_SECONDS, load the pair again if a file changed, and
+        once a day warn of the end of the certificate in force."""
+        now = self._clock()
+        if self.context is None or now < self._next_check:
+            return
+        self._next_check = now + CHECK_SECONDS
+        state = self._files_state()
+        if state != self._state:
+            self._state = state
+            self._load("changed")
+        if now >= self._next_expiry_warning:
+            self._next_expiry_warning = now + 86400
+            for warning in self.expiry_warnings():
+                log.warning("tls: %s", warning)
+
+    def reload(self, certificate: str, key: str, origins: Mapping[str, str]) -> list[str]:
+        """SIGHUP: the pair the configuration now names, loaded. The settings that would
+        switch TLS on or off, which needs a restart, are returned to be said."""
+        on = self.context is not None
+        if bool(certificate and key) != on:  # (named as the settings that changed)
+            return [name for name, value in (("TlsCertificate", certificate), ("TlsKey", key))
+                    if bool(value) != on]
+        if not on:
+            return []
+        self.certificate, self.key, self.origins = certificate, key, origins
+        self._state = self._files_state()
+        self._load("reload")
+        return []
+
+    def expiry_warnings(self, now: float | None = None) -> list[str]:
+        """That the certificate in force has expired or ends within RENEW_DAYS (the one
+        loaded, which is not the file's when loading the file's failed)."""
+        return end_warnings(self.ends, self.certificate, self.origins.get("TlsCertificate", "?"), now)
+
+    def _load(self, why: str) -> None:
+        try:
+            context = server_context(self.certificate, self.key, self.origins)
+        except ConfigError as error:
+            log.error("tls: %s: %s; the certificate in force%s stays%s", why, error,
+                      f" (until {_day(self.ends)})" if self.ends is not None else "", self._unreadable())
+            return
+        assert context is not None and self._install is not None
+        self._install(context)
+        self.context = context
+        self.ends = certificate_end(self.certificate)
+        log.info("tls: %s: %s loaded%s", why, self.certificate,
+                 f", valid until {_day(self.ends)}" if self.ends is not None else "")
+        for warning in self.expiry_warnings():
+            log.warning("tls: %s", warning)
+
+    def _unreadable(self) -> str:
+        """Why, when it is that this process's user may not read a file."""
+        if os.geteuid() == 0:
+            return ""
+        unreadable = [path for path in (self.certificate, self.key) if not os.access(path, os.R_OK)]
+        if not unreadable:
+            return ""
+        user = _user_name()
+        return (f": {' and '.join(unreadable)} cannot be read by {user}, the user serve runs as; "
+                f"give one of {user}'s groups read access (Debian: chgrp ssl-cert, chmod 640, "
+                f"adduser {user} ssl-cert) and restart serve")
+
+
+def _day(moment: float | None) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment)) if moment is not None else "?"
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

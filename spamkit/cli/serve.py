@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from smtpfilter.chain import FilterChain
     from smtpfilter.dns import DnsClient
     from smtpfilter.server import FilterHandler
+    from smtpfilter.tls import CertificateInForce
     from spamkit.config import Config
     from spamkit.store.base import TokenStore
 
@@ -125,9 +126,12 @@ def become(account: pwd.struct_passwd, scanner: Scanner) -> None:
 
 
 def drop_privileges(account: pwd.struct_passwd) -> None:
-    """Become `account` for good: no supplementary groups, its group, its user (for every
-    thread of the process: glibc applies setuid to all of them)."""
-    os.setgroups([])
+    """Become `account` for good: its groups, as /etc/group gives them, and its user (for
+    every thread of the process: glibc applies setuid to all of them). The groups are
+    how an administrator lets the filter's user read a private key without giving it
+    root's: Debian's ssl-cert group owns /etc/ssl/private (serve reads its certificate
+    again when it is renewed, long after it gave up root)."""
+    os.initgroups(account.pw_name, account.pw_gid)
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
     if os.getuid() == 0 or os.geteuid() == 0:  # setuid cannot be undone; check it held
@@ -135,11 +139,12 @@ def drop_privileges(account: pwd.struct_passwd) -> None:
 
 
 def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
-            store: TokenStore | None, autolearn: bool) -> Scanner:
+            store: TokenStore | None, autolearn: bool, certificate: CertificateInForce) -> Scanner:
     """SIGHUP: the configuration, rules and lists read again and a new filter chain built
-    from them; sessions go on meanwhile, and each stage after the swap runs the new chain.
-    What is set up once at start (the listening address, session limits, TLS, the
-    databases, MetricsListen) needs a restart. A broken configuration changes nothing."""
+    from them, and the TLS certificate and key loaded again; sessions go on meanwhile, and
+    each stage after the swap runs the new chain. What is set up once at start (the
+    listening address, session limits, whether there is TLS, the databases,
+    MetricsListen) needs a restart. A broken configuration changes nothing."""
     from smtpfilter.plugins import build_chain, start_warnings
 
     log = logging.getLogger("spamkit.smtpfilter")
@@ -148,18 +153,28 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
         return current
     try:
         chain = build_chain(scanner.config, scanner, autolearn)
-    except SpamkitError as error:
-        log.error("reload: %s; the configuration in force stays", error)
+    except Exception as error:  # (a daemon's reload must never take it down)
+        log.error("reload: %s; the configuration in force stays", _said(error))
         return current
     _install(handler, scanner, chain)
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
-    waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
-    if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
-        log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
-    for warning in start_warnings(scanner.config):  # (a DKIM key made since, root's alone: unread)
-        log.warning("reload: %s", warning)
+    try:
+        waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
+        waiting += certificate.reload(scanner.config["TlsCertificate"], scanner.config["TlsKey"],
+                                      scanner.config.origins)
+        if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
+            log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
+        for warning in start_warnings(scanner.config):  # (a DKIM key made since, root's alone: unread)
+            log.warning("reload: %s", warning)
+    except Exception as error:  # (the new chain is in force; only what is said of it failed)
+        log.error("reload: %s", _said(error))
     return scanner
+
+
+def _said(error: Exception) -> str:
+    """An error for the log: ours in its own words, anything else with its type."""
+    return str(error) if isinstance(error, SpamkitError) else f"{type(error).__name__}: {error}"
 
 
 def _database_back(handler: FilterHandler, scanner: Scanner, autolearn: bool) -> Scanner:
@@ -218,7 +233,7 @@ def _trace_dns(config: Config) -> DnsClient | None:
 
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
 SET_AT_START = ("MaxSessions", "MaxSessionsPerClient", "MaxLoad", "EarlyTalkerDelay",
-                "SmtpMaxMessageSize", "SmtpTimeout", "TlsCertificate", "TlsKey", "MetricsListen",
+                "SmtpMaxMessageSize", "SmtpTimeout", "MetricsListen",
                 "UseBayes", "SmtpHostname", "TlsBeforeAuth", "ImplicitTlsLoginRequired")
 
 
@@ -296,7 +311,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     from smtpfilter.metrics import Metrics
     from smtpfilter.plugins import build_chain, our_name, start_warnings
     from smtpfilter.server import FilterHandler
-    from smtpfilter.tls import server_context
+    from smtpfilter.tls import CertificateInForce
     from smtpfilter.trace import Trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -324,7 +339,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))
-    tls = server_context(config["TlsCertificate"], config["TlsKey"], config.origins)
+    certificate = CertificateInForce(config["TlsCertificate"], config["TlsKey"], config.origins)
+    tls = certificate.context
+    metrics.tls_certificate_end = lambda: certificate.ends
     warnings = start_warnings(config)  # (as root: the DKIM keys are root's)
     if listen_tls is not None and tls is None:
         raise ConfigError(f"--listen-tls {listen_tls} needs TlsCertificate and TlsKey (the "
@@ -347,6 +364,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
                                    server_hostname=hostname)
     # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
+    certificate.installing_with(controller.use_tls_context)
     controller.loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
     stop, reload = threading.Event(), threading.Event()
@@ -366,7 +384,8 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
         while not stop.wait(0.2):
             if reload.is_set():
                 reload.clear()
-                scanner = _reload(handler, scanner, config_path, database.store, autolearn)
+                scanner = _reload(handler, scanner, config_path, database.store, autolearn, certificate)
+            certificate.poll()  # (a renewed certificate: loaded once its files change)
             if (fresh := database.refreshed(scanner)) is not None:
                 scanner = _database_back(handler, fresh, autolearn)
         controller.shutdown(lambda: handler.in_flight > 0)

@@ -348,7 +348,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("MetricsListen", str, "", "host:port for Prometheus metrics at /metrics (empty: off).",
            group="smtp", value_problem=endpoint_problem),
     Option("TlsCertificate", str, "", "PEM certificate (with its chain) for STARTTLS; with "
-           "TlsKey set too, `serve` offers STARTTLS (empty: not offered).", group="smtp"),
+           "TlsKey set too, `serve` offers STARTTLS (empty: not offered). A running `serve` "
+           "loads the pair again when either file changes (a renewal) and at SIGHUP.", group="smtp"),
     Option("TlsKey", str, "", "PEM private key of TlsCertificate.", group="smtp"),
     Option("SmtpAuthentication", bool, False, "`serve` offers SMTP AUTH (PLAIN, LOGIN) and has "
            "Dovecot's auth service (DovecotAuthAddress) check the password: a client that logs in "
