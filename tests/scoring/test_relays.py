@@ -49,6 +49,12 @@ from spamkit.rules.relays import Relay, Relays, parse_received
     # a handover on the machine itself, in a known format, is a hop (as SpamAssassin has it)
     ("from lugh (root@localhost [127.0.0.1]) by lugh.example.org (8.9.3/8.9.3) with ESMTP id HAA1",
      "127.0.0.1", "localhost", "lugh", "lugh.example.org"),
+    # a client that said HELO by: the receiving host is still the one after its comment
+    # (hypothesis found this in the filter's own Received header)
+    ("from by (unknown [192.0.2.7]) by mx.example.org (spamkit) with ESMTP id ABC",
+     "192.0.2.7", "", "by", "mx.example.org"),
+    ("from By (unknown [192.0.2.7]) by mx.example.org (Postfix) with ESMTP id ABC",
+     "192.0.2.7", "", "By", "mx.example.org"),
 ])
 def test_received_formats(line: str, ip: str, rdns: str, helo: str, by: str) -> None:
     relay = parse_received(line + "; Tue, 25 Nov 2026 10:00:00 +0000")
