@@ -80,6 +80,11 @@ class LearnSummary:
     def count(self, outcome: Outcome) -> None:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
+    def fail(self, item: SourceItem) -> None:
+        """A message that could not be read, with why."""
+        self.count(Outcome.FAILED)
+        self.failures.append((item.name, item.error or "unreadable"))
+
     def as_json(self) -> dict[str, object]:
         return {"learned": self.learned, "relearned": self.relearned, "skipped": self.skipped,
                 "forgotten": self.forgotten, "failed": self.failed, "confident": self.confident,
@@ -184,8 +189,7 @@ class Learner:
             learned = iter(self.store.learned_as_many([key for key in keys if key is not None]))
             for item, key in zip(chunk, keys):
                 if key is None:
-                    summary.count(Outcome.FAILED)
-                    summary.failures.append((item.name, item.error or "unreadable"))
+                    summary.fail(item)
                     yield item, None
                 else:
                     yield item, self._prepare(item, key, next(learned), label, summary, by)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import io
+import itertools
 import os
 import re
 import stat
@@ -38,6 +39,19 @@ class SourceItem:
     key: bytes | None = None  # its message key, already worked out (with token_keys, the bytes
     # are not needed again: `spamkit evaluate` keeps only these of each message)
     byte_sample: bytes | None = None  # what a new byte model reads (bytemodel.byte_sample)
+
+
+def leading_failures(items: Iterable[SourceItem]) -> tuple[list[SourceItem], Iterator[SourceItem] | None]:
+    """The items that could not be read before the first that could, and every item from
+    that one on; None for the second when not one could be read."""
+    iterator = iter(items)
+    failed = []
+    for item in iterator:
+        if item.data is None and item.key is None:
+            failed.append(item)
+        else:
+            return failed, itertools.chain((item,), iterator)
+    return failed, None
 
 
 def iter_messages(paths: Iterable[str]) -> Iterator[SourceItem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ from spamkit.cli import (
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
 from spamkit.learn import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, EXPIRE_TO, LearningStopped, LearnSummary
-from spamkit.sources import iter_messages
+from spamkit.errors import NoDatabase, SpamkitError
+from spamkit.sources import SourceItem, iter_messages, leading_failures
 from spamkit.store import Label, open_store
 
 
@@ -96,13 +98,53 @@ def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, a
     location = resolve_db_path(db_path, config_path)
     if label is None:  # nothing to forget in a database that is not there
         require_database(location)
+    [messages], unread = unless_nothing_readable(location, [iter_messages(paths)])
+    if unread is not None:
+        report_unread(unread, as_json, quiet, counts(unread))
+        return
     with reporting_a_stop(progress, as_json, quiet, counts):
         with open_store(location) as store:
             learner = configured_learner(store, config, batch_size, max_tokens)
-            summary = learner.learn(iter_messages(paths), label, progress=progress)
+            summary = learner.learn(messages, label, progress=progress)
     progress.done()
     quickexit.request()  # every batch is committed and the database closed (not the sweep's)
     report_summary(summary, as_json, quiet, counts(summary))
+
+
+def unless_nothing_readable(location: str | None, sources: list[Iterator[SourceItem]]
+                            ) -> tuple[list[Iterator[SourceItem]], LearnSummary | None]:
+    """The sources, as they were (None for the second); or, when there is no database at
+    `location` yet and not one message of theirs could be read (none there, or none
+    readable), the summary of their failures. Learning from a mistyped PATH made an
+    empty database at --db, which `check` then took for one that had learned nothing."""
+    if not _no_database_yet(location):
+        return sources, None
+    peeked = [leading_failures(source) for source in sources]
+    if any(rest is not None for _, rest in peeked):
+        return [itertools.chain(failed, rest or ()) for failed, rest in peeked], None
+    unread = LearnSummary()
+    for failed, _ in peeked:
+        for item in failed:
+            unread.fail(item)
+    return [iter(()) for _ in sources], unread
+
+
+def report_unread(unread: LearnSummary, as_json: bool, quiet: bool, counts: str) -> None:
+    """report_summary of a run that read nothing and so made no database."""
+    if not (as_json or quiet):
+        click.echo(f"spamkit: {'not one message could be read' if unread.failed else 'no message found'}, "
+                   "so no database was made", err=True)
+    report_summary(unread, as_json, quiet, counts)
+
+
+def _no_database_yet(location: str | None) -> bool:
+    try:
+        require_database(location)
+    except NoDatabase:
+        return True
+    except SpamkitError:
+        return False  # (something is there: opening it for learning says what is wrong)
+    return False
 
 
 def _one_mode(modes: tuple[str, ...]) -> str | None:

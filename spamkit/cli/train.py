@@ -14,7 +14,7 @@ from spamkit.cli import (
     quickexit,
     resolve_db_path,
 )
-from spamkit.cli.learn import report_summary, reporting_a_stop
+from spamkit.cli.learn import report_summary, report_unread, reporting_a_stop, unless_nothing_readable
 from spamkit.cli.progress import Progress
 from spamkit.config import load_config
 from spamkit.learn import DEFAULT_TRAIN_BATCH, DEFAULT_TRAIN_MARGIN, LearnSummary, train_selector
@@ -63,10 +63,15 @@ def train(spam_paths: tuple[str, ...], ham_paths: tuple[str, ...], margin: float
         return (f"learned: {summary.learned}, relearned: {summary.relearned}, already sure: "
                 f"{summary.confident}, already known: {summary.skipped}")
 
+    location = resolve_db_path(db_path, config_path)
+    [spam, ham], unread = unless_nothing_readable(location, [iter_messages(spam_paths), iter_messages(ham_paths)])
+    if unread is not None:
+        report_unread(unread, as_json, quiet, counts(unread))
+        return
     with reporting_a_stop(progress, as_json, quiet, counts):
-        with open_store(resolve_db_path(db_path, config_path)) as store:
+        with open_store(location) as store:
             learner = configured_learner(store, config, batch_size)
-            summary = learner.train(iter_messages(spam_paths), iter_messages(ham_paths),
+            summary = learner.train(spam, ham,
                                     train_selector(store, config["BayesMinSpam"], config["BayesMinHam"]),
                                     margin, progress=progress)
     progress.done()

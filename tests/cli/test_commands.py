@@ -128,12 +128,27 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path, folders: dict[str,
     # the sweep's options were ignored: a --dry-run learned for real
     dry = spamkit("learn", "--spam", "--dry-run", str(folders["one"]), "--db", str(tmp_path / "db"))
     assert dry.returncode == 2 and "--dry-run is for the sweep" in dry.stderr
-    assert json.loads(spamkit("db", "magic", "--db", str(tmp_path / "db"), "--json").stdout)["nspam"] == 0
+    assert not (tmp_path / "db").exists()  # (nor did the empty directory make a database)
 
+    # a mistyped PATH made an empty database at --db, which check took for one that had
+    # learned nothing (and so did train)
     unreadable = spamkit("learn", "--spam", str(tmp_path / "no-such-file"), "--db",
                          str(tmp_path / "db"), "--json")
     assert unreadable.returncode == 1
     assert json.loads(unreadable.stdout)["failures"][0]["reason"] == "No such file or directory"
+    said = spamkit("learn", "--spam", str(tmp_path / "no-such-file"), "--db", str(tmp_path / "db"))
+    assert said.returncode == 1 and "not one message could be read, so no database was made" in said.stderr
+    trained = spamkit("train", "--spam", str(tmp_path / "no-such-file"), "--ham", str(tmp_path / "empty"),
+                      "--db", str(tmp_path / "db"), "--json")
+    assert trained.returncode == 1 and json.loads(trained.stdout)["failed"] == 1
+    assert not (tmp_path / "db").exists()
+    checked = spamkit("check", str(folders["one"]), "--db", str(tmp_path / "db"))
+    assert checked.returncode == 74  # (no database: what check says when there is none)
+    # with a database there, the run is as before: each failure counted, the database kept
+    spamkit("learn", "--spam", str(folders["one"]), "--db", str(tmp_path / "db"))
+    again = spamkit("learn", "--ham", str(tmp_path / "no-such-file"), "--db", str(tmp_path / "db"), "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["failed"] == 1
+    assert json.loads(spamkit("db", "magic", "--db", str(tmp_path / "db"), "--json").stdout)["nspam"] >= 1
 
 
 def test_output_that_cannot_be_written_is_exit_74(tmp_path: Path, folders: dict[str, Path]) -> None:
