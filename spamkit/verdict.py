@@ -80,7 +80,14 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
     Only the fields to drop or tag are visited, found by one regex search, and the lines
     between are copied as they are: a loop over every line took 3.3 s and 526 MB for the
     15 MB header block of a message too large to scan.
+
+    An mbox "From " line, which procmail passes to its filters and spamc on to spamd, stays
+    first, as SpamAssassin keeps it: put after our fields, it became a line in the header
+    block that is not a field, where a reader may take the header block to end.
     """
+    envelope = b""
+    if raw.startswith(b"From ") and (line_end := raw.find(b"\n")) >= 0:
+        envelope, raw = raw[:line_end + 1], raw[line_end + 1:]
     first_break = raw.find(b"\n")
     cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
     blank = _HEADER_END.search(raw)
@@ -112,7 +119,7 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
         kept.append(head[run:])
     if tag is not None and not tagged:
         kept.append(b"Subject: " + tag + cr)
-    return b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
+    return envelope + b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
 
 
 _FIELD_END = re.compile(rb"\n(?![ \t])")  # the line break after a field's last line

@@ -87,6 +87,24 @@ def test_a_crlf_in_the_body_of_an_lf_message_hides_no_forged_header(tmp_path: Pa
     assert b"X-Spam-Flag: YES" in head and b"\nSubject: ***SPAM*** hi" in head
 
 
+def test_an_mbox_from_line_stays_first(tmp_path: Path) -> None:
+    """procmail gives its filters the message with its mbox "From " line, and spamc passes
+    it on to spamd: it stays the first line, as SpamAssassin keeps it. Written after our
+    fields, it was a line of the header block that is not a field, and Python's parser
+    (as other readers) took the header block to end there."""
+    s = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 1\nSubjectTag = true\n',
+                "body PILLS /order now/\nscore PILLS 5\n")
+    for end in (b"\n", b"\r\n"):
+        raw = (b"From a@example.net  Thu Aug 22 14:44:07 2002" + end + b"From: a@example.net" + end
+               + b"X-Spam-Flag: NO" + end + b"Subject: hi" + end + end + b"order now" + end)
+        rewritten = s.scan(raw).rewrite(raw)
+        envelope, rest = rewritten.split(end, 1)
+        assert envelope == b"From a@example.net  Thu Aug 22 14:44:07 2002"
+        parsed = email.message_from_bytes(rest, policy=email.policy.compat32)
+        assert parsed["X-Spam-Flag"] == "YES" and parsed["Subject"] == "***SPAM*** hi"
+        assert parsed["From"] == "a@example.net" and not parsed.defects
+
+
 def test_reject_needs_custom_sensitivity(tmp_path: Path) -> None:
     rules = "body PILLS /order now/\nscore PILLS 30\n"
     custom = scanner(tmp_path, 'Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 12\n', rules)
@@ -152,7 +170,11 @@ def test_a_quoted_local_part_is_part_of_the_address() -> None:
 def _with_headers_line_by_line(raw: bytes, added: list[tuple[str, str]], subject_tag: str | None,
                                dropping: Callable[[bytes], bool]) -> bytes:
     """with_headers as it was written first: a loop over every header line, `dropping`
-    asked of each field's first line, lower-cased."""
+    asked of each field's first line, lower-cased (and an mbox "From " line kept first)."""
+    envelope = b""
+    if raw.startswith(b"From ") and b"\n" in raw:
+        envelope, raw = raw.split(b"\n", 1)
+        envelope += b"\n"
     first_break = raw.find(b"\n")
     cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
     blank = re.search(rb"\n\r?\n", raw)
@@ -172,7 +194,7 @@ def _with_headers_line_by_line(raw: bytes, added: list[tuple[str, str]], subject
         kept.append(line)
     if subject_tag and not any(line.lower().startswith(b"subject:") for line in kept):
         kept.append(b"Subject: " + subject_tag.encode() + cr)
-    return b"\n".join([f"{name}: {value}".encode() + cr for name, value in added] + kept) + body
+    return envelope + b"\n".join([f"{name}: {value}".encode() + cr for name, value in added] + kept) + body
 
 
 def _spam_field(line: bytes) -> bool:
@@ -187,6 +209,7 @@ def _pyzor_field(line: bytes) -> bool:
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(st.sampled_from([b"X-Spam-Flag: YES", b"x-spam-a:", b"X-SPAM-", b"Subject: hi", b"subject:",
                                  b"SUBJECT:x", b"X-Spamkit-Pyzor : listed", b"x-spamkit-pyzorx: a", b"From: a",
+                                 b"From a@example.org  Thu Aug 22 14:44:07 2002",
                                  b" cont", b"\tcont", b"\r", b"\n", b"\r\n", b"\n\n", b"\n\r\n", b"a", b" "]),
                 max_size=20).map(b"".join),
        st.sampled_from([None, "", "[SPAM]"]), st.booleans())

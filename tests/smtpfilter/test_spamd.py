@@ -145,6 +145,9 @@ def test_spamc_gets_spamkit_checks_verdicts(start_spamd, db: Path, tmp_path: Pat
         assert (b"X-Spam-Flag: YES" in head) is is_spam
         assert b"autolearn=disabled" in head  # (this spamd does not learn: no --autolearn)
         assert body and body in data.replace(b"\r\n", b"\n")  # the message itself comes back
+        # the corpus's files start with an mbox "From " line, as procmail gives spamc the
+        # message: it comes back first, as SpamAssassin's spamd keeps it
+        assert data.startswith(b"From ") and head.startswith(data.split(b"\n", 1)[0] + b"\nX-Spam-")
     assert spamd.spamc(b"", "-K").returncode == 0  # PING
     code, log = spamd.stop()
     assert code == 0
