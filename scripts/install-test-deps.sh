@@ -2,7 +2,7 @@
 # Installs what the tests need on a fresh Debian 12 machine (as root): Debian's
 # SpamAssassin (its rule files are read by the rule-compatibility tests, never copied),
 # Dovecot (a real IMAP server for the trainer's tests), Postfix's smtp-sink and swaks
-# (real SMTP peers for the filter's tests), spamc (spamd's client), dnsmasq (DNS for its DNSBL and sender
+# (real SMTP peers for the filter's tests), spamc (spamd's client), procmail, dnsmasq (DNS for its DNSBL and sender
 # checks), Redis (the shared token store) and clamd, all started by fixtures on loopback, 7-Zip, xz,
 # bzip2, genisoimage, xorriso and gcab (the attachment check's tests read archives and disk
 # images as these tools write them), unar and libarchive-tools (to check RAR), tnef (to
@@ -18,6 +18,8 @@ command -v smtp-sink >/dev/null || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
 # SpamAssassin's own client, talking to `spamkit spamd`
 command -v spamc >/dev/null || need+=(spamc)
+# procmail, running `spamkit mark` as its filter
+command -v procmail >/dev/null || need+=(procmail)
 # a real Redis for the shared token store's tests
 command -v redis-server >/dev/null || need+=(redis-server)
 # an authoritative DNS server on loopback for the DNSBL/RHSBL/sender-domain checks

@@ -172,6 +172,7 @@ _COMMANDS = {
     "make-folders": "spamkit.cli.trainer:make_folders",
     "serve": "spamkit.cli.serve:serve",
     "deliver": "spamkit.cli.deliver:deliver",
+    "mark": "spamkit.cli.mark:mark",
     "dkim": "spamkit.cli.dkim:dkim",
     "dmarc-reports": "spamkit.cli.dmarc:dmarc_reports",
     "karma": "spamkit.cli.karma:karma",

@@ -23,11 +23,10 @@ from typing import Any
 
 import click
 
-from spamkit.cli import config_option, db_option, quickexit, resolve_db_path
+from spamkit.cli import config_option, db_option, quickexit
+from spamkit.cli.scored import DatabaseDown, scored_message
 from spamkit.config import Config, load_config
-from spamkit.errors import ConfigError, NoDatabase, SpamkitError, StoreError
-from spamkit.store import open_store
-from spamkit.verdict import Scanner, unscanned
+from spamkit.errors import ConfigError, SpamkitError
 from trainer.maildir import folder_path
 from trainer.folders import make_folder
 from trainer.users import UnsafeUser, resolve
@@ -70,7 +69,7 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error}")
     if not (maildir / "cur").is_dir():
         _fail(EX_UNAVAILABLE, f"no Maildir for {user} at {maildir}")
-    data = sys.stdin.buffer.read()
+    data = without_mbox_line(sys.stdin.buffer.read())
     try:
         if ask_pyzor:  # (no answer in PyzorTimeout: scored without one, as the filter does)
             from spamkit.pyzor import PyzorCheck
@@ -94,64 +93,23 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
                            f"{type(error).__name__}: {error}")
 
 
-class DatabaseDown(Exception):
-    """The token database cannot be read, and WhenDatabaseDown says tempfail."""
+def without_mbox_line(data: bytes) -> bytes:
+    """The message without the mbox "From sender date" line that Postfix's local(8) and
+    procmail put first: a Maildir message has none (Dovecot's and procmail's own delivery
+    leave it out), and kept, it was a line of the header block that is not a field, after
+    which some readers see no more headers."""
+    if data.startswith(b"From ") and (line_end := data.find(b"\n")) >= 0:
+        return data[line_end + 1:]
+    return data
 
 
 def _scored(data: bytes, user: str, config: Config, db_path: str | None,
             config_path: str | None) -> tuple[bytes, bool]:
-    """(the message as delivered, whether it is spam). A database this process cannot
-    read is treated as one that is down, by WhenDatabaseDown: `deliver` runs as the
-    recipient under .qmail, procmail and mailbox_command, and a database only its owner
-    may open (0700, as it is made) is the usual cause."""
-    sender = os.environ.get("SENDER")
-    # the account, and the address the MTA delivers for (RECIPIENT: Postfix's local and
-    # pipe, qmail's .qmail), either of which a per-recipient list entry may name
+    """(the message as delivered, whether it is spam), for the account and the address
+    the MTA delivers for (RECIPIENT: Postfix's local and pipe, qmail's .qmail), either of
+    which a per-recipient list entry may name."""
     recipients = (user, *filter(None, [os.environ.get("RECIPIENT", "").strip()]))
-    down: str | None = None
-    store = None
-    try:
-        store = _store(db_path, config_path, config["UseBayes"])
-    except (PermissionError, StoreError) as error:  # (unreachable, unreadable or damaged)
-        down = _why_unreadable(error)
-    try:
-        scanner = Scanner.from_config(config, store)
-        if down is None:
-            try:
-                verdict = scanner.scan(data, sender, recipients)
-                verdict.not_learned_here("deliver does not learn")
-                return verdict.rewrite(data), verdict.is_spam
-            except StoreError as error:  # (gone since, or damage LMDB met as it read)
-                down = str(error)
-        policy = config["WhenDatabaseDown"]
-        if policy == "tempfail":
-            raise DatabaseDown(down)
-        if policy == "unscanned":
-            return unscanned(data, "spam database unavailable"), False
-        verdict = scanner.scan(data, sender, recipients, with_bayes=False)
-        verdict.autolearn = "unavailable"
-        return verdict.rewrite(data), verdict.is_spam
-    finally:
-        if store is not None:
-            store.close()
-
-
-def _why_unreadable(error: Exception) -> str:
-    if isinstance(error, PermissionError):
-        me = pwd.getpwuid(os.geteuid()).pw_name
-        return (f"the token database cannot be read as user {me} ({error.strerror}: "
-                f"{error.filename}); deliver runs as the recipient, so give it a database it "
-                "may open, or set WhenDatabaseDown")
-    return str(error)
-
-
-def _store(db_path: str | None, config_path: str | None, use_bayes: bool):  # type: ignore[no-untyped-def]
-    if not use_bayes:
-        return None
-    try:
-        return open_store(resolve_db_path(db_path, config_path), readonly=True)
-    except NoDatabase:
-        return None  # nothing learned yet: score with the rules alone
+    return scored_message(data, os.environ.get("SENDER"), recipients, config, db_path, config_path, "deliver")
 
 
 def as_maildir_owner(maildir: Path) -> None:

@@ -51,6 +51,25 @@ def test_ham_to_inbox_spam_to_junkmail(tmp_path: Path, trained_db: Path,
     assert list((root / "alice" / "Maildir" / "tmp").iterdir()) == []
 
 
+def test_the_mbox_from_line_is_not_delivered(tmp_path: Path, trained_db: Path,
+                                             split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """Postfix's local(8) puts "From sender date" before the message it gives
+    mailbox_command, as procmail does (the corpus's files have it too): a Maildir message
+    has none. Kept, it sat after our fields as a line that is not a field, and Python's
+    parser saw no header after it."""
+    import email
+    import email.policy
+
+    root = tmp_path / "users"
+    (root / "alice" / "Maildir" / "cur").mkdir(parents=True)
+    inbox, junk = deliver_ham_and_spam("alice", root, trained_db, tmp_path, split)
+    for delivered in (inbox.read_bytes(), junk.read_bytes()):
+        assert not re.search(rb"^From ", delivered.split(b"\n\n", 1)[0], re.MULTILINE)
+        parsed = email.message_from_bytes(delivered, policy=email.policy.compat32)
+        assert parsed["X-Spam-Status"] and parsed["Return-Path"] and parsed["Subject"] is not None
+        assert not parsed.defects
+
+
 def test_a_user_with_sortspam_disabled_gets_spam_in_the_inbox(
         tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     """The SME guide's per-user switch (`db accounts setprop NAME SortSpam disabled`),
