@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import logging
 import os
+import pwd
 import ssl
 import subprocess
 import time
@@ -246,8 +247,6 @@ def _day(moment: float | None) -> str:
 
 
 def _user_name() -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:

@@ -362,9 +362,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
                                    # the greeting's name, found once (aiosmtpd would call
                                    # getfqdn for every connection)
                                    server_hostname=hostname)
+    certificate.installing_with(controller.use_tls_context)
     # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
-    certificate.installing_with(controller.use_tls_context)
     controller.loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
     stop, reload = threading.Event(), threading.Event()
