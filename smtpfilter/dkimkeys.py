@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpfilter.privatekeys import readable_by_everyone
 from spamkit.config.endpoints import is_host_name
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
@@ -84,7 +85,7 @@ def _selector(directory: Path) -> str:
 def key_problems(root: Path) -> list[str]:
     """What would leave mail unsigned, or signed so that no one can verify it: no key pair
     at all, a private key that cannot be read or is not a PEM RSA key, a selector that is
-    not a DNS name. For `spamkit lint`, and logged when `serve` starts."""
+    not a DNS name; and a private key every user may read, with which anyone could sign. For `spamkit lint`, and logged when `serve` starts."""
     from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
     keys = signing_keys(root)
@@ -102,6 +103,10 @@ def key_problems(root: Path) -> list[str]:
         except UnparsableKeyError as error:
             problems.append(f"dkimsign: {key.domain_directory / 'private'} is not a PEM RSA "
                             f"private key ({error}): mail from {name} goes unsigned")
+        if (mode := readable_by_everyone(key.domain_directory / "private")) is not None:
+            problems.append(f"dkimsign: {key.domain_directory / 'private'} can be read by every user "
+                            f"of this machine (mode {mode}): anyone with a login can sign mail as "
+                            f"{'our domains' if name == DEFAULT else name}; chmod 400 it")
         if not is_host_name(key.selector):
             problems.append(f"dkimsign: the selector {key.selector!r} in {key.domain_directory} "
                             "is not a DNS name: no one can look up the key it signs with")

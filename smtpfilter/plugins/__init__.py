@@ -45,6 +45,7 @@ from smtpfilter.plugins.sendlimit import SendCounts, SendLimit
 from smtpfilter.plugins.spamscore import SpamScore
 from smtpfilter.plugins.spf import Spf
 from smtpfilter.plugins.uribl import LOOKUP_THREADS, Uribl, UriZone, uri_zones
+from smtpfilter.privatekeys import readable_by_everyone
 from smtpfilter.tls import expiry_warnings, server_context
 from spamkit.config import Config, default_config_path
 from spamkit.errors import ConfigError
@@ -442,11 +443,16 @@ def header_size_warnings(config: Config) -> list[str]:
 
 def start_warnings(config: Config) -> list[str]:
     """What `serve` logs as it starts, and `spamkit lint` reports: a TLS certificate that
-    has expired or soon will, and DKIM keys that would leave mail unsigned. `serve` asks
+    has expired or soon will, a private key every user may read, and DKIM keys that would
+    leave mail unsigned. `serve` asks
     before it gives up root, which the private keys are readable by."""
     warnings = []
     if config["TlsCertificate"]:
         warnings += expiry_warnings(config["TlsCertificate"], config.origins["TlsCertificate"])
+    if config["TlsKey"] and (mode := readable_by_everyone(config["TlsKey"])) is not None:
+        warnings.append(f"TlsKey ({config.origins['TlsKey']}): {config['TlsKey']} can be read by every "
+                        f"user of this machine (mode {mode}): anyone with a login can pose as this "
+                        "server; chmod 600 it (640, group ssl-cert, for serve's user to read it)")
     if "dkimsign" in config["SmtpFilters"]:
         warnings += key_problems(key_root(config))
     return warnings
