@@ -36,9 +36,7 @@ class _PassOnUsageError(click.Command):
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
-        except click.exceptions.Exit:
-            raise  # (--help)
-        except click.ClickException as error:
+        except click.ClickException as error:  # (not --help's exit, which is no ClickException)
             error.show()
             _pass_through(_read(sys.stdin.buffer), None)
 
