@@ -191,6 +191,9 @@ class ParsedRules:
     # where each name's last score line is, and names defined only in a block an if or
     # ifplugin left out (a plugin spamkit does not have): for `reading_warnings`
     score_origins: dict[str, str] = field(default_factory=dict)
+    # where each name's last describe and tflags lines are (directive -> name -> origin)
+    naming_origins: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"describe": {}, "tflags": {}})
     inactive: set[str] = field(default_factory=set)
     unknown_origins: dict[str, str] = field(default_factory=dict)  # directive -> first line
 
@@ -267,11 +270,13 @@ class CfReader:
         elif directive == "describe":
             name, text = _first_word(rest)
             parsed.descriptions[name] = text
+            parsed.naming_origins[directive][name] = origin
         elif directive == "score":
             self._score(rest, origin)
         elif directive == "tflags":
             name, flags = _first_word(rest)
             parsed.tflags[name] = frozenset(flags.split())
+            parsed.naming_origins[directive][name] = origin
         elif directive in ("replace_tag", "replace_pre", "replace_post", "replace_inter"):
             tag, value = _first_word(rest)
             parsed.replace_tags[directive.split("_", 1)[1]][tag] = value
@@ -426,8 +431,9 @@ class CfReader:
 def reading_warnings(parsed: ParsedRules, meta_dependencies: dict[str, tuple[str, ...]]) -> list[str]:
     """Mistakes spamkit would otherwise pass over in silence, each with its file and line:
     a directive spamkit does not know (`heder` skips the rule it was to define), and a
-    rule name in a score or a meta that no file defines but that is one letter or two from
-    one that is (`score BAYES99 5` leaves BAYES_99 at its score). A name with no such
+    rule name in a score, a meta, a describe or a tflags line that no file defines but
+    that is one letter or two from one that is (`score BAYES99 5` leaves BAYES_99 at its
+    score, `tflags LOCAL_GOD nice` leaves LOCAL_GOOD without its flag). A name with no such
     neighbour is not warned of: SpamAssassin's own files score rules that some plugin or
     release defines (SpamAssassin stopped warning of those, its bug 5514), and a name
     defined in a block left out for a plugin spamkit does not have is not undefined."""
@@ -443,6 +449,11 @@ def reading_warnings(parsed: ParsedRules, meta_dependencies: dict[str, tuple[str
     for name, origin in parsed.score_origins.items():
         if name not in known and (close := _close_name(name, scored)):
             warnings.append(f"{origin}: score for {name}, which no rule file defines; did you mean {close}?")
+    for directive, origins in parsed.naming_origins.items():  # (tflags nice, noautolearn, net... lost)
+        for name, origin in origins.items():
+            if name not in known and (close := _close_name(name, parsed.definitions.keys())):
+                warnings.append(f"{origin}: {directive} for {name}, which no rule file defines; "
+                                f"did you mean {close}?")
     for meta, dependencies in meta_dependencies.items():
         for name in dependencies:
             if name not in known and (close := _close_name(name, parsed.definitions.keys() - {meta})):

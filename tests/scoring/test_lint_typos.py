@@ -1,6 +1,7 @@
 """`spamkit lint` names the typos in an administrator's rule file that used to pass in
 silence: a misspelt directive (only counted among "unknown directives", with no line), a
-score override for a misspelt rule name, a meta reading one. Debian's own rule files,
+score override for a misspelt rule name, a meta reading one, a describe or tflags line
+naming one (a tflags typo leaves the rule without its flags). Debian's own rule files,
 which score rules of plugins spamkit does not have, give none of these warnings."""
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ full RAZOR2_CHECK eval:check_razor2()
 endif
 score RAZOR2_CHECK 1.7
 meta LOCAL_RAZOR RAZOR2_CHECK && LOCAL_HELLO
+describe LOCAL_HELO Says hello
+tflags LOCAL_HELO nice
+describe LOCAL_HELLO Says hello
+describe RAZOR2_CHECK Listed in Razor
+tflags NOT_NEAR_ANY_RULE nice
 """
 
 
@@ -39,6 +45,8 @@ def test_lint_names_each_typo_with_its_line(tmp_path: Path) -> None:
         f"{path}:2: unknown directive 'heder' (2 lines, the first here: spamkit skips them); did you mean header?",
         f"{path}:4: score for LOCAL_HELO, which no rule file defines; did you mean LOCAL_HELLO?",
         f"{path}:5: score for BAYES99, which no rule file defines; did you mean BAYES_99?",
+        f"{path}:14: describe for LOCAL_HELO, which no rule file defines; did you mean LOCAL_HELLO?",
+        f"{path}:15: tflags for LOCAL_HELO, which no rule file defines; did you mean LOCAL_HELLO?",
         f"{path}:7: meta LOCAL_BOTH reads LOCAL_HELO, which no rule file defines (it counts as not hit); "
         "did you mean LOCAL_HELLO?",
     ]
