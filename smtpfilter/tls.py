@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from spamkit.atomicfile import FileSignature, file_signature
 from spamkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -132,20 +133,6 @@ def counted(metrics: Metrics | None, how: str, outcome: str) -> None:
         metrics.tls_handshake(how, outcome)
 
 
-FileState = tuple[int, ...]
-
-
-def _file_state(path: str) -> FileState:
-    """What changes when a file is replaced, rewritten, or has its mode or owner changed
-    (certbot swaps the symbolic links under /etc/letsencrypt/live: stat follows them); an
-    error's number when it cannot be looked at."""
-    try:
-        found = os.stat(path)
-    except OSError as error:
-        return (error.errno or -1,)
-    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
-
-
 class CertificateInForce:
     """The certificate and key `serve` shows its clients, read again when their files
     change and at each reload (SIGHUP).
@@ -175,8 +162,8 @@ class CertificateInForce:
         """Where a new context goes (the controller's sessions to come)."""
         self._install = install
 
-    def _files_state(self) -> tuple[FileState, FileState]:
-        return _file_state(self.certificate), _file_state(self.key)
+    def _files_state(self) -> tuple[FileSignature | None, FileSignature | None]:
+        return file_signature(self.certificate), file_signature(self.key)
 
     def poll(self) -> None:
         """Called often; every CHECK_SECONDS, load the pair again if a file changed, and

@@ -74,3 +74,18 @@ def write_atomically(path: Path, text: str, errors: str = "strict") -> None:
     """Replace `path` with `text`, whole or not at all."""
     with replacing(path, errors=errors) as out:
         out.write(text)
+
+
+FileSignature = tuple[int, ...]
+
+
+def file_signature(path: str | os.PathLike[str]) -> FileSignature | None:
+    """What changes when a file is replaced (by rename, as `write_atomically` and certbot
+    do; stat follows a symbolic link), written in place, or has its mode or owner changed;
+    None when it cannot be looked at. Long-running services compare it to read a file
+    again only once it changed (the list file, the TLS certificate and key)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from spamkit.atomicfile import editing, write_atomically
+from spamkit.atomicfile import FileSignature, editing, file_signature, write_atomically
 from spamkit.errors import ConfigError
 from spamkit.textfile import without_bom
 
@@ -132,18 +131,9 @@ def _recipient_names(recipients: Iterable[str]) -> set[str]:
     return names
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file is replaced or written (None: there is none)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
 class Lists:
     def __init__(self, entries: Iterable[Entry] = (), path: Path | None = None,
-                 from_rules: Iterable[Entry] = (), signature: tuple[int, int, int] | None = None) -> None:
+                 from_rules: Iterable[Entry] = (), signature: FileSignature | None = None) -> None:
         """`signature`: the file's as `load` found it before reading (`current` compares it)."""
         self.entries = list(dict.fromkeys(entries))  # the list file's; what add/remove change
         self.from_rules = list(from_rules)  # whitelist_from & co. of rule files: read-only
@@ -158,7 +148,7 @@ class Lists:
         A comment may hold any bytes (a file written in Latin-1, or carried over from
         another system); an entry that is not UTF-8 is a ConfigError naming its line."""
         entries: list[Entry] = []
-        signature = _file_signature(path)  # (before the read: a change made during it is seen next time)
+        signature = file_signature(path)  # (before the read: a change made during it is seen next time)
         for number, raw in enumerate(_read_lines(path), start=1):
             try:
                 line = raw.split(b"#", 1)[0].decode("utf-8").strip()
@@ -178,7 +168,7 @@ class Lists:
         if self.path is None or time.monotonic() < self._next_check:
             return self
         self._next_check = time.monotonic() + RECHECK_SECONDS
-        signature = _file_signature(self.path)
+        signature = file_signature(self.path)
         if signature == self._signature:
             return self
         self._signature = signature  # (a broken file is logged once, not every time)

@@ -85,9 +85,7 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
     first, as SpamAssassin keeps it: put after our fields, it became a line in the header
     block that is not a field, where a reader may take the header block to end.
     """
-    envelope = b""
-    if raw.startswith(b"From ") and (line_end := raw.find(b"\n")) >= 0:
-        envelope, raw = raw[:line_end + 1], raw[line_end + 1:]
+    envelope, raw = split_mbox_line(raw)
     first_break = raw.find(b"\n")
     cr = b"\r" if first_break > 0 and raw[first_break - 1:first_break] == b"\r" else b""
     blank = _HEADER_END.search(raw)
@@ -120,6 +118,14 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
     if tag is not None and not tagged:
         kept.append(b"Subject: " + tag + cr)
     return envelope + b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
+
+
+def split_mbox_line(raw: bytes) -> tuple[bytes, bytes]:
+    """(the mbox "From sender date" line that procmail and Postfix's local(8) put first,
+    with its line break, or b""; the message after it)."""
+    if raw.startswith(b"From ") and (line_end := raw.find(b"\n")) >= 0:
+        return raw[:line_end + 1], raw[line_end + 1:]
+    return b"", raw
 
 
 _FIELD_END = re.compile(rb"\n(?![ \t])")  # the line break after a field's last line

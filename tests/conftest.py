@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,19 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may touch the user's real database or configuration."""
     for name in ("SPAMKIT_DB", "SPAMKIT_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temporary directory other users may enter (pytest's tmp_path is root's alone):
+    for what a daemon reads after it gave up root, or where a test looks at who may read
+    a file."""
+    made = Path(tempfile.mkdtemp(prefix="spamkit-open-"))
+    made.chmod(0o755)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made)
 
 
 @pytest.fixture(scope="session")

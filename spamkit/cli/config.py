@@ -41,11 +41,11 @@ def _settings(config_path: str | None, user: str | None) -> Config:
     return settings.for_user(check_user_name(user)) if user is not None else settings
 
 
-
 # `serve` and `spamd` read the configuration at start and at SIGHUP only (the list file,
 # which `wbl` edits, they read again by themselves), so `config set` and `unset` say so
 RELOAD_NOTE = ("note: a running `spamkit serve` or `spamkit spamd` takes this at its next reload "
                "(systemctl reload spamkit-filter spamkit-spamd); other commands at their next run")
+
 
 @click.group()
 def config() -> None:

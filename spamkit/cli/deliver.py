@@ -27,6 +27,7 @@ from spamkit.cli import config_option, db_option, quickexit
 from spamkit.cli.scored import DatabaseDown, scored_message
 from spamkit.config import Config, load_config
 from spamkit.errors import ConfigError, SpamkitError
+from spamkit.verdict import split_mbox_line
 from trainer.maildir import folder_path
 from trainer.folders import make_folder
 from trainer.users import UnsafeUser, resolve
@@ -69,7 +70,10 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error}")
     if not (maildir / "cur").is_dir():
         _fail(EX_UNAVAILABLE, f"no Maildir for {user} at {maildir}")
-    data = without_mbox_line(sys.stdin.buffer.read())
+    # (Postfix's local(8) and procmail put the mbox "From " line first; a Maildir message has
+    # none, as Dovecot's and procmail's own delivery leave it out: kept, it was a line of the
+    # header block that is not a field, after which some readers see no more headers)
+    _, data = split_mbox_line(sys.stdin.buffer.read())
     try:
         if ask_pyzor:  # (no answer in PyzorTimeout: scored without one, as the filter does)
             from spamkit.pyzor import PyzorCheck
@@ -91,16 +95,6 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
     except Exception as error:  # a bug must defer the mail (75), never bounce it
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: internal error "
                            f"{type(error).__name__}: {error}")
-
-
-def without_mbox_line(data: bytes) -> bytes:
-    """The message without the mbox "From sender date" line that Postfix's local(8) and
-    procmail put first: a Maildir message has none (Dovecot's and procmail's own delivery
-    leave it out), and kept, it was a line of the header block that is not a field, after
-    which some readers see no more headers."""
-    if data.startswith(b"From ") and (line_end := data.find(b"\n")) >= 0:
-        return data[line_end + 1:]
-    return data
 
 
 def _scored(data: bytes, user: str, config: Config, db_path: str | None,

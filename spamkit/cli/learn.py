@@ -96,12 +96,14 @@ def learn(modes: tuple[str, ...], paths: tuple[str, ...], db_path: str | None, a
         return f"{verb}: {summary.learned}, relearned: {summary.relearned}, already known: {summary.skipped}"
 
     location = resolve_db_path(db_path, config_path)
+    messages = iter_messages(paths)
     if label is None:  # nothing to forget in a database that is not there
         require_database(location)
-    [messages], unread = unless_nothing_readable(location, [iter_messages(paths)])
-    if unread is not None:
-        report_unread(unread, as_json, quiet, counts(unread))
-        return
+    else:
+        [messages], unread = unless_nothing_readable(location, [messages])
+        if unread is not None:
+            report_unread(unread, as_json, quiet, counts(unread))
+            return
     with reporting_a_stop(progress, as_json, quiet, counts):
         with open_store(location) as store:
             learner = configured_learner(store, config, batch_size, max_tokens)

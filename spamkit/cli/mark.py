@@ -24,9 +24,6 @@ from spamkit.cli import config_option, db_option, quickexit
 from spamkit.config import load_config
 from spamkit.errors import SpamkitError
 
-EX_TEMPFAIL = 75
-EX_NOINPUT = 66
-
 
 class _PassOnUsageError(click.Command):
     """An option misspelt in a procmailrc or an Exim transport: the message still comes out,
@@ -69,7 +66,7 @@ def mark(path: str, user: str | None, envelope_from: str | None, recipients: tup
                 data = given.read()
         except OSError as error:
             click.echo(f"spamkit mark: cannot read {path}: {error.strerror}", err=True)
-            sys.exit(EX_NOINPUT)
+            sys.exit(os.EX_NOINPUT)
     try:
         from spamkit.cli.scored import DatabaseDown, scored_message
 
@@ -94,7 +91,7 @@ def _read(stream: BinaryIO) -> bytes:
         return stream.read()
     except OSError as error:
         click.echo(f"spamkit mark: cannot read the message: {error.strerror}", err=True)
-        sys.exit(EX_NOINPUT)
+        sys.exit(os.EX_NOINPUT)
 
 
 def _pass_through(data: bytes, why: str | None) -> NoReturn:
@@ -102,7 +99,7 @@ def _pass_through(data: bytes, why: str | None) -> NoReturn:
     if why is not None:
         click.echo(f"spamkit mark: not scored, passed on unchanged: {why}", err=True)
     _write(data)
-    sys.exit(EX_TEMPFAIL)
+    sys.exit(os.EX_TEMPFAIL)
 
 
 def _write(data: bytes) -> None:

@@ -15,7 +15,6 @@ import signal
 import smtplib
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -91,16 +90,6 @@ class Certbot:
         return certificate
 
 
-@pytest.fixture
-def base() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="spamkit-tls-"))  # (read as nobody)
-    made.chmod(0o755)
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made)
-
-
 def until(shown: bytes, get: Callable[[], bytes], seconds: float = 20.0) -> bytes:
     """What get() gives once it is `shown`, or the last it gave after `seconds`."""
     deadline = time.monotonic() + seconds
@@ -111,16 +100,16 @@ def until(shown: bytes, get: Callable[[], bytes], seconds: float = 20.0) -> byte
         time.sleep(0.5)
 
 
-def test_a_renewed_certificate_is_shown_without_a_restart(base: Path, sink: Sink) -> None:
-    certbot = Certbot(base)
+def test_a_renewed_certificate_is_shown_without_a_restart(open_tmp: Path, sink: Sink) -> None:
+    certbot = Certbot(open_tmp)
     first = certbot.renew()
     metrics_port, tls_port = free_port(), free_port()
-    config = base / "spamkit.toml"
+    config = open_tmp / "spamkit.toml"
     config.write_text(f'UseBayes = false\nLocalDomains = ["example.org"]\nTlsCertificate = "{certbot.certificate}"\n'
                       f'TlsKey = "{certbot.key}"\nMetricsListen = "127.0.0.1:{metrics_port}"\n')
-    log = base / "serve.log"
+    log = open_tmp / "serve.log"
     with log.open("wb") as written:
-        process, port = start_serve(sink.port, base / "db", config, "--listen-tls", f"127.0.0.1:{tls_port}",
+        process, port = start_serve(sink.port, open_tmp / "db", config, "--listen-tls", f"127.0.0.1:{tls_port}",
                                     stderr=written.fileno())
         try:
             wait_for_port(metrics_port)
@@ -141,7 +130,7 @@ def test_a_renewed_certificate_is_shown_without_a_restart(base: Path, sink: Sink
             assert end is not None
             assert f"spamkit_tls_certificate_expiry_timestamp_seconds {end:.0f}" in exposition
             # a SIGHUP loads the pair the configuration names now, at once
-            third = base / "third"
+            third = open_tmp / "third"
             third.mkdir()
             certificate, key = self_signed_certificate(third)
             key.chmod(0o644)
@@ -174,15 +163,15 @@ def key_group() -> Iterator[int]:
 
 
 def test_a_key_readable_by_the_users_group_is_read_and_one_it_cannot_read_is_named(
-        base: Path, sink: Sink, key_group: int) -> None:
-    certbot = Certbot(base)
+        open_tmp: Path, sink: Sink, key_group: int) -> None:
+    certbot = Certbot(open_tmp)
     first = certbot.renew(key_mode=0o640, key_group=key_group)
-    config = base / "spamkit.toml"
+    config = open_tmp / "spamkit.toml"
     config.write_text(f'UseBayes = false\nLocalDomains = ["example.org"]\nTlsCertificate = "{certbot.certificate}"\n'
                       f'TlsKey = "{certbot.key}"\n')
-    log = base / "serve.log"
+    log = open_tmp / "serve.log"
     with log.open("wb") as written:
-        process, port = start_serve(sink.port, base / "db", config, stderr=written.fileno())
+        process, port = start_serve(sink.port, open_tmp / "db", config, stderr=written.fileno())
         try:
             assert shown_by_starttls(port) == der(first)
             # root's alone: the filter's user cannot load it, says so, and keeps the one in force
@@ -201,14 +190,14 @@ def test_a_key_readable_by_the_users_group_is_read_and_one_it_cannot_read_is_nam
     assert f"tls: changed: {certbot.certificate} loaded" in written_log
 
 
-def test_tls_switched_on_by_a_reload_waits_for_a_restart(base: Path, sink: Sink) -> None:
-    config = base / "spamkit.toml"
+def test_tls_switched_on_by_a_reload_waits_for_a_restart(open_tmp: Path, sink: Sink) -> None:
+    config = open_tmp / "spamkit.toml"
     config.write_text('UseBayes = false\nLocalDomains = ["example.org"]\n')
-    log = base / "serve.log"
+    log = open_tmp / "serve.log"
     with log.open("wb") as written:
-        process, port = start_serve(sink.port, base / "db", config, stderr=written.fileno())
+        process, port = start_serve(sink.port, open_tmp / "db", config, stderr=written.fileno())
         try:
-            certificate, key = self_signed_certificate(base)
+            certificate, key = self_signed_certificate(open_tmp)
             config.write_text(config.read_text() + f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
             process.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10

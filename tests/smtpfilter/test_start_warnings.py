@@ -90,36 +90,30 @@ def test_serve_logs_them_as_it_starts(tmp_path: Path, sink: Sink) -> None:
     assert f"{certificate} expires on" in logged and f"no key pair in {tmp_path / 'keys'}" in logged
 
 
-def test_a_private_key_every_user_may_read_is_warned_of() -> None:
+def test_a_private_key_every_user_may_read_is_warned_of(open_tmp: Path) -> None:
     """A key copied with cp under umask 022, or opened with chmod 644 for the filter's user
     to read: anyone with a login could pose as this server, or sign as our domains."""
     import os
-    import shutil
-    import tempfile
 
-    base = Path(tempfile.mkdtemp(prefix="spamkit-keys-"))  # (pytest's own is root's alone)
-    try:
-        base.chmod(0o755)
-        certificate, key = self_signed_certificate(base)
-        config = base / "spamkit.toml"
-        config.write_text(f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
-        warning = (f"TlsKey ({config}:2): {key} can be read by every user of this machine (mode 644): "
-                   "anyone with a login can pose as this server; chmod 600 it (640, group ssl-cert, "
-                   "for serve's user to read it)")
-        assert warning not in lint(config)[1]["warnings"]  # (openssl writes it 600)
-        key.chmod(0o644)
-        assert warning in lint(config)[1]["warnings"]
-        base.chmod(0o700)  # a directory no one else may enter keeps it
-        assert warning not in lint(config)[1]["warnings"]
-        base.chmod(0o755)
-        root = base / "dkim"
-        generate(root, "example.net", bits=1024)
-        assert key_problems(root) == []  # (keygen writes it 400)
-        os.chmod(root, 0o755)
-        os.chmod(root / "example.net", 0o755)
-        (root / "example.net" / "private").chmod(0o444)
-        assert key_problems(root) == [
-            f"dkimsign: {root / 'example.net' / 'private'} can be read by every user of this machine "
-            "(mode 444): anyone with a login can sign mail as example.net; chmod 400 it"]
-    finally:
-        shutil.rmtree(base)
+    base = open_tmp  # (its own directory's mode counts)
+    certificate, key = self_signed_certificate(base)
+    config = base / "spamkit.toml"
+    config.write_text(f'TlsCertificate = "{certificate}"\nTlsKey = "{key}"\n')
+    warning = (f"TlsKey ({config}:2): {key} can be read by every user of this machine (mode 644): "
+               "anyone with a login can pose as this server; chmod 600 it (640, group ssl-cert, "
+               "for serve's user to read it)")
+    assert warning not in lint(config)[1]["warnings"]  # (openssl writes it 600)
+    key.chmod(0o644)
+    assert warning in lint(config)[1]["warnings"]
+    base.chmod(0o700)  # a directory no one else may enter keeps it
+    assert warning not in lint(config)[1]["warnings"]
+    base.chmod(0o755)
+    root = base / "dkim"
+    generate(root, "example.net", bits=1024)
+    assert key_problems(root) == []  # (keygen writes it 400)
+    os.chmod(root, 0o755)
+    os.chmod(root / "example.net", 0o755)
+    (root / "example.net" / "private").chmod(0o444)
+    assert key_problems(root) == [
+        f"dkimsign: {root / 'example.net' / 'private'} can be read by every user of this machine "
+        "(mode 444): anyone with a login can sign mail as example.net; chmod 400 it"]
