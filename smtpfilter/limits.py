@@ -34,9 +34,10 @@ from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from smtpfilter import parameters, tls
+from smtpfilter.data import read_data
 from smtpfilter.networks import Networks
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
 EARLY_TALKER = "554 5.7.1 You talked before the greeting"
+TOO_LARGE = "552 5.3.4 Message size exceeds fixed maximum message size"  # (as Postfix says it)
 TLS_CLOSE_GRACE = 2.0  # seconds a timed-out TLS session's client has to answer our close_notify
 # what the log and the metrics name as the refuser of a connection turned away
 TURNED_AWAY_BY = {BUSY_AT_CONNECT: "loadcheck", SHUTTING_DOWN: "shutdown", TOO_MANY: "max_sessions",
@@ -173,13 +175,41 @@ class LimitedSMTP(SMTP):
 
     @syntax("DATA")  # (what HELP shows, as on aiosmtpd's own)
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA, with the message's own bytes keeping the session alive while
-        they come (data_received); a delivered message starts every budget afresh."""
+        """aiosmtpd's DATA, reading lines of any length as Postfix does (smtpfilter/data.py:
+        aiosmtpd's own refused a line over 1,001 bytes with a permanent 500), with the
+        message's own bytes keeping the session alive while they come (data_received);
+        a delivered message starts every budget afresh."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._receiving = True
         try:
-            await super().smtp_DATA(arg)
+            content = await read_data(self._reader, self.data_size_limit)
+        except asyncio.CancelledError:  # (eof_received cancels the session's coroutine)
+            log.info("client=%s: connection lost during DATA", self._client)
+            self._writer.close()
+            raise
+        except asyncio.IncompleteReadError:
+            log.info("client=%s: connection closed during DATA", self._client)
+            self._writer.close()
+            return
         finally:
             self._receiving = False
+        if content is None:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(TOO_LARGE)
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
         if self._last_reply.startswith("250"):
             self._calls.clear()
 

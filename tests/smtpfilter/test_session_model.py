@@ -37,7 +37,8 @@ VERDICT = st.sampled_from([b"", b"", b"", b"REFUSE-ME", b"DEFER-ME"])
 LINES = st.one_of(
     st.sampled_from([b"", b".", b"..", b".hidden", b"From the start", b"Subject: in the body",
                      b"a\nbare LF", b"a\rbare CR", b"\n.\r\nMAIL FROM:<evil@example.net>",
-                     b"caf\xc3\xa9 8-bit", b"\xff\xfe not UTF-8", b"x" * 990]),
+                     b"caf\xc3\xa9 8-bit", b"\xff\xfe not UTF-8", b"x" * 990,
+                     b"x" * 5000, b".." + b"y" * 3000]),  # (Postfix takes lines of any length)
     st.binary(max_size=80).map(lambda line: line.replace(b"\r\n", b" ")))
 
 
