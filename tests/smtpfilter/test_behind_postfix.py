@@ -101,6 +101,44 @@ def test_a_next_hop_without_dsn_gets_the_message_without_the_requests(tmp_path: 
         assert trace(relayed, b"X-Rcpt-Args") == ["<b@example.org>"]
 
 
+def test_parameters_as_long_as_their_rfcs_allow_are_taken(tmp_path: Path, sink: Sink) -> None:
+    """RFC 3461 lets a DSN request make RCPT 500 characters longer than SMTP's 512, and MAIL
+    100 longer, and RFC 4954 lets AUTH= add 500 more to MAIL. aiosmtpd allowed 512 (538
+    with SIZE), so a notification request for a long address (an SRS or VERP one, whose
+    "=" xtext writes as "+3D") heard "500 Command line too long" and its message bounced.
+    Its allowance was also shared by all sessions: a client connecting took back the one
+    another session's EHLO had given. Over the allowance, the line is still refused."""
+    config = tmp_path / "spamkit.toml"
+    config.write_text("")
+    original = "SRS0=" + "=".join(["Ab12"] * 66) + "@lists.example.org"  # (ORCPT: 500 at most)
+    rcpt = f"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;{original.replace('=', '+3D')}"
+    mail = ("MAIL FROM:<a@example.org> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=" + "e" * 100
+            + " AUTH=" + "u" * 450 + "@example.org")
+    assert 512 + 26 < len(mail) <= 512 + 26 + 100 + 500 + 14 and 512 < len(rcpt) <= 512 + 500
+    process, port = start_serve(sink.port, tmp_path / "db", config, stderr=subprocess.DEVNULL)
+    try:
+        client = Client(port)
+        assert client.reply().startswith(b"220")
+        assert client.command(b"EHLO client.test").startswith(b"250")
+        other = Client(port)  # (its connection cleared the allowances aiosmtpd kept for all)
+        assert other.reply().startswith(b"220")
+        assert client.command(mail.encode()).startswith(b"250")
+        assert client.command(rcpt.encode()).startswith(b"250")
+        assert client.command(b"EHLO client.test").startswith(b"250")  # (a second EHLO adds nothing)
+        assert client.command(b"RCPT TO:<c@example.org> ORCPT=rfc822;" + b"x" * 1000).startswith(b"500")
+        assert client.command(mail.encode() + b"x" * 600).startswith(b"500")
+        assert client.command(mail.encode()).startswith(b"250")
+        assert client.command(rcpt.encode()).startswith(b"250")
+        assert client.command(b"DATA").startswith(b"354")
+        assert client.command(MESSAGE + b".").startswith(b"250")
+        client.sock.close()
+        other.sock.close()
+    finally:
+        assert stop_serve(process)[0] == 0
+    [relayed] = sink.messages()
+    assert trace(relayed, b"X-Rcpt-Args") == [rcpt.removeprefix("RCPT TO:")]
+
+
 def test_malformed_dsn_parameters_are_refused_with_501(tmp_path: Path, sink: Sink) -> None:
     """A parameter that breaks RFC 3461 is refused alone, the way Postfix refuses it; the
     session goes on, and a well-formed retry is taken. After HELO (not EHLO) no parameter
