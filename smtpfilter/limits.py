@@ -54,6 +54,7 @@ TOO_MANY = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
 EARLY_TALKER = "554 5.7.1 You talked before the greeting"
 TOO_LARGE = "552 5.3.4 Message size exceeds fixed maximum message size"  # (as Postfix says it)
+NULL_RECIPIENT = "501 5.1.3 Bad recipient address syntax"  # (as Postfix says it)
 # what the parameters of the extensions we offer may add to a command line (RFC 1869),
 # beyond what aiosmtpd adds for SIZE (26) and SMTPUTF8 (10): DSN's RET and ENVID 100 and
 # its NOTIFY and ORCPT 500 (RFC 3461 4), AUTH= 500 (RFC 4954 5), BODY=8BITMIME's 14
@@ -401,8 +402,12 @@ class LimitedSMTP(SMTP):
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        """aiosmtpd's RCPT, with NOTIFY and ORCPT kept for the recipient it adds."""
+        """aiosmtpd's RCPT, with NOTIFY and ORCPT kept for the recipient it adds, and the
+        null path refused: "<>" names a sender that takes no bounce, never a recipient
+        (RFC 5321 4.1.1.3), and aiosmtpd took it and the relay passed it on."""
         arg, taken, refusal = self._without_ours("RCPT", arg, parameters.RCPT_PARAMETERS)
+        if refusal is None and self._names_null_path(arg):
+            refusal = NULL_RECIPIENT
         if refusal is not None:
             await self.push(refusal)
             return
@@ -415,6 +420,14 @@ class LimitedSMTP(SMTP):
                 request = envelope.spamkit_dsn = parameters.DsnRequest()  # type: ignore[attr-defined]
             request.recipients.extend([()] * (before - len(request.recipients)))
             request.recipients.append(taken)
+
+    def _names_null_path(self, arg: str | None) -> bool:
+        """Whether RCPT's argument is the null path "<>", once MAIL has been taken (before
+        it, aiosmtpd's "need MAIL" comes first)."""
+        if arg is None or self.envelope is None or not self.envelope.mail_from:
+            return False
+        path = self._strip_command_keyword("TO:", arg)
+        return path is not None and self._getaddr(path)[0] == "<>"
 
     def _without_ours(self, command: str, arg: str | None, names: frozenset[str]
                       ) -> tuple[str | None, tuple[str, ...], str | None]:

@@ -99,6 +99,34 @@ def test_lines_over_a_thousand_bytes_are_taken_and_relayed_as_sent(
         assert any(copy.rstrip(b"\n").endswith(b"\n\n" + body) for copy in delivered)
 
 
+def test_pipelining_is_offered_and_each_pipelined_command_answered_in_turn(
+        serve: tuple[int, Path], sink: Sink, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """PIPELINING (RFC 2920), which Postfix, qmail and qpsmtpd offer: swaks sends MAIL,
+    RCPT and DATA together only where it is offered; and a client that sends a refused
+    recipient among others, then the next transaction straight after the final dot, gets
+    each reply in order. The refused one is the null path, which aiosmtpd took as a
+    recipient and the relay passed on to the next hop."""
+    port, tmp_path = serve
+    ham = next(m for m in split[1] if m.label == "ham" and b"\r" not in m.data)
+    reply = swaks(port, write(tmp_path, ham.data), extra=("--pipeline",))
+    assert reply.startswith("250"), reply
+    client = Client(port)
+    assert client.reply().startswith(b"220")
+    assert b"\n250-PIPELINING" in client.command(b"EHLO client.test")
+    message = b"From: a@example.org\r\nDate: Sun, 6 Dec 2026 04:00:00 +0000\r\nSubject: together\r\n\r\nhello\r\n.\r\n"
+    client.sock.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<>\r\nRCPT TO:<user@example.org>\r\nDATA\r\n")
+    replies = [client.reply() for _ in range(4)]
+    assert [reply[:3] for reply in replies] == [b"250", b"501", b"250", b"354"]
+    assert replies[1] == b"501 5.1.3 Bad recipient address syntax"  # (the null path, as Postfix says)
+    client.sock.sendall(message + b"MAIL FROM:<b@example.org>\r\nRCPT TO:<user@example.org>\r\nDATA\r\n")
+    assert [client.reply()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+    client.sock.sendall(message + b"QUIT\r\n")
+    assert [client.reply()[:3] for _ in range(2)] == [b"250", b"221"]
+    client.sock.close()
+    assert sum(copy.rstrip(b"\n").endswith(b"\n\nhello") for copy in sink.messages_as_sent()) == 2
+    assert b"X-Rcpt-Args: <>" not in b"".join(sink.messages())
+
+
 def test_spam_is_tagged_and_relayed(serve: tuple[int, Path], sink: Sink,
                                      split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     port, tmp_path = serve
