@@ -424,8 +424,8 @@ class LimitedSMTP(SMTP):
     def _names_null_path(self, arg: str | None) -> bool:
         """Whether RCPT's argument is the null path "<>", once MAIL has been taken (before
         it, aiosmtpd's "need MAIL" comes first)."""
-        if arg is None or self.envelope is None or not self.envelope.mail_from:
-            return False
+        if arg is None or "<>" not in arg or self.envelope is None or not self.envelope.mail_from:
+            return False  # ("<>" first: no second parse of every recipient)
         path = self._strip_command_keyword("TO:", arg)
         return path is not None and self._getaddr(path)[0] == "<>"
 

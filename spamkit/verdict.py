@@ -117,7 +117,33 @@ def with_headers(raw: bytes, added: Sequence[tuple[str, str]], subject_tag: str 
         kept.append(head[run:])
     if tag is not None and not tagged:
         kept.append(b"Subject: " + tag + cr)
-    return envelope + b"\n".join([f"{name}: {value}".encode("utf-8") + cr for name, value in added] + kept) + body
+    fields = [f"{name}: {value}".encode("utf-8").replace(b"\n", cr + b"\n") + cr for name, value in added]
+    return envelope + b"\n".join(fields + kept) + body
+
+
+FOLD_WIDTH = 78  # RFC 5322 2.1.1's "SHOULD" for a line, without its line break
+_FOLD_POINT = re.compile(r"(?<=[ ,])(?=[^ ,])")  # after a space or a comma, before the next word
+
+
+def folded(name: str, value: str, width: int = FOLD_WIDTH) -> str:
+    """`value` with a line break and a tab before each piece that would take the field's
+    line past `width` characters, broken only after a space or a comma, as SpamAssassin's
+    fold_headers breaks its headers (tests=A,B,... runs on over lines). A piece longer
+    than a line stays whole. Unfolded, a status naming 40 rules came to 900 characters on
+    one line; past 998 a line breaks RFC 5322, and Exim's transports refuse it."""
+    if len(name) + 2 + len(value) <= width:
+        return value
+    pieces = _FOLD_POINT.split(value)
+    lines: list[str] = []
+    line, used = "", len(name) + 2
+    for piece in pieces:
+        if line and used + len(piece.rstrip(" ")) > width:
+            lines.append(line.rstrip(" "))
+            line, used = "", 8  # (a tab: 8 columns)
+        line += piece
+        used += len(piece)
+    lines.append(line)
+    return "\n\t".join(lines)
 
 
 def split_mbox_line(raw: bytes) -> tuple[bytes, bytes]:
@@ -169,6 +195,7 @@ class Verdict:
     subject_tag: str | None = None  # text put before the Subject when spam
     add_headers: list[tuple[str, str, str]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)  # add_header's tags from the message (_RELAYCOUNTRY_)
+    fold: bool = True  # fold our headers at 78 columns (SpamAssassin's fold_headers, on by default)
     token_keys: list[bytes] = field(default_factory=list, repr=False)  # for autolearn: no second tokenizing
 
     @property
@@ -190,7 +217,7 @@ class Verdict:
                 f"version=spamkit-{__version__}")
 
     def headers(self) -> list[tuple[str, str]]:
-        """The headers SpamAssassin adds, in its format (status folded at tests=)."""
+        """The headers SpamAssassin adds, in its format, folded as it folds them (`fold`)."""
         out = [("X-Spam-Checker-Version", f"spamkit {__version__}")]
         if self.is_spam:
             out.append(("X-Spam-Flag", "YES"))
@@ -199,7 +226,8 @@ class Verdict:
         for which, name, template in self.add_headers:
             if which == "all" or (which == "spam") == self.is_spam:
                 out.append((f"X-Spam-{name}", self._expand(template)))
-        return [(name, _UNSAFE.sub(" ", value)) for name, value in out]
+        safe = [(name, _UNSAFE.sub(" ", value)) for name, value in out]
+        return [(name, folded(name, value)) for name, value in safe] if self.fold else safe
 
     def _expand(self, template: str) -> str:
         values = {"_SCORE_": f"{self.score:.1f}", "_REQD_": f"{self.required:.1f}",
@@ -268,6 +296,7 @@ class Scanner:
             rewrite_subject is None else rewrite_subject
         self.subject_tag = text if subject_on else None
         self.add_headers: list[tuple[str, str, str]] = settings.add_headers if settings else []
+        self.fold_headers = settings is None or settings.fold_headers is not False
         self.bayes = BayesClassifier(store, bayes_params(config)) if store is not None else None
         # (looked for once, not at every message)
         self._country_tags_used = any("_RELAYCOUNTRY" in template for _, _, template in self.add_headers)
@@ -404,7 +433,8 @@ class Scanner:
                     else "spam" if score >= self.required else "ham")
         verdict = Verdict(score, self.required, reject, decision, hits, bayes,
                           listed=listed, subject_tag=self.subject_tag,
-                          add_headers=self.add_headers, token_keys=analysis.hashes, tags=tags)
+                          add_headers=self.add_headers, token_keys=analysis.hashes, tags=tags,
+                          fold=self.fold_headers)
         verdict.autolearn, verdict.autolearn_reason = self._autolearn_choice(hits, skipped)
         return verdict
 

@@ -75,7 +75,7 @@ _IGNORED_DIRECTIVES = frozenset({
     "use_razor2", "use_pyzor", "use_dcc", "ok_languages", "normalize_charset",
     "bayes_token_sources", "bayes_stopword", "bayes_stopword_languages",
     "bayes_expiry_max_db_size", "bayes_auto_expire", "bayes_learn_to_journal",
-    "fold_headers", "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
+    "envelope_sender_header", "body_part_scan_size", "rawbody_part_scan_size",
     "tflags_bayes", "mimeheader_raw", "hashcash_accept", "shortcircuit",
     "geodb_module", "country_db_type",  # (the format is found from the file)
     # report templates and originating_ip_headers are not read, so neither is their reset
@@ -118,7 +118,8 @@ _NAMED_LIST_DIRECTIVES = frozenset({"enlist_addrlist", "enlist_uri_host", "delis
 _SETTING_FLOATS = {"required_score": "required_score", "required_hits": "required_score",
                    "bayes_auto_learn_threshold_spam": "autolearn_spam",
                    "bayes_auto_learn_threshold_nonspam": "autolearn_nonspam"}
-_SETTING_BOOLS = {"use_bayes": "use_bayes", "bayes_auto_learn": "bayes_auto_learn"}
+_SETTING_BOOLS = {"use_bayes": "use_bayes", "bayes_auto_learn": "bayes_auto_learn",
+                  "fold_headers": "fold_headers"}
 # every directive read, for the "did you mean" of an unknown one
 _KNOWN_DIRECTIVES = frozenset({
     *_RULE_KINDS, *_LIST_DIRECTIVES, *_IGNORED_DIRECTIVES, *_AUTH_WELCOME_SPELLINGS, *_SETTING_LISTS,
@@ -150,6 +151,7 @@ class Settings:
     add_headers: list[tuple[str, str, str]] = field(default_factory=list)  # (all|spam|ham, name, text)
     use_bayes: bool | None = None
     bayes_auto_learn: bool | None = None
+    fold_headers: bool | None = None  # None: not set, SpamAssassin's default (folded)
     autolearn_spam: float | None = None
     autolearn_nonspam: float | None = None
     # time_limit: seconds a message's rules may take (0: no limit; None: not set, the

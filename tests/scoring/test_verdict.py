@@ -16,7 +16,7 @@ from spamkit.lists import Lists, check_entry
 from spamkit.rules import load_rules
 from spamkit.rules.context import first_address
 from spamkit.pyzor import _PYZOR_FIELD
-from spamkit.verdict import Scanner, with_headers
+from spamkit.verdict import FOLD_WIDTH, Scanner, folded, with_headers
 
 RAW = (b"From: Pills <x@pills.example>\r\nTo: you@example.org\r\nSubject: cheap pills\r\n"
        b"X-Spam-Status: Yes, score=99 (forged by the sender)\r\nX-Spam-Flag: YES\r\n"
@@ -47,6 +47,51 @@ def test_headers_in_spamassassin_format(tmp_path: Path) -> None:
     assert b"forged by the sender" not in rewritten  # incoming X-Spam-* headers are dropped
     assert rewritten.endswith(b"\r\n\r\nclick here to order now\r\n")
     assert "PILLS" in verdict.report()
+
+
+def test_headers_are_folded_as_spamassassin_folds_them_unless_fold_headers_0(tmp_path: Path) -> None:
+    """SpamAssassin folds its headers (fold_headers, on by default): a status naming many
+    rules runs on over lines of at most 78 columns, broken after a comma or a space, in
+    the message's own line ends. Unfolded, 40 rules made a line of 900 characters.
+    `fold_headers 0` in a rule file gives one line, as it does in SpamAssassin."""
+    names = [f"LOCAL_RULE_NUMBER_{n:02d}" for n in range(40)]
+    rules = "".join(f"body {name} /order now/\nscore {name} 0.5\n" for name in names)
+    for fold in (True, False):
+        s = scanner(tmp_path, "", rules + ("" if fold else "fold_headers 0\n"))
+        rewritten = s.scan(RAW).rewrite(RAW)
+        head = rewritten.split(b"\r\n\r\n", 1)[0]
+        assert b"\n" not in head.replace(b"\r\n", b"")  # (CRLF message: CRLF folds)
+        lines = head.split(b"\r\n")
+        start = next(i for i, line in enumerate(lines) if line.startswith(b"X-Spam-Status: "))
+        end = next(i for i in range(start + 1, len(lines)) if lines[i][:1] != b"\t")
+        status = lines[start:end]
+        parsed = email.message_from_bytes(rewritten, policy=email.policy.compat32)["X-Spam-Status"]
+        named = re.search(r"tests=(.*?)\s+autolearn=", parsed, re.DOTALL).group(1)  # type: ignore[union-attr]
+        assert re.split(r",\s*", named) == names
+        if fold:
+            assert len(status) > 10 and all(len(line.expandtabs()) <= FOLD_WIDTH for line in status)
+        else:
+            assert len(status) == 1 and len(status[0]) > 900
+
+
+WORD = st.text("ABZ_09=.-", min_size=1, max_size=30)
+
+
+@settings(max_examples=300)
+@given(words=st.lists(st.tuples(WORD, st.sampled_from([" ", ","])), min_size=1, max_size=60),
+       name=st.sampled_from(["X-Spam-Status", "X-Spam-Level", "X"]))
+def test_folding_breaks_only_after_a_space_or_a_comma_and_loses_nothing(
+        words: list[tuple[str, str]], name: str) -> None:
+    value = "".join(word + joint for word, joint in words)[:-1]
+    lines = folded(name, value).split("\n\t")
+    # each break came after a comma (kept at the line's end) or in place of a space
+    rebuilt = lines[0]
+    for line in lines[1:]:
+        rebuilt += ("" if rebuilt.endswith(",") else " ") + line
+    assert rebuilt == value
+    for number, line in enumerate(lines):
+        width = len(line) + (len(name) + 2 if number == 0 else 8)
+        assert width <= FOLD_WIDTH or not re.search(r"[ ,].", line)  # (over only for one long piece)
 
 
 def test_ham_is_marked_no_and_left_alone(tmp_path: Path) -> None:

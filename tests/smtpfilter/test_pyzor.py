@@ -60,7 +60,7 @@ def _tests(delivered: bytes) -> list[str]:
     """The rules X-Spam-Status names (tests=...), its folded lines joined."""
     status = re.search(rb"^X-Spam-Status: .*?(?=^\S)", delivered, re.MULTILINE | re.DOTALL)
     assert status is not None, delivered[:500]
-    found = re.search(r"tests=(\S*)", " ".join(status.group(0).decode().split()))
+    found = re.search(r"tests=(\S*)", re.sub(r",\s+", ",", " ".join(status.group(0).decode().split())))
     return found.group(1).split(",") if found else []
 
 
