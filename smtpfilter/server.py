@@ -102,8 +102,8 @@ class FilterHandler:
             # "credentials invalid"): mail programs took that for a wrong password
             responses = [line for line in responses if not line.upper().startswith("250-AUTH")]
         # commands sent together (RFC 2920), as Postfix, qmail and qpsmtpd offer: aiosmtpd
-        # reads each from the stream in turn, and a client on the far side of the world
-        # saves three round trips a message
+        # reads each from the stream in turn, and a client far away saves a round trip for
+        # MAIL and one for each RCPT
         responses.insert(len(responses) - 1, "250-PIPELINING")
         responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/parameters.py)
         if self.trusts_forwarding(session):
