@@ -37,14 +37,11 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None) -> byt
             # no CRLF within the stream's limit: take what surely holds none, the rest of
             # the line comes in the next pieces
             piece = await reader.readexactly(overrun.consumed)
-        if at_line_start:
-            if piece == END_OF_DATA:
-                break
-            received += len(piece)
-            if piece[:1] == b".":
-                piece = piece[1:]
-        else:
-            received += len(piece)
+        if at_line_start and piece == END_OF_DATA:
+            break
+        received += len(piece)  # (as sent: its dot-stuffing counted)
+        if at_line_start and piece[:1] == b".":
+            piece = piece[1:]
         at_line_start = piece[-2:] == b"\r\n"
         if too_large:
             continue

@@ -85,7 +85,8 @@ def _selector(directory: Path) -> str:
 def key_problems(root: Path) -> list[str]:
     """What would leave mail unsigned, or signed so that no one can verify it: no key pair
     at all, a private key that cannot be read or is not a PEM RSA key, a selector that is
-    not a DNS name; and a private key every user may read, with which anyone could sign. For `spamkit lint`, and logged when `serve` starts."""
+    not a DNS name; and a private key every user may read, with which anyone could sign.
+    For `spamkit lint`, and logged when `serve` starts."""
     from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
     keys = signing_keys(root)
