@@ -38,6 +38,7 @@ from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from smtpfilter import parameters, tls
 from smtpfilter.data import read_data
+from smtpfilter.enhanced import with_enhanced_code
 from smtpfilter.networks import Networks
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class LimitedSMTP(SMTP):
         self._client: str | None = None
         self._calls: Counter[str] = Counter()  # commands since the last delivered message
         self._last_reply = ""
+        self._answering: str | None = None  # the command being answered (smtpfilter/enhanced.py)
         self._timed_out = False  # SmtpTimeout ended the session
         self._receiving = False  # DATA under way: the message's own bytes keep the session
         self.working = False  # the handler is working on a message: the client waits for us
@@ -179,7 +181,11 @@ class LimitedSMTP(SMTP):
                     self.transport.close()
                 return
             self._calls[command] += 1
-            await method(arg)
+            self._answering = command
+            try:
+                await method(arg)
+            finally:
+                self._answering = None
 
         return call
 
@@ -257,7 +263,12 @@ class LimitedSMTP(SMTP):
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def push(self, status: AnyStr) -> None:
-        self._last_reply = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        """aiosmtpd's push, each reply with its enhanced status code (smtpfilter/enhanced.py)."""
+        if isinstance(status, str):
+            self._last_reply = with_enhanced_code(status, self._answering)
+            await super().push(self._last_reply)
+            return
+        self._last_reply = status.decode("utf-8", "replace")
         await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

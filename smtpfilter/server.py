@@ -105,6 +105,7 @@ class FilterHandler:
         # reads each from the stream in turn, and a client far away saves a round trip for
         # MAIL and one for each RCPT
         responses.insert(len(responses) - 1, "250-PIPELINING")
+        responses.insert(len(responses) - 1, "250-ENHANCEDSTATUSCODES")  # (LimitedSMTP.push gives them)
         responses.insert(len(responses) - 1, "250-DSN")  # (LimitedSMTP keeps them: smtpfilter/parameters.py)
         if self.trusts_forwarding(session):
             responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO SOURCE")

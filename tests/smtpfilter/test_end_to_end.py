@@ -127,6 +127,28 @@ def test_pipelining_is_offered_and_each_pipelined_command_answered_in_turn(
     assert b"X-Rcpt-Args: <>" not in b"".join(sink.messages())
 
 
+def test_every_reply_after_the_greeting_carries_an_enhanced_status_code(serve: tuple[int, Path]) -> None:
+    """ENHANCEDSTATUSCODES (RFC 2034), as Postfix offers it: an MTA sending to us puts the
+    enhanced code of our refusal in the bounce it writes. Once offered, a code is owed on
+    every 2xx, 4xx and 5xx reply but the greeting and EHLO's; aiosmtpd's own replies
+    ("250 OK", "503 Error: need MAIL command", "221 Bye") carried none."""
+    port, _ = serve
+    client = Client(port)
+    assert client.reply().startswith(b"220")
+    assert b"\n250-ENHANCEDSTATUSCODES" in client.command(b"EHLO client.test")
+    dialogue = [(b"NOOP", b"250 2.0.0 "), (b"FROB", b"500 5.5.2 "), (b"HELP", b"250 2.0.0 "),
+                (b"VRFY", b"501 5.5.4 "), (b"VRFY user@example.org", b"252 2.0.0 "),
+                (b"STARTTLS", b"454 4.7.0 "), (b"RCPT TO:<user@example.org>", b"503 5.5.1 "),
+                (b"DATA", b"503 5.5.1 "), (b"MAIL FROM:<a@example.org> FROB=1", b"555 5.5.4 "),
+                (b"MAIL FROM:<a@example.org>", b"250 2.1.0 "), (b"MAIL FROM:<b@example.org>", b"503 5.5.1 "),
+                (b"RCPT TO:<>", b"501 5.1.3 "), (b"RCPT TO:<user@example.org>", b"250 2.1.5 "),
+                (b"RSET", b"250 2.0.0 "), (b"QUIT", b"221 2.0.0 ")]
+    heard = [client.command(line) for line, _ in dialogue]
+    client.sock.close()
+    assert [reply[:len(start)] for reply, (_, start) in zip(heard, dialogue)] == [
+        start for _, start in dialogue], heard
+
+
 def test_spam_is_tagged_and_relayed(serve: tuple[int, Path], sink: Sink,
                                      split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     port, tmp_path = serve
@@ -259,7 +281,7 @@ def test_a_connection_kept_open_takes_any_number_of_messages_but_a_noop_loop_hea
         for _ in range(101):
             client.sendall(b"NOOP\r\n")
             answers.append(replies.readline())
-        assert answers[:100] == [b"250 OK\r\n"] * 100
+        assert answers[:100] == [b"250 2.0.0 OK\r\n"] * 100  # (ENHANCEDSTATUSCODES: 2.0.0)
         assert answers[100] == b"421 4.7.0 NOOP sent too many times\r\n"
         assert replies.readline() == b""  # and the connection is closed
         client.close()

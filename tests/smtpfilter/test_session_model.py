@@ -43,6 +43,19 @@ LINES = st.one_of(
 
 
 ARCHIVE = b"archive@example.org"
+_ENHANCED = re.compile(rb"([245])\d\d[ -]([245])\.\d{1,3}\.\d{1,3}( |$)")
+
+
+def coded(reply: bytes) -> bytes:
+    """The reply, once each of its lines is found to carry an enhanced status code of its
+    own class (3xx lines carry none)."""
+    for line in reply.split(b"\n"):
+        if not line.startswith(b"3"):
+            match = _ENHANCED.match(line)
+            assert match is not None and match[1] == match[2], reply
+    return reply
+
+
 NextHop = TypeVar("NextHop", Sink, PostfixNextHop)
 
 
@@ -109,13 +122,19 @@ class Session(RuleBasedStateMachine):
         super().__init__()
         self.client = Client(self.port)
         assert self.client.reply().startswith(b"220")
-        assert self.client.command(b"EHLO client.example.org").startswith(b"250")  # (the rules greet again)
+        ehlo = self.client.command(b"EHLO client.example.org")  # (the rules greet again)
+        assert ehlo.startswith(b"250") and b"\n250-ENHANCEDSTATUSCODES" in ehlo, ehlo
         self.sender: bytes | None = None
         self.recipients: list[bytes] = []
 
+    def ask(self, line: bytes) -> bytes:
+        """The reply to the command `line`, which, as ENHANCEDSTATUSCODES was offered,
+        carries an enhanced code of its class on each of its lines (RFC 2034 3)."""
+        return coded(self.client.command(line))
+
     def teardown(self) -> None:
         try:
-            assert self.client.command(b"QUIT").startswith(b"221")
+            assert self.ask(b"QUIT").startswith(b"221")
         finally:
             self.client.sock.close()
 
@@ -133,7 +152,7 @@ class Session(RuleBasedStateMachine):
         self.mail(data.draw(st.sampled_from(self.senders_pool)))
 
     def mail(self, sender: bytes) -> None:
-        reply = self.client.command(b"MAIL FROM:<" + sender + b">")
+        reply = self.ask(b"MAIL FROM:<" + sender + b">")
         if self.sender is not None:
             assert reply.startswith(b"503"), reply  # (a MAIL inside a transaction)
         elif sender.endswith(b"@bad.example"):
@@ -147,7 +166,7 @@ class Session(RuleBasedStateMachine):
         self.rcpt(data.draw(st.sampled_from(self.recipients_pool)))
 
     def rcpt(self, recipient: bytes) -> None:
-        reply = self.client.command(b"RCPT TO:<" + recipient + b">")
+        reply = self.ask(b"RCPT TO:<" + recipient + b">")
         if self.sender is None:
             assert reply.startswith(b"503"), reply
         elif recipient.startswith(b"refused@"):
@@ -161,7 +180,7 @@ class Session(RuleBasedStateMachine):
     @rule(lines=st.lists(LINES, max_size=12), verdict=VERDICT)
     def data(self, lines: list[bytes], verdict: bytes = b"") -> None:
         lines = [*lines, verdict] if verdict else lines
-        reply = self.client.command(b"DATA")
+        reply = self.ask(b"DATA")
         if self.sender is None or not self.recipients:
             assert reply.startswith(b"503"), reply
             return
@@ -171,7 +190,7 @@ class Session(RuleBasedStateMachine):
         body = [b"Message-ID: <" + marker + b"@example.org>", b"Subject: model", b"", *lines]
         stuffed = [b"." + line if line.startswith(b".") else line for line in body]
         self.client.sock.sendall(b"\r\n".join(stuffed) + b"\r\n.\r\n")
-        final = self.client.reply()
+        final = coded(self.client.reply())
         arrived = self.arrivals(marker)
         event(f"DATA answered {final[:3].decode()}")
         if final.startswith(b"250"):
@@ -200,12 +219,12 @@ class Session(RuleBasedStateMachine):
 
     @rule()
     def rset(self) -> None:
-        assert self.client.command(b"RSET").startswith(b"250")
+        assert self.ask(b"RSET").startswith(b"250")
         self._reset()
 
     @rule()
     def noop(self) -> None:
-        assert self.client.command(b"NOOP").startswith(b"250")
+        assert self.ask(b"NOOP").startswith(b"250")
 
     @precondition(lambda self: self.sender is not None)
     @invariant()
