@@ -81,12 +81,16 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
                        "rhsbl or uribl with a list)")
         for skipped_rule in report.skipped_rules if list_skipped else ():
             click.echo(f"skipped: {skipped_rule.describe()}")
+        for bounded in report.bounded_rules if list_skipped else ():
+            click.echo(f"bounded: {bounded.describe()}")
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
         unknown = sum(report.unknown_directives.values())
-        click.echo(f"{report.files} files, {report.rules} rules read, {report.loaded} run, "
+        bounded_count = (f" ({len(report.bounded_rules)} on the start of their header only)"
+                         if report.bounded_rules else "")
+        click.echo(f"{report.files} files, {report.rules} rules read, {report.loaded} run{bounded_count}, "
                    f"skipped: {skipped}; {unknown} unknown directives; {len(errors)} errors")
-        if report.skipped_rules and not list_skipped:
-            click.echo("(`spamkit lint --skipped` names the rules skipped)")
+        if (report.skipped_rules or report.bounded_rules) and not list_skipped:
+            click.echo("(`spamkit lint --skipped` names the rules skipped, and those on the start of their header)")
     sys.exit(1 if errors else 0)
 
 

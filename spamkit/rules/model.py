@@ -72,6 +72,9 @@ class Rule:
     # a rule from SpamAssassin's files: its regex matches the text's UTF-8 bytes with
     # ASCII rules, as Perl matches it on SpamAssassin's byte strings (perl_regex.as_byte_rule)
     reads_bytes: bool = False
+    # a header rule too slow on a whole header that reads only its first `bounded`
+    # characters (compile.BOUNDED_HEADER_LENGTH); 0 for the others, which read all
+    bounded: int = 0
 
     @property
     def pattern(self) -> regex.Pattern[str] | LinearPattern | None:
@@ -133,6 +136,8 @@ class LoadReport:
     unknown_directives: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # "file:line: message"
     warnings: list[str] = field(default_factory=list)
+    # rules that run on the start of their header only, being too slow on all of it
+    bounded_rules: list[BoundedRule] = field(default_factory=list)
 
     def skip(self, reason: str, rule: str, origin: str, detail: str = "") -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -143,7 +148,21 @@ class LoadReport:
                 "skipped": sum(self.skipped.values()), "skipped_by_reason": self.skipped,
                 "skipped_rules": [vars(skipped) for skipped in self.skipped_rules],
                 "unknown_directives": self.unknown_directives, "errors": self.errors,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "bounded_rules": [vars(bounded) for bounded in self.bounded_rules]}
+
+
+@dataclass(frozen=True)
+class BoundedRule:
+    """A header rule that runs on its header's first `characters` only: on the whole of
+    a hostile one it took longer than the load's probe budget, and RE2 cannot run it."""
+
+    rule: str
+    origin: str  # "file:line" of its definition
+    characters: int
+
+    def describe(self) -> str:
+        return (f"{self.origin}: {self.rule}: too slow on a whole header; reads its first "
+                f"{self.characters} characters")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 from spamkit.message import parse_message
 from spamkit.rules import MessageContext, load_rules
 from spamkit.rules.cf import CfReader
-from spamkit.rules.compile import expand_replace_tags
+from spamkit.rules.compile import BOUNDED_HEADER_LENGTH, expand_replace_tags
 from spamkit.rules.rulecache import read_cached, write_cached
 
 MESSAGE = (b"From: \"Deals\" <deals@shop.example>\nTo: you@example.org\n"
@@ -186,6 +186,34 @@ def test_rules_never_raise_on_odd_messages(all_messages: list) -> None:  # type:
         ruleset.evaluate(context)
     for raw in (b"", b"\x00\xff" * 100, b"Subject: x\n\n" + b"a" * 200_000):
         ruleset.evaluate(MessageContext(raw, parse_message(raw)))
+
+
+def test_a_header_rule_too_slow_on_a_whole_header_reads_its_start(tmp_path: Path) -> None:
+    """Debian's __PDS_TONAME_EQ_TOLOCAL (a backreference, which RE2 cannot run) took
+    13.9 s on a To of 4,000 spaces and was rejected, so the scored rules built on it never
+    hit. It now reads the first BOUNDED_HEADER_LENGTH characters of its header, where all
+    of its 98 matches in the corpus are (decision 0057). Still rejected: the pattern on
+    ALL (the whole header block) or in the body, and a header rule too slow even there."""
+    pattern = "/^\\s*['\"]?([^'\"]+)['\"]? <?\\1\\@/"
+    path = tmp_path / "rules.cf"
+    path.write_text(f"header TONAME_EQ_TOLOCAL To:raw =~ {pattern}\n"
+                    f"header NOT_TONAME To:raw !~ {pattern}\n"
+                    f"header ALL_TONAME ALL =~ {pattern}\n"
+                    f"body BODY_TONAME {pattern}\n"
+                    "header EXPONENTIAL Subject =~ /(a+a+)+\\1y/\n")
+    ruleset = load_rules([path], builtin=False, cache=False)
+    assert set(ruleset.rules) == {"TONAME_EQ_TOLOCAL", "NOT_TONAME"}
+    assert ruleset.report.skipped == {"too slow": 3} and len(ruleset.report.errors) == 3
+    assert [(bounded.rule, bounded.characters) for bounded in ruleset.report.bounded_rules] == [
+        ("TONAME_EQ_TOLOCAL", BOUNDED_HEADER_LENGTH), ("NOT_TONAME", BOUNDED_HEADER_LENGTH)]
+    for to, hits in (("john <john@example.com>", True), ('"John.Smith" <John.Smith@example.com>', True),
+                     ("john <jim@example.com>", False), (" " * 4000 + "x", False),
+                     # a match that ends past the bound is not found: SpamAssassin finds it
+                     ("x" * 200 + " <" + "x" * 200 + "@example.com>", False)):
+        raw = f"From: a@example.org\nTo: {to}\nSubject: s\n\nbody\n".encode()
+        counts, _ = ruleset.match_counts(MessageContext(raw, parse_message(raw)), 0)
+        assert ("TONAME_EQ_TOLOCAL" in counts) == hits, to
+        assert ("NOT_TONAME" in counts) != hits, to
 
 
 def test_a_second_load_from_the_rule_cache_gives_the_same_rules_and_errors(
