@@ -120,10 +120,16 @@ class RelayPool:
             client = None
         if client is not None:
             try:
-                client.rset()
-                return client
+                code, _ = client.rset()
+                if code == 250:
+                    return client
+                # Postfix ends a client idle past smtpd_timeout (300 s) with "421 4.4.2
+                # Error: timeout exceeded": read as RSET's answer, it was taken for a
+                # live connection, and on a quiet server the first message after each
+                # pause heard 451
             except (smtplib.SMTPException, OSError):
-                self._drop()
+                pass
+            self._drop()
         client = _Connection(self.host, self.port, timeout=self.timeout)
         self._local.client = client
         return client

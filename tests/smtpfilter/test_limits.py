@@ -6,6 +6,7 @@ import contextlib
 import logging
 import smtplib
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from smtpfilter.limits import LimitedController, LimitedSMTP, SessionLimits
 from smtpfilter.metrics import Metrics
 from smtpfilter.plugins.envelope import BadRcptTo
 from smtpfilter.server import FilterHandler
+from tests.servers.postfix import start_postfix
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 
 MESSAGE = b"From: a@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -403,6 +405,28 @@ def test_kept_open_next_hop_connections() -> None:
     assert len(first.messages()) == 2
     generator.close()  # the next hop stops
     assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("451")
+
+
+def test_a_kept_connection_the_next_hop_closed_for_idleness_is_replaced_not_a_451() -> None:
+    """Postfix ends a client idle past smtpd_timeout (300 s) with "421 4.4.2 Error:
+    timeout exceeded". The pool's kept connection read that 421 as the answer to its RSET
+    check and was taken for a live one, so on a quiet server the first message after each
+    pause heard 451 and waited for the sender's retry (here smtpd_timeout is 1 s)."""
+    from smtpfilter.relay import RelayPool
+
+    generator = start_postfix({}, main_cf="smtpd_timeout = 1s\n")
+    postfix = next(generator)
+    try:
+        pool = RelayPool("127.0.0.1", postfix.port, timeout=10)
+        assert pool.send("a@example.org", ["b@example.org"], MESSAGE).startswith("250")
+        time.sleep(2.5)  # (past smtpd_timeout: Postfix says 421 and closes)
+        reply = pool.send("a@example.org", ["b@example.org"], MESSAGE)
+        assert reply.startswith("250"), reply
+        time.sleep(2.5)
+        assert pool.verify("a@example.org", "b@example.org") is None  # (the check at RCPT too)
+        assert len(postfix.held()) == 2
+    finally:
+        generator.close()
 
 
 def test_an_archive_address_the_next_hop_cannot_take_is_skipped_not_every_message(
