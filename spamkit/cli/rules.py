@@ -79,6 +79,8 @@ def lint(config_path: str | None, as_json: bool, rule_files: tuple[str, ...], as
         if ask_dns and not dns_lists:
             click.echo("--dns: the SMTP filter asks no DNS list (SmtpFilters has no dnsbl, "
                        "rhsbl or uribl with a list)")
+        for given, read in report.read_from.items():
+            click.echo(f"{given}: read from {read}, where sa-update put newer rules (as SpamAssassin reads them)")
         for skipped_rule in report.skipped_rules if list_skipped else ():
             click.echo(f"skipped: {skipped_rule.describe()}")
         for bounded in report.bounded_rules if list_skipped else ():

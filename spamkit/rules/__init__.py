@@ -30,6 +30,7 @@ from spamkit.rules.linear import LinearPattern
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import from_bytes_view, superset_for, to_bytes_view
+from spamkit.rules.sa_paths import rules_read_for
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.registry import Registry
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
@@ -498,7 +499,10 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True,
         if not path.exists():
             reader.parsed.report.errors.append(f"{path}: no such rule file or directory")
             continue
-        reader.read_path(path)
+        read = rules_read_for(path)  # (sa-update's rules, which SpamAssassin reads in their place)
+        if read != path:
+            reader.parsed.report.read_from[str(path)] = str(read)
+        reader.read_path(read)
     vetted = {str(BUILTIN_RULES)} if builtin else set()
     rules = build_rules(reader.parsed, probe=probe, vetted_prefixes=tuple(vetted),
                         text_prefixes=(str(BUILTIN_RULES),),

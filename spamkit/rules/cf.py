@@ -5,7 +5,8 @@ Rule definitions (header, mimeheader, body, rawbody, uri, full, meta), describe,
 directives, settings (required_score, rewrite_header, add_header, use_bayes,
 bayes_auto_learn*, time_limit, white/blacklists in both spellings, by sender, relay,
 recipient and Subject, the util_rb_* domain lists, the named address and URI host
-lists, redirector patterns) and if/ifplugin blocks.
+lists, redirector patterns), if/ifplugin blocks and include (how sa-update's directory
+names its files).
 Anything else is counted as an unknown directive and reported, never fatal; a
 definition that cannot be used (a bad regex, an eval we do not implement) is skipped
 and reported with its file and line.
@@ -125,7 +126,7 @@ _KNOWN_DIRECTIVES = frozenset({
     *_RULE_KINDS, *_LIST_DIRECTIVES, *_IGNORED_DIRECTIVES, *_AUTH_WELCOME_SPELLINGS, *_SETTING_LISTS,
     *_FROM_RELAY_LISTS, *_FROM_RELAY_REMOVE, *_SUBJECT_LISTS, *_NAMED_LIST_DIRECTIVES,
     *_SETTING_FLOATS, *_SETTING_BOOLS,
-    "if", "ifplugin", "else", "endif", "describe", "score", "tflags", "replace_tag", "replace_pre",
+    "if", "ifplugin", "else", "endif", "include", "describe", "score", "tflags", "replace_tag", "replace_pre",
     "replace_post", "replace_inter", "replace_rules", "replace_start", "replace_end",
     "freemail_domains", "freemail_whitelist", "freemail_welcomelist", "redirector_pattern",
     "util_rb_tld", "util_rb_2tld", "util_rb_3tld", "clear_util_rb", "geodb_options",
@@ -205,12 +206,19 @@ class CfReader:
 
     def __init__(self, parsed: ParsedRules | None = None) -> None:
         self.parsed = parsed or ParsedRules()
+        self._read: set[Path] = set()
 
     def read_path(self, path: Path) -> None:
+        """A file, or a directory's .cf files in name order. A file already read is not
+        read again, as SpamAssassin skips it, so includes cannot loop."""
         if path.is_dir():
             for child in sorted(path.glob("*.cf")):
                 self.read_path(child)
             return
+        resolved = path.resolve()
+        if resolved in self._read:
+            return
+        self._read.add(resolved)
         try:
             data = path.read_bytes()
         except OSError as error:
@@ -253,12 +261,30 @@ class CfReader:
                 if directive in _RULE_KINDS:
                     self.parsed.inactive.add(_first_word(rest)[0])
                 continue
+            if directive == "include":
+                self._include(rest, name, origin)
+                continue
             try:
                 self._directive(directive, rest, origin)
             except ValueError as error:
                 self.parsed.report.errors.append(f"{origin}: {error}")
         if stack:
             self.parsed.report.warnings.append(f"{name}: {len(stack)} if block(s) not closed")
+
+    def _include(self, target: str, name: str, origin: str) -> None:
+        """SpamAssassin's include: a file, or a directory's .cf files, named relative to
+        the directory of the file that names it, read where the line stands. sa-update
+        writes its channel's files as one file of includes (updates_spamassassin_org.cf)."""
+        if not target:
+            self.parsed.report.errors.append(f"{origin}: include needs a file name")
+            return
+        path = Path(target)
+        if not path.is_absolute():
+            path = Path(name).parent / path
+        if not path.exists():  # (SpamAssassin passes over it without a word)
+            self.parsed.report.warnings.append(f"{origin}: include {target}: no such file or directory")
+            return
+        self.read_path(path)
 
     def _directive(self, directive: str, rest: str, origin: str) -> None:
         parsed = self.parsed

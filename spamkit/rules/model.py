@@ -138,6 +138,9 @@ class LoadReport:
     warnings: list[str] = field(default_factory=list)
     # rules that run on the start of their header only, being too slow on all of it
     bounded_rules: list[BoundedRule] = field(default_factory=list)
+    # a path given -> the directory read for it: SpamAssassin's package rules -> sa-update's
+    # newer ones (spamkit.rules.sa_paths)
+    read_from: dict[str, str] = field(default_factory=dict)
 
     def skip(self, reason: str, rule: str, origin: str, detail: str = "") -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -148,7 +151,8 @@ class LoadReport:
                 "skipped": sum(self.skipped.values()), "skipped_by_reason": self.skipped,
                 "skipped_rules": [vars(skipped) for skipped in self.skipped_rules],
                 "unknown_directives": self.unknown_directives, "errors": self.errors,
-                "warnings": self.warnings, "bounded_rules": [vars(bounded) for bounded in self.bounded_rules]}
+                "warnings": self.warnings, "bounded_rules": [vars(bounded) for bounded in self.bounded_rules],
+                "read_from": self.read_from}
 
 
 @dataclass(frozen=True)
