@@ -30,11 +30,11 @@ from spamkit.rules.linear import LinearPattern
 from spamkit.rules.multiscan import MultiScan
 from spamkit.rules.multiscan import available as multiscan_available
 from spamkit.rules.perl_regex import from_bytes_view, superset_for, to_bytes_view
-from spamkit.rules.sa_paths import rules_read_for
 from spamkit.rules.prefilter import parse_pattern
 from spamkit.rules.registry import Registry
 from spamkit.rules.relays import RELAY_COUNTRY_HEADERS
 from spamkit.rules.rulecache import default_cache_dir
+from spamkit.rules.sa_paths import rules_read_for
 from spamkit.rules.sa_uris import Redirectors
 from spamkit.rules.model import (
     SCORE_SET_WITH_BAYES,

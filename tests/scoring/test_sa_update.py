@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from spamkit.message import parse_message
-from spamkit.rules import MessageContext, load_rules
-from spamkit.rules import sa_paths
+from spamkit.rules import MessageContext, load_rules, sa_paths
 from spamkit.rules.sa_paths import installed_version, rules_read_for
 from tests.scoring.test_spamassassin_rules import DEBIAN_RULES, require_debian_rules
 
@@ -72,10 +71,10 @@ def _sa_update_install(rule_files: Path, into: Path) -> None:
 
 def test_rules_sa_update_installed_are_read_and_hit_as_spamassassin_hits_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Debian's rules with one rule added and one score changed, installed by sa-update
-    itself: with RulePaths naming /usr/share/spamassassin, spamkit reads sa-update's
-    directory (where it had read the package's rules, 2022's, while `spamassassin` read
-    the day's), and scores the message as `spamassassin` does on that directory."""
+    """Debian's rules with one rule added, installed by sa-update itself: with RulePaths
+    naming /usr/share/spamassassin, spamkit reads sa-update's directory (where it had
+    read the package's rules, as of 4.0.1's release in 2024, while `spamassassin` read
+    the day's), and the rule hits as it hits in `spamassassin` reading that directory."""
     require_debian_rules()
     if shutil.which("sa-update") is None:
         pytest.fail("sa-update is missing: install the Debian package `spamassassin` (.ci/run does)")
