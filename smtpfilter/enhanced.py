@@ -29,6 +29,9 @@ _BY_REPLY = {
     "555": "5.5.4",  # MAIL or RCPT parameters not known
     "454": "4.7.0",  # TLS not available
 }
+# qmail's way: the code at the end of the text, "553 sorry, that domain isn't in my list
+# of allowed rcpthosts (#5.7.1)"; a next hop's own code beats a guess from the reply code
+_QMAIL_CODE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 # a sender or a recipient taken (X.1.0 other address status; X.1.5 destination valid),
 # as Postfix says it
 _TAKEN = {"MAIL": "2.1.0", "RCPT": "2.1.5"}
@@ -46,7 +49,12 @@ def with_enhanced_code(reply: str, command: str | None) -> str:
     if _UNCODED.match(reply) is None:
         return reply
     code = reply[:3]
-    status = (_TAKEN.get(command or "", "2.0.0") if code == "250"
-              else _BY_REPLY.get(code, f"{code[0]}.0.0"))
     text = reply[4:]
+    written = _QMAIL_CODE.search(text)
+    if written is not None and written.group(1)[0] == code[0]:
+        status = written.group(1)
+    elif code == "250":
+        status = _TAKEN.get(command or "", "2.0.0")
+    else:
+        status = _BY_REPLY.get(code, f"{code[0]}.0.0")
     return f"{code}{reply[3:4] or ' '}{status}{' ' + text if text else ''}"

@@ -100,6 +100,12 @@ def take(command: str, arg: str, names: frozenset[str],
     address, rest = getaddr(stripped)
     if not address or rest is None or not stripped.endswith(rest):
         return arg, (), None
+    head = stripped[:len(stripped) - len(rest)]
+    if "(" in head and any(name in head[head.index("("):].upper() for name in names):
+        # the address parser read "(" as the start of an RFC 5322 comment, which SMTP
+        # has not, and swallowed what may be our parameters ("<a@b> ( RET=HDRS"):
+        # aiosmtpd would take the command and the request would be lost without a word
+        return arg, (), SYNTAX_ERROR
     kept, taken, seen = [], [], set()
     for parameter in rest.split():
         name, equals, value = parameter.partition("=")
@@ -113,8 +119,7 @@ def take(command: str, arg: str, names: frozenset[str],
         taken.append(f"{name}={value}")
     if not taken:
         return arg, (), None
-    head = stripped[:len(stripped) - len(rest)].rstrip()
-    return " ".join([keyword + head, *kept]), tuple(taken), None
+    return " ".join([keyword + head.rstrip(), *kept]), tuple(taken), None
 
 
 def _valid(name: str, value: str) -> bool:

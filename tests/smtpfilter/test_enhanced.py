@@ -29,6 +29,17 @@ def test_aiosmtpds_replies_are_given_the_codes_postfix_gives() -> None:
     assert with_enhanced_code("550-first\r\n550 second", "RCPT") == "550-5.0.0 first\r\n550 5.0.0 second"
 
 
+def test_a_code_qmail_writes_at_the_end_of_its_text_is_the_one_given() -> None:
+    """qmail (SME's MTA, the next hop behind the filter there) writes its enhanced code
+    as "(#5.7.1)" at the end of the text; that is what the reply means, not X.0.0."""
+    assert with_enhanced_code("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", "RCPT") == (
+        "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
+    assert with_enhanced_code("451 qq temporary problem (#4.3.0)", "DATA") == "451 4.3.0 qq temporary problem (#4.3.0)"
+    assert with_enhanced_code("250 ok 1733468400 qp 4242", "DATA") == "250 2.0.0 ok 1733468400 qp 4242"
+    # one of another class than the reply's is not taken: the reply's own code decides
+    assert with_enhanced_code("550 odd (#4.2.2)", "RCPT") == "550 5.0.0 odd (#4.2.2)"
+
+
 def test_the_greeting_the_answers_to_ehlo_and_coded_replies_are_left_as_they_are() -> None:
     assert with_enhanced_code("220 mail.example.org ESMTP", None) == "220 mail.example.org ESMTP"
     assert with_enhanced_code("250-PIPELINING", "EHLO") == "250-PIPELINING"
