@@ -119,14 +119,14 @@ class RelayPool:
             self._drop(polite=True)
             client = None
         if client is not None:
+            # only a 250 says it lives: Postfix ends a client idle past smtpd_timeout
+            # (300 s) with "421 4.4.2 Error: timeout exceeded", which, read as RSET's
+            # answer, was taken for a live connection, and on a quiet server the first
+            # message after each pause heard 451
             try:
                 code, _ = client.rset()
                 if code == 250:
                     return client
-                # Postfix ends a client idle past smtpd_timeout (300 s) with "421 4.4.2
-                # Error: timeout exceeded": read as RSET's answer, it was taken for a
-                # live connection, and on a quiet server the first message after each
-                # pause heard 451
             except (smtplib.SMTPException, OSError):
                 pass
             self._drop()

@@ -38,6 +38,7 @@ ADVERSARIAL_PROBES = (
     "<" * 2000 + "x", "a " * 2000 + "!", "x@" * 2000, ("A" * 60 + " ") * 60, "http://a?" * 450,
 )
 PROBE_BUDGET = 0.1  # seconds per probe
+_TOO_SLOW = {"error": f"takes more than {PROBE_BUDGET}s on adversarial input; rejected", "reason": "too slow"}
 # A header rule too slow on the probes that RE2 cannot run (a backreference: Debian's
 # __PDS_TONAME_EQ_TOLOCAL, /^\s*['"]?([^'"]+)['"]? <?\1\@/ on To:raw, 13.9 s on 4,000
 # spaces) reads only this many characters of its header, if it is fast enough there,
@@ -201,9 +202,6 @@ def _judge_regex(kind: Kind, text: str, probe: bool) -> tuple[dict[str, Any], re
     return {**verdict, "literals": list(literals) if literals is not None else None,
             "ignorecase": bool(pattern.flags & regex.IGNORECASE),
             "paragraph_local": kind is not Kind.FULL and is_paragraph_local(text)}, pattern
-
-
-_TOO_SLOW = {"error": f"takes more than {PROBE_BUDGET}s on adversarial input; rejected", "reason": "too slow"}
 
 
 def too_slow(pattern: regex.Pattern[str], length: int | None = None) -> bool:
