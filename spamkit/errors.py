@@ -9,6 +9,7 @@ SpamkitError
     ├── NoDatabase       there is no database there yet (nothing learned)
     ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
     ├── StoreUnavailable a database server (Redis) cannot be reached: try again later
+    ├── StoreFull        the database takes no more (a full disk, Redis past maxmemory)
     └── DatabaseInUse    another process has the database open, and the work needs it alone
 
 Parsing and tokenizing never raise: damage in a message becomes a fact about it.
@@ -79,6 +80,14 @@ class StoreUnavailable(StoreError):
     succeed (the cron job's next sweep, the SMTP client's next try after 451)."""
 
     exit_code = 75  # EX_TEMPFAIL
+
+
+class StoreFull(StoreError):
+    """The database took nothing more: its disk is full, or its Redis is past maxmemory.
+    Nothing of the work was written and what was committed before stays; reading goes on
+    (scans score as before). Room made, a rerun succeeds."""
+
+    exit_code = 74  # EX_IOERR, as any failed write
 
 
 class DatabaseInUse(StoreError):

@@ -177,9 +177,12 @@ def expiry_order(values: np.ndarray, excess: int) -> np.ndarray:
 
 
 def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, days: np.ndarray,
-                *, bytes_used: int, map_size: int | None, path: str, backend: str) -> dict[str, object]:
+                *, bytes_used: int, map_size: int | None, path: str, backend: str,
+                redis_maxmemory: int | None = None, redis_maxmemory_policy: str | None = None,
+                ) -> dict[str, object]:
     """`db magic`'s record (what `sa-learn --dump magic` shows, and more), the same fields
-    from every backend: scripts read them (`--json`)."""
+    from every backend: scripts read them (`--json`). A Redis's maxmemory (0: no limit) and
+    its policy say how near it is to refusing writes, or to dropping keys."""
     return {
         "nspam": int(meta.get("nspam", 0)),
         "nham": int(meta.get("nham", 0)),
@@ -199,6 +202,8 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
         "map_size": map_size,
         "path": path,
         "backend": backend,
+        "redis_maxmemory": redis_maxmemory,
+        "redis_maxmemory_policy": redis_maxmemory_policy,
     }
 
 

@@ -30,7 +30,7 @@ from typing import IO
 import lmdb
 import numpy as np
 
-from spamkit.errors import NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError
+from spamkit.errors import NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError, StoreFull
 from spamkit.store.lmdbcheck import check_file, check_length
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
@@ -376,8 +376,8 @@ class LmdbStore:
             return
         free = free_bytes(self.path)
         if free is not None and free < LOCK_FILE_ROOM:
-            raise StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
-                             "free), too full for its lock file; free some space and run again")
+            raise StoreFull(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
+                            "free), too full for its lock file; free some space and run again")
 
     def _open_databases(self, txn: lmdb.Transaction | None) -> None:
         """The named databases; created when `txn` (a write transaction) is given."""
@@ -469,9 +469,9 @@ class LmdbStore:
             return self._damaged(error)
         free = self._space_left()
         if free is not None and free < DISK_FULL_BELOW:
-            return StoreError(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
-                              "free): this batch was not written; what was committed before it "
-                              "stays. Free some space and run again")
+            return StoreFull(f"the disk holding the database at {self.path} is full ({free >> 10} KiB "
+                             "free): this batch was not written; what was committed before it "
+                             "stays. Free some space and run again")
         return StoreError(f"cannot write to the database at {self.path}: {error}")
 
     def verify(self) -> list[str]:

@@ -22,8 +22,15 @@ What LMDB gives by itself, this module builds from Redis's parts:
 - **All or nothing.** Redis runs an EXEC's commands together; a connection lost before
   EXEC applies none of them. Counts, totals, seen marks and audit events of a batch are
   in one EXEC.
-- **Consistent reads.** A message's lookups, the totals and the token count are read in
-  one MULTI/EXEC.
+- **Consistent reads.** A message's lookups, the totals and the token count are read by
+  one Lua script, which Redis runs alone. Not by MULTI/EXEC: a Redis past its maxmemory
+  refuses every command queued in a MULTI, reads too, so a full Redis would have stopped
+  every scan (the SMTP filter's WhenDatabaseDown, 451 by default); a script that only
+  reads it runs.
+- **Full is said so.** A Redis past maxmemory (policy noeviction) refuses writes: learning
+  stops with an error that names the limit and the way out, and `db expire` still makes
+  room. A policy that evicts any key (allkeys-*) could drop a whole table; opening the
+  database to write warns of it.
 - **Down means down.** Redis unreachable is `StoreUnavailable` (exit 75, EX_TEMPFAIL:
   the cron job tries again next time; the SMTP filter answers 451), after a connect
   timeout of one second, never a verdict of ham.
@@ -32,22 +39,23 @@ What LMDB gives by itself, this module builds from Redis's parts:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import struct
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import WatchError
+from redis.exceptions import OutOfMemoryError, WatchError
 from redis.retry import Retry
 
-from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreUnavailable
+from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreFull, StoreUnavailable
 from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
 from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
                                  magic_facts, new_token_values, pack_seen, unpack_seen)
@@ -65,7 +73,20 @@ RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then 
 _EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
 # delete the lock only if it is still ours (a writer whose lock expired must not free another's)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# The tokens asked for (ARGV) from KEYS[1], then nspam and nham from KEYS[2], then the token
+# count: one state of the database. HMGET in pieces, as Lua's unpack stops near 8,000.
+_SNAPSHOT = """
+local out = {}
+for first = 1, #ARGV, 4000 do
+  out[#out + 1] = redis.call('HMGET', KEYS[1], unpack(ARGV, first, math.min(first + 3999, #ARGV)))
+end
+out[#out + 1] = redis.call('HMGET', KEYS[2], 'nspam', 'nham')
+out[#out + 1] = redis.call('HLEN', KEYS[1])
+return out
+"""
+_EVICTING = "allkeys-"  # the maxmemory policies under which Redis may drop any key of ours
 _NUMERIC_META = ("nspam", "nham")
+_log = logging.getLogger("spamkit.store")
 
 
 _DATABASE_PATH = re.compile(r"(?:/\d*)?")  # nothing, "/", or "/N"
@@ -123,10 +144,21 @@ def reaching(where: str) -> Iterator[None]:
     except WatchError:  # redis-py's word for a connection lost while a writer WATCHed
         raise StoreUnavailable(f"the connection to the database at {where} dropped while "
                                "writing: this batch was not written") from None
+    except OutOfMemoryError:
+        raise StoreFull(f"the database at {where} is full: Redis takes nothing more past its "
+                        "maxmemory, so nothing of this was written. Raise maxmemory (redis.conf, "
+                        "or CONFIG SET maxmemory), or make room with `spamkit db expire "
+                        "--max-tokens N`") from None
     except redis.ResponseError as error:
-        raise StoreError(f"the database at {where} refused a command: {error}") from None
+        raise StoreError(f"the database at {where} refused a command: {_reply_text(error)}") from None
     except redis.RedisError as error:  # anything else the client library reports
         raise StoreError(f"the database at {where}: {type(error).__name__}: {error}") from None
+
+
+def _reply_text(error: redis.ResponseError) -> str:
+    """Redis's own words. redis-py puts a refused pipeline command in front of them, with
+    its arguments: token keys, raw bytes a terminal would take for control codes."""
+    return str(error).rpartition(" of pipeline caused error: ")[2]
 
 
 def _mark(raw: bytes | None) -> tuple[Label, float | None] | None:
@@ -253,8 +285,28 @@ class RedisStore:
     def __init__(self, location: str, *, readonly: bool = False) -> None:
         self.readonly = readonly
         self._client, self.prefix, self.location = connect(location)
+        self._snapshot = self._client.register_script(_SNAPSHOT)  # (EVALSHA; loaded when first run)
         with reaching(self.location):
             self._open()
+        policy = self.memory_limits()[1]
+        if not readonly and policy is not None and policy.startswith(_EVICTING):
+            _log.warning("the Redis at %s may drop any key when it reaches its maxmemory "
+                         "(maxmemory-policy %s), and a spamkit table is one key: all its tokens, "
+                         "or every learned-once mark, could go at once. Set maxmemory-policy "
+                         "to noeviction (or a volatile-* policy), or give spamkit a Redis of its own",
+                         self.location, policy)
+
+    def memory_limits(self) -> tuple[int | None, str | None]:
+        """Redis's maxmemory (0: none) and maxmemory-policy, from INFO; (None, None) where
+        INFO is not allowed (a managed Redis may rename it)."""
+        try:
+            info = self._client.info("memory")
+        except redis.ResponseError:
+            return None, None
+        policy = info.get("maxmemory_policy")
+        maxmemory = info.get("maxmemory")
+        return (int(maxmemory) if maxmemory is not None else None,
+                str(policy) if policy is not None else None)
 
     def key(self, name: str) -> bytes:
         return (self.prefix + name).encode()
@@ -359,20 +411,14 @@ class RedisStore:
     # -- reading ---------------------------------------------------------------------
 
     def totals(self) -> Totals:
-        with reaching(self.location), self._client.pipeline() as pipe:
-            pipe.hmget(self.key("meta"), list(_NUMERIC_META))
-            pipe.hlen(self.key("tokens"))
-            (nspam, nham), ntokens = pipe.execute()
-        return Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
+        return self._read([])[1]
 
     def _read(self, keys: list[bytes]) -> tuple[list[bytes | None], Totals]:
-        """HMGET of `keys` and the totals, in one MULTI/EXEC (a consistent snapshot)."""
-        with reaching(self.location), self._client.pipeline() as pipe:
-            for start in range(0, len(keys), CHUNK):
-                pipe.hmget(self.key("tokens"), keys[start:start + CHUNK])
-            pipe.hmget(self.key("meta"), list(_NUMERIC_META))
-            pipe.hlen(self.key("tokens"))
-            *found, (nspam, nham), ntokens = pipe.execute()
+        """HMGET of `keys` and the totals, by one script (a consistent snapshot, and one
+        that a Redis past its maxmemory still answers)."""
+        with reaching(self.location):
+            *found, (nspam, nham), ntokens = self._snapshot(keys=[self.key("tokens"), self.key("meta")],
+                                                             args=keys)
         raw = [value for chunk in found for value in chunk]
         return raw, Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
 
@@ -459,7 +505,9 @@ class RedisStore:
     def magic(self) -> dict[str, object]:
         """What `sa-learn --dump magic` shows, plus the memory Redis gives the database."""
         meta = self.meta()
-        with reaching(self.location), self._client.pipeline() as pipe:
+        # (not MULTI/EXEC, which a Redis past its maxmemory refuses: three counts to show,
+        # each true when read)
+        with reaching(self.location), self._client.pipeline(transaction=False) as pipe:
             pipe.hlen(self.key("tokens"))
             pipe.hlen(self.key("seen"))
             pipe.zcard(self.key("history"))
@@ -467,45 +515,83 @@ class RedisStore:
             used = sum(self._client.memory_usage(self.key(name), samples=0) or 0
                        for name in ("tokens", "seen", "meta", "history"))
         days = _values([value for _, value in self._scan("tokens")], self.location)["day"]
+        with reaching(self.location):
+            maxmemory, policy = self.memory_limits()
         return magic_facts(meta, ntokens, nseen, nevents, days, bytes_used=used, map_size=None,
-                           path=self.location, backend="redis")
+                           path=self.location, backend="redis", redis_maxmemory=maxmemory,
+                           redis_maxmemory_policy=policy)
 
     # -- maintenance -----------------------------------------------------------------
 
     def expire(self, max_tokens: int) -> int:
         """Drop the oldest, rarest tokens until at most `max_tokens` remain (the order of
-        LmdbStore.expire), under the writer lock and in one EXEC."""
-        with self.writer() as writer:
+        LmdbStore.expire); see `_remove`."""
+        removed: list[bytes] = []
+
+        def choose() -> tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]:
             pairs = sorted(self._scan("tokens"))  # ties go as LMDB's do: in key order
             excess = len(pairs) - max_tokens
-            removed: list[bytes] = []
-            if excess > 0:
-                values = _values([value for _, value in pairs], self.location)
-                removed = [pairs[i][0] for i in expiry_order(values, excess)]
-            for start in range(0, len(removed), CHUNK):
-                writer.replace("HDEL", self.key("tokens"), *removed[start:start + CHUNK])
-            writer.set_meta("last_expire", str(today()))
-            writer.set_meta("last_expire_removed", str(len(removed)))
+            values = _values([value for _, value in pairs], self.location)
+            removed[:] = [pairs[i][0] for i in expiry_order(values, excess)] if excess > 0 else []
+            return ([("HDEL", self.key("tokens"), removed)],
+                    {"last_expire": str(today()), "last_expire_removed": str(len(removed))})
+
+        self._remove(choose, f"{len(removed):,} tokens expired")
         return len(removed)
 
     def expire_seen(self, before_day: int) -> tuple[int, int]:
         """Forget which messages were learned before `before_day` (their seen marks and
-        older audit events); returns (marks, events) dropped. One EXEC, under the lock."""
+        older audit events); returns (marks, events) dropped. See `_remove`."""
         cutoff_ns = before_day * 86400 * 10**9
-        with self.writer() as writer:
-            old_marks = [key for key, value in self._scan("seen")
-                         if (mark := unpack_seen(value)) is not None and mark[1] < before_day]
+        old_marks: list[bytes] = []
+        old_events: list[bytes] = []
+
+        def choose() -> tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]:
+            old_marks[:] = [key for key, value in self._scan("seen")
+                            if (mark := unpack_seen(value)) is not None and mark[1] < before_day]
             with reaching(self.location):
-                old_events = [member for member, _ in
-                              self._client.zscan_iter(self.key("history"), count=CHUNK)
-                              if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
-            for start in range(0, len(old_marks), CHUNK):
-                writer.replace("HDEL", self.key("seen"), *old_marks[start:start + CHUNK])
-            for start in range(0, len(old_events), CHUNK):
-                writer.replace("ZREM", self.key("history"), *old_events[start:start + CHUNK])
-            writer.set_meta("last_seen_expire", str(today()))
-            writer.set_meta("last_seen_expire_removed", str(len(old_marks)))
+                old_events[:] = [member for member, _ in
+                                 self._client.zscan_iter(self.key("history"), count=CHUNK)
+                                 if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
+            return ([("HDEL", self.key("seen"), old_marks), ("ZREM", self.key("history"), old_events)],
+                    {"last_seen_expire": str(today()), "last_seen_expire_removed": str(len(old_marks))})
+
+        self._remove(choose, f"{len(old_marks):,} learned-once marks forgotten")
         return len(old_marks), len(old_events)
+
+    def _remove(self, choose: Callable[[], tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]],
+                done: str) -> None:
+        """Expiry's deletions, as `choose` picks them (command, key, members), and its
+        record in meta: in one EXEC, chosen under the writer lock.
+
+        A Redis past its maxmemory refuses the lock (SET) and any MULTI, but deletions it
+        takes, and expiry is how spamkit makes room (rspamd's expiry stops there). So
+        then the members go by plain commands, without the lock: no writer can commit
+        meanwhile (its EXEC is refused as well), and one that commits once there is room
+        may give a token just dropped its counts back, which harms nothing. The record is
+        written last, once there is room for it."""
+        try:
+            with self.writer() as writer:
+                deletions, meta = choose()
+                for command, key, members in deletions:
+                    for start in range(0, len(members), CHUNK):
+                        writer.replace(command, key, *members[start:start + CHUNK])
+                for name, value in meta.items():
+                    writer.set_meta(name, value)
+            return
+        except StoreFull:
+            pass
+        deletions, meta = choose()
+        with reaching(self.location):
+            for command, key, members in deletions:
+                for start in range(0, len(members), CHUNK):
+                    self._client.execute_command(command, key, *members[start:start + CHUNK])
+        try:
+            with reaching(self.location):
+                self._client.hset(self.key("meta"), mapping=meta)
+        except StoreFull:
+            raise StoreFull(f"{done} at {self.location}, and its Redis is still past maxmemory: "
+                            "expire to fewer tokens, or raise maxmemory") from None
 
     def dump(self, out: IO[str], salvage: bool = False) -> None:  # (no walk to skip: see verify)
         """Under the writers' lock: the tables are read in pieces (HSCAN, ZRANGEBYLEX), so

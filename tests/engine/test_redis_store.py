@@ -207,6 +207,95 @@ def test_magic_and_reset(rstore: RedisStore, location: str, sample: list[SourceI
         assert reader.totals().nspam == 0
 
 
+def _spamkit(*args: str, location: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spamkit", *args, "--db", location],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml"))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for settings that are the whole server's."""
+    (tmp_path / "redis").mkdir()
+    yield from start_redis(tmp_path / "redis")
+
+
+def test_a_full_redis_goes_on_scoring_says_why_it_learns_nothing_and_expires_its_way_out(
+        own_server: RedisServer, tmp_path: Path, sample: list[SourceItem]) -> None:
+    """A Redis past its maxmemory (noeviction, the policy maxmemory alone gives) refuses
+    writes, and it refused every MULTI/EXEC, reads too: every scan failed, so the SMTP
+    filter deferred all mail (WhenDatabaseDown), and `db expire`, the way to make room,
+    failed as well (rspamd's expiry has the same fault). Now scans and `db magic` read as
+    before; learning stops with StoreFull, which names maxmemory and `db expire` in
+    printable text (redis-py's message held the refused command's raw token keys) and
+    changes nothing; and `db expire` makes room."""
+    location = own_server.url()
+    client = redis_client.Redis(port=own_server.port)
+    files = []
+    for number, item in enumerate(sample[::20]):
+        files.append(tmp_path / f"m{number}.eml")
+        files[-1].write_bytes(item.data or b"")
+    newcomer = tmp_path / "new.eml"
+    newcomer.write_bytes(b"Subject: never learned\n\nnothing like the corpus at all, zyxwv\n")
+    with RedisStore(location) as store:
+        Learner(store).learn(sample[:40], Label.SPAM)
+        Learner(store).learn(sample[40:], Label.HAM)
+        before = state(store)
+        checked = _spamkit("check", "--json", *map(str, files), location=location)
+        assert checked.returncode == 0, checked.stderr
+        limit = int(client.info("memory")["used_memory"]) - 100_000  # (the tokens take over 400 kB)
+        client.config_set("maxmemory", limit)
+        with pytest.raises(redis_client.exceptions.OutOfMemoryError):
+            client.set("probe", "x")  # (full indeed)
+
+        assert store.totals() == before[0]
+        again = _spamkit("check", "--json", *map(str, files), location=location)
+        assert (again.returncode, again.stdout) == (0, checked.stdout), again.stderr
+        magic = _spamkit("db", "magic", "--json", location=location)
+        assert magic.returncode == 0, magic.stderr
+        facts = json.loads(magic.stdout)
+        assert (facts["ntokens"], facts["redis_maxmemory"], facts["redis_maxmemory_policy"]) == \
+            (before[0].ntokens, limit, "noeviction")
+
+        refused = _spamkit("learn", "--spam", str(newcomer), location=location)
+        assert refused.returncode == 74
+        assert "is full" in refused.stderr and "maxmemory" in refused.stderr
+        assert "spamkit db expire" in refused.stderr and "Traceback" not in refused.stderr
+        assert all(line.isprintable() for line in refused.stderr.splitlines())
+        assert state(store) == before
+
+        expired = _spamkit("db", "expire", "--max-tokens", "100", location=location)
+        assert expired.returncode == 0, expired.stderr
+        assert store.totals().ntokens == 100 and store.totals().nspam == before[0].nspam
+        assert store.magic()["last_expire_removed"] == before[0].ntokens - 100
+        client.set("probe", "x")  # room again
+    client.close()
+
+
+def test_a_policy_that_may_evict_our_keys_is_warned_of(own_server: RedisServer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Under allkeys-lru Redis may drop any key at its maxmemory, and a spamkit table is
+    one key: every token, or every learned-once mark (then mail is learned twice), could
+    go at once, silently. A writer is warned; a reader (a scan) is not; `magic` shows the
+    policy. noeviction and volatile-* (which drop only keys with a time to live: the lock)
+    are not warned of."""
+    client = redis_client.Redis(port=own_server.port)
+    for policy, warned in (("noeviction", False), ("volatile-lru", False), ("allkeys-lru", True)):
+        client.config_set("maxmemory-policy", policy)
+        caplog.clear()
+        with RedisStore(own_server.url()) as store:
+            assert store.magic()["redis_maxmemory_policy"] == policy
+            assert store.magic()["redis_maxmemory"] == 0
+        said = [r.getMessage() for r in caplog.records if r.name == "spamkit.store"]
+        assert bool(said) is warned, (policy, said)
+        if warned:
+            assert policy in said[0] and "noeviction" in said[0]
+        caplog.clear()
+        with RedisStore(own_server.url(), readonly=True):
+            assert not [r for r in caplog.records if r.name == "spamkit.store"]
+    client.close()
+
+
 def test_reading_an_empty_location_creates_nothing(server: RedisServer) -> None:
     location = server.url(prefix="nothing-here:")
     with pytest.raises(NoDatabase):

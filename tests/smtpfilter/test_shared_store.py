@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis as redis_client
+
 from corpora import CorpusMessage
 from spamkit.store import LmdbStore
 from spamkit.store.redis import RedisStore
@@ -77,3 +79,44 @@ def test_serve_scores_from_redis_and_answers_451_when_it_is_gone(
         for process, _ in filters:
             stop_serve(process)
         servers.close()
+
+
+def test_serve_on_a_redis_past_its_maxmemory_goes_on_scoring_and_only_autolearn_fails(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """A Redis past its maxmemory (noeviction) refuses writes, and it refused every
+    MULTI/EXEC, reads too: serve answered every message 451 (WhenDatabaseDown's default)
+    until someone made room. Now it starts, scores from the full database as before, and
+    relays; what autolearn picks is not learned, which the header (autolearn=failed) and
+    the log say, naming maxmemory."""
+    servers = start_redis(tmp_path)
+    location = next(servers).url()
+    dump = io.StringIO()
+    with LmdbStore(trained_db) as lmdb:
+        lmdb.dump(dump)
+    with RedisStore(location) as store:
+        store.restore(io.StringIO(dump.getvalue()))
+        ntokens = store.totals().ntokens
+    hams = []
+    for number, message in enumerate([m for m in split[1] if m.label == "ham"][:20]):
+        hams.append(tmp_path / f"ham{number}.eml")
+        hams[-1].write_bytes(message.data)
+    run = subprocess.run([sys.executable, "-m", "spamkit", "check", "--json", *map(str, hams),
+                          "--db", location], capture_output=True, text=True, timeout=120, check=True)
+    ham = Path(next(r["path"] for r in map(json.loads, run.stdout.splitlines()) if r["autolearn"] == "ham"))
+    client = redis_client.Redis(port=int(location.rsplit(":", 1)[1].split("/")[0]))
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 1)
+    config = tmp_path / "spamkit.toml"
+    config.write_text("")
+    process, port = start_serve(sink.port, location, config, "--autolearn")
+    try:
+        assert swaks(port, ham).startswith("250")
+        relayed = sink.messages()
+        assert len(relayed) == 1 and b"tests=BAYES_00" in relayed[0], "scored with Bayes"
+        assert b"autolearn=failed" in relayed[0]
+        with RedisStore(location, readonly=True) as store:
+            assert store.totals().ntokens == ntokens
+    finally:
+        _, stderr = stop_serve(process)
+        servers.close()
+    assert b"autolearn failed" in stderr and b"maxmemory" in stderr
