@@ -12,14 +12,20 @@ from __future__ import annotations
 import enum
 import ipaddress
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import dns.exception
 import dns.resolver
 
+from spamkit.atomicfile import file_signature
+
 log = logging.getLogger("spamkit.smtpfilter.dns")
 
 CACHE_ENTRIES = 10_000  # answers kept for their TTL: a client's MAIL and its RCPTs ask alike
+RESOLV_CONF = "/etc/resolv.conf"
+FOLLOW_SECONDS = 5.0  # how often a running filter looks whether RESOLV_CONF changed
 
 # The big public resolvers (Google, Cloudflare, Quad9, OpenDNS), whose queries DNS block
 # lists refuse: `spamkit lint` warns when the DNS list filters would go through one.
@@ -47,30 +53,76 @@ class Answer:
 
 class DnsClient:
     """Queries with one timeout for the whole lookup, through the system's resolvers or
-    the ones DnsServers names ("127.0.0.1", "127.0.0.1:5353", "[::1]:53")."""
+    the ones DnsServers names ("127.0.0.1", "127.0.0.1:5353", "[::1]:53").
 
-    def __init__(self, servers: list[str] | None = None, timeout: float = 5.0) -> None:
+    The system's resolvers are followed as /etc/resolv.conf changes (`current`), as glibc
+    does for Postfix's smtpd: an administrator who points it at a resolver of their own
+    (a DNS list refuses the public ones), or a DHCP lease that names new ones, is heard
+    without a restart. Before, the file was read once a process, SIGHUP included.
+    """
+
+    def __init__(self, servers: list[str] | None = None, timeout: float = 5.0,
+                 resolv_conf: str = RESOLV_CONF) -> None:
+        self.timeout = timeout  # seconds one lookup may take, all tries together
+        self._resolv_conf = None if servers else resolv_conf  # (None: DnsServers, fixed)
+        self._lock = threading.Lock()  # one thread reads a changed file; the others go on
+        self._next_look = time.monotonic() + FOLLOW_SECONDS
+        self._signature = None if servers else file_signature(resolv_conf)  # (before reading it)
         if servers:
-            self.resolver = dns.resolver.Resolver(configure=False)
+            resolver = dns.resolver.Resolver(configure=False)
             addresses, ports = zip(*(parse_server(server) for server in servers))
-            self.resolver.nameservers = list(addresses)
-            self.resolver.port = ports[0]
+            resolver.nameservers = list(addresses)
+            resolver.port = ports[0]
             if len(set(ports)) > 1:  # dnspython takes one port for all the addresses
                 raise ValueError("DnsServers: every server must use the same port")
         else:
             try:
-                self.resolver = dns.resolver.Resolver()  # /etc/resolv.conf
+                resolver = dns.resolver.Resolver(resolv_conf)
             except dns.resolver.NoResolverConfiguration as error:
                 raise ValueError(f"none given, and the system names no resolver ({error}); "
                                  "set DnsServers") from None
-        self.timeout = timeout  # seconds one lookup may take, all tries together
-        self.resolver.lifetime = timeout
-        self.resolver.timeout = min(timeout, 2.0)  # per server try, within the lifetime
-        self.resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        self.resolver = self._tuned(resolver)
+
+    def _tuned(self, resolver: dns.resolver.Resolver) -> dns.resolver.Resolver:
+        resolver.lifetime = self.timeout
+        resolver.timeout = min(self.timeout, 2.0)  # per server try, within the lifetime
+        resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        return resolver
+
+    def current(self) -> dns.resolver.Resolver:
+        """The resolver to ask now. Every FOLLOW_SECONDS, with DnsServers empty, the
+        system's file is looked at, and read again if it changed (replaced, or written in
+        place). A file that then names no resolver (caught half written, say) changes
+        nothing. The new resolvers start with an empty cache: what the old ones answered
+        (a public resolver's refusals, say) is not kept."""
+        now = time.monotonic()
+        if self._resolv_conf is None or now < self._next_look or not self._lock.acquire(blocking=False):
+            return self.resolver
+        try:
+            self._next_look = now + FOLLOW_SECONDS
+            signature = file_signature(self._resolv_conf)
+            if signature != self._signature:
+                self._signature = signature
+                self._follow(self._resolv_conf)
+        finally:
+            self._lock.release()
+        return self.resolver
+
+    def _follow(self, resolv_conf: str) -> None:
+        before = ", ".join(map(str, self.resolver.nameservers))
+        try:
+            resolver = dns.resolver.Resolver(resolv_conf)
+        except (dns.resolver.NoResolverConfiguration, OSError, ValueError) as error:
+            log.warning("%s changed, and names no resolver now (%s): DNS lookups go on through %s",
+                        resolv_conf, error, before)
+            return
+        after = ", ".join(map(str, resolver.nameservers))
+        self.resolver = self._tuned(resolver)
+        log.warning("%s changed: DNS lookups now go through %s (before: %s)", resolv_conf, after, before)
 
     def lookup(self, name: str, rdtype: str) -> Answer:
         try:
-            answer = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+            answer = self.current().resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             return Answer(Outcome.MISSING)
         except (dns.exception.DNSException, OSError, ValueError) as error:

@@ -484,7 +484,7 @@ def lint_chain(config: Config) -> tuple[list[str], list[str]]:
     resolvers: list[str] = []
     if uses_dns:
         try:
-            resolvers = [str(server) for server in configured_dns(config).resolver.nameservers]
+            resolvers = [str(server) for server in configured_dns(config).current().nameservers]
         except ConfigError as error:
             errors.append(str(error))
     warnings = closed_zone_warnings(config)

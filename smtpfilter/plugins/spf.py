@@ -52,8 +52,8 @@ class Spf(Filter):
         self.dns = dns_client
         # pyspf looks names up through one module-level function; the filter process has
         # one resolver setting (DnsServers), so pointing that function at it is enough.
-        pyspf.DNSLookup = _lookup_through(dns_client.resolver)
-        self.timeout = dns_client.resolver.lifetime
+        pyspf.DNSLookup = _lookup_through(dns_client)
+        self.timeout = dns_client.timeout
 
     def data(self, tx: Transaction) -> Decision:
         if self.local.holds(tx):
@@ -117,12 +117,14 @@ class Spf(Filter):
         return line.encode("utf-8", "replace")
 
 
-def _lookup_through(resolver: dns.resolver.Resolver) -> Callable[..., list[tuple[tuple[str, str], Any]]]:
-    """pyspf's DNSLookup(name, qtype, strict, timeout) on our resolver: a list of
-    ((name, qtype), value); pyspf.TempError when DNS fails."""
+def _lookup_through(dns_client: DnsClient) -> Callable[..., list[tuple[tuple[str, str], Any]]]:
+    """pyspf's DNSLookup(name, qtype, strict, timeout) on our resolver (as it is at each
+    lookup: the system's may change): a list of ((name, qtype), value); pyspf.TempError
+    when DNS fails."""
 
     def lookup(name: str, qtype: str, strict: bool = True,
                timeout: float = 20) -> list[tuple[tuple[str, str], Any]]:
+        resolver = dns_client.current()
         try:
             answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False,
                                       lifetime=min(timeout, resolver.lifetime))

@@ -475,7 +475,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("UriblSkipDomains", list, [], "Domains the uribl filter never asks about (besides "
            "LocalDomains): ones your own mail links to often.", group="smtp"),
     Option("DnsServers", list, [], "Resolvers the DNS filters ask, as address or address:port "
-           "(empty: those of /etc/resolv.conf). DNSBLs refuse queries from large public "
+           "(empty: those of /etc/resolv.conf, read again when it changes). DNSBLs refuse queries from large public "
            "resolvers: use this server's own.", group="smtp"),
     Option("DnsTimeout", float, 5.0, "Seconds a DNS filter waits for one lookup; a list that "
            "does not answer in time lets the mail through.", minimum=0.1, maximum=30,

@@ -20,33 +20,36 @@ from tests.servers.net import free_port
 @dataclass(frozen=True)
 class DnsServer:
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
-def start_dnsmasq(zones: list[str], records: list[str]) -> Generator[DnsServer, None, None]:
+def start_dnsmasq(zones: list[str], records: list[str], host: str = "127.0.0.1",
+                  port: int | None = None) -> Generator[DnsServer, None, None]:
     """`records` are dnsmasq options: "--address=/name/127.0.0.2", "--txt-record=...",
-    "--mx-host=...", "--host-record=..."."""
+    "--mx-host=...", "--host-record=...". `host` and `port` 53: a server resolv.conf can
+    name (its lines take an address, no port)."""
     if shutil.which("dnsmasq") is None:
         raise RuntimeError("dnsmasq is missing: install the Debian package `dnsmasq-base` "
                            "(scripts/install-test-deps.sh does)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=",
-         f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+         f"--port={port}", f"--listen-address={host}", "--bind-interfaces", "--no-resolv",
          "--no-hosts", "--user=root", *(f"--local=/{zone}/" for zone in zones), *records],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_answers(port, process)
-        yield DnsServer(port)
+        _wait_for_answers(host, port, process)
+        yield DnsServer(port, host)
     finally:
         process.terminate()
         process.wait(10)
 
 
-def _wait_for_answers(port: int, process: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
+def _wait_for_answers(host: str, port: int, process: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
     """Until a query over UDP gets any answer (dnsmasq binds UDP and TCP when ready)."""
     query = bytes.fromhex("abcd01000001000000000000") + b"\x04wait\x04test\x00\x00\x01\x00\x01"
     deadline = time.monotonic() + seconds
@@ -55,10 +58,10 @@ def _wait_for_answers(port: int, process: subprocess.Popen[bytes], seconds: floa
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"dnsmasq exited: {process.stderr.read().decode() if process.stderr else ''}")
-            probe.sendto(query, ("127.0.0.1", port))
+            probe.sendto(query, (host, port))
             try:
                 probe.recv(512)
                 return
             except OSError:
                 time.sleep(0.05)
-    raise RuntimeError(f"dnsmasq did not answer on 127.0.0.1:{port}")
+    raise RuntimeError(f"dnsmasq did not answer on {host}:{port}")

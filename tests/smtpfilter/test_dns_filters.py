@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from smtpfilter import dns as dns_module
 from smtpfilter.chain import FilterChain
 from smtpfilter.dns import DnsClient, Outcome, parse_server, reversed_address
 from smtpfilter.dnslists import TALLY
 from smtpfilter.metrics import Metrics
 from smtpfilter.plugins import build_filters
+from smtpfilter.plugins.spf import _lookup_through as spf_lookup_through
 from spamkit.config import config_from_text
 from spamkit.errors import ConfigError
 from spamkit.verdict import Scanner
-from tests.servers.dnsmasq import DnsServer
+from tests.servers.dnsmasq import DnsServer, start_dnsmasq
 from tests.servers.smtp_sink import Sink
 from tests.servers.swaks import swaks
 from tests.smtpfilter.conftest import LISTED_CLIENT, PLAIN, STRANGER, dead_server, settings
@@ -37,6 +39,47 @@ def test_lookups_tell_missing_from_failed(dns: DnsServer) -> None:
     assert down.outcome is Outcome.FAILED
     too_long = client.lookup("a" * 70 + ".bad.test", "A")  # a label over 63 bytes
     assert too_long.outcome is Outcome.FAILED
+
+
+def test_the_systems_resolvers_are_followed_as_resolv_conf_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """With DnsServers empty the filters ask the resolvers /etc/resolv.conf names. The
+    file was read once a process, and a reload (SIGHUP) kept the same client, so an
+    administrator who pointed it at a resolver of their own, as the public-resolver
+    warning asks, or a DHCP lease that named new ones, went unheard until a restart
+    (Postfix's smtpd hears it: glibc reads the file again when it changes). Now it is
+    looked at every FOLLOW_SECONDS and read again when changed, with a fresh cache; SPF's
+    lookups follow too; a file caught naming none changes nothing. Two dnsmasq servers on
+    port 53 (resolv.conf names an address, no port) answer one name differently."""
+    monkeypatch.setattr(dns_module, "FOLLOW_SECONDS", 0.2)
+    first = start_dnsmasq(["example.test"], ["--address=/host.example.test/10.0.0.2"], "127.0.0.2", 53)
+    second = start_dnsmasq(["example.test"], ["--address=/host.example.test/10.0.0.3"], "127.0.0.3", 53)
+    next(first), next(second)
+    try:
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.2\n")
+        client = DnsClient([], timeout=2, resolv_conf=str(conf))
+        assert client.lookup("host.example.test", "A").records == ("10.0.0.2",)
+        replacement = tmp_path / "resolv.conf.new"  # replaced by rename, as resolvconf does
+        replacement.write_text("# from a new lease\nnameserver 127.0.0.3\n")
+        replacement.rename(conf)
+        assert client.lookup("host.example.test", "A").records == ("10.0.0.2",)  # (not yet looked)
+        time.sleep(0.3)
+        assert client.lookup("host.example.test", "A").records == ("10.0.0.3",)  # not the cached one
+        assert "now go through 127.0.0.3 (before: 127.0.0.2)" in caplog.text
+        assert spf_lookup_through(client)("host.example.test", "A") == [(("host.example.test", "A"), "10.0.0.3")]
+        conf.write_text("# being written\n")  # written in place, and caught half way
+        time.sleep(0.3)
+        assert client.lookup("host.example.test", "A").records == ("10.0.0.3",)
+        assert "names no resolver now" in caplog.text
+        conf.write_text("nameserver 127.0.0.2\n")
+        time.sleep(0.3)
+        assert client.lookup("host.example.test", "A").records == ("10.0.0.2",)
+        fixed = DnsClient(["127.0.0.3:53"], timeout=2)  # DnsServers: no file to follow
+        assert fixed.current() is fixed.current() and fixed.lookup("host.example.test", "A").records == ("10.0.0.3",)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_server_and_address_forms() -> None:
