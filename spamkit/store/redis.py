@@ -26,7 +26,8 @@ What LMDB gives by itself, this module builds from Redis's parts:
   one Lua script, which Redis runs alone. Not by MULTI/EXEC: a Redis past its maxmemory
   refuses every command queued in a MULTI, reads too, so a full Redis would have stopped
   every scan (the SMTP filter's WhenDatabaseDown, 451 by default); a script that only
-  reads it runs.
+  reads it runs. Where scripts are refused to us (an ACL giving a scanner reads only),
+  the reads are MULTI/EXEC, as before.
 - **Full is said so.** A Redis past maxmemory (policy noeviction) refuses writes: learning
   stops with an error that names the limit and the way out, and `db expire` still makes
   room. A policy that evicts any key (allkeys-*) could drop a whole table; opening the
@@ -52,7 +53,7 @@ from typing import IO, Any
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import OutOfMemoryError, WatchError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, WatchError
 from redis.retry import Retry
 
 from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreFull, StoreUnavailable
@@ -286,6 +287,7 @@ class RedisStore:
         self.readonly = readonly
         self._client, self.prefix, self.location = connect(location)
         self._snapshot = self._client.register_script(_SNAPSHOT)  # (EVALSHA; loaded when first run)
+        self._scripting = True  # until this Redis refuses scripts to us (`_scripted`)
         with reaching(self.location):
             self._open()
         policy = self.memory_limits()[1]
@@ -415,12 +417,37 @@ class RedisStore:
 
     def _read(self, keys: list[bytes]) -> tuple[list[bytes | None], Totals]:
         """HMGET of `keys` and the totals, by one script (a consistent snapshot, and one
-        that a Redis past its maxmemory still answers)."""
+        that a Redis past its maxmemory still answers); by MULTI/EXEC, as before the script,
+        where scripts are not allowed (`_scripted`)."""
         with reaching(self.location):
-            *found, (nspam, nham), ntokens = self._snapshot(keys=[self.key("tokens"), self.key("meta")],
-                                                             args=keys)
+            replies = self._scripted(keys) if self._scripting else None
+            if replies is None:
+                with self._client.pipeline() as pipe:
+                    for start in range(0, len(keys), CHUNK):
+                        pipe.hmget(self.key("tokens"), keys[start:start + CHUNK])
+                    pipe.hmget(self.key("meta"), list(_NUMERIC_META))
+                    pipe.hlen(self.key("tokens"))
+                    replies = pipe.execute()
+        *found, (nspam, nham), ntokens = replies
         raw = [value for chunk in found for value in chunk]
         return raw, Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
+
+    def _scripted(self, keys: list[bytes]) -> list[Any] | None:
+        """The snapshot script's replies; None where this Redis refuses scripts to us: an
+        ACL that gives a scanner's user reads only (-@scripting), or EVALSHA renamed away
+        (rename-command). Such a store reads by MULTI/EXEC from then on, as it did before
+        the script; learning there was never possible (the writer lock's release is a
+        script)."""
+        try:
+            replies: list[Any] = self._snapshot(keys=[self.key("tokens"), self.key("meta")], args=keys)
+            return replies
+        except NoPermissionError:
+            pass
+        except redis.ResponseError as error:
+            if "unknown command" not in str(error).lower():
+                raise
+        self._scripting = False
+        return None
 
     def counts(self, keys: Sequence[bytes]) -> TokenCounts:
         return self.counts_many([keys])[0]

@@ -21,6 +21,7 @@ import pytest
 import redis as redis_client
 
 from corpora import CorpusMessage
+from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.errors import NoDatabase, StoreError, StoreUnavailable
 from spamkit.learn import Learner, LearningStopped
@@ -294,6 +295,33 @@ def test_a_policy_that_may_evict_our_keys_is_warned_of(own_server: RedisServer,
         with RedisStore(own_server.url(), readonly=True):
             assert not [r for r in caplog.records if r.name == "spamkit.store"]
     client.close()
+
+
+def test_a_reader_refused_scripts_reads_by_multi_exec(server: RedisServer, rstore: RedisStore,
+                                                      location: str, sample: list[SourceItem]) -> None:
+    """The reads are a Lua script (so that a full Redis answers them). A scanner's Redis
+    user may be given reads only, an ACL without @scripting, or EVALSHA renamed away:
+    the script then meets NOPERM, and every scan failed where MULTI/EXEC had worked. Such
+    a store reads by MULTI/EXEC: the same counts and totals."""
+    Learner(rstore).learn(sample[:40], Label.SPAM)
+    Learner(rstore).learn(sample[40:], Label.HAM)
+    asked = [Analyzer().analyze(item.data or b"").hashes for item in sample[::10]]
+    client = redis_client.Redis(port=server.port)
+    user = f"scanner{uuid.uuid4().hex[:8]}"
+    client.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"],
+                       commands=["+@read", "+multi", "+exec", "+info", "+ping", "+client", "+hello",
+                                 "-@scripting"])
+    try:
+        with RedisStore(location.replace("redis://", f"redis://{user}:pw@"), readonly=True) as reader:
+            for ours, theirs in zip(reader.counts_many(asked), rstore.counts_many(asked)):
+                assert ours.totals == theirs.totals and ours.totals.nspam == 40
+                for field in ("key_numbers", "spam", "ham"):
+                    assert getattr(ours, field).tolist() == getattr(theirs, field).tolist()
+            assert reader.totals() == rstore.totals()
+            assert not reader._scripting  # (it tried the script once)
+    finally:
+        client.acl_deluser(user)
+        client.close()
 
 
 def test_reading_an_empty_location_creates_nothing(server: RedisServer) -> None:
