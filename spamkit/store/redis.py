@@ -290,8 +290,8 @@ class RedisStore:
         self._scripting = True  # until this Redis refuses scripts to us (`_scripted`)
         with reaching(self.location):
             self._open()
-        policy = self.memory_limits()[1]
-        if not readonly and policy is not None and policy.startswith(_EVICTING):
+            policy = None if readonly else self.memory_limits()[1]  # (a scan needs no warning)
+        if policy is not None and policy.startswith(_EVICTING):
             _log.warning("the Redis at %s may drop any key when it reaches its maxmemory "
                          "(maxmemory-policy %s), and a spamkit table is one key: all its tokens, "
                          "or every learned-once mark, could go at once. Set maxmemory-policy "
@@ -563,7 +563,7 @@ class RedisStore:
             return ([("HDEL", self.key("tokens"), removed)],
                     {"last_expire": str(today()), "last_expire_removed": str(len(removed))})
 
-        self._remove(choose, f"{len(removed):,} tokens expired")
+        self._remove(choose, lambda: f"{len(removed):,} tokens expired")
         return len(removed)
 
     def expire_seen(self, before_day: int) -> tuple[int, int]:
@@ -583,13 +583,14 @@ class RedisStore:
             return ([("HDEL", self.key("seen"), old_marks), ("ZREM", self.key("history"), old_events)],
                     {"last_seen_expire": str(today()), "last_seen_expire_removed": str(len(old_marks))})
 
-        self._remove(choose, f"{len(old_marks):,} learned-once marks forgotten")
+        self._remove(choose, lambda: f"{len(old_marks):,} learned-once marks forgotten")
         return len(old_marks), len(old_events)
 
     def _remove(self, choose: Callable[[], tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]],
-                done: str) -> None:
+                done: Callable[[], str]) -> None:
         """Expiry's deletions, as `choose` picks them (command, key, members), and its
-        record in meta: in one EXEC, chosen under the writer lock.
+        record in meta: in one EXEC, chosen under the writer lock. (`done` says what was
+        removed, once `choose` has run.)
 
         A Redis past its maxmemory refuses the lock (SET) and any MULTI, but deletions it
         takes, and expiry is how spamkit makes room (rspamd's expiry stops there). So
@@ -617,7 +618,7 @@ class RedisStore:
             with reaching(self.location):
                 self._client.hset(self.key("meta"), mapping=meta)
         except StoreFull:
-            raise StoreFull(f"{done} at {self.location}, and its Redis is still past maxmemory: "
+            raise StoreFull(f"{done()} at {self.location}, and its Redis is still past maxmemory: "
                             "expire to fewer tokens, or raise maxmemory") from None
 
     def dump(self, out: IO[str], salvage: bool = False) -> None:  # (no walk to skip: see verify)

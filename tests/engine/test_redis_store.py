@@ -270,6 +270,11 @@ def test_a_full_redis_goes_on_scoring_says_why_it_learns_nothing_and_expires_its
         assert store.totals().ntokens == 100 and store.totals().nspam == before[0].nspam
         assert store.magic()["last_expire_removed"] == before[0].ntokens - 100
         client.set("probe", "x")  # room again
+        client.config_set("maxmemory", 1)  # and none: what expiry drops is dropped, and said
+        still_full = _spamkit("db", "expire", "--max-tokens", "40", location=location)
+        assert still_full.returncode == 74
+        assert "60 tokens expired" in still_full.stderr and "still past maxmemory" in still_full.stderr
+        assert store.totals().ntokens == 40
     client.close()
 
 
