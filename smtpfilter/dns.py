@@ -119,6 +119,12 @@ class DnsClient:
         after = ", ".join(map(str, resolver.nameservers))
         self.resolver = self._tuned(resolver)
         log.warning("%s changed: DNS lookups now go through %s (before: %s)", resolv_conf, after, before)
+        public = [str(server) for server in resolver.nameservers if str(server) in PUBLIC_RESOLVERS]
+        if public:  # (what `lint` says at start and reload, said when it happens)
+            log.warning("%s is a public resolver: Spamhaus and URIBL refuse queries that come "
+                        "through it, so the dnsbl, rhsbl and uribl filters, where on, refuse "
+                        "nothing; name a resolver of your own in DnsServers or %s",
+                        public[0], resolv_conf)
 
     def lookup(self, name: str, rdtype: str) -> Answer:
         try:

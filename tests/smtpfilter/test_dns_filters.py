@@ -75,6 +75,11 @@ def test_the_systems_resolvers_are_followed_as_resolv_conf_changes(
         conf.write_text("nameserver 127.0.0.2\n")
         time.sleep(0.3)
         assert client.lookup("host.example.test", "A").records == ("10.0.0.2",)
+        assert "public resolver" not in caplog.text
+        conf.write_text("nameserver 9.9.9.9\n")  # (as `lint` warns at start, when it happens)
+        time.sleep(0.3)
+        assert [str(server) for server in client.current().nameservers] == ["9.9.9.9"]
+        assert "9.9.9.9 is a public resolver" in caplog.text
         fixed = DnsClient(["127.0.0.3:53"], timeout=2)  # DnsServers: no file to follow
         assert fixed.current() is fixed.current() and fixed.lookup("host.example.test", "A").records == ("10.0.0.3",)
     finally:
