@@ -46,3 +46,27 @@ def test_each_scheduled_command_runs(tmp_path: Path) -> None:
 def test_timer_schedules_the_service() -> None:
     timer = (ROOT / "contrib" / "systemd" / "spamkit-learn.timer").read_text()
     assert "OnCalendar=*:0/30" in timer and "WantedBy=timers.target" in timer
+
+
+def test_the_sa_update_hook_is_one_debians_maintenance_runs(tmp_path: Path) -> None:
+    """contrib/sa-update-hooks.d/spamkit: Debian's spamassassin-maint runs the scripts in
+    /etc/spamassassin/sa-update-hooks.d by `run-parts --lsbsysinit` after sa-update brought
+    rules that passed lint. run-parts passes over a name it does not like, or a file that
+    is not executable, without a word; this one it runs. The units it reloads are
+    contrib/systemd's, each with a reload; where they are not running (no systemd here)
+    it does nothing, says nothing and exits 0, so the maintenance run goes on."""
+    hook = ROOT / "contrib" / "sa-update-hooks.d" / "spamkit"
+    hooks = tmp_path / "sa-update-hooks.d"
+    hooks.mkdir()
+    (hooks / "spamkit").write_bytes(hook.read_bytes())
+    (hooks / "spamkit").chmod(hook.stat().st_mode)
+    listed = subprocess.run(["run-parts", "--test", "--lsbsysinit", str(hooks)], capture_output=True,
+                            text=True, check=True)
+    assert listed.stdout.split() == [str(hooks / "spamkit")]
+    units = hook.read_text().split("for unit in", 1)[1].split(";", 1)[0].split()
+    assert units == ["spamkit-filter", "spamkit-spamd"]
+    for unit in units:
+        assert "ExecReload=" in (ROOT / "contrib" / "systemd" / f"{unit}.service").read_text()
+    ran = subprocess.run(["run-parts", "--lsbsysinit", str(hooks)], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}/nothing:/usr/bin:/bin"}, timeout=60)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
