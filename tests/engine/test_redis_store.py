@@ -329,6 +329,44 @@ def test_a_reader_refused_scripts_reads_by_multi_exec(server: RedisServer, rstor
         client.close()
 
 
+def test_a_read_only_replica_is_read_by_the_script_and_refuses_learning(
+        server: RedisServer, rstore: RedisStore, location: str, tmp_path: Path,
+        sample: list[SourceItem]) -> None:
+    """Several MX hosts may each scan from a replica of the one Redis the trainer writes
+    to. The reads are a Lua script; Redis runs one that only reads on a read-only
+    replica. It gives the same counts and totals as the primary. Learning there is
+    refused with Redis's own words, and nothing is written."""
+    Learner(rstore).learn(sample[:40], Label.SPAM)
+    Learner(rstore).learn(sample[40:], Label.HAM)
+    asked = [Analyzer().analyze(item.data or b"").hashes for item in sample[::10]]
+    (tmp_path / "replica").mkdir()
+    replicas = start_redis(tmp_path / "replica", options=("--replicaof", "127.0.0.1", str(server.port)))
+    replica = next(replicas)
+    try:
+        at_replica = location.replace(f":{server.port}/", f":{replica.port}/")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # (until the first sync has copied the database)
+            try:
+                with RedisStore(at_replica, readonly=True) as reader:
+                    if reader.totals() == rstore.totals():
+                        break
+            except NoDatabase:
+                pass
+            time.sleep(0.1)
+        with RedisStore(at_replica, readonly=True) as reader:
+            assert reader.totals() == rstore.totals() and reader.totals().nham == 40
+            for ours, theirs in zip(reader.counts_many(asked), rstore.counts_many(asked)):
+                assert ours.totals == theirs.totals
+                assert ours.key_numbers.tolist() == theirs.key_numbers.tolist()
+                assert ours.spam.tolist() == theirs.spam.tolist()
+            assert reader._scripting  # (the script ran; no fallback)
+        with RedisStore(at_replica) as writer, pytest.raises(StoreError, match="read only replica"):
+            Learner(writer).learn(sample[:1], Label.HAM)
+        assert rstore.totals().nham == 40
+    finally:
+        replicas.close()
+
+
 def test_reading_an_empty_location_creates_nothing(server: RedisServer) -> None:
     location = server.url(prefix="nothing-here:")
     with pytest.raises(NoDatabase):

@@ -24,10 +24,11 @@ class RedisServer:
 
 
 def start_redis(directory: Path, tls: tuple[Path, Path] | None = None,
-                port: int | None = None) -> Iterator[RedisServer]:
+                port: int | None = None, options: tuple[str, ...] = ()) -> Iterator[RedisServer]:
     """A redis-server on a free loopback port (or `port`: a server that comes up where a
     client already looks for it); with `tls` (certificate, key), that port speaks only TLS
-    (rediss://), clients not asked for certificates."""
+    (rediss://), clients not asked for certificates; `options` are more of its command
+    line ("--replicaof", "127.0.0.1", "6379")."""
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is missing: install the Debian package `redis-server` "
                            "(scripts/install-test-deps.sh does)")
@@ -39,5 +40,6 @@ def start_redis(directory: Path, tls: tuple[Path, Path] | None = None,
                   "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
                   "--tls-auth-clients", "no"]
     with listening(["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"], port) as process:
+                    "--appendonly", "no", "--dir", str(directory), "--daemonize", "no", *options],
+                   port) as process:
         yield RedisServer(port, process)
