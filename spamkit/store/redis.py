@@ -88,6 +88,7 @@ return out
 _EVICTING = "allkeys-"  # the maxmemory policies under which Redis may drop any key of ours
 _NUMERIC_META = ("nspam", "nham")
 _log = logging.getLogger("spamkit.store")
+_Deletion = tuple[str, bytes, list[bytes]]  # a command (HDEL, ZREM), its key, the members it drops
 
 
 _DATABASE_PATH = re.compile(r"(?:/\d*)?")  # nothing, "/", or "/N"
@@ -553,44 +554,41 @@ class RedisStore:
     def expire(self, max_tokens: int) -> int:
         """Drop the oldest, rarest tokens until at most `max_tokens` remain (the order of
         LmdbStore.expire); see `_remove`."""
-        removed: list[bytes] = []
 
-        def choose() -> tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]:
+        def choose() -> tuple[list[_Deletion], dict[str, str]]:
             pairs = sorted(self._scan("tokens"))  # ties go as LMDB's do: in key order
             excess = len(pairs) - max_tokens
             values = _values([value for _, value in pairs], self.location)
-            removed[:] = [pairs[i][0] for i in expiry_order(values, excess)] if excess > 0 else []
+            removed = [pairs[i][0] for i in expiry_order(values, excess)] if excess > 0 else []
             return ([("HDEL", self.key("tokens"), removed)],
                     {"last_expire": str(today()), "last_expire_removed": str(len(removed))})
 
-        self._remove(choose, lambda: f"{len(removed):,} tokens expired")
+        [(_, _, removed)] = self._remove(choose, "tokens expired")
         return len(removed)
 
     def expire_seen(self, before_day: int) -> tuple[int, int]:
         """Forget which messages were learned before `before_day` (their seen marks and
         older audit events); returns (marks, events) dropped. See `_remove`."""
         cutoff_ns = before_day * 86400 * 10**9
-        old_marks: list[bytes] = []
-        old_events: list[bytes] = []
 
-        def choose() -> tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]:
-            old_marks[:] = [key for key, value in self._scan("seen")
-                            if (mark := unpack_seen(value)) is not None and mark[1] < before_day]
+        def choose() -> tuple[list[_Deletion], dict[str, str]]:
+            old_marks = [key for key, value in self._scan("seen")
+                         if (mark := unpack_seen(value)) is not None and mark[1] < before_day]
             with reaching(self.location):
-                old_events[:] = [member for member, _ in
-                                 self._client.zscan_iter(self.key("history"), count=CHUNK)
-                                 if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
+                old_events = [member for member, _ in
+                              self._client.zscan_iter(self.key("history"), count=CHUNK)
+                              if struct.unpack_from(">Q", member, 16)[0] < cutoff_ns]
             return ([("HDEL", self.key("seen"), old_marks), ("ZREM", self.key("history"), old_events)],
                     {"last_seen_expire": str(today()), "last_seen_expire_removed": str(len(old_marks))})
 
-        self._remove(choose, lambda: f"{len(old_marks):,} learned-once marks forgotten")
-        return len(old_marks), len(old_events)
+        [(_, _, marks), (_, _, events)] = self._remove(choose, "learned-once marks forgotten")
+        return len(marks), len(events)
 
-    def _remove(self, choose: Callable[[], tuple[list[tuple[str, bytes, list[bytes]]], dict[str, str]]],
-                done: Callable[[], str]) -> None:
+    def _remove(self, choose: Callable[[], tuple[list[_Deletion], dict[str, str]]],
+                what: str) -> list[_Deletion]:
         """Expiry's deletions, as `choose` picks them (command, key, members), and its
-        record in meta: in one EXEC, chosen under the writer lock. (`done` says what was
-        removed, once `choose` has run.)
+        record in meta: in one EXEC, chosen under the writer lock. Returns the deletions
+        made; `what` names the first one's members in an error.
 
         A Redis past its maxmemory refuses the lock (SET) and any MULTI, but deletions it
         takes, and expiry is how spamkit makes room (rspamd's expiry stops there). So
@@ -606,7 +604,7 @@ class RedisStore:
                         writer.replace(command, key, *members[start:start + CHUNK])
                 for name, value in meta.items():
                     writer.set_meta(name, value)
-            return
+            return deletions
         except StoreFull:
             pass
         deletions, meta = choose()
@@ -618,8 +616,9 @@ class RedisStore:
             with reaching(self.location):
                 self._client.hset(self.key("meta"), mapping=meta)
         except StoreFull:
-            raise StoreFull(f"{done()} at {self.location}, and its Redis is still past maxmemory: "
-                            "expire to fewer tokens, or raise maxmemory") from None
+            raise StoreFull(f"{len(deletions[0][2]):,} {what} at {self.location}, and its Redis is "
+                            "still past maxmemory: expire to fewer tokens, or raise maxmemory") from None
+        return deletions
 
     def dump(self, out: IO[str], salvage: bool = False) -> None:  # (no walk to skip: see verify)
         """Under the writers' lock: the tables are read in pieces (HSCAN, ZRANGEBYLEX), so
