@@ -5,7 +5,8 @@ on and the message is spam (a junkmail folder made for it is subscribed, as the 
 server makes one: trainer.folders). Written to tmp/, synced, then renamed into new/, so a crash
 leaves no half message. Run as root, it writes as the Maildir's owner. Exit status 0
 delivered, 75 (EX_TEMPFAIL) try again later, 69 (EX_UNAVAILABLE) no such user: the MTA
-keeps, retries or bounces accordingly. A token
+keeps, retries or bounces accordingly; under qmail, qmail's own 111 and 100 (qmail-command(8)),
+and the Return-Path and Delivered-To lines qmail's own Maildir delivery writes. A token
 database that is down, that this user may not read, or that is found damaged is dealt
 with as WhenDatabaseDown says (75 by default; or the rules alone; or unscanned, with a
 header saying so).
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -27,14 +29,52 @@ from spamkit.cli import config_option, db_option, quickexit
 from spamkit.cli.scored import DatabaseDown, scored_message
 from spamkit.config import Config, load_config
 from spamkit.errors import ConfigError, SpamkitError
-from spamkit.verdict import split_mbox_line
+from spamkit.verdict import header_block, split_mbox_line
 from trainer.maildir import folder_path
 from trainer.folders import make_folder
 from trainer.users import UnsafeUser, resolve
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
+QMAIL_HARD_ERROR = 100
+QMAIL_SOFT_ERROR = 111
 _counter = 0
+
+
+def under_qmail() -> bool:
+    """Whether qmail-local runs us from a .qmail line: it gives every command it runs
+    RPLINE and DTLINE (qmail-command(8)); Postfix's local(8) and pipe(8), procmail and
+    maildrop give neither."""
+    return b"RPLINE" in os.environb and b"DTLINE" in os.environb
+
+
+def exit_status(code: int) -> int:
+    """`code` as the MTA reads it. qmail-local reads 100 as a hard error and 111 as a soft
+    one, and of the sysexits codes only 64, 65, 70 and 76-78 as hard: our 69 (no such
+    user) would hold the mail in qmail's queue for its whole lifetime (a week) before it
+    bounced."""
+    if not under_qmail():
+        return code
+    return {EX_UNAVAILABLE: QMAIL_HARD_ERROR, EX_TEMPFAIL: QMAIL_SOFT_ERROR}.get(code, code)
+
+
+def qmail_trace_lines(data: bytes) -> bytes:
+    """`data` with the Return-Path and Delivered-To lines that qmail-local writes first in a
+    Maildir it delivers to itself, and leaves out of the message it gives a command (its
+    RPLINE and DTLINE; preline(1) puts them back, so a line the header block already holds
+    is not written twice). Postfix's local(8) writes both into the message it gives a
+    command, so under Postfix nothing is added."""
+    if not under_qmail():
+        return data
+    block = header_block(data).replace(b"\r\n", b"\n")
+    added = b""
+    for name, field in ((b"RPLINE", b"return-path:"), (b"DTLINE", b"delivered-to:")):
+        # (the sender's and recipient's text is the remote client's: a line break, a CR or
+        # a NUL in it, which qmail-local already turns into "_", could make a field here)
+        line = re.sub(rb"[\r\n\0]", b"_", os.environb[name].rstrip(b"\n"))
+        if line.lower().startswith(field) and b"\n" + line + b"\n" not in b"\n" + block:
+            added += line + b"\n"
+    return added + data
 
 
 class _DeferOnUsageError(click.Command):
@@ -46,7 +86,7 @@ class _DeferOnUsageError(click.Command):
             return super().make_context(*args, **kwargs)
         except click.ClickException as error:
             error.show()
-            sys.exit(EX_TEMPFAIL)
+            sys.exit(exit_status(EX_TEMPFAIL))
 
 
 @click.command(cls=_DeferOnUsageError)
@@ -74,6 +114,7 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
     # none, as Dovecot's and procmail's own delivery leave it out: kept, it was a line of the
     # header block that is not a field, after which some readers see no more headers)
     _, data = split_mbox_line(sys.stdin.buffer.read())
+    data = qmail_trace_lines(data)
     try:
         if ask_pyzor:  # (no answer in PyzorTimeout: scored without one, as the filter does)
             from spamkit.pyzor import PyzorCheck
@@ -171,6 +212,6 @@ def _make_folder(maildir: Path, name: str) -> None:
                        "show it until the user subscribes it", err=True)
 
 
-def _fail(code: int, message: str) -> None:
+def _fail(code: int, message: str) -> NoReturn:
     click.echo(f"spamkit deliver: {message}", err=True)
-    sys.exit(code)
+    sys.exit(exit_status(code))

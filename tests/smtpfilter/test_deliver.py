@@ -322,3 +322,78 @@ def test_a_broken_configuration_or_command_line_defers_the_mail_never_bounces_it
                               capture_output=True, timeout=120)
     assert misspelt.returncode == 75 and b"No such option '--maildir'" in misspelt.stderr
     assert not (root / "erin" / "Maildir" / "new").exists()
+
+
+def _as_qmail_local_runs_it(user: str, root: Path, db: Path, config: Path, data: bytes,
+                            *options: str, dtline: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`deliver` run from a .qmail line: qmail-local gives a command the envelope in its
+    environment, RPLINE and DTLINE among it, and the message without them
+    (qmail-command(8); qmail itself has left Debian, so the environment is set here as that
+    page documents it)."""
+    env = {key: value for key, value in os.environb.items() if key not in (b"SENDER", b"RECIPIENT")}
+    env.update({b"SENDER": b"someone@example.org", b"RECIPIENT": f"{user}@example.com".encode(),
+                b"USER": user.encode(), b"LOCAL": user.encode(), b"HOST": b"example.com",
+                b"UFLINE": b"From someone@example.org Sun Dec  6 11:00:00 2026\n",
+                b"RPLINE": b"Return-Path: <someone@example.org>\n",
+                b"DTLINE": dtline or f"Delivered-To: {user}@example.com\n".encode()})
+    return subprocess.run([sys.executable, "-m", "spamkit", "deliver", user, "--maildirs",
+                           f"{root}/{{user}}/Maildir", "--db", str(db), "--config", str(config),
+                           *options], input=data, capture_output=True, timeout=120, env=env)
+
+
+def test_under_qmail_the_exit_codes_are_qmails(tmp_path: Path, trained_db: Path) -> None:
+    """qmail-local reads 100 as a hard error and 111 as a soft one; of the sysexits codes it
+    takes 69 as soft, so mail for no such user waited out qmail's queue lifetime (a week)
+    before it bounced. Under qmail the same outcomes now exit 100 and 111."""
+    root = tmp_path / "users"
+    (root / "bob" / "Maildir" / "cur").mkdir(parents=True)
+    (root / "bob" / "Maildir" / "tmp").write_text("not a directory")
+    none = tmp_path / "none.toml"
+    for user in ("nobody-here", "../etc"):
+        result = _as_qmail_local_runs_it(user, root, trained_db, none, b"Subject: x\n\ny\n")
+        assert result.returncode == 100, result.stderr
+        assert b"spamkit deliver:" in result.stderr  # (qmail-local puts it in the bounce)
+    failed_write = _as_qmail_local_runs_it("bob", root, trained_db, none, b"Subject: x\n\ny\n")
+    assert failed_write.returncode == 111 and b"cannot deliver to bob now" in failed_write.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text('TagLevel = "four"\n')
+    assert _as_qmail_local_runs_it("bob", root, trained_db, broken, b"Subject: x\n\ny\n").returncode == 111
+    misspelt = _as_qmail_local_runs_it("bob", root, trained_db, none, b"Subject: x\n\ny\n", "--maildir", "x")
+    assert misspelt.returncode == 111 and b"No such option '--maildir'" in misspelt.stderr
+
+
+def test_under_qmail_the_return_path_and_delivered_to_lines_are_written_once(
+        tmp_path: Path, trained_db: Path) -> None:
+    """qmail-local writes Return-Path and Delivered-To first in a Maildir it delivers to,
+    and gives a command the message without them: a message `deliver` wrote under qmail had
+    neither (no sender for a vacation reply or the mail program to show). Now it writes
+    them, once even when preline(1) already put them before the message, and a DTLINE
+    carrying a line break makes no field of its own."""
+    import email
+    import email.policy
+
+    root = tmp_path / "users"
+    (root / "carol" / "Maildir" / "cur").mkdir(parents=True)
+    config = tmp_path / "none.toml"
+    message = b"From: someone@example.org\nSubject: lunch\n\nat noon\n"
+    plain = _as_qmail_local_runs_it("carol", root, trained_db, config, message)
+    prelined = _as_qmail_local_runs_it(
+        "carol", root, trained_db, config, b"From someone@example.org Sun Dec  6 11:00:00 2026\n"
+        b"Return-Path: <someone@example.org>\nDelivered-To: carol@example.com\n" + message)
+    hostile = _as_qmail_local_runs_it("carol", root, trained_db, config, message,
+                                      dtline=b"Delivered-To: carol@example.com\rX-Spam-Flag: NO\n")
+    assert (plain.returncode, prelined.returncode, hostile.returncode) == (0, 0, 0), plain.stderr
+    delivered = sorted((root / "carol" / "Maildir" / "new").iterdir(), key=lambda path: path.stat().st_mtime_ns)
+    assert len(delivered) == 3
+    for path in delivered[:2]:
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        assert parsed.get_all("Return-Path") == ["<someone@example.org>"]
+        assert parsed.get_all("Delivered-To") == ["carol@example.com"]
+        assert parsed["Subject"] == "lunch" and parsed["X-Spam-Status"]
+    parsed = email.message_from_bytes(delivered[2].read_bytes(), policy=email.policy.compat32)
+    assert parsed.get_all("Delivered-To") == ["carol@example.com_X-Spam-Flag: NO"]
+    assert parsed["Subject"] == "lunch"
+    outside_qmail = deliver("carol", message, root, trained_db, config)
+    assert outside_qmail.returncode == 0
+    [newest] = [path for path in (root / "carol" / "Maildir" / "new").iterdir() if path not in delivered]
+    assert b"Delivered-To" not in newest.read_bytes() and b"Return-Path" not in newest.read_bytes()
