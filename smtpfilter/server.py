@@ -50,12 +50,97 @@ def normalize_line_endings(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", _BARE_CR.sub(b"\r\n", data))
 
 
-class FilterHandler:
+class StageRunner:
+    """What the SMTP handler and the milter (smtpfilter/milter.py) share: the chain run at
+    each stage, on a worker thread when a filter of that stage may wait; refusals told to
+    the filters, logged and counted; and the one log line a finished transaction gets,
+    which `spamkit mailstats` reads."""
+
+    def __init__(self, chain: FilterChain, metrics: Metrics | None = None,
+                 scan_budget: float = DEFAULT_SCAN_BUDGET) -> None:
+        self.chain = chain
+        self.metrics = metrics
+        # the DATA stage's filters must decide within this, or the client gets 451 before
+        # the MTA in front gives up on us (reliability checklist 13)
+        self.scan_budget = scan_budget
+        self.in_flight = 0  # messages between the end of DATA and the reply
+
+    async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
+        """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or
+        the karma database), so that every other session goes on meanwhile. The others
+        run here: three thread hand-offs a message cost the load benchmark ~10% of its
+        throughput (docs/decisions/0016)."""
+        if not self.chain.may_block(stage):
+            return self._refusal(session, stage, tx, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._refusal, session, stage, tx, *args)
+
+    def _refusal(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
+        """Run one envelope stage; a refusal (told to the filters' `finished`, logged and
+        counted: most refusals happen here, before any DATA) or None."""
+        decision = self._run(session, stage, tx, *args)
+        if decision.action in (Action.REJECT, Action.TEMPFAIL):
+            self._refused(tx, stage, decision, *args)
+            return decision.reply
+        return None
+
+    def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str,
+                 tell_filters: bool = True) -> None:
+        """A refusal before DATA: told to the filters' `finished` (unless not
+        `tell_filters`), logged and counted."""
+        if tell_filters:
+            self.chain.finished(tx, decision.reply)
+        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s%s", tx.peer,
+                 printable(tx.helo or "-"), _sender(tx.mail_from),
+                 printable(args[0]) if args else "-", stage, decision.reply[:3],
+                 decision.filter or "-",
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
+                 _country_field(tx))
+        if self.metrics is not None:
+            self.metrics.refused(decision.filter)
+
+    def _run(self, session, stage: str, tx: Transaction, *args: str) -> Decision:  # type: ignore[no-untyped-def]
+        """The chain for one stage, unless a filter already accepted this session's mail
+        (whitelisthosts, whitelisthelo): then the rest is skipped."""
+        if getattr(session, "spamkit_accepted", False):
+            return CONTINUE
+        decision = self.chain.run(stage, tx, *args)
+        if decision.action is Action.ACCEPT:
+            session.spamkit_accepted = True
+            tx.notes["accepted_by"] = decision.filter
+        return decision
+
+    def _finished(self, tx: Transaction, reply: str, deciding: str, started: float, queue_id: str,
+                  tls: bool) -> None:
+        """A transaction's end, after the reply to its data: told to the filters (karma
+        learns from it), logged in one line, and counted."""
+        try:
+            self.chain.finished(tx, reply)
+        except Exception:
+            log.exception("recording the outcome failed")  # the reply stands
+        elapsed = time.monotonic() - started
+        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s%s%s",
+                 tx.peer, printable(tx.helo), "yes" if tls else "no",
+                 _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
+                 tx.notes.get("score", "-"), deciding, elapsed, queue_id,
+                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
+                 f" disclaimer={tx.notes['disclaimer']}" if "disclaimer" in tx.notes else "",
+                 _country_field(tx))
+        if self.metrics is not None:
+            outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
+            self.metrics.observe(outcome, deciding, elapsed)
+            refusers = tx.notes.get(WOULD_REFUSE_BY)  # (after the queue: what went on marked)
+            if outcome == "relayed" and isinstance(refusers, list):
+                for name in refusers:
+                    self.metrics.would_refuse(name)
+
+
+class FilterHandler(StageRunner):
     def __init__(self, chain: FilterChain, next_hop: tuple[str, int], bcc: str | ArchiveCopy = "",
                  metrics: Metrics | None = None, forwarders: tuple[str, ...] = (),
                  scan_budget: float = DEFAULT_SCAN_BUDGET, verify_recipients: bool = True,
                  trace: Trace | None = None, auth: SmtpAuth | None = None) -> None:
-        self.chain = chain
+        super().__init__(chain, metrics, scan_budget)
         # SMTP AUTH (SmtpAuthentication), or None: then AUTH is neither offered nor taken
         self.auth = auth
         # our Received header, put on each message before the DATA checks (smtpfilter/trace.py)
@@ -63,9 +148,6 @@ class FilterHandler:
         # each recipient our filters pass is put to the next hop at RCPT (RelayPool.verify),
         # so that one it refuses is refused alone, not with the whole message after DATA
         self.verify_recipients = verify_recipients
-        # the DATA stage's filters must decide within this, or the client gets 451 before
-        # the MTA in front gives up on us (reliability checklist 13)
-        self.scan_budget = scan_budget
         # MTAs whose XFORWARD we believe: behind Postfix, every session comes from it, and
         # the client the checks are about is the one it says (RelayClients)
         self.forwarders = Networks(forwarders)
@@ -73,8 +155,6 @@ class FilterHandler:
         self.relay = RelayPool(*next_hop)
         # the archive copy (BccAddress, BccMode, BccDirection); a plain address: of every message
         self.bcc = bcc if isinstance(bcc, ArchiveCopy) else ArchiveCopy(bcc)
-        self.metrics = metrics
-        self.in_flight = 0  # messages between the end of DATA and the reply
 
     def connect(self, session) -> str | None:  # type: ignore[no-untyped-def]
         """The chain's connect stage: a refusal to send instead of the greeting, or None.
@@ -228,40 +308,6 @@ class FilterHandler:
             return math.inf
         return max(limit - 1, 1) if self.bcc.address_for(tx) else limit
 
-    async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
-        """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or
-        the karma database), so that every other session goes on meanwhile. The others
-        run here: three thread hand-offs a message cost the load benchmark ~10% of its
-        throughput (docs/decisions/0016)."""
-        if not self.chain.may_block(stage):
-            return self._refusal(session, stage, tx, *args)
-        return await asyncio.get_running_loop().run_in_executor(
-            None, self._refusal, session, stage, tx, *args)
-
-    def _refusal(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
-        """Run one envelope stage; a refusal (told to the filters' `finished`, logged and
-        counted: most refusals happen here, before any DATA) or None."""
-        decision = self._run(session, stage, tx, *args)
-        if decision.action in (Action.REJECT, Action.TEMPFAIL):
-            self._refused(tx, stage, decision, *args)
-            return decision.reply
-        return None
-
-    def _refused(self, tx: Transaction, stage: str, decision: Decision, *args: str,
-                 tell_filters: bool = True) -> None:
-        """A refusal before DATA: told to the filters' `finished` (unless not
-        `tell_filters`), logged and counted."""
-        if tell_filters:
-            self.chain.finished(tx, decision.reply)
-        log.info("client=%s helo=%s from=<%s> rcpt=%s stage=%s reply=%r by=%s%s%s", tx.peer,
-                 printable(tx.helo or "-"), _sender(tx.mail_from),
-                 printable(args[0]) if args else "-", stage, decision.reply[:3],
-                 decision.filter or "-",
-                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
-                 _country_field(tx))
-        if self.metrics is not None:
-            self.metrics.refused(decision.filter)
-
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         self.in_flight += 1
         server.working = True  # (LimitedSMTP: its timeout does not run while we work)
@@ -307,25 +353,8 @@ class FilterHandler:
         except Exception:
             log.exception("DATA failed")
             reply, deciding = TEMPFAIL, "error"
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self.chain.finished, tx, reply)
-        except Exception:
-            log.exception("recording the outcome failed")  # the reply stands
-        elapsed = time.monotonic() - started
-        log.info("client=%s helo=%s tls=%s from=<%s> rcpts=%s reply=%r score=%s by=%s time=%.3fs id=%s%s%s%s",
-                 tx.peer, printable(tx.helo), "yes" if getattr(session, "ssl", None) else "no",
-                 _sender(tx.mail_from), printable(",".join(tx.rcpt_tos), 2000), reply[:3],
-                 tx.notes.get("score", "-"), deciding, elapsed, queue_id,
-                 f" user={printable(tx.authenticated, 100)}" if tx.authenticated else "",
-                 f" disclaimer={tx.notes['disclaimer']}" if "disclaimer" in tx.notes else "",
-                 _country_field(tx))
-        if self.metrics is not None:
-            outcome = {"2": "relayed", "4": "tempfailed", "5": "rejected"}.get(reply[:1], "other")
-            self.metrics.observe(outcome, deciding, elapsed)
-            refusers = tx.notes.get(WOULD_REFUSE_BY)  # (after the queue: what went on marked)
-            if outcome == "relayed" and isinstance(refusers, list):
-                for name in refusers:
-                    self.metrics.would_refuse(name)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._finished, tx, reply, deciding, started, queue_id, getattr(session, "ssl", None) is not None)
         return reply
 
     def _check_data(self, session, tx: Transaction, queue_id: str) -> Decision:  # type: ignore[no-untyped-def]
@@ -340,17 +369,6 @@ class FilterHandler:
         kept_back = tx.notes.get(WOULD_REFUSE)  # (after the queue: SmtpAfterQueue)
         if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
             tx.data = b"".join(map(_would_refuse_header, kept_back)) + tx.data
-        return decision
-
-    def _run(self, session, stage: str, tx: Transaction, *args: str) -> Decision:  # type: ignore[no-untyped-def]
-        """The chain for one stage, unless a filter already accepted this session's mail
-        (whitelisthosts, whitelisthelo): then the rest is skipped."""
-        if getattr(session, "spamkit_accepted", False):
-            return CONTINUE
-        decision = self.chain.run(stage, tx, *args)
-        if decision.action is Action.ACCEPT:
-            session.spamkit_accepted = True
-            tx.notes["accepted_by"] = decision.filter
         return decision
 
 

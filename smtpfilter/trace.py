@@ -40,15 +40,18 @@ class Trace:
         self.hostname = _clean(hostname) or "localhost"
 
     def received(self, peer: str, helo: str, *, esmtp: bool, tls: bool, rcpt_tos: list[str],
-                 message_id: str, now: float | None = None, authenticated: bool = False) -> bytes:
+                 message_id: str, now: float | None = None, authenticated: bool = False,
+                 name: str | None = None, software: str = "spamkit") -> bytes:
         """The header, folded as Postfix folds it, ending in CRLF. Nothing the client sent
         (its HELO name, the recipient) can end the header early or start another. The
         protocol says TLS and AUTH as RFC 3848 does (ESMTPS, ESMTPA, ESMTPSA); who logged
-        in is not written, as Postfix by default, only logged."""
+        in is not written, as Postfix by default, only logged. `name`: the client's
+        confirmed name where the MTA has already found it (the milter's), else looked up."""
         protocol = ("ESMTP" + "S" * tls + "A" * authenticated) if esmtp else "SMTP"
         address = f"IPv6:{peer}" if ":" in peer else peer
-        first = f"Received: from {_clean(helo) or 'unknown'} ({self.confirmed_name(peer)} [{address}])"
-        by = f"by {self.hostname} (spamkit) with {protocol} id {message_id}"
+        known = _clean(name) if name is not None else self.confirmed_name(peer)
+        first = f"Received: from {_clean(helo) or 'unknown'} ({known or 'unknown'} [{address}])"
+        by = f"by {_clean(self.hostname) or 'localhost'} ({software}) with {protocol} id {_clean(message_id) or 'unknown'}"
         lines = [first, by]
         if len(rcpt_tos) == 1 and not _ADDRESS_CHARACTERS.search(rcpt_tos[0]) and len(rcpt_tos[0]) <= 254:
             lines.append(f"for <{rcpt_tos[0]}>; {email.utils.formatdate(now, localtime=True)}")

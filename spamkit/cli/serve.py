@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from smtpfilter.archive import ArchiveCopy
     from smtpfilter.chain import FilterChain
     from smtpfilter.dns import DnsClient
-    from smtpfilter.server import FilterHandler
+    from smtpfilter.server import StageRunner
     from smtpfilter.tls import CertificateInForce
     from spamkit.config import Config
     from spamkit.store.base import TokenStore
@@ -138,13 +138,15 @@ def drop_privileges(account: pwd.struct_passwd) -> None:
         raise ConfigError(f"could not switch to {account.pw_name}")
 
 
-def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
-            store: TokenStore | None, autolearn: bool, certificate: CertificateInForce) -> Scanner:
+def reload_chain(handler: StageRunner, current: Scanner, config_path: str | None,
+                 store: TokenStore | None, autolearn: bool, certificate: CertificateInForce | None,
+                 set_at_start: tuple[str, ...] | None = None, command: str = "serve") -> Scanner:
     """SIGHUP: the configuration, rules and lists read again and a new filter chain built
     from them, and the TLS certificate and key loaded again; sessions go on meanwhile, and
     each stage after the swap runs the new chain. What is set up once at start (the
     listening address, session limits, whether there is TLS, the databases,
-    MetricsListen) needs a restart. A broken configuration changes nothing."""
+    MetricsListen: `set_at_start`, serve's by default) needs a restart. A broken
+    configuration changes nothing."""
     from smtpfilter.plugins import build_chain, start_warnings
 
     log = logging.getLogger("spamkit.smtpfilter")
@@ -160,11 +162,13 @@ def _reload(handler: FilterHandler, current: Scanner, config_path: str | None,
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
     try:
-        waiting = [name for name in SET_AT_START if scanner.config[name] != current.config[name]]
-        waiting += certificate.reload(scanner.config["TlsCertificate"], scanner.config["TlsKey"],
-                                      scanner.config.origins)
+        waiting = [name for name in (SET_AT_START if set_at_start is None else set_at_start)
+                   if scanner.config[name] != current.config[name]]
+        if certificate is not None:
+            waiting += certificate.reload(scanner.config["TlsCertificate"], scanner.config["TlsKey"],
+                                          scanner.config.origins)
         if waiting:  # (an admin who changed one of these would otherwise wonder why nothing did)
-            log.warning("reload: %s changed, which takes effect only when serve restarts", ", ".join(waiting))
+            log.warning("reload: %s changed, which takes effect only when %s restarts", ", ".join(waiting), command)
         for warning in start_warnings(scanner.config):  # (a DKIM key made since, root's alone: unread)
             log.warning("reload: %s", warning)
     except Exception as error:  # (the new chain is in force; only what is said of it failed)
@@ -177,7 +181,7 @@ def _said(error: Exception) -> str:
     return str(error) if isinstance(error, SpamkitError) else f"{type(error).__name__}: {error}"
 
 
-def _database_back(handler: FilterHandler, scanner: Scanner, autolearn: bool) -> Scanner:
+def database_back(handler: StageRunner, scanner: Scanner, autolearn: bool) -> Scanner:
     """The token database can be used again (DatabaseWatch.refreshed gave `scanner`, the
     same configuration over it): its chain, from the next stage of every session on."""
     from smtpfilter.plugins import build_chain
@@ -193,14 +197,17 @@ def _database_back(handler: FilterHandler, scanner: Scanner, autolearn: bool) ->
     return scanner
 
 
-def _install(handler: FilterHandler, scanner: Scanner, chain: FilterChain) -> None:
+def _install(handler: StageRunner, scanner: Scanner, chain: FilterChain) -> None:
     """Put a new scanner's chain, and the settings the handler reads of it, in force."""
     from smtpfilter.auth import configured_auth
+    from smtpfilter.server import FilterHandler
     from smtpfilter.trace import Trace
 
     handler.chain = chain
-    handler.bcc = archive_copy(scanner.config)
     handler.scan_budget = scanner.config["ScanBudget"]
+    if not isinstance(handler, FilterHandler):  # (the milter's: the MTA does the rest)
+        return
+    handler.bcc = archive_copy(scanner.config)
     handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
     handler.auth = configured_auth(scanner.config, handler.metrics,
                                    handler.auth.failures if handler.auth is not None else None)
@@ -384,10 +391,10 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
         while not stop.wait(0.2):
             if reload.is_set():
                 reload.clear()
-                scanner = _reload(handler, scanner, config_path, database.store, autolearn, certificate)
+                scanner = reload_chain(handler, scanner, config_path, database.store, autolearn, certificate)
             certificate.poll()  # (a renewed certificate: loaded once its files change)
             if (fresh := database.refreshed(scanner)) is not None:
-                scanner = _database_back(handler, fresh, autolearn)
+                scanner = database_back(handler, fresh, autolearn)
         controller.shutdown(lambda: handler.in_flight > 0)
     finally:
         database.close()
