@@ -265,6 +265,7 @@ def _scoring_sections() -> str:
         caught = row["spam"] - row["fn"]
         rows.append(f"| {name} | {row['fp']} of {row['ham']} | {caught} of {row['spam']} "
                     f"({100 * caught / row['spam']:.1f}%) |")
+    from benchmarks.milter_load import milter_report
     from benchmarks.smtp_load import load_report
     from benchmarks.spamd_load import spamd_report
     from benchmarks.sweep import sweep_report
@@ -277,6 +278,9 @@ def _scoring_sections() -> str:
             + sweep_report()
             + "\n\n## The SMTP filter under load (`python3 -m benchmarks.smtp_load`)\n\n"
             + load_report()
+            + "\n\n## Postfix with the filter as a milter and as a proxy "
+            "(`python3 -m benchmarks.milter_load`)\n\n"
+            + milter_report()
             + "\n\n## spamd's protocol: spamkit against SpamAssassin's daemon "
             "(`python3 -m benchmarks.spamd_load`)\n\n"
             + spamd_report() + "\n")

@@ -182,6 +182,7 @@ _COMMANDS = {
     "sendlimit": "spamkit.cli.sendlimit:sendlimit",
     "evaluate": "spamkit.cli.evaluate:evaluate_command",
     "spamd": "spamkit.cli.spamd:spamd",
+    "milter": "spamkit.cli.milter:milter",
 }
 
 

@@ -36,3 +36,33 @@ def stop_serve(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     return process.returncode, stderr or b""
+
+
+def start_milter(db: Path | str, config: Path, *options: str,
+                 stderr: int = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], int]:
+    """(process, port) of `spamkit milter [options]` on a free loopback port, once it
+    answers; with `--socket PATH` among the options, port 0, once the socket is there.
+    (Its log goes to `stderr`: a pipe no one reads stops it after 64 kB.)"""
+    import time
+
+    port = 0 if "--socket" in options else free_port()
+    if os.geteuid() == 0 and "--user" not in options:
+        options = (*options, "--user", "nobody")  # it refuses to run as root
+    listen = ["--listen", f"127.0.0.1:{port}"] if port else []
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "milter", *options, *listen,
+                                "--db", str(db), "--config", str(config)], stderr=stderr)
+    try:
+        if port:
+            wait_for_port(port)
+        else:
+            socket_path = Path(options[options.index("--socket") + 1])
+            deadline = time.monotonic() + 60
+            while not socket_path.is_socket():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"spamkit milter made no socket at {socket_path}")
+                time.sleep(0.05)
+    except RuntimeError:
+        process.kill()
+        process.wait(10)
+        raise
+    return process, port

@@ -64,7 +64,7 @@ def test_the_sa_update_hook_is_one_debians_maintenance_runs(tmp_path: Path) -> N
                             text=True, check=True)
     assert listed.stdout.split() == [str(hooks / "spamkit")]
     units = hook.read_text().split("for unit in", 1)[1].split(";", 1)[0].split()
-    assert units == ["spamkit-filter", "spamkit-spamd"]
+    assert units == ["spamkit-filter", "spamkit-milter", "spamkit-spamd"]
     for unit in units:
         assert "ExecReload=" in (ROOT / "contrib" / "systemd" / f"{unit}.service").read_text()
     ran = subprocess.run(["run-parts", "--lsbsysinit", str(hooks)], capture_output=True, text=True,
