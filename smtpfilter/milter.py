@@ -1,5 +1,5 @@
-"""The filter chain as a milter: Postfix's smtpd (or Sendmail) keeps the SMTP session and
-asks us at each stage, over the milter protocol (version 6).
+"""The filter chain as a milter: Postfix's smtpd keeps the SMTP session and asks us at each
+stage, over the milter protocol (version 6; Sendmail's too, not tried).
 
 Postfix's own way to call a content filter before its queue (smtpd_milters, as rspamd,
 OpenDKIM and clamav-milter are called), without a second SMTP server in the path: the
@@ -128,7 +128,8 @@ def header_edits(before: list[tuple[bytes, bytes]], after: list[tuple[bytes, byt
         if operation == "equal":
             continue
         if operation == "replace" and i2 - i1 == j2 - j1 and all(
-                before[i][0].lower() == after[j][0].lower() for i, j in zip(range(i1, i2), range(j1, j2))):
+                before[i][0].lower() == after[j][0].lower() and after[j][1]  # (an empty one removes)
+                for i, j in zip(range(i1, i2), range(j1, j2))):
             for i, j in zip(range(i1, i2), range(j1, j2)):
                 changes.append((i, HeaderEdit(CHANGE_HEADER, before[i][0], after[j][1], _occurrence(before, i))))
             continue
@@ -208,8 +209,11 @@ class MilterHandler(StageRunner):
                     command, data = await read_packet(reader)
                 except asyncio.IncompleteReadError:
                     return
-                if command in (QUIT, QUIT_NEW_CONNECTION):
+                if command == QUIT:
                     return
+                if command == QUIT_NEW_CONNECTION:  # (the next SMTP session, on this socket)
+                    session = _Session(protocol=session.protocol)
+                    continue
                 answer = await self._answer(session, command, data)
                 if answer:
                     writer.write(answer)
@@ -337,7 +341,7 @@ def _negotiated(session: _Session, data: bytes) -> bytes:
         log.warning("milter: the MTA does not let us add or change headers or the body "
                     "(it offers actions 0x%x): the message's edits will be refused", actions)
     session.protocol = offered & WANTED_PROTOCOL
-    return packet(OPTIONS, struct.pack(">III", min(version, VERSION), ACTIONS, session.protocol))
+    return packet(OPTIONS, struct.pack(">III", min(version, VERSION), actions & ACTIONS, session.protocol))
 
 
 def _client(data: bytes) -> tuple[str, str]:

@@ -1,5 +1,6 @@
-"""`spamkit milter`: the filter chain for Postfix's smtpd_milters (or Sendmail's
-INPUT_MAIL_FILTER), so the MTA keeps the SMTP session and asks spamkit at each stage."""
+"""`spamkit milter`: the filter chain for Postfix's smtpd_milters, so the MTA keeps the
+SMTP session and asks spamkit at each stage. (Sendmail's INPUT_MAIL_FILTER speaks the same
+protocol; it was not tried.)"""
 
 from __future__ import annotations
 

@@ -236,7 +236,7 @@ OPTIONS: tuple[Option, ...] = (
            group="trainer", value_problem=address_problem),
     Option("SmtpFilters", list, ["relay", "badmailfrom", "resolvable_fromhost", "badrcptto",
                                   "badhelo", "helo", "headers", "attachments", "spamscore"],
-           "Filters of `spamkit serve`, in the order they run.", group="smtp"),
+           "Filters of `spamkit serve` and `spamkit milter`, in the order they run.", group="smtp"),
     Option("LocalDomains", list, [], "Domains this server takes mail for; mail to others is "
            "relayed only for RelayClients.", group="smtp"),
     Option("RelayClients", list, ["127.0.0.1", "::1"], "Client addresses allowed to relay "
@@ -456,7 +456,7 @@ OPTIONS: tuple[Option, ...] = (
            "pass to the next hop at RCPT (MAIL, RCPT, RSET) and passes a refusal on for that "
            "recipient alone: an unknown user then bounces alone, where after DATA one reply "
            "must stand for every recipient of the message.", group="smtp"),
-    Option("ScanBudget", float, 30.0, "Seconds `serve` gives the DATA checks of one message "
+    Option("ScanBudget", float, 30.0, "Seconds `serve` (and `milter`) gives the DATA checks of one message "
            "(DNS lists, SPF, DKIM, the score); past it the client gets 451 and nothing is "
            "relayed, before the MTA in front gives up (Postfix waits 100 s).",
            minimum=1, maximum=90, group="smtp"),

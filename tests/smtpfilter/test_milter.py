@@ -421,3 +421,24 @@ def test_checks_over_the_scan_budget_answer_451_and_the_milter_goes_on(open_tmp:
             while _send(postfix.port, HAM)[-1][0] != 250:
                 assert time.monotonic() < deadline, "the milter did not go on"
                 time.sleep(0.2)
+
+
+def test_a_new_session_on_the_same_connection_starts_afresh(bare_milter: tuple[int, subprocess.Popen[bytes]]) -> None:
+    """QUIT_NC (the MTA's next SMTP session on the connection it keeps): the client, HELO
+    and login of the session before are forgotten, and the next is answered as its own."""
+    port, _ = bare_milter
+    mta = _RawMta(port)
+    mta.session(peer=b"198.51.100.20")
+    mta.send(b"D", b"M{auth_authen}\0alice\0")
+    mta.send(b"M", b"<alice@example.org>\0")
+    mta.replies()
+    mta.send(b"R", b"<bob@elsewhere.example>\0")
+    assert mta.replies() == [(b"c", b"")]  # (alice logged in: hers may go anywhere)
+    mta.send(b"K")
+    mta.send(b"C", b"mail.example.net\0" + b"4" + struct.pack(">H", 4242) + b"198.51.100.21\0")
+    assert mta.replies() == [(b"c", b"")]
+    mta.send(b"M", b"<alice@example.org>\0")
+    mta.replies()
+    mta.send(b"R", b"<bob@elsewhere.example>\0")
+    [(code, reply)] = mta.replies()
+    assert code == b"y" and b"Relay access denied" in reply
