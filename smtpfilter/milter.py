@@ -23,11 +23,10 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from smtpfilter.chain import WOULD_REFUSE
 from smtpfilter.filter import Action, Decision, Transaction
 from smtpfilter.logtext import printable
 from smtpfilter.server import (DEADLINE_SHARE, OVER_BUDGET, TEMPFAIL, StageRunner,
-                               _would_refuse_header, normalize_line_endings)
+                               normalize_line_endings)
 from smtpfilter.trace import Trace, new_id
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -300,7 +299,7 @@ class MilterHandler(StageRunner):
                 name=session.peer_name, software=session.macro("v").split(" ")[0] or "MTA")
             tx.data = received + b"".join(name + b":" + _crlf(value) + b"\r\n"
                                           for name, value in before) + b"\r\n" + body
-            checking = asyncio.get_running_loop().run_in_executor(None, self._check_data, session, tx)
+            checking = asyncio.get_running_loop().run_in_executor(None, self._data_stage, session, tx)
             try:
                 decision = await asyncio.wait_for(checking, self.scan_budget)
             except asyncio.TimeoutError:
@@ -320,15 +319,6 @@ class MilterHandler(StageRunner):
         await asyncio.get_running_loop().run_in_executor(
             None, self._finished, tx, reply, deciding, started, queue_id, bool(session.macro("{tls_version}")))
         return answer
-
-    def _check_data(self, session: _Session, tx: Transaction) -> Decision:
-        """The DATA stage on a worker thread, with the refusals kept back after the queue
-        (SmtpAfterQueue) written in, as the SMTP filter writes them."""
-        decision = self._run(session, "data", tx)
-        kept_back = tx.notes.get(WOULD_REFUSE)
-        if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
-            tx.data = b"".join(map(_would_refuse_header, kept_back)) + tx.data
-        return decision
 
 
 def _negotiated(session: _Session, data: bytes) -> bytes:

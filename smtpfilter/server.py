@@ -110,6 +110,15 @@ class StageRunner:
             tx.notes["accepted_by"] = decision.filter
         return decision
 
+    def _data_stage(self, session, tx: Transaction) -> Decision:  # type: ignore[no-untyped-def]
+        """The DATA stage (on a worker thread), with the refusals the chain kept back after
+        the queue (SmtpAfterQueue) written into the message that goes on."""
+        decision = self._run(session, "data", tx)
+        kept_back = tx.notes.get(WOULD_REFUSE)
+        if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
+            tx.data = b"".join(map(_would_refuse_header, kept_back)) + tx.data
+        return decision
+
     def _finished(self, tx: Transaction, reply: str, deciding: str, started: float, queue_id: str,
                   tls: bool) -> None:
         """A transaction's end, after the reply to its data: told to the filters (karma
@@ -365,11 +374,7 @@ class FilterHandler(StageRunner):
                 _peer(session), str(session.host_name or ""), esmtp=bool(session.extended_smtp),
                 tls=getattr(session, "ssl", None) is not None, rcpt_tos=tx.rcpt_tos,
                 message_id=queue_id, authenticated=bool(tx.authenticated)) + tx.data
-        decision = self._run(session, "data", tx)
-        kept_back = tx.notes.get(WOULD_REFUSE)  # (after the queue: SmtpAfterQueue)
-        if isinstance(kept_back, list) and kept_back and decision.action is not Action.REJECT:
-            tx.data = b"".join(map(_would_refuse_header, kept_back)) + tx.data
-        return decision
+        return self._data_stage(session, tx)
 
 
 def _would_refuse_header(kept_back: str) -> bytes:

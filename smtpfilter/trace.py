@@ -51,7 +51,7 @@ class Trace:
         address = f"IPv6:{peer}" if ":" in peer else peer
         known = _clean(name) if name is not None else self.confirmed_name(peer)
         first = f"Received: from {_clean(helo) or 'unknown'} ({known or 'unknown'} [{address}])"
-        by = f"by {_clean(self.hostname) or 'localhost'} ({software}) with {protocol} id {_clean(message_id) or 'unknown'}"
+        by = f"by {self.hostname} ({software}) with {protocol} id {_clean(message_id) or 'unknown'}"
         lines = [first, by]
         if len(rcpt_tos) == 1 and not _ADDRESS_CHARACTERS.search(rcpt_tos[0]) and len(rcpt_tos[0]) <= 254:
             lines.append(f"for <{rcpt_tos[0]}>; {email.utils.formatdate(now, localtime=True)}")

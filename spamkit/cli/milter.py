@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from spamkit.cli import config_option, db_option, resolve_db_path
-from spamkit.cli.serve import (account_to_run_as, become, daemon_options, database_back, host_port,
-                               reload_chain)
-from spamkit.cli.spamd import _remove_socket, _tcp_listeners, _unix_listener
+from spamkit.cli import config_option, db_option
+from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, database_back,
+                               host_port, reload_chain)
+from spamkit.cli.spamd import stop_listening, tcp_listeners, unix_listener
 from spamkit.config import load_config
 from spamkit.store.watch import DatabaseWatch
 from spamkit.verdict import Scanner
@@ -70,19 +70,14 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
     account = account_to_run_as(run_as, "milter")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
-    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"], _log)
-    if config["UseBayes"]:
-        database.open()
+    database, scanner = daemon_scanner(config, db_path, config_path, _log)
     try:
-        scanner = Scanner.from_config(config, database.store, database_down=database.down)
-        scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
-        scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         metrics = Metrics()
         if config["MetricsListen"]:
             metrics.serve(*host_port(config["MetricsListen"]))
         handler = MilterHandler(build_chain(config, scanner, autolearn), metrics, config["ScanBudget"])
         warnings = start_warnings(config)
-        listening = _unix_listener(socket_path, mode, account) if socket_path else _tcp_listeners(listen)
+        listening = unix_listener(socket_path, mode, account) if socket_path else tcp_listeners(listen)
         try:
             if account is not None:
                 become(account, scanner)  # never scan as root
@@ -92,10 +87,7 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
                        f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
             asyncio.run(_serve(handler, listening, scanner, config_path, database, autolearn))
         finally:
-            for listener in listening:
-                listener.close()
-            if socket_path:
-                _remove_socket(socket_path)
+            stop_listening(listening, socket_path)
     finally:
         database.close()
 

@@ -113,6 +113,25 @@ def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_pa
     return account
 
 
+def daemon_scanner(config: Config, db_path: str | None, config_path: str | None,
+                   log: logging.Logger) -> tuple[DatabaseWatch, Scanner]:
+    """A daemon's token database and its scanner, ready before the first message: the
+    rules compiled (or loaded), and what a scan loads on first use loaded while the files
+    are still readable (before --user). A database it cannot use does not stop it: each
+    message gets WhenDatabaseDown, and the watch tries again every DatabaseRetry s."""
+    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"], log)
+    if config["UseBayes"]:
+        database.open()
+    try:
+        scanner = Scanner.from_config(config, database.store, database_down=database.down)
+        scanner.rules.prepare_multiscan()
+        scanner.warm_up()
+    except BaseException:
+        database.close()
+        raise
+    return database, scanner
+
+
 def become(account: pwd.struct_passwd, scanner: Scanner) -> None:
     """Give up root for `account`, the scanner warmed up before (Scanner.warm_up: what a
     scan would load later, `account` may not be able to read) and tried after."""
@@ -326,14 +345,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     # is the one line a transaction that the issue asks for. Its warnings still show.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(config_path)
-    # one it cannot use does not stop it: WhenDatabaseDown, and tries every DatabaseRetry s
-    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"],
-                             logging.getLogger("spamkit.smtpfilter"))
-    if config["UseBayes"]:
-        database.open()
-    scanner = Scanner.from_config(config, database.store, database_down=database.down)
-    scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
-    scanner.warm_up()  # and what a scan loads on first use, while the files are readable
+    database, scanner = daemon_scanner(config, db_path, config_path, logging.getLogger("spamkit.smtpfilter"))
     hostname = our_name(config)
     metrics = Metrics()
     if config["MetricsListen"]:

@@ -16,8 +16,8 @@ import click
 from click.core import ParameterSource
 
 from smtpfilter.prefork import parent_gone
-from spamkit.cli import config_option, db_option, resolve_db_path
-from spamkit.cli.serve import account_to_run_as, become, daemon_options, host_port
+from spamkit.cli import config_option, db_option
+from spamkit.cli.serve import account_to_run_as, become, daemon_options, daemon_scanner, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store.watch import DatabaseWatch
@@ -101,16 +101,10 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
                         format="%(asctime)s %(name)s[%(process)d] %(message)s" if processes > 1
                         else "%(asctime)s %(name)s %(message)s")
     config = load_config(config_path)
-    # one it cannot use does not stop it: WhenDatabaseDown, and tries every DatabaseRetry s
-    database = DatabaseWatch(resolve_db_path(db_path, config_path), config["DatabaseRetry"], _log)
-    if config["UseBayes"]:
-        database.open()
+    database, scanner = daemon_scanner(config, db_path, config_path, _log)
     try:
-        scanner = Scanner.from_config(config, database.store, database_down=database.down)
-        scanner.rules.prepare_multiscan()  # compile (or load) now: no message waits for it
-        scanner.warm_up()  # and what a scan loads on first use, while the files are readable
         service = SpamdService(scanner, allow_tell, autolearn, config["WhenDatabaseDown"], ask_pyzor)
-        listening = _unix_listener(socket_path, mode, account) if socket_path else _tcp_listeners(listen)
+        listening = unix_listener(socket_path, mode, account) if socket_path else tcp_listeners(listen)
         try:
             if processes == 1:
                 if account is not None:
@@ -133,10 +127,7 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
                 _serve_in_processes(service, allowed, max_children, processes, listening, account,
                                     database, reload)
         finally:
-            for listener in listening:
-                listener.close()
-            if socket_path:
-                _remove_socket(socket_path)
+            stop_listening(listening, socket_path)
     finally:
         database.close()
 
@@ -161,7 +152,7 @@ def _refuse_ignored_options(on_a_socket: bool) -> None:
 LISTEN_BACKLOG = 100
 
 
-def _tcp_listeners(listen: str) -> list[socket.socket]:
+def tcp_listeners(listen: str) -> list[socket.socket]:
     """A listening socket for each address HOST stands for, as asyncio's start_server
     binds them (SO_REUSEADDR; an IPv6 socket takes IPv6 alone)."""
     host, port = host_port(listen)
@@ -186,7 +177,7 @@ def _tcp_listeners(listen: str) -> list[socket.socket]:
     return listening
 
 
-def _unix_listener(path: str, mode: int, account: pwd.struct_passwd | None) -> list[socket.socket]:
+def unix_listener(path: str, mode: int, account: pwd.struct_passwd | None) -> list[socket.socket]:
     """The Unix socket at `path`, a stale one (left by a spamd that was killed) replaced."""
     if os.path.exists(path) and not _is_socket(path):
         raise ConfigError(f"--socket {path}: a file that is not a socket is there")
@@ -205,7 +196,15 @@ def _unix_listener(path: str, mode: int, account: pwd.struct_passwd | None) -> l
     return [listener]
 
 
-def _remove_socket(path: str) -> None:
+def stop_listening(listening: list[socket.socket], socket_path: str | None) -> None:
+    """Close the listening sockets, and remove the Unix socket's file if there is one."""
+    for listener in listening:
+        listener.close()
+    if socket_path:
+        remove_socket(socket_path)
+
+
+def remove_socket(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
