@@ -163,8 +163,11 @@ def _occurrence(headers: list[tuple[bytes, bytes]], position: int) -> int:
 
 def reply_packet(reply: str) -> bytes:
     """A refusal as the MTA is to send it: "550 5.7.1 text" (CR, LF and NUL, which would
-    end or break the reply, as spaces)."""
-    return packet(REPLY_CODE, re.sub(r"[\r\n\0]", " ", reply).encode("utf-8", "replace") + b"\0")
+    end or break the reply, as spaces; "%" doubled, since Postfix reads the text as
+    libmilter's smfi_setreply writes it, and dropped a lone "%": "100% spam" reached the
+    client as "100 spam")."""
+    text = re.sub(r"[\r\n\0]", " ", reply).replace("%", "%%")
+    return packet(REPLY_CODE, text.encode("utf-8", "replace") + b"\0")
 
 
 @dataclass

@@ -63,7 +63,8 @@ def postfix_with_milter(open_tmp: Path, trained_db: Path
     filter; the configuration where the milter can read it again once it gave up root."""
     config = open_tmp / "spamkit.toml"
     config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 1000\nSubjectTag = true\n'
-                      'BadMailFrom = ["refused@example.net"]\nBadRcptTo = ["nobody@example.org"]\n' + STRANGER)
+                      'BadMailFrom = ["refused@example.net"]\nBadRcptTo = ["nobody@example.org"]\n'
+                      'BadHelo = ["bad%host.*"]\n' + STRANGER)
     with milter_behind_postfix(config, trained_db) as (postfix, process):
         yield postfix, config, process
 
@@ -116,8 +117,13 @@ def test_postfix_keeps_the_headers_the_milter_writes(
 
 def test_refusals_are_postfixs_replies(postfix_with_milter: tuple[PostfixNextHop, Path, subprocess.Popen[bytes]]) -> None:
     """A sender BadMailFrom names is refused at MAIL; a recipient BadRcptTo names at its
-    RCPT, the others of the message going on; each in the filter's words."""
+    RCPT, the others of the message going on; each in the filter's words, a "%" in them
+    included (Postfix dropped it: a HELO of "bad%host" was quoted as "badhost")."""
     postfix, _, _ = postfix_with_milter
+    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=60) as client:
+        client.ehlo("bad%host.example")
+        code, reply = client.mail("a@example.org")
+    assert code == 550 and b"bad%host.example" in reply, reply
     refused_sender = _send(postfix.port, HAM, sender="refused@example.net")
     assert refused_sender[0][0] == 550, refused_sender
     one_refused = _send(postfix.port, HAM, recipients=("nobody@example.org", "b@example.org"))
