@@ -101,6 +101,8 @@ def fields(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """(the header fields of a CRLF message as (name, value) with the value as written
     after the colon, continuation lines joined by LF as the protocol carries them; its
     body, after the empty line)."""
+    if data.startswith(b"\r\n"):  # (no field at all: the body starts after the empty line)
+        return [], data[2:]
     end = data.find(b"\r\n\r\n")
     head, body = (data, b"") if end < 0 else (data[:end], data[end + 4:])
     found = []
@@ -109,6 +111,12 @@ def fields(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         if colon:
             found.append((name, value.replace(b"\r\n", b"\n")))
     return found, body
+
+
+def assembled(headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """The CRLF message of the MTA's fields (values as written after the colon) and body:
+    what `fields` takes apart again."""
+    return b"".join(name + b":" + _crlf(value) + b"\r\n" for name, value in headers) + b"\r\n" + body
 
 
 def header_edits(before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]) -> list[HeaderEdit]:
@@ -300,8 +308,7 @@ class MilterHandler(StageRunner):
                 session.peer, session.helo, esmtp=True, tls=bool(session.macro("{tls_version}")),
                 rcpt_tos=tx.rcpt_tos, message_id=queue_id, authenticated=bool(tx.authenticated),
                 name=session.peer_name, software=session.macro("v").split(" ")[0] or "MTA")
-            tx.data = received + b"".join(name + b":" + _crlf(value) + b"\r\n"
-                                          for name, value in before) + b"\r\n" + body
+            tx.data = received + assembled(before, body)
             checking = asyncio.get_running_loop().run_in_executor(None, self._data_stage, session, tx)
             try:
                 decision = await asyncio.wait_for(checking, self.scan_budget)

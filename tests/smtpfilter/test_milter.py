@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpora import CorpusMessage
-from smtpfilter.milter import ADD_HEADER, INSERT_HEADER, HeaderEdit, header_edits
+from smtpfilter.milter import ADD_HEADER, INSERT_HEADER, HeaderEdit, assembled, fields, header_edits
 from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.serve import start_milter, stop_serve
 
@@ -158,6 +158,17 @@ def _as_postfix_applies(before: list[tuple[bytes, bytes]], edits: list[HeaderEdi
 
 _FIELD = st.tuples(st.sampled_from([b"Subject", b"X-Spam-Status", b"x-spam-status", b"From", b"X-A"]),
                    st.sampled_from([b" a", b" b", b" c\n\td"]))
+
+
+@given(st.lists(_FIELD, max_size=4),
+       st.lists(st.sampled_from([b"\r\n", b"Subject: not a field\r\n", b"text", b":"]), max_size=6).map(b"".join))
+@settings(max_examples=300, deadline=None)
+def test_a_message_put_together_comes_apart_as_it_was(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """The message scored is the MTA's fields and body put together, and what the filters
+    leave is taken apart the same way: a message with no field at all, whose body has
+    empty lines and lines like fields, gave the body's first lines as fields (edits that
+    would have written them into the header) and the rest as its body."""
+    assert fields(assembled(headers, body)) == (headers, body)
 
 
 @given(st.lists(_FIELD, max_size=8), st.data())
