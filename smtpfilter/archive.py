@@ -13,9 +13,13 @@ does; "bcc" (ours) adds nothing, so recipients do not learn of the archive.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from smtpfilter.filter import Transaction
 from smtpfilter.networks import LocalClients
+
+if TYPE_CHECKING:
+    from spamkit.config import Config
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,13 @@ class ArchiveCopy:
     mode: str = "bcc"  # BccMode
     direction: str = "all"  # BccDirection
     ours: LocalClients = field(default_factory=lambda: LocalClients([], []))
+
+    @classmethod
+    def configured(cls, config: Config) -> ArchiveCopy:
+        """BccAddress, BccMode and BccDirection, with the clients that count as ours."""
+        from smtpfilter.plugins import local_clients
+
+        return cls(config["BccAddress"], config["BccMode"], config["BccDirection"], local_clients(config))
 
     def address_for(self, tx: Transaction) -> str:
         """Where the copy of the message goes: BccAddress, or "" for none."""

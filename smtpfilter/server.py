@@ -13,9 +13,10 @@ import logging
 import math
 import re
 import time
+from typing import TYPE_CHECKING
 
 from smtpfilter.archive import ArchiveCopy
-from smtpfilter.auth import AUTH_UNAVAILABLE, SmtpAuth
+from smtpfilter.auth import AUTH_UNAVAILABLE, SmtpAuth, configured_auth
 from smtpfilter.chain import WOULD_REFUSE, WOULD_REFUSE_BY, FilterChain
 from smtpfilter.filter import CONTINUE, COUNTRY_NOTE, Action, Decision, Transaction
 from smtpfilter.limits import BUSY_AT_MAIL, SessionLimits
@@ -24,7 +25,10 @@ from smtpfilter.metrics import Metrics
 from smtpfilter.networks import Networks
 from smtpfilter.parameters import unxtext
 from smtpfilter.relay import RelayPool
-from smtpfilter.trace import Trace, new_id
+from smtpfilter.trace import Trace, new_id, trace_resolver
+
+if TYPE_CHECKING:
+    from spamkit.config import Config
 
 log = logging.getLogger("spamkit.smtpfilter")
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
@@ -64,6 +68,12 @@ class StageRunner:
         # the MTA in front gives up on us (reliability checklist 13)
         self.scan_budget = scan_budget
         self.in_flight = 0  # messages between the end of DATA and the reply
+
+    def configure(self, config: Config, chain: FilterChain) -> None:
+        """A new chain, and the settings read of `config` that a reload puts in force
+        (SIGHUP, or the token database back), from the next stage of every session on."""
+        self.chain = chain
+        self.scan_budget = config["ScanBudget"]
 
     async def _stage(self, session, stage: str, tx: Transaction, *args: str) -> str | None:  # type: ignore[no-untyped-def]
         """`_refusal`, on a worker thread when a filter of this stage may wait (on DNS or
@@ -164,6 +174,17 @@ class FilterHandler(StageRunner):
         self.relay = RelayPool(*next_hop)
         # the archive copy (BccAddress, BccMode, BccDirection); a plain address: of every message
         self.bcc = bcc if isinstance(bcc, ArchiveCopy) else ArchiveCopy(bcc)
+
+    def configure(self, config: Config, chain: FilterChain) -> None:
+        """The base's, and what the SMTP server does itself that the milter leaves to
+        the MTA: the archive copy, asking the next hop at RCPT, logins, our Received
+        header's resolver (DnsServers, DnsTimeout)."""
+        super().configure(config, chain)
+        self.bcc = ArchiveCopy.configured(config)
+        self.verify_recipients = config["SmtpVerifyRecipients"]
+        self.auth = configured_auth(config, self.metrics, self.auth.failures if self.auth is not None else None)
+        if self.trace is not None:
+            self.trace = Trace(trace_resolver(config), self.trace.hostname)
 
     def connect(self, session) -> str | None:  # type: ignore[no-untyped-def]
         """The chain's connect stage: a refusal to send instead of the greeting, or None.

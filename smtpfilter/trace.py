@@ -21,12 +21,31 @@ import email.utils
 import ipaddress
 import re
 import secrets
+from typing import TYPE_CHECKING
 
 from smtpfilter.dns import DnsClient, Outcome, reverse_name
 from spamkit.config.endpoints import is_host_name
+from spamkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spamkit.config import Config
 
 _NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 _ADDRESS_CHARACTERS = re.compile(r"[^\x21-\x7e]|[<>()]")
+
+
+def trace_resolver(config: Config) -> DnsClient | None:
+    """The resolver our Received header's reverse lookups use: the DNS filters' own. A
+    machine whose system names no resolver, with DnsServers unset, writes "unknown"
+    rather than refusing to start (a bad DnsServers is still an error)."""
+    from smtpfilter.plugins import configured_dns
+
+    try:
+        return configured_dns(config)
+    except ConfigError:
+        if config["DnsServers"]:
+            raise
+        return None
 
 
 def new_id() -> str:

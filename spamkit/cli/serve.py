@@ -24,9 +24,6 @@ from spamkit.store.watch import DatabaseWatch
 from spamkit.verdict import Scanner, reload_logged
 
 if TYPE_CHECKING:
-    from smtpfilter.archive import ArchiveCopy
-    from smtpfilter.chain import FilterChain
-    from smtpfilter.dns import DnsClient
     from smtpfilter.server import StageRunner
     from smtpfilter.tls import CertificateInForce
     from spamkit.config import Config
@@ -177,7 +174,7 @@ def reload_chain(handler: StageRunner, current: Scanner, config_path: str | None
     except Exception as error:  # (a daemon's reload must never take it down)
         log.error("reload: %s; the configuration in force stays", _said(error))
         return current
-    _install(handler, scanner, chain)
+    handler.configure(scanner.config, chain)
     log.info("reload: configuration, rules (%d) and filters (%s) read again",
              scanner.rules.report.loaded, ", ".join(f.name for f in chain.filters))
     try:
@@ -212,49 +209,8 @@ def database_back(handler: StageRunner, scanner: Scanner, autolearn: bool) -> Sc
             "the token database is back, but the filters could not be built again (%s): "
             "send SIGHUP once that is mended", error)
         return scanner
-    _install(handler, scanner, chain)
+    handler.configure(scanner.config, chain)
     return scanner
-
-
-def _install(handler: StageRunner, scanner: Scanner, chain: FilterChain) -> None:
-    """Put a new scanner's chain, and the settings the handler reads of it, in force."""
-    from smtpfilter.auth import configured_auth
-    from smtpfilter.server import FilterHandler
-    from smtpfilter.trace import Trace
-
-    handler.chain = chain
-    handler.scan_budget = scanner.config["ScanBudget"]
-    if not isinstance(handler, FilterHandler):  # (the milter's: the MTA does the rest)
-        return
-    handler.bcc = archive_copy(scanner.config)
-    handler.verify_recipients = scanner.config["SmtpVerifyRecipients"]
-    handler.auth = configured_auth(scanner.config, handler.metrics,
-                                   handler.auth.failures if handler.auth is not None else None)
-    if handler.trace is not None:  # (DnsServers, DnsTimeout)
-        handler.trace = Trace(_trace_dns(scanner.config), handler.trace.hostname)
-
-
-def archive_copy(config: Config) -> ArchiveCopy:
-    """BccAddress, BccMode and BccDirection, with the clients that count as ours."""
-    from smtpfilter.archive import ArchiveCopy
-    from smtpfilter.plugins import local_clients
-
-    return ArchiveCopy(config["BccAddress"], config["BccMode"], config["BccDirection"],
-                       local_clients(config))
-
-
-def _trace_dns(config: Config) -> DnsClient | None:
-    """The resolver our Received header's reverse lookups use: the DNS filters' own. A
-    machine whose system names no resolver, with DnsServers unset, writes "unknown"
-    rather than refusing to start (a bad DnsServers is still an error)."""
-    from smtpfilter.plugins import configured_dns
-
-    try:
-        return configured_dns(config)
-    except ConfigError:
-        if config["DnsServers"]:
-            raise
-        return None
 
 
 # settings `serve` applies once, when it starts: a reload reads them but cannot apply them
@@ -332,13 +288,14 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
                                        f"each its own port ({port_hint})")
         taken.append((option, value))
     account = account_to_run_as(run_as)
+    from smtpfilter.archive import ArchiveCopy
     from smtpfilter.auth import auth_warnings, configured_auth
     from smtpfilter.limits import LimitedController, SessionLimits
     from smtpfilter.metrics import Metrics
     from smtpfilter.plugins import build_chain, our_name, start_warnings
     from smtpfilter.server import FilterHandler
     from smtpfilter.tls import CertificateInForce
-    from smtpfilter.trace import Trace
+    from smtpfilter.trace import Trace, trace_resolver
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # aiosmtpd logs five lines a connection at INFO (peer, AUTH mechanisms, EOF...); ours
@@ -351,10 +308,10 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     if config["MetricsListen"]:
         metrics.serve(*host_port(config["MetricsListen"]))
     handler = FilterHandler(build_chain(config, scanner, autolearn), host_port(next_hop),
-                            archive_copy(config), metrics, forwarders=tuple(config["RelayClients"]),
+                            ArchiveCopy.configured(config), metrics, forwarders=tuple(config["RelayClients"]),
                             scan_budget=config["ScanBudget"],
                             verify_recipients=config["SmtpVerifyRecipients"],
-                            trace=Trace(_trace_dns(config), hostname), auth=configured_auth(config, metrics))
+                            trace=Trace(trace_resolver(config), hostname), auth=configured_auth(config, metrics))
     host, port = host_port(listen)
     limits = SessionLimits(config["MaxSessions"], config["MaxSessionsPerClient"], config["MaxLoad"],
                            config["EarlyTalkerDelay"], tuple(config["LocalNetworks"]))

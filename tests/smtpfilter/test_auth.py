@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from smtpfilter import auth
+from smtpfilter.archive import ArchiveCopy
 from smtpfilter.auth import LoginFailures, configured_auth
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Action, Transaction
@@ -32,7 +33,6 @@ from smtpfilter.plugins.sendlimit import WINDOW, SendCounts
 from smtpfilter.server import FilterHandler
 from smtpfilter.trace import Trace
 from smtpfilter.tls import server_context
-from spamkit.cli.serve import archive_copy
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
 from tests.servers.dovecot import AUTH_PORT, MASTER_PASSWORD, MASTER_USER, Dovecot, start_dovecot
@@ -100,7 +100,7 @@ def auth_server(dovecot: Dovecot, sink: Sink, tmp_path: Path) -> Iterator[Callab
         config = config_from_text(text + settings, tmp_path / "spamkit.toml", {})
         metrics = Metrics()
         handler = FilterHandler(FilterChain(build_filters(config, Scanner.from_config(config, None), False)),
-                                ("127.0.0.1", sink.port), archive_copy(config), metrics, verify_recipients=False,
+                                ("127.0.0.1", sink.port), ArchiveCopy.configured(config), metrics, verify_recipients=False,
                                 trace=Trace(None, "mx.example.org"), auth=configured_auth(config, metrics))
         port, tls_port, submission_port = free_port(), free_port(), free_port()
         controller = LimitedController(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import json
 import os
 import shutil
 import signal
@@ -39,16 +40,18 @@ STRANGER = ('LocalDomains = ["example.org"]\nRelayClients = []\nLocalNetworks = 
 
 
 @contextlib.contextmanager
-def milter_behind_postfix(config: Path, db: Path | str, *options: str
+def milter_behind_postfix(config: Path, db: Path | str, *options: str, main_cf: str = ""
                           ) -> Iterator[tuple[PostfixNextHop, subprocess.Popen[bytes]]]:
     """(Postfix, the milter's process): Postfix's smtpd asks `spamkit milter [options]` at
     each stage, with the milter_default_action the README gives, and puts what it accepts
-    on hold. The milter must have stopped with 0 when the block ends."""
+    on hold; `main_cf` is added to its main.cf, where `{milter}` is the milter's address.
+    The milter must have stopped with 0 when the block ends."""
     process, port = start_milter(db, config, *options)
     where = f"unix:{options[options.index('--socket') + 1]}" if "--socket" in options else f"inet:127.0.0.1:{port}"
     try:
         for postfix in start_postfix({}, main_cf=f"smtpd_milters = {where}\n"
-                                                 "milter_default_action = tempfail\n"):
+                                                 "milter_default_action = tempfail\n"
+                                                 + main_cf.format(milter=where)):
             yield postfix, process
     finally:
         if process.poll() is None:
@@ -260,6 +263,62 @@ def test_a_database_that_is_down_defers_and_so_does_a_milter_that_is_not_running
         assert 400 <= stopped[0][0] < 500 or 400 <= stopped[-1][0] < 500, stopped
         assert postfix.held() == []
 
+
+
+def _sendmail(postfix: PostfixNextHop, message: bytes) -> None:
+    """`message` handed to Postfix as a local program does (sendmail(1), as root)."""
+    subprocess.run(["sendmail", "-C", str(postfix.config), "-f", "root@example.org", "b@example.org"],
+                   input=message, check=True, capture_output=True, timeout=60)
+
+
+def _queued(postfix: PostfixNextHop, queue: str) -> list[str]:
+    """The queue IDs in one of Postfix's queues (maildrop, hold, ...)."""
+    out = subprocess.run(["postqueue", "-c", str(postfix.config), "-j"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    return [entry["queue_id"] for entry in map(json.loads, out.splitlines()) if entry["queue_name"] == queue]
+
+
+def test_mail_a_local_program_sends_is_asked_about_too(open_tmp: Path, trained_db: Path,
+                                                       split: tuple[list[CorpusMessage], list[CorpusMessage]]
+                                                       ) -> None:
+    """With non_smtpd_milters (the mail that cron, a web form or a webmail hands to
+    Postfix's sendmail), Postfix asks the milter as if the message came from
+    localhost[127.0.0.1], one of our own clients: its headers land above Postfix's own Received header (the
+    pickup's "by ... from userid 0", which the milter is not shown either), a spam is
+    tagged, a forged X-Spam-Status goes. With the database down, the 451 leaves the
+    message in Postfix's maildrop, where its pickup tries it again: none is lost."""
+    (open_tmp / "hold").write_text("/^Subject:/ HOLD\n")  # (the smtpd's HOLD does not see it)
+    config = open_tmp / "spamkit.toml"
+    config.write_text('Sensitivity = "custom"\nTagLevel = 4\nRejectLevel = 1000\nSubjectTag = true\n')
+    local = f"non_smtpd_milters = {{milter}}\nheader_checks = regexp:{open_tmp}/hold\n"
+    with milter_behind_postfix(config, trained_db, main_cf=local) as (postfix, _):
+        _sendmail(postfix, HAM.replace(b"\r\n", b"\n"))
+        _sendmail(postfix, _spam(split).data)
+        deadline = time.monotonic() + 30
+        while len(_queued(postfix, "hold")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = {email.message_from_bytes(raw, policy=email.policy.compat32)["Subject"].startswith("***SPAM***"): raw
+                for raw in postfix.messages()}
+    ham, spam = held[False], held[True]
+    assert "forged" not in ham.decode() and b"X-Spam-Status: No" in ham
+    assert ham.index(b"X-Spam-Status") < ham.index(b"Received: by nexthop.test (Postfix, from userid 0)")
+    assert ham.endswith(b"\nThe minutes of today's meeting.\n")
+    assert b"X-Spam-Flag: YES" in spam
+    assert spam.index(b"X-Spam-Flag") < spam.index(b"Received: by nexthop.test (Postfix, from userid 0)")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with milter_behind_postfix(config, f"redis://127.0.0.1:{closed}/0", main_cf=local) as (postfix, _):
+        _sendmail(postfix, HAM.replace(b"\r\n", b"\n"))
+        maillog = postfix.config.parent / "maillog"
+        deadline = time.monotonic() + 30
+        while b"milter-reject: END-OF-MESSAGE" not in maillog.read_bytes():
+            assert time.monotonic() < deadline, maillog.read_text()[-2000:]
+            time.sleep(0.1)
+        assert b"4.3.0" in maillog.read_bytes().split(b"milter-reject: END-OF-MESSAGE")[1].split(b"\n")[0]
+        assert len(_queued(postfix, "maildrop")) == 1 and _queued(postfix, "hold") == []
 
 
 class _RawMta:
