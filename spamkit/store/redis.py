@@ -74,19 +74,25 @@ RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then 
 _EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
 # delete the lock only if it is still ours (a writer whose lock expired must not free another's)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-# The tokens asked for (ARGV) from KEYS[1], then nspam and nham from KEYS[2], then the token
-# count: one state of the database. HMGET in pieces, as Lua's unpack stops near 8,000.
+# The tokens asked for (ARGV) from KEYS[1], then nspam, nham and the schema mark from KEYS[2],
+# then the token count: one state of the database. HMGET in pieces, as Lua's unpack stops near 8,000.
 _SNAPSHOT = """
 local out = {}
 for first = 1, #ARGV, 4000 do
   out[#out + 1] = redis.call('HMGET', KEYS[1], unpack(ARGV, first, math.min(first + 3999, #ARGV)))
 end
-out[#out + 1] = redis.call('HMGET', KEYS[2], 'nspam', 'nham')
+out[#out + 1] = redis.call('HMGET', KEYS[2], 'nspam', 'nham', 'schema')
 out[#out + 1] = redis.call('HLEN', KEYS[1])
 return out
 """
 _EVICTING = "allkeys-"  # the maxmemory policies under which Redis may drop any key of ours
 _NUMERIC_META = ("nspam", "nham")
+# said when a database open in this process has lost its keys (its schema mark with them)
+_EMPTIED = ("the database at %s has been emptied since it was opened: its keys are gone, the "
+            "schema mark with them (a Redis restarted without persistence, a FLUSHDB or "
+            "FLUSHALL, or keys evicted). Bayes abstains, as on a new database, until enough is "
+            "learned again; the next learn starts it again, or `spamkit db restore` loads a "
+            "dump. Give Redis persistence (save or appendonly) to keep it")
 _log = logging.getLogger("spamkit.store")
 _Deletion = tuple[str, bytes, list[bytes]]  # a command (HDEL, ZREM), its key, the members it drops
 
@@ -266,6 +272,10 @@ class RedisWriter(PendingChanges):
         if forgotten:
             writes.append(("HDEL", [store.key("seen"), *forgotten]))
         meta: dict[str, str] = dict(self._meta)
+        if pipe.hget(store.key("meta"), "schema") is None:  # (emptied since it was opened)
+            store._note_emptied(True)
+            meta.setdefault("schema", SCHEMA)
+            meta.setdefault("created", str(day))
         if any(self._messages.values()):
             current = pipe.hmget(store.key("meta"), list(_NUMERIC_META))
             for name, label, value in zip(_NUMERIC_META, (Label.SPAM, Label.HAM), current):
@@ -289,6 +299,7 @@ class RedisStore:
         self._client, self.prefix, self.location = connect(location)
         self._snapshot = self._client.register_script(_SNAPSHOT)  # (EVALSHA; loaded when first run)
         self._scripting = True  # until this Redis refuses scripts to us (`_scripted`)
+        self._emptied = False  # its keys found gone since it was opened (`_note_emptied`)
         with reaching(self.location):
             self._open()
             policy = None if readonly else self.memory_limits()[1]  # (a scan needs no warning)
@@ -426,12 +437,21 @@ class RedisStore:
                 with self._client.pipeline() as pipe:
                     for start in range(0, len(keys), CHUNK):
                         pipe.hmget(self.key("tokens"), keys[start:start + CHUNK])
-                    pipe.hmget(self.key("meta"), list(_NUMERIC_META))
+                    pipe.hmget(self.key("meta"), [*_NUMERIC_META, "schema"])
                     pipe.hlen(self.key("tokens"))
                     replies = pipe.execute()
-        *found, (nspam, nham), ntokens = replies
+        *found, (nspam, nham, schema), ntokens = replies
+        self._note_emptied(schema is None)
         raw = [value for chunk in found for value in chunk]
         return raw, Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
+
+    def _note_emptied(self, emptied: bool) -> None:
+        """Say once that the database open here has lost its keys (it had a schema mark
+        when opened; only a wipe from outside takes it away), and again only after it
+        came back and went again."""
+        if emptied and not self._emptied:
+            _log.warning(_EMPTIED, self.location)
+        self._emptied = emptied
 
     def _scripted(self, keys: list[bytes]) -> list[Any] | None:
         """The snapshot script's replies; None where this Redis refuses scripts to us: an

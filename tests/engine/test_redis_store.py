@@ -29,7 +29,7 @@ from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore, TokenStore, open_store, set_aside_damaged
 from spamkit.store import redis as redis_store
-from spamkit.store.base import today
+from spamkit.store.base import Totals, today
 from spamkit.store.redis import RedisStore
 from tests.conftest import as_items
 from tests.servers.net import free_port, self_signed_certificate
@@ -299,6 +299,37 @@ def test_a_policy_that_may_evict_our_keys_is_warned_of(own_server: RedisServer,
         caplog.clear()
         with RedisStore(own_server.url(), readonly=True):
             assert not [r for r in caplog.records if r.name == "spamkit.store"]
+    client.close()
+
+
+def test_a_database_emptied_under_an_open_store_is_said_and_starts_again_whole(
+        server: RedisServer, location: str, sample: list[SourceItem], caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis restarted without persistence, or a FLUSHDB, empties the database under a
+    service that has it open. Its scans then abstain as on a new database, and it is said
+    (once); the next learn starts it again with its schema mark. Before, it was not said,
+    and that learn wrote tokens with no schema mark, which every later open refused as
+    damaged."""
+    client = redis_client.Redis(port=server.port)
+    prefix = location.split("prefix=")[1]
+    with RedisStore(location) as store:
+        Learner(store).learn(sample, Label.SPAM)
+        keys = Analyzer().analyze(sample[0].data or b"").hashes
+        assert store.totals().nspam == len(sample) and len(store.counts(keys).keys) > 0
+        client.delete(*client.keys(prefix + "*"))
+        caplog.clear()
+        emptied = store.counts(keys)
+        assert emptied.totals == Totals(0, 0, 0) and len(emptied.keys) == 0
+        assert store.totals() == Totals(0, 0, 0)
+        said = [r.getMessage() for r in caplog.records if r.name == "spamkit.store"]
+        assert len(said) == 1 and "emptied" in said[0] and "persistence" in said[0], said
+        summary = Learner(store).learn(sample[:3], Label.HAM)
+        assert summary.learned == 3
+    with RedisStore(location) as reopened:
+        assert reopened.meta_value("schema") == redis_store.SCHEMA
+        assert reopened.totals().nham == 3 and reopened.totals().nspam == 0
+        caplog.clear()
+        reopened.totals()
+        assert not [r for r in caplog.records if r.name == "spamkit.store"]
     client.close()
 
 
