@@ -247,7 +247,7 @@ class BayesClassifier:
     def __init__(self, store: TokenStore, params: BayesParams | None = None) -> None:
         self.store = store
         self.params = params or BayesParams()
-        self._models = ModelCache()
+        self.byte_models = ModelCache()  # (shared with autolearn's learner: Scanner.autolearn)
 
     def score(self, keys: Sequence[bytes], tokens: Sequence[str] | None = None,
               explain: int = 0, message: bytes | None = None) -> BayesResult:
@@ -280,7 +280,7 @@ class BayesClassifier:
         stay abstentions. The model reads the message only then."""
         if all(result.probability is None for result in results):
             return
-        model = self._models.get(self.store)
+        model = self.byte_models.get(self.store)
         if model is None or not model.votes:
             return
         for result, message in zip(results, messages):

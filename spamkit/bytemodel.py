@@ -385,20 +385,31 @@ def new_serial() -> str:
 
 class ModelCache:
     """A store's byte model for a scanner: read again only when its serial changes (one
-    small read a message, not a megabyte)."""
+    small read a message, not a megabyte). Scans on several threads share it: the serial
+    and the model are one value, replaced whole, and the model is never changed in place
+    (a learner changes a copy)."""
 
     def __init__(self) -> None:
-        self._serial: str | None = None
-        self._model: ByteModel | None = None
+        self._held: tuple[str, ByteModel | None] | None = None  # (serial, its model)
 
     def get(self, store: TokenStore) -> ByteModel | None:
         serial = store.meta_value(META_SERIAL)
         if serial is None:
             return None
-        if serial != self._serial:
-            self._model = read_model(store.meta_value(META_NAME))
-            self._serial = serial
-        return self._model
+        held = self._held
+        if held is None or held[0] != serial:
+            held = self._held = (serial, read_model(store.meta_value(META_NAME)))
+        return held[1]
+
+    def held(self) -> tuple[str, ByteModel] | None:
+        """(serial, model) as last read or kept here, for a learner to start from instead of
+        decoding the megabyte again; None before there is one."""
+        held = self._held
+        return None if held is None or held[1] is None else (held[0], held[1])
+
+    def keep(self, serial: str, model: ByteModel) -> None:
+        """The model a learner committed with `serial`: the next scan need not read it."""
+        self._held = (serial, model)
 
 
 def read_model(text: str | None) -> ByteModel | None:

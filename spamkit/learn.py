@@ -129,10 +129,12 @@ class LearningStopped(StoreError):
 class Learner:
     def __init__(self, store: TokenStore, analyzer: Analyzer | None = None,
                  batch_size: int | None = None, max_tokens: int | None = None,
-                 seen_days: int | None = None) -> None:
+                 seen_days: int | None = None, byte_model: tuple[str, ByteModel] | None = None) -> None:
         """`batch_size`: messages a commit holds (learn; DEFAULT_BATCH_SIZE), or scored
         against one committed state (train; DEFAULT_TRAIN_BATCH, which its figures need).
-        `max_tokens` and `seen_days`: the caps learning keeps (None or 0: no cap)."""
+        `max_tokens` and `seen_days`: the caps learning keeps (None or 0: no cap).
+        `byte_model`: (serial, model) a scanner already holds, used if it is still the
+        stored one (it is copied, never changed)."""
         self.store = store
         self.analyzer = analyzer or analyzer_for(store)  # the database's own tokenizer
         self.batch_size = batch_size
@@ -141,9 +143,14 @@ class Learner:
         self._started = time.perf_counter()  # of the current learn or train, for its summary
         # the byte model as this learner last committed it, with its serial: the next batch
         # reuses it if no other writer has changed it since (decoding it costs ~2 ms)
-        self._byte_model: tuple[str, ByteModel] | None = None
+        self._byte_model = byte_model
         self._run_lessons_left = RUN_LESSONS  # what this `learn` run may still teach it
         self._reading: Reading | None = None  # the stored model's, once asked this run
+
+    @property
+    def byte_model(self) -> tuple[str, ByteModel] | None:
+        """(serial, model) as this learner last committed or read it; None if unknown."""
+        return self._byte_model
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,
               on_commit: CommitCallback | None = None,

@@ -524,14 +524,19 @@ class Scanner:
             return "no"
         from spamkit.learn import Learner  # (only autolearning needs it: 4 ms of each check's start)
 
+        # the byte model the scans hold: decoding the stored one cost each autolearn ~4 ms
+        models = self.bayes.byte_models if self.bayes is not None else None
+        learner = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"],
+                          seen_days=self.config["BayesSeenDays"],
+                          byte_model=models.held() if models is not None else None)
         try:
-            summary = Learner(self.store, self.analyzer, max_tokens=self.config["BayesMaxTokens"],
-                              seen_days=self.config["BayesSeenDays"]).learn(
-                [SourceItem(name, raw, token_keys=verdict.token_keys)], Label(verdict.autolearn),
-                by="autolearn")
+            summary = learner.learn([SourceItem(name, raw, token_keys=verdict.token_keys)],
+                                    Label(verdict.autolearn), by="autolearn")
         except StoreError as error:
             verdict.autolearn, verdict.autolearn_reason = "failed", str(error)
             return "failed"
+        if models is not None and learner.byte_model is not None:
+            models.keep(*learner.byte_model)
         return "learned" if summary.learned else "skipped"
 
 
