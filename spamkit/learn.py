@@ -149,7 +149,8 @@ class Learner:
 
     @property
     def byte_model(self) -> tuple[str, ByteModel] | None:
-        """(serial, model) as this learner last committed or read it; None if unknown."""
+        """(serial, model) as this learner's last batch committed it, or as it was given
+        before any; None while a batch is under way or when unknown."""
         return self._byte_model
 
     def learn(self, items: Iterable[SourceItem], label: Label | None,

@@ -273,7 +273,7 @@ class RedisWriter(PendingChanges):
             writes.append(("HDEL", [store.key("seen"), *forgotten]))
         meta: dict[str, str] = dict(self._meta)
         if pipe.hget(store.key("meta"), "schema") is None:  # (emptied since it was opened)
-            store._note_emptied(True)
+            store.note_emptied(True)
             meta.setdefault("schema", SCHEMA)
             meta.setdefault("created", str(day))
         if any(self._messages.values()):
@@ -299,7 +299,7 @@ class RedisStore:
         self._client, self.prefix, self.location = connect(location)
         self._snapshot = self._client.register_script(_SNAPSHOT)  # (EVALSHA; loaded when first run)
         self._scripting = True  # until this Redis refuses scripts to us (`_scripted`)
-        self._emptied = False  # its keys found gone since it was opened (`_note_emptied`)
+        self._emptied = False  # its keys found gone since it was opened (`note_emptied`)
         with reaching(self.location):
             self._open()
             policy = None if readonly else self.memory_limits()[1]  # (a scan needs no warning)
@@ -441,11 +441,11 @@ class RedisStore:
                     pipe.hlen(self.key("tokens"))
                     replies = pipe.execute()
         *found, (nspam, nham, schema), ntokens = replies
-        self._note_emptied(schema is None)
+        self.note_emptied(schema is None)
         raw = [value for chunk in found for value in chunk]
         return raw, Totals(self.meta_int("nspam", nspam), self.meta_int("nham", nham), ntokens)
 
-    def _note_emptied(self, emptied: bool) -> None:
+    def note_emptied(self, emptied: bool) -> None:
         """Say once that the database open here has lost its keys (it had a schema mark
         when opened; only a wipe from outside takes it away), and again only after it
         came back and went again."""
