@@ -179,10 +179,11 @@ def expiry_order(values: np.ndarray, excess: int) -> np.ndarray:
 def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, days: np.ndarray,
                 *, bytes_used: int, map_size: int | None, path: str, backend: str,
                 redis_maxmemory: int | None = None, redis_maxmemory_policy: str | None = None,
-                ) -> dict[str, object]:
+                redis_persistence: str | None = None) -> dict[str, object]:
     """`db magic`'s record (what `sa-learn --dump magic` shows, and more), the same fields
     from every backend: scripts read them (`--json`). A Redis's maxmemory (0: no limit) and
-    its policy say how near it is to refusing writes, or to dropping keys."""
+    its policy say how near it is to refusing writes, or to dropping keys; its persistence
+    ("none": a restart of Redis empties the database) whether it keeps what was learned."""
     return {
         "nspam": int(meta.get("nspam", 0)),
         "nham": int(meta.get("nham", 0)),
@@ -204,6 +205,7 @@ def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, da
         "backend": backend,
         "redis_maxmemory": redis_maxmemory,
         "redis_maxmemory_policy": redis_maxmemory_policy,
+        "redis_persistence": redis_persistence,
     }
 
 

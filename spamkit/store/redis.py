@@ -565,9 +565,26 @@ class RedisStore:
         days = _values([value for _, value in self._scan("tokens")], self.location)["day"]
         with reaching(self.location):
             maxmemory, policy = self.memory_limits()
+            persistence = self.persistence()
         return magic_facts(meta, ntokens, nseen, nevents, days, bytes_used=used, map_size=None,
                            path=self.location, backend="redis", redis_maxmemory=maxmemory,
-                           redis_maxmemory_policy=policy)
+                           redis_maxmemory_policy=policy, redis_persistence=persistence)
+
+    def persistence(self) -> str | None:
+        """How this Redis keeps its data on disk: "rdb" (snapshots at its save points),
+        "aof" (its append-only file), "rdb+aof", or "none" (a restart empties it: the
+        database with it). None where it will not say: a managed Redis may refuse CONFIG,
+        which alone tells whether there are save points (then "aof" if INFO shows one)."""
+        try:
+            aof = bool(int(self._client.info("persistence").get("aof_enabled", 0)))
+        except redis.ResponseError:
+            return None
+        try:
+            save = self._client.config_get("save").get("save") or ""  # ("" or "3600 1 300 100 ...")
+        except redis.ResponseError:
+            return "aof" if aof else None
+        rdb = bool((save.decode() if isinstance(save, bytes) else str(save)).strip())
+        return {(True, True): "rdb+aof", (True, False): "rdb", (False, True): "aof"}.get((rdb, aof), "none")
 
     # -- maintenance -----------------------------------------------------------------
 

@@ -302,6 +302,26 @@ def test_a_policy_that_may_evict_our_keys_is_warned_of(own_server: RedisServer,
     client.close()
 
 
+def test_magic_says_whether_redis_keeps_the_database_on_disk(own_server: RedisServer, tmp_path: Path) -> None:
+    """`db magic`'s redis_persistence: "none" for a Redis with no save points and no
+    append-only file (as these tests run theirs), whose restart empties the database;
+    "rdb", "aof" or both as CONFIG SET gives them; null for a user CONFIG is refused to
+    (a managed Redis) and for LMDB."""
+    client = redis_client.Redis(port=own_server.port)
+    with RedisStore(own_server.url()) as store:
+        seen = [store.magic()["redis_persistence"]]
+        for setting, value in (("appendonly", "yes"), ("save", "3600 1"), ("appendonly", "no")):
+            client.config_set(setting, value)
+            seen.append(store.magic()["redis_persistence"])
+    assert seen == ["none", "aof", "rdb+aof", "rdb"]
+    client.acl_setuser("magic", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config"])
+    with RedisStore(own_server.url().replace("redis://", "redis://magic:pw@"), readonly=True) as limited:
+        assert limited.magic()["redis_persistence"] is None
+    client.close()
+    with LmdbStore(tmp_path / "db") as lmdb_store:
+        assert lmdb_store.magic()["redis_persistence"] is None
+
+
 def test_a_database_emptied_under_an_open_store_is_said_and_starts_again_whole(
         server: RedisServer, location: str, sample: list[SourceItem], caplog: pytest.LogCaptureFixture) -> None:
     """A Redis restarted without persistence, or a FLUSHDB, empties the database under a
