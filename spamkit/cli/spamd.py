@@ -201,10 +201,10 @@ def stop_listening(listening: list[socket.socket], socket_path: str | None) -> N
     for listener in listening:
         listener.close()
     if socket_path:
-        remove_socket(socket_path)
+        _remove_socket(socket_path)
 
 
-def remove_socket(path: str) -> None:
+def _remove_socket(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -272,12 +272,12 @@ class RedisWriter(PendingChanges):
         if forgotten:
             writes.append(("HDEL", [store.key("seen"), *forgotten]))
         meta: dict[str, str] = dict(self._meta)
-        if pipe.hget(store.key("meta"), "schema") is None:  # (emptied since it was opened)
+        *current, schema = pipe.hmget(store.key("meta"), [*_NUMERIC_META, "schema"])
+        if schema is None:  # (emptied since it was opened)
             store.note_emptied(True)
             meta.setdefault("schema", SCHEMA)
             meta.setdefault("created", str(day))
         if any(self._messages.values()):
-            current = pipe.hmget(store.key("meta"), list(_NUMERIC_META))
             for name, label, value in zip(_NUMERIC_META, (Label.SPAM, Label.HAM), current):
                 meta[name] = str(max(0, store.meta_int(name, value) + self._messages[label]))
         if meta:
