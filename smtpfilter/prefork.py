@@ -51,12 +51,15 @@ class Prefork:
 
     `child` runs in the forked process and returns its exit status; it must stop on
     SIGTERM. `reload` runs in the parent on SIGHUP and says whether the children should
-    be replaced (False: the configuration was broken, nothing changes)."""
+    be replaced (False: the configuration was broken, nothing changes). `tick` runs in
+    the parent about once a second (spamd's: the parent's own database handle follows a
+    file replaced under it, which its children cannot open until it lets go)."""
 
     processes: int
     child: Callable[[int], int]
     reload: Callable[[], bool]
     log: logging.Logger
+    tick: Callable[[], None] | None = None
     _running: dict[int, _Child] = field(default_factory=dict)  # pid -> the child there
     _retiring: set[int] = field(default_factory=set)  # told to finish after a reload
     _due: dict[int, float] = field(default_factory=dict)  # index -> when to fork it again
@@ -73,6 +76,7 @@ class Prefork:
                 wait = min([1.0, *(due - time.monotonic() for due in self._due.values())])
                 received = signal.sigtimedwait(_SUPERVISED, max(wait, 0.0))
                 self._reap()
+                self._ticked()
                 if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                     self._stop_all()
                     return 0
@@ -85,6 +89,14 @@ class Prefork:
                         self._fork(index, previous_mask)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+    def _ticked(self) -> None:
+        if self.tick is None:
+            return
+        try:
+            self.tick()
+        except Exception:  # (the children go on serving)
+            self.log.exception("the supervisor's periodic work failed")
 
     def _reloaded(self) -> bool:
         try:

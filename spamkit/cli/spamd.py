@@ -243,7 +243,14 @@ def _serve_in_processes(service: SpamdService, allowed: Networks, max_children: 
                   scanner.rules.report.loaded)
         return True
 
-    Prefork(processes, child, reread, _log).run()
+    def follow_database() -> None:
+        """The parent scans nothing, but its handle on a replaced LMDB file would keep
+        the children from opening the new one: it follows the file as they do."""
+        scanner = database.refreshed(service.scanner)
+        if scanner is not None:
+            service.scanner = scanner
+
+    Prefork(processes, child, reread, _log, tick=follow_database).run()
 
 
 def _start_child(database: DatabaseWatch, account: pwd.struct_passwd | None, scanner: Scanner) -> None:

@@ -250,6 +250,10 @@ class TokenStore(Protocol):
 
     def reset(self) -> None: ...
 
+    def replaced(self) -> bool:
+        """Whether the database at the store's location is no longer the one it has open
+        (an LMDB file moved over data.mdb): a service then opens it again (DatabaseWatch)."""
+
     def close(self) -> None: ...
 
     def __enter__(self) -> TokenStore: ...

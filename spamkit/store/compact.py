@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from spamkit.errors import DatabaseInUse, NoDatabase, StoreError
 from spamkit.store.lmdb import (damage_found, free_bytes, holds_records, refuse_remote_filesystem,
                                 refuse_writable_by_others)
 from spamkit.store.lmdbcheck import check_file
+from spamkit.store.lockholders import lock_holders
 
 TEMPORARY_NAME = "data.mdb.compacting"
 MAX_DBS = 16  # named databases an environment may hold (LmdbStore makes four)
@@ -93,7 +93,7 @@ def _hold_exclusively(directory: Path) -> int:
         os.close(fd)
         if error.errno not in (errno.EAGAIN, errno.EACCES):
             raise StoreError(f"cannot lock {lock_path}: {error.strerror}") from None
-        holders = _lock_holders(lock_path)
+        holders = lock_holders(lock_path)
         who = f" ({'; '.join(holders)})" if holders else ""
         raise DatabaseInUse(f"the database at {directory} is open in another process{who}; "
                             "compaction needs it to itself: stop `spamkit serve` and `spamkit "
@@ -114,37 +114,6 @@ def _reset_lock_file(directory: Path) -> None:
     env = lmdb.open(str(directory), map_size=(directory / "data.mdb").stat().st_size,
                     max_dbs=MAX_DBS, lock=True, mode=0o600)
     env.close()
-
-
-def _lock_holders(lock_path: Path) -> list[str]:
-    """The processes holding an fcntl lock on `lock_path`, as "pid 123: python3 -m spamkit
-    serve ...", read from /proc/locks (empty where there is none)."""
-    try:
-        stat = lock_path.stat()
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
-    holders = []
-    for line in lines:
-        match = re.search(r"\s(\d+) ([0-9a-f]+:[0-9a-f]+:\d+) ", line)
-        if match and match.group(2) == device and match.group(1) not in holders:
-            holders.append(match.group(1))
-    return [f"pid {pid}{_command_of(pid)}" for pid in holders]
-
-
-def _command_of(pid: str) -> str:
-    """": python3 -m spamkit serve ...", on one line (a `-c` program's newlines too)."""
-    try:
-        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return ""
-    words = [word for word in words if word]
-    if not words:
-        return ""
-    text = " ".join([os.path.basename(words[0].decode("utf-8", "replace")),
-                     *(word.decode("utf-8", "replace") for word in words[1:])])
-    return ": " + " ".join(text.split())[:100]
 
 
 def _remove_leftover(temporary: Path) -> None:

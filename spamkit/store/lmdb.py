@@ -30,8 +30,10 @@ from typing import IO
 import lmdb
 import numpy as np
 
-from spamkit.errors import NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError, StoreFull
+from spamkit.errors import (DatabaseInUse, NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError,
+                            StoreFull, StoreUnavailable)
 from spamkit.store.lmdbcheck import check_file, check_length
+from spamkit.store.lockholders import lock_holders
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
                                 today)
 from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
@@ -248,6 +250,13 @@ def _unpack(layout: struct.Struct, value: bytes | memoryview, table: str) -> tup
                            f"{RECOVERY}") from None
 
 
+def _descriptor(path: Path, flags: int) -> int | None:
+    try:
+        return os.open(path, flags)
+    except OSError:
+        return None
+
+
 def refuse_writable_by_others(path: Path) -> None:
     """A database other users may write is one they may teach: whoever can write it
     decides what is spam (reliability checklist 39). Refused, with the fix."""
@@ -297,6 +306,7 @@ class LmdbStore:
         except lmdb.Error as error:
             raise StoreError(f"cannot open the database at {self.path}: {error}") from None
         self._pid = os.getpid()
+        self._closed = False
         self._sound = False  # the file's structure was checked by this process (`verify`)
         self._map_lock = MapLock()  # (a forked child's own: the parent's threads are not its)
         try:
@@ -323,20 +333,40 @@ class LmdbStore:
         except StoreError:
             self._env.close()
             raise
-        # asked for free space after a failed commit: by descriptor, since a process that
-        # gave up root after opening (`serve --user`) may not look the path up any more
-        try:
-            self._directory_fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            self._directory_fd = None
+        # asked for free space after a failed commit, and whether the file was replaced
+        # (`replaced`): by descriptor, since a process that gave up root after opening
+        # (`serve --user`) may not look the path up any more. (Not lock.mdb: closing any
+        # descriptor of it would let go of LMDB's fcntl locks.)
+        self._directory_fd = _descriptor(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._data_fd = _descriptor(self.path / "data.mdb", os.O_RDONLY)
 
     def _space_left(self) -> int | None:
         return free_bytes(self.path if self._directory_fd is None else self._directory_fd)
 
-    def _close_directory(self) -> None:
-        if self._directory_fd is not None:
-            os.close(self._directory_fd)
-            self._directory_fd = None
+    def _close_descriptors(self) -> None:
+        for fd in (self._directory_fd, self._data_fd):
+            if fd is not None:
+                os.close(fd)
+        self._directory_fd = self._data_fd = None
+
+    def replaced(self) -> bool:
+        """Whether the file this store has open is no longer the database at its path: a
+        file moved over data.mdb (a backup put back), the directory removed and made again
+        by a new learn, or the file removed or renamed. A service that gave up root may not
+        look inside the directory: the descriptor kept since opening still tells a file
+        that has no name left (a link count of 0)."""
+        if self._data_fd is None:
+            return False
+        try:
+            held = os.fstat(self._data_fd)
+            if held.st_nlink == 0:
+                return True
+            now = (self.path / "data.mdb").stat()
+        except FileNotFoundError:
+            return True
+        except OSError:  # (not ours to look at: only the link count can tell)
+            return False
+        return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
 
     def _refuse_records(self) -> None:
         """NotATokenDatabase for one of the SMTP filter's databases, given as --db by
@@ -355,18 +385,42 @@ class LmdbStore:
         message. The meta pages at its start say how long it must be, less the pages
         listed free that LMDB never wrote (lmdbcheck.check_length). (Read under a read
         transaction, which pins its snapshot: a writer writes its pages before the meta
-        page that counts them, so the file is at least that snapshot's length.)"""
+        page that counts them, so the file is at least that snapshot's length.) A file
+        that does not hold the snapshot at all was swapped under others: see
+        `_replaced_under_others`."""
         data = self.path / "data.mdb"
         for _attempt in range(3):
             with self._env.begin() as txn:
+                txnid = txn.id()
                 try:
-                    report = check_length(data, txn.id())
+                    report = check_length(data, txnid)
                 except OSError:
                     return
             if not report.snapshot_gone:  # (else two commits overtook us: look again)
                 break
-        if report.problems and not report.snapshot_gone:  # (a file that busy is being written)
+        if report.snapshot_missing:  # (overtaken three times over in microseconds: no)
+            raise self._replaced_under_others(txnid)
+        if report.problems:
             raise StoreCorrupt(f"{data} is cut short: {report.problems[0]}; {RECOVERY}")
+
+    def _replaced_under_others(self, txnid: int) -> DatabaseInUse:
+        """data.mdb lacks the last transaction lock.mdb records. LMDB trusts that record
+        whenever another process has the environment open (only the first opener sets it
+        from the file), and picks the meta page by its number: so the file was moved or
+        copied over data.mdb while others had the old one open, and reading it here would
+        read a snapshot chosen by a stranger's count. Others go on with the old file
+        (a rename) until they let it go. Before, this said "cut short" and offered `db
+        reset`, or, where the new file's numbers were higher, opened it and called it
+        damaged at the first write (docs/decisions/0028)."""
+        holders = lock_holders(self.path / "lock.mdb")
+        who = f" ({'; '.join(holders)})" if holders else ""
+        return DatabaseInUse(
+            f"{self.path / 'data.mdb'} was replaced while other processes had the database open"
+            f"{who}: it lacks transaction {txnid}, the last one their lock file records. Nothing "
+            "was read or changed. It opens once they let the old file go: a running service "
+            "opens the new file by itself within seconds where its user may (else restart it), "
+            "and a learn lets go when it ends. To put a backup in place while services run, "
+            "use `spamkit db restore`")
 
     def _refuse_lock_file_on_full_disk(self) -> None:
         """LMDB makes its lock file by extending it and writing through a memory map; on a
@@ -411,7 +465,7 @@ class LmdbStore:
         """
         if os.getpid() != self._pid:
             self._env.close()
-            self._close_directory()
+            self._close_descriptors()
             self._open()
 
     # -- transactions ----------------------------------------------------------------
@@ -419,7 +473,13 @@ class LmdbStore:
     def _begin(self, write: bool = False) -> lmdb.Transaction:
         """A transaction, holding the map lock shared until `_end` (spamkit.store.maplock)."""
         self._check_pid()
-        return self._map_lock.begin(self._env, write)
+        try:
+            return self._map_lock.begin(self._env, write)
+        except lmdb.Error:
+            if self._closed:  # (a scan that began on a service's store as it was replaced)
+                raise StoreUnavailable(f"the database at {self.path} was closed while in use "
+                                       "(its file was replaced)") from None
+            raise
 
     def _end(self, txn: lmdb.Transaction, commit: bool) -> None:
         try:
@@ -803,8 +863,9 @@ class LmdbStore:
     def close(self) -> None:
         if os.getpid() == self._pid:
             with self._map_lock.exclusive():  # after every open transaction of the process
+                self._closed = True
                 self._env.close()
-                self._close_directory()
+                self._close_descriptors()
 
     def __enter__(self) -> LmdbStore:
         return self

@@ -71,6 +71,7 @@ class CheckReport:
     trees: dict[str, int] = field(default_factory=dict)  # entries per tree, as walked
     problems: list[str] = field(default_factory=list)
     snapshot_gone: bool = False  # later commits rewrote the meta page of the snapshot asked for
+    snapshot_missing: bool = False  # neither meta page holds the transaction asked for
     unused_pages: int = 0  # neither in a tree nor listed free: leaked, not damage
 
     @property
@@ -325,6 +326,7 @@ def _meta(data: mmap.mmap, size: int, txnid: int | None,
         next((m for m in usable if m[2] == txnid), None)
     if chosen is None:
         report.snapshot_gone = all(m[2] > txnid for m in usable)
+        report.snapshot_missing = True
         report.problems.append(f"no meta page holds transaction {txnid}")
         return None
     _magic, _version, report.txnid, _last_page, meta_at = chosen

@@ -699,6 +699,11 @@ class RedisStore:
             writer.replace("DEL", self.key("tokens"), self.key("seen"), self.key("history"))
             writer.replace("HDEL", self.key("meta"), *LEARNED_META)
 
+    def replaced(self) -> bool:
+        """Never: the keys are read afresh on every request. (A database emptied under the
+        store is `note_emptied`'s to say.)"""
+        return False
+
     def close(self) -> None:
         self._client.close()
 

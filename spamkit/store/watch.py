@@ -9,6 +9,12 @@ without it: every message gets WhenDatabaseDown, and the database is tried again
 DatabaseRetry seconds and used from the first time it opens, sound and answering. A
 damaged file is closed as soon as the check finds the damage: scoring never reads it,
 since LMDB follows a damaged page into a crash.
+
+An LMDB file replaced while the service has it open (a backup moved over data.mdb, the
+directory removed and made again by a new learn) is noticed too: the service would
+otherwise score with the old file until restarted, and what it autolearned would go
+with it. It closes the old file and opens the one in place, if the user it became may;
+else it says once that a restart is needed.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import logging
 import os
 import pwd
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spamkit.errors import StoreError
+from spamkit.errors import DatabaseInUse, StoreError
 from spamkit.store.base import TokenStore
 
 if TYPE_CHECKING:
@@ -30,12 +37,17 @@ class DatabaseWatch:
     """Opens a service's token database, and again every `retry` seconds while it cannot."""
 
     def __init__(self, location: str | os.PathLike[str] | None, retry: float, log: logging.Logger) -> None:
-        self.location = location
+        from spamkit.store import default_db_path
+
+        # the default found now: it depends on the user, and a retry runs as the one the
+        # service became (whose own default, in its home, is not the database it serves)
+        self.location = str(location) if location else str(default_db_path())
         self.retry = retry
         self.log = log
         self.store: TokenStore | None = None
         self.down: str | None = None  # why the database cannot be used now; None: it can
         self._next_try = 0.0
+        self._told: str | None = None  # why a replaced file could not be opened, once said
 
     def open(self) -> TokenStore | None:
         """The store, open, sound and answering; or None, with the reason in `down`."""
@@ -49,7 +61,8 @@ class DatabaseWatch:
         except Exception as error:  # (a retry must never take the service down)
             if store is not None:
                 store.close()
-            self._failed(_why(error))
+            # (others still have a file that was replaced open: they let it go within seconds)
+            self._failed(_why(error), soon=isinstance(error, DatabaseInUse))
             return None
         if self.down is not None:
             self.log.warning("the token database %s can be used again: scoring with Bayes",
@@ -68,6 +81,8 @@ class DatabaseWatch:
         meanwhile). While the database stays down, `current` gets the newest reason, so
         that each message's log line says why as it is now."""
         if self.down is None:
+            if self.store is not None and self.store.replaced():
+                return self._reopened(current)
             stale = current.database_down is not None and self.store is not None
             return current.with_store(self.store) if stale else None
         if not self.due():
@@ -78,17 +93,64 @@ class DatabaseWatch:
             return None
         return current.with_store(store)
 
-    def _failed(self, reason: str) -> None:
+    def _reopened(self, current: Scanner) -> Scanner | None:
+        """The store's file is no longer the one at its path: a scanner over the file in
+        place, or over none while it cannot be opened yet (others still have the old one:
+        tried again within a second). None, keeping the old file, while this process may
+        not open the new one, or there is none yet."""
+        from spamkit.store import describe_location
+
+        where = describe_location(self.location)
+        blocked = _cannot_open(self.location)
+        if blocked is not None:
+            if blocked != self._told:  # (said once: this is asked every second)
+                self._told = blocked
+                self.log.error("the token database %s is no longer the file this service opened "
+                               "(replaced or removed), and %s. Until then it scores with the file "
+                               "it opened, and what it autolearns is lost with that file", where, blocked)
+            return None
+        self._told = None
+        self.log.warning("the token database %s was replaced since it was opened (a file moved over "
+                         "it, or the directory made again): scoring goes over to the file in place", where)
+        assert self.store is not None
+        self.store.close()  # (after the scans reading it: LMDB's lock file must be let go first)
+        self.store = None
+        store = self.open()
+        return current.with_store(store, database_down=self.down)
+
+    def _failed(self, reason: str, soon: bool = False) -> None:
+        retry = min(self.retry, 1.0) if soon else self.retry
         if reason != self.down:  # (said once, and again only when the reason changes)
             self.log.error("the token database cannot be used: %s. Until it can, every message "
-                           "gets WhenDatabaseDown; it is tried again every %g s", reason, self.retry)
+                           "gets WhenDatabaseDown; it is tried again every %g s", reason, retry)
         self.down = reason
-        self._next_try = time.monotonic() + self.retry
+        self._next_try = time.monotonic() + retry
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def _cannot_open(location: str) -> str | None:
+    """Why this process cannot open the LMDB database now at `location` (to be said after
+    "and"), or None. A service that gave up root keeps the file it opened as root, rather
+    than close it for one it may not open."""
+    directory = Path(location)
+    data, lock = directory / "data.mdb", directory / "lock.mdb"
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        data.stat()
+    except FileNotFoundError:
+        return "no file is in its place yet: it is opened once one is"
+    except OSError:
+        return (f"as user {user} it may not look inside {directory} (it was opened as root): "
+                "restart the service to use the database there now")
+    if not (os.access(directory, os.W_OK | os.X_OK) and os.access(data, os.R_OK | os.W_OK)
+            and (not lock.exists() or os.access(lock, os.R_OK | os.W_OK))):
+        return (f"as user {user} it may not open {data} (it was opened as root): restart the "
+                "service to use it")
+    return None
 
 
 def _why(error: Exception) -> str:

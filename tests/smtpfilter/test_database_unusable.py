@@ -1,11 +1,13 @@
 """Reliability checklist 12 as a service starts: a token database `serve` or `spamd` cannot
 use then (a Redis not up yet, an LMDB file the check finds damaged) does not stop it. Each
 message gets WhenDatabaseDown, and the database is used from the first retry
-(DatabaseRetry) that finds it answering and sound, with no restart."""
+(DatabaseRetry) that finds it answering and sound, with no restart. And later: an LMDB
+file put in its place while it runs is followed (docs/decisions/0028)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -204,3 +206,114 @@ def test_a_database_only_root_may_open_again_is_said_to_need_a_restart(
     assert status == 0
     assert (f"the token database cannot be used: Permission denied: {db} (as user nobody; a "
             "database it opened as root at start needs a restart of the service") in stderr.decode()
+
+
+# -- an LMDB file put in place while the service runs ------------------------------------
+
+def _give_to_nobody(path: Path) -> None:
+    """As root, a database the service (nobody) may open again, as it could at start."""
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "nobody", str(path)], check=True)
+
+
+def _relayed(port: int, message: Path, sink: Sink) -> bytes:
+    """The message as the filter relayed it just now ("" if it did not)."""
+    before = set(sink.directory.iterdir())
+    if not swaks(port, message).startswith("250"):
+        return b""
+    [new] = set(sink.directory.iterdir()) - before
+    return new.read_bytes()
+
+
+def test_serve_goes_over_to_a_database_file_put_in_its_place(
+        tmp_path: Path, trained_db: Path, sink: Sink,
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """A backup moved over data.mdb while the filter runs; then the directory removed and
+    made again by a new learn. Before, the filter scored with the file it had opened until
+    it was restarted (what it autolearned went with that file), and a learn or `db magic`
+    meanwhile was refused, the file called "cut short". Now it goes over to the file in
+    place within a second, and lets the old one go, so the others open the new one too.
+    While there is no file in place, or (as root) only one the user it became may not
+    open, it says so once and scores with the file it has."""
+    db = _reachable_directory() / "db"
+    LmdbStore(db).close()  # a new database: Bayes abstains
+    _give_to_nobody(db)
+    config = tmp_path / "spamkit.toml"
+    config.write_text("DatabaseRetry = 1\n")
+    spamkit = [sys.executable, "-m", "spamkit"]
+    environment = {**os.environ, "SPAMKIT_CONFIG": str(config)}
+    ham = _ham(tmp_path, split)
+    process, port = start_serve(sink.port, db, config)
+    try:
+        assert b"X-Spam-Status: No" in (new := _relayed(port, ham, sink)) and b"BAYES_" not in new
+        shutil.copyfile(trained_db / "data.mdb", db / "data.mdb.new")
+        _give_to_nobody(db)
+        os.replace(db / "data.mdb.new", db / "data.mdb")
+        assert _until(lambda: b"BAYES_00" in _relayed(port, ham, sink))
+        magic = subprocess.run([*spamkit, "db", "magic", "--json", "--db", str(db)], env=environment,
+                               capture_output=True, text=True, timeout=60)
+        assert magic.returncode == 0, magic.stderr
+        with LmdbStore(trained_db, readonly=True) as trained:
+            assert json.loads(magic.stdout)["nham"] == trained.totals().nham
+
+        shutil.rmtree(db)
+        time.sleep(1.5)
+        assert b"BAYES_00" in _relayed(port, ham, sink)  # (the file it has, until another is there)
+        subprocess.run([*spamkit, "learn", "--db", str(db), "--ham", str(ham)], env=environment,
+                       capture_output=True, timeout=60, check=True)
+        if os.geteuid() == 0:  # (root's directory, 0700: nobody may not look inside)
+            time.sleep(1.5)
+            assert b"BAYES_00" in _relayed(port, ham, sink)
+            _give_to_nobody(db)
+        assert _until(lambda: b"BAYES_" not in _relayed(port, ham, sink))  # one ham: it abstains
+    finally:
+        status, stderr = stop_serve(process)
+        shutil.rmtree(db.parent)
+    assert status == 0
+    log = stderr.decode()
+    assert log.count(f"the token database {db} was replaced since it was opened") == 2, log[-3000:]
+    assert "no file is in its place yet" in log
+    if os.geteuid() == 0:
+        assert f"as user nobody it may not look inside {db} (it was opened as root): restart" in log
+
+
+def test_spamd_children_and_their_parent_go_over_to_a_file_moved_in(
+        tmp_path: Path, trained_db: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    """spamd --processes 2: each child follows the file, and so does the parent, which
+    scans nothing but whose handle on the old file would keep the new one from opening."""
+    db = _reachable_directory() / "db"
+    LmdbStore(db).close()
+    _give_to_nobody(db)
+    (tmp_path / "spamkit.toml").write_text("DatabaseRetry = 1\n")
+    port = free_port()
+    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
+                                "--processes", "2", "--max-children", "2", *as_user, "--db", str(db),
+                                "--config", str(tmp_path / "spamkit.toml")], stderr=subprocess.PIPE)
+    message = _ham(tmp_path, split).read_bytes()
+    request = b"SYMBOLS SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+
+    def symbols() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(request)
+            client.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: client.recv(65536), b""))
+
+    try:
+        wait_for_port(port, 120)
+        assert b"BAYES_" not in symbols()
+        shutil.copyfile(trained_db / "data.mdb", db / "data.mdb.new")
+        _give_to_nobody(db)
+        os.replace(db / "data.mdb.new", db / "data.mdb")
+        # (which child answers is the kernel's choice: ten in a row, all with Bayes)
+        assert _until(lambda: all(b"BAYES_00" in symbols() for _ in range(10)), seconds=30)
+        magic = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--db", str(db)],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "SPAMKIT_CONFIG": str(tmp_path / "spamkit.toml")})
+        assert magic.returncode == 0, magic.stderr
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+        shutil.rmtree(db.parent)
+    assert process.returncode == 0
+    assert stderr.decode().count(f"the token database {db} was replaced since it was opened") == 3
