@@ -48,6 +48,7 @@ class DatabaseWatch:
         self.down: str | None = None  # why the database cannot be used now; None: it can
         self._next_try = 0.0
         self._told: str | None = None  # why a replaced file could not be opened, once said
+        self._looked_at_persistence = False
 
     def open(self) -> TokenStore | None:
         """The store, open, sound and answering; or None, with the reason in `down`."""
@@ -68,7 +69,31 @@ class DatabaseWatch:
             self.log.warning("the token database %s can be used again: scoring with Bayes",
                              describe_location(self.location))
         self.down, self.store = None, store
+        if not self._looked_at_persistence:
+            self._looked_at_persistence = True
+            self._say_if_kept_in_memory_only(store)
         return store
+
+    def _say_if_kept_in_memory_only(self, store: TokenStore) -> None:
+        """A Redis with no save points and no append-only file loses the database when it
+        restarts; a running service then finds it empty, and says so (RedisStore.note_
+        emptied), after the loss. This says it once as the service starts, before
+        anything is lost. (Not at every learn: the cron job mails what a learn says, and a
+        Redis kept as a cache on purpose would fill that mail.)"""
+        from spamkit.store import backend_of, describe_location
+
+        if backend_of(self.location) != "redis":  # (LMDB's magic reads the whole byte model)
+            return
+        try:
+            persistence = store.magic().get("redis_persistence")
+        except Exception:  # (only a warning: never what stops the service)
+            return
+        if persistence == "none":
+            self.log.warning("the token database %s is in a Redis that keeps nothing on disk (no "
+                             "save points, no append-only file): a restart of Redis empties it, "
+                             "and what was learned goes with it. Set `appendonly yes` or a `save` "
+                             "point in redis.conf, unless that is meant",
+                             describe_location(self.location))
 
     def due(self) -> bool:
         """Whether the database is down and the time to try it again has come."""

@@ -731,3 +731,43 @@ def test_a_connection_dropped_inside_a_batch_is_a_clean_error(rstore: RedisStore
     assert rstore.totals().nspam == 0 and not admin.exists(rstore.key("lock"))
     Learner(rstore).learn(sample[:2], Label.SPAM)
     assert rstore.totals().nspam == 2
+
+
+def test_a_service_says_at_start_that_its_redis_keeps_nothing_on_disk(
+        own_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`serve`, `milter` and `spamd` open their database through DatabaseWatch: over a Redis
+    whose restart would empty it, they say so once as they start, naming the database,
+    before anything is lost; not over one that keeps an append-only file, nor over LMDB.
+    (The database emptied afterwards is said as well: the test above.)"""
+    import logging
+
+    from spamkit.store.watch import DatabaseWatch
+
+    log = logging.getLogger("spamkit.test-watch")
+    client = redis_client.Redis(port=own_server.port)
+    url = own_server.url(prefix="watched:")
+    said: list[list[str]] = []
+    try:
+        for setting in ("none", "appendonly yes"):
+            if setting != "none":
+                client.config_set(*setting.split())
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger=log.name):
+                watch = DatabaseWatch(url, 30.0, log)
+                assert watch.open() is not None and watch.open() is not None  # (a retry says nothing more)
+                watch.close()
+            said.append([r.getMessage() for r in caplog.records if r.name == log.name])
+    finally:
+        client.config_set("appendonly", "no")  # (as the server was started: it then stops at once)
+    assert said[0] == [f"the token database {url} is in a Redis that keeps nothing on disk (no save "
+                       "points, no append-only file): a restart of Redis empties it, and what was "
+                       "learned goes with it. Set `appendonly yes` or a `save` point in redis.conf, "
+                       "unless that is meant"]
+    assert said[1] == []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        watch = DatabaseWatch(tmp_path / "db", 30.0, log)
+        assert watch.open() is not None
+        watch.close()
+    assert not [r for r in caplog.records if r.name == log.name]
+    client.close()
