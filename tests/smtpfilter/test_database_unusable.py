@@ -76,6 +76,26 @@ def _repair(db: Path, dump: str, give_to: str | None = "nobody") -> None:
         subprocess.run(["chown", "-R", give_to, str(db)], check=True)
 
 
+def _start_spamd(db: Path, config: Path, *options: str) -> tuple[subprocess.Popen[bytes], int]:
+    """(process, port) of `spamkit spamd` (as nobody, under root), once it listens."""
+    port = free_port()
+    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
+                                *options, *as_user, "--db", str(db), "--config", str(config)],
+                               stderr=subprocess.PIPE)
+    wait_for_port(port, 120)
+    return process, port
+
+
+def _symbols(port: int, message: bytes) -> bytes:
+    """spamd's whole answer to a SYMBOLS request for `message`."""
+    request = b"SYMBOLS SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(request)
+        client.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: client.recv(65536), b""))
+
+
 def test_serve_started_before_its_redis_uses_the_policy_then_the_database(
         tmp_path: Path, trained_db: Path, sink: Sink,
         split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
@@ -155,26 +175,13 @@ def test_spamd_on_a_damaged_file_scores_with_the_rules_then_with_the_restored_da
     db = _reachable_directory() / "db"
     dump = _damaged_copy(trained_db, db, "child link")
     (tmp_path / "spamkit.toml").write_text('WhenDatabaseDown = "rules"\nDatabaseRetry = 1\n')
-    port = free_port()
-    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
-                                *as_user, "--db", str(db), "--config", str(tmp_path / "spamkit.toml")],
-                               stderr=subprocess.PIPE)
+    process, port = _start_spamd(db, tmp_path / "spamkit.toml")
     message = _ham(tmp_path, split).read_bytes()
-    request = b"SYMBOLS SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
-
-    def symbols() -> bytes:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-            client.sendall(request)
-            client.shutdown(socket.SHUT_WR)
-            return b"".join(iter(lambda: client.recv(65536), b""))
-
     try:
-        wait_for_port(port, 120)
-        rules_alone = symbols()
+        rules_alone = _symbols(port, message)
         assert rules_alone.startswith(b"SPAMD/1.1 0 EX_OK\r\n") and b"BAYES_" not in rules_alone
         _repair(db, dump)
-        assert _until(lambda: b"BAYES_00" in symbols())
+        assert _until(lambda: b"BAYES_00" in _symbols(port, message))
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
@@ -216,6 +223,13 @@ def _give_to_nobody(path: Path) -> None:
         subprocess.run(["chown", "-R", "nobody", str(path)], check=True)
 
 
+def _move_over(source: Path, db: Path) -> None:
+    """A backup put in place as administrators do: copied beside data.mdb, renamed over it."""
+    shutil.copyfile(source / "data.mdb", db / "data.mdb.new")
+    _give_to_nobody(db)
+    os.replace(db / "data.mdb.new", db / "data.mdb")
+
+
 def _relayed(port: int, message: Path, sink: Sink) -> bytes:
     """The message as the filter relayed it just now ("" if it did not)."""
     before = set(sink.directory.iterdir())
@@ -246,9 +260,7 @@ def test_serve_goes_over_to_a_database_file_put_in_its_place(
     process, port = start_serve(sink.port, db, config)
     try:
         assert b"X-Spam-Status: No" in (new := _relayed(port, ham, sink)) and b"BAYES_" not in new
-        shutil.copyfile(trained_db / "data.mdb", db / "data.mdb.new")
-        _give_to_nobody(db)
-        os.replace(db / "data.mdb.new", db / "data.mdb")
+        _move_over(trained_db, db)
         assert _until(lambda: b"BAYES_00" in _relayed(port, ham, sink))
         magic = subprocess.run([*spamkit, "db", "magic", "--json", "--db", str(db)], env=environment,
                                capture_output=True, text=True, timeout=60)
@@ -285,28 +297,13 @@ def test_spamd_children_and_their_parent_go_over_to_a_file_moved_in(
     LmdbStore(db).close()
     _give_to_nobody(db)
     (tmp_path / "spamkit.toml").write_text("DatabaseRetry = 1\n")
-    port = free_port()
-    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
-                                "--processes", "2", "--max-children", "2", *as_user, "--db", str(db),
-                                "--config", str(tmp_path / "spamkit.toml")], stderr=subprocess.PIPE)
+    process, port = _start_spamd(db, tmp_path / "spamkit.toml", "--processes", "2", "--max-children", "2")
     message = _ham(tmp_path, split).read_bytes()
-    request = b"SYMBOLS SPAMC/1.5\r\nContent-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
-
-    def symbols() -> bytes:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-            client.sendall(request)
-            client.shutdown(socket.SHUT_WR)
-            return b"".join(iter(lambda: client.recv(65536), b""))
-
     try:
-        wait_for_port(port, 120)
-        assert b"BAYES_" not in symbols()
-        shutil.copyfile(trained_db / "data.mdb", db / "data.mdb.new")
-        _give_to_nobody(db)
-        os.replace(db / "data.mdb.new", db / "data.mdb")
+        assert b"BAYES_" not in _symbols(port, message)
+        _move_over(trained_db, db)
         # (which child answers is the kernel's choice: ten in a row, all with Bayes)
-        assert _until(lambda: all(b"BAYES_00" in symbols() for _ in range(10)), seconds=30)
+        assert _until(lambda: all(b"BAYES_00" in _symbols(port, message) for _ in range(10)), seconds=30)
         magic = subprocess.run([sys.executable, "-m", "spamkit", "db", "magic", "--db", str(db)],
                                capture_output=True, text=True, timeout=60,
                                env={**os.environ, "SPAMKIT_CONFIG": str(tmp_path / "spamkit.toml")})
