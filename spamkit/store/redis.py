@@ -69,6 +69,10 @@ DEFAULT_PREFIX = "spamkit:"
 LOCK_SECONDS = 60.0
 CHUNK = 10_000  # fields a command: HMGET, HSET, HDEL and HSCAN work in pieces this size
 CONNECT_TIMEOUT = 1.0  # reliability checklist item 12: a backend down is known within 1 s
+# a Redis that took the connection and then says nothing (stopped, swapping, a network cut
+# after the handshake): redis-py before 7 waited for ever, so a sweep hung holding its lock
+# and every later cron run found it "already running"; a command's work is milliseconds
+READ_TIMEOUT = 5.0
 RECOVERY = ("`spamkit db reset --yes` empties it, and `spamkit db restore` then loads a dump "
             "into it")
 _EVENT_KEY = 24  # message key (16) + time (8) at the head of a history member
@@ -135,8 +139,10 @@ def connect(location: str, default_prefix: str = DEFAULT_PREFIX) -> tuple[Any, s
         # Any: redis-py types every answer bytes | str, decode_responses being a run-time
         # choice; spamkit never decodes, so answers are bytes
         client: Any = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 1))  # once more at once: a pooled connection gone stale
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT,
+            # once more at once: a pooled connection gone stale. Not after a timeout: the
+            # server had the command, and may yet carry it out
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
     except ValueError as error:
         raise StoreError(f"not a Redis location: {public} ({error})") from None
     return client, prefix, public
@@ -717,10 +723,9 @@ class RedisStore:
 def move_aside(location: str) -> str:
     """Rename a damaged database's keys to <prefix>damaged-<time>:<name>, kept for a look
     afterwards, out of the way of a new one (as LMDB's files are); returns the new prefix."""
-    url, prefix = _split_location(location)
+    client, prefix, public = connect(location)
     kept = f"{prefix}damaged-{time.strftime('%Y%m%dT%H%M%S')}:"
-    with reaching(public_location(location)):
-        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+    with reaching(public):
         try:
             for name in ("tokens", "seen", "meta", "history"):
                 if client.exists(prefix + name):

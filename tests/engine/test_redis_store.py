@@ -771,3 +771,38 @@ def test_a_service_says_at_start_that_its_redis_keeps_nothing_on_disk(
         watch.close()
     assert not [r for r in caplog.records if r.name == log.name]
     client.close()
+
+
+def test_a_redis_that_stops_answering_is_unavailable_within_seconds(
+        own_server: RedisServer, sample: list[SourceItem], tmp_path: Path) -> None:
+    """A Redis that holds the connection and says nothing (stopped here with SIGSTOP; a
+    server swapping, or a network cut after the handshake, look the same). redis-py before
+    7 waits for an answer for ever: `spamkit learn` hung holding the sweep's lock, and every
+    later cron run found it "already running". redis-py 8's own read timeout, 5 s, was
+    tried twice, and each try twice over on a new connection (20 s for a learn). Now a
+    command gives up after one READ_TIMEOUT (a new connection's handshake after two), a
+    learn with exit 75 (so the sweep deletes nothing), and the database answers once
+    Redis does."""
+    url = own_server.url(prefix="stopped:")
+    ham = tmp_path / "ham.eml"
+    ham.write_bytes(sample[-1].data)
+    with RedisStore(url) as store:
+        Learner(store).learn(sample[:10], Label.SPAM)
+        own_server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="Timeout reading"):
+                store.totals()
+            waited = [time.monotonic() - started]
+            started = time.monotonic()
+            learn = subprocess.run([sys.executable, "-m", "spamkit", "learn", "--db", url, "--ham", str(ham)],
+                                   capture_output=True, text=True, timeout=120,
+                                   env={**os.environ, "SPAMKIT_CONFIG": str(tmp_path / "none.toml")})
+            waited.append(time.monotonic() - started)
+        finally:
+            own_server.process.send_signal(signal.SIGCONT)
+        assert learn.returncode == 75 and "Timeout reading" in learn.stderr, learn.stderr
+        assert redis_store.READ_TIMEOUT <= waited[0] < redis_store.READ_TIMEOUT + 2
+        # (a new connection's handshake, which redis-py 8 tries twice; + the command's start)
+        assert waited[1] < 2 * redis_store.READ_TIMEOUT + 5, waited
+        assert store.totals().nspam == 10
