@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,13 +54,15 @@ class Prefork:
     SIGTERM. `reload` runs in the parent on SIGHUP and says whether the children should
     be replaced (False: the configuration was broken, nothing changes). `tick` runs in
     the parent about once a second (spamd's: the parent's own database handle follows a
-    file replaced under it, which its children cannot open until it lets go)."""
+    file replaced under it, which its children cannot open until it lets go). A SIGHUP
+    that came before `run` (`hangup_before` set) has `reload` run before the first fork."""
 
     processes: int
     child: Callable[[int], int]
     reload: Callable[[], bool]
     log: logging.Logger
     tick: Callable[[], None] | None = None
+    hangup_before: threading.Event | None = None  # set: a SIGHUP came while the daemon started
     _running: dict[int, _Child] = field(default_factory=dict)  # pid -> the child there
     _retiring: set[int] = field(default_factory=set)  # told to finish after a reload
     _due: dict[int, float] = field(default_factory=dict)  # index -> when to fork it again
@@ -69,6 +72,8 @@ class Prefork:
         """Fork the children and supervise them until SIGTERM or SIGINT; 0 then."""
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISED)
         try:
+            if self.hangup_before is not None and self.hangup_before.is_set():
+                self._reloaded()  # (one from now on waits, blocked, for sigtimedwait)
             for index in range(self.processes):
                 self._fork(index, previous_mask)
             while True:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from click.core import ParameterSource
 
 from spamkit.cli import config_option, db_option
 from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, database_back,
-                               host_port, reload_chain)
+                               hangups_held, host_port, reload_chain)
 from spamkit.cli.spamd import stop_listening, tcp_listeners, unix_listener
 from spamkit.config import load_config
 from spamkit.store.watch import DatabaseWatch
@@ -54,6 +55,7 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
     WhenDatabaseDown, as the SMTP filter's. Set milter_default_action = tempfail in
     Postfix, so mail waits while the milter is down.
     """
+    hangup = hangups_held()
     from smtpfilter.metrics import Metrics
     from smtpfilter.milter import MilterHandler
     from smtpfilter.plugins import build_chain, start_warnings
@@ -85,7 +87,7 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
                 _log.warning("%s", warning)
             click.echo(f"spamkit milter: listening on {socket_path or listen}"
                        f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
-            asyncio.run(_serve(handler, listening, scanner, config_path, database, autolearn))
+            asyncio.run(_serve(handler, listening, scanner, config_path, database, autolearn, hangup))
         finally:
             stop_listening(listening, socket_path)
     finally:
@@ -93,9 +95,11 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
 
 
 async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner: Scanner,
-                 config_path: str | None, database: DatabaseWatch, autolearn: bool) -> None:
+                 config_path: str | None, database: DatabaseWatch, autolearn: bool,
+                 hangup: threading.Event) -> None:
     """Answer the MTA until SIGTERM or SIGINT; SIGHUP reloads on a worker thread (sessions
-    go on with the chain in force until the new one is built)."""
+    go on with the chain in force until the new one is built), as does one that came while
+    it started (`hangup`)."""
     loop = asyncio.get_running_loop()
     # envelope stages that may wait (DNS) and every end of message run on these threads
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="spamkit-milter"))
@@ -110,6 +114,8 @@ async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner
                                        SET_AT_START, "milter"))
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
+    if hangup.is_set():
+        loop.create_task(reread())
     connections: set[asyncio.Task[None]] = set()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

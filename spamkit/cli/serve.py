@@ -110,6 +110,21 @@ def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_pa
     return account
 
 
+def hangups_held() -> threading.Event:
+    """SIGHUP, caught from a daemon's first line on: the event is set when one comes.
+
+    Its default action ends the process, and a daemon set its own handler only once it
+    had started, which takes seconds where SpamAssassin's rules load (half a minute to
+    compile them cold) or the database is slow to answer. A `systemctl reload` meanwhile
+    (sa-update's hook, the daily reload line, an administrator after a restart) killed it,
+    and systemd does not restart a service SIGHUP ended: the mail waited until someone
+    noticed. The daemon reloads once it is up if one came (the configuration may have
+    changed after it was read)."""
+    came = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: came.set())
+    return came
+
+
 def daemon_scanner(config: Config, db_path: str | None, config_path: str | None,
                    log: logging.Logger) -> tuple[DatabaseWatch, Scanner]:
     """A daemon's token database and its scanner, ready before the first message: the
@@ -270,6 +285,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     (unreachable, or found damaged) does not stop it: each message gets WhenDatabaseDown
     until a retry (every DatabaseRetry seconds) finds the database sound and answering.
     """
+    reload = hangups_held()
     refuse_next_hop_to_itself(listen, next_hop)
     tls_address = host_port(listen_tls) if listen_tls is not None else None
     submission_address = host_port(listen_submission) if listen_submission is not None else None
@@ -343,10 +359,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
     controller.loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
-    stop, reload = threading.Event(), threading.Event()
+    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # (SIGHUP sets `reload`: hangups_held)
     controller.start()  # (as `account`, when given, before its first session: before_serving)
     for warning in [*warnings, *auth_warnings(config)]:  # (auth's as `account`, whose right to the socket counts)
         logging.getLogger("spamkit.smtpfilter").warning("%s", warning)

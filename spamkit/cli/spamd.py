@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -17,7 +18,8 @@ from click.core import ParameterSource
 
 from smtpfilter.prefork import parent_gone
 from spamkit.cli import config_option, db_option
-from spamkit.cli.serve import account_to_run_as, become, daemon_options, daemon_scanner, host_port
+from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, hangups_held,
+                               host_port)
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store.watch import DatabaseWatch
@@ -77,6 +79,7 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
     root to do this (it reads no request), and each child switches to --user once its
     own database handle is open.
     """
+    hangup = hangups_held()
     from smtpfilter.networks import Networks
     from smtpfilter.spamd import SpamdServer, SpamdService
     from spamkit.pyzor import require_package
@@ -122,10 +125,10 @@ def spamd(listen: str, socket_path: str | None, socket_mode: str, allowed_ips: s
 
             if processes == 1:
                 asyncio.run(_serve(SpamdServer(service, allowed, max_children), listening, reload,
-                                   database.refreshed))
+                                   database.refreshed, hangup=hangup))
             else:
                 _serve_in_processes(service, allowed, max_children, processes, listening, account,
-                                    database, reload)
+                                    database, reload, hangup)
         finally:
             stop_listening(listening, socket_path)
     finally:
@@ -215,7 +218,8 @@ def _remove_socket(path: str) -> None:
 
 def _serve_in_processes(service: SpamdService, allowed: Networks, max_children: int, processes: int,
                         listening: list[socket.socket], account: pwd.struct_passwd | None,
-                        database: DatabaseWatch, reload: Callable[[Scanner], Scanner | None]) -> None:
+                        database: DatabaseWatch, reload: Callable[[Scanner], Scanner | None],
+                        hangup: threading.Event) -> None:
     """--processes: this process supervises (smtpfilter.prefork) and each child serves.
 
     Started as root, the supervisor stays root, as SpamAssassin's spamd and Postfix's
@@ -250,7 +254,7 @@ def _serve_in_processes(service: SpamdService, allowed: Networks, max_children: 
         if scanner is not None:
             service.scanner = scanner
 
-    Prefork(processes, child, reread, _log, tick=follow_database).run()
+    Prefork(processes, child, reread, _log, tick=follow_database, hangup_before=hangup).run()
 
 
 def _start_child(database: DatabaseWatch, account: pwd.struct_passwd | None, scanner: Scanner) -> None:
@@ -275,9 +279,11 @@ def _try_a_child(database: DatabaseWatch, account: pwd.struct_passwd | None, sca
 
 async def _serve(server: SpamdServer, listening: list[socket.socket],
                  reload: Callable[[Scanner], Scanner | None] | None,
-                 database_back: Callable[[Scanner], Scanner | None], parent: int | None = None) -> None:
+                 database_back: Callable[[Scanner], Scanner | None], parent: int | None = None,
+                 hangup: threading.Event | None = None) -> None:
     """Answer requests until SIGTERM or SIGINT; SIGHUP reloads with `reload` (a child of
-    --processes has none: its parent reloads), and a child stops when `parent` is gone."""
+    --processes has none: its parent reloads), as does one that came while it started
+    (`hangup`), and a child stops when `parent` is gone."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=server.max_children,
                                                  thread_name_prefix="spamkit-spamd"))
@@ -297,6 +303,8 @@ async def _serve(server: SpamdServer, listening: list[socket.socket],
                 _log.info("reload: configuration and rules (%d) read again", scanner.rules.report.loaded)
 
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reread()))
+        if hangup is not None and hangup.is_set():
+            loop.create_task(reread())
 
     async def watch_database() -> None:
         """A token database that could not be used is tried again (DatabaseWatch), on a
