@@ -108,7 +108,10 @@ class DatabaseWatch:
         if self.down is None:
             if self.store is not None and self.store.replaced():
                 return self._reopened(current)
-            stale = current.database_down is not None and self.store is not None
+            # (made while the database was down, or over a store closed since: a reload
+            # that read `store` just before a replaced file's store took its place)
+            stale = self.store is not None and (current.database_down is not None
+                                                or current.store is not self.store)
             return current.with_store(self.store) if stale else None
         if not self.due():
             return None
@@ -163,19 +166,26 @@ def _cannot_open(location: str) -> str | None:
     than close it for one it may not open."""
     directory = Path(location)
     data, lock = directory / "data.mdb", directory / "lock.mdb"
-    user = pwd.getpwuid(os.geteuid()).pw_name
     try:
         data.stat()
     except FileNotFoundError:
         return "no file is in its place yet: it is opened once one is"
     except OSError:
-        return (f"as user {user} it may not look inside {directory} (it was opened as root): "
-                "restart the service to use the database there now")
+        return (f"as user {_user()} it may not look inside {directory}: restart the service to "
+                "use the database there now (started as root, it opens it before giving root up)")
     if not (os.access(directory, os.W_OK | os.X_OK) and os.access(data, os.R_OK | os.W_OK)
             and (not lock.exists() or os.access(lock, os.R_OK | os.W_OK))):
-        return (f"as user {user} it may not open {data} (it was opened as root): restart the "
-                "service to use it")
+        return (f"as user {_user()} it may not open {data}: restart the service to use it "
+                "(started as root, it opens it before giving root up)")
     return None
+
+
+def _user() -> str:
+    """This process's user, by name where it has one."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # (a uid with no passwd entry, as in some containers)
+        return str(os.geteuid())
 
 
 def _why(error: Exception) -> str:
@@ -183,7 +193,7 @@ def _why(error: Exception) -> str:
     root up (contrib/systemd); a retry runs as the user it became, which may not open a
     database only root may: then only a restart can open it again."""
     if isinstance(error, PermissionError) and os.geteuid() != 0:
-        user = pwd.getpwuid(os.geteuid()).pw_name
+        user = _user()
         return (f"{error.strerror}: {error.filename} (as user {user}; a database it opened as "
                 "root at start needs a restart of the service to be opened again)")
     if isinstance(error, (StoreError, OSError)):

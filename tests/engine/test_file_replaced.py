@@ -148,12 +148,18 @@ def test_a_service_s_watch_goes_over_to_the_file_moved_in(
     (tmp_path / "none.toml").write_text("")
     scanner = Scanner.from_config(load_config(str(tmp_path / "none.toml")), old_store)
     assert watch.refreshed(scanner) is None  # (nothing changed)
+    reloaded = Scanner.from_config(load_config(str(tmp_path / "none.toml")), old_store)
     _move_over(backup, database)
     fresh = watch.refreshed(scanner)
     assert fresh is not None and fresh.store is watch.store and fresh.database_down is None
     assert fresh.store is not None and fresh.store.totals().nspam == 30
     with pytest.raises(StoreUnavailable):
         old_store.totals()
+    # a SIGHUP's reload, built over the old store as the swap happened and put in force
+    # after it: brought over to the new store at the next look
+    again = watch.refreshed(reloaded)
+    assert again is not None and again.store is watch.store
+    assert watch.refreshed(again) is None
     other = holder(database)  # (another process opens the new file: the old one was let go)
     end(other)
     assert other.returncode == 0

@@ -286,7 +286,7 @@ def test_serve_goes_over_to_a_database_file_put_in_its_place(
     assert log.count(f"the token database {db} was replaced since it was opened") == 2, log[-3000:]
     assert "no file is in its place yet" in log
     if os.geteuid() == 0:
-        assert f"as user nobody it may not look inside {db} (it was opened as root): restart" in log
+        assert f"as user nobody it may not look inside {db}: restart the service" in log
 
 
 def test_spamd_children_and_their_parent_go_over_to_a_file_moved_in(
