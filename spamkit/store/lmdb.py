@@ -477,8 +477,9 @@ class LmdbStore:
             return self._map_lock.begin(self._env, write)
         except lmdb.Error:
             if self._closed:  # (a scan that began on a service's store as it was replaced)
-                raise StoreUnavailable(f"the database at {self.path} was closed while in use "
-                                       "(its file was replaced)") from None
+                raise StoreUnavailable(f"the database at {self.path} was closed while in use (a "
+                                       "service lets its file go when it is replaced, and as it "
+                                       "stops)") from None
             raise
 
     def _end(self, txn: lmdb.Transaction, commit: bool) -> None:

@@ -15,11 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from corpora import CorpusMessage
 from spamkit.errors import DatabaseInUse, StoreUnavailable
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
@@ -32,7 +33,7 @@ HOLD = ("import sys; from spamkit.store import LmdbStore; store = LmdbStore(sys.
 
 
 @pytest.fixture(scope="module")
-def items(split) -> list[SourceItem]:  # type: ignore[no-untyped-def]
+def items(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> list[SourceItem]:
     train, _ = split
     return as_items([m for m in train if m.label == "spam"][:30])
 
@@ -45,8 +46,11 @@ def _learned(path: Path, items: list[SourceItem], batch_size: int) -> Path:
     return path
 
 
+Holder = Callable[[Path], "subprocess.Popen[str]"]
+
+
 @pytest.fixture
-def holder() -> Iterator:  # type: ignore[type-arg]
+def holder() -> Iterator[Holder]:
     """Start a process that has a database open (as a running service does) until it ends."""
     started: list[subprocess.Popen[str]] = []
 
@@ -63,6 +67,7 @@ def holder() -> Iterator:  # type: ignore[type-arg]
 
 
 def end(process: subprocess.Popen[str]) -> None:
+    """Let the holder go: it closes its store and exits."""
     if process.poll() is None:
         assert process.stdin is not None
         process.stdin.close()
@@ -78,7 +83,7 @@ def _move_over(source: Path, database: Path) -> None:
 @pytest.mark.parametrize("held_batches, new_batches", [(2, 10), (10, 2)],
                          ids=["new-file-counts-fewer", "new-file-counts-more"])
 def test_a_file_moved_over_a_database_others_have_open_is_refused_saying_so(
-        tmp_path: Path, items: list[SourceItem], holder, held_batches: int,  # type: ignore[no-untyped-def]
+        tmp_path: Path, items: list[SourceItem], holder: Holder, held_batches: int,
         new_batches: int) -> None:
     """Both ways round: the new file's last transaction numbered below the lock file's
     record (it was called "cut short", exit 65) and above it (it opened, and a learn into
@@ -134,7 +139,7 @@ def test_an_open_store_tells_when_its_file_is_no_longer_at_its_path(
 
 
 def test_a_service_s_watch_goes_over_to_the_file_moved_in(
-        tmp_path: Path, items: list[SourceItem], holder) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, items: list[SourceItem], holder: Holder) -> None:
     """DatabaseWatch.refreshed: the scanner it gives reads the new file, and the old store
     is closed, which is what lets others open the new file too."""
     from spamkit.config import load_config
