@@ -23,7 +23,7 @@ from spamkit.analysis import Analyzer, analyzer_for
 from spamkit.bayes import BayesClassifier, BayesParams
 from spamkit.bytemodel import (META_NAME, META_SERIAL, READING, RUN_LESSONS, ByteModel, Reading,
                                bagged_steps, byte_sample, new_serial, read_model, stored_reading)
-from spamkit.errors import StoreError
+from spamkit.errors import StoreError, StoreUnavailable
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
 from spamkit.store.base import Label, PackedKeys, StoreWriter, TokenStore, pack_keys, today
@@ -359,6 +359,12 @@ class Learner:
             self._byte_model = taught  # committed: what the next batch may start from
         except StoreError as error:
             raise self._stopped(error, summary) from None
+        if self.store.replaced():  # (LMDB: a file moved over data.mdb while this run wrote)
+            raise self._stopped(StoreUnavailable(
+                f"the database was replaced while this run learned into it (a file moved over "
+                f"it, or its directory made again): the last {len(outcomes)} messages went into "
+                "the file that was there, so they are not counted, and a sweep leaves their "
+                "mail in its folders; run again"), summary)
         for _, outcome in outcomes:  # counted only once committed
             summary.count(outcome)
         if on_commit is not None:

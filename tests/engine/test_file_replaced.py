@@ -22,7 +22,7 @@ import pytest
 
 from corpora import CorpusMessage
 from spamkit.errors import DatabaseInUse, StoreUnavailable
-from spamkit.learn import Learner
+from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 from spamkit.store.watch import DatabaseWatch
@@ -186,3 +186,27 @@ def test_a_service_s_watch_keeps_the_default_location_it_started_with(
     monkeypatch.setattr(os, "geteuid", lambda: 65534)  # (given up root)
     assert str(default_db_path()) != started_with
     assert watch.location == started_with
+
+
+def test_a_learn_whose_file_is_replaced_meanwhile_stops_before_its_mail_is_let_go(
+        tmp_path: Path, items: list[SourceItem]) -> None:
+    """A sweep that runs while a backup is moved over data.mdb committed its later batches
+    into the old file, which no longer is the database, and then deleted their mail: what
+    it learned was lost with the file. Now a batch committed into a replaced file stops
+    the run before `on_commit` (where the sweep deletes), uncounted; what came before is
+    reported as it was."""
+    database = _learned(tmp_path / "db", items[:1], batch_size=5)
+    backup = _learned(tmp_path / "backup", items[:3], batch_size=5)
+    heard: list[int] = []
+
+    def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
+        heard.append(len(outcomes))
+        if len(heard) == 1:
+            _move_over(backup, database)
+
+    with LmdbStore(database) as store:
+        with pytest.raises(LearningStopped, match="was replaced while this run learned") as stopped:
+            Learner(store, batch_size=5).learn(items[5:20], Label.HAM, on_commit=committed)
+    assert heard == [5] and stopped.value.summary.learned == 5
+    with LmdbStore(database) as now_there:
+        assert (now_there.totals().nspam, now_there.totals().nham) == (3, 0)
