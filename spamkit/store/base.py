@@ -250,6 +250,11 @@ class TokenStore(Protocol):
 
     def reset(self) -> None: ...
 
+    def persistence(self) -> str | None:
+        """How a Redis keeps the database on disk: "rdb", "aof", "rdb+aof", or "none" (a
+        restart of Redis empties it); None where Redis will not say, and for LMDB, whose
+        database is a file."""
+
     def replaced(self) -> bool:
         """Whether the database at the store's location is no longer the one it has open
         (an LMDB file moved over data.mdb): a service then opens it again (DatabaseWatch)."""

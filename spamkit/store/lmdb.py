@@ -349,6 +349,10 @@ class LmdbStore:
                 os.close(fd)
         self._directory_fd = self._data_fd = None
 
+    def persistence(self) -> None:
+        """None: the database is a file (db magic's redis_persistence is null)."""
+        return None
+
     def replaced(self) -> bool:
         """Whether the file this store has open is no longer the database at its path: a
         file moved over data.mdb (a backup put back), the directory removed and made again

@@ -80,12 +80,10 @@ class DatabaseWatch:
         emptied), after the loss. This says it once as the service starts, before
         anything is lost. (Not at every learn: the cron job mails what a learn says, and a
         Redis kept as a cache on purpose would fill that mail.)"""
-        from spamkit.store import backend_of, describe_location
+        from spamkit.store import describe_location
 
-        if backend_of(self.location) != "redis":  # (LMDB's magic reads the whole byte model)
-            return
         try:
-            persistence = store.magic().get("redis_persistence")
+            persistence = store.persistence()  # (not magic(): on Redis it scans every token)
         except Exception:  # (only a warning: never what stops the service)
             return
         if persistence == "none":
