@@ -48,6 +48,13 @@ Change = Callable[[Record | None], Record]
 MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 30  # grown to when pruning frees nothing (every record recent)
 PRUNE_EVERY = 86400.0
+# How far ahead of this machine's clock a time in a record may lie and still be taken at
+# its word: as far as the clocks of servers sharing one Redis may disagree. A time further
+# ahead was written while a clock was set ahead and has been put right since (a VM host's
+# wrong clock, a mistyped `date -s`). Taken at its word, it held a greylisted triplet, a
+# karma penalty or a sendlimit count for as long again as that clock had been ahead: a
+# triplet first seen a year ahead was deferred at every retry until its sender bounced it.
+CLOCK_SLACK = 3600.0
 _PRUNED_KEY = b"\x00pruned"  # when idle records were last dropped; no record's key sorts there
 _OPEN: dict[tuple[int, str], tuple[lmdb.Environment, MapLock]] = {}  # one per path and process
 # a Redis record changed by another writer meanwhile is read again, for up to this long,
@@ -203,10 +210,10 @@ class LmdbRecords(RecordStore):
         """Whether a day has passed since the last prune, by this process or another. The
         database is asked only once the prune this store last saw is a day old, so a
         change costs one write transaction, not a read transaction as well."""
-        if now - self._pruned_at < PRUNE_EVERY:
+        if _within_a_day(now, self._pruned_at):
             return False
         self._pruned_at = self._last_pruned()
-        return now - self._pruned_at >= PRUNE_EVERY
+        return not _within_a_day(now, self._pruned_at)
 
     def _prune_in_background(self, now: float) -> None:
         """The daily prune off the caller's path: its read of every record took 0.63 s
@@ -302,6 +309,12 @@ class LmdbRecords(RecordStore):
 
     def close(self) -> None:
         """The environment stays open for other users in this process; exit closes it."""
+
+
+def _within_a_day(now: float, pruned_at: float) -> bool:
+    """Whether a prune at `pruned_at` is recent at `now` (one stamped by a clock set ahead
+    is not: it would have put off the next prune for as long as the clock was ahead)."""
+    return -CLOCK_SLACK <= now - pruned_at < PRUNE_EVERY
 
 
 class RedisRecords(RecordStore):

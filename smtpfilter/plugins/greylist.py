@@ -33,7 +33,7 @@ from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
 from smtpfilter.plugins.dns import always_receives
 from smtpfilter.plugins.envelope import address_matches
-from smtpfilter.recordstore import Record, open_records
+from smtpfilter.recordstore import CLOCK_SLACK, Record, open_records
 from spamkit.errors import StoreError
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -89,8 +89,9 @@ class GreylistStore:
         self.auto_whitelist = auto_whitelist
 
     def idle(self, record: Record, now: float) -> bool:
-        """A triplet never retried in time, or anything not heard from for pass_lifetime."""
-        return self.lifetime(record, now) < 0
+        """A triplet never retried in time, or first seen by a clock set ahead, or anything
+        not heard from for pass_lifetime."""
+        return self.lifetime(record, now) < 0 or _first_seen_ahead(record, now)
 
     def restamp(self, record: Record, now: float) -> Record | None:
         return None
@@ -133,8 +134,10 @@ class GreylistStore:
         def attempt(record: Record | None) -> Record:
             if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
                 return record | {"seen": now} | names
-            if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window:
-                # new; or retried too late, or passed long ago and not yet pruned: afresh
+            if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window \
+                    or _first_seen_ahead(record, now):
+                # new; or retried too late, or passed long ago and not yet pruned, or first
+                # seen by a clock that was ahead (it would wait as long as that): afresh
                 return {"first": now, "passed": 0, "seen": now, "tries": 1} | names
             # (max: another thread's attempt, its clock read a moment after ours, may have
             # made the record: ours is then the same instant, not a retry from the past)
@@ -199,6 +202,12 @@ class GreylistStore:
 
 
 _IDLE_TRIPLET = {"first": 0.0, "passed": 0, "seen": 0.0, "tries": 0}
+
+
+def _first_seen_ahead(record: Record, now: float) -> bool:
+    """A waiting triplet whose first attempt lies further ahead than the clocks of servers
+    sharing the database may differ (recordstore.CLOCK_SLACK)."""
+    return not record.get("passed") and "first" in record and record["first"] - now > CLOCK_SLACK
 
 
 def _triplet_key(network: str, sender: str, recipient: str) -> str:

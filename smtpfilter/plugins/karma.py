@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.networks import LocalClients
-from smtpfilter.recordstore import Change, Record, open_records
+from smtpfilter.recordstore import CLOCK_SLACK, Change, Record, open_records
 from spamkit.errors import StoreError
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -38,6 +38,14 @@ DEFAULT_FORGET_DAYS = 30
 
 def _new_record() -> Record:
     return {"good": 0, "bad": 0, "until": 0}
+
+
+def refused_until(record: Record, now: float) -> float | None:
+    """When this address's penalty ends, if it is refused at `now`. A penalty ending more
+    than PENALTY_SECONDS ahead was set by a clock that was ahead (recordstore.CLOCK_SLACK)
+    and refuses no one: taken at its word, a day's penalty set a year ahead lasted a year."""
+    until = float(record["until"])
+    return until if now < until <= now + PENALTY_SECONDS + CLOCK_SLACK else None
 
 
 class KarmaStore:
@@ -60,15 +68,22 @@ class KarmaStore:
     def idle(self, record: Record, now: float) -> bool:
         """Not heard from for forget_days and not refused now."""
         return "seen" in record and now - record["seen"] > self.forget_seconds \
-            and record["until"] <= now
+            and refused_until(record, now) is None
 
     def restamp(self, record: Record, now: float) -> Record | None:
         """A record from before last-heard times were kept is given one now (so it is
-        forgotten forget_days later, not at once)."""
-        return record | {"seen": round(now)} if "seen" not in record else None
+        forgotten forget_days later, not at once), as is one last heard by a clock that
+        was ahead; a penalty such a clock set is dropped."""
+        changes: Record = {}
+        if "seen" not in record or record["seen"] - now > CLOCK_SLACK:
+            changes["seen"] = round(now)
+        if float(record["until"]) > now and refused_until(record, now) is None:
+            changes["until"] = 0
+        return record | changes if changes else None
 
     def lifetime(self, record: Record, now: float) -> float:
-        return max(float(self.forget_seconds), float(record["until"]) - now)
+        until = refused_until(record, now)
+        return float(self.forget_seconds) if until is None else max(float(self.forget_seconds), until - now)
 
     def addresses(self) -> Iterator[tuple[str, Record]]:
         """Every address karma knows, with its record."""
@@ -124,7 +139,7 @@ class Karma(Filter):
             log.warning("karma database unusable, mail passes unchecked: %s", error)
             UNCHECKED.count(self.name, "database")
             return CONTINUE
-        if record["until"] > time.time():
+        if refused_until(record, time.time()) is not None:
             return reject(self.name, "550 5.7.1 Your address has sent too much unwanted mail; "
                                      "try again tomorrow")
         return CONTINUE

@@ -25,7 +25,7 @@ from pathlib import Path
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, tempfail
 from smtpfilter.logtext import printable, reply_text
 from smtpfilter.metrics import UNCHECKED
-from smtpfilter.recordstore import Record, open_records
+from smtpfilter.recordstore import CLOCK_SLACK, Record, open_records
 from spamkit.errors import StoreError
 
 log = logging.getLogger("spamkit.smtpfilter")
@@ -87,9 +87,12 @@ class SendCounts:
 
 
 def _recent(record: Record | None, now: float) -> list[list[int]]:
-    """A record's [minute, recipients] buckets within the last WINDOW at `now`."""
+    """A record's [minute, recipients] buckets within the last WINDOW at `now`. A bucket
+    further ahead than recordstore.CLOCK_SLACK was counted by a clock that was ahead, and
+    is left out: kept, it held the login at its limit for as long as that clock was ahead."""
     oldest = int(now // BUCKET) - WINDOW // BUCKET
-    return [bucket for bucket in (record or {}).get("sent", []) if bucket[0] > oldest]
+    newest = int((now + CLOCK_SLACK) // BUCKET)
+    return [bucket for bucket in (record or {}).get("sent", []) if oldest < bucket[0] <= newest]
 
 
 def _within(record: Record | None, now: float) -> int:

@@ -39,10 +39,12 @@ def _karma_store(config_path: str | None) -> Iterator[tuple[KarmaStore | None, s
 
 
 def _row(address: str, record: dict[str, Any], now: float) -> dict[str, Any]:
-    until = float(record["until"])
+    from smtpfilter.plugins.karma import refused_until
+
+    until = refused_until(record, now)
     return {"address": address, "good": int(record["good"]), "bad": int(record["bad"]),
-            "seen": record.get("seen"), "refused": until > now,
-            "refused_until": round(until) if until > now else None}
+            "seen": record.get("seen"), "refused": until is not None,
+            "refused_until": None if until is None else round(until)}
 
 
 def _when(stamp: float | None) -> str:

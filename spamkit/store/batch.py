@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spamkit.bytemodel import META_NAME, META_SERIAL, model_steps, stored_format
-from spamkit.store.base import Label, numbers_of, pack_keys, sorted_distinct
+from spamkit.store.base import Label, numbers_of, pack_keys, sorted_distinct, today
 
 # a token's value, as both backends store it: spam count, ham count, last-learned day
 VALUE_DTYPE = np.dtype([("spam", "<u4"), ("ham", "<u4"), ("day", "<u4")])
@@ -168,12 +168,15 @@ def new_token_values(spam_delta: np.ndarray, ham_delta: np.ndarray, old: np.ndar
     return values, keep
 
 
-def expiry_order(values: np.ndarray, excess: int) -> np.ndarray:
+def expiry_order(values: np.ndarray, excess: int, day: int | None = None) -> np.ndarray:
     """Positions of the `excess` tokens an expiry drops (VALUE_DTYPE records, in key order):
     last learned longest ago first; within a day, those in fewest messages first; ties in
-    key order, so every backend drops the same tokens."""
+    key order, so every backend drops the same tokens. A token learned on a day after
+    `day` (today) was stamped by a clock that was ahead, and is taken as learned today:
+    else it outlived every token learned since, however rare, until that day came."""
     total = values["spam"].astype(np.int64) + values["ham"]
-    return np.lexsort((total, values["day"]))[:max(0, excess)]
+    learned = np.minimum(values["day"], today() if day is None else day)
+    return np.lexsort((total, learned))[:max(0, excess)]
 
 
 def magic_facts(meta: dict[str, str], ntokens: int, nseen: int, nevents: int, days: np.ndarray,

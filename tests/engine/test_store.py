@@ -243,6 +243,22 @@ def test_expire_drops_the_oldest_rarest_tokens(store: LmdbStore, sample: list[So
     assert store.magic()["last_expire_removed"] == removed
 
 
+def test_tokens_stamped_by_a_clock_ahead_expire_as_if_learned_today() -> None:
+    """A token learned while the clock was a year ahead, and the clock put right since,
+    outlived every token learned after it, however rare, for that year; now it is taken as
+    learned today and goes in its turn."""
+    import numpy as np
+
+    from spamkit.store.batch import VALUE_DTYPE, expiry_order
+
+    day = 20_000
+    values = np.zeros(4, dtype=VALUE_DTYPE)
+    values["day"] = [day + 365, day, day, day - 1]
+    values["spam"] = [1, 5, 2, 9]
+    assert expiry_order(values, 2, day).tolist() == [3, 0]  # yesterday's, then today's rarest
+    assert expiry_order(values, 4, day + 400).tolist() == [3, 2, 1, 0]  # once its day has come
+
+
 def _aged(store: LmdbStore, keys: set[bytes], days_ago: int) -> str:
     """`store`'s dump with the messages of `keys` learned `days_ago` days ago (their seen
     marks and their audit events)."""
