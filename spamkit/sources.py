@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from spamkit.stored import UnreadableStored, stored_message
+
 MAX_FILE_BYTES = 32 << 20  # larger files are reported, not read
 LINK_NOT_FOLLOWED = "a symbolic link: not followed inside a directory"
 
@@ -154,6 +156,11 @@ def _read_file(path: Path, follow: bool = False) -> Iterator[SourceItem]:
         return
     finally:
         os.close(fd)
+    try:
+        data = stored_message(data, MAX_FILE_BYTES)  # (a Maildir file Dovecot compressed)
+    except UnreadableStored as error:
+        yield SourceItem(str(path), None, str(error), path)
+        return
     yield from _split_if_mbox(str(path), data, path)
 
 

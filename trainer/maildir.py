@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spamkit.sources import SourceItem
+from spamkit.stored import UnreadableStored, stored_message
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,10 @@ def read_message(message: MaildirMessage, max_size: int) -> SourceItem:
         data = handle.read(max_size + 1)
     if len(data) > max_size:
         return SourceItem(name, None, f"larger than {max_size} bytes; left in the folder", message.path)
+    try:
+        data = stored_message(data, max_size)  # (Dovecot's compression: its bytes are not the message)
+    except UnreadableStored as error:
+        return SourceItem(name, None, f"{error}; left in the folder", message.path)
     return SourceItem(name, data, None, message.path)
 
 
