@@ -13,30 +13,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from corpora import CorpusMessage
 from spamkit.message import message_key
 from spamkit.store import LmdbStore
-from tests.servers.dovecot import Dovecot, start_dovecot
+from tests.servers.dovecot import Dovecot
 
 # what Debian 12's Dovecot can save (its xz support is not built), and each one's first bytes
 COMPRESSIONS = {"gz": b"\x1f\x8b", "bz2": b"BZh", "lz4": b"Dovecot-LZ4", "zstd": b"\x28\xb5\x2f\xfd"}
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    yield from start_dovecot()
-
-
-@pytest.fixture
-def server(dovecot: Dovecot) -> Iterator[Dovecot]:
-    dovecot.clear()
-    yield dovecot
-    dovecot.clear()
 
 
 def save(server: Dovecot, user: str, folder: str, data: bytes, *settings: str) -> None:

@@ -16,22 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
 
-from tests.servers.dovecot import PREFIXED_PASSWORD, PREFIXED_USER, USERS, Dovecot, start_dovecot
+from tests.servers.dovecot import PREFIXED_PASSWORD, PREFIXED_USER, USERS, Dovecot
 from trainer import folders
 from trainer.folders import STALE_LOCK_SECONDS, subscribe
 
 SPAM = b"From: pills@spam.example\r\nTo: alice@example.org\r\nSubject: cheap\r\n\r\nbuy now\r\n"
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    yield from start_dovecot()
 
 
 def deliver(user: str, maildirs: str, config: Path) -> subprocess.CompletedProcess[str]:

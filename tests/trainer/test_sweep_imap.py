@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,7 @@ from spamkit.store import LmdbStore
 from trainer.retention import RetentionReport
 from trainer.sweep import SweepReport
 from tests.servers.dovecot import (BARE_HOST, MASTER_PASSWORD, MASTER_USER, MOVE_ONLY_HOST, PREFIXED_USER,
-                                  UIDPLUS_ONLY_HOST, USERS, Dovecot, logins, start_dovecot)
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    yield from start_dovecot()
-
-
-@pytest.fixture
-def server(dovecot: Dovecot) -> Iterator[Dovecot]:
-    dovecot.clear()
-    yield dovecot
-    dovecot.clear()
+                                  UIDPLUS_ONLY_HOST, USERS, Dovecot, logins)
 
 
 def spamkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
