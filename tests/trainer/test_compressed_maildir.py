@@ -28,8 +28,7 @@ COMPRESSIONS = {"gz": b"\x1f\x8b", "bz2": b"BZh", "lz4": b"Dovecot-LZ4", "zstd":
 def save(server: Dovecot, user: str, folder: str, data: bytes, *settings: str) -> None:
     """Deliver as Dovecot does, with `settings` (-o NAME=VALUE) over its configuration."""
     options = [part for setting in settings for part in ("-o", setting)]
-    subprocess.run(["doveadm", "-c", str(server.root / "dovecot.conf"), *options, "save", "-u", user,
-                    "-m", folder], input=data, check=True, capture_output=True, timeout=30)
+    server.doveadm(*options, "save", "-u", user, "-m", folder, input=data)
 
 
 def folder_files(server: Dovecot, user: str, folder: str) -> list[Path]:
