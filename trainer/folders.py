@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.maildir import folder_path, modified_utf7
+from trainer.maildir import MAILDIR_PLUS, folder_path, layout_hint, modified_utf7, other_layout_folder
 from trainer.users import Account
 
 DOVECOT_FILE = "subscriptions"
@@ -68,12 +68,20 @@ def make_maildir_folders(accounts: list[Account], names: list[str], dry_run: boo
     for account in accounts:
         try:
             with maildir_owner(account.maildir):
+                # a folder of another layout there: this Maildir's server lays folders out
+                # otherwise, and would not show what MaildirLayout would make
+                misplaced = [folder for name in names
+                             if (folder := other_layout_folder(account.maildir, name, account.layout))]
+                if misplaced:
+                    hint = layout_hint(account.layout, "no folder made for this user")
+                    report.failed.append((account.user, f"{misplaced[0]}: {hint}"))
+                    continue
                 for name in names:
-                    if folder_path(account.maildir, name).is_dir():
+                    if account.folder(name).is_dir():
                         report.present.append((account.user, name))
                         continue
                     if not dry_run:
-                        make_folder(account.maildir, name)
+                        make_folder(account.maildir, name, account.layout)
                     report.made.append((account.user, name))
         except (OSError, TimeoutError) as error:
             report.failed.append((account.user, str(error)))
@@ -102,14 +110,19 @@ def maildir_owner(maildir: Path) -> Iterator[None]:
         os.setgroups(groups)
 
 
-def make_folder(maildir: Path, name: str) -> Path:
-    """The Maildir++ folder `name`, made (0700, with cur, new, tmp and `maildirfolder`)
-    and subscribed; one that is there is only completed."""
-    folder = folder_path(maildir, name)
+def make_folder(maildir: Path, name: str, layout: str = MAILDIR_PLUS) -> Path:
+    """The folder `name`, made (0700, with cur, new and tmp) and subscribed; one that is
+    there is only completed. A Maildir++ folder also gets `maildirfolder`; under Dovecot's
+    LAYOUT=fs, each level above it is a directory of its own (Junk/ for Junk/LearnAsSpam),
+    as Dovecot makes them."""
+    folder = folder_path(maildir, name, layout)
+    for level in reversed(folder.relative_to(maildir).parents[:-1]):  # (Junk, for Junk/LearnAsSpam)
+        (maildir / level).mkdir(mode=0o700, exist_ok=True)
     folder.mkdir(mode=0o700, exist_ok=True)
     for sub in ("cur", "new", "tmp"):
         (folder / sub).mkdir(mode=0o700, exist_ok=True)
-    mark_as_folder(folder)
+    if layout == MAILDIR_PLUS:
+        mark_as_folder(folder)
     subscribe(maildir, name)
     return folder
 

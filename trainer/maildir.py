@@ -1,4 +1,4 @@
-"""Maildir++ folders as the trainer sees them: list, read safely, delete exactly what was read.
+"""Maildir folders as the trainer sees them: list, read safely, delete exactly what was read.
 
 Never reads tmp/ (messages still being delivered), never follows a symlink, skips FIFOs
 and anything not a regular file, and leaves messages over the size cap in place. A file
@@ -44,21 +44,53 @@ class MaildirMessage:
         return float(head) if head.isascii() and head.isdigit() else self.mtime  # ("²" is a digit to isdigit)
 
 
-def folder_path(maildir: Path, name: str) -> Path:
-    """The Maildir++ folder `name` (".LearnAsSpam"); INBOX is the Maildir itself. Levels
-    given as IMAP names them on servers that separate them with '/' (Junk/LearnAsSpam)
-    are Maildir++'s '.' on disk (.Junk.LearnAsSpam). Each level is written in IMAP's
-    modified UTF-7, as Dovecot and Courier name folders on disk: the folder mail
-    programs show as "Indésirables" is .Ind&AOk-sirables there ("&" itself is "&-"),
-    unless only the name as written is there."""
+MAILDIR_PLUS = "maildir++"
+FS = "fs"
+
+
+def folder_path(maildir: Path, name: str, layout: str = MAILDIR_PLUS) -> Path:
+    """The folder `name` in the Maildir; INBOX is the Maildir itself. Its levels are
+    separated by '.' or '/' (Junk.LearnAsSpam, Junk/LearnAsSpam), as IMAP names them on
+    servers of either separator. On disk, Maildir++ (SME, Courier, Dovecot's default) makes
+    one directory of them, .Junk.LearnAsSpam; Dovecot's LAYOUT=fs nests them,
+    Junk/LearnAsSpam. Each level is written in IMAP's modified UTF-7, as Dovecot and
+    Courier name folders on disk: the folder mail programs show as "Indésirables" is
+    .Ind&AOk-sirables there ("&" itself is "&-"), unless only the name as written is there."""
     if name.upper() == "INBOX":
         return maildir
     levels = name.replace("/", ".").split(".")
-    encoded = maildir / ("." + ".".join(modified_utf7(level) for level in levels))
-    as_written = maildir / ("." + ".".join(levels))
+    encoded = _on_disk(maildir, [modified_utf7(level) for level in levels], layout)
+    as_written = _on_disk(maildir, levels, layout)
     if encoded != as_written and not encoded.is_dir() and as_written.is_dir():
         return as_written  # a server that keeps names in UTF-8 (Dovecot's ":UTF-8" option)
     return encoded
+
+
+def _on_disk(maildir: Path, levels: list[str], layout: str) -> Path:
+    if layout == FS:
+        return maildir.joinpath(*levels)
+    return maildir / ("." + ".".join(levels))
+
+
+def other_layout_folder(maildir: Path, name: str, layout: str) -> Path | None:
+    """The folder `name` as the other layout would have it, when that is a directory and
+    this layout's is not: a sign that MaildirLayout does not match the server's (a Dovecot
+    with LAYOUT=fs has LearnAsSpam/, and the sweep looked for .LearnAsSpam and found none)."""
+    if name.upper() == "INBOX" or folder_path(maildir, name, layout).is_dir():
+        return None
+    other = folder_path(maildir, name, FS if layout == MAILDIR_PLUS else MAILDIR_PLUS)
+    if (other / "cur").is_dir() or (other / "new").is_dir():
+        return other
+    return None
+
+
+def layout_hint(layout: str, consequence: str = "nothing under it is read or removed") -> str:
+    """What the sweep, stats, expire-junk and make-folders say of a folder
+    `other_layout_folder` found."""
+    server = "Dovecot's LAYOUT=fs" if layout == MAILDIR_PLUS else "Maildir++"
+    other = FS if layout == MAILDIR_PLUS else MAILDIR_PLUS
+    return (f"a folder as {server} lays them out, but MaildirLayout is {layout}: {consequence} "
+            f"(set MaildirLayout to {other} if the IMAP server keeps folders so)")
 
 
 # looked up as this module loads: `deliver` names folders after it has become the

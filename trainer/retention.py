@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from trainer.maildir import delete, folder_path, list_messages
+from trainer.maildir import delete, layout_hint, list_messages, other_layout_folder
 from trainer.users import Account
 
 
@@ -30,7 +30,10 @@ def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool =
     for account in accounts:
         count = 0
         skipped: list[tuple[str, str]] = []
-        for message in list_messages(folder_path(account.maildir, folder), skipped):
+        misplaced = other_layout_folder(account.maildir, folder, account.layout)
+        if misplaced is not None:
+            skipped.append((str(misplaced), layout_hint(account.layout, "none of its old mail is deleted")))
+        for message in list_messages(account.folder(folder), skipped):
             if message.delivered < cutoff:
                 try:
                     count += 1 if dry_run else delete(message.path)

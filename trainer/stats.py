@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from spamkit.errors import NoDatabase
 from spamkit.store import open_store
-from trainer.maildir import folder_path, list_messages
+from trainer.maildir import layout_hint, list_messages, other_layout_folder
 from trainer.users import Account
 
 CORRECTION_DAYS = 30
@@ -43,12 +43,16 @@ def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
     out = []
     for account in accounts:
         stats = UserStats(account.user)
+        for name in (spam_folder, ham_folder, junk_folder):
+            misplaced = other_layout_folder(account.maildir, name, account.layout)
+            if misplaced is not None:
+                stats.skipped.append((str(misplaced), layout_hint(account.layout, "nothing under it is counted")))
         # a message flagged deleted (T) is on its way out, and the sweep leaves it: not counted
-        stats.learn_as_spam = sum(not m.trashed for m in list_messages(folder_path(account.maildir, spam_folder),
+        stats.learn_as_spam = sum(not m.trashed for m in list_messages(account.folder(spam_folder),
                                                                        stats.skipped))
-        stats.learn_as_ham = sum(not m.trashed for m in list_messages(folder_path(account.maildir, ham_folder),
+        stats.learn_as_ham = sum(not m.trashed for m in list_messages(account.folder(ham_folder),
                                                                       stats.skipped))
-        for message in list_messages(folder_path(account.maildir, junk_folder), stats.skipped):
+        for message in list_messages(account.folder(junk_folder), stats.skipped):
             if message.trashed:
                 continue
             if message.seen:

@@ -15,12 +15,18 @@ from pathlib import Path
 from spamkit.config.loader import check_user_name as _check_configured_name
 from spamkit.config.options import maildir_pattern_problem
 from spamkit.errors import ConfigError
+from trainer.maildir import MAILDIR_PLUS, folder_path
 
 
 @dataclass(frozen=True)
 class Account:
     user: str
     maildir: Path
+    layout: str = MAILDIR_PLUS  # how folders lie in it: Maildir++ or Dovecot's LAYOUT=fs
+
+    def folder(self, name: str) -> Path:
+        """The folder `name` ("LearnAsSpam", "Junk/LearnAsSpam", "INBOX") in this Maildir."""
+        return folder_path(self.maildir, name, self.layout)
 
 
 class UnsafeUser(ValueError):

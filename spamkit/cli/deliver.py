@@ -122,11 +122,12 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
             data = PyzorCheck.from_config(config, "deliver --pyzor").recorded(data).data
         message, spam = _scored(data, user, config, db_path, config_path)
         folder_name = config["JunkFolder"] if config["SortSpam"] and spam else "INBOX"
-        folder = folder_path(maildir, folder_name)
+        layout = config["MaildirLayout"]
+        folder = folder_path(maildir, folder_name, layout)
         made = folder != maildir and not folder.is_dir()
         as_maildir_owner(maildir)
         if made:
-            _make_folder(maildir, folder_name)
+            _make_folder(maildir, folder_name, layout)
         write_maildir(folder, message)
         quickexit.request()  # the message is on disk (fsync'd, renamed into new/, the folder fsync'd)
     except DatabaseDown as error:
@@ -199,14 +200,14 @@ def write_maildir(folder: Path, data: bytes) -> Path:
     return final
 
 
-def _make_folder(maildir: Path, name: str) -> None:
+def _make_folder(maildir: Path, name: str, layout: str) -> None:
     """A folder made for this message is made and subscribed as the IMAP server makes
     its own (trainer.folders): unsubscribed, most mail programs would not show it. Not
     being able to subscribe it is reported, and the message delivered all the same."""
     try:
-        make_folder(maildir, name)
+        make_folder(maildir, name, layout)
     except (OSError, TimeoutError) as error:
-        if folder_path(maildir, name).is_dir():  # (else the delivery meets the same trouble, and defers)
+        if folder_path(maildir, name, layout).is_dir():  # (else the delivery meets the same trouble, and defers)
             click.echo(f"spamkit deliver: made the folder {name}, but could not subscribe it "
                        f"({error}): mail programs that show subscribed folders only will not "
                        "show it until the user subscribes it", err=True)

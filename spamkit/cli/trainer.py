@@ -7,6 +7,7 @@ import json
 import smtplib
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -41,7 +42,8 @@ def _accounts(config: Config, pattern: str | None, only_user: str | None) -> lis
     a warning."""
     used = pattern or config["MaildirPattern"]
     try:
-        found = accounts(used, only_user, config["ExtraAccounts"])
+        found = [replace(account, layout=config.for_user(account.user)["MaildirLayout"])
+                 for account in accounts(used, only_user, config["ExtraAccounts"])]
     except (UnsafeUser, UnknownUser) as error:
         raise click.UsageError(str(error)) from None
     if not found:

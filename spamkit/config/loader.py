@@ -211,6 +211,11 @@ def config_from_text(text: str, config_path: Path, environ: Mapping[str, str]) -
                           f"below TagLevel ({values['TagLevel']:g}): spam would be refused "
                           "before it could be tagged")
     _check_folders_differ(values, origins)
+    _check_folders_fit_layout(values, origins)
+    for table in users.values():
+        if "MaildirLayout" in table:
+            layout, where = table["MaildirLayout"]
+            _check_folders_fit_layout({**values, "MaildirLayout": layout}, {**origins, "MaildirLayout": where})
     return Config(values, config_path, origins, users)
 
 
@@ -244,6 +249,21 @@ def _check_folders_differ(values: dict[str, Any], origins: dict[str, str]) -> No
             raise ConfigError(f"{origins[blamed]}: {blamed} is the same folder as {kept} "
                               f"({values[blamed]!r}{also}): each needs a folder of its own")
         seen[folder] = name
+
+
+def _check_folders_fit_layout(values: dict[str, Any], origins: dict[str, str]) -> None:
+    """Under Dovecot's LAYOUT=fs a folder's own mail is in its cur, new and tmp, so no
+    folder may be named so (Dovecot refuses "Contains reserved name"): a JunkFolder "Junk/new"
+    would have `deliver` put spam in the Junk folder's new mail."""
+    if values["MaildirLayout"] != "fs":
+        return
+    for name in TRAINER_FOLDERS:
+        levels = values[name].replace("/", ".").split(".")
+        reserved = [level for level in levels if level in ("cur", "new", "tmp")]
+        if reserved:
+            raise ConfigError(f"{origins[name]}: {name} {values[name]!r} cannot be a folder under "
+                              f"MaildirLayout fs (from {origins['MaildirLayout']}): {reserved[0]!r} "
+                              "is where a folder keeps its own mail (cur, new and tmp)")
 
 
 def _values_from_text(text: str, path: Path) -> tuple[dict[str, tuple[Any, str]], UserValues]:

@@ -216,6 +216,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaildirPattern", str, "/home/e-smith/files/users/{user}/Maildir", "Where users' "
            "Maildirs are: a path with {user}; the user names are what fills it.", group="trainer",
            value_problem=maildir_pattern_problem),
+    Option("MaildirLayout", str, "maildir++", "How folders lie in each Maildir: maildir++ "
+           "(.LearnAsSpam, .Junk.LearnAsSpam: SME, Courier, and Dovecot's default) or fs "
+           "(LearnAsSpam/, Junk/LearnAsSpam/: Dovecot's mail_location with LAYOUT=fs). Also per "
+           "user, for users whose Dovecot userdb sets a mail location of their own.",
+           choices=("maildir++", "fs"), group="trainer", per_user=True),
     Option("ExtraAccounts", list, [], "More accounts to sweep, as NAME=MAILDIR (e.g. "
            "admin=/home/e-smith/Maildir).", group="trainer", entry_problem=_not_an_account),
     Option("SpamFolder", str, "LearnAsSpam", "Folder users move missed spam into.", group="trainer",

@@ -5,9 +5,9 @@ file the TLS tests pass as `ca_file`. The plain port also listens on three more 
 addresses where Dovecot advertises less, as older servers do: `MOVE_ONLY_HOST` offers
 MOVE but not UIDPLUS, `UIDPLUS_ONLY_HOST` UIDPLUS but not MOVE, `BARE_HOST` neither.
 `PREFIXED_USER` has every folder under the personal namespace prefix "INBOX.", as on
-Courier and Cyrus; `MASTER_USER` may log in to every mailbox. Its auth service also
-listens for SMTP AUTH's questions, on `auth_socket` and on AUTH_PORT. Users' folders are on disk
-as Maildir++, so tests put corpus messages in with plain file writes and read the
+Courier and Cyrus; `FS_USER`'s folders are in Dovecot's LAYOUT=fs; `MASTER_USER` may log in to every mailbox. Its auth service also
+listens for SMTP AUTH's questions, on `auth_socket` and on AUTH_PORT. The other users' folders are
+on disk as Maildir++, so tests put corpus messages in with plain file writes and read the
 results back the same way.
 """
 
@@ -37,6 +37,10 @@ UIDPLUS_ONLY_HOST = "127.0.0.4"
 # is INBOX.LearnAsSpam), as on Courier, Cyrus and Dovecots configured like them.
 PREFIXED_USER = "dave"
 PREFIXED_PASSWORD = "secret4"
+# A user whose Maildir has Dovecot's LAYOUT=fs (LearnAsSpam/, Junk/LearnAsSpam/ on disk),
+# with "/" between levels as Dovecot's default for it.
+FS_USER = "erin"
+FS_PASSWORD = "secret5"
 # A master user (Dovecot's master passdb): with its password it opens any user's mailbox,
 # by SASL PLAIN with that user as the authorization identity.
 MASTER_USER = "spamkit"
@@ -44,8 +48,8 @@ MASTER_PASSWORD = "master-secret"
 
 
 def logins() -> dict[str, str]:
-    """Every login: USERS (which a benchmark may replace) and the prefixed user."""
-    return {**USERS, PREFIXED_USER: PREFIXED_PASSWORD}
+    """Every login: USERS (which a benchmark may replace), the prefixed user and the fs one."""
+    return {**USERS, PREFIXED_USER: PREFIXED_PASSWORD, FS_USER: FS_PASSWORD}
 
 
 @dataclass
@@ -119,9 +123,9 @@ def start_dovecot() -> Iterator[Dovecot]:
     os.chmod(root / "key.pem", 0o644)
     (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in logins().items()))
     (root / "masters").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}\n")
-    (root / "userdb").write_text("".join(
-        f"{u}:::::::" + ("userdb_namespace/inbox/prefix=INBOX." if u == PREFIXED_USER else "") + "\n"
-        for u in logins()))
+    extra_fields = {PREFIXED_USER: "userdb_namespace/inbox/prefix=INBOX.",
+                    FS_USER: "userdb_mail=maildir:~/Maildir:LAYOUT=fs userdb_namespace/inbox/separator=/"}
+    (root / "userdb").write_text("".join(f"{u}:::::::{extra_fields.get(u, '')}\n" for u in logins()))
     (root / "dovecot.conf").write_text(f"""
 first_valid_uid = 1
 mail_privileged_group =
