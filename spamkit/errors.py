@@ -8,6 +8,7 @@ SpamkitError
 └── StoreError           the token database cannot be opened or written
     ├── NoDatabase       there is no database there yet (nothing learned)
     ├── StoreCorrupt     the database is not a spamkit database, or fails its checks
+    │   └── SchemaMismatch  made by a spamkit version whose schema this one does not read
     ├── StoreUnavailable a database server (Redis) cannot be reached: try again later
     ├── StoreFull        the database takes no more (a full disk, Redis past maxmemory)
     └── DatabaseInUse    another process has the database open, and the work needs it alone
@@ -58,6 +59,21 @@ class NoDatabase(StoreError):
 
 class StoreCorrupt(StoreError):
     exit_code = 65  # EX_DATAERR
+
+
+class SchemaMismatch(StoreCorrupt):
+    """The database's schema mark is one this spamkit does not read: another version made
+    it (a newer one, before a downgrade). Refused by readers as by writers, since its
+    records read as this schema's would score and dump wrong; `db reset` sets it aside."""
+
+
+def schema_mismatch(where: str, found: bytes | str, ours: bytes | str) -> SchemaMismatch:
+    def text(mark: bytes | str) -> str:
+        return mark.decode("ascii", "replace") if isinstance(mark, bytes) else mark
+
+    return SchemaMismatch(f"the database at {where} has schema {text(found)!r}, which this spamkit "
+                          f"(schema {text(ours)!r}) does not read: another version of spamkit made it. "
+                          "Use that version, or set it aside with `spamkit db reset` and learn afresh")
 
 
 class NotATokenDatabase(StoreError):

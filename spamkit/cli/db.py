@@ -14,7 +14,7 @@ import click
 from spamkit.cli import config_option, db_option, json_option, require_database, resolve_db_path
 from spamkit.atomicfile import replacing
 from spamkit.config import Config, load_config
-from spamkit.errors import NotATokenDatabase, StoreCorrupt, StoreError
+from spamkit.errors import NotATokenDatabase, SchemaMismatch, StoreCorrupt, StoreError
 from spamkit.learn import DEFAULT_MAX_TOKENS, DEFAULT_SEEN_DAYS
 from spamkit.store import backend_of, default_db_path, describe_location, open_store, set_aside_damaged
 from spamkit.store.base import today
@@ -81,12 +81,15 @@ def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     reads it. Exit 0 if sound, 65 if damaged. The database is not changed."""
     location = resolve_db_path(db_path, config_path)
     not_tokens = False  # another kind of LMDB database (the filter's): not damaged, not ours
+    other_version = False  # a schema another spamkit version reads: not damaged either
     try:
         with open_store(location, readonly=True) as store:
             problems = store.verify()
             if not problems:
                 with open(os.devnull, "w", encoding="utf-8") as nowhere:
                     store.dump(nowhere)
+    except SchemaMismatch as error:
+        problems, other_version = [str(error)], True
     except StoreCorrupt as error:
         problems = [str(error)]
     except NotATokenDatabase as error:
@@ -95,10 +98,12 @@ def verify(db_path: str | None, config_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"path": where, "sound": not problems, "problems": problems}))
     elif problems:
-        click.echo(f"{where}: {'not a token database' if not_tokens else 'damaged'}", err=True)
+        state = ("not a token database" if not_tokens else "made by another spamkit version"
+                 if other_version else "damaged")
+        click.echo(f"{where}: {state}", err=True)
         for problem in problems:
             click.echo(f"  {problem}", err=True)
-        if not not_tokens:  # (a reset would move the filter's database aside)
+        if not (not_tokens or other_version):  # (a reset would move the filter's database aside)
             click.echo(f"  {RECOVERY}", err=True)
     else:
         click.echo(f"{where}: sound")

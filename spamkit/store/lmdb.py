@@ -31,7 +31,7 @@ import lmdb
 import numpy as np
 
 from spamkit.errors import (DatabaseInUse, NoDatabase, NotATokenDatabase, StoreCorrupt, StoreError,
-                            StoreFull, StoreUnavailable)
+                            StoreFull, StoreUnavailable, schema_mismatch)
 from spamkit.store.lmdbcheck import check_file, check_length
 from spamkit.store.lockholders import lock_holders
 from spamkit.store.base import (BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of,
@@ -316,6 +316,7 @@ class LmdbStore:
                 self._refuse_records()
             if self.readonly:
                 self._open_databases(None)
+                self._check_schema()
             else:  # made (or checked) in one transaction: a reader sees all of it or none
                 with self._env.begin(write=True) as txn:
                     self._open_databases(txn)
@@ -458,7 +459,14 @@ class LmdbStore:
             txn.put(b"schema", SCHEMA, db=self._meta_db)
             txn.put(b"created", str(today()).encode(), db=self._meta_db)
         elif schema != SCHEMA:
-            raise StoreCorrupt(f"{self.path}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
+            raise schema_mismatch(str(self.path), schema, SCHEMA)
+
+    def _check_schema(self) -> None:
+        """A reader's check of the schema mark (a writer's is `_initialise`)."""
+        with self._env.begin() as txn:
+            schema = txn.get(b"schema", db=self._meta_db)
+        if schema is not None and schema != SCHEMA:
+            raise schema_mismatch(str(self.path), schema, SCHEMA)
 
     def _check_pid(self) -> None:
         """LMDB handles must not cross a fork: a child reopens its own environment.

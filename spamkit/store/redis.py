@@ -56,7 +56,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, OutOfMemoryError, WatchError
 from redis.retry import Retry
 
-from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreFull, StoreUnavailable
+from spamkit.errors import NoDatabase, StoreCorrupt, StoreError, StoreFull, StoreUnavailable, schema_mismatch
 from spamkit.store.base import BatchLookup, Label, TokenCounts, TokenRecord, Totals, keys_of, today
 from spamkit.store.batch import (CODE_LABEL, LEARNED_META, VALUE_DTYPE, PendingChanges, expiry_order,
                                  magic_facts, new_token_values, pack_seen, unpack_seen)
@@ -351,7 +351,7 @@ class RedisStore:
                 pipe.hsetnx(meta, "created", str(today()))
                 pipe.execute()
         elif schema.decode(errors="replace") != SCHEMA:
-            raise StoreCorrupt(f"{self.location}: schema {schema!r}, this spamkit reads {SCHEMA!r}")
+            raise schema_mismatch(self.location, schema, SCHEMA)
 
     # -- writing ---------------------------------------------------------------------
 

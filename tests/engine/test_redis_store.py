@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import redis as redis_client
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
 from spamkit.bayes import BayesClassifier, BayesParams
-from spamkit.errors import NoDatabase, StoreError, StoreUnavailable
+from spamkit.errors import NoDatabase, SchemaMismatch, StoreError, StoreUnavailable
 from spamkit.learn import Learner, LearningStopped
 from spamkit.message import message_key
 from spamkit.sources import SourceItem
@@ -505,6 +506,18 @@ def test_an_unreachable_redis_is_a_quick_clear_error(tmp_path: Path) -> None:
         assert run.returncode == 75, (command, run.stderr)
         assert f"cannot reach the database at {location}" in run.stderr
         assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_a_database_of_another_schema_is_refused_by_readers_as_by_writers(location: str,
+                                                                          server: RedisServer) -> None:
+    client = redis_client.Redis(port=server.port)
+    prefix = location.split("prefix=")[1]
+    client.hset(prefix + "meta", mapping={"schema": "2", "nspam": "3"})
+    for readonly in (True, False):
+        with pytest.raises(SchemaMismatch, match=re.escape(f"the database at {location} has schema '2', which "
+                                                           "this spamkit (schema '1') does not read")):
+            RedisStore(location, readonly=readonly)
+    assert client.hgetall(prefix + "meta") == {b"schema": b"2", b"nspam": b"3"}
 
 
 def test_a_damaged_database_is_set_aside_by_reset(server: RedisServer, location: str) -> None:

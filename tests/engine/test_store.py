@@ -7,6 +7,8 @@ import json
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 from dataclasses import astuple
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from spamkit.analysis import Analyzer
-from spamkit.errors import DumpError, StoreCorrupt, StoreError
+from spamkit.errors import DumpError, SchemaMismatch, StoreCorrupt, StoreError
 from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
@@ -342,6 +344,40 @@ def test_a_database_still_being_created_is_not_called_corrupt(tmp_path: Path) ->
     foreign.close()
     with pytest.raises(StoreCorrupt):
         LmdbStore(tmp_path / "foreign", readonly=True)
+
+
+def test_a_database_of_another_schema_is_refused_by_readers_as_by_writers(
+        tmp_path: Path, sample: list[SourceItem]) -> None:
+    """A database a newer spamkit made (schema "2"), opened after a downgrade: before, only
+    `learn` refused it; `check` scored, `db magic` counted, `db dump` wrote "spamkit-dump 1"
+    and `db verify` called it sound, each reading records as this schema's. Now each says
+    which schema it is and which this spamkit reads, exits 65, and leaves it as it is."""
+    with LmdbStore(tmp_path / "db") as store:
+        Learner(store, Analyzer()).learn(sample[:3], Label.SPAM)
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", b"2", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    before = (tmp_path / "db" / "data.mdb").read_bytes()
+    for readonly in (True, False):
+        with pytest.raises(SchemaMismatch, match="has schema '2', which this spamkit \\(schema '1'\\) does not read"):
+            LmdbStore(tmp_path / "db", readonly=readonly)
+    message = tmp_path / "m.eml"
+    message.write_bytes(sample[0].data or b"")
+    said = ("has schema '2', which this spamkit (schema '1') does not read: another version of "
+            "spamkit made it. Use that version, or set it aside with `spamkit db reset` and learn afresh")
+    env_vars = dict(os.environ, SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
+    for command in (["check", str(message)], ["db", "magic"], ["db", "dump"], ["db", "verify"],
+                    ["learn", "--ham", str(message)]):
+        run = subprocess.run([sys.executable, "-m", "spamkit", *command, "--db", str(tmp_path / "db")],
+                             capture_output=True, text=True, timeout=120, env=env_vars)
+        assert run.returncode == 65, (command, run.stderr)
+        assert said in run.stderr and "Traceback" not in run.stderr and run.stdout == "", command
+    verify = subprocess.run([sys.executable, "-m", "spamkit", "db", "verify", "--db", str(tmp_path / "db")],
+                            capture_output=True, text=True, timeout=120, env=env_vars)
+    assert verify.stderr.splitlines()[0] == f"{tmp_path / 'db'}: made by another spamkit version"
+    assert "damaged" not in verify.stderr  # (nor the advice for a damaged one)
+    assert (tmp_path / "db" / "data.mdb").read_bytes() == before
 
 
 def _learn_in_child(path: str, items: list[tuple[str, bytes]], label: str) -> None:
