@@ -27,6 +27,7 @@ from pathlib import Path
 
 from spamkit.sources import SourceItem
 from spamkit.stored import UnreadableStored, stored_message
+from trainer.maildirquota import QUOTA_FILE, record_change
 
 
 @dataclass(frozen=True)
@@ -279,3 +280,18 @@ def move_to_inbox(path: Path, maildir: Path) -> bool:
         return True
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def release_quota(maildir: Path, freed_bytes: int, freed: int, skipped: list[tuple[str, str]]) -> None:
+    """Take messages deleted from the Maildir off its Maildir++ quota (`maildirsize`), if it
+    keeps one; a line that cannot be written is said in `skipped`, with what mends it."""
+    try:
+        fd = open_directory(maildir)
+        try:
+            record_change(fd, -freed_bytes, -freed)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        skipped.append((str(maildir / QUOTA_FILE), f"could not take the {freed} messages removed off "
+                        f"the quota ({error.strerror or error}): the IMAP server counts them until it "
+                        "recalculates (Dovecot: doveadm quota recalc)"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from trainer.maildir import delete, layout_hint, list_messages, other_layout_folder
+from trainer.maildir import delete, layout_hint, list_messages, other_layout_folder, release_quota
+from trainer.maildirquota import stored_size
 from trainer.users import Account
 
 
@@ -28,7 +29,7 @@ def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool =
     cutoff = (now if now is not None else time.time()) - days * 86400
     report = RetentionReport(dry_run=dry_run)
     for account in accounts:
-        count = 0
+        count = freed_bytes = 0
         skipped: list[tuple[str, str]] = []
         misplaced = other_layout_folder(account.maildir, folder, account.layout)
         if misplaced is not None:
@@ -36,9 +37,13 @@ def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool =
         for message in list_messages(account.folder(folder), skipped):
             if message.delivered < cutoff:
                 try:
-                    count += 1 if dry_run else delete(message.path)
+                    if dry_run or delete(message.path):
+                        count += 1
+                        freed_bytes += stored_size(message.path.name, message.size)
                 except OSError as error:  # (a link planted since the listing)
                     report.failures.append((account.user, f"{message.path}: {error.strerror or error}"))
+        if count and not dry_run:
+            release_quota(account.maildir, freed_bytes, count, skipped)
         report.failures += [(account.user, f"{path}: {why}") for path, why in skipped]
         report.users[account.user] = count
     return report

@@ -17,7 +17,9 @@ from spamkit.errors import ConfigError, StoreError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
-from trainer.maildir import delete, layout_hint, list_messages, move_to_inbox, other_layout_folder, read_message
+from trainer.maildir import (delete, layout_hint, list_messages, move_to_inbox, other_layout_folder, read_message,
+                             release_quota)
+from trainer.maildirquota import stored_size
 from trainer.users import Account
 
 
@@ -174,8 +176,11 @@ def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Lea
                 user.ham_learned += 1
         return
 
+    sizes = {message.path: stored_size(message.path.name, message.size) for message in listed}
+
     def committed(outcomes: list[tuple[SourceItem, Outcome]]) -> None:
         """Called only after the batch these outcomes belong to is committed."""
+        freed_bytes = freed = 0
         for item, outcome in outcomes:
             if outcome in (Outcome.LEARNED, Outcome.RELEARNED):
                 if label is Label.SPAM:
@@ -190,14 +195,18 @@ def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Lea
                 continue
             try:
                 if label is Label.HAM and options.ham_to_inbox:
-                    gone = move_to_inbox(item.path, account.maildir)
+                    gone = move_to_inbox(item.path, account.maildir)  # (still in the Maildir's quota)
                 else:
                     gone = delete(item.path)
+                    if gone:
+                        freed_bytes, freed = freed_bytes + sizes.get(item.path, 0), freed + 1
             except OSError as error:  # (a link planted since the listing, a read-only folder)
                 user.failures.append((item.name, f"learned, but left in the folder: "
                                                  f"{error.strerror or error}"))
                 continue
             user.removed += gone
+        if freed:
+            release_quota(account.maildir, freed_bytes, freed, user.skipped)
 
     learner.learn(readable(), label, on_commit=committed, by=f"trainer:{account.user}")
 

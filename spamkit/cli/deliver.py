@@ -32,6 +32,7 @@ from spamkit.errors import ConfigError, SpamkitError
 from spamkit.verdict import header_block, split_mbox_line
 from trainer.maildir import folder_path
 from trainer.folders import make_folder
+from trainer.maildirquota import QUOTA_FILE, read_quota, record_change
 from trainer.users import UnsafeUser, resolve
 
 EX_UNAVAILABLE = 69
@@ -126,10 +127,19 @@ def deliver(user: str, pattern: str | None, ask_pyzor: bool, db_path: str | None
         folder = folder_path(maildir, folder_name, layout)
         made = folder != maildir and not folder.is_dir()
         as_maildir_owner(maildir)
-        if made:
-            _make_folder(maildir, folder_name, layout)
-        write_maildir(folder, message)
-        quickexit.request()  # the message is on disk (fsync'd, renamed into new/, the folder fsync'd)
+        quota_fd = os.open(maildir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            quota = read_quota(quota_fd)
+            refusal = quota.refusal(len(message)) if quota else None
+            if refusal:  # (Dovecot's own delivery refuses it too; deferred, it goes once there is room)
+                _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {refusal}")
+            if made:
+                _make_folder(maildir, folder_name, layout)
+            write_maildir(folder, message)
+            quickexit.request()  # the message is on disk (fsync'd, renamed into new/, the folder fsync'd)
+            _count_in_quota(quota_fd, len(message))
+        finally:
+            os.close(quota_fd)
     except DatabaseDown as error:
         _fail(EX_TEMPFAIL, f"cannot deliver to {user} now: {error} (WhenDatabaseDown=tempfail)")
     except (OSError, SpamkitError) as error:
@@ -211,6 +221,17 @@ def _make_folder(maildir: Path, name: str, layout: str) -> None:
             click.echo(f"spamkit deliver: made the folder {name}, but could not subscribe it "
                        f"({error}): mail programs that show subscribed folders only will not "
                        "show it until the user subscribes it", err=True)
+
+
+def _count_in_quota(maildir_fd: int, size: int) -> None:
+    """The delivered message's line in the Maildir's `maildirsize`, if it keeps one. Not
+    written, the message stays delivered (a retry would deliver it twice), and is said."""
+    try:
+        record_change(maildir_fd, size, 1)
+    except OSError as error:
+        click.echo(f"spamkit deliver: delivered, but could not count the message in {QUOTA_FILE} "
+                   f"({error.strerror or error}): the IMAP server does not count it until it "
+                   "recalculates the quota", err=True)
 
 
 def _fail(code: int, message: str) -> NoReturn:
