@@ -29,6 +29,8 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # swaks --tls (the STARTTLS tests) needs Perl's TLS modules, only recommended by swaks
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl libnet-ssleay-perl)
 command -v openssl >/dev/null || need+=(openssl)
+# systemd-analyze, to read contrib/systemd's units as systemd reads them (nothing is run)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # ClamAV's daemon for the clamav filter (started by a fixture with a signature of its own)
 command -v clamd >/dev/null || need+=(clamav-daemon)
 # archivers, to make the archives the attachment check reads as the real tools write them

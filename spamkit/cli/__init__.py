@@ -212,8 +212,9 @@ class _LazyGroup(_Group):
 def run() -> None:
     """The installed `spamkit` command (and `python -m spamkit`): `main`, leaving quickly
     after the one-shot commands that ask to (spamkit.cli.quickexit)."""
-    from spamkit.cli import quickexit
+    from spamkit.cli import hangup, quickexit
 
+    hangup.hold_for(sys.argv)  # (before the daemon's own modules load: spamkit.cli.hangup)
     quickexit.run(main)
 
 

@@ -16,8 +16,9 @@ import click
 from click.core import ParameterSource
 
 from spamkit.cli import config_option, db_option
+from spamkit.cli.hangup import hangups_held
 from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, database_back,
-                               hangups_held, host_port, reload_chain)
+                               host_port, reload_chain)
 from spamkit.cli.spamd import stop_listening, tcp_listeners, unix_listener
 from spamkit.config import load_config
 from spamkit.store.watch import DatabaseWatch

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from spamkit.cli import config_option, db_option, resolve_db_path
+from spamkit.cli.hangup import hangups_held
 from spamkit.config import load_config
 from spamkit.config.endpoints import split_host_port
 from spamkit.errors import ConfigError, SpamkitError
@@ -108,21 +109,6 @@ def account_to_run_as(name: str | None, command: str = "serve") -> pwd.struct_pa
             raise ConfigError(f"--user {name}: only root can switch users")
         return None
     return account
-
-
-def hangups_held() -> threading.Event:
-    """SIGHUP, caught from a daemon's first line on: the event is set when one comes.
-
-    Its default action ends the process, and a daemon set its own handler only once it
-    had started, which takes seconds where SpamAssassin's rules load (half a minute to
-    compile them cold) or the database is slow to answer. A `systemctl reload` meanwhile
-    (sa-update's hook, the daily reload line, an administrator after a restart) killed it,
-    and systemd does not restart a service SIGHUP ended: the mail waited until someone
-    noticed. The daemon reloads once it is up if one came (the configuration may have
-    changed after it was read)."""
-    came = threading.Event()
-    signal.signal(signal.SIGHUP, lambda *_: came.set())
-    return came
 
 
 def daemon_scanner(config: Config, db_path: str | None, config_path: str | None,

@@ -18,8 +18,8 @@ from click.core import ParameterSource
 
 from smtpfilter.prefork import parent_gone
 from spamkit.cli import config_option, db_option
-from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, hangups_held,
-                               host_port)
+from spamkit.cli.hangup import hangups_held
+from spamkit.cli.serve import account_to_run_as, become, daemon_options, daemon_scanner, host_port
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store.watch import DatabaseWatch
