@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.maildir import MAILDIR_PLUS, folder_path, layout_hint, modified_utf7, other_layout_folder
+from trainer.maildir import MAILDIR_PLUS, folder_path, misplaced_folder, modified_utf7
 from trainer.users import Account
 
 DOVECOT_FILE = "subscriptions"
@@ -70,11 +70,10 @@ def make_maildir_folders(accounts: list[Account], names: list[str], dry_run: boo
             with maildir_owner(account.maildir):
                 # a folder of another layout there: this Maildir's server lays folders out
                 # otherwise, and would not show what MaildirLayout would make
-                misplaced = [folder for name in names
-                             if (folder := other_layout_folder(account.maildir, name, account.layout))]
+                misplaced = [found for name in names if (found := misplaced_folder(
+                    account.maildir, name, account.layout, "no folder made for this user"))]
                 if misplaced:
-                    hint = layout_hint(account.layout, "no folder made for this user")
-                    report.failed.append((account.user, f"{misplaced[0]}: {hint}"))
+                    report.failed.append((account.user, ": ".join(misplaced[0])))
                     continue
                 for name in names:
                     if account.folder(name).is_dir():

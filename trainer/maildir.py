@@ -73,25 +73,23 @@ def _on_disk(maildir: Path, levels: list[str], layout: str) -> Path:
     return maildir / ("." + ".".join(levels))
 
 
-def other_layout_folder(maildir: Path, name: str, layout: str) -> Path | None:
-    """The folder `name` as the other layout would have it, when that is a directory and
-    this layout's is not: a sign that MaildirLayout does not match the server's (a Dovecot
-    with LAYOUT=fs has LearnAsSpam/, and the sweep looked for .LearnAsSpam and found none)."""
+def misplaced_folder(maildir: Path, name: str, layout: str,
+                     consequence: str = "nothing under it is read or removed") -> tuple[str, str] | None:
+    """(where, what to say) of the folder `name` as the other layout would have it, when
+    that is a directory and this layout's is not: a sign that MaildirLayout does not match
+    the server's (a Dovecot with LAYOUT=fs has LearnAsSpam/, and the sweep looked for
+    .LearnAsSpam and found none). The sweep, stats, expire-junk and make-folders say it,
+    each with its own `consequence`."""
     if name.upper() == "INBOX" or folder_path(maildir, name, layout).is_dir():
         return None
-    other = folder_path(maildir, name, FS if layout == MAILDIR_PLUS else MAILDIR_PLUS)
-    if (other / "cur").is_dir() or (other / "new").is_dir():
-        return other
-    return None
-
-
-def layout_hint(layout: str, consequence: str = "nothing under it is read or removed") -> str:
-    """What the sweep, stats, expire-junk and make-folders say of a folder
-    `other_layout_folder` found."""
+    other_layout = FS if layout == MAILDIR_PLUS else MAILDIR_PLUS
+    other = folder_path(maildir, name, other_layout)
+    if not ((other / "cur").is_dir() or (other / "new").is_dir()):
+        return None
     server = "Dovecot's LAYOUT=fs" if layout == MAILDIR_PLUS else "Maildir++"
-    other = FS if layout == MAILDIR_PLUS else MAILDIR_PLUS
-    return (f"a folder as {server} lays them out, but MaildirLayout is {layout}: {consequence} "
-            f"(set MaildirLayout to {other} if the IMAP server keeps folders so)")
+    return (str(other), f"a folder as {server} lays them out, but MaildirLayout is {layout}: "
+                        f"{consequence} (set MaildirLayout to {other_layout} if the IMAP server "
+                        "keeps folders so)")
 
 
 # looked up as this module loads: `deliver` names folders after it has become the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from trainer.maildir import delete, layout_hint, list_messages, other_layout_folder, release_quota
+from trainer.maildir import delete, list_messages, misplaced_folder, release_quota
 from trainer.maildirquota import stored_size
 from trainer.users import Account
 
@@ -31,9 +31,9 @@ def expire_junk(accounts: list[Account], folder: str, days: int, dry_run: bool =
     for account in accounts:
         count = freed_bytes = 0
         skipped: list[tuple[str, str]] = []
-        misplaced = other_layout_folder(account.maildir, folder, account.layout)
-        if misplaced is not None:
-            skipped.append((str(misplaced), layout_hint(account.layout, "none of its old mail is deleted")))
+        misplaced = misplaced_folder(account.maildir, folder, account.layout, "none of its old mail is deleted")
+        if misplaced:
+            skipped.append(misplaced)
         for message in list_messages(account.folder(folder), skipped):
             if message.delivered < cutoff:
                 try:

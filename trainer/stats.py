@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from spamkit.errors import NoDatabase
 from spamkit.store import open_store
-from trainer.maildir import layout_hint, list_messages, other_layout_folder
+from trainer.maildir import list_messages, misplaced_folder
 from trainer.users import Account
 
 CORRECTION_DAYS = 30
@@ -44,9 +44,9 @@ def folder_stats(accounts: list[Account], spam_folder: str, ham_folder: str,
     for account in accounts:
         stats = UserStats(account.user)
         for name in (spam_folder, ham_folder, junk_folder):
-            misplaced = other_layout_folder(account.maildir, name, account.layout)
-            if misplaced is not None:
-                stats.skipped.append((str(misplaced), layout_hint(account.layout, "nothing under it is counted")))
+            misplaced = misplaced_folder(account.maildir, name, account.layout, "nothing under it is counted")
+            if misplaced:
+                stats.skipped.append(misplaced)
         # a message flagged deleted (T) is on its way out, and the sweep leaves it: not counted
         stats.learn_as_spam = sum(not m.trashed for m in list_messages(account.folder(spam_folder),
                                                                        stats.skipped))

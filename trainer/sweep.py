@@ -17,8 +17,7 @@ from spamkit.errors import ConfigError, StoreError
 from spamkit.learn import Learner, LearningStopped, Outcome
 from spamkit.sources import SourceItem
 from spamkit.store import Label
-from trainer.maildir import (delete, layout_hint, list_messages, move_to_inbox, other_layout_folder, read_message,
-                             release_quota)
+from trainer.maildir import delete, list_messages, misplaced_folder, move_to_inbox, read_message, release_quota
 from trainer.maildirquota import stored_size
 from trainer.users import Account
 
@@ -146,9 +145,9 @@ def sweep(accounts: list[Account], learner: Learner, options: SweepOptions) -> S
 def _sweep_folder(account: Account, folder_name: str, label: Label, learner: Learner,
                   options: SweepOptions, user: UserReport) -> None:
     folder = account.folder(folder_name)
-    misplaced = other_layout_folder(account.maildir, folder_name, account.layout)
-    if misplaced is not None:  # (said even by --quiet: nothing the user puts there is ever learned)
-        user.failures.append((str(misplaced), layout_hint(account.layout)))
+    misplaced = misplaced_folder(account.maildir, folder_name, account.layout)
+    if misplaced:  # (said even by --quiet: nothing the user puts there is ever learned)
+        user.failures.append(misplaced)
     # A message flagged deleted (T) was withdrawn: a mail program that moves a message
     # out by copying leaves such a copy until it expunges. It is not the user's verdict.
     listed = [m for m in list_messages(folder, user.skipped) if not m.trashed]
