@@ -83,11 +83,13 @@ class Dovecot:
         base = self.maildir(user) / f".{folder}"
         return sum(len(os.listdir(base / sub)) for sub in ("new", "cur") if (base / sub).exists())
 
-    def doveadm(self, *arguments: str, input: bytes | None = None) -> None:
+    def doveadm(self, *arguments: str, input: bytes | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run doveadm against this server, e.g. to change a folder's UIDVALIDITY, or to
-        save `input` as a message (`-o NAME=VALUE` first sets a setting for this run)."""
-        subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), *arguments], input=input,
-                       check=True, capture_output=True, timeout=30)
+        save `input` as a message (`-o NAME=VALUE` first sets a setting for this run);
+        with check=False, a refusal is returned, not raised."""
+        return subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), *arguments], input=input,
+                              check=check, capture_output=True, timeout=30)
 
     def clear(self) -> None:
         for user in logins():

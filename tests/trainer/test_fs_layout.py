@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,14 +21,8 @@ from corpora import CorpusMessage
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from tests.servers.dovecot import FS_PASSWORD, FS_USER, Dovecot
+from tests.trainer.commands import SPAMMER, spamkit_with
 
-SPAMMER = "pills@spam.example"
-
-
-def spamkit(*args: str, config: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spamkit", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=300, input=input,
-                          env=dict(os.environ, SENDER=SPAMMER))
 
 
 def imap(server: Dovecot) -> IMAPClient:
@@ -70,7 +62,7 @@ def test_the_sweep_learns_fs_layout_folders_beside_maildir_plus_ones(
     config = tmp_path / "spamkit.toml"
     config.write_text(f'SpamFolder = "Junk/LearnAsSpam"\n\n[user.{FS_USER}]\nMaildirLayout = "fs"\n')
 
-    done = spamkit("learn", "--maildirs", maildirs(server), "--db", str(tmp_path / "db"), "--json",
+    done = spamkit_with("learn", "--maildirs", maildirs(server), "--db", str(tmp_path / "db"), "--json",
                    config=config)
     assert done.returncode == 0, done.stderr
     users = {u["user"]: u for u in json.loads(done.stdout)["users"]}
@@ -79,7 +71,7 @@ def test_the_sweep_learns_fs_layout_folders_beside_maildir_plus_ones(
     assert (users["alice"]["spam_learned"], users["alice"]["removed"]) == (3, 3)
     assert message_count(server, "Junk/LearnAsSpam") == message_count(server, "LearnAsHam") == 0
     assert not (erin / ".Junk.LearnAsSpam").exists() and not (erin / ".LearnAsHam").exists()
-    magic = spamkit("db", "magic", "--db", str(tmp_path / "db"), "--json", config=config)
+    magic = spamkit_with("db", "magic", "--db", str(tmp_path / "db"), "--json", config=config)
     assert (json.loads(magic.stdout)["nspam"], json.loads(magic.stdout)["nham"]) == (9, 6)
 
 
@@ -97,13 +89,13 @@ def test_a_layout_that_does_not_match_the_maildir_is_said_and_nothing_is_touched
             "MaildirLayout is maildir++: nothing under it is read or removed (set MaildirLayout "
             "to fs if the IMAP server keeps folders so)")
 
-    done = spamkit("learn", "--maildirs", maildirs(server), "--user", FS_USER, "--db", str(tmp_path / "db"),
+    done = spamkit_with("learn", "--maildirs", maildirs(server), "--user", FS_USER, "--db", str(tmp_path / "db"),
                    "--quiet", config=config)
     assert done.returncode == 0, done.stderr
     assert f"spamkit: {FS_USER}: {hint}" in done.stderr.splitlines()
     assert message_count(server, "LearnAsSpam") == 4
 
-    made = spamkit("make-folders", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
+    made = spamkit_with("make-folders", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
     assert made.returncode == 1
     report = json.loads(made.stdout)
     assert report["made"] == [] and len(report["failed"]) == 1
@@ -112,7 +104,7 @@ def test_a_layout_that_does_not_match_the_maildir_is_said_and_nothing_is_touched
                                                   "if the IMAP server keeps folders so)")
     assert sorted(name for name in os.listdir(erin) if name.startswith(".")) == []
 
-    stats = spamkit("stats", "--maildirs", maildirs(server), "--user", FS_USER, "--db", str(tmp_path / "db"),
+    stats = spamkit_with("stats", "--maildirs", maildirs(server), "--user", FS_USER, "--db", str(tmp_path / "db"),
                     "--json", config=config)
     row = json.loads(stats.stdout)["users"][0]
     assert row["LearnAsSpam"] == 0
@@ -130,7 +122,7 @@ def test_folders_made_and_junk_delivered_under_fs_layout_are_what_dovecot_shows(
     config.write_text('MaildirLayout = "fs"\nSpamFolder = "Junk/LearnAsSpam"\nSortSpam = true\n')
     (tmp_path / "lists").write_text(f"black {SPAMMER}\n")  # spam without a database
 
-    made = spamkit("make-folders", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
+    made = spamkit_with("make-folders", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
     assert made.returncode == 0, made.stderr
     assert [entry["folder"] for entry in json.loads(made.stdout)["made"]] == \
         ["Junk/LearnAsSpam", "LearnAsHam", "junkmail"]
@@ -144,7 +136,7 @@ def test_folders_made_and_junk_delivered_under_fs_layout_are_what_dovecot_shows(
     assert message_count(server, "Junk/LearnAsSpam") == 1
 
     spam = f"From: {SPAMMER}\r\nTo: {FS_USER}@example.org\r\nSubject: cheap\r\n\r\nbuy now\r\n"
-    delivered = spamkit("deliver", FS_USER, "--maildirs", maildirs(server), "--db", str(tmp_path / "no-db"),
+    delivered = spamkit_with("deliver", FS_USER, "--maildirs", maildirs(server), "--db", str(tmp_path / "no-db"),
                         config=config, input=spam)
     assert delivered.returncode == 0, delivered.stderr
     assert message_count(server, "junkmail") == 1 and message_count(server, "INBOX") == 0
@@ -152,7 +144,7 @@ def test_folders_made_and_junk_delivered_under_fs_layout_are_what_dovecot_shows(
 
     [name] = os.listdir(erin / "junkmail" / "new")
     os.rename(erin / "junkmail" / "new" / name, erin / "junkmail" / "new" / ("1000000000." + name.split(".", 1)[1]))
-    expired = spamkit("expire-junk", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
+    expired = spamkit_with("expire-junk", "--maildirs", maildirs(server), "--user", FS_USER, "--json", config=config)
     assert expired.returncode == 0, expired.stderr
     assert json.loads(expired.stdout)["totals"]["deleted"] == 1
     assert message_count(server, "junkmail") == 0

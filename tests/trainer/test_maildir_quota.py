@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from corpora import CorpusMessage
 from tests.servers.dovecot import Dovecot
+from tests.trainer.commands import SPAMMER, spamkit_with
 from trainer.maildirquota import Quota, read_quota, record_change, stored_size
 
 QUOTA = ("-o", "mail_plugins=quota", "-o", "plugin/quota=maildir:User quota",
          "-o", "plugin/quota_rule=*:storage=200K")
-SPAMMER = "pills@spam.example"
 
 
 def save(server: Dovecot, folder: str, data: bytes) -> None:
@@ -41,12 +39,6 @@ def recalculated(server: Dovecot) -> tuple[int, int]:
     return usage(server)
 
 
-def spamkit(*args: str, config: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spamkit", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=300, input=input,
-                          env=dict(os.environ, SENDER=SPAMMER))
-
-
 def test_what_the_sweep_deliver_and_expire_junk_add_and_remove_is_counted_as_dovecot_counts_it(
         server: Dovecot, tmp_path: Path, split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     spam = [m.data for m in split[0] if m.label == "spam"][:5]
@@ -64,7 +56,7 @@ def test_what_the_sweep_deliver_and_expire_junk_add_and_remove_is_counted_as_dov
     (tmp_path / "lists").write_text(f"black {SPAMMER}\n")
     maildirs = f"{server.root}/mail/{{user}}/Maildir"
 
-    swept = spamkit("learn", "--maildirs", maildirs, "--db", str(tmp_path / "db"), "--json", config=config)
+    swept = spamkit_with("learn", "--maildirs", maildirs, "--db", str(tmp_path / "db"), "--json", config=config)
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout)["totals"]["removed"] == 8
     after_sweep = usage(server)
@@ -72,7 +64,7 @@ def test_what_the_sweep_deliver_and_expire_junk_add_and_remove_is_counted_as_dov
 
     junk = f"From: {SPAMMER}\nTo: alice@example.org\nSubject: cheap\n\n" + "buy now\n" * 200
     for _ in range(2):
-        delivered = spamkit("deliver", "alice", "--maildirs", maildirs, "--db", str(tmp_path / "no-db"),
+        delivered = spamkit_with("deliver", "alice", "--maildirs", maildirs, "--db", str(tmp_path / "no-db"),
                             config=config, input=junk)
         assert delivered.returncode == 0, delivered.stderr
     junkmail = server.maildir("alice") / ".junkmail" / "new"
@@ -81,7 +73,7 @@ def test_what_the_sweep_deliver_and_expire_junk_add_and_remove_is_counted_as_dov
 
     oldest = next(iter(sizes))
     os.rename(junkmail / oldest, junkmail / ("1000000000." + oldest.split(".", 1)[1]))
-    expired = spamkit("expire-junk", "--maildirs", maildirs, "--json", config=config)
+    expired = spamkit_with("expire-junk", "--maildirs", maildirs, "--json", config=config)
     assert json.loads(expired.stdout)["totals"]["deleted"] == 1, expired.stderr
     assert usage(server) == (after_sweep[0] + sum(sizes.values()) - sizes[oldest], 2)
     assert usage(server) == recalculated(server)
@@ -99,17 +91,16 @@ def test_deliver_defers_what_the_quota_has_no_room_for_as_dovecot_refuses_it(ser
     config = tmp_path / "spamkit.toml"
     config.write_text("")
     message = "Subject: one more\n\n" + "y" * 50_000 + "\n"
-    refused = spamkit("deliver", "alice", "--maildirs", f"{server.root}/mail/{{user}}/Maildir",
+    refused = spamkit_with("deliver", "alice", "--maildirs", f"{server.root}/mail/{{user}}/Maildir",
                       "--db", str(tmp_path / "no-db"), config=config, input=message)
     assert refused.returncode == 75
     assert refused.stderr.startswith("spamkit deliver: cannot deliver to alice now: over quota: "
                                      f"{usage(server)[0]} of 204800 bytes in use, and the message is ")
     assert sorted(os.listdir(server.maildir("alice") / "new")) == before
-    dovecot = subprocess.run(["doveadm", "-c", str(server.root / "dovecot.conf"), *QUOTA, "save", "-u", "alice"],
-                             input=message.encode(), capture_output=True, timeout=30)
+    dovecot = server.doveadm(*QUOTA, "save", "-u", "alice", input=message.encode(), check=False)
     assert dovecot.returncode != 0 and b"Quota exceeded" in dovecot.stderr
     # a small one fits in the grace, as Dovecot's delivery would take it
-    taken = spamkit("deliver", "alice", "--maildirs", f"{server.root}/mail/{{user}}/Maildir",
+    taken = spamkit_with("deliver", "alice", "--maildirs", f"{server.root}/mail/{{user}}/Maildir",
                     "--db", str(tmp_path / "no-db"), config=config, input="Subject: small\n\nhi\n")
     assert taken.returncode == 0, taken.stderr
     assert usage(server) == recalculated(server)
@@ -125,7 +116,7 @@ def test_the_sweep_run_as_root_writes_no_quota_line_through_a_link(server: Dovec
     (server.maildir("alice") / "maildirsize").symlink_to(target)
     config = tmp_path / "spamkit.toml"
     config.write_text("")
-    swept = spamkit("learn", "--maildirs", f"{server.root}/mail/{{user}}/Maildir", "--db", str(tmp_path / "db"),
+    swept = spamkit_with("learn", "--maildirs", f"{server.root}/mail/{{user}}/Maildir", "--db", str(tmp_path / "db"),
                     "--json", config=config)
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout)["totals"]["removed"] == 2
