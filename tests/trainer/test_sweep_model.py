@@ -1,0 +1,257 @@
+"""The sweep's promise, checked over histories hypothesis makes up: a message leaves
+LearnAsSpam or LearnAsHam only once its folder's label is committed for it, nothing else
+ever leaves a Maildir, and the token counts are always those of each learned message
+counted once, with its last label.
+
+A user delivers, reads, flags deleted (T), moves, copies and deletes messages between
+sweeps and during them; a sweep may be cut off at any read, at any commit (inside its
+write transaction) or at any removal, as `kill -9` would cut it, and the next one starts
+on the database reopened. The Maildir and the LMDB database are real; the sweep runs in
+this process, so that the user's moves land between two of its reads (see
+test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+import spamkit.store.batch as batch_module
+import trainer.sweep as sweep_module
+from corpora import CorpusMessage
+from spamkit.analysis import analyzer_for
+from spamkit.learn import Learner
+from spamkit.message import message_key
+from spamkit.store import Label, LmdbStore
+from trainer.sweep import SweepOptions, sweep
+from trainer.users import accounts
+
+FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None}
+ON_DISK = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": ""}
+FOLDER_NAMES = sorted(FOLDERS)
+
+
+class PowerCut(BaseException):
+    """The sweep's process killed here: nothing after this point runs, and what its open
+    write transaction held is never committed (LMDB aborts it as it unwinds)."""
+
+
+# what the user does, during a sweep as between sweeps
+USER_ACTIONS = st.tuples(
+    st.sampled_from(["deliver", "deliver", "deliver", "read", "withdraw", "move", "move", "copy", "delete"]),
+    st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsSpam", "LearnAsHam", "LearnAsHam", "INBOX"]))
+CUT = st.one_of(st.none(), st.tuples(st.sampled_from(["read", "commit", "remove"]), st.integers(0, 12)))
+
+
+class SweepHistory(RuleBasedStateMachine):
+    messages: list[bytes]  # corpus messages, set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="spamkit-sweep-model-"))
+        self.maildir = self.directory / "users" / "alice" / "Maildir"
+        for folder in FOLDER_NAMES:
+            for sub in ("cur", "new", "tmp"):
+                (self.maildir / ON_DISK[folder] / sub).mkdir(parents=True, exist_ok=True)
+            if ON_DISK[folder]:
+                (self.maildir / ON_DISK[folder] / "maildirfolder").touch()
+        self.db = self.directory / "db"
+        self.store = LmdbStore(self.db)
+        self.files: dict[Path, bytes] = {}  # the model: every message file there should be
+        self.given: dict[bytes, set[Label]] = {}  # labels the user ever gave a message
+        self.serial = 0
+        self.analyzer = analyzer_for(self.store)
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.directory)
+
+    # -- the user ---------------------------------------------------------------------
+
+    def folder_of(self, path: Path) -> str:
+        name = path.parent.parent.name
+        return "INBOX" if name == "Maildir" else name.lstrip(".")
+
+    def put(self, data: bytes, folder: str, sub: str = "new", flags: str = "") -> None:
+        self.serial += 1
+        name = f"{1_700_000_000 + self.serial}.M{self.serial}P1.model" + (f":2,{flags}" if sub == "cur" else "")
+        path = self.maildir / ON_DISK[folder] / sub / name
+        (self.maildir / ON_DISK[folder] / "tmp" / name).write_bytes(data)
+        (self.maildir / ON_DISK[folder] / "tmp" / name).rename(path)  # (as a delivery does)
+        self.files[path] = data
+        label = FOLDERS[folder]
+        if label is not None and "T" not in flags:
+            self.given.setdefault(message_key(data), set()).add(label)
+
+    def rename(self, path: Path, target: Path) -> None:
+        path.rename(target)
+        self.files[target] = self.files.pop(path)
+        label = FOLDERS[self.folder_of(target)]
+        if label is not None and not trashed(target):
+            self.given.setdefault(message_key(self.files[target]), set()).add(label)
+
+    def act(self, action: str, pick: int, folder: str) -> None:
+        """One thing the user does with mail programs; `pick` chooses the message."""
+        if action == "deliver" or not self.files:
+            self.put(self.messages[pick % len(self.messages)], folder)
+            return
+        path = sorted(self.files)[pick % len(self.files)]
+        base, _, flags = path.name.partition(":2,")
+        if action == "read":
+            self.rename(path, path.parent.parent / "cur" / f"{base}:2,{''.join(sorted(set(flags) | {'S'}))}")
+        elif action == "withdraw":  # flagged deleted: a move by copy, not yet expunged
+            self.rename(path, path.parent.parent / "cur" / f"{base}:2,{''.join(sorted(set(flags) | {'T'}))}")
+        elif action == "move":
+            self.rename(path, self.maildir / ON_DISK[folder] / "cur" / f"{base}:2,{flags}")
+        elif action == "copy":
+            self.put(self.files[path], folder, "cur", flags.replace("T", ""))
+        else:
+            path.unlink()
+            del self.files[path]
+
+    @rule(actions=st.lists(USER_ACTIONS, min_size=1, max_size=6))
+    def user(self, actions: list[tuple[str, int, str]]) -> None:
+        for action in actions:
+            self.act(*action)
+
+    # -- the sweep ----------------------------------------------------------------------
+
+    @rule(batch_size=st.integers(1, 4), ham_to_inbox=st.booleans(), cut=CUT,
+          meanwhile=st.lists(st.tuples(st.integers(0, 12), USER_ACTIONS), max_size=4))
+    def sweep(self, batch_size: int, ham_to_inbox: bool, cut: tuple[str, int] | None,
+              meanwhile: list[tuple[int, tuple[str, int, str]]]) -> None:
+        before = {path: data for path, data in self.files.items()
+                  if FOLDERS[self.folder_of(path)] is not None and not trashed(path)}
+        removed: list[Path] = []
+        reads = [0]
+
+        def read(original: Callable[..., Any], message: Any, max_size: int) -> Any:
+            for at, action in meanwhile:
+                if at == reads[0]:
+                    self.act(*action)
+            if cut == ("read", reads[0]):
+                raise PowerCut
+            reads[0] += 1
+            return original(message, max_size)
+
+        def remove(original: Callable[..., bool], path: Path, *inbox: Path) -> bool:
+            """delete(path), or move_to_inbox(path, maildir) for learned ham."""
+            if cut == ("remove", len(removed)):
+                raise PowerCut
+            label = FOLDERS[self.folder_of(path)]
+            if path.exists():  # (the user may have moved it meanwhile: then it stays)
+                learned = self.store.learned_as(message_key(path.read_bytes()))
+                assert label is not None and learned is label, \
+                    f"{path.name} leaves {self.folder_of(path)} learned as {learned}"
+            gone = original(path, *inbox)
+            if gone:  # (the model follows at once: the user may act on it next)
+                removed.append(path)
+                data = self.files.pop(path)
+                if inbox:
+                    self.files[self.maildir / "cur" / path.name] = data
+            return gone
+
+        written = [0]
+
+        def log_event(original: Callable[..., None], writer: Any, *args: Any) -> None:
+            """Called for each message a batch learns, inside its write transaction."""
+            if cut == ("commit", written[0]):
+                raise PowerCut
+            written[0] += 1
+            original(writer, *args)
+
+        cut_off = False
+        with wrapped(sweep_module, "read_message", read), wrapped(sweep_module, "delete", remove), \
+                wrapped(sweep_module, "move_to_inbox", remove), \
+                wrapped(batch_module.PendingChanges, "log_event", log_event):
+            try:
+                report = sweep(accounts(f"{self.directory}/users/{{user}}/Maildir", "alice"),
+                               Learner(self.store, batch_size=batch_size),
+                               SweepOptions(ham_to_inbox=ham_to_inbox))
+            except PowerCut:
+                cut_off = True
+        if cut_off:  # the next sweep is another process
+            event("cut off")
+            self.store.close()
+            self.store = LmdbStore(self.db)
+        else:
+            assert report.error is None
+        self.account_for()
+        if not cut_off and not meanwhile:
+            self.check_a_whole_sweep(before)
+
+    def account_for(self) -> None:
+        """Every file of the model is where it was, or the sweep removed it (or put learned
+        ham back in the Inbox); no other file appeared."""
+        on_disk = {path for folder in FOLDER_NAMES for sub in ("cur", "new")
+                   for path in (self.maildir / ON_DISK[folder] / sub).iterdir()}
+        assert on_disk == set(self.files), f"lost {set(self.files) - on_disk}, found {on_disk - set(self.files)}"
+        assert not any(list((self.maildir / ON_DISK[folder] / "tmp").iterdir()) for folder in FOLDER_NAMES)
+
+    def check_a_whole_sweep(self, before: dict[Path, bytes]) -> None:
+        """A sweep that ran to its end alone leaves only withdrawn messages in the folders,
+        and each message it took has the label of the last folder it took it from."""
+        left = [path for path in self.files if FOLDERS[self.folder_of(path)] is not None and not trashed(path)]
+        assert left == [], f"left in the folders: {left}"
+        expected: dict[bytes, Label] = {}
+        for path, data in sorted(before.items(), key=lambda item: FOLDER_NAMES.index(self.folder_of(item[0]))):
+            label = FOLDERS[self.folder_of(path)]
+            assert label is not None
+            expected[message_key(data)] = label if expected.get(message_key(data)) is not Label.HAM else Label.HAM
+        for key, label in expected.items():
+            assert self.store.learned_as(key) is label
+
+    # -- what must always hold ------------------------------------------------------------
+
+    @invariant()
+    def counts_are_each_learned_message_once(self) -> None:
+        marks = {mark.key: mark.label for mark in self.store.seen_records()}
+        by_key = {message_key(data): data for data in self.messages}
+        for key, label in marks.items():
+            assert label in self.given.get(key, set()), "learned with a label the user never gave it"
+        expected: Counter[tuple[bytes, Label]] = Counter()
+        for key, label in marks.items():
+            for token in self.analyzer.analyze(by_key[key]).hashes:
+                expected[token, label] += 1
+        stored: Counter[tuple[bytes, Label]] = Counter()
+        for record in self.store.records():
+            stored[record.key, Label.SPAM] += record.spam
+            stored[record.key, Label.HAM] += record.ham
+        assert +stored == +expected
+        totals = self.store.totals()
+        assert (totals.nspam, totals.nham) == (list(marks.values()).count(Label.SPAM),
+                                              list(marks.values()).count(Label.HAM))
+
+
+def trashed(path: Path) -> bool:
+    return "T" in path.name.partition(":2,")[2]
+
+
+@contextmanager
+def wrapped(owner: Any, name: str, wrapper: Callable[..., Any]) -> Iterator[None]:
+    """owner.name calls wrapper(original, *args) while the block runs."""
+    original = getattr(owner, name)
+    setattr(owner, name, lambda *args: wrapper(original, *args))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def test_a_sweep_removes_only_what_it_committed_whatever_the_user_does(
+        split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    train, _ = split
+    spam = [m.data for m in train if m.label == "spam"][:3]
+    ham = [m.data for m in train if m.label == "ham"][:3]
+    SweepHistory.messages = spam + ham
+    run_state_machine_as_test(SweepHistory, settings=settings(
+        max_examples=150, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
