@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-import spamkit.store.batch as batch_module
 import trainer.sweep as sweep_module
 from corpora import CorpusMessage
 from spamkit.analysis import analyzer_for
@@ -33,22 +30,18 @@ from spamkit.message import message_key
 from spamkit.store import Label, LmdbStore
 from trainer.sweep import SweepOptions, sweep
 from trainer.users import accounts
+from tests.trainer.sweepmodel import (CUT, PowerCut, check_counts, check_labels_after_a_whole_sweep,
+                                      cut_inside_commits, wrapped)
 
 FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None}
 ON_DISK = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": ""}
 FOLDER_NAMES = sorted(FOLDERS)
 
 
-class PowerCut(BaseException):
-    """The sweep's process killed here: nothing after this point runs, and what its open
-    write transaction held is never committed (LMDB aborts it as it unwinds)."""
-
-
 # what the user does, during a sweep as between sweeps
 USER_ACTIONS = st.tuples(
     st.sampled_from(["deliver", "deliver", "deliver", "read", "withdraw", "move", "move", "copy", "delete"]),
     st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsSpam", "LearnAsHam", "LearnAsHam", "INBOX"]))
-CUT = st.one_of(st.none(), st.tuples(st.sampled_from(["read", "commit", "remove"]), st.integers(0, 12)))
 
 
 class SweepHistory(RuleBasedStateMachine):
@@ -159,19 +152,9 @@ class SweepHistory(RuleBasedStateMachine):
                     self.files[self.maildir / "cur" / path.name] = data
             return gone
 
-        written = [0]
-
-        def log_event(original: Callable[..., None], writer: Any, *args: Any) -> None:
-            """Called for each message a batch learns, inside its write transaction."""
-            if cut == ("commit", written[0]):
-                raise PowerCut
-            written[0] += 1
-            original(writer, *args)
-
         cut_off = False
         with wrapped(sweep_module, "read_message", read), wrapped(sweep_module, "delete", remove), \
-                wrapped(sweep_module, "move_to_inbox", remove), \
-                wrapped(batch_module.PendingChanges, "log_event", log_event):
+                wrapped(sweep_module, "move_to_inbox", remove), cut_inside_commits(cut):
             try:
                 report = sweep(accounts(f"{self.directory}/users/{{user}}/Maildir", "alice"),
                                Learner(self.store, batch_size=batch_size),
@@ -201,56 +184,25 @@ class SweepHistory(RuleBasedStateMachine):
         and each message it took has the label of the last folder it took it from."""
         left = [path for path in self.files if FOLDERS[self.folder_of(path)] is not None and not trashed(path)]
         assert left == [], f"left in the folders: {left}"
-        expected: dict[bytes, Label] = {}
-        for path, data in sorted(before.items(), key=lambda item: FOLDER_NAMES.index(self.folder_of(item[0]))):
-            label = FOLDERS[self.folder_of(path)]
-            assert label is not None
-            expected[message_key(data)] = label if expected.get(message_key(data)) is not Label.HAM else Label.HAM
-        for key, label in expected.items():
-            assert self.store.learned_as(key) is label
+        check_labels_after_a_whole_sweep(self.store, [(message_key(data), FOLDERS[self.folder_of(path)])
+                                                      for path, data in before.items()])
 
     # -- what must always hold ------------------------------------------------------------
 
     @invariant()
     def counts_are_each_learned_message_once(self) -> None:
-        marks = {mark.key: mark.label for mark in self.store.seen_records()}
-        by_key = {message_key(data): data for data in self.messages}
-        for key, label in marks.items():
-            assert label in self.given.get(key, set()), "learned with a label the user never gave it"
-        expected: Counter[tuple[bytes, Label]] = Counter()
-        for key, label in marks.items():
-            for token in self.analyzer.analyze(by_key[key]).hashes:
-                expected[token, label] += 1
-        stored: Counter[tuple[bytes, Label]] = Counter()
-        for record in self.store.records():
-            stored[record.key, Label.SPAM] += record.spam
-            stored[record.key, Label.HAM] += record.ham
-        assert +stored == +expected
-        totals = self.store.totals()
-        assert (totals.nspam, totals.nham) == (list(marks.values()).count(Label.SPAM),
-                                              list(marks.values()).count(Label.HAM))
+        check_counts(self.store, self.analyzer, {message_key(data): data for data in self.messages}, self.given)
 
 
 def trashed(path: Path) -> bool:
     return "T" in path.name.partition(":2,")[2]
 
 
-@contextmanager
-def wrapped(owner: Any, name: str, wrapper: Callable[..., Any]) -> Iterator[None]:
-    """owner.name calls wrapper(original, *args) while the block runs."""
-    original = getattr(owner, name)
-    setattr(owner, name, lambda *args: wrapper(original, *args))
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
-
-
 def test_a_sweep_removes_only_what_it_committed_whatever_the_user_does(
         split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
     train, _ = split
-    spam = [m.data for m in train if m.label == "spam"][:3]
-    ham = [m.data for m in train if m.label == "ham"][:3]
+    spam = [m.data for m in train if m.label == "spam"][:6]
+    ham = [m.data for m in train if m.label == "ham"][:6]
     SweepHistory.messages = spam + ham
     run_state_machine_as_test(SweepHistory, settings=settings(
         max_examples=150, stateful_step_count=25, deadline=None,
