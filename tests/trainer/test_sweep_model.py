@@ -3,15 +3,21 @@ LearnAsSpam or LearnAsHam only once its folder's label is committed for it, noth
 ever leaves a Maildir, and the token counts are always those of each learned message
 counted once, with its last label.
 
-A user delivers, reads, flags deleted (T), moves, copies and deletes messages between
-sweeps and during them; a sweep may be cut off at any read, at any commit (inside its
+A user delivers, reads, flags deleted (T), moves, copies (as a file of its own, or as
+Dovecot does, a hard link) and deletes messages between sweeps and during them; a sweep may be cut off at any read, at any commit (inside its
 write transaction) or at any removal, as `kill -9` would cut it, and the next one starts
 on the database reopened. The Maildir and the LMDB database are real; the sweep runs in
 this process, so that the user's moves land between two of its reads (see
-test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process)."""
+test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process).
+
+The Maildir keeps a Maildir++ quota (`maildirsize`), which the user's mail server writes
+to as Dovecot does and the sweep as trainer/maildirquota.py does: it must always sum to
+what the folders hold, but after a sweep cut off in the middle of a batch's removals
+(those are written once the batch's files are gone), which the server then recalculates."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,6 +29,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import trainer.sweep as sweep_module
+from trainer.maildir import open_directory
+from trainer.maildirquota import QUOTA_FILE, read_quota
 from corpora import CorpusMessage
 from spamkit.analysis import analyzer_for
 from spamkit.learn import Learner
@@ -40,7 +48,8 @@ FOLDER_NAMES = sorted(FOLDERS)
 
 # what the user does, during a sweep as between sweeps
 USER_ACTIONS = st.tuples(
-    st.sampled_from(["deliver", "deliver", "deliver", "read", "withdraw", "move", "move", "copy", "delete"]),
+    st.sampled_from(["deliver", "deliver", "deliver", "read", "withdraw", "move", "move", "copy", "link",
+                     "delete"]),
     st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsSpam", "LearnAsHam", "LearnAsHam", "INBOX"]))
 
 
@@ -56,6 +65,7 @@ class SweepHistory(RuleBasedStateMachine):
                 (self.maildir / ON_DISK[folder] / sub).mkdir(parents=True, exist_ok=True)
             if ON_DISK[folder]:
                 (self.maildir / ON_DISK[folder] / "maildirfolder").touch()
+        self.recalculate_quota()
         self.db = self.directory / "db"
         self.store = LmdbStore(self.db)
         self.files: dict[Path, bytes] = {}  # the model: every message file there should be
@@ -79,9 +89,13 @@ class SweepHistory(RuleBasedStateMachine):
         path = self.maildir / ON_DISK[folder] / sub / name
         (self.maildir / ON_DISK[folder] / "tmp" / name).write_bytes(data)
         (self.maildir / ON_DISK[folder] / "tmp" / name).rename(path)  # (as a delivery does)
+        self.arrived(path, data)
+
+    def arrived(self, path: Path, data: bytes) -> None:
         self.files[path] = data
-        label = FOLDERS[folder]
-        if label is not None and "T" not in flags:
+        self.quota_change(len(data), 1)
+        label = FOLDERS[self.folder_of(path)]
+        if label is not None and not trashed(path):
             self.given.setdefault(message_key(data), set()).add(label)
 
     def rename(self, path: Path, target: Path) -> None:
@@ -106,9 +120,28 @@ class SweepHistory(RuleBasedStateMachine):
             self.rename(path, self.maildir / ON_DISK[folder] / "cur" / f"{base}:2,{flags}")
         elif action == "copy":
             self.put(self.files[path], folder, "cur", flags.replace("T", ""))
+        elif action == "link":  # Dovecot's COPY (maildir_copy_with_hardlinks)
+            self.serial += 1
+            target = self.maildir / ON_DISK[folder] / "cur" / f"{1_700_000_000 + self.serial}.M{self.serial}P1.model:2,"
+            os.link(path, target)
+            self.arrived(target, self.files[path])
         else:
             path.unlink()
-            del self.files[path]
+            self.quota_change(-len(self.files.pop(path)), -1)
+
+    def quota_change(self, size: int, count: int) -> None:
+        """The line the user's mail server appends to maildirsize."""
+        with open(self.maildir / QUOTA_FILE, "a") as out:
+            out.write(f"{size} {count}\n")
+
+    def recalculate_quota(self) -> None:
+        """What `doveadm quota recalc` writes: the limits, and what the folders hold."""
+        sizes = [path.stat().st_size for path in self.on_disk()]
+        (self.maildir / QUOTA_FILE).write_text(f"1000000000S,100000C\n{sum(sizes)} {len(sizes)}\n")
+
+    def on_disk(self) -> set[Path]:
+        return {path for folder in FOLDER_NAMES for sub in ("cur", "new")
+                for path in (self.maildir / ON_DISK[folder] / sub).iterdir()}
 
     @rule(actions=st.lists(USER_ACTIONS, min_size=1, max_size=6))
     def user(self, actions: list[tuple[str, int, str]]) -> None:
@@ -165,6 +198,8 @@ class SweepHistory(RuleBasedStateMachine):
             event("cut off")
             self.store.close()
             self.store = LmdbStore(self.db)
+            if cut is not None and cut[0] == "remove":
+                self.recalculate_quota()
         else:
             assert report.error is None
         self.account_for()
@@ -174,8 +209,7 @@ class SweepHistory(RuleBasedStateMachine):
     def account_for(self) -> None:
         """Every file of the model is where it was, or the sweep removed it (or put learned
         ham back in the Inbox); no other file appeared."""
-        on_disk = {path for folder in FOLDER_NAMES for sub in ("cur", "new")
-                   for path in (self.maildir / ON_DISK[folder] / sub).iterdir()}
+        on_disk = self.on_disk()
         assert on_disk == set(self.files), f"lost {set(self.files) - on_disk}, found {on_disk - set(self.files)}"
         assert not any(list((self.maildir / ON_DISK[folder] / "tmp").iterdir()) for folder in FOLDER_NAMES)
 
@@ -188,6 +222,16 @@ class SweepHistory(RuleBasedStateMachine):
                                                       for path, data in before.items()])
 
     # -- what must always hold ------------------------------------------------------------
+
+    @invariant()
+    def the_quota_counts_what_the_folders_hold(self) -> None:
+        fd = open_directory(self.maildir)
+        try:
+            quota = read_quota(fd)
+        finally:
+            os.close(fd)
+        sizes = [path.stat().st_size for path in self.on_disk()]
+        assert quota is not None and (quota.bytes_used, quota.count_used) == (sum(sizes), len(sizes))
 
     @invariant()
     def counts_are_each_learned_message_once(self) -> None:
