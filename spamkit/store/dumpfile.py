@@ -45,9 +45,12 @@ class SeenRecord:
 def write_dump(out: IO[str], meta: Mapping[str, object], tokens: Iterable[TokenRecord],
                seen: Iterable[SeenRecord], events: Iterable[tuple[bytes, bytes]] = ()) -> None:
     """The dump of a store's contents. Meta values that are empty or hold a space (which a
-    `meta` line cannot carry) are left out."""
+    `meta` line cannot carry) are left out. The totals are always written: a store that
+    never committed has none, and the same contents must give the same dump, whichever
+    backend and history made them."""
     out.write(f"{MAGIC} {FORMAT_VERSION}\n")
-    for name, value in meta.items():
+    named = {"nspam": 0, "nham": 0, **meta}
+    for name, value in sorted(named.items()):
         if str(value) and " " not in str(value):
             out.write(f"meta {name} {value}\n")
     ntokens = nseen = 0
