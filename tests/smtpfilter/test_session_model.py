@@ -3,13 +3,16 @@
 that heard 250; one that heard anything else reached no one. Sessions mix EHLO and HELO,
 RSET and NOOP, commands out of order, refused senders and recipients, content refused or
 deferred at DATA, and bodies with dots, bare CRs and LFs, 8-bit bytes and long lines,
-sent as SMTP clients send them. Each relayed message also carries the archive copy's
-recipient (BccAddress). The next hop is Postfix's smtp-sink; the filter runs in this
-process."""
+sent as SMTP clients send them. The filter runs in this process: as the proxy in front
+of Postfix's smtp-sink or of a real Postfix (each relayed message also carries the
+archive copy's recipient, BccAddress), or as the milter a real Postfix asks, with
+Postfix the server the client talks to."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import TypeVar
@@ -23,6 +26,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.limits import LimitedController, SessionLimits
+from smtpfilter.milter import MilterHandler
 from smtpfilter.plugins.envelope import BadMailFrom, BadRcptTo
 from smtpfilter.server import FilterHandler
 from tests.servers.postfix import PostfixNextHop, start_postfix
@@ -110,6 +114,9 @@ class Session(RuleBasedStateMachine):
     next_hop_refuses: dict[bytes, bytes] = {}  # recipient: the reply the filter relays at RCPT
     refused_at_data: dict[bytes, bytes] = {}  # sender: the next hop's reply to its DATA
     deduplicates = False  # whether the next hop keeps a recipient named twice once
+    archive: bytes | None = ARCHIVE  # the archive copy's recipient, added to every message
+    # DATA's reply when no recipient was taken (Postfix: 554 when some RCPT was refused)
+    no_recipients: tuple[bytes, ...] = (b"503",)
 
     def arrivals(self, marker: bytes) -> list[list[bytes]]:
         """The recipients (archive copy included) of each message with `marker` that arrived."""
@@ -117,6 +124,9 @@ class Session(RuleBasedStateMachine):
 
     def before_data(self) -> None:
         """(What the next hop needs before a message, to tell it apart.)"""
+
+    def after_data(self) -> None:
+        """(What the next hop needs once a message is answered.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,8 +191,11 @@ class Session(RuleBasedStateMachine):
     def data(self, lines: list[bytes], verdict: bytes = b"") -> None:
         lines = [*lines, verdict] if verdict else lines
         reply = self.ask(b"DATA")
-        if self.sender is None or not self.recipients:
+        if self.sender is None:
             assert reply.startswith(b"503"), reply
+            return
+        if not self.recipients:
+            assert reply[:3] in self.no_recipients, reply
             return
         assert reply.startswith(b"354"), reply
         self.before_data()
@@ -195,7 +208,7 @@ class Session(RuleBasedStateMachine):
         event(f"DATA answered {final[:3].decode()}")
         if final.startswith(b"250"):
             assert len(arrived) == 1, (final, len(arrived))
-            expected = sorted(r.lower() for r in [*self.recipients, ARCHIVE])
+            expected = sorted(r.lower() for r in [*self.recipients, *([self.archive] if self.archive else [])])
             if self.deduplicates:
                 expected = sorted(set(expected))
             assert sorted(r.lower() for r in arrived[0]) == expected, arrived
@@ -207,6 +220,7 @@ class Session(RuleBasedStateMachine):
                         else self.refused_at_data.get(self.sender or b"", b"none"))
             assert final[:3] == expected, final
         self._reset()
+        self.after_data()
 
     @rule(data=st.data(), lines=st.lists(LINES, max_size=12), verdict=VERDICT)
     def transaction(self, data: st.DataObject, lines: list[bytes], verdict: bytes) -> None:
@@ -274,4 +288,71 @@ def test_with_postfix_next_every_message_that_heard_250_was_queued_once_and_no_o
     PostfixSession.port, PostfixSession.postfix = filter_before_postfix
     run_state_machine_as_test(PostfixSession, settings=settings(
         max_examples=40, stateful_step_count=20, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+class MilterSession(Session):
+    """The filter chain as Postfix's milter: Postfix is the server the client talks to,
+    asks the milter (in this process) at each stage, refuses one recipient and defers
+    another itself, and keeps what it took in its queue, emptied before each message.
+    (No archive copy: that is the proxy's.)"""
+
+    postfix: PostfixNextHop
+    recipients_pool = PostfixSession.recipients_pool
+    senders_pool = [b"a@example.org", b"", b"someone@bad.example"]
+    next_hop_refuses = PostfixSession.next_hop_refuses
+    deduplicates = True
+    archive = None
+    no_recipients = (b"503", b"554")
+
+    def __init__(self) -> None:
+        self.postfix.clear()
+        super().__init__()
+
+    def after_data(self) -> None:
+        """Postfix's queue emptied between transactions: its queue file is made at MAIL,
+        so emptying it before the message is sent (as the other sessions do) would take
+        the message's own file away."""
+        self.postfix.clear()
+
+    def arrivals(self, marker: bytes) -> list[list[bytes]]:
+        return [[r.encode() for r in recipients] for _, recipients in self.postfix.held()]
+
+
+@pytest.fixture(scope="module")
+def postfix_asking_the_milter() -> Iterator[tuple[int, PostfixNextHop]]:
+    """Postfix on a free port with the chain as its milter (smtpd_milters), the milter
+    served on a loop of its own in this process."""
+    handler = MilterHandler(FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]),
+                                         ContentVerdict()]))
+    loop = asyncio.new_event_loop()
+    port = free_port()
+    server = loop.run_until_complete(asyncio.start_server(handler.serve_connection, "127.0.0.1", port))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        for postfix in start_postfix({"nohop@example.org": "REJECT no such user",
+                                      "later@example.org": "DEFER_IF_PERMIT busy"},
+                                     main_cf=f"smtpd_milters = inet:127.0.0.1:{port}\n"
+                                             "milter_default_action = tempfail\n"
+                                             # (as the README says; Postfix 3.9's default)
+                                             "smtpd_forbid_bare_newline = normalize\n"
+                                             "smtpd_forbid_bare_newline_exclusions =\n"
+                                             # (the sessions make errors on purpose)
+                                             "smtpd_error_sleep_time = 0\n"
+                                             "smtpd_soft_error_limit = 1000\n"
+                                             "smtpd_hard_error_limit = 1000\n"):
+            yield postfix.port, postfix
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        server.close()
+        loop.close()
+
+
+def test_through_the_milter_every_message_that_heard_250_was_queued_once_and_no_other(
+        postfix_asking_the_milter: tuple[int, PostfixNextHop]) -> None:
+    MilterSession.port, MilterSession.postfix = postfix_asking_the_milter
+    run_state_machine_as_test(MilterSession, settings=settings(
+        max_examples=100, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
