@@ -98,16 +98,17 @@ def start_postfix_in_front(filter_port: int) -> Iterator[int]:
         yield postfix.port
 
 
-def start_postfix_around_filter(filter_port: int, reinjection_port: int) -> Iterator[PostfixNextHop]:
+def start_postfix_around_filter(filter_port: int, reinjection_port: int, main_cf: str = ""
+                                ) -> Iterator[PostfixNextHop]:
     """One Postfix laid out as the README says, with `spamkit serve` between its two
     smtpd services: the public one (the fixture's port) hands each session to the filter
     on `filter_port` (smtpd_proxy_filter), and the filter hands what it passes to the
     reinjection one on `reinjection_port`, which takes the filter's XFORWARD and puts
-    each message on hold for the test to read."""
+    each message on hold for the test to read. `main_cf` is added to its main.cf."""
     def configure(config: Path) -> str:
         return ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
                 "smtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
-                "mynetworks = 192.0.2.0/24\n")  # (so that the test's client is a stranger)
+                "mynetworks = 192.0.2.0/24\n" + main_cf)  # (so that the test's client is a stranger)
     reinjection = f"""\
 127.0.0.1:{reinjection_port} inet n - n - - smtpd
   -o smtpd_proxy_filter=

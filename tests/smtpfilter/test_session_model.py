@@ -4,9 +4,10 @@ that heard 250; one that heard anything else reached no one. Sessions mix EHLO a
 RSET and NOOP, commands out of order, refused senders and recipients, content refused or
 deferred at DATA, and bodies with dots, bare CRs and LFs, 8-bit bytes and long lines,
 sent as SMTP clients send them. The filter runs in this process: as the proxy in front
-of Postfix's smtp-sink or of a real Postfix (each relayed message also carries the
-archive copy's recipient, BccAddress), or as the milter a real Postfix asks, with
-Postfix the server the client talks to."""
+of Postfix's smtp-sink or of a real Postfix, as the proxy between a real Postfix's two
+smtpd services (the README's layout), or as the milter a real Postfix asks; in the last
+two Postfix is the server the client talks to. What the proxy relays also carries the
+archive copy's recipient (BccAddress)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from smtpfilter.limits import LimitedController, SessionLimits
 from smtpfilter.milter import MilterHandler
 from smtpfilter.plugins.envelope import BadMailFrom, BadRcptTo
 from smtpfilter.server import FilterHandler
-from tests.servers.postfix import PostfixNextHop, start_postfix
+from tests.servers.postfix import PostfixNextHop, start_postfix, start_postfix_around_filter
 from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, free_port, start_sink
 
@@ -117,6 +118,9 @@ class Session(RuleBasedStateMachine):
     archive: bytes | None = ARCHIVE  # the archive copy's recipient, added to every message
     # DATA's reply when no recipient was taken (Postfix: 554 when some RCPT was refused)
     no_recipients: tuple[bytes, ...] = (b"503",)
+    # Postfix in front of the filter asks it from the first RCPT on: a sender the filter
+    # refuses hears 250 from Postfix, and the filter's refusal at each RCPT
+    sender_refused_at_rcpt = False
 
     def arrivals(self, marker: bytes) -> list[list[bytes]]:
         """The recipients (archive copy included) of each message with `marker` that arrived."""
@@ -165,7 +169,7 @@ class Session(RuleBasedStateMachine):
         reply = self.ask(b"MAIL FROM:<" + sender + b">")
         if self.sender is not None:
             assert reply.startswith(b"503"), reply  # (a MAIL inside a transaction)
-        elif sender.endswith(b"@bad.example"):
+        elif sender.endswith(b"@bad.example") and not self.sender_refused_at_rcpt:
             assert reply.startswith(b"550"), reply
         else:
             assert reply.startswith(b"250"), reply
@@ -179,10 +183,10 @@ class Session(RuleBasedStateMachine):
         reply = self.ask(b"RCPT TO:<" + recipient + b">")
         if self.sender is None:
             assert reply.startswith(b"503"), reply
-        elif recipient.startswith(b"refused@"):
-            assert reply.startswith(b"550"), reply
         elif recipient in self.next_hop_refuses:
             assert reply.startswith(self.next_hop_refuses[recipient]), reply
+        elif recipient.startswith(b"refused@") or self.sender.endswith(b"@bad.example"):
+            assert reply.startswith(b"550"), reply
         else:
             assert reply.startswith(b"250"), reply
             self.recipients.append(recipient)
@@ -319,6 +323,49 @@ class MilterSession(Session):
         return [[r.encode() for r in recipients] for _, recipients in self.postfix.held()]
 
 
+# Postfix in front, as the README lays it out: smuggling refused (see there), and the
+# sessions' mistakes, made on purpose, neither slowed down nor ended
+POSTFIX_IN_FRONT = ("smtpd_forbid_bare_newline = normalize\n"
+                    "smtpd_forbid_bare_newline_exclusions =\n"
+                    "smtpd_error_sleep_time = 0\n"
+                    "smtpd_soft_error_limit = 1000\n"
+                    "smtpd_hard_error_limit = 1000\n")
+
+
+class AroundSession(MilterSession):
+    """The README's first layout: the client talks to Postfix, whose smtpd hands the
+    session to the filter (smtpd_proxy_filter, the filter in this process), which hands
+    what it passes, with the archive copy, to Postfix's second smtpd; that one keeps it in
+    the queue. The first refuses mail for a domain not its own itself."""
+
+    recipients_pool = [b"b@example.org", b"c@example.org", b"refused@example.org", b"d@example.net"]
+    next_hop_refuses = {b"d@example.net": b"454"}  # (relay access denied: defer_unauth_destination)
+    archive = ARCHIVE
+    sender_refused_at_rcpt = True
+
+
+@pytest.fixture(scope="module")
+def postfix_around_the_filter() -> Iterator[tuple[int, PostfixNextHop]]:
+    reinjection_port, filter_port = free_port(), free_port()
+    chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
+    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", reinjection_port), ARCHIVE.decode()),
+                                   SessionLimits(), hostname="127.0.0.1", port=filter_port)
+    controller.start()
+    try:
+        for postfix in start_postfix_around_filter(filter_port, reinjection_port, POSTFIX_IN_FRONT):
+            yield postfix.port, postfix
+    finally:
+        controller.stop()
+
+
+def test_with_postfix_around_the_filter_every_message_that_heard_250_was_queued_once_and_no_other(
+        postfix_around_the_filter: tuple[int, PostfixNextHop]) -> None:
+    AroundSession.port, AroundSession.postfix = postfix_around_the_filter
+    run_state_machine_as_test(AroundSession, settings=settings(
+        max_examples=100, stateful_step_count=30, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
 @pytest.fixture(scope="module")
 def postfix_asking_the_milter() -> Iterator[tuple[int, PostfixNextHop]]:
     """Postfix on a free port with the chain as its milter (smtpd_milters), the milter
@@ -334,14 +381,7 @@ def postfix_asking_the_milter() -> Iterator[tuple[int, PostfixNextHop]]:
         for postfix in start_postfix({"nohop@example.org": "REJECT no such user",
                                       "later@example.org": "DEFER_IF_PERMIT busy"},
                                      main_cf=f"smtpd_milters = inet:127.0.0.1:{port}\n"
-                                             "milter_default_action = tempfail\n"
-                                             # (as the README says; Postfix 3.9's default)
-                                             "smtpd_forbid_bare_newline = normalize\n"
-                                             "smtpd_forbid_bare_newline_exclusions =\n"
-                                             # (the sessions make errors on purpose)
-                                             "smtpd_error_sleep_time = 0\n"
-                                             "smtpd_soft_error_limit = 1000\n"
-                                             "smtpd_hard_error_limit = 1000\n"):
+                                             "milter_default_action = tempfail\n" + POSTFIX_IN_FRONT):
             yield postfix.port, postfix
     finally:
         loop.call_soon_threadsafe(loop.stop)
