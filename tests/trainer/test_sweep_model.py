@@ -26,7 +26,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 import trainer.sweep as sweep_module
 from trainer.maildir import open_directory
@@ -143,6 +144,12 @@ class SweepHistory(RuleBasedStateMachine):
         return {path for folder in FOLDER_NAMES for sub in ("cur", "new")
                 for path in (self.maildir / ON_DISK[folder] / sub).iterdir()}
 
+    @initialize(placed=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsHam"])),
+                                min_size=1, max_size=8))
+    def mail_to_learn(self, placed: list[tuple[int, str]]) -> None:
+        for pick, folder in placed:
+            self.act("deliver", pick, folder)
+
     @rule(actions=st.lists(USER_ACTIONS, min_size=1, max_size=6))
     def user(self, actions: list[tuple[str, int, str]]) -> None:
         for action in actions:
@@ -150,6 +157,7 @@ class SweepHistory(RuleBasedStateMachine):
 
     # -- the sweep ----------------------------------------------------------------------
 
+    @precondition(lambda self: any(FOLDERS[self.folder_of(path)] is not None for path in self.files))
     @rule(batch_size=st.integers(1, 4), ham_to_inbox=st.booleans(), cut=CUT,
           meanwhile=st.lists(st.tuples(st.integers(0, 12), USER_ACTIONS), max_size=4))
     def sweep(self, batch_size: int, ham_to_inbox: bool, cut: tuple[str, int] | None,
