@@ -8,7 +8,8 @@ Dovecot does, a hard link) and deletes messages between sweeps and during them; 
 write transaction) or at any removal, as `kill -9` would cut it, and the next one starts
 on the database reopened. The Maildir and the LMDB database are real; the sweep runs in
 this process, so that the user's moves land between two of its reads (see
-test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process).
+test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process). The Maildir is
+laid out as Maildir++, and again as Dovecot's LAYOUT=fs with the spam folder nested.
 
 The Maildir keeps a Maildir++ quota (`maildirsize`), which the user's mail server writes
 to as Dovecot does and the sweep as trainer/maildirquota.py does: it must always sum to
@@ -38,12 +39,11 @@ from spamkit.learn import Learner
 from spamkit.message import message_key
 from spamkit.store import Label, LmdbStore
 from trainer.sweep import SweepOptions, sweep
-from trainer.users import accounts
+from trainer.users import Account, accounts
 from tests.trainer.sweepmodel import (CUT, PowerCut, check_counts, check_labels_after_a_whole_sweep,
                                       cut_inside_commits, wrapped)
 
 FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None}
-ON_DISK = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": ""}
 FOLDER_NAMES = sorted(FOLDERS)
 
 
@@ -55,7 +55,12 @@ USER_ACTIONS = st.tuples(
 
 
 class SweepHistory(RuleBasedStateMachine):
+    """Maildir++ (SME's, Courier's, Dovecot's default): each folder a dot-directory."""
+
     messages: list[bytes]  # corpus messages, set by the test
+    layout = "maildir++"
+    spam_folder = "LearnAsSpam"  # as the configuration names it
+    places = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": ""}
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,9 +68,10 @@ class SweepHistory(RuleBasedStateMachine):
         self.maildir = self.directory / "users" / "alice" / "Maildir"
         for folder in FOLDER_NAMES:
             for sub in ("cur", "new", "tmp"):
-                (self.maildir / ON_DISK[folder] / sub).mkdir(parents=True, exist_ok=True)
-            if ON_DISK[folder]:
-                (self.maildir / ON_DISK[folder] / "maildirfolder").touch()
+                (self.maildir / self.places[folder] / sub).mkdir(parents=True, exist_ok=True)
+            if self.places[folder] and self.layout == "maildir++":
+                (self.maildir / self.places[folder] / "maildirfolder").touch()
+        self.folder_at = {self.maildir / place: folder for folder, place in self.places.items()}
         self.recalculate_quota()
         self.db = self.directory / "db"
         self.store = LmdbStore(self.db)
@@ -81,15 +87,14 @@ class SweepHistory(RuleBasedStateMachine):
     # -- the user ---------------------------------------------------------------------
 
     def folder_of(self, path: Path) -> str:
-        name = path.parent.parent.name
-        return "INBOX" if name == "Maildir" else name.lstrip(".")
+        return self.folder_at[path.parent.parent]
 
     def put(self, data: bytes, folder: str, sub: str = "new", flags: str = "") -> None:
         self.serial += 1
         name = f"{1_700_000_000 + self.serial}.M{self.serial}P1.model" + (f":2,{flags}" if sub == "cur" else "")
-        path = self.maildir / ON_DISK[folder] / sub / name
-        (self.maildir / ON_DISK[folder] / "tmp" / name).write_bytes(data)
-        (self.maildir / ON_DISK[folder] / "tmp" / name).rename(path)  # (as a delivery does)
+        path = self.maildir / self.places[folder] / sub / name
+        (self.maildir / self.places[folder] / "tmp" / name).write_bytes(data)
+        (self.maildir / self.places[folder] / "tmp" / name).rename(path)  # (as a delivery does)
         self.arrived(path, data)
 
     def arrived(self, path: Path, data: bytes) -> None:
@@ -118,12 +123,12 @@ class SweepHistory(RuleBasedStateMachine):
         elif action == "withdraw":  # flagged deleted: a move by copy, not yet expunged
             self.rename(path, path.parent.parent / "cur" / f"{base}:2,{''.join(sorted(set(flags) | {'T'}))}")
         elif action == "move":
-            self.rename(path, self.maildir / ON_DISK[folder] / "cur" / f"{base}:2,{flags}")
+            self.rename(path, self.maildir / self.places[folder] / "cur" / f"{base}:2,{flags}")
         elif action == "copy":
             self.put(self.files[path], folder, "cur", flags.replace("T", ""))
         elif action == "link":  # Dovecot's COPY (maildir_copy_with_hardlinks)
             self.serial += 1
-            target = self.maildir / ON_DISK[folder] / "cur" / f"{1_700_000_000 + self.serial}.M{self.serial}P1.model:2,"
+            target = self.maildir / self.places[folder] / "cur" / f"{1_700_000_000 + self.serial}.M{self.serial}P1.model:2,"
             os.link(path, target)
             self.arrived(target, self.files[path])
         else:
@@ -142,7 +147,7 @@ class SweepHistory(RuleBasedStateMachine):
 
     def on_disk(self) -> set[Path]:
         return {path for folder in FOLDER_NAMES for sub in ("cur", "new")
-                for path in (self.maildir / ON_DISK[folder] / sub).iterdir()}
+                for path in (self.maildir / self.places[folder] / sub).iterdir()}
 
     @initialize(placed=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsHam"])),
                                 min_size=1, max_size=8))
@@ -197,9 +202,10 @@ class SweepHistory(RuleBasedStateMachine):
         with wrapped(sweep_module, "read_message", read), wrapped(sweep_module, "delete", remove), \
                 wrapped(sweep_module, "move_to_inbox", remove), cut_inside_commits(cut):
             try:
-                report = sweep(accounts(f"{self.directory}/users/{{user}}/Maildir", "alice"),
+                [account] = accounts(f"{self.directory}/users/{{user}}/Maildir", "alice")
+                report = sweep([Account(account.user, account.maildir, self.layout)],
                                Learner(self.store, batch_size=batch_size),
-                               SweepOptions(ham_to_inbox=ham_to_inbox))
+                               SweepOptions(spam_folder=self.spam_folder, ham_to_inbox=ham_to_inbox))
             except PowerCut:
                 cut_off = True
         if cut_off:  # the next sweep is another process
@@ -219,7 +225,7 @@ class SweepHistory(RuleBasedStateMachine):
         ham back in the Inbox); no other file appeared."""
         on_disk = self.on_disk()
         assert on_disk == set(self.files), f"lost {set(self.files) - on_disk}, found {on_disk - set(self.files)}"
-        assert not any(list((self.maildir / ON_DISK[folder] / "tmp").iterdir()) for folder in FOLDER_NAMES)
+        assert not any(list((self.maildir / self.places[folder] / "tmp").iterdir()) for folder in FOLDER_NAMES)
 
     def check_a_whole_sweep(self, before: dict[Path, bytes]) -> None:
         """A sweep that ran to its end alone leaves only withdrawn messages in the folders,
@@ -258,4 +264,22 @@ def test_a_sweep_removes_only_what_it_committed_whatever_the_user_does(
     SweepHistory.messages = spam + ham
     run_state_machine_as_test(SweepHistory, settings=settings(
         max_examples=150, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+class FsLayoutHistory(SweepHistory):
+    """Dovecot's LAYOUT=fs, with LearnAsSpam under Junk, as a user's mail program may keep it:
+    folders nested as directories, with no maildirfolder file."""
+
+    layout = "fs"
+    spam_folder = "Junk/LearnAsSpam"
+    places = {"LearnAsSpam": "Junk/LearnAsSpam", "LearnAsHam": "LearnAsHam", "INBOX": ""}
+
+
+def test_the_same_in_dovecots_fs_layout(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
+    train, _ = split
+    FsLayoutHistory.messages = [m.data for m in train if m.label == "spam"][:6] + \
+        [m.data for m in train if m.label == "ham"][:6]
+    run_state_machine_as_test(FsLayoutHistory, settings=settings(
+        max_examples=60, stateful_step_count=25, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
