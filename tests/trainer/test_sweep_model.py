@@ -4,12 +4,13 @@ ever leaves a Maildir, and the token counts are always those of each learned mes
 counted once, with its last label.
 
 A user delivers, reads, flags deleted (T), moves, copies (as a file of its own, or as
-Dovecot does, a hard link) and deletes messages between sweeps and during them; a sweep may be cut off at any read, at any commit (inside its
-write transaction) or at any removal, as `kill -9` would cut it, and the next one starts
-on the database reopened. The Maildir and the LMDB database are real; the sweep runs in
-this process, so that the user's moves land between two of its reads (see
-test_kill_9_mid_sweep_loses_nothing for the sweep killed as a process). The Maildir is
-laid out as Maildir++, and again as Dovecot's LAYOUT=fs with the spam folder nested.
+Dovecot does, a hard link) and deletes messages between sweeps and during them; a sweep
+may be cut off at any read, at any commit (inside its write transaction) or at any
+removal, as `kill -9` would cut it, and the next one starts on the database reopened.
+The Maildir and the LMDB database are real; the sweep runs in this process, so that the
+user's moves land between two of its reads (see test_kill_9_mid_sweep_loses_nothing for
+the sweep killed as a process). The Maildir is laid out as Maildir++, and again as
+Dovecot's LAYOUT=fs with the spam folder nested.
 
 The Maildir keeps a Maildir++ quota (`maildirsize`), which the user's mail server writes
 to as Dovecot does and the sweep as trainer/maildirquota.py does: it must always sum to
@@ -31,13 +32,13 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  run_state_machine_as_test)
 
 import trainer.sweep as sweep_module
-from trainer.maildir import open_directory
-from trainer.maildirquota import QUOTA_FILE, read_quota
 from corpora import CorpusMessage
 from spamkit.analysis import analyzer_for
 from spamkit.learn import Learner
 from spamkit.message import message_key
 from spamkit.store import Label, LmdbStore
+from trainer.maildir import open_directory
+from trainer.maildirquota import QUOTA_FILE, read_quota
 from trainer.sweep import SweepOptions, sweep
 from trainer.users import Account, accounts
 from tests.trainer.sweepmodel import (CUT, PowerCut, check_counts, check_labels_after_a_whole_sweep,
@@ -89,9 +90,13 @@ class SweepHistory(RuleBasedStateMachine):
     def folder_of(self, path: Path) -> str:
         return self.folder_at[path.parent.parent]
 
-    def put(self, data: bytes, folder: str, sub: str = "new", flags: str = "") -> None:
+    def new_name(self) -> str:
+        """A unique base name, as a delivery makes one."""
         self.serial += 1
-        name = f"{1_700_000_000 + self.serial}.M{self.serial}P1.model" + (f":2,{flags}" if sub == "cur" else "")
+        return f"{1_700_000_000 + self.serial}.M{self.serial}P1.model"
+
+    def put(self, data: bytes, folder: str, sub: str = "new", flags: str = "") -> None:
+        name = self.new_name() + (f":2,{flags}" if sub == "cur" else "")
         path = self.maildir / self.places[folder] / sub / name
         (self.maildir / self.places[folder] / "tmp" / name).write_bytes(data)
         (self.maildir / self.places[folder] / "tmp" / name).rename(path)  # (as a delivery does)
@@ -100,16 +105,18 @@ class SweepHistory(RuleBasedStateMachine):
     def arrived(self, path: Path, data: bytes) -> None:
         self.files[path] = data
         self.quota_change(len(data), 1)
+        self.placed(path)
+
+    def placed(self, path: Path) -> None:
+        """A message undeleted in LearnAsSpam or LearnAsHam has the user's label."""
         label = FOLDERS[self.folder_of(path)]
         if label is not None and not trashed(path):
-            self.given.setdefault(message_key(data), set()).add(label)
+            self.given.setdefault(message_key(self.files[path]), set()).add(label)
 
     def rename(self, path: Path, target: Path) -> None:
         path.rename(target)
         self.files[target] = self.files.pop(path)
-        label = FOLDERS[self.folder_of(target)]
-        if label is not None and not trashed(target):
-            self.given.setdefault(message_key(self.files[target]), set()).add(label)
+        self.placed(target)
 
     def act(self, action: str, pick: int, folder: str) -> None:
         """One thing the user does with mail programs; `pick` chooses the message."""
@@ -127,8 +134,7 @@ class SweepHistory(RuleBasedStateMachine):
         elif action == "copy":
             self.put(self.files[path], folder, "cur", flags.replace("T", ""))
         elif action == "link":  # Dovecot's COPY (maildir_copy_with_hardlinks)
-            self.serial += 1
-            target = self.maildir / self.places[folder] / "cur" / f"{1_700_000_000 + self.serial}.M{self.serial}P1.model:2,"
+            target = self.maildir / self.places[folder] / "cur" / f"{self.new_name()}:2,"
             os.link(path, target)
             self.arrived(target, self.files[path])
         else:
