@@ -15,6 +15,7 @@ import asyncio
 import re
 import threading
 import uuid
+from contextlib import contextmanager
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -77,19 +78,39 @@ class ContentVerdict(Filter):
         return CONTINUE
 
 
+def run_sessions(session: type[Session], examples: int, steps: int) -> None:
+    run_state_machine_as_test(session, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+def the_chain() -> FilterChain:
+    """What every layout here asks: refused senders and recipients, and the content verdict."""
+    return FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
+
+
+@contextmanager
+def proxy(port: int, next_hop_port: int) -> Iterator[None]:
+    """The filter as the proxy, in this process, on `port`, relaying to `next_hop_port`
+    with an archive copy."""
+    controller = LimitedController(FilterHandler(the_chain(), ("127.0.0.1", next_hop_port), ARCHIVE.decode()),
+                                   SessionLimits(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield
+    finally:
+        controller.stop()
+
+
 def _filter_in_front_of(next_hops: Iterator[NextHop]) -> Iterator[tuple[int, NextHop]]:
     """(the filter's port, the next hop): the filter on a free port, relaying to the next
     hop `next_hops` starts, with an archive copy; both stopped at the end."""
     next_hop = next(next_hops)
-    chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
     port = free_port()
-    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", next_hop.port), ARCHIVE.decode()),
-                                   SessionLimits(), hostname="127.0.0.1", port=port)
-    controller.start()
     try:
-        yield port, next_hop
+        with proxy(port, next_hop.port):
+            yield port, next_hop
     finally:
-        controller.stop()
         next_hops.close()
 
 
@@ -263,9 +284,7 @@ class SinkSession(Session):
 
 def test_every_message_that_heard_250_arrived_once_and_no_other(filter_port: tuple[int, Sink]) -> None:
     SinkSession.port, SinkSession.sink = filter_port
-    run_state_machine_as_test(SinkSession, settings=settings(
-        max_examples=60, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_sessions(SinkSession, examples=60, steps=30)
 
 
 class PostfixSession(Session):
@@ -290,15 +309,13 @@ class PostfixSession(Session):
 def test_with_postfix_next_every_message_that_heard_250_was_queued_once_and_no_other(
         filter_before_postfix: tuple[int, PostfixNextHop]) -> None:
     PostfixSession.port, PostfixSession.postfix = filter_before_postfix
-    run_state_machine_as_test(PostfixSession, settings=settings(
-        max_examples=40, stateful_step_count=20, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_sessions(PostfixSession, examples=40, steps=20)
 
 
 class MilterSession(Session):
     """The filter chain as Postfix's milter: Postfix is the server the client talks to,
     asks the milter (in this process) at each stage, refuses one recipient and defers
-    another itself, and keeps what it took in its queue, emptied before each message.
+    another itself, and keeps what it took in its queue, emptied after each transaction.
     (No archive copy: that is the proxy's.)"""
 
     postfix: PostfixNextHop
@@ -347,31 +364,22 @@ class AroundSession(MilterSession):
 @pytest.fixture(scope="module")
 def postfix_around_the_filter() -> Iterator[tuple[int, PostfixNextHop]]:
     reinjection_port, filter_port = free_port(), free_port()
-    chain = FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]), ContentVerdict()])
-    controller = LimitedController(FilterHandler(chain, ("127.0.0.1", reinjection_port), ARCHIVE.decode()),
-                                   SessionLimits(), hostname="127.0.0.1", port=filter_port)
-    controller.start()
-    try:
+    with proxy(filter_port, reinjection_port):
         for postfix in start_postfix_around_filter(filter_port, reinjection_port, POSTFIX_IN_FRONT):
             yield postfix.port, postfix
-    finally:
-        controller.stop()
 
 
 def test_with_postfix_around_the_filter_every_message_that_heard_250_was_queued_once_and_no_other(
         postfix_around_the_filter: tuple[int, PostfixNextHop]) -> None:
     AroundSession.port, AroundSession.postfix = postfix_around_the_filter
-    run_state_machine_as_test(AroundSession, settings=settings(
-        max_examples=100, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_sessions(AroundSession, examples=100, steps=30)
 
 
 @pytest.fixture(scope="module")
 def postfix_asking_the_milter() -> Iterator[tuple[int, PostfixNextHop]]:
     """Postfix on a free port with the chain as its milter (smtpd_milters), the milter
     served on a loop of its own in this process."""
-    handler = MilterHandler(FilterChain([BadMailFrom(["*@bad.example"], []), BadRcptTo(["refused@*"]),
-                                         ContentVerdict()]))
+    handler = MilterHandler(the_chain())
     loop = asyncio.new_event_loop()
     port = free_port()
     server = loop.run_until_complete(asyncio.start_server(handler.serve_connection, "127.0.0.1", port))
@@ -393,6 +401,4 @@ def postfix_asking_the_milter() -> Iterator[tuple[int, PostfixNextHop]]:
 def test_through_the_milter_every_message_that_heard_250_was_queued_once_and_no_other(
         postfix_asking_the_milter: tuple[int, PostfixNextHop]) -> None:
     MilterSession.port, MilterSession.postfix = postfix_asking_the_milter
-    run_state_machine_as_test(MilterSession, settings=settings(
-        max_examples=100, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_sessions(MilterSession, examples=100, steps=30)

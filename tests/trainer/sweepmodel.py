@@ -34,6 +34,24 @@ def wrapped(owner: Any, name: str, wrapper: Callable[..., Any]) -> Iterator[None
         setattr(owner, name, original)
 
 
+def between_reads(meanwhile: list[tuple[int, tuple[str, int, str]]], cut: tuple[str, int] | None,
+                  act: Callable[..., None]) -> Callable[..., Any]:
+    """A wrapper for the sweep's read of each message (or fetch of a group): before the
+    N-th, the user's actions `meanwhile` at N, then PowerCut if `cut` is ("read", N)."""
+    reads = [0]
+
+    def read(original: Callable[..., Any], *args: Any) -> Any:
+        for at, action in meanwhile:
+            if at == reads[0]:
+                act(*action)
+        if cut == ("read", reads[0]):
+            raise PowerCut
+        reads[0] += 1
+        return original(*args)
+
+    return read
+
+
 @contextmanager
 def cut_inside_commits(cut: tuple[str, int] | None) -> Iterator[None]:
     """With cut ("commit", N): PowerCut as the N-th message learned is written, inside its

@@ -40,8 +40,8 @@ from spamkit.store import Label, LmdbStore
 from trainer.accounts import load_accounts
 from trainer.sweep import SweepOptions
 from tests.servers.dovecot import BARE_HOST, MOVE_ONLY_HOST, UIDPLUS_ONLY_HOST, USERS, Dovecot
-from tests.trainer.sweepmodel import (PowerCut, check_counts, check_labels_after_a_whole_sweep,
-                                      cut_inside_commits, wrapped)
+from tests.trainer.sweepmodel import (PowerCut, between_reads, check_counts,
+                                      check_labels_after_a_whole_sweep, cut_inside_commits, wrapped)
 
 LABELS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM}
 FOLDERS = ("INBOX", "LearnAsSpam", "LearnAsHam", "Trash")
@@ -163,16 +163,7 @@ class ImapSweepHistory(RuleBasedStateMachine):
               meanwhile: list[tuple[int, tuple[str, int, str]]]) -> None:
         self.unchanged_since_last_seen()
         before = {folder: Counter(self.state[folder]) for folder in LABELS}
-        fetches, removals = [0], [0]
-
-        def fetch(original: Callable[..., Any], *args: Any) -> Any:
-            for at, action in meanwhile:
-                if at == fetches[0]:
-                    self.act(*action)
-            if cut == ("read", fetches[0]):
-                raise PowerCut
-            fetches[0] += 1
-            return original(*args)
+        removals = [0]
 
         def remove(original: Callable[..., Any], client: IMAPClient, account: Any, folder: str,
                    validity: int, uids: list[int], *to: str | None) -> Any:
@@ -201,8 +192,8 @@ class ImapSweepHistory(RuleBasedStateMachine):
 
         cut_off = False
         accounts = load_accounts(self.accounts_files[host])
-        with wrapped(imap_module, "_fetch", fetch), wrapped(imap_module, "_remove", remove), \
-                cut_inside_commits(cut):
+        with wrapped(imap_module, "_fetch", between_reads(meanwhile, cut, self.act)), \
+                wrapped(imap_module, "_remove", remove), cut_inside_commits(cut):
             try:
                 report = imap_module.imap_sweep(accounts, Learner(self.store, batch_size=batch_size),
                                                 SweepOptions(ham_to_inbox=ham_to_inbox))

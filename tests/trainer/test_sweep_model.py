@@ -24,7 +24,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -41,8 +40,8 @@ from trainer.maildir import open_directory
 from trainer.maildirquota import QUOTA_FILE, read_quota
 from trainer.sweep import SweepOptions, sweep
 from trainer.users import Account, accounts
-from tests.trainer.sweepmodel import (CUT, PowerCut, check_counts, check_labels_after_a_whole_sweep,
-                                      cut_inside_commits, wrapped)
+from tests.trainer.sweepmodel import (CUT, PowerCut, between_reads, check_counts,
+                                      check_labels_after_a_whole_sweep, cut_inside_commits, wrapped)
 
 FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None}
 FOLDER_NAMES = sorted(FOLDERS)
@@ -176,16 +175,6 @@ class SweepHistory(RuleBasedStateMachine):
         before = {path: data for path, data in self.files.items()
                   if FOLDERS[self.folder_of(path)] is not None and not trashed(path)}
         removed: list[Path] = []
-        reads = [0]
-
-        def read(original: Callable[..., Any], message: Any, max_size: int) -> Any:
-            for at, action in meanwhile:
-                if at == reads[0]:
-                    self.act(*action)
-            if cut == ("read", reads[0]):
-                raise PowerCut
-            reads[0] += 1
-            return original(message, max_size)
 
         def remove(original: Callable[..., bool], path: Path, *inbox: Path) -> bool:
             """delete(path), or move_to_inbox(path, maildir) for learned ham."""
@@ -205,8 +194,9 @@ class SweepHistory(RuleBasedStateMachine):
             return gone
 
         cut_off = False
-        with wrapped(sweep_module, "read_message", read), wrapped(sweep_module, "delete", remove), \
-                wrapped(sweep_module, "move_to_inbox", remove), cut_inside_commits(cut):
+        with wrapped(sweep_module, "read_message", between_reads(meanwhile, cut, self.act)), \
+                wrapped(sweep_module, "delete", remove), wrapped(sweep_module, "move_to_inbox", remove), \
+                cut_inside_commits(cut):
             try:
                 [account] = accounts(f"{self.directory}/users/{{user}}/Maildir", "alice")
                 report = sweep([Account(account.user, account.maildir, self.layout)],
