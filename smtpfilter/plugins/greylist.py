@@ -145,10 +145,15 @@ class GreylistStore:
                 return record | {"passed": now, "seen": now, "tries": record["tries"] + 1} | names
             return record | {"seen": now, "tries": record["tries"] + 1} | names  # too early
 
+        def one_more_pass(record: Record | None) -> Record:
+            """(a count gone idle, which Redis has dropped and LMDB may hold until its
+            daily prune, starts again: counted on, it whitelisted a network on LMDB alone)"""
+            earlier = 0 if record is None or self.idle(record, now) else record.get("passes", 0)
+            return {"passes": earlier + 1, "seen": now}
+
         triplet = records.change(triplet_key, attempt, now)
         if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
-            records.change(client_key, lambda record: {"passes": (record or {}).get("passes", 0) + 1,
-                                                       "seen": now}, now)
+            records.change(client_key, one_more_pass, now)
             return Attempt(0.0, max(0.0, now - float(triplet["first"])))
         if triplet["passed"]:
             return PASSES
@@ -191,11 +196,14 @@ class GreylistStore:
         self.records.change(key, let, now)
         return passed
 
-    def forget(self, key: str) -> bool:
+    def forget(self, key: str, now: float | None = None) -> bool:
         """Drop one triplet (its next attempt is greylisted as new), or with a "c:" key a
         client network's count of passed triplets (GreylistAutoWhitelist's exemption
-        ends); whether it was there."""
-        return self.records.delete(key)
+        ends); whether it was there and not idle (an idle one, which Redis no longer
+        holds and LMDB does until its daily prune, is dropped too)."""
+        record = self.records.get(key)
+        known = record is not None and not self.idle(record, time.time() if now is None else now)
+        return self.records.delete(key) and known
 
     def close(self) -> None:
         self.records.close()

@@ -57,13 +57,25 @@ class KarmaStore:
         self.forget_seconds = forget_days * 86400
         self.records = open_records(str(location), self)
 
-    def get(self, address: str) -> Record:
-        return self.records.get(address) or _new_record()
+    def get(self, address: str, now: float | None = None) -> Record:
+        """What karma knows of an address now: nothing once it is idle, whether or not
+        the daily prune has dropped it yet."""
+        return self._known(self.records.get(address), now) or _new_record()
 
     def update(self, address: str, good: int, bad: int, negative: int, strikes: int,
                now: float | None = None) -> Record:
+        """Count one message; an idle record's counts are not added to (LMDB still holds
+        it until the daily prune, Redis does not: strikes older than KarmaForgetDays
+        made an address naughty again on LMDB alone)."""
         now = time.time() if now is None else now
-        return self.records.change(address, counting(good, bad, negative, strikes, now), now)
+        count = counting(good, bad, negative, strikes, now)
+        return self.records.change(address, lambda record: count(self._known(record, now)), now)
+
+    def _known(self, record: Record | None, now: float | None) -> Record | None:
+        """`record`, unless it is idle at `now` (and so forgotten, though not yet dropped)."""
+        if record is None or not self.idle(record, time.time() if now is None else now):
+            return record
+        return None
 
     def idle(self, record: Record, now: float) -> bool:
         """Not heard from for forget_days and not refused now."""
@@ -85,14 +97,18 @@ class KarmaStore:
         until = refused_until(record, now)
         return float(self.forget_seconds) if until is None else max(float(self.forget_seconds), until - now)
 
-    def addresses(self) -> Iterator[tuple[str, Record]]:
-        """Every address karma knows, with its record."""
+    def addresses(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
+        """Every address karma knows (none that is idle), with its record."""
+        now = time.time() if now is None else now
         for address, record in self.records.items():
-            yield address, _new_record() | record
+            if self._known(record, now) is not None:
+                yield address, _new_record() | record
 
-    def forget(self, address: str) -> bool:
-        """Drop what karma knows of one address (lifting any penalty); whether it knew it."""
-        return self.records.delete(address)
+    def forget(self, address: str, now: float | None = None) -> bool:
+        """Drop what karma knows of one address (lifting any penalty); whether it knew it
+        (an idle record it still held is dropped, but was not known)."""
+        known = self._known(self.records.get(address), now) is not None
+        return self.records.delete(address) and known
 
     def forget_idle(self, now: float | None = None) -> int:
         """Forget the idle addresses now; returns how many."""

@@ -69,9 +69,12 @@ class SendCounts:
             if sent := _within(record, now):
                 yield login, sent
 
-    def forget(self, login: str) -> bool:
-        """Drop a login's count (lifting a deferral at once); whether there was one."""
-        return self.records.delete(login.lower())
+    def forget(self, login: str, now: float | None = None) -> bool:
+        """Drop a login's count (lifting a deferral at once); whether it had recipients in
+        the last WINDOW (a record with none is dropped too, but counted nothing: Redis
+        keeps one a minute longer than that, LMDB until its daily prune)."""
+        counted = self.sent(login, now) > 0
+        return self.records.delete(login.lower()) and counted
 
     def idle(self, record: Record, now: float) -> bool:
         return not _recent(record, now)
