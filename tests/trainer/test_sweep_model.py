@@ -1,6 +1,6 @@
 """The sweep's promise, checked over histories hypothesis makes up: a message leaves
 LearnAsSpam or LearnAsHam only once its folder's label is committed for it, nothing else
-ever leaves a Maildir, and the token counts are always those of each learned message
+ever leaves a Maildir (but old junkmail, below), and the token counts are always those of each learned message
 counted once, with its last label.
 
 A user delivers, reads, flags deleted (T), moves, copies (as a file of its own, or as
@@ -12,10 +12,15 @@ user's moves land between two of its reads (see test_kill_9_mid_sweep_loses_noth
 the sweep killed as a process). The Maildir is laid out as Maildir++, and again as
 Dovecot's LAYOUT=fs with the spam folder nested.
 
+The junkmail retention (`expire_junk`) runs among the sweeps: it deletes junkmail
+delivered before its cutoff and nothing else, while the user acts before any of its
+deletions, and it may be cut off at one.
+
 The Maildir keeps a Maildir++ quota (`maildirsize`), which the user's mail server writes
 to as Dovecot does and the sweep as trainer/maildirquota.py does: it must always sum to
 what the folders hold, but after a sweep cut off in the middle of a batch's removals
-(those are written once the batch's files are gone), which the server then recalculates."""
+or a retention cut off in the middle of its deletions (those are written once the files
+are gone), which the server then recalculates."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
+import trainer.retention as retention_module
 import trainer.sweep as sweep_module
 from corpora import CorpusMessage
 from spamkit.analysis import analyzer_for
@@ -38,20 +44,23 @@ from spamkit.message import message_key
 from spamkit.store import Label, LmdbStore
 from trainer.maildir import open_directory
 from trainer.maildirquota import QUOTA_FILE, read_quota
+from trainer.retention import expire_junk
 from trainer.sweep import SweepOptions, sweep
 from trainer.users import Account, accounts
 from tests.trainer.sweepmodel import (CUT, PowerCut, between_reads, check_counts,
                                       check_labels_after_a_whole_sweep, cut_inside_commits, wrapped)
 
-FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None}
+FOLDERS = {"LearnAsSpam": Label.SPAM, "LearnAsHam": Label.HAM, "INBOX": None, "junkmail": None}
 FOLDER_NAMES = sorted(FOLDERS)
+DELIVERED = 1_700_000_000  # plus a serial: when the model's messages were delivered
 
 
 # what the user does, during a sweep as between sweeps
 USER_ACTIONS = st.tuples(
     st.sampled_from(["deliver", "deliver", "deliver", "read", "withdraw", "move", "move", "copy", "link",
                      "delete"]),
-    st.integers(0, 1000), st.sampled_from(["LearnAsSpam", "LearnAsSpam", "LearnAsHam", "LearnAsHam", "INBOX"]))
+    st.integers(0, 1000),
+    st.sampled_from(["LearnAsSpam", "LearnAsSpam", "LearnAsHam", "LearnAsHam", "INBOX", "junkmail"]))
 
 
 class SweepHistory(RuleBasedStateMachine):
@@ -60,7 +69,7 @@ class SweepHistory(RuleBasedStateMachine):
     messages: list[bytes]  # corpus messages, set by the test
     layout = "maildir++"
     spam_folder = "LearnAsSpam"  # as the configuration names it
-    places = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": ""}
+    places = {"LearnAsSpam": ".LearnAsSpam", "LearnAsHam": ".LearnAsHam", "INBOX": "", "junkmail": ".junkmail"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -90,9 +99,9 @@ class SweepHistory(RuleBasedStateMachine):
         return self.folder_at[path.parent.parent]
 
     def new_name(self) -> str:
-        """A unique base name, as a delivery makes one."""
+        """A unique base name, as a delivery makes one: delivered at DELIVERED + serial."""
         self.serial += 1
-        return f"{1_700_000_000 + self.serial}.M{self.serial}P1.model"
+        return f"{DELIVERED + self.serial}.M{self.serial}P1.model"
 
     def put(self, data: bytes, folder: str, sub: str = "new", flags: str = "") -> None:
         name = self.new_name() + (f":2,{flags}" if sub == "cur" else "")
@@ -216,6 +225,45 @@ class SweepHistory(RuleBasedStateMachine):
         if not cut_off and not meanwhile:
             self.check_a_whole_sweep(before)
 
+    # -- the junkmail retention -------------------------------------------------------
+
+    @rule(cutoff=st.integers(0, 40), cut=CUT, meanwhile=st.lists(st.tuples(st.integers(0, 12), USER_ACTIONS),
+                                                               max_size=4))
+    def junkmail_retention(self, cutoff: int, cut: tuple[str, int] | None,
+                           meanwhile: list[tuple[int, tuple[str, int, str]]]) -> None:
+        """`expire_junk` with MessageRetentionTime 30 deletes junkmail delivered before
+        DELIVERED + cutoff, and nothing else, while the user acts before any of its
+        deletions; it may be cut off at a deletion."""
+        now = DELIVERED + cutoff + 30 * 86400
+        deleted: list[Path] = []
+        before_each = between_reads(meanwhile, ("read", cut[1]) if cut and cut[0] == "remove" else None,
+                                    self.act)
+
+        def delete(original: Callable[[Path], bool], path: Path) -> bool:
+            def deleting(path: Path) -> bool:
+                assert self.folder_of(path) == "junkmail" and delivered_at(path) < DELIVERED + cutoff, \
+                    f"retention deletes {path}"
+                gone = original(path)
+                if gone:  # (not when the user moved it meanwhile)
+                    deleted.append(path)
+                    self.files.pop(path)
+                return gone
+            return before_each(deleting, path)  # type: ignore[no-any-return]
+
+        with wrapped(retention_module, "delete", delete):
+            try:
+                report = expire_junk([Account("alice", self.maildir, self.layout)], "junkmail", 30, now=now)
+            except PowerCut:  # (the quota line for what it deleted is never written)
+                event("retention cut off")
+                self.recalculate_quota()
+                report = None
+        if report is not None:
+            assert (report.users, report.failures) == ({"alice": len(deleted)}, [])
+            if not meanwhile:
+                assert not [path for path in self.files if self.folder_of(path) == "junkmail"
+                            and delivered_at(path) < DELIVERED + cutoff], "old junkmail left"
+        self.account_for()
+
     def account_for(self) -> None:
         """Every file of the model is where it was, or the sweep removed it (or put learned
         ham back in the Inbox); no other file appeared."""
@@ -248,6 +296,10 @@ class SweepHistory(RuleBasedStateMachine):
         check_counts(self.store, self.analyzer, {message_key(data): data for data in self.messages}, self.given)
 
 
+def delivered_at(path: Path) -> int:
+    return int(path.name.split(".", 1)[0])
+
+
 def trashed(path: Path) -> bool:
     return "T" in path.name.partition(":2,")[2]
 
@@ -269,7 +321,7 @@ class FsLayoutHistory(SweepHistory):
 
     layout = "fs"
     spam_folder = "Junk/LearnAsSpam"
-    places = {"LearnAsSpam": "Junk/LearnAsSpam", "LearnAsHam": "LearnAsHam", "INBOX": ""}
+    places = {"LearnAsSpam": "Junk/LearnAsSpam", "LearnAsHam": "LearnAsHam", "INBOX": "", "junkmail": "junkmail"}
 
 
 def test_the_same_in_dovecots_fs_layout(split: tuple[list[CorpusMessage], list[CorpusMessage]]) -> None:
