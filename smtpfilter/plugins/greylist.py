@@ -146,8 +146,9 @@ class GreylistStore:
             return record | {"seen": now, "tries": record["tries"] + 1} | names  # too early
 
         def one_more_pass(record: Record | None) -> Record:
-            """(a count gone idle, which Redis has dropped and LMDB may hold until its
-            daily prune, starts again: counted on, it whitelisted a network on LMDB alone)"""
+            """The network's count of passed triplets, one more. A count gone idle starts
+            again: Redis has dropped it, and LMDB, which may hold it until its daily
+            prune, whitelisted the network on it (decision 0021)."""
             earlier = 0 if record is None or self.idle(record, now) else record.get("passes", 0)
             return {"passes": earlier + 1, "seen": now}
 
