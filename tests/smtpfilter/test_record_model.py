@@ -74,7 +74,7 @@ class ExpiringRecords(RecordStore):
         if kept is None or self.clock() > kept[1]:
             self.kept.pop(key, None)
             return None
-        return json.loads(kept[0])  # type: ignore[no-any-return]
+        return json.loads(kept[0])  # (a copy, as a database read gives)
 
     def change(self, key: str, change: Change, now: float | None = None) -> Record:
         now = self.clock() if now is None else now
@@ -111,7 +111,7 @@ class History(RuleBasedStateMachine):
         self.lmdb, self.unpruned, self.redis = (self.store(self.directory / name)
                                                 for name in ("lmdb", "unpruned", "redis"))
         self.unpruned.records._prune_due = lambda now: False
-        self.redis.records = ExpiringRecords(self.redis, lambda: self.now)
+        self.redis.records = ExpiringRecords(self.redis, lambda: self.now)  # (its LMDB left unused)
 
     def store(self, location: Path) -> Any:
         raise NotImplementedError

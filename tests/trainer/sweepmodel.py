@@ -36,8 +36,9 @@ def wrapped(owner: Any, name: str, wrapper: Callable[..., Any]) -> Iterator[None
 
 def between_reads(meanwhile: list[tuple[int, tuple[str, int, str]]], cut: tuple[str, int] | None,
                   act: Callable[..., None]) -> Callable[..., Any]:
-    """A wrapper for the sweep's read of each message (or fetch of a group): before the
-    N-th, the user's actions `meanwhile` at N, then PowerCut if `cut` is ("read", N)."""
+    """A wrapper for the sweep's read of each message (or fetch of a group), or the
+    retention's deletion of each: before the N-th, the user's actions `meanwhile` at N,
+    then PowerCut if `cut` is ("read", N)."""
     reads = [0]
 
     def read(original: Callable[..., Any], *args: Any) -> Any:

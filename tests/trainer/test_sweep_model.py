@@ -1,7 +1,7 @@
 """The sweep's promise, checked over histories hypothesis makes up: a message leaves
 LearnAsSpam or LearnAsHam only once its folder's label is committed for it, nothing else
-ever leaves a Maildir (but old junkmail, below), and the token counts are always those of each learned message
-counted once, with its last label.
+ever leaves a Maildir (but old junkmail, below), and the token counts are always those
+of each learned message counted once, with its last label.
 
 A user delivers, reads, flags deleted (T), moves, copies (as a file of its own, or as
 Dovecot does, a hard link) and deletes messages between sweeps and during them; a sweep
@@ -227,17 +227,16 @@ class SweepHistory(RuleBasedStateMachine):
 
     # -- the junkmail retention -------------------------------------------------------
 
-    @rule(cutoff=st.integers(0, 40), cut=CUT, meanwhile=st.lists(st.tuples(st.integers(0, 12), USER_ACTIONS),
-                                                               max_size=4))
-    def junkmail_retention(self, cutoff: int, cut: tuple[str, int] | None,
+    @rule(cutoff=st.integers(0, 40), cut_at=st.none() | st.integers(0, 12),
+          meanwhile=st.lists(st.tuples(st.integers(0, 12), USER_ACTIONS), max_size=4))
+    def junkmail_retention(self, cutoff: int, cut_at: int | None,
                            meanwhile: list[tuple[int, tuple[str, int, str]]]) -> None:
         """`expire_junk` with MessageRetentionTime 30 deletes junkmail delivered before
         DELIVERED + cutoff, and nothing else, while the user acts before any of its
         deletions; it may be cut off at a deletion."""
         now = DELIVERED + cutoff + 30 * 86400
         deleted: list[Path] = []
-        before_each = between_reads(meanwhile, ("read", cut[1]) if cut and cut[0] == "remove" else None,
-                                    self.act)
+        before_each = between_reads(meanwhile, None if cut_at is None else ("read", cut_at), self.act)
 
         def delete(original: Callable[[Path], bool], path: Path) -> bool:
             def deleting(path: Path) -> bool:
@@ -248,7 +247,7 @@ class SweepHistory(RuleBasedStateMachine):
                     deleted.append(path)
                     self.files.pop(path)
                 return gone
-            return before_each(deleting, path)  # type: ignore[no-any-return]
+            return bool(before_each(deleting, path))
 
         with wrapped(retention_module, "delete", delete):
             try:
