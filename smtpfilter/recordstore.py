@@ -14,8 +14,11 @@ Two implementations, chosen by the location as the token store's are:
   MX). Each record carries the time to live its owner gives it, so Redis drops the idle
   ones itself.
 
-The owner (KarmaStore, GreylistStore) is the `RecordPolicy`: which records are idle, how
-long one is worth keeping. Every failure of either database is a StoreError.
+The owner (KarmaStore, GreylistStore, SendCounts) is the `RecordPolicy`: which records are
+idle, how long one is worth keeping. An idle record is absent to every reader on both
+databases, whether or not it has been dropped yet: LMDB holds one until its daily prune,
+and the filters once counted on it there (decision 0021). Every failure of either
+database is a StoreError.
 """
 
 from __future__ import annotations
@@ -77,29 +80,61 @@ class RecordPolicy(Protocol):
 
 
 class RecordStore:
-    """The seam: records by key."""
+    """The seam: records by key, none of them idle. An implementation stores and reads;
+    this class judges idleness, once, for both."""
 
-    def get(self, key: str) -> Record | None:
-        raise NotImplementedError
+    policy: RecordPolicy
+
+    def get(self, key: str, now: float | None = None) -> Record | None:
+        """The record, unless there is none or it is idle at `now`."""
+        return self._live(self._read(key), now)
 
     def change(self, key: str, change: Change, now: float | None = None) -> Record:
-        """Read one record, change it and write it back, atomically. `change` may be
-        called more than once (a concurrent writer made us read again)."""
-        raise NotImplementedError
+        """Read one record, change it and write it back, atomically; `change` is given
+        None for an idle record, as for a missing one. It may be called more than once (a
+        concurrent writer made us read again)."""
+        now = time.time() if now is None else now
+        return self._write(key, lambda record: change(self._live(record, now)), now)
+
+    def items(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
+        """Every record not idle at `now`, with its key, in no promised order (for an
+        administrator's listing)."""
+        now = time.time() if now is None else now
+        for key, record in self._records():
+            if not self.policy.idle(record, now):
+                yield key, record
+
+    def delete(self, key: str, now: float | None = None) -> bool:
+        """Drop one record; whether there was one that was not idle (an idle one is
+        dropped too, but was not there to a reader)."""
+        return self._live(self._take(key), now) is not None
 
     def prune(self, now: float | None = None) -> int:
         """Drop the idle records now; how many."""
         raise NotImplementedError
 
-    def items(self) -> Iterator[tuple[str, Record]]:
-        """Every record with its key, in no promised order (for an administrator's listing)."""
-        raise NotImplementedError
-
-    def delete(self, key: str) -> bool:
-        """Drop one record; whether there was one."""
-        raise NotImplementedError
-
     def close(self) -> None:
+        raise NotImplementedError
+
+    def _live(self, record: Record | None, now: float | None) -> Record | None:
+        if record is None or not self.policy.idle(record, time.time() if now is None else now):
+            return record
+        return None
+
+    # what an implementation provides: records as stored, idle or not
+
+    def _read(self, key: str) -> Record | None:
+        raise NotImplementedError
+
+    def _write(self, key: str, change: Change, now: float) -> Record:
+        """Read, change and write back one record, atomically."""
+        raise NotImplementedError
+
+    def _records(self) -> Iterator[tuple[str, Record]]:
+        raise NotImplementedError
+
+    def _take(self, key: str) -> Record | None:
+        """Drop one record and return it, atomically."""
         raise NotImplementedError
 
 
@@ -179,16 +214,15 @@ class LmdbRecords(RecordStore):
         except lmdb.Error as error:
             raise StoreError(f"{self.policy.what} database at {self.path}: {error}") from None
 
-    def get(self, key: str) -> Record | None:
+    def _read(self, key: str) -> Record | None:
         with self._failing_as_store_errors(), self._begin() as txn:
             raw = txn.get(key.encode())
         return json.loads(bytes(raw)) if raw else None
 
-    def change(self, key: str, change: Change, now: float | None = None) -> Record:
+    def _write(self, key: str, change: Change, now: float) -> Record:
         """Starts the daily prune on a thread of its own when a day has passed since the
         last; when the map is full, prunes at once, or grows the map when that frees
         nothing, and tries once more."""
-        now = time.time() if now is None else now
         with self._failing_as_store_errors():
             if self._prune_due(now):
                 self._prune_in_background(now)
@@ -288,16 +322,17 @@ class LmdbRecords(RecordStore):
                 self._grow()
         return 0
 
-    def items(self) -> Iterator[tuple[str, Record]]:
+    def _records(self) -> Iterator[tuple[str, Record]]:
         """Read in one transaction: a consistent snapshot, however long the listing."""
         with self._failing_as_store_errors(), self._begin() as txn:
             found = [(bytes(key), bytes(raw)) for key, raw in txn.cursor() if key != _PRUNED_KEY]
         for key, raw in found:
             yield key.decode("utf-8", "replace"), json.loads(raw)
 
-    def delete(self, key: str) -> bool:
+    def _take(self, key: str) -> Record | None:
         with self._failing_as_store_errors(), self._begin(write=True) as txn:
-            return bool(txn.delete(key.encode()))
+            raw = txn.pop(key.encode())
+        return json.loads(bytes(raw)) if raw else None
 
     def _grow(self) -> None:
         with self._map_lock.exclusive():
@@ -324,15 +359,14 @@ class RedisRecords(RecordStore):
         self.policy = policy
         self._client, self.prefix, self.location = connect(location, f"spamkit:{policy.what}:")
 
-    def get(self, key: str) -> Record | None:
+    def _read(self, key: str) -> Record | None:
         with reaching(self.location):
             raw = self._client.get(self.prefix + key)
         return json.loads(raw) if raw else None
 
-    def change(self, key: str, change: Change, now: float | None = None) -> Record:
+    def _write(self, key: str, change: Change, now: float) -> Record:
         """WATCH, read, MULTI, write with its time to live, EXEC: read again if another
         writer changed the record meanwhile."""
-        now = time.time() if now is None else now
         name = self.prefix + key
         deadline = time.monotonic() + _WATCH_SECONDS
         with reaching(self.location), self._client.pipeline() as pipe:
@@ -357,7 +391,7 @@ class RedisRecords(RecordStore):
         """Nothing to do: every record expires by itself."""
         return 0
 
-    def items(self) -> Iterator[tuple[str, Record]]:
+    def _records(self) -> Iterator[tuple[str, Record]]:
         """SCAN under the prefix (which never blocks the server as KEYS would), values
         fetched 500 at a time; a record that expires meanwhile is left out."""
         pattern = _glob_escaped(self.prefix) + "*"
@@ -369,9 +403,11 @@ class RedisRecords(RecordStore):
                     if raw is not None:
                         yield _text(name)[len(self.prefix):], json.loads(raw)
 
-    def delete(self, key: str) -> bool:
-        with reaching(self.location):
-            return bool(self._client.delete(self.prefix + key))
+    def _take(self, key: str) -> Record | None:
+        """GET and DEL in one MULTI (GETDEL would need Redis 6.2; Debian 11 has 6.0)."""
+        with reaching(self.location), self._client.pipeline() as pipe:
+            raw, _ = pipe.get(self.prefix + key).delete(self.prefix + key).execute()
+        return json.loads(raw) if raw else None
 
     def close(self) -> None:
         self._client.close()

@@ -101,8 +101,8 @@ class GreylistStore:
             return float(record["seen"]) + self.pass_lifetime - now
         return float(record["first"]) + self.delay + self.retry_window - now
 
-    def get(self, key: str) -> Record | None:
-        return self.records.get(key)
+    def get(self, key: str, now: float | None = None) -> Record | None:
+        return self.records.get(key, now)
 
     def prune(self, now: float | None = None) -> int:
         return self.records.prune(now)
@@ -119,26 +119,24 @@ class GreylistStore:
         records = self.records
         client_key = "c:" + network
         if self.auto_whitelist:
-            client = records.get(client_key)
-            if client is not None and client["passes"] >= self.auto_whitelist \
-                    and now - client["seen"] <= self.pass_lifetime:
+            client = records.get(client_key, now)
+            if client is not None and client["passes"] >= self.auto_whitelist:
                 if not 0 <= now - client["seen"] < SEEN_REFRESH:
                     records.change(client_key, lambda record: (record or client) | {"seen": now}, now)
                 return PASSES
         triplet_key = _triplet_key(network, sender, recipient)
         names = {"client": network, "sender": sender, "recipient": recipient}
-        known = records.get(triplet_key)
+        known = records.get(triplet_key, now)
         if known is not None and known["passed"] and 0 <= now - known["seen"] < SEEN_REFRESH:
             return PASSES  # passed, and heard from within the hour: nothing to write
 
         def attempt(record: Record | None) -> Record:
-            if record is not None and record["passed"] and now - record["seen"] <= self.pass_lifetime:
-                return record | {"seen": now} | names
-            if record is None or record["passed"] or now - record["first"] > self.delay + self.retry_window \
-                    or _first_seen_ahead(record, now):
-                # new; or retried too late, or passed long ago and not yet pruned, or first
-                # seen by a clock that was ahead (it would wait as long as that): afresh
+            if record is None:
+                # new; or idle: retried too late, or passed long ago, or first seen by a
+                # clock that was ahead (it would wait as long as that): afresh
                 return {"first": now, "passed": 0, "seen": now, "tries": 1} | names
+            if record["passed"]:
+                return record | {"seen": now} | names
             # (max: another thread's attempt, its clock read a moment after ours, may have
             # made the record: ours is then the same instant, not a retry from the past)
             if max(0.0, now - record["first"]) >= self.delay:
@@ -146,11 +144,9 @@ class GreylistStore:
             return record | {"seen": now, "tries": record["tries"] + 1} | names  # too early
 
         def one_more_pass(record: Record | None) -> Record:
-            """The network's count of passed triplets, one more. A count gone idle starts
-            again: Redis has dropped it, and LMDB, which may hold it until its daily
-            prune, whitelisted the network on it (decision 0021)."""
-            earlier = 0 if record is None or self.idle(record, now) else record.get("passes", 0)
-            return {"passes": earlier + 1, "seen": now}
+            """The network's count of passed triplets, one more (a count gone idle is
+            None here, and starts again)."""
+            return {"passes": (record or {}).get("passes", 0) + 1, "seen": now}
 
         triplet = records.change(triplet_key, attempt, now)
         if triplet["passed"] == now and triplet["tries"] > 1:  # this attempt passed it
@@ -163,16 +159,14 @@ class GreylistStore:
     def triplets(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
         """Every triplet record that is not idle (an idle one would be taken as new), with
         its key; in no promised order."""
-        now = time.time() if now is None else now
-        for key, record in self.records.items():
-            if key.startswith("t:") and not self.idle(record, now):
+        for key, record in self.records.items(now):
+            if key.startswith("t:"):
                 yield key, record
 
     def networks(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
         """Every client network's count of passed triplets that is not idle."""
-        now = time.time() if now is None else now
-        for key, record in self.records.items():
-            if key.startswith("c:") and not self.idle(record, now):
+        for key, record in self.records.items(now):
+            if key.startswith("c:"):
                 yield key[2:], record
 
     def let_pass(self, key: str, now: float | None = None) -> bool:
@@ -185,14 +179,14 @@ class GreylistStore:
 
         def let(record: Record | None) -> Record:
             nonlocal passed
-            if record is None:  # pruned since it was listed: an idle record, which an
-                return dict(_IDLE_TRIPLET)  # attempt takes as new and the prune drops
-            if record["passed"] or self.idle(record, now):
+            if record is None:  # gone idle since it was looked at: an idle record, which
+                return dict(_IDLE_TRIPLET)  # an attempt takes as new and the prune drops
+            if record["passed"]:
                 return record
             passed = True
             return record | {"passed": now, "seen": now}
 
-        if self.records.get(key) is None:
+        if self.records.get(key, now) is None:
             return False
         self.records.change(key, let, now)
         return passed
@@ -200,11 +194,8 @@ class GreylistStore:
     def forget(self, key: str, now: float | None = None) -> bool:
         """Drop one triplet (its next attempt is greylisted as new), or with a "c:" key a
         client network's count of passed triplets (GreylistAutoWhitelist's exemption
-        ends); whether it was there and not idle (an idle one, which Redis no longer
-        holds and LMDB does until its daily prune, is dropped too)."""
-        record = self.records.get(key)
-        known = record is not None and not self.idle(record, time.time() if now is None else now)
-        return self.records.delete(key) and known
+        ends); whether it was there (and not idle)."""
+        return self.records.delete(key, now)
 
     def close(self) -> None:
         self.records.close()

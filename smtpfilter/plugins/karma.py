@@ -58,24 +58,14 @@ class KarmaStore:
         self.records = open_records(str(location), self)
 
     def get(self, address: str, now: float | None = None) -> Record:
-        """What karma knows of an address now: nothing once it is idle, whether or not
-        the daily prune has dropped it yet."""
-        return self._known(self.records.get(address), now) or _new_record()
+        """What karma knows of an address now (nothing once it is idle)."""
+        return self.records.get(address, now) or _new_record()
 
     def update(self, address: str, good: int, bad: int, negative: int, strikes: int,
                now: float | None = None) -> Record:
-        """Count one message; an idle record's counts are not added to (LMDB still holds
-        it until the daily prune, Redis does not: strikes older than KarmaForgetDays
-        made an address naughty again on LMDB alone)."""
+        """Count one message (an idle record's counts start again from nothing)."""
         now = time.time() if now is None else now
-        count = counting(good, bad, negative, strikes, now)
-        return self.records.change(address, lambda record: count(self._known(record, now)), now)
-
-    def _known(self, record: Record | None, now: float | None) -> Record | None:
-        """`record`, unless it is idle at `now` (and so forgotten, though not yet dropped)."""
-        if record is None or not self.idle(record, time.time() if now is None else now):
-            return record
-        return None
+        return self.records.change(address, counting(good, bad, negative, strikes, now), now)
 
     def idle(self, record: Record, now: float) -> bool:
         """Not heard from for forget_days and not refused now."""
@@ -99,16 +89,12 @@ class KarmaStore:
 
     def addresses(self, now: float | None = None) -> Iterator[tuple[str, Record]]:
         """Every address karma knows (none that is idle), with its record."""
-        now = time.time() if now is None else now
-        for address, record in self.records.items():
-            if self._known(record, now) is not None:
-                yield address, _new_record() | record
+        for address, record in self.records.items(now):
+            yield address, _new_record() | record
 
     def forget(self, address: str, now: float | None = None) -> bool:
-        """Drop what karma knows of one address (lifting any penalty); whether it knew it
-        (an idle record it still held is dropped, but was not known)."""
-        known = self._known(self.records.get(address), now) is not None
-        return self.records.delete(address) and known
+        """Drop what karma knows of one address (lifting any penalty); whether it knew it."""
+        return self.records.delete(address, now)
 
     def forget_idle(self, now: float | None = None) -> int:
         """Forget the idle addresses now; returns how many."""

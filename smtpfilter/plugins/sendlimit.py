@@ -45,8 +45,8 @@ class SendCounts:
 
     def sent(self, login: str, now: float | None = None) -> int:
         """Recipients sent in the last WINDOW seconds."""
-        record = self.records.get(login.lower())
-        return _within(record, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        return _within(self.records.get(login.lower(), now), now)
 
     def add(self, login: str, recipients: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -65,16 +65,14 @@ class SendCounts:
     def logins(self, now: float | None = None) -> Iterator[tuple[str, int]]:
         """Every login with recipients in the last WINDOW, and how many."""
         now = time.time() if now is None else now
-        for login, record in self.records.items():
+        for login, record in self.records.items(now):
             if sent := _within(record, now):
                 yield login, sent
 
     def forget(self, login: str, now: float | None = None) -> bool:
         """Drop a login's count (lifting a deferral at once); whether it had recipients in
-        the last WINDOW (a record with none is dropped too, but counted nothing: Redis
-        keeps one a minute longer than that, LMDB until its daily prune)."""
-        counted = self.sent(login, now) > 0
-        return self.records.delete(login.lower()) and counted
+        the last WINDOW."""
+        return self.records.delete(login.lower(), now)
 
     def idle(self, record: Record, now: float) -> bool:
         return not _recent(record, now)

@@ -123,7 +123,7 @@ def test_pruning_drops_what_was_never_retried_and_what_went_idle(tmp_path: Path)
     assert isinstance(store.records, LmdbRecords) and store.records.wait_for_prune(10)
     store.prune(now=T0 + 3 * DAY)
     # gone: the spam run's triplet, and the triplet and network record idle for 62 days
-    left = [key for key, _ in store.records.items()]
+    left = [key for key, _ in store.records.items(T0 + 3 * DAY)]
     assert len(left) == 2 and "c:192.0.2.0/24" in left, left
     assert store.prune(now=T0 + 3 * DAY) == 0
     assert store.wait("192.0.2.0/24", "real@example.net", "b@example.org", now=T0 + 3 * DAY) == 0

@@ -69,16 +69,15 @@ class ExpiringRecords(RecordStore):
         self.clock = clock
         self.kept: dict[str, tuple[str, float]] = {}
 
-    def get(self, key: str) -> Record | None:
+    def _read(self, key: str) -> Record | None:
         kept = self.kept.get(key)
         if kept is None or self.clock() > kept[1]:
             self.kept.pop(key, None)
             return None
         return json.loads(kept[0])  # (a copy, as a database read gives)
 
-    def change(self, key: str, change: Change, now: float | None = None) -> Record:
-        now = self.clock() if now is None else now
-        record = change(self.get(key))
+    def _write(self, key: str, change: Change, now: float) -> Record:
+        record = change(self._read(key))
         milliseconds = max(1, round(self.policy.lifetime(record, now) * 1000))
         self.kept[key] = (json.dumps(record), now + milliseconds / 1000)
         return record
@@ -86,14 +85,16 @@ class ExpiringRecords(RecordStore):
     def prune(self, now: float | None = None) -> int:
         return 0
 
-    def items(self) -> Iterator[tuple[str, Record]]:
+    def _records(self) -> Iterator[tuple[str, Record]]:
         for key in list(self.kept):
-            record = self.get(key)
+            record = self._read(key)
             if record is not None:
                 yield key, record
 
-    def delete(self, key: str) -> bool:
-        return self.get(key) is not None and self.kept.pop(key) is not None
+    def _take(self, key: str) -> Record | None:
+        record = self._read(key)
+        self.kept.pop(key, None)
+        return record
 
     def close(self) -> None:
         pass
@@ -184,7 +185,7 @@ class GreylistHistory(History):
 
     def moments(self) -> list[float]:
         """And when each waiting triplet's retry would pass."""
-        return super().moments() + [record["first"] + DELAY for _, record in self.redis.records.items()
+        return super().moments() + [record["first"] + DELAY for _, record in self.redis.records.items(self.now)
                                     if "first" in record]
 
     @invariant()
@@ -212,7 +213,7 @@ class KarmaHistory(History):
 
     def moments(self) -> list[float]:
         """And when each penalty ends."""
-        return super().moments() + [float(record["until"]) for _, record in self.redis.records.items()]
+        return super().moments() + [float(record["until"]) for _, record in self.redis.records.items(self.now)]
 
     @invariant()
     def the_same_listing(self) -> None:
@@ -238,7 +239,7 @@ class SendlimitHistory(History):
     def moments(self) -> list[float]:
         """And when each minute's count leaves the hour."""
         return super().moments() + [float((minute + WINDOW // BUCKET) * BUCKET)
-                                    for _, record in self.redis.records.items()
+                                    for _, record in self.redis.records.items(self.now)
                                     for minute, _ in record["sent"]]
 
     @invariant()
