@@ -87,13 +87,18 @@ smtpd_end_of_data_restrictions = check_client_access static:HOLD
     yield from _run_postfix(configure, "")
 
 
+# The README's answer to SMTP smuggling (CVE-2023-51764), in each Postfix laid out as the
+# README says: Debian 12's Postfix has it, off by default
+README_MAIN_CF = "smtpd_forbid_bare_newline = normalize\n"
+
+
 def start_postfix_in_front(filter_port: int) -> Iterator[int]:
     """Postfix on a free loopback port with `spamkit serve` on `filter_port` as its
     before-queue filter (SMTPD_PROXY_README: smtpd_proxy_filter), the way a Postfix host
     puts the filter in front of its queue: its port, which takes mail for example.org
     from anyone, passes each session on to the filter and its replies back."""
     def configure(config: Path) -> str:
-        return "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+        return README_MAIN_CF + "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
     for postfix in _run_postfix(configure, f"\n  -o smtpd_proxy_filter=127.0.0.1:{filter_port}"):
         yield postfix.port
 
@@ -106,7 +111,7 @@ def start_postfix_around_filter(filter_port: int, reinjection_port: int, main_cf
     reinjection one on `reinjection_port`, which takes the filter's XFORWARD and puts
     each message on hold for the test to read. `main_cf` is added to its main.cf."""
     def configure(config: Path) -> str:
-        return ("smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+        return (README_MAIN_CF + "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
                 "smtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
                 "mynetworks = 192.0.2.0/24\n" + main_cf)  # (so that the test's client is a stranger)
     reinjection = f"""\
@@ -132,7 +137,7 @@ def start_postfix_after_queue(filter_port: int, reinjection_port: int, main_cf: 
     What the filter refuses, this Postfix bounces, as any MTA would. `main_cf` is added
     to its main.cf."""
     def configure(config: Path) -> str:
-        return (f"content_filter = scan:[127.0.0.1]:{filter_port}\n"
+        return (README_MAIN_CF + f"content_filter = scan:[127.0.0.1]:{filter_port}\n"
                 "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
                 "mynetworks = 192.0.2.0/24\n" + main_cf)  # (so that the test's client is a stranger)
     services = f"""\
