@@ -17,6 +17,7 @@ import mailbox
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,11 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers.net import self_signed_certificate, wait_for_port
+from tests.servers.net import free_port, self_signed_certificate, wait_for_port
 
-PLAIN_PORT = 10143
-TLS_PORT = 10993
-AUTH_PORT = 10124  # its auth service's inet_listener, which SMTP AUTH may ask over TCP
 USERS = {"alice": "secret", "bob": "secret2", "carol": "secret3"}
 MOVE_ONLY_HOST = "127.0.0.2"
 BARE_HOST = "127.0.0.3"
@@ -55,8 +53,9 @@ def logins() -> dict[str, str]:
 @dataclass
 class Dovecot:
     root: Path
-    plain_port: int = PLAIN_PORT
-    tls_port: int = TLS_PORT
+    plain_port: int
+    tls_port: int
+    auth_port: int  # its auth service's inet_listener, which SMTP AUTH may ask over TCP
 
     @property
     def ca_file(self) -> Path:
@@ -128,6 +127,8 @@ def start_dovecot() -> Iterator[Dovecot]:
     extra_fields = {PREFIXED_USER: "userdb_namespace/inbox/prefix=INBOX.",
                     FS_USER: "userdb_mail=maildir:~/Maildir:LAYOUT=fs userdb_namespace/inbox/separator=/"}
     (root / "userdb").write_text("".join(f"{u}:::::::{extra_fields.get(u, '')}\n" for u in logins()))
+    plain_port = _free_port_on("127.0.0.1", MOVE_ONLY_HOST, BARE_HOST, UIDPLUS_ONLY_HOST)
+    tls_port, auth_port = free_port(), free_port()
     (root / "dovecot.conf").write_text(f"""
 first_valid_uid = 1
 mail_privileged_group =
@@ -169,11 +170,11 @@ userdb {{
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1, {MOVE_ONLY_HOST}, {BARE_HOST}, {UIDPLUS_ONLY_HOST}
-    port = {PLAIN_PORT}
+    port = {plain_port}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
-    port = {TLS_PORT}
+    port = {tls_port}
     ssl = yes
   }}
 }}
@@ -183,7 +184,7 @@ service auth {{
   }}
   inet_listener {{
     address = 127.0.0.1
-    port = {AUTH_PORT}
+    port = {auth_port}
   }}
 }}
 local {MOVE_ONLY_HOST} {{
@@ -204,11 +205,26 @@ local {BARE_HOST} {{
 """)
     subprocess.run(["dovecot", "-c", str(root / "dovecot.conf")], check=True)
     try:
-        wait_for_port(PLAIN_PORT)
-        wait_for_port(TLS_PORT)
-        wait_for_port(AUTH_PORT)
-        yield Dovecot(root)
+        for port in (plain_port, tls_port, auth_port):
+            wait_for_port(port)
+        yield Dovecot(root, plain_port, tls_port, auth_port)
     finally:
         subprocess.run(["dovecot", "-c", str(root / "dovecot.conf"), "stop"], check=False)
         time.sleep(0.5)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_port_on(*addresses: str) -> int:
+    """A port free on each of these loopback addresses. Ports of their own for each
+    Dovecot: with fixed ones, a Dovecot left running by a killed run answered the next
+    run's tests (or kept its own from starting: 46 errors of "Address already in use")."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for address in addresses:
+                with socket.socket() as probe:
+                    probe.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {addresses}")

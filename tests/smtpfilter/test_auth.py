@@ -35,7 +35,7 @@ from smtpfilter.trace import Trace
 from smtpfilter.tls import server_context
 from spamkit.config import config_from_text
 from spamkit.verdict import Scanner
-from tests.servers.dovecot import AUTH_PORT, MASTER_PASSWORD, MASTER_USER, Dovecot, start_dovecot
+from tests.servers.dovecot import MASTER_PASSWORD, MASTER_USER, Dovecot, start_dovecot
 from tests.servers.net import self_signed_certificate
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_client import Client
@@ -556,7 +556,7 @@ def test_dovecot_down_or_silent_gets_454(auth_server: Callable[..., AuthServer],
 def test_the_client_over_tcp_and_its_answers(dovecot: Dovecot) -> None:
     import asyncio
 
-    over_tcp = DovecotAuth(f"127.0.0.1:{AUTH_PORT}", 10)
+    over_tcp = DovecotAuth(f"127.0.0.1:{dovecot.auth_port}", 10)
     assert over_tcp.problem() is None
     ok = asyncio.run(over_tcp.check(b"carol", b"secret3", client="192.0.2.7", local="127.0.0.1"))
     assert ok.succeeded and ok.user == "carol" and not ok.temporary

@@ -110,7 +110,7 @@ def test_wrong_password_is_reported_and_nothing_moves(
     path = tmp_path / "bad.toml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, b'[[account]]\nuser = "alice"\npassword = "nope"\nhost = "127.0.0.1"\n'
-                 b'port = 10143\nsecurity = "none"\n')
+                 b'port = %d\nsecurity = "none"\n' % server.plain_port)
     os.close(fd)
     result = spamkit("learn", "--imap-accounts", str(path), "--db", str(tmp_path / "db"), "--json",
                      check=False)
