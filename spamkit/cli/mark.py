@@ -56,17 +56,13 @@ def mark(path: str, user: str | None, envelope_from: str | None, recipients: tup
     For procmail (`:0fw` then `| spamkit mark`), maildrop's xfilter or Exim's
     transport_filter: sort on `X-Spam-Flag: YES` afterwards. Whatever goes wrong, the
     message is printed unchanged and the exit status is 75, which maildrop and Exim take
-    as "try again later"; 0 when it was scored, spam or not.
+    as "try again later"; 0 when it was scored, spam or not. A PATH that Dovecot
+    compressed is read, and printed, as the message it holds.
     """
     if path == "-":
         data = _read(sys.stdin.buffer)
     else:
-        try:
-            with open(path, "rb") as given:
-                data = given.read()
-        except OSError as error:
-            click.echo(f"spamkit mark: cannot read {path}: {error.strerror}", err=True)
-            sys.exit(os.EX_NOINPUT)
+        data = _stored(path)
     try:
         from spamkit.cli.scored import DatabaseDown, scored_message
 
@@ -84,6 +80,25 @@ def mark(path: str, user: str | None, envelope_from: str | None, recipients: tup
                       else f"internal error {type(error).__name__}: {error}")
     _write(marked)
     quickexit.request()
+
+
+def _stored(path: str) -> bytes:
+    """The message a file holds: a Maildir file Dovecot compressed is the message inside,
+    as `check` and `learn` read it (printed with the headers, uncompressed). One that cannot
+    be read so (encrypted, damaged) comes out as it is, with exit 75."""
+    from spamkit.sources import MAX_FILE_BYTES
+    from spamkit.stored import UnreadableStored, stored_message
+
+    try:
+        with open(path, "rb") as given:
+            data = given.read()
+    except OSError as error:
+        click.echo(f"spamkit mark: cannot read {path}: {error.strerror}", err=True)
+        sys.exit(os.EX_NOINPUT)
+    try:
+        return stored_message(data, MAX_FILE_BYTES)
+    except UnreadableStored as error:
+        _pass_through(data, f"{path}: {error}")
 
 
 def _read(stream: BinaryIO) -> bytes:

@@ -3,6 +3,7 @@ procmail, and what comes out when something goes wrong (always the message)."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from corpora import CorpusMessage
+from spamkit.stored import MAIL_CRYPT
 
 SPAMKIT = [sys.executable, "-m", "spamkit"]
 
@@ -112,6 +114,14 @@ def test_whatever_goes_wrong_the_message_comes_out(tmp_path: Path, trained_db: P
     assert mark(b"", str(tmp_path / "m.eml"), "--db", str(trained_db), "--config", str(good)).stdout \
         == scored.stdout
     assert mark(b"", str(tmp_path / "gone.eml"), "--config", str(good)).returncode == 66
+    # a Maildir file Dovecot compressed is the message it holds; one encrypted comes out as it is
+    (tmp_path / "m.eml.gz").write_bytes(gzip.compress(message))
+    assert mark(b"", str(tmp_path / "m.eml.gz"), "--db", str(trained_db), "--config", str(good)).stdout \
+        == scored.stdout
+    (tmp_path / "crypted").write_bytes(MAIL_CRYPT + b"\x00" * 64)
+    crypted = mark(b"", str(tmp_path / "crypted"), "--db", str(trained_db), "--config", str(good))
+    assert crypted.returncode == 75 and crypted.stdout == MAIL_CRYPT + b"\x00" * 64
+    assert b"encrypted by Dovecot's mail_crypt plugin" in crypted.stderr
 
 
 def test_the_envelope_comes_from_the_mta_environment(tmp_path: Path, samples: dict[str, bytes]) -> None:
