@@ -117,6 +117,7 @@ class RecordStore:
         raise NotImplementedError
 
     def _live(self, record: Record | None, now: float | None) -> Record | None:
+        """`record` as a reader sees it at `now`: None once it is idle."""
         if record is None or not self.policy.idle(record, time.time() if now is None else now):
             return record
         return None
