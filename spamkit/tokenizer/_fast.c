@@ -7,7 +7,9 @@
  * Received hosts, their parent domains and networks are made the same way
  * (received_keys; docs/decisions/0009; the reference is spamkit/tokenizer/received.py),
  * and so are the tokens of ASCII URLs (url_keys; the reference is urls.tokens_of_url) and
- * a message's header words in one call (hash_prefixed_words; docs/decisions/0014).
+ * a message's header words in one call (hash_prefixed_words; docs/decisions/0014), and
+ * then all of the selected headers' tokens in one call (header_keys; decision 0062; the
+ * reference is spamkit/tokenizer/headers.py).
  * message_sample makes what the byte model reads of a message; byte_log_odds and
  * byte_step score a message and take a learning step from the distinct buckets of its
  * windows, without making an array of them (docs/decisions/0024; the reference is
@@ -220,7 +222,7 @@ static int keys_add(KeySet *set, uint64_t key) {
 static PyObject *reference_hash; /* xxhash.xxh3_64_intdigest, for inputs over 240 bytes */
 
 /* UTF-8 of code points [start, end) of a str, surrogates as three bytes, after prefix. */
-static size_t encode_utf8(int kind, const void *data, Py_ssize_t start, Py_ssize_t end,
+static inline size_t encode_utf8(int kind, const void *data, Py_ssize_t start, Py_ssize_t end,
                           uint8_t *out) {
     size_t n = 0;
     for (Py_ssize_t i = start; i < end; i++) {
@@ -294,7 +296,7 @@ static inline int is_cjk(Py_UCS4 c) {
 }
 
 /* Key of prefix + text[start:end]; the word is at most max_word code points long. */
-static int word_key(const uint8_t *prefix, size_t prefix_length, int kind, const void *data,
+static inline __attribute__((always_inline)) int word_key(const uint8_t *prefix, size_t prefix_length, int kind, const void *data,
                     Py_ssize_t start, Py_ssize_t end, uint8_t *buffer, uint64_t *key) {
     memcpy(buffer, prefix, prefix_length);
     size_t length = prefix_length + encode_utf8(kind, data, start, end, buffer + prefix_length);
@@ -325,7 +327,7 @@ static inline int plain_inner(Py_UCS4 c) {
 /* The end of the plain word starting at `start` (whose character is \w or $), or -1 when
  * none does: the inner run is greedy, then gives back characters until one can end the
  * word; only '!' can end it after the whole run. Same match as re.findall. */
-static Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t start) {
+static inline __attribute__((always_inline)) Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t start) {
     Py_ssize_t j = start + 1;
     while (j < n && plain_inner(PyUnicode_READ(kind, data, j)))
         j++;
@@ -339,12 +341,13 @@ static Py_ssize_t plain_word_end(int kind, const void *data, Py_ssize_t n, Py_ss
     return -1;
 }
 
-/* words_into's work, `buffer` holding prefix_length + max_word * 4 bytes. */
-static int words_into_buffer(KeySet *keys, PyObject *text, const char *prefix,
-                             Py_ssize_t prefix_length, Py_ssize_t min_word, Py_ssize_t max_word,
-                             int plain, PyObject *long_words, PyObject *at_words,
-                             uint8_t *buffer) {
-    int kind = PyUnicode_KIND(text);
+/* words_into's work, `buffer` holding prefix_length + max_word * 4 bytes, for a text of
+ * this `kind`: inlined once for each kind (words_into_buffer), so that reading a character
+ * is not a switch on the kind (a message's body words took 30 µs, now 26: decision 0062). */
+static inline __attribute__((always_inline)) int words_of_kind(
+        int kind, KeySet *keys, PyObject *text, const char *prefix, Py_ssize_t prefix_length,
+        Py_ssize_t min_word, Py_ssize_t max_word, int plain, PyObject *long_words,
+        PyObject *at_words, uint8_t *buffer) {
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     Py_ssize_t i = 0;
@@ -447,6 +450,23 @@ static int words_into_buffer(KeySet *keys, PyObject *text, const char *prefix,
         }
     }
     return 0;
+}
+
+static int words_into_buffer(KeySet *keys, PyObject *text, const char *prefix,
+                             Py_ssize_t prefix_length, Py_ssize_t min_word, Py_ssize_t max_word,
+                             int plain, PyObject *long_words, PyObject *at_words,
+                             uint8_t *buffer) {
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND:
+        return words_of_kind(PyUnicode_1BYTE_KIND, keys, text, prefix, prefix_length, min_word, max_word,
+                             plain, long_words, at_words, buffer);
+    case PyUnicode_2BYTE_KIND:
+        return words_of_kind(PyUnicode_2BYTE_KIND, keys, text, prefix, prefix_length, min_word, max_word,
+                             plain, long_words, at_words, buffer);
+    default:
+        return words_of_kind(PyUnicode_4BYTE_KIND, keys, text, prefix, prefix_length, min_word, max_word,
+                             plain, long_words, at_words, buffer);
+    }
 }
 
 /* The keys of prefix + each word (and CJK pair) of `text` into `keys`; the longer words
@@ -678,20 +698,16 @@ PyDoc_STRVAR(received_keys_doc,
 "joined; `lowered` is text.lower()): each host after \"from\" or \"by\" and its parent\n"
 "domains, and the /24 and /16 of each [a.b.c.d] address.");
 
-static PyObject *received_keys(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *lowered, *text, *out;
-    if (!PyArg_ParseTuple(args, "UUO!", &lowered, &text, &PySet_Type, &out))
-        return NULL;
-    KeySet keys;
-    keys_init(&keys);
+/* received_keys's work into `keys`; -1 with an exception set. */
+static int received_into(KeySet *keys, PyObject *lowered, PyObject *text) {
     int kind = PyUnicode_KIND(lowered);
     const void *data = PyUnicode_DATA(lowered);
     Py_ssize_t n = PyUnicode_GET_LENGTH(lowered);
     for (Py_ssize_t s = 0; s < n;) {
         Py_ssize_t host_start, host_end;
         if (match_received_host(kind, data, n, s, &host_start, &host_end)) {
-            if (add_host_tokens(&keys, kind, data, host_start, host_end))
-                goto fail;
+            if (add_host_tokens(keys, kind, data, host_start, host_end))
+                return -1;
             s = host_end;
         } else {
             s++;
@@ -713,19 +729,25 @@ static PyObject *received_keys(PyObject *Py_UNUSED(module), PyObject *args) {
         uint8_t network[3 * 3 * 4 + 2];
         size_t through_b = encode_utf8(kind, data, s + 1, b, network);
         size_t through_c = through_b + encode_utf8(kind, data, b, c, network + through_b);
-        if (add_joined_token(&keys, "received:ip:", 12, network, through_c)
-                || add_joined_token(&keys, "received:ip:", 12, network, through_b))
-            goto fail;
+        if (add_joined_token(keys, "received:ip:", 12, network, through_c)
+                || add_joined_token(keys, "received:ip:", 12, network, through_b))
+            return -1;
         s = d;  /* the next match starts after "]" */
     }
-    if (keys_into_set(&keys, out))
-        goto fail;
-    keys_free(&keys);
-    Py_RETURN_NONE;
+    return 0;
+}
 
-fail:
+static PyObject *received_keys(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *lowered, *text, *out;
+    if (!PyArg_ParseTuple(args, "UUO!", &lowered, &text, &PySet_Type, &out))
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    int failed = received_into(&keys, lowered, text) || keys_into_set(&keys, out);
     keys_free(&keys);
-    return NULL;
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 
@@ -934,6 +956,303 @@ fail:
     keys_free(&keys);
     return NULL;
 }
+
+/* ---------------------------------------------------------------------------- headers */
+
+/* What a selected header gives, as headers.py's _C_PLANS tells it: its kind and flags. */
+enum { HEADER_WORDS = 0, HEADER_SUBJECT = 1, HEADER_RECEIVED = 2, HEADER_MESSAGE_ID = 3 };
+enum { HEADER_ADDRESS = 1, HEADER_WHOLE_VALUE = 2 };
+#define MAX_HEADER_PREFIX 64   /* bytes of a plan's prefix ("content-transfer-encoding:" is 26) */
+#define MAX_HEADER_TOKEN 1024  /* the longest token made here: a prefix and an address, < 800 */
+
+/* \w of an ASCII character */
+static inline int is_ascii_word(uint8_t c) { return is_ascii_alnum((char)c) || c == '_'; }
+/* str.isspace() of an ASCII character, which is what \s and str.strip() take as space */
+static inline int is_ascii_space(uint8_t c) { return Py_UNICODE_ISSPACE(c); }
+
+static int add_bytes_key(KeySet *keys, const uint8_t *bytes, size_t length) {
+    uint64_t key;
+    return hash_bytes(bytes, length, &key) || keys_add(keys, key);
+}
+
+/* head + lower(part) into `buffer` (MAX_HEADER_TOKEN bytes); the length written. */
+static size_t join_lowered(uint8_t *buffer, const char *head, size_t head_length,
+                           const uint8_t *part, size_t part_length) {
+    memcpy(buffer, head, head_length);
+    for (size_t i = 0; i < part_length; i++)
+        buffer[head_length + i] = (uint8_t)ascii_lower((char)part[i]);
+    return head_length + part_length;
+}
+
+/* The end of the domain half of text.EMAIL, [\w-]{1,63}(?:\.[\w-]{1,63}){1,8}, matched at
+ * `start` of an ASCII value, or -1. The first label must be a whole run followed by "."
+ * (no shorter run is followed by one); each further label takes up to 63 characters of
+ * its run, and the match may end inside a longer run, as the regex's does. */
+static Py_ssize_t email_domain_end(const uint8_t *v, Py_ssize_t n, Py_ssize_t start) {
+    Py_ssize_t i = start;
+    while (i < n && (is_ascii_word(v[i]) || v[i] == '-'))
+        i++;
+    if (i == start || i - start > 63 || i >= n || v[i] != '.')
+        return -1;
+    int labels = 0;
+    while (labels < 8 && i < n && v[i] == '.') {
+        Py_ssize_t j = i + 1;
+        while (j < n && j - (i + 1) < 63 && (is_ascii_word(v[j]) || v[j] == '-'))
+            j++;
+        if (j == i + 1)
+            break;
+        i = j;
+        labels++;
+    }
+    return labels ? i : -1;
+}
+
+/* headers.py's _address_tokens for an ASCII value: prefix + "addr:" + user@domain and
+ * prefix + "domain:" + domain for each text.EMAIL match (re.findall's), lower-cased;
+ * prefix + "no-address" when there is none. A match's user part is the run of
+ * [\w.+-] before an "@" (its last 64 characters), starting no earlier than where the
+ * match before it ended. */
+static int address_keys(KeySet *keys, const char *prefix, size_t prefix_length,
+                        const uint8_t *v, Py_ssize_t n) {
+    uint8_t head[MAX_HEADER_PREFIX + 8], token[MAX_HEADER_TOKEN];
+    int found = 0;
+    Py_ssize_t pos = 0;
+    const uint8_t *at;
+    while (pos < n && (at = memchr(v + pos, '@', (size_t)(n - pos))) != NULL) {
+        Py_ssize_t a = at - v, user = a;
+        while (user > pos && (is_ascii_word(v[user - 1]) || v[user - 1] == '.' || v[user - 1] == '+'
+                              || v[user - 1] == '-'))
+            user--;
+        if (a - user > 64)
+            user = a - 64;
+        Py_ssize_t end = user < a ? email_domain_end(v, n, a + 1) : -1;
+        if (end < 0) {
+            pos = a + 1;
+            continue;
+        }
+        memcpy(head, prefix, prefix_length);
+        memcpy(head + prefix_length, "addr:", 5);
+        /* user@domain is one run of the value, lower-cased */
+        size_t length = join_lowered(token, (const char *)head, prefix_length + 5, v + user, (size_t)(end - user));
+        if (add_bytes_key(keys, token, length))
+            return -1;
+        memcpy(head + prefix_length, "domain:", 7);
+        length = join_lowered(token, (const char *)head, prefix_length + 7, v + a + 1, (size_t)(end - a - 1));
+        if (add_bytes_key(keys, token, length))
+            return -1;
+        found = 1;
+        pos = end;
+    }
+    if (found)
+        return 0;
+    memcpy(token, prefix, prefix_length);
+    memcpy(token + prefix_length, "no-address", 10);
+    return add_bytes_key(keys, token, prefix_length + 10);
+}
+
+/* headers.py's _whole_value_token for an ASCII value: prefix + "=" + the value stripped,
+ * lower-cased, each run of white space one " ", cut to 80 characters. */
+static int whole_value_key(KeySet *keys, const char *prefix, size_t prefix_length,
+                           const uint8_t *v, Py_ssize_t n) {
+    uint8_t token[MAX_HEADER_PREFIX + 1 + 80];
+    Py_ssize_t start = 0, end = n;
+    while (start < end && is_ascii_space(v[start]))
+        start++;
+    while (end > start && is_ascii_space(v[end - 1]))
+        end--;
+    memcpy(token, prefix, prefix_length);
+    token[prefix_length] = '=';
+    size_t length = prefix_length + 1, written = 0;
+    for (Py_ssize_t i = start; i < end && written < 80; written++) {
+        if (is_ascii_space(v[i])) {
+            token[length++] = ' ';
+            while (i < end && is_ascii_space(v[i]))
+                i++;
+        } else {
+            token[length++] = (uint8_t)ascii_lower((char)v[i++]);
+        }
+    }
+    return add_bytes_key(keys, token, length);
+}
+
+/* headers.py's _message_id_tokens for an ASCII value: the domain is what follows the first
+ * "@" that has a character other than ">" or white space after it (up to 200 of them). */
+static int message_id_keys(KeySet *keys, const uint8_t *v, Py_ssize_t n) {
+    static const char head[] = "message-id:@";
+    uint8_t token[sizeof(head) - 1 + 200];
+    for (Py_ssize_t a = 0; a + 1 < n; a++) {
+        if (v[a] != '@' || v[a + 1] == '>' || is_ascii_space(v[a + 1]))
+            continue;
+        Py_ssize_t end = a + 1;
+        while (end < n && end - (a + 1) < 200 && v[end] != '>' && !is_ascii_space(v[end]))
+            end++;
+        size_t head_length = sizeof(head) - 1;
+        size_t length = join_lowered(token, head, head_length, v + a + 1, (size_t)(end - a - 1));
+        if (add_bytes_key(keys, token, length))
+            return -1;
+        /* and its last two labels: ".".join(domain.split(".")[-2:]) */
+        size_t dots = 0, from = head_length;
+        for (size_t k = length; k > head_length; k--)
+            if (token[k - 1] == '.' && ++dots == 2) {
+                from = k;
+                break;
+            }
+        if (from == head_length)
+            return 0;  /* (the same token) */
+        memmove(token + head_length, token + from, length - from);
+        return add_bytes_key(keys, token, head_length + length - from);
+    }
+    static const char none[] = "message-id:no-domain";
+    return add_bytes_key(keys, (const uint8_t *)none, sizeof(none) - 1);
+}
+
+static int add_literal_key(KeySet *keys, const char *token) {
+    return add_bytes_key(keys, (const uint8_t *)token, strlen(token));
+}
+
+/* headers.py's _subject_shape, for any str: mostly capitals, "!", three spaces. */
+static int subject_shape_keys(KeySet *keys, PyObject *value) {
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value), letters = 0, upper = 0, spaces = 0;
+    int bang = 0, spaced = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (i < 200 && c < 128 && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
+            letters++;
+            upper += c <= 'Z';
+        }
+        bang |= c == '!';
+        spaces = c == ' ' ? spaces + 1 : 0;
+        spaced |= spaces >= 3;
+    }
+    if (letters >= 8 && (double)upper / (double)letters > 0.7 && add_literal_key(keys, "subject:shape:upper"))
+        return -1;
+    if (bang && add_literal_key(keys, "subject:shape:bang"))
+        return -1;
+    if (spaced && add_literal_key(keys, "subject:shape:spaced"))
+        return -1;
+    return 0;
+}
+
+/* One header by its plan; -1 with an exception set. A value that is not ASCII has its
+ * address, whole-value or Message-ID tokens made by the Python helpers (Unicode's \w,
+ * white space and lower-casing stay Python's): it goes on `leftovers`. */
+static int header_into(KeySet *keys, PyObject *plan, PyObject *value, Py_ssize_t min_word,
+                       Py_ssize_t max_word, int plain, PyObject *received, PyObject *leftovers,
+                       int *has_subject) {
+    int code, flags;
+    const char *prefix;
+    Py_ssize_t prefix_length;
+    PyObject *prefix_text;
+    if (!PyTuple_Check(plan) || !PyArg_ParseTuple(plan, "iiy#U", &code, &flags, &prefix, &prefix_length, &prefix_text))
+        return -1;
+    if (prefix_length > MAX_HEADER_PREFIX) {
+        PyErr_SetString(PyExc_ValueError, "header_keys(): a plan's prefix is over 64 bytes");
+        return -1;
+    }
+    if (code == HEADER_RECEIVED)
+        return PyList_Append(received, value);
+    int ascii = PyUnicode_IS_ASCII(value);
+    const uint8_t *v = ascii ? PyUnicode_1BYTE_DATA(value) : NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    if (code == HEADER_MESSAGE_ID) {
+        if (ascii)
+            return message_id_keys(keys, v, n);
+        PyObject *left = PyTuple_Pack(2, plan, value);
+        int failed = left == NULL || PyList_Append(leftovers, left);
+        Py_XDECREF(left);
+        return failed ? -1 : 0;
+    }
+    PyObject *lowered = PyObject_CallMethod(value, "lower", NULL);
+    if (lowered == NULL)
+        return -1;
+    int failed = words_into(keys, lowered, prefix, prefix_length, min_word, max_word, plain, NULL, NULL);
+    Py_DECREF(lowered);
+    if (failed)
+        return -1;
+    if (flags & (HEADER_ADDRESS | HEADER_WHOLE_VALUE)) {
+        if (!ascii) {
+            PyObject *left = PyTuple_Pack(2, plan, value);
+            failed = left == NULL || PyList_Append(leftovers, left);
+            Py_XDECREF(left);
+        } else if (flags & HEADER_ADDRESS) {
+            failed = address_keys(keys, prefix, (size_t)prefix_length, v, n);
+        } else {
+            failed = whole_value_key(keys, prefix, (size_t)prefix_length, v, n);
+        }
+        if (failed)
+            return -1;
+    }
+    if (code == HEADER_SUBJECT) {
+        *has_subject = 1;
+        return subject_shape_keys(keys, value);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(header_keys_doc,
+"header_keys(headers, plans, min_word, max_word, out, plain=False) -> leftovers\n\n"
+"Add to the set `out` the keys of the header tokens headers.emit_header_tokens makes of\n"
+"the (name, value) list `headers` with fold_case and the selected headers: `plans` maps\n"
+"each selected name to (kind, flags, prefix as UTF-8, prefix). Returns the (plan, value)\n"
+"pairs whose address, whole-value or Message-ID tokens are left to the Python helpers\n"
+"(their values are not ASCII).");
+
+static PyObject *header_keys(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *headers, *plans, *out;
+    Py_ssize_t min_word, max_word;
+    int plain = 0, has_subject = 0;
+    if (!PyArg_ParseTuple(args, "O!O!nnO!|p", &PyList_Type, &headers, &PyDict_Type, &plans,
+                          &min_word, &max_word, &PySet_Type, &out, &plain))
+        return NULL;
+    KeySet keys;
+    keys_init(&keys);
+    PyObject *received = PyList_New(0), *leftovers = PyList_New(0);
+    if (received == NULL || leftovers == NULL)
+        goto fail;
+    for (Py_ssize_t h = 0; h < PyList_GET_SIZE(headers); h++) {
+        PyObject *header = PyList_GET_ITEM(headers, h), *name, *value;
+        if (!PyTuple_Check(header) || !PyArg_ParseTuple(header, "UU", &name, &value)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "header_keys(): headers must be (name, value) tuples");
+            goto fail;
+        }
+        PyObject *plan = PyDict_GetItemWithError(plans, name);
+        if (plan == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            continue;  /* a header not read */
+        }
+        if (header_into(&keys, plan, value, min_word, max_word, plain, received, leftovers, &has_subject))
+            goto fail;
+    }
+    if (PyList_GET_SIZE(received) > 0) {
+        PyObject *space = PyUnicode_FromString(" ");
+        PyObject *joined = space == NULL ? NULL : PyUnicode_Join(space, received);
+        Py_XDECREF(space);
+        PyObject *lowered = joined == NULL ? NULL : PyObject_CallMethod(joined, "lower", NULL);
+        int failed = lowered == NULL || received_into(&keys, lowered, joined);
+        Py_XDECREF(joined);
+        Py_XDECREF(lowered);
+        if (failed)
+            goto fail;
+    }
+    if (!has_subject && add_literal_key(&keys, "header:no-subject"))
+        goto fail;
+    if (keys_into_set(&keys, out))
+        goto fail;
+    keys_free(&keys);
+    Py_DECREF(received);
+    return leftovers;
+
+fail:
+    keys_free(&keys);
+    Py_XDECREF(received);
+    Py_XDECREF(leftovers);
+    return NULL;
+}
+
 
 /* ------------------------------------------------------------- the byte model's buckets */
 
@@ -1478,6 +1797,7 @@ static PyMethodDef methods[] = {
     {"hash_strings", hash_strings, METH_VARARGS, hash_strings_doc},
     {"hash_prefixed_words", hash_prefixed_words, METH_VARARGS, hash_prefixed_words_doc},
     {"received_keys", received_keys, METH_VARARGS, received_keys_doc},
+    {"header_keys", header_keys, METH_VARARGS, header_keys_doc},
     {"url_keys", url_keys, METH_VARARGS, url_keys_doc},
     {NULL, NULL, 0, NULL},
 };

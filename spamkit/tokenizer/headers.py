@@ -42,6 +42,19 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
                        fold_case: bool = True, selected_only: bool = True,
                        presence: bool = False) -> None:
     """Put a message's header tokens into `sink`."""
+    if fold_case and selected_only:  # the default: a KeySink with the C core does it in one call
+        leftovers = sink.selected_header_keys(headers, _C_PLANS)
+        if leftovers is not None:
+            for (code, flags, _, prefix), value in leftovers:  # (values that are not ASCII)
+                if code == _C_KINDS[_MESSAGE_ID]:
+                    sink.update(_message_id_tokens(value))
+                elif flags & _C_ADDRESS:
+                    sink.update(_address_tokens(prefix, value))
+                else:
+                    sink.add(_whole_value_token(prefix, value))
+            if presence:
+                _emit_presence(sink, headers)
+            return
     received: list[str] = []
     words: list[tuple[str, bytes]] = []  # (text, prefix), hashed together at the end
     has_subject = False
@@ -68,11 +81,16 @@ def emit_header_tokens(sink: StringSink, headers: list[tuple[str, str]],
         sink.prefixed_words(words)
     if received:
         sink.received(" ".join(received))
-    if presence:  # which headers a message has, and how many of each
-        counts = Counter(name for name, _ in headers if not name.startswith(IGNORED_PREFIXES))
-        sink.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
+    if presence:
+        _emit_presence(sink, headers)
     if not has_subject:
         sink.add("header:no-subject")
+
+
+def _emit_presence(sink: StringSink, headers: list[tuple[str, str]]) -> None:
+    """Which headers a message has, and how many of each (the header_presence option)."""
+    counts = Counter(name for name, _ in headers if not name.startswith(IGNORED_PREFIXES))
+    sink.update(f"header:{name}:{min(count, 3)}" for name, count in counts.items())
 
 
 _WORDS, _SUBJECT, _RECEIVED, _MESSAGE_ID = "words", "subject", "received", "message-id"
@@ -96,6 +114,14 @@ def _plan(name: str, selected_only: bool) -> tuple[str, str, bool, bool, bytes] 
     prefix = name + ":"
     return (kind, prefix, name in ADDRESS_HEADERS, name in WHOLE_VALUE_HEADERS,
             prefix.encode("utf-8", "surrogatepass"))
+
+
+# The selected headers as the C core's header_keys reads them: name -> (kind, flags,
+# prefix as UTF-8, prefix), flags 1 for an address header and 2 for one read whole.
+_C_KINDS = {_WORDS: 0, _SUBJECT: 1, _RECEIVED: 2, _MESSAGE_ID: 3}
+_C_ADDRESS, _C_WHOLE_VALUE = 1, 2
+_C_PLANS = {name: (_C_KINDS[plan[0]], _C_ADDRESS * plan[2] | _C_WHOLE_VALUE * plan[3], plan[4], plan[1])
+            for name in sorted(SELECTED_HEADERS) if (plan := _plan(name, True)) is not None}
 
 
 # Mail repeats itself: the same senders and recipients come back message after message

@@ -77,6 +77,13 @@ class StringSink:
         for text, prefix in pieces:
             self.words(text, prefix.decode("utf-8", "surrogatepass"))
 
+    def selected_header_keys(self, headers: list[tuple[str, str]],
+                             plans: dict[str, tuple[int, int, bytes, str]]) -> list[tuple[tuple[int, int, bytes, str], str]] | None:
+        """The keys of the selected headers' tokens in one call, where the C core can make
+        them (headers.emit_header_tokens; its `_C_PLANS`): returns the (plan, value)
+        pairs left to the Python helpers. None: this sink takes the headers one by one."""
+        return None
+
     def received(self, value: str) -> None:
         """Add the tokens of the Received headers (their values joined into `value`)."""
         self.tokens.update(received_tokens(value))
@@ -117,6 +124,12 @@ class KeySink(StringSink):
             _fast.hash_prefixed_words(pieces, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
         else:
             StringSink.prefixed_words(self, pieces)
+
+    def selected_header_keys(self, headers: list[tuple[str, str]],
+                             plans: dict[str, tuple[int, int, bytes, str]]) -> list[tuple[tuple[int, int, bytes, str], str]] | None:
+        if not self._c_words:
+            return None
+        return _fast.header_keys(headers, plans, MIN_WORD, MAX_WORD, self.keys, self.plain_words)
 
     def received(self, value: str) -> None:
         if HAVE_C_CORE:

@@ -147,3 +147,52 @@ def test_header_words_same_both_ways(headers: list[tuple[str, str]], plain: bool
         emit_header_tokens(fast, headers, True, selected_only)
         emit_header_tokens(slow, headers, True, selected_only)
     assert fast.finish() == set(hash_tokens(slow.tokens))
+
+
+# Header values made to reach every branch of header_keys's address, whole-value,
+# Message-ID and subject readers: user and domain runs on both sides of their 64- and
+# 63-character caps, nine and ten labels, ">" and white space (\x1c is white space to
+# str.isspace), capitals, "!" and three spaces, and non-ASCII (left to the Python helpers).
+_HEADER_PIECES = st.sampled_from(
+    ["a" * 63, "b" * 64, "c" * 65, "D" * 200, "@", "@", ".", ".", "-", "+", "_", "x", "Y", "9",
+     ">", "<", " ", "   ", "\t", "\x1c", "\n ", "!", "é", "İ", "日本"])
+_HEADER_VALUE = st.lists(_HEADER_PIECES, max_size=40).map("".join)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(st.sampled_from(["subject", "from", "reply-to", "x-mailer", "content-type",
+                                           "message-id", "received", "date", "x-spam-status"]),
+                          _HEADER_VALUE), max_size=6), st.booleans())
+def test_header_keys_same_both_ways(headers: list[tuple[str, str]], plain: bool) -> None:
+    """The C core's header_keys makes the selected headers' tokens as the Python helpers
+    do, text.EMAIL's matches, Message-ID domains, whole values and subject shapes."""
+    from spamkit.tokenizer.headers import emit_header_tokens
+
+    fast, slow = KeySink(plain), StringSink(plain)
+    emit_header_tokens(fast, headers, True, True)
+    emit_header_tokens(slow, headers, True, True)
+    assert fast.finish() == set(hash_tokens(slow.tokens))
+
+
+def test_header_keys_reads_addresses_as_the_email_pattern() -> None:
+    """Values where the regex's backtracking decides: a user part over 64 characters (its
+    last 64 are taken), a first label over 63 (no match there), a later label over 63
+    (the match ends inside it, and the next match starts there), ten labels (nine are
+    taken, the tenth starts the next user part), and two addresses sharing characters;
+    Message-ID domains at their 200-character cap, and subjects at the capitals' edges
+    (8 letters, the first 200 characters)."""
+    from spamkit.tokenizer.headers import emit_header_tokens
+
+    values = ["u" * 70 + "@example.com", "a@" + "b" * 64 + ".com x@y.org", "a@b." + "c" * 70,
+              "a@" + ".".join("l" * 10), "a@b.c.d.e.f.g.h.i.j.k@x.y", "a@b." + "c" * 63 + "d@x.y",
+              "a@b.c.d@e.f", "A@B..C", "@x.y", "a@b.", "<Jo.Ann+x@Mail.Example.COM>",
+              "<x@" + "d" * 199 + "e.f>", "<a@>b@c.d>", "a@ b@c.d", "ABCDEFG", "ABCDEFGh", "A" * 7 + "b" * 3 + " " * 190 + "A"]
+    for value in values:
+        fast, slow = KeySink(), StringSink()
+        headers = [("from", value), ("message-id", value), ("subject", value)]
+        emit_header_tokens(fast, headers, True, True)
+        emit_header_tokens(slow, headers, True, True)
+        assert fast.finish() == set(hash_tokens(slow.tokens)), value
+    tokens = StringSink()
+    emit_header_tokens(tokens, [("from", "u" * 70 + "@example.com")], True, True)
+    assert "from:addr:" + "u" * 64 + "@example.com" in tokens.tokens
