@@ -633,7 +633,7 @@ static inline int is_host_char(Py_UCS4 c) {
 }
 
 /* (?:from|by)\s+([a-z0-9.-]{3,100}) at s: the host's [start, end), the match's end; 0 if none. */
-static int match_received_host(int kind, const void *data, Py_ssize_t n, Py_ssize_t s,
+static inline __attribute__((always_inline)) int match_received_host(int kind, const void *data, Py_ssize_t n, Py_ssize_t s,
                                Py_ssize_t *host_start, Py_ssize_t *host_end) {
     Py_ssize_t k;
     if (s + 4 <= n && PyUnicode_READ(kind, data, s) == 'f' && PyUnicode_READ(kind, data, s + 1) == 'r'
@@ -698,9 +698,9 @@ PyDoc_STRVAR(received_keys_doc,
 "joined; `lowered` is text.lower()): each host after \"from\" or \"by\" and its parent\n"
 "domains, and the /24 and /16 of each [a.b.c.d] address.");
 
-/* received_keys's work into `keys`; -1 with an exception set. */
-static int received_into(KeySet *keys, PyObject *lowered, PyObject *text) {
-    int kind = PyUnicode_KIND(lowered);
+/* The hosts after "from" and "by" in `lowered`, for a string of this `kind` (inlined once
+ * for each kind: reading a character is then no switch on the kind). */
+static inline __attribute__((always_inline)) int received_hosts_of_kind(KeySet *keys, int kind, PyObject *lowered) {
     const void *data = PyUnicode_DATA(lowered);
     Py_ssize_t n = PyUnicode_GET_LENGTH(lowered);
     for (Py_ssize_t s = 0; s < n;) {
@@ -713,12 +713,31 @@ static int received_into(KeySet *keys, PyObject *lowered, PyObject *text) {
             s++;
         }
     }
-    kind = PyUnicode_KIND(text);
-    data = PyUnicode_DATA(text);
-    n = PyUnicode_GET_LENGTH(text);
+    return 0;
+}
+
+/* received_keys's work into `keys`; -1 with an exception set. */
+static int received_into(KeySet *keys, PyObject *lowered, PyObject *text) {
+    int failed;
+    switch (PyUnicode_KIND(lowered)) {
+    case PyUnicode_1BYTE_KIND:
+        failed = received_hosts_of_kind(keys, PyUnicode_1BYTE_KIND, lowered);
+        break;
+    case PyUnicode_2BYTE_KIND:
+        failed = received_hosts_of_kind(keys, PyUnicode_2BYTE_KIND, lowered);
+        break;
+    default:
+        failed = received_hosts_of_kind(keys, PyUnicode_4BYTE_KIND, lowered);
+    }
+    if (failed)
+        return -1;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     for (Py_ssize_t s = 0; s < n; s++) {
-        if (PyUnicode_READ(kind, data, s) != '[')
-            continue;
+        s = PyUnicode_FindChar(text, '[', s, n, 1);
+        if (s < 0)
+            return s == -1 ? 0 : -1;
         Py_ssize_t a = ip_octet(kind, data, n, s + 1, '.');
         Py_ssize_t b = a < 0 ? -1 : ip_octet(kind, data, n, a + 1, '.');
         Py_ssize_t c = b < 0 ? -1 : ip_octet(kind, data, n, b + 1, '.');
@@ -1141,16 +1160,16 @@ static int subject_shape_keys(KeySet *keys, PyObject *value) {
 static int header_into(KeySet *keys, PyObject *plan, PyObject *value, Py_ssize_t min_word,
                        Py_ssize_t max_word, int plain, PyObject *received, PyObject *leftovers,
                        int *has_subject) {
-    int code, flags;
-    const char *prefix;
-    Py_ssize_t prefix_length;
-    PyObject *prefix_text;
-    if (!PyTuple_Check(plan) || !PyArg_ParseTuple(plan, "iiy#U", &code, &flags, &prefix, &prefix_length, &prefix_text))
-        return -1;
-    if (prefix_length > MAX_HEADER_PREFIX) {
-        PyErr_SetString(PyExc_ValueError, "header_keys(): a plan's prefix is over 64 bytes");
+    /* (read directly: PyArg_ParseTuple on each plan and header was a tenth of the call) */
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4 || !PyLong_Check(PyTuple_GET_ITEM(plan, 0))
+            || !PyLong_Check(PyTuple_GET_ITEM(plan, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(plan, 2))
+            || PyBytes_GET_SIZE(PyTuple_GET_ITEM(plan, 2)) > MAX_HEADER_PREFIX) {
+        PyErr_SetString(PyExc_ValueError, "header_keys(): a plan is (kind, flags, prefix of at most 64 bytes, prefix)");
         return -1;
     }
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(plan, 0)), flags = PyLong_AsLong(PyTuple_GET_ITEM(plan, 1));
+    const char *prefix = PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 2));
+    Py_ssize_t prefix_length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(plan, 2));
     if (code == HEADER_RECEIVED)
         return PyList_Append(received, value);
     int ascii = PyUnicode_IS_ASCII(value);
@@ -1212,12 +1231,13 @@ static PyObject *header_keys(PyObject *Py_UNUSED(module), PyObject *args) {
     if (received == NULL || leftovers == NULL)
         goto fail;
     for (Py_ssize_t h = 0; h < PyList_GET_SIZE(headers); h++) {
-        PyObject *header = PyList_GET_ITEM(headers, h), *name, *value;
-        if (!PyTuple_Check(header) || !PyArg_ParseTuple(header, "UU", &name, &value)) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "header_keys(): headers must be (name, value) tuples");
+        PyObject *header = PyList_GET_ITEM(headers, h);
+        if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(header, 0))
+                || !PyUnicode_Check(PyTuple_GET_ITEM(header, 1))) {
+            PyErr_SetString(PyExc_TypeError, "header_keys(): headers must be (name, value) tuples of str");
             goto fail;
         }
+        PyObject *name = PyTuple_GET_ITEM(header, 0), *value = PyTuple_GET_ITEM(header, 1);
         PyObject *plan = PyDict_GetItemWithError(plans, name);
         if (plan == NULL) {
             if (PyErr_Occurred())

@@ -180,13 +180,13 @@ def test_header_keys_reads_addresses_as_the_email_pattern() -> None:
     (the match ends inside it, and the next match starts there), ten labels (nine are
     taken, the tenth starts the next user part), and two addresses sharing characters;
     Message-ID domains at their 200-character cap, and subjects at the capitals' edges
-    (8 letters, the first 200 characters)."""
+    (8 letters, the first 200 characters) and at two and three spaces."""
     from spamkit.tokenizer.headers import emit_header_tokens
 
     values = ["u" * 70 + "@example.com", "a@" + "b" * 64 + ".com x@y.org", "a@b." + "c" * 70,
               "a@" + ".".join("l" * 10), "a@b.c.d.e.f.g.h.i.j.k@x.y", "a@b." + "c" * 63 + "d@x.y",
               "a@b.c.d@e.f", "A@B..C", "@x.y", "a@b.", "<Jo.Ann+x@Mail.Example.COM>",
-              "<x@" + "d" * 199 + "e.f>", "<a@>b@c.d>", "a@ b@c.d", "ABCDEFG", "ABCDEFGh", "A" * 7 + "b" * 3 + " " * 190 + "A"]
+              "<x@" + "d" * 199 + "e.f>", "<a@>b@c.d>", "a@ b@c.d", "ABCDEFG", "ABCDEFGh", "two  spaces", "three   spaces!", "A" * 7 + "b" * 3 + " " * 190 + "A"]
     for value in values:
         fast, slow = KeySink(), StringSink()
         headers = [("from", value), ("message-id", value), ("subject", value)]
@@ -196,3 +196,16 @@ def test_header_keys_reads_addresses_as_the_email_pattern() -> None:
     tokens = StringSink()
     emit_header_tokens(tokens, [("from", "u" * 70 + "@example.com")], True, True)
     assert "from:addr:" + "u" * 64 + "@example.com" in tokens.tokens
+
+
+def test_header_keys_refuses_what_is_not_a_header_or_a_plan() -> None:
+    """The C core reads the tuples directly: anything else is a TypeError or ValueError,
+    never a read of the wrong object."""
+    from spamkit.tokenizer import _fast
+
+    for headers in ([("from",)], [("from", b"x")], [["from", "x"]], [1]):
+        with pytest.raises(TypeError):
+            _fast.header_keys(headers, {}, 3, 12, set())  # type: ignore[arg-type]
+    for plan in ((0, 1, b"x" * 65, "x"), (0, 1, "from:", "from:"), (0, 1, b"from:")):
+        with pytest.raises(ValueError):
+            _fast.header_keys([("from", "x")], {"from": plan}, 3, 12, set())  # type: ignore[dict-item]
