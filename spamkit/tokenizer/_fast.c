@@ -1168,6 +1168,8 @@ static int header_into(KeySet *keys, PyObject *plan, PyObject *value, Py_ssize_t
         return -1;
     }
     long code = PyLong_AsLong(PyTuple_GET_ITEM(plan, 0)), flags = PyLong_AsLong(PyTuple_GET_ITEM(plan, 1));
+    if ((code == -1 || flags == -1) && PyErr_Occurred())
+        return -1;
     const char *prefix = PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 2));
     Py_ssize_t prefix_length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(plan, 2));
     if (code == HEADER_RECEIVED)

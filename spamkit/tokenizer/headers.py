@@ -11,7 +11,7 @@ import functools
 import re
 from collections import Counter
 
-from spamkit.tokenizer.sink import StringSink
+from spamkit.tokenizer.sink import HeaderPlan, StringSink
 from spamkit.tokenizer.text import EMAIL
 
 # Headers that are unique per message (pure noise) or written by other filters.
@@ -120,8 +120,9 @@ def _plan(name: str, selected_only: bool) -> tuple[str, str, bool, bool, bytes] 
 # prefix as UTF-8, prefix), flags 1 for an address header and 2 for one read whole.
 _C_KINDS = {_WORDS: 0, _SUBJECT: 1, _RECEIVED: 2, _MESSAGE_ID: 3}
 _C_ADDRESS, _C_WHOLE_VALUE = 1, 2
-_C_PLANS = {name: (_C_KINDS[plan[0]], _C_ADDRESS * plan[2] | _C_WHOLE_VALUE * plan[3], plan[4], plan[1])
-            for name in sorted(SELECTED_HEADERS) if (plan := _plan(name, True)) is not None}
+_C_PLANS: dict[str, HeaderPlan] = {
+    name: (_C_KINDS[plan[0]], _C_ADDRESS * plan[2] | _C_WHOLE_VALUE * plan[3], plan[4], plan[1])
+    for name in sorted(SELECTED_HEADERS) if (plan := _plan(name, True)) is not None}
 
 
 # Mail repeats itself: the same senders and recipients come back message after message

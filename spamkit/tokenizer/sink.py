@@ -2,8 +2,9 @@
 
 The tokenizer is written once against StringSink's methods. `StringSink` keeps the token
 strings (`spamkit check --explain` names them); `KeySink` keeps only their keys, and with
-the C core (`spamkit.tokenizer._fast`) a body word, or a Received host and its parent
-domains, goes from the text to its key without ever being a Python string. Both give the
+the C core (`spamkit.tokenizer._fast`) a body word, a Received host and its parent
+domains, or a header's token goes from the text to its key without ever being a Python
+string. Both give the
 same keys for the same message: KeySink without the C core is StringSink followed by
 hashing. Tested on the whole corpus.
 """
@@ -24,6 +25,9 @@ except ImportError:  # built without a C compiler: same keys, slower
     _fast = None  # type: ignore[assignment]
 
 HAVE_C_CORE = _fast is not None
+# How the C core's header_keys reads a header name: (kind, flags, prefix as UTF-8, prefix);
+# headers.py's _C_PLANS has one for each selected header
+HeaderPlan = tuple[int, int, bytes, str]
 _xxh64 = xxhash.xxh3_64_digest
 
 
@@ -78,7 +82,7 @@ class StringSink:
             self.words(text, prefix.decode("utf-8", "surrogatepass"))
 
     def selected_header_keys(self, headers: list[tuple[str, str]],
-                             plans: dict[str, tuple[int, int, bytes, str]]) -> list[tuple[tuple[int, int, bytes, str], str]] | None:
+                             plans: dict[str, HeaderPlan]) -> list[tuple[HeaderPlan, str]] | None:
         """The keys of the selected headers' tokens in one call, where the C core can make
         them (headers.emit_header_tokens; its `_C_PLANS`): returns the (plan, value)
         pairs left to the Python helpers. None: this sink takes the headers one by one."""
@@ -126,7 +130,7 @@ class KeySink(StringSink):
             StringSink.prefixed_words(self, pieces)
 
     def selected_header_keys(self, headers: list[tuple[str, str]],
-                             plans: dict[str, tuple[int, int, bytes, str]]) -> list[tuple[tuple[int, int, bytes, str], str]] | None:
+                             plans: dict[str, HeaderPlan]) -> list[tuple[HeaderPlan, str]] | None:
         if not self._c_words:
             return None
         return _fast.header_keys(headers, plans, MIN_WORD, MAX_WORD, self.keys, self.plain_words)

@@ -209,3 +209,5 @@ def test_header_keys_refuses_what_is_not_a_header_or_a_plan() -> None:
     for plan in ((0, 1, b"x" * 65, "x"), (0, 1, "from:", "from:"), (0, 1, b"from:")):
         with pytest.raises(ValueError):
             _fast.header_keys([("from", "x")], {"from": plan}, 3, 12, set())  # type: ignore[dict-item]
+    with pytest.raises(OverflowError):
+        _fast.header_keys([("from", "x")], {"from": (2**70, 1, b"from:", "from:")}, 3, 12, set())
