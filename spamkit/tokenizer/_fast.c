@@ -1154,6 +1154,14 @@ static int subject_shape_keys(KeySet *keys, PyObject *value) {
     return 0;
 }
 
+/* (plan, value) onto `leftovers`, for the Python helpers; -1 with an exception set. */
+static int leave_to_python(PyObject *leftovers, PyObject *plan, PyObject *value) {
+    PyObject *left = PyTuple_Pack(2, plan, value);
+    int failed = left == NULL || PyList_Append(leftovers, left);
+    Py_XDECREF(left);
+    return failed ? -1 : 0;
+}
+
 /* One header by its plan; -1 with an exception set. A value that is not ASCII has its
  * address, whole-value or Message-ID tokens made by the Python helpers (Unicode's \w,
  * white space and lower-casing stay Python's): it goes on `leftovers`. */
@@ -1180,10 +1188,7 @@ static int header_into(KeySet *keys, PyObject *plan, PyObject *value, Py_ssize_t
     if (code == HEADER_MESSAGE_ID) {
         if (ascii)
             return message_id_keys(keys, v, n);
-        PyObject *left = PyTuple_Pack(2, plan, value);
-        int failed = left == NULL || PyList_Append(leftovers, left);
-        Py_XDECREF(left);
-        return failed ? -1 : 0;
+        return leave_to_python(leftovers, plan, value);
     }
     PyObject *lowered = PyObject_CallMethod(value, "lower", NULL);
     if (lowered == NULL)
@@ -1194,9 +1199,7 @@ static int header_into(KeySet *keys, PyObject *plan, PyObject *value, Py_ssize_t
         return -1;
     if (flags & (HEADER_ADDRESS | HEADER_WHOLE_VALUE)) {
         if (!ascii) {
-            PyObject *left = PyTuple_Pack(2, plan, value);
-            failed = left == NULL || PyList_Append(leftovers, left);
-            Py_XDECREF(left);
+            failed = leave_to_python(leftovers, plan, value);
         } else if (flags & HEADER_ADDRESS) {
             failed = address_keys(keys, prefix, (size_t)prefix_length, v, n);
         } else {
