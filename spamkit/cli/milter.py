@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from spamkit.cli import config_option, db_option
 from spamkit.cli.hangup import hangups_held
 from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, database_back,
-                               host_port, reload_chain)
+                               host_port, reload_chain, report_fatal_signals)
 from spamkit.cli.spamd import stop_listening, tcp_listeners, unix_listener
 from spamkit.config import load_config
 from spamkit.store.watch import DatabaseWatch
@@ -107,6 +107,7 @@ async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    report_fatal_signals()
     current = [scanner]
 
     async def reread() -> None:

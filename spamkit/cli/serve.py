@@ -31,6 +31,20 @@ if TYPE_CHECKING:
     from spamkit.store.base import TokenStore
 
 
+# how long SIGTERM lets the messages under way be answered (systemd's TimeoutStopSec,
+# 90 s by default, leaves room for it)
+SHUTDOWN_WAIT = 30.0
+
+
+def report_fatal_signals() -> None:
+    """A daemon that dies of a fatal signal (SIGSEGV or SIGBUS from a damaged or truncated
+    LMDB file, SIGABRT) writes every thread's Python stack to stderr, the journal, first:
+    otherwise the journal says only that it died. (faulthandler, standard library.)"""
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
+
+
 def host_port(text: str) -> tuple[str, int]:
     """--listen and --next-hop (the settings are checked as the file is read)."""
     try:
@@ -346,8 +360,15 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     controller.loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # (SIGHUP sets `reload`: hangups_held)
+    stopped_by: list[str] = []
+
+    def stopping(signum: int, _frame: object) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)  # (SIGHUP sets `reload`: hangups_held)
+    report_fatal_signals()
     controller.start()  # (as `account`, when given, before its first session: before_serving)
     for warning in [*warnings, *auth_warnings(config)]:  # (auth's as `account`, whose right to the socket counts)
         logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
@@ -365,6 +386,13 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
             certificate.poll()  # (a renewed certificate: loaded once its files change)
             if (fresh := database.refreshed(scanner)) is not None:
                 scanner = database_back(handler, fresh, autolearn)
-        controller.shutdown(lambda: handler.in_flight > 0)
+        log = logging.getLogger("spamkit.smtpfilter")
+        log.info("%s: stopping. New sessions are refused; %d message(s) being checked or relayed "
+                 "get up to %g s to be answered", stopped_by[0], handler.in_flight, SHUTDOWN_WAIT)
+        controller.shutdown(lambda: handler.in_flight > 0, SHUTDOWN_WAIT)
+        if handler.in_flight:  # (never accepted: their clients, hearing no reply, send them again)
+            log.warning("%d message(s) still unanswered after %g s: their sessions are closed "
+                        "without a reply, and their clients will retry", handler.in_flight, SHUTDOWN_WAIT)
     finally:
         database.close()
+    logging.getLogger("spamkit.smtpfilter").info("stopped")

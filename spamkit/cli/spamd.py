@@ -19,7 +19,8 @@ from click.core import ParameterSource
 from smtpfilter.prefork import parent_gone
 from spamkit.cli import config_option, db_option
 from spamkit.cli.hangup import hangups_held
-from spamkit.cli.serve import account_to_run_as, become, daemon_options, daemon_scanner, host_port
+from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, host_port,
+                               report_fatal_signals)
 from spamkit.config import load_config
 from spamkit.errors import ConfigError
 from spamkit.store.watch import DatabaseWatch
@@ -290,6 +291,7 @@ async def _serve(server: SpamdServer, listening: list[socket.socket],
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    report_fatal_signals()
 
     if reload is not None:
         async def reread() -> None:

@@ -32,9 +32,22 @@ def start_serve(next_hop_port: int, db: Path | str, config: Path, *options: str,
 
 
 def stop_serve(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
-    """Stop it as an init system does (SIGTERM): (its exit status, what it wrote to stderr)."""
+    """Stop it as an init system does (SIGTERM): (its exit status, what it wrote to stderr).
+    One still running a minute later is sent SIGABRT, on which it writes every thread's
+    stack (spamkit.cli.serve.report_fatal_signals), and the test fails showing them."""
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        raise AssertionError("spamkit serve was still running 60 s after SIGTERM; its log, "
+                             "and the stacks SIGABRT had it write:\n"
+                             + (stderr or b"").decode("utf-8", "replace")[-30_000:]) from None
     return process.returncode, stderr or b""
 
 

@@ -232,9 +232,10 @@ def test_an_exception_at_any_stage_gives_4xx_and_nothing_relayed(
 
 
 def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """...and its log says when it began to stop, with what was under way, and when it had."""
     import socket
 
-    process, port = start_serve(sink.port, trained_db, tmp_path / "none.toml", stderr=subprocess.DEVNULL)
+    process, port = start_serve(sink.port, trained_db, tmp_path / "none.toml")
     client = socket.create_connection(("127.0.0.1", port), timeout=30)
     assert client.recv(1024).startswith(b"220")
     client.sendall(b"EHLO test\r\n")
@@ -244,7 +245,25 @@ def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_d
     process.send_signal(signal.SIGTERM)
     assert client.recv(1024).startswith(b"421 4.3.2 Service shutting down")
     client.close()
-    assert process.wait(30) == 0
+    _, log = process.communicate(timeout=60)
+    assert process.returncode == 0
+    lines = log.decode().splitlines()
+    assert "SIGTERM: stopping. New sessions are refused; 0 message(s) being checked" in lines[-2], lines[-3:]
+    assert lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[-3:]
+
+
+def test_a_fatal_signal_leaves_every_threads_stack_in_the_log(tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """A daemon that dies of SIGSEGV, SIGBUS or SIGABRT says where each thread was (the
+    journal would otherwise say only that it died): SIGABRT stands in for the crash."""
+    process, _ = start_serve(sink.port, trained_db, tmp_path / "none.toml")
+    process.send_signal(signal.SIGABRT)
+    _, log = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGABRT
+    text = log.decode("utf-8", "replace")
+    assert "Fatal Python error: Aborted" in text, text[-3000:]
+    # the main thread, waiting for SIGTERM in serve's loop, and the SMTP sessions' own
+    assert re.search(r'File ".*spamkit/cli/serve\.py", line \d+ in serve', text), text[-3000:]
+    assert len(re.findall(r"^(Current thread|Thread) 0x", text, re.MULTILINE)) >= 2, text[-3000:]
 
 
 def test_a_connection_kept_open_takes_any_number_of_messages_but_a_noop_loop_hears_421(
