@@ -16,6 +16,31 @@ from spamkit.learn import Learner
 from spamkit.sources import SourceItem
 from spamkit.store import Label, LmdbStore
 
+# Temporary files in memory when the machine has room there. The suite makes and removes
+# some 200,000 files (one test fills an IMAP folder with 160,000 messages) and commits to
+# LMDB thousands of times; on this project's machines (ext4 mounted with discard) a file
+# costs 241 us to create and an fsync milliseconds, on /dev/shm 39 us and nothing: the
+# three IMAP tests with the largest folders took 121 s there, 35 s here. A TMPDIR the
+# caller set is left as it is.
+_MIN_FREE_FOR_TEMP = 4 << 30  # the suite's peak is under 1 GiB with passed tests' files removed
+
+
+def _memory_backed_temp() -> str | None:
+    """/dev/shm if it is a writable tmpfs with room for the suite's temporary files."""
+    try:
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
+            on_shm = [line.split()[2] for line in mounts if line.split()[1:2] == ["/dev/shm"]]
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= _MIN_FREE_FOR_TEMP
+    return "/dev/shm" if on_shm[-1:] == ["tmpfs"] and roomy and os.access("/dev/shm", os.W_OK) else None
+
+
+if "TMPDIR" not in os.environ and (_temp := _memory_backed_temp()):
+    os.environ["TMPDIR"] = _temp  # (the servers and commands the tests start inherit it)
+    tempfile.tempdir = None  # (gettempdir() reads TMPDIR again)
+
 settings.register_profile("ci", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
