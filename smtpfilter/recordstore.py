@@ -227,12 +227,13 @@ class LmdbRecords(RecordStore):
         with self._failing_as_store_errors():
             if self._prune_due(now):
                 self._prune_in_background(now)
-            try:
-                return self._change(key, change)
-            except lmdb.MapFullError:
-                if not self._prune(now):
-                    self._grow()
-                return self._change(key, change)
+            while True:  # (ends: each round frees records or grows the map, up to its limit)
+                size = self._mapped_size()
+                try:
+                    return self._change(key, change)
+                except lmdb.MapFullError:
+                    if not self._prune(now):
+                        self._grow(size)
 
     def _change(self, key: str, change: Change) -> Record:
         with self._begin(write=True) as txn:
@@ -302,6 +303,7 @@ class LmdbRecords(RecordStore):
                 elif self.policy.restamp(record, now) is not None:
                     rewritten.append(bytes(key))
         for attempt in range(2):
+            size = self._mapped_size()
             try:
                 dropped = 0
                 with self._begin(write=True) as txn:
@@ -320,7 +322,7 @@ class LmdbRecords(RecordStore):
             except lmdb.MapFullError:  # rewriting records takes room too
                 if attempt:
                     raise
-                self._grow()
+                self._grow(size)
         return 0
 
     def _records(self) -> Iterator[tuple[str, Record]]:
@@ -335,9 +337,17 @@ class LmdbRecords(RecordStore):
             raw = txn.pop(key.encode())
         return json.loads(bytes(raw)) if raw else None
 
-    def _grow(self) -> None:
+    def _mapped_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    def _grow(self, full_size: int) -> None:
+        """Double the map that was `full_size` when a write found it full; not again if
+        another thread grew it meanwhile (the filter's change and the background prune
+        that met the same full map grew it four times over)."""
         with self._map_lock.exclusive():
-            size = self._env.info()["map_size"]
+            size = self._mapped_size()
+            if size > full_size:
+                return
             if size >= MAX_MAP_SIZE:
                 raise lmdb.MapFullError(f"{self.policy.what} database at its 1 GiB limit with "
                                         "every record recent")

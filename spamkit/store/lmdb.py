@@ -517,10 +517,19 @@ class LmdbStore:
             raise
         self._end(txn, commit=True)
 
-    def _grow(self) -> None:
-        """Double the map (called with no transaction of this thread open)."""
+    def _mapped_size(self) -> int:
+        """This process's map size (fixed while one of its transactions is open)."""
+        return int(self._env.info()["map_size"])
+
+    def _grow(self, full_size: int) -> None:
+        """Double the map that was `full_size` when a write found it full (called with no
+        transaction of this thread open). If another thread grew it meanwhile, the write
+        is tried again in that room first: two writers that met the same full map grew it
+        four times over."""
         with self._map_lock.exclusive():
-            current = self._env.info()["map_size"]
+            current = self._mapped_size()
+            if current > full_size:
+                return
             if current >= MAX_MAP_SIZE:
                 raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
             free = self._space_left()
@@ -577,6 +586,7 @@ class LmdbStore:
             raise StoreError("the database was opened read-only")
         self._require_sound()
         txn = self._begin(write=True)
+        size = self._mapped_size()
         writer = LmdbWriter(self, txn)
         try:
             yield writer
@@ -592,8 +602,9 @@ class LmdbStore:
                 txn.commit()
             except lmdb.MapFullError:
                 self._end(txn, commit=False)  # (a commit that failed is aborted already)
-                self._grow()
+                self._grow(size)
                 txn = self._begin(write=True)
+                size = self._mapped_size()
                 writer._txn = txn
             except lmdb.Error as error:
                 self._end(txn, commit=False)
@@ -868,10 +879,11 @@ class LmdbStore:
         while True:
             try:
                 with self._transaction(write=True) as txn:
+                    size = self._mapped_size()
                     operation(txn)
                 return
             except lmdb.MapFullError:
-                self._grow()
+                self._grow(size)
 
     def close(self) -> None:
         if os.getpid() == self._pid:

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from dataclasses import astuple
 from pathlib import Path
 
@@ -106,6 +107,21 @@ def test_the_map_grows_by_itself(tmp_path: Path, sample: list[SourceItem]) -> No
         summary = Learner(store).learn(sample, Label.SPAM)
         assert summary.learned == len(sample)
         assert store.magic()["map_size"] > 64 * 1024  # type: ignore[operator]
+
+
+def test_writers_that_met_the_same_full_map_grow_it_once(tmp_path: Path) -> None:
+    """Writers take turns; two that each found the map full (the second began before the
+    first had grown it) grew it twice, four times its size for one filling."""
+    with LmdbStore(tmp_path / "db", map_size=64 * 1024) as store:
+        full = store._mapped_size()
+        growers = [threading.Thread(target=store._grow, args=(full,)) for _ in range(4)]
+        for grower in growers:
+            grower.start()
+        for grower in growers:
+            grower.join()
+        assert store._mapped_size() == 2 * full
+        store._grow(2 * full)  # full again at its new size: it grows again
+        assert store._mapped_size() == 4 * full
 
 
 def test_a_reset_grows_the_map_when_dropping_needs_pages(tmp_path: Path, sample: list[SourceItem]) -> None:

@@ -5,6 +5,7 @@ recent; on Redis, each address's record expires by itself, and concurrent writer
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -83,6 +84,20 @@ def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch:
     assert _lmdb(store)._env.info()["map_size"] == 2 * size  # room made, not taken
     assert store.get(_address(0)) == {"good": 0, "bad": 0, "until": 0}
     assert store.get("172.16.0.0")["good"] == 1
+
+
+def test_a_full_map_met_by_two_threads_grows_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter's change and the background prune that met the same full map each
+    doubled it (the test above once saw four times its size on a fast disk)."""
+    monkeypatch.setattr(recordstore, "MAP_SIZE", 256 << 10)
+    records = _lmdb(KarmaStore(tmp_path / "karma", forget_days=30))
+    full = records._mapped_size()
+    growers = [threading.Thread(target=records._grow, args=(full,)) for _ in range(2)]
+    for grower in growers:
+        grower.start()
+    for grower in growers:
+        grower.join()
+    assert records._mapped_size() == 2 * full
 
 
 def test_karma_on_redis_counts_and_keeps_a_penalty_past_its_forget_days(
