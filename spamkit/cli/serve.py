@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from spamkit.store.base import TokenStore
 
 
-# how long SIGTERM lets the messages under way be answered (systemd's TimeoutStopSec,
-# 90 s by default, leaves room for it)
+# how long SIGTERM lets the messages under way be answered (contrib/systemd's unit gives
+# the whole stop TimeoutStopSec=120)
 SHUTDOWN_WAIT = 30.0
 
 

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from dataclasses import astuple
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from spamkit.message import message_key
 from spamkit.store import lmdb as lmdb_store
 from spamkit.store.base import PackedKeys, pack_keys, today, unpack_keys
 from tests.conftest import as_items
+from tests.threads import from_threads
 
 
 def snapshot(store: LmdbStore) -> tuple[object, ...]:
@@ -114,11 +114,7 @@ def test_writers_that_met_the_same_full_map_grow_it_once(tmp_path: Path) -> None
     first had grown it) grew it twice, four times its size for one filling."""
     with LmdbStore(tmp_path / "db", map_size=64 * 1024) as store:
         full = store._mapped_size()
-        growers = [threading.Thread(target=store._grow, args=(full,)) for _ in range(4)]
-        for grower in growers:
-            grower.start()
-        for grower in growers:
-            grower.join()
+        from_threads(lambda: store._grow(full), 4)
         assert store._mapped_size() == 2 * full
         store._grow(2 * full)  # full again at its new size: it grows again
         assert store._mapped_size() == 4 * full

@@ -5,7 +5,6 @@ recent; on Redis, each address's record expires by itself, and concurrent writer
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from smtpfilter.plugins.karma import PENALTY_SECONDS, KarmaStore, counting
 from smtpfilter.recordstore import LmdbRecords
 from tests.servers.redis import RedisServer
 from tests.smtpfilter.conftest import STRANGER
+from tests.threads import from_threads
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -92,11 +92,7 @@ def test_a_full_map_met_by_two_threads_grows_once(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(recordstore, "MAP_SIZE", 256 << 10)
     records = _lmdb(KarmaStore(tmp_path / "karma", forget_days=30))
     full = records._mapped_size()
-    growers = [threading.Thread(target=records._grow, args=(full,)) for _ in range(2)]
-    for grower in growers:
-        grower.start()
-    for grower in growers:
-        grower.join()
+    from_threads(lambda: records._grow(full), 2)
     assert records._mapped_size() == 2 * full
 
 
