@@ -341,17 +341,13 @@ class LmdbRecords(RecordStore):
         return int(self._env.info()["map_size"])
 
     def _grow(self, full_size: int) -> None:
-        """Double the map that was `full_size` when a write found it full; not again if
-        another thread grew it meanwhile (the filter's change and the background prune
-        that met the same full map grew it four times over)."""
-        with self._map_lock.exclusive():
-            size = self._mapped_size()
-            if size > full_size:
-                return
-            if size >= MAX_MAP_SIZE:
-                raise lmdb.MapFullError(f"{self.policy.what} database at its 1 GiB limit with "
-                                        "every record recent")
-            self._env.set_mapsize(size * 2)
+        """Double the map that was `full_size` when a write found it full (MapLock.grow)."""
+        self._map_lock.grow(self._env, full_size, self._refuse_growing)
+
+    def _refuse_growing(self, size: int) -> None:
+        if size >= MAX_MAP_SIZE:
+            raise lmdb.MapFullError(f"{self.policy.what} database at its 1 GiB limit with "
+                                    "every record recent")
 
     def close(self) -> None:
         """The environment stays open for other users in this process; exit closes it."""

@@ -318,7 +318,8 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     # is the one line a transaction that the issue asks for. Its warnings still show.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(config_path)
-    database, scanner = daemon_scanner(config, db_path, config_path, logging.getLogger("spamkit.smtpfilter"))
+    log = logging.getLogger("spamkit.smtpfilter")
+    database, scanner = daemon_scanner(config, db_path, config_path, log)
     hostname = our_name(config)
     metrics = Metrics()
     if config["MetricsListen"]:
@@ -371,7 +372,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     report_fatal_signals()
     controller.start()  # (as `account`, when given, before its first session: before_serving)
     for warning in [*warnings, *auth_warnings(config)]:  # (auth's as `account`, whose right to the socket counts)
-        logging.getLogger("spamkit.smtpfilter").warning("%s", warning)
+        log.warning("%s", warning)
     click.echo(f"spamkit serve: listening on {host}:{port}"
                f"{f' and {listen_tls} (TLS)' if listen_tls is not None else ''}"
                f"{f' and {listen_submission} (submission)' if listen_submission is not None else ''}"
@@ -386,7 +387,6 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
             certificate.poll()  # (a renewed certificate: loaded once its files change)
             if (fresh := database.refreshed(scanner)) is not None:
                 scanner = database_back(handler, fresh, autolearn)
-        log = logging.getLogger("spamkit.smtpfilter")
         log.info("%s: stopping. New sessions are refused; %d message(s) being checked or relayed "
                  "get up to %g s to be answered", stopped_by[0], handler.in_flight, SHUTDOWN_WAIT)
         controller.shutdown(lambda: handler.in_flight > 0, SHUTDOWN_WAIT)
@@ -395,4 +395,4 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
                         "without a reply, and their clients will retry", handler.in_flight, SHUTDOWN_WAIT)
     finally:
         database.close()
-    logging.getLogger("spamkit.smtpfilter").info("stopped")
+    log.info("stopped")

@@ -523,19 +523,16 @@ class LmdbStore:
 
     def _grow(self, full_size: int) -> None:
         """Double the map that was `full_size` when a write found it full (called with no
-        transaction of this thread open). If another thread grew it meanwhile, the write
-        is tried again in that room first: two writers that met the same full map grew it
-        four times over."""
-        with self._map_lock.exclusive():
-            current = self._mapped_size()
-            if current > full_size:
-                return
-            if current >= MAX_MAP_SIZE:
-                raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
-            free = self._space_left()
-            if free is not None and free < current:
-                raise StoreError(f"not enough free disk at {self.path} to grow the database")
-            self._env.set_mapsize(current * 2)
+        transaction of this thread open); if another thread grew it meanwhile, the write
+        is tried again in that room (MapLock.grow)."""
+        self._map_lock.grow(self._env, full_size, self._refuse_growing)
+
+    def _refuse_growing(self, current: int) -> None:
+        if current >= MAX_MAP_SIZE:
+            raise StoreError(f"database at {self.path} reached {current >> 30} GiB; expire it")
+        free = self._space_left()
+        if free is not None and free < current:
+            raise StoreError(f"not enough free disk at {self.path} to grow the database")
 
     def _damaged(self, error: Exception) -> StoreCorrupt:
         """Damage met in a transaction: a page that is not what its parent says, or a value

@@ -28,7 +28,7 @@ here, before it takes the lock shared, so a size change is never kept waiting by
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -91,6 +91,18 @@ class MapLock:
             self._open -= 1
             if self._open == 0:
                 self._condition.notify_all()
+
+    def grow(self, env: Any, full_size: int, refuse: Callable[[int], None]) -> None:
+        """Double `env`'s map, which a write found full at `full_size`, under the lock held
+        alone; `refuse(current size)` raises where it may not grow. Not again if another
+        thread grew it meanwhile: writers take turns, and two that met the same full map
+        (the karma store's change and its background prune) grew it four times over."""
+        with self.exclusive():
+            current = int(env.info()["map_size"])
+            if current > full_size:
+                return
+            refuse(current)
+            env.set_mapsize(current * 2)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
