@@ -53,6 +53,11 @@ MAX_LINE = 8192  # a method or header line
 MAX_HEADERS = 100
 MAX_MESSAGE = 50 * 1024 * 1024  # as `spamkit serve` takes at most; spamc sends at most 500 kB
 READ_TIMEOUT = 30.0  # seconds for the whole request; spamc's own default timeout is 600
+# seconds a client has to take its answer: one that never reads (stopped, or cut off
+# without a reset) would otherwise hold its slot, and the daemon's stop, for good
+REPLY_TIMEOUT = 30.0
+# seconds SIGTERM gives the requests taken to be answered (the unit's TimeoutStopSec is 60)
+STOP_WAIT = 30.0
 SCAN_METHODS = frozenset({"CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS"})
 METHODS = SCAN_METHODS | {"PING", "SKIP", "TELL"}
 
@@ -285,15 +290,20 @@ class SpamdServer:
     """The asyncio side: listening, the client allowlist, the cap on requests at once."""
 
     def __init__(self, service: SpamdService, allowed: Networks, max_children: int = 5,
-                 max_message: int = MAX_MESSAGE) -> None:
+                 max_message: int = MAX_MESSAGE, reply_timeout: float = REPLY_TIMEOUT,
+                 stop_wait: float = STOP_WAIT) -> None:
         self.service = service
         self.allowed = allowed
         self.max_children = max_children
         self.max_message = max_message
+        self.reply_timeout = reply_timeout
+        self.stop_wait = stop_wait
 
     async def serve(self, listening: list[socket.socket], stop: asyncio.Event) -> None:
         """Answer connections on the `listening` sockets until `stop` is set; then take no
-        more, and return once those taken are answered.
+        more, and return once those taken are answered, or `stop_wait` seconds later
+        (those still open are then closed unanswered: spamc says so, and passes the
+        message on unchecked or, with -x, has the MTA try again).
 
         A connection is taken only while fewer than max_children are: a slot a request,
         from reading it to answering it, so at most max_children messages are held at once
@@ -318,8 +328,16 @@ class SpamdServer:
             await stop.wait()
         finally:
             acceptor.stop()
+        log.info("spamd: stopping; %d request(s) taken get up to %g s to be answered",
+                 len(taken), self.stop_wait)
         if taken:
-            await asyncio.wait(taken)
+            _, unanswered = await asyncio.wait(taken, timeout=self.stop_wait)
+            if unanswered:
+                log.warning("spamd: %d request(s) still unanswered after %g s: closed without an answer",
+                            len(unanswered), self.stop_wait)
+                for task in unanswered:
+                    task.cancel()
+                await asyncio.wait(unanswered)
 
     async def _connection(self, connection: socket.socket) -> None:
         try:
@@ -363,7 +381,13 @@ class SpamdServer:
                 log.exception("spamd: request failed")
                 reply = answer(EX_SOFTWARE, "internal error")
             writer.write(reply)
-            await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), self.reply_timeout)
+            except asyncio.TimeoutError:
+                log.warning("spamd: client=%s took no answer in %g s; its connection is closed",
+                            client, self.reply_timeout)
+                writer.transport.abort()  # (close() would wait on the unsent answer)
+                return
             _log(client, request, reply, time.monotonic() - started)
         except (ConnectionError, OSError):
             pass  # the client went away: nothing to answer

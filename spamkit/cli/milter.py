@@ -17,8 +17,8 @@ from click.core import ParameterSource
 
 from spamkit.cli import config_option, db_option
 from spamkit.cli.hangup import hangups_held
-from spamkit.cli.serve import (account_to_run_as, become, daemon_options, daemon_scanner, database_back,
-                               host_port, reload_chain, report_fatal_signals)
+from spamkit.cli.serve import (SHUTDOWN_WAIT, account_to_run_as, become, daemon_options, daemon_scanner,
+                               database_back, host_port, reload_chain, report_fatal_signals)
 from spamkit.cli.spamd import stop_listening, tcp_listeners, unix_listener
 from spamkit.config import load_config
 from spamkit.store.watch import DatabaseWatch
@@ -88,11 +88,14 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
                 _log.warning("%s", warning)
             click.echo(f"spamkit milter: listening on {socket_path or listen}"
                        f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
+            # (returns once the checks still running have ended too: one answered 451 at
+            # ScanBudget goes on until its own filter's timeout, ClamdTimeout say)
             asyncio.run(_serve(handler, listening, scanner, config_path, database, autolearn, hangup))
         finally:
             stop_listening(listening, socket_path)
     finally:
         database.close()
+    _log.info("stopped")
 
 
 async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner: Scanner,
@@ -105,8 +108,14 @@ async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner
     # envelope stages that may wait (DNS) and every end of message run on these threads
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="spamkit-milter"))
     stop = asyncio.Event()
+    stopped_by: list[str] = []
+
+    def stopping(signum: signal.Signals) -> None:
+        stopped_by.append(signum.name)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stopping, signum)
     report_fatal_signals()
     current = [scanner]
 
@@ -142,7 +151,14 @@ async def _serve(handler: MilterHandler, listening: list[socket.socket], scanner
         for server in servers:
             server.close()
         # (a message being checked is answered first; the MTA asks again for the rest)
-        while handler.in_flight:
+        _log.info("%s: stopping. New connections are refused; %d message(s) being checked get up "
+                  "to %g s to be answered", stopped_by[0] if stopped_by else "stop", handler.in_flight,
+                  SHUTDOWN_WAIT)
+        deadline = loop.time() + SHUTDOWN_WAIT
+        while handler.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if handler.in_flight:  # (the MTA applies milter_default_action: tempfail, as the unit's note says)
+            _log.warning("%d message(s) still unanswered after %g s: their connections are closed, and "
+                         "the MTA applies milter_default_action to them", handler.in_flight, SHUTDOWN_WAIT)
         for task in list(connections):
             task.cancel()

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from spamkit.store.base import TokenStore
 
 
-# how long SIGTERM lets the messages under way be answered (contrib/systemd's unit gives
-# the whole stop TimeoutStopSec=120)
+# how long SIGTERM lets the messages under way be answered, by serve and the milter
+# (contrib/systemd's units give the whole stop TimeoutStopSec=120 and 60)
 SHUTDOWN_WAIT = 30.0
 
 

@@ -327,6 +327,7 @@ async def _serve(server: SpamdServer, listening: list[socket.socket],
         await server.serve(listening, stop)
     finally:
         watching.cancel()
+    _log.info("spamd: stopped")
 
 
 def _is_socket(path: str) -> bool:

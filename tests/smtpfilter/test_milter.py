@@ -499,6 +499,45 @@ def test_checks_over_the_scan_budget_answer_451_and_the_milter_goes_on(open_tmp:
                 time.sleep(0.2)
 
 
+def test_sigterm_lets_the_message_being_checked_be_answered_and_says_so(open_tmp: Path, trained_db: Path) -> None:
+    """SIGTERM while a message waits on a silent clamd: the milter's log says it stops with
+    one message being checked, that message still gets its answer (451 at the 3 s
+    ScanBudget, so Postfix keeps nothing), and only once the check itself has ended (at
+    ClamdTimeout, 5 s) does it say it stopped and exit 0."""
+    import socket
+    import threading
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        config = open_tmp / "spamkit.toml"
+        config.write_text(STRANGER.split("SmtpFilters")[0] + 'SmtpFilters = ["clamav", "spamscore"]\n'
+                          f'ScanBudget = 3\nClamdTimeout = 5\nClamdAddress = "127.0.0.1:{silent.getsockname()[1]}"\n')
+        with milter_behind_postfix(config, trained_db) as (postfix, process):
+            replies: list[list[tuple[int, bytes]]] = []
+            sending = threading.Thread(target=lambda: replies.append(_send(postfix.port, HAM)))
+            sending.start()
+            silent.settimeout(60)
+            while True:  # (the milter's start asked clamd for a PING first)
+                clamd_asked, _ = silent.accept()
+                clamd_asked.settimeout(60)
+                if clamd_asked.recv(10).startswith(b"zINSTREAM"):
+                    break  # the message is now being checked
+                clamd_asked.close()
+            with clamd_asked:
+                process.send_signal(signal.SIGTERM)
+                _, log = process.communicate(timeout=60)
+                sending.join(60)
+            assert process.returncode == 0
+            assert replies and replies[0][-1][0] == 451 and b"4.3.2" in replies[0][-1][1], replies
+            assert postfix.held() == []
+    lines = log.decode(errors="replace").splitlines()
+    stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)
+    assert "1 message(s) being checked get up to 30 s to be answered" in lines[stopping], lines[stopping]
+    answered = next(i for i, line in enumerate(lines) if "took over 3s; answered 451" in line)
+    given_up = next(i for i, line in enumerate(lines) if "clamd unavailable" in line)
+    assert stopping < answered < given_up < len(lines) - 1, lines[stopping:]
+    assert lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[stopping:]
+
+
 def test_a_new_session_on_the_same_connection_starts_afresh(bare_milter: tuple[int, subprocess.Popen[bytes]]) -> None:
     """QUIT_NC (the MTA's next SMTP session on the connection it keeps): the client, HELO
     and login of the session before are forgotten, and the next is answered as its own."""

@@ -708,3 +708,60 @@ def test_headers_gives_the_header_block_alone_whatever_the_body_holds(tmp_path: 
         status, _, body = answer.partition(b"\r\n\r\n")
         assert status.startswith(b"SPAMD/1.1 0 EX_OK")
         assert body.startswith(b"X-Spam-") and body.endswith(b"Subject: hi" + newline * 2), body
+
+
+def test_a_client_that_takes_no_answer_frees_its_slot_and_sigterm_waits_a_bounded_time(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One slot (--max-children 1), 1 s to take an answer and 1 s of stop wait, here (30 s
+    in the daemon). A client whose PROCESS answer (8 MB) it never reads loses its connection
+    after that second, and the next client gets its PONG; at the stop, a request that never
+    finishes arriving is closed unanswered a second later, not READ_TIMEOUT later."""
+    import asyncio
+    import logging
+    import threading
+
+    from smtpfilter.networks import Networks
+    from smtpfilter.spamd import SpamdServer, SpamdService
+    from spamkit.config import config_from_text
+    from spamkit.verdict import Scanner
+
+    service = SpamdService(Scanner.from_config(config_from_text("UseBayes = false\n", tmp_path / "c.toml", {}),
+                                               None))
+    server = SpamdServer(service, Networks(["127.0.0.1"]), max_children=1, reply_timeout=1, stop_wait=1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    serving = threading.Thread(target=lambda: loop.run_until_complete(server.serve([listener], stop)))
+    caplog.set_level(logging.INFO, logger="spamkit.spamd")
+    serving.start()
+    try:
+        body = b"Subject: big\r\n\r\n" + b"0123456789abcdef\r\n" * (8 * 1024 * 1024 // 18)
+        deaf = socket.socket()
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: a small window)
+        deaf.connect(("127.0.0.1", port))
+        deaf.sendall(b"PROCESS SPAMC/1.5\r\nContent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as next_client:
+            next_client.sendall(b"PING SPAMC/1.5\r\n\r\n")
+            assert next_client.recv(100).startswith(b"SPAMD/1.5 0 PONG")
+        assert 1 <= time.monotonic() - started < 20
+        deaf.close()
+        half = socket.create_connection(("127.0.0.1", port), timeout=30)
+        half.sendall(b"CHECK SPAMC/1.5\r\nContent-length: 100\r\n\r\nonly part")
+        time.sleep(0.2)  # (taken: its slot is the one free)
+        stopping = time.monotonic()
+        loop.call_soon_threadsafe(stop.set)
+        serving.join(30)
+        assert not serving.is_alive() and time.monotonic() - stopping < 5
+        assert half.recv(100) == b""  # closed, unanswered
+        half.close()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        serving.join(30)
+        loop.close()
+        listener.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert "spamd: client=127.0.0.1 took no answer in 1 s; its connection is closed" in said, said
+    assert "spamd: stopping; 1 request(s) taken get up to 1 s to be answered" in said, said
+    assert "spamd: 1 request(s) still unanswered after 1 s: closed without an answer" in said, said
