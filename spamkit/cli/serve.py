@@ -358,8 +358,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
     certificate.installing_with(controller.use_tls_context)
     # Envelope stages and scoring run on these threads. The default pool (cores + 4) would
     # let a few sessions waiting on a slow DNS list hold up every other session's scoring.
-    controller.loop.set_default_executor(ThreadPoolExecutor(
-        max_workers=max(8, min(64, config["MaxSessions"])), thread_name_prefix="spamkit-filter"))
+    workers = ThreadPoolExecutor(max_workers=max(8, min(64, config["MaxSessions"])),
+                                 thread_name_prefix="spamkit-filter")
+    controller.loop.set_default_executor(workers)
     stop = threading.Event()
     stopped_by: list[str] = []
 
@@ -393,6 +394,9 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
         if handler.in_flight:  # (never accepted: their clients, hearing no reply, send them again)
             log.warning("%d message(s) still unanswered after %g s: their sessions are closed "
                         "without a reply, and their clients will retry", handler.in_flight, SHUTDOWN_WAIT)
+        # a check answered 451 at ScanBudget goes on until its own filter's timeout
+        # (ClamdTimeout, say): the database it reads closes after it has ended
+        workers.shutdown(wait=True)
     finally:
         database.close()
     log.info("stopped")

@@ -252,6 +252,44 @@ def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_d
     assert lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[-3:]
 
 
+def test_sigterm_during_a_check_answers_it_and_closes_the_database_after_the_check_ends(
+        tmp_path: Path, trained_db: Path, sink: Sink) -> None:
+    """SIGTERM while a message waits on a silent clamd: the log says one message is being
+    checked, the client gets 451 at the 3 s ScanBudget, and the check itself (ending at
+    ClamdTimeout, 5 s) is over before the database closes and the log says it stopped."""
+    import socket
+    import threading
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        config = tmp_path / "spamkit.toml"
+        config.write_text('SmtpFilters = ["clamav", "spamscore"]\nScanBudget = 3\nClamdTimeout = 5\n'
+                          f'ClamdAddress = "127.0.0.1:{silent.getsockname()[1]}"\n')
+        process, port = start_serve(sink.port, trained_db, config)
+        replies: list[str] = []
+        sending = threading.Thread(target=lambda: replies.append(
+            swaks(port, write(tmp_path, b"Subject: hello\r\n\r\nhello\r\n"))))
+        sending.start()
+        silent.settimeout(60)
+        while True:  # (serve's start asked clamd for a PING first)
+            clamd_asked, _ = silent.accept()
+            clamd_asked.settimeout(60)
+            if clamd_asked.recv(10).startswith(b"zINSTREAM"):
+                break  # the message is now being checked
+            clamd_asked.close()
+        with clamd_asked:
+            process.send_signal(signal.SIGTERM)
+            _, log = process.communicate(timeout=60)
+            sending.join(60)
+    assert process.returncode == 0
+    assert replies and replies[0].startswith("451"), replies
+    assert sink.messages() == []
+    lines = log.decode(errors="replace").splitlines()
+    stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)
+    assert "; 1 message(s) being checked or relayed get up to 30 s" in lines[stopping], lines[stopping]
+    given_up = next(i for i, line in enumerate(lines) if "clamd unavailable" in line)
+    assert stopping < given_up < len(lines) - 1 and lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[stopping:]
+
+
 def test_a_fatal_signal_leaves_every_threads_stack_in_the_log(tmp_path: Path, trained_db: Path, sink: Sink) -> None:
     """A daemon that dies of SIGSEGV, SIGBUS or SIGABRT says where each thread was (the
     journal would otherwise say only that it died): SIGABRT stands in for the crash."""
