@@ -19,6 +19,7 @@ from corpora import CorpusMessage
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
+from tests.servers.clamd import SilentClamd
 from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.serve import start_serve, stop_serve
 from tests.servers.smtp_client import Client
@@ -257,31 +258,15 @@ def test_sigterm_during_a_check_answers_it_and_closes_the_database_after_the_che
     """SIGTERM while a message waits on a silent clamd: the log says one message is being
     checked, the client gets 451 at the 3 s ScanBudget, and the check itself (ending at
     ClamdTimeout, 5 s) is over before the database closes and the log says it stopped."""
-    import socket
-    import threading
-
-    with socket.create_server(("127.0.0.1", 0)) as silent:
+    with SilentClamd() as clamd:
         config = tmp_path / "spamkit.toml"
         config.write_text('SmtpFilters = ["clamav", "spamscore"]\nScanBudget = 3\nClamdTimeout = 5\n'
-                          f'ClamdAddress = "127.0.0.1:{silent.getsockname()[1]}"\n')
+                          + clamd.as_config)
         process, port = start_serve(sink.port, trained_db, config)
-        replies: list[str] = []
-        sending = threading.Thread(target=lambda: replies.append(
-            swaks(port, write(tmp_path, b"Subject: hello\r\n\r\nhello\r\n"))))
-        sending.start()
-        silent.settimeout(60)
-        while True:  # (serve's start asked clamd for a PING first)
-            clamd_asked, _ = silent.accept()
-            clamd_asked.settimeout(60)
-            if clamd_asked.recv(10).startswith(b"zINSTREAM"):
-                break  # the message is now being checked
-            clamd_asked.close()
-        with clamd_asked:
-            process.send_signal(signal.SIGTERM)
-            _, log = process.communicate(timeout=60)
-            sending.join(60)
+        reply, log = clamd.sigterm_while_scanning(
+            process, lambda: swaks(port, write(tmp_path, b"Subject: hello\r\n\r\nhello\r\n")))
     assert process.returncode == 0
-    assert replies and replies[0].startswith("451"), replies
+    assert reply.startswith("451"), reply
     assert sink.messages() == []
     lines = log.decode(errors="replace").splitlines()
     stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from smtpfilter.milter import ADD_HEADER, INSERT_HEADER, HeaderEdit, assembled, fields, header_edits
+from tests.servers.clamd import SilentClamd
 from tests.servers.postfix import PostfixNextHop, start_postfix
 from tests.servers.serve import start_milter, stop_serve
 
@@ -504,30 +505,14 @@ def test_sigterm_lets_the_message_being_checked_be_answered_and_says_so(open_tmp
     one message being checked, that message still gets its answer (451 at the 3 s
     ScanBudget, so Postfix keeps nothing), and only once the check itself has ended (at
     ClamdTimeout, 5 s) does it say it stopped and exit 0."""
-    import socket
-    import threading
-
-    with socket.create_server(("127.0.0.1", 0)) as silent:
+    with SilentClamd() as clamd:
         config = open_tmp / "spamkit.toml"
         config.write_text(STRANGER.split("SmtpFilters")[0] + 'SmtpFilters = ["clamav", "spamscore"]\n'
-                          f'ScanBudget = 3\nClamdTimeout = 5\nClamdAddress = "127.0.0.1:{silent.getsockname()[1]}"\n')
+                          'ScanBudget = 3\nClamdTimeout = 5\n' + clamd.as_config)
         with milter_behind_postfix(config, trained_db) as (postfix, process):
-            replies: list[list[tuple[int, bytes]]] = []
-            sending = threading.Thread(target=lambda: replies.append(_send(postfix.port, HAM)))
-            sending.start()
-            silent.settimeout(60)
-            while True:  # (the milter's start asked clamd for a PING first)
-                clamd_asked, _ = silent.accept()
-                clamd_asked.settimeout(60)
-                if clamd_asked.recv(10).startswith(b"zINSTREAM"):
-                    break  # the message is now being checked
-                clamd_asked.close()
-            with clamd_asked:
-                process.send_signal(signal.SIGTERM)
-                _, log = process.communicate(timeout=60)
-                sending.join(60)
+            replies, log = clamd.sigterm_while_scanning(process, lambda: _send(postfix.port, HAM))
             assert process.returncode == 0
-            assert replies and replies[0][-1][0] == 451 and b"4.3.2" in replies[0][-1][1], replies
+            assert replies[-1][0] == 451 and b"4.3.2" in replies[-1][1], replies
             assert postfix.held() == []
     lines = log.decode(errors="replace").splitlines()
     stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)
