@@ -8,11 +8,11 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import installed
 from corpora.spamassassin import SpamAssassinCorpus, fold_of
 from spamkit.bayes import BayesClassifier, chi2_combine, token_probabilities
 from spamkit.cli import batch_gc
@@ -126,13 +126,15 @@ def _process_start(db: Path, message: Path) -> tuple[float, float, float]:
     so a busy moment of the host slows each of them alike."""
     env = dict(os.environ, SPAMKIT_USEBUILTINRULES="false", SPAMKIT_CONFIG="/nonexistent/spamkit.toml")
     # (the first two leave as `check` does, without the interpreter's teardown: decision 0055)
-    commands = (("-c", "import os; os._exit(0)"), ("-c", "import spamkit.cli.check, os; os._exit(0)"),
-                ("-m", "spamkit", "check", "--json", "--db", str(db), str(message)))
+    python = installed.python()
+    commands = ([python, "-c", "import os; os._exit(0)"], [python, "-c", "import spamkit.cli.check, os; os._exit(0)"],
+                [*installed.spamkit(), "check", "--json", "--db", str(db), str(message)])
     best = [float("inf")] * len(commands)
     for _ in range(_START_RUNS):
-        for index, args in enumerate(commands):
+        for index, command in enumerate(commands):
             started = time.perf_counter()
-            subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+            # (from /: `-c` puts the current directory, this checkout, first on the path)
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, cwd="/")
             best[index] = min(best[index], time.perf_counter() - started)
     bare, imported, whole = best
     return bare, imported - bare, whole

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from spamkit.metrics import Accuracy, accuracy
+from benchmarks import installed
 from benchmarks.profile import profile_stages
 from benchmarks.tools import TOOLS, Tool, ToolResult, ensure_installed
 from corpora.spamassassin import SpamAssassinCorpus
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_installed(tool_classes)
     code_at_start, commit = code_state(), commit_described()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="spamkit-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    installed.install(workdir)
     split_dir = workdir / "split"
     corpus = SpamAssassinCorpus()
     if not split_dir.exists():
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 Made by `{command.strip()}` at {commit}, on {time.strftime('%Y-%m-%d')}, {platform.machine()},
 {_cpu_name()}, Python {platform.python_version()}; every tool in the same run, one process
 per command, speed the best of {args.repeat} runs (startup included), the tools taking
-turns round by round.
+turns round by round. spamkit's commands run as `pip install .` installs it, in a virtual
+environment of the run's own (benchmarks/installed.py).
 
 Standard split of the SpamAssassin public corpus: train on folds 1-4 ({n_train} messages),
 score fold 0 ({sum(labels)} spam, {len(labels) - sum(labels)} ham). FP: ham called spam

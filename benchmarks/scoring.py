@@ -15,10 +15,10 @@ import mailbox
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import installed
 from benchmarks.tools import run_measured
 from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 
@@ -68,7 +68,7 @@ def scoring_report() -> str:
     # the second finds them compiled, as every check after the first does
     same_rules_env = dict(os.environ, SPAMKIT_USEBAYES="false", SPAMKIT_USEBUILTINRULES="false",
                           SPAMKIT_CONFIG=str(work / "none.toml"), XDG_CACHE_HOME=str(work / "cache"))
-    check = [sys.executable, "-m", "spamkit", "check", "--json", "--rules", str(DEBIAN_RULES),
+    check = [*installed.spamkit(), "check", "--json", "--rules", str(DEBIAN_RULES),
              *map(str, files)]
     first = run_measured(check, env=same_rules_env)
     ours = run_measured(check, env=same_rules_env)
@@ -76,7 +76,7 @@ def scoring_report() -> str:
         raise SystemExit("spamkit gave different results with the compiled rules cached")
     our_scores = [json.loads(line)["score"] for line in ours.stdout.splitlines()]
     builtin_env = dict(os.environ, SPAMKIT_USEBAYES="false", SPAMKIT_CONFIG=str(work / "none.toml"))
-    builtin = run_measured([sys.executable, "-m", "spamkit", "check", "--json", *map(str, files)],
+    builtin = run_measured([*installed.spamkit(), "check", "--json", *map(str, files)],
                            env=builtin_env)
     n = len(messages)
     agree = sum((a >= 5) == (b >= 5) for a, b in zip(sa_scores, our_scores))

@@ -22,13 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks import installed
 from benchmarks.training import train_on_training_folds
 from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 from spamkit.store import LmdbStore
@@ -54,7 +54,7 @@ def _as_nobody() -> list[str]:
 
 def _start_spamkit(port: int, db: Path, config: Path, env: dict[str, str],
                    processes: int = 1) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "spamkit", "spamd", "--listen", f"127.0.0.1:{port}",
+    process = subprocess.Popen([*installed.spamkit(), "spamd", "--listen", f"127.0.0.1:{port}",
                                 "--db", str(db), "--config", str(config), "--max-children", str(CLIENTS),
                                 "--processes", str(processes), *_as_nobody()],
                                stderr=subprocess.DEVNULL, env=env)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import installed
 from benchmarks.tools import run_measured
 from corpora.spamassassin import TEST_FOLD, SpamAssassinCorpus, fold_of
 
@@ -51,7 +51,7 @@ def sweep_report() -> str:
 
     local = work / "local"
     total = build(local, spam, ham, users)
-    ours = run_measured([sys.executable, "-m", "spamkit", "learn", "--maildirs", f"{local}/{{user}}/Maildir",
+    ours = run_measured([*installed.spamkit(), "learn", "--maildirs", f"{local}/{{user}}/Maildir",
                          "--db", str(work / "db-local"), "--quiet"], env=env)
     left = sum(1 for _ in local.rglob("*.bench"))
     rows.append(("spamkit learn, local Maildirs", total, ours.seconds, f"{left} left in the folders"))
@@ -98,7 +98,7 @@ def _imap(work: Path, spam: list[bytes], ham: list[bytes], users: list[str],
             total = build(instance.root / "mail", spam, ham, users)
             subprocess.run(["chown", "-R", "dovecot:dovecot", str(instance.root / "mail")], check=True)
             accounts = instance.accounts_file(work / "accounts.toml", users=tuple(users))
-            run = run_measured([sys.executable, "-m", "spamkit", "learn", "--imap-accounts", str(accounts),
+            run = run_measured([*installed.spamkit(), "learn", "--imap-accounts", str(accounts),
                                 "--db", str(work / "db-imap"), "--quiet"], env=env)
             left = sum(instance.count(u, f) for u in users for f in ("LearnAsSpam", "LearnAsHam"))
             return ("spamkit learn --imap-accounts, Dovecot on loopback", total, run.seconds,

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import installed
+
 
 @dataclass
 class Run:
@@ -99,17 +101,19 @@ class Spamkit(Tool):
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        # pip byte-compiles an installed package; an editable checkout under
-        # PYTHONDONTWRITEBYTECODE (set on these machines) would have every command
-        # compile spamkit's sources again, ~35 ms a process no installed spamkit pays.
-        import spamkit
-        import trainer
+        if installed.python() == sys.executable:
+            # (run from the checkout, not installed: benchmarks.installed) pip
+            # byte-compiles an installed package; an editable checkout under
+            # PYTHONDONTWRITEBYTECODE (set on these machines) would have every command
+            # compile spamkit's sources again, ~35 ms a process no installed spamkit pays.
+            import spamkit
+            import trainer
 
-        for package in (spamkit, trainer):
-            compileall.compile_dir(Path(package.__file__).parent, quiet=1)
+            for package in (spamkit, trainer):
+                compileall.compile_dir(Path(package.__file__).parent, quiet=1)
 
     def _command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "spamkit", *args, "--db", str(self.db / "db")]
+        return [*installed.spamkit(), *args, "--db", str(self.db / "db")]
 
     def learn(self, spam: list[Path], ham: list[Path], spam_dir: Path, ham_dir: Path) -> list[Run]:
         """`spamkit train`, the way to fill a database from a corpus (decision 0012), as
@@ -184,7 +188,7 @@ class SpamkitRedis(Spamkit):
             cls._server.wait(10)
 
     def _command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "spamkit", *args, "--db", f"redis://127.0.0.1:{self._port}/0"]
+        return [*installed.spamkit(), *args, "--db", f"redis://127.0.0.1:{self._port}/0"]
 
     def db_bytes(self) -> int:
         """What Redis reports for the database's keys (MEMORY USAGE), as `db magic` shows it."""
