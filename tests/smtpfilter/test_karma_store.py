@@ -35,10 +35,17 @@ def _address(n: int) -> str:
 
 def test_idle_addresses_are_forgotten_the_recent_kept(tmp_path: Path) -> None:
     store = KarmaStore(tmp_path / "karma", forget_days=30)
+    # (each update a day or more after the last prune starts one, on a thread of its own,
+    # at the update's time; it is waited for before the clock jumps on, as days pass
+    # between them outside a test: a prune at T0 that a loaded machine started late once
+    # found the records written at T0 + 20 days "ahead of its clock" and stamped them T0)
     store.update("192.0.2.1", 0, 1, -3, 3, now=T0)
+    assert _lmdb(store).wait_for_prune(10)
     store.update("192.0.2.3", 1, 0, -3, 3, now=T0 + 20 * DAY)
+    assert _lmdb(store).wait_for_prune(10)
     for _ in range(3):  # naughty: refused for a day after its third strike
         store.update("192.0.2.2", 0, 1, -3, 3, now=T0 + 25 * DAY)
+    assert _lmdb(store).wait_for_prune(10)
     with _lmdb(store)._begin(write=True) as txn:  # a record written before last-heard times were kept
         txn.put(b"192.0.2.4", json.dumps({"good": 2, "bad": 0, "until": 0}).encode())
 
@@ -47,10 +54,7 @@ def test_idle_addresses_are_forgotten_the_recent_kept(tmp_path: Path) -> None:
     assert store.get("192.0.2.2")["bad"] == 3 and store.get("192.0.2.3")["good"] == 1
     assert store.get("192.0.2.4")["seen"] == round(T0 + 40 * DAY)  # stamped, kept
 
-    # a day later or more, the first update starts the prune (on a thread of its own),
-    # once the prune the first updates started has ended (one runs at a time; on a fast
-    # disk it could still be running, and this update's was skipped)
-    assert _lmdb(store).wait_for_prune(10)
+    # a day later or more, the first update starts the prune (on a thread of its own)
     assert store.update("192.0.2.5", 1, 0, -3, 3, now=T0 + 71 * DAY)["good"] == 1
     assert _lmdb(store).wait_for_prune(10)
     assert [store.get(a)["good"] + store.get(a)["bad"] for a in
@@ -74,7 +78,10 @@ def test_a_full_map_forgets_idle_addresses_or_grows(tmp_path: Path, monkeypatch:
     assert all(store.get(_address(i))["bad"] == 1 for i in range(n))
 
     # fill the grown map with addresses that will be idle, then, 40 days later on a day
-    # already pruned, add as many again: the full map itself makes the room
+    # already pruned, add as many again: the full map itself makes the room (once the
+    # prune the first update started has ended: started late, it found the map full and
+    # grew it to write its mark)
+    assert _lmdb(store).wait_for_prune(10)
     filled = n
     while True:
         try:
