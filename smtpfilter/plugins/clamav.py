@@ -4,7 +4,9 @@ The message goes to clamd over its INSTREAM command, as it was received: clamd t
 the MIME apart and looks into archives itself. A virus found refuses the message (552,
 as qpsmtpd's clamdscan); a clamd that cannot answer defers it (451) unless
 ClamavWhenDown says to let it through, since a scanner that is down for an hour should
-not let an hour of viruses in.
+not let an hour of viruses in. The wait for clamd ends at ClamdTimeout or at the DATA
+checks' deadline, whichever comes first: a clamd that hangs is then "down" in time for
+ClamavWhenDown to decide, and for the score to run, before ScanBudget's 451.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.headers import without_fields
@@ -35,7 +38,9 @@ class ClamdRefused(Exception):
 
 class ClamdClient:
     """clamd's socket: a path (its LocalSocket, Debian's /run/clamav/clamd.ctl) or
-    HOST:PORT (its TCPSocket). One connection a scan, as clamdscan does."""
+    HOST:PORT (its TCPSocket). One connection a scan, as clamdscan does. `timeout` bounds
+    a whole exchange (connect, send, answer), not each read: a clamd that answers a byte
+    at a time is not waited for longer."""
 
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
@@ -49,9 +54,11 @@ class ClamdClient:
         except (ClamdUnavailable, ClamdRefused):
             return False
 
-    def scan(self, data: bytes) -> str | None:
-        """The name of the virus clamd finds in `data`, or None when it finds none."""
-        reply = self._ask(b"zINSTREAM\0", data)
+    def scan(self, data: bytes, deadline: float | None = None) -> str | None:
+        """The name of the virus clamd finds in `data`, or None when it finds none; given
+        up (ClamdUnavailable) at `deadline` (time.monotonic()) if that comes before the
+        timeout."""
+        reply = self._ask(b"zINSTREAM\0", data, deadline)
         if reply.startswith("stream: ") and reply.endswith(" FOUND"):
             return reply[len("stream: "):-len(" FOUND")]
         if reply == "stream: OK":
@@ -60,38 +67,50 @@ class ClamdClient:
             raise ClamdRefused(reply)
         raise ClamdUnavailable(f"unexpected answer {reply[:80]!r}")
 
-    def _ask(self, command: bytes, stream: bytes | None = None) -> str:
+    def _ask(self, command: bytes, stream: bytes | None = None, deadline: float | None = None) -> str:
         """clamd's answer to `command`, after `stream` (INSTREAM's data) if there is one."""
         family = socket.AF_UNIX if self.unix else socket.AF_INET6 if ":" in self.endpoint[0] else socket.AF_INET
+        ends = time.monotonic() + self.timeout
+        cut_short = deadline is not None and deadline < ends
+        if deadline is not None:
+            ends = min(ends, deadline)
         try:
             with socket.socket(family, socket.SOCK_STREAM) as connection:
-                connection.settimeout(self.timeout)
+                _time_left(connection, ends)
                 connection.connect(self.endpoint)
+                _time_left(connection, ends)
                 connection.sendall(command)
                 try:
                     if stream is not None:
-                        self._send_stream(connection, stream)
+                        self._send_stream(connection, stream, ends)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # clamd stops reading past StreamMaxLength, and says so: read it
-                return self._reply(connection)
-        except OSError as error:  # refused, no such socket, timed out
+                return self._reply(connection, ends)
+        except TimeoutError:
+            why = "no verdict by the DATA checks' deadline (within ScanBudget)" if cut_short else \
+                f"no verdict within ClamdTimeout ({self.timeout:g} s): timed out"
+            raise ClamdUnavailable(f"{self.address}: {why}") from None
+        except OSError as error:  # refused, no such socket
             raise ClamdUnavailable(f"{self.address}: {error.strerror or error}") from None
 
     @staticmethod
-    def _send_stream(connection: socket.socket, data: bytes) -> None:
+    def _send_stream(connection: socket.socket, data: bytes, ends: float) -> None:
         """INSTREAM's framing: chunks each after its length (4 bytes, big-endian), then a
         length of 0. Sent from a view of the message, not copies of it."""
         view = memoryview(data)
         for at in range(0, len(data), CHUNK_BYTES):
             chunk = view[at:at + CHUNK_BYTES]
+            _time_left(connection, ends)
             connection.sendall(struct.pack(">I", len(chunk)))
             connection.sendall(chunk)
+        _time_left(connection, ends)
         connection.sendall(struct.pack(">I", 0))
 
     @staticmethod
-    def _reply(connection: socket.socket) -> str:
+    def _reply(connection: socket.socket, ends: float) -> str:
         reply = b""
         while not reply.endswith(b"\0") and len(reply) < REPLY_BYTES:
+            _time_left(connection, ends)
             piece = connection.recv(REPLY_BYTES)
             if not piece:
                 break
@@ -99,6 +118,14 @@ class ClamdClient:
         if not reply.endswith(b"\0"):
             raise ClamdUnavailable("no complete answer")
         return reply[:-1].decode("utf-8", "replace").strip()
+
+
+def _time_left(connection: socket.socket, ends: float) -> None:
+    """The socket's timeout set to what is left until `ends`; TimeoutError if nothing is."""
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    connection.settimeout(left)
 
 
 class Clamav(Filter):
@@ -128,7 +155,7 @@ class Clamav(Filter):
         """None when clamd found no virus; else CONTINUE for mail let through unscanned, or
         the refusal or deferral."""
         try:
-            found = self.client.scan(tx.data)
+            found = self.client.scan(tx.data, tx.deadline)
         except ClamdRefused as why:  # not scanned, by clamd's own limits: qpsmtpd lets it by
             log.warning("clamd did not scan a message (%s); it passes unscanned", why)
             UNCHECKED.count(self.name, "refused")

@@ -89,7 +89,7 @@ def milter(listen: str, socket_path: str | None, socket_mode: str, autolearn: bo
             click.echo(f"spamkit milter: listening on {socket_path or listen}"
                        f"{f', running as {account.pw_name}' if account is not None else ''}", err=True)
             # (returns once the checks still running have ended too: one answered 451 at
-            # ScanBudget goes on until its own filter's timeout, ClamdTimeout say)
+            # ScanBudget goes on until its own filter's timeout, PyzorTimeout say)
             asyncio.run(_serve(handler, listening, scanner, config_path, database, autolearn, hangup))
         finally:
             stop_listening(listening, socket_path)

@@ -395,7 +395,7 @@ def serve(listen: str, listen_tls: str | None, listen_submission: str | None, ne
             log.warning("%d message(s) still unanswered after %g s: their sessions are closed "
                         "without a reply, and their clients will retry", handler.in_flight, SHUTDOWN_WAIT)
         # a check answered 451 at ScanBudget goes on until its own filter's timeout
-        # (ClamdTimeout, say): the database it reads closes after it has ended
+        # (PyzorTimeout, say): the database it reads closes after it has ended
         workers.shutdown(wait=True)
     finally:
         database.close()

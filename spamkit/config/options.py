@@ -297,7 +297,8 @@ OPTIONS: tuple[Option, ...] = (
            "its LocalSocket (Debian's default path) or HOST:PORT of its TCPSocket.", group="smtp",
            value_problem=socket_problem),
     Option("ClamdTimeout", float, 20.0, "Seconds the clamav filter waits for clamd's verdict on "
-           "one message (within ScanBudget).", minimum=1, maximum=90, group="smtp"),
+           "one message, the whole exchange; the wait ends sooner at the DATA checks' deadline "
+           "(0.9 of ScanBudget).", minimum=1, maximum=90, group="smtp"),
     Option("ClamavWhenDown", str, "tempfail", "What the clamav filter does with a message when "
            "clamd cannot be reached or does not answer in time: tempfail answers 451 and the "
            "client tries again later (as clamav-milter's default); accept lets it through "

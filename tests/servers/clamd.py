@@ -14,10 +14,9 @@ import hashlib
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from tests.servers.net import free_port, wait_for_port
 
@@ -25,7 +24,6 @@ from tests.servers.net import free_port, wait_for_port
 # virus; joined at run time, so that a scanner on a developer's machine leaves this file alone
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 SIGNATURE = "Spamkit.Test.EICAR"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,15 +62,19 @@ def start_clamd(directory: Path, stream_max: str = "25M") -> Iterator[Clamd]:
 
 class SilentClamd:
     """A clamd that takes connections and never answers: a DATA check that asks it waits
-    until ClamdTimeout. `as_config` names it for the clamav filter."""
+    until ClamdTimeout or the checks' deadline. `as_config` names it for the clamav filter."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(60)
 
     @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    @property
     def as_config(self) -> str:
-        return f'ClamdAddress = "127.0.0.1:{self.listener.getsockname()[1]}"\n'
+        return f'ClamdAddress = "{self.address}"\n'
 
     def asked_to_scan(self) -> socket.socket:
         """The connection of the first message sent to be scanned (INSTREAM), once it has
@@ -83,23 +85,6 @@ class SilentClamd:
             if connection.recv(10).startswith(b"zINSTREAM"):
                 return connection
             connection.close()
-
-    def sigterm_while_scanning(self, process: subprocess.Popen[bytes], send: Callable[[], T]) -> tuple[T, bytes]:
-        """Run `send` (a message to the daemon `process`, whose clamav filter asks this
-        clamd) on a thread; once the message is being scanned, stop the daemon with SIGTERM.
-        (What `send` returned, what the daemon wrote to stderr), once both have ended."""
-        import signal
-        import threading
-
-        sent: list[T] = []
-        sending = threading.Thread(target=lambda: sent.append(send()))
-        sending.start()
-        with self.asked_to_scan():
-            process.send_signal(signal.SIGTERM)
-            _, log = process.communicate(timeout=60)
-            sending.join(60)
-        assert sent, "the message's sending did not end"
-        return sent[0], log
 
     def __enter__(self) -> SilentClamd:
         return self

@@ -37,6 +37,32 @@ class Pyzord:
             assert done.returncode == 0 and b"(200, 'OK')" in done.stdout, (done.stdout, done.stderr)
 
 
+class SilentPyzorServer:
+    """A Pyzor server that takes requests and never answers (over UDP nothing tells the
+    client it is gone): the pyzor filter waits PyzorTimeout for it, a wait the DATA checks'
+    deadline does not cut, so with PyzorTimeout past ScanBudget a check that asks it
+    outlives its budget. `as_config` names it for the filter."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(60)
+
+    @property
+    def as_config(self) -> str:
+        return f'PyzorServers = ["127.0.0.1:{self.socket.getsockname()[1]}"]\n'
+
+    def asked(self) -> None:
+        """Once a request has come (the message is being checked)."""
+        self.socket.recvfrom(65536)
+
+    def __enter__(self) -> SilentPyzorServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.socket.close()
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -6,9 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tests.servers.net import free_port, wait_for_port
+
+T = TypeVar("T")
 
 
 def start_serve(next_hop_port: int, db: Path | str, config: Path, *options: str, wait: bool = True,
@@ -79,3 +84,19 @@ def start_milter(db: Path | str, config: Path, *options: str,
         process.wait(10)
         raise
     return process, port
+
+
+def sigterm_while_waiting(process: subprocess.Popen[bytes], send: Callable[[], T],
+                          asked: Callable[[], object]) -> tuple[T, bytes]:
+    """Run `send` (a message to the daemon `process`) on a thread; once `asked` returns
+    (a silent server has its request: the message is being checked), stop the daemon with
+    SIGTERM. (What `send` returned, what the daemon wrote to stderr), once both have ended."""
+    sent: list[T] = []
+    sending = threading.Thread(target=lambda: sent.append(send()))
+    sending.start()
+    asked()
+    process.send_signal(signal.SIGTERM)
+    _, log = process.communicate(timeout=60)
+    sending.join(60)
+    assert sent, "the message's sending did not end"
+    return sent[0], log

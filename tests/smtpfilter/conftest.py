@@ -117,7 +117,8 @@ def filter_server(sink: Sink, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
         port = free_port()
         handler = FilterHandler(FilterChain(build_filters(config, scanner, False)), ("127.0.0.1", sink.port),
                                 forwarders=tuple(config["RelayClients"]),
-                                verify_recipients=config["SmtpVerifyRecipients"])
+                                verify_recipients=config["SmtpVerifyRecipients"],
+                                scan_budget=config["ScanBudget"])
         controller = LimitedController(handler, SessionLimits(), hostname="127.0.0.1", port=port)
         controller.start()
         controllers.append(controller)

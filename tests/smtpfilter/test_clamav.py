@@ -4,11 +4,14 @@ refused, clean mail relayed, and a clamd that is down, stalled or refusing to sc
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ import pytest
 from smtpfilter.filter import Action, Transaction
 from smtpfilter.metrics import UNCHECKED
 from smtpfilter.plugins.clamav import Clamav, ClamdClient, ClamdRefused, ClamdUnavailable
-from tests.servers.clamd import EICAR, SIGNATURE, Clamd, start_clamd
+from tests.servers.clamd import EICAR, SIGNATURE, Clamd, SilentClamd, start_clamd
 from tests.servers.smtp_sink import Sink, free_port
 from tests.smtpfilter.conftest import PLAIN
 
@@ -131,6 +134,61 @@ def test_a_clamd_that_never_answers_is_waited_for_only_its_timeout() -> None:
             client.scan(PLAIN)
         assert 1.4 < time.monotonic() - started < 10
         assert not client.ping()
+
+
+def test_a_clamd_that_never_answers_is_given_up_at_the_checks_deadline() -> None:
+    """ClamdTimeout (30 s) past the DATA checks' deadline (1 s on): the deadline ends it."""
+    with SilentClamd() as clamd:
+        client = ClamdClient(clamd.address, timeout=30)
+        started = time.monotonic()
+        with pytest.raises(ClamdUnavailable, match="no verdict by the DATA checks' deadline"):
+            client.scan(PLAIN, deadline=started + 1)
+        assert 0.9 < time.monotonic() - started < 10
+
+
+def test_a_clamd_that_answers_a_byte_at_a_time_is_waited_for_only_its_timeout() -> None:
+    """ClamdTimeout bounds the whole exchange: it once bounded each read, and a clamd
+    that sent its 11-byte verdict a byte every 0.4 s was waited for 4.4 s of a 1.5 s timeout."""
+    def drip(listener: socket.socket) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(30)
+            while not connection.recv(1 << 16).endswith(struct.pack(">I", 0)):
+                pass
+            with contextlib.suppress(OSError):  # (the client hangs up on it)
+                for byte in b"stream: OK\0":
+                    connection.sendall(bytes([byte]))
+                    time.sleep(0.4)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=drip, args=(listener,), daemon=True).start()
+        client = ClamdClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(ClamdUnavailable, match=r"within ClamdTimeout \(1.5 s\): timed out"):
+            client.scan(PLAIN)
+        assert time.monotonic() - started < 3
+
+
+def test_a_clamd_that_hangs_is_down_at_the_deadline_in_time_for_clamavwhendown(
+        filter_server, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """ClamdTimeout at or past ScanBudget: the clamav filter once waited past the budget,
+    so the client heard ScanBudget's 451 4.3.2 and ClamavWhenDown = "accept" never applied
+    to a clamd that hangs. Now the scan ends at the DATA checks' deadline (0.9 of the 2 s
+    budget): "accept" relays the message unscanned, counted; the default defers it with
+    the scanner's own 451."""
+    with SilentClamd() as clamd:
+        budget = f"ScanBudget = 2\nClamdTimeout = 30\n{clamd.as_config}"
+        before = UNCHECKED.counts().get(("clamav", "down"), 0)
+        let_through = filter_server(f'SmtpFilters = ["clamav"]\n{budget}ClamavWhenDown = "accept"\n')
+        with caplog.at_level(logging.ERROR, logger="spamkit.smtpfilter"):
+            assert let_through(PLAIN).startswith("250")
+        assert "no verdict by the DATA checks' deadline" in caplog.text
+        assert UNCHECKED.counts()[("clamav", "down")] == before + 1
+        [relayed] = sink.messages()
+        assert b"X-Virus-Checked" not in relayed
+        deferred = filter_server(f'SmtpFilters = ["clamav"]\n{budget}')
+        assert deferred(PLAIN) == "451 4.3.0 Virus scanner unavailable, try again later"
+        assert len(sink.messages()) == 1
 
 
 def test_mail_over_clamds_stream_limit_passes_unscanned(tmp_path: Path) -> None:

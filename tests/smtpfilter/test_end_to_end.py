@@ -19,12 +19,13 @@ from corpora import CorpusMessage
 from smtpfilter.chain import FilterChain
 from smtpfilter.filter import Filter, Transaction
 from smtpfilter.server import FilterHandler
-from tests.servers.clamd import SilentClamd
 from tests.servers.postfix import PostfixNextHop, start_postfix
-from tests.servers.serve import start_serve, stop_serve
+from tests.servers.pyzord import SilentPyzorServer
+from tests.servers.serve import sigterm_while_waiting, start_serve, stop_serve
 from tests.servers.smtp_client import Client
 from tests.servers.smtp_sink import Sink, free_port
 from tests.servers.swaks import swaks
+from tests.smtpfilter.conftest import STRANGER
 
 
 @pytest.fixture
@@ -255,23 +256,23 @@ def test_sigterm_answers_idle_sessions_421_and_exits_0(tmp_path: Path, trained_d
 
 def test_sigterm_during_a_check_answers_it_and_closes_the_database_after_the_check_ends(
         tmp_path: Path, trained_db: Path, sink: Sink) -> None:
-    """SIGTERM while a message waits on a silent clamd: the log says one message is being
-    checked, the client gets 451 at the 3 s ScanBudget, and the check itself (ending at
-    ClamdTimeout, 5 s) is over before the database closes and the log says it stopped."""
-    with SilentClamd() as clamd:
+    """SIGTERM while a message waits on a silent Pyzor server: the log says one message is
+    being checked, the client gets 451 at the 3 s ScanBudget, and the check itself (ending
+    at PyzorTimeout, 5 s) is over before the database closes and the log says it stopped."""
+    with SilentPyzorServer() as pyzor:
         config = tmp_path / "spamkit.toml"
-        config.write_text('SmtpFilters = ["clamav", "spamscore"]\nScanBudget = 3\nClamdTimeout = 5\n'
-                          + clamd.as_config)
+        config.write_text(STRANGER + 'SmtpFilters = ["pyzor", "spamscore"]\nScanBudget = 3\nPyzorTimeout = 5\n'
+                          + pyzor.as_config)
         process, port = start_serve(sink.port, trained_db, config)
-        reply, log = clamd.sigterm_while_scanning(
-            process, lambda: swaks(port, write(tmp_path, b"Subject: hello\r\n\r\nhello\r\n")))
+        reply, log = sigterm_while_waiting(
+            process, lambda: swaks(port, write(tmp_path, b"Subject: hello\r\n\r\nhello\r\n")), pyzor.asked)
     assert process.returncode == 0
-    assert reply.startswith("451"), reply
+    assert reply.startswith("451 4.3.2"), reply
     assert sink.messages() == []
     lines = log.decode(errors="replace").splitlines()
     stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)
     assert "; 1 message(s) being checked or relayed get up to 30 s" in lines[stopping], lines[stopping]
-    given_up = next(i for i, line in enumerate(lines) if "clamd unavailable" in line)
+    given_up = next(i for i, line in enumerate(lines) if "did not answer" in line and "pyzor server" in line)
     assert stopping < given_up < len(lines) - 1 and lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[stopping:]
 
 

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from corpora import CorpusMessage
 from smtpfilter.milter import ADD_HEADER, INSERT_HEADER, HeaderEdit, assembled, fields, header_edits
-from tests.servers.clamd import SilentClamd
 from tests.servers.postfix import PostfixNextHop, start_postfix
-from tests.servers.serve import start_milter, stop_serve
+from tests.servers.pyzord import SilentPyzorServer
+from tests.servers.serve import sigterm_while_waiting, start_milter, stop_serve
 
 HAM = (b"From: a@example.org\r\nTo: b@example.org\r\nDate: Tue, 25 Nov 2026 08:00:00 +0000\r\n"
        b"Message-ID: <minutes-1@example.org>\r\nSubject: minutes\r\n"
@@ -476,16 +476,14 @@ def test_a_login_postfix_names_is_one_of_ours(bare_milter: tuple[int, subprocess
 
 
 def test_checks_over_the_scan_budget_answer_451_and_the_milter_goes_on(open_tmp: Path, trained_db: Path) -> None:
-    """A clamd that takes the connection and never answers holds the DATA checks past
-    ScanBudget (1 s here, ClamdTimeout 4 s): the milter answers 451 at 1 s, Postfix keeps
-    nothing, and the next message, the clamav filter dropped by a reload, goes through."""
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # (connections wait in its backlog)
+    """A Pyzor server that never answers holds the DATA checks past ScanBudget (1 s here,
+    PyzorTimeout 4 s): the milter answers 451 at 1 s, Postfix keeps nothing, and the next
+    message, the pyzor filter dropped by a reload, goes through."""
+    with SilentPyzorServer() as pyzor:
         config = open_tmp / "spamkit.toml"
-        chain = 'SmtpFilters = ["clamav", "spamscore"]\n'
-        config.write_text(STRANGER.split("SmtpFilters")[0] + chain + "ScanBudget = 1\nClamdTimeout = 4\n"
-                          f'ClamdAddress = "127.0.0.1:{silent.getsockname()[1]}"\n')
+        chain = 'SmtpFilters = ["pyzor", "spamscore"]\n'
+        config.write_text(STRANGER.split("SmtpFilters")[0] + chain + "ScanBudget = 1\nPyzorTimeout = 4\n"
+                          + pyzor.as_config)
         with milter_behind_postfix(config, trained_db) as (postfix, process):
             started = time.monotonic()
             late = _send(postfix.port, HAM)
@@ -501,16 +499,16 @@ def test_checks_over_the_scan_budget_answer_451_and_the_milter_goes_on(open_tmp:
 
 
 def test_sigterm_lets_the_message_being_checked_be_answered_and_says_so(open_tmp: Path, trained_db: Path) -> None:
-    """SIGTERM while a message waits on a silent clamd: the milter's log says it stops with
-    one message being checked, that message still gets its answer (451 at the 3 s
-    ScanBudget, so Postfix keeps nothing), and only once the check itself has ended (at
-    ClamdTimeout, 5 s) does it say it stopped and exit 0."""
-    with SilentClamd() as clamd:
+    """SIGTERM while a message waits on a silent Pyzor server: the milter's log says it
+    stops with one message being checked, that message still gets its answer (451 at the
+    3 s ScanBudget, so Postfix keeps nothing), and only once the check itself has ended
+    (at PyzorTimeout, 5 s) does it say it stopped and exit 0."""
+    with SilentPyzorServer() as pyzor:
         config = open_tmp / "spamkit.toml"
-        config.write_text(STRANGER.split("SmtpFilters")[0] + 'SmtpFilters = ["clamav", "spamscore"]\n'
-                          'ScanBudget = 3\nClamdTimeout = 5\n' + clamd.as_config)
+        config.write_text(STRANGER.split("SmtpFilters")[0] + 'SmtpFilters = ["pyzor", "spamscore"]\n'
+                          'ScanBudget = 3\nPyzorTimeout = 5\n' + pyzor.as_config)
         with milter_behind_postfix(config, trained_db) as (postfix, process):
-            replies, log = clamd.sigterm_while_scanning(process, lambda: _send(postfix.port, HAM))
+            replies, log = sigterm_while_waiting(process, lambda: _send(postfix.port, HAM), pyzor.asked)
             assert process.returncode == 0
             assert replies[-1][0] == 451 and b"4.3.2" in replies[-1][1], replies
             assert postfix.held() == []
@@ -518,7 +516,7 @@ def test_sigterm_lets_the_message_being_checked_be_answered_and_says_so(open_tmp
     stopping = next(i for i, line in enumerate(lines) if "SIGTERM: stopping." in line)
     assert "1 message(s) being checked get up to 30 s to be answered" in lines[stopping], lines[stopping]
     answered = next(i for i, line in enumerate(lines) if "took over 3s; answered 451" in line)
-    given_up = next(i for i, line in enumerate(lines) if "clamd unavailable" in line)
+    given_up = next(i for i, line in enumerate(lines) if "did not answer" in line and "pyzor server" in line)
     assert stopping < answered < given_up < len(lines) - 1, lines[stopping:]
     assert lines[-1].endswith(" spamkit.smtpfilter stopped"), lines[stopping:]
 
