@@ -37,7 +37,7 @@ class Dkim(Filter):
     def data(self, tx: Transaction) -> Decision:
         if self.local.holds(tx):
             return CONTINUE
-        results, identities = verify_with_identities(tx.data, KeyLookup(self.dns))  # (one a message)
+        results, identities = verify_with_identities(tx.data, KeyLookup(self.dns, tx.deadline))  # (one a message)
         tx.notes["dkim"] = results  # [(result, domain, selector)] for dmarc
         tx.notes["dkim_identities"] = identities  # for the welcomelists (spamscore's Verified)
         lines = [f"dkim={result}" + (f" header.d={authres.clean(domain, 100)} "
@@ -108,16 +108,18 @@ def _text(value: object) -> str:
 class KeyLookup:
     """dkimpy's dnsfunc(name, timeout) on our resolver: the key record's text, or None.
     It remembers what the last lookup found, since dkimpy answers False alike for a
-    signature that does not match, a key that is missing and a lookup that failed."""
+    signature that does not match, a key that is missing and a lookup that failed. Past
+    `deadline` (the DATA checks'), a lookup fails at once: temperror."""
 
-    def __init__(self, dns_client: DnsClient) -> None:
+    def __init__(self, dns_client: DnsClient, deadline: float | None = None) -> None:
         self.dns = dns_client
+        self.deadline = deadline
         self.outcome: Outcome | None = None
         self.unusable = False
 
     def __call__(self, name: bytes | str, timeout: float = 5) -> bytes | None:
         text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
-        answer = self.dns.lookup(text.rstrip("."), "TXT")
+        answer = self.dns.lookup(text.rstrip("."), "TXT", self.deadline)
         self.outcome = answer.outcome
         record = answer.texts[0] if answer.texts else None
         self.unusable = record is not None and not _looks_like_key(record)

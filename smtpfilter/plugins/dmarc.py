@@ -94,7 +94,7 @@ class Dmarc(Filter):
         none (no policy), temperror or permerror (no single author domain)."""
         if author is None:
             return "permerror", None, "none"
-        looked_up = self.policy(author)
+        looked_up = self.policy(author, tx.deadline)
         if looked_up == "temperror":
             return "temperror", None, "none"
         if not isinstance(looked_up, Policy):
@@ -108,19 +108,19 @@ class Dmarc(Filter):
             disposition = {"reject": "quarantine", "quarantine": "none"}.get(disposition, "none")
         return "fail", policy, disposition
 
-    def policy(self, author: str) -> Policy | str | None:
-        return find_policy(self.dns, author)
+    def policy(self, author: str, deadline: float | None = None) -> Policy | str | None:
+        return find_policy(self.dns, author, deadline)
 
 
-def find_policy(dns_client: DnsClient, author: str) -> Policy | str | None:
+def find_policy(dns_client: DnsClient, author: str, deadline: float | None = None) -> Policy | str | None:
     """The record at _dmarc.<author>, else at its organizational domain; None when there
-    is none, "temperror" when DNS failed."""
+    is none, "temperror" when DNS failed (or `deadline` passed)."""
     candidates = [author]
     organizational = organizational_domain(author)
     if organizational != author:
         candidates.append(organizational)
     for domain in candidates:
-        answer = dns_client.lookup(f"_dmarc.{domain}", "TXT")
+        answer = dns_client.lookup(f"_dmarc.{domain}", "TXT", deadline)
         if answer.outcome is Outcome.FAILED:
             return "temperror"
         records = [text for text in answer.texts if text.startswith(b"v=DMARC1")]

@@ -23,7 +23,7 @@ import dns.exception
 import dns.resolver
 import spf as pyspf
 
-from smtpfilter.dns import DnsClient
+from smtpfilter.dns import DnsClient, time_left
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
 from smtpfilter.plugins.authres import clean, without_ours
 from smtpfilter.plugins.dmarc import author_domain, find_policy
@@ -61,10 +61,10 @@ class Spf(Filter):
         helo = tx.helo.strip().rstrip(".")
         # the HELO identity is checked when it is a domain name (not an address literal)
         helo_is_name = "." in helo and not helo.startswith("[") and not is_ip_address(helo)
-        helo_result = self._check(tx.peer, f"postmaster@{helo}", helo) if helo_is_name else None
+        helo_result = self._check(tx.peer, f"postmaster@{helo}", helo, tx.deadline) if helo_is_name else None
         sender = tx.mail_from.strip("<>")
         if sender:
-            mail_result = self._check(tx.peer, sender, helo)
+            mail_result = self._check(tx.peer, sender, helo, tx.deadline)
         else:  # a bounce: RFC 7208 2.4 checks postmaster@ the HELO name instead
             mail_result = helo_result or ("none", "no sender and no HELO domain to check")
         headers = self._header(mail_result, "mailfrom", tx, sender or f"postmaster@{helo}")
@@ -87,7 +87,7 @@ class Spf(Filter):
             return CONTINUE
         author = author_domain(tx.data)
         if author is not None:
-            policy = find_policy(self.dns, author)
+            policy = find_policy(self.dns, author, tx.deadline)
             if policy is not None:  # a policy (DMARC decides), or DNS failed: cannot tell
                 return CONTINUE
         domain = clean(str(tx.notes["spf_domain"]), 100)
@@ -97,11 +97,15 @@ class Spf(Filter):
         return reject(self.name, f"550 5.7.23 SPF {result} for {domain}, and its author domain "
                                  "publishes no DMARC policy")
 
-    def _check(self, client: str, sender: str, helo: str) -> tuple[str, str]:
-        """(result, explanation); never raises: a fault in the check is a temperror."""
+    def _check(self, client: str, sender: str, helo: str, deadline: float | None = None) -> tuple[str, str]:
+        """(result, explanation); never raises: a fault in the check is a temperror, as is
+        one that `deadline` (the DATA checks') cuts short."""
+        seconds = time_left(self.timeout, deadline)
+        if seconds <= 0:
+            return "temperror", "not checked: the DATA checks' deadline had passed"
         try:
             result, _code, explanation = pyspf.query(
-                i=client, s=sender, h=helo, timeout=self.timeout, querytime=self.timeout).check()
+                i=client, s=sender, h=helo, timeout=seconds, querytime=seconds).check()
         except Exception as error:  # pyspf on input it did not expect: pass the mail on
             log.exception("SPF check of %s from %s failed", sender, client)
             return "temperror", f"check failed: {type(error).__name__}"
@@ -124,10 +128,8 @@ def _lookup_through(dns_client: DnsClient) -> Callable[..., list[tuple[tuple[str
 
     def lookup(name: str, qtype: str, strict: bool = True,
                timeout: float = 20) -> list[tuple[tuple[str, str], Any]]:
-        resolver = dns_client.current()
         try:
-            answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False,
-                                      lifetime=min(timeout, resolver.lifetime))
+            answer = dns_client.resolve(name, qtype, min(timeout, dns_client.timeout))
         except dns.resolver.NXDOMAIN:
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers, OSError) as error:

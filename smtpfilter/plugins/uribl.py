@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from smtpfilter.dns import DnsClient, Outcome
+from smtpfilter.dns import DnsClient, Outcome, time_left
 from smtpfilter.dnslists import ListHealth, zones
 from smtpfilter.domains import organizational_domain
 from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
@@ -150,7 +150,7 @@ class Uribl(Filter):
         if message is None:
             message = parse_message(tx.data, self.limits)
             tx.notes["parsed"] = (tx.data, message)  # spamscore scores this parse
-        found = self.listings(link_names(message, self.skip))
+        found = self.listings(link_names(message, self.skip), tx.deadline)
         if not found:
             return CONTINUE
         tx.notes["uribl"] = "; ".join(listing.describe() for listing in found)
@@ -167,22 +167,24 @@ class Uribl(Filter):
             tx.data = headers + tx.data
         return CONTINUE
 
-    def listings(self, names: list[str]) -> list[Listing]:
+    def listings(self, names: list[str], deadline: float | None = None) -> list[Listing]:
         """Every (name, zone) that lists, each name and zone asked once, LOOKUP_THREADS at
         a time. Once a zone's lookup fails, its lookups not yet sent are dropped, and none
         is sent later than one DnsTimeout after the first: a dead list or resolver costs a
-        message about one DnsTimeout, not one per domain."""
+        message about one DnsTimeout, not one per domain; none is sent, nor waited for,
+        past `deadline` (the DATA checks')."""
         failed: set[str] = set()
-        send_by = time.monotonic() + self.dns.timeout
+        send_by = time.monotonic() + time_left(self.dns.timeout, deadline)
         queries = [(name, zone) for name in names for zone in self.zones]
         answers = list(self._pool.map(
-            lambda query: self._ask(query[0], query[1], failed, send_by), queries))
+            lambda query: self._ask(query[0], query[1], failed, send_by, deadline), queries))
         return [found for found in answers if found is not None]
 
-    def _ask(self, name: str, zone: UriZone, failed: set[str], send_by: float) -> Listing | None:
+    def _ask(self, name: str, zone: UriZone, failed: set[str], send_by: float,
+             deadline: float | None) -> Listing | None:
         if zone.zone in failed or time.monotonic() > send_by:
             return None
-        answer = self.dns.lookup(f"{name}.{zone.zone}", "A")
+        answer = self.dns.lookup(f"{name}.{zone.zone}", "A", deadline)
         if answer.outcome is Outcome.FAILED:
             failed.add(zone.zone)
         record = self.health.listed(zone.zone, name, answer, zone.answers)

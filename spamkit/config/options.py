@@ -484,7 +484,8 @@ OPTIONS: tuple[Option, ...] = (
            "(empty: those of /etc/resolv.conf, read again when it changes). DNSBLs refuse queries from large public "
            "resolvers: use this server's own.", group="smtp"),
     Option("DnsTimeout", float, 5.0, "Seconds a DNS filter waits for one lookup; a list that "
-           "does not answer in time lets the mail through.", minimum=0.1, maximum=30,
+           "does not answer in time lets the mail through. In the DATA checks (spf, dkim, dmarc, "
+           "uribl) no lookup waits past their deadline (0.9 of ScanBudget).", minimum=0.1, maximum=30,
            group="smtp"),
     Option("PyzorServers", list, ["public.pyzor.org:24441"], "pyzor: the Pyzor servers asked "
            "about each message, in turn until one answers (HOST[:PORT], port 24441 if none).",

@@ -5,6 +5,7 @@ reading the Authentication-Results header they write."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import gzip
@@ -14,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from xml.etree import ElementTree
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpfilter.dns import DnsClient
+from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.plugins import authres, machine_name
 from smtpfilter import domains as domains_module
 from smtpfilter.plugins.dkim import KeyLookup, verify
@@ -289,6 +291,44 @@ def test_any_bytes_give_a_result_and_never_an_exception(data: bytes) -> None:
 
 
 _UNANSWERED = DnsClient([dead_server()], timeout=0.05)
+
+
+@contextlib.contextmanager
+def silent_resolver() -> Iterator[str]:
+    """A resolver's address that takes queries and never answers: DNS down, as a firewall
+    that drops the packets, or a resolver that hangs, leaves it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as resolver:
+        resolver.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{resolver.getsockname()[1]}"
+
+
+def test_a_lookup_ends_at_the_deadline_it_is_given() -> None:
+    with silent_resolver() as address:
+        client = DnsClient([address], timeout=30)
+        started = time.monotonic()
+        answer = client.lookup("sel._domainkey.example.com", "TXT", deadline=started + 1)
+        assert answer.outcome is Outcome.FAILED and 0.9 < time.monotonic() - started < 10
+        passed = client.lookup("_dmarc.example.com", "TXT", deadline=time.monotonic() - 1)
+        assert passed.outcome is Outcome.FAILED and "deadline has passed" in passed.error
+
+
+def test_dns_down_costs_a_message_no_more_than_the_checks_deadline(  # type: ignore[no-untyped-def]
+        filter_server, sink: Sink, key: tuple[bytes, str]) -> None:
+    """DnsTimeout 30 s and ScanBudget 10 s, the resolver silent: SPF, the DKIM key and the
+    DMARC policy each waited up to DnsTimeout, so every message got ScanBudget's 451 4.3.2
+    while DNS was down. Their lookups now end at the DATA checks' deadline (9 s, give or
+    take dnspython's 0.1 s pause between tries), and the message is relayed with each
+    result temperror, scored."""
+    with silent_resolver() as address:
+        send = filter_server(STRANGER + 'SmtpFilters = ["spf", "dkim", "dmarc", "spamscore"]\n'
+                             f'ScanBudget = 10\nDnsTimeout = 30\nDnsServers = ["{address}"]\n')
+        reply = send(signed(message("a@example.com"), key), sender="a@example.com")
+    assert reply.startswith("250"), reply
+    [relayed] = sink.messages()
+    assert relayed.startswith(b"X-Spam-") or b"\nX-Spam-Status: " in relayed
+    assert b"Received-SPF: temperror" in relayed
+    results = b" ".join(authentication_results(relayed))
+    assert b"dkim=temperror" in results and b"dmarc=temperror" in results, results
 
 
 def test_aggregate_reports_are_recorded_and_mailed(filter_server, sink: Sink, dns: DnsServer,  # type: ignore[no-untyped-def]
