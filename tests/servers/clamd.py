@@ -76,16 +76,6 @@ class SilentClamd:
     def as_config(self) -> str:
         return f'ClamdAddress = "{self.address}"\n'
 
-    def asked_to_scan(self) -> socket.socket:
-        """The connection of the first message sent to be scanned (INSTREAM), once it has
-        come: the PINGs a start sends are passed over. It is the caller's to close."""
-        while True:
-            connection, _ = self.listener.accept()
-            connection.settimeout(60)
-            if connection.recv(10).startswith(b"zINSTREAM"):
-                return connection
-            connection.close()
-
     def __enter__(self) -> SilentClamd:
         return self
 
