@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import dns.exception
 import dns.resolver
 
+from smtpfilter.filter import time_left
 from spamkit.atomicfile import file_signature
 
 log = logging.getLogger("spamkit.smtpfilter.dns")
@@ -166,13 +167,6 @@ class DnsClient:
             return Answer(Outcome.MISSING)
         texts = tuple(b"".join(record.strings) for record in answer.rrset) if rdtype == "TXT" else ()
         return Answer(Outcome.FOUND, tuple(record.to_text() for record in answer.rrset), texts=texts)
-
-
-def time_left(limit: float, deadline: float | None) -> float:
-    """Seconds a wait may take: `limit`, or less when `deadline` (time.monotonic()) comes
-    first; 0 or below when it has passed. A wait in the DATA checks ends at their deadline
-    (decision 0047), so the score still runs and the answer comes before ScanBudget's 451."""
-    return limit if deadline is None else min(limit, deadline - time.monotonic())
 
 
 def parse_server(server: str) -> tuple[str, int]:

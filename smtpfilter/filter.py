@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 
@@ -45,6 +46,13 @@ class Transaction:
     # of the 451 that ends them, so that the score's rules, stopped there, still give a
     # verdict in time (SpamAssassin's master_deadline); None outside `serve`
     deadline: float | None = None
+
+
+def time_left(limit: float, deadline: float | None) -> float:
+    """Seconds a wait may take: `limit`, or less when `deadline` (time.monotonic()) comes
+    first; 0 or below when it has passed. A wait in the DATA checks ends at their deadline
+    (decision 0047), so the score still runs and the answer comes before ScanBudget's 451."""
+    return limit if deadline is None else min(limit, deadline - time.monotonic())
 
 
 class Filter:

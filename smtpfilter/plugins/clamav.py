@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail, time_left
 from smtpfilter.headers import without_fields
 from smtpfilter.logtext import printable, reply_text
 from smtpfilter.metrics import UNCHECKED
@@ -70,10 +70,9 @@ class ClamdClient:
     def _ask(self, command: bytes, stream: bytes | None = None, deadline: float | None = None) -> str:
         """clamd's answer to `command`, after `stream` (INSTREAM's data) if there is one."""
         family = socket.AF_UNIX if self.unix else socket.AF_INET6 if ":" in self.endpoint[0] else socket.AF_INET
-        ends = time.monotonic() + self.timeout
-        cut_short = deadline is not None and deadline < ends
-        if deadline is not None:
-            ends = min(ends, deadline)
+        seconds = time_left(self.timeout, deadline)
+        cut_short = seconds < self.timeout
+        ends = time.monotonic() + seconds
         try:
             with socket.socket(family, socket.SOCK_STREAM) as connection:
                 _time_left(connection, ends)

@@ -23,8 +23,8 @@ import dns.exception
 import dns.resolver
 import spf as pyspf
 
-from smtpfilter.dns import DnsClient, time_left
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.dns import DnsClient
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail, time_left
 from smtpfilter.plugins.authres import clean, without_ours
 from smtpfilter.plugins.dmarc import author_domain, find_policy
 from smtpfilter.networks import LocalClients

@@ -31,10 +31,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from smtpfilter.dns import DnsClient, Outcome, time_left
+from smtpfilter.dns import DnsClient, Outcome
 from smtpfilter.dnslists import ListHealth, zones
 from smtpfilter.domains import organizational_domain
-from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail
+from smtpfilter.filter import CONTINUE, Decision, Filter, Transaction, reject, tempfail, time_left
 from smtpfilter.headers import without_fields
 from smtpfilter.networks import LocalClients
 from spamkit.errors import ConfigError
